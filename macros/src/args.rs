@@ -1,0 +1,311 @@
+//! Attribute arguments: `#[action(retries = 3, backoff = "1s", …)]` and
+//! `#[workflow(slug = "…", max_attempts = 5)]`.
+//!
+//! Parsed with `lookahead1` and custom keywords, so a wrong key gets "expected one of …";
+//! duplicate keys, keys of the other macro and common misspellings get their own message.
+//! Value errors (a bad duration, a number out of range) are collected and parsing goes on,
+//! so every mistake in one attribute is reported at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{LitInt, LitStr, Path, Token};
+
+use crate::errors::Errors;
+
+mod kw {
+    syn::custom_keyword!(slug);
+    syn::custom_keyword!(retries);
+    syn::custom_keyword!(backoff);
+    syn::custom_keyword!(timeout);
+    syn::custom_keyword!(non_retryable);
+    syn::custom_keyword!(max_attempts);
+}
+
+/// Options of `#[action(…)]`.
+#[derive(Default)]
+pub(crate) struct ActionArgs {
+    /// `slug = "…"`.
+    pub(crate) slug: Option<LitStr>,
+    /// `retries = N`.
+    pub(crate) retries: Option<u32>,
+    /// `backoff = "1s"`, in milliseconds.
+    pub(crate) backoff_ms: Option<u64>,
+    /// `timeout = "30s"`, in milliseconds.
+    pub(crate) timeout_ms: Option<u64>,
+    /// `non_retryable = ["kind", …]`.
+    pub(crate) non_retryable: Vec<LitStr>,
+    /// `crate = "path"`.
+    pub(crate) krate: Option<Path>,
+}
+
+/// Options of `#[workflow(…)]`.
+#[derive(Default)]
+pub(crate) struct WorkflowArgs {
+    /// `slug = "…"`.
+    pub(crate) slug: Option<LitStr>,
+    /// `max_attempts = N`.
+    pub(crate) max_attempts: Option<u32>,
+    /// `crate = "path"`.
+    pub(crate) krate: Option<Path>,
+}
+
+const ACTION_KEYS: &str = "`slug`, `retries`, `backoff`, `timeout`, `non_retryable` or `crate`";
+const WORKFLOW_KEYS: &str = "`slug`, `max_attempts` or `crate`";
+
+/// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
+pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
+    let mut args = ActionArgs::default();
+    let parser = |input: ParseStream| {
+        let mut seen = Seen::default();
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::slug) {
+                let key = input.parse::<kw::slug>()?;
+                seen.check("slug", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.slug = Some(parse_slug(input, errors)?);
+            } else if lookahead.peek(kw::retries) {
+                let key = input.parse::<kw::retries>()?;
+                seen.check("retries", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.retries = parse_u32(input, "retries", errors)?;
+            } else if lookahead.peek(kw::backoff) {
+                let key = input.parse::<kw::backoff>()?;
+                seen.check("backoff", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.backoff_ms = parse_duration(input, "backoff", true, errors)?;
+            } else if lookahead.peek(kw::timeout) {
+                let key = input.parse::<kw::timeout>()?;
+                seen.check("timeout", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.timeout_ms = parse_duration(input, "timeout", false, errors)?;
+            } else if lookahead.peek(kw::non_retryable) {
+                let key = input.parse::<kw::non_retryable>()?;
+                seen.check("non_retryable", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.non_retryable = parse_kinds(input)?;
+            } else if lookahead.peek(Token![crate]) {
+                let key = input.parse::<Token![crate]>()?;
+                seen.check("crate", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.krate = Some(parse_crate(input)?);
+            } else if let Some(error) = unknown_key(input, Macro::Action) {
+                return Err(error);
+            } else {
+                return Err(lookahead.error());
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(error) = parser.parse2(tokens) {
+        errors.push(error);
+    }
+    args
+}
+
+/// Parses the arguments of `#[workflow(…)]`, reporting problems to `errors`.
+pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> WorkflowArgs {
+    let mut args = WorkflowArgs::default();
+    let parser = |input: ParseStream| {
+        let mut seen = Seen::default();
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(kw::slug) {
+                let key = input.parse::<kw::slug>()?;
+                seen.check("slug", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.slug = Some(parse_slug(input, errors)?);
+            } else if lookahead.peek(kw::max_attempts) {
+                let key = input.parse::<kw::max_attempts>()?;
+                seen.check("max_attempts", key.span, errors);
+                input.parse::<Token![=]>()?;
+                let span = input.span();
+                args.max_attempts = parse_u32(input, "max_attempts", errors)?;
+                if args.max_attempts == Some(0) {
+                    errors.error(
+                        span,
+                        "`max_attempts` must be at least 1: it counts the first attempt too",
+                    );
+                }
+            } else if lookahead.peek(Token![crate]) {
+                let key = input.parse::<Token![crate]>()?;
+                seen.check("crate", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.krate = Some(parse_crate(input)?);
+            } else if let Some(error) = unknown_key(input, Macro::Workflow) {
+                return Err(error);
+            } else {
+                return Err(lookahead.error());
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(error) = parser.parse2(tokens) {
+        errors.push(error);
+    }
+    args
+}
+
+/// Keys seen so far in one attribute, to report duplicates.
+#[derive(Default)]
+struct Seen(BTreeMap<&'static str, Span>);
+
+impl Seen {
+    fn check(&mut self, key: &'static str, span: Span, errors: &Errors) {
+        if self.0.insert(key, span).is_some() {
+            errors.error(
+                span,
+                format!("duplicate option `{key}`: it is already set earlier in this attribute; remove one of them"),
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Macro {
+    Action,
+    Workflow,
+}
+
+/// A tailored error for an identifier that is not a key of this macro, if the next token
+/// is an identifier.
+fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
+    let ident = input.fork().call(syn::Ident::parse_any).ok()?;
+    let name = ident.to_string();
+    let (attr, keys) = match which {
+        Macro::Action => ("#[action]", ACTION_KEYS),
+        Macro::Workflow => ("#[workflow]", WORKFLOW_KEYS),
+    };
+    let hint = match (which, name.as_str()) {
+        (_, "name" | "id" | "key") => Some("did you mean `slug = \"…\"`?".to_owned()),
+        (Macro::Action, "retry" | "max_retries" | "retry_count") => {
+            Some("did you mean `retries = N` (retries after the first attempt)?".to_owned())
+        }
+        (Macro::Action, "max_attempts" | "attempts") => Some(
+            "actions take `retries = N` (retries after the first attempt); `max_attempts` is a `#[workflow]` option"
+                .to_owned(),
+        ),
+        (Macro::Action, "delay" | "retry_delay" | "initial_backoff" | "backoff_ms") => {
+            Some("did you mean `backoff = \"1s\"`?".to_owned())
+        }
+        (Macro::Action, "timeout_ms" | "deadline") => {
+            Some("did you mean `timeout = \"30s\"`?".to_owned())
+        }
+        (Macro::Action, "non_retriable" | "fatal" | "permanent" | "no_retry") => {
+            Some("did you mean `non_retryable = [\"kind\", …]`?".to_owned())
+        }
+        (Macro::Workflow, "retries" | "attempts" | "max_retries") => Some(
+            "workflows take `max_attempts = N`: how many times the whole body may run".to_owned(),
+        ),
+        (Macro::Workflow, "backoff" | "timeout" | "non_retryable") => Some(format!(
+            "`{name}` is an `#[action]` option: set it on the actions the workflow calls"
+        )),
+        _ => None,
+    };
+    let message = match hint {
+        Some(hint) => format!("unknown `{attr}` option `{name}`: {hint}"),
+        None => format!("unknown `{attr}` option `{name}`: expected {keys}"),
+    };
+    Some(syn::Error::new(ident.span(), message))
+}
+
+fn parse_slug(input: ParseStream, errors: &Errors) -> syn::Result<LitStr> {
+    let lit: LitStr = input.parse()?;
+    let value = lit.value();
+    if value.is_empty() {
+        errors.error(lit.span(), "the slug must not be empty");
+    } else if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        errors.error(
+            lit.span(),
+            format!(
+                "invalid slug character {bad:?}: slugs appear in URLs and step ids, so they may contain only ASCII letters, digits, `-`, `_` and `.` (e.g. \"signup-pipeline\")"
+            ),
+        );
+    }
+    Ok(lit)
+}
+
+fn parse_u32(input: ParseStream, key: &str, errors: &Errors) -> syn::Result<Option<u32>> {
+    let lit: LitInt = input.parse()?;
+    match lit.base10_parse::<u32>() {
+        Ok(n) => Ok(Some(n)),
+        Err(_) => {
+            errors.error(
+                lit.span(),
+                format!("`{key}` must be a whole number from 0 to {}", u32::MAX),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// A duration string in whole milliseconds. `zero_ok` allows `"0s"`.
+fn parse_duration(
+    input: ParseStream,
+    key: &str,
+    zero_ok: bool,
+    errors: &Errors,
+) -> syn::Result<Option<u64>> {
+    let lit: LitStr = input.parse()?;
+    match duration_millis(&lit.value(), zero_ok) {
+        Ok(ms) => Ok(Some(ms)),
+        Err(why) => {
+            errors.error(lit.span(), format!("invalid `{key}` duration {:?}: {why}", lit.value()));
+            Ok(None)
+        }
+    }
+}
+
+/// Parses a humantime duration (`"500ms"`, `"1s"`, `"2m 30s"`) into whole milliseconds.
+pub(crate) fn duration_millis(text: &str, zero_ok: bool) -> Result<u64, String> {
+    const EXAMPLES: &str = "write a number and a unit, e.g. \"500ms\", \"30s\", \"5m\" or \"1h 30m\"";
+    let duration: Duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e}; {EXAMPLES}"))?;
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err("durations are kept to the millisecond; round it to whole milliseconds".into());
+    }
+    if duration.is_zero() && !zero_ok {
+        return Err(format!("it must be longer than zero; {EXAMPLES}"));
+    }
+    u64::try_from(duration.as_millis()).map_err(|_| "the duration is too long".to_owned())
+}
+
+fn parse_kinds(input: ParseStream) -> syn::Result<Vec<LitStr>> {
+    if input.peek(LitStr) {
+        return Ok(vec![input.parse()?]);
+    }
+    if !input.peek(syn::token::Bracket) {
+        return Err(input.error("expected a list of error kinds, e.g. `non_retryable = [\"card_declined\", \"not_found\"]`"));
+    }
+    let content;
+    syn::bracketed!(content in input);
+    let kinds = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+    Ok(kinds.into_iter().collect())
+}
+
+fn parse_crate(input: ParseStream) -> syn::Result<Path> {
+    let lit: LitStr = input.parse()?;
+    lit.parse::<Path>().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "`crate` must be the path reprise is reachable at, e.g. `crate = \"::my_sdk::reprise\"`; {:?} is not a path",
+                lit.value()
+            ),
+        )
+    })
+}

@@ -1,0 +1,84 @@
+//! [`ActionCtx`]: what an action learns about the step it runs as.
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::ActionError;
+use crate::ctx::Ctx;
+use crate::engine::Engine;
+
+/// The context of one attempt of an action: its idempotency key, attempt number and the
+/// engine's shared resources. Take it as the optional second parameter of an `#[action]` fn.
+#[derive(Clone, Debug)]
+pub struct ActionCtx {
+    idempotency_key: String,
+    run_id: Option<String>,
+    correlation_id: String,
+    attempt: u32,
+    engine: Option<Engine>,
+}
+
+impl ActionCtx {
+    pub(crate) fn new(ctx: &Ctx, correlation_id: &str, attempt: u32) -> Self {
+        ActionCtx {
+            idempotency_key: format!("{}/{correlation_id}", ctx.run_id()),
+            run_id: Some(ctx.run_id().to_string()),
+            correlation_id: correlation_id.to_owned(),
+            attempt,
+            engine: Some(ctx.engine().clone()),
+        }
+    }
+
+    /// The context of a call outside any workflow (`action.run(input)` in a unit test).
+    pub fn standalone(slug: &str) -> Self {
+        ActionCtx {
+            idempotency_key: format!("standalone/{slug}"),
+            run_id: None,
+            correlation_id: slug.to_owned(),
+            attempt: 1,
+            engine: None,
+        }
+    }
+
+    /// `run-id/correlation-id`: the same on every attempt and every replay of this step, and
+    /// different for every other step, so a far side that de-duplicates on it (an
+    /// `Idempotency-Key` header, a unique column) applies the effect exactly once.
+    pub fn idempotency_key(&self) -> &str {
+        &self.idempotency_key
+    }
+
+    /// The run's id, or `None` outside a workflow.
+    pub fn run_id(&self) -> Option<&str> {
+        self.run_id.as_deref()
+    }
+
+    /// The step's correlation id, e.g. `hash-file#3`.
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// The attempt of this step, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The resource of type `T` registered with `Engine::builder().resource(..)`.
+    ///
+    /// # Errors
+    /// A permanent `missing_resource` error naming the type when none was registered.
+    pub fn resource<T: Any + Send + Sync>(&self) -> Result<Arc<T>, ActionError> {
+        self.engine
+            .as_ref()
+            .and_then(|engine| engine.resource::<T>())
+            .ok_or_else(|| {
+                ActionError::new(
+                    "missing_resource",
+                    format!(
+                        "no resource of type `{}` is registered; add `.resource(value)` to `Engine::builder()`",
+                        std::any::type_name::<T>()
+                    ),
+                    false,
+                )
+            })
+    }
+}

@@ -1,0 +1,92 @@
+//! The command-line grammar (clap derive).
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::event::RunStatus;
+
+/// Durable workflows: run, inspect and resume them.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Database URL: `sqlite://path/to/file.db` (or a bare path), or `memory:`.
+    #[arg(long, global = true, env = "REPRISE_DATABASE_URL", default_value = "sqlite://.reprise/reprise.db")]
+    pub(crate) db: String,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List, run and describe workflows.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+    /// Inspect and resume runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WorkflowsCommand {
+    /// List the registered workflows.
+    List,
+    /// Start a run and drive it to its end, then print its output and step table.
+    Run(RunArgs),
+    /// Print a workflow's input and output JSON Schemas.
+    Schema {
+        /// The workflow's slug.
+        slug: String,
+    },
+    /// Print a Mermaid flowchart of a workflow's call sites.
+    Graph {
+        /// The workflow's slug.
+        slug: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The workflow's slug.
+    pub(crate) slug: String,
+    /// The input: JSON text, or `@path` to read it from a file.
+    #[arg(long, default_value = "null")]
+    pub(crate) input: String,
+    /// Print one JSON object (`run_id`, `status`, `output` or `error`) instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs in this status (queued, running, sleeping, waiting, completed, failed, canceled).
+        #[arg(long)]
+        status: Option<RunStatus>,
+        /// Only runs of this workflow slug.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: status, output or error, and its steps.
+    Get {
+        /// The run's id.
+        id: String,
+        /// Print JSON (the run record and its steps).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue interrupted runs (all unfinished ones, or one) until they end.
+    Resume {
+        /// Only this run.
+        id: Option<String>,
+        /// Print JSON lines, one per run.
+        #[arg(long)]
+        json: bool,
+    },
+}

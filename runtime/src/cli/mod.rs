@@ -1,0 +1,222 @@
+//! The command line for your own binary (feature `cli`, on by default): a thin layer over
+//! [`Engine`].
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     reprise::cli::main(|engine| Ok(engine))
+//! }
+//! ```
+//!
+//! Commands: `workflows list|run <slug> --input <json|@file> [--json]|schema <slug>|graph <slug>`,
+//! `runs list [--status] [--workflow]|get <id> [--json]|resume [<id>]`. The database comes
+//! from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
+//! `sqlite://.reprise/reprise.db`, created on first use.
+//!
+//! Exit codes: `0` the run (or every resumed run) completed; `1` a run failed;
+//! `2` usage, input or validation error (the message names each JSON pointer);
+//! `3` a run is still waiting (on a hook) or the engine failed.
+
+mod args;
+mod graph;
+mod output;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+use crate::engine::{Engine, EngineBuilder, Execution, RunOutcome, summarize_steps};
+use crate::error::EngineError;
+use crate::event::{RunFilter, RunId, Trigger};
+use args::{Cli, Command, RunArgs, RunsCommand, WorkflowsCommand};
+
+/// Exit code: completed.
+pub const EXIT_COMPLETED: u8 = 0;
+/// Exit code: a run failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: usage, input or validation error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: a run is left waiting, or the engine/store failed.
+pub const EXIT_INCOMPLETE: u8 = 3;
+
+/// Parses the process arguments, builds the engine (store from `--db`, every discovered
+/// workflow, then `configure` for resources), runs the command on a new tokio runtime and
+/// returns the exit code.
+pub fn main(configure: impl FnOnce(EngineBuilder) -> Result<EngineBuilder, EngineError>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: could not start the tokio runtime: {error}");
+            return ExitCode::from(EXIT_INCOMPLETE);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(std::env::args_os(), configure)))
+}
+
+/// [`main`] for an existing runtime and explicit arguments (the first is the program name).
+/// Returns the exit code.
+pub async fn run(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    configure: impl FnOnce(EngineBuilder) -> Result<EngineBuilder, EngineError>,
+) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { EXIT_USAGE } else { EXIT_COMPLETED };
+            let _ = error.print();
+            return code;
+        }
+    };
+    let engine = match build_engine(&cli.db, configure) {
+        Ok(engine) => engine,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return EXIT_USAGE;
+        }
+    };
+    match dispatch(&engine, cli.command).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error}");
+            match error {
+                EngineError::Schema(_)
+                | EngineError::UnknownWorkflow(_)
+                | EngineError::UnknownRun(_)
+                | EngineError::Serde(_) => EXIT_USAGE,
+                _ => EXIT_INCOMPLETE,
+            }
+        }
+    }
+}
+
+fn build_engine(
+    db: &str,
+    configure: impl FnOnce(EngineBuilder) -> Result<EngineBuilder, EngineError>,
+) -> Result<Engine, EngineError> {
+    let url = if db.contains(':') { db.to_owned() } else { format!("sqlite://{db}") };
+    let store = crate::store::open(&url)?;
+    let mut builder = Engine::builder().store(store).discover()?;
+    if let Ok(secret) = std::env::var("REPRISE_HOOK_SECRET") {
+        builder = builder.hook_secret(secret.into_bytes());
+    }
+    configure(builder)?.build()
+}
+
+async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> {
+    match command {
+        Command::Workflows(WorkflowsCommand::List) => {
+            output::print_workflows(engine);
+            Ok(EXIT_COMPLETED)
+        }
+        Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, args).await,
+        Command::Workflows(WorkflowsCommand::Schema { slug }) => {
+            let entry = engine.workflow(&slug)?;
+            let schemas = json!({ "input": entry.input_schema(), "output": entry.output_schema() });
+            println!("{}", pretty(&schemas));
+            Ok(EXIT_COMPLETED)
+        }
+        Command::Workflows(WorkflowsCommand::Graph { slug }) => {
+            let entry = engine.workflow(&slug)?;
+            print!("{}", graph::mermaid(engine.registry(), entry));
+            Ok(EXIT_COMPLETED)
+        }
+        Command::Runs(RunsCommand::List { status, workflow, limit, json }) => {
+            let filter = RunFilter { status, workflow, limit: Some(limit) };
+            let runs = engine.list_runs(&filter).await?;
+            if json {
+                println!("{}", serde_json::to_string(&runs)?);
+            } else {
+                output::print_runs(&runs);
+            }
+            Ok(EXIT_COMPLETED)
+        }
+        Command::Runs(RunsCommand::Get { id, json }) => {
+            let id = RunId(id);
+            let record = engine.get_run(&id).await?;
+            let events = engine.store().events(&id).await?;
+            let steps = summarize_steps(&events);
+            if json {
+                println!("{}", serde_json::to_string(&json!({ "run": record, "steps": steps }))?);
+            } else {
+                output::print_run(&record, &steps);
+            }
+            Ok(EXIT_COMPLETED)
+        }
+        Command::Runs(RunsCommand::Resume { id, json }) => resume(engine, id, json).await,
+    }
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+fn read_input(text: &str) -> Result<Value, EngineError> {
+    let text = match text.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| EngineError::Serde(format!("could not read the input file `{path}`: {e}")))?,
+        None => text.to_owned(),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        EngineError::Serde(format!(
+            "--input is not valid JSON ({e}); pass JSON text such as '{{\"dir\":\".\"}}' or @path/to/file.json"
+        ))
+    })
+}
+
+async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError> {
+    let input = read_input(&args.input)?;
+    let id = engine.start_json(&args.slug, input, Trigger::Cli).await?;
+    if !args.json {
+        eprintln!("run {id} started ({})", args.slug);
+    }
+    let execution = engine.drive(&id).await?;
+    report(engine, &execution, args.json).await
+}
+
+/// Prints how an execution ended; returns its exit code.
+async fn report(engine: &Engine, execution: &Execution, as_json: bool) -> Result<u8, EngineError> {
+    let id = &execution.run_id;
+    let record = engine.get_run(id).await?;
+    let (code, body) = match &execution.outcome {
+        RunOutcome::Completed(output) => (EXIT_COMPLETED, json!({ "output": output })),
+        RunOutcome::Failed(error) => (EXIT_FAILED, json!({ "error": error })),
+        RunOutcome::Suspended(waits) => (EXIT_INCOMPLETE, json!({ "waits": waits })),
+    };
+    if as_json {
+        let mut line = json!({
+            "run_id": id,
+            "status": record.status,
+            "replayed": execution.replayed,
+            "executed": execution.executed,
+        });
+        if let (Some(line), Some(body)) = (line.as_object_mut(), body.as_object()) {
+            line.extend(body.clone());
+        }
+        println!("{line}");
+        return Ok(code);
+    }
+    let events = engine.store().events(id).await?;
+    let steps = summarize_steps(&events);
+    output::print_execution(&record, execution, &steps);
+    Ok(code)
+}
+
+async fn resume(engine: &Engine, id: Option<String>, as_json: bool) -> Result<u8, EngineError> {
+    let ids: Vec<RunId> = match id {
+        Some(id) => vec![RunId(id)],
+        None => engine.unfinished_runs().await?.into_iter().map(|r| r.id).collect(),
+    };
+    if ids.is_empty() && !as_json {
+        println!("no unfinished runs");
+    }
+    let mut worst = EXIT_COMPLETED;
+    for id in ids {
+        if !as_json {
+            eprintln!("resuming run {id}");
+        }
+        let execution = engine.drive(&id).await?;
+        worst = worst.max(report(engine, &execution, as_json).await?);
+    }
+    Ok(worst)
+}

@@ -1,0 +1,91 @@
+//! Human-readable output: tables of workflows, runs and steps.
+
+use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
+
+use crate::engine::{Engine, Execution, RunOutcome, StepSummary};
+use crate::event::RunRecord;
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    table
+}
+
+pub(super) fn print_workflows(engine: &Engine) {
+    let mut rows = table(&["workflow", "max attempts", "steps", "description"]);
+    for workflow in engine.registry().workflows() {
+        rows.add_row(vec![
+            workflow.registration.slug.to_owned(),
+            workflow.options.max_attempts.to_string(),
+            workflow.sites.len().to_string(),
+            workflow.registration.description.to_owned(),
+        ]);
+    }
+    println!("{rows}");
+}
+
+pub(super) fn print_runs(runs: &[RunRecord]) {
+    let mut rows = table(&["run", "workflow", "status", "attempt", "created", "updated"]);
+    for run in runs {
+        rows.add_row(vec![
+            run.id.to_string(),
+            run.workflow.clone(),
+            run.status.to_string(),
+            run.attempt.to_string(),
+            run.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            run.updated_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        ]);
+    }
+    println!("{rows}");
+}
+
+pub(super) fn steps_table(steps: &[StepSummary]) -> Table {
+    let mut rows = table(&["step", "status", "attempts", "duration"]);
+    for step in steps {
+        rows.add_row(vec![
+            step.id.clone(),
+            step.status.as_str().to_owned(),
+            step.attempts.to_string(),
+            step.duration_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    rows
+}
+
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+pub(super) fn print_run(run: &RunRecord, steps: &[StepSummary]) {
+    println!("run       {}", run.id);
+    println!("workflow  {}", run.workflow);
+    println!("status    {}", run.status);
+    println!("attempt   {}", run.attempt);
+    println!("trigger   {}", run.trigger);
+    println!("created   {}", run.created_at.to_rfc3339());
+    if let Some(wake_at) = run.wake_at {
+        println!("wakes at  {}", wake_at.to_rfc3339());
+    }
+    if let Some(output) = &run.output {
+        println!("output:\n{}", pretty(output));
+    }
+    if let Some(error) = &run.error {
+        println!("error:\n{}", pretty(error));
+    }
+    println!("{}", steps_table(steps));
+}
+
+pub(super) fn print_execution(run: &RunRecord, execution: &Execution, steps: &[StepSummary]) {
+    match &execution.outcome {
+        RunOutcome::Completed(output) => println!("{}", pretty(output)),
+        RunOutcome::Failed(error) => println!("error: {error}"),
+        RunOutcome::Suspended(waits) => {
+            println!("the run is waiting: {}", serde_json::to_string(waits).unwrap_or_default())
+        }
+    }
+    println!("{}", steps_table(steps));
+    println!(
+        "run {} {} ({} steps replayed from the log, {} executed)",
+        run.id, run.status, execution.replayed, execution.executed
+    );
+}

@@ -1,0 +1,356 @@
+//! [`Ctx`], the workflow context: identity of the run, recorded values (`now`,
+//! `random`, `uuid`), and the per-run state every recorded step shares.
+//!
+//! The step primitives the macro rewrites calls into live in the submodules:
+//! [`step`] (`x.run(..)`), [`sleep`] (`ctx.sleep(..)`) and [`hook`] (`ctx.hook()`).
+
+pub(crate) mod hook;
+pub(crate) mod sleep;
+pub(crate) mod step;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::engine::Engine;
+use crate::error::{EngineError, NonDeterminism, WorkflowError, kinds};
+use crate::event::{EventKind, NewEvent, RunId, RunUpdate, Trigger};
+use crate::history::History;
+use crate::store::Append;
+
+/// Something a suspended run waits for.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "wait", rename_all = "snake_case")]
+pub enum Wait {
+    /// A durable sleep, until `until`.
+    Sleep {
+        /// The sleep's correlation id.
+        id: String,
+        /// When it ends.
+        until: DateTime<Utc>,
+    },
+    /// A hook, until its payload arrives (or `timeout_at`).
+    Hook {
+        /// The hook's correlation id.
+        id: String,
+        /// When the hook times out, if it has a timeout.
+        timeout_at: Option<DateTime<Utc>>,
+    },
+    /// A run-level retry scheduled after a failed attempt.
+    Retry {
+        /// When the next attempt may start.
+        until: DateTime<Utc>,
+    },
+}
+
+impl Wait {
+    /// When the wait ends by itself (`None` for a hook without timeout).
+    pub fn until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Wait::Sleep { until, .. } | Wait::Retry { until } => Some(*until),
+            Wait::Hook { timeout_at, .. } => *timeout_at,
+        }
+    }
+}
+
+/// State shared by every [`Ctx`] of one execution of a run.
+pub(crate) struct RunState {
+    pub(crate) engine: Engine,
+    pub(crate) run_id: RunId,
+    pub(crate) workflow: String,
+    pub(crate) attempt: u32,
+    pub(crate) trigger: Trigger,
+    pub(crate) triggered_at: DateTime<Utc>,
+    pub(crate) history: History,
+    counters: Mutex<HashMap<String, u32>>,
+    /// The next sequence number; the async lock serializes this run's appends.
+    next_seq: tokio::sync::Mutex<u64>,
+    /// `step_started` events and recorded values, written with the next durable append so
+    /// that a step costs one commit (its completion), not two.
+    pending: Mutex<Vec<NewEvent>>,
+    /// Set when the run must fail whatever the body does (non-determinism, store failure).
+    poison: Mutex<Option<WorkflowError>>,
+    /// Waits the body is blocked on; non-empty means the run suspends.
+    waits: Mutex<Vec<Wait>>,
+    pub(crate) suspended: Notify,
+    /// Live steps running right now; a suspending run lets them finish and record first.
+    inflight: AtomicUsize,
+    pub(crate) inflight_changed: Notify,
+    pub(crate) replayed: AtomicU64,
+    pub(crate) executed: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section below is a plain insert/read; a panic elsewhere cannot leave
+    // the data half-updated, so a poisoned lock is still consistent.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RunState {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        engine: Engine,
+        run_id: RunId,
+        workflow: String,
+        attempt: u32,
+        trigger: Trigger,
+        triggered_at: DateTime<Utc>,
+        history: History,
+        next_seq: u64,
+    ) -> Self {
+        RunState {
+            engine,
+            run_id,
+            workflow,
+            attempt,
+            trigger,
+            triggered_at,
+            history,
+            counters: Mutex::new(HashMap::new()),
+            next_seq: tokio::sync::Mutex::new(next_seq),
+            pending: Mutex::new(Vec::new()),
+            poison: Mutex::new(None),
+            waits: Mutex::new(Vec::new()),
+            suspended: Notify::new(),
+            inflight: AtomicUsize::new(0),
+            inflight_changed: Notify::new(),
+            replayed: AtomicU64::new(0),
+            executed: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes the next occurrence number of `key` (synchronously, when a step future is created).
+    pub(crate) fn next_occurrence(&self, key: &str) -> u32 {
+        let mut counters = lock(&self.counters);
+        let n = counters.entry(key.to_owned()).or_insert(0);
+        let current = *n;
+        *n += 1;
+        current
+    }
+
+    /// Buffers an event until the next durable append.
+    pub(crate) fn push_pending(&self, event: NewEvent) {
+        lock(&self.pending).push(event);
+    }
+
+    /// Appends `events` (after everything pending) and applies `update`, durably.
+    pub(crate) async fn append(
+        &self,
+        events: Vec<NewEvent>,
+        update: RunUpdate,
+    ) -> Result<(), EngineError> {
+        let mut next_seq = self.next_seq.lock().await;
+        let mut all = std::mem::take(&mut *lock(&self.pending));
+        all.extend(events);
+        let count = all.len() as u64;
+        let append = Append {
+            run_id: self.run_id.clone(),
+            first_seq: *next_seq,
+            events: all,
+            update,
+        };
+        self.engine.store().append(append).await?;
+        *next_seq += count;
+        Ok(())
+    }
+
+    /// An event stamped now.
+    pub(crate) fn event(&self, kind: EventKind, id: Option<&str>, attempt: u32, payload: Value) -> NewEvent {
+        NewEvent {
+            kind,
+            correlation_id: id.map(str::to_owned),
+            attempt,
+            at: self.engine.now(),
+            payload,
+        }
+    }
+
+    /// Marks the run as failed whatever the body does next; the first poison wins.
+    pub(crate) fn poison(&self, error: WorkflowError) {
+        let mut poison = lock(&self.poison);
+        if poison.is_none() {
+            *poison = Some(error);
+        }
+    }
+
+    pub(crate) fn poisoned(&self) -> Option<WorkflowError> {
+        lock(&self.poison).clone()
+    }
+
+    /// Registers a wait and tells the executor the body is blocked on it.
+    pub(crate) fn suspend(&self, wait: Wait) {
+        lock(&self.waits).push(wait);
+        self.suspended.notify_one();
+    }
+
+    pub(crate) fn waits(&self) -> Vec<Wait> {
+        lock(&self.waits).clone()
+    }
+
+    pub(crate) fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Counts a live step until the guard drops.
+    pub(crate) fn live_step(self: &Arc<Self>) -> LiveStep {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        LiveStep(self.clone())
+    }
+
+    /// Reports a non-determinism and poisons the run.
+    pub(crate) fn non_determinism(&self, id: &str, recorded: String, requested: String) -> crate::ActionError {
+        let error = NonDeterminism {
+            id: id.to_owned(),
+            recorded,
+            requested,
+        };
+        let action_error = crate::ActionError::from(error);
+        let mut workflow_error = WorkflowError::from(action_error.clone());
+        workflow_error.step = Some(id.to_owned());
+        self.poison(workflow_error);
+        action_error
+    }
+}
+
+/// Keeps [`RunState::inflight`] counted while a live step runs.
+pub(crate) struct LiveStep(Arc<RunState>);
+
+impl Drop for LiveStep {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.0.inflight_changed.notify_one();
+    }
+}
+
+/// The context of a workflow run, handed to the workflow body.
+///
+/// Cheap to clone (an `Arc`). Inside a `#[workflow]` body, `ctx.sleep(..)`,
+/// `ctx.sleep_until(..)` and `ctx.hook()` are rewritten by the macro into recorded steps;
+/// `now()`, `random()` and `uuid()` record their value the first time and return the
+/// recorded value on every replay, so the body stays deterministic.
+#[derive(Clone)]
+pub struct Ctx {
+    pub(crate) run: Arc<RunState>,
+    /// Prefix of correlation ids: `""` at top level, `"enrich-lead#0/"` in a sub-workflow.
+    pub(crate) namespace: Arc<str>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("run_id", &self.run.run_id)
+            .field("workflow", &self.run.workflow)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl Ctx {
+    /// The run's id.
+    pub fn run_id(&self) -> &RunId {
+        &self.run.run_id
+    }
+
+    /// The slug of the run's (top-level) workflow.
+    pub fn workflow(&self) -> &str {
+        &self.run.workflow
+    }
+
+    /// What started the run (`api`, `cli`, `cron`, `webhook`, `poll`, `retry`, `code`).
+    pub fn trigger(&self) -> Trigger {
+        self.run.trigger
+    }
+
+    /// When the run was created (UTC).
+    pub fn triggered_at(&self) -> DateTime<Utc> {
+        self.run.triggered_at
+    }
+
+    /// The run-level attempt, from 1; grows when a failed body is retried (`max_attempts`).
+    pub fn attempt(&self) -> u32 {
+        self.run.attempt
+    }
+
+    /// The engine running this workflow (for its resources).
+    pub fn engine(&self) -> &Engine {
+        &self.run.engine
+    }
+
+    /// The current time (UTC), recorded: a replay returns the value of the first execution.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.recorded_value("now", || self.run.engine.now())
+    }
+
+    /// A random value, recorded: a replay returns the value of the first execution.
+    ///
+    /// ```ignore
+    /// let dice: u8 = ctx.random::<u8>() % 6 + 1;
+    /// ```
+    pub fn random<T>(&self) -> T
+    where
+        T: Serialize + DeserializeOwned,
+        rand::distr::StandardUniform: rand::distr::Distribution<T>,
+    {
+        self.recorded_value("random", rand::random::<T>)
+    }
+
+    /// A random UUID (v4), recorded: a replay returns the value of the first execution.
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.recorded_value("uuid", uuid::Uuid::new_v4)
+    }
+
+    /// Records `make()` under `$<name>#<n>` the first time; returns the recorded value on replay.
+    fn recorded_value<T: Serialize + DeserializeOwned>(&self, name: &str, make: impl FnOnce() -> T) -> T {
+        let key = format!("{}${name}", self.namespace);
+        let n = self.run.next_occurrence(&key);
+        let id = format!("{key}#{n}");
+        if let Some(Ok(value)) = self.run.history.get(&id).and_then(|r| r.outcome.clone())
+            && let Ok(value) = serde_json::from_value::<T>(value)
+        {
+            return value;
+        }
+        let value = make();
+        let recorded = serde_json::to_value(&value).unwrap_or(Value::Null);
+        let event = self.run.event(
+            EventKind::StepCompleted,
+            Some(&id),
+            1,
+            json!({ "callee": format!("ctx.{name}"), "output": recorded }),
+        );
+        self.run.push_pending(event);
+        value
+    }
+
+    /// The correlation id of the next occurrence of `site_key` in this namespace.
+    pub(crate) fn next_id(&self, site_key: &str) -> String {
+        let key = format!("{}{site_key}", self.namespace);
+        let n = self.run.next_occurrence(&key);
+        format!("{key}#{n}")
+    }
+
+    /// A context for a sub-workflow running as step `id`.
+    pub(crate) fn child(&self, id: &str) -> Ctx {
+        Ctx {
+            run: self.run.clone(),
+            namespace: Arc::from(format!("{id}/")),
+        }
+    }
+}
+
+/// Error for a step that may not start because the run is already failing.
+pub(crate) fn poisoned_error(error: &WorkflowError) -> crate::ActionError {
+    crate::ActionError::new(error.kind.clone(), error.message.clone(), false)
+}
+
+/// Converts a store failure inside a step into the step's error, poisoning the run.
+pub(crate) fn store_failure(run: &RunState, error: EngineError) -> crate::ActionError {
+    let message = format!("could not record the step: {error}");
+    run.poison(WorkflowError::new(kinds::STORE, message.clone(), true));
+    crate::ActionError::new(kinds::STORE, message, false)
+}

@@ -1,0 +1,174 @@
+//! Durable sleep: `ctx.sleep(d)` and `ctx.sleep_until(t)` in a workflow body.
+//!
+//! The first execution records `sleep_started` with the wake-up time and suspends the run
+//! (status `sleeping`: no task, no memory held); the run is resumed once the time has come
+//! and the replay records `sleep_completed` and goes on. A sleep that already elapsed on
+//! replay does not wait again.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{Ctx, Wait, poisoned_error, store_failure};
+use crate::error::kinds;
+use crate::event::{EventKind, RunStatus, RunUpdate};
+use crate::step::Site;
+use crate::ActionError;
+
+/// A length of time `ctx.sleep` accepts: a [`Duration`], a [`chrono::TimeDelta`], or a
+/// humantime string such as `"1h 30m"` or `"500ms"`.
+pub trait SleepDuration {
+    /// The duration.
+    ///
+    /// # Errors
+    /// A permanent `invalid_duration` error naming the text when it does not parse.
+    fn to_duration(&self) -> Result<Duration, ActionError>;
+}
+
+impl SleepDuration for Duration {
+    fn to_duration(&self) -> Result<Duration, ActionError> {
+        Ok(*self)
+    }
+}
+
+impl SleepDuration for chrono::TimeDelta {
+    fn to_duration(&self) -> Result<Duration, ActionError> {
+        self.to_std().map_err(|_| {
+            ActionError::new("invalid_duration", format!("cannot sleep for a negative time ({self})"), false)
+        })
+    }
+}
+
+impl SleepDuration for &str {
+    fn to_duration(&self) -> Result<Duration, ActionError> {
+        humantime::parse_duration(self).map_err(|e| {
+            ActionError::new(
+                "invalid_duration",
+                format!("`{self}` is not a duration ({e}); write it like \"90s\", \"15m\" or \"1h 30m\""),
+                false,
+            )
+        })
+    }
+}
+
+impl SleepDuration for String {
+    fn to_duration(&self) -> Result<Duration, ActionError> {
+        self.as_str().to_duration()
+    }
+}
+
+impl SleepDuration for &String {
+    fn to_duration(&self) -> Result<Duration, ActionError> {
+        self.as_str().to_duration()
+    }
+}
+
+/// A point in time `ctx.sleep_until` accepts: a `DateTime<Utc>`, a [`std::time::SystemTime`]
+/// or an RFC 3339 string.
+pub trait WakeTime {
+    /// The time, in UTC.
+    ///
+    /// # Errors
+    /// A permanent `invalid_time` error when a string does not parse.
+    fn to_wake_time(&self) -> Result<DateTime<Utc>, ActionError>;
+}
+
+impl WakeTime for DateTime<Utc> {
+    fn to_wake_time(&self) -> Result<DateTime<Utc>, ActionError> {
+        Ok(*self)
+    }
+}
+
+impl WakeTime for std::time::SystemTime {
+    fn to_wake_time(&self) -> Result<DateTime<Utc>, ActionError> {
+        Ok(DateTime::<Utc>::from(*self))
+    }
+}
+
+impl WakeTime for &str {
+    fn to_wake_time(&self) -> Result<DateTime<Utc>, ActionError> {
+        DateTime::parse_from_rfc3339(self).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+            ActionError::new(
+                "invalid_time",
+                format!("`{self}` is not an RFC 3339 time ({e}); write it like \"2026-01-31T09:00:00Z\""),
+                false,
+            )
+        })
+    }
+}
+
+/// `ctx.sleep(duration)`: a durable sleep recorded under the site's id.
+pub fn sleep(
+    ctx: &Ctx,
+    site: &'static Site,
+    duration: impl SleepDuration,
+) -> impl Future<Output = Result<(), ActionError>> + Send + 'static {
+    let id = ctx.next_id(&site.key("sleep"));
+    let ctx = ctx.clone();
+    let duration = duration.to_duration();
+    async move {
+        let duration = duration?;
+        let wake_at = ctx.run.engine.now() + chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
+        wait_until(ctx, id, wake_at).await
+    }
+}
+
+/// `ctx.sleep_until(time)`: a durable sleep until a point in time.
+pub fn sleep_until(
+    ctx: &Ctx,
+    site: &'static Site,
+    time: impl WakeTime,
+) -> impl Future<Output = Result<(), ActionError>> + Send + 'static {
+    let id = ctx.next_id(&site.key("sleep-until"));
+    let ctx = ctx.clone();
+    let time = time.to_wake_time();
+    async move { wait_until(ctx, id, time?).await }
+}
+
+async fn wait_until(ctx: Ctx, id: String, requested_wake: DateTime<Utc>) -> Result<(), ActionError> {
+    let run = &ctx.run;
+    let recorded = run.history.get(&id);
+    if let Some(recorded) = recorded {
+        if recorded.callee != "sleep" {
+            return Err(run.non_determinism(
+                &id,
+                format!("`{}`", recorded.callee),
+                "a sleep".to_owned(),
+            ));
+        }
+        if recorded.sleep_done {
+            run.replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
+    }
+    if let Some(poison) = run.poisoned() {
+        return Err(poisoned_error(&poison));
+    }
+    let wake_at = match recorded.and_then(|r| r.wake_at) {
+        Some(wake_at) => wake_at,
+        None => {
+            let event = run.event(EventKind::SleepStarted, Some(&id), 1, json!({ "wake_at": requested_wake }));
+            if let Err(e) = run.append(vec![event], RunUpdate::default()).await {
+                return Err(store_failure(run, e));
+            }
+            requested_wake
+        }
+    };
+    if run.engine.now() >= wake_at {
+        let event = run.event(EventKind::SleepCompleted, Some(&id), 1, json!({}));
+        let update = RunUpdate {
+            status: Some(RunStatus::Running),
+            ..RunUpdate::default()
+        };
+        if let Err(e) = run.append(vec![event], update).await {
+            return Err(store_failure(run, e));
+        }
+        run.executed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(());
+    }
+    run.suspend(Wait::Sleep { id, until: wake_at });
+    // The executor drops the body once every live step has recorded; until then, wait.
+    std::future::pending::<()>().await;
+    Err(ActionError::new(kinds::STORE, "unreachable: a suspended sleep resumed in place", false))
+}

@@ -1,0 +1,244 @@
+//! `x.run(input)` in a workflow body: a recorded step (DESIGN "Replay and determinism").
+//!
+//! The correlation id is taken when the step future is *created* (so `join_all(map(..))`
+//! numbers in iteration order), the log is consulted when it is first polled: a recorded
+//! step returns its recorded outcome (the output re-validated against its schema), the
+//! first unrecorded one runs live, with retries, and is recorded.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{Ctx, poisoned_error, store_failure};
+use crate::error::kinds;
+use crate::event::{EventKind, RunUpdate};
+use crate::schema::validator_for;
+use crate::step::{ActionOptions, Site, Step, StepBehavior, StepKind};
+use crate::{ActionCtx, ActionError};
+
+/// Runs `step` with `input` as a recorded step of the workflow running in `ctx`.
+///
+/// Returns the step's output, or its error after its retries; on replay, the recorded
+/// outcome. A step whose id, callee or input digest differs from the log fails with a
+/// `non_determinism` error and fails the run, whatever the body does with the error.
+pub fn run_step<S: Step>(
+    ctx: &Ctx,
+    site: &'static Site,
+    step: &S,
+    input: S::Input,
+) -> impl Future<Output = Result<S::Output, ActionError>> + Send + 'static {
+    let _ = step;
+    let id = ctx.next_id(&site.key(S::SLUG));
+    let ctx = ctx.clone();
+    async move { execute::<S>(ctx, id, input).await }
+}
+
+/// A stable digest of a step input: SHA-256 of its JSON text, first 16 hex digits.
+pub(crate) fn digest(value: &Value) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let hash = Sha256::digest(&bytes);
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn serde_error(what: &str, slug: &str, error: serde_json::Error) -> ActionError {
+    ActionError::new(kinds::SERDE, format!("{what} of `{slug}`: {error}"), false)
+}
+
+async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Output, ActionError> {
+    let run = &ctx.run;
+    let input_json = serde_json::to_value(&input).map_err(|e| serde_error("input", S::SLUG, e))?;
+    let digest = digest(&input_json);
+
+    if let Some(recorded) = run.history.get(&id) {
+        if recorded.callee != S::SLUG || (!recorded.digest.is_empty() && recorded.digest != digest) {
+            return Err(run.non_determinism(
+                &id,
+                format!("`{}` with input digest {}", recorded.callee, recorded.digest),
+                format!("`{}` with input digest {digest}", S::SLUG),
+            ));
+        }
+        match &recorded.outcome {
+            Some(Ok(output)) => {
+                let validated = validator_for::<S::Output>()
+                    .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?
+                    .validate(output)
+                    .map_err(|mut violation| {
+                        violation.what = format!("recorded output of step `{id}`");
+                        ActionError::from(violation)
+                    });
+                if let Err(error) = validated {
+                    // The recorded value no longer fits today's type: as non-deterministic as a
+                    // changed callee, and just as fatal to the run.
+                    let mut workflow_error = crate::WorkflowError::from(error.clone());
+                    workflow_error.step = Some(id.clone());
+                    run.poison(workflow_error);
+                    return Err(error);
+                }
+                run.replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return serde_json::from_value(output.clone())
+                    .map_err(|e| serde_error("recorded output", S::SLUG, e));
+            }
+            Some(Err(error)) => {
+                run.replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(error.clone());
+            }
+            None => {} // started but never finished (crash mid-step): run it again live.
+        }
+    }
+
+    if let Some(poison) = run.poisoned() {
+        return Err(poisoned_error(&poison));
+    }
+    let _live = run.live_step();
+    let kind = match S::BEHAVIOR {
+        StepBehavior::Action { .. } => StepKind::Action,
+        StepBehavior::Workflow { .. } => StepKind::Workflow,
+    };
+    run.push_pending(run.event(
+        EventKind::StepStarted,
+        Some(&id),
+        1,
+        json!({ "callee": S::SLUG, "kind": kind, "input": input_json, "digest": digest }),
+    ));
+
+    let input_check = validator_for::<S::Input>()
+        .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))
+        .and_then(|validator| {
+            validator.validate(&input_json).map_err(|mut violation| {
+                violation.what = format!("input of step `{id}` (`{}`)", S::SLUG);
+                ActionError::from(violation)
+            })
+        });
+
+    let (result, attempts) = match input_check {
+        Err(error) => (Err(error), 1),
+        Ok(()) => match S::BEHAVIOR {
+            StepBehavior::Action { options, call } => {
+                run_action::<S>(&ctx, &id, options, call, input, &input_json).await
+            }
+            StepBehavior::Workflow { call, .. } => {
+                let child = ctx.child(&id);
+                let outcome = AssertUnwindSafe(call(child, input)).catch_unwind().await;
+                let result = match outcome {
+                    Ok(result) => result.map_err(ActionError::from),
+                    Err(panic) => Err(panic_error(S::SLUG, panic)),
+                };
+                (result, 1)
+            }
+        },
+    };
+
+    let result = result.and_then(|output| {
+        let output_json = serde_json::to_value(&output).map_err(|e| serde_error("output", S::SLUG, e))?;
+        validator_for::<S::Output>()
+            .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?
+            .validate(&output_json)
+            .map_err(|mut violation| {
+                violation.what = format!("output of step `{id}` (`{}`)", S::SLUG);
+                ActionError::from(violation)
+            })?;
+        Ok((output, output_json))
+    });
+
+    let (event, returned) = match result {
+        Ok((output, output_json)) => (
+            run.event(EventKind::StepCompleted, Some(&id), attempts, json!({ "output": output_json })),
+            Ok(output),
+        ),
+        Err(error) => (
+            run.event(EventKind::StepFailed, Some(&id), attempts, json!({ "error": error })),
+            Err(error),
+        ),
+    };
+    if let Err(store_error) = run.append(vec![event], RunUpdate::default()).await {
+        return Err(store_failure(run, store_error));
+    }
+    run.executed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    returned
+}
+
+/// Calls an action with its retries and timeout; returns the outcome and the attempts made.
+async fn run_action<S: Step>(
+    ctx: &Ctx,
+    id: &str,
+    options: ActionOptions,
+    call: crate::step::ActionFn<S::Input, S::Output>,
+    first_input: S::Input,
+    input_json: &Value,
+) -> (Result<S::Output, ActionError>, u32) {
+    let run = &ctx.run;
+    let mut input = Some(first_input);
+    let mut attempt = 1u32;
+    loop {
+        let this_input = match input.take() {
+            Some(input) => input,
+            None => match serde_json::from_value(input_json.clone()) {
+                Ok(input) => input,
+                Err(e) => return (Err(serde_error("input", S::SLUG, e)), attempt),
+            },
+        };
+        let cx = ActionCtx::new(ctx, id, attempt);
+        let call = AssertUnwindSafe(call(this_input, cx)).catch_unwind();
+        let outcome = match options.timeout {
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => Ok(Err(ActionError::new(
+                    kinds::TIMEOUT,
+                    format!("attempt {attempt} exceeded the timeout of {}", humantime::format_duration(limit)),
+                    true,
+                ))),
+            },
+            None => call.await,
+        };
+        let result = match outcome {
+            Ok(result) => result,
+            Err(panic) => Err(panic_error(S::SLUG, panic)),
+        };
+        let error = match result {
+            Ok(output) => return (Ok(output), attempt),
+            Err(error) => error,
+        };
+        let retry = error.retryable
+            && attempt <= options.retries
+            && !options.non_retryable.contains(&error.kind.as_str())
+            && run.poisoned().is_none();
+        if !retry {
+            return (Err(error), attempt);
+        }
+        let delay = backoff(options.backoff, attempt);
+        let event = run.event(
+            EventKind::StepRetrying,
+            Some(id),
+            attempt,
+            json!({ "error": error, "delay_ms": delay.as_millis() as u64 }),
+        );
+        if let Err(store_error) = run.append(vec![event], RunUpdate::default()).await {
+            return (Err(store_failure(run, store_error)), attempt);
+        }
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+/// Exponential backoff: `initial × 2^(attempt-1)`, capped at [`ActionOptions::MAX_BACKOFF`],
+/// with ±25 % uniform jitter (the "equal jitter" family; see the AWS Architecture Blog,
+/// "Exponential Backoff And Jitter", 2015).
+pub(crate) fn backoff(initial: Duration, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+    let base = initial.saturating_mul(factor).min(ActionOptions::MAX_BACKOFF);
+    let jitter: f64 = rand::random_range(0.75..1.25);
+    base.mul_f64(jitter)
+}
+
+/// A caught panic as a retryable `panic` error naming the step.
+pub(crate) fn panic_error(slug: &str, panic: Box<dyn std::any::Any + Send>) -> ActionError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+    ActionError::new(kinds::PANIC, format!("`{slug}` panicked: {message}"), true)
+}

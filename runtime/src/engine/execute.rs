@@ -1,0 +1,344 @@
+//! Executing a run: replay the body from the top against the log until it ends or
+//! suspends (DESIGN "Replay and determinism", "Running").
+
+use std::panic::AssertUnwindSafe;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use futures::FutureExt;
+use serde_json::{Value, json};
+
+use super::Engine;
+use crate::ctx::hook::token_hash;
+use crate::ctx::step::panic_error;
+use crate::ctx::{Ctx, RunState, Wait};
+use crate::error::{EngineError, WorkflowError, kinds};
+use crate::event::{EventKind, RunId, RunStatus, RunUpdate};
+use crate::history::History;
+
+/// How an execution of a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunOutcome {
+    /// The run completed with this output.
+    Completed(Value),
+    /// The run failed (for good) with this error.
+    Failed(WorkflowError),
+    /// The run is suspended until one of these waits ends.
+    Suspended(Vec<Wait>),
+}
+
+/// The result of [`Engine::execute`] or [`Engine::drive`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Execution {
+    /// The run.
+    pub run_id: RunId,
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// Steps answered from the log.
+    pub replayed: u64,
+    /// Steps executed live and recorded.
+    pub executed: u64,
+}
+
+/// The cap on the delay between run attempts.
+const MAX_RUN_BACKOFF: Duration = Duration::from_secs(600);
+
+impl Engine {
+    /// Executes run `id` once: replays its body from the top against its log, runs the
+    /// first unrecorded steps live, and records how it ends. Returns when the run ends,
+    /// suspends (sleep, hook, scheduled retry) or was already finished.
+    ///
+    /// # Errors
+    /// Unknown run or workflow, store failures, and [`EngineError::Conflict`] when another
+    /// process appended to the run meanwhile (the run is theirs; nothing is lost).
+    pub async fn execute(&self, id: &RunId) -> Result<Execution, EngineError> {
+        let record = self.get_run(id).await?;
+        let finished = |outcome| Execution {
+            run_id: id.clone(),
+            outcome,
+            replayed: 0,
+            executed: 0,
+        };
+        match record.status {
+            RunStatus::Completed => {
+                return Ok(finished(RunOutcome::Completed(record.output.unwrap_or(Value::Null))));
+            }
+            RunStatus::Failed | RunStatus::Canceled => {
+                let error = record
+                    .error
+                    .and_then(|e| serde_json::from_value(e).ok())
+                    .unwrap_or_else(|| WorkflowError::permanent(format!("run {}", record.status)));
+                return Ok(finished(RunOutcome::Failed(error)));
+            }
+            _ => {}
+        }
+        let entry = self.workflow(&record.workflow)?.clone();
+        let events = self.store().events(id).await?;
+        let history = History::from_events(&events).map_err(|message| EngineError::Corrupt {
+            run: id.to_string(),
+            message,
+        })?;
+        let next_seq = events.len() as u64;
+        let attempt = record.attempt.max(1);
+        let state = Arc::new(RunState::new(
+            self.clone(),
+            id.clone(),
+            record.workflow.clone(),
+            attempt,
+            record.trigger,
+            record.created_at,
+            history,
+            next_seq,
+        ));
+        let started = state.event(EventKind::RunStarted, None, attempt, json!({}));
+        state
+            .append(
+                vec![started],
+                RunUpdate {
+                    status: Some(RunStatus::Running),
+                    attempt: Some(attempt),
+                    wake_at: Some(None),
+                    ..RunUpdate::default()
+                },
+            )
+            .await?;
+
+        let ctx = Ctx {
+            run: state.clone(),
+            namespace: Arc::from(""),
+        };
+        let body = AssertUnwindSafe((entry.body)(ctx, record.input.clone())).catch_unwind();
+        let result = drive_body(&state, body).await;
+
+        let outcome = match result {
+            BodyEnd::Returned(result) => {
+                let result = match result {
+                    Ok(Ok(output)) => Ok(output),
+                    Ok(Err(error)) => Err(error),
+                    Err(panic) => Err(WorkflowError::from(panic_error(&record.workflow, panic))),
+                };
+                self.finish(&state, &entry, result).await?
+            }
+            BodyEnd::Suspended(waits) => self.suspend(&state, waits).await?,
+        };
+        Ok(Execution {
+            run_id: id.clone(),
+            outcome,
+            replayed: state.replayed.load(Ordering::Relaxed),
+            executed: state.executed.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Executes run `id` until it ends, waiting in this process through sleeps and
+    /// run-level retries. Returns early, `Suspended`, only when the run waits on a hook.
+    ///
+    /// # Errors
+    /// As [`Engine::execute`].
+    pub async fn drive(&self, id: &RunId) -> Result<Execution, EngineError> {
+        let mut replayed = 0;
+        let mut executed = 0;
+        loop {
+            let execution = self.execute(id).await?;
+            replayed += execution.replayed;
+            executed += execution.executed;
+            let wake = match &execution.outcome {
+                RunOutcome::Suspended(waits) if waits.iter().all(|w| w.until().is_some()) => {
+                    waits.iter().filter_map(Wait::until).min()
+                }
+                _ => None,
+            };
+            let Some(wake) = wake else {
+                return Ok(Execution {
+                    replayed,
+                    executed,
+                    ..execution
+                });
+            };
+            let delay = (wake - self.now()).to_std().unwrap_or(Duration::ZERO);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Delivers `payload` to the hook whose token is `token` and returns the run it
+    /// belongs to; the run becomes `queued` (execute or drive it to continue).
+    ///
+    /// # Errors
+    /// [`EngineError::InvalidState`] when no waiting run has an open hook with this token
+    /// or the hook already received a payload; [`EngineError::Schema`] when the payload does
+    /// not match the hook's type (the hook stays open).
+    pub async fn resume_hook(&self, token: &str, payload: Value) -> Result<RunId, EngineError> {
+        let hash = token_hash(token);
+        let waiting = self
+            .list_runs(&crate::event::RunFilter {
+                status: Some(RunStatus::Waiting),
+                ..Default::default()
+            })
+            .await?;
+        for run in waiting {
+            let events = self.store().events(&run.id).await?;
+            let Some(created) = events.iter().find(|e| {
+                e.event.kind == EventKind::HookCreated
+                    && e.event.payload.get("token_hash").and_then(Value::as_str) == Some(hash.as_str())
+            }) else {
+                continue;
+            };
+            let id = created.event.correlation_id.clone().unwrap_or_default();
+            let already = events.iter().any(|e| {
+                e.event.kind == EventKind::HookReceived && e.event.correlation_id.as_deref() == Some(id.as_str())
+            });
+            if already {
+                return Err(EngineError::InvalidState {
+                    run: run.id.to_string(),
+                    status: run.status.to_string(),
+                    message: format!("hook `{id}` already received its payload"),
+                });
+            }
+            if let Some(schema) = created.event.payload.get("schema") {
+                crate::schema::Validator::compile(schema.clone(), format!("payload of hook `{id}`"))?
+                    .validate(&payload)?;
+            }
+            let event = crate::event::NewEvent {
+                kind: EventKind::HookReceived,
+                correlation_id: Some(id),
+                attempt: 1,
+                at: self.now(),
+                payload: json!({ "payload": payload }),
+            };
+            self.store()
+                .append(crate::store::Append {
+                    run_id: run.id.clone(),
+                    first_seq: events.len() as u64,
+                    events: vec![event],
+                    update: RunUpdate {
+                        status: Some(RunStatus::Queued),
+                        ..RunUpdate::default()
+                    },
+                })
+                .await?;
+            return Ok(run.id);
+        }
+        Err(EngineError::InvalidState {
+            run: String::new(),
+            status: "unknown".into(),
+            message: "no run is waiting on a hook with this token".into(),
+        })
+    }
+
+    /// Records the end of an attempt: completion, a scheduled retry, or failure.
+    async fn finish(
+        &self,
+        state: &RunState,
+        entry: &crate::registry::WorkflowEntry,
+        result: Result<Value, WorkflowError>,
+    ) -> Result<RunOutcome, EngineError> {
+        // A poisoned run fails whatever the body returned: non-determinism must never be
+        // swallowed by user code.
+        let result = match state.poisoned() {
+            Some(poison) => Err(poison),
+            None => result,
+        };
+        let result = result.and_then(|output| match entry.output.validate(&output) {
+            Ok(()) => Ok(output),
+            Err(violation) => Err(WorkflowError::from(crate::ActionError::from(violation))),
+        });
+        match result {
+            Ok(output) => {
+                let event = state.event(EventKind::RunCompleted, None, state.attempt, json!({ "output": output }));
+                let update = RunUpdate {
+                    status: Some(RunStatus::Completed),
+                    output: Some(output.clone()),
+                    ..RunUpdate::default()
+                };
+                state.append(vec![event], update).await?;
+                Ok(RunOutcome::Completed(output))
+            }
+            Err(error) if error.kind == kinds::STORE => {
+                // The log could not be written: leave the run as it is for a later resume.
+                Err(EngineError::Store(error.message))
+            }
+            Err(error) if error.retryable && state.attempt < entry.options.max_attempts => {
+                let factor = 2u32.saturating_pow(state.attempt.saturating_sub(1));
+                let delay = self.run_retry_backoff().saturating_mul(factor).min(MAX_RUN_BACKOFF);
+                let until = self.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+                let event = state.event(
+                    EventKind::RunSuspended,
+                    None,
+                    state.attempt,
+                    json!({ "reason": "retry", "error": error, "wake_at": until }),
+                );
+                let update = RunUpdate {
+                    status: Some(RunStatus::Queued),
+                    attempt: Some(state.attempt + 1),
+                    wake_at: Some(Some(until)),
+                    ..RunUpdate::default()
+                };
+                state.append(vec![event], update).await?;
+                Ok(RunOutcome::Suspended(vec![Wait::Retry { until }]))
+            }
+            Err(error) => {
+                let event = state.event(EventKind::RunFailed, None, state.attempt, json!({ "error": error }));
+                let update = RunUpdate {
+                    status: Some(RunStatus::Failed),
+                    error: Some(serde_json::to_value(&error)?),
+                    ..RunUpdate::default()
+                };
+                state.append(vec![event], update).await?;
+                Ok(RunOutcome::Failed(error))
+            }
+        }
+    }
+
+    /// Records a suspension: `sleeping` until the earliest wake-up, or `waiting` on a hook.
+    async fn suspend(&self, state: &RunState, waits: Vec<Wait>) -> Result<RunOutcome, EngineError> {
+        let on_hook = waits.iter().any(|w| matches!(w, Wait::Hook { .. }));
+        let wake_at = waits.iter().filter_map(Wait::until).min();
+        let event = state.event(
+            EventKind::RunSuspended,
+            None,
+            state.attempt,
+            json!({ "reason": if on_hook { "hook" } else { "sleep" }, "waits": waits }),
+        );
+        let update = RunUpdate {
+            status: Some(if on_hook { RunStatus::Waiting } else { RunStatus::Sleeping }),
+            wake_at: Some(wake_at),
+            ..RunUpdate::default()
+        };
+        state.append(vec![event], update).await?;
+        Ok(RunOutcome::Suspended(waits))
+    }
+}
+
+enum BodyEnd<T> {
+    Returned(T),
+    Suspended(Vec<Wait>),
+}
+
+/// Polls the body until it returns, or until it is blocked on waits and no live step is
+/// still running (those finish and record first, so no effect is lost).
+async fn drive_body<F: Future>(state: &RunState, body: F) -> BodyEnd<F::Output> {
+    let mut body = pin!(body);
+    tokio::select! {
+        biased;
+        result = &mut body => return BodyEnd::Returned(result),
+        () = state.suspended.notified() => {}
+    }
+    loop {
+        if state.inflight() == 0 {
+            // Let any step that just became ready record before dropping the body.
+            if let Some(result) = body.as_mut().now_or_never() {
+                return BodyEnd::Returned(result);
+            }
+            if state.inflight() == 0 {
+                return BodyEnd::Suspended(state.waits());
+            }
+        }
+        tokio::select! {
+            biased;
+            result = &mut body => return BodyEnd::Returned(result),
+            () = state.inflight_changed.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The [`Engine`]: owns the store and the registry, starts runs, executes them with replay.
+
+mod execute;
+mod report;
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+pub use execute::{Execution, RunOutcome};
+pub use report::{StepStatus, StepSummary, summarize_steps};
+
+use crate::error::EngineError;
+use crate::event::{EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
+use crate::registry::{Registry, WorkflowEntry};
+use crate::step::Step;
+use crate::store::{MemoryStore, SharedStore};
+
+/// A source of the current time. The engine reads every timestamp and wake-up time from
+/// it, so tests can drive time by hand.
+pub trait Clock: Send + Sync + 'static {
+    /// Now, in UTC.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+struct Inner {
+    store: SharedStore,
+    registry: Registry,
+    resources: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    clock: Arc<dyn Clock>,
+    hook_secret: Vec<u8>,
+    public_url: String,
+    run_retry_backoff: Duration,
+}
+
+/// The durable execution engine. Cheap to clone (an `Arc`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), reprise::EngineError> {
+/// use reprise::Engine;
+/// let engine = Engine::builder().sqlite(".reprise/reprise.db")?.discover()?.build()?;
+/// let run = engine.start_json("file-digest", serde_json::json!({"dir": "."}), reprise::Trigger::Code).await?;
+/// let execution = engine.drive(&run).await?;
+/// println!("{:?}", execution.outcome);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`Engine`]: pick a store, register workflows, add resources.
+pub struct EngineBuilder {
+    store: Option<SharedStore>,
+    registry: Registry,
+    error: Option<EngineError>,
+    resources: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    clock: Arc<dyn Clock>,
+    hook_secret: Option<Vec<u8>>,
+    public_url: String,
+    run_retry_backoff: Duration,
+}
+
+impl EngineBuilder {
+    /// Uses `store`.
+    pub fn store(mut self, store: SharedStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses a SQLite file at `path` (created with its directory on first use).
+    ///
+    /// # Errors
+    /// When the database cannot be opened or migrated.
+    #[cfg(feature = "sqlite")]
+    pub fn sqlite(self, path: impl AsRef<std::path::Path>) -> Result<Self, EngineError> {
+        let store = crate::store::SqliteStore::open(path)?;
+        Ok(self.store(Arc::new(store)))
+    }
+
+    /// Registers every `#[action]` and `#[workflow]` linked into the binary.
+    ///
+    /// # Errors
+    /// When two steps share a slug.
+    pub fn discover(mut self) -> Result<Self, EngineError> {
+        for registration in inventory::iter::<crate::registry::Registration> {
+            self.registry.add(*registration)?;
+        }
+        Ok(self)
+    }
+
+    /// Registers one action or workflow (when not using [`EngineBuilder::discover`]).
+    pub fn register<S: Step>(mut self, _step: S) -> Self {
+        if let Err(error) = self.registry.register::<S>() {
+            self.error.get_or_insert(error);
+        }
+        self
+    }
+
+    /// Adds a shared resource (an HTTP client, a base URL, a pool) that actions read with
+    /// `cx.resource::<T>()`. One value per type; a later call replaces an earlier one.
+    pub fn resource<T: Any + Send + Sync>(mut self, value: T) -> Self {
+        self.resources.insert(TypeId::of::<T>(), Arc::new(value));
+        self
+    }
+
+    /// Uses `clock` for every timestamp and wake-up time.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The secret hook tokens are derived from (at least 32 bytes recommended). Runs waiting
+    /// on hooks must be resumed by an engine with the same secret. Default: random per engine.
+    pub fn hook_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
+        self.hook_secret = Some(secret.into());
+        self
+    }
+
+    /// The base URL hook resume URLs are built on. Default `http://127.0.0.1:8080`.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = url.into();
+        self
+    }
+
+    /// The delay before the second attempt of a failed run; doubles per attempt, capped
+    /// at 10 minutes. Default 1 s.
+    pub fn run_retry_backoff(mut self, delay: Duration) -> Self {
+        self.run_retry_backoff = delay;
+        self
+    }
+
+    /// The engine.
+    ///
+    /// # Errors
+    /// The first registration error, if any.
+    pub fn build(self) -> Result<Engine, EngineError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let hook_secret = self
+            .hook_secret
+            .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                registry: self.registry,
+                resources: self.resources,
+                clock: self.clock,
+                hook_secret,
+                public_url: self.public_url,
+                run_retry_backoff: self.run_retry_backoff,
+            }),
+        })
+    }
+}
+
+impl Engine {
+    /// A builder with an in-memory store, no workflows, the system clock.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            store: None,
+            registry: Registry::default(),
+            error: None,
+            resources: HashMap::new(),
+            clock: Arc::new(SystemClock),
+            hook_secret: None,
+            public_url: std::env::var("REPRISE_PUBLIC_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned()),
+            run_retry_backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &SharedStore {
+        &self.inner.store
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The current time on the engine's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// The resource of type `T`, if registered.
+    pub fn resource<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.inner
+            .resources
+            .get(&TypeId::of::<T>())
+            .and_then(|r| r.clone().downcast::<T>().ok())
+    }
+
+    pub(crate) fn hook_secret(&self) -> &[u8] {
+        &self.inner.hook_secret
+    }
+
+    pub(crate) fn public_url(&self) -> &str {
+        &self.inner.public_url
+    }
+
+    pub(crate) fn run_retry_backoff(&self) -> Duration {
+        self.inner.run_retry_backoff
+    }
+
+    /// The workflow registered under `slug`.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownWorkflow`].
+    pub fn workflow(&self, slug: &str) -> Result<&Arc<WorkflowEntry>, EngineError> {
+        self.inner
+            .registry
+            .workflow(slug)
+            .ok_or_else(|| EngineError::UnknownWorkflow(slug.to_owned()))
+    }
+
+    /// Validates `input` against the workflow's input schema and creates a `queued` run.
+    /// Invalid input creates no run.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownWorkflow`], [`EngineError::Schema`] (every violation with its
+    /// JSON pointer), or a store error.
+    pub async fn start_json(&self, slug: &str, input: Value, trigger: Trigger) -> Result<RunId, EngineError> {
+        let entry = self.workflow(slug)?;
+        entry.input.validate(&input)?;
+        let now = self.now();
+        let id = RunId::new();
+        let record = RunRecord {
+            id: id.clone(),
+            workflow: entry.registration.slug.to_owned(),
+            status: RunStatus::Queued,
+            input: input.clone(),
+            output: None,
+            error: None,
+            attempt: 0,
+            trigger,
+            created_at: now,
+            updated_at: now,
+            wake_at: None,
+            next_seq: 1,
+        };
+        let created = NewEvent {
+            kind: EventKind::RunCreated,
+            correlation_id: None,
+            attempt: 0,
+            at: now,
+            payload: json!({ "workflow": entry.registration.slug, "input": input, "trigger": trigger }),
+        };
+        self.inner.store.create_run(record, created).await?;
+        Ok(id)
+    }
+
+    /// Typed [`Engine::start_json`]: enqueues a run of `workflow`.
+    ///
+    /// # Errors
+    /// As [`Engine::start_json`]; also when the workflow is not registered with this engine.
+    pub async fn start<W: Step>(&self, _workflow: &W, input: W::Input) -> Result<RunId, EngineError> {
+        let input = serde_json::to_value(input)?;
+        self.start_json(W::SLUG, input, Trigger::Code).await
+    }
+
+    /// Starts a run of `workflow` and drives it to its end (waiting in this process for
+    /// sleeps and retries); returns the typed output or the run's error.
+    ///
+    /// # Errors
+    /// Engine errors; a failed run is `Ok(Err(..))`. A run left waiting on a hook is an
+    /// [`EngineError::InvalidState`].
+    pub async fn run<W: Step>(
+        &self,
+        workflow: &W,
+        input: W::Input,
+    ) -> Result<Result<W::Output, crate::WorkflowError>, EngineError> {
+        let id = self.start(workflow, input).await?;
+        match self.drive(&id).await?.outcome {
+            RunOutcome::Completed(output) => Ok(Ok(serde_json::from_value(output)?)),
+            RunOutcome::Failed(error) => Ok(Err(error)),
+            RunOutcome::Suspended(_) => Err(EngineError::InvalidState {
+                run: id.to_string(),
+                status: "waiting".into(),
+                message: "the run waits on a hook; deliver it with resume_hook".into(),
+            }),
+        }
+    }
+
+    /// A run's record.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownRun`] or a store error.
+    pub async fn get_run(&self, id: &RunId) -> Result<RunRecord, EngineError> {
+        self.inner
+            .store
+            .run(id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(id.to_string()))
+    }
+
+    /// Runs matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
+        self.inner.store.list_runs(filter).await
+    }
+
+    /// Runs that have not ended and can continue now: `queued` and `running` ones (a
+    /// `running` run found here was interrupted: this version has no leases, so only one
+    /// process may resume runs at a time) and `sleeping` ones, oldest first.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, EngineError> {
+        let mut runs = Vec::new();
+        for status in [RunStatus::Running, RunStatus::Queued, RunStatus::Sleeping] {
+            runs.extend(
+                self.list_runs(&RunFilter {
+                    status: Some(status),
+                    ..RunFilter::default()
+                })
+                .await?,
+            );
+        }
+        runs.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        Ok(runs)
+    }
+}

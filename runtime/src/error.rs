@@ -1,0 +1,323 @@
+//! Errors: [`ActionError`] (a step failed), [`WorkflowError`] (a run failed),
+//! [`NonDeterminism`] (the code no longer matches the log), [`SchemaViolation`]
+//! (a value does not match its JSON Schema) and [`EngineError`] (the engine or store failed).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Well-known error kinds used by the engine. User code may use any other kind.
+pub mod kinds {
+    /// The recorded history and the code disagree; never retried.
+    pub const NON_DETERMINISM: &str = "non_determinism";
+    /// A value violated its JSON Schema; never retried.
+    pub const SCHEMA: &str = "schema";
+    /// An attempt exceeded its timeout; retryable.
+    pub const TIMEOUT: &str = "timeout";
+    /// The step or run panicked; retryable.
+    pub const PANIC: &str = "panic";
+    /// A value could not be serialized or deserialized; never retried.
+    pub const SERDE: &str = "serde";
+    /// The store failed while recording; the run stops and is resumed later.
+    pub const STORE: &str = "store";
+    /// The default kind of an error converted from a `std::error::Error`.
+    pub const ERROR: &str = "error";
+    /// A permanent failure reported by user code.
+    pub const PERMANENT: &str = "permanent";
+    /// A transient failure reported by user code.
+    pub const TRANSIENT: &str = "transient";
+}
+
+/// The error of a step: returned by an action body, or by `.run(..)` in a workflow
+/// when the step failed after its retries (or failed on replay the same way).
+///
+/// It serializes to the event log as `{"kind", "message", "retryable", "details"}`.
+/// Any `std::error::Error` converts into it with `?` (kind `"error"`, retryable).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionError {
+    /// A short machine-readable kind, e.g. `"timeout"`, `"card_declined"`.
+    pub kind: String,
+    /// A message for people.
+    pub message: String,
+    /// Whether a retry may succeed. Retries also stop when the attempt budget is spent.
+    pub retryable: bool,
+    /// Optional structured details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl ActionError {
+    /// A failure worth retrying (network blip, rate limit), kind `"transient"`.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::new(kinds::TRANSIENT, message, true)
+    }
+
+    /// A failure no retry will fix (bad request, declined card), kind `"permanent"`.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(kinds::PERMANENT, message, false)
+    }
+
+    /// An error of the given kind.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            retryable,
+            details: None,
+        }
+    }
+
+    /// Attaches structured details.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Whether this is the engine's non-determinism error.
+    pub fn is_non_determinism(&self) -> bool {
+        self.kind == kinds::NON_DETERMINISM
+    }
+}
+
+impl fmt::Display for ActionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for ActionError {
+    fn from(error: E) -> Self {
+        Self::new(kinds::ERROR, error.to_string(), true)
+    }
+}
+
+/// Why a run failed: returned by a workflow body (any `std::error::Error` and any
+/// [`ActionError`] convert into it with `?`) and reported by the engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowError {
+    /// A short machine-readable kind.
+    pub kind: String,
+    /// A message for people.
+    pub message: String,
+    /// Whether a run-level retry (up to `max_attempts`) may succeed.
+    pub retryable: bool,
+    /// The correlation id of the step the error came from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Optional structured details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl WorkflowError {
+    /// An error of the given kind.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            retryable,
+            step: None,
+            details: None,
+        }
+    }
+
+    /// A failure that a run-level retry will not fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::new(kinds::PERMANENT, message, false)
+    }
+
+    /// Whether this is the engine's non-determinism error.
+    pub fn is_non_determinism(&self) -> bool {
+        self.kind == kinds::NON_DETERMINISM
+    }
+}
+
+impl fmt::Display for WorkflowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.step {
+            Some(step) => write!(f, "{} (step {step}): {}", self.kind, self.message),
+            None => write!(f, "{}: {}", self.kind, self.message),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for WorkflowError {
+    fn from(error: E) -> Self {
+        Self::new(kinds::ERROR, error.to_string(), true)
+    }
+}
+
+impl From<ActionError> for WorkflowError {
+    fn from(error: ActionError) -> Self {
+        // A step that failed after its own retries is not retried again by default:
+        // replay would return the same recorded failure.
+        Self {
+            kind: error.kind,
+            message: error.message,
+            retryable: false,
+            step: None,
+            details: error.details,
+        }
+    }
+}
+
+impl From<WorkflowError> for ActionError {
+    fn from(error: WorkflowError) -> Self {
+        Self {
+            kind: error.kind,
+            message: error.message,
+            retryable: false,
+            details: error.details,
+        }
+    }
+}
+
+/// The log and the code disagree about a step (DESIGN "Replay and determinism").
+///
+/// Names the correlation id, what the log recorded and what the code asked for.
+///
+/// Like [`ActionError`], it does not implement `std::error::Error`, so that it can
+/// convert into the step and run errors with `?`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NonDeterminism {
+    /// The correlation id.
+    pub id: String,
+    /// What the log holds, e.g. ``"`post-brief` with input digest 3f2a…"``.
+    pub recorded: String,
+    /// What the code asked for.
+    pub requested: String,
+}
+
+impl fmt::Display for NonDeterminism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "non-determinism at step `{}`: the log recorded {}, but the code asked for {}. \
+             The workflow code changed while this run was in flight: run the old code for it, \
+             or pin the old id with #[step(id = \"...\")]",
+            self.id, self.recorded, self.requested
+        )
+    }
+}
+
+impl From<NonDeterminism> for ActionError {
+    fn from(error: NonDeterminism) -> Self {
+        let details = serde_json::to_value(&error).ok();
+        ActionError {
+            kind: kinds::NON_DETERMINISM.to_owned(),
+            message: error.to_string(),
+            retryable: false,
+            details,
+        }
+    }
+}
+
+/// One schema violation: where (a JSON pointer into the value) and what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    /// JSON pointer of the offending value, e.g. `/email` (empty for the root).
+    pub pointer: String,
+    /// What is wrong, e.g. `"not-an-email" is not a "email"`.
+    pub message: String,
+}
+
+/// A value did not match its JSON Schema.
+///
+/// Like [`ActionError`], it does not implement `std::error::Error`, so that it can
+/// convert into the step and run errors with `?`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaViolation {
+    /// What was checked, e.g. `input of workflow signup-pipeline`.
+    pub what: String,
+    /// Every violation found, in document order.
+    pub violations: Vec<Violation>,
+}
+
+impl fmt::Display for SchemaViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} does not match its schema: {}", self.what, format_violations(&self.violations))
+    }
+}
+
+fn format_violations(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(|v| {
+            let pointer = if v.pointer.is_empty() { "/" } else { &v.pointer };
+            format!("{pointer}: {}", v.message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl From<SchemaViolation> for ActionError {
+    fn from(error: SchemaViolation) -> Self {
+        let details = serde_json::to_value(&error.violations).ok();
+        ActionError {
+            kind: kinds::SCHEMA.to_owned(),
+            message: error.to_string(),
+            retryable: false,
+            details,
+        }
+    }
+}
+
+/// An error of the engine or its store, as opposed to a failed run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No workflow is registered under this slug.
+    #[error("no workflow named `{0}` is registered; `workflows list` shows the registered ones")]
+    UnknownWorkflow(String),
+    /// No run has this id.
+    #[error("no run with id `{0}`")]
+    UnknownRun(String),
+    /// Input (or output) did not match its schema. Nothing was recorded.
+    #[error("{0}")]
+    Schema(SchemaViolation),
+    /// A value could not be (de)serialized.
+    #[error("{0}")]
+    Serde(String),
+    /// The store failed.
+    #[error("store error: {0}")]
+    Store(String),
+    /// Another writer appended to this run first (its lease or fencing token is stale).
+    #[error("run `{run}` was appended to concurrently: expected sequence {expected}, found {found}")]
+    Conflict {
+        /// The run.
+        run: String,
+        /// The sequence number this writer expected to write next.
+        expected: u64,
+        /// The sequence number the store holds.
+        found: u64,
+    },
+    /// A stored row could not be read.
+    #[error("run `{run}` has a corrupt or unknown record: {message}")]
+    Corrupt {
+        /// The run.
+        run: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The run is in a state that does not allow the operation.
+    #[error("run `{run}` is {status}: {message}")]
+    InvalidState {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: String,
+        /// What could not be done.
+        message: String,
+    },
+}
+
+impl From<SchemaViolation> for EngineError {
+    fn from(error: SchemaViolation) -> Self {
+        EngineError::Schema(error)
+    }
+}
+
+impl From<serde_json::Error> for EngineError {
+    fn from(error: serde_json::Error) -> Self {
+        EngineError::Serde(error.to_string())
+    }
+}

@@ -1,0 +1,326 @@
+//! The event log's vocabulary: [`RunId`], [`RunStatus`], [`EventKind`], [`Event`] and
+//! the [`RunRecord`] a store keeps per run (DESIGN "Event log").
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RunId(pub String);
+
+impl RunId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        RunId(uuid::Uuid::now_v7().to_string())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for RunId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for RunId {
+    fn from(id: &str) -> Self {
+        RunId(id.to_owned())
+    }
+}
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Created, waiting for an executor (also after a run-level retry is scheduled).
+    Queued,
+    /// An executor is running its body.
+    Running,
+    /// Suspended in a durable sleep until `wake_at`.
+    Sleeping,
+    /// Suspended until a hook receives its payload.
+    Waiting,
+    /// Finished with an output.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Canceled.
+    Canceled,
+}
+
+impl RunStatus {
+    /// All statuses, in life order.
+    pub const ALL: [RunStatus; 7] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Sleeping,
+        RunStatus::Waiting,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Canceled,
+    ];
+
+    /// The status as written in the log and on the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Sleeping => "sleeping",
+            RunStatus::Waiting => "waiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the run has ended (`completed`, `failed` or `canceled`).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Canceled
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown run status `{s}`; expected one of {}", all.join(", "))
+            })
+    }
+}
+
+/// What an event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run was created with its input. Payload: `{"workflow", "input", "trigger"}`.
+    RunCreated,
+    /// An attempt of the body started. Payload: `{}`.
+    RunStarted,
+    /// A step started live. Payload: `{"callee", "kind", "input", "digest"}`.
+    StepStarted,
+    /// A step finished. Payload: `{"output"}`.
+    StepCompleted,
+    /// An attempt of a step failed and will be retried. Payload: `{"error", "delay_ms"}`.
+    StepRetrying,
+    /// A step failed for good. Payload: `{"error"}`.
+    StepFailed,
+    /// A durable sleep began. Payload: `{"wake_at"}`.
+    SleepStarted,
+    /// A durable sleep ended.
+    SleepCompleted,
+    /// A hook was created. Payload: `{"token_hash", "schema"}`.
+    HookCreated,
+    /// A hook received its payload. Payload: `{"payload"}`.
+    HookReceived,
+    /// The run stopped until something happens. Payload: `{"reason", "wake_at"?, "error"?}`.
+    RunSuspended,
+    /// The run finished. Payload: `{"output"}`.
+    RunCompleted,
+    /// The run failed for good. Payload: `{"error"}`.
+    RunFailed,
+    /// The run was canceled.
+    RunCanceled,
+}
+
+impl EventKind {
+    /// The kind as written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RunCreated => "run_created",
+            EventKind::RunStarted => "run_started",
+            EventKind::StepStarted => "step_started",
+            EventKind::StepCompleted => "step_completed",
+            EventKind::StepRetrying => "step_retrying",
+            EventKind::StepFailed => "step_failed",
+            EventKind::SleepStarted => "sleep_started",
+            EventKind::SleepCompleted => "sleep_completed",
+            EventKind::HookCreated => "hook_created",
+            EventKind::HookReceived => "hook_received",
+            EventKind::RunSuspended => "run_suspended",
+            EventKind::RunCompleted => "run_completed",
+            EventKind::RunFailed => "run_failed",
+            EventKind::RunCanceled => "run_canceled",
+        }
+    }
+
+    /// Parses [`EventKind::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<EventKind> {
+        use EventKind::*;
+        [
+            RunCreated,
+            RunStarted,
+            StepStarted,
+            StepCompleted,
+            StepRetrying,
+            StepFailed,
+            SleepStarted,
+            SleepCompleted,
+            HookCreated,
+            HookReceived,
+            RunSuspended,
+            RunCompleted,
+            RunFailed,
+            RunCanceled,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event about to be appended (the store assigns nothing: the writer numbers events).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The step's correlation id, for step, sleep and hook events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The run attempt (run events) or step attempt (step events), from 1.
+    pub attempt: u32,
+    /// When it happened (UTC).
+    pub at: DateTime<Utc>,
+    /// The JSON payload (input, output, error, …).
+    pub payload: serde_json::Value,
+}
+
+/// An event as stored: a [`NewEvent`] with its run and sequence number.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// The run.
+    pub run_id: RunId,
+    /// Position in the run's log, from 0, without gaps.
+    pub seq: u64,
+    /// The event itself.
+    #[serde(flatten)]
+    pub event: NewEvent,
+}
+
+/// Who or what started a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `POST /workflows/{slug}`.
+    Api,
+    /// The command line.
+    Cli,
+    /// A cron schedule.
+    Cron,
+    /// A webhook source.
+    Webhook,
+    /// A poll source.
+    Poll,
+    /// A run-level retry of an earlier attempt.
+    Retry,
+    /// Code calling [`crate::Engine::start`] directly (tests, embedding apps).
+    Code,
+}
+
+impl Trigger {
+    /// The trigger as written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Cli => "cli",
+            Trigger::Cron => "cron",
+            Trigger::Webhook => "webhook",
+            Trigger::Poll => "poll",
+            Trigger::Retry => "retry",
+            Trigger::Code => "code",
+        }
+    }
+}
+
+impl fmt::Display for Trigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a store keeps about a run besides its events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: RunId,
+    /// The workflow's slug.
+    pub workflow: String,
+    /// Current status.
+    pub status: RunStatus,
+    /// The validated input.
+    pub input: serde_json::Value,
+    /// The output, once `completed`.
+    pub output: Option<serde_json::Value>,
+    /// The error, once `failed` (a serialized [`crate::WorkflowError`]).
+    pub error: Option<serde_json::Value>,
+    /// Current run attempt, from 1 (0 before the first attempt started).
+    pub attempt: u32,
+    /// What started the run.
+    pub trigger: Trigger,
+    /// When the run was created.
+    pub created_at: DateTime<Utc>,
+    /// Last status change.
+    pub updated_at: DateTime<Utc>,
+    /// For `sleeping` runs and scheduled retries: when to continue.
+    pub wake_at: Option<DateTime<Utc>>,
+    /// The sequence number the next event will get (= number of events).
+    pub next_seq: u64,
+}
+
+/// A change of a run's record, written atomically with the events of an append.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunUpdate {
+    /// New status.
+    pub status: Option<RunStatus>,
+    /// New attempt number.
+    pub attempt: Option<u32>,
+    /// Output (set when completing).
+    pub output: Option<serde_json::Value>,
+    /// Error (set when failing).
+    pub error: Option<serde_json::Value>,
+    /// New wake time; `Some(None)` clears it.
+    pub wake_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Filters for listing runs. Empty means all, newest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunFilter {
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this workflow slug.
+    pub workflow: Option<String>,
+    /// At most this many (newest first). `None`: no limit.
+    pub limit: Option<usize>,
+}

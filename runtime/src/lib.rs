@@ -1,0 +1,113 @@
+//! # reprise: durable async workflows for Rust
+//!
+//! Mark units of work with [`macro@action`] and orchestration with [`macro@workflow`].
+//! The macros turn every step call in a workflow body into a *recorded step* with a
+//! structural correlation id and schema checks; the [`Engine`] writes each finished step
+//! to an event log and, after a crash, a retry or a long wait, runs the body again from
+//! the top, answering finished steps from the log and going on live at the first
+//! unfinished one.
+//!
+//! ```no_run
+//! use reprise::prelude::*;
+//!
+//! #[derive(Clone, Serialize, Deserialize, JsonSchema)]
+//! struct Signup { name: String, #[schemars(email)] email: String }
+//!
+//! #[derive(Clone, Serialize, Deserialize, JsonSchema)]
+//! struct Brief { brief: String }
+//!
+//! /// Looks the new user up and writes a short brief.
+//! #[action(retries = 3, backoff = "1s", timeout = "30s")]
+//! async fn research_signup(input: Signup) -> Result<Brief, ActionError> {
+//!     Ok(Brief { brief: format!("{} <{}>", input.name, input.email) })
+//! }
+//!
+//! #[action]
+//! async fn post_brief(input: Brief) -> Result<(), ActionError> { Ok(()) }
+//!
+//! #[workflow(slug = "signup-pipeline")]
+//! async fn signup_pipeline(ctx: Ctx, input: Signup) -> Result<Brief, WorkflowError> {
+//!     let brief = research_signup.run(input).await?;
+//!     post_brief.run(brief.clone()).await?;
+//!     ctx.sleep(std::time::Duration::from_secs(1)).await?; // durable: no process waits
+//!     Ok(brief)
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), reprise::EngineError> {
+//! let engine = Engine::builder().sqlite(".reprise/reprise.db")?.discover()?.build()?;
+//! let brief = engine
+//!     .run(&signup_pipeline, Signup { name: "Ada".into(), email: "ada@example.com".into() })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Map
+//! - [`macro@action`], [`macro@workflow`]: the macros (options, rules, errors).
+//! - [`Ctx`]: the workflow context; [`ActionCtx`]: the action context (idempotency key).
+//! - [`Engine`]: start, execute, resume runs; [`store`]: the event log (memory, SQLite).
+//! - [`fan_out`]: bounded parallel steps.
+//! - `cli` (feature `cli`): the command line for your own binary.
+//!
+//! ## Semantics in one paragraph
+//! A step is *recorded* exactly once; its side effect runs at least once (a crash between
+//! effect and record repeats it), which [`ActionCtx::idempotency_key`] makes safe.
+//! Replayed steps are matched by correlation id, callee and input digest; any mismatch is
+//! a non-determinism error that fails the run instead of replaying wrong data.
+//! Correlation ids are `<site-key>#<n>`: the site key comes from the call's place in the
+//! body (the callee's slug, `@2` for a second call site of the same callee, or
+//! `#[step(id = "…")]`), never from line numbers, and `n` counts the site's runs.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod action_ctx;
+mod ctx;
+mod engine;
+mod error;
+pub mod event;
+mod fan_out;
+mod history;
+pub mod registry;
+pub mod schema;
+mod step;
+pub mod store;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use action_ctx::ActionCtx;
+pub use ctx::Ctx;
+pub use ctx::Wait;
+pub use ctx::hook::Hook;
+pub use ctx::sleep::{SleepDuration, WakeTime};
+pub use engine::{
+    Clock, Engine, EngineBuilder, Execution, RunOutcome, StepStatus, StepSummary, SystemClock,
+    summarize_steps,
+};
+pub use error::{
+    ActionError, EngineError, NonDeterminism, SchemaViolation, Violation, WorkflowError, kinds,
+};
+pub use event::{RunId, RunStatus, Trigger};
+pub use fan_out::fan_out;
+pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
+
+pub use reprise_macros::{action, workflow};
+
+/// Everything a workflow file needs: `use reprise::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        ActionCtx, ActionError, Ctx, Engine, Step, WorkflowError, action, fan_out, workflow,
+    };
+    pub use schemars::JsonSchema;
+    pub use serde::{Deserialize, Serialize};
+}
+
+/// Re-exported so generated code and users agree on versions.
+pub use schemars;
+/// Re-exported so generated code and users agree on versions.
+pub use serde;
+/// Re-exported so generated code and users agree on versions.
+pub use serde_json;

@@ -1,0 +1,820 @@
+//! The default store: one SQLite file (DESIGN "Event log"), in WAL mode, fsynced on
+//! every commit, with group commit under load.
+//!
+//! # Schema
+//!
+//! Versioned migrations ([`SqliteStore::SCHEMA_VERSION`]) are recorded in
+//! `schema_migrations(version INTEGER PRIMARY KEY, applied_at TEXT)`; each is applied in
+//! its own `BEGIN IMMEDIATE` transaction, so two processes opening the same new file
+//! never apply one twice. Version 1 creates (all tables `STRICT`):
+//!
+//! - `runs(id TEXT PRIMARY KEY, workflow, status, input, output, error, attempt,
+//!   "trigger", created_at, updated_at, wake_at, next_seq)`, indexed by
+//!   `(status, created_at)`, `(workflow, created_at)` and `(created_at)`;
+//! - `events(run_id → runs.id, seq, kind, correlation_id, attempt, at, payload,
+//!   PRIMARY KEY (run_id, seq)) WITHOUT ROWID`.
+//!
+//! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
+//! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
+//! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
+//! `DateTime<Utc>` are truncated), compact, and ordered by plain integer comparison.
+//! In the `sqlite3` shell, `datetime(at / 1e6, 'unixepoch', 'subsec')` shows them.
+//!
+//! # Writes: one writer thread, group commit
+//!
+//! One thread owns the only write connection. [`Store::create_run`] and
+//! [`Store::append`] encode their rows (JSON and all) on the caller's task, send them
+//! to that thread and wait for its reply. The thread takes every request queued at
+//! that moment (up to 1,024), applies them in one transaction — each inside its own
+//! `SAVEPOINT`, so a request that fails (a `first_seq` conflict, an unknown run, a
+//! duplicate id) is rolled back alone while the others go on — commits once, and only
+//! then replies. So a write is acknowledged only once it is durable, and N concurrent
+//! writers share one fsync. The thread stops when the store is dropped.
+//!
+//! # Reads
+//!
+//! Reads run on a small pool of read-only connections inside
+//! [`tokio::task::spawn_blocking`]; each read is one SQL statement, and WAL gives it a
+//! consistent snapshot, so a read never sees half of an append. They must therefore be
+//! called from within a Tokio runtime (as every [`Store`] method is).
+//!
+//! A row that cannot be decoded (unknown status or event kind, invalid JSON, an
+//! out-of-range number, a gap in the sequence numbers) is reported as
+//! [`EngineError::Corrupt`] naming the run; it never panics.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::types::{FromSql, Value as SqlValue};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{Append, Store};
+use crate::EngineError;
+use crate::event::{
+    Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
+};
+
+/// The migrations, in order: entry `i` brings the schema to version `i + 1`.
+///
+/// Append only: never edit or reorder a released migration.
+const MIGRATIONS: &[&str] = &[
+    // Version 1: runs and their events.
+    r#"
+    CREATE TABLE runs (
+        id          TEXT PRIMARY KEY NOT NULL,
+        workflow    TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        input       TEXT NOT NULL,
+        output      TEXT,
+        error       TEXT,
+        attempt     INTEGER NOT NULL,
+        "trigger"   TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        wake_at     INTEGER,
+        next_seq    INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX runs_status_created_at ON runs (status, created_at);
+    CREATE INDEX runs_workflow_created_at ON runs (workflow, created_at);
+    CREATE INDEX runs_created_at ON runs (created_at);
+    CREATE TABLE events (
+        run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        seq             INTEGER NOT NULL,
+        kind            TEXT NOT NULL,
+        correlation_id  TEXT,
+        attempt         INTEGER NOT NULL,
+        at              INTEGER NOT NULL,
+        payload         TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID, STRICT;
+    "#,
+];
+
+/// The most requests the writer thread puts into one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// The most idle read connections kept open.
+const MAX_IDLE_READERS: usize = 4;
+
+/// The columns of `runs`, in the order [`decode_run`] reads them.
+const RUN_COLUMNS: &str = r#"id, workflow, status, input, output, error, attempt, "trigger",
+    created_at, updated_at, wake_at, next_seq"#;
+
+/// How hard SQLite pushes a commit to the disk (`PRAGMA synchronous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Synchronous {
+    /// `FULL` (the default): every commit is fsynced before the write is acknowledged.
+    /// Nothing acknowledged is lost on a process crash *or* a power failure.
+    #[default]
+    Full,
+    /// `NORMAL`: commits are fsynced only at WAL checkpoints. Still safe against a
+    /// crash of the process (`kill -9`: the WAL is in the OS page cache), but a power
+    /// failure or kernel crash may lose the last acknowledged commits (never corrupts
+    /// the file). Trades durability of the most recent steps for fewer fsyncs.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        }
+    }
+}
+
+/// Options of [`SqliteStore::open_with`]. `SqliteOptions::default()` is what
+/// [`SqliteStore::open`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Durability of commits; default [`Synchronous::Full`] (fsync on every commit).
+    pub synchronous: Synchronous,
+    /// How long a statement waits for a lock held by another connection (another
+    /// process using the same file) before failing with "database is locked";
+    /// default 5 s.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A [`Store`] in one SQLite file: durable, crash-safe, shared by every process that
+/// opens the same path. See the module docs for its schema, batching and durability.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` only while dropping.
+    writer: Option<Writer>,
+    readers: Arc<Readers>,
+}
+
+struct Writer {
+    requests: mpsc::Sender<Request>,
+    thread: JoinHandle<()>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// The schema version this build creates and understands (the number of migrations).
+    pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+    /// Opens (creating it and its parent directories if needed) the database at `path`
+    /// with the default [`SqliteOptions`]: WAL, `synchronous=FULL` (fsync on every
+    /// commit), a 5 s busy timeout, foreign keys on; then applies pending migrations and
+    /// starts the writer thread.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the directory or file cannot be created or opened,
+    /// the file is not an SQLite database, a migration fails, or the database was
+    /// written by a newer version of reprise (its schema version is higher than
+    /// [`SqliteStore::SCHEMA_VERSION`]).
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, EngineError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Like [`SqliteStore::open`], with explicit [`SqliteOptions`].
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, EngineError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                EngineError::Store(format!("cannot create directory {}: {e}", parent.display()))
+            })?;
+        }
+        let at = |what: &str| format!("{what} {}", path.display());
+
+        let mut conn = Connection::open(&path).ctx(&at("cannot open"))?;
+        conn.busy_timeout(options.busy_timeout).ctx(&at("cannot configure"))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .ctx(&at("cannot switch to WAL mode:"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(EngineError::Store(format!(
+                "{}: journal mode is `{mode}`, expected `wal`",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", options.synchronous.pragma())
+            .ctx(&at("cannot configure"))?;
+        conn.pragma_update(None, "foreign_keys", true).ctx(&at("cannot configure"))?;
+        migrate(&mut conn).map_err(|e| match e {
+            EngineError::Store(message) => {
+                EngineError::Store(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        })?;
+
+        let readers = Arc::new(Readers {
+            path: path.clone(),
+            busy_timeout: options.busy_timeout,
+            idle: Mutex::new(Vec::new()),
+        });
+        // Open one reader now, so that a problem shows up here rather than on first read.
+        let reader = readers.open()?;
+        readers.put_back(reader);
+
+        let (requests, inbox) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("reprise-sqlite-writer".to_owned())
+            .spawn(move || writer_loop(conn, inbox))
+            .map_err(|e| EngineError::Store(format!("cannot start the SQLite writer thread: {e}")))?;
+
+        Ok(SqliteStore {
+            path,
+            writer: Some(Writer { requests, thread }),
+            readers,
+        })
+    }
+
+    /// The database file's path, as given to [`SqliteStore::open`].
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write(&self, op: Op) -> Result<(), EngineError> {
+        let stopped = || EngineError::Store("the SQLite writer thread has stopped".to_owned());
+        let writer = self.writer.as_ref().ok_or_else(stopped)?;
+        let (reply, answer) = oneshot::channel();
+        writer.requests.send(Request { op, reply }).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, EngineError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, EngineError> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.take()?;
+            let result = f(&conn);
+            readers.put_back(conn);
+            result
+        })
+        .await
+        .map_err(|e| EngineError::Store(format!("SQLite read task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    /// Stops the writer thread after it has finished the requests already queued, and
+    /// waits for it (at most one last commit), so the file is closed when this returns.
+    fn drop(&mut self) {
+        if let Some(Writer { requests, thread }) = self.writer.take() {
+            drop(requests);
+            // A panicked writer has nothing left to clean up; its error was already
+            // reported to the callers whose replies it dropped.
+            let _ = thread.join();
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
+        let op = Op::Create(EncodedCreate {
+            id: record.id.0,
+            workflow: record.workflow,
+            status: record.status.as_str(),
+            input: serde_json::to_string(&record.input)?,
+            output: record.output.as_ref().map(serde_json::to_string).transpose()?,
+            error: record.error.as_ref().map(serde_json::to_string).transpose()?,
+            attempt: i64::from(record.attempt),
+            trigger: record.trigger.as_str(),
+            created_at: micros(record.created_at),
+            updated_at: micros(record.updated_at),
+            wake_at: record.wake_at.map(micros),
+            event: EncodedEvent::new(&created)?,
+        });
+        self.write(op).await
+    }
+
+    async fn append(&self, append: Append) -> Result<(), EngineError> {
+        let Append { run_id, first_seq, events, update } = append;
+        let first_seq = i64::try_from(first_seq).map_err(|_| {
+            EngineError::Store(format!("run `{run_id}`: sequence number {first_seq} is out of range"))
+        })?;
+        let updated_at = micros(events.last().map_or_else(Utc::now, |e| e.at));
+        let events = events.iter().map(EncodedEvent::new).collect::<Result<Vec<_>, _>>()?;
+        let RunUpdate { status, attempt, output, error, wake_at } = update;
+        let op = Op::Append(EncodedAppend {
+            run_id: run_id.0,
+            first_seq,
+            events,
+            status: status.map(RunStatus::as_str),
+            attempt: attempt.map(i64::from),
+            output: output.as_ref().map(serde_json::to_string).transpose()?,
+            error: error.as_ref().map(serde_json::to_string).transpose()?,
+            wake_at: wake_at.map(|w| w.map(micros)),
+            updated_at,
+        });
+        self.write(op).await
+    }
+
+    async fn run(&self, id: &RunId) -> Result<Option<RunRecord>, EngineError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+            let mut stmt = conn.prepare_cached(&sql).ctx("cannot read run")?;
+            let mut rows = stmt.query([&id.0]).ctx("cannot read run")?;
+            match rows.next().ctx("cannot read run")? {
+                Some(row) => decode_run(row).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT seq, kind, correlation_id, attempt, at, payload \
+                     FROM events WHERE run_id = ?1 ORDER BY seq",
+                )
+                .ctx("cannot read events")?;
+            let mut rows = stmt.query([&id.0]).ctx("cannot read events")?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next().ctx("cannot read events")? {
+                let event = decode_event(&id, row)?;
+                if event.seq != events.len() as u64 {
+                    return Err(corrupt(
+                        &id.0,
+                        format!("event sequence has a gap: expected {}, found {}", events.len(), event.seq),
+                    ));
+                }
+                events.push(event);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs");
+            let mut params: Vec<SqlValue> = Vec::new();
+            let mut clauses = Vec::new();
+            if let Some(status) = filter.status {
+                params.push(SqlValue::Text(status.as_str().to_owned()));
+                clauses.push(format!("status = ?{}", params.len()));
+            }
+            if let Some(workflow) = filter.workflow {
+                params.push(SqlValue::Text(workflow));
+                clauses.push(format!("workflow = ?{}", params.len()));
+            }
+            if !clauses.is_empty() {
+                sql.push_str(" WHERE ");
+                sql.push_str(&clauses.join(" AND "));
+            }
+            // Newest first; runs created in the same microsecond in creation order.
+            sql.push_str(" ORDER BY created_at DESC, rowid DESC");
+            if let Some(limit) = filter.limit {
+                params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
+                sql.push_str(&format!(" LIMIT ?{}", params.len()));
+            }
+            let mut stmt = conn.prepare_cached(&sql).ctx("cannot list runs")?;
+            let mut rows = stmt
+                .query(rusqlite::params_from_iter(params))
+                .ctx("cannot list runs")?;
+            let mut runs = Vec::new();
+            while let Some(row) = rows.next().ctx("cannot list runs")? {
+                runs.push(decode_run(row)?);
+            }
+            Ok(runs)
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Migrations
+
+fn migrate(conn: &mut Connection) -> Result<(), EngineError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version     INTEGER PRIMARY KEY,
+             applied_at  TEXT NOT NULL
+         ) STRICT;",
+    )
+    .ctx("cannot create the schema_migrations table")?;
+    let latest = i64::from(SqliteStore::SCHEMA_VERSION);
+    loop {
+        // IMMEDIATE: take the write lock before reading the version, so two processes
+        // opening a fresh file cannot both apply the same migration.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("cannot start a migration")?;
+        let current: i64 = tx
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| {
+                row.get(0)
+            })
+            .ctx("cannot read the schema version")?;
+        if current > latest {
+            return Err(EngineError::Store(format!(
+                "the database has schema version {current}, but this build of reprise \
+                 supports versions up to {latest}: it was written by a newer reprise; \
+                 upgrade reprise to open it"
+            )));
+        }
+        if current == latest {
+            tx.commit().ctx("cannot read the schema version")?;
+            return Ok(());
+        }
+        let version = current + 1;
+        let Some(sql) = usize::try_from(current).ok().and_then(|i| MIGRATIONS.get(i)) else {
+            return Err(EngineError::Store(format!("invalid schema version {current}")));
+        };
+        let failed = |e: rusqlite::Error| {
+            EngineError::Store(format!("migration to schema version {version} failed: {e}"))
+        };
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)],
+        )
+        .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The writer thread
+
+/// A write, encoded on the caller's task so the writer thread only runs SQL.
+enum Op {
+    Create(EncodedCreate),
+    Append(EncodedAppend),
+}
+
+struct Request {
+    op: Op,
+    reply: oneshot::Sender<Result<(), EngineError>>,
+}
+
+struct EncodedEvent {
+    kind: &'static str,
+    correlation_id: Option<String>,
+    attempt: i64,
+    at: i64,
+    payload: String,
+}
+
+impl EncodedEvent {
+    fn new(event: &NewEvent) -> Result<Self, EngineError> {
+        Ok(Self {
+            kind: event.kind.as_str(),
+            correlation_id: event.correlation_id.clone(),
+            attempt: i64::from(event.attempt),
+            at: micros(event.at),
+            payload: serde_json::to_string(&event.payload)?,
+        })
+    }
+}
+
+struct EncodedCreate {
+    id: String,
+    workflow: String,
+    status: &'static str,
+    input: String,
+    output: Option<String>,
+    error: Option<String>,
+    attempt: i64,
+    trigger: &'static str,
+    created_at: i64,
+    updated_at: i64,
+    wake_at: Option<i64>,
+    event: EncodedEvent,
+}
+
+struct EncodedAppend {
+    run_id: String,
+    first_seq: i64,
+    events: Vec<EncodedEvent>,
+    status: Option<&'static str>,
+    attempt: Option<i64>,
+    output: Option<String>,
+    error: Option<String>,
+    /// `Some(None)` clears `wake_at`.
+    wake_at: Option<Option<i64>>,
+    updated_at: i64,
+}
+
+fn writer_loop(mut conn: Connection, inbox: mpsc::Receiver<Request>) {
+    let mut ops = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    // `recv` fails once every sender is gone (the store was dropped) and the queue is empty.
+    while let Ok(first) = inbox.recv() {
+        ops.push(first.op);
+        replies.push(first.reply);
+        while ops.len() < MAX_BATCH {
+            match inbox.try_recv() {
+                Ok(request) => {
+                    ops.push(request.op);
+                    replies.push(request.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let results = write_batch(&mut conn, &ops);
+        ops.clear();
+        for (reply, result) in replies.drain(..).zip(results) {
+            // The caller may have stopped waiting (its future was dropped); the write
+            // stands either way.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Applies `ops` in one transaction, each in its own savepoint, and commits once.
+/// Returns one result per op; `Ok` only if the commit succeeded.
+fn write_batch(conn: &mut Connection, ops: &[Op]) -> Vec<Result<(), EngineError>> {
+    let mut results: Vec<Result<(), EngineError>> = Vec::with_capacity(ops.len());
+    let outcome = (|| -> rusqlite::Result<()> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for op in ops {
+            tx.prepare_cached("SAVEPOINT request")?.execute([])?;
+            let result = apply(&tx, op);
+            if result.is_err() {
+                tx.prepare_cached("ROLLBACK TO request")?.execute([])?;
+            }
+            tx.prepare_cached("RELEASE request")?.execute([])?;
+            results.push(result);
+        }
+        tx.commit()
+    })();
+    if let Err(e) = outcome {
+        // Nothing of this batch was committed: every request that had succeeded so far
+        // fails with the transaction's error; the rest fail with it too.
+        let message = format!("SQLite write failed: {e}");
+        for result in &mut results {
+            if result.is_ok() {
+                *result = Err(EngineError::Store(message.clone()));
+            }
+        }
+        results.resize_with(ops.len(), || Err(EngineError::Store(message.clone())));
+    }
+    results
+}
+
+fn apply(conn: &Connection, op: &Op) -> Result<(), EngineError> {
+    match op {
+        Op::Create(create) => apply_create(conn, create),
+        Op::Append(append) => apply_append(conn, append),
+    }
+}
+
+fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError> {
+    let what = "cannot create run";
+    let inserted = conn
+        .prepare_cached(
+            r#"INSERT INTO runs (id, workflow, status, input, output, error, attempt, "trigger",
+                                 created_at, updated_at, wake_at, next_seq)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1)
+               ON CONFLICT (id) DO NOTHING"#,
+        )
+        .ctx(what)?
+        .execute(rusqlite::params![
+            c.id,
+            c.workflow,
+            c.status,
+            c.input,
+            c.output,
+            c.error,
+            c.attempt,
+            c.trigger,
+            c.created_at,
+            c.updated_at,
+            c.wake_at,
+        ])
+        .ctx(what)?;
+    if inserted == 0 {
+        return Err(EngineError::Store(format!("run `{}` already exists", c.id)));
+    }
+    insert_event(conn, &c.id, 0, &c.event)
+}
+
+fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError> {
+    let what = "cannot append";
+    let next_seq: Option<i64> = conn
+        .prepare_cached("SELECT next_seq FROM runs WHERE id = ?1")
+        .ctx(what)?
+        .query_row([&a.run_id], |row| row.get(0))
+        .optional()
+        .map_err(|e| match e {
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => {
+                corrupt(&a.run_id, format!("column `next_seq`: {e}"))
+            }
+            e => EngineError::Store(format!("{what}: {e}")),
+        })?;
+    let Some(next_seq) = next_seq else {
+        return Err(EngineError::UnknownRun(a.run_id.clone()));
+    };
+    if next_seq != a.first_seq {
+        return Err(EngineError::Conflict {
+            run: a.run_id.clone(),
+            expected: a.first_seq as u64,
+            found: u64::try_from(next_seq)
+                .map_err(|_| corrupt(&a.run_id, format!("negative next_seq {next_seq}")))?,
+        });
+    }
+    let mut seq = a.first_seq;
+    for event in &a.events {
+        insert_event(conn, &a.run_id, seq, event)?;
+        seq += 1;
+    }
+    // The same semantics as `memory::apply_update`, as one statement (no need to read
+    // and re-encode the record): `None` leaves a field alone, `wake_at: Some(None)` clears.
+    conn.prepare_cached(
+        "UPDATE runs SET
+             status = COALESCE(?2, status),
+             attempt = COALESCE(?3, attempt),
+             output = COALESCE(?4, output),
+             error = COALESCE(?5, error),
+             wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
+             updated_at = ?8,
+             next_seq = ?9
+         WHERE id = ?1",
+    )
+    .ctx(what)?
+    .execute(rusqlite::params![
+        a.run_id,
+        a.status,
+        a.attempt,
+        a.output,
+        a.error,
+        a.wake_at.is_some(),
+        a.wake_at.flatten(),
+        a.updated_at,
+        seq,
+    ])
+    .ctx(what)?;
+    Ok(())
+}
+
+fn insert_event(conn: &Connection, run_id: &str, seq: i64, e: &EncodedEvent) -> Result<(), EngineError> {
+    conn.prepare_cached(
+        "INSERT INTO events (run_id, seq, kind, correlation_id, attempt, at, payload)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .ctx("cannot append event")?
+    .execute(rusqlite::params![run_id, seq, e.kind, e.correlation_id, e.attempt, e.at, e.payload])
+    .ctx("cannot append event")?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Read connections
+
+struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn open(&self) -> Result<Connection, EngineError> {
+        let what = format!("cannot open {} for reading", self.path.display());
+        // Read-write flags (WAL readers need to write the shared-memory index) but
+        // `query_only`, so this connection can never modify the database.
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx(&what)?;
+        conn.busy_timeout(self.busy_timeout).ctx(&what)?;
+        conn.pragma_update(None, "query_only", true).ctx(&what)?;
+        Ok(conn)
+    }
+
+    fn take(&self) -> Result<Connection, EngineError> {
+        let idle = self.lock().pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => self.open(),
+        }
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // The pool is a plain list: a panic while holding the lock cannot break it.
+        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding rows
+
+fn decode_run(row: &Row<'_>) -> Result<RunRecord, EngineError> {
+    let id: String = row
+        .get(0)
+        .map_err(|e| corrupt("<unreadable id>", format!("column `id`: {e}")))?;
+    let run = id.as_str();
+    let status: String = column(row, 2, run, "status")?;
+    let trigger: String = column(row, 7, run, "trigger")?;
+    let output: Option<String> = column(row, 4, run, "output")?;
+    let error: Option<String> = column(row, 5, run, "error")?;
+    let wake_at: Option<i64> = column(row, 10, run, "wake_at")?;
+    Ok(RunRecord {
+        workflow: column(row, 1, run, "workflow")?,
+        status: RunStatus::from_str(&status)
+            .map_err(|message| corrupt(run, format!("column `status`: {message}")))?,
+        input: json(run, "input", &column::<String>(row, 3, run, "input")?)?,
+        output: output.map(|text| json(run, "output", &text)).transpose()?,
+        error: error.map(|text| json(run, "error", &text)).transpose()?,
+        attempt: number(run, "attempt", column(row, 6, run, "attempt")?)?,
+        trigger: serde_json::from_value::<Trigger>(serde_json::Value::String(trigger.clone()))
+            .map_err(|_| corrupt(run, format!("column `trigger`: unknown trigger `{trigger}`")))?,
+        created_at: timestamp(run, "created_at", column(row, 8, run, "created_at")?)?,
+        updated_at: timestamp(run, "updated_at", column(row, 9, run, "updated_at")?)?,
+        wake_at: wake_at.map(|w| timestamp(run, "wake_at", w)).transpose()?,
+        next_seq: number(run, "next_seq", column(row, 11, run, "next_seq")?)?,
+        id: RunId(id),
+    })
+}
+
+fn decode_event(run_id: &RunId, row: &Row<'_>) -> Result<Event, EngineError> {
+    let run = run_id.as_str();
+    let kind: String = column(row, 1, run, "events.kind")?;
+    Ok(Event {
+        run_id: run_id.clone(),
+        seq: number(run, "events.seq", column(row, 0, run, "events.seq")?)?,
+        event: NewEvent {
+            kind: EventKind::parse(&kind)
+                .ok_or_else(|| corrupt(run, format!("unknown event kind `{kind}`")))?,
+            correlation_id: column(row, 2, run, "events.correlation_id")?,
+            attempt: number(run, "events.attempt", column(row, 3, run, "events.attempt")?)?,
+            at: timestamp(run, "events.at", column(row, 4, run, "events.at")?)?,
+            payload: json(run, "events.payload", &column::<String>(row, 5, run, "events.payload")?)?,
+        },
+    })
+}
+
+fn corrupt(run: &str, message: String) -> EngineError {
+    EngineError::Corrupt { run: run.to_owned(), message }
+}
+
+fn column<T: FromSql>(row: &Row<'_>, index: usize, run: &str, name: &str) -> Result<T, EngineError> {
+    row.get(index).map_err(|e| corrupt(run, format!("column `{name}`: {e}")))
+}
+
+fn json(run: &str, name: &str, text: &str) -> Result<serde_json::Value, EngineError> {
+    serde_json::from_str(text).map_err(|e| corrupt(run, format!("column `{name}` is not valid JSON: {e}")))
+}
+
+fn number<T: TryFrom<i64>>(run: &str, name: &str, value: i64) -> Result<T, EngineError> {
+    T::try_from(value).map_err(|_| corrupt(run, format!("column `{name}`: {value} is out of range")))
+}
+
+fn timestamp(run: &str, name: &str, micros: i64) -> Result<DateTime<Utc>, EngineError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| corrupt(run, format!("column `{name}`: {micros} µs is not a valid time")))
+}
+
+/// A timestamp as stored: microseconds since the Unix epoch (finer parts truncated).
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// Adds context to SQLite errors, turning them into [`EngineError::Store`].
+trait SqlContext<T> {
+    fn ctx(self, what: &str) -> Result<T, EngineError>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn ctx(self, what: &str) -> Result<T, EngineError> {
+        self.map_err(|e| EngineError::Store(format!("{what}: {e}")))
+    }
+}

@@ -1,0 +1,712 @@
+//! The store conformance suite: the contract of `reprise::store::Store`, checked against
+//! every implementation.
+//!
+//! Each check is an `async fn(SharedStore)` below. `conformance_suite!` stamps out one
+//! `#[tokio::test]` per check and per store, from a *factory*: an `async fn() -> Fixture`
+//! that returns a fresh, empty store plus whatever must outlive it (a temp dir, a
+//! throw-away database). To run the suite against a new store (e.g. Postgres), write
+//! its factory and add one line to the `conformance_suite!` call.
+//!
+//! Timestamps in the checks have microsecond precision: the contract keeps times to the
+//! microsecond (SQLite and Postgres store no finer).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use reprise::EngineError;
+use reprise::event::{
+    Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
+};
+use reprise::store::{Append, MemoryStore, SharedStore};
+use serde_json::{Value, json};
+
+/// A store under test and what must live as long as it does.
+pub(crate) struct Fixture {
+    pub(crate) store: SharedStore,
+    /// Dropped after the store (fields drop in order): a temp dir, a database, ….
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+impl Fixture {
+    pub(crate) fn new(store: SharedStore, guard: impl std::any::Any + Send) -> Self {
+        Self { store, _guard: Box::new(guard) }
+    }
+}
+
+/// Factory: a fresh [`MemoryStore`].
+async fn memory_store() -> Fixture {
+    Fixture::new(Arc::new(MemoryStore::new()), ())
+}
+
+/// Factory: a fresh [`reprise::store::SqliteStore`] in a temp dir.
+#[cfg(feature = "sqlite")]
+async fn sqlite_store() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = reprise::store::SqliteStore::open(dir.path().join("reprise.db")).expect("open SQLite store");
+    Fixture::new(Arc::new(store), dir)
+}
+
+/// Stamps out one `#[tokio::test]` per check for each `module => factory` pair.
+macro_rules! conformance_suite {
+    ($($(#[$meta:meta])* $module:ident => $factory:ident),* $(,)?) => {
+        $(
+            $(#[$meta])*
+            mod $module {
+                conformance_suite!(@tests $factory;
+                    create_and_get,
+                    unknown_run,
+                    duplicate_create_fails,
+                    append_numbers_events_in_order,
+                    first_seq_mismatch_conflicts_and_writes_nothing,
+                    append_writes_events_and_update_together,
+                    run_update_fields,
+                    list_runs_filters_and_orders,
+                    events_round_trip_exactly,
+                    concurrent_appends_to_many_runs_all_land,
+                    racing_appends_have_one_winner,
+                    reads_never_see_half_an_append,
+                );
+            }
+        )*
+    };
+    (@tests $factory:ident; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let fixture = super::$factory().await;
+                super::$check(fixture.store.clone()).await;
+            }
+        )*
+    };
+}
+
+conformance_suite! {
+    memory => memory_store,
+    #[cfg(feature = "sqlite")]
+    sqlite => sqlite_store,
+}
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+/// A time `micros` µs after a fixed instant (2026-09-21), microsecond precise.
+fn t(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(1_790_000_000_123_456 + micros).expect("valid time")
+}
+
+fn record(id: &str, workflow: &str, created_at: DateTime<Utc>) -> RunRecord {
+    RunRecord {
+        id: RunId::from(id),
+        workflow: workflow.to_owned(),
+        status: RunStatus::Queued,
+        input: json!({ "id": id, "n": 1 }),
+        output: None,
+        error: None,
+        attempt: 0,
+        trigger: Trigger::Api,
+        created_at,
+        updated_at: created_at,
+        wake_at: None,
+        next_seq: 1,
+    }
+}
+
+fn created_event(record: &RunRecord) -> NewEvent {
+    NewEvent {
+        kind: EventKind::RunCreated,
+        correlation_id: None,
+        attempt: 0,
+        at: record.created_at,
+        payload: json!({
+            "workflow": record.workflow,
+            "input": record.input,
+            "trigger": record.trigger.as_str(),
+        }),
+    }
+}
+
+fn event(kind: EventKind, correlation_id: Option<&str>, at: DateTime<Utc>, payload: Value) -> NewEvent {
+    NewEvent {
+        kind,
+        correlation_id: correlation_id.map(str::to_owned),
+        attempt: 1,
+        at,
+        payload,
+    }
+}
+
+/// Creates a queued run of `workflow` created at `created_at`; returns its record.
+async fn create(store: &SharedStore, id: &str, workflow: &str, created_at: DateTime<Utc>) -> RunRecord {
+    let record = record(id, workflow, created_at);
+    store
+        .create_run(record.clone(), created_event(&record))
+        .await
+        .expect("create_run");
+    record
+}
+
+fn append(run: &RunRecord, first_seq: u64, events: Vec<NewEvent>, update: RunUpdate) -> Append {
+    Append { run_id: run.id.clone(), first_seq, events, update }
+}
+
+async fn get(store: &SharedStore, id: &RunId) -> RunRecord {
+    store.run(id).await.expect("run").expect("the run exists")
+}
+
+fn ids(runs: &[RunRecord]) -> Vec<&str> {
+    runs.iter().map(|r| r.id.as_str()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks
+
+async fn create_and_get(store: SharedStore) {
+    let record = create(&store, "run-1", "signup", t(0)).await;
+    assert_eq!(get(&store, &record.id).await, record);
+    let events = store.events(&record.id).await.expect("events");
+    assert_eq!(
+        events,
+        vec![Event { run_id: record.id.clone(), seq: 0, event: created_event(&record) }]
+    );
+}
+
+async fn unknown_run(store: SharedStore) {
+    let missing = RunId::from("no-such-run");
+    assert_eq!(store.run(&missing).await.expect("run"), None);
+    assert_eq!(store.events(&missing).await.expect("events"), vec![]);
+    let missing_record = record("no-such-run", "signup", t(0));
+    let err = store
+        .append(append(&missing_record, 1, vec![event(EventKind::RunStarted, None, t(1), json!({}))], RunUpdate::default()))
+        .await
+        .expect_err("append to an unknown run must fail");
+    assert!(matches!(&err, EngineError::UnknownRun(id) if id == "no-such-run"), "{err:?}");
+    assert_eq!(store.run(&missing).await.expect("run"), None);
+}
+
+async fn duplicate_create_fails(store: SharedStore) {
+    let original = create(&store, "run-1", "signup", t(0)).await;
+    let mut again = record("run-1", "other", t(5));
+    again.input = json!("different");
+    let err = store
+        .create_run(again.clone(), created_event(&again))
+        .await
+        .expect_err("a second create with the same id must fail");
+    assert!(err.to_string().contains("run-1"), "{err}");
+    // The original is untouched.
+    assert_eq!(get(&store, &original.id).await, original);
+    assert_eq!(store.events(&original.id).await.expect("events").len(), 1);
+    assert_eq!(store.list_runs(&RunFilter::default()).await.expect("list").len(), 1);
+}
+
+async fn append_numbers_events_in_order(store: SharedStore) {
+    let run = create(&store, "run-1", "signup", t(0)).await;
+    let first = vec![
+        event(EventKind::RunStarted, None, t(1), json!({})),
+        event(EventKind::StepStarted, Some("a#0"), t(2), json!({ "callee": "a" })),
+    ];
+    store.append(append(&run, 1, first.clone(), RunUpdate::default())).await.expect("append 1");
+    assert_eq!(get(&store, &run.id).await.next_seq, 3);
+    let second = vec![
+        event(EventKind::StepCompleted, Some("a#0"), t(3), json!({ "output": 1 })),
+        event(EventKind::StepStarted, Some("b#0"), t(4), json!({ "callee": "b" })),
+        event(EventKind::StepCompleted, Some("b#0"), t(5), json!({ "output": 2 })),
+    ];
+    store.append(append(&run, 3, second.clone(), RunUpdate::default())).await.expect("append 2");
+    assert_eq!(get(&store, &run.id).await.next_seq, 6);
+
+    let events = store.events(&run.id).await.expect("events");
+    let expected: Vec<NewEvent> = std::iter::once(created_event(&run)).chain(first).chain(second).collect();
+    assert_eq!(events.len(), expected.len());
+    for (seq, (got, want)) in events.iter().zip(expected).enumerate() {
+        assert_eq!(got.seq, seq as u64);
+        assert_eq!(got.run_id, run.id);
+        assert_eq!(got.event, want);
+    }
+}
+
+async fn first_seq_mismatch_conflicts_and_writes_nothing(store: SharedStore) {
+    let run = create(&store, "run-1", "signup", t(0)).await;
+    store
+        .append(append(&run, 1, vec![event(EventKind::RunStarted, None, t(1), json!({}))], RunUpdate::default()))
+        .await
+        .expect("append");
+    let before = get(&store, &run.id).await;
+    let events_before = store.events(&run.id).await.expect("events");
+
+    for stale in [0, 1, 3, 100] {
+        let update = RunUpdate {
+            status: Some(RunStatus::Completed),
+            attempt: Some(9),
+            output: Some(json!("stale")),
+            error: Some(json!("stale")),
+            wake_at: Some(Some(t(99))),
+        };
+        let err = store
+            .append(append(&run, stale, vec![event(EventKind::RunCompleted, None, t(2), json!({}))], update))
+            .await
+            .expect_err("a stale first_seq must conflict");
+        match err {
+            EngineError::Conflict { run: id, expected, found } => {
+                assert_eq!(id, "run-1");
+                assert_eq!(expected, stale);
+                assert_eq!(found, 2);
+            }
+            other => panic!("expected Conflict, got {other:?}"),
+        }
+        assert_eq!(get(&store, &run.id).await, before, "first_seq {stale}: record changed");
+        assert_eq!(store.events(&run.id).await.expect("events"), events_before, "first_seq {stale}: events changed");
+    }
+}
+
+async fn append_writes_events_and_update_together(store: SharedStore) {
+    let run = create(&store, "run-1", "signup", t(0)).await;
+    let update = RunUpdate {
+        status: Some(RunStatus::Completed),
+        attempt: Some(1),
+        output: Some(json!({ "brief": "hi" })),
+        ..RunUpdate::default()
+    };
+    let events = vec![
+        event(EventKind::RunStarted, None, t(1), json!({})),
+        event(EventKind::RunCompleted, None, t(2), json!({ "output": { "brief": "hi" } })),
+    ];
+    store.append(append(&run, 1, events, update)).await.expect("append");
+    let after = get(&store, &run.id).await;
+    assert_eq!(after.status, RunStatus::Completed);
+    assert_eq!(after.output, Some(json!({ "brief": "hi" })));
+    assert_eq!(after.next_seq, 3);
+    // `updated_at` is the time of the append's last event.
+    assert_eq!(after.updated_at, t(2));
+    assert_eq!(store.events(&run.id).await.expect("events").len(), 3);
+}
+
+async fn run_update_fields(store: SharedStore) {
+    let run = create(&store, "run-1", "signup", t(0)).await;
+    let mut seq = 1;
+    let mut apply = async |at: i64, update: RunUpdate| {
+        let events = vec![event(EventKind::RunSuspended, None, t(at), json!({}))];
+        store.append(append(&run, seq, events, update)).await.expect("append");
+        seq += 1;
+        get(&store, &run.id).await
+    };
+
+    let r = apply(10, RunUpdate { status: Some(RunStatus::Running), attempt: Some(1), ..Default::default() }).await;
+    assert_eq!((r.status, r.attempt, r.updated_at), (RunStatus::Running, 1, t(10)));
+    assert_eq!((r.output.clone(), r.error.clone(), r.wake_at), (None, None, None));
+    assert_eq!(r.created_at, t(0));
+    assert_eq!(r.input, run.input);
+    assert_eq!(r.trigger, run.trigger);
+    assert_eq!(r.workflow, run.workflow);
+
+    let r = apply(20, RunUpdate { status: Some(RunStatus::Sleeping), wake_at: Some(Some(t(5_000_000))), ..Default::default() }).await;
+    assert_eq!((r.status, r.wake_at, r.attempt), (RunStatus::Sleeping, Some(t(5_000_000)), 1));
+
+    // `None` leaves every field alone.
+    let r = apply(30, RunUpdate::default()).await;
+    assert_eq!((r.status, r.wake_at, r.attempt, r.updated_at), (RunStatus::Sleeping, Some(t(5_000_000)), 1, t(30)));
+
+    // `Some(None)` clears the wake time.
+    let r = apply(40, RunUpdate { status: Some(RunStatus::Running), wake_at: Some(None), ..Default::default() }).await;
+    assert_eq!((r.status, r.wake_at), (RunStatus::Running, None));
+
+    let r = apply(50, RunUpdate { error: Some(json!({ "kind": "transient", "message": "boom" })), attempt: Some(2), ..Default::default() }).await;
+    assert_eq!(r.error, Some(json!({ "kind": "transient", "message": "boom" })));
+    assert_eq!(r.attempt, 2);
+
+    let r = apply(60, RunUpdate { status: Some(RunStatus::Completed), output: Some(json!(null)), ..Default::default() }).await;
+    assert_eq!(r.status, RunStatus::Completed);
+    // A JSON `null` output is a value, not "no output".
+    assert_eq!(r.output, Some(Value::Null));
+    // Setting the output does not clear the error, and vice versa.
+    assert_eq!(r.error, Some(json!({ "kind": "transient", "message": "boom" })));
+    assert_eq!(r.next_seq, 7);
+
+    // An append without events only updates the record.
+    store
+        .append(append(&run, 7, vec![], RunUpdate { status: Some(RunStatus::Failed), ..Default::default() }))
+        .await
+        .expect("append without events");
+    let r = get(&store, &run.id).await;
+    assert_eq!((r.status, r.next_seq, r.attempt), (RunStatus::Failed, 7, 2));
+    assert_eq!(store.events(&run.id).await.expect("events").len(), 7);
+}
+
+async fn list_runs_filters_and_orders(store: SharedStore) {
+    let a = create(&store, "a", "alpha", t(1)).await;
+    create(&store, "b", "beta", t(2)).await;
+    let c = create(&store, "c", "alpha", t(3)).await;
+    create(&store, "d", "beta", t(4)).await;
+    let e = create(&store, "e", "alpha", t(5)).await;
+    let running = RunUpdate { status: Some(RunStatus::Running), ..Default::default() };
+    store.append(append(&c, 1, vec![], running)).await.expect("append");
+    let done = RunUpdate { status: Some(RunStatus::Completed), ..Default::default() };
+    store.append(append(&e, 1, vec![], done)).await.expect("append");
+
+    let list = async |status: Option<RunStatus>, workflow: Option<&str>, limit: Option<usize>| {
+        let filter = RunFilter { status, workflow: workflow.map(str::to_owned), limit };
+        store.list_runs(&filter).await.expect("list_runs")
+    };
+
+    let all = list(None, None, None).await;
+    assert_eq!(ids(&all), ["e", "d", "c", "b", "a"]);
+    for listed in &all {
+        assert_eq!(&get(&store, &listed.id).await, listed, "listing and get agree");
+    }
+    assert_eq!(all[4], a);
+    assert_eq!(ids(&list(Some(RunStatus::Queued), None, None).await), ["d", "b", "a"]);
+    assert_eq!(ids(&list(None, Some("alpha"), None).await), ["e", "c", "a"]);
+    assert_eq!(ids(&list(Some(RunStatus::Running), Some("alpha"), None).await), ["c"]);
+    assert_eq!(ids(&list(Some(RunStatus::Running), Some("beta"), None).await), Vec::<&str>::new());
+    assert_eq!(ids(&list(None, None, Some(2)).await), ["e", "d"]);
+    assert_eq!(ids(&list(None, Some("alpha"), Some(1)).await), ["e"]);
+    assert_eq!(ids(&list(Some(RunStatus::Queued), Some("beta"), Some(10)).await), ["d", "b"]);
+    assert_eq!(ids(&list(None, Some("nope"), None).await), Vec::<&str>::new());
+    assert_eq!(ids(&list(None, None, Some(0)).await), Vec::<&str>::new());
+}
+
+async fn events_round_trip_exactly(store: SharedStore) {
+    let mut run = record("run-ü", "signup-pipeline", t(0));
+    run.input = json!({ "name": "Ada ✓ \"quoted\" \n newline", "email": "ada@example.com" });
+    run.trigger = Trigger::Webhook;
+    run.attempt = 3;
+    run.output = Some(json!([1, 2]));
+    run.error = Some(json!({ "kind": "x" }));
+    run.wake_at = Some(t(-1));
+    run.updated_at = t(7);
+    run.status = RunStatus::Waiting;
+    store.create_run(run.clone(), created_event(&run)).await.expect("create");
+    assert_eq!(get(&store, &run.id).await, run, "every field of the record round-trips");
+
+    let payloads = [
+        json!({
+            "callee": "research-signup",
+            "input": { "nested": [1, 2.5, -0.25, null, true, "x", { "deep": [[]] }], "empty": {} },
+            "big": u64::MAX,
+            "negative": i64::MIN,
+            "unicode": "日本語 🚀 \u{0000} \\",
+        }),
+        Value::Null,
+        json!("just a string"),
+        json!([]),
+        json!({}),
+        json!(12345),
+    ];
+    let times = [
+        t(1),
+        DateTime::from_timestamp_micros(0).expect("epoch"),
+        DateTime::from_timestamp_micros(-1).expect("just before the epoch"),
+        DateTime::from_timestamp_micros(4_102_444_800_000_001).expect("2100"),
+        t(999_999),
+        t(1_000_000),
+    ];
+    let correlation_ids = [Some("research-signup#0"), None, Some("enrich-lead#0/score-lead#12"), Some(""), None, Some("notify@2#3")];
+    let kinds = [
+        EventKind::StepStarted,
+        EventKind::StepCompleted,
+        EventKind::HookCreated,
+        EventKind::SleepStarted,
+        EventKind::RunSuspended,
+        EventKind::RunCanceled,
+    ];
+    let new_events: Vec<NewEvent> = (0..payloads.len())
+        .map(|i| NewEvent {
+            kind: kinds[i],
+            correlation_id: correlation_ids[i].map(str::to_owned),
+            attempt: [1, 0, u32::MAX, 2, 7, 1][i],
+            at: times[i],
+            payload: payloads[i].clone(),
+        })
+        .collect();
+    store.append(append(&run, 1, new_events.clone(), RunUpdate::default())).await.expect("append");
+
+    let events = store.events(&run.id).await.expect("events");
+    let expected: Vec<Event> = std::iter::once(created_event(&run))
+        .chain(new_events)
+        .enumerate()
+        .map(|(seq, event)| Event { run_id: run.id.clone(), seq: seq as u64, event })
+        .collect();
+    assert_eq!(events, expected);
+}
+
+async fn concurrent_appends_to_many_runs_all_land(store: SharedStore) {
+    const RUNS: usize = 24;
+    const APPENDS: u64 = 25;
+    let mut records = Vec::new();
+    for i in 0..RUNS {
+        records.push(create(&store, &format!("run-{i:02}"), "many", t(i as i64)).await);
+    }
+    let tasks: Vec<_> = records
+        .iter()
+        .cloned()
+        .map(|run| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for n in 0..APPENDS {
+                    let first_seq = 1 + 2 * n;
+                    let cid = format!("step#{n}");
+                    let events = vec![
+                        event(EventKind::StepStarted, Some(&cid), t(n as i64), json!({ "run": run.id, "n": n })),
+                        event(EventKind::StepCompleted, Some(&cid), t(n as i64), json!({ "output": n })),
+                    ];
+                    let update = RunUpdate { attempt: Some(n as u32), ..Default::default() };
+                    store.append(append(&run, first_seq, events, update)).await.expect("concurrent append");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("append task");
+    }
+    for run in &records {
+        let events = store.events(&run.id).await.expect("events");
+        assert_eq!(events.len() as u64, 1 + 2 * APPENDS, "{}", run.id);
+        for (seq, e) in events.iter().enumerate().skip(1) {
+            let n = (seq as u64 - 1) / 2;
+            assert_eq!(e.seq, seq as u64);
+            assert_eq!(e.event.correlation_id.as_deref(), Some(format!("step#{n}").as_str()));
+            if e.event.kind == EventKind::StepStarted {
+                assert_eq!(e.event.payload, json!({ "run": run.id, "n": n }));
+            }
+        }
+        let record = get(&store, &run.id).await;
+        assert_eq!(record.next_seq, 1 + 2 * APPENDS);
+        assert_eq!(u64::from(record.attempt), APPENDS - 1);
+    }
+}
+
+async fn racing_appends_have_one_winner(store: SharedStore) {
+    const RUNS: usize = 16;
+    const RACERS: usize = 3;
+    let mut tasks = Vec::new();
+    let mut records = Vec::new();
+    for i in 0..RUNS {
+        let run = create(&store, &format!("run-{i:02}"), "race", t(i as i64)).await;
+        for racer in 0..RACERS {
+            let store = store.clone();
+            let run = run.clone();
+            tasks.push(tokio::spawn(async move {
+                let events = vec![
+                    event(EventKind::RunStarted, None, t(1), json!({ "racer": racer })),
+                    event(EventKind::StepStarted, Some("s#0"), t(2), json!({ "racer": racer })),
+                ];
+                let update = RunUpdate { attempt: Some(racer as u32 + 1), ..Default::default() };
+                (run.id.clone(), racer, store.append(append(&run, 1, events, update)).await)
+            }));
+        }
+        records.push(run);
+    }
+    let mut winners = std::collections::HashMap::new();
+    for task in tasks {
+        let (id, racer, result) = task.await.expect("racer task");
+        match result {
+            Ok(()) => assert!(winners.insert(id.clone(), racer).is_none(), "two winners for {id}"),
+            Err(EngineError::Conflict { run, expected, found }) => {
+                assert_eq!((run.as_str(), expected, found), (id.as_str(), 1, 3));
+            }
+            Err(other) => panic!("expected Ok or Conflict, got {other:?}"),
+        }
+    }
+    assert_eq!(winners.len(), RUNS);
+    for run in &records {
+        let winner = winners[&run.id];
+        let events = store.events(&run.id).await.expect("events");
+        assert_eq!(events.len(), 3);
+        assert!(events[1..].iter().all(|e| e.event.payload == json!({ "racer": winner })));
+        assert_eq!(get(&store, &run.id).await.attempt, winner as u32 + 1);
+    }
+}
+
+async fn reads_never_see_half_an_append(store: SharedStore) {
+    const APPENDS: u64 = 40;
+    let run = create(&store, "run-1", "atomic", t(0)).await;
+    let writer = {
+        let store = store.clone();
+        let run = run.clone();
+        tokio::spawn(async move {
+            for n in 0..APPENDS {
+                let events = (0..3)
+                    .map(|k| event(EventKind::StepCompleted, Some(&format!("s#{n}")), t(k), json!(k)))
+                    .collect();
+                let update = RunUpdate { attempt: Some(n as u32 + 1), ..Default::default() };
+                store.append(append(&run, 1 + 3 * n, events, update)).await.expect("append");
+            }
+        })
+    };
+    loop {
+        let finished = writer.is_finished();
+        let events = store.events(&run.id).await.expect("events");
+        assert_eq!((events.len() - 1) % 3, 0, "saw {} events: half an append", events.len());
+        let record = get(&store, &run.id).await;
+        assert_eq!((record.next_seq - 1) % 3, 0, "record next_seq {} is mid-append", record.next_seq);
+        assert_eq!(u64::from(record.attempt), (record.next_seq - 1) / 3, "record update and events disagree");
+        if finished {
+            assert_eq!(events.len() as u64, 1 + 3 * APPENDS);
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    writer.await.expect("writer");
+}
+
+// ---------------------------------------------------------------------------------------
+// SQLite only: durability across reopen, migrations, corrupt rows.
+
+#[cfg(feature = "sqlite")]
+mod sqlite_only {
+    use std::path::Path;
+
+    use reprise::store::{SqliteOptions, SqliteStore, Synchronous};
+
+    use super::*;
+
+    fn shared(path: &Path) -> SharedStore {
+        Arc::new(SqliteStore::open(path).expect("open SQLite store"))
+    }
+
+    fn raw(path: &Path) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(path).expect("raw connection");
+        conn.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+        conn
+    }
+
+    fn migrations(path: &Path) -> Vec<(i64, String)> {
+        let conn = raw(path);
+        let mut stmt = conn
+            .prepare("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+            .expect("prepare");
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn data_survives_close_and_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nested/dirs/reprise.db");
+        let (record, events) = {
+            let store = shared(&path);
+            let run = create(&store, "run-1", "signup", t(0)).await;
+            let update = RunUpdate {
+                status: Some(RunStatus::Sleeping),
+                attempt: Some(1),
+                wake_at: Some(Some(t(60_000_000))),
+                ..Default::default()
+            };
+            let events = vec![
+                event(EventKind::RunStarted, None, t(1), json!({})),
+                event(EventKind::SleepStarted, Some("sleep#0"), t(2), json!({ "wake_at": t(60_000_000) })),
+            ];
+            store.append(append(&run, 1, events, update)).await.expect("append");
+            (get(&store, &run.id).await, store.events(&run.id).await.expect("events"))
+        };
+        assert!(path.exists(), "open creates parent directories and the file");
+
+        let store = shared(&path);
+        assert_eq!(get(&store, &record.id).await, record);
+        assert_eq!(store.events(&record.id).await.expect("events"), events);
+        // Writing goes on where it stopped.
+        let run = record.clone();
+        store
+            .append(append(&run, 3, vec![event(EventKind::SleepCompleted, Some("sleep#0"), t(3), json!({}))], RunUpdate::default()))
+            .await
+            .expect("append after reopen");
+        assert_eq!(get(&store, &record.id).await.next_seq, 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopening_applies_no_migration_twice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("reprise.db");
+        drop(shared(&path));
+        let first = migrations(&path);
+        let versions: Vec<i64> = first.iter().map(|(v, _)| *v).collect();
+        let expected: Vec<i64> = (1..=i64::from(SqliteStore::SCHEMA_VERSION)).collect();
+        assert_eq!(versions, expected);
+        for _ in 0..3 {
+            drop(shared(&path));
+            assert_eq!(migrations(&path), first, "reopening changed schema_migrations");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newer_schema_is_refused_with_both_versions() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("reprise.db");
+        drop(shared(&path));
+        let newer = i64::from(SqliteStore::SCHEMA_VERSION) + 7;
+        raw(&path)
+            .execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 'later')",
+                [newer],
+            )
+            .expect("insert");
+        let err = SqliteStore::open(&path).expect_err("a newer schema must be refused");
+        let message = err.to_string();
+        assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+        assert!(message.contains(&newer.to_string()), "{message}");
+        assert!(message.contains(&SqliteStore::SCHEMA_VERSION.to_string()), "{message}");
+        assert!(message.contains("newer"), "{message}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn corrupt_rows_are_errors_naming_the_run() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("reprise.db");
+        let store = shared(&path);
+        let corruptions = [
+            ("bad-status", "UPDATE runs SET status = 'exploded' WHERE id = ?1", "status"),
+            ("bad-trigger", "UPDATE runs SET \"trigger\" = 'carrier-pigeon' WHERE id = ?1", "trigger"),
+            ("bad-input", "UPDATE runs SET input = '{not json' WHERE id = ?1", "input"),
+            ("bad-output", "UPDATE runs SET output = '[1,' WHERE id = ?1", "output"),
+            ("bad-attempt", "UPDATE runs SET attempt = -1 WHERE id = ?1", "attempt"),
+            ("bad-time", "UPDATE runs SET wake_at = 9223372036854775807 WHERE id = ?1", "wake_at"),
+        ];
+        for (id, sql, column) in corruptions {
+            let run = create(&store, id, "signup", t(0)).await;
+            raw(&path).execute(sql, [id]).expect("corrupt the row");
+            for result in [store.run(&run.id).await.map(|_| ()), store.list_runs(&RunFilter::default()).await.map(|_| ())] {
+                match result {
+                    Err(EngineError::Corrupt { run, message }) => {
+                        assert_eq!(run, id);
+                        assert!(message.contains(column), "{id}: {message}");
+                    }
+                    other => panic!("{id}: expected Corrupt, got {other:?}"),
+                }
+            }
+            raw(&path).execute("DELETE FROM runs WHERE id = ?1", [id]).expect("clean up");
+        }
+
+        let event_corruptions = [
+            ("bad-kind", "UPDATE events SET kind = 'run_exploded' WHERE run_id = ?1", "run_exploded"),
+            ("bad-payload", "UPDATE events SET payload = 'nope' WHERE run_id = ?1", "payload"),
+            ("gap", "UPDATE events SET seq = 5 WHERE run_id = ?1", "gap"),
+        ];
+        for (id, sql, needle) in event_corruptions {
+            let run = create(&store, id, "signup", t(0)).await;
+            raw(&path).execute(sql, [id]).expect("corrupt the event");
+            match store.events(&run.id).await {
+                Err(EngineError::Corrupt { run, message }) => {
+                    assert_eq!(run, id);
+                    assert!(message.contains(needle), "{id}: {message}");
+                }
+                other => panic!("{id}: expected Corrupt, got {other:?}"),
+            }
+        }
+        // The store goes on working for healthy runs.
+        let healthy = create(&store, "healthy", "signup", t(0)).await;
+        assert_eq!(get(&store, &healthy.id).await, healthy);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn normal_synchronous_mode_works() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("reprise.db");
+        let options = SqliteOptions { synchronous: Synchronous::Normal, ..SqliteOptions::default() };
+        let store: SharedStore = Arc::new(SqliteStore::open_with(&path, options).expect("open"));
+        let run = create(&store, "run-1", "signup", t(0)).await;
+        assert_eq!(get(&store, &run.id).await, run);
+        let mode: String = raw(&path).query_row("PRAGMA journal_mode", [], |row| row.get(0)).expect("journal mode");
+        assert_eq!(mode, "wal");
+    }
+}

@@ -1,0 +1,5 @@
+//! The runtime crate's one integration-test binary (one binary links the crate once,
+//! which keeps `cargo test` fast). Each area of the runtime gets its own module here.
+
+// Other modules (engine, replay, hooks, …) get added next to this one.
+mod conformance;
