@@ -1,1 +1,29 @@
-//! Example workflows for reprise.
+//! Example workflows for reprise, each a complete, tested program:
+//!
+//! - [`signup`]: `signup-pipeline`, research → post a brief → return it; the email is
+//!   validated by its JSON Schema (`#[schemars(email)]`).
+//! - [`file_digest`]: `file-digest`, hashes every file of a directory with bounded
+//!   parallelism and writes a report; slow it down with `delay_ms` and `kill -9` it to
+//!   watch `runs resume` finish the job without redoing recorded steps.
+//! - [`book_trip`]: `book-trip`, retries a transient failure, then compensates a
+//!   permanent one with recorded steps.
+//!
+//! The binary (`cargo run -p reprise-examples -- --help`) is the reprise CLI with these
+//! workflows registered.
+
+pub mod book_trip;
+pub mod effects;
+pub mod file_digest;
+pub mod signup;
+
+/// Keeps every example's registration in the final binary. Call it once from `main`.
+///
+/// `#[workflow]` and `#[action]` register themselves at link time; a linker only keeps the
+/// parts of a library something refers to, so a binary names the workflows it ships.
+pub fn link() {
+    std::hint::black_box((
+        signup::signup_pipeline,
+        file_digest::file_digest,
+        book_trip::book_trip,
+    ));
+}

@@ -1,4 +1,13 @@
 //! The example app: the reprise CLI with the example workflows registered.
+//!
+//! ```text
+//! cargo run -q -p reprise-examples -- workflows run file-digest --input '{"dir":"."}'
+//! ```
+
+use reprise_examples::effects::EffectLog;
+
 fn main() -> std::process::ExitCode {
-    reprise::cli::main(Ok)
+    // Make sure the example workflows are linked in (their registrations live in the library).
+    reprise_examples::link();
+    reprise::cli::main(|engine| Ok(engine.resource(EffectLog::from_env())))
 }

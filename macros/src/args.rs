@@ -264,7 +264,10 @@ fn parse_duration(
     match duration_millis(&lit.value(), zero_ok) {
         Ok(ms) => Ok(Some(ms)),
         Err(why) => {
-            errors.error(lit.span(), format!("invalid `{key}` duration {:?}: {why}", lit.value()));
+            errors.error(
+                lit.span(),
+                format!("invalid `{key}` duration {:?}: {why}", lit.value()),
+            );
             Ok(None)
         }
     }
@@ -272,10 +275,11 @@ fn parse_duration(
 
 /// Parses a humantime duration (`"500ms"`, `"1s"`, `"2m 30s"`) into whole milliseconds.
 pub(crate) fn duration_millis(text: &str, zero_ok: bool) -> Result<u64, String> {
-    const EXAMPLES: &str = "write a number and a unit, e.g. \"500ms\", \"30s\", \"5m\" or \"1h 30m\"";
+    const EXAMPLES: &str =
+        "write a number and a unit, e.g. \"500ms\", \"30s\", \"5m\" or \"1h 30m\"";
     let duration: Duration =
         humantime::parse_duration(text).map_err(|e| format!("{e}; {EXAMPLES}"))?;
-    if duration.subsec_nanos() % 1_000_000 != 0 {
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
         return Err("durations are kept to the millisecond; round it to whole milliseconds".into());
     }
     if duration.is_zero() && !zero_ok {

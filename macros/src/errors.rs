@@ -43,11 +43,6 @@ impl Errors {
             .push(error);
     }
 
-    /// Whether any error has been recorded so far.
-    pub(crate) fn has_errors(&self) -> bool {
-        self.errors.borrow().as_ref().is_some_and(|e| !e.is_empty())
-    }
-
     /// Consumes the accumulator: `Ok` if nothing was recorded, else all errors combined.
     pub(crate) fn finish(self) -> Result<(), syn::Error> {
         let errors = self

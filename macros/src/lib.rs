@@ -1,1 +1,106 @@
-//! x
+//! Procedural macros of [reprise](https://docs.rs/reprise): `#[action]` and `#[workflow]`.
+//!
+//! Use them through the `reprise` crate (`use reprise::prelude::*;`), which re-exports
+//! them and holds everything the generated code calls (`reprise::__private`).
+//!
+//! The crate is split the way the macro works: `args` parses the attribute
+//! options, `parse` checks the fn signature, `analyse` finds and rewrites the step calls
+//! of a workflow body (and rejects non-deterministic calls), `expand` generates the code.
+//! Errors are collected across all stages and reported together, next to the user's item
+//! so that the rest of the crate (and rust-analyzer) keeps working.
+//!
+//! Set `REPRISE_MACROS_DEBUG=1` while building to print every expansion to stderr.
+
+mod analyse;
+mod args;
+mod errors;
+mod expand;
+mod parse;
+
+#[cfg(test)]
+mod tests;
+
+use proc_macro::TokenStream;
+
+/// Turns an `async fn` into an *action*: a durable unit of work that a workflow calls as a
+/// recorded step.
+///
+/// ```ignore
+/// use reprise::prelude::*;
+///
+/// /// Looks the new user up and writes a short brief.
+/// #[action(retries = 3, backoff = "1s", timeout = "30s", non_retryable = ["not_found"])]
+/// async fn research_signup(input: Signup, cx: ActionCtx) -> Result<Brief, ActionError> {
+///     let client = cx.resource::<HttpClient>()?;
+///     // ...
+/// #   todo!()
+/// }
+/// ```
+///
+/// The fn becomes a unit struct of the same name that implements `reprise::Step`:
+/// `research_signup.run(input)` inside a `#[workflow]` body is a recorded step; outside a
+/// workflow it is a plain async call (handy in unit tests).
+///
+/// # Signature
+/// `[pub] async fn name(input: In [, cx: ActionCtx]) -> Result<Out, E>` where `In` and
+/// `Out` derive `Serialize`, `Deserialize` and `JsonSchema`, and `E` converts into
+/// `ActionError` (usually it is `ActionError`). No generics, no `self`.
+///
+/// # Options
+/// - `slug = "…"`: the action's name in logs, ids and the registry (default: the fn
+///   name in kebab-case, `research-signup`).
+/// - `retries = N`: retries after the first attempt (default 0).
+/// - `backoff = "1s"`: delay before the first retry, doubled on each retry (default 1s).
+/// - `timeout = "30s"`: per-attempt time limit (default none).
+/// - `non_retryable = ["kind", …]`: error kinds that are never retried.
+/// - `crate = "path"`: where `reprise` is, for crates that re-export it.
+///
+/// The doc comment's first paragraph is the action's description (used for agent tools).
+#[proc_macro_attribute]
+pub fn action(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::action(args.into(), item.into()).into()
+}
+
+/// Turns an `async fn` into a durable *workflow*: its body is ordinary Rust, and every step
+/// call in it is recorded, so a resumed run replays finished steps from the log.
+///
+/// ```ignore
+/// use reprise::prelude::*;
+///
+/// #[workflow(slug = "signup-pipeline", max_attempts = 5)]
+/// async fn signup_pipeline(ctx: Ctx, input: Signup) -> Result<Brief, WorkflowError> {
+///     let brief = research_signup.run(input).await?;
+///     #[step(id = "post")]
+///     post_brief.run(brief.clone()).await?;
+///     ctx.sleep(Duration::from_secs(3600)).await?;
+///     let approval: Approval = ctx.hook().await?;
+///     Ok(brief)
+/// }
+/// ```
+///
+/// # Signature
+/// `[pub] async fn name([ctx: Ctx,] input: In) -> Result<Out, E>` where `E` converts into
+/// `WorkflowError`. The `Ctx` parameter is optional.
+///
+/// # What the body rewriting does
+/// - Every `x.run(input)` becomes a recorded step (`x` must be an action or workflow; an
+///   ordinary method named `run` must be called as a path, `Type::run(&x, ..)`).
+/// - `ctx.sleep(d)`, `ctx.sleep_until(t)` and `ctx.hook()` become durable waits.
+/// - Calls inside closures, async blocks and the arguments of `join!`, `try_join!`,
+///   `vec!`, `format!`, `println!`, `assert!`-style macros are rewritten too; a step call
+///   inside any other macro is a compile error (move it out of the macro).
+/// - `#[step(id = "…")]` on a statement pins the id of its one step call.
+/// - `SystemTime::now`, `Instant::now`, `Utc::now`, `rand::*`, `Uuid::new_v4`,
+///   `tokio::spawn`, `tokio::time::sleep`, `std::thread::sleep` are compile errors that
+///   name their recorded replacements (`ctx.now()`, `ctx.random()`, `ctx.uuid()`,
+///   `ctx.sleep()`, `join!`).
+///
+/// # Options
+/// - `slug = "…"`: the workflow's name (default: the fn name in kebab-case).
+/// - `max_attempts = N`: how many times the whole body may run before the run fails
+///   (default 3).
+/// - `crate = "path"`: where `reprise` is, for crates that re-export it.
+#[proc_macro_attribute]
+pub fn workflow(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::workflow(args.into(), item.into()).into()
+}

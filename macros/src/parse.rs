@@ -70,8 +70,6 @@ pub(crate) struct StepFn {
     pub(crate) input: Param,
     /// The optional context parameter: `cx: ActionCtx` (second) or `ctx: Ctx` (first).
     pub(crate) context: Option<Param>,
-    /// The declared return type, e.g. `Result<Brief, ActionError>`.
-    pub(crate) ret: Type,
     /// Its `Ok` type.
     pub(crate) output: Type,
     /// Its error type, when written out (not when a one-argument `Result<T>` alias is used).
@@ -83,7 +81,6 @@ pub(crate) struct StepFn {
 pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Option<StepFn> {
     let attr = kind.attr();
     let sig = &item.sig;
-    let before = errors.has_errors();
     let mut ok = true;
     let mut fail = |span: proc_macro2::Span, message: String| {
         errors.error(span, message);
@@ -99,13 +96,18 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
     if let syn::Safety::Unsafe(unsafety) = &sig.safety {
         fail(
             unsafety.span,
-            format!("`{attr}` fns cannot be `unsafe`: move the unsafe code into an `unsafe` block inside the body"),
+            format!(
+                "`{attr}` fns cannot be `unsafe`: move the unsafe code into an `unsafe` block inside the body"
+            ),
         );
     }
     if let Some(abi) = &sig.abi {
         fail(
             abi.span(),
-            format!("`{attr}` fns cannot have an ABI: remove `{}`", quote::quote!(#abi)),
+            format!(
+                "`{attr}` fns cannot have an ABI: remove `{}`",
+                quote::quote!(#abi)
+            ),
         );
     }
     if sig.asyncness.is_none() {
@@ -133,10 +135,7 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
         );
     }
     if let Some(variadic) = &sig.variadic {
-        fail(
-            variadic.span(),
-            format!("`{attr}` fns cannot be variadic"),
-        );
+        fail(variadic.span(), format!("`{attr}` fns cannot be variadic"));
     }
     if let Some(receiver) = sig.receiver() {
         fail(
@@ -212,7 +211,7 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
             None
         }
         ReturnType::Type(_, ty) => match result_parts(ty) {
-            Some(parts) => Some(((**ty).clone(), parts)),
+            Some(parts) => Some(parts),
             None => {
                 fail(
                     ty.span(),
@@ -230,11 +229,11 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
         },
     };
 
-    if !ok || (errors.has_errors() && !before) {
+    if !ok {
         return None;
     }
     let (context, input) = params?;
-    let (ret, (output, error)) = result?;
+    let (output, error) = result?;
     let context = context.map(|p| Param {
         pat: (*p.pat).clone(),
         ty: (*p.ty).clone(),
@@ -266,7 +265,6 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
         cfgs,
         input,
         context,
-        ret,
         output,
         error,
     })

@@ -1,3 +1,91 @@
-//! Test tools for reprise workflows. This first version offers engines over temporary
-//! stores and event-log helpers; `TestEnv`, virtual time, stubs and crash-and-replay
-//! property tests follow.
+//! Test tools for reprise workflows.
+//!
+//! This first version has what the examples' tests need: engines over fresh stores
+//! ([`memory_engine`], [`TempDb`]) and assertions over event logs ([`completed_steps`],
+//! [`assert_each_step_recorded_once`]). `TestEnv`, virtual time, stubs and
+//! crash-and-replay property tests come next.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use reprise::event::{Event, EventKind};
+use reprise::{Engine, EngineBuilder, EngineError};
+
+/// An engine over a fresh in-memory store with every linked workflow, after `configure`.
+///
+/// # Errors
+/// Registration or configuration errors.
+pub fn memory_engine(
+    configure: impl FnOnce(EngineBuilder) -> EngineBuilder,
+) -> Result<Engine, EngineError> {
+    configure(Engine::builder().discover()?).build()
+}
+
+/// A SQLite database in a temporary directory, deleted on drop.
+#[derive(Debug)]
+pub struct TempDb {
+    dir: tempfile::TempDir,
+}
+
+impl TempDb {
+    /// A new, empty directory for the database.
+    ///
+    /// # Errors
+    /// When the temporary directory cannot be created.
+    pub fn new() -> std::io::Result<TempDb> {
+        Ok(TempDb { dir: tempfile::tempdir()? })
+    }
+
+    /// The database file's path.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("reprise.db")
+    }
+
+    /// The directory holding the database (for other files a test needs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `sqlite://<path>`, for `--db` and `REPRISE_DATABASE_URL`.
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.path().display())
+    }
+
+    /// An engine on this database with every linked workflow, after `configure`.
+    ///
+    /// # Errors
+    /// When the database cannot be opened, or registration fails.
+    pub fn engine(
+        &self,
+        configure: impl FnOnce(EngineBuilder) -> EngineBuilder,
+    ) -> Result<Engine, EngineError> {
+        configure(Engine::builder().sqlite(self.path())?.discover()?).build()
+    }
+}
+
+/// Correlation ids of the `step_completed` events, in log order (recorded values such as
+/// `$now#0` left out).
+pub fn completed_steps(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::StepCompleted)
+        .filter_map(|e| e.event.correlation_id.clone())
+        .filter(|id| !id.rsplit('/').next().unwrap_or(id).starts_with('$'))
+        .collect()
+}
+
+/// Panics with the offending ids unless every step was completed or failed at most once
+/// and sequence numbers run from 0 without gaps.
+pub fn assert_each_step_recorded_once(events: &[Event]) {
+    let mut finished: HashMap<&str, usize> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        assert_eq!(event.seq, index as u64, "event sequence has a gap or duplicate at {index}");
+        if matches!(event.event.kind, EventKind::StepCompleted | EventKind::StepFailed)
+            && let Some(id) = event.event.correlation_id.as_deref()
+        {
+            *finished.entry(id).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = finished.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect();
+    assert!(twice.is_empty(), "steps recorded more than once: {twice:?}");
+}

