@@ -54,7 +54,11 @@ pub async fn reserve_flight(input: TripRequest, cx: ActionCtx) -> Result<Reserva
 #[action(retries = 3, backoff = "100ms")]
 pub async fn reserve_hotel(input: TripRequest, cx: ActionCtx) -> Result<Reservation, ActionError> {
     if input.hotel == "Overbooked Inn" {
-        return Err(ActionError::new("no_rooms", format!("{} has no rooms left", input.hotel), false));
+        return Err(ActionError::new(
+            "no_rooms",
+            format!("{} has no rooms left", input.hotel),
+            false,
+        ));
     }
     crate::effects::record(&cx)?;
     Ok(Reservation {

@@ -40,7 +40,10 @@ impl EffectLog {
             return Ok(());
         };
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         writeln!(file, "{}", cx.idempotency_key())?;
         file.sync_data()
     }

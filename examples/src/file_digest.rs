@@ -156,12 +156,18 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 pub async fn list_files(input: ListFiles) -> Result<Vec<String>, ActionError> {
     let root = PathBuf::from(&input.dir);
     if !root.is_dir() {
-        return Err(ActionError::permanent(format!("`{}` is not a directory", input.dir)));
+        return Err(ActionError::permanent(format!(
+            "`{}` is not a directory",
+            input.dir
+        )));
     }
     let mut files = Vec::new();
     walk(&root, &mut files)?;
     files.truncate(input.max_files);
-    Ok(files.into_iter().map(|p| p.to_string_lossy().into_owned()).collect())
+    Ok(files
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect())
 }
 
 /// Hashes a file and counts its lines and words.
@@ -224,7 +230,10 @@ pub fn aggregate(dir: &str, mut digests: Vec<FileDigest>) -> Report {
         lines: digests.iter().map(|d| d.lines).sum(),
         words: digests.iter().map(|d| d.words).sum(),
         tree_sha256: hex(&tree.finalize()),
-        largest: digests.iter().max_by_key(|d| d.bytes).map(|d| d.path.clone()),
+        largest: digests
+            .iter()
+            .max_by_key(|d| d.bytes)
+            .map(|d| d.path.clone()),
         digests,
     }
 }
@@ -239,7 +248,10 @@ pub async fn file_digest(input: DigestRequest) -> Result<DigestSummary, Workflow
         })
         .await?;
     let delay_ms = input.delay_ms;
-    let results = reprise::fan_out(files, input.concurrency, |path| hash_file.run(FileRef { path, delay_ms })).await;
+    let results = reprise::fan_out(files, input.concurrency, |path| {
+        hash_file.run(FileRef { path, delay_ms })
+    })
+    .await;
     let digests = results.into_iter().collect::<Result<Vec<_>, _>>()?;
     let report = aggregate(&input.dir, digests);
     let summary = DigestSummary {
@@ -250,6 +262,14 @@ pub async fn file_digest(input: DigestRequest) -> Result<DigestSummary, Workflow
         tree_sha256: report.tree_sha256.clone(),
         report_path: String::new(),
     };
-    let report_path = write_report.run(WriteReport { out: input.out, report }).await?;
-    Ok(DigestSummary { report_path, ..summary })
+    let report_path = write_report
+        .run(WriteReport {
+            out: input.out,
+            report,
+        })
+        .await?;
+    Ok(DigestSummary {
+        report_path,
+        ..summary
+    })
 }

@@ -38,7 +38,10 @@ pub async fn research_signup(input: Signup) -> Result<Brief, ActionError> {
     let domain = input.email.rsplit('@').next().unwrap_or_default();
     let company = domain.split('.').next().unwrap_or(domain);
     Ok(Brief {
-        brief: format!("{} signed up from {company} ({domain}); say hello within a day.", input.name),
+        brief: format!(
+            "{} signed up from {company} ({domain}); say hello within a day.",
+            input.name
+        ),
     })
 }
 

@@ -235,7 +235,12 @@ pub struct SchemaViolation {
 
 impl fmt::Display for SchemaViolation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} does not match its schema: {}", self.what, format_violations(&self.violations))
+        write!(
+            f,
+            "{} does not match its schema: {}",
+            self.what,
+            format_violations(&self.violations)
+        )
     }
 }
 
@@ -243,7 +248,11 @@ fn format_violations(violations: &[Violation]) -> String {
     violations
         .iter()
         .map(|v| {
-            let pointer = if v.pointer.is_empty() { "/" } else { &v.pointer };
+            let pointer = if v.pointer.is_empty() {
+                "/"
+            } else {
+                &v.pointer
+            };
             format!("{pointer}: {}", v.message)
         })
         .collect::<Vec<_>>()
@@ -281,7 +290,9 @@ pub enum EngineError {
     #[error("store error: {0}")]
     Store(String),
     /// Another writer appended to this run first (its lease or fencing token is stale).
-    #[error("run `{run}` was appended to concurrently: expected sequence {expected}, found {found}")]
+    #[error(
+        "run `{run}` was appended to concurrently: expected sequence {expected}, found {found}"
+    )]
     Conflict {
         /// The run.
         run: String,

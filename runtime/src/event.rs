@@ -111,7 +111,10 @@ impl FromStr for RunStatus {
             .find(|status| status.as_str() == s)
             .ok_or_else(|| {
                 let all: Vec<_> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown run status `{s}`; expected one of {}", all.join(", "))
+                format!(
+                    "unknown run status `{s}`; expected one of {}",
+                    all.join(", ")
+                )
             })
     }
 }

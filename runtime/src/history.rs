@@ -68,8 +68,8 @@ impl History {
                 EventKind::StepFailed => {
                     let entry = by_id.entry(id.to_owned()).or_default();
                     let error = payload.get("error").cloned().ok_or_else(|| bad("error"))?;
-                    let error: ActionError =
-                        serde_json::from_value(error).map_err(|e| format!("{}: {e}", bad("valid error")))?;
+                    let error: ActionError = serde_json::from_value(error)
+                        .map_err(|e| format!("{}: {e}", bad("valid error")))?;
                     entry.outcome = Some(Err(error));
                 }
                 EventKind::SleepStarted => {
@@ -91,7 +91,8 @@ impl History {
                 }
                 EventKind::HookReceived => {
                     let entry = by_id.entry(id.to_owned()).or_default();
-                    entry.hook_payload = Some(payload.get("payload").cloned().unwrap_or(Value::Null));
+                    entry.hook_payload =
+                        Some(payload.get("payload").cloned().unwrap_or(Value::Null));
                 }
                 _ => {}
             }
@@ -106,5 +107,8 @@ impl History {
 }
 
 fn str_field(payload: &Value, field: &str) -> Option<String> {
-    payload.get(field).and_then(Value::as_str).map(str::to_owned)
+    payload
+        .get(field)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }

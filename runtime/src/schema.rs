@@ -24,7 +24,9 @@ pub struct Validator {
 
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Validator").field("what", &self.what).finish()
+        f.debug_struct("Validator")
+            .field("what", &self.what)
+            .finish()
     }
 }
 
@@ -104,8 +106,10 @@ pub fn validator_for<T: JsonSchema + 'static>() -> Result<Arc<Validator>, Engine
 /// # Errors
 /// [`EngineError::Schema`] with every violation.
 pub fn validate_as<T: JsonSchema + 'static>(value: &Value, what: &str) -> Result<(), EngineError> {
-    validator_for::<T>()?.validate(value).map_err(|mut violation| {
-        violation.what = what.to_owned();
-        EngineError::Schema(violation)
-    })
+    validator_for::<T>()?
+        .validate(value)
+        .map_err(|mut violation| {
+            violation.what = what.to_owned();
+            EngineError::Schema(violation)
+        })
 }

@@ -33,7 +33,9 @@ impl TempDb {
     /// # Errors
     /// When the temporary directory cannot be created.
     pub fn new() -> std::io::Result<TempDb> {
-        Ok(TempDb { dir: tempfile::tempdir()? })
+        Ok(TempDb {
+            dir: tempfile::tempdir()?,
+        })
     }
 
     /// The database file's path.
@@ -79,13 +81,22 @@ pub fn completed_steps(events: &[Event]) -> Vec<String> {
 pub fn assert_each_step_recorded_once(events: &[Event]) {
     let mut finished: HashMap<&str, usize> = HashMap::new();
     for (index, event) in events.iter().enumerate() {
-        assert_eq!(event.seq, index as u64, "event sequence has a gap or duplicate at {index}");
-        if matches!(event.event.kind, EventKind::StepCompleted | EventKind::StepFailed)
-            && let Some(id) = event.event.correlation_id.as_deref()
+        assert_eq!(
+            event.seq, index as u64,
+            "event sequence has a gap or duplicate at {index}"
+        );
+        if matches!(
+            event.event.kind,
+            EventKind::StepCompleted | EventKind::StepFailed
+        ) && let Some(id) = event.event.correlation_id.as_deref()
         {
             *finished.entry(id).or_default() += 1;
         }
     }
-    let twice: Vec<_> = finished.iter().filter(|(_, n)| **n > 1).map(|(id, _)| *id).collect();
+    let twice: Vec<_> = finished
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
     assert!(twice.is_empty(), "steps recorded more than once: {twice:?}");
 }

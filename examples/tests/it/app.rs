@@ -35,7 +35,12 @@ fn workflows_run_prints_the_output_and_the_step_table() {
     let input = serde_json::json!({ "dir": tree.path() }).to_string();
     let out = run(app(&db).args(["workflows", "run", "file-digest", "--input", &input]));
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
     assert!(stdout.contains("\"files\": 5"), "{stdout}");
     for column in ["step", "status", "attempts", "duration"] {
         assert!(stdout.contains(column), "missing column {column}: {stdout}");
@@ -53,7 +58,12 @@ fn workflows_run_json_prints_one_object() {
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["status"], "failed");
     assert!(line["run_id"].is_string());
-    assert!(line["error"]["message"].as_str().unwrap().contains("canceled"));
+    assert!(
+        line["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("canceled")
+    );
 }
 
 #[test]
@@ -103,7 +113,9 @@ fn schema_and_graph_describe_a_workflow() {
 async fn completed_before(db: &TempDb) -> (String, Vec<String>) {
     let store = SqliteStore::open(db.path()).unwrap();
     let runs = store.list_runs(&Default::default()).await.unwrap();
-    let Some(run) = runs.first() else { return (String::new(), Vec::new()) };
+    let Some(run) = runs.first() else {
+        return (String::new(), Vec::new());
+    };
     let events = store.events(&run.id).await.unwrap();
     (run.id.to_string(), completed_steps(&events))
 }
@@ -112,7 +124,8 @@ async fn completed_before(db: &TempDb) -> (String, Vec<String>) {
 async fn file_digest_killed_with_sigkill_resumes_without_rerunning_recorded_steps() {
     let db = TempDb::new().unwrap();
     let tree = fixture_tree(30);
-    let input = serde_json::json!({ "dir": tree.path(), "delay_ms": 60, "concurrency": 2 }).to_string();
+    let input =
+        serde_json::json!({ "dir": tree.path(), "delay_ms": 60, "concurrency": 2 }).to_string();
     let mut child = app(&db)
         .args(["workflows", "run", "file-digest", "--input", &input])
         .stdout(Stdio::null())
@@ -133,19 +146,37 @@ async fn file_digest_killed_with_sigkill_resumes_without_rerunning_recorded_step
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let (run_id, recorded) = completed_before(&db).await;
-    assert!(recorded.len() < 32, "killed before the end ({} steps recorded)", recorded.len());
+    assert!(
+        recorded.len() < 32,
+        "killed before the end ({} steps recorded)",
+        recorded.len()
+    );
 
     let out = run(app(&db).args(["runs", "resume"]));
     let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
     assert!(stdout.contains("\"files\": 30"), "{stdout}");
     let replayed = format!("{} steps replayed from the log", recorded.len());
-    assert!(stdout.contains(&replayed), "expected `{replayed}` in {stdout}");
+    assert!(
+        stdout.contains(&replayed),
+        "expected `{replayed}` in {stdout}"
+    );
 
     let store = SqliteStore::open(db.path()).unwrap();
     let events = store.events(&reprise::RunId(run_id.clone())).await.unwrap();
     assert_each_step_recorded_once(&events);
-    assert_eq!(completed_steps(&events).iter().filter(|s| s.starts_with("hash-file#")).count(), 30);
+    assert_eq!(
+        completed_steps(&events)
+            .iter()
+            .filter(|s| s.starts_with("hash-file#"))
+            .count(),
+        30
+    );
 
     // Every effect recorded before the kill ran exactly once.
     let effects = std::fs::read_to_string(db.dir().join("effects.log")).unwrap();
@@ -153,8 +184,16 @@ async fn file_digest_killed_with_sigkill_resumes_without_rerunning_recorded_step
     for line in effects.lines() {
         *counts.entry(line).or_default() += 1;
     }
-    let recorded: HashSet<String> = recorded.into_iter().map(|id| format!("{run_id}/{id}")).collect();
+    let recorded: HashSet<String> = recorded
+        .into_iter()
+        .map(|id| format!("{run_id}/{id}"))
+        .collect();
     for key in recorded.iter().filter(|k| k.contains("hash-file")) {
-        assert_eq!(counts.get(key.as_str()), Some(&1), "effect of {key} ran {:?} times", counts.get(key.as_str()));
+        assert_eq!(
+            counts.get(key.as_str()),
+            Some(&1),
+            "effect of {key} ran {:?} times",
+            counts.get(key.as_str())
+        );
     }
 }

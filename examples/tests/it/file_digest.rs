@@ -9,7 +9,11 @@ pub(crate) fn fixture_tree(count: usize) -> tempfile::TempDir {
     for i in 0..count {
         let sub = dir.path().join(format!("d{}", i % 3));
         std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join(format!("f{i:03}.txt")), format!("file {i}\nhas three lines\nend")).unwrap();
+        std::fs::write(
+            sub.join(format!("f{i:03}.txt")),
+            format!("file {i}\nhas three lines\nend"),
+        )
+        .unwrap();
     }
     for skipped in [".git", "target"] {
         std::fs::create_dir_all(dir.path().join(skipped)).unwrap();
@@ -33,11 +37,14 @@ async fn the_report_covers_every_file_with_one_step_each() {
     };
     let id = engine.start(&file_digest, input).await.unwrap();
     let execution = engine.drive(&id).await.unwrap();
-    let reprise::RunOutcome::Completed(summary) = execution.outcome else { panic!("{:?}", execution.outcome) };
+    let reprise::RunOutcome::Completed(summary) = execution.outcome else {
+        panic!("{:?}", execution.outcome)
+    };
     assert_eq!(summary["files"], 12);
     assert_eq!(summary["lines"], 36);
     assert_eq!(summary["words"], 12 * 6);
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
     assert_eq!(report["digests"].as_array().unwrap().len(), 12);
     assert_eq!(report["tree_sha256"], summary["tree_sha256"]);
 
@@ -45,6 +52,9 @@ async fn the_report_covers_every_file_with_one_step_each() {
     assert_each_step_recorded_once(&events);
     let steps = completed_steps(&events);
     assert_eq!(steps.first().map(String::as_str), Some("list-files#0"));
-    assert_eq!(steps.iter().filter(|s| s.starts_with("hash-file#")).count(), 12);
+    assert_eq!(
+        steps.iter().filter(|s| s.starts_with("hash-file#")).count(),
+        12
+    );
     assert_eq!(steps.last().map(String::as_str), Some("write-report#0"));
 }

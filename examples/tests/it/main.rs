@@ -1,6 +1,8 @@
 //! The examples' one integration-test binary: each example workflow's behaviour, and the
 //! example app as a user runs it (child processes, exit codes, `kill -9` and resume).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 mod app;
 mod book_trip;
 mod file_digest;

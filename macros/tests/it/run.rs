@@ -66,10 +66,7 @@ async fn run_and_list<W: Step>(workflow: &W, input: W::Input) -> (W::Output, Vec
     };
     let events = engine.store().events(&id).await.expect("events");
     let ids = summarize_steps(&events).into_iter().map(|s| s.id).collect();
-    (
-        serde_json::from_value(output).expect("typed output"),
-        ids,
-    )
+    (serde_json::from_value(output).expect("typed output"), ids)
 }
 
 #[tokio::test]
@@ -95,15 +92,24 @@ async fn join_all_numbers_steps_in_iteration_order() {
     assert_eq!(outputs, [50, 60, 70]);
     let mut sorted = ids.clone();
     sorted.sort();
-    assert_eq!(sorted, ["process-item#0", "process-item#1", "process-item#2"]);
+    assert_eq!(
+        sorted,
+        ["process-item#0", "process-item#1", "process-item#2"]
+    );
 }
 
 #[tokio::test]
 async fn sub_workflow_steps_are_namespaced_under_the_calling_step() {
     let (output, ids) = run_and_list(&nested, 1).await;
     assert_eq!(output, 111);
-    assert!(ids.contains(&"it-score#0/process-item#0".to_owned()), "{ids:?}");
-    assert!(ids.contains(&"it-score@2#0/process-item#0".to_owned()), "{ids:?}");
+    assert!(
+        ids.contains(&"it-score#0/process-item#0".to_owned()),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&"it-score@2#0/process-item#0".to_owned()),
+        "{ids:?}"
+    );
 }
 
 #[tokio::test]

@@ -9,7 +9,12 @@ use crate::event::RunStatus;
 #[command(version, about, long_about = None)]
 pub(crate) struct Cli {
     /// Database URL: `sqlite://path/to/file.db` (or a bare path), or `memory:`.
-    #[arg(long, global = true, env = "REPRISE_DATABASE_URL", default_value = "sqlite://.reprise/reprise.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "REPRISE_DATABASE_URL",
+        default_value = "sqlite://.reprise/reprise.db"
+    )]
     pub(crate) db: String,
 
     #[command(subcommand)]

@@ -16,7 +16,12 @@ pub(crate) fn mermaid(registry: &Registry, workflow: &WorkflowEntry) -> String {
     let mut previous = "start".to_owned();
     for (index, site) in workflow.sites.iter().enumerate() {
         let node = format!("s{index}");
-        let fn_name = site.callee.rsplit("::").next().unwrap_or(site.callee).trim();
+        let fn_name = site
+            .callee
+            .rsplit("::")
+            .next()
+            .unwrap_or(site.callee)
+            .trim();
         let (base, sub_workflow) = match site.kind {
             SiteKind::Run => {
                 let slug = registry.slug_of_fn(fn_name).unwrap_or(fn_name);

@@ -43,8 +43,13 @@ pub const EXIT_INCOMPLETE: u8 = 3;
 /// Parses the process arguments, builds the engine (store from `--db`, every discovered
 /// workflow, then `configure` for resources), runs the command on a new tokio runtime and
 /// returns the exit code.
-pub fn main(configure: impl FnOnce(EngineBuilder) -> Result<EngineBuilder, EngineError>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+pub fn main(
+    configure: impl FnOnce(EngineBuilder) -> Result<EngineBuilder, EngineError>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: could not start the tokio runtime: {error}");
@@ -63,7 +68,11 @@ pub async fn run(
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(error) => {
-            let code = if error.use_stderr() { EXIT_USAGE } else { EXIT_COMPLETED };
+            let code = if error.use_stderr() {
+                EXIT_USAGE
+            } else {
+                EXIT_COMPLETED
+            };
             let _ = error.print();
             return code;
         }
@@ -94,7 +103,11 @@ fn build_engine(
     db: &str,
     configure: impl FnOnce(EngineBuilder) -> Result<EngineBuilder, EngineError>,
 ) -> Result<Engine, EngineError> {
-    let url = if db.contains(':') { db.to_owned() } else { format!("sqlite://{db}") };
+    let url = if db.contains(':') {
+        db.to_owned()
+    } else {
+        format!("sqlite://{db}")
+    };
     let store = crate::store::open(&url)?;
     let mut builder = Engine::builder().store(store).discover()?;
     if let Ok(secret) = std::env::var("REPRISE_HOOK_SECRET") {
@@ -121,8 +134,17 @@ async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> 
             print!("{}", graph::mermaid(engine.registry(), entry));
             Ok(EXIT_COMPLETED)
         }
-        Command::Runs(RunsCommand::List { status, workflow, limit, json }) => {
-            let filter = RunFilter { status, workflow, limit: Some(limit) };
+        Command::Runs(RunsCommand::List {
+            status,
+            workflow,
+            limit,
+            json,
+        }) => {
+            let filter = RunFilter {
+                status,
+                workflow,
+                limit: Some(limit),
+            };
             let runs = engine.list_runs(&filter).await?;
             if json {
                 println!("{}", serde_json::to_string(&runs)?);
@@ -137,7 +159,10 @@ async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> 
             let events = engine.store().events(&id).await?;
             let steps = summarize_steps(&events);
             if json {
-                println!("{}", serde_json::to_string(&json!({ "run": record, "steps": steps }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&json!({ "run": record, "steps": steps }))?
+                );
             } else {
                 output::print_run(&record, &steps);
             }
@@ -153,8 +178,9 @@ fn pretty(value: &Value) -> String {
 
 fn read_input(text: &str) -> Result<Value, EngineError> {
     let text = match text.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| EngineError::Serde(format!("could not read the input file `{path}`: {e}")))?,
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            EngineError::Serde(format!("could not read the input file `{path}`: {e}"))
+        })?,
         None => text.to_owned(),
     };
     serde_json::from_str(&text).map_err(|e| {
@@ -205,7 +231,12 @@ async fn report(engine: &Engine, execution: &Execution, as_json: bool) -> Result
 async fn resume(engine: &Engine, id: Option<String>, as_json: bool) -> Result<u8, EngineError> {
     let ids: Vec<RunId> = match id {
         Some(id) => vec![RunId(id)],
-        None => engine.unfinished_runs().await?.into_iter().map(|r| r.id).collect(),
+        None => engine
+            .unfinished_runs()
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect(),
     };
     if ids.is_empty() && !as_json {
         println!("no unfinished runs");

@@ -7,7 +7,9 @@ use crate::event::RunRecord;
 
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(header.to_vec());
     table
 }
 
@@ -46,7 +48,9 @@ pub(super) fn steps_table(steps: &[StepSummary]) -> Table {
             step.id.clone(),
             step.status.as_str().to_owned(),
             step.attempts.to_string(),
-            step.duration_ms.map(|ms| format!("{ms} ms")).unwrap_or_else(|| "-".into()),
+            step.duration_ms
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     rows
@@ -80,7 +84,10 @@ pub(super) fn print_execution(run: &RunRecord, execution: &Execution, steps: &[S
         RunOutcome::Completed(output) => println!("{}", pretty(output)),
         RunOutcome::Failed(error) => println!("error: {error}"),
         RunOutcome::Suspended(waits) => {
-            println!("the run is waiting: {}", serde_json::to_string(waits).unwrap_or_default())
+            println!(
+                "the run is waiting: {}",
+                serde_json::to_string(waits).unwrap_or_default()
+            )
         }
     }
     println!("{}", steps_table(steps));

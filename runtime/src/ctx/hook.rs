@@ -16,11 +16,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Ctx, Wait, poisoned_error, store_failure};
+use crate::ActionError;
 use crate::error::kinds;
 use crate::event::{EventKind, RunUpdate};
 use crate::schema::validator_for;
 use crate::step::{Site, StepData};
-use crate::ActionError;
 
 /// A hook handle: read its [`Hook::token`] or [`Hook::resume_url`] and send them on (through
 /// a step) before awaiting it; awaiting it yields the delivered payload.
@@ -34,7 +34,9 @@ pub struct Hook<T> {
 
 impl<T> std::fmt::Debug for Hook<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hook").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Hook")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +55,10 @@ pub(crate) fn hook_token(secret: &[u8], run_id: &str, id: &str) -> String {
 
 /// The hash under which a token is stored: SHA-256, hex.
 pub(crate) fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `ctx.hook::<T>()`: a hook recorded under the site's id.
@@ -77,7 +82,11 @@ impl<T: StepData> Hook<T> {
     /// The URL that delivers the payload, under the engine's public base URL
     /// (`REPRISE_PUBLIC_URL`, default `http://127.0.0.1:8080`): `<base>/hooks/<token>`.
     pub fn resume_url(&self) -> String {
-        format!("{}/hooks/{}", self.ctx.run.engine.public_url().trim_end_matches('/'), self.token)
+        format!(
+            "{}/hooks/{}",
+            self.ctx.run.engine.public_url().trim_end_matches('/'),
+            self.token
+        )
     }
 
     /// The hook's correlation id.
@@ -90,7 +99,11 @@ impl<T: StepData> Hook<T> {
         let recorded = run.history.get(&self.id);
         if let Some(recorded) = recorded {
             if recorded.callee != "hook" {
-                return Err(run.non_determinism(&self.id, format!("`{}`", recorded.callee), "a hook".to_owned()));
+                return Err(run.non_determinism(
+                    &self.id,
+                    format!("`{}`", recorded.callee),
+                    "a hook".to_owned(),
+                ));
             }
             if let Some(payload) = &recorded.hook_payload {
                 validator_for::<T>()
@@ -100,9 +113,15 @@ impl<T: StepData> Hook<T> {
                         v.what = format!("payload of hook `{}`", self.id);
                         ActionError::from(v)
                     })?;
-                run.replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return serde_json::from_value(payload.clone())
-                    .map_err(|e| ActionError::new(kinds::SERDE, format!("payload of hook `{}`: {e}", self.id), false));
+                run.replayed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return serde_json::from_value(payload.clone()).map_err(|e| {
+                    ActionError::new(
+                        kinds::SERDE,
+                        format!("payload of hook `{}`: {e}", self.id),
+                        false,
+                    )
+                });
             }
         }
         if let Some(poison) = run.poisoned() {
@@ -125,7 +144,11 @@ impl<T: StepData> Hook<T> {
             timeout_at: None,
         });
         std::future::pending::<()>().await;
-        Err(ActionError::new(kinds::STORE, "unreachable: a suspended hook resumed in place", false))
+        Err(ActionError::new(
+            kinds::STORE,
+            "unreachable: a suspended hook resumed in place",
+            false,
+        ))
     }
 }
 

@@ -161,7 +161,13 @@ impl RunState {
     }
 
     /// An event stamped now.
-    pub(crate) fn event(&self, kind: EventKind, id: Option<&str>, attempt: u32, payload: Value) -> NewEvent {
+    pub(crate) fn event(
+        &self,
+        kind: EventKind,
+        id: Option<&str>,
+        attempt: u32,
+        payload: Value,
+    ) -> NewEvent {
         NewEvent {
             kind,
             correlation_id: id.map(str::to_owned),
@@ -204,7 +210,12 @@ impl RunState {
     }
 
     /// Reports a non-determinism and poisons the run.
-    pub(crate) fn non_determinism(&self, id: &str, recorded: String, requested: String) -> crate::ActionError {
+    pub(crate) fn non_determinism(
+        &self,
+        id: &str,
+        recorded: String,
+        requested: String,
+    ) -> crate::ActionError {
         let error = NonDeterminism {
             id: id.to_owned(),
             recorded,
@@ -306,7 +317,11 @@ impl Ctx {
     }
 
     /// Records `make()` under `$<name>#<n>` the first time; returns the recorded value on replay.
-    fn recorded_value<T: Serialize + DeserializeOwned>(&self, name: &str, make: impl FnOnce() -> T) -> T {
+    fn recorded_value<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        make: impl FnOnce() -> T,
+    ) -> T {
         let key = format!("{}${name}", self.namespace);
         let n = self.run.next_occurrence(&key);
         let id = format!("{key}#{n}");

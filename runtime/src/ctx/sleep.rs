@@ -11,10 +11,10 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::{Ctx, Wait, poisoned_error, store_failure};
+use crate::ActionError;
 use crate::error::kinds;
 use crate::event::{EventKind, RunStatus, RunUpdate};
 use crate::step::Site;
-use crate::ActionError;
 
 /// A length of time `ctx.sleep` accepts: a [`Duration`], a [`chrono::TimeDelta`], or a
 /// humantime string such as `"1h 30m"` or `"500ms"`.
@@ -35,7 +35,11 @@ impl SleepDuration for Duration {
 impl SleepDuration for chrono::TimeDelta {
     fn to_duration(&self) -> Result<Duration, ActionError> {
         self.to_std().map_err(|_| {
-            ActionError::new("invalid_duration", format!("cannot sleep for a negative time ({self})"), false)
+            ActionError::new(
+                "invalid_duration",
+                format!("cannot sleep for a negative time ({self})"),
+                false,
+            )
         })
     }
 }
@@ -45,7 +49,9 @@ impl SleepDuration for &str {
         humantime::parse_duration(self).map_err(|e| {
             ActionError::new(
                 "invalid_duration",
-                format!("`{self}` is not a duration ({e}); write it like \"90s\", \"15m\" or \"1h 30m\""),
+                format!(
+                    "`{self}` is not a duration ({e}); write it like \"90s\", \"15m\" or \"1h 30m\""
+                ),
                 false,
             )
         })
@@ -109,7 +115,8 @@ pub fn sleep(
     let duration = duration.to_duration();
     async move {
         let duration = duration?;
-        let wake_at = ctx.run.engine.now() + chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
+        let wake_at = ctx.run.engine.now()
+            + chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
         wait_until(ctx, id, wake_at).await
     }
 }
@@ -126,7 +133,11 @@ pub fn sleep_until(
     async move { wait_until(ctx, id, time?).await }
 }
 
-async fn wait_until(ctx: Ctx, id: String, requested_wake: DateTime<Utc>) -> Result<(), ActionError> {
+async fn wait_until(
+    ctx: Ctx,
+    id: String,
+    requested_wake: DateTime<Utc>,
+) -> Result<(), ActionError> {
     let run = &ctx.run;
     let recorded = run.history.get(&id);
     if let Some(recorded) = recorded {
@@ -138,7 +149,8 @@ async fn wait_until(ctx: Ctx, id: String, requested_wake: DateTime<Utc>) -> Resu
             ));
         }
         if recorded.sleep_done {
-            run.replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            run.replayed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
     }
@@ -148,7 +160,12 @@ async fn wait_until(ctx: Ctx, id: String, requested_wake: DateTime<Utc>) -> Resu
     let wake_at = match recorded.and_then(|r| r.wake_at) {
         Some(wake_at) => wake_at,
         None => {
-            let event = run.event(EventKind::SleepStarted, Some(&id), 1, json!({ "wake_at": requested_wake }));
+            let event = run.event(
+                EventKind::SleepStarted,
+                Some(&id),
+                1,
+                json!({ "wake_at": requested_wake }),
+            );
             if let Err(e) = run.append(vec![event], RunUpdate::default()).await {
                 return Err(store_failure(run, e));
             }
@@ -164,11 +181,16 @@ async fn wait_until(ctx: Ctx, id: String, requested_wake: DateTime<Utc>) -> Resu
         if let Err(e) = run.append(vec![event], update).await {
             return Err(store_failure(run, e));
         }
-        run.executed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        run.executed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(());
     }
     run.suspend(Wait::Sleep { id, until: wake_at });
     // The executor drops the body once every live step has recorded; until then, wait.
     std::future::pending::<()>().await;
-    Err(ActionError::new(kinds::STORE, "unreachable: a suspended sleep resumed in place", false))
+    Err(ActionError::new(
+        kinds::STORE,
+        "unreachable: a suspended sleep resumed in place",
+        false,
+    ))
 }

@@ -53,10 +53,14 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
     let digest = digest(&input_json);
 
     if let Some(recorded) = run.history.get(&id) {
-        if recorded.callee != S::SLUG || (!recorded.digest.is_empty() && recorded.digest != digest) {
+        if recorded.callee != S::SLUG || (!recorded.digest.is_empty() && recorded.digest != digest)
+        {
             return Err(run.non_determinism(
                 &id,
-                format!("`{}` with input digest {}", recorded.callee, recorded.digest),
+                format!(
+                    "`{}` with input digest {}",
+                    recorded.callee, recorded.digest
+                ),
                 format!("`{}` with input digest {digest}", S::SLUG),
             ));
         }
@@ -77,12 +81,14 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
                     run.poison(workflow_error);
                     return Err(error);
                 }
-                run.replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                run.replayed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return serde_json::from_value(output.clone())
                     .map_err(|e| serde_error("recorded output", S::SLUG, e));
             }
             Some(Err(error)) => {
-                run.replayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                run.replayed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(error.clone());
             }
             None => {} // started but never finished (crash mid-step): run it again live.
@@ -132,7 +138,8 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
     };
 
     let result = result.and_then(|output| {
-        let output_json = serde_json::to_value(&output).map_err(|e| serde_error("output", S::SLUG, e))?;
+        let output_json =
+            serde_json::to_value(&output).map_err(|e| serde_error("output", S::SLUG, e))?;
         validator_for::<S::Output>()
             .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?
             .validate(&output_json)
@@ -145,18 +152,29 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
 
     let (event, returned) = match result {
         Ok((output, output_json)) => (
-            run.event(EventKind::StepCompleted, Some(&id), attempts, json!({ "output": output_json })),
+            run.event(
+                EventKind::StepCompleted,
+                Some(&id),
+                attempts,
+                json!({ "output": output_json }),
+            ),
             Ok(output),
         ),
         Err(error) => (
-            run.event(EventKind::StepFailed, Some(&id), attempts, json!({ "error": error })),
+            run.event(
+                EventKind::StepFailed,
+                Some(&id),
+                attempts,
+                json!({ "error": error }),
+            ),
             Err(error),
         ),
     };
     if let Err(store_error) = run.append(vec![event], RunUpdate::default()).await {
         return Err(store_failure(run, store_error));
     }
-    run.executed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    run.executed
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     returned
 }
 
@@ -187,7 +205,10 @@ async fn run_action<S: Step>(
                 Ok(outcome) => outcome,
                 Err(_) => Ok(Err(ActionError::new(
                     kinds::TIMEOUT,
-                    format!("attempt {attempt} exceeded the timeout of {}", humantime::format_duration(limit)),
+                    format!(
+                        "attempt {attempt} exceeded the timeout of {}",
+                        humantime::format_duration(limit)
+                    ),
                     true,
                 ))),
             },
@@ -228,7 +249,9 @@ async fn run_action<S: Step>(
 /// "Exponential Backoff And Jitter", 2015).
 pub(crate) fn backoff(initial: Duration, attempt: u32) -> Duration {
     let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-    let base = initial.saturating_mul(factor).min(ActionOptions::MAX_BACKOFF);
+    let base = initial
+        .saturating_mul(factor)
+        .min(ActionOptions::MAX_BACKOFF);
     let jitter: f64 = rand::random_range(0.75..1.25);
     base.mul_f64(jitter)
 }

@@ -64,7 +64,9 @@ impl Engine {
         };
         match record.status {
             RunStatus::Completed => {
-                return Ok(finished(RunOutcome::Completed(record.output.unwrap_or(Value::Null))));
+                return Ok(finished(RunOutcome::Completed(
+                    record.output.unwrap_or(Value::Null),
+                )));
             }
             RunStatus::Failed | RunStatus::Canceled => {
                 let error = record
@@ -174,7 +176,12 @@ impl Engine {
         // Scans unfinished runs (waiting ones first); an index of open hooks comes with the
         // HTTP surface.
         let mut candidates = Vec::new();
-        for status in [RunStatus::Waiting, RunStatus::Queued, RunStatus::Running, RunStatus::Sleeping] {
+        for status in [
+            RunStatus::Waiting,
+            RunStatus::Queued,
+            RunStatus::Running,
+            RunStatus::Sleeping,
+        ] {
             candidates.extend(
                 self.list_runs(&crate::event::RunFilter {
                     status: Some(status),
@@ -187,13 +194,15 @@ impl Engine {
             let events = self.store().events(&run.id).await?;
             let Some(created) = events.iter().find(|e| {
                 e.event.kind == EventKind::HookCreated
-                    && e.event.payload.get("token_hash").and_then(Value::as_str) == Some(hash.as_str())
+                    && e.event.payload.get("token_hash").and_then(Value::as_str)
+                        == Some(hash.as_str())
             }) else {
                 continue;
             };
             let id = created.event.correlation_id.clone().unwrap_or_default();
             let already = events.iter().any(|e| {
-                e.event.kind == EventKind::HookReceived && e.event.correlation_id.as_deref() == Some(id.as_str())
+                e.event.kind == EventKind::HookReceived
+                    && e.event.correlation_id.as_deref() == Some(id.as_str())
             });
             if already {
                 return Err(EngineError::InvalidState {
@@ -203,8 +212,11 @@ impl Engine {
                 });
             }
             if let Some(schema) = created.event.payload.get("schema") {
-                crate::schema::Validator::compile(schema.clone(), format!("payload of hook `{id}`"))?
-                    .validate(&payload)?;
+                crate::schema::Validator::compile(
+                    schema.clone(),
+                    format!("payload of hook `{id}`"),
+                )?
+                .validate(&payload)?;
             }
             let event = crate::event::NewEvent {
                 kind: EventKind::HookReceived,
@@ -252,7 +264,12 @@ impl Engine {
         });
         match result {
             Ok(output) => {
-                let event = state.event(EventKind::RunCompleted, None, state.attempt, json!({ "output": output }));
+                let event = state.event(
+                    EventKind::RunCompleted,
+                    None,
+                    state.attempt,
+                    json!({ "output": output }),
+                );
                 let update = RunUpdate {
                     status: Some(RunStatus::Completed),
                     output: Some(output.clone()),
@@ -267,7 +284,10 @@ impl Engine {
             }
             Err(error) if error.retryable && state.attempt < entry.options.max_attempts => {
                 let factor = 2u32.saturating_pow(state.attempt.saturating_sub(1));
-                let delay = self.run_retry_backoff().saturating_mul(factor).min(MAX_RUN_BACKOFF);
+                let delay = self
+                    .run_retry_backoff()
+                    .saturating_mul(factor)
+                    .min(MAX_RUN_BACKOFF);
                 let until = self.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
                 let event = state.event(
                     EventKind::RunSuspended,
@@ -285,7 +305,12 @@ impl Engine {
                 Ok(RunOutcome::Suspended(vec![Wait::Retry { until }]))
             }
             Err(error) => {
-                let event = state.event(EventKind::RunFailed, None, state.attempt, json!({ "error": error }));
+                let event = state.event(
+                    EventKind::RunFailed,
+                    None,
+                    state.attempt,
+                    json!({ "error": error }),
+                );
                 let update = RunUpdate {
                     status: Some(RunStatus::Failed),
                     error: Some(serde_json::to_value(&error)?),
@@ -308,7 +333,11 @@ impl Engine {
             json!({ "reason": if on_hook { "hook" } else { "sleep" }, "waits": waits }),
         );
         let update = RunUpdate {
-            status: Some(if on_hook { RunStatus::Waiting } else { RunStatus::Sleeping }),
+            status: Some(if on_hook {
+                RunStatus::Waiting
+            } else {
+                RunStatus::Sleeping
+            }),
             wake_at: Some(wake_at),
             ..RunUpdate::default()
         };

@@ -192,7 +192,8 @@ impl Engine {
             resources: HashMap::new(),
             clock: Arc::new(SystemClock),
             hook_secret: None,
-            public_url: std::env::var("REPRISE_PUBLIC_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned()),
+            public_url: std::env::var("REPRISE_PUBLIC_URL")
+                .unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned()),
             run_retry_backoff: Duration::from_secs(1),
         }
     }
@@ -255,7 +256,12 @@ impl Engine {
     /// # Errors
     /// [`EngineError::UnknownWorkflow`], [`EngineError::Schema`] (every violation with its
     /// JSON pointer), or a store error.
-    pub async fn start_json(&self, slug: &str, input: Value, trigger: Trigger) -> Result<RunId, EngineError> {
+    pub async fn start_json(
+        &self,
+        slug: &str,
+        input: Value,
+        trigger: Trigger,
+    ) -> Result<RunId, EngineError> {
         let entry = self.workflow(slug)?;
         entry.input.validate(&input)?;
         let now = self.now();
@@ -289,7 +295,11 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::start_json`]; also when the workflow is not registered with this engine.
-    pub async fn start<W: Step>(&self, _workflow: &W, input: W::Input) -> Result<RunId, EngineError> {
+    pub async fn start<W: Step>(
+        &self,
+        _workflow: &W,
+        input: W::Input,
+    ) -> Result<RunId, EngineError> {
         let input = serde_json::to_value(input)?;
         self.start_json(W::SLUG, input, Trigger::Code).await
     }
@@ -354,7 +364,7 @@ impl Engine {
                 .await?,
             );
         }
-        runs.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        runs.sort_by_key(|run| run.created_at);
         Ok(runs)
     }
 }

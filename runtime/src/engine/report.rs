@@ -62,7 +62,11 @@ pub fn summarize_steps(events: &[Event]) -> Vec<StepSummary> {
         let Some(id) = event.event.correlation_id.as_deref() else {
             continue;
         };
-        if id.rsplit('/').next().is_some_and(|last| last.starts_with('$')) {
+        if id
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.starts_with('$'))
+        {
             continue;
         }
         let at = event.event.at;
@@ -119,5 +123,8 @@ pub fn summarize_steps(events: &[Event]) -> Vec<StepSummary> {
             _ => {}
         }
     }
-    order.into_iter().filter_map(|id| steps.remove(&id)).collect()
+    order
+        .into_iter()
+        .filter_map(|id| steps.remove(&id))
+        .collect()
 }

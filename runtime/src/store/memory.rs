@@ -31,12 +31,18 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, Runs> {
         // A panic while holding the lock cannot leave a half-applied append (every
         // mutation below is applied after all checks), so a poisoned lock is still usable.
-        self.runs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.runs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// Applies a [`RunUpdate`] to a record. Shared by the stores that keep records as structs.
-pub(crate) fn apply_update(record: &mut RunRecord, update: &RunUpdate, at: chrono::DateTime<chrono::Utc>) {
+pub(crate) fn apply_update(
+    record: &mut RunRecord,
+    update: &RunUpdate,
+    at: chrono::DateTime<chrono::Utc>,
+) {
     if let Some(status) = update.status {
         record.status = status;
     }
@@ -60,10 +66,17 @@ impl Store for MemoryStore {
     async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
         let mut runs = self.lock();
         if runs.by_id.contains_key(&record.id) {
-            return Err(EngineError::Store(format!("run `{}` already exists", record.id)));
+            return Err(EngineError::Store(format!(
+                "run `{}` already exists",
+                record.id
+            )));
         }
         let id = record.id.clone();
-        let event = Event { run_id: id.clone(), seq: 0, event: created };
+        let event = Event {
+            run_id: id.clone(),
+            seq: 0,
+            event: created,
+        };
         let mut record = record;
         record.next_seq = 1;
         runs.by_id.insert(id.clone(), (record, vec![event]));
@@ -83,7 +96,11 @@ impl Store for MemoryStore {
                 found: record.next_seq,
             });
         }
-        let at = append.events.last().map(|e| e.at).unwrap_or_else(chrono::Utc::now);
+        let at = append
+            .events
+            .last()
+            .map(|e| e.at)
+            .unwrap_or_else(chrono::Utc::now);
         for (offset, event) in append.events.into_iter().enumerate() {
             events.push(Event {
                 run_id: append.run_id.clone(),

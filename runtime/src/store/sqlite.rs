@@ -212,7 +212,7 @@ impl SqliteStore {
             .ctx(&at("cannot configure"))?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .ctx(&at("cannot switch to WAL mode:"))?;
+            .ctx(&format!("cannot switch {} to WAL mode", path.display()))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(EngineError::Store(format!(
                 "{}: journal mode is `{mode}`, expected `wal`",
@@ -289,7 +289,8 @@ impl SqliteStore {
 
 impl Drop for SqliteStore {
     /// Stops the writer thread after it has finished the requests already queued, and
-    /// waits for it (at most one last commit), so the file is closed when this returns.
+    /// waits for it (at most one last commit): the write connection is closed when this
+    /// returns, and the idle read connections right after.
     fn drop(&mut self) {
         if let Some(Writer { requests, thread }) = self.writer.take() {
             drop(requests);

@@ -1059,12 +1059,25 @@ mod sqlite_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_that_is_not_a_database_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("reprise.db");
+        std::fs::write(&path, vec![b'x'; 8192]).expect("write garbage");
+        let err = SqliteStore::open(&path).expect_err("garbage must not open");
+        let message = err.to_string();
+        assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+        assert!(message.contains("reprise.db"), "{message}");
+        assert!(message.contains("not a database"), "{message}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_with_options_works() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("reprise.db");
-        // TODO: once `store/mod.rs` re-exports `SqliteOptions` and `Synchronous`, use
-        // `SqliteOptions { synchronous: Synchronous::Normal, ..SqliteOptions::default() }`.
-        let options = Default::default();
+        let options = reprise::store::SqliteOptions {
+            synchronous: reprise::store::Synchronous::Normal,
+            ..Default::default()
+        };
         let store: SharedStore = Arc::new(SqliteStore::open_with(&path, options).expect("open"));
         let run = create(&store, "run-1", "signup", t(0)).await;
         assert_eq!(get(&store, &run.id).await, run);

@@ -170,7 +170,7 @@ async fn an_interrupted_run_resumes_without_rerunning_recorded_steps() {
         .into_iter()
         .map(|r| r.id)
         .collect();
-    assert_eq!(unfinished, [id.clone()]);
+    assert_eq!(unfinished, std::slice::from_ref(&id));
     let execution = second.drive(&id).await.unwrap();
     assert_eq!(execution.outcome, RunOutcome::Completed(json!({ "n": 9 })));
     assert_eq!((execution.replayed, execution.executed), (2, 1));

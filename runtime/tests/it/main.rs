@@ -1,6 +1,8 @@
 //! The runtime crate's one integration-test binary (one binary links the crate once,
 //! which keeps `cargo test` fast). Each area of the runtime gets its own module here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
 // Other modules (engine, replay, hooks, …) get added next to this one.
 mod conformance;
 mod engine;
