@@ -135,9 +135,10 @@ struct Args {
     /// fdatasync samples.
     #[arg(long, default_value_t = 200)]
     fsync_iterations: usize,
-    /// Skip the fdatasync measurement (the parent measures it for its children).
+    /// Internal: this is a child process running one job (no fdatasync measurement, no
+    /// progress lines: the parent does both).
     #[arg(long, hide = true)]
-    no_fsync: bool,
+    child: bool,
     /// Internal: a W3 child process.
     #[arg(long, value_enum, hide = true)]
     internal: Option<Internal>,
@@ -197,7 +198,7 @@ impl Args {
             "--store",
             store.name(),
             "--json",
-            "--no-fsync",
+            "--child",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -258,7 +259,7 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
     let jobs = args.jobs();
     let wants_fsync =
         args.workload == Workload::Fsync || jobs.iter().any(|(_, s)| *s == StoreKind::Sqlite);
-    if wants_fsync && !args.no_fsync {
+    if wants_fsync && !args.child {
         eprintln!("reprise-bench: measuring fdatasync in {}", dir.display());
         let probe_dir = tempfile::Builder::new()
             .prefix("reprise-bench-")
@@ -285,12 +286,28 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
             fsync.ops_per_s,
             "ops/s",
         ));
+        report.metrics.push(Metric::new(
+            "fsync",
+            "disk",
+            "4 KiB write + fsync (not fdatasync), median",
+            fsync.fsync_median_us,
+            "µs",
+        ));
+        report.metrics.push(Metric::new(
+            "fsync",
+            "disk",
+            "4 KiB append + fdatasync, median",
+            fsync.append_median_us,
+            "µs",
+        ));
         report.fsync = Some(fsync);
     }
 
     let forked = jobs.len() > 1 && !args.in_process;
     for (workload, store) in jobs {
-        eprintln!("reprise-bench: {} / {} ...", workload.name(), store.name());
+        if !args.child {
+            eprintln!("reprise-bench: {} / {} ...", workload.name(), store.name());
+        }
         let result = if forked {
             run_child(&args, workload, store, &dir)
         } else {

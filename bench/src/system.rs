@@ -1,6 +1,6 @@
 //! The machine: CPU, memory, the disk's fdatasync latency, this process's peak RSS.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
@@ -86,6 +86,16 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
+/// This process's OS threads right now.
+pub(crate) fn threads() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 /// This process's peak resident set (VmHWM), MiB.
 pub(crate) fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -97,21 +107,23 @@ pub(crate) fn peak_rss_mib() -> f64 {
 pub(crate) struct FsyncStats {
     /// Samples per variant.
     pub(crate) iterations: usize,
-    /// Overwriting a preallocated file, one 4 KiB block per sync: median µs.
+    /// Overwriting a preallocated file, one 4 KiB block per `fdatasync`: median µs.
     pub(crate) median_us: f64,
     /// Same, 99th percentile µs.
     pub(crate) p99_us: f64,
     /// `1 / median`.
     pub(crate) ops_per_s: f64,
-    /// Appending to a growing file (size changes too): median µs.
+    /// Overwriting with `fsync` (`File::sync_all`, which also flushes the inode's new
+    /// mtime; SQLite calls `fsync` when built without `HAVE_FDATASYNC`): median µs.
+    pub(crate) fsync_median_us: f64,
+    /// Appending to a growing file (its size changes too), `fdatasync`: median µs.
     pub(crate) append_median_us: f64,
 }
 
-/// Measures `iterations` 4 KiB writes + `File::sync_data` in `dir`: overwriting a
-/// preallocated file (what fio's fdatasync test does, and what a reused WAL does), then
-/// appending to a new one (a growing WAL).
+/// Measures `iterations` 4 KiB writes + sync in `dir`: overwriting a preallocated file
+/// with `fdatasync` (what fio's fdatasync test does, and what a reused WAL needs), the
+/// same with `fsync`, then appending to a new file with `fdatasync` (a growing WAL).
 pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats, BoxError> {
-    let block = [0xa5u8; 4096];
     let path = dir.join("fsync-probe.bin");
     let mut file = OpenOptions::new()
         .create(true)
@@ -119,17 +131,11 @@ pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats,
         .truncate(true)
         .open(&path)?;
     for _ in 0..iterations {
-        file.write_all(&block)?;
+        file.write_all(&BLOCK)?;
     }
     file.sync_all()?;
-    file.seek(SeekFrom::Start(0))?;
-    let mut overwrite = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
-        let start = Instant::now();
-        file.write_all(&block)?;
-        file.sync_data()?;
-        overwrite.push(start.elapsed().as_secs_f64() * 1e6);
-    }
+    let mut overwrite = sync_loop(&mut file, iterations, true, false)?;
+    let mut full = sync_loop(&mut file, iterations, true, true)?;
     drop(file);
 
     let mut file = OpenOptions::new()
@@ -138,13 +144,7 @@ pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats,
         .truncate(true)
         .open(&path)?;
     file.sync_all()?;
-    let mut append = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
-        let start = Instant::now();
-        file.write_all(&block)?;
-        file.sync_data()?;
-        append.push(start.elapsed().as_secs_f64() * 1e6);
-    }
+    let mut append = sync_loop(&mut file, iterations, false, false)?;
     drop(file);
     std::fs::remove_file(&path)?;
 
@@ -154,6 +154,33 @@ pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats,
         median_us,
         p99_us: percentile(&mut overwrite, 99.0),
         ops_per_s: 1e6 / median_us,
+        fsync_median_us: percentile(&mut full, 50.0),
         append_median_us: percentile(&mut append, 50.0),
     })
+}
+
+const BLOCK: [u8; 4096] = [0xa5; 4096];
+
+/// `iterations` × (write one block + sync), from the start of `file` when `rewind`; µs each.
+fn sync_loop(
+    file: &mut File,
+    iterations: usize,
+    rewind: bool,
+    full: bool,
+) -> Result<Vec<f64>, BoxError> {
+    if rewind {
+        file.seek(SeekFrom::Start(0))?;
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        file.write_all(&BLOCK)?;
+        if full {
+            file.sync_all()?;
+        } else {
+            file.sync_data()?;
+        }
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(samples)
 }

@@ -109,10 +109,6 @@ fn step_costs(events: &[Event]) -> Vec<f64> {
     costs
 }
 
-fn micros(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -258,6 +254,7 @@ pub(crate) async fn w2(
         }
     }
     let drive = driven_at.elapsed();
+    let threads = crate::system::threads();
     let total_steps = f64::from(runs) * f64::from(steps);
 
     let mut throughput = Metric::new(
@@ -304,6 +301,13 @@ pub(crate) async fn w2(
         )
         .goal(Goal::AtMost(0.0)),
     );
+    out.metrics.push(Metric::new(
+        "w2",
+        store,
+        "OS threads right after the drive phase",
+        threads,
+        "threads",
+    ));
     out.metrics.push(Metric::new(
         "w2",
         store,

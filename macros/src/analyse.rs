@@ -29,6 +29,16 @@ pub(crate) enum SiteKind {
 }
 
 impl SiteKind {
+    /// The key name of a wait (as the runtime derives it), `None` for `Run`.
+    fn wait_name(self) -> Option<&'static str> {
+        match self {
+            SiteKind::Run => None,
+            SiteKind::Sleep => Some("sleep"),
+            SiteKind::SleepUntil => Some("sleep-until"),
+            SiteKind::Hook => Some("hook"),
+        }
+    }
+
     /// The variant name in `reprise::__private::SiteKind`.
     pub(crate) fn variant(self) -> &'static str {
         match self {
@@ -81,18 +91,39 @@ pub(crate) fn rewrite_body(
     let mut rewriter = Rewriter {
         errors,
         private,
-        has_ctx: ctx.is_some(),
         ctx,
         sites: Vec::new(),
         pinned: BTreeMap::new(),
     };
     rewriter.visit_block_mut(block);
-    let mut sites = rewriter.sites;
+    let Rewriter {
+        mut sites, pinned, ..
+    } = rewriter;
     let mut counters: BTreeMap<(SiteKind, String), u32> = BTreeMap::new();
     for site in &mut sites {
         let n = counters.entry((site.kind, site.group.clone())).or_insert(0);
         *n += 1;
         site.ordinal = *n;
+    }
+    // The keys of waits are known here (`sleep`, `hook@2`, …): a pinned id must not take one.
+    for site in sites.iter().filter(|s| s.pinned.is_none()) {
+        let Some(name) = site.kind.wait_name() else {
+            continue;
+        };
+        let key = match site.ordinal {
+            0 | 1 => name.to_owned(),
+            n => format!("{name}@{n}"),
+        };
+        if let Some(span) = pinned.get(&key) {
+            errors.error(
+                *span,
+                format!(
+                    "step id {key:?} is already the id of the `{}` on line {}: pin another id",
+                    site_label(site),
+                    site.line
+                ),
+            );
+        }
     }
     sites
 }
@@ -103,7 +134,6 @@ struct Rewriter<'a> {
     private: &'a TokenStream,
     /// The user's name for the `Ctx` parameter.
     ctx: Option<Ident>,
-    has_ctx: bool,
     sites: Vec<SiteRecord>,
     /// Pinned ids seen so far, with the span of their `#[step]`.
     pinned: BTreeMap<String, Span>,
@@ -144,10 +174,6 @@ const EXPR_MACROS: &[&str] = &[
 const REWRITTEN_MACROS: &str = "`join!`, `try_join!`, `vec!`, `format!`, `println!`, `write!`, `assert!`, `panic!`, `dbg!`, `matches!` and tracing's `info!`-style macros";
 
 impl Rewriter<'_> {
-    fn ctx_for(&self, span: Span) -> Ident {
-        ctx_ref_ident(span)
-    }
-
     fn is_ctx(&self, expr: &Expr) -> bool {
         let Some(ctx) = &self.ctx else { return false };
         match expr {
@@ -223,9 +249,11 @@ impl Rewriter<'_> {
             self.visit_expr_mut(arg);
         }
 
-        let private = self.private;
-        let span = call.method.span();
-        let ctx = self.ctx_for(span);
+        // Generated tokens keep the macro's hygiene but point at the user's `.run`, so a
+        // type error in the call is reported there and not at the attribute.
+        let span = Span::call_site().located_at(call.method.span());
+        let private = respan(self.private.clone(), span);
+        let ctx = ctx_ref_ident(span);
         let sites = sites_ident();
         let index = Literal::usize_unsuffixed(index);
         let site = quote_spanned!(span=> &#sites[#index]);
@@ -233,7 +261,8 @@ impl Rewriter<'_> {
         let tokens = match kind {
             SiteKind::Run => {
                 let arg = &call.args[0];
-                let step = quote_spanned!(receiver.span()=> &#receiver);
+                let receiver_span = Span::call_site().located_at(receiver.span());
+                let step = quote_spanned!(receiver_span=> &#receiver);
                 quote_spanned!(span=> #private::run_step(#ctx, #site, #step, #arg))
             }
             SiteKind::Sleep => {
@@ -340,7 +369,7 @@ impl Rewriter<'_> {
             return;
         };
         let written = compact(path);
-        let ctx_hint = if self.has_ctx {
+        let ctx_hint = if self.ctx.is_some() {
             ""
         } else {
             " (give the workflow a first parameter `ctx: Ctx` for it)"
@@ -373,10 +402,9 @@ impl Rewriter<'_> {
             return;
         };
         let new: Vec<usize> = (before..self.sites.len()).collect();
-        let span = attr.span();
         match new.as_slice() {
-            [] => self.errors.error(
-                span,
+            [] => self.errors.error_spanned_by(
+                &attr,
                 format!(
                     "`#[step(id = {:?})]` pins the id of the step call in its statement, but this statement has none: put it on a statement that calls `.run(..)`, `ctx.sleep(..)` or `ctx.hook()`",
                     id.value()
@@ -385,8 +413,8 @@ impl Rewriter<'_> {
             [index] => {
                 let value = id.value();
                 if self.sites[*index].pinned.is_some() {
-                    self.errors.error(
-                        span,
+                    self.errors.error_spanned_by(
+                        &attr,
                         "this step call is already pinned by an inner `#[step]`: keep only one",
                     );
                 } else if let Some(first) = self.pinned.get(&value) {
@@ -411,8 +439,8 @@ impl Rewriter<'_> {
                         format!("`{}`", site_label(site))
                     })
                     .collect();
-                self.errors.error(
-                    span,
+                self.errors.error_spanned_by(
+                    &attr,
                     format!(
                         "`#[step(id = {:?})]` pins the id of one step call, but this statement has {} ({}): put each call into its own statement and pin them one by one",
                         id.value(),
@@ -615,6 +643,24 @@ fn parse_step_attr(attr: &Attribute, errors: &Errors) -> Option<LitStr> {
         return None;
     }
     Some(id)
+}
+
+/// `tokens` with every span (recursively) replaced by `span`.
+pub(crate) fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut new =
+                    proc_macro2::Group::new(group.delimiter(), respan(group.stream(), span));
+                new.set_span(span);
+                tree = TokenTree::Group(new);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 /// The span of the first token of `tokens`.

@@ -24,6 +24,7 @@ mod kw {
     syn::custom_keyword!(timeout);
     syn::custom_keyword!(non_retryable);
     syn::custom_keyword!(max_attempts);
+    syn::custom_keyword!(register);
 }
 
 /// Options of `#[action(…)]`.
@@ -39,6 +40,8 @@ pub(crate) struct ActionArgs {
     pub(crate) timeout_ms: Option<u64>,
     /// `non_retryable = ["kind", …]`.
     pub(crate) non_retryable: Vec<LitStr>,
+    /// `register = false`: leave the step out of the link-time registry.
+    pub(crate) unregistered: bool,
     /// `crate = "path"`.
     pub(crate) krate: Option<Path>,
 }
@@ -50,12 +53,15 @@ pub(crate) struct WorkflowArgs {
     pub(crate) slug: Option<LitStr>,
     /// `max_attempts = N`.
     pub(crate) max_attempts: Option<u32>,
+    /// `register = false`: leave the workflow out of the link-time registry.
+    pub(crate) unregistered: bool,
     /// `crate = "path"`.
     pub(crate) krate: Option<Path>,
 }
 
-const ACTION_KEYS: &str = "`slug`, `retries`, `backoff`, `timeout`, `non_retryable` or `crate`";
-const WORKFLOW_KEYS: &str = "`slug`, `max_attempts` or `crate`";
+const ACTION_KEYS: &str =
+    "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
+const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `register` or `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -89,6 +95,11 @@ pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionA
                 seen.check("non_retryable", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.non_retryable = parse_kinds(input)?;
+            } else if lookahead.peek(kw::register) {
+                let key = input.parse::<kw::register>()?;
+                seen.check("register", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.unregistered = !input.parse::<syn::LitBool>()?.value;
             } else if lookahead.peek(Token![crate]) {
                 let key = input.parse::<Token![crate]>()?;
                 seen.check("crate", key.span, errors);
@@ -135,6 +146,11 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                         "`max_attempts` must be at least 1: it counts the first attempt too",
                     );
                 }
+            } else if lookahead.peek(kw::register) {
+                let key = input.parse::<kw::register>()?;
+                seen.check("register", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.unregistered = !input.parse::<syn::LitBool>()?.value;
             } else if lookahead.peek(Token![crate]) {
                 let key = input.parse::<Token![crate]>()?;
                 seen.check("crate", key.span, errors);

@@ -11,12 +11,14 @@
 
 use heck::ToKebabCase;
 use proc_macro2::{Literal, Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{FnArg, Ident, ItemFn, Pat, Path, Stmt, Visibility, parse_quote};
 
-use crate::analyse::{SiteRecord, ctx_ref_ident, rewrite_body, sites_ident, strip_step_attrs};
+use crate::analyse::{
+    SiteRecord, ctx_ref_ident, respan, rewrite_body, sites_ident, strip_step_attrs,
+};
 use crate::args::{ActionArgs, WorkflowArgs, parse_action_args, parse_workflow_args};
 use crate::errors::Errors;
 use crate::parse::{Kind, StepFn, check_signature, description};
@@ -184,10 +186,14 @@ impl<'a> Common<'a> {
         let input = &step.input.ty;
         let output = &step.output;
         let description = description(&step.docs);
+        let input_span = located(input);
+        let output_span = located(output);
+        let input_item = quote_spanned!(input_span=> type Input = #input;);
+        let output_item = quote_spanned!(output_span=> type Output = #output;);
         quote! {
             impl #private::Step for #name {
-                type Input = #input;
-                type Output = #output;
+                #input_item
+                #output_item
                 const SLUG: &'static str = #slug;
                 const DESCRIPTION: &'static str = #description;
                 const BEHAVIOR: #private::StepBehavior<#input, #output> = #behavior;
@@ -241,17 +247,13 @@ fn action_tokens(step: &StepFn, args: &ActionArgs) -> TokenStream {
         }
         None => (quote!(_: #private::ActionCtx), quote!()),
     };
-    let convert = error_conversion(
-        step,
-        quote!(#private::ActionError),
-        quote!(::core::convert::Into::into),
-    );
     let pin_span = step
         .item
         .sig
         .asyncness
         .map_or_else(Span::call_site, |a| a.span);
     let boxed = hidden_at("__reprise_result", pin_span);
+    let convert = error_conversion(step, &boxed, private, quote!(ActionError));
     let body_fn = quote_spanned! {pin_span=>
         fn #body_name(
             #input_arg: #input,
@@ -259,7 +261,7 @@ fn action_tokens(step: &StepFn, args: &ActionArgs) -> TokenStream {
         ) -> #private::BoxFuture<'static, #private::Result<#output, #private::ActionError>> {
             #private::Box::pin(async move {
                 let #boxed = #user_name(#input_arg #cx_arg).await;
-                #private::Result::map_err(#boxed, #convert)
+                #convert
             })
         }
     };
@@ -288,7 +290,11 @@ fn action_tokens(step: &StepFn, args: &ActionArgs) -> TokenStream {
         }
     };
     let impl_step = common.impl_step(step, behavior);
-    let register = common.register();
+    let register = if args.unregistered {
+        TokenStream::new()
+    } else {
+        common.register()
+    };
     let checks = data_checks(step, private);
     let scoped = common.scope(quote! {
         #user
@@ -354,17 +360,13 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
     } else {
         quote!(#owned, #input_arg)
     };
-    let convert = error_conversion(
-        step,
-        quote!(#private::WorkflowError),
-        quote!(#private::into_workflow_error),
-    );
     let pin_span = step
         .item
         .sig
         .asyncness
         .map_or_else(Span::call_site, |a| a.span);
     let boxed = hidden_at("__reprise_result", pin_span);
+    let convert = error_conversion(step, &boxed, private, quote!(WorkflowError));
     let body_fn = quote_spanned! {pin_span=>
         fn #body_name(
             #owned: #private::Ctx,
@@ -372,7 +374,7 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
         ) -> #private::BoxFuture<'static, #private::Result<#output, #private::WorkflowError>> {
             #private::Box::pin(async move {
                 let #boxed = #user_name(#call_args).await;
-                #private::Result::map_err(#boxed, #convert)
+                #convert
             })
         }
     };
@@ -391,7 +393,11 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
         }
     };
     let impl_step = common.impl_step(step, behavior);
-    let register = common.register();
+    let register = if args.unregistered {
+        TokenStream::new()
+    } else {
+        common.register()
+    };
     let checks = data_checks(step, private);
     let scoped = common.scope(quote! {
         #manifest
@@ -436,21 +442,55 @@ fn manifest(sites: &[SiteRecord], private: &TokenStream) -> TokenStream {
     }
 }
 
-/// The error conversion of the body's result, spanned at the user's error type so a type
-/// that does not convert is reported there.
-fn error_conversion(step: &StepFn, target: TokenStream, generic: TokenStream) -> TokenStream {
-    match &step.error {
-        Some(error) => {
-            let span = error.span();
-            let into = hidden_at("into", span);
-            quote_spanned!(span=> <#error as ::core::convert::Into<#target>>::#into)
+/// Converts the body's `Result<T, E>` (in `result`) into the runtime's error type, with
+/// the conversion spanned at the user's `E`: an error type that does not convert is
+/// reported once, there.
+fn error_conversion(
+    step: &StepFn,
+    result: &Ident,
+    private: &TokenStream,
+    target: TokenStream,
+) -> TokenStream {
+    let ok = hidden("__reprise_ok");
+    let err = hidden("__reprise_err");
+    let (span, error_ty) = match &step.error {
+        Some(error) => (located(error), quote!(#error)),
+        None => (located(&step.output), quote!(_)),
+    };
+    let private_at = respan(private.clone(), span);
+    let into = quote_spanned! {span=>
+        <#error_ty as ::core::convert::Into<#private_at::#target>>::into(#err)
+    };
+    quote! {
+        match #result {
+            #private::Result::Ok(#ok) => #private::Result::Ok(#ok),
+            #private::Result::Err(#err) => #private::Result::Err(#into),
         }
-        None => generic,
     }
 }
 
-/// Checks spanned at the user's input and output types: each must be `StepData`.
+/// A span with the macro's hygiene at the location of `tokens` (their first token).
+fn located(tokens: &impl ToTokens) -> Span {
+    let first = tokens
+        .to_token_stream()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span());
+    Span::call_site().located_at(first)
+}
+
+/// Checks spanned at the user's input and output types: each must be `StepData`. A type
+/// that is not gets `StepData`'s message ("add `#[derive(Serialize, Deserialize,
+/// JsonSchema)]`") at the user's type.
 fn data_checks(step: &StepFn, private: &TokenStream) -> TokenStream {
-    let _ = (step, private);
-    quote!()
+    [&step.input.ty, &step.output]
+        .into_iter()
+        .map(|ty| {
+            let span = located(ty);
+            let private = respan(private.clone(), span);
+            quote_spanned! {span=>
+                const _: () = #private::assert_step_data::<#ty>();
+            }
+        })
+        .collect()
 }

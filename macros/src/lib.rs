@@ -53,6 +53,8 @@ use proc_macro::TokenStream;
 /// - `backoff = "1s"`: delay before the first retry, doubled on each retry (default 1s).
 /// - `timeout = "30s"`: per-attempt time limit (default none).
 /// - `non_retryable = ["kind", …]`: error kinds that are never retried.
+/// - `register = false`: leave the action out of the link-time registry that
+///   `Engine::builder().discover()` reads; register it by hand with `.register(name)`.
 /// - `crate = "path"`: where `reprise` is, for crates that re-export it.
 ///
 /// The doc comment's first paragraph is the action's description (used for agent tools).
@@ -99,6 +101,8 @@ pub fn action(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - `slug = "…"`: the workflow's name (default: the fn name in kebab-case).
 /// - `max_attempts = N`: how many times the whole body may run before the run fails
 ///   (default 3).
+/// - `register = false`: leave the workflow out of the link-time registry (for example two
+///   versions of one slug in one test binary); register it by hand with `.register(name)`.
 /// - `crate = "path"`: where `reprise` is, for crates that re-export it.
 #[proc_macro_attribute]
 pub fn workflow(args: TokenStream, item: TokenStream) -> TokenStream {

@@ -1,7 +1,6 @@
 //! Signature checks: what an `#[action]` or `#[workflow]` fn must look like, with an
 //! error that says how to fix it for every way it can be wrong.
 
-use syn::spanned::Spanned;
 use syn::{
     Attribute, Expr, FnArg, GenericArgument, ItemFn, Lit, Meta, Pat, PathArguments, ReturnType,
     Type,
@@ -82,20 +81,20 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
     let attr = kind.attr();
     let sig = &item.sig;
     let mut ok = true;
-    let mut fail = |span: proc_macro2::Span, message: String| {
-        errors.error(span, message);
+    let mut fail = |tokens: &dyn quote::ToTokens, message: String| {
+        errors.error_spanned_by(tokens, message);
         ok = false;
     };
 
     if let Some(constness) = &sig.constness {
         fail(
-            constness.span,
+            constness,
             format!("`{attr}` fns cannot be `const`: remove `const` (write `async fn`)"),
         );
     }
     if let syn::Safety::Unsafe(unsafety) = &sig.safety {
         fail(
-            unsafety.span,
+            unsafety,
             format!(
                 "`{attr}` fns cannot be `unsafe`: move the unsafe code into an `unsafe` block inside the body"
             ),
@@ -103,7 +102,7 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
     }
     if let Some(abi) = &sig.abi {
         fail(
-            abi.span(),
+            abi,
             format!(
                 "`{attr}` fns cannot have an ABI: remove `{}`",
                 quote::quote!(#abi)
@@ -112,7 +111,7 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
     }
     if sig.asyncness.is_none() {
         fail(
-            sig.fn_token.span,
+            &sig.fn_token,
             format!(
                 "`{attr}` fns must be `async`: write `async fn {}(…)`; {} body runs as a future",
                 sig.ident,
@@ -122,7 +121,7 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
     }
     if !sig.generics.params.is_empty() {
         fail(
-            sig.generics.span(),
+            &sig.generics,
             format!(
                 "`{attr}` fns cannot be generic: {} has one concrete input and output type, because its JSON Schemas and slug are fixed at compile time; write one fn per type, or take an enum",
                 kind.noun()
@@ -130,16 +129,16 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
         );
     } else if let Some(where_clause) = &sig.generics.where_clause {
         fail(
-            where_clause.span(),
+            where_clause,
             format!("`{attr}` fns cannot have a `where` clause: they cannot be generic"),
         );
     }
     if let Some(variadic) = &sig.variadic {
-        fail(variadic.span(), format!("`{attr}` fns cannot be variadic"));
+        fail(variadic, format!("`{attr}` fns cannot be variadic"));
     }
     if let Some(receiver) = sig.receiver() {
         fail(
-            receiver.span(),
+            receiver,
             format!(
                 "`{attr}` goes on a free fn, not a method: move `{}` out of the `impl` block (the macro turns it into a unit struct named like the fn)",
                 sig.ident
@@ -158,7 +157,7 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
     let params = match (kind, typed.len()) {
         (_, 0) if sig.receiver().is_none() => {
             fail(
-                sig.paren_token.span.join(),
+                &Spanned(sig.paren_token.span.join()),
                 format!(
                     "{} takes exactly one input value: `{}` (use `()` for no input)",
                     kind.noun(),
@@ -169,7 +168,7 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
         }
         (Kind::Workflow, 1) if is_named(&typed[0].ty, "Ctx") => {
             fail(
-                typed[0].span(),
+                typed[0],
                 format!(
                     "a workflow takes an input value after its `Ctx`: `{}` (use `input: ()` for no input)",
                     kind.example()
@@ -182,14 +181,14 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
         (Kind::Workflow, 2) => Some((Some(typed[0]), typed[1])),
         (Kind::Action, _) if typed.len() > 2 => {
             fail(
-                typed[2].span(),
+                typed[2],
                 "an action takes one input value and optionally `cx: ActionCtx`: put several values into one struct, e.g. `async fn name(input: MyInput, cx: ActionCtx)`".to_owned(),
             );
             None
         }
         (Kind::Workflow, _) if typed.len() > 2 => {
             fail(
-                typed[2].span(),
+                typed[2],
                 "a workflow takes an optional `ctx: Ctx` and one input value: put several values into one struct, e.g. `async fn name(ctx: Ctx, input: MyInput)`".to_owned(),
             );
             None
@@ -200,7 +199,7 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
     let result = match &sig.output {
         ReturnType::Default => {
             fail(
-                sig.paren_token.span.close(),
+                &Spanned(sig.paren_token.span.close()),
                 format!(
                     "{} must return `Result<Output, {}>`: add a return type, e.g. `-> Result<(), {}>`, and end the body with `Ok(..)`",
                     kind.noun(),
@@ -213,8 +212,15 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
         ReturnType::Type(_, ty) => match result_parts(ty) {
             Some(parts) => Some(parts),
             None => {
-                fail(
-                    ty.span(),
+                let message = if is_generic_path(ty) {
+                    format!(
+                        "{} must return `Result<Output, {}>`, not `{}`: the macro reads the output type from a type named `Result`; if `{}` is an alias of `Result`, write `Result<T, E>` (or name the alias `Result`)",
+                        kind.noun(),
+                        kind.error_ty(),
+                        compact(ty),
+                        compact(ty),
+                    )
+                } else {
                     format!(
                         "{} must return `Result<Output, {}>`, not `{}`: write `-> Result<{}, {}>` and return `Ok(value)`",
                         kind.noun(),
@@ -222,8 +228,9 @@ pub(crate) fn check_signature(item: ItemFn, kind: Kind, errors: &Errors) -> Opti
                         compact(ty),
                         compact(ty),
                         kind.error_ty()
-                    ),
-                );
+                    )
+                };
+                fail(ty, message);
                 None
             }
         },
@@ -296,6 +303,22 @@ fn result_parts(ty: &Type) -> Option<(Type, Option<Type>)> {
         return None;
     }
     Some((output, error))
+}
+
+/// Whether `ty` is a path with generic arguments, other than `Option` (`MyResult<T>`).
+fn is_generic_path(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident != "Option" && matches!(s.arguments, PathArguments::AngleBracketed(_))))
+}
+
+/// A bare span as tokens, for span-only errors.
+struct Spanned(proc_macro2::Span);
+
+impl quote::ToTokens for Spanned {
+    fn to_tokens(&self, tokens: &mut proc_macro2::TokenStream) {
+        tokens.extend([proc_macro2::TokenTree::Ident(proc_macro2::Ident::new(
+            "x", self.0,
+        ))]);
+    }
 }
 
 /// Whether `ty` is a path ending in `name` (`Ctx`, `reprise::Ctx`).

@@ -84,7 +84,10 @@ async fn inserting_an_unrelated_step_keeps_the_ids_of_the_others() {
     let store: SharedStore = Arc::new(MemoryStore::new());
     let v1 = engine_for(evolving_v1, &store, &calls);
     let id = v1.start(&evolving_v1, Num { n: 1 }).await.unwrap();
-    assert!(matches!(v1.drive(&id).await.unwrap().outcome, RunOutcome::Suspended(_)));
+    assert!(matches!(
+        v1.drive(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
 
     let v2 = engine_for(evolving_v2, &store, &calls);
     let token = only_hook_token(&v2, &id).await;
@@ -95,7 +98,10 @@ async fn inserting_an_unrelated_step_keeps_the_ids_of_the_others() {
     assert_eq!(calls.count("add-one#0"), 1);
     assert_eq!(execution.replayed, 2);
     let events = events_of(&v2, &id).await;
-    assert_eq!(ids_of(&events, EventKind::StepCompleted), ["add-one#0", "audit#0", "double#0"]);
+    assert_eq!(
+        ids_of(&events, EventKind::StepCompleted),
+        ["add-one#0", "audit#0", "double#0"]
+    );
 }
 
 #[tokio::test]
@@ -104,7 +110,10 @@ async fn reordering_two_calls_to_the_same_action_is_a_non_determinism_naming_the
     let store: SharedStore = Arc::new(MemoryStore::new());
     let v1 = engine_for(notifier_v1, &store, &calls);
     let id = v1.start(&notifier_v1, Num { n: 0 }).await.unwrap();
-    assert!(matches!(v1.drive(&id).await.unwrap().outcome, RunOutcome::Suspended(_)));
+    assert!(matches!(
+        v1.drive(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
 
     let v2 = engine_for(notifier_v2, &store, &calls);
     let token = only_hook_token(&v2, &id).await;
@@ -116,5 +125,9 @@ async fn reordering_two_calls_to_the_same_action_is_a_non_determinism_naming_the
     assert_eq!(error.step.as_deref(), Some("notify#0"));
     assert!(error.message.contains("`notify#0`"), "{}", error.message);
     assert_eq!(v2.get_run(&id).await.unwrap().status, RunStatus::Failed);
-    assert_eq!(calls.count("notify"), 2, "nothing ran live after the mismatch");
+    assert_eq!(
+        calls.count("notify"),
+        2,
+        "nothing ran live after the mismatch"
+    );
 }

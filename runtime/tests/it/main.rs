@@ -6,3 +6,4 @@
 // Other modules (engine, replay, hooks, …) get added next to this one.
 mod conformance;
 mod engine;
+mod ids;

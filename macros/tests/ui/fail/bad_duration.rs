@@ -1,6 +1,6 @@
 use reprise::prelude::*;
 
-#[action(backoff = "1 sec", timeout = "soon")]
+#[action(backoff = "fast", timeout = "soon")]
 async fn slow(input: u32) -> Result<u32, ActionError> {
     Ok(input)
 }

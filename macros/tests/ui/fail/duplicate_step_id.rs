@@ -6,7 +6,7 @@ async fn notify(input: u32) -> Result<u32, ActionError> {
 }
 
 #[workflow]
-async fn pinned(input: u32) -> Result<u32, WorkflowError> {
+async fn pinned(ctx: Ctx, input: u32) -> Result<u32, WorkflowError> {
     #[step(id = "notify-owner")]
     let a = notify.run(input).await?;
     #[step(id = "notify-owner")]
@@ -15,6 +15,9 @@ async fn pinned(input: u32) -> Result<u32, WorkflowError> {
     let c = a + b;
     #[step(id = "two-calls")]
     let d = notify.run(notify.run(c).await?).await?;
+    #[step(id = "sleep")]
+    notify.run(d).await?;
+    ctx.sleep("1s").await?;
     Ok(d)
 }
 

@@ -1,9 +1,11 @@
 // An action taking `cx: ActionCtx`, called directly (outside a workflow) and as a step.
+#![deny(warnings)]
+
 use reprise::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-struct Order {
-    id: u32,
+pub struct Order {
+    pub id: u32,
 }
 
 /// Charges an order.

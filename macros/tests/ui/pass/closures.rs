@@ -1,4 +1,6 @@
 // Step calls inside closures, async blocks and the known macros are rewritten.
+#![deny(warnings)]
+
 use futures::future::join_all;
 use reprise::prelude::*;
 

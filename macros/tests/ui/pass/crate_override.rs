@@ -1,4 +1,6 @@
 // `crate = "…"` points the generated code at a re-export of reprise.
+#![deny(warnings)]
+
 mod sdk {
     pub use reprise;
 }

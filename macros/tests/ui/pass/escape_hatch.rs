@@ -1,5 +1,7 @@
 // A non-step `run` method stays usable in a workflow body when called as a path, and
 // `#[step(id)]` pins a site.
+#![deny(warnings)]
+
 use reprise::prelude::*;
 
 struct Runner {

@@ -1,4 +1,5 @@
 // User items named like the types and helpers the macros generate must not confuse them.
+#![deny(warnings)]
 #![allow(dead_code)]
 
 use reprise::prelude::{action, workflow, ActionError, WorkflowError};
@@ -45,10 +46,12 @@ mod aliased {
         Ok(input * 3)
     }
 
-    type WfResult<T> = std::result::Result<T, WorkflowError>;
+    mod wf {
+        pub type Result<T> = std::result::Result<T, super::WorkflowError>;
+    }
 
     #[workflow]
-    pub async fn nine_times(input: u32) -> WfResult<u32> {
+    pub async fn nine_times(input: u32) -> wf::Result<u32> {
         let once = triple.run(input).await?;
         Ok(triple.run(once).await?)
     }

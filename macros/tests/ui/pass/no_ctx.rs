@@ -1,4 +1,6 @@
 // A workflow without a `Ctx` parameter, and one whose `Ctx` is never used by name.
+#![deny(warnings)]
+
 use reprise::prelude::*;
 
 #[action]
