@@ -7,10 +7,13 @@
 //!   watch `runs resume` finish the job without redoing recorded steps.
 //! - [`book_trip`]: `book-trip`, retries a transient failure, then compensates a
 //!   permanent one with recorded steps.
+//! - [`approval`]: `approval`, sends a resume URL, waits for a decision on a hook (the run
+//!   holds nothing while it waits), and acts on it.
 //!
 //! The binary (`cargo run -p reprise-examples -- --help`) is the reprise CLI with these
 //! workflows registered.
 
+pub mod approval;
 pub mod book_trip;
 pub mod effects;
 pub mod file_digest;
@@ -25,5 +28,6 @@ pub fn link() {
         signup::signup_pipeline,
         file_digest::file_digest,
         book_trip::book_trip,
+        approval::approval,
     ));
 }

@@ -197,3 +197,92 @@ async fn file_digest_killed_with_sigkill_resumes_without_rerunning_recorded_step
         );
     }
 }
+
+#[test]
+fn a_hook_waits_across_processes_and_resumes_from_the_cli() {
+    let db = TempDb::new().unwrap();
+    let out = run(app(&db).args([
+        "workflows",
+        "run",
+        "approval",
+        "--input",
+        r#"{"title":"Ship v2"}"#,
+        "--json",
+    ]));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a waiting run exits 3: {}",
+        text(&out.stderr)
+    );
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["status"], "waiting");
+    let run_id = line["run_id"].as_str().unwrap().to_owned();
+
+    // The resume URL the action sent is the one `runs get` shows, in another process.
+    let get = run(app(&db).args(["runs", "get", &run_id, "--json"]));
+    let got: Value = serde_json::from_slice(&get.stdout).unwrap();
+    let url = got["open_hooks"][0]["resume_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text(&out.stderr).contains(&url),
+        "the action sent {url}: {}",
+        text(&out.stderr)
+    );
+    let token = url.rsplit('/').next().unwrap().to_owned();
+    assert!(token.len() >= 43, "at least 256 bits, base64url: {token}");
+
+    let bad = run(app(&db).args([
+        "hooks",
+        "resume",
+        &token,
+        "--payload",
+        r#"{"approved":"yes","by":"Ada"}"#,
+    ]));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("/approved"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let ok = run(app(&db).args([
+        "hooks",
+        "resume",
+        &token,
+        "--payload",
+        r#"{"approved":true,"by":"Ada"}"#,
+        "--json",
+    ]));
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok.stderr));
+    let done: Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(
+        done["output"],
+        serde_json::json!({ "result": "published", "by": "Ada" })
+    );
+
+    let again = run(app(&db).args([
+        "hooks",
+        "resume",
+        &token,
+        "--payload",
+        r#"{"approved":false,"by":"Bob"}"#,
+    ]));
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again.stderr).contains("already"),
+        "{}",
+        text(&again.stderr)
+    );
+    let effects = std::fs::read_to_string(db.dir().join("effects.log")).unwrap();
+    assert_eq!(
+        effects
+            .lines()
+            .filter(|l| l.ends_with("ask-for-approval#0"))
+            .count(),
+        1,
+        "asked once"
+    );
+}

@@ -29,6 +29,24 @@ pub(crate) enum Command {
     /// Inspect and resume runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Deliver hook payloads.
+    #[command(subcommand)]
+    Hooks(HooksCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum HooksCommand {
+    /// Deliver a payload to a waiting run's hook, then drive the run on.
+    Resume {
+        /// The hook's token (the last segment of its resume URL).
+        token: String,
+        /// The payload: JSON text, or `@path` to read it from a file.
+        #[arg(long)]
+        payload: String,
+        /// Print one JSON object, as `workflows run --json` does.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

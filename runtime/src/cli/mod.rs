@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use crate::engine::{Engine, EngineBuilder, Execution, RunOutcome, summarize_steps};
 use crate::error::EngineError;
 use crate::event::{RunFilter, RunId, Trigger};
-use args::{Cli, Command, RunArgs, RunsCommand, WorkflowsCommand};
+use args::{Cli, Command, HooksCommand, RunArgs, RunsCommand, WorkflowsCommand};
 
 /// Exit code: completed.
 pub const EXIT_COMPLETED: u8 = 0;
@@ -92,6 +92,7 @@ pub async fn run(
                 EngineError::Schema(_)
                 | EngineError::UnknownWorkflow(_)
                 | EngineError::UnknownRun(_)
+                | EngineError::InvalidState { .. }
                 | EngineError::Serde(_) => EXIT_USAGE,
                 _ => EXIT_INCOMPLETE,
             }
@@ -110,10 +111,63 @@ fn build_engine(
     };
     let store = crate::store::open(&url)?;
     let mut builder = Engine::builder().store(store).discover()?;
-    if let Ok(secret) = std::env::var("REPRISE_HOOK_SECRET") {
-        builder = builder.hook_secret(secret.into_bytes());
+    if let Some(secret) = hook_secret(&url)? {
+        builder = builder.hook_secret(secret);
     }
     configure(builder)?.build()
+}
+
+/// The hook secret: `REPRISE_HOOK_SECRET`, else (for SQLite) 32 random bytes kept in
+/// `hook.key` beside the database (created with mode 0600 on first use), so every process
+/// on one database derives the same hook tokens.
+fn hook_secret(url: &str) -> Result<Option<Vec<u8>>, EngineError> {
+    if let Ok(secret) = std::env::var("REPRISE_HOOK_SECRET") {
+        return Ok(Some(secret.into_bytes()));
+    }
+    let Some(path) = url.strip_prefix("sqlite://") else {
+        return Ok(None);
+    };
+    let dir = std::path::Path::new(path)
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let key = dir.join("hook.key");
+    let unreadable = |e: std::io::Error| {
+        EngineError::Store(format!(
+            "cannot read or create the hook secret `{}`: {e}; set REPRISE_HOOK_SECRET instead",
+            key.display()
+        ))
+    };
+    match std::fs::read(&key) {
+        Ok(secret) if secret.len() >= 32 => return Ok(Some(secret)),
+        Ok(_) => {
+            return Err(EngineError::Store(format!(
+                "the hook secret `{}` is shorter than 32 bytes; delete it to make a new one \
+                 (open hooks of waiting runs will need their old secret)",
+                key.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(unreadable(e)),
+    }
+    let secret: [u8; 32] = rand::random();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&key) {
+        Ok(mut file) => {
+            use std::io::Write;
+            file.write_all(&secret)
+                .and_then(|()| file.sync_all())
+                .map_err(unreadable)?;
+            Ok(Some(secret.to_vec()))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(&key).map(Some).map_err(unreadable)
+        }
+        Err(e) => Err(unreadable(e)),
+    }
 }
 
 async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> {
@@ -158,17 +212,36 @@ async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> 
             let record = engine.get_run(&id).await?;
             let events = engine.store().events(&id).await?;
             let steps = summarize_steps(&events);
+            let open_hooks: Vec<Value> = steps
+                .iter()
+                .filter(|s| s.status == crate::engine::StepStatus::Waiting)
+                .map(|s| json!({ "id": s.id, "resume_url": engine.hook_resume_url(&id, &s.id) }))
+                .collect();
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&json!({ "run": record, "steps": steps }))?
-                );
+                let body = json!({ "run": record, "steps": steps, "open_hooks": open_hooks });
+                println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps);
+                for hook in &open_hooks {
+                    println!("hook {} waits for {}", hook["id"], hook["resume_url"]);
+                }
             }
             Ok(EXIT_COMPLETED)
         }
         Command::Runs(RunsCommand::Resume { id, json }) => resume(engine, id, json).await,
+        Command::Hooks(HooksCommand::Resume {
+            token,
+            payload,
+            json,
+        }) => {
+            let payload = read_json(&payload, "--payload")?;
+            let id = engine.resume_hook(&token, payload).await?;
+            if !json {
+                eprintln!("hook delivered; resuming run {id}");
+            }
+            let execution = engine.drive(&id).await?;
+            report(engine, &execution, json).await
+        }
     }
 }
 
@@ -176,7 +249,7 @@ fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
-fn read_input(text: &str) -> Result<Value, EngineError> {
+fn read_json(text: &str, flag: &str) -> Result<Value, EngineError> {
     let text = match text.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path).map_err(|e| {
             EngineError::Serde(format!("could not read the input file `{path}`: {e}"))
@@ -185,13 +258,13 @@ fn read_input(text: &str) -> Result<Value, EngineError> {
     };
     serde_json::from_str(&text).map_err(|e| {
         EngineError::Serde(format!(
-            "--input is not valid JSON ({e}); pass JSON text such as '{{\"dir\":\".\"}}' or @path/to/file.json"
+            "{flag} is not valid JSON ({e}); pass JSON text such as '{{\"dir\":\".\"}}' or @path/to/file.json"
         ))
     })
 }
 
 async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError> {
-    let input = read_input(&args.input)?;
+    let input = read_json(&args.input, "--input")?;
     let id = engine.start_json(&args.slug, input, Trigger::Cli).await?;
     if !args.json {
         eprintln!("run {id} started ({})", args.slug);

@@ -1,10 +1,10 @@
 //! Hooks: `ctx.hook::<T>()` in a workflow body waits, durably, for a payload of type `T`
 //! delivered from outside (`Engine::resume_hook`, and later `POST /hooks/{token}`).
 //!
-//! Tokens are 256-bit HMAC-SHA256 values of `run-id/correlation-id` under the engine's
-//! hook secret, base64url-encoded: unguessable without the secret, and the same on every
-//! replay, so a step that sent the resume URL replays with an identical input. The log
-//! stores only the token's SHA-256 hash.
+//! A token is the run id plus a 256-bit HMAC-SHA256 of `run-id/correlation-id` under the
+//! engine's hook secret, base64url-encoded: unguessable without the secret, and the same
+//! on every replay, so a step that sent the resume URL replays with an identical input.
+//! The log stores only the token's SHA-256 hash.
 
 use std::future::IntoFuture;
 use std::marker::PhantomData;
@@ -40,17 +40,61 @@ impl<T> std::fmt::Debug for Hook<T> {
     }
 }
 
-/// The token of hook `id` of run `run_id` under `secret`.
-pub(crate) fn hook_token(secret: &[u8], run_id: &str, id: &str) -> String {
-    // HMAC accepts keys of any length, so construction cannot fail.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
-        Ok(mac) => mac,
-        Err(_) => return String::new(),
+/// Token layout: base64url (no padding) of `[format byte][run id][32-byte MAC]`, where the
+/// MAC is HMAC-SHA256 of `run-id/correlation-id` under the engine's secret. The run id
+/// inside lets a delivery find its run without an index; the MAC makes it unguessable.
+/// Format 1: the run id as the 16 bytes of a UUID; format 2: one length byte, then its UTF-8.
+const TOKEN_UUID: u8 = 1;
+const TOKEN_TEXT: u8 = 2;
+
+fn hook_mac(secret: &[u8], run_id: &str, id: &str) -> [u8; 32] {
+    // HMAC accepts keys of any length, so `new_from_slice` cannot fail.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return [0; 32];
     };
     mac.update(run_id.as_bytes());
     mac.update(b"/");
     mac.update(id.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    mac.finalize().into_bytes().into()
+}
+
+/// The token of hook `id` of run `run_id` under `secret`.
+pub(crate) fn hook_token(secret: &[u8], run_id: &str, id: &str) -> String {
+    let mut bytes = Vec::with_capacity(64);
+    match uuid::Uuid::parse_str(run_id) {
+        Ok(uuid) if uuid.hyphenated().to_string() == run_id => {
+            bytes.push(TOKEN_UUID);
+            bytes.extend_from_slice(uuid.as_bytes());
+        }
+        _ => {
+            bytes.push(TOKEN_TEXT);
+            let text = &run_id.as_bytes()[..run_id.len().min(255)];
+            bytes.push(text.len() as u8);
+            bytes.extend_from_slice(text);
+        }
+    }
+    bytes.extend_from_slice(&hook_mac(secret, run_id, id));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The run id a token names, if the token is well-formed (says nothing about its validity).
+pub(crate) fn token_run_id(token: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
+    let (run_id, rest) = match *bytes.first()? {
+        TOKEN_UUID => {
+            let uuid = uuid::Uuid::from_slice(bytes.get(1..17)?).ok()?;
+            (uuid.hyphenated().to_string(), bytes.get(17..)?)
+        }
+        TOKEN_TEXT => {
+            let len = usize::from(*bytes.get(1)?);
+            let text = std::str::from_utf8(bytes.get(2..2 + len)?).ok()?;
+            (text.to_owned(), bytes.get(2 + len..)?)
+        }
+        _ => return None,
+    };
+    (rest.len() == 32).then_some(run_id)
 }
 
 /// The hash under which a token is stored: SHA-256, hex.
@@ -74,7 +118,8 @@ pub fn hook<T: StepData>(ctx: &Ctx, site: &'static Site) -> Hook<T> {
 }
 
 impl<T: StepData> Hook<T> {
-    /// The secret token that delivers the payload (base64url, 43 characters).
+    /// The secret token that delivers the payload (base64url, 66 characters for UUID run
+    /// ids: the run id and a 256-bit HMAC).
     pub fn token(&self) -> &str {
         &self.token
     }
@@ -82,11 +127,10 @@ impl<T: StepData> Hook<T> {
     /// The URL that delivers the payload, under the engine's public base URL
     /// (`REPRISE_PUBLIC_URL`, default `http://127.0.0.1:8080`): `<base>/hooks/<token>`.
     pub fn resume_url(&self) -> String {
-        format!(
-            "{}/hooks/{}",
-            self.ctx.run.engine.public_url().trim_end_matches('/'),
-            self.token
-        )
+        self.ctx
+            .run
+            .engine
+            .hook_resume_url(&self.ctx.run.run_id, &self.id)
     }
 
     /// The hook's correlation id.

@@ -12,7 +12,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use super::Engine;
-use crate::ctx::hook::token_hash;
+use crate::ctx::hook::{token_hash, token_run_id};
 use crate::ctx::step::panic_error;
 use crate::ctx::{Ctx, RunState, Wait};
 use crate::error::{EngineError, WorkflowError, kinds};
@@ -165,84 +165,86 @@ impl Engine {
     }
 
     /// Delivers `payload` to the hook whose token is `token` and returns the run it
-    /// belongs to; the run becomes `queued` (execute or drive it to continue).
+    /// belongs to; the run becomes `queued` (execute or drive it to continue). The token
+    /// names its run, so delivery reads one run's log, whatever the size of the store.
     ///
     /// # Errors
-    /// [`EngineError::InvalidState`] when no waiting run has an open hook with this token
-    /// or the hook already received a payload; [`EngineError::Schema`] when the payload does
-    /// not match the hook's type (the hook stays open).
+    /// [`EngineError::InvalidState`] when no hook has this token, the hook already received
+    /// a payload (a payload is never applied twice), or the run is not `waiting`;
+    /// [`EngineError::Schema`] naming each JSON pointer when the payload does not match the
+    /// hook's type (the hook stays open).
     pub async fn resume_hook(&self, token: &str, payload: Value) -> Result<RunId, EngineError> {
+        let unknown = || EngineError::InvalidState {
+            run: String::new(),
+            status: "unknown".into(),
+            message: "no hook has this token (check it was copied whole)".into(),
+        };
+        let run_id = RunId(token_run_id(token).ok_or_else(unknown)?);
+        let Some(run) = self.store().run(&run_id).await? else {
+            return Err(unknown());
+        };
+        let events = self.store().events(&run_id).await?;
         let hash = token_hash(token);
-        // Scans unfinished runs (waiting ones first); an index of open hooks comes with the
-        // HTTP surface.
-        let mut candidates = Vec::new();
-        for status in [
-            RunStatus::Waiting,
-            RunStatus::Queued,
-            RunStatus::Running,
-            RunStatus::Sleeping,
-        ] {
-            candidates.extend(
-                self.list_runs(&crate::event::RunFilter {
-                    status: Some(status),
-                    ..Default::default()
-                })
-                .await?,
-            );
-        }
-        for run in candidates {
-            let events = self.store().events(&run.id).await?;
-            let Some(created) = events.iter().find(|e| {
+        let created = events
+            .iter()
+            .find(|e| {
                 e.event.kind == EventKind::HookCreated
                     && e.event.payload.get("token_hash").and_then(Value::as_str)
                         == Some(hash.as_str())
-            }) else {
-                continue;
-            };
-            let id = created.event.correlation_id.clone().unwrap_or_default();
-            let already = events.iter().any(|e| {
-                e.event.kind == EventKind::HookReceived
-                    && e.event.correlation_id.as_deref() == Some(id.as_str())
-            });
-            if already {
-                return Err(EngineError::InvalidState {
-                    run: run.id.to_string(),
-                    status: run.status.to_string(),
-                    message: format!("hook `{id}` already received its payload"),
-                });
-            }
-            if let Some(schema) = created.event.payload.get("schema") {
-                crate::schema::Validator::compile(
-                    schema.clone(),
-                    format!("payload of hook `{id}`"),
-                )?
-                .validate(&payload)?;
-            }
-            let event = crate::event::NewEvent {
-                kind: EventKind::HookReceived,
-                correlation_id: Some(id),
-                attempt: 1,
-                at: self.now(),
-                payload: json!({ "payload": payload }),
-            };
-            self.store()
-                .append(crate::store::Append {
-                    run_id: run.id.clone(),
-                    first_seq: events.len() as u64,
-                    events: vec![event],
-                    update: RunUpdate {
-                        status: Some(RunStatus::Queued),
-                        ..RunUpdate::default()
-                    },
-                })
-                .await?;
-            return Ok(run.id);
+            })
+            .ok_or_else(unknown)?;
+        let id = created.event.correlation_id.clone().unwrap_or_default();
+        let invalid = |message: String| EngineError::InvalidState {
+            run: run_id.to_string(),
+            status: run.status.to_string(),
+            message,
+        };
+        let received = events.iter().any(|e| {
+            e.event.kind == EventKind::HookReceived
+                && e.event.correlation_id.as_deref() == Some(id.as_str())
+        });
+        if received {
+            return Err(invalid(format!("hook `{id}` already received its payload")));
         }
-        Err(EngineError::InvalidState {
-            run: String::new(),
-            status: "unknown".into(),
-            message: "no run is waiting on a hook with this token".into(),
-        })
+        if run.status != RunStatus::Waiting {
+            return Err(invalid(format!(
+                "hook `{id}` cannot take a payload while the run is {}{}",
+                run.status,
+                if run.status.is_terminal() {
+                    ""
+                } else {
+                    "; retry once it waits on the hook"
+                }
+            )));
+        }
+        if let Some(schema) = created.event.payload.get("schema") {
+            crate::schema::Validator::compile(schema.clone(), format!("payload of hook `{id}`"))?
+                .validate(&payload)?;
+        }
+        let event = crate::event::NewEvent {
+            kind: EventKind::HookReceived,
+            correlation_id: Some(id.clone()),
+            attempt: 1,
+            at: self.now(),
+            payload: json!({ "payload": payload }),
+        };
+        let append = crate::store::Append {
+            run_id: run_id.clone(),
+            first_seq: events.len() as u64,
+            events: vec![event],
+            update: RunUpdate {
+                status: Some(RunStatus::Queued),
+                ..RunUpdate::default()
+            },
+        };
+        match self.store().append(append).await {
+            Ok(()) => Ok(run_id),
+            // Another delivery (or change) won the race for this position in the log.
+            Err(EngineError::Conflict { .. }) => Err(invalid(format!(
+                "hook `{id}` was changed by a concurrent delivery; it takes one payload only"
+            ))),
+            Err(error) => Err(error),
+        }
     }
 
     /// Records the end of an attempt: completion, a scheduled retry, or failure.

@@ -227,12 +227,19 @@ impl Engine {
         crate::ctx::hook::hook_token(&self.inner.hook_secret, run_id.as_str(), correlation_id)
     }
 
-    pub(crate) fn hook_secret(&self) -> &[u8] {
-        &self.inner.hook_secret
+    /// The resume URL of hook `correlation_id` of run `run_id`: `<public-url>/hooks/<token>`,
+    /// where the public URL is `REPRISE_PUBLIC_URL` or [`EngineBuilder::public_url`]
+    /// (default `http://127.0.0.1:8080`).
+    pub fn hook_resume_url(&self, run_id: &RunId, correlation_id: &str) -> String {
+        let token = self.hook_token(run_id, correlation_id);
+        format!(
+            "{}/hooks/{token}",
+            self.inner.public_url.trim_end_matches('/')
+        )
     }
 
-    pub(crate) fn public_url(&self) -> &str {
-        &self.inner.public_url
+    pub(crate) fn hook_secret(&self) -> &[u8] {
+        &self.inner.hook_secret
     }
 
     pub(crate) fn run_retry_backoff(&self) -> Duration {
