@@ -86,6 +86,25 @@ fn kib_field(text: &str, name: &str) -> Option<u64> {
         .ok()
 }
 
+/// CPU time this process has used so far (user + system, all threads, including exited
+/// ones), in seconds; 10 ms resolution (USER_HZ).
+pub(crate) fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// This process's OS threads right now.
 pub(crate) fn threads() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
