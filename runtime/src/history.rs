@@ -31,6 +31,7 @@ pub(crate) struct Recorded {
 #[derive(Debug, Default)]
 pub(crate) struct History {
     by_id: HashMap<String, Recorded>,
+    answerable: usize,
 }
 
 impl History {
@@ -97,7 +98,18 @@ impl History {
                 _ => {}
             }
         }
-        Ok(History { by_id })
+        let answerable = by_id
+            .iter()
+            .filter(|(id, _)| !id.rsplit('/').next().unwrap_or(id).starts_with("$patch:"))
+            .filter(|(_, r)| r.outcome.is_some() || r.sleep_done || r.hook_payload.is_some())
+            .count();
+        Ok(History { by_id, answerable })
+    }
+
+    /// How many recorded outcomes a replay can answer (finished steps, recorded values,
+    /// finished sleeps, received hooks), leaving out `ctx.patched` markers.
+    pub(crate) fn answerable(&self) -> usize {
+        self.answerable
     }
 
     /// What the log holds for `id`.

@@ -84,8 +84,8 @@ pub use ctx::Wait;
 pub use ctx::hook::Hook;
 pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use engine::{
-    Clock, Engine, EngineBuilder, Execution, RunOutcome, StepStatus, StepSummary, SystemClock,
-    summarize_steps,
+    ActionOverride, Clock, Engine, EngineBuilder, Execution, Fault, RUN_EXPORT_FORMAT, RunExport,
+    RunOutcome, StepStatus, StepSummary, SystemClock, summarize_steps,
 };
 pub use error::{
     ActionError, EngineError, NonDeterminism, SchemaViolation, Violation, WorkflowError, kinds,

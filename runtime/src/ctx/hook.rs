@@ -157,8 +157,7 @@ impl<T: StepData> Hook<T> {
                         v.what = format!("payload of hook `{}`", self.id);
                         ActionError::from(v)
                     })?;
-                run.replayed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                run.answered_from_log();
                 return serde_json::from_value(payload.clone()).map_err(|e| {
                     ActionError::new(
                         kinds::SERDE,
@@ -170,6 +169,13 @@ impl<T: StepData> Hook<T> {
         }
         if let Some(poison) = run.poisoned() {
             return Err(poisoned_error(&poison));
+        }
+        if recorded.is_none() && run.engine.is_replay_only() {
+            return Err(run.non_determinism(
+                &self.id,
+                "no such hook".to_owned(),
+                "a hook".to_owned(),
+            ));
         }
         if recorded.is_none() {
             let schema = crate::schema::schema_of::<T>();

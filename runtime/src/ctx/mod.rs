@@ -84,6 +84,9 @@ pub(crate) struct RunState {
     pub(crate) inflight_changed: Notify,
     pub(crate) replayed: AtomicU64,
     pub(crate) executed: AtomicU64,
+    /// Recorded outcomes answered from the history so far (steps, waits, values); while it
+    /// is below `history.answerable()`, the body is still replaying old history.
+    consumed: AtomicUsize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -122,6 +125,7 @@ impl RunState {
             inflight_changed: Notify::new(),
             replayed: AtomicU64::new(0),
             executed: AtomicU64::new(0),
+            consumed: AtomicUsize::new(0),
         }
     }
 
@@ -175,6 +179,12 @@ impl RunState {
             at: self.engine.now(),
             payload,
         }
+    }
+
+    /// Counts a step, sleep or hook answered from the log.
+    pub(crate) fn answered_from_log(&self) {
+        self.replayed.fetch_add(1, Ordering::Relaxed);
+        self.consumed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Marks the run as failed whatever the body does next; the first poison wins.
@@ -328,7 +338,13 @@ impl Ctx {
         if let Some(Ok(value)) = self.run.history.get(&id).and_then(|r| r.outcome.clone())
             && let Ok(value) = serde_json::from_value::<T>(value)
         {
+            self.run.consumed.fetch_add(1, Ordering::Relaxed);
             return value;
+        }
+        if self.run.engine.is_replay_only() {
+            let _ =
+                self.run
+                    .non_determinism(&id, "no such value".to_owned(), format!("ctx.{name}()"));
         }
         let value = make();
         let recorded = serde_json::to_value(&value).unwrap_or(Value::Null);
@@ -340,6 +356,39 @@ impl Ctx {
         );
         self.run.push_pending(event);
         value
+    }
+
+    /// Whether the code of change `change_id` applies to this run: `true` for runs that
+    /// reach this point after the change was deployed, `false` when replaying a run
+    /// recorded before it. The first `true` is recorded as a marker, so the answer never
+    /// changes for a run. This is how a workflow changes while runs are in flight:
+    ///
+    /// ```ignore
+    /// if ctx.patched("send-receipt") {
+    ///     send_receipt.run(order.clone()).await?;   // new runs, and old ones past this point
+    /// }
+    /// ship.run(order).await?;                       // every run
+    /// ```
+    ///
+    /// Once no run recorded before the change is in flight (`workflows check` tells), remove
+    /// the `if` and keep the new branch.
+    pub fn patched(&self, change_id: &str) -> bool {
+        let id = format!("{}$patch:{change_id}", self.namespace);
+        if self.run.history.get(&id).is_some() {
+            return true;
+        }
+        if self.run.consumed.load(Ordering::Relaxed) < self.run.history.answerable() {
+            // Old history lies ahead: this run was recorded without the change.
+            return false;
+        }
+        let event = self.run.event(
+            EventKind::StepCompleted,
+            Some(&id),
+            1,
+            json!({ "callee": "ctx.patched", "output": true }),
+        );
+        self.run.push_pending(event);
+        true
     }
 
     /// The correlation id of the next occurrence of `site_key` in this namespace.

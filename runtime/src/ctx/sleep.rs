@@ -149,8 +149,7 @@ async fn wait_until(
             ));
         }
         if recorded.sleep_done {
-            run.replayed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            run.answered_from_log();
             return Ok(());
         }
     }
@@ -159,6 +158,9 @@ async fn wait_until(
     }
     let wake_at = match recorded.and_then(|r| r.wake_at) {
         Some(wake_at) => wake_at,
+        None if run.engine.is_replay_only() => {
+            return Err(run.non_determinism(&id, "no such sleep".to_owned(), "a sleep".to_owned()));
+        }
         None => {
             let event = run.event(
                 EventKind::SleepStarted,

@@ -53,7 +53,9 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
     let digest = digest(&input_json);
 
     if let Some(recorded) = run.history.get(&id) {
-        if recorded.callee != S::SLUG || (!recorded.digest.is_empty() && recorded.digest != digest)
+        // A seeded step (testkit) records no callee or digest: it matches any call.
+        if (!recorded.callee.is_empty() && recorded.callee != S::SLUG)
+            || (!recorded.digest.is_empty() && recorded.digest != digest)
         {
             return Err(run.non_determinism(
                 &id,
@@ -81,14 +83,12 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
                     run.poison(workflow_error);
                     return Err(error);
                 }
-                run.replayed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                run.answered_from_log();
                 return serde_json::from_value(output.clone())
                     .map_err(|e| serde_error("recorded output", S::SLUG, e));
             }
             Some(Err(error)) => {
-                run.replayed
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                run.answered_from_log();
                 return Err(error.clone());
             }
             None => {} // started but never finished (crash mid-step): run it again live.
@@ -97,6 +97,13 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
 
     if let Some(poison) = run.poisoned() {
         return Err(poisoned_error(&poison));
+    }
+    if run.engine.is_replay_only() {
+        return Err(run.non_determinism(
+            &id,
+            "no such step".to_owned(),
+            format!("`{}` with input digest {digest}", S::SLUG),
+        ));
     }
     let _live = run.live_step();
     let kind = match S::BEHAVIOR {
@@ -170,6 +177,10 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
             Err(error),
         ),
     };
+    if matches!(run.engine.fault(), crate::engine::Fault::SkipStepRecord(skipped) if *skipped == id)
+    {
+        return returned; // deliberately broken engine: the checkers must notice
+    }
     if let Err(store_error) = run.append(vec![event], RunUpdate::default()).await {
         return Err(store_failure(run, store_error));
     }
@@ -199,7 +210,18 @@ async fn run_action<S: Step>(
             },
         };
         let cx = ActionCtx::new(ctx, id, attempt);
-        let call = AssertUnwindSafe(call(this_input, cx)).catch_unwind();
+        let call = match run.engine.action_override(S::SLUG) {
+            None => call(this_input, cx),
+            Some(stub) => {
+                let input = input_json.clone();
+                Box::pin(async move {
+                    let output = stub(input, cx).await?;
+                    serde_json::from_value(output)
+                        .map_err(|e| serde_error("stubbed output", S::SLUG, e))
+                })
+            }
+        };
+        let call = AssertUnwindSafe(call).catch_unwind();
         let outcome = match options.timeout {
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(outcome) => outcome,
@@ -239,7 +261,7 @@ async fn run_action<S: Step>(
         if let Err(store_error) = run.append(vec![event], RunUpdate::default()).await {
             return (Err(store_failure(run, store_error)), attempt);
         }
-        tokio::time::sleep(delay).await;
+        run.engine.clock().sleep(delay).await;
         attempt += 1;
     }
 }

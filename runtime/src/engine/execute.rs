@@ -160,7 +160,7 @@ impl Engine {
                 });
             };
             let delay = (wake - self.now()).to_std().unwrap_or(Duration::ZERO);
-            tokio::time::sleep(delay).await;
+            self.clock().sleep(delay).await;
         }
     }
 

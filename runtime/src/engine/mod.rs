@@ -1,6 +1,7 @@
 //! The [`Engine`]: owns the store and the registry, starts runs, executes them with replay.
 
 mod execute;
+mod export;
 mod report;
 
 use std::any::{Any, TypeId};
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 pub use execute::{Execution, RunOutcome};
+pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use report::{StepStatus, StepSummary, summarize_steps};
 
 use crate::error::EngineError;
@@ -25,6 +27,12 @@ use crate::store::{MemoryStore, SharedStore};
 pub trait Clock: Send + Sync + 'static {
     /// Now, in UTC.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Waits `duration` on this clock: step retry backoffs and in-process waits use it.
+    /// The default sleeps on tokio's timer; a virtual clock may advance itself instead.
+    fn sleep(&self, duration: Duration) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(tokio::time::sleep(duration))
+    }
 }
 
 /// The system clock.
@@ -37,7 +45,32 @@ impl Clock for SystemClock {
     }
 }
 
+/// A replacement body for an action, by slug: JSON in, JSON out. See [`Engine::override_action`].
+pub type ActionOverride = Arc<
+    dyn Fn(
+            Value,
+            crate::ActionCtx,
+        ) -> futures::future::BoxFuture<'static, Result<Value, crate::ActionError>>
+        + Send
+        + Sync,
+>;
+
+/// A deliberate engine fault, for proving that checkers catch broken engines. Never use
+/// in production.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// No fault.
+    #[default]
+    None,
+    /// Runs step `id` live but never appends its completion.
+    SkipStepRecord(String),
+}
+
 struct Inner {
+    overrides: std::sync::RwLock<HashMap<String, ActionOverride>>,
+    replay_only: bool,
+    fault: Fault,
     store: SharedStore,
     registry: Registry,
     resources: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
@@ -79,9 +112,26 @@ pub struct EngineBuilder {
     hook_secret: Option<Vec<u8>>,
     public_url: String,
     run_retry_backoff: Duration,
+    replay_only: bool,
+    fault: Fault,
 }
 
 impl EngineBuilder {
+    /// Makes the engine replay only: a step, sleep, hook or recorded value the log does not
+    /// hold fails the run with a non-determinism error instead of running live. Used to
+    /// check recorded histories against new code (`workflows check`).
+    pub fn replay_only(mut self, replay_only: bool) -> Self {
+        self.replay_only = replay_only;
+        self
+    }
+
+    /// Injects a deliberate fault (tests of checkers only).
+    #[doc(hidden)]
+    pub fn fault(mut self, fault: Fault) -> Self {
+        self.fault = fault;
+        self
+    }
+
     /// Uses `store`.
     pub fn store(mut self, store: SharedStore) -> Self {
         self.store = Some(store);
@@ -170,6 +220,9 @@ impl EngineBuilder {
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
         Ok(Engine {
             inner: Arc::new(Inner {
+                overrides: std::sync::RwLock::new(HashMap::new()),
+                replay_only: self.replay_only,
+                fault: self.fault,
                 store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
                 registry: self.registry,
                 resources: self.resources,
@@ -195,7 +248,49 @@ impl Engine {
             public_url: std::env::var("REPRISE_PUBLIC_URL")
                 .unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned()),
             run_retry_backoff: Duration::from_secs(1),
+            replay_only: false,
+            fault: Fault::None,
         }
+    }
+
+    /// Replaces the body of the action with slug `slug` for runs executed from now on
+    /// (`None` restores it). Retries, timeouts, schema checks and recording stay as they
+    /// are: only the call changes. This is the seam `reprise-testkit` stubs actions with.
+    pub fn override_action(&self, slug: &str, body: Option<ActionOverride>) {
+        let mut overrides = self
+            .inner
+            .overrides
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match body {
+            Some(body) => overrides.insert(slug.to_owned(), body),
+            None => overrides.remove(slug),
+        };
+    }
+
+    pub(crate) fn action_override(&self, slug: &str) -> Option<ActionOverride> {
+        let overrides = self
+            .inner
+            .overrides
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        if overrides.is_empty() {
+            return None;
+        }
+        overrides.get(slug).cloned()
+    }
+
+    pub(crate) fn is_replay_only(&self) -> bool {
+        self.inner.replay_only
+    }
+
+    pub(crate) fn fault(&self) -> &Fault {
+        &self.inner.fault
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
     }
 
     /// The store.
