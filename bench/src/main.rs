@@ -300,6 +300,13 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
             fsync.append_median_us,
             "µs",
         ));
+        report.metrics.push(Metric::new(
+            "fsync",
+            "disk",
+            "WAL-like commit (4 x 4 KiB frames + fsync), median",
+            fsync.wal_commit_median_us,
+            "µs",
+        ));
         report.fsync = Some(fsync);
     }
 

@@ -133,13 +133,15 @@ pub(crate) fn print_table(report: &Report) {
     if let Some(f) = &report.fsync {
         println!(
             "fdatasync floor (4 KiB overwrite + fdatasync, {} runs): median {:.0} µs, p99 {:.0} µs => {} ops/s; \
-             same with fsync: median {:.0} µs; appending + fdatasync: median {:.0} µs",
+             same with fsync: median {:.0} µs; appending + fdatasync: median {:.0} µs; \
+             WAL-like commit (16 KiB + fsync): median {:.0} µs",
             f.iterations,
             f.median_us,
             f.p99_us,
             number(f.ops_per_s),
             f.fsync_median_us,
-            f.append_median_us
+            f.append_median_us,
+            f.wal_commit_median_us
         );
     }
     println!();

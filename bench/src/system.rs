@@ -137,11 +137,23 @@ pub(crate) struct FsyncStats {
     pub(crate) fsync_median_us: f64,
     /// Appending to a growing file (its size changes too), `fdatasync`: median µs.
     pub(crate) append_median_us: f64,
+    /// What one SQLite commit of a step writes to a reused WAL: 4 frames of 24 + 4,096
+    /// bytes, then `fsync`: median µs.
+    pub(crate) wal_commit_median_us: f64,
 }
 
-/// Measures `iterations` 4 KiB writes + sync in `dir`: overwriting a preallocated file
-/// with `fdatasync` (what fio's fdatasync test does, and what a reused WAL needs), the
-/// same with `fsync`, then appending to a new file with `fdatasync` (a growing WAL).
+/// One 4 KiB page.
+const PAGE: usize = 4096;
+/// A WAL frame: a 24-byte header and a page.
+const FRAME: usize = 24 + PAGE;
+/// Frames one step's commit writes (measured with `strace`: ~8 `pwrite`s per commit, a
+/// header and a page per frame).
+const FRAMES_PER_COMMIT: usize = 4;
+
+/// Measures `iterations` writes + sync in `dir`: 4 KiB overwriting a preallocated file
+/// with `fdatasync` (what fio's fdatasync test does), the same with `fsync`, 4 KiB appended
+/// to a new file with `fdatasync` (a growing log), and a WAL-like commit (4 frames
+/// overwritten, `fsync`).
 pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats, BoxError> {
     let path = dir.join("fsync-probe.bin");
     let mut file = OpenOptions::new()
@@ -149,12 +161,14 @@ pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats,
         .write(true)
         .truncate(true)
         .open(&path)?;
+    let chunk = vec![0xa5u8; FRAME * FRAMES_PER_COMMIT];
     for _ in 0..iterations {
-        file.write_all(&BLOCK)?;
+        file.write_all(&chunk)?;
     }
     file.sync_all()?;
-    let mut overwrite = sync_loop(&mut file, iterations, true, false)?;
-    let mut full = sync_loop(&mut file, iterations, true, true)?;
+    let mut overwrite = sync_loop(&mut file, iterations, &chunk[..PAGE], true, false)?;
+    let mut full = sync_loop(&mut file, iterations, &chunk[..PAGE], true, true)?;
+    let mut wal = sync_loop(&mut file, iterations, &chunk, true, true)?;
     drop(file);
 
     let mut file = OpenOptions::new()
@@ -163,7 +177,7 @@ pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats,
         .truncate(true)
         .open(&path)?;
     file.sync_all()?;
-    let mut append = sync_loop(&mut file, iterations, false, false)?;
+    let mut append = sync_loop(&mut file, iterations, &chunk[..PAGE], false, false)?;
     drop(file);
     std::fs::remove_file(&path)?;
 
@@ -175,15 +189,16 @@ pub(crate) fn measure_fsync(dir: &Path, iterations: usize) -> Result<FsyncStats,
         ops_per_s: 1e6 / median_us,
         fsync_median_us: percentile(&mut full, 50.0),
         append_median_us: percentile(&mut append, 50.0),
+        wal_commit_median_us: percentile(&mut wal, 50.0),
     })
 }
 
-const BLOCK: [u8; 4096] = [0xa5; 4096];
-
-/// `iterations` × (write one block + sync), from the start of `file` when `rewind`; µs each.
+/// `iterations` × (write `bytes` + sync), from the start of `file` when `rewind`, with
+/// `fsync` when `full` (else `fdatasync`); µs each.
 fn sync_loop(
     file: &mut File,
     iterations: usize,
+    bytes: &[u8],
     rewind: bool,
     full: bool,
 ) -> Result<Vec<f64>, BoxError> {
@@ -193,7 +208,7 @@ fn sync_loop(
     let mut samples = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let start = Instant::now();
-        file.write_all(&BLOCK)?;
+        file.write_all(bytes)?;
         if full {
             file.sync_all()?;
         } else {

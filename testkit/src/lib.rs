@@ -1,9 +1,18 @@
-//! Test tools for reprise workflows.
+//! Test tools for reprise workflows: prove a workflow's durability in `cargo test`.
 //!
-//! This first version has what the examples' tests need: engines over fresh stores
-//! ([`memory_engine`], [`TempDb`]) and assertions over event logs ([`completed_steps`],
-//! [`assert_each_step_recorded_once`]). `TestEnv`, virtual time, stubs and
-//! crash-and-replay property tests come next.
+//! - [`TestEnv`]: an engine on a fresh store with a [`VirtualClock`]; `execute`, `advance`,
+//!   `resume_hook`, `stub`, `calls`, `seed`, `log`.
+//! - [`RunLog`]: a run's event log for assertions and snapshots.
+//! - [`memory_engine`], [`TempDb`]: plain engines over fresh stores.
+//! - [`completed_steps`], [`assert_each_step_recorded_once`]: log assertions.
+
+mod clock;
+mod env;
+mod log;
+
+pub use clock::VirtualClock;
+pub use env::{Call, Outcome, Pending, TestEnv, TestEnvBuilder, stubs};
+pub use log::RunLog;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,573 @@
+//! [`TestEnv`]: an engine over a fresh store with a virtual clock, where every action call
+//! is counted and can be stubbed, and a run is driven by hand: `execute`, `advance`,
+//! `resume_hook`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reprise::event::{EventKind, RunFilter, RunId, RunStatus};
+use reprise::{
+    ActionCtx, ActionError, Engine, EngineBuilder, RunOutcome, Step, Wait, WorkflowError,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::TempDb;
+use crate::clock::VirtualClock;
+
+/// How a run stands after [`TestEnv::execute`], [`TestEnv::advance`] or
+/// [`TestEnv::resume_hook`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome<T> {
+    /// The run completed with this output.
+    Completed(T),
+    /// The run failed with this error.
+    Failed(WorkflowError),
+    /// The run is suspended on these waits.
+    Suspended(Vec<Pending>),
+}
+
+impl<T: std::fmt::Debug> Outcome<T> {
+    /// The output.
+    ///
+    /// # Panics
+    /// When the run did not complete, with the outcome in the message.
+    #[track_caller]
+    pub fn completed(self) -> T {
+        match self {
+            Outcome::Completed(output) => output,
+            other => panic!("expected the run to complete, but it is {other:?}"),
+        }
+    }
+
+    /// The error.
+    ///
+    /// # Panics
+    /// When the run did not fail.
+    #[track_caller]
+    pub fn failed(self) -> WorkflowError {
+        match self {
+            Outcome::Failed(error) => error,
+            other => panic!("expected the run to fail, but it is {other:?}"),
+        }
+    }
+
+    /// The waits.
+    ///
+    /// # Panics
+    /// When the run is not suspended.
+    #[track_caller]
+    pub fn suspended(self) -> Vec<Pending> {
+        match self {
+            Outcome::Suspended(waits) => waits,
+            other => panic!("expected the run to be suspended, but it is {other:?}"),
+        }
+    }
+}
+
+/// Something a suspended run waits for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pending {
+    /// A durable sleep until `until` (on the virtual clock): [`TestEnv::advance`] past it.
+    Sleep {
+        /// The sleep's correlation id.
+        id: String,
+        /// When it ends.
+        until: DateTime<Utc>,
+    },
+    /// A hook: deliver with [`TestEnv::resume_hook`].
+    Hook {
+        /// The hook's correlation id.
+        id: String,
+        /// Its token.
+        token: String,
+        /// The JSON Schema the payload must match.
+        schema: Value,
+    },
+}
+
+impl Pending {
+    /// The token, for a hook.
+    pub fn token(&self) -> Option<&str> {
+        match self {
+            Pending::Hook { token, .. } => Some(token),
+            Pending::Sleep { .. } => None,
+        }
+    }
+}
+
+/// One live call of an action, as [`TestEnv::calls`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    /// The action's slug.
+    pub slug: String,
+    /// The step's correlation id.
+    pub correlation_id: String,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The input, as JSON.
+    pub input: Value,
+}
+
+type ErasedStub =
+    Arc<dyn Fn(Value, ActionCtx) -> BoxFuture<'static, Result<Value, ActionError>> + Send + Sync>;
+
+/// Counts every live action call and routes it to its stub or its real body.
+#[derive(Default)]
+pub(crate) struct Calls {
+    log: Mutex<Vec<Call>>,
+    stubs: Mutex<HashMap<String, ErasedStub>>,
+}
+
+impl Calls {
+    pub(crate) fn all(&self) -> Vec<Call> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Builds a [`TestEnv`].
+pub struct TestEnvBuilder {
+    sqlite: bool,
+    start: DateTime<Utc>,
+    configure: Vec<Box<dyn FnOnce(EngineBuilder) -> EngineBuilder>>,
+}
+
+impl TestEnvBuilder {
+    /// Uses a SQLite file in a temporary directory instead of the in-memory store.
+    pub fn sqlite(mut self) -> Self {
+        self.sqlite = true;
+        self
+    }
+
+    /// Starts the virtual clock at `start` (default 2030-01-01T00:00:00Z).
+    pub fn starting_at(mut self, start: DateTime<Utc>) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Configures the engine further (resources, registrations).
+    pub fn configure(mut self, f: impl FnOnce(EngineBuilder) -> EngineBuilder + 'static) -> Self {
+        self.configure.push(Box::new(f));
+        self
+    }
+
+    /// The environment.
+    ///
+    /// # Panics
+    /// When the store cannot be created or two linked steps share a slug — a broken test
+    /// setup, reported with the cause.
+    pub fn build(self) -> TestEnv {
+        let clock = Arc::new(VirtualClock::new(self.start));
+        let db = self.sqlite.then(|| {
+            TempDb::new().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
+        });
+        let mut builder = Engine::builder();
+        if let Some(db) = &db {
+            builder = builder
+                .sqlite(db.path())
+                .unwrap_or_else(|e| panic!("cannot open the test database: {e}"));
+        }
+        let mut builder = builder
+            .discover()
+            .unwrap_or_else(|e| panic!("cannot register the linked workflows: {e}"))
+            .clock(clock.clone())
+            .hook_secret(b"reprise-testkit fixed hook secret, for stable tokens".to_vec())
+            .public_url("http://reprise.test");
+        for configure in self.configure {
+            builder = configure(builder);
+        }
+        let engine = builder
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build the test engine: {e}"));
+        let calls = Arc::new(Calls::default());
+        install_counters(&engine, &calls);
+        TestEnv {
+            engine,
+            clock,
+            calls,
+            seeds: Mutex::new(Vec::new()),
+            last: Mutex::new(None),
+            db,
+        }
+    }
+}
+
+/// Routes every registered action through the call log (and its stub, if any).
+fn install_counters(engine: &Engine, calls: &Arc<Calls>) {
+    for action in engine.registry().actions() {
+        let slug = action.registration.slug;
+        let real = action.call;
+        let calls = calls.clone();
+        let body: reprise::ActionOverride = Arc::new(move |input: Value, cx: ActionCtx| {
+            calls
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Call {
+                    slug: slug.to_owned(),
+                    correlation_id: cx.correlation_id().to_owned(),
+                    attempt: cx.attempt(),
+                    input: input.clone(),
+                });
+            let stub = calls
+                .stubs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(slug)
+                .cloned();
+            match stub {
+                Some(stub) => stub(input, cx),
+                None => real(input, cx),
+            }
+        });
+        engine.override_action(slug, Some(body));
+    }
+}
+
+/// A test environment: an [`Engine`] on a fresh store (in memory, or a temporary SQLite
+/// file) with every linked workflow, a [`VirtualClock`], and a log of action calls.
+///
+/// ```ignore
+/// let env = TestEnv::new();
+/// env.stub(&research_signup, |input: Signup| async move { Ok(Brief { brief: input.name }) });
+/// let brief = env.execute(&signup_pipeline, signup).await.completed();
+/// assert_eq!(env.calls(&post_brief).len(), 1);
+/// ```
+pub struct TestEnv {
+    engine: Engine,
+    clock: Arc<VirtualClock>,
+    calls: Arc<Calls>,
+    seeds: Mutex<Vec<(String, Value)>>,
+    last: Mutex<Option<RunId>>,
+    db: Option<TempDb>,
+}
+
+impl Default for TestEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestEnv {
+    /// An environment with the in-memory store. See [`TestEnvBuilder::build`] for panics.
+    pub fn new() -> TestEnv {
+        Self::builder().build()
+    }
+
+    /// A builder.
+    pub fn builder() -> TestEnvBuilder {
+        TestEnvBuilder {
+            sqlite: false,
+            start: Utc
+                .with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
+                .single()
+                .unwrap_or_default(),
+            configure: Vec::new(),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The virtual clock.
+    pub fn clock(&self) -> &Arc<VirtualClock> {
+        &self.clock
+    }
+
+    /// The SQLite database, when built with [`TestEnvBuilder::sqlite`].
+    pub fn db(&self) -> Option<&TempDb> {
+        self.db.as_ref()
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> DateTime<Utc> {
+        reprise::Clock::now(&*self.clock)
+    }
+
+    /// The id of the run the last [`TestEnv::execute`] started.
+    ///
+    /// # Panics
+    /// When nothing was executed yet.
+    pub fn last_run(&self) -> RunId {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| panic!("no run was executed in this TestEnv yet"))
+    }
+
+    /// Replaces `action`'s body with `stub` (typed by the action's input and output).
+    /// Calls are still counted ([`TestEnv::calls`]), retried, timed out, validated and
+    /// recorded as for the real action.
+    pub fn stub<A, F, Fut>(&self, _action: &A, stub: F)
+    where
+        A: Step,
+        F: Fn(A::Input) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<A::Output, ActionError>> + Send + 'static,
+    {
+        let stub = Arc::new(stub);
+        let erased: ErasedStub = Arc::new(move |input: Value, _cx: ActionCtx| {
+            let stub = stub.clone();
+            async move {
+                let input: A::Input = serde_json::from_value(input).map_err(|e| {
+                    ActionError::new("serde", format!("stub input of `{}`: {e}", A::SLUG), false)
+                })?;
+                let output = stub(input).await?;
+                serde_json::to_value(output).map_err(|e| {
+                    ActionError::new("serde", format!("stub output of `{}`: {e}", A::SLUG), false)
+                })
+            }
+            .boxed()
+        });
+        self.calls
+            .stubs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(A::SLUG.to_owned(), erased);
+    }
+
+    /// The inputs of every live call of `action` (each attempt), in call order.
+    ///
+    /// # Panics
+    /// When a recorded input no longer deserializes into the action's input type.
+    pub fn calls<A: Step>(&self, _action: &A) -> Vec<A::Input> {
+        self.calls
+            .all()
+            .into_iter()
+            .filter(|call| call.slug == A::SLUG)
+            .map(|call| {
+                serde_json::from_value(call.input)
+                    .unwrap_or_else(|e| panic!("input of `{}` does not deserialize: {e}", A::SLUG))
+            })
+            .collect()
+    }
+
+    /// Every live action call, in order.
+    pub fn all_calls(&self) -> Vec<Call> {
+        self.calls.all()
+    }
+
+    /// Pre-records step `correlation_id` (e.g. `"research-signup#0"`) with `output` in the
+    /// next run [`TestEnv::execute`] starts. The seeded value is re-validated against the
+    /// step's output schema when replayed, as any recorded output is.
+    ///
+    /// # Panics
+    /// When `output` does not serialize.
+    pub fn seed(&self, correlation_id: &str, output: impl Serialize) {
+        let output = serde_json::to_value(output)
+            .unwrap_or_else(|e| panic!("seed of `{correlation_id}`: {e}"));
+        self.seeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((correlation_id.to_owned(), output));
+    }
+
+    /// Starts a run of `workflow` and executes it until it ends or waits on a sleep or a
+    /// hook. Run-level retries are taken at once (the virtual clock jumps over their backoff).
+    ///
+    /// # Panics
+    /// When the input is invalid or the store fails — test setup errors, with the cause.
+    pub async fn execute<W: Step>(&self, workflow: &W, input: W::Input) -> Outcome<W::Output> {
+        let id = self
+            .engine
+            .start(workflow, input)
+            .await
+            .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", W::SLUG));
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        let seeds = std::mem::take(&mut *self.seeds.lock().unwrap_or_else(|p| p.into_inner()));
+        for (step, output) in seeds {
+            self.engine
+                .seed_step(&id, &step, output)
+                .await
+                .unwrap_or_else(|e| panic!("cannot seed `{step}`: {e}"));
+        }
+        typed(self.continue_run(&id).await)
+    }
+
+    /// Executes run `id` until it ends or waits on a sleep or a hook (retries are taken at
+    /// once), as JSON.
+    ///
+    /// # Panics
+    /// When the store fails.
+    pub async fn continue_run(&self, id: &RunId) -> Outcome<Value> {
+        loop {
+            let execution = self
+                .engine
+                .execute(id)
+                .await
+                .unwrap_or_else(|e| panic!("executing run {id} failed: {e}"));
+            match execution.outcome {
+                RunOutcome::Completed(output) => return Outcome::Completed(output),
+                RunOutcome::Failed(error) => return Outcome::Failed(error),
+                RunOutcome::Suspended(waits) => {
+                    if let [Wait::Retry { until }] = waits[..] {
+                        self.clock.set(until.max(self.now()));
+                        continue;
+                    }
+                    return Outcome::Suspended(self.pending(id, &waits).await);
+                }
+            }
+        }
+    }
+
+    async fn pending(&self, id: &RunId, waits: &[Wait]) -> Vec<Pending> {
+        let events = self.engine.store().events(id).await.unwrap_or_default();
+        let schema_of = |hook: &str| {
+            events
+                .iter()
+                .find(|e| {
+                    e.event.kind == EventKind::HookCreated
+                        && e.event.correlation_id.as_deref() == Some(hook)
+                })
+                .and_then(|e| e.event.payload.get("schema").cloned())
+                .unwrap_or(Value::Null)
+        };
+        waits
+            .iter()
+            .filter_map(|wait| match wait {
+                Wait::Sleep { id, until } => Some(Pending::Sleep {
+                    id: id.clone(),
+                    until: *until,
+                }),
+                Wait::Hook { id: hook, .. } => Some(Pending::Hook {
+                    id: hook.clone(),
+                    token: self.engine.hook_token(id, hook),
+                    schema: schema_of(hook),
+                }),
+                Wait::Retry { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Moves the virtual clock forward by `by` and continues every run whose sleep (or
+    /// scheduled retry) is then due, oldest first. Returns each continued run's outcome.
+    ///
+    /// # Panics
+    /// When the store fails.
+    pub async fn advance(&self, by: Duration) -> Vec<(RunId, Outcome<Value>)> {
+        self.clock.advance(by);
+        let now = self.now();
+        let mut due = Vec::new();
+        for status in [RunStatus::Sleeping, RunStatus::Queued] {
+            let runs = self
+                .engine
+                .list_runs(&RunFilter {
+                    status: Some(status),
+                    ..RunFilter::default()
+                })
+                .await
+                .unwrap_or_else(|e| panic!("cannot list runs: {e}"));
+            due.extend(
+                runs.into_iter()
+                    .filter(|r| r.wake_at.is_some_and(|t| t <= now)),
+            );
+        }
+        due.sort_by_key(|r| r.created_at);
+        let mut outcomes = Vec::new();
+        for run in due {
+            let outcome = self.continue_run(&run.id).await;
+            outcomes.push((run.id, outcome));
+        }
+        outcomes
+    }
+
+    /// Delivers `payload` to the hook with `token` and continues its run.
+    ///
+    /// # Errors
+    /// The engine's refusal: an unknown token, a payload that does not match the hook's
+    /// schema (the hook stays open), a second delivery.
+    pub async fn resume_hook(
+        &self,
+        token: &str,
+        payload: impl Serialize,
+    ) -> Result<Outcome<Value>, reprise::EngineError> {
+        let payload = serde_json::to_value(payload)?;
+        let id = self.engine.resume_hook(token, payload).await?;
+        Ok(self.continue_run(&id).await)
+    }
+
+    /// The run's event log.
+    ///
+    /// # Panics
+    /// When the store fails.
+    pub async fn log(&self, run: &RunId) -> crate::RunLog {
+        let events = self
+            .engine
+            .store()
+            .events(run)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read the log of run {run}: {e}"));
+        crate::RunLog::new(events)
+    }
+
+    /// How many `step_completed` events the run has for ids starting with `prefix`.
+    pub async fn completed_count(&self, run: &RunId, prefix: &str) -> usize {
+        self.log(run)
+            .await
+            .events()
+            .iter()
+            .filter(|e| e.event.kind == EventKind::StepCompleted)
+            .filter(|e| {
+                e.event
+                    .correlation_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(prefix))
+            })
+            .count()
+    }
+}
+
+fn typed<T: DeserializeOwned>(outcome: Outcome<Value>) -> Outcome<T> {
+    match outcome {
+        Outcome::Completed(output) => match serde_json::from_value(output) {
+            Ok(output) => Outcome::Completed(output),
+            Err(e) => Outcome::Failed(WorkflowError::new(
+                "serde",
+                format!("output does not deserialize: {e}"),
+                false,
+            )),
+        },
+        Outcome::Failed(error) => Outcome::Failed(error),
+        Outcome::Suspended(waits) => Outcome::Suspended(waits),
+    }
+}
+
+/// Stub helpers.
+pub mod stubs {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use reprise::ActionError;
+
+    /// A stub body that fails `n` times with `error`, then answers with `then(input)`: for
+    /// retry tests.
+    ///
+    /// ```ignore
+    /// env.stub(&charge_card, stubs::fail_times(2, ActionError::transient("503"), |i: Charge| Ok(Receipt::for(i))));
+    /// ```
+    pub fn fail_times<I, O, F>(
+        n: u32,
+        error: ActionError,
+        then: F,
+    ) -> impl Fn(I) -> std::future::Ready<Result<O, ActionError>> + Send + Sync + 'static
+    where
+        F: Fn(I) -> Result<O, ActionError> + Send + Sync + 'static,
+    {
+        let failures = Arc::new(AtomicU32::new(0));
+        move |input| {
+            let failed = failures.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(if failed < n {
+                Err(error.clone())
+            } else {
+                then(input)
+            })
+        }
+    }
+}

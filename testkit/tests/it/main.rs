@@ -1,0 +1,5 @@
+//! The testkit's one integration-test binary.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod env;
