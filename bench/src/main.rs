@@ -73,12 +73,15 @@ impl Workload {
 /// Which stores to run against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Stores {
-    /// Both.
+    /// `memory` and `sqlite`, plus `sqlite-normal` for W1 and W2.
     All,
     /// The in-memory store.
     Memory,
-    /// The SQLite store (WAL, fsync on every commit).
+    /// The SQLite store as shipped (WAL, `synchronous=FULL`: fsync on every commit).
     Sqlite,
+    /// Diagnostic: SQLite with `synchronous=NORMAL` (no fsync per commit), to separate
+    /// the fsync from everything else a commit costs. Not a DESIGN configuration.
+    SqliteNormal,
 }
 
 /// Hidden modes of the W3 child processes.
@@ -135,6 +138,10 @@ struct Args {
     /// fdatasync samples.
     #[arg(long, default_value_t = 200)]
     fsync_iterations: usize,
+    /// Rounds: every job (and the fdatasync probe) runs this many times, interleaved, and
+    /// the median is reported with the range.
+    #[arg(long, default_value_t = 3)]
+    repeat: u32,
     /// Internal: this is a child process running one job (no fdatasync measurement, no
     /// progress lines: the parent does both).
     #[arg(long, hide = true)]
@@ -180,13 +187,25 @@ impl Args {
             one => vec![one],
         };
         let stores = match self.store {
-            Stores::All => vec![StoreKind::Memory, StoreKind::Sqlite],
+            Stores::All => vec![
+                StoreKind::Memory,
+                StoreKind::Sqlite,
+                StoreKind::SqliteNormal,
+            ],
             Stores::Memory => vec![StoreKind::Memory],
             Stores::Sqlite => vec![StoreKind::Sqlite],
+            Stores::SqliteNormal => vec![StoreKind::SqliteNormal],
+        };
+        // The diagnostic store runs the throughput workloads only (W3 kills and reopens
+        // the file with the shipped options); with `--store all`, only W1 and W2.
+        let diagnostic = |w: Workload| match self.store {
+            Stores::SqliteNormal => matches!(w, Workload::W1 | Workload::W2 | Workload::Flat),
+            _ => matches!(w, Workload::W1 | Workload::W2),
         };
         workloads
             .into_iter()
             .flat_map(|w| stores.iter().map(move |s| (w, *s)))
+            .filter(|(w, s)| *s != StoreKind::SqliteNormal || diagnostic(*w))
             .collect()
     }
 
@@ -258,87 +277,77 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
     };
     let jobs = args.jobs();
     let wants_fsync =
-        args.workload == Workload::Fsync || jobs.iter().any(|(_, s)| *s == StoreKind::Sqlite);
-    if wants_fsync && !args.child {
-        eprintln!("reprise-bench: measuring fdatasync in {}", dir.display());
-        let probe_dir = tempfile::Builder::new()
-            .prefix("reprise-bench-")
-            .tempdir_in(&dir)?;
-        let fsync = system::measure_fsync(probe_dir.path(), args.fsync_iterations)?;
-        report.metrics.push(Metric::new(
-            "fsync",
-            "disk",
-            "4 KiB write + fdatasync, median",
-            fsync.median_us,
-            "µs",
-        ));
-        report.metrics.push(Metric::new(
-            "fsync",
-            "disk",
-            "4 KiB write + fdatasync, p99",
-            fsync.p99_us,
-            "µs",
-        ));
-        report.metrics.push(Metric::new(
-            "fsync",
-            "disk",
-            "fdatasyncs per second (1/median)",
-            fsync.ops_per_s,
-            "ops/s",
-        ));
-        report.metrics.push(Metric::new(
-            "fsync",
-            "disk",
-            "4 KiB write + fsync (not fdatasync), median",
-            fsync.fsync_median_us,
-            "µs",
-        ));
-        report.metrics.push(Metric::new(
-            "fsync",
-            "disk",
-            "4 KiB append + fdatasync, median",
-            fsync.append_median_us,
-            "µs",
-        ));
-        report.metrics.push(Metric::new(
-            "fsync",
-            "disk",
-            "WAL-like commit (4 x 4 KiB frames + fsync), median",
-            fsync.wal_commit_median_us,
-            "µs",
-        ));
-        report.fsync = Some(fsync);
-    }
-
-    let forked = jobs.len() > 1 && !args.in_process;
-    for (workload, store) in jobs {
-        if !args.child {
-            eprintln!("reprise-bench: {} / {} ...", workload.name(), store.name());
+        args.workload == Workload::Fsync || jobs.iter().any(|(_, s)| *s != StoreKind::Memory);
+    let repeat = if args.child { 1 } else { args.repeat.max(1) };
+    let forked = (jobs.len() > 1 || repeat > 1) && !args.in_process;
+    let mut fsyncs = Vec::new();
+    let mut rounds = Vec::new();
+    for round in 1..=repeat {
+        if wants_fsync && !args.child {
+            eprintln!(
+                "reprise-bench: [{round}/{repeat}] fdatasync in {}",
+                dir.display()
+            );
+            let probe_dir = tempfile::Builder::new()
+                .prefix("reprise-bench-")
+                .tempdir_in(&dir)?;
+            fsyncs.push(system::measure_fsync(
+                probe_dir.path(),
+                args.fsync_iterations,
+            )?);
         }
-        let result = if forked {
-            run_child(&args, workload, store, &dir)
-        } else {
-            run_job(workload, store, &args.sizes(), &dir, !args.in_process)
-        };
-        match result {
-            Ok(out) => {
-                report.metrics.extend(out.metrics);
-                report.notes.extend(out.notes);
-            }
-            Err(error) => {
+        let mut metrics = Vec::new();
+        for &(workload, store) in &jobs {
+            if !args.child {
                 eprintln!(
-                    "reprise-bench: {} / {} failed: {error}",
+                    "reprise-bench: [{round}/{repeat}] {} / {}",
                     workload.name(),
                     store.name()
                 );
-                report.notes.push(format!(
-                    "{}/{} FAILED: {error}",
-                    workload.name(),
-                    store.name()
-                ));
+            }
+            let result = if forked {
+                run_child(&args, workload, store, &dir)
+            } else {
+                run_job(workload, store, &args.sizes(), &dir, !args.in_process)
+            };
+            match result {
+                Ok(out) => {
+                    metrics.extend(out.metrics);
+                    if round == 1 {
+                        report.notes.extend(out.notes);
+                    }
+                }
+                Err(error) => {
+                    eprintln!(
+                        "reprise-bench: {} / {} failed: {error}",
+                        workload.name(),
+                        store.name()
+                    );
+                    report.notes.push(format!(
+                        "{}/{} FAILED in round {round}: {error}",
+                        workload.name(),
+                        store.name()
+                    ));
+                }
             }
         }
+        rounds.push(metrics);
     }
+    if repeat > 1 {
+        report.notes.insert(
+            0,
+            format!(
+                "each figure is the median of {repeat} rounds (min-max in brackets); the notes \
+                 below are from round 1"
+            ),
+        );
+    }
+
+    report.fsync = system::median_fsync(&fsyncs);
+    if let Some(fsync) = &report.fsync {
+        report.metrics.extend(fsync_metrics(fsync));
+    }
+    report.metrics.extend(report::aggregate(rounds));
     if let Some(fsync) = &report.fsync {
         report.metrics = with_fsync_ratios(std::mem::take(&mut report.metrics), fsync.median_us);
     }
@@ -349,6 +358,33 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
         report::print_table(&report);
     }
     Ok(())
+}
+
+/// The fdatasync figures as metrics.
+fn fsync_metrics(fsync: &system::FsyncStats) -> Vec<Metric> {
+    [
+        ("4 KiB write + fdatasync, median", fsync.median_us, "µs"),
+        ("4 KiB write + fdatasync, p99", fsync.p99_us, "µs"),
+        ("fdatasyncs per second (1/median)", fsync.ops_per_s, "ops/s"),
+        (
+            "4 KiB write + fsync (not fdatasync), median",
+            fsync.fsync_median_us,
+            "µs",
+        ),
+        (
+            "4 KiB append + fdatasync, median",
+            fsync.append_median_us,
+            "µs",
+        ),
+        (
+            "WAL-like commit (4 x 4 KiB frames + fsync), median",
+            fsync.wal_commit_median_us,
+            "µs",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, value, unit)| Metric::new("fsync", "disk", name, value, unit))
+    .collect()
 }
 
 /// Runs one job in this process, on a fresh Tokio runtime, in a fresh temporary directory.
@@ -425,21 +461,22 @@ fn run_child(
 fn with_fsync_ratios(metrics: Vec<Metric>, fsync_median_us: f64) -> Vec<Metric> {
     let mut out = Vec::with_capacity(metrics.len() + 4);
     for metric in metrics {
-        let ratio = (metric.store == "sqlite" && metric.name == THROUGHPUT && metric.value > 0.0)
-            .then(|| {
-                let per_step = (1e6 / metric.value) / fsync_median_us;
-                let mut m = Metric::new(
-                    &metric.workload,
-                    "sqlite",
-                    "fdatasync-times per step",
-                    per_step,
-                    "fdatasyncs",
-                );
-                if metric.workload == "w1" {
-                    m = m.goal(Goal::AtMost(1.5));
-                }
-                m
-            });
+        let ratio =
+            (metric.store.starts_with("sqlite") && metric.name == THROUGHPUT && metric.value > 0.0)
+                .then(|| {
+                    let per_step = (1e6 / metric.value) / fsync_median_us;
+                    let mut m = Metric::new(
+                        &metric.workload,
+                        &metric.store,
+                        "step time in fdatasync latencies",
+                        per_step,
+                        "fdatasyncs",
+                    );
+                    if metric.workload == "w1" && metric.store == "sqlite" {
+                        m = m.goal(Goal::AtMost(1.5));
+                    }
+                    m
+                });
         out.push(metric);
         out.extend(ratio);
     }

@@ -53,6 +53,12 @@ pub(crate) struct Metric {
     /// DESIGN's figure for the fastest established engine, for scale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) reference: Option<String>,
+    /// Over several rounds: the smallest value (`value` is the median).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) min: Option<f64>,
+    /// Over several rounds: the largest value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) max: Option<f64>,
 }
 
 impl Metric {
@@ -67,6 +73,8 @@ impl Metric {
             goal: None,
             met: None,
             reference: None,
+            min: None,
+            max: None,
         }
     }
 
@@ -82,6 +90,37 @@ impl Metric {
         self.reference = Some(reference.to_owned());
         self
     }
+}
+
+/// Merges the metrics of several rounds: one metric per (workload, store, name), in order
+/// of first appearance, whose value is the median of the rounds (with min and max when
+/// there was more than one).
+pub(crate) fn aggregate(rounds: Vec<Vec<Metric>>) -> Vec<Metric> {
+    let mut merged: Vec<(Metric, Vec<f64>)> = Vec::new();
+    for metric in rounds.into_iter().flatten() {
+        let same = |m: &Metric| {
+            m.workload == metric.workload && m.store == metric.store && m.name == metric.name
+        };
+        match merged.iter_mut().find(|(m, _)| same(m)) {
+            Some((_, values)) => values.push(metric.value),
+            None => {
+                let value = metric.value;
+                merged.push((metric, vec![value]));
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(mut metric, mut values)| {
+            metric.value = crate::stats::percentile(&mut values, 50.0);
+            if values.len() > 1 {
+                metric.min = values.first().copied();
+                metric.max = values.last().copied();
+            }
+            metric.met = metric.goal.map(|g| g.met(metric.value));
+            metric
+        })
+        .collect()
 }
 
 /// Everything one invocation measured.
@@ -166,7 +205,16 @@ pub(crate) fn print_table(report: &Report) {
             metric.workload.clone(),
             metric.store.clone(),
             metric.name.clone(),
-            format!("{} {}", number(metric.value), metric.unit),
+            match (metric.min, metric.max) {
+                (Some(min), Some(max)) => format!(
+                    "{} {} ({}-{})",
+                    number(metric.value),
+                    metric.unit,
+                    number(min),
+                    number(max)
+                ),
+                _ => format!("{} {}", number(metric.value), metric.unit),
+            },
             metric
                 .goal
                 .map(|g| g.show(&metric.unit))

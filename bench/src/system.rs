@@ -124,7 +124,7 @@ pub(crate) fn peak_rss_mib() -> f64 {
 /// The disk's durability floor: how long a 4 KiB write plus `fdatasync` takes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct FsyncStats {
-    /// Samples per variant.
+    /// Samples per variant (over all rounds).
     pub(crate) iterations: usize,
     /// Overwriting a preallocated file, one 4 KiB block per `fdatasync`: median µs.
     pub(crate) median_us: f64,
@@ -140,6 +140,25 @@ pub(crate) struct FsyncStats {
     /// What one SQLite commit of a step writes to a reused WAL: 4 frames of 24 + 4,096
     /// bytes, then `fsync`: median µs.
     pub(crate) wal_commit_median_us: f64,
+}
+
+/// The per-field median of several measurements (`None` when there are none).
+pub(crate) fn median_fsync(all: &[FsyncStats]) -> Option<FsyncStats> {
+    let first = all.first()?;
+    let median = |field: fn(&FsyncStats) -> f64| {
+        let mut values: Vec<f64> = all.iter().map(field).collect();
+        percentile(&mut values, 50.0)
+    };
+    let median_us = median(|f| f.median_us);
+    Some(FsyncStats {
+        iterations: first.iterations * all.len(),
+        median_us,
+        p99_us: median(|f| f.p99_us),
+        ops_per_s: 1e6 / median_us,
+        fsync_median_us: median(|f| f.fsync_median_us),
+        append_median_us: median(|f| f.append_median_us),
+        wal_commit_median_us: median(|f| f.wal_commit_median_us),
+    })
 }
 
 /// One 4 KiB page.

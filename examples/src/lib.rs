@@ -9,6 +9,8 @@
 //!   permanent one with recorded steps.
 //! - [`approval`]: `approval`, sends a resume URL, waits for a decision on a hook (the run
 //!   holds nothing while it waits), and acts on it.
+//! - [`versioning`]: `fulfill-order`, a workflow changed while runs are in flight
+//!   (`ctx.patched`, pinned step ids), checked against histories its older version recorded.
 //!
 //! The binary (`cargo run -p reprise-examples -- --help`) is the reprise CLI with these
 //! workflows registered.
@@ -18,6 +20,7 @@ pub mod book_trip;
 pub mod effects;
 pub mod file_digest;
 pub mod signup;
+pub mod versioning;
 
 /// Keeps every example's registration in the final binary. Call it once from `main`.
 ///
@@ -29,5 +32,6 @@ pub fn link() {
         file_digest::file_digest,
         book_trip::book_trip,
         approval::approval,
+        versioning::fulfill_order,
     ));
 }

@@ -2,17 +2,29 @@
 //!
 //! - [`TestEnv`]: an engine on a fresh store with a [`VirtualClock`]; `execute`, `advance`,
 //!   `resume_hook`, `stub`, `calls`, `seed`, `log`.
-//! - [`RunLog`]: a run's event log for assertions and snapshots.
+//! - [`RunLog`]: a run's event log for assertions and snapshots; [`RunLog::redacted`] and
+//!   [`assert_run_snapshot!`] turn it into an insta YAML snapshot that is identical across
+//!   runs and machines.
 //! - [`memory_engine`], [`TempDb`]: plain engines over fresh stores.
 //! - [`completed_steps`], [`assert_each_step_recorded_once`]: log assertions.
+//! - [`crash`]: crash-and-replay property checks ([`crash::check`], [`CrashPlan`]).
 
 mod clock;
+pub mod crash;
 mod env;
 mod log;
+pub mod replay;
+mod snapshot;
 
 pub use clock::VirtualClock;
+pub use crash::{CheckConfig, CheckReport, CrashFailure, CrashPlan};
 pub use env::{Call, Outcome, Pending, TestEnv, TestEnvBuilder, stubs};
 pub use log::RunLog;
+pub use replay::{Replay, ReplayFailure, ReplayReport};
+pub use snapshot::RedactedEvent;
+
+#[doc(hidden)]
+pub use insta as __insta;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -6,4 +6,6 @@
 mod app;
 mod book_trip;
 mod file_digest;
+mod replay;
 mod signup;
+mod snapshots;

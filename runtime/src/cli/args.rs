@@ -65,6 +65,20 @@ pub(crate) enum WorkflowsCommand {
         /// The workflow's slug.
         slug: String,
     },
+    /// Replay every recorded run against this binary's workflows, without running any
+    /// step, and list the runs that no longer replay (exit code 1): gate deploys on it.
+    Check {
+        /// Only runs of this workflow slug.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs that have not ended (queued, running, sleeping, waiting): the ones a
+        /// deploy can break.
+        #[arg(long)]
+        in_flight: bool,
+        /// Print one JSON object (`checked`, `compatible`, `incompatible`).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +117,15 @@ pub(crate) enum RunsCommand {
         /// Print JSON (the run record and its steps).
         #[arg(long)]
         json: bool,
+    },
+    /// Write a run's whole history (its record and every event) as JSON, for replay
+    /// regression tests (`reprise_testkit::replay`) and bug reports.
+    Export {
+        /// The run's id.
+        id: String,
+        /// Write to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
     },
     /// Continue interrupted runs (all unfinished ones, or one) until they end.
     Resume {

@@ -7,14 +7,22 @@
 //! }
 //! ```
 //!
-//! Commands: `workflows list|run <slug> --input <json|@file> [--json]|schema <slug>|graph <slug>`,
-//! `runs list [--status] [--workflow]|get <id> [--json]|resume [<id>]`. The database comes
-//! from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
+//! Commands: `workflows list|run <slug> --input <json|@file> [--json]|schema <slug>|graph <slug>|
+//! check [--workflow] [--in-flight] [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|
+//! export <id> [--out FILE]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`.
+//! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
 //! `sqlite://.reprise/reprise.db`, created on first use.
 //!
-//! Exit codes: `0` the run (or every resumed run) completed; `1` a run failed;
+//! Exit codes: `0` the run (or every resumed run) completed, or every checked run replays;
+//! `1` a run failed, or `workflows check` found runs that no longer replay;
 //! `2` usage, input or validation error (the message names each JSON pointer);
 //! `3` a run is still waiting (on a hook) or the engine failed.
+//!
+//! `workflows check` replays each recorded run in a fresh replay-only engine
+//! ([`Engine::replay_engine`]): nothing runs live, no action is called. A run replays when
+//! its replay ends as its history did (same output; same sleeps and hooks waited on; a
+//! failure of the same kind), or, for a run that has not ended, when the replay goes through
+//! its whole history. The same rules as `reprise_testkit::replay::check`.
 
 mod args;
 mod graph;
@@ -23,12 +31,20 @@ mod output;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use clap::Parser;
+use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Engine, EngineBuilder, Execution, RunOutcome, summarize_steps};
-use crate::error::EngineError;
-use crate::event::{RunFilter, RunId, Trigger};
+use crate::ctx::Wait;
+use crate::engine::{
+    Clock, Engine, EngineBuilder, Execution, RunExport, RunOutcome, summarize_steps,
+};
+use crate::error::{EngineError, NonDeterminism, WorkflowError, kinds};
+use crate::event::{Event, EventKind, RunFilter, RunId, RunRecord, RunStatus, Trigger};
 use args::{Cli, Command, HooksCommand, RunArgs, RunsCommand, WorkflowsCommand};
 
 /// Exit code: completed.
@@ -188,6 +204,31 @@ async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> 
             print!("{}", graph::mermaid(engine.registry(), entry));
             Ok(EXIT_COMPLETED)
         }
+        Command::Workflows(WorkflowsCommand::Check {
+            workflow,
+            in_flight,
+            json,
+        }) => check_workflows(engine, workflow, in_flight, json).await,
+        Command::Runs(RunsCommand::Export { id, out }) => {
+            let export = engine.export_run(&RunId(id)).await?;
+            let text = serde_json::to_string_pretty(&export)?;
+            match out {
+                None => println!("{text}"),
+                Some(path) => {
+                    std::fs::write(&path, format!("{text}\n")).map_err(|e| {
+                        EngineError::Serde(format!("could not write `{}`: {e}", path.display()))
+                    })?;
+                    eprintln!(
+                        "wrote run {} ({}, {} events) to {}",
+                        export.run.id,
+                        export.run.status,
+                        export.events.len(),
+                        path.display()
+                    );
+                }
+            }
+            Ok(EXIT_COMPLETED)
+        }
         Command::Runs(RunsCommand::List {
             status,
             workflow,
@@ -323,4 +364,251 @@ async fn resume(engine: &Engine, id: Option<String>, as_json: bool) -> Result<u8
         worst = worst.max(report(engine, &execution, as_json).await?);
     }
     Ok(worst)
+}
+
+/// A recorded run that does not replay against this binary, as `workflows check` lists it.
+#[derive(Debug, Serialize)]
+struct Incompatible {
+    run_id: RunId,
+    workflow: String,
+    status: RunStatus,
+    /// `non_determinism`, `recorded_output`, `diverged`, `unknown_workflow` or `unreadable`.
+    reason: &'static str,
+    /// The offending step's correlation id, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
+    /// For people: the non-determinism report, or what differs.
+    message: String,
+}
+
+/// `workflows check`: replays every recorded run (of `workflow`; only unfinished ones with
+/// `in_flight`) and lists those that no longer replay. Exit code 1 when there are any.
+async fn check_workflows(
+    engine: &Engine,
+    workflow: Option<String>,
+    in_flight: bool,
+    as_json: bool,
+) -> Result<u8, EngineError> {
+    let filter = RunFilter {
+        workflow,
+        ..RunFilter::default()
+    };
+    let runs: Vec<RunRecord> = engine
+        .list_runs(&filter)
+        .await?
+        .into_iter()
+        .filter(|run| !in_flight || !run.status.is_terminal())
+        .collect();
+    let mut incompatible = Vec::new();
+    for run in &runs {
+        if let Some(problem) = check_run(engine, run).await? {
+            incompatible.push(problem);
+        }
+    }
+    if as_json {
+        let body = json!({
+            "checked": runs.len(),
+            "compatible": runs.len() - incompatible.len(),
+            "incompatible": incompatible,
+        });
+        println!("{body}");
+    } else {
+        output::print_check(runs.len(), &incompatible);
+    }
+    Ok(if incompatible.is_empty() {
+        EXIT_COMPLETED
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// The clock of a replay check: time stands still at the run's creation, so every recorded
+/// sleep that had not ended is still ahead and the replay suspends on it, as the run did.
+struct FrozenClock(DateTime<Utc>);
+
+impl Clock for FrozenClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+/// Replays `run` in a fresh replay-only copy of `engine`; `None` when it replays.
+///
+/// # Errors
+/// Only when the run's history cannot be read from the store.
+async fn check_run(engine: &Engine, run: &RunRecord) -> Result<Option<Incompatible>, EngineError> {
+    let problem = |reason, step, message| Incompatible {
+        run_id: run.id.clone(),
+        workflow: run.workflow.clone(),
+        status: run.status,
+        reason,
+        step,
+        message,
+    };
+    if engine.registry().workflow(&run.workflow).is_none() {
+        let message = format!("this binary has no workflow `{}`", run.workflow);
+        return Ok(Some(problem("unknown_workflow", None, message)));
+    }
+    let export = engine.export_run(&run.id).await?;
+    let replay = engine.replay_engine(Arc::new(FrozenClock(run.created_at)));
+    let execution = match replay.import_for_replay(&export).await {
+        Ok(id) => replay.execute(&id).await,
+        Err(error) => Err(error),
+    };
+    let execution = match execution {
+        Ok(execution) => execution,
+        Err(error) => {
+            let message = format!("its history cannot be replayed: {error}");
+            return Ok(Some(problem("unreadable", None, message)));
+        }
+    };
+    Ok(judge(&export, &execution).map(|(reason, step, message)| problem(reason, step, message)))
+}
+
+/// How a recorded history ended, as its replay must reproduce it.
+enum Expected {
+    Completed(Value),
+    Failed(WorkflowError),
+    Suspended(BTreeSet<String>),
+    /// Not ended: the replay must go through the whole history.
+    Unfinished,
+}
+
+impl Expected {
+    fn of(export: &RunExport) -> Expected {
+        match export.run.status {
+            RunStatus::Completed => {
+                Expected::Completed(export.run.output.clone().unwrap_or(Value::Null))
+            }
+            RunStatus::Failed => Expected::Failed(
+                export
+                    .run
+                    .error
+                    .clone()
+                    .and_then(|e| serde_json::from_value(e).ok())
+                    .unwrap_or_else(|| WorkflowError::permanent("unknown error")),
+            ),
+            RunStatus::Waiting | RunStatus::Sleeping => {
+                let waits = export
+                    .events
+                    .iter()
+                    .rev()
+                    .find(|e| e.event.kind == EventKind::RunSuspended)
+                    .and_then(|e| e.event.payload.get("waits"))
+                    .and_then(|waits| serde_json::from_value::<Vec<Wait>>(waits.clone()).ok())
+                    .unwrap_or_default();
+                Expected::Suspended(wait_ids(&waits))
+            }
+            RunStatus::Queued | RunStatus::Running | RunStatus::Canceled => Expected::Unfinished,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Expected::Completed(output) => format!("completed with {output}"),
+            Expected::Failed(error) => format!("failed ({error})"),
+            Expected::Suspended(waits) => format!("suspended on {}", id_list(waits)),
+            Expected::Unfinished => "unfinished".to_owned(),
+        }
+    }
+}
+
+fn wait_ids(waits: &[Wait]) -> BTreeSet<String> {
+    waits
+        .iter()
+        .filter_map(|wait| match wait {
+            Wait::Sleep { id, .. } | Wait::Hook { id, .. } => Some(id.clone()),
+            Wait::Retry { .. } => None,
+        })
+        .collect()
+}
+
+fn id_list(ids: &BTreeSet<String>) -> String {
+    if ids.is_empty() {
+        return "nothing".to_owned();
+    }
+    let ids: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
+    ids.join(", ")
+}
+
+/// Top-level steps, sleeps and hooks a replay answers from `events` (as
+/// [`Execution::replayed`] counts them: no recorded values, no `ctx.patched` markers, nested
+/// steps answered with their sub-workflow).
+fn answerable(events: &[Event]) -> u64 {
+    let ids: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.event.kind,
+                EventKind::StepCompleted
+                    | EventKind::StepFailed
+                    | EventKind::SleepCompleted
+                    | EventKind::HookReceived
+            )
+        })
+        .filter_map(|e| e.event.correlation_id.as_deref())
+        .filter(|id| !id.contains('/') && !id.starts_with('$'))
+        .collect();
+    ids.len() as u64
+}
+
+/// `None` when `execution` reproduces the history of `export`; else the reason, the step
+/// and a message.
+fn judge(
+    export: &RunExport,
+    execution: &Execution,
+) -> Option<(&'static str, Option<String>, String)> {
+    let expected = Expected::of(export);
+    match (&execution.outcome, &expected) {
+        (RunOutcome::Failed(error), _) if error.is_non_determinism() => {
+            let report = error
+                .details
+                .clone()
+                .and_then(|d| serde_json::from_value::<NonDeterminism>(d).ok());
+            let at_the_end = report.as_ref().is_some_and(|r| {
+                r.recorded.starts_with("no such ")
+                    && execution.replayed >= answerable(&export.events)
+            });
+            match &expected {
+                // The code went on past the end of an unfinished history: where it had got to.
+                Expected::Unfinished if at_the_end => None,
+                // The run had already failed this way.
+                Expected::Failed(recorded) if recorded.is_non_determinism() => None,
+                _ => Some((
+                    "non_determinism",
+                    error.step.clone(),
+                    report.map_or_else(|| error.message.clone(), |r| r.to_string()),
+                )),
+            }
+        }
+        (RunOutcome::Failed(error), Expected::Failed(recorded)) if error.kind == recorded.kind => {
+            None
+        }
+        (RunOutcome::Failed(error), _) if error.kind == kinds::SCHEMA && error.step.is_some() => {
+            Some(("recorded_output", error.step.clone(), error.message.clone()))
+        }
+        (_, Expected::Unfinished) => None,
+        (RunOutcome::Completed(output), Expected::Completed(recorded)) if output == recorded => {
+            None
+        }
+        (RunOutcome::Suspended(waits), Expected::Suspended(recorded))
+            if &wait_ids(waits) == recorded =>
+        {
+            None
+        }
+        (outcome, _) => {
+            let replayed = match outcome {
+                RunOutcome::Completed(output) => format!("completed with {output}"),
+                RunOutcome::Failed(error) => format!("failed ({error})"),
+                RunOutcome::Suspended(waits) => {
+                    format!("suspended on {}", id_list(&wait_ids(waits)))
+                }
+            };
+            let message = format!(
+                "every step replays, but the history ended {}, the replay {replayed}",
+                expected.describe()
+            );
+            Some(("diverged", None, message))
+        }
+    }
 }

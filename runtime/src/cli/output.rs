@@ -96,3 +96,23 @@ pub(super) fn print_execution(run: &RunRecord, execution: &Execution, steps: &[S
         run.id, run.status, execution.replayed, execution.executed
     );
 }
+
+/// `workflows check`: each run that no longer replays, then a summary line.
+pub(super) fn print_check(checked: usize, incompatible: &[super::Incompatible]) {
+    for run in incompatible {
+        println!(
+            "run {} ({}, {}) does not replay:\n  {}",
+            run.run_id, run.workflow, run.status, run.message
+        );
+    }
+    let runs = if checked == 1 { "run" } else { "runs" };
+    if incompatible.is_empty() {
+        println!("checked {checked} {runs}: every one replays against this binary");
+    } else {
+        println!(
+            "checked {checked} {runs}: {} replay, {} do not",
+            checked - incompatible.len(),
+            incompatible.len()
+        );
+    }
+}

@@ -38,6 +38,28 @@ impl Engine {
         })
     }
 
+    /// A replay-only copy of this engine over a fresh in-memory store, reading time from
+    /// `clock`: the same registry, resources, hook secret and public URL (so hook tokens and
+    /// resume URLs, and the step inputs made from them, replay identically), no action
+    /// overrides, no fault. `workflows check` replays each recorded run in one.
+    pub fn replay_engine(&self, clock: std::sync::Arc<dyn super::Clock>) -> Engine {
+        let inner = &self.inner;
+        Engine {
+            inner: std::sync::Arc::new(super::Inner {
+                overrides: std::sync::RwLock::new(std::collections::HashMap::new()),
+                replay_only: true,
+                fault: super::Fault::None,
+                store: std::sync::Arc::new(crate::store::MemoryStore::new()),
+                registry: inner.registry.clone(),
+                resources: inner.resources.clone(),
+                clock,
+                hook_secret: inner.hook_secret.clone(),
+                public_url: inner.public_url.clone(),
+                run_retry_backoff: inner.run_retry_backoff,
+            }),
+        }
+    }
+
     /// Writes `export` into this engine's store *as an unfinished run*, for a replay:
     /// its end (`run_completed`, `run_failed`, `run_canceled`, the last `run_suspended`)
     /// is left out and the run is `queued`, so executing it replays the whole recorded

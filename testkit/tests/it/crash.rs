@@ -1,0 +1,224 @@
+//! The crash-and-replay checker: a sound workflow (retries, a durable sleep, a hook,
+//! concurrent steps) survives every crash point on both stores, and a deliberately broken
+//! engine is caught with a minimal plan and the run's log.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::TestRunner;
+use reprise::prelude::*;
+use reprise::{Fault, RunOutcome};
+use reprise_testkit::crash::{self, CheckConfig, CrashPlan, StoreKind};
+use serde_json::json;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Parcel {
+    id: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Label {
+    code: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Signature {
+    by: String,
+}
+
+/// Prints a label; the printer is cold on the first attempt (a recorded retry).
+#[action(retries = 2, backoff = "1s")]
+async fn print_label(input: Parcel, cx: ActionCtx) -> Result<Label, ActionError> {
+    if cx.attempt() == 1 {
+        return Err(ActionError::transient("the printer is warming up"));
+    }
+    Ok(Label {
+        code: format!("L-{}", input.id),
+    })
+}
+
+/// Hands a labelled parcel to the courier.
+#[action]
+async fn hand_over(input: Label) -> Result<String, ActionError> {
+    Ok(format!("handed over {}", input.code))
+}
+
+/// Emails the receipt of a labelled parcel.
+#[action]
+async fn email_receipt(input: Label) -> Result<String, ActionError> {
+    Ok(format!("receipt for {}", input.code))
+}
+
+/// Labels a parcel, waits a minute and for a signature, then hands it over and emails the
+/// receipt at the same time.
+#[workflow(slug = "crash-parcel")]
+async fn parcel(ctx: Ctx, input: Parcel) -> Result<String, WorkflowError> {
+    let label = print_label.run(input).await?;
+    ctx.sleep(Duration::from_secs(60)).await?;
+    let signature: Signature = ctx.hook().await?;
+    let (handed, receipt) =
+        futures::future::try_join(hand_over.run(label.clone()), email_receipt.run(label)).await?;
+    Ok(format!("{handed}; {receipt}; signed by {}", signature.by))
+}
+
+/// Puts a parcel in a crate.
+#[action]
+async fn crate_parcel(input: Parcel) -> Result<Parcel, ActionError> {
+    Ok(input)
+}
+
+/// Dispatches a crated parcel.
+#[action]
+async fn dispatch_parcel(input: Parcel) -> Result<String, ActionError> {
+    Ok(format!("dispatched {}", input.id))
+}
+
+/// Crates and dispatches a parcel.
+#[workflow(slug = "crash-dispatch")]
+async fn dispatch(input: Parcel) -> Result<String, WorkflowError> {
+    let crated = crate_parcel.run(input).await?;
+    Ok(dispatch_parcel.run(crated).await?)
+}
+
+fn signed() -> CheckConfig {
+    CheckConfig::default().hook("hook#0", json!({ "by": "Ada" }))
+}
+
+#[test]
+fn a_sound_workflow_survives_random_and_every_crash_point_in_memory() {
+    let report = crash::assert_crash_safe(&parcel, Parcel { id: 7 }, signed());
+    eprintln!("{report}");
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Completed(json!("handed over L-7; receipt for L-7; signed by Ada"))
+    );
+    assert_eq!(
+        report.actions, 4,
+        "two attempts of print-label, then two steps"
+    );
+    assert!(report.crashed > 0);
+
+    let all = CrashPlan::all(report.appends, report.actions, false);
+    let sweep = crash::check_plans(&parcel, Parcel { id: 7 }, signed(), all.clone())
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    eprintln!("{sweep}");
+    assert_eq!(sweep.covered, all.len());
+    assert_eq!(
+        sweep.crashed as usize,
+        all.len(),
+        "every crash point is reached"
+    );
+}
+
+#[test]
+fn a_sound_workflow_survives_crashes_and_torn_writes_on_sqlite() {
+    let config = signed().sqlite().max_cases(24);
+    let report = crash::assert_crash_safe(&parcel, Parcel { id: 8 }, config);
+    eprintln!("{report}");
+    assert_eq!(report.store, StoreKind::Sqlite);
+
+    // SQLite ignores a torn last commit at every append of the run.
+    let torn = (0..report.appends).map(CrashPlan::TornWrite);
+    let sweep = crash::check_plans(&parcel, Parcel { id: 8 }, signed().sqlite(), torn)
+        .unwrap_or_else(|failure| panic!("{failure}"));
+    eprintln!("{sweep}");
+    assert_eq!(sweep.crashed as usize, report.appends);
+}
+
+#[test]
+fn a_run_left_waiting_on_a_hook_must_be_left_waiting_after_every_crash() {
+    let report =
+        crash::assert_crash_safe(&parcel, Parcel { id: 9 }, CheckConfig::default().cases(64));
+    let RunOutcome::Suspended(waits) = &report.outcome else {
+        panic!("{:?}", report.outcome)
+    };
+    assert!(matches!(&waits[..], [reprise::Wait::Hook { id, .. }] if id == "hook#0"));
+}
+
+#[test]
+fn an_engine_that_never_records_a_step_is_caught_without_a_crash() {
+    let config = CheckConfig::default()
+        .cases(16)
+        .configure(|b| b.fault(Fault::SkipStepRecord("dispatch-parcel#0".into())));
+    let failure = crash::check(&dispatch, Parcel { id: 1 }, config).unwrap_err();
+    let text = failure.to_string();
+    eprintln!("{text}");
+    assert_eq!(failure.plan, None, "the uncrashed run already shows it");
+    assert!(
+        failure
+            .problems
+            .iter()
+            .any(|p| p.contains("`dispatch-parcel#0`")
+                && p.contains("no step_completed or step_failed")),
+        "{text}"
+    );
+    assert!(text.contains("step_started"), "the log is printed: {text}");
+}
+
+#[test]
+fn an_engine_that_loses_a_step_record_after_a_resume_is_caught_with_a_minimal_plan() {
+    let config = CheckConfig::default()
+        .configure_after_crash(|b| b.fault(Fault::SkipStepRecord("dispatch-parcel#0".into())));
+    let failure = crash::check(&dispatch, Parcel { id: 2 }, config).unwrap_err();
+    let text = failure.to_string();
+    eprintln!("{text}");
+    let plan = failure.plan.expect("a crash plan");
+    assert!(
+        matches!(
+            plan,
+            CrashPlan::BeforeAppend(0) | CrashPlan::AfterAppend(0) | CrashPlan::MidAction(0)
+        ),
+        "shrunk to a minimal plan, got {plan:?}"
+    );
+    assert!(
+        failure
+            .problems
+            .iter()
+            .any(|p| p.contains("`dispatch-parcel#0`")),
+        "{text}"
+    );
+    assert!(text.contains("minimal crash plan"), "{text}");
+    assert!(
+        text.contains("---- crash:"),
+        "the crash point is marked: {text}"
+    );
+    assert!(text.contains("dispatch-parcel#0"), "{text}");
+
+    // The printed plan reproduces it.
+    let again = crash::check_plans(
+        &dispatch,
+        Parcel { id: 2 },
+        CheckConfig::default()
+            .configure_after_crash(|b| b.fault(Fault::SkipStepRecord("dispatch-parcel#0".into()))),
+        [plan],
+    )
+    .unwrap_err();
+    assert_eq!(again.plan, Some(plan));
+}
+
+#[test]
+fn the_strategy_draws_every_crash_point_and_nothing_else() {
+    let strategy = crash::strategy(4, 2, true);
+    let mut runner = TestRunner::deterministic();
+    let drawn: BTreeSet<CrashPlan> = (0..2_000)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect();
+    let all: BTreeSet<CrashPlan> = CrashPlan::all(4, 2, true).into_iter().collect();
+    assert_eq!(drawn, all);
+
+    let memory: BTreeSet<CrashPlan> = (0..2_000)
+        .map(|_| {
+            crash::strategy(3, 0, false)
+                .new_tree(&mut runner)
+                .unwrap()
+                .current()
+        })
+        .collect();
+    assert_eq!(
+        memory,
+        CrashPlan::all(3, 0, false)
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+    );
+}
