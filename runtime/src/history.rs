@@ -98,10 +98,20 @@ impl History {
                 _ => {}
             }
         }
+        // Inner steps of a completed sub-workflow are never visited by a replay (the
+        // sub-workflow step answers for them), so they are not counted.
+        let visited = |id: &str| {
+            id.match_indices('/').all(|(end, _)| {
+                by_id
+                    .get(&id[..end])
+                    .is_none_or(|parent| parent.outcome.is_none())
+            })
+        };
         let answerable = by_id
             .iter()
             .filter(|(id, _)| !id.rsplit('/').next().unwrap_or(id).starts_with("$patch:"))
             .filter(|(_, r)| r.outcome.is_some() || r.sleep_done || r.hook_payload.is_some())
+            .filter(|(id, _)| visited(id))
             .count();
         Ok(History { by_id, answerable })
     }

@@ -84,8 +84,9 @@ pub use ctx::Wait;
 pub use ctx::hook::Hook;
 pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use engine::{
-    ActionOverride, Clock, Engine, EngineBuilder, Execution, Fault, RUN_EXPORT_FORMAT, RunExport,
-    RunOutcome, StepStatus, StepSummary, SystemClock, summarize_steps,
+    ActionOverride, Clock, Engine, EngineBuilder, Execution, Fault, RUN_EXPORT_FORMAT,
+    ReplayMismatch, RunExport, RunOutcome, StepStatus, StepSummary, SystemClock, judge_replay,
+    summarize_steps,
 };
 pub use error::{
     ActionError, EngineError, NonDeterminism, SchemaViolation, Violation, WorkflowError, kinds,

@@ -18,9 +18,11 @@
 //!    [`VirtualClock`] and a fixed hook secret. It yields the expected outcome, the number
 //!    of [`Store::append`] calls (`appends`) and the number of live action calls
 //!    (`actions`, every attempt counts); its own log must already pass the log checks.
-//! 2. **Cases.** A proptest [`TestRunner`] draws [`CrashPlan`]s from [`strategy`]
-//!    (`config.cases` of them; [`CheckConfig::default`] honours `PROPTEST_CASES`, default
-//!    256). For each plan, the same run (same run id, input and start time) is created on a
+//! 2. **Cases.** `config.cases` of them ([`CheckConfig::default`] honours
+//!    `PROPTEST_CASES`, default 256): when that many cases allow it, every crash point
+//!    once, in [`CrashPlan::all`] order (simplest first); the rest are [`CrashPlan`]s a
+//!    proptest [`TestRunner`] draws from [`strategy`] — repeated points still explore
+//!    other interleavings of concurrent steps. For each plan, the same run (same run id, input and start time) is created on a
 //!    fresh store and executed on an engine whose store and actions are instrumented; at
 //!    the crash point the store or the action wrapper signals the crash and never returns,
 //!    and the execution future is dropped: the process is dead, nothing it did afterwards
@@ -46,7 +48,8 @@
 //!      equal the baseline's;
 //!    - (d) statuses: the record's final status equals the baseline's, its output (error)
 //!      equals the `run_completed` (`run_failed`) payload, and `next_seq` the log length.
-//! 4. **Failure.** Proptest shrinks a failing plan to a minimal one; [`CrashFailure`]
+//! 4. **Failure.** The sweep stops at the simplest failing plan, proptest shrinks a
+//!    failing random plan to a minimal one; [`CrashFailure`]
 //!    prints it with every problem, the event log (with the crash point marked) and the
 //!    live action calls. [`check_plans`] re-runs given plans, e.g. that minimal one.
 //!
@@ -101,11 +104,17 @@ pub enum CrashPlan {
     /// the last committed frame, and the run resumes on the copy; SQLite's recovery must
     /// ignore the torn commit, so append `k` is lost as with `BeforeAppend(k)`.
     TornWrite(usize),
+    /// Not a crash: the store refuses append `k` with an error (nothing is written; a full
+    /// disk, a lock timeout, a dropped connection) and the process goes on, retrying the
+    /// run as a worker would. The engine must leave the run resumable, and the retried run
+    /// must end as the uncrashed one did. Opt in with [`CheckConfig::store_failures`].
+    FailAppend(usize),
 }
 
 impl CrashPlan {
     /// Every crash point of a run with `appends` appends and `actions` live action calls;
-    /// torn writes only when `sqlite`. For exhaustive sweeps with [`check_plans`].
+    /// torn writes only when `sqlite`. For exhaustive sweeps with [`check_plans`]; add
+    /// [`CrashPlan::store_failures`] for those.
     pub fn all(appends: usize, actions: usize, sqlite: bool) -> Vec<CrashPlan> {
         let mut plans: Vec<CrashPlan> = (0..appends).map(CrashPlan::BeforeAppend).collect();
         plans.extend((0..appends).map(CrashPlan::AfterAppend));
@@ -114,6 +123,11 @@ impl CrashPlan {
             plans.extend((0..appends).map(CrashPlan::TornWrite));
         }
         plans
+    }
+
+    /// A refused append at each of `appends` appends ([`CrashPlan::FailAppend`]).
+    pub fn store_failures(appends: usize) -> Vec<CrashPlan> {
+        (0..appends).map(CrashPlan::FailAppend).collect()
     }
 }
 
@@ -136,6 +150,10 @@ impl fmt::Display for CrashPlan {
                 f,
                 "MidAction({k}): the process dies after live action call #{k} returned, before its outcome is recorded"
             ),
+            CrashPlan::FailAppend(k) => write!(
+                f,
+                "FailAppend({k}): the store refuses append #{k} with an error, the process goes on"
+            ),
             CrashPlan::TornWrite(k) => write!(
                 f,
                 "TornWrite({k}): the power fails while append #{k} is written (its WAL frame is torn)"
@@ -153,6 +171,16 @@ pub fn strategy(
     actions: usize,
     sqlite: bool,
 ) -> impl Strategy<Value = CrashPlan> + Clone {
+    plan_strategy(appends, actions, sqlite, false)
+}
+
+/// [`strategy`], plus refused appends ([`CrashPlan::FailAppend`]) when `store_failures`.
+fn plan_strategy(
+    appends: usize,
+    actions: usize,
+    sqlite: bool,
+    store_failures: bool,
+) -> Union<BoxedStrategy<CrashPlan>> {
     let mut kinds: Vec<BoxedStrategy<CrashPlan>> = Vec::new();
     if appends > 0 {
         kinds.push((0..appends).prop_map(CrashPlan::BeforeAppend).boxed());
@@ -163,6 +191,9 @@ pub fn strategy(
     }
     if sqlite && appends > 0 {
         kinds.push((0..appends).prop_map(CrashPlan::TornWrite).boxed());
+    }
+    if store_failures && appends > 0 {
+        kinds.push((0..appends).prop_map(CrashPlan::FailAppend).boxed());
     }
     if kinds.is_empty() {
         kinds.push(Just(CrashPlan::BeforeAppend(0)).boxed());
@@ -198,10 +229,14 @@ type ErasedStub =
 const HOOK_SECRET: &[u8] = b"reprise-testkit crash checker hook secret (fixed)";
 
 /// How a check runs. `CheckConfig::default()`: `PROPTEST_CASES` cases (default 256) on
-/// the memory store, the virtual clock starting at 2030-01-01T00:00:00Z, 30 s per case.
+/// the memory store, every crash point swept first when the cases allow it, the virtual
+/// clock starting at 2030-01-01T00:00:00Z, 30 s per case.
 #[derive(Clone)]
 pub struct CheckConfig {
     cases: u32,
+    sweep: bool,
+    crashes: usize,
+    store_failures: bool,
     store: StoreKind,
     start: DateTime<Utc>,
     case_timeout: Duration,
@@ -215,6 +250,9 @@ impl fmt::Debug for CheckConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CheckConfig")
             .field("cases", &self.cases)
+            .field("sweep", &self.sweep)
+            .field("crashes", &self.crashes)
+            .field("store_failures", &self.store_failures)
             .field("store", &self.store)
             .field("start", &self.start)
             .field("case_timeout", &self.case_timeout)
@@ -230,6 +268,9 @@ impl Default for CheckConfig {
     fn default() -> Self {
         CheckConfig {
             cases: ProptestConfig::default().cases,
+            sweep: true,
+            crashes: 1,
+            store_failures: false,
             store: StoreKind::Memory,
             start: Utc
                 .with_ymd_and_hms(2030, 1, 1, 0, 0, 0)
@@ -255,6 +296,30 @@ impl CheckConfig {
     /// it past `cases` (for slower stores).
     pub fn max_cases(mut self, cases: u32) -> Self {
         self.cases = self.cases.min(cases);
+        self
+    }
+
+    /// Whether a check first runs every crash point once, in [`CrashPlan::all`] order,
+    /// when `cases` is at least the number of crash points (default `true`); the remaining
+    /// cases are drawn at random either way. With `false`, all cases are random.
+    pub fn sweep_first(mut self, sweep: bool) -> Self {
+        self.sweep = sweep;
+        self
+    }
+
+    /// Lets a random case crash up to `crashes` times in a row (default 1): the process
+    /// resuming after a crash may die too, at a point of its own (appends and calls
+    /// numbered from 0 in each process), before a last process resumes the run to its end.
+    /// Recovery from states only a crash leaves behind is then itself crash-tested.
+    pub fn crashes(mut self, crashes: usize) -> Self {
+        self.crashes = crashes.max(1);
+        self
+    }
+
+    /// Also tests refused appends ([`CrashPlan::FailAppend`]): the store fails one append
+    /// with an error and the process goes on retrying the run. Default `false`.
+    pub fn store_failures(mut self, enabled: bool) -> Self {
+        self.store_failures = enabled;
         self
     }
 
@@ -346,7 +411,7 @@ impl CheckConfig {
 #[derive(Clone, Debug)]
 pub struct CheckReport {
     /// The workflow's slug.
-    pub workflow: String,
+    pub workflow: &'static str,
     /// The store it ran on.
     pub store: StoreKind,
     /// Crash cases run.
@@ -399,12 +464,14 @@ impl fmt::Display for CheckReport {
 #[derive(Clone, Debug)]
 pub struct CrashFailure {
     /// The workflow's slug.
-    pub workflow: String,
+    pub workflow: &'static str,
     /// The store it ran on.
     pub store: StoreKind,
-    /// The minimal crash plan; `None` when the uncrashed baseline already failed (or the
-    /// check could not be set up).
-    pub plan: Option<CrashPlan>,
+    /// The crashes of the failing case, minimal after shrinking: where the first process
+    /// died, then (with [`CheckConfig::crashes`] above 1) where each resuming process died
+    /// in turn, its appends and calls numbered from 0. Empty when the uncrashed baseline
+    /// already failed (or the check could not be set up).
+    pub crashes: Vec<CrashPlan>,
     /// Every problem found, one sentence each.
     pub problems: Vec<String>,
     /// The run's event log, one event a line, with the crash point marked.
@@ -414,11 +481,16 @@ pub struct CrashFailure {
 }
 
 impl CrashFailure {
-    fn setup(workflow: &str, store: StoreKind, problem: String) -> Self {
+    /// The (first) crash plan of the failing case; `None` for a failure without a crash.
+    pub fn plan(&self) -> Option<CrashPlan> {
+        self.crashes.first().copied()
+    }
+
+    fn setup(workflow: &'static str, store: StoreKind, problem: String) -> Self {
         CrashFailure {
-            workflow: workflow.to_owned(),
+            workflow,
             store,
-            plan: None,
+            crashes: Vec::new(),
             problems: vec![problem],
             log: String::new(),
             calls: String::new(),
@@ -433,8 +505,13 @@ impl fmt::Display for CrashFailure {
             "crash-replay check of `{}` on the {} store failed",
             self.workflow, self.store
         )?;
-        match &self.plan {
-            Some(plan) => writeln!(f, "minimal crash plan: {plan}")?,
+        match self.crashes.split_first() {
+            Some((plan, later)) => {
+                writeln!(f, "minimal crash plan: {plan}")?;
+                for (n, plan) in later.iter().enumerate() {
+                    writeln!(f, "then crash #{} (in the resuming process): {plan}", n + 2)?;
+                }
+            }
             None => writeln!(f, "without any crash (the uncrashed baseline run)")?,
         }
         writeln!(f, "problems:")?;
@@ -449,11 +526,23 @@ impl fmt::Display for CrashFailure {
             writeln!(f, "live action calls:")?;
             f.write_str(&self.calls)?;
         }
-        if let Some(plan) = &self.plan {
-            writeln!(
+        let plans: Vec<String> = self
+            .crashes
+            .iter()
+            .map(|p| format!("CrashPlan::{p:?}"))
+            .collect();
+        match plans.len() {
+            0 => {}
+            1 => writeln!(
                 f,
-                "reproduce: reprise_testkit::crash::check_plans(&workflow, input, config, [CrashPlan::{plan:?}])"
-            )?;
+                "reproduce: reprise_testkit::crash::check_plans(&workflow, input, config, [{}])",
+                plans.join("")
+            )?,
+            _ => writeln!(
+                f,
+                "reproduce: reprise_testkit::crash::check_crashes(&workflow, input, config, &[{}])",
+                plans.join(", ")
+            )?,
         }
         Ok(())
     }
@@ -462,8 +551,10 @@ impl fmt::Display for CrashFailure {
 impl std::error::Error for CrashFailure {}
 
 /// Runs the crash-and-replay property check of `workflow` with `input`: a baseline run,
-/// then `config`'s number of crash cases drawn from [`strategy`], shrinking a failure to a
-/// minimal plan. See the [module docs](self) for what is checked.
+/// then `config`'s number of crash cases — every crash point once, simplest first, when
+/// the cases allow it ([`CheckConfig::sweep_first`]), the rest drawn from [`strategy`] by
+/// proptest, which shrinks a failure to a minimal plan. See the [module docs](self) for
+/// what is checked.
 ///
 /// # Errors
 /// The first failure (after shrinking), or a setup problem (invalid input, engine errors).
@@ -486,8 +577,25 @@ pub fn check_plans<W: Step>(
     config: CheckConfig,
     plans: impl IntoIterator<Item = CrashPlan>,
 ) -> Result<CheckReport, CrashFailure> {
-    let plans: Vec<CrashPlan> = plans.into_iter().collect();
-    on_own_runtime(|| Checker::prepare(workflow, input, config)?.plans(&plans))
+    let cases: Vec<Vec<CrashPlan>> = plans.into_iter().map(|plan| vec![plan]).collect();
+    on_own_runtime(|| Checker::prepare(workflow, input, config)?.sequences(&cases))
+}
+
+/// Runs one case with several crashes in a row: the first process dies at `crashes[0]`,
+/// the process resuming the run at `crashes[1]` (its own appends and calls numbered from
+/// 0), and so on; a last process resumes the run to its end. For regressions of a
+/// failure found with [`CheckConfig::crashes`].
+///
+/// # Errors
+/// As [`check`].
+pub fn check_crashes<W: Step>(
+    workflow: &W,
+    input: W::Input,
+    config: CheckConfig,
+    crashes: &[CrashPlan],
+) -> Result<CheckReport, CrashFailure> {
+    let cases = [crashes.to_vec()];
+    on_own_runtime(|| Checker::prepare(workflow, input, config)?.sequences(&cases))
 }
 
 /// [`check`], panicking with the [`CrashFailure`] (minimal plan, problems, event log and
@@ -522,21 +630,15 @@ fn on_own_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 // ---------------------------------------------------------------------------------------
 // Instrumentation: the store wrapper and the action wrapper.
 
-/// Which execution a live call belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Phase {
-    /// The baseline, or the execution that crashes.
-    First,
-    /// The execution on the new engine after the crash.
-    Resumed,
-}
-
 /// One live action call.
 #[derive(Clone, Debug)]
 struct CallRecord {
     id: String,
     attempt: u32,
-    phase: Phase,
+    /// The process that made it: 0 before the first crash, `n` after the `n`-th.
+    process: usize,
+    /// Whether the step's outcome was already durable when the call started.
+    after_record: bool,
     /// `None` while running (or when the process died during it).
     ok: Option<bool>,
 }
@@ -550,7 +652,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Shared by the store wrapper and the action wrappers of one engine ("process").
 struct Probe {
     plan: Option<CrashPlan>,
-    phase: Phase,
+    process: usize,
     dead: AtomicBool,
     died: Notify,
     appends: AtomicUsize,
@@ -561,6 +663,10 @@ struct Probe {
     /// the store wrote them: SQLite's writer thread may still commit them), by number.
     in_flight: Mutex<BTreeMap<usize, Vec<NewEvent>>>,
     calls: Calls,
+    /// The steps whose outcome is durable, shared by the processes of a case.
+    recorded: Arc<Mutex<BTreeSet<String>>>,
+    /// After a refused append ([`CrashPlan::FailAppend`]): how many events were durable then.
+    refused_at: Mutex<Option<usize>>,
     /// SQLite: the database file, for a torn-write copy.
     db_path: Option<PathBuf>,
     /// The torn copy made at the crash instant, or why it could not be made.
@@ -568,10 +674,16 @@ struct Probe {
 }
 
 impl Probe {
-    fn new(plan: Option<CrashPlan>, phase: Phase, calls: Calls, db_path: Option<PathBuf>) -> Self {
+    fn new(
+        plan: Option<CrashPlan>,
+        process: usize,
+        calls: Calls,
+        recorded: Arc<Mutex<BTreeSet<String>>>,
+        db_path: Option<PathBuf>,
+    ) -> Self {
         Probe {
             plan,
-            phase,
+            process,
             dead: AtomicBool::new(false),
             died: Notify::new(),
             appends: AtomicUsize::new(0),
@@ -579,6 +691,8 @@ impl Probe {
             acked: Mutex::new(Vec::new()),
             in_flight: Mutex::new(BTreeMap::new()),
             calls,
+            recorded,
+            refused_at: Mutex::new(None),
             db_path,
             torn: Mutex::new(None),
         }
@@ -610,6 +724,16 @@ impl Probe {
     }
 
     fn ack(&self, events: Vec<NewEvent>) {
+        {
+            let mut recorded = lock(&self.recorded);
+            for event in &events {
+                if matches!(event.kind, EventKind::StepCompleted | EventKind::StepFailed)
+                    && let Some(id) = &event.correlation_id
+                {
+                    recorded.insert(id.clone());
+                }
+            }
+        }
         lock(&self.acked).extend(events);
     }
 
@@ -698,6 +822,12 @@ impl Store for CrashStore {
         let events = append.events.clone();
         match self.probe.plan {
             Some(CrashPlan::BeforeAppend(n)) if n == k => self.probe.die().await,
+            Some(CrashPlan::FailAppend(n)) if n == k => {
+                *lock(&self.probe.refused_at) = Some(lock(&self.probe.acked).len());
+                Err(EngineError::Store(format!(
+                    "append #{k} refused on purpose (CrashPlan::FailAppend({k}))"
+                )))
+            }
             Some(CrashPlan::AfterAppend(n)) if n == k => {
                 if self.inner.append(append).await.is_ok() {
                     self.probe.ack(events);
@@ -754,12 +884,14 @@ fn instrument_actions(engine: &Engine, probe: &Arc<Probe>, stubs: &BTreeMap<Stri
             async move {
                 probe.alive().await;
                 let index = probe.actions.fetch_add(1, Ordering::SeqCst);
+                let after_record = lock(&probe.recorded).contains(cx.correlation_id());
                 let call = {
                     let mut calls = lock(&probe.calls);
                     calls.push(CallRecord {
                         id: cx.correlation_id().to_owned(),
                         attempt: cx.attempt(),
-                        phase: probe.phase,
+                        process: probe.process,
+                        after_record,
                         ok: None,
                     });
                     calls.len() - 1
@@ -792,17 +924,38 @@ const MAX_EXECUTIONS: usize = 1_000;
 
 /// Executes run `id` until it completes, fails, or waits on a hook without a configured
 /// payload: durable sleeps and run-level retries move the virtual clock to their end.
+///
+/// A store error is retried `store_retries` times in all (a worker retrying the run).
 async fn drive(
     engine: &Engine,
     id: &RunId,
     clock: &VirtualClock,
     hooks: &BTreeMap<String, Value>,
+    store_retries: usize,
 ) -> Result<RunOutcome, String> {
+    let mut retries = store_retries;
+    let mut retry = |error: &EngineError| {
+        let store_error = matches!(error, EngineError::Store(_));
+        let again = store_error && retries > 0;
+        retries = retries.saturating_sub(1);
+        again
+    };
+    let stuck = |error: EngineError| {
+        if store_retries > 0 && matches!(error, EngineError::Store(_)) {
+            format!(
+                "the run is stuck: after the refused append, {} executions in a row failed: {error}",
+                store_retries + 1
+            )
+        } else {
+            format!("executing the run failed: {error}")
+        }
+    };
     for _ in 0..MAX_EXECUTIONS {
-        let execution = engine
-            .execute(id)
-            .await
-            .map_err(|e| format!("executing the run failed: {e}"))?;
+        let execution = match engine.execute(id).await {
+            Ok(execution) => execution,
+            Err(error) if retry(&error) => continue,
+            Err(error) => return Err(stuck(error)),
+        };
         let RunOutcome::Suspended(waits) = &execution.outcome else {
             return Ok(execution.outcome);
         };
@@ -812,10 +965,11 @@ async fn drive(
         });
         if let Some((hook, payload)) = hook {
             let token = engine.hook_token(id, hook);
-            engine
-                .resume_hook(&token, payload.clone())
-                .await
-                .map_err(|e| format!("delivering hook `{hook}` failed: {e}"))?;
+            match engine.resume_hook(&token, payload.clone()).await {
+                Ok(_) => {}
+                Err(error) if retry(&error) => {}
+                Err(error) => return Err(format!("delivering hook `{hook}` failed: {error}")),
+            }
             continue;
         }
         match waits.iter().filter_map(Wait::until).min() {
@@ -843,10 +997,25 @@ struct Baseline {
     calls: BTreeMap<String, usize>,
 }
 
+/// A crash of one process in a case, or a refused append.
+struct Crash {
+    plan: CrashPlan,
+    /// `false` for a refused append ([`CrashPlan::FailAppend`]): the process went on.
+    died: bool,
+    /// How many events were durable at that point.
+    at: usize,
+    /// The run's log as the next process found it (crashes only).
+    surviving: Vec<Event>,
+}
+
+fn deaths(crashes: &[Crash]) -> usize {
+    crashes.iter().filter(|c| c.died).count()
+}
+
 /// A prepared check: a runtime and a baseline.
 struct Checker {
     runtime: tokio::runtime::Runtime,
-    workflow: String,
+    workflow: &'static str,
     config: CheckConfig,
     baseline: Baseline,
     started: Instant,
@@ -881,20 +1050,11 @@ impl Checker {
         let baseline = runtime.block_on(Self::baseline(workflow, input, &config))?;
         Ok(Checker {
             runtime,
-            workflow: W::SLUG.to_owned(),
+            workflow: W::SLUG,
             config,
             baseline,
             started,
         })
-    }
-
-    fn engine(
-        &self,
-        store: SharedStore,
-        clock: &Arc<VirtualClock>,
-        after_crash: bool,
-    ) -> Result<Engine, String> {
-        build_engine(&self.config, store, clock, after_crash)
     }
 
     async fn baseline<W: Step>(
@@ -906,7 +1066,7 @@ impl Checker {
         let (store, db) = fresh_store(config.store).map_err(fail)?;
         let clock = Arc::new(VirtualClock::new(config.start));
         let calls: Calls = Arc::default();
-        let probe = Arc::new(Probe::new(None, Phase::First, calls.clone(), None));
+        let probe = Arc::new(Probe::new(None, 0, calls.clone(), Arc::default(), None));
         let wrapped: SharedStore = Arc::new(CrashStore {
             inner: store.clone(),
             probe: probe.clone(),
@@ -931,7 +1091,7 @@ impl Checker {
             .map(|e| e.event.clone())
             .ok_or_else(|| fail("the started run has no run_created event".to_owned()))?;
         let timeout = config.case_timeout;
-        let outcome = tokio::time::timeout(timeout, drive(&engine, &id, &clock, &config.hooks))
+        let outcome = tokio::time::timeout(timeout, drive(&engine, &id, &clock, &config.hooks, 0))
             .await
             .unwrap_or_else(|_| Err(format!("the run did not finish within {timeout:?}")));
         let events = store.events(&id).await.map_err(store_error)?;
@@ -944,12 +1104,12 @@ impl Checker {
         drop(db);
         let calls = lock(&calls).clone();
         let fail_with_log = |problems: Vec<String>| CrashFailure {
-            workflow: W::SLUG.to_owned(),
+            workflow: W::SLUG,
             store: config.store,
-            plan: None,
+            crashes: Vec::new(),
             problems,
-            log: render_log(&events, None),
-            calls: render_calls(&calls),
+            log: render_log(&events, &[]),
+            calls: render_calls(&calls, 0),
         };
         let outcome = outcome.map_err(|problem| fail_with_log(vec![problem]))?;
         let mut problems = Vec::new();
@@ -978,46 +1138,82 @@ impl Checker {
     }
 
     fn report(&self, cases: u32, crashed: u32, covered: usize) -> CheckReport {
-        let sqlite = self.config.store == StoreKind::Sqlite;
         CheckReport {
-            workflow: self.workflow.clone(),
+            workflow: self.workflow,
             store: self.config.store,
             cases,
             crashed,
             appends: self.baseline.appends,
             actions: self.baseline.actions,
-            crash_points: CrashPlan::all(self.baseline.appends, self.baseline.actions, sqlite)
-                .len(),
+            crash_points: self.all_plans().len(),
             covered,
             outcome: self.baseline.outcome.clone(),
             elapsed: self.started.elapsed(),
         }
     }
 
-    /// Runs `config.cases` random plans through proptest, shrinking a failure.
+    /// Every crash point of the baseline run (and refused append, when enabled).
+    fn all_plans(&self) -> Vec<CrashPlan> {
+        let sqlite = self.config.store == StoreKind::Sqlite;
+        let mut plans = CrashPlan::all(self.baseline.appends, self.baseline.actions, sqlite);
+        if self.config.store_failures {
+            plans.extend(CrashPlan::store_failures(self.baseline.appends));
+        }
+        plans
+    }
+
+    /// Runs `config.cases` cases: the sweep, then random plans through proptest, which
+    /// shrinks a failure.
     fn random(self) -> Result<CheckReport, CrashFailure> {
         let sqlite = self.config.store == StoreKind::Sqlite;
-        let strategy = strategy(self.baseline.appends, self.baseline.actions, sqlite);
+        let (appends, actions) = (self.baseline.appends, self.baseline.actions);
+        let covered: RefCell<BTreeSet<CrashPlan>> = RefCell::default();
+        let counts = RefCell::new((0u32, 0u32));
+        let count = |plans: &[CrashPlan], crashes: usize| {
+            covered.borrow_mut().extend(plans.first());
+            let mut counts = counts.borrow_mut();
+            counts.0 += 1;
+            counts.1 += u32::from(crashes > 0);
+        };
+
+        // Every crash point once, simplest first, when the budget allows: the first
+        // failure is then the simplest failing plan in the order proptest shrinks towards.
+        let all = self.all_plans();
+        if self.config.sweep && self.config.cases as usize >= all.len() {
+            for plan in &all {
+                let crashes = self
+                    .runtime
+                    .block_on(self.case(std::slice::from_ref(plan)))?;
+                count(std::slice::from_ref(plan), crashes);
+            }
+        }
+        let remaining = self.config.cases.saturating_sub(counts.borrow().0);
+        if remaining == 0 {
+            let (cases, crashed) = *counts.borrow();
+            return Ok(self.report(cases, crashed, covered.borrow().len()));
+        }
+
+        let single = plan_strategy(appends, actions, sqlite, self.config.store_failures);
+        let sequences: BoxedStrategy<Vec<CrashPlan>> = if self.config.crashes > 1 {
+            proptest::collection::vec(single, 1..=self.config.crashes).boxed()
+        } else {
+            single.prop_map(|plan| vec![plan]).boxed()
+        };
         let mut runner = TestRunner::new(ProptestConfig {
-            cases: self.config.cases,
+            cases: remaining,
             failure_persistence: None,
             ..ProptestConfig::default()
         });
-        let failures: RefCell<HashMap<CrashPlan, CrashFailure>> = RefCell::default();
-        let covered: RefCell<BTreeSet<CrashPlan>> = RefCell::default();
-        let counts = RefCell::new((0u32, 0u32));
-        let result = runner.run(&strategy, |plan| {
-            covered.borrow_mut().insert(plan);
-            match self.runtime.block_on(self.case(plan)) {
-                Ok(crashed) => {
-                    let mut counts = counts.borrow_mut();
-                    counts.0 += 1;
-                    counts.1 += u32::from(crashed);
+        let failures: RefCell<HashMap<Vec<CrashPlan>, CrashFailure>> = RefCell::default();
+        let result = runner.run(&sequences, |plans| {
+            match self.runtime.block_on(self.case(&plans)) {
+                Ok(crashes) => {
+                    count(&plans, crashes);
                     Ok(())
                 }
                 Err(failure) => {
                     let reason = failure.problems.join("; ");
-                    failures.borrow_mut().insert(plan, failure);
+                    failures.borrow_mut().insert(plans, failure);
                     Err(TestCaseError::fail(reason))
                 }
             }
@@ -1027,219 +1223,210 @@ impl Checker {
                 let (cases, crashed) = *counts.borrow();
                 Ok(self.report(cases, crashed, covered.borrow().len()))
             }
-            Err(TestError::Fail(reason, plan)) => Err(failures
+            Err(TestError::Fail(reason, plans)) => Err(failures
                 .borrow_mut()
-                .remove(&plan)
+                .remove(&plans)
                 .unwrap_or_else(|| CrashFailure {
-                    plan: Some(plan),
-                    ..CrashFailure::setup(&self.workflow, self.config.store, reason.to_string())
+                    crashes: plans.clone(),
+                    ..CrashFailure::setup(self.workflow, self.config.store, reason.to_string())
                 })),
             Err(TestError::Abort(reason)) => Err(CrashFailure::setup(
-                &self.workflow,
+                self.workflow,
                 self.config.store,
                 format!("proptest aborted the check: {reason}"),
             )),
         }
     }
 
-    /// Runs exactly `plans`.
-    fn plans(self, plans: &[CrashPlan]) -> Result<CheckReport, CrashFailure> {
+    /// Runs exactly `cases`, each a sequence of crashes.
+    fn sequences(self, cases: &[Vec<CrashPlan>]) -> Result<CheckReport, CrashFailure> {
         let mut crashed = 0;
-        for plan in plans {
-            crashed += u32::from(self.runtime.block_on(self.case(*plan))?);
+        for plans in cases {
+            crashed += u32::from(self.runtime.block_on(self.case(plans))? > 0);
         }
-        let covered = plans.iter().collect::<BTreeSet<_>>().len();
-        Ok(self.report(plans.len() as u32, crashed, covered))
+        let covered = cases
+            .iter()
+            .filter_map(|plans| plans.first())
+            .collect::<BTreeSet<_>>()
+            .len();
+        Ok(self.report(cases.len() as u32, crashed, covered))
     }
 
-    /// One crash case: run until the crash, resume on a new engine, check. Returns whether
-    /// the crash point was reached.
-    async fn case(&self, plan: CrashPlan) -> Result<bool, CrashFailure> {
-        let fail = |problems: Vec<String>, events: &[Event], crash_at: Option<usize>| {
-            let calls: Vec<CallRecord> = Vec::new();
-            CrashFailure {
-                workflow: self.workflow.clone(),
-                store: self.config.store,
-                plan: Some(plan),
-                problems,
-                log: render_log(events, crash_at.map(|at| (plan, at))),
-                calls: render_calls(&calls),
-            }
-        };
+    /// One case: process 0 runs the run until `plans[0]`'s crash, process 1 resumes it on
+    /// a new engine over what survived until `plans[1]`'s crash, and so on; a last process
+    /// resumes it to its end. Then everything is checked. Returns how many crashes
+    /// happened (a crash point the process never reached lets it finish the run).
+    async fn case(&self, plans: &[CrashPlan]) -> Result<usize, CrashFailure> {
         let id = self.baseline.created_record.id.clone();
         let timeout = self.config.case_timeout;
-        let (store, db) = fresh_store(self.config.store).map_err(|p| fail(vec![p], &[], None))?;
+        let kind = self.config.store;
         let clock = Arc::new(VirtualClock::new(self.config.start));
         let calls: Calls = Arc::default();
-        let probe = Arc::new(Probe::new(
-            Some(plan),
-            Phase::First,
-            calls.clone(),
-            db.as_ref().map(crate::TempDb::path),
-        ));
-        let wrapped: SharedStore = Arc::new(CrashStore {
-            inner: store.clone(),
-            probe: probe.clone(),
-        });
-        let engine = self
-            .engine(wrapped.clone(), &clock, false)
-            .map_err(|p| fail(vec![p], &[], None))?;
-        instrument_actions(&engine, &probe, &self.config.stubs);
-        wrapped
-            .create_run(
-                self.baseline.created_record.clone(),
-                self.baseline.created_event.clone(),
-            )
-            .await
-            .map_err(|e| fail(vec![format!("cannot create the run: {e}")], &[], None))?;
-        drop(wrapped);
-
-        let first = tokio::select! {
-            biased;
-            () = probe.death() => None,
-            outcome = tokio::time::timeout(timeout, drive(&engine, &id, &clock, &self.config.hooks)) => Some(
-                outcome.unwrap_or_else(|_| Err(format!("the run neither finished nor crashed within {timeout:?}")))
-            ),
-        };
-        // The process is dead (or done): its engine, store handle and every future it ran
-        // are gone before anything reads the surviving data.
-        drop(engine);
-
-        let Some(first) = first else {
-            return self
-                .resume(plan, &id, store, db, &probe, &clock, &calls)
-                .await;
-        };
-        // The crash point was never reached: the run ended on its own.
-        let events = store.events(&id).await.unwrap_or_default();
-        let outcome = first.map_err(|p| fail(vec![p], &events, None))?;
-        let record = store
-            .run(&id)
-            .await
-            .ok()
-            .flatten()
-            .ok_or_else(|| fail(vec!["the run vanished".to_owned()], &events, None))?;
-        let mut problems = Vec::new();
-        self.compare(&events, &record, &outcome, &mut problems);
-        check_calls(&self.baseline.calls, &lock(&calls), None, &mut problems);
-        if problems.is_empty() {
-            Ok(false)
-        } else {
-            let mut failure = fail(problems, &events, None);
-            failure.calls = render_calls(&lock(&calls));
-            Err(failure)
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn resume(
-        &self,
-        plan: CrashPlan,
-        id: &RunId,
-        store: SharedStore,
-        db: Option<crate::TempDb>,
-        probe: &Probe,
-        clock: &Arc<VirtualClock>,
-        calls: &Calls,
-    ) -> Result<bool, CrashFailure> {
-        let acked = lock(&probe.acked).clone();
-        let in_flight: Vec<Vec<NewEvent>> = lock(&probe.in_flight).values().cloned().collect();
-        let mut problems = Vec::new();
-        let failure = |problems: Vec<String>, events: &[Event], surviving: usize| CrashFailure {
-            workflow: self.workflow.clone(),
-            store: self.config.store,
-            plan: Some(plan),
+        let recorded: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+        let mut problems: Vec<String> = Vec::new();
+        let mut crashes: Vec<Crash> = Vec::new();
+        let failure = |problems: Vec<String>, events: &[Event], crashes: &[Crash]| CrashFailure {
+            workflow: self.workflow,
+            store: kind,
+            crashes: plans.to_vec(),
             problems,
-            log: render_log(events, Some((plan, surviving))),
-            calls: render_calls(&lock(calls)),
+            log: render_log(events, crashes),
+            calls: render_calls(&lock(&calls), deaths(crashes)),
         };
 
-        // What survived the crash.
-        let torn = lock(&probe.torn).take();
-        let (survivor, _torn_dir): (SharedStore, Option<tempfile::TempDir>) =
-            match (self.config.store, db.as_ref()) {
-                (StoreKind::Sqlite, Some(db)) => {
-                    drop(store); // closes the dead process's connection
-                    let (path, dir) = match torn {
-                        Some(Ok(dir)) => (dir.path().join("reprise.db"), Some(dir)),
-                        Some(Err(problem)) => {
-                            return Err(failure(
-                                vec![format!("cannot simulate the torn write: {problem}")],
-                                &[],
-                                0,
-                            ));
-                        }
-                        None => (db.path(), None),
-                    };
-                    let reopened = SqliteStore::open(&path).map_err(|e| {
-                        failure(
-                            vec![format!("cannot reopen the database after the crash: {e}")],
-                            &[],
-                            0,
-                        )
-                    })?;
-                    (Arc::new(reopened), dir)
-                }
-                _ => (store, None),
+        let (mut store, db) = fresh_store(kind).map_err(|p| failure(vec![p], &[], &[]))?;
+        let mut db_path = db.as_ref().map(crate::TempDb::path);
+        let mut torn_copies: Vec<tempfile::TempDir> = Vec::new();
+        let mut survived: Vec<NewEvent> = Vec::new();
+        let mut ended = None;
+        for process in 0..=plans.len() {
+            let plan = plans.get(process).copied();
+            let probe = Arc::new(Probe::new(
+                plan,
+                process,
+                calls.clone(),
+                recorded.clone(),
+                db_path.clone(),
+            ));
+            lock(&recorded).clear();
+            probe.ack(survived.clone());
+            let wrapped: SharedStore = Arc::new(CrashStore {
+                inner: store.clone(),
+                probe: probe.clone(),
+            });
+            let engine = build_engine(&self.config, wrapped.clone(), &clock, process > 0)
+                .map_err(|p| failure(vec![p], &[], &crashes))?;
+            instrument_actions(&engine, &probe, &self.config.stubs);
+            if process == 0 {
+                wrapped
+                    .create_run(
+                        self.baseline.created_record.clone(),
+                        self.baseline.created_event.clone(),
+                    )
+                    .await
+                    .map_err(|e| failure(vec![format!("cannot create the run: {e}")], &[], &[]))?;
+            }
+            drop(wrapped);
+            let store_retries = match plan {
+                Some(CrashPlan::FailAppend(_)) => 3,
+                _ => 0,
             };
-        let surviving = survivor.events(id).await.map_err(|e| {
-            failure(
-                vec![format!("cannot read the log after the crash: {e}")],
-                &[],
-                0,
-            )
-        })?;
-        check_durable(plan, &acked, &in_flight, &surviving, &mut problems);
+            let driven = drive(&engine, &id, &clock, &self.config.hooks, store_retries);
+            let outcome = tokio::select! {
+                biased;
+                () = probe.death() => None,
+                outcome = tokio::time::timeout(timeout, driven) => Some(
+                    outcome.unwrap_or_else(|_| Err(format!("the run neither finished nor crashed within {timeout:?}")))
+                ),
+            };
+            // The process is dead (or done): its engine, its store handle and every future
+            // it ran are gone before anything reads the surviving data.
+            drop(engine);
+            if let (Some(plan), Some(at)) = (plan, *lock(&probe.refused_at)) {
+                crashes.push(Crash {
+                    plan,
+                    died: false,
+                    at,
+                    surviving: Vec::new(),
+                });
+            }
+            if let Some(outcome) = outcome {
+                ended = Some(outcome);
+                break;
+            }
+            let Some(plan) = plan else {
+                let problem = "internal: a process without a crash plan died".to_owned();
+                return Err(failure(vec![problem], &[], &crashes));
+            };
 
-        // A new process resumes the run.
-        let probe = Arc::new(Probe::new(None, Phase::Resumed, calls.clone(), None));
-        let wrapped: SharedStore = Arc::new(CrashStore {
-            inner: survivor.clone(),
-            probe: probe.clone(),
-        });
-        let engine = self
-            .engine(wrapped, clock, true)
-            .map_err(|p| failure(vec![p], &surviving, surviving.len()))?;
-        instrument_actions(&engine, &probe, &self.config.stubs);
-        let timeout = self.config.case_timeout;
-        let outcome = tokio::time::timeout(timeout, drive(&engine, id, clock, &self.config.hooks))
-            .await
-            .unwrap_or_else(|_| Err(format!("the resumed run did not finish within {timeout:?}")));
-        drop(engine);
-        let events = survivor.events(id).await.unwrap_or_default();
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(problem) => {
-                problems.push(format!("after the resume: {problem}"));
-                return Err(failure(problems, &events, surviving.len()));
+            // What survived: the memory store as it is; the SQLite file reopened (or its
+            // torn copy) by the next process.
+            if let (StoreKind::Sqlite, Some(path)) = (kind, db_path.clone()) {
+                drop(store); // the dead process's connection
+                let path = match lock(&probe.torn).take() {
+                    Some(Ok(dir)) => {
+                        let copy = dir.path().join("reprise.db");
+                        torn_copies.push(dir);
+                        copy
+                    }
+                    Some(Err(problem)) => {
+                        let problem = format!("cannot simulate the torn write: {problem}");
+                        return Err(failure(vec![problem], &[], &crashes));
+                    }
+                    None => path,
+                };
+                store = match SqliteStore::open(&path) {
+                    Ok(reopened) => Arc::new(reopened),
+                    Err(e) => {
+                        let problem = format!("cannot reopen the database after the crash: {e}");
+                        return Err(failure(vec![problem], &[], &crashes));
+                    }
+                };
+                db_path = Some(path);
+            }
+            let surviving = store.events(&id).await.map_err(|e| {
+                let problem = format!("cannot read the log after the crash: {e}");
+                failure(vec![problem], &[], &crashes)
+            })?;
+            let acked = lock(&probe.acked).clone();
+            let in_flight: Vec<Vec<NewEvent>> = lock(&probe.in_flight).values().cloned().collect();
+            check_durable(plan, &acked, &in_flight, &surviving, &mut problems);
+            survived = surviving.iter().map(|e| e.event.clone()).collect();
+            crashes.push(Crash {
+                plan,
+                died: true,
+                at: surviving.len(),
+                surviving,
+            });
+        }
+
+        let events = store.events(&id).await.unwrap_or_default();
+        let outcome = match ended {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(problem)) => {
+                let when = match (deaths(&crashes), crashes.len()) {
+                    (0, 0) => "without a crash: ",
+                    (0, _) => "",
+                    _ => "after the resume: ",
+                };
+                problems.push(format!("{when}{problem}"));
+                return Err(failure(problems, &events, &crashes));
+            }
+            None => {
+                problems.push("internal: no process finished the run".to_owned());
+                return Err(failure(problems, &events, &crashes));
             }
         };
-        let Some(record) = survivor.run(id).await.ok().flatten() else {
+        let Some(record) = store.run(&id).await.ok().flatten() else {
             problems.push("the run vanished from the store".to_owned());
-            return Err(failure(problems, &events, surviving.len()));
+            return Err(failure(problems, &events, &crashes));
         };
 
-        // Nothing the crash left may be rewritten.
-        let prefix = surviving.len().min(events.len());
-        if events.len() < surviving.len() || !same_events(&surviving, &events[..prefix]) {
-            problems.push(format!(
-                "the resume changed the {} events that survived the crash",
-                surviving.len()
-            ));
+        // Nothing a crash left may be rewritten.
+        for (n, crash) in crashes.iter().filter(|c| c.died).enumerate() {
+            let prefix = crash.surviving.len().min(events.len());
+            if !same_events(&crash.surviving, &events[..prefix]) {
+                problems.push(format!(
+                    "the resume changed the {} events that survived crash #{}",
+                    crash.surviving.len(),
+                    n + 1
+                ));
+            }
         }
         self.compare(&events, &record, &outcome, &mut problems);
-        let recorded = finished_steps(&surviving).into_keys().collect();
         check_calls(
             &self.baseline.calls,
-            &lock(calls),
-            Some(&recorded),
+            &lock(&calls),
+            crashes.len(),
             &mut problems,
         );
+        drop(store);
+        drop(torn_copies);
         drop(db);
         if problems.is_empty() {
-            Ok(true)
+            Ok(deaths(&crashes))
         } else {
-            Err(failure(problems, &events, surviving.len()))
+            Err(failure(problems, &events, &crashes))
         }
     }
 
@@ -1634,70 +1821,63 @@ fn same_events(a: &[Event], b: &[Event]) -> bool {
             .all(|(a, b)| a.seq == b.seq && same_event(&a.event, &b.event))
 }
 
-/// (b): live calls per step against the baseline. `recorded` holds the steps whose outcome
-/// survived the crash (`None`: no crash happened).
+/// (b): live calls per step against the baseline, after `boundaries` crashes and refused
+/// appends (0: the run went through undisturbed).
+///
+/// No call of a step starts once its outcome is durable (a recorded step's effect is
+/// applied once); every step of the uncrashed run runs at least as often as there, never
+/// a step it did not run; without a disturbance exactly as often. A step whose outcome
+/// was not durable at a crash runs again (at-least-once), so at most `boundaries + 1`
+/// times as often as in the uncrashed run.
 fn check_calls(
     baseline: &BTreeMap<String, usize>,
     calls: &[CallRecord],
-    recorded: Option<&BTreeSet<String>>,
+    boundaries: usize,
     problems: &mut Vec<String>,
 ) {
-    let mut first: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut resumed: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut per_step: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for call in calls {
-        let counts = match call.phase {
-            Phase::First => &mut first,
-            Phase::Resumed => &mut resumed,
-        };
-        *counts.entry(call.id.as_str()).or_default() += 1;
+        let (all, after_record) = per_step.entry(call.id.as_str()).or_default();
+        *all += 1;
+        *after_record += usize::from(call.after_record);
     }
-    let ids: BTreeSet<&str> = baseline
-        .keys()
-        .map(String::as_str)
-        .chain(first.keys().copied())
-        .chain(resumed.keys().copied())
-        .collect();
-    for id in ids {
+    for id in baseline.keys() {
+        per_step.entry(id.as_str()).or_default();
+    }
+    for (id, (ran, after_record)) in per_step {
         let expected = baseline.get(id).copied().unwrap_or(0);
-        let before = first.get(id).copied().unwrap_or(0);
-        let after = resumed.get(id).copied().unwrap_or(0);
         if expected == 0 {
             problems.push(format!(
-                "(b) action step `{id}` ran {} time(s) but never in the uncrashed run",
-                before + after
+                "(b) action step `{id}` ran {ran} time(s) but never in the uncrashed run"
             ));
             continue;
         }
-        match recorded {
-            None if before != expected => problems.push(format!(
-                "(b) step `{id}` ran {before} time(s); {expected} in the uncrashed run"
-            )),
-            None => {}
-            Some(recorded) if recorded.contains(id) => {
-                if after > 0 {
-                    problems.push(format!(
-                        "(b) step `{id}` was recorded before the crash but ran {after} more time(s) after the resume: its effect was applied again"
-                    ));
-                }
-                if before != expected {
-                    problems.push(format!(
-                        "(b) step `{id}` ran {before} time(s) before the crash; {expected} in the uncrashed run"
-                    ));
-                }
-            }
-            Some(_) => {
-                if after != expected {
-                    problems.push(format!(
-                        "(b) step `{id}` was not recorded before the crash and ran {after} time(s) after the resume; {expected} in the uncrashed run"
-                    ));
-                }
-                if before > expected {
-                    problems.push(format!(
-                        "(b) step `{id}` ran {before} time(s) before the crash; {expected} in the uncrashed run"
-                    ));
-                }
-            }
+        if after_record > 0 {
+            problems.push(format!(
+                "(b) step `{id}` ran {after_record} more time(s) after its outcome was recorded: its effect was applied again"
+            ));
         }
+        if ran < expected || (boundaries == 0 && ran != expected) {
+            problems.push(format!(
+                "(b) step `{id}` ran {ran} time(s); {expected} in the uncrashed run"
+            ));
+        } else if ran > expected * (boundaries + 1) {
+            problems.push(format!(
+                "(b) step `{id}` ran {ran} time(s), more than at-least-once explains ({expected} in the uncrashed run, {boundaries} disturbance(s))"
+            ));
+        }
+    }
+}
+
+/// "before the crash", "after the resume", "between crash #1 and crash #2", …
+fn process_name(process: usize, crashes: usize) -> String {
+    match (process, crashes) {
+        (_, 0) => "in the run".to_owned(),
+        (0, 1) => "before the crash".to_owned(),
+        (1, 1) => "after the resume".to_owned(),
+        (0, _) => "before crash #1".to_owned(),
+        (p, n) if p >= n => format!("after crash #{n}"),
+        (p, _) => format!("between crash #{p} and crash #{}", p + 1),
     }
 }
 
@@ -1716,17 +1896,41 @@ fn compact(value: &Value, max: usize) -> String {
     format!("{cut}…")
 }
 
-/// One event a line; when `crash` is given, a marker after the events that survived it.
-fn render_log(events: &[Event], crash: Option<(CrashPlan, usize)>) -> String {
+/// One event a line, with a marker where each crash struck (after the events that survived it).
+fn render_log(events: &[Event], crashes: &[Crash]) -> String {
     let mut out = String::new();
-    for (index, event) in events.iter().enumerate() {
-        if let Some((plan, surviving)) = crash
-            && index == surviving
-        {
-            let _ = writeln!(
+    let marker = |out: &mut String, n: usize, crash: &Crash| {
+        let _ = if crash.died {
+            writeln!(
                 out,
-                "  ---- crash: {plan:?}; the {surviving} events above survived it, the ones below were written after the resume ----"
-            );
+                "  ---- crash #{}: {:?}; the {} events above survived it ----",
+                n + 1,
+                crash.plan,
+                crash.at
+            )
+        } else {
+            writeln!(
+                out,
+                "  ---- {:?}: the store refused an append here; the process went on ----",
+                crash.plan
+            )
+        };
+    };
+    let numbered: Vec<(usize, &Crash)> = {
+        let mut deaths = 0;
+        crashes
+            .iter()
+            .map(|crash| {
+                deaths += usize::from(crash.died);
+                (deaths.saturating_sub(1), crash)
+            })
+            .collect()
+    };
+    for (index, event) in events.iter().enumerate() {
+        for (n, crash) in &numbered {
+            if crash.at == index {
+                marker(&mut out, *n, crash);
+            }
         }
         let payload = if event
             .event
@@ -1748,18 +1952,15 @@ fn render_log(events: &[Event], crash: Option<(CrashPlan, usize)>) -> String {
             payload
         );
     }
-    if let Some((plan, surviving)) = crash
-        && surviving >= events.len()
-    {
-        let _ = writeln!(
-            out,
-            "  ---- crash: {plan:?}; all {surviving} events above survived it ----"
-        );
+    for (n, crash) in &numbered {
+        if crash.at >= events.len() {
+            marker(&mut out, *n, crash);
+        }
     }
     out
 }
 
-fn render_calls(calls: &[CallRecord]) -> String {
+fn render_calls(calls: &[CallRecord], crashes: usize) -> String {
     let mut by_id: BTreeMap<&str, Vec<&CallRecord>> = BTreeMap::new();
     for call in calls {
         by_id.entry(&call.id).or_default().push(call);
@@ -1769,16 +1970,16 @@ fn render_calls(calls: &[CallRecord]) -> String {
         let list: Vec<String> = calls
             .iter()
             .map(|c| {
-                let phase = match c.phase {
-                    Phase::First => "before the crash",
-                    Phase::Resumed => "after the resume",
-                };
                 let ok = match c.ok {
                     Some(true) => "ok",
                     Some(false) => "error",
                     None => "interrupted",
                 };
-                format!("attempt {} {phase} ({ok})", c.attempt)
+                format!(
+                    "attempt {} {} ({ok})",
+                    c.attempt,
+                    process_name(c.process, crashes)
+                )
             })
             .collect();
         let _ = writeln!(out, "  {id:<26} {}", list.join(", "));

@@ -38,14 +38,12 @@
 //! from a real database, pass its secret and URL to [`Replay::hook_secret`] and
 //! [`Replay::public_url`].
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use reprise::event::{Event, EventKind, RunId, RunStatus};
-use reprise::{Engine, NonDeterminism, RunExport, RunOutcome, Step, Wait, WorkflowError, kinds};
-use serde_json::Value;
+use reprise::event::{RunId, RunStatus};
+use reprise::{Engine, NonDeterminism, ReplayMismatch, RunExport, RunOutcome, Step};
 
 use crate::clock::VirtualClock;
 
@@ -220,7 +218,22 @@ impl<W: Step + Copy> Replay<W> {
             .map_err(setup)?;
         let id = engine.import_for_replay(export).await.map_err(setup)?;
         let execution = engine.execute(&id).await.map_err(setup)?;
-        judge(export, &execution.outcome, execution.replayed)?;
+        reprise::judge_replay(export, &execution).map_err(|mismatch| {
+            let run = export.run.id.clone();
+            match mismatch {
+                ReplayMismatch::NonDeterminism(error) => {
+                    ReplayFailure::NonDeterminism { run, error }
+                }
+                ReplayMismatch::RecordedOutput { step, message } => {
+                    ReplayFailure::RecordedOutput { run, step, message }
+                }
+                ReplayMismatch::Diverged { recorded, replayed } => ReplayFailure::Diverged {
+                    run,
+                    recorded,
+                    replayed,
+                },
+            }
+        })?;
         Ok(ReplayReport {
             run: export.run.id.clone(),
             workflow: export.run.workflow.clone(),
@@ -306,159 +319,4 @@ pub async fn save(
     }
     std::fs::write(path, text)?;
     Ok(export)
-}
-
-/// How a recorded history ended, as a replay must reproduce it.
-enum Expected {
-    Completed(Value),
-    Failed(WorkflowError),
-    Suspended(BTreeSet<String>),
-    /// Not ended: the replay runs until the history runs out.
-    Unfinished,
-}
-
-impl Expected {
-    fn of(export: &RunExport) -> Expected {
-        match export.run.status {
-            RunStatus::Completed => {
-                Expected::Completed(export.run.output.clone().unwrap_or(Value::Null))
-            }
-            RunStatus::Failed => Expected::Failed(
-                export
-                    .run
-                    .error
-                    .clone()
-                    .and_then(|e| serde_json::from_value(e).ok())
-                    .unwrap_or_else(|| WorkflowError::permanent("unknown error")),
-            ),
-            RunStatus::Waiting | RunStatus::Sleeping => {
-                Expected::Suspended(last_waits(&export.events))
-            }
-            RunStatus::Queued | RunStatus::Running | RunStatus::Canceled => Expected::Unfinished,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Expected::Completed(output) => format!("completed with {output}"),
-            Expected::Failed(error) => format!("failed ({error})"),
-            Expected::Suspended(waits) => format!("suspended on {}", list(waits)),
-            Expected::Unfinished => "unfinished".to_owned(),
-        }
-    }
-}
-
-fn describe(outcome: &RunOutcome) -> String {
-    match outcome {
-        RunOutcome::Completed(output) => format!("completed with {output}"),
-        RunOutcome::Failed(error) => format!("failed ({error})"),
-        RunOutcome::Suspended(waits) => format!("suspended on {}", list(&wait_ids(waits))),
-    }
-}
-
-fn list(ids: &BTreeSet<String>) -> String {
-    if ids.is_empty() {
-        return "nothing".to_owned();
-    }
-    ids.iter()
-        .map(|id| format!("`{id}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn wait_ids(waits: &[Wait]) -> BTreeSet<String> {
-    waits
-        .iter()
-        .filter_map(|wait| match wait {
-            Wait::Sleep { id, .. } | Wait::Hook { id, .. } => Some(id.clone()),
-            Wait::Retry { .. } => None,
-        })
-        .collect()
-}
-
-/// The sleeps and hooks of the history's last suspension.
-fn last_waits(events: &[Event]) -> BTreeSet<String> {
-    events
-        .iter()
-        .rev()
-        .find(|e| e.event.kind == EventKind::RunSuspended)
-        .and_then(|e| e.event.payload.get("waits"))
-        .and_then(|waits| serde_json::from_value::<Vec<Wait>>(waits.clone()).ok())
-        .map(|waits| wait_ids(&waits))
-        .unwrap_or_default()
-}
-
-/// How many top-level steps, sleeps and hooks a replay answers from this history (nested
-/// steps are answered with their sub-workflow; recorded values and `ctx.patched` markers
-/// are not counted, as [`reprise::Execution::replayed`] does not count them).
-fn answerable(events: &[Event]) -> u64 {
-    let ids: BTreeSet<&str> = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.event.kind,
-                EventKind::StepCompleted
-                    | EventKind::StepFailed
-                    | EventKind::SleepCompleted
-                    | EventKind::HookReceived
-            )
-        })
-        .filter_map(|e| e.event.correlation_id.as_deref())
-        .filter(|id| !id.contains('/') && !id.starts_with('$'))
-        .collect();
-    ids.len() as u64
-}
-
-/// Whether a replay that ended with `outcome`, having answered `replayed` steps from the
-/// log, reproduces the history of `export`.
-fn judge(export: &RunExport, outcome: &RunOutcome, replayed: u64) -> Result<(), ReplayFailure> {
-    let run = export.run.id.clone();
-    let expected = Expected::of(export);
-    let diverged = || ReplayFailure::Diverged {
-        run: run.clone(),
-        recorded: expected.describe(),
-        replayed: describe(outcome),
-    };
-    match (outcome, &expected) {
-        (RunOutcome::Failed(error), _) if error.is_non_determinism() => {
-            let report = error
-                .details
-                .clone()
-                .and_then(|d| serde_json::from_value::<NonDeterminism>(d).ok())
-                .unwrap_or_else(|| NonDeterminism {
-                    id: error.step.clone().unwrap_or_default(),
-                    recorded: "?".to_owned(),
-                    requested: error.message.clone(),
-                });
-            let at_the_end =
-                report.recorded.starts_with("no such ") && replayed >= answerable(&export.events);
-            match expected {
-                // The code went on past the end of an unfinished history: where it had got to.
-                Expected::Unfinished if at_the_end => Ok(()),
-                // The run had already failed this way.
-                Expected::Failed(ref recorded) if recorded.is_non_determinism() => Ok(()),
-                _ => Err(ReplayFailure::NonDeterminism { run, error: report }),
-            }
-        }
-        (RunOutcome::Failed(error), Expected::Failed(recorded)) if error.kind == recorded.kind => {
-            Ok(())
-        }
-        (RunOutcome::Failed(error), _) if error.kind == kinds::SCHEMA && error.step.is_some() => {
-            Err(ReplayFailure::RecordedOutput {
-                run,
-                step: error.step.clone().unwrap_or_default(),
-                message: error.message.clone(),
-            })
-        }
-        (_, Expected::Unfinished) => Ok(()),
-        (RunOutcome::Completed(output), Expected::Completed(recorded)) if output == recorded => {
-            Ok(())
-        }
-        (RunOutcome::Suspended(waits), Expected::Suspended(recorded))
-            if &wait_ids(waits) == recorded =>
-        {
-            Ok(())
-        }
-        _ => Err(diverged()),
-    }
 }

@@ -5,6 +5,7 @@
 
 mod app;
 mod book_trip;
+mod crash;
 mod file_digest;
 mod replay;
 mod signup;

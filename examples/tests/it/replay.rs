@@ -24,7 +24,7 @@ use reprise_examples::versioning::{
     ship_order,
 };
 use reprise_testkit::replay::{self, Replay, ReplayFailure};
-use reprise_testkit::{TempDb, TestEnv, VirtualClock};
+use reprise_testkit::{Outcome, Pending, TempDb, TestEnv, VirtualClock};
 use serde_json::{Value, json};
 
 /// A run of version 1 that completed.
@@ -115,6 +115,64 @@ async fn record_v1_fixtures() {
     let waits = engine.execute(&sleeping).await.unwrap().outcome;
     assert!(matches!(waits, RunOutcome::Suspended(_)), "{waits:?}");
     replay::save(&engine, &sleeping, V1_SLEEPING).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_run_sends_both_notices_then_ships_after_the_hour() {
+    let env = TestEnv::new();
+    let waits = env.execute(&fulfill_order, order(7)).await.suspended();
+    assert!(matches!(&waits[..], [Pending::Sleep { id, .. }] if id == "sleep#0"));
+    let notices: Vec<String> = env
+        .calls(&notify_customer)
+        .into_iter()
+        .map(|n| n.text)
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            received_notice(&order(7)).text,
+            "your kettle is paid (3900 cents, ch-7-3900); it ships in an hour".to_owned()
+        ]
+    );
+    let done = env.advance(Duration::from_secs(3600)).await;
+    assert_eq!(
+        done[0].1,
+        Outcome::Completed(json!({ "order": 7, "tracking": "TRK-7" }))
+    );
+    let log = env.log(&env.last_run()).await;
+    assert_eq!(
+        reprise_testkit::completed_steps(log.events()),
+        [
+            "notify-received#0",
+            "charge-card#0",
+            "notify-customer#0",
+            "ship-order#0"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_version_1_run_resumed_by_version_2_sends_no_late_notice() {
+    let env = TestEnv::new();
+    let run = env
+        .engine()
+        .import_for_replay(&load(V1_SLEEPING))
+        .await
+        .unwrap();
+    let waits = env.continue_run(&run).await.suspended();
+    assert!(matches!(&waits[..], [Pending::Sleep { id, .. }] if id == "sleep#0"));
+    let done = env.advance(Duration::from_secs(3 * 3600)).await;
+    assert_eq!(
+        done[0].1,
+        Outcome::Completed(json!({ "order": 8, "tracking": "TRK-8" }))
+    );
+    assert!(env.calls(&notify_customer).is_empty(), "no late notice");
+    assert_eq!(
+        env.calls(&charge_card).len(),
+        0,
+        "charged once, by version 1"
+    );
+    assert_eq!(env.calls(&ship_order).len(), 1);
 }
 
 #[tokio::test]
@@ -302,7 +360,7 @@ async fn a_test_env_history_replays_with_its_hook_tokens() {
         .resume_hook(waits[0].token().unwrap(), decision)
         .await
         .unwrap();
-    assert!(matches!(done, reprise_testkit::Outcome::Completed(_)));
+    assert!(matches!(done, Outcome::Completed(_)));
     replay::save(env.engine(), &run, &path).await.unwrap();
     let report = replay::assert_replays(&approval, &path).await;
     assert_eq!(

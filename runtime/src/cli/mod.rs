@@ -31,7 +31,6 @@ mod output;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -39,12 +38,9 @@ use clap::Parser;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::ctx::Wait;
-use crate::engine::{
-    Clock, Engine, EngineBuilder, Execution, RunExport, RunOutcome, summarize_steps,
-};
-use crate::error::{EngineError, NonDeterminism, WorkflowError, kinds};
-use crate::event::{Event, EventKind, RunFilter, RunId, RunRecord, RunStatus, Trigger};
+use crate::engine::{Clock, Engine, EngineBuilder, Execution, RunOutcome, summarize_steps};
+use crate::error::EngineError;
+use crate::event::{RunFilter, RunId, RunRecord, RunStatus, Trigger};
 use args::{Cli, Command, HooksCommand, RunArgs, RunsCommand, WorkflowsCommand};
 
 /// Exit code: completed.
@@ -462,153 +458,10 @@ async fn check_run(engine: &Engine, run: &RunRecord) -> Result<Option<Incompatib
             return Ok(Some(problem("unreadable", None, message)));
         }
     };
-    Ok(judge(&export, &execution).map(|(reason, step, message)| problem(reason, step, message)))
-}
-
-/// How a recorded history ended, as its replay must reproduce it.
-enum Expected {
-    Completed(Value),
-    Failed(WorkflowError),
-    Suspended(BTreeSet<String>),
-    /// Not ended: the replay must go through the whole history.
-    Unfinished,
-}
-
-impl Expected {
-    fn of(export: &RunExport) -> Expected {
-        match export.run.status {
-            RunStatus::Completed => {
-                Expected::Completed(export.run.output.clone().unwrap_or(Value::Null))
-            }
-            RunStatus::Failed => Expected::Failed(
-                export
-                    .run
-                    .error
-                    .clone()
-                    .and_then(|e| serde_json::from_value(e).ok())
-                    .unwrap_or_else(|| WorkflowError::permanent("unknown error")),
-            ),
-            RunStatus::Waiting | RunStatus::Sleeping => {
-                let waits = export
-                    .events
-                    .iter()
-                    .rev()
-                    .find(|e| e.event.kind == EventKind::RunSuspended)
-                    .and_then(|e| e.event.payload.get("waits"))
-                    .and_then(|waits| serde_json::from_value::<Vec<Wait>>(waits.clone()).ok())
-                    .unwrap_or_default();
-                Expected::Suspended(wait_ids(&waits))
-            }
-            RunStatus::Queued | RunStatus::Running | RunStatus::Canceled => Expected::Unfinished,
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Expected::Completed(output) => format!("completed with {output}"),
-            Expected::Failed(error) => format!("failed ({error})"),
-            Expected::Suspended(waits) => format!("suspended on {}", id_list(waits)),
-            Expected::Unfinished => "unfinished".to_owned(),
-        }
-    }
-}
-
-fn wait_ids(waits: &[Wait]) -> BTreeSet<String> {
-    waits
-        .iter()
-        .filter_map(|wait| match wait {
-            Wait::Sleep { id, .. } | Wait::Hook { id, .. } => Some(id.clone()),
-            Wait::Retry { .. } => None,
-        })
-        .collect()
-}
-
-fn id_list(ids: &BTreeSet<String>) -> String {
-    if ids.is_empty() {
-        return "nothing".to_owned();
-    }
-    let ids: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
-    ids.join(", ")
-}
-
-/// Top-level steps, sleeps and hooks a replay answers from `events` (as
-/// [`Execution::replayed`] counts them: no recorded values, no `ctx.patched` markers, nested
-/// steps answered with their sub-workflow).
-fn answerable(events: &[Event]) -> u64 {
-    let ids: BTreeSet<&str> = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.event.kind,
-                EventKind::StepCompleted
-                    | EventKind::StepFailed
-                    | EventKind::SleepCompleted
-                    | EventKind::HookReceived
-            )
-        })
-        .filter_map(|e| e.event.correlation_id.as_deref())
-        .filter(|id| !id.contains('/') && !id.starts_with('$'))
-        .collect();
-    ids.len() as u64
-}
-
-/// `None` when `execution` reproduces the history of `export`; else the reason, the step
-/// and a message.
-fn judge(
-    export: &RunExport,
-    execution: &Execution,
-) -> Option<(&'static str, Option<String>, String)> {
-    let expected = Expected::of(export);
-    match (&execution.outcome, &expected) {
-        (RunOutcome::Failed(error), _) if error.is_non_determinism() => {
-            let report = error
-                .details
-                .clone()
-                .and_then(|d| serde_json::from_value::<NonDeterminism>(d).ok());
-            let at_the_end = report.as_ref().is_some_and(|r| {
-                r.recorded.starts_with("no such ")
-                    && execution.replayed >= answerable(&export.events)
-            });
-            match &expected {
-                // The code went on past the end of an unfinished history: where it had got to.
-                Expected::Unfinished if at_the_end => None,
-                // The run had already failed this way.
-                Expected::Failed(recorded) if recorded.is_non_determinism() => None,
-                _ => Some((
-                    "non_determinism",
-                    error.step.clone(),
-                    report.map_or_else(|| error.message.clone(), |r| r.to_string()),
-                )),
-            }
-        }
-        (RunOutcome::Failed(error), Expected::Failed(recorded)) if error.kind == recorded.kind => {
-            None
-        }
-        (RunOutcome::Failed(error), _) if error.kind == kinds::SCHEMA && error.step.is_some() => {
-            Some(("recorded_output", error.step.clone(), error.message.clone()))
-        }
-        (_, Expected::Unfinished) => None,
-        (RunOutcome::Completed(output), Expected::Completed(recorded)) if output == recorded => {
-            None
-        }
-        (RunOutcome::Suspended(waits), Expected::Suspended(recorded))
-            if &wait_ids(waits) == recorded =>
-        {
-            None
-        }
-        (outcome, _) => {
-            let replayed = match outcome {
-                RunOutcome::Completed(output) => format!("completed with {output}"),
-                RunOutcome::Failed(error) => format!("failed ({error})"),
-                RunOutcome::Suspended(waits) => {
-                    format!("suspended on {}", id_list(&wait_ids(waits)))
-                }
-            };
-            let message = format!(
-                "every step replays, but the history ended {}, the replay {replayed}",
-                expected.describe()
-            );
-            Some(("diverged", None, message))
-        }
-    }
+    Ok(crate::engine::judge_replay(&export, &execution)
+        .err()
+        .map(|mismatch| {
+            let step = mismatch.step().map(str::to_owned);
+            problem(mismatch.reason(), step, mismatch.to_string())
+        }))
 }

@@ -2,6 +2,7 @@
 
 mod execute;
 mod export;
+mod replay_check;
 mod report;
 
 use std::any::{Any, TypeId};
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
+pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps};
 
 use crate::error::EngineError;

@@ -81,6 +81,32 @@ async fn dispatch(input: Parcel) -> Result<String, WorkflowError> {
     Ok(dispatch_parcel.run(crated).await?)
 }
 
+/// Labels a crated parcel: a sub-workflow, its steps namespaced under the calling step.
+#[workflow(slug = "crash-crate-and-label")]
+async fn crate_and_label(input: Parcel) -> Result<Label, WorkflowError> {
+    let crated = crate_parcel.run(input).await?;
+    Ok(Label {
+        code: format!("C-{}", crated.id),
+    })
+}
+
+/// Crates and labels a parcel in a sub-workflow, stamps it with a recorded time, and
+/// fails its first attempt as a whole (a run-level retry replays the recorded steps).
+#[workflow(slug = "crash-retried", max_attempts = 3)]
+async fn retried(ctx: Ctx, input: Parcel) -> Result<String, WorkflowError> {
+    let label = crate_and_label.run(input.clone()).await?;
+    let _stamped_at = ctx.now();
+    if ctx.attempt() == 1 {
+        return Err(WorkflowError::new("flaky", "the first attempt fails", true));
+    }
+    let sent = dispatch_parcel.run(input).await?;
+    Ok(format!(
+        "{} {sent} at attempt {}",
+        label.code,
+        ctx.attempt()
+    ))
+}
+
 fn signed() -> CheckConfig {
     CheckConfig::default().hook("hook#0", json!({ "by": "Ada" }))
 }
@@ -127,6 +153,29 @@ fn a_sound_workflow_survives_crashes_and_torn_writes_on_sqlite() {
 }
 
 #[test]
+fn sub_workflows_recorded_values_and_run_level_retries_survive_crashes() {
+    let report = crash::assert_crash_safe(&retried, Parcel { id: 4 }, CheckConfig::default());
+    eprintln!("{report}");
+    assert_eq!(
+        report.outcome,
+        RunOutcome::Completed(json!("C-4 dispatched 4 at attempt 2"))
+    );
+    let config = CheckConfig::default()
+        .crashes(3)
+        .sweep_first(false)
+        .cases(128);
+    eprintln!(
+        "{}",
+        crash::assert_crash_safe(&retried, Parcel { id: 4 }, config)
+    );
+    let config = CheckConfig::default().sqlite().max_cases(32);
+    eprintln!(
+        "{}",
+        crash::assert_crash_safe(&retried, Parcel { id: 4 }, config)
+    );
+}
+
+#[test]
 fn a_run_left_waiting_on_a_hook_must_be_left_waiting_after_every_crash() {
     let report =
         crash::assert_crash_safe(&parcel, Parcel { id: 9 }, CheckConfig::default().cases(64));
@@ -144,7 +193,7 @@ fn an_engine_that_never_records_a_step_is_caught_without_a_crash() {
     let failure = crash::check(&dispatch, Parcel { id: 1 }, config).unwrap_err();
     let text = failure.to_string();
     eprintln!("{text}");
-    assert_eq!(failure.plan, None, "the uncrashed run already shows it");
+    assert_eq!(failure.plan(), None, "the uncrashed run already shows it");
     assert!(
         failure
             .problems
@@ -160,10 +209,11 @@ fn an_engine_that_never_records_a_step_is_caught_without_a_crash() {
 fn an_engine_that_loses_a_step_record_after_a_resume_is_caught_with_a_minimal_plan() {
     let config = CheckConfig::default()
         .configure_after_crash(|b| b.fault(Fault::SkipStepRecord("dispatch-parcel#0".into())));
+    // The sweep of every crash point stops at the simplest failing one.
     let failure = crash::check(&dispatch, Parcel { id: 2 }, config).unwrap_err();
     let text = failure.to_string();
     eprintln!("{text}");
-    let plan = failure.plan.expect("a crash plan");
+    let plan = failure.plan().expect("a crash plan");
     assert!(
         matches!(
             plan,
@@ -180,7 +230,7 @@ fn an_engine_that_loses_a_step_record_after_a_resume_is_caught_with_a_minimal_pl
     );
     assert!(text.contains("minimal crash plan"), "{text}");
     assert!(
-        text.contains("---- crash:"),
+        text.contains("---- crash #1:"),
         "the crash point is marked: {text}"
     );
     assert!(text.contains("dispatch-parcel#0"), "{text}");
@@ -194,7 +244,47 @@ fn an_engine_that_loses_a_step_record_after_a_resume_is_caught_with_a_minimal_pl
         [plan],
     )
     .unwrap_err();
-    assert_eq!(again.plan, Some(plan));
+    assert_eq!(again.plan(), Some(plan));
+}
+
+#[test]
+fn random_plans_shrink_to_a_minimal_one() {
+    let config = CheckConfig::default()
+        .sweep_first(false)
+        .cases(64)
+        .configure_after_crash(|b| b.fault(Fault::SkipStepRecord("dispatch-parcel#0".into())));
+    let failure = crash::check(&dispatch, Parcel { id: 3 }, config).unwrap_err();
+    eprintln!("{failure}");
+    // Every plan whose crash leaves dispatch-parcel unrecorded fails; the simplest of
+    // each kind has index 0, and shrinking moves to the earliest kind it can.
+    assert!(
+        matches!(
+            failure.plan(),
+            Some(CrashPlan::BeforeAppend(0) | CrashPlan::AfterAppend(0) | CrashPlan::MidAction(0))
+        ),
+        "{failure}"
+    );
+}
+
+#[test]
+fn a_sound_workflow_survives_several_crashes_in_a_row() {
+    let config = signed().crashes(3).sweep_first(false).cases(128);
+    let report = crash::assert_crash_safe(&parcel, Parcel { id: 10 }, config);
+    eprintln!("{report}");
+
+    // Die right after the resume started, then again before the sleep is recorded.
+    let report = crash::check_crashes(
+        &parcel,
+        Parcel { id: 10 },
+        signed(),
+        &[
+            CrashPlan::MidAction(1),
+            CrashPlan::AfterAppend(0),
+            CrashPlan::BeforeAppend(2),
+        ],
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(report.crashed, 1);
 }
 
 #[test]
@@ -222,3 +312,5 @@ fn the_strategy_draws_every_crash_point_and_nothing_else() {
             .collect::<BTreeSet<_>>()
     );
 }
+
+

@@ -237,3 +237,37 @@ async fn patched_is_false_for_runs_recorded_before_the_change_and_true_after() {
         "replayed after the hook, not re-run"
     );
 }
+
+#[workflow(slug = "testkit-inner")]
+async fn inner(input: Order) -> Result<Receipt, WorkflowError> {
+    Ok(charge.run(input).await?)
+}
+
+#[workflow(slug = "testkit-patch-after-sub-workflow")]
+async fn patch_after_sub_workflow(ctx: Ctx, input: Order) -> Result<String, WorkflowError> {
+    let receipt = inner.run(input).await?;
+    let _: Approval = ctx.hook().await?;
+    if ctx.patched("ship-after-approval") {
+        return Ok(ship.run(receipt).await?);
+    }
+    Ok("not shipped".into())
+}
+
+/// Regression: the inner steps of a completed sub-workflow were counted as history still
+/// to replay, so `patched` after it answered `false` for runs recorded after the change.
+#[tokio::test]
+async fn patched_after_a_completed_sub_workflow_is_true_for_new_runs() {
+    let env = TestEnv::new();
+    let waits = env
+        .execute(&patch_after_sub_workflow, Order { id: 3, cents: 1 })
+        .await
+        .suspended();
+    let done = env
+        .resume_hook(waits[0].token().unwrap(), Approval { ok: true })
+        .await
+        .unwrap();
+    assert_eq!(
+        done,
+        Outcome::Completed(serde_json::json!("shipped real-3"))
+    );
+}

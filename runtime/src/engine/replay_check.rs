@@ -1,0 +1,227 @@
+//! Judging a replay check: does the replay of a recorded history (in a replay-only engine)
+//! end as the history did? Shared by `workflows check` and `reprise_testkit::replay`.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::Value;
+
+use super::{Execution, RunExport, RunOutcome};
+use crate::ctx::Wait;
+use crate::error::{NonDeterminism, WorkflowError, kinds};
+use crate::event::{Event, EventKind, RunStatus};
+
+/// Why a recorded history does not replay against today's code.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ReplayMismatch {
+    /// The code asked for a different step than the log holds at `id`: another callee,
+    /// another input, or a step the history does not have.
+    NonDeterminism(NonDeterminism),
+    /// A recorded output no longer matches the step's output type.
+    RecordedOutput {
+        /// The step's correlation id.
+        step: String,
+        /// The schema violations.
+        message: String,
+    },
+    /// Every step matched, but the replay ended otherwise than the history.
+    Diverged {
+        /// How the history ended, e.g. ``completed with {"n":1}``.
+        recorded: String,
+        /// How the replay ended.
+        replayed: String,
+    },
+}
+
+impl ReplayMismatch {
+    /// A short machine-readable reason: `non_determinism`, `recorded_output`, `diverged`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReplayMismatch::NonDeterminism(_) => "non_determinism",
+            ReplayMismatch::RecordedOutput { .. } => "recorded_output",
+            ReplayMismatch::Diverged { .. } => "diverged",
+        }
+    }
+
+    /// The correlation id of the offending step, when there is one.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            ReplayMismatch::NonDeterminism(error) => Some(&error.id),
+            ReplayMismatch::RecordedOutput { step, .. } => Some(step),
+            ReplayMismatch::Diverged { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ReplayMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayMismatch::NonDeterminism(error) => write!(f, "{error}"),
+            ReplayMismatch::RecordedOutput { step, message } => write!(
+                f,
+                "the recorded output of step `{step}` does not fit today's code ({message})"
+            ),
+            ReplayMismatch::Diverged { recorded, replayed } => write!(
+                f,
+                "every step replays, but the history ended {recorded}, the replay {replayed}"
+            ),
+        }
+    }
+}
+
+/// Whether `execution`, the replay of `export` in a replay-only engine, reproduces the
+/// history. It does when:
+/// - a completed run completes with the same output;
+/// - a waiting or sleeping run suspends on the same waits;
+/// - a failed run fails with an error of the same kind;
+/// - an unfinished run (queued, running, canceled) replays its whole history (the first
+///   step the log does not hold is where the run had got to, not a mismatch).
+///
+/// # Errors
+/// The [`ReplayMismatch`] otherwise.
+pub fn judge_replay(export: &RunExport, execution: &Execution) -> Result<(), ReplayMismatch> {
+    let expected = Expected::of(export);
+    match (&execution.outcome, &expected) {
+        (RunOutcome::Failed(error), _) if error.is_non_determinism() => {
+            let report = error
+                .details
+                .clone()
+                .and_then(|d| serde_json::from_value::<NonDeterminism>(d).ok())
+                .unwrap_or_else(|| NonDeterminism {
+                    id: error.step.clone().unwrap_or_default(),
+                    recorded: "?".to_owned(),
+                    requested: error.message.clone(),
+                });
+            let at_the_end = report.recorded.starts_with("no such ")
+                && execution.replayed >= answerable(&export.events);
+            match expected {
+                // The code went on past the end of an unfinished history: where it had got to.
+                Expected::Unfinished if at_the_end => Ok(()),
+                // The run had already failed this way.
+                Expected::Failed(ref recorded) if recorded.is_non_determinism() => Ok(()),
+                _ => Err(ReplayMismatch::NonDeterminism(report)),
+            }
+        }
+        (RunOutcome::Failed(error), Expected::Failed(recorded)) if error.kind == recorded.kind => {
+            Ok(())
+        }
+        (RunOutcome::Failed(error), _) if error.kind == kinds::SCHEMA && error.step.is_some() => {
+            Err(ReplayMismatch::RecordedOutput {
+                step: error.step.clone().unwrap_or_default(),
+                message: error.message.clone(),
+            })
+        }
+        (_, Expected::Unfinished) => Ok(()),
+        (RunOutcome::Completed(output), Expected::Completed(recorded)) if output == recorded => {
+            Ok(())
+        }
+        (RunOutcome::Suspended(waits), Expected::Suspended(recorded))
+            if &wait_ids(waits) == recorded =>
+        {
+            Ok(())
+        }
+        (outcome, _) => Err(ReplayMismatch::Diverged {
+            recorded: expected.describe(),
+            replayed: describe(outcome),
+        }),
+    }
+}
+
+/// How a recorded history ended, as a replay must reproduce it.
+enum Expected {
+    Completed(Value),
+    Failed(WorkflowError),
+    Suspended(BTreeSet<String>),
+    /// Not ended: the replay runs until the history runs out.
+    Unfinished,
+}
+
+impl Expected {
+    fn of(export: &RunExport) -> Expected {
+        match export.run.status {
+            RunStatus::Completed => {
+                Expected::Completed(export.run.output.clone().unwrap_or(Value::Null))
+            }
+            RunStatus::Failed => Expected::Failed(
+                export
+                    .run
+                    .error
+                    .clone()
+                    .and_then(|e| serde_json::from_value(e).ok())
+                    .unwrap_or_else(|| WorkflowError::permanent("unknown error")),
+            ),
+            RunStatus::Waiting | RunStatus::Sleeping => {
+                Expected::Suspended(last_waits(&export.events))
+            }
+            RunStatus::Queued | RunStatus::Running | RunStatus::Canceled => Expected::Unfinished,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Expected::Completed(output) => format!("completed with {output}"),
+            Expected::Failed(error) => format!("failed ({error})"),
+            Expected::Suspended(waits) => format!("suspended on {}", list(waits)),
+            Expected::Unfinished => "unfinished".to_owned(),
+        }
+    }
+}
+
+fn describe(outcome: &RunOutcome) -> String {
+    match outcome {
+        RunOutcome::Completed(output) => format!("completed with {output}"),
+        RunOutcome::Failed(error) => format!("failed ({error})"),
+        RunOutcome::Suspended(waits) => format!("suspended on {}", list(&wait_ids(waits))),
+    }
+}
+
+fn list(ids: &BTreeSet<String>) -> String {
+    if ids.is_empty() {
+        return "nothing".to_owned();
+    }
+    let ids: Vec<String> = ids.iter().map(|id| format!("`{id}`")).collect();
+    ids.join(", ")
+}
+
+fn wait_ids(waits: &[Wait]) -> BTreeSet<String> {
+    waits
+        .iter()
+        .filter_map(|wait| match wait {
+            Wait::Sleep { id, .. } | Wait::Hook { id, .. } => Some(id.clone()),
+            Wait::Retry { .. } => None,
+        })
+        .collect()
+}
+
+/// The sleeps and hooks of the history's last suspension.
+fn last_waits(events: &[Event]) -> BTreeSet<String> {
+    events
+        .iter()
+        .rev()
+        .find(|e| e.event.kind == EventKind::RunSuspended)
+        .and_then(|e| e.event.payload.get("waits"))
+        .and_then(|waits| serde_json::from_value::<Vec<Wait>>(waits.clone()).ok())
+        .map(|waits| wait_ids(&waits))
+        .unwrap_or_default()
+}
+
+/// How many top-level steps, sleeps and hooks a replay answers from this history, as
+/// [`Execution::replayed`] counts them (nested steps are answered with their sub-workflow;
+/// recorded values and `ctx.patched` markers are not counted).
+fn answerable(events: &[Event]) -> u64 {
+    let ids: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.event.kind,
+                EventKind::StepCompleted
+                    | EventKind::StepFailed
+                    | EventKind::SleepCompleted
+                    | EventKind::HookReceived
+            )
+        })
+        .filter_map(|e| e.event.correlation_id.as_deref())
+        .filter(|id| !id.contains('/') && !id.starts_with('$'))
+        .collect();
+    ids.len() as u64
+}
