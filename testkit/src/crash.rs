@@ -2029,6 +2029,46 @@ mod tests {
         assert_eq!(torn_wal_length(b"not a wal"), None);
     }
 
+    fn call(id: &str, after_record: bool) -> CallRecord {
+        CallRecord {
+            id: id.to_owned(),
+            attempt: 1,
+            process: 0,
+            after_record,
+            ok: Some(true),
+        }
+    }
+
+    #[test]
+    fn effects_are_checked_against_the_baseline() {
+        let baseline: BTreeMap<String, usize> = [("a#0".to_owned(), 1), ("b#0".to_owned(), 2)]
+            .into_iter()
+            .collect();
+        let check = |calls: &[CallRecord], boundaries| {
+            let mut problems = Vec::new();
+            check_calls(&baseline, calls, boundaries, &mut problems);
+            problems
+        };
+        let (a, b) = (call("a#0", false), call("b#0", false));
+        assert!(check(&[a.clone(), b.clone(), b.clone()], 0).is_empty());
+        // Without a crash, a second call is one too many.
+        assert_eq!(
+            check(&[a.clone(), a.clone(), b.clone(), b.clone()], 0).len(),
+            1
+        );
+        // After a crash, an unrecorded step may run again ...
+        assert!(check(&[a.clone(), a.clone(), b.clone(), b.clone()], 1).is_empty());
+        // ... a recorded one never.
+        let again = check(&[a.clone(), call("a#0", true), b.clone(), b.clone()], 1);
+        assert!(
+            again[0].contains("after its outcome was recorded"),
+            "{again:?}"
+        );
+        // Missing and unexpected steps.
+        assert_eq!(check(std::slice::from_ref(&a), 1).len(), 1);
+        assert_eq!(check(&[a, b.clone(), b, call("c#0", false)], 1).len(), 1);
+    }
+
     #[test]
     fn every_crash_point_is_listed_once() {
         let plans = CrashPlan::all(3, 2, true);

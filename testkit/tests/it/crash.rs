@@ -313,4 +313,46 @@ fn the_strategy_draws_every_crash_point_and_nothing_else() {
     );
 }
 
+#[test]
+fn a_workflow_without_retries_or_sub_workflows_survives_refused_appends() {
+    let config = CheckConfig::default().store_failures(true);
+    let report = crash::assert_crash_safe(&dispatch, Parcel { id: 5 }, config);
+    eprintln!("{report}");
+    assert_eq!(
+        report.crash_points,
+        4 + 4 + 2 + 4,
+        "crashes plus one refusal per append"
+    );
+}
 
+/// Engine bug found by this checker (reported, not fixed here): when the store refuses the
+/// `step_retrying` append of an action attempt, `store_failure` poisons the run and hands
+/// the step a `store` error, which `ctx/step.rs` then records as the step's outcome
+/// (`step_failed {kind: "store"}`) once the store works again. Every later execution
+/// replays that error and exits with `EngineError::Store`: the run stays `running` forever.
+#[test]
+#[ignore = "engine bug: a refused step_retrying append is recorded as step_failed(store); the run is stuck"]
+fn a_refused_retry_record_leaves_the_run_resumable() {
+    crash::check_plans(
+        &parcel,
+        Parcel { id: 6 },
+        signed(),
+        [CrashPlan::FailAppend(1)],
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+/// The same engine bug through a sub-workflow: the refused append of an inner step's
+/// record fails the sub-workflow, whose step then records `step_failed {kind: "store"}`.
+#[test]
+#[ignore = "engine bug: a refused append inside a sub-workflow is recorded as the sub-workflow step's failure"]
+fn a_refused_record_inside_a_sub_workflow_leaves_the_run_resumable() {
+    let config = CheckConfig::default();
+    crash::check_plans(
+        &retried,
+        Parcel { id: 6 },
+        config,
+        [CrashPlan::FailAppend(1)],
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+}
