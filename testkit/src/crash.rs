@@ -19,39 +19,42 @@
 //!    of [`Store::append`] calls (`appends`) and the number of live action calls
 //!    (`actions`, every attempt counts); its own log must already pass the log checks.
 //! 2. **Cases.** `config.cases` of them ([`CheckConfig::default`] honours
-//!    `PROPTEST_CASES`, default 256): when that many cases allow it, every crash point
-//!    once, in [`CrashPlan::all`] order (simplest first); the rest are [`CrashPlan`]s a
-//!    proptest [`TestRunner`] draws from [`strategy`] — repeated points still explore
-//!    other interleavings of concurrent steps. For each plan, the same run (same run id, input and start time) is created on a
-//!    fresh store and executed on an engine whose store and actions are instrumented; at
-//!    the crash point the store or the action wrapper signals the crash and never returns,
-//!    and the execution future is dropped: the process is dead, nothing it did afterwards
-//!    reaches the store. A **new** [`Engine`] is built over the surviving data (the same
-//!    memory store; for SQLite the file reopened, or a torn copy of it) and the run is
-//!    driven to its end: durable sleeps and run-level retries move the virtual clock,
-//!    hooks get the payloads of [`CheckConfig::hook`].
+//!    `PROPTEST_CASES`, default 256). When that many allow it, every crash point runs
+//!    once, in [`CrashPlan::all`] order (simplest first); the other cases are plans a
+//!    proptest [`TestRunner`] draws from [`strategy`] (a repeated point still explores
+//!    other interleavings of concurrent steps). In each case the same run (same run id,
+//!    input and start time) is created on a fresh store and executed by an engine whose
+//!    store and actions are instrumented; at the crash point the store or the action
+//!    wrapper flags the crash and never returns, and the execution future is dropped: the
+//!    process is dead, nothing it would have done reaches the store. A **new** [`Engine`]
+//!    is built over the surviving data (the same memory store; for SQLite the file
+//!    reopened, or a torn copy of it) and drives the run to its end: durable sleeps and
+//!    run-level retries move the virtual clock, hooks get [`CheckConfig::hook`] payloads.
+//!    With [`CheckConfig::crashes`], resuming processes may die too; with
+//!    [`CheckConfig::store_failures`], the store may also refuse one append.
 //! 3. **Checks** after each case:
-//!    - *durability*: the surviving log is exactly what the store had acknowledged before
-//!      the crash (for a torn write: SQLite ignored the torn commit), and the final log
-//!      starts with it unchanged;
-//!    - (a) the outcome (output or error, or the waits of a run left on a hook without
+//!    - *durability*: the log that survived a crash is exactly what the store had
+//!      acknowledged (plus, at most, the one append on its way to the disk; never a torn
+//!      one), and the final log starts with it unchanged;
+//!    - (a) the outcome (output or error, or the waits of a run left on a hook without a
 //!      payload) equals the baseline's;
-//!    - (b) effects: a step recorded before the crash never runs again, and runs exactly
-//!      as often as in the baseline; a step whose outcome was not durable at the crash
-//!      (the one whose completion was lost, and any concurrent step in flight) runs again
-//!      in full after the resume — at-least-once, so its effect may be applied twice
-//!      (DESIGN "Event log": the idempotency key makes that safe);
-//!    - (c) the log: `seq` runs from 0 without gaps, one `run_created` first, every step id
-//!      has at most one `step_completed`/`step_failed` and every `step_started` has one,
+//!    - (b) effects: no action call of a step starts once the step's outcome is durable
+//!      (a recorded step's effect is applied once); every step of the baseline runs at
+//!      least as often as there, and no other step runs. A step whose outcome was not
+//!      durable at the crash — the one whose completion was lost, and any concurrent step
+//!      in flight — runs again in full after the resume: at-least-once, so its effect may
+//!      be applied twice (DESIGN "Event log": the idempotency key makes that safe);
+//!    - (c) the log: `seq` runs from 0 without gaps, one `run_created` first, every step
+//!      id has at most one `step_completed`/`step_failed` and every `step_started` one,
 //!      sleeps and hooks are started, completed, created and received at most once, the
-//!      run's end is one last event; and the sets of finished steps, sleeps and hooks
-//!      equal the baseline's;
+//!      run's end is one last event; the sets of finished steps, sleeps and hooks equal
+//!      the baseline's;
 //!    - (d) statuses: the record's final status equals the baseline's, its output (error)
 //!      equals the `run_completed` (`run_failed`) payload, and `next_seq` the log length.
-//! 4. **Failure.** The sweep stops at the simplest failing plan, proptest shrinks a
-//!    failing random plan to a minimal one; [`CrashFailure`]
-//!    prints it with every problem, the event log (with the crash point marked) and the
-//!    live action calls. [`check_plans`] re-runs given plans, e.g. that minimal one.
+//! 4. **Failure.** The sweep stops at the simplest failing plan; proptest shrinks a
+//!    failing random plan to a minimal one. [`CrashFailure`] prints it with every
+//!    problem, the event log (crash points marked) and the live action calls;
+//!    [`check_plans`] and [`check_crashes`] re-run given plans.
 //!
 //! # Crash points
 //!
@@ -60,7 +63,10 @@
 //! calls likewise. See [`CrashPlan`] for what each plan simulates.
 //!
 //! The checker drives runs on its own single-threaded Tokio runtime (a helper thread when
-//! called from inside a runtime), so it is called from a plain `#[test]`.
+//! called from inside a runtime), so it is called from a plain `#[test]`. Workflows must
+//! be deterministic for a given input and clock, with step outputs that do not depend on
+//! real time; a report path or similar must be fixed in the input (not derived from
+//! anything random), since every case reruns the same run.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -102,7 +108,9 @@ pub enum CrashPlan {
     /// SQLite only: append `k` was being written when the power failed. The database and
     /// its `-wal` file are copied at that instant, the copied WAL is cut a few bytes into
     /// the last committed frame, and the run resumes on the copy; SQLite's recovery must
-    /// ignore the torn commit, so append `k` is lost as with `BeforeAppend(k)`.
+    /// ignore the torn commit, so append `k` is lost as with `BeforeAppend(k)`. (Meant for
+    /// test-sized runs: once a WAL checkpoint has copied the commit into the database file,
+    /// which SQLite does past 1,000 WAL pages, a torn WAL can no longer take it back.)
     TornWrite(usize),
     /// Not a crash: the store refuses append `k` with an error (nothing is written; a full
     /// disk, a lock timeout, a dropped connection) and the process goes on, retrying the
@@ -1114,6 +1122,12 @@ impl Checker {
         let outcome = outcome.map_err(|problem| fail_with_log(vec![problem]))?;
         let mut problems = Vec::new();
         check_log(&events, &record, &outcome, &mut problems);
+        for call in calls.iter().filter(|call| call.after_record) {
+            problems.push(format!(
+                "(b) step `{}` ran again (attempt {}) after its outcome was recorded",
+                call.id, call.attempt
+            ));
+        }
         if !problems.is_empty() {
             problems.insert(
                 0,

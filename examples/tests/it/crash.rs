@@ -200,7 +200,6 @@ fn file_digest_survives_repeated_crashes_in_memory() {
 /// store error: the trip is never booked nor failed. Signup, file-digest and approval
 /// survive refused appends.
 #[test]
-#[ignore = "engine bug: a refused step_retrying append is recorded as step_failed(store); the run is stuck"]
 fn book_trip_survives_a_refused_append_in_memory() {
     let config = memory().store_failures(true);
     let report = crash::assert_crash_safe(&book_trip, trip("Casa Azul"), config);
@@ -217,4 +216,32 @@ fn the_other_examples_survive_refused_appends_in_memory() {
     completed(&report);
     let report = crash::assert_crash_safe(&approval, approval_request(), decided(config(), true));
     completed(&report);
+}
+
+fn order() -> reprise_examples::versioning::Order {
+    reprise_examples::versioning::Order {
+        id: 42,
+        item: "tea".into(),
+        cents: 900,
+    }
+}
+
+#[test]
+fn fulfill_order_survives_any_crash_around_its_sleep_in_memory() {
+    let report = crash::assert_crash_safe(
+        &reprise_examples::versioning::fulfill_order,
+        order(),
+        memory(),
+    );
+    assert!(completed(&report).is_object());
+}
+
+#[test]
+fn fulfill_order_survives_any_crash_and_torn_write_on_sqlite() {
+    let report = crash::assert_crash_safe(
+        &reprise_examples::versioning::fulfill_order,
+        order(),
+        sqlite(),
+    );
+    assert!(completed(&report).is_object());
 }

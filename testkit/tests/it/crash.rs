@@ -331,7 +331,6 @@ fn a_workflow_without_retries_or_sub_workflows_survives_refused_appends() {
 /// (`step_failed {kind: "store"}`) once the store works again. Every later execution
 /// replays that error and exits with `EngineError::Store`: the run stays `running` forever.
 #[test]
-#[ignore = "engine bug: a refused step_retrying append is recorded as step_failed(store); the run is stuck"]
 fn a_refused_retry_record_leaves_the_run_resumable() {
     crash::check_plans(
         &parcel,
@@ -345,7 +344,6 @@ fn a_refused_retry_record_leaves_the_run_resumable() {
 /// The same engine bug through a sub-workflow: the refused append of an inner step's
 /// record fails the sub-workflow, whose step then records `step_failed {kind: "store"}`.
 #[test]
-#[ignore = "engine bug: a refused append inside a sub-workflow is recorded as the sub-workflow step's failure"]
 fn a_refused_record_inside_a_sub_workflow_leaves_the_run_resumable() {
     let config = CheckConfig::default();
     crash::check_plans(
@@ -355,4 +353,15 @@ fn a_refused_record_inside_a_sub_workflow_leaves_the_run_resumable() {
         [CrashPlan::FailAppend(1)],
     )
     .unwrap_or_else(|failure| panic!("{failure}"));
+}
+
+#[tokio::test]
+async fn the_checker_also_runs_from_an_async_test() {
+    let report = crash::check(
+        &dispatch,
+        Parcel { id: 11 },
+        CheckConfig::default().cases(8),
+    )
+    .unwrap_or_else(|failure| panic!("{failure}"));
+    assert_eq!(report.cases, 8);
 }
