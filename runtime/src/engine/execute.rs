@@ -147,6 +147,14 @@ impl Engine {
     pub async fn drive(&self, id: &RunId) -> Result<Execution, EngineError> {
         let mut replayed = 0;
         let mut executed = 0;
+        // A sleeping run, or a scheduled retry, is not due before its wake-up time.
+        let record = self.get_run(id).await?;
+        if matches!(record.status, RunStatus::Sleeping | RunStatus::Queued)
+            && let Some(wake_at) = record.wake_at
+            && let Ok(delay) = (wake_at - self.now()).to_std()
+        {
+            self.clock().sleep(delay).await;
+        }
         loop {
             let execution = self.execute(id).await?;
             replayed += execution.replayed;

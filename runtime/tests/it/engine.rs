@@ -650,4 +650,10 @@ async fn a_durable_sleep_suspends_the_run_and_replays_without_waiting_again() {
         ids_of(&events, EventKind::SleepCompleted),
         ["sleep#0", "sleep@2#0"]
     );
+    let started = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::RunStarted)
+        .count();
+    // One execution per sleep: drive waits for each wake-up time instead of replaying early.
+    assert_eq!(started, 3);
 }
