@@ -16,7 +16,10 @@
 //! fdatasyncs per step.
 //!
 //! With several workloads, each (workload, store) pair runs in a fresh child process of
-//! this binary, so its peak RSS (VmHWM) is its own.
+//! this binary, so its peak RSS (VmHWM) is its own. Every job runs `--repeat` times
+//! (default 3, interleaved) and the median is reported with the range. `--store all` also
+//! runs W1 and W2 against `sqlite-normal` (SQLite with `synchronous=NORMAL`, no fsync per
+//! commit): a diagnostic that separates the fsync from the rest of a commit's cost.
 
 mod report;
 mod stats;
