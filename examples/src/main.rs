@@ -5,9 +5,16 @@
 //! ```
 
 use reprise_examples::effects::EffectLog;
+use reprise_examples::signup::TeamChannel;
 
 fn main() -> std::process::ExitCode {
     // Make sure the example workflows are linked in (their registrations live in the library).
     reprise_examples::link();
-    reprise::cli::main(|engine| Ok(engine.resource(EffectLog::from_env())))
+    reprise::cli::main(|engine| {
+        let engine = engine.resource(EffectLog::from_env());
+        Ok(match TeamChannel::from_env() {
+            Some(channel) => engine.resource(channel),
+            None => engine,
+        })
+    })
 }

@@ -28,7 +28,7 @@ pub struct Brief {
 /// Where a brief was posted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Posted {
-    /// The message id; derived from the idempotency key, so a repeated post is the same post.
+    /// The channel's message id (the idempotency key when printed instead).
     pub message_id: String,
 }
 
@@ -45,14 +45,72 @@ pub async fn research_signup(input: Signup) -> Result<Brief, ActionError> {
     })
 }
 
-/// Posts a brief to the team channel (here: standard error).
-#[action(retries = 2, backoff = "200ms")]
+/// The team's chat channel: a webhook taking `POST {base_url}/messages` with
+/// `{"text": …}` and answering `{"id": …}`. Register it as an engine resource; without it,
+/// briefs are printed on standard error.
+#[derive(Clone, Debug)]
+pub struct TeamChannel {
+    base_url: String,
+    client: reqwest::Client,
+}
+
+impl TeamChannel {
+    /// A channel at `base_url` (e.g. `http://127.0.0.1:9000`).
+    pub fn new(base_url: impl Into<String>) -> Self {
+        TeamChannel {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// The channel named by `REPRISE_EXAMPLES_TEAM_CHANNEL_URL`, if set.
+    pub fn from_env() -> Option<Self> {
+        std::env::var("REPRISE_EXAMPLES_TEAM_CHANNEL_URL")
+            .ok()
+            .map(Self::new)
+    }
+
+    /// Posts `text`, de-duplicated on the far side by `idempotency_key`; returns the
+    /// message id. 5xx and connection errors are transient, other statuses permanent.
+    async fn post(&self, text: &str, idempotency_key: &str) -> Result<String, ActionError> {
+        let url = format!("{}/messages", self.base_url);
+        let response = self
+            .client
+            .post(&url)
+            .header("Idempotency-Key", idempotency_key)
+            .json(&serde_json::json!({ "text": text }))
+            .send()
+            .await
+            .map_err(|e| ActionError::transient(format!("POST {url}: {e}")))?;
+        let status = response.status();
+        if !status.is_success() {
+            let message = format!("POST {url} answered {status}");
+            return Err(if status.is_server_error() {
+                ActionError::transient(message)
+            } else {
+                ActionError::permanent(message)
+            });
+        }
+        let body: serde_json::Value = response.json().await.map_err(|e| {
+            ActionError::permanent(format!("POST {url}: the answer is not JSON: {e}"))
+        })?;
+        Ok(body["id"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+/// Posts a brief to the team channel ([`TeamChannel`] if the engine has one, else
+/// standard error).
+#[action(retries = 2, backoff = "200ms", timeout = "10s")]
 pub async fn post_brief(input: Brief, cx: ActionCtx) -> Result<Posted, ActionError> {
     crate::effects::record(&cx)?;
-    eprintln!("[team channel] {}", input.brief);
-    Ok(Posted {
-        message_id: cx.idempotency_key().to_owned(),
-    })
+    let message_id = match cx.resource::<TeamChannel>() {
+        Ok(channel) => channel.post(&input.brief, cx.idempotency_key()).await?,
+        Err(_) => {
+            eprintln!("[team channel] {}", input.brief);
+            cx.idempotency_key().to_owned()
+        }
+    };
+    Ok(Posted { message_id })
 }
 
 /// Researches a new user, posts a brief about them to the team and returns it.

@@ -12,6 +12,7 @@
 mod clock;
 pub mod crash;
 mod env;
+pub mod http;
 mod log;
 pub mod replay;
 mod snapshot;
@@ -19,6 +20,7 @@ mod snapshot;
 pub use clock::VirtualClock;
 pub use crash::{CheckConfig, CheckReport, CrashFailure, CrashPlan};
 pub use env::{Call, Outcome, Pending, TestEnv, TestEnvBuilder, stubs};
+pub use http::MockHttp;
 pub use log::RunLog;
 pub use replay::{Replay, ReplayFailure, ReplayReport};
 pub use snapshot::RedactedEvent;
