@@ -109,3 +109,23 @@ async fn approval_log() {
     .completed();
     assert_run_snapshot!(env, env.last_run());
 }
+
+#[tokio::test]
+async fn fulfill_order_log() {
+    use reprise_examples::versioning::{Order, fulfill_order};
+    let env = TestEnv::new();
+    let order = Order {
+        id: 7,
+        item: "tea".into(),
+        cents: 900,
+    };
+    let waits = env.execute(&fulfill_order, order).await.suspended();
+    assert!(matches!(&waits[..], [Pending::Sleep { .. }]), "{waits:?}");
+    let (_, outcome) = env
+        .advance(std::time::Duration::from_secs(3600))
+        .await
+        .remove(0);
+    let shipment = outcome.completed();
+    assert!(shipment.is_object(), "{shipment}");
+    assert_run_snapshot!(env, env.last_run());
+}
