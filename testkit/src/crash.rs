@@ -79,7 +79,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use proptest::strategy::{BoxedStrategy, Just, Strategy, Union};
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
 use reprise::event::{Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus};
@@ -230,8 +229,7 @@ impl fmt::Display for StoreKind {
 }
 
 type Configure = Arc<dyn Fn(EngineBuilder) -> EngineBuilder + Send + Sync>;
-type ErasedStub =
-    Arc<dyn Fn(Value, ActionCtx) -> BoxFuture<'static, Result<Value, ActionError>> + Send + Sync>;
+use crate::env::{ErasedStub, erase_stub};
 
 /// The hook secret every engine of a check uses, so hook tokens survive the crash.
 const HOOK_SECRET: &[u8] = b"reprise-testkit crash checker hook secret (fixed)";
@@ -396,20 +394,7 @@ impl CheckConfig {
         F: Fn(A::Input) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<A::Output, ActionError>> + Send + 'static,
     {
-        let stub = Arc::new(stub);
-        let erased: ErasedStub = Arc::new(move |input: Value, _cx: ActionCtx| {
-            let stub = stub.clone();
-            async move {
-                let input: A::Input = serde_json::from_value(input).map_err(|e| {
-                    ActionError::new("serde", format!("stub input of `{}`: {e}", A::SLUG), false)
-                })?;
-                let output = stub(input).await?;
-                serde_json::to_value(output).map_err(|e| {
-                    ActionError::new("serde", format!("stub output of `{}`: {e}", A::SLUG), false)
-                })
-            }
-            .boxed()
-        });
+        let erased = erase_stub::<A, F, Fut>(stub);
         self.stubs.insert(A::SLUG.to_owned(), erased);
         self
     }

@@ -114,8 +114,32 @@ pub struct Call {
     pub input: Value,
 }
 
-type ErasedStub =
+/// A stub body over JSON, as the engine's action override calls it.
+pub(crate) type ErasedStub =
     Arc<dyn Fn(Value, ActionCtx) -> BoxFuture<'static, Result<Value, ActionError>> + Send + Sync>;
+
+/// Wraps a typed stub of action `A` as an [`ErasedStub`] (JSON in, JSON out).
+pub(crate) fn erase_stub<A, F, Fut>(stub: F) -> ErasedStub
+where
+    A: Step,
+    F: Fn(A::Input) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<A::Output, ActionError>> + Send + 'static,
+{
+    let stub = Arc::new(stub);
+    Arc::new(move |input: Value, _cx: ActionCtx| {
+        let stub = stub.clone();
+        async move {
+            let input: A::Input = serde_json::from_value(input).map_err(|e| {
+                ActionError::new("serde", format!("stub input of `{}`: {e}", A::SLUG), false)
+            })?;
+            let output = stub(input).await?;
+            serde_json::to_value(output).map_err(|e| {
+                ActionError::new("serde", format!("stub output of `{}`: {e}", A::SLUG), false)
+            })
+        }
+        .boxed()
+    })
+}
 
 /// Counts every live action call and routes it to its stub or its real body.
 #[derive(Default)]
@@ -312,20 +336,7 @@ impl TestEnv {
         F: Fn(A::Input) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<A::Output, ActionError>> + Send + 'static,
     {
-        let stub = Arc::new(stub);
-        let erased: ErasedStub = Arc::new(move |input: Value, _cx: ActionCtx| {
-            let stub = stub.clone();
-            async move {
-                let input: A::Input = serde_json::from_value(input).map_err(|e| {
-                    ActionError::new("serde", format!("stub input of `{}`: {e}", A::SLUG), false)
-                })?;
-                let output = stub(input).await?;
-                serde_json::to_value(output).map_err(|e| {
-                    ActionError::new("serde", format!("stub output of `{}`: {e}", A::SLUG), false)
-                })
-            }
-            .boxed()
-        });
+        let erased = erase_stub::<A, F, Fut>(stub);
         self.calls
             .stubs
             .lock()
