@@ -201,8 +201,11 @@ impl<'a> Common<'a> {
         }
     }
 
-    /// The link-time registration.
-    fn register(&self) -> TokenStream {
+    /// The link-time registration, or nothing for `register = false`.
+    fn register(&self, registered: bool) -> TokenStream {
+        if !registered {
+            return TokenStream::new();
+        }
         let Common {
             private,
             name,
@@ -290,11 +293,7 @@ fn action_tokens(step: &StepFn, args: &ActionArgs) -> TokenStream {
         }
     };
     let impl_step = common.impl_step(step, behavior);
-    let register = if args.unregistered {
-        TokenStream::new()
-    } else {
-        common.register()
-    };
+    let register = common.register(!args.unregistered);
     let checks = data_checks(step, private);
     let scoped = common.scope(quote! {
         #user
@@ -393,11 +392,7 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
         }
     };
     let impl_step = common.impl_step(step, behavior);
-    let register = if args.unregistered {
-        TokenStream::new()
-    } else {
-        common.register()
-    };
+    let register = common.register(!args.unregistered);
     let checks = data_checks(step, private);
     let scoped = common.scope(quote! {
         #manifest
