@@ -20,16 +20,8 @@ pub use crate::{ActionCtx, ActionError, Ctx, WorkflowError};
 /// Compile-time check, spanned at the user's type: `T` can cross a step boundary.
 pub const fn assert_step_data<T: StepData>() {}
 
-/// Compile-time check, spanned at the user's error type: it converts into [`WorkflowError`].
-pub const fn assert_workflow_error<E: Into<WorkflowError>>() {}
-
-/// Converts a workflow body's error into a [`WorkflowError`].
-pub fn into_workflow_error<E: Into<WorkflowError>>(error: E) -> WorkflowError {
-    error.into()
-}
-
-/// Parses a duration literal of an attribute (`"1s"`, `"500ms"`) at compile time of the
-/// generated code: the macro has validated it already, so failure here is a bug.
+/// A duration in milliseconds: the macro parses `backoff = "1s"` and `timeout = "30s"` at
+/// compile time and emits the result through this.
 pub const fn millis(ms: u64) -> std::time::Duration {
     std::time::Duration::from_millis(ms)
 }

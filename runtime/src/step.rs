@@ -159,7 +159,9 @@ pub struct Site {
     pub kind: SiteKind,
     /// The receiver expression as written (`research_signup`, `ctx`), for diagnostics and graphs.
     pub callee: &'static str,
-    /// 1-based rank of this site among the body's sites with the same callee and kind, in source order.
+    /// 1-based rank of this site among the body's sites of the same kind whose receiver has
+    /// the same last path segment (`notify` and `crate::notify` are one callee), in source
+    /// order. Pinned sites count too, so pinning one site never changes another's key.
     pub ordinal: u32,
     /// A key pinned with `#[step(id = "…")]`.
     pub pinned: Option<&'static str>,

@@ -144,11 +144,23 @@ impl RunState {
     }
 
     /// Appends `events` (after everything pending) and applies `update`, durably.
+    ///
+    /// # Errors
+    /// The store's error; [`EngineError::Store`] at once when an earlier append of this
+    /// execution failed.
     pub(crate) async fn append(
         &self,
         events: Vec<NewEvent>,
         update: RunUpdate,
     ) -> Result<(), EngineError> {
+        // Once the log could not be written, this execution is abandoned: nothing more is
+        // recorded (above all not the store failure as a step's outcome, which replay would
+        // return forever). Unrecorded steps run again when the run resumes, as after a crash.
+        if let Some(poison) = self.poisoned()
+            && poison.kind == kinds::STORE
+        {
+            return Err(EngineError::Store(poison.message));
+        }
         let mut next_seq = self.next_seq.lock().await;
         let mut all = std::mem::take(&mut *lock(&self.pending));
         all.extend(events);

@@ -177,15 +177,6 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
             Err(error),
         ),
     };
-    if run
-        .poisoned()
-        .is_some_and(|poison| poison.kind == kinds::STORE)
-    {
-        // The log could not be written: this execution is abandoned, and recording the
-        // store failure as the step's outcome would replay it forever. Record nothing; the
-        // step runs again when the run resumes (at least once, as after a crash).
-        return returned;
-    }
     if matches!(run.engine.fault(), crate::engine::Fault::SkipStepRecord(skipped) if *skipped == id)
     {
         return returned; // deliberately broken engine: the checkers must notice

@@ -124,11 +124,6 @@ impl Engine {
                 };
                 self.finish(&state, &entry, result).await?
             }
-            BodyEnd::Suspended(_) if state.poisoned().is_some_and(|p| p.kind == kinds::STORE) => {
-                // The log could not be written: leave the run as it is for a later resume.
-                let message = state.poisoned().map(|p| p.message).unwrap_or_default();
-                return Err(EngineError::Store(message));
-            }
             BodyEnd::Suspended(waits) => self.suspend(&state, waits).await?,
         };
         Ok(Execution {
