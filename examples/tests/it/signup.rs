@@ -41,36 +41,30 @@ async fn the_pipeline_returns_the_posted_brief() {
     );
 }
 
+fn ada() -> Signup {
+    Signup {
+        name: "Ada".into(),
+        email: "ada@analytical.org".into(),
+    }
+}
+
+/// A `TestEnv` whose team channel is `channel`.
+fn env_posting_to(channel: &reprise_testkit::MockHttp) -> reprise_testkit::TestEnv {
+    let uri = channel.uri();
+    reprise_testkit::TestEnv::builder()
+        .configure(move |b| b.resource(reprise_examples::signup::TeamChannel::new(uri)))
+        .build()
+}
+
 #[tokio::test]
 async fn the_brief_is_posted_over_http_with_one_idempotency_key_across_retries() {
-    use reprise_examples::signup::{TeamChannel, post_brief};
-    use reprise_testkit::{MockHttp, TestEnv};
-
-    let channel = MockHttp::start().await;
+    let channel = reprise_testkit::MockHttp::start().await;
     channel.fail_first("POST", "/messages", 503, 1).await;
-    channel
-        .respond_json(
-            "POST",
-            "/messages",
-            201,
-            serde_json::json!({ "id": "m-42" }),
-        )
-        .await;
-    let uri = channel.uri();
-    let env = TestEnv::builder()
-        .configure(move |b| b.resource(TeamChannel::new(uri)))
-        .build();
+    let answer = serde_json::json!({ "id": "m-42" });
+    channel.respond_json("POST", "/messages", 201, answer).await;
+    let env = env_posting_to(&channel);
 
-    let brief = env
-        .execute(
-            &signup_pipeline,
-            Signup {
-                name: "Ada".into(),
-                email: "ada@analytical.org".into(),
-            },
-        )
-        .await
-        .completed();
+    let brief = env.execute(&signup_pipeline, ada()).await.completed();
     let received = channel.received("POST", "/messages").await;
     assert_eq!(received.len(), 2, "one 503, then the retry");
     let keys: Vec<_> = received
@@ -85,7 +79,7 @@ async fn the_brief_is_posted_over_http_with_one_idempotency_key_across_retries()
         channel.received_json("POST", "/messages").await[1],
         serde_json::json!({ "text": brief.brief })
     );
-    assert_eq!(env.calls(&post_brief).len(), 2);
+    assert_eq!(env.calls(&reprise_examples::signup::post_brief).len(), 2);
     let log = env.log(&env.last_run()).await;
     let posted = log
         .events()
@@ -100,32 +94,11 @@ async fn the_brief_is_posted_over_http_with_one_idempotency_key_across_retries()
 
 #[tokio::test]
 async fn a_client_error_from_the_channel_is_permanent() {
-    use reprise_examples::signup::TeamChannel;
-    use reprise_testkit::{MockHttp, TestEnv};
-
-    let channel = MockHttp::start().await;
-    channel
-        .respond_json(
-            "POST",
-            "/messages",
-            400,
-            serde_json::json!({ "error": "bad" }),
-        )
-        .await;
-    let uri = channel.uri();
-    let env = TestEnv::builder()
-        .configure(move |b| b.resource(TeamChannel::new(uri)))
-        .build();
-    let error = env
-        .execute(
-            &signup_pipeline,
-            Signup {
-                name: "Ada".into(),
-                email: "ada@analytical.org".into(),
-            },
-        )
-        .await
-        .failed();
+    let channel = reprise_testkit::MockHttp::start().await;
+    let answer = serde_json::json!({ "error": "bad" });
+    channel.respond_json("POST", "/messages", 400, answer).await;
+    let env = env_posting_to(&channel);
+    let error = env.execute(&signup_pipeline, ada()).await.failed();
     assert!(error.message.contains("400"), "{error}");
     assert_eq!(
         channel.received("POST", "/messages").await.len(),

@@ -126,6 +126,6 @@ async fn fulfill_order_log() {
         .await
         .remove(0);
     let shipment = outcome.completed();
-    assert!(shipment.is_object(), "{shipment}");
+    assert_eq!(shipment["order"], 7, "{shipment}");
     assert_run_snapshot!(env, env.last_run());
 }
