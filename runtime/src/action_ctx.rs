@@ -3,6 +3,8 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::ActionError;
 use crate::ctx::Ctx;
 use crate::engine::Engine;
@@ -16,6 +18,7 @@ pub struct ActionCtx {
     correlation_id: String,
     attempt: u32,
     engine: Option<Engine>,
+    cancellation: CancellationToken,
 }
 
 impl ActionCtx {
@@ -26,6 +29,7 @@ impl ActionCtx {
             correlation_id: correlation_id.to_owned(),
             attempt,
             engine: Some(ctx.engine().clone()),
+            cancellation: ctx.run.control.cancel.clone(),
         }
     }
 
@@ -37,6 +41,7 @@ impl ActionCtx {
             correlation_id: slug.to_owned(),
             attempt: 1,
             engine: None,
+            cancellation: CancellationToken::new(),
         }
     }
 
@@ -60,6 +65,26 @@ impl ActionCtx {
     /// The attempt of this step, from 1.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// The run's cancellation token: cancelled when the run is canceled (`runs cancel`,
+    /// `POST /runs/{id}/cancel`). A long action can select on
+    /// [`CancellationToken::cancelled`] to stop early; whatever it returns is recorded as
+    /// usual, and the run then ends `canceled` at its next step boundary.
+    ///
+    /// ```ignore
+    /// tokio::select! {
+    ///     result = long_call() => result,
+    ///     () = cx.cancellation().cancelled() => Err(ActionError::permanent("canceled")),
+    /// }
+    /// ```
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancellation
+    }
+
+    /// Whether the run was canceled (see [`ActionCtx::cancellation`]).
+    pub fn is_canceled(&self) -> bool {
+        self.cancellation.is_cancelled()
     }
 
     /// The resource of type `T` registered with `Engine::builder().resource(..)`.

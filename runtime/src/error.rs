@@ -20,6 +20,8 @@ pub mod kinds {
     pub const SERDE: &str = "serde";
     /// The store failed while recording; the run stops and is resumed later.
     pub const STORE: &str = "store";
+    /// The run was canceled (`runs cancel`, `POST /runs/{id}/cancel`).
+    pub const CANCELED: &str = "canceled";
     /// The default kind of an error converted from a `std::error::Error`.
     pub const ERROR: &str = "error";
     /// A permanent failure reported by user code.
@@ -309,6 +311,29 @@ pub enum EngineError {
         /// What is wrong.
         message: String,
     },
+    /// The writer's lease on the run was lost (it expired and another worker took the
+    /// run over): it must stop; nothing it did not record is lost, the new holder goes on.
+    #[error("the lease on run `{run}` was lost: another worker took the run over")]
+    LeaseLost {
+        /// The run.
+        run: String,
+    },
+    /// Another worker holds the run's lease and is executing it.
+    #[error(
+        "run `{run}` is being executed by `{owner}` (lease until {expires_at}); wait for it, \
+         or for the lease to expire if that process is gone"
+    )]
+    Leased {
+        /// The run.
+        run: String,
+        /// The lease holder.
+        owner: String,
+        /// When its lease expires unless renewed (RFC 3339).
+        expires_at: String,
+    },
+    /// No hook has this token.
+    #[error("no hook has this token (check that it was copied whole)")]
+    UnknownHook,
     /// The run is in a state that does not allow the operation.
     #[error("run `{run}` is {status}: {message}")]
     InvalidState {

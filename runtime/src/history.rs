@@ -25,6 +25,10 @@ pub(crate) struct Recorded {
     pub(crate) token_hash: Option<String>,
     /// For hooks: the received payload.
     pub(crate) hook_payload: Option<Value>,
+    /// For hooks: when the hook times out, if it has a timeout.
+    pub(crate) hook_timeout_at: Option<DateTime<Utc>>,
+    /// For hooks: whether the timeout was recorded (nothing arrived in time).
+    pub(crate) hook_timed_out: bool,
 }
 
 /// Recorded steps by correlation id, built once per execution from the event log.
@@ -89,11 +93,18 @@ impl History {
                     let entry = by_id.entry(id.to_owned()).or_default();
                     entry.callee = "hook".to_owned();
                     entry.token_hash = str_field(payload, "token_hash");
+                    entry.hook_timeout_at = payload
+                        .get("timeout_at")
+                        .and_then(|t| serde_json::from_value(t.clone()).ok());
                 }
                 EventKind::HookReceived => {
                     let entry = by_id.entry(id.to_owned()).or_default();
-                    entry.hook_payload =
-                        Some(payload.get("payload").cloned().unwrap_or(Value::Null));
+                    if payload.get("timed_out") == Some(&Value::Bool(true)) {
+                        entry.hook_timed_out = true;
+                    } else {
+                        entry.hook_payload =
+                            Some(payload.get("payload").cloned().unwrap_or(Value::Null));
+                    }
                 }
                 _ => {}
             }
@@ -110,7 +121,9 @@ impl History {
         let answerable = by_id
             .iter()
             .filter(|(id, _)| !id.rsplit('/').next().unwrap_or(id).starts_with("$patch:"))
-            .filter(|(_, r)| r.outcome.is_some() || r.sleep_done || r.hook_payload.is_some())
+            .filter(|(_, r)| {
+                r.outcome.is_some() || r.sleep_done || r.hook_payload.is_some() || r.hook_timed_out
+            })
             .filter(|(id, _)| visited(id))
             .count();
         Ok(History { by_id, answerable })

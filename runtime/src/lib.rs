@@ -70,6 +70,10 @@ pub mod registry;
 pub mod schema;
 mod step;
 pub mod store;
+mod worker;
+pub mod trigger;
+#[cfg(feature = "http")]
+pub mod http;
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -84,10 +88,11 @@ pub use ctx::Wait;
 pub use ctx::hook::Hook;
 pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use engine::{
-    ActionOverride, Clock, Engine, EngineBuilder, Execution, Fault, RUN_EXPORT_FORMAT,
-    ReplayMismatch, RunExport, RunOutcome, StepStatus, StepSummary, SystemClock, judge_replay,
-    summarize_steps,
+    ActionOverride, CancelOutcome, Clock, Engine, EngineBuilder, Execution, Fault, OpenHook,
+    RUN_EXPORT_FORMAT, ReplayMismatch, RunExport, RunOutcome, RunTransition, StepStatus,
+    StepSummary, SystemClock, judge_replay, summarize_steps,
 };
+pub use worker::{Worker, WorkerOptions, WorkerReport};
 pub use error::{
     ActionError, EngineError, NonDeterminism, SchemaViolation, Violation, WorkflowError, kinds,
 };

@@ -861,6 +861,63 @@ impl Store for CrashStore {
         self.probe.alive().await;
         self.inner.list_runs(filter).await
     }
+    async fn create_run_once(
+        &self,
+        key: &str,
+        record: RunRecord,
+        created: NewEvent,
+    ) -> Result<Option<RunId>, EngineError> {
+        self.probe.alive().await;
+        self.inner.create_run_once(key, record, created).await
+    }
+    async fn acquire(
+        &self,
+        id: &RunId,
+        owner: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<reprise::store::Acquired, EngineError> {
+        self.probe.alive().await;
+        self.inner.acquire(id, owner, now, expires_at).await
+    }
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<reprise::store::Lease>, EngineError> {
+        self.probe.alive().await;
+        self.inner.claim_due(owner, now, expires_at, limit).await
+    }
+    async fn renew(
+        &self,
+        lease: &reprise::store::Lease,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<reprise::store::Lease>, EngineError> {
+        self.probe.alive().await;
+        self.inner.renew(lease, expires_at).await
+    }
+    async fn release(&self, lease: &reprise::store::Lease) -> Result<(), EngineError> {
+        self.probe.alive().await;
+        self.inner.release(lease).await
+    }
+    async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
+        self.probe.alive().await;
+        self.inner.request_cancel(id).await
+    }
+    async fn next_wake(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, EngineError> {
+        self.probe.alive().await;
+        self.inner.next_wake().await
+    }
+    async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
+        self.probe.alive().await;
+        self.inner.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
+        self.probe.alive().await;
+        self.inner.set_cursor(name, value).await
+    }
 }
 
 /// Routes every registered action through a wrapper that counts the call, runs the stub or
@@ -1480,7 +1537,10 @@ fn build_engine(
     clock: &Arc<VirtualClock>,
     after_crash: bool,
 ) -> Result<Engine, String> {
+    // Every "process" of the checker uses one owner id: a restarted process takes back
+    // the leases its crashed predecessor held, instead of waiting for them to expire.
     let mut builder = Engine::builder()
+        .owner_id("crash-checker")
         .store(store)
         .discover()
         .map_err(|e| format!("cannot register the linked workflows: {e}"))?
@@ -1515,6 +1575,8 @@ fn describe_outcome(outcome: &RunOutcome) -> String {
             "suspended on {}",
             serde_json::to_string(waits).unwrap_or_default()
         ),
+        RunOutcome::Canceled => "canceled".to_owned(),
+        RunOutcome::Interrupted => "interrupted (handed back to the queue)".to_owned(),
     }
 }
 
@@ -1736,7 +1798,8 @@ fn check_log(
     let consistent = match outcome {
         RunOutcome::Completed(_) => record.status == RunStatus::Completed,
         RunOutcome::Failed(_) => matches!(record.status, RunStatus::Failed | RunStatus::Canceled),
-        RunOutcome::Suspended(_) => !record.status.is_terminal(),
+        RunOutcome::Suspended(_) | RunOutcome::Interrupted => !record.status.is_terminal(),
+        RunOutcome::Canceled => record.status == RunStatus::Canceled,
     };
     if !consistent {
         problems.push(format!(

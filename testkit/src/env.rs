@@ -190,7 +190,7 @@ impl TestEnvBuilder {
         let db = self.sqlite.then(|| {
             TempDb::new().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
         });
-        let mut builder = Engine::builder();
+        let mut builder = Engine::builder().owner_id("test-env");
         if let Some(db) = &db {
             builder = builder
                 .sqlite(db.path())
@@ -424,6 +424,22 @@ impl TestEnv {
                     }
                     return Outcome::Suspended(self.pending(id, &waits).await);
                 }
+                RunOutcome::Canceled => {
+                    let record = self.engine.get_run(id).await.ok();
+                    let error = record
+                        .and_then(|r| r.error)
+                        .and_then(|e| serde_json::from_value(e).ok())
+                        .unwrap_or_else(|| {
+                            reprise::WorkflowError::new(
+                                reprise::kinds::CANCELED,
+                                "the run was canceled",
+                                false,
+                            )
+                        });
+                    return Outcome::Failed(error);
+                }
+                // Only a draining worker interrupts; the test environment has none.
+                RunOutcome::Interrupted => continue,
             }
         }
     }

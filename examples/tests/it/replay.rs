@@ -426,6 +426,7 @@ async fn restore(store: &dyn Store, export: &RunExport) {
             first_seq: 1,
             events: events.collect(),
             update: RunUpdate::default(),
+            fence: None,
         })
         .await
         .unwrap();

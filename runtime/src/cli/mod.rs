@@ -318,6 +318,8 @@ async fn report(engine: &Engine, execution: &Execution, as_json: bool) -> Result
         RunOutcome::Completed(output) => (EXIT_COMPLETED, json!({ "output": output })),
         RunOutcome::Failed(error) => (EXIT_FAILED, json!({ "error": error })),
         RunOutcome::Suspended(waits) => (EXIT_INCOMPLETE, json!({ "waits": waits })),
+        RunOutcome::Canceled => (EXIT_FAILED, json!({ "error": record.error })),
+        RunOutcome::Interrupted => (EXIT_INCOMPLETE, json!({})),
     };
     if as_json {
         let mut line = json!({

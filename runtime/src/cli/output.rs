@@ -89,6 +89,8 @@ pub(super) fn print_execution(run: &RunRecord, execution: &Execution, steps: &[S
                 serde_json::to_string(waits).unwrap_or_default()
             )
         }
+        RunOutcome::Canceled => println!("the run was canceled"),
+        RunOutcome::Interrupted => println!("the run was handed back to the queue"),
     }
     println!("{}", steps_table(steps));
     println!(

@@ -29,6 +29,7 @@ pub struct Hook<T> {
     ctx: Ctx,
     id: String,
     token: String,
+    timeout: Option<Result<std::time::Duration, ActionError>>,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -113,6 +114,7 @@ pub fn hook<T: StepData>(ctx: &Ctx, site: &'static Site) -> Hook<T> {
         ctx: ctx.clone(),
         id,
         token,
+        timeout: None,
         _payload: PhantomData,
     }
 }
@@ -138,6 +140,28 @@ impl<T: StepData> Hook<T> {
         &self.id
     }
 
+    /// Makes the hook time out `duration` after it is first awaited (a [`Duration`], or a
+    /// humantime string such as `"3d"`): awaiting it then fails with a permanent error of
+    /// kind `timeout`, and a later delivery is refused (409 over HTTP). The deadline is
+    /// recorded with the hook, so replays and restarts keep it; the run is woken at the
+    /// deadline like a durable sleep.
+    ///
+    /// [`Duration`]: std::time::Duration
+    ///
+    /// ```ignore
+    /// let approval = ctx.hook::<Decision>().timeout("2d");
+    /// send_request.run(Request { url: approval.resume_url() }).await?;
+    /// match approval.await {
+    ///     Ok(decision) => { /* … */ }
+    ///     Err(e) if e.kind == "timeout" => { /* escalate */ }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// ```
+    pub fn timeout(mut self, duration: impl super::sleep::SleepDuration) -> Self {
+        self.timeout = Some(duration.to_duration());
+        self
+    }
+
     async fn wait(self) -> Result<T, ActionError> {
         let run = &self.ctx.run;
         let recorded = run.history.get(&self.id);
@@ -148,6 +172,10 @@ impl<T: StepData> Hook<T> {
                     format!("`{}`", recorded.callee),
                     "a hook".to_owned(),
                 ));
+            }
+            if recorded.hook_timed_out {
+                run.answered_from_log();
+                return Err(timed_out(&self.id, recorded.hook_timeout_at));
             }
             if let Some(payload) = &recorded.hook_payload {
                 validator_for::<T>()
@@ -177,21 +205,53 @@ impl<T: StepData> Hook<T> {
                 "a hook".to_owned(),
             ));
         }
-        if recorded.is_none() {
-            let schema = crate::schema::schema_of::<T>();
+        let timeout_at = match recorded {
+            Some(recorded) => recorded.hook_timeout_at,
+            None => {
+                let timeout_at = match self.timeout.transpose()? {
+                    Some(timeout) => Some(
+                        run.engine.now()
+                            + chrono::TimeDelta::from_std(timeout)
+                                .unwrap_or(chrono::TimeDelta::MAX),
+                    ),
+                    None => None,
+                };
+                let schema = crate::schema::schema_of::<T>();
+                let mut payload =
+                    json!({ "token_hash": token_hash(&self.token), "schema": schema });
+                if let Some(timeout_at) = timeout_at {
+                    payload["timeout_at"] = json!(timeout_at);
+                }
+                let event = run.event(EventKind::HookCreated, Some(&self.id), 1, payload);
+                if let Err(e) = run.append(vec![event], RunUpdate::default()).await {
+                    return Err(store_failure(run, e));
+                }
+                timeout_at
+            }
+        };
+        if let Some(deadline) = timeout_at
+            && run.engine.now() >= deadline
+        {
             let event = run.event(
-                EventKind::HookCreated,
+                EventKind::HookReceived,
                 Some(&self.id),
                 1,
-                json!({ "token_hash": token_hash(&self.token), "schema": schema }),
+                json!({ "timed_out": true, "timeout_at": deadline }),
             );
-            if let Err(e) = run.append(vec![event], RunUpdate::default()).await {
+            let update = RunUpdate {
+                status: Some(crate::event::RunStatus::Running),
+                ..RunUpdate::default()
+            };
+            if let Err(e) = run.append(vec![event], update).await {
                 return Err(store_failure(run, e));
             }
+            run.executed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(timed_out(&self.id, Some(deadline)));
         }
         run.suspend(Wait::Hook {
             id: self.id.clone(),
-            timeout_at: None,
+            timeout_at,
         });
         std::future::pending::<()>().await;
         Err(ActionError::new(
@@ -200,6 +260,16 @@ impl<T: StepData> Hook<T> {
             false,
         ))
     }
+}
+
+/// The error of a hook that received nothing before its deadline.
+fn timed_out(id: &str, deadline: Option<chrono::DateTime<chrono::Utc>>) -> ActionError {
+    let at = deadline.map(|d| format!(" at {}", d.to_rfc3339())).unwrap_or_default();
+    ActionError::new(
+        kinds::TIMEOUT,
+        format!("hook `{id}` received no payload before its timeout{at}"),
+        false,
+    )
 }
 
 impl<T: StepData> IntoFuture for Hook<T> {

@@ -84,6 +84,10 @@ pub(crate) struct RunState {
     pub(crate) inflight_changed: Notify,
     pub(crate) replayed: AtomicU64,
     pub(crate) executed: AtomicU64,
+    /// The fencing token of the execution's lease, carried by every append.
+    fence: Option<u64>,
+    /// Cancel and drain switches: checked at every step boundary.
+    pub(crate) control: crate::engine::RunControl,
     /// Recorded outcomes answered from the history so far (steps, waits, values); while it
     /// is below `history.answerable()`, the body is still replaying old history.
     consumed: AtomicUsize,
@@ -106,6 +110,8 @@ impl RunState {
         triggered_at: DateTime<Utc>,
         history: History,
         next_seq: u64,
+        fence: Option<u64>,
+        control: crate::engine::RunControl,
     ) -> Self {
         RunState {
             engine,
@@ -126,7 +132,21 @@ impl RunState {
             replayed: AtomicU64::new(0),
             executed: AtomicU64::new(0),
             consumed: AtomicUsize::new(0),
+            fence,
+            control,
         }
+    }
+
+    /// Whether the run must stop at this step boundary (canceled, or its worker drains).
+    pub(crate) fn interrupted(&self) -> bool {
+        self.control.cancel.is_cancelled() || self.control.drain.is_cancelled()
+    }
+
+    /// Stops the body at a step boundary: the executor ends the execution (canceled or
+    /// handed back to the queue) once live steps have recorded.
+    pub(crate) async fn stop_here(&self) -> std::convert::Infallible {
+        self.suspended.notify_one();
+        std::future::pending().await
     }
 
     /// Takes the next occurrence number of `key` (synchronously, when a step future is created).
@@ -165,14 +185,19 @@ impl RunState {
         let mut all = std::mem::take(&mut *lock(&self.pending));
         all.extend(events);
         let count = all.len() as u64;
+        let status = update.status;
         let append = Append {
             run_id: self.run_id.clone(),
             first_seq: *next_seq,
             events: all,
             update,
+            fence: self.fence,
         };
         self.engine.store().append(append).await?;
         *next_seq += count;
+        if let Some(status) = status {
+            self.engine.announce(&self.run_id, &self.workflow, status);
+        }
         Ok(())
     }
 

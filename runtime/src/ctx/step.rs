@@ -105,6 +105,10 @@ async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Ou
             format!("`{}` with input digest {digest}", S::SLUG),
         ));
     }
+    if run.interrupted() {
+        // A step boundary of a canceled or draining run: start nothing new.
+        match run.stop_here().await {}
+    }
     let _live = run.live_step();
     let kind = match S::BEHAVIOR {
         StepBehavior::Action { .. } => StepKind::Action,

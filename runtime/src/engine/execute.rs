@@ -11,7 +11,8 @@ use chrono::TimeDelta;
 use futures::FutureExt;
 use serde_json::{Value, json};
 
-use super::Engine;
+use super::{Engine, RunControl};
+use crate::store::{Acquired, Lease};
 use crate::ctx::hook::{token_hash, token_run_id};
 use crate::ctx::step::panic_error;
 use crate::ctx::{Ctx, RunState, Wait};
@@ -28,6 +29,11 @@ pub enum RunOutcome {
     Failed(WorkflowError),
     /// The run is suspended until one of these waits ends.
     Suspended(Vec<Wait>),
+    /// The run was canceled (before it started, or at a step boundary).
+    Canceled,
+    /// The execution stopped at a step boundary because its worker is shutting down; the
+    /// run is `queued` again and any worker continues it from its log.
+    Interrupted,
 }
 
 /// The result of [`Engine::execute`] or [`Engine::drive`].
@@ -55,6 +61,62 @@ impl Engine {
     /// Unknown run or workflow, store failures, and [`EngineError::Conflict`] when another
     /// process appended to the run meanwhile (the run is theirs; nothing is lost).
     pub async fn execute(&self, id: &RunId) -> Result<Execution, EngineError> {
+        let Some(control) = self.register_control(id) else {
+            return Err(EngineError::Leased {
+                run: id.to_string(),
+                owner: format!("{} (this process)", self.owner_id()),
+                expires_at: "the end of its current execution".to_owned(),
+            });
+        };
+        let _registered = Registered { engine: self, id };
+        let now = self.now();
+        let lease = match self
+            .store()
+            .acquire(id, self.owner_id(), now, now + self.lease_delta())
+            .await?
+        {
+            Acquired::Lease(lease) => lease,
+            Acquired::HeldBy { owner, expires_at } => {
+                return Err(EngineError::Leased {
+                    run: id.to_string(),
+                    owner,
+                    expires_at: expires_at.to_rfc3339(),
+                });
+            }
+        };
+        self.execute_leased(lease, control).await
+    }
+
+    /// Executes a run whose lease the caller holds: renews the lease while the body runs
+    /// (stopping at once, with [`EngineError::LeaseLost`], if it is lost) and releases it
+    /// at the end. Every append carries the lease's fencing token.
+    pub(crate) async fn execute_leased(
+        &self,
+        lease: Lease,
+        control: RunControl,
+    ) -> Result<Execution, EngineError> {
+        if lease.cancel_requested {
+            control.cancel.cancel();
+        }
+        let mut guard = LeaseGuard {
+            engine: self.clone(),
+            lease: Some(lease.clone()),
+        };
+        let result = tokio::select! {
+            biased;
+            result = self.execute_under(&lease, &control) => result,
+            lost = super::lease::keep(self, lease.clone(), control.clone()) => Err(lost),
+        };
+        guard.release().await;
+        result
+    }
+
+    async fn execute_under(
+        &self,
+        lease: &Lease,
+        control: &RunControl,
+    ) -> Result<Execution, EngineError> {
+        let id = &lease.run_id;
         let record = self.get_run(id).await?;
         let finished = |outcome| Execution {
             run_id: id.clone(),
@@ -68,7 +130,8 @@ impl Engine {
                     record.output.unwrap_or(Value::Null),
                 )));
             }
-            RunStatus::Failed | RunStatus::Canceled => {
+            RunStatus::Canceled => return Ok(finished(RunOutcome::Canceled)),
+            RunStatus::Failed => {
                 let error = record
                     .error
                     .and_then(|e| serde_json::from_value(e).ok())
@@ -76,6 +139,11 @@ impl Engine {
                 return Ok(finished(RunOutcome::Failed(error)));
             }
             _ => {}
+        }
+        if control.cancel.is_cancelled() {
+            self.record_cancel(id, &record.workflow, Some(lease.fence))
+                .await?;
+            return Ok(finished(RunOutcome::Canceled));
         }
         let entry = self.workflow(&record.workflow)?.clone();
         let events = self.store().events(id).await?;
@@ -94,6 +162,8 @@ impl Engine {
             record.created_at,
             history,
             next_seq,
+            Some(lease.fence),
+            control.clone(),
         ));
         let started = state.event(EventKind::RunStarted, None, attempt, json!({}));
         state
@@ -125,6 +195,39 @@ impl Engine {
                 self.finish(&state, &entry, result).await?
             }
             BodyEnd::Suspended(waits) => self.suspend(&state, waits).await?,
+            BodyEnd::Canceled => {
+                let error =
+                    WorkflowError::new(kinds::CANCELED, "the run was canceled", false);
+                let event = state.event(
+                    EventKind::RunCanceled,
+                    None,
+                    attempt,
+                    json!({ "error": error }),
+                );
+                let update = RunUpdate {
+                    status: Some(RunStatus::Canceled),
+                    error: Some(serde_json::to_value(&error)?),
+                    wake_at: Some(None),
+                    ..RunUpdate::default()
+                };
+                state.append(vec![event], update).await?;
+                RunOutcome::Canceled
+            }
+            BodyEnd::Drained => {
+                let event = state.event(
+                    EventKind::RunSuspended,
+                    None,
+                    attempt,
+                    json!({ "reason": "shutdown" }),
+                );
+                let update = RunUpdate {
+                    status: Some(RunStatus::Queued),
+                    wake_at: Some(None),
+                    ..RunUpdate::default()
+                };
+                state.append(vec![event], update).await?;
+                RunOutcome::Interrupted
+            }
         };
         Ok(Execution {
             run_id: id.clone(),
@@ -173,23 +276,20 @@ impl Engine {
     }
 
     /// Delivers `payload` to the hook whose token is `token` and returns the run it
-    /// belongs to; the run becomes `queued` (execute or drive it to continue). The token
-    /// names its run, so delivery reads one run's log, whatever the size of the store.
+    /// belongs to; the run becomes `queued` and a worker (or [`Engine::drive`]) continues
+    /// it. The token names its run, so delivery reads one run's log, whatever the size of
+    /// the store. A payload is applied at most once: the delivery is an append checked
+    /// against the log's sequence number, so of two concurrent deliveries one wins.
     ///
     /// # Errors
-    /// [`EngineError::InvalidState`] when no hook has this token, the hook already received
-    /// a payload (a payload is never applied twice), or the run is not `waiting`;
-    /// [`EngineError::Schema`] naming each JSON pointer when the payload does not match the
-    /// hook's type (the hook stays open).
+    /// [`EngineError::UnknownHook`] when no hook has this token;
+    /// [`EngineError::InvalidState`] when the hook already received a payload, timed out,
+    /// or the run is not `waiting`; [`EngineError::Schema`] naming each JSON pointer when
+    /// the payload does not match the hook's type (the hook stays open).
     pub async fn resume_hook(&self, token: &str, payload: Value) -> Result<RunId, EngineError> {
-        let unknown = || EngineError::InvalidState {
-            run: String::new(),
-            status: "unknown".into(),
-            message: "no hook has this token (check it was copied whole)".into(),
-        };
-        let run_id = RunId(token_run_id(token).ok_or_else(unknown)?);
+        let run_id = RunId(token_run_id(token).ok_or(EngineError::UnknownHook)?);
         let Some(run) = self.store().run(&run_id).await? else {
-            return Err(unknown());
+            return Err(EngineError::UnknownHook);
         };
         let events = self.store().events(&run_id).await?;
         let hash = token_hash(token);
@@ -200,19 +300,38 @@ impl Engine {
                     && e.event.payload.get("token_hash").and_then(Value::as_str)
                         == Some(hash.as_str())
             })
-            .ok_or_else(unknown)?;
+            .ok_or(EngineError::UnknownHook)?;
         let id = created.event.correlation_id.clone().unwrap_or_default();
         let invalid = |message: String| EngineError::InvalidState {
             run: run_id.to_string(),
             status: run.status.to_string(),
             message,
         };
-        let received = events.iter().any(|e| {
+        let received = events.iter().find(|e| {
             e.event.kind == EventKind::HookReceived
                 && e.event.correlation_id.as_deref() == Some(id.as_str())
         });
-        if received {
-            return Err(invalid(format!("hook `{id}` already received its payload")));
+        if let Some(received) = received {
+            return Err(invalid(
+                if received.event.payload.get("timed_out") == Some(&Value::Bool(true)) {
+                    format!("hook `{id}` timed out; it takes no payload any more")
+                } else {
+                    format!("hook `{id}` already received its payload; it takes one only")
+                },
+            ));
+        }
+        let timeout_at: Option<chrono::DateTime<chrono::Utc>> = created
+            .event
+            .payload
+            .get("timeout_at")
+            .and_then(|t| serde_json::from_value(t.clone()).ok());
+        if let Some(timeout_at) = timeout_at
+            && self.now() >= timeout_at
+        {
+            return Err(invalid(format!(
+                "hook `{id}` timed out at {}; it takes no payload any more",
+                timeout_at.to_rfc3339()
+            )));
         }
         if run.status != RunStatus::Waiting {
             return Err(invalid(format!(
@@ -242,11 +361,16 @@ impl Engine {
             events: vec![event],
             update: RunUpdate {
                 status: Some(RunStatus::Queued),
+                wake_at: Some(None),
                 ..RunUpdate::default()
             },
+            fence: None,
         };
         match self.store().append(append).await {
-            Ok(()) => Ok(run_id),
+            Ok(()) => {
+                self.announce(&run_id, &run.workflow, RunStatus::Queued);
+                Ok(run_id)
+            }
             // Another delivery (or change) won the race for this position in the log.
             Err(EngineError::Conflict { .. }) => Err(invalid(format!(
                 "hook `{id}` was changed by a concurrent delivery; it takes one payload only"
@@ -359,6 +483,8 @@ impl Engine {
 enum BodyEnd<T> {
     Returned(T),
     Suspended(Vec<Wait>),
+    Canceled,
+    Drained,
 }
 
 /// Polls the body until it returns, or until it is blocked on waits and no live step is
@@ -377,6 +503,12 @@ async fn drive_body<F: Future>(state: &RunState, body: F) -> BodyEnd<F::Output> 
                 return BodyEnd::Returned(result);
             }
             if state.inflight() == 0 {
+                if state.control.cancel.is_cancelled() {
+                    return BodyEnd::Canceled;
+                }
+                if state.control.drain.is_cancelled() {
+                    return BodyEnd::Drained;
+                }
                 return BodyEnd::Suspended(state.waits());
             }
         }
@@ -384,6 +516,49 @@ async fn drive_body<F: Future>(state: &RunState, body: F) -> BodyEnd<F::Output> 
             biased;
             result = &mut body => return BodyEnd::Returned(result),
             () = state.inflight_changed.notified() => {}
+        }
+    }
+}
+
+/// Unregisters an execution from its engine's controls when it ends, however it ends.
+struct Registered<'a> {
+    engine: &'a Engine,
+    id: &'a RunId,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.engine.unregister_control(self.id);
+    }
+}
+
+/// Releases a lease when the execution ends; if the execution future is dropped instead
+/// (a worker aborting at its shutdown deadline), releases it from a spawned task.
+struct LeaseGuard {
+    engine: Engine,
+    lease: Option<Lease>,
+}
+
+impl LeaseGuard {
+    async fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            // A failed release only delays the next claim until the lease expires.
+            if let Err(error) = self.engine.store().release(&lease).await {
+                tracing::warn!(run = %lease.run_id, %error, "could not release lease");
+            }
+        }
+    }
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let store = self.engine.store().clone();
+            handle.spawn(async move {
+                let _ = store.release(&lease).await;
+            });
         }
     }
 }

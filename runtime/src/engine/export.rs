@@ -56,6 +56,12 @@ impl Engine {
                 hook_secret: inner.hook_secret.clone(),
                 public_url: inner.public_url.clone(),
                 run_retry_backoff: inner.run_retry_backoff,
+                triggers: crate::trigger::Triggers::default(),
+                owner_id: inner.owner_id.clone(),
+                lease: inner.lease,
+                controls: std::sync::Mutex::new(std::collections::HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                transitions: tokio::sync::broadcast::channel(16).0,
             }),
         }
     }
@@ -104,6 +110,7 @@ impl Engine {
                     first_seq: 1,
                     events: rest,
                     update: RunUpdate::default(),
+                    fence: None,
                 })
                 .await?;
         }
@@ -144,6 +151,7 @@ impl Engine {
                 first_seq: record.next_seq,
                 events: vec![event],
                 update: RunUpdate::default(),
+                fence: None,
             })
             .await
     }

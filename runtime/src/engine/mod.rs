@@ -1,7 +1,9 @@
 //! The [`Engine`]: owns the store and the registry, starts runs, executes them with replay.
 
+mod control;
 mod execute;
 mod export;
+mod lease;
 mod replay_check;
 mod report;
 
@@ -13,6 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+pub use control::{CancelOutcome, OpenHook, RunTransition};
+pub(crate) use control::RunControl;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use replay_check::{ReplayMismatch, judge_replay};
@@ -80,6 +84,14 @@ struct Inner {
     hook_secret: Vec<u8>,
     public_url: String,
     run_retry_backoff: Duration,
+    triggers: crate::trigger::Triggers,
+    owner_id: String,
+    lease: Duration,
+    /// Runs this engine is executing right now, with their cancel/drain switches.
+    controls: std::sync::Mutex<HashMap<RunId, RunControl>>,
+    /// Woken when a run may have become due (started, hook delivered, canceled).
+    wake: tokio::sync::Notify,
+    transitions: tokio::sync::broadcast::Sender<RunTransition>,
 }
 
 /// The durable execution engine. Cheap to clone (an `Arc`).
@@ -116,9 +128,29 @@ pub struct EngineBuilder {
     run_retry_backoff: Duration,
     replay_only: bool,
     fault: Fault,
+    pub(crate) triggers: crate::trigger::Triggers,
+    owner_id: Option<String>,
+    lease: Duration,
 }
 
 impl EngineBuilder {
+    /// The id this engine's leases are held under (default: `<host>-<pid>-<random>`, unique
+    /// per process). A process restarting with the same id takes back its own leases at
+    /// once instead of waiting for them to expire; two live processes must never share one.
+    pub fn owner_id(mut self, id: impl Into<String>) -> Self {
+        self.owner_id = Some(id.into());
+        self
+    }
+
+    /// How long a lease on a run lasts unless renewed (default 15 s). The holder renews
+    /// it every third of that; a worker that dies stops renewing, and its runs are claimed
+    /// by other workers once the lease expires. Shorter leases fail over faster and cost
+    /// more renewals.
+    pub fn lease(mut self, duration: Duration) -> Self {
+        self.lease = duration.max(Duration::from_millis(30));
+        self
+    }
+
     /// Makes the engine replay only: a step, sleep, hook or recorded value the log does not
     /// hold fails the run with a non-determinism error instead of running live. Used to
     /// check recorded histories against new code (`workflows check`).
@@ -217,9 +249,15 @@ impl EngineBuilder {
         if let Some(error) = self.error {
             return Err(error);
         }
+        self.triggers.check(&self.registry)?;
         let hook_secret = self
             .hook_secret
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
+        let owner_id = self.owner_id.unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
+            let random = &uuid::Uuid::new_v4().simple().to_string()[..8];
+            format!("{host}-{}-{random}", std::process::id())
+        });
         Ok(Engine {
             inner: Arc::new(Inner {
                 overrides: std::sync::RwLock::new(HashMap::new()),
@@ -232,6 +270,12 @@ impl EngineBuilder {
                 hook_secret,
                 public_url: self.public_url,
                 run_retry_backoff: self.run_retry_backoff,
+                triggers: self.triggers,
+                owner_id,
+                lease: self.lease,
+                controls: std::sync::Mutex::new(HashMap::new()),
+                wake: tokio::sync::Notify::new(),
+                transitions: tokio::sync::broadcast::channel(1024).0,
             }),
         })
     }
@@ -252,7 +296,25 @@ impl Engine {
             run_retry_backoff: Duration::from_secs(1),
             replay_only: false,
             fault: Fault::None,
+            triggers: crate::trigger::Triggers::default(),
+            owner_id: None,
+            lease: Duration::from_secs(15),
         }
+    }
+
+    /// The id this engine holds leases under (see [`EngineBuilder::owner_id`]).
+    pub fn owner_id(&self) -> &str {
+        &self.inner.owner_id
+    }
+
+    /// The lease duration (see [`EngineBuilder::lease`]).
+    pub fn lease_duration(&self) -> Duration {
+        self.inner.lease
+    }
+
+    /// The triggers (cron, webhook and poll sources) the engine was built with.
+    pub fn triggers(&self) -> &crate::trigger::Triggers {
+        &self.inner.triggers
     }
 
     /// Replaces the body of the action with slug `slug` for runs executed from now on
@@ -366,12 +428,49 @@ impl Engine {
         input: Value,
         trigger: Trigger,
     ) -> Result<RunId, EngineError> {
+        let (record, created) = self.new_run(slug, input, trigger)?;
+        let id = record.id.clone();
+        self.inner.store.create_run(record, created).await?;
+        self.announce(&id, slug, RunStatus::Queued);
+        Ok(id)
+    }
+
+    /// Like [`Engine::start_json`], but creates the run only if no run was created under
+    /// `key` before (a webhook delivery id, a cron tick, a poll item): returns the run's
+    /// id and whether this call created it. Atomic across processes sharing the store.
+    ///
+    /// # Errors
+    /// As [`Engine::start_json`]; invalid input is reported even when the key is taken.
+    pub async fn start_once(
+        &self,
+        slug: &str,
+        input: Value,
+        trigger: Trigger,
+        key: &str,
+    ) -> Result<(RunId, bool), EngineError> {
+        let (record, created) = self.new_run(slug, input, trigger)?;
+        let id = record.id.clone();
+        match self.inner.store.create_run_once(key, record, created).await? {
+            Some(existing) => Ok((existing, false)),
+            None => {
+                self.announce(&id, slug, RunStatus::Queued);
+                Ok((id, true))
+            }
+        }
+    }
+
+    /// A validated, `queued` run record and its `run_created` event.
+    fn new_run(
+        &self,
+        slug: &str,
+        input: Value,
+        trigger: Trigger,
+    ) -> Result<(RunRecord, NewEvent), EngineError> {
         let entry = self.workflow(slug)?;
         entry.input.validate(&input)?;
         let now = self.now();
-        let id = RunId::new();
         let record = RunRecord {
-            id: id.clone(),
+            id: RunId::new(),
             workflow: entry.registration.slug.to_owned(),
             status: RunStatus::Queued,
             input: input.clone(),
@@ -391,8 +490,7 @@ impl Engine {
             at: now,
             payload: json!({ "workflow": entry.registration.slug, "input": input, "trigger": trigger }),
         };
-        self.inner.store.create_run(record, created).await?;
-        Ok(id)
+        Ok((record, created))
     }
 
     /// Typed [`Engine::start_json`]: enqueues a run of `workflow`.
@@ -428,6 +526,16 @@ impl Engine {
                 status: "waiting".into(),
                 message: "the run waits on a hook; deliver it with resume_hook".into(),
             }),
+            RunOutcome::Canceled => Ok(Err(crate::WorkflowError::new(
+                crate::error::kinds::CANCELED,
+                "the run was canceled",
+                false,
+            ))),
+            RunOutcome::Interrupted => Err(EngineError::InvalidState {
+                run: id.to_string(),
+                status: "queued".into(),
+                message: "the engine is shutting down; a worker continues the run".into(),
+            }),
         }
     }
 
@@ -441,6 +549,18 @@ impl Engine {
             .run(id)
             .await?
             .ok_or_else(|| EngineError::UnknownRun(id.to_string()))
+    }
+
+    /// A run's events, in order.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownRun`] or a store error.
+    pub async fn events(&self, id: &RunId) -> Result<Vec<crate::event::Event>, EngineError> {
+        let events = self.inner.store.events(id).await?;
+        if events.is_empty() {
+            return Err(EngineError::UnknownRun(id.to_string()));
+        }
+        Ok(events)
     }
 
     /// Runs matching `filter`, newest first.

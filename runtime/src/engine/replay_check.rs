@@ -172,6 +172,8 @@ fn describe(outcome: &RunOutcome) -> String {
         RunOutcome::Completed(output) => format!("completed with {output}"),
         RunOutcome::Failed(error) => format!("failed ({error})"),
         RunOutcome::Suspended(waits) => format!("suspended on {}", list(&wait_ids(waits))),
+        RunOutcome::Canceled => "canceled".to_owned(),
+        RunOutcome::Interrupted => "interrupted".to_owned(),
     }
 }
 

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
-use super::{Append, Store};
+use super::{Acquired, Append, Lease, Store, is_due};
 use crate::EngineError;
-use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunUpdate};
+use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
 
 /// A [`Store`] in memory. Cloning the `Arc` holding it shares the data; dropping it loses it.
 #[derive(Debug, Default)]
@@ -17,9 +18,40 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Runs {
-    by_id: HashMap<RunId, (RunRecord, Vec<Event>)>,
+    by_id: HashMap<RunId, Entry>,
     /// Creation order, for newest-first listing.
     order: Vec<RunId>,
+    /// `create_run_once` keys.
+    keys: HashMap<String, RunId>,
+    cursors: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    record: RunRecord,
+    events: Vec<Event>,
+    /// The lease holder and expiry, while leased.
+    lease: Option<(String, DateTime<Utc>)>,
+    fence: u64,
+    cancel_requested: bool,
+}
+
+impl Entry {
+    fn lease(&mut self, id: &RunId, owner: &str, expires_at: DateTime<Utc>) -> Lease {
+        self.fence += 1;
+        self.lease = Some((owner.to_owned(), expires_at));
+        Lease {
+            run_id: id.clone(),
+            owner: owner.to_owned(),
+            fence: self.fence,
+            expires_at,
+            cancel_requested: self.cancel_requested,
+        }
+    }
+
+    fn leased_at(&self, now: DateTime<Utc>) -> bool {
+        self.lease.as_ref().is_some_and(|(_, until)| *until > now)
+    }
 }
 
 impl MemoryStore {
@@ -61,34 +93,182 @@ pub(crate) fn apply_update(
     record.updated_at = at;
 }
 
+fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
+    if runs.by_id.contains_key(&record.id) {
+        return Err(EngineError::Store(format!(
+            "run `{}` already exists",
+            record.id
+        )));
+    }
+    let id = record.id.clone();
+    let event = Event {
+        run_id: id.clone(),
+        seq: 0,
+        event: created,
+    };
+    let mut record = record;
+    record.next_seq = 1;
+    runs.by_id.insert(
+        id.clone(),
+        Entry {
+            record,
+            events: vec![event],
+            lease: None,
+            fence: 0,
+            cancel_requested: false,
+        },
+    );
+    runs.order.push(id);
+    Ok(())
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
+        insert_run(&mut self.lock(), record, created)
+    }
+
+    async fn create_run_once(
+        &self,
+        key: &str,
+        record: RunRecord,
+        created: NewEvent,
+    ) -> Result<Option<RunId>, EngineError> {
         let mut runs = self.lock();
-        if runs.by_id.contains_key(&record.id) {
-            return Err(EngineError::Store(format!(
-                "run `{}` already exists",
-                record.id
-            )));
+        if let Some(existing) = runs.keys.get(key) {
+            return Ok(Some(existing.clone()));
         }
         let id = record.id.clone();
-        let event = Event {
-            run_id: id.clone(),
-            seq: 0,
-            event: created,
+        insert_run(&mut runs, record, created)?;
+        runs.keys.insert(key.to_owned(), id);
+        Ok(None)
+    }
+
+    async fn acquire(
+        &self,
+        id: &RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Acquired, EngineError> {
+        let mut runs = self.lock();
+        let entry = runs
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| EngineError::UnknownRun(id.to_string()))?;
+        if let Some((holder, until)) = &entry.lease
+            && *until > now
+            && holder != owner
+        {
+            return Ok(Acquired::HeldBy {
+                owner: holder.clone(),
+                expires_at: *until,
+            });
+        }
+        Ok(Acquired::Lease(entry.lease(id, owner, expires_at)))
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, EngineError> {
+        let mut runs = self.lock();
+        let Runs { by_id, order, .. } = &mut *runs;
+        let mut claimed = Vec::new();
+        for id in order.iter() {
+            if claimed.len() >= limit {
+                break;
+            }
+            let Some(entry) = by_id.get_mut(id) else {
+                continue;
+            };
+            if !entry.leased_at(now) && is_due(entry.record.status, entry.record.wake_at, now) {
+                claimed.push(entry.lease(id, owner, expires_at));
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn renew(
+        &self,
+        lease: &Lease,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<Lease>, EngineError> {
+        let mut runs = self.lock();
+        let Some(entry) = runs.by_id.get_mut(&lease.run_id) else {
+            return Ok(None);
         };
-        let mut record = record;
-        record.next_seq = 1;
-        runs.by_id.insert(id.clone(), (record, vec![event]));
-        runs.order.push(id);
+        if entry.fence != lease.fence || entry.lease.is_none() {
+            return Ok(None);
+        }
+        entry.lease = Some((lease.owner.clone(), expires_at));
+        Ok(Some(Lease {
+            expires_at,
+            cancel_requested: entry.cancel_requested,
+            ..lease.clone()
+        }))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), EngineError> {
+        let mut runs = self.lock();
+        if let Some(entry) = runs.by_id.get_mut(&lease.run_id)
+            && entry.fence == lease.fence
+        {
+            entry.lease = None;
+        }
+        Ok(())
+    }
+
+    async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
+        let mut runs = self.lock();
+        let entry = runs
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| EngineError::UnknownRun(id.to_string()))?;
+        entry.cancel_requested = true;
+        Ok(())
+    }
+
+    async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError> {
+        let runs = self.lock();
+        Ok(runs
+            .by_id
+            .values()
+            .filter_map(|entry| match entry.record.status {
+                RunStatus::Queued | RunStatus::Sleeping | RunStatus::Waiting => {
+                    entry.record.wake_at
+                }
+                RunStatus::Running => entry.lease.as_ref().map(|(_, until)| *until),
+                _ => None,
+            })
+            .min())
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
+        Ok(self.lock().cursors.get(name).cloned())
+    }
+
+    async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
+        self.lock().cursors.insert(name.to_owned(), value.clone());
         Ok(())
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
         let mut runs = self.lock();
-        let Some((record, events)) = runs.by_id.get_mut(&append.run_id) else {
+        let Some(entry) = runs.by_id.get_mut(&append.run_id) else {
             return Err(EngineError::UnknownRun(append.run_id.0));
         };
+        if let Some(fence) = append.fence
+            && (fence != entry.fence || entry.lease.is_none())
+        {
+            return Err(EngineError::LeaseLost {
+                run: append.run_id.0,
+            });
+        }
+        let Entry { record, events, .. } = entry;
         if record.next_seq != append.first_seq {
             return Err(EngineError::Conflict {
                 run: append.run_id.0,
@@ -114,7 +294,7 @@ impl Store for MemoryStore {
     }
 
     async fn run(&self, id: &RunId) -> Result<Option<RunRecord>, EngineError> {
-        Ok(self.lock().by_id.get(id).map(|(record, _)| record.clone()))
+        Ok(self.lock().by_id.get(id).map(|entry| entry.record.clone()))
     }
 
     async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError> {
@@ -122,7 +302,7 @@ impl Store for MemoryStore {
             .lock()
             .by_id
             .get(id)
-            .map(|(_, events)| events.clone())
+            .map(|entry| entry.events.clone())
             .unwrap_or_default())
     }
 
@@ -132,7 +312,7 @@ impl Store for MemoryStore {
             .order
             .iter()
             .rev()
-            .filter_map(|id| runs.by_id.get(id).map(|(record, _)| record))
+            .filter_map(|id| runs.by_id.get(id).map(|entry| &entry.record))
             .filter(|r| filter.status.is_none_or(|s| r.status == s))
             .filter(|r| filter.workflow.as_deref().is_none_or(|w| r.workflow == w))
             .take(filter.limit.unwrap_or(usize::MAX))

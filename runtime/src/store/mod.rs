@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunUpdate};
@@ -15,6 +16,22 @@ mod memory;
 mod sqlite;
 
 pub use memory::MemoryStore;
+
+/// Whether a run in `status`, with `wake_at`, and no live lease, is due at `now` (the rule
+/// of [`Store::claim_due`], shared by the stores that evaluate it in Rust).
+pub(crate) fn is_due(
+    status: crate::RunStatus,
+    wake_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    use crate::RunStatus::*;
+    match status {
+        Queued => wake_at.is_none_or(|w| w <= now),
+        Sleeping | Waiting => wake_at.is_some_and(|w| w <= now),
+        Running => true,
+        Completed | Failed | Canceled => false,
+    }
+}
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
@@ -32,6 +49,43 @@ pub struct Append {
     pub events: Vec<NewEvent>,
     /// The change to the run record, applied in the same transaction.
     pub update: RunUpdate,
+    /// The fencing token of the writer's [`Lease`], if it holds one: the store rejects the
+    /// append with [`EngineError::LeaseLost`] unless the run's current fence is this one, so
+    /// a worker whose lease expired (and was taken over) can never write again. `None`
+    /// (hook deliveries, cancellation of a suspended run) relies on `first_seq` alone.
+    pub fence: Option<u64>,
+}
+
+/// A worker's exclusive, expiring right to execute a run (DESIGN "Running": leases with
+/// fencing). Taken by [`Store::acquire`] or [`Store::claim_due`], kept alive by
+/// [`Store::renew`], given back by [`Store::release`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The run.
+    pub run_id: RunId,
+    /// Who holds it: a worker id, unique per process (see `Engine::owner_id`).
+    pub owner: String,
+    /// The fencing token: grows by one on every acquisition of this run's lease, by anyone.
+    /// Every append made under the lease carries it ([`Append::fence`]).
+    pub fence: u64,
+    /// When the lease ends unless renewed (UTC).
+    pub expires_at: DateTime<Utc>,
+    /// Whether cancellation of the run was requested ([`Store::request_cancel`]).
+    pub cancel_requested: bool,
+}
+
+/// What [`Store::acquire`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acquired {
+    /// The lease is now held by the caller.
+    Lease(Lease),
+    /// Another owner holds an unexpired lease.
+    HeldBy {
+        /// The holder.
+        owner: String,
+        /// When its lease expires unless renewed.
+        expires_at: DateTime<Utc>,
+    },
 }
 
 /// Durable storage of runs and their event logs.
@@ -59,6 +113,75 @@ pub trait Store: Send + Sync + 'static {
 
     /// Runs matching the filter, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError>;
+
+    /// Creates a run unless a run was already created under `key` (a webhook delivery id,
+    /// a cron tick, a poll item): returns `None` when created, or the id of the run that
+    /// holds the key. Atomic: of two concurrent calls with one key, exactly one creates.
+    async fn create_run_once(
+        &self,
+        key: &str,
+        record: RunRecord,
+        created: NewEvent,
+    ) -> Result<Option<RunId>, EngineError>;
+
+    /// Takes the lease of run `id` for `owner` until `expires_at`, unless another owner
+    /// holds an unexpired one (`now` decides expiry). The same owner may take its own lease
+    /// again (a restarted worker with a stable id); the fence grows either way.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownRun`], store failures.
+    async fn acquire(
+        &self,
+        id: &RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Acquired, EngineError>;
+
+    /// Claims up to `limit` runs that are due, oldest first, leasing each to `owner` until
+    /// `expires_at`. Due: `queued` with no `wake_at` or one at or before `now`; `sleeping`
+    /// or `waiting` with `wake_at` at or before `now` (a sleep ended, a hook timed out);
+    /// `running` whose lease expired or was released (its worker died or shut down); and
+    /// in every case no unexpired lease held by anyone. Atomic across processes: a run is
+    /// claimed by one caller only.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, EngineError>;
+
+    /// Extends `lease` to `expires_at`. Returns the renewed lease (with a fresh
+    /// `cancel_requested`), or `None` when the lease was lost (its fence is no longer the
+    /// run's: someone else took the run over); the holder must then stop at once.
+    async fn renew(
+        &self,
+        lease: &Lease,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<Lease>, EngineError>;
+
+    /// Gives `lease` back, so the run can be claimed at once. Does nothing when the lease
+    /// was already lost.
+    async fn release(&self, lease: &Lease) -> Result<(), EngineError>;
+
+    /// Marks run `id` for cancellation: its lease holder sees `cancel_requested` on its
+    /// next renewal and stops the run at its next step boundary.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownRun`], store failures.
+    async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError>;
+
+    /// The earliest `wake_at` of a `queued`, `sleeping` or `waiting` run, and the earliest
+    /// expiry of a lease on a `running` run: when a worker should next look for due runs.
+    async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError>;
+
+    /// The durable cursor stored under `name` (a poll source's position, a cron schedule's
+    /// last tick), or `None`.
+    async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError>;
+
+    /// Stores `value` as the cursor `name`, durably, replacing any previous value.
+    async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError>;
 }
 
 /// A shared store handle.

@@ -14,6 +14,12 @@
 //! - `events(run_id → runs.id, seq, kind, correlation_id, attempt, at, payload,
 //!   PRIMARY KEY (run_id, seq)) WITHOUT ROWID`.
 //!
+//! Version 2 adds the lease of a run (`runs.lease_owner`, `lease_expires_at`, the fencing
+//! token `fence` and `cancel_requested`), `run_keys(key PRIMARY KEY, run_id)` for
+//! exactly-once creation ([`Store::create_run_once`]) and `cursors(name PRIMARY KEY,
+//! value, updated_at)`. Lease operations go through the writer thread like appends, in
+//! `BEGIN IMMEDIATE` transactions, so two processes never claim one run.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -55,7 +61,7 @@ use rusqlite::types::{FromSql, Value as SqlValue};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{Append, Store};
+use super::{Acquired, Append, Lease, Store};
 use crate::EngineError;
 use crate::event::{
     Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
@@ -94,6 +100,24 @@ const MIGRATIONS: &[&str] = &[
         payload         TEXT NOT NULL,
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID, STRICT;
+    "#,
+    // Version 2: leases with fencing tokens, cancellation requests, run keys (exactly-once
+    // creation for triggers) and durable cursors.
+    r#"
+    ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_expires_at INTEGER;
+    ALTER TABLE runs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_status_wake_at ON runs (status, wake_at);
+    CREATE TABLE run_keys (
+        key     TEXT PRIMARY KEY NOT NULL,
+        run_id  TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE
+    ) STRICT;
+    CREATE TABLE cursors (
+        name        TEXT PRIMARY KEY NOT NULL,
+        value       TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) STRICT;
     "#,
 ];
 
@@ -259,7 +283,7 @@ impl SqliteStore {
         &self.path
     }
 
-    async fn write(&self, op: Op) -> Result<(), EngineError> {
+    async fn write(&self, op: Op) -> Result<Reply, EngineError> {
         let stopped = || EngineError::Store("the SQLite writer thread has stopped".to_owned());
         let writer = self.writer.as_ref().ok_or_else(stopped)?;
         let (reply, answer) = oneshot::channel();
@@ -304,29 +328,126 @@ impl Drop for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
-        let op = Op::Create(EncodedCreate {
-            id: record.id.0,
-            workflow: record.workflow,
-            status: record.status.as_str(),
-            input: serde_json::to_string(&record.input)?,
-            output: record
-                .output
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()?,
-            error: record
-                .error
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()?,
-            attempt: i64::from(record.attempt),
-            trigger: record.trigger.as_str(),
-            created_at: micros(record.created_at),
-            updated_at: micros(record.updated_at),
-            wake_at: record.wake_at.map(micros),
-            event: EncodedEvent::new(&created)?,
-        });
-        self.write(op).await
+        match self.write(Op::Create(encode_create(record, &created)?)).await? {
+            Reply::Done => Ok(()),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn create_run_once(
+        &self,
+        key: &str,
+        record: RunRecord,
+        created: NewEvent,
+    ) -> Result<Option<RunId>, EngineError> {
+        let op = Op::CreateOnce(key.to_owned(), encode_create(record, &created)?);
+        match self.write(op).await? {
+            Reply::Created(existing) => Ok(existing),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn acquire(
+        &self,
+        id: &RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Acquired, EngineError> {
+        let op = Op::Acquire {
+            id: id.0.clone(),
+            owner: owner.to_owned(),
+            now: micros(now),
+            expires_at: micros(expires_at),
+        };
+        match self.write(op).await? {
+            Reply::Acquired(acquired) => Ok(acquired),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, EngineError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let op = Op::Claim {
+            owner: owner.to_owned(),
+            now: micros(now),
+            expires_at: micros(expires_at),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+        };
+        match self.write(op).await? {
+            Reply::Claimed(leases) => Ok(leases),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn renew(
+        &self,
+        lease: &Lease,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<Lease>, EngineError> {
+        match self.write(Op::Renew(lease.clone(), micros(expires_at))).await? {
+            Reply::Renewed(lease) => Ok(lease),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), EngineError> {
+        self.write(Op::Release(lease.clone())).await.map(drop)
+    }
+
+    async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
+        self.write(Op::RequestCancel(id.0.clone())).await.map(drop)
+    }
+
+    async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError> {
+        let next: Option<i64> = self
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT MIN(t) FROM (
+                         SELECT MIN(wake_at) AS t FROM runs
+                          WHERE status IN ('queued', 'sleeping', 'waiting')
+                         UNION ALL
+                         SELECT MIN(lease_expires_at) FROM runs WHERE status = 'running')",
+                )
+                .ctx("cannot read wake-up times")?
+                .query_row([], |row| row.get(0))
+                .ctx("cannot read wake-up times")
+            })
+            .await?;
+        next.map(|t| timestamp("<next wake-up>", "wake_at", t))
+            .transpose()
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
+        let name = name.to_owned();
+        let text: Option<String> = self
+            .read(move |conn| {
+                conn.prepare_cached("SELECT value FROM cursors WHERE name = ?1")
+                    .ctx("cannot read cursor")?
+                    .query_row([&name], |row| row.get(0))
+                    .optional()
+                    .ctx("cannot read cursor")
+            })
+            .await?;
+        text.map(|text| json(&format!("<cursor {text}>"), "cursors.value", &text))
+            .transpose()
+    }
+
+    async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
+        let op = Op::SetCursor(
+            name.to_owned(),
+            serde_json::to_string(value)?,
+            micros(Utc::now()),
+        );
+        self.write(op).await.map(drop)
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
@@ -335,6 +456,7 @@ impl Store for SqliteStore {
             first_seq,
             events,
             update,
+            fence,
         } = append;
         let first_seq = i64::try_from(first_seq).map_err(|_| {
             EngineError::Store(format!(
@@ -356,6 +478,7 @@ impl Store for SqliteStore {
         let op = Op::Append(EncodedAppend {
             run_id: run_id.0,
             first_seq,
+            fence,
             events,
             status: status.map(RunStatus::as_str),
             attempt: attempt.map(i64::from),
@@ -364,7 +487,7 @@ impl Store for SqliteStore {
             wake_at: wake_at.map(|w| w.map(micros)),
             updated_at,
         });
-        self.write(op).await
+        self.write(op).await.map(drop)
     }
 
     async fn run(&self, id: &RunId) -> Result<Option<RunRecord>, EngineError> {
@@ -449,6 +572,31 @@ impl Store for SqliteStore {
     }
 }
 
+fn encode_create(record: RunRecord, created: &NewEvent) -> Result<EncodedCreate, EngineError> {
+    Ok(EncodedCreate {
+        id: record.id.0,
+        workflow: record.workflow,
+        status: record.status.as_str(),
+        input: serde_json::to_string(&record.input)?,
+        output: record
+            .output
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+        error: record
+            .error
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+        attempt: i64::from(record.attempt),
+        trigger: record.trigger.as_str(),
+        created_at: micros(record.created_at),
+        updated_at: micros(record.updated_at),
+        wake_at: record.wake_at.map(micros),
+        event: EncodedEvent::new(created)?,
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Migrations
 
@@ -516,12 +664,42 @@ fn migrate(conn: &mut Connection) -> Result<(), EngineError> {
 /// A write, encoded on the caller's task so the writer thread only runs SQL.
 enum Op {
     Create(EncodedCreate),
+    CreateOnce(String, EncodedCreate),
     Append(EncodedAppend),
+    Acquire {
+        id: String,
+        owner: String,
+        now: i64,
+        expires_at: i64,
+    },
+    Claim {
+        owner: String,
+        now: i64,
+        expires_at: i64,
+        limit: i64,
+    },
+    Renew(Lease, i64),
+    Release(Lease),
+    RequestCancel(String),
+    SetCursor(String, String, i64),
 }
 
 struct Request {
     op: Op,
-    reply: oneshot::Sender<Result<(), EngineError>>,
+    reply: oneshot::Sender<Result<Reply, EngineError>>,
+}
+
+/// What a write returns besides success.
+enum Reply {
+    Done,
+    Created(Option<RunId>),
+    Acquired(Acquired),
+    Claimed(Vec<Lease>),
+    Renewed(Option<Lease>),
+}
+
+fn unexpected_reply() -> EngineError {
+    EngineError::Store("the SQLite writer answered a different request".to_owned())
 }
 
 struct EncodedEvent {
@@ -562,6 +740,7 @@ struct EncodedCreate {
 struct EncodedAppend {
     run_id: String,
     first_seq: i64,
+    fence: Option<u64>,
     events: Vec<EncodedEvent>,
     status: Option<&'static str>,
     attempt: Option<i64>,
@@ -600,8 +779,8 @@ fn writer_loop(mut conn: Connection, inbox: mpsc::Receiver<Request>) {
 
 /// Applies `ops` in one transaction, each in its own savepoint, and commits once.
 /// Returns one result per op; `Ok` only if the commit succeeded.
-fn write_batch(conn: &mut Connection, ops: &[Op]) -> Vec<Result<(), EngineError>> {
-    let mut results: Vec<Result<(), EngineError>> = Vec::with_capacity(ops.len());
+fn write_batch(conn: &mut Connection, ops: &[Op]) -> Vec<Result<Reply, EngineError>> {
+    let mut results: Vec<Result<Reply, EngineError>> = Vec::with_capacity(ops.len());
     let outcome = (|| -> rusqlite::Result<()> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for op in ops {
@@ -629,11 +808,202 @@ fn write_batch(conn: &mut Connection, ops: &[Op]) -> Vec<Result<(), EngineError>
     results
 }
 
-fn apply(conn: &Connection, op: &Op) -> Result<(), EngineError> {
+fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
     match op {
-        Op::Create(create) => apply_create(conn, create),
-        Op::Append(append) => apply_append(conn, append),
+        Op::Create(create) => apply_create(conn, create).map(|()| Reply::Done),
+        Op::CreateOnce(key, create) => apply_create_once(conn, key, create).map(Reply::Created),
+        Op::Append(append) => apply_append(conn, append).map(|()| Reply::Done),
+        Op::Acquire {
+            id,
+            owner,
+            now,
+            expires_at,
+        } => apply_acquire(conn, id, owner, *now, *expires_at).map(Reply::Acquired),
+        Op::Claim {
+            owner,
+            now,
+            expires_at,
+            limit,
+        } => apply_claim(conn, owner, *now, *expires_at, *limit).map(Reply::Claimed),
+        Op::Renew(lease, expires_at) => apply_renew(conn, lease, *expires_at).map(Reply::Renewed),
+        Op::Release(lease) => {
+            conn.prepare_cached(
+                "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = ?1 AND fence = ?2",
+            )
+            .ctx("cannot release lease")?
+            .execute(rusqlite::params![lease.run_id.0, fence_param(lease.fence)])
+            .ctx("cannot release lease")?;
+            Ok(Reply::Done)
+        }
+        Op::RequestCancel(id) => {
+            let changed = conn
+                .prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")
+                .ctx("cannot request cancellation")?
+                .execute([id])
+                .ctx("cannot request cancellation")?;
+            if changed == 0 {
+                return Err(EngineError::UnknownRun(id.clone()));
+            }
+            Ok(Reply::Done)
+        }
+        Op::SetCursor(name, value, at) => {
+            conn.prepare_cached(
+                "INSERT INTO cursors (name, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value,
+                                                  updated_at = excluded.updated_at",
+            )
+            .ctx("cannot store cursor")?
+            .execute(rusqlite::params![name, value, at])
+            .ctx("cannot store cursor")?;
+            Ok(Reply::Done)
+        }
     }
+}
+
+fn fence_param(fence: u64) -> i64 {
+    i64::try_from(fence).unwrap_or(i64::MAX)
+}
+
+fn apply_create_once(
+    conn: &Connection,
+    key: &str,
+    c: &EncodedCreate,
+) -> Result<Option<RunId>, EngineError> {
+    let what = "cannot create run";
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT run_id FROM run_keys WHERE key = ?1")
+        .ctx(what)?
+        .query_row([key], |row| row.get(0))
+        .optional()
+        .ctx(what)?;
+    if let Some(existing) = existing {
+        return Ok(Some(RunId(existing)));
+    }
+    apply_create(conn, c)?;
+    conn.prepare_cached("INSERT INTO run_keys (key, run_id) VALUES (?1, ?2)")
+        .ctx(what)?
+        .execute([key, &c.id])
+        .ctx(what)?;
+    Ok(None)
+}
+
+/// The lease columns of one run: `(owner, expires_at, fence, cancel_requested)`.
+type LeaseRow = (Option<String>, Option<i64>, i64, bool);
+
+fn lease_row(conn: &Connection, id: &str) -> Result<Option<LeaseRow>, EngineError> {
+    conn.prepare_cached(
+        "SELECT lease_owner, lease_expires_at, fence, cancel_requested FROM runs WHERE id = ?1",
+    )
+    .ctx("cannot read lease")?
+    .query_row([id], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+    })
+    .optional()
+    .map_err(|e| corrupt(id, format!("lease columns: {e}")))
+}
+
+fn take_lease(
+    conn: &Connection,
+    id: &str,
+    owner: &str,
+    expires_at: i64,
+) -> Result<Lease, EngineError> {
+    let (fence, cancel_requested): (i64, bool) = conn
+        .prepare_cached(
+            "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, fence = fence + 1
+             WHERE id = ?1 RETURNING fence, cancel_requested",
+        )
+        .ctx("cannot take lease")?
+        .query_row(rusqlite::params![id, owner, expires_at], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .ctx("cannot take lease")?;
+    Ok(Lease {
+        run_id: RunId(id.to_owned()),
+        owner: owner.to_owned(),
+        fence: number(id, "fence", fence)?,
+        expires_at: timestamp(id, "lease_expires_at", expires_at)?,
+        cancel_requested,
+    })
+}
+
+fn apply_acquire(
+    conn: &Connection,
+    id: &str,
+    owner: &str,
+    now: i64,
+    expires_at: i64,
+) -> Result<Acquired, EngineError> {
+    let Some((holder, until, _, _)) = lease_row(conn, id)? else {
+        return Err(EngineError::UnknownRun(id.to_owned()));
+    };
+    if let (Some(holder), Some(until)) = (holder, until)
+        && until > now
+        && holder != owner
+    {
+        return Ok(Acquired::HeldBy {
+            owner: holder,
+            expires_at: timestamp(id, "lease_expires_at", until)?,
+        });
+    }
+    take_lease(conn, id, owner, expires_at).map(Acquired::Lease)
+}
+
+fn apply_claim(
+    conn: &Connection,
+    owner: &str,
+    now: i64,
+    expires_at: i64,
+    limit: i64,
+) -> Result<Vec<Lease>, EngineError> {
+    // The rule of `store::is_due`, in SQL.
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM runs
+             WHERE (lease_owner IS NULL OR lease_expires_at <= ?1)
+               AND (   (status = 'queued' AND (wake_at IS NULL OR wake_at <= ?1))
+                    OR (status IN ('sleeping', 'waiting') AND wake_at <= ?1)
+                    OR status = 'running')
+             ORDER BY created_at LIMIT ?2",
+        )
+        .ctx("cannot claim runs")?
+        .query_map(rusqlite::params![now, limit], |row| row.get(0))
+        .ctx("cannot claim runs")?
+        .collect::<Result<_, _>>()
+        .ctx("cannot claim runs")?;
+    ids.iter()
+        .map(|id| take_lease(conn, id, owner, expires_at))
+        .collect()
+}
+
+fn apply_renew(
+    conn: &Connection,
+    lease: &Lease,
+    expires_at: i64,
+) -> Result<Option<Lease>, EngineError> {
+    let id = lease.run_id.as_str();
+    let renewed: Option<bool> = conn
+        .prepare_cached(
+            "UPDATE runs SET lease_expires_at = ?3
+             WHERE id = ?1 AND fence = ?2 AND lease_owner IS NOT NULL
+             RETURNING cancel_requested",
+        )
+        .ctx("cannot renew lease")?
+        .query_row(
+            rusqlite::params![id, fence_param(lease.fence), expires_at],
+            |row| row.get(0),
+        )
+        .optional()
+        .ctx("cannot renew lease")?;
+    let Some(cancel_requested) = renewed else {
+        return Ok(None);
+    };
+    Ok(Some(Lease {
+        expires_at: timestamp(id, "lease_expires_at", expires_at)?,
+        cancel_requested,
+        ..lease.clone()
+    }))
 }
 
 fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError> {
@@ -668,6 +1038,16 @@ fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError>
 
 fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError> {
     let what = "cannot append";
+    if let Some(fence) = a.fence {
+        let current = lease_row(conn, &a.run_id)?;
+        if let Some((owner, _, current, _)) = current
+            && (owner.is_none() || current != fence_param(fence))
+        {
+            return Err(EngineError::LeaseLost {
+                run: a.run_id.clone(),
+            });
+        }
+    }
     let next_seq: Option<i64> = conn
         .prepare_cached("SELECT next_seq FROM runs WHERE id = ?1")
         .ctx(what)?

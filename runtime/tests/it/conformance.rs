@@ -165,6 +165,7 @@ fn append(run: &RunRecord, first_seq: u64, events: Vec<NewEvent>, update: RunUpd
         first_seq,
         events,
         update,
+        fence: None,
     }
 }
 

@@ -144,6 +144,54 @@ impl Store for DyingStore {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
         self.inner.list_runs(filter).await
     }
+    async fn create_run_once(
+        &self,
+        key: &str,
+        record: RunRecord,
+        created: NewEvent,
+    ) -> Result<Option<RunId>, EngineError> {
+        self.inner.create_run_once(key, record, created).await
+    }
+    async fn acquire(
+        &self,
+        id: &RunId,
+        owner: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<reprise::store::Acquired, EngineError> {
+        self.inner.acquire(id, owner, now, expires_at).await
+    }
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<reprise::store::Lease>, EngineError> {
+        self.inner.claim_due(owner, now, expires_at, limit).await
+    }
+    async fn renew(
+        &self,
+        lease: &reprise::store::Lease,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<reprise::store::Lease>, EngineError> {
+        self.inner.renew(lease, expires_at).await
+    }
+    async fn release(&self, lease: &reprise::store::Lease) -> Result<(), EngineError> {
+        self.inner.release(lease).await
+    }
+    async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
+        self.inner.request_cancel(id).await
+    }
+    async fn next_wake(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, EngineError> {
+        self.inner.next_wake().await
+    }
+    async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
+        self.inner.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
+        self.inner.set_cursor(name, value).await
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,306 @@
+//! Controlling runs from outside their execution: cancellation, waiting for the end of a
+//! run, listing a waiting run's open hooks, and the stream of status transitions that
+//! `dev` prints and `?wait=` listens to.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::Engine;
+use crate::error::EngineError;
+use crate::event::{EventKind, NewEvent, RunId, RunRecord, RunStatus, RunUpdate};
+use crate::store::{Acquired, Append};
+
+/// The switches of one execution of a run: `cancel` ends the run `canceled` at its next
+/// step boundary (running actions see it through `ActionCtx::cancellation`); `drain` stops
+/// it at its next step boundary and hands it back to the queue (worker shutdown).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunControl {
+    pub(crate) cancel: CancellationToken,
+    pub(crate) drain: CancellationToken,
+}
+
+/// What [`Engine::cancel`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The run was queued, sleeping or waiting: it is `canceled` now.
+    Canceled,
+    /// The run is executing: it ends `canceled` at its next step boundary (at once in this
+    /// process; in another process when its worker next renews the lease, within a third
+    /// of the lease duration).
+    Requested,
+}
+
+/// A hook a waiting run is blocked on, with what delivers its payload.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OpenHook {
+    /// The hook's correlation id.
+    pub id: String,
+    /// The hook's token (`POST /hooks/{token}`, `hooks resume <token>`).
+    pub token: String,
+    /// `<public-url>/hooks/<token>`.
+    pub resume_url: String,
+    /// When the hook times out, if it has a timeout.
+    pub timeout_at: Option<DateTime<Utc>>,
+}
+
+/// A run changed status (sent on [`Engine::subscribe`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunTransition {
+    /// The run.
+    pub run_id: RunId,
+    /// Its workflow's slug.
+    pub workflow: String,
+    /// The new status.
+    pub status: RunStatus,
+    /// When (engine clock).
+    pub at: DateTime<Utc>,
+}
+
+impl Engine {
+    /// Cancels run `id`. A `queued`, `sleeping` or `waiting` run is `canceled` at once; a
+    /// running one at its next step boundary, its running actions seeing their
+    /// cancellation token. A canceled run keeps its log; it never runs again.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownRun`]; [`EngineError::InvalidState`] when the run already
+    /// ended (`completed`, `failed` or `canceled`); store errors.
+    pub async fn cancel(&self, id: &RunId) -> Result<CancelOutcome, EngineError> {
+        let record = self.get_run(id).await?;
+        if record.status.is_terminal() {
+            return Err(EngineError::InvalidState {
+                run: id.to_string(),
+                status: record.status.to_string(),
+                message: "the run has already ended; only unfinished runs can be canceled".into(),
+            });
+        }
+        self.store().request_cancel(id).await?;
+        if let Some(control) = self.control(id) {
+            control.cancel.cancel();
+            return Ok(CancelOutcome::Requested);
+        }
+        if record.status == RunStatus::Running {
+            return Ok(CancelOutcome::Requested);
+        }
+        // Suspended or queued: take the lease so that no worker starts it meanwhile, then
+        // record the cancellation ourselves.
+        let now = self.now();
+        let lease = match self
+            .store()
+            .acquire(id, self.owner_id(), now, now + self.lease_delta())
+            .await?
+        {
+            Acquired::Lease(lease) => lease,
+            // A worker just claimed it: it sees the request and cancels it itself.
+            Acquired::HeldBy { .. } => {
+                self.wake_workers();
+                return Ok(CancelOutcome::Requested);
+            }
+        };
+        let result = self.record_cancel(id, &record.workflow, Some(lease.fence)).await;
+        let _ = self.store().release(&lease).await;
+        match result {
+            Ok(()) => Ok(CancelOutcome::Canceled),
+            Err(EngineError::Conflict { .. }) => {
+                // The log moved meanwhile (a hook delivery): re-read and decide again.
+                let record = self.get_run(id).await?;
+                if record.status.is_terminal() {
+                    return Err(EngineError::InvalidState {
+                        run: id.to_string(),
+                        status: record.status.to_string(),
+                        message: "the run ended while it was being canceled".into(),
+                    });
+                }
+                self.wake_workers();
+                Ok(CancelOutcome::Requested)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Appends `run_canceled` at the end of the log and marks the run `canceled`.
+    pub(crate) async fn record_cancel(
+        &self,
+        id: &RunId,
+        workflow: &str,
+        fence: Option<u64>,
+    ) -> Result<(), EngineError> {
+        let record = self.get_run(id).await?;
+        let error = crate::WorkflowError::new(
+            crate::error::kinds::CANCELED,
+            "the run was canceled",
+            false,
+        );
+        let append = Append {
+            run_id: id.clone(),
+            first_seq: record.next_seq,
+            events: vec![NewEvent {
+                kind: EventKind::RunCanceled,
+                correlation_id: None,
+                attempt: record.attempt,
+                at: self.now(),
+                payload: json!({ "error": error }),
+            }],
+            update: RunUpdate {
+                status: Some(RunStatus::Canceled),
+                error: Some(serde_json::to_value(&error)?),
+                wake_at: Some(None),
+                ..RunUpdate::default()
+            },
+            fence,
+        };
+        self.store().append(append).await?;
+        self.announce(id, workflow, RunStatus::Canceled);
+        Ok(())
+    }
+
+    /// Waits until run `id` has ended or `timeout` has passed, and returns its record then
+    /// (check `status.is_terminal()`). Works whichever process executes the run: it
+    /// listens for this engine's transitions and re-reads the store at least every 250 ms.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownRun`], store errors.
+    pub async fn wait_for_end(
+        &self,
+        id: &RunId,
+        timeout: Duration,
+    ) -> Result<RunRecord, EngineError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut transitions = self.subscribe();
+        loop {
+            let record = self.get_run(id).await?;
+            if record.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+                return Ok(record);
+            }
+            let poll = tokio::time::Instant::now() + Duration::from_millis(250);
+            let until = poll.min(deadline);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    transition = transitions.recv() => match transition {
+                        Ok(t) if t.run_id == *id && t.status.is_terminal() => break,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            tokio::time::sleep_until(until).await;
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// The hooks run `id` waits on that have not received their payload, with their resume
+    /// URLs (empty unless the run is `waiting`).
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownRun`], store errors.
+    pub async fn open_hooks(&self, id: &RunId) -> Result<Vec<OpenHook>, EngineError> {
+        let record = self.get_run(id).await?;
+        if record.status != RunStatus::Waiting {
+            return Ok(Vec::new());
+        }
+        let events = self.store().events(id).await?;
+        let mut open: Vec<OpenHook> = Vec::new();
+        for event in &events {
+            let Some(hook) = event.event.correlation_id.as_deref() else {
+                continue;
+            };
+            match event.event.kind {
+                EventKind::HookCreated => open.push(OpenHook {
+                    id: hook.to_owned(),
+                    token: self.hook_token(id, hook),
+                    resume_url: self.hook_resume_url(id, hook),
+                    timeout_at: event
+                        .event
+                        .payload
+                        .get("timeout_at")
+                        .and_then(|t| serde_json::from_value(t.clone()).ok()),
+                }),
+                EventKind::HookReceived => open.retain(|h| h.id != hook),
+                _ => {}
+            }
+        }
+        Ok(open)
+    }
+
+    /// Status transitions of runs this engine starts, executes, resumes or cancels, as
+    /// they happen (a slow receiver skips ahead: `RecvError::Lagged`).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunTransition> {
+        self.inner.transitions.subscribe()
+    }
+
+    /// Tells this process's workers that a run may have become due.
+    pub fn wake_workers(&self) {
+        self.inner.wake.notify_waiters();
+    }
+
+    pub(crate) fn wake(&self) -> &tokio::sync::Notify {
+        &self.inner.wake
+    }
+
+    /// Publishes a transition and wakes workers when the run became runnable.
+    pub(crate) fn announce(&self, id: &RunId, workflow: &str, status: RunStatus) {
+        let _ = self.inner.transitions.send(RunTransition {
+            run_id: id.clone(),
+            workflow: workflow.to_owned(),
+            status,
+            at: self.now(),
+        });
+        if status == RunStatus::Queued {
+            self.wake_workers();
+        }
+    }
+
+    /// The switches of run `id` if this engine executes it now.
+    pub(crate) fn control(&self, id: &RunId) -> Option<RunControl> {
+        self.inner
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Registers an execution of `id`; `None` when this engine already executes it.
+    pub(crate) fn register_control(&self, id: &RunId) -> Option<RunControl> {
+        let mut controls = self.inner.controls.lock().unwrap_or_else(|p| p.into_inner());
+        if controls.contains_key(id) {
+            return None;
+        }
+        let control = RunControl::default();
+        controls.insert(id.clone(), control.clone());
+        Some(control)
+    }
+
+    pub(crate) fn unregister_control(&self, id: &RunId) {
+        self.inner
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Stops every execution of this engine at its next step boundary and hands the runs
+    /// back to the queue (worker shutdown).
+    pub(crate) fn drain_all(&self) {
+        for control in self
+            .inner
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            control.drain.cancel();
+        }
+    }
+
+    pub(crate) fn lease_delta(&self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.lease_duration()).unwrap_or(chrono::TimeDelta::MAX)
+    }
+}

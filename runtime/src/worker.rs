@@ -1,0 +1,216 @@
+//! The [`Worker`]: claims due runs with leases and executes them as tokio tasks
+//! (DESIGN "Running"). It is also the scheduler of durable sleeps, hook timeouts and
+//! run-level retries: a run whose `wake_at` has come is due, and claimed like any other.
+//!
+//! Any number of workers, in any number of processes sharing one store, may run at once:
+//! a run is claimed by one worker only ([`crate::store::Store::claim_due`] is atomic),
+//! the claim is a lease the worker renews while it executes the run, and every append
+//! carries the lease's fencing token, so a worker that lost its lease (paused too long,
+//! partitioned away) can never write to the run again. A worker that dies stops renewing;
+//! its runs are claimed by others once their leases expire.
+
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use crate::engine::{Engine, Execution, RunOutcome};
+use crate::error::EngineError;
+
+/// How a [`Worker`] runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// The most runs executed at once (default 16). Each is a tokio task.
+    pub concurrency: usize,
+    /// The longest the worker waits before looking for due runs again when nothing woke
+    /// it (default 1 s). Runs started, resumed or canceled through this engine wake it at
+    /// once; runs made due by another process are noticed within this interval.
+    pub poll_interval: Duration,
+    /// On shutdown, how long running executions may take to reach their next step
+    /// boundary (default 30 s). Past it they are dropped: their leases are released and
+    /// their unrecorded steps run again elsewhere (at-least-once, as after a crash).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Executions that ended with the run completed.
+    pub completed: u64,
+    /// Executions that ended with the run failed for good.
+    pub failed: u64,
+    /// Executions that ended with the run suspended (sleep, hook, scheduled retry).
+    pub suspended: u64,
+    /// Executions that ended with the run canceled.
+    pub canceled: u64,
+    /// Executions stopped by shutdown and handed back to the queue (or dropped at the
+    /// shutdown deadline).
+    pub interrupted: u64,
+    /// Executions that ended with an engine error (store failure, lost lease); the run
+    /// stays in the store and is claimed again.
+    pub errors: u64,
+}
+
+/// Claims due runs from the engine's store and executes them; see the module docs.
+///
+/// ```no_run
+/// # async fn demo(engine: reprise::Engine) -> Result<(), reprise::EngineError> {
+/// use reprise::{Worker, WorkerOptions};
+/// let worker = Worker::new(&engine, WorkerOptions { concurrency: 32, ..Default::default() });
+/// let report = worker.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+/// println!("{report:?}");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Worker {
+    engine: Engine,
+    options: WorkerOptions,
+}
+
+impl Worker {
+    /// A worker executing runs of `engine` (its store, registry and lease settings).
+    pub fn new(engine: &Engine, options: WorkerOptions) -> Self {
+        Self {
+            engine: engine.clone(),
+            options: WorkerOptions {
+                concurrency: options.concurrency.max(1),
+                ..options
+            },
+        }
+    }
+
+    /// Runs until `shutdown` completes, then shuts down gracefully: claims nothing more,
+    /// stops every execution at its next step boundary (handing the run back to the
+    /// queue), waits up to [`WorkerOptions::shutdown_grace`] for them, drops the rest, and
+    /// releases all leases. Nothing recorded is lost either way.
+    ///
+    /// # Errors
+    /// None so far: store failures while claiming are logged and retried after
+    /// `poll_interval`; failures of single executions are counted in the report.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerReport, EngineError> {
+        let engine = &self.engine;
+        let mut shutdown = pin!(shutdown);
+        let mut tasks: JoinSet<Result<Execution, EngineError>> = JoinSet::new();
+        let mut report = WorkerReport::default();
+        loop {
+            // Register interest before looking, so a wake-up in between is not missed.
+            let mut woken = pin!(engine.wake().notified());
+            woken.as_mut().enable();
+            let free = self.options.concurrency.saturating_sub(tasks.len());
+            let mut delay = self.options.poll_interval;
+            if free > 0 {
+                match self.claim(free, &mut tasks).await {
+                    Ok(claimed) if claimed == free => delay = Duration::ZERO,
+                    Ok(_) => delay = self.next_delay().await,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not claim runs; retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    count(&mut report, joined);
+                }
+                () = &mut woken => {}
+                () = tokio::time::sleep(delay), if free > 0 => {}
+            }
+        }
+        // Graceful shutdown.
+        engine.drain_all();
+        let deadline = tokio::time::sleep(self.options.shutdown_grace);
+        let mut deadline = pin!(deadline);
+        while !tasks.is_empty() {
+            tokio::select! {
+                Some(joined) = tasks.join_next() => count(&mut report, joined),
+                () = &mut deadline => {
+                    report.interrupted += tasks.len() as u64;
+                    // Dropping an execution releases its lease (see `LeaseGuard`).
+                    tasks.abort_all();
+                    while tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Claims up to `limit` due runs and spawns their executions; returns how many.
+    async fn claim(
+        &self,
+        limit: usize,
+        tasks: &mut JoinSet<Result<Execution, EngineError>>,
+    ) -> Result<usize, EngineError> {
+        let engine = &self.engine;
+        let now = engine.now();
+        let leases = engine
+            .store()
+            .claim_due(engine.owner_id(), now, now + engine.lease_delta(), limit)
+            .await?;
+        let claimed = leases.len();
+        for lease in leases {
+            let Some(control) = engine.register_control(&lease.run_id) else {
+                // This engine executes the run already (an `execute` call of its own).
+                continue;
+            };
+            let engine = engine.clone();
+            tasks.spawn(async move {
+                let id = lease.run_id.clone();
+                let result = engine.execute_leased(lease, control).await;
+                engine.unregister_control(&id);
+                if let Err(error) = &result {
+                    tracing::warn!(run = %id, %error, "execution stopped");
+                }
+                result
+            });
+        }
+        Ok(claimed)
+    }
+
+    /// How long to wait before the next claim: until the earliest wake-up time in the
+    /// store, at most `poll_interval`, and at least 20 ms (a due run another worker holds
+    /// must not make this one spin).
+    async fn next_delay(&self) -> Duration {
+        let poll = self.options.poll_interval;
+        match self.engine.store().next_wake().await {
+            Ok(Some(at)) => (at - self.engine.now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_millis(20), poll.max(Duration::from_millis(20))),
+            Ok(None) | Err(_) => poll,
+        }
+    }
+}
+
+fn count(
+    report: &mut WorkerReport,
+    joined: Result<Result<Execution, EngineError>, tokio::task::JoinError>,
+) {
+    match joined {
+        Ok(Ok(execution)) => match execution.outcome {
+            RunOutcome::Completed(_) => report.completed += 1,
+            RunOutcome::Failed(_) => report.failed += 1,
+            RunOutcome::Suspended(_) => report.suspended += 1,
+            RunOutcome::Canceled => report.canceled += 1,
+            RunOutcome::Interrupted => report.interrupted += 1,
+        },
+        Ok(Err(_)) => report.errors += 1,
+        Err(join_error) if join_error.is_cancelled() => report.interrupted += 1,
+        Err(_) => report.errors += 1,
+    }
+}
