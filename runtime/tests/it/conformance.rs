@@ -17,7 +17,7 @@ use reprise::EngineError;
 use reprise::event::{
     Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
 };
-use reprise::store::{Append, MemoryStore, SharedStore};
+use reprise::store::{Acquired, Append, Lease, MemoryStore, SharedStore};
 use serde_json::{Value, json};
 
 /// A store under test and what must live as long as it does.
@@ -69,6 +69,16 @@ macro_rules! conformance_suite {
                     concurrent_appends_to_many_runs_all_land,
                     racing_appends_have_one_winner,
                     reads_never_see_half_an_append,
+                    claim_due_leases_each_run_once,
+                    which_runs_are_due,
+                    expired_leases_are_reclaimed_and_fence_out_the_old_holder,
+                    acquire_respects_live_leases,
+                    renew_and_release,
+                    cancel_requests_reach_the_lease_holder,
+                    create_run_once_creates_one_run_per_key,
+                    cursors_round_trip,
+                    next_wake_is_the_earliest_due_time,
+                    concurrent_claims_never_share_a_run,
                 );
             }
         )*
@@ -1087,4 +1097,335 @@ mod sqlite_only {
             .expect("journal mode");
         assert_eq!(mode, "wal");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Leases, fencing, keys and cursors
+
+fn secs(n: i64) -> i64 {
+    n * 1_000_000
+}
+
+async fn set_status(store: &SharedStore, id: &RunId, status: RunStatus, wake_at: Option<i64>) {
+    let record = get(store, id).await;
+    store
+        .append(append(
+            &record,
+            record.next_seq,
+            vec![event(EventKind::RunSuspended, None, t(1), json!({}))],
+            RunUpdate {
+                status: Some(status),
+                wake_at: Some(wake_at.map(t)),
+                ..RunUpdate::default()
+            },
+        ))
+        .await
+        .expect("set status");
+}
+
+fn leased_ids(leases: &[Lease]) -> Vec<&str> {
+    leases.iter().map(|l| l.run_id.as_str()).collect()
+}
+
+async fn claim_due_leases_each_run_once(store: SharedStore) {
+    create(&store, "a", "wf", t(0)).await;
+    create(&store, "b", "wf", t(1)).await;
+    create(&store, "c", "wf", t(2)).await;
+    let first = store
+        .claim_due("w1", t(secs(10)), t(secs(40)), 2)
+        .await
+        .unwrap();
+    assert_eq!(leased_ids(&first), ["a", "b"], "oldest first, at most `limit`");
+    assert!(first.iter().all(|l| l.owner == "w1" && l.expires_at == t(secs(40))));
+    let second = store
+        .claim_due("w2", t(secs(10)), t(secs(40)), 10)
+        .await
+        .unwrap();
+    assert_eq!(leased_ids(&second), ["c"], "leased runs are not claimed twice");
+    let third = store
+        .claim_due("w3", t(secs(10)), t(secs(40)), 10)
+        .await
+        .unwrap();
+    assert!(third.is_empty());
+}
+
+async fn which_runs_are_due(store: SharedStore) {
+    let queued = create(&store, "queued", "wf", t(0)).await;
+    let retry = create(&store, "retry-later", "wf", t(1)).await;
+    let sleeping = create(&store, "sleeping", "wf", t(2)).await;
+    let waiting = create(&store, "waiting", "wf", t(3)).await;
+    let hook_timeout = create(&store, "hook-timeout", "wf", t(4)).await;
+    let done = create(&store, "done", "wf", t(5)).await;
+    set_status(&store, &retry.id, RunStatus::Queued, Some(secs(100))).await;
+    set_status(&store, &sleeping.id, RunStatus::Sleeping, Some(secs(50))).await;
+    set_status(&store, &waiting.id, RunStatus::Waiting, None).await;
+    set_status(&store, &hook_timeout.id, RunStatus::Waiting, Some(secs(70))).await;
+    set_status(&store, &done.id, RunStatus::Completed, None).await;
+    let _ = queued;
+
+    let at = |s: i64| t(secs(s));
+    let due = store.claim_due("w", at(10), at(11), 100).await.unwrap();
+    assert_eq!(leased_ids(&due), ["queued"]);
+    for lease in &due {
+        store.release(lease).await.unwrap();
+    }
+    let due = store.claim_due("w", at(60), at(61), 100).await.unwrap();
+    assert_eq!(leased_ids(&due), ["queued", "sleeping"], "a sleep ends at wake_at");
+    for lease in &due {
+        store.release(lease).await.unwrap();
+    }
+    let due = store.claim_due("w", at(100), at(101), 100).await.unwrap();
+    assert_eq!(
+        leased_ids(&due),
+        ["queued", "retry-later", "sleeping", "hook-timeout"],
+        "a retry is due at wake_at, a hook at its timeout; a waiting run without one and \
+         an ended run never are"
+    );
+}
+
+async fn expired_leases_are_reclaimed_and_fence_out_the_old_holder(store: SharedStore) {
+    let run = create(&store, "r", "wf", t(0)).await;
+    let old = store
+        .claim_due("w1", t(0), t(secs(30)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .expect("claimed");
+    // The holder starts the run, then stalls past its lease.
+    let mut started = append(
+        &run,
+        1,
+        vec![event(EventKind::RunStarted, None, t(1), json!({}))],
+        RunUpdate {
+            status: Some(RunStatus::Running),
+            ..RunUpdate::default()
+        },
+    );
+    started.fence = Some(old.fence);
+    store.append(started).await.unwrap();
+    assert!(
+        store
+            .claim_due("w2", t(secs(29)), t(secs(60)), 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live lease is not reclaimed"
+    );
+    let new = store
+        .claim_due("w2", t(secs(31)), t(secs(60)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .expect("an expired lease of a running run is reclaimed");
+    assert!(new.fence > old.fence, "the fence grows with each claim");
+    // The old holder wakes up and tries to write: fenced out, nothing written.
+    let mut stale = append(
+        &run,
+        2,
+        vec![event(EventKind::StepCompleted, Some("x#0"), t(2), json!({}))],
+        RunUpdate::default(),
+    );
+    stale.fence = Some(old.fence);
+    let error = store.append(stale).await.unwrap_err();
+    assert!(matches!(error, EngineError::LeaseLost { .. }), "{error}");
+    assert_eq!(store.events(&run.id).await.unwrap().len(), 2);
+    assert_eq!(store.renew(&old, t(secs(90))).await.unwrap(), None);
+    // The new holder writes.
+    let mut fresh = append(
+        &run,
+        2,
+        vec![event(EventKind::RunStarted, None, t(3), json!({}))],
+        RunUpdate::default(),
+    );
+    fresh.fence = Some(new.fence);
+    store.append(fresh).await.unwrap();
+    // Releasing the stale lease does not free the new holder's.
+    store.release(&old).await.unwrap();
+    assert!(
+        store
+            .claim_due("w3", t(secs(32)), t(secs(60)), 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn acquire_respects_live_leases(store: SharedStore) {
+    let run = create(&store, "r", "wf", t(0)).await;
+    let Acquired::Lease(first) = store.acquire(&run.id, "w1", t(0), t(secs(10))).await.unwrap()
+    else {
+        panic!("a free run is acquired");
+    };
+    match store.acquire(&run.id, "w2", t(secs(5)), t(secs(15))).await.unwrap() {
+        Acquired::HeldBy { owner, expires_at } => {
+            assert_eq!((owner.as_str(), expires_at), ("w1", t(secs(10))));
+        }
+        other => panic!("expected HeldBy, got {other:?}"),
+    }
+    let Acquired::Lease(again) = store.acquire(&run.id, "w1", t(secs(5)), t(secs(15))).await.unwrap()
+    else {
+        panic!("the holder may take its own lease again");
+    };
+    assert!(again.fence > first.fence);
+    let Acquired::Lease(taken) = store.acquire(&run.id, "w2", t(secs(16)), t(secs(30))).await.unwrap()
+    else {
+        panic!("an expired lease is taken over");
+    };
+    assert!(taken.fence > again.fence);
+    let error = store
+        .acquire(&RunId::from("missing"), "w1", t(0), t(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, EngineError::UnknownRun(_)), "{error}");
+}
+
+async fn renew_and_release(store: SharedStore) {
+    create(&store, "r", "wf", t(0)).await;
+    let lease = store
+        .claim_due("w1", t(0), t(secs(10)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let renewed = store
+        .renew(&lease, t(secs(20)))
+        .await
+        .unwrap()
+        .expect("a held lease renews");
+    assert_eq!((renewed.fence, renewed.expires_at), (lease.fence, t(secs(20))));
+    assert!(
+        store
+            .claim_due("w2", t(secs(15)), t(secs(30)), 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "renewal extends the lease"
+    );
+    store.release(&renewed).await.unwrap();
+    assert_eq!(store.renew(&renewed, t(secs(30))).await.unwrap(), None);
+    let reclaimed = store
+        .claim_due("w2", t(secs(15)), t(secs(30)), 1)
+        .await
+        .unwrap();
+    assert_eq!(leased_ids(&reclaimed), ["r"], "a released run is claimable at once");
+}
+
+async fn cancel_requests_reach_the_lease_holder(store: SharedStore) {
+    let run = create(&store, "r", "wf", t(0)).await;
+    let lease = store
+        .claim_due("w1", t(0), t(secs(10)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(!lease.cancel_requested);
+    store.request_cancel(&run.id).await.unwrap();
+    let renewed = store.renew(&lease, t(secs(20))).await.unwrap().unwrap();
+    assert!(renewed.cancel_requested);
+    store.release(&renewed).await.unwrap();
+    let Acquired::Lease(next) = store.acquire(&run.id, "w2", t(1), t(2)).await.unwrap() else {
+        panic!("released");
+    };
+    assert!(next.cancel_requested, "the request outlives the lease");
+    let error = store
+        .request_cancel(&RunId::from("missing"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, EngineError::UnknownRun(_)), "{error}");
+}
+
+async fn create_run_once_creates_one_run_per_key(store: SharedStore) {
+    let first = record("one", "wf", t(0));
+    let created = store
+        .create_run_once("webhook:github:42", first.clone(), created_event(&first))
+        .await
+        .unwrap();
+    assert_eq!(created, None);
+    let second = record("two", "wf", t(1));
+    let existing = store
+        .create_run_once("webhook:github:42", second.clone(), created_event(&second))
+        .await
+        .unwrap();
+    assert_eq!(existing, Some(RunId::from("one")));
+    assert!(store.run(&RunId::from("two")).await.unwrap().is_none());
+    let other = store
+        .create_run_once("webhook:github:43", second.clone(), created_event(&second))
+        .await
+        .unwrap();
+    assert_eq!(other, None);
+    // Racing creators with one key: exactly one run.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = record(&format!("race-{i}"), "wf", t(10 + i));
+            store.create_run_once("cron:daily:x", r.clone(), created_event(&r)).await
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap().is_none() {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+async fn cursors_round_trip(store: SharedStore) {
+    assert_eq!(store.cursor("poll:feed").await.unwrap(), None);
+    store
+        .set_cursor("poll:feed", &json!({ "after": 17, "etag": "x" }))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cursor("poll:feed").await.unwrap(),
+        Some(json!({ "after": 17, "etag": "x" }))
+    );
+    store.set_cursor("poll:feed", &json!(18)).await.unwrap();
+    assert_eq!(store.cursor("poll:feed").await.unwrap(), Some(json!(18)));
+    assert_eq!(store.cursor("other").await.unwrap(), None);
+}
+
+async fn next_wake_is_the_earliest_due_time(store: SharedStore) {
+    assert_eq!(store.next_wake().await.unwrap(), None);
+    let a = create(&store, "a", "wf", t(0)).await;
+    let b = create(&store, "b", "wf", t(1)).await;
+    assert_eq!(store.next_wake().await.unwrap(), None, "plain queued runs have no wake time");
+    set_status(&store, &a.id, RunStatus::Sleeping, Some(secs(50))).await;
+    set_status(&store, &b.id, RunStatus::Waiting, Some(secs(20))).await;
+    assert_eq!(store.next_wake().await.unwrap(), Some(t(secs(20))));
+    set_status(&store, &b.id, RunStatus::Completed, None).await;
+    assert_eq!(store.next_wake().await.unwrap(), Some(t(secs(50))));
+}
+
+async fn concurrent_claims_never_share_a_run(store: SharedStore) {
+    for i in 0..40 {
+        create(&store, &format!("run-{i:02}"), "wf", t(i)).await;
+    }
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let leases = store
+                    .claim_due(&format!("w{w}"), t(secs(1)), t(secs(100)), 3)
+                    .await
+                    .unwrap();
+                if leases.is_empty() {
+                    return mine;
+                }
+                mine.extend(leases.into_iter().map(|l| l.run_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "a run was claimed twice");
+    assert_eq!(all.len(), 40, "every run was claimed");
 }
