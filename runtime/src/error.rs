@@ -331,6 +331,10 @@ pub enum EngineError {
         /// When its lease expires unless renewed (RFC 3339).
         expires_at: String,
     },
+    /// The engine's configuration is invalid (a trigger definition, a duplicate slug, …);
+    /// the message names what and how to fix it.
+    #[error("{0}")]
+    Config(String),
     /// No hook has this token.
     #[error("no hook has this token (check that it was copied whole)")]
     UnknownHook,

@@ -32,6 +32,41 @@ pub(crate) enum Command {
     /// Deliver hook payloads.
     #[command(subcommand)]
     Hooks(HooksCommand),
+    /// Run a worker, the scheduler (sleeps, hook timeouts, retries, cron and poll
+    /// triggers) and the HTTP API in one process: the local development server.
+    Dev(DevArgs),
+    /// Run a worker and the trigger scheduler, without HTTP: claims due runs from the
+    /// database and executes them. Start as many as you like on one database.
+    Worker(WorkerArgs),
+}
+
+/// `dev`'s options.
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    /// The address the HTTP API listens on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) addr: std::net::SocketAddr,
+    #[command(flatten)]
+    pub(crate) worker: WorkerArgs,
+}
+
+/// Worker options shared by `dev` and `worker`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// The most runs executed at once.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) concurrency: usize,
+    /// How long a run's lease lasts unless renewed (humantime: `15s`, `1m`); another
+    /// worker takes the run over this long after this process dies.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub(crate) lease: std::time::Duration,
+    /// On SIGINT/SIGTERM, how long running steps may take to finish before they are
+    /// dropped (and run again elsewhere).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) shutdown_grace: std::time::Duration,
+    /// Do not fire cron schedules and poll sources in this process.
+    #[arg(long)]
+    pub(crate) no_triggers: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +126,14 @@ pub(crate) struct RunArgs {
     /// Print one JSON object (`run_id`, `status`, `output` or `error`) instead of tables.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Only enqueue the run (for a `dev` or `worker` process) and wait up to this long
+    /// (humantime: `30s`, `5m`) for it to end, showing a live progress line. Without it,
+    /// the run executes in this process.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) wait: Option<std::time::Duration>,
+    /// Only enqueue the run and print its id; a `dev` or `worker` process executes it.
+    #[arg(long, conflicts_with = "wait")]
+    pub(crate) enqueue: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +169,15 @@ pub(crate) enum RunsCommand {
         /// Write to this file instead of standard output.
         #[arg(long, value_name = "FILE")]
         out: Option<std::path::PathBuf>,
+    },
+    /// Cancel a run: a queued, sleeping or waiting run at once, a running one at its next
+    /// step boundary (its running actions see their cancellation token).
+    Cancel {
+        /// The run's id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Continue interrupted runs (all unfinished ones, or one) until they end.
     Resume {

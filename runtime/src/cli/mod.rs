@@ -7,9 +7,11 @@
 //! }
 //! ```
 //!
-//! Commands: `workflows list|run <slug> --input <json|@file> [--json]|schema <slug>|graph <slug>|
-//! check [--workflow] [--in-flight] [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|
-//! export <id> [--out FILE]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`.
+//! Commands: `dev [--addr 127.0.0.1:8080]` (worker + scheduler + HTTP API on one database),
+//! `worker [--concurrency N] [--lease 15s]`, `workflows list|run <slug> --input <json|@file>
+//! [--json] [--wait 30s|--enqueue]|schema <slug>|graph <slug>|check [--workflow] [--in-flight]
+//! [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|cancel <id>|export <id>
+//! [--out FILE]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`.
 //! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
 //! `sqlite://.reprise/reprise.db`, created on first use.
 //!
@@ -27,11 +29,13 @@
 mod args;
 mod graph;
 mod output;
+mod serve;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::Parser;
@@ -89,6 +93,22 @@ pub async fn run(
             return code;
         }
     };
+    let configure = |builder: EngineBuilder| {
+        let builder = match &cli.command {
+            Command::Dev(args) => {
+                let builder = builder.lease(args.worker.lease);
+                // Resume URLs point at this server unless a public URL is configured.
+                if std::env::var_os("REPRISE_PUBLIC_URL").is_none() && args.addr.port() != 0 {
+                    builder.public_url(format!("http://{}", args.addr))
+                } else {
+                    builder
+                }
+            }
+            Command::Worker(args) => builder.lease(args.lease),
+            _ => builder,
+        };
+        configure(builder)
+    };
     let engine = match build_engine(&cli.db, configure) {
         Ok(engine) => engine,
         Err(error) => {
@@ -96,7 +116,7 @@ pub async fn run(
             return EXIT_USAGE;
         }
     };
-    match dispatch(&engine, cli.command).await {
+    match dispatch(&engine, cli.command, &cli.db).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
@@ -104,6 +124,8 @@ pub async fn run(
                 EngineError::Schema(_)
                 | EngineError::UnknownWorkflow(_)
                 | EngineError::UnknownRun(_)
+                | EngineError::UnknownHook
+                | EngineError::Config(_)
                 | EngineError::InvalidState { .. }
                 | EngineError::Serde(_) => EXIT_USAGE,
                 _ => EXIT_INCOMPLETE,
@@ -182,8 +204,26 @@ fn hook_secret(url: &str) -> Result<Option<Vec<u8>>, EngineError> {
     }
 }
 
-async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> {
+async fn dispatch(engine: &Engine, command: Command, db: &str) -> Result<u8, EngineError> {
     match command {
+        Command::Dev(args) => serve::dev(engine, args, db).await,
+        Command::Worker(args) => serve::worker(engine, args).await,
+        Command::Runs(RunsCommand::Cancel { id, json }) => {
+            let id = RunId(id);
+            let outcome = engine.cancel(&id).await?;
+            if json {
+                println!("{}", json!({ "run_id": id, "outcome": outcome }));
+            } else {
+                match outcome {
+                    crate::CancelOutcome::Canceled => println!("run {id} canceled"),
+                    crate::CancelOutcome::Requested => println!(
+                        "run {id} is executing: it stops at its next step boundary \
+                         (`runs get {id}` shows when)"
+                    ),
+                }
+            }
+            Ok(EXIT_COMPLETED)
+        }
         Command::Workflows(WorkflowsCommand::List) => {
             output::print_workflows(engine);
             Ok(EXIT_COMPLETED)
@@ -247,20 +287,27 @@ async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> 
         Command::Runs(RunsCommand::Get { id, json }) => {
             let id = RunId(id);
             let record = engine.get_run(&id).await?;
-            let events = engine.store().events(&id).await?;
+            let events = engine.events(&id).await?;
             let steps = summarize_steps(&events);
-            let open_hooks: Vec<Value> = steps
-                .iter()
-                .filter(|s| s.status == crate::engine::StepStatus::Waiting)
-                .map(|s| json!({ "id": s.id, "resume_url": engine.hook_resume_url(&id, &s.id) }))
-                .collect();
+            let hooks = engine.open_hooks(&id).await?;
             if json {
-                let body = json!({ "run": record, "steps": steps, "open_hooks": open_hooks });
+                let body = json!({ "run": record, "steps": steps, "open_hooks": hooks });
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps);
-                for hook in &open_hooks {
-                    println!("hook {} waits for {}", hook["id"], hook["resume_url"]);
+                if let Some(wake_at) = record.wake_at
+                    && !record.status.is_terminal()
+                {
+                    let left = (wake_at - engine.now()).to_std().unwrap_or_default();
+                    let left = humantime::format_duration(Duration::from_secs(left.as_secs()));
+                    println!("wakes at {} (in {left})", wake_at.to_rfc3339());
+                }
+                for hook in &hooks {
+                    let timeout = hook
+                        .timeout_at
+                        .map(|t| format!(" (times out at {})", t.to_rfc3339()))
+                        .unwrap_or_default();
+                    println!("hook {} waits for a payload at {}{timeout}", hook.id, hook.resume_url);
                 }
             }
             Ok(EXIT_COMPLETED)
@@ -276,8 +323,7 @@ async fn dispatch(engine: &Engine, command: Command) -> Result<u8, EngineError> 
             if !json {
                 eprintln!("hook delivered; resuming run {id}");
             }
-            let execution = engine.drive(&id).await?;
-            report(engine, &execution, json).await
+            drive_here(engine, &id, json).await
         }
     }
 }
@@ -303,11 +349,74 @@ fn read_json(text: &str, flag: &str) -> Result<Value, EngineError> {
 async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError> {
     let input = read_json(&args.input, "--input")?;
     let id = engine.start_json(&args.slug, input, Trigger::Cli).await?;
+    if args.enqueue {
+        if args.json {
+            println!("{}", json!({ "run_id": id, "status": RunStatus::Queued }));
+        } else {
+            println!("run {id} queued ({}); a `dev` or `worker` process runs it", args.slug);
+        }
+        return Ok(EXIT_COMPLETED);
+    }
+    if let Some(wait) = args.wait {
+        if !args.json {
+            eprintln!("run {id} queued ({}); waiting for a worker", args.slug);
+        }
+        let record = serve::wait_with_progress(engine, &id, wait, !args.json).await?;
+        return report_record(engine, &record, args.json).await;
+    }
     if !args.json {
         eprintln!("run {id} started ({})", args.slug);
     }
-    let execution = engine.drive(&id).await?;
-    report(engine, &execution, args.json).await
+    drive_here(engine, &id, args.json).await
+}
+
+/// Drives run `id` in this process and reports it; when a worker holds the run, says so
+/// and waits for it instead.
+async fn drive_here(engine: &Engine, id: &RunId, as_json: bool) -> Result<u8, EngineError> {
+    match engine.drive(id).await {
+        Ok(execution) => report(engine, &execution, as_json).await,
+        Err(EngineError::Leased { owner, .. }) => {
+            if !as_json {
+                eprintln!("run {id} is executing on worker {owner}; waiting for it");
+            }
+            let record =
+                serve::wait_with_progress(engine, id, Duration::from_secs(24 * 3600), !as_json)
+                    .await?;
+            report_record(engine, &record, as_json).await
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Reports a run by its record (it was executed elsewhere); returns the exit code.
+async fn report_record(
+    engine: &Engine,
+    record: &RunRecord,
+    as_json: bool,
+) -> Result<u8, EngineError> {
+    let code = match record.status {
+        RunStatus::Completed => EXIT_COMPLETED,
+        RunStatus::Failed | RunStatus::Canceled => EXIT_FAILED,
+        _ => EXIT_INCOMPLETE,
+    };
+    if as_json {
+        let mut line = json!({ "run_id": record.id, "status": record.status });
+        if let Some(output) = &record.output {
+            line["output"] = output.clone();
+        }
+        if let Some(error) = &record.error {
+            line["error"] = error.clone();
+        }
+        println!("{line}");
+        return Ok(code);
+    }
+    let events = engine.events(&record.id).await?;
+    let steps = summarize_steps(&events);
+    output::print_run(record, &steps);
+    if !record.status.is_terminal() {
+        println!("run {} is still {}; `runs get {}` shows it later", record.id, record.status, record.id);
+    }
+    Ok(code)
 }
 
 /// Prints how an execution ended; returns its exit code.
@@ -358,8 +467,7 @@ async fn resume(engine: &Engine, id: Option<String>, as_json: bool) -> Result<u8
         if !as_json {
             eprintln!("resuming run {id}");
         }
-        let execution = engine.drive(&id).await?;
-        worst = worst.max(report(engine, &execution, as_json).await?);
+        worst = worst.max(drive_here(engine, &id, as_json).await?);
     }
     Ok(worst)
 }

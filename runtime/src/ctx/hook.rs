@@ -208,14 +208,10 @@ impl<T: StepData> Hook<T> {
         let timeout_at = match recorded {
             Some(recorded) => recorded.hook_timeout_at,
             None => {
-                let timeout_at = match self.timeout.transpose()? {
-                    Some(timeout) => Some(
-                        run.engine.now()
-                            + chrono::TimeDelta::from_std(timeout)
-                                .unwrap_or(chrono::TimeDelta::MAX),
-                    ),
-                    None => None,
-                };
+                let timeout_at = self.timeout.transpose()?.map(|timeout| {
+                    run.engine.now()
+                        + chrono::TimeDelta::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX)
+                });
                 let schema = crate::schema::schema_of::<T>();
                 let mut payload =
                     json!({ "token_hash": token_hash(&self.token), "schema": schema });

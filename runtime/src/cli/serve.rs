@@ -1,0 +1,243 @@
+//! `dev` and `worker`: the long-running commands. Both stop gracefully on SIGINT or
+//! SIGTERM (see [`crate::Worker::run`]).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::args::{DevArgs, WorkerArgs};
+use super::{EXIT_COMPLETED, EXIT_INCOMPLETE};
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::event::RunStatus;
+use crate::worker::{Worker, WorkerOptions};
+
+/// `dev`: worker, trigger scheduler and HTTP API in one process; prints the URL and one
+/// line per run transition.
+pub(super) async fn dev(engine: &Engine, args: DevArgs, db: &str) -> Result<u8, EngineError> {
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| {
+            EngineError::Store(format!(
+                "cannot listen on {}: {e}; pick another with --addr 127.0.0.1:PORT",
+                args.addr
+            ))
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| EngineError::Store(format!("cannot read the listening address: {e}")))?;
+    let stop = shutdown_on_signal();
+    println!("reprise dev: http://{addr}  (database {db}, worker {})", engine.owner_id());
+    let slugs: Vec<&str> = engine
+        .registry()
+        .workflows()
+        .map(|w| w.registration.slug)
+        .collect();
+    println!("workflows: {}", slugs.join(", "));
+    println!(
+        "start a run:  curl -X POST http://{addr}/workflows/<slug> -H 'content-type: application/json' -d '<input>'"
+    );
+    let printer = tokio::spawn(print_transitions(engine.clone(), stop.clone()));
+    let server = tokio::spawn(crate::http::serve(
+        engine.clone(),
+        listener,
+        crate::http::HttpOptions::from_env(),
+        stop.clone().cancelled_owned(),
+    ));
+    let code = run_worker(engine, &args.worker, stop.clone()).await?;
+    stop.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => eprintln!("error: the HTTP server stopped: {error}"),
+        Err(error) => eprintln!("error: the HTTP server task failed: {error}"),
+    }
+    let _ = printer.await;
+    Ok(code)
+}
+
+/// `worker`: worker and trigger scheduler until SIGINT or SIGTERM.
+pub(super) async fn worker(engine: &Engine, args: WorkerArgs) -> Result<u8, EngineError> {
+    let stop = shutdown_on_signal();
+    eprintln!(
+        "reprise worker {}: up to {} runs at once, lease {}",
+        engine.owner_id(),
+        args.concurrency,
+        humantime::format_duration(args.lease)
+    );
+    run_worker(engine, &args, stop).await
+}
+
+/// Runs the worker (and the trigger scheduler unless disabled) until `stop`, then prints
+/// what the worker did.
+async fn run_worker(
+    engine: &Engine,
+    args: &WorkerArgs,
+    stop: CancellationToken,
+) -> Result<u8, EngineError> {
+    let triggers = (!args.no_triggers).then(|| {
+        tokio::spawn(crate::trigger::run_schedules(
+            engine.clone(),
+            stop.clone().cancelled_owned(),
+        ))
+    });
+    let worker = Worker::new(
+        engine,
+        WorkerOptions {
+            concurrency: args.concurrency,
+            shutdown_grace: args.shutdown_grace,
+            ..WorkerOptions::default()
+        },
+    );
+    let report = worker.run(stop.clone().cancelled_owned()).await?;
+    stop.cancel();
+    let mut code = EXIT_COMPLETED;
+    if let Some(triggers) = triggers {
+        match triggers.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                eprintln!("error: the trigger scheduler stopped: {error}");
+                code = EXIT_INCOMPLETE;
+            }
+            Err(error) => {
+                eprintln!("error: the trigger scheduler failed: {error}");
+                code = EXIT_INCOMPLETE;
+            }
+        }
+    }
+    eprintln!(
+        "worker stopped: {} completed, {} failed, {} suspended, {} canceled, {} handed back, {} errors",
+        report.completed,
+        report.failed,
+        report.suspended,
+        report.canceled,
+        report.interrupted,
+        report.errors
+    );
+    Ok(code)
+}
+
+/// A token cancelled on the first SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("shutting down: finishing running steps (Ctrl-C again to force)…");
+        cancel.cancel();
+        wait_for_signal().await;
+        eprintln!("forced exit");
+        std::process::exit(i32::from(EXIT_INCOMPLETE));
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Prints one line per run transition until `stop`.
+async fn print_transitions(engine: Engine, stop: CancellationToken) {
+    let mut transitions = engine.subscribe();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            transition = transitions.recv() => match transition {
+                Ok(t) => {
+                    let detail = match t.status {
+                        RunStatus::Sleeping | RunStatus::Waiting => {
+                            match engine.get_run(&t.run_id).await {
+                                Ok(run) => run
+                                    .wake_at
+                                    .map(|w| format!("  (until {})", w.format("%Y-%m-%d %H:%M:%S UTC")))
+                                    .unwrap_or_default(),
+                                Err(_) => String::new(),
+                            }
+                        }
+                        _ => String::new(),
+                    };
+                    println!(
+                        "{}  {}  {:<10} {}{detail}",
+                        t.at.format("%H:%M:%S%.3f"),
+                        t.run_id,
+                        t.status,
+                        t.workflow
+                    );
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    println!("… {n} transitions not shown (too many at once)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Waits for run `id` to end, at most `timeout`, redrawing one progress line on stderr
+/// (status, steps recorded, elapsed time). Returns the final record.
+pub(super) async fn wait_with_progress(
+    engine: &Engine,
+    id: &crate::RunId,
+    timeout: Duration,
+    show: bool,
+) -> Result<crate::event::RunRecord, EngineError> {
+    use std::io::{IsTerminal, Write};
+    let started = tokio::time::Instant::now();
+    let deadline = started + timeout;
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = String::new();
+    loop {
+        let record = engine
+            .wait_for_end(id, Duration::from_millis(500).min(deadline - tokio::time::Instant::now().min(deadline)))
+            .await?;
+        if show {
+            let line = format!(
+                "run {id}: {} · {} events · {}s",
+                record.status,
+                record.next_seq,
+                started.elapsed().as_secs()
+            );
+            if line != last_line {
+                if terminal {
+                    eprint!("\r\x1b[2K{line}");
+                    let _ = std::io::stderr().flush();
+                } else if record.status.to_string() != last_status(&last_line) {
+                    eprintln!("{line}");
+                }
+                last_line = line;
+            }
+        }
+        if record.status.is_terminal() || tokio::time::Instant::now() >= deadline {
+            if show && terminal {
+                eprintln!();
+            }
+            return Ok(record);
+        }
+    }
+}
+
+/// The status word of a progress line (`run <id>: <status> · …`).
+fn last_status(line: &str) -> String {
+    line.split(": ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default()
+        .to_owned()
+}
