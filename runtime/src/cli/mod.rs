@@ -47,6 +47,10 @@ use crate::error::EngineError;
 use crate::event::{RunFilter, RunId, RunRecord, RunStatus, Trigger};
 use args::{Cli, Command, HooksCommand, RunArgs, RunsCommand, WorkflowsCommand};
 
+/// The lease of runs executed by foreground commands (`workflows run`, `runs resume`,
+/// `hooks resume`).
+const FOREGROUND_LEASE: Duration = Duration::from_secs(5);
+
 /// Exit code: completed.
 pub const EXIT_COMPLETED: u8 = 0;
 /// Exit code: a run failed.
@@ -105,7 +109,9 @@ pub async fn run(
                 }
             }
             Command::Worker(args) => builder.lease(args.lease),
-            _ => builder,
+            // A run executed in the foreground holds a short lease, so that after a crash
+            // `runs resume` takes it over within seconds.
+            _ => builder.lease(FOREGROUND_LEASE),
         };
         configure(builder)
     };
@@ -370,21 +376,32 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     drive_here(engine, &id, args.json).await
 }
 
-/// Drives run `id` in this process and reports it; when a worker holds the run, says so
-/// and waits for it instead.
+/// Drives run `id` in this process and reports it. When another process holds the run's
+/// lease, waits: for the run to end there, or for the lease to expire (its holder died),
+/// and then takes the run over.
 async fn drive_here(engine: &Engine, id: &RunId, as_json: bool) -> Result<u8, EngineError> {
-    match engine.drive(id).await {
-        Ok(execution) => report(engine, &execution, as_json).await,
-        Err(EngineError::Leased { owner, .. }) => {
-            if !as_json {
-                eprintln!("run {id} is executing on worker {owner}; waiting for it");
+    let mut told = false;
+    loop {
+        match engine.drive(id).await {
+            Ok(execution) => return report(engine, &execution, as_json).await,
+            Err(EngineError::Leased {
+                owner, expires_at, ..
+            }) => {
+                if !as_json && !told {
+                    eprintln!(
+                        "run {id} is held by {owner} (lease until {expires_at}); waiting for it \
+                         to finish, or for the lease to expire if that process is gone"
+                    );
+                    told = true;
+                }
+                let record =
+                    serve::wait_with_progress(engine, id, Duration::from_secs(1), false).await?;
+                if record.status.is_terminal() {
+                    return report_record(engine, &record, as_json).await;
+                }
             }
-            let record =
-                serve::wait_with_progress(engine, id, Duration::from_secs(24 * 3600), !as_json)
-                    .await?;
-            report_record(engine, &record, as_json).await
+            Err(error) => return Err(error),
         }
-        Err(error) => Err(error),
     }
 }
 

@@ -6,4 +6,7 @@
 // Other modules (engine, replay, hooks, …) get added next to this one.
 mod conformance;
 mod engine;
+mod http;
 mod ids;
+mod worker;
+mod triggers;

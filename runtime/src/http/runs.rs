@@ -1,0 +1,268 @@
+//! `GET /runs`, `GET /runs/{id}`, `GET /runs/{id}/events`, `POST /runs/{id}/cancel`.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::views::RunState;
+use crate::engine::{CancelOutcome, StepSummary, summarize_steps};
+use crate::event::{Event, RunFilter, RunId, RunRecord, RunStatus};
+
+/// How many runs `GET /runs` returns without `limit`.
+pub(crate) const DEFAULT_LIMIT: usize = 100;
+
+/// A run in a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunSummary {
+    /// The run's id.
+    id: String,
+    /// Its workflow's slug.
+    workflow: String,
+    /// `queued`, `running`, `sleeping`, `waiting`, `completed`, `failed` or `canceled`.
+    status: String,
+    /// The current run attempt, from 1 (0 before the first attempt started).
+    attempt: u32,
+    /// What started it: `api`, `cli`, `cron`, `webhook`, `poll`, `retry` or `code`.
+    trigger: String,
+    /// When it was created (RFC 3339, UTC).
+    #[schema(value_type = String, format = DateTime)]
+    created_at: DateTime<Utc>,
+    /// Its last status change.
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: DateTime<Utc>,
+    /// When a sleeping run (or a scheduled retry) continues.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    wake_at: Option<DateTime<Utc>>,
+}
+
+impl From<&RunRecord> for RunSummary {
+    fn from(record: &RunRecord) -> Self {
+        RunSummary {
+            id: record.id.to_string(),
+            workflow: record.workflow.clone(),
+            status: record.status.to_string(),
+            attempt: record.attempt,
+            trigger: record.trigger.to_string(),
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            wake_at: record.wake_at,
+        }
+    }
+}
+
+/// A hook a waiting run is blocked on.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HookView {
+    /// The hook's correlation id in the run.
+    id: String,
+    /// Where to deliver its payload: `POST` a JSON body, or `GET` with a query string.
+    resume_url: String,
+    /// When the hook times out, if it has a timeout.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    timeout_at: Option<DateTime<Utc>>,
+}
+
+/// A run with its input, result, steps and open hooks.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunDetail {
+    /// The run's id.
+    id: String,
+    /// Its workflow's slug.
+    workflow: String,
+    /// `queued`, `running`, `sleeping`, `waiting`, `completed`, `failed` or `canceled`.
+    status: String,
+    /// The current run attempt, from 1 (0 before the first attempt started).
+    attempt: u32,
+    /// What started it.
+    trigger: String,
+    /// When it was created.
+    #[schema(value_type = String, format = DateTime)]
+    created_at: DateTime<Utc>,
+    /// Its last status change.
+    #[schema(value_type = String, format = DateTime)]
+    updated_at: DateTime<Utc>,
+    /// When a sleeping run (or a scheduled retry) continues.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    wake_at: Option<DateTime<Utc>>,
+    /// The validated input.
+    input: Value,
+    /// The output, once `completed`.
+    output: Option<Value>,
+    /// The error, once `failed` or `canceled`.
+    error: Option<Value>,
+    /// Every step, sleep and hook, in order: `{"id", "callee", "status", "attempts",
+    /// "duration_ms", "started_at"}`.
+    #[schema(value_type = Vec<Object>)]
+    steps: Vec<StepSummary>,
+    /// The hooks the run waits on (empty unless `waiting`).
+    hooks: Vec<HookView>,
+}
+
+/// Query of `GET /runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only runs in this status.
+    #[param(example = "waiting")]
+    status: Option<String>,
+    /// Only runs of this workflow slug.
+    workflow: Option<String>,
+    /// At most this many runs, newest first (default 100).
+    limit: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(self) -> Result<RunFilter, ApiError> {
+        let status = self
+            .status
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<RunStatus>())
+            .transpose()
+            .map_err(ApiError::bad_request)?;
+        let limit = match self.limit.as_deref().filter(|s| !s.is_empty()) {
+            None => DEFAULT_LIMIT,
+            Some(text) => text.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "`limit={text}` is not a count; write a whole number such as `limit=20`"
+                ))
+            })?,
+        };
+        Ok(RunFilter {
+            status,
+            workflow: self.workflow.filter(|w| !w.is_empty()),
+            limit: Some(limit),
+        })
+    }
+}
+
+/// Lists runs, newest first, filtered by status and workflow.
+#[utoipa::path(
+    get,
+    path = "/runs",
+    operation_id = "list_runs",
+    tag = "runs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Matching runs, newest first", body = Vec<RunSummary>),
+        (status = 400, description = "Unknown status (the message names the valid ones) or bad limit", body = ErrorBody),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<RunSummary>>, ApiError> {
+    let runs = state.engine.list_runs(&query.filter()?).await?;
+    Ok(Json(runs.iter().map(RunSummary::from).collect()))
+}
+
+/// A run: its record, its steps and the hooks it waits on.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}",
+    operation_id = "get_run",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run", body = RunDetail),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunDetail>, ApiError> {
+    let id = RunId(id);
+    let record = state.engine.get_run(&id).await?;
+    let events = state.engine.events(&id).await?;
+    let hooks = state
+        .engine
+        .open_hooks(&id)
+        .await?
+        .into_iter()
+        .map(|hook| HookView {
+            id: hook.id,
+            resume_url: hook.resume_url,
+            timeout_at: hook.timeout_at,
+        })
+        .collect();
+    Ok(Json(RunDetail {
+        id: record.id.to_string(),
+        workflow: record.workflow,
+        status: record.status.to_string(),
+        attempt: record.attempt,
+        trigger: record.trigger.to_string(),
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+        wake_at: record.wake_at,
+        input: record.input,
+        output: record.output,
+        error: record.error,
+        steps: summarize_steps(&events),
+        hooks,
+    }))
+}
+
+/// A run's event log, in order: `[{"run_id", "seq", "kind", "correlation_id"?, "attempt",
+/// "at", "payload"}]`.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/events",
+    operation_id = "get_run_events",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The events, by sequence number", body = Vec<Object>),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+    )
+)]
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Event>>, ApiError> {
+    Ok(Json(state.engine.events(&RunId(id)).await?))
+}
+
+/// Cancels a run: at once when it is queued, sleeping or waiting (200); at its next step
+/// boundary when it is executing (202, `cancel_requested`).
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/cancel",
+    operation_id = "cancel_run",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run is canceled", body = RunState),
+        (status = 202, description = "The run is executing; it stops at its next step boundary", body = RunState),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+        (status = 409, description = "The run has already ended", body = ErrorBody),
+    )
+)]
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = RunId(id);
+    let response = match state.engine.cancel(&id).await? {
+        CancelOutcome::Canceled => (
+            StatusCode::OK,
+            Json(RunState::new(&id, RunStatus::Canceled)),
+        ),
+        CancelOutcome::Requested => {
+            let mut body = RunState::new(&id, RunStatus::Running);
+            body.cancel_requested = Some(true);
+            (StatusCode::ACCEPTED, Json(body))
+        }
+    };
+    Ok(response.into_response())
+}

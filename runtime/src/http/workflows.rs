@@ -1,0 +1,150 @@
+//! `GET /workflows` and `POST /workflows/{slug}`: the registered workflows, and starting
+//! a run of one.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::body::JsonBody;
+use super::error::{ApiError, ErrorBody};
+use super::views::RunState;
+use crate::event::{RunStatus, Trigger};
+
+/// The longest `?wait=` accepted.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(300);
+
+/// A registered workflow.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WorkflowInfo {
+    /// The slug runs are started with.
+    slug: String,
+    /// The doc-comment description, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    /// The JSON Schema (draft 2020-12) the input must match.
+    input_schema: Value,
+    /// The JSON Schema of the output.
+    output_schema: Value,
+}
+
+/// Lists the registered workflows with their input and output JSON Schemas, by slug.
+#[utoipa::path(
+    get,
+    path = "/workflows",
+    operation_id = "list_workflows",
+    tag = "workflows",
+    responses(
+        (status = 200, description = "The registered workflows, by slug", body = Vec<WorkflowInfo>),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+    )
+)]
+pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<WorkflowInfo>> {
+    let workflows = state
+        .engine
+        .registry()
+        .workflows()
+        .map(|entry| {
+            let description = entry.registration.description.trim();
+            WorkflowInfo {
+                slug: entry.registration.slug.to_owned(),
+                description: (!description.is_empty()).then(|| description.to_owned()),
+                input_schema: entry.input_schema().clone(),
+                output_schema: entry.output_schema().clone(),
+            }
+        })
+        .collect();
+    Json(workflows)
+}
+
+/// Query of `POST /workflows/{slug}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct StartQuery {
+    /// Wait up to this long (`500ms`, `30s`, `2m`; at most `5m`) for the run to end, and
+    /// answer with its output or error if it did.
+    #[param(example = "30s")]
+    wait: Option<String>,
+}
+
+/// Validates the body against the workflow's input schema and enqueues a run.
+///
+/// Answers 202 `{"run_id", "status": "queued"}`. With `?wait=`, waits that long for the
+/// run to end: 200 `{"run_id", "status", "output" | "error"}` if it did, else 202 with
+/// the current status. An invalid input creates no run.
+#[utoipa::path(
+    post,
+    path = "/workflows/{slug}",
+    operation_id = "start_run",
+    tag = "workflows",
+    params(
+        ("slug" = String, Path, description = "The workflow's slug"),
+        StartQuery,
+    ),
+    request_body(content = Value, description = "The workflow's input (an empty body is `null`)", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Enqueued (or still going after `wait`)", body = RunState),
+        (status = 200, description = "With `wait`: the run ended; `output` or `error`", body = RunState),
+        (status = 400, description = "The body is not JSON, or `wait` is not a duration", body = ErrorBody),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 404, description = "No workflow has this slug", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 422, description = "The input violates the schema; `violations` names each JSON pointer", body = ErrorBody),
+    )
+)]
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Query(query): Query<StartQuery>,
+    JsonBody(input): JsonBody,
+) -> Result<Response, ApiError> {
+    let wait = query.wait.as_deref().map(parse_wait).transpose()?;
+    let id = state.engine.start_json(&slug, input, Trigger::Api).await?;
+    let Some(wait) = wait else {
+        return Ok(accepted(RunState::new(&id, RunStatus::Queued)));
+    };
+    let record = state.engine.wait_for_end(&id, wait).await?;
+    if record.status.is_terminal() {
+        return Ok((StatusCode::OK, Json(RunState::of(record))).into_response());
+    }
+    Ok(accepted(RunState::new(&id, record.status)))
+}
+
+fn accepted(state: RunState) -> Response {
+    (StatusCode::ACCEPTED, Json(state)).into_response()
+}
+
+/// Parses `?wait=`: a humantime duration of at most [`MAX_WAIT`].
+fn parse_wait(text: &str) -> Result<Duration, ApiError> {
+    let wait = humantime::parse_duration(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "`wait={text}` is not a duration ({e}); write e.g. `500ms`, `30s` or `2m`"
+        ))
+    })?;
+    if wait > MAX_WAIT {
+        return Err(ApiError::bad_request(format!(
+            "`wait={text}` is longer than the longest wait, {}; wait less and poll GET /runs/{{id}}",
+            humantime::format_duration(MAX_WAIT)
+        )));
+    }
+    Ok(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_are_humantime_and_bounded() {
+        assert_eq!(parse_wait("30s").ok(), Some(Duration::from_secs(30)));
+        assert_eq!(parse_wait("250ms").ok(), Some(Duration::from_millis(250)));
+        assert!(parse_wait("soon").is_err());
+        assert!(parse_wait("1h").is_err());
+    }
+}
