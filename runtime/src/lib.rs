@@ -44,9 +44,16 @@
 //! ## Map
 //! - [`macro@action`], [`macro@workflow`]: the macros (options, rules, errors).
 //! - [`Ctx`]: the workflow context; [`ActionCtx`]: the action context (idempotency key).
-//! - [`Engine`]: start, execute, resume runs; [`store`]: the event log (memory, SQLite).
+//! - [`Engine`]: start, execute, resume and cancel runs; [`store`]: the event log
+//!   (memory, SQLite) with leases and fencing tokens.
+//! - [`Worker`]: claims due runs (started, woken from a durable sleep, a hook delivered or
+//!   timed out, a retry due) and executes them; any number per store.
+//! - [`Hook`]: wait for a payload from outside (`ctx.hook::<T>()`, `.timeout(d)`).
+//! - [`trigger`]: cron schedules, webhook sources and poll sources that start runs.
+//! - `http` (feature `http`): the HTTP API (axum) and its OpenAPI document.
 //! - [`fan_out`]: bounded parallel steps.
-//! - `cli` (feature `cli`): the command line for your own binary.
+//! - `cli` (feature `cli`): the command line for your own binary, including `dev` (worker,
+//!   scheduler and HTTP API in one process) and `worker`.
 //!
 //! ## Semantics in one paragraph
 //! A step is *recorded* exactly once; its side effect runs at least once (a crash between

@@ -572,8 +572,9 @@ impl Engine {
     }
 
     /// Runs that have not ended and can continue now: `queued` and `running` ones (a
-    /// `running` run found here was interrupted: this version has no leases, so only one
-    /// process may resume runs at a time) and `sleeping` ones, oldest first.
+    /// `running` run found here is executing, or was interrupted; executing it waits for or
+    /// takes over its lease) and `sleeping` ones, oldest first. A [`crate::Worker`] finds
+    /// due runs itself; this is for `runs resume`.
     ///
     /// # Errors
     /// Store errors.

@@ -109,6 +109,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE runs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX runs_status_wake_at ON runs (status, wake_at);
+    CREATE INDEX runs_unfinished ON runs (created_at)
+        WHERE status IN ('queued', 'running', 'sleeping', 'waiting');
     CREATE TABLE run_keys (
         key     TEXT PRIMARY KEY NOT NULL,
         run_id  TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE
@@ -960,8 +962,9 @@ fn apply_claim(
     // The rule of `store::is_due`, in SQL.
     let ids: Vec<String> = conn
         .prepare_cached(
-            "SELECT id FROM runs
-             WHERE (lease_owner IS NULL OR lease_expires_at <= ?1)
+            "SELECT id FROM runs INDEXED BY runs_unfinished
+             WHERE status IN ('queued', 'running', 'sleeping', 'waiting')
+               AND (lease_owner IS NULL OR lease_expires_at <= ?1)
                AND (   (status = 'queued' AND (wake_at IS NULL OR wake_at <= ?1))
                     OR (status IN ('sleeping', 'waiting') AND wake_at <= ?1)
                     OR status = 'running')
