@@ -268,7 +268,7 @@ impl SqliteStore {
         let (requests, inbox) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("reprise-sqlite-writer".to_owned())
-            .spawn(move || writer_loop(conn, inbox))
+            .spawn(move || writer_loop(conn, inbox, options.synchronous))
             .map_err(|e| {
                 EngineError::Store(format!("cannot start the SQLite writer thread: {e}"))
             })?;
@@ -686,6 +686,16 @@ enum Op {
     SetCursor(String, String, i64),
 }
 
+impl Op {
+    /// Whether the op only takes, renews or gives back a lease.
+    fn is_lease_bookkeeping(&self) -> bool {
+        matches!(
+            self,
+            Op::Acquire { .. } | Op::Claim { .. } | Op::Renew(..) | Op::Release(..)
+        )
+    }
+}
+
 struct Request {
     op: Op,
     reply: oneshot::Sender<Result<Reply, EngineError>>,
@@ -753,7 +763,7 @@ struct EncodedAppend {
     updated_at: i64,
 }
 
-fn writer_loop(mut conn: Connection, inbox: mpsc::Receiver<Request>) {
+fn writer_loop(mut conn: Connection, inbox: mpsc::Receiver<Request>, synchronous: Synchronous) {
     let mut ops = Vec::with_capacity(MAX_BATCH);
     let mut replies = Vec::with_capacity(MAX_BATCH);
     // `recv` fails once every sender is gone (the store was dropped) and the queue is empty.
@@ -769,7 +779,22 @@ fn writer_loop(mut conn: Connection, inbox: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
+        // Lease bookkeeping needs no fsync of its own: a lease only matters while its
+        // holder runs, and a power failure ends every holder on this machine; the next
+        // fsynced commit makes it durable anyway. A batch of nothing but lease operations
+        // therefore commits with `synchronous=NORMAL` (no fsync in WAL mode).
+        let relax = synchronous == Synchronous::Full && ops.iter().all(Op::is_lease_bookkeeping);
+        if relax {
+            let _ = conn.pragma_update(None, "synchronous", Synchronous::Normal.pragma());
+        }
         let results = write_batch(&mut conn, &ops);
+        if relax {
+            // If this fails, later commits would skip their fsync: fail them loudly instead.
+            if let Err(e) = conn.pragma_update(None, "synchronous", synchronous.pragma()) {
+                eprintln!("reprise: cannot restore synchronous=FULL on the SQLite writer: {e}");
+                return;
+            }
+        }
         ops.clear();
         for (reply, result) in replies.drain(..).zip(results) {
             // The caller may have stopped waiting (its future was dropped); the write
