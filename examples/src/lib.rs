@@ -8,19 +8,31 @@
 //! - [`book_trip`]: `book-trip`, retries a transient failure, then compensates a
 //!   permanent one with recorded steps.
 //! - [`approval`]: `approval`, sends a resume URL, waits for a decision on a hook (the run
-//!   holds nothing while it waits), and acts on it.
+//!   holds nothing while it waits), optionally with a timeout after which the request
+//!   expires, and acts on the outcome.
+//! - [`delayed_followup`]: `delayed-followup`, sends a welcome, sleeps durably for the
+//!   input's `delay` (`"3d"`, or `"10s"` in a demo), then sends a follow-up.
+//! - [`digest`]: `daily-digest`, started by a cron schedule ([`digest::schedule`]) every
+//!   morning; reads its trigger and tick, posts which files changed the day before.
+//! - [`webhook`]: `triage-issue`, started by GitHub "issues" webhooks at
+//!   `POST /webhooks/github` ([`webhook::github_source`]: signature, schema, filter,
+//!   transform, de-duplication by delivery id); labels each new issue.
 //! - [`versioning`]: `fulfill-order`, a workflow changed while runs are in flight
 //!   (`ctx.patched`, pinned step ids), checked against histories its older version recorded.
 //!
 //! The binary (`cargo run -p reprise-examples -- --help`) is the reprise CLI with these
-//! workflows registered.
+//! workflows, the digest's cron schedule and the GitHub webhook source registered;
+//! `cargo run -p reprise-examples -- dev` serves them all.
 
 pub mod approval;
 pub mod book_trip;
+pub mod delayed_followup;
+pub mod digest;
 pub mod effects;
 pub mod file_digest;
 pub mod signup;
 pub mod versioning;
+pub mod webhook;
 
 /// Keeps every example's registration in the final binary. Call it once from `main`.
 ///
@@ -33,5 +45,8 @@ pub fn link() {
         book_trip::book_trip,
         approval::approval,
         versioning::fulfill_order,
+        delayed_followup::delayed_followup,
+        digest::daily_digest,
+        webhook::triage_issue,
     ));
 }

@@ -1,7 +1,9 @@
-//! The example app: the reprise CLI with the example workflows registered.
+//! The example app: the reprise CLI with the example workflows registered, plus the
+//! digest's cron schedule and the GitHub webhook source.
 //!
 //! ```text
 //! cargo run -q -p reprise-examples -- workflows run file-digest --input '{"dir":"."}'
+//! cargo run -q -p reprise-examples -- dev      # worker + scheduler + HTTP API on :8080
 //! ```
 
 use reprise_examples::effects::EffectLog;
@@ -11,7 +13,14 @@ fn main() -> std::process::ExitCode {
     // Make sure the example workflows are linked in (their registrations live in the library).
     reprise_examples::link();
     reprise::cli::main(|engine| {
-        let engine = engine.resource(EffectLog::from_env());
+        let engine = engine
+            .resource(EffectLog::from_env())
+            // `daily-digest` at 09:00 UTC (REPRISE_EXAMPLES_DIGEST_CRON overrides); fired by
+            // `dev` and `worker`.
+            .cron(reprise_examples::digest::schedule()?)
+            // `POST /webhooks/github` starts `triage-issue` (secret:
+            // REPRISE_EXAMPLES_WEBHOOK_SECRET, or a public development default).
+            .webhook(reprise_examples::webhook::github_source());
         Ok(match TeamChannel::from_env() {
             Some(channel) => engine.resource(channel),
             None => engine,

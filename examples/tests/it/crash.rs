@@ -159,6 +159,7 @@ fn book_trip_compensated_survives_any_crash_on_sqlite() {
 fn approval_request() -> reprise_examples::approval::ApprovalRequest {
     reprise_examples::approval::ApprovalRequest {
         title: "Ship v2".into(),
+        timeout: None,
     }
 }
 

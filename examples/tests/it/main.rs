@@ -10,3 +10,6 @@ mod file_digest;
 mod replay;
 mod signup;
 mod snapshots;
+mod triggers_example;
+mod waits;
+mod workers;

@@ -334,6 +334,7 @@ async fn a_test_env_history_replays_with_its_hook_tokens() {
             &approval,
             ApprovalRequest {
                 title: "Ship v2".into(),
+                timeout: None,
             },
         )
         .await

@@ -90,6 +90,7 @@ async fn approval_log() {
             &approval,
             ApprovalRequest {
                 title: "Ship v2".into(),
+                timeout: None,
             },
         )
         .await

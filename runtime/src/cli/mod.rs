@@ -97,15 +97,32 @@ pub async fn run(
             return code;
         }
     };
+    // `dev` listens before the engine is built, so that resume URLs name the real port
+    // (also when `--addr` asks for port 0).
+    let listener = match &cli.command {
+        Command::Dev(args) => match std::net::TcpListener::bind(args.addr) {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                eprintln!(
+                    "error: cannot listen on {}: {error}; pick another with --addr 127.0.0.1:PORT",
+                    args.addr
+                );
+                return EXIT_USAGE;
+            }
+        },
+        _ => None,
+    };
+    let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
     let configure = |builder: EngineBuilder| {
         let builder = match &cli.command {
             Command::Dev(args) => {
                 let builder = builder.lease(args.worker.lease);
                 // Resume URLs point at this server unless a public URL is configured.
-                if std::env::var_os("REPRISE_PUBLIC_URL").is_none() && args.addr.port() != 0 {
-                    builder.public_url(format!("http://{}", args.addr))
-                } else {
-                    builder
+                match local_addr {
+                    Some(addr) if std::env::var_os("REPRISE_PUBLIC_URL").is_none() => {
+                        builder.public_url(format!("http://{addr}"))
+                    }
+                    _ => builder,
                 }
             }
             Command::Worker(args) => builder.lease(args.lease),
@@ -122,7 +139,7 @@ pub async fn run(
             return EXIT_USAGE;
         }
     };
-    match dispatch(&engine, cli.command, &cli.db).await {
+    match dispatch(&engine, cli.command, &cli.db, listener).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
@@ -210,9 +227,17 @@ fn hook_secret(url: &str) -> Result<Option<Vec<u8>>, EngineError> {
     }
 }
 
-async fn dispatch(engine: &Engine, command: Command, db: &str) -> Result<u8, EngineError> {
+async fn dispatch(
+    engine: &Engine,
+    command: Command,
+    db: &str,
+    listener: Option<std::net::TcpListener>,
+) -> Result<u8, EngineError> {
     match command {
-        Command::Dev(args) => serve::dev(engine, args, db).await,
+        Command::Dev(args) => match listener {
+            Some(listener) => serve::dev(engine, args, db, listener).await,
+            None => Err(EngineError::Config("dev needs its listener".into())),
+        },
         Command::Worker(args) => serve::worker(engine, args).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);

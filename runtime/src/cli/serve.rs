@@ -14,14 +14,17 @@ use crate::worker::{Worker, WorkerOptions};
 
 /// `dev`: worker, trigger scheduler and HTTP API in one process; prints the URL and one
 /// line per run transition.
-pub(super) async fn dev(engine: &Engine, args: DevArgs, db: &str) -> Result<u8, EngineError> {
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
+pub(super) async fn dev(
+    engine: &Engine,
+    args: DevArgs,
+    db: &str,
+    listener: std::net::TcpListener,
+) -> Result<u8, EngineError> {
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
         .map_err(|e| {
-            EngineError::Store(format!(
-                "cannot listen on {}: {e}; pick another with --addr 127.0.0.1:PORT",
-                args.addr
-            ))
+            EngineError::Store(format!("cannot listen on {}: {e}", args.addr))
         })?;
     let addr = listener
         .local_addr()
