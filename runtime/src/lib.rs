@@ -73,14 +73,14 @@ mod error;
 pub mod event;
 mod fan_out;
 mod history;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod registry;
 pub mod schema;
 mod step;
 pub mod store;
-mod worker;
 pub mod trigger;
-#[cfg(feature = "http")]
-pub mod http;
+mod worker;
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -99,13 +99,13 @@ pub use engine::{
     RUN_EXPORT_FORMAT, ReplayMismatch, RunExport, RunOutcome, RunTransition, StepStatus,
     StepSummary, SystemClock, judge_replay, summarize_steps,
 };
-pub use worker::{Worker, WorkerOptions, WorkerReport};
 pub use error::{
     ActionError, EngineError, NonDeterminism, SchemaViolation, Violation, WorkflowError, kinds,
 };
 pub use event::{RunId, RunStatus, Trigger};
 pub use fan_out::fan_out;
 pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
+pub use worker::{Worker, WorkerOptions, WorkerReport};
 
 pub use reprise_macros::{action, workflow};
 

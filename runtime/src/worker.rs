@@ -191,7 +191,10 @@ impl Worker {
             Ok(Some(at)) => (at - self.engine.now())
                 .to_std()
                 .unwrap_or(Duration::ZERO)
-                .clamp(Duration::from_millis(20), poll.max(Duration::from_millis(20))),
+                .clamp(
+                    Duration::from_millis(20),
+                    poll.max(Duration::from_millis(20)),
+                ),
             Ok(None) | Err(_) => poll,
         }
     }

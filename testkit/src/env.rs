@@ -473,8 +473,8 @@ impl TestEnv {
             .collect()
     }
 
-    /// Moves the virtual clock forward by `by` and continues every run whose sleep (or
-    /// scheduled retry) is then due, oldest first. Returns each continued run's outcome.
+    /// Moves the virtual clock forward by `by` and continues every run whose sleep,
+    /// scheduled retry or hook timeout is then due, oldest first. Returns each continued run's outcome.
     ///
     /// # Panics
     /// When the store fails.
@@ -482,7 +482,8 @@ impl TestEnv {
         self.clock.advance(by);
         let now = self.now();
         let mut due = Vec::new();
-        for status in [RunStatus::Sleeping, RunStatus::Queued] {
+        // Sleeps, scheduled retries and hook deadlines.
+        for status in [RunStatus::Sleeping, RunStatus::Queued, RunStatus::Waiting] {
             let runs = self
                 .engine
                 .list_runs(&RunFilter {

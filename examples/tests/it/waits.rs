@@ -308,7 +308,7 @@ fn stdout_json(output: &std::process::Output) -> Value {
 }
 
 #[test]
-fn workflows_run_waits_out_the_sleep_and_the_hook_timeout_in_process() {
+fn workflows_run_waits_out_a_sleep_but_leaves_a_hook_waiting() {
     let db = TempDb::new().unwrap();
     let started = Instant::now();
     let out = app(&db)
@@ -329,9 +329,25 @@ fn workflows_run_waits_out_the_sleep_and_the_hook_timeout_in_process() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("How is it going, Ada?"), "{stderr}");
 
+    // A hook is not waited for in-process, even with a timeout: the run is left waiting
+    // (exit 3) and continues at its deadline, here by `runs resume`.
     let out = app(&db)
         .args(["workflows", "run", "approval", "--json", "--input"])
         .arg(r#"{"title":"Ship v3","timeout":"1s"}"#)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let waiting = stdout_json(&out);
+    assert_eq!(waiting["status"], "waiting");
+    std::thread::sleep(Duration::from_millis(1200));
+    let run_id = waiting["run_id"].as_str().unwrap();
+    let out = app(&db)
+        .args(["runs", "resume", run_id, "--json"])
         .output()
         .unwrap();
     assert_eq!(

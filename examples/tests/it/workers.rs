@@ -53,7 +53,12 @@ async fn wait_all_completed(engine: &Engine, ids: &[RunId], timeout: Duration) {
         let mut unfinished = Vec::new();
         for id in ids {
             let run = engine.get_run(id).await.unwrap();
-            assert_ne!(run.status, RunStatus::Failed, "run {id} failed: {:?}", run.error);
+            assert_ne!(
+                run.status,
+                RunStatus::Failed,
+                "run {id} failed: {:?}",
+                run.error
+            );
             if run.status != RunStatus::Completed {
                 unfinished.push((id.clone(), run.status));
             }
@@ -131,7 +136,10 @@ async fn two_worker_processes_never_run_one_run_twice() {
     let tree = fixture_tree(4);
     let engine = db.engine(|builder| builder).unwrap();
     let ids = enqueue(&engine, 24, tree.path(), db.dir(), 15).await;
-    let (log_a, log_b) = (db.dir().join("effects-a.log"), db.dir().join("effects-b.log"));
+    let (log_a, log_b) = (
+        db.dir().join("effects-a.log"),
+        db.dir().join("effects-b.log"),
+    );
     let mut a = worker(&db, &log_a, "15s");
     let mut b = worker(&db, &log_b, "15s");
     wait_all_completed(&engine, &ids, Duration::from_secs(120)).await;
@@ -153,7 +161,10 @@ async fn two_worker_processes_never_run_one_run_twice() {
         *counts.entry(key.as_str()).or_default() += 1;
     }
     let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "effects applied more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "effects applied more than once: {twice:?}"
+    );
     // …and is a recorded step; every effectful recorded step has its effect.
     let recorded = recorded(&engine, &ids).await;
     for key in counts.keys() {
@@ -168,7 +179,10 @@ async fn two_worker_processes_never_run_one_run_twice() {
     let run_of = |key: &String| key.split('/').next().unwrap_or_default().to_owned();
     let runs_a: BTreeSet<String> = effects_a.iter().map(run_of).collect();
     let runs_b: BTreeSet<String> = effects_b.iter().map(run_of).collect();
-    assert!(runs_a.is_disjoint(&runs_b), "a run executed on both workers");
+    assert!(
+        runs_a.is_disjoint(&runs_b),
+        "a run executed on both workers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,12 +191,18 @@ async fn a_killed_worker_loses_nothing_and_its_runs_are_taken_over() {
     let tree = fixture_tree(4);
     let engine = db.engine(|builder| builder).unwrap();
     let ids = enqueue(&engine, 12, tree.path(), db.dir(), 60).await;
-    let (log_a, log_b) = (db.dir().join("effects-a.log"), db.dir().join("effects-b.log"));
+    let (log_a, log_b) = (
+        db.dir().join("effects-a.log"),
+        db.dir().join("effects-b.log"),
+    );
     let mut a = worker(&db, &log_a, "1s");
     // Let the first worker take runs and record some of their steps, then kill it.
     let deadline = Instant::now() + Duration::from_secs(60);
     while effects(&log_a).len() < 6 {
-        assert!(Instant::now() < deadline, "the first worker made no progress");
+        assert!(
+            Instant::now() < deadline,
+            "the first worker made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.kill().unwrap();
@@ -194,7 +214,10 @@ async fn a_killed_worker_loses_nothing_and_its_runs_are_taken_over() {
         })
         .await
         .unwrap();
-    assert!(!held.is_empty(), "the killed worker left runs mid-execution");
+    assert!(
+        !held.is_empty(),
+        "the killed worker left runs mid-execution"
+    );
 
     let mut b = worker(&db, &log_b, "1s");
     wait_all_completed(&engine, &ids, Duration::from_secs(120)).await;
@@ -232,6 +255,10 @@ async fn a_killed_worker_loses_nothing_and_its_runs_are_taken_over() {
             .iter()
             .filter(|e| e.event.kind == EventKind::RunStarted)
             .count();
-        assert!(starts >= 2, "run {} was taken over by the second worker", run.id);
+        assert!(
+            starts >= 2,
+            "run {} was taken over by the second worker",
+            run.id
+        );
     }
 }

@@ -338,7 +338,10 @@ async fn dispatch(
                         .timeout_at
                         .map(|t| format!(" (times out at {})", t.to_rfc3339()))
                         .unwrap_or_default();
-                    println!("hook {} waits for a payload at {}{timeout}", hook.id, hook.resume_url);
+                    println!(
+                        "hook {} waits for a payload at {}{timeout}",
+                        hook.id, hook.resume_url
+                    );
                 }
             }
             Ok(EXIT_COMPLETED)
@@ -384,7 +387,10 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
         if args.json {
             println!("{}", json!({ "run_id": id, "status": RunStatus::Queued }));
         } else {
-            println!("run {id} queued ({}); a `dev` or `worker` process runs it", args.slug);
+            println!(
+                "run {id} queued ({}); a `dev` or `worker` process runs it",
+                args.slug
+            );
         }
         return Ok(EXIT_COMPLETED);
     }
@@ -456,7 +462,10 @@ async fn report_record(
     let steps = summarize_steps(&events);
     output::print_run(record, &steps);
     if !record.status.is_terminal() {
-        println!("run {} is still {}; `runs get {}` shows it later", record.id, record.status, record.id);
+        println!(
+            "run {} is still {}; `runs get {}` shows it later",
+            record.id, record.status, record.id
+        );
     }
     Ok(code)
 }

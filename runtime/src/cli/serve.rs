@@ -23,14 +23,15 @@ pub(super) async fn dev(
     let listener = listener
         .set_nonblocking(true)
         .and_then(|()| tokio::net::TcpListener::from_std(listener))
-        .map_err(|e| {
-            EngineError::Store(format!("cannot listen on {}: {e}", args.addr))
-        })?;
+        .map_err(|e| EngineError::Store(format!("cannot listen on {}: {e}", args.addr)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| EngineError::Store(format!("cannot read the listening address: {e}")))?;
     let stop = shutdown_on_signal();
-    println!("reprise dev: http://{addr}  (database {db}, worker {})", engine.owner_id());
+    println!(
+        "reprise dev: http://{addr}  (database {db}, worker {})",
+        engine.owner_id()
+    );
     let slugs: Vec<&str> = engine
         .registry()
         .workflows()
@@ -208,7 +209,11 @@ pub(super) async fn wait_with_progress(
     let mut last_line = String::new();
     loop {
         let record = engine
-            .wait_for_end(id, Duration::from_millis(500).min(deadline - tokio::time::Instant::now().min(deadline)))
+            .wait_for_end(
+                id,
+                Duration::from_millis(500)
+                    .min(deadline - tokio::time::Instant::now().min(deadline)),
+            )
             .await?;
         if show {
             let line = format!(

@@ -30,6 +30,7 @@ pub struct Hook<T> {
     id: String,
     token: String,
     timeout: Option<Result<std::time::Duration, ActionError>>,
+    resume_url: std::sync::OnceLock<String>,
     _payload: PhantomData<fn() -> T>,
 }
 
@@ -106,6 +107,9 @@ pub(crate) fn token_hash(token: &str) -> String {
         .collect()
 }
 
+/// The suffix of the correlation id under which a hook's resume URL is recorded.
+pub(crate) const RESUME_URL_SUFFIX: &str = "$resume-url";
+
 /// `ctx.hook::<T>()`: a hook recorded under the site's id.
 pub fn hook<T: StepData>(ctx: &Ctx, site: &'static Site) -> Hook<T> {
     let id = ctx.next_id(&site.key("hook"));
@@ -115,6 +119,7 @@ pub fn hook<T: StepData>(ctx: &Ctx, site: &'static Site) -> Hook<T> {
         id,
         token,
         timeout: None,
+        resume_url: std::sync::OnceLock::new(),
         _payload: PhantomData,
     }
 }
@@ -128,11 +133,22 @@ impl<T: StepData> Hook<T> {
 
     /// The URL that delivers the payload, under the engine's public base URL
     /// (`REPRISE_PUBLIC_URL`, default `http://127.0.0.1:8080`): `<base>/hooks/<token>`.
+    ///
+    /// The URL is recorded (as `<hook-id>$resume-url`) the first time it is read, so a
+    /// replay in a process configured with another public URL sees the URL the run sent
+    /// on, and a step that sent it replays with an identical input.
     pub fn resume_url(&self) -> String {
-        self.ctx
-            .run
-            .engine
-            .hook_resume_url(&self.ctx.run.run_id, &self.id)
+        self.resume_url
+            .get_or_init(|| {
+                let id = format!("{}{RESUME_URL_SUFFIX}", self.id);
+                self.ctx.recorded_as(&id, "hook.resume_url", || {
+                    self.ctx
+                        .run
+                        .engine
+                        .hook_resume_url(&self.ctx.run.run_id, &self.id)
+                })
+            })
+            .clone()
     }
 
     /// The hook's correlation id.
@@ -260,7 +276,9 @@ impl<T: StepData> Hook<T> {
 
 /// The error of a hook that received nothing before its deadline.
 fn timed_out(id: &str, deadline: Option<chrono::DateTime<chrono::Utc>>) -> ActionError {
-    let at = deadline.map(|d| format!(" at {}", d.to_rfc3339())).unwrap_or_default();
+    let at = deadline
+        .map(|d| format!(" at {}", d.to_rfc3339()))
+        .unwrap_or_default();
     ActionError::new(
         kinds::TIMEOUT,
         format!("hook `{id}` received no payload before its timeout{at}"),

@@ -86,6 +86,8 @@ pub(crate) struct RunState {
     pub(crate) executed: AtomicU64,
     /// The fencing token of the execution's lease, carried by every append.
     fence: Option<u64>,
+    /// The last status announced, so a transition is announced once.
+    announced: Mutex<Option<crate::event::RunStatus>>,
     /// Cancel and drain switches: checked at every step boundary.
     pub(crate) control: crate::engine::RunControl,
     /// Recorded outcomes answered from the history so far (steps, waits, values); while it
@@ -134,6 +136,7 @@ impl RunState {
             consumed: AtomicUsize::new(0),
             fence,
             control,
+            announced: Mutex::new(None),
         }
     }
 
@@ -196,7 +199,11 @@ impl RunState {
         self.engine.store().append(append).await?;
         *next_seq += count;
         if let Some(status) = status {
-            self.engine.announce(&self.run_id, &self.workflow, status);
+            let mut last = lock(&self.announced);
+            if *last != Some(status) {
+                *last = Some(status);
+                self.engine.announce(&self.run_id, &self.workflow, status);
+            }
         }
         Ok(())
     }
@@ -372,24 +379,35 @@ impl Ctx {
         let key = format!("{}${name}", self.namespace);
         let n = self.run.next_occurrence(&key);
         let id = format!("{key}#{n}");
-        if let Some(Ok(value)) = self.run.history.get(&id).and_then(|r| r.outcome.clone())
+        self.recorded_as(&id, &format!("ctx.{name}"), make)
+    }
+
+    /// Records `make()` under correlation id `id` (callee `callee`) the first time; returns
+    /// the recorded value on replay.
+    pub(crate) fn recorded_as<T: Serialize + DeserializeOwned>(
+        &self,
+        id: &str,
+        callee: &str,
+        make: impl FnOnce() -> T,
+    ) -> T {
+        if let Some(Ok(value)) = self.run.history.get(id).and_then(|r| r.outcome.clone())
             && let Ok(value) = serde_json::from_value::<T>(value)
         {
             self.run.consumed.fetch_add(1, Ordering::Relaxed);
             return value;
         }
         if self.run.engine.is_replay_only() {
-            let _ =
-                self.run
-                    .non_determinism(&id, "no such value".to_owned(), format!("ctx.{name}()"));
+            let _ = self
+                .run
+                .non_determinism(id, "no such value".to_owned(), format!("{callee}()"));
         }
         let value = make();
         let recorded = serde_json::to_value(&value).unwrap_or(Value::Null);
         let event = self.run.event(
             EventKind::StepCompleted,
-            Some(&id),
+            Some(id),
             1,
-            json!({ "callee": format!("ctx.{name}"), "output": recorded }),
+            json!({ "callee": callee, "output": recorded }),
         );
         self.run.push_pending(event);
         value

@@ -101,7 +101,9 @@ impl Engine {
                 return Ok(CancelOutcome::Requested);
             }
         };
-        let result = self.record_cancel(id, &record.workflow, Some(lease.fence)).await;
+        let result = self
+            .record_cancel(id, &record.workflow, Some(lease.fence))
+            .await;
         let _ = self.store().release(&lease).await;
         match result {
             Ok(()) => Ok(CancelOutcome::Canceled),
@@ -130,11 +132,8 @@ impl Engine {
         fence: Option<u64>,
     ) -> Result<(), EngineError> {
         let record = self.get_run(id).await?;
-        let error = crate::WorkflowError::new(
-            crate::error::kinds::CANCELED,
-            "the run was canceled",
-            false,
-        );
+        let error =
+            crate::WorkflowError::new(crate::error::kinds::CANCELED, "the run was canceled", false);
         let append = Append {
             run_id: id.clone(),
             first_seq: record.next_seq,
@@ -226,6 +225,19 @@ impl Engine {
                 _ => {}
             }
         }
+        // The URL the run itself recorded (and sent on) wins over this process's public URL.
+        for hook in &mut open {
+            let recorded = format!("{}{}", hook.id, crate::ctx::hook::RESUME_URL_SUFFIX);
+            if let Some(url) = events
+                .iter()
+                .rev()
+                .find(|e| e.event.correlation_id.as_deref() == Some(recorded.as_str()))
+                .and_then(|e| e.event.payload.get("output"))
+                .and_then(serde_json::Value::as_str)
+            {
+                hook.resume_url = url.to_owned();
+            }
+        }
         Ok(open)
     }
 
@@ -269,7 +281,11 @@ impl Engine {
 
     /// Registers an execution of `id`; `None` when this engine already executes it.
     pub(crate) fn register_control(&self, id: &RunId) -> Option<RunControl> {
-        let mut controls = self.inner.controls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut controls = self
+            .inner
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if controls.contains_key(id) {
             return None;
         }

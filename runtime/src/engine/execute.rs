@@ -12,13 +12,13 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use super::{Engine, RunControl};
-use crate::store::{Acquired, Lease};
 use crate::ctx::hook::{token_hash, token_run_id};
 use crate::ctx::step::panic_error;
 use crate::ctx::{Ctx, RunState, Wait};
 use crate::error::{EngineError, WorkflowError, kinds};
 use crate::event::{EventKind, RunId, RunStatus, RunUpdate};
 use crate::history::History;
+use crate::store::{Acquired, Lease};
 
 /// How an execution of a run ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -196,8 +196,7 @@ impl Engine {
             }
             BodyEnd::Suspended(waits) => self.suspend(&state, waits).await?,
             BodyEnd::Canceled => {
-                let error =
-                    WorkflowError::new(kinds::CANCELED, "the run was canceled", false);
+                let error = WorkflowError::new(kinds::CANCELED, "the run was canceled", false);
                 let event = state.event(
                     EventKind::RunCanceled,
                     None,
@@ -257,8 +256,12 @@ impl Engine {
             let execution = self.execute(id).await?;
             replayed += execution.replayed;
             executed += execution.executed;
+            // Sleeps and retries are waited for here; a hook (even one with a timeout) is
+            // not: the run is left `waiting` for a delivery, or for a worker at its deadline.
             let wake = match &execution.outcome {
-                RunOutcome::Suspended(waits) if waits.iter().all(|w| w.until().is_some()) => {
+                RunOutcome::Suspended(waits)
+                    if waits.iter().all(|w| !matches!(w, Wait::Hook { .. })) =>
+                {
                     waits.iter().filter_map(Wait::until).min()
                 }
                 _ => None,

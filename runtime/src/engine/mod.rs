@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-pub use control::{CancelOutcome, OpenHook, RunTransition};
 pub(crate) use control::RunControl;
+pub use control::{CancelOutcome, OpenHook, RunTransition};
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use replay_check::{ReplayMismatch, judge_replay};
@@ -450,7 +450,12 @@ impl Engine {
     ) -> Result<(RunId, bool), EngineError> {
         let (record, created) = self.new_run(slug, input, trigger)?;
         let id = record.id.clone();
-        match self.inner.store.create_run_once(key, record, created).await? {
+        match self
+            .inner
+            .store
+            .create_run_once(key, record, created)
+            .await?
+        {
             Some(existing) => Ok((existing, false)),
             None => {
                 self.announce(&id, slug, RunStatus::Queued);

@@ -330,7 +330,10 @@ impl Drop for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
-        match self.write(Op::Create(encode_create(record, &created)?)).await? {
+        match self
+            .write(Op::Create(encode_create(record, &created)?))
+            .await?
+        {
             Reply::Done => Ok(()),
             _ => Err(unexpected_reply()),
         }
@@ -395,7 +398,10 @@ impl Store for SqliteStore {
         lease: &Lease,
         expires_at: DateTime<Utc>,
     ) -> Result<Option<Lease>, EngineError> {
-        match self.write(Op::Renew(lease.clone(), micros(expires_at))).await? {
+        match self
+            .write(Op::Renew(lease.clone(), micros(expires_at)))
+            .await?
+        {
             Reply::Renewed(lease) => Ok(lease),
             _ => Err(unexpected_reply()),
         }

@@ -1135,13 +1135,25 @@ async fn claim_due_leases_each_run_once(store: SharedStore) {
         .claim_due("w1", t(secs(10)), t(secs(40)), 2)
         .await
         .unwrap();
-    assert_eq!(leased_ids(&first), ["a", "b"], "oldest first, at most `limit`");
-    assert!(first.iter().all(|l| l.owner == "w1" && l.expires_at == t(secs(40))));
+    assert_eq!(
+        leased_ids(&first),
+        ["a", "b"],
+        "oldest first, at most `limit`"
+    );
+    assert!(
+        first
+            .iter()
+            .all(|l| l.owner == "w1" && l.expires_at == t(secs(40)))
+    );
     let second = store
         .claim_due("w2", t(secs(10)), t(secs(40)), 10)
         .await
         .unwrap();
-    assert_eq!(leased_ids(&second), ["c"], "leased runs are not claimed twice");
+    assert_eq!(
+        leased_ids(&second),
+        ["c"],
+        "leased runs are not claimed twice"
+    );
     let third = store
         .claim_due("w3", t(secs(10)), t(secs(40)), 10)
         .await
@@ -1170,7 +1182,11 @@ async fn which_runs_are_due(store: SharedStore) {
         store.release(lease).await.unwrap();
     }
     let due = store.claim_due("w", at(60), at(61), 100).await.unwrap();
-    assert_eq!(leased_ids(&due), ["queued", "sleeping"], "a sleep ends at wake_at");
+    assert_eq!(
+        leased_ids(&due),
+        ["queued", "sleeping"],
+        "a sleep ends at wake_at"
+    );
     for lease in &due {
         store.release(lease).await.unwrap();
     }
@@ -1222,7 +1238,12 @@ async fn expired_leases_are_reclaimed_and_fence_out_the_old_holder(store: Shared
     let mut stale = append(
         &run,
         2,
-        vec![event(EventKind::StepCompleted, Some("x#0"), t(2), json!({}))],
+        vec![event(
+            EventKind::StepCompleted,
+            Some("x#0"),
+            t(2),
+            json!({}),
+        )],
         RunUpdate::default(),
     );
     stale.fence = Some(old.fence);
@@ -1252,22 +1273,35 @@ async fn expired_leases_are_reclaimed_and_fence_out_the_old_holder(store: Shared
 
 async fn acquire_respects_live_leases(store: SharedStore) {
     let run = create(&store, "r", "wf", t(0)).await;
-    let Acquired::Lease(first) = store.acquire(&run.id, "w1", t(0), t(secs(10))).await.unwrap()
+    let Acquired::Lease(first) = store
+        .acquire(&run.id, "w1", t(0), t(secs(10)))
+        .await
+        .unwrap()
     else {
         panic!("a free run is acquired");
     };
-    match store.acquire(&run.id, "w2", t(secs(5)), t(secs(15))).await.unwrap() {
+    match store
+        .acquire(&run.id, "w2", t(secs(5)), t(secs(15)))
+        .await
+        .unwrap()
+    {
         Acquired::HeldBy { owner, expires_at } => {
             assert_eq!((owner.as_str(), expires_at), ("w1", t(secs(10))));
         }
         other => panic!("expected HeldBy, got {other:?}"),
     }
-    let Acquired::Lease(again) = store.acquire(&run.id, "w1", t(secs(5)), t(secs(15))).await.unwrap()
+    let Acquired::Lease(again) = store
+        .acquire(&run.id, "w1", t(secs(5)), t(secs(15)))
+        .await
+        .unwrap()
     else {
         panic!("the holder may take its own lease again");
     };
     assert!(again.fence > first.fence);
-    let Acquired::Lease(taken) = store.acquire(&run.id, "w2", t(secs(16)), t(secs(30))).await.unwrap()
+    let Acquired::Lease(taken) = store
+        .acquire(&run.id, "w2", t(secs(16)), t(secs(30)))
+        .await
+        .unwrap()
     else {
         panic!("an expired lease is taken over");
     };
@@ -1292,7 +1326,10 @@ async fn renew_and_release(store: SharedStore) {
         .await
         .unwrap()
         .expect("a held lease renews");
-    assert_eq!((renewed.fence, renewed.expires_at), (lease.fence, t(secs(20))));
+    assert_eq!(
+        (renewed.fence, renewed.expires_at),
+        (lease.fence, t(secs(20)))
+    );
     assert!(
         store
             .claim_due("w2", t(secs(15)), t(secs(30)), 1)
@@ -1307,7 +1344,11 @@ async fn renew_and_release(store: SharedStore) {
         .claim_due("w2", t(secs(15)), t(secs(30)), 1)
         .await
         .unwrap();
-    assert_eq!(leased_ids(&reclaimed), ["r"], "a released run is claimable at once");
+    assert_eq!(
+        leased_ids(&reclaimed),
+        ["r"],
+        "a released run is claimable at once"
+    );
 }
 
 async fn cancel_requests_reach_the_lease_holder(store: SharedStore) {
@@ -1359,7 +1400,9 @@ async fn create_run_once_creates_one_run_per_key(store: SharedStore) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let r = record(&format!("race-{i}"), "wf", t(10 + i));
-            store.create_run_once("cron:daily:x", r.clone(), created_event(&r)).await
+            store
+                .create_run_once("cron:daily:x", r.clone(), created_event(&r))
+                .await
         }));
     }
     let mut created = 0;
@@ -1390,7 +1433,11 @@ async fn next_wake_is_the_earliest_due_time(store: SharedStore) {
     assert_eq!(store.next_wake().await.unwrap(), None);
     let a = create(&store, "a", "wf", t(0)).await;
     let b = create(&store, "b", "wf", t(1)).await;
-    assert_eq!(store.next_wake().await.unwrap(), None, "plain queued runs have no wake time");
+    assert_eq!(
+        store.next_wake().await.unwrap(),
+        None,
+        "plain queued runs have no wake time"
+    );
     set_status(&store, &a.id, RunStatus::Sleeping, Some(secs(50))).await;
     set_status(&store, &b.id, RunStatus::Waiting, Some(secs(20))).await;
     assert_eq!(store.next_wake().await.unwrap(), Some(t(secs(20))));

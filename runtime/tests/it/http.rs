@@ -651,7 +651,10 @@ async fn cancel_stops_a_sleeping_run_at_once_and_a_running_one_at_its_next_step(
     // Wait until the blocking step is live.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !BLOCK_STARTED.load(std::sync::atomic::Ordering::SeqCst) {
-        assert!(tokio::time::Instant::now() < deadline, "the step never started");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the step never started"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (status, body) = api
@@ -666,7 +669,11 @@ async fn cancel_stops_a_sleeping_run_at_once_and_a_running_one_at_its_next_step(
         .iter()
         .map(|s| s["id"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["http-block#0"], "the greeting step never started: {run}");
+    assert_eq!(
+        steps,
+        ["http-block#0"],
+        "the greeting step never started: {run}"
+    );
     let (_, events) = api.get(&format!("/runs/{running}/events")).await;
     let block = events
         .as_array()

@@ -8,5 +8,5 @@ mod conformance;
 mod engine;
 mod http;
 mod ids;
-mod worker;
 mod triggers;
+mod worker;

@@ -84,7 +84,10 @@ async fn a_worker_runs_started_runs_and_wakes_sleeping_ones() {
     let engine = engine_with(Arc::new(reprise::store::MemoryStore::new()), &calls);
     let (stop, worker) = spawn_worker(&engine);
     let id = engine.start(&nap, Num { n: 1 }).await.unwrap();
-    let record = engine.wait_for_end(&id, Duration::from_secs(5)).await.unwrap();
+    let record = engine
+        .wait_for_end(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(record.status, RunStatus::Completed);
     assert_eq!(record.output, Some(json!({ "n": 3 })));
     assert_eq!(calls.all(), ["add-one#0", "add-one@2#0"]);
@@ -93,7 +96,10 @@ async fn a_worker_runs_started_runs_and_wakes_sleeping_ones() {
     assert!(kinds.contains(&EventKind::SleepStarted) && kinds.contains(&EventKind::SleepCompleted));
     stop.send(()).unwrap();
     let report = worker.await.unwrap().unwrap();
-    assert_eq!((report.completed, report.suspended, report.errors), (1, 1, 0));
+    assert_eq!(
+        (report.completed, report.suspended, report.errors),
+        (1, 1, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +114,10 @@ async fn a_sleep_survives_a_restart_of_the_process() {
         let id = engine.start(&nap, Num { n: 10 }).await.unwrap();
         wait_status(&engine, &id, RunStatus::Sleeping).await;
         let record = engine.get_run(&id).await.unwrap();
-        assert!(record.wake_at.is_some(), "a sleeping run records its wake-up time");
+        assert!(
+            record.wake_at.is_some(),
+            "a sleeping run records its wake-up time"
+        );
         stop.send(()).unwrap();
         worker.await.unwrap().unwrap();
         id
@@ -118,9 +127,15 @@ async fn a_sleep_survives_a_restart_of_the_process() {
 
     let store = Arc::new(reprise::store::SqliteStore::open(&path).unwrap());
     let engine = engine_with(store, &calls);
-    assert_eq!(engine.get_run(&id).await.unwrap().status, RunStatus::Sleeping);
+    assert_eq!(
+        engine.get_run(&id).await.unwrap().status,
+        RunStatus::Sleeping
+    );
     let (stop, worker) = spawn_worker(&engine);
-    let record = engine.wait_for_end(&id, Duration::from_secs(5)).await.unwrap();
+    let record = engine
+        .wait_for_end(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(record.status, RunStatus::Completed);
     assert_eq!(record.output, Some(json!({ "n": 12 })));
     // The first step replayed from the log; only the one after the sleep ran now.
@@ -155,13 +170,23 @@ async fn a_hook_times_out_and_refuses_late_payloads() {
     let calls = Arc::new(Calls::default());
     let engine = engine_with(Arc::new(reprise::store::MemoryStore::new()), &calls);
     let (stop, worker) = spawn_worker(&engine);
-    let id = engine.start(&approve_or_expire, Num { n: 300 }).await.unwrap();
+    let id = engine
+        .start(&approve_or_expire, Num { n: 300 })
+        .await
+        .unwrap();
     wait_status(&engine, &id, RunStatus::Waiting).await;
     let hooks = engine.open_hooks(&id).await.unwrap();
     assert_eq!(hooks.len(), 1);
     assert!(hooks[0].timeout_at.is_some());
-    assert!(hooks[0].resume_url.ends_with(&format!("/hooks/{}", hooks[0].token)));
-    let record = engine.wait_for_end(&id, Duration::from_secs(5)).await.unwrap();
+    assert!(
+        hooks[0]
+            .resume_url
+            .ends_with(&format!("/hooks/{}", hooks[0].token))
+    );
+    let record = engine
+        .wait_for_end(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(record.output, Some(json!("expired")));
     let error = engine
         .resume_hook(&hooks[0].token, json!({ "approved": true }))
@@ -173,19 +198,33 @@ async fn a_hook_times_out_and_refuses_late_payloads() {
     );
 
     // Delivered in time, the payload wins, and a second delivery is refused.
-    let id = engine.start(&approve_or_expire, Num { n: 60_000 }).await.unwrap();
+    let id = engine
+        .start(&approve_or_expire, Num { n: 60_000 })
+        .await
+        .unwrap();
     wait_status(&engine, &id, RunStatus::Waiting).await;
     let token = engine.open_hooks(&id).await.unwrap()[0].token.clone();
     engine
         .resume_hook(&token, json!({ "approved": true }))
         .await
         .unwrap();
-    let again = engine.resume_hook(&token, json!({ "approved": false })).await;
-    assert!(matches!(again, Err(EngineError::InvalidState { .. })), "{again:?}");
-    let record = engine.wait_for_end(&id, Duration::from_secs(5)).await.unwrap();
+    let again = engine
+        .resume_hook(&token, json!({ "approved": false }))
+        .await;
+    assert!(
+        matches!(again, Err(EngineError::InvalidState { .. })),
+        "{again:?}"
+    );
+    let record = engine
+        .wait_for_end(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(record.output, Some(json!("approved: true")));
     let unknown = engine.resume_hook("not-a-token", json!({})).await;
-    assert!(matches!(unknown, Err(EngineError::UnknownHook)), "{unknown:?}");
+    assert!(
+        matches!(unknown, Err(EngineError::UnknownHook)),
+        "{unknown:?}"
+    );
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
 }
@@ -226,8 +265,14 @@ async fn cancel_stops_running_sleeping_and_waiting_runs() {
     while calls.count("slow#0") == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(engine.cancel(&running).await.unwrap(), CancelOutcome::Requested);
-    let record = engine.wait_for_end(&running, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        engine.cancel(&running).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    let record = engine
+        .wait_for_end(&running, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(record.status, RunStatus::Canceled);
     assert_eq!(calls.count("add-one"), 0, "no step starts after a cancel");
     let events = engine.events(&running).await.unwrap();
@@ -236,14 +281,24 @@ async fn cancel_stops_running_sleeping_and_waiting_runs() {
         .filter(|e| e.event.kind == EventKind::StepCompleted)
         .map(|e| e.event.payload["output"].clone())
         .collect();
-    assert_eq!(completed, [json!({ "n": -1 })], "the action's own result is recorded");
+    assert_eq!(
+        completed,
+        [json!({ "n": -1 })],
+        "the action's own result is recorded"
+    );
     assert_eq!(events.last().unwrap().event.kind, EventKind::RunCanceled);
 
     // Sleeping: canceled at once.
     let sleeping = engine.start(&long_nap, Num { n: 0 }).await.unwrap();
     wait_status(&engine, &sleeping, RunStatus::Sleeping).await;
-    assert_eq!(engine.cancel(&sleeping).await.unwrap(), CancelOutcome::Canceled);
-    assert_eq!(engine.get_run(&sleeping).await.unwrap().status, RunStatus::Canceled);
+    assert_eq!(
+        engine.cancel(&sleeping).await.unwrap(),
+        CancelOutcome::Canceled
+    );
+    assert_eq!(
+        engine.get_run(&sleeping).await.unwrap().status,
+        RunStatus::Canceled
+    );
 
     // Waiting: canceled at once; its hook takes no payload any more.
     let waiting = engine
@@ -252,14 +307,28 @@ async fn cancel_stops_running_sleeping_and_waiting_runs() {
         .unwrap();
     wait_status(&engine, &waiting, RunStatus::Waiting).await;
     let token = engine.open_hooks(&waiting).await.unwrap()[0].token.clone();
-    assert_eq!(engine.cancel(&waiting).await.unwrap(), CancelOutcome::Canceled);
-    assert_eq!(engine.get_run(&waiting).await.unwrap().status, RunStatus::Canceled);
-    let late = engine.resume_hook(&token, json!({ "approved": true })).await;
-    assert!(matches!(late, Err(EngineError::InvalidState { .. })), "{late:?}");
+    assert_eq!(
+        engine.cancel(&waiting).await.unwrap(),
+        CancelOutcome::Canceled
+    );
+    assert_eq!(
+        engine.get_run(&waiting).await.unwrap().status,
+        RunStatus::Canceled
+    );
+    let late = engine
+        .resume_hook(&token, json!({ "approved": true }))
+        .await;
+    assert!(
+        matches!(late, Err(EngineError::InvalidState { .. })),
+        "{late:?}"
+    );
 
     // Finished: refused.
     let finished = engine.cancel(&waiting).await.unwrap_err();
-    assert!(matches!(finished, EngineError::InvalidState { .. }), "{finished}");
+    assert!(
+        matches!(finished, EngineError::InvalidState { .. }),
+        "{finished}"
+    );
     stop.send(()).unwrap();
     let report = worker.await.unwrap().unwrap();
     assert_eq!(report.canceled, 1, "{report:?}");
@@ -271,10 +340,7 @@ async fn shutdown_lets_the_running_step_finish_and_hands_the_run_back() {
     let store: reprise::store::SharedStore = Arc::new(reprise::store::MemoryStore::new());
     let engine = engine_with(store.clone(), &calls);
     let (stop, worker) = spawn_worker(&engine);
-    let id = engine
-        .start(&slow_then_more, Num { n: 300 })
-        .await
-        .unwrap();
+    let id = engine.start(&slow_then_more, Num { n: 300 }).await.unwrap();
     while calls.count("slow#0") == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -296,9 +362,16 @@ async fn shutdown_lets_the_running_step_finish_and_hands_the_run_back() {
     // Another worker (another engine on the same store) continues from the log.
     let other = engine_with(store, &calls);
     let (stop, worker) = spawn_worker(&other);
-    let record = other.wait_for_end(&id, Duration::from_secs(5)).await.unwrap();
+    let record = other
+        .wait_for_end(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(record.output, Some(json!({ "n": 301 })));
-    assert_eq!(calls.count("slow#0"), 1, "the recorded step did not run again");
+    assert_eq!(
+        calls.count("slow#0"),
+        1,
+        "the recorded step did not run again"
+    );
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
 }
@@ -324,6 +397,73 @@ async fn a_run_leased_by_another_worker_is_not_executed() {
     assert!(matches!(same, EngineError::Leased { .. }), "{same}");
     // The lease outlives several renewal periods of the 600 ms lease.
     let execution = execution.await.unwrap().unwrap();
-    assert_eq!(execution.outcome, reprise::RunOutcome::Completed(json!({ "n": 401 })));
+    assert_eq!(
+        execution.outcome,
+        reprise::RunOutcome::Completed(json!({ "n": 401 }))
+    );
     assert_eq!(calls.count("slow#0"), 1);
+}
+
+/// Sends a hook's resume URL through a step, then waits for the decision.
+#[workflow(slug = "send-url-then-wait")]
+async fn send_url_then_wait(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    let hook = ctx.hook::<Decision>();
+    let url = hook.resume_url();
+    echo_url.run(url.clone()).await?;
+    let decision = hook.await?;
+    Ok(format!("{url} {}", decision.approved))
+}
+
+/// Returns its input (stands for "send the URL to a person").
+#[action]
+async fn echo_url(input: String) -> Result<String, ActionError> {
+    Ok(input)
+}
+
+#[tokio::test]
+async fn a_resume_url_is_recorded_so_a_process_with_another_public_url_replays_it() {
+    let store: reprise::store::SharedStore = Arc::new(reprise::store::MemoryStore::new());
+    let engine_at = |url: &str| {
+        Engine::builder()
+            .store(store.clone())
+            .register(send_url_then_wait)
+            .register(echo_url)
+            .hook_secret(vec![7; 32])
+            .public_url(url)
+            .build()
+            .unwrap()
+    };
+    let first = engine_at("http://first.example");
+    let id = first
+        .start_json(
+            "send-url-then-wait",
+            json!({ "n": 1 }),
+            reprise::Trigger::Code,
+        )
+        .await
+        .unwrap();
+    first.execute(&id).await.unwrap();
+    let hooks = first.open_hooks(&id).await.unwrap();
+    assert!(
+        hooks[0]
+            .resume_url
+            .starts_with("http://first.example/hooks/")
+    );
+
+    // Another process, configured with another public URL, delivers and replays.
+    let second = engine_at("http://second.example");
+    assert_eq!(
+        second.open_hooks(&id).await.unwrap()[0].resume_url,
+        hooks[0].resume_url,
+        "the URL the run sent, not this process's"
+    );
+    second
+        .resume_hook(&hooks[0].token, json!({ "approved": true }))
+        .await
+        .unwrap();
+    let execution = second.drive(&id).await.unwrap();
+    assert_eq!(
+        execution.outcome,
+        reprise::RunOutcome::Completed(json!(format!("{} true", hooks[0].resume_url)))
+    );
 }
