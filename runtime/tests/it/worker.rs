@@ -406,7 +406,7 @@ async fn a_run_leased_by_another_worker_is_not_executed() {
 
 /// Sends a hook's resume URL through a step, then waits for the decision.
 #[workflow(slug = "send-url-then-wait")]
-async fn send_url_then_wait(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+async fn send_url_then_wait(ctx: Ctx, _input: Num) -> Result<String, WorkflowError> {
     let hook = ctx.hook::<Decision>();
     let url = hook.resume_url();
     echo_url.run(url.clone()).await?;
