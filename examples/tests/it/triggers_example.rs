@@ -386,12 +386,39 @@ impl Dev {
     /// Starts `dev` with the extra environment `env` and waits until it answers.
     pub(crate) async fn start(env: &[(&str, &str)]) -> Dev {
         let db = TempDb::new().unwrap();
+        let (child, base) = Self::spawn(&db, env);
+        let dev = Dev {
+            child,
+            base,
+            db,
+            client: reqwest::Client::new(),
+        };
+        dev.wait_ready().await;
+        dev
+    }
+
+    /// Kills the process with SIGKILL (a crash: nothing is shut down) and starts a new
+    /// `dev` on the same database, on a new port.
+    pub(crate) async fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let (child, base) = Self::spawn(&self.db, &[]);
+        self.child = child;
+        self.base = base;
+        self.wait_ready().await;
+    }
+
+    fn spawn(db: &TempDb, env: &[(&str, &str)]) -> (Child, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let log = File::create(db.dir().join("dev.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(db.dir().join("dev.log"))
+            .unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
         command
             .args(["dev", "--addr", &format!("127.0.0.1:{port}")])
@@ -407,28 +434,25 @@ impl Dev {
         for (name, value) in env {
             command.env(name, value);
         }
-        let child = command.spawn().unwrap();
-        let dev = Dev {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            db,
-            client: reqwest::Client::new(),
-        };
+        (command.spawn().unwrap(), format!("http://127.0.0.1:{port}"))
+    }
+
+    async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(response) = dev
+            if let Ok(response) = self
                 .client
-                .get(format!("{}/workflows", dev.base))
+                .get(format!("{}/workflows", self.base))
                 .send()
                 .await
                 && response.status().as_u16() != 404
             {
-                return dev;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
                 "dev did not start: {}",
-                dev.log()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

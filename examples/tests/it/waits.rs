@@ -393,6 +393,43 @@ async fn resume_url(dev: &Dev, id: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleep_survives_a_crash_of_the_dev_process() {
+    let mut dev = Dev::start(&[]).await;
+    let id = start(
+        &dev,
+        "delayed-followup",
+        json!({ "name": "Ada", "email": "ada@example.com", "delay": "2s" }),
+    )
+    .await;
+    let run = dev.wait_status(&id, "sleeping").await;
+    assert!(run["wake_at"].is_string(), "{run}");
+    // kill -9 while the run sleeps; the new process knows of it only from the database.
+    dev.crash_and_restart().await;
+    let (status, run) = dev.get(&format!("/runs/{id}")).await;
+    assert_eq!(
+        (status, run["status"].as_str()),
+        (200, Some("sleeping")),
+        "{run}"
+    );
+    let run = dev.wait_status(&id, "completed").await;
+    assert_eq!(run["output"]["waited"], "2s", "{run}");
+    let effects = std::fs::read_to_string(dev.db.dir().join("effects.log")).unwrap();
+    for step in ["send-welcome#0", "send-followup#0"] {
+        let key = format!("{id}/{step}");
+        assert_eq!(
+            effects.lines().filter(|l| *l == key).count(),
+            1,
+            "{step} ran once across both processes:\n{effects}"
+        );
+    }
+    assert!(
+        dev.log().contains(&format!("{id}  completed")),
+        "the new process printed the transition:\n{}",
+        dev.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_serves_approvals_and_followups_over_http() {
     let dev = Dev::start(&[]).await;
 
