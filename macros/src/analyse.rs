@@ -26,16 +26,22 @@ pub(crate) enum SiteKind {
     SleepUntil,
     /// `ctx.hook()`.
     Hook,
+    /// `prompt_llm(prompt)`.
+    Llm,
+    /// `agent.prompt(message)`.
+    Prompt,
 }
 
 impl SiteKind {
-    /// The key name of a wait (as the runtime derives it), `None` for `Run`.
+    /// The fixed key name of a site (as the runtime derives it); `None` for `Run` and
+    /// `Prompt`, whose key is the callee's slug.
     fn wait_name(self) -> Option<&'static str> {
         match self {
-            SiteKind::Run => None,
+            SiteKind::Run | SiteKind::Prompt => None,
             SiteKind::Sleep => Some("sleep"),
             SiteKind::SleepUntil => Some("sleep-until"),
             SiteKind::Hook => Some("hook"),
+            SiteKind::Llm => Some("llm"),
         }
     }
 
@@ -46,6 +52,8 @@ impl SiteKind {
             SiteKind::Sleep => "Sleep",
             SiteKind::SleepUntil => "SleepUntil",
             SiteKind::Hook => "Hook",
+            SiteKind::Llm => "Llm",
+            SiteKind::Prompt => "Prompt",
         }
     }
 }
@@ -185,12 +193,12 @@ impl Rewriter<'_> {
     fn push_site(&mut self, kind: SiteKind, receiver: &Expr) -> usize {
         let callee = compact(receiver);
         let group = match (kind, receiver) {
-            (SiteKind::Run, Expr::Path(p)) if p.qself.is_none() => p
+            (SiteKind::Run | SiteKind::Prompt, Expr::Path(p)) if p.qself.is_none() => p
                 .path
                 .segments
                 .last()
                 .map_or_else(|| callee.clone(), |s| s.ident.to_string()),
-            (SiteKind::Run, _) => callee.clone(),
+            (SiteKind::Run | SiteKind::Prompt, _) => callee.clone(),
             _ => String::new(),
         };
         let line = first_span(receiver).start().line;
@@ -210,6 +218,7 @@ impl Rewriter<'_> {
         let method = call.method.to_string();
         let kind = match method.as_str() {
             "run" => SiteKind::Run,
+            "prompt" => SiteKind::Prompt,
             "sleep" if self.is_ctx(&call.receiver) => SiteKind::Sleep,
             "sleep_until" if self.is_ctx(&call.receiver) => SiteKind::SleepUntil,
             "hook" if self.is_ctx(&call.receiver) => SiteKind::Hook,
@@ -226,6 +235,12 @@ impl Rewriter<'_> {
                 SiteKind::Sleep => "`ctx.sleep(..)` takes exactly one duration, e.g. `ctx.sleep(Duration::from_secs(60))` or `ctx.sleep(\"1h\")`".to_owned(),
                 SiteKind::SleepUntil => "`ctx.sleep_until(..)` takes exactly one point in time, e.g. `ctx.sleep_until(deadline)`".to_owned(),
                 SiteKind::Hook => "`ctx.hook()` takes no arguments: name the payload type with `ctx.hook::<T>()` or a type annotation, `let x: T = ctx.hook().await?;`".to_owned(),
+                SiteKind::Prompt => format!(
+                    "an agent's `.prompt(..)` takes exactly one message, found {}; if `{}` is not an agent but has its own `prompt` method, call it as a path so reprise leaves it alone: `Type::prompt(&value, ..)`",
+                    call.args.len(),
+                    compact(&call.receiver)
+                ),
+                SiteKind::Llm => unreachable_kind(),
             };
             self.errors.error(call.method.span(), message);
             return None;
@@ -280,7 +295,54 @@ impl Rewriter<'_> {
                 };
                 quote_spanned!(span=> #private::hook #turbofish (#ctx, #site))
             }
+            SiteKind::Prompt => {
+                let arg = &call.args[0];
+                let receiver_span = Span::call_site().located_at(receiver.span());
+                let agent = quote_spanned!(receiver_span=> &#receiver);
+                quote_spanned!(span=> #private::bind_agent_prompt(#ctx, #site, #agent, #arg))
+            }
+            SiteKind::Llm => return None,
         };
+        match syn::parse2::<Expr>(tokens) {
+            Ok(expr) => Some(expr),
+            Err(error) => {
+                self.errors.push(error);
+                None
+            }
+        }
+    }
+
+    /// Rewrites `prompt_llm(prompt)` (by any path ending in `prompt_llm`) into an LLM step
+    /// bound to the run, or returns `None` to leave the call alone.
+    fn llm_call(&mut self, call: &mut syn::ExprCall) -> Option<Expr> {
+        let Expr::Path(func) = &*call.func else {
+            return None;
+        };
+        let last = func.path.segments.last()?;
+        if last.ident != "prompt_llm" || func.qself.is_some() {
+            return None;
+        }
+        if call.args.len() != 1 {
+            self.errors.error_spanned_by(
+                &call.func,
+                format!(
+                    "`prompt_llm(..)` takes exactly one prompt, found {}: build it first, e.g. `prompt_llm(format!(\"…{{x}}\"))`, and set the rest with `.model(..)`, `.system(..)`, `.output::<T>()`",
+                    call.args.len()
+                ),
+            );
+            return None;
+        }
+        let index = self.push_site(SiteKind::Llm, &call.func);
+        for arg in call.args.iter_mut() {
+            self.visit_expr_mut(arg);
+        }
+        let span = Span::call_site().located_at(last.ident.span());
+        let private = respan(self.private.clone(), span);
+        let ctx = ctx_ref_ident(span);
+        let sites = sites_ident();
+        let index = Literal::usize_unsuffixed(index);
+        let arg = &call.args[0];
+        let tokens = quote_spanned!(span=> #private::bind_prompt_llm(#ctx, &#sites[#index], #arg));
         match syn::parse2::<Expr>(tokens) {
             Ok(expr) => Some(expr),
             Err(error) => {
@@ -351,13 +413,19 @@ impl Rewriter<'_> {
                 "`{name}!` between steps is not supported yet: it cannot record which branch won, so a replay could take another one; run the steps together with `join!` / `try_join!`, or restructure so they run one after another"
             )
         } else {
-            let example = if method == "run" {
-                "`let x = step.run(..).await?;`"
+            let example = match method {
+                "run" => "`let x = step.run(..).await?;`",
+                "prompt" => "`let reply = agent.prompt(..).await?;`",
+                "prompt_llm" => "`let text = prompt_llm(..).await?;`",
+                _ => "`ctx.sleep(..).await?;`",
+            };
+            let call = if method == "prompt_llm" {
+                "prompt_llm(..)".to_owned()
             } else {
-                "`ctx.sleep(..).await?;`"
+                format!(".{method}(..)")
             };
             format!(
-                "step call `.{method}(..)` inside `{name}!` cannot be recorded: reprise only rewrites step calls inside {REWRITTEN_MACROS}, whose arguments are plain expressions; move the call out of the macro, e.g. {example}, and pass the result in"
+                "step call `{call}` inside `{name}!` cannot be recorded: reprise only rewrites step calls inside {REWRITTEN_MACROS}, whose arguments are plain expressions; move the call out of the macro, e.g. {example}, and pass the result in"
             )
         };
         self.errors.error_spanned_by(&mac.path, message);
@@ -467,7 +535,14 @@ fn site_label(site: &SiteRecord) -> String {
         SiteKind::Sleep => format!("{}.sleep(..)", site.callee),
         SiteKind::SleepUntil => format!("{}.sleep_until(..)", site.callee),
         SiteKind::Hook => format!("{}.hook()", site.callee),
+        SiteKind::Llm => "prompt_llm(..)".to_owned(),
+        SiteKind::Prompt => format!("{}.prompt(..)", site.callee),
     }
+}
+
+/// `SiteKind::Llm` sites are calls, never method calls.
+fn unreachable_kind() -> String {
+    "internal error: an LLM site reached the method-call path".to_owned()
 }
 
 impl VisitMut for Rewriter<'_> {
@@ -475,6 +550,12 @@ impl VisitMut for Rewriter<'_> {
         match expr {
             Expr::MethodCall(call) => {
                 if let Some(rewritten) = self.method_call(call) {
+                    *expr = rewritten;
+                    return;
+                }
+            }
+            Expr::Call(call) => {
+                if let Some(rewritten) = self.llm_call(call) {
                     *expr = rewritten;
                     return;
                 }
@@ -704,12 +785,23 @@ fn find_step_call(tokens: TokenStream, ctx: Option<&Ident>) -> Option<String> {
             _ => false,
         };
         if method == "run"
+            || method == "prompt"
             || (on_ctx && matches!(method.as_str(), "sleep" | "sleep_until" | "hook"))
         {
             return Some(method);
         }
     }
-    None
+    // `prompt_llm(..)` hidden in a macro.
+    trees
+        .windows(2)
+        .any(|pair| {
+            matches!(
+                pair,
+                [TokenTree::Ident(name), TokenTree::Group(args)]
+                    if name == "prompt_llm" && args.delimiter() == Delimiter::Parenthesis
+            )
+        })
+        .then(|| "prompt_llm".to_owned())
 }
 
 /// A well-known source of non-determinism.

@@ -75,6 +75,7 @@ mod fan_out;
 mod history;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod llm;
 pub mod registry;
 pub mod schema;
 mod step;
@@ -97,13 +98,14 @@ pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use engine::{
     ActionOverride, CancelOutcome, Clock, Engine, EngineBuilder, Execution, Fault, OpenHook,
     RUN_EXPORT_FORMAT, ReplayMismatch, RunExport, RunOutcome, RunTransition, StepStatus,
-    StepSummary, SystemClock, judge_replay, summarize_steps,
+    StepSummary, SystemClock, judge_replay, summarize_steps, token_usage,
 };
 pub use error::{
     ActionError, EngineError, NonDeterminism, SchemaViolation, Violation, WorkflowError, kinds,
 };
 pub use event::{RunId, RunStatus, Trigger};
 pub use fan_out::fan_out;
+pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
 pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
 

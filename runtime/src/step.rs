@@ -145,6 +145,10 @@ pub enum SiteKind {
     SleepUntil,
     /// `ctx.hook()`.
     Hook,
+    /// `prompt_llm(prompt)`: an LLM step.
+    Llm,
+    /// `agent.prompt(message)`: an agent's tool-calling loop.
+    Prompt,
 }
 
 /// One call site of a workflow body, fixed at compile time (DESIGN "Step identity").

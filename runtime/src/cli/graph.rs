@@ -30,6 +30,9 @@ pub(crate) fn mermaid(registry: &Registry, workflow: &WorkflowEntry) -> String {
             SiteKind::Sleep => ("sleep".to_owned(), false),
             SiteKind::SleepUntil => ("sleep-until".to_owned(), false),
             SiteKind::Hook => ("hook".to_owned(), false),
+            SiteKind::Llm => ("llm".to_owned(), false),
+            // The agent's slug is a runtime value: show the receiver.
+            SiteKind::Prompt => (fn_name.to_owned(), false),
         };
         let key = site.key(&base);
         let shape = match (site.kind, sub_workflow) {
@@ -37,6 +40,7 @@ pub(crate) fn mermaid(registry: &Registry, workflow: &WorkflowEntry) -> String {
             (SiteKind::Run, false) => format!("[\"{key}\"]"),
             (SiteKind::Sleep | SiteKind::SleepUntil, _) => format!("([\"{key}\"])"),
             (SiteKind::Hook, _) => format!("{{{{\"{key}\"}}}}"),
+            (SiteKind::Llm | SiteKind::Prompt, _) => format!("[/\"{key}\"/]"),
         };
         let _ = writeln!(out, "    {node}{shape}");
         let _ = writeln!(out, "    {previous} --> {node}");

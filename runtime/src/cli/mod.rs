@@ -322,7 +322,9 @@ async fn dispatch(
             let steps = summarize_steps(&events);
             let hooks = engine.open_hooks(&id).await?;
             if json {
-                let body = json!({ "run": record, "steps": steps, "open_hooks": hooks });
+                let usage = crate::engine::token_usage(&events);
+                let body =
+                    json!({ "run": record, "steps": steps, "open_hooks": hooks, "usage": usage });
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps);
@@ -331,7 +333,14 @@ async fn dispatch(
                 {
                     let left = (wake_at - engine.now()).to_std().unwrap_or_default();
                     let left = humantime::format_duration(Duration::from_secs(left.as_secs()));
-                    println!("wakes at {} (in {left})", wake_at.to_rfc3339());
+                    println!("the run continues in {left}");
+                }
+                let usage = crate::engine::token_usage(&events);
+                if usage.total_tokens > 0 {
+                    println!(
+                        "tokens: {} ({} prompt, {} completion)",
+                        usage.total_tokens, usage.prompt_tokens, usage.completion_tokens
+                    );
                 }
                 for hook in &hooks {
                     let timeout = hook

@@ -42,16 +42,29 @@ pub(super) fn print_runs(runs: &[RunRecord]) {
 }
 
 pub(super) fn steps_table(steps: &[StepSummary]) -> Table {
-    let mut rows = table(&["step", "status", "attempts", "duration"]);
+    let tokens = steps.iter().any(|s| s.usage.is_some());
+    let mut header = vec!["step", "status", "attempts", "duration"];
+    if tokens {
+        header.push("tokens");
+    }
+    let mut rows = table(&header);
     for step in steps {
-        rows.add_row(vec![
+        let mut row = vec![
             step.id.clone(),
             step.status.as_str().to_owned(),
             step.attempts.to_string(),
             step.duration_ms
                 .map(|ms| format!("{ms} ms"))
                 .unwrap_or_else(|| "-".into()),
-        ]);
+        ];
+        if tokens {
+            row.push(
+                step.usage
+                    .map(|u| u.total_tokens.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        rows.add_row(row);
     }
     rows
 }

@@ -5,6 +5,7 @@
 //! [`step`] (`x.run(..)`), [`sleep`] (`ctx.sleep(..)`) and [`hook`] (`ctx.hook()`).
 
 pub(crate) mod hook;
+pub(crate) mod record;
 pub(crate) mod sleep;
 pub(crate) mod step;
 

@@ -47,7 +47,11 @@ fn serde_error(what: &str, slug: &str, error: serde_json::Error) -> ActionError 
     ActionError::new(kinds::SERDE, format!("{what} of `{slug}`: {error}"), false)
 }
 
-async fn execute<S: Step>(ctx: Ctx, id: String, input: S::Input) -> Result<S::Output, ActionError> {
+pub(crate) async fn execute<S: Step>(
+    ctx: Ctx,
+    id: String,
+    input: S::Input,
+) -> Result<S::Output, ActionError> {
     let run = &ctx.run;
     let input_json = serde_json::to_value(&input).map_err(|e| serde_error("input", S::SLUG, e))?;
     let digest = digest(&input_json);

@@ -57,6 +57,8 @@ impl Engine {
                 public_url: inner.public_url.clone(),
                 run_retry_backoff: inner.run_retry_backoff,
                 triggers: crate::trigger::Triggers::default(),
+                llm: inner.llm.clone(),
+                default_model: inner.default_model.clone(),
                 owner_id: inner.owner_id.clone(),
                 lease: inner.lease,
                 controls: std::sync::Mutex::new(std::collections::HashMap::new()),

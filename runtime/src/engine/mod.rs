@@ -20,7 +20,7 @@ pub use control::{CancelOutcome, OpenHook, RunTransition};
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use replay_check::{ReplayMismatch, judge_replay};
-pub use report::{StepStatus, StepSummary, summarize_steps};
+pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
 
 use crate::error::EngineError;
 use crate::event::{EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
@@ -85,6 +85,8 @@ struct Inner {
     public_url: String,
     run_retry_backoff: Duration,
     triggers: crate::trigger::Triggers,
+    llm: crate::llm::LlmRouter,
+    default_model: Option<String>,
     owner_id: String,
     lease: Duration,
     /// Runs this engine is executing right now, with their cancel/drain switches.
@@ -129,11 +131,39 @@ pub struct EngineBuilder {
     replay_only: bool,
     fault: Fault,
     pub(crate) triggers: crate::trigger::Triggers,
+    llm: crate::llm::LlmRouter,
+    default_model: Option<String>,
     owner_id: Option<String>,
     lease: Duration,
 }
 
 impl EngineBuilder {
+    /// Serves `vendor/…` model ids (`openai/gpt-4o-mini`) with `provider` in LLM steps and
+    /// agents.
+    pub fn llm_provider(
+        mut self,
+        vendor: impl Into<String>,
+        provider: Arc<dyn crate::llm::LlmProvider>,
+    ) -> Self {
+        self.llm.add(vendor, provider);
+        self
+    }
+
+    /// Serves every model id no vendor claims with `provider` (a fake in tests, a local
+    /// server). Without any provider, [`EngineBuilder::build`] uses
+    /// [`crate::llm::OpenAiProvider::from_env`] (`OPENAI_BASE_URL`, `OPENAI_API_KEY`) for
+    /// vendor `openai` and as the default.
+    pub fn llm(mut self, provider: Arc<dyn crate::llm::LlmProvider>) -> Self {
+        self.llm.set_default(provider);
+        self
+    }
+
+    /// The model of LLM steps and agents that name none (default: `REPRISE_LLM_MODEL`).
+    pub fn default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = Some(model.into());
+        self
+    }
+
     /// The id this engine's leases are held under (default: `<host>-<pid>-<random>`, unique
     /// per process). A process restarting with the same id takes back its own leases at
     /// once instead of waiting for them to expire; two live processes must never share one.
@@ -250,6 +280,14 @@ impl EngineBuilder {
             return Err(error);
         }
         self.triggers.check(&self.registry)?;
+        let mut llm = self.llm;
+        if llm.is_empty()
+            && let Some(provider) = crate::llm::OpenAiProvider::from_env()
+        {
+            let provider: Arc<dyn crate::llm::LlmProvider> = Arc::new(provider);
+            llm.add("openai", provider.clone());
+            llm.set_default(provider);
+        }
         let hook_secret = self
             .hook_secret
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
@@ -271,6 +309,8 @@ impl EngineBuilder {
                 public_url: self.public_url,
                 run_retry_backoff: self.run_retry_backoff,
                 triggers: self.triggers,
+                llm,
+                default_model: self.default_model,
                 owner_id,
                 lease: self.lease,
                 controls: std::sync::Mutex::new(HashMap::new()),
@@ -297,9 +337,21 @@ impl Engine {
             replay_only: false,
             fault: Fault::None,
             triggers: crate::trigger::Triggers::default(),
+            llm: crate::llm::LlmRouter::default(),
+            default_model: std::env::var("REPRISE_LLM_MODEL").ok(),
             owner_id: None,
             lease: Duration::from_secs(15),
         }
+    }
+
+    /// The providers LLM steps and agents call.
+    pub fn llm_router(&self) -> &crate::llm::LlmRouter {
+        &self.inner.llm
+    }
+
+    /// The model of LLM steps and agents that name none.
+    pub fn default_model(&self) -> Option<String> {
+        self.inner.default_model.clone()
     }
 
     /// The id this engine holds leases under (see [`EngineBuilder::owner_id`]).

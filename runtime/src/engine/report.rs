@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::event::{Event, EventKind};
+use crate::llm::Usage;
 
 /// Where a step stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -51,6 +52,24 @@ pub struct StepSummary {
     pub duration_ms: Option<u64>,
     /// When it started.
     pub started_at: DateTime<Utc>,
+    /// For LLM steps and agents: the tokens used (all requests of the step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// The tokens a run's LLM requests used: the sum of the `usage` of every recorded model
+/// request (each `prompt_llm` attempt and agent turn).
+pub fn token_usage(events: &[Event]) -> Usage {
+    let mut total = Usage::default();
+    for event in events {
+        if event.event.kind == EventKind::StepCompleted
+            && let Some(usage) = event.event.payload.get("usage")
+            && let Ok(usage) = serde_json::from_value::<Usage>(usage.clone())
+        {
+            total += usage;
+        }
+    }
+    total
 }
 
 /// Summarizes every step, sleep and hook of `events`, in order of first appearance.
@@ -79,6 +98,7 @@ pub fn summarize_steps(events: &[Event]) -> Vec<StepSummary> {
                 attempts: 1,
                 duration_ms: None,
                 started_at: at,
+                usage: None,
             }
         });
         let elapsed = (at - step.started_at).num_milliseconds().max(0) as u64;
@@ -95,6 +115,11 @@ pub fn summarize_steps(events: &[Event]) -> Vec<StepSummary> {
             }
             EventKind::StepRetrying => step.attempts = event.event.attempt + 1,
             EventKind::StepCompleted => {
+                let payload = &event.event.payload;
+                step.usage = payload
+                    .get("usage")
+                    .or_else(|| payload.get("usage_total"))
+                    .and_then(|u| serde_json::from_value(u.clone()).ok());
                 step.status = StepStatus::Completed;
                 step.attempts = event.event.attempt.max(step.attempts);
                 step.duration_ms = Some(elapsed);

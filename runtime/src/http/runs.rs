@@ -103,6 +103,10 @@ pub(crate) struct RunDetail {
     steps: Vec<StepSummary>,
     /// The hooks the run waits on (empty unless `waiting`).
     hooks: Vec<HookView>,
+    /// Tokens the run's LLM requests used: `{"prompt_tokens", "completion_tokens",
+    /// "total_tokens"}` (zeros for a run without AI steps).
+    #[schema(value_type = Object)]
+    usage: crate::llm::Usage,
 }
 
 /// Query of `GET /runs`.
@@ -208,6 +212,7 @@ pub(crate) async fn get(
         error: record.error,
         steps: summarize_steps(&events),
         hooks,
+        usage: crate::engine::token_usage(&events),
     }))
 }
 

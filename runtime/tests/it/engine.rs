@@ -115,9 +115,18 @@ async fn sequential_steps_get_structural_ids_and_a_second_site_gets_an_ordinal()
 }
 
 /// A store that fails every append after the first `allowed`, like a process that dies.
-struct DyingStore {
+pub(crate) struct DyingStore {
     inner: SharedStore,
     allowed: AtomicUsize,
+}
+
+impl DyingStore {
+    pub(crate) fn new(inner: SharedStore, allowed: usize) -> Self {
+        DyingStore {
+            inner,
+            allowed: AtomicUsize::new(allowed),
+        }
+    }
 }
 
 #[async_trait]

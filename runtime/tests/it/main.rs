@@ -8,5 +8,6 @@ mod conformance;
 mod engine;
 mod http;
 mod ids;
+mod llm;
 mod triggers;
 mod worker;

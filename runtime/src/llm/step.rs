@@ -1,0 +1,374 @@
+//! `prompt_llm(prompt)` in a workflow body: a recorded LLM step.
+//!
+//! The call is one step `llm#n` (the site key is `llm`, `llm@2` for a second call site, or
+//! a pinned `#[step(id)]`); each request to the model is its own recorded sub-step,
+//! `llm#n/attempt#k`, whose output is the model's reply. With `.output::<T>()` the reply
+//! must be JSON matching `T`'s schema: a reply that does not parse or validate is
+//! answered with the violations and the model is asked again, up to `.reasks(n)` times
+//! (default 2); then the step fails with a `llm_output` error quoting the last reply.
+//! A replay answers every recorded request from the log: a model is never asked twice
+//! for a recorded reply.
+
+use std::future::IntoFuture;
+use std::marker::PhantomData;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{ChatMessage, LlmRequest, LlmResponse, ResponseSchema, Usage};
+use crate::ActionError;
+use crate::ctx::Ctx;
+use crate::ctx::record::{JsonOutput, JsonStep, json_step};
+use crate::schema::validator_for;
+use crate::step::{Site, StepData};
+
+/// The error kind of an LLM reply that never matched the requested output type.
+pub const LLM_OUTPUT: &str = "llm_output";
+/// The error kind of a failed request to a model (after the provider's own retries).
+pub const LLM_ERROR: &str = "llm";
+
+/// A prompt to a chat model, built with `prompt_llm(..)` and awaited as a recorded step.
+/// `T` is the reply's type: `String` (plain text, the default) or the `T` of
+/// [`LlmCall::output`].
+#[must_use = "an LLM call does nothing until it is awaited"]
+pub struct LlmCall<T = String> {
+    ctx: Option<Ctx>,
+    id: String,
+    prompt: String,
+    system: Option<String>,
+    model: Option<String>,
+    temperature: Option<f32>,
+    max_tokens: Option<u32>,
+    reasks: u32,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for LlmCall<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmCall")
+            .field("id", &self.id)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `prompt_llm(prompt)`: a prompt to a chat model. Inside a `#[workflow]` body the macro
+/// binds it to the run as a recorded step (see the module docs); awaited anywhere else it
+/// fails, since there is no run to record it in.
+///
+/// ```ignore
+/// let summary = prompt_llm(format!("Summarize: {text}"))
+///     .model("openai/gpt-4o-mini")
+///     .system("You write one-line summaries.")
+///     .await?;
+/// let label: Label = prompt_llm(ticket).model("openai/gpt-4o-mini").output::<Label>().await?;
+/// ```
+pub fn prompt_llm(prompt: impl Into<String>) -> LlmCall<String> {
+    LlmCall {
+        ctx: None,
+        id: String::new(),
+        prompt: prompt.into(),
+        system: None,
+        model: None,
+        temperature: None,
+        max_tokens: None,
+        reasks: 2,
+        _output: PhantomData,
+    }
+}
+
+/// What `#[workflow]` rewrites `prompt_llm(prompt)` into: the call, bound to the run.
+pub fn bind_prompt_llm(ctx: &Ctx, site: &'static Site, prompt: impl Into<String>) -> LlmCall {
+    let mut call = prompt_llm(prompt);
+    call.id = ctx.next_id(&site.key("llm"));
+    call.ctx = Some(ctx.clone());
+    call
+}
+
+impl<T> LlmCall<T> {
+    /// The model, as `vendor/model` (`openai/gpt-4o-mini`); default: the engine's default
+    /// model (`REPRISE_LLM_MODEL`).
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// A system message before the prompt.
+    pub fn system(mut self, system: impl Into<String>) -> Self {
+        self.system = Some(system.into());
+        self
+    }
+
+    /// The sampling temperature.
+    pub fn temperature(mut self, temperature: f32) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// The most tokens to generate.
+    pub fn max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// How many times a reply that does not match the output type is answered with its
+    /// violations and asked again (default 2; 0: one request only).
+    pub fn reasks(mut self, reasks: u32) -> Self {
+        self.reasks = reasks;
+        self
+    }
+
+    /// Asks for a `U` instead: its JSON Schema is sent as the response format, and the
+    /// reply is parsed and validated against it (see the module docs for re-asking).
+    pub fn output<U: StepData>(self) -> LlmCall<U> {
+        LlmCall {
+            ctx: self.ctx,
+            id: self.id,
+            prompt: self.prompt,
+            system: self.system,
+            model: self.model,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            reasks: self.reasks,
+            _output: PhantomData,
+        }
+    }
+}
+
+/// How a reply is turned into the call's output.
+pub(crate) trait ReplyShape: Sized {
+    /// The JSON Schema response format to request, if any.
+    fn response_schema() -> Option<ResponseSchema>;
+    /// The output, or what is wrong with the reply (told to the model when re-asking).
+    fn parse(reply: &LlmResponse) -> Result<Value, String>;
+}
+
+impl<T: StepData> ReplyShape for T {
+    fn response_schema() -> Option<ResponseSchema> {
+        if is_text::<T>() {
+            return None;
+        }
+        let name = std::any::type_name::<T>()
+            .rsplit("::")
+            .next()
+            .unwrap_or("output")
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<String>();
+        Some(ResponseSchema {
+            name: if name.is_empty() {
+                "output".into()
+            } else {
+                name
+            },
+            schema: crate::schema::schema_of::<T>(),
+        })
+    }
+
+    fn parse(reply: &LlmResponse) -> Result<Value, String> {
+        let text = reply.message.content.clone().unwrap_or_default();
+        if is_text::<T>() {
+            return Ok(Value::String(text));
+        }
+        let value: Value = serde_json::from_str(strip_fences(&text))
+            .map_err(|e| format!("the reply is not JSON ({e})"))?;
+        let validator = validator_for::<T>().map_err(|e| e.to_string())?;
+        validator.validate(&value).map_err(|violation| {
+            violation
+                .violations
+                .iter()
+                .map(|v| {
+                    let at = if v.pointer.is_empty() {
+                        "/"
+                    } else {
+                        &v.pointer
+                    };
+                    format!("at `{at}`: {}", v.message)
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        Ok(value)
+    }
+}
+
+fn is_text<T: 'static>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<String>()
+}
+
+/// Models often wrap JSON in a Markdown code fence; accept it.
+fn strip_fences(text: &str) -> &str {
+    let trimmed = text.trim();
+    let Some(inner) = trimmed.strip_prefix("```") else {
+        return trimmed;
+    };
+    let inner = inner.strip_prefix("json").unwrap_or(inner);
+    inner.strip_suffix("```").unwrap_or(inner).trim()
+}
+
+impl<T: StepData + DeserializeOwned> LlmCall<T> {
+    async fn execute(self) -> Result<T, ActionError> {
+        let Some(ctx) = self.ctx.clone() else {
+            return Err(ActionError::new(
+                LLM_ERROR,
+                "prompt_llm(..) was awaited outside a #[workflow] body: there is no run to \
+                 record it in; call it inside a workflow",
+                false,
+            ));
+        };
+        let model = match self.model.clone() {
+            Some(model) => model,
+            None => ctx.engine().default_model().ok_or_else(|| {
+                ActionError::new(
+                    LLM_ERROR,
+                    format!(
+                        "LLM step `{}` names no model: add `.model(\"vendor/model\")` or set \
+                         REPRISE_LLM_MODEL",
+                        self.id
+                    ),
+                    false,
+                )
+            })?,
+        };
+        let mut messages = Vec::new();
+        if let Some(system) = &self.system {
+            messages.push(ChatMessage::system(system.clone()));
+        }
+        messages.push(ChatMessage::user(self.prompt.clone()));
+        let request = LlmRequest {
+            model,
+            messages,
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            tools: Vec::new(),
+            tool_choice: None,
+            response_schema: T::response_schema(),
+        };
+        let input = serde_json::to_value(&request).unwrap_or(Value::Null);
+        let id = self.id.clone();
+        let reasks = self.reasks;
+        let step = JsonStep {
+            id: &id,
+            callee: "llm",
+            kind: "llm",
+            input: &input,
+        };
+        let output = json_step(&ctx, step, || {
+            ask_until_valid::<T>(&ctx, &id, request, reasks)
+        })
+        .await?;
+        serde_json::from_value(output).map_err(|e| {
+            ActionError::new(
+                crate::error::kinds::SERDE,
+                format!("recorded output of LLM step `{}`: {e}", self.id),
+                false,
+            )
+        })
+    }
+}
+
+/// Asks the model (each request a recorded sub-step) until a reply parses as `T`, at most
+/// `1 + reasks` times.
+async fn ask_until_valid<T: StepData>(
+    ctx: &Ctx,
+    id: &str,
+    mut request: LlmRequest,
+    reasks: u32,
+) -> Result<JsonOutput, ActionError> {
+    let inner = ctx.child(id);
+    let mut usage = Usage::default();
+    let mut last_problem = String::new();
+    for attempt in 0..=reasks {
+        let reply = complete(&inner, &inner.next_id("attempt"), &request).await?;
+        usage += reply.usage;
+        match T::parse(&reply) {
+            Ok(output) => {
+                return Ok(JsonOutput {
+                    output,
+                    extra: Some(("usage_total", json!(usage))),
+                });
+            }
+            Err(problem) => {
+                let text = reply.message.content.clone().unwrap_or_default();
+                last_problem = format!("{problem}; the reply was: {}", quote(&text));
+                if attempt < reasks {
+                    request.messages.push(reply.message);
+                    request.messages.push(ChatMessage::user(format!(
+                        "Your reply does not match the required JSON Schema: {problem}. \
+                         Reply again with only the corrected JSON."
+                    )));
+                }
+            }
+        }
+    }
+    Err(ActionError::new(
+        LLM_OUTPUT,
+        format!(
+            "LLM step `{id}`: no reply matched `{}` after {} requests: {last_problem}",
+            std::any::type_name::<T>(),
+            reasks + 1
+        ),
+        false,
+    ))
+}
+
+fn quote(text: &str) -> String {
+    let mut shown: String = text.chars().take(500).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    format!("{shown:?}")
+}
+
+/// One request to the model as the recorded step `id` (callee `llm`): its output is the
+/// reply, with its token usage also on the event.
+pub(crate) async fn complete(
+    ctx: &Ctx,
+    id: &str,
+    request: &LlmRequest,
+) -> Result<LlmResponse, ActionError> {
+    let input = serde_json::to_value(request).unwrap_or(Value::Null);
+    let step = JsonStep {
+        id,
+        callee: "llm",
+        kind: "llm",
+        input: &input,
+    };
+    let engine = ctx.engine().clone();
+    let output = json_step(ctx, step, || async move {
+        let (provider, model) = engine
+            .llm_router()
+            .route(&request.model)
+            .map_err(llm_error)?;
+        let mut routed = request.clone();
+        routed.model = model;
+        let reply = provider.complete(routed).await.map_err(llm_error)?;
+        let usage = json!(reply.usage);
+        Ok(JsonOutput {
+            output: serde_json::to_value(&reply).unwrap_or(Value::Null),
+            extra: Some(("usage", usage)),
+        })
+    })
+    .await?;
+    serde_json::from_value(output).map_err(|e| {
+        ActionError::new(
+            crate::error::kinds::SERDE,
+            format!("recorded reply of LLM step `{id}`: {e}"),
+            false,
+        )
+    })
+}
+
+fn llm_error(error: super::LlmError) -> ActionError {
+    ActionError::new(LLM_ERROR, error.message, false)
+}
+
+impl<T: StepData + DeserializeOwned> IntoFuture for LlmCall<T> {
+    type Output = Result<T, ActionError>;
+    type IntoFuture = BoxFuture<'static, Result<T, ActionError>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.execute())
+    }
+}
