@@ -114,7 +114,8 @@ pub use reprise_macros::{action, workflow};
 /// Everything a workflow file needs: `use reprise::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ActionCtx, ActionError, Ctx, Engine, Step, WorkflowError, action, fan_out, workflow,
+        ActionCtx, ActionError, Agent, Ctx, Engine, Step, WorkflowError, action, fan_out,
+        prompt_llm, workflow,
     };
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};

@@ -174,6 +174,19 @@ impl TestEnvBuilder {
         self
     }
 
+    /// Answers every LLM step and agent turn with `provider` (a [`crate::llm::FakeLlm`],
+    /// or the real provider pointed at a [`crate::llm::FakeOpenAiServer`]), whatever the
+    /// model id, so no test needs an API key or the network.
+    ///
+    /// ```ignore
+    /// let llm = FakeLlm::new().reply_json(json!({"category": "billing", "confidence": 0.9}));
+    /// let env = TestEnv::builder().llm(llm.clone()).build();
+    /// ```
+    pub fn llm(self, provider: impl reprise::llm::LlmProvider) -> Self {
+        let provider: Arc<dyn reprise::llm::LlmProvider> = Arc::new(provider);
+        self.configure(move |builder| builder.llm(provider))
+    }
+
     /// Configures the engine further (resources, registrations).
     pub fn configure(mut self, f: impl FnOnce(EngineBuilder) -> EngineBuilder + 'static) -> Self {
         self.configure.push(Box::new(f));

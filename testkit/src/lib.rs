@@ -13,6 +13,7 @@ mod clock;
 pub mod crash;
 mod env;
 pub mod http;
+pub mod llm;
 mod log;
 pub mod replay;
 mod snapshot;

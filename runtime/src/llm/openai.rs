@@ -41,6 +41,8 @@ const BODY_EXCERPT: usize = 500;
 /// | 5xx | [`Server`](LlmErrorKind::Server) | yes |
 /// | 408, or no answer within [`timeout`](Self::timeout) | [`Timeout`](LlmErrorKind::Timeout) | yes |
 /// | connection failed | [`Transport`](LlmErrorKind::Transport) | yes |
+/// | `https://` base URL while reqwest is built without TLS | [`Transport`](LlmErrorKind::Transport), saying so | no |
+/// | base URL that is not a URL | [`BadRequest`](LlmErrorKind::BadRequest) | no |
 /// | 401, 403 | [`Auth`](LlmErrorKind::Auth) (check `OPENAI_API_KEY`) | no |
 /// | other 4xx | [`BadRequest`](LlmErrorKind::BadRequest) with the provider's message | no |
 /// | 2xx that is not a chat completion | [`InvalidResponse`](LlmErrorKind::InvalidResponse) | no |
@@ -157,22 +159,43 @@ impl OpenAiProvider {
         let response = request
             .send()
             .await
-            .map_err(|e| self.transport_error(&url, &e))?;
+            .map_err(|e| self.transport_error(&url, e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(&url, &e))?;
+            .map_err(|e| self.transport_error(&url, e))?;
         if !status.is_success() {
             return Err(status_error(status.as_u16(), &bytes, retry_after, &url));
         }
         parse_response(&bytes)
     }
 
-    fn transport_error(&self, url: &str, error: &reqwest::Error) -> LlmError {
-        let detail = error_chain(error);
-        if error.is_timeout() {
+    fn transport_error(&self, url: &str, error: reqwest::Error) -> LlmError {
+        let error = error.without_url();
+        let detail = error_chain(&error);
+        if error.is_builder() {
+            LlmError::new(
+                LlmErrorKind::BadRequest,
+                format!(
+                    "cannot send a request to `{url}` ({detail}); check the base URL \
+                     (OPENAI_BASE_URL or `OpenAiProvider::new`)"
+                ),
+            )
+        } else if url.starts_with("https:") && detail.contains("scheme is not http") {
+            let mut error = LlmError::new(
+                LlmErrorKind::Transport,
+                format!(
+                    "could not reach {url}: {detail}; this build of reqwest has no TLS \
+                     support, so only http:// base URLs work (enable a reqwest TLS feature, \
+                     e.g. `rustls`, to call https:// APIs)"
+                ),
+            );
+            // Retrying cannot help.
+            error.retryable = false;
+            error
+        } else if error.is_timeout() {
             LlmError::new(
                 LlmErrorKind::Timeout,
                 format!(
@@ -627,6 +650,36 @@ mod tests {
         assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
         headers.insert("retry-after", "soon".parse().expect("header"));
         assert_eq!(retry_after(&headers), None);
+    }
+
+    #[tokio::test]
+    async fn https_without_tls_or_a_bad_url_fail_clearly() {
+        // 127.0.0.1 only: with TLS compiled in this is a refused connection instead.
+        let provider = OpenAiProvider::new("https://127.0.0.1:9/v1", None).max_retries(0);
+        let error = provider
+            .complete(LlmRequest::default())
+            .await
+            .expect_err("nothing listens there");
+        assert_eq!(error.kind, LlmErrorKind::Transport, "{}", error.message);
+        if error.message.contains("scheme is not http") {
+            assert!(
+                error.message.contains("no TLS support"),
+                "{}",
+                error.message
+            );
+        }
+
+        let provider = OpenAiProvider::new("not a url", None).max_retries(0);
+        let error = provider
+            .complete(LlmRequest::default())
+            .await
+            .expect_err("not a URL");
+        assert_eq!(error.kind, LlmErrorKind::BadRequest, "{}", error.message);
+        assert!(
+            error.message.contains("check the base URL"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -4,4 +4,5 @@
 
 mod crash;
 mod env;
+mod llm;
 mod snapshot;
