@@ -262,3 +262,38 @@ async fn a_killed_worker_loses_nothing_and_its_runs_are_taken_over() {
         );
     }
 }
+
+#[test]
+fn workflows_run_wait_enqueues_for_a_worker_and_reports_the_end() {
+    let db = TempDb::new().unwrap();
+    let tree = fixture_tree(3);
+    let mut w = worker(&db, &db.dir().join("effects.log"), "15s");
+    let input = json!({ "dir": tree.path(), "out": db.dir().join("report.json") }).to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise-examples"))
+        .args(["workflows", "run", "file-digest", "--wait", "60s", "--json", "--input", &input])
+        .env("REPRISE_DATABASE_URL", db.url())
+        .current_dir(db.dir())
+        .output()
+        .unwrap();
+    terminate(&mut w);
+    assert!(wait_exit(&mut w, Duration::from_secs(20)).success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["status"], "completed", "{line}");
+    assert_eq!(line["output"]["files"], 3, "{line}");
+    // This process only enqueued and waited: the worker executed every step.
+    let effects = effects(&db.dir().join("effects.log"));
+    assert_eq!(effects.len(), 4, "3 hashes and the report, by the worker: {effects:?}");
+
+    // `--enqueue` only starts the run; with no worker it stays queued.
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise-examples"))
+        .args(["workflows", "run", "file-digest", "--enqueue", "--json", "--input", &input])
+        .env("REPRISE_DATABASE_URL", db.url())
+        .current_dir(db.dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["status"], "queued", "{line}");
+}
