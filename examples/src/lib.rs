@@ -19,9 +19,15 @@
 //!   transform, de-duplication by delivery id); labels each new issue.
 //! - [`versioning`]: `fulfill-order`, a workflow changed while runs are in flight
 //!   (`ctx.patched`, pinned step ids), checked against histories its older version recorded.
+//! - [`support`]: `support-triage`, AI steps: classifies a ticket with structured output,
+//!   lets an agent with two tools (`lookup-order`, `refund`) resolve it, and waits on an
+//!   approval hook for a refund above the threshold. Offline it runs on
+//!   [`support_model::ScriptedSupportModel`], a scripted stand-in (not AI); with
+//!   `OPENAI_BASE_URL` / `OPENAI_API_KEY` set, on a real OpenAI-compatible endpoint.
 //!
 //! The binary (`cargo run -p reprise-examples -- --help`) is the reprise CLI with these
-//! workflows, the digest's cron schedule and the GitHub webhook source registered;
+//! workflows, the digest's cron schedule and the GitHub webhook source registered (and the
+//! scripted support model when no LLM endpoint is configured);
 //! `cargo run -p reprise-examples -- dev` serves them all.
 
 pub mod approval;
@@ -31,6 +37,8 @@ pub mod digest;
 pub mod effects;
 pub mod file_digest;
 pub mod signup;
+pub mod support;
+pub mod support_model;
 pub mod versioning;
 pub mod webhook;
 
@@ -48,5 +56,6 @@ pub fn link() {
         delayed_followup::delayed_followup,
         digest::daily_digest,
         webhook::triage_issue,
+        support::support_triage,
     ));
 }

@@ -5,9 +5,16 @@
 //! cargo run -q -p reprise-examples -- workflows run file-digest --input '{"dir":"."}'
 //! cargo run -q -p reprise-examples -- dev      # worker + scheduler + HTTP API on :8080
 //! ```
+//!
+//! LLM steps (`support-triage`) go to the OpenAI-compatible endpoint named by
+//! `OPENAI_BASE_URL` / `OPENAI_API_KEY`; with neither set, to the built-in
+//! [`ScriptedSupportModel`], a deterministic stand-in (not AI) so the example runs offline.
+
+use std::sync::Arc;
 
 use reprise_examples::effects::EffectLog;
 use reprise_examples::signup::TeamChannel;
+use reprise_examples::support_model::ScriptedSupportModel;
 
 fn main() -> std::process::ExitCode {
     // Make sure the example workflows are linked in (their registrations live in the library).
@@ -21,9 +28,15 @@ fn main() -> std::process::ExitCode {
             // `POST /webhooks/github` starts `triage-issue` (secret:
             // REPRISE_EXAMPLES_WEBHOOK_SECRET, or a public development default).
             .webhook(reprise_examples::webhook::github_source());
-        Ok(match TeamChannel::from_env() {
+        let engine = match TeamChannel::from_env() {
             Some(channel) => engine.resource(channel),
             None => engine,
+        };
+        // No LLM endpoint configured: answer `support-triage` with the scripted stand-in.
+        // (With OPENAI_BASE_URL or OPENAI_API_KEY set, the engine uses that endpoint.)
+        Ok(match reprise::llm::OpenAiProvider::from_env() {
+            Some(_) => engine,
+            None => engine.llm(Arc::new(ScriptedSupportModel)),
         })
     })
 }

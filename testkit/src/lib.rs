@@ -96,7 +96,7 @@ pub fn completed_steps(events: &[Event]) -> Vec<String> {
         .iter()
         .filter(|e| e.event.kind == EventKind::StepCompleted)
         .filter_map(|e| e.event.correlation_id.clone())
-        .filter(|id| !id.rsplit('/').next().unwrap_or(id).starts_with('$'))
+        .filter(|id| !id.rsplit('/').next().unwrap_or(id).contains('$'))
         .collect()
 }
 

@@ -10,6 +10,7 @@ mod file_digest;
 mod replay;
 mod signup;
 mod snapshots;
+mod support;
 mod triggers_example;
 mod waits;
 mod workers;

@@ -270,7 +270,16 @@ fn workflows_run_wait_enqueues_for_a_worker_and_reports_the_end() {
     let mut w = worker(&db, &db.dir().join("effects.log"), "15s");
     let input = json!({ "dir": tree.path(), "out": db.dir().join("report.json") }).to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_reprise-examples"))
-        .args(["workflows", "run", "file-digest", "--wait", "60s", "--json", "--input", &input])
+        .args([
+            "workflows",
+            "run",
+            "file-digest",
+            "--wait",
+            "60s",
+            "--json",
+            "--input",
+            &input,
+        ])
         .env("REPRISE_DATABASE_URL", db.url())
         .current_dir(db.dir())
         .output()
@@ -284,11 +293,23 @@ fn workflows_run_wait_enqueues_for_a_worker_and_reports_the_end() {
     assert_eq!(line["output"]["files"], 3, "{line}");
     // This process only enqueued and waited: the worker executed every step.
     let effects = effects(&db.dir().join("effects.log"));
-    assert_eq!(effects.len(), 4, "3 hashes and the report, by the worker: {effects:?}");
+    assert_eq!(
+        effects.len(),
+        4,
+        "3 hashes and the report, by the worker: {effects:?}"
+    );
 
     // `--enqueue` only starts the run; with no worker it stays queued.
     let out = Command::new(env!("CARGO_BIN_EXE_reprise-examples"))
-        .args(["workflows", "run", "file-digest", "--enqueue", "--json", "--input", &input])
+        .args([
+            "workflows",
+            "run",
+            "file-digest",
+            "--enqueue",
+            "--json",
+            "--input",
+            &input,
+        ])
         .env("REPRISE_DATABASE_URL", db.url())
         .current_dir(db.dir())
         .output()

@@ -81,11 +81,7 @@ pub fn summarize_steps(events: &[Event]) -> Vec<StepSummary> {
         let Some(id) = event.event.correlation_id.as_deref() else {
             continue;
         };
-        if id
-            .rsplit('/')
-            .next()
-            .is_some_and(|last| last.starts_with('$'))
-        {
+        if id.rsplit('/').next().is_some_and(|last| last.contains('$')) {
             continue;
         }
         let at = event.event.at;

@@ -256,8 +256,9 @@ impl LlmError {
 /// `vendor/model` ids to providers by vendor ([`LlmRouter`]).
 ///
 /// Providers retry transient failures themselves (the shipped one honours
-/// `Retry-After`); an error they return fails the LLM step's attempt, and the step's own
-/// retry policy applies on top.
+/// `Retry-After`). A retryable error they still return is tried twice more by the LLM step
+/// (after 1 s and 2 s, or the error's `retry_after`); any other error, or the third one,
+/// is recorded as the step's failure.
 #[async_trait]
 pub trait LlmProvider: Send + Sync + 'static {
     /// Sends `request` and returns the model's reply.

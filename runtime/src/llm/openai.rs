@@ -187,9 +187,9 @@ impl OpenAiProvider {
             let mut error = LlmError::new(
                 LlmErrorKind::Transport,
                 format!(
-                    "could not reach {url}: {detail}; this build of reqwest has no TLS \
-                     support, so only http:// base URLs work (enable a reqwest TLS feature, \
-                     e.g. `rustls`, to call https:// APIs)"
+                    "could not reach {url}: {detail}; this build has no TLS support, so \
+                     only http:// base URLs work: enable reprise's `tls` feature to call \
+                     https:// APIs"
                 ),
             );
             // Retrying cannot help.

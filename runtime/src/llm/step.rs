@@ -343,7 +343,23 @@ pub(crate) async fn complete(
             .map_err(llm_error)?;
         let mut routed = request.clone();
         routed.model = model;
-        let reply = provider.complete(routed).await.map_err(llm_error)?;
+        // Providers retry transient failures themselves; a retryable error that still
+        // comes back is tried again here, twice, after 1 s and 2 s (engine clock).
+        let mut attempt = 1;
+        let reply = loop {
+            match provider.complete(routed.clone()).await {
+                Ok(reply) => break reply,
+                Err(error) if error.retryable && attempt < STEP_ATTEMPTS => {
+                    let delay = error
+                        .retry_after
+                        .unwrap_or(std::time::Duration::from_secs(1) * attempt);
+                    tracing::warn!(step = id, %error, "LLM request failed; trying again");
+                    engine.clock().sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(llm_error(error)),
+            }
+        };
         let usage = json!(reply.usage);
         Ok(JsonOutput {
             output: serde_json::to_value(&reply).unwrap_or(Value::Null),
@@ -360,8 +376,11 @@ pub(crate) async fn complete(
     })
 }
 
+/// Attempts of one model request by an LLM step (on top of the provider's own retries).
+const STEP_ATTEMPTS: u32 = 3;
+
 fn llm_error(error: super::LlmError) -> ActionError {
-    ActionError::new(LLM_ERROR, error.message, false)
+    ActionError::new(LLM_ERROR, error.message, error.retryable)
 }
 
 impl<T: StepData + DeserializeOwned> IntoFuture for LlmCall<T> {

@@ -477,3 +477,73 @@ async fn when_the_turns_run_out_one_last_turn_is_asked_without_tools() {
     );
     assert_eq!(requests[2].tool_choice, None);
 }
+
+/// Fails with a rate limit `failures` times, then answers.
+struct Flaky {
+    failures: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl LlmProvider for Flaky {
+    async fn complete(&self, _request: LlmRequest) -> Result<LlmResponse, LlmError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let mut error = LlmError::new(LlmErrorKind::RateLimited, "slow down");
+            error.retry_after = Some(std::time::Duration::from_millis(10));
+            return Err(error);
+        }
+        Ok(LlmResponse {
+            message: ChatMessage::assistant("fine"),
+            usage: Usage::default(),
+            model: "flaky".into(),
+            finish_reason: None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_retryable_provider_error_is_tried_again_then_recorded() {
+    let flaky = Arc::new(Flaky {
+        failures: AtomicUsize::new(2),
+        calls: AtomicUsize::new(0),
+    });
+    let engine = Engine::builder()
+        .register(summarize)
+        .llm(flaky.clone())
+        .build()
+        .unwrap();
+    let out = engine.run(&summarize, "x".into()).await.unwrap();
+    assert_eq!(out.unwrap(), "fine");
+    assert_eq!(
+        flaky.calls.load(Ordering::SeqCst),
+        3,
+        "two retries, then the answer"
+    );
+
+    let failing = Arc::new(Flaky {
+        failures: AtomicUsize::new(10),
+        calls: AtomicUsize::new(0),
+    });
+    let engine = Engine::builder()
+        .register(summarize)
+        .llm(failing.clone())
+        .build()
+        .unwrap();
+    let error = engine
+        .run(&summarize, "x".into())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.kind, reprise::llm::LLM_ERROR);
+    assert!(error.message.contains("slow down"), "{error}");
+    assert_eq!(
+        failing.calls.load(Ordering::SeqCst),
+        3,
+        "three attempts in all"
+    );
+}
