@@ -12,10 +12,14 @@ use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunUpdate};
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 
 /// Whether a run in `status`, with `wake_at`, and no live lease, is due at `now` (the rule
 /// of [`Store::claim_due`], shared by the stores that evaluate it in Rust).
@@ -189,7 +193,15 @@ pub type SharedStore = Arc<dyn Store>;
 
 /// Opens a store from a URL: `sqlite://path/to/file.db` (created on first use, with its
 /// parent directory), `sqlite::memory:`-style in-memory SQLite is not supported,
-/// `memory:` for a process-local [`MemoryStore`].
+/// `memory:` for a process-local [`MemoryStore`], and, with the `postgres` feature,
+/// `postgres://…` or `postgresql://…` for a `PostgresStore` with the default
+/// options.
+///
+/// `open` is synchronous: a Postgres store is built with
+/// `PostgresStore::connect_lazy`, which only parses the URL; it connects and applies
+/// its migrations on first use (inside the caller's Tokio runtime), so an unreachable
+/// server is reported by the first store operation. Use `PostgresStore::connect` to
+/// find out at once.
 ///
 /// # Errors
 /// [`EngineError::Store`] when the scheme is unknown or the database cannot be opened.
@@ -201,7 +213,19 @@ pub fn open(url: &str) -> Result<SharedStore, EngineError> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(SqliteStore::open(path)?));
     }
+    #[cfg(feature = "postgres")]
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::connect_lazy(
+            url,
+            PostgresOptions::default(),
+        )?));
+    }
+    let postgres = if cfg!(feature = "postgres") {
+        ", `postgres://user@host/db`"
+    } else {
+        ""
+    };
     Err(EngineError::Store(format!(
-        "unsupported database URL `{url}`: use `sqlite://path/to/file.db` or `memory:`"
+        "unsupported database URL `{url}`: use `sqlite://path/to/file.db`{postgres} or `memory:`"
     )))
 }

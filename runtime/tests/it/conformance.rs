@@ -50,7 +50,18 @@ async fn sqlite_store() -> Fixture {
     Fixture::new(Arc::new(store), dir)
 }
 
-/// Stamps out one `#[tokio::test]` per check for each `module => factory` pair.
+/// Factory: a fresh [`reprise::store::PostgresStore`] in a schema of its own (dropped
+/// afterwards), or `None` — the check is skipped with a notice — when
+/// `REPRISE_TEST_POSTGRES_URL` is unset.
+#[cfg(feature = "postgres")]
+async fn postgres_store() -> Option<Fixture> {
+    let (store, schema) = crate::postgres::fresh_store().await?;
+    Some(Fixture::new(Arc::new(store), schema))
+}
+
+/// Stamps out one `#[tokio::test]` per check for each `module => factory` pair. A factory
+/// returns a `Fixture`, or an `Option<Fixture>` whose `None` skips the check (a store
+/// whose server is not configured).
 macro_rules! conformance_suite {
     ($($(#[$meta:meta])* $module:ident => $factory:ident),* $(,)?) => {
         $(
@@ -87,7 +98,10 @@ macro_rules! conformance_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                let fixture = super::$factory().await;
+                let Some(fixture) = Option::<super::Fixture>::from(super::$factory().await)
+                else {
+                    return;
+                };
                 super::$check(fixture.store.clone()).await;
             }
         )*
@@ -98,6 +112,8 @@ conformance_suite! {
     memory => memory_store,
     #[cfg(feature = "sqlite")]
     sqlite => sqlite_store,
+    #[cfg(feature = "postgres")]
+    postgres => postgres_store,
 }
 
 // ---------------------------------------------------------------------------------------

@@ -9,5 +9,7 @@ mod engine;
 mod http;
 mod ids;
 mod llm;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod triggers;
 mod worker;

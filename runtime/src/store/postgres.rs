@@ -1,0 +1,1210 @@
+//! The Postgres store (cargo feature `postgres`): many worker processes on many machines
+//! share one database (DESIGN "Event log"); runs are claimed with leases, fencing tokens
+//! and `FOR UPDATE SKIP LOCKED`.
+//!
+//! # Connecting
+//!
+//! [`PostgresStore::connect`] / [`PostgresStore::connect_with`] build a connection pool
+//! ([deadpool-postgres], plain TCP or Unix socket, no TLS), then connect once and apply
+//! the pending migrations, so a wrong URL or an unreachable server is reported there.
+//! [`PostgresStore::connect_lazy`] is the synchronous variant used by
+//! [`store::open`](super::open) (`postgres://…` and `postgresql://…` URLs): it only
+//! parses the URL and builds the pool; connections are made on first use (deadpool
+//! creates them lazily) and the migrations are applied by the first store operation
+//! (once per store; a failed attempt is retried by the next operation). Either way every
+//! connection runs inside the Tokio runtime that first uses it.
+//!
+//! The URL is anything `tokio_postgres::Config` parses: `postgres://user@host:5432/db`
+//! or `host=… user=… dbname=…`. A connect timeout of 10 s applies unless the URL sets
+//! `connect_timeout`.
+//!
+//! # Schema
+//!
+//! All tables are prefixed `reprise_` (a Postgres database is usually shared with the
+//! application's own tables). They live in the connection's default schema (its
+//! `search_path`), or in [`PostgresOptions::schema`]: that schema is created if missing
+//! and set as the `search_path` of every pooled connection, so several independent
+//! reprise installations (or parallel tests) can share one database.
+//!
+//! Versioned migrations ([`PostgresStore::SCHEMA_VERSION`]) are recorded in
+//! `reprise_schema_migrations(version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ)`.
+//! They run in one transaction that first takes a transaction-scoped advisory lock
+//! (`pg_advisory_xact_lock`, keyed by the schema name), so concurrent processes starting
+//! on a fresh database apply each migration exactly once; DDL is transactional in
+//! Postgres, so a failed migration leaves nothing behind. A database whose version is
+//! higher than this build's is refused with both versions named. Version 1 creates:
+//!
+//! - `reprise_runs(id TEXT PRIMARY KEY, pos BIGINT IDENTITY, workflow, status, input,
+//!   output, error, attempt, "trigger", created_at, updated_at, wake_at, next_seq,
+//!   lease_owner, lease_expires_at, fence, cancel_requested)`; `pos` is the creation
+//!   order (runs created in the same microsecond list and claim in creation order);
+//!   indexed by `(created_at, pos)`, `(status, created_at, pos)`,
+//!   `(workflow, created_at, pos)`, `(status, wake_at)` and a partial index of the
+//!   unfinished runs by `(created_at, pos)` that [`Store::claim_due`] scans;
+//! - `reprise_events(run_id → reprise_runs.id, seq, kind, correlation_id, attempt, at,
+//!   payload, PRIMARY KEY (run_id, seq))`;
+//! - `reprise_run_keys(key PRIMARY KEY, run_id → reprise_runs.id)` for exactly-once
+//!   creation ([`Store::create_run_once`]);
+//! - `reprise_cursors(name PRIMARY KEY, value, updated_at)`.
+//!
+//! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
+//! SQLite store: exact to the microsecond, ordered by integer comparison
+//! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not
+//! `jsonb`: `jsonb` rejects the escape `\u0000`, which is valid JSON that serde emits for
+//! a NUL character in a string, so some valid payloads could not be recorded; `json`
+//! validates the text and keeps it byte for byte (and needs no conversion on write).
+//! Cast to `jsonb` to query it when needed.
+//!
+//! # Writes and locking
+//!
+//! - [`Store::create_run`] and [`Store::append`] are each **one statement** (a
+//!   data-modifying `WITH`), so one round trip and one commit: the append's `UPDATE` of
+//!   the run row checks `next_seq = first_seq` and, for a fenced append, `fence` and a
+//!   held lease, in its `WHERE` clause; the events are inserted (`UNNEST` of arrays) only
+//!   for the row it updated. Concurrent appends to one run serialize on the row lock;
+//!   the loser re-evaluates the `WHERE` clause against the winner's committed row, so
+//!   it updates and inserts nothing, and is then told [`EngineError::LeaseLost`] or
+//!   [`EngineError::Conflict`] (the current `next_seq`), or
+//!   [`EngineError::UnknownRun`].
+//! - [`Store::claim_due`] selects the due runs oldest first with `LIMIT` and
+//!   `FOR UPDATE SKIP LOCKED` and leases them in the same statement: concurrent claimers
+//!   skip each other's rows instead of waiting, and a run is claimed by one of them only
+//!   (a row claimed and committed meanwhile is re-checked and no longer due).
+//! - [`Store::acquire`] locks the run row (`SELECT … FOR UPDATE`) to decide; renew,
+//!   release and cancellation requests are single conditional `UPDATE`s keyed by the
+//!   fence.
+//! - [`Store::create_run_once`] inserts the key with `ON CONFLICT DO NOTHING` and reads
+//!   the holder back when it lost, in one transaction with the run's creation: of
+//!   concurrent callers with one key, exactly one creates.
+//!
+//! # Durability
+//!
+//! A write is acknowledged when its transaction has committed. With the server's
+//! defaults (`fsync = on`, `synchronous_commit = on`) that means the WAL record was
+//! flushed to disk: nothing acknowledged is lost on a crash of the worker, of the
+//! server or of its machine. With `synchronous_commit = off` (settable per database or
+//! role) a server crash may lose the last acknowledged commits (never corrupting the
+//! database); with synchronous replication (`synchronous_standby_names`) a commit also
+//! waits for the standby. Lease bookkeeping uses the same commits.
+//!
+//! # Reads
+//!
+//! Each read is one statement, so it sees one snapshot and never half of an append.
+//! A row that cannot be decoded (unknown status, trigger or event kind, invalid JSON, an
+//! out-of-range number, a gap in the sequence numbers) is reported as
+//! [`EngineError::Corrupt`] naming the run; it never panics.
+//!
+//! [deadpool-postgres]: https://docs.rs/deadpool-postgres
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::OnceCell;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::{Acquired, Append, Lease, Store};
+use crate::EngineError;
+use crate::event::{
+    Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
+};
+
+/// The migrations, in order: entry `i` brings the schema to version `i + 1`.
+///
+/// Append only: never edit or reorder a released migration.
+const MIGRATIONS: &[&str] = &[
+    // Version 1: runs with their leases, events, run keys and cursors.
+    r#"
+    CREATE TABLE reprise_runs (
+        id                TEXT PRIMARY KEY,
+        pos               BIGINT GENERATED ALWAYS AS IDENTITY,
+        workflow          TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        input             JSON NOT NULL,
+        output            JSON,
+        error             JSON,
+        attempt           BIGINT NOT NULL,
+        "trigger"         TEXT NOT NULL,
+        created_at        BIGINT NOT NULL,
+        updated_at        BIGINT NOT NULL,
+        wake_at           BIGINT,
+        next_seq          BIGINT NOT NULL,
+        lease_owner       TEXT,
+        lease_expires_at  BIGINT,
+        fence             BIGINT NOT NULL DEFAULT 0,
+        cancel_requested  BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE INDEX reprise_runs_created_at ON reprise_runs (created_at, pos);
+    CREATE INDEX reprise_runs_status_created_at ON reprise_runs (status, created_at, pos);
+    CREATE INDEX reprise_runs_workflow_created_at ON reprise_runs (workflow, created_at, pos);
+    CREATE INDEX reprise_runs_status_wake_at ON reprise_runs (status, wake_at);
+    CREATE INDEX reprise_runs_unfinished ON reprise_runs (created_at, pos)
+        WHERE status IN ('queued', 'running', 'sleeping', 'waiting');
+    CREATE TABLE reprise_events (
+        run_id          TEXT NOT NULL REFERENCES reprise_runs (id) ON DELETE CASCADE,
+        seq             BIGINT NOT NULL,
+        kind            TEXT NOT NULL,
+        correlation_id  TEXT,
+        attempt         BIGINT NOT NULL,
+        at              BIGINT NOT NULL,
+        payload         JSON NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE reprise_run_keys (
+        key     TEXT PRIMARY KEY,
+        run_id  TEXT NOT NULL REFERENCES reprise_runs (id) ON DELETE CASCADE
+                DEFERRABLE INITIALLY DEFERRED
+    );
+    CREATE TABLE reprise_cursors (
+        name        TEXT PRIMARY KEY,
+        value       JSON NOT NULL,
+        updated_at  BIGINT NOT NULL
+    );
+    "#,
+];
+
+/// The columns of `reprise_runs`, in the order [`decode_run`] reads them.
+const RUN_COLUMNS: &str = r#"id, workflow, status, input::text, output::text, error::text,
+    attempt, "trigger", created_at, updated_at, wake_at, next_seq"#;
+
+/// The default [`PostgresOptions::pool_size`].
+const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How long connecting may take unless the URL sets `connect_timeout`.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const CREATE_RUN_SQL: &str = r#"
+    WITH run AS (
+        INSERT INTO reprise_runs (id, workflow, status, input, output, error, attempt,
+                                  "trigger", created_at, updated_at, wake_at, next_seq)
+        VALUES ($1::text, $2::text, $3::text, $4::text::json, $5::text::json,
+                $6::text::json, $7::bigint, $8::text, $9::bigint, $10::bigint,
+                $11::bigint, 1)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    )
+    INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
+    SELECT id, 0, $12::text, $13::text, $14::bigint, $15::bigint, $16::text::json FROM run"#;
+
+const APPEND_SQL: &str = r#"
+    WITH run AS (
+        UPDATE reprise_runs SET
+            status = COALESCE($3::text, status),
+            attempt = COALESCE($4::bigint, attempt),
+            output = COALESCE($5::text::json, output),
+            error = COALESCE($6::text::json, error),
+            wake_at = CASE WHEN $7::boolean THEN $8::bigint ELSE wake_at END,
+            updated_at = $9::bigint,
+            next_seq = $2::bigint + cardinality($10::text[])
+        WHERE id = $1::text AND next_seq = $2::bigint
+          AND ($11::bigint IS NULL OR (fence = $11::bigint AND lease_owner IS NOT NULL))
+        RETURNING id
+    ), inserted AS (
+        INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
+        SELECT run.id, $2::bigint + e.ord - 1, e.kind, e.correlation_id, e.attempt, e.at,
+               e.payload::json
+        FROM run,
+             UNNEST($10::text[], $12::text[], $13::bigint[], $14::bigint[], $15::text[])
+                 WITH ORDINALITY AS e (kind, correlation_id, attempt, at, payload, ord)
+        RETURNING 1
+    )
+    SELECT count(*) FROM run"#;
+
+const CLAIM_SQL: &str = "
+    WITH due AS (
+        SELECT id FROM reprise_runs
+        WHERE status IN ('queued', 'running', 'sleeping', 'waiting')
+          AND (lease_owner IS NULL OR lease_expires_at <= $1::bigint)
+          AND (   (status = 'queued' AND (wake_at IS NULL OR wake_at <= $1::bigint))
+               OR (status IN ('sleeping', 'waiting') AND wake_at <= $1::bigint)
+               OR status = 'running')
+        ORDER BY created_at, pos
+        LIMIT $2::bigint
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE reprise_runs AS r
+       SET lease_owner = $3::text, lease_expires_at = $4::bigint, fence = r.fence + 1
+      FROM due
+     WHERE r.id = due.id
+    RETURNING r.id, r.fence, r.cancel_requested, r.created_at, r.pos";
+
+/// Options of [`PostgresStore::connect_with`]. `PostgresOptions::default()` is what
+/// [`PostgresStore::connect`] and [`store::open`](super::open) use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// The Postgres schema holding reprise's tables: created if missing and made the
+    /// `search_path` of every pooled connection. `None` (the default) uses the
+    /// connection's own `search_path` (usually `public`).
+    pub schema: Option<String>,
+    /// The most connections the pool opens at once; default 16. Operations beyond it
+    /// wait for a free connection.
+    pub pool_size: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            pool_size: DEFAULT_POOL_SIZE,
+        }
+    }
+}
+
+/// A [`Store`] in a Postgres database, shared by every process that connects to it. See
+/// the module docs for its schema, migrations, locking and durability.
+pub struct PostgresStore {
+    pool: Pool,
+    schema: Option<String>,
+    /// Set once the migrations have been applied (or found applied) through this store.
+    migrated: OnceCell<()>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// The schema version this build creates and understands (the number of migrations).
+    pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+    /// Connects to the database at `url` with the default [`PostgresOptions`] and applies
+    /// pending migrations.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the URL is invalid, the server cannot be reached or
+    /// refuses the login, a migration fails, or the database was migrated by a newer
+    /// reprise (its schema version is higher than [`PostgresStore::SCHEMA_VERSION`]).
+    pub async fn connect(url: &str) -> Result<PostgresStore, EngineError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Like [`PostgresStore::connect`], with explicit [`PostgresOptions`].
+    ///
+    /// # Errors
+    /// As [`PostgresStore::connect`]; also when `options.schema` is empty or
+    /// `options.pool_size` is 0.
+    pub async fn connect_with(
+        url: &str,
+        options: PostgresOptions,
+    ) -> Result<PostgresStore, EngineError> {
+        let store = Self::connect_lazy(url, options)?;
+        store.ready().await?;
+        Ok(store)
+    }
+
+    /// Builds the store without connecting: connections are opened on first use, and the
+    /// first operation applies pending migrations. Synchronous, so that
+    /// [`store::open`](super::open) can use it; the store must then be used from within a
+    /// Tokio runtime (as every [`Store`] method is).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the URL cannot be parsed, `options.schema` is empty or
+    /// `options.pool_size` is 0. Connection problems surface on first use.
+    pub fn connect_lazy(url: &str, options: PostgresOptions) -> Result<PostgresStore, EngineError> {
+        let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
+            EngineError::Store(format!(
+                "invalid Postgres URL `{}`: {e}",
+                redact_password(url)
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("reprise");
+        }
+        if let Some(schema) = &options.schema {
+            if schema.is_empty() {
+                return Err(EngineError::Store(
+                    "the Postgres schema name must not be empty".to_owned(),
+                ));
+            }
+            // `options` is the server's command line: `-c search_path=…` for every
+            // connection; spaces and backslashes are escaped with a backslash there.
+            let path = quote_ident(schema)
+                .replace('\\', "\\\\")
+                .replace(' ', "\\ ");
+            let setting = format!("-c search_path={path}");
+            let merged = match config.get_options() {
+                Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),
+                _ => setting,
+            };
+            config.options(merged);
+        }
+        if options.pool_size == 0 {
+            return Err(EngineError::Store(
+                "the Postgres pool size must be at least 1".to_owned(),
+            ));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(DEFAULT_CONNECT_TIMEOUT + Duration::from_secs(5)))
+            .build()
+            .map_err(|e| EngineError::Store(format!("cannot build the Postgres pool: {e}")))?;
+        Ok(PostgresStore {
+            pool,
+            schema: options.schema,
+            migrated: OnceCell::new(),
+        })
+    }
+
+    /// The schema holding reprise's tables, if one was set in [`PostgresOptions`].
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// Applies pending migrations (once per store; retried after a failure).
+    async fn ready(&self) -> Result<(), EngineError> {
+        self.migrated
+            .get_or_try_init(|| async {
+                let mut client = self.raw_client().await?;
+                migrate(&mut client, self.schema.as_deref()).await
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn raw_client(&self) -> Result<deadpool_postgres::Client, EngineError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| EngineError::Store(format!("cannot get a Postgres connection: {e}")))
+    }
+
+    /// A pooled connection to a migrated database.
+    async fn client(&self) -> Result<deadpool_postgres::Client, EngineError> {
+        self.ready().await?;
+        self.raw_client().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Migrations
+
+async fn migrate(
+    client: &mut deadpool_postgres::Client,
+    schema: Option<&str>,
+) -> Result<(), EngineError> {
+    let latest = i64::from(PostgresStore::SCHEMA_VERSION);
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg("cannot start a migration", e))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1::bigint)",
+        &[&lock_key(schema.unwrap_or(""))],
+    )
+    .await
+    .map_err(|e| pg("cannot take the migration lock", e))?;
+    if let Some(schema) = schema {
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .await
+        .map_err(|e| pg(&format!("cannot create schema `{schema}`"), e))?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS reprise_schema_migrations (
+             version     BIGINT PRIMARY KEY,
+             applied_at  TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await
+    .map_err(|e| pg("cannot create the reprise_schema_migrations table", e))?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0)::bigint FROM reprise_schema_migrations",
+            &[],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| pg("cannot read the schema version", e))?;
+    if current > latest {
+        return Err(EngineError::Store(format!(
+            "the database has schema version {current}, but this build of reprise \
+             supports versions up to {latest}: it was written by a newer reprise; \
+             upgrade reprise to open it"
+        )));
+    }
+    for version in current + 1..=latest {
+        let sql = usize::try_from(version - 1)
+            .ok()
+            .and_then(|i| MIGRATIONS.get(i))
+            .ok_or_else(|| EngineError::Store(format!("invalid schema version {version}")))?;
+        let what = format!("migration to schema version {version} failed");
+        tx.batch_execute(sql).await.map_err(|e| pg(&what, e))?;
+        tx.execute(
+            "INSERT INTO reprise_schema_migrations (version) VALUES ($1::bigint)",
+            &[&version],
+        )
+        .await
+        .map_err(|e| pg(&what, e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| pg("cannot commit the migrations", e))
+}
+
+/// The advisory lock key of the migrations of `schema`: a stable 64-bit FNV-1a hash.
+fn lock_key(schema: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in "reprise_schema_migrations:".bytes().chain(schema.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The URL with the password (if any) replaced, for error messages.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The store
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
+        let create = EncodedCreate::new(record, &created)?;
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(CREATE_RUN_SQL)
+            .await
+            .map_err(|e| pg("cannot create run", e))?;
+        let inserted = client
+            .execute(&stmt, &create.params())
+            .await
+            .map_err(|e| pg("cannot create run", e))?;
+        if inserted == 0 {
+            return Err(EngineError::Store(format!(
+                "run `{}` already exists",
+                create.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create_run_once(
+        &self,
+        key: &str,
+        record: RunRecord,
+        created: NewEvent,
+    ) -> Result<Option<RunId>, EngineError> {
+        let what = "cannot create run";
+        let create = EncodedCreate::new(record, &created)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| pg(what, e))?;
+        // A concurrent inserter of the same key waits here for the first one's commit
+        // (or rollback), then inserts nothing (or takes the key).
+        let won = tx
+            .execute(
+                "INSERT INTO reprise_run_keys (key, run_id) VALUES ($1::text, $2::text)
+                 ON CONFLICT (key) DO NOTHING",
+                &[&key, &create.id],
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        if won == 0 {
+            let holder: Option<String> = tx
+                .query_opt(
+                    "SELECT run_id FROM reprise_run_keys WHERE key = $1::text",
+                    &[&key],
+                )
+                .await
+                .map_err(|e| pg(what, e))?
+                .map(|row| row.try_get(0))
+                .transpose()
+                .map_err(|e| pg(what, e))?;
+            tx.rollback().await.map_err(|e| pg(what, e))?;
+            return match holder {
+                Some(holder) => Ok(Some(RunId(holder))),
+                None => Err(EngineError::Store(format!(
+                    "{what}: the key `{key}` was taken and then released concurrently; retry"
+                ))),
+            };
+        }
+        let stmt = tx
+            .prepare_cached(CREATE_RUN_SQL)
+            .await
+            .map_err(|e| pg(what, e))?;
+        let inserted = tx
+            .execute(&stmt, &create.params())
+            .await
+            .map_err(|e| pg(what, e))?;
+        if inserted == 0 {
+            tx.rollback().await.map_err(|e| pg(what, e))?;
+            return Err(EngineError::Store(format!(
+                "run `{}` already exists",
+                create.id
+            )));
+        }
+        tx.commit().await.map_err(|e| pg(what, e))?;
+        Ok(None)
+    }
+
+    async fn acquire(
+        &self,
+        id: &RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Acquired, EngineError> {
+        let what = "cannot take lease";
+        let run = id.as_str();
+        let (now, expires) = (micros(now), micros(expires_at));
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| pg(what, e))?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT lease_owner, lease_expires_at FROM reprise_runs
+                 WHERE id = $1::text FOR UPDATE",
+                &[&run],
+            )
+            .await
+            .map_err(|e| pg(what, e))?
+        else {
+            tx.rollback().await.map_err(|e| pg(what, e))?;
+            return Err(EngineError::UnknownRun(run.to_owned()));
+        };
+        let holder: Option<String> = column(&row, 0, run, "lease_owner")?;
+        let until: Option<i64> = column(&row, 1, run, "lease_expires_at")?;
+        if let (Some(holder), Some(until)) = (holder, until)
+            && until > now
+            && holder != owner
+        {
+            tx.rollback().await.map_err(|e| pg(what, e))?;
+            return Ok(Acquired::HeldBy {
+                owner: holder,
+                expires_at: timestamp(run, "lease_expires_at", until)?,
+            });
+        }
+        let row = tx
+            .query_one(
+                "UPDATE reprise_runs
+                    SET lease_owner = $2::text, lease_expires_at = $3::bigint,
+                        fence = fence + 1
+                  WHERE id = $1::text
+                 RETURNING fence, cancel_requested",
+                &[&run, &owner, &expires],
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        let fence: i64 = column(&row, 0, run, "fence")?;
+        let cancel_requested: bool = column(&row, 1, run, "cancel_requested")?;
+        tx.commit().await.map_err(|e| pg(what, e))?;
+        Ok(Acquired::Lease(Lease {
+            run_id: id.clone(),
+            owner: owner.to_owned(),
+            fence: number(run, "fence", fence)?,
+            expires_at: timestamp(run, "lease_expires_at", expires)?,
+            cancel_requested,
+        }))
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Lease>, EngineError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let what = "cannot claim runs";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let expires = micros(expires_at);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(CLAIM_SQL)
+            .await
+            .map_err(|e| pg(what, e))?;
+        let rows = client
+            .query(&stmt, &[&micros(now), &limit, &owner, &expires])
+            .await
+            .map_err(|e| pg(what, e))?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = column(row, 0, "<unreadable id>", "id")?;
+            let run = id.as_str();
+            let fence: i64 = column(row, 1, run, "fence")?;
+            let cancel_requested: bool = column(row, 2, run, "cancel_requested")?;
+            let created_at: i64 = column(row, 3, run, "created_at")?;
+            let pos: i64 = column(row, 4, run, "pos")?;
+            let lease = Lease {
+                run_id: RunId(id.clone()),
+                owner: owner.to_owned(),
+                fence: number(run, "fence", fence)?,
+                expires_at: timestamp(run, "lease_expires_at", expires)?,
+                cancel_requested,
+            };
+            claimed.push(((created_at, pos), lease));
+        }
+        // `UPDATE … RETURNING` does not keep the CTE's order.
+        claimed.sort_by_key(|(order, _)| *order);
+        Ok(claimed.into_iter().map(|(_, lease)| lease).collect())
+    }
+
+    async fn renew(
+        &self,
+        lease: &Lease,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<Lease>, EngineError> {
+        let what = "cannot renew lease";
+        let run = lease.run_id.as_str();
+        let expires = micros(expires_at);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE reprise_runs SET lease_expires_at = $3::bigint
+                  WHERE id = $1::text AND fence = $2::bigint AND lease_owner IS NOT NULL
+                 RETURNING cancel_requested",
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&run, &fence_param(lease.fence), &expires])
+            .await
+            .map_err(|e| pg(what, e))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Lease {
+            expires_at: timestamp(run, "lease_expires_at", expires)?,
+            cancel_requested: column(&row, 0, run, "cancel_requested")?,
+            ..lease.clone()
+        }))
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), EngineError> {
+        let what = "cannot release lease";
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE reprise_runs SET lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id = $1::text AND fence = $2::bigint",
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        client
+            .execute(&stmt, &[&lease.run_id.as_str(), &fence_param(lease.fence)])
+            .await
+            .map_err(|e| pg(what, e))?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
+        let what = "cannot request cancellation";
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "UPDATE reprise_runs SET cancel_requested = TRUE WHERE id = $1::text",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        if changed == 0 {
+            return Err(EngineError::UnknownRun(id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError> {
+        let what = "cannot read wake-up times";
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT MIN(t)::bigint FROM (
+                     SELECT MIN(wake_at) AS t FROM reprise_runs
+                      WHERE status IN ('queued', 'sleeping', 'waiting')
+                     UNION ALL
+                     SELECT MIN(lease_expires_at) FROM reprise_runs
+                      WHERE status = 'running') AS wakes",
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        let row = client
+            .query_one(&stmt, &[])
+            .await
+            .map_err(|e| pg(what, e))?;
+        let next: Option<i64> = column(&row, 0, "<next wake-up>", "wake_at")?;
+        next.map(|t| timestamp("<next wake-up>", "wake_at", t))
+            .transpose()
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
+        let what = "cannot read cursor";
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT value::text FROM reprise_cursors WHERE name = $1::text")
+            .await
+            .map_err(|e| pg(what, e))?;
+        let Some(row) = client
+            .query_opt(&stmt, &[&name])
+            .await
+            .map_err(|e| pg(what, e))?
+        else {
+            return Ok(None);
+        };
+        let label = format!("<cursor {name}>");
+        let text: String = column(&row, 0, &label, "reprise_cursors.value")?;
+        json(&label, "reprise_cursors.value", &text).map(Some)
+    }
+
+    async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
+        let what = "cannot store cursor";
+        let text = serde_json::to_string(value)?;
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO reprise_cursors (name, value, updated_at)
+                 VALUES ($1::text, $2::text::json, $3::bigint)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value,
+                                                  updated_at = excluded.updated_at",
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        client
+            .execute(&stmt, &[&name, &text, &micros(Utc::now())])
+            .await
+            .map_err(|e| pg(what, e))?;
+        Ok(())
+    }
+
+    async fn append(&self, append: Append) -> Result<(), EngineError> {
+        let what = "cannot append";
+        let Append {
+            run_id,
+            first_seq,
+            events,
+            update,
+            fence,
+        } = append;
+        let run = run_id.as_str();
+        let first = i64::try_from(first_seq).map_err(|_| {
+            EngineError::Store(format!(
+                "run `{run_id}`: sequence number {first_seq} is out of range"
+            ))
+        })?;
+        let updated_at = micros(events.last().map_or_else(Utc::now, |e| e.at));
+        let mut kinds = Vec::with_capacity(events.len());
+        let mut correlation_ids = Vec::with_capacity(events.len());
+        let mut attempts = Vec::with_capacity(events.len());
+        let mut ats = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for event in &events {
+            kinds.push(event.kind.as_str());
+            correlation_ids.push(event.correlation_id.as_deref());
+            attempts.push(i64::from(event.attempt));
+            ats.push(micros(event.at));
+            payloads.push(serde_json::to_string(&event.payload)?);
+        }
+        let RunUpdate {
+            status,
+            attempt,
+            output,
+            error,
+            wake_at,
+        } = update;
+        let status = status.map(RunStatus::as_str);
+        let attempt = attempt.map(i64::from);
+        let output = output.as_ref().map(serde_json::to_string).transpose()?;
+        let error = error.as_ref().map(serde_json::to_string).transpose()?;
+        let set_wake = wake_at.is_some();
+        let wake = wake_at.flatten().map(micros);
+        let fence = fence.map(fence_param);
+
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(APPEND_SQL)
+            .await
+            .map_err(|e| pg(what, e))?;
+        let params: [&(dyn ToSql + Sync); 15] = [
+            &run,
+            &first,
+            &status,
+            &attempt,
+            &output,
+            &error,
+            &set_wake,
+            &wake,
+            &updated_at,
+            &kinds,
+            &fence,
+            &correlation_ids,
+            &attempts,
+            &ats,
+            &payloads,
+        ];
+        let row = client
+            .query_one(&stmt, &params)
+            .await
+            .map_err(|e| pg(what, e))?;
+        let updated: i64 = row.try_get(0).map_err(|e| pg(what, e))?;
+        if updated == 1 {
+            return Ok(());
+        }
+        // Nothing was written: find out why.
+        let Some(row) = client
+            .query_opt(
+                "SELECT next_seq, fence, lease_owner IS NOT NULL FROM reprise_runs
+                  WHERE id = $1::text",
+                &[&run],
+            )
+            .await
+            .map_err(|e| pg(what, e))?
+        else {
+            return Err(EngineError::UnknownRun(run.to_owned()));
+        };
+        let next_seq: i64 = column(&row, 0, run, "next_seq")?;
+        let current_fence: i64 = column(&row, 1, run, "fence")?;
+        let leased: bool = column(&row, 2, run, "lease_owner")?;
+        if let Some(fence) = fence
+            && (!leased || current_fence != fence)
+        {
+            return Err(EngineError::LeaseLost {
+                run: run.to_owned(),
+            });
+        }
+        if next_seq != first {
+            return Err(EngineError::Conflict {
+                run: run.to_owned(),
+                expected: first_seq,
+                found: u64::try_from(next_seq)
+                    .map_err(|_| corrupt(run, format!("negative next_seq {next_seq}")))?,
+            });
+        }
+        Err(EngineError::Store(format!(
+            "{what}: run `{run}` changed concurrently; retry"
+        )))
+    }
+
+    async fn run(&self, id: &RunId) -> Result<Option<RunRecord>, EngineError> {
+        let what = "cannot read run";
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM reprise_runs WHERE id = $1::text"
+            ))
+            .await
+            .map_err(|e| pg(what, e))?;
+        client
+            .query_opt(&stmt, &[&id.as_str()])
+            .await
+            .map_err(|e| pg(what, e))?
+            .map(|row| decode_run(&row))
+            .transpose()
+    }
+
+    async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError> {
+        let what = "cannot read events";
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT seq, kind, correlation_id, attempt, at, payload::text
+                   FROM reprise_events WHERE run_id = $1::text ORDER BY seq",
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        let rows = client
+            .query(&stmt, &[&id.as_str()])
+            .await
+            .map_err(|e| pg(what, e))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event = decode_event(id, row)?;
+            if event.seq != events.len() as u64 {
+                return Err(corrupt(
+                    id.as_str(),
+                    format!(
+                        "event sequence has a gap: expected {}, found {}",
+                        events.len(),
+                        event.seq
+                    ),
+                ));
+            }
+            events.push(event);
+        }
+        Ok(events)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
+        let what = "cannot list runs";
+        let status = filter.status.map(RunStatus::as_str);
+        let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM reprise_runs");
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        let mut clauses = Vec::new();
+        if let Some(status) = &status {
+            params.push(status);
+            clauses.push(format!("status = ${}::text", params.len()));
+        }
+        if let Some(workflow) = &filter.workflow {
+            params.push(workflow);
+            clauses.push(format!("workflow = ${}::text", params.len()));
+        }
+        if !clauses.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&clauses.join(" AND "));
+        }
+        // Newest first; runs created in the same microsecond in creation order.
+        sql.push_str(" ORDER BY created_at DESC, pos DESC");
+        if let Some(limit) = &limit {
+            params.push(limit);
+            sql.push_str(&format!(" LIMIT ${}::bigint", params.len()));
+        }
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await.map_err(|e| pg(what, e))?;
+        let rows = client
+            .query(&stmt, &params)
+            .await
+            .map_err(|e| pg(what, e))?;
+        rows.iter().map(decode_run).collect()
+    }
+}
+
+fn fence_param(fence: u64) -> i64 {
+    i64::try_from(fence).unwrap_or(i64::MAX)
+}
+
+/// A new run and its `run_created` event, encoded as the parameters of
+/// [`CREATE_RUN_SQL`].
+struct EncodedCreate {
+    id: String,
+    workflow: String,
+    status: &'static str,
+    input: String,
+    output: Option<String>,
+    error: Option<String>,
+    attempt: i64,
+    trigger: &'static str,
+    created_at: i64,
+    updated_at: i64,
+    wake_at: Option<i64>,
+    kind: &'static str,
+    correlation_id: Option<String>,
+    event_attempt: i64,
+    at: i64,
+    payload: String,
+}
+
+impl EncodedCreate {
+    fn new(record: RunRecord, created: &NewEvent) -> Result<Self, EngineError> {
+        Ok(Self {
+            id: record.id.0,
+            workflow: record.workflow,
+            status: record.status.as_str(),
+            input: serde_json::to_string(&record.input)?,
+            output: record
+                .output
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            error: record
+                .error
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            attempt: i64::from(record.attempt),
+            trigger: record.trigger.as_str(),
+            created_at: micros(record.created_at),
+            updated_at: micros(record.updated_at),
+            wake_at: record.wake_at.map(micros),
+            kind: created.kind.as_str(),
+            correlation_id: created.correlation_id.clone(),
+            event_attempt: i64::from(created.attempt),
+            at: micros(created.at),
+            payload: serde_json::to_string(&created.payload)?,
+        })
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+        [
+            &self.id,
+            &self.workflow,
+            &self.status,
+            &self.input,
+            &self.output,
+            &self.error,
+            &self.attempt,
+            &self.trigger,
+            &self.created_at,
+            &self.updated_at,
+            &self.wake_at,
+            &self.kind,
+            &self.correlation_id,
+            &self.event_attempt,
+            &self.at,
+            &self.payload,
+        ]
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Decoding rows
+
+fn decode_run(row: &Row) -> Result<RunRecord, EngineError> {
+    let id: String = column(row, 0, "<unreadable id>", "id")?;
+    let run = id.as_str();
+    let status: String = column(row, 2, run, "status")?;
+    let trigger: String = column(row, 7, run, "trigger")?;
+    let output: Option<String> = column(row, 4, run, "output")?;
+    let error: Option<String> = column(row, 5, run, "error")?;
+    let wake_at: Option<i64> = column(row, 10, run, "wake_at")?;
+    Ok(RunRecord {
+        workflow: column(row, 1, run, "workflow")?,
+        status: RunStatus::from_str(&status)
+            .map_err(|message| corrupt(run, format!("column `status`: {message}")))?,
+        input: json(run, "input", &column::<String>(row, 3, run, "input")?)?,
+        output: output.map(|text| json(run, "output", &text)).transpose()?,
+        error: error.map(|text| json(run, "error", &text)).transpose()?,
+        attempt: number(run, "attempt", column(row, 6, run, "attempt")?)?,
+        trigger: serde_json::from_value::<Trigger>(serde_json::Value::String(trigger.clone()))
+            .map_err(|_| {
+                corrupt(
+                    run,
+                    format!("column `trigger`: unknown trigger `{trigger}`"),
+                )
+            })?,
+        created_at: timestamp(run, "created_at", column(row, 8, run, "created_at")?)?,
+        updated_at: timestamp(run, "updated_at", column(row, 9, run, "updated_at")?)?,
+        wake_at: wake_at.map(|w| timestamp(run, "wake_at", w)).transpose()?,
+        next_seq: number(run, "next_seq", column(row, 11, run, "next_seq")?)?,
+        id: RunId(id),
+    })
+}
+
+fn decode_event(run_id: &RunId, row: &Row) -> Result<Event, EngineError> {
+    let run = run_id.as_str();
+    let kind: String = column(row, 1, run, "events.kind")?;
+    Ok(Event {
+        run_id: run_id.clone(),
+        seq: number(run, "events.seq", column(row, 0, run, "events.seq")?)?,
+        event: NewEvent {
+            kind: EventKind::parse(&kind)
+                .ok_or_else(|| corrupt(run, format!("unknown event kind `{kind}`")))?,
+            correlation_id: column(row, 2, run, "events.correlation_id")?,
+            attempt: number(
+                run,
+                "events.attempt",
+                column(row, 3, run, "events.attempt")?,
+            )?,
+            at: timestamp(run, "events.at", column(row, 4, run, "events.at")?)?,
+            payload: json(
+                run,
+                "events.payload",
+                &column::<String>(row, 5, run, "events.payload")?,
+            )?,
+        },
+    })
+}
+
+fn corrupt(run: &str, message: String) -> EngineError {
+    EngineError::Corrupt {
+        run: run.to_owned(),
+        message,
+    }
+}
+
+fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+    run: &str,
+    name: &str,
+) -> Result<T, EngineError> {
+    row.try_get(index)
+        .map_err(|e| corrupt(run, format!("column `{name}`: {e}")))
+}
+
+fn json(run: &str, name: &str, text: &str) -> Result<serde_json::Value, EngineError> {
+    serde_json::from_str(text)
+        .map_err(|e| corrupt(run, format!("column `{name}` is not valid JSON: {e}")))
+}
+
+fn number<T: TryFrom<i64>>(run: &str, name: &str, value: i64) -> Result<T, EngineError> {
+    T::try_from(value)
+        .map_err(|_| corrupt(run, format!("column `{name}`: {value} is out of range")))
+}
+
+fn timestamp(run: &str, name: &str, micros: i64) -> Result<DateTime<Utc>, EngineError> {
+    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
+        corrupt(
+            run,
+            format!("column `{name}`: {micros} µs is not a valid time"),
+        )
+    })
+}
+
+/// A timestamp as stored: microseconds since the Unix epoch (finer parts truncated).
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+/// A Postgres error as [`EngineError::Store`], with the server's message when there is one.
+fn pg(what: &str, e: tokio_postgres::Error) -> EngineError {
+    match e.as_db_error() {
+        Some(db) => EngineError::Store(format!("{what}: {db}")),
+        None => EngineError::Store(format!("{what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_password("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_password("host=h user=u"), "host=h user=u");
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("plain"), "\"plain\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn lock_keys_differ_per_schema_and_are_stable() {
+        assert_ne!(lock_key(""), lock_key("a"));
+        assert_eq!(lock_key("a"), lock_key("a"));
+    }
+}

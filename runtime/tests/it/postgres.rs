@@ -1,0 +1,379 @@
+//! Postgres only: the test database (`REPRISE_TEST_POSTGRES_URL`), one schema per test,
+//! and the checks the shared conformance suite cannot make: several processes (pools)
+//! claiming concurrently, migrations, corrupt rows, `store::open` with a `postgres://`
+//! URL.
+//!
+//! Every test is skipped, with a notice on stderr, when `REPRISE_TEST_POSTGRES_URL` is
+//! unset (e.g. `postgres://postgres@127.0.0.1:5432/test`); CI sets it.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use reprise::EngineError;
+use reprise::event::{EventKind, NewEvent, RunId, RunRecord, RunStatus, Trigger};
+use reprise::store::{PostgresOptions, PostgresStore, SharedStore, Store};
+use serde_json::json;
+
+/// The variable naming the test database.
+const URL_VAR: &str = "REPRISE_TEST_POSTGRES_URL";
+
+/// The test database's URL, or `None` (with a notice) when the variable is unset.
+pub(crate) fn test_url() -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "skipped: {URL_VAR} is not set (e.g. postgres://postgres@127.0.0.1:5432/test)"
+            );
+            None
+        }
+    }
+}
+
+/// A schema of its own for one test, dropped (with everything in it) when this is
+/// dropped, also when the test panics.
+pub(crate) struct TestSchema {
+    url: String,
+    name: String,
+}
+
+impl TestSchema {
+    fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            name: format!("reprise_test_{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    fn options(&self) -> PostgresOptions {
+        PostgresOptions {
+            schema: Some(self.name.clone()),
+            pool_size: 8,
+        }
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        // `Drop` cannot await, and may run inside the test's runtime: use a thread with a
+        // runtime of its own.
+        let url = self.url.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let client = raw_client(&url).await;
+                client.batch_execute(&sql).await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test schema {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// A plain connection to the test database (its task runs on the current runtime).
+async fn raw_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// A plain connection whose `search_path` is `schema`.
+async fn schema_client(url: &str, schema: &TestSchema) -> tokio_postgres::Client {
+    let client = raw_client(url).await;
+    client
+        .batch_execute(&format!("SET search_path TO \"{}\"", schema.name))
+        .await
+        .expect("set search_path");
+    client
+}
+
+/// A fresh, migrated [`PostgresStore`] in a new schema, and the guard that drops the
+/// schema; `None` when the test database is not configured.
+pub(crate) async fn fresh_store() -> Option<(PostgresStore, TestSchema)> {
+    let url = test_url()?;
+    let schema = TestSchema::new(&url);
+    let store = PostgresStore::connect_with(&url, schema.options())
+        .await
+        .expect("connect to the test database");
+    Some((store, schema))
+}
+
+fn t(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(1_790_000_000_123_456 + micros).expect("valid time")
+}
+
+fn record(id: &str, created_at: DateTime<Utc>) -> RunRecord {
+    RunRecord {
+        id: RunId::from(id),
+        workflow: "wf".to_owned(),
+        status: RunStatus::Queued,
+        input: json!({ "id": id }),
+        output: None,
+        error: None,
+        attempt: 0,
+        trigger: Trigger::Api,
+        created_at,
+        updated_at: created_at,
+        wake_at: None,
+        next_seq: 1,
+    }
+}
+
+async fn create(store: &dyn Store, id: &str, created_at: DateTime<Utc>) -> RunRecord {
+    let record = record(id, created_at);
+    let created = NewEvent {
+        kind: EventKind::RunCreated,
+        correlation_id: None,
+        attempt: 0,
+        at: created_at,
+        payload: json!({}),
+    };
+    store
+        .create_run(record.clone(), created)
+        .await
+        .expect("create_run");
+    record
+}
+
+async fn migrations(url: &str, schema: &TestSchema) -> Vec<i64> {
+    schema_client(url, schema)
+        .await
+        .query(
+            "SELECT version FROM reprise_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("read migrations")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_from_several_processes_never_share_a_run() {
+    let Some(url) = test_url() else { return };
+    let schema = TestSchema::new(&url);
+    // Four stores = four pools = four "processes", two connections each.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let options = PostgresOptions {
+            pool_size: 2,
+            ..schema.options()
+        };
+        let store = PostgresStore::connect_with(&url, options)
+            .await
+            .expect("connect");
+        stores.push(Arc::new(store));
+    }
+    for i in 0..120 {
+        create(stores[0].as_ref(), &format!("run-{i:03}"), t(i)).await;
+    }
+    let mut tasks = Vec::new();
+    for (p, store) in stores.iter().enumerate() {
+        // Two claimers per process, each on its own connection.
+        for c in 0..2 {
+            let store = Arc::clone(store);
+            tasks.push(tokio::spawn(async move {
+                let owner = format!("p{p}-c{c}");
+                let mut mine = Vec::new();
+                loop {
+                    let leases = store
+                        .claim_due(&owner, t(1_000_000), t(100_000_000), 5)
+                        .await
+                        .expect("claim_due");
+                    if leases.is_empty() {
+                        return mine;
+                    }
+                    assert!(leases.iter().all(|l| l.owner == owner));
+                    mine.extend(leases.into_iter().map(|l| l.run_id));
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("claimer"));
+    }
+    all.sort();
+    let claimed = all.len();
+    all.dedup();
+    assert_eq!(claimed, all.len(), "a run was claimed twice");
+    assert_eq!(all.len(), 120, "every run was claimed");
+    drop(stores);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_applied_once_across_connects() {
+    let Some(url) = test_url() else { return };
+    let schema = TestSchema::new(&url);
+    // Concurrent first connects to a fresh schema: the advisory lock makes one migrate.
+    let connects = (0..4).map(|_| PostgresStore::connect_with(&url, schema.options()));
+    let stores: Vec<PostgresStore> = futures::future::join_all(connects)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("concurrent connects");
+    let expected: Vec<i64> = (1..=i64::from(PostgresStore::SCHEMA_VERSION)).collect();
+    assert_eq!(migrations(&url, &schema).await, expected);
+    create(&stores[0], "kept", t(0)).await;
+    drop(stores);
+    for _ in 0..2 {
+        let store = PostgresStore::connect_with(&url, schema.options())
+            .await
+            .expect("reconnect");
+        assert_eq!(migrations(&url, &schema).await, expected);
+        assert!(
+            store
+                .run(&RunId::from("kept"))
+                .await
+                .expect("run")
+                .is_some(),
+            "data survives reconnecting"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_schema_is_refused_with_both_versions() {
+    let Some((store, schema)) = fresh_store().await else {
+        return;
+    };
+    drop(store);
+    let url = test_url().expect("set");
+    let newer = i64::from(PostgresStore::SCHEMA_VERSION) + 7;
+    schema_client(&url, &schema)
+        .await
+        .execute(
+            "INSERT INTO reprise_schema_migrations (version) VALUES ($1)",
+            &[&newer],
+        )
+        .await
+        .expect("insert");
+    let err = PostgresStore::connect_with(&url, schema.options())
+        .await
+        .expect_err("a newer schema must be refused");
+    let message = err.to_string();
+    assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+    assert!(message.contains(&newer.to_string()), "{message}");
+    assert!(
+        message.contains(&PostgresStore::SCHEMA_VERSION.to_string()),
+        "{message}"
+    );
+    assert!(message.contains("newer"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_are_errors_naming_the_run() {
+    let Some((store, schema)) = fresh_store().await else {
+        return;
+    };
+    let url = test_url().expect("set");
+    let raw = schema_client(&url, &schema).await;
+    let run_corruptions = [
+        (
+            "bad-status",
+            "UPDATE reprise_runs SET status = 'exploded' WHERE id = $1",
+            "status",
+        ),
+        (
+            "bad-trigger",
+            "UPDATE reprise_runs SET \"trigger\" = 'carrier-pigeon' WHERE id = $1",
+            "trigger",
+        ),
+        (
+            "bad-attempt",
+            "UPDATE reprise_runs SET attempt = -1 WHERE id = $1",
+            "attempt",
+        ),
+        (
+            "bad-time",
+            "UPDATE reprise_runs SET wake_at = 9223372036854775807 WHERE id = $1",
+            "wake_at",
+        ),
+    ];
+    for (id, sql, needle) in run_corruptions {
+        let run = create(&store, id, t(0)).await;
+        raw.execute(sql, &[&id]).await.expect("corrupt the run");
+        match store.run(&run.id).await {
+            Err(EngineError::Corrupt { run, message }) => {
+                assert_eq!(run, id);
+                assert!(message.contains(needle), "{id}: {message}");
+            }
+            other => panic!("{id}: expected Corrupt, got {other:?}"),
+        }
+    }
+    let event_corruptions = [
+        (
+            "bad-kind",
+            "UPDATE reprise_events SET kind = 'teleported' WHERE run_id = $1",
+            "teleported",
+        ),
+        (
+            "gap",
+            "UPDATE reprise_events SET seq = 5 WHERE run_id = $1",
+            "gap",
+        ),
+    ];
+    for (id, sql, needle) in event_corruptions {
+        let run = create(&store, id, t(0)).await;
+        raw.execute(sql, &[&id]).await.expect("corrupt the event");
+        match store.events(&run.id).await {
+            Err(EngineError::Corrupt { run, message }) => {
+                assert_eq!(run, id);
+                assert!(message.contains(needle), "{id}: {message}");
+            }
+            other => panic!("{id}: expected Corrupt, got {other:?}"),
+        }
+    }
+    // Listing reports the first corrupt run rather than panicking; healthy runs still work.
+    assert!(matches!(
+        store.list_runs(&Default::default()).await,
+        Err(EngineError::Corrupt { .. })
+    ));
+    let healthy = create(&store, "healthy", t(0)).await;
+    assert_eq!(
+        store.run(&healthy.id).await.expect("run"),
+        Some(healthy.clone())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_accepts_postgres_urls_and_connects_lazily() {
+    let Some(url) = test_url() else { return };
+    let schema = TestSchema::new(&url);
+    raw_client(&url)
+        .await
+        .batch_execute(&format!("CREATE SCHEMA \"{}\"", schema.name))
+        .await
+        .expect("create schema");
+    // libpq's `options` parameter selects the schema for `open`, which uses the defaults.
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let scoped = format!("{url}{separator}options=-c%20search_path%3D{}", schema.name);
+    let store: SharedStore = reprise::store::open(&scoped).expect("open");
+    let run = create(store.as_ref(), "via-open", t(0)).await;
+    assert_eq!(store.run(&run.id).await.expect("run"), Some(run));
+    assert_eq!(
+        migrations(&url, &schema).await,
+        (1..=i64::from(PostgresStore::SCHEMA_VERSION)).collect::<Vec<_>>()
+    );
+    let also = url.replacen("postgres://", "postgresql://", 1);
+    if also.starts_with("postgresql://") {
+        drop(reprise::store::open(&also).expect("postgresql:// is accepted too"));
+    }
+    // A server that is not there: `open` succeeds (lazy), the first operation fails.
+    let nowhere = reprise::store::open("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+        .expect("open is lazy");
+    let err = nowhere.run(&RunId::from("x")).await.expect_err("no server");
+    assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+    drop(store);
+}
