@@ -1,6 +1,6 @@
 //! AI steps (DESIGN "AI steps"): the provider-neutral chat vocabulary, the
 //! [`LlmProvider`] trait, routing of `vendor/model` ids to providers, and the recorded
-//! steps built on them: [`prompt_llm`](crate::prompt_llm) and [`Agent`](crate::Agent).
+//! steps built on them: [`prompt_llm`] and [`Agent`].
 //!
 //! The shipped provider, [`OpenAiProvider`], speaks the OpenAI-compatible chat
 //! completions API over HTTP (OpenAI, vLLM, llama.cpp, Ollama, …). Tests use
