@@ -24,6 +24,8 @@
 //!   approval hook for a refund above the threshold. Offline it runs on
 //!   [`support_model::ScriptedSupportModel`], a scripted stand-in (not AI); with
 //!   `OPENAI_BASE_URL` / `OPENAI_API_KEY` set, on a real OpenAI-compatible endpoint.
+//! - [`ten_steps`]: `ten-steps`, ten recorded calls of one small effectful action; the load
+//!   of the many-workers test (several `worker` processes on one Postgres database).
 //!
 //! The binary (`cargo run -p reprise-examples -- --help`) is the reprise CLI with these
 //! workflows, the digest's cron schedule and the GitHub webhook source registered (and the
@@ -39,6 +41,7 @@ pub mod file_digest;
 pub mod signup;
 pub mod support;
 pub mod support_model;
+pub mod ten_steps;
 pub mod versioning;
 pub mod webhook;
 
@@ -57,5 +60,6 @@ pub fn link() {
         digest::daily_digest,
         webhook::triage_issue,
         support::support_triage,
+        ten_steps::ten_steps,
     ));
 }

@@ -8,7 +8,7 @@ use crate::event::RunStatus;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub(crate) struct Cli {
-    /// Database URL: `sqlite://path/to/file.db` (or a bare path), or `memory:`.
+    /// Database URL: `sqlite://path/to/file.db` (or a bare path), `postgres://user@host/db`, or `memory:`.
     #[arg(
         long,
         global = true,

@@ -139,6 +139,7 @@ pub async fn run(
             return EXIT_USAGE;
         }
     };
+    warn_unshared_hook_secret(&cli.db, &cli.command);
     match dispatch(&engine, cli.command, &cli.db, listener).await {
         Ok(code) => code,
         Err(error) => {
@@ -177,6 +178,14 @@ fn build_engine(
 /// The hook secret: `REPRISE_HOOK_SECRET`, else (for SQLite) 32 random bytes kept in
 /// `hook.key` beside the database (created with mode 0600 on first use), so every process
 /// on one database derives the same hook tokens.
+///
+/// Other databases (Postgres) get no shared default: each process makes a random secret
+/// of its own, and [`warn_unshared_hook_secret`] says so. The secret is deliberately not
+/// kept in the database through `Store::cursor`/`set_cursor`: `set_cursor` overwrites
+/// (last writer wins), so two processes starting together could each write their own
+/// value and read it straight back before the other's write landed, and then mint
+/// different tokens; converging needs an insert-if-absent the `Store` trait does not
+/// have. (It would also put the secret in a table every database reader can see.)
 fn hook_secret(url: &str) -> Result<Option<Vec<u8>>, EngineError> {
     if let Ok(secret) = std::env::var("REPRISE_HOOK_SECRET") {
         return Ok(Some(secret.into_bytes()));
@@ -224,6 +233,24 @@ fn hook_secret(url: &str) -> Result<Option<Vec<u8>>, EngineError> {
             std::fs::read(&key).map(Some).map_err(unreadable)
         }
         Err(e) => Err(unreadable(e)),
+    }
+}
+
+/// On a database without a shared hook secret (any but SQLite and `memory:`) and with
+/// `REPRISE_HOOK_SECRET` unset, warns on stderr at the start of the commands that execute
+/// runs in the background or deliver hooks (`dev`, `worker`, `hooks resume`).
+fn warn_unshared_hook_secret(db: &str, command: &Command) {
+    let shared = !db.contains(':') || db.starts_with("sqlite://") || db == "memory:";
+    let relevant = matches!(
+        command,
+        Command::Dev(_) | Command::Worker(_) | Command::Hooks(HooksCommand::Resume { .. })
+    );
+    if !shared && relevant && std::env::var_os("REPRISE_HOOK_SECRET").is_none() {
+        eprintln!(
+            "warning: REPRISE_HOOK_SECRET is not set, so this process uses a random hook \
+             secret of its own; hooks delivered through another process need \
+             REPRISE_HOOK_SECRET set to the same value in every process"
+        );
     }
 }
 
