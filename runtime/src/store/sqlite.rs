@@ -236,9 +236,29 @@ impl SqliteStore {
         let mut conn = Connection::open(&path).ctx(&at("cannot open"))?;
         conn.busy_timeout(options.busy_timeout)
             .ctx(&at("cannot configure"))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .ctx(&format!("cannot switch {} to WAL mode", path.display()))?;
+        // Switching a new file to WAL needs an exclusive lock, and SQLite does not call the
+        // busy handler for it: when several processes open a new file at once, retry
+        // until the busy timeout, as the busy handler would.
+        let started = std::time::Instant::now();
+        let mode: String = loop {
+            match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+                Ok(mode) => break mode,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < options.busy_timeout =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(EngineError::Store(format!(
+                        "cannot switch {} to WAL mode: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(EngineError::Store(format!(
                 "{}: journal mode is `{mode}`, expected `wal`",

@@ -877,6 +877,32 @@ mod sqlite_only {
 
     use super::*;
 
+    /// Processes started together on a new file (a `worker` and a CLI command) each open
+    /// it, switch it to WAL and migrate it at the same moment: every open succeeds.
+    #[test]
+    fn concurrent_first_opens_of_one_file_all_succeed() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("reprise.db");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let path = path.clone();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteStore::open(&path).map(drop)
+                    })
+                })
+                .collect();
+            for opener in openers {
+                if let Err(error) = opener.join().unwrap() {
+                    panic!("round {round}: {error}");
+                }
+            }
+        }
+    }
+
     fn shared(path: &Path) -> SharedStore {
         Arc::new(SqliteStore::open(path).expect("open SQLite store"))
     }
