@@ -66,6 +66,7 @@ pub const EXIT_INCOMPLETE: u8 = 3;
 pub fn main(
     configure: impl FnOnce(EngineBuilder) -> Result<EngineBuilder, EngineError>,
 ) -> ExitCode {
+    exit_quietly_on_closed_stdout();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,6 +78,25 @@ pub fn main(
         }
     };
     ExitCode::from(runtime.block_on(run(std::env::args_os(), configure)))
+}
+
+/// `runs get <id> | head` closes standard output early, and `println!` then panics. For a
+/// command line that is the reader's choice, not an error: exit at once, quietly, as Unix
+/// tools do on `SIGPIPE`. Every other panic is reported as before.
+fn exit_quietly_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(i32::from(EXIT_COMPLETED));
+        }
+        default(info);
+    }));
 }
 
 /// [`main`] for an existing runtime and explicit arguments (the first is the program name).
