@@ -11,6 +11,8 @@ use chrono::{DateTime, Utc};
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunUpdate};
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod codec;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

@@ -107,6 +107,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+use super::codec::{corrupt, fence_param, json, micros, number, timestamp};
 use super::{Acquired, Append, Lease, Store};
 use crate::EngineError;
 use crate::event::{
@@ -997,10 +998,6 @@ impl Store for PostgresStore {
     }
 }
 
-fn fence_param(fence: u64) -> i64 {
-    i64::try_from(fence).unwrap_or(i64::MAX)
-}
-
 /// A new run and its `run_created` event, encoded as the parameters of
 /// [`CREATE_RUN_SQL`].
 struct EncodedCreate {
@@ -1133,13 +1130,6 @@ fn decode_event(run_id: &RunId, row: &Row) -> Result<Event, EngineError> {
     })
 }
 
-fn corrupt(run: &str, message: String) -> EngineError {
-    EngineError::Corrupt {
-        run: run.to_owned(),
-        message,
-    }
-}
-
 fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
     index: usize,
@@ -1148,30 +1138,6 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
 ) -> Result<T, EngineError> {
     row.try_get(index)
         .map_err(|e| corrupt(run, format!("column `{name}`: {e}")))
-}
-
-fn json(run: &str, name: &str, text: &str) -> Result<serde_json::Value, EngineError> {
-    serde_json::from_str(text)
-        .map_err(|e| corrupt(run, format!("column `{name}` is not valid JSON: {e}")))
-}
-
-fn number<T: TryFrom<i64>>(run: &str, name: &str, value: i64) -> Result<T, EngineError> {
-    T::try_from(value)
-        .map_err(|_| corrupt(run, format!("column `{name}`: {value} is out of range")))
-}
-
-fn timestamp(run: &str, name: &str, micros: i64) -> Result<DateTime<Utc>, EngineError> {
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-        corrupt(
-            run,
-            format!("column `{name}`: {micros} µs is not a valid time"),
-        )
-    })
-}
-
-/// A timestamp as stored: microseconds since the Unix epoch (finer parts truncated).
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
 }
 
 /// A Postgres error as [`EngineError::Store`], with the server's message when there is one.

@@ -61,6 +61,7 @@ use rusqlite::types::{FromSql, Value as SqlValue};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use super::codec::{corrupt, fence_param, json, micros, number, timestamp};
 use super::{Acquired, Append, Lease, Store};
 use crate::EngineError;
 use crate::event::{
@@ -914,10 +915,6 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
     }
 }
 
-fn fence_param(fence: u64) -> i64 {
-    i64::try_from(fence).unwrap_or(i64::MAX)
-}
-
 fn apply_create_once(
     conn: &Connection,
     key: &str,
@@ -1292,13 +1289,6 @@ fn decode_event(run_id: &RunId, row: &Row<'_>) -> Result<Event, EngineError> {
     })
 }
 
-fn corrupt(run: &str, message: String) -> EngineError {
-    EngineError::Corrupt {
-        run: run.to_owned(),
-        message,
-    }
-}
-
 fn column<T: FromSql>(
     row: &Row<'_>,
     index: usize,
@@ -1307,30 +1297,6 @@ fn column<T: FromSql>(
 ) -> Result<T, EngineError> {
     row.get(index)
         .map_err(|e| corrupt(run, format!("column `{name}`: {e}")))
-}
-
-fn json(run: &str, name: &str, text: &str) -> Result<serde_json::Value, EngineError> {
-    serde_json::from_str(text)
-        .map_err(|e| corrupt(run, format!("column `{name}` is not valid JSON: {e}")))
-}
-
-fn number<T: TryFrom<i64>>(run: &str, name: &str, value: i64) -> Result<T, EngineError> {
-    T::try_from(value)
-        .map_err(|_| corrupt(run, format!("column `{name}`: {value} is out of range")))
-}
-
-fn timestamp(run: &str, name: &str, micros: i64) -> Result<DateTime<Utc>, EngineError> {
-    DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-        corrupt(
-            run,
-            format!("column `{name}`: {micros} µs is not a valid time"),
-        )
-    })
-}
-
-/// A timestamp as stored: microseconds since the Unix epoch (finer parts truncated).
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
 }
 
 /// Adds context to SQLite errors, turning them into [`EngineError::Store`].
