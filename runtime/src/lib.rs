@@ -45,7 +45,7 @@
 //! - [`macro@action`], [`macro@workflow`]: the macros (options, rules, errors).
 //! - [`Ctx`]: the workflow context; [`ActionCtx`]: the action context (idempotency key).
 //! - [`Engine`]: start, execute, resume and cancel runs; [`store`]: the event log
-//!   (memory, SQLite) with leases and fencing tokens.
+//!   (memory, SQLite, Postgres with feature `postgres`) with leases and fencing tokens.
 //! - [`Worker`]: claims due runs (started, woken from a durable sleep, a hook delivered or
 //!   timed out, a retry due) and executes them; any number per store.
 //! - [`Hook`]: wait for a payload from outside (`ctx.hook::<T>()`, `.timeout(d)`).

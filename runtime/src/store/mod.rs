@@ -1,5 +1,6 @@
 //! Where runs and their event logs live: the [`Store`] trait and its implementations,
-//! [`MemoryStore`] (tests, benchmarks) and [`SqliteStore`] (the default, one file).
+//! [`MemoryStore`] (tests, benchmarks), [`SqliteStore`] (the default, one file) and,
+//! with feature `postgres`, `PostgresStore` (many processes on many machines).
 //!
 //! Every store passes the same conformance suite (`runtime/tests/it/conformance.rs`).
 
