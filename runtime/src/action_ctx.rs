@@ -29,7 +29,7 @@ impl ActionCtx {
             correlation_id: correlation_id.to_owned(),
             attempt,
             engine: Some(ctx.engine().clone()),
-            cancellation: ctx.run.control.cancel.clone(),
+            cancellation: ctx.run.control().cancel,
         }
     }
 

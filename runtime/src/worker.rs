@@ -147,6 +147,8 @@ impl Worker {
                 }
             }
         }
+        // Runs sleeping in the hot-run cache continue from their log on any worker.
+        engine.clear_hot_runs();
         Ok(report)
     }
 

@@ -1541,6 +1541,8 @@ fn build_engine(
     // the leases its crashed predecessor held, instead of waiting for them to expire.
     let mut builder = Engine::builder()
         .owner_id("crash-checker")
+        // Every continuation replays, so every crash point is checked against the log.
+        .hot_runs(0, std::time::Duration::ZERO)
         .store(store)
         .discover()
         .map_err(|e| format!("cannot register the linked workflows: {e}"))?

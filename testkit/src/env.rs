@@ -203,7 +203,11 @@ impl TestEnvBuilder {
         let db = self.sqlite.then(|| {
             TempDb::new().unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
         });
-        let mut builder = Engine::builder().owner_id("test-env");
+        // No hot-run cache: every wake-up replays the log, as after a restart, so tests
+        // check that replay is exact.
+        let mut builder = Engine::builder()
+            .owner_id("test-env")
+            .hot_runs(0, std::time::Duration::ZERO);
         if let Some(db) = &db {
             builder = builder
                 .sqlite(db.path())

@@ -85,12 +85,15 @@ pub(crate) struct RunState {
     pub(crate) inflight_changed: Notify,
     pub(crate) replayed: AtomicU64,
     pub(crate) executed: AtomicU64,
-    /// The fencing token of the execution's lease, carried by every append.
-    fence: Option<u64>,
+    /// The fencing token of the execution's lease, carried by every append (replaced when
+    /// a hot run continues under a new lease).
+    fence: Mutex<Option<u64>>,
     /// The last status announced, so a transition is announced once.
     announced: Mutex<Option<crate::event::RunStatus>>,
-    /// Cancel and drain switches: checked at every step boundary.
-    pub(crate) control: crate::engine::RunControl,
+    /// Cancel and drain switches of the current execution: checked at every step boundary.
+    control: Mutex<crate::engine::RunControl>,
+    /// Bumped when a hot run continues in memory: suspended sleeps wake and re-check.
+    resumed: tokio::sync::watch::Sender<u64>,
     /// Recorded outcomes answered from the history so far (steps, waits, values); while it
     /// is below `history.answerable()`, the body is still replaying old history.
     consumed: AtomicUsize,
@@ -135,15 +138,49 @@ impl RunState {
             replayed: AtomicU64::new(0),
             executed: AtomicU64::new(0),
             consumed: AtomicUsize::new(0),
-            fence,
-            control,
+            fence: Mutex::new(fence),
+            control: Mutex::new(control),
+            resumed: tokio::sync::watch::Sender::new(0),
             announced: Mutex::new(None),
         }
     }
 
+    /// The cancel and drain switches of the current execution.
+    pub(crate) fn control(&self) -> crate::engine::RunControl {
+        lock(&self.control).clone()
+    }
+
     /// Whether the run must stop at this step boundary (canceled, or its worker drains).
     pub(crate) fn interrupted(&self) -> bool {
-        self.control.cancel.is_cancelled() || self.control.drain.is_cancelled()
+        let control = lock(&self.control);
+        control.cancel.is_cancelled() || control.drain.is_cancelled()
+    }
+
+    /// The sequence number the next append will get (the log's length as this execution
+    /// knows it).
+    pub(crate) async fn next_seq(&self) -> u64 {
+        *self.next_seq.lock().await
+    }
+
+    /// Prepares a suspended (hot) run to continue in memory under a new execution: its new
+    /// lease's fencing token and switches, fresh per-execution counters, no waits. The
+    /// suspended sleeps wake once [`RunState::wake_suspended`] is called.
+    pub(crate) fn continue_under(&self, fence: Option<u64>, control: crate::engine::RunControl) {
+        *lock(&self.fence) = fence;
+        *lock(&self.control) = control;
+        lock(&self.waits).clear();
+        self.replayed.store(0, Ordering::Relaxed);
+        self.executed.store(0, Ordering::Relaxed);
+    }
+
+    /// Wakes the body's suspended sleeps so they re-check their wake-up time.
+    pub(crate) fn wake_suspended(&self) {
+        self.resumed.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes when the run continues in memory.
+    pub(crate) fn resumptions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.resumed.subscribe()
     }
 
     /// Stops the body at a step boundary: the executor ends the execution (canceled or
@@ -195,7 +232,7 @@ impl RunState {
             first_seq: *next_seq,
             events: all,
             update,
-            fence: self.fence,
+            fence: *lock(&self.fence),
         };
         self.engine.store().append(append).await?;
         *next_seq += count;

@@ -1,9 +1,11 @@
 //! Durable sleep: `ctx.sleep(d)` and `ctx.sleep_until(t)` in a workflow body.
 //!
 //! The first execution records `sleep_started` with the wake-up time and suspends the run
-//! (status `sleeping`: no task, no memory held); the run is resumed once the time has come
-//! and the replay records `sleep_completed` and goes on. A sleep that already elapsed on
-//! replay does not wait again.
+//! (status `sleeping`: no task held); the run is resumed once the time has come and the
+//! replay records `sleep_completed` and goes on. A sleep that already elapsed on replay does
+//! not wait again. A short sleep may keep its body in the engine's hot-run cache
+//! ([`crate::EngineBuilder::hot_runs`]); the run then continues in place, writing the same
+//! events as a replay would.
 
 use std::time::Duration;
 
@@ -12,7 +14,6 @@ use serde_json::json;
 
 use super::{Ctx, Wait, poisoned_error, store_failure};
 use crate::ActionError;
-use crate::error::kinds;
 use crate::event::{EventKind, RunStatus, RunUpdate};
 use crate::step::Site;
 
@@ -174,25 +175,30 @@ async fn wait_until(
             requested_wake
         }
     };
-    if run.engine.now() >= wake_at {
-        let event = run.event(EventKind::SleepCompleted, Some(&id), 1, json!({}));
-        let update = RunUpdate {
-            status: Some(RunStatus::Running),
-            ..RunUpdate::default()
-        };
-        if let Err(e) = run.append(vec![event], update).await {
-            return Err(store_failure(run, e));
+    let mut resumptions = run.resumptions();
+    loop {
+        if run.engine.now() >= wake_at {
+            let event = run.event(EventKind::SleepCompleted, Some(&id), 1, json!({}));
+            let update = RunUpdate {
+                status: Some(RunStatus::Running),
+                ..RunUpdate::default()
+            };
+            if let Err(e) = run.append(vec![event], update).await {
+                return Err(store_failure(run, e));
+            }
+            run.executed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
         }
-        run.executed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Ok(());
+        run.suspend(Wait::Sleep {
+            id: id.clone(),
+            until: wake_at,
+        });
+        // The executor drops the body once every live step has recorded, and the run is
+        // replayed from its log when it wakes; or it keeps the body in its hot-run cache and
+        // continues it here when the run wakes.
+        if resumptions.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
-    run.suspend(Wait::Sleep { id, until: wake_at });
-    // The executor drops the body once every live step has recorded; until then, wait.
-    std::future::pending::<()>().await;
-    Err(ActionError::new(
-        kinds::STORE,
-        "unreachable: a suspended sleep resumed in place",
-        false,
-    ))
 }

@@ -2,7 +2,6 @@
 //! suspends (DESIGN "Replay and determinism", "Running").
 
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,6 +10,7 @@ use chrono::TimeDelta;
 use futures::FutureExt;
 use serde_json::{Value, json};
 
+use super::hot::RunBody;
 use super::{Engine, RunControl};
 use crate::ctx::hook::{token_hash, token_run_id};
 use crate::ctx::step::panic_error;
@@ -117,6 +117,9 @@ impl Engine {
         control: &RunControl,
     ) -> Result<Execution, EngineError> {
         let id = &lease.run_id;
+        // Taken first, so that whatever happens below a stale entry does not outlive this
+        // execution.
+        let hot = self.hot().take(id);
         let record = self.get_run(id).await?;
         let finished = |outcome| Execution {
             run_id: id.clone(),
@@ -146,25 +149,53 @@ impl Engine {
             return Ok(finished(RunOutcome::Canceled));
         }
         let entry = self.workflow(&record.workflow)?.clone();
-        let events = self.store().events(id).await?;
-        let history = History::from_events(&events).map_err(|message| EngineError::Corrupt {
-            run: id.to_string(),
-            message,
-        })?;
-        let next_seq = events.len() as u64;
         let attempt = record.attempt.max(1);
-        let state = Arc::new(RunState::new(
-            self.clone(),
-            id.clone(),
-            record.workflow.clone(),
-            attempt,
-            record.trigger,
-            record.created_at,
-            history,
-            next_seq,
-            Some(lease.fence),
-            control.clone(),
-        ));
+        let hot = match hot {
+            // Only if nothing was appended since the body suspended.
+            Some(hot)
+                if record.status == RunStatus::Sleeping
+                    && hot.next_seq == record.next_seq
+                    && hot.state.attempt == attempt =>
+            {
+                Some(hot)
+            }
+            _ => None,
+        };
+        let continues_hot = hot.is_some();
+        let (state, mut body) = match hot {
+            Some(hot) => {
+                hot.state.continue_under(Some(lease.fence), control.clone());
+                (hot.state, hot.body)
+            }
+            None => {
+                let events = self.store().events(id).await?;
+                let history =
+                    History::from_events(&events).map_err(|message| EngineError::Corrupt {
+                        run: id.to_string(),
+                        message,
+                    })?;
+                let state = Arc::new(RunState::new(
+                    self.clone(),
+                    id.clone(),
+                    record.workflow.clone(),
+                    attempt,
+                    record.trigger,
+                    record.created_at,
+                    history,
+                    events.len() as u64,
+                    Some(lease.fence),
+                    control.clone(),
+                ));
+                drop(events);
+                let ctx = Ctx {
+                    run: state.clone(),
+                    namespace: Arc::from(""),
+                };
+                let body: RunBody =
+                    AssertUnwindSafe((entry.body)(ctx, record.input.clone())).catch_unwind();
+                (state, body)
+            }
+        };
         let started = state.event(EventKind::RunStarted, None, attempt, json!({}));
         state
             .append(
@@ -177,13 +208,10 @@ impl Engine {
                 },
             )
             .await?;
-
-        let ctx = Ctx {
-            run: state.clone(),
-            namespace: Arc::from(""),
-        };
-        let body = AssertUnwindSafe((entry.body)(ctx, record.input.clone())).catch_unwind();
-        let result = drive_body(&state, body).await;
+        if continues_hot {
+            state.wake_suspended();
+        }
+        let result = drive_body(&state, &mut body).await;
 
         let outcome = match result {
             BodyEnd::Returned(result) => {
@@ -194,7 +222,11 @@ impl Engine {
                 };
                 self.finish(&state, &entry, result).await?
             }
-            BodyEnd::Suspended(waits) => self.suspend(&state, waits).await?,
+            BodyEnd::Suspended(waits) => {
+                let outcome = self.suspend(&state, waits).await?;
+                self.keep_hot(&state, body, &outcome).await;
+                outcome
+            }
             BodyEnd::Canceled => {
                 let error = WorkflowError::new(kinds::CANCELED, "the run was canceled", false);
                 let event = state.event(
@@ -481,6 +513,33 @@ impl Engine {
         state.append(vec![event], update).await?;
         Ok(RunOutcome::Suspended(waits))
     }
+
+    /// Offers a run whose sleep is recorded to the hot-run cache: only sleeps (a hook's
+    /// payload must come from the log), and only short ones.
+    async fn keep_hot(&self, state: &Arc<RunState>, body: RunBody, outcome: &RunOutcome) {
+        let RunOutcome::Suspended(waits) = outcome else {
+            return;
+        };
+        if waits.iter().any(|w| !matches!(w, Wait::Sleep { .. })) {
+            return;
+        }
+        let Some(wake_at) = waits.iter().filter_map(Wait::until).min() else {
+            return;
+        };
+        let now = self.now();
+        if !self.hot().accepts(now, wake_at) {
+            return;
+        }
+        let next_seq = state.next_seq().await;
+        self.hot().insert(
+            state.run_id.clone(),
+            state.clone(),
+            body,
+            next_seq,
+            now,
+            wake_at,
+        );
+    }
 }
 
 enum BodyEnd<T> {
@@ -492,33 +551,40 @@ enum BodyEnd<T> {
 
 /// Polls the body until it returns, or until it is blocked on waits and no live step is
 /// still running (those finish and record first, so no effect is lost).
-async fn drive_body<F: Future>(state: &RunState, body: F) -> BodyEnd<F::Output> {
-    let mut body = pin!(body);
-    tokio::select! {
-        biased;
-        result = &mut body => return BodyEnd::Returned(result),
-        () = state.suspended.notified() => {}
-    }
+async fn drive_body(state: &RunState, body: &mut RunBody) -> BodyEnd<<RunBody as Future>::Output> {
     loop {
-        if state.inflight() == 0 {
-            // Let any step that just became ready record before dropping the body.
-            if let Some(result) = body.as_mut().now_or_never() {
-                return BodyEnd::Returned(result);
-            }
-            if state.inflight() == 0 {
-                if state.control.cancel.is_cancelled() {
-                    return BodyEnd::Canceled;
-                }
-                if state.control.drain.is_cancelled() {
-                    return BodyEnd::Drained;
-                }
-                return BodyEnd::Suspended(state.waits());
-            }
-        }
         tokio::select! {
             biased;
-            result = &mut body => return BodyEnd::Returned(result),
-            () = state.inflight_changed.notified() => {}
+            result = &mut *body => return BodyEnd::Returned(result),
+            () = state.suspended.notified() => {}
+        }
+        loop {
+            if state.inflight() == 0 {
+                // Let any step that just became ready record before dropping the body.
+                if let Some(result) = (&mut *body).now_or_never() {
+                    return BodyEnd::Returned(result);
+                }
+                if state.inflight() == 0 {
+                    let control = state.control();
+                    if control.cancel.is_cancelled() {
+                        return BodyEnd::Canceled;
+                    }
+                    if control.drain.is_cancelled() {
+                        return BodyEnd::Drained;
+                    }
+                    let waits = state.waits();
+                    if !waits.is_empty() {
+                        return BodyEnd::Suspended(waits);
+                    }
+                    // A wake-up left over from before a hot run continued: keep polling.
+                    break;
+                }
+            }
+            tokio::select! {
+                biased;
+                result = &mut *body => return BodyEnd::Returned(result),
+                () = state.inflight_changed.notified() => {}
+            }
         }
     }
 }

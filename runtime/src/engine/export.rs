@@ -61,6 +61,7 @@ impl Engine {
                 default_model: inner.default_model.clone(),
                 owner_id: inner.owner_id.clone(),
                 lease: inner.lease,
+                hot: super::hot::HotRuns::new(0, std::time::Duration::ZERO),
                 controls: std::sync::Mutex::new(std::collections::HashMap::new()),
                 wake: tokio::sync::Notify::new(),
                 transitions: tokio::sync::broadcast::channel(16).0,

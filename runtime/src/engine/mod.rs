@@ -3,6 +3,7 @@
 mod control;
 mod execute;
 mod export;
+mod hot;
 mod lease;
 mod replay_check;
 mod report;
@@ -89,6 +90,8 @@ struct Inner {
     default_model: Option<String>,
     owner_id: String,
     lease: Duration,
+    /// Suspended runs kept in memory (see [`EngineBuilder::hot_runs`]).
+    hot: hot::HotRuns,
     /// Runs this engine is executing right now, with their cancel/drain switches.
     controls: std::sync::Mutex<HashMap<RunId, RunControl>>,
     /// Woken when a run may have become due (started, hook delivered, canceled).
@@ -135,6 +138,8 @@ pub struct EngineBuilder {
     default_model: Option<String>,
     owner_id: Option<String>,
     lease: Duration,
+    hot_capacity: usize,
+    hot_max_sleep: Duration,
 }
 
 impl EngineBuilder {
@@ -178,6 +183,27 @@ impl EngineBuilder {
     /// more renewals.
     pub fn lease(mut self, duration: Duration) -> Self {
         self.lease = duration.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Sizes the hot-run cache: up to `capacity` runs suspended in a sleep of at most
+    /// `max_sleep` keep their body in memory, and continue in place when the sleep ends
+    /// instead of replaying their log from the top. Default: 1,024 runs, sleeps up to 60 s.
+    /// `capacity` 0 turns the cache off.
+    ///
+    /// The cache only saves work: a run enters it after its suspension is recorded, and an
+    /// entry is used only if the log is still exactly where the body left it. A run evicted
+    /// (the cache is full, the sleep is longer, the process restarted, another worker took
+    /// the run) replays from its log as usual, writing the same events. Longer sleeps, hook
+    /// waits and run-level retries always replay, so a run waiting for long holds no memory.
+    ///
+    /// Each entry holds the run's body future and its history index (a few KiB for a small
+    /// run). Entries are dropped by [`Engine::clear_hot_runs`]; an engine dropped while it
+    /// holds entries keeps them alive (they own an engine handle) until they are cleared, so
+    /// call it before dropping an engine in a long-lived process that builds many engines.
+    pub fn hot_runs(mut self, capacity: usize, max_sleep: Duration) -> Self {
+        self.hot_capacity = capacity;
+        self.hot_max_sleep = max_sleep;
         self
     }
 
@@ -313,6 +339,14 @@ impl EngineBuilder {
                 default_model: self.default_model,
                 owner_id,
                 lease: self.lease,
+                hot: hot::HotRuns::new(
+                    if self.replay_only {
+                        0
+                    } else {
+                        self.hot_capacity
+                    },
+                    self.hot_max_sleep,
+                ),
                 controls: std::sync::Mutex::new(HashMap::new()),
                 wake: tokio::sync::Notify::new(),
                 transitions: tokio::sync::broadcast::channel(1024).0,
@@ -341,6 +375,8 @@ impl Engine {
             default_model: std::env::var("REPRISE_LLM_MODEL").ok(),
             owner_id: None,
             lease: Duration::from_secs(15),
+            hot_capacity: hot::DEFAULT_CAPACITY,
+            hot_max_sleep: hot::DEFAULT_MAX_SLEEP,
         }
     }
 
@@ -357,6 +393,22 @@ impl Engine {
     /// The id this engine holds leases under (see [`EngineBuilder::owner_id`]).
     pub fn owner_id(&self) -> &str {
         &self.inner.owner_id
+    }
+
+    /// The number of suspended runs held in the hot-run cache (see
+    /// [`EngineBuilder::hot_runs`]).
+    pub fn hot_runs(&self) -> usize {
+        self.inner.hot.len()
+    }
+
+    /// Empties the hot-run cache: those runs replay from their log when they wake. Workers
+    /// call this when they stop.
+    pub fn clear_hot_runs(&self) {
+        self.inner.hot.clear();
+    }
+
+    pub(crate) fn hot(&self) -> &hot::HotRuns {
+        &self.inner.hot
     }
 
     /// The lease duration (see [`EngineBuilder::lease`]).
