@@ -21,6 +21,8 @@
 //! runs W1 and W2 against `sqlite-normal` (SQLite with `synchronous=NORMAL`, no fsync per
 //! commit): a diagnostic that separates the fsync from the rest of a commit's cost.
 
+mod fleet;
+mod pg;
 mod report;
 mod stats;
 mod system;
@@ -55,6 +57,9 @@ enum Workload {
     W3_10k,
     /// Step 10 against step `--flat-steps` of one long run.
     Flat,
+    /// `--sleepers` runs asleep for an hour: what they cost an idle worker's memory
+    /// (sqlite and postgres; not part of `all`).
+    Sleepers,
     /// Only the disk's fdatasync latency.
     Fsync,
 }
@@ -68,6 +73,7 @@ impl Workload {
             Workload::W3 => "w3",
             Workload::W3_10k => "w3-10k",
             Workload::Flat => "flat",
+            Workload::Sleepers => "sleepers",
             Workload::Fsync => "fsync",
         }
     }
@@ -76,7 +82,8 @@ impl Workload {
 /// Which stores to run against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Stores {
-    /// `memory` and `sqlite`, plus `sqlite-normal` for W1 and W2.
+    /// `memory` and `sqlite`, plus `sqlite-normal` for W1 and W2, plus `postgres` for W1
+    /// and W2 when a Postgres URL is configured.
     All,
     /// The in-memory store.
     Memory,
@@ -85,6 +92,9 @@ enum Stores {
     /// Diagnostic: SQLite with `synchronous=NORMAL` (no fsync per commit), to separate
     /// the fsync from everything else a commit costs. Not a DESIGN configuration.
     SqliteNormal,
+    /// The Postgres store on a fresh schema of `--postgres-url` (W1, W2 with 4 workers,
+    /// sleepers).
+    Postgres,
 }
 
 /// Hidden modes of the W3 child processes.
@@ -94,6 +104,8 @@ enum Internal {
     Victim,
     /// Resume a run in a fresh process and report timings as JSON.
     Resume,
+    /// Run a worker on a store for a few seconds and report its memory as JSON.
+    IdleWorker,
 }
 
 /// Benchmarks of reprise: DESIGN's workloads against the memory and SQLite stores.
@@ -138,6 +150,13 @@ struct Args {
     /// W3: in-process resumes (the median is reported).
     #[arg(long, default_value_t = 5)]
     w3_resumes: u32,
+    /// Sleepers: runs put to sleep.
+    #[arg(long, default_value_t = 100_000)]
+    sleepers: u32,
+    /// The Postgres database the `postgres` store uses (a fresh schema per job, dropped
+    /// after it). Default: `REPRISE_BENCH_POSTGRES_URL`, else `REPRISE_TEST_POSTGRES_URL`.
+    #[arg(long)]
+    postgres_url: Option<String>,
     /// fdatasync samples.
     #[arg(long, default_value_t = 200)]
     fsync_iterations: usize,
@@ -155,6 +174,9 @@ struct Args {
     /// Internal: the database of a W3 child.
     #[arg(long, hide = true)]
     db: Option<PathBuf>,
+    /// Internal: the Postgres schema of an idle-worker child.
+    #[arg(long, hide = true)]
+    schema: Option<String>,
     /// Internal: the run of a W3 child.
     #[arg(long, hide = true)]
     run: Option<String>,
@@ -173,6 +195,7 @@ impl Args {
             flat_steps: self.flat_steps,
             flat_window: self.flat_window,
             w3_resumes: self.w3_resumes,
+            sleepers: self.sleepers,
         }
     }
 
@@ -190,14 +213,24 @@ impl Args {
             one => vec![one],
         };
         let stores = match self.store {
-            Stores::All => vec![
-                StoreKind::Memory,
-                StoreKind::Sqlite,
-                StoreKind::SqliteNormal,
-            ],
+            Stores::All if self.workload == Workload::Sleepers => {
+                let mut stores = vec![StoreKind::Sqlite];
+                stores.extend(pg::url().map(|_| StoreKind::Postgres));
+                stores
+            }
+            Stores::All => {
+                let mut stores = vec![
+                    StoreKind::Memory,
+                    StoreKind::Sqlite,
+                    StoreKind::SqliteNormal,
+                ];
+                stores.extend(pg::url().map(|_| StoreKind::Postgres));
+                stores
+            }
             Stores::Memory => vec![StoreKind::Memory],
             Stores::Sqlite => vec![StoreKind::Sqlite],
             Stores::SqliteNormal => vec![StoreKind::SqliteNormal],
+            Stores::Postgres => vec![StoreKind::Postgres],
         };
         // The diagnostic store runs the throughput workloads only (W3 kills and reopens
         // the file with the shipped options); with `--store all`, only W1 and W2.
@@ -209,6 +242,11 @@ impl Args {
             .into_iter()
             .flat_map(|w| stores.iter().map(move |s| (w, *s)))
             .filter(|(w, s)| *s != StoreKind::SqliteNormal || diagnostic(*w))
+            // Postgres has DESIGN targets for W1 and W2 only, and W3 kills a SQLite file.
+            .filter(|(w, s)| {
+                *s != StoreKind::Postgres
+                    || matches!(w, Workload::W1 | Workload::W2 | Workload::Sleepers)
+            })
             .collect()
     }
 
@@ -232,6 +270,7 @@ impl Args {
             ("--flat-steps", self.flat_steps.to_string()),
             ("--flat-window", self.flat_window.to_string()),
             ("--w3-resumes", self.w3_resumes.to_string()),
+            ("--sleepers", self.sleepers.to_string()),
         ];
         for (flag, value) in sized {
             args.push(flag.to_owned());
@@ -239,6 +278,10 @@ impl Args {
         }
         args.push("--dir".to_owned());
         args.push(dir.display().to_string());
+        if let Some(url) = pg::url() {
+            args.push("--postgres-url".to_owned());
+            args.push(url.to_owned());
+        }
         args
     }
 }
@@ -246,6 +289,7 @@ impl Args {
 fn main() -> ExitCode {
     let main_us = workflows::probe::unix_micros();
     let args = Args::parse();
+    pg::configure(args.postgres_url.clone());
     match run(args, main_us) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -256,6 +300,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
+    if args.internal == Some(Internal::IdleWorker) {
+        return fleet::idle_worker(args.db.as_deref(), args.schema.as_deref());
+    }
     if let Some(internal) = args.internal {
         let db = args.db.clone().ok_or("--db is required")?;
         let run = RunId(args.run.clone().ok_or("--run is required")?);
@@ -264,6 +311,7 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
                 workloads::victim(&db, &run, args.kill_at.ok_or("--kill-at is required")?)
             }
             Internal::Resume => workloads::resume(db, run, main_us),
+            Internal::IdleWorker => Ok(()),
         };
     }
 
@@ -281,6 +329,13 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
     let jobs = args.jobs();
     let wants_fsync =
         args.workload == Workload::Fsync || jobs.iter().any(|(_, s)| *s != StoreKind::Memory);
+    if args.store == Stores::All && pg::url().is_none() && !args.child {
+        report.notes.push(
+            "postgres: not measured (no --postgres-url, REPRISE_BENCH_POSTGRES_URL or \
+             REPRISE_TEST_POSTGRES_URL)"
+                .to_owned(),
+        );
+    }
     let repeat = if args.child { 1 } else { args.repeat.max(1) };
     let forked = (jobs.len() > 1 || repeat > 1) && !args.in_process;
     let mut fsyncs = Vec::new();
@@ -406,10 +461,14 @@ fn run_job(
         .build()?;
     let mut out = Out::default();
     let path = tmp.path();
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match workload {
             Workload::W1 => workloads::w1(store, path, sizes, &mut out).await,
+            Workload::W2 if store == StoreKind::Postgres => {
+                fleet::w2_workers(store, 4, sizes, &mut out).await
+            }
             Workload::W2 => workloads::w2(store, path, sizes, &mut out).await,
+            Workload::Sleepers => fleet::sleepers(store, path, sizes, &mut out).await,
             Workload::W3 => workloads::w3(store, "w3", path, 500, 500, sizes, &mut out).await,
             Workload::W3_10k => {
                 workloads::w3(store, "w3-10k", path, 10_000, 100, sizes, &mut out).await
@@ -417,7 +476,11 @@ fn run_job(
             Workload::Flat => workloads::flat(store, path, sizes, &mut out).await,
             Workload::All | Workload::Fsync => Ok(()),
         }
-    })?;
+    });
+    // The job's Postgres schemas go, whether it succeeded or not.
+    let dropped = runtime.block_on(pg::drop_created());
+    result?;
+    dropped?;
     drop(runtime);
     let name = if own_process {
         "peak RSS (VmHWM)"
@@ -464,22 +527,23 @@ fn run_child(
 fn with_fsync_ratios(metrics: Vec<Metric>, fsync_median_us: f64) -> Vec<Metric> {
     let mut out = Vec::with_capacity(metrics.len() + 4);
     for metric in metrics {
-        let ratio =
-            (metric.store.starts_with("sqlite") && metric.name == THROUGHPUT && metric.value > 0.0)
-                .then(|| {
-                    let per_step = (1e6 / metric.value) / fsync_median_us;
-                    let mut m = Metric::new(
-                        &metric.workload,
-                        &metric.store,
-                        "step time in fdatasync latencies",
-                        per_step,
-                        "fdatasyncs",
-                    );
-                    if metric.workload == "w1" && metric.store == "sqlite" {
-                        m = m.goal(Goal::AtMost(1.5));
-                    }
-                    m
-                });
+        let ratio = ((metric.store.starts_with("sqlite") || metric.store == "postgres")
+            && metric.name == THROUGHPUT
+            && metric.value > 0.0)
+            .then(|| {
+                let per_step = (1e6 / metric.value) / fsync_median_us;
+                let mut m = Metric::new(
+                    &metric.workload,
+                    &metric.store,
+                    "step time in fdatasync latencies",
+                    per_step,
+                    "fdatasyncs",
+                );
+                if metric.workload == "w1" && metric.store == "sqlite" {
+                    m = m.goal(Goal::AtMost(1.5));
+                }
+                m
+            });
         out.push(metric);
         out.extend(ratio);
     }

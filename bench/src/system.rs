@@ -115,6 +115,12 @@ pub(crate) fn threads() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// This process's resident set right now (VmRSS), MiB.
+pub(crate) fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    kib_field(&status, "VmRSS:").map_or(0.0, |kib| kib as f64 / 1024.0)
+}
+
 /// This process's peak resident set (VmHWM), MiB.
 pub(crate) fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -63,13 +63,46 @@ async fn bench_sequence(input: Sequence) -> Result<Total, WorkflowError> {
     })
 }
 
-/// An engine over `store` with the benchmark workflow registered.
+/// Runs one step, then sleeps for an hour (the sleeping-runs workload).
+#[workflow(slug = "bench-sleeper", max_attempts = 1)]
+async fn bench_sleeper(ctx: Ctx, input: Tick) -> Result<Tock, WorkflowError> {
+    let out = bench_step.run(input).await?;
+    ctx.sleep(std::time::Duration::from_secs(3600)).await?;
+    Ok(out)
+}
+
+/// An engine over `store` with the benchmark workflows registered.
 pub(crate) fn engine(store: reprise::store::SharedStore) -> Result<Engine, reprise::EngineError> {
     Engine::builder()
         .store(store)
         .register(bench_sequence)
+        .register(bench_sleeper)
         .register(bench_step)
         .build()
+}
+
+/// An engine as [`engine`], holding leases under one fixed owner id: W3's processes are
+/// one worker restarting (DESIGN's "killed, then resumed in a new process"), and a
+/// restarted worker with a stable id takes back its own leases at once instead of waiting
+/// for them to expire.
+pub(crate) fn restartable_engine(
+    store: reprise::store::SharedStore,
+) -> Result<Engine, reprise::EngineError> {
+    Engine::builder()
+        .owner_id("reprise-bench-w3")
+        .store(store)
+        .register(bench_sequence)
+        .register(bench_sleeper)
+        .register(bench_step)
+        .build()
+}
+
+/// Starts a run that sleeps for an hour after one step.
+pub(crate) async fn start_sleeper(
+    engine: &Engine,
+    i: u32,
+) -> Result<reprise::RunId, reprise::EngineError> {
+    engine.start(&bench_sleeper, Tick { i }).await
 }
 
 /// Starts a run of `steps` steps.

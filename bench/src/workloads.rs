@@ -37,6 +37,8 @@ pub(crate) enum StoreKind {
     Sqlite,
     /// Diagnostic: [`SqliteStore`] with `synchronous=NORMAL` (fsync only at checkpoints).
     SqliteNormal,
+    /// [`reprise::store::PostgresStore`] on a fresh schema of `--postgres-url`.
+    Postgres,
 }
 
 impl StoreKind {
@@ -46,6 +48,7 @@ impl StoreKind {
             StoreKind::Memory => "memory",
             StoreKind::Sqlite => "sqlite",
             StoreKind::SqliteNormal => "sqlite-normal",
+            StoreKind::Postgres => "postgres",
         }
     }
 }
@@ -67,6 +70,8 @@ pub(crate) struct Sizes {
     pub(crate) flat_window: usize,
     /// W3: in-process resumes to take the median of.
     pub(crate) w3_resumes: u32,
+    /// Sleeping runs of the `sleepers` workload.
+    pub(crate) sleepers: u32,
 }
 
 /// Where one workload's results go.
@@ -78,8 +83,8 @@ pub(crate) struct Out {
     pub(crate) notes: Vec<String>,
 }
 
-/// A fresh store of `kind` in `dir` (SQLite: `dir/<name>.db`).
-fn open_store(kind: StoreKind, dir: &Path, name: &str) -> Result<SharedStore, BoxError> {
+/// A fresh store of `kind` in `dir` (SQLite: `dir/<name>.db`; Postgres: a new schema).
+pub(crate) fn open_store(kind: StoreKind, dir: &Path, name: &str) -> Result<SharedStore, BoxError> {
     Ok(match kind {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
         StoreKind::Sqlite => Arc::new(SqliteStore::open(dir.join(format!("{name}.db")))?),
@@ -90,6 +95,7 @@ fn open_store(kind: StoreKind, dir: &Path, name: &str) -> Result<SharedStore, Bo
                 ..SqliteOptions::default()
             },
         )?),
+        StoreKind::Postgres => crate::pg::store(&crate::pg::fresh_schema(name))?,
     })
 }
 
@@ -175,6 +181,7 @@ pub(crate) async fn w1(
         StoreKind::Sqlite => throughput.goal(Goal::AtLeast(4000.0)),
         StoreKind::SqliteNormal => throughput,
         StoreKind::Memory => throughput.goal(Goal::AtLeast(500_000.0)),
+        StoreKind::Postgres => throughput.goal(Goal::AtLeast(2000.0)),
     };
     out.metrics.push(throughput);
     let mut per_step = Metric::new(
@@ -296,7 +303,7 @@ pub(crate) async fn w2(
     .reference(REF_W2);
     throughput = match kind {
         StoreKind::Sqlite => throughput.goal(Goal::AtLeast(75_000.0)),
-        StoreKind::SqliteNormal => throughput,
+        StoreKind::SqliteNormal | StoreKind::Postgres => throughput,
         StoreKind::Memory => throughput.goal(Goal::AtLeast(500_000.0)),
     };
     out.metrics.push(throughput);
@@ -476,7 +483,7 @@ pub(crate) async fn w3(
     sizes: &Sizes,
     out: &mut Out,
 ) -> Result<(), BoxError> {
-    if kind == StoreKind::SqliteNormal {
+    if matches!(kind, StoreKind::SqliteNormal | StoreKind::Postgres) {
         return Err("W3 runs against the memory and sqlite stores only".into());
     }
     let store_name = kind.name();
@@ -488,11 +495,14 @@ pub(crate) async fn w3(
         Ok(match kind {
             StoreKind::Memory => memory.clone(),
             StoreKind::Sqlite | StoreKind::SqliteNormal => Arc::new(SqliteStore::open(&db)?),
+            StoreKind::Postgres => {
+                return Err("W3 runs against the memory and sqlite stores only".into());
+            }
         })
     };
 
     // Record: create the run, then run it until it dies at step `history`.
-    let engine = workflows::engine(reopen()?)?;
+    let engine = workflows::restartable_engine(reopen()?)?;
     let id = workflows::start(&engine, total).await?;
     let record_start = Instant::now();
     match kind {
@@ -500,7 +510,7 @@ pub(crate) async fn w3(
             probe::kill_at(Some(history), false);
             execute_until_killed(&engine, &id).await?;
         }
-        StoreKind::Sqlite | StoreKind::SqliteNormal => {
+        StoreKind::Sqlite | StoreKind::SqliteNormal | StoreKind::Postgres => {
             drop(engine);
             run_victim(&db, &id, history)?;
             // The cold resume below gets the files exactly as the kill left them (WAL and
@@ -514,7 +524,7 @@ pub(crate) async fn w3(
         }
     }
     let record = record_start.elapsed();
-    let engine = workflows::engine(reopen()?)?;
+    let engine = workflows::restartable_engine(reopen()?)?;
     let recorded = engine
         .store()
         .events(&id)
@@ -534,7 +544,7 @@ pub(crate) async fn w3(
         millis(record),
         match kind {
             StoreKind::Memory => "dropped the execution while step #history hung (the in-memory analogue of a crash)",
-            StoreKind::Sqlite | StoreKind::SqliteNormal => "SIGKILLed the recording process while step #history ran",
+            StoreKind::Sqlite | StoreKind::SqliteNormal | StoreKind::Postgres => "SIGKILLed the recording process while step #history ran",
         }
     ));
 
@@ -544,7 +554,7 @@ pub(crate) async fn w3(
     let mut execute_to_first = Vec::new();
     for _ in 0..sizes.w3_resumes.max(1) {
         let start = Instant::now();
-        let engine = workflows::engine(reopen()?)?;
+        let engine = workflows::restartable_engine(reopen()?)?;
         probe::arm_first_step();
         probe::kill_at(Some(history), false);
         let execute_start = Instant::now();
@@ -558,7 +568,7 @@ pub(crate) async fn w3(
     let resume_median = percentile(&mut to_first, 50.0);
     let what = match kind {
         StoreKind::Memory => "new engine -> first new step (in-process, median)",
-        StoreKind::Sqlite | StoreKind::SqliteNormal => {
+        StoreKind::Sqlite | StoreKind::SqliteNormal | StoreKind::Postgres => {
             "reopen file + new engine -> first new step (in-process, median)"
         }
     };
@@ -611,7 +621,7 @@ pub(crate) async fn w3(
 
     match kind {
         StoreKind::Memory => {
-            let engine = workflows::engine(reopen()?)?;
+            let engine = workflows::restartable_engine(reopen()?)?;
             probe::arm_first_step();
             let start = Instant::now();
             let execution = engine.execute(&id).await?;
@@ -632,7 +642,7 @@ pub(crate) async fn w3(
                 millis(first - start)
             ));
         }
-        StoreKind::Sqlite | StoreKind::SqliteNormal => {
+        StoreKind::Sqlite | StoreKind::SqliteNormal | StoreKind::Postgres => {
             let resumed = run_resumer(&restart_db, &id)?;
             check_resumed_counts(
                 resumed.replayed,
@@ -807,7 +817,7 @@ pub(crate) fn victim(db: &Path, id: &RunId, kill_at: u32) -> Result<(), BoxError
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let engine = workflows::engine(Arc::new(SqliteStore::open(db)?))?;
+        let engine = workflows::restartable_engine(Arc::new(SqliteStore::open(db)?))?;
         probe::kill_at(Some(kill_at), true);
         let execution = engine.execute(id).await?;
         Err(format!(
@@ -825,7 +835,7 @@ pub(crate) fn resume(db: PathBuf, id: RunId, main_us: u64) -> Result<(), BoxErro
         .enable_all()
         .build()?;
     let mut resumed = runtime.block_on(async move {
-        let engine = workflows::engine(Arc::new(SqliteStore::open(&db)?))?;
+        let engine = workflows::restartable_engine(Arc::new(SqliteStore::open(&db)?))?;
         let opened_us = probe::unix_micros();
         probe::arm_first_step();
         let execute_us = probe::unix_micros();

@@ -39,13 +39,21 @@
 //!   lease_owner, lease_expires_at, fence, cancel_requested)`; `pos` is the creation
 //!   order (runs created in the same microsecond list and claim in creation order);
 //!   indexed by `(created_at, pos)`, `(status, created_at, pos)`,
-//!   `(workflow, created_at, pos)`, `(status, wake_at)` and a partial index of the
-//!   unfinished runs by `(created_at, pos)` that [`Store::claim_due`] scans;
+//!   `(workflow, created_at, pos)` and `(status, wake_at)`;
 //! - `reprise_events(run_id → reprise_runs.id, seq, kind, correlation_id, attempt, at,
 //!   payload, PRIMARY KEY (run_id, seq))`;
 //! - `reprise_run_keys(key PRIMARY KEY, run_id → reprise_runs.id)` for exactly-once
 //!   creation ([`Store::create_run_once`]);
 //! - `reprise_cursors(name PRIMARY KEY, value, updated_at)`.
+//!
+//! Version 2 adds `reprise_runs.due_at`, a stored generated column: when the run may next
+//! be claimed (a queued run from its creation or retry time, a sleeping or waiting run
+//! from its wake-up time, a running one whose worker vanished from its creation; never
+//! before its lease expires; NULL for ended runs and hooks without timeout). Claims scan
+//! the partial index `(due_at, pos) WHERE due_at IS NOT NULL` from its start and stop
+//! after `limit` rows, so runs in flight under a lease and runs asleep for hours cost a
+//! claim nothing. The table's fillfactor is 70, so the per-step update of a run's row
+//! usually fits on its page as a HOT update that touches no index.
 //!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
@@ -166,6 +174,28 @@ const MIGRATIONS: &[&str] = &[
         updated_at  BIGINT NOT NULL
     );
     "#,
+    // Version 2: claims walk only due runs. `due_at` is when a run may next be claimed:
+    // a queued run from its creation (or its retry time), a sleeping or waiting run from
+    // its wake-up time, an orphaned running run from its creation; never before its lease
+    // expires; NULL when nothing but an outside event (a hook delivery) can make it due,
+    // and for ended runs. Leased runs in flight and runs asleep for hours are then outside
+    // the index range a claim scans. Room on each page (fillfactor) lets the per-step
+    // update of `next_seq` be a HOT update that touches no index.
+    r#"
+    ALTER TABLE reprise_runs SET (fillfactor = 70);
+    ALTER TABLE reprise_runs ADD COLUMN due_at BIGINT GENERATED ALWAYS AS (
+        CASE
+            WHEN status = 'queued' OR status = 'running' THEN
+                GREATEST(CASE WHEN status = 'queued' THEN COALESCE(wake_at, created_at)
+                              ELSE created_at END,
+                         COALESCE(lease_expires_at, 0))
+            WHEN (status = 'sleeping' OR status = 'waiting') AND wake_at IS NOT NULL THEN
+                GREATEST(wake_at, COALESCE(lease_expires_at, 0))
+        END
+    ) STORED;
+    CREATE INDEX reprise_runs_due ON reprise_runs (due_at, pos) WHERE due_at IS NOT NULL;
+    DROP INDEX reprise_runs_unfinished;
+    "#,
 ];
 
 /// The columns of `reprise_runs`, in the order [`decode_run`] reads them.
@@ -218,12 +248,9 @@ const APPEND_SQL: &str = r#"
 const CLAIM_SQL: &str = "
     WITH due AS (
         SELECT id FROM reprise_runs
-        WHERE status IN ('queued', 'running', 'sleeping', 'waiting')
+        WHERE due_at <= $1::bigint
           AND (lease_owner IS NULL OR lease_expires_at <= $1::bigint)
-          AND (   (status = 'queued' AND (wake_at IS NULL OR wake_at <= $1::bigint))
-               OR (status IN ('sleeping', 'waiting') AND wake_at <= $1::bigint)
-               OR status = 'running')
-        ORDER BY created_at, pos
+        ORDER BY due_at, pos
         LIMIT $2::bigint
         FOR UPDATE SKIP LOCKED
     )
