@@ -145,9 +145,10 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
     ) -> Result<Acquired, EngineError>;
 
-    /// Claims up to `limit` runs that are due, earliest due first (a queued run is due from
-    /// its creation or retry time, a sleeping one from its wake-up time; runs due at the
-    /// same moment in creation order), leasing each to `owner` until `expires_at`. Due: `queued` with no `wake_at` or one at or before `now`; `sleeping`
+    /// Claims up to `limit` runs that are due, choosing the earliest due first (a queued or
+    /// running run is due from its creation or retry time, a sleeping or waiting one from
+    /// its wake-up time; ties in creation order), and returns their leases in creation
+    /// order; each is leased to `owner` until `expires_at`. Due: `queued` with no `wake_at` or one at or before `now`; `sleeping`
     /// or `waiting` with `wake_at` at or before `now` (a sleep ended, a hook timed out);
     /// `running` whose lease expired or was released (its worker died or shut down); and
     /// in every case no unexpired lease held by anyone. Atomic across processes: a run is

@@ -20,6 +20,13 @@
 //! value, updated_at)`. Lease operations go through the writer thread like appends, in
 //! `BEGIN IMMEDIATE` transactions, so two processes never claim one run.
 //!
+//! Version 3 adds `runs.due_at`, a virtual generated column: when the run may next be
+//! claimed (a queued run from its creation or retry time, a sleeping or waiting run from
+//! its wake-up time, a running one whose worker vanished from its creation; never before
+//! its lease expires; NULL for ended runs and hooks without timeout), with the partial
+//! index `runs_due`. A claim reads that index from its start and stops after `limit` due
+//! runs: runs in flight under a lease and runs asleep for hours cost it nothing.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -39,8 +46,8 @@
 //!
 //! # Reads
 //!
-//! Reads run on a small pool of read-only connections inside
-//! [`tokio::task::spawn_blocking`]; each read is one SQL statement, and WAL gives it a
+//! Reads run on a pool of at most four read-only connections, each inside
+//! [`tokio::task::spawn_blocking`] (further reads wait for a free one); each read is one SQL statement, and WAL gives it a
 //! consistent snapshot, so a read never sees half of an append. They must therefore be
 //! called from within a Tokio runtime (as every [`Store`] method is).
 //!
@@ -122,13 +129,33 @@ const MIGRATIONS: &[&str] = &[
         updated_at  INTEGER NOT NULL
     ) STRICT;
     "#,
+    // Version 3: claims walk only due runs, through `due_at` (when a run may next be
+    // claimed; see the module docs), so runs leased in flight and runs asleep for hours
+    // cost a claim nothing.
+    r#"
+    ALTER TABLE runs ADD COLUMN due_at INTEGER GENERATED ALWAYS AS (
+        CASE
+            WHEN status = 'queued' OR status = 'running' THEN
+                max(CASE WHEN status = 'queued' THEN coalesce(wake_at, created_at)
+                         ELSE created_at END,
+                    coalesce(lease_expires_at, 0))
+            WHEN (status = 'sleeping' OR status = 'waiting') AND wake_at IS NOT NULL THEN
+                max(wake_at, coalesce(lease_expires_at, 0))
+        END
+    ) VIRTUAL;
+    CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
+    DROP INDEX runs_unfinished;
+    "#,
 ];
 
 /// The most requests the writer thread puts into one transaction.
 const MAX_BATCH: usize = 1024;
 
-/// The most idle read connections kept open.
-const MAX_IDLE_READERS: usize = 4;
+/// The most reads running at once, and so the most read connections and blocking threads
+/// the store uses for reads. More concurrent reads wait for a free connection; without
+/// this bound, a thousand runs starting at once would each get a blocking thread (Tokio
+/// grows its pool to 512) and a fresh connection.
+const MAX_READERS: usize = 4;
 
 /// The columns of `runs`, in the order [`decode_run`] reads them.
 const RUN_COLUMNS: &str = r#"id, workflow, status, input, output, error, attempt, "trigger",
@@ -185,6 +212,8 @@ pub struct SqliteStore {
     /// `None` only while dropping.
     writer: Option<Writer>,
     readers: Arc<Readers>,
+    /// One permit per read connection (see [`MAX_READERS`]).
+    read_permits: tokio::sync::Semaphore,
 }
 
 struct Writer {
@@ -298,6 +327,7 @@ impl SqliteStore {
             path,
             writer: Some(Writer { requests, thread }),
             readers,
+            read_permits: tokio::sync::Semaphore::new(MAX_READERS),
         })
     }
 
@@ -322,6 +352,11 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, EngineError> + Send + 'static,
     {
+        let _permit = self
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| EngineError::Store("the SQLite store is closing".to_owned()))?;
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
             let conn = readers.take()?;
@@ -1007,24 +1042,25 @@ fn apply_claim(
     expires_at: i64,
     limit: i64,
 ) -> Result<Vec<Lease>, EngineError> {
-    // The rule of `store::is_due`, in SQL.
-    let ids: Vec<String> = conn
+    // The rule of `store::is_due`, in SQL: `due_at` (schema version 3) encodes it.
+    let mut ids: Vec<(i64, String)> = conn
         .prepare_cached(
-            "SELECT id FROM runs INDEXED BY runs_unfinished
-             WHERE status IN ('queued', 'running', 'sleeping', 'waiting')
+            "SELECT rowid, id FROM runs INDEXED BY runs_due
+             WHERE due_at <= ?1
                AND (lease_owner IS NULL OR lease_expires_at <= ?1)
-               AND (   (status = 'queued' AND (wake_at IS NULL OR wake_at <= ?1))
-                    OR (status IN ('sleeping', 'waiting') AND wake_at <= ?1)
-                    OR status = 'running')
-             ORDER BY created_at LIMIT ?2",
+             ORDER BY due_at, rowid LIMIT ?2",
         )
         .ctx("cannot claim runs")?
-        .query_map(rusqlite::params![now, limit], |row| row.get(0))
+        .query_map(rusqlite::params![now, limit], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .ctx("cannot claim runs")?
         .collect::<Result<_, _>>()
         .ctx("cannot claim runs")?;
+    // Chosen earliest due first; handed out in creation order.
+    ids.sort_unstable();
     ids.iter()
-        .map(|id| take_lease(conn, id, owner, expires_at))
+        .map(|(_, id)| take_lease(conn, id, owner, expires_at))
         .collect()
 }
 
@@ -1215,7 +1251,7 @@ impl Readers {
 
     fn put_back(&self, conn: Connection) {
         let mut idle = self.lock();
-        if idle.len() < MAX_IDLE_READERS {
+        if idle.len() < MAX_READERS {
             idle.push(conn);
         }
     }

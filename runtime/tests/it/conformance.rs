@@ -1232,6 +1232,16 @@ async fn which_runs_are_due(store: SharedStore) {
     for lease in &due {
         store.release(lease).await.unwrap();
     }
+    let due = store.claim_due("w", at(100), at(101), 2).await.unwrap();
+    assert_eq!(
+        leased_ids(&due),
+        ["queued", "sleeping"],
+        "with more runs due than `limit`, the earliest due are chosen (`retry-later` was \
+         created before `sleeping` but is due later)"
+    );
+    for lease in &due {
+        store.release(lease).await.unwrap();
+    }
     let due = store.claim_due("w", at(100), at(101), 100).await.unwrap();
     assert_eq!(
         leased_ids(&due),
