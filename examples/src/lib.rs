@@ -10,6 +10,9 @@
 //! - [`approval`]: `approval`, sends a resume URL, waits for a decision on a hook (the run
 //!   holds nothing while it waits), optionally with a timeout after which the request
 //!   expires, and acts on the outcome.
+//! - [`await_export`]: `await-export`, starts a remote job and polls it with a short
+//!   durable sleep between polls; the hot-run cache continues each wake-up in memory
+//!   instead of replaying the earlier polls.
 //! - [`delayed_followup`]: `delayed-followup`, sends a welcome, sleeps durably for the
 //!   input's `delay` (`"3d"`, or `"10s"` in a demo), then sends a follow-up.
 //! - [`digest`]: `daily-digest`, started by a cron schedule ([`digest::schedule`]) every
@@ -33,6 +36,7 @@
 //! `cargo run -p reprise-examples -- dev` serves them all.
 
 pub mod approval;
+pub mod await_export;
 pub mod book_trip;
 pub mod delayed_followup;
 pub mod digest;

@@ -7,6 +7,7 @@ mod app;
 mod book_trip;
 mod crash;
 mod file_digest;
+mod hot_runs;
 mod many_workers;
 mod replay;
 mod signup;
