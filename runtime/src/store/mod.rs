@@ -17,6 +17,8 @@ mod codec;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_appends;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

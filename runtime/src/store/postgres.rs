@@ -69,7 +69,9 @@
 //! # Writes and locking
 //!
 //! - [`Store::create_run`] and [`Store::append`] are each **one statement** (a
-//!   data-modifying `WITH`), so one round trip and one commit: the append's `UPDATE` of
+//!   data-modifying `WITH`), so one round trip and one commit; concurrent appends of
+//!   different runs share one statement and one commit (group commit, see
+//!   `postgres_appends`). The append's `UPDATE` of
 //!   the run row checks `next_seq = first_seq` and, for a fenced append, `fence` and a
 //!   held lease, in its `WHERE` clause; the events are inserted (`UNNEST` of arrays) only
 //!   for the row it updated. Concurrent appends to one run serialize on the row lock;
@@ -109,6 +111,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -119,11 +122,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::codec::{corrupt, fence_param, json, micros, number, timestamp};
+use super::postgres_appends::{EncodedAppend, GroupCommit};
 use super::{Acquired, Append, Lease, Store};
 use crate::EngineError;
-use crate::event::{
-    Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
-};
+use crate::event::{Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
 
 /// The migrations, in order: entry `i` brings the schema to version `i + 1`.
 ///
@@ -228,30 +230,6 @@ const CREATE_RUN_SQL: &str = r#"
     INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
     SELECT id, 0, $12::text, $13::text, $14::bigint, $15::bigint, $16::text::json FROM run"#;
 
-const APPEND_SQL: &str = r#"
-    WITH run AS (
-        UPDATE reprise_runs SET
-            status = COALESCE($3::text, status),
-            attempt = COALESCE($4::bigint, attempt),
-            output = COALESCE($5::text::json, output),
-            error = COALESCE($6::text::json, error),
-            wake_at = CASE WHEN $7::boolean THEN $8::bigint ELSE wake_at END,
-            updated_at = $9::bigint,
-            next_seq = $2::bigint + cardinality($10::text[])
-        WHERE id = $1::text AND next_seq = $2::bigint
-          AND ($11::bigint IS NULL OR (fence = $11::bigint AND lease_owner IS NOT NULL))
-        RETURNING id
-    ), inserted AS (
-        INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
-        SELECT run.id, $2::bigint + e.ord - 1, e.kind, e.correlation_id, e.attempt, e.at,
-               e.payload::json
-        FROM run,
-             UNNEST($10::text[], $12::text[], $13::bigint[], $14::bigint[], $15::text[])
-                 WITH ORDINALITY AS e (kind, correlation_id, attempt, at, payload, ord)
-        RETURNING 1
-    )
-    SELECT count(*) FROM run"#;
-
 const CLAIM_SQL: &str = "
     WITH due AS (
         SELECT id FROM reprise_runs
@@ -296,6 +274,8 @@ pub struct PostgresStore {
     schema: Option<String>,
     /// Set once the migrations have been applied (or found applied) through this store.
     migrated: OnceCell<()>,
+    /// The append queue: group commit of concurrent appends.
+    appends: Arc<GroupCommit>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -397,6 +377,7 @@ impl PostgresStore {
             pool,
             schema: options.schema,
             migrated: OnceCell::new(),
+            appends: Arc::new(GroupCommit::default()),
         })
     }
 
@@ -841,7 +822,6 @@ impl Store for PostgresStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
-        let what = "cannot append";
         let Append {
             run_id,
             first_seq,
@@ -849,103 +829,49 @@ impl Store for PostgresStore {
             update,
             fence,
         } = append;
-        let run = run_id.as_str();
         let first = i64::try_from(first_seq).map_err(|_| {
             EngineError::Store(format!(
                 "run `{run_id}`: sequence number {first_seq} is out of range"
             ))
         })?;
         let updated_at = micros(events.last().map_or_else(Utc::now, |e| e.at));
-        let mut kinds = Vec::with_capacity(events.len());
-        let mut correlation_ids = Vec::with_capacity(events.len());
-        let mut attempts = Vec::with_capacity(events.len());
-        let mut ats = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        for event in &events {
-            kinds.push(event.kind.as_str());
-            correlation_ids.push(event.correlation_id.as_deref());
-            attempts.push(i64::from(event.attempt));
-            ats.push(micros(event.at));
-            payloads.push(serde_json::to_string(&event.payload)?);
-        }
-        let RunUpdate {
-            status,
-            attempt,
-            output,
-            error,
-            wake_at,
-        } = update;
-        let status = status.map(RunStatus::as_str);
-        let attempt = attempt.map(i64::from);
-        let output = output.as_ref().map(serde_json::to_string).transpose()?;
-        let error = error.as_ref().map(serde_json::to_string).transpose()?;
-        let set_wake = wake_at.is_some();
-        let wake = wake_at.flatten().map(micros);
-        let fence = fence.map(fence_param);
-
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(APPEND_SQL)
-            .await
-            .map_err(|e| pg(what, e))?;
-        let params: [&(dyn ToSql + Sync); 15] = [
-            &run,
-            &first,
-            &status,
-            &attempt,
-            &output,
-            &error,
-            &set_wake,
-            &wake,
-            &updated_at,
-            &kinds,
-            &fence,
-            &correlation_ids,
-            &attempts,
-            &ats,
-            &payloads,
-        ];
-        let row = client
-            .query_one(&stmt, &params)
-            .await
-            .map_err(|e| pg(what, e))?;
-        let updated: i64 = row.try_get(0).map_err(|e| pg(what, e))?;
-        if updated == 1 {
-            return Ok(());
-        }
-        // Nothing was written: find out why.
-        let Some(row) = client
-            .query_opt(
-                "SELECT next_seq, fence, lease_owner IS NOT NULL FROM reprise_runs
-                  WHERE id = $1::text",
-                &[&run],
-            )
-            .await
-            .map_err(|e| pg(what, e))?
-        else {
-            return Err(EngineError::UnknownRun(run.to_owned()));
+        let mut encoded = EncodedAppend {
+            run: run_id.0,
+            first_seq,
+            first,
+            status: update.status.map(RunStatus::as_str),
+            attempt: update.attempt.map(i64::from),
+            output: update
+                .output
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            error: update
+                .error
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            set_wake: update.wake_at.is_some(),
+            wake: update.wake_at.flatten().map(micros),
+            updated_at,
+            fence: fence.map(fence_param),
+            kinds: Vec::with_capacity(events.len()),
+            correlation_ids: Vec::with_capacity(events.len()),
+            attempts: Vec::with_capacity(events.len()),
+            ats: Vec::with_capacity(events.len()),
+            payloads: Vec::with_capacity(events.len()),
         };
-        let next_seq: i64 = column(&row, 0, run, "next_seq")?;
-        let current_fence: i64 = column(&row, 1, run, "fence")?;
-        let leased: bool = column(&row, 2, run, "lease_owner")?;
-        if let Some(fence) = fence
-            && (!leased || current_fence != fence)
-        {
-            return Err(EngineError::LeaseLost {
-                run: run.to_owned(),
-            });
+        for event in events {
+            encoded.kinds.push(event.kind.as_str());
+            encoded.attempts.push(i64::from(event.attempt));
+            encoded.ats.push(micros(event.at));
+            encoded
+                .payloads
+                .push(serde_json::to_string(&event.payload)?);
+            encoded.correlation_ids.push(event.correlation_id);
         }
-        if next_seq != first {
-            return Err(EngineError::Conflict {
-                run: run.to_owned(),
-                expected: first_seq,
-                found: u64::try_from(next_seq)
-                    .map_err(|_| corrupt(run, format!("negative next_seq {next_seq}")))?,
-            });
-        }
-        Err(EngineError::Store(format!(
-            "{what}: run `{run}` changed concurrently; retry"
-        )))
+        self.ready().await?;
+        self.appends.append(&self.pool, encoded).await
     }
 
     async fn run(&self, id: &RunId) -> Result<Option<RunRecord>, EngineError> {
@@ -1164,7 +1090,7 @@ fn decode_event(run_id: &RunId, row: &Row) -> Result<Event, EngineError> {
     })
 }
 
-fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
+pub(super) fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
     row: &'a Row,
     index: usize,
     run: &str,
@@ -1175,7 +1101,7 @@ fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
 }
 
 /// A Postgres error as [`EngineError::Store`], with the server's message when there is one.
-fn pg(what: &str, e: tokio_postgres::Error) -> EngineError {
+pub(super) fn pg(what: &str, e: tokio_postgres::Error) -> EngineError {
     match e.as_db_error() {
         Some(db) => EngineError::Store(format!("{what}: {db}")),
         None => EngineError::Store(format!("{what}: {e}")),

@@ -377,3 +377,90 @@ async fn open_accepts_postgres_urls_and_connects_lazily() {
     assert!(matches!(err, EngineError::Store(_)), "{err:?}");
     drop(store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_a_stale_one_fails_alone() {
+    let Some((store, _schema)) = fresh_store().await else {
+        return;
+    };
+    let store = std::sync::Arc::new(store);
+    let (good, stale) = (200, 50);
+    for i in 0..good + stale {
+        create(&*store, &format!("r{i:03}"), t(i)).await;
+    }
+    let step = |i: i64, first_seq: u64| reprise::store::Append {
+        run_id: RunId::from(format!("r{i:03}").as_str()),
+        first_seq,
+        events: vec![
+            NewEvent {
+                kind: EventKind::StepStarted,
+                correlation_id: Some(format!("s#{i}")),
+                attempt: 1,
+                at: t(1_000 + i),
+                payload: json!({ "input": i }),
+            },
+            NewEvent {
+                kind: EventKind::StepCompleted,
+                correlation_id: Some(format!("s#{i}")),
+                attempt: 1,
+                at: t(1_001 + i),
+                payload: json!({ "output": i * 2 }),
+            },
+        ],
+        update: reprise::event::RunUpdate {
+            status: Some(RunStatus::Running),
+            ..Default::default()
+        },
+        fence: None,
+    };
+    // All at once: the good appends are written in shared statements; the stale ones
+    // (a sequence number the log is not at) are in the same batches.
+    let appends = (0..good + stale).map(|i| {
+        let store = store.clone();
+        let first_seq = if i < good { 1 } else { 5 };
+        async move { store.append(step(i, first_seq)).await }
+    });
+    let results = futures::future::join_all(appends).await;
+    for (i, result) in results.iter().enumerate() {
+        if i < good as usize {
+            assert!(result.is_ok(), "append {i}: {result:?}");
+        } else {
+            assert!(
+                matches!(
+                    result,
+                    Err(reprise::EngineError::Conflict {
+                        expected: 5,
+                        found: 1,
+                        ..
+                    })
+                ),
+                "stale append {i}: {result:?}"
+            );
+        }
+    }
+    for i in 0..good + stale {
+        let id = RunId::from(format!("r{i:03}").as_str());
+        let events = store.events(&id).await.unwrap();
+        let record = store.run(&id).await.unwrap().unwrap();
+        if i < good {
+            assert_eq!(events.len(), 3, "run {i}");
+            assert_eq!(record.next_seq, 3);
+            assert_eq!(record.status, RunStatus::Running);
+            assert_eq!(events[2].event.payload, json!({ "output": i * 2 }));
+            assert_eq!(events[1].seq, 1);
+            assert_eq!(events[2].seq, 2);
+        } else {
+            assert_eq!(events.len(), 1, "a stale append wrote nothing (run {i})");
+            assert_eq!(record.next_seq, 1);
+            assert_eq!(record.status, RunStatus::Queued);
+        }
+    }
+    // Two appends to one run at once: one wins, the other is told the log moved on.
+    let both = futures::future::join(store.append(step(0, 3)), store.append(step(0, 3))).await;
+    let outcomes = [both.0.is_ok(), both.1.is_ok()];
+    assert_eq!(
+        outcomes.iter().filter(|ok| **ok).count(),
+        1,
+        "exactly one of two racing appends wins: {both:?}"
+    );
+}

@@ -1,0 +1,416 @@
+//! Appends to the Postgres store, with group commit: appends from concurrent runs that
+//! wait at the same moment are written by one statement, so they share one round trip,
+//! one executor start and one commit (one WAL flush) instead of paying each.
+//!
+//! The scheme is leader/follower group commit, as in database write-ahead logs: an
+//! append joins a queue; if fewer than [`MAX_WRITERS`] batches are being written, it
+//! starts a writer task, which takes everything queued (up to [`MAX_BATCH`] appends,
+//! at most one per run), writes it, answers each append, and goes on while the queue is
+//! not empty. With one append at a time (one run) every batch has one append, written
+//! by the same single statement as without batching; under load, batches grow by
+//! themselves. The writer is a spawned task, so an append whose caller goes away (a
+//! dropped execution) is still written and answered consistently.
+//!
+//! An append is acknowledged only after the statement that wrote it has committed. The
+//! statement checks each append's `next_seq` and fence in its `UPDATE`'s `WHERE` clause
+//! and inserts events only for the runs it updated, so one stale append fails alone;
+//! the appends that were not applied are then diagnosed one by one
+//! ([`EngineError::Conflict`], [`EngineError::LeaseLost`], [`EngineError::UnknownRun`]).
+//! If the statement itself fails (a connection error, a payload the server rejects),
+//! nothing of it was committed, and each append is retried alone, so a bad append never
+//! fails its neighbours.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use deadpool_postgres::Pool;
+use tokio::sync::oneshot;
+use tokio_postgres::types::ToSql;
+
+use super::codec::corrupt;
+use crate::EngineError;
+
+/// The most appends one statement writes.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// The most batches written at once (each holds one pooled connection).
+pub(super) const MAX_WRITERS: usize = 4;
+
+/// One append, encoded for the statement (owned: it may be written by another task).
+pub(super) struct EncodedAppend {
+    pub(super) run: String,
+    pub(super) first_seq: u64,
+    pub(super) first: i64,
+    pub(super) status: Option<&'static str>,
+    pub(super) attempt: Option<i64>,
+    pub(super) output: Option<String>,
+    pub(super) error: Option<String>,
+    pub(super) set_wake: bool,
+    pub(super) wake: Option<i64>,
+    pub(super) updated_at: i64,
+    pub(super) fence: Option<i64>,
+    pub(super) kinds: Vec<&'static str>,
+    pub(super) correlation_ids: Vec<Option<String>>,
+    pub(super) attempts: Vec<i64>,
+    pub(super) ats: Vec<i64>,
+    pub(super) payloads: Vec<String>,
+}
+
+/// One append: its run's row is updated only if `next_seq` (and the fence) match; its
+/// events are inserted only for the row it updated.
+const APPEND_SQL: &str = r#"
+    WITH run AS (
+        UPDATE reprise_runs SET
+            status = COALESCE($3::text, status),
+            attempt = COALESCE($4::bigint, attempt),
+            output = COALESCE($5::text::json, output),
+            error = COALESCE($6::text::json, error),
+            wake_at = CASE WHEN $7::boolean THEN $8::bigint ELSE wake_at END,
+            updated_at = $9::bigint,
+            next_seq = $2::bigint + cardinality($10::text[])
+        WHERE id = $1::text AND next_seq = $2::bigint
+          AND ($11::bigint IS NULL OR (fence = $11::bigint AND lease_owner IS NOT NULL))
+        RETURNING id
+    ), inserted AS (
+        INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
+        SELECT run.id, $2::bigint + e.ord - 1, e.kind, e.correlation_id, e.attempt, e.at,
+               e.payload::json
+        FROM run,
+             UNNEST($10::text[], $12::text[], $13::bigint[], $14::bigint[], $15::text[])
+                 WITH ORDINALITY AS e (kind, correlation_id, attempt, at, payload, ord)
+        RETURNING 1
+    )
+    SELECT count(*) FROM run"#;
+
+/// Many appends to distinct runs: the same checks per run, in one statement; returns the
+/// (1-based) positions of the appends it applied.
+const BATCH_SQL: &str = r#"
+    WITH a AS (
+        SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
+                             $6::text[], $7::boolean[], $8::bigint[], $9::bigint[],
+                             $10::bigint[], $11::bigint[])
+            WITH ORDINALITY AS a (run_id, first_seq, status, attempt, output, error,
+                                  set_wake, wake, updated_at, n, fence, idx)
+    ), run AS (
+        UPDATE reprise_runs AS r SET
+            status = COALESCE(a.status, r.status),
+            attempt = COALESCE(a.attempt, r.attempt),
+            output = COALESCE(a.output::json, r.output),
+            error = COALESCE(a.error::json, r.error),
+            wake_at = CASE WHEN a.set_wake THEN a.wake ELSE r.wake_at END,
+            updated_at = a.updated_at,
+            next_seq = a.first_seq + a.n
+        FROM a
+        WHERE r.id = a.run_id AND r.next_seq = a.first_seq
+          AND (a.fence IS NULL OR (r.fence = a.fence AND r.lease_owner IS NOT NULL))
+        RETURNING a.idx, a.run_id, a.first_seq
+    ), inserted AS (
+        INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
+        SELECT run.run_id, run.first_seq + e.ord, e.kind, e.correlation_id, e.attempt,
+               e.at, e.payload::json
+        FROM run
+        JOIN UNNEST($12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::bigint[],
+                    $17::bigint[], $18::text[])
+             AS e (append_idx, ord, kind, correlation_id, attempt, at, payload)
+          ON e.append_idx = run.idx
+        RETURNING 1
+    )
+    SELECT idx FROM run"#;
+
+struct Pending {
+    append: EncodedAppend,
+    reply: oneshot::Sender<Result<(), EngineError>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    writers: usize,
+}
+
+/// The append queue of one store (see the module docs).
+#[derive(Default)]
+pub(super) struct GroupCommit {
+    queue: Mutex<Queue>,
+}
+
+impl GroupCommit {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Pushes and takes only: a panic elsewhere cannot leave the queue half-updated.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends, durably: returns once the statement holding this append has committed.
+    ///
+    /// # Errors
+    /// As [`super::Store::append`].
+    pub(super) async fn append(
+        self: &Arc<Self>,
+        pool: &Pool,
+        append: EncodedAppend,
+    ) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let batch = {
+            let mut queue = self.lock();
+            queue.pending.push(Pending { append, reply });
+            if queue.writers < MAX_WRITERS {
+                queue.writers += 1;
+                Some(take_batch(&mut queue.pending))
+            } else {
+                None
+            }
+        };
+        if let Some(batch) = batch {
+            let writer = Writer {
+                queue: self.clone(),
+            };
+            tokio::spawn(writer.run(pool.clone(), batch));
+        }
+        answer.await.map_err(|_| {
+            EngineError::Store(
+                "the append's writer stopped before answering (the runtime is shutting down); \
+                 whether it was recorded shows in the run's log"
+                    .to_owned(),
+            )
+        })?
+    }
+}
+
+/// Takes up to [`MAX_BATCH`] queued appends, at most one per run (a run's later appends
+/// wait, in order, for the next batch).
+fn take_batch(pending: &mut Vec<Pending>) -> Vec<Pending> {
+    let mut runs = HashSet::new();
+    let mut batch = Vec::new();
+    let mut rest = Vec::new();
+    for p in pending.drain(..) {
+        if batch.len() < MAX_BATCH && runs.insert(p.append.run.clone()) {
+            batch.push(p);
+        } else {
+            rest.push(p);
+        }
+    }
+    *pending = rest;
+    batch
+}
+
+/// A writer task: writes batches while appends are queued. Counted in `Queue::writers`
+/// until it drops, however it ends.
+struct Writer {
+    queue: Arc<GroupCommit>,
+}
+
+impl Writer {
+    async fn run(self, pool: Pool, mut batch: Vec<Pending>) {
+        loop {
+            write(&pool, batch).await;
+            let mut queue = self.queue.lock();
+            if queue.pending.is_empty() {
+                return;
+            }
+            batch = take_batch(&mut queue.pending);
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let mut queue = self.queue.lock();
+        queue.writers = queue.writers.saturating_sub(1);
+    }
+}
+
+/// Writes a batch and answers each append.
+async fn write(pool: &Pool, batch: Vec<Pending>) {
+    let client = match pool.get().await {
+        Ok(client) => client,
+        Err(e) => {
+            let message = format!("cannot get a Postgres connection: {e}");
+            for p in batch {
+                let _ = p.reply.send(Err(EngineError::Store(message.clone())));
+            }
+            return;
+        }
+    };
+    // If the statement fails, nothing of it was committed: each append is then written
+    // alone, so that one the server rejects fails by itself.
+    if batch.len() > 1
+        && let Ok(applied) = write_many(&client, &batch).await
+    {
+        for (i, p) in batch.into_iter().enumerate() {
+            let result = if applied.contains(&(i as i64 + 1)) {
+                Ok(())
+            } else {
+                diagnose(&client, &p.append).await
+            };
+            let _ = p.reply.send(result);
+        }
+        return;
+    }
+    for p in batch {
+        let result = write_one(&client, &p.append).await;
+        let _ = p.reply.send(result);
+    }
+}
+
+fn pg(what: &str, e: tokio_postgres::Error) -> EngineError {
+    super::postgres::pg(what, e)
+}
+
+async fn write_one(
+    client: &deadpool_postgres::Client,
+    a: &EncodedAppend,
+) -> Result<(), EngineError> {
+    let what = "cannot append";
+    let stmt = client
+        .prepare_cached(APPEND_SQL)
+        .await
+        .map_err(|e| pg(what, e))?;
+    let params: [&(dyn ToSql + Sync); 15] = [
+        &a.run,
+        &a.first,
+        &a.status,
+        &a.attempt,
+        &a.output,
+        &a.error,
+        &a.set_wake,
+        &a.wake,
+        &a.updated_at,
+        &a.kinds,
+        &a.fence,
+        &a.correlation_ids,
+        &a.attempts,
+        &a.ats,
+        &a.payloads,
+    ];
+    let row = client
+        .query_one(&stmt, &params)
+        .await
+        .map_err(|e| pg(what, e))?;
+    let updated: i64 = row.try_get(0).map_err(|e| pg(what, e))?;
+    if updated == 1 {
+        return Ok(());
+    }
+    diagnose(client, a).await
+}
+
+async fn write_many(
+    client: &deadpool_postgres::Client,
+    batch: &[Pending],
+) -> Result<HashSet<i64>, EngineError> {
+    let what = "cannot append";
+    let stmt = client
+        .prepare_cached(BATCH_SQL)
+        .await
+        .map_err(|e| pg(what, e))?;
+    let n = batch.len();
+    let mut runs = Vec::with_capacity(n);
+    let mut firsts = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut outputs = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut set_wakes = Vec::with_capacity(n);
+    let mut wakes = Vec::with_capacity(n);
+    let mut updated_ats = Vec::with_capacity(n);
+    let mut counts = Vec::with_capacity(n);
+    let mut fences = Vec::with_capacity(n);
+    let mut e_append = Vec::new();
+    let mut e_ord = Vec::new();
+    let mut e_kind = Vec::new();
+    let mut e_correlation = Vec::new();
+    let mut e_attempt = Vec::new();
+    let mut e_at = Vec::new();
+    let mut e_payload = Vec::new();
+    for (i, p) in batch.iter().enumerate() {
+        let a = &p.append;
+        runs.push(a.run.as_str());
+        firsts.push(a.first);
+        statuses.push(a.status);
+        attempts.push(a.attempt);
+        outputs.push(a.output.as_deref());
+        errors.push(a.error.as_deref());
+        set_wakes.push(a.set_wake);
+        wakes.push(a.wake);
+        updated_ats.push(a.updated_at);
+        counts.push(a.kinds.len() as i64);
+        fences.push(a.fence);
+        for (ord, kind) in a.kinds.iter().enumerate() {
+            e_append.push(i as i64 + 1);
+            e_ord.push(ord as i64);
+            e_kind.push(*kind);
+            e_correlation.push(a.correlation_ids[ord].as_deref());
+            e_attempt.push(a.attempts[ord]);
+            e_at.push(a.ats[ord]);
+            e_payload.push(a.payloads[ord].as_str());
+        }
+    }
+    let params: [&(dyn ToSql + Sync); 18] = [
+        &runs,
+        &firsts,
+        &statuses,
+        &attempts,
+        &outputs,
+        &errors,
+        &set_wakes,
+        &wakes,
+        &updated_ats,
+        &counts,
+        &fences,
+        &e_append,
+        &e_ord,
+        &e_kind,
+        &e_correlation,
+        &e_attempt,
+        &e_at,
+        &e_payload,
+    ];
+    let rows = client
+        .query(&stmt, &params)
+        .await
+        .map_err(|e| pg(what, e))?;
+    rows.iter()
+        .map(|row| row.try_get::<_, i64>(0).map_err(|e| pg(what, e)))
+        .collect()
+}
+
+/// Why an append changed nothing: the run is unknown, its lease was lost, or its log
+/// moved on.
+async fn diagnose(
+    client: &deadpool_postgres::Client,
+    a: &EncodedAppend,
+) -> Result<(), EngineError> {
+    let what = "cannot append";
+    let run = a.run.as_str();
+    let Some(row) = client
+        .query_opt(
+            "SELECT next_seq, fence, lease_owner IS NOT NULL FROM reprise_runs
+              WHERE id = $1::text",
+            &[&run],
+        )
+        .await
+        .map_err(|e| pg(what, e))?
+    else {
+        return Err(EngineError::UnknownRun(run.to_owned()));
+    };
+    let next_seq: i64 = super::postgres::column(&row, 0, run, "next_seq")?;
+    let current_fence: i64 = super::postgres::column(&row, 1, run, "fence")?;
+    let leased: bool = super::postgres::column(&row, 2, run, "lease_owner")?;
+    if let Some(fence) = a.fence
+        && (!leased || current_fence != fence)
+    {
+        return Err(EngineError::LeaseLost {
+            run: run.to_owned(),
+        });
+    }
+    if next_seq != a.first {
+        return Err(EngineError::Conflict {
+            run: run.to_owned(),
+            expected: a.first_seq,
+            found: u64::try_from(next_seq)
+                .map_err(|_| corrupt(run, format!("negative next_seq {next_seq}")))?,
+        });
+    }
+    Err(EngineError::Store(format!(
+        "{what}: run `{run}` changed concurrently; retry"
+    )))
+}
