@@ -1125,72 +1125,97 @@ fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError>
 
 fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError> {
     let what = "cannot append";
-    if let Some(fence) = a.fence {
-        let current = lease_row(conn, &a.run_id)?;
-        if let Some((owner, _, current, _)) = current
-            && (owner.is_none() || current != fence_param(fence))
-        {
-            return Err(EngineError::LeaseLost {
-                run: a.run_id.clone(),
-            });
-        }
-    }
-    let next_seq: Option<i64> = conn
-        .prepare_cached("SELECT next_seq FROM runs WHERE id = ?1")
+    // The checks (`next_seq`, and the fence of a fenced append) are in the update's
+    // `WHERE` clause: one statement in the common case; the reason is looked up only
+    // when it changed nothing. The same semantics as `memory::apply_update`: `None`
+    // leaves a field alone, `wake_at: Some(None)` clears.
+    let next_seq = a.first_seq + a.events.len() as i64;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE runs SET
+                 status = COALESCE(?2, status),
+                 attempt = COALESCE(?3, attempt),
+                 output = COALESCE(?4, output),
+                 error = COALESCE(?5, error),
+                 wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
+                 updated_at = ?8,
+                 next_seq = ?9
+             WHERE id = ?1 AND next_seq = ?10
+               AND (?11 IS NULL OR (fence = ?11 AND lease_owner IS NOT NULL))",
+        )
         .ctx(what)?
-        .query_row([&a.run_id], |row| row.get(0))
-        .optional()
-        .map_err(|e| match e {
-            rusqlite::Error::InvalidColumnType(..)
-            | rusqlite::Error::FromSqlConversionFailure(..)
-            | rusqlite::Error::IntegralValueOutOfRange(..) => {
-                corrupt(&a.run_id, format!("column `next_seq`: {e}"))
-            }
-            e => EngineError::Store(format!("{what}: {e}")),
-        })?;
-    let Some(next_seq) = next_seq else {
-        return Err(EngineError::UnknownRun(a.run_id.clone()));
-    };
-    if next_seq != a.first_seq {
-        return Err(EngineError::Conflict {
-            run: a.run_id.clone(),
-            expected: a.first_seq as u64,
-            found: u64::try_from(next_seq)
-                .map_err(|_| corrupt(&a.run_id, format!("negative next_seq {next_seq}")))?,
-        });
+        .execute(rusqlite::params![
+            a.run_id,
+            a.status,
+            a.attempt,
+            a.output,
+            a.error,
+            a.wake_at.is_some(),
+            a.wake_at.flatten(),
+            a.updated_at,
+            next_seq,
+            a.first_seq,
+            a.fence.map(fence_param),
+        ])
+        .ctx(what)?;
+    if changed == 0 {
+        return Err(append_refused(conn, a));
     }
     let mut seq = a.first_seq;
     for event in &a.events {
         insert_event(conn, &a.run_id, seq, event)?;
         seq += 1;
     }
-    // The same semantics as `memory::apply_update`, as one statement (no need to read
-    // and re-encode the record): `None` leaves a field alone, `wake_at: Some(None)` clears.
-    conn.prepare_cached(
-        "UPDATE runs SET
-             status = COALESCE(?2, status),
-             attempt = COALESCE(?3, attempt),
-             output = COALESCE(?4, output),
-             error = COALESCE(?5, error),
-             wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
-             updated_at = ?8,
-             next_seq = ?9
-         WHERE id = ?1",
-    )
-    .ctx(what)?
-    .execute(rusqlite::params![
-        a.run_id,
-        a.status,
-        a.attempt,
-        a.output,
-        a.error,
-        a.wake_at.is_some(),
-        a.wake_at.flatten(),
-        a.updated_at,
-        seq,
-    ])
-    .ctx(what)?;
     Ok(())
+}
+
+/// Why an append's update changed nothing: the run is unknown, its lease was lost, or
+/// its log is not at `first_seq`.
+fn append_refused(conn: &Connection, a: &EncodedAppend) -> EngineError {
+    let what = "cannot append";
+    if let Some(fence) = a.fence {
+        match lease_row(conn, &a.run_id) {
+            Ok(Some((owner, _, current, _)))
+                if owner.is_none() || current != fence_param(fence) =>
+            {
+                return EngineError::LeaseLost {
+                    run: a.run_id.clone(),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+    let next_seq: Option<i64> = match conn
+        .prepare_cached("SELECT next_seq FROM runs WHERE id = ?1")
+        .ctx(what)
+    {
+        Ok(mut stmt) => match stmt.query_row([&a.run_id], |row| row.get(0)).optional() {
+            Ok(next_seq) => next_seq,
+            Err(
+                e @ (rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..)
+                | rusqlite::Error::IntegralValueOutOfRange(..)),
+            ) => return corrupt(&a.run_id, format!("column `next_seq`: {e}")),
+            Err(e) => return EngineError::Store(format!("{what}: {e}")),
+        },
+        Err(e) => return e,
+    };
+    let Some(next_seq) = next_seq else {
+        return EngineError::UnknownRun(a.run_id.clone());
+    };
+    match u64::try_from(next_seq) {
+        Ok(found) if next_seq != a.first_seq => EngineError::Conflict {
+            run: a.run_id.clone(),
+            expected: a.first_seq as u64,
+            found,
+        },
+        Ok(_) => EngineError::Store(format!(
+            "{what}: run `{}` changed concurrently; retry",
+            a.run_id
+        )),
+        Err(_) => corrupt(&a.run_id, format!("negative next_seq {next_seq}")),
+    }
 }
 
 fn insert_event(
