@@ -1161,10 +1161,8 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
     if changed == 0 {
         return Err(append_refused(conn, a));
     }
-    let mut seq = a.first_seq;
-    for event in &a.events {
+    for (seq, event) in (a.first_seq..).zip(&a.events) {
         insert_event(conn, &a.run_id, seq, event)?;
-        seq += 1;
     }
     Ok(())
 }
