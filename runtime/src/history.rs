@@ -1,6 +1,7 @@
 //! A run's recorded history, indexed by correlation id for replay.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -34,8 +35,56 @@ pub(crate) struct Recorded {
 /// Recorded steps by correlation id, built once per execution from the event log.
 #[derive(Debug, Default)]
 pub(crate) struct History {
-    by_id: HashMap<String, Recorded>,
+    by_id: HashMap<String, Recorded, IdHash>,
     answerable: usize,
+}
+
+/// The hasher of [`History`]'s index: a folded multiply over 8-byte words (the scheme of
+/// `foldhash` and `ahash`'s fallback), much cheaper than SipHash on short keys.
+///
+/// The index is filled once per event and looked up once per replayed step, so SipHash
+/// was a visible part of a resume. Its keys are correlation ids, which the workflow's own
+/// code produces (call sites and occurrence counters), not an adversary, so a hash without
+/// HashDoS resistance is fine here. The folded multiply carries every input bit into the
+/// low bits too, which the table's bucket index uses: ids differ mostly in their trailing
+/// digits, so a plain multiply (low bits depend only on low input bits) would collide.
+type IdHash = BuildHasherDefault<IdHasher>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    const SEED: u64 = 0x243f_6a88_85a3_08d3;
+
+    fn add(&mut self, word: u64) {
+        let full = u128::from(self.0 ^ word ^ Self::SEED) * u128::from(Self::K);
+        self.0 = (full as u64) ^ ((full >> 64) as u64);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(word);
+            self.add(u64::from_le_bytes(buf));
+        }
+        let rest = words.remainder();
+        // The length keeps "a" and "a\0" apart.
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(buf) ^ ((bytes.len() as u64) << 56));
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl History {
@@ -44,7 +93,19 @@ impl History {
     /// # Errors
     /// A message naming the event when a payload lacks a field replay needs.
     pub(crate) fn from_events(events: &[Event]) -> Result<History, String> {
-        let mut by_id: HashMap<String, Recorded> = HashMap::with_capacity(events.len() / 2);
+        let mut by_id: HashMap<String, Recorded, IdHash> =
+            HashMap::with_capacity_and_hasher(events.len() / 2, IdHash::default());
+        // The entry of `id`, allocating its key only when it is new (most ids have a
+        // `step_started` and a `step_completed` event).
+        fn slot<'a>(
+            by_id: &'a mut HashMap<String, Recorded, IdHash>,
+            id: &str,
+        ) -> &'a mut Recorded {
+            if !by_id.contains_key(id) {
+                by_id.insert(id.to_owned(), Recorded::default());
+            }
+            by_id.get_mut(id).expect("inserted above")
+        }
         for event in events {
             let Some(id) = event.event.correlation_id.as_deref() else {
                 continue;
@@ -58,12 +119,12 @@ impl History {
             };
             match event.event.kind {
                 EventKind::StepStarted => {
-                    let entry = by_id.entry(id.to_owned()).or_default();
+                    let entry = slot(&mut by_id, id);
                     entry.callee = str_field(payload, "callee").ok_or_else(|| bad("callee"))?;
                     entry.digest = str_field(payload, "digest").unwrap_or_default();
                 }
                 EventKind::StepCompleted => {
-                    let entry = by_id.entry(id.to_owned()).or_default();
+                    let entry = slot(&mut by_id, id);
                     if let Some(callee) = str_field(payload, "callee") {
                         entry.callee = callee;
                     }
@@ -71,14 +132,14 @@ impl History {
                     entry.outcome = Some(Ok(output));
                 }
                 EventKind::StepFailed => {
-                    let entry = by_id.entry(id.to_owned()).or_default();
+                    let entry = slot(&mut by_id, id);
                     let error = payload.get("error").cloned().ok_or_else(|| bad("error"))?;
                     let error: ActionError = serde_json::from_value(error)
                         .map_err(|e| format!("{}: {e}", bad("valid error")))?;
                     entry.outcome = Some(Err(error));
                 }
                 EventKind::SleepStarted => {
-                    let entry = by_id.entry(id.to_owned()).or_default();
+                    let entry = slot(&mut by_id, id);
                     let wake_at = payload
                         .get("wake_at")
                         .and_then(|v| serde_json::from_value(v.clone()).ok())
@@ -87,10 +148,10 @@ impl History {
                     entry.wake_at = Some(wake_at);
                 }
                 EventKind::SleepCompleted => {
-                    by_id.entry(id.to_owned()).or_default().sleep_done = true;
+                    slot(&mut by_id, id).sleep_done = true;
                 }
                 EventKind::HookCreated => {
-                    let entry = by_id.entry(id.to_owned()).or_default();
+                    let entry = slot(&mut by_id, id);
                     entry.callee = "hook".to_owned();
                     entry.token_hash = str_field(payload, "token_hash");
                     entry.hook_timeout_at = payload
@@ -98,7 +159,7 @@ impl History {
                         .and_then(|t| serde_json::from_value(t.clone()).ok());
                 }
                 EventKind::HookReceived => {
-                    let entry = by_id.entry(id.to_owned()).or_default();
+                    let entry = slot(&mut by_id, id);
                     if payload.get("timed_out") == Some(&Value::Bool(true)) {
                         entry.hook_timed_out = true;
                     } else {
@@ -146,4 +207,29 @@ fn str_field(payload: &Value, field: &str) -> Option<String> {
         .get(field)
         .and_then(Value::as_str)
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+
+    use super::IdHash;
+
+    /// Correlation ids differ in their last characters; the bucket index (low bits) must
+    /// still spread them.
+    #[test]
+    fn id_hash_spreads_similar_ids_over_buckets() {
+        let hasher = IdHash::default();
+        let n = 10_000u64;
+        let buckets: HashSet<u64> = (0..n)
+            .map(|i| hasher.hash_one(format!("bench-step#{i}")) & 0x3fff)
+            .collect();
+        // 10,000 ids into 16,384 buckets at random fill ~7,400 of them.
+        assert!(buckets.len() > 7_000, "{} buckets used", buckets.len());
+        let nested: HashSet<u64> = (0..n)
+            .map(|i| hasher.hash_one(format!("parent#0/child@{}#{}", i % 7, i / 7)) & 0x3fff)
+            .collect();
+        assert!(nested.len() > 7_000, "{} buckets used", nested.len());
+    }
 }

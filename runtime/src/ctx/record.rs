@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use futures::FutureExt;
 use serde_json::{Value, json};
 
-use super::step::{digest, panic_error};
+use super::step::{digest, panic_error, single_field, started_payload};
 use super::{Ctx, poisoned_error, store_failure};
 use crate::ActionError;
 use crate::event::{EventKind, RunUpdate};
@@ -102,7 +102,7 @@ where
         EventKind::StepStarted,
         Some(id),
         1,
-        json!({ "callee": callee, "kind": kind, "input": input, "digest": digest }),
+        started_payload(callee, kind, input.clone(), digest),
     ));
     let result = match AssertUnwindSafe(body()).catch_unwind().await {
         Ok(result) => result,
@@ -110,7 +110,7 @@ where
     };
     let (event, returned) = match result {
         Ok(JsonOutput { output, extra }) => {
-            let mut payload = json!({ "output": output });
+            let mut payload = single_field("output", output.clone());
             if let Some((field, value)) = extra {
                 payload[field] = value;
             }

@@ -9,6 +9,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures::FutureExt;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -37,10 +38,70 @@ pub fn run_step<S: Step>(
 }
 
 /// A stable digest of a step input: SHA-256 of its JSON text, first 16 hex digits.
+///
+/// Computed for every step, live and replayed, so it avoids allocation where it can: the
+/// JSON text goes into a per-thread buffer, and the hex is written from a table.
 pub(crate) fn digest(value: &Value) -> String {
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
-    let hash = Sha256::digest(&bytes);
-    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+    thread_local! {
+        static TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let hash = TEXT.with(|text| {
+        // Serializing a `Value` calls no user code, so the buffer is never borrowed twice;
+        // still, a nested borrow would fall back to a fresh buffer rather than panic.
+        let mut fresh = Vec::new();
+        let mut borrowed = text.try_borrow_mut();
+        let bytes = match borrowed.as_deref_mut() {
+            Ok(buffer) => buffer,
+            Err(_) => &mut fresh,
+        };
+        bytes.clear();
+        if serde_json::to_writer(&mut *bytes, value).is_err() {
+            bytes.clear(); // as before: an unserializable value digests as empty text
+        }
+        let hash = Sha256::digest(&*bytes);
+        if bytes.capacity() > 64 * 1024 {
+            *bytes = Vec::new(); // do not keep a huge input's buffer alive
+        }
+        hash
+    });
+    hex(&hash[..8])
+}
+
+/// Lower-case hex of `bytes`, two digits a byte (what `format!("{b:02x}")` writes).
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * bytes.len());
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// The `step_started` payload `{"callee", "kind", "input", "digest"}`, built from owned
+/// values (`json!` would serialize the input `Value` into a copy of itself).
+pub(crate) fn started_payload(callee: &str, kind: &str, input: Value, digest: String) -> Value {
+    let mut payload = serde_json::Map::new();
+    payload.insert("callee".to_owned(), Value::String(callee.to_owned()));
+    payload.insert("kind".to_owned(), Value::String(kind.to_owned()));
+    payload.insert("input".to_owned(), input);
+    payload.insert("digest".to_owned(), Value::String(digest));
+    Value::Object(payload)
+}
+
+/// A payload with one field, `{field: value}`, without re-serializing `value`.
+pub(crate) fn single_field(field: &str, value: Value) -> Value {
+    let mut payload = serde_json::Map::new();
+    payload.insert(field.to_owned(), value);
+    Value::Object(payload)
+}
+
+/// How `kind` is written in a `step_started` payload (its serde name).
+fn kind_name(kind: StepKind) -> &'static str {
+    match kind {
+        StepKind::Action => "action",
+        StepKind::Workflow => "workflow",
+    }
 }
 
 fn serde_error(what: &str, slug: &str, error: serde_json::Error) -> ActionError {
@@ -88,7 +149,7 @@ pub(crate) async fn execute<S: Step>(
                     return Err(error);
                 }
                 run.answered_from_log();
-                return serde_json::from_value(output.clone())
+                return S::Output::deserialize(output)
                     .map_err(|e| serde_error("recorded output", S::SLUG, e));
             }
             Some(Err(error)) => {
@@ -122,7 +183,7 @@ pub(crate) async fn execute<S: Step>(
         EventKind::StepStarted,
         Some(&id),
         1,
-        json!({ "callee": S::SLUG, "kind": kind, "input": input_json, "digest": digest }),
+        started_payload(S::SLUG, kind_name(kind), input_json.clone(), digest),
     ));
 
     let input_check = validator_for::<S::Input>()
@@ -171,7 +232,7 @@ pub(crate) async fn execute<S: Step>(
                 EventKind::StepCompleted,
                 Some(&id),
                 attempts,
-                json!({ "output": output_json }),
+                single_field("output", output_json),
             ),
             Ok(output),
         ),
@@ -294,4 +355,56 @@ pub(crate) fn panic_error(slug: &str, panic: Box<dyn std::any::Any + Send>) -> A
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic with a non-string payload".to_owned());
     ActionError::new(kinds::PANIC, format!("`{slug}` panicked: {message}"), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use sha2::{Digest, Sha256};
+
+    use super::{digest, kind_name, single_field, started_payload};
+    use crate::step::StepKind;
+
+    /// The digest as it was first written: recorded logs hold these values.
+    fn reference_digest(value: &Value) -> String {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        let hash = Sha256::digest(&bytes);
+        hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn digest_is_unchanged() {
+        let big = Value::String("x".repeat(100_000));
+        for value in [
+            json!(null),
+            json!({}),
+            json!({ "i": 7 }),
+            json!({ "z": [1, 2.5, -3], "a": { "b": "ü\n\"" } }),
+            big.clone(),
+            json!({ "after": "a big input" }),
+        ] {
+            assert_eq!(digest(&value), reference_digest(&value), "{value}");
+        }
+        assert_eq!(digest(&json!({ "i": 7 })), "a361a366dc1d1ed2"); // `printf '{"i":7}' | sha256sum`
+    }
+
+    #[test]
+    fn payloads_match_json_macro() {
+        for kind in [StepKind::Action, StepKind::Workflow] {
+            let input = json!({ "i": 1, "nested": { "x": [1.5, "y"] } });
+            assert_eq!(
+                started_payload("slug", kind_name(kind), input.clone(), "0011".to_owned()),
+                json!({ "callee": "slug", "kind": kind, "input": input, "digest": "0011" })
+            );
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(json!(kind_name(kind)))
+            );
+        }
+        let output = json!({ "i": 1, "twice": 2 });
+        assert_eq!(
+            single_field("output", output.clone()),
+            json!({ "output": output })
+        );
+    }
 }

@@ -29,7 +29,9 @@ struct Runs {
 #[derive(Debug)]
 struct Entry {
     record: RunRecord,
-    events: Vec<Event>,
+    /// The log: event `seq` is at index `seq` (kept without its run id, which is the
+    /// entry's key, so an append allocates nothing per event beyond the `Vec`).
+    events: Vec<NewEvent>,
     /// The lease holder and expiry, while leased.
     lease: Option<(String, DateTime<Utc>)>,
     fence: u64,
@@ -101,18 +103,13 @@ fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(
         )));
     }
     let id = record.id.clone();
-    let event = Event {
-        run_id: id.clone(),
-        seq: 0,
-        event: created,
-    };
     let mut record = record;
     record.next_seq = 1;
     runs.by_id.insert(
         id.clone(),
         Entry {
             record,
-            events: vec![event],
+            events: vec![created],
             lease: None,
             fence: 0,
             cancel_requested: false,
@@ -177,15 +174,30 @@ impl Store for MemoryStore {
     ) -> Result<Vec<Lease>, EngineError> {
         let mut runs = self.lock();
         let Runs { by_id, order, .. } = &mut *runs;
-        let mut claimed = Vec::new();
-        for id in order.iter() {
-            if claimed.len() >= limit {
-                break;
-            }
-            let Some(entry) = by_id.get_mut(id) else {
-                continue;
-            };
-            if !entry.leased_at(now) && is_due(entry.record.status, entry.record.wake_at, now) {
+        // Earliest due first (see `Store::claim_due`), then handed out in creation order.
+        let mut due: Vec<(DateTime<Utc>, usize)> = order
+            .iter()
+            .enumerate()
+            .filter_map(|(position, id)| {
+                let entry = by_id.get(id)?;
+                let record = &entry.record;
+                (!entry.leased_at(now) && is_due(record.status, record.wake_at, now)).then(|| {
+                    let due_at = match record.status {
+                        crate::RunStatus::Sleeping | crate::RunStatus::Waiting => record.wake_at,
+                        crate::RunStatus::Queued => record.wake_at,
+                        _ => None,
+                    };
+                    (due_at.unwrap_or(record.created_at), position)
+                })
+            })
+            .collect();
+        due.sort_unstable();
+        due.truncate(limit);
+        due.sort_unstable_by_key(|&(_, position)| position);
+        let mut claimed = Vec::with_capacity(due.len());
+        for (_, position) in due {
+            let id = &order[position];
+            if let Some(entry) = by_id.get_mut(id) {
                 claimed.push(entry.lease(id, owner, expires_at));
             }
         }
@@ -281,13 +293,7 @@ impl Store for MemoryStore {
             .last()
             .map(|e| e.at)
             .unwrap_or_else(chrono::Utc::now);
-        for (offset, event) in append.events.into_iter().enumerate() {
-            events.push(Event {
-                run_id: append.run_id.clone(),
-                seq: append.first_seq + offset as u64,
-                event,
-            });
-        }
+        events.extend(append.events);
         record.next_seq = events.len() as u64;
         apply_update(record, &append.update, at);
         Ok(())
@@ -298,12 +304,20 @@ impl Store for MemoryStore {
     }
 
     async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError> {
-        Ok(self
-            .lock()
-            .by_id
-            .get(id)
-            .map(|entry| entry.events.clone())
-            .unwrap_or_default())
+        let runs = self.lock();
+        let Some(entry) = runs.by_id.get(id) else {
+            return Ok(Vec::new());
+        };
+        Ok(entry
+            .events
+            .iter()
+            .zip(0u64..)
+            .map(|(event, seq)| Event {
+                run_id: id.clone(),
+                seq,
+                event: event.clone(),
+            })
+            .collect())
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
