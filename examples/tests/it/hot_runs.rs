@@ -34,7 +34,7 @@ async fn poll_to_the_end(hot_capacity: usize) -> (reprise::Execution, Vec<EventK
             ExportRequest {
                 dataset: "orders".to_owned(),
                 polls_needed: POLLS,
-                interval: "10ms".to_owned(),
+                interval: "20ms".to_owned(),
             },
         )
         .await
@@ -87,16 +87,35 @@ async fn short_sleeps_continue_in_memory_and_write_the_same_log_as_replays() {
         hot.replayed, 0,
         "with the cache, every wake-up continued in place"
     );
-    // Without it, wake-up k replays the start, k polls and k-1 finished sleeps.
-    let quadratic = u64::from(POLLS - 1) * u64::from(POLLS) / 2;
+    // Without it, the j-th wake-up replays at least the j polls before it. (A sleep whose
+    // time is already over when it is first reached, on a slow machine, ends at once
+    // without a wake-up; so the wake-ups are counted from the log.)
+    let wakeups = cold_log
+        .iter()
+        .filter(|k| **k == EventKind::RunSuspended)
+        .count() as u64;
+    assert!(wakeups > 0);
     assert!(
-        cold.replayed >= quadratic,
-        "without the cache each wake-up replays the earlier polls ({} replayed)",
+        cold.replayed >= wakeups * (wakeups + 1) / 2,
+        "without the cache each wake-up replays the earlier polls ({} replayed over \
+         {wakeups} wake-ups)",
         cold.replayed
     );
     assert_eq!(hot.executed, cold.executed);
 
-    assert_eq!(hot_log, cold_log, "the same events in the same order");
+    // The same steps and sleeps in the same order; where the run suspended and started
+    // again depends on timing, not on the cache.
+    let steps = |log: &[EventKind]| -> Vec<EventKind> {
+        log.iter()
+            .copied()
+            .filter(|k| !matches!(k, EventKind::RunSuspended | EventKind::RunStarted))
+            .collect()
+    };
+    assert_eq!(
+        steps(&hot_log),
+        steps(&cold_log),
+        "the same events in the same order"
+    );
     assert_each_effect_once(&hot_effects);
     assert_each_effect_once(&cold_effects);
 }
@@ -120,7 +139,7 @@ async fn a_restart_mid_loop_replays_once_then_goes_on() {
             ExportRequest {
                 dataset: "orders".to_owned(),
                 polls_needed: 4,
-                interval: "10ms".to_owned(),
+                interval: "100ms".to_owned(),
             },
         )
         .await
@@ -129,7 +148,7 @@ async fn a_restart_mid_loop_replays_once_then_goes_on() {
     for _ in 0..2 {
         let execution = first.execute(&id).await.unwrap();
         assert!(matches!(execution.outcome, RunOutcome::Suspended(_)));
-        tokio::time::sleep(Duration::from_millis(15)).await;
+        tokio::time::sleep(Duration::from_millis(120)).await;
     }
     assert_eq!(first.hot_runs(), 1);
     first.clear_hot_runs();
@@ -141,7 +160,7 @@ async fn a_restart_mid_loop_replays_once_then_goes_on() {
     assert!(matches!(execution.outcome, RunOutcome::Suspended(_)));
     assert!(execution.replayed >= 3, "replayed {}", execution.replayed);
     // ...and the next ones continue in memory.
-    tokio::time::sleep(Duration::from_millis(15)).await;
+    tokio::time::sleep(Duration::from_millis(120)).await;
     let execution = second.drive(&id).await.unwrap();
     assert_eq!(execution.replayed, 0);
     let RunOutcome::Completed(output) = execution.outcome else {
