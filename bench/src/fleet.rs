@@ -18,7 +18,7 @@ use crate::BoxError;
 use crate::report::{Goal, Metric};
 use crate::system::{cpu_seconds, rss_mib};
 use crate::workflows;
-use crate::workloads::{Out, REF_W2, Sizes, StoreKind, THROUGHPUT};
+use crate::workloads::{Out, REF_W2, Sizes, StoreKind, StoreSpec, THROUGHPUT};
 
 /// Slots per worker (`REPRISE_BENCH_SLOTS` overrides, for experiments).
 fn worker_concurrency() -> usize {
@@ -369,34 +369,11 @@ pub(crate) async fn sleepers(
     Ok(())
 }
 
-/// Where the idle worker finds its store.
-enum StoreSpec {
-    File(std::path::PathBuf),
-    Schema(String),
-}
-
-impl StoreSpec {
-    fn open(&self) -> Result<SharedStore, BoxError> {
-        match self {
-            StoreSpec::File(path) => Ok(Arc::new(reprise::store::SqliteStore::open(path)?)),
-            StoreSpec::Schema(schema) => crate::pg::store(schema),
-        }
-    }
-}
-
 fn run_idle_worker(spec: &StoreSpec) -> Result<IdleWorker, BoxError> {
     let mut command = Command::new(std::env::current_exe()?);
-    command.args(["--internal", "idle-worker"]);
-    match spec {
-        StoreSpec::File(path) => command.arg("--db").arg(path),
-        StoreSpec::Schema(schema) => {
-            command.args(["--schema", schema]);
-            if let Some(url) = crate::pg::url() {
-                command.args(["--postgres-url", url]);
-            }
-            &mut command
-        }
-    };
+    command
+        .args(["--internal", "idle-worker"])
+        .args(spec.args());
     let output = command.output()?;
     if !output.status.success() {
         return Err(format!(

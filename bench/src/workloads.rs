@@ -99,6 +99,41 @@ pub(crate) fn open_store(kind: StoreKind, dir: &Path, name: &str) -> Result<Shar
     })
 }
 
+/// Where a child process finds its store: a SQLite file, or a Postgres schema of the
+/// configured database.
+#[derive(Clone, Debug)]
+pub(crate) enum StoreSpec {
+    /// A SQLite file.
+    File(PathBuf),
+    /// A schema of `--postgres-url`.
+    Schema(String),
+}
+
+impl StoreSpec {
+    /// Opens the store.
+    pub(crate) fn open(&self) -> Result<SharedStore, BoxError> {
+        match self {
+            StoreSpec::File(path) => Ok(Arc::new(SqliteStore::open(path)?)),
+            StoreSpec::Schema(schema) => crate::pg::store(schema),
+        }
+    }
+
+    /// The command-line arguments that name it to a child process of this binary.
+    pub(crate) fn args(&self) -> Vec<String> {
+        match self {
+            StoreSpec::File(path) => vec!["--db".to_owned(), path.display().to_string()],
+            StoreSpec::Schema(schema) => {
+                let mut args = vec!["--schema".to_owned(), schema.clone()];
+                if let Some(url) = crate::pg::url() {
+                    args.push("--postgres-url".to_owned());
+                    args.push(url.to_owned());
+                }
+                args
+            }
+        }
+    }
+}
+
 /// Per-step cost in µs: time between a step's `step_completed` and the previous step's
 /// (the first one: since `run_started`), read from the timestamps in the log.
 fn step_costs(events: &[Event]) -> Vec<f64> {
@@ -472,8 +507,8 @@ pub(crate) async fn flat(
 }
 
 /// W3: a run of `history + after` steps is stopped dead at step `history` (in-process: its
-/// future is dropped while step `history` hangs; SQLite also in a separate process
-/// killed with SIGKILL), then resumed by a new engine, replaying `history` steps.
+/// future is dropped while step `history` hangs; SQLite and Postgres also in a separate
+/// process killed with SIGKILL), then resumed by a new engine, replaying `history` steps.
 pub(crate) async fn w3(
     kind: StoreKind,
     label: &str,
@@ -483,22 +518,31 @@ pub(crate) async fn w3(
     sizes: &Sizes,
     out: &mut Out,
 ) -> Result<(), BoxError> {
-    if matches!(kind, StoreKind::SqliteNormal | StoreKind::Postgres) {
-        return Err("W3 runs against the memory and sqlite stores only".into());
+    if kind == StoreKind::SqliteNormal {
+        return Err("W3 runs against the memory, sqlite and postgres stores only".into());
     }
     let store_name = kind.name();
     let total = history + after;
     let db = dir.join(format!("{label}.db"));
     let restart_db = dir.join(format!("{label}-restart.db"));
+    // Postgres: one schema; the processes that record and resume the run all open it.
+    let schema = (kind == StoreKind::Postgres).then(|| crate::pg::fresh_schema(label));
+    let (recording, restarting) = match &schema {
+        Some(schema) => (
+            StoreSpec::Schema(schema.clone()),
+            StoreSpec::Schema(schema.clone()),
+        ),
+        None => (
+            StoreSpec::File(db.clone()),
+            StoreSpec::File(restart_db.clone()),
+        ),
+    };
     let memory: SharedStore = Arc::new(MemoryStore::new());
     let reopen = || -> Result<SharedStore, BoxError> {
-        Ok(match kind {
-            StoreKind::Memory => memory.clone(),
-            StoreKind::Sqlite | StoreKind::SqliteNormal => Arc::new(SqliteStore::open(&db)?),
-            StoreKind::Postgres => {
-                return Err("W3 runs against the memory and sqlite stores only".into());
-            }
-        })
+        match kind {
+            StoreKind::Memory => Ok(memory.clone()),
+            _ => recording.open(),
+        }
     };
 
     // Record: create the run, then run it until it dies at step `history`.
@@ -512,9 +556,11 @@ pub(crate) async fn w3(
         }
         StoreKind::Sqlite | StoreKind::SqliteNormal | StoreKind::Postgres => {
             drop(engine);
-            run_victim(&db, &id, history)?;
+            run_victim(&recording, &id, history)?;
             // The cold resume below gets the files exactly as the kill left them (WAL and
             // all); the in-process resumes, which close the file cleanly, use the original.
+            // (Postgres: the server keeps the state; the in-process resumes below only add
+            // `run_started` events, which the cold resume replays like any other.)
             for suffix in ["", "-wal", "-shm"] {
                 let from = PathBuf::from(format!("{}{suffix}", db.display()));
                 if from.exists() {
@@ -568,8 +614,11 @@ pub(crate) async fn w3(
     let resume_median = percentile(&mut to_first, 50.0);
     let what = match kind {
         StoreKind::Memory => "new engine -> first new step (in-process, median)",
-        StoreKind::Sqlite | StoreKind::SqliteNormal | StoreKind::Postgres => {
+        StoreKind::Sqlite | StoreKind::SqliteNormal => {
             "reopen file + new engine -> first new step (in-process, median)"
+        }
+        StoreKind::Postgres => {
+            "new store (pool) + new engine -> first new step (in-process, median)"
         }
     };
     let mut metric = Metric::new(label, store_name, what, resume_median, "ms");
@@ -643,7 +692,7 @@ pub(crate) async fn w3(
             ));
         }
         StoreKind::Sqlite | StoreKind::SqliteNormal | StoreKind::Postgres => {
-            let resumed = run_resumer(&restart_db, &id)?;
+            let resumed = run_resumer(&restarting, &id)?;
             check_resumed_counts(
                 resumed.replayed,
                 resumed.executed,
@@ -735,7 +784,7 @@ async fn execute_until_killed(engine: &Engine, id: &RunId) -> Result<(), BoxErro
 
 /// Runs `reprise-bench --internal victim` on run `id` of `db` and SIGKILLs it when step
 /// `kill_at` starts.
-fn run_victim(db: &Path, id: &RunId, kill_at: u32) -> Result<(), BoxError> {
+fn run_victim(store: &StoreSpec, id: &RunId, kill_at: u32) -> Result<(), BoxError> {
     let mut child = Command::new(std::env::current_exe()?)
         .args([
             "--internal",
@@ -744,9 +793,8 @@ fn run_victim(db: &Path, id: &RunId, kill_at: u32) -> Result<(), BoxError> {
             id.as_str(),
             "--kill-at",
             &kill_at.to_string(),
-            "--db",
         ])
-        .arg(db)
+        .args(store.args())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
@@ -795,11 +843,11 @@ pub(crate) struct Resumed {
     pub(crate) peak_rss_mib: f64,
 }
 
-fn run_resumer(db: &Path, id: &RunId) -> Result<Resumed, BoxError> {
+fn run_resumer(store: &StoreSpec, id: &RunId) -> Result<Resumed, BoxError> {
     let spawned_us = probe::unix_micros();
     let output = Command::new(std::env::current_exe()?)
-        .args(["--internal", "resume", "--run", id.as_str(), "--db"])
-        .arg(db)
+        .args(["--internal", "resume", "--run", id.as_str()])
+        .args(store.args())
         .stderr(Stdio::inherit())
         .output()?;
     if !output.status.success() {
@@ -812,12 +860,12 @@ fn run_resumer(db: &Path, id: &RunId) -> Result<Resumed, BoxError> {
 
 /// `--internal victim`: executes run `id` of `db`; step `kill_at` prints the kill line and
 /// hangs until the parent kills this process.
-pub(crate) fn victim(db: &Path, id: &RunId, kill_at: u32) -> Result<(), BoxError> {
+pub(crate) fn victim(store: &StoreSpec, id: &RunId, kill_at: u32) -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let engine = workflows::restartable_engine(Arc::new(SqliteStore::open(db)?))?;
+        let engine = workflows::restartable_engine(store.open()?)?;
         probe::kill_at(Some(kill_at), true);
         let execution = engine.execute(id).await?;
         Err(format!(
@@ -830,12 +878,12 @@ pub(crate) fn victim(db: &Path, id: &RunId, kill_at: u32) -> Result<(), BoxError
 
 /// `--internal resume`: a fresh process resumes run `id` of `db` to completion and prints
 /// a [`Resumed`] as JSON.
-pub(crate) fn resume(db: PathBuf, id: RunId, main_us: u64) -> Result<(), BoxError> {
+pub(crate) fn resume(store: StoreSpec, id: RunId, main_us: u64) -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let mut resumed = runtime.block_on(async move {
-        let engine = workflows::restartable_engine(Arc::new(SqliteStore::open(&db)?))?;
+        let engine = workflows::restartable_engine(store.open()?)?;
         let opened_us = probe::unix_micros();
         probe::arm_first_step();
         let execute_us = probe::unix_micros();
