@@ -34,7 +34,7 @@ use crate::EngineError;
 pub(super) const MAX_BATCH: usize = 256;
 
 /// The most batches written at once (each holds one pooled connection).
-pub(super) const MAX_WRITERS: usize = 4;
+pub(super) const MAX_WRITERS: usize = 2;
 
 /// One append, encoded for the statement (owned: it may be written by another task).
 pub(super) struct EncodedAppend {
