@@ -18,7 +18,7 @@ use crate::BoxError;
 use crate::report::{Goal, Metric};
 use crate::system::{cpu_seconds, rss_mib};
 use crate::workflows;
-use crate::workloads::{Out, REF_W2, Sizes, StoreKind, StoreSpec, THROUGHPUT};
+use crate::workloads::{Out, Sizes, StoreKind, StoreSpec};
 
 /// Slots per worker (`REPRISE_BENCH_SLOTS` overrides, for experiments).
 fn worker_concurrency() -> usize {
@@ -146,47 +146,13 @@ pub(crate) async fn w2_workers(
         .await?
         .len() as u32;
     let total_steps = f64::from(runs) * f64::from(steps);
-    out.metrics.push(
-        Metric::new(
-            "w2",
-            store,
-            THROUGHPUT,
-            total_steps / drive.as_secs_f64(),
-            "steps/s",
-        )
-        .reference(REF_W2)
-        .goal(Goal::AtLeast(20_000.0)),
-    );
-    out.metrics.push(Metric::new(
-        "w2",
+    crate::workloads::w2_phases(
+        out,
         store,
-        "throughput incl. creating the runs",
-        total_steps / (create + drive).as_secs_f64(),
-        "steps/s",
-    ));
-    out.metrics.push(Metric::new(
-        "w2",
-        store,
-        "creating the runs (concurrently)",
-        create.as_secs_f64() * 1e3,
-        "ms",
-    ));
-    out.metrics.push(Metric::new(
-        "w2",
-        store,
-        "driving them (wall)",
-        drive.as_secs_f64() * 1e3,
-        "ms",
-    ));
-    out.metrics.push(
-        Metric::new(
-            "w2",
-            store,
-            "failed runs",
-            f64::from(runs - completed.min(runs)),
-            "runs",
-        )
-        .goal(Goal::AtMost(0.0)),
+        total_steps,
+        (create, drive),
+        f64::from(runs - completed.min(runs)),
+        Some(20_000.0),
     );
     out.metrics.push(Metric::new(
         "w2",
