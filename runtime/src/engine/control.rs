@@ -106,7 +106,11 @@ impl Engine {
             .await;
         let _ = self.store().release(&lease).await;
         match result {
-            Ok(()) => Ok(CancelOutcome::Canceled),
+            Ok(()) => {
+                // A body kept in the hot-run cache will never continue.
+                drop(self.hot().take(id));
+                Ok(CancelOutcome::Canceled)
+            }
             Err(EngineError::Conflict { .. }) => {
                 // The log moved meanwhile (a hook delivery): re-read and decide again.
                 let record = self.get_run(id).await?;

@@ -219,6 +219,11 @@ async fn a_canceled_hot_run_is_dropped_from_the_cache_and_never_continues() {
     engine.execute(&id).await.unwrap();
     assert_eq!(engine.hot_runs(), 1);
     engine.cancel(&id).await.unwrap();
+    assert_eq!(
+        engine.hot_runs(),
+        0,
+        "canceling the run frees its cached body"
+    );
     tokio::time::sleep(Duration::from_millis(120)).await;
     let execution = engine.execute(&id).await.unwrap();
     assert_eq!(execution.outcome, RunOutcome::Canceled);

@@ -464,3 +464,84 @@ async fn concurrent_appends_share_commits_and_a_stale_one_fails_alone() {
         "exactly one of two racing appends wins: {both:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_the_server_rejects_fails_alone_in_a_shared_statement() {
+    let Some(url) = test_url() else {
+        return;
+    };
+    let schema = TestSchema::new(&url);
+    let store = Arc::new(
+        PostgresStore::connect_with(&url, schema.options())
+            .await
+            .expect("connect to the test database"),
+    );
+    let good = 60;
+    for i in 0..good {
+        create(&*store, &format!("g{i:02}"), t(i)).await;
+    }
+    create(&*store, "bad", t(100)).await;
+    // A corrupt log: an event already at seq 1 while the run says its next is 1, so
+    // inserting its next event violates the primary key and fails the whole statement
+    // it is in.
+    schema_client(&url, &schema)
+        .await
+        .batch_execute(
+            "INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
+             VALUES ('bad', 1, 'step_completed', 'x#0', 1, 0, '{}')",
+        )
+        .await
+        .expect("insert the corrupt row");
+    let step = |id: String| reprise::store::Append {
+        run_id: RunId::from(id.as_str()),
+        first_seq: 1,
+        events: vec![NewEvent {
+            kind: EventKind::StepCompleted,
+            correlation_id: Some("s#0".to_owned()),
+            attempt: 1,
+            at: t(1_000),
+            payload: json!({ "output": 1 }),
+        }],
+        update: reprise::event::RunUpdate::default(),
+        fence: None,
+    };
+    // Several rounds, so that the bad append shares a statement with good ones at least
+    // once (appends waiting together are written together).
+    for round in 0..3 {
+        let ids: Vec<String> = (0..good)
+            .map(|i| format!("g{i:02}"))
+            .chain(std::iter::once("bad".to_owned()))
+            .collect();
+        let appends = ids.iter().map(|id| {
+            let store = store.clone();
+            let mut append = step(id.clone());
+            if id != "bad" {
+                append.first_seq = 1 + round;
+                append.events[0].correlation_id = Some(format!("s#{round}"));
+            }
+            async move { (id.clone(), store.append(append).await) }
+        });
+        for (id, result) in futures::future::join_all(appends).await {
+            if id == "bad" {
+                assert!(
+                    matches!(result, Err(EngineError::Store(ref m)) if m.contains("cannot append")),
+                    "the rejected append reports the server's error: {result:?}"
+                );
+            } else {
+                assert!(result.is_ok(), "round {round}, {id}: {result:?}");
+            }
+        }
+    }
+    for i in 0..good {
+        let events = store
+            .events(&RunId::from(format!("g{i:02}").as_str()))
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 4, "run g{i:02}: created + 3 appends");
+    }
+    let bad = store.run(&RunId::from("bad")).await.unwrap().unwrap();
+    assert_eq!(
+        bad.next_seq, 1,
+        "nothing of the rejected append was written"
+    );
+}
