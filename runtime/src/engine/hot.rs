@@ -77,8 +77,9 @@ impl HotRuns {
                 .map_or(true, |until| until <= self.max_sleep)
     }
 
-    /// Keeps a suspended run whose suspension is recorded. Evicts entries long past their
-    /// wake-up time (another worker continued them) and, when full, the oldest entry.
+    /// Keeps a suspended run whose suspension is recorded. When the cache is full it first
+    /// drops the entries long past their wake-up time (another worker continued those
+    /// runs) and, if none is, the oldest entry; below capacity an insert is one map insert.
     pub(crate) fn insert(
         &self,
         id: RunId,
@@ -88,29 +89,31 @@ impl HotRuns {
         now: DateTime<Utc>,
         wake_at: DateTime<Utc>,
     ) {
-        let stale_before = now
-            - chrono::TimeDelta::from_std(self.max_sleep.saturating_mul(2))
-                .unwrap_or(chrono::TimeDelta::MAX);
         let mut evicted = Vec::new();
         {
             let mut entries = self.lock();
-            let stale: Vec<RunId> = entries
-                .runs
-                .iter()
-                .filter(|(_, hot)| hot.wake_at < stale_before)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in stale {
-                evicted.extend(entries.runs.remove(&id));
-            }
-            if entries.runs.len() >= self.capacity
-                && let Some(oldest) = entries
+            if entries.runs.len() >= self.capacity && !entries.runs.contains_key(&id) {
+                let stale_before = now
+                    - chrono::TimeDelta::from_std(self.max_sleep.saturating_mul(2))
+                        .unwrap_or(chrono::TimeDelta::MAX);
+                let mut victims: Vec<RunId> = entries
                     .runs
                     .iter()
-                    .min_by_key(|(_, hot)| hot.tick)
+                    .filter(|(_, hot)| hot.wake_at < stale_before)
                     .map(|(id, _)| id.clone())
-            {
-                evicted.extend(entries.runs.remove(&oldest));
+                    .collect();
+                if victims.is_empty() {
+                    victims.extend(
+                        entries
+                            .runs
+                            .iter()
+                            .min_by_key(|(_, hot)| hot.tick)
+                            .map(|(id, _)| id.clone()),
+                    );
+                }
+                for victim in victims {
+                    evicted.extend(entries.runs.remove(&victim));
+                }
             }
             entries.ticks += 1;
             let tick = entries.ticks;

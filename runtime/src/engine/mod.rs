@@ -197,8 +197,9 @@ impl EngineBuilder {
     /// the run) replays from its log as usual, writing the same events. Longer sleeps, hook
     /// waits and run-level retries always replay, so a run waiting for long holds no memory.
     ///
-    /// Each entry holds the run's body future and its history index (a few KiB for a small
-    /// run). Entries are dropped by [`Engine::clear_hot_runs`]; an engine dropped while it
+    /// Each entry holds the run's body future and its history index, so its size grows with
+    /// the run's recorded history. An entry leaves when its run wakes or is canceled, when
+    /// it is evicted, or by [`Engine::clear_hot_runs`]; an engine dropped while it
     /// holds entries keeps them alive (they own an engine handle) until they are cleared, so
     /// call it before dropping an engine in a long-lived process that builds many engines.
     pub fn hot_runs(mut self, capacity: usize, max_sleep: Duration) -> Self {

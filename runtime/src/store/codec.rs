@@ -1,7 +1,7 @@
 //! How the SQL stores encode what they keep: timestamps as `i64` microseconds since the
-//! Unix epoch (UTC), fencing tokens as `i64`, and the errors for rows that do not decode,
-//! each naming the run ([`EngineError::Corrupt`]). Shared by the SQLite and Postgres
-//! stores.
+//! Unix epoch (UTC), fencing tokens as `i64`, the errors for rows that do not decode,
+//! each naming the run ([`EngineError::Corrupt`]), and why an append was refused. Shared
+//! by the SQLite and Postgres stores.
 
 use chrono::{DateTime, Utc};
 
@@ -45,4 +45,40 @@ pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
 /// A fencing token as stored (tokens beyond `i64::MAX` saturate; they never get there).
 pub(crate) fn fence_param(fence: u64) -> i64 {
     i64::try_from(fence).unwrap_or(i64::MAX)
+}
+
+/// The run row an append is checked against: `next_seq`, the fencing token, and whether a
+/// lease is held.
+pub(crate) type AppendTarget = (i64, i64, bool);
+
+/// Why an append whose checked update changed nothing was refused, given the run's row as
+/// it is now (`None`: no such run): its lease was lost, its log is not at `first_seq`, or
+/// (neither, so it changed in between) a retryable store error.
+pub(crate) fn append_refusal(
+    run: &str,
+    first_seq: u64,
+    fence: Option<i64>,
+    row: Option<AppendTarget>,
+) -> EngineError {
+    let Some((next_seq, current_fence, leased)) = row else {
+        return EngineError::UnknownRun(run.to_owned());
+    };
+    if let Some(fence) = fence
+        && (!leased || current_fence != fence)
+    {
+        return EngineError::LeaseLost {
+            run: run.to_owned(),
+        };
+    }
+    match u64::try_from(next_seq) {
+        Ok(found) if found != first_seq => EngineError::Conflict {
+            run: run.to_owned(),
+            expected: first_seq,
+            found,
+        },
+        Ok(_) => EngineError::Store(format!(
+            "cannot append: run `{run}` changed concurrently; retry"
+        )),
+        Err(_) => corrupt(run, format!("negative next_seq {next_seq}")),
+    }
 }

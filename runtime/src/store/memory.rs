@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Acquired, Append, Lease, Store, is_due};
+use super::{Acquired, Append, Lease, Store, due_at};
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
 
@@ -181,14 +181,8 @@ impl Store for MemoryStore {
             .filter_map(|(position, id)| {
                 let entry = by_id.get(id)?;
                 let record = &entry.record;
-                (!entry.leased_at(now) && is_due(record.status, record.wake_at, now)).then(|| {
-                    let due_at = match record.status {
-                        crate::RunStatus::Sleeping | crate::RunStatus::Waiting => record.wake_at,
-                        crate::RunStatus::Queued => record.wake_at,
-                        _ => None,
-                    };
-                    (due_at.unwrap_or(record.created_at), position)
-                })
+                let due = due_at(record.status, record.wake_at, record.created_at)?;
+                (due <= now && !entry.leased_at(now)).then_some((due, position))
             })
             .collect();
         due.sort_unstable();

@@ -26,21 +26,25 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 
-/// Whether a run in `status`, with `wake_at`, and no live lease, is due at `now` (the rule
-/// of [`Store::claim_due`], shared by the stores that evaluate it in Rust).
-pub(crate) fn is_due(
+/// When a run with no live lease may next be claimed (the rule of [`Store::claim_due`]):
+/// a `queued` run from its retry time (`wake_at`) or else its creation, a `running` one
+/// (its worker went away) from its creation, a `sleeping` or `waiting` one from its
+/// `wake_at`; `None` when only an outside event can make it due (a hook without timeout)
+/// or it has ended. The SQL stores keep the same rule as the generated column `due_at`.
+pub(crate) fn due_at(
     status: crate::RunStatus,
     wake_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> bool {
+    created_at: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     use crate::RunStatus::*;
     match status {
-        Queued => wake_at.is_none_or(|w| w <= now),
-        Sleeping | Waiting => wake_at.is_some_and(|w| w <= now),
-        Running => true,
-        Completed | Failed | Canceled => false,
+        Queued => Some(wake_at.unwrap_or(created_at)),
+        Running => Some(created_at),
+        Sleeping | Waiting => wake_at,
+        Completed | Failed | Canceled => None,
     }
 }
+
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 

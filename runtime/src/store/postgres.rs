@@ -79,7 +79,7 @@
 //!   it updates and inserts nothing, and is then told [`EngineError::LeaseLost`] or
 //!   [`EngineError::Conflict`] (the current `next_seq`), or
 //!   [`EngineError::UnknownRun`].
-//! - [`Store::claim_due`] selects the due runs oldest first with `LIMIT` and
+//! - [`Store::claim_due`] selects the earliest due runs (`due_at`) with `LIMIT` and
 //!   `FOR UPDATE SKIP LOCKED` and leases them in the same statement: concurrent claimers
 //!   skip each other's rows instead of waiting, and a run is claimed by one of them only
 //!   (a row claimed and committed meanwhile is re-checked and no longer due).

@@ -27,7 +27,8 @@ use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 
-use super::codec::corrupt;
+use super::codec::append_refusal;
+use super::postgres::{column, pg};
 use crate::EngineError;
 
 /// The most appends one statement writes.
@@ -252,10 +253,6 @@ async fn write(pool: &Pool, batch: Vec<Pending>) {
     }
 }
 
-fn pg(what: &str, e: tokio_postgres::Error) -> EngineError {
-    super::postgres::pg(what, e)
-}
-
 async fn write_one(
     client: &deadpool_postgres::Client,
     a: &EncodedAppend,
@@ -373,44 +370,28 @@ async fn write_many(
         .collect()
 }
 
-/// Why an append changed nothing: the run is unknown, its lease was lost, or its log
-/// moved on.
+/// Why an append changed nothing (see [`append_refusal`]).
 async fn diagnose(
     client: &deadpool_postgres::Client,
     a: &EncodedAppend,
 ) -> Result<(), EngineError> {
     let what = "cannot append";
     let run = a.run.as_str();
-    let Some(row) = client
+    let row = client
         .query_opt(
             "SELECT next_seq, fence, lease_owner IS NOT NULL FROM reprise_runs
               WHERE id = $1::text",
             &[&run],
         )
         .await
-        .map_err(|e| pg(what, e))?
-    else {
-        return Err(EngineError::UnknownRun(run.to_owned()));
+        .map_err(|e| pg(what, e))?;
+    let row = match row {
+        Some(row) => Some((
+            column(&row, 0, run, "next_seq")?,
+            column(&row, 1, run, "fence")?,
+            column(&row, 2, run, "lease_owner")?,
+        )),
+        None => None,
     };
-    let next_seq: i64 = super::postgres::column(&row, 0, run, "next_seq")?;
-    let current_fence: i64 = super::postgres::column(&row, 1, run, "fence")?;
-    let leased: bool = super::postgres::column(&row, 2, run, "lease_owner")?;
-    if let Some(fence) = a.fence
-        && (!leased || current_fence != fence)
-    {
-        return Err(EngineError::LeaseLost {
-            run: run.to_owned(),
-        });
-    }
-    if next_seq != a.first {
-        return Err(EngineError::Conflict {
-            run: run.to_owned(),
-            expected: a.first_seq,
-            found: u64::try_from(next_seq)
-                .map_err(|_| corrupt(run, format!("negative next_seq {next_seq}")))?,
-        });
-    }
-    Err(EngineError::Store(format!(
-        "{what}: run `{run}` changed concurrently; retry"
-    )))
+    Err(append_refusal(run, a.first_seq, a.fence, row))
 }

@@ -68,7 +68,7 @@ use rusqlite::types::{FromSql, Value as SqlValue};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::codec::{corrupt, fence_param, json, micros, number, timestamp};
+use super::codec::{append_refusal, corrupt, fence_param, json, micros, number, timestamp};
 use super::{Acquired, Append, Lease, Store};
 use crate::EngineError;
 use crate::event::{
@@ -1042,7 +1042,7 @@ fn apply_claim(
     expires_at: i64,
     limit: i64,
 ) -> Result<Vec<Lease>, EngineError> {
-    // The rule of `store::is_due`, in SQL: `due_at` (schema version 3) encodes it.
+    // The rule of `store::due_at`, kept in SQL as the column `due_at` (schema version 3).
     let mut ids: Vec<(i64, String)> = conn
         .prepare_cached(
             "SELECT rowid, id FROM runs INDEXED BY runs_due
@@ -1167,52 +1167,22 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
     Ok(())
 }
 
-/// Why an append's update changed nothing: the run is unknown, its lease was lost, or
-/// its log is not at `first_seq`.
+/// Why an append's update changed nothing (see [`append_refusal`]).
 fn append_refused(conn: &Connection, a: &EncodedAppend) -> EngineError {
     let what = "cannot append";
-    if let Some(fence) = a.fence {
-        match lease_row(conn, &a.run_id) {
-            Ok(Some((owner, _, current, _)))
-                if owner.is_none() || current != fence_param(fence) =>
-            {
-                return EngineError::LeaseLost {
-                    run: a.run_id.clone(),
-                };
-            }
-            Ok(_) => {}
-            Err(e) => return e,
-        }
-    }
-    let next_seq: Option<i64> = match conn
-        .prepare_cached("SELECT next_seq FROM runs WHERE id = ?1")
+    let row = conn
+        .prepare_cached("SELECT next_seq, fence, lease_owner IS NOT NULL FROM runs WHERE id = ?1")
         .ctx(what)
-    {
-        Ok(mut stmt) => match stmt.query_row([&a.run_id], |row| row.get(0)).optional() {
-            Ok(next_seq) => next_seq,
-            Err(
-                e @ (rusqlite::Error::InvalidColumnType(..)
-                | rusqlite::Error::FromSqlConversionFailure(..)
-                | rusqlite::Error::IntegralValueOutOfRange(..)),
-            ) => return corrupt(&a.run_id, format!("column `next_seq`: {e}")),
-            Err(e) => return EngineError::Store(format!("{what}: {e}")),
-        },
-        Err(e) => return e,
-    };
-    let Some(next_seq) = next_seq else {
-        return EngineError::UnknownRun(a.run_id.clone());
-    };
-    match u64::try_from(next_seq) {
-        Ok(found) if next_seq != a.first_seq => EngineError::Conflict {
-            run: a.run_id.clone(),
-            expected: a.first_seq as u64,
-            found,
-        },
-        Ok(_) => EngineError::Store(format!(
-            "{what}: run `{}` changed concurrently; retry",
-            a.run_id
-        )),
-        Err(_) => corrupt(&a.run_id, format!("negative next_seq {next_seq}")),
+        .and_then(|mut stmt| {
+            stmt.query_row([&a.run_id], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()
+            .map_err(|e| corrupt(&a.run_id, format!("columns `next_seq`, `fence`: {e}")))
+        });
+    match row {
+        Ok(row) => append_refusal(&a.run_id, a.first_seq as u64, a.fence.map(fence_param), row),
+        Err(e) => e,
     }
 }
 
