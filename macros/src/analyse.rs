@@ -10,7 +10,10 @@ use syn::parse::{ParseStream, Parser};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::visit_mut::{self, VisitMut};
-use syn::{Attribute, Block, Expr, ExprMethodCall, LitStr, Macro, Path, Stmt, Token};
+use syn::{
+    Attribute, Block, Expr, ExprMethodCall, ExprPath, Item, ItemUse, LitStr, Macro, Path, Stmt,
+    Token, UseTree,
+};
 
 use crate::errors::Errors;
 use crate::parse::compact;
@@ -102,6 +105,7 @@ pub(crate) fn rewrite_body(
         ctx,
         sites: Vec::new(),
         pinned: BTreeMap::new(),
+        imports: Vec::new(),
     };
     rewriter.visit_block_mut(block);
     let Rewriter {
@@ -145,6 +149,27 @@ struct Rewriter<'a> {
     sites: Vec<SiteRecord>,
     /// Pinned ids seen so far, with the span of their `#[step]`.
     pinned: BTreeMap<String, Span>,
+    /// The `use` items of the blocks being visited, outermost first.
+    imports: Vec<Imports>,
+}
+
+/// What the `use` items of one block bring into scope.
+#[derive(Default)]
+struct Imports {
+    /// Local name → the full path it stands for (`Wall` → `std::time::SystemTime`).
+    names: Vec<(String, Vec<String>)>,
+    /// The prefixes of glob imports (`use rand::prelude::*;` → `rand::prelude`).
+    globs: Vec<Vec<String>>,
+}
+
+/// One name (or glob) a `use` item brings into scope.
+struct UseLeaf {
+    /// The full path as written, `self` resolved (`std::time::SystemTime`).
+    path: Vec<String>,
+    /// The local name (`Wall`), `None` for a glob.
+    local: Option<String>,
+    /// The leaf's tokens, for an error span.
+    tokens: TokenStream,
 }
 
 /// Macros whose arguments are comma-separated expressions: rewritten inside.
@@ -361,6 +386,19 @@ impl Rewriter<'_> {
             .last()
             .map(|s| s.ident.to_string())
             .unwrap_or_default();
+        // Any `select!` races, whether the steps are inside it or made before it; the
+        // path is resolved through the body's `use` items (`use tokio::select as race;`).
+        let resolved = self.resolve(&mac.path);
+        let real_name = resolved
+            .as_ref()
+            .and_then(|path| path.last().cloned())
+            .unwrap_or_else(|| name.clone());
+        if matches!(real_name.as_str(), "select" | "select_biased") {
+            let subject = subject(&mac.path, resolved.as_deref(), "!");
+            let message = problem_message(Problem::Race, &subject, "");
+            self.errors.error_spanned_by(&mac.path, message);
+            return;
+        }
         if EXPR_MACROS.contains(&name.as_str()) {
             let parser = Punctuated::<Expr, Token![,]>::parse_terminated;
             if let Ok(mut args) = parser.parse2(mac.tokens.clone()) {
@@ -407,59 +445,153 @@ impl Rewriter<'_> {
         }
     }
 
+    /// Rejects a step call hidden in a macro reprise cannot rewrite (`select!` is rejected
+    /// earlier, in [`Rewriter::rewrite_macro`], with or without step calls).
     fn reject_macro(&self, mac: &Macro, name: &str, method: &str) {
-        let message = if matches!(name, "select" | "select_biased") {
-            format!(
-                "`{name}!` between steps is not supported yet: it cannot record which branch won, so a replay could take another one; run the steps together with `join!` / `try_join!`, or restructure so they run one after another"
-            )
-        } else {
-            let example = match method {
-                "run" => "`let x = step.run(..).await?;`",
-                "prompt" => "`let reply = agent.prompt(..).await?;`",
-                "prompt_llm" => "`let text = prompt_llm(..).await?;`",
-                _ => "`ctx.sleep(..).await?;`",
-            };
-            let call = if method == "prompt_llm" {
-                "prompt_llm(..)".to_owned()
-            } else {
-                format!(".{method}(..)")
-            };
-            format!(
-                "step call `{call}` inside `{name}!` cannot be recorded: reprise only rewrites step calls inside {REWRITTEN_MACROS}, whose arguments are plain expressions; move the call out of the macro, e.g. {example}, and pass the result in"
-            )
+        let example = match method {
+            "run" => "`let x = step.run(..).await?;`",
+            "prompt" => "`let reply = agent.prompt(..).await?;`",
+            "prompt_llm" => "`let text = prompt_llm(..).await?;`",
+            _ => "`ctx.sleep(..).await?;`",
         };
+        let call = if method == "prompt_llm" {
+            "prompt_llm(..)".to_owned()
+        } else {
+            format!(".{method}(..)")
+        };
+        let message = format!(
+            "step call `{call}` inside `{name}!` cannot be recorded: reprise only rewrites step calls inside {REWRITTEN_MACROS}, whose arguments are plain expressions; move the call out of the macro, e.g. {example}, and pass the result in"
+        );
         self.errors.error_spanned_by(&mac.path, message);
     }
 
-    /// Rejects paths to well-known sources of non-determinism.
-    fn lint_path(&self, path: &Path) {
-        let Some(problem) = nondeterministic(path) else {
-            return;
-        };
-        let written = compact(path);
-        let ctx_hint = if self.ctx.is_some() {
+    /// Rejects a path to a well-known source of non-determinism (resolved through the
+    /// body's `use` items). Returns the expression to put in its place when the path only
+    /// warns (an environment read): the path with a deprecation warning attached.
+    fn lint_path(&self, expr: &ExprPath) -> Option<Expr> {
+        if expr.qself.is_some() {
+            return None;
+        }
+        let resolved = self.resolve(&expr.path);
+        let problem = match &resolved {
+            Some(full) => classify(&strs(full)),
+            None => nondeterministic(&expr.path),
+        }?;
+        let subject = subject(&expr.path, resolved.as_deref(), "");
+        let message = problem_message(problem, &subject, self.ctx_hint());
+        if problem.is_warning() {
+            return Some(warning_expr(expr, &message));
+        }
+        self.errors.error_spanned_by(&expr.path, message);
+        None
+    }
+
+    /// Rejects method-call forms: `.race(..)`, `.timeout(..)` right on a step call and
+    /// `UNIX_EPOCH.elapsed()`.
+    fn lint_method(&self, call: &ExprMethodCall) {
+        let method = call.method.to_string();
+        match method.as_str() {
+            "race" | "race_ok" => {
+                let subject = format!("`.{method}(..)`");
+                let message = format!(
+                    "{} (if `{}` has its own method named `{method}`, call it as a path so reprise leaves it alone: `Type::{method}(&value, ..)`)",
+                    problem_message(Problem::Race, &subject, ""),
+                    compact(&call.receiver)
+                );
+                self.errors.error(call.method.span(), message);
+            }
+            "timeout" | "timeout_at" if is_step_call(&call.receiver) => {
+                let subject = format!("`.{method}(..)` on a step");
+                let message = problem_message(Problem::Timeout, &subject, "");
+                self.errors.error(call.method.span(), message);
+            }
+            "elapsed"
+                if call.args.is_empty()
+                    && matches!(
+                        &*call.receiver,
+                        Expr::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "UNIX_EPOCH")
+                    ) =>
+            {
+                let subject = format!("`{}.elapsed()`", compact(&call.receiver));
+                let message = problem_message(Problem::Now, &subject, self.ctx_hint());
+                self.errors.error_spanned_by(call, message);
+            }
+            _ => {}
+        }
+    }
+
+    /// The hint appended to a recorded replacement when the workflow has no `Ctx`.
+    fn ctx_hint(&self) -> &'static str {
+        if self.ctx.is_some() {
             ""
         } else {
             " (give the workflow a first parameter `ctx: Ctx` for it)"
-        };
-        let message = match problem {
-            Problem::Now => format!(
-                "`{written}` is not deterministic: a replay of this workflow would see a different time; use `ctx.now()`{ctx_hint}, which records the time once and returns the recorded value on every replay"
-            ),
-            Problem::Random => format!(
-                "`{written}` is not deterministic: a replay of this workflow would draw different values; use `ctx.random::<T>()`{ctx_hint}, which records the value once and returns it on every replay"
-            ),
-            Problem::Uuid => format!(
-                "`{written}` is not deterministic: a replay of this workflow would make a different id; use `ctx.uuid()`{ctx_hint}, which records the id once and returns it on every replay"
-            ),
-            Problem::Spawn => format!(
-                "`{written}` in a workflow body starts work the event log cannot track: steps must be awaited in the body; to run steps concurrently use `join!` / `try_join!`, `futures::future::join_all` or `reprise::fan_out`"
-            ),
-            Problem::Sleep => format!(
-                "`{written}` in a workflow body is not durable: it holds the worker and is lost on a restart; use `ctx.sleep(..)`{ctx_hint}, which suspends the run and wakes it on time, also after a restart"
-            ),
-        };
-        self.errors.error_spanned_by(path, message);
+        }
+    }
+
+    /// The full path `path` stands for through the `use` items of the enclosing blocks, or
+    /// `None` when no `use` in the body applies (the path is then taken as written).
+    fn resolve(&self, path: &Path) -> Option<Vec<String>> {
+        if path.leading_colon.is_some() {
+            return None;
+        }
+        let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        self.resolve_names(&names)
+    }
+
+    fn resolve_names(&self, names: &[String]) -> Option<Vec<String>> {
+        let (first, rest) = names.split_first()?;
+        for scope in self.imports.iter().rev() {
+            if let Some((_, full)) = scope.names.iter().rev().find(|(local, _)| local == first) {
+                let mut resolved = full.clone();
+                resolved.extend(rest.iter().cloned());
+                return Some(resolved);
+            }
+        }
+        // A bare name may come from a glob import: taken only when that makes it a
+        // known source (`use tokio::time::*;` + `timeout(..)`).
+        if rest.is_empty() {
+            for scope in self.imports.iter().rev() {
+                for glob in scope.globs.iter().rev() {
+                    let mut candidate = glob.clone();
+                    candidate.push(first.clone());
+                    if classify(&strs(&candidate)).is_some() {
+                        return Some(candidate);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Records what a `use` item in the body brings into scope, and rejects it when it
+    /// imports a rejected item (the calls through it are rejected too).
+    fn collect_use(&self, item: &ItemUse, imports: &mut Imports) {
+        let mut leaves = Vec::new();
+        use_leaves(&item.tree, &mut Vec::new(), &mut leaves);
+        for leaf in leaves {
+            let path = if item.leading_colon.is_some() {
+                leaf.path.clone()
+            } else {
+                self.resolve_names(&leaf.path)
+                    .unwrap_or_else(|| leaf.path.clone())
+            };
+            let names = strs(&path);
+            let problem = match leaf.local {
+                Some(_) => classify(&names).or_else(|| rejected_module(&names)),
+                None => rejected_module(&names),
+            };
+            if let Some(problem) = problem.filter(|p| !p.is_warning()) {
+                let glob = if leaf.local.is_none() { "::*" } else { "" };
+                let subject = format!("`{}{glob}` (imported here)", path.join("::"));
+                let message = problem_message(problem, &subject, self.ctx_hint());
+                self.errors.error_spanned_by(&leaf.tokens, message);
+            }
+            match leaf.local {
+                Some(local) => imports.names.push((local, path)),
+                None => imports.globs.push(path),
+            }
+        }
     }
 
     /// Handles `#[step(id = "…")]` on a statement: strips it and pins the statement's site.
@@ -549,6 +681,7 @@ impl VisitMut for Rewriter<'_> {
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
         match expr {
             Expr::MethodCall(call) => {
+                self.lint_method(call);
                 if let Some(rewritten) = self.method_call(call) {
                     *expr = rewritten;
                     return;
@@ -560,10 +693,28 @@ impl VisitMut for Rewriter<'_> {
                     return;
                 }
             }
-            Expr::Path(path) => self.lint_path(&path.path),
+            Expr::Path(path) => {
+                if let Some(warned) = self.lint_path(path) {
+                    *expr = warned;
+                    return;
+                }
+            }
             _ => {}
         }
         visit_mut::visit_expr_mut(self, expr);
+    }
+
+    fn visit_block_mut(&mut self, block: &mut Block) {
+        // Items are in scope in their whole block, also above their `use`.
+        let mut imports = Imports::default();
+        for stmt in &block.stmts {
+            if let Stmt::Item(Item::Use(item)) = stmt {
+                self.collect_use(item, &mut imports);
+            }
+        }
+        self.imports.push(imports);
+        visit_mut::visit_block_mut(self, block);
+        self.imports.pop();
     }
 
     fn visit_macro_mut(&mut self, mac: &mut Macro) {
@@ -804,38 +955,347 @@ fn find_step_call(tokens: TokenStream, ctx: Option<&Ident>) -> Option<String> {
         .then(|| "prompt_llm".to_owned())
 }
 
-/// A well-known source of non-determinism.
+// The rejected list. Sources: DESIGN's list (std clocks, rand, uuid, tokio spawn and
+// sleep), then the crates that Rust services commonly use for the same things: chrono,
+// time and jiff (clocks, time zones); rand, fastrand, getrandom, uuid and ulid (random
+// values and ids); tokio, async-std, smol, rayon and std::thread (tasks, threads,
+// timers); futures, futures-lite and tokio (races); std::env and dotenvy (environment);
+// std/tokio/async-std fs, fs-err, std::net, std::process and reqwest (I/O). A path is
+// matched by its last two segments, plus its crate where the last two alone are too
+// generic (`time::sleep` with two segments is taken as tokio's, `crate::time::sleep` is
+// not). Seeded and pure `rand` items (`StdRng::seed_from_u64`, `Rng`, `distr`, `seq`)
+// are allowed: seeded from `ctx.random()` they replay identically.
+//
+// Errors vs warnings: everything that makes a replay compute something else, or does an
+// effect again on replay, is an error with its recorded replacement. Reading the process
+// environment (`std::env::var`, the time zone) is only a warning: configuration is
+// legitimately read, and usually the same on every worker, but it is not recorded, so
+// the warning says how to make it so. `HashMap` iteration order is not checked (the macro
+// cannot see types); the guide says so.
+
+/// A well-known source of non-determinism, or a racing form, in a workflow body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Problem {
+    /// Reads the clock (`SystemTime::now`, `Utc::now`, …).
     Now,
+    /// Reads this machine's time zone (a warning).
+    TimeZone,
+    /// Draws random values (`rand::random`, `fastrand::*`, …).
     Random,
+    /// Makes a random or time-based id (`Uuid::new_v4`, `Ulid::new`).
     Uuid,
+    /// Starts a task or thread the log cannot track.
     Spawn,
+    /// Blocks the worker thread on a future.
+    Blocking,
+    /// A sleep that is not durable.
     Sleep,
+    /// A ticking timer (`tokio::time::interval`).
+    Interval,
+    /// Reads the process environment (a warning).
+    Env,
+    /// File system, network or process I/O.
+    Io,
+    /// Races futures without recording the winner (`select!`, `future::select`, …).
+    Race,
+    /// Races a future against a timer (`tokio::time::timeout`).
+    Timeout,
 }
 
-/// Classifies an expression path (`SystemTime::now`, `rand::random`, `tokio::spawn`, …).
+impl Problem {
+    /// A warning (the code compiles) rather than an error.
+    fn is_warning(self) -> bool {
+        matches!(self, Problem::Env | Problem::TimeZone)
+    }
+}
+
+/// Classifies an expression path (`SystemTime::now`, `rand::random`, `tokio::spawn`, …) as
+/// written.
 fn nondeterministic(path: &Path) -> Option<Problem> {
     let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
-    let names: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let last = *names.last()?;
-    let prev = names.len().checked_sub(2).map(|i| names[i]);
+    classify(&strs(&segments))
+}
+
+/// Classifies a path given by its segments (see the comment above [`Problem`]).
+fn classify(names: &[&str]) -> Option<Problem> {
+    use Problem::*;
+    let (&last, init) = names.split_last()?;
+    let prev = init.last().copied();
     let first = names[0];
-    match (prev, last) {
-        (Some("SystemTime" | "Instant" | "Utc" | "Local"), "now") => Some(Problem::Now),
-        (_, "thread_rng" | "OsRng") => Some(Problem::Random),
-        _ if first == "rand" && names.len() > 1 => Some(Problem::Random),
-        (Some("Uuid"), "new_v4" | "now_v7") => Some(Problem::Uuid),
-        (Some("tokio"), "spawn") => Some(Problem::Spawn),
-        (Some("task"), "spawn" | "spawn_local" | "spawn_blocking") if first == "tokio" => {
-            Some(Problem::Spawn)
+    let len = names.len();
+    // `module::item` (the module imported by a `use` the macro cannot see), or a path
+    // into one of `crates`.
+    let under = |crates: &[&str]| len == 2 || crates.contains(&first);
+    let problem = match (prev, last) {
+        // Clocks.
+        (
+            Some(
+                "SystemTime" | "Instant" | "Utc" | "Local" | "Timestamp" | "Zoned" | "UtcDateTime",
+            ),
+            "now",
+        )
+        | (Some("Utc" | "Local"), "today")
+        | (Some("OffsetDateTime"), "now_utc" | "now_local") => Now,
+        // Time zones (configuration: a warning).
+        (Some("TimeZone"), "system" | "try_system")
+        | (Some("UtcOffset"), "current_local_offset" | "local_offset_at")
+        | (Some("iana_time_zone"), "get_timezone") => TimeZone,
+        // Ids.
+        (Some("Uuid"), "new_v4" | "new_v7" | "now_v1" | "now_v6" | "now_v7")
+        | (Some("Ulid"), "new" | "from_datetime") => Uuid,
+        // Random numbers.
+        (_, "thread_rng" | "ThreadRng" | "OsRng" | "from_entropy" | "from_os_rng") => Random,
+        _ if matches!(first, "rand" | "rand_core" | "fastrand" | "getrandom")
+            && len > 1
+            && !seeded_rand_item(names) =>
+        {
+            Random
         }
-        (Some("thread"), "spawn") => Some(Problem::Spawn),
-        (Some("time"), "sleep" | "sleep_until") if first == "tokio" || names.len() == 2 => {
-            Some(Problem::Sleep)
+        // Tasks and threads.
+        (Some("tokio" | "smol" | "rayon" | "async_global_executor"), name)
+            if name.starts_with("spawn") =>
+        {
+            Spawn
         }
-        (Some("thread"), "sleep") => Some(Problem::Sleep),
+        (Some("task"), name) if name.contains("spawn") && under(&["tokio", "async_std"]) => Spawn,
+        (Some("thread"), "spawn" | "scope") => Spawn,
+        (_, "block_on") if len >= 2 => Blocking,
+        (_, "block_in_place") => Blocking,
+        // Timers.
+        (Some("time"), "sleep" | "sleep_until") if under(&["tokio"]) => Sleep,
+        (Some("thread"), "sleep" | "sleep_ms") => Sleep,
+        (Some("task"), "sleep") if under(&["async_std"]) => Sleep,
+        (Some("Timer"), "after" | "at") if under(&["smol", "async_io"]) => Sleep,
+        (Some("Delay"), "new") if first == "futures_timer" => Sleep,
+        (Some("time"), "interval" | "interval_at") if under(&["tokio"]) => Interval,
+        (Some("Timer"), "interval") if under(&["smol", "async_io"]) => Interval,
+        // Races.
+        (
+            Some("future" | "stream"),
+            "select" | "select_all" | "select_ok" | "try_select" | "select_with_strategy",
+        ) if under(&["futures", "futures_util"]) => Race,
+        (Some("futures" | "futures_util" | "tokio"), "select" | "select_biased") => Race,
+        (Some("future"), "race" | "or") if under(&["futures_lite", "smol"]) => Race,
+        (Some("time"), "timeout" | "timeout_at") if under(&["tokio"]) => Timeout,
+        (Some("future"), "timeout") if under(&["async_std"]) => Timeout,
+        // The process environment (configuration: a warning).
+        (
+            Some("env"),
+            "var" | "var_os" | "vars" | "vars_os" | "args" | "args_os" | "current_dir"
+            | "current_exe" | "home_dir" | "temp_dir",
+        ) if under(&["std"]) => Env,
+        (Some("dotenvy" | "dotenv"), "var" | "vars") => Env,
+        (Some("process"), "id") if under(&["std"]) => Env,
+        // I/O.
+        _ if is_fs_path(names) => Io,
+        (Some("File"), "open" | "create" | "create_new" | "options")
+        | (Some("OpenOptions"), "new")
+        | (Some("TcpStream" | "UnixStream"), "connect")
+        | (Some("TcpListener" | "UdpSocket" | "UnixListener"), "bind") => Io,
+        (Some("io"), "stdin") if under(&["std", "tokio"]) => Io,
+        (Some("reqwest"), "get") => Io,
+        (Some("blocking"), "get") if first == "reqwest" => Io,
+        (Some("Command"), "new") if names.contains(&"process") => Io,
+        _ => return None,
+    };
+    Some(problem)
+}
+
+/// `rand` items that are deterministic once seeded: seeded constructors, the traits and
+/// the distribution and sequence helpers.
+fn seeded_rand_item(names: &[&str]) -> bool {
+    let last = names.last().copied().unwrap_or_default();
+    matches!(
+        last,
+        "seed_from_u64"
+            | "from_seed"
+            | "with_seed"
+            | "Rng"
+            | "RngCore"
+            | "TryRngCore"
+            | "RngExt"
+            | "SeedableRng"
+            | "CryptoRng"
+            | "StdRng"
+            | "SmallRng"
+            | "distr"
+            | "distributions"
+            | "seq"
+            | "rngs"
+    ) || names[..names.len() - 1]
+        .iter()
+        .any(|s| matches!(*s, "distr" | "distributions" | "seq"))
+}
+
+/// `std::fs::…`, `tokio::fs::…`, `async_std::fs::…`, `fs::…`, `fs_err::…`.
+fn is_fs_path(names: &[&str]) -> bool {
+    matches!(
+        names,
+        ["fs" | "fs_err", _, ..] | ["std" | "tokio" | "async_std", "fs", _, ..]
+    )
+}
+
+/// A module every item of which is rejected: a `use` of it (or a glob of it) is rejected.
+fn rejected_module(names: &[&str]) -> Option<Problem> {
+    match names {
+        ["std" | "tokio" | "async_std", "fs"] | ["fs_err"] => Some(Problem::Io),
+        ["fastrand" | "getrandom"] => Some(Problem::Random),
         _ => None,
+    }
+}
+
+fn strs(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
+}
+
+/// How a message names a rejected path: as written, plus what it stands for when a `use`
+/// in the body renamed it (`` `Wall::now` (`std::time::SystemTime::now`) ``).
+fn subject(path: &Path, resolved: Option<&[String]>, bang: &str) -> String {
+    let written = compact(path);
+    match resolved {
+        Some(full) if full.join("::") != written => {
+            format!("`{written}{bang}` (`{}{bang}`)", full.join("::"))
+        }
+        _ => format!("`{written}{bang}`"),
+    }
+}
+
+/// The fix shared by every racing form.
+const RACE_FIX: &str = "for a deadline on a hook use `ctx.hook::<T>().timeout(\"2d\")`; otherwise run the steps together with `join!` / `try_join!`, or restructure so they run one after another (a durable select that records the winner, and `.timeout()` on any step, are not available yet: they come with reprise's \"messages and composition\" work)";
+
+/// The message for `problem` found at `subject` (already quoted).
+fn problem_message(problem: Problem, subject: &str, ctx_hint: &str) -> String {
+    match problem {
+        Problem::Now => format!(
+            "{subject} is not deterministic: a replay of this workflow would see a different time; use `ctx.now()`{ctx_hint}, which records the time once and returns the recorded value on every replay"
+        ),
+        Problem::TimeZone => format!(
+            "{subject} reads this machine's time zone, and the value is not recorded: a replay on a worker in another zone would compute other local times; pass the zone in through the workflow input (an IANA name such as \"Europe/Paris\"), or compute local times in an `#[action]` (allow it with `#[allow(deprecated)]` on the statement if every worker has the same zone)"
+        ),
+        Problem::Random => format!(
+            "{subject} is not deterministic: a replay of this workflow would draw different values; use `ctx.random::<T>()`{ctx_hint}, which records the value once and returns it on every replay (for many values, seed an RNG with one recorded value: `StdRng::seed_from_u64(ctx.random())`)"
+        ),
+        Problem::Uuid => format!(
+            "{subject} is not deterministic: a replay of this workflow would make a different id; use `ctx.uuid()`{ctx_hint} (a v4 UUID), which records the id once and returns it on every replay; for a time-ordered id (UUID v7, ULID) make it in an `#[action]`, whose output is recorded"
+        ),
+        Problem::Spawn => format!(
+            "{subject} in a workflow body starts work the event log cannot track: steps must be awaited in the body; to run steps concurrently use `join!` / `try_join!`, `futures::future::join_all` or `reprise::fan_out`"
+        ),
+        Problem::Blocking => format!(
+            "{subject} in a workflow body blocks the worker thread, and a step awaited inside it would run outside the workflow's recording; `.await` the future in the body instead, and put blocking work in an `#[action]`"
+        ),
+        Problem::Sleep => format!(
+            "{subject} in a workflow body is not durable: it holds the worker and is lost on a restart; use `ctx.sleep(..)`{ctx_hint}, which suspends the run and wakes it on time, also after a restart"
+        ),
+        Problem::Interval => format!(
+            "{subject} in a workflow body is not durable: its ticks hold the worker and are lost on a restart; call `ctx.sleep(..)`{ctx_hint} in a loop, which suspends the run between iterations and wakes it on time, also after a restart"
+        ),
+        Problem::Env => format!(
+            "{subject} in a workflow body reads the process environment, and the value is not recorded: a replay on another worker, or after the configuration changed, may see another value and take another path; pass it in through the workflow input, or read it in an `#[action]` (where engine resources are at hand too), whose output is recorded (allow it with `#[allow(deprecated)]` on the statement if the value never changes)"
+        ),
+        Problem::Io => format!(
+            "{subject} does I/O in a workflow body: it runs again on every replay, and its result is not recorded, so a replay may see other data; do I/O in an `#[action]` and call it as a step, whose output is recorded"
+        ),
+        Problem::Race => format!(
+            "{subject} races futures and does not record which one won: a replay of this workflow may take the other branch; {RACE_FIX}"
+        ),
+        Problem::Timeout => format!(
+            "{subject} races a future against a timer and does not record which one finished first: a replay may time out where the first run did not, or the other way round; {RACE_FIX}"
+        ),
+    }
+}
+
+/// `path` with a deprecation warning attached: `({ #[deprecated] fn f() {} f(); path })`.
+/// The warning is the only compile-time warning a proc macro can emit on stable; the
+/// tokens carry the user's spans (not the macro's), or rustc would hide the lint as coming
+/// from an external macro.
+fn warning_expr(expr: &ExprPath, message: &str) -> Expr {
+    let span = expr
+        .path
+        .segments
+        .last()
+        .map_or_else(|| first_span(expr), |s| s.ident.span());
+    let name = Ident::new("reprise_unrecorded_read", span);
+    let note = LitStr::new(message, span);
+    syn::parse_quote_spanned! {span=>
+        ({
+            #[deprecated(note = #note)]
+            fn #name() {}
+            #name();
+            #expr
+        })
+    }
+}
+
+/// `x.run(..)`, `agent.prompt(..)` or `prompt_llm(..)` (through parentheses).
+fn is_step_call(expr: &Expr) -> bool {
+    match expr {
+        Expr::Paren(e) => is_step_call(&e.expr),
+        Expr::MethodCall(call) => matches!(call.method.to_string().as_str(), "run" | "prompt"),
+        Expr::Call(call) => matches!(
+            &*call.func,
+            Expr::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "prompt_llm")
+        ),
+        _ => false,
+    }
+}
+
+/// The names a `use` tree brings into scope.
+fn use_leaves(tree: &UseTree, prefix: &mut Vec<Ident>, out: &mut Vec<UseLeaf>) {
+    let path_of = |prefix: &[Ident], ident: Option<&Ident>| -> Vec<String> {
+        prefix
+            .iter()
+            .chain(ident)
+            .map(ToString::to_string)
+            .collect()
+    };
+    match tree {
+        UseTree::Path(p) => {
+            prefix.push(p.ident.clone());
+            use_leaves(&p.tree, prefix, out);
+            prefix.pop();
+        }
+        UseTree::Name(name) => {
+            let (path, local) = if name.ident == "self" {
+                (
+                    path_of(prefix, None),
+                    prefix.last().map(ToString::to_string),
+                )
+            } else {
+                (
+                    path_of(prefix, Some(&name.ident)),
+                    Some(name.ident.to_string()),
+                )
+            };
+            if let Some(local) = local {
+                out.push(UseLeaf {
+                    path,
+                    local: Some(local),
+                    tokens: quote!(#(#prefix ::)* #name),
+                });
+            }
+        }
+        UseTree::Rename(rename) => {
+            if rename.rename == "_" {
+                return;
+            }
+            let ident = (rename.ident != "self").then_some(&rename.ident);
+            out.push(UseLeaf {
+                path: path_of(prefix, ident),
+                local: Some(rename.rename.to_string()),
+                tokens: quote!(#(#prefix ::)* #rename),
+            });
+        }
+        UseTree::Glob(glob) => out.push(UseLeaf {
+            path: path_of(prefix, None),
+            local: None,
+            tokens: quote!(#(#prefix ::)* #glob),
+        }),
+        UseTree::Group(group) => {
+            for tree in &group.items {
+                use_leaves(tree, prefix, out);
+            }
+        }
     }
 }
 
@@ -869,6 +1329,233 @@ mod tests {
         assert_eq!(classify("Duration::from_secs"), None);
         assert_eq!(classify("my::time::sleep"), None);
         assert_eq!(classify("Instant"), None);
+    }
+
+    #[test]
+    fn classifies_the_wider_list() {
+        use Problem::*;
+        let cases: &[(&str, Option<Problem>)] = &[
+            // Clocks and time zones.
+            ("chrono::Local::now", Some(Now)),
+            ("chrono::Local::today", Some(Now)),
+            ("time::OffsetDateTime::now_utc", Some(Now)),
+            ("OffsetDateTime::now_local", Some(Now)),
+            ("jiff::Timestamp::now", Some(Now)),
+            ("jiff::Zoned::now", Some(Now)),
+            ("tokio::time::Instant::now", Some(Now)),
+            ("jiff::tz::TimeZone::system", Some(TimeZone)),
+            ("time::UtcOffset::current_local_offset", Some(TimeZone)),
+            ("iana_time_zone::get_timezone", Some(TimeZone)),
+            ("Duration::from_secs", None),
+            ("chrono::DateTime::parse_from_rfc3339", None),
+            ("jiff::Timestamp::from_second", None),
+            // Random values and ids.
+            ("rand::rng", Some(Random)),
+            ("rand::random_range", Some(Random)),
+            ("rand::rngs::StdRng::from_os_rng", Some(Random)),
+            ("ChaCha8Rng::from_entropy", Some(Random)),
+            ("fastrand::u32", Some(Random)),
+            ("fastrand::Rng::new", Some(Random)),
+            ("getrandom::fill", Some(Random)),
+            ("rand::rngs::StdRng::seed_from_u64", None),
+            ("rand::SeedableRng", None),
+            ("rand::Rng", None),
+            ("rand::seq::SliceRandom", None),
+            ("rand::distr::Uniform::new", None),
+            ("fastrand::Rng::with_seed", None),
+            ("Uuid::new_v7", Some(Uuid)),
+            ("uuid::Uuid::now_v1", Some(Uuid)),
+            ("ulid::Ulid::new", Some(Uuid)),
+            ("Uuid::parse_str", None),
+            ("Uuid::new_v5", None),
+            // Tasks, threads, blocking.
+            ("tokio::task::spawn_blocking", Some(Spawn)),
+            ("task::spawn_local", Some(Spawn)),
+            ("rayon::spawn", Some(Spawn)),
+            ("rayon::spawn_fifo", Some(Spawn)),
+            ("smol::spawn", Some(Spawn)),
+            ("std::thread::scope", Some(Spawn)),
+            ("my::task::spawn", None),
+            ("futures::executor::block_on", Some(Blocking)),
+            ("pollster::block_on", Some(Blocking)),
+            ("tokio::task::block_in_place", Some(Blocking)),
+            ("block_on", None),
+            // Timers.
+            ("tokio::time::sleep_until", Some(Sleep)),
+            ("std::thread::sleep", Some(Sleep)),
+            ("tokio::time::interval", Some(Interval)),
+            ("time::interval_at", Some(Interval)),
+            ("tokio::time::Duration::from_secs", None),
+            // Races.
+            ("futures::future::select", Some(Race)),
+            ("future::select", Some(Race)),
+            ("futures::future::select_all", Some(Race)),
+            ("futures_util::future::select_ok", Some(Race)),
+            ("futures::stream::select", Some(Race)),
+            ("futures::select", Some(Race)),
+            ("futures::select_biased", Some(Race)),
+            ("tokio::select", Some(Race)),
+            ("futures_lite::future::race", Some(Race)),
+            ("tokio::time::timeout", Some(Timeout)),
+            ("time::timeout", Some(Timeout)),
+            ("tokio::time::timeout_at", Some(Timeout)),
+            ("async_std::future::timeout", Some(Timeout)),
+            ("futures::future::join_all", None),
+            ("futures::future::try_join", None),
+            ("select", None),
+            ("timeout", None),
+            ("my::time::timeout", None),
+            // The environment.
+            ("std::env::var", Some(Env)),
+            ("env::var_os", Some(Env)),
+            ("std::env::args", Some(Env)),
+            ("std::env::current_dir", Some(Env)),
+            ("dotenvy::var", Some(Env)),
+            ("std::process::id", Some(Env)),
+            ("my::env::var", None),
+            // I/O.
+            ("std::fs::read_to_string", Some(Io)),
+            ("tokio::fs::write", Some(Io)),
+            ("fs::remove_file", Some(Io)),
+            ("std::fs::File::open", Some(Io)),
+            ("File::create", Some(Io)),
+            ("tokio::fs::OpenOptions::new", Some(Io)),
+            ("std::net::TcpStream::connect", Some(Io)),
+            ("reqwest::get", Some(Io)),
+            ("std::process::Command::new", Some(Io)),
+            ("std::io::stdin", Some(Io)),
+            ("std::fs", None),
+            ("clap::Command::new", None),
+            ("serde_json::from_str", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(classify(path), *expected, "{path}");
+        }
+        assert_eq!(rejected_module(&["std", "fs"]), Some(Io));
+        assert_eq!(rejected_module(&["fastrand"]), Some(Random));
+        assert_eq!(rejected_module(&["std", "time"]), None);
+        assert!(Env.is_warning() && TimeZone.is_warning());
+        assert!(!Now.is_warning() && !Race.is_warning() && !Io.is_warning());
+    }
+
+    fn leaves(item: &str) -> Vec<(String, Option<String>)> {
+        let item: ItemUse = syn::parse_str(item).expect("a use item");
+        let mut out = Vec::new();
+        use_leaves(&item.tree, &mut Vec::new(), &mut out);
+        out.into_iter()
+            .map(|leaf| (leaf.path.join("::"), leaf.local))
+            .collect()
+    }
+
+    #[test]
+    fn reads_use_trees() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            leaves("use std::time::SystemTime as Wall;"),
+            [("std::time::SystemTime".to_owned(), some("Wall"))]
+        );
+        assert_eq!(
+            leaves("use futures::future::{self, select, select_all as any};"),
+            [
+                ("futures::future".to_owned(), some("future")),
+                ("futures::future::select".to_owned(), some("select")),
+                ("futures::future::select_all".to_owned(), some("any")),
+            ]
+        );
+        assert_eq!(
+            leaves("use tokio::time::*;"),
+            [("tokio::time".to_owned(), None)]
+        );
+        assert_eq!(leaves("use rand::Rng as _;"), []);
+    }
+
+    /// Runs the rewriter on a workflow body and returns the error messages.
+    fn lint(body: &str) -> Vec<String> {
+        let mut block: Block = syn::parse_str(body).expect("a block");
+        let errors = Errors::new();
+        let ctx = Some(Ident::new("ctx", Span::call_site()));
+        rewrite_body(&mut block, ctx, &quote!(::reprise::__private), &errors);
+        match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn resolves_uses_in_the_body() {
+        let errors = lint(
+            "{ use std::time::SystemTime as Wall; let t = Wall::now(); { use rand::random as dice; let x: u8 = dice(); } }",
+        );
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(
+            errors[0]
+                .starts_with("`Wall::now` (`std::time::SystemTime::now`) is not deterministic")
+        );
+        assert!(errors[1].starts_with("`rand::random` (imported here) is not deterministic"));
+        assert!(errors[2].starts_with("`dice` (`rand::random`) is not deterministic"));
+
+        // A `use` counts in its whole block, also above it, and not outside it.
+        let errors =
+            lint("{ { let f = timeout(d, x); use tokio::time::timeout; } timeout(d, x); }");
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].starts_with("`tokio::time::timeout` (imported here) races a future"));
+        assert!(errors[1].starts_with("`timeout` (`tokio::time::timeout`) races a future"));
+
+        // Globs only make a bare name a known source.
+        let errors = lint(
+            "{ use tokio::time::*; let d = Duration::from_secs(1); select(a, b); timeout(d, x); }",
+        );
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with("`timeout` (`tokio::time::timeout`)"));
+
+        // Imported modules and renamed macros.
+        let errors = lint("{ use std::fs; use tokio::select as race; race! { _ = a => {} } }");
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].starts_with("`std::fs` (imported here) does I/O"));
+        assert!(errors[1].starts_with("`tokio::select` (imported here) races futures"));
+        assert!(errors[2].starts_with("`race!` (`tokio::select!`) races futures"));
+
+        // Harmless imports stay quiet.
+        assert_eq!(
+            lint(
+                "{ use std::time::Duration; use rand::{Rng, SeedableRng}; use std::collections::HashMap as Map; let m: Map<u8, u8> = Map::new(); }"
+            ),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn rejects_racing_forms() {
+        let errors = lint(
+            "{ let a = x.run(1).fuse(); futures::select! { _ = a => {} }; let b = x.run(2).timeout(d); let c = (a, b).race(); ctx.hook::<u8>().timeout(\"2d\"); }",
+        );
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].starts_with("`futures::select!` races futures"));
+        assert!(errors[1].starts_with("`.timeout(..)` on a step races a future"));
+        assert!(errors[2].starts_with("`.race(..)` races futures"));
+        for error in &errors {
+            assert!(error.contains("ctx.hook::<T>().timeout(\"2d\")"), "{error}");
+        }
+    }
+
+    #[test]
+    fn env_reads_warn_instead_of_failing() {
+        let mut block: Block =
+            syn::parse_str("{ let url = std::env::var(\"URL\"); }").expect("a block");
+        let errors = Errors::new();
+        rewrite_body(&mut block, None, &quote!(::reprise::__private), &errors);
+        assert!(errors.finish().is_ok());
+        let tokens = block.to_token_stream().to_string();
+        assert!(tokens.contains("deprecated"), "{tokens}");
+        assert!(tokens.contains("std :: env :: var"), "{tokens}");
+    }
+
+    #[test]
+    fn unix_epoch_elapsed_is_a_clock_read() {
+        let errors =
+            lint("{ let t = std::time::UNIX_EPOCH.elapsed(); let u = SystemTime::UNIX_EPOCH; }");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with("`std::time::UNIX_EPOCH.elapsed()` is not deterministic"));
     }
 
     #[test]

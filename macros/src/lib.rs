@@ -92,10 +92,52 @@ pub fn action(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   `vec!`, `format!`, `println!`, `assert!`-style macros are rewritten too; a step call
 ///   inside any other macro is a compile error (move it out of the macro).
 /// - `#[step(id = "…")]` on a statement pins the id of its one step call.
-/// - `SystemTime::now`, `Instant::now`, `Utc::now`, `rand::*`, `Uuid::new_v4`,
-///   `tokio::spawn`, `tokio::time::sleep`, `std::thread::sleep` are compile errors that
-///   name their recorded replacements (`ctx.now()`, `ctx.random()`, `ctx.uuid()`,
-///   `ctx.sleep()`, `join!`).
+/// - Sources of non-determinism are compile errors that name their recorded replacement
+///   (see below).
+///
+/// # What the body may not do
+/// A resumed run executes the body again from the top, so the body must take the same
+/// path every time. Inside a `#[workflow]` body these are **compile errors**, each with
+/// its fix in the message:
+/// - clocks: `SystemTime::now`, `Instant::now` (std and tokio), `Utc::now`, `Local::now`,
+///   `Local::today`, `OffsetDateTime::now_utc`/`now_local`, `jiff::Timestamp::now`,
+///   `Zoned::now`, `UNIX_EPOCH.elapsed()` → `ctx.now()`;
+/// - randomness and ids: `rand::*` (except seeded RNGs such as
+///   `StdRng::seed_from_u64(ctx.random())`, the traits and `distr`/`seq`), `thread_rng`,
+///   `OsRng`, `from_entropy`/`from_os_rng`, `fastrand::*`, `getrandom::*`,
+///   `Uuid::new_v4`/`new_v7`/`now_v7`/`now_v1`/`now_v6`, `Ulid::new` → `ctx.random()`,
+///   `ctx.uuid()`;
+/// - tasks, threads and blocking: `tokio::spawn`, `tokio::task::*spawn*`,
+///   `std::thread::spawn`/`scope`, `rayon::spawn`, `smol::spawn`, `block_on`,
+///   `block_in_place` → `join!`, `try_join!`, `join_all`, `reprise::fan_out`;
+/// - timers: `tokio::time::sleep`/`sleep_until`/`interval`, `std::thread::sleep` →
+///   `ctx.sleep()`;
+/// - races, which do not record the winner: any `select!`/`select_biased!` (also when the
+///   step futures are made before it), `futures::future::select`/`select_all`/`select_ok`,
+///   `tokio::time::timeout`/`timeout_at`, `.race(..)`, and `.timeout(..)` right on a step
+///   call. For a deadline on a hook use `ctx.hook::<T>().timeout("2d")`; otherwise run the
+///   steps with `join!`/`try_join!` or restructure. A durable select and `.timeout()` on
+///   any step are not available yet;
+/// - I/O: `std::fs::*`, `tokio::fs::*`, `File::open`/`create`, `OpenOptions::new`,
+///   `TcpStream::connect`, `reqwest::get`, `std::process::Command::new`, `io::stdin` → do
+///   it in an `#[action]`.
+///
+/// Reading the process environment (`std::env::var`, `var_os`, `vars`, `args`,
+/// `current_dir`, `dotenvy::var`, `std::process::id`) or the machine's time zone
+/// (`TimeZone::system`, `UtcOffset::current_local_offset`) is only a **warning** (a
+/// `deprecated` warning, the one warning a macro can raise on stable): configuration is
+/// legitimately read, but the value is not recorded. Pass it in through the workflow input
+/// or read it in an action; `#[allow(deprecated)]` on the statement silences it.
+///
+/// The check works on paths, not types. `use` items *inside the body* are resolved
+/// (`use std::time::SystemTime as Wall;` makes `Wall::now()` an error, and a `use` of a
+/// rejected item is an error itself), but an attribute macro cannot see the imports at the
+/// top of the file: after a file-level `use tokio::time::timeout;` a bare `timeout(..)` is
+/// not caught (`time::timeout(..)` and the full path are). To make the check crate-wide,
+/// copy reprise's `docs/clippy.toml` (`disallowed-methods`, `disallowed-types` and
+/// `disallowed-macros` for the same sources) into the crate that holds your workflows.
+/// `HashMap` iteration order also differs between runs and is not checked: iterate a
+/// `BTreeMap` or sort the keys before calling steps in a loop.
 ///
 /// # Options
 /// - `slug = "…"`: the workflow's name (default: the fn name in kebab-case).
