@@ -274,7 +274,14 @@ impl From<SchemaViolation> for ActionError {
 }
 
 /// An error of the engine or its store, as opposed to a failed run.
+///
+/// Store failures come in two shapes: [`EngineError::Storage`], what the stores return,
+/// typed ([`StoreErrorKind`]: busy, unavailable, a constraint, …) with the underlying
+/// database or I/O error as its [`source`](std::error::Error::source); and
+/// [`EngineError::Store`], a failure known only by its message (code that has no
+/// underlying error to carry). [`EngineError::is_store`] is true for both.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// No workflow is registered under this slug.
     #[error("no workflow named `{0}` is registered; `workflows list` shows the registered ones")]
@@ -288,9 +295,16 @@ pub enum EngineError {
     /// A value could not be (de)serialized.
     #[error("{0}")]
     Serde(String),
-    /// The store failed.
+    /// The store failed; only a message is known. Stores themselves report
+    /// [`EngineError::Storage`], with the cause; this variant is for code that has nothing
+    /// but a message (a failure recorded earlier, a simulated crash).
     #[error("store error: {0}")]
     Store(String),
+    /// The store failed: what failed, which run (when one), the kind of failure and, as
+    /// its [`source`](std::error::Error::source), the underlying error (a
+    /// `rusqlite::Error`, a `tokio_postgres::Error`, a `std::io::Error`, …).
+    #[error(transparent)]
+    Storage(StoreError),
     /// Another writer appended to this run first (its lease or fencing token is stale).
     #[error(
         "run `{run}` was appended to concurrently: expected sequence {expected}, found {found}"
@@ -350,6 +364,165 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// Whether the store failed ([`EngineError::Storage`] or [`EngineError::Store`]): the
+    /// operation did not happen, or it is not known whether it did; the run is left for a
+    /// later resume.
+    pub fn is_store(&self) -> bool {
+        matches!(self, EngineError::Store(_) | EngineError::Storage(_))
+    }
+
+    /// The typed store failure, when this is one.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            EngineError::Storage(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of failure a [`StoreError`] is: what a caller can do about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// Another connection holds a lock the operation needs (SQLite `SQLITE_BUSY` or
+    /// `SQLITE_LOCKED` after the busy timeout; a Postgres serialization failure, deadlock
+    /// or lock timeout), or the row changed concurrently. A retry may succeed.
+    Busy,
+    /// The database cannot be reached or went away: connection refused, lost or timed
+    /// out, no pooled connection in time, the server shutting down, the SQLite writer
+    /// thread gone. A retry once it is back may succeed.
+    Unavailable,
+    /// A constraint refused the write (a run id that exists already, a foreign key).
+    Constraint,
+    /// The operating system refused a file operation (a directory that cannot be created,
+    /// a file that cannot be opened, permissions, a full disk) or a thread could not start.
+    Io,
+    /// The database's schema is not one this build can use: written by a newer reprise,
+    /// a migration that failed, a table that is missing.
+    Schema,
+    /// The store's configuration is wrong: an unsupported or unparsable URL, an empty
+    /// schema name, a pool size of 0, credentials the server refuses.
+    Config,
+    /// Any other database failure: a statement the database refused, a file that is not
+    /// a database.
+    Database,
+}
+
+impl StoreErrorKind {
+    /// Whether retrying the operation later may succeed ([`StoreErrorKind::Busy`],
+    /// [`StoreErrorKind::Unavailable`]).
+    pub fn is_retryable(self) -> bool {
+        matches!(self, StoreErrorKind::Busy | StoreErrorKind::Unavailable)
+    }
+
+    /// What to do about it, when that is the same for every failure of the kind.
+    fn hint(self) -> Option<&'static str> {
+        match self {
+            StoreErrorKind::Busy => Some("a retry may succeed"),
+            StoreErrorKind::Unavailable => {
+                Some("check that the database is running and reachable; a retry may succeed then")
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A failure of the store ([`EngineError::Storage`]): the database, its connection or its
+/// files. Its message says what failed and, when one run was concerned, which; its
+/// [`kind`](StoreError::kind) what sort of failure it is; its
+/// [`source`](std::error::Error::source) is the underlying error, for callers that need
+/// the database's own code (downcast it to `rusqlite::Error`, `tokio_postgres::Error`,
+/// `std::io::Error`).
+///
+/// Rows that do not decode are not store errors but [`EngineError::Corrupt`]; appends the
+/// store refused are [`EngineError::Conflict`] or [`EngineError::LeaseLost`].
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: String,
+    run: Option<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl StoreError {
+    /// A failure of `kind`; `message` says what failed (`"cannot append to run `x`: …"`).
+    pub fn new(kind: StoreErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            run: None,
+            source: None,
+        }
+    }
+
+    /// Sets the underlying error, returned by [`source`](std::error::Error::source).
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Sets the run the failed operation concerned.
+    pub fn with_run(mut self, run: impl Into<String>) -> Self {
+        self.run = Some(run.into());
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    /// The run the failed operation concerned, when it concerned one.
+    pub fn run(&self) -> Option<&str> {
+        self.run.as_deref()
+    }
+
+    /// What failed, with the underlying error's message (without the hint).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same failure, of another kind.
+    pub(crate) fn with_kind(mut self, kind: StoreErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The same failure, its message prefixed with `context` (`"<context>: <message>"`).
+    pub(crate) fn context(mut self, context: impl fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "store error: {}", self.message)?;
+        match self.kind.hint() {
+            Some(hint) => write!(f, " ({hint})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<StoreError> for EngineError {
+    fn from(error: StoreError) -> Self {
+        EngineError::Storage(error)
+    }
+}
+
 impl From<SchemaViolation> for EngineError {
     fn from(error: SchemaViolation) -> Self {
         EngineError::Schema(error)
@@ -359,5 +532,53 @@ impl From<SchemaViolation> for EngineError {
 impl From<serde_json::Error> for EngineError {
     fn from(error: serde_json::Error) -> Self {
         EngineError::Serde(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod store_error_tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_store_error_says_what_failed_and_its_source_is_the_underlying_error() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error: EngineError = StoreError::new(
+            StoreErrorKind::Unavailable,
+            "cannot append to run `r1`: refused",
+        )
+        .with_run("r1")
+        .with_source(io)
+        .into();
+        assert!(error.is_store());
+        let store = error.store_error().expect("typed");
+        assert_eq!(store.kind(), StoreErrorKind::Unavailable);
+        assert!(store.kind().is_retryable());
+        assert_eq!(store.run(), Some("r1"));
+        assert_eq!(
+            error.to_string(),
+            "store error: cannot append to run `r1`: refused (check that the database is \
+             running and reachable; a retry may succeed then)"
+        );
+        let source = error.source().expect("a source");
+        let io = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the io::Error itself");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+
+        // The message-only variant stays a store failure, without a source.
+        let plain = EngineError::Store("the process died".into());
+        assert!(plain.is_store());
+        assert!(plain.store_error().is_none());
+        assert!(plain.source().is_none());
+        assert_eq!(plain.to_string(), "store error: the process died");
+
+        let constraint = StoreError::new(StoreErrorKind::Constraint, "run `r1` already exists");
+        assert!(!constraint.kind().is_retryable());
+        assert_eq!(
+            constraint.to_string(),
+            "store error: run `r1` already exists"
+        );
     }
 }

@@ -985,13 +985,13 @@ async fn drive(
 ) -> Result<RunOutcome, String> {
     let mut retries = store_retries;
     let mut retry = |error: &EngineError| {
-        let store_error = matches!(error, EngineError::Store(_));
+        let store_error = error.is_store();
         let again = store_error && retries > 0;
         retries = retries.saturating_sub(1);
         again
     };
     let stuck = |error: EngineError| {
-        if store_retries > 0 && matches!(error, EngineError::Store(_)) {
+        if store_retries > 0 && error.is_store() {
             format!(
                 "the run is stuck: after the refused append, {} executions in a row failed: {error}",
                 store_retries + 1

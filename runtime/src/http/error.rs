@@ -111,7 +111,7 @@ impl From<EngineError> for ApiError {
 /// | `Schema` | 422, with `violations` | `schema` |
 /// | `InvalidState`, `Conflict`, `Leased` | 409 | `invalid_state`, `conflict`, `leased` |
 /// | `Serde` | 400 | `bad_request` |
-/// | `Store`, `LeaseLost` | 503 (retry later) | `store`, `lease_lost` |
+/// | `Store`, `Storage`, `LeaseLost` | 503 (retry later) | `store`, `lease_lost` |
 /// | `Corrupt` | 500 | `corrupt` |
 /// | `Config` | 500 (the server's configuration is wrong) | `config` |
 pub(crate) fn from_engine(error: EngineError) -> ApiError {
@@ -132,7 +132,9 @@ pub(crate) fn from_engine(error: EngineError) -> ApiError {
         EngineError::Conflict { .. } => ApiError::new(S::CONFLICT, "conflict", message),
         EngineError::Leased { .. } => ApiError::new(S::CONFLICT, "leased", message),
         EngineError::Serde(_) => ApiError::bad_request(message),
-        EngineError::Store(_) => ApiError::new(S::SERVICE_UNAVAILABLE, "store", message),
+        EngineError::Store(_) | EngineError::Storage(_) => {
+            ApiError::new(S::SERVICE_UNAVAILABLE, "store", message)
+        }
         EngineError::LeaseLost { .. } => {
             ApiError::new(S::SERVICE_UNAVAILABLE, "lease_lost", message)
         }

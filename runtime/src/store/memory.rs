@@ -97,10 +97,12 @@ pub(crate) fn apply_update(
 
 fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
     if runs.by_id.contains_key(&record.id) {
-        return Err(EngineError::Store(format!(
-            "run `{}` already exists",
-            record.id
-        )));
+        return Err(super::StoreError::new(
+            super::StoreErrorKind::Constraint,
+            format!("run `{}` already exists", record.id),
+        )
+        .with_run(record.id.as_str())
+        .into());
     }
     let id = record.id.clone();
     let mut record = record;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::EngineError;
+pub use crate::error::{StoreError, StoreErrorKind};
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunUpdate};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -89,6 +90,7 @@ pub struct Lease {
 
 /// What [`Store::acquire`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Acquired {
     /// The lease is now held by the caller.
     Lease(Lease),
@@ -215,7 +217,8 @@ pub type SharedStore = Arc<dyn Store>;
 /// find out at once.
 ///
 /// # Errors
-/// [`EngineError::Store`] when the scheme is unknown or the database cannot be opened.
+/// [`EngineError::Storage`]: of kind [`StoreErrorKind::Config`] when the scheme is
+/// unknown, of the store's own kind when the database cannot be opened.
 pub fn open(url: &str) -> Result<SharedStore, EngineError> {
     if url == "memory:" {
         return Ok(Arc::new(MemoryStore::new()));
@@ -236,7 +239,12 @@ pub fn open(url: &str) -> Result<SharedStore, EngineError> {
     } else {
         ""
     };
-    Err(EngineError::Store(format!(
-        "unsupported database URL `{url}`: use `sqlite://path/to/file.db`{postgres} or `memory:`"
-    )))
+    Err(StoreError::new(
+        StoreErrorKind::Config,
+        format!(
+            "unsupported database URL `{url}`: use `sqlite://path/to/file.db`{postgres} or \
+             `memory:`"
+        ),
+    )
+    .into())
 }

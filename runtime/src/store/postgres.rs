@@ -105,7 +105,17 @@
 //! Each read is one statement, so it sees one snapshot and never half of an append.
 //! A row that cannot be decoded (unknown status, trigger or event kind, invalid JSON, an
 //! out-of-range number, a gap in the sequence numbers) is reported as
-//! [`EngineError::Corrupt`] naming the run; it never panics.
+//! [`EngineError::Corrupt`] naming the run; it never panics. Rows are decoded by the
+//! codec shared with the SQLite store (`store::codec`), through [`SqlRow`].
+//!
+//! # Errors
+//!
+//! Failures are [`EngineError::Storage`] with the `tokio_postgres::Error` (or the pool's
+//! error) as their source and a [`StoreErrorKind`] from its SQLSTATE: serialization
+//! failures, deadlocks and lock timeouts are [`StoreErrorKind::Busy`]; connection
+//! failures, lost connections, pool timeouts and a server shutting down
+//! [`StoreErrorKind::Unavailable`]; integrity violations [`StoreErrorKind::Constraint`];
+//! refused logins and unknown databases [`StoreErrorKind::Config`].
 //!
 //! [deadpool-postgres]: https://docs.rs/deadpool-postgres
 
@@ -121,11 +131,11 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::codec::{corrupt, fence_param, json, micros, number, timestamp};
+use super::codec::{self, EventLog, SqlRow, column, decode_run, fence_param, micros};
 use super::postgres_appends::{EncodedAppend, GroupCommit};
-use super::{Acquired, Append, Lease, Store};
+use super::{Acquired, Append, Lease, Store, StoreError, StoreErrorKind};
 use crate::EngineError;
-use crate::event::{Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
+use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus};
 
 /// The migrations, in order: entry `i` brings the schema to version `i + 1`.
 ///
@@ -206,10 +216,6 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE reprise_events DROP CONSTRAINT IF EXISTS reprise_events_run_id_fkey;
     "#,
 ];
-
-/// The columns of `reprise_runs`, in the order [`decode_run`] reads them.
-const RUN_COLUMNS: &str = r#"id, workflow, status, input::text, output::text, error::text,
-    attempt, "trigger", created_at, updated_at, wake_at, next_seq"#;
 
 /// The default [`PostgresOptions::pool_size`].
 const DEFAULT_POOL_SIZE: usize = 16;
@@ -295,9 +301,11 @@ impl PostgresStore {
     /// pending migrations.
     ///
     /// # Errors
-    /// [`EngineError::Store`] when the URL is invalid, the server cannot be reached or
-    /// refuses the login, a migration fails, or the database was migrated by a newer
-    /// reprise (its schema version is higher than [`PostgresStore::SCHEMA_VERSION`]).
+    /// [`EngineError::Storage`]: [`StoreErrorKind::Config`] when the URL is invalid or
+    /// the server refuses the login, [`StoreErrorKind::Unavailable`] when it cannot be
+    /// reached, [`StoreErrorKind::Schema`] when a migration fails or the database was
+    /// migrated by a newer reprise (its schema version is higher than
+    /// [`PostgresStore::SCHEMA_VERSION`]).
     pub async fn connect(url: &str) -> Result<PostgresStore, EngineError> {
         Self::connect_with(url, PostgresOptions::default()).await
     }
@@ -322,14 +330,16 @@ impl PostgresStore {
     /// Tokio runtime (as every [`Store`] method is).
     ///
     /// # Errors
-    /// [`EngineError::Store`] when the URL cannot be parsed, `options.schema` is empty or
-    /// `options.pool_size` is 0. Connection problems surface on first use.
+    /// [`EngineError::Storage`] of kind [`StoreErrorKind::Config`] when the URL cannot be
+    /// parsed, `options.schema` is empty or `options.pool_size` is 0. Connection problems
+    /// surface on first use.
     pub fn connect_lazy(url: &str, options: PostgresOptions) -> Result<PostgresStore, EngineError> {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|e| {
-            EngineError::Store(format!(
-                "invalid Postgres URL `{}`: {e}",
-                redact_password(url)
-            ))
+            StoreError::new(
+                StoreErrorKind::Config,
+                format!("invalid Postgres URL `{}`: {e}", redact_password(url)),
+            )
+            .with_source(e)
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
@@ -339,9 +349,11 @@ impl PostgresStore {
         }
         if let Some(schema) = &options.schema {
             if schema.is_empty() {
-                return Err(EngineError::Store(
-                    "the Postgres schema name must not be empty".to_owned(),
-                ));
+                return Err(StoreError::new(
+                    StoreErrorKind::Config,
+                    "the Postgres schema name must not be empty",
+                )
+                .into());
             }
             // `options` is the server's command line: `-c search_path=…` for every
             // connection; spaces and backslashes are escaped with a backslash there.
@@ -356,9 +368,11 @@ impl PostgresStore {
             config.options(merged);
         }
         if options.pool_size == 0 {
-            return Err(EngineError::Store(
-                "the Postgres pool size must be at least 1".to_owned(),
-            ));
+            return Err(StoreError::new(
+                StoreErrorKind::Config,
+                "the Postgres pool size must be at least 1",
+            )
+            .into());
         }
         let manager = Manager::from_config(
             config,
@@ -372,7 +386,13 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(DEFAULT_CONNECT_TIMEOUT + Duration::from_secs(5)))
             .build()
-            .map_err(|e| EngineError::Store(format!("cannot build the Postgres pool: {e}")))?;
+            .map_err(|e| {
+                StoreError::new(
+                    StoreErrorKind::Config,
+                    format!("cannot build the Postgres pool: {e}"),
+                )
+                .with_source(e)
+            })?;
         Ok(PostgresStore {
             pool,
             schema: options.schema,
@@ -398,10 +418,7 @@ impl PostgresStore {
     }
 
     async fn raw_client(&self) -> Result<deadpool_postgres::Client, EngineError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| EngineError::Store(format!("cannot get a Postgres connection: {e}")))
+        self.pool.get().await.map_err(|e| pool_error(e).into())
     }
 
     /// A pooled connection to a migrated database.
@@ -454,19 +471,37 @@ async fn migrate(
         .and_then(|row| row.try_get(0))
         .map_err(|e| pg("cannot read the schema version", e))?;
     if current > latest {
-        return Err(EngineError::Store(format!(
-            "the database has schema version {current}, but this build of reprise \
-             supports versions up to {latest}: it was written by a newer reprise; \
-             upgrade reprise to open it"
-        )));
+        return Err(StoreError::new(
+            StoreErrorKind::Schema,
+            format!(
+                "the database has schema version {current}, but this build of reprise \
+                 supports versions up to {latest}: it was written by a newer reprise; \
+                 upgrade reprise to open it"
+            ),
+        )
+        .into());
     }
     for version in current + 1..=latest {
         let sql = usize::try_from(version - 1)
             .ok()
             .and_then(|i| MIGRATIONS.get(i))
-            .ok_or_else(|| EngineError::Store(format!("invalid schema version {version}")))?;
+            .ok_or_else(|| {
+                StoreError::new(
+                    StoreErrorKind::Schema,
+                    format!("invalid schema version {version}"),
+                )
+            })?;
         let what = format!("migration to schema version {version} failed");
-        tx.batch_execute(sql).await.map_err(|e| pg(&what, e))?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| match pg(&what, e) {
+                // A statement of the migration the server refused: the schema is not one it
+                // can be migrated from.
+                EngineError::Storage(e) if e.kind() == StoreErrorKind::Database => {
+                    EngineError::Storage(e.with_kind(StoreErrorKind::Schema))
+                }
+                other => other,
+            })?;
         tx.execute(
             "INSERT INTO reprise_schema_migrations (version) VALUES ($1::bigint)",
             &[&version],
@@ -516,20 +551,19 @@ fn redact_password(url: &str) -> String {
 impl Store for PostgresStore {
     async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
         let create = EncodedCreate::new(record, &created)?;
+        let run = create.id.as_str();
+        let what = format!("cannot create run `{run}`");
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(CREATE_RUN_SQL)
             .await
-            .map_err(|e| pg("cannot create run", e))?;
+            .map_err(|e| pg_run(&what, run, e))?;
         let inserted = client
             .execute(&stmt, &create.params())
             .await
-            .map_err(|e| pg("cannot create run", e))?;
+            .map_err(|e| pg_run(&what, run, e))?;
         if inserted == 0 {
-            return Err(EngineError::Store(format!(
-                "run `{}` already exists",
-                create.id
-            )));
+            return Err(codec::run_exists(run));
         }
         Ok(())
     }
@@ -540,8 +574,10 @@ impl Store for PostgresStore {
         record: RunRecord,
         created: NewEvent,
     ) -> Result<Option<RunId>, EngineError> {
-        let what = "cannot create run";
         let create = EncodedCreate::new(record, &created)?;
+        let run = create.id.as_str();
+        let what = &format!("cannot create run `{run}`");
+        let pg = |what: &str, e| pg_run(what, run, e);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| pg(what, e))?;
         // A concurrent inserter of the same key waits here for the first one's commit
@@ -568,9 +604,12 @@ impl Store for PostgresStore {
             tx.rollback().await.map_err(|e| pg(what, e))?;
             return match holder {
                 Some(holder) => Ok(Some(RunId(holder))),
-                None => Err(EngineError::Store(format!(
-                    "{what}: the key `{key}` was taken and then released concurrently; retry"
-                ))),
+                None => Err(StoreError::new(
+                    StoreErrorKind::Busy,
+                    format!("{what}: the key `{key}` was taken and then released concurrently"),
+                )
+                .with_run(run)
+                .into()),
             };
         }
         let stmt = tx
@@ -583,10 +622,7 @@ impl Store for PostgresStore {
             .map_err(|e| pg(what, e))?;
         if inserted == 0 {
             tx.rollback().await.map_err(|e| pg(what, e))?;
-            return Err(EngineError::Store(format!(
-                "run `{}` already exists",
-                create.id
-            )));
+            return Err(codec::run_exists(run));
         }
         tx.commit().await.map_err(|e| pg(what, e))?;
         Ok(None)
@@ -599,8 +635,9 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<Acquired, EngineError> {
-        let what = "cannot take lease";
         let run = id.as_str();
+        let what = &format!("cannot take the lease of run `{run}`");
+        let pg = |what: &str, e| pg_run(what, run, e);
         let (now, expires) = (micros(now), micros(expires_at));
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| pg(what, e))?;
@@ -616,17 +653,10 @@ impl Store for PostgresStore {
             tx.rollback().await.map_err(|e| pg(what, e))?;
             return Err(EngineError::UnknownRun(run.to_owned()));
         };
-        let holder: Option<String> = column(&row, 0, run, "lease_owner")?;
-        let until: Option<i64> = column(&row, 1, run, "lease_expires_at")?;
-        if let (Some(holder), Some(until)) = (holder, until)
-            && until > now
-            && holder != owner
-        {
+        let holder = codec::lease_holder(run, &row, 0)?;
+        if let Some(held) = codec::held_elsewhere(run, owner, now, holder)? {
             tx.rollback().await.map_err(|e| pg(what, e))?;
-            return Ok(Acquired::HeldBy {
-                owner: holder,
-                expires_at: timestamp(run, "lease_expires_at", until)?,
-            });
+            return Ok(held);
         }
         let row = tx
             .query_one(
@@ -639,16 +669,9 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(|e| pg(what, e))?;
-        let fence: i64 = column(&row, 0, run, "fence")?;
-        let cancel_requested: bool = column(&row, 1, run, "cancel_requested")?;
+        let lease = codec::lease(run, owner, expires, &row, 0)?;
         tx.commit().await.map_err(|e| pg(what, e))?;
-        Ok(Acquired::Lease(Lease {
-            run_id: id.clone(),
-            owner: owner.to_owned(),
-            fence: number(run, "fence", fence)?,
-            expires_at: timestamp(run, "lease_expires_at", expires)?,
-            cancel_requested,
-        }))
+        Ok(Acquired::Lease(lease))
     }
 
     async fn claim_due(
@@ -675,19 +698,11 @@ impl Store for PostgresStore {
             .map_err(|e| pg(what, e))?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let id: String = column(row, 0, "<unreadable id>", "id")?;
+            let id = column("<unreadable id>", "id", row.text(0))?;
             let run = id.as_str();
-            let fence: i64 = column(row, 1, run, "fence")?;
-            let cancel_requested: bool = column(row, 2, run, "cancel_requested")?;
-            let created_at: i64 = column(row, 3, run, "created_at")?;
-            let pos: i64 = column(row, 4, run, "pos")?;
-            let lease = Lease {
-                run_id: RunId(id.clone()),
-                owner: owner.to_owned(),
-                fence: number(run, "fence", fence)?,
-                expires_at: timestamp(run, "lease_expires_at", expires)?,
-                cancel_requested,
-            };
+            let lease = codec::lease(run, owner, expires, row, 1)?;
+            let created_at = column(run, "created_at", row.int(3))?;
+            let pos = column(run, "pos", row.int(4))?;
             claimed.push(((created_at, pos), lease));
         }
         // `UPDATE … RETURNING` does not keep the CTE's order.
@@ -700,8 +715,9 @@ impl Store for PostgresStore {
         lease: &Lease,
         expires_at: DateTime<Utc>,
     ) -> Result<Option<Lease>, EngineError> {
-        let what = "cannot renew lease";
         let run = lease.run_id.as_str();
+        let what = &format!("cannot renew the lease of run `{run}`");
+        let pg = |what: &str, e| pg_run(what, run, e);
         let expires = micros(expires_at);
         let client = self.client().await?;
         let stmt = client
@@ -719,15 +735,13 @@ impl Store for PostgresStore {
         else {
             return Ok(None);
         };
-        Ok(Some(Lease {
-            expires_at: timestamp(run, "lease_expires_at", expires)?,
-            cancel_requested: column(&row, 0, run, "cancel_requested")?,
-            ..lease.clone()
-        }))
+        codec::renewed(lease, expires, &row, 0).map(Some)
     }
 
     async fn release(&self, lease: &Lease) -> Result<(), EngineError> {
-        let what = "cannot release lease";
+        let run = lease.run_id.as_str();
+        let what = &format!("cannot release the lease of run `{run}`");
+        let pg = |what: &str, e| pg_run(what, run, e);
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
@@ -744,7 +758,8 @@ impl Store for PostgresStore {
     }
 
     async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
-        let what = "cannot request cancellation";
+        let what = &format!("cannot request the cancellation of run `{id}`");
+        let pg = |what: &str, e| pg_run(what, id.as_str(), e);
         let client = self.client().await?;
         let changed = client
             .execute(
@@ -777,9 +792,7 @@ impl Store for PostgresStore {
             .query_one(&stmt, &[])
             .await
             .map_err(|e| pg(what, e))?;
-        let next: Option<i64> = column(&row, 0, "<next wake-up>", "wake_at")?;
-        next.map(|t| timestamp("<next wake-up>", "wake_at", t))
-            .transpose()
+        codec::next_wake(column("<next wake-up>", "wake_at", row.opt_int(0))?)
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
@@ -796,9 +809,8 @@ impl Store for PostgresStore {
         else {
             return Ok(None);
         };
-        let label = format!("<cursor {name}>");
-        let text: String = column(&row, 0, &label, "reprise_cursors.value")?;
-        json(&label, "reprise_cursors.value", &text).map(Some)
+        let text = column(&format!("<cursor {name}>"), "value", row.text(0))?;
+        codec::cursor(name, &text).map(Some)
     }
 
     async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
@@ -830,9 +842,13 @@ impl Store for PostgresStore {
             fence,
         } = append;
         let first = i64::try_from(first_seq).map_err(|_| {
-            EngineError::Store(format!(
-                "run `{run_id}`: sequence number {first_seq} is out of range"
-            ))
+            StoreError::new(
+                StoreErrorKind::Database,
+                format!(
+                    "cannot append to run `{run_id}`: sequence number {first_seq} is out of range"
+                ),
+            )
+            .with_run(run_id.as_str())
         })?;
         let updated_at = micros(events.last().map_or_else(Utc::now, |e| e.at));
         let mut encoded = EncodedAppend {
@@ -875,11 +891,13 @@ impl Store for PostgresStore {
     }
 
     async fn run(&self, id: &RunId) -> Result<Option<RunRecord>, EngineError> {
-        let what = "cannot read run";
+        let what = &format!("cannot read run `{id}`");
+        let pg = |what: &str, e| pg_run(what, id.as_str(), e);
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM reprise_runs WHERE id = $1::text"
+                "SELECT {} FROM reprise_runs WHERE id = $1::text",
+                codec::run_columns("::text")
             ))
             .await
             .map_err(|e| pg(what, e))?;
@@ -892,42 +910,32 @@ impl Store for PostgresStore {
     }
 
     async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError> {
-        let what = "cannot read events";
+        let what = &format!("cannot read the events of run `{id}`");
+        let pg = |what: &str, e| pg_run(what, id.as_str(), e);
         let client = self.client().await?;
         let stmt = client
-            .prepare_cached(
-                "SELECT seq, kind, correlation_id, attempt, at, payload::text
-                   FROM reprise_events WHERE run_id = $1::text ORDER BY seq",
-            )
+            .prepare_cached(&format!(
+                "SELECT {} FROM reprise_events WHERE run_id = $1::text ORDER BY seq",
+                codec::event_columns("::text")
+            ))
             .await
             .map_err(|e| pg(what, e))?;
         let rows = client
             .query(&stmt, &[&id.as_str()])
             .await
             .map_err(|e| pg(what, e))?;
-        let mut events = Vec::with_capacity(rows.len());
+        let mut events = EventLog::new(id, rows.len());
         for row in &rows {
-            let event = decode_event(id, row)?;
-            if event.seq != events.len() as u64 {
-                return Err(corrupt(
-                    id.as_str(),
-                    format!(
-                        "event sequence has a gap: expected {}, found {}",
-                        events.len(),
-                        event.seq
-                    ),
-                ));
-            }
-            events.push(event);
+            events.push(row)?;
         }
-        Ok(events)
+        Ok(events.finish())
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
         let what = "cannot list runs";
         let status = filter.status.map(RunStatus::as_str);
         let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM reprise_runs");
+        let mut sql = format!("SELECT {} FROM reprise_runs", codec::run_columns("::text"));
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
         let mut clauses = Vec::new();
         if let Some(status) = &status {
@@ -1032,80 +1040,110 @@ impl EncodedCreate {
 }
 
 // ---------------------------------------------------------------------------------------
-// Decoding rows
+// Rows and errors
 
-fn decode_run(row: &Row) -> Result<RunRecord, EngineError> {
-    let id: String = column(row, 0, "<unreadable id>", "id")?;
-    let run = id.as_str();
-    let status: String = column(row, 2, run, "status")?;
-    let trigger: String = column(row, 7, run, "trigger")?;
-    let output: Option<String> = column(row, 4, run, "output")?;
-    let error: Option<String> = column(row, 5, run, "error")?;
-    let wake_at: Option<i64> = column(row, 10, run, "wake_at")?;
-    Ok(RunRecord {
-        workflow: column(row, 1, run, "workflow")?,
-        status: RunStatus::from_str(&status)
-            .map_err(|message| corrupt(run, format!("column `status`: {message}")))?,
-        input: json(run, "input", &column::<String>(row, 3, run, "input")?)?,
-        output: output.map(|text| json(run, "output", &text)).transpose()?,
-        error: error.map(|text| json(run, "error", &text)).transpose()?,
-        attempt: number(run, "attempt", column(row, 6, run, "attempt")?)?,
-        trigger: serde_json::from_value::<Trigger>(serde_json::Value::String(trigger.clone()))
-            .map_err(|_| {
-                corrupt(
-                    run,
-                    format!("column `trigger`: unknown trigger `{trigger}`"),
-                )
-            })?,
-        created_at: timestamp(run, "created_at", column(row, 8, run, "created_at")?)?,
-        updated_at: timestamp(run, "updated_at", column(row, 9, run, "updated_at")?)?,
-        wake_at: wake_at.map(|w| timestamp(run, "wake_at", w)).transpose()?,
-        next_seq: number(run, "next_seq", column(row, 11, run, "next_seq")?)?,
-        id: RunId(id),
-    })
-}
+impl SqlRow for Row {
+    type Error = tokio_postgres::Error;
 
-fn decode_event(run_id: &RunId, row: &Row) -> Result<Event, EngineError> {
-    let run = run_id.as_str();
-    let kind: String = column(row, 1, run, "events.kind")?;
-    Ok(Event {
-        run_id: run_id.clone(),
-        seq: number(run, "events.seq", column(row, 0, run, "events.seq")?)?,
-        event: NewEvent {
-            kind: EventKind::parse(&kind)
-                .ok_or_else(|| corrupt(run, format!("unknown event kind `{kind}`")))?,
-            correlation_id: column(row, 2, run, "events.correlation_id")?,
-            attempt: number(
-                run,
-                "events.attempt",
-                column(row, 3, run, "events.attempt")?,
-            )?,
-            at: timestamp(run, "events.at", column(row, 4, run, "events.at")?)?,
-            payload: json(
-                run,
-                "events.payload",
-                &column::<String>(row, 5, run, "events.payload")?,
-            )?,
-        },
-    })
-}
-
-pub(super) fn column<'a, T: tokio_postgres::types::FromSql<'a>>(
-    row: &'a Row,
-    index: usize,
-    run: &str,
-    name: &str,
-) -> Result<T, EngineError> {
-    row.try_get(index)
-        .map_err(|e| corrupt(run, format!("column `{name}`: {e}")))
-}
-
-/// A Postgres error as [`EngineError::Store`], with the server's message when there is one.
-pub(super) fn pg(what: &str, e: tokio_postgres::Error) -> EngineError {
-    match e.as_db_error() {
-        Some(db) => EngineError::Store(format!("{what}: {db}")),
-        None => EngineError::Store(format!("{what}: {e}")),
+    fn text(&self, index: usize) -> Result<String, tokio_postgres::Error> {
+        self.try_get(index)
     }
+
+    fn opt_text(&self, index: usize) -> Result<Option<String>, tokio_postgres::Error> {
+        self.try_get(index)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, tokio_postgres::Error> {
+        self.try_get(index)
+    }
+
+    fn opt_int(&self, index: usize) -> Result<Option<i64>, tokio_postgres::Error> {
+        self.try_get(index)
+    }
+
+    fn boolean(&self, index: usize) -> Result<bool, tokio_postgres::Error> {
+        self.try_get(index)
+    }
+}
+
+/// The [`StoreErrorKind`] of a Postgres error: from its SQLSTATE when the server sent
+/// one, else from what the client ran into (tokio-postgres does not expose its error
+/// kinds; a lost connection, an I/O error and a timeout are told apart from the rest by
+/// `is_closed`, the source and the message).
+fn pg_kind(e: &tokio_postgres::Error) -> StoreErrorKind {
+    if let Some(state) = e.code() {
+        return match state.code() {
+            // serialization_failure, deadlock_detected, lock_not_available,
+            // object_in_use, query_canceled (a statement or lock timeout).
+            "40001" | "40P01" | "55P03" | "55006" | "57014" => StoreErrorKind::Busy,
+            // invalid_catalog_name (no such database), invalid_schema_name,
+            // insufficient_privilege.
+            "3D000" | "3F000" | "42501" => StoreErrorKind::Config,
+            // undefined_table, undefined_column, undefined_function.
+            "42P01" | "42703" | "42883" => StoreErrorKind::Schema,
+            // Integrity constraint violations.
+            code if code.starts_with("23") => StoreErrorKind::Constraint,
+            // Connection exceptions, insufficient resources (too many connections),
+            // operator intervention (shutdown, cannot connect now).
+            code if code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") => {
+                StoreErrorKind::Unavailable
+            }
+            // Invalid authorization specification (a refused login).
+            code if code.starts_with("28") => StoreErrorKind::Config,
+            // System errors (an I/O error of the server).
+            code if code.starts_with("58") => StoreErrorKind::Io,
+            _ => StoreErrorKind::Database,
+        };
+    }
+    let io = std::error::Error::source(e).is_some_and(|source| source.is::<std::io::Error>());
+    let text = e.to_string();
+    if e.is_closed()
+        || io
+        || text.starts_with("timeout")
+        || text.starts_with("error connecting")
+        || text.starts_with("error communicating")
+    {
+        StoreErrorKind::Unavailable
+    } else if text.starts_with("authentication")
+        || text.starts_with("invalid connection string")
+        || text.starts_with("invalid configuration")
+    {
+        StoreErrorKind::Config
+    } else {
+        StoreErrorKind::Database
+    }
+}
+
+/// A Postgres error as a [`StoreError`]: `"<what>: <error>"` (the server's message when
+/// there is one), its kind from [`pg_kind`], the error itself as the source.
+fn pg_store_error(what: &str, e: tokio_postgres::Error) -> StoreError {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{what}: {db}"),
+        None => format!("{what}: {e}"),
+    };
+    StoreError::new(pg_kind(&e), message).with_source(e)
+}
+
+/// A Postgres error as [`EngineError::Storage`] (see [`pg_store_error`]).
+pub(super) fn pg(what: &str, e: tokio_postgres::Error) -> EngineError {
+    pg_store_error(what, e).into()
+}
+
+/// [`pg`] for an operation on run `run` (which `what` names).
+pub(super) fn pg_run(what: &str, run: &str, e: tokio_postgres::Error) -> EngineError {
+    pg_store_error(what, e).with_run(run).into()
+}
+
+/// No pooled connection: the pool timed out or was closed, or connecting failed.
+pub(super) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    use deadpool_postgres::PoolError as P;
+    let kind = match &e {
+        P::Backend(e) => pg_kind(e),
+        P::Timeout(_) | P::Closed => StoreErrorKind::Unavailable,
+        P::NoRuntimeSpecified => StoreErrorKind::Config,
+        _ => StoreErrorKind::Database,
+    };
+    StoreError::new(kind, format!("cannot get a Postgres connection: {e}")).with_source(e)
 }
 
 #[cfg(test)]

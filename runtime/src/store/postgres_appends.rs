@@ -27,8 +27,9 @@ use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 use tokio_postgres::types::ToSql;
 
-use super::codec::append_refusal;
-use super::postgres::{column, pg};
+use super::codec::{append_refusal, append_target};
+use super::postgres::{pg_run, pool_error};
+use super::{StoreError, StoreErrorKind};
 use crate::EngineError;
 
 /// The most appends one statement writes.
@@ -168,10 +169,10 @@ impl GroupCommit {
             tokio::spawn(writer.run(pool.clone(), batch));
         }
         answer.await.map_err(|_| {
-            EngineError::Store(
+            StoreError::new(
+                StoreErrorKind::Unavailable,
                 "the append's writer stopped before answering (the runtime is shutting down); \
-                 whether it was recorded shows in the run's log"
-                    .to_owned(),
+                 whether it was recorded shows in the run's log",
             )
         })?
     }
@@ -225,9 +226,16 @@ async fn write(pool: &Pool, batch: Vec<Pending>) {
     let client = match pool.get().await {
         Ok(client) => client,
         Err(e) => {
-            let message = format!("cannot get a Postgres connection: {e}");
+            // One failure answers every append of the batch: each gets its own error, the
+            // pool's shared as their source.
+            let error = pool_error(e);
+            let (kind, message) = (error.kind(), error.message().to_owned());
+            let source = Arc::new(error);
             for p in batch {
-                let _ = p.reply.send(Err(EngineError::Store(message.clone())));
+                let error = StoreError::new(kind, message.clone())
+                    .with_run(p.append.run.as_str())
+                    .with_source(Arc::clone(&source));
+                let _ = p.reply.send(Err(error.into()));
             }
             return;
         }
@@ -257,7 +265,8 @@ async fn write_one(
     client: &deadpool_postgres::Client,
     a: &EncodedAppend,
 ) -> Result<(), EngineError> {
-    let what = "cannot append";
+    let what = &format!("cannot append to run `{}`", a.run);
+    let pg = |what: &str, e| pg_run(what, &a.run, e);
     let stmt = client
         .prepare_cached(APPEND_SQL)
         .await
@@ -295,6 +304,7 @@ async fn write_many(
     batch: &[Pending],
 ) -> Result<HashSet<i64>, EngineError> {
     let what = "cannot append";
+    let pg = super::postgres::pg;
     let stmt = client
         .prepare_cached(BATCH_SQL)
         .await
@@ -375,7 +385,6 @@ async fn diagnose(
     client: &deadpool_postgres::Client,
     a: &EncodedAppend,
 ) -> Result<(), EngineError> {
-    let what = "cannot append";
     let run = a.run.as_str();
     let row = client
         .query_opt(
@@ -384,14 +393,7 @@ async fn diagnose(
             &[&run],
         )
         .await
-        .map_err(|e| pg(what, e))?;
-    let row = match row {
-        Some(row) => Some((
-            column(&row, 0, run, "next_seq")?,
-            column(&row, 1, run, "fence")?,
-            column(&row, 2, run, "lease_owner")?,
-        )),
-        None => None,
-    };
+        .map_err(|e| pg_run(&format!("cannot append to run `{run}`"), run, e))?;
+    let row = row.map(|row| append_target(run, &row)).transpose()?;
     Err(append_refusal(run, a.first_seq, a.fence, row))
 }

@@ -53,27 +53,32 @@
 //!
 //! A row that cannot be decoded (unknown status or event kind, invalid JSON, an
 //! out-of-range number, a gap in the sequence numbers) is reported as
-//! [`EngineError::Corrupt`] naming the run; it never panics.
+//! [`EngineError::Corrupt`] naming the run; it never panics. Rows are decoded by the
+//! codec shared with the Postgres store (`store::codec`), through [`SqlRow`].
+//!
+//! # Errors
+//!
+//! SQLite failures are [`EngineError::Storage`], with the `rusqlite::Error` as their
+//! source and a [`StoreErrorKind`] from its code: `SQLITE_BUSY`/`SQLITE_LOCKED` (after the
+//! busy timeout) are [`StoreErrorKind::Busy`], constraint violations
+//! [`StoreErrorKind::Constraint`], file and permission problems [`StoreErrorKind::Io`].
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::types::{FromSql, Value as SqlValue};
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::codec::{append_refusal, corrupt, fence_param, json, micros, number, timestamp};
-use super::{Acquired, Append, Lease, Store};
+use super::codec::{self, EventLog, SqlRow, append_refusal, decode_run, fence_param, micros};
+use super::{Acquired, Append, Lease, Store, StoreError, StoreErrorKind};
 use crate::EngineError;
-use crate::event::{
-    Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
-};
+use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
 
 /// The migrations, in order: entry `i` brings the schema to version `i + 1`.
 ///
@@ -157,12 +162,9 @@ const MAX_BATCH: usize = 1024;
 /// grows its pool to 512) and a fresh connection.
 const MAX_READERS: usize = 4;
 
-/// The columns of `runs`, in the order [`decode_run`] reads them.
-const RUN_COLUMNS: &str = r#"id, workflow, status, input, output, error, attempt, "trigger",
-    created_at, updated_at, wake_at, next_seq"#;
-
 /// How hard SQLite pushes a commit to the disk (`PRAGMA synchronous`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Synchronous {
     /// `FULL` (the default): every commit is fsynced before the write is acknowledged.
     /// Nothing acknowledged is lost on a process crash *or* a power failure.
@@ -239,10 +241,11 @@ impl SqliteStore {
     /// starts the writer thread.
     ///
     /// # Errors
-    /// [`EngineError::Store`] when the directory or file cannot be created or opened,
-    /// the file is not an SQLite database, a migration fails, or the database was
-    /// written by a newer version of reprise (its schema version is higher than
-    /// [`SqliteStore::SCHEMA_VERSION`]).
+    /// [`EngineError::Storage`] naming the file: [`StoreErrorKind::Io`] when the
+    /// directory or file cannot be created or opened, [`StoreErrorKind::Database`] when
+    /// the file is not an SQLite database, [`StoreErrorKind::Schema`] when a migration
+    /// fails or the database was written by a newer version of reprise (its schema
+    /// version is higher than [`SqliteStore::SCHEMA_VERSION`]).
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, EngineError> {
         Self::open_with(path, SqliteOptions::default())
     }
@@ -258,7 +261,11 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
-                EngineError::Store(format!("cannot create directory {}: {e}", parent.display()))
+                StoreError::new(
+                    StoreErrorKind::Io,
+                    format!("cannot create directory {}: {e}", parent.display()),
+                )
+                .with_source(e)
             })?;
         }
         let at = |what: &str| format!("{what} {}", path.display());
@@ -282,27 +289,29 @@ impl SqliteStore {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 Err(e) => {
-                    return Err(EngineError::Store(format!(
-                        "cannot switch {} to WAL mode: {e}",
-                        path.display()
-                    )));
+                    return Err(sql_error(
+                        &format!("cannot switch {} to WAL mode", path.display()),
+                        e,
+                    ));
                 }
             }
         };
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(EngineError::Store(format!(
-                "{}: journal mode is `{mode}`, expected `wal`",
-                path.display()
-            )));
+            return Err(StoreError::new(
+                StoreErrorKind::Database,
+                format!(
+                    "{}: journal mode is `{mode}`, expected `wal`",
+                    path.display()
+                ),
+            )
+            .into());
         }
         conn.pragma_update(None, "synchronous", options.synchronous.pragma())
             .ctx(&at("cannot configure"))?;
         conn.pragma_update(None, "foreign_keys", true)
             .ctx(&at("cannot configure"))?;
         migrate(&mut conn).map_err(|e| match e {
-            EngineError::Store(message) => {
-                EngineError::Store(format!("{}: {message}", path.display()))
-            }
+            EngineError::Storage(e) => EngineError::Storage(e.context(path.display())),
             other => other,
         })?;
 
@@ -320,7 +329,11 @@ impl SqliteStore {
             .name("reprise-sqlite-writer".to_owned())
             .spawn(move || writer_loop(conn, inbox, options.synchronous))
             .map_err(|e| {
-                EngineError::Store(format!("cannot start the SQLite writer thread: {e}"))
+                StoreError::new(
+                    StoreErrorKind::Io,
+                    format!("cannot start the SQLite writer thread: {e}"),
+                )
+                .with_source(e)
             })?;
 
         Ok(SqliteStore {
@@ -337,7 +350,12 @@ impl SqliteStore {
     }
 
     async fn write(&self, op: Op) -> Result<Reply, EngineError> {
-        let stopped = || EngineError::Store("the SQLite writer thread has stopped".to_owned());
+        let stopped = || {
+            EngineError::from(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "the SQLite writer thread has stopped",
+            ))
+        };
         let writer = self.writer.as_ref().ok_or_else(stopped)?;
         let (reply, answer) = oneshot::channel();
         writer
@@ -352,11 +370,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, EngineError> + Send + 'static,
     {
-        let _permit = self
-            .read_permits
-            .acquire()
-            .await
-            .map_err(|_| EngineError::Store("the SQLite store is closing".to_owned()))?;
+        let _permit = self.read_permits.acquire().await.map_err(|_| {
+            StoreError::new(StoreErrorKind::Unavailable, "the SQLite store is closing")
+        })?;
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
             let conn = readers.take()?;
@@ -365,7 +381,13 @@ impl SqliteStore {
             result
         })
         .await
-        .map_err(|e| EngineError::Store(format!("SQLite read task failed: {e}")))?
+        .map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Unavailable,
+                format!("SQLite read task failed: {e}"),
+            )
+            .with_source(e)
+        })?
     }
 }
 
@@ -486,23 +508,21 @@ impl Store for SqliteStore {
                 .ctx("cannot read wake-up times")
             })
             .await?;
-        next.map(|t| timestamp("<next wake-up>", "wake_at", t))
-            .transpose()
+        codec::next_wake(next)
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
-        let name = name.to_owned();
+        let key = name.to_owned();
         let text: Option<String> = self
             .read(move |conn| {
                 conn.prepare_cached("SELECT value FROM cursors WHERE name = ?1")
                     .ctx("cannot read cursor")?
-                    .query_row([&name], |row| row.get(0))
+                    .query_row([&key], |row| row.get(0))
                     .optional()
                     .ctx("cannot read cursor")
             })
             .await?;
-        text.map(|text| json(&format!("<cursor {text}>"), "cursors.value", &text))
-            .transpose()
+        text.map(|text| codec::cursor(name, &text)).transpose()
     }
 
     async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
@@ -523,9 +543,13 @@ impl Store for SqliteStore {
             fence,
         } = append;
         let first_seq = i64::try_from(first_seq).map_err(|_| {
-            EngineError::Store(format!(
-                "run `{run_id}`: sequence number {first_seq} is out of range"
-            ))
+            StoreError::new(
+                StoreErrorKind::Database,
+                format!(
+                    "cannot append to run `{run_id}`: sequence number {first_seq} is out of range"
+                ),
+            )
+            .with_run(run_id.as_str())
         })?;
         let updated_at = micros(events.last().map_or_else(Utc::now, |e| e.at));
         let events = events
@@ -557,10 +581,11 @@ impl Store for SqliteStore {
     async fn run(&self, id: &RunId) -> Result<Option<RunRecord>, EngineError> {
         let id = id.clone();
         self.read(move |conn| {
-            let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
-            let mut stmt = conn.prepare_cached(&sql).ctx("cannot read run")?;
-            let mut rows = stmt.query([&id.0]).ctx("cannot read run")?;
-            match rows.next().ctx("cannot read run")? {
+            let sql = format!("SELECT {} FROM runs WHERE id = ?1", codec::run_columns(""));
+            let what = format!("cannot read run `{id}`");
+            let mut stmt = conn.prepare_cached(&sql).ctx_run(&what, &id.0)?;
+            let mut rows = stmt.query([&id.0]).ctx_run(&what, &id.0)?;
+            match rows.next().ctx_run(&what, &id.0)? {
                 Some(row) => decode_run(row).map(Some),
                 None => Ok(None),
             }
@@ -571,29 +596,18 @@ impl Store for SqliteStore {
     async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError> {
         let id = id.clone();
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT seq, kind, correlation_id, attempt, at, payload \
-                     FROM events WHERE run_id = ?1 ORDER BY seq",
-                )
-                .ctx("cannot read events")?;
-            let mut rows = stmt.query([&id.0]).ctx("cannot read events")?;
-            let mut events = Vec::new();
-            while let Some(row) = rows.next().ctx("cannot read events")? {
-                let event = decode_event(&id, row)?;
-                if event.seq != events.len() as u64 {
-                    return Err(corrupt(
-                        &id.0,
-                        format!(
-                            "event sequence has a gap: expected {}, found {}",
-                            events.len(),
-                            event.seq
-                        ),
-                    ));
-                }
-                events.push(event);
+            let sql = format!(
+                "SELECT {} FROM events WHERE run_id = ?1 ORDER BY seq",
+                codec::event_columns("")
+            );
+            let what = format!("cannot read the events of run `{id}`");
+            let mut stmt = conn.prepare_cached(&sql).ctx_run(&what, &id.0)?;
+            let mut rows = stmt.query([&id.0]).ctx_run(&what, &id.0)?;
+            let mut events = EventLog::new(&id, 0);
+            while let Some(row) = rows.next().ctx_run(&what, &id.0)? {
+                events.push(row)?;
             }
-            Ok(events)
+            Ok(events.finish())
         })
         .await
     }
@@ -601,7 +615,7 @@ impl Store for SqliteStore {
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
         let filter = filter.clone();
         self.read(move |conn| {
-            let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs");
+            let mut sql = format!("SELECT {} FROM runs", codec::run_columns(""));
             let mut params: Vec<SqlValue> = Vec::new();
             let mut clauses = Vec::new();
             if let Some(status) = filter.status {
@@ -687,11 +701,15 @@ fn migrate(conn: &mut Connection) -> Result<(), EngineError> {
             )
             .ctx("cannot read the schema version")?;
         if current > latest {
-            return Err(EngineError::Store(format!(
-                "the database has schema version {current}, but this build of reprise \
-                 supports versions up to {latest}: it was written by a newer reprise; \
-                 upgrade reprise to open it"
-            )));
+            return Err(StoreError::new(
+                StoreErrorKind::Schema,
+                format!(
+                    "the database has schema version {current}, but this build of reprise \
+                     supports versions up to {latest}: it was written by a newer reprise; \
+                     upgrade reprise to open it"
+                ),
+            )
+            .into());
         }
         if current == latest {
             tx.commit().ctx("cannot read the schema version")?;
@@ -702,12 +720,19 @@ fn migrate(conn: &mut Connection) -> Result<(), EngineError> {
             .ok()
             .and_then(|i| MIGRATIONS.get(i))
         else {
-            return Err(EngineError::Store(format!(
-                "invalid schema version {current}"
-            )));
+            return Err(StoreError::new(
+                StoreErrorKind::Schema,
+                format!("invalid schema version {current}"),
+            )
+            .into());
         };
         let failed = |e: rusqlite::Error| {
-            EngineError::Store(format!("migration to schema version {version} failed: {e}"))
+            let what = format!("migration to schema version {version} failed");
+            let kind = match sql_kind(&e) {
+                StoreErrorKind::Database => StoreErrorKind::Schema,
+                kind => kind,
+            };
+            EngineError::from(StoreError::new(kind, format!("{what}: {e}")).with_source(e))
         };
         tx.execute_batch(sql).map_err(failed)?;
         tx.execute(
@@ -773,7 +798,11 @@ enum Reply {
 }
 
 fn unexpected_reply() -> EngineError {
-    EngineError::Store("the SQLite writer answered a different request".to_owned())
+    StoreError::new(
+        StoreErrorKind::Database,
+        "the SQLite writer answered a different request",
+    )
+    .into()
 }
 
 struct EncodedEvent {
@@ -886,13 +915,13 @@ fn write_batch(conn: &mut Connection, ops: &[Op]) -> Vec<Result<Reply, EngineErr
     if let Err(e) = outcome {
         // Nothing of this batch was committed: every request that had succeeded so far
         // fails with the transaction's error; the rest fail with it too.
-        let message = format!("SQLite write failed: {e}");
+        let failed = || Err(shared_error("SQLite write failed", &e));
         for result in &mut results {
             if result.is_ok() {
-                *result = Err(EngineError::Store(message.clone()));
+                *result = failed();
             }
         }
-        results.resize_with(ops.len(), || Err(EngineError::Store(message.clone())));
+        results.resize_with(ops.len(), failed);
     }
     results
 }
@@ -920,17 +949,17 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
                 "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL
                  WHERE id = ?1 AND fence = ?2",
             )
-            .ctx("cannot release lease")?
+            .ctx_run(&release_failed(lease), lease.run_id.as_str())?
             .execute(rusqlite::params![lease.run_id.0, fence_param(lease.fence)])
-            .ctx("cannot release lease")?;
+            .ctx_run(&release_failed(lease), lease.run_id.as_str())?;
             Ok(Reply::Done)
         }
         Op::RequestCancel(id) => {
             let changed = conn
                 .prepare_cached("UPDATE runs SET cancel_requested = 1 WHERE id = ?1")
-                .ctx("cannot request cancellation")?
+                .ctx_run(&cancel_failed(id), id)?
                 .execute([id])
-                .ctx("cannot request cancellation")?;
+                .ctx_run(&cancel_failed(id), id)?;
             if changed == 0 {
                 return Err(EngineError::UnknownRun(id.clone()));
             }
@@ -950,42 +979,35 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
     }
 }
 
+fn release_failed(lease: &Lease) -> String {
+    format!("cannot release the lease of run `{}`", lease.run_id)
+}
+
+fn cancel_failed(run: &str) -> String {
+    format!("cannot request the cancellation of run `{run}`")
+}
+
 fn apply_create_once(
     conn: &Connection,
     key: &str,
     c: &EncodedCreate,
 ) -> Result<Option<RunId>, EngineError> {
-    let what = "cannot create run";
+    let what = format!("cannot create run `{}`", c.id);
     let existing: Option<String> = conn
         .prepare_cached("SELECT run_id FROM run_keys WHERE key = ?1")
-        .ctx(what)?
+        .ctx_run(&what, &c.id)?
         .query_row([key], |row| row.get(0))
         .optional()
-        .ctx(what)?;
+        .ctx_run(&what, &c.id)?;
     if let Some(existing) = existing {
         return Ok(Some(RunId(existing)));
     }
     apply_create(conn, c)?;
     conn.prepare_cached("INSERT INTO run_keys (key, run_id) VALUES (?1, ?2)")
-        .ctx(what)?
+        .ctx_run(&what, &c.id)?
         .execute([key, &c.id])
-        .ctx(what)?;
+        .ctx_run(&what, &c.id)?;
     Ok(None)
-}
-
-/// The lease columns of one run: `(owner, expires_at, fence, cancel_requested)`.
-type LeaseRow = (Option<String>, Option<i64>, i64, bool);
-
-fn lease_row(conn: &Connection, id: &str) -> Result<Option<LeaseRow>, EngineError> {
-    conn.prepare_cached(
-        "SELECT lease_owner, lease_expires_at, fence, cancel_requested FROM runs WHERE id = ?1",
-    )
-    .ctx("cannot read lease")?
-    .query_row([id], |row| {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-    })
-    .optional()
-    .map_err(|e| corrupt(id, format!("lease columns: {e}")))
 }
 
 fn take_lease(
@@ -994,23 +1016,20 @@ fn take_lease(
     owner: &str,
     expires_at: i64,
 ) -> Result<Lease, EngineError> {
-    let (fence, cancel_requested): (i64, bool) = conn
+    let what = || format!("cannot take the lease of run `{id}`");
+    let mut stmt = conn
         .prepare_cached(
             "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, fence = fence + 1
              WHERE id = ?1 RETURNING fence, cancel_requested",
         )
-        .ctx("cannot take lease")?
-        .query_row(rusqlite::params![id, owner, expires_at], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .ctx("cannot take lease")?;
-    Ok(Lease {
-        run_id: RunId(id.to_owned()),
-        owner: owner.to_owned(),
-        fence: number(id, "fence", fence)?,
-        expires_at: timestamp(id, "lease_expires_at", expires_at)?,
-        cancel_requested,
-    })
+        .ctx_run(&what(), id)?;
+    let mut rows = stmt
+        .query(rusqlite::params![id, owner, expires_at])
+        .ctx_run(&what(), id)?;
+    match rows.next().ctx_run(&what(), id)? {
+        Some(row) => codec::lease(id, owner, expires_at, row, 0),
+        None => Err(EngineError::UnknownRun(id.to_owned())),
+    }
 }
 
 fn apply_acquire(
@@ -1020,17 +1039,17 @@ fn apply_acquire(
     now: i64,
     expires_at: i64,
 ) -> Result<Acquired, EngineError> {
-    let Some((holder, until, _, _)) = lease_row(conn, id)? else {
+    let what = || format!("cannot read the lease of run `{id}`");
+    let mut stmt = conn
+        .prepare_cached("SELECT lease_owner, lease_expires_at FROM runs WHERE id = ?1")
+        .ctx_run(&what(), id)?;
+    let mut rows = stmt.query([id]).ctx_run(&what(), id)?;
+    let Some(row) = rows.next().ctx_run(&what(), id)? else {
         return Err(EngineError::UnknownRun(id.to_owned()));
     };
-    if let (Some(holder), Some(until)) = (holder, until)
-        && until > now
-        && holder != owner
-    {
-        return Ok(Acquired::HeldBy {
-            owner: holder,
-            expires_at: timestamp(id, "lease_expires_at", until)?,
-        });
+    let holder = codec::lease_holder(id, row, 0)?;
+    if let Some(held) = codec::held_elsewhere(id, owner, now, holder)? {
+        return Ok(held);
     }
     take_lease(conn, id, owner, expires_at).map(Acquired::Lease)
 }
@@ -1070,31 +1089,25 @@ fn apply_renew(
     expires_at: i64,
 ) -> Result<Option<Lease>, EngineError> {
     let id = lease.run_id.as_str();
-    let renewed: Option<bool> = conn
+    let what = format!("cannot renew the lease of run `{id}`");
+    let mut stmt = conn
         .prepare_cached(
             "UPDATE runs SET lease_expires_at = ?3
              WHERE id = ?1 AND fence = ?2 AND lease_owner IS NOT NULL
              RETURNING cancel_requested",
         )
-        .ctx("cannot renew lease")?
-        .query_row(
-            rusqlite::params![id, fence_param(lease.fence), expires_at],
-            |row| row.get(0),
-        )
-        .optional()
-        .ctx("cannot renew lease")?;
-    let Some(cancel_requested) = renewed else {
-        return Ok(None);
-    };
-    Ok(Some(Lease {
-        expires_at: timestamp(id, "lease_expires_at", expires_at)?,
-        cancel_requested,
-        ..lease.clone()
-    }))
+        .ctx_run(&what, id)?;
+    let mut rows = stmt
+        .query(rusqlite::params![id, fence_param(lease.fence), expires_at])
+        .ctx_run(&what, id)?;
+    match rows.next().ctx_run(&what, id)? {
+        Some(row) => codec::renewed(lease, expires_at, row, 0).map(Some),
+        None => Ok(None),
+    }
 }
 
 fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError> {
-    let what = "cannot create run";
+    let what = format!("cannot create run `{}`", c.id);
     let inserted = conn
         .prepare_cached(
             r#"INSERT INTO runs (id, workflow, status, input, output, error, attempt, "trigger",
@@ -1102,7 +1115,7 @@ fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError>
                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1)
                ON CONFLICT (id) DO NOTHING"#,
         )
-        .ctx(what)?
+        .ctx_run(&what, &c.id)?
         .execute(rusqlite::params![
             c.id,
             c.workflow,
@@ -1116,15 +1129,15 @@ fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError>
             c.updated_at,
             c.wake_at,
         ])
-        .ctx(what)?;
+        .ctx_run(&what, &c.id)?;
     if inserted == 0 {
-        return Err(EngineError::Store(format!("run `{}` already exists", c.id)));
+        return Err(codec::run_exists(&c.id));
     }
     insert_event(conn, &c.id, 0, &c.event)
 }
 
 fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError> {
-    let what = "cannot append";
+    let what = format!("cannot append to run `{}`", a.run_id);
     // The checks (`next_seq`, and the fence of a fenced append) are in the update's
     // `WHERE` clause: one statement in the common case; the reason is looked up only
     // when it changed nothing. The same semantics as `memory::apply_update`: `None`
@@ -1143,7 +1156,7 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
              WHERE id = ?1 AND next_seq = ?10
                AND (?11 IS NULL OR (fence = ?11 AND lease_owner IS NOT NULL))",
         )
-        .ctx(what)?
+        .ctx_run(&what, &a.run_id)?
         .execute(rusqlite::params![
             a.run_id,
             a.status,
@@ -1157,7 +1170,7 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
             a.first_seq,
             a.fence.map(fence_param),
         ])
-        .ctx(what)?;
+        .ctx_run(&what, &a.run_id)?;
     if changed == 0 {
         return Err(append_refused(conn, a));
     }
@@ -1169,19 +1182,22 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
 
 /// Why an append's update changed nothing (see [`append_refusal`]).
 fn append_refused(conn: &Connection, a: &EncodedAppend) -> EngineError {
-    let what = "cannot append";
-    let row = conn
-        .prepare_cached("SELECT next_seq, fence, lease_owner IS NOT NULL FROM runs WHERE id = ?1")
-        .ctx(what)
-        .and_then(|mut stmt| {
-            stmt.query_row([&a.run_id], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .optional()
-            .map_err(|e| corrupt(&a.run_id, format!("columns `next_seq`, `fence`: {e}")))
-        });
-    match row {
-        Ok(row) => append_refusal(&a.run_id, a.first_seq as u64, a.fence.map(fence_param), row),
+    let run = a.run_id.as_str();
+    let target = (|| {
+        let what = format!("cannot append to run `{run}`");
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT next_seq, fence, lease_owner IS NOT NULL FROM runs WHERE id = ?1",
+            )
+            .ctx_run(&what, run)?;
+        let mut rows = stmt.query([run]).ctx_run(&what, run)?;
+        rows.next()
+            .ctx_run(&what, run)?
+            .map(|row| codec::append_target(run, row))
+            .transpose()
+    })();
+    match target {
+        Ok(row) => append_refusal(run, a.first_seq as u64, a.fence.map(fence_param), row),
         Err(e) => e,
     }
 }
@@ -1196,7 +1212,7 @@ fn insert_event(
         "INSERT INTO events (run_id, seq, kind, correlation_id, attempt, at, payload)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
-    .ctx("cannot append event")?
+    .ctx_run(&format!("cannot append an event to run `{run_id}`"), run_id)?
     .execute(rusqlite::params![
         run_id,
         seq,
@@ -1206,7 +1222,7 @@ fn insert_event(
         e.at,
         e.payload
     ])
-    .ctx("cannot append event")?;
+    .ctx_run(&format!("cannot append an event to run `{run_id}`"), run_id)?;
     Ok(())
 }
 
@@ -1258,83 +1274,88 @@ impl Readers {
 }
 
 // ---------------------------------------------------------------------------------------
-// Decoding rows
+// Rows and errors
 
-fn decode_run(row: &Row<'_>) -> Result<RunRecord, EngineError> {
-    let id: String = row
-        .get(0)
-        .map_err(|e| corrupt("<unreadable id>", format!("column `id`: {e}")))?;
-    let run = id.as_str();
-    let status: String = column(row, 2, run, "status")?;
-    let trigger: String = column(row, 7, run, "trigger")?;
-    let output: Option<String> = column(row, 4, run, "output")?;
-    let error: Option<String> = column(row, 5, run, "error")?;
-    let wake_at: Option<i64> = column(row, 10, run, "wake_at")?;
-    Ok(RunRecord {
-        workflow: column(row, 1, run, "workflow")?,
-        status: RunStatus::from_str(&status)
-            .map_err(|message| corrupt(run, format!("column `status`: {message}")))?,
-        input: json(run, "input", &column::<String>(row, 3, run, "input")?)?,
-        output: output.map(|text| json(run, "output", &text)).transpose()?,
-        error: error.map(|text| json(run, "error", &text)).transpose()?,
-        attempt: number(run, "attempt", column(row, 6, run, "attempt")?)?,
-        trigger: serde_json::from_value::<Trigger>(serde_json::Value::String(trigger.clone()))
-            .map_err(|_| {
-                corrupt(
-                    run,
-                    format!("column `trigger`: unknown trigger `{trigger}`"),
-                )
-            })?,
-        created_at: timestamp(run, "created_at", column(row, 8, run, "created_at")?)?,
-        updated_at: timestamp(run, "updated_at", column(row, 9, run, "updated_at")?)?,
-        wake_at: wake_at.map(|w| timestamp(run, "wake_at", w)).transpose()?,
-        next_seq: number(run, "next_seq", column(row, 11, run, "next_seq")?)?,
-        id: RunId(id),
-    })
+impl SqlRow for Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn text(&self, index: usize) -> Result<String, rusqlite::Error> {
+        self.get(index)
+    }
+
+    fn opt_text(&self, index: usize) -> Result<Option<String>, rusqlite::Error> {
+        self.get(index)
+    }
+
+    fn int(&self, index: usize) -> Result<i64, rusqlite::Error> {
+        self.get(index)
+    }
+
+    fn opt_int(&self, index: usize) -> Result<Option<i64>, rusqlite::Error> {
+        self.get(index)
+    }
+
+    fn boolean(&self, index: usize) -> Result<bool, rusqlite::Error> {
+        self.get(index)
+    }
 }
 
-fn decode_event(run_id: &RunId, row: &Row<'_>) -> Result<Event, EngineError> {
-    let run = run_id.as_str();
-    let kind: String = column(row, 1, run, "events.kind")?;
-    Ok(Event {
-        run_id: run_id.clone(),
-        seq: number(run, "events.seq", column(row, 0, run, "events.seq")?)?,
-        event: NewEvent {
-            kind: EventKind::parse(&kind)
-                .ok_or_else(|| corrupt(run, format!("unknown event kind `{kind}`")))?,
-            correlation_id: column(row, 2, run, "events.correlation_id")?,
-            attempt: number(
-                run,
-                "events.attempt",
-                column(row, 3, run, "events.attempt")?,
-            )?,
-            at: timestamp(run, "events.at", column(row, 4, run, "events.at")?)?,
-            payload: json(
-                run,
-                "events.payload",
-                &column::<String>(row, 5, run, "events.payload")?,
-            )?,
-        },
-    })
+/// The [`StoreErrorKind`] of a SQLite error, from its result code.
+fn sql_kind(e: &rusqlite::Error) -> StoreErrorKind {
+    use rusqlite::ErrorCode as C;
+    match e.sqlite_error_code() {
+        Some(C::DatabaseBusy | C::DatabaseLocked) => StoreErrorKind::Busy,
+        Some(C::ConstraintViolation) => StoreErrorKind::Constraint,
+        Some(
+            C::CannotOpen
+            | C::PermissionDenied
+            | C::ReadOnly
+            | C::DiskFull
+            | C::SystemIoFailure
+            | C::NoLargeFileSupport
+            | C::FileLockingProtocolFailed,
+        ) => StoreErrorKind::Io,
+        _ => StoreErrorKind::Database,
+    }
 }
 
-fn column<T: FromSql>(
-    row: &Row<'_>,
-    index: usize,
-    run: &str,
-    name: &str,
-) -> Result<T, EngineError> {
-    row.get(index)
-        .map_err(|e| corrupt(run, format!("column `{name}`: {e}")))
+/// A SQLite error as [`EngineError::Storage`]: `"<what>: <error>"`, its kind from its
+/// result code, the error itself as the source.
+fn sql_error(what: &str, e: rusqlite::Error) -> EngineError {
+    StoreError::new(sql_kind(&e), format!("{what}: {e}"))
+        .with_source(e)
+        .into()
 }
 
-/// Adds context to SQLite errors, turning them into [`EngineError::Store`].
+/// [`sql_error`] for a failure that several requests share (`rusqlite::Error` is not
+/// `Clone`): SQLite's own errors are copied as the source, others are only named.
+fn shared_error(what: &str, e: &rusqlite::Error) -> EngineError {
+    let error = StoreError::new(sql_kind(e), format!("{what}: {e}"));
+    match e {
+        rusqlite::Error::SqliteFailure(code, message) => error
+            .with_source(rusqlite::Error::SqliteFailure(*code, message.clone()))
+            .into(),
+        _ => error.into(),
+    }
+}
+
+/// Adds context to SQLite errors, turning them into [`EngineError::Storage`].
 trait SqlContext<T> {
+    /// `what` failed.
     fn ctx(self, what: &str) -> Result<T, EngineError>;
+    /// `what` failed, for run `run` (which `what` names).
+    fn ctx_run(self, what: &str, run: &str) -> Result<T, EngineError>;
 }
 
 impl<T> SqlContext<T> for rusqlite::Result<T> {
     fn ctx(self, what: &str) -> Result<T, EngineError> {
-        self.map_err(|e| EngineError::Store(format!("{what}: {e}")))
+        self.map_err(|e| sql_error(what, e))
+    }
+
+    fn ctx_run(self, what: &str, run: &str) -> Result<T, EngineError> {
+        self.map_err(|e| match sql_error(what, e) {
+            EngineError::Storage(e) => EngineError::Storage(e.with_run(run)),
+            other => other,
+        })
     }
 }

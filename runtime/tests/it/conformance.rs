@@ -17,7 +17,7 @@ use reprise::EngineError;
 use reprise::event::{
     Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
 };
-use reprise::store::{Acquired, Append, Lease, MemoryStore, SharedStore};
+use reprise::store::{Acquired, Append, Lease, MemoryStore, SharedStore, StoreErrorKind};
 use serde_json::{Value, json};
 
 /// A store under test and what must live as long as it does.
@@ -1016,7 +1016,10 @@ mod sqlite_only {
             .expect("insert");
         let err = SqliteStore::open(&path).expect_err("a newer schema must be refused");
         let message = err.to_string();
-        assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+        assert!(
+            matches!(&err, EngineError::Storage(e) if e.kind() == StoreErrorKind::Schema),
+            "{err:?}"
+        );
         assert!(message.contains(&newer.to_string()), "{message}");
         assert!(
             message.contains(&SqliteStore::SCHEMA_VERSION.to_string()),
@@ -1118,7 +1121,20 @@ mod sqlite_only {
         std::fs::write(&path, vec![b'x'; 8192]).expect("write garbage");
         let err = SqliteStore::open(&path).expect_err("garbage must not open");
         let message = err.to_string();
-        assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+        assert!(
+            matches!(&err, EngineError::Storage(e) if e.kind() == StoreErrorKind::Database),
+            "{err:?}"
+        );
+        // The cause is SQLite's own error, reachable through `source()`.
+        let source = std::error::Error::source(&err).expect("a source");
+        let sqlite = source
+            .downcast_ref::<rusqlite::Error>()
+            .expect("the source is the rusqlite::Error");
+        assert_eq!(
+            sqlite.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase),
+            "{sqlite:?}"
+        );
         assert!(message.contains("reprise.db"), "{message}");
         assert!(message.contains("not a database"), "{message}");
     }

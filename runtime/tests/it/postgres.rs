@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use reprise::EngineError;
 use reprise::event::{EventKind, NewEvent, RunId, RunRecord, RunStatus, Trigger};
-use reprise::store::{PostgresOptions, PostgresStore, SharedStore, Store};
+use reprise::store::{PostgresOptions, PostgresStore, SharedStore, Store, StoreErrorKind};
 use serde_json::json;
 
 /// The variable naming the test database.
@@ -263,7 +263,10 @@ async fn a_newer_schema_is_refused_with_both_versions() {
         .await
         .expect_err("a newer schema must be refused");
     let message = err.to_string();
-    assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+    assert!(
+        matches!(&err, EngineError::Storage(e) if e.kind() == StoreErrorKind::Schema),
+        "{err:?}"
+    );
     assert!(message.contains(&newer.to_string()), "{message}");
     assert!(
         message.contains(&PostgresStore::SCHEMA_VERSION.to_string()),
@@ -374,7 +377,14 @@ async fn open_accepts_postgres_urls_and_connects_lazily() {
     let nowhere = reprise::store::open("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
         .expect("open is lazy");
     let err = nowhere.run(&RunId::from("x")).await.expect_err("no server");
-    assert!(matches!(err, EngineError::Store(_)), "{err:?}");
+    assert!(
+        matches!(&err, EngineError::Storage(e) if e.kind() == StoreErrorKind::Unavailable),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("reachable"),
+        "the message says what to check: {err}"
+    );
     drop(store);
 }
 
@@ -523,9 +533,24 @@ async fn an_append_the_server_rejects_fails_alone_in_a_shared_statement() {
         });
         for (id, result) in futures::future::join_all(appends).await {
             if id == "bad" {
+                let Err(err) = &result else {
+                    panic!("the rejected append must fail: {result:?}");
+                };
                 assert!(
-                    matches!(result, Err(EngineError::Store(ref m)) if m.contains("cannot append")),
-                    "the rejected append reports the server's error: {result:?}"
+                    matches!(err, EngineError::Storage(e)
+                        if e.kind() == StoreErrorKind::Constraint
+                            && e.run() == Some("bad")
+                            && e.message().contains("cannot append to run `bad`")),
+                    "the rejected append reports the server's error: {err:?}"
+                );
+                // The server's error is the source, with its SQLSTATE.
+                let source = std::error::Error::source(err)
+                    .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+                    .expect("the source is the tokio_postgres::Error");
+                assert_eq!(
+                    source.code(),
+                    Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION),
+                    "{source:?}"
                 );
             } else {
                 assert!(result.is_ok(), "round {round}, {id}: {result:?}");
