@@ -1179,7 +1179,7 @@ fn problem_message(problem: Problem, subject: &str, ctx_hint: &str) -> String {
             "{subject} is not deterministic: a replay of this workflow would make a different id; use `ctx.uuid()`{ctx_hint} (a v4 UUID), which records the id once and returns it on every replay; for a time-ordered id (UUID v7, ULID) make it in an `#[action]`, whose output is recorded"
         ),
         Problem::Spawn => format!(
-            "{subject} in a workflow body starts work the event log cannot track: steps must be awaited in the body; to run steps concurrently use `join!` / `try_join!`, `futures::future::join_all` or `reprise::fan_out`"
+            "{subject} in a workflow body starts work the event log cannot track: steps must be awaited in the body; to run steps concurrently use `join!` / `try_join!`, `futures::future::join_all` or `reprise::fan_out`; blocking or CPU-heavy work goes in an `#[action]`"
         ),
         Problem::Blocking => format!(
             "{subject} in a workflow body blocks the worker thread, and a step awaited inside it would run outside the workflow's recording; `.await` the future in the body instead, and put blocking work in an `#[action]`"
