@@ -1,6 +1,13 @@
 //! Link-time registration of actions and workflows (via `inventory`), and the
 //! type-erased [`Registry`] an [`crate::Engine`] looks slugs up in.
+//!
+//! A step is identified by its Rust type (the unit struct `#[action]` or `#[workflow]`
+//! generates, named like the fn), not by its fn name: two `fn notify` in two modules are
+//! two steps. A slug names exactly one step, so two different types with one slug (two
+//! `fn notify` with default slugs, or an action and a workflow) are an error when they
+//! are registered, naming both types; registering the same type twice is harmless.
 
+use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -22,7 +29,8 @@ pub type ErasedWorkflowFn = fn(Ctx, Value) -> BoxFuture<'static, Result<Value, W
 pub struct Registration {
     /// The slug.
     pub slug: &'static str,
-    /// The Rust fn name (`research_signup`), used to resolve manifest sites to slugs.
+    /// The Rust fn name (`research_signup`); manifest sites whose callee cannot be
+    /// resolved by its path fall back to it (see [`Registry::slug_of_callee`]).
     pub fn_name: &'static str,
     /// The doc-comment description.
     pub description: &'static str,
@@ -32,6 +40,19 @@ pub struct Registration {
     pub(crate) output_schema: fn() -> Value,
     pub(crate) action: Option<(ActionOptions, ErasedActionFn)>,
     pub(crate) workflow: Option<(WorkflowOptions, &'static [Site], ErasedWorkflowFn)>,
+    /// The step's type: what identifies it (fn pointers, so `of` stays `const`).
+    type_id: fn() -> TypeId,
+    type_name: fn() -> &'static str,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("slug", &self.slug)
+            .field("type", &self.type_name())
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
 }
 
 inventory::collect!(Registration);
@@ -60,7 +81,41 @@ impl Registration {
             output_schema: schema_of::<S::Output>,
             action,
             workflow,
+            type_id: TypeId::of::<S>,
+            type_name: std::any::type_name::<S>,
         }
+    }
+
+    /// The Rust type of the step (the unit struct named like its fn), e.g.
+    /// `my_app::email::notify`, as [`std::any::type_name`] spells it.
+    pub fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+
+    /// The [`TypeId`] of the step's type: what tells two steps apart.
+    pub fn type_id(&self) -> TypeId {
+        (self.type_id)()
+    }
+
+    /// Whether `self` and `other` register the same step type.
+    pub fn is_same_step(&self, other: &Registration) -> bool {
+        self.type_id() == other.type_id()
+    }
+
+    /// "action `my_app::email::notify`".
+    fn describe(&self) -> String {
+        let kind = match self.kind {
+            StepKind::Action => "action",
+            StepKind::Workflow => "workflow",
+        };
+        format!("{kind} `{}`", self.type_name())
+    }
+
+    /// The module path of the step's type (`my_app::email` for `my_app::email::notify`).
+    fn module(&self) -> &'static str {
+        self.type_name()
+            .rsplit_once("::")
+            .map_or("", |(module, _)| module)
     }
 }
 
@@ -164,8 +219,8 @@ impl Registry {
     /// Everything registered at link time by `#[action]` and `#[workflow]` in the binary.
     ///
     /// # Errors
-    /// [`EngineError::Schema`]-free: fails only when two steps share a slug
-    /// ([`EngineError::InvalidState`] naming the slug).
+    /// [`EngineError::Config`] when two different steps share a slug (see
+    /// [`Registry::add`]), or a step's schema does not compile.
     pub fn discover() -> Result<Registry, EngineError> {
         let mut registry = Registry::default();
         for registration in inventory::iter::<Registration> {
@@ -174,25 +229,32 @@ impl Registry {
         Ok(registry)
     }
 
-    /// Adds one registration.
+    /// Adds one registration. Adding the same step type again does nothing.
     ///
     /// # Errors
-    /// When a different step already uses the slug.
+    /// [`EngineError::Config`] naming both types when a different step type (an action or
+    /// a workflow) already uses the slug — e.g. two `#[action] async fn notify` in two
+    /// modules, both with the default slug `notify`.
     pub fn add(&mut self, registration: Registration) -> Result<(), EngineError> {
-        let duplicate = |slug: &str| EngineError::InvalidState {
-            run: String::new(),
-            status: "registry".into(),
-            message: format!(
-                "two steps are registered with the slug `{slug}`; give one of them `slug = \"…\"`"
-            ),
-        };
-        if let Some((options, sites, body)) = registration.workflow {
-            if let Some(existing) = self.workflows.get(registration.slug) {
-                if existing.registration.fn_name == registration.fn_name {
-                    return Ok(());
-                }
-                return Err(duplicate(registration.slug));
+        let slug = registration.slug;
+        let existing = self
+            .workflows
+            .get(slug)
+            .map(|w| w.registration)
+            .or_else(|| self.actions.get(slug).map(|a| a.registration));
+        if let Some(existing) = existing {
+            if existing.is_same_step(&registration) {
+                return Ok(());
             }
+            return Err(EngineError::Config(format!(
+                "two different steps are registered with the slug `{slug}`: the {} and the \
+                 {}; give one of them another slug (`#[action(slug = \"…\")]` or \
+                 `#[workflow(slug = \"…\")]`)",
+                existing.describe(),
+                registration.describe()
+            )));
+        }
+        if let Some((options, sites, body)) = registration.workflow {
             let what_in = format!("input of workflow `{}`", registration.slug);
             let what_out = format!("output of workflow `{}`", registration.slug);
             let entry = WorkflowEntry {
@@ -206,12 +268,6 @@ impl Registry {
             self.workflows.insert(registration.slug, Arc::new(entry));
         }
         if let Some((options, call)) = registration.action {
-            if let Some(existing) = self.actions.get(registration.slug) {
-                if existing.registration.fn_name == registration.fn_name {
-                    return Ok(());
-                }
-                return Err(duplicate(registration.slug));
-            }
             let entry = ActionEntry {
                 registration,
                 options,
@@ -227,7 +283,11 @@ impl Registry {
     /// # Errors
     /// As [`Registry::add`].
     pub fn register<S: Step>(&mut self) -> Result<(), EngineError> {
-        self.add(Registration::of::<S>(""))
+        // The fn name is the last segment of the type's path (the unit struct is named
+        // like the fn), so `slug_of_fn` finds steps registered this way too.
+        let name = std::any::type_name::<S>();
+        let fn_name = name.rsplit("::").next().unwrap_or(name);
+        self.add(Registration::of::<S>(fn_name))
     }
 
     /// The workflow with this slug.
@@ -250,15 +310,76 @@ impl Registry {
         self.actions.values()
     }
 
+    fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
+        self.workflows
+            .values()
+            .map(|w| w.registration)
+            .chain(self.actions.values().map(|a| a.registration))
+    }
+
     /// The slug of the step whose Rust fn is named `fn_name` (the last path segment of
     /// a `.run` receiver), if exactly one is registered.
     pub fn slug_of_fn(&self, fn_name: &str) -> Option<&'static str> {
         let mut found = self
-            .workflows
-            .values()
-            .map(|w| w.registration)
-            .chain(self.actions.values().map(|a| a.registration))
+            .registrations()
             .filter(|r| r.fn_name == fn_name)
+            .map(|r| r.slug);
+        let first = found.next()?;
+        found.next().is_none().then_some(first)
+    }
+
+    /// The slug of the step a manifest site of workflow `caller` calls: `callee` is the
+    /// `.run` receiver as written (`notify`, `email::notify`, `crate::email::notify`,
+    /// `super::notify`). Resolved by the steps' type paths where the path tells them
+    /// apart (two `notify` in two modules), preferring one in `caller`'s own module for a
+    /// bare name; otherwise by fn name, as [`Registry::slug_of_fn`]. `None` when no step,
+    /// or more than one, fits.
+    pub fn slug_of_callee(&self, caller: &Registration, callee: &str) -> Option<&'static str> {
+        let path: String = callee.chars().filter(|c| !c.is_whitespace()).collect();
+        let is_path = !path.is_empty()
+            && path
+                .split("::")
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_'));
+        if is_path && let Some(slug) = self.slug_of_path(caller, &path) {
+            return Some(slug);
+        }
+        let fn_name = path.rsplit("::").next().unwrap_or(&path);
+        self.slug_of_fn(fn_name)
+    }
+
+    /// [`Registry::slug_of_callee`] by type path only.
+    fn slug_of_path(&self, caller: &Registration, path: &str) -> Option<&'static str> {
+        let module = caller.module();
+        let krate = module.split("::").next().unwrap_or(module);
+        let exact = |full: String| {
+            self.registrations()
+                .find(|r| r.type_name() == full)
+                .map(|r| r.slug)
+        };
+        if let Some(rest) = path.strip_prefix("crate::") {
+            return exact(format!("{krate}::{rest}"));
+        }
+        if let Some(rest) = path.strip_prefix("self::") {
+            return exact(format!("{module}::{rest}"));
+        }
+        if path.starts_with("super::") {
+            let mut module = module;
+            let mut rest = path;
+            while let Some(tail) = rest.strip_prefix("super::") {
+                module = module.rsplit_once("::").map_or("", |(parent, _)| parent);
+                rest = tail;
+            }
+            return exact(format!("{module}::{rest}"));
+        }
+        // Relative to the caller's module (a step defined beside the workflow, or in a
+        // child module), else the one step whose type path ends with it (an import).
+        if let Some(slug) = exact(format!("{module}::{path}")) {
+            return Some(slug);
+        }
+        let suffix = format!("::{path}");
+        let mut found = self
+            .registrations()
+            .filter(|r| r.type_name() == path || r.type_name().ends_with(&suffix))
             .map(|r| r.slug);
         let first = found.next()?;
         found.next().is_none().then_some(first)

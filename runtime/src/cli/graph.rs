@@ -24,7 +24,9 @@ pub(crate) fn mermaid(registry: &Registry, workflow: &WorkflowEntry) -> String {
             .trim();
         let (base, sub_workflow) = match site.kind {
             SiteKind::Run => {
-                let slug = registry.slug_of_fn(fn_name).unwrap_or(fn_name);
+                let slug = registry
+                    .slug_of_callee(&workflow.registration, site.callee)
+                    .unwrap_or(fn_name);
                 (slug.to_owned(), registry.workflow(slug).is_some())
             }
             SiteKind::Sleep => ("sleep".to_owned(), false),

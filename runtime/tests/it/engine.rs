@@ -267,8 +267,9 @@ async fn declined(_input: Num) -> Result<Num, ActionError> {
     ))
 }
 
-/// Slower than its timeout.
-#[action(retries = 1, backoff = "1ms", timeout = "20ms")]
+/// Slower than its timeout. (Not `slow`: `worker::slow` has that slug, and one slug
+/// names one step.)
+#[action(slug = "too-slow", retries = 1, backoff = "1ms", timeout = "20ms")]
 async fn slow(input: Num) -> Result<Num, ActionError> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     Ok(input)

@@ -12,5 +12,6 @@ mod ids;
 mod llm;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod registry;
 mod triggers;
 mod worker;

@@ -57,7 +57,8 @@ async fn nap(ctx: Ctx, input: Num) -> Result<Num, WorkflowError> {
     Ok(b)
 }
 
-#[workflow(slug = "long-nap")]
+// Not `long-nap`: `hot_runs::long_nap` has that slug, and one slug names one step.
+#[workflow(slug = "hour-nap")]
 async fn long_nap(ctx: Ctx, input: Num) -> Result<Num, WorkflowError> {
     ctx.sleep("1h").await?;
     Ok(input)
