@@ -6,8 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ActionError;
-use crate::ctx::Ctx;
-use crate::engine::Engine;
+use crate::resources::Resources;
 
 /// The context of one attempt of an action: its idempotency key, attempt number and the
 /// engine's shared resources. Take it as the optional second parameter of an `#[action]` fn.
@@ -17,19 +16,26 @@ pub struct ActionCtx {
     run_id: Option<String>,
     correlation_id: String,
     attempt: u32,
-    engine: Option<Engine>,
+    resources: Option<Arc<Resources>>,
     cancellation: CancellationToken,
 }
 
 impl ActionCtx {
-    pub(crate) fn new(ctx: &Ctx, correlation_id: &str, attempt: u32) -> Self {
+    /// The context of attempt `attempt` of step `correlation_id` of run `run_id`.
+    pub(crate) fn new(
+        run_id: &str,
+        correlation_id: &str,
+        attempt: u32,
+        resources: Arc<Resources>,
+        cancellation: CancellationToken,
+    ) -> Self {
         ActionCtx {
-            idempotency_key: format!("{}/{correlation_id}", ctx.run_id()),
-            run_id: Some(ctx.run_id().to_string()),
+            idempotency_key: format!("{run_id}/{correlation_id}"),
+            run_id: Some(run_id.to_owned()),
             correlation_id: correlation_id.to_owned(),
             attempt,
-            engine: Some(ctx.engine().clone()),
-            cancellation: ctx.run.control().cancel,
+            resources: Some(resources),
+            cancellation,
         }
     }
 
@@ -40,7 +46,7 @@ impl ActionCtx {
             run_id: None,
             correlation_id: slug.to_owned(),
             attempt: 1,
-            engine: None,
+            resources: None,
             cancellation: CancellationToken::new(),
         }
     }
@@ -92,9 +98,9 @@ impl ActionCtx {
     /// # Errors
     /// A permanent `missing_resource` error naming the type when none was registered.
     pub fn resource<T: Any + Send + Sync>(&self) -> Result<Arc<T>, ActionError> {
-        self.engine
+        self.resources
             .as_ref()
-            .and_then(|engine| engine.resource::<T>())
+            .and_then(|resources| resources.get::<T>())
             .ok_or_else(|| {
                 ActionError::new(
                     "missing_resource",

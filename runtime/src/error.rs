@@ -28,6 +28,9 @@ pub mod kinds {
     pub const PERMANENT: &str = "permanent";
     /// A transient failure reported by user code.
     pub const TRANSIENT: &str = "transient";
+    /// A step was called in a workflow body outside the recording context (a helper fn
+    /// the macro did not rewrite); the run fails, naming the step and the fix.
+    pub const UNRECORDED_STEP: &str = "unrecorded_step";
 }
 
 /// The error of a step: returned by an action body, or by `.run(..)` in a workflow
@@ -181,6 +184,7 @@ impl From<WorkflowError> for ActionError {
 /// Like [`ActionError`], it does not implement `std::error::Error`, so that it can
 /// convert into the step and run errors with `?`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NonDeterminism {
     /// The correlation id.
     pub id: String,
@@ -188,18 +192,200 @@ pub struct NonDeterminism {
     pub recorded: String,
     /// What the code asked for.
     pub requested: String,
+    /// Why the two differ, as far as the run's recorded step-site fingerprints tell.
+    #[serde(default)]
+    pub cause: NonDeterminismCause,
+    /// Where the recorded and requested inputs differ: at most
+    /// [`NonDeterminism::MAX_DIFFERENCES`] entries, values shortened to
+    /// [`NonDeterminism::MAX_VALUE_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<Difference>,
+    /// The code asked for a step after the last one the log holds, in a replay-only check:
+    /// where an unfinished run had got to, not a mismatch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end_of_history: bool,
+}
+
+/// Why a [`NonDeterminism`] happened, judged from the fingerprint of the workflow's
+/// step-site manifest that every execution records in its `run_started` event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum NonDeterminismCause {
+    /// The step sites (or the crate version) changed since the run was recorded: a deploy
+    /// changed the workflow while the run was in flight.
+    CodeChanged,
+    /// The same step sites recorded the run: the body took another path with the same
+    /// code (HashMap iteration order, a race, an environment or clock read, a value not
+    /// taken through `ctx`).
+    SameCode,
+    /// The run was recorded before fingerprints were (or the check could not tell).
+    #[default]
+    Unknown,
+}
+
+/// One place where a recorded and a requested value differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Difference {
+    /// JSON pointer into the input (`""` for the whole value).
+    pub pointer: String,
+    /// The recorded value there (JSON text, shortened), or `(absent)`.
+    pub recorded: String,
+    /// The requested value there (JSON text, shortened), or `(absent)`.
+    pub requested: String,
+}
+
+impl NonDeterminism {
+    /// How many differences a report lists.
+    pub const MAX_DIFFERENCES: usize = 8;
+    /// How long a value in a [`Difference`] may be.
+    pub const MAX_VALUE_CHARS: usize = 120;
+
+    /// A report naming `id`, what the log holds and what the code asked for.
+    pub fn new(
+        id: impl Into<String>,
+        recorded: impl Into<String>,
+        requested: impl Into<String>,
+    ) -> Self {
+        NonDeterminism {
+            id: id.into(),
+            recorded: recorded.into(),
+            requested: requested.into(),
+            cause: NonDeterminismCause::Unknown,
+            differences: Vec::new(),
+            end_of_history: false,
+        }
+    }
+
+    /// With the cause set.
+    pub fn with_cause(mut self, cause: NonDeterminismCause) -> Self {
+        self.cause = cause;
+        self
+    }
+
+    /// With the differences between the recorded and the requested value listed.
+    pub fn with_values(
+        mut self,
+        recorded: &serde_json::Value,
+        requested: &serde_json::Value,
+    ) -> Self {
+        self.differences = json_differences(recorded, requested);
+        self
+    }
+
+    /// Marked as the end of a recorded history reached by a replay-only check.
+    pub fn at_end_of_history(mut self) -> Self {
+        self.end_of_history = true;
+        self
+    }
 }
 
 impl fmt::Display for NonDeterminism {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "non-determinism at step `{}`: the log recorded {}, but the code asked for {}. \
-             The workflow code changed while this run was in flight: run the old code for it, \
-             or pin the old id with #[step(id = \"...\")]",
+            "non-determinism at step `{}`: the log recorded {}, but the code asked for {}.",
             self.id, self.recorded, self.requested
-        )
+        )?;
+        for difference in &self.differences {
+            write!(
+                f,
+                " At `{}` the log has {} and the code {}.",
+                if difference.pointer.is_empty() {
+                    "/"
+                } else {
+                    &difference.pointer
+                },
+                difference.recorded,
+                difference.requested
+            )?;
+        }
+        match self.cause {
+            NonDeterminismCause::CodeChanged => write!(
+                f,
+                " The workflow's step sites changed since this run was recorded: run the old \
+                 code for it, guard the change with `ctx.patched(\"…\")`, or pin the old id \
+                 with #[step(id = \"…\")]"
+            ),
+            NonDeterminismCause::SameCode => write!(
+                f,
+                " The code did not change since this run was recorded (same step sites and \
+                 crate version), so the body is non-deterministic: it took another path or \
+                 computed another input from the same history. Look for HashMap/HashSet \
+                 iteration order (use BTreeMap or sort), a race that is not recorded, and \
+                 clock, random or environment reads outside `ctx.now()`/`ctx.random()`/an \
+                 action; pinning ids cannot help"
+            ),
+            NonDeterminismCause::Unknown => write!(
+                f,
+                " Either the workflow code changed while this run was in flight (run the old \
+                 code for it, or guard the change with `ctx.patched(\"…\")`), or the body is \
+                 non-deterministic (HashMap order, an unrecorded race, clock or environment \
+                 reads)"
+            ),
+        }
     }
+}
+
+/// Where `recorded` and `requested` differ, by JSON pointer, in document order; at most
+/// [`NonDeterminism::MAX_DIFFERENCES`] entries.
+fn json_differences(
+    recorded: &serde_json::Value,
+    requested: &serde_json::Value,
+) -> Vec<Difference> {
+    fn shorten(value: Option<&serde_json::Value>) -> String {
+        let Some(value) = value else {
+            return "(absent)".to_owned();
+        };
+        let text = value.to_string();
+        if text.chars().count() <= NonDeterminism::MAX_VALUE_CHARS {
+            return text;
+        }
+        let cut: String = text.chars().take(NonDeterminism::MAX_VALUE_CHARS).collect();
+        format!("{cut}…")
+    }
+    fn escape(key: &str) -> String {
+        key.replace('~', "~0").replace('/', "~1")
+    }
+    fn walk(
+        pointer: String,
+        recorded: Option<&serde_json::Value>,
+        requested: Option<&serde_json::Value>,
+        out: &mut Vec<Difference>,
+    ) {
+        use serde_json::Value;
+        if out.len() >= NonDeterminism::MAX_DIFFERENCES || recorded == requested {
+            return;
+        }
+        match (recorded, requested) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for key in keys {
+                    walk(
+                        format!("{pointer}/{}", escape(key)),
+                        a.get(key),
+                        b.get(key),
+                        out,
+                    );
+                }
+            }
+            (Some(Value::Array(a)), Some(Value::Array(b))) => {
+                for i in 0..a.len().max(b.len()) {
+                    walk(format!("{pointer}/{i}"), a.get(i), b.get(i), out);
+                }
+            }
+            _ => out.push(Difference {
+                pointer,
+                recorded: shorten(recorded),
+                requested: shorten(requested),
+            }),
+        }
+    }
+    let mut out = Vec::new();
+    walk(String::new(), Some(recorded), Some(requested), &mut out);
+    out
 }
 
 impl From<NonDeterminism> for ActionError {

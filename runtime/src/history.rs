@@ -16,20 +16,19 @@ pub(crate) struct Recorded {
     pub(crate) callee: String,
     /// The input digest recorded at `step_started`.
     pub(crate) digest: String,
-    /// The outcome, once `step_completed` / `step_failed` was recorded.
+    /// The input recorded at `step_started`, shown next to the requested one when they
+    /// differ (moved out of the event, not copied).
+    pub(crate) input: Option<Value>,
+    /// The outcome, once it was recorded: `step_completed` / `step_failed` for steps and
+    /// recorded values, `sleep_completed` (`Ok(null)`) for sleeps, `hook_received` for
+    /// hooks (`Ok(payload)`, or the timeout error).
     pub(crate) outcome: Option<Result<Value, ActionError>>,
     /// For sleeps: the recorded wake-up time.
     pub(crate) wake_at: Option<DateTime<Utc>>,
-    /// For sleeps: whether `sleep_completed` was recorded.
-    pub(crate) sleep_done: bool,
     /// For hooks: the recorded token hash.
     pub(crate) token_hash: Option<String>,
-    /// For hooks: the received payload.
-    pub(crate) hook_payload: Option<Value>,
     /// For hooks: when the hook times out, if it has a timeout.
     pub(crate) hook_timeout_at: Option<DateTime<Utc>>,
-    /// For hooks: whether the timeout was recorded (nothing arrived in time).
-    pub(crate) hook_timed_out: bool,
 }
 
 /// Recorded steps by correlation id, built once per execution from the event log.
@@ -37,6 +36,10 @@ pub(crate) struct Recorded {
 pub(crate) struct History {
     by_id: HashMap<String, Recorded, IdHash>,
     answerable: usize,
+    answerable_nested: usize,
+    /// The step-site fingerprints recorded by earlier executions (`run_started`), oldest
+    /// first; empty for runs recorded before fingerprints were.
+    fingerprints: Vec<String>,
 }
 
 /// The hasher of [`History`]'s index: a folded multiply over 8-byte words (the scheme of
@@ -92,7 +95,7 @@ impl History {
     ///
     /// # Errors
     /// A message naming the event when a payload lacks a field replay needs.
-    pub(crate) fn from_events(events: &[Event]) -> Result<History, String> {
+    pub(crate) fn from_events(events: Vec<Event>) -> Result<History, String> {
         let mut by_id: HashMap<String, Recorded, IdHash> =
             HashMap::with_capacity_and_hasher(events.len() / 2, IdHash::default());
         // The entry of `id`, allocating its key only when it is new (most ids have a
@@ -106,9 +109,24 @@ impl History {
             }
             by_id.get_mut(id).expect("inserted above")
         }
-        for event in events {
+        let mut fingerprints: Vec<String> = Vec::new();
+        for mut event in events {
+            if event.event.kind == EventKind::RunStarted
+                && let Some(fingerprint) = str_field(&event.event.payload, "fingerprint")
+                && fingerprints.last() != Some(&fingerprint)
+            {
+                fingerprints.push(fingerprint);
+            }
             let Some(id) = event.event.correlation_id.as_deref() else {
                 continue;
+            };
+            let input = match event.event.kind {
+                EventKind::StepStarted => event
+                    .event
+                    .payload
+                    .as_object_mut()
+                    .and_then(|fields| fields.remove("input")),
+                _ => None,
             };
             let payload = &event.event.payload;
             let bad = |what: &str| {
@@ -122,6 +140,7 @@ impl History {
                     let entry = slot(&mut by_id, id);
                     entry.callee = str_field(payload, "callee").ok_or_else(|| bad("callee"))?;
                     entry.digest = str_field(payload, "digest").unwrap_or_default();
+                    entry.input = input;
                 }
                 EventKind::StepCompleted => {
                     let entry = slot(&mut by_id, id);
@@ -148,7 +167,7 @@ impl History {
                     entry.wake_at = Some(wake_at);
                 }
                 EventKind::SleepCompleted => {
-                    slot(&mut by_id, id).sleep_done = true;
+                    slot(&mut by_id, id).outcome = Some(Ok(Value::Null));
                 }
                 EventKind::HookCreated => {
                     let entry = slot(&mut by_id, id);
@@ -160,12 +179,11 @@ impl History {
                 }
                 EventKind::HookReceived => {
                     let entry = slot(&mut by_id, id);
-                    if payload.get("timed_out") == Some(&Value::Bool(true)) {
-                        entry.hook_timed_out = true;
+                    entry.outcome = Some(if payload.get("timed_out") == Some(&Value::Bool(true)) {
+                        Err(hook_timed_out(id, entry.hook_timeout_at))
                     } else {
-                        entry.hook_payload =
-                            Some(payload.get("payload").cloned().unwrap_or(Value::Null));
-                    }
+                        Ok(payload.get("payload").cloned().unwrap_or(Value::Null))
+                    });
                 }
                 _ => {}
             }
@@ -179,27 +197,53 @@ impl History {
                     .is_none_or(|parent| parent.outcome.is_none())
             })
         };
-        let answerable = by_id
+        let finished = by_id
             .iter()
             .filter(|(id, _)| !id.rsplit('/').next().unwrap_or(id).starts_with("$patch:"))
-            .filter(|(_, r)| {
-                r.outcome.is_some() || r.sleep_done || r.hook_payload.is_some() || r.hook_timed_out
-            })
-            .filter(|(id, _)| visited(id))
-            .count();
-        Ok(History { by_id, answerable })
+            .filter(|(_, r)| r.outcome.is_some());
+        let answerable_nested = finished.clone().count();
+        let answerable = finished.filter(|(id, _)| visited(id)).count();
+        Ok(History {
+            by_id,
+            answerable,
+            answerable_nested,
+            fingerprints,
+        })
     }
 
     /// How many recorded outcomes a replay can answer (finished steps, recorded values,
-    /// finished sleeps, received hooks), leaving out `ctx.patched` markers.
-    pub(crate) fn answerable(&self) -> usize {
-        self.answerable
+    /// finished sleeps, received hooks), leaving out `ctx.patched` markers. With
+    /// `nested`, also the inner steps of finished sub-workflows and agents (which a
+    /// replay check re-enters to compare them).
+    pub(crate) fn answerable(&self, nested: bool) -> usize {
+        if nested {
+            self.answerable_nested
+        } else {
+            self.answerable
+        }
+    }
+
+    /// The step-site fingerprints earlier executions recorded, oldest first.
+    pub(crate) fn fingerprints(&self) -> &[String] {
+        &self.fingerprints
     }
 
     /// What the log holds for `id`.
     pub(crate) fn get(&self, id: &str) -> Option<&Recorded> {
         self.by_id.get(id)
     }
+}
+
+/// The error of a hook that received nothing before its deadline.
+pub(crate) fn hook_timed_out(id: &str, deadline: Option<DateTime<Utc>>) -> ActionError {
+    let at = deadline
+        .map(|d| format!(" at {}", d.to_rfc3339()))
+        .unwrap_or_default();
+    ActionError::new(
+        crate::error::kinds::TIMEOUT,
+        format!("hook `{id}` received no payload before its timeout{at}"),
+        false,
+    )
 }
 
 fn str_field(payload: &Value, field: &str) -> Option<String> {

@@ -67,16 +67,21 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod action_ctx;
+mod clock;
 mod ctx;
 mod engine;
 mod error;
 pub mod event;
 mod fan_out;
 mod history;
+mod hook_token;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod llm;
 pub mod registry;
+mod resources;
+mod retry;
+mod run_env;
 pub mod schema;
 mod step;
 pub mod store;
@@ -101,11 +106,13 @@ pub use engine::{
     StepSummary, SystemClock, judge_replay, summarize_steps, token_usage,
 };
 pub use error::{
-    ActionError, EngineError, NonDeterminism, SchemaViolation, Violation, WorkflowError, kinds,
+    ActionError, Difference, EngineError, NonDeterminism, NonDeterminismCause, SchemaViolation,
+    Violation, WorkflowError, kinds,
 };
 pub use event::{RunId, RunStatus, Trigger};
 pub use fan_out::fan_out;
 pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
+pub use retry::RetryPolicy;
 pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
 

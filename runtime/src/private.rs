@@ -29,9 +29,15 @@ pub const fn millis(ms: u64) -> std::time::Duration {
 
 /// Calls an action body outside any workflow: a plain async call with a standalone
 /// [`ActionCtx`] (idempotency key `standalone/<slug>`, attempt 1, no resources).
+///
+/// Called while a workflow body executes (from a helper fn the macro did not rewrite),
+/// it fails the run instead: an unrecorded call would run again on every replay.
 pub fn call_standalone<S: Step>(
     input: S::Input,
 ) -> BoxFuture<'static, Result<S::Output, ActionError>> {
+    if let Some(run) = crate::ctx::recording::current_body() {
+        return Box::pin(std::future::ready(Err(run.unrecorded_step(S::SLUG))));
+    }
     match S::BEHAVIOR {
         StepBehavior::Action { call, .. } => call(input, ActionCtx::standalone(S::SLUG)),
         StepBehavior::Workflow { .. } => Box::pin(async {

@@ -82,6 +82,17 @@ impl ActionOptions {
     };
 }
 
+impl ActionOptions {
+    /// The retry policy these options describe: `retries + 1` attempts, delays from
+    /// `backoff`, doubling, capped at [`ActionOptions::MAX_BACKOFF`], ±25 % jitter.
+    pub fn retry_policy(&self) -> crate::RetryPolicy {
+        crate::RetryPolicy::exponential(self.backoff)
+            .max_attempts(self.retries.saturating_add(1))
+            .max_delay(Self::MAX_BACKOFF)
+            .jitter(0.25)
+    }
+}
+
 impl Default for ActionOptions {
     fn default() -> Self {
         Self::DEFAULT

@@ -188,7 +188,7 @@ fn build_engine(
         format!("sqlite://{db}")
     };
     let store = crate::store::open(&url)?;
-    let mut builder = Engine::builder().store(store).discover()?;
+    let mut builder = EngineBuilder::from_env().store(store).discover()?;
     if let Some(secret) = hook_secret(&url)? {
         builder = builder.hook_secret(secret);
     }

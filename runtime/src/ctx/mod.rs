@@ -6,6 +6,8 @@
 
 pub(crate) mod hook;
 pub(crate) mod record;
+pub(crate) mod recorder;
+pub(crate) mod recording;
 pub(crate) mod sleep;
 pub(crate) mod step;
 
@@ -16,14 +18,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::engine::Engine;
-use crate::error::{EngineError, NonDeterminism, WorkflowError, kinds};
+use crate::error::{EngineError, WorkflowError, kinds};
 use crate::event::{EventKind, NewEvent, RunId, RunUpdate, Trigger};
 use crate::history::History;
+use crate::run_env::{RunControl, RunEnv};
 use crate::store::Append;
+use recorder::{Call, Entry, Shape};
 
 /// Something a suspended run waits for.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
@@ -62,7 +65,10 @@ impl Wait {
 
 /// State shared by every [`Ctx`] of one execution of a run.
 pub(crate) struct RunState {
-    pub(crate) engine: Engine,
+    pub(crate) env: Arc<RunEnv>,
+    /// The fingerprint of the workflow's step sites in this binary (see
+    /// `registry::WorkflowEntry::fingerprint`), recorded with each execution.
+    pub(crate) fingerprint: String,
     pub(crate) run_id: RunId,
     pub(crate) workflow: String,
     pub(crate) attempt: u32,
@@ -91,7 +97,7 @@ pub(crate) struct RunState {
     /// The last status announced, so a transition is announced once.
     announced: Mutex<Option<crate::event::RunStatus>>,
     /// Cancel and drain switches of the current execution: checked at every step boundary.
-    control: Mutex<crate::engine::RunControl>,
+    control: Mutex<RunControl>,
     /// Bumped when a hot run continues in memory: suspended sleeps wake and re-check.
     resumed: tokio::sync::watch::Sender<u64>,
     /// Recorded outcomes answered from the history so far (steps, waits, values); while it
@@ -108,7 +114,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl RunState {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        engine: Engine,
+        env: Arc<RunEnv>,
+        fingerprint: String,
         run_id: RunId,
         workflow: String,
         attempt: u32,
@@ -117,10 +124,11 @@ impl RunState {
         history: History,
         next_seq: u64,
         fence: Option<u64>,
-        control: crate::engine::RunControl,
+        control: RunControl,
     ) -> Self {
         RunState {
-            engine,
+            env,
+            fingerprint,
             run_id,
             workflow,
             attempt,
@@ -146,7 +154,7 @@ impl RunState {
     }
 
     /// The cancel and drain switches of the current execution.
-    pub(crate) fn control(&self) -> crate::engine::RunControl {
+    pub(crate) fn control(&self) -> RunControl {
         lock(&self.control).clone()
     }
 
@@ -165,7 +173,7 @@ impl RunState {
     /// Prepares a suspended (hot) run to continue in memory under a new execution: its new
     /// lease's fencing token and switches, fresh per-execution counters, no waits. The
     /// suspended sleeps wake once [`RunState::wake_suspended`] is called.
-    pub(crate) fn continue_under(&self, fence: Option<u64>, control: crate::engine::RunControl) {
+    pub(crate) fn continue_under(&self, fence: Option<u64>, control: RunControl) {
         *lock(&self.fence) = fence;
         *lock(&self.control) = control;
         lock(&self.waits).clear();
@@ -234,13 +242,13 @@ impl RunState {
             update,
             fence: *lock(&self.fence),
         };
-        self.engine.store().append(append).await?;
+        self.env.store.append(append).await?;
         *next_seq += count;
         if let Some(status) = status {
             let mut last = lock(&self.announced);
             if *last != Some(status) {
                 *last = Some(status);
-                self.engine.announce(&self.run_id, &self.workflow, status);
+                self.env.announce(&self.run_id, &self.workflow, status);
             }
         }
         Ok(())
@@ -258,15 +266,14 @@ impl RunState {
             kind,
             correlation_id: id.map(str::to_owned),
             attempt,
-            at: self.engine.now(),
+            at: self.env.now(),
             payload,
         }
     }
 
-    /// Counts a step, sleep or hook answered from the log.
-    pub(crate) fn answered_from_log(&self) {
-        self.replayed.fetch_add(1, Ordering::Relaxed);
-        self.consumed.fetch_add(1, Ordering::Relaxed);
+    /// Whether this is a replay-only check: nothing may run live.
+    pub(crate) fn replay_only(&self) -> bool {
+        self.env.replay_only
     }
 
     /// Marks the run as failed whatever the body does next; the first poison wins.
@@ -299,25 +306,6 @@ impl RunState {
     pub(crate) fn live_step(self: &Arc<Self>) -> LiveStep {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         LiveStep(self.clone())
-    }
-
-    /// Reports a non-determinism and poisons the run.
-    pub(crate) fn non_determinism(
-        &self,
-        id: &str,
-        recorded: String,
-        requested: String,
-    ) -> crate::ActionError {
-        let error = NonDeterminism {
-            id: id.to_owned(),
-            recorded,
-            requested,
-        };
-        let action_error = crate::ActionError::from(error);
-        let mut workflow_error = WorkflowError::from(action_error.clone());
-        workflow_error.step = Some(id.to_owned());
-        self.poison(workflow_error);
-        action_error
     }
 }
 
@@ -380,14 +368,18 @@ impl Ctx {
         self.run.attempt
     }
 
-    /// The engine running this workflow (for its resources).
-    pub fn engine(&self) -> &Engine {
-        &self.run.engine
+    /// The resource of type `T` registered with `Engine::builder().resource(..)`, if any.
+    ///
+    /// Resources are for actions (clients, pools, base URLs); a body that reads one must
+    /// not let it change which steps it calls or with what input, or a replay after a
+    /// configuration change fails with a `NonDeterminism` error.
+    pub fn resource<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.run.env.resources.get::<T>()
     }
 
     /// The current time (UTC), recorded: a replay returns the value of the first execution.
     pub fn now(&self) -> DateTime<Utc> {
-        self.recorded_value("now", || self.run.engine.now())
+        self.recorded_value("now", || self.run.env.now())
     }
 
     /// A random value, recorded: a replay returns the value of the first execution.
@@ -421,34 +413,43 @@ impl Ctx {
     }
 
     /// Records `make()` under correlation id `id` (callee `callee`) the first time; returns
-    /// the recorded value on replay.
+    /// the recorded value on replay. A value recorded under another callee, or one that no
+    /// longer deserializes as `T`, fails the run with a `NonDeterminism` error (the fresh
+    /// value is returned so the body can reach its next step boundary).
     pub(crate) fn recorded_as<T: Serialize + DeserializeOwned>(
         &self,
         id: &str,
         callee: &str,
         make: impl FnOnce() -> T,
     ) -> T {
-        if let Some(Ok(value)) = self.run.history.get(id).and_then(|r| r.outcome.clone())
-            && let Ok(value) = serde_json::from_value::<T>(value)
-        {
-            self.run.consumed.fetch_add(1, Ordering::Relaxed);
-            return value;
+        let call = Call {
+            id,
+            callee,
+            shape: Shape::Value,
+            input: None,
+            output: None,
+        };
+        match self.run.lookup(&call) {
+            Ok(Entry::Replayed(Ok(value))) => match serde_json::from_value::<T>(value.clone()) {
+                Ok(value) => value,
+                Err(error) => {
+                    let report = crate::error::NonDeterminism::new(
+                        id,
+                        format!("`{callee}` = {value}"),
+                        format!("a value of type `{}` ({error})", std::any::type_name::<T>()),
+                    );
+                    self.run.report_non_determinism(report);
+                    make()
+                }
+            },
+            Ok(Entry::Live(slot)) => {
+                let value = make();
+                slot.finish_value(serde_json::to_value(&value).unwrap_or(Value::Null));
+                value
+            }
+            // A recorded value is never an error; the run is failing anyway.
+            Ok(Entry::Replayed(Err(_))) | Err(_) => make(),
         }
-        if self.run.engine.is_replay_only() {
-            let _ = self
-                .run
-                .non_determinism(id, "no such value".to_owned(), format!("{callee}()"));
-        }
-        let value = make();
-        let recorded = serde_json::to_value(&value).unwrap_or(Value::Null);
-        let event = self.run.event(
-            EventKind::StepCompleted,
-            Some(id),
-            1,
-            json!({ "callee": callee, "output": recorded }),
-        );
-        self.run.push_pending(event);
-        value
     }
 
     /// Whether the code of change `change_id` applies to this run: `true` for runs that
@@ -470,18 +471,12 @@ impl Ctx {
         if self.run.history.get(&id).is_some() {
             return true;
         }
-        if self.run.consumed.load(Ordering::Relaxed) < self.run.history.answerable() {
+        let nested = self.run.replay_only();
+        if self.run.consumed.load(Ordering::Relaxed) < self.run.history.answerable(nested) {
             // Old history lies ahead: this run was recorded without the change.
             return false;
         }
-        let event = self.run.event(
-            EventKind::StepCompleted,
-            Some(&id),
-            1,
-            json!({ "callee": "ctx.patched", "output": true }),
-        );
-        self.run.push_pending(event);
-        true
+        self.recorded_as(&id, "ctx.patched", || true)
     }
 
     /// The correlation id of the next occurrence of `site_key` in this namespace.

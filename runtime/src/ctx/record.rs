@@ -6,12 +6,12 @@
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::step::{digest, panic_error, single_field, started_payload};
-use super::{Ctx, poisoned_error, store_failure};
+use super::Ctx;
+use super::recorder::{Call, Entry, Shape};
+use super::step::panic_error;
 use crate::ActionError;
-use crate::event::{EventKind, RunUpdate};
 
 /// What a recorded JSON step is, for its `step_started` event.
 pub(crate) struct JsonStep<'a> {
@@ -23,6 +23,9 @@ pub(crate) struct JsonStep<'a> {
     pub(crate) kind: &'a str,
     /// Its input, digested and checked on replay.
     pub(crate) input: &'a Value,
+    /// Whether its body records steps of its own under its id (an agent's turns and tool
+    /// calls, a structured LLM step's requests): then it is a scope, not a live leaf.
+    pub(crate) scope: bool,
 }
 
 /// A finished live JSON step: its output, and extra fields for its `step_completed` event
@@ -41,7 +44,8 @@ impl From<Value> for JsonOutput {
     }
 }
 
-/// Runs `body` as the recorded step `step` of the run in `ctx`, or answers it from the log.
+/// Runs `body` as the recorded step `step` of the run in `ctx`, or answers it from the log:
+/// the JSON-step adapter over the recorder.
 pub(crate) async fn json_step<F, Fut>(
     ctx: &Ctx,
     step: JsonStep<'_>,
@@ -51,88 +55,38 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<JsonOutput, ActionError>>,
 {
-    let run = &ctx.run;
     let JsonStep {
         id,
         callee,
         kind,
         input,
+        scope,
     } = step;
-    let digest = digest(input);
-    if let Some(recorded) = run.history.get(id) {
-        if (!recorded.callee.is_empty() && recorded.callee != callee)
-            || (!recorded.digest.is_empty() && recorded.digest != digest)
-        {
-            return Err(run.non_determinism(
-                id,
-                format!(
-                    "`{}` with input digest {}",
-                    recorded.callee, recorded.digest
-                ),
-                format!("`{callee}` with input digest {digest}"),
-            ));
-        }
-        match &recorded.outcome {
-            Some(Ok(output)) => {
-                run.answered_from_log();
-                return Ok(output.clone());
-            }
-            Some(Err(error)) => {
-                run.answered_from_log();
-                return Err(error.clone());
-            }
-            None => {} // started, never finished: run it again live
-        }
-    }
-    if let Some(poison) = run.poisoned() {
-        return Err(poisoned_error(&poison));
-    }
-    if run.engine.is_replay_only() {
-        return Err(run.non_determinism(
-            id,
-            "no such step".to_owned(),
-            format!("`{callee}` with input digest {digest}"),
-        ));
-    }
-    if run.interrupted() {
-        match run.stop_here().await {}
-    }
-    let _live = run.live_step();
-    run.push_pending(run.event(
-        EventKind::StepStarted,
-        Some(id),
-        1,
-        started_payload(callee, kind, input.clone(), digest),
-    ));
-    let result = match AssertUnwindSafe(body()).catch_unwind().await {
+    let call = Call {
+        id,
+        callee,
+        shape: if scope { Shape::Scope } else { Shape::Leaf },
+        input: Some(input),
+        output: None,
+    };
+    let slot = match ctx.run.enter(&call).await? {
+        Entry::Replayed(outcome) => return outcome,
+        Entry::Live(slot) => slot,
+    };
+    slot.started(kind, input.clone());
+    // A leaf's body (one model request) is not workflow code; a scope's body is.
+    let body = AssertUnwindSafe(body()).catch_unwind();
+    let result = if scope {
+        body.await
+    } else {
+        super::recording::outside_body(body).await
+    };
+    let result = match result {
         Ok(result) => result,
         Err(panic) => Err(panic_error(callee, panic)),
     };
-    let (event, returned) = match result {
-        Ok(JsonOutput { output, extra }) => {
-            let mut payload = single_field("output", output.clone());
-            if let Some((field, value)) = extra {
-                payload[field] = value;
-            }
-            (
-                run.event(EventKind::StepCompleted, Some(id), 1, payload),
-                Ok(output),
-            )
-        }
-        Err(error) => (
-            run.event(
-                EventKind::StepFailed,
-                Some(id),
-                1,
-                json!({ "error": error }),
-            ),
-            Err(error),
-        ),
-    };
-    if let Err(store_error) = run.append(vec![event], RunUpdate::default()).await {
-        return Err(store_failure(run, store_error));
+    match result {
+        Ok(JsonOutput { output, extra }) => slot.finish_step(Ok(output), 1, extra).await,
+        Err(error) => slot.finish_step(Err(error), 1, None).await,
     }
-    run.executed
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    returned
 }

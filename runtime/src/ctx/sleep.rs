@@ -12,7 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{Ctx, Wait, poisoned_error, store_failure};
+use super::recorder::{Call, Entry, Shape};
+use super::{Ctx, Wait};
 use crate::ActionError;
 use crate::event::{EventKind, RunStatus, RunUpdate};
 use crate::step::Site;
@@ -116,7 +117,7 @@ pub fn sleep(
     let duration = duration.to_duration();
     async move {
         let duration = duration?;
-        let wake_at = ctx.run.engine.now()
+        let wake_at = ctx.run.env.now()
             + chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
         wait_until(ctx, id, wake_at).await
     }
@@ -134,34 +135,27 @@ pub fn sleep_until(
     async move { wait_until(ctx, id, time?).await }
 }
 
+/// The sleep adapter over the recorder: a recorded `sleep_completed` answers it; otherwise
+/// `sleep_started` records the wake-up time (once) and the run suspends until then.
 async fn wait_until(
     ctx: Ctx,
     id: String,
     requested_wake: DateTime<Utc>,
 ) -> Result<(), ActionError> {
     let run = &ctx.run;
-    let recorded = run.history.get(&id);
-    if let Some(recorded) = recorded {
-        if recorded.callee != "sleep" {
-            return Err(run.non_determinism(
-                &id,
-                format!("`{}`", recorded.callee),
-                "a sleep".to_owned(),
-            ));
-        }
-        if recorded.sleep_done {
-            run.answered_from_log();
-            return Ok(());
-        }
-    }
-    if let Some(poison) = run.poisoned() {
-        return Err(poisoned_error(&poison));
-    }
-    let wake_at = match recorded.and_then(|r| r.wake_at) {
+    let call = Call {
+        id: &id,
+        callee: "sleep",
+        shape: Shape::Wait,
+        input: None,
+        output: None,
+    };
+    let slot = match run.enter(&call).await? {
+        Entry::Replayed(outcome) => return outcome.map(drop),
+        Entry::Live(slot) => slot,
+    };
+    let wake_at = match slot.previous().and_then(|r| r.wake_at) {
         Some(wake_at) => wake_at,
-        None if run.engine.is_replay_only() => {
-            return Err(run.non_determinism(&id, "no such sleep".to_owned(), "a sleep".to_owned()));
-        }
         None => {
             let event = run.event(
                 EventKind::SleepStarted,
@@ -169,26 +163,19 @@ async fn wait_until(
                 1,
                 json!({ "wake_at": requested_wake }),
             );
-            if let Err(e) = run.append(vec![event], RunUpdate::default()).await {
-                return Err(store_failure(run, e));
-            }
+            slot.record(event, RunUpdate::default()).await?;
             requested_wake
         }
     };
     let mut resumptions = run.resumptions();
     loop {
-        if run.engine.now() >= wake_at {
+        if run.env.now() >= wake_at {
             let event = run.event(EventKind::SleepCompleted, Some(&id), 1, json!({}));
             let update = RunUpdate {
                 status: Some(RunStatus::Running),
                 ..RunUpdate::default()
             };
-            if let Err(e) = run.append(vec![event], update).await {
-                return Err(store_failure(run, e));
-            }
-            run.executed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Ok(());
+            return slot.finish_wait(event, update).await;
         }
         run.suspend(Wait::Sleep {
             id: id.clone(),

@@ -6,14 +6,13 @@
 //! first unrecorded one runs live, with retries, and is recorded.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
 
 use futures::FutureExt;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{Ctx, poisoned_error, store_failure};
+use super::recorder::{Call, Entry, Shape};
+use super::{Ctx, store_failure};
 use crate::error::kinds;
 use crate::event::{EventKind, RunUpdate};
 use crate::schema::validator_for;
@@ -108,6 +107,16 @@ fn serde_error(what: &str, slug: &str, error: serde_json::Error) -> ActionError 
     ActionError::new(kinds::SERDE, format!("{what} of `{slug}`: {error}"), false)
 }
 
+/// Decodes a recorded or live outcome into the step's output type.
+fn decode<O: serde::de::DeserializeOwned>(
+    outcome: Result<Value, ActionError>,
+    slug: &str,
+) -> Result<O, ActionError> {
+    serde_json::from_value(outcome?).map_err(|e| serde_error("recorded output", slug, e))
+}
+
+/// The action and sub-workflow adapter over the recorder: answer from the log, or run the
+/// action (with its retries and timeout) or the sub-workflow's body (a scope) live.
 pub(crate) async fn execute<S: Step>(
     ctx: Ctx,
     id: String,
@@ -115,76 +124,22 @@ pub(crate) async fn execute<S: Step>(
 ) -> Result<S::Output, ActionError> {
     let run = &ctx.run;
     let input_json = serde_json::to_value(&input).map_err(|e| serde_error("input", S::SLUG, e))?;
-    let digest = digest(&input_json);
-
-    if let Some(recorded) = run.history.get(&id) {
-        // A seeded step (testkit) records no callee or digest: it matches any call.
-        if (!recorded.callee.is_empty() && recorded.callee != S::SLUG)
-            || (!recorded.digest.is_empty() && recorded.digest != digest)
-        {
-            return Err(run.non_determinism(
-                &id,
-                format!(
-                    "`{}` with input digest {}",
-                    recorded.callee, recorded.digest
-                ),
-                format!("`{}` with input digest {digest}", S::SLUG),
-            ));
-        }
-        match &recorded.outcome {
-            Some(Ok(output)) => {
-                let validated = validator_for::<S::Output>()
-                    .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?
-                    .validate(output)
-                    .map_err(|mut violation| {
-                        violation.what = format!("recorded output of step `{id}`");
-                        ActionError::from(violation)
-                    });
-                if let Err(error) = validated {
-                    // The recorded value no longer fits today's type: as non-deterministic as a
-                    // changed callee, and just as fatal to the run.
-                    let mut workflow_error = crate::WorkflowError::from(error.clone());
-                    workflow_error.step = Some(id.clone());
-                    run.poison(workflow_error);
-                    return Err(error);
-                }
-                run.answered_from_log();
-                return S::Output::deserialize(output)
-                    .map_err(|e| serde_error("recorded output", S::SLUG, e));
-            }
-            Some(Err(error)) => {
-                run.answered_from_log();
-                return Err(error.clone());
-            }
-            None => {} // started but never finished (crash mid-step): run it again live.
-        }
-    }
-
-    if let Some(poison) = run.poisoned() {
-        return Err(poisoned_error(&poison));
-    }
-    if run.engine.is_replay_only() {
-        return Err(run.non_determinism(
-            &id,
-            "no such step".to_owned(),
-            format!("`{}` with input digest {digest}", S::SLUG),
-        ));
-    }
-    if run.interrupted() {
-        // A step boundary of a canceled or draining run: start nothing new.
-        match run.stop_here().await {}
-    }
-    let _live = run.live_step();
-    let kind = match S::BEHAVIOR {
-        StepBehavior::Action { .. } => StepKind::Action,
-        StepBehavior::Workflow { .. } => StepKind::Workflow,
+    let (shape, kind) = match S::BEHAVIOR {
+        StepBehavior::Action { .. } => (Shape::Leaf, StepKind::Action),
+        StepBehavior::Workflow { .. } => (Shape::Scope, StepKind::Workflow),
     };
-    run.push_pending(run.event(
-        EventKind::StepStarted,
-        Some(&id),
-        1,
-        started_payload(S::SLUG, kind_name(kind), input_json.clone(), digest),
-    ));
+    let call = Call {
+        id: &id,
+        callee: S::SLUG,
+        shape,
+        input: Some(&input_json),
+        output: Some(validator_for::<S::Output>),
+    };
+    let slot = match run.enter(&call).await? {
+        Entry::Replayed(outcome) => return decode(outcome, S::SLUG),
+        Entry::Live(slot) => slot,
+    };
+    slot.started(kind_name(kind), input_json.clone());
 
     let input_check = validator_for::<S::Input>()
         .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))
@@ -213,7 +168,8 @@ pub(crate) async fn execute<S: Step>(
         },
     };
 
-    let result = result.and_then(|output| {
+    let mut typed = None;
+    let outcome = result.and_then(|output| {
         let output_json =
             serde_json::to_value(&output).map_err(|e| serde_error("output", S::SLUG, e))?;
         validator_for::<S::Output>()
@@ -223,39 +179,14 @@ pub(crate) async fn execute<S: Step>(
                 violation.what = format!("output of step `{id}` (`{}`)", S::SLUG);
                 ActionError::from(violation)
             })?;
-        Ok((output, output_json))
+        typed = Some(output);
+        Ok(output_json)
     });
-
-    let (event, returned) = match result {
-        Ok((output, output_json)) => (
-            run.event(
-                EventKind::StepCompleted,
-                Some(&id),
-                attempts,
-                single_field("output", output_json),
-            ),
-            Ok(output),
-        ),
-        Err(error) => (
-            run.event(
-                EventKind::StepFailed,
-                Some(&id),
-                attempts,
-                json!({ "error": error }),
-            ),
-            Err(error),
-        ),
-    };
-    if matches!(run.engine.fault(), crate::engine::Fault::SkipStepRecord(skipped) if *skipped == id)
-    {
-        return returned; // deliberately broken engine: the checkers must notice
+    let recorded = slot.finish_step(outcome, attempts, None).await;
+    match (recorded, typed) {
+        (Ok(_), Some(output)) => Ok(output),
+        (recorded, _) => decode(recorded, S::SLUG),
     }
-    if let Err(store_error) = run.append(vec![event], RunUpdate::default()).await {
-        return Err(store_failure(run, store_error));
-    }
-    run.executed
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    returned
 }
 
 /// Calls an action with its retries and timeout; returns the outcome and the attempts made.
@@ -278,8 +209,14 @@ async fn run_action<S: Step>(
                 Err(e) => return (Err(serde_error("input", S::SLUG, e)), attempt),
             },
         };
-        let cx = ActionCtx::new(ctx, id, attempt);
-        let call = match run.engine.action_override(S::SLUG) {
+        let cx = ActionCtx::new(
+            run.run_id.as_str(),
+            id,
+            attempt,
+            run.env.resources.clone(),
+            run.control().cancel,
+        );
+        let call = match run.env.action_override(S::SLUG) {
             None => call(this_input, cx),
             Some(stub) => {
                 let input = input_json.clone();
@@ -290,7 +227,9 @@ async fn run_action<S: Step>(
                 })
             }
         };
-        let call = AssertUnwindSafe(call).catch_unwind();
+        // The action's own code is not the workflow body: plain `.run(..)` calls inside it
+        // are ordinary calls (see `recording::outside_body`).
+        let call = AssertUnwindSafe(super::recording::outside_body(call)).catch_unwind();
         let outcome = match options.timeout {
             Some(limit) => match tokio::time::timeout(limit, call).await {
                 Ok(outcome) => outcome,
@@ -313,14 +252,15 @@ async fn run_action<S: Step>(
             Ok(output) => return (Ok(output), attempt),
             Err(error) => error,
         };
+        let policy = options.retry_policy();
         let retry = error.retryable
-            && attempt <= options.retries
+            && policy.allows_retry_after(attempt)
             && !options.non_retryable.contains(&error.kind.as_str())
             && run.poisoned().is_none();
         if !retry {
             return (Err(error), attempt);
         }
-        let delay = backoff(options.backoff, attempt);
+        let delay = policy.delay(attempt);
         let event = run.event(
             EventKind::StepRetrying,
             Some(id),
@@ -330,21 +270,9 @@ async fn run_action<S: Step>(
         if let Err(store_error) = run.append(vec![event], RunUpdate::default()).await {
             return (Err(store_failure(run, store_error)), attempt);
         }
-        run.engine.clock().sleep(delay).await;
+        run.env.clock.sleep(delay).await;
         attempt += 1;
     }
-}
-
-/// Exponential backoff: `initial × 2^(attempt-1)`, capped at [`ActionOptions::MAX_BACKOFF`],
-/// with ±25 % uniform jitter (the "equal jitter" family; see the AWS Architecture Blog,
-/// "Exponential Backoff And Jitter", 2015).
-pub(crate) fn backoff(initial: Duration, attempt: u32) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-    let base = initial
-        .saturating_mul(factor)
-        .min(ActionOptions::MAX_BACKOFF);
-    let jitter: f64 = rand::random_range(0.75..1.25);
-    base.mul_f64(jitter)
 }
 
 /// A caught panic as a retryable `panic` error naming the step.

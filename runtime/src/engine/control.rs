@@ -7,21 +7,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-use super::Engine;
+use super::{Engine, RunControl, RunTransition};
 use crate::error::EngineError;
 use crate::event::{EventKind, NewEvent, RunId, RunRecord, RunStatus, RunUpdate};
 use crate::store::{Acquired, Append};
-
-/// The switches of one execution of a run: `cancel` ends the run `canceled` at its next
-/// step boundary (running actions see it through `ActionCtx::cancellation`); `drain` stops
-/// it at its next step boundary and hands it back to the queue (worker shutdown).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct RunControl {
-    pub(crate) cancel: CancellationToken,
-    pub(crate) drain: CancellationToken,
-}
 
 /// What [`Engine::cancel`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -46,19 +36,6 @@ pub struct OpenHook {
     pub resume_url: String,
     /// When the hook times out, if it has a timeout.
     pub timeout_at: Option<DateTime<Utc>>,
-}
-
-/// A run changed status (sent on [`Engine::subscribe`]).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RunTransition {
-    /// The run.
-    pub run_id: RunId,
-    /// Its workflow's slug.
-    pub workflow: String,
-    /// The new status.
-    pub status: RunStatus,
-    /// When (engine clock).
-    pub at: DateTime<Utc>,
 }
 
 impl Engine {
@@ -248,29 +225,21 @@ impl Engine {
     /// Status transitions of runs this engine starts, executes, resumes or cancels, as
     /// they happen (a slow receiver skips ahead: `RecvError::Lagged`).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RunTransition> {
-        self.inner.transitions.subscribe()
+        self.env().subscribe()
     }
 
     /// Tells this process's workers that a run may have become due.
     pub fn wake_workers(&self) {
-        self.inner.wake.notify_waiters();
+        self.env().wake.notify_waiters();
     }
 
     pub(crate) fn wake(&self) -> &tokio::sync::Notify {
-        &self.inner.wake
+        &self.env().wake
     }
 
     /// Publishes a transition and wakes workers when the run became runnable.
     pub(crate) fn announce(&self, id: &RunId, workflow: &str, status: RunStatus) {
-        let _ = self.inner.transitions.send(RunTransition {
-            run_id: id.clone(),
-            workflow: workflow.to_owned(),
-            status,
-            at: self.now(),
-        });
-        if status == RunStatus::Queued {
-            self.wake_workers();
-        }
+        self.env().announce(id, workflow, status);
     }
 
     /// The switches of run `id` if this engine executes it now.

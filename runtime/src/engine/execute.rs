@@ -12,12 +12,12 @@ use serde_json::{Value, json};
 
 use super::hot::RunBody;
 use super::{Engine, RunControl};
-use crate::ctx::hook::{token_hash, token_run_id};
 use crate::ctx::step::panic_error;
 use crate::ctx::{Ctx, RunState, Wait};
 use crate::error::{EngineError, WorkflowError, kinds};
 use crate::event::{EventKind, RunId, RunStatus, RunUpdate};
 use crate::history::History;
+use crate::hook_token::{token_hash, token_run_id};
 use crate::store::{Acquired, Lease};
 
 /// How an execution of a run ended.
@@ -48,9 +48,6 @@ pub struct Execution {
     /// Steps executed live and recorded.
     pub executed: u64,
 }
-
-/// The cap on the delay between run attempts.
-const MAX_RUN_BACKOFF: Duration = Duration::from_secs(600);
 
 impl Engine {
     /// Executes run `id` once: replays its body from the top against its log, runs the
@@ -169,34 +166,44 @@ impl Engine {
             }
             None => {
                 let events = self.store().events(id).await?;
+                let next_seq = events.len() as u64;
                 let history =
-                    History::from_events(&events).map_err(|message| EngineError::Corrupt {
+                    History::from_events(events).map_err(|message| EngineError::Corrupt {
                         run: id.to_string(),
                         message,
                     })?;
                 let state = Arc::new(RunState::new(
-                    self.clone(),
+                    self.env().clone(),
+                    super::fingerprint::fingerprint(self.registry(), &entry),
                     id.clone(),
                     record.workflow.clone(),
                     attempt,
                     record.trigger,
                     record.created_at,
                     history,
-                    events.len() as u64,
+                    next_seq,
                     Some(lease.fence),
                     control.clone(),
                 ));
-                drop(events);
                 let ctx = Ctx {
                     run: state.clone(),
                     namespace: Arc::from(""),
                 };
-                let body: RunBody =
-                    AssertUnwindSafe((entry.body)(ctx, record.input.clone())).catch_unwind();
+                let body = crate::ctx::recording::in_body(
+                    state.clone(),
+                    (entry.body)(ctx, record.input.clone()),
+                );
+                let body: futures::future::BoxFuture<'static, _> = Box::pin(body);
+                let body: RunBody = AssertUnwindSafe(body).catch_unwind();
                 (state, body)
             }
         };
-        let started = state.event(EventKind::RunStarted, None, attempt, json!({}));
+        let started = state.event(
+            EventKind::RunStarted,
+            None,
+            attempt,
+            json!({ "fingerprint": state.fingerprint }),
+        );
         state
             .append(
                 vec![started],
@@ -218,7 +225,14 @@ impl Engine {
                 let result = match result {
                     Ok(Ok(output)) => Ok(output),
                     Ok(Err(error)) => Err(error),
-                    Err(panic) => Err(WorkflowError::from(panic_error(&record.workflow, panic))),
+                    // A panicking body is retried like a retryable error (up to the
+                    // workflow's `max_attempts`, replaying from the log): a panic is
+                    // most often a bug fixed by a deploy, and the retry runs the new code.
+                    Err(panic) => {
+                        let mut error = WorkflowError::from(panic_error(&record.workflow, panic));
+                        error.retryable = true;
+                        Err(error)
+                    }
                 };
                 self.finish(&state, &entry, result).await?
             }
@@ -451,12 +465,13 @@ impl Engine {
                 // The log could not be written: leave the run as it is for a later resume.
                 Err(EngineError::Store(error.message))
             }
-            Err(error) if error.retryable && state.attempt < entry.options.max_attempts => {
-                let factor = 2u32.saturating_pow(state.attempt.saturating_sub(1));
-                let delay = self
-                    .run_retry_backoff()
-                    .saturating_mul(factor)
-                    .min(MAX_RUN_BACKOFF);
+            Err(error)
+                if error.retryable
+                    && self
+                        .run_retry_policy(entry)
+                        .allows_retry_after(state.attempt) =>
+            {
+                let delay = self.run_retry_policy(entry).delay(state.attempt);
                 let until = self.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
                 let event = state.event(
                     EventKind::RunSuspended,
@@ -489,6 +504,14 @@ impl Engine {
                 Ok(RunOutcome::Failed(error))
             }
         }
+    }
+
+    /// The retry policy of run-level retries of `entry`'s runs: its `max_attempts`, delays
+    /// from [`crate::EngineBuilder::run_retry_backoff`], doubling, capped at 10 minutes,
+    /// no jitter.
+    fn run_retry_policy(&self, entry: &crate::registry::WorkflowEntry) -> crate::RetryPolicy {
+        crate::RetryPolicy::exponential(self.run_retry_backoff())
+            .max_attempts(entry.options.max_attempts)
     }
 
     /// Records a suspension: `sleeping` until the earliest wake-up, or `waiting` on a hook.

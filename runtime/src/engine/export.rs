@@ -46,25 +46,14 @@ impl Engine {
         let inner = &self.inner;
         Engine {
             inner: std::sync::Arc::new(super::Inner {
-                overrides: std::sync::RwLock::new(std::collections::HashMap::new()),
-                replay_only: true,
-                fault: super::Fault::None,
-                store: std::sync::Arc::new(crate::store::MemoryStore::new()),
+                env: std::sync::Arc::new(inner.env.for_replay(clock)),
                 registry: inner.registry.clone(),
-                resources: inner.resources.clone(),
-                clock,
-                hook_secret: inner.hook_secret.clone(),
-                public_url: inner.public_url.clone(),
                 run_retry_backoff: inner.run_retry_backoff,
                 triggers: crate::trigger::Triggers::default(),
-                llm: inner.llm.clone(),
-                default_model: inner.default_model.clone(),
                 owner_id: inner.owner_id.clone(),
                 lease: inner.lease,
                 hot: super::hot::HotRuns::new(0, std::time::Duration::ZERO),
                 controls: std::sync::Mutex::new(std::collections::HashMap::new()),
-                wake: tokio::sync::Notify::new(),
-                transitions: tokio::sync::broadcast::channel(16).0,
             }),
         }
     }

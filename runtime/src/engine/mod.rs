@@ -3,6 +3,7 @@
 mod control;
 mod execute;
 mod export;
+mod fingerprint;
 mod hot;
 mod lease;
 mod replay_check;
@@ -16,8 +17,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-pub(crate) use control::RunControl;
-pub use control::{CancelOutcome, OpenHook, RunTransition};
+pub use crate::clock::{Clock, SystemClock};
+pub(crate) use crate::run_env::RunControl;
+pub use crate::run_env::{ActionOverride, Fault, RunTransition};
+pub use control::{CancelOutcome, OpenHook};
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use replay_check::{ReplayMismatch, judge_replay};
@@ -26,77 +29,23 @@ pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
 use crate::error::EngineError;
 use crate::event::{EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
 use crate::registry::{Registry, WorkflowEntry};
+use crate::resources::Resources;
+use crate::run_env::{RunEnv, RunEnvParts};
 use crate::step::Step;
 use crate::store::{MemoryStore, SharedStore};
 
-/// A source of the current time. The engine reads every timestamp and wake-up time from
-/// it, so tests can drive time by hand.
-pub trait Clock: Send + Sync + 'static {
-    /// Now, in UTC.
-    fn now(&self) -> DateTime<Utc>;
-
-    /// Waits `duration` on this clock: step retry backoffs and in-process waits use it.
-    /// The default sleeps on tokio's timer; a virtual clock may advance itself instead.
-    fn sleep(&self, duration: Duration) -> futures::future::BoxFuture<'static, ()> {
-        Box::pin(tokio::time::sleep(duration))
-    }
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A replacement body for an action, by slug: JSON in, JSON out. See [`Engine::override_action`].
-pub type ActionOverride = Arc<
-    dyn Fn(
-            Value,
-            crate::ActionCtx,
-        ) -> futures::future::BoxFuture<'static, Result<Value, crate::ActionError>>
-        + Send
-        + Sync,
->;
-
-/// A deliberate engine fault, for proving that checkers catch broken engines. Never use
-/// in production.
-#[doc(hidden)]
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Fault {
-    /// No fault.
-    #[default]
-    None,
-    /// Runs step `id` live but never appends its completion.
-    SkipStepRecord(String),
-}
-
 struct Inner {
-    overrides: std::sync::RwLock<HashMap<String, ActionOverride>>,
-    replay_only: bool,
-    fault: Fault,
-    store: SharedStore,
+    /// What runs see of the engine.
+    env: Arc<RunEnv>,
     registry: Registry,
-    resources: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
-    clock: Arc<dyn Clock>,
-    hook_secret: Vec<u8>,
-    public_url: String,
     run_retry_backoff: Duration,
     triggers: crate::trigger::Triggers,
-    llm: crate::llm::LlmRouter,
-    default_model: Option<String>,
     owner_id: String,
     lease: Duration,
     /// Suspended runs kept in memory (see [`EngineBuilder::hot_runs`]).
     hot: hot::HotRuns,
     /// Runs this engine is executing right now, with their cancel/drain switches.
     controls: std::sync::Mutex<HashMap<RunId, RunControl>>,
-    /// Woken when a run may have become due (started, hook delivered, canceled).
-    wake: tokio::sync::Notify,
-    transitions: tokio::sync::broadcast::Sender<RunTransition>,
 }
 
 /// The durable execution engine. Cheap to clone (an `Arc`).
@@ -126,7 +75,7 @@ pub struct EngineBuilder {
     store: Option<SharedStore>,
     registry: Registry,
     error: Option<EngineError>,
-    resources: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+    resources: Resources,
     clock: Arc<dyn Clock>,
     hook_secret: Option<Vec<u8>>,
     public_url: String,
@@ -140,9 +89,40 @@ pub struct EngineBuilder {
     lease: Duration,
     hot_capacity: usize,
     hot_max_sleep: Duration,
+    /// Whether `build` may configure the `openai` provider from `OPENAI_*` variables.
+    llm_from_env: bool,
+    /// The host name in the default owner id.
+    host: String,
 }
 
+/// The public URL resume URLs are built from unless configured.
+const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
+
 impl EngineBuilder {
+    /// [`Engine::builder`] configured from the process environment:
+    /// - `REPRISE_PUBLIC_URL`: the base of hook resume URLs (default `http://127.0.0.1:8080`);
+    /// - `REPRISE_LLM_MODEL`: the model of LLM steps and agents that name none;
+    /// - `OPENAI_BASE_URL` / `OPENAI_API_KEY`: unless a provider is registered, the
+    ///   OpenAI-compatible provider [`crate::llm::OpenAiProvider::from_env`] serves vendor
+    ///   `openai` and is the default;
+    /// - `HOSTNAME`: the host part of the default owner id.
+    ///
+    /// Methods called afterwards override what the environment set. The CLI
+    /// ([`crate::cli`]) builds its engine with this; tests should not.
+    pub fn from_env() -> EngineBuilder {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut builder = Engine::builder();
+        if let Some(url) = var("REPRISE_PUBLIC_URL") {
+            builder.public_url = url;
+        }
+        builder.default_model = var("REPRISE_LLM_MODEL");
+        builder.llm_from_env = true;
+        if let Some(host) = var("HOSTNAME") {
+            builder.host = host;
+        }
+        builder
+    }
+
     /// Serves `vendor/…` model ids (`openai/gpt-4o-mini`) with `provider` in LLM steps and
     /// agents.
     pub fn llm_provider(
@@ -155,15 +135,17 @@ impl EngineBuilder {
     }
 
     /// Serves every model id no vendor claims with `provider` (a fake in tests, a local
-    /// server). Without any provider, [`EngineBuilder::build`] uses
+    /// server). Without any provider, a builder made by [`EngineBuilder::from_env`] uses
     /// [`crate::llm::OpenAiProvider::from_env`] (`OPENAI_BASE_URL`, `OPENAI_API_KEY`) for
-    /// vendor `openai` and as the default.
+    /// vendor `openai` and as the default; [`Engine::builder`] uses none (LLM steps then
+    /// fail with an error saying how to register one).
     pub fn llm(mut self, provider: Arc<dyn crate::llm::LlmProvider>) -> Self {
         self.llm.set_default(provider);
         self
     }
 
-    /// The model of LLM steps and agents that name none (default: `REPRISE_LLM_MODEL`).
+    /// The model of LLM steps and agents that name none (default: none; with
+    /// [`EngineBuilder::from_env`], `REPRISE_LLM_MODEL`).
     pub fn default_model(mut self, model: impl Into<String>) -> Self {
         self.default_model = Some(model.into());
         self
@@ -261,14 +243,14 @@ impl EngineBuilder {
     /// Adds a shared resource (an HTTP client, a base URL, a pool) that actions read with
     /// `cx.resource::<T>()`. One value per type; a later call replaces an earlier one.
     pub fn resource<T: Any + Send + Sync>(mut self, value: T) -> Self {
-        self.resources.insert(TypeId::of::<T>(), Arc::new(value));
+        self.resources.insert(Arc::new(value));
         self
     }
 
     /// Adds a resource that the caller keeps a handle to (a counter a test inspects, a pool
     /// shared with other code). Actions read it with `cx.resource::<T>()`.
     pub fn shared_resource<T: Any + Send + Sync>(mut self, value: Arc<T>) -> Self {
-        self.resources.insert(TypeId::of::<T>(), value);
+        self.resources.insert(value);
         self
     }
 
@@ -309,6 +291,7 @@ impl EngineBuilder {
         self.triggers.check(&self.registry)?;
         let mut llm = self.llm;
         if llm.is_empty()
+            && self.llm_from_env
             && let Some(provider) = crate::llm::OpenAiProvider::from_env()
         {
             let provider: Arc<dyn crate::llm::LlmProvider> = Arc::new(provider);
@@ -319,25 +302,33 @@ impl EngineBuilder {
             .hook_secret
             .unwrap_or_else(|| rand::random::<[u8; 32]>().to_vec());
         let owner_id = self.owner_id.unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".to_owned());
             let random = &uuid::Uuid::new_v4().simple().to_string()[..8];
-            format!("{host}-{}-{random}", std::process::id())
+            format!("{}-{}-{random}", self.host, std::process::id())
+        });
+        let mut services = crate::run_env::Services::new();
+        services.insert(
+            TypeId::of::<crate::llm::LlmSettings>(),
+            Arc::new(crate::llm::LlmSettings {
+                router: llm,
+                default_model: self.default_model,
+            }),
+        );
+        let env = RunEnv::new(RunEnvParts {
+            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            clock: self.clock,
+            replay_only: self.replay_only,
+            fault: self.fault,
+            resources: self.resources,
+            services,
+            hook_secret,
+            public_url: self.public_url,
         });
         Ok(Engine {
             inner: Arc::new(Inner {
-                overrides: std::sync::RwLock::new(HashMap::new()),
-                replay_only: self.replay_only,
-                fault: self.fault,
-                store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+                env: Arc::new(env),
                 registry: self.registry,
-                resources: self.resources,
-                clock: self.clock,
-                hook_secret,
-                public_url: self.public_url,
                 run_retry_backoff: self.run_retry_backoff,
                 triggers: self.triggers,
-                llm,
-                default_model: self.default_model,
                 owner_id,
                 lease: self.lease,
                 hot: hot::HotRuns::new(
@@ -349,8 +340,6 @@ impl EngineBuilder {
                     self.hot_max_sleep,
                 ),
                 controls: std::sync::Mutex::new(HashMap::new()),
-                wake: tokio::sync::Notify::new(),
-                transitions: tokio::sync::broadcast::channel(1024).0,
             }),
         })
     }
@@ -358,37 +347,47 @@ impl EngineBuilder {
 
 impl Engine {
     /// A builder with an in-memory store, no workflows, the system clock.
+    ///
+    /// Hermetic: it reads no environment variable, so a test engine never reaches a real
+    /// model because `OPENAI_API_KEY` is set in the developer's shell. Applications that
+    /// want the environment's settings use [`EngineBuilder::from_env`] (the CLI does).
     pub fn builder() -> EngineBuilder {
         EngineBuilder {
             store: None,
             registry: Registry::default(),
             error: None,
-            resources: HashMap::new(),
+            resources: Resources::default(),
             clock: Arc::new(SystemClock),
             hook_secret: None,
-            public_url: std::env::var("REPRISE_PUBLIC_URL")
-                .unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned()),
+            public_url: DEFAULT_PUBLIC_URL.to_owned(),
             run_retry_backoff: Duration::from_secs(1),
             replay_only: false,
             fault: Fault::None,
             triggers: crate::trigger::Triggers::default(),
             llm: crate::llm::LlmRouter::default(),
-            default_model: std::env::var("REPRISE_LLM_MODEL").ok(),
+            default_model: None,
             owner_id: None,
             lease: Duration::from_secs(15),
             hot_capacity: hot::DEFAULT_CAPACITY,
             hot_max_sleep: hot::DEFAULT_MAX_SLEEP,
+            llm_from_env: false,
+            host: "host".to_owned(),
         }
     }
 
     /// The providers LLM steps and agents call.
     pub fn llm_router(&self) -> &crate::llm::LlmRouter {
-        &self.inner.llm
+        crate::llm::LlmSettings::of(&self.inner.env).router()
     }
 
     /// The model of LLM steps and agents that name none.
     pub fn default_model(&self) -> Option<String> {
-        self.inner.default_model.clone()
+        crate::llm::LlmSettings::of(&self.inner.env).default_model()
+    }
+
+    /// What the runs this engine executes see of it.
+    pub(crate) fn env(&self) -> &Arc<RunEnv> {
+        &self.inner.env
     }
 
     /// The id this engine holds leases under (see [`EngineBuilder::owner_id`]).
@@ -426,45 +425,17 @@ impl Engine {
     /// (`None` restores it). Retries, timeouts, schema checks and recording stay as they
     /// are: only the call changes. This is the seam `reprise-testkit` stubs actions with.
     pub fn override_action(&self, slug: &str, body: Option<ActionOverride>) {
-        let mut overrides = self
-            .inner
-            .overrides
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        match body {
-            Some(body) => overrides.insert(slug.to_owned(), body),
-            None => overrides.remove(slug),
-        };
-    }
-
-    pub(crate) fn action_override(&self, slug: &str) -> Option<ActionOverride> {
-        let overrides = self
-            .inner
-            .overrides
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        if overrides.is_empty() {
-            return None;
-        }
-        overrides.get(slug).cloned()
-    }
-
-    pub(crate) fn is_replay_only(&self) -> bool {
-        self.inner.replay_only
-    }
-
-    pub(crate) fn fault(&self) -> &Fault {
-        &self.inner.fault
+        self.inner.env.override_action(slug, body);
     }
 
     /// The engine's clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
+        &self.inner.env.clock
     }
 
     /// The store.
     pub fn store(&self) -> &SharedStore {
-        &self.inner.store
+        &self.inner.env.store
     }
 
     /// The registry.
@@ -474,36 +445,25 @@ impl Engine {
 
     /// The current time on the engine's clock.
     pub fn now(&self) -> DateTime<Utc> {
-        self.inner.clock.now()
+        self.inner.env.now()
     }
 
     /// The resource of type `T`, if registered.
     pub fn resource<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        self.inner
-            .resources
-            .get(&TypeId::of::<T>())
-            .and_then(|r| r.clone().downcast::<T>().ok())
+        self.inner.env.resources.get::<T>()
     }
 
     /// The token of hook `correlation_id` of run `run_id` (what `Hook::token` returned to
     /// the workflow), for operators who deliver a payload by hand.
     pub fn hook_token(&self, run_id: &RunId, correlation_id: &str) -> String {
-        crate::ctx::hook::hook_token(&self.inner.hook_secret, run_id.as_str(), correlation_id)
+        self.inner.env.hook_token(run_id, correlation_id)
     }
 
     /// The resume URL of hook `correlation_id` of run `run_id`: `<public-url>/hooks/<token>`,
     /// where the public URL is `REPRISE_PUBLIC_URL` or [`EngineBuilder::public_url`]
     /// (default `http://127.0.0.1:8080`).
     pub fn hook_resume_url(&self, run_id: &RunId, correlation_id: &str) -> String {
-        let token = self.hook_token(run_id, correlation_id);
-        format!(
-            "{}/hooks/{token}",
-            self.inner.public_url.trim_end_matches('/')
-        )
-    }
-
-    pub(crate) fn hook_secret(&self) -> &[u8] {
-        &self.inner.hook_secret
+        self.inner.env.hook_resume_url(run_id, correlation_id)
     }
 
     pub(crate) fn run_retry_backoff(&self) -> Duration {
@@ -535,7 +495,7 @@ impl Engine {
     ) -> Result<RunId, EngineError> {
         let (record, created) = self.new_run(slug, input, trigger)?;
         let id = record.id.clone();
-        self.inner.store.create_run(record, created).await?;
+        self.inner.env.store.create_run(record, created).await?;
         self.announce(&id, slug, RunStatus::Queued);
         Ok(id)
     }
@@ -557,6 +517,7 @@ impl Engine {
         let id = record.id.clone();
         match self
             .inner
+            .env
             .store
             .create_run_once(key, record, created)
             .await?
@@ -655,6 +616,7 @@ impl Engine {
     /// [`EngineError::UnknownRun`] or a store error.
     pub async fn get_run(&self, id: &RunId) -> Result<RunRecord, EngineError> {
         self.inner
+            .env
             .store
             .run(id)
             .await?
@@ -666,7 +628,7 @@ impl Engine {
     /// # Errors
     /// [`EngineError::UnknownRun`] or a store error.
     pub async fn events(&self, id: &RunId) -> Result<Vec<crate::event::Event>, EngineError> {
-        let events = self.inner.store.events(id).await?;
+        let events = self.inner.env.store.events(id).await?;
         if events.is_empty() {
             return Err(EngineError::UnknownRun(id.to_string()));
         }
@@ -678,7 +640,7 @@ impl Engine {
     /// # Errors
     /// Store errors.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
-        self.inner.store.list_runs(filter).await
+        self.inner.env.store.list_runs(filter).await
     }
 
     /// Runs that have not ended and can continue now: `queued` and `running` ones (a

@@ -87,13 +87,16 @@ pub fn judge_replay(export: &RunExport, execution: &Execution) -> Result<(), Rep
                 .details
                 .clone()
                 .and_then(|d| serde_json::from_value::<NonDeterminism>(d).ok())
-                .unwrap_or_else(|| NonDeterminism {
-                    id: error.step.clone().unwrap_or_default(),
-                    recorded: "?".to_owned(),
-                    requested: error.message.clone(),
+                .unwrap_or_else(|| {
+                    NonDeterminism::new(
+                        error.step.clone().unwrap_or_default(),
+                        "?",
+                        error.message.clone(),
+                    )
                 });
-            let at_the_end = report.recorded.starts_with("no such ")
-                && execution.replayed >= answerable(&export.events);
+            // The recorder marks a step asked for after every recorded outcome (nested ones
+            // included) was replayed.
+            let at_the_end = report.end_of_history;
             match expected {
                 // The code went on past the end of an unfinished history: where it had got to.
                 Expected::Unfinished if at_the_end => Ok(()),
@@ -205,25 +208,4 @@ fn last_waits(events: &[Event]) -> BTreeSet<String> {
         .and_then(|waits| serde_json::from_value::<Vec<Wait>>(waits.clone()).ok())
         .map(|waits| wait_ids(&waits))
         .unwrap_or_default()
-}
-
-/// How many top-level steps, sleeps and hooks a replay answers from this history, as
-/// [`Execution::replayed`] counts them (nested steps are answered with their sub-workflow;
-/// recorded values and `ctx.patched` markers are not counted).
-fn answerable(events: &[Event]) -> u64 {
-    let ids: BTreeSet<&str> = events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.event.kind,
-                EventKind::StepCompleted
-                    | EventKind::StepFailed
-                    | EventKind::SleepCompleted
-                    | EventKind::HookReceived
-            )
-        })
-        .filter_map(|e| e.event.correlation_id.as_deref())
-        .filter(|id| !id.contains('/') && !id.starts_with('$'))
-        .collect();
-    ids.len() as u64
 }

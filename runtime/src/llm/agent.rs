@@ -233,17 +233,19 @@ impl AgentPrompt {
         } = self;
         let model = match agent.model.clone() {
             Some(model) => model,
-            None => ctx.engine().default_model().ok_or_else(|| {
-                ActionError::new(
-                    LLM_ERROR,
-                    format!(
-                        "agent `{}` names no model: add `.model(\"vendor/model\")` or set \
+            None => crate::llm::LlmSettings::of(&ctx.run.env)
+                .default_model()
+                .ok_or_else(|| {
+                    ActionError::new(
+                        LLM_ERROR,
+                        format!(
+                            "agent `{}` names no model: add `.model(\"vendor/model\")` or set \
                          REPRISE_LLM_MODEL",
-                        agent.slug
-                    ),
-                    false,
-                )
-            })?,
+                            agent.slug
+                        ),
+                        false,
+                    )
+                })?,
         };
         let input = json!({
             "message": message,
@@ -256,6 +258,7 @@ impl AgentPrompt {
             callee: &agent.slug,
             kind: "agent",
             input: &input,
+            scope: true,
         };
         let output = json_step(&ctx, step, || {
             converse(&ctx, &id, &agent, model.clone(), message.clone())

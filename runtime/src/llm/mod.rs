@@ -21,6 +21,7 @@ use serde_json::Value;
 pub use agent::{Agent, AgentPrompt, AgentReply, ToolCallRecord, bind_agent_prompt};
 pub use openai::OpenAiProvider;
 pub use router::LlmRouter;
+pub(crate) use router::LlmSettings;
 pub use step::{LLM_ERROR, LLM_OUTPUT, LlmCall, bind_prompt_llm, prompt_llm};
 
 /// Who wrote a chat message.

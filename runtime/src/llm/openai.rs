@@ -214,12 +214,11 @@ impl OpenAiProvider {
 
     /// The wait before retry number `retry` (0-based) after `error`.
     fn wait_before(&self, retry: u32, error: &LlmError) -> Duration {
-        let wait = error.retry_after.unwrap_or_else(|| {
-            BACKOFF_BASE
-                .checked_mul(2u32.saturating_pow(retry))
-                .unwrap_or(Duration::MAX)
-        });
-        wait.min(self.max_retry_wait)
+        let policy = crate::RetryPolicy::exponential(BACKOFF_BASE).max_delay(self.max_retry_wait);
+        error
+            .retry_after
+            .unwrap_or_else(|| policy.delay(retry + 1))
+            .min(self.max_retry_wait)
     }
 }
 

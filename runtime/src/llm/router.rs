@@ -70,3 +70,33 @@ impl LlmRouter {
         ))
     }
 }
+
+/// The engine's LLM configuration as runs see it: the router and the default model. Kept
+/// in the run environment by type, so the environment does not depend on this module.
+pub(crate) struct LlmSettings {
+    pub(crate) router: LlmRouter,
+    pub(crate) default_model: Option<String>,
+}
+
+impl LlmSettings {
+    /// The settings of `env` (none registered: no provider, no default model).
+    pub(crate) fn of(env: &crate::run_env::RunEnv) -> &LlmSettings {
+        static NONE: std::sync::OnceLock<LlmSettings> = std::sync::OnceLock::new();
+        env.service::<LlmSettings>().unwrap_or_else(|| {
+            NONE.get_or_init(|| LlmSettings {
+                router: LlmRouter::default(),
+                default_model: None,
+            })
+        })
+    }
+
+    /// The router of `vendor/model` ids to providers.
+    pub(crate) fn router(&self) -> &LlmRouter {
+        &self.router
+    }
+
+    /// The model of LLM steps and agents that name none.
+    pub(crate) fn default_model(&self) -> Option<String> {
+        self.default_model.clone()
+    }
+}

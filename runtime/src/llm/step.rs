@@ -219,17 +219,19 @@ impl<T: StepData + DeserializeOwned> LlmCall<T> {
         };
         let model = match self.model.clone() {
             Some(model) => model,
-            None => ctx.engine().default_model().ok_or_else(|| {
-                ActionError::new(
-                    LLM_ERROR,
-                    format!(
-                        "LLM step `{}` names no model: add `.model(\"vendor/model\")` or set \
+            None => crate::llm::LlmSettings::of(&ctx.run.env)
+                .default_model()
+                .ok_or_else(|| {
+                    ActionError::new(
+                        LLM_ERROR,
+                        format!(
+                            "LLM step `{}` names no model: add `.model(\"vendor/model\")` or set \
                          REPRISE_LLM_MODEL",
-                        self.id
-                    ),
-                    false,
-                )
-            })?,
+                            self.id
+                        ),
+                        false,
+                    )
+                })?,
         };
         let mut messages = Vec::new();
         if let Some(system) = &self.system {
@@ -253,6 +255,7 @@ impl<T: StepData + DeserializeOwned> LlmCall<T> {
             callee: "llm",
             kind: "llm",
             input: &input,
+            scope: true,
         };
         let output = json_step(&ctx, step, || {
             ask_until_valid::<T>(&ctx, &id, request, reasks)
@@ -334,11 +337,12 @@ pub(crate) async fn complete(
         callee: "llm",
         kind: "llm",
         input: &input,
+        scope: false,
     };
-    let engine = ctx.engine().clone();
+    let env = ctx.run.env.clone();
     let output = json_step(ctx, step, || async move {
-        let (provider, model) = engine
-            .llm_router()
+        let (provider, model) = crate::llm::LlmSettings::of(&env)
+            .router()
             .route(&request.model)
             .map_err(llm_error)?;
         let mut routed = request.clone();
@@ -349,12 +353,10 @@ pub(crate) async fn complete(
         let reply = loop {
             match provider.complete(routed.clone()).await {
                 Ok(reply) => break reply,
-                Err(error) if error.retryable && attempt < STEP_ATTEMPTS => {
-                    let delay = error
-                        .retry_after
-                        .unwrap_or(std::time::Duration::from_secs(1) * attempt);
+                Err(error) if error.retryable && STEP_RETRY.allows_retry_after(attempt) => {
+                    let delay = error.retry_after.unwrap_or(STEP_RETRY.delay(attempt));
                     tracing::warn!(step = id, %error, "LLM request failed; trying again");
-                    engine.clock().sleep(delay).await;
+                    env.clock.sleep(delay).await;
                     attempt += 1;
                 }
                 Err(error) => return Err(llm_error(error)),
@@ -376,8 +378,10 @@ pub(crate) async fn complete(
     })
 }
 
-/// Attempts of one model request by an LLM step (on top of the provider's own retries).
-const STEP_ATTEMPTS: u32 = 3;
+/// Retries of one model request by an LLM step, on top of the provider's own: 3 attempts,
+/// 1 s then 2 s apart (engine clock), unless the provider says when to retry.
+const STEP_RETRY: crate::RetryPolicy =
+    crate::RetryPolicy::exponential(std::time::Duration::from_secs(1)).max_attempts(3);
 
 fn llm_error(error: super::LlmError) -> ActionError {
     ActionError::new(LLM_ERROR, error.message, error.retryable)

@@ -6,6 +6,7 @@
 // Other modules (engine, replay, hooks, …) get added next to this one.
 mod conformance;
 mod engine;
+mod hermetic;
 mod hot_runs;
 mod http;
 mod ids;

@@ -1,0 +1,393 @@
+//! The recorder: the one place that decides, for every recorded thing of a run, whether
+//! it is answered from the event log or runs live (DESIGN "Recorder", "Replay and
+//! determinism").
+//!
+//! Every step kind is an adapter over one function pair:
+//! - [`RunState::enter`] (or [`RunState::lookup`] for synchronous recorded values) looks a
+//!   correlation id up with what the code expects — its callee, its input — and returns
+//!   either the recorded outcome ([`Entry::Replayed`], re-validated against the expected
+//!   output schema) or a [`Slot`] to run live ([`Entry::Live`]);
+//! - [`Slot::finish_step`] / [`Slot::finish_wait`] record the live outcome, once.
+//!
+//! The checks happen here only, in this order: interrupt (cancel or drain) and poison,
+//! then the id, the callee, the input digest, and the recorded output's schema. A
+//! mismatch is a [`NonDeterminism`] that fails the run whatever the body does with the
+//! error; its message says whether the code changed since the run was recorded (the
+//! step-site fingerprints of [`History::fingerprints`]) and shows the differing values.
+//!
+//! Scopes — sub-workflows, agents, LLM steps with re-asks — are steps whose body records
+//! steps of its own under an id prefix (`enrich-lead#0/score-lead#0`). A scope is never
+//! counted as a *live* step (only its leaves are), so a sleep or a hook inside it suspends
+//! the run exactly as at the top level, at any depth; and re-entering an unfinished scope
+//! after a resume writes no second `step_started`. A replay-only check re-enters even
+//! finished scopes, so their inner steps are compared too.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
+
+use super::step::{digest, single_field, started_payload};
+use super::{LiveStep, RunState, poisoned_error, store_failure};
+use crate::ActionError;
+use crate::error::{EngineError, NonDeterminism, NonDeterminismCause, kinds};
+use crate::event::{EventKind, NewEvent, RunUpdate};
+use crate::history::Recorded;
+use crate::schema::Validator;
+
+/// How a recorded thing behaves towards the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// A step with an effect of its own (an action, one LLM request): counted as live
+    /// while it runs, so a suspending run lets it finish and record first. Re-run after a
+    /// crash that left it unfinished.
+    Leaf,
+    /// A step whose body records steps of its own under its id (sub-workflow, agent, LLM
+    /// step with re-asks). Not counted as live; re-entered after a resume.
+    Scope,
+    /// A durable wait (sleep, hook): recorded when it starts, finished when it ends.
+    Wait,
+    /// A value recorded the first time it is asked for (`ctx.now()`, patch markers).
+    Value,
+}
+
+/// What the code asks the recorder for.
+pub(crate) struct Call<'a> {
+    /// The correlation id.
+    pub(crate) id: &'a str,
+    /// What the code calls (an action's slug, `llm`, `sleep`, `hook`, `ctx.now`, …):
+    /// checked against the callee the log recorded.
+    pub(crate) callee: &'a str,
+    /// How it behaves.
+    pub(crate) shape: Shape,
+    /// Its input, whose digest is checked against the log (steps only).
+    pub(crate) input: Option<&'a Value>,
+    /// The schema a recorded output must still match (`None`: not checked).
+    pub(crate) output: Option<fn() -> Result<Arc<Validator>, EngineError>>,
+}
+
+/// The recorder's answer.
+pub(crate) enum Entry<'r> {
+    /// The log holds the outcome (checked against what the code asked for).
+    Replayed(Result<Value, ActionError>),
+    /// Run it live, then finish the slot.
+    Live(Slot<'r>),
+}
+
+/// A live step, sleep or hook: holds what its recording needs.
+pub(crate) struct Slot<'r> {
+    run: &'r Arc<RunState>,
+    id: &'r str,
+    callee: &'r str,
+    digest: String,
+    /// What the log holds for an unfinished step (started, never finished), or for a
+    /// finished scope that a replay check re-enters.
+    previous: Option<&'r Recorded>,
+    /// A replay check re-entering a finished scope: the outcome it must reproduce.
+    verify: Option<Result<Value, ActionError>>,
+    _live: Option<LiveStep>,
+}
+
+impl RunState {
+    /// Looks `call` up after the step-boundary checks: a canceled or draining run stops
+    /// here (the executor ends the execution once live steps have recorded), a poisoned
+    /// run gets the poison.
+    ///
+    /// # Errors
+    /// The poison, or a [`NonDeterminism`] (which poisons the run).
+    pub(crate) async fn enter<'r>(
+        self: &'r Arc<Self>,
+        call: &Call<'r>,
+    ) -> Result<Entry<'r>, ActionError> {
+        if self.interrupted() {
+            match self.stop_here().await {}
+        }
+        self.lookup(call)
+    }
+
+    /// [`RunState::enter`] without the interrupt check, for synchronous recorded values
+    /// (which are not step boundaries).
+    ///
+    /// # Errors
+    /// As [`RunState::enter`].
+    pub(crate) fn lookup<'r>(
+        self: &'r Arc<Self>,
+        call: &Call<'r>,
+    ) -> Result<Entry<'r>, ActionError> {
+        if let Some(poison) = self.poisoned() {
+            return Err(poisoned_error(&poison));
+        }
+        let digest = call.input.map(digest).unwrap_or_default();
+        let recorded = self.history.get(call.id);
+        let mut previous = None;
+        let mut verify = None;
+        if let Some(recorded) = recorded {
+            // A seeded step (testkit) records no callee or digest: it matches any call.
+            if !recorded.callee.is_empty() && recorded.callee != call.callee {
+                return Err(self.mismatch(call, recorded, &digest));
+            }
+            if call.input.is_some() && !recorded.digest.is_empty() && recorded.digest != digest {
+                return Err(self.mismatch(call, recorded, &digest));
+            }
+            match &recorded.outcome {
+                Some(outcome) if call.shape == Shape::Scope && self.verifies_scopes() => {
+                    previous = Some(recorded);
+                    verify = Some(outcome.clone());
+                }
+                Some(Ok(output)) => {
+                    if let Some(validator) = call.output {
+                        self.check_recorded_output(call.id, validator, output)?;
+                    }
+                    self.answered_from_log(call.shape);
+                    return Ok(Entry::Replayed(Ok(output.clone())));
+                }
+                Some(Err(error)) => {
+                    self.answered_from_log(call.shape);
+                    return Ok(Entry::Replayed(Err(error.clone())));
+                }
+                // Started, never finished: a leaf runs again (a crash mid-step), a scope or
+                // a wait goes on where it was.
+                None => previous = Some(recorded),
+            }
+        }
+        let resumable = previous.is_some() && call.shape != Shape::Leaf;
+        if self.replay_only() && !resumable {
+            let ahead = self.history.answerable(true) > self.consumed.load(Ordering::Relaxed);
+            let mut report = NonDeterminism::new(
+                call.id,
+                format!("no such {}", noun(call.shape)),
+                requested(call, &digest),
+            );
+            if !ahead {
+                report = report.at_end_of_history();
+            }
+            return Err(self.report_non_determinism(report));
+        }
+        let live = (call.shape == Shape::Leaf).then(|| self.live_step());
+        Ok(Entry::Live(Slot {
+            run: self,
+            id: call.id,
+            callee: call.callee,
+            digest,
+            previous,
+            verify,
+            _live: live,
+        }))
+    }
+
+    /// Whether finished scopes are re-entered to compare their inner steps (replay-only
+    /// checks).
+    fn verifies_scopes(&self) -> bool {
+        self.replay_only()
+    }
+
+    fn check_recorded_output(
+        &self,
+        id: &str,
+        validator: fn() -> Result<Arc<Validator>, EngineError>,
+        output: &Value,
+    ) -> Result<(), ActionError> {
+        let validated = validator()
+            .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?
+            .validate(output)
+            .map_err(|mut violation| {
+                violation.what = format!("recorded output of step `{id}`");
+                ActionError::from(violation)
+            });
+        if let Err(error) = validated {
+            // The recorded value no longer fits today's type: as non-deterministic as a
+            // changed callee, and just as fatal to the run.
+            let mut workflow_error = crate::WorkflowError::from(error.clone());
+            workflow_error.step = Some(id.to_owned());
+            self.poison(workflow_error);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// The report of `call` not matching `recorded`, with values and cause; poisons the run.
+    fn mismatch(&self, call: &Call<'_>, recorded: &Recorded, digest: &str) -> ActionError {
+        let held = if call.input.is_some() && !recorded.digest.is_empty() {
+            format!(
+                "`{}` with input digest {}",
+                recorded.callee, recorded.digest
+            )
+        } else {
+            format!("`{}`", recorded.callee)
+        };
+        let mut report = NonDeterminism::new(call.id, held, requested(call, digest));
+        if let (Some(recorded), Some(requested)) = (&recorded.input, call.input)
+            && recorded != requested
+        {
+            report = report.with_values(recorded, requested);
+        }
+        self.report_non_determinism(report)
+    }
+
+    /// Sets the report's cause from the fingerprints and poisons the run with it.
+    pub(crate) fn report_non_determinism(&self, report: NonDeterminism) -> ActionError {
+        let recorded = self.history.fingerprints();
+        let cause = if recorded.is_empty() || self.fingerprint.is_empty() {
+            NonDeterminismCause::Unknown
+        } else if recorded.iter().all(|f| *f == self.fingerprint) {
+            NonDeterminismCause::SameCode
+        } else {
+            NonDeterminismCause::CodeChanged
+        };
+        let id = report.id.clone();
+        let action_error = ActionError::from(report.with_cause(cause));
+        let mut workflow_error = crate::WorkflowError::from(action_error.clone());
+        workflow_error.step = Some(id);
+        self.poison(workflow_error);
+        action_error
+    }
+
+    /// Counts an outcome answered from the log.
+    fn answered_from_log(&self, shape: Shape) {
+        if shape != Shape::Value {
+            self.replayed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.consumed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn noun(shape: Shape) -> &'static str {
+    match shape {
+        Shape::Leaf | Shape::Scope => "step",
+        Shape::Wait => "wait",
+        Shape::Value => "value",
+    }
+}
+
+fn requested(call: &Call<'_>, digest: &str) -> String {
+    match call.input {
+        Some(_) => format!("`{}` with input digest {digest}", call.callee),
+        None => format!("`{}`", call.callee),
+    }
+}
+
+impl<'r> Slot<'r> {
+    /// What the log holds for this id when the step started before and never finished
+    /// (a sleep's wake-up time, a hook's deadline), or for a finished scope being checked.
+    pub(crate) fn previous(&self) -> Option<&'r Recorded> {
+        self.previous
+    }
+
+    /// Records that the step starts (`step_started`, written with the next durable append):
+    /// once per live execution of a leaf, once ever for a scope.
+    pub(crate) fn started(&self, kind: &str, input: Value) {
+        if self.verify.is_some() {
+            return; // a replay check re-enters a finished scope: nothing is written
+        }
+        if self.previous.is_some() && self._live.is_none() {
+            return; // a scope re-entered after a resume: its start is recorded already
+        }
+        self.run.push_pending(self.run.event(
+            EventKind::StepStarted,
+            Some(self.id),
+            1,
+            started_payload(self.callee, kind, input, self.digest.clone()),
+        ));
+    }
+
+    /// Appends `event` durably (a wait's start), without finishing the slot.
+    ///
+    /// # Errors
+    /// A store failure, which poisons the run.
+    pub(crate) async fn record(
+        &self,
+        event: NewEvent,
+        update: RunUpdate,
+    ) -> Result<(), ActionError> {
+        // Counted as live while the append is in flight, whatever the slot's shape: the
+        // executor must not drop the body (another branch may have suspended) between the
+        // store's commit and this execution learning of it.
+        let _appending = self.run.live_step();
+        self.run
+            .append(vec![event], update)
+            .await
+            .map_err(|e| store_failure(self.run, e))
+    }
+
+    /// Records a step's outcome (`step_completed` with `{"output", ..extra}`, or
+    /// `step_failed` with `{"error"}`) after `attempts` attempts, and returns it.
+    ///
+    /// A replay check re-entering a finished scope compares the outcome with the recorded
+    /// one instead (a difference is a [`NonDeterminism`]) and writes nothing.
+    pub(crate) async fn finish_step(
+        self,
+        outcome: Result<Value, ActionError>,
+        attempts: u32,
+        extra: Option<(&'static str, Value)>,
+    ) -> Result<Value, ActionError> {
+        if let Some(recorded) = &self.verify {
+            self.run.consumed.fetch_add(1, Ordering::Relaxed);
+            self.run.replayed.fetch_add(1, Ordering::Relaxed);
+            let same = match (recorded, &outcome) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => a.kind == b.kind,
+                _ => false,
+            };
+            if same || self.run.poisoned().is_some() {
+                return outcome;
+            }
+            let show = |o: &Result<Value, ActionError>| match o {
+                Ok(v) => format!("output {v}"),
+                Err(e) => format!("error `{}` ({})", e.kind, e.message),
+            };
+            let mut report = NonDeterminism::new(self.id, show(recorded), show(&outcome));
+            if let (Ok(a), Ok(b)) = (recorded, &outcome) {
+                report = report.with_values(a, b);
+            }
+            return Err(self.run.report_non_determinism(report));
+        }
+        let event = match &outcome {
+            Ok(output) => {
+                let mut payload = single_field("output", output.clone());
+                if let Some((field, value)) = extra {
+                    payload[field] = value;
+                }
+                self.run
+                    .event(EventKind::StepCompleted, Some(self.id), attempts, payload)
+            }
+            Err(error) => self.run.event(
+                EventKind::StepFailed,
+                Some(self.id),
+                attempts,
+                json!({ "error": error }),
+            ),
+        };
+        if matches!(self.run.env.fault(), crate::run_env::Fault::SkipStepRecord(skipped) if skipped == self.id)
+        {
+            return outcome; // deliberately broken engine: the checkers must notice
+        }
+        self.record(event, RunUpdate::default()).await?;
+        self.run.executed.fetch_add(1, Ordering::Relaxed);
+        outcome
+    }
+
+    /// Records the end of a wait (`sleep_completed`, `hook_received`) with `update`.
+    ///
+    /// # Errors
+    /// A store failure, which poisons the run.
+    pub(crate) async fn finish_wait(
+        self,
+        event: NewEvent,
+        update: RunUpdate,
+    ) -> Result<(), ActionError> {
+        self.record(event, update).await?;
+        self.run.executed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Records a value asked for the first time (with the next durable append).
+    pub(crate) fn finish_value(self, value: Value) {
+        let event = self.run.event(
+            EventKind::StepCompleted,
+            Some(self.id),
+            1,
+            json!({ "callee": self.callee, "output": value }),
+        );
+        self.run.push_pending(event);
+    }
+}

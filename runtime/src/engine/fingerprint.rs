@@ -1,0 +1,51 @@
+//! The fingerprint of a workflow's step sites, recorded with every execution of a run
+//! (`run_started`), so a `NonDeterminism` error can tell whether the code changed since the
+//! run was recorded or the body is non-deterministic (DESIGN "Recorder").
+
+use sha2::{Digest, Sha256};
+
+use crate::registry::{Registry, WorkflowEntry};
+
+/// SHA-256 (first 16 hex digits) over the step-site manifest of `entry` and of every
+/// sub-workflow it reaches through `.run(..)` sites, plus reprise's version.
+///
+/// Each site contributes its kind, callee as written, ordinal, pinned id and source line,
+/// so adding, removing, reordering or moving a step call changes the fingerprint; an edit
+/// that changes only an argument expression on the same line does not (the report then
+/// says the sites did not change, and names that case).
+pub(crate) fn fingerprint(registry: &Registry, entry: &WorkflowEntry) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
+    let mut seen: Vec<&str> = Vec::new();
+    let mut pending = vec![entry.registration.slug];
+    while let Some(slug) = pending.pop() {
+        if seen.contains(&slug) {
+            continue;
+        }
+        seen.push(slug);
+        let Some(workflow) = registry.workflow(slug) else {
+            continue;
+        };
+        hasher.update(b"\0workflow\0");
+        hasher.update(slug.as_bytes());
+        for site in workflow.sites {
+            let line = format!(
+                "\0{:?}\0{}\0{}\0{}\0{}",
+                site.kind,
+                site.callee,
+                site.ordinal,
+                site.pinned.unwrap_or(""),
+                site.line
+            );
+            hasher.update(line.as_bytes());
+            let callee = site.callee.rsplit("::").next().unwrap_or(site.callee);
+            if let Some(sub) = registry.slug_of_fn(callee)
+                && registry.workflow(sub).is_some()
+            {
+                pending.push(sub);
+            }
+        }
+    }
+    let hash = hasher.finalize();
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
