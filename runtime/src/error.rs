@@ -673,6 +673,7 @@ impl StoreError {
     }
 
     /// The same failure, of another kind.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn with_kind(mut self, kind: StoreErrorKind) -> Self {
         self.kind = kind;
         self

@@ -76,8 +76,9 @@ pub enum ReplayFailure {
     NonDeterminism {
         /// The recorded run.
         run: RunId,
-        /// The engine's report: step id, what was recorded, what the code asked for.
-        error: NonDeterminism,
+        /// The engine's report: step id, what was recorded, what the code asked for, the
+        /// differing values and the likely cause.
+        error: Box<NonDeterminism>,
     },
     /// A recorded output no longer matches the step's output type.
     RecordedOutput {
@@ -221,9 +222,10 @@ impl<W: Step + Copy> Replay<W> {
         reprise::judge_replay(export, &execution).map_err(|mismatch| {
             let run = export.run.id.clone();
             match mismatch {
-                ReplayMismatch::NonDeterminism(error) => {
-                    ReplayFailure::NonDeterminism { run, error }
-                }
+                ReplayMismatch::NonDeterminism(error) => ReplayFailure::NonDeterminism {
+                    run,
+                    error: Box::new(error),
+                },
                 ReplayMismatch::RecordedOutput { step, message } => {
                     ReplayFailure::RecordedOutput { run, step, message }
                 }

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 /// | `$random#n` outputs (and later whole values equal to a distinctive one: not booleans, small integers or short strings) | `[random-N]` |
 /// | jittered retry delays (`delay_ms` of `step_retrying`) | `[duration]` |
 /// | the JSON Schema of `hook_created` | `[schema]` |
+/// | the step-site `fingerprint` of `run_started` (it changes when code moves) | `[fingerprint]` |
 /// | the `digest` of a step input that had anything redacted | `[digest]` |
 /// | text given to [`crate::RunLog::redact_text`] | what the test says |
 ///
@@ -129,6 +130,9 @@ impl Redactor<'_> {
                     Value::from("[duration]")
                 }
                 ("schema", _) if event.kind == EventKind::HookCreated => Value::from("[schema]"),
+                ("fingerprint", _) if event.kind == EventKind::RunStarted => {
+                    Value::from("[fingerprint]")
+                }
                 ("token_hash", Value::String(hash)) => Value::from(self.token_hash(hash)),
                 ("output", output) if random => Value::from(self.random(output)),
                 _ => self.value(value),

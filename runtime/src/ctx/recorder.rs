@@ -51,6 +51,9 @@ pub(crate) enum Shape {
     Value,
 }
 
+/// Where an expected output type's validator comes from (`schema::validator_for::<T>`).
+pub(crate) type ValidatorFn = fn() -> Result<Arc<Validator>, EngineError>;
+
 /// What the code asks the recorder for.
 pub(crate) struct Call<'a> {
     /// The correlation id.
@@ -63,7 +66,7 @@ pub(crate) struct Call<'a> {
     /// Its input, whose digest is checked against the log (steps only).
     pub(crate) input: Option<&'a Value>,
     /// The schema a recorded output must still match (`None`: not checked).
-    pub(crate) output: Option<fn() -> Result<Arc<Validator>, EngineError>>,
+    pub(crate) output: Option<ValidatorFn>,
 }
 
 /// The recorder's answer.
@@ -184,7 +187,7 @@ impl RunState {
     fn check_recorded_output(
         &self,
         id: &str,
-        validator: fn() -> Result<Arc<Validator>, EngineError>,
+        validator: ValidatorFn,
         output: &Value,
     ) -> Result<(), ActionError> {
         let validated = validator()

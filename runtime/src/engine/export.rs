@@ -49,7 +49,7 @@ impl Engine {
                 env: std::sync::Arc::new(inner.env.for_replay(clock)),
                 registry: inner.registry.clone(),
                 run_retry_backoff: inner.run_retry_backoff,
-                triggers: crate::trigger::Triggers::default(),
+                extensions: crate::run_env::Services::new(),
                 owner_id: inner.owner_id.clone(),
                 lease: inner.lease,
                 hot: super::hot::HotRuns::new(0, std::time::Duration::ZERO),

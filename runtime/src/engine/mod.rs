@@ -39,7 +39,8 @@ struct Inner {
     env: Arc<RunEnv>,
     registry: Registry,
     run_retry_backoff: Duration,
-    triggers: crate::trigger::Triggers,
+    /// Parts that modules above the engine attach to it (the triggers), by type.
+    extensions: crate::run_env::Services,
     owner_id: String,
     lease: Duration,
     /// Suspended runs kept in memory (see [`EngineBuilder::hot_runs`]).
@@ -82,7 +83,10 @@ pub struct EngineBuilder {
     run_retry_backoff: Duration,
     replay_only: bool,
     fault: Fault,
-    pub(crate) triggers: crate::trigger::Triggers,
+    /// Parts that modules above the engine attach while building (the triggers), by type.
+    extensions: BuilderParts,
+    /// Checks those modules run against the registry when the engine is built, by part.
+    build_checks: HashMap<TypeId, BuildCheck>,
     llm: crate::llm::LlmRouter,
     default_model: Option<String>,
     owner_id: Option<String>,
@@ -95,10 +99,37 @@ pub struct EngineBuilder {
     host: String,
 }
 
+/// A check of an engine part against the registry, run by [`EngineBuilder::build`].
+pub(crate) type BuildCheck = fn(&Registry, &BuilderParts) -> Result<(), EngineError>;
+
+/// The parts attached to an [`EngineBuilder`] by type (see [`EngineBuilder::extension_mut`]).
+pub(crate) type BuilderParts = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
+
 /// The public URL resume URLs are built from unless configured.
 const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
 impl EngineBuilder {
+    /// The part of type `T` (created with its default on first use) that a module above
+    /// the engine attaches to it, so the engine does not depend on that module; `check`
+    /// runs against the registry when the engine is built.
+    pub(crate) fn extension_mut<T: Any + Send + Sync + Default>(
+        &mut self,
+        check: BuildCheck,
+    ) -> &mut T {
+        self.build_checks.insert(TypeId::of::<T>(), check);
+        let part = self
+            .extensions
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()));
+        if !part.is::<T>() {
+            *part = Box::new(T::default());
+        }
+        match part.downcast_mut::<T>() {
+            Some(part) => part,
+            None => unreachable!("replaced by a T above"),
+        }
+    }
+
     /// [`Engine::builder`] configured from the process environment:
     /// - `REPRISE_PUBLIC_URL`: the base of hook resume URLs (default `http://127.0.0.1:8080`);
     /// - `REPRISE_LLM_MODEL`: the model of LLM steps and agents that name none;
@@ -288,7 +319,9 @@ impl EngineBuilder {
         if let Some(error) = self.error {
             return Err(error);
         }
-        self.triggers.check(&self.registry)?;
+        for check in self.build_checks.values() {
+            check(&self.registry, &self.extensions)?;
+        }
         let mut llm = self.llm;
         if llm.is_empty()
             && self.llm_from_env
@@ -328,7 +361,11 @@ impl EngineBuilder {
                 env: Arc::new(env),
                 registry: self.registry,
                 run_retry_backoff: self.run_retry_backoff,
-                triggers: self.triggers,
+                extensions: self
+                    .extensions
+                    .into_iter()
+                    .map(|(type_id, part)| (type_id, Arc::from(part)))
+                    .collect(),
                 owner_id,
                 lease: self.lease,
                 hot: hot::HotRuns::new(
@@ -363,7 +400,8 @@ impl Engine {
             run_retry_backoff: Duration::from_secs(1),
             replay_only: false,
             fault: Fault::None,
-            triggers: crate::trigger::Triggers::default(),
+            extensions: HashMap::new(),
+            build_checks: HashMap::new(),
             llm: crate::llm::LlmRouter::default(),
             default_model: None,
             owner_id: None,
@@ -416,9 +454,13 @@ impl Engine {
         self.inner.lease
     }
 
-    /// The triggers (cron, webhook and poll sources) the engine was built with.
-    pub fn triggers(&self) -> &crate::trigger::Triggers {
-        &self.inner.triggers
+    /// The part of type `T` a module above the engine attached with
+    /// [`EngineBuilder::extension_mut`].
+    pub(crate) fn extension<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.inner
+            .extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|part| part.downcast_ref::<T>())
     }
 
     /// Replaces the body of the action with slug `slug` for runs executed from now on

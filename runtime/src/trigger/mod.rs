@@ -270,25 +270,53 @@ impl Triggers {
     }
 }
 
+/// The engine's triggers are attached to it from here (the engine does not know this
+/// module): checked against the registry when the engine is built.
+fn check_triggers(
+    registry: &crate::registry::Registry,
+    parts: &crate::engine::BuilderParts,
+) -> Result<(), EngineError> {
+    match parts
+        .get(&std::any::TypeId::of::<Triggers>())
+        .and_then(|part| part.downcast_ref::<Triggers>())
+    {
+        Some(triggers) => triggers.check(registry),
+        None => Ok(()),
+    }
+}
+
 impl EngineBuilder {
+    fn triggers_mut(&mut self) -> &mut Triggers {
+        self.extension_mut::<Triggers>(check_triggers)
+    }
+
     /// Adds a cron schedule (see [`CronSchedule`]). Its ticks fire while
     /// [`run_schedules`] runs (`dev`, `worker`).
     pub fn cron(mut self, schedule: CronSchedule) -> Self {
-        self.triggers.add_cron(schedule);
+        self.triggers_mut().add_cron(schedule);
         self
     }
 
     /// Adds a webhook source (see [`WebhookSource`]), served at `POST /webhooks/{name}`.
     pub fn webhook(mut self, source: WebhookSource) -> Self {
-        self.triggers.add_webhook(source);
+        self.triggers_mut().add_webhook(source);
         self
     }
 
     /// Adds a poll source (see [`PollSource`]). It polls while [`run_schedules`] runs
     /// (`dev`, `worker`).
     pub fn poll(mut self, source: PollSource) -> Self {
-        self.triggers.add_poll(source);
+        self.triggers_mut().add_poll(source);
         self
+    }
+}
+
+impl Engine {
+    /// The triggers (cron, webhook and poll sources) the engine was built with.
+    pub fn triggers(&self) -> &Triggers {
+        static NONE: std::sync::OnceLock<Triggers> = std::sync::OnceLock::new();
+        self.extension::<Triggers>()
+            .unwrap_or_else(|| NONE.get_or_init(Triggers::default))
     }
 }
 
