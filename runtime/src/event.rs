@@ -45,6 +45,7 @@ impl From<&str> for RunId {
 /// Where a run is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RunStatus {
     /// Created, waiting for an executor (also after a run-level retry is scheduled).
     Queued,
@@ -122,6 +123,7 @@ impl FromStr for RunStatus {
 /// What an event records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EventKind {
     /// The run was created with its input. Payload: `{"workflow", "input", "trigger"}`.
     RunCreated,
@@ -235,6 +237,7 @@ pub struct Event {
 /// Who or what started a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Trigger {
     /// `POST /workflows/{slug}`.
     Api,

@@ -26,6 +26,7 @@ impl<T: Serialize + DeserializeOwned + JsonSchema + Send + 'static> StepData for
 /// Whether a step is an action or a (sub-)workflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StepKind {
     /// A unit of work marked `#[action]`.
     Action,
@@ -147,6 +148,7 @@ pub enum StepBehavior<I, O> {
 /// What a call site in a workflow body does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum SiteKind {
     /// `x.run(input)`: an action or a sub-workflow.
     Run,

@@ -1579,6 +1579,7 @@ fn describe_outcome(outcome: &RunOutcome) -> String {
         ),
         RunOutcome::Canceled => "canceled".to_owned(),
         RunOutcome::Interrupted => "interrupted (handed back to the queue)".to_owned(),
+        other => format!("{other:?}"),
     }
 }
 
@@ -1802,6 +1803,7 @@ fn check_log(
         RunOutcome::Failed(_) => matches!(record.status, RunStatus::Failed | RunStatus::Canceled),
         RunOutcome::Suspended(_) | RunOutcome::Interrupted => !record.status.is_terminal(),
         RunOutcome::Canceled => record.status == RunStatus::Canceled,
+        _ => false,
     };
     if !consistent {
         problems.push(format!(

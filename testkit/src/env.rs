@@ -457,6 +457,9 @@ impl TestEnv {
                 }
                 // Only a draining worker interrupts; the test environment has none.
                 RunOutcome::Interrupted => continue,
+                other => {
+                    panic!("run {id} ended in an outcome this TestEnv does not know: {other:?}")
+                }
             }
         }
     }
@@ -485,7 +488,9 @@ impl TestEnv {
                     token: self.engine.hook_token(id, hook),
                     schema: schema_of(hook),
                 }),
-                Wait::Retry { .. } => None,
+                // A retry (taken at once by `continue_run`), or a wait kind this TestEnv
+                // does not know.
+                _ => None,
             })
             .collect()
     }

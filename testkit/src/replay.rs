@@ -40,12 +40,9 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
 
 use reprise::event::{RunId, RunStatus};
 use reprise::{Engine, NonDeterminism, ReplayMismatch, RunExport, RunOutcome, Step};
-
-use crate::clock::VirtualClock;
 
 /// The hook secret of [`crate::TestEnv`] (see `env.rs`): histories it recorded replay with
 /// identical hook tokens.
@@ -206,36 +203,34 @@ impl<W: Step + Copy> Replay<W> {
         let setup = |e: reprise::EngineError| {
             ReplayFailure::Setup(format!("cannot replay run {}: {e}", export.run.id))
         };
-        // Time stands still at the run's creation: every recorded sleep that had not ended
-        // is still ahead, so the replay suspends on it as the run did.
-        let clock = Arc::new(VirtualClock::new(export.run.created_at));
         let engine = Engine::builder()
-            .replay_only(true)
             .register(self.workflow)
-            .clock(clock)
             .hook_secret(self.hook_secret.clone())
             .public_url(self.public_url.clone())
             .build()
             .map_err(setup)?;
-        let id = engine.import_for_replay(export).await.map_err(setup)?;
-        let execution = engine.execute(&id).await.map_err(setup)?;
-        reprise::judge_replay(export, &execution).map_err(|mismatch| {
-            let run = export.run.id.clone();
-            match mismatch {
-                ReplayMismatch::NonDeterminism(error) => ReplayFailure::NonDeterminism {
-                    run,
-                    error: Box::new(error),
-                },
-                ReplayMismatch::RecordedOutput { step, message } => {
-                    ReplayFailure::RecordedOutput { run, step, message }
+        let execution = engine
+            .check_replay(export)
+            .await
+            .map_err(setup)?
+            .map_err(|mismatch| {
+                let run = export.run.id.clone();
+                match mismatch {
+                    ReplayMismatch::NonDeterminism(error) => ReplayFailure::NonDeterminism {
+                        run,
+                        error: Box::new(error),
+                    },
+                    ReplayMismatch::RecordedOutput { step, message } => {
+                        ReplayFailure::RecordedOutput { run, step, message }
+                    }
+                    ReplayMismatch::Diverged { recorded, replayed } => ReplayFailure::Diverged {
+                        run,
+                        recorded,
+                        replayed,
+                    },
+                    other => ReplayFailure::Setup(format!("run {run}: {other}")),
                 }
-                ReplayMismatch::Diverged { recorded, replayed } => ReplayFailure::Diverged {
-                    run,
-                    recorded,
-                    replayed,
-                },
-            }
-        })?;
+            })?;
         Ok(ReplayReport {
             run: export.run.id.clone(),
             workflow: export.run.workflow.clone(),

@@ -34,15 +34,13 @@ mod serve;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use clap::Parser;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::engine::{Clock, Engine, EngineBuilder, Execution, RunOutcome, summarize_steps};
+use crate::engine::{Engine, EngineBuilder, Execution, RunOutcome, summarize_steps};
 use crate::error::EngineError;
 use crate::event::{RunFilter, RunId, RunRecord, RunStatus, Trigger};
 use args::{Cli, Command, HooksCommand, RunArgs, RunsCommand, WorkflowsCommand};
@@ -637,14 +635,6 @@ async fn check_workflows(
 
 /// The clock of a replay check: time stands still at the run's creation, so every recorded
 /// sleep that had not ended is still ahead and the replay suspends on it, as the run did.
-struct FrozenClock(DateTime<Utc>);
-
-impl Clock for FrozenClock {
-    fn now(&self) -> DateTime<Utc> {
-        self.0
-    }
-}
-
 /// Replays `run` in a fresh replay-only copy of `engine`; `None` when it replays.
 ///
 /// # Errors
@@ -663,22 +653,15 @@ async fn check_run(engine: &Engine, run: &RunRecord) -> Result<Option<Incompatib
         return Ok(Some(problem("unknown_workflow", None, message)));
     }
     let export = engine.export_run(&run.id).await?;
-    let replay = engine.replay_engine(Arc::new(FrozenClock(run.created_at)));
-    let execution = match replay.import_for_replay(&export).await {
-        Ok(id) => replay.execute(&id).await,
-        Err(error) => Err(error),
-    };
-    let execution = match execution {
-        Ok(execution) => execution,
+    let judged = match engine.check_replay(&export).await {
+        Ok(judged) => judged,
         Err(error) => {
             let message = format!("its history cannot be replayed: {error}");
             return Ok(Some(problem("unreadable", None, message)));
         }
     };
-    Ok(crate::engine::judge_replay(&export, &execution)
-        .err()
-        .map(|mismatch| {
-            let step = mismatch.step().map(str::to_owned);
-            problem(mismatch.reason(), step, mismatch.to_string())
-        }))
+    Ok(judged.err().map(|mismatch| {
+        let step = mismatch.step().map(str::to_owned);
+        problem(mismatch.reason(), step, mismatch.to_string())
+    }))
 }

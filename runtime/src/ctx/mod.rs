@@ -31,6 +31,7 @@ use recorder::{Call, Entry, Shape};
 /// Something a suspended run waits for.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 #[serde(tag = "wait", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Wait {
     /// A durable sleep, until `until`.
     Sleep {

@@ -16,6 +16,7 @@ use crate::store::{Acquired, Append};
 /// What [`Engine::cancel`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CancelOutcome {
     /// The run was queued, sleeping or waiting: it is `canceled` now.
     Canceled,

@@ -22,6 +22,7 @@ use crate::store::{Acquired, Lease};
 
 /// How an execution of a run ended.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum RunOutcome {
     /// The run completed with this output.
     Completed(Value),

@@ -6,13 +6,15 @@ use std::fmt;
 
 use serde_json::Value;
 
-use super::{Execution, RunExport, RunOutcome};
+use super::{Engine, Execution, RunExport, RunOutcome};
 use crate::ctx::Wait;
+use crate::error::EngineError;
 use crate::error::{NonDeterminism, WorkflowError, kinds};
 use crate::event::{Event, EventKind, RunStatus};
 
 /// Why a recorded history does not replay against today's code.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ReplayMismatch {
     /// The code asked for a different step than the log holds at `id`: another callee,
     /// another input, or a step the history does not have.
@@ -66,6 +68,44 @@ impl fmt::Display for ReplayMismatch {
                 "every step replays, but the history ended {recorded}, the replay {replayed}"
             ),
         }
+    }
+}
+
+impl Engine {
+    /// Replays the recorded history `export` against this binary's code and judges the
+    /// result with [`judge_replay`]: the one replay check behind `workflows check` and
+    /// `reprise_testkit::replay`.
+    ///
+    /// The replay runs in a fresh replay-only copy of this engine ([`Engine::replay_engine`]:
+    /// same registry, resources, hook secret and public URL; an in-memory store), with time
+    /// frozen at the run's creation so every recorded sleep that had not ended is still
+    /// ahead. Nothing runs live: no action is called, no model asked. Finished
+    /// sub-workflows and agents are re-entered, so their inner steps are compared too.
+    ///
+    /// Returns the replay's [`Execution`] when it reproduces the history, the
+    /// [`ReplayMismatch`] otherwise.
+    ///
+    /// # Errors
+    /// When the history cannot be imported or executed at all (an unknown workflow, an
+    /// unreadable log).
+    pub async fn check_replay(
+        &self,
+        export: &RunExport,
+    ) -> Result<Result<Execution, ReplayMismatch>, EngineError> {
+        let clock = std::sync::Arc::new(FrozenClock(export.run.created_at));
+        let replay = self.replay_engine(clock);
+        let id = replay.import_for_replay(export).await?;
+        let execution = replay.execute(&id).await?;
+        Ok(judge_replay(export, &execution).map(|()| execution))
+    }
+}
+
+/// A clock that always reads the same time.
+struct FrozenClock(chrono::DateTime<chrono::Utc>);
+
+impl crate::clock::Clock for FrozenClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0
     }
 }
 

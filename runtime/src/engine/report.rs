@@ -11,6 +11,7 @@ use crate::llm::Usage;
 /// Where a step stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum StepStatus {
     /// Started, not finished (running now, or interrupted).
     Running,

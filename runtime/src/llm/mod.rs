@@ -27,6 +27,7 @@ pub use step::{LLM_ERROR, LLM_OUTPUT, LlmCall, bind_prompt_llm, prompt_llm};
 /// Who wrote a chat message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Role {
     /// Instructions for the model.
     System,
@@ -116,6 +117,7 @@ pub struct ToolSpec {
 /// Whether and which tools the model may call.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ToolChoice {
     /// The model decides (the default).
     #[default]
@@ -200,6 +202,7 @@ pub struct LlmResponse {
 /// What went wrong calling a model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum LlmErrorKind {
     /// 429: too many requests.
     RateLimited,

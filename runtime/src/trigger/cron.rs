@@ -21,6 +21,7 @@ use crate::event::{RunId, Trigger};
 /// A tick counts as *missed* when the scheduler first notices it more than the schedule's
 /// grace period (default one minute, see [`CronSchedule::grace`]) after its time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MissedTicks {
     /// Fire nothing for missed ticks: the schedule goes on with the next tick (default).
     #[default]

@@ -272,6 +272,7 @@ impl WebhookSource {
 
 /// What became of an accepted webhook delivery.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum WebhookDelivery {
     /// A run was started (HTTP 202).
     Started(RunId),
@@ -294,6 +295,7 @@ impl WebhookDelivery {
 
 /// Why a webhook delivery was rejected. Nothing was started.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WebhookError {
     /// No source has this name (HTTP 404).
     #[error(
