@@ -38,8 +38,7 @@ pub(crate) fn fingerprint(registry: &Registry, entry: &WorkflowEntry) -> String 
                 site.line
             );
             hasher.update(line.as_bytes());
-            let callee = site.callee.rsplit("::").next().unwrap_or(site.callee);
-            if let Some(sub) = registry.slug_of_fn(callee)
+            if let Some(sub) = registry.slug_of_callee(&workflow.registration, site.callee)
                 && registry.workflow(sub).is_some()
             {
                 pending.push(sub);

@@ -461,3 +461,35 @@ async fn a_replay_check_fails_on_a_reordered_sub_workflow_finished_or_not() {
         assert!(error.id.starts_with("compose-sub-v#0/"), "{failure}");
     }
 }
+
+#[tokio::test]
+async fn resuming_a_run_on_changed_code_says_the_code_changed() {
+    let env_old = TestEnv::builder()
+        .configure(|b| b.register(outer_v1))
+        .build();
+    env_old
+        .execute(&outer_v1, Order { id: 9 })
+        .await
+        .suspended();
+    let run = env_old.last_run();
+    let export = env_old.engine().export_run(&run).await.unwrap();
+
+    let env_new = TestEnv::builder()
+        .configure(|b| b.register(outer_v2))
+        .build();
+    env_new.engine().import_for_replay(&export).await.unwrap();
+    let error = match env_new.continue_run(&run).await {
+        Outcome::Failed(error) => error,
+        other => panic!("expected a NonDeterminism, got {other:?}"),
+    };
+    let report: reprise::NonDeterminism =
+        serde_json::from_value(error.details.clone().unwrap()).unwrap();
+    assert_eq!(report.cause, NonDeterminismCause::CodeChanged, "{error}");
+    assert_eq!(report.id, "compose-sub-v#0/notify#0");
+    assert!(error.message.contains("step sites changed"), "{error}");
+    // The recorded input was the reservation, the new code asks with the order.
+    assert_eq!(report.differences.len(), 1, "{report:?}");
+    assert_eq!(report.differences[0].recorded, "\"reserved 9\"");
+    assert_eq!(report.differences[0].requested, "\"order 9\"");
+    assert!(env_new.calls(&notify).is_empty(), "nothing ran live");
+}
