@@ -216,9 +216,7 @@ async fn a_sub_workflow_sleeps_and_waits_across_engines_on_one_database() {
     );
 }
 
-#[tokio::test]
-async fn fan_out_of_sleeping_sub_workflows_inside_a_sub_workflow() {
-    let env = TestEnv::new();
+async fn fan_out_in_a_sub_workflow(env: TestEnv) {
     let waits = env.execute(&batch_top, vec![1, 2, 3]).await.suspended();
     assert_eq!(waits.len(), 2, "two at a time");
     let mut outcome = None;
@@ -241,11 +239,20 @@ async fn fan_out_of_sleeping_sub_workflows_inside_a_sub_workflow() {
 }
 
 #[tokio::test]
-async fn an_agent_with_a_sleeping_workflow_tool_inside_a_sub_workflow() {
+async fn fan_out_of_sleeping_sub_workflows_inside_a_sub_workflow() {
+    fan_out_in_a_sub_workflow(TestEnv::new()).await;
+    fan_out_in_a_sub_workflow(TestEnv::builder().sqlite().build()).await;
+}
+
+async fn agent_in_a_sub_workflow(sqlite: bool) {
     let llm = FakeLlm::new()
         .reply_tool_calls(vec![("compose-reserve-later", json!({ "id": 5 }))])
         .reply("Reserved and notified.");
-    let env = TestEnv::builder().llm(llm.clone()).build();
+    let mut builder = TestEnv::builder().llm(llm.clone());
+    if sqlite {
+        builder = builder.sqlite();
+    }
+    let env = builder.build();
     let waits = env
         .execute(&agent_top, "Reserve order 5".to_owned())
         .await
@@ -264,15 +271,23 @@ async fn an_agent_with_a_sleeping_workflow_tool_inside_a_sub_workflow() {
     assert_eq!(env.calls(&reserve).len(), 1);
 }
 
+#[tokio::test]
+async fn an_agent_with_a_sleeping_workflow_tool_inside_a_sub_workflow() {
+    agent_in_a_sub_workflow(false).await;
+    agent_in_a_sub_workflow(true).await;
+}
+
 #[test]
 fn crash_checker_over_a_sub_workflow_that_sleeps_and_waits() {
-    let config = CheckConfig::default().hook("compose-approve#0/hook#0", json!({ "by": "Ada" }));
-    let report = crash::assert_crash_safe(&nested, Order { id: 3 }, config);
-    assert_eq!(
-        report.outcome,
-        RunOutcome::Completed(json!("sent reserved 3; order 3 approved by Ada"))
-    );
-    assert!(report.crashed > 0);
+    for config in [CheckConfig::default(), CheckConfig::default().sqlite()] {
+        let config = config.hook("compose-approve#0/hook#0", json!({ "by": "Ada" }));
+        let report = crash::assert_crash_safe(&nested, Order { id: 3 }, config);
+        assert_eq!(
+            report.outcome,
+            RunOutcome::Completed(json!("sent reserved 3; order 3 approved by Ada"))
+        );
+        assert!(report.crashed > 0);
+    }
 }
 
 // ---------------------------------------------------------------------------------------
