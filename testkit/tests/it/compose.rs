@@ -408,6 +408,12 @@ async fn hashmap_order_is_reported_as_non_determinism_with_the_same_code_and_bot
         report.differences[0].recorded,
         report.differences[0].requested
     );
+    // The stored run error carries the report (what `runs get --json` and `GET /runs/{id}`
+    // show).
+    let run = env.engine().get_run(&env.last_run()).await.unwrap();
+    let stored = run.error.expect("a failed run has its error");
+    assert_eq!(stored["details"]["cause"], json!("same_code"), "{stored}");
+    assert!(stored["details"]["differences"].is_array(), "{stored}");
 }
 
 // ---------------------------------------------------------------------------------------
