@@ -289,3 +289,48 @@ async fn a_worker_continues_a_hot_run_at_its_wake_up_and_empties_the_cache_when_
     let done = engine.drive(&id).await.unwrap();
     assert_eq!(done.outcome, RunOutcome::Completed(json!({ "n": 5 })));
 }
+
+/// `naps` as a sub-workflow, twice in parallel: its sleeps are two levels down.
+#[workflow(slug = "nested-naps")]
+async fn nested_naps(input: Num) -> Result<Num, WorkflowError> {
+    let (a, b) = futures::try_join!(naps.run(input.clone()), naps.run(Num { n: input.n + 10 }))?;
+    Ok(Num { n: a.n + b.n })
+}
+
+#[tokio::test]
+async fn sleeps_inside_sub_workflows_continue_in_memory_and_write_the_log_a_replay_writes() {
+    let hot_calls = Arc::new(Calls::default());
+    let hot = engine(Arc::new(MemoryStore::new()), &hot_calls, 16);
+    let hot_id = hot.start(&nested_naps, Num { n: 1 }).await.unwrap();
+    let done = hot.drive(&hot_id).await.unwrap();
+    // naps(1) = 5, naps(11) = 25.
+    assert_eq!(done.outcome, RunOutcome::Completed(json!({ "n": 30 })));
+    assert_eq!(done.replayed, 0, "every wake-up continued in place");
+    assert_eq!(
+        hot_calls.all().len(),
+        6,
+        "three steps in each sub-workflow, once each"
+    );
+
+    let cold_calls = Arc::new(Calls::default());
+    let cold = engine(Arc::new(MemoryStore::new()), &cold_calls, 0);
+    let cold_id = cold.start(&nested_naps, Num { n: 1 }).await.unwrap();
+    let cold_done = cold.drive(&cold_id).await.unwrap();
+    assert_eq!(cold_done.outcome, done.outcome);
+    assert!(
+        cold_done.replayed > 0,
+        "without the cache a wake-up replays"
+    );
+    let mut hot_ids = hot_calls.all();
+    let mut cold_ids = cold_calls.all();
+    hot_ids.sort();
+    cold_ids.sort();
+    assert_eq!(hot_ids, cold_ids);
+    // The same events, in an order that may differ between the two branches.
+    let mut hot_log = shape(&hot.events(&hot_id).await.unwrap());
+    let mut cold_log = shape(&cold.events(&cold_id).await.unwrap());
+    let key = |e: &(String, Option<String>, serde_json::Value)| format!("{e:?}");
+    hot_log.sort_by_key(key);
+    cold_log.sort_by_key(key);
+    assert_eq!(hot_log, cold_log);
+}
