@@ -15,6 +15,9 @@
 //!   instead of replaying the earlier polls.
 //! - [`delayed_followup`]: `delayed-followup`, sends a welcome, sleeps durably for the
 //!   input's `delay` (`"3d"`, or `"10s"` in a demo), then sends a follow-up.
+//! - [`expense_report`]: `expense-report`, calls the sub-workflow `review-expense`, which
+//!   files the expense, sleeps durably for the input's `hold` and waits on the manager's
+//!   approval hook (sleeps and hooks work inside sub-workflows at any depth), then settles.
 //! - [`digest`]: `daily-digest`, started by a cron schedule ([`digest::schedule`]) every
 //!   morning; reads its trigger and tick, posts which files changed the day before.
 //! - [`webhook`]: `triage-issue`, started by GitHub "issues" webhooks at
@@ -41,6 +44,7 @@ pub mod book_trip;
 pub mod delayed_followup;
 pub mod digest;
 pub mod effects;
+pub mod expense_report;
 pub mod file_digest;
 pub mod signup;
 pub mod support;
@@ -61,6 +65,8 @@ pub fn link() {
         approval::approval,
         versioning::fulfill_order,
         delayed_followup::delayed_followup,
+        expense_report::expense_report,
+        expense_report::review_expense,
         digest::daily_digest,
         webhook::triage_issue,
         support::support_triage,

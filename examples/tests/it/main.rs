@@ -6,6 +6,7 @@
 mod app;
 mod book_trip;
 mod crash;
+mod expense_report;
 mod file_digest;
 mod hot_runs;
 mod many_workers;
