@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::ActionError;
-use crate::event::{Event, EventKind};
+use crate::event::{Event, EventKind, EventPayload, HookReceipt, NewEvent};
 
 /// What the log holds for one correlation id.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -110,79 +110,89 @@ impl History {
             by_id.get_mut(id).expect("inserted above")
         }
         let mut fingerprints: Vec<String> = Vec::new();
-        for mut event in events {
-            if event.event.kind == EventKind::RunStarted
-                && let Some(fingerprint) = str_field(&event.event.payload, "fingerprint")
-                && fingerprints.last() != Some(&fingerprint)
-            {
-                fingerprints.push(fingerprint);
+        for event in events {
+            let Event { seq, event, .. } = event;
+            let NewEvent {
+                kind,
+                correlation_id,
+                payload,
+                ..
+            } = event;
+            if kind == EventKind::RunStarted {
+                if let Ok(EventPayload::RunStarted {
+                    fingerprint: Some(fingerprint),
+                }) = EventPayload::decode_owned(kind, payload)
+                    && fingerprints.last() != Some(&fingerprint)
+                {
+                    fingerprints.push(fingerprint);
+                }
+                continue;
             }
-            let Some(id) = event.event.correlation_id.as_deref() else {
+            let Some(id) = correlation_id.as_deref() else {
                 continue;
             };
-            let input = match event.event.kind {
-                EventKind::StepStarted => event
-                    .event
-                    .payload
-                    .as_object_mut()
-                    .and_then(|fields| fields.remove("input")),
-                _ => None,
-            };
-            let payload = &event.event.payload;
-            let bad = |what: &str| {
-                format!(
-                    "event {} ({}) of step `{id}` has no {what}",
-                    event.seq, event.event.kind
-                )
-            };
-            match event.event.kind {
-                EventKind::StepStarted => {
+            if !matches!(
+                kind,
+                EventKind::StepStarted
+                    | EventKind::StepCompleted
+                    | EventKind::StepFailed
+                    | EventKind::SleepStarted
+                    | EventKind::SleepCompleted
+                    | EventKind::HookCreated
+                    | EventKind::HookReceived
+            ) {
+                continue; // replay needs nothing else (`step_retrying` is not even decoded)
+            }
+            // Inputs and outputs are moved out of the events, not copied.
+            let payload = EventPayload::decode_owned(kind, payload)
+                .map_err(|error| format!("event {seq} of step `{id}`: {error}"))?;
+            match payload {
+                EventPayload::StepStarted {
+                    callee,
+                    input,
+                    digest,
+                    ..
+                } => {
                     let entry = slot(&mut by_id, id);
-                    entry.callee = str_field(payload, "callee").ok_or_else(|| bad("callee"))?;
-                    entry.digest = str_field(payload, "digest").unwrap_or_default();
-                    entry.input = input;
+                    entry.callee = callee;
+                    entry.digest = digest;
+                    entry.input = Some(input);
                 }
-                EventKind::StepCompleted => {
+                EventPayload::StepCompleted { output, callee, .. } => {
                     let entry = slot(&mut by_id, id);
-                    if let Some(callee) = str_field(payload, "callee") {
+                    if let Some(callee) = callee {
                         entry.callee = callee;
                     }
-                    let output = payload.get("output").cloned().unwrap_or(Value::Null);
                     entry.outcome = Some(Ok(output));
                 }
-                EventKind::StepFailed => {
-                    let entry = slot(&mut by_id, id);
-                    let error = payload.get("error").cloned().ok_or_else(|| bad("error"))?;
-                    let error: ActionError = serde_json::from_value(error)
-                        .map_err(|e| format!("{}: {e}", bad("valid error")))?;
-                    entry.outcome = Some(Err(error));
+                EventPayload::StepFailed { error } => {
+                    slot(&mut by_id, id).outcome = Some(Err(error));
                 }
-                EventKind::SleepStarted => {
+                EventPayload::SleepStarted { wake_at } => {
                     let entry = slot(&mut by_id, id);
-                    let wake_at = payload
-                        .get("wake_at")
-                        .and_then(|v| serde_json::from_value(v.clone()).ok())
-                        .ok_or_else(|| bad("wake_at"))?;
                     entry.callee = "sleep".to_owned();
                     entry.wake_at = Some(wake_at);
                 }
-                EventKind::SleepCompleted => {
+                EventPayload::SleepCompleted => {
                     slot(&mut by_id, id).outcome = Some(Ok(Value::Null));
                 }
-                EventKind::HookCreated => {
+                EventPayload::HookCreated {
+                    token_hash,
+                    timeout_at,
+                    ..
+                } => {
                     let entry = slot(&mut by_id, id);
                     entry.callee = "hook".to_owned();
-                    entry.token_hash = str_field(payload, "token_hash");
-                    entry.hook_timeout_at = payload
-                        .get("timeout_at")
-                        .and_then(|t| serde_json::from_value(t.clone()).ok());
+                    entry.token_hash = Some(token_hash).filter(|hash| !hash.is_empty());
+                    entry.hook_timeout_at = timeout_at;
                 }
-                EventKind::HookReceived => {
+                EventPayload::HookReceived(receipt) => {
                     let entry = slot(&mut by_id, id);
-                    entry.outcome = Some(if payload.get("timed_out") == Some(&Value::Bool(true)) {
-                        Err(hook_timed_out(id, entry.hook_timeout_at))
-                    } else {
-                        Ok(payload.get("payload").cloned().unwrap_or(Value::Null))
+                    entry.outcome = Some(match receipt {
+                        HookReceipt::TimedOut { .. } => {
+                            Err(hook_timed_out(id, entry.hook_timeout_at))
+                        }
+                        HookReceipt::Delivered(payload) => Ok(payload),
                     });
                 }
                 _ => {}
@@ -244,13 +254,6 @@ pub(crate) fn hook_timed_out(id: &str, deadline: Option<DateTime<Utc>>) -> Actio
         format!("hook `{id}` received no payload before its timeout{at}"),
         false,
     )
-}
-
-fn str_field(payload: &Value, field: &str) -> Option<String> {
-    payload
-        .get(field)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
 }
 
 #[cfg(test)]

@@ -81,12 +81,15 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures::FutureExt;
 use proptest::strategy::{BoxedStrategy, Just, Strategy, Union};
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
-use reprise::event::{Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus};
+use reprise::event::{
+    Event, EventKind, EventPayload, NewEvent, RunFilter, RunId, RunRecord, RunStatus,
+};
 use reprise::store::{Append, MemoryStore, SharedStore, SqliteStore, Store};
 use reprise::{
     ActionCtx, ActionError, ActionOverride, Engine, EngineBuilder, EngineError, RunOutcome, Step,
-    Wait,
+    Wait, WorkflowError,
 };
+use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -1760,7 +1763,7 @@ fn check_log(
             let logged = ends
                 .last()
                 .filter(|e| e.event.kind == EventKind::RunCompleted)
-                .and_then(|e| e.event.payload.get("output"));
+                .and_then(|e| e.event.output());
             if logged.is_none() || logged != record.output.as_ref() {
                 problems.push(format!(
                     "(d) the record is completed with output {} but the log's run_completed holds {}",
@@ -1770,18 +1773,25 @@ fn check_log(
             }
         }
         RunStatus::Failed => {
-            let logged = ends
-                .last()
-                .filter(|e| e.event.kind == EventKind::RunFailed)
-                .and_then(|e| e.event.payload.get("error"));
-            if logged.is_none() || logged != record.error.as_ref() {
+            let logged = ends.last().and_then(|e| match e.event.decode_payload() {
+                Ok(EventPayload::RunFailed { error }) => Some(error),
+                _ => None,
+            });
+            let recorded = record
+                .error
+                .as_ref()
+                .and_then(|e| WorkflowError::deserialize(e).ok());
+            if logged.is_none() || logged != recorded {
+                let show = |error: &WorkflowError| {
+                    compact(&serde_json::to_value(error).unwrap_or_default(), 200)
+                };
                 problems.push(format!(
                     "(d) the record is failed with error {} but the log's run_failed holds {}",
                     record
                         .error
                         .as_ref()
                         .map_or("none".to_owned(), |o| compact(o, 200)),
-                    logged.map_or("nothing".to_owned(), |o| compact(o, 200))
+                    logged.as_ref().map_or("nothing".to_owned(), show)
                 ));
             }
         }

@@ -473,7 +473,7 @@ impl TestEnv {
                     e.event.kind == EventKind::HookCreated
                         && e.event.correlation_id.as_deref() == Some(hook)
                 })
-                .and_then(|e| e.event.payload.get("schema").cloned())
+                .and_then(|e| e.event.hook_schema().cloned())
                 .unwrap_or(Value::Null)
         };
         waits

@@ -30,8 +30,7 @@ impl RunLog {
         self.events
             .iter()
             .find(|e| e.event.kind == EventKind::RunCreated)
-            .and_then(|e| e.event.payload.get("workflow"))
-            .and_then(|w| w.as_str())
+            .and_then(|e| e.event.workflow())
     }
 
     /// Makes [`RunLog::redacted`] replace every occurrence of `from` by `to` in the log's

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use reprise::event::{Event, EventKind};
+use reprise::event::{Event, EventKind, field};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -115,26 +115,24 @@ impl Redactor<'_> {
         let mut out = Map::new();
         // The input first: whether its digest is kept depends on it.
         let mut input_changed = false;
-        if let Some(input) = payload.get("input") {
+        if let Some(input) = payload.get(field::INPUT) {
             let redacted = self.value(input);
             input_changed = redacted != *input;
-            out.insert("input".to_owned(), redacted);
+            out.insert(field::INPUT.to_owned(), redacted);
         }
         for (key, value) in payload {
-            let redacted = match (key.as_str(), value) {
-                ("input", _) => continue,
-                ("digest", _) if event.kind == EventKind::StepStarted && input_changed => {
+            let redacted = match (event.kind, key.as_str(), value) {
+                (_, field::INPUT, _) => continue,
+                (EventKind::StepStarted, field::DIGEST, _) if input_changed => {
                     Value::from("[digest]")
                 }
-                ("delay_ms", Value::Number(_)) if event.kind == EventKind::StepRetrying => {
+                (EventKind::StepRetrying, field::DELAY_MS, Value::Number(_)) => {
                     Value::from("[duration]")
                 }
-                ("schema", _) if event.kind == EventKind::HookCreated => Value::from("[schema]"),
-                ("fingerprint", _) if event.kind == EventKind::RunStarted => {
-                    Value::from("[fingerprint]")
-                }
-                ("token_hash", Value::String(hash)) => Value::from(self.token_hash(hash)),
-                ("output", output) if random => Value::from(self.random(output)),
+                (EventKind::HookCreated, field::SCHEMA, _) => Value::from("[schema]"),
+                (EventKind::RunStarted, field::FINGERPRINT, _) => Value::from("[fingerprint]"),
+                (_, field::TOKEN_HASH, Value::String(hash)) => Value::from(self.token_hash(hash)),
+                (_, field::OUTPUT, output) if random => Value::from(self.random(output)),
                 _ => self.value(value),
             };
             out.insert(self.string(key), redacted);

@@ -10,13 +10,12 @@ use std::future::IntoFuture;
 use std::marker::PhantomData;
 
 use futures::future::BoxFuture;
-use serde_json::json;
 
 use super::recorder::{Call, Entry, Shape};
 use super::{Ctx, Wait};
 use crate::ActionError;
 use crate::error::kinds;
-use crate::event::{EventKind, RunUpdate};
+use crate::event::{EventPayload, HookReceipt, RunUpdate};
 use crate::history::hook_timed_out;
 use crate::hook_token::{hook_token, token_hash};
 use crate::schema::validator_for;
@@ -144,13 +143,12 @@ impl<T: StepData> Hook<T> {
                     run.env.now()
                         + chrono::TimeDelta::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX)
                 });
-                let schema = crate::schema::schema_of::<T>();
-                let mut payload =
-                    json!({ "token_hash": token_hash(&self.token), "schema": schema });
-                if let Some(timeout_at) = timeout_at {
-                    payload["timeout_at"] = json!(timeout_at);
-                }
-                let event = run.event(EventKind::HookCreated, Some(&self.id), 1, payload);
+                let payload = EventPayload::HookCreated {
+                    token_hash: token_hash(&self.token),
+                    schema: crate::schema::schema_of::<T>(),
+                    timeout_at,
+                };
+                let event = run.event(Some(&self.id), 1, payload);
                 slot.record(event, RunUpdate::default()).await?;
                 timeout_at
             }
@@ -159,10 +157,11 @@ impl<T: StepData> Hook<T> {
             && run.env.now() >= deadline
         {
             let event = run.event(
-                EventKind::HookReceived,
                 Some(&self.id),
                 1,
-                json!({ "timed_out": true, "timeout_at": deadline }),
+                EventPayload::HookReceived(HookReceipt::TimedOut {
+                    timeout_at: Some(deadline),
+                }),
             );
             let update = RunUpdate {
                 status: Some(crate::event::RunStatus::Running),

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::error::{EngineError, WorkflowError, kinds};
-use crate::event::{EventKind, NewEvent, RunId, RunUpdate, Trigger};
+use crate::event::{EventPayload, NewEvent, RunId, RunUpdate, Trigger};
 use crate::history::History;
 use crate::run_env::{RunControl, RunEnv};
 use crate::store::Append;
@@ -255,21 +255,9 @@ impl RunState {
         Ok(())
     }
 
-    /// An event stamped now.
-    pub(crate) fn event(
-        &self,
-        kind: EventKind,
-        id: Option<&str>,
-        attempt: u32,
-        payload: Value,
-    ) -> NewEvent {
-        NewEvent {
-            kind,
-            correlation_id: id.map(str::to_owned),
-            attempt,
-            at: self.env.now(),
-            payload,
-        }
+    /// An event of `payload`'s kind, stamped now.
+    pub(crate) fn event(&self, id: Option<&str>, attempt: u32, payload: EventPayload) -> NewEvent {
+        NewEvent::new(id.map(str::to_owned), attempt, self.env.now(), payload)
     }
 
     /// Whether this is a replay-only check: nothing may run live.

@@ -12,6 +12,7 @@ use super::Ctx;
 use super::recorder::{Call, Entry, Shape};
 use super::step::panic_error;
 use crate::ActionError;
+use crate::llm::Usage;
 
 /// What a recorded JSON step is, for its `step_started` event.
 pub(crate) struct JsonStep<'a> {
@@ -28,18 +29,45 @@ pub(crate) struct JsonStep<'a> {
     pub(crate) scope: bool,
 }
 
-/// A finished live JSON step: its output, and extra fields for its `step_completed` event
-/// (e.g. `usage`).
+/// A finished live JSON step: its output, and the token usage its `step_completed` event
+/// records.
 pub(crate) struct JsonOutput {
     pub(crate) output: Value,
-    pub(crate) extra: Option<(&'static str, Value)>,
+    pub(crate) usage: Option<StepUsage>,
 }
 
 impl From<Value> for JsonOutput {
     fn from(output: Value) -> Self {
         JsonOutput {
             output,
-            extra: None,
+            usage: None,
+        }
+    }
+}
+
+/// The token usage a `step_completed` event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StepUsage {
+    /// One model request's usage (`usage`).
+    Request(Usage),
+    /// An LLM step's or agent's usage over all its requests (`usage_total`).
+    Total(Usage),
+}
+
+impl StepUsage {
+    /// The usage of one request, if this is one.
+    pub(crate) fn request(self) -> Option<Usage> {
+        match self {
+            StepUsage::Request(usage) => Some(usage),
+            StepUsage::Total(_) => None,
+        }
+    }
+
+    /// The usage of a whole step, if this is one.
+    pub(crate) fn total(self) -> Option<Usage> {
+        match self {
+            StepUsage::Total(usage) => Some(usage),
+            StepUsage::Request(_) => None,
         }
     }
 }
@@ -86,7 +114,7 @@ where
         Err(panic) => Err(panic_error(callee, panic)),
     };
     match result {
-        Ok(JsonOutput { output, extra }) => slot.finish_step(Ok(output), 1, extra).await,
+        Ok(JsonOutput { output, usage }) => slot.finish_step(Ok(output), 1, usage).await,
         Err(error) => slot.finish_step(Err(error), 1, None).await,
     }
 }

@@ -25,13 +25,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::step::{digest, single_field, started_payload};
+use super::record::StepUsage;
+use super::step::digest;
 use super::{LiveStep, RunState, poisoned_error, store_failure};
 use crate::ActionError;
 use crate::error::{EngineError, NonDeterminism, NonDeterminismCause, kinds};
-use crate::event::{EventKind, NewEvent, RunUpdate};
+use crate::event::{EventPayload, NewEvent, RunUpdate};
 use crate::history::Recorded;
 use crate::schema::Validator;
 
@@ -286,10 +287,14 @@ impl<'r> Slot<'r> {
             return; // a scope re-entered after a resume: its start is recorded already
         }
         self.run.push_pending(self.run.event(
-            EventKind::StepStarted,
             Some(self.id),
             1,
-            started_payload(self.callee, kind, input, self.digest.clone()),
+            EventPayload::StepStarted {
+                callee: self.callee.to_owned(),
+                kind: kind.to_owned(),
+                input,
+                digest: self.digest.clone(),
+            },
         ));
     }
 
@@ -312,8 +317,8 @@ impl<'r> Slot<'r> {
             .map_err(|e| store_failure(self.run, e))
     }
 
-    /// Records a step's outcome (`step_completed` with `{"output", ..extra}`, or
-    /// `step_failed` with `{"error"}`) after `attempts` attempts, and returns it.
+    /// Records a step's outcome (`step_completed` with its output and token `usage`, or
+    /// `step_failed` with its error) after `attempts` attempts, and returns it.
     ///
     /// A replay check re-entering a finished scope compares the outcome with the recorded
     /// one instead (a difference is a [`NonDeterminism`]) and writes nothing.
@@ -321,7 +326,7 @@ impl<'r> Slot<'r> {
         self,
         outcome: Result<Value, ActionError>,
         attempts: u32,
-        extra: Option<(&'static str, Value)>,
+        usage: Option<StepUsage>,
     ) -> Result<Value, ActionError> {
         if let Some(recorded) = &self.verify {
             self.run.consumed.fetch_add(1, Ordering::Relaxed);
@@ -344,22 +349,19 @@ impl<'r> Slot<'r> {
             }
             return Err(self.run.report_non_determinism(report));
         }
-        let event = match &outcome {
-            Ok(output) => {
-                let mut payload = single_field("output", output.clone());
-                if let Some((field, value)) = extra {
-                    payload[field] = value;
-                }
-                self.run
-                    .event(EventKind::StepCompleted, Some(self.id), attempts, payload)
-            }
-            Err(error) => self.run.event(
-                EventKind::StepFailed,
-                Some(self.id),
-                attempts,
-                json!({ "error": error }),
-            ),
+        let payload = match &outcome {
+            Ok(output) => EventPayload::StepCompleted {
+                output: output.clone(),
+                callee: None,
+                usage: usage.and_then(StepUsage::request),
+                usage_total: usage.and_then(StepUsage::total),
+                seeded: false,
+            },
+            Err(error) => EventPayload::StepFailed {
+                error: error.clone(),
+            },
         };
+        let event = self.run.event(Some(self.id), attempts, payload);
         if matches!(self.run.env.fault(), crate::run_env::Fault::SkipStepRecord(skipped) if skipped == self.id)
         {
             return outcome; // deliberately broken engine: the checkers must notice
@@ -386,10 +388,15 @@ impl<'r> Slot<'r> {
     /// Records a value asked for the first time (with the next durable append).
     pub(crate) fn finish_value(self, value: Value) {
         let event = self.run.event(
-            EventKind::StepCompleted,
             Some(self.id),
             1,
-            json!({ "callee": self.callee, "output": value }),
+            EventPayload::StepCompleted {
+                output: value,
+                callee: Some(self.callee.to_owned()),
+                usage: None,
+                usage_total: None,
+                seeded: false,
+            },
         );
         self.run.push_pending(event);
     }

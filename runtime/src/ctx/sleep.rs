@@ -10,12 +10,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 
 use super::recorder::{Call, Entry, Shape};
 use super::{Ctx, Wait};
 use crate::ActionError;
-use crate::event::{EventKind, RunStatus, RunUpdate};
+use crate::event::{EventPayload, RunStatus, RunUpdate};
 use crate::step::Site;
 
 /// A length of time `ctx.sleep` accepts: a [`Duration`], a [`chrono::TimeDelta`], or a
@@ -158,10 +157,11 @@ async fn wait_until(
         Some(wake_at) => wake_at,
         None => {
             let event = run.event(
-                EventKind::SleepStarted,
                 Some(&id),
                 1,
-                json!({ "wake_at": requested_wake }),
+                EventPayload::SleepStarted {
+                    wake_at: requested_wake,
+                },
             );
             slot.record(event, RunUpdate::default()).await?;
             requested_wake
@@ -170,7 +170,7 @@ async fn wait_until(
     let mut resumptions = run.resumptions();
     loop {
         if run.env.now() >= wake_at {
-            let event = run.event(EventKind::SleepCompleted, Some(&id), 1, json!({}));
+            let event = run.event(Some(&id), 1, EventPayload::SleepCompleted);
             let update = RunUpdate {
                 status: Some(RunStatus::Running),
                 ..RunUpdate::default()

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 
 use super::{Engine, RunControl, RunTransition};
 use crate::error::EngineError;
-use crate::event::{EventKind, NewEvent, RunId, RunRecord, RunStatus, RunUpdate};
+use crate::event::{EventKind, EventPayload, NewEvent, RunId, RunRecord, RunStatus, RunUpdate};
 use crate::store::{Acquired, Append};
 
 /// What [`Engine::cancel`] did.
@@ -116,22 +115,22 @@ impl Engine {
         let record = self.get_run(id).await?;
         let error =
             crate::WorkflowError::new(crate::error::kinds::CANCELED, "the run was canceled", false);
+        let update = RunUpdate {
+            status: Some(RunStatus::Canceled),
+            error: Some(serde_json::to_value(&error)?),
+            wake_at: Some(None),
+            ..RunUpdate::default()
+        };
         let append = Append {
             run_id: id.clone(),
             first_seq: record.next_seq,
-            events: vec![NewEvent {
-                kind: EventKind::RunCanceled,
-                correlation_id: None,
-                attempt: record.attempt,
-                at: self.now(),
-                payload: json!({ "error": error }),
-            }],
-            update: RunUpdate {
-                status: Some(RunStatus::Canceled),
-                error: Some(serde_json::to_value(&error)?),
-                wake_at: Some(None),
-                ..RunUpdate::default()
-            },
+            events: vec![NewEvent::new(
+                None,
+                record.attempt,
+                self.now(),
+                EventPayload::RunCanceled { error: Some(error) },
+            )],
+            update,
             fence,
         };
         self.store().append(append).await?;
@@ -197,11 +196,7 @@ impl Engine {
                     id: hook.to_owned(),
                     token: self.hook_token(id, hook),
                     resume_url: self.hook_resume_url(id, hook),
-                    timeout_at: event
-                        .event
-                        .payload
-                        .get("timeout_at")
-                        .and_then(|t| serde_json::from_value(t.clone()).ok()),
+                    timeout_at: event.event.timeout_at(),
                 }),
                 EventKind::HookReceived => open.retain(|h| h.id != hook),
                 _ => {}
@@ -214,7 +209,7 @@ impl Engine {
                 .iter()
                 .rev()
                 .find(|e| e.event.correlation_id.as_deref() == Some(recorded.as_str()))
-                .and_then(|e| e.event.payload.get("output"))
+                .and_then(|e| e.event.output())
                 .and_then(serde_json::Value::as_str)
             {
                 hook.resume_url = url.to_owned();

@@ -8,14 +8,16 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use futures::FutureExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::hot::RunBody;
 use super::{Engine, RunControl};
 use crate::ctx::step::panic_error;
 use crate::ctx::{Ctx, RunState, Wait};
 use crate::error::{EngineError, WorkflowError, kinds};
-use crate::event::{EventKind, RunId, RunStatus, RunUpdate};
+use crate::event::{
+    EventKind, EventPayload, HookReceipt, RunId, RunStatus, RunUpdate, SuspendReason,
+};
 use crate::history::History;
 use crate::hook_token::{token_hash, token_run_id};
 use crate::store::{Acquired, Lease};
@@ -200,10 +202,11 @@ impl Engine {
             }
         };
         let started = state.event(
-            EventKind::RunStarted,
             None,
             attempt,
-            json!({ "fingerprint": state.fingerprint }),
+            EventPayload::RunStarted {
+                fingerprint: Some(state.fingerprint.clone()),
+            },
         );
         state
             .append(
@@ -244,27 +247,27 @@ impl Engine {
             }
             BodyEnd::Canceled => {
                 let error = WorkflowError::new(kinds::CANCELED, "the run was canceled", false);
-                let event = state.event(
-                    EventKind::RunCanceled,
-                    None,
-                    attempt,
-                    json!({ "error": error }),
-                );
                 let update = RunUpdate {
                     status: Some(RunStatus::Canceled),
                     error: Some(serde_json::to_value(&error)?),
                     wake_at: Some(None),
                     ..RunUpdate::default()
                 };
+                let error = Some(error);
+                let event = state.event(None, attempt, EventPayload::RunCanceled { error });
                 state.append(vec![event], update).await?;
                 RunOutcome::Canceled
             }
             BodyEnd::Drained => {
                 let event = state.event(
-                    EventKind::RunSuspended,
                     None,
                     attempt,
-                    json!({ "reason": "shutdown" }),
+                    EventPayload::RunSuspended {
+                        reason: SuspendReason::Shutdown,
+                        waits: None,
+                        wake_at: None,
+                        error: None,
+                    },
                 );
                 let update = RunUpdate {
                     status: Some(RunStatus::Queued),
@@ -345,11 +348,7 @@ impl Engine {
         let hash = token_hash(token);
         let created = events
             .iter()
-            .find(|e| {
-                e.event.kind == EventKind::HookCreated
-                    && e.event.payload.get("token_hash").and_then(Value::as_str)
-                        == Some(hash.as_str())
-            })
+            .find(|e| e.event.token_hash() == Some(hash.as_str()))
             .ok_or(EngineError::UnknownHook)?;
         let id = created.event.correlation_id.clone().unwrap_or_default();
         let invalid = |message: String| EngineError::InvalidState {
@@ -362,20 +361,13 @@ impl Engine {
                 && e.event.correlation_id.as_deref() == Some(id.as_str())
         });
         if let Some(received) = received {
-            return Err(invalid(
-                if received.event.payload.get("timed_out") == Some(&Value::Bool(true)) {
-                    format!("hook `{id}` timed out; it takes no payload any more")
-                } else {
-                    format!("hook `{id}` already received its payload; it takes one only")
-                },
-            ));
+            return Err(invalid(if received.event.timed_out() {
+                format!("hook `{id}` timed out; it takes no payload any more")
+            } else {
+                format!("hook `{id}` already received its payload; it takes one only")
+            }));
         }
-        let timeout_at: Option<chrono::DateTime<chrono::Utc>> = created
-            .event
-            .payload
-            .get("timeout_at")
-            .and_then(|t| serde_json::from_value(t.clone()).ok());
-        if let Some(timeout_at) = timeout_at
+        if let Some(timeout_at) = created.event.timeout_at()
             && self.now() >= timeout_at
         {
             return Err(invalid(format!(
@@ -394,17 +386,16 @@ impl Engine {
                 }
             )));
         }
-        if let Some(schema) = created.event.payload.get("schema") {
+        if let Some(schema) = created.event.hook_schema() {
             crate::schema::Validator::compile(schema.clone(), format!("payload of hook `{id}`"))?
                 .validate(&payload)?;
         }
-        let event = crate::event::NewEvent {
-            kind: EventKind::HookReceived,
-            correlation_id: Some(id.clone()),
-            attempt: 1,
-            at: self.now(),
-            payload: json!({ "payload": payload }),
-        };
+        let event = crate::event::NewEvent::new(
+            Some(id.clone()),
+            1,
+            self.now(),
+            EventPayload::HookReceived(HookReceipt::Delivered(payload)),
+        );
         let append = crate::store::Append {
             run_id: run_id.clone(),
             first_seq: events.len() as u64,
@@ -449,10 +440,11 @@ impl Engine {
         match result {
             Ok(output) => {
                 let event = state.event(
-                    EventKind::RunCompleted,
                     None,
                     state.attempt,
-                    json!({ "output": output }),
+                    EventPayload::RunCompleted {
+                        output: output.clone(),
+                    },
                 );
                 let update = RunUpdate {
                     status: Some(RunStatus::Completed),
@@ -475,10 +467,14 @@ impl Engine {
                 let delay = self.run_retry_policy(entry).delay(state.attempt);
                 let until = self.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
                 let event = state.event(
-                    EventKind::RunSuspended,
                     None,
                     state.attempt,
-                    json!({ "reason": "retry", "error": error, "wake_at": until }),
+                    EventPayload::RunSuspended {
+                        reason: SuspendReason::Retry,
+                        waits: None,
+                        wake_at: Some(until),
+                        error: Some(error),
+                    },
                 );
                 let update = RunUpdate {
                     status: Some(RunStatus::Queued),
@@ -490,17 +486,18 @@ impl Engine {
                 Ok(RunOutcome::Suspended(vec![Wait::Retry { until }]))
             }
             Err(error) => {
-                let event = state.event(
-                    EventKind::RunFailed,
-                    None,
-                    state.attempt,
-                    json!({ "error": error }),
-                );
                 let update = RunUpdate {
                     status: Some(RunStatus::Failed),
                     error: Some(serde_json::to_value(&error)?),
                     ..RunUpdate::default()
                 };
+                let event = state.event(
+                    None,
+                    state.attempt,
+                    EventPayload::RunFailed {
+                        error: error.clone(),
+                    },
+                );
                 state.append(vec![event], update).await?;
                 Ok(RunOutcome::Failed(error))
             }
@@ -520,10 +517,18 @@ impl Engine {
         let on_hook = waits.iter().any(|w| matches!(w, Wait::Hook { .. }));
         let wake_at = waits.iter().filter_map(Wait::until).min();
         let event = state.event(
-            EventKind::RunSuspended,
             None,
             state.attempt,
-            json!({ "reason": if on_hook { "hook" } else { "sleep" }, "waits": waits }),
+            EventPayload::RunSuspended {
+                reason: if on_hook {
+                    SuspendReason::Hook
+                } else {
+                    SuspendReason::Sleep
+                },
+                waits: Some(waits.clone()),
+                wake_at: None,
+                error: None,
+            },
         );
         let update = RunUpdate {
             status: Some(if on_hook {

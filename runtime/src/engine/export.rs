@@ -2,11 +2,13 @@
 //! check, and seeding of steps (the testkit's `env.seed`).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Engine;
 use crate::error::EngineError;
-use crate::event::{Event, EventKind, NewEvent, RunId, RunRecord, RunStatus, RunUpdate};
+use crate::event::{
+    Event, EventKind, EventPayload, NewEvent, RunId, RunRecord, RunStatus, RunUpdate,
+};
 use crate::store::Append;
 
 /// A run's whole history, as `runs export` writes it: the record and every event.
@@ -130,13 +132,18 @@ impl Engine {
                 message: format!("cannot seed step `{correlation_id}` of a finished run"),
             });
         }
-        let event = NewEvent {
-            kind: EventKind::StepCompleted,
-            correlation_id: Some(correlation_id.to_owned()),
-            attempt: 1,
-            at: self.now(),
-            payload: json!({ "output": output, "seeded": true }),
-        };
+        let event = NewEvent::new(
+            Some(correlation_id.to_owned()),
+            1,
+            self.now(),
+            EventPayload::StepCompleted {
+                output,
+                callee: None,
+                usage: None,
+                usage_total: None,
+                seeded: true,
+            },
+        );
         self.store()
             .append(Append {
                 run_id: run.clone(),

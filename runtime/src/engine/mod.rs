@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use crate::clock::{Clock, SystemClock};
 pub(crate) use crate::run_env::RunControl;
@@ -27,7 +27,7 @@ pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
 
 use crate::error::EngineError;
-use crate::event::{EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
+use crate::event::{EventPayload, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
 use crate::registry::{Registry, WorkflowEntry};
 use crate::resources::Resources;
 use crate::run_env::{RunEnv, RunEnvParts};
@@ -596,13 +596,16 @@ impl Engine {
             wake_at: None,
             next_seq: 1,
         };
-        let created = NewEvent {
-            kind: EventKind::RunCreated,
-            correlation_id: None,
-            attempt: 0,
-            at: now,
-            payload: json!({ "workflow": entry.registration.slug, "input": input, "trigger": trigger }),
-        };
+        let created = NewEvent::new(
+            None,
+            0,
+            now,
+            EventPayload::RunCreated {
+                workflow: entry.registration.slug.to_owned(),
+                input,
+                trigger,
+            },
+        );
         Ok((record, created))
     }
 

@@ -244,8 +244,7 @@ fn last_waits(events: &[Event]) -> BTreeSet<String> {
         .iter()
         .rev()
         .find(|e| e.event.kind == EventKind::RunSuspended)
-        .and_then(|e| e.event.payload.get("waits"))
-        .and_then(|waits| serde_json::from_value::<Vec<Wait>>(waits.clone()).ok())
+        .and_then(|e| e.event.waits())
         .map(|waits| wait_ids(&waits))
         .unwrap_or_default()
 }

@@ -63,10 +63,7 @@ pub struct StepSummary {
 pub fn token_usage(events: &[Event]) -> Usage {
     let mut total = Usage::default();
     for event in events {
-        if event.event.kind == EventKind::StepCompleted
-            && let Some(usage) = event.event.payload.get("usage")
-            && let Ok(usage) = serde_json::from_value::<Usage>(usage.clone())
-        {
+        if let Some(usage) = event.event.usage() {
             total += usage;
         }
     }
@@ -101,22 +98,12 @@ pub fn summarize_steps(events: &[Event]) -> Vec<StepSummary> {
         let elapsed = (at - step.started_at).num_milliseconds().max(0) as u64;
         match event.event.kind {
             EventKind::StepStarted => {
-                step.callee = event
-                    .event
-                    .payload
-                    .get("callee")
-                    .and_then(|c| c.as_str())
-                    .unwrap_or_default()
-                    .to_owned();
+                step.callee = event.event.callee().unwrap_or_default().to_owned();
                 step.status = StepStatus::Running;
             }
             EventKind::StepRetrying => step.attempts = event.event.attempt + 1,
             EventKind::StepCompleted => {
-                let payload = &event.event.payload;
-                step.usage = payload
-                    .get("usage")
-                    .or_else(|| payload.get("usage_total"))
-                    .and_then(|u| serde_json::from_value(u.clone()).ok());
+                step.usage = event.event.usage().or_else(|| event.event.usage_total());
                 step.status = StepStatus::Completed;
                 step.attempts = event.event.attempt.max(step.attempts);
                 step.duration_ms = Some(elapsed);

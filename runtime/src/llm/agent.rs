@@ -23,7 +23,7 @@ use super::step::{LLM_ERROR, complete};
 use super::{ChatMessage, LlmRequest, ToolCall, ToolChoice, ToolSpec, Usage};
 use crate::ActionError;
 use crate::ctx::Ctx;
-use crate::ctx::record::{JsonOutput, JsonStep, json_step};
+use crate::ctx::record::{JsonOutput, JsonStep, StepUsage, json_step};
 use crate::schema::schema_of;
 use crate::step::{Site, Step};
 
@@ -322,7 +322,7 @@ async fn converse(
             };
             return Ok(JsonOutput {
                 output: serde_json::to_value(&reply).unwrap_or(Value::Null),
-                extra: Some(("usage_total", json!(usage))),
+                usage: Some(StepUsage::Total(usage)),
             });
         }
         for call in tool_calls {

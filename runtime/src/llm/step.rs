@@ -14,12 +14,12 @@ use std::marker::PhantomData;
 
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{ChatMessage, LlmRequest, LlmResponse, ResponseSchema, Usage};
 use crate::ActionError;
 use crate::ctx::Ctx;
-use crate::ctx::record::{JsonOutput, JsonStep, json_step};
+use crate::ctx::record::{JsonOutput, JsonStep, StepUsage, json_step};
 use crate::schema::validator_for;
 use crate::step::{Site, StepData};
 
@@ -289,7 +289,7 @@ async fn ask_until_valid<T: StepData>(
             Ok(output) => {
                 return Ok(JsonOutput {
                     output,
-                    extra: Some(("usage_total", json!(usage))),
+                    usage: Some(StepUsage::Total(usage)),
                 });
             }
             Err(problem) => {
@@ -362,10 +362,9 @@ pub(crate) async fn complete(
                 Err(error) => return Err(llm_error(error)),
             }
         };
-        let usage = json!(reply.usage);
         Ok(JsonOutput {
+            usage: Some(StepUsage::Request(reply.usage)),
             output: serde_json::to_value(&reply).unwrap_or(Value::Null),
-            extra: Some(("usage", usage)),
         })
     })
     .await?;

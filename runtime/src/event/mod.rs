@@ -1,11 +1,16 @@
-//! The event log's vocabulary: [`RunId`], [`RunStatus`], [`EventKind`], [`Event`] and
-//! the [`RunRecord`] a store keeps per run (DESIGN "Event log").
+//! The event log's vocabulary: [`RunId`], [`RunStatus`], [`EventKind`], [`Event`], the
+//! typed payloads of events ([`EventPayload`]) and the [`RunRecord`] a store keeps per run
+//! (DESIGN "Event log").
 
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+mod payload;
+
+pub use payload::{EventPayload, HookReceipt, PayloadError, SuspendReason, field};
 
 /// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -125,33 +130,33 @@ impl FromStr for RunStatus {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
-    /// The run was created with its input. Payload: `{"workflow", "input", "trigger"}`.
+    /// The run was created with its input. Payload: [`EventPayload::RunCreated`].
     RunCreated,
-    /// An attempt of the body started. Payload: `{}`.
+    /// An attempt of the body started. Payload: [`EventPayload::RunStarted`].
     RunStarted,
-    /// A step started live. Payload: `{"callee", "kind", "input", "digest"}`.
+    /// A step started live. Payload: [`EventPayload::StepStarted`].
     StepStarted,
-    /// A step finished. Payload: `{"output"}`.
+    /// A step finished. Payload: [`EventPayload::StepCompleted`].
     StepCompleted,
-    /// An attempt of a step failed and will be retried. Payload: `{"error", "delay_ms"}`.
+    /// An attempt of a step failed and will be retried. Payload: [`EventPayload::StepRetrying`].
     StepRetrying,
-    /// A step failed for good. Payload: `{"error"}`.
+    /// A step failed for good. Payload: [`EventPayload::StepFailed`].
     StepFailed,
-    /// A durable sleep began. Payload: `{"wake_at"}`.
+    /// A durable sleep began. Payload: [`EventPayload::SleepStarted`].
     SleepStarted,
-    /// A durable sleep ended.
+    /// A durable sleep ended. Payload: [`EventPayload::SleepCompleted`].
     SleepCompleted,
-    /// A hook was created. Payload: `{"token_hash", "schema"}`.
+    /// A hook was created. Payload: [`EventPayload::HookCreated`].
     HookCreated,
-    /// A hook received its payload. Payload: `{"payload"}`.
+    /// A hook received its payload or timed out. Payload: [`EventPayload::HookReceived`].
     HookReceived,
-    /// The run stopped until something happens. Payload: `{"reason", "wake_at"?, "error"?}`.
+    /// The run stopped until something happens. Payload: [`EventPayload::RunSuspended`].
     RunSuspended,
-    /// The run finished. Payload: `{"output"}`.
+    /// The run finished. Payload: [`EventPayload::RunCompleted`].
     RunCompleted,
-    /// The run failed for good. Payload: `{"error"}`.
+    /// The run failed for good. Payload: [`EventPayload::RunFailed`].
     RunFailed,
-    /// The run was canceled.
+    /// The run was canceled. Payload: [`EventPayload::RunCanceled`].
     RunCanceled,
 }
 
@@ -218,8 +223,26 @@ pub struct NewEvent {
     pub attempt: u32,
     /// When it happened (UTC).
     pub at: DateTime<Utc>,
-    /// The JSON payload (input, output, error, …).
+    /// The JSON payload (input, output, error, …): an encoded [`EventPayload`].
     pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event of `payload`'s kind, its payload encoded.
+    pub fn new(
+        correlation_id: Option<String>,
+        attempt: u32,
+        at: DateTime<Utc>,
+        payload: EventPayload,
+    ) -> NewEvent {
+        NewEvent {
+            kind: payload.kind(),
+            correlation_id,
+            attempt,
+            at,
+            payload: payload.encode(),
+        }
+    }
 }
 
 /// An event as stored: a [`NewEvent`] with its run and sequence number.
