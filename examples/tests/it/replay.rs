@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reprise::event::{RunStatus, RunUpdate};
+use reprise::event::{EventPayload, RunStatus, RunUpdate};
 use reprise::prelude::*;
 use reprise::store::{Append, SqliteStore, Store};
 use reprise::{RunExport, RunOutcome, Wait};
@@ -198,6 +198,20 @@ async fn histories_recorded_by_version_1_replay_against_todays_code() {
 
     // And version 1 itself, of course.
     replay::assert_replays(&fulfill_order_v1, V1_SLEEPING).await;
+}
+
+/// The fixtures' payloads, written before payloads were typed, read as typed payloads
+/// and write back the very same JSON.
+#[test]
+fn version_1_payloads_decode_and_re_encode_to_the_same_json() {
+    for path in [V1_COMPLETED, V1_SLEEPING] {
+        for event in load(path).events {
+            let event = event.event;
+            let decoded = EventPayload::decode(event.kind, &event.payload)
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(decoded.encode(), event.payload, "{path}: {}", event.kind);
+        }
+    }
 }
 
 #[tokio::test]

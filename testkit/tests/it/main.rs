@@ -6,4 +6,5 @@ mod compose;
 mod crash;
 mod env;
 mod llm;
+mod payloads;
 mod snapshot;
