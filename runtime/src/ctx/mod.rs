@@ -69,7 +69,7 @@ pub(crate) struct RunState {
     pub(crate) env: Arc<RunEnv>,
     /// The fingerprint of the workflow's step sites in this binary (see
     /// `registry::WorkflowEntry::fingerprint`), recorded with each execution.
-    pub(crate) fingerprint: String,
+    pub(crate) fingerprint: Arc<str>,
     pub(crate) run_id: RunId,
     pub(crate) workflow: String,
     pub(crate) attempt: u32,
@@ -116,7 +116,7 @@ impl RunState {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         env: Arc<RunEnv>,
-        fingerprint: String,
+        fingerprint: Arc<str>,
         run_id: RunId,
         workflow: String,
         attempt: u32,

@@ -114,7 +114,15 @@ where
         Err(panic) => Err(panic_error(callee, panic)),
     };
     match result {
-        Ok(JsonOutput { output, usage }) => slot.finish_step(Ok(output), 1, usage).await,
-        Err(error) => slot.finish_step(Err(error), 1, None).await,
+        Ok(JsonOutput { output, usage }) => {
+            let returned = output.clone();
+            slot.finish_step(Ok(output), 1, usage)
+                .await
+                .map(|()| returned)
+        }
+        Err(error) => slot
+            .finish_step(Err(error), 1, None)
+            .await
+            .map(|()| Value::Null),
     }
 }

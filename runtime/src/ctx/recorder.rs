@@ -88,7 +88,8 @@ pub(crate) struct Slot<'r> {
     /// finished scope that a replay check re-enters.
     previous: Option<&'r Recorded>,
     /// A replay check re-entering a finished scope: the outcome it must reproduce.
-    verify: Option<Result<Value, ActionError>>,
+    /// (It is `previous.outcome`.)
+    verify: bool,
     _live: Option<LiveStep>,
 }
 
@@ -124,7 +125,7 @@ impl RunState {
         let digest = call.input.map(digest).unwrap_or_default();
         let recorded = self.history.get(call.id);
         let mut previous = None;
-        let mut verify = None;
+        let mut verify = false;
         if let Some(recorded) = recorded {
             // A seeded step (testkit) records no callee or digest: it matches any call.
             if !recorded.callee.is_empty() && recorded.callee != call.callee {
@@ -134,9 +135,9 @@ impl RunState {
                 return Err(self.mismatch(call, recorded, &digest));
             }
             match &recorded.outcome {
-                Some(outcome) if call.shape == Shape::Scope && self.verifies_scopes() => {
+                Some(_) if call.shape == Shape::Scope && self.verifies_scopes() => {
                     previous = Some(recorded);
-                    verify = Some(outcome.clone());
+                    verify = true;
                 }
                 Some(Ok(output)) => {
                     if let Some(validator) = call.output {
@@ -233,7 +234,7 @@ impl RunState {
         let recorded = self.history.fingerprints();
         let cause = if recorded.is_empty() || self.fingerprint.is_empty() {
             NonDeterminismCause::Unknown
-        } else if recorded.iter().all(|f| *f == self.fingerprint) {
+        } else if recorded.iter().all(|f| f.as_str() == &*self.fingerprint) {
             NonDeterminismCause::SameCode
         } else {
             NonDeterminismCause::CodeChanged
@@ -280,7 +281,7 @@ impl<'r> Slot<'r> {
     /// Records that the step starts (`step_started`, written with the next durable append):
     /// once per live execution of a leaf, once ever for a scope.
     pub(crate) fn started(&self, kind: &str, input: Value) {
-        if self.verify.is_some() {
+        if self.verify {
             return; // a replay check re-enters a finished scope: nothing is written
         }
         if self.previous.is_some() && self._live.is_none() {
@@ -310,7 +311,8 @@ impl<'r> Slot<'r> {
         // Counted as live while the append is in flight, whatever the slot's shape: the
         // executor must not drop the body (another branch may have suspended) between the
         // store's commit and this execution learning of it.
-        let _appending = self.run.live_step();
+        // (A leaf's slot is counted already.)
+        let _appending = self._live.is_none().then(|| self.run.live_step());
         self.run
             .append(vec![event], update)
             .await
@@ -318,7 +320,8 @@ impl<'r> Slot<'r> {
     }
 
     /// Records a step's outcome (`step_completed` with its output and token `usage`, or
-    /// `step_failed` with its error) after `attempts` attempts, and returns it.
+    /// `step_failed` with its error) after `attempts` attempts. Returns `Ok(())` for an
+    /// output (moved into the event, not copied), the step's error otherwise.
     ///
     /// A replay check re-entering a finished scope compares the outcome with the recorded
     /// one instead (a difference is a [`NonDeterminism`]) and writes nothing.
@@ -327,8 +330,12 @@ impl<'r> Slot<'r> {
         outcome: Result<Value, ActionError>,
         attempts: u32,
         usage: Option<StepUsage>,
-    ) -> Result<Value, ActionError> {
-        if let Some(recorded) = &self.verify {
+    ) -> Result<(), ActionError> {
+        if let Some(recorded) = self
+            .previous
+            .and_then(|r| r.outcome.as_ref())
+            .filter(|_| self.verify)
+        {
             self.run.consumed.fetch_add(1, Ordering::Relaxed);
             self.run.replayed.fetch_add(1, Ordering::Relaxed);
             let same = match (recorded, &outcome) {
@@ -337,7 +344,7 @@ impl<'r> Slot<'r> {
                 _ => false,
             };
             if same || self.run.poisoned().is_some() {
-                return outcome;
+                return outcome.map(drop);
             }
             let show = |o: &Result<Value, ActionError>| match o {
                 Ok(v) => format!("output {v}"),
@@ -349,26 +356,32 @@ impl<'r> Slot<'r> {
             }
             return Err(self.run.report_non_determinism(report));
         }
-        let payload = match &outcome {
-            Ok(output) => EventPayload::StepCompleted {
-                output: output.clone(),
-                callee: None,
-                usage: usage.and_then(StepUsage::request),
-                usage_total: usage.and_then(StepUsage::total),
-                seeded: false,
-            },
-            Err(error) => EventPayload::StepFailed {
-                error: error.clone(),
-            },
+        let (payload, result) = match outcome {
+            Ok(output) => (
+                EventPayload::StepCompleted {
+                    output,
+                    callee: None,
+                    usage: usage.and_then(StepUsage::request),
+                    usage_total: usage.and_then(StepUsage::total),
+                    seeded: false,
+                },
+                Ok(()),
+            ),
+            Err(error) => (
+                EventPayload::StepFailed {
+                    error: error.clone(),
+                },
+                Err(error),
+            ),
         };
         let event = self.run.event(Some(self.id), attempts, payload);
         if matches!(self.run.env.fault(), crate::run_env::Fault::SkipStepRecord(skipped) if skipped == self.id)
         {
-            return outcome; // deliberately broken engine: the checkers must notice
+            return result; // deliberately broken engine: the checkers must notice
         }
         self.record(event, RunUpdate::default()).await?;
         self.run.executed.fetch_add(1, Ordering::Relaxed);
-        outcome
+        result
     }
 
     /// Records the end of a wait (`sleep_completed`, `hook_received`) with `update`.

@@ -164,11 +164,14 @@ pub(crate) async fn execute<S: Step>(
         typed = Some(output);
         Ok(output_json)
     });
-    let recorded = slot.finish_step(outcome, attempts, None).await;
-    match (recorded, typed) {
-        (Ok(_), Some(output)) => Ok(output),
-        (recorded, _) => decode(recorded, S::SLUG),
-    }
+    slot.finish_step(outcome, attempts, None).await?;
+    typed.ok_or_else(|| {
+        ActionError::new(
+            kinds::SERDE,
+            format!("step `{id}` (`{}`) finished without an output", S::SLUG),
+            false,
+        )
+    })
 }
 
 /// Calls an action with its retries and timeout; returns the outcome and the attempts made.

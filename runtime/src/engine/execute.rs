@@ -177,7 +177,7 @@ impl Engine {
                     })?;
                 let state = Arc::new(RunState::new(
                     self.env().clone(),
-                    super::fingerprint::fingerprint(self.registry(), &entry),
+                    self.inner.fingerprints.of(self.registry(), &entry),
                     id.clone(),
                     record.workflow.clone(),
                     attempt,
@@ -205,7 +205,7 @@ impl Engine {
             None,
             attempt,
             EventPayload::RunStarted {
-                fingerprint: Some(state.fingerprint.clone()),
+                fingerprint: Some(state.fingerprint.to_string()),
             },
         );
         state

@@ -52,6 +52,7 @@ impl Engine {
                 registry: inner.registry.clone(),
                 run_retry_backoff: inner.run_retry_backoff,
                 extensions: crate::run_env::Services::new(),
+                fingerprints: super::fingerprint::Fingerprints::default(),
                 owner_id: inner.owner_id.clone(),
                 lease: inner.lease,
                 hot: super::hot::HotRuns::new(0, std::time::Duration::ZERO),

@@ -2,6 +2,9 @@
 //! (`run_started`), so a `NonDeterminism` error can tell whether the code changed since the
 //! run was recorded or the body is non-deterministic (DESIGN "Recorder").
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use sha2::{Digest, Sha256};
 
 use crate::registry::{Registry, WorkflowEntry};
@@ -47,4 +50,20 @@ pub(crate) fn fingerprint(registry: &Registry, entry: &WorkflowEntry) -> String 
     }
     let hash = hasher.finalize();
     hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Fingerprints by workflow slug, computed once per engine (the registry never changes).
+#[derive(Default)]
+pub(crate) struct Fingerprints(Mutex<HashMap<&'static str, Arc<str>>>);
+
+impl Fingerprints {
+    /// The fingerprint of `entry`, computed on first use.
+    pub(crate) fn of(&self, registry: &Registry, entry: &WorkflowEntry) -> Arc<str> {
+        let slug = entry.registration.slug;
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .entry(slug)
+            .or_insert_with(|| Arc::from(fingerprint(registry, entry)))
+            .clone()
+    }
 }

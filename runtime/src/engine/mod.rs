@@ -41,6 +41,8 @@ struct Inner {
     run_retry_backoff: Duration,
     /// Parts that modules above the engine attach to it (the triggers), by type.
     extensions: crate::run_env::Services,
+    /// Step-site fingerprints of the workflows, by slug.
+    fingerprints: fingerprint::Fingerprints,
     owner_id: String,
     lease: Duration,
     /// Suspended runs kept in memory (see [`EngineBuilder::hot_runs`]).
@@ -366,6 +368,7 @@ impl EngineBuilder {
                     .into_iter()
                     .map(|(type_id, part)| (type_id, Arc::from(part)))
                     .collect(),
+                fingerprints: fingerprint::Fingerprints::default(),
                 owner_id,
                 lease: self.lease,
                 hot: hot::HotRuns::new(
