@@ -255,7 +255,8 @@ impl RunState {
         Ok(())
     }
 
-    /// An event of `payload`'s kind, stamped now.
+    /// An event of `payload`'s kind, stamped now (inlined: see [`EventPayload::encode`]).
+    #[inline(always)]
     pub(crate) fn event(&self, id: Option<&str>, attempt: u32, payload: EventPayload) -> NewEvent {
         NewEvent::new(id.map(str::to_owned), attempt, self.env.now(), payload)
     }

@@ -97,7 +97,7 @@ where
         input: Some(input),
         output: None,
     };
-    let slot = match ctx.run.enter(&call).await? {
+    let mut slot = match ctx.run.enter(&call).await? {
         Entry::Replayed(outcome) => return outcome,
         Entry::Live(slot) => slot,
     };

@@ -279,8 +279,9 @@ impl<'r> Slot<'r> {
     }
 
     /// Records that the step starts (`step_started`, written with the next durable append):
-    /// once per live execution of a leaf, once ever for a scope.
-    pub(crate) fn started(&self, kind: &str, input: Value) {
+    /// once per live execution of a leaf, once ever for a scope. Called once per slot: the
+    /// input digest moves into the event.
+    pub(crate) fn started(&mut self, kind: &str, input: Value) {
         if self.verify {
             return; // a replay check re-enters a finished scope: nothing is written
         }
@@ -294,7 +295,7 @@ impl<'r> Slot<'r> {
                 callee: self.callee.to_owned(),
                 kind: kind.to_owned(),
                 input,
-                digest: self.digest.clone(),
+                digest: std::mem::take(&mut self.digest),
             },
         ));
     }

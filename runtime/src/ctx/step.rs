@@ -117,7 +117,7 @@ pub(crate) async fn execute<S: Step>(
         input: Some(&input_json),
         output: Some(validator_for::<S::Output>),
     };
-    let slot = match run.enter(&call).await? {
+    let mut slot = match run.enter(&call).await? {
         Entry::Replayed(outcome) => return decode(outcome, S::SLUG),
         Entry::Live(slot) => slot,
     };

@@ -228,7 +228,9 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// An event of `payload`'s kind, its payload encoded.
+    /// An event of `payload`'s kind, its payload encoded (inlined: see
+    /// [`EventPayload::encode`]).
+    #[inline(always)]
     pub fn new(
         correlation_id: Option<String>,
         attempt: u32,

@@ -273,6 +273,7 @@ impl std::error::Error for PayloadError {}
 
 impl EventPayload {
     /// The kind of event this payload belongs to.
+    #[inline(always)]
     pub fn kind(&self) -> EventKind {
         match self {
             EventPayload::RunCreated { .. } => EventKind::RunCreated,
@@ -294,6 +295,13 @@ impl EventPayload {
 
     /// The payload as written in the log. User data (inputs, outputs, hook payloads,
     /// schemas) is moved into the JSON, not copied.
+    ///
+    /// Always inlined, like [`NewEvent::new`]: every writer names its variant, so the match
+    /// folds away at the call site. Out of line, one jump table served the `step_started`
+    /// and the `step_completed` of every step in turn; W1 on the memory store measured ~3 %
+    /// slower that way (callgrind's branch simulation: 13 % more mispredicted indirect
+    /// branches).
+    #[inline(always)]
     pub fn encode(self) -> Value {
         let mut out = Map::new();
         let mut put = |name: &str, value: Value| {
