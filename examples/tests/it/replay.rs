@@ -233,7 +233,15 @@ async fn the_change_without_patch_or_pins_is_reported_with_the_step_id() {
                 .starts_with("`notify-customer` with input digest ")
         );
         assert_ne!(report.recorded, report.requested, "another notice");
+        // Recorded before runs carried step-site fingerprints: the cause cannot be told,
+        // and the message names both; the differing input is shown by pointer.
+        assert_eq!(report.cause, reprise::NonDeterminismCause::Unknown);
+        assert!(!report.differences.is_empty(), "{report:?}");
         let message = failure.to_string();
+        assert!(
+            message.contains("Either the workflow code changed"),
+            "{message}"
+        );
         for part in [
             "non-determinism at step `notify-customer#0`",
             "the log recorded `notify-customer` with input digest",

@@ -304,6 +304,36 @@ async fn uses_helper(input: Order) -> Result<String, WorkflowError> {
     Ok(reserve_via_helper(input).await?)
 }
 
+/// An action that calls another action: inside an action, `.run(..)` is an ordinary call.
+#[action]
+async fn reserve_twice(input: Order) -> Result<String, ActionError> {
+    let first = reserve.run(input.clone()).await?;
+    let second = reserve.run(Order { id: input.id + 1 }).await?;
+    Ok(format!("{first}, {second}"))
+}
+
+/// Calls the composite action as one step.
+#[workflow(slug = "compose-action-in-action")]
+async fn action_in_action(input: Order) -> Result<String, WorkflowError> {
+    Ok(reserve_twice.run(input).await?)
+}
+
+#[tokio::test]
+async fn an_action_calling_an_action_is_an_ordinary_call_inside_one_recorded_step() {
+    let env = TestEnv::new();
+    let done = env.execute(&action_in_action, Order { id: 1 }).await;
+    assert_eq!(
+        done,
+        Outcome::Completed("reserved 1, reserved 2".to_owned())
+    );
+    let run = env.last_run();
+    assert_eq!(
+        env.completed_count(&run, "").await,
+        1,
+        "one step: reserve-twice#0"
+    );
+}
+
 #[tokio::test]
 async fn a_step_called_from_a_helper_fn_fails_the_run_naming_the_step_and_the_fix() {
     let env = TestEnv::new();
