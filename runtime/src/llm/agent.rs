@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::step::{LLM_ERROR, complete};
+use super::step::complete;
 use super::{ChatMessage, LlmRequest, ToolCall, ToolChoice, ToolSpec, Usage};
 use crate::ActionError;
 use crate::ctx::Ctx;
@@ -231,22 +231,8 @@ impl AgentPrompt {
             agent,
             message,
         } = self;
-        let model = match agent.model.clone() {
-            Some(model) => model,
-            None => crate::llm::LlmSettings::of(&ctx.run.env)
-                .default_model()
-                .ok_or_else(|| {
-                    ActionError::new(
-                        LLM_ERROR,
-                        format!(
-                            "agent `{}` names no model: add `.model(\"vendor/model\")` or set \
-                         REPRISE_LLM_MODEL",
-                            agent.slug
-                        ),
-                        false,
-                    )
-                })?,
-        };
+        let model = crate::llm::LlmSettings::of(&ctx.run.env)
+            .model_for(agent.model.clone(), &format!("agent `{}`", agent.slug))?;
         let input = json!({
             "message": message,
             "model": model,

@@ -99,4 +99,27 @@ impl LlmSettings {
     pub(crate) fn default_model(&self) -> Option<String> {
         self.default_model.clone()
     }
+
+    /// The model `explicit` names, else the default model.
+    ///
+    /// # Errors
+    /// A permanent `llm` error naming `what` (`LLM step `llm#0``, `agent `support``) and
+    /// how to set a model, when neither is set.
+    pub(crate) fn model_for(
+        &self,
+        explicit: Option<String>,
+        what: &str,
+    ) -> Result<String, crate::ActionError> {
+        explicit.or_else(|| self.default_model()).ok_or_else(|| {
+            crate::ActionError::new(
+                super::LLM_ERROR,
+                format!(
+                    "{what} names no model: add `.model(\"vendor/model\")`, or give the engine a \
+                     default with `EngineBuilder::default_model` (the CLI reads \
+                     REPRISE_LLM_MODEL)"
+                ),
+                false,
+            )
+        })
+    }
 }

@@ -217,22 +217,8 @@ impl<T: StepData + DeserializeOwned> LlmCall<T> {
                 false,
             ));
         };
-        let model = match self.model.clone() {
-            Some(model) => model,
-            None => crate::llm::LlmSettings::of(&ctx.run.env)
-                .default_model()
-                .ok_or_else(|| {
-                    ActionError::new(
-                        LLM_ERROR,
-                        format!(
-                            "LLM step `{}` names no model: add `.model(\"vendor/model\")` or set \
-                         REPRISE_LLM_MODEL",
-                            self.id
-                        ),
-                        false,
-                    )
-                })?,
-        };
+        let model = crate::llm::LlmSettings::of(&ctx.run.env)
+            .model_for(self.model.clone(), &format!("LLM step `{}`", self.id))?;
         let mut messages = Vec::new();
         if let Some(system) = &self.system {
             messages.push(ChatMessage::system(system.clone()));

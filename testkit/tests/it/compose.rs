@@ -544,3 +544,34 @@ async fn resuming_a_run_on_changed_code_says_the_code_changed() {
     assert_eq!(report.differences[0].requested, "\"order 9\"");
     assert!(env_new.calls(&notify).is_empty(), "nothing ran live");
 }
+
+/// Asks a model without naming one.
+#[workflow(slug = "compose-no-model")]
+async fn no_model(input: String) -> Result<String, WorkflowError> {
+    Ok(prompt_llm(input).await?)
+}
+
+#[tokio::test]
+async fn an_llm_step_naming_no_model_fails_saying_how_to_set_one_and_reads_no_environment() {
+    // TestEnv is hermetic: REPRISE_LLM_MODEL in the developer's shell would not apply.
+    let llm = FakeLlm::new().reply("never asked");
+    let env = TestEnv::builder().llm(llm.clone()).build();
+    let error = env.execute(&no_model, "Hi".to_owned()).await.failed();
+    assert_eq!(error.kind, "llm", "{error}");
+    assert!(
+        error.message.contains("LLM step `llm#0` names no model"),
+        "{error}"
+    );
+    assert!(
+        error.message.contains("EngineBuilder::default_model"),
+        "{error}"
+    );
+    assert_eq!(llm.calls(), 0);
+
+    let env = TestEnv::builder()
+        .llm(llm.clone())
+        .configure(|b| b.default_model("fake/model"))
+        .build();
+    let reply = env.execute(&no_model, "Hi".to_owned()).await;
+    assert_eq!(reply, Outcome::Completed("never asked".to_owned()));
+}
