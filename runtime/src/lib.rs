@@ -86,6 +86,8 @@ pub mod schema;
 mod step;
 pub mod store;
 pub mod trigger;
+mod usage;
+mod wait;
 mod worker;
 
 #[cfg(feature = "cli")]

@@ -12,7 +12,7 @@ use super::Ctx;
 use super::recorder::{Call, Entry, Shape};
 use super::step::panic_error;
 use crate::ActionError;
-use crate::llm::Usage;
+use crate::usage::Usage;
 
 /// What a recorded JSON step is, for its `step_started` event.
 pub(crate) struct JsonStep<'a> {

@@ -25,9 +25,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::{EventKind, NewEvent, Trigger};
-use crate::ctx::Wait;
 use crate::error::{ActionError, WorkflowError};
-use crate::llm::Usage;
+use crate::usage::Usage;
+use crate::wait::Wait;
 
 /// The keys of event payloads, as written in the log.
 pub mod field {

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::usage::Usage;
 pub use agent::{Agent, AgentPrompt, AgentReply, ToolCallRecord, bind_agent_prompt};
 pub use openai::OpenAiProvider;
 pub use router::LlmRouter;
@@ -162,25 +163,6 @@ pub struct LlmRequest {
     /// A JSON-schema response format, for structured output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_schema: Option<ResponseSchema>,
-}
-
-/// Tokens a call (or a run) used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
-    /// Tokens of the prompt.
-    pub prompt_tokens: u64,
-    /// Tokens of the reply.
-    pub completion_tokens: u64,
-    /// Both.
-    pub total_tokens: u64,
-}
-
-impl std::ops::AddAssign for Usage {
-    fn add_assign(&mut self, other: Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
-    }
 }
 
 /// A chat model's reply.

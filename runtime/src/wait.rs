@@ -1,0 +1,41 @@
+//! [`Wait`]: what a suspended run waits for — part of the event log's vocabulary
+//! (`run_suspended` lists them) and what an execution reports when it suspends.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Something a suspended run waits for.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "wait", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Wait {
+    /// A durable sleep, until `until`.
+    Sleep {
+        /// The sleep's correlation id.
+        id: String,
+        /// When it ends.
+        until: DateTime<Utc>,
+    },
+    /// A hook, until its payload arrives (or `timeout_at`).
+    Hook {
+        /// The hook's correlation id.
+        id: String,
+        /// When the hook times out, if it has a timeout.
+        timeout_at: Option<DateTime<Utc>>,
+    },
+    /// A run-level retry scheduled after a failed attempt.
+    Retry {
+        /// When the next attempt may start.
+        until: DateTime<Utc>,
+    },
+}
+
+impl Wait {
+    /// When the wait ends by itself (`None` for a hook without timeout).
+    pub fn until(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Wait::Sleep { until, .. } | Wait::Retry { until } => Some(*until),
+            Wait::Hook { timeout_at, .. } => *timeout_at,
+        }
+    }
+}
