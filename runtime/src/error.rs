@@ -309,12 +309,13 @@ impl fmt::Display for NonDeterminism {
             ),
             NonDeterminismCause::SameCode => write!(
                 f,
-                " The code did not change since this run was recorded (same step sites and \
-                 crate version), so the body is non-deterministic: it took another path or \
-                 computed another input from the same history. Look for HashMap/HashSet \
-                 iteration order (use BTreeMap or sort), a race that is not recorded, and \
-                 clock, random or environment reads outside `ctx.now()`/`ctx.random()`/an \
-                 action; pinning ids cannot help"
+                " The step sites did not change since this run was recorded (same call sites, \
+                 lines and reprise version), so the body is most likely non-deterministic: it \
+                 took another path or computed another input from the same history. Look for \
+                 HashMap/HashSet iteration order (use BTreeMap or sort), a race that is not \
+                 recorded, and clock, random or environment reads outside \
+                 `ctx.now()`/`ctx.random()`/an action; pinning ids cannot help. (An edit that \
+                 changed only an argument on the same line also shows this way.)"
             ),
             NonDeterminismCause::Unknown => write!(
                 f,
