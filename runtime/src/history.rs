@@ -25,8 +25,6 @@ pub(crate) struct Recorded {
     pub(crate) outcome: Option<Result<Value, ActionError>>,
     /// For sleeps: the recorded wake-up time.
     pub(crate) wake_at: Option<DateTime<Utc>>,
-    /// For hooks: the recorded token hash.
-    pub(crate) token_hash: Option<String>,
     /// For hooks: when the hook times out, if it has a timeout.
     pub(crate) hook_timeout_at: Option<DateTime<Utc>>,
 }
@@ -176,14 +174,9 @@ impl History {
                 EventPayload::SleepCompleted => {
                     slot(&mut by_id, id).outcome = Some(Ok(Value::Null));
                 }
-                EventPayload::HookCreated {
-                    token_hash,
-                    timeout_at,
-                    ..
-                } => {
+                EventPayload::HookCreated { timeout_at, .. } => {
                     let entry = slot(&mut by_id, id);
                     entry.callee = "hook".to_owned();
-                    entry.token_hash = Some(token_hash).filter(|hash| !hash.is_empty());
                     entry.hook_timeout_at = timeout_at;
                 }
                 EventPayload::HookReceived(receipt) => {

@@ -92,7 +92,7 @@ pub(crate) struct RunEnvParts {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) replay_only: bool,
     pub(crate) fault: Fault,
-    pub(crate) resources: Resources,
+    pub(crate) resources: Arc<Resources>,
     pub(crate) services: Services,
     pub(crate) hook_secret: Vec<u8>,
     pub(crate) public_url: String,
@@ -106,7 +106,7 @@ impl RunEnv {
             overrides: RwLock::new(HashMap::new()),
             replay_only: parts.replay_only,
             fault: parts.fault,
-            resources: Arc::new(parts.resources),
+            resources: parts.resources,
             services: parts.services,
             hook_secret: parts.hook_secret,
             public_url: parts.public_url,
@@ -120,18 +120,16 @@ impl RunEnv {
     /// resume URLs, and the step inputs made from them, replay identically), no action
     /// overrides, no fault.
     pub(crate) fn for_replay(&self, clock: Arc<dyn Clock>) -> RunEnv {
-        let mut env = RunEnv::new(RunEnvParts {
+        RunEnv::new(RunEnvParts {
             store: Arc::new(crate::store::MemoryStore::new()),
             clock,
             replay_only: true,
             fault: Fault::None,
-            resources: Resources::default(),
+            resources: self.resources.clone(),
             services: self.services.clone(),
             hook_secret: self.hook_secret.clone(),
             public_url: self.public_url.clone(),
-        });
-        env.resources = self.resources.clone();
-        env
+        })
     }
 
     /// Now, on the engine's clock.

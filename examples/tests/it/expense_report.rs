@@ -109,14 +109,20 @@ async fn the_review_sleeps_and_waits_inside_the_sub_workflow_then_the_report_is_
     assert_each_step_recorded_once(&env.engine().events(&run).await.unwrap());
 }
 
-#[tokio::test]
-async fn a_rejected_report_is_settled_without_a_payout() {
-    let env = TestEnv::new();
+/// Starts a report held for an hour, waits out the hold and returns the approval hook's
+/// token.
+async fn token_after_an_hour_of_hold(env: &TestEnv) -> String {
     env.execute(&expense_report, report("1h", 0))
         .await
         .suspended();
     let (_, outcome) = env.advance(Duration::from_secs(3600)).await.remove(0);
-    let token = outcome.suspended()[0].token().unwrap().to_owned();
+    outcome.suspended()[0].token().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_rejected_report_is_settled_without_a_payout() {
+    let env = TestEnv::new();
+    let token = token_after_an_hour_of_hold(&env).await;
     // A link in an email: query values are text.
     let done = env
         .resume_hook(&token, json!({ "approved": "false", "by": "Grace" }))
@@ -146,11 +152,7 @@ async fn a_malformed_hold_fails_the_run_before_anything_is_filed() {
 #[tokio::test]
 async fn expense_report_log() {
     let env = TestEnv::new();
-    env.execute(&expense_report, report("1h", 0))
-        .await
-        .suspended();
-    let (_, outcome) = env.advance(Duration::from_secs(3600)).await.remove(0);
-    let token = outcome.suspended()[0].token().unwrap().to_owned();
+    let token = token_after_an_hour_of_hold(&env).await;
     env.resume_hook(&token, approved_by_grace())
         .await
         .unwrap()

@@ -197,6 +197,10 @@ impl RunState {
         {
             return Err(EngineError::Store(poison.message));
         }
+        // Counted as live while the append is in flight: the executor must never drop the
+        // body (another branch may have suspended) between the store's commit and this
+        // execution learning of it, or its next append would reuse a sequence number.
+        let _appending = Appending::new(self);
         let mut next_seq = self.next_seq.lock().await;
         let mut all = std::mem::take(&mut *lock(&self.pending));
         all.extend(events);
@@ -258,6 +262,12 @@ impl RunState {
         self.inflight.load(Ordering::Acquire)
     }
 
+    /// Ends one count of [`RunState::inflight`] and tells the executor.
+    fn leave_inflight(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.inflight_changed.notify_one();
+    }
+
     /// Counts a live step until the guard drops.
     pub(crate) fn live_step(self: &Arc<Self>) -> LiveStep {
         self.inflight.fetch_add(1, Ordering::AcqRel);
@@ -270,8 +280,23 @@ pub(crate) struct LiveStep(Arc<RunState>);
 
 impl Drop for LiveStep {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
-        self.0.inflight_changed.notify_one();
+        self.0.leave_inflight();
+    }
+}
+
+/// Keeps [`RunState::inflight`] counted while an append is in flight.
+struct Appending<'a>(&'a RunState);
+
+impl<'a> Appending<'a> {
+    fn new(run: &'a RunState) -> Self {
+        run.inflight.fetch_add(1, Ordering::AcqRel);
+        Appending(run)
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.leave_inflight();
     }
 }
 

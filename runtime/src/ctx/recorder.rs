@@ -309,11 +309,7 @@ impl<'r> Slot<'r> {
         event: NewEvent,
         update: RunUpdate,
     ) -> Result<(), ActionError> {
-        // Counted as live while the append is in flight, whatever the slot's shape: the
-        // executor must not drop the body (another branch may have suspended) between the
-        // store's commit and this execution learning of it.
-        // (A leaf's slot is counted already.)
-        let _appending = self._live.is_none().then(|| self.run.live_step());
+        // (`RunState::append` counts itself as live while in flight.)
         self.run
             .append(vec![event], update)
             .await

@@ -196,6 +196,8 @@ impl Engine {
                     state.clone(),
                     (entry.body)(ctx, record.input.clone()),
                 );
+                // Boxed so the body is `Unpin`: it moves into the hot-run cache when it
+                // suspends, and the task-local scope around it is not.
                 let body: futures::future::BoxFuture<'static, _> = Box::pin(body);
                 let body: RunBody = AssertUnwindSafe(body).catch_unwind();
                 (state, body)

@@ -123,12 +123,9 @@ impl EngineBuilder {
             .extensions
             .entry(TypeId::of::<T>())
             .or_insert_with(|| Box::new(T::default()));
-        if !part.is::<T>() {
-            *part = Box::new(T::default());
-        }
         match part.downcast_mut::<T>() {
             Some(part) => part,
-            None => unreachable!("replaced by a T above"),
+            None => unreachable!("the part under T's TypeId is a T"),
         }
     }
 
@@ -353,7 +350,7 @@ impl EngineBuilder {
             clock: self.clock,
             replay_only: self.replay_only,
             fault: self.fault,
-            resources: self.resources,
+            resources: Arc::new(self.resources),
             services,
             hook_secret,
             public_url: self.public_url,
