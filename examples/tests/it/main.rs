@@ -8,6 +8,7 @@ mod book_trip;
 mod crash;
 mod expense_report;
 mod file_digest;
+mod hardening_cli;
 mod hot_runs;
 mod many_workers;
 mod replay;

@@ -9,10 +9,14 @@ mod engine;
 mod hermetic;
 mod hot_runs;
 mod http;
+mod http_fuzz;
+mod http_hardening;
 mod ids;
 mod llm;
+mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod registry;
+mod secrets;
 mod triggers;
 mod worker;
