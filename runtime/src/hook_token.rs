@@ -74,3 +74,149 @@ pub(crate) fn token_hash(token: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// What stands for the token of hook `id` in a run's log: `{{reprise:hook-token:<id>}}`.
+///
+/// Hook tokens exist at rest only as hashes (DESIGN "Reliability and security"): every
+/// value a run records (step inputs and outputs, recorded values such as the hook's resume
+/// URL, errors, the run's output) is written with each token it holds replaced by this
+/// placeholder, and replay puts the token back (it is derived again from the secret, the
+/// run id and the hook id), so the body sees the same values live and on replay.
+pub(crate) fn token_placeholder(id: &str) -> String {
+    format!("{{{{reprise:hook-token:{id}}}}}")
+}
+
+/// The hook tokens one execution of a run has handed out, each with its placeholder: the
+/// redaction of what the run records, and its reversal on replay.
+#[derive(Debug, Default)]
+pub(crate) struct IssuedTokens {
+    /// `(token, placeholder)` pairs, in the order the body created its hooks.
+    pairs: std::sync::RwLock<Vec<(String, String)>>,
+}
+
+impl IssuedTokens {
+    /// Remembers `token`, the token of hook `id`.
+    pub(crate) fn issue(&self, token: &str, id: &str) {
+        let mut pairs = self.pairs.write().unwrap_or_else(|p| p.into_inner());
+        if !pairs.iter().any(|(known, _)| known == token) {
+            pairs.push((token.to_owned(), token_placeholder(id)));
+        }
+    }
+
+    /// Whether no hook was created yet (then there is nothing to redact or expand).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pairs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Replaces every issued token in the strings of `value` by its placeholder.
+    pub(crate) fn redact(&self, value: &mut serde_json::Value) {
+        let pairs = self.pairs.read().unwrap_or_else(|p| p.into_inner());
+        replace_in(value, pairs.iter().map(|(t, p)| (t.as_str(), p.as_str())));
+    }
+
+    /// `value` with every placeholder of an issued token replaced by the token (what the
+    /// body saw when it recorded the value).
+    pub(crate) fn expand(&self, value: &serde_json::Value) -> serde_json::Value {
+        let mut value = value.clone();
+        let pairs = self.pairs.read().unwrap_or_else(|p| p.into_inner());
+        replace_in(
+            &mut value,
+            pairs.iter().map(|(t, p)| (p.as_str(), t.as_str())),
+        );
+        value
+    }
+
+    /// `text` with every placeholder of an issued token replaced by the token.
+    pub(crate) fn expand_str(&self, text: &mut String) {
+        let pairs = self.pairs.read().unwrap_or_else(|p| p.into_inner());
+        replace_str(text, pairs.iter().map(|(t, p)| (p.as_str(), t.as_str())));
+    }
+}
+
+/// Replaces each `from` by its `to` in every string (and object key) of `value`.
+fn replace_in<'a>(
+    value: &mut serde_json::Value,
+    pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => replace_str(text, pairs),
+        Value::Array(items) => {
+            for item in items {
+                replace_in(item, pairs.clone());
+            }
+        }
+        Value::Object(map) => {
+            let keyed = map
+                .keys()
+                .any(|key| pairs.clone().any(|(from, _)| key.contains(from)));
+            if keyed {
+                let old = std::mem::take(map);
+                for (mut key, item) in old {
+                    replace_str(&mut key, pairs.clone());
+                    map.insert(key, item);
+                }
+            }
+            for item in map.values_mut() {
+                replace_in(item, pairs.clone());
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+fn replace_str<'a>(text: &mut String, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+    for (from, to) in pairs {
+        if text.contains(from) {
+            *text = text.replace(from, to);
+        }
+    }
+}
+
+/// Redacts, in events read from a log, the token of every hook the log created: the
+/// second line of defence for logs written before tokens were redacted at append (and for
+/// any event not written through a run's own appends). Views of a log (`runs export`,
+/// `GET /runs/{id}/events`) pass through it.
+pub(crate) fn redact_log(secret: &[u8], run_id: &str, events: &mut [crate::event::Event]) {
+    let issued = IssuedTokens::default();
+    for event in events.iter() {
+        if event.event.kind == crate::event::EventKind::HookCreated
+            && let Some(id) = &event.event.correlation_id
+        {
+            issued.issue(&hook_token(secret, run_id, id), id);
+        }
+    }
+    if issued.is_empty() {
+        return;
+    }
+    for event in events {
+        issued.redact(&mut event.event.payload);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn redaction_replaces_tokens_everywhere_and_expansion_restores_them() {
+        let token = hook_token(&[7; 32], "run-1", "hook#0");
+        let issued = IssuedTokens::default();
+        issued.issue(&token, "hook#0");
+        let original = json!({
+            "url": format!("http://x/hooks/{token}"),
+            "list": [token.clone(), 1, null],
+            token.clone(): "as a key",
+        });
+        let mut value = original.clone();
+        issued.redact(&mut value);
+        let text = value.to_string();
+        assert!(!text.contains(&token), "{text}");
+        assert!(text.contains("{{reprise:hook-token:hook#0}}"), "{text}");
+        assert_eq!(issued.expand(&value), original);
+    }
+}

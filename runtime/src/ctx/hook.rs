@@ -48,6 +48,9 @@ pub(crate) const RESUME_URL_SUFFIX: &str = "$resume-url";
 pub fn hook<T: StepData>(ctx: &Ctx, site: &'static Site) -> Hook<T> {
     let id = ctx.next_id(&site.key("hook"));
     let token = hook_token(ctx.run.env.hook_secret(), ctx.run.run_id.as_str(), &id);
+    // From here on the run redacts this token from what it records (and restores it in
+    // what it replays): tokens exist at rest only as hashes.
+    ctx.run.hook_tokens.issue(&token, &id);
     Hook {
         ctx: ctx.clone(),
         id,

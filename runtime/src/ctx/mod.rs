@@ -70,6 +70,9 @@ pub(crate) struct RunState {
     /// Recorded outcomes answered from the history so far (steps, waits, values); while it
     /// is below `history.answerable()`, the body is still replaying old history.
     consumed: AtomicUsize,
+    /// The hook tokens the body has handed out: redacted from what the run records, put
+    /// back into what it replays (see [`crate::hook_token::token_placeholder`]).
+    pub(crate) hook_tokens: crate::hook_token::IssuedTokens,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +116,7 @@ impl RunState {
             replayed: AtomicU64::new(0),
             executed: AtomicU64::new(0),
             consumed: AtomicUsize::new(0),
+            hook_tokens: crate::hook_token::IssuedTokens::default(),
             fence: Mutex::new(fence),
             control: Mutex::new(control),
             resumed: tokio::sync::watch::Sender::new(0),
@@ -204,6 +208,10 @@ impl RunState {
         let mut next_seq = self.next_seq.lock().await;
         let mut all = std::mem::take(&mut *lock(&self.pending));
         all.extend(events);
+        let mut update = update;
+        if !self.hook_tokens.is_empty() {
+            self.redact_hook_tokens(&mut all, &mut update);
+        }
         let count = all.len() as u64;
         let status = update.status;
         let append = Append {
@@ -223,6 +231,30 @@ impl RunState {
             }
         }
         Ok(())
+    }
+
+    /// Replaces every hook token this run handed out by its placeholder in what is about
+    /// to be written: tokens exist at rest only as hashes.
+    fn redact_hook_tokens(&self, events: &mut [NewEvent], update: &mut RunUpdate) {
+        for event in events {
+            self.hook_tokens.redact(&mut event.payload);
+        }
+        for value in [&mut update.output, &mut update.error]
+            .into_iter()
+            .flatten()
+        {
+            self.hook_tokens.redact(value);
+        }
+    }
+
+    /// A recorded value as the body saw it when it was recorded: each hook-token
+    /// placeholder replaced by the token (a no-op before the body created a hook).
+    pub(crate) fn unredacted(&self, value: &serde_json::Value) -> serde_json::Value {
+        if self.hook_tokens.is_empty() {
+            value.clone()
+        } else {
+            self.hook_tokens.expand(value)
+        }
     }
 
     /// An event of `payload`'s kind, stamped now (inlined: see [`EventPayload::encode`]).

@@ -140,15 +140,16 @@ impl RunState {
                     verify = true;
                 }
                 Some(Ok(output)) => {
+                    let output = self.unredacted(output);
                     if let Some(validator) = call.output {
-                        self.check_recorded_output(call.id, validator, output)?;
+                        self.check_recorded_output(call.id, validator, &output)?;
                     }
                     self.answered_from_log(call.shape);
-                    return Ok(Entry::Replayed(Ok(output.clone())));
+                    return Ok(Entry::Replayed(Ok(output)));
                 }
                 Some(Err(error)) => {
                     self.answered_from_log(call.shape);
-                    return Ok(Entry::Replayed(Err(error.clone())));
+                    return Ok(Entry::Replayed(Err(self.unredacted_error(error))));
                 }
                 // Started, never finished: a leaf runs again (a crash mid-step), a scope or
                 // a wait goes on where it was.
@@ -221,10 +222,11 @@ impl RunState {
             format!("`{}`", recorded.callee)
         };
         let mut report = NonDeterminism::new(call.id, held, requested(call, digest));
-        if let (Some(recorded), Some(requested)) = (&recorded.input, call.input)
-            && recorded != requested
-        {
-            report = report.with_values(recorded, requested);
+        if let (Some(recorded), Some(requested)) = (&recorded.input, call.input) {
+            let recorded = self.unredacted(recorded);
+            if &recorded != requested {
+                report = report.with_values(&recorded, requested);
+            }
         }
         self.report_non_determinism(report)
     }
@@ -245,6 +247,18 @@ impl RunState {
         workflow_error.step = Some(id);
         self.poison(workflow_error);
         action_error
+    }
+
+    /// A recorded error as the body saw it (see [`RunState::unredacted`]).
+    pub(crate) fn unredacted_error(&self, error: &ActionError) -> ActionError {
+        let mut error = error.clone();
+        if !self.hook_tokens.is_empty() {
+            self.hook_tokens.expand_str(&mut error.message);
+            if let Some(details) = &error.details {
+                error.details = Some(self.hook_tokens.expand(details));
+            }
+        }
+        error
     }
 
     /// Counts an outcome answered from the log.
@@ -335,6 +349,10 @@ impl<'r> Slot<'r> {
         {
             self.run.consumed.fetch_add(1, Ordering::Relaxed);
             self.run.replayed.fetch_add(1, Ordering::Relaxed);
+            let recorded = &match recorded {
+                Ok(output) => Ok(self.run.unredacted(output)),
+                Err(error) => Err(self.run.unredacted_error(error)),
+            };
             let same = match (recorded, &outcome) {
                 (Ok(a), Ok(b)) => a == b,
                 (Err(a), Err(b)) => a.kind == b.kind,

@@ -212,7 +212,9 @@ impl Engine {
                 .and_then(|e| e.event.output())
                 .and_then(serde_json::Value::as_str)
             {
-                hook.resume_url = url.to_owned();
+                // Recorded with the token redacted (tokens exist at rest only as hashes).
+                let placeholder = crate::hook_token::token_placeholder(&hook.id);
+                hook.resume_url = url.replace(&placeholder, &hook.token);
             }
         }
         Ok(open)

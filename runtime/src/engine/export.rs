@@ -32,7 +32,9 @@ impl Engine {
     /// Unknown run, store errors.
     pub async fn export_run(&self, id: &RunId) -> Result<RunExport, EngineError> {
         let run = self.get_run(id).await?;
-        let events = self.store().events(id).await?;
+        let mut events = self.store().events(id).await?;
+        // Logs written before tokens were redacted at append still hold them.
+        crate::hook_token::redact_log(self.inner.env.hook_secret(), id.as_str(), &mut events);
         Ok(RunExport {
             format: RUN_EXPORT_FORMAT.to_owned(),
             run,
@@ -51,6 +53,7 @@ impl Engine {
                 env: std::sync::Arc::new(inner.env.for_replay(clock)),
                 registry: inner.registry.clone(),
                 run_retry_backoff: inner.run_retry_backoff,
+                unexecutable: inner.unexecutable,
                 extensions: crate::run_env::Services::new(),
                 fingerprints: super::fingerprint::Fingerprints::default(),
                 owner_id: inner.owner_id.clone(),

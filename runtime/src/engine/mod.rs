@@ -110,6 +110,10 @@ pub(crate) type BuilderParts = HashMap<TypeId, Box<dyn Any + Send + Sync>>;
 /// The public URL resume URLs are built from unless configured.
 const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:8080";
 
+/// The shortest hook secret accepted, in bytes ([`EngineBuilder::hook_secret`],
+/// `REPRISE_HOOK_SECRET`): 256 bits, the size of the HMAC-SHA256 key the tokens use.
+pub const MIN_HOOK_SECRET_LEN: usize = 32;
+
 impl EngineBuilder {
     /// The part of type `T` (created with its default on first use) that a module above
     /// the engine attaches to it, so the engine does not depend on that module; `check`
@@ -290,8 +294,9 @@ impl EngineBuilder {
         self
     }
 
-    /// The secret hook tokens are derived from (at least 32 bytes recommended). Runs waiting
-    /// on hooks must be resumed by an engine with the same secret. Default: random per engine.
+    /// The secret hook tokens are derived from: at least [`MIN_HOOK_SECRET_LEN`] (32)
+    /// bytes, else [`EngineBuilder::build`] fails. Runs waiting on hooks must be resumed by
+    /// an engine with the same secret. Default: 32 random bytes per engine.
     pub fn hook_secret(mut self, secret: impl Into<Vec<u8>>) -> Self {
         self.hook_secret = Some(secret.into());
         self
@@ -329,6 +334,16 @@ impl EngineBuilder {
             let provider: Arc<dyn crate::llm::LlmProvider> = Arc::new(provider);
             llm.add("openai", provider.clone());
             llm.set_default(provider);
+        }
+        if let Some(secret) = &self.hook_secret
+            && secret.len() < MIN_HOOK_SECRET_LEN
+        {
+            return Err(EngineError::Config(format!(
+                "the hook secret is {} bytes; it must be at least {MIN_HOOK_SECRET_LEN} (anyone \
+                 who can guess it can forge hook tokens): make one with \
+                 `openssl rand -base64 32`",
+                secret.len()
+            )));
         }
         let hook_secret = self
             .hook_secret
@@ -673,10 +688,11 @@ impl Engine {
     /// # Errors
     /// [`EngineError::UnknownRun`] or a store error.
     pub async fn events(&self, id: &RunId) -> Result<Vec<crate::event::Event>, EngineError> {
-        let events = self.inner.env.store.events(id).await?;
+        let mut events = self.inner.env.store.events(id).await?;
         if events.is_empty() {
             return Err(EngineError::UnknownRun(id.to_string()));
         }
+        crate::hook_token::redact_log(self.inner.env.hook_secret(), id.as_str(), &mut events);
         Ok(events)
     }
 
