@@ -539,6 +539,20 @@ pub enum EngineError {
     /// No hook has this token.
     #[error("no hook has this token (check that it was copied whole)")]
     UnknownHook,
+    /// An idempotency key already started a run of this workflow, with a different input
+    /// ([`Engine::start_idempotent`](crate::Engine::start_idempotent)). Nothing was created.
+    #[error(
+        "idempotency key `{key}` already started run `{run}` of `{workflow}` with a different \
+         input; send the same input to get that run back, or use a new key for a new run"
+    )]
+    IdempotencyConflict {
+        /// The run the key started.
+        run: String,
+        /// The workflow's slug.
+        workflow: String,
+        /// The key.
+        key: String,
+    },
     /// The run is in a state that does not allow the operation.
     #[error("run `{run}` is {status}: {message}")]
     InvalidState {

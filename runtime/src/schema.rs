@@ -1,5 +1,17 @@
 //! JSON Schema generation (schemars) and validation (jsonschema, draft 2020-12, formats
 //! such as `email` checked), with each validator compiled once per type.
+//!
+//! # Integer formats
+//! schemars describes Rust integers as `{"type": "integer", "format": "uint64"}` (`uint8`,
+//! `uint16`, `uint32`, `uint64`, `uint128`, `uint` for `usize`, and the same with `int` for
+//! signed types). JSON Schema only checks `format` on strings, and `type: integer` accepts
+//! `1.0`, `1e3` and `18446744073709551616`; serde does not. So [`Validator`] enforces these
+//! formats on numbers exactly as `serde_json::from_value` decodes them: the number must be
+//! written as an integer (no fraction, no exponent: serde_json reads `1.0`, `1e3` and any
+//! integer beyond the 64-bit range as a float, which no integer type accepts) and must fit
+//! the type's range. A value the Rust type cannot hold is a violation naming its JSON
+//! pointer, on every inbound surface (HTTP, CLI, hooks, webhooks), before any run exists.
+//! Non-number values are left to `type`.
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -39,6 +51,7 @@ impl Validator {
         let what = what.into();
         let compiled = jsonschema::options()
             .should_validate_formats(true)
+            .with_keyword("format", format_keyword)
             .build(&schema)
             .map_err(|e| EngineError::Serde(format!("invalid JSON Schema for {what}: {e}")))?;
         Ok(Validator {
@@ -73,6 +86,118 @@ impl Validator {
             what: self.what.clone(),
             violations,
         })
+    }
+}
+
+/// The range of one of schemars' integer formats, as `(min, max)` over `i128` (which holds
+/// every value a `serde_json::Value` number can be read as an integer).
+fn integer_range(format: &str) -> Option<(i128, i128)> {
+    Some(match format {
+        "uint8" => (0, u8::MAX.into()),
+        "uint16" => (0, u16::MAX.into()),
+        "uint32" => (0, u32::MAX.into()),
+        "uint64" => (0, u64::MAX.into()),
+        "uint" => (0, usize::MAX as i128),
+        "uint128" => (0, i128::MAX),
+        "int8" => (i8::MIN.into(), i8::MAX.into()),
+        "int16" => (i16::MIN.into(), i16::MAX.into()),
+        "int32" => (i32::MIN.into(), i32::MAX.into()),
+        "int64" => (i64::MIN.into(), i64::MAX.into()),
+        "int" => (isize::MIN as i128, isize::MAX as i128),
+        "int128" => (i128::MIN, i128::MAX),
+        _ => return None,
+    })
+}
+
+/// The Rust type of an integer format, for messages.
+fn rust_type(format: &str) -> &'static str {
+    match format {
+        "uint8" => "u8",
+        "uint16" => "u16",
+        "uint32" => "u32",
+        "uint64" => "u64",
+        "uint" => "usize",
+        "uint128" => "u128",
+        "int8" => "i8",
+        "int16" => "i16",
+        "int32" => "i32",
+        "int64" => "i64",
+        "int" => "isize",
+        _ => "i128",
+    }
+}
+
+/// The `format` keyword: schemars' integer formats checked on numbers ([`IntegerFormat`]);
+/// every other format checked by jsonschema itself, through a validator of `{"format": …}`
+/// alone.
+fn format_keyword<'a>(
+    _parent: &'a serde_json::Map<String, Value>,
+    value: &'a Value,
+    _location: jsonschema::paths::Location,
+) -> Result<Box<dyn for<'i> jsonschema::Keyword<'i>>, jsonschema::ValidationError<'a>> {
+    if let Some(format) = value.as_str()
+        && let Some(range) = integer_range(format)
+    {
+        let format = format.to_owned();
+        return Ok(Box::new(IntegerFormat { format, range }));
+    }
+    let inner = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&serde_json::json!({ "format": value }))
+        .map_err(|e| jsonschema::ValidationError::custom(e.to_string()))?;
+    Ok(Box::new(OtherFormat(inner)))
+}
+
+/// A number that must decode as one Rust integer type.
+struct IntegerFormat {
+    format: String,
+    range: (i128, i128),
+}
+
+impl IntegerFormat {
+    fn holds(&self, instance: &Value) -> bool {
+        let Value::Number(number) = instance else {
+            return true;
+        };
+        let integer = match (number.as_u64(), number.as_i64()) {
+            (Some(n), _) => i128::from(n),
+            (None, Some(n)) => i128::from(n),
+            // A float: `1.0`, `1e3`, or an integer beyond the 64-bit range.
+            (None, None) => return false,
+        };
+        (self.range.0..=self.range.1).contains(&integer)
+    }
+}
+
+impl<'i> jsonschema::Keyword<'i> for IntegerFormat {
+    fn validate(&self, instance: &'i Value) -> Result<(), jsonschema::ValidationError<'i>> {
+        if self.holds(instance) {
+            return Ok(());
+        }
+        let (min, max) = self.range;
+        Err(jsonschema::ValidationError::custom(format!(
+            "{instance} is not a valid {format} (Rust `{rust}`): write a whole number from \
+             {min} to {max}, without a decimal point or exponent",
+            format = self.format,
+            rust = rust_type(&self.format),
+        )))
+    }
+
+    fn is_valid(&self, instance: &'i Value) -> bool {
+        self.holds(instance)
+    }
+}
+
+/// Any other `format`, checked by jsonschema.
+struct OtherFormat(jsonschema::Validator);
+
+impl<'i> jsonschema::Keyword<'i> for OtherFormat {
+    fn validate(&self, instance: &'i Value) -> Result<(), jsonschema::ValidationError<'i>> {
+        self.0.validate(instance)
+    }
+
+    fn is_valid(&self, instance: &'i Value) -> bool {
+        self.0.is_valid(instance)
     }
 }
 
@@ -112,4 +237,123 @@ pub fn validate_as<T: JsonSchema + 'static>(value: &Value, what: &str) -> Result
             violation.what = what.to_owned();
             EngineError::Schema(violation)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde::de::DeserializeOwned;
+    use serde_json::json;
+
+    use super::*;
+
+    /// The validator of `T` accepts a number exactly when serde decodes it as `T`.
+    fn agrees_with_serde<T: JsonSchema + DeserializeOwned + 'static>(text: &str) {
+        let value: Value = serde_json::from_str(text).unwrap();
+        let valid = validator_for::<T>().unwrap().validate(&value).is_ok();
+        let decodes = serde_json::from_value::<T>(value.clone()).is_ok();
+        assert_eq!(
+            valid,
+            decodes,
+            "{text} as {}: validator says {valid}, serde says {decodes}",
+            std::any::type_name::<T>()
+        );
+    }
+
+    const NUMBERS: &[&str] = &[
+        "0",
+        "-0",
+        "1",
+        "-1",
+        "127",
+        "128",
+        "-128",
+        "-129",
+        "255",
+        "256",
+        "65535",
+        "65536",
+        "-32769",
+        "2147483647",
+        "2147483648",
+        "-2147483649",
+        "4294967295",
+        "4294967296",
+        "9223372036854775807",
+        "9223372036854775808",
+        "-9223372036854775808",
+        "-9223372036854775809",
+        "18446744073709551615",
+        "18446744073709551616",
+        "1.8446744073709552e19",
+        "1e3",
+        "1E3",
+        "1.0",
+        "-1.0",
+        "0.5",
+        "1e-3",
+        "1e400",
+        "\"5\"",
+        "null",
+        "true",
+    ];
+
+    #[test]
+    fn integer_formats_accept_exactly_what_serde_decodes() {
+        for text in NUMBERS {
+            if serde_json::from_str::<Value>(text).is_err() {
+                continue; // 1e400: not JSON serde_json reads; refused before validation.
+            }
+            agrees_with_serde::<u8>(text);
+            agrees_with_serde::<u16>(text);
+            agrees_with_serde::<u32>(text);
+            agrees_with_serde::<u64>(text);
+            agrees_with_serde::<usize>(text);
+            agrees_with_serde::<u128>(text);
+            agrees_with_serde::<i8>(text);
+            agrees_with_serde::<i16>(text);
+            agrees_with_serde::<i32>(text);
+            agrees_with_serde::<i64>(text);
+            agrees_with_serde::<isize>(text);
+            agrees_with_serde::<i128>(text);
+            agrees_with_serde::<std::num::NonZeroU32>(text);
+            agrees_with_serde::<Option<u64>>(text);
+        }
+    }
+
+    #[derive(schemars::JsonSchema, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Nested {
+        count: u64,
+        items: Vec<i8>,
+        #[schemars(email)]
+        email: String,
+    }
+
+    #[test]
+    fn violations_name_the_pointer_and_other_formats_still_apply() {
+        let validator = validator_for::<Nested>().unwrap();
+        let bad = json!({
+            "count": 1.8446744073709552e19,
+            "items": [1, 300],
+            "email": "nope"
+        });
+        let violation = validator.validate(&bad).unwrap_err();
+        let pointers: Vec<&str> = violation
+            .violations
+            .iter()
+            .map(|v| v.pointer.as_str())
+            .collect();
+        assert!(pointers.contains(&"/count"), "{violation}");
+        assert!(pointers.contains(&"/items/1"), "{violation}");
+        assert!(
+            pointers.contains(&"/email"),
+            "the email format is still checked: {violation}"
+        );
+        assert!(violation.to_string().contains("u64"), "{violation}");
+        let good =
+            json!({ "count": 18446744073709551615u64, "items": [-128, 127], "email": "a@b.co" });
+        assert!(validator.validate(&good).is_ok());
+    }
 }

@@ -5,6 +5,7 @@ mod execute;
 mod export;
 mod fingerprint;
 mod hot;
+mod idempotent;
 mod lease;
 mod replay_check;
 mod report;
@@ -23,6 +24,7 @@ pub use crate::run_env::{ActionOverride, Fault, RunTransition};
 pub use control::{CancelOutcome, OpenHook};
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
+pub(crate) use idempotent::check_idempotency_key;
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
 

@@ -1,4 +1,6 @@
-//! Request bodies: JSON, whatever the `Content-Type`, within the body limit.
+//! Request bodies: JSON, within the body limit and the body deadline. The `Content-Type`
+//! is checked before the handlers, by the cross-site guard (`cross_site`), where it
+//! matters; here a body is parsed as JSON whatever its type.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,7 +12,8 @@ use super::AppState;
 use super::error::ApiError;
 
 /// A request body parsed as JSON. An empty body is `null` (a workflow or hook whose input
-/// is `()`); a body that is not JSON is 400; one over the limit is 413.
+/// is `()`); a body that is not JSON is 400; one over the limit is 413; one that does not
+/// arrive whole within the body deadline is 408.
 #[derive(Debug)]
 pub(crate) struct JsonBody(pub(crate) Value);
 
@@ -30,7 +33,8 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
-/// The raw request body (for signature checks), within the body limit (else 413).
+/// The raw request body (for signature checks), within the body limit (else 413) and the
+/// body deadline (else 408).
 #[derive(Debug)]
 pub(crate) struct RawBody(pub(crate) Bytes);
 
@@ -42,10 +46,20 @@ impl FromRequest<AppState> for RawBody {
     }
 }
 
+/// The whole body, within `state.body_limit` bytes and `state.body_timeout`.
 async fn read_bytes(request: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    Bytes::from_request(request, state)
-        .await
-        .map_err(|rejection| rejected(rejection, state.body_limit))
+    match tokio::time::timeout(state.body_timeout, Bytes::from_request(request, state)).await {
+        Ok(read) => read.map_err(|rejection| rejected(rejection, state.body_limit)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive whole within {} (is it shorter than its \
+                 Content-Length?); send the whole body at once. The connection is closed",
+                humantime::format_duration(state.body_timeout)
+            ),
+        )),
+    }
 }
 
 fn rejected(rejection: BytesRejection, limit: usize) -> ApiError {

@@ -16,10 +16,11 @@ pub(crate) struct ErrorBody {
     /// What went wrong, and what to do about it.
     pub(crate) error: String,
     /// A machine-readable kind: `unknown_workflow`, `unknown_run`, `unknown_hook`,
-    /// `unknown_source`, `schema`, `invalid_state`, `conflict`, `leased`, `bad_request`,
-    /// `unauthorized`, `bad_signature`, `payload_too_large`, `transform`, `store`,
-    /// `corrupt`, `lease_lost`, `config`, `openapi`, `not_found`, `method_not_allowed`,
-    /// `http_<status>`.
+    /// `unknown_source`, `schema`, `invalid_state`, `conflict`, `leased`,
+    /// `idempotency_conflict`, `bad_request`, `unauthorized`, `cross_site`,
+    /// `unsupported_media_type`, `bad_signature`, `payload_too_large`, `request_timeout`,
+    /// `uri_too_long`, `headers_too_large`, `transform`, `store`, `corrupt`, `lease_lost`,
+    /// `config`, `openapi`, `not_found`, `method_not_allowed`, `http_<status>`.
     pub(crate) code: String,
     /// For `schema`: every violation, with the JSON pointer of the offending value.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -87,11 +88,18 @@ impl IntoResponse for ApiError {
             tracing::error!(status = %self.status, error = %self.body.error, "HTTP API error");
         }
         let unauthorized = self.body.code == "unauthorized";
+        let timed_out = self.status == StatusCode::REQUEST_TIMEOUT;
         let mut response = (self.status, axum::Json(self.body)).into_response();
         if unauthorized {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if timed_out {
+            // The rest of the body may still come; it must not be read as the next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -110,6 +118,7 @@ impl From<EngineError> for ApiError {
 /// | `UnknownWorkflow`, `UnknownRun`, `UnknownHook` | 404 | `unknown_workflow`, `unknown_run`, `unknown_hook` |
 /// | `Schema` | 422, with `violations` | `schema` |
 /// | `InvalidState`, `Conflict`, `Leased` | 409 | `invalid_state`, `conflict`, `leased` |
+/// | `IdempotencyConflict` | 409 | `idempotency_conflict` |
 /// | `Serde` | 400 | `bad_request` |
 /// | `Store`, `Storage`, `LeaseLost` | 503 (retry later) | `store`, `lease_lost` |
 /// | `Corrupt` | 500 | `corrupt` |
@@ -131,6 +140,9 @@ pub(crate) fn from_engine(error: EngineError) -> ApiError {
         EngineError::InvalidState { .. } => ApiError::new(S::CONFLICT, "invalid_state", message),
         EngineError::Conflict { .. } => ApiError::new(S::CONFLICT, "conflict", message),
         EngineError::Leased { .. } => ApiError::new(S::CONFLICT, "leased", message),
+        EngineError::IdempotencyConflict { .. } => {
+            ApiError::new(S::CONFLICT, "idempotency_conflict", message)
+        }
         EngineError::Serde(_) => ApiError::bad_request(message),
         EngineError::Store(_) | EngineError::Storage(_) => {
             ApiError::new(S::SERVICE_UNAVAILABLE, "store", message)
@@ -191,6 +203,10 @@ pub(crate) async fn json_error_bodies(response: Response) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large".to_owned(),
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed".to_owned(),
         StatusCode::BAD_REQUEST => "bad_request".to_owned(),
+        StatusCode::REQUEST_TIMEOUT => "request_timeout".to_owned(),
+        StatusCode::URI_TOO_LONG => "uri_too_long".to_owned(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type".to_owned(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large".to_owned(),
         _ => format!("http_{}", status.as_u16()),
     };
     let body = ErrorBody {

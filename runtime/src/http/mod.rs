@@ -22,9 +22,9 @@
 //!
 //! | Route | Success | Errors |
 //! |---|---|---|
-//! | `POST /workflows/{slug}` (body: the input; `?wait=30s`) | 202 `{"run_id","status":"queued"}`; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended | 400 bad JSON or `wait`, 404 unknown slug, 422 schema violations (nothing is enqueued) |
+//! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait` or key, 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 422 schema violations (nothing is enqueued) |
 //! | `GET /workflows` | 200 `[{"slug","description"?,"input_schema","output_schema"}]` | |
-//! | `GET /runs?status=&workflow=&limit=` | 200 `[{"id","workflow","status","attempt","trigger","created_at","updated_at","wake_at"}]`, newest first, at most `limit` (default 100) | 400 unknown status (names the valid ones) or bad limit |
+//! | `GET /runs?status=&workflow=&limit=` | 200 `[{"id","workflow","status","attempt","trigger","created_at","updated_at","wake_at"}]`, newest first, at most `limit` (default 100); runs whose rows do not decode are left out, logged, and named in the header `X-Reprise-Skipped: <id>, <id>` | 400 unknown status (names the valid ones) or bad limit |
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
 //! | `GET /runs/{id}/events` | 200 the event log | 404 |
 //! | `POST /runs/{id}/cancel` | 200 `{"run_id","status":"canceled"}`; 202 `{"run_id","status":"running","cancel_requested":true}` while it executes | 404, 409 already ended |
@@ -35,25 +35,84 @@
 //! # Errors
 //! Every error body is JSON: `{"error": "<what went wrong and what to do>", "code":
 //! "<machine-readable kind>"}`, plus `"violations": [{"pointer", "message"}]` for schema
-//! violations. Unknown routes, wrong methods and oversized bodies (413) answer the same way.
+//! violations. That includes what the handlers never see: unknown routes (404), wrong
+//! methods (405), oversized bodies (413), a body that stops short of its `Content-Length`
+//! (408 after [`HttpOptions::body_timeout`], then the connection is closed), cross-site
+//! refusals (403, 415), and, with [`serve`], the answers hyper gives before any service runs
+//! (400 for a malformed request line, header or `Content-Length` and for bytes that are not
+//! HTTP, 414 for a request target over 64 KiB, 431 for headers over ~400 KiB): the
+//! connection layer rewrites those into the same JSON shape.
+//!
+//! What the stack leaves without a JSON body, by design or because there is nobody to
+//! answer: a connection closed for taking longer than [`HttpOptions::header_timeout`] to
+//! send its request head, or idle longer than [`HttpOptions::idle_timeout`] between
+//! requests (closed silently, as HTTP allows); an HTTP/2 preface sent to this HTTP/1.1
+//! server (hyper closes the connection); a malformed request pipelined behind another on
+//! the same connection, in the same write (hyper's plain answer is left as is); a client
+//! that stops reading its response; and connections over [`HttpOptions::max_connections`],
+//! which wait in the listener's backlog until one closes and are not answered until then.
+//! A router mounted in your own server ([`router`]) gets every handler-level JSON error,
+//! but timeouts, the connection limit and the rewriting of hyper's answers are [`serve`]'s.
+//!
+//! # Limits and timeouts
+//! [`serve`] applies [`HttpOptions`]' limits per connection (defaults; environment
+//! variables read by [`HttpOptions::from_env`]):
+//!
+//! | Setting | Default | Environment | What happens |
+//! |---|---|---|---|
+//! | [`header_timeout`](HttpOptions::header_timeout) | 10 s | `REPRISE_HTTP_HEADER_TIMEOUT` | a new connection, or one that started a request, must send the whole request head within it; else it is closed |
+//! | [`body_timeout`](HttpOptions::body_timeout) | 30 s | `REPRISE_HTTP_BODY_TIMEOUT` | a request body must arrive whole within it; else 408 `request_timeout` and the connection is closed |
+//! | [`idle_timeout`](HttpOptions::idle_timeout) | 60 s | `REPRISE_HTTP_IDLE_TIMEOUT` | a keep-alive connection with no request for that long is closed |
+//! | [`max_connections`](HttpOptions::max_connections) | 512, or half the process's open-file limit if lower | `REPRISE_HTTP_MAX_CONNECTIONS` | further connections wait in the backlog (they hold no descriptor) until one closes; one warning when the limit is reached |
+//! | [`body_limit`](HttpOptions::body_limit) | 1 MiB | | larger bodies get 413 |
+//!
+//! Handlers themselves are not timed: `?wait=` holds a request up to 5 minutes. Accept
+//! errors (`EMFILE` when the process is out of descriptors, …) never stop the server: it
+//! logs one warning, backs off (10 ms doubling to 1 s) and accepts again.
+//!
+//! # Cross-site requests
+//! A web page the user visits can send requests to `http://127.0.0.1:8080` (form posts,
+//! `fetch` with `text/plain` bodies) without being able to read the answers; that is
+//! enough to start runs. So every state-changing request (any method but `GET`, `HEAD`
+//! and `OPTIONS`) is refused:
+//! - with 403 `cross_site` when `Sec-Fetch-Site: cross-site`, or when an `Origin` header is
+//!   present and names another host than the request's `Host` (or `X-Forwarded-Host`)
+//!   (`Origin: null` included). Clients other than browsers send neither header;
+//! - with 415 `unsupported_media_type` unless its `Content-Type` is `application/json` (or
+//!   `application/<x>+json`), the one kind of body a page cannot send cross-site without
+//!   the CORS preflight this API never grants. A request with no body may omit the
+//!   header (`curl -X POST …/runs/{id}/cancel`).
+//!
+//! Two routes differ, on purpose. `POST /webhooks/{source}` gets the `Origin` and
+//! `Sec-Fetch-Site` check but takes any `Content-Type`: the services that call webhooks use
+//! their own, and the body is authenticated by its signature. `/hooks/{token}` gets
+//! neither: the unguessable token in the URL is the credential (a page cannot forge what
+//! it does not know), and resume URLs are meant to be followed from anywhere, `GET` from a
+//! link in an email, `POST` from a form or another service. Bodies are still parsed as JSON
+//! there, whatever the `Content-Type`.
 //!
 //! # Authentication
 //! With [`HttpOptions::api_token`] set, every route except `/hooks/*` and `/webhooks/*`
 //! requires `Authorization: Bearer <token>` (compared in constant time), else 401. Hook
 //! tokens are unguessable and webhooks check their own signatures, so those routes stay
-//! open for the services that call them.
+//! open for the services that call them. Without a token, anyone who can reach the port
+//! can start and cancel runs: `dev` warns when it listens on a non-loopback address
+//! without one.
 
 mod auth;
 mod body;
+mod cross_site;
 mod error;
 mod hooks;
 mod openapi;
 mod runs;
+mod server;
 mod views;
 mod webhooks;
 mod workflows;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -67,11 +126,39 @@ pub const API_TOKEN_ENV: &str = "REPRISE_API_TOKEN";
 /// The default request body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
+/// The default [`HttpOptions::header_timeout`]: 10 s.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default [`HttpOptions::body_timeout`]: 30 s.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default [`HttpOptions::idle_timeout`]: 60 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most connections [`HttpOptions::max_connections`] defaults to: 512 (fewer when the
+/// process's open-file limit is under 1024: half of it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// The environment variables of [`HttpOptions::from_env`]'s limits, in the order of the
+/// fields: header timeout, body timeout, idle timeout (humantime durations such as `10s`),
+/// and the connection limit (a count).
+pub const LIMIT_ENVS: [&str; 4] = [
+    "REPRISE_HTTP_HEADER_TIMEOUT",
+    "REPRISE_HTTP_BODY_TIMEOUT",
+    "REPRISE_HTTP_IDLE_TIMEOUT",
+    "REPRISE_HTTP_MAX_CONNECTIONS",
+];
+
 /// Options of the HTTP API.
 ///
 /// `HttpOptions::default()` is [`HttpOptions::from_env`]: an operator who sets
 /// `REPRISE_API_TOKEN` gets it enforced however the server is built. To turn
-/// authentication off explicitly, set `api_token: None`.
+/// authentication off explicitly, set `api_token: None`. Build one with
+/// `HttpOptions { api_token: None, ..HttpOptions::default() }`.
+///
+/// The timeouts and the connection limit apply to [`serve`] (they are properties of
+/// connections, which a [`router`] mounted elsewhere does not see), except
+/// [`body_timeout`](Self::body_timeout), which the handlers enforce wherever they run.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HttpOptions {
     /// When set, every route except `/hooks/*` and `/webhooks/*` requires
@@ -79,18 +166,106 @@ pub struct HttpOptions {
     pub api_token: Option<String>,
     /// The largest request body accepted, in bytes; larger ones get 413. Default 1 MiB.
     pub body_limit: usize,
+    /// How long a connection may take to send a request's head (request line and headers):
+    /// counted from the connection's start for its first request, from the request's
+    /// first byte for later ones. A connection over it is closed (without an answer: its
+    /// request is incomplete). Default 10 s; `REPRISE_HTTP_HEADER_TIMEOUT`.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive whole, from when the handler starts
+    /// reading it. Over it, the request gets 408 `request_timeout` and the connection is
+    /// closed: this is what ends a body shorter than its `Content-Length`. Default 30 s;
+    /// `REPRISE_HTTP_BODY_TIMEOUT`.
+    pub body_timeout: Duration,
+    /// How long a keep-alive connection may wait, idle, for its next request before it is
+    /// closed. Keep it above the idle timeout of a load balancer in front (60 s on most).
+    /// Default 60 s; `REPRISE_HTTP_IDLE_TIMEOUT`.
+    pub idle_timeout: Duration,
+    /// The most connections served at once. Further ones are not accepted until one
+    /// closes: they wait in the listener's backlog, holding no file descriptor here, so a
+    /// flood of connections cannot starve the worker and the store of descriptors.
+    /// Default 512, or half the process's open-file limit (`ulimit -n`) when that is
+    /// lower; `REPRISE_HTTP_MAX_CONNECTIONS`.
+    pub max_connections: usize,
 }
 
 impl HttpOptions {
-    /// The token from `REPRISE_API_TOKEN` (none when unset or empty) and a 1 MiB body limit.
+    /// The token from `REPRISE_API_TOKEN` (none when unset or empty), a 1 MiB body limit,
+    /// and the limits from [`LIMIT_ENVS`] or their defaults. A limit variable that does not
+    /// parse is ignored with a warning (use [`HttpOptions::try_from_env`] to refuse it).
     pub fn from_env() -> Self {
-        let api_token = std::env::var(API_TOKEN_ENV)
-            .ok()
-            .filter(|token| !token.is_empty());
+        match Self::try_from_env() {
+            Ok(options) => options,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring the HTTP limits in the environment");
+                Self::defaults(api_token_from_env())
+            }
+        }
+    }
+
+    /// [`HttpOptions::from_env`], but a limit variable that does not parse, or a zero
+    /// timeout or limit, is an error.
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] naming the variable, its value and what it takes.
+    pub fn try_from_env() -> Result<Self, EngineError> {
+        let mut options = Self::defaults(api_token_from_env());
+        let [header, body, idle, connections] = LIMIT_ENVS;
+        if let Some(value) = env_duration(header)? {
+            options.header_timeout = value;
+        }
+        if let Some(value) = env_duration(body)? {
+            options.body_timeout = value;
+        }
+        if let Some(value) = env_duration(idle)? {
+            options.idle_timeout = value;
+        }
+        if let Ok(text) = std::env::var(connections) {
+            options.max_connections = text
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    EngineError::Config(format!(
+                        "{connections}={text:?} is not a connection count; give a whole \
+                         number of at least 1, such as 512"
+                    ))
+                })?;
+        }
+        Ok(options)
+    }
+
+    fn defaults(api_token: Option<String>) -> Self {
         HttpOptions {
             api_token,
             body_limit: DEFAULT_BODY_LIMIT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: server::default_max_connections(),
         }
+    }
+}
+
+fn api_token_from_env() -> Option<String> {
+    std::env::var(API_TOKEN_ENV)
+        .ok()
+        .filter(|token| !token.is_empty())
+}
+
+/// A positive humantime duration from environment variable `name`, if set.
+fn env_duration(name: &str) -> Result<Option<Duration>, EngineError> {
+    let Ok(text) = std::env::var(name) else {
+        return Ok(None);
+    };
+    match humantime::parse_duration(text.trim()) {
+        Ok(duration) if !duration.is_zero() => Ok(Some(duration)),
+        Ok(_) => Err(EngineError::Config(format!(
+            "{name}={text:?} is zero; give a positive duration such as `10s`"
+        ))),
+        Err(e) => Err(EngineError::Config(format!(
+            "{name}={text:?} is not a duration ({e}); write e.g. `10s` or `1m`"
+        ))),
     }
 }
 
@@ -105,6 +280,10 @@ impl std::fmt::Debug for HttpOptions {
         f.debug_struct("HttpOptions")
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("body_limit", &self.body_limit)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -114,6 +293,7 @@ impl std::fmt::Debug for HttpOptions {
 pub(crate) struct AppState {
     pub(crate) engine: Engine,
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
     pub(crate) auth_enabled: bool,
 }
 
@@ -124,6 +304,7 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
     let state = AppState {
         engine,
         body_limit: options.body_limit,
+        body_timeout: options.body_timeout,
         auth_enabled: auth.is_enabled(),
     };
     let protected = Router::new()
@@ -147,17 +328,22 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
     protected
         .merge(open)
         .fallback(error::no_route)
+        .layer(axum::middleware::from_fn(cross_site::refuse))
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(axum::middleware::map_response(error::json_error_bodies))
         .with_state(state)
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes, then finishes the requests in
-/// flight (graceful shutdown) and returns.
+/// flight (graceful shutdown: idle connections are closed at once) and returns.
+///
+/// Each connection is HTTP/1.1 with keep-alive, under `options`' timeouts and connection
+/// limit (see the [module docs](self#limits-and-timeouts)); the answers hyper gives to
+/// requests it cannot parse are rewritten as JSON errors.
 ///
 /// # Errors
-/// [`EngineError::Store`] naming the I/O error if the server stops on one (accept errors
-/// are retried, so in practice it returns `Ok` after `shutdown`).
+/// None in practice: accept errors are logged and retried, so it returns `Ok` after
+/// `shutdown`. The `Result` is kept for servers that may fail to start.
 pub async fn serve(
     engine: Engine,
     listener: tokio::net::TcpListener,
@@ -165,11 +351,19 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), EngineError> {
     if let Ok(address) = listener.local_addr() {
-        tracing::info!(%address, auth = options.api_token.is_some(), "HTTP API listening");
+        tracing::info!(
+            %address,
+            auth = options.api_token.is_some(),
+            max_connections = options.max_connections,
+            "HTTP API listening"
+        );
     }
+    let limits = server::Limits {
+        header_timeout: options.header_timeout,
+        idle_timeout: options.idle_timeout,
+        max_connections: options.max_connections.max(1),
+    };
     let app = router(engine, options);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| EngineError::Store(format!("the HTTP server stopped: {e}")))
+    server::run(listener, app, limits, shutdown).await;
+    Ok(())
 }

@@ -24,6 +24,9 @@ pub(crate) struct RunState {
     /// `true` when a cancellation was requested and the run stops at its next step boundary.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cancel_requested: Option<bool>,
+    /// `true` when an `Idempotency-Key` seen before returned this run: nothing was started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) duplicate: Option<bool>,
 }
 
 impl RunState {
@@ -35,6 +38,7 @@ impl RunState {
             output: None,
             error: None,
             cancel_requested: None,
+            duplicate: None,
         }
     }
 

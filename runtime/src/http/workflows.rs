@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,11 +73,20 @@ pub(crate) struct StartQuery {
     wait: Option<String>,
 }
 
+/// The header of an idempotent start.
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
 /// Validates the body against the workflow's input schema and enqueues a run.
 ///
 /// Answers 202 `{"run_id", "status": "queued"}`. With `?wait=`, waits that long for the
 /// run to end: 200 `{"run_id", "status", "output" | "error"}` if it did, else 202 with
 /// the current status. An invalid input creates no run.
+///
+/// With an `Idempotency-Key` header (1 to 255 printable ASCII characters, e.g. a UUID),
+/// the first request starts the run as above; a later one with the same key and input
+/// starts nothing and answers 200 with that run's current state and `"duplicate": true`
+/// (after `?wait=`, if given); the same key with another input is 409
+/// `idempotency_conflict`, naming the run. Keys are per workflow and kept with the run.
 #[utoipa::path(
     post,
     path = "/workflows/{slug}",
@@ -85,16 +94,21 @@ pub(crate) struct StartQuery {
     tag = "workflows",
     params(
         ("slug" = String, Path, description = "The workflow's slug"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A key unique to this intended run (1 to 255 printable ASCII characters, e.g. a UUID): a retry with the same key and input returns the same run (200, `duplicate: true`) instead of starting another"),
         StartQuery,
     ),
     request_body(content = Value, description = "The workflow's input (an empty body is `null`)", content_type = "application/json"),
     responses(
         (status = 202, description = "Enqueued (or still going after `wait`)", body = RunState),
-        (status = 200, description = "With `wait`: the run ended; `output` or `error`", body = RunState),
-        (status = 400, description = "The body is not JSON, or `wait` is not a duration", body = ErrorBody),
+        (status = 200, description = "With `wait`: the run ended; `output` or `error`. With an `Idempotency-Key` seen before: that run, `duplicate: true`", body = RunState),
+        (status = 400, description = "The body is not JSON, or `wait` is not a duration, or the idempotency key is malformed", body = ErrorBody),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
         (status = 404, description = "No workflow has this slug", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 409, description = "The idempotency key started a run with another input (`idempotency_conflict`)", body = ErrorBody),
         (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "The input violates the schema; `violations` names each JSON pointer", body = ErrorBody),
     )
 )]
@@ -102,10 +116,23 @@ pub(crate) async fn start(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     Query(query): Query<StartQuery>,
+    headers: HeaderMap,
     JsonBody(input): JsonBody,
 ) -> Result<Response, ApiError> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let id = state.engine.start_json(&slug, input, Trigger::Api).await?;
+    let id = match idempotency_key(&headers)? {
+        None => state.engine.start_json(&slug, input, Trigger::Api).await?,
+        Some(key) => {
+            let (id, created) = state
+                .engine
+                .start_idempotent(&slug, input, Trigger::Api, &key)
+                .await?;
+            if !created {
+                return duplicate(&state, &id, wait).await;
+            }
+            id
+        }
+    };
     let Some(wait) = wait else {
         return Ok(accepted(RunState::new(&id, RunStatus::Queued)));
     };
@@ -114,6 +141,36 @@ pub(crate) async fn start(
         return Ok((StatusCode::OK, Json(RunState::of(record))).into_response());
     }
     Ok(accepted(RunState::new(&id, record.status)))
+}
+
+/// The `Idempotency-Key` header, if sent; 400 when it is not a valid key.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        ApiError::bad_request(
+            "the Idempotency-Key header is not printable ASCII; send e.g. a UUID".to_owned(),
+        )
+    })?;
+    crate::engine::check_idempotency_key(key).map_err(ApiError::bad_request)?;
+    Ok(Some(key.to_owned()))
+}
+
+/// The answer to a start whose idempotency key already started run `id`: 200 with where
+/// the run stands (after `wait`, if given) and `duplicate: true`.
+async fn duplicate(
+    state: &AppState,
+    id: &crate::RunId,
+    wait: Option<Duration>,
+) -> Result<Response, ApiError> {
+    let record = match wait {
+        Some(wait) => state.engine.wait_for_end(id, wait).await?,
+        None => state.engine.get_run(id).await?,
+    };
+    let mut body = RunState::of(record);
+    body.duplicate = Some(true);
+    Ok((StatusCode::OK, Json(body)).into_response())
 }
 
 fn accepted(state: RunState) -> Response {

@@ -757,6 +757,7 @@ async fn oversized_bodies_are_413_in_json() {
     let api = api(HttpOptions {
         api_token: None,
         body_limit: 1024,
+        ..HttpOptions::default()
     })
     .await;
     let big = json!({ "name": "x".repeat(4000), "email": "ada@example.com" });
