@@ -10,6 +10,7 @@ mod expense_report;
 mod file_digest;
 mod hardening_cli;
 mod hot_runs;
+mod idempotent_cli;
 mod many_workers;
 mod replay;
 mod signup;

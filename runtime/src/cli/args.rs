@@ -134,6 +134,17 @@ pub(crate) struct RunArgs {
     /// Only enqueue the run and print its id; a `dev` or `worker` process executes it.
     #[arg(long, conflicts_with = "wait")]
     pub(crate) enqueue: bool,
+    /// Start the run at most once for this key (1 to 255 printable ASCII characters, e.g. a
+    /// UUID; per workflow): run again with the same key and input, it starts nothing and
+    /// reports the run the first call started; the same key with another input is an
+    /// error (exit 2) naming that run. For scripts that retry.
+    #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+    pub(crate) idempotency_key: Option<String>,
+}
+
+/// `--idempotency-key`: 1 to 255 printable ASCII characters.
+fn parse_idempotency_key(key: &str) -> Result<String, String> {
+    crate::engine::check_idempotency_key(key).map(|()| key.to_owned())
 }
 
 #[derive(Debug, Subcommand)]

@@ -436,7 +436,18 @@ fn read_json(text: &str, flag: &str) -> Result<Value, EngineError> {
 
 async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError> {
     let input = read_json(&args.input, "--input")?;
-    let id = engine.start_json(&args.slug, input, Trigger::Cli).await?;
+    let id = match &args.idempotency_key {
+        None => engine.start_json(&args.slug, input, Trigger::Cli).await?,
+        Some(key) => {
+            let (id, created) = engine
+                .start_idempotent(&args.slug, input, Trigger::Cli, key)
+                .await?;
+            if !created {
+                return report_duplicate(engine, &id, key, &args).await;
+            }
+            id
+        }
+    };
     if args.enqueue {
         if args.json {
             println!("{}", json!({ "run_id": id, "status": RunStatus::Queued }));
@@ -459,6 +470,55 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
         eprintln!("run {id} started ({})", args.slug);
     }
     drive_here(engine, &id, args.json).await
+}
+
+/// `workflows run --idempotency-key` when the key already started run `id`: says so and
+/// reports that run as the command would have (its id with `--enqueue`; its end, once it
+/// ended, else waits with `--wait` or drives it here), starting nothing.
+async fn report_duplicate(
+    engine: &Engine,
+    id: &RunId,
+    key: &str,
+    args: &RunArgs,
+) -> Result<u8, EngineError> {
+    let record = engine.get_run(id).await?;
+    if args.json && (args.enqueue || record.status.is_terminal()) {
+        let mut line = json!({ "run_id": id, "status": record.status, "duplicate": true });
+        if let Some(output) = &record.output {
+            line["output"] = output.clone();
+        }
+        if let Some(error) = &record.error {
+            line["error"] = error.clone();
+        }
+        println!("{line}");
+        let completed = args.enqueue || record.status == RunStatus::Completed;
+        return Ok(if completed {
+            EXIT_COMPLETED
+        } else {
+            EXIT_FAILED
+        });
+    }
+    if !args.json {
+        eprintln!(
+            "run {id} ({}) was already started with idempotency key `{key}`; it is {}, and \
+             no other run was started",
+            args.slug, record.status
+        );
+    }
+    if args.enqueue {
+        if !args.json {
+            println!("run {id} ({}) is {}", args.slug, record.status);
+        }
+        return Ok(EXIT_COMPLETED);
+    }
+    if record.status.is_terminal() {
+        return report_record(engine, &record, args.json).await;
+    }
+    if let Some(wait) = args.wait {
+        let record = serve::wait_with_progress(engine, id, wait, !args.json).await?;
+        return report_record(engine, &record, args.json).await;
+    }
+    drive_here(engine, id, args.json).await
 }
 
 /// Drives run `id` in this process and reports it. When another process holds the run's

@@ -27,11 +27,15 @@ pub(super) async fn dev(
     let addr = listener
         .local_addr()
         .map_err(|e| EngineError::Store(format!("cannot read the listening address: {e}")))?;
+    let options = crate::http::HttpOptions::try_from_env()?;
     let stop = shutdown_on_signal();
     println!(
         "reprise dev: http://{addr}  (database {db}, worker {})",
         engine.owner_id()
     );
+    if options.api_token.is_none() && !addr.ip().is_loopback() {
+        eprintln!("{}", exposed_warning(addr));
+    }
     let slugs: Vec<&str> = engine
         .registry()
         .workflows()
@@ -45,7 +49,7 @@ pub(super) async fn dev(
     let server = tokio::spawn(crate::http::serve(
         engine.clone(),
         listener,
-        crate::http::HttpOptions::from_env(),
+        options,
         stop.clone().cancelled_owned(),
     ));
     let code = run_worker(engine, &args.worker, stop.clone()).await?;
@@ -57,6 +61,19 @@ pub(super) async fn dev(
     }
     let _ = printer.await;
     Ok(code)
+}
+
+/// What `dev` prints on standard error when it listens on a non-loopback address without
+/// an API token.
+fn exposed_warning(addr: std::net::SocketAddr) -> String {
+    format!(
+        "warning: the HTTP API listens on {addr}, which other machines can reach, and has no \
+         API token: anyone who reaches it can start, cancel and read runs. Set {} (clients \
+         then send `Authorization: Bearer <token>`), or listen on 127.0.0.1 (`--addr \
+         127.0.0.1:{}`)",
+        crate::http::API_TOKEN_ENV,
+        addr.port()
+    )
 }
 
 /// `worker`: worker and trigger scheduler until SIGINT or SIGTERM.
