@@ -31,6 +31,10 @@ pub mod kinds {
     /// A step was called in a workflow body outside the recording context (a helper fn
     /// the macro did not rewrite); the run fails, naming the step and the fix.
     pub const UNRECORDED_STEP: &str = "unrecorded_step";
+    /// The binary could not execute the run (its workflow is not registered, or its rows
+    /// do not decode) in as many attempts as `EngineBuilder::unexecutable_policy` allows;
+    /// the run is parked as `failed`. The message names the reason.
+    pub const UNEXECUTABLE: &str = "unexecutable";
 }
 
 /// The error of a step: returned by an action body, or by `.run(..)` in a workflow

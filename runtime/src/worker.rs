@@ -8,6 +8,14 @@
 //! carries the lease's fencing token, so a worker that lost its lease (paused too long,
 //! partitioned away) can never write to the run again. A worker that dies stops renewing;
 //! its runs are claimed by others once their leases expire.
+//!
+//! No run makes a worker spin. A run this binary cannot execute (its workflow is not
+//! registered, its rows do not decode) is put off with exponential backoff and eventually
+//! parked as `failed` (see [`crate::EngineBuilder::unexecutable_policy`]); a run whose
+//! execution fails with any other engine error (a store failure) keeps its lease until the
+//! lease expires, so it is retried one lease duration later, by any worker. Both are
+//! logged once per run, not per claim; a failing claim is logged when it starts failing
+//! and when it recovers.
 
 use std::future::Future;
 use std::pin::pin;
@@ -15,7 +23,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::engine::{Engine, Execution, RunOutcome};
+use crate::engine::{AfterError, Engine, Execution, RunOutcome};
 use crate::error::EngineError;
 
 /// How a [`Worker`] runs.
@@ -57,8 +65,9 @@ pub struct WorkerReport {
     /// Executions stopped by shutdown and handed back to the queue (or dropped at the
     /// shutdown deadline).
     pub interrupted: u64,
-    /// Executions that ended with an engine error (store failure, lost lease); the run
-    /// stays in the store and is claimed again.
+    /// Executions that ended with an engine error (store failure, lost lease, a run this
+    /// binary cannot execute and put off); the run stays in the store and is claimed again
+    /// later (see the module docs).
     pub errors: u64,
 }
 
@@ -106,6 +115,8 @@ impl Worker {
         let mut shutdown = pin!(shutdown);
         let mut tasks: JoinSet<Result<Execution, EngineError>> = JoinSet::new();
         let mut report = WorkerReport::default();
+        // Whether the last claim failed: its failure is logged once, not every poll.
+        let mut claims_failing = false;
         loop {
             // Register interest before looking, so a wake-up in between is not missed.
             let mut woken = pin!(engine.wake().notified());
@@ -113,12 +124,25 @@ impl Worker {
             let free = self.options.concurrency.saturating_sub(tasks.len());
             let mut delay = self.options.poll_interval;
             if free > 0 {
-                match self.claim(free, &mut tasks).await {
+                let claimed = self.claim(free, &mut tasks).await;
+                match &claimed {
+                    Ok(_) if claims_failing => {
+                        tracing::info!("claiming runs works again");
+                    }
+                    Err(error) if !claims_failing => {
+                        tracing::warn!(
+                            %error,
+                            retry_every = ?self.options.poll_interval,
+                            "could not claim runs; retrying until it works"
+                        );
+                    }
+                    _ => {}
+                }
+                claims_failing = claimed.is_err();
+                match claimed {
                     Ok(claimed) if claimed == free => delay = Duration::ZERO,
                     Ok(_) => delay = self.next_delay().await,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not claim runs; retrying");
-                    }
+                    Err(_) => {}
                 }
             }
             tokio::select! {
@@ -173,10 +197,23 @@ impl Worker {
             let engine = engine.clone();
             tasks.spawn(async move {
                 let id = lease.run_id.clone();
-                let result = engine.execute_leased(lease, control).await;
+                let result = engine
+                    .execute_leased(lease, control, AfterError::Keep)
+                    .await;
                 engine.unregister_control(&id);
-                if let Err(error) = &result {
-                    tracing::warn!(run = %id, %error, "execution stopped");
+                match &result {
+                    // Logged by the engine, at the first strike and when parked.
+                    Err(error) if crate::engine::is_unexecutable(error) => {
+                        tracing::debug!(run = %id, %error, "run put off: cannot execute it");
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            run = %id,
+                            %error,
+                            "execution stopped; the run is retried when its lease expires"
+                        );
+                    }
+                    Ok(_) => {}
                 }
                 result
             });

@@ -35,6 +35,11 @@ use serde_json::{Map, Value};
 /// precision of the SQLite store). Input digests of inputs with nothing
 /// redacted are kept: the same input always has the same digest.
 ///
+/// Hook tokens reach a log only as their `token_hash`: the run itself writes
+/// `{{reprise:hook-token:<hook-id>}}` wherever a token was (a resume URL in a step input),
+/// which is stable and kept as it is. Bare tokens are still redacted, for logs written by
+/// older versions and for text a test adds.
+///
 /// Times are numbered by value, so a snapshot is stable when the clock is: a
 /// [`crate::TestEnv`] (in memory or SQLite) runs on a [`crate::VirtualClock`]. Under a
 /// real clock, two events may or may not share a microsecond.

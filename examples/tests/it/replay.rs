@@ -367,7 +367,9 @@ async fn a_test_env_history_replays_with_its_hook_tokens() {
     assert_eq!(report.recorded, RunStatus::Waiting);
 
     // The resume URL sent by `ask-for-approval` is part of its input, and recorded with the
-    // run: a replay under another hook secret (or public URL) sees the URL the run sent.
+    // run (its token as a placeholder): a replay under another public URL sees the URL the
+    // run sent, and one under another hook secret (a test without production's) matches,
+    // since input digests are taken with the token replaced by its placeholder.
     Replay::new(&approval)
         .hook_secret(b"not the secret the run was recorded with".to_vec())
         .check(&path)

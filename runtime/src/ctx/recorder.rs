@@ -122,7 +122,10 @@ impl RunState {
         if let Some(poison) = self.poisoned() {
             return Err(poisoned_error(&poison));
         }
-        let digest = call.input.map(digest).unwrap_or_default();
+        let digest = call
+            .input
+            .map(|input| self.input_digest(input))
+            .unwrap_or_default();
         let recorded = self.history.get(call.id);
         let mut previous = None;
         let mut verify = false;
@@ -131,7 +134,11 @@ impl RunState {
             if !recorded.callee.is_empty() && recorded.callee != call.callee {
                 return Err(self.mismatch(call, recorded, &digest));
             }
-            if call.input.is_some() && !recorded.digest.is_empty() && recorded.digest != digest {
+            if let Some(input) = call.input
+                && !recorded.digest.is_empty()
+                && recorded.digest != digest
+                && !self.matches_legacy_digest(input, &recorded.digest)
+            {
                 return Err(self.mismatch(call, recorded, &digest));
             }
             match &recorded.outcome {
@@ -223,9 +230,9 @@ impl RunState {
         };
         let mut report = NonDeterminism::new(call.id, held, requested(call, digest));
         if let (Some(recorded), Some(requested)) = (&recorded.input, call.input) {
-            let recorded = self.unredacted(recorded);
-            if &recorded != requested {
-                report = report.with_values(&recorded, requested);
+            let requested = self.redacted(requested);
+            if recorded != &requested {
+                report = report.with_values(recorded, &requested);
             }
         }
         self.report_non_determinism(report)
@@ -247,6 +254,30 @@ impl RunState {
         workflow_error.step = Some(id);
         self.poison(workflow_error);
         action_error
+    }
+
+    /// The digest of a step's input as the log keeps it: with this run's hook tokens
+    /// replaced by their placeholders, so that the digest does not depend on the hook
+    /// secret (a history replays under another secret, in a test, as it did live).
+    fn input_digest(&self, input: &Value) -> String {
+        if self.hook_tokens.is_empty() {
+            digest(input)
+        } else {
+            digest(&self.redacted(input))
+        }
+    }
+
+    /// Whether `recorded` is the digest of `input` with its hook tokens in it, as versions
+    /// before tokens were redacted wrote it (runs in flight across an upgrade).
+    fn matches_legacy_digest(&self, input: &Value, recorded: &str) -> bool {
+        !self.hook_tokens.is_empty() && digest(input) == recorded
+    }
+
+    /// `value` with this run's hook tokens replaced by their placeholders.
+    fn redacted(&self, value: &Value) -> Value {
+        let mut value = value.clone();
+        self.hook_tokens.redact(&mut value);
+        value
     }
 
     /// A recorded error as the body saw it (see [`RunState::unredacted`]).

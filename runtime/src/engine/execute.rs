@@ -57,9 +57,16 @@ impl Engine {
     /// first unrecorded steps live, and records how it ends. Returns when the run ends,
     /// suspends (sleep, hook, scheduled retry) or was already finished.
     ///
+    /// A run this binary cannot execute (its workflow is not registered, its rows do not
+    /// decode) is put off with a `run_deferred` event and the error is returned; after the
+    /// strikes [`crate::EngineBuilder::unexecutable_policy`] allows, it is parked instead:
+    /// `Ok`, [`RunOutcome::Failed`] with kind `unexecutable`.
+    ///
     /// # Errors
-    /// Unknown run or workflow, store failures, and [`EngineError::Conflict`] when another
-    /// process appended to the run meanwhile (the run is theirs; nothing is lost).
+    /// Unknown run; [`EngineError::UnknownWorkflow`] or [`EngineError::Corrupt`] for a run
+    /// this binary cannot execute (put off as above); store failures, and
+    /// [`EngineError::Conflict`] when another process appended to the run meanwhile (the
+    /// run is theirs; nothing is lost).
     pub async fn execute(&self, id: &RunId) -> Result<Execution, EngineError> {
         let Some(control) = self.register_control(id) else {
             return Err(EngineError::Leased {
@@ -84,16 +91,24 @@ impl Engine {
                 });
             }
         };
-        self.execute_leased(lease, control).await
+        self.execute_leased(lease, control, AfterError::Release)
+            .await
     }
 
     /// Executes a run whose lease the caller holds: renews the lease while the body runs
     /// (stopping at once, with [`EngineError::LeaseLost`], if it is lost) and releases it
     /// at the end. Every append carries the lease's fencing token.
+    ///
+    /// A run this binary cannot execute is put off by a strike (see
+    /// `engine::unexecutable`), so it is not due again at once. After any other error (a
+    /// store failure) `after_error` says what becomes of the lease: a worker keeps it until
+    /// it expires, so the run is retried one lease duration later by any worker, as after
+    /// a crash, instead of being claimed straight back in a hot loop.
     pub(crate) async fn execute_leased(
         &self,
         lease: Lease,
         control: RunControl,
+        after_error: AfterError,
     ) -> Result<Execution, EngineError> {
         if lease.cancel_requested {
             control.cancel.cancel();
@@ -107,8 +122,38 @@ impl Engine {
             result = self.execute_under(&lease, &control) => result,
             lost = super::lease::keep(self, lease.clone(), control.clone()) => Err(lost),
         };
-        guard.release().await;
-        result
+        match result {
+            Ok(execution) => {
+                guard.release().await;
+                Ok(execution)
+            }
+            Err(error) if super::unexecutable::is_unexecutable(&error) => {
+                match self.strike(&lease, &error).await {
+                    Ok(super::unexecutable::Strike::Deferred) => {
+                        guard.release().await;
+                        Err(error)
+                    }
+                    Ok(super::unexecutable::Strike::Parked(execution)) => {
+                        guard.release().await;
+                        Ok(execution)
+                    }
+                    Err(strike_error) => {
+                        tracing::warn!(
+                            run = %lease.run_id,
+                            %error,
+                            %strike_error,
+                            "cannot execute the run, and could not record that"
+                        );
+                        guard.after_error(after_error).await;
+                        Err(error)
+                    }
+                }
+            }
+            Err(error) => {
+                guard.after_error(after_error).await;
+                Err(error)
+            }
+        }
     }
 
     async fn execute_under(
@@ -296,11 +341,14 @@ impl Engine {
     pub async fn drive(&self, id: &RunId) -> Result<Execution, EngineError> {
         let mut replayed = 0;
         let mut executed = 0;
-        // A sleeping run, or a scheduled retry, is not due before its wake-up time.
+        // A sleeping run, or a scheduled retry, is not due before its wake-up time. A run
+        // put off because it could not be executed is tried at once: the caller asks for it
+        // now (after deploying the workflow, say).
         let record = self.get_run(id).await?;
         if matches!(record.status, RunStatus::Sleeping | RunStatus::Queued)
             && let Some(wake_at) = record.wake_at
             && let Ok(delay) = (wake_at - self.now()).to_std()
+            && !self.is_deferred(id).await?
         {
             self.clock().sleep(delay).await;
         }
@@ -632,6 +680,17 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// What becomes of the lease after an execution failed with an engine error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfterError {
+    /// Released: the run may be claimed at once (foreground executions, which report the
+    /// error and do not loop).
+    Release,
+    /// Kept until it expires: no worker claims the run before then (workers, which would
+    /// otherwise claim it straight back).
+    Keep,
+}
+
 /// Releases a lease when the execution ends; if the execution future is dropped instead
 /// (a worker aborting at its shutdown deadline), releases it from a spawned task.
 struct LeaseGuard {
@@ -640,6 +699,15 @@ struct LeaseGuard {
 }
 
 impl LeaseGuard {
+    /// Releases the lease, or leaves it to expire (the run is not claimed again before
+    /// then).
+    async fn after_error(&mut self, after_error: AfterError) {
+        match after_error {
+            AfterError::Release => self.release().await,
+            AfterError::Keep => self.lease = None,
+        }
+    }
+
     async fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             // A failed release only delays the next claim until the lease expires.

@@ -9,6 +9,7 @@ mod idempotent;
 mod lease;
 mod replay_check;
 mod report;
+mod unexecutable;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -22,11 +23,13 @@ pub use crate::clock::{Clock, SystemClock};
 pub(crate) use crate::run_env::RunControl;
 pub use crate::run_env::{ActionOverride, Fault, RunTransition};
 pub use control::{CancelOutcome, OpenHook};
+pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub(crate) use idempotent::check_idempotency_key;
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
+pub(crate) use unexecutable::is_unexecutable;
 
 use crate::error::EngineError;
 use crate::event::{EventPayload, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
@@ -41,6 +44,8 @@ struct Inner {
     env: Arc<RunEnv>,
     registry: Registry,
     run_retry_backoff: Duration,
+    /// The backoff and strike limit of runs this binary cannot execute.
+    unexecutable: crate::RetryPolicy,
     /// Parts that modules above the engine attach to it (the triggers), by type.
     extensions: crate::run_env::Services,
     /// Step-site fingerprints of the workflows, by slug.
@@ -85,6 +90,7 @@ pub struct EngineBuilder {
     hook_secret: Option<Vec<u8>>,
     public_url: String,
     run_retry_backoff: Duration,
+    unexecutable: crate::RetryPolicy,
     replay_only: bool,
     fault: Fault,
     /// Parts that modules above the engine attach while building (the triggers), by type.
@@ -317,6 +323,29 @@ impl EngineBuilder {
         self
     }
 
+    /// How runs this binary cannot execute are backed off and when they are given up
+    /// (DESIGN "Reliability and security"). A run is unexecutable when its workflow is not
+    /// registered here (removed or renamed by a deploy, or a run of another application on
+    /// the same database) or when its stored record or log does not decode.
+    ///
+    /// Each execution that finds a run unexecutable is a *strike*: strike `n` appends a
+    /// `run_deferred` event (reason, strike number, next attempt time) under the run's lease
+    /// and puts the run off by `policy.delay(n)` (a `queued` run's `wake_at`), so no worker,
+    /// in any process, claims it before then; at strike `policy.max_attempts` the run is
+    /// *parked*: `failed` with error kind `unexecutable` and the reason. A warning is logged
+    /// at the first strike and when the run is parked, never per claim. A run that executes
+    /// again (a newer worker that has the workflow) starts its count afresh.
+    ///
+    /// Default: 1 s before the second attempt, doubling, capped at 5 minutes, 10 strikes:
+    /// deferred 1 + 2 + … + 256 s, so parked about 8½ minutes after the first strike,
+    /// enough for a rolling deploy to bring up workers that have the workflow. Two
+    /// applications with different workflows must not share one database (or Postgres
+    /// schema): each would park the other's runs after these strikes.
+    pub fn unexecutable_policy(mut self, policy: crate::RetryPolicy) -> Self {
+        self.unexecutable = policy;
+        self
+    }
+
     /// The engine.
     ///
     /// # Errors
@@ -377,6 +406,7 @@ impl EngineBuilder {
                 env: Arc::new(env),
                 registry: self.registry,
                 run_retry_backoff: self.run_retry_backoff,
+                unexecutable: self.unexecutable,
                 extensions: self
                     .extensions
                     .into_iter()
@@ -415,6 +445,7 @@ impl Engine {
             hook_secret: None,
             public_url: DEFAULT_PUBLIC_URL.to_owned(),
             run_retry_backoff: Duration::from_secs(1),
+            unexecutable: unexecutable::DEFAULT_POLICY,
             replay_only: false,
             fault: Fault::None,
             extensions: HashMap::new(),
@@ -527,6 +558,12 @@ impl Engine {
 
     pub(crate) fn run_retry_backoff(&self) -> Duration {
         self.inner.run_retry_backoff
+    }
+
+    /// The policy of runs this binary cannot execute (see
+    /// [`EngineBuilder::unexecutable_policy`]).
+    pub fn unexecutable_policy(&self) -> crate::RetryPolicy {
+        self.inner.unexecutable
     }
 
     /// The workflow registered under `slug`.
@@ -698,12 +735,35 @@ impl Engine {
         Ok(events)
     }
 
-    /// Runs matching `filter`, newest first.
+    /// Runs matching `filter`, newest first. Run rows that do not decode are left out, each
+    /// logged as a warning naming the run and what is wrong; use
+    /// [`Engine::list_runs_with_skipped`] to report them yourself.
     ///
     /// # Errors
     /// Store errors.
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
-        self.inner.env.store.list_runs(filter).await
+        let listing = self.list_runs_with_skipped(filter).await?;
+        for skipped in &listing.skipped {
+            tracing::warn!(
+                run = %skipped.run_id,
+                reason = %skipped.reason,
+                "run left out of a listing: its row does not decode"
+            );
+        }
+        Ok(listing.runs)
+    }
+
+    /// Runs matching `filter`, newest first, and the run rows left out because they do not
+    /// decode (an unknown status or trigger, invalid JSON), each with its id and what is
+    /// wrong: one bad row never fails a listing. Logs nothing.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list_runs_with_skipped(
+        &self,
+        filter: &RunFilter,
+    ) -> Result<crate::store::RunListing, EngineError> {
+        self.inner.env.store.list_runs_with_skipped(filter).await
     }
 
     /// Runs that have not ended and can continue now: `queued` and `running` ones (a
@@ -714,17 +774,29 @@ impl Engine {
     /// # Errors
     /// Store errors.
     pub async fn unfinished_runs(&self) -> Result<Vec<RunRecord>, EngineError> {
-        let mut runs = Vec::new();
+        Ok(self.unfinished_runs_with_skipped().await?.runs)
+    }
+
+    /// [`Engine::unfinished_runs`], with the unfinished run rows left out because they do
+    /// not decode (see [`Engine::list_runs_with_skipped`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn unfinished_runs_with_skipped(
+        &self,
+    ) -> Result<crate::store::RunListing, EngineError> {
+        let mut all = crate::store::RunListing::default();
         for status in [RunStatus::Running, RunStatus::Queued, RunStatus::Sleeping] {
-            runs.extend(
-                self.list_runs(&RunFilter {
+            let listing = self
+                .list_runs_with_skipped(&RunFilter {
                     status: Some(status),
                     ..RunFilter::default()
                 })
-                .await?,
-            );
+                .await?;
+            all.runs.extend(listing.runs);
+            all.skipped.extend(listing.skipped);
         }
-        runs.sort_by_key(|run| run.created_at);
-        Ok(runs)
+        all.runs.sort_by_key(|run| run.created_at);
+        Ok(all)
     }
 }

@@ -158,6 +158,9 @@ pub enum EventKind {
     RunFailed,
     /// The run was canceled. Payload: [`EventPayload::RunCanceled`].
     RunCanceled,
+    /// This binary could not execute the run (an unknown workflow, a row that does not
+    /// decode); it is put off until `wake_at`. Payload: [`EventPayload::RunDeferred`].
+    RunDeferred,
 }
 
 impl EventKind {
@@ -178,6 +181,7 @@ impl EventKind {
             EventKind::RunCompleted => "run_completed",
             EventKind::RunFailed => "run_failed",
             EventKind::RunCanceled => "run_canceled",
+            EventKind::RunDeferred => "run_deferred",
         }
     }
 
@@ -199,6 +203,7 @@ impl EventKind {
             RunCompleted,
             RunFailed,
             RunCanceled,
+            RunDeferred,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == s)

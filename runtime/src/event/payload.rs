@@ -58,7 +58,7 @@ pub mod field {
     pub const ERROR: &str = "error";
     /// `step_retrying`: the delay before the next attempt, in milliseconds.
     pub const DELAY_MS: &str = "delay_ms";
-    /// `sleep_started`, `run_suspended` (retry): when to wake up.
+    /// `sleep_started`, `run_suspended` (retry), `run_deferred`: when to wake up.
     pub const WAKE_AT: &str = "wake_at";
     /// `hook_created`: the SHA-256 (hex) of the hook's token.
     pub const TOKEN_HASH: &str = "token_hash";
@@ -70,8 +70,12 @@ pub mod field {
     pub const TIMED_OUT: &str = "timed_out";
     /// `hook_received`: the delivered payload.
     pub const PAYLOAD: &str = "payload";
-    /// `run_suspended`: why (`sleep`, `hook`, `retry`, `shutdown`).
+    /// `run_suspended`: why (`sleep`, `hook`, `retry`, `shutdown`); `run_deferred`: why
+    /// this binary cannot execute the run (text for people).
     pub const REASON: &str = "reason";
+    /// `run_deferred`: how many executions in a row found the run unexecutable, this one
+    /// included (from 1).
+    pub const STRIKE: &str = "strike";
     /// `run_suspended` (sleep, hook): what the run waits for.
     pub const WAITS: &str = "waits";
 }
@@ -176,6 +180,16 @@ pub enum EventPayload {
     RunCanceled {
         /// The cancellation error.
         error: Option<WorkflowError>,
+    },
+    /// `{"reason", "strike", "wake_at"}`.
+    RunDeferred {
+        /// Why this binary cannot execute the run (an unknown workflow, a row that does not
+        /// decode), for people.
+        reason: String,
+        /// How many executions in a row found the run unexecutable, this one included.
+        strike: u32,
+        /// When the run may be claimed again.
+        wake_at: DateTime<Utc>,
     },
 }
 
@@ -290,6 +304,7 @@ impl EventPayload {
             EventPayload::RunCompleted { .. } => EventKind::RunCompleted,
             EventPayload::RunFailed { .. } => EventKind::RunFailed,
             EventPayload::RunCanceled { .. } => EventKind::RunCanceled,
+            EventPayload::RunDeferred { .. } => EventKind::RunDeferred,
         }
     }
 
@@ -405,6 +420,15 @@ impl EventPayload {
                     put(field::ERROR, to_json(&error));
                 }
             }
+            EventPayload::RunDeferred {
+                reason,
+                strike,
+                wake_at,
+            } => {
+                put(field::REASON, Value::String(reason));
+                put(field::STRIKE, Value::from(strike));
+                put(field::WAKE_AT, to_json(&wake_at));
+            }
         }
         Value::Object(out)
     }
@@ -492,6 +516,11 @@ impl EventPayload {
             },
             EventKind::RunCanceled => EventPayload::RunCanceled {
                 error: f.optional(field::ERROR),
+            },
+            EventKind::RunDeferred => EventPayload::RunDeferred {
+                reason: f.string(field::REASON).unwrap_or_default(),
+                strike: f.required(field::STRIKE)?,
+                wake_at: f.required(field::WAKE_AT)?,
             },
         })
     }
@@ -859,6 +888,14 @@ mod tests {
             json!({ "error": run_error }),
         );
         round_trip(EventPayload::RunCanceled { error: None }, json!({}));
+        round_trip(
+            EventPayload::RunDeferred {
+                reason: "no workflow `gone`".into(),
+                strike: 2,
+                wake_at: at(9),
+            },
+            json!({ "reason": "no workflow `gone`", "strike": 2, "wake_at": at(9) }),
+        );
     }
 
     /// Missing optional fields default; a missing or malformed required one is named.

@@ -146,7 +146,14 @@ impl ListQuery {
     }
 }
 
-/// Lists runs, newest first, filtered by status and workflow.
+/// The response header naming the runs `GET /runs` left out because their rows do not
+/// decode: their ids, comma-separated (characters other than visible ASCII, and commas,
+/// shown as `_`). Absent when none was left out. The body stays the array of the others.
+pub(crate) const SKIPPED_HEADER: &str = "x-reprise-skipped";
+
+/// Lists runs, newest first, filtered by status and workflow. A run whose row does not
+/// decode is left out (logged as a warning with the reason) and named in the
+/// `X-Reprise-Skipped` header, so one bad row never fails the listing.
 #[utoipa::path(
     get,
     path = "/runs",
@@ -154,7 +161,8 @@ impl ListQuery {
     tag = "runs",
     params(ListQuery),
     responses(
-        (status = 200, description = "Matching runs, newest first", body = Vec<RunSummary>),
+        (status = 200, description = "Matching runs, newest first", body = Vec<RunSummary>,
+            headers(("x-reprise-skipped" = String, description = "Ids of matching runs left out because their rows do not decode, comma-separated; absent when none"))),
         (status = 400, description = "Unknown status (the message names the valid ones) or bad limit", body = ErrorBody),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
     )
@@ -162,9 +170,43 @@ impl ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<Vec<RunSummary>>, ApiError> {
-    let runs = state.engine.list_runs(&query.filter()?).await?;
-    Ok(Json(runs.iter().map(RunSummary::from).collect()))
+) -> Result<Response, ApiError> {
+    let listing = state
+        .engine
+        .list_runs_with_skipped(&query.filter()?)
+        .await?;
+    let body: Vec<RunSummary> = listing.runs.iter().map(RunSummary::from).collect();
+    let mut response = Json(body).into_response();
+    if !listing.skipped.is_empty() {
+        for skipped in &listing.skipped {
+            tracing::warn!(
+                run = %skipped.run_id,
+                reason = %skipped.reason,
+                "GET /runs left a run out: its row does not decode"
+            );
+        }
+        let ids: Vec<String> = listing
+            .skipped
+            .iter()
+            .map(|s| {
+                s.run_id
+                    .as_str()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_graphic() && c != ',' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&ids.join(", ")) {
+            response.headers_mut().insert(SKIPPED_HEADER, value);
+        }
+    }
+    Ok(response)
 }
 
 /// A run: its record, its steps and the hooks it waits on.

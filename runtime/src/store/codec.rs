@@ -12,7 +12,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use super::{Acquired, Lease, StoreError, StoreErrorKind};
+use super::{Acquired, Lease, RunTriage, StoreError, StoreErrorKind};
 use crate::EngineError;
 use crate::event::{Event, EventKind, NewEvent, RunId, RunRecord, RunStatus, Trigger};
 
@@ -134,6 +134,45 @@ pub(crate) fn decode_run(row: &impl SqlRow) -> Result<RunRecord, EngineError> {
         wake_at: wake_at.map(|w| timestamp(run, "wake_at", w)).transpose()?,
         next_seq: number(run, "next_seq", column(run, "next_seq", row.int(11))?)?,
         id: RunId(id),
+    })
+}
+
+/// The select list of [`decode_triage`] for run `$1`/`?1` (`param`), from the run table
+/// `runs` and its event table `events`: `next_seq`, `status`, `workflow`, `attempt` and
+/// the number of `run_deferred` events after the log's last event of another kind.
+pub(crate) fn triage_sql(runs: &str, events: &str, param: &str) -> String {
+    format!(
+        "SELECT next_seq, status, workflow, attempt,
+                (SELECT COUNT(*) FROM {events}
+                  WHERE run_id = {param} AND kind = 'run_deferred'
+                    AND seq > COALESCE((SELECT MAX(seq) FROM {events}
+                                         WHERE run_id = {param} AND kind <> 'run_deferred'),
+                                       -1))
+           FROM {runs} WHERE id = {param}"
+    )
+}
+
+/// A row of [`triage_sql`] as a [`RunTriage`]: only `next_seq` must decode; an unknown
+/// status is `None`, an unreadable workflow empty, an out-of-range attempt 0.
+///
+/// # Errors
+/// [`EngineError::Corrupt`] naming the run when `next_seq` cannot be read.
+pub(crate) fn decode_triage(run: &str, row: &impl SqlRow) -> Result<RunTriage, EngineError> {
+    let next_seq = column(run, "next_seq", row.int(0))?;
+    Ok(RunTriage {
+        next_seq: number(run, "next_seq", next_seq)?,
+        status: row.text(1).ok().and_then(|s| RunStatus::from_str(&s).ok()),
+        workflow: row.text(2).unwrap_or_default(),
+        attempt: row
+            .int(3)
+            .ok()
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(0),
+        deferrals: row
+            .int(4)
+            .ok()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(u32::MAX),
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Acquired, Append, Lease, Store, due_at};
+use super::{Acquired, Append, Lease, RunTriage, Store, due_at, trailing_deferrals};
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
 
@@ -314,6 +314,17 @@ impl Store for MemoryStore {
                 event: event.clone(),
             })
             .collect())
+    }
+
+    async fn triage(&self, id: &RunId) -> Result<Option<RunTriage>, EngineError> {
+        let runs = self.lock();
+        Ok(runs.by_id.get(id).map(|entry| RunTriage {
+            next_seq: entry.record.next_seq,
+            status: Some(entry.record.status),
+            workflow: entry.record.workflow.clone(),
+            attempt: entry.record.attempt,
+            deferrals: trailing_deferrals(entry.events.iter().map(|e| e.kind)),
+        }))
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {

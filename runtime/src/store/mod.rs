@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use crate::EngineError;
 pub use crate::error::{StoreError, StoreErrorKind};
@@ -126,8 +127,50 @@ pub trait Store: Send + Sync + 'static {
     /// A run's events in `seq` order.
     async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError>;
 
-    /// Runs matching the filter, newest first.
+    /// Runs matching the filter, newest first. A run row that does not decode (an unknown
+    /// status or trigger, invalid JSON, …) is left out rather than failing the whole
+    /// listing; [`Store::list_runs_with_skipped`] says which and why. `filter.limit` counts
+    /// the rows read, skipped ones included.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError>;
+
+    /// [`Store::list_runs`], with the run rows it skipped because they do not decode, each
+    /// with its id (`<unreadable id>` when even that cannot be read) and what is wrong.
+    ///
+    /// The default implementation returns `list_runs` and no skipped rows; the SQL stores
+    /// override it (the memory store keeps typed records, which always decode).
+    ///
+    /// # Errors
+    /// Store failures; never a row that does not decode.
+    async fn list_runs_with_skipped(&self, filter: &RunFilter) -> Result<RunListing, EngineError> {
+        Ok(RunListing {
+            runs: self.list_runs(filter).await?,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// What the engine needs to defer or park a run it cannot execute, read without
+    /// decoding the run's rows (they may be what is wrong): see [`RunTriage`]. `None` when
+    /// there is no such run.
+    ///
+    /// The default implementation decodes the run and its log through [`Store::run`] and
+    /// [`Store::events`], so it fails where they fail; the SQL stores override it with
+    /// reads of plain columns.
+    ///
+    /// # Errors
+    /// Store failures; [`EngineError::Corrupt`] only when `next_seq` cannot be read.
+    async fn triage(&self, id: &RunId) -> Result<Option<RunTriage>, EngineError> {
+        let Some(record) = self.run(id).await? else {
+            return Ok(None);
+        };
+        let events = self.events(id).await?;
+        Ok(Some(RunTriage {
+            next_seq: record.next_seq,
+            status: Some(record.status),
+            workflow: record.workflow,
+            attempt: record.attempt,
+            deferrals: trailing_deferrals(events.iter().map(|e| e.event.kind)),
+        }))
+    }
 
     /// Creates a run unless a run was already created under `key` (a webhook delivery id,
     /// a cron tick, a poll item): returns `None` when created, or the id of the run that
@@ -204,6 +247,69 @@ pub trait Store: Send + Sync + 'static {
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;
 
+/// What [`Store::list_runs_with_skipped`] found: the runs that decode, newest first, and
+/// the rows it skipped.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RunListing {
+    /// The matching runs, newest first.
+    pub runs: Vec<RunRecord>,
+    /// The matching rows that do not decode, in listing order.
+    pub skipped: Vec<SkippedRun>,
+}
+
+/// A run row left out of a listing because it does not decode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SkippedRun {
+    /// The run's id (`<unreadable id>` when the id itself cannot be read).
+    pub run_id: RunId,
+    /// What is wrong, naming the column: e.g. ``column `status`: unknown run status
+    /// `exploded`; expected one of queued, …``.
+    pub reason: String,
+}
+
+impl SkippedRun {
+    /// The skipped row of a decoding error ([`EngineError::Corrupt`]); any other error is
+    /// given back (a store failure fails the whole listing).
+    pub(crate) fn of(error: EngineError) -> Result<SkippedRun, EngineError> {
+        match error {
+            EngineError::Corrupt { run, message } => Ok(SkippedRun {
+                run_id: RunId(run),
+                reason: message,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
+/// The plain columns of a run row and the end of its log, as [`Store::triage`] reads them
+/// without decoding anything else: what the engine needs to append to a run whose record
+/// or events do not decode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunTriage {
+    /// The sequence number the next event gets (the run's `next_seq`).
+    pub next_seq: u64,
+    /// The run's status; `None` when the stored text is not a status this build knows.
+    pub status: Option<crate::RunStatus>,
+    /// The workflow slug as stored.
+    pub workflow: String,
+    /// The run attempt as stored (0 when it is out of range).
+    pub attempt: u32,
+    /// How many `run_deferred` events end the log (after its last event of any other
+    /// kind): how many executions in a row found the run unexecutable.
+    pub deferrals: u32,
+}
+
+/// How many `run_deferred` kinds end `kinds` (a log, oldest first).
+pub(crate) fn trailing_deferrals(
+    kinds: impl DoubleEndedIterator<Item = crate::event::EventKind>,
+) -> u32 {
+    let count = kinds
+        .rev()
+        .take_while(|kind| *kind == crate::event::EventKind::RunDeferred)
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
 /// Opens a store from a URL: `sqlite://path/to/file.db` (created on first use, with its
 /// parent directory), `sqlite::memory:`-style in-memory SQLite is not supported,
 /// `memory:` for a process-local [`MemoryStore`], and, with the `postgres` feature,
@@ -247,4 +353,29 @@ pub fn open(url: &str) -> Result<SharedStore, EngineError> {
         ),
     )
     .into())
+}
+
+/// Opens a store from a URL (as [`open`]) for reading only: what `runs list|get|export`
+/// and `workflows check` use.
+///
+/// - `sqlite://path`: [`SqliteStore::open_read_only`]: read permission suffices; nothing
+///   is created, migrated or switched to WAL mode, and no `-wal`/`-shm` file is created;
+///   a missing file is an error ("no database at …"), not a new database.
+/// - `postgres://…`: opened as by [`open`] (its pending migrations are applied on first
+///   use, so the login needs the rights [`open`] needs); reads never write.
+/// - `memory:`: a new, empty [`MemoryStore`].
+///
+/// Writes through the returned SQLite store fail with [`StoreErrorKind::Config`].
+///
+/// # Errors
+/// As [`open`]; for SQLite also [`StoreErrorKind::Io`] when the file does not exist or
+/// cannot be read, [`StoreErrorKind::Database`] when it is empty or not an SQLite
+/// database, [`StoreErrorKind::Schema`] when it holds no reprise tables or a schema
+/// version other than this build's.
+pub fn open_read_only(url: &str) -> Result<SharedStore, EngineError> {
+    #[cfg(feature = "sqlite")]
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(SqliteStore::open_read_only(path)?));
+    }
+    open(url)
 }

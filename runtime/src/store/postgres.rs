@@ -105,7 +105,10 @@
 //! Each read is one statement, so it sees one snapshot and never half of an append.
 //! A row that cannot be decoded (unknown status, trigger or event kind, invalid JSON, an
 //! out-of-range number, a gap in the sequence numbers) is reported as
-//! [`EngineError::Corrupt`] naming the run; it never panics. Rows are decoded by the
+//! [`EngineError::Corrupt`] naming the run; it never panics. A listing skips such a run
+//! row and reports it ([`Store::list_runs_with_skipped`]) instead of failing whole, and
+//! [`Store::triage`] reads the plain columns the engine needs to defer or park a run
+//! whose rows do not decode. Rows are decoded by the
 //! codec shared with the SQLite store (`store::codec`), through [`SqlRow`].
 //!
 //! # Errors
@@ -133,7 +136,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::codec::{self, EventLog, SqlRow, column, decode_run, fence_param, micros};
 use super::postgres_appends::{EncodedAppend, GroupCommit};
-use super::{Acquired, Append, Lease, Store, StoreError, StoreErrorKind};
+use super::{
+    Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
+};
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus};
 
@@ -932,6 +937,31 @@ impl Store for PostgresStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
+        Ok(self.list_runs_with_skipped(filter).await?.runs)
+    }
+
+    async fn triage(&self, id: &RunId) -> Result<Option<RunTriage>, EngineError> {
+        let run = id.as_str();
+        let what = &format!("cannot read run `{run}`");
+        let pg = |what: &str, e| pg_run(what, run, e);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&codec::triage_sql(
+                "reprise_runs",
+                "reprise_events",
+                "$1::text",
+            ))
+            .await
+            .map_err(|e| pg(what, e))?;
+        client
+            .query_opt(&stmt, &[&run])
+            .await
+            .map_err(|e| pg(what, e))?
+            .map(|row| codec::decode_triage(run, &row))
+            .transpose()
+    }
+
+    async fn list_runs_with_skipped(&self, filter: &RunFilter) -> Result<RunListing, EngineError> {
         let what = "cannot list runs";
         let status = filter.status.map(RunStatus::as_str);
         let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
@@ -962,7 +992,15 @@ impl Store for PostgresStore {
             .query(&stmt, &params)
             .await
             .map_err(|e| pg(what, e))?;
-        rows.iter().map(decode_run).collect()
+        let mut listing = RunListing::default();
+        for row in &rows {
+            // A row that does not decode is reported, not fatal to the listing.
+            match decode_run(row) {
+                Ok(run) => listing.runs.push(run),
+                Err(error) => listing.skipped.push(SkippedRun::of(error)?),
+            }
+        }
+        Ok(listing)
     }
 }
 

@@ -53,7 +53,10 @@
 //!
 //! A row that cannot be decoded (unknown status or event kind, invalid JSON, an
 //! out-of-range number, a gap in the sequence numbers) is reported as
-//! [`EngineError::Corrupt`] naming the run; it never panics. Rows are decoded by the
+//! [`EngineError::Corrupt`] naming the run; it never panics. A listing skips such a run
+//! row and reports it ([`Store::list_runs_with_skipped`]) instead of failing whole, and
+//! [`Store::triage`] reads the plain columns the engine needs to defer or park a run
+//! whose rows do not decode. Rows are decoded by the
 //! codec shared with the Postgres store (`store::codec`), through [`SqlRow`].
 //!
 //! # Errors
@@ -76,7 +79,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use tokio::sync::oneshot;
 
 use super::codec::{self, EventLog, SqlRow, append_refusal, decode_run, fence_param, micros};
-use super::{Acquired, Append, Lease, Store, StoreError, StoreErrorKind};
+use super::{
+    Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
+};
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
 
@@ -613,6 +618,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
+        Ok(self.list_runs_with_skipped(filter).await?.runs)
+    }
+
+    async fn list_runs_with_skipped(&self, filter: &RunFilter) -> Result<RunListing, EngineError> {
         let filter = filter.clone();
         self.read(move |conn| {
             let mut sql = format!("SELECT {} FROM runs", codec::run_columns(""));
@@ -640,11 +649,31 @@ impl Store for SqliteStore {
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(params))
                 .ctx("cannot list runs")?;
-            let mut runs = Vec::new();
+            let mut listing = RunListing::default();
             while let Some(row) = rows.next().ctx("cannot list runs")? {
-                runs.push(decode_run(row)?);
+                // A row that does not decode is reported, not fatal to the listing.
+                match decode_run(row) {
+                    Ok(run) => listing.runs.push(run),
+                    Err(error) => listing.skipped.push(SkippedRun::of(error)?),
+                }
             }
-            Ok(runs)
+            Ok(listing)
+        })
+        .await
+    }
+
+    async fn triage(&self, id: &RunId) -> Result<Option<RunTriage>, EngineError> {
+        let id = id.clone();
+        self.read(move |conn| {
+            let what = format!("cannot read run `{id}`");
+            let mut stmt = conn
+                .prepare_cached(&codec::triage_sql("runs", "events", "?1"))
+                .ctx_run(&what, &id.0)?;
+            let mut rows = stmt.query([&id.0]).ctx_run(&what, &id.0)?;
+            match rows.next().ctx_run(&what, &id.0)? {
+                Some(row) => codec::decode_triage(&id.0, row).map(Some),
+                None => Ok(None),
+            }
         })
         .await
     }

@@ -90,6 +90,8 @@ macro_rules! conformance_suite {
                     cursors_round_trip,
                     next_wake_is_the_earliest_due_time,
                     concurrent_claims_never_share_a_run,
+                    triage_reads_the_row_and_counts_trailing_deferrals,
+                    healthy_listings_skip_nothing,
                 );
             }
         )*
@@ -522,6 +524,100 @@ async fn run_update_fields(store: SharedStore) {
     let r = get(&store, &run.id).await;
     assert_eq!((r.status, r.next_seq, r.attempt), (RunStatus::Failed, 7, 2));
     assert_eq!(store.events(&run.id).await.expect("events").len(), 7);
+}
+
+/// `Store::triage`: the plain columns of a run row and how many `run_deferred` events end
+/// its log (the strikes of a run the engine cannot execute).
+async fn triage_reads_the_row_and_counts_trailing_deferrals(store: SharedStore) {
+    assert_eq!(
+        store.triage(&RunId::from("nope")).await.expect("triage"),
+        None
+    );
+    let run = create(&store, "run-1", "signup", t(0)).await;
+    let triage = store
+        .triage(&run.id)
+        .await
+        .expect("triage")
+        .expect("the run");
+    assert_eq!(triage.next_seq, 1);
+    assert_eq!(triage.status, Some(RunStatus::Queued));
+    assert_eq!(triage.workflow, "signup");
+    assert_eq!(triage.attempt, 0);
+    assert_eq!(triage.deferrals, 0);
+    let deferred = |strike: u32, at: i64| {
+        event(
+            EventKind::RunDeferred,
+            None,
+            t(at),
+            json!({ "reason": "no workflow", "strike": strike, "wake_at": t(at + 10) }),
+        )
+    };
+    let queued_later = RunUpdate {
+        status: Some(RunStatus::Queued),
+        wake_at: Some(Some(t(100))),
+        ..RunUpdate::default()
+    };
+    store
+        .append(append(
+            &run,
+            1,
+            vec![deferred(1, 1), deferred(2, 2)],
+            queued_later.clone(),
+        ))
+        .await
+        .expect("append");
+    let triage = store.triage(&run.id).await.expect("triage").expect("run");
+    assert_eq!((triage.next_seq, triage.deferrals), (3, 2));
+    // Any other event starts the count afresh.
+    store
+        .append(append(
+            &run,
+            3,
+            vec![event(EventKind::RunStarted, None, t(3), json!({}))],
+            RunUpdate::default(),
+        ))
+        .await
+        .expect("append");
+    let triage = store.triage(&run.id).await.expect("triage").expect("run");
+    assert_eq!((triage.next_seq, triage.deferrals), (4, 0));
+    store
+        .append(append(&run, 4, vec![deferred(1, 4)], queued_later))
+        .await
+        .expect("append");
+    let triage = store.triage(&run.id).await.expect("triage").expect("run");
+    assert_eq!((triage.next_seq, triage.deferrals), (5, 1));
+    // Another run's deferrals are its own.
+    let other = create(&store, "run-2", "signup", t(5)).await;
+    let triage = store.triage(&other.id).await.expect("triage").expect("run");
+    assert_eq!((triage.next_seq, triage.deferrals), (1, 0));
+}
+
+/// `Store::list_runs_with_skipped` lists what `list_runs` lists and, with no bad row,
+/// skips nothing.
+async fn healthy_listings_skip_nothing(store: SharedStore) {
+    create(&store, "a", "alpha", t(1)).await;
+    create(&store, "b", "beta", t(2)).await;
+    for filter in [
+        RunFilter::default(),
+        RunFilter {
+            workflow: Some("beta".to_owned()),
+            ..RunFilter::default()
+        },
+        RunFilter {
+            limit: Some(1),
+            ..RunFilter::default()
+        },
+    ] {
+        let listing = store
+            .list_runs_with_skipped(&filter)
+            .await
+            .expect("listing");
+        assert_eq!(
+            listing.runs,
+            store.list_runs(&filter).await.expect("list_runs")
+        );
+        assert_eq!(listing.skipped, vec![]);
+    }
 }
 
 async fn list_runs_filters_and_orders(store: SharedStore) {
@@ -1065,21 +1161,34 @@ mod sqlite_only {
                 "wake_at",
             ),
         ];
+        let healthy = create(&store, "healthy", "signup", t(0)).await;
         for (id, sql, column) in corruptions {
             let run = create(&store, id, "signup", t(0)).await;
             raw(&path).execute(sql, [id]).expect("corrupt the row");
-            for result in [
-                store.run(&run.id).await.map(|_| ()),
-                store.list_runs(&RunFilter::default()).await.map(|_| ()),
-            ] {
-                match result {
-                    Err(EngineError::Corrupt { run, message }) => {
-                        assert_eq!(run, id);
-                        assert!(message.contains(column), "{id}: {message}");
-                    }
-                    other => panic!("{id}: expected Corrupt, got {other:?}"),
+            match store.run(&run.id).await {
+                Err(EngineError::Corrupt { run, message }) => {
+                    assert_eq!(run, id);
+                    assert!(message.contains(column), "{id}: {message}");
                 }
+                other => panic!("{id}: expected Corrupt, got {other:?}"),
             }
+            // Listings leave the row out and report it (issue 12, defect 7).
+            let listing = store
+                .list_runs_with_skipped(&RunFilter::default())
+                .await
+                .expect("one bad row never fails a listing");
+            assert_eq!(ids(&listing.runs), ["healthy"], "{id}");
+            assert_eq!(listing.skipped.len(), 1, "{id}");
+            assert_eq!(listing.skipped[0].run_id, run.id);
+            assert!(
+                listing.skipped[0].reason.contains(column),
+                "{id}: {}",
+                listing.skipped[0].reason
+            );
+            assert_eq!(
+                store.list_runs(&RunFilter::default()).await.expect("list"),
+                vec![healthy.clone()]
+            );
             raw(&path)
                 .execute("DELETE FROM runs WHERE id = ?1", [id])
                 .expect("clean up");
@@ -1110,7 +1219,8 @@ mod sqlite_only {
             }
         }
         // The store goes on working for healthy runs.
-        let healthy = create(&store, "healthy", "signup", t(0)).await;
+        let fresh = create(&store, "fresh", "signup", t(0)).await;
+        assert_eq!(get(&store, &fresh.id).await, fresh);
         assert_eq!(get(&store, &healthy.id).await, healthy);
     }
 

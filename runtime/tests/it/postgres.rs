@@ -338,11 +338,26 @@ async fn corrupt_rows_are_errors_naming_the_run() {
             other => panic!("{id}: expected Corrupt, got {other:?}"),
         }
     }
-    // Listing reports the first corrupt run rather than panicking; healthy runs still work.
-    assert!(matches!(
-        store.list_runs(&Default::default()).await,
-        Err(EngineError::Corrupt { .. })
-    ));
+    // Listing leaves the corrupt runs out and reports each (issue 12, defect 7); healthy
+    // runs still work.
+    let listing = store
+        .list_runs_with_skipped(&Default::default())
+        .await
+        .expect("one bad row never fails a listing");
+    let mut skipped: Vec<&str> = listing.skipped.iter().map(|s| s.run_id.as_str()).collect();
+    skipped.sort_unstable();
+    assert_eq!(skipped, ["bad-attempt", "bad-status", "bad-time", "bad-trigger"]);
+    assert!(
+        listing
+            .skipped
+            .iter()
+            .any(|s| s.reason.contains("unknown run status `exploded`")),
+        "{listing:?}"
+    );
+    assert_eq!(
+        store.list_runs(&Default::default()).await.expect("list").len(),
+        listing.runs.len()
+    );
     let healthy = create(&store, "healthy", t(0)).await;
     assert_eq!(
         store.run(&healthy.id).await.expect("run"),

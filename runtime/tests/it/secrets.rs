@@ -242,3 +242,69 @@ fn a_hook_secret_under_32_bytes_is_refused() {
             .is_ok()
     );
 }
+
+/// The input digest of versions before tokens were redacted: the first 8 bytes of the
+/// SHA-256 of the input's compact JSON, token included, in hex.
+fn legacy_digest(input: &serde_json::Value) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(serde_json::to_vec(input).unwrap());
+    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn a_run_recorded_with_tokens_in_its_log_replays_after_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+    let engine = mail_engine(store.clone());
+    let id = engine
+        .start_json("mail-then-approve", json!({}), Trigger::Code)
+        .await
+        .unwrap();
+    engine.execute(&id).await.unwrap();
+    let token = engine.open_hooks(&id).await.unwrap()[0].token.clone();
+    drop(engine);
+    drop(store);
+
+    // Rewrite the log as an older version wrote it: tokens in the step inputs, and the
+    // input digests taken over them.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    let rows: Vec<(i64, String)> = db
+        .prepare("SELECT seq, payload FROM events WHERE run_id = ?1 AND kind = 'step_started'")
+        .unwrap()
+        .query_map([id.as_str()], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut rewritten = 0;
+    for (seq, payload) in rows {
+        let placeholder = "{{reprise:hook-token:hook#0}}";
+        if !payload.contains(placeholder) {
+            continue;
+        }
+        let mut payload: serde_json::Value =
+            serde_json::from_str(&payload.replace(placeholder, &token)).unwrap();
+        payload["digest"] = json!(legacy_digest(&payload["input"]));
+        db.execute(
+            "UPDATE events SET payload = ?1 WHERE run_id = ?2 AND seq = ?3",
+            rusqlite::params![payload.to_string(), id.as_str(), seq],
+        )
+        .unwrap();
+        rewritten += 1;
+    }
+    assert_eq!(rewritten, 2, "mail-link and flaky-post carried the token");
+    drop(db);
+
+    let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+    let engine = mail_engine(store);
+    engine
+        .resume_hook(&token, json!({ "by": "ada" }))
+        .await
+        .unwrap();
+    let execution = engine.drive(&id).await.unwrap();
+    assert!(
+        matches!(execution.outcome, reprise::RunOutcome::Completed(_)),
+        "{:?}",
+        execution.outcome
+    );
+}

@@ -239,7 +239,7 @@ async fn two_runs_of_a_workflow_have_identical_redacted_logs() {
     assert_eq!(
         started.payload["input"],
         json!({
-            "text": "hello at [time-1] as [uuid-1]: http://reprise.test/hooks/[token-1]",
+            "text": "hello at [time-1] as [uuid-1]: http://reprise.test/hooks/{{reprise:hook-token:hook#0}}",
             "n": "[random-1]",
         })
     );
