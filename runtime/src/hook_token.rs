@@ -92,6 +92,9 @@ pub(crate) fn token_placeholder(id: &str) -> String {
 pub(crate) struct IssuedTokens {
     /// `(token, placeholder)` pairs, in the order the body created its hooks.
     pairs: std::sync::RwLock<Vec<(String, String)>>,
+    /// Whether `pairs` holds any: read on every recorded step, so a run without hooks pays
+    /// one relaxed load, not a lock.
+    any: std::sync::atomic::AtomicBool,
 }
 
 impl IssuedTokens {
@@ -100,15 +103,13 @@ impl IssuedTokens {
         let mut pairs = self.pairs.write().unwrap_or_else(|p| p.into_inner());
         if !pairs.iter().any(|(known, _)| known == token) {
             pairs.push((token.to_owned(), token_placeholder(id)));
+            self.any.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 
     /// Whether no hook was created yet (then there is nothing to redact or expand).
     pub(crate) fn is_empty(&self) -> bool {
-        self.pairs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        !self.any.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Replaces every issued token in the strings of `value` by its placeholder.
