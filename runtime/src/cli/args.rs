@@ -1,12 +1,30 @@
 //! The command-line grammar (clap derive).
 
-use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
 
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::EngineBuilder;
 use crate::event::RunStatus;
+
+/// The exit-code table `--help` shows (see the `EXIT_*` constants in `cli/mod.rs`).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  completed: the run (or every resumed run) completed, every checked run replays
+  1  a run failed or was canceled, or `workflows check` found runs that no longer replay
+  2  usage, input or validation error (bad flags, invalid JSON, schema violations,
+     unknown workflow or run, a hook secret under 32 bytes)
+  3  a run is still waiting (on a sleep or hook) or continues in another process
+  4  store or infrastructure failure: the database cannot be opened, read or written
+     (missing, corrupt, not a database, written by a newer reprise, read-only, disk
+     full, Postgres unreachable or refusing the login), or another I/O failure
+
+Logs go to standard error: RUST_LOG filters them (default `warn,reprise=info`;
+warnings are always shown), --log-format json prints one JSON object per line.";
 
 /// Durable workflows: run, inspect and resume them.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
     /// Database URL: `sqlite://path/to/file.db` (or a bare path), `postgres://user@host/db`, or `memory:`.
     #[arg(
@@ -17,8 +35,54 @@ pub(crate) struct Cli {
     )]
     pub(crate) db: String,
 
+    /// How log lines on standard error look: `text` for people, `json` for one JSON
+    /// object per line (log collectors). `RUST_LOG` chooses which lines.
+    #[arg(
+        long,
+        global = true,
+        env = "REPRISE_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub(crate) log_format: LogFormat,
+
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// The format of log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// `2026-01-01T09:00:00.000000Z  WARN reprise::worker: could not claim runs; retrying …`
+    #[default]
+    Text,
+    /// `{"timestamp":"…","level":"WARN","message":"…","run":"…","target":"…"}`
+    Json,
+}
+
+/// `--concurrency`: at least 1.
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a number of runs ({e})"))?;
+    if n == 0 {
+        return Err(
+            "must be at least 1: a worker with concurrency 0 would never run \
+                    anything; pass 1 or more (default 16)"
+                .to_owned(),
+        );
+    }
+    Ok(n)
+}
+
+/// `--lease`: a humantime duration within [`EngineBuilder::MIN_LEASE`] and
+/// [`EngineBuilder::MAX_LEASE`].
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = humantime::parse_duration(text).map_err(|e| {
+        format!("`{text}` is not a duration ({e}); write it like `15s`, `500ms` or `1m`")
+    })?;
+    EngineBuilder::check_lease(lease)?;
+    Ok(lease)
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,12 +117,12 @@ pub(crate) struct DevArgs {
 /// Worker options shared by `dev` and `worker`.
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// The most runs executed at once.
-    #[arg(long, default_value_t = 16)]
+    /// The most runs executed at once (at least 1).
+    #[arg(long, default_value_t = 16, value_parser = parse_concurrency)]
     pub(crate) concurrency: usize,
-    /// How long a run's lease lasts unless renewed (humantime: `15s`, `1m`); another
-    /// worker takes the run over this long after this process dies.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    /// How long a run's lease lasts unless renewed (humantime: `15s`, `1m`; from 500ms to
+    /// 24h); another worker takes the run over this long after this process dies.
+    #[arg(long, default_value = "15s", value_parser = parse_lease)]
     pub(crate) lease: std::time::Duration,
     /// On SIGINT/SIGTERM, how long running steps may take to finish before they are
     /// dropped (and run again elsewhere).

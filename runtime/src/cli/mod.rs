@@ -13,12 +13,27 @@
 //! [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|cancel <id>|export <id>
 //! [--out FILE]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`.
 //! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
-//! `sqlite://.reprise/reprise.db`, created on first use.
+//! `sqlite://.reprise/reprise.db`, created on first use by the commands that write. The
+//! read-only commands (`runs list|get|export`, `workflows check`) open it read-only
+//! ([`crate::store::open_read_only`]): they need only read permission, never create or
+//! migrate it, and a missing database is an error ("no database at …"), not a new file.
 //!
-//! Exit codes: `0` the run (or every resumed run) completed, or every checked run replays;
-//! `1` a run failed, or `workflows check` found runs that no longer replay;
-//! `2` usage, input or validation error (the message names each JSON pointer);
-//! `3` a run is still waiting (on a hook) or the engine failed.
+//! Exit codes ([`exit_code`] maps errors to them): [`EXIT_COMPLETED`] `0` the run (or
+//! every resumed run) completed, or every checked run replays; [`EXIT_FAILED`] `1` a run
+//! failed, or `workflows check` found runs that no longer replay; [`EXIT_USAGE`] `2`
+//! usage, input or validation error (the message names each JSON pointer);
+//! [`EXIT_INCOMPLETE`] `3` a run is still waiting (on a sleep or a hook) or goes on in
+//! another process; [`EXIT_STORE`] `4` the store or the machine failed (a database that
+//! cannot be opened, read or written: missing, corrupt, not a database, too new,
+//! read-only, a full disk, Postgres unreachable; other I/O failures).
+//!
+//! Logs go to standard error through a `tracing-subscriber` installed by [`run`]:
+//! `RUST_LOG` filters them (default `warn,reprise=info`; warnings always show), and
+//! `--log-format json` (or `REPRISE_LOG_FORMAT=json`) prints one JSON object per line.
+//!
+//! `REPRISE_HOOK_SECRET`, when set, must be at least 32 bytes (an empty value, what
+//! docker-compose makes of an unset `${VAR}`, is refused too: exit 2); else, on SQLite,
+//! the secret is kept in `hook.key` beside the database, created with mode 0600.
 //!
 //! `workflows check` replays each recorded run in a fresh replay-only engine
 //! ([`Engine::replay_engine`]): nothing runs live, no action is called. A run replays when
@@ -28,6 +43,7 @@
 
 mod args;
 mod graph;
+mod logging;
 mod output;
 mod serve;
 
@@ -43,6 +59,7 @@ use serde_json::{Value, json};
 use crate::engine::{Engine, EngineBuilder, Execution, RunOutcome, summarize_steps};
 use crate::error::EngineError;
 use crate::event::{RunFilter, RunId, RunRecord, RunStatus, Trigger};
+use crate::store::StoreErrorKind;
 use args::{Cli, Command, HooksCommand, RunArgs, RunsCommand, WorkflowsCommand};
 
 /// The lease of runs executed by foreground commands (`workflows run`, `runs resume`,
@@ -55,8 +72,39 @@ pub const EXIT_COMPLETED: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: usage, input or validation error.
 pub const EXIT_USAGE: u8 = 2;
-/// Exit code: a run is left waiting, or the engine/store failed.
+/// Exit code: a run is left waiting (on a sleep or a hook), or goes on in another process.
 pub const EXIT_INCOMPLETE: u8 = 3;
+/// Exit code: the store or the machine failed: the database cannot be opened, read or
+/// written (missing, corrupt, not a database, written by a newer reprise, read-only, a
+/// full disk, Postgres unreachable or refusing the login), or another I/O failure.
+pub const EXIT_STORE: u8 = 4;
+
+/// The shortest `REPRISE_HOOK_SECRET` (and `hook.key`) accepted, in bytes.
+const MIN_HOOK_SECRET: usize = crate::engine::MIN_HOOK_SECRET_LEN;
+
+/// The exit code of a command that failed with `error`: [`EXIT_USAGE`] for what the
+/// caller can fix in the command line or its input (a schema violation, an unknown
+/// workflow, run or hook, invalid JSON, a configuration error, an operation the run's
+/// state does not allow, an idempotency key reused with another input),
+/// [`EXIT_INCOMPLETE`] when the run goes on in another process
+/// (its lease is held or was taken over), and [`EXIT_STORE`] for store failures (every
+/// [`EngineError::Storage`] kind, [`EngineError::Store`], a corrupt row).
+pub fn exit_code(error: &EngineError) -> u8 {
+    match error {
+        EngineError::Schema(_)
+        | EngineError::UnknownWorkflow(_)
+        | EngineError::UnknownRun(_)
+        | EngineError::UnknownHook
+        | EngineError::Config(_)
+        | EngineError::InvalidState { .. }
+        | EngineError::Serde(_)
+        | EngineError::IdempotencyConflict { .. } => EXIT_USAGE,
+        EngineError::Conflict { .. }
+        | EngineError::LeaseLost { .. }
+        | EngineError::Leased { .. } => EXIT_INCOMPLETE,
+        EngineError::Storage(_) | EngineError::Store(_) | EngineError::Corrupt { .. } => EXIT_STORE,
+    }
+}
 
 /// Parses the process arguments, builds the engine (store from `--db`, every discovered
 /// workflow, then `configure` for resources), runs the command on a new tokio runtime and
@@ -72,7 +120,7 @@ pub fn main(
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: could not start the tokio runtime: {error}");
-            return ExitCode::from(EXIT_INCOMPLETE);
+            return ExitCode::from(EXIT_STORE);
         }
     };
     ExitCode::from(runtime.block_on(run(std::env::args_os(), configure)))
@@ -98,6 +146,7 @@ fn exit_quietly_on_closed_stdout() {
 }
 
 /// [`main`] for an existing runtime and explicit arguments (the first is the program name).
+/// Installs the log subscriber (see the module docs) unless the process has one already.
 /// Returns the exit code.
 pub async fn run(
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
@@ -115,6 +164,7 @@ pub async fn run(
             return code;
         }
     };
+    logging::init(cli.log_format);
     // `dev` listens before the engine is built, so that resume URLs name the real port
     // (also when `--addr` asks for port 0).
     let listener = match &cli.command {
@@ -150,11 +200,12 @@ pub async fn run(
         };
         configure(builder)
     };
-    let engine = match build_engine(&cli.db, configure) {
+    let read_only = is_read_only(&cli.command);
+    let engine = match build_engine(&cli.db, read_only, configure) {
         Ok(engine) => engine,
-        Err(error) => {
+        Err((error, code)) => {
             eprintln!("error: {error}");
-            return EXIT_USAGE;
+            return code;
         }
     };
     warn_unshared_hook_secret(&cli.db, &cli.command);
@@ -162,40 +213,103 @@ pub async fn run(
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
-            match error {
-                EngineError::Schema(_)
-                | EngineError::UnknownWorkflow(_)
-                | EngineError::UnknownRun(_)
-                | EngineError::UnknownHook
-                | EngineError::Config(_)
-                | EngineError::InvalidState { .. }
-                | EngineError::Serde(_) => EXIT_USAGE,
-                _ => EXIT_INCOMPLETE,
-            }
+            exit_code(&error)
         }
     }
 }
 
+/// The commands that only read the store, and so open it read-only.
+fn is_read_only(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Runs(
+            RunsCommand::List { .. } | RunsCommand::Get { .. } | RunsCommand::Export { .. }
+        ) | Command::Workflows(WorkflowsCommand::Check { .. })
+    )
+}
+
+/// Opens the store (read-only for `read_only` commands) and builds the engine. A failure
+/// comes with its exit code: a database URL that cannot be parsed or has an unknown scheme
+/// is a usage error, the rest as [`exit_code`] says.
 fn build_engine(
     db: &str,
+    read_only: bool,
     configure: impl FnOnce(EngineBuilder) -> Result<EngineBuilder, EngineError>,
-) -> Result<Engine, EngineError> {
+) -> Result<Engine, (EngineError, u8)> {
+    let coded = |error: EngineError| {
+        let code = exit_code(&error);
+        (error, code)
+    };
     let url = if db.contains(':') {
         db.to_owned()
     } else {
         format!("sqlite://{db}")
     };
-    let store = crate::store::open(&url)?;
-    let mut builder = EngineBuilder::from_env().store(store).discover()?;
-    if let Some(secret) = hook_secret(&url)? {
+    // Checked before the store is opened, so that a refused secret leaves no database
+    // file behind.
+    let env_secret = env_hook_secret().map_err(coded)?;
+    let opened = if read_only {
+        crate::store::open_read_only(&url)
+    } else {
+        crate::store::open(&url)
+    };
+    let store = opened.map_err(|error| {
+        let code = match error.store_error().map(crate::store::StoreError::kind) {
+            // `open` reports only problems of the URL itself as `Config`: nothing has been
+            // contacted yet (a Postgres store connects on first use).
+            Some(StoreErrorKind::Config) => EXIT_USAGE,
+            _ => exit_code(&error),
+        };
+        (error, code)
+    })?;
+    let mut builder = EngineBuilder::from_env()
+        .store(store)
+        .discover()
+        .map_err(coded)?;
+    let secret = match env_secret {
+        Some(secret) => Some(secret),
+        None => hook_secret_file(&url, !read_only).map_err(coded)?,
+    };
+    if let Some(secret) = secret {
         builder = builder.hook_secret(secret);
     }
-    configure(builder)?.build()
+    configure(builder)
+        .and_then(EngineBuilder::build)
+        .map_err(coded)
 }
 
-/// The hook secret: `REPRISE_HOOK_SECRET`, else (for SQLite) 32 random bytes kept in
-/// `hook.key` beside the database (created with mode 0600 on first use), so every process
-/// on one database derives the same hook tokens.
+/// `REPRISE_HOOK_SECRET`, when it is set.
+///
+/// # Errors
+/// [`EngineError::Config`] (exit code 2) when it is shorter than [`MIN_HOOK_SECRET`]
+/// bytes, empty included: with a short secret anyone who knows a run id could compute its
+/// hook tokens.
+fn env_hook_secret() -> Result<Option<Vec<u8>>, EngineError> {
+    let Some(secret) = std::env::var_os("REPRISE_HOOK_SECRET") else {
+        return Ok(None);
+    };
+    let secret = secret.into_encoded_bytes();
+    if secret.len() < MIN_HOOK_SECRET {
+        let what = if secret.is_empty() {
+            "is set but empty (docker-compose turns an unset `${HOOK_SECRET}` into \"\")".to_owned()
+        } else {
+            format!("is only {} bytes long", secret.len())
+        };
+        return Err(EngineError::Config(format!(
+            "REPRISE_HOOK_SECRET {what}; a hook secret must be at least {MIN_HOOK_SECRET} \
+             bytes, or anyone who knows a run id could forge its hook tokens. Make one with \
+             `openssl rand -base64 32` and set it in every process on this database, or \
+             unset REPRISE_HOOK_SECRET to use the `hook.key` file beside a SQLite database"
+        )));
+    }
+    Ok(Some(secret))
+}
+
+/// The hook secret when `REPRISE_HOOK_SECRET` is unset: for SQLite, 32 random bytes kept
+/// in `hook.key` beside the database (created with mode 0600 on first use, unless
+/// `create` is false: read-only commands only read an existing one), so every process on
+/// one database derives the same hook tokens. An existing `hook.key` that other users may
+/// read or write is used, with a warning (logged once) saying how to fix its mode.
 ///
 /// Other databases (Postgres) get no shared default: each process makes a random secret
 /// of its own, and [`warn_unshared_hook_secret`] says so. The secret is deliberately not
@@ -204,10 +318,7 @@ fn build_engine(
 /// value and read it straight back before the other's write landed, and then mint
 /// different tokens; converging needs an insert-if-absent the `Store` trait does not
 /// have. (It would also put the secret in a table every database reader can see.)
-fn hook_secret(url: &str) -> Result<Option<Vec<u8>>, EngineError> {
-    if let Ok(secret) = std::env::var("REPRISE_HOOK_SECRET") {
-        return Ok(Some(secret.into_bytes()));
-    }
+fn hook_secret_file(url: &str, create: bool) -> Result<Option<Vec<u8>>, EngineError> {
     let Some(path) = url.strip_prefix("sqlite://") else {
         return Ok(None);
     };
@@ -216,20 +327,36 @@ fn hook_secret(url: &str) -> Result<Option<Vec<u8>>, EngineError> {
         .unwrap_or(std::path::Path::new("."));
     let key = dir.join("hook.key");
     let unreadable = |e: std::io::Error| {
-        EngineError::Store(format!(
-            "cannot read or create the hook secret `{}`: {e}; set REPRISE_HOOK_SECRET instead",
-            key.display()
-        ))
+        EngineError::from(
+            crate::store::StoreError::new(
+                StoreErrorKind::Io,
+                format!(
+                    "cannot read or create the hook secret `{}`: {e}; check that this user \
+                     may read it (and create files in its directory), or set \
+                     REPRISE_HOOK_SECRET instead",
+                    key.display()
+                ),
+            )
+            .with_source(e),
+        )
     };
     match std::fs::read(&key) {
-        Ok(secret) if secret.len() >= 32 => return Ok(Some(secret)),
-        Ok(_) => {
-            return Err(EngineError::Store(format!(
-                "the hook secret `{}` is shorter than 32 bytes; delete it to make a new one \
-                 (open hooks of waiting runs will need their old secret)",
-                key.display()
-            )));
+        Ok(secret) if secret.len() >= MIN_HOOK_SECRET => {
+            warn_loose_mode(&key);
+            return Ok(Some(secret));
         }
+        Ok(_) => {
+            return Err(crate::store::StoreError::new(
+                StoreErrorKind::Io,
+                format!(
+                    "the hook secret `{}` is shorter than {MIN_HOOK_SECRET} bytes; delete it \
+                     to make a new one (open hooks of waiting runs will need their old secret)",
+                    key.display()
+                ),
+            )
+            .into());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(unreadable(e)),
     }
@@ -252,6 +379,29 @@ fn hook_secret(url: &str) -> Result<Option<Vec<u8>>, EngineError> {
         }
         Err(e) => Err(unreadable(e)),
     }
+}
+
+/// Logs a warning when the secret file `path` may be read or written by users other than
+/// its owner (any group or other permission bit).
+fn warn_loose_mode(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    "the hook secret file {} has mode {mode:04o}: other users can read it and \
+                     forge hook tokens; restrict it with `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// On a database without a shared hook secret (any but SQLite and `memory:`) and with

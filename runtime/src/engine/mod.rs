@@ -205,9 +205,50 @@ impl EngineBuilder {
     /// it every third of that; a worker that dies stops renewing, and its runs are claimed
     /// by other workers once the lease expires. Shorter leases fail over faster and cost
     /// more renewals.
+    ///
+    /// A duration outside [`EngineBuilder::MIN_LEASE`]..=[`EngineBuilder::MAX_LEASE`] is
+    /// not clamped: [`EngineBuilder::build`] then fails with [`EngineError::Config`]
+    /// naming it.
     pub fn lease(mut self, duration: Duration) -> Self {
-        self.lease = duration.max(Duration::from_millis(30));
+        match Self::check_lease(duration) {
+            Ok(()) => self.lease = duration,
+            Err(message) => {
+                self.error
+                    .get_or_insert(EngineError::Config(format!("invalid lease: {message}")));
+            }
+        }
         self
+    }
+
+    /// The shortest lease [`EngineBuilder::lease`] accepts: 500 ms. Renewals (every third
+    /// of the lease) are store writes that must land before the lease runs out, also when
+    /// the store is slow for a moment.
+    pub const MIN_LEASE: Duration = Duration::from_millis(500);
+
+    /// The longest lease [`EngineBuilder::lease`] accepts: 24 hours. A dead worker's runs
+    /// wait this long before another worker takes them over.
+    pub const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// `Ok` when `lease` is within [`EngineBuilder::MIN_LEASE`] and
+    /// [`EngineBuilder::MAX_LEASE`]; else why not, for people (`--lease` shows it).
+    ///
+    /// # Errors
+    /// The message when it is out of range.
+    pub fn check_lease(lease: Duration) -> Result<(), String> {
+        let shown = humantime::format_duration(lease);
+        if lease < Self::MIN_LEASE {
+            return Err(format!(
+                "a lease of {shown} is too short: it is renewed every third of its length \
+                 and must outlast a slow store write; use at least 500ms (default 15s)"
+            ));
+        }
+        if lease > Self::MAX_LEASE {
+            return Err(format!(
+                "a lease of {shown} is too long: a dead worker's runs would wait that long \
+                 before another worker takes them over; use at most 24h (default 15s)"
+            ));
+        }
+        Ok(())
     }
 
     /// Sizes the hot-run cache: up to `capacity` runs suspended in a sleep of at most

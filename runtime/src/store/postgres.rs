@@ -283,6 +283,8 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     schema: Option<String>,
+    /// Where the pool connects, for error messages: `host:port/dbname as user`.
+    target: String,
     /// Set once the migrations have been applied (or found applied) through this store.
     migrated: OnceCell<()>,
     /// The append queue: group commit of concurrent appends.
@@ -349,6 +351,7 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         }
+        let target = describe_target(&config);
         if config.get_application_name().is_none() {
             config.application_name("reprise");
         }
@@ -401,6 +404,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             schema: options.schema,
+            target,
             migrated: OnceCell::new(),
             appends: Arc::new(GroupCommit::default()),
         })
@@ -423,7 +427,10 @@ impl PostgresStore {
     }
 
     async fn raw_client(&self) -> Result<deadpool_postgres::Client, EngineError> {
-        self.pool.get().await.map_err(|e| pool_error(e).into())
+        self.pool
+            .get()
+            .await
+            .map_err(|e| connect_error(&self.target, e).into())
     }
 
     /// A pooled connection to a migrated database.
@@ -532,6 +539,84 @@ fn lock_key(schema: &str) -> i64 {
 /// `name` as a quoted SQL identifier.
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Where `config` connects, for error messages: `host:port/dbname as user` (hosts and
+/// ports comma-separated when there are several; never the password).
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports
+                .get(i)
+                .or_else(|| ports.first())
+                .copied()
+                .unwrap_or(5432);
+            match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    let user = config.get_user().unwrap_or("(default user)");
+    let dbname = config.get_dbname().unwrap_or(user);
+    format!("{hosts}/{dbname} as {user}")
+}
+
+/// A failure to get a pooled connection to the server at `target`, saying what to check:
+/// the server's address when it cannot be reached, the credentials when it refuses the
+/// login, the database name when it does not exist.
+fn connect_error(target: &str, e: deadpool_postgres::PoolError) -> StoreError {
+    let kind = pool_kind(&e);
+    let (state, text) = match &e {
+        // The client's own error and its causes ("error connecting to server: Connection
+        // refused"), without the pool's "Error occurred while creating a new object".
+        deadpool_postgres::PoolError::Backend(backend) => {
+            let mut text = backend.to_string();
+            let mut cause = std::error::Error::source(backend);
+            while let Some(error) = cause {
+                text.push_str(&format!(": {error}"));
+                cause = error.source();
+            }
+            (backend.code().map(|c| c.code().to_owned()), text)
+        }
+        other => (None, other.to_string()),
+    };
+    let login = "the server refused the login: check the user name and password in the URL \
+                 (or PGPASSWORD) and the server's pg_hba.conf";
+    let check = match (kind, state.as_deref()) {
+        (_, Some("3D000")) => {
+            "the database does not exist there: create it (`createdb`) or fix the database \
+             name in the URL"
+        }
+        (_, Some(code)) if code.starts_with("28") => login,
+        (StoreErrorKind::Config, _) if text.contains("password") || text.contains("auth") => login,
+        (StoreErrorKind::Unavailable, _) => {
+            "check the host and port in the URL, and that the server listens there \
+             (`pg_isready -h HOST -p PORT` tells)"
+        }
+        _ => "",
+    };
+    let check = if check.is_empty() {
+        String::new()
+    } else {
+        format!("; {check}")
+    };
+    StoreError::new(
+        kind,
+        format!("cannot connect to Postgres at {target}: {text}{check}"),
+    )
+    .with_source(e)
 }
 
 /// The URL with the password (if any) replaced, for error messages.
@@ -1174,14 +1259,22 @@ pub(super) fn pg_run(what: &str, run: &str, e: tokio_postgres::Error) -> EngineE
 
 /// No pooled connection: the pool timed out or was closed, or connecting failed.
 pub(super) fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::new(
+        pool_kind(&e),
+        format!("cannot get a Postgres connection: {e}"),
+    )
+    .with_source(e)
+}
+
+/// The [`StoreErrorKind`] of a failure to get a pooled connection.
+fn pool_kind(e: &deadpool_postgres::PoolError) -> StoreErrorKind {
     use deadpool_postgres::PoolError as P;
-    let kind = match &e {
+    match e {
         P::Backend(e) => pg_kind(e),
         P::Timeout(_) | P::Closed => StoreErrorKind::Unavailable,
         P::NoRuntimeSpecified => StoreErrorKind::Config,
         _ => StoreErrorKind::Database,
-    };
-    StoreError::new(kind, format!("cannot get a Postgres connection: {e}")).with_source(e)
+    }
 }
 
 #[cfg(test)]

@@ -216,7 +216,8 @@ impl Default for SqliteOptions {
 /// opens the same path. See the module docs for its schema, batching and durability.
 pub struct SqliteStore {
     path: PathBuf,
-    /// `None` only while dropping.
+    /// `None` while dropping, and always in a store opened with
+    /// [`SqliteStore::open_read_only`].
     writer: Option<Writer>,
     readers: Arc<Readers>,
     /// One permit per read connection (see [`MAX_READERS`]).
@@ -245,12 +246,21 @@ impl SqliteStore {
     /// commit), a 5 s busy timeout, foreign keys on; then applies pending migrations and
     /// starts the writer thread.
     ///
+    /// A new database file is created with mode 0600 (its `-wal` and `-shm` files get the
+    /// same mode from SQLite); an existing one that other users may access is used, with
+    /// a warning (logged through `tracing`) saying how to restrict it. A file of 0 bytes
+    /// becomes a new database, with a warning, unless a non-empty `-wal` file lies beside
+    /// it: then the database file was truncated, and opening it would discard the log, so
+    /// that is an error.
+    ///
     /// # Errors
-    /// [`EngineError::Storage`] naming the file: [`StoreErrorKind::Io`] when the
-    /// directory or file cannot be created or opened, [`StoreErrorKind::Database`] when
-    /// the file is not an SQLite database, [`StoreErrorKind::Schema`] when a migration
-    /// fails or the database was written by a newer version of reprise (its schema
-    /// version is higher than [`SqliteStore::SCHEMA_VERSION`]).
+    /// [`EngineError::Storage`] naming the file and what to do: [`StoreErrorKind::Io`]
+    /// when the directory or file cannot be created, read or written (permission denied,
+    /// a directory, a full disk), [`StoreErrorKind::Database`] when the file is not an
+    /// SQLite database, is damaged, or is empty beside a non-empty `-wal` file,
+    /// [`StoreErrorKind::Schema`] when a migration fails or the database was written by a
+    /// newer version of reprise (its schema version is higher than
+    /// [`SqliteStore::SCHEMA_VERSION`]).
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, EngineError> {
         Self::open_with(path, SqliteOptions::default())
     }
@@ -273,9 +283,22 @@ impl SqliteStore {
                 .with_source(e)
             })?;
         }
+        match inspect(&path, true)? {
+            FileState::Missing => create_private(&path)?,
+            FileState::Empty => {
+                warn_loose_mode(&path);
+                tracing::warn!(
+                    path = %path.display(),
+                    "the database file {} was empty (0 bytes): it is now a new, empty \
+                     database",
+                    path.display()
+                );
+            }
+            FileState::Database => warn_loose_mode(&path),
+        }
         let at = |what: &str| format!("{what} {}", path.display());
 
-        let mut conn = Connection::open(&path).ctx(&at("cannot open"))?;
+        let mut conn = Connection::open(&path).map_err(|e| open_error(&path, "opening it", e))?;
         conn.busy_timeout(options.busy_timeout)
             .ctx(&at("cannot configure"))?;
         // Switching a new file to WAL needs an exclusive lock, and SQLite does not call the
@@ -293,12 +316,7 @@ impl SqliteStore {
                 {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                Err(e) => {
-                    return Err(sql_error(
-                        &format!("cannot switch {} to WAL mode", path.display()),
-                        e,
-                    ));
-                }
+                Err(e) => return Err(open_error(&path, "switching it to WAL mode", e)),
             }
         };
         if !mode.eq_ignore_ascii_case("wal") {
@@ -315,18 +333,16 @@ impl SqliteStore {
             .ctx(&at("cannot configure"))?;
         conn.pragma_update(None, "foreign_keys", true)
             .ctx(&at("cannot configure"))?;
-        migrate(&mut conn).map_err(|e| match e {
-            EngineError::Storage(e) => EngineError::Storage(e.context(path.display())),
-            other => other,
-        })?;
+        migrate(&mut conn).map_err(|e| explain(&path, e))?;
 
         let readers = Arc::new(Readers {
             path: path.clone(),
             busy_timeout: options.busy_timeout,
             idle: Mutex::new(Vec::new()),
+            mode: Mutex::new(ReadMode::Shared),
         });
         // Open one reader now, so that a problem shows up here rather than on first read.
-        let reader = readers.open()?;
+        let reader = readers.open().map_err(|e| explain(&path, e))?;
         readers.put_back(reader);
 
         let (requests, inbox) = mpsc::channel();
@@ -349,12 +365,121 @@ impl SqliteStore {
         })
     }
 
+    /// Opens the existing database at `path` for reading only (`runs list`, `runs get`,
+    /// `runs export`, `workflows check`): read permission on the file suffices. Nothing is
+    /// created or migrated, the journal mode is left alone, and no writer thread starts;
+    /// every write through this store fails with [`StoreErrorKind::Config`].
+    ///
+    /// No file is created beside the database either: when no process has it open (no
+    /// `-wal` file), it is read as an immutable file (no locks, no `-wal`/`-shm`), and
+    /// every read checks afterwards that the file's length and modification time did not
+    /// change; if another process wrote to it meanwhile, that read fails with
+    /// [`StoreErrorKind::Busy`] (run it again) and later reads go through SQLite's
+    /// shared-memory index like any reader. When a `-wal` file exists (a process has it
+    /// open, or one crashed), it is read through that log, with `SQLITE_OPEN_READ_ONLY`.
+    ///
+    /// # Errors
+    /// [`EngineError::Storage`] naming the file and what to do: [`StoreErrorKind::Io`]
+    /// when there is no file at `path` ("no database at …") or it cannot be read,
+    /// [`StoreErrorKind::Database`] when it is empty (0 bytes), not an SQLite database or
+    /// damaged, [`StoreErrorKind::Schema`] when it holds no reprise tables or its schema
+    /// version is not [`SqliteStore::SCHEMA_VERSION`] (a newer reprise wrote it; or an
+    /// older one did, and a command that writes must migrate it first).
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, EngineError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display();
+        match inspect(&path, false)? {
+            FileState::Missing => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Io,
+                    format!(
+                        "no database at {shown}: nothing has been recorded there (commands \
+                         that write, such as `workflows run` or `worker`, create it); check \
+                         --db or REPRISE_DATABASE_URL"
+                    ),
+                )
+                .into());
+            }
+            FileState::Empty => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Database,
+                    format!(
+                        "{shown} is empty (0 bytes), not a reprise database: nothing was ever \
+                         recorded in it; check --db or REPRISE_DATABASE_URL"
+                    ),
+                )
+                .into());
+            }
+            FileState::Database => {}
+        }
+        let mode = if sidecar(&path, "-wal").exists() {
+            ReadMode::ReadOnly
+        } else {
+            match FileStamp::of(&path) {
+                Some(stamp) => ReadMode::Immutable(stamp),
+                None => ReadMode::ReadOnly,
+            }
+        };
+        let readers = Arc::new(Readers {
+            path: path.clone(),
+            busy_timeout: SqliteOptions::default().busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            mode: Mutex::new(mode),
+        });
+        let reader = readers.open().map_err(|e| explain(&path, e))?;
+        let version = schema_version(&reader.conn).map_err(|e| explain(&path, e))?;
+        readers.check_unchanged().map_err(|e| explain(&path, e))?;
+        readers.put_back(reader);
+        let latest = i64::from(SqliteStore::SCHEMA_VERSION);
+        let problem = match version {
+            None => Some(
+                "it holds no reprise tables: it is an SQLite database, but not one reprise \
+                 wrote; check --db or REPRISE_DATABASE_URL"
+                    .to_owned(),
+            ),
+            Some(v) if v > latest => Some(format!(
+                "it has schema version {v}, but this build of reprise supports versions up \
+                 to {latest}: it was written by a newer reprise; upgrade reprise to read it"
+            )),
+            Some(v) if v < latest => Some(format!(
+                "it has schema version {v}, older than this build's {latest}: a command that \
+                 writes (`worker`, `dev`, `workflows run`, `runs resume`) migrates it, then \
+                 read-only commands can read it"
+            )),
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Err(StoreError::new(
+                StoreErrorKind::Schema,
+                format!("cannot read {shown}: {problem}"),
+            )
+            .into());
+        }
+        Ok(SqliteStore {
+            path,
+            writer: None,
+            readers,
+            read_permits: tokio::sync::Semaphore::new(MAX_READERS),
+        })
+    }
+
     /// The database file's path, as given to [`SqliteStore::open`].
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     async fn write(&self, op: Op) -> Result<Reply, EngineError> {
+        if self.readers.is_read_only() {
+            return Err(StoreError::new(
+                StoreErrorKind::Config,
+                format!(
+                    "{} was opened read-only (SqliteStore::open_read_only): open it with \
+                     SqliteStore::open to write",
+                    self.path.display()
+                ),
+            )
+            .into());
+        }
         let stopped = || {
             EngineError::from(StoreError::new(
                 StoreErrorKind::Unavailable,
@@ -380,10 +505,12 @@ impl SqliteStore {
         })?;
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
-            let conn = readers.take()?;
-            let result = f(&conn);
-            readers.put_back(conn);
-            result
+            let reader = readers.take()?;
+            let result = f(&reader.conn);
+            // A read of an immutable file counts only if nobody wrote to the file meanwhile.
+            let unchanged = readers.check_unchanged();
+            readers.put_back(reader);
+            unchanged.and(result)
         })
         .await
         .map_err(|e| {
@@ -1261,45 +1388,457 @@ fn insert_event(
 struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Reader>>,
+    /// How read connections are opened; a read-only store may switch from
+    /// [`ReadMode::Immutable`] to [`ReadMode::ReadOnly`], never back.
+    mode: Mutex<ReadMode>,
+}
+
+/// A pooled read connection.
+struct Reader {
+    conn: Connection,
+    /// Opened as an immutable file ([`ReadMode::Immutable`]).
+    immutable: bool,
+}
+
+/// How a store's read connections are opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadMode {
+    /// A read-write store's readers: read-write flags (WAL readers write the shared-memory
+    /// index) but `query_only`.
+    Shared,
+    /// A read-only store on a database in use (its `-wal` file exists):
+    /// `SQLITE_OPEN_READ_ONLY`, through the log and its shared-memory index.
+    ReadOnly,
+    /// A read-only store on a database nobody had open (no `-wal` file): opened as an
+    /// `immutable` file, so SQLite creates no `-wal`/`-shm` file and takes no lock. Valid
+    /// while the file keeps this stamp, checked after every read
+    /// ([`Readers::check_unchanged`]).
+    Immutable(FileStamp),
+}
+
+/// A database file's length and modification time: a checkpoint by another process
+/// changes both or one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: std::time::SystemTime,
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            len: metadata.len(),
+            modified: metadata.modified().ok()?,
+        })
+    }
 }
 
 impl Readers {
-    fn open(&self) -> Result<Connection, EngineError> {
+    fn open(&self) -> Result<Reader, EngineError> {
         let what = format!("cannot open {} for reading", self.path.display());
-        // Read-write flags (WAL readers need to write the shared-memory index) but
-        // `query_only`, so this connection can never modify the database.
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .ctx(&what)?;
+        let mode = *self.mode_lock();
+        let conn = match mode {
+            // Read-write flags (WAL readers need to write the shared-memory index) but
+            // `query_only`, so this connection can never modify the database.
+            ReadMode::Shared => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .ctx(&what)?;
+                conn.pragma_update(None, "query_only", true).ctx(&what)?;
+                conn
+            }
+            ReadMode::ReadOnly => Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ctx(&what)?,
+            ReadMode::Immutable(_) => Connection::open_with_flags(
+                immutable_uri(&self.path),
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_URI
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ctx(&what)?,
+        };
         conn.busy_timeout(self.busy_timeout).ctx(&what)?;
-        conn.pragma_update(None, "query_only", true).ctx(&what)?;
-        Ok(conn)
+        Ok(Reader {
+            conn,
+            immutable: matches!(mode, ReadMode::Immutable(_)),
+        })
     }
 
-    fn take(&self) -> Result<Connection, EngineError> {
+    fn take(&self) -> Result<Reader, EngineError> {
         let idle = self.lock().pop();
         match idle {
-            Some(conn) => Ok(conn),
+            Some(reader) => Ok(reader),
             None => self.open(),
         }
     }
 
-    fn put_back(&self, conn: Connection) {
+    fn put_back(&self, reader: Reader) {
+        // An immutable connection is kept only while the file is still read that way.
+        if reader.immutable && !matches!(*self.mode_lock(), ReadMode::Immutable(_)) {
+            return;
+        }
         let mut idle = self.lock();
         if idle.len() < MAX_READERS {
-            idle.push(conn);
+            idle.push(reader);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    /// Whether this is a read-only store's pool.
+    fn is_read_only(&self) -> bool {
+        !matches!(*self.mode_lock(), ReadMode::Shared)
+    }
+
+    /// After a read of an immutable file: `Ok` when the file is as it was when the store
+    /// was opened. When another process has opened it since (a `-wal` file appeared),
+    /// later reads go through the log ([`ReadMode::ReadOnly`]); when it also wrote to the
+    /// file (its stamp changed), what was just read may mix old and new pages, so the
+    /// read fails with [`StoreErrorKind::Busy`].
+    fn check_unchanged(&self) -> Result<(), EngineError> {
+        let mut mode = self.mode_lock();
+        let ReadMode::Immutable(stamp) = *mode else {
+            return Ok(());
+        };
+        let changed = FileStamp::of(&self.path) != Some(stamp);
+        if changed || sidecar(&self.path, "-wal").exists() {
+            *mode = ReadMode::ReadOnly;
+            self.lock().clear();
+        }
+        if changed {
+            return Err(StoreError::new(
+                StoreErrorKind::Busy,
+                format!(
+                    "{} was written by another process while this read-only command read it; \
+                     run the command again",
+                    self.path.display()
+                ),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
         // The pool is a plain list: a panic while holding the lock cannot break it.
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn mode_lock(&self) -> std::sync::MutexGuard<'_, ReadMode> {
+        // A plain value: a panic while holding the lock cannot break it.
+        self.mode
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// `file:` URI of `path` opened read-only as an immutable file.
+fn immutable_uri(path: &Path) -> String {
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().into_owned().into_bytes();
+    let mut uri = String::from("file:");
+    for byte in bytes {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'_' | b'.' | b'~') {
+            uri.push(char::from(byte));
+        } else {
+            uri.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    uri
+}
+
+// ---------------------------------------------------------------------------------------
+// Opening: what is at the path, file modes, errors that say what to do
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// What [`inspect`] found at a database path.
+#[derive(Debug, PartialEq, Eq)]
+enum FileState {
+    /// Nothing: a new database.
+    Missing,
+    /// A file of 0 bytes with no non-empty `-wal` beside it: SQLite makes it a new database.
+    Empty,
+    /// A file that starts with the SQLite header.
+    Database,
+}
+
+/// `path` with `suffix` appended (`-wal`, `-shm`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// ` (owner uid 0, mode 0644)`, for permission errors.
+fn owner_and_mode(path: &Path) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            return format!(
+                " (owner uid {}, mode {:04o})",
+                metadata.uid(),
+                metadata.mode() & 0o7777
+            );
+        }
+    }
+    let _ = path;
+    String::new()
+}
+
+/// A failed file operation on the database at `path`, with what to do about it.
+fn file_error(path: &Path, what: &str, e: std::io::Error, write: bool) -> EngineError {
+    let shown = path.display();
+    let message = if e.kind() == std::io::ErrorKind::PermissionDenied {
+        let fix = if write {
+            "run this command as the user that owns it, or give this user write access to \
+             the file and its directory (read-only commands — `runs list|get|export`, \
+             `workflows check` — need only read access)"
+        } else {
+            "run this command as the user that owns it, or give this user read access"
+        };
+        format!(
+            "cannot {what} {shown}: permission denied{}; {fix}",
+            owner_and_mode(path)
+        )
+    } else {
+        format!("cannot {what} {shown}: {e}")
+    };
+    StoreError::new(StoreErrorKind::Io, message)
+        .with_source(e)
+        .into()
+}
+
+/// Looks at what is at `path` before SQLite opens it, so that a problem is reported for
+/// what it is: a directory, a file that cannot be read (or, with `write`, written), a
+/// file that is not an SQLite database, a truncated database beside its log.
+fn inspect(path: &Path, write: bool) -> Result<FileState, EngineError> {
+    use std::io::Read;
+    let shown = path.display();
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileState::Missing),
+        Err(e) => return Err(file_error(path, "look at", e, write)),
+    };
+    if metadata.is_dir() {
+        return Err(StoreError::new(
+            StoreErrorKind::Io,
+            format!(
+                "{shown} is a directory, not a database file; name a file in it, e.g. \
+                 `sqlite://{}`",
+                path.join("reprise.db").display()
+            ),
+        )
+        .into());
+    }
+    if metadata.len() == 0 {
+        let wal = sidecar(path, "-wal");
+        if let Ok(log) = std::fs::metadata(&wal)
+            && log.len() > 0
+        {
+            return Err(StoreError::new(
+                StoreErrorKind::Database,
+                format!(
+                    "{shown} is empty (0 bytes), but its write-ahead log {} holds {} bytes: the \
+                     database file was truncated or replaced, and opening it would throw the \
+                     log away. Restore {shown} from a backup and keep the log beside it, or \
+                     move both files away to start a new database",
+                    wal.display(),
+                    log.len()
+                ),
+            )
+            .into());
+        }
+        return Ok(FileState::Empty);
+    }
+    let mut header = Vec::with_capacity(SQLITE_HEADER.len());
+    std::fs::File::open(path)
+        .and_then(|file| {
+            file.take(SQLITE_HEADER.len() as u64)
+                .read_to_end(&mut header)
+        })
+        .map_err(|e| file_error(path, "read", e, false))?;
+    if header.as_slice() != SQLITE_HEADER.as_slice() {
+        let preview: String = header
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    char::from(b)
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        return Err(StoreError::new(
+            StoreErrorKind::Database,
+            format!(
+                "{shown} is not an SQLite database (it is {} bytes long and starts with \
+                 `{preview}`); check that --db or REPRISE_DATABASE_URL names the reprise \
+                 database file",
+                metadata.len()
+            ),
+        )
+        .into());
+    }
+    if write
+        && let Err(e) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+    {
+        return Err(file_error(path, "write to", e, true));
+    }
+    Ok(FileState::Database)
+}
+
+/// Creates the new, empty database file `path` with mode 0600 (owner only; SQLite gives
+/// its `-wal` and `-shm` files the same mode). Another process creating it first is fine.
+fn create_private(path: &Path) -> Result<(), EngineError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(file_error(path, "create", e, true)),
+    }
+}
+
+/// Logs a warning when users other than the owner may access the database file `path`
+/// (any group or other permission bit): run inputs, outputs and hook data are in it.
+fn warn_loose_mode(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "the database file {} has mode {mode:04o}: other users can read the runs' \
+                     inputs and outputs in it; restrict it with `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+/// What to do about a SQLite failure while opening the database at `path`, and the kind
+/// it is then; `None` when there is nothing more to say than SQLite's message.
+fn open_hint(path: &Path, e: &rusqlite::Error) -> Option<(StoreErrorKind, String)> {
+    use rusqlite::ErrorCode as C;
+    let shown = path.display();
+    Some(match e.sqlite_error_code()? {
+        C::NotADatabase => (
+            StoreErrorKind::Database,
+            format!(
+                "{shown} is not an SQLite database; check that --db or REPRISE_DATABASE_URL \
+                 names the reprise database file"
+            ),
+        ),
+        C::DatabaseCorrupt => (
+            StoreErrorKind::Database,
+            format!(
+                "the database file is damaged: restore it from a backup, or salvage what is \
+                 left with `sqlite3 {shown} .recover`"
+            ),
+        ),
+        C::DiskFull => (
+            StoreErrorKind::Io,
+            "the disk is full: free some space, then try again".to_owned(),
+        ),
+        C::ReadOnly | C::CannotOpen | C::PermissionDenied => (
+            StoreErrorKind::Io,
+            format!(
+                "check that this user may write to {shown} and create files in its \
+                 directory (SQLite keeps `-wal` and `-shm` files beside it)"
+            ),
+        ),
+        C::SystemIoFailure => (
+            StoreErrorKind::Io,
+            "the operating system reported an I/O error: check the disk".to_owned(),
+        ),
+        _ => return None,
+    })
+}
+
+/// A SQLite failure while opening the database at `path` (`doing` what): names the file,
+/// SQLite's message and what to do.
+fn open_error(path: &Path, doing: &str, e: rusqlite::Error) -> EngineError {
+    let (kind, hint) = match open_hint(path, &e) {
+        Some((kind, hint)) => (kind, format!("; {hint}")),
+        None => (sql_kind(&e), String::new()),
+    };
+    StoreError::new(
+        kind,
+        format!("cannot open {} ({doing}): {e}{hint}", path.display()),
+    )
+    .with_source(e)
+    .into()
+}
+
+/// An error met while opening the database at `path`, prefixed with the path, and with
+/// what to do when its SQLite cause calls for it.
+fn explain(path: &Path, error: EngineError) -> EngineError {
+    let EngineError::Storage(error) = error else {
+        return error;
+    };
+    let cause = std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<rusqlite::Error>());
+    match cause.and_then(|cause| open_hint(path, cause).map(|hint| (cause, hint))) {
+        Some((cause, (kind, hint))) => {
+            let explained = StoreError::new(
+                kind,
+                format!("{}: {}; {hint}", path.display(), error.message()),
+            );
+            EngineError::Storage(match cause {
+                rusqlite::Error::SqliteFailure(code, message) => {
+                    explained.with_source(rusqlite::Error::SqliteFailure(*code, message.clone()))
+                }
+                _ => explained,
+            })
+        }
+        None => EngineError::Storage(error.context(path.display())),
+    }
+}
+
+/// The reprise schema version recorded in the database, `None` when it has no
+/// `schema_migrations` table (not a reprise database, or a new one).
+fn schema_version(conn: &Connection) -> Result<Option<i64>, EngineError> {
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+            [],
+            |row| row.get(0),
+        )
+        .ctx("cannot read the list of tables")?;
+    if tables == 0 {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |row| row.get(0),
+    )
+    .map(Some)
+    .ctx("cannot read the schema version")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -91,6 +91,10 @@ pub struct Triggers {
     crons: Vec<CronSchedule>,
     webhooks: Vec<WebhookSource>,
     polls: Vec<PollSource>,
+    /// The schedules and sources (`cron:<name>`, `poll:<name>`) whose last turn in
+    /// [`Triggers::fire_due`] failed: a failure is logged when it starts and when it ends,
+    /// not on every retry.
+    failing: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Triggers {
@@ -217,18 +221,45 @@ impl Triggers {
         let mut first_error = None;
         for cron in &self.crons {
             match cron.fire_due(engine).await {
-                Ok(runs) => started.extend(runs),
+                Ok(runs) => {
+                    if self.recovered(&format!("cron:{}", cron.name)) {
+                        tracing::info!(schedule = %cron.name, "cron schedule works again");
+                    }
+                    started.extend(runs);
+                }
                 Err(error) => {
-                    tracing::error!(schedule = %cron.name, "cron schedule failed: {error}");
+                    if self.started_failing(&format!("cron:{}", cron.name)) {
+                        tracing::error!(
+                            schedule = %cron.name,
+                            %error,
+                            "cron schedule failed; retrying until it works (its ticks are \
+                             fired then, none twice)"
+                        );
+                    } else {
+                        tracing::debug!(schedule = %cron.name, %error, "cron schedule still failing");
+                    }
                     first_error.get_or_insert(error);
                 }
             }
         }
         for source in &self.polls {
             match source.fire_due(engine).await {
-                Ok(runs) => started.extend(runs),
+                Ok(runs) => {
+                    if self.recovered(&format!("poll:{}", source.name)) {
+                        tracing::info!(source = %source.name, "poll source works again");
+                    }
+                    started.extend(runs);
+                }
                 Err(error) => {
-                    tracing::error!(source = %source.name, "poll source failed: {error}");
+                    if self.started_failing(&format!("poll:{}", source.name)) {
+                        tracing::error!(
+                            source = %source.name,
+                            %error,
+                            "poll source failed; retrying until it works"
+                        );
+                    } else {
+                        tracing::debug!(source = %source.name, %error, "poll source still failing");
+                    }
                     first_error.get_or_insert(error);
                 }
             }
@@ -237,6 +268,22 @@ impl Triggers {
             Some(error) => Err(error),
             None => Ok(started),
         }
+    }
+
+    /// Marks `key` failing; whether it was not before (the failure is news).
+    fn started_failing(&self, key: &str) -> bool {
+        self.failing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(key.to_owned())
+    }
+
+    /// Marks `key` working; whether it was failing before.
+    fn recovered(&self, key: &str) -> bool {
+        self.failing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(key)
     }
 
     /// How long until the next cron tick or poll, on the engine's clock (`None`: nothing

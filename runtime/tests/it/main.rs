@@ -18,5 +18,6 @@ mod poison;
 mod postgres;
 mod registry;
 mod secrets;
+mod store_open;
 mod triggers;
 mod worker;

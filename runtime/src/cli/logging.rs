@@ -1,0 +1,65 @@
+//! The command line's log output: a `tracing-subscriber` on standard error.
+//!
+//! Which lines: `RUST_LOG` (the `tracing-subscriber` `EnvFilter` syntax, e.g.
+//! `reprise=debug` or `info,reprise::worker=trace`) when it is set, else
+//! [`DEFAULT_FILTER`] (`info` for reprise, `warn` for everything else). Warnings and
+//! errors are shown whatever `RUST_LOG` says: it can add lines, not hide those. How they
+//! look: `--log-format text` (the default; colours only on a terminal) or `json`, one
+//! JSON object per line with the event's fields (`run`, `error`, …) at the top level.
+//!
+//! Standard output is never written to: tables and `--json` output stay parseable.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use super::args::LogFormat;
+
+/// The filter used when `RUST_LOG` is unset or empty.
+pub(super) const DEFAULT_FILTER: &str = "warn,reprise=info";
+
+/// Installs the subscriber as the process's global default. Does nothing when one is
+/// installed already (the application set up its own, or [`super::run`] ran before in
+/// this process). An unparsable `RUST_LOG` falls back to [`DEFAULT_FILTER`] with a
+/// warning naming it.
+pub(super) fn init(format: LogFormat) {
+    let (filter, problem) = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => match EnvFilter::builder()
+            .with_default_directive(LevelFilter::WARN.into())
+            .parse(&spec)
+        {
+            Ok(filter) => (filter, None),
+            Err(error) => (
+                EnvFilter::new(DEFAULT_FILTER),
+                Some(format!(
+                    "RUST_LOG=`{spec}` is not a valid filter ({error}); using \
+                     `{DEFAULT_FILTER}`. Write it like `info` or `reprise=debug,warn`"
+                )),
+            ),
+        },
+        _ => (EnvFilter::new(DEFAULT_FILTER), None),
+    };
+    // Warnings and errors pass whatever RUST_LOG says.
+    let filter = filter.or(LevelFilter::WARN);
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(layer.with_filter(filter))
+        .try_init()
+        .is_ok();
+    if installed && let Some(problem) = problem {
+        tracing::warn!("{problem}");
+    }
+}
