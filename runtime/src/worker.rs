@@ -29,7 +29,8 @@ use crate::error::EngineError;
 /// How a [`Worker`] runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerOptions {
-    /// The most runs executed at once (default 16). Each is a tokio task.
+    /// The most runs executed at once (default 16; at least 1, see [`Worker::run`]). Each
+    /// is a tokio task.
     pub concurrency: usize,
     /// The longest the worker waits before looking for due runs again when nothing woke
     /// it (default 1 s). Runs started, resumed or canceled through this engine wake it at
@@ -89,13 +90,11 @@ pub struct Worker {
 
 impl Worker {
     /// A worker executing runs of `engine` (its store, registry and lease settings).
+    /// The options are checked by [`Worker::run`].
     pub fn new(engine: &Engine, options: WorkerOptions) -> Self {
         Self {
             engine: engine.clone(),
-            options: WorkerOptions {
-                concurrency: options.concurrency.max(1),
-                ..options
-            },
+            options,
         }
     }
 
@@ -105,12 +104,29 @@ impl Worker {
     /// releases all leases. Nothing recorded is lost either way.
     ///
     /// # Errors
-    /// None so far: store failures while claiming are logged and retried after
-    /// `poll_interval`; failures of single executions are counted in the report.
+    /// [`EngineError::Config`], at once, when [`WorkerOptions::concurrency`] is 0 (the
+    /// worker would never run anything) or [`WorkerOptions::poll_interval`] is zero (it
+    /// would poll the store in a busy loop). Nothing else: store failures while claiming
+    /// are logged and retried after `poll_interval`; failures of single executions are
+    /// counted in the report.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerReport, EngineError> {
+        if self.options.concurrency == 0 {
+            return Err(EngineError::Config(
+                "WorkerOptions::concurrency is 0: the worker would never run anything; use \
+                 1 or more (default 16)"
+                    .to_owned(),
+            ));
+        }
+        if self.options.poll_interval.is_zero() {
+            return Err(EngineError::Config(
+                "WorkerOptions::poll_interval is zero: the worker would poll the store in a \
+                 busy loop; use at least a few milliseconds (default 1s)"
+                    .to_owned(),
+            ));
+        }
         let engine = &self.engine;
         let mut shutdown = pin!(shutdown);
         let mut tasks: JoinSet<Result<Execution, EngineError>> = JoinSet::new();

@@ -468,3 +468,59 @@ async fn a_resume_url_is_recorded_so_a_process_with_another_public_url_replays_i
         reprise::RunOutcome::Completed(json!(format!("{} true", hooks[0].resume_url)))
     );
 }
+
+/// Issue 12, defect 12: nonsensical worker settings are refused with a message naming the
+/// setting, never silently clamped (a worker of concurrency 0 used to run forever doing
+/// nothing, a zero lease was raised to 30 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonsensical_worker_settings_are_refused_not_clamped() {
+    let engine = Engine::builder().register(add_one).build().unwrap();
+    let settings = [
+        (
+            WorkerOptions {
+                concurrency: 0,
+                ..WorkerOptions::default()
+            },
+            "concurrency is 0",
+        ),
+        (
+            WorkerOptions {
+                poll_interval: Duration::ZERO,
+                ..WorkerOptions::default()
+            },
+            "poll_interval is zero",
+        ),
+    ];
+    for (options, wanted) in settings {
+        // It must return at once, without waiting for a shutdown that never comes.
+        let run = Worker::new(&engine, options).run(std::future::pending());
+        let result = tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the worker started instead of refusing its options");
+        match result {
+            Err(EngineError::Config(message)) => assert!(message.contains(wanted), "{message}"),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+    for lease in [
+        Duration::ZERO,
+        Duration::from_millis(100),
+        Duration::from_secs(2 * 86_400),
+    ] {
+        match Engine::builder().lease(lease).build() {
+            Err(EngineError::Config(message)) => {
+                assert!(message.contains("lease"), "{message}");
+            }
+            Ok(engine) => panic!(
+                "a lease of {lease:?} was accepted as {:?}",
+                engine.lease_duration()
+            ),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    let engine = Engine::builder()
+        .lease(reprise::EngineBuilder::MIN_LEASE)
+        .build()
+        .unwrap();
+    assert_eq!(engine.lease_duration(), Duration::from_millis(500));
+}
