@@ -502,11 +502,20 @@ async fn dispatch(
                 workflow,
                 limit: Some(limit),
             };
-            let runs = engine.list_runs(&filter).await?;
+            // A row that does not decode is left out and named on stderr; the listing
+            // (and its exit code) stays that of the other runs.
+            let listing = engine.list_runs_with_skipped(&filter).await?;
             if json {
-                println!("{}", serde_json::to_string(&runs)?);
+                println!("{}", serde_json::to_string(&listing.runs)?);
             } else {
-                output::print_runs(&runs);
+                output::print_runs(&listing.runs);
+            }
+            for skipped in &listing.skipped {
+                eprintln!(
+                    "warning: run {} left out: its row does not decode ({}); `runs get {}` \
+                     shows the same error",
+                    skipped.run_id, skipped.reason, skipped.run_id
+                );
             }
             Ok(EXIT_COMPLETED)
         }
@@ -764,25 +773,65 @@ async fn report(engine: &Engine, execution: &Execution, as_json: bool) -> Result
     Ok(code)
 }
 
+/// `runs resume [<id>]`: drives the run, or every unfinished one (oldest first), here. A
+/// run that cannot be resumed (this binary lacks its workflow, its rows do not decode, the
+/// store failed for it) does not stop the others: each is reported at the end, on stderr
+/// (and, with `--json`, as a line `{"run_id", "resumed": false, "error"}`), and the exit
+/// code is the worst of all: [`exit_code`] of each error.
 async fn resume(engine: &Engine, id: Option<String>, as_json: bool) -> Result<u8, EngineError> {
-    let ids: Vec<RunId> = match id {
-        Some(id) => vec![RunId(id)],
-        None => engine
-            .unfinished_runs()
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect(),
+    let (ids, skipped): (Vec<RunId>, _) = match id {
+        Some(id) => (vec![RunId(id)], Vec::new()),
+        None => {
+            let listing = engine.unfinished_runs_with_skipped().await?;
+            (
+                listing.runs.into_iter().map(|r| r.id).collect(),
+                listing.skipped,
+            )
+        }
     };
-    if ids.is_empty() && !as_json {
+    if ids.is_empty() && skipped.is_empty() && !as_json {
         println!("no unfinished runs");
     }
     let mut worst = EXIT_COMPLETED;
+    let mut not_resumed: Vec<(RunId, String)> = Vec::new();
     for id in ids {
         if !as_json {
             eprintln!("resuming run {id}");
         }
-        worst = worst.max(drive_here(engine, &id, as_json).await?);
+        match drive_here(engine, &id, as_json).await {
+            Ok(code) => worst = worst.max(code),
+            Err(error) => {
+                worst = worst.max(exit_code(&error));
+                let mut message = error.to_string();
+                if crate::engine::is_unexecutable(&error) {
+                    message.push_str(
+                        " (put off: workers retry it with backoff, then park it as failed with \
+                         kind `unexecutable`)",
+                    );
+                }
+                not_resumed.push((id, message));
+            }
+        }
+    }
+    for skipped in skipped {
+        let error = EngineError::Corrupt {
+            run: skipped.run_id.to_string(),
+            message: skipped.reason,
+        };
+        worst = worst.max(exit_code(&error));
+        not_resumed.push((skipped.run_id, format!("{error} (left out of the listing)")));
+    }
+    if !not_resumed.is_empty() {
+        eprintln!("warning: {} run(s) could not be resumed:", not_resumed.len());
+    }
+    for (id, message) in &not_resumed {
+        eprintln!("  run {id}: {message}");
+        if as_json {
+            println!(
+                "{}",
+                json!({ "run_id": id, "resumed": false, "error": message })
+            );
+        }
     }
     Ok(worst)
 }
