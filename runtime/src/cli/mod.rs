@@ -822,7 +822,10 @@ async fn resume(engine: &Engine, id: Option<String>, as_json: bool) -> Result<u8
         not_resumed.push((skipped.run_id, format!("{error} (left out of the listing)")));
     }
     if !not_resumed.is_empty() {
-        eprintln!("warning: {} run(s) could not be resumed:", not_resumed.len());
+        eprintln!(
+            "warning: {} run(s) could not be resumed:",
+            not_resumed.len()
+        );
     }
     for (id, message) in &not_resumed {
         eprintln!("  run {id}: {message}");
