@@ -12,6 +12,7 @@ mod hardening_cli;
 mod hot_runs;
 mod idempotent_cli;
 mod many_workers;
+mod poison_cli;
 mod replay;
 mod signup;
 mod snapshots;
