@@ -270,7 +270,7 @@ fn a_file_that_is_not_a_database_exits_4_with_a_helpful_message() {
         assert_eq!(out.status.code(), Some(4), "{args:?}: {stderr}");
         assert!(
             stderr.contains(&db.path().display().to_string())
-                && stderr.contains("is not an SQLite database")
+                && stderr.contains("is not a database")
                 && stderr.contains("# my notes")
                 && stderr.contains("REPRISE_DATABASE_URL"),
             "{args:?}: {stderr}"

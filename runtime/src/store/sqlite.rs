@@ -1681,15 +1681,22 @@ fn inspect(path: &Path, write: bool) -> Result<FileState, EngineError> {
                 }
             })
             .collect();
+        // SQLite's own verdict on such a file, as the source (what `Connection::open`
+        // would have reported on first use).
+        let verdict = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_NOTADB),
+            Some("file is not a database".to_owned()),
+        );
         return Err(StoreError::new(
             StoreErrorKind::Database,
             format!(
-                "{shown} is not an SQLite database (it is {} bytes long and starts with \
-                 `{preview}`); check that --db or REPRISE_DATABASE_URL names the reprise \
-                 database file",
+                "{shown} is not a database: SQLite files start with `SQLite format 3`, this \
+                 one ({} bytes) starts with `{preview}`; check that --db or \
+                 REPRISE_DATABASE_URL names the reprise database file",
                 metadata.len()
             ),
         )
+        .with_source(verdict)
         .into());
     }
     if write
@@ -1749,8 +1756,8 @@ fn open_hint(path: &Path, e: &rusqlite::Error) -> Option<(StoreErrorKind, String
         C::NotADatabase => (
             StoreErrorKind::Database,
             format!(
-                "{shown} is not an SQLite database; check that --db or REPRISE_DATABASE_URL \
-                 names the reprise database file"
+                "{shown} is not a database (not an SQLite file); check that --db or \
+                 REPRISE_DATABASE_URL names the reprise database file"
             ),
         ),
         C::DatabaseCorrupt => (

@@ -145,7 +145,7 @@ async fn a_file_that_is_not_a_database_is_refused_and_left_alone() {
         assert_eq!(kind, StoreErrorKind::Database, "{message}");
         assert!(
             message.contains(&path.display().to_string())
-                && message.contains("is not an SQLite database")
+                && message.contains("is not a database")
                 && message.contains("{\"format\"")
                 && message.contains("REPRISE_DATABASE_URL"),
             "names the file, what it is, and where the path came from: {message}"
