@@ -697,3 +697,52 @@ async fn a_run_failing_with_a_store_error_is_not_claimed_again_before_its_lease_
     println!("a run failing with a store error was claimed {claims} times in 2.5 s");
     assert!((1..=3).contains(&claims), "{claims} claims in 2.5 s");
 }
+
+/// A claimable run whose own row does not decode (its input is not JSON): the engine
+/// cannot read its record, so the strike is appended through the plain columns
+/// (`Store::triage`); the run is parked like the others, and listings leave it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_run_row_that_does_not_decode_is_backed_off_then_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, raw) = sqlite(dir.path());
+    let starter = engine(&store, "poison-starter");
+    let bad = starter.start(&poison_ok, Count { n: 1 }).await.unwrap();
+    raw.exec("UPDATE runs SET input = '{not json' WHERE id = ?1", &bad)
+        .await;
+    assert!(matches!(
+        store.run(&bad).await,
+        Err(EngineError::Corrupt { .. })
+    ));
+
+    let stop = workers(&store, 1);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.triage(&bad).await.unwrap().unwrap().status != Some(RunStatus::Failed) {
+        assert!(Instant::now() < deadline, "not parked after 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stop);
+    assert_eq!(raw.fence(&bad).await, i64::from(STRIKES));
+    let events = store.events(&bad).await.unwrap();
+    let deferred = deferrals(&events);
+    assert_eq!(deferred.len(), STRIKES as usize - 1);
+    for pair in deferred.windows(2) {
+        assert!(pair[1].1 >= pair[0].2, "claimed before its wake-up time");
+    }
+    match events.last().unwrap().event.decode_payload().unwrap() {
+        EventPayload::RunFailed { error } => {
+            assert_eq!(error.kind, "unexecutable");
+            assert!(
+                error.message.contains("column `input`"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected run_failed, got {other:?}"),
+    }
+    let listing = starter
+        .list_runs_with_skipped(&RunFilter::default())
+        .await
+        .unwrap();
+    assert!(listing.runs.is_empty());
+    assert_eq!(listing.skipped[0].run_id, bad);
+}
