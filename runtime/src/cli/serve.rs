@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::args::{DevArgs, WorkerArgs};
-use super::{EXIT_COMPLETED, EXIT_INCOMPLETE};
+use super::{EXIT_COMPLETED, EXIT_INCOMPLETE, EXIT_STORE};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::event::RunStatus;
@@ -117,11 +117,11 @@ async fn run_worker(
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 eprintln!("error: the trigger scheduler stopped: {error}");
-                code = EXIT_INCOMPLETE;
+                code = super::exit_code(&error);
             }
             Err(error) => {
                 eprintln!("error: the trigger scheduler failed: {error}");
-                code = EXIT_INCOMPLETE;
+                code = EXIT_STORE;
             }
         }
     }
