@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use reprise::event::{EventKind, NewEvent, RunId, RunRecord, RunStatus, RunUpdate, Trigger};
 use reprise::prelude::*;
-use reprise::store::{Append, SharedStore, SqliteStore, Store};
+use reprise::store::{Append, SharedStore, SqliteStore};
 use reprise::{EngineError, MIN_HOOK_SECRET_LEN};
 use serde_json::json;
 
