@@ -1,7 +1,9 @@
-//! Issue 12 (hardening) through the example app's command line: `workflows run
+//! Issue 12 (hardening) through the example app's processes: `workflows run
 //! --idempotency-key` starts one run per key (the duplicate start), an integer the Rust
-//! type cannot hold exits 2 naming its pointer (defect 8), and `dev` warns when it listens
-//! beyond loopback without an API token (defect 6).
+//! type cannot hold exits 2 naming its pointer (defect 8), `dev` warns when it listens
+//! beyond loopback without an API token (defect 6), and a flood of idle connections under a
+//! 256-descriptor limit neither stops `dev`'s API for good nor fails its worker's runs
+//! (defect 3).
 
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -120,6 +122,12 @@ struct Dev {
 
 impl Dev {
     fn start(host: &str) -> Dev {
+        Self::start_with(host, None, &[]).0
+    }
+
+    /// `dev` on `host` with extra `env`, under `ulimit -n <files>` when given; returns it
+    /// and its port.
+    fn start_with(host: &str, files: Option<u32>, env: &[(&str, &str)]) -> (Dev, u16) {
         let db = TempDb::new().unwrap();
         let port = std::net::TcpListener::bind(format!("{host}:0"))
             .unwrap()
@@ -127,20 +135,44 @@ impl Dev {
             .unwrap()
             .port();
         let log = std::fs::File::create(db.dir().join("dev.log")).unwrap();
-        let child = app(&db)
-            .args(["dev", "--addr", &format!("{host}:{port}")])
+        let binary = env!("CARGO_BIN_EXE_reprise-examples");
+        let addr = format!("{host}:{port}");
+        let mut command = match files {
+            Some(files) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {files} && exec \"$0\" \"$@\"")])
+                    .args([binary, "dev", "--addr", &addr]);
+                sh
+            }
+            None => {
+                let mut dev = Command::new(binary);
+                dev.args(["dev", "--addr", &addr]);
+                dev
+            }
+        };
+        command
+            .env("REPRISE_DATABASE_URL", db.url())
+            .env("REPRISE_EXAMPLES_EFFECT_LOG", db.dir().join("effects.log"))
+            .env_remove("REPRISE_API_TOKEN")
+            .current_dir(db.dir())
             .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        Dev { child, db }
+            .stderr(Stdio::from(log));
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let child = command.spawn().unwrap();
+        (Dev { child, db }, port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.db.dir().join("dev.log")).unwrap_or_default()
     }
 
     /// The output once `dev` printed its banner (the warning comes before its end).
     fn banner(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let log = std::fs::read_to_string(self.db.dir().join("dev.log")).unwrap_or_default();
+            let log = self.log();
             if log.contains("start a run:") {
                 return log;
             }
@@ -171,4 +203,84 @@ fn dev_warns_when_it_listens_beyond_loopback_without_a_token() {
     let local = Dev::start("127.0.0.1");
     let log = local.banner();
     assert!(!log.contains("warning: the HTTP API"), "{log}");
+}
+
+/// The status of run `id`, read by `runs get --json` (another process).
+fn status_of(db: &TempDb, id: &str) -> String {
+    let out = run(app(db).args(["runs", "get", id, "--json"]));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    run["run"]["status"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_over_a_256_descriptor_limit_neither_stop_the_api_nor_fail_a_run() {
+    // 256 descriptors: `dev` serves at most 128 connections; the rest wait in the backlog.
+    let (dev, port) = Dev::start_with(
+        "127.0.0.1",
+        Some(256),
+        &[("REPRISE_HTTP_HEADER_TIMEOUT", "2s")],
+    );
+    dev.banner();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started: Value = client
+        .post(format!("{base}/workflows/delayed-followup"))
+        .header("content-type", "application/json")
+        .body(r#"{"name":"Ada","email":"ada@example.com","delay":"2s"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = started["run_id"].as_str().unwrap().to_owned();
+
+    // 300 connections that never send a byte, while the run sleeps.
+    let mut connecting = Vec::new();
+    for _ in 0..300 {
+        connecting.push(tokio::spawn(tokio::time::timeout(
+            Duration::from_secs(3),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )));
+    }
+    let mut idle = Vec::new();
+    for connection in connecting {
+        if let Ok(Ok(Ok(stream))) = connection.await {
+            idle.push(stream);
+        }
+    }
+    assert!(
+        idle.len() >= 200,
+        "only {} connections were made",
+        idle.len()
+    );
+
+    // The worker in the same process wakes the run and completes it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status_of(&dev.db, &id);
+        if status == "completed" {
+            break;
+        }
+        assert_ne!(status, "failed", "the run failed: {}", dev.log());
+        assert!(
+            Instant::now() < deadline,
+            "run {id} is still {status}: {}",
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The stalled connections are closed after the header timeout: the API answers again,
+    // with the 300 still open on this side.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(45),
+        client.get(format!("{base}/workflows")).send(),
+    )
+    .await
+    .expect("the API answers once the stalled connections are timed out")
+    .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let log = dev.log();
+    assert!(!log.contains("Too many open files"), "{log}");
+    drop(idle);
 }
