@@ -114,7 +114,8 @@ impl crate::clock::Clock for FrozenClock {
 /// - a completed run completes with the same output;
 /// - a waiting or sleeping run suspends on the same waits;
 /// - a failed run fails with an error of the same kind;
-/// - an unfinished run (queued, running, canceled) replays its whole history (the first
+/// - an unfinished run (queued, running, canceled, or failed with kind `unexecutable`:
+///   parked by a binary that could not execute it) replays its whole history (the first
 ///   step the log does not hold is where the run had got to, not a mismatch).
 ///
 /// # Errors
@@ -185,14 +186,21 @@ impl Expected {
             RunStatus::Completed => {
                 Expected::Completed(export.run.output.clone().unwrap_or(Value::Null))
             }
-            RunStatus::Failed => Expected::Failed(
-                export
+            RunStatus::Failed => {
+                let error = export
                     .run
                     .error
                     .clone()
                     .and_then(|e| serde_json::from_value(e).ok())
-                    .unwrap_or_else(|| WorkflowError::permanent("unknown error")),
-            ),
+                    .unwrap_or_else(|| WorkflowError::permanent("unknown error"));
+                // Parked because a binary could not execute it: the body had got only as
+                // far as its history, which is all a replay can be held to.
+                if error.kind == kinds::UNEXECUTABLE {
+                    Expected::Unfinished
+                } else {
+                    Expected::Failed(error)
+                }
+            }
             RunStatus::Waiting | RunStatus::Sleeping => {
                 Expected::Suspended(last_waits(&export.events))
             }

@@ -556,6 +556,28 @@ async fn execute_strikes_a_run_it_cannot_execute_and_parks_it_at_the_last_strike
     );
 }
 
+/// `workflows check` of a parked run, once the workflow is back: its history is all a
+/// replay can be held to (the body never ran past it), so it replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_run_replays_once_its_workflow_is_back() {
+    let store: SharedStore = Arc::new(reprise::store::MemoryStore::new());
+    let starter = engine(&store, "poison-starter");
+    let id = starter.start(&poison_ok, Count { n: 1 }).await.unwrap();
+    let other = Engine::builder()
+        .store(store.clone())
+        .unexecutable_policy(RetryPolicy::exponential(Duration::from_millis(1)).max_attempts(1))
+        .build()
+        .unwrap();
+    let parked = other.execute(&id).await.unwrap().outcome;
+    assert!(
+        matches!(&parked, reprise::RunOutcome::Failed(e) if e.kind == "unexecutable"),
+        "{parked:?}"
+    );
+    let export = starter.export_run(&id).await.unwrap();
+    let judged = starter.check_replay(&export).await.unwrap();
+    assert!(judged.is_ok(), "{:?}", judged.err());
+}
+
 /// A run that the binary can execute again (a newer worker has the workflow) executes
 /// normally, and its strike count starts afresh.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
