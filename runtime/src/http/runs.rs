@@ -291,8 +291,10 @@ pub(crate) async fn events(
         (status = 200, description = "The run is canceled", body = RunState),
         (status = 202, description = "The run is executing; it stops at its next step boundary", body = RunState),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
         (status = 404, description = "No run has this id", body = ErrorBody),
         (status = 409, description = "The run has already ended", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (send none, or JSON)", body = ErrorBody),
     )
 )]
 pub(crate) async fn cancel(

@@ -42,6 +42,7 @@ pub(crate) struct WebhookReply {
         (status = 202, description = "A run was started: `{\"run_id\"}`", body = WebhookReply),
         (status = 200, description = "Duplicate delivery (`{\"run_id\", \"duplicate\": true}`) or declined by the filter (`{\"ignored\": true, \"reason\"}`)", body = WebhookReply),
         (status = 401, description = "The signature is missing or wrong", body = ErrorBody),
+        (status = 403, description = "A cross-site request from a browser (`Origin` or `Sec-Fetch-Site`); any `Content-Type` is taken", body = ErrorBody),
         (status = 404, description = "No webhook source has this name", body = ErrorBody),
         (status = 413, description = "The body is over the limit", body = ErrorBody),
         (status = 422, description = "The payload is not valid JSON for the source, or its transform rejected it", body = ErrorBody),
