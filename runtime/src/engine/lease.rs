@@ -13,6 +13,8 @@ use crate::store::Lease;
 /// another worker may already have claimed the run.
 pub(super) async fn keep(engine: &Engine, mut lease: Lease, control: RunControl) -> EngineError {
     let period = engine.lease_duration() / 3;
+    // Failures are logged once per streak (with the run id), and the recovery once.
+    let mut failing = false;
     loop {
         // Real time, not the engine clock: a virtual clock in tests must not be advanced
         // by lease bookkeeping.
@@ -24,6 +26,9 @@ pub(super) async fn keep(engine: &Engine, mut lease: Lease, control: RunControl)
             .await
         {
             Ok(Some(renewed)) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!(run = %lease.run_id, "lease renewed again");
+                }
                 if renewed.cancel_requested {
                     control.cancel.cancel();
                 }
@@ -35,7 +40,14 @@ pub(super) async fn keep(engine: &Engine, mut lease: Lease, control: RunControl)
                 };
             }
             Err(error) if now < lease.expires_at => {
-                tracing::warn!(run = %lease.run_id, %error, "could not renew lease; retrying");
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(
+                        run = %lease.run_id,
+                        %error,
+                        expires_at = %lease.expires_at,
+                        "could not renew lease; retrying until it expires"
+                    );
+                }
             }
             Err(_) => {
                 return EngineError::LeaseLost {
