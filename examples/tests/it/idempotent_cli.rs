@@ -284,3 +284,49 @@ async fn idle_connections_over_a_256_descriptor_limit_neither_stop_the_api_nor_f
     assert!(!log.contains("Too many open files"), "{log}");
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_errors_at_the_descriptor_limit_are_logged_once_and_survived() {
+    // 26 descriptors, about 17 of them `dev`'s own: the connection limit (13) is above what
+    // is left, so accepting fails with "Too many open files" while the flood lasts.
+    let (dev, port) = Dev::start_with(
+        "127.0.0.1",
+        Some(26),
+        &[("REPRISE_HTTP_HEADER_TIMEOUT", "1s")],
+    );
+    dev.banner();
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            idle.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The server is alive and answers once the stalled connections are timed out.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            client
+                .get(format!("http://127.0.0.1:{port}/workflows"))
+                .send(),
+        )
+        .await;
+        if let Ok(Ok(answer)) = answer {
+            assert_eq!(answer.status().as_u16(), 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no answer: {}", dev.log());
+    }
+    let log = dev.log();
+    let warnings = log.matches("accepting an HTTP connection failed").count();
+    assert_eq!(warnings, 1, "one warning a minute at most: {log}");
+    assert!(log.contains("Too many open files"), "{log}");
+    drop(idle);
+}

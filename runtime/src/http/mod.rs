@@ -68,7 +68,7 @@
 //!
 //! Handlers themselves are not timed: `?wait=` holds a request up to 5 minutes. Accept
 //! errors (`EMFILE` when the process is out of descriptors, …) never stop the server: it
-//! logs one warning, backs off (10 ms doubling to 1 s) and accepts again.
+//! warns (at most once a minute), backs off (10 ms doubling to 1 s) and accepts again.
 //!
 //! # Cross-site requests
 //! A web page the user visits can send requests to `http://127.0.0.1:8080` (form posts,

@@ -5,8 +5,8 @@
 //! - **Connection limit.** A permit of a semaphore of [`Limits::max_connections`] is taken
 //!   *before* `accept`, so connections over the limit stay in the kernel's backlog and cost
 //!   this process no descriptor; a connection returns its permit when it closes.
-//! - **Accept errors** (`EMFILE`, `ENFILE`, `ENOBUFS`, …) are not fatal: the loop warns once
-//!   per streak, pauses (10 ms, doubling to 1 s) and accepts again. Errors of a single
+//! - **Accept errors** (`EMFILE`, `ENFILE`, `ENOBUFS`, …) are not fatal: the loop warns (at
+//!   most once a minute), pauses (10 ms, doubling to 1 s) and accepts again. Errors of a single
 //!   connection (reset or aborted before it was accepted) are skipped without a pause.
 //! - **Timeouts.** A connection is in one of three phases: a request is in flight (the
 //!   handler bounds itself: the body deadline, `?wait=` at most 5 minutes), reading a
@@ -53,7 +53,7 @@ const FIRST_ACCEPT_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause between accepts while they fail.
 const MAX_ACCEPT_PAUSE: Duration = Duration::from_secs(1);
 
-/// How often the "connection limit reached" warning may repeat.
+/// How often the "connection limit reached" and "accept failed" warnings may repeat.
 const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// The connection-level settings of [`run`] (from `HttpOptions`).
@@ -158,17 +158,21 @@ pub(crate) async fn run(
     let _ = permits.acquire_many(all).await;
 }
 
-/// The pauses between failed accepts, and their one warning per streak.
+/// The pauses between failed accepts, and their warning (at most one a minute).
 #[derive(Debug, Default)]
 struct AcceptBackoff {
+    /// Failed accepts since the last one that succeeded.
     failures: u64,
     pause: Duration,
+    /// Failed accepts since the last warning, and when that was.
+    unreported: u64,
+    warned_at: Option<Instant>,
 }
 
 impl AcceptBackoff {
     /// How long to pause after `error`: nothing for an error of one connection (it was
-    /// reset before it was accepted), else 10 ms doubling to 1 s. Warns on the first
-    /// failure of a streak.
+    /// reset before it was accepted), else 10 ms doubling to 1 s while accepts keep
+    /// failing. Warns at most once a minute, however the failures come and go.
     fn failed(&mut self, error: &io::Error) -> Option<Duration> {
         if matches!(
             error.kind(),
@@ -180,28 +184,33 @@ impl AcceptBackoff {
             return None;
         }
         self.failures += 1;
+        self.unreported += 1;
         self.pause = if self.failures == 1 {
             FIRST_ACCEPT_PAUSE
         } else {
             (self.pause * 2).min(MAX_ACCEPT_PAUSE)
         };
-        if self.failures == 1 {
+        if self
+            .warned_at
+            .is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY)
+        {
             tracing::warn!(
                 %error,
+                failed = self.unreported,
                 "accepting an HTTP connection failed; retrying with a growing pause (up to \
-                 1 s) until it succeeds. `Too many open files` means the process is out of \
-                 descriptors: raise `ulimit -n` or lower REPRISE_HTTP_MAX_CONNECTIONS"
+                 1 s) until it succeeds, and warning at most once a minute. `Too many open \
+                 files` means the process is out of descriptors: raise `ulimit -n` or lower \
+                 REPRISE_HTTP_MAX_CONNECTIONS"
             );
+            self.warned_at = Some(Instant::now());
+            self.unreported = 0;
         }
         Some(self.pause)
     }
 
-    /// An accept succeeded: ends a streak of failures (and says so).
+    /// An accept succeeded: the next failure pauses 10 ms again.
     fn succeeded(&mut self) {
-        if self.failures > 0 {
-            tracing::info!(failed = self.failures, "accepting HTTP connections again");
-            self.failures = 0;
-        }
+        self.failures = 0;
     }
 }
 
