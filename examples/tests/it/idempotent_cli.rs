@@ -91,25 +91,26 @@ fn workflows_run_with_an_idempotency_key_starts_one_run_per_key() {
 #[test]
 fn an_integer_the_rust_type_cannot_hold_exits_2_naming_the_pointer_and_creates_no_run() {
     let db = TempDb::new().unwrap();
-    for amount in [
+    // `file-digest`'s `delay_ms` is a `u64`.
+    for delay in [
         "18446744073709551616",
         "1.8446744073709552e19",
         "-5",
         "12.0",
+        "1e3",
     ] {
-        let input =
-            format!(r#"{{"employee":"Ada","amount_cents":{amount},"description":"train"}}"#);
+        let input = format!(r#"{{"dir":".","delay_ms":{delay}}}"#);
         let out = run(app(&db).args([
             "workflows",
             "run",
-            "expense-report",
+            "file-digest",
             "--input",
             &input,
             "--enqueue",
         ]));
         let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{amount}: {stderr}");
-        assert!(stderr.contains("/amount_cents"), "{amount}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{delay}: {stderr}");
+        assert!(stderr.contains("/delay_ms"), "{delay}: {stderr}");
     }
     assert!(runs(&db).is_empty(), "no run was created");
 }
