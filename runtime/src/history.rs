@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::ActionError;
 use crate::event::{Event, EventKind, EventPayload, HookReceipt, NewEvent};
+use crate::hook_token::RESUME_URL_SUFFIX;
 
 /// What the log holds for one correlation id.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -38,6 +39,9 @@ pub(crate) struct History {
     /// The step-site fingerprints recorded by earlier executions (`run_started`), oldest
     /// first; empty for runs recorded before fingerprints were.
     fingerprints: Vec<String>,
+    /// Whether the log holds a hook (created, or its resume URL recorded): only then can
+    /// its values hold hook-token placeholders to expand on replay.
+    holds_hooks: bool,
 }
 
 /// The hasher of [`History`]'s index: a folded multiply over 8-byte words (the scheme of
@@ -108,6 +112,7 @@ impl History {
             by_id.get_mut(id).expect("inserted above")
         }
         let mut fingerprints: Vec<String> = Vec::new();
+        let mut holds_hooks = false;
         for event in events {
             let Event { seq, event, .. } = event;
             let NewEvent {
@@ -129,6 +134,9 @@ impl History {
             let Some(id) = correlation_id.as_deref() else {
                 continue;
             };
+            if kind == EventKind::HookCreated || id.ends_with(RESUME_URL_SUFFIX) {
+                holds_hooks = true;
+            }
             if !matches!(
                 kind,
                 EventKind::StepStarted
@@ -211,7 +219,14 @@ impl History {
             answerable,
             answerable_nested,
             fingerprints,
+            holds_hooks,
         })
+    }
+
+    /// Whether the log holds a hook, so that its values may hold hook-token placeholders
+    /// (see [`crate::hook_token::token_placeholder`]).
+    pub(crate) fn holds_hooks(&self) -> bool {
+        self.holds_hooks
     }
 
     /// How many recorded outcomes a replay can answer (finished steps, recorded values,

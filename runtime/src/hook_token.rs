@@ -83,7 +83,72 @@ pub(crate) fn token_hash(token: &str) -> String {
 /// placeholder, and replay puts the token back (it is derived again from the secret, the
 /// run id and the hook id), so the body sees the same values live and on replay.
 pub(crate) fn token_placeholder(id: &str) -> String {
-    format!("{{{{reprise:hook-token:{id}}}}}")
+    format!("{PLACEHOLDER_OPEN}{id}{PLACEHOLDER_CLOSE}")
+}
+
+const PLACEHOLDER_OPEN: &str = "{{reprise:hook-token:";
+const PLACEHOLDER_CLOSE: &str = "}}";
+
+/// The suffix of the correlation id under which a hook's resume URL is recorded.
+pub(crate) const RESUME_URL_SUFFIX: &str = "$resume-url";
+
+/// `value` with every token placeholder replaced by the token it stands for, derived
+/// again from `secret` and the run id: what the body saw when it recorded the value.
+/// Tokens are derived rather than looked up, so a placeholder recorded by a hook this
+/// execution has not re-created (one inside a finished sub-workflow) expands too.
+pub(crate) fn expand_placeholders(
+    value: &serde_json::Value,
+    secret: &[u8],
+    run_id: &str,
+) -> serde_json::Value {
+    let mut value = value.clone();
+    expand_in(&mut value, secret, run_id);
+    value
+}
+
+/// [`expand_placeholders`] on a string, in place.
+pub(crate) fn expand_placeholders_str(text: &mut String, secret: &[u8], run_id: &str) {
+    if !text.contains(PLACEHOLDER_OPEN) {
+        return;
+    }
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(PLACEHOLDER_OPEN) {
+        let after = &rest[start + PLACEHOLDER_OPEN.len()..];
+        let Some(end) = after.find(PLACEHOLDER_CLOSE) else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&hook_token(secret, run_id, &after[..end]));
+        rest = &after[end + PLACEHOLDER_CLOSE.len()..];
+    }
+    out.push_str(rest);
+    *text = out;
+}
+
+fn expand_in(value: &mut serde_json::Value, secret: &[u8], run_id: &str) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => expand_placeholders_str(text, secret, run_id),
+        Value::Array(items) => {
+            for item in items {
+                expand_in(item, secret, run_id);
+            }
+        }
+        Value::Object(map) => {
+            if map.keys().any(|key| key.contains(PLACEHOLDER_OPEN)) {
+                let old = std::mem::take(map);
+                for (mut key, item) in old {
+                    expand_placeholders_str(&mut key, secret, run_id);
+                    map.insert(key, item);
+                }
+            }
+            for item in map.values_mut() {
+                expand_in(item, secret, run_id);
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
 }
 
 /// The hook tokens one execution of a run has handed out, each with its placeholder: the
@@ -116,24 +181,6 @@ impl IssuedTokens {
     pub(crate) fn redact(&self, value: &mut serde_json::Value) {
         let pairs = self.pairs.read().unwrap_or_else(|p| p.into_inner());
         replace_in(value, pairs.iter().map(|(t, p)| (t.as_str(), p.as_str())));
-    }
-
-    /// `value` with every placeholder of an issued token replaced by the token (what the
-    /// body saw when it recorded the value).
-    pub(crate) fn expand(&self, value: &serde_json::Value) -> serde_json::Value {
-        let mut value = value.clone();
-        let pairs = self.pairs.read().unwrap_or_else(|p| p.into_inner());
-        replace_in(
-            &mut value,
-            pairs.iter().map(|(t, p)| (p.as_str(), t.as_str())),
-        );
-        value
-    }
-
-    /// `text` with every placeholder of an issued token replaced by the token.
-    pub(crate) fn expand_str(&self, text: &mut String) {
-        let pairs = self.pairs.read().unwrap_or_else(|p| p.into_inner());
-        replace_str(text, pairs.iter().map(|(t, p)| (p.as_str(), t.as_str())));
     }
 }
 
@@ -218,6 +265,6 @@ mod tests {
         let text = value.to_string();
         assert!(!text.contains(&token), "{text}");
         assert!(text.contains("{{reprise:hook-token:hook#0}}"), "{text}");
-        assert_eq!(issued.expand(&value), original);
+        assert_eq!(expand_placeholders(&value, &[7; 32], "run-1"), original);
     }
 }

@@ -41,8 +41,7 @@ impl<T> std::fmt::Debug for Hook<T> {
     }
 }
 
-/// The suffix of the correlation id under which a hook's resume URL is recorded.
-pub(crate) const RESUME_URL_SUFFIX: &str = "$resume-url";
+pub(crate) use crate::hook_token::RESUME_URL_SUFFIX;
 
 /// `ctx.hook::<T>()`: a hook recorded under the site's id.
 pub fn hook<T: StepData>(ctx: &Ctx, site: &'static Site) -> Hook<T> {

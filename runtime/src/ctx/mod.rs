@@ -250,11 +250,24 @@ impl RunState {
     /// A recorded value as the body saw it when it was recorded: each hook-token
     /// placeholder replaced by the token (a no-op before the body created a hook).
     pub(crate) fn unredacted(&self, value: &serde_json::Value) -> serde_json::Value {
-        if self.hook_tokens.is_empty() {
-            value.clone()
+        if self.may_hold_placeholders() {
+            crate::hook_token::expand_placeholders(
+                value,
+                self.env.hook_secret(),
+                self.run_id.as_str(),
+            )
         } else {
-            self.hook_tokens.expand(value)
+            value.clone()
         }
+    }
+
+    /// Whether recorded values may hold hook-token placeholders: the body created a hook
+    /// in this execution, or the log holds one. (A token handed out by a hook that was
+    /// never awaited and whose resume URL was never read, inside a sub-workflow that has
+    /// since finished, is the one placeholder this does not see: the body then replays the
+    /// placeholder text where it had the token.)
+    pub(crate) fn may_hold_placeholders(&self) -> bool {
+        !self.hook_tokens.is_empty() || self.history.holds_hooks()
     }
 
     /// An event of `payload`'s kind, stamped now (inlined: see [`EventPayload::encode`]).

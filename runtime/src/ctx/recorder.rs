@@ -283,10 +283,13 @@ impl RunState {
     /// A recorded error as the body saw it (see [`RunState::unredacted`]).
     pub(crate) fn unredacted_error(&self, error: &ActionError) -> ActionError {
         let mut error = error.clone();
-        if !self.hook_tokens.is_empty() {
-            self.hook_tokens.expand_str(&mut error.message);
+        if self.may_hold_placeholders() {
+            let (secret, run_id) = (self.env.hook_secret(), self.run_id.as_str());
+            crate::hook_token::expand_placeholders_str(&mut error.message, secret, run_id);
             if let Some(details) = &error.details {
-                error.details = Some(self.hook_tokens.expand(details));
+                error.details = Some(crate::hook_token::expand_placeholders(
+                    details, secret, run_id,
+                ));
             }
         }
         error

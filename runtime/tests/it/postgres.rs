@@ -346,7 +346,10 @@ async fn corrupt_rows_are_errors_naming_the_run() {
         .expect("one bad row never fails a listing");
     let mut skipped: Vec<&str> = listing.skipped.iter().map(|s| s.run_id.as_str()).collect();
     skipped.sort_unstable();
-    assert_eq!(skipped, ["bad-attempt", "bad-status", "bad-time", "bad-trigger"]);
+    assert_eq!(
+        skipped,
+        ["bad-attempt", "bad-status", "bad-time", "bad-trigger"]
+    );
     assert!(
         listing
             .skipped
@@ -355,7 +358,11 @@ async fn corrupt_rows_are_errors_naming_the_run() {
         "{listing:?}"
     );
     assert_eq!(
-        store.list_runs(&Default::default()).await.expect("list").len(),
+        store
+            .list_runs(&Default::default())
+            .await
+            .expect("list")
+            .len(),
         listing.runs.len()
     );
     let healthy = create(&store, "healthy", t(0)).await;

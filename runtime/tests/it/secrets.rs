@@ -32,7 +32,9 @@ async fn mail_link(input: Sent) -> Result<Sent, ActionError> {
 #[action(retries = 1, backoff = "1ms")]
 async fn flaky_post(url: String, cx: ActionCtx) -> Result<u32, ActionError> {
     if cx.attempt() == 1 {
-        return Err(ActionError::transient(format!("POST {url}: connection reset")));
+        return Err(ActionError::transient(format!(
+            "POST {url}: connection reset"
+        )));
     }
     Ok(cx.attempt())
 }
@@ -115,10 +117,7 @@ async fn hook_tokens_exist_at_rest_only_as_hashes_and_replay_restores_them() {
     let execution = other.drive(&id).await.unwrap();
     assert_eq!(
         execution.outcome,
-        reprise::RunOutcome::Completed(json!(format!(
-            "{} approved by ada",
-            hooks[0].resume_url
-        ))),
+        reprise::RunOutcome::Completed(json!(format!("{} approved by ada", hooks[0].resume_url))),
         "replay must hand the body the token it sent, not the placeholder"
     );
 
@@ -233,7 +232,10 @@ fn a_hook_secret_under_32_bytes_is_refused() {
             message.contains(&format!("{len} bytes")) && message.contains("at least 32"),
             "{message}"
         );
-        assert!(message.contains("openssl rand"), "says how to make one: {message}");
+        assert!(
+            message.contains("openssl rand"),
+            "says how to make one: {message}"
+        );
     }
     assert!(
         Engine::builder()
@@ -307,4 +309,63 @@ async fn a_run_recorded_with_tokens_in_its_log_replays_after_the_upgrade() {
         "{:?}",
         execution.outcome
     );
+}
+
+/// Asks for an approval inside a sub-workflow and returns the resume URL it sent.
+#[workflow(slug = "ask-in-sub")]
+async fn ask_in_sub(ctx: Ctx, _input: serde_json::Value) -> Result<String, WorkflowError> {
+    let hook = ctx.hook::<Approval>();
+    let url = hook.resume_url();
+    mail_link
+        .run(Sent {
+            url: url.clone(),
+            token: hook.token().to_owned(),
+        })
+        .await?;
+    hook.await?;
+    Ok(url)
+}
+
+/// Uses the URL a finished sub-workflow returned after a sleep, so that a replay answers
+/// the sub-workflow from the log without re-entering it (nor re-creating its hook).
+#[workflow(slug = "url-from-sub")]
+async fn url_from_sub(ctx: Ctx, input: serde_json::Value) -> Result<String, WorkflowError> {
+    let url = ask_in_sub.run(input).await?;
+    ctx.sleep(std::time::Duration::from_millis(5)).await?;
+    if !url.contains("/hooks/") || url.contains("{{") {
+        return Err(WorkflowError::new("placeholder", url, false));
+    }
+    Ok(url)
+}
+
+#[tokio::test]
+async fn a_url_returned_by_a_finished_sub_workflow_replays_with_its_token() {
+    let store: SharedStore = Arc::new(reprise::store::MemoryStore::new());
+    let engine = Engine::builder()
+        .store(store)
+        .register(url_from_sub)
+        .register(ask_in_sub)
+        .register(mail_link)
+        .hook_secret(b"secrets-test hook secret: 32 byte".to_vec())
+        // No hot runs: the sleep ends in a replay from the log.
+        .hot_runs(0, std::time::Duration::ZERO)
+        .build()
+        .unwrap();
+    let id = engine
+        .start_json("url-from-sub", json!({}), Trigger::Code)
+        .await
+        .unwrap();
+    engine.execute(&id).await.unwrap();
+    let hook = engine.open_hooks(&id).await.unwrap().remove(0);
+    engine
+        .resume_hook(&hook.token, json!({ "by": "ada" }))
+        .await
+        .unwrap();
+    let execution = engine.drive(&id).await.unwrap();
+    assert_eq!(
+        execution.outcome,
+        reprise::RunOutcome::Completed(json!(hook.resume_url))
+    );
+    let events = serde_json::to_string(&engine.events(&id).await.unwrap()).unwrap();
+    assert!(!events.contains(&hook.token), "{events}");
 }
