@@ -22,9 +22,19 @@ fn worker(db: &TempDb, effects: &Path, lease: &str) -> Child {
         .env("REPRISE_EXAMPLES_EFFECT_LOG", effects)
         .current_dir(db.dir())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        // A file, not a pipe nobody reads: a chatty worker must never block on stderr, and
+        // a failing test shows what the worker said.
+        .stderr(std::fs::File::create(effects.with_extension("stderr")).unwrap())
         .spawn()
         .unwrap()
+}
+
+/// Waits for `child` (a worker started by [`worker`] with effect log `effects`) to exit
+/// successfully after SIGTERM; a failure shows its exit status and stderr.
+fn assert_clean_exit(child: &mut Child, effects: &Path) {
+    let status = wait_exit(child, Duration::from_secs(20));
+    let stderr = std::fs::read_to_string(effects.with_extension("stderr")).unwrap_or_default();
+    assert!(status.success(), "worker exited with {status}:\n{stderr}");
 }
 
 /// Enqueues `n` file-digest runs (4 files, `delay_ms` per file, one file at a time).
@@ -145,8 +155,8 @@ async fn two_worker_processes_never_run_one_run_twice() {
     wait_all_completed(&engine, &ids, Duration::from_secs(120)).await;
     terminate(&mut a);
     terminate(&mut b);
-    assert!(wait_exit(&mut a, Duration::from_secs(20)).success());
-    assert!(wait_exit(&mut b, Duration::from_secs(20)).success());
+    assert_clean_exit(&mut a, &log_a);
+    assert_clean_exit(&mut b, &log_b);
 
     let (effects_a, effects_b) = (effects(&log_a), effects(&log_b));
     assert!(
@@ -222,7 +232,7 @@ async fn a_killed_worker_loses_nothing_and_its_runs_are_taken_over() {
     let mut b = worker(&db, &log_b, "1s");
     wait_all_completed(&engine, &ids, Duration::from_secs(120)).await;
     terminate(&mut b);
-    assert!(wait_exit(&mut b, Duration::from_secs(20)).success());
+    assert_clean_exit(&mut b, &log_b);
 
     let recorded = recorded(&engine, &ids).await;
     let all_effects: Vec<String> = effects(&log_a).into_iter().chain(effects(&log_b)).collect();
@@ -267,7 +277,8 @@ async fn a_killed_worker_loses_nothing_and_its_runs_are_taken_over() {
 fn workflows_run_wait_enqueues_for_a_worker_and_reports_the_end() {
     let db = TempDb::new().unwrap();
     let tree = fixture_tree(3);
-    let mut w = worker(&db, &db.dir().join("effects.log"), "15s");
+    let effect_log = db.dir().join("effects.log");
+    let mut w = worker(&db, &effect_log, "15s");
     let input = json!({ "dir": tree.path(), "out": db.dir().join("report.json") }).to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_reprise-examples"))
         .args([
@@ -285,7 +296,7 @@ fn workflows_run_wait_enqueues_for_a_worker_and_reports_the_end() {
         .output()
         .unwrap();
     terminate(&mut w);
-    assert!(wait_exit(&mut w, Duration::from_secs(20)).success());
+    assert_clean_exit(&mut w, &effect_log);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
