@@ -92,6 +92,25 @@ impl Hasher for IdHasher {
     }
 }
 
+/// What a retry of a failed run (`run_retried`) does to the history: the recorded failure
+/// of `step`, and those of the scopes around it (sub-workflows, agents: `a#0/b#0/step#0`
+/// is inside `a#0/b#0`, inside `a#0`), no longer answer replay, so the step runs again
+/// and its scopes go on around it. Every other recorded outcome still replays.
+fn forget_failure(by_id: &mut HashMap<String, Recorded, IdHash>, step: &str) {
+    let mut id = step;
+    loop {
+        if let Some(recorded) = by_id.get_mut(id)
+            && matches!(recorded.outcome, Some(Err(_)))
+        {
+            recorded.outcome = None;
+        }
+        match id.rfind('/') {
+            Some(end) => id = &id[..end],
+            None => break,
+        }
+    }
+}
+
 impl History {
     /// Indexes `events`.
     ///
@@ -128,6 +147,15 @@ impl History {
                     && fingerprints.last() != Some(&fingerprint)
                 {
                     fingerprints.push(fingerprint);
+                }
+                continue;
+            }
+            if kind == EventKind::RunRetried {
+                if let Ok(EventPayload::RunRetried {
+                    step: Some(step), ..
+                }) = EventPayload::decode_owned(kind, payload)
+                {
+                    forget_failure(&mut by_id, &step);
                 }
                 continue;
             }

@@ -9,6 +9,8 @@ mod idempotent;
 mod lease;
 mod replay_check;
 mod report;
+mod retry_run;
+mod start;
 mod unexecutable;
 
 use std::any::{Any, TypeId};
@@ -29,6 +31,9 @@ pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub(crate) use idempotent::check_idempotency_key;
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
+pub use retry_run::RetriedRun;
+pub use start::StartOptions;
+pub(crate) use start::{delay_from, parse_delay, parse_start_at};
 pub(crate) use unexecutable::is_unexecutable;
 
 use crate::error::EngineError;

@@ -161,6 +161,10 @@ pub enum EventKind {
     /// This binary could not execute the run (an unknown workflow, a row that does not
     /// decode); it is put off until `wake_at`. Payload: [`EventPayload::RunDeferred`].
     RunDeferred,
+    /// An operator asked to retry the failed run on the current code: it is queued again
+    /// with a new attempt, and the step whose failure failed it runs again. Payload:
+    /// [`EventPayload::RunRetried`].
+    RunRetried,
 }
 
 impl EventKind {
@@ -182,6 +186,7 @@ impl EventKind {
             EventKind::RunFailed => "run_failed",
             EventKind::RunCanceled => "run_canceled",
             EventKind::RunDeferred => "run_deferred",
+            EventKind::RunRetried => "run_retried",
         }
     }
 
@@ -204,6 +209,7 @@ impl EventKind {
             RunFailed,
             RunCanceled,
             RunDeferred,
+            RunRetried,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == s)

@@ -78,6 +78,10 @@ pub mod field {
     pub const STRIKE: &str = "strike";
     /// `run_suspended` (sleep, hook): what the run waits for.
     pub const WAITS: &str = "waits";
+    /// `run_retried`: who asked (`cli:<user>`, `api`, or what the caller passed).
+    pub const BY: &str = "by";
+    /// `run_retried`: the step whose failure failed the run, which runs again.
+    pub const STEP: &str = "step";
 }
 
 /// An event's payload, typed: one variant per [`EventKind`] (see [`EventPayload::kind`]).
@@ -190,6 +194,16 @@ pub enum EventPayload {
         strike: u32,
         /// When the run may be claimed again.
         wake_at: DateTime<Utc>,
+    },
+    /// `{"by", "step"?, "error"}`.
+    RunRetried {
+        /// Who asked for the retry.
+        by: String,
+        /// The step whose failure failed the run (its recorded failure, and those of the
+        /// sub-workflows around it, no longer answer replay: it runs again).
+        step: Option<String>,
+        /// The error the run had failed with.
+        error: WorkflowError,
     },
 }
 
@@ -305,6 +319,7 @@ impl EventPayload {
             EventPayload::RunFailed { .. } => EventKind::RunFailed,
             EventPayload::RunCanceled { .. } => EventKind::RunCanceled,
             EventPayload::RunDeferred { .. } => EventKind::RunDeferred,
+            EventPayload::RunRetried { .. } => EventKind::RunRetried,
         }
     }
 
@@ -429,6 +444,13 @@ impl EventPayload {
                 put(field::STRIKE, Value::from(strike));
                 put(field::WAKE_AT, to_json(&wake_at));
             }
+            EventPayload::RunRetried { by, step, error } => {
+                put(field::BY, Value::String(by));
+                if let Some(step) = step {
+                    put(field::STEP, Value::String(step));
+                }
+                put(field::ERROR, to_json(&error));
+            }
         }
         Value::Object(out)
     }
@@ -521,6 +543,11 @@ impl EventPayload {
                 reason: f.string(field::REASON).unwrap_or_default(),
                 strike: f.required(field::STRIKE)?,
                 wake_at: f.required(field::WAKE_AT)?,
+            },
+            EventKind::RunRetried => EventPayload::RunRetried {
+                by: f.string(field::BY).unwrap_or_default(),
+                step: f.string(field::STEP),
+                error: f.required(field::ERROR)?,
             },
         })
     }
@@ -895,6 +922,14 @@ mod tests {
                 wake_at: at(9),
             },
             json!({ "reason": "no workflow `gone`", "strike": 2, "wake_at": at(9) }),
+        );
+        round_trip(
+            EventPayload::RunRetried {
+                by: "cli:ada".into(),
+                step: Some("charge#0".into()),
+                error: run_error.clone(),
+            },
+            json!({ "by": "cli:ada", "step": "charge#0", "error": run_error }),
         );
     }
 

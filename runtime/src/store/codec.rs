@@ -120,7 +120,11 @@ pub(crate) fn decode_run(row: &impl SqlRow) -> Result<RunRecord, EngineError> {
             .map_err(|message| corrupt(run, format!("column `status`: {message}")))?,
         input: json(run, "input", &column(run, "input", row.text(3))?)?,
         output: output.map(|text| json(run, "output", &text)).transpose()?,
-        error: error.map(|text| json(run, "error", &text)).transpose()?,
+        // JSON null is a cleared error (a retried run).
+        error: error
+            .map(|text| json(run, "error", &text))
+            .transpose()?
+            .filter(|error| !error.is_null()),
         attempt: number(run, "attempt", column(run, "attempt", row.int(6))?)?,
         trigger: serde_json::from_value::<Trigger>(serde_json::Value::String(trigger.clone()))
             .map_err(|_| {

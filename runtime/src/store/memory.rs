@@ -87,7 +87,8 @@ pub(crate) fn apply_update(
         record.output = Some(output.clone());
     }
     if let Some(error) = &update.error {
-        record.error = Some(error.clone());
+        // JSON null clears the error (a retried run), as the SQL stores read it back.
+        record.error = (!error.is_null()).then(|| error.clone());
     }
     if let Some(wake_at) = update.wake_at {
         record.wake_at = wake_at;

@@ -17,6 +17,7 @@ mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod registry;
+mod retry_run;
 mod secrets;
 mod store_open;
 mod triggers;
