@@ -14,6 +14,7 @@ mod idempotent_cli;
 mod many_workers;
 mod poison_cli;
 mod replay;
+mod retry_cli;
 mod signup;
 mod snapshots;
 mod support;

@@ -254,6 +254,25 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Retry failed runs on the current code: each is queued again with a new attempt;
+    /// completed steps replay from the log and the step whose failure failed the run runs
+    /// again (a worker, `dev` or `runs resume` executes them). One run by id, or every
+    /// failed run matching `--workflow` and `--since`.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "workflow", "since"]).multiple(true)))]
+    Retry {
+        /// The run's id.
+        #[arg(conflicts_with_all = ["workflow", "since"])]
+        id: Option<String>,
+        /// Every failed run of this workflow.
+        #[arg(long, value_name = "SLUG")]
+        workflow: Option<String>,
+        /// Only runs that failed within this long (humantime: `1h`, `2d`).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Print one JSON object per retried run.
+        #[arg(long)]
+        json: bool,
+    },
     /// Continue interrupted runs (all unfinished ones, or one) until they end.
     Resume {
         /// Only this run.

@@ -450,6 +450,12 @@ async fn dispatch(
             }
             Ok(EXIT_COMPLETED)
         }
+        Command::Runs(RunsCommand::Retry {
+            id,
+            workflow,
+            since,
+            json,
+        }) => retry_runs(engine, id, workflow, since, json).await,
         Command::Workflows(WorkflowsCommand::List) => {
             output::print_workflows(engine);
             Ok(EXIT_COMPLETED)
@@ -707,6 +713,60 @@ async fn drive_here(engine: &Engine, id: &RunId, as_json: bool) -> Result<u8, En
             Err(error) => return Err(error),
         }
     }
+}
+
+/// `runs retry`: retries one failed run, or every failed run of `workflow` that failed
+/// within `since`; prints each; returns the exit code (2 when a run named by id cannot be
+/// retried, 0 otherwise, also when no run matched).
+async fn retry_runs(
+    engine: &Engine,
+    id: Option<String>,
+    workflow: Option<String>,
+    since: Option<std::time::Duration>,
+    json: bool,
+) -> Result<u8, EngineError> {
+    let by = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    let ids = match id {
+        Some(id) => vec![RunId(id)],
+        None => {
+            let cutoff = since.map(|since| {
+                engine.now() - chrono::TimeDelta::from_std(since).unwrap_or(chrono::TimeDelta::MAX)
+            });
+            engine
+                .list_runs(&RunFilter {
+                    status: Some(RunStatus::Failed),
+                    workflow,
+                    limit: None,
+                })
+                .await?
+                .into_iter()
+                .filter(|run| cutoff.is_none_or(|cutoff| run.updated_at >= cutoff))
+                .map(|run| run.id)
+                .collect()
+        }
+    };
+    if ids.is_empty() && !json {
+        println!("no failed runs match");
+    }
+    for id in ids {
+        let retried = engine.retry_run(&id, &by).await?;
+        if json {
+            println!("{}", json!(retried));
+        } else {
+            let step = match &retried.step {
+                Some(step) => format!("step {step} runs again"),
+                None => "the workflow body runs again".to_owned(),
+            };
+            println!(
+                "run {id} queued for attempt {} ({step}; completed steps replay)",
+                retried.attempt
+            );
+        }
+    }
+    Ok(EXIT_COMPLETED)
 }
 
 /// Reports a run by its record (it was executed elsewhere); returns the exit code.

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody, ViolationBody};
-use super::runs::{HookView, RunDetail, RunSummary};
+use super::runs::{HookView, Retried, RunDetail, RunSummary};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::WorkflowInfo;
@@ -35,6 +35,7 @@ use crate::registry::WorkflowEntry;
         runs::get,
         runs::events,
         runs::cancel,
+        runs::retry,
         hooks::resume_post,
         hooks::resume_get,
         webhooks::deliver,
@@ -48,11 +49,12 @@ use crate::registry::WorkflowEntry;
         RunSummary,
         RunDetail,
         HookView,
-        WebhookReply
+        WebhookReply,
+        Retried
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
-        (name = "runs", description = "Runs: list, inspect, events, cancel"),
+        (name = "runs", description = "Runs: list, inspect, events, cancel, retry"),
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),

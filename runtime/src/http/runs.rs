@@ -315,3 +315,49 @@ pub(crate) async fn cancel(
     };
     Ok(response.into_response())
 }
+
+/// The answer of `POST /runs/{id}/retry`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Retried {
+    /// The run.
+    run_id: String,
+    /// `queued`: a worker executes it again.
+    #[schema(value_type = String)]
+    status: RunStatus,
+    /// The attempt the retry starts.
+    attempt: u32,
+    /// The step that runs again (absent when the workflow body itself failed the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
+}
+
+/// Retries a failed run on the current code: it is queued again with a new attempt;
+/// completed steps replay from the log and the step whose failure failed the run runs
+/// again. Recorded as `run_retried` with `"by": "api"`.
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/retry",
+    operation_id = "retry_run",
+    tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run is queued again", body = Retried),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
+        (status = 404, description = "No run has this id", body = ErrorBody),
+        (status = 409, description = "The run is not `failed` (or another retry won the race)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (send none, or JSON)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Retried>, ApiError> {
+    let retried = state.engine.retry_run(&RunId(id), "api").await?;
+    Ok(Json(Retried {
+        run_id: retried.run_id.to_string(),
+        status: RunStatus::Queued,
+        attempt: retried.attempt,
+        step: retried.step,
+    }))
+}

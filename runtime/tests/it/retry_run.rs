@@ -277,3 +277,78 @@ async fn a_run_parked_as_unexecutable_is_retried_once_its_workflow_is_back() {
     );
     assert_eq!(PARKED_CALLS.load(Ordering::SeqCst), 1);
 }
+
+static HTTP_FIXED: AtomicBool = AtomicBool::new(false);
+static HTTP_CALLS: AtomicU32 = AtomicU32::new(0);
+
+#[action]
+async fn http_flaky(input: N) -> Result<N, ActionError> {
+    HTTP_CALLS.fetch_add(1, Ordering::SeqCst);
+    if HTTP_FIXED.load(Ordering::SeqCst) {
+        Ok(input)
+    } else {
+        Err(ActionError::permanent("not yet"))
+    }
+}
+
+#[workflow(slug = "retry-over-http")]
+async fn retry_over_http(input: N) -> Result<N, WorkflowError> {
+    Ok(http_flaky.run(input).await?)
+}
+
+async fn post(router: &axum::Router, path: &str) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::post(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn post_runs_retry_queues_a_failed_run_and_refuses_others() {
+    let engine = Engine::builder()
+        .register(retry_over_http)
+        .register(http_flaky)
+        .build()
+        .unwrap();
+    let router = reprise::http::router(
+        engine.clone(),
+        reprise::http::HttpOptions {
+            api_token: None,
+            ..Default::default()
+        },
+    );
+    let id = engine.start(&retry_over_http, N { n: 5 }).await.unwrap();
+    assert!(matches!(
+        engine.drive(&id).await.unwrap().outcome,
+        RunOutcome::Failed(_)
+    ));
+    HTTP_FIXED.store(true, Ordering::SeqCst);
+    let (status, body) = post(&router, &format!("/runs/{id}/retry")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["attempt"], 2);
+    assert_eq!(body["step"], "http-flaky#0");
+    let events = engine.events(&id).await.unwrap();
+    let retry = events
+        .iter()
+        .find(|e| e.event.kind == EventKind::RunRetried)
+        .unwrap();
+    assert_eq!(retry.event.payload["by"], "api");
+    assert_eq!(
+        engine.drive(&id).await.unwrap().outcome,
+        RunOutcome::Completed(json!({ "n": 5 }))
+    );
+    assert_eq!(HTTP_CALLS.load(Ordering::SeqCst), 2);
+
+    let (status, body) = post(&router, &format!("/runs/{id}/retry")).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["code"], "invalid_state");
+    let (status, body) = post(&router, "/runs/no-such-run/retry").await;
+    assert_eq!(status, 404, "{body}");
+}
