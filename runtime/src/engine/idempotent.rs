@@ -48,7 +48,8 @@ impl Engine {
     /// one run, across processes sharing the store.
     ///
     /// A client that lost the answer to a start (a cut connection, a timeout) retries with
-    /// the same key and gets the same run instead of a second one.
+    /// the same key and gets the same run instead of a second one. [`Engine::start_with`]
+    /// combines a key with a start time.
     ///
     /// # Errors
     /// As [`Engine::start_json`] (invalid input is reported even when the key is taken);
@@ -63,23 +64,8 @@ impl Engine {
         trigger: Trigger,
         key: &str,
     ) -> Result<(RunId, bool), EngineError> {
-        check_idempotency_key(key).map_err(EngineError::Serde)?;
-        let scoped = format!("idempotency:{slug}:{key}");
-        let (id, created) = self
-            .start_once(slug, input.clone(), trigger, &scoped)
-            .await?;
-        if created {
-            return Ok((id, true));
-        }
-        let existing = self.get_run(&id).await?;
-        if existing.input != input {
-            return Err(EngineError::IdempotencyConflict {
-                run: id.to_string(),
-                workflow: slug.to_owned(),
-                key: key.to_owned(),
-            });
-        }
-        Ok((id, false))
+        let options = super::StartOptions::new().idempotency_key(key);
+        self.start_with(slug, input, trigger, options).await
     }
 }
 

@@ -624,7 +624,8 @@ impl Engine {
     }
 
     /// Validates `input` against the workflow's input schema and creates a `queued` run.
-    /// Invalid input creates no run.
+    /// Invalid input creates no run. [`Engine::start_with`] adds a start time and an
+    /// idempotency key.
     ///
     /// # Errors
     /// [`EngineError::UnknownWorkflow`], [`EngineError::Schema`] (every violation with its
@@ -635,10 +636,9 @@ impl Engine {
         input: Value,
         trigger: Trigger,
     ) -> Result<RunId, EngineError> {
-        let (record, created) = self.new_run(slug, input, trigger)?;
-        let id = record.id.clone();
-        self.inner.env.store.create_run(record, created).await?;
-        self.announce(&id, slug, RunStatus::Queued);
+        let (id, _) = self
+            .start_with(slug, input, trigger, StartOptions::default())
+            .await?;
         Ok(id)
     }
 
@@ -679,9 +679,22 @@ impl Engine {
         input: Value,
         trigger: Trigger,
     ) -> Result<(RunRecord, NewEvent), EngineError> {
+        self.new_run_at(slug, input, trigger, None)
+    }
+
+    /// [`Engine::new_run`] due at `start_at` (recorded in `run_created`; a time not after
+    /// now is due at once).
+    fn new_run_at(
+        &self,
+        slug: &str,
+        input: Value,
+        trigger: Trigger,
+        start_at: Option<DateTime<Utc>>,
+    ) -> Result<(RunRecord, NewEvent), EngineError> {
         let entry = self.workflow(slug)?;
         entry.input.validate(&input)?;
         let now = self.now();
+        let wake_at = start_at.filter(|at| *at > now);
         let record = RunRecord {
             id: RunId::new(),
             workflow: entry.registration.slug.to_owned(),
@@ -693,7 +706,7 @@ impl Engine {
             trigger,
             created_at: now,
             updated_at: now,
-            wake_at: None,
+            wake_at,
             next_seq: 1,
         };
         let created = NewEvent::new(
@@ -704,6 +717,7 @@ impl Engine {
                 workflow: entry.registration.slug.to_owned(),
                 input,
                 trigger,
+                start_at,
             },
         );
         Ok((record, created))

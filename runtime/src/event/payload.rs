@@ -37,6 +37,8 @@ pub mod field {
     pub const INPUT: &str = "input";
     /// `run_created`: what started the run.
     pub const TRIGGER: &str = "trigger";
+    /// `run_created` of a delayed start: the requested start time.
+    pub const START_AT: &str = "start_at";
     /// `run_started`: the step-site fingerprint of the code that ran the attempt.
     pub const FINGERPRINT: &str = "fingerprint";
     /// `step_started`, `step_completed` (recorded values): what the step calls.
@@ -90,7 +92,7 @@ pub mod field {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventPayload {
-    /// `{"workflow", "input", "trigger"}`.
+    /// `{"workflow", "input", "trigger", "start_at"?}`.
     RunCreated {
         /// The workflow's slug.
         workflow: String,
@@ -98,6 +100,9 @@ pub enum EventPayload {
         input: Value,
         /// What started the run.
         trigger: Trigger,
+        /// The start time requested by a delayed start (`--delay`, `?start_at=`), if any;
+        /// the run was due from then (at once when it had passed).
+        start_at: Option<DateTime<Utc>>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -342,10 +347,14 @@ impl EventPayload {
                 workflow,
                 input,
                 trigger,
+                start_at,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
                 put(field::TRIGGER, Value::from(trigger.as_str()));
+                if let Some(start_at) = start_at {
+                    put(field::START_AT, to_json(&start_at));
+                }
             }
             EventPayload::RunStarted { fingerprint } => {
                 if let Some(fingerprint) = fingerprint {
@@ -476,6 +485,7 @@ impl EventPayload {
                 workflow: f.required_string(field::WORKFLOW)?,
                 input: f.value(field::INPUT),
                 trigger: f.required(field::TRIGGER)?,
+                start_at: f.optional(field::START_AT),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -761,8 +771,18 @@ mod tests {
                 workflow: "wf".into(),
                 input: input.clone(),
                 trigger: Trigger::Cron,
+                start_at: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
+        );
+        round_trip(
+            EventPayload::RunCreated {
+                workflow: "wf".into(),
+                input: input.clone(),
+                trigger: Trigger::Api,
+                start_at: Some(at(7)),
+            },
+            json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
         );
         round_trip(
             EventPayload::RunStarted {

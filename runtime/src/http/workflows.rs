@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,6 +17,7 @@ use super::AppState;
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::views::RunState;
+use crate::engine::{StartOptions, delay_from, parse_delay, parse_start_at};
 use crate::event::{RunStatus, Trigger};
 
 /// The longest `?wait=` accepted.
@@ -71,6 +74,14 @@ pub(crate) struct StartQuery {
     /// answer with its output or error if it did.
     #[param(example = "30s")]
     wait: Option<String>,
+    /// Start the run this long from now (`30s`, `10m`, `1h 30m`): it is created `queued`
+    /// with this due time (`wake_at`) and no worker takes it before.
+    #[param(example = "10m")]
+    delay: Option<String>,
+    /// Start the run at this RFC 3339 time (`2026-12-24T18:00:00Z`; percent-encode a `+`
+    /// offset as `%2B`); a time in the past starts at once. Not with `delay`.
+    #[param(example = "2026-12-24T18:00:00Z")]
+    start_at: Option<String>,
 }
 
 /// The header of an idempotent start.
@@ -87,6 +98,10 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// starts nothing and answers 200 with that run's current state and `"duplicate": true`
 /// (after `?wait=`, if given); the same key with another input is 409
 /// `idempotency_conflict`, naming the run. Keys are per workflow and kept with the run.
+///
+/// With `?delay=10m` or `?start_at=<RFC 3339>`, the run is created `queued` and due then
+/// (its `wake_at`; `run_created` records the requested time): no worker takes it before.
+/// A time in the past starts at once. Combines with `Idempotency-Key`.
 #[utoipa::path(
     post,
     path = "/workflows/{slug}",
@@ -101,7 +116,7 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
     responses(
         (status = 202, description = "Enqueued (or still going after `wait`)", body = RunState),
         (status = 200, description = "With `wait`: the run ended; `output` or `error`. With an `Idempotency-Key` seen before: that run, `duplicate: true`", body = RunState),
-        (status = 400, description = "The body is not JSON, or `wait` is not a duration, or the idempotency key is malformed", body = ErrorBody),
+        (status = 400, description = "The body is not JSON, or `wait` or `delay` is not a duration, or `start_at` is not an RFC 3339 time, or both `delay` and `start_at` are given, or the idempotency key is malformed", body = ErrorBody),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
         (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
         (status = 404, description = "No workflow has this slug", body = ErrorBody),
@@ -120,19 +135,20 @@ pub(crate) async fn start(
     JsonBody(input): JsonBody,
 ) -> Result<Response, ApiError> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let id = match idempotency_key(&headers)? {
-        None => state.engine.start_json(&slug, input, Trigger::Api).await?,
-        Some(key) => {
-            let (id, created) = state
-                .engine
-                .start_idempotent(&slug, input, Trigger::Api, &key)
-                .await?;
-            if !created {
-                return duplicate(&state, &id, wait).await;
-            }
-            id
-        }
-    };
+    let mut options = StartOptions::new();
+    if let Some(at) = start_time(&state, &query)? {
+        options = options.start_at(at);
+    }
+    if let Some(key) = idempotency_key(&headers)? {
+        options = options.idempotency_key(key);
+    }
+    let (id, created) = state
+        .engine
+        .start_with(&slug, input, Trigger::Api, options)
+        .await?;
+    if !created {
+        return duplicate(&state, &id, wait).await;
+    }
     let Some(wait) = wait else {
         return Ok(accepted(RunState::new(&id, RunStatus::Queued)));
     };
@@ -141,6 +157,39 @@ pub(crate) async fn start(
         return Ok((StatusCode::OK, Json(RunState::of(record))).into_response());
     }
     Ok(accepted(RunState::new(&id, record.status)))
+}
+
+/// The start time `?delay=` or `?start_at=` asks for, if any; 400 when malformed or both.
+fn start_time(state: &AppState, query: &StartQuery) -> Result<Option<DateTime<Utc>>, ApiError> {
+    match (&query.delay, &query.start_at) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "give `delay` or `start_at`, not both".to_owned(),
+        )),
+        (Some(delay), None) => {
+            let delay = parse_delay("`delay`", delay).map_err(ApiError::bad_request)?;
+            delay_from("`delay`", state.engine.now(), delay)
+                .map(Some)
+                .map_err(ApiError::bad_request)
+        }
+        (None, Some(at)) => parse_start_at("`start_at`", &query_offset(at))
+            .map(Some)
+            .map_err(ApiError::bad_request),
+    }
+}
+
+/// A query's `+01:00` offset arrives as ` 01:00` (`+` decodes to a space): puts the `+`
+/// back.
+fn query_offset(text: &str) -> String {
+    let text = text.trim();
+    match text.rsplit_once(' ') {
+        Some((time, offset))
+            if offset.len() == 5 && offset.as_bytes()[2] == b':' && time.contains('T') =>
+        {
+            format!("{time}+{offset}")
+        }
+        _ => text.to_owned(),
+    }
 }
 
 /// The `Idempotency-Key` header, if sent; 400 when it is not a valid key.
@@ -203,5 +252,15 @@ mod tests {
         assert_eq!(parse_wait("250ms").ok(), Some(Duration::from_millis(250)));
         assert!(parse_wait("soon").is_err());
         assert!(parse_wait("1h").is_err());
+    }
+
+    #[test]
+    fn query_offsets_get_their_plus_back() {
+        assert_eq!(
+            query_offset("2026-12-24T19:00:00 01:00"),
+            "2026-12-24T19:00:00+01:00"
+        );
+        assert_eq!(query_offset("2026-12-24T18:00:00Z"), "2026-12-24T18:00:00Z");
+        assert_eq!(query_offset("tomorrow at 10:00"), "tomorrow at 10:00");
     }
 }

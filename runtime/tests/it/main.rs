@@ -5,6 +5,7 @@
 
 // Other modules (engine, replay, hooks, …) get added next to this one.
 mod conformance;
+mod delayed_start;
 mod engine;
 mod hermetic;
 mod hot_runs;

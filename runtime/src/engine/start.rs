@@ -1,0 +1,169 @@
+//! Starting runs with options: [`StartOptions`] and [`Engine::start_with`], the one path
+//! behind [`Engine::start_json`], [`Engine::start_idempotent`], delayed starts
+//! (`workflows run --delay`/`--start-at`, `POST /workflows/{slug}?delay=`/`?start_at=`)
+//! and their combinations.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use super::Engine;
+use super::idempotent::check_idempotency_key;
+use crate::error::EngineError;
+use crate::event::{RunId, RunStatus, Trigger};
+
+/// How to start a run, for [`Engine::start_with`]. The default starts at once, every time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StartOptions {
+    /// When the run may start: it is created `queued` with this due time (`wake_at`) and no
+    /// worker claims it before. `None`, or a time not after now, starts at once.
+    pub start_at: Option<DateTime<Utc>>,
+    /// Start at most one run of the workflow per key (see [`Engine::start_idempotent`]).
+    pub idempotency_key: Option<String>,
+}
+
+impl StartOptions {
+    /// Starts at once, with no idempotency key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The run may start at `at` (UTC), not before.
+    #[must_use]
+    pub fn start_at(mut self, at: DateTime<Utc>) -> Self {
+        self.start_at = Some(at);
+        self
+    }
+
+    /// At most one run per `key` (1 to 255 printable ASCII bytes, checked by
+    /// [`Engine::start_with`]).
+    #[must_use]
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// The forms `--delay` and `?delay=` accept, for error messages.
+const DELAY_FORMS: &str = "a duration such as `30s`, `10m`, `1h 30m` or `2days`";
+/// The forms `--start-at` and `?start_at=` accept, for error messages.
+const START_AT_FORMS: &str =
+    "an RFC 3339 time such as `2026-12-24T18:00:00Z` or `2026-12-24T19:00:00+01:00`";
+
+/// Parses a delay (`10m`, `1h 30m`, humantime syntax).
+///
+/// # Errors
+/// What is wrong and the accepted forms, as a sentence for the caller; `what` names the
+/// parameter (`--delay`, `delay`).
+pub(crate) fn parse_delay(what: &str, text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{what} `{text}` is not a duration ({e}); write {DELAY_FORMS}"))
+}
+
+/// Parses a start time (RFC 3339, with an offset or `Z`).
+///
+/// # Errors
+/// What is wrong and the accepted forms, as a sentence for the caller.
+pub(crate) fn parse_start_at(what: &str, text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{what} `{text}` is not a time ({e}); write {START_AT_FORMS}"))
+}
+
+/// `now + delay`.
+///
+/// # Errors
+/// When the time is out of range (a delay of millennia), naming `what`.
+pub(crate) fn delay_from(
+    what: &str,
+    now: DateTime<Utc>,
+    delay: Duration,
+) -> Result<DateTime<Utc>, String> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| format!("{what} is too long; write {DELAY_FORMS}"))
+}
+
+impl Engine {
+    /// Validates `input` against workflow `slug`'s input schema and creates a `queued` run
+    /// as `options` say: due at [`StartOptions::start_at`] (a time in the past starts at
+    /// once; the `run_created` event records the requested time either way), and at most
+    /// once per [`StartOptions::idempotency_key`] (a later call with the same key and input
+    /// creates nothing and returns that run). Returns the run's id and whether this call
+    /// created it (always `true` without a key).
+    ///
+    /// # Errors
+    /// As [`Engine::start_json`] and [`Engine::start_idempotent`].
+    pub async fn start_with(
+        &self,
+        slug: &str,
+        input: Value,
+        trigger: Trigger,
+        options: StartOptions,
+    ) -> Result<(RunId, bool), EngineError> {
+        let Some(key) = options.idempotency_key else {
+            let (record, created) = self.new_run_at(slug, input, trigger, options.start_at)?;
+            let id = record.id.clone();
+            self.inner.env.store.create_run(record, created).await?;
+            self.announce(&id, slug, RunStatus::Queued);
+            return Ok((id, true));
+        };
+        check_idempotency_key(&key).map_err(EngineError::Serde)?;
+        let scoped = format!("idempotency:{slug}:{key}");
+        let (record, created) = self.new_run_at(slug, input.clone(), trigger, options.start_at)?;
+        let id = record.id.clone();
+        if let Some(existing) = self
+            .inner
+            .env
+            .store
+            .create_run_once(&scoped, record, created)
+            .await?
+        {
+            let run = self.get_run(&existing).await?;
+            if run.input != input {
+                return Err(EngineError::IdempotencyConflict {
+                    run: existing.to_string(),
+                    workflow: slug.to_owned(),
+                    key,
+                });
+            }
+            return Ok((existing, false));
+        }
+        self.announce(&id, slug, RunStatus::Queued);
+        Ok((id, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn delays_and_times_parse_or_name_the_forms() {
+        assert_eq!(parse_delay("--delay", "10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(
+            parse_delay("delay", "300ms"),
+            Ok(Duration::from_millis(300))
+        );
+        let err = parse_delay("--delay", "nonsense").unwrap_err();
+        assert!(
+            err.contains("--delay `nonsense`") && err.contains("10m"),
+            "{err}"
+        );
+        let at = parse_start_at("start_at", "2026-12-24T19:00:00+01:00").unwrap();
+        assert_eq!(at.to_rfc3339(), "2026-12-24T18:00:00+00:00");
+        let err = parse_start_at("--start-at", "tomorrow").unwrap_err();
+        assert!(err.contains("RFC 3339"), "{err}");
+        let now = parse_start_at("t", "2026-01-01T00:00:00Z").unwrap();
+        assert!(delay_from("--delay", now, Duration::from_secs(u64::MAX)).is_err());
+        assert_eq!(
+            delay_from("--delay", now, Duration::from_secs(60)).unwrap(),
+            parse_start_at("t", "2026-01-01T00:01:00Z").unwrap()
+        );
+    }
+}
