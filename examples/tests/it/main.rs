@@ -6,6 +6,7 @@
 mod app;
 mod book_trip;
 mod crash;
+mod delayed_start_cli;
 mod expense_report;
 mod file_digest;
 mod hardening_cli;

@@ -204,6 +204,26 @@ pub(crate) struct RunArgs {
     /// error (exit 2) naming that run. For scripts that retry.
     #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
     pub(crate) idempotency_key: Option<String>,
+    /// Start the run this long from now (humantime: `30s`, `10m`, `1h 30m`): it is
+    /// enqueued `queued`, due then, and a `dev` or `worker` process runs it (as with
+    /// `--enqueue`, unless `--wait` is given).
+    #[arg(long, value_name = "DURATION", value_parser = parse_delay, conflicts_with = "start_at")]
+    pub(crate) delay: Option<std::time::Duration>,
+    /// Start the run at this time (RFC 3339: `2026-12-24T18:00:00Z`,
+    /// `2026-12-24T19:00:00+01:00`); a time in the past starts at once. Enqueues like
+    /// `--delay`.
+    #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
+    pub(crate) start_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `--delay`: a humantime duration.
+fn parse_delay(text: &str) -> Result<std::time::Duration, String> {
+    crate::engine::parse_delay("--delay", text)
+}
+
+/// `--start-at`: an RFC 3339 time.
+fn parse_start_at(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    crate::engine::parse_start_at("--start-at", text)
 }
 
 /// `--idempotency-key`: 1 to 255 printable ASCII characters.

@@ -543,7 +543,17 @@ async fn dispatch(
                 {
                     let left = (wake_at - engine.now()).to_std().unwrap_or_default();
                     let left = humantime::format_duration(Duration::from_secs(left.as_secs()));
-                    println!("the run continues in {left}");
+                    let started = events
+                        .iter()
+                        .any(|e| e.event.kind == crate::event::EventKind::RunStarted);
+                    if started {
+                        println!("the run continues in {left}");
+                    } else {
+                        println!(
+                            "the run has not started: it starts at {} (in {left})",
+                            wake_at.to_rfc3339()
+                        );
+                    }
                 }
                 let usage = crate::engine::token_usage(&events);
                 if usage.total_tokens > 0 {
@@ -601,21 +611,41 @@ fn read_json(text: &str, flag: &str) -> Result<Value, EngineError> {
 
 async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError> {
     let input = read_json(&args.input, "--input")?;
-    let id = match &args.idempotency_key {
-        None => engine.start_json(&args.slug, input, Trigger::Cli).await?,
-        Some(key) => {
-            let (id, created) = engine
-                .start_idempotent(&args.slug, input, Trigger::Cli, key)
-                .await?;
-            if !created {
-                return report_duplicate(engine, &id, key, &args).await;
-            }
-            id
-        }
+    let mut options = crate::StartOptions::new();
+    let start_at = match (args.delay, args.start_at) {
+        (Some(delay), _) => Some(
+            crate::engine::delay_from("--delay", engine.now(), delay)
+                .map_err(EngineError::Config)?,
+        ),
+        (None, at) => at,
     };
-    if args.enqueue {
+    if let Some(at) = start_at {
+        options = options.start_at(at);
+    }
+    if let Some(key) = &args.idempotency_key {
+        options = options.idempotency_key(key.clone());
+    }
+    let (id, created) = engine
+        .start_with(&args.slug, input, Trigger::Cli, options)
+        .await?;
+    if let (false, Some(key)) = (created, &args.idempotency_key) {
+        return report_duplicate(engine, &id, key, &args).await;
+    }
+    // A delayed run is left to a worker: driving it here would start it now.
+    let delayed = start_at.filter(|at| *at > engine.now());
+    if args.enqueue || (delayed.is_some() && args.wait.is_none()) {
         if args.json {
-            println!("{}", json!({ "run_id": id, "status": RunStatus::Queued }));
+            let mut line = json!({ "run_id": id, "status": RunStatus::Queued });
+            if let Some(at) = delayed {
+                line["wake_at"] = json!(at);
+            }
+            println!("{line}");
+        } else if let Some(at) = delayed {
+            println!(
+                "run {id} queued ({}); it starts at {}, when a `dev` or `worker` process runs it",
+                args.slug,
+                at.to_rfc3339()
+            );
         } else {
             println!(
                 "run {id} queued ({}); a `dev` or `worker` process runs it",

@@ -24,7 +24,8 @@ use crate::registry::WorkflowEntry;
 #[openapi(
     info(
         title = "reprise",
-        description = "Durable workflows: start runs, inspect and cancel them, deliver hook \
+        description = "Durable workflows: start runs (at once, or later with `?delay=` or \
+                       `?start_at=`), inspect and cancel them, deliver hook \
                        payloads and webhooks. Every error body is JSON `{\"error\", \"code\"}`, \
                        with `violations` (JSON pointers) for schema errors."
     ),
