@@ -326,3 +326,22 @@ async fn http_delay_with_an_idempotency_key_returns_the_same_delayed_run() {
     assert_eq!(engine.get_run(&id).await.unwrap().status, RunStatus::Queued);
     let _ = stop.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_delay_and_start_at() {
+    let (base, _engine, stop) = server().await;
+    let doc: Value = reqwest::get(format!("{base}/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/workflows/{slug}", "/workflows/delayed-add"] {
+        let params = doc["paths"][path]["post"]["parameters"].as_array().unwrap();
+        let names: Vec<&str> = params.iter().filter_map(|p| p["name"].as_str()).collect();
+        for name in ["delay", "start_at"] {
+            assert!(names.contains(&name), "{path} has no `{name}`: {names:?}");
+        }
+    }
+    let _ = stop.send(());
+}
