@@ -40,7 +40,7 @@ async fn charge(input: N) -> Result<N, ActionError> {
 }
 
 #[action]
-async fn notify(input: N) -> Result<N, ActionError> {
+async fn notify_customer(input: N) -> Result<N, ActionError> {
     NOTIFIED.fetch_add(1, Ordering::SeqCst);
     Ok(input)
 }
@@ -49,7 +49,7 @@ async fn notify(input: N) -> Result<N, ActionError> {
 async fn retry_checkout(input: N) -> Result<N, WorkflowError> {
     let prepared = prepare.run(input).await?;
     let charged = charge.run(prepared).await?;
-    Ok(notify.run(charged).await?)
+    Ok(notify_customer.run(charged).await?)
 }
 
 fn engine(store: SharedStore) -> Engine {
@@ -58,7 +58,7 @@ fn engine(store: SharedStore) -> Engine {
         .register(retry_checkout)
         .register(prepare)
         .register(charge)
-        .register(notify)
+        .register(notify_customer)
         .build()
         .unwrap()
 }

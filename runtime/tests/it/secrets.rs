@@ -172,6 +172,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             workflow: "mail-then-approve".into(),
             input: json!({}),
             trigger: Trigger::Api,
+            start_at: None,
         },
     );
     store.create_run(record, created).await.unwrap();
