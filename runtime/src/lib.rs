@@ -103,10 +103,10 @@ pub use ctx::Wait;
 pub use ctx::hook::Hook;
 pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use engine::{
-    ActionOverride, CancelOutcome, Clock, Engine, EngineBuilder, Execution, Fault, StartOptions,
+    ActionOverride, CancelOutcome, Clock, Engine, EngineBuilder, Execution, Fault,
     MIN_HOOK_SECRET_LEN, OpenHook, RUN_EXPORT_FORMAT, ReplayMismatch, RetriedRun, RunExport,
-    RunOutcome, RunTransition, StepStatus, StepSummary, SystemClock, judge_replay, summarize_steps,
-    token_usage,
+    RunOutcome, RunTransition, StartOptions, StepStatus, StepSummary, SystemClock, judge_replay,
+    summarize_steps, token_usage,
 };
 pub use error::{
     ActionError, Difference, EngineError, NonDeterminism, NonDeterminismCause, SchemaViolation,

@@ -32,8 +32,14 @@ fn run(command: &mut Command) -> (i32, String, String) {
 /// Starts file-digest over `dir` (which does not exist yet): the run fails; its id.
 fn failed_digest(db: &TempDb, dir: &std::path::Path) -> String {
     let input = serde_json::json!({ "dir": dir }).to_string();
-    let (code, out, err) =
-        run(app(db).args(["workflows", "run", "file-digest", "--json", "--input", &input]));
+    let (code, out, err) = run(app(db).args([
+        "workflows",
+        "run",
+        "file-digest",
+        "--json",
+        "--input",
+        &input,
+    ]));
     assert_eq!(code, 1, "the run fails on a missing directory: {out}{err}");
     let line: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(line["status"], "failed");
@@ -100,5 +106,8 @@ fn runs_retry_by_workflow_retries_every_failed_run_of_it() {
         assert!(ids.iter().any(|line| line.contains(id.as_str())), "{out}");
     }
     let (_, out, _) = run(app(&db).args(["runs", "retry", "--workflow", "file-digest"]));
-    assert!(out.contains("no failed runs match"), "both are queued now: {out}");
+    assert!(
+        out.contains("no failed runs match"),
+        "both are queued now: {out}"
+    );
 }

@@ -73,7 +73,10 @@ async fn a_retry_after_a_fix_runs_the_failed_step_again_and_replays_the_rest() {
     let failed = engine.drive(&id).await.unwrap().outcome;
     assert!(matches!(&failed, RunOutcome::Failed(e) if e.message == "card processor bug"));
     assert_eq!(
-        (PREPARED.load(Ordering::SeqCst), CHARGED.load(Ordering::SeqCst)),
+        (
+            PREPARED.load(Ordering::SeqCst),
+            CHARGED.load(Ordering::SeqCst)
+        ),
         (1, 1)
     );
 
@@ -88,7 +91,11 @@ async fn a_retry_after_a_fix_runs_the_failed_step_again_and_replays_the_rest() {
     let done = engine.drive(&id).await.unwrap().outcome;
     assert_eq!(done, RunOutcome::Completed(json!({ "n": 20 })));
     assert_eq!(PREPARED.load(Ordering::SeqCst), 1, "completed steps replay");
-    assert_eq!(CHARGED.load(Ordering::SeqCst), 2, "the failed step runs again");
+    assert_eq!(
+        CHARGED.load(Ordering::SeqCst),
+        2,
+        "the failed step runs again"
+    );
     assert_eq!(NOTIFIED.load(Ordering::SeqCst), 1);
 
     let events = engine.events(&id).await.unwrap();
@@ -98,7 +105,10 @@ async fn a_retry_after_a_fix_runs_the_failed_step_again_and_replays_the_rest() {
         .expect("a run_retried event");
     assert_eq!(retry.event.payload["by"], "test:ada");
     assert_eq!(retry.event.payload["step"], "charge#0");
-    assert_eq!(retry.event.payload["error"]["message"], "card processor bug");
+    assert_eq!(
+        retry.event.payload["error"]["message"],
+        "card processor bug"
+    );
 
     // A completed run is not retried.
     let refused = engine.retry_run(&id, "test").await.unwrap_err();
@@ -257,13 +267,15 @@ async fn a_run_parked_as_unexecutable_is_retried_once_its_workflow_is_back() {
         .register(parked_step)
         .build()
         .unwrap();
-    let id = with_workflow.start(&retry_parked, N { n: 3 }).await.unwrap();
+    let id = with_workflow
+        .start(&retry_parked, N { n: 3 })
+        .await
+        .unwrap();
     // A binary without the workflow parks it at once (one strike).
     let without = Engine::builder()
         .store(store.clone())
         .unexecutable_policy(
-            reprise::RetryPolicy::exponential(std::time::Duration::from_millis(1))
-                .max_attempts(1),
+            reprise::RetryPolicy::exponential(std::time::Duration::from_millis(1)).max_attempts(1),
         )
         .build()
         .unwrap();
