@@ -329,3 +329,24 @@ fn workflows_run_wait_enqueues_for_a_worker_and_reports_the_end() {
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["status"], "queued", "{line}");
 }
+
+/// A supervisor that stops a worker while it is still starting up (opening the database,
+/// building its engine) gets a graceful stop, exit 0, not the signal's default kill: the
+/// signal handlers are installed before anything slow.
+#[test]
+fn a_worker_stopped_during_startup_exits_cleanly() {
+    for _ in 0..5 {
+        let db = TempDb::new().unwrap();
+        let effects = db.dir().join("effects.log");
+        let mut child = worker(&db, &effects, "15s");
+        // The database file appears while the worker opens its store, before its engine
+        // is built and long before it claims anything.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !db.path().exists() {
+            assert!(Instant::now() < deadline, "the worker never opened its database");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        terminate(&mut child);
+        assert_clean_exit(&mut child, &effects);
+    }
+}

@@ -165,6 +165,12 @@ pub async fn run(
         }
     };
     logging::init(cli.log_format);
+    // The long-running commands take SIGINT/SIGTERM over before anything slow (opening a
+    // busy database, building the engine): a supervisor's stop during startup is then a
+    // graceful stop (exit 0), not the signal's default kill.
+    if matches!(cli.command, Command::Dev(_) | Command::Worker(_)) {
+        serve::shutdown_on_signal();
+    }
     // `dev` listens before the engine is built, so that resume URLs name the real port
     // (also when `--addr` asks for port 0).
     let listener = match &cli.command {

@@ -137,40 +137,78 @@ async fn run_worker(
     Ok(code)
 }
 
-/// A token cancelled on the first SIGINT or SIGTERM.
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        eprintln!("shutting down: finishing running steps (Ctrl-C again to force)…");
-        cancel.cancel();
-        wait_for_signal().await;
-        eprintln!("forced exit");
-        std::process::exit(i32::from(EXIT_INCOMPLETE));
-    });
-    token
+/// A token cancelled on the first SIGINT or SIGTERM; the second exits at once. One per
+/// process: the first call installs the handlers (before it, a signal has its default
+/// effect), later calls return the same token, so the CLI calls it early in startup.
+pub(super) fn shutdown_on_signal() -> CancellationToken {
+    static STOP: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+    STOP.get_or_init(|| {
+        let token = CancellationToken::new();
+        let cancel = token.clone();
+        // Registered here, synchronously: from now on the signals are ours.
+        let mut signals = Signals::install();
+        tokio::spawn(async move {
+            signals.next().await;
+            eprintln!("shutting down: finishing running steps (Ctrl-C again to force)…");
+            cancel.cancel();
+            signals.next().await;
+            eprintln!("forced exit");
+            std::process::exit(i32::from(EXIT_INCOMPLETE));
+        });
+        token
+    })
+    .clone()
 }
 
-async fn wait_for_signal() {
+/// SIGINT and (on Unix) SIGTERM, registered when installed.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        {
+            Signals {}
+        }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.int.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+            tokio::select! {
+                () = recv(&mut self.term) => {}
+                () = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
