@@ -343,7 +343,10 @@ fn a_worker_stopped_during_startup_exits_cleanly() {
         // is built and long before it claims anything.
         let deadline = Instant::now() + Duration::from_secs(20);
         while !db.path().exists() {
-            assert!(Instant::now() < deadline, "the worker never opened its database");
+            assert!(
+                Instant::now() < deadline,
+                "the worker never opened its database"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         terminate(&mut child);
