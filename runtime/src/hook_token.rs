@@ -102,7 +102,9 @@ pub(crate) fn expand_placeholders(
     run_id: &str,
 ) -> serde_json::Value {
     let mut value = value.clone();
-    expand_in(&mut value, secret, run_id);
+    edit_strings(&mut value, &mut |text| {
+        expand_placeholders_str(text, secret, run_id);
+    });
     value
 }
 
@@ -126,25 +128,33 @@ pub(crate) fn expand_placeholders_str(text: &mut String, secret: &[u8], run_id: 
     *text = out;
 }
 
-fn expand_in(value: &mut serde_json::Value, secret: &[u8], run_id: &str) {
+/// Applies `edit` to every string of `value`, object keys included: the one walk behind
+/// redaction and expansion.
+fn edit_strings(value: &mut serde_json::Value, edit: &mut impl FnMut(&mut String)) {
     use serde_json::Value;
     match value {
-        Value::String(text) => expand_placeholders_str(text, secret, run_id),
+        Value::String(text) => edit(text),
         Value::Array(items) => {
             for item in items {
-                expand_in(item, secret, run_id);
+                edit_strings(item, edit);
             }
         }
         Value::Object(map) => {
-            if map.keys().any(|key| key.contains(PLACEHOLDER_OPEN)) {
-                let old = std::mem::take(map);
-                for (mut key, item) in old {
-                    expand_placeholders_str(&mut key, secret, run_id);
-                    map.insert(key, item);
+            let renamed: Vec<(String, String)> = map
+                .keys()
+                .filter_map(|key| {
+                    let mut new = key.clone();
+                    edit(&mut new);
+                    (new != *key).then(|| (key.clone(), new))
+                })
+                .collect();
+            for (old, new) in renamed {
+                if let Some(item) = map.remove(&old) {
+                    map.insert(new, item);
                 }
             }
             for item in map.values_mut() {
-                expand_in(item, secret, run_id);
+                edit_strings(item, edit);
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
@@ -180,47 +190,13 @@ impl IssuedTokens {
     /// Replaces every issued token in the strings of `value` by its placeholder.
     pub(crate) fn redact(&self, value: &mut serde_json::Value) {
         let pairs = self.pairs.read().unwrap_or_else(|p| p.into_inner());
-        replace_in(value, pairs.iter().map(|(t, p)| (t.as_str(), p.as_str())));
-    }
-}
-
-/// Replaces each `from` by its `to` in every string (and object key) of `value`.
-fn replace_in<'a>(
-    value: &mut serde_json::Value,
-    pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-) {
-    use serde_json::Value;
-    match value {
-        Value::String(text) => replace_str(text, pairs),
-        Value::Array(items) => {
-            for item in items {
-                replace_in(item, pairs.clone());
-            }
-        }
-        Value::Object(map) => {
-            let keyed = map
-                .keys()
-                .any(|key| pairs.clone().any(|(from, _)| key.contains(from)));
-            if keyed {
-                let old = std::mem::take(map);
-                for (mut key, item) in old {
-                    replace_str(&mut key, pairs.clone());
-                    map.insert(key, item);
+        edit_strings(value, &mut |text| {
+            for (token, placeholder) in pairs.iter() {
+                if text.contains(token.as_str()) {
+                    *text = text.replace(token.as_str(), placeholder);
                 }
             }
-            for item in map.values_mut() {
-                replace_in(item, pairs.clone());
-            }
-        }
-        Value::Null | Value::Bool(_) | Value::Number(_) => {}
-    }
-}
-
-fn replace_str<'a>(text: &mut String, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
-    for (from, to) in pairs {
-        if text.contains(from) {
-            *text = text.replace(from, to);
-        }
+        });
     }
 }
 

@@ -212,9 +212,12 @@ impl Engine {
                 .and_then(|e| e.event.output())
                 .and_then(serde_json::Value::as_str)
             {
-                // Recorded with the token redacted (tokens exist at rest only as hashes).
-                let placeholder = crate::hook_token::token_placeholder(&hook.id);
-                hook.resume_url = url.replace(&placeholder, &hook.token);
+                // Recorded with the token as a placeholder (tokens exist at rest only as
+                // hashes): expanded as replay expands it.
+                let mut url = url.to_owned();
+                let secret = self.env().hook_secret();
+                crate::hook_token::expand_placeholders_str(&mut url, secret, id.as_str());
+                hook.resume_url = url;
             }
         }
         Ok(open)

@@ -350,7 +350,8 @@ pub struct RunUpdate {
     pub attempt: Option<u32>,
     /// Output (set when completing).
     pub output: Option<serde_json::Value>,
-    /// Error (set when failing).
+    /// Error (set when failing). JSON `null` clears it (a retried run): every store
+    /// reads a null error back as `None`.
     pub error: Option<serde_json::Value>,
     /// New wake time; `Some(None)` clears it.
     pub wake_at: Option<Option<DateTime<Utc>>>,

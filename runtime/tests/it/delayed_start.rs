@@ -8,7 +8,9 @@ use std::time::Duration;
 use reprise::event::{EventKind, EventPayload, RunId, RunStatus};
 use reprise::http::{HttpOptions, serve};
 use reprise::prelude::*;
-use reprise::{EngineError, StartOptions, Trigger, Worker, WorkerOptions, WorkerReport};
+use reprise::{StartOptions, Trigger, Worker, WorkerOptions};
+
+use crate::worker::spawn_worker;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -38,26 +40,6 @@ fn engine() -> Engine {
         .register(later_add)
         .build()
         .unwrap()
-}
-
-fn spawn_worker(
-    engine: &Engine,
-) -> (
-    oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<WorkerReport, EngineError>>,
-) {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = Worker::new(
-        engine,
-        WorkerOptions {
-            poll_interval: Duration::from_millis(20),
-            ..WorkerOptions::default()
-        },
-    );
-    let handle = tokio::spawn(worker.run(async move {
-        let _ = stopped.await;
-    }));
-    (stop, handle)
 }
 
 /// The `start_at` its `run_created` event recorded.
@@ -90,7 +72,7 @@ async fn a_delayed_run_is_not_claimed_before_its_time_and_completes_after() {
     assert_eq!(record.status, RunStatus::Queued);
     assert_eq!(record.wake_at, Some(at));
     assert_eq!(recorded_start(&engine, &id).await, Some(at));
-    // A worker polling every 20 ms leaves it alone until its time.
+    // A polling worker leaves it alone until its time.
     while engine.now() < at - chrono::Duration::milliseconds(100) {
         let record = engine.get_run(&id).await.unwrap();
         assert_eq!(record.status, RunStatus::Queued, "claimed before its time");

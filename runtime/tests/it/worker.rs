@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::engine::{Calls, Num, add_one};
 
 /// A worker running on its own task until the returned sender fires (or is dropped).
-fn spawn_worker(
+pub(crate) fn spawn_worker(
     engine: &Engine,
 ) -> (
     oneshot::Sender<()>,
