@@ -6,8 +6,8 @@
 //! usual non-determinism checks, except that the recorded failure of the step that failed
 //! the run (and of the sub-workflows around it) no longer answers: that step runs again,
 //! on the code deployed now. Every step that had completed replays from the log and is not
-//! executed again. This is Temporal's "reset to the failed workflow task" and Restate's
-//! "restart from the failed invocation" in one operation, without a new run id.
+//! executed again. The run keeps its id and its log; forking into a new run is a separate
+//! operation.
 
 use serde::Serialize;
 
