@@ -25,6 +25,8 @@ mod kw {
     syn::custom_keyword!(non_retryable);
     syn::custom_keyword!(max_attempts);
     syn::custom_keyword!(register);
+    syn::custom_keyword!(on_failure);
+    syn::custom_keyword!(on_max_attempts);
 }
 
 /// Options of `#[action(…)]`.
@@ -53,6 +55,10 @@ pub(crate) struct WorkflowArgs {
     pub(crate) slug: Option<LitStr>,
     /// `max_attempts = N`.
     pub(crate) max_attempts: Option<u32>,
+    /// `on_failure = handler`: the workflow started when a run fails for good.
+    pub(crate) on_failure: Option<Path>,
+    /// `on_max_attempts = "pause"`: park a run whose attempts ran out as `paused`.
+    pub(crate) pause_at_max_attempts: bool,
     /// `register = false`: leave the workflow out of the link-time registry.
     pub(crate) unregistered: bool,
     /// `crate = "path"`.
@@ -61,7 +67,8 @@ pub(crate) struct WorkflowArgs {
 
 const ACTION_KEYS: &str =
     "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
-const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `register` or `crate`";
+const WORKFLOW_KEYS: &str =
+    "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, `register` or `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -146,6 +153,38 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                         "`max_attempts` must be at least 1: it counts the first attempt too",
                     );
                 }
+            } else if lookahead.peek(kw::on_failure) {
+                let key = input.parse::<kw::on_failure>()?;
+                seen.check("on_failure", key.span, errors);
+                input.parse::<Token![=]>()?;
+                if input.peek(LitStr) {
+                    let lit: LitStr = input.parse()?;
+                    errors.error(
+                        lit.span(),
+                        "`on_failure` takes the handler workflow's fn, not a string: write \
+                         `on_failure = notify_failure` (a `#[workflow]` fn taking \
+                         `reprise::FailedRun`)",
+                    );
+                } else {
+                    args.on_failure = Some(input.parse::<Path>()?);
+                }
+            } else if lookahead.peek(kw::on_max_attempts) {
+                let key = input.parse::<kw::on_max_attempts>()?;
+                seen.check("on_max_attempts", key.span, errors);
+                input.parse::<Token![=]>()?;
+                let lit: LitStr = input.parse()?;
+                match lit.value().as_str() {
+                    "pause" => args.pause_at_max_attempts = true,
+                    "fail" => args.pause_at_max_attempts = false,
+                    other => errors.error(
+                        lit.span(),
+                        format!(
+                            "unknown `on_max_attempts` value `{other}`: expected \"fail\" (the \
+                             default: the run fails) or \"pause\" (the run is parked as \
+                             `paused` until `runs unpause`)"
+                        ),
+                    ),
+                }
             } else if lookahead.peek(kw::register) {
                 let key = input.parse::<kw::register>()?;
                 seen.check("register", key.span, errors);
@@ -224,6 +263,9 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         (Macro::Workflow, "retries" | "attempts" | "max_retries") => Some(
             "workflows take `max_attempts = N`: how many times the whole body may run".to_owned(),
         ),
+        (Macro::Workflow, "on_error" | "on_fail" | "failure_handler" | "onfailure") => {
+            Some("did you mean `on_failure = handler`?".to_owned())
+        }
         (Macro::Workflow, "backoff" | "timeout" | "non_retryable") => Some(format!(
             "`{name}` is an `#[action]` option: set it on the actions the workflow calls"
         )),

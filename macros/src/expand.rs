@@ -380,10 +380,7 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
 
     let manifest = manifest(&sites, private);
     let sites_name = sites_ident();
-    let options = match args.max_attempts {
-        Some(max_attempts) => quote!(#private::WorkflowOptions { max_attempts: #max_attempts }),
-        None => quote!(#private::WorkflowOptions::DEFAULT),
-    };
+    let options = workflow_options(args, private);
     let behavior = quote! {
         #private::StepBehavior::Workflow {
             options: #options,
@@ -406,6 +403,33 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
     quote! {
         #unit_struct
         #scoped
+    }
+}
+
+/// The `WorkflowOptions` of `#[workflow(…)]`: the options set, the rest from
+/// `WorkflowOptions::DEFAULT`. `on_failure = handler` names the handler's slug through its
+/// `Step` impl, so a handler that is not a workflow taking `FailedRun` is a type error at
+/// the path the user wrote.
+fn workflow_options(args: &WorkflowArgs, private: &TokenStream) -> TokenStream {
+    let mut fields = Vec::new();
+    if let Some(max_attempts) = args.max_attempts {
+        fields.push(quote!(max_attempts: #max_attempts,));
+    }
+    if args.pause_at_max_attempts {
+        fields.push(quote!(on_max_attempts: #private::OnMaxAttempts::Pause,));
+    }
+    if let Some(handler) = &args.on_failure {
+        let span = handler.span();
+        fields.push(quote_spanned! {span=>
+            on_failure: ::core::option::Option::Some(
+                #private::failure_handler::<#handler>(),
+            ),
+        });
+    }
+    if fields.is_empty() {
+        quote!(#private::WorkflowOptions::DEFAULT)
+    } else {
+        quote!(#private::WorkflowOptions { #(#fields)* ..#private::WorkflowOptions::DEFAULT })
     }
 }
 

@@ -150,10 +150,17 @@ impl History {
                 }
                 continue;
             }
-            if kind == EventKind::RunRetried {
-                if let Ok(EventPayload::RunRetried {
-                    step: Some(step), ..
-                }) = EventPayload::decode_owned(kind, payload)
+            if kind == EventKind::RunRetried || kind == EventKind::RunUnpaused {
+                // A retried run, or an unpaused run that was parked when its attempts ran
+                // out: the step that failed it runs again.
+                if let Ok(
+                    EventPayload::RunRetried {
+                        step: Some(step), ..
+                    }
+                    | EventPayload::RunUnpaused {
+                        step: Some(step), ..
+                    },
+                ) = EventPayload::decode_owned(kind, payload)
                 {
                     forget_failure(&mut by_id, &step);
                 }

@@ -103,20 +103,22 @@ pub use ctx::Wait;
 pub use ctx::hook::Hook;
 pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use engine::{
-    ActionOverride, CancelOutcome, Clock, Engine, EngineBuilder, Execution, Fault,
-    MIN_HOOK_SECRET_LEN, OpenHook, RUN_EXPORT_FORMAT, ReplayMismatch, RetriedRun, RunExport,
-    RunOutcome, RunTransition, StartOptions, StepStatus, StepSummary, SystemClock, judge_replay,
-    summarize_steps, token_usage,
+    ActionOverride, CancelOutcome, Clock, Engine, EngineBuilder, Execution, FailedRun, Fault,
+    MIN_HOOK_SECRET_LEN, OpenHook, PauseOutcome, RUN_EXPORT_FORMAT, ReplayMismatch, RetriedRun,
+    RunExport, RunOutcome, RunTransition, StartOptions, StepStatus, StepSummary, SystemClock,
+    UnpausedRun, judge_replay, summarize_steps, token_usage,
 };
 pub use error::{
     ActionError, Difference, EngineError, NonDeterminism, NonDeterminismCause, SchemaViolation,
     Violation, WorkflowError, kinds,
 };
-pub use event::{RunId, RunStatus, Trigger};
+pub use event::{PauseReason, RunId, RunStatus, Trigger};
 pub use fan_out::fan_out;
 pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
 pub use retry::RetryPolicy;
-pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
+pub use step::{
+    ActionOptions, OnMaxAttempts, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions,
+};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
 
 pub use reprise_macros::{action, workflow};

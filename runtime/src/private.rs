@@ -13,8 +13,8 @@ pub use crate::ctx::step::run_step;
 pub use crate::llm::{bind_agent_prompt, bind_prompt_llm};
 pub use crate::registry::Registration;
 pub use crate::step::{
-    ActionFn, ActionOptions, Site, SiteKind, Step, StepBehavior, StepData, WorkflowFn,
-    WorkflowOptions,
+    ActionFn, ActionOptions, OnMaxAttempts, Site, SiteKind, Step, StepBehavior, StepData,
+    WorkflowFn, WorkflowOptions,
 };
 pub use crate::{ActionCtx, ActionError, Ctx, WorkflowError};
 
@@ -47,4 +47,11 @@ pub fn call_standalone<S: Step>(
             )))
         }),
     }
+}
+
+/// The slug of failure handler `H` (`#[workflow(on_failure = H)]`): a workflow whose input
+/// is [`crate::FailedRun`]. A handler of another input type fails to compile here, at the
+/// path the user wrote.
+pub const fn failure_handler<H: Step<Input = crate::FailedRun>>() -> &'static str {
+    H::SLUG
 }

@@ -8,7 +8,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -59,11 +59,36 @@ pub struct RunTransition {
 
 /// The switches of one execution of a run: `cancel` ends the run `canceled` at its next
 /// step boundary (running actions see it through `ActionCtx::cancellation`); `drain` stops
-/// it at its next step boundary and hands it back to the queue (worker shutdown).
+/// it at its next step boundary and hands it back to the queue (worker shutdown); `pause`
+/// stops it at its next step boundary and marks it `paused` (`runs pause`).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RunControl {
     pub(crate) cancel: CancellationToken,
     pub(crate) drain: CancellationToken,
+    pub(crate) pause: CancellationToken,
+    /// Who asked for the pause (recorded in `run_paused`).
+    pause_by: Arc<Mutex<Option<String>>>,
+}
+
+impl RunControl {
+    /// Asks the execution to pause at its next step boundary; the first asker is recorded.
+    pub(crate) fn request_pause(&self, by: &str) {
+        let mut pause_by = self.pause_by.lock().unwrap_or_else(|p| p.into_inner());
+        if pause_by.is_none() {
+            *pause_by = Some(by.to_owned());
+        }
+        drop(pause_by);
+        self.pause.cancel();
+    }
+
+    /// Who asked for the pause (`unknown` when nobody said).
+    pub(crate) fn paused_by(&self) -> String {
+        self.pause_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
 }
 
 /// Engine parts that live in modules above [`RunEnv`]'s, by type.

@@ -100,17 +100,44 @@ impl Default for ActionOptions {
     }
 }
 
-/// Options of a `#[workflow]`.
+/// Options of a `#[workflow]`. Built by the macro as `WorkflowOptions { …, ..DEFAULT }`, so
+/// options added later keep their defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WorkflowOptions {
     /// How many times the whole body may run before the run is `failed`
     /// (run-level retries replay from the log). Default 3.
     pub max_attempts: u32,
+    /// What becomes of a run whose last attempt failed with a retryable error
+    /// (`on_max_attempts = "pause"`). Default: it fails.
+    pub on_max_attempts: OnMaxAttempts,
+    /// The slug of the workflow started, with a [`crate::FailedRun`], when a run fails for
+    /// good (`on_failure = handler`). Default: none.
+    pub on_failure: Option<&'static str>,
 }
 
 impl WorkflowOptions {
-    /// The defaults: 3 attempts.
-    pub const DEFAULT: WorkflowOptions = WorkflowOptions { max_attempts: 3 };
+    /// The defaults: 3 attempts, fail when they run out, no failure handler.
+    pub const DEFAULT: WorkflowOptions = WorkflowOptions {
+        max_attempts: 3,
+        on_max_attempts: OnMaxAttempts::Fail,
+        on_failure: None,
+    };
+}
+
+/// What becomes of a run whose last attempt failed with a retryable error
+/// (`#[workflow(on_max_attempts = "…")]`; Restate calls this "pause at max attempts").
+///
+/// A non-retryable error fails the run whatever this says: it would fail again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OnMaxAttempts {
+    /// The run is `failed` (and its `on_failure` handler, if any, starts). The default.
+    #[default]
+    Fail,
+    /// The run is parked as `paused`, with the error it would have failed with: once the
+    /// cause is fixed, `runs unpause` runs the failed step again with a new attempt (as
+    /// `runs retry` does for a failed run); `runs cancel` ends it.
+    Pause,
 }
 
 impl Default for WorkflowOptions {

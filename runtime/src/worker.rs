@@ -63,6 +63,9 @@ pub struct WorkerReport {
     pub suspended: u64,
     /// Executions that ended with the run canceled.
     pub canceled: u64,
+    /// Executions that ended with the run paused (`runs pause`, or parked when its
+    /// attempts ran out).
+    pub paused: u64,
     /// Executions stopped by shutdown and handed back to the queue (or dropped at the
     /// shutdown deadline).
     pub interrupted: u64,
@@ -266,6 +269,7 @@ fn count(
             RunOutcome::Suspended(_) => report.suspended += 1,
             RunOutcome::Canceled => report.canceled += 1,
             RunOutcome::Interrupted => report.interrupted += 1,
+            RunOutcome::Paused => report.paused += 1,
         },
         Ok(Err(_)) => report.errors += 1,
         Err(join_error) if join_error.is_cancelled() => report.interrupted += 1,

@@ -905,6 +905,22 @@ impl Store for CrashStore {
         self.probe.alive().await;
         self.inner.release(lease).await
     }
+    async fn request_pause(&self, id: &RunId, by: Option<&str>) -> Result<(), EngineError> {
+        self.probe.alive().await;
+        self.inner.request_pause(id, by).await
+    }
+    async fn set_workflow_pause(
+        &self,
+        workflow: &str,
+        pause: Option<&reprise::store::WorkflowPause>,
+    ) -> Result<bool, EngineError> {
+        self.probe.alive().await;
+        self.inner.set_workflow_pause(workflow, pause).await
+    }
+    async fn workflow_pauses(&self) -> Result<Vec<reprise::store::WorkflowPause>, EngineError> {
+        self.probe.alive().await;
+        self.inner.workflow_pauses().await
+    }
     async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
         self.probe.alive().await;
         self.inner.request_cancel(id).await

@@ -164,6 +164,23 @@ pub(crate) enum WorkflowsCommand {
         /// The workflow's slug.
         slug: String,
     },
+    /// Pause a workflow (for incidents): no run of it is claimed by any worker until it is
+    /// unpaused; runs executing now go on to their next suspension.
+    Pause {
+        /// The workflow's slug.
+        slug: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpause a workflow: its due runs are claimed again.
+    Unpause {
+        /// The workflow's slug.
+        slug: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Replay every recorded run against this binary's workflows, without running any
     /// step, and list the runs that no longer replay (exit code 1): gate deploys on it.
     Check {
@@ -235,7 +252,8 @@ fn parse_idempotency_key(key: &str) -> Result<String, String> {
 pub(crate) enum RunsCommand {
     /// List runs, newest first.
     List {
-        /// Only runs in this status (queued, running, sleeping, waiting, completed, failed, canceled).
+        /// Only runs in this status (queued, running, sleeping, waiting, completed, failed,
+        /// canceled, paused).
         #[arg(long)]
         status: Option<RunStatus>,
         /// Only runs of this workflow slug.
@@ -290,6 +308,25 @@ pub(crate) enum RunsCommand {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         since: Option<std::time::Duration>,
         /// Print one JSON object per retried run.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a run: a queued, sleeping or waiting run at once, a running one at its next
+    /// step boundary (steps in flight finish first). A paused run is not claimed by any
+    /// worker; its hooks still take payloads. `runs unpause` continues it.
+    Pause {
+        /// The run's id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpause a paused run: it is queued again and continues from its log (a run parked
+    /// when its attempts ran out runs its failed step again, with a new attempt).
+    Unpause {
+        /// The run's id.
+        id: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

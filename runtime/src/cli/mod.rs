@@ -462,8 +462,75 @@ async fn dispatch(
             since,
             json,
         }) => retry_runs(engine, id, workflow, since, json).await,
+        Command::Runs(RunsCommand::Pause { id, json }) => {
+            let id = RunId(id);
+            let outcome = engine.pause_run(&id, &cli_user()).await?;
+            if json {
+                println!("{}", json!({ "run_id": id, "outcome": outcome }));
+            } else {
+                match outcome {
+                    crate::PauseOutcome::Paused => println!("run {id} paused"),
+                    crate::PauseOutcome::AlreadyPaused => println!("run {id} was paused already"),
+                    crate::PauseOutcome::Requested => println!(
+                        "run {id} is executing: it pauses at its next step boundary \
+                         (`runs get {id}` shows when)"
+                    ),
+                }
+            }
+            Ok(EXIT_COMPLETED)
+        }
+        Command::Runs(RunsCommand::Unpause { id, json }) => {
+            let unpaused = engine.unpause_run(&RunId(id), &cli_user()).await?;
+            if json {
+                println!("{}", json!(unpaused));
+            } else {
+                let id = &unpaused.run_id;
+                match (&unpaused.status, &unpaused.step) {
+                    (RunStatus::Queued, Some(step)) => println!(
+                        "run {id} queued for attempt {} (step {step} runs again)",
+                        unpaused.attempt
+                    ),
+                    (RunStatus::Queued, None) => {
+                        println!("run {id} queued: a worker, `dev` or `runs resume` continues it")
+                    }
+                    _ => println!("run {id}: its pending pause request was withdrawn"),
+                }
+            }
+            Ok(EXIT_COMPLETED)
+        }
+        Command::Workflows(WorkflowsCommand::Pause { slug, json }) => {
+            let changed = engine.pause_workflow(&slug, &cli_user()).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "workflow": slug, "paused": true, "changed": changed })
+                );
+            } else if changed {
+                println!(
+                    "workflow {slug} paused: no worker claims its runs until `workflows unpause {slug}`"
+                );
+            } else {
+                println!("workflow {slug} was paused already");
+            }
+            Ok(EXIT_COMPLETED)
+        }
+        Command::Workflows(WorkflowsCommand::Unpause { slug, json }) => {
+            let changed = engine.unpause_workflow(&slug, &cli_user()).await?;
+            if json {
+                println!(
+                    "{}",
+                    json!({ "workflow": slug, "paused": false, "changed": changed })
+                );
+            } else if changed {
+                println!("workflow {slug} unpaused: its due runs are claimed again");
+            } else {
+                println!("workflow {slug} was not paused");
+            }
+            Ok(EXIT_COMPLETED)
+        }
         Command::Workflows(WorkflowsCommand::List) => {
-            output::print_workflows(engine);
+            let paused = engine.workflow_pauses().await?;
+            output::print_workflows(engine, &paused);
             Ok(EXIT_COMPLETED)
         }
         Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, args).await,
@@ -761,10 +828,7 @@ async fn retry_runs(
     since: Option<std::time::Duration>,
     json: bool,
 ) -> Result<u8, EngineError> {
-    let by = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
+    let by = cli_user();
     let ids = match id {
         Some(id) => vec![RunId(id)],
         None => {
@@ -803,6 +867,14 @@ async fn retry_runs(
         }
     }
     Ok(EXIT_COMPLETED)
+}
+
+/// Who asks, as operations record it: `cli:$USER`.
+fn cli_user() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 /// Reports a run by its record (it was executed elsewhere); returns the exit code.
@@ -848,7 +920,7 @@ async fn report(engine: &Engine, execution: &Execution, as_json: bool) -> Result
         RunOutcome::Failed(error) => (EXIT_FAILED, json!({ "error": error })),
         RunOutcome::Suspended(waits) => (EXIT_INCOMPLETE, json!({ "waits": waits })),
         RunOutcome::Canceled => (EXIT_FAILED, json!({ "error": record.error })),
-        RunOutcome::Interrupted => (EXIT_INCOMPLETE, json!({})),
+        RunOutcome::Interrupted | RunOutcome::Paused => (EXIT_INCOMPLETE, json!({})),
     };
     if as_json {
         let mut line = json!({

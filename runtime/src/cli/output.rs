@@ -13,13 +13,20 @@ fn table(header: &[&str]) -> Table {
     table
 }
 
-pub(super) fn print_workflows(engine: &Engine) {
-    let mut rows = table(&["workflow", "max attempts", "steps", "description"]);
+pub(super) fn print_workflows(engine: &Engine, paused: &[crate::store::WorkflowPause]) {
+    let mut rows = table(&["workflow", "max attempts", "steps", "paused", "description"]);
     for workflow in engine.registry().workflows() {
+        let slug = workflow.registration.slug;
+        let pause = paused
+            .iter()
+            .find(|p| p.workflow == slug)
+            .map(|p| format!("since {} by {}", p.at.format("%Y-%m-%d %H:%M:%S"), p.by))
+            .unwrap_or_default();
         rows.add_row(vec![
-            workflow.registration.slug.to_owned(),
+            slug.to_owned(),
             workflow.options.max_attempts.to_string(),
             workflow.sites.len().to_string(),
+            pause,
             workflow.registration.description.to_owned(),
         ]);
     }
@@ -104,6 +111,7 @@ pub(super) fn print_execution(run: &RunRecord, execution: &Execution, steps: &[S
         }
         RunOutcome::Canceled => println!("the run was canceled"),
         RunOutcome::Interrupted => println!("the run was handed back to the queue"),
+        RunOutcome::Paused => println!("the run is paused (unpause it with `runs unpause`)"),
     }
     println!("{}", steps_table(steps));
     println!(

@@ -132,7 +132,9 @@ impl RunState {
     /// Whether the run must stop at this step boundary (canceled, or its worker drains).
     pub(crate) fn interrupted(&self) -> bool {
         let control = lock(&self.control);
-        control.cancel.is_cancelled() || control.drain.is_cancelled()
+        control.cancel.is_cancelled()
+            || control.drain.is_cancelled()
+            || control.pause.is_cancelled()
     }
 
     /// The sequence number the next append will get (the log's length as this execution

@@ -37,6 +37,9 @@ pub enum RunOutcome {
     /// The execution stopped at a step boundary because its worker is shutting down; the
     /// run is `queued` again and any worker continues it from its log.
     Interrupted,
+    /// The run is `paused` (an operator asked, or its attempts ran out and its workflow
+    /// parks such runs) until it is unpaused.
+    Paused,
 }
 
 /// The result of [`Engine::execute`] or [`Engine::drive`].
@@ -112,6 +115,9 @@ impl Engine {
     ) -> Result<Execution, EngineError> {
         if lease.cancel_requested {
             control.cancel.cancel();
+        }
+        if let Some(by) = &lease.pause_requested {
+            control.request_pause(by);
         }
         let mut guard = LeaseGuard {
             engine: self.clone(),
@@ -192,6 +198,14 @@ impl Engine {
             self.record_cancel(id, &record.workflow, Some(lease.fence))
                 .await?;
             return Ok(finished(RunOutcome::Canceled));
+        }
+        if record.status == RunStatus::Paused {
+            return Ok(finished(RunOutcome::Paused));
+        }
+        if control.pause.is_cancelled() {
+            self.record_pause(id, &control.paused_by(), Some(lease.fence))
+                .await?;
+            return Ok(finished(RunOutcome::Paused));
         }
         let entry = self.workflow(&record.workflow)?.clone();
         let attempt = record.attempt.max(1);
@@ -305,6 +319,26 @@ impl Engine {
                 state.append(vec![event], update).await?;
                 RunOutcome::Canceled
             }
+            BodyEnd::Paused => {
+                let event = state.event(
+                    None,
+                    attempt,
+                    EventPayload::RunPaused {
+                        by: control.paused_by(),
+                        reason: crate::event::PauseReason::Operator,
+                        step: None,
+                        error: None,
+                    },
+                );
+                let update = RunUpdate {
+                    status: Some(RunStatus::Paused),
+                    wake_at: Some(None),
+                    ..RunUpdate::default()
+                };
+                state.append(vec![event], update).await?;
+                tracing::info!(run = %id, by = %control.paused_by(), "run paused");
+                RunOutcome::Paused
+            }
             BodyEnd::Drained => {
                 let event = state.event(
                     None,
@@ -387,8 +421,10 @@ impl Engine {
     /// # Errors
     /// [`EngineError::UnknownHook`] when no hook has this token;
     /// [`EngineError::InvalidState`] when the hook already received a payload, timed out,
-    /// or the run is not `waiting`; [`EngineError::Schema`] naming each JSON pointer when
-    /// the payload does not match the hook's type (the hook stays open).
+    /// or the run is neither `waiting` nor `paused` (a paused run keeps the payload in its
+    /// log and stays paused; it reads it once unpaused); [`EngineError::Schema`] naming
+    /// each JSON pointer when the payload does not match the hook's type (the hook stays
+    /// open).
     pub async fn resume_hook(&self, token: &str, payload: Value) -> Result<RunId, EngineError> {
         let run_id = RunId(token_run_id(token).ok_or(EngineError::UnknownHook)?);
         let Some(run) = self.store().run(&run_id).await? else {
@@ -425,7 +461,10 @@ impl Engine {
                 timeout_at.to_rfc3339()
             )));
         }
-        if run.status != RunStatus::Waiting {
+        // A paused run takes the payload into its log and stays paused; it reads it once
+        // it is unpaused.
+        let paused = run.status == RunStatus::Paused;
+        if run.status != RunStatus::Waiting && !paused {
             return Err(invalid(format!(
                 "hook `{id}` cannot take a payload while the run is {}{}",
                 run.status,
@@ -450,16 +489,22 @@ impl Engine {
             run_id: run_id.clone(),
             first_seq: events.len() as u64,
             events: vec![event],
-            update: RunUpdate {
-                status: Some(RunStatus::Queued),
-                wake_at: Some(None),
-                ..RunUpdate::default()
+            update: if paused {
+                RunUpdate::default()
+            } else {
+                RunUpdate {
+                    status: Some(RunStatus::Queued),
+                    wake_at: Some(None),
+                    ..RunUpdate::default()
+                }
             },
             fence: None,
         };
         match self.store().append(append).await {
             Ok(()) => {
-                self.announce(&run_id, &run.workflow, RunStatus::Queued);
+                if !paused {
+                    self.announce(&run_id, &run.workflow, RunStatus::Queued);
+                }
                 Ok(run_id)
             }
             // Another delivery (or change) won the race for this position in the log.
@@ -535,7 +580,14 @@ impl Engine {
                 state.append(vec![event], update).await?;
                 Ok(RunOutcome::Suspended(vec![Wait::Retry { until }]))
             }
+            Err(error)
+                if entry.options.on_max_attempts == crate::step::OnMaxAttempts::Pause
+                    && self.park_if_retries_ran_out(state, &error).await? =>
+            {
+                Ok(RunOutcome::Paused)
+            }
             Err(error) => {
+                self.start_failure_handler(state, entry, &error).await?;
                 let update = RunUpdate {
                     status: Some(RunStatus::Failed),
                     error: Some(serde_json::to_value(&error)?),
@@ -625,6 +677,7 @@ enum BodyEnd<T> {
     Returned(T),
     Suspended(Vec<Wait>),
     Canceled,
+    Paused,
     Drained,
 }
 
@@ -647,6 +700,9 @@ async fn drive_body(state: &RunState, body: &mut RunBody) -> BodyEnd<<RunBody as
                     let control = state.control();
                     if control.cancel.is_cancelled() {
                         return BodyEnd::Canceled;
+                    }
+                    if control.pause.is_cancelled() {
+                        return BodyEnd::Paused;
                     }
                     if control.drain.is_cancelled() {
                         return BodyEnd::Drained;

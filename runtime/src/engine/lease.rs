@@ -32,6 +32,9 @@ pub(super) async fn keep(engine: &Engine, mut lease: Lease, control: RunControl)
                 if renewed.cancel_requested {
                     control.cancel.cancel();
                 }
+                if let Some(by) = &renewed.pause_requested {
+                    control.request_pause(by);
+                }
                 lease = renewed;
             }
             Ok(None) => {

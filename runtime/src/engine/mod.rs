@@ -3,10 +3,12 @@
 mod control;
 mod execute;
 mod export;
+mod failure;
 mod fingerprint;
 mod hot;
 mod idempotent;
 mod lease;
+mod pause;
 mod replay_check;
 mod report;
 mod retry_run;
@@ -28,7 +30,9 @@ pub use control::{CancelOutcome, OpenHook};
 pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
+pub use failure::FailedRun;
 pub(crate) use idempotent::check_idempotency_key;
+pub use pause::{PauseOutcome, UnpausedRun};
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
 pub use retry_run::RetriedRun;
@@ -761,6 +765,11 @@ impl Engine {
                 "the run was canceled",
                 false,
             ))),
+            RunOutcome::Paused => Err(EngineError::InvalidState {
+                run: id.to_string(),
+                status: "paused".into(),
+                message: "the run is paused; unpause it with unpause_run".into(),
+            }),
             RunOutcome::Interrupted => Err(EngineError::InvalidState {
                 run: id.to_string(),
                 status: "queued".into(),

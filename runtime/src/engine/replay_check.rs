@@ -204,7 +204,9 @@ impl Expected {
             RunStatus::Waiting | RunStatus::Sleeping => {
                 Expected::Suspended(last_waits(&export.events))
             }
-            RunStatus::Queued | RunStatus::Running | RunStatus::Canceled => Expected::Unfinished,
+            RunStatus::Queued | RunStatus::Running | RunStatus::Canceled | RunStatus::Paused => {
+                Expected::Unfinished
+            }
         }
     }
 
@@ -225,6 +227,7 @@ fn describe(outcome: &RunOutcome) -> String {
         RunOutcome::Suspended(waits) => format!("suspended on {}", list(&wait_ids(waits))),
         RunOutcome::Canceled => "canceled".to_owned(),
         RunOutcome::Interrupted => "interrupted".to_owned(),
+        RunOutcome::Paused => "paused".to_owned(),
     }
 }
 

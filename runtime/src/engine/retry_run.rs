@@ -95,7 +95,7 @@ impl Engine {
 /// The step whose failure failed the run: the last `step_failed` with the run's error
 /// (kind and message), and inside it, when it is a sub-workflow or agent, the innermost
 /// step that failed with that error (the failure travelled up through the scopes).
-fn failed_step(events: &[Event], error: &WorkflowError) -> Option<String> {
+pub(super) fn failed_step(events: &[Event], error: &WorkflowError) -> Option<String> {
     let failures: Vec<&str> = events
         .iter()
         .filter(|e| e.event.kind == EventKind::StepFailed)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod payload;
 
-pub use payload::{EventPayload, HookReceipt, PayloadError, SuspendReason, field};
+pub use payload::{EventPayload, HookReceipt, PauseReason, PayloadError, SuspendReason, field};
 
 /// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -66,11 +66,15 @@ pub enum RunStatus {
     Failed,
     /// Canceled.
     Canceled,
+    /// Paused by an operator (`runs pause`) or parked when its attempts ran out
+    /// (`on_max_attempts = "pause"`): never claimed until `runs unpause`, which queues it
+    /// again. Not an end: its hooks still take payloads, and it can be canceled.
+    Paused,
 }
 
 impl RunStatus {
     /// All statuses, in life order.
-    pub const ALL: [RunStatus; 7] = [
+    pub const ALL: [RunStatus; 8] = [
         RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Sleeping,
@@ -78,6 +82,7 @@ impl RunStatus {
         RunStatus::Completed,
         RunStatus::Failed,
         RunStatus::Canceled,
+        RunStatus::Paused,
     ];
 
     /// The status as written in the log and on the CLI.
@@ -90,6 +95,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Canceled => "canceled",
+            RunStatus::Paused => "paused",
         }
     }
 
@@ -165,6 +171,11 @@ pub enum EventKind {
     /// with a new attempt, and the step whose failure failed it runs again. Payload:
     /// [`EventPayload::RunRetried`].
     RunRetried,
+    /// The run was paused (by an operator, or parked when its attempts ran out). Payload:
+    /// [`EventPayload::RunPaused`].
+    RunPaused,
+    /// A paused run was queued again. Payload: [`EventPayload::RunUnpaused`].
+    RunUnpaused,
 }
 
 impl EventKind {
@@ -187,6 +198,8 @@ impl EventKind {
             EventKind::RunCanceled => "run_canceled",
             EventKind::RunDeferred => "run_deferred",
             EventKind::RunRetried => "run_retried",
+            EventKind::RunPaused => "run_paused",
+            EventKind::RunUnpaused => "run_unpaused",
         }
     }
 
@@ -210,6 +223,8 @@ impl EventKind {
             RunCanceled,
             RunDeferred,
             RunRetried,
+            RunPaused,
+            RunUnpaused,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == s)
@@ -289,6 +304,9 @@ pub enum Trigger {
     Retry,
     /// Code calling [`crate::Engine::start`] directly (tests, embedding apps).
     Code,
+    /// The failure of another run, whose workflow names this one as its `on_failure`
+    /// handler (the input is a [`crate::FailedRun`]).
+    OnFailure,
 }
 
 impl Trigger {
@@ -302,6 +320,7 @@ impl Trigger {
             Trigger::Poll => "poll",
             Trigger::Retry => "retry",
             Trigger::Code => "code",
+            Trigger::OnFailure => "on_failure",
         }
     }
 }

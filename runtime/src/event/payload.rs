@@ -210,6 +210,61 @@ pub enum EventPayload {
         /// The error the run had failed with.
         error: WorkflowError,
     },
+    /// `{"by", "reason", "step"?, "error"?}`.
+    RunPaused {
+        /// Who paused it (`cli:<user>`, `api`, the caller's text), or `engine` for a run
+        /// parked when its attempts ran out.
+        by: String,
+        /// Why.
+        reason: PauseReason,
+        /// For a parked run: the step whose failure would have failed it (it runs again
+        /// when the run is unpaused).
+        step: Option<String>,
+        /// For a parked run: the error it would have failed with.
+        error: Option<WorkflowError>,
+    },
+    /// `{"by", "step"?}`.
+    RunUnpaused {
+        /// Who unpaused it.
+        by: String,
+        /// For a parked run: the step that runs again (its recorded failure, and those of
+        /// the scopes around it, no longer answer replay, as after `run_retried`).
+        step: Option<String>,
+    },
+}
+
+/// Why a run was paused ([`EventPayload::RunPaused`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PauseReason {
+    /// An operator asked (`runs pause`, `POST /runs/{id}/pause`, [`crate::Engine::pause_run`]).
+    Operator,
+    /// The run would have failed for good after its last attempt, and its workflow parks
+    /// such runs (`#[workflow(on_max_attempts = "pause")]`).
+    MaxAttempts,
+}
+
+impl PauseReason {
+    /// The reason as written in the log: `operator` or `max_attempts`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Operator => "operator",
+            PauseReason::MaxAttempts => "max_attempts",
+        }
+    }
+
+    /// Parses [`PauseReason::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<PauseReason> {
+        [PauseReason::Operator, PauseReason::MaxAttempts]
+            .into_iter()
+            .find(|reason| reason.as_str() == s)
+    }
+}
+
+impl fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How a hook ended ([`EventPayload::HookReceived`]).
@@ -325,6 +380,8 @@ impl EventPayload {
             EventPayload::RunCanceled { .. } => EventKind::RunCanceled,
             EventPayload::RunDeferred { .. } => EventKind::RunDeferred,
             EventPayload::RunRetried { .. } => EventKind::RunRetried,
+            EventPayload::RunPaused { .. } => EventKind::RunPaused,
+            EventPayload::RunUnpaused { .. } => EventKind::RunUnpaused,
         }
     }
 
@@ -460,6 +517,27 @@ impl EventPayload {
                 }
                 put(field::ERROR, to_json(&error));
             }
+            EventPayload::RunPaused {
+                by,
+                reason,
+                step,
+                error,
+            } => {
+                put(field::BY, Value::String(by));
+                put(field::REASON, Value::String(reason.as_str().to_owned()));
+                if let Some(step) = step {
+                    put(field::STEP, Value::String(step));
+                }
+                if let Some(error) = error {
+                    put(field::ERROR, to_json(&error));
+                }
+            }
+            EventPayload::RunUnpaused { by, step } => {
+                put(field::BY, Value::String(by));
+                if let Some(step) = step {
+                    put(field::STEP, Value::String(step));
+                }
+            }
         }
         Value::Object(out)
     }
@@ -558,6 +636,21 @@ impl EventPayload {
                 by: f.string(field::BY).unwrap_or_default(),
                 step: f.string(field::STEP),
                 error: f.required(field::ERROR)?,
+            },
+            EventKind::RunPaused => EventPayload::RunPaused {
+                by: f.string(field::BY).unwrap_or_default(),
+                reason: {
+                    let reason = f.string(field::REASON).unwrap_or_default();
+                    PauseReason::parse(&reason).ok_or_else(|| {
+                        f.invalid(field::REASON, format!("unknown pause reason `{reason}`"))
+                    })?
+                },
+                step: f.string(field::STEP),
+                error: f.optional(field::ERROR),
+            },
+            EventKind::RunUnpaused => EventPayload::RunUnpaused {
+                by: f.string(field::BY).unwrap_or_default(),
+                step: f.string(field::STEP),
             },
         })
     }

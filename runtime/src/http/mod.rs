@@ -28,6 +28,9 @@
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
 //! | `GET /runs/{id}/events` | 200 the event log | 404 |
 //! | `POST /runs/{id}/retry` | 200 `{"run_id","status":"queued","attempt","step"?}`: a failed run queued again on the current code (the failed step runs again, completed ones replay) | 404, 409 not `failed` |
+//! | `POST /runs/{id}/pause` | 200 `{"run_id","status":"paused"}`; 202 `{"run_id","status":"running","pause_requested":true}` while it executes (it pauses at its next step boundary) | 404, 409 already ended |
+//! | `POST /runs/{id}/unpause` | 200 `{"run_id","status":"queued","attempt","step"?}` (a parked run runs its failed step again) | 404, 409 not paused |
+//! | `POST /workflows/{slug}/pause`, `POST /workflows/{slug}/unpause` | 200 `{"workflow","paused","changed"}`: while paused, no run of the workflow is claimed | 404 unknown slug (pause) |
 //! | `POST /runs/{id}/cancel` | 200 `{"run_id","status":"canceled"}`; 202 `{"run_id","status":"running","cancel_requested":true}` while it executes | 404, 409 already ended |
 //! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 422 schema violations (the hook stays open) |
 //! | `POST /webhooks/{source}` | 202 `{"run_id"}`; 200 `{"run_id","duplicate":true}`; 200 `{"ignored":true,"reason"}` | 401 bad signature, 404 unknown source, 422 invalid payload |
@@ -106,6 +109,7 @@ mod cross_site;
 mod error;
 mod hooks;
 mod openapi;
+mod pause;
 mod runs;
 mod server;
 mod views;
@@ -316,6 +320,10 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
         .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/retry", post(runs::retry))
+        .route("/runs/{id}/pause", post(pause::pause_run))
+        .route("/runs/{id}/unpause", post(pause::unpause_run))
+        .route("/workflows/{slug}/pause", post(pause::pause_workflow))
+        .route("/workflows/{slug}/unpause", post(pause::unpause_workflow))
         .route("/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),

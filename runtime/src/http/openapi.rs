@@ -13,11 +13,12 @@ use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody, ViolationBody};
+use super::pause::{PauseState, WorkflowPauseState};
 use super::runs::{HookView, Retried, RunDetail, RunSummary};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::WorkflowInfo;
-use super::{AppState, hooks, runs, webhooks, workflows};
+use super::{AppState, hooks, pause, runs, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 
 #[derive(OpenApi)]
@@ -37,6 +38,10 @@ use crate::registry::WorkflowEntry;
         runs::events,
         runs::cancel,
         runs::retry,
+        pause::pause_run,
+        pause::unpause_run,
+        pause::pause_workflow,
+        pause::unpause_workflow,
         hooks::resume_post,
         hooks::resume_get,
         webhooks::deliver,
@@ -51,11 +56,13 @@ use crate::registry::WorkflowEntry;
         RunDetail,
         HookView,
         WebhookReply,
-        Retried
+        Retried,
+        PauseState,
+        WorkflowPauseState
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
-        (name = "runs", description = "Runs: list, inspect, events, cancel, retry"),
+        (name = "runs", description = "Runs: list, inspect, events, cancel, retry, pause"),
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),

@@ -47,7 +47,9 @@ impl RunState {
         let mut state = Self::new(&record.id, record.status);
         match record.status {
             RunStatus::Completed => state.output = Some(record.output.unwrap_or(Value::Null)),
-            RunStatus::Failed | RunStatus::Canceled => state.error = record.error,
+            RunStatus::Failed | RunStatus::Canceled | RunStatus::Paused => {
+                state.error = record.error
+            }
             _ => {}
         }
         state

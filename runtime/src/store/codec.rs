@@ -301,7 +301,8 @@ pub(crate) fn held_elsewhere(
 }
 
 /// The lease of run `run` just taken by `owner`: the row's new `fence` and
-/// `cancel_requested`, read from `row` at positions `first` and `first + 1`, and the
+/// `cancel_requested` and `pause_requested`, read from `row` at positions `first`,
+/// `first + 1` and `first + 2`, and the
 /// expiry it was given (microseconds).
 pub(crate) fn lease(
     run: &str,
@@ -317,11 +318,12 @@ pub(crate) fn lease(
         fence: number(run, "fence", fence)?,
         expires_at: timestamp(run, "lease_expires_at", expires_at)?,
         cancel_requested: column(run, "cancel_requested", row.boolean(first + 1))?,
+        pause_requested: column(run, "pause_requested", row.opt_text(first + 2))?,
     })
 }
 
 /// `lease` renewed until `expires_at` (microseconds), with the row's `cancel_requested`
-/// (read from `row` at position `index`).
+/// and `pause_requested` (read from `row` at positions `index` and `index + 1`).
 pub(crate) fn renewed(
     lease: &Lease,
     expires_at: i64,
@@ -332,6 +334,7 @@ pub(crate) fn renewed(
     Ok(Lease {
         expires_at: timestamp(run, "lease_expires_at", expires_at)?,
         cancel_requested: column(run, "cancel_requested", row.boolean(index))?,
+        pause_requested: column(run, "pause_requested", row.opt_text(index + 1))?,
         ..lease.clone()
     })
 }
@@ -584,12 +587,13 @@ mod tests {
 
     #[test]
     fn leases_decode_and_a_live_lease_of_another_owner_is_reported() {
-        let row = FakeRow(vec![Cell::Int(4), Cell::Int(1)]);
+        let row = FakeRow(vec![Cell::Int(4), Cell::Int(1), Cell::Null]);
         let lease = lease("r3", "w1", 9_000_000, &row, 0).expect("lease");
         assert_eq!(lease.fence, 4);
         assert!(lease.cancel_requested);
+        assert_eq!(lease.pause_requested, None);
         assert_eq!(lease.owner, "w1");
-        let row = FakeRow(vec![Cell::Int(-4), Cell::Int(0)]);
+        let row = FakeRow(vec![Cell::Int(-4), Cell::Int(0), Cell::Null]);
         let (run, message) = corrupt_message(super::lease("r3", "w1", 0, &row, 0));
         assert_eq!(run, "r3");
         assert!(message.contains("`fence`"), "{message}");

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Acquired, Append, Lease, RunTriage, Store, due_at, trailing_deferrals};
+use super::{Acquired, Append, Lease, RunTriage, Store, WorkflowPause, due_at, trailing_deferrals};
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
 
@@ -24,6 +24,8 @@ struct Runs {
     /// `create_run_once` keys.
     keys: HashMap<String, RunId>,
     cursors: HashMap<String, serde_json::Value>,
+    /// Paused workflows by slug.
+    paused_workflows: HashMap<String, WorkflowPause>,
 }
 
 #[derive(Debug)]
@@ -36,6 +38,7 @@ struct Entry {
     lease: Option<(String, DateTime<Utc>)>,
     fence: u64,
     cancel_requested: bool,
+    pause_requested: Option<String>,
 }
 
 impl Entry {
@@ -48,6 +51,7 @@ impl Entry {
             fence: self.fence,
             expires_at,
             cancel_requested: self.cancel_requested,
+            pause_requested: self.pause_requested.clone(),
         }
     }
 
@@ -116,6 +120,7 @@ fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(
             lease: None,
             fence: 0,
             cancel_requested: false,
+            pause_requested: None,
         },
     );
     runs.order.push(id);
@@ -176,7 +181,12 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<Lease>, EngineError> {
         let mut runs = self.lock();
-        let Runs { by_id, order, .. } = &mut *runs;
+        let Runs {
+            by_id,
+            order,
+            paused_workflows,
+            ..
+        } = &mut *runs;
         // Earliest due first (see `Store::claim_due`), then handed out in creation order.
         let mut due: Vec<(DateTime<Utc>, usize)> = order
             .iter()
@@ -185,7 +195,10 @@ impl Store for MemoryStore {
                 let entry = by_id.get(id)?;
                 let record = &entry.record;
                 let due = due_at(record.status, record.wake_at, record.created_at)?;
-                (due <= now && !entry.leased_at(now)).then_some((due, position))
+                (due <= now
+                    && !entry.leased_at(now)
+                    && !paused_workflows.contains_key(&record.workflow))
+                .then_some((due, position))
             })
             .collect();
         due.sort_unstable();
@@ -217,6 +230,7 @@ impl Store for MemoryStore {
         Ok(Some(Lease {
             expires_at,
             cancel_requested: entry.cancel_requested,
+            pause_requested: entry.pause_requested.clone(),
             ..lease.clone()
         }))
     }
@@ -239,6 +253,43 @@ impl Store for MemoryStore {
             .ok_or_else(|| EngineError::UnknownRun(id.to_string()))?;
         entry.cancel_requested = true;
         Ok(())
+    }
+
+    async fn request_pause(&self, id: &RunId, by: Option<&str>) -> Result<(), EngineError> {
+        let mut runs = self.lock();
+        let entry = runs
+            .by_id
+            .get_mut(id)
+            .ok_or_else(|| EngineError::UnknownRun(id.to_string()))?;
+        entry.pause_requested = by.map(str::to_owned);
+        Ok(())
+    }
+
+    async fn set_workflow_pause(
+        &self,
+        workflow: &str,
+        pause: Option<&WorkflowPause>,
+    ) -> Result<bool, EngineError> {
+        let mut runs = self.lock();
+        Ok(match pause {
+            Some(pause) => {
+                if runs.paused_workflows.contains_key(workflow) {
+                    false
+                } else {
+                    runs.paused_workflows
+                        .insert(workflow.to_owned(), pause.clone());
+                    true
+                }
+            }
+            None => runs.paused_workflows.remove(workflow).is_some(),
+        })
+    }
+
+    async fn workflow_pauses(&self) -> Result<Vec<WorkflowPause>, EngineError> {
+        let runs = self.lock();
+        let mut pauses: Vec<WorkflowPause> = runs.paused_workflows.values().cloned().collect();
+        pauses.sort_by(|a, b| a.workflow.cmp(&b.workflow));
+        Ok(pauses)
     }
 
     async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError> {

@@ -43,7 +43,7 @@ pub(crate) fn due_at(
         Queued => Some(wake_at.unwrap_or(created_at)),
         Running => Some(created_at),
         Sleeping | Waiting => wake_at,
-        Completed | Failed | Canceled => None,
+        Completed | Failed | Canceled | Paused => None,
     }
 }
 
@@ -87,6 +87,9 @@ pub struct Lease {
     pub expires_at: DateTime<Utc>,
     /// Whether cancellation of the run was requested ([`Store::request_cancel`]).
     pub cancel_requested: bool,
+    /// Who asked for a pause of the run, if anyone did ([`Store::request_pause`]): the
+    /// holder records `run_paused` at its next step boundary instead of going on.
+    pub pause_requested: Option<String>,
 }
 
 /// What [`Store::acquire`] found.
@@ -242,6 +245,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `value` as the cursor `name`, durably, replacing any previous value.
     async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError>;
+
+    /// Sets (`Some(who asked)`) or clears (`None`) the pause request of run `id`: its lease
+    /// holder sees `pause_requested` on its next renewal (or claim) and pauses the run at
+    /// its next step boundary. Cleared when the run is unpaused.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownRun`], store failures.
+    async fn request_pause(&self, id: &RunId, by: Option<&str>) -> Result<(), EngineError>;
+
+    /// Pauses workflow `workflow` (`Some`: no run of it is claimed by [`Store::claim_due`]
+    /// until it is resumed; runs executing now go on) or resumes it (`None`). Returns
+    /// whether anything changed (pausing a paused workflow keeps its first pause).
+    async fn set_workflow_pause(
+        &self,
+        workflow: &str,
+        pause: Option<&WorkflowPause>,
+    ) -> Result<bool, EngineError>;
+
+    /// The paused workflows, by slug.
+    async fn workflow_pauses(&self) -> Result<Vec<WorkflowPause>, EngineError>;
+}
+
+/// A paused workflow ([`Store::set_workflow_pause`]): `workflows pause <slug>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkflowPause {
+    /// The workflow's slug.
+    pub workflow: String,
+    /// Who paused it (`cli:<user>`, `api`, the caller's text).
+    pub by: String,
+    /// When (UTC, microsecond precision in the SQL stores).
+    pub at: DateTime<Utc>,
 }
 
 /// A shared store handle.

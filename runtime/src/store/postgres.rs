@@ -138,6 +138,7 @@ use super::codec::{self, EventLog, SqlRow, column, decode_run, fence_param, micr
 use super::postgres_appends::{EncodedAppend, GroupCommit};
 use super::{
     Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
+    WorkflowPause,
 };
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus};
@@ -220,6 +221,16 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX reprise_runs_unfinished;
     ALTER TABLE reprise_events DROP CONSTRAINT IF EXISTS reprise_events_run_id_fkey;
     "#,
+    // Version 3: pausing runs (a request the lease holder sees, like cancellation) and
+    // workflows (no claims of their runs while paused).
+    r#"
+    ALTER TABLE reprise_runs ADD COLUMN pause_requested TEXT;
+    CREATE TABLE reprise_paused_workflows (
+        workflow    TEXT PRIMARY KEY,
+        paused_by   TEXT NOT NULL,
+        paused_at   BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The default [`PostgresOptions::pool_size`].
@@ -246,6 +257,8 @@ const CLAIM_SQL: &str = "
         SELECT id FROM reprise_runs
         WHERE due_at <= $1::bigint
           AND (lease_owner IS NULL OR lease_expires_at <= $1::bigint)
+          AND NOT EXISTS (SELECT 1 FROM reprise_paused_workflows p
+                           WHERE p.workflow = reprise_runs.workflow)
         ORDER BY due_at, pos
         LIMIT $2::bigint
         FOR UPDATE SKIP LOCKED
@@ -254,7 +267,7 @@ const CLAIM_SQL: &str = "
        SET lease_owner = $3::text, lease_expires_at = $4::bigint, fence = r.fence + 1
       FROM due
      WHERE r.id = due.id
-    RETURNING r.id, r.fence, r.cancel_requested, r.created_at, r.pos";
+    RETURNING r.id, r.fence, r.cancel_requested, r.pause_requested, r.created_at, r.pos";
 
 /// Options of [`PostgresStore::connect_with`]. `PostgresOptions::default()` is what
 /// [`PostgresStore::connect`] and [`store::open`](super::open) use.
@@ -754,7 +767,7 @@ impl Store for PostgresStore {
                     SET lease_owner = $2::text, lease_expires_at = $3::bigint,
                         fence = fence + 1
                   WHERE id = $1::text
-                 RETURNING fence, cancel_requested",
+                 RETURNING fence, cancel_requested, pause_requested",
                 &[&run, &owner, &expires],
             )
             .await
@@ -791,8 +804,8 @@ impl Store for PostgresStore {
             let id = column("<unreadable id>", "id", row.text(0))?;
             let run = id.as_str();
             let lease = codec::lease(run, owner, expires, row, 1)?;
-            let created_at = column(run, "created_at", row.int(3))?;
-            let pos = column(run, "pos", row.int(4))?;
+            let created_at = column(run, "created_at", row.int(4))?;
+            let pos = column(run, "pos", row.int(5))?;
             claimed.push(((created_at, pos), lease));
         }
         // `UPDATE … RETURNING` does not keep the CTE's order.
@@ -814,7 +827,7 @@ impl Store for PostgresStore {
             .prepare_cached(
                 "UPDATE reprise_runs SET lease_expires_at = $3::bigint
                   WHERE id = $1::text AND fence = $2::bigint AND lease_owner IS NOT NULL
-                 RETURNING cancel_requested",
+                 RETURNING cancel_requested, pause_requested",
             )
             .await
             .map_err(|e| pg(what, e))?;
@@ -862,6 +875,75 @@ impl Store for PostgresStore {
             return Err(EngineError::UnknownRun(id.to_string()));
         }
         Ok(())
+    }
+
+    async fn request_pause(&self, id: &RunId, by: Option<&str>) -> Result<(), EngineError> {
+        let what = &format!("cannot request a pause of run `{id}`");
+        let pg = |what: &str, e| pg_run(what, id.as_str(), e);
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "UPDATE reprise_runs SET pause_requested = $2::text WHERE id = $1::text",
+                &[&id.as_str(), &by],
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        if changed == 0 {
+            return Err(EngineError::UnknownRun(id.to_string()));
+        }
+        Ok(())
+    }
+
+    async fn set_workflow_pause(
+        &self,
+        workflow: &str,
+        pause: Option<&WorkflowPause>,
+    ) -> Result<bool, EngineError> {
+        let what = &format!("cannot change the pause of workflow `{workflow}`");
+        let client = self.client().await?;
+        let changed = match pause {
+            Some(pause) => client
+                .execute(
+                    "INSERT INTO reprise_paused_workflows (workflow, paused_by, paused_at)
+                     VALUES ($1::text, $2::text, $3::bigint) ON CONFLICT (workflow) DO NOTHING",
+                    &[&workflow, &pause.by, &micros(pause.at)],
+                )
+                .await
+                .map_err(|e| pg(what, e))?,
+            None => client
+                .execute(
+                    "DELETE FROM reprise_paused_workflows WHERE workflow = $1::text",
+                    &[&workflow],
+                )
+                .await
+                .map_err(|e| pg(what, e))?,
+        };
+        Ok(changed > 0)
+    }
+
+    async fn workflow_pauses(&self) -> Result<Vec<WorkflowPause>, EngineError> {
+        let what = "cannot read paused workflows";
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT workflow, paused_by, paused_at FROM reprise_paused_workflows
+                  ORDER BY workflow",
+                &[],
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        rows.iter()
+            .map(|row| {
+                let workflow = column("<paused workflow>", "workflow", row.text(0))?;
+                let by = column(&workflow, "paused_by", row.text(1))?;
+                let at = column(&workflow, "paused_at", row.int(2))?;
+                Ok(WorkflowPause {
+                    at: codec::timestamp(&workflow, "paused_at", at)?,
+                    workflow,
+                    by,
+                })
+            })
+            .collect()
     }
 
     async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError> {

@@ -81,6 +81,7 @@ use tokio::sync::oneshot;
 use super::codec::{self, EventLog, SqlRow, append_refusal, decode_run, fence_param, micros};
 use super::{
     Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
+    WorkflowPause,
 };
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
@@ -155,6 +156,16 @@ const MIGRATIONS: &[&str] = &[
     ) VIRTUAL;
     CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
     DROP INDEX runs_unfinished;
+    "#,
+    // Version 4: pausing runs (a request the lease holder sees, like cancellation) and
+    // workflows (no claims of their runs while paused).
+    r#"
+    ALTER TABLE runs ADD COLUMN pause_requested TEXT;
+    CREATE TABLE paused_workflows (
+        workflow    TEXT PRIMARY KEY NOT NULL,
+        paused_by   TEXT NOT NULL,
+        paused_at   INTEGER NOT NULL
+    ) STRICT;
     "#,
 ];
 
@@ -625,6 +636,51 @@ impl Store for SqliteStore {
         self.write(Op::RequestCancel(id.0.clone())).await.map(drop)
     }
 
+    async fn request_pause(&self, id: &RunId, by: Option<&str>) -> Result<(), EngineError> {
+        self.write(Op::RequestPause(id.0.clone(), by.map(str::to_owned)))
+            .await
+            .map(drop)
+    }
+
+    async fn set_workflow_pause(
+        &self,
+        workflow: &str,
+        pause: Option<&WorkflowPause>,
+    ) -> Result<bool, EngineError> {
+        let pause = pause.map(|p| (p.by.clone(), micros(p.at)));
+        match self
+            .write(Op::SetWorkflowPause(workflow.to_owned(), pause))
+            .await?
+        {
+            Reply::Changed(changed) => Ok(changed),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn workflow_pauses(&self) -> Result<Vec<WorkflowPause>, EngineError> {
+        let rows: Vec<(String, String, i64)> = self
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT workflow, paused_by, paused_at FROM paused_workflows ORDER BY workflow",
+                )
+                .ctx("cannot read paused workflows")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                .ctx("cannot read paused workflows")?
+                .collect::<Result<_, _>>()
+                .ctx("cannot read paused workflows")
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(workflow, by, at)| {
+                Ok(WorkflowPause {
+                    at: codec::timestamp(&workflow, "paused_at", at)?,
+                    workflow,
+                    by,
+                })
+            })
+            .collect()
+    }
+
     async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError> {
         let next: Option<i64> = self
             .read(|conn| {
@@ -927,6 +983,9 @@ enum Op {
     Release(Lease),
     RequestCancel(String),
     SetCursor(String, String, i64),
+    RequestPause(String, Option<String>),
+    /// A workflow's pause (`Some((by, at))`) or its resumption (`None`).
+    SetWorkflowPause(String, Option<(String, i64)>),
 }
 
 impl Op {
@@ -951,6 +1010,7 @@ enum Reply {
     Acquired(Acquired),
     Claimed(Vec<Lease>),
     Renewed(Option<Lease>),
+    Changed(bool),
 }
 
 fn unexpected_reply() -> EngineError {
@@ -1121,6 +1181,37 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
             }
             Ok(Reply::Done)
         }
+        Op::RequestPause(id, requested) => {
+            let what = || format!("cannot request a pause of run `{id}`");
+            let changed = conn
+                .prepare_cached("UPDATE runs SET pause_requested = ?2 WHERE id = ?1")
+                .ctx_run(&what(), id)?
+                .execute(rusqlite::params![id, requested])
+                .ctx_run(&what(), id)?;
+            if changed == 0 {
+                return Err(EngineError::UnknownRun(id.clone()));
+            }
+            Ok(Reply::Done)
+        }
+        Op::SetWorkflowPause(workflow, pause) => {
+            let what = format!("cannot change the pause of workflow `{workflow}`");
+            let changed = match pause {
+                Some((by, at)) => conn
+                    .prepare_cached(
+                        "INSERT INTO paused_workflows (workflow, paused_by, paused_at)
+                         VALUES (?1, ?2, ?3) ON CONFLICT (workflow) DO NOTHING",
+                    )
+                    .ctx(&what)?
+                    .execute(rusqlite::params![workflow, by, at])
+                    .ctx(&what)?,
+                None => conn
+                    .prepare_cached("DELETE FROM paused_workflows WHERE workflow = ?1")
+                    .ctx(&what)?
+                    .execute([workflow])
+                    .ctx(&what)?,
+            };
+            Ok(Reply::Changed(changed > 0))
+        }
         Op::SetCursor(name, value, at) => {
             conn.prepare_cached(
                 "INSERT INTO cursors (name, value, updated_at) VALUES (?1, ?2, ?3)
@@ -1176,7 +1267,7 @@ fn take_lease(
     let mut stmt = conn
         .prepare_cached(
             "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, fence = fence + 1
-             WHERE id = ?1 RETURNING fence, cancel_requested",
+             WHERE id = ?1 RETURNING fence, cancel_requested, pause_requested",
         )
         .ctx_run(&what(), id)?;
     let mut rows = stmt
@@ -1223,6 +1314,7 @@ fn apply_claim(
             "SELECT rowid, id FROM runs INDEXED BY runs_due
              WHERE due_at <= ?1
                AND (lease_owner IS NULL OR lease_expires_at <= ?1)
+               AND NOT EXISTS (SELECT 1 FROM paused_workflows p WHERE p.workflow = runs.workflow)
              ORDER BY due_at, rowid LIMIT ?2",
         )
         .ctx("cannot claim runs")?
@@ -1250,7 +1342,7 @@ fn apply_renew(
         .prepare_cached(
             "UPDATE runs SET lease_expires_at = ?3
              WHERE id = ?1 AND fence = ?2 AND lease_owner IS NOT NULL
-             RETURNING cancel_requested",
+             RETURNING cancel_requested, pause_requested",
         )
         .ctx_run(&what, id)?;
     let mut rows = stmt

@@ -92,6 +92,9 @@ macro_rules! conformance_suite {
                     concurrent_claims_never_share_a_run,
                     triage_reads_the_row_and_counts_trailing_deferrals,
                     healthy_listings_skip_nothing,
+                    pause_requests_reach_the_lease_holder,
+                    paused_runs_are_never_due,
+                    runs_of_a_paused_workflow_are_not_claimed,
                 );
             }
         )*
@@ -1551,6 +1554,105 @@ async fn cancel_requests_reach_the_lease_holder(store: SharedStore) {
         .await
         .unwrap_err();
     assert!(matches!(error, EngineError::UnknownRun(_)), "{error}");
+}
+
+async fn pause_requests_reach_the_lease_holder(store: SharedStore) {
+    let run = create(&store, "r", "wf", t(0)).await;
+    let lease = store
+        .claim_due("w1", t(0), t(secs(10)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(lease.pause_requested, None);
+    store.request_pause(&run.id, Some("cli:ada")).await.unwrap();
+    let renewed = store.renew(&lease, t(secs(20))).await.unwrap().unwrap();
+    assert_eq!(renewed.pause_requested.as_deref(), Some("cli:ada"));
+    assert!(!renewed.cancel_requested, "a pause is not a cancellation");
+    store.release(&renewed).await.unwrap();
+    let Acquired::Lease(next) = store.acquire(&run.id, "w2", t(1), t(2)).await.unwrap() else {
+        panic!("released");
+    };
+    assert_eq!(
+        next.pause_requested.as_deref(),
+        Some("cli:ada"),
+        "the request outlives the lease"
+    );
+    store.request_pause(&run.id, None).await.unwrap();
+    let renewed = store.renew(&next, t(3)).await.unwrap().unwrap();
+    assert_eq!(renewed.pause_requested, None, "withdrawn");
+    let error = store
+        .request_pause(&RunId::from("missing"), Some("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, EngineError::UnknownRun(_)), "{error}");
+}
+
+async fn paused_runs_are_never_due(store: SharedStore) {
+    let run = create(&store, "p", "wf", t(0)).await;
+    set_status(&store, &run.id, RunStatus::Paused, Some(secs(1))).await;
+    assert_eq!(get(&store, &run.id).await.status, RunStatus::Paused);
+    let claimed = store
+        .claim_due("w1", t(secs(100)), t(secs(110)), 10)
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "a paused run is never claimed");
+    assert_eq!(store.next_wake().await.unwrap(), None);
+    let listed = store
+        .list_runs(&RunFilter {
+            status: Some(RunStatus::Paused),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&listed), ["p"]);
+    set_status(&store, &run.id, RunStatus::Queued, None).await;
+    let claimed = store
+        .claim_due("w1", t(secs(100)), t(secs(110)), 10)
+        .await
+        .unwrap();
+    assert_eq!(leased_ids(&claimed), ["p"], "claimed once queued again");
+}
+
+async fn runs_of_a_paused_workflow_are_not_claimed(store: SharedStore) {
+    create(&store, "a", "held", t(0)).await;
+    create(&store, "b", "other", t(1)).await;
+    let pause = reprise::store::WorkflowPause {
+        workflow: "held".into(),
+        by: "cli:ada".into(),
+        at: t(secs(5)),
+    };
+    assert!(
+        store
+            .set_workflow_pause("held", Some(&pause))
+            .await
+            .unwrap()
+    );
+    let again = reprise::store::WorkflowPause {
+        by: "api".into(),
+        ..pause.clone()
+    };
+    assert!(
+        !store
+            .set_workflow_pause("held", Some(&again))
+            .await
+            .unwrap(),
+        "pausing a paused workflow changes nothing"
+    );
+    assert_eq!(store.workflow_pauses().await.unwrap(), vec![pause]);
+    let claimed = store
+        .claim_due("w1", t(secs(10)), t(secs(20)), 10)
+        .await
+        .unwrap();
+    assert_eq!(leased_ids(&claimed), ["b"], "only the other workflow's run");
+    assert!(store.set_workflow_pause("held", None).await.unwrap());
+    assert!(!store.set_workflow_pause("held", None).await.unwrap());
+    assert!(store.workflow_pauses().await.unwrap().is_empty());
+    let claimed = store
+        .claim_due("w1", t(secs(10)), t(secs(20)), 10)
+        .await
+        .unwrap();
+    assert_eq!(leased_ids(&claimed), ["a"], "claimed once unpaused");
 }
 
 async fn create_run_once_creates_one_run_per_key(store: SharedStore) {

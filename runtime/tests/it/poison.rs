@@ -681,6 +681,19 @@ impl Store for FailingReads {
     async fn release(&self, lease: &Lease) -> Result<(), EngineError> {
         self.inner.release(lease).await
     }
+    async fn request_pause(&self, id: &RunId, by: Option<&str>) -> Result<(), EngineError> {
+        self.inner.request_pause(id, by).await
+    }
+    async fn set_workflow_pause(
+        &self,
+        workflow: &str,
+        pause: Option<&reprise::store::WorkflowPause>,
+    ) -> Result<bool, EngineError> {
+        self.inner.set_workflow_pause(workflow, pause).await
+    }
+    async fn workflow_pauses(&self) -> Result<Vec<reprise::store::WorkflowPause>, EngineError> {
+        self.inner.workflow_pauses().await
+    }
     async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
         self.inner.request_cancel(id).await
     }
