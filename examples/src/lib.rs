@@ -5,6 +5,9 @@
 //! - [`file_digest`]: `file-digest`, hashes every file of a directory with bounded
 //!   parallelism and writes a report; slow it down with `delay_ms` and `kill -9` it to
 //!   watch `runs resume` finish the job without redoing recorded steps.
+//! - [`failure_report`]: `report-failure`, the failure handler of `file-digest`
+//!   (`#[workflow(on_failure = …)]`): started once per failure with the failed run's id,
+//!   input and error, it files a notice.
 //! - [`book_trip`]: `book-trip`, retries a transient failure, then compensates a
 //!   permanent one with recorded steps.
 //! - [`approval`]: `approval`, sends a resume URL, waits for a decision on a hook (the run
@@ -45,6 +48,7 @@ pub mod delayed_followup;
 pub mod digest;
 pub mod effects;
 pub mod expense_report;
+pub mod failure_report;
 pub mod file_digest;
 pub mod signup;
 pub mod support;
@@ -61,6 +65,7 @@ pub fn link() {
     std::hint::black_box((
         signup::signup_pipeline,
         file_digest::file_digest,
+        failure_report::report_failure,
         book_trip::book_trip,
         approval::approval,
         versioning::fulfill_order,
