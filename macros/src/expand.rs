@@ -429,7 +429,16 @@ fn workflow_options(args: &WorkflowArgs, private: &TokenStream) -> TokenStream {
     if fields.is_empty() {
         quote!(#private::WorkflowOptions::DEFAULT)
     } else {
-        quote!(#private::WorkflowOptions { #(#fields)* ..#private::WorkflowOptions::DEFAULT })
+        // The update is needless when every option is set; it keeps options added later
+        // at their defaults.
+        quote!({
+            #[allow(clippy::needless_update)]
+            let options = #private::WorkflowOptions {
+                #(#fields)*
+                ..#private::WorkflowOptions::DEFAULT
+            };
+            options
+        })
     }
 }
 

@@ -271,6 +271,20 @@ async fn a_paused_waiting_run_takes_its_hook_payload_and_reads_it_once_unpaused(
         engine.drive(&id).await.unwrap().outcome,
         RunOutcome::Completed(json!(true))
     );
+
+    // A paused run can be canceled; it never runs again.
+    let other = engine.start(&pause_approval, P { n: 1 }).await.unwrap();
+    engine.drive(&other).await.unwrap();
+    engine.pause_run(&other, "test").await.unwrap();
+    assert_eq!(
+        engine.cancel(&other).await.unwrap(),
+        reprise::CancelOutcome::Canceled
+    );
+    assert_eq!(
+        engine.get_run(&other).await.unwrap().status,
+        RunStatus::Canceled
+    );
+    assert!(engine.unpause_run(&other, "test").await.is_err());
 }
 
 // --- parking at max attempts -------------------------------------------------------------
@@ -296,7 +310,12 @@ async fn flaky_upstream(input: P) -> Result<P, ActionError> {
     }
 }
 
-#[workflow(slug = "park-at-max", max_attempts = 2, on_max_attempts = "pause")]
+#[workflow(
+    slug = "park-at-max",
+    max_attempts = 2,
+    on_max_attempts = "pause",
+    on_failure = report_doomed
+)]
 async fn park_at_max(input: P) -> Result<P, WorkflowError> {
     let a = before_flaky.run(input).await?;
     Ok(flaky_upstream.run(a).await?)
@@ -311,6 +330,7 @@ async fn a_run_whose_attempts_ran_out_is_parked_and_unpausing_runs_the_failed_st
         .register(park_at_max)
         .register(before_flaky)
         .register(flaky_upstream)
+        .register(report_doomed)
         .build()
         .unwrap();
     let id = engine.start(&park_at_max, P { n: 1 }).await.unwrap();
@@ -330,6 +350,10 @@ async fn a_run_whose_attempts_ran_out_is_parked_and_unpausing_runs_the_failed_st
     assert_eq!(parked.event.payload["reason"], "max_attempts");
     assert_eq!(parked.event.payload["step"], "flaky-upstream#0");
     assert_eq!(parked.event.payload["by"], "engine");
+    assert!(
+        handler_runs(&engine).await.is_empty(),
+        "a parked run has not failed: no failure handler"
+    );
 
     FLAKY_FIXED.store(true, Ordering::SeqCst);
     let unpaused = engine.unpause_run(&id, "test").await.unwrap();
