@@ -134,6 +134,9 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+#[path = "postgres_schedules.rs"]
+mod schedules;
+
 use super::codec::{self, EventLog, SqlRow, column, decode_run, fence_param, micros};
 use super::postgres_appends::{EncodedAppend, GroupCommit};
 use super::{
@@ -219,6 +222,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX reprise_runs_due ON reprise_runs (due_at, pos) WHERE due_at IS NOT NULL;
     DROP INDEX reprise_runs_unfinished;
     ALTER TABLE reprise_events DROP CONSTRAINT IF EXISTS reprise_events_run_id_fkey;
+    "#,
+    // Version 3: schedules kept as data (and paused states of schedules declared in
+    // code), keyed by name; see `Store::list_schedules`.
+    r#"
+    CREATE TABLE reprise_schedules (
+        name        TEXT PRIMARY KEY,
+        definition  JSON,
+        paused      BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at  BIGINT NOT NULL,
+        created_by  TEXT NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        updated_by  TEXT NOT NULL
+    );
     "#,
 ];
 
@@ -921,6 +937,36 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| pg(what, e))?;
         Ok(())
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<super::ScheduleRow>, EngineError> {
+        self.schedules_all().await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<super::ScheduleRow>, EngineError> {
+        self.schedule_one(name).await
+    }
+
+    async fn create_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        self.schedule_put(row, true).await
+    }
+
+    async fn update_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        self.schedule_put(row, false).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, EngineError> {
+        self.schedule_delete(name).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        self.schedule_set_paused(name, paused, by, at).await
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {

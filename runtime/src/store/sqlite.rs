@@ -78,6 +78,9 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
+#[path = "sqlite_schedules.rs"]
+mod schedules;
+
 use super::codec::{self, EventLog, SqlRow, append_refusal, decode_run, fence_param, micros};
 use super::{
     Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
@@ -155,6 +158,19 @@ const MIGRATIONS: &[&str] = &[
     ) VIRTUAL;
     CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
     DROP INDEX runs_unfinished;
+    "#,
+    // Version 4: schedules kept as data (and paused states of schedules declared in
+    // code), keyed by name; see `Store::list_schedules`.
+    r#"
+    CREATE TABLE schedules (
+        name        TEXT PRIMARY KEY NOT NULL,
+        definition  TEXT,
+        paused      INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        updated_by  TEXT NOT NULL
+    ) STRICT;
     "#,
 ];
 
@@ -495,6 +511,14 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// A schedule write: whether it changed a row.
+    async fn schedule_write(&self, op: Op) -> Result<bool, EngineError> {
+        match self.write(op).await? {
+            Reply::Changed(changed) => Ok(changed),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T, EngineError>
     where
         T: Send + 'static,
@@ -664,6 +688,42 @@ impl Store for SqliteStore {
             micros(Utc::now()),
         );
         self.write(op).await.map(drop)
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<super::ScheduleRow>, EngineError> {
+        self.read(schedules::read_all).await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<super::ScheduleRow>, EngineError> {
+        let name = name.to_owned();
+        self.read(move |conn| schedules::read_one(conn, &name))
+            .await
+    }
+
+    async fn create_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        let op = Op::Schedule(schedules::ScheduleOp::Create(schedules::encode(row)?));
+        self.schedule_write(op).await
+    }
+
+    async fn update_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        let op = Op::Schedule(schedules::ScheduleOp::Update(schedules::encode(row)?));
+        self.schedule_write(op).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, EngineError> {
+        let op = Op::Schedule(schedules::ScheduleOp::Delete(name.to_owned()));
+        self.schedule_write(op).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let op = Op::Schedule(schedules::set_paused(name, paused, by, at));
+        self.schedule_write(op).await.map(drop)
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
@@ -927,6 +987,7 @@ enum Op {
     Release(Lease),
     RequestCancel(String),
     SetCursor(String, String, i64),
+    Schedule(schedules::ScheduleOp),
 }
 
 impl Op {
@@ -951,6 +1012,8 @@ enum Reply {
     Acquired(Acquired),
     Claimed(Vec<Lease>),
     Renewed(Option<Lease>),
+    /// Whether a schedule write changed a row.
+    Changed(bool),
 }
 
 fn unexpected_reply() -> EngineError {
@@ -1132,6 +1195,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
             .ctx("cannot store cursor")?;
             Ok(Reply::Done)
         }
+        Op::Schedule(op) => schedules::apply(conn, op),
     }
 }
 
