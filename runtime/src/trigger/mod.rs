@@ -67,12 +67,15 @@
 
 mod cron;
 mod poll;
+mod schedules;
 mod webhook;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
+
+use chrono::SubsecRound;
 
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::EngineError;
@@ -83,6 +86,10 @@ use crate::registry::Registry;
 
 pub use cron::{CronSchedule, MissedTicks};
 pub use poll::{PollBatch, PollFn, PollItem, PollSource};
+pub use schedules::{
+    Backfill, MAX_BACKFILL_TICKS, OverlapPolicy, Schedule, ScheduleError, ScheduleSource,
+    ScheduleSpec, schedule_run_key,
+};
 pub use webhook::{DEFAULT_SIGNATURE_HEADER, WebhookDelivery, WebhookError, WebhookSource};
 
 /// The trigger definitions an engine was built with ([`Engine::triggers`]).
@@ -219,7 +226,45 @@ impl Triggers {
     pub async fn fire_due(&self, engine: &Engine) -> Result<Vec<RunId>, EngineError> {
         let mut started = Vec::new();
         let mut first_error = None;
-        for cron in &self.crons {
+        // Stored schedules and paused states, read on every turn: changes made through the
+        // CLI or the HTTP API take effect without a restart.
+        let rows = match engine.store().list_schedules().await {
+            Ok(rows) => {
+                if self.recovered("schedules") {
+                    tracing::info!("stored schedules can be read again");
+                }
+                Some(rows)
+            }
+            Err(error) => {
+                if self.started_failing("schedules") {
+                    tracing::error!(
+                        %error,
+                        "cannot read the stored schedules; no cron tick fires until they                          can be read (ticks are fired then, none twice)"
+                    );
+                }
+                first_error.get_or_insert(error);
+                None
+            }
+        };
+        let paused: HashSet<&str> = rows
+            .iter()
+            .flatten()
+            .filter(|row| row.paused)
+            .map(|row| row.name.as_str())
+            .collect();
+        for cron in self.crons.iter().filter(|_| rows.is_some()) {
+            if paused.contains(cron.name()) {
+                // Paused: its ticks pass without firing.
+                let now = engine.now().trunc_subsecs(0);
+                if let Err(error) = engine
+                    .store()
+                    .set_cursor(&cron.cursor_name(), &cron::cursor_value(now))
+                    .await
+                {
+                    first_error.get_or_insert(error);
+                }
+                continue;
+            }
             match cron.fire_due(engine).await {
                 Ok(runs) => {
                     if self.recovered(&format!("cron:{}", cron.name)) {
@@ -261,6 +306,33 @@ impl Triggers {
                         tracing::debug!(source = %source.name, %error, "poll source still failing");
                     }
                     first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(rows) = &rows {
+            let (runs, errors) = schedules::fire_stored(engine, rows).await;
+            started.extend(runs);
+            let failing: HashSet<String> = errors
+                .iter()
+                .map(|(name, _)| format!("schedule:{name}"))
+                .collect();
+            for (name, error) in errors {
+                if self.started_failing(&format!("schedule:{name}")) {
+                    tracing::error!(
+                        schedule = %name,
+                        %error,
+                        "stored schedule failed; retrying until it works (its ticks are fired \
+                         then, none twice)"
+                    );
+                } else {
+                    tracing::debug!(schedule = %name, %error, "stored schedule still failing");
+                }
+                first_error.get_or_insert(error);
+            }
+            for row in rows {
+                let key = format!("schedule:{}", row.name);
+                if !failing.contains(&key) && self.recovered(&key) {
+                    tracing::info!(schedule = %row.name, "stored schedule works again");
                 }
             }
         }
@@ -371,8 +443,9 @@ impl Engine {
 /// moved by hand (tests) or a wall clock jump is noticed quickly.
 const MAX_NAP: Duration = Duration::from_secs(1);
 
-/// Fires cron ticks and polls of `engine`'s triggers as they fall due on the engine's
-/// clock, until `shutdown` completes. It looks at the clock at least once a second.
+/// Fires cron ticks, stored schedules' ticks and polls of `engine`'s triggers as they
+/// fall due on the engine's clock, until `shutdown` completes. It looks at the clock, and
+/// reads the stored schedules, at least once a second.
 /// Errors are logged and retried, never fatal; stopping mid-way loses nothing (runs are
 /// keyed by tick and item).
 ///
@@ -386,10 +459,8 @@ pub async fn run_schedules(
 ) -> Result<(), EngineError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let triggers = engine.triggers();
-    if !triggers.has_schedules() {
-        shutdown.await;
-        return Ok(());
-    }
+    // Always loop, also without schedules in code: schedules may be created in the store
+    // at any time (`schedules create`, `POST /schedules`).
     loop {
         let nap = tokio::select! {
             () = &mut shutdown => return Ok(()),
