@@ -45,6 +45,7 @@ mod args;
 mod graph;
 mod logging;
 mod output;
+mod schedules;
 mod serve;
 
 use std::ffi::OsString;
@@ -440,6 +441,7 @@ async fn dispatch(
             None => Err(EngineError::Config("dev needs its listener".into())),
         },
         Command::Worker(args) => serve::worker(engine, args).await,
+        Command::Schedules(command) => schedules::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;
