@@ -17,7 +17,10 @@ use super::runs::{HookView, Retried, RunDetail, RunSummary};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::WorkflowInfo;
-use super::{AppState, hooks, runs, webhooks, workflows};
+use super::schedules::{
+    BackfillRange, BackfillView, Deleted, NewSchedule, ScheduleView, Triggered,
+};
+use super::{AppState, hooks, runs, schedules, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 
 #[derive(OpenApi)]
@@ -41,6 +44,16 @@ use crate::registry::WorkflowEntry;
         hooks::resume_get,
         webhooks::deliver,
         document,
+        schedules::list,
+        schedules::create,
+        schedules::get,
+        schedules::replace,
+        schedules::patch,
+        schedules::delete,
+        schedules::pause,
+        schedules::resume,
+        schedules::trigger,
+        schedules::backfill,
     ),
     components(schemas(
         ErrorBody,
@@ -51,7 +64,13 @@ use crate::registry::WorkflowEntry;
         RunDetail,
         HookView,
         WebhookReply,
-        Retried
+        Retried,
+        ScheduleView,
+        NewSchedule,
+        BackfillRange,
+        BackfillView,
+        Triggered,
+        Deleted
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
@@ -59,6 +78,7 @@ use crate::registry::WorkflowEntry;
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),
+        (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
     )
 )]
 struct ApiDoc;

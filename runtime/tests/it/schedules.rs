@@ -437,3 +437,216 @@ async fn invalid_schedules_are_refused_with_what_to_fix() {
     let error = engine.pause_schedule("missing", "test").await.unwrap_err();
     assert!(matches!(error, ScheduleError::Unknown(_)), "{error:?}");
 }
+
+// ---------------------------------------------------------------- HTTP
+
+/// A server (with the scheduling loop, as `dev` runs it) on an engine with a hand clock
+/// and the code-declared schedule `in-code`.
+async fn server(clock: &Arc<HandClock>) -> (String, Engine, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .clock(clock.clone())
+        .register(schedule_probe)
+        .cron(
+            CronSchedule::new("in-code", "0 * * * *", "schedule-probe")
+                .unwrap()
+                .input(json!({ "region": "code" })),
+        )
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let stopped = futures::FutureExt::shared(async {
+        let _ = stopped.await;
+    });
+    let options = reprise::http::HttpOptions {
+        api_token: None,
+        ..reprise::http::HttpOptions::default()
+    };
+    tokio::spawn(reprise::http::serve(
+        engine.clone(),
+        listener,
+        options,
+        stopped.clone(),
+    ));
+    tokio::spawn(reprise::trigger::run_schedules(engine.clone(), stopped));
+    (base, engine, stop)
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(json!(text)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_created_over_http_fires_without_restarting_the_server() {
+    let clock = HandClock::at("2026-03-02T08:30:00Z");
+    let (base, engine, _stop) = server(&clock).await;
+    let (status, created) = call(
+        reqwest::Method::POST,
+        &format!("{base}/schedules"),
+        Some(json!({
+            "name": "nightly-eu",
+            "workflow": "schedule-probe",
+            "cron": "0 9 * * *",
+            "time_zone": "Europe/Paris",
+            "input": { "region": "eu" },
+            "overlap": "buffer_one",
+            "catch_up_window": "10m"
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["source"], "data");
+    assert_eq!(created["created_by"], "api");
+    // 09:00 in Paris is 08:00 UTC in March: the next one is tomorrow.
+    assert_eq!(created["next_tick"], "2026-03-03T08:00:00Z");
+
+    clock.set("2026-03-03T08:00:01Z");
+    let mut fired = Vec::new();
+    for _ in 0..200 {
+        // (`in-code` fires at 08:00 too, with its own input.)
+        fired = runs(&engine).await;
+        fired.retain(|run| run.input["region"] == "eu");
+        if !fired.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(fired.len(), 1, "the running scheduler picked the new schedule up");
+    assert_eq!(fired[0].input, json!({ "region": "eu" }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_over_http_list_change_pause_trigger_backfill_and_delete() {
+    let clock = HandClock::at("2026-03-02T08:30:00Z");
+    let (base, engine, _stop) = server(&clock).await;
+    let url = |path: &str| format!("{base}{path}");
+    let (status, _) = call(
+        reqwest::Method::POST,
+        &url("/schedules"),
+        Some(json!({ "name": "hourly", "workflow": "schedule-probe", "cron": "0 * * * *", "input": { "region": "eu" }, "paused": true })),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    let (status, list) = call(reqwest::Method::GET, &url("/schedules"), None).await;
+    assert_eq!(status, 200);
+    let names: Vec<(&str, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("hourly", "data"), ("in-code", "code")]);
+    assert_eq!(list[0]["paused"], true);
+
+    let (status, patched) = call(
+        reqwest::Method::PATCH,
+        &url("/schedules/hourly"),
+        Some(json!({ "interval": "30m" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["interval"], "30m");
+    assert!(patched.get("cron").is_none(), "{patched}");
+    let (status, replaced) = call(
+        reqwest::Method::PUT,
+        &url("/schedules/hourly"),
+        Some(json!({ "workflow": "schedule-probe", "cron": "0 * * * *", "input": { "region": "us" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["paused"], true, "PUT keeps the paused state");
+    let (status, resumed) = call(reqwest::Method::POST, &url("/schedules/hourly/resume"), None).await;
+    assert_eq!((status, &resumed["paused"]), (200, &json!(false)));
+    let (status, paused) = call(reqwest::Method::POST, &url("/schedules/in-code/pause"), None).await;
+    assert_eq!((status, &paused["paused"]), (200, &json!(true)), "{paused}");
+    assert_eq!(paused["updated_by"], "api");
+
+    let (status, triggered) = call(reqwest::Method::POST, &url("/schedules/hourly/trigger"), None).await;
+    assert_eq!(status, 202, "{triggered}");
+    let run = RunId::from(triggered["run_id"].as_str().unwrap());
+    assert_eq!(engine.get_run(&run).await.unwrap().input, json!({ "region": "us" }));
+
+    clock.set("2026-03-02T12:30:00Z");
+    let range = json!({ "from": "2026-03-02T09:00:00Z", "to": "2026-03-02T12:00:00Z" });
+    let (status, first) = call(reqwest::Method::POST, &url("/schedules/hourly/backfill"), Some(range.clone())).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, second) = call(reqwest::Method::POST, &url("/schedules/hourly/backfill"), Some(range)).await;
+    let started = |b: &serde_json::Value| b["started"].as_array().unwrap().len();
+    assert_eq!(first["ticks"].as_array().unwrap().len(), 4);
+    assert_eq!(started(&first) + started(&second), 4 - first["existing"].as_u64().unwrap() as usize);
+    assert_eq!(started(&second), 0, "a repeated backfill starts nothing");
+    assert_eq!(second["existing"], 4);
+
+    let (status, deleted) = call(reqwest::Method::DELETE, &url("/schedules/hourly"), None).await;
+    assert_eq!((status, &deleted["deleted"]), (200, &json!(true)));
+    let (status, missing) = call(reqwest::Method::GET, &url("/schedules/hourly"), None).await;
+    assert_eq!((status, missing["code"].as_str()), (404, Some("unknown_schedule")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_schedules_over_http_get_a_clear_4xx() {
+    let clock = HandClock::at("2026-03-02T08:30:00Z");
+    let (base, _engine, _stop) = server(&clock).await;
+    let url = |path: &str| format!("{base}{path}");
+    let schedules_url = url("/schedules");
+    for (body, code, status, message) in [
+        (json!({ "name": "a", "workflow": "schedule-probe", "cron": "every day" }), "invalid_schedule", 400, "not a valid cron expression"),
+        (json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "time_zone": "Mars/Olympus" }), "invalid_schedule", 400, "unknown time zone"),
+        (json!({ "name": "a", "workflow": "nope", "cron": "0 * * * *" }), "invalid_schedule", 400, "workflow `nope` is not registered"),
+        (json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "input": { "region": 7 } }), "schema", 422, "region"),
+        (json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "colour": "red" }), "invalid_schedule", 400, "colour"),
+        (json!({ "workflow": "schedule-probe", "cron": "0 * * * *" }), "invalid_schedule", 400, "needs a `name`"),
+        (json!({ "name": "in-code", "workflow": "schedule-probe", "cron": "0 * * * *", "input": { "region": "x" } }), "schedule_conflict", 409, "declared in code"),
+    ] {
+        let (got, error) = call(reqwest::Method::POST, &schedules_url, Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {error}");
+        assert_eq!(error["code"], code, "{body}: {error}");
+        assert!(error["error"].as_str().unwrap().contains(message), "{body}: {error}");
+    }
+    for (method, path) in [
+        (reqwest::Method::PATCH, "/schedules/in-code"),
+        (reqwest::Method::DELETE, "/schedules/in-code"),
+    ] {
+        let (status, error) = call(method, &url(path), Some(json!({ "cron": "0 3 * * *" }))).await;
+        assert_eq!((status, error["code"].as_str()), (409, Some("schedule_conflict")), "{error}");
+        assert!(error["error"].as_str().unwrap().contains("change it in the code"), "{error}");
+    }
+    let (status, error) = call(
+        reqwest::Method::POST,
+        &url("/schedules/in-code/backfill"),
+        Some(json!({ "from": "yesterday", "to": "2026-03-02T08:00:00Z" })),
+    )
+    .await;
+    assert_eq!((status, error["code"].as_str()), (400, Some("invalid_schedule")), "{error}");
+    let (status, _) = call(reqwest::Method::POST, &url("/schedules/nope/pause"), None).await;
+    assert_eq!(status, 404);
+
+    let (_, doc) = call(reqwest::Method::GET, &url("/openapi.json"), None).await;
+    for (path, method) in [
+        ("/schedules", "get"),
+        ("/schedules", "post"),
+        ("/schedules/{name}", "put"),
+        ("/schedules/{name}", "patch"),
+        ("/schedules/{name}", "delete"),
+        ("/schedules/{name}/pause", "post"),
+        ("/schedules/{name}/resume", "post"),
+        ("/schedules/{name}/trigger", "post"),
+        ("/schedules/{name}/backfill", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} in the OpenAPI document");
+    }
+}
