@@ -310,8 +310,14 @@ pub(crate) async fn get(
 pub(crate) async fn replace(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    JsonBody(body): JsonBody,
+    JsonBody(mut body): JsonBody,
 ) -> Result<Json<ScheduleView>, ApiError> {
+    if let Some(object) = body.as_object_mut()
+        && object.get("name").and_then(Value::as_str) == Some(name.as_str())
+    {
+        // The name of the path, repeated (a body read from `GET`): not a change.
+        object.remove("name");
+    }
     let spec = spec_from(&name, body)?;
     Ok(Json(
         state.engine.update_schedule(&name, spec, BY).await?.into(),

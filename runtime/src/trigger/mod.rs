@@ -75,7 +75,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use chrono::SubsecRound;
 
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::EngineError;
@@ -254,15 +253,8 @@ impl Triggers {
             .collect();
         for cron in self.crons.iter().filter(|_| rows.is_some()) {
             if paused.contains(cron.name()) {
-                // Paused: its ticks pass without firing.
-                let now = engine.now().trunc_subsecs(0);
-                if let Err(error) = engine
-                    .store()
-                    .set_cursor(&cron.cursor_name(), &cron::cursor_value(now))
-                    .await
-                {
-                    first_error.get_or_insert(error);
-                }
+                // Paused: its ticks pass without firing (resuming moves its cursor to the
+                // moment of the resume, so they never fire).
                 continue;
             }
             match cron.fire_due(engine).await {

@@ -18,7 +18,7 @@
 //! - *Missed ticks*: a tick older than the catch-up window when the scheduler sees it is
 //!   skipped; the others fire once each, oldest first.
 //! - *Paused*: no tick fires while a schedule is paused, and ticks that fell in the pause
-//!   never fire (resuming starts from the moment of the resume). Code-declared schedules
+//!   never fire (resuming moves its position to the moment of the resume). Code-declared schedules
 //!   can be paused and resumed too (the paused state is a row without a definition).
 //! - *Who asked*: every change records `by` (`cli:<user>`, `api`, or the caller's text)
 //!   as the row's `created_by`/`updated_by`, and is logged with it.
@@ -851,7 +851,14 @@ impl Engine {
     /// The stored position under `cursor` (a fresh one when missing or unreadable).
     async fn position(&self, cursor: &str) -> Position {
         match self.store().cursor(cursor).await {
-            Ok(Some(value)) => serde_json::from_value(value).unwrap_or_default(),
+            Ok(Some(value)) => serde_json::from_value(value).unwrap_or_else(|e| {
+                tracing::warn!(
+                    cursor,
+                    "schedule position does not decode ({e}); the schedule starts again from \
+                     its creation, within its catch-up window"
+                );
+                Position::default()
+            }),
             _ => Position::default(),
         }
     }
@@ -912,15 +919,12 @@ async fn fire_one(
             ..Position::default()
         };
     }
-    let before = position.clone();
     if row.paused {
-        position.tick = Some(now.trunc_subsecs(0));
-        position.buffered = None;
-        if position != before {
-            store.set_cursor(&cursor, &json!(position)).await?;
-        }
+        // Nothing fires and nothing is written: resuming moves the position to the moment
+        // of the resume, so the ticks of the pause never fire.
         return Ok(Vec::new());
     }
+    let before = position.clone();
     let checked = match spec.check(&row.name, engine) {
         Ok(checked) => checked,
         Err(error) => {
