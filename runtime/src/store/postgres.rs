@@ -58,6 +58,10 @@
 //! events insert them joined to the run row they just wrote, so the key held by
 //! construction and its check only added a row lock per event.
 //!
+//! Version 3 adds `reprise_schedules(name PRIMARY KEY, definition, paused, created_at,
+//! created_by, updated_at, updated_by)`: schedules kept as data and the paused state of
+//! schedules declared in code ([`Store::list_schedules`]); a handful of rows, read by name.
+//!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
 //! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not

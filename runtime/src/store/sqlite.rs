@@ -27,6 +27,10 @@
 //! index `runs_due`. A claim reads that index from its start and stops after `limit` due
 //! runs: runs in flight under a lease and runs asleep for hours cost it nothing.
 //!
+//! Version 4 adds `schedules(name PRIMARY KEY, definition, paused, created_at, created_by,
+//! updated_at, updated_by)`: schedules kept as data and the paused state of schedules
+//! declared in code ([`Store::list_schedules`]); a handful of rows, read by name.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a

@@ -38,6 +38,13 @@
 //!   fires nothing for it, [`MissedTicks::RunOnce`] fires one run for the most recent
 //!   missed tick however many were missed.
 //!
+//! ## Schedules as data ([`ScheduleSpec`])
+//! Schedules kept in the store beside the ones above, created, changed, paused, triggered
+//! and backfilled at run time (`Engine::create_schedule` and its siblings, `schedules …`
+//! in the CLI, `/schedules` over HTTP); the scheduler reads them on every turn, so no
+//! restart is needed. Schedules declared in code can be paused and resumed the same way.
+//! See the `schedules` module's documentation in [`ScheduleSpec`] and [`OverlapPolicy`].
+//!
 //! ## Webhook sources ([`WebhookSource`])
 //! `POST /webhooks/{name}`, checked in this order: HMAC-SHA256 signature of the raw body
 //! (`sha256=<hex>` in `x-hub-signature-256` by default, compared in constant time; a

@@ -108,6 +108,18 @@ async fn a_stored_schedule_fires_each_tick_once_with_its_input_and_stops_when_de
     let fired = fire(&engine).await;
     assert_eq!(engine.get_run(&fired[0]).await.unwrap().input, json!({ "region": "us" }));
 
+    // `null` returns a field to its default.
+    let window = engine
+        .patch_schedule("hourly", json!({ "catch_up_window": "1h" }), "test")
+        .await
+        .unwrap();
+    assert_eq!(window.spec.catch_up_window, "1h");
+    let reset = engine
+        .patch_schedule("hourly", json!({ "catch_up_window": null }), "test")
+        .await
+        .unwrap();
+    assert_eq!(reset.spec.catch_up_window, "1m");
+
     engine.delete_schedule("hourly", "test").await.unwrap();
     clock.set("2026-03-02T11:00:00Z");
     assert!(fire(&engine).await.is_empty(), "a deleted schedule no longer fires");
@@ -150,6 +162,13 @@ async fn a_schedule_paused_over_a_tick_does_not_fire_and_fires_again_after_resum
     assert_eq!(paused.next_tick, None);
     clock.set("2026-03-02T09:00:00Z");
     assert!(fire(&engine).await.is_empty(), "paused over the 09:00 tick");
+    let by_hand = engine.trigger_schedule("hourly", "test").await.unwrap();
+    assert_eq!(
+        engine.get_run(&by_hand).await.unwrap().input,
+        json!({ "region": "eu" }),
+        "a paused schedule can still be triggered by hand"
+    );
+    finish(&engine, &by_hand).await;
     clock.set("2026-03-02T09:00:30Z");
     let resumed = engine.resume_schedule("hourly", "cli:ops").await.unwrap();
     assert!(!resumed.paused);
@@ -159,7 +178,7 @@ async fn a_schedule_paused_over_a_tick_does_not_fire_and_fires_again_after_resum
     );
     clock.set("2026-03-02T10:00:00Z");
     assert_eq!(fire(&engine).await.len(), 1, "fires again after resume");
-    assert_eq!(runs(&engine).await.len(), 1);
+    assert_eq!(runs(&engine).await.len(), 2, "the run by hand and the 10:00 tick");
 }
 
 #[tokio::test]
@@ -268,6 +287,17 @@ async fn backfill_fires_each_missed_tick_exactly_once_also_when_run_twice() {
     assert!(again.started.is_empty());
     assert_eq!(again.existing, 5);
     assert_eq!(runs(&engine).await.len(), 5);
+
+    // A range of more than 10 000 ticks is refused.
+    engine
+        .create_schedule("each-second", ScheduleSpec::every("schedule-probe", "1s").input(json!({ "region": "eu" })), false, "test")
+        .await
+        .unwrap();
+    let error = engine
+        .backfill_schedule("each-second", at("2026-03-02T09:00:00Z"), at("2026-03-02T12:00:00Z"), "test")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("more than 10000 ticks"), "{error}");
 
     // Bad ranges.
     for (from, to) in [
@@ -434,6 +464,14 @@ async fn invalid_schedules_are_refused_with_what_to_fix() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("colour"), "{error}");
+    let error = engine
+        .patch_schedule("taken", json!({ "input": { "region": 7 } }), "test")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ScheduleError::Engine(reprise::EngineError::Schema(_))),
+        "an update's input is checked too: {error:?}"
+    );
     let error = engine.pause_schedule("missing", "test").await.unwrap_err();
     assert!(matches!(error, ScheduleError::Unknown(_)), "{error:?}");
 }
