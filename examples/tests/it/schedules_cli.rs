@@ -58,9 +58,22 @@ fn schedules_are_created_listed_changed_paused_triggered_backfilled_and_deleted(
     let created = json(
         &db,
         &[
-            "schedules", "create", "tally", "--workflow", "ten-steps", "--cron", "0 3 * * *",
-            "--time-zone", "Europe/Paris", "--input", "5", "--overlap", "buffer_one",
-            "--catch-up", "10m", "--json",
+            "schedules",
+            "create",
+            "tally",
+            "--workflow",
+            "ten-steps",
+            "--cron",
+            "0 3 * * *",
+            "--time-zone",
+            "Europe/Paris",
+            "--input",
+            "5",
+            "--overlap",
+            "buffer_one",
+            "--catch-up",
+            "10m",
+            "--json",
         ],
     );
     assert_eq!(created["source"], "data");
@@ -77,25 +90,46 @@ fn schedules_are_created_listed_changed_paused_triggered_backfilled_and_deleted(
     assert_eq!(names, [("daily-digest", "code"), ("tally", "data")]);
     let (code, table, _) = run(&db, &["schedules", "list"]);
     assert_eq!(code, 0);
-    assert!(table.contains("tally") && table.contains("daily-digest"), "{table}");
+    assert!(
+        table.contains("tally") && table.contains("daily-digest"),
+        "{table}"
+    );
 
     let updated = json(
         &db,
-        &["schedules", "update", "tally", "--every", "15m", "--input", "7", "--json"],
+        &[
+            "schedules",
+            "update",
+            "tally",
+            "--every",
+            "15m",
+            "--input",
+            "7",
+            "--json",
+        ],
     );
     assert_eq!(updated["interval"], "15m");
     assert!(updated.get("cron").is_none(), "{updated}");
     assert_eq!(updated["input"], 7);
     assert_eq!(updated["updated_by"], "cli:ada");
     let shown = json(&db, &["schedules", "get", "tally", "--json"]);
-    assert_eq!((&shown["interval"], &shown["input"]), (&Value::from("15m"), &Value::from(7)));
+    assert_eq!(
+        (&shown["interval"], &shown["input"]),
+        (&Value::from("15m"), &Value::from(7))
+    );
     let (code, out, _) = run(&db, &["schedules", "get", "tally"]);
     assert_eq!(code, 0);
-    assert!(out.contains("every 15m") && out.contains("by cli:ada"), "{out}");
+    assert!(
+        out.contains("every 15m") && out.contains("by cli:ada"),
+        "{out}"
+    );
 
     // The code-declared schedule is paused and resumed without a deploy.
     let paused = json(&db, &["schedules", "pause", "daily-digest", "--json"]);
-    assert_eq!((&paused["paused"], &paused["updated_by"]), (&Value::Bool(true), &Value::from("cli:ada")));
+    assert_eq!(
+        (&paused["paused"], &paused["updated_by"]),
+        (&Value::Bool(true), &Value::from("cli:ada"))
+    );
     assert!(paused["next_tick"].is_null());
     let resumed = json(&db, &["schedules", "resume", "daily-digest", "--json"]);
     assert_eq!(resumed["paused"], false);
@@ -106,8 +140,14 @@ fn schedules_are_created_listed_changed_paused_triggered_backfilled_and_deleted(
 
     // Backfill of the code schedule: 09:00 on Jan 1, 2 and 3; again: nothing new.
     let range = [
-        "schedules", "backfill", "daily-digest", "--from", "2026-01-01T00:00:00Z", "--to",
-        "2026-01-03T10:00:00Z", "--json",
+        "schedules",
+        "backfill",
+        "daily-digest",
+        "--from",
+        "2026-01-01T00:00:00Z",
+        "--to",
+        "2026-01-03T10:00:00Z",
+        "--json",
     ];
     let first = json(&db, &range);
     assert_eq!(first["ticks"].as_array().unwrap().len(), 3, "{first}");
@@ -118,7 +158,10 @@ fn schedules_are_created_listed_changed_paused_triggered_backfilled_and_deleted(
     assert_eq!(runs_of(&db, "daily-digest").len(), 3);
     let (code, out, _) = run(&db, &range[..range.len() - 1]);
     assert_eq!(code, 0);
-    assert!(out.contains("0 runs started, 3 had their run already"), "{out}");
+    assert!(
+        out.contains("0 runs started, 3 had their run already"),
+        "{out}"
+    );
 
     let deleted = json(&db, &["schedules", "delete", "tally", "--json"]);
     assert_eq!(deleted["deleted"], true);
@@ -136,19 +179,55 @@ fn bad_schedules_exit_2_naming_what_to_fix() {
         run(&db, &args)
     };
     for (extra, message) in [
-        (&["ten-steps", "--cron", "every day", "--input", "1"][..], "not a valid cron expression"),
-        (&["ten-steps", "--cron", "0 3 * * *", "--time-zone", "Mars/Olympus", "--input", "1"][..], "unknown time zone `Mars/Olympus`"),
-        (&["nope", "--cron", "0 3 * * *"][..], "workflow `nope` is not registered"),
-        (&["ten-steps", "--cron", "0 3 * * *", "--input", "\"five\""][..], "does not match"),
-        (&["ten-steps", "--every", "soon", "--input", "1"][..], "not a duration"),
-        (&["ten-steps", "--input", "1"][..], "neither `cron` nor `interval`"),
-        (&["ten-steps", "--cron", "0 3 * * *", "--overlap", "sometimes"][..], "unknown overlap policy"),
+        (
+            &["ten-steps", "--cron", "every day", "--input", "1"][..],
+            "not a valid cron expression",
+        ),
+        (
+            &[
+                "ten-steps",
+                "--cron",
+                "0 3 * * *",
+                "--time-zone",
+                "Mars/Olympus",
+                "--input",
+                "1",
+            ][..],
+            "unknown time zone `Mars/Olympus`",
+        ),
+        (
+            &["nope", "--cron", "0 3 * * *"][..],
+            "workflow `nope` is not registered",
+        ),
+        (
+            &["ten-steps", "--cron", "0 3 * * *", "--input", "\"five\""][..],
+            "does not match",
+        ),
+        (
+            &["ten-steps", "--every", "soon", "--input", "1"][..],
+            "not a duration",
+        ),
+        (
+            &["ten-steps", "--input", "1"][..],
+            "neither `cron` nor `interval`",
+        ),
+        (
+            &["ten-steps", "--cron", "0 3 * * *", "--overlap", "sometimes"][..],
+            "unknown overlap policy",
+        ),
     ] {
         let (code, out, err) = create(extra);
         assert_eq!(code, 2, "{extra:?}: {out}{err}");
         assert!(err.contains(message), "{extra:?}: {err}");
     }
-    assert_eq!(json(&db, &["schedules", "list", "--json"]).as_array().unwrap().len(), 1, "nothing stored");
+    assert_eq!(
+        json(&db, &["schedules", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "nothing stored"
+    );
 
     // A schedule declared in code is changed and deleted in code.
     for args in [
@@ -157,11 +236,22 @@ fn bad_schedules_exit_2_naming_what_to_fix() {
     ] {
         let (code, _, err) = run(&db, args);
         assert_eq!(code, 2, "{args:?}: {err}");
-        assert!(err.contains("declared in code") && err.contains("change it in the code"), "{err}");
+        assert!(
+            err.contains("declared in code") && err.contains("change it in the code"),
+            "{err}"
+        );
     }
     let (code, _, err) = run(
         &db,
-        &["schedules", "backfill", "daily-digest", "--from", "yesterday", "--to", "2026-01-01T00:00:00Z"],
+        &[
+            "schedules",
+            "backfill",
+            "daily-digest",
+            "--from",
+            "yesterday",
+            "--to",
+            "2026-01-01T00:00:00Z",
+        ],
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("RFC 3339"), "{err}");
@@ -196,8 +286,16 @@ fn a_schedule_created_while_a_worker_runs_fires_without_a_restart() {
     json(
         &db,
         &[
-            "schedules", "create", "every-second", "--workflow", "ten-steps", "--cron",
-            "* * * * * *", "--input", "1", "--json",
+            "schedules",
+            "create",
+            "every-second",
+            "--workflow",
+            "ten-steps",
+            "--cron",
+            "* * * * * *",
+            "--input",
+            "1",
+            "--json",
         ],
     );
     let deadline = Instant::now() + Duration::from_secs(60);

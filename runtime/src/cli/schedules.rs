@@ -176,7 +176,10 @@ impl ScheduleFields {
 }
 
 /// Runs a `schedules` command; returns the exit code.
-pub(super) async fn dispatch(engine: &Engine, command: SchedulesCommand) -> Result<u8, EngineError> {
+pub(super) async fn dispatch(
+    engine: &Engine,
+    command: SchedulesCommand,
+) -> Result<u8, EngineError> {
     match run(engine, command).await {
         Ok(()) => Ok(EXIT_COMPLETED),
         Err(ScheduleError::Engine(error)) => Err(error),
@@ -198,7 +201,9 @@ async fn run(engine: &Engine, command: SchedulesCommand) -> Result<(), ScheduleE
             if json {
                 println!("{}", json!(schedules));
             } else if schedules.is_empty() {
-                println!("no schedules; create one with `schedules create <name> --workflow <slug> --cron '<expr>'`");
+                println!(
+                    "no schedules; create one with `schedules create <name> --workflow <slug> --cron '<expr>'`"
+                );
             } else {
                 print_table(&schedules);
             }
@@ -321,12 +326,20 @@ fn next(schedule: &Schedule) -> String {
 fn print_table(schedules: &[Schedule]) {
     let mut table = Table::new();
     table.load_preset(UTF8_BORDERS_ONLY).set_header(vec![
-        "schedule", "source", "workflow", "when", "overlap", "next tick",
+        "schedule",
+        "source",
+        "workflow",
+        "when",
+        "overlap",
+        "next tick",
     ]);
     for schedule in schedules {
         table.add_row(vec![
             schedule.name.clone(),
-            json!(schedule.source).as_str().unwrap_or_default().to_owned(),
+            json!(schedule.source)
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             schedule.spec.workflow.clone(),
             timing(schedule),
             schedule.spec.overlap.to_string(),
@@ -337,7 +350,10 @@ fn print_table(schedules: &[Schedule]) {
 }
 
 fn print_one(schedule: &Schedule) {
-    println!("  source:    {}", json!(schedule.source).as_str().unwrap_or_default());
+    println!(
+        "  source:    {}",
+        json!(schedule.source).as_str().unwrap_or_default()
+    );
     println!("  workflow:  {}", schedule.spec.workflow);
     println!("  when:      {}", timing(schedule));
     println!("  input:     {}", schedule.spec.input);

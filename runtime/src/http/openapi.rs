@@ -14,12 +14,12 @@ use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody, ViolationBody};
 use super::runs::{HookView, Retried, RunDetail, RunSummary};
-use super::views::RunState;
-use super::webhooks::WebhookReply;
-use super::workflows::WorkflowInfo;
 use super::schedules::{
     BackfillRange, BackfillView, Deleted, NewSchedule, ScheduleView, Triggered,
 };
+use super::views::RunState;
+use super::webhooks::WebhookReply;
+use super::workflows::WorkflowInfo;
 use super::{AppState, hooks, runs, schedules, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 

@@ -212,7 +212,9 @@ pub(crate) async fn list(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ScheduleView>>, ApiError> {
     let schedules = state.engine.list_schedules().await?;
-    Ok(Json(schedules.into_iter().map(ScheduleView::from).collect()))
+    Ok(Json(
+        schedules.into_iter().map(ScheduleView::from).collect(),
+    ))
 }
 
 /// Creates a schedule in the database; the scheduler of `dev` and `worker` fires it within
@@ -473,11 +475,9 @@ pub(crate) async fn backfill(
              \"<RFC 3339>\"}} ({e})"
         ))
     })?;
-    let from = crate::engine::parse_start_at("from", &range.from).map_err(ScheduleError::Invalid)?;
+    let from =
+        crate::engine::parse_start_at("from", &range.from).map_err(ScheduleError::Invalid)?;
     let to = crate::engine::parse_start_at("to", &range.to).map_err(ScheduleError::Invalid)?;
-    let backfill = state
-        .engine
-        .backfill_schedule(&name, from, to, BY)
-        .await?;
+    let backfill = state.engine.backfill_schedule(&name, from, to, BY).await?;
     Ok(Json(backfill.into()))
 }

@@ -19,16 +19,16 @@ mod codec;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod schedules;
 #[cfg(feature = "postgres")]
 mod postgres_appends;
+mod schedules;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use schedules::ScheduleRow;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use schedules::ScheduleRow;
 
 /// When a run with no live lease may next be claimed (the rule of [`Store::claim_due`]):
 /// a `queued` run from its retry time (`wake_at`) or else its creation, a `running` one

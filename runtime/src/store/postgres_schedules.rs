@@ -26,7 +26,10 @@ impl PostgresStore {
     }
 
     /// Schedule row `name`.
-    pub(super) async fn schedule_one(&self, name: &str) -> Result<Option<ScheduleRow>, EngineError> {
+    pub(super) async fn schedule_one(
+        &self,
+        name: &str,
+    ) -> Result<Option<ScheduleRow>, EngineError> {
         let what = "cannot read schedule";
         let client = self.client().await?;
         let stmt = client

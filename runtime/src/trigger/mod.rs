@@ -43,7 +43,16 @@
 //! and backfilled at run time (`Engine::create_schedule` and its siblings, `schedules …`
 //! in the CLI, `/schedules` over HTTP); the scheduler reads them on every turn, so no
 //! restart is needed. Schedules declared in code can be paused and resumed the same way.
-//! See the `schedules` module's documentation in [`ScheduleSpec`] and [`OverlapPolicy`].
+//! - *Once per tick.* A stored schedule's run of a tick is created under the key
+//!   `schedule:<name>:<tick RFC 3339>` ([`schedule_run_key`]); trigger [`Trigger::Cron`].
+//! - *Position.* The cursor `schedule:<name>` holds the last handled tick, the run of the
+//!   last fired tick and a buffered tick; a new schedule starts at its creation.
+//! - *Missed ticks* within the catch-up window fire once each; older ones are skipped.
+//! - *Overlap* ([`OverlapPolicy`]): `skip`, `buffer_one` or `allow`.
+//! - *Paused*: nothing fires; resuming moves the position (or a code schedule's cursor)
+//!   to the moment of the resume, so the ticks of the pause never fire.
+//! - *Backfill* ([`Engine::backfill_schedule`]) fires a range's ticks under the same keys:
+//!   never twice.
 //!
 //! ## Webhook sources ([`WebhookSource`])
 //! `POST /webhooks/{name}`, checked in this order: HMAC-SHA256 signature of the raw body
@@ -81,7 +90,6 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
-
 
 use crate::engine::{Engine, EngineBuilder};
 use crate::error::EngineError;

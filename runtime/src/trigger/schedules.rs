@@ -195,7 +195,8 @@ impl ScheduleSpec {
     /// Checks the definition of schedule `name`: timing, time zone, window, workflow,
     /// input.
     fn check(&self, name: &str, engine: &Engine) -> Result<Checked, ScheduleError> {
-        let invalid = |message: String| ScheduleError::Invalid(format!("schedule `{name}`: {message}"));
+        let invalid =
+            |message: String| ScheduleError::Invalid(format!("schedule `{name}`: {message}"));
         let tz = Tz::from_str(&self.time_zone).map_err(|_| {
             invalid(format!(
                 "unknown time zone `{}`; use an IANA name such as `UTC`, `Europe/Paris` or \
@@ -269,9 +270,10 @@ impl ScheduleSpec {
                 self.workflow
             ))
         })?;
-        entry.input.validate(&self.input).map_err(|violation| {
-            ScheduleError::Engine(EngineError::Schema(violation))
-        })?;
+        entry
+            .input
+            .validate(&self.input)
+            .map_err(|violation| ScheduleError::Engine(EngineError::Schema(violation)))?;
         Ok(Checked { timing, catch_up })
     }
 }
@@ -558,7 +560,8 @@ impl Engine {
                  `{{\"cron\": \"0 3 * * *\"}}`"
             )));
         };
-        let Value::Object(mut merged) = serde_json::to_value(&current).map_err(EngineError::from)?
+        let Value::Object(mut merged) =
+            serde_json::to_value(&current).map_err(EngineError::from)?
         else {
             return Err(EngineError::Serde("a schedule is not an object".into()).into());
         };
@@ -639,9 +642,7 @@ impl Engine {
                     position.generation = schedule.created_at;
                     position.tick = Some(anchor);
                     position.buffered = None;
-                    self.store()
-                        .set_cursor(&cursor, &json!(position))
-                        .await?;
+                    self.store().set_cursor(&cursor, &json!(position)).await?;
                 }
             }
         }
@@ -979,7 +980,8 @@ async fn fire_ticks(
         fire_tick(engine, row, spec, buffered, position, started).await?;
     }
     for &tick in ticks {
-        let busy = spec.overlap != OverlapPolicy::Allow && previous_unfinished(engine, position).await?;
+        let busy =
+            spec.overlap != OverlapPolicy::Allow && previous_unfinished(engine, position).await?;
         if !busy {
             fire_tick(engine, row, spec, tick, position, started).await?;
             position.tick = Some(tick);

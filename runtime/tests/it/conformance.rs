@@ -1677,8 +1677,16 @@ async fn schedules_round_trip(store: SharedStore) {
     assert_eq!(store.schedule("nightly").await.unwrap(), None);
     let nightly = schedule_row("nightly", t(0));
     assert!(store.create_schedule(&nightly).await.unwrap());
-    assert!(store.create_schedule(&schedule_row("hourly", t(1))).await.unwrap());
-    assert_eq!(store.schedule("nightly").await.unwrap(), Some(nightly.clone()));
+    assert!(
+        store
+            .create_schedule(&schedule_row("hourly", t(1)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.schedule("nightly").await.unwrap(),
+        Some(nightly.clone())
+    );
     let names: Vec<String> = store
         .list_schedules()
         .await
@@ -1700,10 +1708,25 @@ async fn schedules_round_trip(store: SharedStore) {
     let stored = store.schedule("nightly").await.unwrap().unwrap();
     assert_eq!(stored.definition, changed.definition);
     assert!(stored.paused);
-    assert_eq!((stored.created_at, stored.created_by.as_str()), (t(0), "cli:alice"));
-    assert_eq!((stored.updated_at, stored.updated_by.as_str()), (t(5), "api"));
-    assert!(!store.update_schedule(&schedule_row("missing", t(0))).await.unwrap());
-    assert_eq!(store.schedule("missing").await.unwrap(), None, "update creates nothing");
+    assert_eq!(
+        (stored.created_at, stored.created_by.as_str()),
+        (t(0), "cli:alice")
+    );
+    assert_eq!(
+        (stored.updated_at, stored.updated_by.as_str()),
+        (t(5), "api")
+    );
+    assert!(
+        !store
+            .update_schedule(&schedule_row("missing", t(0)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.schedule("missing").await.unwrap(),
+        None,
+        "update creates nothing"
+    );
 
     assert!(store.delete_schedule("nightly").await.unwrap());
     assert!(!store.delete_schedule("nightly").await.unwrap());
@@ -1738,14 +1761,20 @@ async fn schedule_creation_is_atomic_and_pause_rows_are_upserted(store: SharedSt
     let row = store.schedule("in-code").await.unwrap().unwrap();
     assert_eq!(row.definition, None);
     assert!(row.paused);
-    assert_eq!((row.created_by.as_str(), row.updated_at), ("cli:bob", t(10)));
+    assert_eq!(
+        (row.created_by.as_str(), row.updated_at),
+        ("cli:bob", t(10))
+    );
     store
         .set_schedule_paused("in-code", false, "api", t(20))
         .await
         .unwrap();
     let row = store.schedule("in-code").await.unwrap().unwrap();
     assert!(!row.paused);
-    assert_eq!((row.created_by.as_str(), row.created_at), ("cli:bob", t(10)));
+    assert_eq!(
+        (row.created_by.as_str(), row.created_at),
+        ("cli:bob", t(10))
+    );
     assert_eq!((row.updated_by.as_str(), row.updated_at), ("api", t(20)));
 
     // Pausing a stored schedule keeps its definition.

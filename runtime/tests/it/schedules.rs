@@ -106,7 +106,10 @@ async fn a_stored_schedule_fires_each_tick_once_with_its_input_and_stops_when_de
         .unwrap();
     clock.set("2026-03-02T10:00:00Z");
     let fired = fire(&engine).await;
-    assert_eq!(engine.get_run(&fired[0]).await.unwrap().input, json!({ "region": "us" }));
+    assert_eq!(
+        engine.get_run(&fired[0]).await.unwrap().input,
+        json!({ "region": "us" })
+    );
 
     // `null` returns a field to its default.
     let window = engine
@@ -122,7 +125,10 @@ async fn a_stored_schedule_fires_each_tick_once_with_its_input_and_stops_when_de
 
     engine.delete_schedule("hourly", "test").await.unwrap();
     clock.set("2026-03-02T11:00:00Z");
-    assert!(fire(&engine).await.is_empty(), "a deleted schedule no longer fires");
+    assert!(
+        fire(&engine).await.is_empty(),
+        "a deleted schedule no longer fires"
+    );
     assert_eq!(runs(&engine).await.len(), 2);
     assert!(matches!(
         engine.get_schedule("hourly").await,
@@ -137,7 +143,10 @@ async fn an_interval_schedule_fires_on_epoch_aligned_ticks() {
     let spec = ScheduleSpec::every("schedule-probe", "15m")
         .input(json!({ "region": "eu" }))
         .overlap(OverlapPolicy::Allow);
-    let created = engine.create_schedule("quarter", spec, false, "test").await.unwrap();
+    let created = engine
+        .create_schedule("quarter", spec, false, "test")
+        .await
+        .unwrap();
     assert_eq!(created.next_tick, Some(at("2026-03-02T09:15:00Z")));
     clock.set("2026-03-02T09:15:00Z");
     assert_eq!(fire(&engine).await.len(), 1);
@@ -178,7 +187,11 @@ async fn a_schedule_paused_over_a_tick_does_not_fire_and_fires_again_after_resum
     );
     clock.set("2026-03-02T10:00:00Z");
     assert_eq!(fire(&engine).await.len(), 1, "fires again after resume");
-    assert_eq!(runs(&engine).await.len(), 2, "the run by hand and the 10:00 tick");
+    assert_eq!(
+        runs(&engine).await.len(),
+        2,
+        "the run by hand and the 10:00 tick"
+    );
 }
 
 #[tokio::test]
@@ -219,12 +232,18 @@ async fn a_code_declared_schedule_can_be_paused_resumed_and_triggered_but_not_ch
 
     engine.pause_schedule("in-code", "cli:ops").await.unwrap();
     clock.set("2026-03-02T09:00:00Z");
-    assert!(fire(&engine).await.is_empty(), "paused code schedule does not fire");
+    assert!(
+        fire(&engine).await.is_empty(),
+        "paused code schedule does not fire"
+    );
     let schedule = engine.get_schedule("in-code").await.unwrap();
     assert!(schedule.paused);
     assert_eq!(schedule.updated_by.as_deref(), Some("cli:ops"));
     engine.resume_schedule("in-code", "cli:ops").await.unwrap();
-    assert!(fire(&engine).await.is_empty(), "the paused tick stays skipped");
+    assert!(
+        fire(&engine).await.is_empty(),
+        "the paused tick stays skipped"
+    );
     clock.set("2026-03-02T10:00:00Z");
     assert_eq!(fire(&engine).await.len(), 1);
 
@@ -235,7 +254,10 @@ async fn a_code_declared_schedule_can_be_paused_resumed_and_triggered_but_not_ch
     );
 
     for error in [
-        engine.update_schedule("in-code", hourly(), "test").await.unwrap_err(),
+        engine
+            .update_schedule("in-code", hourly(), "test")
+            .await
+            .unwrap_err(),
         engine.delete_schedule("in-code", "test").await.unwrap_err(),
         engine
             .create_schedule("in-code", hourly(), false, "test")
@@ -290,14 +312,27 @@ async fn backfill_fires_each_missed_tick_exactly_once_also_when_run_twice() {
 
     // A range of more than 10 000 ticks is refused.
     engine
-        .create_schedule("each-second", ScheduleSpec::every("schedule-probe", "1s").input(json!({ "region": "eu" })), false, "test")
+        .create_schedule(
+            "each-second",
+            ScheduleSpec::every("schedule-probe", "1s").input(json!({ "region": "eu" })),
+            false,
+            "test",
+        )
         .await
         .unwrap();
     let error = engine
-        .backfill_schedule("each-second", at("2026-03-02T09:00:00Z"), at("2026-03-02T12:00:00Z"), "test")
+        .backfill_schedule(
+            "each-second",
+            at("2026-03-02T09:00:00Z"),
+            at("2026-03-02T12:00:00Z"),
+            "test",
+        )
         .await
         .unwrap_err();
-    assert!(error.to_string().contains("more than 10000 ticks"), "{error}");
+    assert!(
+        error.to_string().contains("more than 10000 ticks"),
+        "{error}"
+    );
 
     // Bad ranges.
     for (from, to) in [
@@ -319,7 +354,9 @@ async fn missed_ticks_within_the_catch_up_window_fire_once_each_older_ones_are_s
     engine
         .create_schedule(
             "hourly",
-            hourly().catch_up_window("2h 30m").overlap(OverlapPolicy::Allow),
+            hourly()
+                .catch_up_window("2h 30m")
+                .overlap(OverlapPolicy::Allow),
             false,
             "test",
         )
@@ -410,16 +447,36 @@ async fn invalid_schedules_are_refused_with_what_to_fix() {
     let clock = HandClock::at("2026-03-02T08:30:00Z");
     let engine = engine(Arc::new(MemoryStore::new()), &clock);
     let cases: Vec<(&str, ScheduleSpec, &str)> = vec![
-        ("bad-cron", ScheduleSpec::cron("schedule-probe", "every day"), "not a valid cron"),
-        ("bad-tz", hourly().time_zone("Mars/Olympus"), "unknown time zone `Mars/Olympus`"),
+        (
+            "bad-cron",
+            ScheduleSpec::cron("schedule-probe", "every day"),
+            "not a valid cron",
+        ),
+        (
+            "bad-tz",
+            hourly().time_zone("Mars/Olympus"),
+            "unknown time zone `Mars/Olympus`",
+        ),
         (
             "bad-workflow",
             ScheduleSpec::cron("nope", "0 * * * *"),
             "workflow `nope` is not registered",
         ),
-        ("bad-interval", ScheduleSpec::every("schedule-probe", "soon"), "not a duration"),
-        ("short-interval", ScheduleSpec::every("schedule-probe", "500ms"), "at least `1s`"),
-        ("bad-window", hourly().catch_up_window("0s"), "shorter than `1s`"),
+        (
+            "bad-interval",
+            ScheduleSpec::every("schedule-probe", "soon"),
+            "not a duration",
+        ),
+        (
+            "short-interval",
+            ScheduleSpec::every("schedule-probe", "500ms"),
+            "at least `1s`",
+        ),
+        (
+            "bad-window",
+            hourly().catch_up_window("0s"),
+            "shorter than `1s`",
+        ),
         ("bad name!", hourly(), "contains ` `"),
     ];
     for (name, spec, message) in cases {
@@ -427,7 +484,10 @@ async fn invalid_schedules_are_refused_with_what_to_fix() {
             .create_schedule(name, spec, false, "test")
             .await
             .unwrap_err();
-        assert!(matches!(error, ScheduleError::Invalid(_)), "{name}: {error:?}");
+        assert!(
+            matches!(error, ScheduleError::Invalid(_)),
+            "{name}: {error:?}"
+        );
         assert!(error.to_string().contains(message), "{name}: {error}");
     }
     let error = engine
@@ -440,10 +500,16 @@ async fn invalid_schedules_are_refused_with_what_to_fix() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ScheduleError::Engine(reprise::EngineError::Schema(_))),
+        matches!(
+            error,
+            ScheduleError::Engine(reprise::EngineError::Schema(_))
+        ),
         "{error:?}"
     );
-    assert!(engine.list_schedules().await.unwrap().is_empty(), "nothing stored");
+    assert!(
+        engine.list_schedules().await.unwrap().is_empty(),
+        "nothing stored"
+    );
 
     engine
         .create_schedule("taken", hourly(), false, "test")
@@ -469,7 +535,10 @@ async fn invalid_schedules_are_refused_with_what_to_fix() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, ScheduleError::Engine(reprise::EngineError::Schema(_))),
+        matches!(
+            error,
+            ScheduleError::Engine(reprise::EngineError::Schema(_))
+        ),
         "an update's input is checked too: {error:?}"
     );
     let error = engine.pause_schedule("missing", "test").await.unwrap_err();
@@ -562,7 +631,11 @@ async fn a_schedule_created_over_http_fires_without_restarting_the_server() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(fired.len(), 1, "the running scheduler picked the new schedule up");
+    assert_eq!(
+        fired.len(),
+        1,
+        "the running scheduler picked the new schedule up"
+    );
     assert_eq!(fired[0].input, json!({ "region": "eu" }));
 }
 
@@ -607,32 +680,66 @@ async fn schedules_over_http_list_change_pause_trigger_backfill_and_delete() {
     .await;
     assert_eq!(status, 200, "{replaced}");
     assert_eq!(replaced["paused"], true, "PUT keeps the paused state");
-    let (status, resumed) = call(reqwest::Method::POST, &url("/schedules/hourly/resume"), None).await;
+    let (status, resumed) = call(
+        reqwest::Method::POST,
+        &url("/schedules/hourly/resume"),
+        None,
+    )
+    .await;
     assert_eq!((status, &resumed["paused"]), (200, &json!(false)));
-    let (status, paused) = call(reqwest::Method::POST, &url("/schedules/in-code/pause"), None).await;
+    let (status, paused) = call(
+        reqwest::Method::POST,
+        &url("/schedules/in-code/pause"),
+        None,
+    )
+    .await;
     assert_eq!((status, &paused["paused"]), (200, &json!(true)), "{paused}");
     assert_eq!(paused["updated_by"], "api");
 
-    let (status, triggered) = call(reqwest::Method::POST, &url("/schedules/hourly/trigger"), None).await;
+    let (status, triggered) = call(
+        reqwest::Method::POST,
+        &url("/schedules/hourly/trigger"),
+        None,
+    )
+    .await;
     assert_eq!(status, 202, "{triggered}");
     let run = RunId::from(triggered["run_id"].as_str().unwrap());
-    assert_eq!(engine.get_run(&run).await.unwrap().input, json!({ "region": "us" }));
+    assert_eq!(
+        engine.get_run(&run).await.unwrap().input,
+        json!({ "region": "us" })
+    );
 
     clock.set("2026-03-02T12:30:00Z");
     let range = json!({ "from": "2026-03-02T09:00:00Z", "to": "2026-03-02T12:00:00Z" });
-    let (status, first) = call(reqwest::Method::POST, &url("/schedules/hourly/backfill"), Some(range.clone())).await;
+    let (status, first) = call(
+        reqwest::Method::POST,
+        &url("/schedules/hourly/backfill"),
+        Some(range.clone()),
+    )
+    .await;
     assert_eq!(status, 200, "{first}");
-    let (_, second) = call(reqwest::Method::POST, &url("/schedules/hourly/backfill"), Some(range)).await;
+    let (_, second) = call(
+        reqwest::Method::POST,
+        &url("/schedules/hourly/backfill"),
+        Some(range),
+    )
+    .await;
     let started = |b: &serde_json::Value| b["started"].as_array().unwrap().len();
     assert_eq!(first["ticks"].as_array().unwrap().len(), 4);
-    assert_eq!(started(&first) + started(&second), 4 - first["existing"].as_u64().unwrap() as usize);
+    assert_eq!(
+        started(&first) + started(&second),
+        4 - first["existing"].as_u64().unwrap() as usize
+    );
     assert_eq!(started(&second), 0, "a repeated backfill starts nothing");
     assert_eq!(second["existing"], 4);
 
     let (status, deleted) = call(reqwest::Method::DELETE, &url("/schedules/hourly"), None).await;
     assert_eq!((status, &deleted["deleted"]), (200, &json!(true)));
     let (status, missing) = call(reqwest::Method::GET, &url("/schedules/hourly"), None).await;
-    assert_eq!((status, missing["code"].as_str()), (404, Some("unknown_schedule")));
+    assert_eq!(
+        (status, missing["code"].as_str()),
+        (404, Some("unknown_schedule"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,26 +749,74 @@ async fn bad_schedules_over_http_get_a_clear_4xx() {
     let url = |path: &str| format!("{base}{path}");
     let schedules_url = url("/schedules");
     for (body, code, status, message) in [
-        (json!({ "name": "a", "workflow": "schedule-probe", "cron": "every day" }), "invalid_schedule", 400, "not a valid cron expression"),
-        (json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "time_zone": "Mars/Olympus" }), "invalid_schedule", 400, "unknown time zone"),
-        (json!({ "name": "a", "workflow": "nope", "cron": "0 * * * *" }), "invalid_schedule", 400, "workflow `nope` is not registered"),
-        (json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "input": { "region": 7 } }), "schema", 422, "region"),
-        (json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "colour": "red" }), "invalid_schedule", 400, "colour"),
-        (json!({ "workflow": "schedule-probe", "cron": "0 * * * *" }), "invalid_schedule", 400, "needs a `name`"),
-        (json!({ "name": "in-code", "workflow": "schedule-probe", "cron": "0 * * * *", "input": { "region": "x" } }), "schedule_conflict", 409, "declared in code"),
+        (
+            json!({ "name": "a", "workflow": "schedule-probe", "cron": "every day" }),
+            "invalid_schedule",
+            400,
+            "not a valid cron expression",
+        ),
+        (
+            json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "time_zone": "Mars/Olympus" }),
+            "invalid_schedule",
+            400,
+            "unknown time zone",
+        ),
+        (
+            json!({ "name": "a", "workflow": "nope", "cron": "0 * * * *" }),
+            "invalid_schedule",
+            400,
+            "workflow `nope` is not registered",
+        ),
+        (
+            json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "input": { "region": 7 } }),
+            "schema",
+            422,
+            "region",
+        ),
+        (
+            json!({ "name": "a", "workflow": "schedule-probe", "cron": "0 * * * *", "colour": "red" }),
+            "invalid_schedule",
+            400,
+            "colour",
+        ),
+        (
+            json!({ "workflow": "schedule-probe", "cron": "0 * * * *" }),
+            "invalid_schedule",
+            400,
+            "needs a `name`",
+        ),
+        (
+            json!({ "name": "in-code", "workflow": "schedule-probe", "cron": "0 * * * *", "input": { "region": "x" } }),
+            "schedule_conflict",
+            409,
+            "declared in code",
+        ),
     ] {
         let (got, error) = call(reqwest::Method::POST, &schedules_url, Some(body.clone())).await;
         assert_eq!(got, status, "{body}: {error}");
         assert_eq!(error["code"], code, "{body}: {error}");
-        assert!(error["error"].as_str().unwrap().contains(message), "{body}: {error}");
+        assert!(
+            error["error"].as_str().unwrap().contains(message),
+            "{body}: {error}"
+        );
     }
     for (method, path) in [
         (reqwest::Method::PATCH, "/schedules/in-code"),
         (reqwest::Method::DELETE, "/schedules/in-code"),
     ] {
         let (status, error) = call(method, &url(path), Some(json!({ "cron": "0 3 * * *" }))).await;
-        assert_eq!((status, error["code"].as_str()), (409, Some("schedule_conflict")), "{error}");
-        assert!(error["error"].as_str().unwrap().contains("change it in the code"), "{error}");
+        assert_eq!(
+            (status, error["code"].as_str()),
+            (409, Some("schedule_conflict")),
+            "{error}"
+        );
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap()
+                .contains("change it in the code"),
+            "{error}"
+        );
     }
     let (status, error) = call(
         reqwest::Method::POST,
@@ -669,7 +824,11 @@ async fn bad_schedules_over_http_get_a_clear_4xx() {
         Some(json!({ "from": "yesterday", "to": "2026-03-02T08:00:00Z" })),
     )
     .await;
-    assert_eq!((status, error["code"].as_str()), (400, Some("invalid_schedule")), "{error}");
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (400, Some("invalid_schedule")),
+        "{error}"
+    );
     let (status, _) = call(reqwest::Method::POST, &url("/schedules/nope/pause"), None).await;
     assert_eq!(status, 404);
 
@@ -685,6 +844,9 @@ async fn bad_schedules_over_http_get_a_clear_4xx() {
         ("/schedules/{name}/trigger", "post"),
         ("/schedules/{name}/backfill", "post"),
     ] {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} in the OpenAPI document");
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} in the OpenAPI document"
+        );
     }
 }
