@@ -230,9 +230,11 @@ impl Triggers {
         }
     }
 
-    /// Starts a run for every cron tick and poll due at `engine.now()`: the scheduling
-    /// loop's step, callable by hand in tests (move the clock, call this). Returns the
-    /// runs it created (runs that already existed for a tick or item are not listed).
+    /// Starts a run for every cron tick (of the schedules declared in code, unless paused,
+    /// and of the schedules kept in the store, read afresh on every call) and poll due at
+    /// `engine.now()`: the scheduling loop's step, callable by hand in tests (move the
+    /// clock, call this). Returns the runs it created (runs that already existed for a
+    /// tick or item are not listed).
     ///
     /// # Errors
     /// The first store error met; every trigger is still given its turn, and work not
