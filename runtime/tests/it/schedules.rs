@@ -415,13 +415,12 @@ async fn overlap_policies_skip_buffer_one_and_allow() {
     }
 }
 
-#[tokio::test]
-async fn two_schedulers_racing_create_each_ticks_run_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: SharedStore = Arc::new(SqliteStore::open(dir.path().join("r.db")).unwrap());
+/// Two schedulers (engines) on `one` and `two` (views of one database) fire five ticks of
+/// a schedule concurrently: five runs in all.
+async fn race(one: SharedStore, two: SharedStore) {
     let clock = HandClock::at("2026-03-02T08:59:00Z");
-    let one = engine(store.clone(), &clock);
-    let two = engine(store.clone(), &clock);
+    let one = engine(one, &clock);
+    let two = engine(two, &clock);
     one.create_schedule(
         "minutely",
         ScheduleSpec::cron("schedule-probe", "* * * * *")
@@ -440,6 +439,26 @@ async fn two_schedulers_racing_create_each_ticks_run_once() {
     }
     assert_eq!(total, 5);
     assert_eq!(runs(&one).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_racing_create_each_ticks_run_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    // Two stores on one file: two writers, as two processes have.
+    let one: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+    let two: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+    race(one, two).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_racing_create_each_ticks_run_once_on_postgres() {
+    let Some((store, _schema)) = crate::postgres::fresh_store().await else {
+        return;
+    };
+    let store: SharedStore = Arc::new(store);
+    race(store.clone(), store).await;
 }
 
 #[tokio::test]
