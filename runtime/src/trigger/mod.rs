@@ -243,24 +243,11 @@ impl Triggers {
         let mut started = Vec::new();
         let mut first_error = None;
         // Stored schedules and paused states, read on every turn: changes made through the
-        // CLI or the HTTP API take effect without a restart.
-        let rows = match engine.store().list_schedules().await {
-            Ok(rows) => {
-                if self.recovered("schedules") {
-                    tracing::info!("stored schedules can be read again");
-                }
-                Some(rows)
-            }
-            Err(error) => {
-                if self.started_failing("schedules") {
-                    tracing::error!(
-                        %error,
-                        "cannot read the stored schedules; no cron tick fires until they                          can be read (ticks are fired then, none twice)"
-                    );
-                }
-                first_error.get_or_insert(error);
-                None
-            }
+        // CLI or the HTTP API take effect without a restart. Without them, no cron tick
+        // fires (a paused schedule must not): each schedule reports the failure.
+        let (rows, unreadable) = match engine.store().list_schedules().await {
+            Ok(rows) => (Some(rows), None),
+            Err(error) => (None, Some(error.to_string())),
         };
         let paused: HashSet<&str> = rows
             .iter()
@@ -268,13 +255,19 @@ impl Triggers {
             .filter(|row| row.paused)
             .map(|row| row.name.as_str())
             .collect();
-        for cron in self.crons.iter().filter(|_| rows.is_some()) {
+        for cron in &self.crons {
             if paused.contains(cron.name()) {
                 // Paused: its ticks pass without firing (resuming moves its cursor to the
                 // moment of the resume, so they never fire).
                 continue;
             }
-            match cron.fire_due(engine).await {
+            let fired = match &unreadable {
+                Some(error) => Err(EngineError::Store(format!(
+                    "cannot read the schedules' paused states: {error}"
+                ))),
+                None => cron.fire_due(engine).await,
+            };
+            match fired {
                 Ok(runs) => {
                     if self.recovered(&format!("cron:{}", cron.name)) {
                         tracing::info!(schedule = %cron.name, "cron schedule works again");
@@ -318,7 +311,20 @@ impl Triggers {
                 }
             }
         }
+        if let Some(error) = unreadable {
+            if self.started_failing("schedules") {
+                tracing::error!(
+                    %error,
+                    "cannot read the stored schedules; retrying until they can be read (their \
+                     ticks are fired then, none twice)"
+                );
+            }
+            first_error.get_or_insert(EngineError::Store(error));
+        }
         if let Some(rows) = &rows {
+            if self.recovered("schedules") {
+                tracing::info!("the stored schedules can be read again");
+            }
             let (runs, errors) = schedules::fire_stored(engine, rows).await;
             started.extend(runs);
             let failing: HashSet<String> = errors
