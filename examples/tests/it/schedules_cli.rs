@@ -134,8 +134,14 @@ fn schedules_are_created_listed_changed_paused_triggered_backfilled_and_deleted(
     let resumed = json(&db, &["schedules", "resume", "daily-digest", "--json"]);
     assert_eq!(resumed["paused"], false);
 
-    let triggered = json(&db, &["schedules", "trigger", "tally", "--json"]);
+    let (code, out, err) = run(&db, &["schedules", "trigger", "tally", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let triggered: Value = serde_json::from_str(out.trim()).unwrap();
     assert!(triggered["run_id"].is_string(), "{triggered}");
+    assert!(
+        err.contains("schedule triggered by hand") && err.contains("cli:ada"),
+        "the trigger is logged with who asked: {err}"
+    );
     assert_eq!(runs_of(&db, "ten-steps").len(), 1);
 
     // Backfill of the code schedule: 09:00 on Jan 1, 2 and 3; again: nothing new.
@@ -156,15 +162,25 @@ fn schedules_are_created_listed_changed_paused_triggered_backfilled_and_deleted(
     assert!(again["started"].as_array().unwrap().is_empty(), "{again}");
     assert_eq!(again["existing"], 3);
     assert_eq!(runs_of(&db, "daily-digest").len(), 3);
-    let (code, out, _) = run(&db, &range[..range.len() - 1]);
+    let (code, out, err) = run(&db, &range[..range.len() - 1]);
     assert_eq!(code, 0);
     assert!(
         out.contains("0 runs started, 3 had their run already"),
         "{out}"
     );
+    assert!(
+        err.contains("schedule backfilled") && err.contains("cli:ada"),
+        "the backfill is logged with who asked: {err}"
+    );
 
-    let deleted = json(&db, &["schedules", "delete", "tally", "--json"]);
+    let (code, out, err) = run(&db, &["schedules", "delete", "tally", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let deleted: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(deleted["deleted"], true);
+    assert!(
+        err.contains("schedule deleted") && err.contains("cli:ada"),
+        "the delete is logged with who asked: {err}"
+    );
     let (code, _, err) = run(&db, &["schedules", "get", "tally"]);
     assert_eq!(code, 2);
     assert!(err.contains("no schedule named `tally`"), "{err}");
