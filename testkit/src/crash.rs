@@ -937,6 +937,45 @@ impl Store for CrashStore {
         self.probe.alive().await;
         self.inner.set_cursor(name, value).await
     }
+    async fn list_schedules(&self) -> Result<Vec<reprise::store::ScheduleRow>, EngineError> {
+        self.probe.alive().await;
+        self.inner.list_schedules().await
+    }
+    async fn schedule(
+        &self,
+        name: &str,
+    ) -> Result<Option<reprise::store::ScheduleRow>, EngineError> {
+        self.probe.alive().await;
+        self.inner.schedule(name).await
+    }
+    async fn create_schedule(
+        &self,
+        row: &reprise::store::ScheduleRow,
+    ) -> Result<bool, EngineError> {
+        self.probe.alive().await;
+        self.inner.create_schedule(row).await
+    }
+    async fn update_schedule(
+        &self,
+        row: &reprise::store::ScheduleRow,
+    ) -> Result<bool, EngineError> {
+        self.probe.alive().await;
+        self.inner.update_schedule(row).await
+    }
+    async fn delete_schedule(&self, name: &str) -> Result<bool, EngineError> {
+        self.probe.alive().await;
+        self.inner.delete_schedule(name).await
+    }
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        by: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), EngineError> {
+        self.probe.alive().await;
+        self.inner.set_schedule_paused(name, paused, by, at).await
+    }
 }
 
 /// Routes every registered action through a wrapper that counts the call, runs the stub or

@@ -17,6 +17,7 @@ mod pause_cli;
 mod poison_cli;
 mod replay;
 mod retry_cli;
+mod schedules_cli;
 mod signup;
 mod snapshots;
 mod support;

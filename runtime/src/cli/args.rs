@@ -102,6 +102,10 @@ pub(crate) enum Command {
     /// Run a worker and the trigger scheduler, without HTTP: claims due runs from the
     /// database and executes them. Start as many as you like on one database.
     Worker(WorkerArgs),
+    /// Manage schedules: those kept in the database (create, update, delete) and those
+    /// declared in code (pause, resume, trigger, backfill). `dev` and `worker` fire them.
+    #[command(subcommand)]
+    Schedules(super::schedules::SchedulesCommand),
 }
 
 /// `dev`'s options.

@@ -11,7 +11,9 @@
 //! `worker [--concurrency N] [--lease 15s]`, `workflows list|run <slug> --input <json|@file>
 //! [--json] [--wait 30s|--enqueue]|schema <slug>|graph <slug>|check [--workflow] [--in-flight]
 //! [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|cancel <id>|export <id>
-//! [--out FILE]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`.
+//! [--out FILE]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`,
+//! `schedules list|get|create|update|pause|resume|delete|trigger|backfill` (schedules as
+//! data; see [`crate::trigger::ScheduleSpec`]).
 //! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
 //! `sqlite://.reprise/reprise.db`, created on first use by the commands that write. The
 //! read-only commands (`runs list|get|export`, `workflows check`) open it read-only
@@ -45,6 +47,7 @@ mod args;
 mod graph;
 mod logging;
 mod output;
+mod schedules;
 mod serve;
 
 use std::ffi::OsString;
@@ -440,6 +443,7 @@ async fn dispatch(
             None => Err(EngineError::Config("dev needs its listener".into())),
         },
         Command::Worker(args) => serve::worker(engine, args).await,
+        Command::Schedules(command) => schedules::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;

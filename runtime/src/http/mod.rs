@@ -35,6 +35,13 @@
 //! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 422 schema violations (the hook stays open) |
 //! | `POST /webhooks/{source}` | 202 `{"run_id"}`; 200 `{"run_id","duplicate":true}`; 200 `{"ignored":true,"reason"}` | 401 bad signature, 404 unknown source, 422 invalid payload |
 //! | `GET /openapi.json` | 200 OpenAPI 3.1, with each workflow's input and output schema | |
+//! | `GET /schedules`, `GET /schedules/{name}` | 200 every schedule (`source`: `code` or `data`) / one | 404 `unknown_schedule` |
+//! | `POST /schedules` (`{"name","workflow","cron"\|"interval","time_zone"?,"input"?,"overlap"?,"catch_up_window"?,"paused"?}`) | 201 the schedule; fired without a restart | 400 `invalid_schedule` (bad cron, interval, time zone, window, unknown workflow or field), 409 `schedule_conflict` (name taken), 422 input does not fit |
+//! | `PUT`/`PATCH /schedules/{name}` (whole definition / some fields) | 200 the schedule | 400, 404, 409 declared in code, 422 |
+//! | `DELETE /schedules/{name}` | 200 `{"name","deleted":true}` | 404, 409 declared in code |
+//! | `POST /schedules/{name}/pause`, `/resume` | 200 the schedule (also for schedules declared in code) | 404 |
+//! | `POST /schedules/{name}/trigger` | 202 `{"run_id","status":"queued"}` | 404, 422 |
+//! | `POST /schedules/{name}/backfill` (`{"from","to"}`, RFC 3339) | 200 `{"schedule","ticks","started","existing"}`: each tick's run once, also when repeated | 400 bad range, 404 |
 //!
 //! # Errors
 //! Every error body is JSON: `{"error": "<what went wrong and what to do>", "code":
@@ -111,6 +118,7 @@ mod hooks;
 mod openapi;
 mod pause;
 mod runs;
+mod schedules;
 mod server;
 mod views;
 mod webhooks;
@@ -325,6 +333,18 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
         .route("/workflows/{slug}/pause", post(pause::pause_workflow))
         .route("/workflows/{slug}/unpause", post(pause::unpause_workflow))
         .route("/openapi.json", get(openapi::document))
+        .route("/schedules", get(schedules::list).post(schedules::create))
+        .route(
+            "/schedules/{name}",
+            get(schedules::get)
+                .put(schedules::replace)
+                .patch(schedules::patch)
+                .delete(schedules::delete),
+        )
+        .route("/schedules/{name}/pause", post(schedules::pause))
+        .route("/schedules/{name}/resume", post(schedules::resume))
+        .route("/schedules/{name}/trigger", post(schedules::trigger))
+        .route("/schedules/{name}/backfill", post(schedules::backfill))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),
             auth::require_bearer,

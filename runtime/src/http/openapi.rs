@@ -15,10 +15,13 @@ use utoipa::OpenApi;
 use super::error::{ApiError, ErrorBody, ViolationBody};
 use super::pause::{PauseState, WorkflowPauseState};
 use super::runs::{HookView, Retried, RunDetail, RunSummary};
+use super::schedules::{
+    BackfillRange, BackfillView, Deleted, NewSchedule, ScheduleView, Triggered,
+};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::WorkflowInfo;
-use super::{AppState, hooks, pause, runs, webhooks, workflows};
+use super::{AppState, hooks, pause, runs, schedules, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 
 #[derive(OpenApi)]
@@ -46,6 +49,16 @@ use crate::registry::WorkflowEntry;
         hooks::resume_get,
         webhooks::deliver,
         document,
+        schedules::list,
+        schedules::create,
+        schedules::get,
+        schedules::replace,
+        schedules::patch,
+        schedules::delete,
+        schedules::pause,
+        schedules::resume,
+        schedules::trigger,
+        schedules::backfill,
     ),
     components(schemas(
         ErrorBody,
@@ -58,7 +71,13 @@ use crate::registry::WorkflowEntry;
         WebhookReply,
         Retried,
         PauseState,
-        WorkflowPauseState
+        WorkflowPauseState,
+        ScheduleView,
+        NewSchedule,
+        BackfillRange,
+        BackfillView,
+        Triggered,
+        Deleted
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
@@ -66,6 +85,7 @@ use crate::registry::WorkflowEntry;
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),
+        (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
     )
 )]
 struct ApiDoc;

@@ -26,6 +26,8 @@ struct Runs {
     cursors: HashMap<String, serde_json::Value>,
     /// Paused workflows by slug.
     paused_workflows: HashMap<String, WorkflowPause>,
+    /// Schedule rows by name.
+    schedules: std::collections::BTreeMap<String, super::ScheduleRow>,
 }
 
 #[derive(Debug)]
@@ -313,6 +315,65 @@ impl Store for MemoryStore {
 
     async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
         self.lock().cursors.insert(name.to_owned(), value.clone());
+        Ok(())
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<super::ScheduleRow>, EngineError> {
+        Ok(self.lock().schedules.values().cloned().collect())
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<super::ScheduleRow>, EngineError> {
+        Ok(self.lock().schedules.get(name).cloned())
+    }
+
+    async fn create_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        let mut runs = self.lock();
+        if runs.schedules.contains_key(&row.name) {
+            return Ok(false);
+        }
+        runs.schedules.insert(row.name.clone(), row.clone());
+        Ok(true)
+    }
+
+    async fn update_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        let mut runs = self.lock();
+        let Some(stored) = runs.schedules.get_mut(&row.name) else {
+            return Ok(false);
+        };
+        stored.definition = row.definition.clone();
+        stored.paused = row.paused;
+        stored.updated_at = row.updated_at;
+        stored.updated_by = row.updated_by.clone();
+        Ok(true)
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, EngineError> {
+        Ok(self.lock().schedules.remove(name).is_some())
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let mut runs = self.lock();
+        let row = runs
+            .schedules
+            .entry(name.to_owned())
+            .or_insert_with(|| super::ScheduleRow {
+                name: name.to_owned(),
+                definition: None,
+                paused,
+                created_at: at,
+                created_by: by.to_owned(),
+                updated_at: at,
+                updated_by: by.to_owned(),
+            });
+        row.paused = paused;
+        row.updated_at = at;
+        row.updated_by = by.to_owned();
         Ok(())
     }
 

@@ -21,12 +21,14 @@ mod memory;
 mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_appends;
+mod schedules;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use schedules::ScheduleRow;
 
 /// When a run with no live lease may next be claimed (the rule of [`Store::claim_due`]):
 /// a `queued` run from its retry time (`wake_at`) or else its creation, a `running` one
@@ -265,6 +267,75 @@ pub trait Store: Send + Sync + 'static {
 
     /// The paused workflows, by slug.
     async fn workflow_pauses(&self) -> Result<Vec<WorkflowPause>, EngineError>;
+
+    /// Every stored schedule row (schedules kept as data, and paused states of schedules
+    /// declared in code), by name. The default implementation keeps none.
+    async fn list_schedules(&self) -> Result<Vec<ScheduleRow>, EngineError> {
+        Ok(Vec::new())
+    }
+
+    /// The schedule row `name`, or `None`. The default implementation keeps none.
+    async fn schedule(&self, name: &str) -> Result<Option<ScheduleRow>, EngineError> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Stores `row` unless a row named `row.name` exists: `true` when stored, `false` when
+    /// the name is taken (nothing changes). Atomic: of two concurrent creations of one
+    /// name, exactly one stores.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails (this store keeps no schedules).
+    async fn create_schedule(&self, row: &ScheduleRow) -> Result<bool, EngineError> {
+        let _ = row;
+        Err(no_schedules())
+    }
+
+    /// Replaces the definition, paused state, `updated_at` and `updated_by` of row
+    /// `row.name` (its `created_*` stay): `true` when it existed, `false` when not (nothing
+    /// is stored).
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails (this store keeps no schedules).
+    async fn update_schedule(&self, row: &ScheduleRow) -> Result<bool, EngineError> {
+        let _ = row;
+        Err(no_schedules())
+    }
+
+    /// Deletes row `name`: whether it existed.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails (this store keeps no schedules).
+    async fn delete_schedule(&self, name: &str) -> Result<bool, EngineError> {
+        let _ = name;
+        Err(no_schedules())
+    }
+
+    /// Sets the paused state of schedule `name` (`by` asked, at `at`), creating a row
+    /// without a definition when there is none (the paused state of a schedule declared in
+    /// code). Atomic; the last call wins.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails (this store keeps no schedules).
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let _ = (name, paused, by, at);
+        Err(no_schedules())
+    }
+}
+
+/// The error of the default schedule writes of [`Store`].
+fn no_schedules() -> EngineError {
+    StoreError::new(
+        StoreErrorKind::Config,
+        "this store keeps no schedules; use the memory, SQLite or Postgres store",
+    )
+    .into()
 }
 
 /// A paused workflow ([`Store::set_workflow_pause`]): `workflows pause <slug>`.

@@ -58,6 +58,10 @@
 //! events insert them joined to the run row they just wrote, so the key held by
 //! construction and its check only added a row lock per event.
 //!
+//! Version 3 adds `reprise_schedules(name PRIMARY KEY, definition, paused, created_at,
+//! created_by, updated_at, updated_by)`: schedules kept as data and the paused state of
+//! schedules declared in code ([`Store::list_schedules`]); a handful of rows, read by name.
+//!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
 //! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not
@@ -133,6 +137,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::OnceCell;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
+
+#[path = "postgres_schedules.rs"]
+mod schedules;
 
 use super::codec::{self, EventLog, SqlRow, column, decode_run, fence_param, micros};
 use super::postgres_appends::{EncodedAppend, GroupCommit};
@@ -229,6 +236,19 @@ const MIGRATIONS: &[&str] = &[
         workflow    TEXT PRIMARY KEY,
         paused_by   TEXT NOT NULL,
         paused_at   BIGINT NOT NULL
+    );
+    "#,
+    // Version 4: schedules kept as data (and paused states of schedules declared in
+    // code), keyed by name; see `Store::list_schedules`.
+    r#"
+    CREATE TABLE reprise_schedules (
+        name        TEXT PRIMARY KEY,
+        definition  JSON,
+        paused      BOOLEAN NOT NULL DEFAULT FALSE,
+        created_at  BIGINT NOT NULL,
+        created_by  TEXT NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        updated_by  TEXT NOT NULL
     );
     "#,
 ];
@@ -1003,6 +1023,36 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| pg(what, e))?;
         Ok(())
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<super::ScheduleRow>, EngineError> {
+        self.schedules_all().await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<super::ScheduleRow>, EngineError> {
+        self.schedule_one(name).await
+    }
+
+    async fn create_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        self.schedule_put(row, true).await
+    }
+
+    async fn update_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        self.schedule_put(row, false).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, EngineError> {
+        self.schedule_delete(name).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        self.schedule_set_paused(name, paused, by, at).await
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {

@@ -27,6 +27,10 @@
 //! index `runs_due`. A claim reads that index from its start and stops after `limit` due
 //! runs: runs in flight under a lease and runs asleep for hours cost it nothing.
 //!
+//! Version 4 adds `schedules(name PRIMARY KEY, definition, paused, created_at, created_by,
+//! updated_at, updated_by)`: schedules kept as data and the paused state of schedules
+//! declared in code ([`Store::list_schedules`]); a handful of rows, read by name.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -77,6 +81,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
+
+#[path = "sqlite_schedules.rs"]
+mod schedules;
 
 use super::codec::{self, EventLog, SqlRow, append_refusal, decode_run, fence_param, micros};
 use super::{
@@ -165,6 +172,19 @@ const MIGRATIONS: &[&str] = &[
         workflow    TEXT PRIMARY KEY NOT NULL,
         paused_by   TEXT NOT NULL,
         paused_at   INTEGER NOT NULL
+    ) STRICT;
+    "#,
+    // Version 5: schedules kept as data (and paused states of schedules declared in
+    // code), keyed by name; see `Store::list_schedules`.
+    r#"
+    CREATE TABLE schedules (
+        name        TEXT PRIMARY KEY NOT NULL,
+        definition  TEXT,
+        paused      INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL,
+        created_by  TEXT NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        updated_by  TEXT NOT NULL
     ) STRICT;
     "#,
 ];
@@ -506,6 +526,14 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
+    /// A schedule write: whether it changed a row.
+    async fn schedule_write(&self, op: Op) -> Result<bool, EngineError> {
+        match self.write(op).await? {
+            Reply::Changed(changed) => Ok(changed),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
     async fn read<T, F>(&self, f: F) -> Result<T, EngineError>
     where
         T: Send + 'static,
@@ -720,6 +748,42 @@ impl Store for SqliteStore {
             micros(Utc::now()),
         );
         self.write(op).await.map(drop)
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<super::ScheduleRow>, EngineError> {
+        self.read(schedules::read_all).await
+    }
+
+    async fn schedule(&self, name: &str) -> Result<Option<super::ScheduleRow>, EngineError> {
+        let name = name.to_owned();
+        self.read(move |conn| schedules::read_one(conn, &name))
+            .await
+    }
+
+    async fn create_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        let op = Op::Schedule(schedules::ScheduleOp::Create(schedules::encode(row)?));
+        self.schedule_write(op).await
+    }
+
+    async fn update_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
+        let op = Op::Schedule(schedules::ScheduleOp::Update(schedules::encode(row)?));
+        self.schedule_write(op).await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<bool, EngineError> {
+        let op = Op::Schedule(schedules::ScheduleOp::Delete(name.to_owned()));
+        self.schedule_write(op).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let op = Op::Schedule(schedules::set_paused(name, paused, by, at));
+        self.schedule_write(op).await.map(drop)
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
@@ -986,6 +1050,7 @@ enum Op {
     RequestPause(String, Option<String>),
     /// A workflow's pause (`Some((by, at))`) or its resumption (`None`).
     SetWorkflowPause(String, Option<(String, i64)>),
+    Schedule(schedules::ScheduleOp),
 }
 
 impl Op {
@@ -1010,6 +1075,7 @@ enum Reply {
     Acquired(Acquired),
     Claimed(Vec<Lease>),
     Renewed(Option<Lease>),
+    /// Whether a schedule write changed a row.
     Changed(bool),
 }
 
@@ -1223,6 +1289,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
             .ctx("cannot store cursor")?;
             Ok(Reply::Done)
         }
+        Op::Schedule(op) => schedules::apply(conn, op),
     }
 }
 

@@ -190,6 +190,12 @@ impl CronSchedule {
         self.time_zone.as_ref().map_or("UTC", |tz| tz.name())
     }
 
+    /// How late a tick may be noticed and still fire as on time (see
+    /// [`CronSchedule::grace`]).
+    pub fn grace_period(&self) -> Duration {
+        self.grace
+    }
+
     /// The missed-tick policy.
     pub fn missed_policy(&self) -> MissedTicks {
         self.missed
@@ -379,7 +385,8 @@ struct Plan {
     cursor: Option<DateTime<Utc>>,
 }
 
-fn cursor_value(tick: DateTime<Utc>) -> Value {
+/// The cursor value of a last handled `tick`.
+pub(super) fn cursor_value(tick: DateTime<Utc>) -> Value {
     Value::String(tick.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 

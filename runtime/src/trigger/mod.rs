@@ -38,6 +38,22 @@
 //!   fires nothing for it, [`MissedTicks::RunOnce`] fires one run for the most recent
 //!   missed tick however many were missed.
 //!
+//! ## Schedules as data ([`ScheduleSpec`])
+//! Schedules kept in the store beside the ones above, created, changed, paused, triggered
+//! and backfilled at run time (`Engine::create_schedule` and its siblings, `schedules …`
+//! in the CLI, `/schedules` over HTTP); the scheduler reads them on every turn, so no
+//! restart is needed. Schedules declared in code can be paused and resumed the same way.
+//! - *Once per tick.* A stored schedule's run of a tick is created under the key
+//!   `schedule:<name>:<tick RFC 3339>` ([`schedule_run_key`]); trigger [`Trigger::Cron`].
+//! - *Position.* The cursor `schedule:<name>` holds the last handled tick, the run of the
+//!   last fired tick and a buffered tick; a new schedule starts at its creation.
+//! - *Missed ticks* within the catch-up window fire once each; older ones are skipped.
+//! - *Overlap* ([`OverlapPolicy`]): `skip`, `buffer_one` or `allow`.
+//! - *Paused*: nothing fires; resuming moves the position (or a code schedule's cursor)
+//!   to the moment of the resume, so the ticks of the pause never fire.
+//! - *Backfill* ([`Engine::backfill_schedule`]) fires a range's ticks under the same keys:
+//!   never twice.
+//!
 //! ## Webhook sources ([`WebhookSource`])
 //! `POST /webhooks/{name}`, checked in this order: HMAC-SHA256 signature of the raw body
 //! (`sha256=<hex>` in `x-hub-signature-256` by default, compared in constant time; a
@@ -67,6 +83,7 @@
 
 mod cron;
 mod poll;
+mod schedules;
 mod webhook;
 
 use std::collections::HashSet;
@@ -83,6 +100,10 @@ use crate::registry::Registry;
 
 pub use cron::{CronSchedule, MissedTicks};
 pub use poll::{PollBatch, PollFn, PollItem, PollSource};
+pub use schedules::{
+    Backfill, MAX_BACKFILL_TICKS, OverlapPolicy, Schedule, ScheduleError, ScheduleSource,
+    ScheduleSpec, schedule_run_key,
+};
 pub use webhook::{DEFAULT_SIGNATURE_HEADER, WebhookDelivery, WebhookError, WebhookSource};
 
 /// The trigger definitions an engine was built with ([`Engine::triggers`]).
@@ -209,9 +230,11 @@ impl Triggers {
         }
     }
 
-    /// Starts a run for every cron tick and poll due at `engine.now()`: the scheduling
-    /// loop's step, callable by hand in tests (move the clock, call this). Returns the
-    /// runs it created (runs that already existed for a tick or item are not listed).
+    /// Starts a run for every cron tick (of the schedules declared in code, unless paused,
+    /// and of the schedules kept in the store, read afresh on every call) and poll due at
+    /// `engine.now()`: the scheduling loop's step, callable by hand in tests (move the
+    /// clock, call this). Returns the runs it created (runs that already existed for a
+    /// tick or item are not listed).
     ///
     /// # Errors
     /// The first store error met; every trigger is still given its turn, and work not
@@ -219,8 +242,32 @@ impl Triggers {
     pub async fn fire_due(&self, engine: &Engine) -> Result<Vec<RunId>, EngineError> {
         let mut started = Vec::new();
         let mut first_error = None;
+        // Stored schedules and paused states, read on every turn: changes made through the
+        // CLI or the HTTP API take effect without a restart. Without them, no cron tick
+        // fires (a paused schedule must not): each schedule reports the failure.
+        let (rows, unreadable) = match engine.store().list_schedules().await {
+            Ok(rows) => (Some(rows), None),
+            Err(error) => (None, Some(error.to_string())),
+        };
+        let paused: HashSet<&str> = rows
+            .iter()
+            .flatten()
+            .filter(|row| row.paused)
+            .map(|row| row.name.as_str())
+            .collect();
         for cron in &self.crons {
-            match cron.fire_due(engine).await {
+            if paused.contains(cron.name()) {
+                // Paused: its ticks pass without firing (resuming moves its cursor to the
+                // moment of the resume, so they never fire).
+                continue;
+            }
+            let fired = match &unreadable {
+                Some(error) => Err(EngineError::Store(format!(
+                    "cannot read the schedules' paused states: {error}"
+                ))),
+                None => cron.fire_due(engine).await,
+            };
+            match fired {
                 Ok(runs) => {
                     if self.recovered(&format!("cron:{}", cron.name)) {
                         tracing::info!(schedule = %cron.name, "cron schedule works again");
@@ -261,6 +308,46 @@ impl Triggers {
                         tracing::debug!(source = %source.name, %error, "poll source still failing");
                     }
                     first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = unreadable {
+            if self.started_failing("schedules") {
+                tracing::error!(
+                    %error,
+                    "cannot read the stored schedules; retrying until they can be read (their \
+                     ticks are fired then, none twice)"
+                );
+            }
+            first_error.get_or_insert(EngineError::Store(error));
+        }
+        if let Some(rows) = &rows {
+            if self.recovered("schedules") {
+                tracing::info!("the stored schedules can be read again");
+            }
+            let (runs, errors) = schedules::fire_stored(engine, rows).await;
+            started.extend(runs);
+            let failing: HashSet<String> = errors
+                .iter()
+                .map(|(name, _)| format!("schedule:{name}"))
+                .collect();
+            for (name, error) in errors {
+                if self.started_failing(&format!("schedule:{name}")) {
+                    tracing::error!(
+                        schedule = %name,
+                        %error,
+                        "stored schedule failed; retrying until it works (its ticks are fired \
+                         then, none twice)"
+                    );
+                } else {
+                    tracing::debug!(schedule = %name, %error, "stored schedule still failing");
+                }
+                first_error.get_or_insert(error);
+            }
+            for row in rows {
+                let key = format!("schedule:{}", row.name);
+                if !failing.contains(&key) && self.recovered(&key) {
+                    tracing::info!(schedule = %row.name, "stored schedule works again");
                 }
             }
         }
@@ -371,8 +458,9 @@ impl Engine {
 /// moved by hand (tests) or a wall clock jump is noticed quickly.
 const MAX_NAP: Duration = Duration::from_secs(1);
 
-/// Fires cron ticks and polls of `engine`'s triggers as they fall due on the engine's
-/// clock, until `shutdown` completes. It looks at the clock at least once a second.
+/// Fires cron ticks, stored schedules' ticks and polls of `engine`'s triggers as they
+/// fall due on the engine's clock, until `shutdown` completes. It looks at the clock, and
+/// reads the stored schedules, at least once a second.
 /// Errors are logged and retried, never fatal; stopping mid-way loses nothing (runs are
 /// keyed by tick and item).
 ///
@@ -386,10 +474,8 @@ pub async fn run_schedules(
 ) -> Result<(), EngineError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let triggers = engine.triggers();
-    if !triggers.has_schedules() {
-        shutdown.await;
-        return Ok(());
-    }
+    // Always loop, also without schedules in code: schedules may be created in the store
+    // at any time (`schedules create`, `POST /schedules`).
     loop {
         let nap = tokio::select! {
             () = &mut shutdown => return Ok(()),

@@ -95,6 +95,8 @@ macro_rules! conformance_suite {
                     pause_requests_reach_the_lease_holder,
                     paused_runs_are_never_due,
                     runs_of_a_paused_workflow_are_not_claimed,
+                    schedules_round_trip,
+                    schedule_creation_is_atomic_and_pause_rows_are_upserted,
                 );
             }
         )*
@@ -1755,4 +1757,134 @@ async fn concurrent_claims_never_share_a_run(store: SharedStore) {
     all.dedup();
     assert_eq!(before, all.len(), "a run was claimed twice");
     assert_eq!(all.len(), 40, "every run was claimed");
+}
+
+// ---------------------------------------------------------------------------------------
+// Schedules kept as data
+
+fn schedule_row(name: &str, at: DateTime<Utc>) -> reprise::store::ScheduleRow {
+    reprise::store::ScheduleRow {
+        name: name.to_owned(),
+        definition: Some(json!({ "workflow": "w", "cron": "0 2 * * *", "input": { "n": 1 } })),
+        paused: false,
+        created_at: at,
+        created_by: "cli:alice".to_owned(),
+        updated_at: at,
+        updated_by: "cli:alice".to_owned(),
+    }
+}
+
+async fn schedules_round_trip(store: SharedStore) {
+    assert!(store.list_schedules().await.unwrap().is_empty());
+    assert_eq!(store.schedule("nightly").await.unwrap(), None);
+    let nightly = schedule_row("nightly", t(0));
+    assert!(store.create_schedule(&nightly).await.unwrap());
+    assert!(
+        store
+            .create_schedule(&schedule_row("hourly", t(1)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.schedule("nightly").await.unwrap(),
+        Some(nightly.clone())
+    );
+    let names: Vec<String> = store
+        .list_schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.name)
+        .collect();
+    assert_eq!(names, ["hourly", "nightly"], "listed by name");
+
+    // An update replaces the definition, paused state and updated_*, never created_*.
+    let mut changed = nightly.clone();
+    changed.definition = Some(json!({ "workflow": "w", "interval": "15m" }));
+    changed.paused = true;
+    changed.created_at = t(99);
+    changed.created_by = "mallory".to_owned();
+    changed.updated_at = t(5);
+    changed.updated_by = "api".to_owned();
+    assert!(store.update_schedule(&changed).await.unwrap());
+    let stored = store.schedule("nightly").await.unwrap().unwrap();
+    assert_eq!(stored.definition, changed.definition);
+    assert!(stored.paused);
+    assert_eq!(
+        (stored.created_at, stored.created_by.as_str()),
+        (t(0), "cli:alice")
+    );
+    assert_eq!(
+        (stored.updated_at, stored.updated_by.as_str()),
+        (t(5), "api")
+    );
+    assert!(
+        !store
+            .update_schedule(&schedule_row("missing", t(0)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.schedule("missing").await.unwrap(),
+        None,
+        "update creates nothing"
+    );
+
+    assert!(store.delete_schedule("nightly").await.unwrap());
+    assert!(!store.delete_schedule("nightly").await.unwrap());
+    assert_eq!(store.schedule("nightly").await.unwrap(), None);
+    assert_eq!(store.list_schedules().await.unwrap().len(), 1);
+}
+
+async fn schedule_creation_is_atomic_and_pause_rows_are_upserted(store: SharedStore) {
+    // Of many concurrent creations of one name, exactly one stores.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut row = schedule_row("race", t(i));
+            row.created_by = format!("creator-{i}");
+            store.create_schedule(&row).await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    let stored = store.schedule("race").await.unwrap().unwrap();
+    assert!(stored.created_by.starts_with("creator-"));
+
+    // Pausing a schedule with no row (one declared in code) creates a definition-less row.
+    store
+        .set_schedule_paused("in-code", true, "cli:bob", t(10))
+        .await
+        .unwrap();
+    let row = store.schedule("in-code").await.unwrap().unwrap();
+    assert_eq!(row.definition, None);
+    assert!(row.paused);
+    assert_eq!(
+        (row.created_by.as_str(), row.updated_at),
+        ("cli:bob", t(10))
+    );
+    store
+        .set_schedule_paused("in-code", false, "api", t(20))
+        .await
+        .unwrap();
+    let row = store.schedule("in-code").await.unwrap().unwrap();
+    assert!(!row.paused);
+    assert_eq!(
+        (row.created_by.as_str(), row.created_at),
+        ("cli:bob", t(10))
+    );
+    assert_eq!((row.updated_by.as_str(), row.updated_at), ("api", t(20)));
+
+    // Pausing a stored schedule keeps its definition.
+    store
+        .set_schedule_paused("race", true, "api", t(30))
+        .await
+        .unwrap();
+    let paused = store.schedule("race").await.unwrap().unwrap();
+    assert!(paused.paused);
+    assert_eq!(paused.definition, stored.definition);
 }

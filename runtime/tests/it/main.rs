@@ -20,6 +20,7 @@ mod poison;
 mod postgres;
 mod registry;
 mod retry_run;
+mod schedules;
 mod secrets;
 mod store_open;
 mod triggers;
