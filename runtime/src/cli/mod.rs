@@ -98,7 +98,8 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::Config(_)
         | EngineError::InvalidState { .. }
         | EngineError::Serde(_)
-        | EngineError::IdempotencyConflict { .. } => EXIT_USAGE,
+        | EngineError::IdempotencyConflict { .. }
+        | EngineError::UnknownStep { .. } => EXIT_USAGE,
         EngineError::Conflict { .. }
         | EngineError::LeaseLost { .. }
         | EngineError::Leased { .. } => EXIT_INCOMPLETE,

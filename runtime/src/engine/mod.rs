@@ -4,6 +4,7 @@ mod control;
 mod execute;
 mod export;
 mod fingerprint;
+mod fork_run;
 mod hot;
 mod idempotent;
 mod lease;
@@ -28,6 +29,7 @@ pub use control::{CancelOutcome, OpenHook};
 pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
+pub use fork_run::{ForkOptions, ForkedRun, forked_from};
 pub(crate) use idempotent::check_idempotency_key;
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
@@ -718,6 +720,7 @@ impl Engine {
                 input,
                 trigger,
                 start_at,
+                forked_from: None,
             },
         );
         Ok((record, created))

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod payload;
 
-pub use payload::{EventPayload, HookReceipt, PayloadError, SuspendReason, field};
+pub use payload::{EventPayload, ForkedFrom, HookReceipt, PayloadError, SuspendReason, field};
 
 /// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -165,6 +165,10 @@ pub enum EventKind {
     /// with a new attempt, and the step whose failure failed it runs again. Payload:
     /// [`EventPayload::RunRetried`].
     RunRetried,
+    /// A forked run whose input changed reached a copied step that no longer matches the
+    /// code's call (another callee or input): from this step on, the copied prefix no longer
+    /// answers and the steps run live. Payload: [`EventPayload::ForkDiverged`].
+    ForkDiverged,
 }
 
 impl EventKind {
@@ -187,6 +191,7 @@ impl EventKind {
             EventKind::RunCanceled => "run_canceled",
             EventKind::RunDeferred => "run_deferred",
             EventKind::RunRetried => "run_retried",
+            EventKind::ForkDiverged => "fork_diverged",
         }
     }
 
@@ -210,6 +215,7 @@ impl EventKind {
             RunCanceled,
             RunDeferred,
             RunRetried,
+            ForkDiverged,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == s)
@@ -289,6 +295,9 @@ pub enum Trigger {
     Retry,
     /// Code calling [`crate::Engine::start`] directly (tests, embedding apps).
     Code,
+    /// A fork or restart of another run ([`crate::Engine::fork_run`]); its `run_created`
+    /// names the original ([`ForkedFrom`]).
+    Fork,
 }
 
 impl Trigger {
@@ -302,6 +311,7 @@ impl Trigger {
             Trigger::Poll => "poll",
             Trigger::Retry => "retry",
             Trigger::Code => "code",
+            Trigger::Fork => "fork",
         }
     }
 }
