@@ -28,6 +28,8 @@
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
 //! | `GET /runs/{id}/events` | 200 the event log | 404 |
 //! | `POST /runs/{id}/retry` | 200 `{"run_id","status":"queued","attempt","step"?}`: a failed run queued again on the current code (the failed step runs again, completed ones replay) | 404, 409 not `failed` |
+//! | `POST /runs/{id}/fork` (body `{"from": "<step id>", "input"?: …}`) | 201 `{"run_id","status":"queued","forked_from","copied"}`: a new run whose steps before `from` replay from the original's log; with `input`, the first copied step whose input changed runs live with all after it; the original is unchanged | 400 bad body, 404 unknown run, 422 `unknown_step` (lists some step ids) or `schema` (new input, with pointers) |
+//! | `POST /runs/{id}/restart` | 201 as fork: a new run with the same input in which every step runs again | 404 |
 //! | `POST /runs/{id}/cancel` | 200 `{"run_id","status":"canceled"}`; 202 `{"run_id","status":"running","cancel_requested":true}` while it executes | 404, 409 already ended |
 //! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 422 schema violations (the hook stays open) |
 //! | `POST /webhooks/{source}` | 202 `{"run_id"}`; 200 `{"run_id","duplicate":true}`; 200 `{"ignored":true,"reason"}` | 401 bad signature, 404 unknown source, 422 invalid payload |
@@ -316,6 +318,8 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
         .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/retry", post(runs::retry))
+        .route("/runs/{id}/fork", post(runs::fork))
+        .route("/runs/{id}/restart", post(runs::restart))
         .route("/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody, ViolationBody};
-use super::runs::{HookView, Retried, RunDetail, RunSummary};
+use super::runs::{Forked, HookView, Retried, RunDetail, RunSummary};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::WorkflowInfo;
@@ -37,6 +37,8 @@ use crate::registry::WorkflowEntry;
         runs::events,
         runs::cancel,
         runs::retry,
+        runs::fork,
+        runs::restart,
         hooks::resume_post,
         hooks::resume_get,
         webhooks::deliver,
@@ -51,11 +53,12 @@ use crate::registry::WorkflowEntry;
         RunDetail,
         HookView,
         WebhookReply,
-        Retried
+        Retried,
+        Forked
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
-        (name = "runs", description = "Runs: list, inspect, events, cancel, retry"),
+        (name = "runs", description = "Runs: list, inspect, events, cancel, retry, fork, restart"),
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),

@@ -446,3 +446,140 @@ async fn bad_forks_are_refused_and_create_nothing() {
     assert_eq!(runs().await, 1, "nothing was created");
     assert_eq!(log_text(&engine, &id).await, before);
 }
+
+/// `POST url` with a JSON body (or none); the status and the JSON answer.
+async fn post(url: &str, body: Option<serde_json::Value>) -> (reqwest::StatusCode, serde_json::Value) {
+    let mut request = reqwest::Client::new().post(url);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_and_restart_over_http() {
+    use reqwest::StatusCode;
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(Calls::default());
+    let engine = engine(sqlite(&dir), calls.clone());
+    let id = original(&engine).await;
+    let before = log_text(&engine, &id).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = reprise::http::HttpOptions {
+        api_token: None,
+        ..reprise::http::HttpOptions::default()
+    };
+    let server = tokio::spawn(reprise::http::serve(
+        engine.clone(),
+        listener,
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let (status, body) = post(
+        &format!("{base}/runs/{id}/fork"),
+        Some(json!({ "from": "fork-c#0", "input": { "a": 1, "b": 5 } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["forked_from"]["run_id"], id.as_str());
+    assert_eq!(body["forked_from"]["step"], "fork-c#0");
+    assert_eq!(body["forked_from"]["input_changed"], true);
+    assert_eq!(body["forked_from"]["by"], "api");
+    let forked = RunId::from(body["run_id"].as_str().unwrap());
+    let done = engine.drive(&forked).await.unwrap().outcome;
+    assert_eq!(done, RunOutcome::Completed(json!({ "n": 112 })));
+    assert_eq!(calls.get(), (1, 2, 2), "a replayed; b and c ran live");
+
+    let detail: serde_json::Value = reqwest::get(format!("{base}/runs/{forked}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["trigger"], "fork");
+    assert_eq!(detail["forked_from"]["run_id"], id.as_str());
+    assert_eq!(detail["forked_from"]["step"], "fork-c#0");
+    let original_detail: serde_json::Value = reqwest::get(format!("{base}/runs/{id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(original_detail.get("forked_from").is_none(), "{original_detail}");
+
+    let (status, body) = post(
+        &format!("{base}/runs/{id}/fork"),
+        Some(json!({ "from": "fork-z#0" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "unknown_step");
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.contains("fork-z#0") && message.contains("`fork-a#0`"),
+        "{message}"
+    );
+
+    let (status, body) = post(
+        &format!("{base}/runs/{id}/fork"),
+        Some(json!({ "from": "fork-c#0", "input": { "a": "one", "b": 2 } })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "schema");
+    assert_eq!(body["violations"][0]["pointer"], "/a");
+
+    let (status, body) = post(&format!("{base}/runs/{id}/fork"), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`from`"), "{body}");
+    let (status, body) = post(
+        &format!("{base}/runs/{id}/fork"),
+        Some(json!({ "from": "fork-c#0", "inputs": {} })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("`inputs`"), "{body}");
+
+    let (status, body) = post(
+        &format!("{base}/runs/no-such-run/fork"),
+        Some(json!({ "from": "fork-c#0" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "unknown_run");
+
+    let (status, body) = post(&format!("{base}/runs/{id}/restart"), None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["copied"], 0);
+    assert!(body["forked_from"]["step"].is_null(), "{body}");
+    let restarted = RunId::from(body["run_id"].as_str().unwrap());
+    engine.drive(&restarted).await.unwrap();
+    assert_eq!(calls.get(), (2, 3, 3), "a restart runs every step");
+    let (status, body) = post(&format!("{base}/runs/no-such-run/restart"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let doc: serde_json::Value = reqwest::get(format!("{base}/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in ["/runs/{id}/fork", "/runs/{id}/restart"] {
+        assert!(doc["paths"][path]["post"].is_object(), "{path} is missing");
+    }
+    assert_eq!(log_text(&engine, &id).await, before, "the original is untouched");
+    let _ = stop.send(());
+    let _ = server.await;
+}
