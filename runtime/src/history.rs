@@ -318,7 +318,10 @@ impl History {
     fn voided(&self, recorded: &Recorded) -> bool {
         match self.fork {
             None => false,
-            Some(fork) => fork.voids(self.diverged_from.load(Ordering::Relaxed), recorded.first_seq),
+            Some(fork) => fork.voids(
+                self.diverged_from.load(Ordering::Relaxed),
+                recorded.first_seq,
+            ),
         }
     }
 

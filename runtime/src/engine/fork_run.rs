@@ -225,7 +225,9 @@ impl Engine {
 /// Where a run comes from when it is a fork or a restart: the `forked_from` of its
 /// `run_created` event (event 0 of `events`, a run's log); `None` for other runs.
 pub fn forked_from(events: &[Event]) -> Option<ForkedFrom> {
-    let created = events.first().filter(|e| e.event.kind == EventKind::RunCreated)?;
+    let created = events
+        .first()
+        .filter(|e| e.event.kind == EventKind::RunCreated)?;
     match created.event.decode_payload() {
         Ok(EventPayload::RunCreated { forked_from, .. }) => forked_from,
         _ => None,
@@ -250,7 +252,10 @@ fn voided_range(events: &[Event]) -> Option<(u64, u64)> {
 /// The error for a `from` the log does not hold, listing some step ids it does hold.
 fn unknown_step(run: &RunId, step: &str, events: &[Event]) -> EngineError {
     let mut known: Vec<String> = Vec::new();
-    for id in events.iter().filter_map(|e| e.event.correlation_id.as_deref()) {
+    for id in events
+        .iter()
+        .filter_map(|e| e.event.correlation_id.as_deref())
+    {
         if !known.iter().any(|k| k == id) {
             known.push(id.to_owned());
         }

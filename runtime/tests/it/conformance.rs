@@ -1706,7 +1706,12 @@ async fn create_run_with_events_writes_the_whole_prefix(store: SharedStore) {
         .create_run_with_events(
             record.clone(),
             created_event(&record),
-            vec![event(EventKind::SleepCompleted, Some("sleep#0"), t(4), json!({}))],
+            vec![event(
+                EventKind::SleepCompleted,
+                Some("sleep#0"),
+                t(4),
+                json!({}),
+            )],
         )
         .await
         .expect_err("a second create with the same id must fail");

@@ -187,7 +187,10 @@ async fn a_fork_replays_the_prefix_and_runs_the_rest_live() {
         .take(forked.copied)
         .collect();
     let copies: Vec<_> = events[1..].iter().map(|e| &e.event).collect();
-    assert_eq!(copies, originals, "kind, id, attempt, time and payload kept");
+    assert_eq!(
+        copies, originals,
+        "kind, id, attempt, time and payload kept"
+    );
     assert!(
         copies
             .iter()
@@ -204,7 +207,11 @@ async fn a_fork_replays_the_prefix_and_runs_the_rest_live() {
         (1, 1, 2),
         "a and b replay from the copied prefix; c runs live"
     );
-    assert_eq!(log_text(&engine, &id).await, before, "the original is untouched");
+    assert_eq!(
+        log_text(&engine, &id).await,
+        before,
+        "the original is untouched"
+    );
 }
 
 #[tokio::test]
@@ -269,7 +276,11 @@ async fn a_fork_with_a_new_input_reruns_exactly_the_steps_whose_input_changed_an
         .find(|e| e.event.correlation_id.as_deref() == Some("fork-b#0"))
         .unwrap();
     assert_eq!(diverged[0].event.payload["from_seq"], b_first.seq);
-    assert_eq!(log_text(&engine, &id).await, before, "the original is untouched");
+    assert_eq!(
+        log_text(&engine, &id).await,
+        before,
+        "the original is untouched"
+    );
 
     // Now a's input changes: a diverges at the first copied event, so every copied step
     // runs again (b's input is the same, but it was recorded after a).
@@ -298,7 +309,11 @@ async fn a_fork_with_a_new_input_reruns_exactly_the_steps_whose_input_changed_an
     assert!(!forked.forked_from.input_changed);
     engine.drive(&forked.run_id).await.unwrap();
     assert_eq!(calls.get(), (2, 3, 4));
-    assert_eq!(log_text(&engine, &id).await, before, "the original is untouched");
+    assert_eq!(
+        log_text(&engine, &id).await,
+        before,
+        "the original is untouched"
+    );
 }
 
 #[tokio::test]
@@ -312,7 +327,12 @@ async fn a_restart_runs_every_step_again() {
     assert_eq!(restarted.forked_from.step, None);
     assert_eq!(restarted.forked_from.prefix_len, 1);
     assert_eq!(
-        engine.store().events(&restarted.run_id).await.unwrap().len(),
+        engine
+            .store()
+            .events(&restarted.run_id)
+            .await
+            .unwrap()
+            .len(),
         1
     );
     let done = engine.drive(&restarted.run_id).await.unwrap().outcome;
@@ -351,7 +371,10 @@ async fn a_fork_from_a_step_inside_a_sub_workflow_reenters_it() {
                 && e.event.correlation_id.as_deref() == Some("fork-inner#0")
         })
         .count();
-    assert_eq!(scope_starts, 1, "the sub-workflow is re-entered, not started again");
+    assert_eq!(
+        scope_starts, 1,
+        "the sub-workflow is re-entered, not started again"
+    );
 
     // With a new input, the sub-workflow's input changes: it diverges and runs whole.
     let forked = engine
@@ -448,7 +471,10 @@ async fn bad_forks_are_refused_and_create_nothing() {
 }
 
 /// `POST url` with a JSON body (or none); the status and the JSON answer.
-async fn post(url: &str, body: Option<serde_json::Value>) -> (reqwest::StatusCode, serde_json::Value) {
+async fn post(
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
     let mut request = reqwest::Client::new().post(url);
     if let Some(body) = body {
         request = request.json(&body);
@@ -517,7 +543,10 @@ async fn fork_and_restart_over_http() {
         .json()
         .await
         .unwrap();
-    assert!(original_detail.get("forked_from").is_none(), "{original_detail}");
+    assert!(
+        original_detail.get("forked_from").is_none(),
+        "{original_detail}"
+    );
 
     let (status, body) = post(
         &format!("{base}/runs/{id}/fork"),
@@ -550,7 +579,10 @@ async fn fork_and_restart_over_http() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("`inputs`"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`inputs`"),
+        "{body}"
+    );
 
     let (status, body) = post(
         &format!("{base}/runs/no-such-run/fork"),
@@ -579,7 +611,11 @@ async fn fork_and_restart_over_http() {
     for path in ["/runs/{id}/fork", "/runs/{id}/restart"] {
         assert!(doc["paths"][path]["post"].is_object(), "{path} is missing");
     }
-    assert_eq!(log_text(&engine, &id).await, before, "the original is untouched");
+    assert_eq!(
+        log_text(&engine, &id).await,
+        before,
+        "the original is untouched"
+    );
     let _ = stop.send(());
     let _ = server.await;
 }
