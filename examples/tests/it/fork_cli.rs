@@ -210,4 +210,15 @@ fn runs_fork_and_restart_run_only_what_they_must_and_leave_the_original_alone() 
     // The original's history is byte for byte what it was.
     let (_, after, _) = run(app(&db).args(["runs", "export", &original]));
     assert_eq!(before, after);
+
+    // Every fork, diverged or not, replays against the code that ran it.
+    let (code, out, err) =
+        run(app(&db).args(["workflows", "check", "--workflow", "file-digest", "--json"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        report["checked"], 5,
+        "the original and its four forks: {out}"
+    );
+    assert_eq!(report["compatible"], 5, "{out}");
 }
