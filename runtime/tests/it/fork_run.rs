@@ -35,6 +35,8 @@ struct Calls {
     a: AtomicU32,
     b: AtomicU32,
     c: AtomicU32,
+    /// Links sent by `fork_send_link`.
+    sent: Mutex<Vec<String>>,
 }
 
 impl Calls {
@@ -109,6 +111,47 @@ impl Clock for VirtualClock {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Link {
+    url: String,
+}
+
+#[action]
+async fn fork_send_link(input: Link, cx: ActionCtx) -> Result<Link, ActionError> {
+    if let Ok(calls) = cx.resource::<Calls>() {
+        calls.sent.lock().unwrap().push(input.url.clone());
+    }
+    Ok(input)
+}
+
+/// Sends a hook's resume URL, waits for the approval, then c.
+#[workflow(slug = "fork-approval")]
+async fn fork_approval(ctx: Ctx, input: N) -> Result<N, WorkflowError> {
+    let approval = ctx.hook::<N>();
+    fork_send_link
+        .run(Link {
+            url: approval.resume_url(),
+        })
+        .await?;
+    let approved = approval.await?;
+    Ok(fork_c
+        .run(N {
+            n: input.n + approved.n,
+        })
+        .await?)
+}
+
+/// Waits for a hook while b runs: b is recorded after the hook is created.
+#[workflow(slug = "fork-hook-beside-a-step")]
+async fn fork_hook_beside_a_step(ctx: Ctx, input: N) -> Result<N, WorkflowError> {
+    use std::future::IntoFuture;
+    let approval = ctx.hook::<N>();
+    let (approved, b) = futures::join!(approval.into_future(), fork_b.run(input));
+    Ok(N {
+        n: approved?.n + b?.n,
+    })
+}
+
 fn engine(store: SharedStore, calls: Arc<Calls>) -> Engine {
     Engine::builder()
         .clock(Arc::new(VirtualClock(Mutex::new(Utc::now()))))
@@ -116,6 +159,9 @@ fn engine(store: SharedStore, calls: Arc<Calls>) -> Engine {
         .register(fork_pipeline)
         .register(fork_inner)
         .register(fork_outer)
+        .register(fork_approval)
+        .register(fork_hook_beside_a_step)
+        .register(fork_send_link)
         .register(fork_a)
         .register(fork_b)
         .register(fork_c)
@@ -618,4 +664,115 @@ async fn fork_and_restart_over_http() {
     );
     let _ = stop.send(());
     let _ = server.await;
+}
+
+#[tokio::test]
+async fn forked_hooks_have_the_new_runs_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(Calls::default());
+    let engine = engine(sqlite(&dir), calls.clone());
+    let id = engine.start(&fork_approval, N { n: 1 }).await.unwrap();
+    let waiting = engine.execute(&id).await.unwrap().outcome;
+    assert!(matches!(waiting, RunOutcome::Suspended(_)), "{waiting:?}");
+    let token = engine.hook_token(&id, "hook#0");
+    assert_eq!(
+        calls.sent.lock().unwrap().clone(),
+        [engine.hook_resume_url(&id, "hook#0")]
+    );
+    engine
+        .resume_hook(&token, json!({ "n": 10 }))
+        .await
+        .unwrap();
+    let done = engine.drive(&id).await.unwrap().outcome;
+    assert_eq!(done, RunOutcome::Completed(json!({ "n": 111 })));
+
+    // From after the hook: its delivery replays; only c runs.
+    let forked = engine
+        .fork_run(&id, ForkOptions::from_step("fork-c#0"))
+        .await
+        .unwrap();
+    let done = engine.drive(&forked.run_id).await.unwrap().outcome;
+    assert_eq!(done, RunOutcome::Completed(json!({ "n": 111 })));
+    assert_eq!(calls.get().2, 2);
+
+    // From the hook: the copied resume URL is the fork's own (tokens derive from the run
+    // id), so the step that sent it replays without being sent again, and the fork waits
+    // for a delivery to its own token; the original's token does not reach it.
+    let forked = engine
+        .fork_run(&id, ForkOptions::from_step("hook#0"))
+        .await
+        .unwrap();
+    let waiting = engine.execute(&forked.run_id).await.unwrap().outcome;
+    assert!(matches!(waiting, RunOutcome::Suspended(_)), "{waiting:?}");
+    assert_eq!(
+        calls.sent.lock().unwrap().len(),
+        1,
+        "the link was not sent again"
+    );
+    let open = engine.open_hooks(&forked.run_id).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(
+        open[0].resume_url,
+        engine.hook_resume_url(&forked.run_id, "hook#0")
+    );
+    assert!(
+        engine
+            .resume_hook(&token, json!({ "n": 20 }))
+            .await
+            .is_err()
+    );
+    let fork_token = engine.hook_token(&forked.run_id, "hook#0");
+    assert_eq!(
+        engine
+            .resume_hook(&fork_token, json!({ "n": 20 }))
+            .await
+            .unwrap(),
+        forked.run_id
+    );
+    let done = engine.drive(&forked.run_id).await.unwrap().outcome;
+    assert_eq!(done, RunOutcome::Completed(json!({ "n": 121 })));
+}
+
+#[tokio::test]
+async fn a_hook_copied_open_takes_the_forks_token() {
+    let calls = Arc::new(Calls::default());
+    let engine = engine(Arc::new(reprise::store::MemoryStore::new()), calls.clone());
+    let id = engine
+        .start(&fork_hook_beside_a_step, N { n: 3 })
+        .await
+        .unwrap();
+    let waiting = engine.execute(&id).await.unwrap().outcome;
+    assert!(matches!(waiting, RunOutcome::Suspended(_)), "{waiting:?}");
+    let events = engine.store().events(&id).await.unwrap();
+    let position = |kind: EventKind, step: &str| {
+        events
+            .iter()
+            .position(|e| e.event.kind == kind && e.event.correlation_id.as_deref() == Some(step))
+            .unwrap()
+    };
+    assert!(
+        position(EventKind::HookCreated, "hook#0") < position(EventKind::StepStarted, "fork-b#0"),
+        "the hook is created before b starts"
+    );
+
+    // The fork copies the open hook; b runs live; the hook answers the fork's token.
+    let forked = engine
+        .fork_run(&id, ForkOptions::from_step("fork-b#0"))
+        .await
+        .unwrap();
+    let waiting = engine.execute(&forked.run_id).await.unwrap().outcome;
+    assert!(matches!(waiting, RunOutcome::Suspended(_)), "{waiting:?}");
+    assert_eq!(calls.get().1, 2);
+    let fork_token = engine.hook_token(&forked.run_id, "hook#0");
+    engine
+        .resume_hook(&fork_token, json!({ "n": 100 }))
+        .await
+        .unwrap();
+    let done = engine.drive(&forked.run_id).await.unwrap().outcome;
+    assert_eq!(done, RunOutcome::Completed(json!({ "n": 106 })));
+    // The original still waits on its own hook.
+    assert_eq!(
+        engine.get_run(&id).await.unwrap().status,
+        RunStatus::Waiting
+    );
 }
