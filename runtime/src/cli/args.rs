@@ -13,7 +13,7 @@ Exit codes:
   0  completed: the run (or every resumed run) completed, every checked run replays
   1  a run failed or was canceled, or `workflows check` found runs that no longer replay
   2  usage, input or validation error (bad flags, invalid JSON, schema violations,
-     unknown workflow or run, a hook secret under 32 bytes)
+     unknown workflow, run or step, a hook secret under 32 bytes)
   3  a run is still waiting (on a sleep or hook) or continues in another process
   4  store or infrastructure failure: the database cannot be opened, read or written
      (missing, corrupt, not a database, written by a newer reprise, read-only, disk

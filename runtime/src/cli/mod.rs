@@ -84,7 +84,7 @@ const MIN_HOOK_SECRET: usize = crate::engine::MIN_HOOK_SECRET_LEN;
 
 /// The exit code of a command that failed with `error`: [`EXIT_USAGE`] for what the
 /// caller can fix in the command line or its input (a schema violation, an unknown
-/// workflow, run or hook, invalid JSON, a configuration error, an operation the run's
+/// workflow, run, hook or step (`runs fork --from`), invalid JSON, a configuration error, an operation the run's
 /// state does not allow, an idempotency key reused with another input),
 /// [`EXIT_INCOMPLETE`] when the run goes on in another process
 /// (its lease is held or was taken over), and [`EXIT_STORE`] for store failures (every

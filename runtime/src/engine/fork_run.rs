@@ -90,12 +90,15 @@ pub struct ForkedRun {
 const SHOWN_STEPS: usize = 8;
 
 impl Engine {
-    /// Forks run `id` into a new `queued` run of the same workflow (see the [module
-    /// docs](self)): its log holds a copy of the original's step events recorded before
+    /// Forks run `id` into a new `queued` run of the same workflow (trigger `fork`): its
+    /// log holds a copy of the original's step events (steps, sleeps, hooks, recorded
+    /// values; renumbered from 1, otherwise as recorded) from before the first event of
     /// step [`ForkOptions::from`] (none for a restart), so those steps replay and the rest
-    /// run live; with [`ForkOptions::input`], the run takes that input and the first copied
-    /// step whose input no longer matches runs live, with every copied step after it.
-    /// The original, whatever its status, is not changed.
+    /// run live. With [`ForkOptions::input`], the run takes that input and the first
+    /// copied step whose callee or input no longer matches runs live (recorded as
+    /// `fork_diverged`), with every copied step recorded after it. The new run's
+    /// `run_created` records [`ForkedFrom`] (read it back with [`forked_from`]). Nothing
+    /// is appended to the original, whatever its status.
     ///
     /// # Errors
     /// [`EngineError::UnknownRun`]; [`EngineError::UnknownStep`] when the original's log
