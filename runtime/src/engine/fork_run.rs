@@ -42,7 +42,8 @@ pub struct ForkOptions {
     /// A new workflow input (validated against the workflow's input schema), or `None`
     /// to keep the original's.
     pub input: Option<Value>,
-    /// Who asked: `cli:<user>`, `api`, or your own text. Recorded in `forked_from`.
+    /// Who asked: `cli:<user>`, `api`, or your own text. Recorded in `forked_from`
+    /// (`code` when empty).
     pub by: String,
 }
 
@@ -150,7 +151,11 @@ impl Engine {
             step: options.from,
             prefix_len: 1 + copied.len() as u64,
             input_changed,
-            by: options.by,
+            by: if options.by.is_empty() {
+                "code".to_owned()
+            } else {
+                options.by
+            },
         };
         let now = self.now();
         let record = RunRecord {

@@ -278,6 +278,7 @@ async fn a_fork_with_a_new_input_reruns_exactly_the_steps_whose_input_changed_an
         .await
         .unwrap();
     assert!(forked.forked_from.input_changed);
+    assert_eq!(forked.forked_from.by, "code", "who asked, when nobody said");
     assert_eq!(
         engine.get_run(&forked.run_id).await.unwrap().input,
         json!({ "a": 1, "b": 5 })
@@ -369,6 +370,7 @@ async fn a_restart_runs_every_step_again() {
     let id = original(&engine).await;
     let before = log_text(&engine, &id).await;
     let restarted = engine.restart_run(&id, "test").await.unwrap();
+    assert_eq!(restarted.forked_from.by, "test");
     assert_eq!(restarted.copied, 0);
     assert_eq!(restarted.forked_from.step, None);
     assert_eq!(restarted.forked_from.prefix_len, 1);
