@@ -567,6 +567,36 @@ pub enum EngineError {
         /// What could not be done.
         message: String,
     },
+    /// The run's log has no step with this id (`runs fork --from`). Nothing was created.
+    #[error(
+        "run `{run}` has no step `{step}`; its steps include {} (`runs get {run}` lists them \
+         all); pass one of them exactly as shown",
+        list_steps(known, *total)
+    )]
+    UnknownStep {
+        /// The run.
+        run: String,
+        /// The step id asked for.
+        step: String,
+        /// Some of the step ids the log holds, in order (the first few).
+        known: Vec<String>,
+        /// How many step ids the log holds.
+        total: usize,
+    },
+}
+
+/// `known` as text for [`EngineError::UnknownStep`]: `` `a#0`, `b#0` and 3 more ``.
+fn list_steps(known: &[String], total: usize) -> String {
+    if known.is_empty() {
+        return "none (it has recorded no step yet; `runs restart` starts it over)".to_owned();
+    }
+    let shown: Vec<String> = known.iter().map(|id| format!("`{id}`")).collect();
+    let more = total.saturating_sub(known.len());
+    if more == 0 {
+        shown.join(", ")
+    } else {
+        format!("{} and {more} more", shown.join(", "))
+    }
 }
 
 impl EngineError {

@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::ActionError;
-use crate::event::{Event, EventKind, EventPayload, HookReceipt, NewEvent};
+use crate::event::{Event, EventKind, EventPayload, ForkedFrom, HookReceipt, NewEvent, field};
 use crate::hook_token::RESUME_URL_SUFFIX;
 
 /// What the log holds for one correlation id.
@@ -28,20 +30,37 @@ pub(crate) struct Recorded {
     pub(crate) wake_at: Option<DateTime<Utc>>,
     /// For hooks: when the hook times out, if it has a timeout.
     pub(crate) hook_timeout_at: Option<DateTime<Utc>>,
+    /// The sequence number of the first event recorded for this id (a forked run's copied
+    /// prefix is told apart by it).
+    pub(crate) first_seq: u64,
 }
 
 /// Recorded steps by correlation id, built once per execution from the event log.
 #[derive(Debug, Default)]
 pub(crate) struct History {
     by_id: HashMap<String, Recorded, IdHash>,
-    answerable: usize,
-    answerable_nested: usize,
+    answerable: AtomicUsize,
+    answerable_nested: AtomicUsize,
+    /// For a forked run: its copied prefix (see [`ForkedFrom`]).
+    fork: Option<ForkPrefix>,
+    /// For a forked run with a new input that diverged in this execution: the first
+    /// sequence number of the copied prefix that no longer answers (0: none diverged).
+    diverged_from: AtomicU64,
     /// The step-site fingerprints recorded by earlier executions (`run_started`), oldest
     /// first; empty for runs recorded before fingerprints were.
     fingerprints: Vec<String>,
     /// Whether the log holds a hook (created, or its resume URL recorded): only then can
     /// its values hold hook-token placeholders to expand on replay.
     holds_hooks: bool,
+}
+
+/// The copied prefix of a forked run, read from its `run_created` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ForkPrefix {
+    /// Events `1..prefix_len` are copies of the original's step events.
+    prefix_len: u64,
+    /// Whether the fork has a new input, so that copied steps may diverge.
+    input_changed: bool,
 }
 
 /// The hasher of [`History`]'s index: a folded multiply over 8-byte words (the scheme of
@@ -124,14 +143,22 @@ impl History {
         fn slot<'a>(
             by_id: &'a mut HashMap<String, Recorded, IdHash>,
             id: &str,
+            seq: u64,
         ) -> &'a mut Recorded {
             if !by_id.contains_key(id) {
-                by_id.insert(id.to_owned(), Recorded::default());
+                by_id.insert(
+                    id.to_owned(),
+                    Recorded {
+                        first_seq: seq,
+                        ..Recorded::default()
+                    },
+                );
             }
             by_id.get_mut(id).expect("inserted above")
         }
         let mut fingerprints: Vec<String> = Vec::new();
         let mut holds_hooks = false;
+        let mut fork: Option<ForkPrefix> = None;
         for event in events {
             let Event { seq, event, .. } = event;
             let NewEvent {
@@ -147,6 +174,28 @@ impl History {
                     && fingerprints.last() != Some(&fingerprint)
                 {
                     fingerprints.push(fingerprint);
+                }
+                continue;
+            }
+            if kind == EventKind::RunCreated {
+                // Only a fork's `run_created` says more than the run record: read that field.
+                if let Some(forked_from) = payload.get(field::FORKED_FROM)
+                    && let Ok(forked_from) = ForkedFrom::deserialize(forked_from)
+                {
+                    fork = Some(ForkPrefix {
+                        prefix_len: forked_from.prefix_len,
+                        input_changed: forked_from.input_changed,
+                    });
+                }
+                continue;
+            }
+            if kind == EventKind::ForkDiverged {
+                // The copied entries from `from_seq` on no longer answer; events written
+                // after this one (the diverging step running live) start fresh entries.
+                if let (Some(fork), Ok(EventPayload::ForkDiverged { from_seq, .. })) =
+                    (fork, EventPayload::decode_owned(kind, payload))
+                {
+                    by_id.retain(|_, r| !fork.voids(from_seq, r.first_seq));
                 }
                 continue;
             }
@@ -194,36 +243,36 @@ impl History {
                     digest,
                     ..
                 } => {
-                    let entry = slot(&mut by_id, id);
+                    let entry = slot(&mut by_id, id, seq);
                     entry.callee = callee;
                     entry.digest = digest;
                     entry.input = Some(input);
                 }
                 EventPayload::StepCompleted { output, callee, .. } => {
-                    let entry = slot(&mut by_id, id);
+                    let entry = slot(&mut by_id, id, seq);
                     if let Some(callee) = callee {
                         entry.callee = callee;
                     }
                     entry.outcome = Some(Ok(output));
                 }
                 EventPayload::StepFailed { error } => {
-                    slot(&mut by_id, id).outcome = Some(Err(error));
+                    slot(&mut by_id, id, seq).outcome = Some(Err(error));
                 }
                 EventPayload::SleepStarted { wake_at } => {
-                    let entry = slot(&mut by_id, id);
+                    let entry = slot(&mut by_id, id, seq);
                     entry.callee = "sleep".to_owned();
                     entry.wake_at = Some(wake_at);
                 }
                 EventPayload::SleepCompleted => {
-                    slot(&mut by_id, id).outcome = Some(Ok(Value::Null));
+                    slot(&mut by_id, id, seq).outcome = Some(Ok(Value::Null));
                 }
                 EventPayload::HookCreated { timeout_at, .. } => {
-                    let entry = slot(&mut by_id, id);
+                    let entry = slot(&mut by_id, id, seq);
                     entry.callee = "hook".to_owned();
                     entry.hook_timeout_at = timeout_at;
                 }
                 EventPayload::HookReceived(receipt) => {
-                    let entry = slot(&mut by_id, id);
+                    let entry = slot(&mut by_id, id, seq);
                     entry.outcome = Some(match receipt {
                         HookReceipt::TimedOut { .. } => {
                             Err(hook_timed_out(id, entry.hook_timeout_at))
@@ -234,28 +283,53 @@ impl History {
                 _ => {}
             }
         }
-        // Inner steps of a completed sub-workflow are never visited by a replay (the
-        // sub-workflow step answers for them), so they are not counted.
-        let visited = |id: &str| {
-            id.match_indices('/').all(|(end, _)| {
-                by_id
-                    .get(&id[..end])
-                    .is_none_or(|parent| parent.outcome.is_none())
-            })
-        };
-        let finished = by_id
-            .iter()
-            .filter(|(id, _)| !id.rsplit('/').next().unwrap_or(id).starts_with("$patch:"))
-            .filter(|(_, r)| r.outcome.is_some());
-        let answerable_nested = finished.clone().count();
-        let answerable = finished.filter(|(id, _)| visited(id)).count();
+        let (answerable, answerable_nested) = count_answerable(&by_id, |_| false);
         Ok(History {
             by_id,
-            answerable,
-            answerable_nested,
+            answerable: AtomicUsize::new(answerable),
+            answerable_nested: AtomicUsize::new(answerable_nested),
+            fork,
+            diverged_from: AtomicU64::new(0),
             fingerprints,
             holds_hooks,
         })
+    }
+
+    /// Whether `recorded` is a copied entry of a forked run with a new input, which the
+    /// code's call may diverge from (see [`History::diverge`]) instead of failing the run
+    /// with a non-determinism error.
+    pub(crate) fn may_diverge(&self, recorded: &Recorded) -> bool {
+        self.fork
+            .is_some_and(|fork| fork.input_changed && recorded.first_seq < fork.prefix_len)
+    }
+
+    /// The forked run diverges at a copied entry whose first event is `from_seq`: from now
+    /// on, every copied entry recorded at or after it no longer answers (the steps run
+    /// live). The caller records this as `fork_diverged` with the live step's start.
+    pub(crate) fn diverge(&self, from_seq: u64) {
+        let Some(fork) = self.fork else {
+            return;
+        };
+        let current = self.diverged_from.load(Ordering::Relaxed);
+        if current != 0 && current <= from_seq {
+            return;
+        }
+        self.diverged_from.store(from_seq, Ordering::Relaxed);
+        let (answerable, nested) =
+            count_answerable(&self.by_id, |r| fork.voids(from_seq, r.first_seq));
+        self.answerable.store(answerable, Ordering::Relaxed);
+        self.answerable_nested.store(nested, Ordering::Relaxed);
+    }
+
+    /// Whether a divergence of this execution voided `recorded`.
+    fn voided(&self, recorded: &Recorded) -> bool {
+        match self.fork {
+            None => false,
+            Some(fork) => fork.voids(
+                self.diverged_from.load(Ordering::Relaxed),
+                recorded.first_seq,
+            ),
+        }
     }
 
     /// Whether the log holds a hook, so that its values may hold hook-token placeholders
@@ -270,9 +344,9 @@ impl History {
     /// replay check re-enters to compare them).
     pub(crate) fn answerable(&self, nested: bool) -> usize {
         if nested {
-            self.answerable_nested
+            self.answerable_nested.load(Ordering::Relaxed)
         } else {
-            self.answerable
+            self.answerable.load(Ordering::Relaxed)
         }
     }
 
@@ -283,8 +357,40 @@ impl History {
 
     /// What the log holds for `id`.
     pub(crate) fn get(&self, id: &str) -> Option<&Recorded> {
-        self.by_id.get(id)
+        self.by_id.get(id).filter(|r| !self.voided(r))
     }
+}
+
+impl ForkPrefix {
+    /// Whether a divergence at `from_seq` (0: none) voids an entry first recorded at
+    /// `first_seq`: copied entries from there to the end of the prefix.
+    fn voids(self, from_seq: u64, first_seq: u64) -> bool {
+        from_seq != 0 && first_seq >= from_seq && first_seq < self.prefix_len
+    }
+}
+
+/// How many recorded outcomes a replay can answer, leaving out `ctx.patched` markers and
+/// the entries `skip` says no longer answer: (top-level and visited scopes, all nested).
+fn count_answerable(
+    by_id: &HashMap<String, Recorded, IdHash>,
+    skip: impl Fn(&Recorded) -> bool,
+) -> (usize, usize) {
+    // Inner steps of a completed sub-workflow are never visited by a replay (the
+    // sub-workflow step answers for them), so they are not counted.
+    let visited = |id: &str| {
+        id.match_indices('/').all(|(end, _)| {
+            by_id
+                .get(&id[..end])
+                .is_none_or(|parent| parent.outcome.is_none() || skip(parent))
+        })
+    };
+    let finished = by_id
+        .iter()
+        .filter(|(id, _)| !id.rsplit('/').next().unwrap_or(id).starts_with("$patch:"))
+        .filter(|(_, r)| r.outcome.is_some() && !skip(r));
+    let nested = finished.clone().count();
+    let answerable = finished.filter(|(id, _)| visited(id)).count();
+    (answerable, nested)
 }
 
 /// The error of a hook that received nothing before its deadline.

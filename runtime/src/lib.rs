@@ -108,6 +108,7 @@ pub use engine::{
     RunExport, RunOutcome, RunTransition, StartOptions, StepStatus, StepSummary, SystemClock,
     UnpausedRun, judge_replay, summarize_steps, token_usage,
 };
+pub use engine::{ForkOptions, ForkedRun, forked_from};
 pub use error::{
     ActionError, Difference, EngineError, NonDeterminism, NonDeterminismCause, SchemaViolation,
     Violation, WorkflowError, kinds,

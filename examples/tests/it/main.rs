@@ -9,6 +9,7 @@ mod crash;
 mod delayed_start_cli;
 mod expense_report;
 mod file_digest;
+mod fork_cli;
 mod hardening_cli;
 mod hot_runs;
 mod idempotent_cli;

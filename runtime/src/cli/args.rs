@@ -13,7 +13,7 @@ Exit codes:
   0  completed: the run (or every resumed run) completed, every checked run replays
   1  a run failed or was canceled, or `workflows check` found runs that no longer replay
   2  usage, input or validation error (bad flags, invalid JSON, schema violations,
-     unknown workflow or run, a hook secret under 32 bytes)
+     unknown workflow, run or step, a hook secret under 32 bytes)
   3  a run is still waiting (on a sleep or hook) or continues in another process
   4  store or infrastructure failure: the database cannot be opened, read or written
      (missing, corrupt, not a database, written by a newer reprise, read-only, disk
@@ -339,6 +339,35 @@ pub(crate) enum RunsCommand {
         /// Only this run.
         id: Option<String>,
         /// Print JSON lines, one per run.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fork a run from one of its steps into a new run: the steps recorded before it replay
+    /// from the original's log (they do not run again), it and everything after it run
+    /// live on the current code. With `--input`, the new run takes that input, and the
+    /// first copied step whose input changed runs live with every step recorded after it.
+    /// The original is not changed. A worker, `dev` or `runs resume` executes the new run.
+    Fork {
+        /// The original run's id.
+        id: String,
+        /// The step to fork from: its id as `runs get` shows it (`charge#0`,
+        /// `enrich-lead#0/score-lead#0`).
+        #[arg(long, value_name = "STEP-ID")]
+        from: String,
+        /// A new workflow input: JSON text, or `@path` to read it from a file (default: the
+        /// original's input).
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart a run: a new run of the same workflow with the same input, in which every
+    /// step runs again (a fork from the start). The original is not changed.
+    Restart {
+        /// The original run's id.
+        id: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },

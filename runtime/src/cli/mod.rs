@@ -87,7 +87,7 @@ const MIN_HOOK_SECRET: usize = crate::engine::MIN_HOOK_SECRET_LEN;
 
 /// The exit code of a command that failed with `error`: [`EXIT_USAGE`] for what the
 /// caller can fix in the command line or its input (a schema violation, an unknown
-/// workflow, run or hook, invalid JSON, a configuration error, an operation the run's
+/// workflow, run, hook or step (`runs fork --from`), invalid JSON, a configuration error, an operation the run's
 /// state does not allow, an idempotency key reused with another input),
 /// [`EXIT_INCOMPLETE`] when the run goes on in another process
 /// (its lease is held or was taken over), and [`EXIT_STORE`] for store failures (every
@@ -101,7 +101,8 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::Config(_)
         | EngineError::InvalidState { .. }
         | EngineError::Serde(_)
-        | EngineError::IdempotencyConflict { .. } => EXIT_USAGE,
+        | EngineError::IdempotencyConflict { .. }
+        | EngineError::UnknownStep { .. } => EXIT_USAGE,
         EngineError::Conflict { .. }
         | EngineError::LeaseLost { .. }
         | EngineError::Leased { .. } => EXIT_INCOMPLETE,
@@ -532,6 +533,22 @@ async fn dispatch(
             }
             Ok(EXIT_COMPLETED)
         }
+        Command::Runs(RunsCommand::Fork {
+            id,
+            from,
+            input,
+            json,
+        }) => {
+            let mut options = crate::ForkOptions::from_step(from).by(cli_user());
+            if let Some(input) = input {
+                options = options.input(read_json(&input, "--input")?);
+            }
+            fork_run(engine, RunId(id), options, json).await
+        }
+        Command::Runs(RunsCommand::Restart { id, json }) => {
+            let options = crate::ForkOptions::restart().by(cli_user());
+            fork_run(engine, RunId(id), options, json).await
+        }
         Command::Workflows(WorkflowsCommand::List) => {
             let paused = engine.workflow_pauses().await?;
             output::print_workflows(engine, &paused);
@@ -608,13 +625,20 @@ async fn dispatch(
             let events = engine.events(&id).await?;
             let steps = summarize_steps(&events);
             let hooks = engine.open_hooks(&id).await?;
+            let forked_from = crate::forked_from(&events);
             if json {
                 let usage = crate::engine::token_usage(&events);
-                let body =
+                let mut body =
                     json!({ "run": record, "steps": steps, "open_hooks": hooks, "usage": usage });
+                if let Some(forked_from) = &forked_from {
+                    body["forked_from"] = json!(forked_from);
+                }
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps);
+                if let Some(forked_from) = &forked_from {
+                    output::print_forked_from(forked_from);
+                }
                 if let Some(wake_at) = record.wake_at
                     && !record.status.is_terminal()
                 {
@@ -879,6 +903,35 @@ fn cli_user() -> String {
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     )
+}
+
+/// `runs fork` and `runs restart`: creates the new run and prints it.
+async fn fork_run(
+    engine: &Engine,
+    id: RunId,
+    options: crate::ForkOptions,
+    json: bool,
+) -> Result<u8, EngineError> {
+    let forked = engine.fork_run(&id, options).await?;
+    if json {
+        println!("{}", json!(forked));
+        return Ok(EXIT_COMPLETED);
+    }
+    let what = match &forked.forked_from.step {
+        Some(step) => format!(
+            "forked from run {id} at step {step}: {} copied events replay, {step} and what \
+             follows run live",
+            forked.copied
+        ),
+        None => format!("restarted from run {id}: every step runs again"),
+    };
+    let input = if forked.forked_from.input_changed {
+        " with a new input (copied steps whose input changed run again)"
+    } else {
+        ""
+    };
+    println!("run {} queued, {what}{input}", forked.run_id);
+    Ok(EXIT_COMPLETED)
 }
 
 /// Reports a run by its record (it was executed elsewhere); returns the exit code.

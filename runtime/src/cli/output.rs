@@ -139,3 +139,19 @@ pub(super) fn print_check(checked: usize, incompatible: &[super::Incompatible]) 
         );
     }
 }
+
+/// The origin of a forked or restarted run, after its record (`runs get`).
+pub(super) fn print_forked_from(from: &crate::event::ForkedFrom) {
+    let input = if from.input_changed {
+        ", new input"
+    } else {
+        ""
+    };
+    match &from.step {
+        Some(step) => println!(
+            "forked from run {} at step {step} by {}{input}",
+            from.run_id, from.by
+        ),
+        None => println!("restarted from run {} by {}{input}", from.run_id, from.by),
+    }
+}

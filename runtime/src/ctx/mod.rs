@@ -381,7 +381,7 @@ impl Ctx {
         &self.run.workflow
     }
 
-    /// What started the run (`api`, `cli`, `cron`, `webhook`, `poll`, `retry`, `code`).
+    /// What started the run (`api`, `cli`, `cron`, `webhook`, `poll`, `retry`, `code`, `fork`).
     pub fn trigger(&self) -> Trigger {
         self.run.trigger
     }

@@ -126,21 +126,28 @@ impl RunState {
             .input
             .map(|input| self.input_digest(input))
             .unwrap_or_default();
-        let recorded = self.history.get(call.id);
+        let mut recorded = self.history.get(call.id);
         let mut previous = None;
         let mut verify = false;
-        if let Some(recorded) = recorded {
+        if let Some(held) = recorded {
             // A seeded step (testkit) records no callee or digest: it matches any call.
-            if !recorded.callee.is_empty() && recorded.callee != call.callee {
-                return Err(self.mismatch(call, recorded, &digest));
+            let differs = (!held.callee.is_empty() && held.callee != call.callee)
+                || call.input.is_some_and(|input| {
+                    !held.digest.is_empty()
+                        && held.digest != digest
+                        && !self.matches_legacy_digest(input, &held.digest)
+                });
+            if differs {
+                if self.replay_only() || !self.history.may_diverge(held) {
+                    return Err(self.mismatch(call, held, &digest));
+                }
+                // A fork with a new input reached a copied step the code now calls
+                // differently: the run diverges here and goes on live.
+                self.diverge(call.id, held.first_seq);
+                recorded = None;
             }
-            if let Some(input) = call.input
-                && !recorded.digest.is_empty()
-                && recorded.digest != digest
-                && !self.matches_legacy_digest(input, &recorded.digest)
-            {
-                return Err(self.mismatch(call, recorded, &digest));
-            }
+        }
+        if let Some(recorded) = recorded {
             match &recorded.outcome {
                 Some(_) if call.shape == Shape::Scope && self.verifies_scopes() => {
                     previous = Some(recorded);
@@ -186,6 +193,28 @@ impl RunState {
             verify,
             _live: live,
         }))
+    }
+
+    /// A forked run with a new input diverges at copied step `id` (first recorded at
+    /// `from_seq`): the copied entries from there on no longer answer, and `fork_diverged`
+    /// is written before the step's own events, so a later execution rebuilds the same
+    /// history. Logged once per divergence.
+    fn diverge(&self, id: &str, from_seq: u64) {
+        self.history.diverge(from_seq);
+        self.push_pending(self.event(
+            None,
+            1,
+            EventPayload::ForkDiverged {
+                step: id.to_owned(),
+                from_seq,
+            },
+        ));
+        tracing::info!(
+            run = %self.run_id,
+            step = id,
+            from_seq,
+            "forked run diverges from its copied prefix: the step runs live"
+        );
     }
 
     /// Whether finished scopes are re-entered to compare their inner steps (replay-only

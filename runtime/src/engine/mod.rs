@@ -5,6 +5,7 @@ mod execute;
 mod export;
 mod failure;
 mod fingerprint;
+mod fork_run;
 mod hot;
 mod idempotent;
 mod lease;
@@ -31,6 +32,7 @@ pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use failure::FailedRun;
+pub use fork_run::{ForkOptions, ForkedRun, forked_from};
 pub(crate) use idempotent::check_idempotency_key;
 pub use pause::{PauseOutcome, UnpausedRun};
 pub use replay_check::{ReplayMismatch, judge_replay};
@@ -722,6 +724,7 @@ impl Engine {
                 input,
                 trigger,
                 start_at,
+                forked_from: None,
             },
         );
         Ok((record, created))

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 mod payload;
 
-pub use payload::{EventPayload, HookReceipt, PauseReason, PayloadError, SuspendReason, field};
+pub use payload::{
+    EventPayload, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason, field,
+};
 
 /// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -176,6 +178,10 @@ pub enum EventKind {
     RunPaused,
     /// A paused run was queued again. Payload: [`EventPayload::RunUnpaused`].
     RunUnpaused,
+    /// A forked run whose input changed reached a copied step that no longer matches the
+    /// code's call (another callee or input): from this step on, the copied prefix no longer
+    /// answers and the steps run live. Payload: [`EventPayload::ForkDiverged`].
+    ForkDiverged,
 }
 
 impl EventKind {
@@ -200,6 +206,7 @@ impl EventKind {
             EventKind::RunRetried => "run_retried",
             EventKind::RunPaused => "run_paused",
             EventKind::RunUnpaused => "run_unpaused",
+            EventKind::ForkDiverged => "fork_diverged",
         }
     }
 
@@ -225,6 +232,7 @@ impl EventKind {
             RunRetried,
             RunPaused,
             RunUnpaused,
+            ForkDiverged,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == s)
@@ -307,6 +315,9 @@ pub enum Trigger {
     /// The failure of another run, whose workflow names this one as its `on_failure`
     /// handler (the input is a [`crate::FailedRun`]).
     OnFailure,
+    /// A fork or restart of another run ([`crate::Engine::fork_run`]); its `run_created`
+    /// names the original ([`ForkedFrom`]).
+    Fork,
 }
 
 impl Trigger {
@@ -321,6 +332,7 @@ impl Trigger {
             Trigger::Retry => "retry",
             Trigger::Code => "code",
             Trigger::OnFailure => "on_failure",
+            Trigger::Fork => "fork",
         }
     }
 }

@@ -82,8 +82,39 @@ pub mod field {
     pub const WAITS: &str = "waits";
     /// `run_retried`: who asked (`cli:<user>`, `api`, or what the caller passed).
     pub const BY: &str = "by";
-    /// `run_retried`: the step whose failure failed the run, which runs again.
+    /// `run_retried`: the step whose failure failed the run, which runs again;
+    /// `fork_diverged`: the copied step that no longer matched.
     pub const STEP: &str = "step";
+    /// `run_created` of a fork or restart: the original run and the copied prefix
+    /// ([`super::ForkedFrom`]).
+    pub const FORKED_FROM: &str = "forked_from";
+    /// `fork_diverged`: the sequence number (in the forked run's log) of the first event of
+    /// the step that diverged; copied events from there on no longer answer replay.
+    pub const FROM_SEQ: &str = "from_seq";
+}
+
+/// Where a forked (or restarted) run comes from: the `forked_from` field of its
+/// `run_created` event (see `Engine::fork_run`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ForkedFrom {
+    /// The original run (left untouched by the fork).
+    pub run_id: super::RunId,
+    /// The step the fork starts from (it and everything recorded after it run live);
+    /// `None` for a restart (nothing copied).
+    #[serde(default)]
+    pub step: Option<String>,
+    /// The length of the copied prefix in the forked run's log: events `1..prefix_len`
+    /// are copies of the original's step events (`run_created` is event 0). `1` for a
+    /// restart.
+    #[serde(default)]
+    pub prefix_len: u64,
+    /// Whether the fork was given a new input: the copied steps are then checked against
+    /// it, and the first one that no longer matches runs live (`fork_diverged`).
+    #[serde(default)]
+    pub input_changed: bool,
+    /// Who asked (`cli:<user>`, `api`, or what the caller passed).
+    #[serde(default)]
+    pub by: String,
 }
 
 /// An event's payload, typed: one variant per [`EventKind`] (see [`EventPayload::kind`]).
@@ -92,7 +123,7 @@ pub mod field {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventPayload {
-    /// `{"workflow", "input", "trigger", "start_at"?}`.
+    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?}`.
     RunCreated {
         /// The workflow's slug.
         workflow: String,
@@ -103,6 +134,8 @@ pub enum EventPayload {
         /// The start time requested by a delayed start (`--delay`, `?start_at=`), if any;
         /// the run was due from then (at once when it had passed).
         start_at: Option<DateTime<Utc>>,
+        /// For a fork or restart: the original run and the copied prefix.
+        forked_from: Option<ForkedFrom>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -230,6 +263,14 @@ pub enum EventPayload {
         /// For a parked run: the step that runs again (its recorded failure, and those of
         /// the scopes around it, no longer answer replay, as after `run_retried`).
         step: Option<String>,
+    },
+    /// `{"step", "from_seq"}`.
+    ForkDiverged {
+        /// The copied step that no longer matched the code's call.
+        step: String,
+        /// The sequence number of that step's first event: copied events from there on
+        /// (up to the end of the copied prefix) no longer answer replay.
+        from_seq: u64,
     },
 }
 
@@ -382,6 +423,7 @@ impl EventPayload {
             EventPayload::RunRetried { .. } => EventKind::RunRetried,
             EventPayload::RunPaused { .. } => EventKind::RunPaused,
             EventPayload::RunUnpaused { .. } => EventKind::RunUnpaused,
+            EventPayload::ForkDiverged { .. } => EventKind::ForkDiverged,
         }
     }
 
@@ -405,12 +447,16 @@ impl EventPayload {
                 input,
                 trigger,
                 start_at,
+                forked_from,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
                 put(field::TRIGGER, Value::from(trigger.as_str()));
                 if let Some(start_at) = start_at {
                     put(field::START_AT, to_json(&start_at));
+                }
+                if let Some(forked_from) = forked_from {
+                    put(field::FORKED_FROM, to_json(&forked_from));
                 }
             }
             EventPayload::RunStarted { fingerprint } => {
@@ -538,6 +584,10 @@ impl EventPayload {
                     put(field::STEP, Value::String(step));
                 }
             }
+            EventPayload::ForkDiverged { step, from_seq } => {
+                put(field::STEP, Value::String(step));
+                put(field::FROM_SEQ, Value::from(from_seq));
+            }
         }
         Value::Object(out)
     }
@@ -564,6 +614,7 @@ impl EventPayload {
                 input: f.value(field::INPUT),
                 trigger: f.required(field::TRIGGER)?,
                 start_at: f.optional(field::START_AT),
+                forked_from: f.optional(field::FORKED_FROM),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -651,6 +702,10 @@ impl EventPayload {
             EventKind::RunUnpaused => EventPayload::RunUnpaused {
                 by: f.string(field::BY).unwrap_or_default(),
                 step: f.string(field::STEP),
+            },
+            EventKind::ForkDiverged => EventPayload::ForkDiverged {
+                step: f.string(field::STEP).unwrap_or_default(),
+                from_seq: f.required(field::FROM_SEQ)?,
             },
         })
     }
@@ -865,6 +920,7 @@ mod tests {
                 input: input.clone(),
                 trigger: Trigger::Cron,
                 start_at: None,
+                forked_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
         );
@@ -874,8 +930,35 @@ mod tests {
                 input: input.clone(),
                 trigger: Trigger::Api,
                 start_at: Some(at(7)),
+                forked_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
+        );
+        let forked_from = ForkedFrom {
+            run_id: super::super::RunId::from("r1"),
+            step: Some("charge#0".into()),
+            prefix_len: 5,
+            input_changed: true,
+            by: "cli:ada".into(),
+        };
+        round_trip(
+            EventPayload::RunCreated {
+                workflow: "wf".into(),
+                input: input.clone(),
+                trigger: Trigger::Fork,
+                start_at: None,
+                forked_from: Some(forked_from),
+            },
+            json!({ "workflow": "wf", "input": input, "trigger": "fork", "forked_from": {
+                "run_id": "r1", "step": "charge#0", "prefix_len": 5, "input_changed": true,
+                "by": "cli:ada" } }),
+        );
+        round_trip(
+            EventPayload::ForkDiverged {
+                step: "charge#0".into(),
+                from_seq: 3,
+            },
+            json!({ "step": "charge#0", "from_seq": 3 }),
         );
         round_trip(
             EventPayload::RunStarted {

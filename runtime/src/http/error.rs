@@ -124,6 +124,7 @@ impl From<EngineError> for ApiError {
 /// | `Store`, `Storage`, `LeaseLost` | 503 (retry later) | `store`, `lease_lost` |
 /// | `Corrupt` | 500 | `corrupt` |
 /// | `Config` | 500 (the server's configuration is wrong) | `config` |
+/// | `UnknownStep` (`POST /runs/{id}/fork` with a `from` the run's log lacks) | 422 | `unknown_step` |
 pub(crate) fn from_engine(error: EngineError) -> ApiError {
     use StatusCode as S;
     let message = error.to_string();
@@ -153,6 +154,9 @@ pub(crate) fn from_engine(error: EngineError) -> ApiError {
         }
         EngineError::Corrupt { .. } => ApiError::new(S::INTERNAL_SERVER_ERROR, "corrupt", message),
         EngineError::Config(_) => ApiError::new(S::INTERNAL_SERVER_ERROR, "config", message),
+        EngineError::UnknownStep { .. } => {
+            ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_step", message)
+        }
     }
 }
 

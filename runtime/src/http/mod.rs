@@ -31,6 +31,8 @@
 //! | `POST /runs/{id}/pause` | 200 `{"run_id","status":"paused"}`; 202 `{"run_id","status":"running","pause_requested":true}` while it executes (it pauses at its next step boundary) | 404, 409 already ended |
 //! | `POST /runs/{id}/unpause` | 200 `{"run_id","status":"queued","attempt","step"?}` (a parked run runs its failed step again) | 404, 409 not paused |
 //! | `POST /workflows/{slug}/pause`, `POST /workflows/{slug}/unpause` | 200 `{"workflow","paused","changed"}`: while paused, no run of the workflow is claimed | 404 unknown slug (pause) |
+//! | `POST /runs/{id}/fork` (body `{"from": "<step id>", "input"?: …}`) | 201 `{"run_id","status":"queued","forked_from","copied"}`: a new run whose steps before `from` replay from the original's log; with `input`, the first copied step whose input changed runs live with all after it; the original is unchanged | 400 bad body, 404 unknown run, 422 `unknown_step` (lists some step ids) or `schema` (new input, with pointers) |
+//! | `POST /runs/{id}/restart` | 201 as fork: a new run with the same input in which every step runs again | 404 |
 //! | `POST /runs/{id}/cancel` | 200 `{"run_id","status":"canceled"}`; 202 `{"run_id","status":"running","cancel_requested":true}` while it executes | 404, 409 already ended |
 //! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 422 schema violations (the hook stays open) |
 //! | `POST /webhooks/{source}` | 202 `{"run_id"}`; 200 `{"run_id","duplicate":true}`; 200 `{"ignored":true,"reason"}` | 401 bad signature, 404 unknown source, 422 invalid payload |
@@ -332,6 +334,8 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
         .route("/runs/{id}/unpause", post(pause::unpause_run))
         .route("/workflows/{slug}/pause", post(pause::pause_workflow))
         .route("/workflows/{slug}/unpause", post(pause::unpause_workflow))
+        .route("/runs/{id}/fork", post(runs::fork))
+        .route("/runs/{id}/restart", post(runs::restart))
         .route("/openapi.json", get(openapi::document))
         .route("/schedules", get(schedules::list).post(schedules::create))
         .route(

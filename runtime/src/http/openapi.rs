@@ -14,7 +14,7 @@ use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody, ViolationBody};
 use super::pause::{PauseState, WorkflowPauseState};
-use super::runs::{HookView, Retried, RunDetail, RunSummary};
+use super::runs::{Forked, HookView, Retried, RunDetail, RunSummary};
 use super::schedules::{
     BackfillRange, BackfillView, Deleted, NewSchedule, ScheduleView, Triggered,
 };
@@ -45,6 +45,8 @@ use crate::registry::WorkflowEntry;
         pause::unpause_run,
         pause::pause_workflow,
         pause::unpause_workflow,
+        runs::fork,
+        runs::restart,
         hooks::resume_post,
         hooks::resume_get,
         webhooks::deliver,
@@ -77,11 +79,12 @@ use crate::registry::WorkflowEntry;
         BackfillRange,
         BackfillView,
         Triggered,
-        Deleted
+        Deleted,
+        Forked
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
-        (name = "runs", description = "Runs: list, inspect, events, cancel, retry, pause"),
+        (name = "runs", description = "Runs: list, inspect, events, cancel, retry, pause, fork, restart"),
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),

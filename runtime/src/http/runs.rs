@@ -1,4 +1,5 @@
-//! `GET /runs`, `GET /runs/{id}`, `GET /runs/{id}/events`, `POST /runs/{id}/cancel`.
+//! `GET /runs`, `GET /runs/{id}`, `GET /runs/{id}/events`, `POST /runs/{id}/cancel`,
+//! `POST /runs/{id}/retry`, `POST /runs/{id}/fork`, `POST /runs/{id}/restart`.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -10,9 +11,10 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::views::RunState;
-use crate::engine::{CancelOutcome, StepSummary, summarize_steps};
+use crate::engine::{CancelOutcome, ForkOptions, StepSummary, summarize_steps};
 use crate::event::{Event, RunFilter, RunId, RunRecord, RunStatus};
 
 /// How many runs `GET /runs` returns without `limit`.
@@ -29,7 +31,7 @@ pub(crate) struct RunSummary {
     status: String,
     /// The current run attempt, from 1 (0 before the first attempt started).
     attempt: u32,
-    /// What started it: `api`, `cli`, `cron`, `webhook`, `poll`, `retry` or `code`.
+    /// What started it: `api`, `cli`, `cron`, `webhook`, `poll`, `retry`, `code` or `fork`.
     trigger: String,
     /// When it was created (RFC 3339, UTC).
     #[schema(value_type = String, format = DateTime)]
@@ -107,6 +109,11 @@ pub(crate) struct RunDetail {
     /// "total_tokens"}` (zeros for a run without AI steps).
     #[schema(value_type = Object)]
     usage: crate::llm::Usage,
+    /// For a fork or restart, where it comes from (read from its `run_created` event):
+    /// `{"run_id", "step"?, "prefix_len", "input_changed", "by"}`; absent for other runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    forked_from: Option<crate::event::ForkedFrom>,
 }
 
 /// Query of `GET /runs`.
@@ -258,6 +265,7 @@ pub(crate) async fn get(
         steps: summarize_steps(&events),
         hooks,
         usage: crate::engine::token_usage(&events),
+        forked_from: crate::engine::forked_from(&events),
     }))
 }
 
@@ -363,4 +371,117 @@ pub(crate) async fn retry(
         attempt: retried.attempt,
         step: retried.step,
     }))
+}
+
+/// The answer of `POST /runs/{id}/fork` and `POST /runs/{id}/restart`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Forked {
+    /// The new run.
+    run_id: String,
+    /// `queued`: a worker executes it.
+    #[schema(value_type = String)]
+    status: RunStatus,
+    /// Where it comes from: `{"run_id", "step"?, "prefix_len", "input_changed", "by"}`.
+    #[schema(value_type = Object)]
+    forked_from: crate::event::ForkedFrom,
+    /// How many of the original's events were copied (they replay; 0 for a restart).
+    copied: usize,
+}
+
+impl From<crate::engine::ForkedRun> for Forked {
+    fn from(forked: crate::engine::ForkedRun) -> Self {
+        Forked {
+            run_id: forked.run_id.to_string(),
+            status: RunStatus::Queued,
+            forked_from: forked.forked_from,
+            copied: forked.copied,
+        }
+    }
+}
+
+/// The keys `POST /runs/{id}/fork` accepts, for error messages.
+const FORK_KEYS: &str = "`from` (a step id as `GET /runs/{id}` lists it) and optionally `input`";
+
+/// Forks a run from one of its steps into a new, queued run: the steps recorded before
+/// `from` replay from the original's log, `from` and what follows run live. With `input`,
+/// the new run takes it (validated like a start), and the first copied step whose input
+/// changed runs live with every step recorded after it. The original is not changed.
+/// Recorded in the new run's `run_created` as `forked_from` with `"by": "api"`.
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/fork",
+    operation_id = "fork_run",
+    tag = "runs",
+    params(("id" = String, Path, description = "The original run's id")),
+    request_body(content = Object, description = "`{\"from\": \"<step id>\", \"input\"?: <new workflow input>}`"),
+    responses(
+        (status = 201, description = "The new run, queued", body = Forked),
+        (status = 400, description = "The body is not JSON, lacks `from`, or has other keys", body = ErrorBody),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
+        (status = 404, description = "No run has this id (or its workflow is not registered)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json`", body = ErrorBody),
+        (status = 422, description = "`unknown_step`: the run has no step `from` (the message lists some it has); `schema`: the new input does not match the workflow's input schema (`violations` names each JSON pointer). Nothing is created", body = ErrorBody),
+    )
+)]
+pub(crate) async fn fork(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Forked>), ApiError> {
+    let Value::Object(mut body) = body else {
+        return Err(ApiError::bad_request(format!(
+            "the body must be a JSON object with {FORK_KEYS}"
+        )));
+    };
+    let from = match body.remove("from") {
+        Some(Value::String(from)) if !from.is_empty() => from,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`from` must be a step id (a string such as \"charge#0\"), not {other}"
+            )));
+        }
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "the body has no `from`; send {FORK_KEYS}"
+            )));
+        }
+    };
+    let input = body.remove("input");
+    if let Some(key) = body.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "unknown key `{key}` in the body; send {FORK_KEYS}"
+        )));
+    }
+    let mut options = ForkOptions::from_step(from).by("api");
+    if let Some(input) = input {
+        options = options.input(input);
+    }
+    let forked = state.engine.fork_run(&RunId(id), options).await?;
+    Ok((StatusCode::CREATED, Json(forked.into())))
+}
+
+/// Restarts a run: a new, queued run of the same workflow with the same input, in which
+/// every step runs again. The original is not changed. Recorded in the new run's
+/// `run_created` as `forked_from` (no `step`) with `"by": "api"`.
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/restart",
+    operation_id = "restart_run",
+    tag = "runs",
+    params(("id" = String, Path, description = "The original run's id")),
+    responses(
+        (status = 201, description = "The new run, queued", body = Forked),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
+        (status = 404, description = "No run has this id (or its workflow is not registered)", body = ErrorBody),
+        (status = 415, description = "A body that is not `application/json` (send none, or JSON)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn restart(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Forked>), ApiError> {
+    let forked = state.engine.restart_run(&RunId(id), "api").await?;
+    Ok((StatusCode::CREATED, Json(forked.into())))
 }

@@ -377,6 +377,22 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn create_run_with_events(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        events: Vec<NewEvent>,
+    ) -> Result<(), EngineError> {
+        let mut runs = self.lock();
+        let id = record.id.clone();
+        insert_run(&mut runs, record, created)?;
+        if let Some(entry) = runs.by_id.get_mut(&id) {
+            entry.events.extend(events);
+            entry.record.next_seq = entry.events.len() as u64;
+        }
+        Ok(())
+    }
+
     async fn append(&self, append: Append) -> Result<(), EngineError> {
         let mut runs = self.lock();
         let Some(entry) = runs.by_id.get_mut(&append.run_id) else {

@@ -327,6 +327,38 @@ pub trait Store: Send + Sync + 'static {
         let _ = (name, paused, by, at);
         Err(no_schedules())
     }
+
+    /// Creates a run whose log starts with more than its `run_created` event (a fork: the
+    /// copied prefix of another run, see `Engine::fork_run`): `created` is event 0 and
+    /// `events` follow from sequence number 1; `record.next_seq` must be 1 (the stored run's
+    /// becomes `1 + events.len()`). Fails, creating nothing, if the id exists.
+    ///
+    /// The memory, SQLite and Postgres stores write it in one transaction, so no worker
+    /// ever sees the run without its prefix. The default implementation (for other stores)
+    /// is [`Store::create_run`] then [`Store::append`]: override it to make it atomic.
+    ///
+    /// # Errors
+    /// As [`Store::create_run`] and [`Store::append`].
+    async fn create_run_with_events(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        events: Vec<NewEvent>,
+    ) -> Result<(), EngineError> {
+        let run_id = record.id.clone();
+        self.create_run(record, created).await?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.append(Append {
+            run_id,
+            first_seq: 1,
+            events,
+            update: RunUpdate::default(),
+            fence: None,
+        })
+        .await
+    }
 }
 
 /// The error of the default schedule writes of [`Store`].

@@ -1055,6 +1055,62 @@ impl Store for PostgresStore {
         self.schedule_set_paused(name, paused, by, at).await
     }
 
+    async fn create_run_with_events(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        events: Vec<NewEvent>,
+    ) -> Result<(), EngineError> {
+        let create = EncodedCreate::new(record, &created)?;
+        let run = create.id.as_str();
+        let what = &format!("cannot create run `{run}`");
+        let pg = |what: &str, e| pg_run(what, run, e);
+        let mut kinds: Vec<&str> = Vec::with_capacity(events.len());
+        let mut ids: Vec<Option<String>> = Vec::with_capacity(events.len());
+        let mut attempts: Vec<i64> = Vec::with_capacity(events.len());
+        let mut ats: Vec<i64> = Vec::with_capacity(events.len());
+        let mut payloads: Vec<String> = Vec::with_capacity(events.len());
+        for event in &events {
+            kinds.push(event.kind.as_str());
+            ids.push(event.correlation_id.clone());
+            attempts.push(i64::from(event.attempt));
+            ats.push(micros(event.at));
+            payloads.push(serde_json::to_string(&event.payload)?);
+        }
+        let next_seq = 1 + events.len() as i64;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| pg(what, e))?;
+        let stmt = tx
+            .prepare_cached(CREATE_RUN_SQL)
+            .await
+            .map_err(|e| pg(what, e))?;
+        let inserted = tx
+            .execute(&stmt, &create.params())
+            .await
+            .map_err(|e| pg(what, e))?;
+        if inserted == 0 {
+            tx.rollback().await.map_err(|e| pg(what, e))?;
+            return Err(codec::run_exists(run));
+        }
+        tx.execute(
+            "INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
+             SELECT $1::text, e.ord, e.kind, e.correlation_id, e.attempt, e.at, e.payload::json
+             FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
+                  WITH ORDINALITY AS e (kind, correlation_id, attempt, at, payload, ord)",
+            &[&create.id, &kinds, &ids, &attempts, &ats, &payloads],
+        )
+        .await
+        .map_err(|e| pg(what, e))?;
+        tx.execute(
+            "UPDATE reprise_runs SET next_seq = $2::bigint WHERE id = $1::text",
+            &[&create.id, &next_seq],
+        )
+        .await
+        .map_err(|e| pg(what, e))?;
+        tx.commit().await.map_err(|e| pg(what, e))?;
+        Ok(())
+    }
+
     async fn append(&self, append: Append) -> Result<(), EngineError> {
         let Append {
             run_id,

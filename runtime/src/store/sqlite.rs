@@ -786,6 +786,23 @@ impl Store for SqliteStore {
         self.schedule_write(op).await.map(drop)
     }
 
+    async fn create_run_with_events(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        events: Vec<NewEvent>,
+    ) -> Result<(), EngineError> {
+        let create = encode_create(record, &created)?;
+        let events = events
+            .iter()
+            .map(EncodedEvent::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        match self.write(Op::CreateWithEvents(create, events)).await? {
+            Reply::Done => Ok(()),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
     async fn append(&self, append: Append) -> Result<(), EngineError> {
         let Append {
             run_id,
@@ -1051,6 +1068,8 @@ enum Op {
     /// A workflow's pause (`Some((by, at))`) or its resumption (`None`).
     SetWorkflowPause(String, Option<(String, i64)>),
     Schedule(schedules::ScheduleOp),
+    /// A run with its `run_created` event and the events after it (a fork's prefix).
+    CreateWithEvents(EncodedCreate, Vec<EncodedEvent>),
 }
 
 impl Op {
@@ -1290,7 +1309,28 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
             Ok(Reply::Done)
         }
         Op::Schedule(op) => schedules::apply(conn, op),
+        Op::CreateWithEvents(create, events) => {
+            apply_create_with_events(conn, create, events).map(|()| Reply::Done)
+        }
     }
+}
+
+/// [`apply_create`], then `events` from sequence number 1, in the same savepoint.
+fn apply_create_with_events(
+    conn: &Connection,
+    create: &EncodedCreate,
+    events: &[EncodedEvent],
+) -> Result<(), EngineError> {
+    apply_create(conn, create)?;
+    for (seq, event) in (1..).zip(events) {
+        insert_event(conn, &create.id, seq, event)?;
+    }
+    let what = format!("cannot create run `{}`", create.id);
+    conn.prepare_cached("UPDATE runs SET next_seq = ?2 WHERE id = ?1")
+        .ctx_run(&what, &create.id)?
+        .execute(rusqlite::params![create.id, 1 + events.len() as i64])
+        .ctx_run(&what, &create.id)?;
+    Ok(())
 }
 
 fn release_failed(lease: &Lease) -> String {

@@ -97,6 +97,7 @@ macro_rules! conformance_suite {
                     runs_of_a_paused_workflow_are_not_claimed,
                     schedules_round_trip,
                     schedule_creation_is_atomic_and_pause_rows_are_upserted,
+                    create_run_with_events_writes_the_whole_prefix,
                 );
             }
         )*
@@ -1887,4 +1888,79 @@ async fn schedule_creation_is_atomic_and_pause_rows_are_upserted(store: SharedSt
     let paused = store.schedule("race").await.unwrap().unwrap();
     assert!(paused.paused);
     assert_eq!(paused.definition, stored.definition);
+}
+
+/// A fork is created with its copied prefix in one write: the run, its `run_created` and
+/// the copied events, numbered from 1, with `next_seq` after them; a duplicate id creates
+/// nothing; appends go on after the prefix.
+async fn create_run_with_events_writes_the_whole_prefix(store: SharedStore) {
+    let record = record("fork-1", "signup", t(0));
+    let prefix = vec![
+        event(
+            EventKind::StepStarted,
+            Some("a#0"),
+            t(1),
+            json!({ "callee": "a", "kind": "action", "input": { "n": 1 }, "digest": "00" }),
+        ),
+        event(
+            EventKind::StepCompleted,
+            Some("a#0"),
+            t(2),
+            json!({ "output": { "n": 2 } }),
+        ),
+        event(
+            EventKind::SleepStarted,
+            Some("sleep#0"),
+            t(3),
+            json!({ "wake_at": t(9) }),
+        ),
+    ];
+    store
+        .create_run_with_events(record.clone(), created_event(&record), prefix.clone())
+        .await
+        .expect("create_run_with_events");
+    let stored = get(&store, &record.id).await;
+    assert_eq!(stored.next_seq, 4);
+    assert_eq!(stored.status, RunStatus::Queued);
+    assert_eq!(stored.input, record.input);
+    let events = store.events(&record.id).await.expect("events");
+    let expected: Vec<Event> = std::iter::once(created_event(&record))
+        .chain(prefix)
+        .enumerate()
+        .map(|(seq, event)| Event {
+            run_id: record.id.clone(),
+            seq: seq as u64,
+            event,
+        })
+        .collect();
+    assert_eq!(events, expected);
+
+    // The same id again: refused, nothing written.
+    let err = store
+        .create_run_with_events(
+            record.clone(),
+            created_event(&record),
+            vec![event(
+                EventKind::SleepCompleted,
+                Some("sleep#0"),
+                t(4),
+                json!({}),
+            )],
+        )
+        .await
+        .expect_err("a second create with the same id must fail");
+    assert!(err.to_string().contains("fork-1"), "{err}");
+    assert_eq!(store.events(&record.id).await.expect("events"), expected);
+
+    // Appends continue after the prefix.
+    store
+        .append(append(
+            &record,
+            4,
+            vec![event(EventKind::RunStarted, None, t(5), json!({}))],
+            RunUpdate::default(),
+        ))
+        .await
+        .expect("append after the prefix");
+    assert_eq!(get(&store, &record.id).await.next_seq, 5);
 }

@@ -7,6 +7,7 @@
 mod conformance;
 mod delayed_start;
 mod engine;
+mod fork_run;
 mod hermetic;
 mod hot_runs;
 mod http;

@@ -173,6 +173,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             input: json!({}),
             trigger: Trigger::Api,
             start_at: None,
+            forked_from: None,
         },
     );
     store.create_run(record, created).await.unwrap();
