@@ -568,3 +568,110 @@ async fn a_paused_workflow_has_no_runs_claimed_until_unpaused_over_http() {
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
 }
+
+// --- composition: a pause inside a sub-workflow's sleep and hook, and over a fan_out ------
+
+static FANNED: AtomicU32 = AtomicU32::new(0);
+static FAN_GATE: AtomicBool = AtomicBool::new(false);
+
+#[action]
+async fn fanned(input: P) -> Result<P, ActionError> {
+    FANNED.fetch_add(1, Ordering::SeqCst);
+    while !FAN_GATE.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(P { n: input.n * 2 })
+}
+
+/// Sleeps, then waits on an approval: both inside a sub-workflow.
+#[workflow(slug = "pause-inner-wait")]
+async fn pause_inner_wait(ctx: Ctx, input: P) -> Result<P, WorkflowError> {
+    ctx.sleep(Duration::from_millis(50)).await?;
+    let verdict: Verdict = ctx.hook().await?;
+    Ok(P {
+        n: if verdict.ok { input.n } else { -1 },
+    })
+}
+
+/// Four gated steps at most two at a time, then the sub-workflow.
+#[workflow(slug = "pause-composed")]
+async fn pause_composed(input: P) -> Result<P, WorkflowError> {
+    let items: Vec<P> = (1..=4).map(|n| P { n }).collect();
+    let doubled = reprise::fan_out(items, 2, |p| fanned.run(p)).await;
+    let mut total = 0;
+    for result in doubled {
+        total += result?.n;
+    }
+    Ok(pause_inner_wait.run(P { n: total + input.n }).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_composes_with_a_fan_out_and_with_a_sleep_and_hook_inside_a_sub_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder()
+        .store(sqlite(&dir))
+        .register(pause_composed)
+        .register(pause_inner_wait)
+        .register(fanned)
+        .build()
+        .unwrap();
+    let id = engine.start(&pause_composed, P { n: 100 }).await.unwrap();
+    let driving = tokio::spawn({
+        let engine = engine.clone();
+        let id = id.clone();
+        async move { engine.drive(&id).await }
+    });
+    while FANNED.load(Ordering::SeqCst) < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Two fan_out steps are in flight: they finish and record, the others do not start.
+    assert_eq!(
+        engine.pause_run(&id, "test").await.unwrap(),
+        PauseOutcome::Requested
+    );
+    FAN_GATE.store(true, Ordering::SeqCst);
+    assert_eq!(driving.await.unwrap().unwrap().outcome, RunOutcome::Paused);
+    let started = FANNED.load(Ordering::SeqCst);
+    assert!(
+        started < 4,
+        "the pause stopped the fan_out: {started} started"
+    );
+    let completed = engine
+        .events(&id)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.event.kind == EventKind::StepCompleted)
+        .count();
+    assert_eq!(completed as u32, started, "every started step recorded");
+
+    // Unpaused, it finishes the fan_out and suspends in the sub-workflow's hook.
+    engine.unpause_run(&id, "test").await.unwrap();
+    assert!(matches!(
+        engine.drive(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    assert_eq!(FANNED.load(Ordering::SeqCst), 4, "each item ran once");
+    // Paused while waiting inside the sub-workflow; the payload is kept.
+    engine.pause_run(&id, "test").await.unwrap();
+    let hook = engine
+        .events(&id)
+        .await
+        .unwrap()
+        .iter()
+        .find(|e| e.event.kind == EventKind::HookCreated)
+        .and_then(|e| e.event.correlation_id.clone())
+        .unwrap();
+    assert!(hook.starts_with("pause-inner-wait#0/"), "{hook}");
+    engine
+        .resume_hook(&engine.hook_token(&id, &hook), json!({ "ok": true }))
+        .await
+        .unwrap();
+    assert_eq!(engine.drive(&id).await.unwrap().outcome, RunOutcome::Paused);
+    engine.unpause_run(&id, "test").await.unwrap();
+    assert_eq!(
+        engine.drive(&id).await.unwrap().outcome,
+        RunOutcome::Completed(json!({ "n": 120 }))
+    );
+    assert_eq!(FANNED.load(Ordering::SeqCst), 4);
+}
