@@ -20,7 +20,7 @@ use super::schedules::{
 };
 use super::views::RunState;
 use super::webhooks::WebhookReply;
-use super::workflows::WorkflowInfo;
+use super::workflows::{PausedBy, WorkflowInfo};
 use super::{AppState, hooks, pause, runs, schedules, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 
@@ -67,6 +67,7 @@ use crate::registry::WorkflowEntry;
         ViolationBody,
         RunState,
         WorkflowInfo,
+        PausedBy,
         RunSummary,
         RunDetail,
         HookView,

@@ -35,6 +35,20 @@ pub(crate) struct WorkflowInfo {
     input_schema: Value,
     /// The JSON Schema of the output.
     output_schema: Value,
+    /// Present while the workflow is paused (`POST /workflows/{slug}/pause`): who paused
+    /// it and when. No run of it is claimed meanwhile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    paused: Option<PausedBy>,
+}
+
+/// Who paused a workflow, and when.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PausedBy {
+    /// `cli:<user>`, `api`, or the caller's text.
+    by: String,
+    /// When (RFC 3339, UTC).
+    #[schema(value_type = String, format = DateTime)]
+    at: DateTime<Utc>,
 }
 
 /// Lists the registered workflows with their input and output JSON Schemas, by slug.
@@ -48,7 +62,10 @@ pub(crate) struct WorkflowInfo {
         (status = 401, description = "A bearer token is required", body = ErrorBody),
     )
 )]
-pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<WorkflowInfo>> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<WorkflowInfo>>, ApiError> {
+    let mut pauses = state.engine.workflow_pauses().await?;
     let workflows = state
         .engine
         .registry()
@@ -60,10 +77,15 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<WorkflowInfo
                 description: (!description.is_empty()).then(|| description.to_owned()),
                 input_schema: entry.input_schema().clone(),
                 output_schema: entry.output_schema().clone(),
+                paused: pauses
+                    .iter()
+                    .position(|p| p.workflow == entry.registration.slug)
+                    .map(|i| pauses.swap_remove(i))
+                    .map(|p| PausedBy { by: p.by, at: p.at }),
             }
         })
         .collect();
-    Json(workflows)
+    Ok(Json(workflows))
 }
 
 /// Query of `POST /workflows/{slug}`.

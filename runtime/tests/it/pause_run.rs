@@ -497,6 +497,19 @@ async fn post(router: &axum::Router, path: &str) -> (u16, serde_json::Value) {
     (status, serde_json::from_slice(&bytes).unwrap())
 }
 
+async fn get(router: &axum::Router, path: &str) -> serde_json::Value {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_workflow_has_no_runs_claimed_until_unpaused_over_http() {
     let dir = tempfile::tempdir().unwrap();
@@ -527,6 +540,21 @@ async fn a_paused_workflow_has_no_runs_claimed_until_unpaused_over_http() {
         "api",
         "who asked is kept"
     );
+    let listed = get(&router, "/workflows").await;
+    let held = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["slug"] == "pause-held")
+        .unwrap();
+    assert_eq!(held["paused"]["by"], "api", "{held}");
+    let other = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["slug"] == "pause-approval")
+        .unwrap();
+    assert!(other.get("paused").is_none(), "{other}");
 
     let (stop, worker) = spawn_worker(&engine);
     let id = engine.start(&pause_held, P { n: 3 }).await.unwrap();
