@@ -19,12 +19,14 @@ mod codec;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod purge;
 #[cfg(feature = "postgres")]
 mod postgres_appends;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use purge::{MAX_PURGE_BATCH, PURGEABLE, PurgeBatch, PurgeFilter, PurgedRun};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 
@@ -242,6 +244,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `value` as the cursor `name`, durably, replacing any previous value.
     async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError>;
+
+    /// Deletes up to `filter.batch()` ended runs (`completed`, `failed`, `canceled`) last
+    /// updated before `filter.before`, optionally of one workflow or one ended status,
+    /// oldest update first, together with every row that depends on them (events, run
+    /// keys), in one short transaction; returns them. Whether a run has ended is decided by
+    /// the delete itself, so a run made unfinished concurrently (a retry) is never deleted.
+    /// Call it again until it returns fewer runs than the batch size to purge everything.
+    ///
+    /// With `filter.dry_run`, deletes nothing: [`PurgeBatch::count`] is how many runs
+    /// match in all and [`PurgeBatch::runs`] the first `filter.batch()` of them.
+    ///
+    /// A `filter.status` that has not ended matches nothing (check it first with
+    /// [`PurgeFilter::check`]).
+    ///
+    /// # Errors
+    /// Store failures; a run row whose id, workflow or status does not read is
+    /// [`EngineError::Corrupt`].
+    async fn purge_runs(&self, filter: &PurgeFilter) -> Result<PurgeBatch, EngineError>;
 }
 
 /// A shared store handle.

@@ -27,6 +27,10 @@
 //! index `runs_due`. A claim reads that index from its start and stops after `limit` due
 //! runs: runs in flight under a lease and runs asleep for hours cost it nothing.
 //!
+//! Version 4 adds the partial index `runs_ended_updated_at (updated_at) WHERE status IN
+//! ('completed', 'failed', 'canceled')`: purges ([`Store::purge_runs`]) find the oldest
+//! ended runs without a scan.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -79,6 +83,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavio
 use tokio::sync::oneshot;
 
 use super::codec::{self, EventLog, SqlRow, append_refusal, decode_run, fence_param, micros};
+use super::purge::{self, PurgeBatch, PurgeFilter, PurgedRun};
 use super::{
     Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
 };
@@ -155,6 +160,11 @@ const MIGRATIONS: &[&str] = &[
     ) VIRTUAL;
     CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
     DROP INDEX runs_unfinished;
+    "#,
+    // Version 4: purges (retention) find ended runs by their last update without a scan.
+    r#"
+    CREATE INDEX runs_ended_updated_at ON runs (updated_at)
+        WHERE status IN ('completed', 'failed', 'canceled');
     "#,
 ];
 
@@ -804,6 +814,50 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn purge_runs(&self, filter: &PurgeFilter) -> Result<PurgeBatch, EngineError> {
+        if !filter.dry_run {
+            return match self.write(Op::Purge(filter.clone())).await? {
+                Reply::Purged(runs) => Ok(PurgeBatch {
+                    count: runs.len() as u64,
+                    runs,
+                }),
+                _ => Err(unexpected_reply()),
+            };
+        }
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let what = "cannot count runs to purge";
+            let (clause, params) = purge_where(&filter);
+            let batch = i64::try_from(filter.batch()).unwrap_or(i64::MAX);
+            let all: Vec<SqlValue> = std::iter::once(SqlValue::Integer(batch))
+                .chain(params)
+                .collect();
+            let count: i64 = conn
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM runs WHERE {clause} AND ?1 IS NOT NULL"
+                ))
+                .ctx(what)?
+                .query_row(rusqlite::params_from_iter(all.clone()), |row| row.get(0))
+                .ctx(what)?;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT id, workflow, status FROM runs WHERE {clause}
+                     ORDER BY updated_at, rowid LIMIT ?1"
+                ))
+                .ctx(what)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(all)).ctx(what)?;
+            let mut runs = Vec::new();
+            while let Some(row) = rows.next().ctx(what)? {
+                runs.push(purge::purged_run(row)?);
+            }
+            Ok(PurgeBatch {
+                runs,
+                count: u64::try_from(count).unwrap_or(0),
+            })
+        })
+        .await
+    }
 }
 
 fn encode_create(record: RunRecord, created: &NewEvent) -> Result<EncodedCreate, EngineError> {
@@ -927,6 +981,8 @@ enum Op {
     Release(Lease),
     RequestCancel(String),
     SetCursor(String, String, i64),
+    /// [`Store::purge_runs`], not a dry run.
+    Purge(PurgeFilter),
 }
 
 impl Op {
@@ -951,6 +1007,7 @@ enum Reply {
     Acquired(Acquired),
     Claimed(Vec<Lease>),
     Renewed(Option<Lease>),
+    Purged(Vec<PurgedRun>),
 }
 
 fn unexpected_reply() -> EngineError {
@@ -1132,8 +1189,71 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
             .ctx("cannot store cursor")?;
             Ok(Reply::Done)
         }
+        Op::Purge(filter) => apply_purge(conn, filter).map(Reply::Purged),
     }
 }
+
+/// The `WHERE` clause (from the second parameter on) and parameters of the runs a purge
+/// matches: `?1` is the batch size or unused.
+fn purge_where(filter: &PurgeFilter) -> (String, Vec<SqlValue>) {
+    let mut params = vec![SqlValue::Integer(micros(filter.before))];
+    let mut sql = format!(
+        "status IN ({}) AND updated_at < ?2",
+        purge::status_list(filter)
+    );
+    if let Some(workflow) = &filter.workflow {
+        params.push(SqlValue::Text(workflow.clone()));
+        sql.push_str(&format!(" AND workflow = ?{}", params.len() + 1));
+    }
+    (sql, params)
+}
+
+/// Deletes one batch of ended runs and their dependent rows (inside the writer's
+/// transaction, so nothing else writes in between); returns them.
+fn apply_purge(conn: &Connection, filter: &PurgeFilter) -> Result<Vec<PurgedRun>, EngineError> {
+    let what = "cannot purge runs";
+    let (clause, params) = purge_where(filter);
+    // The status is checked again by the DELETE itself: only an ended run is ever deleted.
+    let sql = format!(
+        "DELETE FROM runs
+          WHERE id IN (SELECT id FROM runs WHERE {clause} ORDER BY updated_at, rowid LIMIT ?1)
+            AND status IN ({ended})
+         RETURNING id, workflow, status",
+        ended = purge::ENDED_SQL
+    );
+    let batch = i64::try_from(filter.batch()).unwrap_or(i64::MAX);
+    let all: Vec<SqlValue> = std::iter::once(SqlValue::Integer(batch))
+        .chain(params)
+        .collect();
+    let mut stmt = conn.prepare_cached(&sql).ctx(what)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(all)).ctx(what)?;
+    let mut purged = Vec::new();
+    while let Some(row) = rows.next().ctx(what)? {
+        purged.push(purge::purged_run(row)?);
+    }
+    drop(rows);
+    delete_dependent_rows(conn, &purged)?;
+    Ok(purged)
+}
+
+/// Deletes every row that belongs to the purged runs: THE place to extend when a table
+/// gains rows that hang off a run (events, run keys, and later tables such as tags).
+fn delete_dependent_rows(conn: &Connection, purged: &[PurgedRun]) -> Result<(), EngineError> {
+    const DEPENDENTS: &[&str] = &[
+        "DELETE FROM events WHERE run_id = ?1",
+        "DELETE FROM run_keys WHERE run_id = ?1",
+    ];
+    for run in purged {
+        for sql in DEPENDENTS {
+            conn.prepare_cached(sql)
+                .ctx_run("cannot purge a run's rows", run.run_id.as_str())?
+                .execute([run.run_id.as_str()])
+                .ctx_run("cannot purge a run's rows", run.run_id.as_str())?;
+        }
+    }
+    Ok(())
+}
+
 
 fn release_failed(lease: &Lease) -> String {
     format!("cannot release the lease of run `{}`", lease.run_id)
