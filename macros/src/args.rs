@@ -25,6 +25,7 @@ mod kw {
     syn::custom_keyword!(non_retryable);
     syn::custom_keyword!(max_attempts);
     syn::custom_keyword!(register);
+    syn::custom_keyword!(retention);
 }
 
 /// Options of `#[action(…)]`.
@@ -57,11 +58,13 @@ pub(crate) struct WorkflowArgs {
     pub(crate) unregistered: bool,
     /// `crate = "path"`.
     pub(crate) krate: Option<Path>,
+    /// `retention = "30d"`, in milliseconds.
+    pub(crate) retention_ms: Option<u64>,
 }
 
 const ACTION_KEYS: &str =
     "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
-const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `register` or `crate`";
+const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `register`, `crate` or `retention`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -156,6 +159,11 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                 seen.check("crate", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.krate = Some(parse_crate(input)?);
+            } else if lookahead.peek(kw::retention) {
+                let key = input.parse::<kw::retention>()?;
+                seen.check("retention", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.retention_ms = parse_retention(input, errors)?;
             } else if let Some(error) = unknown_key(input, Macro::Workflow) {
                 return Err(error);
             } else {
@@ -302,6 +310,25 @@ pub(crate) fn duration_millis(text: &str, zero_ok: bool) -> Result<u64, String> 
         return Err(format!("it must be longer than zero; {EXAMPLES}"));
     }
     u64::try_from(duration.as_millis()).map_err(|_| "the duration is too long".to_owned())
+}
+
+/// `retention = "30d"`: how long ended runs are kept, in whole milliseconds.
+fn parse_retention(input: ParseStream, errors: &Errors) -> syn::Result<Option<u64>> {
+    let lit: LitStr = input.parse()?;
+    match duration_millis(&lit.value(), false) {
+        Ok(ms) => Ok(Some(ms)),
+        Err(why) => {
+            errors.error(
+                lit.span(),
+                format!(
+                    "invalid `retention` {:?}: {why}; retention is how long ended runs are \
+                     kept, e.g. `retention = \"30d\"`, `\"12h\"` or `\"90days\"`",
+                    lit.value()
+                ),
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn parse_kinds(input: ParseStream) -> syn::Result<Vec<LitStr>> {

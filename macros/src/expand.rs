@@ -380,9 +380,21 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
 
     let manifest = manifest(&sites, private);
     let sites_name = sites_ident();
-    let options = match args.max_attempts {
-        Some(max_attempts) => quote!(#private::WorkflowOptions { max_attempts: #max_attempts }),
-        None => quote!(#private::WorkflowOptions::DEFAULT),
+    // One `field: value` per option given; the rest from `WorkflowOptions::DEFAULT`.
+    let mut option_fields = Vec::new();
+    if let Some(max_attempts) = args.max_attempts {
+        option_fields.push(quote!(max_attempts: #max_attempts,));
+    }
+    if let Some(ms) = args.retention_ms {
+        option_fields.push(quote!(retention: ::core::option::Option::Some(#private::millis(#ms)),));
+    }
+    let options = if option_fields.is_empty() {
+        quote!(#private::WorkflowOptions::DEFAULT)
+    } else {
+        quote!(#private::WorkflowOptions {
+            #(#option_fields)*
+            ..#private::WorkflowOptions::DEFAULT
+        })
     };
     let behavior = quote! {
         #private::StepBehavior::Workflow {

@@ -567,6 +567,27 @@ pub enum EngineError {
         /// What could not be done.
         message: String,
     },
+    /// A request's arguments are wrong (e.g. a purge of runs that have not ended); the
+    /// message names what and how to fix it. Nothing was done.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A payload (a workflow input, a step's input or output, a hook payload, a workflow
+    /// output) is larger than [`EngineBuilder::max_payload_bytes`](crate::EngineBuilder::max_payload_bytes)
+    /// allows, as serialized JSON. Nothing of it was written.
+    #[error(
+        "{what} is {size} bytes of JSON, over the limit of {limit} bytes: store large data \
+         elsewhere (a file, a bucket) and pass a reference, or raise \
+         EngineBuilder::max_payload_bytes"
+    )]
+    PayloadTooLarge {
+        /// What was too large: `the input of workflow \`x\``, `the output of step \`a/b\``,
+        /// `the payload of hook \`approve\``.
+        what: String,
+        /// Its size, in bytes of serialized JSON.
+        size: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
 }
 
 impl EngineError {

@@ -118,6 +118,8 @@ pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
 pub use retry::RetryPolicy;
 pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
+/// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
+pub use engine::{PurgeReport, run_retention};
 
 pub use reprise_macros::{action, workflow};
 

@@ -106,11 +106,19 @@ pub struct WorkflowOptions {
     /// How many times the whole body may run before the run is `failed`
     /// (run-level retries replay from the log). Default 3.
     pub max_attempts: u32,
+    /// How long ended runs of this workflow are kept (`#[workflow(retention = "30d")]`),
+    /// counted from when they ended; `None`: the engine-wide
+    /// [`EngineBuilder::retention`](crate::EngineBuilder::retention), if any. Enforced by
+    /// the retention sweep that `dev` and `worker` run ([`crate::run_retention`]).
+    pub retention: Option<std::time::Duration>,
 }
 
 impl WorkflowOptions {
-    /// The defaults: 3 attempts.
-    pub const DEFAULT: WorkflowOptions = WorkflowOptions { max_attempts: 3 };
+    /// The defaults: 3 attempts, the engine-wide retention.
+    pub const DEFAULT: WorkflowOptions = WorkflowOptions {
+        max_attempts: 3,
+        retention: None,
+    };
 }
 
 impl Default for WorkflowOptions {

@@ -85,7 +85,8 @@ const MIN_HOOK_SECRET: usize = crate::engine::MIN_HOOK_SECRET_LEN;
 /// The exit code of a command that failed with `error`: [`EXIT_USAGE`] for what the
 /// caller can fix in the command line or its input (a schema violation, an unknown
 /// workflow, run or hook, invalid JSON, a configuration error, an operation the run's
-/// state does not allow, an idempotency key reused with another input),
+/// state does not allow, an idempotency key reused with another input, invalid request
+/// arguments, a payload over the size limit),
 /// [`EXIT_INCOMPLETE`] when the run goes on in another process
 /// (its lease is held or was taken over), and [`EXIT_STORE`] for store failures (every
 /// [`EngineError::Storage`] kind, [`EngineError::Store`], a corrupt row).
@@ -98,7 +99,9 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::Config(_)
         | EngineError::InvalidState { .. }
         | EngineError::Serde(_)
-        | EngineError::IdempotencyConflict { .. } => EXIT_USAGE,
+        | EngineError::IdempotencyConflict { .. }
+        | EngineError::InvalidRequest(_)
+        | EngineError::PayloadTooLarge { .. } => EXIT_USAGE,
         EngineError::Conflict { .. }
         | EngineError::LeaseLost { .. }
         | EngineError::Leased { .. } => EXIT_INCOMPLETE,

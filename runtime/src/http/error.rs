@@ -123,6 +123,8 @@ impl From<EngineError> for ApiError {
 /// | `Store`, `Storage`, `LeaseLost` | 503 (retry later) | `store`, `lease_lost` |
 /// | `Corrupt` | 500 | `corrupt` |
 /// | `Config` | 500 (the server's configuration is wrong) | `config` |
+/// | `InvalidRequest` | 400 | `bad_request` |
+/// | `PayloadTooLarge` | 413 | `payload_too_large` |
 pub(crate) fn from_engine(error: EngineError) -> ApiError {
     use StatusCode as S;
     let message = error.to_string();
@@ -152,6 +154,10 @@ pub(crate) fn from_engine(error: EngineError) -> ApiError {
         }
         EngineError::Corrupt { .. } => ApiError::new(S::INTERNAL_SERVER_ERROR, "corrupt", message),
         EngineError::Config(_) => ApiError::new(S::INTERNAL_SERVER_ERROR, "config", message),
+        EngineError::InvalidRequest(_) => ApiError::bad_request(message),
+        EngineError::PayloadTooLarge { .. } => {
+            ApiError::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+        }
     }
 }
 
