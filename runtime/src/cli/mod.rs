@@ -45,6 +45,7 @@ mod args;
 mod graph;
 mod logging;
 mod output;
+mod purge;
 mod serve;
 
 use std::ffi::OsString;
@@ -585,6 +586,13 @@ async fn dispatch(
             Ok(EXIT_COMPLETED)
         }
         Command::Runs(RunsCommand::Resume { id, json }) => resume(engine, id, json).await,
+        Command::Runs(RunsCommand::Purge {
+            before,
+            workflow,
+            status,
+            dry_run,
+            json,
+        }) => purge::purge(engine, &before, workflow, status, dry_run, json).await,
         Command::Hooks(HooksCommand::Resume {
             token,
             payload,

@@ -32,6 +32,7 @@ pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub(crate) use idempotent::check_idempotency_key;
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
+pub(crate) use retention::{DEFAULT_BATCH, parse_before};
 pub use retention::{PurgeReport, run_retention};
 pub use retry_run::RetriedRun;
 pub use start::StartOptions;

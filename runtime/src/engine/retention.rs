@@ -254,6 +254,30 @@ impl Engine {
     }
 }
 
+/// Parses the `before` of a purge: an RFC 3339 time (`2026-01-01T00:00:00Z`) or an age
+/// (humantime: `30d`, `12h`, `90days`), meaning that long before `now`.
+///
+/// # Errors
+/// What is wrong and the accepted forms, naming `what` (`--before`, `before`).
+pub(crate) fn parse_before(
+    what: &str,
+    text: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, EngineError> {
+    let text = text.trim();
+    if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    match humantime::parse_duration(text) {
+        Ok(age) => Ok(cutoff(now, age)),
+        Err(_) => Err(EngineError::InvalidRequest(format!(
+            "{what} `{text}` is neither a time nor an age: write an RFC 3339 time \
+             (`2026-01-01T00:00:00Z`) or an age such as `30d`, `12h` or `90days` (runs that \
+             ended longer ago than that)"
+        ))),
+    }
+}
+
 /// `now - period`, or the earliest time when that is out of range (nothing is that old).
 fn cutoff(now: DateTime<Utc>, period: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(period)

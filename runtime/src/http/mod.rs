@@ -28,6 +28,7 @@
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
 //! | `GET /runs/{id}/events` | 200 the event log | 404 |
 //! | `POST /runs/{id}/retry` | 200 `{"run_id","status":"queued","attempt","step"?}`: a failed run queued again on the current code (the failed step runs again, completed ones replay) | 404, 409 not `failed` |
+//! | `POST /runs/purge` (body `{"before": "30d" \| "<RFC 3339>", "workflow"?, "status"?, "dry_run"?, "limit"?}`) | 200 `{"dry_run","count","by_workflow","runs"?}`: ended runs deleted with their events in small batches (unfinished ones never); a dry run deletes nothing and lists at most `limit` (default 100) | 400 bad `before`, unfinished or unknown `status`, `limit` out of 1..=1000, unknown field |
 //! | `POST /runs/{id}/cancel` | 200 `{"run_id","status":"canceled"}`; 202 `{"run_id","status":"running","cancel_requested":true}` while it executes | 404, 409 already ended |
 //! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 422 schema violations (the hook stays open) |
 //! | `POST /webhooks/{source}` | 202 `{"run_id"}`; 200 `{"run_id","duplicate":true}`; 200 `{"ignored":true,"reason"}` | 401 bad signature, 404 unknown source, 422 invalid payload |
@@ -106,6 +107,7 @@ mod cross_site;
 mod error;
 mod hooks;
 mod openapi;
+mod purge;
 mod runs;
 mod server;
 mod views;
@@ -316,6 +318,7 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
         .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/cancel", post(runs::cancel))
         .route("/runs/{id}/retry", post(runs::retry))
+        .route("/runs/purge", post(purge::purge))
         .route("/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),

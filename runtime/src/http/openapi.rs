@@ -17,7 +17,7 @@ use super::runs::{HookView, Retried, RunDetail, RunSummary};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::WorkflowInfo;
-use super::{AppState, hooks, runs, webhooks, workflows};
+use super::{AppState, hooks, purge, runs, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 
 #[derive(OpenApi)]
@@ -37,6 +37,7 @@ use crate::registry::WorkflowEntry;
         runs::events,
         runs::cancel,
         runs::retry,
+        purge::purge,
         hooks::resume_post,
         hooks::resume_get,
         webhooks::deliver,
@@ -51,11 +52,14 @@ use crate::registry::WorkflowEntry;
         RunDetail,
         HookView,
         WebhookReply,
-        Retried
+        Retried,
+        purge::PurgeRequest,
+        purge::Purged,
+        purge::PurgedRunView
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
-        (name = "runs", description = "Runs: list, inspect, events, cancel, retry"),
+        (name = "runs", description = "Runs: list, inspect, events, cancel, retry, purge"),
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),

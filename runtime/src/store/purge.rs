@@ -58,8 +58,8 @@ impl PurgeFilter {
     pub fn check(&self) -> Result<(), String> {
         match self.status {
             Some(status) if !status.is_terminal() => Err(format!(
-                "a purge deletes ended runs only; `{status}` runs have not ended: use \
-                 --status completed, failed or canceled (or leave it out for all three)"
+                "a purge deletes ended runs only; `{status}` runs have not ended: use status \
+                 completed, failed or canceled (or none for all three)"
             )),
             _ => Ok(()),
         }
