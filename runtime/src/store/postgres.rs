@@ -1155,17 +1155,20 @@ impl Store for PostgresStore {
                                    ORDER BY updated_at, pos LIMIT $1::bigint
                                    FOR UPDATE SKIP LOCKED)
                         AND status IN ({ended})
-                     RETURNING id, workflow, status",
+                     RETURNING id, workflow, status, updated_at",
                     ended = purge::ENDED_SQL
                 ),
                 &params,
             )
             .await
             .map_err(|e| pg(what, e))?;
-        let runs = rows
-            .iter()
-            .map(purge::purged_run)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            runs.push((row.int(3).unwrap_or(0), purge::purged_run(row)?));
+        }
+        // RETURNING keeps no order: oldest update first, as documented.
+        runs.sort_by_key(|(at, _)| *at);
+        let runs: Vec<PurgedRun> = runs.into_iter().map(|(_, run)| run).collect();
         delete_dependent_rows(&tx, &runs).await?;
         tx.commit().await.map_err(|e| pg(what, e))?;
         Ok(PurgeBatch {

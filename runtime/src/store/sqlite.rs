@@ -1218,7 +1218,7 @@ fn apply_purge(conn: &Connection, filter: &PurgeFilter) -> Result<Vec<PurgedRun>
         "DELETE FROM runs
           WHERE id IN (SELECT id FROM runs WHERE {clause} ORDER BY updated_at, rowid LIMIT ?1)
             AND status IN ({ended})
-         RETURNING id, workflow, status",
+         RETURNING id, workflow, status, updated_at",
         ended = purge::ENDED_SQL
     );
     let batch = i64::try_from(filter.batch()).unwrap_or(i64::MAX);
@@ -1229,8 +1229,11 @@ fn apply_purge(conn: &Connection, filter: &PurgeFilter) -> Result<Vec<PurgedRun>
     let mut rows = stmt.query(rusqlite::params_from_iter(all)).ctx(what)?;
     let mut purged = Vec::new();
     while let Some(row) = rows.next().ctx(what)? {
-        purged.push(purge::purged_run(row)?);
+        purged.push((row.int(3).unwrap_or(0), purge::purged_run(row)?));
     }
+    // RETURNING keeps no order: oldest update first, as documented.
+    purged.sort_by_key(|(at, _)| *at);
+    let purged: Vec<PurgedRun> = purged.into_iter().map(|(_, run)| run).collect();
     drop(rows);
     delete_dependent_rows(conn, &purged)?;
     Ok(purged)
