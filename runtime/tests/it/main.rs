@@ -18,6 +18,7 @@ mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod registry;
+mod retention;
 mod retry_run;
 mod secrets;
 mod store_open;
