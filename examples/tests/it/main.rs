@@ -14,6 +14,7 @@ mod hot_runs;
 mod idempotent_cli;
 mod many_workers;
 mod poison_cli;
+mod purge_cli;
 mod replay;
 mod retry_cli;
 mod signup;
