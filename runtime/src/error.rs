@@ -35,6 +35,10 @@ pub mod kinds {
     /// do not decode) in as many attempts as `EngineBuilder::unexecutable_policy` allows;
     /// the run is parked as `failed`. The message names the reason.
     pub const UNEXECUTABLE: &str = "unexecutable";
+    /// A payload (a step's input or output, a workflow's output) is larger than
+    /// `EngineBuilder::max_payload_bytes` allows; never retried. The message names the
+    /// step, the size and the limit; nothing oversized was written.
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
 }
 
 /// The error of a step: returned by an action body, or by `.run(..)` in a workflow

@@ -79,6 +79,7 @@ mod hook_token;
 pub mod http;
 pub mod llm;
 pub mod registry;
+mod payload;
 mod resources;
 mod retry;
 mod run_env;
@@ -120,6 +121,8 @@ pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, Workflow
 pub use worker::{Worker, WorkerOptions, WorkerReport};
 /// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
 pub use engine::{PurgeReport, run_retention};
+/// Payload limits (see [`EngineBuilder::max_payload_bytes`]).
+pub use payload::{DEFAULT_HISTORY_WARNING_BYTES, DEFAULT_MAX_PAYLOAD_BYTES};
 
 pub use reprise_macros::{action, workflow};
 

@@ -92,7 +92,8 @@ impl std::fmt::Debug for Engine {
 pub struct EngineBuilder {
     store: Option<SharedStore>,
     registry: Registry,
-    error: Option<EngineError>,
+    /// The first configuration error; [`EngineBuilder::build`] returns it.
+    pub(crate) error: Option<EngineError>,
     resources: Resources,
     clock: Arc<dyn Clock>,
     hook_secret: Option<Vec<u8>>,
@@ -440,6 +441,10 @@ impl EngineBuilder {
                 default_model: self.default_model,
             }),
         );
+        services.insert(
+            TypeId::of::<crate::payload::PayloadLimits>(),
+            Arc::new(crate::payload::limits_of(&self.extensions)),
+        );
         let env = RunEnv::new(RunEnvParts {
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             clock: self.clock,
@@ -605,6 +610,17 @@ impl Engine {
         self.inner.env.hook_resume_url(run_id, correlation_id)
     }
 
+    /// The payload limits (see [`EngineBuilder::max_payload_bytes`]).
+    pub(crate) fn payload_limits(&self) -> crate::payload::PayloadLimits {
+        crate::payload::PayloadLimits::of(&self.inner.env)
+    }
+
+    /// The largest payload a run may record, in bytes of JSON (see
+    /// [`EngineBuilder::max_payload_bytes`]).
+    pub fn max_payload_bytes(&self) -> u64 {
+        self.payload_limits().max_payload_bytes
+    }
+
     pub(crate) fn run_retry_backoff(&self) -> Duration {
         self.inner.run_retry_backoff
     }
@@ -632,7 +648,8 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::UnknownWorkflow`], [`EngineError::Schema`] (every violation with its
-    /// JSON pointer), or a store error.
+    /// JSON pointer), [`EngineError::PayloadTooLarge`] (an input over
+    /// [`EngineBuilder::max_payload_bytes`]), or a store error.
     pub async fn start_json(
         &self,
         slug: &str,
@@ -696,6 +713,8 @@ impl Engine {
     ) -> Result<(RunRecord, NewEvent), EngineError> {
         let entry = self.workflow(slug)?;
         entry.input.validate(&input)?;
+        self.payload_limits()
+            .check(|| format!("the input of workflow `{slug}`"), &input)?;
         let now = self.now();
         let wake_at = start_at.filter(|at| *at > now);
         let record = RunRecord {
