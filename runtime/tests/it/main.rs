@@ -14,6 +14,7 @@ mod http_fuzz;
 mod http_hardening;
 mod ids;
 mod llm;
+mod payload_limits;
 mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
