@@ -13,6 +13,7 @@ mod hardening_cli;
 mod hot_runs;
 mod idempotent_cli;
 mod many_workers;
+mod payload_cli;
 mod poison_cli;
 mod purge_cli;
 mod replay;
