@@ -232,6 +232,12 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         (Macro::Workflow, "retries" | "attempts" | "max_retries") => Some(
             "workflows take `max_attempts = N`: how many times the whole body may run".to_owned(),
         ),
+        (Macro::Workflow, "ttl" | "keep" | "keep_for" | "retain" | "expire_after") => Some(
+            "did you mean `retention = \"30d\"` (how long ended runs are kept)?".to_owned(),
+        ),
+        (Macro::Action, "retention") => Some(
+            "`retention` is a `#[workflow]` option: runs are kept per workflow".to_owned(),
+        ),
         (Macro::Workflow, "backoff" | "timeout" | "non_retryable") => Some(format!(
             "`{name}` is an `#[action]` option: set it on the actions the workflow calls"
         )),

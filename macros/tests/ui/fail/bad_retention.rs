@@ -10,4 +10,9 @@ async fn keep_nothing(_ctx: Ctx, input: u32) -> Result<u32, WorkflowError> {
     Ok(input)
 }
 
+#[workflow(ttl = "30d")]
+async fn keep_ttl(_ctx: Ctx, input: u32) -> Result<u32, WorkflowError> {
+    Ok(input)
+}
+
 fn main() {}
