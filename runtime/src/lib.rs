@@ -78,8 +78,8 @@ mod hook_token;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod llm;
-pub mod registry;
 mod payload;
+pub mod registry;
 mod resources;
 mod retry;
 mod run_env;
@@ -109,6 +109,8 @@ pub use engine::{
     RunOutcome, RunTransition, StartOptions, StepStatus, StepSummary, SystemClock, judge_replay,
     summarize_steps, token_usage,
 };
+/// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
+pub use engine::{PurgeReport, run_retention};
 pub use error::{
     ActionError, Difference, EngineError, NonDeterminism, NonDeterminismCause, SchemaViolation,
     Violation, WorkflowError, kinds,
@@ -116,13 +118,11 @@ pub use error::{
 pub use event::{RunId, RunStatus, Trigger};
 pub use fan_out::fan_out;
 pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
+/// Payload limits (see [`EngineBuilder::max_payload_bytes`]).
+pub use payload::{DEFAULT_HISTORY_WARNING_BYTES, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use retry::RetryPolicy;
 pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
-/// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
-pub use engine::{PurgeReport, run_retention};
-/// Payload limits (see [`EngineBuilder::max_payload_bytes`]).
-pub use payload::{DEFAULT_HISTORY_WARNING_BYTES, DEFAULT_MAX_PAYLOAD_BYTES};
 
 pub use reprise_macros::{action, workflow};
 

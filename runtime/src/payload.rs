@@ -113,7 +113,11 @@ impl PayloadLimits {
 impl PayloadLimits {
     /// `Ok` when `value` is within the limit; else [`EngineError::PayloadTooLarge`] naming
     /// `what()` (`the input of workflow \`x\``).
-    pub(crate) fn check(&self, what: impl FnOnce() -> String, value: &Value) -> Result<(), EngineError> {
+    pub(crate) fn check(
+        &self,
+        what: impl FnOnce() -> String,
+        value: &Value,
+    ) -> Result<(), EngineError> {
         match json_len_over(value, self.max_payload_bytes) {
             None => Ok(()),
             Some(size) => Err(EngineError::PayloadTooLarge {

@@ -38,5 +38,8 @@ fn an_input_over_the_payload_limit_is_exit_2_and_starts_nothing() {
     );
     let list = app().args(["runs", "list", "--json"]).output().unwrap();
     let listed = String::from_utf8_lossy(&list.stdout);
-    assert!(!listed.contains("file-digest"), "no run was started: {listed}");
+    assert!(
+        !listed.contains("file-digest"),
+        "no run was started: {listed}"
+    );
 }

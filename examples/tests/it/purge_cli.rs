@@ -34,7 +34,14 @@ fn run(command: &mut Command) -> (i32, String, String) {
 /// Runs file-digest over `dir` in this process; its id and status.
 fn digest(db: &TempDb, dir: &std::path::Path, extra: &[&str]) -> (String, String) {
     let input = serde_json::json!({ "dir": dir }).to_string();
-    let mut args = vec!["workflows", "run", "file-digest", "--json", "--input", &input];
+    let mut args = vec![
+        "workflows",
+        "run",
+        "file-digest",
+        "--json",
+        "--input",
+        &input,
+    ];
     args.extend_from_slice(extra);
     let (_, out, err) = run(app(db).args(&args));
     let line: Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}{err}"));
@@ -64,9 +71,8 @@ fn runs_purge_deletes_ended_runs_only_and_a_dry_run_deletes_nothing() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("dry run: 0 ended run(s)"), "{out}");
 
-    let (code, out, err) = run(app(&db).args([
-        "runs", "purge", "--before", LATER, "--dry-run", "--json",
-    ]));
+    let (code, out, err) =
+        run(app(&db).args(["runs", "purge", "--before", LATER, "--dry-run", "--json"]));
     assert_eq!(code, 0, "{out}{err}");
     let dry: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(dry["dry_run"], true);
@@ -81,11 +87,13 @@ fn runs_purge_deletes_ended_runs_only_and_a_dry_run_deletes_nothing() {
     let (code, _, _) = run(app(&db).args(["runs", "get", &failed]));
     assert_eq!(code, 0, "a dry run deletes nothing");
 
-    let (code, out, err) = run(app(&db).args([
-        "runs", "purge", "--before", LATER, "--status", "failed",
-    ]));
+    let (code, out, err) =
+        run(app(&db).args(["runs", "purge", "--before", LATER, "--status", "failed"]));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("deleted 1 ended run(s)") && out.contains("file-digest: 1"), "{out}");
+    assert!(
+        out.contains("deleted 1 ended run(s)") && out.contains("file-digest: 1"),
+        "{out}"
+    );
     assert!(
         err.contains("runs purged") && err.contains("cli:ada"),
         "who asked is logged: {err}"
@@ -110,9 +118,8 @@ fn runs_purge_deletes_ended_runs_only_and_a_dry_run_deletes_nothing() {
 #[test]
 fn runs_purge_refuses_an_unfinished_status_and_a_bad_before_with_exit_2() {
     let db = TempDb::new().unwrap();
-    let (code, _, err) = run(app(&db).args([
-        "runs", "purge", "--before", "30d", "--status", "running",
-    ]));
+    let (code, _, err) =
+        run(app(&db).args(["runs", "purge", "--before", "30d", "--status", "running"]));
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("`running` runs have not ended") && err.contains("--status completed"),

@@ -300,7 +300,8 @@ pub(crate) enum RunsCommand {
         /// Print JSON lines, one per run.
         #[arg(long)]
         json: bool,
-    },    /// Delete ended runs (completed, failed, canceled) with their events, in small
+    },
+    /// Delete ended runs (completed, failed, canceled) with their events, in small
     /// batches; unfinished runs are never deleted. `--dry-run` only counts them.
     Purge {
         /// Only runs that ended before this: an RFC 3339 time (`2026-01-01T00:00:00Z`) or

@@ -31,17 +31,18 @@ pub(super) async fn purge(
         dry_run,
     };
     if let Err(message) = filter.check() {
-        return Err(EngineError::InvalidRequest(message.replace(
-            "use status completed",
-            "use --status completed",
-        )));
+        return Err(EngineError::InvalidRequest(
+            message.replace("use status completed", "use --status completed"),
+        ));
     }
     let report = engine.purge_runs(&filter, &by).await?;
     if json {
         println!("{}", json!(report));
         return Ok(EXIT_COMPLETED);
     }
-    let cutoff = filter.before.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let cutoff = filter
+        .before
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     if report.dry_run {
         println!(
             "dry run: {} ended run(s) last updated before {cutoff} would be deleted",

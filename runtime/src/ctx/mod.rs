@@ -152,7 +152,8 @@ impl RunState {
         let Some((after, threshold)) = grown else {
             return;
         };
-        self.log_bytes.store(after.min(threshold), Ordering::Relaxed);
+        self.log_bytes
+            .store(after.min(threshold), Ordering::Relaxed);
         if after >= threshold {
             tracing::warn!(
                 run = %self.run_id,

@@ -358,7 +358,10 @@ impl Store for MemoryStore {
                 let wanted = record.status.is_terminal()
                     && statuses.contains(&record.status)
                     && record.updated_at < filter.before
-                    && filter.workflow.as_deref().is_none_or(|w| record.workflow == w);
+                    && filter
+                        .workflow
+                        .as_deref()
+                        .is_none_or(|w| record.workflow == w);
                 wanted.then(|| {
                     let run = PurgedRun {
                         run_id: id.clone(),

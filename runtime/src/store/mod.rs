@@ -19,16 +19,16 @@ mod codec;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
-mod purge;
 #[cfg(feature = "postgres")]
 mod postgres_appends;
+mod purge;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use purge::{MAX_PURGE_BATCH, PURGEABLE, PurgeBatch, PurgeFilter, PurgedRun};
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use purge::{MAX_PURGE_BATCH, PURGEABLE, PurgeBatch, PurgeFilter, PurgedRun};
 
 /// When a run with no live lease may next be claimed (the rule of [`Store::claim_due`]):
 /// a `queued` run from its retry time (`wake_at`) or else its creation, a `running` one

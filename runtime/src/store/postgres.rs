@@ -1115,9 +1115,7 @@ impl Store for PostgresStore {
         if filter.dry_run {
             let count: i64 = client
                 .query_one(
-                    &format!(
-                        "SELECT count(*) FROM reprise_runs WHERE {clause} AND $1::bigint > 0"
-                    ),
+                    &format!("SELECT count(*) FROM reprise_runs WHERE {clause} AND $1::bigint > 0"),
                     &params,
                 )
                 .await
@@ -1414,4 +1412,3 @@ mod tests {
         assert_eq!(lock_key("a"), lock_key("a"));
     }
 }
-

@@ -16,7 +16,8 @@ use serde::Serialize;
 use crate::event::{RunId, RunStatus};
 
 /// The statuses a purge may delete: the ended ones.
-pub const PURGEABLE: [RunStatus; 3] = [RunStatus::Completed, RunStatus::Failed, RunStatus::Canceled];
+pub const PURGEABLE: [RunStatus; 3] =
+    [RunStatus::Completed, RunStatus::Failed, RunStatus::Canceled];
 
 /// The most runs one [`Store::purge_runs`](super::Store::purge_runs) call deletes when the
 /// caller asks for more: 1,000 runs is one short transaction on either SQL store.

@@ -1257,7 +1257,6 @@ fn delete_dependent_rows(conn: &Connection, purged: &[PurgedRun]) -> Result<(), 
     Ok(())
 }
 
-
 fn release_failed(lease: &Lease) -> String {
     format!("cannot release the lease of run `{}`", lease.run_id)
 }

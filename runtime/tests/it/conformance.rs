@@ -1694,13 +1694,21 @@ fn purged_ids(batch: &reprise::store::PurgeBatch) -> Vec<&str> {
 async fn purge_deletes_only_ended_runs_with_their_rows(store: SharedStore) {
     use RunStatus::*;
     // Ended before the cutoff (t = 50 s), in update order: done, broke, stopped.
-    for (id, status, at) in [("done", Completed, 10), ("broke", Failed, 20), ("stopped", Canceled, 30)] {
+    for (id, status, at) in [
+        ("done", Completed, 10),
+        ("broke", Failed, 20),
+        ("stopped", Canceled, 30),
+    ] {
         create(&store, id, "wf", t(0)).await;
         move_to(&store, id, status, t(secs(at))).await;
     }
     // Unfinished, however old: never purged.
     create(&store, "queued", "wf", t(0)).await;
-    for (id, status) in [("running", Running), ("sleeping", Sleeping), ("waiting", Waiting)] {
+    for (id, status) in [
+        ("running", Running),
+        ("sleeping", Sleeping),
+        ("waiting", Waiting),
+    ] {
         create(&store, id, "wf", t(0)).await;
         move_to(&store, id, status, t(secs(1))).await;
     }
@@ -1759,14 +1767,20 @@ async fn purge_deletes_only_ended_runs_with_their_rows(store: SharedStore) {
         })
         .await
         .unwrap();
-    assert_eq!(purged_ids(&purged), vec!["done", "broke", "stopped", "keyed"]);
+    assert_eq!(
+        purged_ids(&purged),
+        vec!["done", "broke", "stopped", "keyed"]
+    );
     assert_eq!(purged.count, 4);
     assert_eq!(purged.runs[1].status, Failed);
     assert_eq!(purged.runs[1].workflow, "wf");
     for id in ["done", "broke", "stopped", "keyed"] {
         let id = RunId::from(id);
         assert!(store.run(&id).await.unwrap().is_none(), "{id} is gone");
-        assert!(store.events(&id).await.unwrap().is_empty(), "{id}'s events are gone");
+        assert!(
+            store.events(&id).await.unwrap().is_empty(),
+            "{id}'s events are gone"
+        );
     }
     // The key is free again: a new run can be created under it.
     let again = record("keyed-again", "wf", t(1));
@@ -1775,10 +1789,15 @@ async fn purge_deletes_only_ended_runs_with_their_rows(store: SharedStore) {
         .await
         .unwrap();
     assert_eq!(created, None, "the purged run's key was deleted with it");
-    for id in ["queued", "running", "sleeping", "waiting", "recent", "other"] {
+    for id in [
+        "queued", "running", "sleeping", "waiting", "recent", "other",
+    ] {
         let id = RunId::from(id);
         assert!(store.run(&id).await.unwrap().is_some(), "{id} is kept");
-        assert!(!store.events(&id).await.unwrap().is_empty(), "{id} keeps its events");
+        assert!(
+            !store.events(&id).await.unwrap().is_empty(),
+            "{id} keeps its events"
+        );
     }
     // Without a workflow filter, the other workflow's old run goes too; nothing else.
     let rest = store
@@ -1807,7 +1826,10 @@ async fn purge_batches_are_bounded_and_oldest_first(store: SharedStore) {
     assert_eq!((dry.count, purged_ids(&dry)), (7, vec!["r6", "r5", "r4"]));
     let mut batches = Vec::new();
     loop {
-        let batch = store.purge_runs(&purge_filter(t(secs(100)), 3)).await.unwrap();
+        let batch = store
+            .purge_runs(&purge_filter(t(secs(100)), 3))
+            .await
+            .unwrap();
         let ids: Vec<String> = purged_ids(&batch).iter().map(|s| s.to_string()).collect();
         let last = ids.len() < 3;
         batches.push(ids);
@@ -1892,7 +1914,10 @@ async fn purge_never_deletes_a_run_made_unfinished_concurrently(store: SharedSto
     let mut purged = Vec::new();
     loop {
         let finished = done.load(std::sync::atomic::Ordering::SeqCst);
-        let batch = store.purge_runs(&purge_filter(t(secs(100)), 2)).await.unwrap();
+        let batch = store
+            .purge_runs(&purge_filter(t(secs(100)), 2))
+            .await
+            .unwrap();
         assert!(batch.runs.len() <= 2, "a batch is bounded by its limit");
         for run in &batch.runs {
             assert_eq!(run.status, RunStatus::Failed, "only ended runs are purged");
@@ -1905,13 +1930,20 @@ async fn purge_never_deletes_a_run_made_unfinished_concurrently(store: SharedSto
     }
     let left_queued = flipper.await.unwrap();
     // Whatever is left failed goes now; the queued ones never do.
-    let rest = store.purge_runs(&purge_filter(t(secs(100)), 1000)).await.unwrap();
+    let rest = store
+        .purge_runs(&purge_filter(t(secs(100)), 1000))
+        .await
+        .unwrap();
     for run in &rest.runs {
         assert_eq!(run.status, RunStatus::Failed);
     }
     for id in &left_queued {
         let run = store.run(&RunId::from(id.as_str())).await.unwrap();
-        assert_eq!(run.map(|r| r.status), Some(RunStatus::Queued), "{id} survives");
+        assert_eq!(
+            run.map(|r| r.status),
+            Some(RunStatus::Queued),
+            "{id} survives"
+        );
     }
     let remaining = store.list_runs(&RunFilter::default()).await.unwrap();
     assert_eq!(remaining.len(), left_queued.len());

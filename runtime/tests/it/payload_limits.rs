@@ -146,7 +146,10 @@ async fn a_start_input_over_the_limit_is_refused_and_creates_nothing() {
         .unwrap_err();
     match &error {
         EngineError::PayloadTooLarge { what, size, limit } => {
-            assert_eq!((what.as_str(), *size, *limit), ("the input of workflow `limits-start`", LIMIT + 1, LIMIT));
+            assert_eq!(
+                (what.as_str(), *size, *limit),
+                ("the input of workflow `limits-start`", LIMIT + 1, LIMIT)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -159,8 +162,14 @@ async fn a_start_input_over_the_limit_is_refused_and_creates_nothing() {
 #[tokio::test]
 async fn a_step_output_over_the_limit_fails_the_run_without_retrying_or_writing_it() {
     let engine = engine(Arc::new(MemoryStore::new()));
-    let ok = engine.start_json("limits-output", json!(LIMIT), reprise::Trigger::Code).await.unwrap();
-    assert!(matches!(engine.drive(&ok).await.unwrap().outcome, RunOutcome::Completed(_)));
+    let ok = engine
+        .start_json("limits-output", json!(LIMIT), reprise::Trigger::Code)
+        .await
+        .unwrap();
+    assert!(matches!(
+        engine.drive(&ok).await.unwrap().outcome,
+        RunOutcome::Completed(_)
+    ));
 
     let before = ECHOED.load(Ordering::SeqCst);
     let id = engine
@@ -185,7 +194,11 @@ async fn a_step_output_over_the_limit_fails_the_run_without_retrying_or_writing_
     assert_eq!(engine.get_run(&id).await.unwrap().attempt, 1);
     let events = engine.events(&id).await.unwrap();
     assert!(events.iter().any(|e| e.event.kind == EventKind::StepFailed));
-    assert!(!events.iter().any(|e| e.event.kind == EventKind::StepCompleted));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.event.kind == EventKind::StepCompleted)
+    );
     nothing_oversized(&engine, &id).await;
 }
 
@@ -213,10 +226,18 @@ async fn a_step_input_over_the_limit_fails_before_the_step_starts() {
         .unwrap();
     let error = failed(engine.drive(&id).await.unwrap().outcome);
     assert_eq!(error.kind, "payload_too_large");
-    assert!(error.message.contains("the input of step `take-text#0`"), "{}", error.message);
+    assert!(
+        error.message.contains("the input of step `take-text#0`"),
+        "{}",
+        error.message
+    );
     assert_eq!(TAKEN.load(Ordering::SeqCst), before, "the action never ran");
     let events = engine.events(&id).await.unwrap();
-    assert!(!events.iter().any(|e| e.event.kind == EventKind::StepStarted));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.event.kind == EventKind::StepStarted)
+    );
     nothing_oversized(&engine, &id).await;
 
     let at_limit = engine
@@ -233,24 +254,40 @@ async fn a_step_input_over_the_limit_fails_before_the_step_starts() {
 async fn a_workflow_output_over_the_limit_fails_the_run() {
     let engine = engine(Arc::new(MemoryStore::new()));
     let id = engine
-        .start_json("limits-workflow-output", json!(LIMIT + 1), reprise::Trigger::Code)
+        .start_json(
+            "limits-workflow-output",
+            json!(LIMIT + 1),
+            reprise::Trigger::Code,
+        )
         .await
         .unwrap();
     let error = failed(engine.drive(&id).await.unwrap().outcome);
     assert_eq!(error.kind, "payload_too_large");
     assert!(
-        error.message.contains("the output of workflow `limits-workflow-output`"),
+        error
+            .message
+            .contains("the output of workflow `limits-workflow-output`"),
         "{}",
         error.message
     );
     let run = engine.get_run(&id).await.unwrap();
-    assert_eq!((run.status, run.attempt, run.output), (RunStatus::Failed, 1, None));
+    assert_eq!(
+        (run.status, run.attempt, run.output),
+        (RunStatus::Failed, 1, None)
+    );
     nothing_oversized(&engine, &id).await;
     let at_limit = engine
-        .start_json("limits-workflow-output", json!(LIMIT), reprise::Trigger::Code)
+        .start_json(
+            "limits-workflow-output",
+            json!(LIMIT),
+            reprise::Trigger::Code,
+        )
         .await
         .unwrap();
-    assert!(matches!(engine.drive(&at_limit).await.unwrap().outcome, RunOutcome::Completed(_)));
+    assert!(matches!(
+        engine.drive(&at_limit).await.unwrap().outcome,
+        RunOutcome::Completed(_)
+    ));
 }
 
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
@@ -265,7 +302,9 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 #[tokio::test]
 async fn http_refuses_oversized_starts_and_hook_payloads_with_413() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine(Arc::new(SqliteStore::open(dir.path().join("runs.db")).unwrap()));
+    let engine = engine(Arc::new(
+        SqliteStore::open(dir.path().join("runs.db")).unwrap(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -273,9 +312,14 @@ async fn http_refuses_oversized_starts_and_hook_payloads_with_413() {
         api_token: None,
         ..Default::default()
     };
-    let server = tokio::spawn(reprise::http::serve(engine.clone(), listener, options, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(reprise::http::serve(
+        engine.clone(),
+        listener,
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = reqwest::Client::new();
 
     let (status, body) = send(
@@ -292,7 +336,13 @@ async fn http_refuses_oversized_starts_and_hook_payloads_with_413() {
             && message.contains("limit of 100 bytes"),
         "{message}"
     );
-    assert!(engine.list_runs(&RunFilter::default()).await.unwrap().is_empty());
+    assert!(
+        engine
+            .list_runs(&RunFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let (status, body) = send(
         client
             .post(format!("{base}/workflows/limits-start"))
@@ -323,7 +373,11 @@ async fn http_refuses_oversized_starts_and_hook_payloads_with_413() {
         "{message}"
     );
     let run = engine.get_run(&id).await.unwrap();
-    assert_eq!((run.status, run.next_seq), (RunStatus::Waiting, next_seq), "nothing written");
+    assert_eq!(
+        (run.status, run.next_seq),
+        (RunStatus::Waiting, next_seq),
+        "nothing written"
+    );
     let (status, body) = send(
         client
             .post(format!("{base}/hooks/{}", hook.token))
@@ -342,7 +396,10 @@ async fn http_refuses_oversized_starts_and_hook_payloads_with_413() {
 #[test]
 fn a_zero_payload_limit_is_a_build_error() {
     let error = Engine::builder().max_payload_bytes(0).build().unwrap_err();
-    assert!(error.to_string().contains("max_payload_bytes of 0"), "{error}");
+    assert!(
+        error.to_string().contains("max_payload_bytes of 0"),
+        "{error}"
+    );
     assert_eq!(reprise::DEFAULT_MAX_PAYLOAD_BYTES, 2 * 1024 * 1024);
 }
 
@@ -445,8 +502,14 @@ async fn a_log_past_the_history_warning_is_logged_once_per_run() {
     next_round(&engine, &id).await;
     assert_eq!(warnings(), 1, "crossed in the second round");
     next_round(&engine, &id).await;
-    assert_eq!(engine.get_run(&id).await.unwrap().status, RunStatus::Completed);
+    assert_eq!(
+        engine.get_run(&id).await.unwrap().status,
+        RunStatus::Completed
+    );
     let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     assert_eq!(warnings(), 1, "once per run: {text}");
-    assert!(text.contains(id.as_str()), "the warning names the run: {text}");
+    assert!(
+        text.contains(id.as_str()),
+        "the warning names the run: {text}"
+    );
 }

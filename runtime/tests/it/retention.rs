@@ -84,7 +84,10 @@ fn builder(store: SharedStore, clock: Arc<HandClock>) -> EngineBuilder {
 }
 
 async fn finished(engine: &Engine, slug: &str, n: i64) -> RunId {
-    let id = engine.start_json(slug, json!({ "n": n }), reprise::Trigger::Code).await.unwrap();
+    let id = engine
+        .start_json(slug, json!({ "n": n }), reprise::Trigger::Code)
+        .await
+        .unwrap();
     let outcome = engine.drive(&id).await.unwrap().outcome;
     assert!(
         matches!(outcome, RunOutcome::Completed(_) | RunOutcome::Failed(_)),
@@ -120,7 +123,10 @@ async fn the_retention_sweep_purges_ended_runs_past_their_workflows_retention() 
         .await
         .unwrap();
 
-    assert!(engine.enforce_retention().await.unwrap().is_empty(), "nothing is old yet");
+    assert!(
+        engine.enforce_retention().await.unwrap().is_empty(),
+        "nothing is old yet"
+    );
     clock.advance(2 * HOUR);
     let purged = engine.enforce_retention().await.unwrap();
     assert_eq!(purged, [("keep-short".to_owned(), 2)].into_iter().collect());
@@ -130,14 +136,21 @@ async fn the_retention_sweep_purges_ended_runs_past_their_workflows_retention() 
 
     clock.advance(31 * DAY);
     let purged = engine.enforce_retention().await.unwrap();
-    assert_eq!(purged, [("keep-default".to_owned(), 1)].into_iter().collect());
+    assert_eq!(
+        purged,
+        [("keep-default".to_owned(), 1)].into_iter().collect()
+    );
     assert!(exists(&engine, &long).await, "its own retention is longer");
 
     clock.advance(60 * DAY);
     let purged = engine.enforce_retention().await.unwrap();
     assert_eq!(purged, [("keep-long".to_owned(), 1)].into_iter().collect());
     let run = engine.get_run(&unfinished).await.unwrap();
-    assert_eq!(run.status, RunStatus::Queued, "an unfinished run is never purged");
+    assert_eq!(
+        run.status,
+        RunStatus::Queued,
+        "an unfinished run is never purged"
+    );
 }
 
 #[tokio::test]
@@ -246,7 +259,10 @@ async fn purge_runs_dry_run_deletes_nothing_and_an_unfinished_status_is_refused(
         )
         .await
         .unwrap_err();
-    assert!(matches!(refused, EngineError::InvalidRequest(_)), "{refused}");
+    assert!(
+        matches!(refused, EngineError::InvalidRequest(_)),
+        "{refused}"
+    );
 
     let report = engine
         .purge_runs(
@@ -284,7 +300,13 @@ async fn purge_runs_goes_through_every_batch() {
         .unwrap();
     assert_eq!(report.count, 25);
     assert_eq!(report.by_workflow.get("keep-default"), Some(&25));
-    assert!(engine.list_runs(&RunFilter::default()).await.unwrap().is_empty());
+    assert!(
+        engine
+            .list_runs(&RunFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
@@ -313,9 +335,14 @@ async fn post_runs_purge_over_http_counts_deletes_and_refuses_bad_requests() {
         api_token: None,
         ..Default::default()
     };
-    let server = tokio::spawn(reprise::http::serve(engine.clone(), listener, options, async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(reprise::http::serve(
+        engine.clone(),
+        listener,
+        options,
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = reqwest::Client::new();
 
     let (status, body) = post(&client, &base, json!({ "before": "1d", "dry_run": true })).await;
@@ -331,20 +358,38 @@ async fn post_runs_purge_over_http_counts_deletes_and_refuses_bad_requests() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["count"].clone(), body["runs"].as_array().unwrap().len()), (json!(2), 1));
+    assert_eq!(
+        (
+            body["count"].clone(),
+            body["runs"].as_array().unwrap().len()
+        ),
+        (json!(2), 1)
+    );
 
     for (bad, says) in [
-        (json!({ "before": "last tuesday" }), "neither a time nor an age"),
-        (json!({ "before": "1d", "status": "running" }), "have not ended"),
+        (
+            json!({ "before": "last tuesday" }),
+            "neither a time nor an age",
+        ),
+        (
+            json!({ "before": "1d", "status": "running" }),
+            "have not ended",
+        ),
         (json!({ "before": "1d", "status": "exploded" }), "status"),
         (json!({ "before": "1d", "limit": 0 }), "out of range"),
-        (json!({ "before": "1d", "olderThan": "2d" }), "unknown field"),
+        (
+            json!({ "before": "1d", "olderThan": "2d" }),
+            "unknown field",
+        ),
         (json!({}), "missing field `before`"),
     ] {
         let (status, body) = post(&client, &base, bad.clone()).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["code"], "bad_request", "{body}");
-        assert!(body["error"].as_str().unwrap().contains(says), "{bad}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(says),
+            "{bad}: {body}"
+        );
     }
     assert!(exists(&engine, &done).await && exists(&engine, &failed).await);
 
@@ -363,7 +408,10 @@ async fn post_runs_purge_over_http_counts_deletes_and_refuses_bad_requests() {
     let (status, body) = post(&client, &base, json!({ "before": "1d" })).await;
     assert_eq!((status, body["count"].clone()), (200, json!(1)), "{body}");
     assert!(!exists(&engine, &done).await);
-    assert!(exists(&engine, &unfinished).await, "an unfinished run is never purged");
+    assert!(
+        exists(&engine, &unfinished).await,
+        "an unfinished run is never purged"
+    );
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
