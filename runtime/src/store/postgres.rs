@@ -59,8 +59,9 @@
 //! construction and its check only added a row lock per event.
 //!
 //! Version 3 adds the partial index `(updated_at, pos) WHERE status IN ('completed',
-//! 'failed', 'canceled')`: purges ([`Store::purge_runs`]) find the oldest ended runs
-//! without a scan.
+//! 'failed', 'canceled')`, which purges ([`Store::purge_runs`]) walk from the oldest ended
+//! run and stop after one batch, and an index on `reprise_run_keys (run_id)`, so a purged
+//! run's keys are found without a scan.
 //!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
@@ -225,10 +226,12 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX reprise_runs_unfinished;
     ALTER TABLE reprise_events DROP CONSTRAINT IF EXISTS reprise_events_run_id_fkey;
     "#,
-    // Version 3: purges (retention) find ended runs by their last update without a scan.
+    // Version 3: purges (retention) walk ended runs by their last update, oldest first,
+    // and delete a run's keys without scanning `reprise_run_keys`.
     r#"
     CREATE INDEX reprise_runs_ended_updated_at ON reprise_runs (updated_at, pos)
         WHERE status IN ('completed', 'failed', 'canceled');
+    CREATE INDEX reprise_run_keys_run_id ON reprise_run_keys (run_id);
     "#,
 ];
 
@@ -1103,8 +1106,11 @@ impl Store for PostgresStore {
         let before = micros(filter.before);
         let batch = i64::try_from(filter.batch()).unwrap_or(i64::MAX);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&batch, &before];
+        // The first term is the partial index's own condition, so the planner sees that
+        // the query implies it.
         let mut clause = format!(
-            "status IN ({}) AND updated_at < $2::bigint",
+            "status IN ({}) AND status IN ({}) AND updated_at < $2::bigint",
+            purge::ENDED_SQL,
             purge::status_list(filter)
         );
         if let Some(workflow) = &filter.workflow {

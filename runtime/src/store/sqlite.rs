@@ -28,8 +28,9 @@
 //! runs: runs in flight under a lease and runs asleep for hours cost it nothing.
 //!
 //! Version 4 adds the partial index `runs_ended_updated_at (updated_at) WHERE status IN
-//! ('completed', 'failed', 'canceled')`: purges ([`Store::purge_runs`]) find the oldest
-//! ended runs without a scan.
+//! ('completed', 'failed', 'canceled')`, which purges ([`Store::purge_runs`]) walk from
+//! the oldest ended run and stop after one batch, and `run_keys_run_id`, so a purged run's
+//! keys are found without a scan.
 //!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
@@ -161,10 +162,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
     DROP INDEX runs_unfinished;
     "#,
-    // Version 4: purges (retention) find ended runs by their last update without a scan.
+    // Version 4: purges (retention) walk ended runs by their last update, oldest first,
+    // and delete a run's keys without scanning `run_keys`.
     r#"
     CREATE INDEX runs_ended_updated_at ON runs (updated_at)
         WHERE status IN ('completed', 'failed', 'canceled');
+    CREATE INDEX run_keys_run_id ON run_keys (run_id);
     "#,
 ];
 
@@ -835,15 +838,16 @@ impl Store for SqliteStore {
                 .collect();
             let count: i64 = conn
                 .prepare_cached(&format!(
-                    "SELECT count(*) FROM runs WHERE {clause} AND ?1 IS NOT NULL"
+                    "SELECT count(*) FROM runs INDEXED BY runs_ended_updated_at
+                     WHERE {clause} AND ?1 IS NOT NULL"
                 ))
                 .ctx(what)?
                 .query_row(rusqlite::params_from_iter(all.clone()), |row| row.get(0))
                 .ctx(what)?;
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT id, workflow, status FROM runs WHERE {clause}
-                     ORDER BY updated_at, rowid LIMIT ?1"
+                    "SELECT id, workflow, status FROM runs INDEXED BY runs_ended_updated_at
+                     WHERE {clause} ORDER BY updated_at, rowid LIMIT ?1"
                 ))
                 .ctx(what)?;
             let mut rows = stmt.query(rusqlite::params_from_iter(all)).ctx(what)?;
@@ -1197,8 +1201,11 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
 /// matches: `?1` is the batch size or unused.
 fn purge_where(filter: &PurgeFilter) -> (String, Vec<SqlValue>) {
     let mut params = vec![SqlValue::Integer(micros(filter.before))];
+    // The first term is the partial index's own condition, word for word, so the planner
+    // may use it (it must see that the query implies the index's WHERE).
     let mut sql = format!(
-        "status IN ({}) AND updated_at < ?2",
+        "status IN ({}) AND status IN ({}) AND updated_at < ?2",
+        purge::ENDED_SQL,
         purge::status_list(filter)
     );
     if let Some(workflow) = &filter.workflow {
@@ -1216,7 +1223,8 @@ fn apply_purge(conn: &Connection, filter: &PurgeFilter) -> Result<Vec<PurgedRun>
     // The status is checked again by the DELETE itself: only an ended run is ever deleted.
     let sql = format!(
         "DELETE FROM runs
-          WHERE id IN (SELECT id FROM runs WHERE {clause} ORDER BY updated_at, rowid LIMIT ?1)
+          WHERE id IN (SELECT id FROM runs INDEXED BY runs_ended_updated_at WHERE {clause}
+                       ORDER BY updated_at, rowid LIMIT ?1)
             AND status IN ({ended})
          RETURNING id, workflow, status, updated_at",
         ended = purge::ENDED_SQL
