@@ -131,3 +131,68 @@ fn runs_purge_refuses_an_unfinished_status_and_a_bad_before_with_exit_2() {
     let (code, _, err) = run(app(&db).args(["runs", "purge"]));
     assert_eq!(code, 2, "--before is required: {err}");
 }
+
+/// `worker` enforces an engine-wide retention (`REPRISE_RETENTION`) with its sweep loop:
+/// an ended run older than it disappears with its events while the worker runs, an
+/// unfinished one stays, and the sweep's purge is logged with the count per workflow.
+#[test]
+fn a_worker_purges_ended_runs_past_the_retention() {
+    let db = TempDb::new().unwrap();
+    let tree = db.dir().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a.txt"), "hello").unwrap();
+    let (ended, status) = digest(&db, &db.dir().join("missing"), &[]);
+    assert_eq!(status, "failed");
+    // Queued, due in a day: unfinished, never purged.
+    let (waiting, _) = digest(&db, &tree, &["--delay", "1d"]);
+    let log = db.dir().join("worker.stderr");
+    let mut worker = app(&db)
+        .args(["worker"])
+        .env("REPRISE_RETENTION", "1s")
+        .env("REPRISE_RETENTION_SWEEP_EVERY", "100ms")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, _, _) = run(app(&db).args(["runs", "get", &ended]));
+        if code == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not purge the ended run: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pid = worker.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = worker.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("ended runs past their retention purged")
+            && stderr.contains("file-digest")
+            && stderr.contains("count=1"),
+        "{stderr}"
+    );
+    let (code, out, _) = run(app(&db).args(["runs", "get", &waiting, "--json"]));
+    assert_eq!(code, 0, "an unfinished run is never purged");
+    assert!(out.contains("queued"), "{out}");
+    let (code, _, err) = run(app(&db)
+        .args(["runs", "list"])
+        .env("REPRISE_RETENTION", "a while"));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("REPRISE_RETENTION `a while` is not a duration"),
+        "{err}"
+    );
+}

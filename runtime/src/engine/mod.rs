@@ -156,7 +156,10 @@ impl EngineBuilder {
     /// - `OPENAI_BASE_URL` / `OPENAI_API_KEY`: unless a provider is registered, the
     ///   OpenAI-compatible provider [`crate::llm::OpenAiProvider::from_env`] serves vendor
     ///   `openai` and is the default;
-    /// - `HOSTNAME`: the host part of the default owner id.
+    /// - `HOSTNAME`: the host part of the default owner id;
+    /// - `REPRISE_RETENTION` / `REPRISE_RETENTION_SWEEP_EVERY` (humantime, e.g. `30d` /
+    ///   `1m`): [`EngineBuilder::retention`] and [`EngineBuilder::retention_sweep_every`]
+    ///   (a value that is not a duration makes [`EngineBuilder::build`] fail, naming it).
     ///
     /// Methods called afterwards override what the environment set. The CLI
     /// ([`crate::cli`]) builds its engine with this; tests should not.
@@ -171,7 +174,7 @@ impl EngineBuilder {
         if let Some(host) = var("HOSTNAME") {
             builder.host = host;
         }
-        builder
+        retention::from_env(builder)
     }
 
     /// Serves `vendor/…` model ids (`openai/gpt-4o-mini`) with `provider` in LLM steps and

@@ -98,6 +98,37 @@ impl EngineBuilder {
     }
 }
 
+/// The engine-wide retention variable of [`EngineBuilder::from_env`].
+pub(crate) const RETENTION_ENV: &str = "REPRISE_RETENTION";
+
+/// The sweep interval variable of [`EngineBuilder::from_env`].
+pub(crate) const SWEEP_EVERY_ENV: &str = "REPRISE_RETENTION_SWEEP_EVERY";
+
+/// Applies `REPRISE_RETENTION` ([`EngineBuilder::retention`]) and
+/// `REPRISE_RETENTION_SWEEP_EVERY` ([`EngineBuilder::retention_sweep_every`]), humantime
+/// durations, when set; a value that is not a duration makes the build fail naming it.
+pub(crate) fn from_env(mut builder: EngineBuilder) -> EngineBuilder {
+    let setters: [(&str, fn(EngineBuilder, Duration) -> EngineBuilder); 2] = [
+        (RETENTION_ENV, EngineBuilder::retention),
+        (SWEEP_EVERY_ENV, EngineBuilder::retention_sweep_every),
+    ];
+    for (name, set) in setters {
+        let Some(text) = std::env::var(name).ok().filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        match humantime::parse_duration(text.trim()) {
+            Ok(duration) => builder = set(builder, duration),
+            Err(e) => {
+                builder.error.get_or_insert(EngineError::Config(format!(
+                    "{name} `{text}` is not a duration ({e}); write one such as `30d`, \
+                     `12h` or `90days`"
+                )));
+            }
+        }
+    }
+    builder
+}
+
 /// What [`Engine::purge_runs`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PurgeReport {
