@@ -108,7 +108,8 @@ pub(crate) const SWEEP_EVERY_ENV: &str = "REPRISE_RETENTION_SWEEP_EVERY";
 /// `REPRISE_RETENTION_SWEEP_EVERY` ([`EngineBuilder::retention_sweep_every`]), humantime
 /// durations, when set; a value that is not a duration makes the build fail naming it.
 pub(crate) fn from_env(mut builder: EngineBuilder) -> EngineBuilder {
-    let setters: [(&str, fn(EngineBuilder, Duration) -> EngineBuilder); 2] = [
+    type Setter = fn(EngineBuilder, Duration) -> EngineBuilder;
+    let setters: [(&str, Setter); 2] = [
         (RETENTION_ENV, EngineBuilder::retention),
         (SWEEP_EVERY_ENV, EngineBuilder::retention_sweep_every),
     ];
