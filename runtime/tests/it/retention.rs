@@ -416,3 +416,168 @@ async fn post_runs_purge_over_http_counts_deletes_and_refuses_bad_requests() {
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// A store whose purges fail while `failing` is set (a database that went away).
+struct FailingPurges {
+    inner: SharedStore,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl reprise::store::Store for FailingPurges {
+    async fn create_run(
+        &self,
+        record: reprise::event::RunRecord,
+        created: reprise::event::NewEvent,
+    ) -> Result<(), EngineError> {
+        self.inner.create_run(record, created).await
+    }
+    async fn append(&self, append: reprise::store::Append) -> Result<(), EngineError> {
+        self.inner.append(append).await
+    }
+    async fn run(&self, id: &RunId) -> Result<Option<reprise::event::RunRecord>, EngineError> {
+        self.inner.run(id).await
+    }
+    async fn events(&self, id: &RunId) -> Result<Vec<reprise::event::Event>, EngineError> {
+        self.inner.events(id).await
+    }
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+    ) -> Result<Vec<reprise::event::RunRecord>, EngineError> {
+        self.inner.list_runs(filter).await
+    }
+    async fn create_run_once(
+        &self,
+        key: &str,
+        record: reprise::event::RunRecord,
+        created: reprise::event::NewEvent,
+    ) -> Result<Option<RunId>, EngineError> {
+        self.inner.create_run_once(key, record, created).await
+    }
+    async fn acquire(
+        &self,
+        id: &RunId,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<reprise::store::Acquired, EngineError> {
+        self.inner.acquire(id, owner, now, expires_at).await
+    }
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<reprise::store::Lease>, EngineError> {
+        self.inner.claim_due(owner, now, expires_at, limit).await
+    }
+    async fn renew(
+        &self,
+        lease: &reprise::store::Lease,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<reprise::store::Lease>, EngineError> {
+        self.inner.renew(lease, expires_at).await
+    }
+    async fn release(&self, lease: &reprise::store::Lease) -> Result<(), EngineError> {
+        self.inner.release(lease).await
+    }
+    async fn request_cancel(&self, id: &RunId) -> Result<(), EngineError> {
+        self.inner.request_cancel(id).await
+    }
+    async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError> {
+        self.inner.next_wake().await
+    }
+    async fn cursor(&self, name: &str) -> Result<Option<Value>, EngineError> {
+        self.inner.cursor(name).await
+    }
+    async fn set_cursor(&self, name: &str, value: &Value) -> Result<(), EngineError> {
+        self.inner.set_cursor(name, value).await
+    }
+    async fn purge_runs(
+        &self,
+        filter: &PurgeFilter,
+    ) -> Result<reprise::store::PurgeBatch, EngineError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(EngineError::Store("the database went away".into()));
+        }
+        self.inner.purge_runs(filter).await
+    }
+}
+
+/// Log lines written by the subscriber of this test's thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A sweep that fails is logged at warn once, however many sweeps fail, the loop goes on,
+/// and it purges once the store works again (logged at info, with the count per workflow).
+#[tokio::test]
+async fn a_failing_sweep_is_logged_once_and_the_loop_goes_on() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let store = Arc::new(FailingPurges {
+        inner: Arc::new(reprise::store::MemoryStore::new()),
+        failing: std::sync::atomic::AtomicBool::new(true),
+    });
+    let clock = HandClock::new();
+    let engine = builder(store.clone(), clock.clone())
+        .retention(HOUR)
+        .retention_sweep_every(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let id = finished(&engine, "keep-default", 1).await;
+    clock.advance(2 * HOUR);
+    let text = || String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    // One loop: sweeps fail until well after the first warning, then the store works
+    // again and the next sweep purges.
+    let engine_in_loop = engine.clone();
+    let run = id.clone();
+    let store_in_loop = store.clone();
+    let captured_in_loop = captured.clone();
+    let warned = move || {
+        String::from_utf8_lossy(&captured_in_loop.0.lock().unwrap())
+            .matches("retention sweep failed")
+            .count()
+    };
+    reprise::run_retention(engine.clone(), async move {
+        while warned() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(warned(), 1, "logged once, not per sweep");
+        assert!(exists(&engine_in_loop, &run).await);
+        store_in_loop
+            .failing
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        while exists(&engine_in_loop, &run).await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let text = text();
+    assert_eq!(text.matches("retention sweep failed").count(), 1, "{text}");
+    assert!(text.contains("the retention sweep works again"), "{text}");
+    assert!(
+        text.contains("ended runs past their retention purged")
+            && text.contains("keep-default")
+            && text.contains("count=1"),
+        "{text}"
+    );
+}
