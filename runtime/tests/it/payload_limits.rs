@@ -74,6 +74,12 @@ async fn limits_workflow_output(n: usize) -> Result<Text, WorkflowError> {
     Ok(text_of(n))
 }
 
+/// Calls `limits-workflow-output` as a sub-workflow.
+#[workflow(slug = "limits-parent")]
+async fn limits_parent(n: usize) -> Result<usize, WorkflowError> {
+    Ok(limits_workflow_output.run(n).await?.s.len())
+}
+
 /// Starts with any text.
 #[workflow(slug = "limits-start")]
 async fn limits_start(input: Text) -> Result<usize, WorkflowError> {
@@ -97,6 +103,7 @@ fn engine(store: SharedStore) -> Engine {
         .register(limits_handled)
         .register(limits_input)
         .register(limits_workflow_output)
+        .register(limits_parent)
         .register(limits_start)
         .register(limits_hook)
         .build()
@@ -288,6 +295,25 @@ async fn a_workflow_output_over_the_limit_fails_the_run() {
         engine.drive(&at_limit).await.unwrap().outcome,
         RunOutcome::Completed(_)
     ));
+}
+
+#[tokio::test]
+async fn a_sub_workflow_output_over_the_limit_fails_that_step() {
+    let engine = engine(Arc::new(MemoryStore::new()));
+    let id = engine
+        .start_json("limits-parent", json!(LIMIT + 1), reprise::Trigger::Code)
+        .await
+        .unwrap();
+    let error = failed(engine.drive(&id).await.unwrap().outcome);
+    assert_eq!(error.kind, "payload_too_large");
+    assert!(
+        error
+            .message
+            .contains("the output of step `limits-workflow-output#0`"),
+        "{}",
+        error.message
+    );
+    nothing_oversized(&engine, &id).await;
 }
 
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
