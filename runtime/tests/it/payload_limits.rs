@@ -316,6 +316,59 @@ async fn a_sub_workflow_output_over_the_limit_fails_that_step() {
     nothing_oversized(&engine, &id).await;
 }
 
+/// A model that answers every request with `n` characters of text.
+struct Verbose(usize);
+
+#[async_trait::async_trait]
+impl reprise::llm::LlmProvider for Verbose {
+    async fn complete(
+        &self,
+        _request: reprise::llm::LlmRequest,
+    ) -> Result<reprise::llm::LlmResponse, reprise::llm::LlmError> {
+        Ok(reprise::llm::LlmResponse {
+            message: reprise::llm::ChatMessage {
+                role: Some(reprise::llm::Role::Assistant),
+                content: Some("y".repeat(self.0)),
+                tool_calls: Vec::new(),
+                tool_call_id: None,
+            },
+            usage: reprise::llm::Usage::default(),
+            model: "verbose".into(),
+            finish_reason: None,
+        })
+    }
+}
+
+#[workflow(slug = "limits-llm")]
+async fn limits_llm(_input: ()) -> Result<String, WorkflowError> {
+    Ok(prompt_llm("Say a lot").model("fake/model").await?)
+}
+
+#[tokio::test]
+async fn an_llm_reply_over_the_limit_fails_the_llm_step() {
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .max_payload_bytes(1000)
+        .llm(Arc::new(Verbose(5000)))
+        .register(limits_llm)
+        .build()
+        .unwrap();
+    let id = engine
+        .start_json("limits-llm", Value::Null, reprise::Trigger::Code)
+        .await
+        .unwrap();
+    let error = failed(engine.drive(&id).await.unwrap().outcome);
+    assert_eq!(error.kind, "payload_too_large");
+    assert!(
+        error.message.contains("the output of step `llm#0"),
+        "{}",
+        error.message
+    );
+    for event in engine.events(&id).await.unwrap() {
+        assert!(!event.event.payload.to_string().contains(&"y".repeat(1000)));
+    }
+}
+
 async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
