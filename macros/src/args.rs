@@ -27,6 +27,7 @@ mod kw {
     syn::custom_keyword!(register);
     syn::custom_keyword!(on_failure);
     syn::custom_keyword!(on_max_attempts);
+    syn::custom_keyword!(retention);
 }
 
 /// Options of `#[action(…)]`.
@@ -63,12 +64,14 @@ pub(crate) struct WorkflowArgs {
     pub(crate) unregistered: bool,
     /// `crate = "path"`.
     pub(crate) krate: Option<Path>,
+    /// `retention = "30d"`, in milliseconds.
+    pub(crate) retention_ms: Option<u64>,
 }
 
 const ACTION_KEYS: &str =
     "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
-const WORKFLOW_KEYS: &str =
-    "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, `register` or `crate`";
+const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, \
+     `retention`, `register` or `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -195,6 +198,11 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                 seen.check("crate", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.krate = Some(parse_crate(input)?);
+            } else if lookahead.peek(kw::retention) {
+                let key = input.parse::<kw::retention>()?;
+                seen.check("retention", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.retention_ms = parse_retention(input, errors)?;
             } else if let Some(error) = unknown_key(input, Macro::Workflow) {
                 return Err(error);
             } else {
@@ -266,6 +274,12 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         (Macro::Workflow, "on_error" | "on_fail" | "failure_handler" | "onfailure") => {
             Some("did you mean `on_failure = handler`?".to_owned())
         }
+        (Macro::Workflow, "ttl" | "keep" | "keep_for" | "retain" | "expire_after") => Some(
+            "did you mean `retention = \"30d\"` (how long ended runs are kept)?".to_owned(),
+        ),
+        (Macro::Action, "retention") => Some(
+            "`retention` is a `#[workflow]` option: runs are kept per workflow".to_owned(),
+        ),
         (Macro::Workflow, "backoff" | "timeout" | "non_retryable") => Some(format!(
             "`{name}` is an `#[action]` option: set it on the actions the workflow calls"
         )),
@@ -344,6 +358,25 @@ pub(crate) fn duration_millis(text: &str, zero_ok: bool) -> Result<u64, String> 
         return Err(format!("it must be longer than zero; {EXAMPLES}"));
     }
     u64::try_from(duration.as_millis()).map_err(|_| "the duration is too long".to_owned())
+}
+
+/// `retention = "30d"`: how long ended runs are kept, in whole milliseconds.
+fn parse_retention(input: ParseStream, errors: &Errors) -> syn::Result<Option<u64>> {
+    let lit: LitStr = input.parse()?;
+    match duration_millis(&lit.value(), false) {
+        Ok(ms) => Ok(Some(ms)),
+        Err(why) => {
+            errors.error(
+                lit.span(),
+                format!(
+                    "invalid `retention` {:?}: {why}; retention is how long ended runs are \
+                     kept, e.g. `retention = \"30d\"`, `\"12h\"` or `\"90days\"`",
+                    lit.value()
+                ),
+            );
+            Ok(None)
+        }
+    }
 }
 
 fn parse_kinds(input: ParseStream) -> syn::Result<Vec<LitStr>> {

@@ -415,6 +415,9 @@ fn workflow_options(args: &WorkflowArgs, private: &TokenStream) -> TokenStream {
     if let Some(max_attempts) = args.max_attempts {
         fields.push(quote!(max_attempts: #max_attempts,));
     }
+    if let Some(ms) = args.retention_ms {
+        fields.push(quote!(retention: ::core::option::Option::Some(#private::millis(#ms)),));
+    }
     if args.pause_at_max_attempts {
         fields.push(quote!(on_max_attempts: #private::OnMaxAttempts::Pause,));
     }

@@ -35,6 +35,10 @@ pub mod kinds {
     /// do not decode) in as many attempts as `EngineBuilder::unexecutable_policy` allows;
     /// the run is parked as `failed`. The message names the reason.
     pub const UNEXECUTABLE: &str = "unexecutable";
+    /// A payload (a step's input or output, a workflow's output) is larger than
+    /// `EngineBuilder::max_payload_bytes` allows; never retried. The message names the
+    /// step, the size and the limit; nothing oversized was written.
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
 }
 
 /// The error of a step: returned by an action body, or by `.run(..)` in a workflow
@@ -582,6 +586,27 @@ pub enum EngineError {
         known: Vec<String>,
         /// How many step ids the log holds.
         total: usize,
+    },
+    /// A request's arguments are wrong (e.g. a purge of runs that have not ended); the
+    /// message names what and how to fix it. Nothing was done.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A payload (a workflow input, a step's input or output, a hook payload, a workflow
+    /// output) is larger than [`EngineBuilder::max_payload_bytes`](crate::EngineBuilder::max_payload_bytes)
+    /// allows, as serialized JSON. Nothing of it was written.
+    #[error(
+        "{what} is {size} bytes of JSON, over the limit of {limit} bytes: store large data \
+         elsewhere (a file, a bucket) and pass a reference, or raise \
+         EngineBuilder::max_payload_bytes"
+    )]
+    PayloadTooLarge {
+        /// What was too large: `the input of workflow \`x\``, `the output of step \`a/b\``,
+        /// `the payload of hook \`approve\``.
+        what: String,
+        /// Its size, in bytes of serialized JSON.
+        size: u64,
+        /// The limit, in bytes.
+        limit: u64,
     },
 }
 

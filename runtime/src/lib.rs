@@ -78,6 +78,7 @@ mod hook_token;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod llm;
+mod payload;
 pub mod registry;
 mod resources;
 mod retry;
@@ -109,6 +110,8 @@ pub use engine::{
     UnpausedRun, judge_replay, summarize_steps, token_usage,
 };
 pub use engine::{ForkOptions, ForkedRun, forked_from};
+/// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
+pub use engine::{PurgeReport, run_retention};
 pub use error::{
     ActionError, Difference, EngineError, NonDeterminism, NonDeterminismCause, SchemaViolation,
     Violation, WorkflowError, kinds,
@@ -116,6 +119,8 @@ pub use error::{
 pub use event::{PauseReason, RunId, RunStatus, Trigger};
 pub use fan_out::fan_out;
 pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
+/// Payload limits (see [`EngineBuilder::max_payload_bytes`]).
+pub use payload::{DEFAULT_HISTORY_WARNING_BYTES, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use retry::RetryPolicy;
 pub use step::{
     ActionOptions, OnMaxAttempts, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions,

@@ -113,14 +113,21 @@ pub struct WorkflowOptions {
     /// The slug of the workflow started, with a [`crate::FailedRun`], when a run fails for
     /// good (`on_failure = handler`). Default: none.
     pub on_failure: Option<&'static str>,
+    /// How long ended runs of this workflow are kept (`#[workflow(retention = "30d")]`),
+    /// counted from when they ended; `None`: the engine-wide
+    /// [`EngineBuilder::retention`](crate::EngineBuilder::retention), if any. Enforced by
+    /// the retention sweep that `dev` and `worker` run ([`crate::run_retention`]).
+    pub retention: Option<std::time::Duration>,
 }
 
 impl WorkflowOptions {
-    /// The defaults: 3 attempts, fail when they run out, no failure handler.
+    /// The defaults: 3 attempts, fail when they run out, no failure handler, the
+    /// engine-wide retention.
     pub const DEFAULT: WorkflowOptions = WorkflowOptions {
         max_attempts: 3,
         on_max_attempts: OnMaxAttempts::Fail,
         on_failure: None,
+        retention: None,
     };
 }
 

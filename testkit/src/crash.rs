@@ -976,6 +976,14 @@ impl Store for CrashStore {
         self.probe.alive().await;
         self.inner.set_schedule_paused(name, paused, by, at).await
     }
+
+    async fn purge_runs(
+        &self,
+        filter: &reprise::store::PurgeFilter,
+    ) -> Result<reprise::store::PurgeBatch, EngineError> {
+        self.probe.alive().await;
+        self.inner.purge_runs(filter).await
+    }
 }
 
 /// Routes every registered action through a wrapper that counts the call, runs the stub or

@@ -371,4 +371,24 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete ended runs (completed, failed, canceled) with their events, in small
+    /// batches; unfinished runs are never deleted. `--dry-run` only counts them.
+    Purge {
+        /// Only runs that ended before this: an RFC 3339 time (`2026-01-01T00:00:00Z`) or
+        /// an age (`30d`, `12h`: ended longer ago than that).
+        #[arg(long, value_name = "TIME|AGE")]
+        before: String,
+        /// Only runs of this workflow slug.
+        #[arg(long, value_name = "SLUG")]
+        workflow: Option<String>,
+        /// Only runs in this status: completed, failed or canceled.
+        #[arg(long)]
+        status: Option<RunStatus>,
+        /// Delete nothing: print how many runs would be deleted and the first 100.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print one JSON object (`dry_run`, `count`, `by_workflow`, `runs`).
+        #[arg(long)]
+        json: bool,
+    },
 }

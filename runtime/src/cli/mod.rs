@@ -47,6 +47,7 @@ mod args;
 mod graph;
 mod logging;
 mod output;
+mod purge;
 mod schedules;
 mod serve;
 
@@ -87,8 +88,9 @@ const MIN_HOOK_SECRET: usize = crate::engine::MIN_HOOK_SECRET_LEN;
 
 /// The exit code of a command that failed with `error`: [`EXIT_USAGE`] for what the
 /// caller can fix in the command line or its input (a schema violation, an unknown
-/// workflow, run, hook or step (`runs fork --from`), invalid JSON, a configuration error, an operation the run's
-/// state does not allow, an idempotency key reused with another input),
+/// workflow, run, hook or step (`runs fork --from`), invalid JSON, a configuration error,
+/// an operation the run's state does not allow, an idempotency key reused with another
+/// input, invalid request arguments, a payload over the size limit),
 /// [`EXIT_INCOMPLETE`] when the run goes on in another process
 /// (its lease is held or was taken over), and [`EXIT_STORE`] for store failures (every
 /// [`EngineError::Storage`] kind, [`EngineError::Store`], a corrupt row).
@@ -102,7 +104,9 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::InvalidState { .. }
         | EngineError::Serde(_)
         | EngineError::IdempotencyConflict { .. }
-        | EngineError::UnknownStep { .. } => EXIT_USAGE,
+        | EngineError::UnknownStep { .. }
+        | EngineError::InvalidRequest(_)
+        | EngineError::PayloadTooLarge { .. } => EXIT_USAGE,
         EngineError::Conflict { .. }
         | EngineError::LeaseLost { .. }
         | EngineError::Leased { .. } => EXIT_INCOMPLETE,
@@ -677,6 +681,13 @@ async fn dispatch(
             Ok(EXIT_COMPLETED)
         }
         Command::Runs(RunsCommand::Resume { id, json }) => resume(engine, id, json).await,
+        Command::Runs(RunsCommand::Purge {
+            before,
+            workflow,
+            status,
+            dry_run,
+            json,
+        }) => purge::purge(engine, &before, workflow, status, dry_run, json).await,
         Command::Hooks(HooksCommand::Resume {
             token,
             payload,

@@ -88,7 +88,8 @@ pub(super) async fn worker(engine: &Engine, args: WorkerArgs) -> Result<u8, Engi
     run_worker(engine, &args, stop).await
 }
 
-/// Runs the worker (and the trigger scheduler unless disabled) until `stop`, then prints
+/// Runs the worker, the retention sweep (see [`crate::EngineBuilder::retention`]) and the
+/// trigger scheduler (unless disabled) until `stop`, then prints
 /// what the worker did.
 async fn run_worker(
     engine: &Engine,
@@ -101,6 +102,11 @@ async fn run_worker(
             stop.clone().cancelled_owned(),
         ))
     });
+    // Retention (a no-op unless a retention is configured): ended runs past it are purged.
+    let retention = tokio::spawn(crate::engine::run_retention(
+        engine.clone(),
+        stop.clone().cancelled_owned(),
+    ));
     let worker = Worker::new(
         engine,
         WorkerOptions {
@@ -111,6 +117,9 @@ async fn run_worker(
     );
     let report = worker.run(stop.clone().cancelled_owned()).await?;
     stop.cancel();
+    if let Err(error) = retention.await {
+        eprintln!("error: the retention sweep failed: {error}");
+    }
     let mut code = EXIT_COMPLETED;
     if let Some(triggers) = triggers {
         match triggers.await {

@@ -73,6 +73,10 @@ pub(crate) struct RunState {
     /// The hook tokens the body has handed out: redacted from what the run records, put
     /// back into what it replays (see [`crate::hook_token::token_placeholder`]).
     pub(crate) hook_tokens: crate::hook_token::IssuedTokens,
+    /// Bytes of event payload JSON in the log, counted up to the history warning threshold
+    /// (see `EngineBuilder::history_warning_bytes`): the append that crosses it logs the
+    /// warning, once per run; past it nothing is counted any more.
+    log_bytes: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,6 +125,45 @@ impl RunState {
             control: Mutex::new(control),
             resumed: tokio::sync::watch::Sender::new(0),
             announced: Mutex::new(None),
+            log_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// Sets the size of the log this execution loaded (bytes of event payload JSON, as
+    /// counted by `payload::log_bytes` up to the history warning threshold).
+    pub(crate) fn set_log_bytes(&self, bytes: u64) {
+        self.log_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The log's size after `events` are appended, when the history warning is on and the
+    /// log has not crossed it yet (else `None`: nothing to count).
+    fn grown_log(&self, events: &[NewEvent]) -> Option<(u64, u64)> {
+        let threshold = crate::payload::PayloadLimits::of(&self.env).history_warning_bytes;
+        let before = self.log_bytes.load(Ordering::Relaxed);
+        if threshold == 0 || before >= threshold {
+            return None;
+        }
+        let added = crate::payload::log_bytes(events.iter().map(|e| &e.payload), threshold);
+        Some((before.saturating_add(added), threshold))
+    }
+
+    /// Records the log's new size; the append that crosses the threshold logs it.
+    fn note_log_growth(&self, grown: Option<(u64, u64)>) {
+        let Some((after, threshold)) = grown else {
+            return;
+        };
+        self.log_bytes
+            .store(after.min(threshold), Ordering::Relaxed);
+        if after >= threshold {
+            tracing::warn!(
+                run = %self.run_id,
+                workflow = %self.workflow,
+                threshold_bytes = threshold,
+                "the run's event log has grown past the history warning threshold \
+                 (EngineBuilder::history_warning_bytes); every resume replays all of it: \
+                 keep large data out of step outputs, or split the work into sub-workflows \
+                 (logged once per run)"
+            );
         }
     }
 
@@ -215,6 +258,7 @@ impl RunState {
             self.redact_hook_tokens(&mut all, &mut update);
         }
         let count = all.len() as u64;
+        let grown = self.grown_log(&all);
         let status = update.status;
         let append = Append {
             run_id: self.run_id.clone(),
@@ -225,6 +269,7 @@ impl RunState {
         };
         self.env.store.append(append).await?;
         *next_seq += count;
+        self.note_log_growth(grown);
         if let Some(status) = status {
             let mut last = lock(&self.announced);
             if *last != Some(status) {

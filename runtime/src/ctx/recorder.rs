@@ -34,6 +34,7 @@ use crate::ActionError;
 use crate::error::{EngineError, NonDeterminism, NonDeterminismCause, kinds};
 use crate::event::{EventPayload, NewEvent, RunUpdate};
 use crate::history::Recorded;
+use crate::payload::PayloadLimits;
 use crate::schema::Validator;
 
 /// How a recorded thing behaves towards the run.
@@ -107,7 +108,17 @@ impl RunState {
         if self.interrupted() {
             match self.stop_here().await {}
         }
-        self.lookup(call)
+        let entry = self.lookup(call)?;
+        // A step about to run for the first time: its input goes into `step_started`, so
+        // it must be within the payload limit (one recorded before is never re-checked).
+        if let (Entry::Live(slot), Some(input)) = (&entry, call.input)
+            && slot.previous.is_none()
+            && matches!(call.shape, Shape::Leaf | Shape::Scope)
+        {
+            PayloadLimits::of(&self.env)
+                .check_step(|| format!("the input of step `{}`", call.id), input)?;
+        }
+        Ok(entry)
     }
 
     /// [`RunState::enter`] without the interrupt check, for synchronous recorded values
@@ -434,6 +445,13 @@ impl<'r> Slot<'r> {
             }
             return Err(self.run.report_non_determinism(report));
         }
+        // An output over the payload limit is recorded as the step's failure instead
+        // (small, not retried): nothing oversized is written.
+        let outcome = outcome.and_then(|output| {
+            PayloadLimits::of(&self.run.env)
+                .check_step(|| format!("the output of step `{}`", self.id), &output)
+                .map(|()| output)
+        });
         let (payload, result) = match outcome {
             Ok(output) => (
                 EventPayload::StepCompleted {

@@ -229,6 +229,11 @@ impl Engine {
             None => {
                 let events = self.store().events(id).await?;
                 let next_seq = events.len() as u64;
+                // Counted only up to the history warning threshold (0: not at all).
+                let log_bytes = crate::payload::log_bytes(
+                    events.iter().map(|e| &e.event.payload),
+                    self.payload_limits().history_warning_bytes,
+                );
                 let history =
                     History::from_events(events).map_err(|message| EngineError::Corrupt {
                         run: id.to_string(),
@@ -247,6 +252,7 @@ impl Engine {
                     Some(lease.fence),
                     control.clone(),
                 ));
+                state.set_log_bytes(log_bytes);
                 let ctx = Ctx {
                     run: state.clone(),
                     namespace: Arc::from(""),
@@ -424,7 +430,9 @@ impl Engine {
     /// or the run is neither `waiting` nor `paused` (a paused run keeps the payload in its
     /// log and stays paused; it reads it once unpaused); [`EngineError::Schema`] naming
     /// each JSON pointer when the payload does not match the hook's type (the hook stays
-    /// open).
+    /// open); [`EngineError::PayloadTooLarge`] when it is over
+    /// [`EngineBuilder::max_payload_bytes`](crate::EngineBuilder::max_payload_bytes)
+    /// (the hook stays open, nothing is written).
     pub async fn resume_hook(&self, token: &str, payload: Value) -> Result<RunId, EngineError> {
         let run_id = RunId(token_run_id(token).ok_or(EngineError::UnknownHook)?);
         let Some(run) = self.store().run(&run_id).await? else {
@@ -479,6 +487,8 @@ impl Engine {
             crate::schema::Validator::compile(schema.clone(), format!("payload of hook `{id}`"))?
                 .validate(&payload)?;
         }
+        self.payload_limits()
+            .check(|| format!("the payload of hook `{id}`"), &payload)?;
         let event = crate::event::NewEvent::new(
             Some(id.clone()),
             1,
@@ -531,6 +541,17 @@ impl Engine {
         let result = result.and_then(|output| match entry.output.validate(&output) {
             Ok(()) => Ok(output),
             Err(violation) => Err(WorkflowError::from(crate::ActionError::from(violation))),
+        });
+        // An output over the payload limit fails the run (not retried): nothing oversized
+        // is written.
+        let result = result.and_then(|output| {
+            match self.payload_limits().check(
+                || format!("the output of workflow `{}`", state.workflow),
+                &output,
+            ) {
+                Ok(()) => Ok(output),
+                Err(error) => Err(WorkflowError::from(crate::payload::too_large_error(error))),
+            }
         });
         match result {
             Ok(output) => {

@@ -12,6 +12,7 @@ mod lease;
 mod pause;
 mod replay_check;
 mod report;
+mod retention;
 mod retry_run;
 mod start;
 mod unexecutable;
@@ -37,6 +38,8 @@ pub(crate) use idempotent::check_idempotency_key;
 pub use pause::{PauseOutcome, UnpausedRun};
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
+pub(crate) use retention::{DEFAULT_BATCH, parse_before};
+pub use retention::{PurgeReport, run_retention};
 pub use retry_run::RetriedRun;
 pub use start::StartOptions;
 pub(crate) use start::{delay_from, parse_delay, parse_start_at};
@@ -95,7 +98,8 @@ impl std::fmt::Debug for Engine {
 pub struct EngineBuilder {
     store: Option<SharedStore>,
     registry: Registry,
-    error: Option<EngineError>,
+    /// The first configuration error; [`EngineBuilder::build`] returns it.
+    pub(crate) error: Option<EngineError>,
     resources: Resources,
     clock: Arc<dyn Clock>,
     hook_secret: Option<Vec<u8>>,
@@ -158,7 +162,10 @@ impl EngineBuilder {
     /// - `OPENAI_BASE_URL` / `OPENAI_API_KEY`: unless a provider is registered, the
     ///   OpenAI-compatible provider [`crate::llm::OpenAiProvider::from_env`] serves vendor
     ///   `openai` and is the default;
-    /// - `HOSTNAME`: the host part of the default owner id.
+    /// - `HOSTNAME`: the host part of the default owner id;
+    /// - `REPRISE_RETENTION` / `REPRISE_RETENTION_SWEEP_EVERY` (humantime, e.g. `30d` /
+    ///   `1m`): [`EngineBuilder::retention`] and [`EngineBuilder::retention_sweep_every`]
+    ///   (a value that is not a duration makes [`EngineBuilder::build`] fail, naming it).
     ///
     /// Methods called afterwards override what the environment set. The CLI
     /// ([`crate::cli`]) builds its engine with this; tests should not.
@@ -173,7 +180,7 @@ impl EngineBuilder {
         if let Some(host) = var("HOSTNAME") {
             builder.host = host;
         }
-        builder
+        retention::from_env(builder)
     }
 
     /// Serves `vendor/…` model ids (`openai/gpt-4o-mini`) with `provider` in LLM steps and
@@ -443,6 +450,10 @@ impl EngineBuilder {
                 default_model: self.default_model,
             }),
         );
+        services.insert(
+            TypeId::of::<crate::payload::PayloadLimits>(),
+            Arc::new(crate::payload::limits_of(&self.extensions)),
+        );
         let env = RunEnv::new(RunEnvParts {
             store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
             clock: self.clock,
@@ -608,6 +619,17 @@ impl Engine {
         self.inner.env.hook_resume_url(run_id, correlation_id)
     }
 
+    /// The payload limits (see [`EngineBuilder::max_payload_bytes`]).
+    pub(crate) fn payload_limits(&self) -> crate::payload::PayloadLimits {
+        crate::payload::PayloadLimits::of(&self.inner.env)
+    }
+
+    /// The largest payload a run may record, in bytes of JSON (see
+    /// [`EngineBuilder::max_payload_bytes`]).
+    pub fn max_payload_bytes(&self) -> u64 {
+        self.payload_limits().max_payload_bytes
+    }
+
     pub(crate) fn run_retry_backoff(&self) -> Duration {
         self.inner.run_retry_backoff
     }
@@ -635,7 +657,8 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::UnknownWorkflow`], [`EngineError::Schema`] (every violation with its
-    /// JSON pointer), or a store error.
+    /// JSON pointer), [`EngineError::PayloadTooLarge`] (an input over
+    /// [`EngineBuilder::max_payload_bytes`]), or a store error.
     pub async fn start_json(
         &self,
         slug: &str,
@@ -699,6 +722,8 @@ impl Engine {
     ) -> Result<(RunRecord, NewEvent), EngineError> {
         let entry = self.workflow(slug)?;
         entry.input.validate(&input)?;
+        self.payload_limits()
+            .check(|| format!("the input of workflow `{slug}`"), &input)?;
         let now = self.now();
         let wake_at = start_at.filter(|at| *at > now);
         let record = RunRecord {

@@ -125,6 +125,8 @@ impl From<EngineError> for ApiError {
 /// | `Corrupt` | 500 | `corrupt` |
 /// | `Config` | 500 (the server's configuration is wrong) | `config` |
 /// | `UnknownStep` (`POST /runs/{id}/fork` with a `from` the run's log lacks) | 422 | `unknown_step` |
+/// | `InvalidRequest` | 400 | `bad_request` |
+/// | `PayloadTooLarge` | 413 | `payload_too_large` |
 pub(crate) fn from_engine(error: EngineError) -> ApiError {
     use StatusCode as S;
     let message = error.to_string();
@@ -156,6 +158,10 @@ pub(crate) fn from_engine(error: EngineError) -> ApiError {
         EngineError::Config(_) => ApiError::new(S::INTERNAL_SERVER_ERROR, "config", message),
         EngineError::UnknownStep { .. } => {
             ApiError::new(S::UNPROCESSABLE_ENTITY, "unknown_step", message)
+        }
+        EngineError::InvalidRequest(_) => ApiError::bad_request(message),
+        EngineError::PayloadTooLarge { .. } => {
+            ApiError::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", message)
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::event::RunStatus;
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 404, description = "No hook has this token", body = ErrorBody),
         (status = 409, description = "The hook already received its payload, timed out, or the run is not waiting", body = ErrorBody),
-        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 413, description = "The body is over the HTTP body limit, or the payload over the engine's `max_payload_bytes` (`code: payload_too_large`, naming the size and the limit; nothing is written)", body = ErrorBody),
         (status = 422, description = "The payload violates the hook's schema; the hook stays open", body = ErrorBody),
     )
 )]

@@ -22,7 +22,7 @@
 //!
 //! | Route | Success | Errors |
 //! |---|---|---|
-//! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; `?delay=10m` or `?start_at=<RFC 3339>` for a delayed start: queued, due then; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait`, `delay`, `start_at` or key, 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 422 schema violations (nothing is enqueued) |
+//! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; `?delay=10m` or `?start_at=<RFC 3339>` for a delayed start: queued, due then; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait`, `delay`, `start_at` or key, 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 413 `payload_too_large` (the input is over `EngineBuilder::max_payload_bytes`; names the size and the limit), 422 schema violations (nothing is enqueued) |
 //! | `GET /workflows` | 200 `[{"slug","description"?,"input_schema","output_schema","paused"?}]` (`paused`: `{"by","at"}` while paused) | |
 //! | `GET /runs?status=&workflow=&limit=` | 200 `[{"id","workflow","status","attempt","trigger","created_at","updated_at","wake_at"}]`, newest first, at most `limit` (default 100); runs whose rows do not decode are left out (logged at debug) and named in the header `X-Reprise-Skipped: <id>, <id>` | 400 unknown status (names the valid ones) or bad limit |
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
@@ -33,8 +33,9 @@
 //! | `POST /workflows/{slug}/pause`, `POST /workflows/{slug}/unpause` | 200 `{"workflow","paused","changed"}`: while paused, no run of the workflow is claimed | 404 unknown slug (pause) |
 //! | `POST /runs/{id}/fork` (body `{"from": "<step id>", "input"?: …}`) | 201 `{"run_id","status":"queued","forked_from","copied"}`: a new run whose steps before `from` replay from the original's log; with `input`, the first copied step whose input changed runs live with all after it; the original is unchanged | 400 bad body, 404 unknown run, 422 `unknown_step` (lists some step ids) or `schema` (new input, with pointers) |
 //! | `POST /runs/{id}/restart` | 201 as fork: a new run with the same input in which every step runs again | 404 |
+//! | `POST /runs/purge` (body `{"before": "30d" \| "<RFC 3339>", "workflow"?, "status"?, "dry_run"?, "limit"?}`) | 200 `{"dry_run","count","by_workflow","runs"?}`: ended runs deleted with their events in small batches (unfinished ones never); a dry run deletes nothing and lists at most `limit` (default 100) | 400 bad `before`, unfinished or unknown `status`, `limit` out of 1..=1000, unknown field |
 //! | `POST /runs/{id}/cancel` | 200 `{"run_id","status":"canceled"}`; 202 `{"run_id","status":"running","cancel_requested":true}` while it executes | 404, 409 already ended |
-//! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 422 schema violations (the hook stays open) |
+//! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 413 `payload_too_large` naming the hook, the size and the limit, 422 schema violations (the hook stays open either way) |
 //! | `POST /webhooks/{source}` | 202 `{"run_id"}`; 200 `{"run_id","duplicate":true}`; 200 `{"ignored":true,"reason"}` | 401 bad signature, 404 unknown source, 422 invalid payload |
 //! | `GET /openapi.json` | 200 OpenAPI 3.1, with each workflow's input and output schema | |
 //! | `GET /schedules`, `GET /schedules/{name}` | 200 every schedule (`source`: `code` or `data`) / one | 404 `unknown_schedule` |
@@ -119,6 +120,7 @@ mod error;
 mod hooks;
 mod openapi;
 mod pause;
+mod purge;
 mod runs;
 mod schedules;
 mod server;
@@ -336,6 +338,7 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
         .route("/workflows/{slug}/unpause", post(pause::unpause_workflow))
         .route("/runs/{id}/fork", post(runs::fork))
         .route("/runs/{id}/restart", post(runs::restart))
+        .route("/runs/purge", post(purge::purge))
         .route("/openapi.json", get(openapi::document))
         .route("/schedules", get(schedules::list).post(schedules::create))
         .route(

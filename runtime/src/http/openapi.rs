@@ -21,7 +21,7 @@ use super::schedules::{
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
-use super::{AppState, hooks, pause, runs, schedules, webhooks, workflows};
+use super::{AppState, hooks, pause, purge, runs, schedules, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 
 #[derive(OpenApi)]
@@ -47,6 +47,7 @@ use crate::registry::WorkflowEntry;
         pause::unpause_workflow,
         runs::fork,
         runs::restart,
+        purge::purge,
         hooks::resume_post,
         hooks::resume_get,
         webhooks::deliver,
@@ -81,11 +82,14 @@ use crate::registry::WorkflowEntry;
         BackfillView,
         Triggered,
         Deleted,
-        Forked
+        Forked,
+        purge::PurgeRequest,
+        purge::Purged,
+        purge::PurgedRunView
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
-        (name = "runs", description = "Runs: list, inspect, events, cancel, retry, pause, fork, restart"),
+        (name = "runs", description = "Runs: list, inspect, events, cancel, retry, pause, fork, restart, purge"),
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),

@@ -144,7 +144,7 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 404, description = "No workflow has this slug", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "The idempotency key started a run with another input (`idempotency_conflict`)", body = ErrorBody),
-        (status = 413, description = "The body is over the limit", body = ErrorBody),
+        (status = 413, description = "The body is over the HTTP body limit, or the payload over the engine's `max_payload_bytes` (`code: payload_too_large`, naming the size and the limit; nothing is written)", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 422, description = "The input violates the schema; `violations` names each JSON pointer", body = ErrorBody),
     )

@@ -6,7 +6,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{Acquired, Append, Lease, RunTriage, Store, WorkflowPause, due_at, trailing_deferrals};
+use super::{
+    Acquired, Append, Lease, PurgeBatch, PurgeFilter, PurgedRun, RunTriage, Store, WorkflowPause,
+    due_at, trailing_deferrals,
+};
 use crate::EngineError;
 use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
 
@@ -469,5 +472,58 @@ impl Store for MemoryStore {
             .cloned()
             .collect();
         Ok(matching)
+    }
+
+    async fn purge_runs(&self, filter: &PurgeFilter) -> Result<PurgeBatch, EngineError> {
+        let mut runs = self.lock();
+        let statuses = filter.statuses();
+        let mut matching: Vec<(DateTime<Utc>, usize, PurgedRun)> = runs
+            .order
+            .iter()
+            .enumerate()
+            .filter_map(|(position, id)| {
+                let record = &runs.by_id.get(id)?.record;
+                let wanted = record.status.is_terminal()
+                    && statuses.contains(&record.status)
+                    && record.updated_at < filter.before
+                    && filter
+                        .workflow
+                        .as_deref()
+                        .is_none_or(|w| record.workflow == w);
+                wanted.then(|| {
+                    let run = PurgedRun {
+                        run_id: id.clone(),
+                        workflow: record.workflow.clone(),
+                        status: record.status,
+                    };
+                    (record.updated_at, position, run)
+                })
+            })
+            .collect();
+        matching.sort_by_key(|(at, position, _)| (*at, *position));
+        let total = matching.len() as u64;
+        matching.truncate(filter.batch());
+        let purged: Vec<PurgedRun> = matching.into_iter().map(|(_, _, run)| run).collect();
+        if filter.dry_run {
+            return Ok(PurgeBatch {
+                runs: purged,
+                count: total,
+            });
+        }
+        // The whole batch under one lock: nothing can change a run in between.
+        let doomed: std::collections::HashSet<&RunId> = purged.iter().map(|r| &r.run_id).collect();
+        let Runs {
+            by_id, order, keys, ..
+        } = &mut *runs;
+        for id in &doomed {
+            by_id.remove(*id);
+        }
+        order.retain(|id| !doomed.contains(id));
+        keys.retain(|_, id| !doomed.contains(id));
+        drop(doomed);
+        Ok(PurgeBatch {
+            count: purged.len() as u64,
+            runs: purged,
+        })
     }
 }

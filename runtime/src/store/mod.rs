@@ -21,6 +21,7 @@ mod memory;
 mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_appends;
+mod purge;
 mod schedules;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -28,6 +29,7 @@ mod sqlite;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use purge::{MAX_PURGE_BATCH, PURGEABLE, PurgeBatch, PurgeFilter, PurgedRun};
 pub use schedules::ScheduleRow;
 
 /// When a run with no live lease may next be claimed (the rule of [`Store::claim_due`]):
@@ -359,6 +361,24 @@ pub trait Store: Send + Sync + 'static {
         })
         .await
     }
+
+    /// Deletes up to `filter.batch()` ended runs (`completed`, `failed`, `canceled`) last
+    /// updated before `filter.before`, optionally of one workflow or one ended status,
+    /// oldest update first, together with every row that depends on them (events, run
+    /// keys), in one short transaction; returns them. Whether a run has ended is decided by
+    /// the delete itself, so a run made unfinished concurrently (a retry) is never deleted.
+    /// Call it again until it returns fewer runs than the batch size to purge everything.
+    ///
+    /// With `filter.dry_run`, deletes nothing: [`PurgeBatch::count`] is how many runs
+    /// match in all and [`PurgeBatch::runs`] the first `filter.batch()` of them.
+    ///
+    /// A `filter.status` that has not ended matches nothing (check it first with
+    /// [`PurgeFilter::check`]).
+    ///
+    /// # Errors
+    /// Store failures; a run row whose id, workflow or status does not read is
+    /// [`EngineError::Corrupt`].
+    async fn purge_runs(&self, filter: &PurgeFilter) -> Result<PurgeBatch, EngineError>;
 }
 
 /// The error of the default schedule writes of [`Store`].

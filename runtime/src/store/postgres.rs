@@ -58,9 +58,13 @@
 //! events insert them joined to the run row they just wrote, so the key held by
 //! construction and its check only added a row lock per event.
 //!
-//! Version 3 adds `reprise_schedules(name PRIMARY KEY, definition, paused, created_at,
+//! Version 4 adds `reprise_schedules(name PRIMARY KEY, definition, paused, created_at,
 //! created_by, updated_at, updated_by)`: schedules kept as data and the paused state of
 //! schedules declared in code ([`Store::list_schedules`]); a handful of rows, read by name.
+//! Version 5 adds the partial index `(updated_at, pos) WHERE status IN ('completed',
+//! 'failed', 'canceled')`, which purges ([`Store::purge_runs`]) walk from the oldest ended
+//! run and stop after one batch, and an index on `reprise_run_keys (run_id)`, so a purged
+//! run's keys are found without a scan.
 //!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
@@ -143,6 +147,7 @@ mod schedules;
 
 use super::codec::{self, EventLog, SqlRow, column, decode_run, fence_param, micros};
 use super::postgres_appends::{EncodedAppend, GroupCommit};
+use super::purge::{self, PurgeBatch, PurgeFilter, PurgedRun};
 use super::{
     Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
     WorkflowPause,
@@ -250,6 +255,13 @@ const MIGRATIONS: &[&str] = &[
         updated_at  BIGINT NOT NULL,
         updated_by  TEXT NOT NULL
     );
+    "#,
+    // Version 5: purges (retention) walk ended runs by their last update, oldest first,
+    // and delete a run's keys without scanning `reprise_run_keys`.
+    r#"
+    CREATE INDEX reprise_runs_ended_updated_at ON reprise_runs (updated_at, pos)
+        WHERE status IN ('completed', 'failed', 'canceled');
+    CREATE INDEX reprise_run_keys_run_id ON reprise_run_keys (run_id);
     "#,
 ];
 
@@ -1275,6 +1287,86 @@ impl Store for PostgresStore {
         }
         Ok(listing)
     }
+
+    async fn purge_runs(&self, filter: &PurgeFilter) -> Result<PurgeBatch, EngineError> {
+        let what = "cannot purge runs";
+        let before = micros(filter.before);
+        let batch = i64::try_from(filter.batch()).unwrap_or(i64::MAX);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&batch, &before];
+        // The first term is the partial index's own condition, so the planner sees that
+        // the query implies it.
+        let mut clause = format!(
+            "status IN ({}) AND status IN ({}) AND updated_at < $2::bigint",
+            purge::ENDED_SQL,
+            purge::status_list(filter)
+        );
+        if let Some(workflow) = &filter.workflow {
+            params.push(workflow);
+            clause.push_str(" AND workflow = $3::text");
+        }
+        let mut client = self.client().await?;
+        if filter.dry_run {
+            let count: i64 = client
+                .query_one(
+                    &format!("SELECT count(*) FROM reprise_runs WHERE {clause} AND $1::bigint > 0"),
+                    &params,
+                )
+                .await
+                .map_err(|e| pg(what, e))?
+                .get(0);
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT id, workflow, status FROM reprise_runs WHERE {clause}
+                         ORDER BY updated_at, pos LIMIT $1::bigint"
+                    ),
+                    &params,
+                )
+                .await
+                .map_err(|e| pg(what, e))?;
+            let runs = rows
+                .iter()
+                .map(purge::purged_run)
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(PurgeBatch {
+                runs,
+                count: u64::try_from(count).unwrap_or(0),
+            });
+        }
+        // One short transaction per batch. Rows a writer holds are skipped (SKIP LOCKED),
+        // and the DELETE checks the status again on the row as it is when deleted (under
+        // READ COMMITTED it re-reads a row updated meanwhile), so a run a concurrent retry
+        // made `queued` is never deleted.
+        let tx = client.transaction().await.map_err(|e| pg(what, e))?;
+        let rows = tx
+            .query(
+                &format!(
+                    "DELETE FROM reprise_runs
+                      WHERE id IN (SELECT id FROM reprise_runs WHERE {clause}
+                                   ORDER BY updated_at, pos LIMIT $1::bigint
+                                   FOR UPDATE SKIP LOCKED)
+                        AND status IN ({ended})
+                     RETURNING id, workflow, status, updated_at",
+                    ended = purge::ENDED_SQL
+                ),
+                &params,
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        let mut runs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            runs.push((row.int(3).unwrap_or(0), purge::purged_run(row)?));
+        }
+        // RETURNING keeps no order: oldest update first, as documented.
+        runs.sort_by_key(|(at, _)| *at);
+        let runs: Vec<PurgedRun> = runs.into_iter().map(|(_, run)| run).collect();
+        delete_dependent_rows(&tx, &runs).await?;
+        tx.commit().await.map_err(|e| pg(what, e))?;
+        Ok(PurgeBatch {
+            count: runs.len() as u64,
+            runs,
+        })
+    }
 }
 
 /// A new run and its `run_created` event, encoded as the parameters of
@@ -1463,6 +1555,28 @@ fn pool_kind(e: &deadpool_postgres::PoolError) -> StoreErrorKind {
         P::NoRuntimeSpecified => StoreErrorKind::Config,
         _ => StoreErrorKind::Database,
     }
+}
+
+/// Deletes every row that belongs to the purged runs: THE place to extend when a table
+/// gains rows that hang off a run (events, run keys, and later tables such as tags).
+async fn delete_dependent_rows(
+    tx: &deadpool_postgres::Transaction<'_>,
+    purged: &[PurgedRun],
+) -> Result<(), EngineError> {
+    const DEPENDENTS: &[&str] = &[
+        "DELETE FROM reprise_events WHERE run_id = ANY($1::text[])",
+        "DELETE FROM reprise_run_keys WHERE run_id = ANY($1::text[])",
+    ];
+    if purged.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = purged.iter().map(|run| run.run_id.as_str()).collect();
+    for sql in DEPENDENTS {
+        tx.execute(*sql, &[&ids])
+            .await
+            .map_err(|e| pg("cannot purge the rows of purged runs", e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

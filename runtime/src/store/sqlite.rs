@@ -27,9 +27,13 @@
 //! index `runs_due`. A claim reads that index from its start and stops after `limit` due
 //! runs: runs in flight under a lease and runs asleep for hours cost it nothing.
 //!
-//! Version 4 adds `schedules(name PRIMARY KEY, definition, paused, created_at, created_by,
+//! Version 5 adds `schedules(name PRIMARY KEY, definition, paused, created_at, created_by,
 //! updated_at, updated_by)`: schedules kept as data and the paused state of schedules
 //! declared in code ([`Store::list_schedules`]); a handful of rows, read by name.
+//! Version 6 adds the partial index `runs_ended_updated_at (updated_at) WHERE status IN
+//! ('completed', 'failed', 'canceled')`, which purges ([`Store::purge_runs`]) walk from
+//! the oldest ended run and stop after one batch, and `run_keys_run_id`, so a purged run's
+//! keys are found without a scan.
 //!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
@@ -86,6 +90,7 @@ use tokio::sync::oneshot;
 mod schedules;
 
 use super::codec::{self, EventLog, SqlRow, append_refusal, decode_run, fence_param, micros};
+use super::purge::{self, PurgeBatch, PurgeFilter, PurgedRun};
 use super::{
     Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
     WorkflowPause,
@@ -186,6 +191,13 @@ const MIGRATIONS: &[&str] = &[
         updated_at  INTEGER NOT NULL,
         updated_by  TEXT NOT NULL
     ) STRICT;
+    "#,
+    // Version 6: purges (retention) walk ended runs by their last update, oldest first,
+    // and delete a run's keys without scanning `run_keys`.
+    r#"
+    CREATE INDEX runs_ended_updated_at ON runs (updated_at)
+        WHERE status IN ('completed', 'failed', 'canceled');
+    CREATE INDEX run_keys_run_id ON run_keys (run_id);
     "#,
 ];
 
@@ -941,6 +953,51 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn purge_runs(&self, filter: &PurgeFilter) -> Result<PurgeBatch, EngineError> {
+        if !filter.dry_run {
+            return match self.write(Op::Purge(filter.clone())).await? {
+                Reply::Purged(runs) => Ok(PurgeBatch {
+                    count: runs.len() as u64,
+                    runs,
+                }),
+                _ => Err(unexpected_reply()),
+            };
+        }
+        let filter = filter.clone();
+        self.read(move |conn| {
+            let what = "cannot count runs to purge";
+            let (clause, params) = purge_where(&filter);
+            let batch = i64::try_from(filter.batch()).unwrap_or(i64::MAX);
+            let all: Vec<SqlValue> = std::iter::once(SqlValue::Integer(batch))
+                .chain(params)
+                .collect();
+            let count: i64 = conn
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM runs INDEXED BY runs_ended_updated_at
+                     WHERE {clause} AND ?1 IS NOT NULL"
+                ))
+                .ctx(what)?
+                .query_row(rusqlite::params_from_iter(all.clone()), |row| row.get(0))
+                .ctx(what)?;
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT id, workflow, status FROM runs INDEXED BY runs_ended_updated_at
+                     WHERE {clause} ORDER BY updated_at, rowid LIMIT ?1"
+                ))
+                .ctx(what)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(all)).ctx(what)?;
+            let mut runs = Vec::new();
+            while let Some(row) = rows.next().ctx(what)? {
+                runs.push(purge::purged_run(row)?);
+            }
+            Ok(PurgeBatch {
+                runs,
+                count: u64::try_from(count).unwrap_or(0),
+            })
+        })
+        .await
+    }
 }
 
 fn encode_create(record: RunRecord, created: &NewEvent) -> Result<EncodedCreate, EngineError> {
@@ -1070,6 +1127,8 @@ enum Op {
     Schedule(schedules::ScheduleOp),
     /// A run with its `run_created` event and the events after it (a fork's prefix).
     CreateWithEvents(EncodedCreate, Vec<EncodedEvent>),
+    /// [`Store::purge_runs`], not a dry run.
+    Purge(PurgeFilter),
 }
 
 impl Op {
@@ -1096,6 +1155,7 @@ enum Reply {
     Renewed(Option<Lease>),
     /// Whether a schedule write changed a row.
     Changed(bool),
+    Purged(Vec<PurgedRun>),
 }
 
 fn unexpected_reply() -> EngineError {
@@ -1312,6 +1372,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
         Op::CreateWithEvents(create, events) => {
             apply_create_with_events(conn, create, events).map(|()| Reply::Done)
         }
+        Op::Purge(filter) => apply_purge(conn, filter).map(Reply::Purged),
     }
 }
 
@@ -1330,6 +1391,74 @@ fn apply_create_with_events(
         .ctx_run(&what, &create.id)?
         .execute(rusqlite::params![create.id, 1 + events.len() as i64])
         .ctx_run(&what, &create.id)?;
+    Ok(())
+}
+
+/// The `WHERE` clause (from the second parameter on) and parameters of the runs a purge
+/// matches: `?1` is the batch size or unused.
+fn purge_where(filter: &PurgeFilter) -> (String, Vec<SqlValue>) {
+    let mut params = vec![SqlValue::Integer(micros(filter.before))];
+    // The first term is the partial index's own condition, word for word, so the planner
+    // may use it (it must see that the query implies the index's WHERE).
+    let mut sql = format!(
+        "status IN ({}) AND status IN ({}) AND updated_at < ?2",
+        purge::ENDED_SQL,
+        purge::status_list(filter)
+    );
+    if let Some(workflow) = &filter.workflow {
+        params.push(SqlValue::Text(workflow.clone()));
+        sql.push_str(&format!(" AND workflow = ?{}", params.len() + 1));
+    }
+    (sql, params)
+}
+
+/// Deletes one batch of ended runs and their dependent rows (inside the writer's
+/// transaction, so nothing else writes in between); returns them.
+fn apply_purge(conn: &Connection, filter: &PurgeFilter) -> Result<Vec<PurgedRun>, EngineError> {
+    let what = "cannot purge runs";
+    let (clause, params) = purge_where(filter);
+    // The status is checked again by the DELETE itself: only an ended run is ever deleted.
+    let sql = format!(
+        "DELETE FROM runs
+          WHERE id IN (SELECT id FROM runs INDEXED BY runs_ended_updated_at WHERE {clause}
+                       ORDER BY updated_at, rowid LIMIT ?1)
+            AND status IN ({ended})
+         RETURNING id, workflow, status, updated_at",
+        ended = purge::ENDED_SQL
+    );
+    let batch = i64::try_from(filter.batch()).unwrap_or(i64::MAX);
+    let all: Vec<SqlValue> = std::iter::once(SqlValue::Integer(batch))
+        .chain(params)
+        .collect();
+    let mut stmt = conn.prepare_cached(&sql).ctx(what)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(all)).ctx(what)?;
+    let mut purged = Vec::new();
+    while let Some(row) = rows.next().ctx(what)? {
+        purged.push((row.int(3).unwrap_or(0), purge::purged_run(row)?));
+    }
+    // RETURNING keeps no order: oldest update first, as documented.
+    purged.sort_by_key(|(at, _)| *at);
+    let purged: Vec<PurgedRun> = purged.into_iter().map(|(_, run)| run).collect();
+    drop(rows);
+    delete_dependent_rows(conn, &purged)?;
+    Ok(purged)
+}
+
+/// Deletes every row that belongs to the purged runs: THE place to extend when a table
+/// gains rows that hang off a run (events, run keys, and later tables such as tags).
+fn delete_dependent_rows(conn: &Connection, purged: &[PurgedRun]) -> Result<(), EngineError> {
+    const DEPENDENTS: &[&str] = &[
+        "DELETE FROM events WHERE run_id = ?1",
+        "DELETE FROM run_keys WHERE run_id = ?1",
+    ];
+    for run in purged {
+        for sql in DEPENDENTS {
+            conn.prepare_cached(sql)
+                .ctx_run("cannot purge a run's rows", run.run_id.as_str())?
+                .execute([run.run_id.as_str()])
+                .ctx_run("cannot purge a run's rows", run.run_id.as_str())?;
+        }
+    }
     Ok(())
 }
 

@@ -17,7 +17,9 @@ use reprise::EngineError;
 use reprise::event::{
     Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
 };
-use reprise::store::{Acquired, Append, Lease, MemoryStore, SharedStore, StoreErrorKind};
+use reprise::store::{
+    Acquired, Append, Lease, MemoryStore, PurgeFilter, SharedStore, StoreErrorKind,
+};
 use serde_json::{Value, json};
 
 /// A store under test and what must live as long as it does.
@@ -98,6 +100,9 @@ macro_rules! conformance_suite {
                     schedules_round_trip,
                     schedule_creation_is_atomic_and_pause_rows_are_upserted,
                     create_run_with_events_writes_the_whole_prefix,
+                    purge_deletes_only_ended_runs_with_their_rows,
+                    purge_batches_are_bounded_and_oldest_first,
+                    purge_never_deletes_a_run_made_unfinished_concurrently,
                 );
             }
         )*
@@ -1963,4 +1968,297 @@ async fn create_run_with_events_writes_the_whole_prefix(store: SharedStore) {
         .await
         .expect("append after the prefix");
     assert_eq!(get(&store, &record.id).await.next_seq, 5);
+}
+
+// ---------------------------------------------------------------------------------------
+// Purging (retention)
+
+/// Moves run `id` to `status` with one event at `at` (so its `updated_at` is `at`).
+async fn move_to(store: &SharedStore, id: &str, status: RunStatus, at: DateTime<Utc>) {
+    let record = get(store, &RunId::from(id)).await;
+    store
+        .append(append(
+            &record,
+            record.next_seq,
+            vec![event(EventKind::RunSuspended, None, at, json!({}))],
+            RunUpdate {
+                status: Some(status),
+                ..RunUpdate::default()
+            },
+        ))
+        .await
+        .expect("move run");
+}
+
+fn purge_filter(before: DateTime<Utc>, limit: usize) -> PurgeFilter {
+    PurgeFilter {
+        limit,
+        ..PurgeFilter::before(before)
+    }
+}
+
+fn purged_ids(batch: &reprise::store::PurgeBatch) -> Vec<&str> {
+    batch.runs.iter().map(|r| r.run_id.as_str()).collect()
+}
+
+async fn purge_deletes_only_ended_runs_with_their_rows(store: SharedStore) {
+    use RunStatus::*;
+    // Ended before the cutoff (t = 50 s), in update order: done, broke, stopped.
+    for (id, status, at) in [
+        ("done", Completed, 10),
+        ("broke", Failed, 20),
+        ("stopped", Canceled, 30),
+    ] {
+        create(&store, id, "wf", t(0)).await;
+        move_to(&store, id, status, t(secs(at))).await;
+    }
+    // Unfinished, however old: never purged.
+    create(&store, "queued", "wf", t(0)).await;
+    for (id, status) in [
+        ("running", Running),
+        ("sleeping", Sleeping),
+        ("waiting", Waiting),
+    ] {
+        create(&store, id, "wf", t(0)).await;
+        move_to(&store, id, status, t(secs(1))).await;
+    }
+    // Ended after the cutoff; ended but of another workflow.
+    create(&store, "recent", "wf", t(0)).await;
+    move_to(&store, "recent", Completed, t(secs(100))).await;
+    create(&store, "other", "other-wf", t(0)).await;
+    move_to(&store, "other", Completed, t(secs(5))).await;
+    // A run key of an ended run goes with it.
+    let keyed = record("keyed", "wf", t(0));
+    store
+        .create_run_once("cron:nightly:1", keyed.clone(), created_event(&keyed))
+        .await
+        .unwrap();
+    move_to(&store, "keyed", Completed, t(secs(40))).await;
+
+    let cutoff = t(secs(50));
+    // A dry run counts and lists, and deletes nothing.
+    let dry = store
+        .purge_runs(&PurgeFilter {
+            workflow: Some("wf".into()),
+            status: Some(Failed),
+            dry_run: true,
+            ..PurgeFilter::before(cutoff)
+        })
+        .await
+        .unwrap();
+    assert_eq!((dry.count, purged_ids(&dry)), (1, vec!["broke"]));
+    let dry_all = store
+        .purge_runs(&PurgeFilter {
+            dry_run: true,
+            ..PurgeFilter::before(cutoff)
+        })
+        .await
+        .unwrap();
+    assert_eq!(dry_all.count, 5);
+    assert!(store.run(&RunId::from("broke")).await.unwrap().is_some());
+    assert_eq!(store.events(&RunId::from("broke")).await.unwrap().len(), 2);
+
+    // An unfinished status matches nothing, even with a cutoff in the far future.
+    for status in [Queued, Running, Sleeping, Waiting] {
+        let none = store
+            .purge_runs(&PurgeFilter {
+                status: Some(status),
+                ..PurgeFilter::before(t(secs(1_000_000)))
+            })
+            .await
+            .unwrap();
+        assert_eq!(none.count, 0, "{status}");
+    }
+
+    let purged = store
+        .purge_runs(&PurgeFilter {
+            workflow: Some("wf".into()),
+            ..PurgeFilter::before(cutoff)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        purged_ids(&purged),
+        vec!["done", "broke", "stopped", "keyed"]
+    );
+    assert_eq!(purged.count, 4);
+    assert_eq!(purged.runs[1].status, Failed);
+    assert_eq!(purged.runs[1].workflow, "wf");
+    for id in ["done", "broke", "stopped", "keyed"] {
+        let id = RunId::from(id);
+        assert!(store.run(&id).await.unwrap().is_none(), "{id} is gone");
+        assert!(
+            store.events(&id).await.unwrap().is_empty(),
+            "{id}'s events are gone"
+        );
+    }
+    // The key is free again: a new run can be created under it.
+    let again = record("keyed-again", "wf", t(1));
+    let created = store
+        .create_run_once("cron:nightly:1", again.clone(), created_event(&again))
+        .await
+        .unwrap();
+    assert_eq!(created, None, "the purged run's key was deleted with it");
+    for id in [
+        "queued", "running", "sleeping", "waiting", "recent", "other",
+    ] {
+        let id = RunId::from(id);
+        assert!(store.run(&id).await.unwrap().is_some(), "{id} is kept");
+        assert!(
+            !store.events(&id).await.unwrap().is_empty(),
+            "{id} keeps its events"
+        );
+    }
+    // Without a workflow filter, the other workflow's old run goes too; nothing else.
+    let rest = store
+        .purge_runs(&PurgeFilter::before(cutoff))
+        .await
+        .unwrap();
+    assert_eq!(purged_ids(&rest), vec!["other"]);
+    let listed = store.list_runs(&RunFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 6, "{:?}", ids(&listed));
+}
+
+async fn purge_batches_are_bounded_and_oldest_first(store: SharedStore) {
+    for i in 0..7 {
+        let id = format!("r{i}");
+        create(&store, &id, "wf", t(0)).await;
+        // Ended in reverse creation order: r6 is the oldest.
+        move_to(&store, &id, RunStatus::Completed, t(secs(20 - i))).await;
+    }
+    let dry = store
+        .purge_runs(&PurgeFilter {
+            dry_run: true,
+            ..purge_filter(t(secs(100)), 3)
+        })
+        .await
+        .unwrap();
+    assert_eq!((dry.count, purged_ids(&dry)), (7, vec!["r6", "r5", "r4"]));
+    let mut batches = Vec::new();
+    loop {
+        let batch = store
+            .purge_runs(&purge_filter(t(secs(100)), 3))
+            .await
+            .unwrap();
+        let ids: Vec<String> = purged_ids(&batch).iter().map(|s| s.to_string()).collect();
+        let last = ids.len() < 3;
+        batches.push(ids);
+        if last {
+            break;
+        }
+    }
+    assert_eq!(
+        batches,
+        vec![vec!["r6", "r5", "r4"], vec!["r3", "r2", "r1"], vec!["r0"]]
+    );
+}
+
+/// A task flips runs between `failed` and `queued` (as a retry does) while purges run in
+/// small batches: a run is only ever deleted while it is `failed`, so a run the flipper
+/// made `queued` is always still there when it flips it back, and the runs it leaves
+/// `queued` at the end survive every purge.
+async fn purge_never_deletes_a_run_made_unfinished_concurrently(store: SharedStore) {
+    const RUNS: usize = 24;
+    for i in 0..RUNS {
+        let id = format!("r{i:02}");
+        create(&store, &id, "wf", t(0)).await;
+        move_to(&store, &id, RunStatus::Failed, t(secs(1))).await;
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut left_queued = Vec::new();
+            for round in 0..6 {
+                for i in 0..RUNS {
+                    let id = format!("r{i:02}");
+                    let Some(record) = store.run(&RunId::from(id.as_str())).await.unwrap() else {
+                        continue; // purged while failed: fine
+                    };
+                    let to_queued = append(
+                        &record,
+                        record.next_seq,
+                        vec![event(EventKind::RunRetried, None, t(secs(2)), json!({}))],
+                        RunUpdate {
+                            status: Some(RunStatus::Queued),
+                            ..RunUpdate::default()
+                        },
+                    );
+                    match store.append(to_queued).await {
+                        Ok(()) => {}
+                        // Purged between the read and the append (it was failed): fine.
+                        Err(EngineError::UnknownRun(_)) => continue,
+                        Err(error) => panic!("flip {id} to queued: {error}"),
+                    }
+                    // Odd runs stay queued in the last round.
+                    if round == 5 && i % 2 == 1 {
+                        left_queued.push(id);
+                        continue;
+                    }
+                    let queued = store
+                        .run(&RunId::from(id.as_str()))
+                        .await
+                        .unwrap()
+                        .unwrap_or_else(|| panic!("queued run {id} was purged"));
+                    assert_eq!(queued.status, RunStatus::Queued);
+                    store
+                        .append(append(
+                            &queued,
+                            queued.next_seq,
+                            vec![event(EventKind::RunFailed, None, t(secs(3)), json!({}))],
+                            RunUpdate {
+                                status: Some(RunStatus::Failed),
+                                ..RunUpdate::default()
+                            },
+                        ))
+                        .await
+                        .unwrap_or_else(|e| panic!("queued run {id} vanished: {e}"));
+                }
+                tokio::task::yield_now().await;
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            left_queued
+        })
+    };
+    let mut purged = Vec::new();
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+        let batch = store
+            .purge_runs(&purge_filter(t(secs(100)), 2))
+            .await
+            .unwrap();
+        assert!(batch.runs.len() <= 2, "a batch is bounded by its limit");
+        for run in &batch.runs {
+            assert_eq!(run.status, RunStatus::Failed, "only ended runs are purged");
+        }
+        purged.extend(batch.runs);
+        if finished {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let left_queued = flipper.await.unwrap();
+    // Whatever is left failed goes now; the queued ones never do.
+    let rest = store
+        .purge_runs(&purge_filter(t(secs(100)), 1000))
+        .await
+        .unwrap();
+    for run in &rest.runs {
+        assert_eq!(run.status, RunStatus::Failed);
+    }
+    for id in &left_queued {
+        let run = store.run(&RunId::from(id.as_str())).await.unwrap();
+        assert_eq!(
+            run.map(|r| r.status),
+            Some(RunStatus::Queued),
+            "{id} survives"
+        );
+    }
+    let remaining = store.list_runs(&RunFilter::default()).await.unwrap();
+    assert_eq!(remaining.len(), left_queued.len());
+    assert!(
+        purged.len() + rest.runs.len() + left_queued.len() == RUNS,
+        "every run is either purged once or left queued"
+    );
 }

@@ -214,6 +214,12 @@ impl Store for DyingStore {
     async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
         self.inner.set_cursor(name, value).await
     }
+    async fn purge_runs(
+        &self,
+        filter: &reprise::store::PurgeFilter,
+    ) -> Result<reprise::store::PurgeBatch, EngineError> {
+        self.inner.purge_runs(filter).await
+    }
 }
 
 #[tokio::test]

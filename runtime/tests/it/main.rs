@@ -16,10 +16,12 @@ mod http_hardening;
 mod ids;
 mod llm;
 mod pause_run;
+mod payload_limits;
 mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod registry;
+mod retention;
 mod retry_run;
 mod schedules;
 mod secrets;

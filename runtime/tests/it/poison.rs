@@ -706,6 +706,12 @@ impl Store for FailingReads {
     async fn set_cursor(&self, name: &str, value: &Value) -> Result<(), EngineError> {
         self.inner.set_cursor(name, value).await
     }
+    async fn purge_runs(
+        &self,
+        filter: &reprise::store::PurgeFilter,
+    ) -> Result<reprise::store::PurgeBatch, EngineError> {
+        self.inner.purge_runs(filter).await
+    }
 }
 
 /// A claimed run whose execution fails with a store error before anything is appended is
