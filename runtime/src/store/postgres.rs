@@ -58,9 +58,14 @@
 //! events insert them joined to the run row they just wrote, so the key held by
 //! construction and its check only added a row lock per event.
 //!
+//! Version 3 adds `reprise_runs.pause_requested` (who asked for a pause the lease holder has
+//! not reached yet, [`Store::request_pause`]) and `reprise_paused_workflows(workflow PRIMARY
+//! KEY, paused_by, paused_at)`, whose runs claims skip ([`Store::set_workflow_pause`]).
+//!
 //! Version 4 adds `reprise_schedules(name PRIMARY KEY, definition, paused, created_at,
 //! created_by, updated_at, updated_by)`: schedules kept as data and the paused state of
 //! schedules declared in code ([`Store::list_schedules`]); a handful of rows, read by name.
+//!
 //! Version 5 adds the partial index `(updated_at, pos) WHERE status IN ('completed',
 //! 'failed', 'canceled')`, which purges ([`Store::purge_runs`]) walk from the oldest ended
 //! run and stop after one batch, and an index on `reprise_run_keys (run_id)`, so a purged

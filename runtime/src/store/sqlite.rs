@@ -27,9 +27,14 @@
 //! index `runs_due`. A claim reads that index from its start and stops after `limit` due
 //! runs: runs in flight under a lease and runs asleep for hours cost it nothing.
 //!
+//! Version 4 adds `runs.pause_requested` (who asked for a pause the lease holder has not
+//! reached yet, [`Store::request_pause`]) and `paused_workflows(workflow PRIMARY KEY,
+//! paused_by, paused_at)`, whose runs claims skip ([`Store::set_workflow_pause`]).
+//!
 //! Version 5 adds `schedules(name PRIMARY KEY, definition, paused, created_at, created_by,
 //! updated_at, updated_by)`: schedules kept as data and the paused state of schedules
 //! declared in code ([`Store::list_schedules`]); a handful of rows, read by name.
+//!
 //! Version 6 adds the partial index `runs_ended_updated_at (updated_at) WHERE status IN
 //! ('completed', 'failed', 'canceled')`, which purges ([`Store::purge_runs`]) walk from
 //! the oldest ended run and stop after one batch, and `run_keys_run_id`, so a purged run's
