@@ -85,6 +85,7 @@ mod run_env;
 pub mod schema;
 mod step;
 pub mod store;
+pub mod tags;
 pub mod trigger;
 mod usage;
 mod wait;
@@ -116,6 +117,7 @@ pub use event::{RunId, RunStatus, Trigger};
 pub use fan_out::fan_out;
 pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
 pub use retry::RetryPolicy;
+pub use tags::{RunCursor, TagFilter, TagOp, TagValue};
 pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
 

@@ -82,6 +82,12 @@ pub mod field {
     pub const WAITS: &str = "waits";
     /// `run_retried`: who asked (`cli:<user>`, `api`, or what the caller passed).
     pub const BY: &str = "by";
+    /// `run_tagged`: the tag key.
+    pub const KEY: &str = "key";
+    /// `run_tagged`: the tag value's type (`string`, `number`, `bool`, `time`).
+    pub const TYPE: &str = "type";
+    /// `run_tagged`: the tag value.
+    pub const VALUE: &str = "value";
     /// `run_retried`: the step whose failure failed the run, which runs again.
     pub const STEP: &str = "step";
 }
@@ -210,6 +216,14 @@ pub enum EventPayload {
         /// The error the run had failed with.
         error: WorkflowError,
     },
+    /// `run_tagged`: `{"key", "type", "value", "epoch_us"?}` (`epoch_us`: a time tag's
+    /// value in µs since the Unix epoch, what the SQL stores index).
+    RunTagged {
+        /// The tag key.
+        key: String,
+        /// Its value.
+        value: crate::tags::TagValue,
+    },
 }
 
 /// How a hook ended ([`EventPayload::HookReceived`]).
@@ -325,6 +339,7 @@ impl EventPayload {
             EventPayload::RunCanceled { .. } => EventKind::RunCanceled,
             EventPayload::RunDeferred { .. } => EventKind::RunDeferred,
             EventPayload::RunRetried { .. } => EventKind::RunRetried,
+            EventPayload::RunTagged { .. } => EventKind::RunTagged,
         }
     }
 
@@ -460,6 +475,10 @@ impl EventPayload {
                 }
                 put(field::ERROR, to_json(&error));
             }
+            EventPayload::RunTagged { key, value } => {
+                put(field::KEY, Value::String(key));
+                value.encode_into(&mut out);
+            }
         }
         Value::Object(out)
     }
@@ -559,6 +578,14 @@ impl EventPayload {
                 step: f.string(field::STEP),
                 error: f.required(field::ERROR)?,
             },
+            EventKind::RunTagged => {
+                let key = f.required_string(field::KEY)?;
+                let type_name = f.string(field::TYPE);
+                let value = f.value(field::VALUE);
+                let value = crate::tags::TagValue::decode(type_name.as_deref(), &value)
+                    .map_err(|problem| f.invalid(field::VALUE, problem))?;
+                EventPayload::RunTagged { key, value }
+            }
         })
     }
 }

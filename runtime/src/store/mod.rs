@@ -19,6 +19,8 @@ mod codec;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod search_sql;
 #[cfg(feature = "postgres")]
 mod postgres_appends;
 #[cfg(feature = "sqlite")]
@@ -142,8 +144,10 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Store failures; never a row that does not decode.
     async fn list_runs_with_skipped(&self, filter: &RunFilter) -> Result<RunListing, EngineError> {
+        let runs = self.list_runs(filter).await?;
         Ok(RunListing {
-            runs: self.list_runs(filter).await?,
+            next_cursor: crate::tags::next_cursor(filter.limit, runs.len(), &runs),
+            runs,
             skipped: Vec::new(),
         })
     }
@@ -255,6 +259,11 @@ pub struct RunListing {
     pub runs: Vec<RunRecord>,
     /// The matching rows that do not decode, in listing order.
     pub skipped: Vec<SkippedRun>,
+    /// When the page is full (`limit` rows read): the [`RunFilter::cursor`] that lists the
+    /// next page (opaque). `None` when there is no limit or fewer rows matched. (After a
+    /// full page the next one may be empty.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A run row left out of a listing because it does not decode.
