@@ -21,5 +21,6 @@ mod registry;
 mod retry_run;
 mod secrets;
 mod store_open;
+mod tags;
 mod triggers;
 mod worker;
