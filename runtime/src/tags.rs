@@ -59,6 +59,10 @@ impl TagValue {
     pub fn to_json(&self) -> Value {
         match self {
             TagValue::String(s) => Value::String(s.clone()),
+            // Whole numbers as JSON integers (`250`, not `250.0`).
+            TagValue::Number(n) if n.fract() == 0.0 && n.abs() < 9_007_199_254_740_992.0 => {
+                Value::from(*n as i64)
+            }
             TagValue::Number(n) => serde_json::Number::from_f64(*n)
                 .map(Value::Number)
                 .unwrap_or(Value::Null),

@@ -201,3 +201,135 @@ async fn a_bad_tag_key_fails_the_run_with_a_clear_error() {
     let events = engine.events(&id).await.unwrap();
     assert!(!events.iter().any(|e| e.event.kind == EventKind::RunTagged));
 }
+
+#[workflow(slug = "tag-simple")]
+async fn tag_simple(ctx: Ctx, order: Order) -> Result<i64, WorkflowError> {
+    ctx.tag("customer", order.customer.as_str()).await?;
+    ctx.tag("amount", order.amount).await?;
+    Ok(order.amount)
+}
+
+/// `GET /runs?tag=…` and `GET /runs/{id}` over a real socket, on SQLite.
+#[tokio::test]
+async fn get_runs_filters_by_tags_and_pages_with_the_next_cursor_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::builder()
+        .store(sqlite(&dir.path().join("runs.db")))
+        .register(tag_simple)
+        .build()
+        .unwrap();
+    let mut ids = Vec::new();
+    for (customer, amount) in [("acme", 50), ("globex", 500), ("acme", 150), ("acme", 300)] {
+        let id = engine
+            .start(
+                &tag_simple,
+                Order {
+                    customer: customer.into(),
+                    amount,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            engine.drive(&id).await.unwrap().outcome,
+            RunOutcome::Completed(_)
+        ));
+        ids.push(id.0);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = reprise::http::HttpOptions {
+        api_token: None,
+        ..Default::default()
+    };
+    let server = tokio::spawn(reprise::http::serve(engine, listener, options, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let get = async |query: &[(&str, &str)]| {
+        let url = reqwest::Url::parse_with_params(&format!("{base}/runs"), query).unwrap();
+        let response = client
+            .get(url)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let cursor = response
+            .headers()
+            .get("x-reprise-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, body, cursor)
+    };
+    let listed = |body: &serde_json::Value| -> Vec<String> {
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (status, body, cursor) = get(&[("tag", "customer=acme")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(listed(&body), [ids[3].as_str(), ids[2].as_str(), ids[0].as_str()]);
+    assert_eq!(cursor, None, "the last page has no next cursor");
+    let (_, body, _) = get(&[("tag", "customer=acme"), ("tag", "amount>=100")]).await;
+    assert_eq!(listed(&body), [ids[3].as_str(), ids[2].as_str()]);
+    let (_, body, _) = get(&[("tag", "amount<100"), ("workflow", "tag-simple")]).await;
+    assert_eq!(listed(&body), [ids[0].as_str()]);
+
+    // Pages of one: the header carries the cursor, the body stays an array.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut query = vec![("limit", "1"), ("tag", "customer=acme")];
+        if let Some(c) = &cursor {
+            query.push(("cursor", c.as_str()));
+        }
+        let (status, body, next) = get(&query).await;
+        assert_eq!(status, 200, "{body}");
+        seen.extend(listed(&body));
+        match next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, [ids[3].as_str(), ids[2].as_str(), ids[0].as_str()]);
+
+    // Time bounds.
+    let (status, body, _) = get(&[("created_after", "2999-01-01T00:00:00Z")]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(listed(&body), Vec::<String>::new());
+
+    // Bad input: 400 with the house error body, naming the problem.
+    for (query, mentions) in [
+        (("tag", "customer"), "no operator"),
+        (("tag", "customer>acme"), "numbers and times only"),
+        (("tag", "bad key=1"), "tag key `bad key`"),
+        (("cursor", "garbage"), "cursor `garbage`"),
+        (("created_after", "yesterday"), "created_after=yesterday"),
+    ] {
+        let (status, body, _) = get(&[query]).await;
+        assert_eq!(status, 400, "{query:?}: {body}");
+        assert_eq!(body["code"], "bad_request", "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(mentions),
+            "`{mentions}` not in {body}"
+        );
+    }
+
+    // A run shows its tags.
+    let run: serde_json::Value = client
+        .get(format!("{base}/runs/{}", ids[1]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["tags"], json!({ "customer": "globex", "amount": 500 }));
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
