@@ -16,6 +16,7 @@ mod many_workers;
 mod poison_cli;
 mod replay;
 mod retry_cli;
+mod search_cli;
 mod signup;
 mod snapshots;
 mod support;
