@@ -129,7 +129,10 @@ pub trait Store: Send + Sync + 'static {
     /// A run's events in `seq` order.
     async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError>;
 
-    /// Runs matching the filter, newest first. A run row that does not decode (an unknown
+    /// Runs matching the filter, newest first, ties in creation time by id (highest first),
+    /// from after `filter.cursor`; tags are matched against what the appends recorded
+    /// (`run_tagged` events, indexed in the transaction of their append). A malformed tag
+    /// filter or cursor is [`EngineError::Serde`]. A run row that does not decode (an unknown
     /// status or trigger, invalid JSON, …) is left out rather than failing the whole
     /// listing; [`Store::list_runs_with_skipped`] says which and why. `filter.limit` counts
     /// the rows read, skipped ones included.

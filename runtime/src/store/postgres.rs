@@ -58,6 +58,14 @@
 //! events insert them joined to the run row they just wrote, so the key held by
 //! construction and its check only added a row lock per event.
 //!
+//! Version 3 adds `reprise_run_tags(run_id → reprise_runs.id ON DELETE CASCADE, key,
+//! value_type, value_text, value_num, created_at, PRIMARY KEY (run_id, key))`, indexed by
+//! `(key, value_type, value_text, created_at, run_id)` and `(key, value_type, value_num,
+//! created_at, run_id)`, and the row trigger `reprise_run_tags_index` (`WHEN (NEW.kind =
+//! 'run_tagged')`) that upserts a tag from each `run_tagged` event inserted into
+//! `reprise_events`: the index is written by the statement that appends the event, in
+//! its transaction, on every write path (see `tags`).
+//!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
 //! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not

@@ -27,6 +27,13 @@
 //! index `runs_due`. A claim reads that index from its start and stops after `limit` due
 //! runs: runs in flight under a lease and runs asleep for hours cost it nothing.
 //!
+//! Version 4 adds `run_tags(run_id → runs.id ON DELETE CASCADE, key, value_type,
+//! value_text, value_num, created_at, PRIMARY KEY (run_id, key))`, indexed by `(key,
+//! value_type, value_text, created_at, run_id)` and `(key, value_type, value_num,
+//! created_at, run_id)`, and the trigger `run_tags_index` that upserts a tag from each
+//! `run_tagged` event inserted into `events`: the index is written in the transaction of
+//! the append that carries the event, whatever wrote it (see `tags`).
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
