@@ -13,10 +13,10 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use reprise::Trigger;
 use reprise::event::{EventPayload, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
 use reprise::store::{Append, SharedStore};
 use reprise::tags::{RunCursor, TagFilter, TagOp, TagValue};
-use reprise::Trigger;
 
 use crate::BoxError;
 use crate::report::{Goal, Metric};
@@ -187,7 +187,13 @@ async fn measure(
         rows += listing.runs.len();
     }
     let (median, p99) = median_p99(&mut samples);
-    let mut m = Metric::new("search", kind.name(), &format!("{name}, median"), median, "ms");
+    let mut m = Metric::new(
+        "search",
+        kind.name(),
+        &format!("{name}, median"),
+        median,
+        "ms",
+    );
     let mut p = Metric::new("search", kind.name(), &format!("{name}, p99"), p99, "ms");
     if indexed {
         m = m.goal(Goal::AtMost(TARGET_MS));
@@ -241,43 +247,66 @@ pub(crate) async fn search(
     let customers: Vec<String> = (0..=queries)
         .map(|_| format!("customer-{:05}", rng.below(CUSTOMERS)))
         .collect();
-    measure(&store, out, kind, "tag customer = v (limit 50)", queries, true, |i| {
-        RunFilter {
+    measure(
+        &store,
+        out,
+        kind,
+        "tag customer = v (limit 50)",
+        queries,
+        true,
+        |i| RunFilter {
             tags: vec![TagFilter::eq("customer", customers[i as usize].as_str())],
             limit: page,
             ..RunFilter::default()
-        }
-    })
+        },
+    )
     .await?;
     let workflows: Vec<(String, RunStatus)> = (0..=queries)
         .map(|i| {
-            let status = [RunStatus::Failed, RunStatus::Completed, RunStatus::Waiting][i as usize % 3];
+            let status =
+                [RunStatus::Failed, RunStatus::Completed, RunStatus::Waiting][i as usize % 3];
             (format!("workflow-{}", rng.below(WORKFLOWS)), status)
         })
         .collect();
-    measure(&store, out, kind, "workflow + status (limit 50)", queries, true, |i| {
-        let (workflow, status) = workflows[i as usize].clone();
-        RunFilter {
-            workflow: Some(workflow),
-            status: Some(status),
-            limit: page,
-            ..RunFilter::default()
-        }
-    })
+    measure(
+        &store,
+        out,
+        kind,
+        "workflow + status (limit 50)",
+        queries,
+        true,
+        |i| {
+            let (workflow, status) = workflows[i as usize].clone();
+            RunFilter {
+                workflow: Some(workflow),
+                status: Some(status),
+                limit: page,
+                ..RunFilter::default()
+            }
+        },
+    )
     .await?;
     let span = TimeDelta::days(DAYS).num_seconds();
     let ranges: Vec<DateTime<Utc>> = (0..=queries)
         .map(|_| start + TimeDelta::seconds(rng.below(span as u64 - 3600) as i64))
         .collect();
-    measure(&store, out, kind, "created in a 1 h range (limit 50)", queries, true, |i| {
-        let from = ranges[i as usize];
-        RunFilter {
-            created_after: Some(from),
-            created_before: Some(from + TimeDelta::hours(1)),
-            limit: page,
-            ..RunFilter::default()
-        }
-    })
+    measure(
+        &store,
+        out,
+        kind,
+        "created in a 1 h range (limit 50)",
+        queries,
+        true,
+        |i| {
+            let from = ranges[i as usize];
+            RunFilter {
+                created_after: Some(from),
+                created_before: Some(from + TimeDelta::hours(1)),
+                limit: page,
+                ..RunFilter::default()
+            }
+        },
+    )
     .await?;
     // Pages deep in the listing: the cursor of a run at a random position.
     let mut cursors = Vec::new();
@@ -293,13 +322,19 @@ pub(crate) async fn search(
         let run = listing.last().ok_or("no run to page from")?;
         cursors.push(RunCursor::after(run).encode());
     }
-    measure(&store, out, kind, "next page via cursor (limit 50)", queries, true, |i| {
-        RunFilter {
+    measure(
+        &store,
+        out,
+        kind,
+        "next page via cursor (limit 50)",
+        queries,
+        true,
+        |i| RunFilter {
             cursor: Some(cursors[i as usize].clone()),
             limit: page,
             ..RunFilter::default()
-        }
-    })
+        },
+    )
     .await?;
     let customer_cursors: Vec<Option<String>> = {
         let mut v = Vec::new();
@@ -315,35 +350,53 @@ pub(crate) async fn search(
         }
         v
     };
-    measure(&store, out, kind, "tag customer = v, 2nd page via cursor (limit 20)", queries, true, |i| {
-        RunFilter {
+    measure(
+        &store,
+        out,
+        kind,
+        "tag customer = v, 2nd page via cursor (limit 20)",
+        queries,
+        true,
+        |i| RunFilter {
             tags: vec![TagFilter::eq("customer", customers[i as usize].as_str())],
             cursor: customer_cursors[i as usize].clone(),
             limit: Some(20),
             ..RunFilter::default()
-        }
-    })
+        },
+    )
     .await?;
     // Not index-driven (a range with no equality): walks runs newest first and probes each
     // run's tag; shown for scale, without target.
-    measure(&store, out, kind, "tag amount >= 9,990 only (limit 50, not index-driven)", queries.min(10), false, |_| {
-        RunFilter {
+    measure(
+        &store,
+        out,
+        kind,
+        "tag amount >= 9,990 only (limit 50, not index-driven)",
+        queries.min(10),
+        false,
+        |_| RunFilter {
             tags: vec![TagFilter::new("amount", TagOp::Ge, 9_990)],
             limit: page,
             ..RunFilter::default()
-        }
-    })
+        },
+    )
     .await?;
-    measure(&store, out, kind, "tag customer = v and amount >= 5,000 (limit 50)", queries, true, |i| {
-        RunFilter {
+    measure(
+        &store,
+        out,
+        kind,
+        "tag customer = v and amount >= 5,000 (limit 50)",
+        queries,
+        true,
+        |i| RunFilter {
             tags: vec![
                 TagFilter::eq("customer", customers[i as usize].as_str()),
                 TagFilter::new("amount", TagOp::Ge, 5_000),
             ],
             limit: page,
             ..RunFilter::default()
-        }
-    })
+        },
+    )
     .await?;
     Ok(())
 }

@@ -198,7 +198,11 @@ pub async fn review_expense(ctx: Ctx, input: ExpenseReport) -> Result<Review, Wo
     let decision = hook.await?;
     // Tagged from the sub-workflow: the tag attaches to the run being executed (the
     // `expense-report` run), so `runs list --tag decision=rejected` finds the report.
-    let verdict = if decision.approved { "approved" } else { "rejected" };
+    let verdict = if decision.approved {
+        "approved"
+    } else {
+        "rejected"
+    };
     ctx.tag("decision", verdict).await?;
     Ok(Review {
         expense_id: filed.expense_id,

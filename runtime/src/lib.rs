@@ -117,8 +117,8 @@ pub use event::{RunId, RunStatus, Trigger};
 pub use fan_out::fan_out;
 pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
 pub use retry::RetryPolicy;
-pub use tags::{RunCursor, TagFilter, TagOp, TagValue};
 pub use step::{ActionOptions, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions};
+pub use tags::{RunCursor, TagFilter, TagOp, TagValue};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
 
 pub use reprise_macros::{action, workflow};

@@ -99,7 +99,10 @@ impl TagValue {
     /// Writes the value's fields into a `run_tagged` payload: `type`, `value` and, for a
     /// time, `epoch_us` (what the SQL index keeps, so it needs no date parsing).
     pub(crate) fn encode_into(&self, out: &mut Map<String, Value>) {
-        out.insert("type".to_owned(), Value::String(self.type_name().to_owned()));
+        out.insert(
+            "type".to_owned(),
+            Value::String(self.type_name().to_owned()),
+        );
         out.insert("value".to_owned(), self.to_json());
         if let TagValue::Time(t) = self {
             out.insert("epoch_us".to_owned(), Value::from(t.timestamp_micros()));
@@ -291,9 +294,7 @@ impl TagFilter {
     /// A message saying what is wrong and how to write it.
     pub fn check(&self) -> Result<(), String> {
         check_tag_key(&self.key)?;
-        if self.op != TagOp::Eq
-            && !matches!(self.value, TagValue::Number(_) | TagValue::Time(_))
-        {
+        if self.op != TagOp::Eq && !matches!(self.value, TagValue::Number(_) | TagValue::Time(_)) {
             return Err(format!(
                 "tag filter `{}{}{}`: `{}` compares numbers and times only; a {} can only be \
                  matched with `=`",
@@ -458,8 +459,7 @@ impl RunCursor {
             .map_err(|_| bad())?;
         let plain = String::from_utf8(bytes).map_err(|_| bad())?;
         let mut parts = plain.splitn(3, ':');
-        let (Some("1"), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("1"), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
         };
         let micros: i64 = micros.parse().map_err(|_| bad())?;

@@ -82,9 +82,16 @@ fn runs_list_finds_runs_by_tag_and_time_pages_with_the_cursor_and_refuses_bad_fi
     let (grace, _) = file_report(&db, "Grace", 99_00);
     let (ada_big, ada_big_token) = file_report(&db, "Ada", 250_00);
 
-    assert_eq!(list(&db, &["--tag", "employee=Ada"]).0, [ada_big.as_str(), ada_small.as_str()]);
     assert_eq!(
-        list(&db, &["--tag", "employee=Ada", "--tag", "amount_cents>=10000"]).0,
+        list(&db, &["--tag", "employee=Ada"]).0,
+        [ada_big.as_str(), ada_small.as_str()]
+    );
+    assert_eq!(
+        list(
+            &db,
+            &["--tag", "employee=Ada", "--tag", "amount_cents>=10000"]
+        )
+        .0,
         [ada_big.as_str()]
     );
     assert_eq!(
@@ -92,7 +99,11 @@ fn runs_list_finds_runs_by_tag_and_time_pages_with_the_cursor_and_refuses_bad_fi
         [grace.as_str(), ada_small.as_str()]
     );
     assert_eq!(
-        list(&db, &["--workflow", "expense-report", "--created-after", "1h"]).0,
+        list(
+            &db,
+            &["--workflow", "expense-report", "--created-after", "1h"]
+        )
+        .0,
         [ada_big.as_str(), grace.as_str(), ada_small.as_str()]
     );
     assert_eq!(
@@ -100,7 +111,16 @@ fn runs_list_finds_runs_by_tag_and_time_pages_with_the_cursor_and_refuses_bad_fi
         Vec::<String>::new()
     );
     assert_eq!(
-        list(&db, &["--updated-after", "2000-01-01T00:00:00Z", "--tag", "employee=Grace"]).0,
+        list(
+            &db,
+            &[
+                "--updated-after",
+                "2000-01-01T00:00:00Z",
+                "--tag",
+                "employee=Grace"
+            ]
+        )
+        .0,
         [grace.as_str()]
     );
 
@@ -135,7 +155,10 @@ fn runs_list_finds_runs_by_tag_and_time_pages_with_the_cursor_and_refuses_bad_fi
         r#"{"approved":false,"by":"Grace"}"#,
     ]));
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(list(&db, &["--tag", "decision=rejected"]).0, [ada_big.as_str()]);
+    assert_eq!(
+        list(&db, &["--tag", "decision=rejected"]).0,
+        [ada_big.as_str()]
+    );
 
     // `runs get` shows the tags.
     let (code, out, err) = run(app(&db).args(["runs", "get", ada_big.as_str()]));
@@ -156,8 +179,14 @@ fn runs_list_finds_runs_by_tag_and_time_pages_with_the_cursor_and_refuses_bad_fi
         (vec!["--tag", "employee>Ada"], "numbers and times only"),
         (vec!["--tag", "employee"], "no operator"),
         (vec!["--tag", "bad key=1"], "tag key `bad key`"),
-        (vec!["--created-after", "yesterday"], "neither an RFC 3339 time"),
-        (vec!["--cursor", "zzz"], "cursor `zzz` is not one a listing returned"),
+        (
+            vec!["--created-after", "yesterday"],
+            "neither an RFC 3339 time",
+        ),
+        (
+            vec!["--cursor", "zzz"],
+            "cursor `zzz` is not one a listing returned",
+        ),
     ] {
         let (code, out, err) = run(app(&db).args(["runs", "list"]).args(&args));
         assert_eq!(code, 2, "{args:?}: {out}{err}");

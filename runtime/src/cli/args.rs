@@ -242,7 +242,10 @@ pub(crate) enum TimeBound {
 
 impl TimeBound {
     /// The instant, relative to `now`.
-    pub(crate) fn resolve(self, now: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    pub(crate) fn resolve(
+        self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
         match self {
             TimeBound::At(at) => at,
             TimeBound::Ago(ago) => {

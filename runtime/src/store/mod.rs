@@ -19,10 +19,10 @@ mod codec;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-mod search_sql;
 #[cfg(feature = "postgres")]
 mod postgres_appends;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod search_sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use reprise::EngineError;
+use reprise::event::EventPayload;
 use reprise::event::{
     Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
 };
-use reprise::event::EventPayload;
 use reprise::store::{Acquired, Append, Lease, MemoryStore, SharedStore, StoreErrorKind};
 use reprise::tags::{TagFilter, TagOp, TagValue};
 use serde_json::{Value, json};
@@ -1810,7 +1810,10 @@ async fn tag_filters_compare_by_type_and_range(store: SharedStore) {
             .expect("append");
     }
     let ge = TagFilter::new("amount", TagOp::Ge, 100);
-    assert_eq!(listed(&store, by_tags(vec![ge.clone()])).await, ["r3", "r2"]);
+    assert_eq!(
+        listed(&store, by_tags(vec![ge.clone()])).await,
+        ["r3", "r2"]
+    );
     let gt = TagFilter::new("amount", TagOp::Gt, 100);
     assert_eq!(listed(&store, by_tags(vec![gt])).await, ["r3"]);
     let lt = TagFilter::new("amount", TagOp::Lt, 100);
@@ -1847,7 +1850,11 @@ async fn tag_filters_compare_by_type_and_range(store: SharedStore) {
     );
     // Several filters: all must match (with or without an equality to drive the search).
     assert_eq!(
-        listed(&store, by_tags(vec![ge.clone(), TagFilter::eq("vip", true)])).await,
+        listed(
+            &store,
+            by_tags(vec![ge.clone(), TagFilter::eq("vip", true)])
+        )
+        .await,
         ["r3"]
     );
     assert_eq!(
@@ -1934,7 +1941,10 @@ async fn cursor_pages_have_no_duplicates_or_gaps(store: SharedStore) {
     expected.sort_by(|a, b| b.cmp(a));
     assert_eq!(
         snapshot,
-        expected.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        expected
+            .iter()
+            .map(|(_, id)| id.clone())
+            .collect::<Vec<_>>(),
         "newest first, ties by id (highest first)"
     );
     let mut created = 0;
@@ -1961,7 +1971,13 @@ async fn cursor_pages_have_no_duplicates_or_gaps(store: SharedStore) {
             seen.extend(page.runs.iter().map(|r| r.id.0.clone()));
             // New runs arrive between pages (newer than everything listed so far).
             created += 1;
-            let new = create(&store, &format!("new-{created}"), "order", t(1000 + created)).await;
+            let new = create(
+                &store,
+                &format!("new-{created}"),
+                "order",
+                t(1000 + created),
+            )
+            .await;
             store
                 .append(append(
                     &new,

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use reprise::RunOutcome;
 use reprise::event::{EventKind, RunFilter, RunStatus};
 use reprise::prelude::*;
 use reprise::store::SharedStore;
 use reprise::tags::{TagFilter, TagOp, TagValue};
-use reprise::RunOutcome;
 use serde_json::json;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -158,7 +158,11 @@ async fn tags_from_a_sub_workflow_attach_to_the_run_and_survive_a_crash_without_
     let recorded = reprise::tags::tags_of(&events);
     assert_eq!(recorded["customer"], TagValue::from("acme"));
     assert_eq!(recorded["amount"], TagValue::from(250));
-    assert_eq!(recorded["stage"], TagValue::from("approved"), "re-tag replaces");
+    assert_eq!(
+        recorded["stage"],
+        TagValue::from("approved"),
+        "re-tag replaces"
+    );
     assert_eq!(recorded["approved"], TagValue::from(true));
 
     // The index agrees with the log.
@@ -249,11 +253,7 @@ async fn get_runs_filters_by_tags_and_pages_with_the_next_cursor_header() {
     let client = reqwest::Client::new();
     let get = async |query: &[(&str, &str)]| {
         let url = reqwest::Url::parse_with_params(&format!("{base}/runs"), query).unwrap();
-        let response = client
-            .get(url)
-            .send()
-            .await
-            .unwrap();
+        let response = client.get(url).send().await.unwrap();
         let status = response.status().as_u16();
         let cursor = response
             .headers()
@@ -272,7 +272,10 @@ async fn get_runs_filters_by_tags_and_pages_with_the_next_cursor_header() {
 
     let (status, body, cursor) = get(&[("tag", "customer=acme")]).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(listed(&body), [ids[3].as_str(), ids[2].as_str(), ids[0].as_str()]);
+    assert_eq!(
+        listed(&body),
+        [ids[3].as_str(), ids[2].as_str(), ids[0].as_str()]
+    );
     assert_eq!(cursor, None, "the last page has no next cursor");
     let (_, body, _) = get(&[("tag", "customer=acme"), ("tag", "amount>=100")]).await;
     assert_eq!(listed(&body), [ids[3].as_str(), ids[2].as_str()]);
