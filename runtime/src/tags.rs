@@ -491,6 +491,8 @@ pub(crate) fn next_cursor(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

@@ -79,8 +79,8 @@ fn list(db: &TempDb, args: &[&str]) -> (Vec<String>, Option<String>) {
 fn runs_list_finds_runs_by_tag_and_time_pages_with_the_cursor_and_refuses_bad_filters() {
     let db = TempDb::new().unwrap();
     let (ada_small, _) = file_report(&db, "Ada", 4_200);
-    let (grace, _) = file_report(&db, "Grace", 99_00);
-    let (ada_big, ada_big_token) = file_report(&db, "Ada", 250_00);
+    let (grace, _) = file_report(&db, "Grace", 9_900);
+    let (ada_big, ada_big_token) = file_report(&db, "Ada", 25_000);
 
     assert_eq!(
         list(&db, &["--tag", "employee=Ada"]).0,

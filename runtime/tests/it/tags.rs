@@ -110,7 +110,7 @@ async fn tags_from_a_sub_workflow_attach_to_the_run_and_survive_a_crash_without_
         // Searchable while the run waits: the tags were written when made.
         assert_eq!(
             tagged_runs(&engine, TagFilter::eq("customer", "acme")).await,
-            [id.0.clone()]
+            [id.0.as_str()]
         );
         assert_eq!(
             tagged_runs(&engine, TagFilter::eq("stage", "billing")).await,
@@ -168,15 +168,15 @@ async fn tags_from_a_sub_workflow_attach_to_the_run_and_survive_a_crash_without_
     // The index agrees with the log.
     assert_eq!(
         tagged_runs(&engine, TagFilter::eq("stage", "approved")).await,
-        [id.0.clone()]
+        [id.0.as_str()]
     );
     assert_eq!(
         tagged_runs(&engine, TagFilter::eq("stage", "billing")).await,
-        [other.0.clone()]
+        [other.0.as_str()]
     );
     assert_eq!(
         tagged_runs(&engine, TagFilter::new("amount", TagOp::Ge, 100)).await,
-        [id.0.clone()]
+        [id.0.as_str()]
     );
     assert_eq!(
         engine.get_run(&other).await.unwrap().status,
