@@ -64,7 +64,10 @@
 //! created_at, run_id)`, and the row trigger `reprise_run_tags_index` (`WHEN (NEW.kind =
 //! 'run_tagged')`) that upserts a tag from each `run_tagged` event inserted into
 //! `reprise_events`: the index is written by the statement that appends the event, in
-//! its transaction, on every write path (see `tags`).
+//! its transaction, on every write path (see `tags`). Listings order by `(created_at,
+//! id)` (ties by id, so a cursor can continue after a run), so the listing indexes
+//! `(created_at, pos)`, `(status, created_at, pos)` and `(workflow, created_at, pos)`
+//! become `(…, created_at, id)`.
 //!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
@@ -273,6 +276,13 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER reprise_run_tags_index AFTER INSERT ON reprise_events
         FOR EACH ROW WHEN (NEW.kind = 'run_tagged')
         EXECUTE FUNCTION reprise_index_run_tag();
+    CREATE INDEX reprise_runs_created_at_id ON reprise_runs (created_at, id);
+    CREATE INDEX reprise_runs_status_created_at_id ON reprise_runs (status, created_at, id);
+    CREATE INDEX reprise_runs_workflow_created_at_id
+        ON reprise_runs (workflow, created_at, id);
+    DROP INDEX reprise_runs_created_at;
+    DROP INDEX reprise_runs_status_created_at;
+    DROP INDEX reprise_runs_workflow_created_at;
     "#,
 ];
 

@@ -5,8 +5,8 @@
 //! (`key, value_type, value, created_at, run_id`): the matching runs come out of it newest
 //! first, so a page reads `limit` index entries and as many run rows. Otherwise it walks
 //! the runs by `created_at` (or `(status|workflow, created_at)`), newest first. Other tag
-//! filters (ranges, further equalities) are `EXISTS` probes of the tag table's primary key
-//! `(run_id, key)`. Order: `created_at DESC, id DESC`; the cursor continues strictly after
+//! filters (ranges, further equalities) are correlated probes of the tag table's primary
+//! key `(run_id, key)`, one per candidate run. Order: `created_at DESC, id DESC`; the cursor continues strictly after
 //! `(created_at, id)` of the previous page's last run.
 
 use super::codec::micros;
@@ -49,19 +49,24 @@ impl Builder<'_> {
     fn tag_condition(&mut self, alias: &str, filter: &TagFilter) -> String {
         let key = self.bind(Param::Text(filter.key.clone()));
         let ty = self.bind(Param::Text(filter.value.type_name().to_owned()));
-        let (column, value) = match &filter.value {
-            TagValue::String(_) | TagValue::Bool(_) => {
-                let (text, _) = filter.value.index_columns();
-                ("value_text", Param::Text(text.unwrap_or_default()))
-            }
-            TagValue::Number(n) => ("value_num", Param::Real(*n)),
-            TagValue::Time(t) => ("value_num", Param::Real(t.timestamp_micros() as f64)),
-        };
+        let (column, value) = value_param(&filter.value);
         let value = self.bind(value);
         format!(
             "{alias}.key = {key} AND {alias}.value_type = {ty} AND {alias}.{column} {} {value}",
             filter.op.sql()
         )
+    }
+}
+
+/// The tag table's column holding `value`'s type, and `value` as its parameter.
+fn value_param(value: &TagValue) -> (&'static str, Param) {
+    match value {
+        TagValue::String(_) | TagValue::Bool(_) => {
+            let (text, _) = value.index_columns();
+            ("value_text", Param::Text(text.unwrap_or_default()))
+        }
+        TagValue::Number(n) => ("value_num", Param::Real(*n)),
+        TagValue::Time(t) => ("value_num", Param::Real(t.timestamp_micros() as f64)),
     }
 }
 
@@ -92,10 +97,19 @@ pub(crate) fn list_sql(
         if Some(i) == driver {
             continue;
         }
-        let condition = b.tag_condition("t", tag);
+        // A correlated scalar subquery, not `EXISTS`: a planner cannot turn it into a
+        // join over every run's tag (Postgres did, a hash semi-join reading all `amount`
+        // tags), so each candidate run costs one probe of the primary key `(run_id, key)`
+        // and the walk stops after `limit` matches.
+        let key = b.bind(Param::Text(tag.key.clone()));
+        let ty = b.bind(Param::Text(tag.value.type_name().to_owned()));
+        let (column, value) = value_param(&tag.value);
+        let value = b.bind(value);
         clauses.push(format!(
-            "EXISTS (SELECT 1 FROM {} t WHERE t.run_id = r.id AND {condition})",
-            dialect.tags
+            "(SELECT t.{column} FROM {} t WHERE t.run_id = r.id AND t.key = {key} \
+             AND t.value_type = {ty}) {} {value}",
+            dialect.tags,
+            tag.op.sql()
         ));
     }
     if let Some(status) = filter.status {
