@@ -9,7 +9,8 @@
 //! Workloads (every step a no-op action returning a small JSON value derived from its
 //! input): `w1` one run of 1,000 sequential steps; `w2` 1,000 runs × 10 steps started
 //! together; `w3` a 1,000-step run killed after 500 steps, then resumed; `w3-10k` the same
-//! with a 10,000-step history; `flat` the cost of step 10 against step 10,000 of one run.
+//! with a 10,000-step history; `flat` the cost of step 10 against step 10,000 of one run;
+//! `search` (not in `all`) `list_runs` latency over 1,000,000 tagged runs.
 //! Each runs against the in-memory and the SQLite store (a temporary directory under
 //! `--dir`, default the working directory, so on the same disk). The disk's fdatasync
 //! latency is measured in the same invocation, and SQLite throughput is shown as
@@ -24,6 +25,7 @@
 mod fleet;
 mod pg;
 mod report;
+mod search;
 mod stats;
 mod system;
 mod workflows;
@@ -62,6 +64,9 @@ enum Workload {
     Sleepers,
     /// Only the disk's fdatasync latency.
     Fsync,
+    /// `--search-runs` runs with tags, then `list_runs` latency of indexed filters (sqlite
+    /// and postgres; not part of `all`).
+    Search,
 }
 
 impl Workload {
@@ -75,6 +80,7 @@ impl Workload {
             Workload::Flat => "flat",
             Workload::Sleepers => "sleepers",
             Workload::Fsync => "fsync",
+            Workload::Search => "search",
         }
     }
 }
@@ -153,6 +159,15 @@ struct Args {
     /// Sleepers: runs put to sleep.
     #[arg(long, default_value_t = 100_000)]
     sleepers: u32,
+    /// Search: runs in the store.
+    #[arg(long, default_value_t = 1_000_000)]
+    search_runs: u32,
+    /// Search: queries per filter (median and p99 reported).
+    #[arg(long, default_value_t = 50)]
+    search_queries: u32,
+    /// Search: writes in flight while filling the store.
+    #[arg(long, default_value_t = 512)]
+    search_concurrency: usize,
     /// The Postgres database the `postgres` store uses (a fresh schema per job, dropped
     /// after it). Default: `REPRISE_BENCH_POSTGRES_URL`, else `REPRISE_TEST_POSTGRES_URL`.
     #[arg(long)]
@@ -196,6 +211,9 @@ impl Args {
             flat_window: self.flat_window,
             w3_resumes: self.w3_resumes,
             sleepers: self.sleepers,
+            search_runs: self.search_runs,
+            search_queries: self.search_queries,
+            search_concurrency: self.search_concurrency,
         }
     }
 
@@ -213,7 +231,7 @@ impl Args {
             one => vec![one],
         };
         let stores = match self.store {
-            Stores::All if self.workload == Workload::Sleepers => {
+            Stores::All if matches!(self.workload, Workload::Sleepers | Workload::Search) => {
                 let mut stores = vec![StoreKind::Sqlite];
                 stores.extend(pg::url().map(|_| StoreKind::Postgres));
                 stores
@@ -268,6 +286,9 @@ impl Args {
             ("--flat-window", self.flat_window.to_string()),
             ("--w3-resumes", self.w3_resumes.to_string()),
             ("--sleepers", self.sleepers.to_string()),
+            ("--search-runs", self.search_runs.to_string()),
+            ("--search-queries", self.search_queries.to_string()),
+            ("--search-concurrency", self.search_concurrency.to_string()),
         ];
         for (flag, value) in sized {
             args.push(flag.to_owned());
@@ -475,6 +496,7 @@ fn run_job(
                 workloads::w3(store, "w3-10k", path, 10_000, 100, sizes, &mut out).await
             }
             Workload::Flat => workloads::flat(store, path, sizes, &mut out).await,
+            Workload::Search => search::search(store, path, sizes, &mut out).await,
             Workload::All | Workload::Fsync => Ok(()),
         }
     });

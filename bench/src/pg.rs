@@ -86,3 +86,22 @@ pub(crate) async fn drop_created() -> Result<(), BoxError> {
     let _ = connection.await;
     Ok(())
 }
+
+/// Refreshes the planner statistics of every schema this process created (`ANALYZE`), as
+/// autovacuum does after a bulk load; the search workload calls it after its fill.
+pub(crate) async fn analyze_created() -> Result<(), BoxError> {
+    let schemas = CREATED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let url = url().ok_or("no Postgres URL")?;
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    for schema in schemas {
+        client
+            .batch_execute(&format!(
+                "ANALYZE \"{schema}\".reprise_runs; ANALYZE \"{schema}\".reprise_run_tags"
+            ))
+            .await?;
+    }
+    drop(client);
+    let _ = connection.await;
+    Ok(())
+}

@@ -72,6 +72,12 @@ pub(crate) struct Sizes {
     pub(crate) w3_resumes: u32,
     /// Sleeping runs of the `sleepers` workload.
     pub(crate) sleepers: u32,
+    /// Runs of the `search` workload.
+    pub(crate) search_runs: u32,
+    /// Queries per filter of the `search` workload.
+    pub(crate) search_queries: u32,
+    /// Writes in flight while the `search` workload fills its store.
+    pub(crate) search_concurrency: usize,
 }
 
 /// Where one workload's results go.

@@ -8,7 +8,9 @@
 //! through an action. Both waits are recorded under the sub-workflow's step
 //! (`review-expense#0/sleep#0`, `review-expense#0/hook#0`) and behave exactly as at the top
 //! level: the run holds nothing while it sleeps or waits, any process on the database
-//! continues it, and a recorded step never runs again.
+//! continues it, and a recorded step never runs again. The report is tagged with its
+//! employee, amount and (from the sub-workflow) the manager's decision, so runs can be
+//! searched by them (`runs list --tag employee=Ada`).
 //!
 //! ```text
 //! cargo run -q -p reprise-examples -- workflows run expense-report \
@@ -194,6 +196,14 @@ pub async fn review_expense(ctx: Ctx, input: ExpenseReport) -> Result<Review, Wo
         })
         .await?;
     let decision = hook.await?;
+    // Tagged from the sub-workflow: the tag attaches to the run being executed (the
+    // `expense-report` run), so `runs list --tag decision=rejected` finds the report.
+    let verdict = if decision.approved {
+        "approved"
+    } else {
+        "rejected"
+    };
+    ctx.tag("decision", verdict).await?;
     Ok(Review {
         expense_id: filed.expense_id,
         decision,
@@ -203,7 +213,13 @@ pub async fn review_expense(ctx: Ctx, input: ExpenseReport) -> Result<Review, Wo
 /// Reviews the report in the [`review_expense`] sub-workflow (a sleep and a hook inside it),
 /// then settles it: pays it out when approved.
 #[workflow(slug = "expense-report")]
-pub async fn expense_report(input: ExpenseReport) -> Result<ExpenseOutcome, WorkflowError> {
+pub async fn expense_report(
+    ctx: Ctx,
+    input: ExpenseReport,
+) -> Result<ExpenseOutcome, WorkflowError> {
+    // Searchable business fields: `runs list --tag employee=Ada --tag 'amount_cents>=10000'`.
+    ctx.tag("employee", input.employee.as_str()).await?;
+    ctx.tag("amount_cents", input.amount_cents).await?;
     let review = review_expense.run(input.clone()).await?;
     let approved = review.decision.approved;
     let settlement_id = settle_expense

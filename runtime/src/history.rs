@@ -218,6 +218,13 @@ impl History {
             let Some(id) = correlation_id.as_deref() else {
                 continue;
             };
+            if kind == EventKind::RunTagged {
+                // A tag (`ctx.tag`) answers its replay; its value is the index's business.
+                let entry = slot(&mut by_id, id, seq);
+                entry.callee = crate::ctx::tag::TAG_CALLEE.to_owned();
+                entry.outcome = Some(Ok(Value::Null));
+                continue;
+            }
             if kind == EventKind::HookCreated || id.ends_with(RESUME_URL_SUFFIX) {
                 holds_hooks = true;
             }

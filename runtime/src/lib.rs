@@ -86,6 +86,7 @@ mod run_env;
 pub mod schema;
 mod step;
 pub mod store;
+pub mod tags;
 pub mod trigger;
 mod usage;
 mod wait;
@@ -125,6 +126,7 @@ pub use retry::RetryPolicy;
 pub use step::{
     ActionOptions, OnMaxAttempts, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions,
 };
+pub use tags::{RunCursor, TagFilter, TagOp, TagValue};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
 
 pub use reprise_macros::{action, workflow};

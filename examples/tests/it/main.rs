@@ -21,6 +21,7 @@ mod purge_cli;
 mod replay;
 mod retry_cli;
 mod schedules_cli;
+mod search_cli;
 mod signup;
 mod snapshots;
 mod support;

@@ -187,6 +187,7 @@ async fn completed_count(engine: &Engine) -> usize {
             status: Some(RunStatus::Completed),
             workflow: Some("ten-steps".to_owned()),
             limit: None,
+            ..RunFilter::default()
         })
         .await
         .unwrap()

@@ -247,6 +247,50 @@ fn parse_start_at(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     crate::engine::parse_start_at("--start-at", text)
 }
 
+/// `--tag`: a tag filter (`key=value`, `key>=100`, …).
+fn parse_tag_filter(text: &str) -> Result<crate::tags::TagFilter, String> {
+    text.parse()
+}
+
+/// A time bound of `runs list`: an instant, or a duration before now.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TimeBound {
+    /// This instant.
+    At(chrono::DateTime<chrono::Utc>),
+    /// This long before now.
+    Ago(std::time::Duration),
+}
+
+impl TimeBound {
+    /// The instant, relative to `now`.
+    pub(crate) fn resolve(
+        self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            TimeBound::At(at) => at,
+            TimeBound::Ago(ago) => {
+                now - chrono::TimeDelta::from_std(ago).unwrap_or(chrono::TimeDelta::MAX)
+            }
+        }
+    }
+}
+
+/// `--created-after` and friends: RFC 3339 or a humantime duration ago.
+fn parse_time_bound(text: &str) -> Result<TimeBound, String> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(TimeBound::At(at.with_timezone(&chrono::Utc)));
+    }
+    humantime::parse_duration(text)
+        .map(TimeBound::Ago)
+        .map_err(|_| {
+            format!(
+                "`{text}` is neither an RFC 3339 time (`2026-12-06T10:00:00Z`) nor a duration \
+                 ago (`90m`, `1h`, `2d`)"
+            )
+        })
+}
+
 /// `--idempotency-key`: 1 to 255 printable ASCII characters.
 fn parse_idempotency_key(key: &str) -> Result<String, String> {
     crate::engine::check_idempotency_key(key).map(|()| key.to_owned())
@@ -266,7 +310,29 @@ pub(crate) enum RunsCommand {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// Print JSON.
+        /// Only runs with this tag (`ctx.tag`): `key=value`, or `key<value`, `key<=value`,
+        /// `key>value`, `key>=value` for numbers and times. The value's type is read from
+        /// its text (`true`/`false`, a number, an RFC 3339 time, else a string; `"100"` in
+        /// double quotes is a string). Repeat to require several.
+        #[arg(long = "tag", value_name = "FILTER", value_parser = parse_tag_filter)]
+        tags: Vec<crate::tags::TagFilter>,
+        /// Only runs created at or after this time: RFC 3339, or a duration ago (`1h`, `2d`).
+        #[arg(long, value_name = "TIME", value_parser = parse_time_bound)]
+        created_after: Option<TimeBound>,
+        /// Only runs created before this time: RFC 3339, or a duration ago.
+        #[arg(long, value_name = "TIME", value_parser = parse_time_bound)]
+        created_before: Option<TimeBound>,
+        /// Only runs last changed at or after this time: RFC 3339, or a duration ago.
+        #[arg(long, value_name = "TIME", value_parser = parse_time_bound)]
+        updated_after: Option<TimeBound>,
+        /// Only runs last changed before this time: RFC 3339, or a duration ago.
+        #[arg(long, value_name = "TIME", value_parser = parse_time_bound)]
+        updated_before: Option<TimeBound>,
+        /// Continue a listing: the cursor the previous page printed (`next cursor: …`).
+        #[arg(long, value_name = "CURSOR")]
+        cursor: Option<String>,
+        /// Print JSON (the array of runs; the next cursor, if any, on standard error as
+        /// `next_cursor: …`).
         #[arg(long)]
         json: bool,
     },

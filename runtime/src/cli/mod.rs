@@ -599,20 +599,39 @@ async fn dispatch(
             status,
             workflow,
             limit,
+            tags,
+            created_after,
+            created_before,
+            updated_after,
+            updated_before,
+            cursor,
             json,
         }) => {
+            let now = engine.now();
             let filter = RunFilter {
                 status,
                 workflow,
                 limit: Some(limit),
+                tags,
+                created_after: created_after.map(|t| t.resolve(now)),
+                created_before: created_before.map(|t| t.resolve(now)),
+                updated_after: updated_after.map(|t| t.resolve(now)),
+                updated_before: updated_before.map(|t| t.resolve(now)),
+                cursor,
             };
             // A row that does not decode is left out and named on stderr; the listing
             // (and its exit code) stays that of the other runs.
             let listing = engine.list_runs_with_skipped(&filter).await?;
             if json {
                 println!("{}", serde_json::to_string(&listing.runs)?);
+                if let Some(cursor) = &listing.next_cursor {
+                    eprintln!("next_cursor: {cursor}");
+                }
             } else {
                 output::print_runs(&listing.runs);
+                if let Some(cursor) = &listing.next_cursor {
+                    println!("next cursor: {cursor}");
+                }
             }
             for skipped in &listing.skipped {
                 eprintln!(
@@ -630,16 +649,19 @@ async fn dispatch(
             let steps = summarize_steps(&events);
             let hooks = engine.open_hooks(&id).await?;
             let forked_from = crate::forked_from(&events);
+            let tags = crate::tags::tags_of(&events);
             if json {
                 let usage = crate::engine::token_usage(&events);
-                let mut body =
-                    json!({ "run": record, "steps": steps, "open_hooks": hooks, "usage": usage });
+                let mut body = json!({
+                    "run": record, "steps": steps, "open_hooks": hooks, "usage": usage,
+                    "tags": tags,
+                });
                 if let Some(forked_from) = &forked_from {
                     body["forked_from"] = json!(forked_from);
                 }
                 println!("{}", serde_json::to_string(&body)?);
             } else {
-                output::print_run(&record, &steps);
+                output::print_run(&record, &steps, &tags);
                 if let Some(forked_from) = &forked_from {
                     output::print_forked_from(forked_from);
                 }
@@ -879,6 +901,7 @@ async fn retry_runs(
                     status: Some(RunStatus::Failed),
                     workflow,
                     limit: None,
+                    ..RunFilter::default()
                 })
                 .await?
                 .into_iter()
@@ -969,7 +992,7 @@ async fn report_record(
     }
     let events = engine.events(&record.id).await?;
     let steps = summarize_steps(&events);
-    output::print_run(record, &steps);
+    output::print_run(record, &steps, &crate::tags::tags_of(&events));
     if !record.status.is_terminal() {
         println!(
             "run {} is still {}; `runs get {}` shows it later",

@@ -80,13 +80,21 @@ fn pretty(value: &serde_json::Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
 }
 
-pub(super) fn print_run(run: &RunRecord, steps: &[StepSummary]) {
+pub(super) fn print_run(
+    run: &RunRecord,
+    steps: &[StepSummary],
+    tags: &std::collections::BTreeMap<String, crate::tags::TagValue>,
+) {
     println!("run       {}", run.id);
     println!("workflow  {}", run.workflow);
     println!("status    {}", run.status);
     println!("attempt   {}", run.attempt);
     println!("trigger   {}", run.trigger);
     println!("created   {}", run.created_at.to_rfc3339());
+    if !tags.is_empty() {
+        let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("tags      {}", tags.join(" "));
+    }
     if let Some(wake_at) = run.wake_at {
         println!("wakes at  {}", wake_at.to_rfc3339());
     }

@@ -10,6 +10,7 @@ pub(crate) mod recorder;
 pub(crate) mod recording;
 pub(crate) mod sleep;
 pub(crate) mod step;
+pub(crate) mod tag;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -494,6 +494,16 @@ impl<'r> Slot<'r> {
         Ok(())
     }
 
+    /// Records `payload` as this slot's event, durably and at once (with everything
+    /// pending): a recorded fact with no outcome of its own, such as a tag (`run_tagged`).
+    ///
+    /// # Errors
+    /// A store failure, which poisons the run.
+    pub(crate) async fn finish_event(self, payload: EventPayload) -> Result<(), ActionError> {
+        let event = self.run.event(Some(self.id), 1, payload);
+        self.record(event, RunUpdate::default()).await
+    }
+
     /// Records a value asked for the first time (with the next durable append).
     pub(crate) fn finish_value(self, value: Value) {
         let event = self.run.event(

@@ -182,6 +182,9 @@ pub enum EventKind {
     /// code's call (another callee or input): from this step on, the copied prefix no longer
     /// answers and the steps run live. Payload: [`EventPayload::ForkDiverged`].
     ForkDiverged,
+    /// The body tagged its run with a searchable key and value (`ctx.tag`); a later tag of
+    /// the key replaces the value. Payload: [`EventPayload::RunTagged`].
+    RunTagged,
 }
 
 impl EventKind {
@@ -207,6 +210,7 @@ impl EventKind {
             EventKind::RunPaused => "run_paused",
             EventKind::RunUnpaused => "run_unpaused",
             EventKind::ForkDiverged => "fork_diverged",
+            EventKind::RunTagged => "run_tagged",
         }
     }
 
@@ -233,6 +237,7 @@ impl EventKind {
             RunPaused,
             RunUnpaused,
             ForkDiverged,
+            RunTagged,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == s)
@@ -388,7 +393,11 @@ pub struct RunUpdate {
     pub wake_at: Option<Option<DateTime<Utc>>>,
 }
 
-/// Filters for listing runs. Empty means all, newest first.
+/// Filters for listing runs. Empty means all, newest first (ties in creation time by id,
+/// highest first: a stable order, which [`RunFilter::cursor`] pages through).
+///
+/// Conditions combine with AND. Time bounds are half-open: `*_after` is inclusive (at or
+/// after), `*_before` exclusive (strictly before).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunFilter {
     /// Only runs in this status.
@@ -397,4 +406,56 @@ pub struct RunFilter {
     pub workflow: Option<String>,
     /// At most this many (newest first). `None`: no limit.
     pub limit: Option<usize>,
+    /// Only runs whose tags (`ctx.tag`) match every one of these; see
+    /// [`crate::tags::TagFilter`]. A malformed filter (bad key, a range on a string) makes
+    /// the listing fail with [`crate::EngineError::Serde`] naming it.
+    pub tags: Vec<crate::tags::TagFilter>,
+    /// Only runs created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only runs created strictly before this time.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only runs whose record last changed at or after this time.
+    pub updated_after: Option<DateTime<Utc>>,
+    /// Only runs whose record last changed strictly before this time.
+    pub updated_before: Option<DateTime<Utc>>,
+    /// Continue after this position: the `next_cursor` of the previous page
+    /// ([`crate::store::RunListing::next_cursor`]), opaque. Pages never repeat or skip a
+    /// run, also while new runs are created (those are newer than the first page and
+    /// appear in a new listing, not in later pages). A cursor that is not one a listing
+    /// returned makes the listing fail with [`crate::EngineError::Serde`].
+    pub cursor: Option<String>,
+    // Business keys (issue 14) will add their filter here (`key: Option<String>`).
+}
+
+impl RunFilter {
+    /// Checks the tag filters and the cursor, and returns the decoded cursor.
+    ///
+    /// # Errors
+    /// [`crate::EngineError::Serde`] naming the malformed filter or cursor.
+    pub fn checked_cursor(&self) -> Result<Option<crate::tags::RunCursor>, crate::EngineError> {
+        for tag in &self.tags {
+            tag.check().map_err(crate::EngineError::Serde)?;
+        }
+        self.cursor
+            .as_deref()
+            .map(crate::tags::RunCursor::decode)
+            .transpose()
+            .map_err(crate::EngineError::Serde)
+    }
+
+    /// Whether `run` (with its `tags`) passes every condition except `limit` and the
+    /// cursor (what the memory store evaluates).
+    pub(crate) fn admits(
+        &self,
+        run: &RunRecord,
+        tags: &std::collections::BTreeMap<String, crate::tags::TagValue>,
+    ) -> bool {
+        self.status.is_none_or(|s| run.status == s)
+            && self.workflow.as_ref().is_none_or(|w| &run.workflow == w)
+            && self.created_after.is_none_or(|t| run.created_at >= t)
+            && self.created_before.is_none_or(|t| run.created_at < t)
+            && self.updated_after.is_none_or(|t| run.updated_at >= t)
+            && self.updated_before.is_none_or(|t| run.updated_at < t)
+            && self.tags.iter().all(|f| f.matches(tags))
+    }
 }

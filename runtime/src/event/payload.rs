@@ -82,6 +82,12 @@ pub mod field {
     pub const WAITS: &str = "waits";
     /// `run_retried`: who asked (`cli:<user>`, `api`, or what the caller passed).
     pub const BY: &str = "by";
+    /// `run_tagged`: the tag key.
+    pub const KEY: &str = "key";
+    /// `run_tagged`: the tag value's type (`string`, `number`, `bool`, `time`).
+    pub const TYPE: &str = "type";
+    /// `run_tagged`: the tag value.
+    pub const VALUE: &str = "value";
     /// `run_retried`: the step whose failure failed the run, which runs again;
     /// `fork_diverged`: the copied step that no longer matched.
     pub const STEP: &str = "step";
@@ -272,6 +278,14 @@ pub enum EventPayload {
         /// (up to the end of the copied prefix) no longer answer replay.
         from_seq: u64,
     },
+    /// `run_tagged`: `{"key", "type", "value", "epoch_us"?}` (`epoch_us`: a time tag's
+    /// value in µs since the Unix epoch, what the SQL stores index).
+    RunTagged {
+        /// The tag key.
+        key: String,
+        /// Its value.
+        value: crate::tags::TagValue,
+    },
 }
 
 /// Why a run was paused ([`EventPayload::RunPaused`]).
@@ -424,6 +438,7 @@ impl EventPayload {
             EventPayload::RunPaused { .. } => EventKind::RunPaused,
             EventPayload::RunUnpaused { .. } => EventKind::RunUnpaused,
             EventPayload::ForkDiverged { .. } => EventKind::ForkDiverged,
+            EventPayload::RunTagged { .. } => EventKind::RunTagged,
         }
     }
 
@@ -588,6 +603,10 @@ impl EventPayload {
                 put(field::STEP, Value::String(step));
                 put(field::FROM_SEQ, Value::from(from_seq));
             }
+            EventPayload::RunTagged { key, value } => {
+                put(field::KEY, Value::String(key));
+                value.encode_into(&mut out);
+            }
         }
         Value::Object(out)
     }
@@ -707,6 +726,14 @@ impl EventPayload {
                 step: f.string(field::STEP).unwrap_or_default(),
                 from_seq: f.required(field::FROM_SEQ)?,
             },
+            EventKind::RunTagged => {
+                let key = f.required_string(field::KEY)?;
+                let type_name = f.string(field::TYPE);
+                let value = f.value(field::VALUE);
+                let value = crate::tags::TagValue::decode(type_name.as_deref(), &value)
+                    .map_err(|problem| f.invalid(field::VALUE, problem))?;
+                EventPayload::RunTagged { key, value }
+            }
         })
     }
 }

@@ -16,6 +16,7 @@ use super::error::{ApiError, ErrorBody};
 use super::views::RunState;
 use crate::engine::{CancelOutcome, ForkOptions, StepSummary, summarize_steps};
 use crate::event::{Event, RunFilter, RunId, RunRecord, RunStatus};
+use crate::tags::{TagFilter, TagValue};
 
 /// How many runs `GET /runs` returns without `limit`.
 pub(crate) const DEFAULT_LIMIT: usize = 100;
@@ -114,6 +115,9 @@ pub(crate) struct RunDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     forked_from: Option<crate::event::ForkedFrom>,
+    /// The run's tags (`ctx.tag`), by key: strings, numbers, booleans, times as RFC 3339.
+    #[schema(value_type = Object)]
+    tags: std::collections::BTreeMap<String, TagValue>,
 }
 
 /// Query of `GET /runs`.
@@ -127,10 +131,49 @@ pub(crate) struct ListQuery {
     workflow: Option<String>,
     /// At most this many runs, newest first (default 100).
     limit: Option<String>,
+    /// Only runs created at or after this time (RFC 3339).
+    #[param(example = "2026-12-06T00:00:00Z")]
+    created_after: Option<String>,
+    /// Only runs created before this time (RFC 3339).
+    created_before: Option<String>,
+    /// Only runs whose record last changed at or after this time (RFC 3339).
+    updated_after: Option<String>,
+    /// Only runs whose record last changed before this time (RFC 3339).
+    updated_before: Option<String>,
+    /// Continue a listing after the previous page: the `X-Reprise-Next-Cursor` header of
+    /// that page's response, unchanged.
+    cursor: Option<String>,
+}
+
+/// A time bound of `GET /runs`: RFC 3339, or a 400 naming the parameter.
+fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(text) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "`{name}={text}` is not an RFC 3339 time ({e}); write e.g. \
+                 `{name}=2026-12-06T10:00:00Z`"
+            ))
+        })
 }
 
 impl ListQuery {
-    fn filter(self) -> Result<RunFilter, ApiError> {
+    /// The filter of the query, with the tag filters of its `tag` parameters (`pairs`: the
+    /// whole query string, in order).
+    fn filter(self, pairs: &[(String, String)]) -> Result<RunFilter, ApiError> {
+        let tags = pairs
+            .iter()
+            .filter(|(name, _)| name == "tag")
+            .map(|(_, text)| text.parse::<TagFilter>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ApiError::bad_request)?;
+        let cursor = self.cursor.filter(|c| !c.is_empty());
+        if let Some(cursor) = &cursor {
+            crate::tags::RunCursor::decode(cursor).map_err(ApiError::bad_request)?;
+        }
         let status = self
             .status
             .filter(|s| !s.is_empty())
@@ -149,6 +192,12 @@ impl ListQuery {
             status,
             workflow: self.workflow.filter(|w| !w.is_empty()),
             limit: Some(limit),
+            tags,
+            created_after: time_param("created_after", self.created_after)?,
+            created_before: time_param("created_before", self.created_before)?,
+            updated_after: time_param("updated_after", self.updated_after)?,
+            updated_before: time_param("updated_before", self.updated_before)?,
+            cursor,
         })
     }
 }
@@ -158,32 +207,53 @@ impl ListQuery {
 /// shown as `_`). Absent when none was left out. The body stays the array of the others.
 pub(crate) const SKIPPED_HEADER: &str = "x-reprise-skipped";
 
-/// Lists runs, newest first, filtered by status and workflow. A run whose row does not
-/// decode is left out (logged as a warning with the reason) and named in the
-/// `X-Reprise-Skipped` header, so one bad row never fails the listing.
+/// The response header of `GET /runs` holding the cursor of the next page when the page
+/// is full (pass it back as `cursor=`); absent on the last page. A header, so that the
+/// body stays the array earlier clients read.
+pub(crate) const NEXT_CURSOR_HEADER: &str = "x-reprise-next-cursor";
+
+/// Lists runs, newest first (ties by id), filtered by status, workflow, tags and
+/// creation/update time, a page at a time: when the page is full, the
+/// `X-Reprise-Next-Cursor` header holds the `cursor` of the next one. A run whose row does
+/// not decode is left out (logged with the reason) and named in the `X-Reprise-Skipped`
+/// header, so one bad row never fails the listing.
 #[utoipa::path(
     get,
     path = "/runs",
     operation_id = "list_runs",
     tag = "runs",
-    params(ListQuery),
+    params(
+        ListQuery,
+        ("tag" = Option<Vec<String>>, Query, explode = true,
+            description = "Only runs with this tag (`ctx.tag`), repeatable (all must match): `key=value`, or `key<value`, `key<=value`, `key>value`, `key>=value` for numbers and times (URL-encode `<`, `>`, `=`). The value's type is read from its text: `true`/`false`, a number, an RFC 3339 time, else a string; `\"100\"` in double quotes is a string.",
+            example = json!(["customer=acme", "amount>=100"])),
+    ),
     responses(
         (status = 200, description = "Matching runs, newest first", body = Vec<RunSummary>,
-            headers(("x-reprise-skipped" = String, description = "Ids of matching runs left out because their rows do not decode, comma-separated; absent when none"))),
-        (status = 400, description = "Unknown status (the message names the valid ones) or bad limit", body = ErrorBody),
+            headers(
+                ("x-reprise-skipped" = String, description = "Ids of matching runs left out because their rows do not decode, comma-separated; absent when none"),
+                ("x-reprise-next-cursor" = String, description = "When the page is full: the `cursor` of the next page; absent on the last page"),
+            )),
+        (status = 400, description = "Unknown status (the message names the valid ones), bad limit, malformed tag filter, time or cursor", body = ErrorBody),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
     )
 )]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let listing = state
         .engine
-        .list_runs_with_skipped(&query.filter()?)
+        .list_runs_with_skipped(&query.filter(&pairs)?)
         .await?;
     let body: Vec<RunSummary> = listing.runs.iter().map(RunSummary::from).collect();
     let mut response = Json(body).into_response();
+    if let Some(cursor) = &listing.next_cursor
+        && let Ok(value) = axum::http::HeaderValue::from_str(cursor)
+    {
+        response.headers_mut().insert(NEXT_CURSOR_HEADER, value);
+    }
     if !listing.skipped.is_empty() {
         // Reported to the caller in the header; at debug only here, since a client
         // polling the listing would otherwise log the same bad row on every request
@@ -266,6 +336,7 @@ pub(crate) async fn get(
         hooks,
         usage: crate::engine::token_usage(&events),
         forked_from: crate::engine::forked_from(&events),
+        tags: crate::tags::tags_of(&events),
     }))
 }
 

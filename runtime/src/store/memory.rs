@@ -1,6 +1,6 @@
 //! A process-local store: fast, not durable. For tests and benchmarks.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -11,7 +11,10 @@ use super::{
     due_at, trailing_deferrals,
 };
 use crate::EngineError;
-use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate};
+use crate::event::{
+    Event, EventKind, EventPayload, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate,
+};
+use crate::tags::TagValue;
 
 /// A [`Store`] in memory. Cloning the `Arc` holding it shares the data; dropping it loses it.
 #[derive(Debug, Default)]
@@ -44,6 +47,8 @@ struct Entry {
     fence: u64,
     cancel_requested: bool,
     pause_requested: Option<String>,
+    /// The run's tags (`run_tagged` events), updated with the append that carries them.
+    tags: BTreeMap<String, TagValue>,
 }
 
 impl Entry {
@@ -105,6 +110,17 @@ pub(crate) fn apply_update(
     record.updated_at = at;
 }
 
+/// Applies the `run_tagged` events of `events` to `tags` (a later tag of a key wins).
+fn index_tags(tags: &mut BTreeMap<String, TagValue>, events: &[NewEvent]) {
+    for event in events.iter().filter(|e| e.kind == EventKind::RunTagged) {
+        if let Ok(EventPayload::RunTagged { key, value }) =
+            EventPayload::decode(EventKind::RunTagged, &event.payload)
+        {
+            tags.insert(key, value);
+        }
+    }
+}
+
 fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
     if runs.by_id.contains_key(&record.id) {
         return Err(super::StoreError::new(
@@ -117,6 +133,8 @@ fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(
     let id = record.id.clone();
     let mut record = record;
     record.next_seq = 1;
+    let mut tags = BTreeMap::new();
+    index_tags(&mut tags, std::slice::from_ref(&created));
     runs.by_id.insert(
         id.clone(),
         Entry {
@@ -126,6 +144,7 @@ fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(
             fence: 0,
             cancel_requested: false,
             pause_requested: None,
+            tags,
         },
     );
     runs.order.push(id);
@@ -408,7 +427,12 @@ impl Store for MemoryStore {
                 run: append.run_id.0,
             });
         }
-        let Entry { record, events, .. } = entry;
+        let Entry {
+            record,
+            events,
+            tags,
+            ..
+        } = entry;
         if record.next_seq != append.first_seq {
             return Err(EngineError::Conflict {
                 run: append.run_id.0,
@@ -421,6 +445,7 @@ impl Store for MemoryStore {
             .last()
             .map(|e| e.at)
             .unwrap_or_else(chrono::Utc::now);
+        index_tags(tags, &append.events);
         events.extend(append.events);
         record.next_seq = events.len() as u64;
         apply_update(record, &append.update, at);
@@ -460,18 +485,22 @@ impl Store for MemoryStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, EngineError> {
+        let cursor = filter.checked_cursor()?;
         let runs = self.lock();
-        let matching = runs
-            .order
-            .iter()
-            .rev()
-            .filter_map(|id| runs.by_id.get(id).map(|entry| &entry.record))
-            .filter(|r| filter.status.is_none_or(|s| r.status == s))
-            .filter(|r| filter.workflow.as_deref().is_none_or(|w| r.workflow == w))
+        let mut matching: Vec<&RunRecord> = runs
+            .by_id
+            .values()
+            .filter(|entry| filter.admits(&entry.record, &entry.tags))
+            .map(|entry| &entry.record)
+            .filter(|r| cursor.as_ref().is_none_or(|c| c.is_before(r)))
+            .collect();
+        // Newest first, ties by id (highest first): the order cursors page through.
+        matching.sort_unstable_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        Ok(matching
+            .into_iter()
             .take(filter.limit.unwrap_or(usize::MAX))
             .cloned()
-            .collect();
-        Ok(matching)
+            .collect())
     }
 
     async fn purge_runs(&self, filter: &PurgeFilter) -> Result<PurgeBatch, EngineError> {

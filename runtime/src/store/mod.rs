@@ -23,6 +23,8 @@ mod postgres;
 mod postgres_appends;
 mod purge;
 mod schedules;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod search_sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -134,7 +136,10 @@ pub trait Store: Send + Sync + 'static {
     /// A run's events in `seq` order.
     async fn events(&self, id: &RunId) -> Result<Vec<Event>, EngineError>;
 
-    /// Runs matching the filter, newest first. A run row that does not decode (an unknown
+    /// Runs matching the filter, newest first, ties in creation time by id (highest first),
+    /// from after `filter.cursor`; tags are matched against what the appends recorded
+    /// (`run_tagged` events, indexed in the transaction of their append). A malformed tag
+    /// filter or cursor is [`EngineError::Serde`]. A run row that does not decode (an unknown
     /// status or trigger, invalid JSON, …) is left out rather than failing the whole
     /// listing; [`Store::list_runs_with_skipped`] says which and why. `filter.limit` counts
     /// the rows read, skipped ones included.
@@ -149,8 +154,10 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// Store failures; never a row that does not decode.
     async fn list_runs_with_skipped(&self, filter: &RunFilter) -> Result<RunListing, EngineError> {
+        let runs = self.list_runs(filter).await?;
         Ok(RunListing {
-            runs: self.list_runs(filter).await?,
+            next_cursor: crate::tags::next_cursor(filter.limit, runs.len(), &runs),
+            runs,
             skipped: Vec::new(),
         })
     }
@@ -412,6 +419,11 @@ pub struct RunListing {
     pub runs: Vec<RunRecord>,
     /// The matching rows that do not decode, in listing order.
     pub skipped: Vec<SkippedRun>,
+    /// When the page is full (`limit` rows read): the [`RunFilter::cursor`] that lists the
+    /// next page (opaque). `None` when there is no limit or fewer rows matched. (After a
+    /// full page the next one may be empty.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// A run row left out of a listing because it does not decode.

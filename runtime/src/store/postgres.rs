@@ -71,6 +71,17 @@
 //! run and stop after one batch, and an index on `reprise_run_keys (run_id)`, so a purged
 //! run's keys are found without a scan.
 //!
+//! Version 6 adds `reprise_run_tags(run_id → reprise_runs.id ON DELETE CASCADE, key,
+//! value_type, value_text, value_num, created_at, PRIMARY KEY (run_id, key))`, indexed by
+//! `(key, value_type, value_text, created_at, run_id)` and `(key, value_type, value_num,
+//! created_at, run_id)`, and the row trigger `reprise_run_tags_index` (`WHEN (NEW.kind =
+//! 'run_tagged')`) that upserts a tag from each `run_tagged` event inserted into
+//! `reprise_events`: the index is written by the statement that appends the event, in
+//! its transaction, on every write path (see `tags`). Listings order by `(created_at,
+//! id)` (ties by id, so a cursor can continue after a run), so the listing indexes
+//! `(created_at, pos)`, `(status, created_at, pos)` and `(workflow, created_at, pos)`
+//! become `(…, created_at, id)`.
+//!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
 //! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not
@@ -153,6 +164,7 @@ mod schedules;
 use super::codec::{self, EventLog, SqlRow, column, decode_run, fence_param, micros};
 use super::postgres_appends::{EncodedAppend, GroupCommit};
 use super::purge::{self, PurgeBatch, PurgeFilter, PurgedRun};
+use super::search_sql;
 use super::{
     Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
     WorkflowPause,
@@ -267,6 +279,58 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX reprise_runs_ended_updated_at ON reprise_runs (updated_at, pos)
         WHERE status IN ('completed', 'failed', 'canceled');
     CREATE INDEX reprise_run_keys_run_id ON reprise_run_keys (run_id);
+    "#,
+    // Version 6: searchable tags (`ctx.tag`). One row per run and key, the latest value;
+    // written by a row trigger on `reprise_events` from each `run_tagged` event, so the
+    // index is updated in the statement (and transaction) of the append that carries the
+    // event, whichever path writes it (single or group-committed appends). Other events
+    // skip the trigger by its `WHEN` clause, without calling the function. Strings and
+    // booleans in `value_text`, numbers and times (µs) in `value_num`; `created_at` is the
+    // run's, so that a `key = value` lookup reads its matches newest first from the index.
+    r#"
+    CREATE TABLE reprise_run_tags (
+        run_id      TEXT NOT NULL REFERENCES reprise_runs (id) ON DELETE CASCADE,
+        key         TEXT NOT NULL,
+        value_type  TEXT NOT NULL,
+        value_text  TEXT,
+        value_num   DOUBLE PRECISION,
+        created_at  BIGINT NOT NULL,
+        PRIMARY KEY (run_id, key)
+    );
+    CREATE INDEX reprise_run_tags_text
+        ON reprise_run_tags (key, value_type, value_text, created_at, run_id);
+    CREATE INDEX reprise_run_tags_num
+        ON reprise_run_tags (key, value_type, value_num, created_at, run_id);
+    CREATE FUNCTION reprise_index_run_tag() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    DECLARE
+        p json := NEW.payload;
+    BEGIN
+        INSERT INTO reprise_run_tags (run_id, key, value_type, value_text, value_num,
+                                      created_at)
+        SELECT NEW.run_id, p->>'key', p->>'type',
+               CASE p->>'type' WHEN 'string' THEN p->>'value'
+                               WHEN 'bool' THEN p->>'value' END,
+               CASE p->>'type' WHEN 'number' THEN (p->>'value')::double precision
+                               WHEN 'time' THEN (p->>'epoch_us')::double precision END,
+               r.created_at
+          FROM reprise_runs r WHERE r.id = NEW.run_id
+        ON CONFLICT (run_id, key) DO UPDATE SET
+            value_type = EXCLUDED.value_type,
+            value_text = EXCLUDED.value_text,
+            value_num = EXCLUDED.value_num;
+        RETURN NULL;
+    END
+    $fn$;
+    CREATE TRIGGER reprise_run_tags_index AFTER INSERT ON reprise_events
+        FOR EACH ROW WHEN (NEW.kind = 'run_tagged')
+        EXECUTE FUNCTION reprise_index_run_tag();
+    CREATE INDEX reprise_runs_created_at_id ON reprise_runs (created_at, id);
+    CREATE INDEX reprise_runs_status_created_at_id ON reprise_runs (status, created_at, id);
+    CREATE INDEX reprise_runs_workflow_created_at_id
+        ON reprise_runs (workflow, created_at, id);
+    DROP INDEX reprise_runs_created_at;
+    DROP INDEX reprise_runs_status_created_at;
+    DROP INDEX reprise_runs_workflow_created_at;
     "#,
 ];
 
@@ -1253,29 +1317,35 @@ impl Store for PostgresStore {
 
     async fn list_runs_with_skipped(&self, filter: &RunFilter) -> Result<RunListing, EngineError> {
         let what = "cannot list runs";
-        let status = filter.status.map(RunStatus::as_str);
-        let limit = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
-        let mut sql = format!("SELECT {} FROM reprise_runs", codec::run_columns("::text"));
-        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        let mut clauses = Vec::new();
-        if let Some(status) = &status {
-            params.push(status);
-            clauses.push(format!("status = ${}::text", params.len()));
-        }
-        if let Some(workflow) = &filter.workflow {
-            params.push(workflow);
-            clauses.push(format!("workflow = ${}::text", params.len()));
-        }
-        if !clauses.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&clauses.join(" AND "));
-        }
-        // Newest first; runs created in the same microsecond in creation order.
-        sql.push_str(" ORDER BY created_at DESC, pos DESC");
-        if let Some(limit) = &limit {
-            params.push(limit);
-            sql.push_str(&format!(" LIMIT ${}::bigint", params.len()));
-        }
+        let cursor = filter.checked_cursor()?;
+        let dialect = search_sql::Dialect {
+            runs: "reprise_runs",
+            tags: "reprise_run_tags",
+            placeholder: |n, param| {
+                let ty = match param {
+                    search_sql::Param::Text(_) => "text",
+                    search_sql::Param::Int(_) => "bigint",
+                    search_sql::Param::Real(_) => "float8",
+                };
+                format!("${n}::{ty}")
+            },
+            columns: search_sql::qualified_run_columns("::text"),
+        };
+        let (sql, values) = search_sql::list_sql(&dialect, filter, cursor.as_ref());
+        let values: Vec<Box<dyn ToSql + Sync + Send>> = values
+            .into_iter()
+            .map(|p| -> Box<dyn ToSql + Sync + Send> {
+                match p {
+                    search_sql::Param::Text(t) => Box::new(t),
+                    search_sql::Param::Int(i) => Box::new(i),
+                    search_sql::Param::Real(r) => Box::new(r),
+                }
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect();
         let client = self.client().await?;
         let stmt = client.prepare_cached(&sql).await.map_err(|e| pg(what, e))?;
         let rows = client
@@ -1290,6 +1360,7 @@ impl Store for PostgresStore {
                 Err(error) => listing.skipped.push(SkippedRun::of(error)?),
             }
         }
+        listing.next_cursor = crate::tags::next_cursor(filter.limit, rows.len(), &listing.runs);
         Ok(listing)
     }
 
@@ -1571,6 +1642,7 @@ async fn delete_dependent_rows(
     const DEPENDENTS: &[&str] = &[
         "DELETE FROM reprise_events WHERE run_id = ANY($1::text[])",
         "DELETE FROM reprise_run_keys WHERE run_id = ANY($1::text[])",
+        "DELETE FROM reprise_run_tags WHERE run_id = ANY($1::text[])",
     ];
     if purged.is_empty() {
         return Ok(());

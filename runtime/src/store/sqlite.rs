@@ -40,6 +40,13 @@
 //! the oldest ended run and stop after one batch, and `run_keys_run_id`, so a purged run's
 //! keys are found without a scan.
 //!
+//! Version 7 adds `run_tags(run_id → runs.id ON DELETE CASCADE, key, value_type,
+//! value_text, value_num, created_at, PRIMARY KEY (run_id, key))`, indexed by `(key,
+//! value_type, value_text, created_at, run_id)` and `(key, value_type, value_num,
+//! created_at, run_id)`, and the trigger `run_tags_index` that upserts a tag from each
+//! `run_tagged` event inserted into `events`: the index is written in the transaction of
+//! the append that carries the event, whatever wrote it (see `tags`).
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -96,6 +103,7 @@ mod schedules;
 
 use super::codec::{self, EventLog, SqlRow, append_refusal, decode_run, fence_param, micros};
 use super::purge::{self, PurgeBatch, PurgeFilter, PurgedRun};
+use super::search_sql;
 use super::{
     Acquired, Append, Lease, RunListing, RunTriage, SkippedRun, Store, StoreError, StoreErrorKind,
     WorkflowPause,
@@ -203,6 +211,49 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX runs_ended_updated_at ON runs (updated_at)
         WHERE status IN ('completed', 'failed', 'canceled');
     CREATE INDEX run_keys_run_id ON run_keys (run_id);
+    "#,
+    // Version 7: searchable tags (`ctx.tag`). One row per run and key, the latest value;
+    // written by a trigger on `events` from each `run_tagged` event, so the index is
+    // updated in the transaction of the append that carries the event, whichever path
+    // writes it. Strings and booleans in `value_text`, numbers and times (µs) in
+    // `value_num`; `created_at` is the run's, so that a `key = value` lookup reads its
+    // matches newest first straight from the index.
+    r#"
+    CREATE TABLE run_tags (
+        run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        key         TEXT NOT NULL,
+        value_type  TEXT NOT NULL,
+        value_text  TEXT,
+        value_num   REAL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (run_id, key)
+    ) WITHOUT ROWID, STRICT;
+    CREATE INDEX run_tags_text ON run_tags (key, value_type, value_text, created_at, run_id);
+    CREATE INDEX run_tags_num ON run_tags (key, value_type, value_num, created_at, run_id);
+    CREATE TRIGGER run_tags_index AFTER INSERT ON events
+    WHEN NEW.kind = 'run_tagged'
+    BEGIN
+        INSERT INTO run_tags (run_id, key, value_type, value_text, value_num, created_at)
+        SELECT NEW.run_id,
+               json_extract(NEW.payload, '$.key'),
+               json_extract(NEW.payload, '$.type'),
+               CASE json_extract(NEW.payload, '$.type')
+                   WHEN 'string' THEN json_extract(NEW.payload, '$.value')
+                   WHEN 'bool' THEN
+                       CASE WHEN json_extract(NEW.payload, '$.value') THEN 'true'
+                            ELSE 'false' END
+               END,
+               CASE json_extract(NEW.payload, '$.type')
+                   WHEN 'number' THEN json_extract(NEW.payload, '$.value')
+                   WHEN 'time' THEN json_extract(NEW.payload, '$.epoch_us')
+               END,
+               runs.created_at
+          FROM runs WHERE runs.id = NEW.run_id
+        ON CONFLICT (run_id, key) DO UPDATE SET
+            value_type = excluded.value_type,
+            value_text = excluded.value_text,
+            value_num = excluded.value_num;
+    END;
     "#,
 ];
 
@@ -904,28 +955,23 @@ impl Store for SqliteStore {
 
     async fn list_runs_with_skipped(&self, filter: &RunFilter) -> Result<RunListing, EngineError> {
         let filter = filter.clone();
+        let cursor = filter.checked_cursor()?;
         self.read(move |conn| {
-            let mut sql = format!("SELECT {} FROM runs", codec::run_columns(""));
-            let mut params: Vec<SqlValue> = Vec::new();
-            let mut clauses = Vec::new();
-            if let Some(status) = filter.status {
-                params.push(SqlValue::Text(status.as_str().to_owned()));
-                clauses.push(format!("status = ?{}", params.len()));
-            }
-            if let Some(workflow) = filter.workflow {
-                params.push(SqlValue::Text(workflow));
-                clauses.push(format!("workflow = ?{}", params.len()));
-            }
-            if !clauses.is_empty() {
-                sql.push_str(" WHERE ");
-                sql.push_str(&clauses.join(" AND "));
-            }
-            // Newest first; runs created in the same microsecond in creation order.
-            sql.push_str(" ORDER BY created_at DESC, rowid DESC");
-            if let Some(limit) = filter.limit {
-                params.push(SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-                sql.push_str(&format!(" LIMIT ?{}", params.len()));
-            }
+            let dialect = search_sql::Dialect {
+                runs: "runs",
+                tags: "run_tags",
+                placeholder: |n, _| format!("?{n}"),
+                columns: search_sql::qualified_run_columns(""),
+            };
+            let (sql, params) = search_sql::list_sql(&dialect, &filter, cursor.as_ref());
+            let params: Vec<SqlValue> = params
+                .into_iter()
+                .map(|p| match p {
+                    search_sql::Param::Text(t) => SqlValue::Text(t),
+                    search_sql::Param::Int(i) => SqlValue::Integer(i),
+                    search_sql::Param::Real(r) => SqlValue::Real(r),
+                })
+                .collect();
             let mut stmt = conn.prepare_cached(&sql).ctx("cannot list runs")?;
             let mut rows = stmt
                 .query(rusqlite::params_from_iter(params))
@@ -938,6 +984,8 @@ impl Store for SqliteStore {
                     Err(error) => listing.skipped.push(SkippedRun::of(error)?),
                 }
             }
+            let read = listing.runs.len() + listing.skipped.len();
+            listing.next_cursor = crate::tags::next_cursor(filter.limit, read, &listing.runs);
             Ok(listing)
         })
         .await
@@ -1455,6 +1503,7 @@ fn delete_dependent_rows(conn: &Connection, purged: &[PurgedRun]) -> Result<(), 
     const DEPENDENTS: &[&str] = &[
         "DELETE FROM events WHERE run_id = ?1",
         "DELETE FROM run_keys WHERE run_id = ?1",
+        "DELETE FROM run_tags WHERE run_id = ?1",
     ];
     for run in purged {
         for sql in DEPENDENTS {

@@ -14,12 +14,14 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use reprise::EngineError;
+use reprise::event::EventPayload;
 use reprise::event::{
     Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
 };
 use reprise::store::{
     Acquired, Append, Lease, MemoryStore, PurgeFilter, SharedStore, StoreErrorKind,
 };
+use reprise::tags::{TagFilter, TagOp, TagValue};
 use serde_json::{Value, json};
 
 /// A store under test and what must live as long as it does.
@@ -103,6 +105,13 @@ macro_rules! conformance_suite {
                     purge_deletes_only_ended_runs_with_their_rows,
                     purge_batches_are_bounded_and_oldest_first,
                     purge_never_deletes_a_run_made_unfinished_concurrently,
+                    a_purged_runs_tags_go_with_it,
+                    tags_are_indexed_with_their_append,
+                    tag_filters_compare_by_type_and_range,
+                    time_ranges_filter_created_and_updated,
+                    cursor_pages_have_no_duplicates_or_gaps,
+                    malformed_tag_filters_and_cursors_are_refused,
+                    concurrent_tagged_appends_are_all_indexed,
                 );
             }
         )*
@@ -659,6 +668,7 @@ async fn list_runs_filters_and_orders(store: SharedStore) {
             status,
             workflow: workflow.map(str::to_owned),
             limit,
+            ..RunFilter::default()
         };
         store.list_runs(&filter).await.expect("list_runs")
     };
@@ -2260,5 +2270,431 @@ async fn purge_never_deletes_a_run_made_unfinished_concurrently(store: SharedSto
     assert!(
         purged.len() + rest.runs.len() + left_queued.len() == RUNS,
         "every run is either purged once or left queued"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Search: tags, time ranges, cursors (issue 15 item 5)
+
+/// A `run_tagged` event for `key` = `value`.
+fn tagged(key: &str, value: impl Into<TagValue>, n: u32, at: DateTime<Utc>) -> NewEvent {
+    NewEvent::new(
+        Some(format!("$tag:{key}#{n}")),
+        1,
+        at,
+        EventPayload::RunTagged {
+            key: key.to_owned(),
+            value: value.into(),
+        },
+    )
+}
+
+fn by_tags(tags: Vec<TagFilter>) -> RunFilter {
+    RunFilter {
+        tags,
+        ..RunFilter::default()
+    }
+}
+
+async fn listed(store: &SharedStore, filter: RunFilter) -> Vec<String> {
+    store
+        .list_runs(&filter)
+        .await
+        .expect("list_runs")
+        .into_iter()
+        .map(|r| r.id.0)
+        .collect()
+}
+
+/// A tag is searchable once the append that carries its `run_tagged` event returns, a
+/// re-tag replaces the value, and a refused append indexes nothing: the index and the
+/// log never disagree.
+async fn tags_are_indexed_with_their_append(store: SharedStore) {
+    let a = create(&store, "a", "order", t(1)).await;
+    let b = create(&store, "b", "order", t(2)).await;
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("customer", "acme")])).await,
+        Vec::<String>::new()
+    );
+    store
+        .append(append(
+            &a,
+            1,
+            vec![
+                event(EventKind::RunStarted, None, t(3), json!({})),
+                tagged("customer", "acme", 0, t(3)),
+            ],
+            RunUpdate::default(),
+        ))
+        .await
+        .expect("append");
+    store
+        .append(append(
+            &b,
+            1,
+            vec![tagged("customer", "globex", 0, t(4))],
+            RunUpdate::default(),
+        ))
+        .await
+        .expect("append");
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("customer", "acme")])).await,
+        ["a"]
+    );
+    // A re-tag of the key replaces its value.
+    store
+        .append(append(
+            &b,
+            2,
+            vec![tagged("customer", "acme", 1, t(5))],
+            RunUpdate::default(),
+        ))
+        .await
+        .expect("append");
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("customer", "acme")])).await,
+        ["b", "a"]
+    );
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("customer", "globex")])).await,
+        Vec::<String>::new()
+    );
+    // A stale append (wrong first_seq) writes neither its events nor its tags.
+    let err = store
+        .append(append(
+            &a,
+            1,
+            vec![tagged("region", "eu", 0, t(6))],
+            RunUpdate::default(),
+        ))
+        .await
+        .expect_err("stale append");
+    assert!(matches!(err, EngineError::Conflict { .. }), "{err:?}");
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("region", "eu")])).await,
+        Vec::<String>::new()
+    );
+    // The log says what the index says.
+    let events = store.events(&b.id).await.expect("events");
+    let tags = reprise::tags::tags_of(&events);
+    assert_eq!(tags.get("customer"), Some(&TagValue::from("acme")));
+    // Tags combine with the other filters.
+    let filter = RunFilter {
+        tags: vec![TagFilter::eq("customer", "acme")],
+        workflow: Some("other".to_owned()),
+        ..RunFilter::default()
+    };
+    assert_eq!(listed(&store, filter).await, Vec::<String>::new());
+}
+
+/// Equality compares values of one type (the number 100 is not the string "100");
+/// numbers and times compare by range; several tag filters must all match.
+async fn tag_filters_compare_by_type_and_range(store: SharedStore) {
+    let day = |d: u32| {
+        DateTime::parse_from_rfc3339(&format!("2026-12-{d:02}T10:00:00.000001Z"))
+            .expect("time")
+            .with_timezone(&Utc)
+    };
+    let runs = [
+        ("r1", 50.0, "100", true, day(1)),
+        ("r2", 100.0, "x", false, day(2)),
+        ("r3", 150.5, "y", true, day(3)),
+        ("r4", -3.0, "z", false, day(4)),
+    ];
+    for (i, (id, amount, code, vip, due)) in runs.iter().enumerate() {
+        let run = create(&store, id, "order", t(i as i64 * 10)).await;
+        store
+            .append(append(
+                &run,
+                1,
+                vec![
+                    tagged("amount", *amount, 0, t(i as i64 * 10 + 1)),
+                    tagged("code", *code, 0, t(i as i64 * 10 + 1)),
+                    tagged("vip", *vip, 0, t(i as i64 * 10 + 1)),
+                    tagged("due", *due, 0, t(i as i64 * 10 + 1)),
+                ],
+                RunUpdate::default(),
+            ))
+            .await
+            .expect("append");
+    }
+    let ge = TagFilter::new("amount", TagOp::Ge, 100);
+    assert_eq!(
+        listed(&store, by_tags(vec![ge.clone()])).await,
+        ["r3", "r2"]
+    );
+    let gt = TagFilter::new("amount", TagOp::Gt, 100);
+    assert_eq!(listed(&store, by_tags(vec![gt])).await, ["r3"]);
+    let lt = TagFilter::new("amount", TagOp::Lt, 100);
+    assert_eq!(listed(&store, by_tags(vec![lt])).await, ["r4", "r1"]);
+    let le = TagFilter::new("amount", TagOp::Le, 50);
+    assert_eq!(listed(&store, by_tags(vec![le])).await, ["r4", "r1"]);
+    let eq = TagFilter::eq("amount", 150.5);
+    assert_eq!(listed(&store, by_tags(vec![eq])).await, ["r3"]);
+    // Types are distinct: "100" the string is not 100 the number.
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("code", "100")])).await,
+        ["r1"]
+    );
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("code", 100)])).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("amount", "100")])).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("vip", true)])).await,
+        ["r3", "r1"]
+    );
+    // Times compare to the microsecond.
+    let due = TagFilter::new("due", TagOp::Lt, day(3));
+    assert_eq!(listed(&store, by_tags(vec![due])).await, ["r2", "r1"]);
+    let due = TagFilter::new("due", TagOp::Ge, day(3));
+    assert_eq!(listed(&store, by_tags(vec![due])).await, ["r4", "r3"]);
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("due", day(2))])).await,
+        ["r2"]
+    );
+    // Several filters: all must match (with or without an equality to drive the search).
+    assert_eq!(
+        listed(
+            &store,
+            by_tags(vec![ge.clone(), TagFilter::eq("vip", true)])
+        )
+        .await,
+        ["r3"]
+    );
+    assert_eq!(
+        listed(
+            &store,
+            by_tags(vec![ge, TagFilter::new("due", TagOp::Lt, day(3))])
+        )
+        .await,
+        ["r2"]
+    );
+    // A key no run has matches nothing.
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("nope", 1)])).await,
+        Vec::<String>::new()
+    );
+}
+
+/// `created_after`/`updated_after` are inclusive, `*_before` exclusive.
+async fn time_ranges_filter_created_and_updated(store: SharedStore) {
+    let a = create(&store, "a", "order", t(10)).await;
+    create(&store, "b", "order", t(20)).await;
+    create(&store, "c", "order", t(30)).await;
+    store
+        .append(append(
+            &a,
+            1,
+            vec![event(EventKind::RunStarted, None, t(40), json!({}))],
+            RunUpdate::default(),
+        ))
+        .await
+        .expect("append");
+    let filter = RunFilter {
+        created_after: Some(t(20)),
+        ..RunFilter::default()
+    };
+    assert_eq!(listed(&store, filter).await, ["c", "b"]);
+    let filter = RunFilter {
+        created_before: Some(t(20)),
+        ..RunFilter::default()
+    };
+    assert_eq!(listed(&store, filter).await, ["a"]);
+    let filter = RunFilter {
+        created_after: Some(t(11)),
+        created_before: Some(t(30)),
+        ..RunFilter::default()
+    };
+    assert_eq!(listed(&store, filter).await, ["b"]);
+    let filter = RunFilter {
+        updated_after: Some(t(40)),
+        ..RunFilter::default()
+    };
+    assert_eq!(listed(&store, filter).await, ["a"]);
+    let filter = RunFilter {
+        updated_before: Some(t(40)),
+        ..RunFilter::default()
+    };
+    assert_eq!(listed(&store, filter).await, ["c", "b"]);
+}
+
+/// Paging with the cursor visits every run once, newest first with ties by id, also
+/// while new runs are created between pages; with a tag filter too.
+async fn cursor_pages_have_no_duplicates_or_gaps(store: SharedStore) {
+    // Ten runs, several created in the same microsecond (ties broken by id).
+    let times = [1, 2, 2, 2, 3, 4, 4, 5, 6, 6];
+    for (i, at) in times.iter().enumerate() {
+        let run = create(&store, &format!("run-{i:02}"), "order", t(*at)).await;
+        let customer = if i % 2 == 0 { "acme" } else { "globex" };
+        store
+            .append(append(
+                &run,
+                1,
+                vec![tagged("customer", customer, 0, t(100))],
+                RunUpdate::default(),
+            ))
+            .await
+            .expect("append");
+    }
+    let snapshot = listed(&store, RunFilter::default()).await;
+    let mut expected: Vec<(i64, String)> = times
+        .iter()
+        .enumerate()
+        .map(|(i, at)| (*at, format!("run-{i:02}")))
+        .collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(
+        snapshot,
+        expected
+            .iter()
+            .map(|(_, id)| id.clone())
+            .collect::<Vec<_>>(),
+        "newest first, ties by id (highest first)"
+    );
+    let mut created = 0;
+    for filter in [
+        RunFilter::default(),
+        by_tags(vec![TagFilter::eq("customer", "acme")]),
+    ] {
+        // What a listing shows now: the pages must show exactly this.
+        let want = listed(&store, filter.clone()).await;
+        assert!(want.len() >= 5, "{want:?}");
+        let mut seen: Vec<String> = Vec::new();
+        let mut cursor = None;
+        let mut page_no = 0;
+        loop {
+            let page = store
+                .list_runs_with_skipped(&RunFilter {
+                    limit: Some(3),
+                    cursor: cursor.clone(),
+                    ..filter.clone()
+                })
+                .await
+                .expect("page");
+            assert!(page.runs.len() <= 3);
+            seen.extend(page.runs.iter().map(|r| r.id.0.clone()));
+            // New runs arrive between pages (newer than everything listed so far).
+            created += 1;
+            let new = create(
+                &store,
+                &format!("new-{created}"),
+                "order",
+                t(1000 + created),
+            )
+            .await;
+            store
+                .append(append(
+                    &new,
+                    1,
+                    vec![tagged("customer", "acme", 0, t(1000))],
+                    RunUpdate::default(),
+                ))
+                .await
+                .expect("append");
+            page_no += 1;
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            assert!(page_no < 20, "paging does not end");
+        }
+        assert_eq!(seen, want, "pages visit every run once, in order");
+    }
+}
+
+/// A malformed tag filter or cursor fails the listing with an error naming it.
+async fn malformed_tag_filters_and_cursors_are_refused(store: SharedStore) {
+    create(&store, "a", "order", t(1)).await;
+    let range_on_string = by_tags(vec![TagFilter::new("customer", TagOp::Gt, "acme")]);
+    let err = store
+        .list_runs(&range_on_string)
+        .await
+        .expect_err("a range on a string");
+    assert!(err.to_string().contains("numbers and times"), "{err}");
+    let bad_key = by_tags(vec![TagFilter::eq("", "acme")]);
+    let err = store.list_runs(&bad_key).await.expect_err("an empty key");
+    assert!(err.to_string().contains("empty"), "{err}");
+    let bad_cursor = RunFilter {
+        cursor: Some("not-a-cursor".to_owned()),
+        ..RunFilter::default()
+    };
+    let err = store
+        .list_runs(&bad_cursor)
+        .await
+        .expect_err("a cursor no listing returned");
+    assert!(err.to_string().contains("cursor"), "{err}");
+}
+
+/// Tags carried by concurrent appends (which the Postgres store writes in one statement)
+/// are all indexed.
+async fn concurrent_tagged_appends_are_all_indexed(store: SharedStore) {
+    let mut runs = Vec::new();
+    for i in 0..40 {
+        runs.push(create(&store, &format!("run-{i:02}"), "order", t(i)).await);
+    }
+    let writes = runs.iter().enumerate().map(|(i, run)| {
+        let store = store.clone();
+        let append = append(
+            run,
+            1,
+            vec![tagged("batch", (i % 4) as i64, 0, t(100))],
+            RunUpdate::default(),
+        );
+        async move { store.append(append).await }
+    });
+    for result in futures::future::join_all(writes).await {
+        result.expect("append");
+    }
+    for k in 0..4 {
+        let found = listed(&store, by_tags(vec![TagFilter::eq("batch", k)])).await;
+        let want: Vec<String> = (0..40)
+            .rev()
+            .filter(|i| i % 4 == k)
+            .map(|i| format!("run-{i:02}"))
+            .collect();
+        assert_eq!(found, want);
+    }
+}
+
+/// A purged run's tags are deleted with it: a run created later under the same id is not
+/// found by the old tag, and the tag index holds nothing of the purged run.
+async fn a_purged_runs_tags_go_with_it(store: SharedStore) {
+    let run = create(&store, "tagged-run", "wf", t(0)).await;
+    store
+        .append(append(
+            &run,
+            1,
+            vec![tagged("customer", "acme", 0, t(1))],
+            RunUpdate::default(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("customer", "acme")])).await,
+        ["tagged-run"]
+    );
+    move_to(&store, "tagged-run", RunStatus::Completed, t(secs(2))).await;
+    let purged = store
+        .purge_runs(&PurgeFilter::before(t(secs(10))))
+        .await
+        .unwrap();
+    assert_eq!(purged.runs.len(), 1);
+    assert!(
+        listed(&store, by_tags(vec![TagFilter::eq("customer", "acme")]))
+            .await
+            .is_empty()
+    );
+    // The same id again, untagged: the purged run's tag must not find it.
+    create(&store, "tagged-run", "wf", t(20)).await;
+    assert!(
+        listed(&store, by_tags(vec![TagFilter::eq("customer", "acme")]))
+            .await
+            .is_empty(),
+        "a purged run's tag outlived it"
     );
 }

@@ -26,5 +26,6 @@ mod retry_run;
 mod schedules;
 mod secrets;
 mod store_open;
+mod tags;
 mod triggers;
 mod worker;
