@@ -409,6 +409,8 @@ impl Store for MemoryStore {
         let id = record.id.clone();
         insert_run(&mut runs, record, created)?;
         if let Some(entry) = runs.by_id.get_mut(&id) {
+            // A copied `run_tagged` is indexed as an appended one is.
+            index_tags(&mut entry.tags, &events);
             entry.events.extend(events);
             entry.record.next_seq = entry.events.len() as u64;
         }

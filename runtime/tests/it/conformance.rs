@@ -106,6 +106,7 @@ macro_rules! conformance_suite {
                     purge_batches_are_bounded_and_oldest_first,
                     purge_never_deletes_a_run_made_unfinished_concurrently,
                     a_purged_runs_tags_go_with_it,
+                    tags_copied_into_a_fork_are_indexed,
                     tags_are_indexed_with_their_append,
                     tag_filters_compare_by_type_and_range,
                     time_ranges_filter_created_and_updated,
@@ -2696,5 +2697,23 @@ async fn a_purged_runs_tags_go_with_it(store: SharedStore) {
             .await
             .is_empty(),
         "a purged run's tag outlived it"
+    );
+}
+
+/// A fork's copied `run_tagged` events are indexed like appended ones: the new run is found
+/// by its tags as soon as it exists.
+async fn tags_copied_into_a_fork_are_indexed(store: SharedStore) {
+    let record = record("fork-tagged", "wf", t(0));
+    store
+        .create_run_with_events(
+            record.clone(),
+            created_event(&record),
+            vec![tagged("customer", "globex", 0, t(1))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        listed(&store, by_tags(vec![TagFilter::eq("customer", "globex")])).await,
+        ["fork-tagged"]
     );
 }
