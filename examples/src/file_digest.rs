@@ -239,7 +239,9 @@ pub fn aggregate(dir: &str, mut digests: Vec<FileDigest>) -> Report {
 }
 
 /// Hashes every file of a directory with bounded parallelism and writes a report. A run
-/// that fails for good starts `report-failure` ([`crate::failure_report`]).
+/// that fails for good starts `report-failure`.
+///
+/// Its failure handler is [`crate::failure_report::report_failure`].
 #[workflow(slug = "file-digest", on_failure = crate::failure_report::report_failure)]
 pub async fn file_digest(input: DigestRequest) -> Result<DigestSummary, WorkflowError> {
     let files = list_files
