@@ -2,33 +2,10 @@
 //! effect log shows which steps of the new run executed (its lines are
 //! `<run-id>/<step-id>`), so a replayed step leaves no line.
 
-use std::process::{Command, Output};
-
 use reprise_testkit::TempDb;
 use serde_json::Value;
 
-fn app(db: &TempDb) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
-    command
-        .env("REPRISE_DATABASE_URL", db.url())
-        .env("REPRISE_EXAMPLES_EFFECT_LOG", db.dir().join("effects.log"))
-        .env("USER", "ada")
-        .current_dir(db.dir());
-    command
-}
-
-fn run(command: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
+use crate::operator::{app, run};
 
 /// The steps of `run` whose effects ran, sorted.
 fn effects_of(db: &TempDb, run: &str) -> Vec<String> {

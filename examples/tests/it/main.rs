@@ -14,6 +14,7 @@ mod hardening_cli;
 mod hot_runs;
 mod idempotent_cli;
 mod many_workers;
+mod operator;
 mod pause_cli;
 mod payload_cli;
 mod poison_cli;

@@ -1,33 +1,10 @@
 //! `runs pause|unpause`, `workflows pause|unpause` and the `file-digest` failure handler
 //! (`report-failure`) as a user runs them from the example app's CLI.
 
-use std::process::{Command, Output};
-
 use reprise_testkit::TempDb;
 use serde_json::{Value, json};
 
-fn app(db: &TempDb) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
-    command
-        .env("REPRISE_DATABASE_URL", db.url())
-        .env("REPRISE_EXAMPLES_EFFECT_LOG", db.dir().join("effects.log"))
-        .env("USER", "ada")
-        .current_dir(db.dir());
-    command
-}
-
-fn run(command: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
+use crate::operator::{app, run};
 
 fn status(db: &TempDb, id: &str) -> Value {
     let (code, out, err) = run(app(db).args(["runs", "get", id, "--json"]));

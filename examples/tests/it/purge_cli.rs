@@ -2,10 +2,12 @@
 //! deletes ended runs with their events and never an unfinished one, and bad arguments
 //! are exit 2 with a clear message.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
 use reprise_testkit::TempDb;
 use serde_json::Value;
+
+use crate::operator::run;
 
 fn app(db: &TempDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
@@ -16,19 +18,6 @@ fn app(db: &TempDb) -> Command {
         .env("RUST_LOG", "info")
         .current_dir(db.dir());
     command
-}
-
-fn run(command: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
 }
 
 /// Runs file-digest over `dir` in this process; its id and status.

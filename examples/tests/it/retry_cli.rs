@@ -1,33 +1,10 @@
 //! `runs retry` as a user runs it: a run that failed on a missing directory is retried
 //! once the directory exists, one by id and several by filter.
 
-use std::process::{Command, Output};
-
 use reprise_testkit::TempDb;
 use serde_json::Value;
 
-fn app(db: &TempDb) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
-    command
-        .env("REPRISE_DATABASE_URL", db.url())
-        .env("REPRISE_EXAMPLES_EFFECT_LOG", db.dir().join("effects.log"))
-        .env("USER", "ada")
-        .current_dir(db.dir());
-    command
-}
-
-fn run(command: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
+use crate::operator::{app, run};
 
 /// Starts file-digest over `dir` (which does not exist yet): the run fails; its id.
 fn failed_digest(db: &TempDb, dir: &std::path::Path) -> String {

@@ -2,33 +2,10 @@
 //! example (employee, amount, and the manager's decision from inside its sub-workflow),
 //! searched, paged with the printed cursor, and bad filters refused with exit code 2.
 
-use std::process::{Command, Output};
-
 use reprise_testkit::TempDb;
 use serde_json::Value;
 
-fn app(db: &TempDb) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
-    command
-        .env("REPRISE_DATABASE_URL", db.url())
-        .env("REPRISE_EXAMPLES_EFFECT_LOG", db.dir().join("effects.log"))
-        .env("USER", "ada")
-        .current_dir(db.dir());
-    command
-}
-
-fn run(command: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
+use crate::operator::{app, run};
 
 /// Files a report that waits on the manager; its run id and hook token.
 fn file_report(db: &TempDb, employee: &str, amount_cents: u64) -> (String, String) {
