@@ -83,8 +83,9 @@ impl EngineBuilder {
         self
     }
 
-    /// When a run's log grows past `bytes` (of event payload JSON; default 8 MiB,
-    /// [`DEFAULT_HISTORY_WARNING_BYTES`]), a warning naming the run is logged, once per
+    /// When a run's log grows past `bytes` (of event payload JSON, counted approximately:
+    /// string escapes are not counted; default 8 MiB, [`DEFAULT_HISTORY_WARNING_BYTES`]),
+    /// a warning naming the run is logged, once per
     /// run: every execution replays the whole log, so a log this big makes each resume
     /// slow (split the work into sub-workflows, or keep large data out of step outputs).
     /// 0 turns the warning off.
@@ -160,11 +161,89 @@ pub(crate) fn json_len(value: &Value) -> u64 {
 }
 
 /// The size of `value` as compact JSON when it is over `limit` (`Some(size)`), else
-/// `None`. Counting stops a little past the limit, so the size shown of a huge value is
-/// its exact size only up to that point: the whole value is counted to report it (a
-/// payload over the limit is rare; the check of one under it is what must be cheap).
+/// `None`.
+///
+/// The check of a value under the limit is what must be cheap (every step's input and
+/// output goes through it): [`json_len_bound`] walks the value without serializing it and
+/// is exact except for floats, which it counts at their longest. Only a value whose bound
+/// is over the limit is serialized to count it exactly.
 pub(crate) fn json_len_over(value: &Value, limit: u64) -> Option<u64> {
-    (json_len_capped(value, limit) > limit).then(|| json_len(value))
+    let (bound, exact) = json_len_bound(value);
+    if bound <= limit {
+        return None;
+    }
+    let size = if exact { bound } else { json_len(value) };
+    (size > limit).then_some(size)
+}
+
+/// Bytes of `value` as compact JSON (what `serde_json::to_vec` writes), counted by walking
+/// it: strings with their escapes, integers by their digits, structure by its
+/// punctuation. Floats count as 24 bytes, the longest `serde_json` writes; the flag says
+/// whether the value had none, so that the count is exact.
+pub(crate) fn json_len_bound(value: &Value) -> (u64, bool) {
+    walk(value, string_len)
+}
+
+/// About the bytes of `value` as compact JSON, for the history warning: [`json_len_bound`]
+/// without looking for escapes in strings (each counts its length and quotes), so that
+/// it costs a walk of the structure only; every append of every run goes through it.
+pub(crate) fn json_len_estimate(value: &Value) -> u64 {
+    walk(value, |s| s.len() as u64 + 2).0
+}
+
+/// [`json_len_bound`]'s walk, with `string` the size of a string (values and keys).
+fn walk(value: &Value, string: fn(&str) -> u64) -> (u64, bool) {
+    match value {
+        Value::Null => (4, true),
+        Value::Bool(true) => (4, true),
+        Value::Bool(false) => (5, true),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => (digits(u), true),
+            (None, Some(i)) => (1 + digits(i.unsigned_abs()), true),
+            _ => (24, false),
+        },
+        Value::String(s) => (string(s), true),
+        Value::Array(items) => {
+            let mut total = 2 + items.len().saturating_sub(1) as u64;
+            let mut exact = true;
+            for item in items {
+                let (len, item_exact) = walk(item, string);
+                total = total.saturating_add(len);
+                exact &= item_exact;
+            }
+            (total, exact)
+        }
+        Value::Object(map) => {
+            // `{`, `}`, a `:` per entry and a `,` between entries.
+            let mut total = 2 + (2 * map.len()).saturating_sub(1) as u64;
+            let mut exact = true;
+            for (key, item) in map {
+                let (len, item_exact) = walk(item, string);
+                total = total.saturating_add(string(key)).saturating_add(len);
+                exact &= item_exact;
+            }
+            (total, exact)
+        }
+    }
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> u64 {
+    u64::from(n.checked_ilog10().unwrap_or(0)) + 1
+}
+
+/// Bytes of `s` as a JSON string: its quotes, and its escapes as `serde_json` writes them
+/// (`\"`, `\\` and `\b \t \n \f \r` take two bytes, other control characters six).
+fn string_len(s: &str) -> u64 {
+    let extra: u64 = s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | 0x08 | b'\t' | b'\n' | 0x0c | b'\r' => 1,
+            0x00..=0x1f => 5,
+            _ => 0,
+        })
+        .sum();
+    s.len() as u64 + 2 + extra
 }
 
 /// The size of `value` as compact JSON, or any number over `cap` once it is known to be
@@ -176,12 +255,16 @@ pub(crate) fn json_len_capped(value: &Value, cap: u64) -> u64 {
     counter.bytes
 }
 
-/// The size of a log's event payloads as compact JSON, counted up to `cap` (a result of
-/// `cap` or more means "at least `cap`": counting stops there).
+/// About the size of a log's event payloads as compact JSON ([`json_len_estimate`]:
+/// string escapes not counted, floats at their longest), counted up to `cap` (a result of
+/// `cap` means "at least `cap`": counting stops there). `cap` 0 counts nothing.
 pub(crate) fn log_bytes<'a>(payloads: impl Iterator<Item = &'a Value>, cap: u64) -> u64 {
     let mut total = 0u64;
+    if cap == 0 {
+        return 0;
+    }
     for payload in payloads {
-        total = total.saturating_add(json_len_capped(payload, cap - total.min(cap)));
+        total = total.saturating_add(json_len_estimate(payload));
         if total >= cap {
             return cap;
         }
@@ -224,5 +307,43 @@ mod tests {
             Some(text.len() as u64)
         );
         assert!(json_len_capped(&value, 3) > 3);
+    }
+
+    /// The walk counts what serde_json writes, escapes and all; floats are bounded.
+    #[test]
+    fn the_bound_is_exact_without_floats_and_above_with_them() {
+        let exact = [
+            serde_json::json!(null),
+            serde_json::json!(true),
+            serde_json::json!(false),
+            serde_json::json!(0),
+            serde_json::json!(9),
+            serde_json::json!(10),
+            serde_json::json!(u64::MAX),
+            serde_json::json!(i64::MIN),
+            serde_json::json!(-1),
+            serde_json::json!(""),
+            serde_json::json!("quote \" backslash \\ tab \t nl \n cr \r bs \u{8} ff \u{c}"),
+            serde_json::json!("bell \u{7} nul \u{0} unit \u{1f} del \u{7f} é ✓ 𝄞"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!([1, [2, [3, {}]], "x"]),
+            serde_json::json!({ "k\"ey": { "a": [null, true], "b": {} }, "c": -42 }),
+        ];
+        for value in exact {
+            let text = serde_json::to_string(&value).unwrap_or_default();
+            assert_eq!(json_len_bound(&value), (text.len() as u64, true), "{text}");
+        }
+        for value in [
+            serde_json::json!(0.1),
+            serde_json::json!(-1.7976931348623157e308),
+            serde_json::json!({ "x": [1.5, 2.25e-300] }),
+        ] {
+            let text = serde_json::to_string(&value).unwrap_or_default();
+            let (bound, exact) = json_len_bound(&value);
+            assert!(!exact && bound >= text.len() as u64, "{text}: {bound}");
+            // The check still reports the exact size of a value over the limit.
+            assert_eq!(json_len_over(&value, 0), Some(text.len() as u64));
+        }
     }
 }
