@@ -484,30 +484,18 @@ async fn pause_held(input: P) -> Result<P, WorkflowError> {
     Ok(held_step.run(input).await?)
 }
 
-async fn post(router: &axum::Router, path: &str) -> (u16, serde_json::Value) {
-    use tower::ServiceExt;
-    let request = axum::http::Request::post(path)
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
+/// `POST <url>` with no body over a real connection: the status and the JSON answer.
+async fn post(url: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new().post(url).send().await.unwrap();
     let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    (status, response.json().await.unwrap())
 }
 
-async fn get(router: &axum::Router, path: &str) -> serde_json::Value {
-    use tower::ServiceExt;
-    let request = axum::http::Request::get(path)
-        .body(axum::body::Body::empty())
-        .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
+/// `GET <url>` over a real connection: the JSON answer of a 200.
+async fn get(url: &str) -> serde_json::Value {
+    let response = reqwest::get(url).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
-        .await
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
+    response.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,27 +508,34 @@ async fn a_paused_workflow_has_no_runs_claimed_until_unpaused_over_http() {
         .register(pause_approval)
         .build()
         .unwrap();
-    let router = reprise::http::router(
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(reprise::http::serve(
         engine.clone(),
+        listener,
         reprise::http::HttpOptions {
             api_token: None,
             ..Default::default()
         },
-    );
-    let (status, body) = post(&router, "/workflows/pause-held/pause").await;
+        async {
+            let _ = server_stopped.await;
+        },
+    ));
+    let (status, body) = post(&format!("{base}/workflows/pause-held/pause")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
         json!({ "workflow": "pause-held", "paused": true, "changed": true })
     );
-    let (status, body) = post(&router, "/workflows/no-such-flow/pause").await;
+    let (status, body) = post(&format!("{base}/workflows/no-such-flow/pause")).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(
         engine.workflow_pauses().await.unwrap()[0].by,
         "api",
         "who asked is kept"
     );
-    let listed = get(&router, "/workflows").await;
+    let listed = get(&format!("{base}/workflows")).await;
     let held = listed
         .as_array()
         .unwrap()
@@ -565,7 +560,7 @@ async fn a_paused_workflow_has_no_runs_claimed_until_unpaused_over_http() {
         "not claimed while its workflow is paused"
     );
     assert_eq!(HELD.load(Ordering::SeqCst), 0);
-    let (status, body) = post(&router, "/workflows/pause-held/unpause").await;
+    let (status, body) = post(&format!("{base}/workflows/pause-held/unpause")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["paused"], false);
     wait_status(&engine, &id, RunStatus::Completed).await;
@@ -574,18 +569,18 @@ async fn a_paused_workflow_has_no_runs_claimed_until_unpaused_over_http() {
     // Run-level pause and unpause over HTTP.
     let waiting = engine.start(&pause_approval, P { n: 0 }).await.unwrap();
     wait_status(&engine, &waiting, RunStatus::Waiting).await;
-    let (status, body) = post(&router, &format!("/runs/{waiting}/pause")).await;
+    let (status, body) = post(&format!("{base}/runs/{waiting}/pause")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "paused");
-    let (status, body) = post(&router, &format!("/runs/{waiting}/unpause")).await;
+    let (status, body) = post(&format!("{base}/runs/{waiting}/unpause")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "queued");
-    let (status, body) = post(&router, &format!("/runs/{waiting}/unpause")).await;
+    let (status, body) = post(&format!("{base}/runs/{waiting}/unpause")).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "invalid_state");
-    let (status, body) = post(&router, &format!("/runs/{id}/pause")).await;
+    let (status, body) = post(&format!("{base}/runs/{id}/pause")).await;
     assert_eq!(status, 409, "a completed run: {body}");
-    let (status, body) = post(&router, "/runs/no-such-run/pause").await;
+    let (status, body) = post(&format!("{base}/runs/no-such-run/pause")).await;
     assert_eq!(status, 404, "{body}");
     let events = engine.events(&waiting).await.unwrap();
     assert!(
@@ -595,6 +590,8 @@ async fn a_paused_workflow_has_no_runs_claimed_until_unpaused_over_http() {
     );
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
+    let _ = stop_server.send(());
+    server.await.unwrap().unwrap();
 }
 
 // --- composition: a pause inside a sub-workflow's sleep and hook, and over a fan_out ------
