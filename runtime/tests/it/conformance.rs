@@ -2029,6 +2029,7 @@ async fn purge_deletes_only_ended_runs_with_their_rows(store: SharedStore) {
         ("running", Running),
         ("sleeping", Sleeping),
         ("waiting", Waiting),
+        ("paused", Paused),
     ] {
         create(&store, id, "wf", t(0)).await;
         move_to(&store, id, status, t(secs(1))).await;
@@ -2070,7 +2071,7 @@ async fn purge_deletes_only_ended_runs_with_their_rows(store: SharedStore) {
     assert_eq!(store.events(&RunId::from("broke")).await.unwrap().len(), 2);
 
     // An unfinished status matches nothing, even with a cutoff in the far future.
-    for status in [Queued, Running, Sleeping, Waiting] {
+    for status in [Queued, Running, Sleeping, Waiting, Paused] {
         let none = store
             .purge_runs(&PurgeFilter {
                 status: Some(status),
@@ -2111,7 +2112,7 @@ async fn purge_deletes_only_ended_runs_with_their_rows(store: SharedStore) {
         .unwrap();
     assert_eq!(created, None, "the purged run's key was deleted with it");
     for id in [
-        "queued", "running", "sleeping", "waiting", "recent", "other",
+        "queued", "running", "sleeping", "waiting", "paused", "recent", "other",
     ] {
         let id = RunId::from(id);
         assert!(store.run(&id).await.unwrap().is_some(), "{id} is kept");
@@ -2127,7 +2128,7 @@ async fn purge_deletes_only_ended_runs_with_their_rows(store: SharedStore) {
         .unwrap();
     assert_eq!(purged_ids(&rest), vec!["other"]);
     let listed = store.list_runs(&RunFilter::default()).await.unwrap();
-    assert_eq!(listed.len(), 6, "{:?}", ids(&listed));
+    assert_eq!(listed.len(), 7, "{:?}", ids(&listed));
 }
 
 async fn purge_batches_are_bounded_and_oldest_first(store: SharedStore) {
