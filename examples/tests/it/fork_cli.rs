@@ -143,6 +143,15 @@ fn runs_fork_and_restart_run_only_what_they_must_and_leave_the_original_alone() 
         ["hash-file#0", "hash-file#1", "write-report#0"]
     );
 
+    // A restart with a new input: a new run of it, every step live (one file now).
+    let (id, forked) = fork_and_finish(
+        &db,
+        &["runs", "restart", &original, "--input", &fewer, "--json"],
+    );
+    assert_eq!(forked["copied"], 0);
+    assert_eq!(forked["forked_from"]["input_changed"], true);
+    assert_eq!(effects_of(&db, &id), ["hash-file#0", "write-report#0"]);
+
     // Bad requests: exit 2, a clear message, nothing created.
     let (_, listed, _) = run(app(&db).args(["runs", "list", "--json"]));
     let (code, _, err) = run(app(&db).args(["runs", "fork", &original, "--from", "hash-file#9"]));
@@ -194,8 +203,8 @@ fn runs_fork_and_restart_run_only_what_they_must_and_leave_the_original_alone() 
     assert_eq!(code, 0, "{out}{err}");
     let report: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(
-        report["checked"], 5,
-        "the original and its four forks: {out}"
+        report["checked"], 6,
+        "the original and its five forks: {out}"
     );
-    assert_eq!(report["compatible"], 5, "{out}");
+    assert_eq!(report["compatible"], 6, "{out}");
 }

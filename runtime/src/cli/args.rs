@@ -428,11 +428,15 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Restart a run: a new run of the same workflow with the same input, in which every
-    /// step runs again (a fork from the start). The original is not changed.
+    /// Restart a run: a new run of the same workflow with the same input (or `--input`), in
+    /// which every step runs again (a fork from the start). The original is not changed.
     Restart {
         /// The original run's id.
         id: String,
+        /// A new workflow input: JSON text, or `@path` to read it from a file (default: the
+        /// original's input).
+        #[arg(long, value_name = "JSON")]
+        input: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

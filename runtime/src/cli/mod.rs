@@ -549,8 +549,11 @@ async fn dispatch(
             }
             fork_run(engine, RunId(id), options, json).await
         }
-        Command::Runs(RunsCommand::Restart { id, json }) => {
-            let options = crate::ForkOptions::restart().by(cli_user());
+        Command::Runs(RunsCommand::Restart { id, input, json }) => {
+            let mut options = crate::ForkOptions::restart().by(cli_user());
+            if let Some(input) = input {
+                options = options.input(read_json(&input, "--input")?);
+            }
             fork_run(engine, RunId(id), options, json).await
         }
         Command::Workflows(WorkflowsCommand::List) => {
