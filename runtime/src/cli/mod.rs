@@ -374,20 +374,30 @@ fn hook_secret_file(url: &str, create: bool) -> Result<Option<Vec<u8>>, EngineEr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(unreadable(e)),
     }
+    // Written whole to a file of this process, then published under the key's name with a
+    // hard link, which fails when the name exists: of processes starting together on one
+    // database (several workers), exactly one publishes its secret, and no process ever
+    // reads a key file that is still being written (it would be empty or short).
     let secret: [u8; 32] = rand::random();
+    let tmp = dir.join(format!(
+        "hook.key.{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&key) {
-        Ok(mut file) => {
-            use std::io::Write;
-            file.write_all(&secret)
-                .and_then(|()| file.sync_all())
-                .map_err(unreadable)?;
-            Ok(Some(secret.to_vec()))
-        }
-        // Another process created it first: use theirs.
+    let written = options.open(&tmp).and_then(|mut file| {
+        use std::io::Write;
+        file.write_all(&secret).and_then(|()| file.sync_all())
+    });
+    let published = written.and_then(|()| std::fs::hard_link(&tmp, &key));
+    let _ = std::fs::remove_file(&tmp);
+    match published {
+        Ok(()) => Ok(Some(secret.to_vec())),
+        // Another process published one first: use theirs (complete, since it was linked
+        // only once written).
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             std::fs::read(&key).map(Some).map_err(unreadable)
         }
@@ -1188,4 +1198,36 @@ async fn check_run(engine: &Engine, run: &RunRecord) -> Result<Option<Incompatib
         let step = mismatch.step().map(str::to_owned);
         problem(mismatch.reason(), step, mismatch.to_string())
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Processes starting together on a new database (several workers) all end up with
+    /// the one secret that was published, whole: none reads a key file still being
+    /// written (it failed as "0 bytes" before the key was published by a hard link).
+    #[test]
+    fn concurrent_first_starts_share_one_whole_hook_secret() {
+        for _ in 0..100 {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("runs.db").display());
+            let secrets: Vec<Vec<u8>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| super::hook_secret_file(&url, true)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap().unwrap())
+                    .collect()
+            });
+            assert!(secrets.iter().all(|s| s.len() == 32 && *s == secrets[0]));
+            let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|name| name != "hook.key")
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+        }
+    }
 }
