@@ -944,8 +944,8 @@ async fn retry_runs(
     Ok(EXIT_COMPLETED)
 }
 
-/// Who asks, as operations record it: `cli:$USER`.
-fn cli_user() -> String {
+/// Who asks, as operations record it: `cli:$USER` (`cli:unknown` without `USER`).
+pub(super) fn cli_user() -> String {
     format!(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())

@@ -19,10 +19,7 @@ pub(super) async fn purge(
     dry_run: bool,
     json: bool,
 ) -> Result<u8, EngineError> {
-    let by = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
+    let by = super::cli_user();
     let filter = PurgeFilter {
         before: parse_before("--before", before, engine.now())?,
         workflow,

@@ -191,10 +191,7 @@ pub(super) async fn dispatch(
 }
 
 async fn run(engine: &Engine, command: SchedulesCommand) -> Result<(), ScheduleError> {
-    let by = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
+    let by = super::cli_user();
     match command {
         SchedulesCommand::List { json } => {
             let schedules = engine.list_schedules().await?;
