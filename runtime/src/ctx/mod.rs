@@ -77,6 +77,8 @@ pub(crate) struct RunState {
     /// Bytes of event payload JSON in the log, counted up to the history warning threshold
     /// (see `EngineBuilder::history_warning_bytes`): the append that crosses it logs the
     /// warning, once per run; past it nothing is counted any more.
+    /// The engine's payload limits, read once per execution (every step checks them).
+    pub(crate) limits: crate::payload::PayloadLimits,
     log_bytes: AtomicU64,
 }
 
@@ -101,6 +103,7 @@ impl RunState {
         fence: Option<u64>,
         control: RunControl,
     ) -> Self {
+        let limits = crate::payload::PayloadLimits::of(&env);
         RunState {
             env,
             fingerprint,
@@ -127,6 +130,7 @@ impl RunState {
             resumed: tokio::sync::watch::Sender::new(0),
             announced: Mutex::new(None),
             log_bytes: AtomicU64::new(0),
+            limits,
         }
     }
 
@@ -139,7 +143,7 @@ impl RunState {
     /// The log's size after `events` are appended, when the history warning is on and the
     /// log has not crossed it yet (else `None`: nothing to count).
     fn grown_log(&self, events: &[NewEvent]) -> Option<(u64, u64)> {
-        let threshold = crate::payload::PayloadLimits::of(&self.env).history_warning_bytes;
+        let threshold = self.limits.history_warning_bytes;
         let before = self.log_bytes.load(Ordering::Relaxed);
         if threshold == 0 || before >= threshold {
             return None;

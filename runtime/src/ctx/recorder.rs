@@ -34,7 +34,6 @@ use crate::ActionError;
 use crate::error::{EngineError, NonDeterminism, NonDeterminismCause, kinds};
 use crate::event::{EventPayload, NewEvent, RunUpdate};
 use crate::history::Recorded;
-use crate::payload::PayloadLimits;
 use crate::schema::Validator;
 
 /// How a recorded thing behaves towards the run.
@@ -115,7 +114,7 @@ impl RunState {
             && slot.previous.is_none()
             && matches!(call.shape, Shape::Leaf | Shape::Scope)
         {
-            PayloadLimits::of(&self.env)
+            self.limits
                 .check_step(|| format!("the input of step `{}`", call.id), input)?;
         }
         Ok(entry)
@@ -448,7 +447,8 @@ impl<'r> Slot<'r> {
         // An output over the payload limit is recorded as the step's failure instead
         // (small, not retried): nothing oversized is written.
         let outcome = outcome.and_then(|output| {
-            PayloadLimits::of(&self.run.env)
+            self.run
+                .limits
                 .check_step(|| format!("the output of step `{}`", self.id), &output)
                 .map(|()| output)
         });
