@@ -575,6 +575,10 @@ async fn a_paused_workflow_has_no_runs_claimed_until_unpaused_over_http() {
     let (status, body) = post(&format!("{base}/runs/{waiting}/unpause")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "queued");
+    // The worker takes it again and it waits on its hook: not paused, so a second
+    // unpause is refused. (While it executes, an unpause withdraws a pending pause
+    // request instead and answers 200 `running`.)
+    wait_status(&engine, &waiting, RunStatus::Waiting).await;
     let (status, body) = post(&format!("{base}/runs/{waiting}/unpause")).await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["code"], "invalid_state");
