@@ -68,11 +68,13 @@
 
 mod action_ctx;
 mod clock;
+pub mod cost;
 mod ctx;
 mod engine;
 mod error;
 pub mod event;
 mod fan_out;
+pub mod graph;
 mod history;
 mod hook_token;
 #[cfg(feature = "http")]

@@ -44,7 +44,6 @@
 //! its whole history. The same rules as `reprise_testkit::replay::check`.
 
 mod args;
-mod graph;
 mod logging;
 mod output;
 mod purge;
@@ -579,8 +578,10 @@ async fn dispatch(
             Ok(EXIT_COMPLETED)
         }
         Command::Workflows(WorkflowsCommand::Graph { slug }) => {
-            let entry = engine.workflow(&slug)?;
-            print!("{}", graph::mermaid(engine.registry(), entry));
+            engine.workflow(&slug)?;
+            let graph = crate::graph::Graph::of_workflow(engine.registry(), &slug)
+                .ok_or_else(|| EngineError::UnknownWorkflow(slug.clone()))?;
+            print!("{}", graph.mermaid());
             Ok(EXIT_COMPLETED)
         }
         Command::Workflows(WorkflowsCommand::Check {

@@ -70,6 +70,8 @@ struct Inner {
     hot: hot::HotRuns,
     /// Runs this engine is executing right now, with their cancel/drain switches.
     controls: std::sync::Mutex<HashMap<RunId, RunControl>>,
+    /// Prices of model tokens (see [`crate::cost`]).
+    prices: crate::cost::PriceTable,
 }
 
 /// The durable execution engine. Cheap to clone (an `Arc`).
@@ -487,6 +489,7 @@ impl EngineBuilder {
                     self.hot_max_sleep,
                 ),
                 controls: std::sync::Mutex::new(HashMap::new()),
+                prices: crate::cost::PriceTable::default(),
             }),
         })
     }
@@ -591,7 +594,12 @@ impl Engine {
         &self.inner.env.store
     }
 
-    /// The registry.
+    /// The prices of model tokens, by model (see [`crate::cost`]).
+    pub fn prices(&self) -> &crate::cost::PriceTable {
+        &self.inner.prices
+    }
+
+    /// The registry of workflows and actions.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
     }
