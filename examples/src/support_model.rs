@@ -354,6 +354,7 @@ fn estimate_usage(request: &LlmRequest, reply: &ChatMessage) -> Usage {
         prompt_tokens,
         completion_tokens,
         total_tokens: prompt_tokens + completion_tokens,
+        cached_tokens: 0,
     }
 }
 

@@ -80,6 +80,7 @@ mod hook_token;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod llm;
+pub mod metrics;
 mod payload;
 pub mod registry;
 mod resources;
@@ -113,6 +114,8 @@ pub use engine::{
     UnpausedRun, judge_replay, summarize_steps, token_usage,
 };
 pub use engine::{ForkOptions, ForkedRun, forked_from};
+/// Token usage and cost from the event log (see [`cost`] for prices).
+pub use engine::{ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost};
 /// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
 pub use engine::{PurgeReport, run_retention};
 pub use error::{

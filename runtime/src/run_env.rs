@@ -109,6 +109,10 @@ pub(crate) struct RunEnv {
     transitions: tokio::sync::broadcast::Sender<RunTransition>,
     /// Woken when a run may have become due (started, hook delivered, canceled).
     pub(crate) wake: tokio::sync::Notify,
+    /// What this engine counted (`GET /metrics`).
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// Prices of model tokens.
+    pub(crate) prices: crate::cost::PriceTable,
 }
 
 /// The parts of a [`RunEnv`], set by the engine builder.
@@ -121,6 +125,7 @@ pub(crate) struct RunEnvParts {
     pub(crate) services: Services,
     pub(crate) hook_secret: Vec<u8>,
     pub(crate) public_url: String,
+    pub(crate) prices: crate::cost::PriceTable,
 }
 
 impl RunEnv {
@@ -137,6 +142,8 @@ impl RunEnv {
             public_url: parts.public_url,
             transitions: tokio::sync::broadcast::channel(1024).0,
             wake: tokio::sync::Notify::new(),
+            metrics: crate::metrics::Metrics::new(),
+            prices: parts.prices,
         }
     }
 
@@ -154,6 +161,7 @@ impl RunEnv {
             services: self.services.clone(),
             hook_secret: self.hook_secret.clone(),
             public_url: self.public_url.clone(),
+            prices: self.prices.clone(),
         })
     }
 
@@ -210,6 +218,7 @@ impl RunEnv {
 
     /// Tells subscribers that run `id` is now `status`; a queued run wakes the workers.
     pub(crate) fn announce(&self, id: &RunId, workflow: &str, status: RunStatus) {
+        self.metrics.run_transition(workflow, status);
         let _ = self.transitions.send(RunTransition {
             run_id: id.clone(),
             workflow: workflow.to_owned(),
@@ -219,6 +228,12 @@ impl RunEnv {
         if status == RunStatus::Queued {
             self.wake.notify_waiters();
         }
+    }
+
+    /// Tells subscribers that run `id` was created (queued) and counts it as started.
+    pub(crate) fn announce_created(&self, id: &RunId, workflow: &str) {
+        self.metrics.run_started(workflow);
+        self.announce(id, workflow, RunStatus::Queued);
     }
 
     /// A receiver of every status transition from now on.

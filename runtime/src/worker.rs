@@ -208,6 +208,7 @@ impl Worker {
             .claim_due(engine.owner_id(), now, now + engine.lease_delta(), limit)
             .await?;
         let claimed = leases.len();
+        engine.metrics().runs_claimed(claimed);
         for lease in leases {
             let Some(control) = engine.register_control(&lease.run_id) else {
                 // This engine executes the run already (an `execute` call of its own).

@@ -34,6 +34,7 @@ pub const DEFAULT_USAGE: Usage = Usage {
     prompt_tokens: 10,
     completion_tokens: 5,
     total_tokens: 15,
+    cached_tokens: 0,
 };
 
 /// A scripted model reply: text, structured JSON, tool calls (or text and tool calls),
@@ -111,6 +112,7 @@ impl Reply {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
+            cached_tokens: 0,
         };
         self
     }

@@ -336,6 +336,22 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Sum the tokens and cost of recorded model requests by day (UTC), workflow and model,
+    /// priced with the built-in price table merged with the file named by `REPRISE_PRICES`.
+    Usage {
+        /// Only requests recorded at or after this time: RFC 3339, or a duration ago (`7d`).
+        #[arg(long, value_name = "TIME", value_parser = parse_time_bound)]
+        since: Option<TimeBound>,
+        /// Only requests recorded before this time: RFC 3339, or a duration ago.
+        #[arg(long, value_name = "TIME", value_parser = parse_time_bound)]
+        until: Option<TimeBound>,
+        /// Only runs of this workflow slug.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Print JSON (the report `GET /usage` answers).
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a run: status, output or error, and its steps.
     Get {
         /// The run's id.

@@ -236,7 +236,10 @@ fn is_read_only(command: &Command) -> bool {
     matches!(
         command,
         Command::Runs(
-            RunsCommand::List { .. } | RunsCommand::Get { .. } | RunsCommand::Export { .. }
+            RunsCommand::List { .. }
+                | RunsCommand::Get { .. }
+                | RunsCommand::Export { .. }
+                | RunsCommand::Usage { .. }
         ) | Command::Workflows(WorkflowsCommand::Check { .. })
     )
 }
@@ -656,6 +659,26 @@ async fn dispatch(
             }
             Ok(EXIT_COMPLETED)
         }
+        Command::Runs(RunsCommand::Usage {
+            since,
+            until,
+            workflow,
+            json,
+        }) => {
+            let now = engine.now();
+            let query = crate::UsageQuery {
+                since: since.map(|t| t.resolve(now)),
+                until: until.map(|t| t.resolve(now)),
+                workflow,
+            };
+            let report = engine.usage(&query).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                output::print_usage(&report);
+            }
+            Ok(EXIT_COMPLETED)
+        }
         Command::Runs(RunsCommand::Get { id, json }) => {
             let id = RunId(id);
             let record = engine.get_run(&id).await?;
@@ -664,18 +687,41 @@ async fn dispatch(
             let hooks = engine.open_hooks(&id).await?;
             let forked_from = crate::forked_from(&events);
             let tags = crate::tags::tags_of(&events);
+            let cost =
+                crate::engine::total_cost(&crate::engine::model_requests(&events, engine.prices()));
             if json {
                 let usage = crate::engine::token_usage(&events);
                 let mut body = json!({
                     "run": record, "steps": steps, "open_hooks": hooks, "usage": usage,
                     "tags": tags,
                 });
+                if let Some((cost, unpriced)) = cost {
+                    body["cost_usd"] = json!(cost);
+                    if unpriced {
+                        body["unpriced"] = json!(true);
+                    }
+                }
                 if let Some(forked_from) = &forked_from {
                     body["forked_from"] = json!(forked_from);
                 }
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
+                if let Some((cost, unpriced)) = cost {
+                    let usage = crate::engine::token_usage(&events);
+                    println!(
+                        "tokens {} ({} prompt, {} completion), cost {}{}",
+                        usage.total_tokens,
+                        usage.prompt_tokens,
+                        usage.completion_tokens,
+                        output::dollars(cost),
+                        if unpriced {
+                            " (some models have no price; see REPRISE_PRICES)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
                 if let Some(forked_from) = &forked_from {
                     output::print_forked_from(forked_from);
                 }

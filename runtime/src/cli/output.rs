@@ -48,6 +48,59 @@ pub(super) fn print_runs(runs: &[RunRecord]) {
     println!("{rows}");
 }
 
+/// `runs usage`: a row per day, workflow and model, then the totals; unpriced models named
+/// on standard error.
+pub(super) fn print_usage(report: &crate::UsageReport) {
+    let mut rows = table(&[
+        "day",
+        "workflow",
+        "model",
+        "requests",
+        "prompt",
+        "cached",
+        "completion",
+        "cost",
+    ]);
+    for row in &report.rows {
+        rows.add_row(vec![
+            row.day.to_string(),
+            row.workflow.clone(),
+            row.model.clone(),
+            row.requests.to_string(),
+            row.usage.prompt_tokens.to_string(),
+            row.usage.cached_tokens.to_string(),
+            row.usage.completion_tokens.to_string(),
+            row.cost_usd.map_or_else(|| "unpriced".into(), dollars),
+        ]);
+    }
+    println!("{rows}");
+    println!(
+        "total: {} requests, {} tokens ({} prompt, {} completion), {} from {} runs",
+        report.requests,
+        report.usage.total_tokens,
+        report.usage.prompt_tokens,
+        report.usage.completion_tokens,
+        dollars(report.cost_usd),
+        report.runs_scanned
+    );
+    if !report.unpriced_models.is_empty() {
+        eprintln!(
+            "warning: no price for {}: their requests are not in the cost; add them to the \
+             JSON file named by REPRISE_PRICES",
+            report.unpriced_models.join(", ")
+        );
+    }
+}
+
+/// US dollars with enough digits for small LLM costs (`$0.000150`).
+pub(super) fn dollars(amount: f64) -> String {
+    if amount >= 1.0 {
+        format!("${amount:.2}")
+    } else {
+        format!("${amount:.6}")
+    }
+}
+
 pub(super) fn steps_table(steps: &[StepSummary]) -> Table {
     let tokens = steps.iter().any(|s| s.usage.is_some());
     let mut header = vec!["step", "status", "attempts", "duration"];

@@ -91,6 +91,8 @@ pub(crate) struct Slot<'r> {
     /// (It is `previous.outcome`.)
     verify: bool,
     _live: Option<LiveStep>,
+    /// When the slot was handed out to run live (for the step-duration metric).
+    since: std::time::Instant,
 }
 
 impl RunState {
@@ -202,6 +204,7 @@ impl RunState {
             previous,
             verify,
             _live: live,
+            since: std::time::Instant::now(),
         }))
     }
 
@@ -477,6 +480,12 @@ impl<'r> Slot<'r> {
         }
         self.record(event, RunUpdate::default()).await?;
         self.run.executed.fetch_add(1, Ordering::Relaxed);
+        self.run.env.metrics.step_finished(
+            self.callee,
+            result.is_ok(),
+            attempts,
+            self.since.elapsed(),
+        );
         result
     }
 

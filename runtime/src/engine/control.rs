@@ -265,15 +265,20 @@ impl Engine {
         }
         let control = RunControl::default();
         controls.insert(id.clone(), control.clone());
+        self.env().metrics.executing(1);
         Some(control)
     }
 
     pub(crate) fn unregister_control(&self, id: &RunId) {
-        self.inner
+        let removed = self
+            .inner
             .controls
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
+        if removed.is_some() {
+            self.env().metrics.executing(-1);
+        }
     }
 
     /// Stops every execution of this engine at its next step boundary and hands the runs

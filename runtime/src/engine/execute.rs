@@ -172,6 +172,10 @@ impl Engine {
         // execution.
         let hot = self.hot().take(id);
         let record = self.get_run(id).await?;
+        if record.status == RunStatus::Running {
+            // Another execution was running it: its lease expired or was handed back.
+            self.env().metrics.lease_takeover();
+        }
         let finished = |outcome| Execution {
             run_id: id.clone(),
             outcome,
@@ -434,6 +438,12 @@ impl Engine {
     /// [`EngineBuilder::max_payload_bytes`](crate::EngineBuilder::max_payload_bytes)
     /// (the hook stays open, nothing is written).
     pub async fn resume_hook(&self, token: &str, payload: Value) -> Result<RunId, EngineError> {
+        let delivered = self.deliver_hook(token, payload).await;
+        self.env().metrics.hook_delivery(delivered.is_ok());
+        delivered
+    }
+
+    async fn deliver_hook(&self, token: &str, payload: Value) -> Result<RunId, EngineError> {
         let run_id = RunId(token_run_id(token).ok_or(EngineError::UnknownHook)?);
         let Some(run) = self.store().run(&run_id).await? else {
             return Err(EngineError::UnknownHook);

@@ -60,7 +60,6 @@ impl Engine {
                 lease: inner.lease,
                 hot: super::hot::HotRuns::new(0, std::time::Duration::ZERO),
                 controls: std::sync::Mutex::new(std::collections::HashMap::new()),
-                prices: inner.prices.clone(),
             }),
         }
     }

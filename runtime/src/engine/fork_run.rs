@@ -197,7 +197,7 @@ impl Engine {
             by = %forked_from.by,
             "run forked"
         );
-        self.announce(&new_id, &original.workflow, RunStatus::Queued);
+        self.env().announce_created(&new_id, &original.workflow);
         Ok(ForkedRun {
             run_id: new_id,
             forked_from,

@@ -16,6 +16,7 @@ mod retention;
 mod retry_run;
 mod start;
 mod unexecutable;
+mod usage_report;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -44,6 +45,9 @@ pub use retry_run::RetriedRun;
 pub use start::StartOptions;
 pub(crate) use start::{delay_from, parse_delay, parse_start_at};
 pub(crate) use unexecutable::is_unexecutable;
+pub use usage_report::{
+    ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost,
+};
 
 use crate::error::EngineError;
 use crate::event::{EventPayload, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
@@ -70,8 +74,6 @@ struct Inner {
     hot: hot::HotRuns,
     /// Runs this engine is executing right now, with their cancel/drain switches.
     controls: std::sync::Mutex<HashMap<RunId, RunControl>>,
-    /// Prices of model tokens (see [`crate::cost`]).
-    prices: crate::cost::PriceTable,
 }
 
 /// The durable execution engine. Cheap to clone (an `Arc`).
@@ -124,6 +126,7 @@ pub struct EngineBuilder {
     llm_from_env: bool,
     /// The host name in the default owner id.
     host: String,
+    prices: crate::cost::PriceTable,
 }
 
 /// A check of an engine part against the registry, run by [`EngineBuilder::build`].
@@ -167,7 +170,10 @@ impl EngineBuilder {
     /// - `HOSTNAME`: the host part of the default owner id;
     /// - `REPRISE_RETENTION` / `REPRISE_RETENTION_SWEEP_EVERY` (humantime, e.g. `30d` /
     ///   `1m`): [`EngineBuilder::retention`] and [`EngineBuilder::retention_sweep_every`]
-    ///   (a value that is not a duration makes [`EngineBuilder::build`] fail, naming it).
+    ///   (a value that is not a duration makes [`EngineBuilder::build`] fail, naming it);
+    /// - `REPRISE_PRICES`: a JSON price table file ([`crate::cost::PriceTable::from_json_file`])
+    ///   merged over the built-in prices (an unreadable or invalid file makes
+    ///   [`EngineBuilder::build`] fail, naming it).
     ///
     /// Methods called afterwards override what the environment set. The CLI
     /// ([`crate::cli`]) builds its engine with this; tests should not.
@@ -181,6 +187,16 @@ impl EngineBuilder {
         builder.llm_from_env = true;
         if let Some(host) = var("HOSTNAME") {
             builder.host = host;
+        }
+        if let Some(path) = var("REPRISE_PRICES") {
+            match crate::cost::PriceTable::from_json_file(&path) {
+                Ok(table) => builder.prices = crate::cost::PriceTable::builtin().merged(table),
+                Err(error) => {
+                    builder
+                        .error
+                        .get_or_insert(EngineError::Config(format!("REPRISE_PRICES: {error}")));
+                }
+            }
         }
         retention::from_env(builder)
     }
@@ -377,6 +393,14 @@ impl EngineBuilder {
         self
     }
 
+    /// The prices of model tokens the engine reports costs with (UI, `GET /usage`, `runs
+    /// usage`, metrics). Default: [`crate::cost::PriceTable::builtin`]; to add to it rather
+    /// than replace it, pass `PriceTable::builtin().merged(yours)`.
+    pub fn prices(mut self, prices: crate::cost::PriceTable) -> Self {
+        self.prices = prices;
+        self
+    }
+
     /// The delay before the second attempt of a failed run; doubles per attempt, capped
     /// at 10 minutes. Default 1 s.
     pub fn run_retry_backoff(mut self, delay: Duration) -> Self {
@@ -465,6 +489,7 @@ impl EngineBuilder {
             services,
             hook_secret,
             public_url: self.public_url,
+            prices: self.prices,
         });
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -489,7 +514,6 @@ impl EngineBuilder {
                     self.hot_max_sleep,
                 ),
                 controls: std::sync::Mutex::new(HashMap::new()),
-                prices: crate::cost::PriceTable::default(),
             }),
         })
     }
@@ -524,6 +548,7 @@ impl Engine {
             hot_max_sleep: hot::DEFAULT_MAX_SLEEP,
             llm_from_env: false,
             host: "host".to_owned(),
+            prices: crate::cost::PriceTable::builtin(),
         }
     }
 
@@ -595,8 +620,25 @@ impl Engine {
     }
 
     /// The prices of model tokens, by model (see [`crate::cost`]).
+    ///
+    /// [`crate::cost::PriceTable::builtin`] unless [`EngineBuilder::prices`] set another.
     pub fn prices(&self) -> &crate::cost::PriceTable {
-        &self.inner.prices
+        &self.inner.env.prices
+    }
+
+    /// What this engine counted (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.env.metrics
+    }
+
+    /// The metrics as OpenMetrics text (what `GET /metrics` answers), with the run gauges
+    /// read from the store now.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn render_metrics(&self) -> Result<String, EngineError> {
+        let counts = self.store().run_counts(self.now()).await?;
+        Ok(self.metrics().render(&counts))
     }
 
     /// The registry of workflows and actions.
@@ -703,7 +745,7 @@ impl Engine {
         {
             Some(existing) => Ok((existing, false)),
             None => {
-                self.announce(&id, slug, RunStatus::Queued);
+                self.env().announce_created(&id, slug);
                 Ok((id, true))
             }
         }

@@ -304,8 +304,8 @@ pub(crate) fn parse_before(
         Ok(age) => Ok(cutoff(now, age)),
         Err(_) => Err(EngineError::InvalidRequest(format!(
             "{what} `{text}` is neither a time nor an age: write an RFC 3339 time \
-             (`2026-01-01T00:00:00Z`) or an age such as `30d`, `12h` or `90days` (runs that \
-             ended longer ago than that)"
+             (`2026-01-01T00:00:00Z`) or an age such as `30d`, `12h` or `90days` (that long \
+             before now)"
         ))),
     }
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::Engine;
 use super::idempotent::check_idempotency_key;
 use crate::error::EngineError;
-use crate::event::{RunId, RunStatus, Trigger};
+use crate::event::{RunId, Trigger};
 
 /// How to start a run, for [`Engine::start_with`]. The default starts at once, every time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Engine {
             let (record, created) = self.new_run_at(slug, input, trigger, options.start_at)?;
             let id = record.id.clone();
             self.inner.env.store.create_run(record, created).await?;
-            self.announce(&id, slug, RunStatus::Queued);
+            self.inner.env.announce_created(&id, slug);
             return Ok((id, true));
         };
         check_idempotency_key(&key).map_err(EngineError::Serde)?;
@@ -132,7 +132,7 @@ impl Engine {
             }
             return Ok((existing, false));
         }
-        self.announce(&id, slug, RunStatus::Queued);
+        self.inner.env.announce_created(&id, slug);
         Ok((id, true))
     }
 }

@@ -939,6 +939,7 @@ mod tests {
             prompt_tokens: 1,
             completion_tokens: 2,
             total_tokens: 3,
+            cached_tokens: 0,
         };
         let input = json!({ "i": 1, "nested": { "x": [1.5, "y"] } });
         round_trip(

@@ -44,6 +44,8 @@
 //! | `DELETE /schedules/{name}` | 200 `{"name","deleted":true}` | 404, 409 declared in code |
 //! | `POST /schedules/{name}/pause`, `/resume` | 200 the schedule (also for schedules declared in code) | 404 |
 //! | `POST /schedules/{name}/trigger` | 202 `{"run_id","status":"queued"}` | 404, 422 |
+//! | `GET /metrics` | 200 OpenMetrics text (`application/openmetrics-text`), names prefixed `reprise_` (see [`crate::metrics`]) | 503 store failure |
+//! | `GET /usage?since=&until=&workflow=` | 200 `{"rows":[{"day","workflow","model","requests","prompt_tokens","completion_tokens","total_tokens","cached_tokens"?,"cost_usd"}],"requests","usage","cost_usd","unpriced_models","runs_scanned"}`: model requests' tokens and cost by day (UTC), workflow and model; `since`/`until` RFC 3339 or an age (`7d`) | 400 bad time |
 //! | `POST /schedules/{name}/backfill` (`{"from","to"}`, RFC 3339) | 200 `{"schedule","ticks","started","existing"}`: each tick's run once, also when repeated | 400 bad range, 404 |
 //!
 //! # Errors
@@ -118,12 +120,14 @@ mod body;
 mod cross_site;
 mod error;
 mod hooks;
+mod metrics;
 mod openapi;
 mod pause;
 mod purge;
 mod runs;
 mod schedules;
 mod server;
+mod usage;
 mod views;
 mod webhooks;
 mod workflows;
@@ -352,6 +356,8 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
         .route("/schedules/{name}/resume", post(schedules::resume))
         .route("/schedules/{name}/trigger", post(schedules::trigger))
         .route("/schedules/{name}/backfill", post(schedules::backfill))
+        .route("/metrics", get(metrics::metrics))
+        .route("/usage", get(usage::usage))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(auth),
             auth::require_bearer,

@@ -21,7 +21,7 @@ use super::schedules::{
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
-use super::{AppState, hooks, pause, purge, runs, schedules, webhooks, workflows};
+use super::{AppState, hooks, metrics, pause, purge, runs, schedules, usage, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 
 #[derive(OpenApi)]
@@ -62,6 +62,8 @@ use crate::registry::WorkflowEntry;
         schedules::resume,
         schedules::trigger,
         schedules::backfill,
+        metrics::metrics,
+        usage::usage,
     ),
     components(schemas(
         ErrorBody,
@@ -94,6 +96,7 @@ use crate::registry::WorkflowEntry;
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "meta", description = "This document"),
         (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
+        (name = "observability", description = "Metrics (OpenMetrics) and token usage and cost"),
     )
 )]
 struct ApiDoc;

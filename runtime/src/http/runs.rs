@@ -110,6 +110,13 @@ pub(crate) struct RunDetail {
     /// "total_tokens"}` (zeros for a run without AI steps).
     #[schema(value_type = Object)]
     usage: crate::llm::Usage,
+    /// What those requests cost in US dollars, by the engine's price table; absent when the
+    /// run made none. Requests to models without a price are not in it (see `unpriced`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<f64>,
+    /// Whether some requests were to models the price table has no price for.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    unpriced: bool,
     /// For a fork or restart, where it comes from (read from its `run_created` event):
     /// `{"run_id", "step"?, "prefix_len", "input_changed", "by"}`; absent for other runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -309,6 +316,11 @@ pub(crate) async fn get(
     let id = RunId(id);
     let record = state.engine.get_run(&id).await?;
     let events = state.engine.events(&id).await?;
+    let cost = crate::engine::total_cost(&crate::engine::model_requests(
+        &events,
+        state.engine.prices(),
+    ));
+    let (cost_usd, unpriced) = (cost.map(|c| c.0), cost.is_some_and(|c| c.1));
     let hooks = state
         .engine
         .open_hooks(&id)
@@ -335,6 +347,8 @@ pub(crate) async fn get(
         steps: summarize_steps(&events),
         hooks,
         usage: crate::engine::token_usage(&events),
+        cost_usd,
+        unpriced,
         forked_from: crate::engine::forked_from(&events),
         tags: crate::tags::tags_of(&events),
     }))

@@ -446,6 +446,14 @@ struct CompletionUsage {
     completion_tokens: u64,
     #[serde(default)]
     total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptTokensDetails {
+    #[serde(default)]
+    cached_tokens: u64,
 }
 
 /// A 2xx body as an [`LlmResponse`].
@@ -509,6 +517,7 @@ fn parse_response(bytes: &[u8]) -> Result<LlmResponse, LlmError> {
             total_tokens: u
                 .total_tokens
                 .unwrap_or(u.prompt_tokens + u.completion_tokens),
+            cached_tokens: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
         })
         .unwrap_or_default();
     Ok(LlmResponse {

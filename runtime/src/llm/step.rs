@@ -348,6 +348,8 @@ pub(crate) async fn complete(
                 Err(error) => return Err(llm_error(error)),
             }
         };
+        let cost = env.prices.cost(&request.model, &reply.usage);
+        env.metrics.llm_request(&request.model, &reply.usage, cost);
         Ok(JsonOutput {
             usage: Some(StepUsage::Request(reply.usage)),
             output: serde_json::to_value(&reply).unwrap_or(Value::Null),

@@ -100,6 +100,28 @@ pub(crate) fn fence_param(fence: u64) -> i64 {
     i64::try_from(fence).unwrap_or(i64::MAX)
 }
 
+/// A row of `workflow, status, runs, due` (a `GROUP BY workflow, status` count) as a
+/// [`super::RunCount`].
+///
+/// # Errors
+/// [`EngineError::Corrupt`] naming the column: wrong type, unknown status, negative count.
+pub(crate) fn decode_run_count(row: &impl SqlRow) -> Result<super::RunCount, EngineError> {
+    let what = "<run counts>";
+    let workflow = column(what, "workflow", row.text(0))?;
+    let status = column(what, "status", row.text(1))?;
+    let count = |index: usize, name: &str| -> Result<u64, EngineError> {
+        let n = column(what, name, row.opt_int(index))?.unwrap_or(0);
+        u64::try_from(n).map_err(|_| corrupt(what, format!("column `{name}`: {n} is negative")))
+    };
+    Ok(super::RunCount {
+        status: RunStatus::from_str(&status)
+            .map_err(|message| corrupt(what, format!("column `status`: {message}")))?,
+        runs: count(2, "runs")?,
+        due: count(3, "due")?,
+        workflow,
+    })
+}
+
 /// A run row (the columns of [`run_columns`], in that order) as a [`RunRecord`].
 ///
 /// # Errors

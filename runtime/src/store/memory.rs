@@ -331,6 +331,30 @@ impl Store for MemoryStore {
             .min())
     }
 
+    async fn run_counts(&self, now: DateTime<Utc>) -> Result<Vec<super::RunCount>, EngineError> {
+        let runs = self.lock();
+        let mut counts: HashMap<(&str, RunStatus), (u64, u64)> = HashMap::new();
+        for entry in runs.by_id.values() {
+            let record = &entry.record;
+            let due = due_at(record.status, record.wake_at, record.created_at)
+                .is_some_and(|due| due <= now && !entry.leased_at(now));
+            let count = counts
+                .entry((record.workflow.as_str(), record.status))
+                .or_default();
+            count.0 += 1;
+            count.1 += u64::from(due);
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((workflow, status), (runs, due))| super::RunCount {
+                workflow: workflow.to_owned(),
+                status,
+                runs,
+                due,
+            })
+            .collect())
+    }
+
     async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
         Ok(self.lock().cursors.get(name).cloned())
     }

@@ -98,6 +98,19 @@ pub struct Lease {
     pub pause_requested: Option<String>,
 }
 
+/// One row of [`Store::run_counts`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunCount {
+    /// The workflow's slug.
+    pub workflow: String,
+    /// The status.
+    pub status: crate::RunStatus,
+    /// How many runs of the workflow are in the status.
+    pub runs: u64,
+    /// How many of those are due now and not leased.
+    pub due: u64,
+}
+
 /// What [`Store::acquire`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -249,6 +262,16 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest `wake_at` of a `queued`, `sleeping` or `waiting` run, and the earliest
     /// expiry of a lease on a `running` run: when a worker should next look for due runs.
     async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError>;
+
+    /// How many runs each workflow has in each status, and how many of those are due at
+    /// `now` (claimable by [`Store::claim_due`]: due and not leased; workflow pauses are not
+    /// applied). One row per (workflow, status) that has runs, in no particular order. Read
+    /// by `GET /metrics` for its run gauges. The default (for stores that cannot count)
+    /// returns no rows: the gauges are then absent, not zero.
+    async fn run_counts(&self, now: DateTime<Utc>) -> Result<Vec<RunCount>, EngineError> {
+        let _ = now;
+        Ok(Vec::new())
+    }
 
     /// The durable cursor stored under `name` (a poll source's position, a cron schedule's
     /// last tick), or `None`.

@@ -1068,6 +1068,25 @@ impl Store for PostgresStore {
         codec::next_wake(column("<next wake-up>", "wake_at", row.opt_int(0))?)
     }
 
+    async fn run_counts(&self, now: DateTime<Utc>) -> Result<Vec<super::RunCount>, EngineError> {
+        let what = "cannot count runs";
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT workflow, status, COUNT(*)::bigint,
+                        (COUNT(*) FILTER (WHERE due_at IS NOT NULL AND due_at <= $1::bigint
+                            AND (lease_owner IS NULL OR lease_expires_at <= $1::bigint)))::bigint
+                   FROM reprise_runs GROUP BY workflow, status",
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        let rows = client
+            .query(&stmt, &[&micros(now)])
+            .await
+            .map_err(|e| pg(what, e))?;
+        rows.iter().map(codec::decode_run_count).collect()
+    }
+
     async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
         let what = "cannot read cursor";
         let client = self.client().await?;

@@ -795,6 +795,28 @@ impl Store for SqliteStore {
         codec::next_wake(next)
     }
 
+    async fn run_counts(&self, now: DateTime<Utc>) -> Result<Vec<super::RunCount>, EngineError> {
+        let now = micros(now);
+        self.read(move |conn| {
+            let what = "cannot count runs";
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT workflow, status, COUNT(*),
+                            SUM(due_at IS NOT NULL AND due_at <= ?1
+                                AND (lease_owner IS NULL OR lease_expires_at <= ?1))
+                       FROM runs GROUP BY workflow, status",
+                )
+                .ctx(what)?;
+            let mut rows = stmt.query([now]).ctx(what)?;
+            let mut counts = Vec::new();
+            while let Some(row) = rows.next().ctx(what)? {
+                counts.push(codec::decode_run_count(row)?);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn cursor(&self, name: &str) -> Result<Option<serde_json::Value>, EngineError> {
         let key = name.to_owned();
         let text: Option<String> = self

@@ -86,6 +86,7 @@ macro_rules! conformance_suite {
                     reads_never_see_half_an_append,
                     claim_due_leases_each_run_once,
                     which_runs_are_due,
+                    run_counts_count_runs_and_due_ones_by_workflow_and_status,
                     expired_leases_are_reclaimed_and_fence_out_the_old_holder,
                     acquire_respects_live_leases,
                     renew_and_release,
@@ -1349,6 +1350,41 @@ async fn claim_due_leases_each_run_once(store: SharedStore) {
         .await
         .unwrap();
     assert!(third.is_empty());
+}
+
+async fn run_counts_count_runs_and_due_ones_by_workflow_and_status(store: SharedStore) {
+    create(&store, "a1", "alpha", t(0)).await;
+    create(&store, "a2", "alpha", t(1)).await;
+    create(&store, "a3", "alpha", t(2)).await;
+    let sleeping = create(&store, "a4", "alpha", t(3)).await;
+    set_status(&store, &sleeping.id, RunStatus::Sleeping, Some(secs(100))).await;
+    create(&store, "b1", "beta", t(4)).await;
+    // One of alpha's queued runs is leased: queued, but not due.
+    let leased = store
+        .claim_due("w", t(secs(10)), t(secs(40)), 1)
+        .await
+        .unwrap();
+    assert_eq!(leased_ids(&leased), ["a1"]);
+    let mut counts = store.run_counts(t(secs(10))).await.unwrap();
+    counts.sort_by_key(|c| (c.workflow.clone(), c.status.to_string()));
+    let rows: Vec<(&str, RunStatus, u64, u64)> = counts
+        .iter()
+        .map(|c| (c.workflow.as_str(), c.status, c.runs, c.due))
+        .collect();
+    let mut expected = vec![
+        ("alpha", RunStatus::Queued, 3, 2),
+        ("alpha", RunStatus::Sleeping, 1, 0),
+        ("beta", RunStatus::Queued, 1, 1),
+    ];
+    expected.sort_by_key(|e| (e.0, e.1.to_string()));
+    assert_eq!(rows, expected);
+    // Once the sleep is over, the sleeping run is due.
+    let later = store.run_counts(t(secs(200))).await.unwrap();
+    let sleeping = later
+        .iter()
+        .find(|c| c.status == RunStatus::Sleeping)
+        .unwrap();
+    assert_eq!(sleeping.due, 1);
 }
 
 async fn which_runs_are_due(store: SharedStore) {

@@ -68,6 +68,7 @@ impl LlmProvider for Scripted {
                 prompt_tokens: 10,
                 completion_tokens: 5,
                 total_tokens: 15,
+                cached_tokens: 0,
             },
             model: "scripted".into(),
             finish_reason: None,

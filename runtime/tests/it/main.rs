@@ -15,6 +15,7 @@ mod http_fuzz;
 mod http_hardening;
 mod ids;
 mod llm;
+mod metrics;
 mod pause_run;
 mod payload_limits;
 mod poison;

@@ -44,7 +44,8 @@ async fn text_reply_with_usage_and_request_shape() {
         Usage {
             prompt_tokens: 12,
             completion_tokens: 3,
-            total_tokens: 15
+            total_tokens: 15,
+            cached_tokens: 0,
         }
     );
     assert_eq!(reply.model, "gpt-4o-mini");
