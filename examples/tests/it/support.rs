@@ -745,6 +745,41 @@ fn the_app_runs_support_triage_offline_on_the_scripted_model() {
     let table = app(&db).args(["runs", "get", run_id]).output().unwrap();
     let table = String::from_utf8_lossy(&table.stdout);
     assert!(table.contains(&format!("tokens: {total} (")), "{table}");
+    // …and what they cost at the built-in price of gpt-4o-mini ($0.15 / $0.60 per
+    // million prompt / completion tokens).
+    let usage = &got["usage"];
+    let expected = (usage["prompt_tokens"].as_f64().unwrap() * 0.15
+        + usage["completion_tokens"].as_f64().unwrap() * 0.60)
+        / 1e6;
+    let cost = got["cost_usd"].as_f64().unwrap();
+    assert!(
+        (cost - expected).abs() < 1e-12,
+        "{cost} != {expected}: {got}"
+    );
+    assert!(table.contains(", cost $0.0"), "{table}");
+
+    // `runs usage` sums them by day, workflow and model.
+    let usage_out = app(&db)
+        .args(["runs", "usage", "--since", "1d", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&usage_out), Some(0));
+    let report = json_line(&usage_out);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    assert_eq!(rows[0]["workflow"], "support-triage");
+    assert_eq!(rows[0]["model"], MODEL);
+    assert_eq!(rows[0]["total_tokens"].as_u64(), Some(total), "{report}");
+    assert!(
+        (report["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-12,
+        "{report}"
+    );
+    let usage_table = app(&db).args(["runs", "usage"]).output().unwrap();
+    let usage_table = String::from_utf8_lossy(&usage_table.stdout);
+    assert!(
+        usage_table.contains("support-triage") && usage_table.contains("total: "),
+        "{usage_table}"
+    );
 
     // A large refund waits for approval (exit 3); `hooks resume` completes it.
     let out = app(&db)

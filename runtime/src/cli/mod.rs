@@ -707,21 +707,6 @@ async fn dispatch(
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
-                if let Some((cost, unpriced)) = cost {
-                    let usage = crate::engine::token_usage(&events);
-                    println!(
-                        "tokens {} ({} prompt, {} completion), cost {}{}",
-                        usage.total_tokens,
-                        usage.prompt_tokens,
-                        usage.completion_tokens,
-                        output::dollars(cost),
-                        if unpriced {
-                            " (some models have no price; see REPRISE_PRICES)"
-                        } else {
-                            ""
-                        }
-                    );
-                }
                 if let Some(forked_from) = &forked_from {
                     output::print_forked_from(forked_from);
                 }
@@ -744,8 +729,17 @@ async fn dispatch(
                 }
                 let usage = crate::engine::token_usage(&events);
                 if usage.total_tokens > 0 {
+                    let cost = match cost {
+                        Some((cost, false)) => format!(", cost {}", output::dollars(cost)),
+                        Some((cost, true)) => format!(
+                            ", cost {} (some models have no price: add them to the file \
+                             named by REPRISE_PRICES)",
+                            output::dollars(cost)
+                        ),
+                        None => String::new(),
+                    };
                     println!(
-                        "tokens: {} ({} prompt, {} completion)",
+                        "tokens: {} ({} prompt, {} completion){cost}",
                         usage.total_tokens, usage.prompt_tokens, usage.completion_tokens
                     );
                 }
