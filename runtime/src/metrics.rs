@@ -27,6 +27,7 @@
 //! | `reprise_runs` | gauge | `workflow`, `status` | runs in the store, by status |
 //! | `reprise_runs_due` | gauge | `workflow` | of those, due now and not leased (waiting for a worker) |
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
@@ -111,6 +112,16 @@ pub struct Metrics {
     runs_due: Family<WorkflowLabel, Gauge>,
     /// One scrape at a time sets the run gauges and encodes them.
     render_lock: std::sync::Mutex<()>,
+    /// The step histograms of each callee, looked up without building label sets: a step's
+    /// hot path pays one hash of its callee, no allocation.
+    steps: std::sync::RwLock<HashMap<String, StepHistograms>>,
+}
+
+/// The histograms of one callee's steps (handles into the families).
+struct StepHistograms {
+    completed: Histogram,
+    failed: Histogram,
+    attempts: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -147,6 +158,7 @@ impl Metrics {
             runs_due: Family::default(),
             registry: Registry::default(),
             render_lock: std::sync::Mutex::new(()),
+            steps: std::sync::RwLock::new(HashMap::new()),
         };
         registry.register(
             "runs_started",
@@ -253,18 +265,47 @@ impl Metrics {
         attempts: u32,
         elapsed: Duration,
     ) {
-        let outcome = if completed { "completed" } else { "failed" };
-        self.step_duration
-            .get_or_create(&StepLabels {
-                callee: callee.to_owned(),
-                outcome,
-            })
-            .observe(elapsed.as_secs_f64());
-        self.step_attempts
+        let observe = |histograms: &StepHistograms| {
+            let duration = if completed {
+                &histograms.completed
+            } else {
+                &histograms.failed
+            };
+            duration.observe(elapsed.as_secs_f64());
+            histograms.attempts.observe(f64::from(attempts));
+        };
+        if let Some(histograms) = self
+            .steps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(callee)
+        {
+            return observe(histograms);
+        }
+        let step = |outcome| StepLabels {
+            callee: callee.to_owned(),
+            outcome,
+        };
+        // One statement per lookup: `get_or_create` hands out a read guard of the family,
+        // which must be gone before the next lookup may take the family's write lock.
+        let completed = self.step_duration.get_or_create(&step("completed")).clone();
+        let failed = self.step_duration.get_or_create(&step("failed")).clone();
+        let attempts = self
+            .step_attempts
             .get_or_create(&CalleeLabel {
                 callee: callee.to_owned(),
             })
-            .observe(f64::from(attempts));
+            .clone();
+        let histograms = StepHistograms {
+            completed,
+            failed,
+            attempts,
+        };
+        observe(&histograms);
+        self.steps
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(callee.to_owned(), histograms);
     }
 
     /// This process's workers claimed `n` runs.
