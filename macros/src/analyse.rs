@@ -17,6 +17,7 @@ use syn::{
 
 use crate::errors::Errors;
 use crate::parse::compact;
+use crate::shape::{ShapeBuilder, ShapeNode, label};
 
 /// What a call site does (mirrors `reprise::SiteKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,7 +90,8 @@ pub(crate) fn sites_ident() -> Ident {
     Ident::new("__REPRISE_SITES", Span::mixed_site())
 }
 
-/// Rewrites the step calls of a workflow body in place and returns its site manifest.
+/// Rewrites the step calls of a workflow body in place and returns its site manifest and
+/// its control-flow shape (the sites inside branches, loops and parallel groups).
 ///
 /// `ctx` is the identifier the user bound the `Ctx` parameter to, if any: only
 /// `<ctx>.sleep(..)`, `<ctx>.sleep_until(..)` and `<ctx>.hook()` are waits.
@@ -98,7 +100,7 @@ pub(crate) fn rewrite_body(
     ctx: Option<Ident>,
     private: &TokenStream,
     errors: &Errors,
-) -> Vec<SiteRecord> {
+) -> (Vec<SiteRecord>, Vec<ShapeNode>) {
     let mut rewriter = Rewriter {
         errors,
         private,
@@ -106,10 +108,14 @@ pub(crate) fn rewrite_body(
         sites: Vec::new(),
         pinned: BTreeMap::new(),
         imports: Vec::new(),
+        shape: ShapeBuilder::default(),
     };
     rewriter.visit_block_mut(block);
     let Rewriter {
-        mut sites, pinned, ..
+        mut sites,
+        pinned,
+        shape,
+        ..
     } = rewriter;
     let mut counters: BTreeMap<(SiteKind, String), u32> = BTreeMap::new();
     for site in &mut sites {
@@ -137,7 +143,7 @@ pub(crate) fn rewrite_body(
             );
         }
     }
-    sites
+    (sites, shape.finish())
 }
 
 struct Rewriter<'a> {
@@ -151,6 +157,8 @@ struct Rewriter<'a> {
     pinned: BTreeMap<String, Span>,
     /// The `use` items of the blocks being visited, outermost first.
     imports: Vec<Imports>,
+    /// The control-flow shape around the sites.
+    shape: ShapeBuilder,
 }
 
 /// What the `use` items of one block bring into scope.
@@ -235,7 +243,9 @@ impl Rewriter<'_> {
             pinned: None,
             line: u32::try_from(line).unwrap_or(0),
         });
-        self.sites.len() - 1
+        let index = self.sites.len() - 1;
+        self.shape.push(ShapeNode::Site(index));
+        index
     }
 
     /// Rewrites a step method call, or returns `None` to leave it alone.
@@ -402,8 +412,19 @@ impl Rewriter<'_> {
         if EXPR_MACROS.contains(&name.as_str()) {
             let parser = Punctuated::<Expr, Token![,]>::parse_terminated;
             if let Ok(mut args) = parser.parse2(mac.tokens.clone()) {
+                let parallel = matches!(name.as_str(), "join" | "try_join");
+                let mut branches = Vec::new();
                 for arg in args.iter_mut() {
+                    if parallel {
+                        self.shape.open();
+                    }
                     self.visit_expr_mut(arg);
+                    if parallel {
+                        branches.push(self.shape.close());
+                    }
+                }
+                if parallel {
+                    self.shape.parallel(format!("{name}!"), branches);
                 }
                 mac.tokens = args.into_token_stream();
                 return;
@@ -729,6 +750,98 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_item_mut(&mut self, _item: &mut syn::Item) {}
+
+    // The shape: each control-flow construct opens a sequence per arm, body or branch
+    // around the default visit, in the default visit's order, so sites are numbered
+    // exactly as without it.
+
+    fn visit_expr_if_mut(&mut self, expr: &mut syn::ExprIf) {
+        let condition = label(&expr.cond);
+        self.visit_expr_mut(&mut expr.cond);
+        let mut arms = Vec::new();
+        self.shape.open();
+        self.visit_block_mut(&mut expr.then_branch);
+        arms.push((condition, self.shape.close()));
+        match &mut expr.else_branch {
+            Some((_, otherwise)) => {
+                let else_if = matches!(**otherwise, Expr::If(_));
+                self.shape.open();
+                self.visit_expr_mut(otherwise);
+                let mut body = self.shape.close();
+                match body.as_mut_slice() {
+                    // `else if`: one branch with the chain's arms.
+                    [ShapeNode::Branch { label, arms: inner }] if else_if && label == "if" => {
+                        arms.append(inner);
+                    }
+                    // An `else if` without sites: its arms are empty.
+                    [] if else_if => arms.push(("else".to_owned(), Vec::new())),
+                    _ => arms.push(("else".to_owned(), body)),
+                }
+            }
+            None => arms.push(("else".to_owned(), Vec::new())),
+        }
+        self.shape.branch("if".to_owned(), arms);
+    }
+
+    fn visit_expr_match_mut(&mut self, expr: &mut syn::ExprMatch) {
+        let subject = format!("match {}", label(&expr.expr));
+        self.visit_expr_mut(&mut expr.expr);
+        let mut arms = Vec::new();
+        for arm in &mut expr.arms {
+            // The pattern, with its guard (`Some(x) if x > 0`).
+            let text = label(&arm.pat);
+            self.shape.open();
+            self.visit_pat_mut(&mut arm.pat);
+            self.visit_expr_mut(&mut arm.body);
+            arms.push((text, self.shape.close()));
+        }
+        self.shape.branch(subject, arms);
+    }
+
+    fn visit_expr_for_loop_mut(&mut self, expr: &mut syn::ExprForLoop) {
+        let header = format!("for {} in {}", label(&expr.pat), label(&expr.expr));
+        self.visit_expr_mut(&mut expr.expr);
+        self.shape.open();
+        self.visit_block_mut(&mut expr.body);
+        let body = self.shape.close();
+        self.shape.looped(header, body);
+    }
+
+    fn visit_expr_while_mut(&mut self, expr: &mut syn::ExprWhile) {
+        let header = format!("while {}", label(&expr.cond));
+        self.shape.open();
+        self.visit_expr_mut(&mut expr.cond);
+        self.visit_block_mut(&mut expr.body);
+        let body = self.shape.close();
+        self.shape.looped(header, body);
+    }
+
+    fn visit_expr_loop_mut(&mut self, expr: &mut syn::ExprLoop) {
+        self.shape.open();
+        self.visit_block_mut(&mut expr.body);
+        let body = self.shape.close();
+        self.shape.looped("loop".to_owned(), body);
+    }
+
+    fn visit_expr_call_mut(&mut self, call: &mut syn::ExprCall) {
+        let parallel = match &*call.func {
+            Expr::Path(path) => path
+                .path
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .filter(|name| matches!(name.as_str(), "join_all" | "try_join_all" | "fan_out")),
+            _ => None,
+        };
+        let Some(name) = parallel else {
+            visit_mut::visit_expr_call_mut(self, call);
+            return;
+        };
+        self.shape.open();
+        visit_mut::visit_expr_call_mut(self, call);
+        let body = self.shape.close();
+        self.shape.parallel(name, vec![body]);
+    }
 }
 
 /// Removes `#[step(..)]` attributes from a statement and returns the first one.
