@@ -249,14 +249,13 @@ impl Block {
         }
     }
 
-    /// Calls `f` for every edge inside the block, in a stable order.
+    /// Calls `f` for every edge inside the block, in the order control reaches them.
     pub(crate) fn connections<'a>(&'a self, f: &mut impl FnMut(Connection<'a>)) {
         match self {
             Block::Node(_) => {}
             Block::Seq(blocks) => {
                 let mut previous: Option<usize> = None;
                 for block in blocks {
-                    block.connections(f);
                     if let (Some(from), Some(to)) = (previous, block.entry()) {
                         f(Connection {
                             from,
@@ -265,6 +264,7 @@ impl Block {
                             empty_arm: None,
                         });
                     }
+                    block.connections(f);
                     if let Some(exit) = block.exit() {
                         previous = Some(exit);
                     }
@@ -272,7 +272,6 @@ impl Block {
             }
             Block::Split { open, close, arms } => {
                 for (index, (label, arm)) in arms.iter().enumerate() {
-                    arm.connections(f);
                     let label = label.as_deref();
                     match (arm.entry(), arm.exit()) {
                         (Some(entry), Some(exit)) => {
@@ -282,6 +281,7 @@ impl Block {
                                 label,
                                 empty_arm: None,
                             });
+                            arm.connections(f);
                             f(Connection {
                                 from: exit,
                                 to: *close,
