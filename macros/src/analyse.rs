@@ -17,7 +17,7 @@ use syn::{
 
 use crate::errors::Errors;
 use crate::parse::compact;
-use crate::shape::{ShapeBuilder, ShapeNode, label};
+use crate::shape::{ShapeBuilder, ShapeNode, expr_label, label, pat_label};
 
 /// What a call site does (mirrors `reprise::SiteKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -756,7 +756,7 @@ impl VisitMut for Rewriter<'_> {
     // exactly as without it.
 
     fn visit_expr_if_mut(&mut self, expr: &mut syn::ExprIf) {
-        let condition = label(&expr.cond);
+        let condition = expr_label(&expr.cond);
         self.visit_expr_mut(&mut expr.cond);
         let mut arms = Vec::new();
         self.shape.open();
@@ -784,12 +784,12 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_expr_match_mut(&mut self, expr: &mut syn::ExprMatch) {
-        let subject = format!("match {}", label(&expr.expr));
+        let subject = format!("match {}", expr_label(&expr.expr));
         self.visit_expr_mut(&mut expr.expr);
         let mut arms = Vec::new();
         for arm in &mut expr.arms {
             // The pattern, with its guard (`Some(x) if x > 0`).
-            let text = label(&arm.pat);
+            let text = pat_label(&arm.pat);
             self.shape.open();
             self.visit_pat_mut(&mut arm.pat);
             self.visit_expr_mut(&mut arm.body);
@@ -799,7 +799,7 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_expr_for_loop_mut(&mut self, expr: &mut syn::ExprForLoop) {
-        let header = format!("for {} in {}", label(&expr.pat), label(&expr.expr));
+        let header = format!("for {} in {}", label(&expr.pat), expr_label(&expr.expr));
         self.visit_expr_mut(&mut expr.expr);
         self.shape.open();
         self.visit_block_mut(&mut expr.body);
@@ -808,7 +808,7 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_expr_while_mut(&mut self, expr: &mut syn::ExprWhile) {
-        let header = format!("while {}", label(&expr.cond));
+        let header = format!("while {}", expr_label(&expr.cond));
         self.shape.open();
         self.visit_expr_mut(&mut expr.cond);
         self.visit_block_mut(&mut expr.body);

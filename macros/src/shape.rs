@@ -5,6 +5,7 @@
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
+use syn::{Expr, Pat};
 
 use crate::parse::compact;
 
@@ -101,7 +102,57 @@ impl ShapeBuilder {
 
 /// A short label for a piece of source: compacted, cut at [`LABEL_CHARS`].
 pub(crate) fn label(tokens: &impl ToTokens) -> String {
-    let text = compact(tokens);
+    cut(compact(tokens))
+}
+
+/// A short label for a condition or scrutinee, with spaces around binary operators
+/// (`order.n > 10 && ok`).
+pub(crate) fn expr_label(expr: &Expr) -> String {
+    cut(expr_text(expr))
+}
+
+/// A short label for a match arm's pattern, with its guard (`Some(x) if x > 0`).
+pub(crate) fn pat_label(pat: &Pat) -> String {
+    cut(pat_text(pat))
+}
+
+fn expr_text(expr: &Expr) -> String {
+    match expr {
+        Expr::Binary(binary) => format!(
+            "{} {} {}",
+            expr_text(&binary.left),
+            compact(&binary.op),
+            expr_text(&binary.right)
+        ),
+        Expr::Unary(unary) => format!("{}{}", compact(&unary.op), expr_text(&unary.expr)),
+        Expr::Paren(paren) => format!("({})", expr_text(&paren.expr)),
+        Expr::Let(binding) => format!(
+            "let {} = {}",
+            pat_text(&binding.pat),
+            expr_text(&binding.expr)
+        ),
+        other => compact(other),
+    }
+}
+
+fn pat_text(pat: &Pat) -> String {
+    match pat {
+        Pat::Guard(guarded) => format!(
+            "{} if {}",
+            pat_text(&guarded.pat),
+            expr_text(&guarded.guard)
+        ),
+        Pat::Or(or) => or
+            .cases
+            .iter()
+            .map(pat_text)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        other => compact(other),
+    }
+}
+
+fn cut(text: String) -> String {
     if text.chars().count() <= LABEL_CHARS {
         return text;
     }

@@ -23,6 +23,10 @@ const PAD: f64 = 12.0;
 const GROUP_LABEL_H: f64 = 18.0;
 const CHAR_W: f64 = 7.0;
 const MAX_LABEL_CHARS: usize = 34;
+/// Edge labels and group labels are cut shorter (the full text is in their `<title>`).
+const MAX_SMALL_CHARS: usize = 28;
+/// The width of a character of the 11 px labels.
+const SMALL_CHAR_W: f64 = 6.2;
 
 /// A box: width and height.
 #[derive(Clone, Copy, Default)]
@@ -51,6 +55,9 @@ impl Placed {
 
 struct Layout<'g> {
     nodes: &'g [Node],
+    groups: &'g [super::model::Group],
+    /// Sizes computed so far, by the block's address (each block is measured once).
+    sizes: std::cell::RefCell<HashMap<usize, Size>>,
     placed: Vec<Option<Placed>>,
     /// Group boxes: group index, x, y, w, h.
     boxes: Vec<(usize, f64, f64, f64, f64)>,
@@ -60,15 +67,26 @@ struct Layout<'g> {
 
 /// The text a node shows: its label (cut to fit) and its count when it ran more than once.
 fn shown(node: &Node) -> String {
-    let mut label: String = node.label.chars().take(MAX_LABEL_CHARS).collect();
-    if node.label.chars().count() > MAX_LABEL_CHARS {
-        label.pop();
-        label.push('…');
-    }
+    let mut label = cut(&node.label, MAX_LABEL_CHARS);
     if node.count > 1 {
         let _ = write!(label, " ×{}", node.count);
     }
     label
+}
+
+/// `text` cut at `max` characters (ending in `…` when cut).
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// The width of a small label as drawn.
+fn small_width(text: &str) -> f64 {
+    cut(text, MAX_SMALL_CHARS).chars().count() as f64 * SMALL_CHAR_W
 }
 
 fn node_size(node: &Node) -> Size {
@@ -93,7 +111,18 @@ fn node_size(node: &Node) -> Size {
 }
 
 impl Layout<'_> {
+    /// The size of `block`, measured once.
     fn size(&self, block: &Block) -> Size {
+        let key = std::ptr::from_ref(block) as usize;
+        if let Some(size) = self.sizes.borrow().get(&key) {
+            return *size;
+        }
+        let size = self.measure(block);
+        self.sizes.borrow_mut().insert(key, size);
+        size
+    }
+
+    fn measure(&self, block: &Block) -> Size {
         match block {
             Block::Node(n) => node_size(&self.nodes[*n]),
             Block::Seq(blocks) => {
@@ -116,41 +145,54 @@ impl Layout<'_> {
                     h: open.h + SPLIT_GAP + arms_h + SPLIT_GAP + close.h,
                 }
             }
-            Block::Group { inner, .. } => {
+            Block::Group { group, inner } => {
                 let inner = self.size(inner);
+                // Room for the label left of the edge that runs down the middle.
+                let label = self
+                    .groups
+                    .get(*group)
+                    .map_or(0.0, |g| small_width(&g.label) + 2.0 * SMALL_CHAR_W);
                 Size {
-                    w: inner.w + 2.0 * PAD,
+                    w: (inner.w + 2.0 * PAD).max(2.0 * (label + 12.0)),
                     h: inner.h + GROUP_LABEL_H + 2.0 * PAD,
                 }
             }
         }
     }
 
-    fn arm_width(&self, arm: &Block) -> f64 {
+    /// An arm's column: its content, or room for its edge, and for its label.
+    fn arm_width(&self, label: Option<&str>, arm: &Block) -> f64 {
         let size = self.size(arm);
-        if size.h > 0.0 { size.w } else { EMPTY_ARM_W }
+        let content = if size.h > 0.0 { size.w } else { EMPTY_ARM_W };
+        content.max(label.map_or(0.0, |l| small_width(l) + 10.0))
     }
 
     fn arms_size(&self, arms: &[(Option<String>, Block)]) -> (f64, f64) {
-        let w = arms.iter().map(|(_, a)| self.arm_width(a)).sum::<f64>()
+        let w = arms
+            .iter()
+            .map(|(label, a)| self.arm_width(label.as_deref(), a))
+            .sum::<f64>()
             + ARM_GAP * arms.len().saturating_sub(1) as f64;
         let h = arms.iter().map(|(_, a)| self.size(a).h).fold(0.0, f64::max);
         (w, h)
+    }
+
+    /// Places node `n` centred on `cx`, from `top` down.
+    fn place_node(&mut self, n: usize, cx: f64, top: f64) {
+        let size = node_size(&self.nodes[n]);
+        self.placed[n] = Some(Placed {
+            cx,
+            cy: top + size.h / 2.0,
+            w: size.w,
+            h: size.h,
+        });
     }
 
     /// Places `block` centred in the column `[left, left + width)`, from `top` down.
     fn place(&mut self, block: &Block, left: f64, width: f64, top: f64) {
         let cx = left + width / 2.0;
         match block {
-            Block::Node(n) => {
-                let size = node_size(&self.nodes[*n]);
-                self.placed[*n] = Some(Placed {
-                    cx,
-                    cy: top + size.h / 2.0,
-                    w: size.w,
-                    h: size.h,
-                });
-            }
+            Block::Node(n) => self.place_node(*n, cx, top),
             Block::Seq(blocks) => {
                 let mut y = top;
                 for block in blocks {
@@ -165,12 +207,12 @@ impl Layout<'_> {
             Block::Split { open, close, arms } => {
                 let total = self.size(block);
                 let open_size = node_size(&self.nodes[*open]);
-                self.place(&Block::Node(*open), left, width, top);
+                self.place_node(*open, cx, top);
                 let (arms_w, _) = self.arms_size(arms);
                 let arms_top = top + open_size.h + SPLIT_GAP;
                 let mut x = cx - arms_w / 2.0;
-                for (index, (_, arm)) in arms.iter().enumerate() {
-                    let w = self.arm_width(arm);
+                for (index, (label, arm)) in arms.iter().enumerate() {
+                    let w = self.arm_width(label.as_deref(), arm);
                     if self.size(arm).h > 0.0 {
                         self.place(arm, x, w, arms_top);
                     } else {
@@ -179,12 +221,7 @@ impl Layout<'_> {
                     x += w + ARM_GAP;
                 }
                 let close_size = node_size(&self.nodes[*close]);
-                self.place(
-                    &Block::Node(*close),
-                    left,
-                    width,
-                    top + total.h - close_size.h,
-                );
+                self.place_node(*close, cx, top + total.h - close_size.h);
             }
             Block::Group { group, inner } => {
                 let size = self.size(block);
@@ -201,6 +238,8 @@ impl Layout<'_> {
 pub(crate) fn render(graph: &Graph) -> String {
     let mut layout = Layout {
         nodes: &graph.nodes,
+        groups: &graph.groups,
+        sizes: std::cell::RefCell::new(HashMap::new()),
         placed: vec![None; graph.nodes.len()],
         boxes: Vec::new(),
         columns: HashMap::new(),
@@ -217,7 +256,7 @@ pub(crate) fn render(graph: &Graph) -> String {
         escape(&graph.slug)
     );
     let _ = write!(out, "<title>{}</title>", escape(&title(graph)));
-    out.push_str("<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#6b7280\"/></marker></defs>");
+    out.push_str("<defs><marker id=\"reprise-graph-arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#6b7280\"/></marker></defs>");
 
     for &(group, x, y, w, h) in &layout.boxes {
         let Some(g) = graph.groups.get(group) else {
@@ -238,11 +277,12 @@ pub(crate) fn render(graph: &Graph) -> String {
             escape(&g.label),
             x + 6.0,
             y + 14.0,
-            escape(&format!("{mark}{}", g.label))
+            escape(&format!("{mark}{}", cut(&g.label, MAX_SMALL_CHARS)))
         );
     }
 
     let mut edges = String::new();
+    let mut labels = String::new();
     graph.tree.connections(&mut |c| {
         let (Some(from), Some(to)) = (layout.placed[c.from], layout.placed[c.to]) else {
             return;
@@ -252,12 +292,12 @@ pub(crate) fn render(graph: &Graph) -> String {
         let to_kind = graph.nodes[c.to].kind;
         let splits = matches!(from_kind, NodeKind::Decision | NodeKind::Fork);
         let mut points = vec![(x1, y1)];
-        let mut label_at = (x2 + 4.0, y1 + SPLIT_GAP / 2.0 + 12.0);
+        let mut label_at = (x2, y1 + SPLIT_GAP / 2.0 + 13.0);
         if let Some(column) = c.empty_arm.and_then(|key| layout.columns.get(&key)).copied() {
             let upper = y1 + SPLIT_GAP / 2.0;
             let lower = y2 - SPLIT_GAP / 2.0;
             points.extend([(x1, upper), (column, upper), (column, lower), (x2, lower)]);
-            label_at = (column + 4.0, upper + 12.0);
+            label_at = (column, upper + 13.0);
         } else if (x1 - x2).abs() > 0.5 {
             let bend = if splits {
                 y1 + SPLIT_GAP / 2.0
@@ -276,24 +316,25 @@ pub(crate) fn render(graph: &Graph) -> String {
             .collect();
         let _ = write!(
             edges,
-            "<path class=\"edge\" data-from=\"{}\" data-to=\"{}\" d=\"{}\" fill=\"none\" stroke=\"#6b7280\" stroke-width=\"1.2\" marker-end=\"url(#arrow)\"/>",
+            "<path class=\"edge\" data-from=\"{}\" data-to=\"{}\" d=\"{}\" fill=\"none\" stroke=\"#6b7280\" stroke-width=\"1.2\" marker-end=\"url(#reprise-graph-arrow)\"/>",
             escape(&graph.nodes[c.from].id),
             escape(&graph.nodes[c.to].id),
             d.join(" ")
         );
         if let Some(label) = c.label {
-            let cut: String = label.chars().take(MAX_LABEL_CHARS).collect();
+            // A white halo keeps the label readable over the edge it sits on.
             let _ = write!(
-                edges,
-                "<text class=\"edge-label\" x=\"{:.1}\" y=\"{:.1}\" fill=\"#374151\" font-size=\"11\"><title>{}</title>{}</text>",
+                labels,
+                "<text class=\"edge-label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#374151\" font-size=\"11\" stroke=\"#ffffff\" stroke-width=\"4\" paint-order=\"stroke\"><title>{}</title>{}</text>",
                 label_at.0,
                 label_at.1,
                 escape(label),
-                escape(&cut)
+                escape(&cut(label, MAX_SMALL_CHARS))
             );
         }
     });
     out.push_str(&edges);
+    out.push_str(&labels);
 
     for (node, placed) in graph.nodes.iter().zip(&layout.placed) {
         if let Some(placed) = placed {
@@ -331,7 +372,7 @@ fn write_node(out: &mut String, node: &Node, p: Placed, lit: bool) {
     }
     let _ = write!(
         out,
-        "<g id=\"{}\" class=\"{class}\" data-kind=\"{}\"",
+        "<g class=\"{class}\" data-node=\"{}\" data-kind=\"{}\"",
         escape(&node.id),
         node.kind.as_str()
     );

@@ -285,7 +285,7 @@ fn the_graph_has_the_shape_of_the_body() {
         .filter(|e| e.from == decisions[0].id)
         .map(|e| e.label.clone().unwrap_or_default())
         .collect();
-    assert_eq!(arms, ["order.n>10", "order.n<3", "else"]);
+    assert_eq!(arms, ["order.n > 10", "order.n < 3", "else"]);
 
     // Unlit: no statuses, no counts.
     assert!(!graph.lit);
@@ -321,12 +321,12 @@ fn the_svg_is_standalone_escaped_and_marks_nodes() {
     assert!(!svg.contains("href"), "no external references");
     assert_eq!(svg.matches("http").count(), 1, "only the namespace: {svg}");
     // The condition `order.n < 3` is text, escaped.
-    assert!(svg.contains("order.n&lt;3"), "{svg}");
-    assert!(!svg.contains("order.n<3"));
+    assert!(svg.contains("order.n &lt; 3"), "{svg}");
+    assert!(!svg.contains("order.n < 3"));
     assert!(svg.contains("&quot;express&quot;"), "{svg}");
     // Call-site nodes carry their key, kind and a title.
     assert!(
-        svg.contains("class=\"node\" data-kind=\"action\" data-step=\"gr-check\"><title>gr-check (action `gr_check`"),
+        svg.contains("class=\"node\" data-node=\"n1\" data-kind=\"action\" data-step=\"gr-check\"><title>gr-check (action `gr_check`"),
         "{svg}"
     );
     assert!(svg.contains("data-kind=\"workflow\" data-step=\"gr-child\""));
@@ -363,7 +363,7 @@ async fn a_completed_run_lights_taken_branches_loop_counts_and_the_sub_workflow(
 
     let svg = graph.svg();
     assert!(
-        svg.contains("class=\"node completed\" data-kind=\"action\" data-step=\"gr-item\" data-status=\"completed\" data-count=\"3\""),
+        svg.contains("class=\"node completed\" data-node=\"n5\" data-kind=\"action\" data-step=\"gr-item\" data-status=\"completed\" data-count=\"3\""),
         "{svg}"
     );
     assert!(svg.contains("gr-item ×3"));
