@@ -28,6 +28,8 @@ mod mermaid;
 mod model;
 mod shape;
 mod svg;
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
 
@@ -63,6 +65,11 @@ impl Graph {
     pub fn of_workflow(registry: &Registry, slug: &str) -> Option<Graph> {
         let entry = registry.workflow(slug)?;
         let (nodes, groups, tree) = shape::build(registry, entry);
+        Some(Graph::assemble(slug, nodes, groups, tree))
+    }
+
+    /// A graph of `nodes`, `groups` and `tree`, with the edges the tree implies.
+    fn assemble(slug: &str, nodes: Vec<Node>, groups: Vec<Group>, tree: model::Block) -> Graph {
         let mut edges = Vec::new();
         tree.connections(&mut |c| {
             edges.push(Edge {
@@ -71,7 +78,7 @@ impl Graph {
                 label: c.label.map(str::to_owned),
             });
         });
-        Some(Graph {
+        Graph {
             slug: slug.to_owned(),
             lit: false,
             run_id: None,
@@ -79,7 +86,7 @@ impl Graph {
             edges,
             groups,
             tree,
-        })
+        }
     }
 
     /// Lights the graph with one run's event log (`events` in `seq` order, as
