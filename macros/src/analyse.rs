@@ -1683,4 +1683,99 @@ mod tests {
         assert_eq!(find("x.running"), None);
         assert_eq!(find("x.run"), None);
     }
+
+    /// The sites (callee, ordinal) and shape of a body.
+    fn shape_of(body: &str) -> (Vec<(String, u32)>, Vec<ShapeNode>) {
+        let mut block: Block = syn::parse_str(body).expect("a block");
+        let errors = Errors::new();
+        let ctx = Some(Ident::new("ctx", Span::call_site()));
+        let (sites, shape) = rewrite_body(&mut block, ctx, &quote!(::reprise::__private), &errors);
+        assert!(errors.finish().is_ok());
+        let sites = sites
+            .iter()
+            .map(|s| (s.callee.clone(), s.ordinal))
+            .collect();
+        (sites, shape)
+    }
+
+    fn arm(label: &str, body: Vec<ShapeNode>) -> (String, Vec<ShapeNode>) {
+        (label.to_owned(), body)
+    }
+
+    #[test]
+    fn records_the_shape_around_the_sites() {
+        use ShapeNode::{Branch, Loop, Parallel, Site};
+        let (sites, shape) = shape_of(
+            "{
+                let a = first.run(1).await?;
+                if a > 1 && ready { big.run(a).await?; } else if let Some(x) = y { small.run(x).await?; }
+                if quiet { let z = 1; }
+                match a { 0 => {}, n if n > 9 => { big.run(n).await?; } 1 | 2 => other(), _ => {} }
+                while poll.run(a).await? { ctx.sleep(d).await?; }
+                loop { if ctx.hook::<bool>().await? { break; } }
+                for i in 0..3 { let j = i * 2; }
+                let (l, r) = futures::join!(left.run(a), async { right.run(a).await });
+                let all = join_all(items.iter().map(|i| each.run(*i))).await;
+                let fanned = reprise::fan_out(items, 2, |i| each.run(i)).await;
+            }",
+        );
+        // Sites are numbered exactly as before: source order, ordinals per callee.
+        let names: Vec<&str> = sites.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "first", "big", "small", "big", "poll", "ctx", "ctx", "left", "right", "each",
+                "each"
+            ]
+        );
+        assert_eq!(sites[3].1, 2, "the second `big` site");
+        assert_eq!(sites[10].1, 2, "the second `each` site");
+        assert_eq!(
+            shape,
+            [
+                Site(0),
+                // `else if` joins the chain; the missing `else` is an empty arm.
+                Branch {
+                    label: "if".into(),
+                    arms: vec![
+                        arm("a > 1 && ready", vec![Site(1)]),
+                        arm("let Some(x) = y", vec![Site(2)]),
+                        arm("else", vec![]),
+                    ],
+                },
+                // The `if` without a site is left out; the match keeps every arm.
+                Branch {
+                    label: "match a".into(),
+                    arms: vec![
+                        arm("0", vec![]),
+                        arm("n if n > 9", vec![Site(3)]),
+                        arm("1 | 2", vec![]),
+                        arm("_", vec![]),
+                    ],
+                },
+                // A `while` condition runs on every iteration: inside the loop.
+                Loop {
+                    label: "while poll.run(a).await?".into(),
+                    body: vec![Site(4), Site(5)],
+                },
+                Loop {
+                    label: "loop".into(),
+                    // The condition's hook runs before the `if`, whose arms call nothing.
+                    body: vec![Site(6)],
+                },
+                Parallel {
+                    label: "join!".into(),
+                    branches: vec![vec![Site(7)], vec![Site(8)]],
+                },
+                Parallel {
+                    label: "join_all".into(),
+                    branches: vec![vec![Site(9)]],
+                },
+                Parallel {
+                    label: "fan_out".into(),
+                    branches: vec![vec![Site(10)]],
+                },
+            ]
+        );
+    }
 }

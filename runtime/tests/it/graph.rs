@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use reprise::event::{EventKind, RunId};
+use reprise::event::{Event, EventKind, EventPayload, HookReceipt, NewEvent, RunId};
 use reprise::graph::{Graph, GraphError, NodeKind, NodeStatus};
 use reprise::http::{HttpOptions, serve};
 use reprise::prelude::*;
@@ -612,4 +612,86 @@ async fn the_http_route_serves_svg_mermaid_and_json() {
         .await
         .expect("the server task")
         .expect("the server stops");
+}
+
+fn event(seq: u64, id: Option<&str>, payload: EventPayload) -> Event {
+    Event {
+        run_id: RunId::from("synthetic-run"),
+        seq,
+        event: NewEvent::new(id.map(str::to_owned), 1, chrono::Utc::now(), payload),
+    }
+}
+
+fn started(callee: &str) -> EventPayload {
+    EventPayload::StepStarted {
+        callee: callee.to_owned(),
+        kind: "action".to_owned(),
+        input: Value::Null,
+        digest: String::new(),
+    }
+}
+
+fn completed() -> EventPayload {
+    EventPayload::StepCompleted {
+        output: Value::Null,
+        callee: None,
+        usage: None,
+        usage_total: None,
+        seeded: false,
+    }
+}
+
+#[test]
+fn the_most_pressing_outcome_wins_and_a_timed_out_hook_or_a_canceled_run_is_failed() {
+    let engine = engine();
+    let mut graph = Graph::of_workflow(engine.registry(), "gr-shape").expect("registered");
+    let failed = EventPayload::StepFailed {
+        error: ActionError::new("declined", "no", false),
+    };
+    let events = [
+        event(0, None, EventPayload::RunStarted { fingerprint: None }),
+        event(1, Some("gr-check#0"), started("gr-check")),
+        event(2, Some("gr-check#0"), completed()),
+        // A recorded value (`ctx.now()`) is not a step.
+        event(3, Some("$now#0"), completed()),
+        event(4, Some("gr-item#0"), started("gr-item")),
+        event(5, Some("gr-item#0"), completed()),
+        event(6, Some("gr-item#1"), started("gr-item")),
+        event(7, Some("gr-item#1"), failed),
+        event(
+            8,
+            Some("hook#0"),
+            EventPayload::HookCreated {
+                token_hash: String::new(),
+                schema: Value::Null,
+                timeout_at: None,
+            },
+        ),
+        event(
+            9,
+            Some("hook#0"),
+            EventPayload::HookReceived(HookReceipt::TimedOut { timeout_at: None }),
+        ),
+        event(10, None, EventPayload::RunCanceled { error: None }),
+    ];
+    graph.light(&events);
+    assert_eq!(graph.run_id.as_deref(), Some("synthetic-run"));
+    let start = graph.nodes.iter().find(|n| n.kind == NodeKind::Start);
+    assert_eq!(start.and_then(|n| n.status), Some(NodeStatus::Completed));
+    assert_eq!(status(&graph, "gr-check"), (Some(NodeStatus::Completed), 1));
+    assert_eq!(status(&graph, "gr-item"), (Some(NodeStatus::Failed), 2));
+    assert_eq!(status(&graph, "hook"), (Some(NodeStatus::Failed), 1));
+    assert_eq!(status(&graph, "gr-big"), (Some(NodeStatus::NotReached), 0));
+    assert_eq!(end_status(&graph), Some(NodeStatus::Failed));
+    // Structural nodes have no status.
+    assert!(
+        graph
+            .nodes
+            .iter()
+            .filter(|n| matches!(
+                n.kind,
+                NodeKind::Decision | NodeKind::Merge | NodeKind::Fork | NodeKind::Join
+            ))
+            .all(|n| n.status.is_none())
+    );
 }
