@@ -16,7 +16,11 @@ const NODE_H: f64 = 36.0;
 const DIAMOND_H: f64 = 44.0;
 const DOT: f64 = 14.0;
 const GAP: f64 = 30.0;
-const SPLIT_GAP: f64 = 36.0;
+/// The space between a split's open node and its arms (and its arms and close node),
+/// room for the arm labels below the bend.
+const SPLIT_GAP: f64 = 46.0;
+/// How far below a split's open node (or above its close node) the edges bend.
+const BEND: f64 = 12.0;
 const ARM_GAP: f64 = 24.0;
 const EMPTY_ARM_W: f64 = 40.0;
 const PAD: f64 = 12.0;
@@ -292,17 +296,17 @@ pub(crate) fn render(graph: &Graph) -> String {
         let to_kind = graph.nodes[c.to].kind;
         let splits = matches!(from_kind, NodeKind::Decision | NodeKind::Fork);
         let mut points = vec![(x1, y1)];
-        let mut label_at = (x2, y1 + SPLIT_GAP / 2.0 + 13.0);
+        let mut label_at = (x2, y1 + BEND + 14.0);
         if let Some(column) = c.empty_arm.and_then(|key| layout.columns.get(&key)).copied() {
-            let upper = y1 + SPLIT_GAP / 2.0;
-            let lower = y2 - SPLIT_GAP / 2.0;
+            let upper = y1 + BEND;
+            let lower = y2 - BEND;
             points.extend([(x1, upper), (column, upper), (column, lower), (x2, lower)]);
-            label_at = (column, upper + 13.0);
+            label_at = (column, upper + 14.0);
         } else if (x1 - x2).abs() > 0.5 {
             let bend = if splits {
-                y1 + SPLIT_GAP / 2.0
+                y1 + BEND
             } else if matches!(to_kind, NodeKind::Merge | NodeKind::Join) {
-                y2 - SPLIT_GAP / 2.0
+                y2 - BEND
             } else {
                 y2 - GAP / 2.0
             };
