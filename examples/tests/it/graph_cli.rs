@@ -126,3 +126,57 @@ fn workflows_graph_rejects_an_unknown_run_or_one_of_another_workflow() {
         "{stderr}"
     );
 }
+
+/// The support example lit while it waits for a person's approval: its LLM step and its
+/// agent (matched by the agent's runtime slug) completed, the hook in the loop waiting,
+/// what follows not reached.
+#[tokio::test]
+async fn the_support_graph_lights_its_agent_and_its_waiting_hook() {
+    use reprise::graph::{Graph, NodeKind, NodeStatus};
+    use reprise_examples::support::{Ticket, support_triage};
+    use reprise_examples::support_model::ScriptedSupportModel;
+    use reprise_testkit::TestEnv;
+
+    let env = TestEnv::builder().llm(ScriptedSupportModel).build();
+    let ticket = Ticket {
+        model: Some("openai/gpt-4o-mini".to_owned()),
+        ..Ticket::new(
+            "TCK-2",
+            "grace@example.com",
+            "The espresso machine of order A-1002 leaks. I want my money back.",
+        )
+    };
+    let waits = env.execute(&support_triage, ticket).await.suspended();
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    let graph = Graph::of_run(env.engine(), "support-triage", &env.last_run())
+        .await
+        .expect("the graph lights");
+    let status = |step: &str| {
+        let node = graph.node(step).unwrap_or_else(|| panic!("no node {step}"));
+        (node.status, node.count)
+    };
+    assert_eq!(status("choose-model"), (Some(NodeStatus::Completed), 1));
+    assert_eq!(status("llm"), (Some(NodeStatus::Completed), 1));
+    let agent = graph
+        .nodes
+        .iter()
+        .find(|n| n.kind == NodeKind::Agent)
+        .expect("the agent's node");
+    assert_eq!(
+        (agent.status, agent.count),
+        (Some(NodeStatus::Completed), 1)
+    );
+    assert_eq!(
+        status("request-refund-approval"),
+        (Some(NodeStatus::Completed), 1)
+    );
+    assert_eq!(status("hook"), (Some(NodeStatus::Waiting), 1));
+    assert_eq!(
+        status("issue-approved-refund"),
+        (Some(NodeStatus::NotReached), 0)
+    );
+    assert_eq!(
+        status("reply-to-customer"),
+        (Some(NodeStatus::NotReached), 0)
+    );
+}

@@ -4,7 +4,7 @@
 //! A step's correlation id is `<site-key>#<n>` at the top level of the run and
 //! `<parent-id>/<site-key>#<n>` inside a sub-workflow or an agent; the top-level segment
 //! names the node, so a sub-workflow's (or agent's) inner steps light its node. Recorded
-//! values (`$now#0`, `$patch:…`) are not steps and light nothing.
+//! values (`$now#0`, `$patch:…`, `hook#0$resume-url`) are not steps and light nothing.
 
 use std::collections::BTreeMap;
 
@@ -94,7 +94,9 @@ pub(crate) fn light(nodes: &mut [Node], events: &[Event]) {
             Some((top, _)) => (top, true),
             None => (id, false),
         };
-        if top.starts_with('$') {
+        // Recorded values: `$now#0`, and those a step records under its own id
+        // (`hook#0$resume-url`).
+        if top.contains('$') {
             continue;
         }
         let occurrence = occurrences.entry(top).or_insert_with(|| {
@@ -103,11 +105,7 @@ pub(crate) fn light(nodes: &mut [Node], events: &[Event]) {
         });
         if nested {
             // A recorded value inside (`…/$now#0`) is not a step.
-            if !id
-                .rsplit('/')
-                .next()
-                .is_some_and(|last| last.starts_with('$'))
-            {
+            if !id.rsplit('/').next().is_some_and(|last| last.contains('$')) {
                 occurrence.nested.insert(id.to_owned(), status);
             }
         } else {

@@ -652,8 +652,9 @@ fn the_most_pressing_outcome_wins_and_a_timed_out_hook_or_a_canceled_run_is_fail
         event(0, None, EventPayload::RunStarted { fingerprint: None }),
         event(1, Some("gr-check#0"), started("gr-check")),
         event(2, Some("gr-check#0"), completed()),
-        // A recorded value (`ctx.now()`) is not a step.
+        // Recorded values (`ctx.now()`, a hook's resume URL) are not steps.
         event(3, Some("$now#0"), completed()),
+        event(3, Some("hook#0$resume-url"), completed()),
         event(4, Some("gr-item#0"), started("gr-item")),
         event(5, Some("gr-item#0"), completed()),
         event(6, Some("gr-item#1"), started("gr-item")),
