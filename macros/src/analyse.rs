@@ -17,6 +17,7 @@ use syn::{
 
 use crate::errors::Errors;
 use crate::parse::compact;
+use crate::shape::{ShapeBuilder, ShapeNode, expr_label, label, pat_label};
 
 /// What a call site does (mirrors `reprise::SiteKind`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -89,7 +90,8 @@ pub(crate) fn sites_ident() -> Ident {
     Ident::new("__REPRISE_SITES", Span::mixed_site())
 }
 
-/// Rewrites the step calls of a workflow body in place and returns its site manifest.
+/// Rewrites the step calls of a workflow body in place and returns its site manifest and
+/// its control-flow shape (the sites inside branches, loops and parallel groups).
 ///
 /// `ctx` is the identifier the user bound the `Ctx` parameter to, if any: only
 /// `<ctx>.sleep(..)`, `<ctx>.sleep_until(..)` and `<ctx>.hook()` are waits.
@@ -98,7 +100,7 @@ pub(crate) fn rewrite_body(
     ctx: Option<Ident>,
     private: &TokenStream,
     errors: &Errors,
-) -> Vec<SiteRecord> {
+) -> (Vec<SiteRecord>, Vec<ShapeNode>) {
     let mut rewriter = Rewriter {
         errors,
         private,
@@ -106,10 +108,14 @@ pub(crate) fn rewrite_body(
         sites: Vec::new(),
         pinned: BTreeMap::new(),
         imports: Vec::new(),
+        shape: ShapeBuilder::default(),
     };
     rewriter.visit_block_mut(block);
     let Rewriter {
-        mut sites, pinned, ..
+        mut sites,
+        pinned,
+        shape,
+        ..
     } = rewriter;
     let mut counters: BTreeMap<(SiteKind, String), u32> = BTreeMap::new();
     for site in &mut sites {
@@ -137,7 +143,7 @@ pub(crate) fn rewrite_body(
             );
         }
     }
-    sites
+    (sites, shape.finish())
 }
 
 struct Rewriter<'a> {
@@ -151,6 +157,8 @@ struct Rewriter<'a> {
     pinned: BTreeMap<String, Span>,
     /// The `use` items of the blocks being visited, outermost first.
     imports: Vec<Imports>,
+    /// The control-flow shape around the sites.
+    shape: ShapeBuilder,
 }
 
 /// What the `use` items of one block bring into scope.
@@ -235,7 +243,9 @@ impl Rewriter<'_> {
             pinned: None,
             line: u32::try_from(line).unwrap_or(0),
         });
-        self.sites.len() - 1
+        let index = self.sites.len() - 1;
+        self.shape.push(ShapeNode::Site(index));
+        index
     }
 
     /// Rewrites a step method call, or returns `None` to leave it alone.
@@ -402,8 +412,19 @@ impl Rewriter<'_> {
         if EXPR_MACROS.contains(&name.as_str()) {
             let parser = Punctuated::<Expr, Token![,]>::parse_terminated;
             if let Ok(mut args) = parser.parse2(mac.tokens.clone()) {
+                let parallel = matches!(name.as_str(), "join" | "try_join");
+                let mut branches = Vec::new();
                 for arg in args.iter_mut() {
+                    if parallel {
+                        self.shape.open();
+                    }
                     self.visit_expr_mut(arg);
+                    if parallel {
+                        branches.push(self.shape.close());
+                    }
+                }
+                if parallel {
+                    self.shape.parallel(format!("{name}!"), branches);
                 }
                 mac.tokens = args.into_token_stream();
                 return;
@@ -729,6 +750,98 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_item_mut(&mut self, _item: &mut syn::Item) {}
+
+    // The shape: each control-flow construct opens a sequence per arm, body or branch
+    // around the default visit, in the default visit's order, so sites are numbered
+    // exactly as without it.
+
+    fn visit_expr_if_mut(&mut self, expr: &mut syn::ExprIf) {
+        let condition = expr_label(&expr.cond);
+        self.visit_expr_mut(&mut expr.cond);
+        let mut arms = Vec::new();
+        self.shape.open();
+        self.visit_block_mut(&mut expr.then_branch);
+        arms.push((condition, self.shape.close()));
+        match &mut expr.else_branch {
+            Some((_, otherwise)) => {
+                let else_if = matches!(**otherwise, Expr::If(_));
+                self.shape.open();
+                self.visit_expr_mut(otherwise);
+                let mut body = self.shape.close();
+                match body.as_mut_slice() {
+                    // `else if`: one branch with the chain's arms.
+                    [ShapeNode::Branch { label, arms: inner }] if else_if && label == "if" => {
+                        arms.append(inner);
+                    }
+                    // An `else if` without sites: its arms are empty.
+                    [] if else_if => arms.push(("else".to_owned(), Vec::new())),
+                    _ => arms.push(("else".to_owned(), body)),
+                }
+            }
+            None => arms.push(("else".to_owned(), Vec::new())),
+        }
+        self.shape.branch("if".to_owned(), arms);
+    }
+
+    fn visit_expr_match_mut(&mut self, expr: &mut syn::ExprMatch) {
+        let subject = format!("match {}", expr_label(&expr.expr));
+        self.visit_expr_mut(&mut expr.expr);
+        let mut arms = Vec::new();
+        for arm in &mut expr.arms {
+            // The pattern, with its guard (`Some(x) if x > 0`).
+            let text = pat_label(&arm.pat);
+            self.shape.open();
+            self.visit_pat_mut(&mut arm.pat);
+            self.visit_expr_mut(&mut arm.body);
+            arms.push((text, self.shape.close()));
+        }
+        self.shape.branch(subject, arms);
+    }
+
+    fn visit_expr_for_loop_mut(&mut self, expr: &mut syn::ExprForLoop) {
+        let header = format!("for {} in {}", label(&expr.pat), expr_label(&expr.expr));
+        self.visit_expr_mut(&mut expr.expr);
+        self.shape.open();
+        self.visit_block_mut(&mut expr.body);
+        let body = self.shape.close();
+        self.shape.looped(header, body);
+    }
+
+    fn visit_expr_while_mut(&mut self, expr: &mut syn::ExprWhile) {
+        let header = format!("while {}", expr_label(&expr.cond));
+        self.shape.open();
+        self.visit_expr_mut(&mut expr.cond);
+        self.visit_block_mut(&mut expr.body);
+        let body = self.shape.close();
+        self.shape.looped(header, body);
+    }
+
+    fn visit_expr_loop_mut(&mut self, expr: &mut syn::ExprLoop) {
+        self.shape.open();
+        self.visit_block_mut(&mut expr.body);
+        let body = self.shape.close();
+        self.shape.looped("loop".to_owned(), body);
+    }
+
+    fn visit_expr_call_mut(&mut self, call: &mut syn::ExprCall) {
+        let parallel = match &*call.func {
+            Expr::Path(path) => path
+                .path
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .filter(|name| matches!(name.as_str(), "join_all" | "try_join_all" | "fan_out")),
+            _ => None,
+        };
+        let Some(name) = parallel else {
+            visit_mut::visit_expr_call_mut(self, call);
+            return;
+        };
+        self.shape.open();
+        visit_mut::visit_expr_call_mut(self, call);
+        let body = self.shape.close();
+        self.shape.parallel(name, vec![body]);
+    }
 }
 
 /// Removes `#[step(..)]` attributes from a statement and returns the first one.
@@ -1569,5 +1682,100 @@ mod tests {
         assert_eq!(find("other.sleep(d)"), None);
         assert_eq!(find("x.running"), None);
         assert_eq!(find("x.run"), None);
+    }
+
+    /// The sites (callee, ordinal) and shape of a body.
+    fn shape_of(body: &str) -> (Vec<(String, u32)>, Vec<ShapeNode>) {
+        let mut block: Block = syn::parse_str(body).expect("a block");
+        let errors = Errors::new();
+        let ctx = Some(Ident::new("ctx", Span::call_site()));
+        let (sites, shape) = rewrite_body(&mut block, ctx, &quote!(::reprise::__private), &errors);
+        assert!(errors.finish().is_ok());
+        let sites = sites
+            .iter()
+            .map(|s| (s.callee.clone(), s.ordinal))
+            .collect();
+        (sites, shape)
+    }
+
+    fn arm(label: &str, body: Vec<ShapeNode>) -> (String, Vec<ShapeNode>) {
+        (label.to_owned(), body)
+    }
+
+    #[test]
+    fn records_the_shape_around_the_sites() {
+        use ShapeNode::{Branch, Loop, Parallel, Site};
+        let (sites, shape) = shape_of(
+            "{
+                let a = first.run(1).await?;
+                if a > 1 && ready { big.run(a).await?; } else if let Some(x) = y { small.run(x).await?; }
+                if quiet { let z = 1; }
+                match a { 0 => {}, n if n > 9 => { big.run(n).await?; } 1 | 2 => other(), _ => {} }
+                while poll.run(a).await? { ctx.sleep(d).await?; }
+                loop { if ctx.hook::<bool>().await? { break; } }
+                for i in 0..3 { let j = i * 2; }
+                let (l, r) = futures::join!(left.run(a), async { right.run(a).await });
+                let all = join_all(items.iter().map(|i| each.run(*i))).await;
+                let fanned = reprise::fan_out(items, 2, |i| each.run(i)).await;
+            }",
+        );
+        // Sites are numbered exactly as before: source order, ordinals per callee.
+        let names: Vec<&str> = sites.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "first", "big", "small", "big", "poll", "ctx", "ctx", "left", "right", "each",
+                "each"
+            ]
+        );
+        assert_eq!(sites[3].1, 2, "the second `big` site");
+        assert_eq!(sites[10].1, 2, "the second `each` site");
+        assert_eq!(
+            shape,
+            [
+                Site(0),
+                // `else if` joins the chain; the missing `else` is an empty arm.
+                Branch {
+                    label: "if".into(),
+                    arms: vec![
+                        arm("a > 1 && ready", vec![Site(1)]),
+                        arm("let Some(x) = y", vec![Site(2)]),
+                        arm("else", vec![]),
+                    ],
+                },
+                // The `if` without a site is left out; the match keeps every arm.
+                Branch {
+                    label: "match a".into(),
+                    arms: vec![
+                        arm("0", vec![]),
+                        arm("n if n > 9", vec![Site(3)]),
+                        arm("1 | 2", vec![]),
+                        arm("_", vec![]),
+                    ],
+                },
+                // A `while` condition runs on every iteration: inside the loop.
+                Loop {
+                    label: "while poll.run(a).await?".into(),
+                    body: vec![Site(4), Site(5)],
+                },
+                Loop {
+                    label: "loop".into(),
+                    // The condition's hook runs before the `if`, whose arms call nothing.
+                    body: vec![Site(6)],
+                },
+                Parallel {
+                    label: "join!".into(),
+                    branches: vec![vec![Site(7)], vec![Site(8)]],
+                },
+                Parallel {
+                    label: "join_all".into(),
+                    branches: vec![vec![Site(9)]],
+                },
+                Parallel {
+                    label: "fan_out".into(),
+                    branches: vec![vec![Site(10)]],
+                },
+            ]
+        );
     }
 }

@@ -336,7 +336,7 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
         Pat::Ident(pat) => Some(pat.ident.clone()),
         _ => None,
     });
-    let sites = rewrite_body(&mut user.block, ctx_ident, private, errors);
+    let (sites, shape) = rewrite_body(&mut user.block, ctx_ident, private, errors);
     let owned = hidden("__reprise_ctx_owned");
     let ctx_ref = ctx_ref_ident(Span::call_site());
     let mut inputs = user.sig.inputs.clone();
@@ -380,11 +380,18 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
 
     let manifest = manifest(&sites, private);
     let sites_name = sites_ident();
+    let shape_name = shape_ident();
+    let shape_len = shape.len();
+    let shape_elements = crate::shape::elements(&shape, private);
+    let shape_static = quote! {
+        static #shape_name: [#private::Shape; #shape_len] = [#(#shape_elements),*];
+    };
     let options = workflow_options(args, private);
     let behavior = quote! {
         #private::StepBehavior::Workflow {
             options: #options,
             sites: &#sites_name,
+            shape: &#shape_name,
             call: #body_name,
         }
     };
@@ -393,6 +400,7 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
     let checks = data_checks(step, private);
     let scoped = common.scope(quote! {
         #manifest
+        #shape_static
         #user
         #body_fn
         #impl_step
@@ -443,6 +451,11 @@ fn workflow_options(args: &WorkflowArgs, private: &TokenStream) -> TokenStream {
             options
         })
     }
+}
+
+/// The ident of the generated static shape of the body (`reprise::Shape`s).
+fn shape_ident() -> Ident {
+    Ident::new("__REPRISE_SHAPE", Span::mixed_site())
 }
 
 /// `static __REPRISE_SITES: [Site; N] = [...]`.

@@ -16,6 +16,7 @@ mod args;
 mod errors;
 mod expand;
 mod parse;
+mod shape;
 
 #[cfg(test)]
 mod tests;

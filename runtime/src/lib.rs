@@ -129,7 +129,8 @@ pub use llm::{Agent, AgentReply, LlmCall, prompt_llm};
 pub use payload::{DEFAULT_HISTORY_WARNING_BYTES, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use retry::RetryPolicy;
 pub use step::{
-    ActionOptions, OnMaxAttempts, Site, SiteKind, Step, StepData, StepKind, WorkflowOptions,
+    ActionOptions, OnMaxAttempts, Shape, ShapeArm, Site, SiteKind, Step, StepData, StepKind,
+    WorkflowOptions,
 };
 pub use tags::{RunCursor, TagFilter, TagOp, TagValue};
 pub use worker::{Worker, WorkerOptions, WorkerReport};

@@ -13,8 +13,8 @@ pub use crate::ctx::step::run_step;
 pub use crate::llm::{bind_agent_prompt, bind_prompt_llm};
 pub use crate::registry::Registration;
 pub use crate::step::{
-    ActionFn, ActionOptions, OnMaxAttempts, Site, SiteKind, Step, StepBehavior, StepData,
-    WorkflowFn, WorkflowOptions,
+    ActionFn, ActionOptions, OnMaxAttempts, Shape, ShapeArm, Site, SiteKind, Step, StepBehavior,
+    StepData, WorkflowFn, WorkflowOptions,
 };
 pub use crate::{ActionCtx, ActionError, Ctx, WorkflowError};
 

@@ -16,13 +16,21 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use crate::schema::{Validator, schema_of};
-use crate::step::{ActionOptions, Site, Step, StepBehavior, StepKind, WorkflowOptions};
+use crate::step::{ActionOptions, Shape, Site, Step, StepBehavior, StepKind, WorkflowOptions};
 use crate::{ActionCtx, ActionError, Ctx, EngineError, WorkflowError};
 
 /// A type-erased action body: JSON in, JSON out.
 pub type ErasedActionFn = fn(Value, ActionCtx) -> BoxFuture<'static, Result<Value, ActionError>>;
 /// A type-erased workflow body: JSON in, JSON out.
 pub type ErasedWorkflowFn = fn(Ctx, Value) -> BoxFuture<'static, Result<Value, WorkflowError>>;
+
+/// A workflow's options, site manifest, shape and type-erased body.
+pub(crate) type WorkflowParts = (
+    WorkflowOptions,
+    &'static [Site],
+    &'static [Shape],
+    ErasedWorkflowFn,
+);
 
 /// What `#[action]` and `#[workflow]` submit to the link-time registry.
 #[derive(Clone, Copy)]
@@ -39,7 +47,7 @@ pub struct Registration {
     pub(crate) input_schema: fn() -> Value,
     pub(crate) output_schema: fn() -> Value,
     pub(crate) action: Option<(ActionOptions, ErasedActionFn)>,
-    pub(crate) workflow: Option<(WorkflowOptions, &'static [Site], ErasedWorkflowFn)>,
+    pub(crate) workflow: Option<WorkflowParts>,
     /// The step's type: what identifies it (fn pointers, so `of` stays `const`).
     type_id: fn() -> TypeId,
     type_name: fn() -> &'static str,
@@ -66,10 +74,20 @@ impl Registration {
                 Some((options, erased_action::<S> as ErasedActionFn)),
                 None,
             ),
-            StepBehavior::Workflow { options, sites, .. } => (
+            StepBehavior::Workflow {
+                options,
+                sites,
+                shape,
+                ..
+            } => (
                 StepKind::Workflow,
                 None,
-                Some((options, sites, erased_workflow::<S> as ErasedWorkflowFn)),
+                Some((
+                    options,
+                    sites,
+                    shape,
+                    erased_workflow::<S> as ErasedWorkflowFn,
+                )),
             ),
         };
         Registration {
@@ -181,6 +199,8 @@ pub struct WorkflowEntry {
     pub options: WorkflowOptions,
     /// Its call-site manifest.
     pub sites: &'static [Site],
+    /// The control-flow shape of its body around the sites.
+    pub shape: &'static [Shape],
     pub(crate) body: ErasedWorkflowFn,
     pub(crate) input: Validator,
     pub(crate) output: Validator,
@@ -254,13 +274,14 @@ impl Registry {
                 registration.describe()
             )));
         }
-        if let Some((options, sites, body)) = registration.workflow {
+        if let Some((options, sites, shape, body)) = registration.workflow {
             let what_in = format!("input of workflow `{}`", registration.slug);
             let what_out = format!("output of workflow `{}`", registration.slug);
             let entry = WorkflowEntry {
                 registration,
                 options,
                 sites,
+                shape,
                 body,
                 input: Validator::compile((registration.input_schema)(), what_in)?,
                 output: Validator::compile((registration.output_schema)(), what_out)?,

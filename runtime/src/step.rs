@@ -174,6 +174,8 @@ pub enum StepBehavior<I, O> {
         options: WorkflowOptions,
         /// The static manifest of its call sites.
         sites: &'static [Site],
+        /// The control-flow shape of its body around those sites.
+        shape: &'static [Shape],
         /// Its body.
         call: WorkflowFn<I, O>,
     },
@@ -229,4 +231,50 @@ impl Site {
             None => format!("{slug}@{}", self.ordinal),
         }
     }
+}
+
+/// The control-flow shape of a workflow body around its call sites, fixed at compile time
+/// by `#[workflow]` next to the [`Site`] manifest: which sites sit in which branch, loop or
+/// parallel group. A body is a sequence of shapes, in source order. Constructs without a
+/// site inside are left out. Used to draw the workflow ([`crate::graph`]); it takes no part
+/// in step identity (site keys, correlation ids, the fingerprint).
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Shape {
+    /// The site at this index of the workflow's `&[Site]` manifest.
+    Site(usize),
+    /// A choice: `if`/`else if`/`else` (label `if`, one arm per condition, an `if`
+    /// without `else` has an empty `else` arm) or `match` (label `match <expr>`, one arm
+    /// per pattern).
+    Branch {
+        /// `if` or `match <scrutinee>`.
+        label: &'static str,
+        /// The arms, in source order.
+        arms: &'static [ShapeArm],
+    },
+    /// A loop: `for`, `while` or `loop`, labelled by its header (`for item in items`).
+    Loop {
+        /// The loop's header.
+        label: &'static str,
+        /// Its body.
+        body: &'static [Shape],
+    },
+    /// Steps started together: `join!`/`try_join!` (one branch per argument with sites) or
+    /// `join_all`/`try_join_all`/`fan_out` (label the fn name; one branch, run once per item).
+    Parallel {
+        /// `join!`, `try_join!`, `join_all`, `try_join_all` or `fan_out`.
+        label: &'static str,
+        /// The branches.
+        branches: &'static [&'static [Shape]],
+    },
+}
+
+/// One arm of a [`Shape::Branch`].
+#[derive(Debug, serde::Serialize)]
+pub struct ShapeArm {
+    /// The condition (`x > 3`), `else`, or the pattern (`Some(v)`, `_ if ok`).
+    pub label: &'static str,
+    /// The arm's body (empty when it calls no step).
+    pub body: &'static [Shape],
 }

@@ -10,6 +10,7 @@ mod delayed_start_cli;
 mod expense_report;
 mod file_digest;
 mod fork_cli;
+mod graph_cli;
 mod hardening_cli;
 mod hot_runs;
 mod idempotent_cli;

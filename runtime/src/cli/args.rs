@@ -50,6 +50,18 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// The output of `workflows graph` (`--format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GraphFormat {
+    /// A Mermaid `flowchart TD`, with a `classDef` per node status when lit.
+    #[default]
+    Mermaid,
+    /// A standalone SVG document.
+    Svg,
+    /// The graph's nodes, edges and groups as JSON.
+    Json,
+}
+
 /// The format of log lines (`--log-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -163,10 +175,18 @@ pub(crate) enum WorkflowsCommand {
         /// The workflow's slug.
         slug: String,
     },
-    /// Print a Mermaid flowchart of a workflow's call sites.
+    /// Print a workflow's graph: its call sites in their real shape (branches, loops,
+    /// parallel groups, sub-workflows, waits), optionally lit by one of its runs (each
+    /// node's status, and how often it ran).
     Graph {
         /// The workflow's slug.
         slug: String,
+        /// Light the graph with this run of the workflow.
+        #[arg(long, value_name = "RUN_ID")]
+        run: Option<String>,
+        /// `mermaid` (a Mermaid flowchart), `svg` (a standalone SVG document) or `json`.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
     },
     /// Pause a workflow (for incidents): no run of it is claimed by any worker until it is
     /// unpaused; runs executing now go on to their next suspension.

@@ -9,14 +9,14 @@
 //!
 //! Commands: `dev [--addr 127.0.0.1:8080]` (worker + scheduler + HTTP API on one database),
 //! `worker [--concurrency N] [--lease 15s]`, `workflows list|run <slug> --input <json|@file>
-//! [--json] [--wait 30s|--enqueue]|schema <slug>|graph <slug>|check [--workflow] [--in-flight]
+//! [--json] [--wait 30s|--enqueue]|schema <slug>|graph <slug> [--run <id>] [--format mermaid|svg|json]|check [--workflow] [--in-flight]
 //! [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|cancel <id>|export <id>
 //! [--out FILE]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`,
 //! `schedules list|get|create|update|pause|resume|delete|trigger|backfill` (schedules as
 //! data; see [`crate::trigger::ScheduleSpec`]).
 //! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
 //! `sqlite://.reprise/reprise.db`, created on first use by the commands that write. The
-//! read-only commands (`runs list|get|export`, `workflows check`) open it read-only
+//! read-only commands (`runs list|get|export`, `workflows check`, `workflows graph --run`) open it read-only
 //! ([`crate::store::open_read_only`]): they need only read permission, never create or
 //! migrate it, and a missing database is an error ("no database at …"), not a new file.
 //!
@@ -63,7 +63,7 @@ use crate::engine::{Engine, EngineBuilder, Execution, RunOutcome, summarize_step
 use crate::error::EngineError;
 use crate::event::{RunFilter, RunId, RunRecord, RunStatus, Trigger};
 use crate::store::StoreErrorKind;
-use args::{Cli, Command, HooksCommand, RunArgs, RunsCommand, WorkflowsCommand};
+use args::{Cli, Command, GraphFormat, HooksCommand, RunArgs, RunsCommand, WorkflowsCommand};
 
 /// The lease of runs executed by foreground commands (`workflows run`, `runs resume`,
 /// `hooks resume`).
@@ -240,7 +240,9 @@ fn is_read_only(command: &Command) -> bool {
                 | RunsCommand::Get { .. }
                 | RunsCommand::Export { .. }
                 | RunsCommand::Usage { .. }
-        ) | Command::Workflows(WorkflowsCommand::Check { .. })
+        ) | Command::Workflows(
+            WorkflowsCommand::Check { .. } | WorkflowsCommand::Graph { run: Some(_), .. }
+        )
     )
 }
 
@@ -580,11 +582,18 @@ async fn dispatch(
             println!("{}", pretty(&schemas));
             Ok(EXIT_COMPLETED)
         }
-        Command::Workflows(WorkflowsCommand::Graph { slug }) => {
+        Command::Workflows(WorkflowsCommand::Graph { slug, run, format }) => {
             engine.workflow(&slug)?;
-            let graph = crate::graph::Graph::of_workflow(engine.registry(), &slug)
-                .ok_or_else(|| EngineError::UnknownWorkflow(slug.clone()))?;
-            print!("{}", graph.mermaid());
+            let graph = match run {
+                Some(run) => crate::graph::Graph::of_run(engine, &slug, &RunId(run)).await?,
+                None => crate::graph::Graph::of_workflow(engine.registry(), &slug)
+                    .ok_or_else(|| EngineError::UnknownWorkflow(slug.clone()))?,
+            };
+            match format {
+                GraphFormat::Mermaid => print!("{}", graph.mermaid()),
+                GraphFormat::Svg => println!("{}", graph.svg()),
+                GraphFormat::Json => println!("{}", pretty(&serde_json::to_value(&graph)?)),
+            }
             Ok(EXIT_COMPLETED)
         }
         Command::Workflows(WorkflowsCommand::Check {

@@ -23,6 +23,7 @@
 //! | Route | Success | Errors |
 //! |---|---|---|
 //! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; `?delay=10m` or `?start_at=<RFC 3339>` for a delayed start: queued, due then; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait`, `delay`, `start_at` or key, 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 413 `payload_too_large` (the input is over `EngineBuilder::max_payload_bytes`; names the size and the limit), 422 schema violations (nothing is enqueued) |
+//! | `GET /workflows/{slug}/graph` (`?run=<id>` lights it with that run; `?format=svg\|mermaid\|json`) | 200 the workflow's graph: `image/svg+xml` by default (call-site nodes `<g class="node <status>" data-step data-status>`), Mermaid as `text/plain`, or JSON | 400 unknown `format`, 404 unknown slug or run, 422 `other_workflow` (the run is of another workflow) |
 //! | `GET /workflows` | 200 `[{"slug","description"?,"input_schema","output_schema","paused"?}]` (`paused`: `{"by","at"}` while paused) | |
 //! | `GET /runs?status=&workflow=&limit=` | 200 `[{"id","workflow","status","attempt","trigger","created_at","updated_at","wake_at"}]`, newest first, at most `limit` (default 100); runs whose rows do not decode are left out (logged at debug) and named in the header `X-Reprise-Skipped: <id>, <id>` | 400 unknown status (names the valid ones) or bad limit |
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
@@ -119,6 +120,7 @@ mod auth;
 mod body;
 mod cross_site;
 mod error;
+mod graph;
 mod hooks;
 mod metrics;
 mod openapi;
@@ -331,6 +333,7 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
     let protected = Router::new()
         .route("/workflows", get(workflows::list))
         .route("/workflows/{slug}", post(workflows::start))
+        .route("/workflows/{slug}/graph", get(graph::graph))
         .route("/runs", get(runs::list))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/events", get(runs::events))

@@ -21,7 +21,9 @@ use super::schedules::{
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
-use super::{AppState, hooks, metrics, pause, purge, runs, schedules, usage, webhooks, workflows};
+use super::{
+    AppState, graph, hooks, metrics, pause, purge, runs, schedules, usage, webhooks, workflows,
+};
 use crate::registry::WorkflowEntry;
 
 #[derive(OpenApi)]
@@ -36,6 +38,7 @@ use crate::registry::WorkflowEntry;
     paths(
         workflows::list,
         workflows::start,
+        graph::graph,
         runs::list,
         runs::get,
         runs::events,

@@ -8,6 +8,7 @@ mod conformance;
 mod delayed_start;
 mod engine;
 mod fork_run;
+mod graph;
 mod hermetic;
 mod hot_runs;
 mod http;
