@@ -77,6 +77,7 @@ mod fan_out;
 pub mod graph;
 mod history;
 mod hook_token;
+mod live;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod llm;

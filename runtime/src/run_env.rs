@@ -109,6 +109,8 @@ pub(crate) struct RunEnv {
     transitions: tokio::sync::broadcast::Sender<RunTransition>,
     /// Woken when a run may have become due (started, hook delivered, canceled).
     pub(crate) wake: tokio::sync::Notify,
+    /// Live notifications of watched runs (new events, LLM token deltas), for streams.
+    pub(crate) live: crate::live::LiveHub,
 }
 
 /// The parts of a [`RunEnv`], set by the engine builder.
@@ -137,6 +139,7 @@ impl RunEnv {
             public_url: parts.public_url,
             transitions: tokio::sync::broadcast::channel(1024).0,
             wake: tokio::sync::Notify::new(),
+            live: crate::live::LiveHub::default(),
         }
     }
 
@@ -208,8 +211,10 @@ impl RunEnv {
         format!("{}/hooks/{token}", self.public_url.trim_end_matches('/'))
     }
 
-    /// Tells subscribers that run `id` is now `status`; a queued run wakes the workers.
+    /// Tells subscribers that run `id` is now `status` (and its live watchers that it has
+    /// new events); a queued run wakes the workers.
     pub(crate) fn announce(&self, id: &RunId, workflow: &str, status: RunStatus) {
+        self.live.publish(id, crate::live::Live::Appended);
         let _ = self.transitions.send(RunTransition {
             run_id: id.clone(),
             workflow: workflow.to_owned(),

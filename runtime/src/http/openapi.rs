@@ -21,7 +21,8 @@ use super::schedules::{
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
-use super::{AppState, hooks, pause, purge, runs, schedules, webhooks, workflows};
+use super::streams::{RunMessage, TokenMessage};
+use super::{AppState, hooks, pause, purge, runs, schedules, streams, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 
 #[derive(OpenApi)]
@@ -39,6 +40,8 @@ use crate::registry::WorkflowEntry;
         runs::list,
         runs::get,
         runs::events,
+        streams::run,
+        streams::all,
         runs::cancel,
         runs::retry,
         pause::pause_run,
@@ -72,6 +75,8 @@ use crate::registry::WorkflowEntry;
         RunSummary,
         RunDetail,
         HookView,
+        RunMessage,
+        TokenMessage,
         WebhookReply,
         Retried,
         PauseState,
