@@ -77,9 +77,9 @@ mod fan_out;
 pub mod graph;
 mod history;
 mod hook_token;
-mod live;
 #[cfg(feature = "http")]
 pub mod http;
+mod live;
 pub mod llm;
 mod payload;
 pub mod registry;

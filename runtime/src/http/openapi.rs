@@ -18,10 +18,10 @@ use super::runs::{Forked, HookView, Retried, RunDetail, RunSummary};
 use super::schedules::{
     BackfillRange, BackfillView, Deleted, NewSchedule, ScheduleView, Triggered,
 };
+use super::streams::{RunMessage, TokenMessage};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
-use super::streams::{RunMessage, TokenMessage};
 use super::{AppState, hooks, pause, purge, runs, schedules, streams, webhooks, workflows};
 use crate::registry::WorkflowEntry;
 

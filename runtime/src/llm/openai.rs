@@ -175,7 +175,11 @@ impl OpenAiProvider {
     }
 
     /// One attempt: send, classify the answer; with `delta`, read it as a stream.
-    async fn attempt(&self, body: &Value, delta: Option<Delta<'_>>) -> Result<LlmResponse, LlmError> {
+    async fn attempt(
+        &self,
+        body: &Value,
+        delta: Option<Delta<'_>>,
+    ) -> Result<LlmResponse, LlmError> {
         let url = self.endpoint();
         let mut request = self.client.post(&url).timeout(self.timeout).json(body);
         if let Some(key) = &self.api_key {
@@ -420,7 +424,10 @@ impl Streamed {
         let Some(piece) = choice.get("delta") else {
             return;
         };
-        for (field, text) in [("content", &mut self.content), ("refusal", &mut self.refusal)] {
+        for (field, text) in [
+            ("content", &mut self.content),
+            ("refusal", &mut self.refusal),
+        ] {
             if let Some(part) = piece.get(field).and_then(Value::as_str) {
                 text.get_or_insert_with(String::new).push_str(part);
                 if !part.is_empty() {

@@ -223,7 +223,10 @@ impl Api {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let content_type = response.headers()["content-type"].to_str().unwrap();
-        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
         let bytes = futures::stream::unfold(response, |mut response| async move {
             match response.chunk().await {
                 Ok(Some(bytes)) => Some((Ok(bytes), response)),
@@ -282,13 +285,19 @@ async fn a_run_streams_each_event_in_order_then_ends_with_the_run() {
         .await;
     api.deliver(&id, json!("approved")).await;
     messages.extend(stream.until(|m| m.event == "end").await);
-    assert!(stream.next().await.is_none(), "the stream closes after `end`");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream closes after `end`"
+    );
 
     let end = messages.last().unwrap();
     assert_eq!(end.data["status"], "completed", "{end:?}");
     assert_eq!(end.data["output"], "noted order 7; noted approved");
     let (_, run) = api.json(api.get(&format!("/runs/{id}"))).await;
-    assert_eq!(end.data, run, "`end` carries the run as GET /runs/{{id}} shows it");
+    assert_eq!(
+        end.data, run,
+        "`end` carries the run as GET /runs/{{id}} shows it"
+    );
     let (_, log) = api.json(api.get(&format!("/runs/{id}/events"))).await;
     assert_is_log(&messages, &log, 0);
     api.stop().await;
@@ -404,7 +413,11 @@ async fn the_runs_stream_sends_each_status_change_of_the_filtered_workflow_only(
         .iter()
         .map(|m| m.data["status"].as_str().unwrap())
         .collect();
-    assert_eq!(statuses, ["queued", "running", "completed"], "{messages:#?}");
+    assert_eq!(
+        statuses,
+        ["queued", "running", "completed"],
+        "{messages:#?}"
+    );
 
     let only = completed.until(|m| m.data["run_id"] == id.as_str()).await;
     assert_eq!(only.len(), 1, "{only:#?}");
@@ -423,7 +436,9 @@ async fn events_written_by_another_process_reach_the_streams() {
     let worker = builder(&api.base).sqlite(&db).unwrap().build().unwrap();
     start_worker(&worker);
 
-    let mut runs = api.stream("/runs/stream?workflow=stream-approval", None).await;
+    let mut runs = api
+        .stream("/runs/stream?workflow=stream-approval", None)
+        .await;
     let id = api.start("stream-approval", json!("far")).await;
     let mut stream = api.stream(&format!("/runs/{id}/stream"), None).await;
     let mut messages = stream
@@ -476,7 +491,10 @@ async fn streaming_model(pieces: &[&str]) -> wiremock::MockServer {
     };
     let mut body = String::new();
     let mut push = |value: Value| body.push_str(&format!("data: {value}\n\n"));
-    push(chunk(json!({ "role": "assistant", "content": "" }), Value::Null));
+    push(chunk(
+        json!({ "role": "assistant", "content": "" }),
+        Value::Null,
+    ));
     for piece in pieces {
         push(chunk(json!({ "content": piece }), Value::Null));
     }
@@ -492,9 +510,7 @@ async fn streaming_model(pieces: &[&str]) -> wiremock::MockServer {
         .and(body_partial_json(
             json!({ "stream": true, "stream_options": { "include_usage": true } }),
         ))
-        .respond_with(
-            wiremock::ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"),
-        )
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
         .expect(1)
         .mount(&server)
         .await;
@@ -548,7 +564,9 @@ async fn token_deltas_reach_the_stream_and_the_step_records_the_whole_reply_once
         .collect();
     assert_eq!(replies.len(), 1, "{log:#}");
     assert!(
-        replies[0]["payload"].to_string().contains("\"Hello, world\""),
+        replies[0]["payload"]
+            .to_string()
+            .contains("\"Hello, world\""),
         "{log:#}"
     );
     api.stop().await;
