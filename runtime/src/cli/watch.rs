@@ -36,10 +36,18 @@ pub(super) async fn watch(
     let mut seen_events = 0;
     let mut drawn_lines = 0;
     loop {
-        let record = engine.get_run(&id).await?;
-        if record.next_seq != seen_events || status != Some(record.status) {
+        let (record, steps) = match look(engine, &id, seen_events, status).await {
+            Ok(seen) => seen,
+            // The read-only store refuses a read that raced a write of another process
+            // (once: it then reads through the log); look again.
+            Err(error) if is_busy(&error) => {
+                tokio::time::sleep(LOOK_EVERY).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        if let Some(steps) = steps {
             seen_events = record.next_seq;
-            let steps = summarize_steps(&engine.events(&id).await?);
             if redraw {
                 drawn_lines = draw(&record.workflow, &id, record.status, &steps, drawn_lines);
             } else {
@@ -74,6 +82,27 @@ pub(super) async fn watch(
         };
         tokio::time::sleep(pause).await;
     }
+}
+
+/// The run's record, and its steps when it changed since `seen_events` and `status`.
+async fn look(
+    engine: &Engine,
+    id: &RunId,
+    seen_events: u64,
+    status: Option<RunStatus>,
+) -> Result<(crate::event::RunRecord, Option<Vec<StepSummary>>), EngineError> {
+    let record = engine.get_run(id).await?;
+    if record.next_seq == seen_events && status == Some(record.status) {
+        return Ok((record, None));
+    }
+    let steps = summarize_steps(&engine.events(id).await?);
+    Ok((record, Some(steps)))
+}
+
+fn is_busy(error: &EngineError) -> bool {
+    error
+        .store_error()
+        .is_some_and(|e| e.kind() == crate::store::StoreErrorKind::Busy)
 }
 
 fn print_line(as_json: bool, value: serde_json::Value, text: String) {
