@@ -60,6 +60,10 @@ use crate::{Engine, EngineError};
 /// How long a stream waits without hearing from this process before it looks at the store.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// The shortest time between two reads of the store by one stream: appends announced
+/// faster than that are read together.
+pub(crate) const MIN_READ_GAP: Duration = Duration::from_millis(25);
+
 /// How often an idle stream sends a keep-alive comment.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -274,20 +278,24 @@ impl FollowRun {
                     tracing::warn!(run = %self.id, %error, "a run's stream could not read the store; trying again");
                 }
             }
-            let look_again = Instant::now() + POLL_INTERVAL;
+            // Read again at the next look, or soon after an append is announced (appends
+            // that come faster are read together: one read per `MIN_READ_GAP`).
+            let read_at = Instant::now();
+            let mut due = read_at + POLL_INTERVAL;
+            let mut live_open = true;
             loop {
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return,
                     () = self.sender.closed() => return,
-                    live = watch.recv() => match live {
+                    live = watch.recv(), if live_open => match live {
                         Ok(Live::Token { step, text }) => {
                             let message = json_message("token", &TokenMessage { step, text });
                             if let Flow::Stop = self.send(message).await {
                                 return;
                             }
                         }
-                        Ok(Live::Appended) => break,
+                        Ok(Live::Appended) => due = due.min(read_at + MIN_READ_GAP),
                         Err(broadcast::error::RecvError::Lagged(skipped)) => {
                             let note = SseEvent::default().comment(format!(
                                 "fell behind: {skipped} live notifications skipped (token \
@@ -297,15 +305,12 @@ impl FollowRun {
                             if let Flow::Stop = self.send(note).await {
                                 return;
                             }
-                            break;
+                            due = due.min(read_at + MIN_READ_GAP);
                         }
                         // The hub keeps the sender while this watch lives: not reached.
-                        Err(broadcast::error::RecvError::Closed) => {
-                            tokio::time::sleep_until(look_again).await;
-                            break;
-                        }
+                        Err(broadcast::error::RecvError::Closed) => live_open = false,
                     },
-                    () = tokio::time::sleep_until(look_again) => break,
+                    () = tokio::time::sleep_until(due) => break,
                 }
             }
         }
