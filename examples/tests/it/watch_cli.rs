@@ -103,3 +103,32 @@ fn watch_exits_3_at_its_timeout_and_2_for_an_unknown_run() {
     let (code, out, err) = run(app(&db).args(["runs", "watch", "no-such-run"]));
     assert_eq!(code, 2, "{out}{err}");
 }
+
+#[test]
+fn watch_exits_1_for_a_failed_run() {
+    let db = TempDb::new().unwrap();
+    let input = serde_json::json!({ "dir": db.dir().join("missing") }).to_string();
+    let (code, out, err) = run(app(&db).args([
+        "workflows",
+        "run",
+        "file-digest",
+        "--json",
+        "--input",
+        &input,
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    let id = serde_json::from_str::<Value>(out.trim()).unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, out, err) = run(app(&db).args(["runs", "watch", &id, "--json"]));
+    assert_eq!(code, 1, "{out}{err}");
+    let lines = json_lines(&out);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["step"] == "list-files#0" && l["status"] == "failed"),
+        "{out}"
+    );
+    assert_eq!(lines.last().unwrap()["status"], "failed", "{out}");
+}

@@ -45,6 +45,15 @@ async fn stream_other(input: String) -> Result<String, WorkflowError> {
     Ok(stream_note.run(input).await?)
 }
 
+/// Waits for a go, then asks a model that talks a lot.
+#[workflow(slug = "stream-chatty")]
+async fn stream_chatty(ctx: Ctx, input: String) -> Result<String, WorkflowError> {
+    let go: String = ctx.hook().await?;
+    Ok(prompt_llm(format!("{input} {go}"))
+        .model("chatty/model")
+        .await?)
+}
+
 /// Waits for a go, then asks a model.
 #[workflow(slug = "stream-llm")]
 async fn stream_llm(ctx: Ctx, input: String) -> Result<String, WorkflowError> {
@@ -66,6 +75,7 @@ fn builder(base: &str) -> reprise::EngineBuilder {
         .register(stream_quick)
         .register(stream_other)
         .register(stream_llm)
+        .register(stream_chatty)
 }
 
 fn start_worker(engine: &Engine) {
@@ -98,6 +108,8 @@ async fn api_with(
     let engine = more(builder(&base)).build().unwrap();
     let options = HttpOptions {
         api_token: token.map(str::to_owned),
+        // Above the stream limit, whatever `ulimit -n` makes the default.
+        max_connections: 512,
         ..HttpOptions::default()
     };
     let (stop, stopped) = oneshot::channel::<()>();
@@ -227,6 +239,8 @@ impl Api {
             content_type.starts_with("text/event-stream"),
             "{content_type}"
         );
+        assert_eq!(response.headers()["x-accel-buffering"], "no");
+        assert_eq!(response.headers()["cache-control"], "no-cache");
         let bytes = futures::stream::unfold(response, |mut response| async move {
             match response.chunk().await {
                 Ok(Some(bytes)) => Some((Ok(bytes), response)),
@@ -572,4 +586,90 @@ async fn token_deltas_reach_the_stream_and_the_step_records_the_whole_reply_once
     api.stop().await;
     // One request, streamed (wiremock checks `expect(1)` when it drops).
     drop(model);
+}
+
+#[tokio::test]
+async fn streams_beyond_the_limit_get_503_until_one_closes() {
+    let api = api().await;
+    let mut open = Vec::new();
+    for _ in 0..128 {
+        open.push(api.stream("/runs/stream", None).await);
+    }
+    let (status, body) = api.json(api.get("/runs/stream")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "too_many_streams", "{body}");
+    drop(open.pop());
+    // The server notices the closed stream at its next write or look.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = api.get("/runs/stream").send().await.unwrap();
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no stream was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(open);
+    api.stop().await;
+}
+
+/// A model that streams its reply in `PIECES` pieces of 100 bytes.
+struct Chatty;
+
+const PIECES: usize = 50_000;
+
+#[async_trait::async_trait]
+impl reprise::llm::LlmProvider for Chatty {
+    async fn complete(
+        &self,
+        request: reprise::llm::LlmRequest,
+    ) -> Result<reprise::llm::LlmResponse, reprise::llm::LlmError> {
+        self.complete_streaming(request, &|_| {}).await
+    }
+
+    async fn complete_streaming(
+        &self,
+        request: reprise::llm::LlmRequest,
+        delta: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<reprise::llm::LlmResponse, reprise::llm::LlmError> {
+        let piece = "x".repeat(100);
+        for _ in 0..PIECES {
+            delta(&piece);
+        }
+        Ok(reprise::llm::LlmResponse {
+            message: reprise::llm::ChatMessage::assistant("all said"),
+            usage: reprise::llm::Usage::default(),
+            model: request.model,
+            finish_reason: Some("stop".into()),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_falls_behind_loses_token_pieces_but_no_event_and_says_so() {
+    let api = api_with(None, true, |b| b.llm_provider("chatty", Arc::new(Chatty))).await;
+    let id = api.start("stream-chatty", json!("Talk")).await;
+    let response = api.get(&format!("/runs/{id}/stream")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    api.deliver(&id, json!("go")).await;
+    // Nothing is read until the run has ended: the pieces pile up behind.
+    api.run_in(&id, "completed").await;
+    let text = tokio::time::timeout(Duration::from_secs(30), response.text())
+        .await
+        .expect("the whole stream within 30 s")
+        .unwrap();
+    let tokens = text.matches("event: token\n").count();
+    assert!(tokens < PIECES, "{tokens} pieces: none was skipped");
+    assert!(text.contains(": fell behind: "), "the skip is said");
+    let (_, log) = api.json(api.get(&format!("/runs/{id}/events"))).await;
+    let log = log.as_array().unwrap();
+    assert_eq!(text.matches("event: event\n").count(), log.len());
+    for event in log {
+        assert!(text.contains(&format!("id: {}\n", event["seq"])), "{event}");
+    }
+    assert!(text.contains("event: end\n"));
+    api.stop().await;
 }
