@@ -673,3 +673,40 @@ async fn a_stream_that_falls_behind_loses_token_pieces_but_no_event_and_says_so(
     assert!(text.contains("event: end\n"));
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a_paused_run_keeps_its_stream_open_and_the_runs_stream_says_paused() {
+    let api = api().await;
+    let mut runs = api
+        .stream("/runs/stream?workflow=stream-approval", None)
+        .await;
+    let id = api.start("stream-approval", json!("held")).await;
+    let mut stream = api.stream(&format!("/runs/{id}/stream"), None).await;
+    stream
+        .until(|m| m.event == "event" && m.data["kind"] == "hook_created")
+        .await;
+    api.run_in(&id, "waiting").await;
+    let pause = api.client.post(api.url(&format!("/runs/{id}/pause")));
+    let (status, body) = api.json(pause).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let paused = stream
+        .until(|m| m.event == "event" && m.data["kind"] == "run_paused")
+        .await;
+    assert!(paused.iter().all(|m| m.event != "end"), "{paused:#?}");
+    runs.until(|m| m.data["run_id"] == id.as_str() && m.data["status"] == "paused")
+        .await;
+
+    let unpause = api.client.post(api.url(&format!("/runs/{id}/unpause")));
+    let (status, body) = api.json(unpause).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    api.deliver(&id, json!("released")).await;
+    let rest = stream.until(|m| m.event == "end").await;
+    assert_eq!(
+        rest.last().unwrap().data["status"],
+        "completed",
+        "{rest:#?}"
+    );
+    runs.until(|m| m.data["run_id"] == id.as_str() && m.data["status"] == "completed")
+        .await;
+    api.stop().await;
+}
