@@ -61,7 +61,8 @@ use crate::{Engine, EngineError};
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The shortest time between two reads of the store by one stream: appends announced
-/// faster than that are read together.
+/// faster than that are read together (the gap is four times the last read when that is
+/// longer).
 pub(crate) const MIN_READ_GAP: Duration = Duration::from_millis(25);
 
 /// How often an idle stream sends a keep-alive comment.
@@ -265,6 +266,7 @@ impl FollowRun {
         // Watch before the first read, so nothing appended in between goes unnoticed.
         let mut watch = self.engine.env().live.watch(&self.id);
         loop {
+            let reading = Instant::now();
             match self.catch_up().await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Stop) => return,
@@ -280,8 +282,11 @@ impl FollowRun {
             }
             // Read again at the next look, or soon after an append is announced (appends
             // that come faster are read together: one read per `MIN_READ_GAP`).
+            // A long log takes long to read: the gap grows with it, so that a stream of a
+            // busy run spends at most a fifth of its time reading.
             let read_at = Instant::now();
-            let mut due = read_at + POLL_INTERVAL;
+            let gap = MIN_READ_GAP.max((read_at - reading) * 4);
+            let mut due = read_at + POLL_INTERVAL.max(gap);
             let mut live_open = true;
             loop {
                 tokio::select! {
@@ -295,7 +300,7 @@ impl FollowRun {
                                 return;
                             }
                         }
-                        Ok(Live::Appended) => due = due.min(read_at + MIN_READ_GAP),
+                        Ok(Live::Appended) => due = due.min(read_at + gap),
                         Err(broadcast::error::RecvError::Lagged(skipped)) => {
                             let note = SseEvent::default().comment(format!(
                                 "fell behind: {skipped} live notifications skipped (token \
@@ -305,7 +310,7 @@ impl FollowRun {
                             if let Flow::Stop = self.send(note).await {
                                 return;
                             }
-                            due = due.min(read_at + MIN_READ_GAP);
+                            due = due.min(read_at + gap);
                         }
                         // The hub keeps the sender while this watch lives: not reached.
                         Err(broadcast::error::RecvError::Closed) => live_open = false,
