@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
 use futures::{Stream, StreamExt};
@@ -709,4 +709,101 @@ async fn a_paused_run_keeps_its_stream_open_and_the_runs_stream_says_paused() {
     runs.until(|m| m.data["run_id"] == id.as_str() && m.data["status"] == "completed")
         .await;
     api.stop().await;
+}
+
+/// Adds one.
+#[action]
+async fn m_inc(input: u64) -> Result<u64, ActionError> {
+    Ok(input + 1)
+}
+
+/// `input` steps in a row.
+#[workflow(slug = "m-many")]
+async fn m_many(input: u64) -> Result<u64, WorkflowError> {
+    let mut x = 0;
+    for _ in 0..input {
+        x = m_inc.run(x).await?;
+    }
+    Ok(x)
+}
+
+/// Drives one run of `n` steps (watched over HTTP or not): how long the run took, how
+/// long after it ended `end` arrived, and how many messages the stream had.
+async fn measured_run(n: u64, watch: bool) -> (Duration, Duration, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let engine = Engine::builder()
+        .sqlite(dir.path().join("m.db"))
+        .unwrap()
+        .register(m_inc)
+        .register(m_many)
+        .build()
+        .unwrap();
+    tokio::spawn(serve(
+        engine.clone(),
+        listener,
+        HttpOptions {
+            api_token: None,
+            ..HttpOptions::default()
+        },
+        std::future::pending::<()>(),
+    ));
+    let id = engine
+        .start_json("m-many", json!(n), reprise::Trigger::Code)
+        .await
+        .unwrap();
+    let reader = if watch {
+        let response = reqwest::get(format!("{base}/runs/{id}/stream"))
+            .await
+            .unwrap();
+        Some(tokio::spawn(async move {
+            let bytes = futures::stream::unfold(response, |mut r| async move {
+                match r.chunk().await {
+                    Ok(Some(b)) => Some((Ok(b), r)),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(e), r)),
+                }
+            });
+            let mut events = std::pin::pin!(bytes.eventsource());
+            let mut count = 0;
+            while let Some(e) = events.next().await {
+                let e = e.unwrap();
+                count += 1;
+                if e.event == "end" {
+                    return (Instant::now(), count);
+                }
+            }
+            panic!("the stream ended without `end`");
+        }))
+    } else {
+        None
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    engine.drive(&id).await.unwrap();
+    let done = Instant::now();
+    let run_time = done - started;
+    match reader {
+        Some(reader) => {
+            let (end_at, count) = reader.await.unwrap();
+            (run_time, end_at.saturating_duration_since(done), count)
+        }
+        None => (run_time, Duration::ZERO, 0),
+    }
+}
+
+/// A measurement, not a test (run it with `cargo test -p reprise --test it
+/// streams::measure -- --ignored --nocapture`): a 1,000-step run (SQLite), unwatched and
+/// watched over `GET /runs/{id}/stream`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: prints timings, asserts none"]
+async fn measure_a_watched_1000_step_run() {
+    for _ in 0..3 {
+        let (plain, _, _) = measured_run(1000, false).await;
+        let (watched, lag, count) = measured_run(1000, true).await;
+        println!(
+            "1000 steps: run {plain:?} unwatched, {watched:?} watched; `end` {lag:?} after the run ended; {count} messages"
+        );
+    }
 }
