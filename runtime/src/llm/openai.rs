@@ -14,8 +14,9 @@
 //! [`LlmProvider::complete_streaming`]: the request then carries `stream: true` and
 //! `stream_options: {include_usage: true}`, and the answer's Server-Sent Events chunks
 //! (`choices[0].delta.content`, tool-call pieces, the final `usage`) are put back together
-//! into the same reply a plain request returns. [`OpenAiProvider::stream_tokens`] turns
-//! that off for servers that cannot stream.
+//! into the same reply a plain request returns. A server that answers a streaming request
+//! with a 4xx is asked again plainly (and not asked to stream again);
+//! [`OpenAiProvider::stream_tokens`] turns streaming off altogether.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,6 +78,9 @@ pub struct OpenAiProvider {
     max_retries: u32,
     max_retry_wait: Duration,
     stream_tokens: bool,
+    /// Set once the server refused a streaming request: this provider (and its clones)
+    /// asks plainly from then on.
+    stream_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where the pieces of a streamed reply go.
@@ -111,6 +115,7 @@ impl OpenAiProvider {
             max_retries: 3,
             max_retry_wait: Duration::from_secs(60),
             stream_tokens: true,
+            stream_refused: std::sync::Arc::default(),
         }
     }
 
@@ -157,8 +162,10 @@ impl OpenAiProvider {
     /// Whether [`complete_streaming`](LlmProvider::complete_streaming) asks the server to
     /// stream (`stream: true`, default) so that a watched run shows its replies as they
     /// are written; with `false` it sends a plain request and hands over no pieces (for
-    /// servers that reject `stream` or `stream_options`). The recorded reply is the same
-    /// either way. [`timeout`](Self::timeout) covers the whole streamed answer.
+    /// servers that reject `stream` or `stream_options`). A server that answers a streaming
+    /// request with a 4xx is asked again plainly, and from then on this provider (and its
+    /// clones) no longer streams. The recorded reply is the same either way.
+    /// [`timeout`](Self::timeout) covers the whole streamed answer.
     #[must_use]
     pub fn stream_tokens(mut self, stream_tokens: bool) -> Self {
         self.stream_tokens = stream_tokens;
@@ -326,8 +333,28 @@ impl LlmProvider for OpenAiProvider {
         request: LlmRequest,
         delta: &(dyn for<'s> Fn(&'s str) + Send + Sync),
     ) -> Result<LlmResponse, LlmError> {
-        let delta = self.stream_tokens.then_some(delta);
-        self.complete_with(request, delta).await
+        use std::sync::atomic::Ordering;
+        if !self.stream_tokens || self.stream_refused.load(Ordering::Relaxed) {
+            return self.complete_with(request, None).await;
+        }
+        match self.complete_with(request.clone(), Some(delta)).await {
+            // A server that does not take `stream`/`stream_options` answers 4xx: ask it
+            // plainly, now and from now on, rather than fail a step because someone
+            // watches its run.
+            Err(error)
+                if error.kind == LlmErrorKind::BadRequest && error.message.contains("(HTTP ") =>
+            {
+                tracing::warn!(
+                    base_url = %self.base_url,
+                    error = %error.message,
+                    "the LLM server refused a streaming request; asking without streaming \
+                     from now on (`OpenAiProvider::stream_tokens(false)` skips the attempt)"
+                );
+                self.stream_refused.store(true, Ordering::Relaxed);
+                self.complete_with(request, None).await
+            }
+            other => other,
+        }
     }
 }
 

@@ -645,3 +645,35 @@ async fn fake_llm_streams_its_text_cut_after_spaces() {
         Some("Hello, brave new world")
     );
 }
+
+#[tokio::test]
+async fn a_server_refusing_to_stream_is_asked_plainly_from_then_on() {
+    let server = FakeOpenAiServer::start()
+        .await
+        .fail_with_message(
+            400,
+            "Unrecognized request argument supplied: stream_options",
+        )
+        .reply("first")
+        .reply("second");
+    let provider = server.provider();
+    let pieces = Pieces::default();
+    let reply = provider
+        .complete_streaming(ask("Hi"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.content.as_deref(), Some("first"));
+    let again = provider
+        .clone()
+        .complete_streaming(ask("Hi"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(again.message.content.as_deref(), Some("second"));
+    let streamed: Vec<bool> = server
+        .requests()
+        .iter()
+        .map(|r| r.get("stream").is_some())
+        .collect();
+    assert_eq!(streamed, [true, false, false], "refused once, then plain");
+    assert!(pieces.all().is_empty());
+}
