@@ -176,14 +176,17 @@ fn resume_point(headers: &HeaderMap, after: Option<String>) -> Result<Option<u64
     })
 }
 
-/// A response streaming what `receiver` gets, with keep-alives.
-fn sse_response(receiver: mpsc::Receiver<SseEvent>) -> Response {
+/// A response streaming what `receiver` gets, with keep-alives, until `shutdown` (then the
+/// body ends at once, and so does the task feeding `receiver`: its sends fail).
+fn sse_response(receiver: mpsc::Receiver<SseEvent>, shutdown: &CancellationToken) -> Response {
+    use futures::StreamExt;
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver
             .recv()
             .await
             .map(|event| (Ok::<_, Infallible>(event), receiver))
-    });
+    })
+    .take_until(shutdown.clone().cancelled_owned());
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response();
@@ -243,7 +246,7 @@ pub(crate) async fn run(
         sender,
     };
     tokio::spawn(follow.run(state.streams.shutdown.clone(), permit));
-    Ok(sse_response(receiver))
+    Ok(sse_response(receiver, &state.streams.shutdown))
 }
 
 /// The task behind one run's stream.
@@ -392,7 +395,7 @@ pub(crate) async fn all(
         since: state.engine.now(),
     };
     tokio::spawn(follow.run(state.streams.shutdown.clone(), permit));
-    Ok(sse_response(receiver))
+    Ok(sse_response(receiver, &state.streams.shutdown))
 }
 
 /// The task behind one `GET /runs/stream`.
