@@ -401,6 +401,16 @@ async fn an_unknown_run_is_404_and_streams_need_the_token_when_one_is_set() {
 
     let (status, body) = api.json(api.get("/runs/stream?status=sleepy")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    let (status, document) = api.json(api.get("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    for path in ["/runs/{id}/stream", "/runs/stream"] {
+        let get = &document["paths"][path]["get"];
+        assert!(
+            get["responses"]["200"]["content"]["text/event-stream"].is_object(),
+            "{path}: {get:#}"
+        );
+    }
     api.stop().await;
 }
 
