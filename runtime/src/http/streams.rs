@@ -249,6 +249,28 @@ pub(crate) async fn run(
     Ok(sse_response(receiver, &state.streams.shutdown))
 }
 
+/// A stream's store failures, which it outlives (it reads again at its next look): the
+/// first of a series is a warning, the others are logged at debug until a read succeeds.
+#[derive(Debug, Default)]
+struct Trouble {
+    failing: bool,
+}
+
+impl Trouble {
+    fn failed(&mut self, who: &str, error: &EngineError) {
+        if self.failing {
+            tracing::debug!(%error, "{who} still cannot read the store");
+        } else {
+            tracing::warn!(%error, "{who} cannot read the store; it tries again every 250 ms");
+            self.failing = true;
+        }
+    }
+
+    fn over(&mut self) {
+        self.failing = false;
+    }
+}
+
 /// The task behind one run's stream.
 struct FollowRun {
     engine: Engine,
@@ -268,10 +290,11 @@ impl FollowRun {
     async fn run(mut self, shutdown: CancellationToken, _permit: OwnedSemaphorePermit) {
         // Watch before the first read, so nothing appended in between goes unnoticed.
         let mut watch = self.engine.env().live.watch(&self.id);
+        let mut trouble = Trouble::default();
         loop {
             let reading = Instant::now();
             match self.catch_up().await {
-                Ok(Flow::Continue) => {}
+                Ok(Flow::Continue) => trouble.over(),
                 Ok(Flow::Stop) => return,
                 Err(EngineError::UnknownRun(_)) => {
                     // Purged while followed: say so, and end.
@@ -279,9 +302,7 @@ impl FollowRun {
                     let _ = self.send(json_message("error", &error.body)).await;
                     return;
                 }
-                Err(error) => {
-                    tracing::warn!(run = %self.id, %error, "a run's stream could not read the store; trying again");
-                }
+                Err(error) => trouble.failed(&format!("the stream of run {}", self.id), &error),
             }
             // Read again at the next look, or soon after an append is announced (appends
             // that come faster are read together: one read per `MIN_READ_GAP`).
@@ -413,9 +434,10 @@ struct FollowRuns {
 impl FollowRuns {
     async fn run(mut self, shutdown: CancellationToken, _permit: OwnedSemaphorePermit) {
         let mut transitions = self.engine.subscribe();
+        let mut trouble = Trouble::default();
         // What the runs changed before this stream opened are: known, not sent.
         if let Err(error) = self.look(false).await {
-            tracing::warn!(%error, "the runs stream could not list runs; trying again");
+            trouble.failed("the runs stream", &error);
         }
         let mut next_look = Instant::now() + POLL_INTERVAL;
         loop {
@@ -434,9 +456,9 @@ impl FollowRuns {
                 },
                 () = tokio::time::sleep_until(next_look) => {
                     match self.look(true).await {
-                        Ok(Flow::Continue) => {}
+                        Ok(Flow::Continue) => trouble.over(),
                         Ok(Flow::Stop) => return,
-                        Err(error) => tracing::warn!(%error, "the runs stream could not list runs; trying again"),
+                        Err(error) => trouble.failed("the runs stream", &error),
                     }
                     next_look = Instant::now() + POLL_INTERVAL;
                 }
@@ -453,8 +475,13 @@ impl FollowRuns {
             ..RunFilter::default()
         };
         let opened = self.since;
-        let runs = self.engine.list_runs(&filter).await?;
-        for run in runs {
+        // Rows that do not decode are left out quietly: `GET /runs` names them, and a
+        // warning every look would flood the log.
+        let listing = self.engine.list_runs_with_skipped(&filter).await?;
+        for skipped in &listing.skipped {
+            tracing::debug!(run = %skipped.run_id, reason = %skipped.reason, "the runs stream left out a run whose row does not decode");
+        }
+        for run in listing.runs {
             if !send && run.updated_at >= opened {
                 // Changed since the stream opened: the next look (or this process's
                 // announcement) reports it.
