@@ -79,6 +79,7 @@ mod history;
 mod hook_token;
 #[cfg(feature = "http")]
 pub mod http;
+mod live;
 pub mod llm;
 pub mod metrics;
 mod payload;

@@ -113,6 +113,8 @@ pub(crate) struct RunEnv {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Prices of model tokens.
     pub(crate) prices: crate::cost::PriceTable,
+    /// Live notifications of watched runs (new events, LLM token deltas), for streams.
+    pub(crate) live: crate::live::LiveHub,
 }
 
 /// The parts of a [`RunEnv`], set by the engine builder.
@@ -144,6 +146,7 @@ impl RunEnv {
             wake: tokio::sync::Notify::new(),
             metrics: crate::metrics::Metrics::new(),
             prices: parts.prices,
+            live: crate::live::LiveHub::default(),
         }
     }
 
@@ -216,9 +219,11 @@ impl RunEnv {
         format!("{}/hooks/{token}", self.public_url.trim_end_matches('/'))
     }
 
-    /// Tells subscribers that run `id` is now `status`; a queued run wakes the workers.
+    /// Tells subscribers that run `id` is now `status` (and its live watchers that it has
+    /// new events); a queued run wakes the workers.
     pub(crate) fn announce(&self, id: &RunId, workflow: &str, status: RunStatus) {
         self.metrics.run_transition(workflow, status);
+        self.live.publish(id, crate::live::Live::Appended);
         let _ = self.transitions.send(RunTransition {
             run_id: id.clone(),
             workflow: workflow.to_owned(),

@@ -7,6 +7,13 @@
 //!   completions API (text, tool calls, JSON-schema replies, HTTP errors with
 //!   `Retry-After`), so the real [`OpenAiProvider`] is tested over a socket.
 //!
+//! Both can stream a reply in pieces, as a watched run asks them to
+//! ([`LlmProvider::complete_streaming`]; [`Reply::pieces`] says where the text is cut, by
+//! default after each space): [`FakeLlm`] hands the pieces over in process, and
+//! [`FakeOpenAiServer`] answers a request with `stream: true` as OpenAI does, with
+//! `text/event-stream` chat completion chunks, `usage` last when `stream_options` asks
+//! for it, and `data: [DONE]`.
+//!
 //! Both answer in the same order: a scripted failure first (`fail_next` / `fail_with`),
 //! then the first matcher rule (`when…`) that accepts the request, then the next queued
 //! reply; with none of those the request fails with a message naming the last user
@@ -58,6 +65,7 @@ pub struct Reply {
     tool_calls: Vec<(String, Value)>,
     usage: Usage,
     delay: Option<Duration>,
+    pieces: Option<Vec<String>>,
 }
 
 impl Reply {
@@ -68,6 +76,7 @@ impl Reply {
             tool_calls: Vec::new(),
             usage: DEFAULT_USAGE,
             delay: None,
+            pieces: None,
         }
     }
 
@@ -90,6 +99,7 @@ impl Reply {
                 .collect(),
             usage: DEFAULT_USAGE,
             delay: None,
+            pieces: None,
         }
     }
 
@@ -123,6 +133,26 @@ impl Reply {
     pub fn after(mut self, delay: Duration) -> Reply {
         self.delay = Some(delay);
         self
+    }
+
+    /// When streamed, the text comes in these pieces (their concatenation replaces the
+    /// text). Default: the text cut after each space (`"Hello, world"` streams as
+    /// `"Hello, "` and `"world"`).
+    #[must_use]
+    pub fn pieces<P: Into<String>>(mut self, pieces: impl IntoIterator<Item = P>) -> Reply {
+        let pieces: Vec<String> = pieces.into_iter().map(Into::into).collect();
+        self.content = Some(pieces.concat());
+        self.pieces = Some(pieces);
+        self
+    }
+
+    /// The pieces a streamed answer sends the text in.
+    fn text_pieces(&self) -> Vec<String> {
+        match (&self.pieces, &self.content) {
+            (Some(pieces), _) => pieces.clone(),
+            (None, Some(text)) => text.split_inclusive(' ').map(str::to_owned).collect(),
+            (None, None) => Vec::new(),
+        }
     }
 
     fn finish_reason(&self) -> &'static str {
@@ -384,6 +414,25 @@ fn last_user(request: &LlmRequest) -> Option<&str> {
 #[async_trait]
 impl LlmProvider for FakeLlm {
     async fn complete(&self, request: LlmRequest) -> Result<LlmResponse, LlmError> {
+        self.answer(request, None).await
+    }
+
+    async fn complete_streaming(
+        &self,
+        request: LlmRequest,
+        delta: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<LlmResponse, LlmError> {
+        self.answer(request, Some(delta)).await
+    }
+}
+
+impl FakeLlm {
+    /// The scripted answer to `request`, its text handed to `delta` piece by piece.
+    async fn answer(
+        &self,
+        request: LlmRequest,
+        delta: Option<&(dyn for<'s> Fn(&'s str) + Send + Sync)>,
+    ) -> Result<LlmResponse, LlmError> {
         let (reply, tool_calls) = {
             let mut script = lock(&self.script);
             script.requests.push(request.clone());
@@ -406,6 +455,11 @@ impl LlmProvider for FakeLlm {
         };
         if let Some(delay) = reply.delay {
             tokio::time::sleep(delay).await;
+        }
+        if let Some(delta) = delta {
+            for piece in reply.text_pieces() {
+                delta(&piece);
+            }
         }
         Ok(LlmResponse {
             message: ChatMessage {
@@ -674,6 +728,16 @@ impl Respond for Responder {
             .get("model")
             .and_then(Value::as_str)
             .unwrap_or("fake-model");
+        if body.get("stream") == Some(&Value::Bool(true)) {
+            let template = ResponseTemplate::new(200).set_body_raw(
+                stream_body(&body, &reply, &calls, model, n),
+                "text/event-stream",
+            );
+            return match reply.delay {
+                Some(delay) => template.set_delay(delay),
+                None => template,
+            };
+        }
         let completion = json!({
             "id": format!("chatcmpl-fake-{n}"),
             "object": "chat.completion",
@@ -697,4 +761,62 @@ impl Respond for Responder {
             None => template,
         }
     }
+}
+
+/// The `text/event-stream` answer to a request with `stream: true`: a first chunk with the
+/// role, one chunk per piece of text, one per tool call (arguments as one string), the
+/// finish reason, the usage when `stream_options.include_usage` asks, then `[DONE]`.
+fn stream_body(body: &Value, reply: &Reply, calls: &[ToolCall], model: &str, n: usize) -> String {
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": format!("chatcmpl-fake-{n}"),
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }],
+        })
+    };
+    let mut chunks = vec![chunk(
+        json!({ "role": "assistant", "content": "" }),
+        Value::Null,
+    )];
+    for piece in reply.text_pieces() {
+        chunks.push(chunk(json!({ "content": piece }), Value::Null));
+    }
+    for (index, call) in calls.iter().enumerate() {
+        let arguments = match &call.arguments {
+            Value::String(raw) => raw.clone(),
+            other => other.to_string(),
+        };
+        chunks.push(chunk(
+            json!({ "tool_calls": [{
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": { "name": call.name, "arguments": arguments },
+            }] }),
+            Value::Null,
+        ));
+    }
+    chunks.push(chunk(json!({}), json!(reply.finish_reason())));
+    if body["stream_options"]["include_usage"] == json!(true) {
+        chunks.push(json!({
+            "id": format!("chatcmpl-fake-{n}"),
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": reply.usage.prompt_tokens,
+                "completion_tokens": reply.usage.completion_tokens,
+                "total_tokens": reply.usage.total_tokens,
+            },
+        }));
+    }
+    let mut text: String = chunks
+        .iter()
+        .map(|chunk| format!("data: {chunk}\n\n"))
+        .collect();
+    text.push_str("data: [DONE]\n\n");
+    text
 }

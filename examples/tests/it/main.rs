@@ -29,4 +29,5 @@ mod snapshots;
 mod support;
 mod triggers_example;
 mod waits;
+mod watch_cli;
 mod workers;

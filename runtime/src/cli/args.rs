@@ -380,6 +380,21 @@ pub(crate) enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a run until it ends: its steps (status, attempts, duration) as they move, a
+    /// table redrawn in place on a terminal, else a line per step change. Reads the store,
+    /// so it follows runs any process executes. Exits as `workflows run --wait` does: 0
+    /// completed, 1 failed or canceled, 3 still going at `--timeout`.
+    Watch {
+        /// The run's id.
+        id: String,
+        /// Stop watching after this long (humantime: `30s`, `5m`); default: until it ends.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Print JSON lines: `{"run_id","status"}` per run status change,
+        /// `{"step","status","attempts","duration_ms"}` per step change, then the result.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a run's whole history (its record and every event) as JSON, for replay
     /// regression tests (`reprise_testkit::replay`) and bug reports.
     Export {

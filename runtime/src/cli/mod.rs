@@ -11,12 +11,12 @@
 //! `worker [--concurrency N] [--lease 15s]`, `workflows list|run <slug> --input <json|@file>
 //! [--json] [--wait 30s|--enqueue]|schema <slug>|graph <slug> [--run <id>] [--format mermaid|svg|json]|check [--workflow] [--in-flight]
 //! [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|cancel <id>|export <id>
-//! [--out FILE]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`,
+//! [--out FILE]|watch <id> [--timeout 5m] [--json]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`,
 //! `schedules list|get|create|update|pause|resume|delete|trigger|backfill` (schedules as
 //! data; see [`crate::trigger::ScheduleSpec`]).
 //! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
 //! `sqlite://.reprise/reprise.db`, created on first use by the commands that write. The
-//! read-only commands (`runs list|get|export`, `workflows check`, `workflows graph --run`) open it read-only
+//! read-only commands (`runs list|get|watch|export|usage`, `workflows check`, `workflows graph --run`) open it read-only
 //! ([`crate::store::open_read_only`]): they need only read permission, never create or
 //! migrate it, and a missing database is an error ("no database at …"), not a new file.
 //!
@@ -49,6 +49,7 @@ mod output;
 mod purge;
 mod schedules;
 mod serve;
+mod watch;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -238,6 +239,7 @@ fn is_read_only(command: &Command) -> bool {
         Command::Runs(
             RunsCommand::List { .. }
                 | RunsCommand::Get { .. }
+                | RunsCommand::Watch { .. }
                 | RunsCommand::Export { .. }
                 | RunsCommand::Usage { .. }
         ) | Command::Workflows(
@@ -764,6 +766,9 @@ async fn dispatch(
                 }
             }
             Ok(EXIT_COMPLETED)
+        }
+        Command::Runs(RunsCommand::Watch { id, timeout, json }) => {
+            watch::watch(engine, RunId(id), timeout, json).await
         }
         Command::Runs(RunsCommand::Resume { id, json }) => resume(engine, id, json).await,
         Command::Runs(RunsCommand::Purge {

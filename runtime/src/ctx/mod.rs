@@ -274,6 +274,9 @@ impl RunState {
         };
         self.env.store.append(append).await?;
         *next_seq += count;
+        self.env
+            .live
+            .publish(&self.run_id, crate::live::Live::Appended);
         self.note_log_growth(grown);
         if let Some(status) = status {
             let mut last = lock(&self.announced);

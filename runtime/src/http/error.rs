@@ -21,7 +21,8 @@ pub(crate) struct ErrorBody {
     /// `unsupported_media_type`, `bad_signature`, `payload_too_large`, `request_timeout`,
     /// `uri_too_long`, `headers_too_large`, `transform`, `store`, `corrupt`, `lease_lost`,
     /// `config`, `openapi`, `not_found`, `method_not_allowed`, `http_<status>`,
-    /// `invalid_schedule`, `unknown_schedule`, `schedule_conflict`, `other_workflow`.
+    /// `invalid_schedule`, `unknown_schedule`, `schedule_conflict`, `other_workflow`,
+    /// `too_many_streams`.
     pub(crate) code: String,
     /// For `schema`: every violation, with the JSON pointer of the offending value.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -28,6 +28,8 @@
 //! | `GET /runs?status=&workflow=&limit=` | 200 `[{"id","workflow","status","attempt","trigger","created_at","updated_at","wake_at"}]`, newest first, at most `limit` (default 100); runs whose rows do not decode are left out (logged at debug) and named in the header `X-Reprise-Skipped: <id>, <id>` | 400 unknown status (names the valid ones) or bad limit |
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
 //! | `GET /runs/{id}/events` | 200 the event log | 404 |
+//! | `GET /runs/{id}/stream` (SSE; `Last-Event-ID` or `?after=<seq>` to resume) | 200 `text/event-stream`: `event: event` per recorded event (`id`: its seq, `data`: as in `/events`), `event: token` per LLM reply delta (`data`: `{"step","text"}`), then `event: end` (`data`: the run as in `GET /runs/{id}`) once it ended. See [Live streams](self#live-streams) | 400 bad `after`, 404, 503 `too_many_streams` |
+//! | `GET /runs/stream?workflow=&status=` (SSE) | 200 `text/event-stream`: `event: run`, `data`: `{"run_id","workflow","status","at"}` per status change | 400 unknown status, 503 `too_many_streams` |
 //! | `POST /runs/{id}/retry` | 200 `{"run_id","status":"queued","attempt","step"?}`: a failed run queued again on the current code (the failed step runs again, completed ones replay) | 404, 409 not `failed` |
 //! | `POST /runs/{id}/pause` | 200 `{"run_id","status":"paused"}`; 202 `{"run_id","status":"running","pause_requested":true}` while it executes (it pauses at its next step boundary) | 404, 409 already ended |
 //! | `POST /runs/{id}/unpause` | 200 `{"run_id","status":"queued","attempt","step"?}` (a parked run runs its failed step again) | 404, 409 not paused |
@@ -108,6 +110,15 @@
 //! link in an email, `POST` from a form or another service. Bodies are still parsed as JSON
 //! there, whatever the `Content-Type`.
 //!
+//! # Live streams
+//! The two SSE routes keep their response open: a keep-alive comment every 15 s, and the
+//! stream ends when the run ends (`/runs/{id}/stream`), when the client goes, or when
+//! [`serve`] shuts down. At most 128 streams are open at once per router (503
+//! `too_many_streams` with the JSON error body beyond that); each holds one of
+//! [`HttpOptions::max_connections`]. Events come from the store, so a stream served by
+//! `serve` sees the runs a separate `worker` process executes (within 250 ms); LLM token
+//! deltas are not recorded and reach only streams of the process executing the run.
+//!
 //! # Authentication
 //! With [`HttpOptions::api_token`] set, every route except `/hooks/*` and `/webhooks/*`
 //! requires `Authorization: Bearer <token>` (compared in constant time), else 401. Hook
@@ -130,6 +141,7 @@ mod runs;
 mod schedules;
 mod server;
 mod usage;
+mod streams;
 mod views;
 mod webhooks;
 mod workflows;
@@ -318,23 +330,38 @@ pub(crate) struct AppState {
     pub(crate) body_limit: usize,
     pub(crate) body_timeout: Duration,
     pub(crate) auth_enabled: bool,
+    /// The open SSE streams' limit and the signal that ends them (server shutdown).
+    pub(crate) streams: streams::StreamLimits,
 }
 
 /// The HTTP API as an axum router (state applied), ready to serve or to nest in a bigger
 /// application. See the [module docs](self) for the routes, statuses and error shape.
 pub fn router(engine: Engine, options: HttpOptions) -> Router {
+    build_router(engine, options, tokio_util::sync::CancellationToken::new())
+}
+
+/// [`router`], whose SSE streams end when `shutdown` is cancelled (so a graceful shutdown
+/// does not wait for them forever).
+fn build_router(
+    engine: Engine,
+    options: HttpOptions,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Router {
     let auth = auth::BearerAuth::new(options.api_token.as_deref());
     let state = AppState {
         engine,
         body_limit: options.body_limit,
         body_timeout: options.body_timeout,
         auth_enabled: auth.is_enabled(),
+        streams: streams::StreamLimits::new(shutdown),
     };
     let protected = Router::new()
         .route("/workflows", get(workflows::list))
         .route("/workflows/{slug}", post(workflows::start))
         .route("/workflows/{slug}/graph", get(graph::graph))
         .route("/runs", get(runs::list))
+        .route("/runs/stream", get(streams::all))
+        .route("/runs/{id}/stream", get(streams::run))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/events", get(runs::events))
         .route("/runs/{id}/cancel", post(runs::cancel))
@@ -409,7 +436,13 @@ pub async fn serve(
         idle_timeout: options.idle_timeout,
         max_connections: options.max_connections.max(1),
     };
-    let app = router(engine, options);
+    let streams_end = tokio_util::sync::CancellationToken::new();
+    let app = build_router(engine, options, streams_end.clone());
+    let shutdown = async move {
+        shutdown.await;
+        // Streams never finish on their own: end them, so the requests in flight can.
+        streams_end.cancel();
+    };
     server::run(listener, app, limits, shutdown).await;
     Ok(())
 }

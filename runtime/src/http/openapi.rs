@@ -18,11 +18,13 @@ use super::runs::{Forked, HookView, Retried, RunDetail, RunSummary};
 use super::schedules::{
     BackfillRange, BackfillView, Deleted, NewSchedule, ScheduleView, Triggered,
 };
+use super::streams::{RunMessage, TokenMessage};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
-    AppState, graph, hooks, metrics, pause, purge, runs, schedules, usage, webhooks, workflows,
+    AppState, graph, hooks, metrics, pause, purge, runs, schedules, streams, usage, webhooks,
+    workflows,
 };
 use crate::registry::WorkflowEntry;
 
@@ -42,6 +44,8 @@ use crate::registry::WorkflowEntry;
         runs::list,
         runs::get,
         runs::events,
+        streams::run,
+        streams::all,
         runs::cancel,
         runs::retry,
         pause::pause_run,
@@ -77,6 +81,8 @@ use crate::registry::WorkflowEntry;
         RunSummary,
         RunDetail,
         HookView,
+        RunMessage,
+        TokenMessage,
         WebhookReply,
         Retried,
         PauseState,

@@ -313,17 +313,20 @@ pub(crate) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
-    let id = RunId(id);
-    let record = state.engine.get_run(&id).await?;
-    let events = state.engine.events(&id).await?;
-    let cost = crate::engine::total_cost(&crate::engine::model_requests(
-        &events,
-        state.engine.prices(),
-    ));
+    Ok(Json(run_detail(&state.engine, &RunId(id)).await?))
+}
+
+/// Run `id` as `GET /runs/{id}` shows it (also the `end` message of its stream).
+pub(crate) async fn run_detail(
+    engine: &crate::Engine,
+    id: &RunId,
+) -> Result<RunDetail, crate::EngineError> {
+    let record = engine.get_run(id).await?;
+    let events = engine.events(id).await?;
+    let cost = crate::engine::total_cost(&crate::engine::model_requests(&events, engine.prices()));
     let (cost_usd, unpriced) = (cost.map(|c| c.0), cost.is_some_and(|c| c.1));
-    let hooks = state
-        .engine
-        .open_hooks(&id)
+    let hooks = engine
+        .open_hooks(id)
         .await?
         .into_iter()
         .map(|hook| HookView {
@@ -332,7 +335,7 @@ pub(crate) async fn get(
             timeout_at: hook.timeout_at,
         })
         .collect();
-    Ok(Json(RunDetail {
+    Ok(RunDetail {
         id: record.id.to_string(),
         workflow: record.workflow,
         status: record.status.to_string(),
@@ -351,7 +354,7 @@ pub(crate) async fn get(
         unpriced,
         forked_from: crate::engine::forked_from(&events),
         tags: crate::tags::tags_of(&events),
-    }))
+    })
 }
 
 /// A run's event log, in order: `[{"run_id", "seq", "kind", "correlation_id"?, "attempt",

@@ -252,4 +252,25 @@ pub trait LlmProvider: Send + Sync + 'static {
     /// # Errors
     /// [`LlmError`] naming what failed and whether a retry may help.
     async fn complete(&self, request: LlmRequest) -> Result<LlmResponse, LlmError>;
+
+    /// [`complete`](Self::complete), handing each piece of the reply's text to `delta` as
+    /// it arrives. LLM steps call it instead of `complete` while someone watches the run's
+    /// live stream (`GET /runs/{id}/stream` in this process), so the pieces can be shown
+    /// as `token` messages; the reply returned is the whole of it, as `complete` would
+    /// return it, and is what the step records. Pieces are never recorded.
+    ///
+    /// The default asks with `complete` and hands over nothing; [`OpenAiProvider`]
+    /// requests `stream: true`. A provider that retries a request which failed half-way
+    /// hands the new attempt's pieces over from its start.
+    ///
+    /// # Errors
+    /// As [`complete`](Self::complete).
+    async fn complete_streaming(
+        &self,
+        request: LlmRequest,
+        delta: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<LlmResponse, LlmError> {
+        let _ = delta;
+        self.complete(request).await
+    }
 }

@@ -9,7 +9,16 @@
 //! Requests carry `model`, `messages`, `temperature`, `max_tokens`, `tools`,
 //! `tool_choice` and, for structured output, `response_format: {type: "json_schema"}`.
 //! Rate limits (429) and server errors (5xx) are retried, honouring `Retry-After`.
+//!
+//! While someone watches the run's live stream, LLM steps call
+//! [`LlmProvider::complete_streaming`]: the request then carries `stream: true` and
+//! `stream_options: {include_usage: true}`, and the answer's Server-Sent Events chunks
+//! (`choices[0].delta.content`, tool-call pieces, the final `usage`) are put back together
+//! into the same reply a plain request returns. A server that answers a streaming request
+//! with a 4xx is asked again plainly (and not asked to stream again);
+//! [`OpenAiProvider::stream_tokens`] turns streaming off altogether.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -68,7 +77,14 @@ pub struct OpenAiProvider {
     timeout: Duration,
     max_retries: u32,
     max_retry_wait: Duration,
+    stream_tokens: bool,
+    /// Set once the server refused a streaming request: this provider (and its clones)
+    /// asks plainly from then on.
+    stream_refused: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Where the pieces of a streamed reply go.
+type Delta<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 impl fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,6 +94,7 @@ impl fmt::Debug for OpenAiProvider {
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
             .field("max_retry_wait", &self.max_retry_wait)
+            .field("stream_tokens", &self.stream_tokens)
             .finish()
     }
 }
@@ -97,6 +114,8 @@ impl OpenAiProvider {
             timeout: Duration::from_secs(60),
             max_retries: 3,
             max_retry_wait: Duration::from_secs(60),
+            stream_tokens: true,
+            stream_refused: std::sync::Arc::default(),
         }
     }
 
@@ -140,6 +159,19 @@ impl OpenAiProvider {
         self
     }
 
+    /// Whether [`complete_streaming`](LlmProvider::complete_streaming) asks the server to
+    /// stream (`stream: true`, default) so that a watched run shows its replies as they
+    /// are written; with `false` it sends a plain request and hands over no pieces (for
+    /// servers that reject `stream` or `stream_options`). A server that answers a streaming
+    /// request with a 4xx is asked again plainly, and from then on this provider (and its
+    /// clones) no longer streams. The recorded reply is the same either way.
+    /// [`timeout`](Self::timeout) covers the whole streamed answer.
+    #[must_use]
+    pub fn stream_tokens(mut self, stream_tokens: bool) -> Self {
+        self.stream_tokens = stream_tokens;
+        self
+    }
+
     /// The base URL requests go to (without a trailing `/`).
     pub fn base_url(&self) -> &str {
         &self.base_url
@@ -149,8 +181,12 @@ impl OpenAiProvider {
         format!("{}/chat/completions", self.base_url)
     }
 
-    /// One attempt: send, classify the answer.
-    async fn attempt(&self, body: &Value) -> Result<LlmResponse, LlmError> {
+    /// One attempt: send, classify the answer; with `delta`, read it as a stream.
+    async fn attempt(
+        &self,
+        body: &Value,
+        delta: Option<Delta<'_>>,
+    ) -> Result<LlmResponse, LlmError> {
         let url = self.endpoint();
         let mut request = self.client.post(&url).timeout(self.timeout).json(body);
         if let Some(key) = &self.api_key {
@@ -162,6 +198,17 @@ impl OpenAiProvider {
             .map_err(|e| self.transport_error(&url, e))?;
         let status = response.status();
         let retry_after = retry_after(response.headers());
+        let streamed = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if let Some(delta) = delta
+            && status.is_success()
+            && streamed
+        {
+            return self.read_stream(response, &url, delta).await;
+        }
         let bytes = response
             .bytes()
             .await
@@ -170,6 +217,59 @@ impl OpenAiProvider {
             return Err(status_error(status.as_u16(), &bytes, retry_after, &url));
         }
         parse_response(&bytes)
+    }
+
+    /// A streamed answer, its text handed to `delta` piece by piece, put back together.
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        url: &str,
+        delta: Delta<'_>,
+    ) -> Result<LlmResponse, LlmError> {
+        use eventsource_stream::{EventStreamError, Eventsource};
+        use futures::StreamExt;
+
+        let bytes = futures::stream::unfold(response, |mut response| async move {
+            match response.chunk().await {
+                Ok(Some(bytes)) => Some((Ok(bytes), response)),
+                Ok(None) => None,
+                Err(error) => Some((Err(error), response)),
+            }
+        });
+        let mut events = std::pin::pin!(bytes.eventsource());
+        let mut reply = Streamed::default();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|error| match error {
+                EventStreamError::Transport(error) => self.transport_error(url, error),
+                other => invalid_stream(&other.to_string()),
+            })?;
+            let data = event.data.trim();
+            if data == "[DONE]" {
+                reply.done = true;
+                break;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let chunk: Value = serde_json::from_str(data)
+                .map_err(|e| invalid_stream(&format!("a chunk is not JSON ({e}): {data}")))?;
+            if chunk.get("error").is_some() {
+                let message = error_message(data.as_bytes()).unwrap_or_else(|| data.to_owned());
+                return Err(LlmError::new(
+                    LlmErrorKind::Server,
+                    format!("{url} failed while streaming its answer: {message}"),
+                ));
+            }
+            reply.add(&chunk, delta);
+        }
+        if !reply.done && reply.finish_reason.is_none() {
+            return Err(LlmError::new(
+                LlmErrorKind::Transport,
+                format!("{url} ended its streamed answer before the reply was complete"),
+            ));
+        }
+        let completion = reply.completion();
+        parse_response(completion.to_string().as_bytes())
     }
 
     fn transport_error(&self, url: &str, error: reqwest::Error) -> LlmError {
@@ -225,10 +325,54 @@ impl OpenAiProvider {
 #[async_trait]
 impl LlmProvider for OpenAiProvider {
     async fn complete(&self, request: LlmRequest) -> Result<LlmResponse, LlmError> {
-        let body = request_body(&request);
+        self.complete_with(request, None).await
+    }
+
+    async fn complete_streaming(
+        &self,
+        request: LlmRequest,
+        delta: &(dyn for<'s> Fn(&'s str) + Send + Sync),
+    ) -> Result<LlmResponse, LlmError> {
+        use std::sync::atomic::Ordering;
+        if !self.stream_tokens || self.stream_refused.load(Ordering::Relaxed) {
+            return self.complete_with(request, None).await;
+        }
+        match self.complete_with(request.clone(), Some(delta)).await {
+            // A server that does not take `stream`/`stream_options` answers 4xx: ask it
+            // plainly, now and from now on, rather than fail a step because someone
+            // watches its run.
+            Err(error)
+                if error.kind == LlmErrorKind::BadRequest && error.message.contains("(HTTP ") =>
+            {
+                tracing::warn!(
+                    base_url = %self.base_url,
+                    error = %error.message,
+                    "the LLM server refused a streaming request; asking without streaming \
+                     from now on (`OpenAiProvider::stream_tokens(false)` skips the attempt)"
+                );
+                self.stream_refused.store(true, Ordering::Relaxed);
+                self.complete_with(request, None).await
+            }
+            other => other,
+        }
+    }
+}
+
+impl OpenAiProvider {
+    /// Sends `request` (streamed when `delta` is given), retrying transient failures.
+    async fn complete_with(
+        &self,
+        request: LlmRequest,
+        delta: Option<Delta<'_>>,
+    ) -> Result<LlmResponse, LlmError> {
+        let mut body = request_body(&request);
+        if delta.is_some() {
+            body["stream"] = json!(true);
+            body["stream_options"] = json!({ "include_usage": true });
+        }
         let mut retry = 0;
         loop {
-            match self.attempt(&body).await {
+            match self.attempt(&body, delta).await {
                 Ok(response) => return Ok(response),
                 Err(error) if error.retryable && retry < self.max_retries => {
                     let wait = self.wait_before(retry, &error);
@@ -256,6 +400,116 @@ impl LlmProvider for OpenAiProvider {
                 }
             }
         }
+    }
+}
+
+/// The error for a streamed answer that cannot be understood.
+fn invalid_stream(why: &str) -> LlmError {
+    LlmError::new(
+        LlmErrorKind::InvalidResponse,
+        format!("the streamed chat completions answer could not be understood: {why}"),
+    )
+}
+
+/// A streamed reply so far: the chunks' pieces, added up.
+#[derive(Debug, Default)]
+struct Streamed {
+    content: Option<String>,
+    refusal: Option<String>,
+    /// By the chunks' `index`: id, name, arguments text.
+    tool_calls: BTreeMap<u64, (Option<String>, String, String)>,
+    finish_reason: Option<String>,
+    usage: Option<Value>,
+    model: Option<String>,
+    /// `data: [DONE]` arrived.
+    done: bool,
+}
+
+impl Streamed {
+    /// Adds one `chat.completion.chunk` (only its first choice: requests ask for one).
+    fn add(&mut self, chunk: &Value, delta: Delta<'_>) {
+        if let Some(model) = chunk.get("model").and_then(Value::as_str) {
+            self.model = Some(model.to_owned());
+        }
+        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(usage.clone());
+        }
+        let Some(choice) = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|choices| {
+                choices
+                    .iter()
+                    .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
+            })
+        else {
+            return;
+        };
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_owned());
+        }
+        let Some(piece) = choice.get("delta") else {
+            return;
+        };
+        for (field, text) in [
+            ("content", &mut self.content),
+            ("refusal", &mut self.refusal),
+        ] {
+            if let Some(part) = piece.get(field).and_then(Value::as_str) {
+                text.get_or_insert_with(String::new).push_str(part);
+                if !part.is_empty() {
+                    delta(part);
+                }
+            }
+        }
+        for call in piece
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let index = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let entry = self.tool_calls.entry(index).or_default();
+            if let Some(id) = call.get("id").and_then(Value::as_str) {
+                entry.0 = Some(id.to_owned());
+            }
+            let function = call.get("function");
+            if let Some(name) = function.and_then(|f| f.get("name")).and_then(Value::as_str) {
+                entry.1.push_str(name);
+            }
+            if let Some(arguments) = function
+                .and_then(|f| f.get("arguments"))
+                .and_then(Value::as_str)
+            {
+                entry.2.push_str(arguments);
+            }
+        }
+    }
+
+    /// The reply as the non-streamed answer would have been, for [`parse_response`].
+    fn completion(self) -> Value {
+        let mut message = json!({ "role": "assistant", "content": self.content });
+        if let Some(refusal) = self.refusal {
+            message["refusal"] = json!(refusal);
+        }
+        if !self.tool_calls.is_empty() {
+            message["tool_calls"] = self
+                .tool_calls
+                .into_values()
+                .map(|(id, name, arguments)| {
+                    json!({
+                        "id": id,
+                        "type": "function",
+                        "function": { "name": name, "arguments": arguments },
+                    })
+                })
+                .collect();
+        }
+        json!({
+            "choices": [{ "message": message, "finish_reason": self.finish_reason }],
+            "usage": self.usage,
+            "model": self.model,
+        })
     }
 }
 

@@ -326,6 +326,7 @@ pub(crate) async fn complete(
         scope: false,
     };
     let env = ctx.run.env.clone();
+    let run_id = ctx.run.run_id.clone();
     let output = json_step(ctx, step, || async move {
         let (provider, model) = crate::llm::LlmSettings::of(&env)
             .router()
@@ -337,7 +338,23 @@ pub(crate) async fn complete(
         // comes back is tried again here, twice, after 1 s and 2 s (engine clock).
         let mut attempt = 1;
         let reply = loop {
-            match provider.complete(routed.clone()).await {
+            // While someone watches the run's stream here, its pieces are shown as they
+            // come (not recorded: the step records the whole reply below).
+            let asked = if env.live.is_watched(&run_id) {
+                let publish = |text: &str| {
+                    env.live.publish(
+                        &run_id,
+                        crate::live::Live::Token {
+                            step: id.to_owned(),
+                            text: text.to_owned(),
+                        },
+                    );
+                };
+                provider.complete_streaming(routed.clone(), &publish).await
+            } else {
+                provider.complete(routed.clone()).await
+            };
+            match asked {
                 Ok(reply) => break reply,
                 Err(error) if error.retryable && STEP_RETRY.allows_retry_after(attempt) => {
                     let delay = error.retry_after.unwrap_or(STEP_RETRY.delay(attempt));

@@ -28,6 +28,7 @@ mod retry_run;
 mod schedules;
 mod secrets;
 mod store_open;
+mod streams;
 mod tags;
 mod triggers;
 mod worker;

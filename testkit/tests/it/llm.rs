@@ -513,3 +513,168 @@ async fn fake_llm_fails_clearly_when_unscripted_and_on_demand() {
     );
     assert_eq!(llm.calls(), 3);
 }
+
+// ---------------------------------------------------------------------------------------
+// Streaming (`complete_streaming`, as LLM steps call it while their run is watched)
+
+/// Collects the pieces a streaming call hands over.
+#[derive(Default)]
+struct Pieces(std::sync::Mutex<Vec<String>>);
+
+impl Pieces {
+    fn push(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_owned());
+    }
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_reply_comes_in_pieces_and_equals_the_plain_reply() {
+    let server = FakeOpenAiServer::start()
+        .await
+        .reply(
+            Reply::text("Hello, Ada!")
+                .pieces(["Hel", "lo, ", "Ada!"])
+                .usage(12, 3),
+        )
+        .reply(Reply::text("Hello, Ada!").usage(12, 3));
+    let pieces = Pieces::default();
+    let streamed = server
+        .provider()
+        .complete_streaming(ask("Hi"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(pieces.all(), ["Hel", "lo, ", "Ada!"]);
+    let request = server.last_request().unwrap();
+    assert_eq!(request["stream"], true);
+    assert_eq!(request["stream_options"]["include_usage"], true);
+
+    let plain = server.provider().complete(ask("Hi")).await.unwrap();
+    assert!(server.last_request().unwrap().get("stream").is_none());
+    assert_eq!(
+        streamed, plain,
+        "the same reply, usage included, either way"
+    );
+    assert_eq!(streamed.usage.total_tokens, 15);
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_are_put_back_together() {
+    let server = FakeOpenAiServer::start().await.reply(
+        Reply::tool_calls([
+            ("lookup_order", json!({ "id": 7 })),
+            ("refund", json!({ "id": 7, "amount": 5 })),
+        ])
+        .with_text("Checking."),
+    );
+    let pieces = Pieces::default();
+    let reply = server
+        .provider()
+        .complete_streaming(ask("refund 7"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(pieces.all(), ["Checking."]);
+    assert_eq!(reply.finish_reason.as_deref(), Some("tool_calls"));
+    assert_eq!(
+        reply.message.tool_calls,
+        [
+            ToolCall {
+                id: "call_1".into(),
+                name: "lookup_order".into(),
+                arguments: json!({ "id": 7 }),
+            },
+            ToolCall {
+                id: "call_2".into(),
+                name: "refund".into(),
+                arguments: json!({ "id": 7, "amount": 5 }),
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn stream_tokens_off_sends_a_plain_request_and_hands_over_nothing() {
+    let server = FakeOpenAiServer::start().await.reply("Hi there");
+    let pieces = Pieces::default();
+    let reply = server
+        .provider()
+        .stream_tokens(false)
+        .complete_streaming(ask("Hi"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.content.as_deref(), Some("Hi there"));
+    assert!(pieces.all().is_empty());
+    assert!(server.last_request().unwrap().get("stream").is_none());
+}
+
+#[tokio::test]
+async fn a_stream_cut_short_is_a_retryable_transport_error() {
+    let cut = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n";
+    let server = FakeOpenAiServer::start()
+        .await
+        .respond_next(wiremock::ResponseTemplate::new(200).set_body_raw(cut, "text/event-stream"));
+    let pieces = Pieces::default();
+    let error = server
+        .provider()
+        .max_retries(0)
+        .complete_streaming(ask("Hi"), &|text| pieces.push(text))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, LlmErrorKind::Transport, "{}", error.message);
+    assert!(error.retryable);
+    assert!(
+        error.message.contains("before the reply was complete"),
+        "{}",
+        error.message
+    );
+    assert_eq!(pieces.all(), ["Hel"]);
+}
+
+#[tokio::test]
+async fn fake_llm_streams_its_text_cut_after_spaces() {
+    let llm = FakeLlm::new().reply("Hello, brave new world");
+    let pieces = Pieces::default();
+    let reply = llm
+        .complete_streaming(ask("hi"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(pieces.all(), ["Hello, ", "brave ", "new ", "world"]);
+    assert_eq!(
+        reply.message.content.as_deref(),
+        Some("Hello, brave new world")
+    );
+}
+
+#[tokio::test]
+async fn a_server_refusing_to_stream_is_asked_plainly_from_then_on() {
+    let server = FakeOpenAiServer::start()
+        .await
+        .fail_with_message(
+            400,
+            "Unrecognized request argument supplied: stream_options",
+        )
+        .reply("first")
+        .reply("second");
+    let provider = server.provider();
+    let pieces = Pieces::default();
+    let reply = provider
+        .complete_streaming(ask("Hi"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.content.as_deref(), Some("first"));
+    let again = provider
+        .clone()
+        .complete_streaming(ask("Hi"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(again.message.content.as_deref(), Some("second"));
+    let streamed: Vec<bool> = server
+        .requests()
+        .iter()
+        .map(|r| r.get("stream").is_some())
+        .collect();
+    assert_eq!(streamed, [true, false, false], "refused once, then plain");
+    assert!(pieces.all().is_empty());
+}
