@@ -124,6 +124,7 @@ mod purge;
 mod runs;
 mod schedules;
 mod server;
+mod ui;
 mod views;
 mod webhooks;
 mod workflows;
@@ -312,17 +313,20 @@ pub(crate) struct AppState {
     pub(crate) body_limit: usize,
     pub(crate) body_timeout: Duration,
     pub(crate) auth_enabled: bool,
+    /// The API token check, for the web UI's login.
+    pub(crate) auth: Arc<auth::BearerAuth>,
 }
 
 /// The HTTP API as an axum router (state applied), ready to serve or to nest in a bigger
 /// application. See the [module docs](self) for the routes, statuses and error shape.
 pub fn router(engine: Engine, options: HttpOptions) -> Router {
-    let auth = auth::BearerAuth::new(options.api_token.as_deref());
+    let auth = Arc::new(auth::BearerAuth::new(options.api_token.as_deref()));
     let state = AppState {
         engine,
         body_limit: options.body_limit,
         body_timeout: options.body_timeout,
         auth_enabled: auth.is_enabled(),
+        auth: auth.clone(),
     };
     let protected = Router::new()
         .route("/workflows", get(workflows::list))
@@ -352,8 +356,9 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
         .route("/schedules/{name}/resume", post(schedules::resume))
         .route("/schedules/{name}/trigger", post(schedules::trigger))
         .route("/schedules/{name}/backfill", post(schedules::backfill))
+        .merge(ui::protected_routes())
         .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(auth),
+            auth,
             auth::require_bearer,
         ));
     let open = Router::new()
@@ -361,7 +366,8 @@ pub fn router(engine: Engine, options: HttpOptions) -> Router {
             "/hooks/{token}",
             get(hooks::resume_get).post(hooks::resume_post),
         )
-        .route("/webhooks/{source}", post(webhooks::deliver));
+        .route("/webhooks/{source}", post(webhooks::deliver))
+        .merge(ui::open_routes());
     protected
         .merge(open)
         .fallback(error::no_route)
