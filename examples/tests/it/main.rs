@@ -27,5 +27,6 @@ mod signup;
 mod snapshots;
 mod support;
 mod triggers_example;
+mod ui_browser;
 mod waits;
 mod workers;

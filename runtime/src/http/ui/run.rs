@@ -239,9 +239,11 @@ fn step_row(
         Some(ms) => s.started_at + chrono::TimeDelta::milliseconds(ms as i64),
         None => end,
     };
-    let left = ((s.started_at - start).num_milliseconds().max(0) as f64 / span * 100.0).min(100.0);
+    let left = ((s.started_at - start).num_milliseconds().max(0) as f64 / span * 100.0).min(99.7);
+    // At least a sliver, never past the end (the CSS gives bars a minimum width too).
     let width = ((finish - s.started_at).num_milliseconds().max(0) as f64 / span * 100.0)
-        .clamp(0.3, 100.0 - left);
+        .max(0.3)
+        .min(100.0 - left);
     let name = s.id.rsplit('/').next().unwrap_or(&s.id);
     let indent = format!("padding-left:{}px", 10 + step.depth * 18);
     html! {
