@@ -28,4 +28,5 @@ mod secrets;
 mod store_open;
 mod tags;
 mod triggers;
+mod ui;
 mod worker;
