@@ -322,6 +322,13 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     browser.goto(&dev.url("/ui")).await;
     browser.find(&format!("#runs tr[data-run-id='{approval}']")).await;
     browser.screenshot("runs").await;
+    // The table is live: a run started now appears without a reload.
+    browser.eval("(window.__notReloaded = true)").await;
+    let newcomer = dev.start_run("ten-steps", json!(7)).await;
+    browser
+        .find(&format!("#runs tr[data-run-id='{newcomer}']"))
+        .await;
+    assert_eq!(browser.eval("window.__notReloaded === true").await, json!(true));
 
     // Click through to the approval run, which waits on its hook.
     browser

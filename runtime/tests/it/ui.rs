@@ -97,9 +97,18 @@ struct Ui {
 }
 
 async fn ui(token: Option<&str>) -> Ui {
+    ui_on(token, None).await
+}
+
+/// [`ui`] on a SQLite database at `sqlite` (the in-memory store without).
+async fn ui_on(token: Option<&str>, sqlite: Option<&std::path::Path>) -> Ui {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
     let base = format!("http://{}", listener.local_addr().expect("its address"));
-    let engine = Engine::builder()
+    let mut builder = Engine::builder();
+    if let Some(path) = sqlite {
+        builder = builder.sqlite(path).expect("a SQLite database");
+    }
+    let engine = builder
         .public_url(base.clone())
         .register(ui_parcel)
         .register(ui_label_parcel)
@@ -344,7 +353,8 @@ async fn with_a_token_pages_redirect_to_login_whose_cookie_opens_pages_and_api()
 #[tokio::test]
 #[ignore = "a measurement, not a test: cargo test -p reprise --test it ui::measure -- --ignored --nocapture"]
 async fn measure_run_page_of_1000_steps() {
-    let ui = ui(None).await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let ui = ui_on(None, Some(&dir.path().join("measure.db"))).await;
     let id = ui.engine.start(&ui_many, 1000).await.expect("started");
     ui.wait_for(&id, RunStatus::Completed).await;
     let mut times = Vec::new();
@@ -358,7 +368,7 @@ async fn measure_run_page_of_1000_steps() {
     let events = ui.engine.events(&id).await.expect("events").len();
     times.sort();
     println!(
-        "GET /ui/runs/{{id}} of a 1,000-step run ({events} events), 5 requests: min {:?}, median {:?}, max {:?}",
+        "GET /ui/runs/{{id}} of a 1,000-step run ({events} events, SQLite), 5 requests: min {:?}, median {:?}, max {:?}",
         times[0], times[2], times[4]
     );
 }

@@ -72,7 +72,8 @@ fn fields_of(root: &Value) -> Vec<Field> {
                 .and_then(Value::as_array)
                 .map(|names| names.iter().filter_map(Value::as_str).collect())
                 .unwrap_or_default();
-            properties
+            // Required fields first, each group in the schema's (alphabetical) order.
+            let mut fields: Vec<Field> = properties
                 .iter()
                 .map(|(name, property)| {
                     field(
@@ -82,7 +83,9 @@ fn fields_of(root: &Value) -> Vec<Field> {
                         required.contains(&name.as_str()),
                     )
                 })
-                .collect()
+                .collect();
+            fields.sort_by_key(|f| !f.required);
+            fields
         }
         _ => vec![Field {
             name: None,
@@ -269,7 +272,8 @@ fn description(schema: &Value) -> Option<String> {
         .get("description")
         .or_else(|| schema.get("title"))
         .and_then(Value::as_str)
-        .map(|d| d.trim().to_owned())
+        // Doc comments become descriptions with Markdown code and links: shown as text.
+        .map(|d| d.trim().replace("[`", "").replace("`]", "").replace('`', ""))
         .filter(|d| !d.is_empty())
 }
 

@@ -50,6 +50,8 @@ pub(crate) async fn page(
         return Ok(respond(StatusCode::OK, body));
     }
     let title = format!("{} · {}", record.workflow, record.id);
+    // The stream sends only what comes after what this page shows.
+    let after = events.last().map_or(0, |e| e.seq);
     let page = html! {
         h1 {
             a href={ "/ui/workflows/" (record.workflow) } { (record.workflow) }
@@ -59,7 +61,7 @@ pub(crate) async fn page(
         }
         div #flash .flash {}
         div data-live data-fragment={ "/ui/runs/" (record.id) "?fragment=body" }
-            data-stream={ "/runs/" (record.id) "/stream" } data-poll="1000" {
+            data-stream={ "/runs/" (record.id) "/stream?after=" (after) } data-poll="1000" {
             (body)
         }
     };
