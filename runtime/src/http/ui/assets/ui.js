@@ -108,6 +108,7 @@
     p.className = isError ? "err" : "ok";
     p.textContent = text;
     box.appendChild(p);
+    if (!isError) setTimeout(function () { if (p.parentNode === box) box.removeChild(p); }, 4000);
   }
   function errorText(body, status) {
     if (body && body.error) return body.error;
