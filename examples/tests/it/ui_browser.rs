@@ -410,6 +410,34 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     assert!(expanded.contains("Ada"), "{expanded}");
     let shot = browser.screenshot("run").await;
     publish(&shot, "ui-run.png");
+    assert_eq!(
+        browser.eval("document.querySelector('[data-live-dot]').dataset.mode").await,
+        json!("off"),
+        "the live dot says the run ended"
+    );
+
+    // Restart opens the new run's page.
+    browser
+        .find("button[data-post$='/restart']")
+        .await
+        .click()
+        .await
+        .expect("click Restart");
+    browser.client.accept_alert().await.expect("confirm the restart");
+    browser
+        .wait_until(
+            &format!("location.pathname.startsWith('/ui/runs/') && !location.pathname.includes('{approval}')"),
+            "the restarted run's page",
+        )
+        .await;
+    let restarted = browser.eval("location.pathname").await;
+    let restarted = restarted
+        .as_str()
+        .and_then(|p| p.strip_prefix("/ui/runs/"))
+        .expect("a run page")
+        .to_owned();
+    assert_eq!(dev.run(&restarted).await["input"]["title"], "Ship v2");
+    browser.goto(&dev.url(&format!("/ui/runs/{approval}"))).await;
 
     // The lit graph of the run, with its legend.
     browser
@@ -435,14 +463,31 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
         .await;
     browser.goto(&dev.url(&format!("/ui/runs/{sleeper}"))).await;
     browser.wait_for_status("sleeping").await;
+    let mode = browser.eval("document.querySelector('[data-live-dot]').dataset.mode").await;
+    assert!(mode == json!("on") || mode == json!("poll"), "streaming or polling: {mode}");
     browser.eval("(window.__notReloaded = true)").await;
     browser.screenshot("run-sleeping").await;
     browser.wait_for_status("completed").await;
     assert_eq!(browser.eval("window.__notReloaded === true").await, json!(true));
     assert_eq!(dev.run(&sleeper).await["status"], "completed");
 
-    // Cancel a waiting run with its button.
+    // Pause and unpause a waiting run, then cancel it, with its buttons.
     browser.goto(&dev.url(&format!("/ui/runs/{doomed}"))).await;
+    browser.wait_for_status("waiting").await;
+    browser
+        .find("button[data-post$='/pause']")
+        .await
+        .click()
+        .await
+        .expect("click Pause");
+    browser.wait_for_status("paused").await;
+    assert_eq!(dev.run(&doomed).await["status"], "paused");
+    browser
+        .find("button[data-post$='/unpause']")
+        .await
+        .click()
+        .await
+        .expect("click Unpause");
     browser.wait_for_status("waiting").await;
     browser
         .find("button[data-post$='/cancel']")

@@ -90,6 +90,12 @@ async fn ui_many(input: u32) -> Result<u32, WorkflowError> {
     Ok(n)
 }
 
+/// Always fails.
+#[workflow(slug = "ui-broken")]
+async fn ui_broken(input: u32) -> Result<u32, WorkflowError> {
+    Err(WorkflowError::permanent(format!("{input} is broken")))
+}
+
 struct Ui {
     base: String,
     http: reqwest::Client,
@@ -116,6 +122,7 @@ async fn ui_on(token: Option<&str>, sqlite: Option<&std::path::Path>) -> Ui {
         .register(ui_label)
         .register(ui_many)
         .register(ui_count)
+        .register(ui_broken)
         .build()
         .expect("an engine");
     let options = HttpOptions {
@@ -247,6 +254,29 @@ async fn pages_render_the_run_its_timeline_and_a_hook_form_from_the_schema() {
 }
 
 #[tokio::test]
+async fn a_run_page_offers_the_operations_its_status_allows() {
+    let ui = ui(None).await;
+    let failed = ui.engine.start(&ui_broken, 7).await.expect("started");
+    ui.wait_for(&failed, RunStatus::Failed).await;
+    let (_, _, page) = ui.get(&format!("/ui/runs/{failed}")).await;
+    assert!(page.contains(&format!("data-post=\"/runs/{failed}/retry\"")));
+    assert!(page.contains(&format!("data-post=\"/runs/{failed}/restart\"")));
+    assert!(!page.contains(&format!("data-post=\"/runs/{failed}/cancel\"")));
+    assert!(page.contains("7 is broken"), "the error");
+    let waiting = ui
+        .engine
+        .start(&ui_parcel, Parcel { city: "Oslo".into(), weight: 1 })
+        .await
+        .expect("started");
+    ui.wait_for(&waiting, RunStatus::Waiting).await;
+    let (_, _, page) = ui.get(&format!("/ui/runs/{waiting}")).await;
+    for action in ["cancel", "pause", "restart"] {
+        assert!(page.contains(&format!("data-post=\"/runs/{waiting}/{action}\"")), "{action}");
+    }
+    assert!(!page.contains(&format!("data-post=\"/runs/{waiting}/retry\"")));
+}
+
+#[tokio::test]
 async fn unknown_runs_and_pages_get_the_ui_404_page_in_html() {
     let ui = ui(None).await;
     for path in ["/ui/runs/no-such-run", "/ui/runs/no-such-run/graph", "/ui/workflows/nope", "/ui/nothing/here"] {
@@ -302,6 +332,12 @@ async fn with_a_token_pages_redirect_to_login_whose_cookie_opens_pages_and_api()
     let (status, _, login) = ui.get("/ui/login").await;
     assert_eq!(status, StatusCode::OK);
     assert!(login.contains("form id=\"login\""));
+    let css = login
+        .split("href=\"")
+        .find_map(|rest| rest.split('"').next().filter(|h| h.ends_with(".css")))
+        .expect("a stylesheet link")
+        .to_owned();
+    assert_eq!(ui.get(&css).await.0, StatusCode::OK);
 
     let login = |token: &str| {
         ui.http
@@ -348,6 +384,18 @@ async fn with_a_token_pages_redirect_to_login_whose_cookie_opens_pages_and_api()
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
     let body: Value = forged.json().await.expect("JSON");
     assert!(body["error"].as_str().unwrap_or_default().contains("/ui/login"), "{body}");
+    // Logging out clears the cookie.
+    let out = ui
+        .http
+        .post(ui.url("/ui/logout"))
+        .header(COOKIE, pair.clone())
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    let cleared = out.headers()[SET_COOKIE].to_str().expect("text");
+    assert!(cleared.starts_with("reprise_token=;"), "{cleared}");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
 }
 
 #[tokio::test]

@@ -57,7 +57,6 @@ pub(crate) async fn page(
             a href={ "/ui/workflows/" (record.workflow) } { (record.workflow) }
             span.mono.muted { (record.id) }
             span.live-dot data-live-dot title="live" {}
-            (actions(&record))
         }
         div #flash .flash {}
         div data-live data-fragment={ "/ui/runs/" (record.id) "?fragment=body" }
@@ -105,6 +104,7 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
     };
     html! {
         div data-run-status=(record.status.as_str()) data-done=(ended) {}
+        div.toolbar { (actions(record)) }
         div.panel {
             dl.meta {
                 dt { "Status" } dd #run-status { (badge(record.status.as_str())) }

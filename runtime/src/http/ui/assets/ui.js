@@ -96,6 +96,8 @@
     return lives.find(function (l) { return l.el === region; }) || lives[0];
   }
   function refreshAll() {
+    // A page without a live region shows what the action changed after a reload.
+    if (!lives.length) { location.reload(); return Promise.resolve(); }
     return Promise.all(lives.map(function (l) { return l.refresh(true); }));
   }
 
