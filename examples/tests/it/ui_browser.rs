@@ -110,7 +110,11 @@ impl Dev {
             {
                 return dev;
             }
-            assert!(Instant::now() < deadline, "dev did not start: {}", dev.log());
+            assert!(
+                Instant::now() < deadline,
+                "dev did not start: {}",
+                dev.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -314,13 +318,19 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     }
     // Filtering by workflow keeps the ten-steps run only.
     browser.goto(&dev.url("/ui?workflow=ten-steps")).await;
-    browser.find(&format!("#runs tr[data-run-id='{counted}']")).await;
+    browser
+        .find(&format!("#runs tr[data-run-id='{counted}']"))
+        .await;
     assert_eq!(
-        browser.eval("document.querySelectorAll('#runs tbody tr').length").await,
+        browser
+            .eval("document.querySelectorAll('#runs tbody tr').length")
+            .await,
         json!(1)
     );
     browser.goto(&dev.url("/ui")).await;
-    browser.find(&format!("#runs tr[data-run-id='{approval}']")).await;
+    browser
+        .find(&format!("#runs tr[data-run-id='{approval}']"))
+        .await;
     browser.screenshot("runs").await;
     // The table is live: a run started now appears without a reload.
     browser.eval("(window.__notReloaded = true)").await;
@@ -328,7 +338,10 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     browser
         .find(&format!("#runs tr[data-run-id='{newcomer}']"))
         .await;
-    assert_eq!(browser.eval("window.__notReloaded === true").await, json!(true));
+    assert_eq!(
+        browser.eval("window.__notReloaded === true").await,
+        json!(true)
+    );
 
     // Click through to the approval run, which waits on its hook.
     browser
@@ -383,7 +396,11 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     );
     let run = dev.run(&approval).await;
     assert_eq!(run["status"], "waiting", "{run}");
-    assert_eq!(run["hooks"].as_array().map(Vec::len), Some(1), "the hook is open");
+    assert_eq!(
+        run["hooks"].as_array().map(Vec::len),
+        Some(1),
+        "the hook is open"
+    );
     browser.screenshot("run-hook-violation").await;
 
     // A valid payload: the run completes, shown without a reload.
@@ -397,7 +414,10 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
         .await
         .expect("submit");
     browser.wait_for_status("completed").await;
-    assert_eq!(browser.eval("window.__notReloaded === true").await, json!(true));
+    assert_eq!(
+        browser.eval("window.__notReloaded === true").await,
+        json!(true)
+    );
     let run = dev.run(&approval).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(run["output"]["by"], "Ada", "{run}");
@@ -411,7 +431,9 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     let shot = browser.screenshot("run").await;
     publish(&shot, "ui-run.png");
     assert_eq!(
-        browser.eval("document.querySelector('[data-live-dot]').dataset.mode").await,
+        browser
+            .eval("document.querySelector('[data-live-dot]').dataset.mode")
+            .await,
         json!("off"),
         "the live dot says the run ended"
     );
@@ -423,7 +445,11 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
         .click()
         .await
         .expect("click Restart");
-    browser.client.accept_alert().await.expect("confirm the restart");
+    browser
+        .client
+        .accept_alert()
+        .await
+        .expect("confirm the restart");
     browser
         .wait_until(
             &format!("location.pathname.startsWith('/ui/runs/') && !location.pathname.includes('{approval}')"),
@@ -437,7 +463,9 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
         .expect("a run page")
         .to_owned();
     assert_eq!(dev.run(&restarted).await["input"]["title"], "Ship v2");
-    browser.goto(&dev.url(&format!("/ui/runs/{approval}"))).await;
+    browser
+        .goto(&dev.url(&format!("/ui/runs/{approval}")))
+        .await;
 
     // The lit graph of the run, with its legend.
     browser
@@ -463,12 +491,20 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
         .await;
     browser.goto(&dev.url(&format!("/ui/runs/{sleeper}"))).await;
     browser.wait_for_status("sleeping").await;
-    let mode = browser.eval("document.querySelector('[data-live-dot]').dataset.mode").await;
-    assert!(mode == json!("on") || mode == json!("poll"), "streaming or polling: {mode}");
+    let mode = browser
+        .eval("document.querySelector('[data-live-dot]').dataset.mode")
+        .await;
+    assert!(
+        mode == json!("on") || mode == json!("poll"),
+        "streaming or polling: {mode}"
+    );
     browser.eval("(window.__notReloaded = true)").await;
     browser.screenshot("run-sleeping").await;
     browser.wait_for_status("completed").await;
-    assert_eq!(browser.eval("window.__notReloaded === true").await, json!(true));
+    assert_eq!(
+        browser.eval("window.__notReloaded === true").await,
+        json!(true)
+    );
     assert_eq!(dev.run(&sleeper).await["status"], "completed");
 
     // Pause and unpause a waiting run, then cancel it, with its buttons.
@@ -495,7 +531,11 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
         .click()
         .await
         .expect("click Cancel");
-    browser.client.accept_alert().await.expect("confirm the cancel");
+    browser
+        .client
+        .accept_alert()
+        .await
+        .expect("confirm the cancel");
     browser.wait_for_status("canceled").await;
     assert_eq!(dev.run(&doomed).await["status"], "canceled");
 
@@ -615,7 +655,10 @@ async fn with_a_token_the_web_ui_asks_for_it_once_and_keeps_it_in_a_cookie() {
     browser
         .wait_until("location.pathname === '/ui'", "the runs page")
         .await;
-    assert_eq!(browser.eval("location.search").await, json!("?status=completed"));
+    assert_eq!(
+        browser.eval("location.search").await,
+        json!("?status=completed")
+    );
     browser.goto(&dev.url(&format!("/ui/runs/{id}"))).await;
     browser.wait_for_status("completed").await;
     assert_eq!(browser.shown_status().await, "completed");

@@ -88,10 +88,7 @@ pub(crate) async fn require_bearer(
     }
     let path = request.uri().path();
     if header.is_none() && request.method() == Method::GET && path.starts_with("/ui") {
-        let target = request
-            .uri()
-            .path_and_query()
-            .map_or(path, |p| p.as_str());
+        let target = request.uri().path_and_query().map_or(path, |p| p.as_str());
         let next: String = url_encode(target);
         return Redirect::to(&format!("/ui/login?next={next}")).into_response();
     }
@@ -141,6 +138,9 @@ mod tests {
 
     #[test]
     fn the_login_redirect_keeps_the_page_as_one_query_value() {
-        assert_eq!(url_encode("/ui?status=failed&q=a b"), "/ui%3Fstatus%3Dfailed%26q%3Da%20b");
+        assert_eq!(
+            url_encode("/ui?status=failed&q=a b"),
+            "/ui%3Fstatus%3Dfailed%26q%3Da%20b"
+        );
     }
 }

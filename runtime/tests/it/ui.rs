@@ -11,9 +11,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use reprise::event::{RunId, RunStatus};
 use reprise::http::{HttpOptions, serve};
 use reprise::prelude::*;
-use reprise::event::{RunId, RunStatus};
 use reprise::{Worker, WorkerOptions};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
@@ -129,7 +129,12 @@ async fn ui_on(token: Option<&str>, sqlite: Option<&std::path::Path>) -> Ui {
         api_token: token.map(str::to_owned),
         ..HttpOptions::default()
     };
-    tokio::spawn(serve(engine.clone(), listener, options, std::future::pending()));
+    tokio::spawn(serve(
+        engine.clone(),
+        listener,
+        options,
+        std::future::pending(),
+    ));
     let worker = Worker::new(
         &engine,
         WorkerOptions {
@@ -198,7 +203,13 @@ async fn pages_render_the_run_its_timeline_and_a_hook_form_from_the_schema() {
     let ui = ui(None).await;
     let id = ui
         .engine
-        .start(&ui_parcel, Parcel { city: "Lyon".into(), weight: 1200 })
+        .start(
+            &ui_parcel,
+            Parcel {
+                city: "Lyon".into(),
+                weight: 1200,
+            },
+        )
         .await
         .expect("started");
     ui.wait_for(&id, RunStatus::Waiting).await;
@@ -222,17 +233,37 @@ async fn pages_render_the_run_its_timeline_and_a_hook_form_from_the_schema() {
     let (status, _, page) = ui.get(&format!("/ui/runs/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_no_other_origin(&page);
-    for step in ["ui-weigh#0", "ui-label-parcel#0", "ui-label-parcel#0/ui-label#0", "hook#0"] {
-        assert!(page.contains(&format!("data-step=\"{step}\"")), "no {step}: {page}");
+    for step in [
+        "ui-weigh#0",
+        "ui-label-parcel#0",
+        "ui-label-parcel#0/ui-label#0",
+        "hook#0",
+    ] {
+        assert!(
+            page.contains(&format!("data-step=\"{step}\"")),
+            "no {step}: {page}"
+        );
     }
-    assert!(page.contains("padding-left:28px"), "the nested step is indented");
-    assert!(page.contains("the scale is not ready"), "the retried attempt's error");
+    assert!(
+        page.contains("padding-left:28px"),
+        "the nested step is indented"
+    );
+    assert!(
+        page.contains("the scale is not ready"),
+        "the retried attempt's error"
+    );
     assert!(page.contains("Attempt 1 failed"), "{page}");
     // The hook's form, one field per property of its schema, posting to its token.
     for pointer in ["/courier", "/speed", "/insured"] {
-        assert!(page.contains(&format!("data-pointer=\"{pointer}\"")), "{pointer}");
+        assert!(
+            page.contains(&format!("data-pointer=\"{pointer}\"")),
+            "{pointer}"
+        );
     }
-    assert!(page.contains("<option value=\"&quot;Fast&quot;\">Fast</option>"), "{page}");
+    assert!(
+        page.contains("<option value=\"&quot;Fast&quot;\">Fast</option>"),
+        "{page}"
+    );
     assert!(page.contains("data-action=\"/hooks/"));
     // The live part alone, for ui.js.
     let (_, _, fragment) = ui.get(&format!("/ui/runs/{id}?fragment=body")).await;
@@ -249,8 +280,14 @@ async fn pages_render_the_run_its_timeline_and_a_hook_form_from_the_schema() {
     let (_, _, workflow) = ui.get("/ui/workflows/ui-parcel").await;
     assert!(workflow.contains("data-action=\"/workflows/ui-parcel\""));
     assert!(workflow.contains("data-pointer=\"/city\""));
-    assert!(workflow.contains("Where it goes."), "the field's description");
-    assert!(workflow.contains(&format!("href=\"/ui/runs/{id}\"")), "recent runs");
+    assert!(
+        workflow.contains("Where it goes."),
+        "the field's description"
+    );
+    assert!(
+        workflow.contains(&format!("href=\"/ui/runs/{id}\"")),
+        "recent runs"
+    );
 }
 
 #[tokio::test]
@@ -265,13 +302,22 @@ async fn a_run_page_offers_the_operations_its_status_allows() {
     assert!(page.contains("7 is broken"), "the error");
     let waiting = ui
         .engine
-        .start(&ui_parcel, Parcel { city: "Oslo".into(), weight: 1 })
+        .start(
+            &ui_parcel,
+            Parcel {
+                city: "Oslo".into(),
+                weight: 1,
+            },
+        )
         .await
         .expect("started");
     ui.wait_for(&waiting, RunStatus::Waiting).await;
     let (_, _, page) = ui.get(&format!("/ui/runs/{waiting}")).await;
     for action in ["cancel", "pause", "restart"] {
-        assert!(page.contains(&format!("data-post=\"/runs/{waiting}/{action}\"")), "{action}");
+        assert!(
+            page.contains(&format!("data-post=\"/runs/{waiting}/{action}\"")),
+            "{action}"
+        );
     }
     assert!(!page.contains(&format!("data-post=\"/runs/{waiting}/retry\"")));
 }
@@ -279,7 +325,12 @@ async fn a_run_page_offers_the_operations_its_status_allows() {
 #[tokio::test]
 async fn unknown_runs_and_pages_get_the_ui_404_page_in_html() {
     let ui = ui(None).await;
-    for path in ["/ui/runs/no-such-run", "/ui/runs/no-such-run/graph", "/ui/workflows/nope", "/ui/nothing/here"] {
+    for path in [
+        "/ui/runs/no-such-run",
+        "/ui/runs/no-such-run/graph",
+        "/ui/workflows/nope",
+        "/ui/nothing/here",
+    ] {
         let (status, kind, page) = ui.get(path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert!(kind.starts_with("text/html"), "{path}: {kind}");
@@ -308,10 +359,16 @@ async fn assets_are_served_from_the_binary() {
         .expect("a script")
         .to_owned();
     let (status, kind, body) = ui.get(&css).await;
-    assert_eq!((status, kind.starts_with("text/css")), (StatusCode::OK, true));
+    assert_eq!(
+        (status, kind.starts_with("text/css")),
+        (StatusCode::OK, true)
+    );
     assert!(body.contains(".timeline"));
     let (status, kind, body) = ui.get(&js).await;
-    assert_eq!((status, kind.starts_with("text/javascript")), (StatusCode::OK, true));
+    assert_eq!(
+        (status, kind.starts_with("text/javascript")),
+        (StatusCode::OK, true)
+    );
     assert!(body.contains("EventSource"));
     let (status, _, _) = ui.get("/ui/assets/other.js").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -322,7 +379,12 @@ async fn with_a_token_pages_redirect_to_login_whose_cookie_opens_pages_and_api()
     let ui = ui(Some("tok-en")).await;
     let id = ui.engine.start(&ui_many, 2).await.expect("started");
 
-    let response = ui.http.get(ui.url("/ui/workflows?x=1")).send().await.expect("GET");
+    let response = ui
+        .http
+        .get(ui.url("/ui/workflows?x=1"))
+        .send()
+        .await
+        .expect("GET");
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(
         response.headers()[LOCATION],
@@ -350,19 +412,37 @@ async fn with_a_token_pages_redirect_to_login_whose_cookie_opens_pages_and_api()
     assert!(refused.headers().get(SET_COOKIE).is_none());
     let accepted = login("tok-en").await.expect("POST");
     assert_eq!(accepted.status(), StatusCode::NO_CONTENT);
-    let cookie = accepted.headers()[SET_COOKIE].to_str().expect("text").to_owned();
+    let cookie = accepted.headers()[SET_COOKIE]
+        .to_str()
+        .expect("text")
+        .to_owned();
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     let pair = cookie.split(';').next().expect("name=value").to_owned();
 
-    let with_cookie = |path: &str| ui.http.get(ui.url(path)).header(COOKIE, pair.clone()).send();
-    assert_eq!(with_cookie("/ui").await.expect("GET").status(), StatusCode::OK);
+    let with_cookie = |path: &str| {
+        ui.http
+            .get(ui.url(path))
+            .header(COOKIE, pair.clone())
+            .send()
+    };
     assert_eq!(
-        with_cookie(&format!("/ui/runs/{id}")).await.expect("GET").status(),
+        with_cookie("/ui").await.expect("GET").status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        with_cookie(&format!("/ui/runs/{id}"))
+            .await
+            .expect("GET")
+            .status(),
         StatusCode::OK
     );
     let runs = with_cookie("/runs").await.expect("GET");
-    assert_eq!(runs.status(), StatusCode::OK, "the API takes the cookie too");
+    assert_eq!(
+        runs.status(),
+        StatusCode::OK,
+        "the API takes the cookie too"
+    );
     // The cross-site rules still hold for cookie-carrying requests.
     let cross = ui
         .http
@@ -383,7 +463,13 @@ async fn with_a_token_pages_redirect_to_login_whose_cookie_opens_pages_and_api()
         .expect("GET");
     assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
     let body: Value = forged.json().await.expect("JSON");
-    assert!(body["error"].as_str().unwrap_or_default().contains("/ui/login"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/ui/login"),
+        "{body}"
+    );
     // Logging out clears the cookie.
     let out = ui
         .http

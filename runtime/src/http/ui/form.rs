@@ -92,7 +92,7 @@ fn fields_of(root: &Value) -> Vec<Field> {
             required: true,
             control: Control::Json,
             description: description(schema),
-            initial: schema.get("default").map(|v| pretty(v)),
+            initial: schema.get("default").map(pretty),
         }],
     }
 }
@@ -113,9 +113,7 @@ fn field(name: Option<String>, schema: &Value, root: &Value, required: bool) -> 
             Some("number") => (Control::Number, default.map(Value::to_string)),
             Some("boolean") if required => (
                 Control::Checkbox,
-                default
-                    .and_then(Value::as_bool)
-                    .map(|b| b.to_string()),
+                default.and_then(Value::as_bool).map(|b| b.to_string()),
             ),
             Some("boolean") => (
                 Control::Select(vec![
@@ -248,7 +246,9 @@ fn choices(schema: &Value, root: &Value) -> Option<Vec<(String, String)>> {
             for value in values {
                 let (json, text) = option(value);
                 let label = match branch.get("description").and_then(Value::as_str) {
-                    Some(d) if branch.get("const").is_some() => format!("{text} — {}", first_line(d)),
+                    Some(d) if branch.get("const").is_some() => {
+                        format!("{text} — {}", first_line(d))
+                    }
                     _ => text,
                 };
                 options.push((json, label));
@@ -273,7 +273,12 @@ fn description(schema: &Value) -> Option<String> {
         .or_else(|| schema.get("title"))
         .and_then(Value::as_str)
         // Doc comments become descriptions with Markdown code and links: shown as text.
-        .map(|d| d.trim().replace("[`", "").replace("`]", "").replace('`', ""))
+        .map(|d| {
+            d.trim()
+                .replace("[`", "")
+                .replace("`]", "")
+                .replace('`', "")
+        })
         .filter(|d| !d.is_empty())
 }
 
@@ -341,7 +346,11 @@ mod tests {
 
     #[test]
     fn other_schemas_become_one_json_field() {
-        for schema in [json!({"type": "string"}), json!({}), json!({"type": "array"})] {
+        for schema in [
+            json!({"type": "string"}),
+            json!({}),
+            json!({"type": "array"}),
+        ] {
             let fields = fields_of(&schema);
             assert_eq!(fields.len(), 1, "{schema}");
             assert_eq!(fields[0].name, None);

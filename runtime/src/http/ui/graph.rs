@@ -71,5 +71,8 @@ pub(crate) async fn page(
         }
     };
     let title = format!("Graph · {}", record.id);
-    Ok(respond(StatusCode::OK, layout::page(&title, Nav::Runs, body)))
+    Ok(respond(
+        StatusCode::OK,
+        layout::page(&title, Nav::Runs, body),
+    ))
 }

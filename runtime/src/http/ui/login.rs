@@ -44,7 +44,10 @@ fn safe_next(next: Option<String>) -> String {
 }
 
 /// `GET /ui/login`: the token form (straight to the UI when the API has no token).
-pub(crate) async fn form(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
+pub(crate) async fn form(
+    State(state): State<AppState>,
+    Query(query): Query<LoginQuery>,
+) -> Response {
     let next = safe_next(query.next);
     if !state.auth_enabled {
         return Redirect::to(&next).into_response();

@@ -136,7 +136,10 @@ impl IntoResponse for UiError {
                 p { a href="/ui" { "← All runs" } " · " a href="/ui/workflows" { "Workflows" } }
             }
         };
-        html(self.status, layout::page(&self.title, layout::Nav::None, body))
+        html(
+            self.status,
+            layout::page(&self.title, layout::Nav::None, body),
+        )
     }
 }
 

@@ -64,7 +64,10 @@ pub(crate) async fn page(
             (body)
         }
     };
-    Ok(respond(StatusCode::OK, layout::page(&title, Nav::Runs, page)))
+    Ok(respond(
+        StatusCode::OK,
+        layout::page(&title, Nav::Runs, page),
+    ))
 }
 
 /// The buttons the run's status allows (each posts to the JSON API).

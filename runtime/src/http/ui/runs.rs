@@ -73,7 +73,10 @@ async fn listing(state: &AppState, query: &RunsQuery) -> Result<Listing, UiError
     let mut pairs: Vec<(String, String)> = Vec::new();
     if let Some(text) = set(&query.q) {
         if text.contains(['=', '<', '>']) {
-            pairs.extend(text.split_whitespace().map(|t| ("tag".to_owned(), t.to_owned())));
+            pairs.extend(
+                text.split_whitespace()
+                    .map(|t| ("tag".to_owned(), t.to_owned())),
+            );
         } else {
             let id = RunId(text.to_owned());
             return match state.engine.get_run(&id).await {
@@ -98,7 +101,9 @@ async fn listing(state: &AppState, query: &RunsQuery) -> Result<Listing, UiError
     };
     if let Some(since) = set(&query.since) {
         let period = humantime::parse_duration(since).map_err(|e| {
-            UiError::bad_request(format!("`since` is `{since}`, not a period ({e}); e.g. 24h"))
+            UiError::bad_request(format!(
+                "`since` is `{since}`, not a period ({e}); e.g. 24h"
+            ))
         })?;
         let bound = now - chrono::TimeDelta::from_std(period).unwrap_or(chrono::TimeDelta::MAX);
         after = Some(after.map_or(bound, |a| a.max(bound)));
@@ -187,7 +192,10 @@ pub(crate) async fn page(
     let now = state.engine.now();
     if query.fragment.as_deref() == Some("table") {
         let listing = listing?;
-        return Ok(respond(StatusCode::OK, table_section(&query, &listing, now)));
+        return Ok(respond(
+            StatusCode::OK,
+            table_section(&query, &listing, now),
+        ));
     }
     let (status, content) = match &listing {
         Ok(listing) => (StatusCode::OK, table_section(&query, listing, now)),
@@ -202,7 +210,10 @@ pub(crate) async fn page(
     workflows.sort_unstable();
     let mut stream = "/runs/stream".to_owned();
     let mut sep = '?';
-    for (name, value) in [("workflow", set(&query.workflow)), ("status", set(&query.status))] {
+    for (name, value) in [
+        ("workflow", set(&query.workflow)),
+        ("status", set(&query.status)),
+    ] {
         if let Some(value) = value {
             stream.push_str(&format!("{sep}{name}={}", encode(value)));
             sep = '&';

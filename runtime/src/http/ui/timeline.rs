@@ -105,7 +105,8 @@ impl<'a> Timeline<'a> {
         let mut run_cost = 0.0;
         // The run's cost: each recorded model request (`usage`) on its step's model.
         for event in events {
-            let (Some(id), Some(usage)) = (event.event.correlation_id.as_deref(), event.event.usage())
+            let (Some(id), Some(usage)) =
+                (event.event.correlation_id.as_deref(), event.event.usage())
             else {
                 continue;
             };

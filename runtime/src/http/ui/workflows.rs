@@ -46,7 +46,10 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, UiEr
             }
         }
     };
-    Ok(respond(StatusCode::OK, layout::page("Workflows", Nav::Workflows, body)))
+    Ok(respond(
+        StatusCode::OK,
+        layout::page("Workflows", Nav::Workflows, body),
+    ))
 }
 
 /// `GET /ui/workflows/{slug}`.
@@ -114,5 +117,8 @@ pub(crate) async fn page(
             details.raw { summary { "Output schema" } (json_block(entry.output_schema())) }
         }
     };
-    Ok(respond(StatusCode::OK, layout::page(&slug, Nav::Workflows, body)))
+    Ok(respond(
+        StatusCode::OK,
+        layout::page(&slug, Nav::Workflows, body),
+    ))
 }
