@@ -45,6 +45,8 @@
 //! | `POST /schedules/{name}/pause`, `/resume` | 200 the schedule (also for schedules declared in code) | 404 |
 //! | `POST /schedules/{name}/trigger` | 202 `{"run_id","status":"queued"}` | 404, 422 |
 //! | `POST /schedules/{name}/backfill` (`{"from","to"}`, RFC 3339) | 200 `{"schedule","ticks","started","existing"}`: each tick's run once, also when repeated | 400 bad range, 404 |
+//! | `GET /ui`, `/ui/runs/{id}`, `/ui/runs/{id}/graph`, `/ui/workflows`, `/ui/workflows/{slug}` | 200 the web UI's pages (HTML; assets under `/ui/assets/`) | 404 HTML page for unknown runs, workflows and pages; 303 to `/ui/login` without the token |
+//! | `POST /ui/login` (`{"token"}`), `POST /ui/logout` | 204 setting / clearing the UI's token cookie | 401 not the API token |
 //!
 //! # Errors
 //! Every error body is JSON: `{"error": "<what went wrong and what to do>", "code":
@@ -107,7 +109,10 @@
 //!
 //! # Authentication
 //! With [`HttpOptions::api_token`] set, every route except `/hooks/*` and `/webhooks/*`
-//! requires `Authorization: Bearer <token>` (compared in constant time), else 401. Hook
+//! (and the web UI's login page and assets) requires `Authorization: Bearer <token>`
+//! (compared in constant time), else 401, or the web UI's cookie, which `POST /ui/login`
+//! sets for that token (`HttpOnly`, `SameSite=Strict`); a `GET` of a UI page without
+//! either is redirected to `/ui/login`. Hook
 //! tokens are unguessable and webhooks check their own signatures, so those routes stay
 //! open for the services that call them. Without a token, anyone who can reach the port
 //! can start and cancel runs: `dev` warns when it listens on a non-loopback address

@@ -8,7 +8,6 @@
 //! `measure_run_page_of_1000_steps` is a measurement, not a test (ignored; run it with
 //! `cargo test -p reprise --test it ui::measure -- --ignored --nocapture`).
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use reprise::event::{RunId, RunStatus};
@@ -27,13 +26,10 @@ struct Parcel {
     weight: u32,
 }
 
-/// Fails its first attempt (retryable), then answers. Only `ui_parcel` calls it.
-static FLAKY_ATTEMPTS: AtomicU32 = AtomicU32::new(0);
-
-/// Weighs the parcel; the scale is flaky once.
+/// Weighs the parcel; the scale is not ready on the first attempt (retryable).
 #[action(retries = 3, backoff = "10ms")]
-async fn ui_weigh(input: Parcel) -> Result<u32, ActionError> {
-    if FLAKY_ATTEMPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+async fn ui_weigh(input: Parcel, cx: ActionCtx) -> Result<u32, ActionError> {
+    if cx.attempt() == 1 {
         return Err(ActionError::new("scale", "the scale is not ready", true));
     }
     Ok(input.weight)
@@ -68,6 +64,7 @@ struct Pickup {
 /// Weighs, labels in a sub-workflow, then waits for a pickup.
 #[workflow(slug = "ui-parcel")]
 async fn ui_parcel(ctx: Ctx, input: Parcel) -> Result<String, WorkflowError> {
+    ctx.tag("city", input.city.clone()).await?;
     let weight = ui_weigh.run(input.clone()).await?;
     let label = ui_label_parcel.run(input).await?;
     let pickup: Pickup = ctx.hook().await?;
@@ -94,6 +91,36 @@ async fn ui_many(input: u32) -> Result<u32, WorkflowError> {
 #[workflow(slug = "ui-broken")]
 async fn ui_broken(input: u32) -> Result<u32, WorkflowError> {
     Err(WorkflowError::permanent(format!("{input} is broken")))
+}
+
+/// Asks the model for a slogan.
+#[workflow(slug = "ui-slogan")]
+async fn ui_slogan(topic: String) -> Result<String, WorkflowError> {
+    Ok(reprise::llm::prompt_llm(format!("A slogan for {topic}"))
+        .model("fake/model")
+        .await?)
+}
+
+/// A model that always answers the same, using 10 prompt and 5 completion tokens.
+struct OneReply;
+
+#[async_trait::async_trait]
+impl reprise::llm::LlmProvider for OneReply {
+    async fn complete(
+        &self,
+        _request: reprise::llm::LlmRequest,
+    ) -> Result<reprise::llm::LlmResponse, reprise::llm::LlmError> {
+        Ok(reprise::llm::LlmResponse {
+            message: reprise::llm::ChatMessage::assistant("Parcels, promptly."),
+            usage: reprise::llm::Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: 15,
+            },
+            model: "model".into(),
+            finish_reason: None,
+        })
+    }
 }
 
 struct Ui {
@@ -123,6 +150,8 @@ async fn ui_on(token: Option<&str>, sqlite: Option<&std::path::Path>) -> Ui {
         .register(ui_many)
         .register(ui_count)
         .register(ui_broken)
+        .register(ui_slogan)
+        .llm(std::sync::Arc::new(OneReply))
         .build()
         .expect("an engine");
     let options = HttpOptions {
@@ -224,6 +253,20 @@ async fn pages_render_the_run_its_timeline_and_a_hook_form_from_the_schema() {
     assert!(found.contains(&format!("data-run-id=\"{id}\"")));
     let (_, _, filtered) = ui.get("/ui?workflow=ui-many").await;
     assert!(!filtered.contains(&format!("data-run-id=\"{id}\"")));
+    // By tag, and by creation time.
+    let (_, _, tagged) = ui.get("/ui?q=city%3DLyon").await;
+    assert!(
+        tagged.contains(&format!("data-run-id=\"{id}\"")),
+        "{tagged}"
+    );
+    let (_, _, other) = ui.get("/ui?q=city%3DParis").await;
+    assert!(!other.contains(&format!("data-run-id=\"{id}\"")));
+    let (_, _, recent) = ui.get("/ui?since=1h").await;
+    assert!(recent.contains(&format!("data-run-id=\"{id}\"")));
+    let (_, _, old) = ui.get("/ui?to=2001-01-01T00%3A00").await;
+    assert!(!old.contains(&format!("data-run-id=\"{id}\"")));
+    let (_, _, later) = ui.get("/ui?from=2001-01-01T00%3A00").await;
+    assert!(later.contains(&format!("data-run-id=\"{id}\"")));
     let (status, _, bad) = ui.get("/ui?from=yesterday").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(bad.contains("not a time"), "{bad}");
@@ -287,6 +330,23 @@ async fn pages_render_the_run_its_timeline_and_a_hook_form_from_the_schema() {
     assert!(
         workflow.contains(&format!("href=\"/ui/runs/{id}\"")),
         "recent runs"
+    );
+}
+
+#[tokio::test]
+async fn an_llm_step_shows_its_tokens_on_the_run_page() {
+    let ui = ui(None).await;
+    let id = ui
+        .engine
+        .start(&ui_slogan, "parcels".to_owned())
+        .await
+        .expect("started");
+    ui.wait_for(&id, RunStatus::Completed).await;
+    let (_, _, page) = ui.get(&format!("/ui/runs/{id}")).await;
+    assert!(page.contains("15 tokens (10 in, 5 out)"), "{page}");
+    assert!(
+        page.contains("<dt>Cost</dt>"),
+        "the run's cost, or `unknown` without a price"
     );
 }
 
