@@ -304,6 +304,11 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
         return;
     }
     let dev = Dev::start(None).await;
+    assert!(
+        dev.log().contains(&format!("web UI:       {}/ui", dev.base)),
+        "dev prints where the UI is: {}",
+        dev.log()
+    );
     let browser = Browser::start().await;
     let approval = dev.start_run("approval", json!({"title": "Ship v2"})).await;
     let doomed = dev
