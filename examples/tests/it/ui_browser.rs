@@ -305,7 +305,8 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     }
     let dev = Dev::start(None).await;
     assert!(
-        dev.log().contains(&format!("web UI:       {}/ui", dev.base)),
+        dev.log()
+            .contains(&format!("web UI:       {}/ui", dev.base)),
         "dev prints where the UI is: {}",
         dev.log()
     );
@@ -359,11 +360,11 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     let hook_form = ".hook form.schema-form";
     browser.find(hook_form).await;
 
-    // An invalid payload: the violation shows next to its field; the hook stays open.
+    // An invalid payload (no decision chosen): the violation shows next to its field; the
+    // hook stays open.
     let approved = browser
-        .find(".hook [data-pointer='/approved'] textarea")
+        .find(".hook [data-pointer='/approved'] select")
         .await;
-    approved.send_keys("\"maybe\"").await.expect("type");
     browser
         .find(".hook [data-pointer='/by'] input")
         .await
@@ -410,8 +411,7 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
 
     // A valid payload: the run completes, shown without a reload.
     browser.eval("(window.__notReloaded = true)").await;
-    approved.clear().await.expect("clear");
-    approved.send_keys("true").await.expect("type");
+    approved.select_by_label("true").await.expect("choose true");
     browser
         .find(".hook button[type=submit]")
         .await

@@ -236,10 +236,13 @@ fn choices(schema: &Value, root: &Value) -> Option<Vec<(String, String)>> {
         let mut options = Vec::new();
         for branch in branches {
             let branch = resolve(root, branch);
+            let booleans = [Value::Bool(true), Value::Bool(false)];
             let values: Vec<&Value> = if let Some(value) = branch.get("const") {
                 vec![value]
             } else if let Some(values) = branch.get("enum").and_then(Value::as_array) {
                 values.iter().collect()
+            } else if type_of(branch).as_deref() == Some("boolean") {
+                booleans.iter().collect()
             } else {
                 return None;
             };
@@ -251,7 +254,10 @@ fn choices(schema: &Value, root: &Value) -> Option<Vec<(String, String)>> {
                     }
                     _ => text,
                 };
-                options.push((json, label));
+                // `true` and `"true"` read the same: the first branch's is offered.
+                if !options.iter().any(|(_, l)| *l == label) {
+                    options.push((json, label));
+                }
             }
         }
         return Some(options);
@@ -315,6 +321,7 @@ mod tests {
                 "color": {"$ref": "#/$defs/Color"},
                 "nested": {"type": "object"},
                 "when": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "flag": {"anyOf": [{"type": "boolean"}, {"enum": ["true", "false"]}]},
             },
             "$defs": {"Color": {"enum": ["red", "green"]}}
         });
@@ -341,6 +348,14 @@ mod tests {
             ])
         );
         assert_eq!(by_name("nested").control, Control::Json);
+        assert_eq!(
+            by_name("flag").control,
+            Control::Select(vec![
+                ("true".into(), "true".into()),
+                ("false".into(), "false".into())
+            ]),
+            "a boolean or its text: one true/false choice"
+        );
         assert_eq!(by_name("when").control, Control::Text);
     }
 

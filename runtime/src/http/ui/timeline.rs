@@ -110,7 +110,7 @@ impl<'a> Timeline<'a> {
             else {
                 continue;
             };
-            match model_of(id, &details).map(|m| (prices.cost(&m, &usage), m)) {
+            match model_of(id, &details).map(|m| (price(prices, &m, &usage), m)) {
                 Some((Some(cost), _)) => run_cost += cost,
                 Some((None, model)) => {
                     if !unpriced.contains(&model) {
@@ -131,7 +131,7 @@ impl<'a> Timeline<'a> {
             .map(|(summary, model)| {
                 let depth = summary.id.matches('/').count();
                 let cost = match (&model, &summary.usage) {
-                    (Some(model), Some(usage)) => prices.cost(model, usage),
+                    (Some(model), Some(usage)) => price(prices, model, usage),
                     _ => None,
                 };
                 let d = details.remove(summary.id.as_str()).unwrap_or_default();
@@ -181,6 +181,16 @@ fn model_of(id: &str, details: &HashMap<&str, Details<'_>>) -> Option<String> {
         }
         scope = &scope[..scope.rfind('/')?];
     }
+}
+
+/// What `usage` cost on `model` as the step recorded it (`openai/gpt-4o-mini`), or on the
+/// model without its vendor prefix when the table names it so.
+fn price(prices: &PriceTable, model: &str, usage: &Usage) -> Option<f64> {
+    prices.cost(model, usage).or_else(|| {
+        model
+            .split_once('/')
+            .and_then(|(_, bare)| prices.cost(bare, usage))
+    })
 }
 
 /// Total tokens of a usage, for a compact label.
