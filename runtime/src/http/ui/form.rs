@@ -150,7 +150,7 @@ fn field_markup(field: &Field) -> Markup {
                 (label)
                 @if field.required && field.control != Control::Checkbox { span.req title="required" { "*" } }
             }
-            @if let Some(text) = &field.description { p.hint { (text) } }
+            @if let Some(text) = &field.description { p.hint { (super::layout::doc_text(text)) } }
             @match &field.control {
                 Control::Text => input #(id) type="text" data-type="string" data-name=[name] data-required=[required] value=[field.initial.as_deref()];
                 Control::Number => input #(id) type="number" step="any" data-type="number" data-name=[name] data-required=[required] value=[field.initial.as_deref()];
@@ -278,13 +278,7 @@ fn description(schema: &Value) -> Option<String> {
         .get("description")
         .or_else(|| schema.get("title"))
         .and_then(Value::as_str)
-        // Doc comments become descriptions with Markdown code and links: shown as text.
-        .map(|d| {
-            d.trim()
-                .replace("[`", "")
-                .replace("`]", "")
-                .replace('`', "")
-        })
+        .map(|d| d.trim().to_owned())
         .filter(|d| !d.is_empty())
 }
 

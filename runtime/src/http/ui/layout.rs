@@ -88,3 +88,27 @@ pub(crate) fn dollars(amount: f64) -> String {
 pub(crate) fn trusted(svg: String) -> Markup {
     PreEscaped(svg)
 }
+
+/// A doc comment's text with its Markdown code spans (`` `x` ``, `` [`X`] `` links)
+/// shown as code; everything else as plain text.
+pub(crate) fn doc_text(text: &str) -> Markup {
+    let text = text.replace("[`", "`").replace("`]", "`");
+    html! {
+        @for (i, part) in text.split('`').enumerate() {
+            @if i % 2 == 1 { code { (part) } } @else { (part) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_text_shows_code_spans_as_code_and_escapes_the_rest() {
+        assert_eq!(
+            doc_text("Sleeps for `delay` in [`Thing`] <b>").into_string(),
+            "Sleeps for <code>delay</code> in <code>Thing</code> &lt;b&gt;"
+        );
+    }
+}

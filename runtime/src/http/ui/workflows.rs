@@ -33,7 +33,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, UiEr
                         @let slug = entry.registration.slug;
                         tr data-workflow=(slug) {
                             td { a href={ "/ui/workflows/" (slug) } { strong { (slug) } } }
-                            td.wrap { (entry.registration.description.trim().lines().next().unwrap_or("")) }
+                            td.wrap { (layout::doc_text(entry.registration.description.trim().lines().next().unwrap_or(""))) }
                             td {
                                 @if let Some(p) = pauses.iter().find(|p| p.workflow == slug) {
                                     span.badge.s-paused title={ "by " (p.by) } { "paused" }
@@ -93,7 +93,7 @@ pub(crate) async fn page(
             }
         }
         div #flash .flash {}
-        @if !description.is_empty() { div.panel { @for line in description.lines() { (line) br; } } }
+        @if !description.is_empty() { div.panel { @for line in description.lines() { (layout::doc_text(line)) br; } } }
         div.grid2 {
             div {
                 h2 { "Start a run" }
