@@ -6,7 +6,8 @@
 //! reload, canceling, the lit graph, starting a run from a workflow's form, the 404 page,
 //! and the login a token requires. Screenshots of each page go to
 //! `target/ui-screenshots/`; the run page and the lit graph are also written to
-//! `docs/img/ui-run.png` and `docs/img/ui-graph.png` (the README shows them).
+//! `docs/img/ui-run.png` and `docs/img/ui-graph.png` (the README shows them) when those are
+//! missing or `REPRISE_UPDATE_UI_IMAGES=1`.
 //!
 //! Needs `/usr/bin/chromedriver` and `/usr/bin/chromium` (Debian `chromium-driver`,
 //! `chromium`): without them the test prints a notice and passes, unless
@@ -291,11 +292,18 @@ fn screenshot_dir() -> PathBuf {
     target.join("ui-screenshots")
 }
 
-/// Copies a screenshot to `docs/img/` (the README's images).
+/// Copies a screenshot to `docs/img/` (the README's images) when it is not there yet or
+/// when `REPRISE_UPDATE_UI_IMAGES=1`, so that running the tests does not change committed
+/// files every time.
 fn publish(screenshot: &Path, name: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/img");
+    let target = dir.join(name);
+    let update = std::env::var("REPRISE_UPDATE_UI_IMAGES").is_ok_and(|v| v == "1");
+    if target.exists() && !update {
+        return;
+    }
     std::fs::create_dir_all(&dir).expect("docs/img");
-    std::fs::copy(screenshot, dir.join(name)).expect("copy the screenshot");
+    std::fs::copy(screenshot, target).expect("copy the screenshot");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
