@@ -58,6 +58,13 @@
     if (this.es) { this.es.close(); }
     this.setDot("off", "ended");
   };
+  Live.prototype.busyForm = function () {
+    const now = Date.now();
+    return Array.from(this.el.querySelectorAll("form")).some(function (form) {
+      return form.contains(document.activeElement) && document.activeElement !== form.querySelector("button[type=submit]")
+        || (form.dataset.editedAt && now - Number(form.dataset.editedAt) < 20000);
+    });
+  };
   Live.prototype.schedule = function (ms) {
     const self = this;
     if (this.timer) return;
@@ -66,8 +73,9 @@
   Live.prototype.refresh = function (force) {
     const self = this;
     if (this.pending) { this.schedule(200); return Promise.resolve(); }
-    // Never replace a form someone is filling in; try again later.
-    if (!force && this.el.querySelector("form[data-dirty]")) return Promise.resolve();
+    // Never replace a form someone is filling in (focused, or edited in the last 20 s);
+    // the next message or poll tries again.
+    if (!force && this.busyForm()) return Promise.resolve();
     this.pending = true;
     return fetch(this.fragment, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) {
@@ -244,7 +252,7 @@
             form.dataset.rejected = String(r.status);
             return;
           }
-          delete form.dataset.dirty;
+          delete form.dataset.editedAt;
           if (form.dataset.then === "run" && body && body.run_id) {
             location.href = "/ui/runs/" + encodeURIComponent(body.run_id);
             return;
@@ -284,7 +292,7 @@
   });
   document.addEventListener("input", function (e) {
     const form = e.target.closest("form.schema-form");
-    if (form) form.dataset.dirty = "true";
+    if (form) form.dataset.editedAt = String(Date.now());
   });
   document.addEventListener("change", function (e) {
     if (e.target.matches("form.filters select[data-autosubmit]")) e.target.form.submit();
