@@ -512,11 +512,25 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
         "streaming or polling: {mode}"
     );
     browser.eval("(window.__notReloaded = true)").await;
+    // A row opened now stays open through the live updates.
+    browser
+        .find("#timeline details[data-step^='send-welcome'] > summary")
+        .await
+        .click()
+        .await
+        .expect("open the welcome step");
     browser.screenshot("run-sleeping").await;
     browser.wait_for_status("completed").await;
     assert_eq!(
         browser.eval("window.__notReloaded === true").await,
         json!(true)
+    );
+    assert_eq!(
+        browser
+            .eval("document.querySelector(\"#timeline details[data-step^='send-welcome']\").open")
+            .await,
+        json!(true),
+        "the opened row stays open"
     );
     assert_eq!(dev.run(&sleeper).await["status"], "completed");
 
