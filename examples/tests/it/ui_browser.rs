@@ -499,7 +499,7 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
     let sleeper = dev
         .start_run(
             "delayed-followup",
-            json!({"name": "Ada", "email": "ada@example.com", "delay": "4s"}),
+            json!({"name": "Ada", "email": "ada@example.com", "delay": "6s"}),
         )
         .await;
     browser.goto(&dev.url(&format!("/ui/runs/{sleeper}"))).await;
