@@ -73,9 +73,9 @@
   Live.prototype.refresh = function (force) {
     const self = this;
     if (this.pending) { this.schedule(200); return Promise.resolve(); }
-    // Never replace a form someone is filling in (focused, or edited in the last 20 s);
-    // the next message or poll tries again.
-    if (!force && this.busyForm()) return Promise.resolve();
+    // Never replace a form someone is filling in (focused, or edited in the last 20 s):
+    // it is tried again in 2 s.
+    if (!force && this.busyForm()) { this.schedule(2000); return Promise.resolve(); }
     this.pending = true;
     return fetch(this.fragment, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) {
