@@ -28,6 +28,7 @@ mod signup;
 mod snapshots;
 mod support;
 mod triggers_example;
+mod ui_browser;
 mod waits;
 mod watch_cli;
 mod workers;

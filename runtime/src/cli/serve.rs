@@ -42,6 +42,7 @@ pub(super) async fn dev(
         .map(|w| w.registration.slug)
         .collect();
     println!("workflows: {}", slugs.join(", "));
+    println!("web UI:       http://{addr}/ui");
     println!(
         "start a run:  curl -X POST http://{addr}/workflows/<slug> -H 'content-type: application/json' -d '<input>'"
     );

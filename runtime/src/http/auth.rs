@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -33,11 +33,18 @@ impl BearerAuth {
 
     /// Whether an `Authorization` header value carries the expected token.
     fn accepts(&self, authorization: Option<&[u8]>) -> bool {
+        if self.expected.is_none() {
+            return true;
+        }
+        authorization
+            .and_then(bearer_token)
+            .is_some_and(|presented| self.accepts_token(presented))
+    }
+
+    /// Whether `presented` is the expected token (always, when none is required).
+    pub(crate) fn accepts_token(&self, presented: &[u8]) -> bool {
         let Some(expected) = &self.expected else {
             return true;
-        };
-        let Some(presented) = authorization.and_then(bearer_token) else {
-            return false;
         };
         bool::from(digest_bytes(presented).ct_eq(expected))
     }
@@ -60,7 +67,9 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     Some(value[7..].trim_ascii())
 }
 
-/// Middleware: 401 JSON unless the request carries the configured bearer token.
+/// Middleware: 401 JSON unless the request carries the configured bearer token, in the
+/// `Authorization` header or in the web UI's login cookie (see `ui::login`). A `GET` of a
+/// UI page without it is redirected to `/ui/login` instead.
 pub(crate) async fn require_bearer(
     State(auth): State<Arc<BearerAuth>>,
     request: Request,
@@ -70,16 +79,41 @@ pub(crate) async fn require_bearer(
         .headers()
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    if auth.accepts(header) {
+    let accepted = auth.accepts(header)
+        || (header.is_none()
+            && super::ui::token_from_cookies(request.headers())
+                .is_some_and(|token| auth.accepts_token(&token)));
+    if accepted {
         return next.run(request).await;
+    }
+    let path = request.uri().path();
+    if header.is_none() && request.method() == Method::GET && path.starts_with("/ui") {
+        let target = request.uri().path_and_query().map_or(path, |p| p.as_str());
+        let next: String = url_encode(target);
+        return Redirect::to(&format!("/ui/login?next={next}")).into_response();
     }
     let message = if header.is_some() {
         "the bearer token is not valid; send `Authorization: Bearer <token>` with the API token"
+    } else if super::ui::token_from_cookies(request.headers()).is_some() {
+        "the web UI's login cookie does not hold this server's API token; sign in again at /ui/login"
     } else {
         "this API requires a bearer token; send `Authorization: Bearer <token>` with the API \
          token the server was started with (REPRISE_API_TOKEN)"
     };
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+}
+
+/// `text` percent-encoded for a query value (unreserved characters and `/` kept).
+fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -97,5 +131,16 @@ mod tests {
         assert!(!auth.accepts(None));
         assert!(BearerAuth::new(None).accepts(None));
         assert!(!BearerAuth::new(Some("")).is_enabled());
+        assert!(auth.accepts_token(b"s3cret"));
+        assert!(!auth.accepts_token(b"s3cret "));
+        assert!(BearerAuth::new(None).accepts_token(b"anything"));
+    }
+
+    #[test]
+    fn the_login_redirect_keeps_the_page_as_one_query_value() {
+        assert_eq!(
+            url_encode("/ui?status=failed&q=a b"),
+            "/ui%3Fstatus%3Dfailed%26q%3Da%20b"
+        );
     }
 }

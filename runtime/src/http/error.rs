@@ -187,12 +187,13 @@ const MAX_PLAIN_ERROR: usize = 16 * 1024;
 /// their text, or the status's reason, becomes `{"error", "code"}`.
 pub(crate) async fn json_error_bodies(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
+    let keeps_body = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    // HTML error pages are the web UI's own (`/ui`), rendered for people: kept as they are.
+    if !(status.is_client_error() || status.is_server_error()) || keeps_body {
         return response;
     }
     let (mut parts, body) = response.into_parts();

@@ -50,6 +50,8 @@
 //! | `GET /metrics` | 200 OpenMetrics text (`application/openmetrics-text`), names prefixed `reprise_` (see [`crate::metrics`]) | 503 store failure |
 //! | `GET /usage?since=&until=&workflow=` | 200 `{"rows":[{"day","workflow","model","requests","prompt_tokens","completion_tokens","total_tokens","cached_tokens"?,"cost_usd"}],"requests","usage","cost_usd","unpriced_models","runs_scanned"}`: model requests' tokens and cost by day (UTC), workflow and model; `since`/`until` RFC 3339 or an age (`7d`) | 400 bad time |
 //! | `POST /schedules/{name}/backfill` (`{"from","to"}`, RFC 3339) | 200 `{"schedule","ticks","started","existing"}`: each tick's run once, also when repeated | 400 bad range, 404 |
+//! | `GET /ui`, `/ui/runs/{id}`, `/ui/runs/{id}/graph`, `/ui/workflows`, `/ui/workflows/{slug}` | 200 the web UI's pages (HTML; assets under `/ui/assets/`) | 404 HTML page for unknown runs, workflows and pages; 303 to `/ui/login` without the token |
+//! | `POST /ui/login` (`{"token"}`), `POST /ui/logout` | 204 setting / clearing the UI's token cookie | 401 not the API token |
 //!
 //! # Errors
 //! Every error body is JSON: `{"error": "<what went wrong and what to do>", "code":
@@ -121,7 +123,10 @@
 //!
 //! # Authentication
 //! With [`HttpOptions::api_token`] set, every route except `/hooks/*` and `/webhooks/*`
-//! requires `Authorization: Bearer <token>` (compared in constant time), else 401. Hook
+//! (and the web UI's login page and assets) requires `Authorization: Bearer <token>`
+//! (compared in constant time), else 401, or the web UI's cookie, which `POST /ui/login`
+//! sets for that token (`HttpOnly`, `SameSite=Strict`); a `GET` of a UI page without
+//! either is redirected to `/ui/login`. Hook
 //! tokens are unguessable and webhooks check their own signatures, so those routes stay
 //! open for the services that call them. Without a token, anyone who can reach the port
 //! can start and cancel runs: `dev` warns when it listens on a non-loopback address
@@ -142,6 +147,7 @@ mod schedules;
 mod server;
 mod usage;
 mod streams;
+mod ui;
 mod views;
 mod webhooks;
 mod workflows;
@@ -332,6 +338,8 @@ pub(crate) struct AppState {
     pub(crate) auth_enabled: bool,
     /// The open SSE streams' limit and the signal that ends them (server shutdown).
     pub(crate) streams: streams::StreamLimits,
+    /// The API token check, for the web UI's login.
+    pub(crate) auth: Arc<auth::BearerAuth>,
 }
 
 /// The HTTP API as an axum router (state applied), ready to serve or to nest in a bigger
@@ -347,13 +355,14 @@ fn build_router(
     options: HttpOptions,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Router {
-    let auth = auth::BearerAuth::new(options.api_token.as_deref());
+    let auth = Arc::new(auth::BearerAuth::new(options.api_token.as_deref()));
     let state = AppState {
         engine,
         body_limit: options.body_limit,
         body_timeout: options.body_timeout,
         auth_enabled: auth.is_enabled(),
         streams: streams::StreamLimits::new(shutdown),
+        auth: auth.clone(),
     };
     let protected = Router::new()
         .route("/workflows", get(workflows::list))
@@ -388,8 +397,9 @@ fn build_router(
         .route("/schedules/{name}/backfill", post(schedules::backfill))
         .route("/metrics", get(metrics::metrics))
         .route("/usage", get(usage::usage))
+        .merge(ui::protected_routes())
         .route_layer(axum::middleware::from_fn_with_state(
-            Arc::new(auth),
+            auth,
             auth::require_bearer,
         ));
     let open = Router::new()
@@ -397,7 +407,8 @@ fn build_router(
             "/hooks/{token}",
             get(hooks::resume_get).post(hooks::resume_post),
         )
-        .route("/webhooks/{source}", post(webhooks::deliver));
+        .route("/webhooks/{source}", post(webhooks::deliver))
+        .merge(ui::open_routes());
     protected
         .merge(open)
         .fallback(error::no_route)

@@ -170,7 +170,7 @@ fn time_param(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>
 impl ListQuery {
     /// The filter of the query, with the tag filters of its `tag` parameters (`pairs`: the
     /// whole query string, in order).
-    fn filter(self, pairs: &[(String, String)]) -> Result<RunFilter, ApiError> {
+    pub(crate) fn filter(self, pairs: &[(String, String)]) -> Result<RunFilter, ApiError> {
         let tags = pairs
             .iter()
             .filter(|(name, _)| name == "tag")

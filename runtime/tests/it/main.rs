@@ -31,4 +31,5 @@ mod store_open;
 mod streams;
 mod tags;
 mod triggers;
+mod ui;
 mod worker;

@@ -1,0 +1,312 @@
+//! `/ui/runs/{id}`: one run. Its status, input, output or error, attempts and tags; open
+//! hooks with a form from each hook's schema; the timeline of its steps; the raw event log;
+//! buttons for the operations its status allows. `?fragment=body` answers the live part
+//! alone, which `ui.js` re-fetches on each message of `/runs/{id}/stream` (or every second
+//! while the stream is not there).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::super::AppState;
+use super::form::{self, Then};
+use super::layout::{self, Nav, badge, duration_ms, json_block, time};
+use super::timeline::{Step, Timeline, tokens_label};
+use super::{UiError, html as respond};
+use crate::engine::OpenHook;
+use crate::event::{Event, EventKind, RunId, RunRecord, RunStatus};
+
+/// Query of the run page.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RunQuery {
+    /// `body`: only the live part (for `ui.js`).
+    fragment: Option<String>,
+}
+
+/// `GET /ui/runs/{id}`.
+pub(crate) async fn page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<RunQuery>,
+) -> Result<Response, UiError> {
+    let id = RunId(id);
+    let record = match state.engine.get_run(&id).await {
+        Ok(record) => record,
+        Err(crate::EngineError::UnknownRun(_)) => {
+            return Err(UiError::not_found(format!(
+                "No run has the id `{id}`. It may have been purged, or the id is mistyped."
+            )));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let events = state.engine.events(&id).await?;
+    let hooks = state.engine.open_hooks(&id).await?;
+    let body = body(&state, &record, &events, &hooks);
+    if query.fragment.as_deref() == Some("body") {
+        return Ok(respond(StatusCode::OK, body));
+    }
+    let title = format!("{} · {}", record.workflow, record.id);
+    // The stream sends only what comes after what this page shows.
+    let after = events.last().map_or(0, |e| e.seq);
+    let page = html! {
+        h1 {
+            a href={ "/ui/workflows/" (record.workflow) } { (record.workflow) }
+            span.mono.muted { (record.id) }
+            span.live-dot data-live-dot title="live" {}
+        }
+        div #flash .flash {}
+        div data-live data-fragment={ "/ui/runs/" (record.id) "?fragment=body" }
+            data-stream={ "/runs/" (record.id) "/stream?after=" (after) } data-poll="1000" {
+            (body)
+        }
+    };
+    Ok(respond(
+        StatusCode::OK,
+        layout::page(&title, Nav::Runs, page),
+    ))
+}
+
+/// The buttons the run's status allows (each posts to the JSON API).
+fn actions(record: &RunRecord) -> Markup {
+    let id = &record.id;
+    let status = record.status;
+    html! {
+        span.actions {
+            a.button href={ "/ui/runs/" (id) "/graph" } { "Graph" }
+            @if !status.is_terminal() {
+                @if status == RunStatus::Paused {
+                    button data-post={ "/runs/" (id) "/unpause" } data-done="Unpaused." { "Unpause" }
+                } @else {
+                    button data-post={ "/runs/" (id) "/pause" } data-done="Pause requested." { "Pause" }
+                }
+                button.danger data-post={ "/runs/" (id) "/cancel" } data-confirm="Cancel this run?" data-done="Canceled." { "Cancel" }
+            }
+            @if status == RunStatus::Failed {
+                button data-post={ "/runs/" (id) "/retry" } data-done="Retrying." { "Retry" }
+            }
+            button data-post={ "/runs/" (id) "/restart" } data-then="navigate" data-confirm="Start a new run with the same input?" { "Restart" }
+        }
+    }
+}
+
+/// The live part of the page.
+fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHook]) -> Markup {
+    let timeline = Timeline::of(events, state.engine.prices());
+    let usage = crate::engine::token_usage(events);
+    let tags = crate::tags::tags_of(events);
+    let forked = crate::engine::forked_from(events);
+    let now = state.engine.now();
+    let ended = record.status.is_terminal();
+    let duration = match (timeline.start, ended) {
+        (Some(start), true) => Some((record.updated_at - start).num_milliseconds().max(0) as u64),
+        _ => None,
+    };
+    html! {
+        div data-run-status=(record.status.as_str()) data-done=(ended) {}
+        div.toolbar { (actions(record)) }
+        div.panel {
+            dl.meta {
+                dt { "Status" } dd #run-status { (badge(record.status.as_str())) }
+                dt { "Workflow" } dd { a href={ "/ui/workflows/" (record.workflow) } { (record.workflow) } }
+                dt { "Trigger" } dd { (record.trigger.as_str()) }
+                dt { "Attempt" } dd { (record.attempt) }
+                dt { "Created" } dd { (time(record.created_at, now)) }
+                dt { "Updated" } dd { (time(record.updated_at, now)) }
+                @if let Some(ms) = duration { dt { "Duration" } dd { (duration_ms(ms)) } }
+                @if let Some(wake) = record.wake_at { dt { "Wakes" } dd { (time(wake, now)) } }
+                @if usage.total_tokens > 0 {
+                    dt { "Tokens" } dd { (tokens_label(&usage)) }
+                    dt { "Cost" } dd {
+                        @if let Some(cost) = timeline.cost { (layout::dollars(cost)) }
+                        @else { span.muted title={ "no price for " (timeline.unpriced.join(", ")) } { "unknown" } }
+                    }
+                }
+                @if let Some(forked) = &forked {
+                    dt { "Forked from" } dd {
+                        a.mono href={ "/ui/runs/" (forked.run_id) } { (forked.run_id) }
+                        @if let Some(step) = &forked.step { " at " code { (step) } } @else { " (restart)" }
+                    }
+                }
+                @if !tags.is_empty() {
+                    dt { "Tags" } dd {
+                        @for (key, value) in &tags {
+                            span.tag { (key) "=" (serde_json::to_value(value).map(|v| match v { Value::String(s) => s, v => v.to_string() }).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+        @if !hooks.is_empty() {
+            h2 { "Waiting on" }
+            @for hook in hooks { (hook_panel(record, events, hook, now)) }
+        }
+        div.grid2 {
+            div {
+                h2 { "Input" }
+                (json_block(&record.input))
+            }
+            div {
+                @if let Some(error) = &record.error {
+                    h2 { "Error" }
+                    div.error-box { (json_block(error)) }
+                } @else if let Some(output) = &record.output {
+                    h2 { "Output" }
+                    (json_block(output))
+                } @else {
+                    h2 { "Output" }
+                    p.muted { "None yet: the run is " (record.status.as_str()) "." }
+                }
+            }
+        }
+        h2 { "Timeline " span.muted { "(" (timeline.steps.len()) " steps)" } }
+        (timeline_markup(&timeline, now))
+        h2 { "Event log" }
+        details.raw data-key="raw-log" {
+            summary { (events.len()) " events (raw)" }
+            table.data #events {
+                thead { tr { th { "seq" } th { "kind" } th { "step" } th { "attempt" } th { "at" } th { "payload" } } }
+                tbody {
+                    @for event in events {
+                        tr {
+                            td { (event.seq) }
+                            td { (event.event.kind.as_str()) }
+                            td.mono { (event.event.correlation_id.as_deref().unwrap_or("")) }
+                            td { (event.event.attempt) }
+                            td { (time(event.event.at, now)) }
+                            td.wrap.mono { (compact(&event.event.payload, 400)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An open hook: where to send its payload, and a form from its schema.
+fn hook_panel(record: &RunRecord, events: &[Event], hook: &OpenHook, now: DateTime<Utc>) -> Markup {
+    let schema = events
+        .iter()
+        .rev()
+        .find(|e| {
+            e.event.kind == EventKind::HookCreated
+                && e.event.correlation_id.as_deref() == Some(hook.id.as_str())
+        })
+        .and_then(|e| e.event.hook_schema())
+        .cloned()
+        .unwrap_or_else(form::any_schema);
+    let action = format!("/hooks/{}", hook.token);
+    html! {
+        div.panel.hook data-hook=(hook.id) {
+            p {
+                strong.mono { (hook.id) }
+                @if let Some(at) = hook.timeout_at { " · times out at " (time(at, now)) }
+                " · "
+                span.muted { "resume URL: " code { (hook.resume_url) } }
+            }
+            (form::schema_form(&schema, &action, "Deliver payload", Then::Refresh))
+            details.raw { summary { "Schema" } (json_block(&schema)) }
+            @if record.status != RunStatus::Waiting { p.muted { "The run is " (record.status.as_str()) "." } }
+        }
+    }
+}
+
+fn timeline_markup(timeline: &Timeline<'_>, now: DateTime<Utc>) -> Markup {
+    if timeline.steps.is_empty() {
+        return html! { p.empty { "No steps recorded yet." } };
+    }
+    let start = timeline.start.unwrap_or(now);
+    let end = timeline.end.unwrap_or(now);
+    let span = (end - start).num_milliseconds().max(1) as f64;
+    html! {
+        div.timeline #timeline {
+            div.tl-head { span { "Step" } span { "Status" } span { "Attempts" } span { "Duration" } span { "When" } }
+            @for step in &timeline.steps { (step_row(step, start, end, span, now)) }
+        }
+    }
+}
+
+fn step_row(
+    step: &Step<'_>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    span: f64,
+    now: DateTime<Utc>,
+) -> Markup {
+    let s = &step.summary;
+    let status = s.status.as_str();
+    // Unfinished steps extend to the last event (not to now: the fragment stays the same
+    // while nothing happens, so a poll changes nothing on the page).
+    let finish = match s.duration_ms {
+        Some(ms) => s.started_at + chrono::TimeDelta::milliseconds(ms as i64),
+        None => end,
+    };
+    let left = ((s.started_at - start).num_milliseconds().max(0) as f64 / span * 100.0).min(99.7);
+    // At least a sliver, never past the end (the CSS gives bars a minimum width too).
+    let width = ((finish - s.started_at).num_milliseconds().max(0) as f64 / span * 100.0)
+        .max(0.3)
+        .min(100.0 - left);
+    let name = s.id.rsplit('/').next().unwrap_or(&s.id);
+    let indent = format!("padding-left:{}px", 10 + step.depth * 18);
+    html! {
+        details.tl-row data-key={ "step:" (s.id) } data-step=(s.id) data-step-status=(status) {
+            summary {
+                span.tl-name style=(indent) {
+                    span.caret { "▸" }
+                    span.id title=(s.id) { (name) }
+                    span.callee { (s.callee) }
+                    @if !step.kind.is_empty() && step.kind != s.callee { span.kind { (step.kind) } }
+                }
+                span { (badge(status)) }
+                span {
+                    (s.attempts)
+                    @if !step.retries.is_empty() { " " span.tl-retries title="retried attempts" { "↻" (step.retries.len()) } }
+                }
+                span { @if let Some(ms) = s.duration_ms { (duration_ms(ms)) } @else { span.muted { "—" } } }
+                span.tl-track title={ (s.started_at.to_rfc3339()) } {
+                    span class={ "tl-bar s-" (status) } style=(format!("left:{left:.3}%;width:{width:.3}%")) {}
+                }
+            }
+            div.tl-body {
+                div.muted {
+                    "started " (time(s.started_at, now)) " · id " code { (s.id) }
+                    @if let Some(usage) = &s.usage {
+                        " · " (tokens_label(usage))
+                        @if let Some(model) = &step.model { " on " code { (model) } }
+                        @if let Some(cost) = step.cost { " · " (layout::dollars(cost)) }
+                    }
+                }
+                @if let Some(input) = step.input { div { h3 { "Input" } (json_block(input)) } }
+                @for retry in &step.retries {
+                    div.retry {
+                        h3 {
+                            "Attempt " (retry.attempt) " failed at " (time(retry.at, now))
+                            @if let Some(ms) = retry.delay_ms { ", retried after " (duration_ms(ms)) }
+                        }
+                        (json_block(&retry.error))
+                    }
+                }
+                @if let Some(error) = step.error { div.error-box { h3 { "Error" } (json_block(error)) } }
+                @if let Some(output) = step.output { div { h3 { "Output" } (json_block(output)) } }
+                @if let Some(wake) = step.wake_at { div { h3 { "Wakes at" } (json_block(wake)) } }
+                @if let Some(received) = step.received { div { h3 { "Received" } (json_block(received)) } }
+            }
+        }
+    }
+}
+
+/// `value` as one line of JSON, cut at about `max` characters.
+fn compact(value: &Value, max: usize) -> String {
+    let text = value.to_string();
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &text[..cut])
+}
