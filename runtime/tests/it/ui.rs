@@ -116,6 +116,7 @@ impl reprise::llm::LlmProvider for OneReply {
                 prompt_tokens: 10,
                 completion_tokens: 5,
                 total_tokens: 15,
+                cached_tokens: 0,
             },
             model: "model".into(),
             finish_reason: None,
