@@ -268,6 +268,14 @@ impl Engine {
                 (state, body)
             }
         };
+        // One span per execution (replay-quiet: steps answered from the log get none).
+        let run_span = crate::telemetry::run_span(
+            id,
+            &record.workflow,
+            attempt,
+            record.trigger,
+            state.history.traceparent().as_deref(),
+        );
         let started = state.event(
             None,
             attempt,
@@ -289,7 +297,8 @@ impl Engine {
         if continues_hot {
             state.wake_suspended();
         }
-        let result = drive_body(&state, &mut body).await;
+        let result = tracing::Instrument::instrument(drive_body(&state, &mut body), run_span.clone())
+            .await;
 
         let outcome = match result {
             BodyEnd::Returned(result) => {
@@ -365,12 +374,14 @@ impl Engine {
                 RunOutcome::Interrupted
             }
         };
-        Ok(Execution {
+        let execution = Execution {
             run_id: id.clone(),
             outcome,
             replayed: state.replayed.load(Ordering::Relaxed),
             executed: state.executed.load(Ordering::Relaxed),
-        })
+        };
+        end_run_span(&run_span, &execution);
+        Ok(execution)
     }
 
     /// Executes run `id` until it ends, waiting in this process through sleeps and
@@ -743,6 +754,32 @@ async fn drive_body(state: &RunState, body: &mut RunBody) -> BodyEnd<<RunBody as
             }
         }
     }
+}
+
+/// How an execution ended, on its `run` span; a failure also as a `WARN` event there.
+fn end_run_span(span: &tracing::Span, execution: &Execution) {
+    if span.is_disabled() {
+        return;
+    }
+    let status = match &execution.outcome {
+        RunOutcome::Completed(_) => "completed",
+        RunOutcome::Failed(error) => {
+            tracing::warn!(
+                target: "reprise::trace",
+                parent: span,
+                step = error.step.as_deref(),
+                exception.message = %error.message,
+                "exception.type" = %error.kind,
+                "run failed"
+            );
+            "failed"
+        }
+        RunOutcome::Suspended(_) => "suspended",
+        RunOutcome::Canceled => "canceled",
+        RunOutcome::Interrupted => "interrupted",
+        RunOutcome::Paused => "paused",
+    };
+    crate::telemetry::end_run_span(span, status, execution.replayed, execution.executed);
 }
 
 /// Unregisters an execution from its engine's controls when it ends, however it ends.

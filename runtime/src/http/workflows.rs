@@ -164,6 +164,11 @@ pub(crate) async fn start(
     if let Some(key) = idempotency_key(&headers)? {
         options = options.idempotency_key(key);
     }
+    // The caller's trace context: every execution of the run joins its trace.
+    let traceparent = headers
+        .get(crate::telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    options.traceparent = crate::telemetry::incoming_traceparent(traceparent);
     let (id, created) = state
         .engine
         .start_with(&slug, input, Trigger::Api, options)
