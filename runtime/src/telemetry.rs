@@ -9,7 +9,9 @@
 //!   after a sleep, a hook, a crash or a run-level retry). Attributes: `reprise.run.id`,
 //!   `reprise.workflow`, `reprise.run.attempt` (the run-level attempt, from 1),
 //!   `reprise.run.trigger`, and when the execution ends `reprise.run.status` (`completed`,
-//!   `failed`, `suspended`, `canceled`, `paused`, `interrupted`), `reprise.run.replayed` and
+//!   `failed`, `suspended`, `canceled`, `paused`, `interrupted` (its worker shut down),
+//!   `aborted` (an engine error: the store failed, the lease was lost; the run resumes
+//!   later)), `reprise.run.replayed` and
 //!   `reprise.run.executed` (steps answered from the log / run live), `otel.status_code`.
 //! - `step`: one per step that runs **live**, a child of the `run` span or of the step
 //!   span of the sub-workflow, agent or LLM step it belongs to. Attributes:
@@ -67,7 +69,9 @@ pub fn check_traceparent(value: &str) -> Result<(), String> {
         return bad("it needs four `-`-separated parts");
     }
     let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        s.len() == len
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     let (version, trace_id, parent_id, flags) = (parts[0], parts[1], parts[2], parts[3]);
     if !hex(version, 2) || version == "ff" {
@@ -179,7 +183,8 @@ fn set_remote_parent(span: &Span, traceparent: &str) {
     use opentelemetry::propagation::TextMapPropagator;
     use opentelemetry::trace::TraceContextExt;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let carrier = std::collections::HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
+    let carrier =
+        std::collections::HashMap::from([(TRACEPARENT.to_owned(), traceparent.to_owned())]);
     let context = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
     if context.span().span_context().is_valid() {
         // Fails only when no OpenTelemetry layer sees this span: nothing to join then.
@@ -200,7 +205,11 @@ pub(crate) fn end_run_span(span: &Span, status: &str, replayed: u64, executed: u
     span.record("reprise.run.executed", executed);
     span.record(
         "otel.status_code",
-        if status == "failed" { "error" } else { "ok" },
+        if matches!(status, "failed" | "aborted") {
+            "error"
+        } else {
+            "ok"
+        },
     );
 }
 

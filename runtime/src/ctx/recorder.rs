@@ -447,12 +447,12 @@ impl<'r> Slot<'r> {
         attempts: u32,
         usage: Option<StepUsage>,
     ) -> Result<(), ActionError> {
-        self.finished = true;
         if let Some(recorded) = self
             .previous
             .and_then(|r| r.outcome.as_ref())
             .filter(|_| self.verify)
         {
+            self.finished = true;
             self.run.consumed.fetch_add(1, Ordering::Relaxed);
             self.run.replayed.fetch_add(1, Ordering::Relaxed);
             let recorded = &match recorded {
@@ -503,6 +503,15 @@ impl<'r> Slot<'r> {
                 Err(error),
             ),
         };
+        let event = self.run.event(Some(self.id), attempts, payload);
+        if matches!(self.run.env.fault(), crate::run_env::Fault::SkipStepRecord(skipped) if skipped == self.id)
+        {
+            return result; // deliberately broken engine: the checkers must notice
+        }
+        // The span says how the step ended once that is durable (a step whose record was
+        // lost shows as interrupted: it runs again on resume).
+        self.record(event, RunUpdate::default()).await?;
+        self.finished = true;
         crate::telemetry::step_finished(
             &self.span,
             result.as_ref().map(|_| ()),
@@ -511,12 +520,6 @@ impl<'r> Slot<'r> {
                 StepUsage::Request(usage) | StepUsage::Total(usage) => usage,
             }),
         );
-        let event = self.run.event(Some(self.id), attempts, payload);
-        if matches!(self.run.env.fault(), crate::run_env::Fault::SkipStepRecord(skipped) if skipped == self.id)
-        {
-            return result; // deliberately broken engine: the checkers must notice
-        }
-        self.record(event, RunUpdate::default()).await?;
         self.run.executed.fetch_add(1, Ordering::Relaxed);
         result
     }
@@ -530,9 +533,9 @@ impl<'r> Slot<'r> {
         event: NewEvent,
         update: RunUpdate,
     ) -> Result<(), ActionError> {
+        self.record(event, update).await?;
         self.finished = true;
         crate::telemetry::step_finished(&self.span, Ok(()), 1, None);
-        self.record(event, update).await?;
         self.run.executed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -276,6 +276,8 @@ impl Engine {
             record.trigger,
             state.history.traceparent().as_deref(),
         );
+        // An execution that ends in an engine error (a store failure, a lost lease) says so.
+        let mut span_end = RunSpanEnd(&run_span, true);
         let started = state.event(
             None,
             attempt,
@@ -297,8 +299,8 @@ impl Engine {
         if continues_hot {
             state.wake_suspended();
         }
-        let result = tracing::Instrument::instrument(drive_body(&state, &mut body), run_span.clone())
-            .await;
+        let result =
+            tracing::Instrument::instrument(drive_body(&state, &mut body), run_span.clone()).await;
 
         let outcome = match result {
             BodyEnd::Returned(result) => {
@@ -380,6 +382,7 @@ impl Engine {
             replayed: state.replayed.load(Ordering::Relaxed),
             executed: state.executed.load(Ordering::Relaxed),
         };
+        span_end.1 = false;
         end_run_span(&run_span, &execution);
         Ok(execution)
     }
@@ -752,6 +755,17 @@ async fn drive_body(state: &RunState, body: &mut RunBody) -> BodyEnd<<RunBody as
                 result = &mut *body => return BodyEnd::Returned(result),
                 () = state.inflight_changed.notified() => {}
             }
+        }
+    }
+}
+
+/// Marks the `run` span of an execution that ended with an engine error (or was dropped).
+struct RunSpanEnd<'a>(&'a tracing::Span, bool);
+
+impl Drop for RunSpanEnd<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            crate::telemetry::end_run_span(self.0, "aborted", 0, 0);
         }
     }
 }

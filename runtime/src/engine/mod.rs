@@ -692,7 +692,8 @@ impl Engine {
         trigger: Trigger,
         key: &str,
     ) -> Result<(RunId, bool), EngineError> {
-        self.start_once_traced(slug, input, trigger, key, None).await
+        self.start_once_traced(slug, input, trigger, key, None)
+            .await
     }
 
     /// [`Engine::start_once`] joining the trace of `traceparent` (checked by the caller).

@@ -27,5 +27,6 @@ mod schedules;
 mod secrets;
 mod store_open;
 mod tags;
+mod traces;
 mod triggers;
 mod worker;
