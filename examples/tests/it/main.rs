@@ -26,6 +26,7 @@ mod search_cli;
 mod signup;
 mod snapshots;
 mod support;
+mod traces_cli;
 mod triggers_example;
 mod waits;
 mod workers;

@@ -70,6 +70,7 @@ struct Failures(AtomicUsize);
 #[action(retries = 3, backoff = "1ms")]
 async fn tr_flaky(input: N, cx: ActionCtx) -> Result<N, ActionError> {
     let failures = cx.resource::<Failures>()?;
+    tracing::info!("calling the far side");
     if failures
         .0
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -109,6 +110,13 @@ async fn tr_outgoing(input: N) -> Result<Option<String>, WorkflowError> {
     Ok(tr_traceparent.run(input).await?)
 }
 
+/// A short durable sleep, then a step.
+#[workflow(slug = "tr-nap")]
+async fn tr_nap(ctx: Ctx, input: N) -> Result<N, WorkflowError> {
+    ctx.sleep("20ms").await?;
+    Ok(tr_inc.run(input).await?)
+}
+
 /// One LLM step.
 #[workflow(slug = "tr-llm")]
 async fn tr_llm(_input: N) -> Result<String, WorkflowError> {
@@ -128,6 +136,7 @@ fn builder(store: SharedStore) -> reprise::EngineBuilder {
         .register(tr_failing)
         .register(tr_outgoing)
         .register(tr_llm)
+        .register(tr_nap)
 }
 
 /// The spans exported while it lives (on this thread only).
@@ -412,6 +421,12 @@ async fn retries_and_errors_are_span_events() {
         .filter(|e| e.name == "step attempt failed; retrying")
         .collect();
     assert_eq!(retries.len(), 2, "{:?}", event_names(flaky));
+    // The action's own events land in its step's span, one per attempt.
+    let own = event_names(flaky)
+        .into_iter()
+        .filter(|name| name == "calling the far side")
+        .count();
+    assert_eq!(own, 3);
     for (n, event) in retries.iter().enumerate() {
         let get = |key: &str| {
             event
@@ -488,6 +503,19 @@ async fn a_traceparent_from_an_http_start_is_the_runs_trace_across_a_crash() {
     assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
     let body: serde_json::Value = response.json().await.expect("JSON");
     let id = reprise::RunId::from(body["run_id"].as_str().expect("run_id"));
+    // A malformed header is ignored (W3C Trace Context): the run starts, on a trace of its own.
+    let response = reqwest::Client::new()
+        .post(format!("{base}/workflows/tr-four"))
+        .header("traceparent", "00-not-a-trace-01")
+        .json(&json!({ "n": 0 }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    let other = reprise::RunId::from(body["run_id"].as_str().expect("run_id"));
+    let events = engine.events(&other).await.expect("events");
+    assert_eq!(events[0].event.payload.get("traceparent"), None);
     let _ = stop.send(());
     server.await.expect("join").expect("server");
 
@@ -633,4 +661,70 @@ async fn without_an_otel_layer_an_action_gets_the_runs_recorded_traceparent() {
     let id = engine.start(&tr_outgoing, N { n: 0 }).await.expect("start");
     let execution = engine.drive(&id).await.expect("drive");
     assert_eq!(execution.outcome, RunOutcome::Completed(json!(null)));
+}
+
+#[tokio::test]
+async fn a_sleep_shows_once_in_a_hot_run_and_waiting_then_completed_after_a_replay() {
+    for hot in [false, true] {
+        let traced = traced();
+        let mut builder = builder(Arc::new(MemoryStore::new()));
+        if !hot {
+            builder = builder.hot_runs(0, std::time::Duration::ZERO);
+        }
+        let engine = builder.build().expect("engine");
+        let id = engine.start(&tr_nap, N { n: 0 }).await.expect("start");
+        let execution = engine.drive(&id).await.expect("drive");
+        assert_eq!(execution.outcome, RunOutcome::Completed(json!({ "n": 1 })));
+        let runs = traced.runs();
+        assert_eq!(
+            runs.iter().map(status).collect::<Vec<_>>(),
+            ["suspended", "completed"],
+            "hot: {hot}"
+        );
+        let sleeps: Vec<_> = traced
+            .steps()
+            .into_iter()
+            .filter(|s| attr(s, "reprise.step.kind").as_deref() == Some("sleep"))
+            .collect();
+        let shown: Vec<_> = sleeps
+            .iter()
+            .map(|s| {
+                let run = runs
+                    .iter()
+                    .position(|r| r.span_context.span_id() == s.parent_span_id);
+                (status(s), run)
+            })
+            .collect();
+        if hot {
+            // The suspended body stayed in memory: one span, from the execution that
+            // started the sleep to the one that finished it.
+            assert_eq!(shown, [("completed".to_owned(), Some(0))]);
+        } else {
+            // The body was dropped and replayed: the sleep shows in both executions.
+            assert_eq!(
+                shown,
+                [
+                    ("waiting".to_owned(), Some(0)),
+                    ("completed".to_owned(), Some(1))
+                ]
+            );
+        }
+        let step = traced
+            .steps()
+            .into_iter()
+            .find(|s| attr(s, "reprise.step.callee").as_deref() == Some("tr-inc"))
+            .expect("the step after the sleep");
+        assert_eq!(step.parent_span_id, runs[1].span_context.span_id());
+    }
+}
+
+#[test]
+fn nothing_is_exported_without_an_endpoint() {
+    let unset = |name: &str| std::env::var(name).map_or(true, |v| v.trim().is_empty());
+    if !unset("OTEL_EXPORTER_OTLP_ENDPOINT") || !unset("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        println!("skipped: an OTLP endpoint is set in this environment");
+        return;
+    }
+    let layer = reprise::telemetry::otel_layer::<tracing_subscriber::Registry>().expect("no error");
+    assert!(layer.is_none());
 }
