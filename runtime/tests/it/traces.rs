@@ -728,3 +728,32 @@ fn nothing_is_exported_without_an_endpoint() {
     let layer = reprise::telemetry::otel_layer::<tracing_subscriber::Registry>().expect("no error");
     assert!(layer.is_none());
 }
+
+#[tokio::test]
+async fn a_webhook_delivery_with_a_traceparent_records_it() {
+    use reprise::trigger::{WebhookDelivery, WebhookSource};
+    let engine = builder(Arc::new(MemoryStore::new()))
+        .webhook(WebhookSource::new("tr-hook", "tr-four").insecure_no_signature())
+        .webhook(
+            WebhookSource::new("tr-hook-once", "tr-four")
+                .insecure_no_signature()
+                .delivery_header("x-delivery-id"),
+        )
+        .build()
+        .expect("engine");
+    for (source, extra) in [("tr-hook", None), ("tr-hook-once", Some("d-1"))] {
+        let mut headers = vec![("TraceParent".to_owned(), TRACEPARENT.to_owned())];
+        if let Some(id) = extra {
+            headers.push(("x-delivery-id".to_owned(), id.to_owned()));
+        }
+        let delivery = engine
+            .deliver_webhook(source, &headers, br#"{"n": 1}"#)
+            .await
+            .expect("delivered");
+        let WebhookDelivery::Started(id) = delivery else {
+            panic!("{source}: {delivery:?}");
+        };
+        let events = engine.events(&id).await.expect("events");
+        assert_eq!(events[0].event.payload["traceparent"], json!(TRACEPARENT), "{source}");
+    }
+}
