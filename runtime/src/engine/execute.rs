@@ -268,14 +268,19 @@ impl Engine {
                 (state, body)
             }
         };
-        // One span per execution (replay-quiet: steps answered from the log get none).
-        let run_span = crate::telemetry::run_span(
-            id,
-            &record.workflow,
-            attempt,
-            record.trigger,
-            state.history.traceparent().as_deref(),
-        );
+        // One span per execution (replay-quiet: steps answered from the log get none; a
+        // replay check, which runs nothing, gets none at all).
+        let run_span = if state.replay_only() {
+            tracing::Span::none()
+        } else {
+            crate::telemetry::run_span(
+                id,
+                &record.workflow,
+                attempt,
+                record.trigger,
+                state.history.traceparent().as_deref(),
+            )
+        };
         // An execution that ends in an engine error (a store failure, a lost lease) says so.
         let mut span_end = RunSpanEnd(&run_span, true);
         let started = state.event(

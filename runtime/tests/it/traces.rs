@@ -754,6 +754,86 @@ async fn a_webhook_delivery_with_a_traceparent_records_it() {
             panic!("{source}: {delivery:?}");
         };
         let events = engine.events(&id).await.expect("events");
-        assert_eq!(events[0].event.payload["traceparent"], json!(TRACEPARENT), "{source}");
+        assert_eq!(
+            events[0].event.payload["traceparent"],
+            json!(TRACEPARENT),
+            "{source}"
+        );
     }
+}
+
+/// A plain `tracing` layer (no OpenTelemetry): every span created, with its fields as
+/// created.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>);
+
+struct Fields<'a>(&'a mut BTreeMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _id: &tracing::span::Id,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = BTreeMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        self.0
+            .lock()
+            .expect("lock")
+            .push((attrs.metadata().name().to_owned(), fields));
+    }
+}
+
+impl Captured {
+    fn take(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        std::mem::take(&mut *self.0.lock().expect("lock"))
+    }
+}
+
+#[tokio::test]
+async fn any_subscriber_sees_the_spans_and_a_replay_check_emits_none() {
+    let captured = Captured::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(captured.clone()));
+    let engine = engine_on(Arc::new(MemoryStore::new()));
+    let id = engine.start(&tr_four, N { n: 0 }).await.expect("start");
+    let execution = engine.drive(&id).await.expect("drive");
+    assert_eq!(execution.outcome, RunOutcome::Completed(json!({ "n": 4 })));
+    let spans = captured.take();
+    let names: Vec<&str> = spans.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["run", "step", "step", "step", "step"]);
+    let run = &spans[0].1;
+    assert_eq!(run["reprise.run.id"], id.to_string());
+    assert_eq!(run["reprise.workflow"], "tr-four");
+    assert_eq!(run["reprise.run.trigger"], "code");
+    let ids: Vec<&str> = spans[1..]
+        .iter()
+        .map(|(_, fields)| fields["reprise.step.id"].as_str())
+        .collect();
+    let events = engine.events(&id).await.expect("events");
+    let recorded: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event.kind == reprise::event::EventKind::StepCompleted)
+        .filter_map(|e| e.event.correlation_id.as_deref())
+        .collect();
+    assert_eq!(ids, recorded);
+
+    // Replaying the whole history (a replay check) runs nothing live: no span at all.
+    let export = engine.export_run(&id).await.expect("export");
+    engine
+        .check_replay(&export)
+        .await
+        .expect("replays")
+        .expect("matches");
+    assert_eq!(captured.take(), []);
 }
