@@ -132,8 +132,16 @@ where
     }
     .build();
     let tracer = provider.tracer("reprise");
+    // A step span is entered on every poll of its step: no per-poll work (busy/idle
+    // times, activating the OTel context), and no attributes that repeat on every span
+    // (source location, thread, target). `traceparent`s are read from the span itself.
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
         .with_filter(LevelFilter::INFO);
     (
         layer,
