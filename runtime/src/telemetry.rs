@@ -12,13 +12,16 @@
 //!   `failed`, `suspended`, `canceled`, `paused`, `interrupted` (its worker shut down),
 //!   `aborted` (an engine error: the store failed, the lease was lost; the run resumes
 //!   later)), `reprise.run.replayed` and
-//!   `reprise.run.executed` (steps answered from the log / run live), `otel.status_code`.
+//!   `reprise.run.executed` (steps answered from the log / run live), and
+//!   `otel.status_code = "error"` when it failed or aborted (unset otherwise, as
+//!   OpenTelemetry asks of instrumentation).
 //! - `step`: one per step that runs **live**, a child of the `run` span or of the step
 //!   span of the sub-workflow, agent or LLM step it belongs to. Attributes:
 //!   `reprise.step.id` (the correlation id), `reprise.step.callee`, `reprise.step.kind`
 //!   (`action`, `workflow`, `llm`, `agent`, `sleep`, `hook`), `reprise.step.attempts`,
 //!   `reprise.step.status` (`completed`, `failed`, `waiting` for a wait the run suspended
-//!   on, `interrupted` when the execution ended before the step did), `otel.status_code`;
+//!   on, `interrupted` when the execution ended before the step did), `otel.status_code`
+//!   (`error` for a failed step, unset otherwise);
 //!   LLM requests add the OpenTelemetry GenAI names `gen_ai.operation.name`,
 //!   `gen_ai.request.model`, `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`.
 //!
@@ -203,14 +206,10 @@ pub(crate) fn end_run_span(span: &Span, status: &str, replayed: u64, executed: u
     span.record("reprise.run.status", status);
     span.record("reprise.run.replayed", replayed);
     span.record("reprise.run.executed", executed);
-    span.record(
-        "otel.status_code",
-        if matches!(status, "failed" | "aborted") {
-            "error"
-        } else {
-            "ok"
-        },
-    );
+    // OpenTelemetry leaves a success's status unset.
+    if matches!(status, "failed" | "aborted") {
+        span.record("otel.status_code", "error");
+    }
 }
 
 /// The span of a step about to run live: a child of the current span (the `run` span, or
@@ -222,13 +221,14 @@ pub(crate) fn step_span(id: &str, callee: &str, shape: Shape) -> Span {
     let span = tracing::info_span!(
         target: "reprise::trace",
         "step",
-        otel.name = Empty,
+        otel.name = callee,
         otel.kind = "internal",
         otel.status_code = Empty,
         otel.status_description = Empty,
         reprise.step.id = id,
         reprise.step.callee = callee,
-        reprise.step.kind = Empty,
+        // A wait's kind is its callee (`sleep`, `hook`); a step's comes with its start.
+        reprise.step.kind = (shape == Shape::Wait).then_some(callee),
         reprise.step.attempts = Empty,
         reprise.step.status = Empty,
         gen_ai.operation.name = Empty,
@@ -236,12 +236,6 @@ pub(crate) fn step_span(id: &str, callee: &str, shape: Shape) -> Span {
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
     );
-    if !span.is_disabled() {
-        span.record("otel.name", callee);
-        if shape == Shape::Wait {
-            span.record("reprise.step.kind", callee);
-        }
-    }
     span
 }
 
@@ -276,9 +270,9 @@ pub(crate) fn step_finished(
         span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
     }
     match outcome {
+        // OpenTelemetry leaves a success's status unset.
         Ok(()) => {
             span.record("reprise.step.status", "completed");
-            span.record("otel.status_code", "ok");
         }
         Err(error) => {
             span.record("reprise.step.status", "failed");

@@ -228,7 +228,11 @@ async fn a_run_that_crashed_and_resumed_twice_shows_each_step_once() {
         assert_eq!(attr(run, "reprise.workflow").as_deref(), Some("tr-four"));
         assert_eq!(attr(run, "reprise.run.attempt").as_deref(), Some("1"));
     }
-    assert_eq!(runs[2].status, Status::Ok);
+    assert_eq!(runs[2].status, Status::Unset);
+    assert!(
+        matches!(runs[0].status, Status::Error { .. }),
+        "an aborted execution"
+    );
     assert_eq!(attr(&runs[2], "reprise.run.replayed").as_deref(), Some("3"));
 
     let steps = traced.steps();
@@ -414,7 +418,7 @@ async fn retries_and_errors_are_span_events() {
         .expect("the flaky step's span");
     assert_eq!(status(flaky), "completed");
     assert_eq!(attr(flaky, "reprise.step.attempts").as_deref(), Some("3"));
-    assert_eq!(flaky.status, Status::Ok);
+    assert_eq!(flaky.status, Status::Unset, "a success's status is unset");
     let retries: Vec<_> = flaky
         .events
         .iter()
