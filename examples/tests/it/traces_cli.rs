@@ -81,3 +81,31 @@ async fn the_cli_exports_the_runs_spans_to_the_otlp_endpoint_before_it_exits() {
         );
     }
 }
+
+#[test]
+fn the_cli_log_leaves_the_trace_events_out_unless_rust_log_names_them() {
+    let db = TempDb::new().unwrap();
+    let input = r#"{"traveler":"Ada","destination":"Lisbon","hotel":"Overbooked Inn"}"#;
+    let failing = |rust_log: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
+        command
+            .args(["workflows", "run", "book-trip", "--input", input, "--json"])
+            .env("REPRISE_DATABASE_URL", db.url())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("REPRISE_API_TOKEN")
+            .current_dir(db.dir());
+        match rust_log {
+            Some(spec) => command.env("RUST_LOG", spec),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let out = command.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let quiet = failing(None);
+    assert!(!quiet.contains("step failed"), "{quiet}");
+    let traced = failing(Some("warn,reprise::trace=info"));
+    assert!(traced.contains("step failed"), "{traced}");
+    assert!(traced.contains("reprise.step.id"), "{traced}");
+}

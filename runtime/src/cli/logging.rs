@@ -9,6 +9,9 @@
 //!
 //! Standard output is never written to: tables and `--json` output stay parseable.
 //!
+//! The run and step spans of `crate::telemetry` (target `reprise::trace`) and their
+//! events are left out of the log unless `RUST_LOG` names that target.
+//!
 //! With the `otel` feature, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, the run and step spans are also exported
 //! over OTLP (see [`crate::telemetry::otel_layer`]); the spans left are sent when the
@@ -17,7 +20,7 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -53,8 +56,13 @@ pub(super) fn init(format: LogFormat) -> Telemetry {
         },
         _ => (EnvFilter::new(DEFAULT_FILTER), None),
     };
-    // Warnings and errors pass whatever RUST_LOG says.
-    let filter = filter.or(LevelFilter::WARN);
+    // The run and step spans and their events (target `reprise::trace`) are for trace
+    // backends: they stay out of the log unless RUST_LOG names them
+    // (`RUST_LOG=info,reprise::trace=info`). Warnings and errors pass whatever RUST_LOG
+    // says.
+    let traces_in_log = std::env::var("RUST_LOG").is_ok_and(|spec| spec.contains("reprise::trace"));
+    let not_traces = filter_fn(move |meta| traces_in_log || meta.target() != "reprise::trace");
+    let filter = filter.or(LevelFilter::WARN).and(not_traces);
     let layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
