@@ -769,7 +769,10 @@ async fn a_webhook_delivery_with_a_traceparent_records_it() {
 /// A plain `tracing` layer (no OpenTelemetry): every span created, with its fields as
 /// created.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>);
+struct Captured(Arc<Mutex<Vec<SpanFields>>>);
+
+/// A span's name and its fields as created.
+type SpanFields = (String, BTreeMap<String, String>);
 
 struct Fields<'a>(&'a mut BTreeMap<String, String>);
 
@@ -799,7 +802,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Captured {
 }
 
 impl Captured {
-    fn take(&self) -> Vec<(String, BTreeMap<String, String>)> {
+    fn take(&self) -> Vec<SpanFields> {
         std::mem::take(&mut *self.0.lock().expect("lock"))
     }
 }
