@@ -90,7 +90,7 @@ impl ActionCtx {
 
     /// A W3C `traceparent` header value for an outgoing call made by this step, so that
     /// the far side joins the run's trace: with the `otel` feature and its layer installed
-    /// ([`crate::telemetry::otel_layer`]), the step's own span; otherwise the
+    /// (`reprise::telemetry::otel_layer`), the step's own span; otherwise the
     /// `traceparent` the run was started with (the caller's span), if any. `None` when
     /// neither exists (or outside a workflow).
     ///

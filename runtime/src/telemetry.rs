@@ -38,14 +38,14 @@
 //! # Propagation
 //!
 //! A run started with a `traceparent` (the `traceparent` header of `POST
-//! /workflows/{slug}`, or [`crate::StartOptions::traceparent`]) records it in its
+//! /workflows/{slug}` or of a webhook delivery, or `StartOptions::traceparent`) records it in its
 //! `run_created` event; with the `otel` feature every execution's `run` span is a child of
 //! that remote parent, so every execution of the run, before and after a crash, is in the
 //! caller's trace. [`current_traceparent`] (and `ActionCtx::traceparent`) give the
 //! `traceparent` of the current step for outgoing calls; the OpenAI-compatible provider
 //! sends it on every request.
 //!
-//! With the `otel` feature, [`otel_layer`] and [`init_otel`] export the spans over OTLP.
+//! With the `otel` feature, `otel_layer` and `init_otel` export the spans over OTLP.
 
 use tracing::Span;
 use tracing::field::Empty;
@@ -116,7 +116,7 @@ pub fn trace_id_of(traceparent: &str) -> Option<&str> {
 }
 
 /// The `traceparent` of the current span — inside an action or an LLM request, the step
-/// span — for an outgoing call, when an OpenTelemetry layer ([`otel_layer`], feature
+/// span — for an outgoing call, when an OpenTelemetry layer (`otel_layer`, feature
 /// `otel`) records it. `None` without one.
 pub fn current_traceparent() -> Option<String> {
     traceparent_of(&Span::current())

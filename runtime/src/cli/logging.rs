@@ -14,7 +14,7 @@
 //!
 //! With the `otel` feature, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, the run and step spans are also exported
-//! over OTLP (see [`crate::telemetry::otel_layer`]); the spans left are sent when the
+//! over OTLP (see `crate::telemetry::otel_layer`); the spans left are sent when the
 //! command ends.
 
 use std::io::IsTerminal;
