@@ -45,6 +45,10 @@
 //! `traceparent` of the current step for outgoing calls; the OpenAI-compatible provider
 //! sends it on every request.
 //!
+//! A run started without one still has one trace for all its executions: its trace id is
+//! the run id (a UUID's 32 hex digits), under a parent span id derived from it that is
+//! never exported (trace viewers show the `run` spans as roots whose parent is missing).
+//!
 //! With the `otel` feature, `otel_layer` and `init_otel` export the spans over OTLP.
 
 use tracing::Span;
@@ -174,11 +178,39 @@ pub(crate) fn run_span(
     );
     if !span.is_disabled() {
         span.record("otel.name", format!("run {workflow}"));
-        if let Some(traceparent) = traceparent {
-            set_remote_parent(&span, traceparent);
+        match traceparent {
+            Some(traceparent) => set_remote_parent(&span, traceparent),
+            #[cfg(feature = "otel")]
+            None => set_remote_parent(&span, &run_traceparent(run_id.as_str())),
+            #[cfg(not(feature = "otel"))]
+            None => {}
         }
     }
     span
+}
+
+/// The trace of a run started without a `traceparent`: trace id the run id's 128 bits (a
+/// UUID's, else the first half of its SHA-256), parent span id the next 8 bytes of the
+/// SHA-256 (a span never exported: the root every execution of the run hangs under), so
+/// that all executions of the run, in any process, share one trace.
+#[cfg(any(feature = "otel", test))]
+pub(crate) fn run_traceparent(run_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let hash = Sha256::digest(run_id.as_bytes());
+    let trace_id = match uuid::Uuid::parse_str(run_id) {
+        Ok(uuid) if !uuid.is_nil() => uuid.simple().to_string(),
+        _ => hex(&hash[..16]),
+    };
+    let mut span_id = hex(&hash[16..24]);
+    if span_id.bytes().all(|b| b == b'0') {
+        span_id = "0000000000000001".to_owned();
+    }
+    format!("00-{trace_id}-{span_id}-01")
+}
+
+#[cfg(any(feature = "otel", test))]
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(feature = "otel")]
@@ -327,6 +359,24 @@ pub use otel::{OtelGuard, TelemetryError, init_otel, otel_layer, otel_layer_with
 #[cfg(test)]
 mod tests {
     use super::{check_traceparent, trace_id_of};
+
+    #[test]
+    fn a_runs_own_trace_is_its_id() {
+        let run = "01937a2e-5b1c-7f00-8a00-0123456789ab";
+        let traceparent = super::run_traceparent(run);
+        assert_eq!(check_traceparent(&traceparent), Ok(()));
+        assert_eq!(
+            trace_id_of(&traceparent),
+            Some("01937a2e5b1c7f008a000123456789ab")
+        );
+        assert_eq!(
+            traceparent,
+            super::run_traceparent(run),
+            "the same in every process"
+        );
+        // Run ids that are not UUIDs (tests, imports) get one too.
+        assert_eq!(check_traceparent(&super::run_traceparent("r1")), Ok(()));
+    }
 
     #[test]
     fn traceparents_are_checked() {

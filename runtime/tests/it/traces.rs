@@ -229,6 +229,16 @@ async fn a_run_that_crashed_and_resumed_twice_shows_each_step_once() {
         assert_eq!(attr(run, "reprise.run.attempt").as_deref(), Some("1"));
     }
     assert_eq!(runs[2].status, Status::Unset);
+    // One trace for the whole run: its id is the run id, in every process.
+    let run_trace = id.to_string().replace('-', "");
+    for span in runs.iter().chain(&traced.steps()) {
+        assert_eq!(span.span_context.trace_id().to_string(), run_trace);
+    }
+    let root = runs[0].parent_span_id;
+    assert!(
+        runs.iter()
+            .all(|r| r.parent_span_is_remote && r.parent_span_id == root)
+    );
     assert!(
         matches!(runs[0].status, Status::Error { .. }),
         "an aborted execution"
