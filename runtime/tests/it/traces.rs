@@ -658,7 +658,9 @@ async fn steps_hand_their_traceparent_to_outgoing_calls() {
 
 #[tokio::test]
 async fn without_an_otel_layer_an_action_gets_the_runs_recorded_traceparent() {
-    // No subscriber on this thread: no span has a trace context.
+    // A subscriber without an OpenTelemetry layer on this thread (whatever another test
+    // installed globally): no span has a trace context.
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry());
     let engine = engine_on(Arc::new(MemoryStore::new()));
     let (id, _) = engine
         .start_with(
