@@ -23,6 +23,7 @@
 //! commit): a diagnostic that separates the fsync from the rest of a commit's cost.
 
 mod fleet;
+mod otel;
 mod pg;
 mod report;
 mod search;
@@ -135,6 +136,10 @@ struct Args {
     /// then cumulative).
     #[arg(long)]
     in_process: bool,
+    /// Export the engine's spans over OTLP/HTTP (the `otel` feature's batched exporter) to
+    /// a local sink that accepts and drops them: the cost of tracing with OpenTelemetry on.
+    #[arg(long)]
+    otel: bool,
     /// W1: steps of the run.
     #[arg(long, default_value_t = 1000)]
     w1_steps: u32,
@@ -296,6 +301,9 @@ impl Args {
         }
         args.push("--dir".to_owned());
         args.push(dir.display().to_string());
+        if self.otel {
+            args.push("--otel".to_owned());
+        }
         if let Some(url) = pg::url() {
             args.push("--postgres-url".to_owned());
             args.push(url.to_owned());
@@ -337,6 +345,11 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
         };
     }
 
+    let otel = if args.otel && (args.child || args.in_process) {
+        Some(otel::install()?)
+    } else {
+        None
+    };
     let dir = match &args.dir {
         Some(dir) => dir.clone(),
         None => std::env::current_dir()?,
@@ -423,6 +436,13 @@ fn run(args: Args, main_us: u64) -> Result<(), BoxError> {
         );
     }
 
+    if let Some(otel) = otel {
+        let requests = otel.finish()?;
+        report.notes.push(format!(
+            "otel: run and step spans exported over OTLP/HTTP (batched) to a local sink, \
+             {requests} requests"
+        ));
+    }
     report.fsync = system::median_fsync(&fsyncs);
     if let Some(fsync) = &report.fsync {
         report.metrics.extend(fsync_metrics(fsync));

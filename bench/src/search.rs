@@ -93,6 +93,7 @@ fn run_of(i: u64, n: u64, start: DateTime<Utc>, rng: &mut Rng) -> (RunRecord, Ne
             trigger: Trigger::Api,
             start_at: None,
             forked_from: None,
+            traceparent: None,
         },
     );
     let tag = |key: &str, value: TagValue| {

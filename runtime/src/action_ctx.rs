@@ -18,6 +18,10 @@ pub struct ActionCtx {
     attempt: u32,
     resources: Option<Arc<Resources>>,
     cancellation: CancellationToken,
+    /// The step's span, for [`ActionCtx::traceparent`].
+    span: tracing::Span,
+    /// The `traceparent` the run was started with, if any.
+    run_traceparent: Option<Arc<str>>,
 }
 
 impl ActionCtx {
@@ -36,7 +40,16 @@ impl ActionCtx {
             attempt,
             resources: Some(resources),
             cancellation,
+            span: tracing::Span::none(),
+            run_traceparent: None,
         }
+    }
+
+    /// With the step's span and the run's recorded `traceparent`.
+    pub(crate) fn traced(mut self, span: tracing::Span, run_traceparent: Option<Arc<str>>) -> Self {
+        self.span = span;
+        self.run_traceparent = run_traceparent;
+        self
     }
 
     /// The context of a call outside any workflow (`action.run(input)` in a unit test).
@@ -48,6 +61,8 @@ impl ActionCtx {
             attempt: 1,
             resources: None,
             cancellation: CancellationToken::new(),
+            span: tracing::Span::none(),
+            run_traceparent: None,
         }
     }
 
@@ -71,6 +86,23 @@ impl ActionCtx {
     /// The attempt of this step, from 1.
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// A W3C `traceparent` header value for an outgoing call made by this step, so that
+    /// the far side joins the run's trace: with the `otel` feature and its layer installed
+    /// (`reprise::telemetry::otel_layer`), the step's own span; otherwise the
+    /// `traceparent` the run was started with (the caller's span), if any. `None` when
+    /// neither exists (or outside a workflow).
+    ///
+    /// ```ignore
+    /// let mut request = client.post(url);
+    /// if let Some(traceparent) = cx.traceparent() {
+    ///     request = request.header("traceparent", traceparent);
+    /// }
+    /// ```
+    pub fn traceparent(&self) -> Option<String> {
+        crate::telemetry::traceparent_of(&self.span)
+            .or_else(|| self.run_traceparent.as_deref().map(str::to_owned))
     }
 
     /// The run's cancellation token: cancelled when the run is canceled (`runs cancel`,

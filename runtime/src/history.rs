@@ -52,6 +52,8 @@ pub(crate) struct History {
     /// Whether the log holds a hook (created, or its resume URL recorded): only then can
     /// its values hold hook-token placeholders to expand on replay.
     holds_hooks: bool,
+    /// The W3C `traceparent` recorded in `run_created`: every execution joins that trace.
+    traceparent: Option<std::sync::Arc<str>>,
 }
 
 /// The copied prefix of a forked run, read from its `run_created` event.
@@ -159,6 +161,7 @@ impl History {
         let mut fingerprints: Vec<String> = Vec::new();
         let mut holds_hooks = false;
         let mut fork: Option<ForkPrefix> = None;
+        let mut traceparent = None;
         for event in events {
             let Event { seq, event, .. } = event;
             let NewEvent {
@@ -187,6 +190,10 @@ impl History {
                         input_changed: forked_from.input_changed,
                     });
                 }
+                traceparent = payload
+                    .get(field::TRACEPARENT)
+                    .and_then(Value::as_str)
+                    .map(std::sync::Arc::from);
                 continue;
             }
             if kind == EventKind::ForkDiverged {
@@ -299,7 +306,13 @@ impl History {
             diverged_from: AtomicU64::new(0),
             fingerprints,
             holds_hooks,
+            traceparent,
         })
+    }
+
+    /// The W3C `traceparent` the run was started with, if any.
+    pub(crate) fn traceparent(&self) -> Option<std::sync::Arc<str>> {
+        self.traceparent.clone()
     }
 
     /// Whether `recorded` is a copied entry of a forked run with a new input, which the

@@ -91,6 +91,7 @@ pub mod schema;
 mod step;
 pub mod store;
 pub mod tags;
+pub mod telemetry;
 pub mod trigger;
 mod usage;
 mod wait;

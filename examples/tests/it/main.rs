@@ -27,6 +27,7 @@ mod search_cli;
 mod signup;
 mod snapshots;
 mod support;
+mod traces_cli;
 mod triggers_example;
 mod ui_browser;
 mod waits;

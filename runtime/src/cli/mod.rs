@@ -172,7 +172,8 @@ pub async fn run(
             return code;
         }
     };
-    logging::init(cli.log_format);
+    // Held to the end: with the `otel` feature, dropping it flushes the last spans.
+    let _telemetry = logging::init(cli.log_format);
     // The long-running commands take SIGINT/SIGTERM over before anything slow (opening a
     // busy database, building the engine): a supervisor's stop during startup is then a
     // graceful stop (exit 0), not the signal's default kill.

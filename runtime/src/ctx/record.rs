@@ -103,7 +103,9 @@ where
     };
     slot.started(kind, input.clone());
     // A leaf's body (one model request) is not workflow code; a scope's body is.
-    let body = AssertUnwindSafe(body()).catch_unwind();
+    // Run inside the step's span: a scope's steps are its children, a request carries its
+    // `traceparent`.
+    let body = AssertUnwindSafe(slot.instrument(body())).catch_unwind();
     let result = if scope {
         body.await
     } else {

@@ -93,6 +93,21 @@ pub(crate) struct Slot<'r> {
     _live: Option<LiveStep>,
     /// When the slot was handed out to run live (for the step-duration metric).
     since: std::time::Instant,
+    /// The step's span (`telemetry::step_span`): disabled for a replay check, a recorded
+    /// value, or when no subscriber wants it. Answered-from-log steps get none at all.
+    span: tracing::Span,
+    shape: Shape,
+    /// Whether the outcome was recorded (else, on drop, the span says the execution left
+    /// the step unfinished).
+    finished: bool,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            crate::telemetry::step_left(&self.span, self.shape);
+        }
+    }
 }
 
 impl RunState {
@@ -196,6 +211,12 @@ impl RunState {
             return Err(self.report_non_determinism(report));
         }
         let live = (call.shape == Shape::Leaf).then(|| self.live_step());
+        // Replay-quiet: only a step that runs live gets a span (a replay check runs none).
+        let span = if verify || self.replay_only() {
+            tracing::Span::none()
+        } else {
+            crate::telemetry::step_span(call.id, call.callee, call.shape)
+        };
         Ok(Entry::Live(Slot {
             run: self,
             id: call.id,
@@ -205,6 +226,9 @@ impl RunState {
             verify,
             _live: live,
             since: std::time::Instant::now(),
+            span,
+            shape: call.shape,
+            finished: false,
         }))
     }
 
@@ -368,10 +392,18 @@ impl<'r> Slot<'r> {
         self.previous
     }
 
+    /// The step's span: polls of the returned future (the live body of the step: an
+    /// action's attempts, a sub-workflow's or agent's body, a model request) run inside it,
+    /// so the steps a scope records are its children and an action's own events land in it.
+    pub(crate) fn instrument<F: Future>(&self, future: F) -> tracing::instrument::Instrumented<F> {
+        tracing::Instrument::instrument(future, self.span.clone())
+    }
+
     /// Records that the step starts (`step_started`, written with the next durable append):
     /// once per live execution of a leaf, once ever for a scope. Called once per slot: the
     /// input digest moves into the event.
     pub(crate) fn started(&mut self, kind: &str, input: Value) {
+        crate::telemetry::step_started(&self.span, kind, &input);
         if self.verify {
             return; // a replay check re-enters a finished scope: nothing is written
         }
@@ -413,7 +445,7 @@ impl<'r> Slot<'r> {
     /// A replay check re-entering a finished scope compares the outcome with the recorded
     /// one instead (a difference is a [`NonDeterminism`]) and writes nothing.
     pub(crate) async fn finish_step(
-        self,
+        mut self,
         outcome: Result<Value, ActionError>,
         attempts: u32,
         usage: Option<StepUsage>,
@@ -423,6 +455,7 @@ impl<'r> Slot<'r> {
             .and_then(|r| r.outcome.as_ref())
             .filter(|_| self.verify)
         {
+            self.finished = true;
             self.run.consumed.fetch_add(1, Ordering::Relaxed);
             self.run.replayed.fetch_add(1, Ordering::Relaxed);
             let recorded = &match recorded {
@@ -478,7 +511,18 @@ impl<'r> Slot<'r> {
         {
             return result; // deliberately broken engine: the checkers must notice
         }
+        // The span says how the step ended once that is durable (a step whose record was
+        // lost shows as interrupted: it runs again on resume).
         self.record(event, RunUpdate::default()).await?;
+        self.finished = true;
+        crate::telemetry::step_finished(
+            &self.span,
+            result.as_ref().map(|_| ()),
+            attempts,
+            usage.map(|u| match u {
+                StepUsage::Request(usage) | StepUsage::Total(usage) => usage,
+            }),
+        );
         self.run.executed.fetch_add(1, Ordering::Relaxed);
         self.run.env.metrics.step_finished(
             self.callee,
@@ -494,11 +538,13 @@ impl<'r> Slot<'r> {
     /// # Errors
     /// A store failure, which poisons the run.
     pub(crate) async fn finish_wait(
-        self,
+        mut self,
         event: NewEvent,
         update: RunUpdate,
     ) -> Result<(), ActionError> {
         self.record(event, update).await?;
+        self.finished = true;
+        crate::telemetry::step_finished(&self.span, Ok(()), 1, None);
         self.run.executed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -508,13 +554,15 @@ impl<'r> Slot<'r> {
     ///
     /// # Errors
     /// A store failure, which poisons the run.
-    pub(crate) async fn finish_event(self, payload: EventPayload) -> Result<(), ActionError> {
+    pub(crate) async fn finish_event(mut self, payload: EventPayload) -> Result<(), ActionError> {
+        self.finished = true;
         let event = self.run.event(Some(self.id), 1, payload);
         self.record(event, RunUpdate::default()).await
     }
 
     /// Records a value asked for the first time (with the next durable append).
-    pub(crate) fn finish_value(self, value: Value) {
+    pub(crate) fn finish_value(mut self, value: Value) {
+        self.finished = true;
         let event = self.run.event(
             Some(self.id),
             1,

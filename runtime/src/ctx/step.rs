@@ -136,11 +136,14 @@ pub(crate) async fn execute<S: Step>(
         Err(error) => (Err(error), 1),
         Ok(()) => match S::BEHAVIOR {
             StepBehavior::Action { options, call } => {
-                run_action::<S>(&ctx, &id, options, call, input, &input_json).await
+                let attempts = run_action::<S>(&ctx, &id, options, call, input, &input_json);
+                slot.instrument(attempts).await
             }
             StepBehavior::Workflow { call, .. } => {
                 let child = ctx.child(&id);
-                let outcome = AssertUnwindSafe(call(child, input)).catch_unwind().await;
+                // The sub-workflow's steps are children of its step span.
+                let body = slot.instrument(call(child, input));
+                let outcome = AssertUnwindSafe(body).catch_unwind().await;
                 let result = match outcome {
                     Ok(result) => result.map_err(ActionError::from),
                     Err(panic) => Err(panic_error(S::SLUG, panic)),
@@ -200,7 +203,8 @@ async fn run_action<S: Step>(
             attempt,
             run.env.resources.clone(),
             run.control().cancel,
-        );
+        )
+        .traced(tracing::Span::current(), run.history.traceparent());
         let call = match run.env.action_override(S::SLUG) {
             None => call(this_input, cx),
             Some(stub) => {
@@ -246,6 +250,7 @@ async fn run_action<S: Step>(
             return (Err(error), attempt);
         }
         let delay = policy.delay(attempt);
+        crate::telemetry::attempt_failed(&error, attempt, delay);
         let event = run.event(
             Some(id),
             attempt,

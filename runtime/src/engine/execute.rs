@@ -272,6 +272,21 @@ impl Engine {
                 (state, body)
             }
         };
+        // One span per execution (replay-quiet: steps answered from the log get none; a
+        // replay check, which runs nothing, gets none at all).
+        let run_span = if state.replay_only() {
+            tracing::Span::none()
+        } else {
+            crate::telemetry::run_span(
+                id,
+                &record.workflow,
+                attempt,
+                record.trigger,
+                state.history.traceparent().as_deref(),
+            )
+        };
+        // An execution that ends in an engine error (a store failure, a lost lease) says so.
+        let mut span_end = RunSpanEnd(&run_span, true);
         let started = state.event(
             None,
             attempt,
@@ -293,7 +308,8 @@ impl Engine {
         if continues_hot {
             state.wake_suspended();
         }
-        let result = drive_body(&state, &mut body).await;
+        let result =
+            tracing::Instrument::instrument(drive_body(&state, &mut body), run_span.clone()).await;
 
         let outcome = match result {
             BodyEnd::Returned(result) => {
@@ -369,12 +385,15 @@ impl Engine {
                 RunOutcome::Interrupted
             }
         };
-        Ok(Execution {
+        let execution = Execution {
             run_id: id.clone(),
             outcome,
             replayed: state.replayed.load(Ordering::Relaxed),
             executed: state.executed.load(Ordering::Relaxed),
-        })
+        };
+        span_end.1 = false;
+        end_run_span(&run_span, &execution);
+        Ok(execution)
     }
 
     /// Executes run `id` until it ends, waiting in this process through sleeps and
@@ -753,6 +772,43 @@ async fn drive_body(state: &RunState, body: &mut RunBody) -> BodyEnd<<RunBody as
             }
         }
     }
+}
+
+/// Marks the `run` span of an execution that ended with an engine error (or was dropped).
+struct RunSpanEnd<'a>(&'a tracing::Span, bool);
+
+impl Drop for RunSpanEnd<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            crate::telemetry::end_run_span(self.0, "aborted", 0, 0);
+        }
+    }
+}
+
+/// How an execution ended, on its `run` span; a failure also as a `WARN` event there.
+fn end_run_span(span: &tracing::Span, execution: &Execution) {
+    if span.is_disabled() {
+        return;
+    }
+    let status = match &execution.outcome {
+        RunOutcome::Completed(_) => "completed",
+        RunOutcome::Failed(error) => {
+            tracing::warn!(
+                target: "reprise::trace",
+                parent: span,
+                step = error.step.as_deref(),
+                exception.message = %error.message,
+                "exception.type" = %error.kind,
+                "run failed"
+            );
+            "failed"
+        }
+        RunOutcome::Suspended(_) => "suspended",
+        RunOutcome::Canceled => "canceled",
+        RunOutcome::Interrupted => "interrupted",
+        RunOutcome::Paused => "paused",
+    };
+    crate::telemetry::end_run_span(span, status, execution.replayed, execution.executed);
 }
 
 /// Unregisters an execution from its engine's controls when it ends, however it ends.

@@ -182,6 +182,8 @@ impl Engine {
                 trigger: Trigger::Fork,
                 start_at: None,
                 forked_from: Some(forked_from.clone()),
+                // A fork is a new run an operator asked for, not part of the caller's trace.
+                traceparent: None,
             },
         );
         let count = copied.len();

@@ -734,7 +734,20 @@ impl Engine {
         trigger: Trigger,
         key: &str,
     ) -> Result<(RunId, bool), EngineError> {
-        let (record, created) = self.new_run(slug, input, trigger)?;
+        self.start_once_traced(slug, input, trigger, key, None)
+            .await
+    }
+
+    /// [`Engine::start_once`] joining the trace of `traceparent` (checked by the caller).
+    pub(crate) async fn start_once_traced(
+        &self,
+        slug: &str,
+        input: Value,
+        trigger: Trigger,
+        key: &str,
+        traceparent: Option<String>,
+    ) -> Result<(RunId, bool), EngineError> {
+        let (record, created) = self.new_run_at(slug, input, trigger, None, traceparent)?;
         let id = record.id.clone();
         match self
             .inner
@@ -751,24 +764,16 @@ impl Engine {
         }
     }
 
-    /// A validated, `queued` run record and its `run_created` event.
-    fn new_run(
-        &self,
-        slug: &str,
-        input: Value,
-        trigger: Trigger,
-    ) -> Result<(RunRecord, NewEvent), EngineError> {
-        self.new_run_at(slug, input, trigger, None)
-    }
-
-    /// [`Engine::new_run`] due at `start_at` (recorded in `run_created`; a time not after
-    /// now is due at once).
+    /// A validated, `queued` run record and its `run_created` event: due at `start_at`
+    /// (recorded in `run_created`; a time not after now is due at once), joining the trace
+    /// of `traceparent` (checked by the caller).
     fn new_run_at(
         &self,
         slug: &str,
         input: Value,
         trigger: Trigger,
         start_at: Option<DateTime<Utc>>,
+        traceparent: Option<String>,
     ) -> Result<(RunRecord, NewEvent), EngineError> {
         let entry = self.workflow(slug)?;
         entry.input.validate(&input)?;
@@ -800,6 +805,7 @@ impl Engine {
                 trigger,
                 start_at,
                 forked_from: None,
+                traceparent,
             },
         );
         Ok((record, created))

@@ -22,6 +22,10 @@ pub struct StartOptions {
     pub start_at: Option<DateTime<Utc>>,
     /// Start at most one run of the workflow per key (see [`Engine::start_idempotent`]).
     pub idempotency_key: Option<String>,
+    /// The W3C `traceparent` of the caller (e.g. the `traceparent` header of the request
+    /// that starts the run): recorded in `run_created`, and every execution of the run
+    /// joins that trace (see [`crate::telemetry`]).
+    pub traceparent: Option<String>,
 }
 
 impl StartOptions {
@@ -34,6 +38,14 @@ impl StartOptions {
     #[must_use]
     pub fn start_at(mut self, at: DateTime<Utc>) -> Self {
         self.start_at = Some(at);
+        self
+    }
+
+    /// Joins the trace of `traceparent` (a W3C `traceparent` header value, checked by
+    /// [`Engine::start_with`]).
+    #[must_use]
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
         self
     }
 
@@ -104,8 +116,12 @@ impl Engine {
         trigger: Trigger,
         options: StartOptions,
     ) -> Result<(RunId, bool), EngineError> {
+        if let Some(traceparent) = &options.traceparent {
+            crate::telemetry::check_traceparent(traceparent).map_err(EngineError::Serde)?;
+        }
         let Some(key) = options.idempotency_key else {
-            let (record, created) = self.new_run_at(slug, input, trigger, options.start_at)?;
+            let (record, created) =
+                self.new_run_at(slug, input, trigger, options.start_at, options.traceparent)?;
             let id = record.id.clone();
             self.inner.env.store.create_run(record, created).await?;
             self.inner.env.announce_created(&id, slug);
@@ -113,7 +129,13 @@ impl Engine {
         };
         check_idempotency_key(&key).map_err(EngineError::Serde)?;
         let scoped = format!("idempotency:{slug}:{key}");
-        let (record, created) = self.new_run_at(slug, input.clone(), trigger, options.start_at)?;
+        let (record, created) = self.new_run_at(
+            slug,
+            input.clone(),
+            trigger,
+            options.start_at,
+            options.traceparent,
+        )?;
         let id = record.id.clone();
         if let Some(existing) = self
             .inner

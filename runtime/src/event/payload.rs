@@ -94,6 +94,9 @@ pub mod field {
     /// `run_created` of a fork or restart: the original run and the copied prefix
     /// ([`super::ForkedFrom`]).
     pub const FORKED_FROM: &str = "forked_from";
+    /// `run_created`: the W3C `traceparent` of the request that started the run (its
+    /// executions join that trace).
+    pub const TRACEPARENT: &str = "traceparent";
     /// `fork_diverged`: the sequence number (in the forked run's log) of the first event of
     /// the step that diverged; copied events from there on no longer answer replay.
     pub const FROM_SEQ: &str = "from_seq";
@@ -129,7 +132,7 @@ pub struct ForkedFrom {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventPayload {
-    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?}`.
+    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?, "traceparent"?}`.
     RunCreated {
         /// The workflow's slug.
         workflow: String,
@@ -142,6 +145,9 @@ pub enum EventPayload {
         start_at: Option<DateTime<Utc>>,
         /// For a fork or restart: the original run and the copied prefix.
         forked_from: Option<ForkedFrom>,
+        /// The W3C `traceparent` the run was started with (written only when there is
+        /// one; logs written before it have none).
+        traceparent: Option<String>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -463,6 +469,7 @@ impl EventPayload {
                 trigger,
                 start_at,
                 forked_from,
+                traceparent,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
@@ -472,6 +479,9 @@ impl EventPayload {
                 }
                 if let Some(forked_from) = forked_from {
                     put(field::FORKED_FROM, to_json(&forked_from));
+                }
+                if let Some(traceparent) = traceparent {
+                    put(field::TRACEPARENT, Value::String(traceparent));
                 }
             }
             EventPayload::RunStarted { fingerprint } => {
@@ -634,6 +644,7 @@ impl EventPayload {
                 trigger: f.required(field::TRIGGER)?,
                 start_at: f.optional(field::START_AT),
                 forked_from: f.optional(field::FORKED_FROM),
+                traceparent: f.string(field::TRACEPARENT),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -949,8 +960,22 @@ mod tests {
                 trigger: Trigger::Cron,
                 start_at: None,
                 forked_from: None,
+                traceparent: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
+        );
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        round_trip(
+            EventPayload::RunCreated {
+                workflow: "wf".into(),
+                input: input.clone(),
+                trigger: Trigger::Api,
+                start_at: None,
+                forked_from: None,
+                traceparent: Some(traceparent.into()),
+            },
+            json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api,
+                    "traceparent": traceparent }),
         );
         round_trip(
             EventPayload::RunCreated {
@@ -959,6 +984,7 @@ mod tests {
                 trigger: Trigger::Api,
                 start_at: Some(at(7)),
                 forked_from: None,
+                traceparent: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
         );
@@ -976,6 +1002,7 @@ mod tests {
                 trigger: Trigger::Fork,
                 start_at: None,
                 forked_from: Some(forked_from),
+                traceparent: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "fork", "forked_from": {
                 "run_id": "r1", "step": "charge#0", "prefix_len": 5, "input_changed": true,

@@ -121,6 +121,10 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// (after `?wait=`, if given); the same key with another input is 409
 /// `idempotency_conflict`, naming the run. Keys are per workflow and kept with the run.
 ///
+/// A `traceparent` header (W3C Trace Context) puts the run in the caller's trace: it is
+/// recorded in `run_created`, and every execution's `run` span is its child (see
+/// [`crate::telemetry`]); a malformed one is ignored.
+///
 /// With `?delay=10m` or `?start_at=<RFC 3339>`, the run is created `queued` and due then
 /// (its `wake_at`; `run_created` records the requested time): no worker takes it before.
 /// A time in the past starts at once. Combines with `Idempotency-Key`.
@@ -132,6 +136,7 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
     params(
         ("slug" = String, Path, description = "The workflow's slug"),
         ("Idempotency-Key" = Option<String>, Header, description = "A key unique to this intended run (1 to 255 printable ASCII characters, e.g. a UUID): a retry with the same key and input returns the same run (200, `duplicate: true`) instead of starting another"),
+        ("traceparent" = Option<String>, Header, description = "A W3C trace context (`00-<trace id>-<parent id>-<flags>`): recorded with the run, whose executions then join that trace (as children of that parent span). A malformed value is ignored, as the W3C specification asks"),
         StartQuery,
     ),
     request_body(content = Value, description = "The workflow's input (an empty body is `null`)", content_type = "application/json"),
@@ -164,6 +169,11 @@ pub(crate) async fn start(
     if let Some(key) = idempotency_key(&headers)? {
         options = options.idempotency_key(key);
     }
+    // The caller's trace context: every execution of the run joins its trace.
+    let traceparent = headers
+        .get(crate::telemetry::TRACEPARENT)
+        .and_then(|v| v.to_str().ok());
+    options.traceparent = crate::telemetry::incoming_traceparent(traceparent);
     let (id, created) = state
         .engine
         .start_with(&slug, input, Trigger::Api, options)

@@ -189,6 +189,10 @@ impl OpenAiProvider {
     ) -> Result<LlmResponse, LlmError> {
         let url = self.endpoint();
         let mut request = self.client.post(&url).timeout(self.timeout).json(body);
+        // The LLM step's span (feature `otel`): the server may join the run's trace.
+        if let Some(traceparent) = crate::telemetry::current_traceparent() {
+            request = request.header(crate::telemetry::TRACEPARENT, traceparent);
+        }
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key);
         }

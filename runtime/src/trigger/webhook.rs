@@ -381,9 +381,20 @@ impl Engine {
             .and_then(|header| header_value(headers, header))
             .map(str::trim)
             .filter(|id| !id.is_empty());
+        // A sender's trace context: the run joins its trace.
+        let traceparent = crate::telemetry::incoming_traceparent(header_value(
+            headers,
+            crate::telemetry::TRACEPARENT,
+        ));
         let started = match delivery {
             Some(id) => self
-                .start_once(&def.workflow, input, Trigger::Webhook, &def.run_key(id))
+                .start_once_traced(
+                    &def.workflow,
+                    input,
+                    Trigger::Webhook,
+                    &def.run_key(id),
+                    traceparent,
+                )
                 .await
                 .map(|(run, created)| {
                     if created {
@@ -392,10 +403,13 @@ impl Engine {
                         WebhookDelivery::Duplicate(run)
                     }
                 }),
-            None => self
-                .start_json(&def.workflow, input, Trigger::Webhook)
-                .await
-                .map(WebhookDelivery::Started),
+            None => {
+                let mut options = crate::StartOptions::new();
+                options.traceparent = traceparent;
+                self.start_with(&def.workflow, input, Trigger::Webhook, options)
+                    .await
+                    .map(|(run, _)| WebhookDelivery::Started(run))
+            }
         };
         match started {
             Ok(delivery) => {

@@ -30,6 +30,7 @@ mod secrets;
 mod store_open;
 mod streams;
 mod tags;
+mod traces;
 mod triggers;
 mod ui;
 mod worker;

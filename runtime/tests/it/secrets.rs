@@ -174,6 +174,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             trigger: Trigger::Api,
             start_at: None,
             forked_from: None,
+            traceparent: None,
         },
     );
     store.create_run(record, created).await.unwrap();
