@@ -211,6 +211,16 @@ impl PriceTable {
     }
 }
 
+/// `amount` US dollars for people: cents from $1 up (`$2.40`), six decimals below, where
+/// LLM costs usually are (`$0.000374`).
+pub(crate) fn dollars(amount: f64) -> String {
+    if amount >= 1.0 {
+        format!("${amount:.2}")
+    } else {
+        format!("${amount:.6}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -742,11 +742,11 @@ async fn dispatch(
                 let usage = crate::engine::token_usage(&events);
                 if usage.total_tokens > 0 {
                     let cost = match cost {
-                        Some((cost, false)) => format!(", cost {}", output::dollars(cost)),
+                        Some((cost, false)) => format!(", cost {}", crate::cost::dollars(cost)),
                         Some((cost, true)) => format!(
                             ", cost {} (some models have no price: add them to the file \
                              named by REPRISE_PRICES)",
-                            output::dollars(cost)
+                            crate::cost::dollars(cost)
                         ),
                         None => String::new(),
                     };

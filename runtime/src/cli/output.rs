@@ -70,7 +70,8 @@ pub(super) fn print_usage(report: &crate::UsageReport) {
             row.usage.prompt_tokens.to_string(),
             row.usage.cached_tokens.to_string(),
             row.usage.completion_tokens.to_string(),
-            row.cost_usd.map_or_else(|| "unpriced".into(), dollars),
+            row.cost_usd
+                .map_or_else(|| "unpriced".into(), crate::cost::dollars),
         ]);
     }
     println!("{rows}");
@@ -80,7 +81,7 @@ pub(super) fn print_usage(report: &crate::UsageReport) {
         report.usage.total_tokens,
         report.usage.prompt_tokens,
         report.usage.completion_tokens,
-        dollars(report.cost_usd),
+        crate::cost::dollars(report.cost_usd),
         report.runs_scanned
     );
     if !report.unpriced_models.is_empty() {
@@ -89,15 +90,6 @@ pub(super) fn print_usage(report: &crate::UsageReport) {
              JSON file named by REPRISE_PRICES",
             report.unpriced_models.join(", ")
         );
-    }
-}
-
-/// US dollars with enough digits for small LLM costs (`$0.000150`).
-pub(super) fn dollars(amount: f64) -> String {
-    if amount >= 1.0 {
-        format!("${amount:.2}")
-    } else {
-        format!("${amount:.6}")
     }
 }
 

@@ -153,6 +153,11 @@ async fn ui_on(token: Option<&str>, sqlite: Option<&std::path::Path>) -> Ui {
         .register(ui_broken)
         .register(ui_slogan)
         .llm(std::sync::Arc::new(OneReply))
+        // $100,000 / $200,000 per million tokens: the 10 + 5 tokens of a reply cost $2.00.
+        .prices(reprise::cost::PriceTable::empty().with(
+            "model",
+            reprise::cost::ModelPrice::new(100_000.0, 200_000.0),
+        ))
         .build()
         .expect("an engine");
     let options = HttpOptions {
@@ -345,10 +350,9 @@ async fn an_llm_step_shows_its_tokens_on_the_run_page() {
     ui.wait_for(&id, RunStatus::Completed).await;
     let (_, _, page) = ui.get(&format!("/ui/runs/{id}")).await;
     assert!(page.contains("15 tokens (10 in, 5 out)"), "{page}");
-    assert!(
-        page.contains("<dt>Cost</dt>"),
-        "the run's cost, or `unknown` without a price"
-    );
+    assert!(page.contains("<dt>Cost</dt>"), "the run's cost");
+    // The run's cost and its LLM step's, priced on the step's model `fake/model`.
+    assert!(page.matches("$2.00").count() >= 2, "{page}");
 }
 
 #[tokio::test]

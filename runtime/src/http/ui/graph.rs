@@ -10,24 +10,30 @@ use super::super::AppState;
 use super::layout::{self, Nav, badge};
 use super::{UiError, html as respond};
 use crate::event::RunId;
-use crate::graph::Graph;
+use crate::graph::{Graph, NodeStatus};
 
-/// The node statuses of a lit graph, as the legend lists them: (class, label).
-pub(crate) const LEGEND: [(&str, &str); 6] = [
-    ("completed", "completed"),
-    ("running", "running"),
-    ("retrying", "retrying"),
-    ("waiting", "sleeping / waiting"),
-    ("failed", "failed"),
-    ("not_reached", "not reached"),
+/// The node statuses of a lit graph, as the legend lists them: (status, class, label).
+pub(crate) const LEGEND: [(NodeStatus, &str, &str); 6] = [
+    (NodeStatus::Completed, "completed", "completed"),
+    (NodeStatus::Running, "running", "running"),
+    (NodeStatus::Retrying, "retrying", "retrying"),
+    (NodeStatus::Waiting, "waiting", "sleeping / waiting"),
+    (NodeStatus::Failed, "failed", "failed"),
+    (NodeStatus::NotReached, "not_reached", "not reached"),
 ];
 
-/// The legend of node colours.
+/// The legend of node colours: a swatch in the graph's own fill and stroke per status.
 pub(crate) fn legend() -> Markup {
     html! {
         div.legend #legend {
-            @for (class, label) in LEGEND {
-                span { span class={ "sw badge s-" (class) } {} (label) }
+            @for (status, class, label) in LEGEND {
+                @let (fill, stroke) = status.colours();
+                span class={ "legend-item s-" (class) } {
+                    svg.sw width="12" height="12" viewBox="0 0 12 12" aria-hidden="true" {
+                        rect x="0.5" y="0.5" width="11" height="11" rx="3" fill=(fill) stroke=(stroke) {}
+                    }
+                    (label)
+                }
             }
         }
     }

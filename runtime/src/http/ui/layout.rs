@@ -75,15 +75,6 @@ pub(crate) fn json_block(value: &Value) -> Markup {
     html! { pre.json { (text) } }
 }
 
-/// US dollars, with enough digits for fractions of a cent.
-pub(crate) fn dollars(amount: f64) -> String {
-    if amount >= 1.0 {
-        format!("${amount:.2}")
-    } else {
-        format!("${amount:.4}")
-    }
-}
-
 /// Trusted markup (an SVG the graph module drew) inserted as is.
 pub(crate) fn trusted(svg: String) -> Markup {
     PreEscaped(svg)

@@ -121,7 +121,7 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
                 @if usage.total_tokens > 0 {
                     dt { "Tokens" } dd { (tokens_label(&usage)) }
                     dt { "Cost" } dd {
-                        @if let Some(cost) = timeline.cost { (layout::dollars(cost)) }
+                        @if let Some(cost) = timeline.cost { (crate::cost::dollars(cost)) }
                         @else { span.muted title={ "no price for " (timeline.unpriced.join(", ")) } { "unknown" } }
                     }
                 }
@@ -276,7 +276,7 @@ fn step_row(
                     @if let Some(usage) = &s.usage {
                         " · " (tokens_label(usage))
                         @if let Some(model) = &step.model { " on " code { (model) } }
-                        @if let Some(cost) = step.cost { " · " (layout::dollars(cost)) }
+                        @if let Some(cost) = step.cost { " · " (crate::cost::dollars(cost)) }
                     }
                 }
                 @if let Some(input) = step.input { div { h3 { "Input" } (json_block(input)) } }

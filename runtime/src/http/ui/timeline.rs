@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::cost::PriceTable;
-use crate::engine::{StepSummary, summarize_steps};
+use crate::engine::{ModelRequest, StepSummary, model_requests, summarize_steps, total_cost};
 use crate::event::{Event, EventKind};
 use crate::llm::Usage;
 
@@ -101,25 +101,18 @@ impl<'a> Timeline<'a> {
                 _ => {}
             }
         }
-        let mut unpriced = Vec::new();
-        let mut run_cost = 0.0;
-        // The run's cost: each recorded model request (`usage`) on its step's model.
-        for event in events {
-            let (Some(id), Some(usage)) =
-                (event.event.correlation_id.as_deref(), event.event.usage())
-            else {
-                continue;
-            };
-            match model_of(id, &details).map(|m| (price(prices, &m, &usage), m)) {
-                Some((Some(cost), _)) => run_cost += cost,
-                Some((None, model)) => {
-                    if !unpriced.contains(&model) {
-                        unpriced.push(model)
-                    }
-                }
-                None => unpriced.push(format!("(unknown model of {id})")),
+        // Costs by the one rule of `crate::engine::model_requests`: each recorded model
+        // request priced on the model its step recorded.
+        let requests = model_requests(events, prices);
+        let mut unpriced: Vec<String> = Vec::new();
+        for request in requests.iter().filter(|r| r.cost_usd.is_none()) {
+            if !unpriced.contains(&request.model) {
+                unpriced.push(request.model.clone());
             }
         }
+        let run_cost = total_cost(&requests)
+            .filter(|&(_, some_unpriced)| !some_unpriced)
+            .map(|(cost, _)| cost);
         let summaries = summarize_steps(events);
         let models: Vec<Option<String>> = summaries
             .iter()
@@ -130,10 +123,9 @@ impl<'a> Timeline<'a> {
             .zip(models)
             .map(|(summary, model)| {
                 let depth = summary.id.matches('/').count();
-                let cost = match (&model, &summary.usage) {
-                    (Some(model), Some(usage)) => price(prices, model, usage),
-                    _ => None,
-                };
+                let cost = summary
+                    .usage
+                    .and_then(|_| step_cost(&summary.id, &requests));
                 let d = details.remove(summary.id.as_str()).unwrap_or_default();
                 let kind = if d.kind.is_empty() {
                     summary.callee.clone()
@@ -155,12 +147,11 @@ impl<'a> Timeline<'a> {
                 }
             })
             .collect();
-        let has_usage = events.iter().any(|e| e.event.usage().is_some());
         Timeline {
             steps,
             start: events.first().map(|e| e.event.at),
             end: events.last().map(|e| e.event.at),
-            cost: (has_usage && unpriced.is_empty()).then_some(run_cost),
+            cost: run_cost,
             unpriced,
         }
     }
@@ -183,14 +174,18 @@ fn model_of(id: &str, details: &HashMap<&str, Details<'_>>) -> Option<String> {
     }
 }
 
-/// What `usage` cost on `model` as the step recorded it (`openai/gpt-4o-mini`), or on the
-/// model without its vendor prefix when the table names it so.
-fn price(prices: &PriceTable, model: &str, usage: &Usage) -> Option<f64> {
-    prices.cost(model, usage).or_else(|| {
-        model
-            .split_once('/')
-            .and_then(|(_, bare)| prices.cost(bare, usage))
-    })
+/// What step `id`'s model requests cost: its own, or those recorded under it (an LLM step's
+/// attempts, an agent's turns); `None` when it made none or one has no price.
+fn step_cost(id: &str, requests: &[ModelRequest]) -> Option<f64> {
+    let scope = format!("{id}/");
+    let mine: Vec<&ModelRequest> = requests
+        .iter()
+        .filter(|r| r.step == id || r.step.starts_with(&scope))
+        .collect();
+    if mine.is_empty() || mine.iter().any(|r| r.cost_usd.is_none()) {
+        return None;
+    }
+    Some(mine.iter().filter_map(|r| r.cost_usd).sum())
 }
 
 /// Total tokens of a usage, for a compact label.
