@@ -69,7 +69,18 @@ fn watch_follows_a_run_moved_by_other_processes_until_it_ends() {
         String::from_utf8_lossy(&watched.stderr)
     );
     let lines = json_lines(&stdout);
-    assert_eq!(lines[0]["status"], "waiting", "{stdout}");
+    let runs: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l.get("step").is_none() && l.get("output").is_none())
+        .collect();
+    assert_eq!(runs[0]["status"], "waiting", "{stdout}");
+    // A run's status line follows the step lines that brought it there.
+    let position = |f: &dyn Fn(&Value) -> bool| lines.iter().position(f).unwrap();
+    assert!(
+        position(&|l| l["step"] == "publish#0")
+            < position(&|l| l.get("step").is_none() && l["status"] == "completed"),
+        "{stdout}"
+    );
     let step = |id: &str, status: &str| {
         lines
             .iter()

@@ -51,19 +51,20 @@ pub(super) async fn watch(
             if redraw {
                 drawn_lines = draw(&record.workflow, &id, record.status, &steps, drawn_lines);
             } else {
-                if status != Some(record.status) {
-                    print_line(
-                        as_json,
-                        json!({ "run_id": id, "status": record.status }),
-                        format!("run {id} ({}): {}", record.workflow, record.status),
-                    );
-                }
+                // Steps first: the run's status is where they left it.
                 for step in &steps {
                     let now = (step.status.as_str().to_owned(), step.attempts);
                     if shown.get(&step.id) != Some(&now) {
                         print_step(as_json, step);
                         shown.insert(step.id.clone(), now);
                     }
+                }
+                if status != Some(record.status) {
+                    print_line(
+                        as_json,
+                        json!({ "run_id": id, "status": record.status }),
+                        format!("run {id} ({}): {}", record.workflow, record.status),
+                    );
                 }
             }
             status = Some(record.status);
