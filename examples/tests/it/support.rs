@@ -758,6 +758,33 @@ fn the_app_runs_support_triage_offline_on_the_scripted_model() {
     );
     assert!(table.contains(", cost $0.0"), "{table}");
 
+    // A price file (`REPRISE_PRICES`) merged over the built-in table re-prices the run:
+    // $1 per million tokens either way.
+    let prices = db.dir().join("prices.json");
+    std::fs::write(&prices, r#"{"gpt-4o-mini": {"input": 1, "output": 1}}"#).unwrap();
+    let repriced = json_line(
+        &app(&db)
+            .env("REPRISE_PRICES", &prices)
+            .args(["runs", "get", run_id, "--json"])
+            .output()
+            .unwrap(),
+    );
+    let cost = repriced["cost_usd"].as_f64().unwrap();
+    assert!((cost - total as f64 / 1e6).abs() < 1e-12, "{repriced}");
+    // A price file that does not parse stops the command, naming the file.
+    std::fs::write(&prices, r#"{"gpt-4o-mini": {"input": "cheap"}}"#).unwrap();
+    let bad = app(&db)
+        .env("REPRISE_PRICES", &prices)
+        .args(["runs", "get", run_id])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("REPRISE_PRICES") && stderr.contains("prices.json"),
+        "{stderr}"
+    );
+
     // `runs usage` sums them by day, workflow and model.
     let usage_out = app(&db)
         .args(["runs", "usage", "--since", "1d", "--json"])
@@ -771,7 +798,7 @@ fn the_app_runs_support_triage_offline_on_the_scripted_model() {
     assert_eq!(rows[0]["model"], MODEL);
     assert_eq!(rows[0]["total_tokens"].as_u64(), Some(total), "{report}");
     assert!(
-        (report["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-12,
+        (report["cost_usd"].as_f64().unwrap() - got["cost_usd"].as_f64().unwrap()).abs() < 1e-12,
         "{report}"
     );
     let usage_table = app(&db).args(["runs", "usage"]).output().unwrap();
