@@ -15,7 +15,7 @@
 //! `stream_options: {include_usage: true}`, and the answer's Server-Sent Events chunks
 //! (`choices[0].delta.content`, tool-call pieces, the final `usage`) are put back together
 //! into the same reply a plain request returns. A server that answers a streaming request
-//! with a 4xx is asked again plainly (and not asked to stream again);
+//! with a 4xx is asked again plainly, and when that succeeds it is not asked to stream again;
 //! [`OpenAiProvider::stream_tokens`] turns streaming off altogether.
 
 use std::collections::BTreeMap;
@@ -163,8 +163,9 @@ impl OpenAiProvider {
     /// stream (`stream: true`, default) so that a watched run shows its replies as they
     /// are written; with `false` it sends a plain request and hands over no pieces (for
     /// servers that reject `stream` or `stream_options`). A server that answers a streaming
-    /// request with a 4xx is asked again plainly, and from then on this provider (and its
-    /// clones) no longer streams. The recorded reply is the same either way.
+    /// request with a 4xx is asked again plainly; when the plain request succeeds, this
+    /// provider (and its clones) no longer streams from then on. The recorded reply is the
+    /// same either way.
     /// [`timeout`](Self::timeout) covers the whole streamed answer.
     #[must_use]
     pub fn stream_tokens(mut self, stream_tokens: bool) -> Self {
@@ -343,19 +344,25 @@ impl LlmProvider for OpenAiProvider {
         }
         match self.complete_with(request.clone(), Some(delta)).await {
             // A server that does not take `stream`/`stream_options` answers 4xx: ask it
-            // plainly, now and from now on, rather than fail a step because someone
-            // watches its run.
+            // plainly rather than fail a step because someone watches its run. Only when the
+            // plain request then succeeds was streaming the problem: stop streaming from
+            // now on. (A 400 of the request itself, such as a prompt over the context
+            // window, fails plainly too and leaves streaming on.)
             Err(error)
                 if error.kind == LlmErrorKind::BadRequest && error.message.contains("(HTTP ") =>
             {
-                tracing::warn!(
-                    base_url = %self.base_url,
-                    error = %error.message,
-                    "the LLM server refused a streaming request; asking without streaming \
-                     from now on (`OpenAiProvider::stream_tokens(false)` skips the attempt)"
-                );
-                self.stream_refused.store(true, Ordering::Relaxed);
-                self.complete_with(request, None).await
+                let plain = self.complete_with(request, None).await;
+                if plain.is_ok() {
+                    tracing::warn!(
+                        base_url = %self.base_url,
+                        error = %error.message,
+                        "the LLM server refused a streaming request and took it plainly; \
+                         asking without streaming from now on \
+                         (`OpenAiProvider::stream_tokens(false)` skips the attempt)"
+                    );
+                    self.stream_refused.store(true, Ordering::Relaxed);
+                }
+                plain
             }
             other => other,
         }

@@ -678,3 +678,38 @@ async fn a_server_refusing_to_stream_is_asked_plainly_from_then_on() {
     assert_eq!(streamed, [true, false, false], "refused once, then plain");
     assert!(pieces.all().is_empty());
 }
+
+#[tokio::test]
+async fn a_request_that_fails_plainly_too_leaves_streaming_on() {
+    let server = FakeOpenAiServer::start()
+        .await
+        .fail_with_message(400, "This model's maximum context length is 8192 tokens")
+        .fail_with_message(400, "This model's maximum context length is 8192 tokens")
+        .reply("short enough");
+    let provider = server.provider();
+    let pieces = Pieces::default();
+    let error = provider
+        .complete_streaming(ask("a very long prompt"), &|text| pieces.push(text))
+        .await
+        .expect_err("the request itself is refused");
+    assert!(
+        error.message.contains("context length"),
+        "{}",
+        error.message
+    );
+    let reply = provider
+        .complete_streaming(ask("Hi"), &|text| pieces.push(text))
+        .await
+        .unwrap();
+    assert_eq!(reply.message.content.as_deref(), Some("short enough"));
+    let streamed: Vec<bool> = server
+        .requests()
+        .iter()
+        .map(|r| r.get("stream").is_some())
+        .collect();
+    assert_eq!(
+        streamed,
+        [true, false, true],
+        "the next request streams again: streaming was not the problem"
+    );
+}
