@@ -69,10 +69,7 @@ pub(crate) fn token_run_id(token: &str) -> Option<String> {
 
 /// The hash under which a token is stored: SHA-256, hex.
 pub(crate) fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// What stands for the token of hook `id` in a run's log: `{{reprise:hook-token:<id>}}`.

@@ -75,6 +75,7 @@ mod error;
 pub mod event;
 mod fan_out;
 pub mod graph;
+mod hex;
 mod history;
 mod hook_token;
 #[cfg(feature = "http")]

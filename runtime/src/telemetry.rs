@@ -113,8 +113,9 @@ pub(crate) fn incoming_traceparent(value: Option<&str>) -> Option<String> {
     }
 }
 
-/// The trace id (32 hex digits) of a valid `traceparent`.
-pub fn trace_id_of(traceparent: &str) -> Option<&str> {
+/// The trace id (32 hex digits) of a valid `traceparent` (for the tests below).
+#[cfg(test)]
+fn trace_id_of(traceparent: &str) -> Option<&str> {
     check_traceparent(traceparent).ok()?;
     traceparent.split('-').nth(1)
 }
@@ -199,18 +200,13 @@ pub(crate) fn run_traceparent(run_id: &str) -> String {
     let hash = Sha256::digest(run_id.as_bytes());
     let trace_id = match uuid::Uuid::parse_str(run_id) {
         Ok(uuid) if !uuid.is_nil() => uuid.simple().to_string(),
-        _ => hex(&hash[..16]),
+        _ => crate::hex::hex(&hash[..16]),
     };
-    let mut span_id = hex(&hash[16..24]);
+    let mut span_id = crate::hex::hex(&hash[16..24]);
     if span_id.bytes().all(|b| b == b'0') {
         span_id = "0000000000000001".to_owned();
     }
     format!("00-{trace_id}-{span_id}-01")
-}
-
-#[cfg(any(feature = "otel", test))]
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(feature = "otel")]

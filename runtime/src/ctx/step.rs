@@ -63,18 +63,7 @@ pub(crate) fn digest(value: &Value) -> String {
         }
         hash
     });
-    hex(&hash[..8])
-}
-
-/// Lower-case hex of `bytes`, two digits a byte (what `format!("{b:02x}")` writes).
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(2 * bytes.len());
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
+    crate::hex::hex(&hash[..8])
 }
 
 /// How `kind` is written in a `step_started` payload (its serde name).

@@ -49,7 +49,7 @@ pub(crate) fn fingerprint(registry: &Registry, entry: &WorkflowEntry) -> String 
         }
     }
     let hash = hasher.finalize();
-    hash[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::hex(&hash[..8])
 }
 
 /// Fingerprints by workflow slug, computed once per engine (the registry never changes).
