@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use super::{Engine, RunControl, RunTransition};
 use crate::error::EngineError;
-use crate::event::{EventKind, EventPayload, NewEvent, RunId, RunRecord, RunStatus, RunUpdate};
+use crate::event::{
+    Event, EventKind, EventPayload, NewEvent, RunId, RunRecord, RunStatus, RunUpdate,
+};
 use crate::store::{Acquired, Append};
 
 /// What [`Engine::cancel`] did.
@@ -36,6 +38,10 @@ pub struct OpenHook {
     pub resume_url: String,
     /// When the hook times out, if it has a timeout.
     pub timeout_at: Option<DateTime<Utc>>,
+    /// The JSON Schema its payload must match, as the run recorded it (not serialized:
+    /// `GET /workflows` and the UI show schemas on their own).
+    #[serde(skip)]
+    pub schema: Option<serde_json::Value>,
 }
 
 impl Engine {
@@ -186,8 +192,18 @@ impl Engine {
             return Ok(Vec::new());
         }
         let events = self.store().events(id).await?;
+        Ok(self.open_hooks_in(&record, &events))
+    }
+
+    /// [`Engine::open_hooks`] of a run whose record and events the caller has read already
+    /// (`events` as [`Engine::events`] or the store returns them): no store read.
+    pub fn open_hooks_in(&self, record: &RunRecord, events: &[Event]) -> Vec<OpenHook> {
+        if record.status != RunStatus::Waiting {
+            return Vec::new();
+        }
+        let id = &record.id;
         let mut open: Vec<OpenHook> = Vec::new();
-        for event in &events {
+        for event in events {
             let Some(hook) = event.event.correlation_id.as_deref() else {
                 continue;
             };
@@ -197,6 +213,7 @@ impl Engine {
                     token: self.hook_token(id, hook),
                     resume_url: self.hook_resume_url(id, hook),
                     timeout_at: event.event.timeout_at(),
+                    schema: event.event.hook_schema().cloned(),
                 }),
                 EventKind::HookReceived => open.retain(|h| h.id != hook),
                 _ => {}
@@ -220,7 +237,7 @@ impl Engine {
                 hook.resume_url = url;
             }
         }
-        Ok(open)
+        open
     }
 
     /// Status transitions of runs this engine starts, executes, resumes or cancels, as

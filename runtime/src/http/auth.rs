@@ -89,7 +89,7 @@ pub(crate) async fn require_bearer(
     let path = request.uri().path();
     if header.is_none() && request.method() == Method::GET && path.starts_with("/ui") {
         let target = request.uri().path_and_query().map_or(path, |p| p.as_str());
-        let next: String = url_encode(target);
+        let next = super::ui::encode_keeping(target, b"/");
         return Redirect::to(&format!("/ui/login?next={next}")).into_response();
     }
     let message = if header.is_some() {
@@ -101,19 +101,6 @@ pub(crate) async fn require_bearer(
          token the server was started with (REPRISE_API_TOKEN)"
     };
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
-}
-
-/// `text` percent-encoded for a query value (unreserved characters and `/` kept).
-fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -139,7 +126,7 @@ mod tests {
     #[test]
     fn the_login_redirect_keeps_the_page_as_one_query_value() {
         assert_eq!(
-            url_encode("/ui?status=failed&q=a b"),
+            super::super::ui::encode_keeping("/ui?status=failed&q=a b", b"/"),
             "/ui%3Fstatus%3Dfailed%26q%3Da%20b"
         );
     }

@@ -326,8 +326,7 @@ pub(crate) async fn run_detail(
     let cost = crate::engine::total_cost(&crate::engine::model_requests(&events, engine.prices()));
     let (cost_usd, unpriced) = (cost.map(|c| c.0), cost.is_some_and(|c| c.1));
     let hooks = engine
-        .open_hooks(id)
-        .await?
+        .open_hooks_in(&record, &events)
         .into_iter()
         .map(|hook| HookView {
             id: hook.id,

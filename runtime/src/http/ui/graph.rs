@@ -45,13 +45,7 @@ pub(crate) async fn page(
     Path(id): Path<String>,
 ) -> Result<Response, UiError> {
     let id = RunId(id);
-    let record = match state.engine.get_run(&id).await {
-        Ok(record) => record,
-        Err(crate::EngineError::UnknownRun(_)) => {
-            return Err(UiError::not_found(format!("No run has the id `{id}`.")));
-        }
-        Err(other) => return Err(other.into()),
-    };
+    let record = state.engine.get_run(&id).await?;
     let events = state.engine.events(&id).await?;
     let graph = Graph::of_workflow(state.engine.registry(), &record.workflow).map(|mut graph| {
         graph.light(&events);

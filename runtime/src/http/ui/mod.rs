@@ -28,6 +28,7 @@ use super::AppState;
 use crate::EngineError;
 
 pub(crate) use login::token_from_cookies;
+pub(crate) use runs::encode_keeping;
 
 /// The pages behind the API token (when one is set).
 pub(crate) fn protected_routes() -> Router<AppState> {
@@ -106,6 +107,11 @@ impl UiError {
 
 impl From<EngineError> for UiError {
     fn from(error: EngineError) -> Self {
+        if let EngineError::UnknownRun(id) = &error {
+            return UiError::not_found(format!(
+                "No run has the id `{id}`. It may have been purged, or the id is mistyped."
+            ));
+        }
         // One home for an engine error's status: the API's mapping.
         let api = super::error::from_engine(error);
         let title = match api.status {

@@ -18,7 +18,7 @@ use super::layout::{self, Nav, badge, duration_ms, json_block, time};
 use super::timeline::{Step, Timeline, tokens_label};
 use super::{UiError, html as respond};
 use crate::engine::OpenHook;
-use crate::event::{Event, EventKind, RunId, RunRecord, RunStatus};
+use crate::event::{Event, RunId, RunRecord, RunStatus};
 
 /// Query of the run page.
 #[derive(Debug, Deserialize)]
@@ -34,17 +34,9 @@ pub(crate) async fn page(
     Query(query): Query<RunQuery>,
 ) -> Result<Response, UiError> {
     let id = RunId(id);
-    let record = match state.engine.get_run(&id).await {
-        Ok(record) => record,
-        Err(crate::EngineError::UnknownRun(_)) => {
-            return Err(UiError::not_found(format!(
-                "No run has the id `{id}`. It may have been purged, or the id is mistyped."
-            )));
-        }
-        Err(other) => return Err(other.into()),
-    };
+    let record = state.engine.get_run(&id).await?;
     let events = state.engine.events(&id).await?;
-    let hooks = state.engine.open_hooks(&id).await?;
+    let hooks = state.engine.open_hooks_in(&record, &events);
     let body = body(&state, &record, &events, &hooks);
     if query.fragment.as_deref() == Some("body") {
         return Ok(respond(StatusCode::OK, body));
@@ -134,7 +126,7 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
                 @if !tags.is_empty() {
                     dt { "Tags" } dd {
                         @for (key, value) in &tags {
-                            span.tag { (key) "=" (serde_json::to_value(value).map(|v| match v { Value::String(s) => s, v => v.to_string() }).unwrap_or_default()) }
+                            span.tag { (key) "=" (value) }
                         }
                     }
                 }
@@ -142,7 +134,7 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
         }
         @if !hooks.is_empty() {
             h2 { "Waiting on" }
-            @for hook in hooks { (hook_panel(record, events, hook, now)) }
+            @for hook in hooks { (hook_panel(record, hook, now)) }
         }
         div.grid2 {
             div {
@@ -187,17 +179,8 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
 }
 
 /// An open hook: where to send its payload, and a form from its schema.
-fn hook_panel(record: &RunRecord, events: &[Event], hook: &OpenHook, now: DateTime<Utc>) -> Markup {
-    let schema = events
-        .iter()
-        .rev()
-        .find(|e| {
-            e.event.kind == EventKind::HookCreated
-                && e.event.correlation_id.as_deref() == Some(hook.id.as_str())
-        })
-        .and_then(|e| e.event.hook_schema())
-        .cloned()
-        .unwrap_or_else(form::any_schema);
+fn hook_panel(record: &RunRecord, hook: &OpenHook, now: DateTime<Utc>) -> Markup {
+    let schema = hook.schema.clone().unwrap_or_else(form::any_schema);
     let action = format!("/hooks/{}", hook.token);
     html! {
         div.panel.hook data-hook=(hook.id) {

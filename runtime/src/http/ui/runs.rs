@@ -170,11 +170,17 @@ fn page_url(query: &RunsQuery, cursor: Option<&str>, fragment: Option<&str>) -> 
     }
 }
 
-/// Percent-encodes a query value.
+/// `text` percent-encoded for a query value: unreserved characters kept, everything else
+/// `%XX`.
 pub(crate) fn encode(text: &str) -> String {
+    encode_keeping(text, b"")
+}
+
+/// [`encode`], keeping the bytes of `keep` too (`/` for a path that stays readable).
+pub(crate) fn encode_keeping(text: &str, keep: &[u8]) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || keep.contains(&byte) {
             out.push(byte as char);
         } else {
             out.push_str(&format!("%{byte:02X}"));
