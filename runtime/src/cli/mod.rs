@@ -11,7 +11,7 @@
 //! `worker [--concurrency N] [--lease 15s]`, `workflows list|run <slug> --input <json|@file>
 //! [--json] [--wait 30s|--enqueue]|schema <slug>|graph <slug> [--run <id>] [--format mermaid|svg|json]|check [--workflow] [--in-flight]
 //! [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|cancel <id>|export <id>
-//! [--out FILE]|watch <id> [--timeout 5m] [--json]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`,
+//! [--out FILE]|watch <id> [--timeout 5m] [--json]|usage [--since 7d] [--workflow] [--json]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`,
 //! `schedules list|get|create|update|pause|resume|delete|trigger|backfill` (schedules as
 //! data; see [`crate::trigger::ScheduleSpec`]).
 //! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default

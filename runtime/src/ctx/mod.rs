@@ -74,11 +74,11 @@ pub(crate) struct RunState {
     /// The hook tokens the body has handed out: redacted from what the run records, put
     /// back into what it replays (see [`crate::hook_token::token_placeholder`]).
     pub(crate) hook_tokens: crate::hook_token::IssuedTokens,
+    /// The engine's payload limits, read once per execution (every step checks them).
+    pub(crate) limits: crate::payload::PayloadLimits,
     /// Bytes of event payload JSON in the log, counted up to the history warning threshold
     /// (see `EngineBuilder::history_warning_bytes`): the append that crosses it logs the
     /// warning, once per run; past it nothing is counted any more.
-    /// The engine's payload limits, read once per execution (every step checks them).
-    pub(crate) limits: crate::payload::PayloadLimits,
     log_bytes: AtomicU64,
 }
 

@@ -91,8 +91,9 @@ pub(crate) struct Slot<'r> {
     /// (It is `previous.outcome`.)
     verify: bool,
     _live: Option<LiveStep>,
-    /// When the slot was handed out to run live (for the step-duration metric).
-    since: std::time::Instant,
+    /// When the step started running here (`started`), for the step-duration metric; not
+    /// read for recorded values, waits and replay checks, which never start a step.
+    since: Option<std::time::Instant>,
     /// The step's span (`telemetry::step_span`): disabled for a replay check, a recorded
     /// value, or when no subscriber wants it. Answered-from-log steps get none at all.
     span: tracing::Span,
@@ -225,7 +226,7 @@ impl RunState {
             previous,
             verify,
             _live: live,
-            since: std::time::Instant::now(),
+            since: None,
             span,
             shape: call.shape,
             finished: false,
@@ -407,6 +408,7 @@ impl<'r> Slot<'r> {
         if self.verify {
             return; // a replay check re-enters a finished scope: nothing is written
         }
+        self.since = Some(std::time::Instant::now());
         if self.previous.is_some() && self._live.is_none() {
             return; // a scope re-entered after a resume: its start is recorded already
         }
@@ -524,12 +526,14 @@ impl<'r> Slot<'r> {
             }),
         );
         self.run.executed.fetch_add(1, Ordering::Relaxed);
-        self.run.env.metrics.step_finished(
-            self.callee,
-            result.is_ok(),
-            attempts,
-            self.since.elapsed(),
-        );
+        if let Some(since) = self.since {
+            self.run.env.metrics.step_finished(
+                self.callee,
+                result.is_ok(),
+                attempts,
+                since.elapsed(),
+            );
+        }
         result
     }
 

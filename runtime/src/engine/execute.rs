@@ -286,7 +286,11 @@ impl Engine {
             )
         };
         // An execution that ends in an engine error (a store failure, a lost lease) says so.
-        let mut span_end = RunSpanEnd(&run_span, true);
+        let mut span_end = RunSpanEnd {
+            span: &run_span,
+            state: &state,
+            armed: true,
+        };
         let started = state.event(
             None,
             attempt,
@@ -391,7 +395,7 @@ impl Engine {
             replayed: state.replayed.load(Ordering::Relaxed),
             executed: state.executed.load(Ordering::Relaxed),
         };
-        span_end.1 = false;
+        span_end.armed = false;
         end_run_span(&run_span, &execution);
         Ok(execution)
     }
@@ -774,13 +778,27 @@ async fn drive_body(state: &RunState, body: &mut RunBody) -> BodyEnd<<RunBody as
     }
 }
 
-/// Marks the `run` span of an execution that ended with an engine error (or was dropped).
-struct RunSpanEnd<'a>(&'a tracing::Span, bool);
+/// Marks the `run` span of an execution that ended with an engine error (or was dropped),
+/// with the steps it got through; disarmed when the execution ends normally.
+struct RunSpanEnd<'a> {
+    span: &'a tracing::Span,
+    state: &'a RunState,
+    armed: bool,
+}
 
 impl Drop for RunSpanEnd<'_> {
     fn drop(&mut self) {
-        if self.1 {
-            crate::telemetry::end_run_span(self.0, "aborted", 0, 0);
+        if self.armed {
+            crate::telemetry::end_run_span(
+                self.span,
+                "aborted",
+                self.state
+                    .replayed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                self.state
+                    .executed
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
         }
     }
 }

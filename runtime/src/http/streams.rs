@@ -261,7 +261,7 @@ impl Trouble {
         if self.failing {
             tracing::debug!(%error, "{who} still cannot read the store");
         } else {
-            tracing::warn!(%error, "{who} cannot read the store; it tries again every 250 ms");
+            tracing::warn!(%error, "{who} cannot read the store; it tries again at its next look");
             self.failing = true;
         }
     }
@@ -311,13 +311,12 @@ impl FollowRun {
             let read_at = Instant::now();
             let gap = MIN_READ_GAP.max((read_at - reading) * 4);
             let mut due = read_at + POLL_INTERVAL.max(gap);
-            let mut live_open = true;
             loop {
                 tokio::select! {
                     biased;
                     () = shutdown.cancelled() => return,
                     () = self.sender.closed() => return,
-                    live = watch.recv(), if live_open => match live {
+                    live = watch.recv() => match live {
                         Ok(Live::Token { step, text }) => {
                             let message = json_message("token", &TokenMessage { step, text });
                             if let Flow::Stop = self.send(message).await {
@@ -336,8 +335,8 @@ impl FollowRun {
                             }
                             due = due.min(read_at + gap);
                         }
-                        // The hub keeps the sender while this watch lives: not reached.
-                        Err(broadcast::error::RecvError::Closed) => live_open = false,
+                        // The hub keeps the sender while this watch lives.
+                        Err(broadcast::error::RecvError::Closed) => return,
                     },
                     () = tokio::time::sleep_until(due) => break,
                 }
