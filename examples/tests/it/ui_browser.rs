@@ -259,6 +259,15 @@ impl Browser {
         }
     }
 
+    /// The id of the run whose page is open.
+    async fn run_on_page(&self) -> String {
+        let path = self.eval("location.pathname").await;
+        path.as_str()
+            .and_then(|p| p.strip_prefix("/ui/runs/"))
+            .expect("a run page")
+            .to_owned()
+    }
+
     /// The run status the run page shows.
     async fn shown_status(&self) -> String {
         self.text("#run-status [data-status]").await
@@ -469,12 +478,7 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
             "the restarted run's page",
         )
         .await;
-    let restarted = browser.eval("location.pathname").await;
-    let restarted = restarted
-        .as_str()
-        .and_then(|p| p.strip_prefix("/ui/runs/"))
-        .expect("a run page")
-        .to_owned();
+    let restarted = browser.run_on_page().await;
     assert_eq!(dev.run(&restarted).await["input"]["title"], "Ship v2");
     browser
         .goto(&dev.url(&format!("/ui/runs/{approval}")))
@@ -606,12 +610,7 @@ async fn the_web_ui_shows_runs_delivers_hooks_goes_live_and_cancels_in_chromium(
             "the new run's page",
         )
         .await;
-    let path = browser.eval("location.pathname").await;
-    let started = path
-        .as_str()
-        .and_then(|p| p.strip_prefix("/ui/runs/"))
-        .expect("a run page")
-        .to_owned();
+    let started = browser.run_on_page().await;
     let run = dev.run(&started).await;
     assert_eq!(run["workflow"], "approval", "{run}");
     assert_eq!(run["input"]["title"], "Started from the form", "{run}");

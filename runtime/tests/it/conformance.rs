@@ -219,6 +219,20 @@ fn append(run: &RunRecord, first_seq: u64, events: Vec<NewEvent>, update: RunUpd
     }
 }
 
+/// The log a store should hold for `run`: its `run_created` event, then `events`, numbered
+/// from 0.
+fn log_of(run: &RunRecord, events: Vec<NewEvent>) -> Vec<Event> {
+    std::iter::once(created_event(run))
+        .chain(events)
+        .enumerate()
+        .map(|(seq, event)| Event {
+            run_id: run.id.clone(),
+            seq: seq as u64,
+            event,
+        })
+        .collect()
+}
+
 async fn get(store: &SharedStore, id: &RunId) -> RunRecord {
     store.run(id).await.expect("run").expect("the run exists")
 }
@@ -784,15 +798,7 @@ async fn events_round_trip_exactly(store: SharedStore) {
         .expect("append");
 
     let events = store.events(&run.id).await.expect("events");
-    let expected: Vec<Event> = std::iter::once(created_event(&run))
-        .chain(new_events)
-        .enumerate()
-        .map(|(seq, event)| Event {
-            run_id: run.id.clone(),
-            seq: seq as u64,
-            event,
-        })
-        .collect();
+    let expected = log_of(&run, new_events);
     assert_eq!(events, expected);
 }
 
@@ -1976,15 +1982,7 @@ async fn create_run_with_events_writes_the_whole_prefix(store: SharedStore) {
     assert_eq!(stored.status, RunStatus::Queued);
     assert_eq!(stored.input, record.input);
     let events = store.events(&record.id).await.expect("events");
-    let expected: Vec<Event> = std::iter::once(created_event(&record))
-        .chain(prefix)
-        .enumerate()
-        .map(|(seq, event)| Event {
-            run_id: record.id.clone(),
-            seq: seq as u64,
-            event,
-        })
-        .collect();
+    let expected = log_of(&record, prefix);
     assert_eq!(events, expected);
 
     // The same id again: refused, nothing written.
