@@ -3,6 +3,7 @@
 
 /// Lower-case hex of `bytes`, two digits a byte (what `format!("{b:02x}")` writes, without
 /// a formatter call per byte: input digests are taken on every step).
+#[inline]
 pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(2 * bytes.len());
