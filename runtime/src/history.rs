@@ -376,6 +376,19 @@ impl History {
     }
 
     /// What the log holds for `id`.
+    /// The inbox messages this log received (`seq`s of recorded receipts, see
+    /// [`crate::message`]): each is taken by one receive only.
+    pub(crate) fn received_messages(&self) -> std::collections::HashSet<u64> {
+        self.by_id
+            .values()
+            .filter(|r| r.callee.starts_with(crate::ctx::inbox::RECEIPT_PREFIX))
+            .filter_map(|r| match &r.outcome {
+                Some(Ok(output)) => output.get("seq").and_then(Value::as_u64),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub(crate) fn get(&self, id: &str) -> Option<&Recorded> {
         self.by_id.get(id).filter(|r| !self.voided(r))
     }

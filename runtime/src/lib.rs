@@ -82,6 +82,7 @@ mod hook_token;
 pub mod http;
 mod live;
 pub mod llm;
+pub mod message;
 pub mod metrics;
 mod payload;
 pub mod registry;

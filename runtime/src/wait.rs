@@ -23,6 +23,14 @@ pub enum Wait {
         /// When the hook times out, if it has a timeout.
         timeout_at: Option<DateTime<Utc>>,
     },
+    /// A message in the run's inbox (a signal, an update request, an event, a child
+    /// run's result; see [`crate::message`]).
+    Message {
+        /// The receive's correlation id (`signal:paid#0`).
+        id: String,
+        /// The inbox channel it waits on (`signal:paid`, `event:order.paid`, `child:<id>`).
+        channel: String,
+    },
     /// A run-level retry scheduled after a failed attempt.
     Retry {
         /// When the next attempt may start.
@@ -36,6 +44,13 @@ impl Wait {
         match self {
             Wait::Sleep { until, .. } | Wait::Retry { until } => Some(*until),
             Wait::Hook { timeout_at, .. } => *timeout_at,
+            Wait::Message { .. } => None,
         }
+    }
+
+    /// Whether only something from outside the run ends the wait (a hook's payload, a
+    /// message): a run suspended on one is `waiting`, else `sleeping`.
+    pub fn is_external(&self) -> bool {
+        matches!(self, Wait::Hook { .. } | Wait::Message { .. })
     }
 }

@@ -5,6 +5,8 @@
 //! [`step`] (`x.run(..)`), [`sleep`] (`ctx.sleep(..)`) and [`hook`] (`ctx.hook()`).
 
 pub(crate) mod hook;
+pub(crate) mod inbox;
+pub(crate) mod race;
 pub(crate) mod record;
 pub(crate) mod recorder;
 pub(crate) mod recording;
@@ -80,6 +82,8 @@ pub(crate) struct RunState {
     /// (see `EngineBuilder::history_warning_bytes`): the append that crosses it logs the
     /// warning, once per run; past it nothing is counted any more.
     log_bytes: AtomicU64,
+    /// What this execution read of the run's inbox (signals, updates, events, child results).
+    pub(crate) inbox: inbox::Inbox,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -130,6 +134,7 @@ impl RunState {
             resumed: tokio::sync::watch::Sender::new(0),
             announced: Mutex::new(None),
             log_bytes: AtomicU64::new(0),
+            inbox: inbox::Inbox::default(),
             limits,
         }
     }

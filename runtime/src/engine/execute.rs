@@ -426,9 +426,7 @@ impl Engine {
             // Sleeps and retries are waited for here; a hook (even one with a timeout) is
             // not: the run is left `waiting` for a delivery, or for a worker at its deadline.
             let wake = match &execution.outcome {
-                RunOutcome::Suspended(waits)
-                    if waits.iter().all(|w| !matches!(w, Wait::Hook { .. })) =>
-                {
+                RunOutcome::Suspended(waits) if waits.iter().all(|w| !w.is_external()) => {
                     waits.iter().filter_map(Wait::until).min()
                 }
                 _ => None,
@@ -670,7 +668,7 @@ impl Engine {
 
     /// Records a suspension: `sleeping` until the earliest wake-up, or `waiting` on a hook.
     async fn suspend(&self, state: &RunState, waits: Vec<Wait>) -> Result<RunOutcome, EngineError> {
-        let on_hook = waits.iter().any(|w| matches!(w, Wait::Hook { .. }));
+        let on_hook = waits.iter().any(Wait::is_external);
         let wake_at = waits.iter().filter_map(Wait::until).min();
         let event = state.event(
             None,
@@ -693,6 +691,8 @@ impl Engine {
                 RunStatus::Sleeping
             }),
             wake_at: Some(wake_at),
+            // A message posted while this execution ran wakes the run at once.
+            inbox_seen: on_hook.then(|| state.inbox_seen()),
             ..RunUpdate::default()
         };
         state.append(vec![event], update).await?;

@@ -243,7 +243,9 @@ fn wait_ids(waits: &[Wait]) -> BTreeSet<String> {
     waits
         .iter()
         .filter_map(|wait| match wait {
-            Wait::Sleep { id, .. } | Wait::Hook { id, .. } => Some(id.clone()),
+            Wait::Sleep { id, .. } | Wait::Hook { id, .. } | Wait::Message { id, .. } => {
+                Some(id.clone())
+            }
             Wait::Retry { .. } => None,
         })
         .collect()

@@ -391,6 +391,11 @@ pub struct RunUpdate {
     pub error: Option<serde_json::Value>,
     /// New wake time; `Some(None)` clears it.
     pub wake_at: Option<Option<DateTime<Utc>>>,
+    /// With `status: Some(Waiting)`: the highest inbox `seq` the execution has read. If the
+    /// run's inbox holds a later message (posted while the run executed), the store makes
+    /// the run `queued` instead of `waiting`, in the same transaction, so no message posted
+    /// between a receive finding nothing and the run suspending is missed.
+    pub inbox_seen: Option<u64>,
 }
 
 /// Filters for listing runs. Empty means all, newest first (ties in creation time by id,

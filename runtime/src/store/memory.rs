@@ -14,6 +14,7 @@ use crate::EngineError;
 use crate::event::{
     Event, EventKind, EventPayload, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate,
 };
+use crate::message::{EmittedEvent, Message, NewMessage, Posted};
 use crate::tags::TagValue;
 
 /// A [`Store`] in memory. Cloning the `Arc` holding it shares the data; dropping it loses it.
@@ -34,6 +35,10 @@ struct Runs {
     paused_workflows: HashMap<String, WorkflowPause>,
     /// Schedule rows by name.
     schedules: std::collections::BTreeMap<String, super::ScheduleRow>,
+    /// Runs waiting for events, by event name, oldest wait first.
+    event_waits: HashMap<String, Vec<RunId>>,
+    /// Emitted events seen, by `(name, id)`.
+    emitted: std::collections::HashSet<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -49,6 +54,8 @@ struct Entry {
     pause_requested: Option<String>,
     /// The run's tags (`run_tagged` events), updated with the append that carries them.
     tags: BTreeMap<String, TagValue>,
+    /// The run's inbox: message `seq` is at index `seq - 1`.
+    inbox: Vec<Message>,
 }
 
 impl Entry {
@@ -110,6 +117,13 @@ pub(crate) fn apply_update(
     record.updated_at = at;
 }
 
+/// Whether an append that sets `update` must leave the run `queued` instead of `waiting`:
+/// its inbox (last `seq` = `last_message`) holds a message the execution has not read.
+pub(crate) fn woken_by_inbox(update: &RunUpdate, last_message: u64) -> bool {
+    update.status == Some(RunStatus::Waiting)
+        && update.inbox_seen.is_some_and(|seen| last_message > seen)
+}
+
 /// Applies the `run_tagged` events of `events` to `tags` (a later tag of a key wins).
 fn index_tags(tags: &mut BTreeMap<String, TagValue>, events: &[NewEvent]) {
     for event in events.iter().filter(|e| e.kind == EventKind::RunTagged) {
@@ -145,6 +159,7 @@ fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(
             cancel_requested: false,
             pause_requested: None,
             tags,
+            inbox: Vec::new(),
         },
     );
     runs.order.push(id);
@@ -457,6 +472,7 @@ impl Store for MemoryStore {
             record,
             events,
             tags,
+            inbox,
             ..
         } = entry;
         if record.next_seq != append.first_seq {
@@ -475,6 +491,10 @@ impl Store for MemoryStore {
         events.extend(append.events);
         record.next_seq = events.len() as u64;
         apply_update(record, &append.update, at);
+        if woken_by_inbox(&append.update, inbox.last().map_or(0, |m| m.seq)) {
+            record.status = RunStatus::Queued;
+            record.wake_at = None;
+        }
         Ok(())
     }
 
@@ -580,5 +600,104 @@ impl Store for MemoryStore {
             count: purged.len() as u64,
             runs: purged,
         })
+    }
+
+    async fn run_for_key(&self, key: &str) -> Result<Option<RunId>, EngineError> {
+        Ok(self.lock().keys.get(key).cloned())
+    }
+
+    async fn set_run_key(&self, key: &str, id: &RunId) -> Result<(), EngineError> {
+        let mut runs = self.lock();
+        if !runs.by_id.contains_key(id) {
+            return Err(EngineError::UnknownRun(id.0.clone()));
+        }
+        runs.keys.insert(key.to_owned(), id.clone());
+        Ok(())
+    }
+
+    async fn post_message(&self, message: NewMessage) -> Result<Posted, EngineError> {
+        let mut runs = self.lock();
+        let Some(entry) = runs.by_id.get_mut(&message.run_id) else {
+            return Err(EngineError::UnknownRun(message.run_id.0));
+        };
+        if let Some(dedupe) = &message.dedupe
+            && let Some(earlier) = entry
+                .inbox
+                .iter()
+                .find(|m| m.dedupe.as_deref() == Some(dedupe.as_str()))
+        {
+            return Ok(Posted {
+                seq: earlier.seq,
+                duplicate: true,
+            });
+        }
+        let seq = entry.inbox.len() as u64 + 1;
+        entry.inbox.push(Message {
+            seq,
+            channel: message.channel,
+            payload: message.payload,
+            dedupe: message.dedupe,
+            at: message.at,
+        });
+        if entry.record.status == RunStatus::Waiting {
+            entry.record.status = RunStatus::Queued;
+            entry.record.wake_at = None;
+            entry.record.updated_at = message.at;
+        }
+        Ok(Posted {
+            seq,
+            duplicate: false,
+        })
+    }
+
+    async fn messages(&self, id: &RunId, after: u64) -> Result<Vec<Message>, EngineError> {
+        let runs = self.lock();
+        Ok(runs.by_id.get(id).map_or_else(Vec::new, |entry| {
+            entry
+                .inbox
+                .iter()
+                .filter(|m| m.seq > after)
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn add_event_wait(&self, id: &RunId, name: &str) -> Result<(), EngineError> {
+        let mut runs = self.lock();
+        let waiting = runs.event_waits.entry(name.to_owned()).or_default();
+        if !waiting.contains(id) {
+            waiting.push(id.clone());
+        }
+        Ok(())
+    }
+
+    async fn remove_event_wait(&self, id: &RunId, name: &str) -> Result<(), EngineError> {
+        let mut runs = self.lock();
+        if let Some(waiting) = runs.event_waits.get_mut(name) {
+            waiting.retain(|w| w != id);
+        }
+        Ok(())
+    }
+
+    async fn event_waiters(&self, name: &str) -> Result<Vec<RunId>, EngineError> {
+        let runs = self.lock();
+        Ok(runs
+            .event_waits
+            .get(name)
+            .map(|waiting| {
+                waiting
+                    .iter()
+                    .filter(|id| runs.by_id.contains_key(*id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn record_event(&self, event: &EmittedEvent) -> Result<bool, EngineError> {
+        Ok(self
+            .lock()
+            .emitted
+            .insert((event.name.clone(), event.id.clone())))
     }
 }

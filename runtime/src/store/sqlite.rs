@@ -646,6 +646,49 @@ impl Drop for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    // TODO(issue14-store): placeholders until the SQL inbox lands.
+    async fn run_for_key(&self, _key: &str) -> Result<Option<RunId>, EngineError> {
+        Err(super::not_yet("run_for_key"))
+    }
+
+    async fn set_run_key(&self, _key: &str, _id: &RunId) -> Result<(), EngineError> {
+        Err(super::not_yet("set_run_key"))
+    }
+
+    async fn post_message(
+        &self,
+        _message: crate::message::NewMessage,
+    ) -> Result<crate::message::Posted, EngineError> {
+        Err(super::not_yet("post_message"))
+    }
+
+    async fn messages(
+        &self,
+        _id: &RunId,
+        _after: u64,
+    ) -> Result<Vec<crate::message::Message>, EngineError> {
+        Err(super::not_yet("messages"))
+    }
+
+    async fn add_event_wait(&self, _id: &RunId, _name: &str) -> Result<(), EngineError> {
+        Err(super::not_yet("add_event_wait"))
+    }
+
+    async fn remove_event_wait(&self, _id: &RunId, _name: &str) -> Result<(), EngineError> {
+        Err(super::not_yet("remove_event_wait"))
+    }
+
+    async fn event_waiters(&self, _name: &str) -> Result<Vec<RunId>, EngineError> {
+        Err(super::not_yet("event_waiters"))
+    }
+
+    async fn record_event(
+        &self,
+        _event: &crate::message::EmittedEvent,
+    ) -> Result<bool, EngineError> {
+        Err(super::not_yet("record_event"))
+    }
+
     async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
         match self
             .write(Op::Create(encode_create(record, &created)?))
@@ -921,6 +964,8 @@ impl Store for SqliteStore {
             output,
             error,
             wake_at,
+            // TODO(issue14-store): re-queue a run whose inbox holds an unread message.
+            inbox_seen: _,
         } = update;
         let op = Op::Append(EncodedAppend {
             run_id: run_id.0,
