@@ -984,6 +984,56 @@ impl Store for CrashStore {
         self.probe.alive().await;
         self.inner.purge_runs(filter).await
     }
+
+    async fn run_for_key(&self, key: &str) -> Result<Option<RunId>, EngineError> {
+        self.probe.alive().await;
+        self.inner.run_for_key(key).await
+    }
+
+    async fn set_run_key(&self, key: &str, id: &RunId) -> Result<(), EngineError> {
+        self.probe.alive().await;
+        self.inner.set_run_key(key, id).await
+    }
+
+    async fn post_message(
+        &self,
+        message: reprise::message::NewMessage,
+    ) -> Result<reprise::message::Posted, EngineError> {
+        self.probe.alive().await;
+        self.inner.post_message(message).await
+    }
+
+    async fn messages(
+        &self,
+        id: &RunId,
+        after: u64,
+    ) -> Result<Vec<reprise::message::Message>, EngineError> {
+        self.probe.alive().await;
+        self.inner.messages(id, after).await
+    }
+
+    async fn add_event_wait(&self, id: &RunId, name: &str) -> Result<(), EngineError> {
+        self.probe.alive().await;
+        self.inner.add_event_wait(id, name).await
+    }
+
+    async fn remove_event_wait(&self, id: &RunId, name: &str) -> Result<(), EngineError> {
+        self.probe.alive().await;
+        self.inner.remove_event_wait(id, name).await
+    }
+
+    async fn event_waiters(&self, name: &str) -> Result<Vec<RunId>, EngineError> {
+        self.probe.alive().await;
+        self.inner.event_waiters(name).await
+    }
+
+    async fn record_event(
+        &self,
+        event: &reprise::message::EmittedEvent,
+    ) -> Result<bool, EngineError> {
+        self.probe.alive().await;
+        self.inner.record_event(event).await
+    }
 }
 
 /// Routes every registered action through a wrapper that counts the call, runs the stub or

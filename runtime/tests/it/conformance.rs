@@ -377,6 +377,7 @@ async fn first_seq_mismatch_conflicts_and_writes_nothing(store: SharedStore) {
             output: Some(json!("stale")),
             error: Some(json!("stale")),
             wake_at: Some(Some(t(99))),
+            inbox_seen: None,
         };
         let err = store
             .append(append(
