@@ -410,11 +410,10 @@ pub trait Store: Send + Sync + 'static {
     /// [`EngineError::Corrupt`].
     async fn purge_runs(&self, filter: &PurgeFilter) -> Result<PurgeBatch, EngineError>;
 
-    // ---- Messages and composition (DESIGN "Messages and composition") ----
+    // ---- Messages and composition (DESIGN "Messages and composition"). The default
+    // implementations (for stores that keep no inbox, such as test wrappers) fail with a
+    // configuration error. ----
 
-    /// The default implementations of these (for stores that keep no inbox) fail with a
-    /// configuration error.
-    ///
     /// The run a [`Store::create_run_once`] key names (an idempotency key, a business key),
     /// if any.
     ///
