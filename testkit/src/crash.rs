@@ -252,6 +252,9 @@ pub struct CheckConfig {
     configure: Vec<Configure>,
     configure_after_crash: Vec<Configure>,
     hooks: BTreeMap<String, Value>,
+    /// Scripted messages by inbox channel (`signal:<name>`), posted in order when the run
+    /// first waits on the channel.
+    messages: BTreeMap<String, Vec<Value>>,
     stubs: BTreeMap<String, ErasedStub>,
 }
 
@@ -268,6 +271,7 @@ impl fmt::Debug for CheckConfig {
             .field("configure", &self.configure.len())
             .field("configure_after_crash", &self.configure_after_crash.len())
             .field("hooks", &self.hooks)
+            .field("messages", &self.messages)
             .field("stubs", &self.stubs.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -289,6 +293,7 @@ impl Default for CheckConfig {
             configure: Vec::new(),
             configure_after_crash: Vec::new(),
             hooks: BTreeMap::new(),
+            messages: BTreeMap::new(),
             stubs: BTreeMap::new(),
         }
     }
@@ -386,6 +391,17 @@ impl CheckConfig {
     /// which must then match the baseline too.
     pub fn hook(mut self, correlation_id: &str, payload: Value) -> Self {
         self.hooks.insert(correlation_id.to_owned(), payload);
+        self
+    }
+
+    /// Sends signal `name` with `payload` to the run when it first waits on a signal `name`;
+    /// several calls send several payloads, in call order. Each is posted with a fixed
+    /// de-duplication key, so a case that crashes and re-posts delivers each payload once.
+    pub fn signal(mut self, name: &str, payload: Value) -> Self {
+        self.messages
+            .entry(reprise::message::signal_channel(name))
+            .or_default()
+            .push(payload);
         self
     }
 
@@ -1088,17 +1104,50 @@ fn instrument_actions(engine: &Engine, probe: &Arc<Probe>, stubs: &BTreeMap<Stri
 /// checker calls it stuck.
 const MAX_EXECUTIONS: usize = 1_000;
 
+/// What the checker delivers to a waiting run: hook payloads and scripted messages.
+#[derive(Clone, Copy)]
+struct Script<'a> {
+    hooks: &'a BTreeMap<String, Value>,
+    messages: &'a BTreeMap<String, Vec<Value>>,
+}
+
+impl<'a> Script<'a> {
+    fn of(config: &'a CheckConfig) -> Self {
+        Script {
+            hooks: &config.hooks,
+            messages: &config.messages,
+        }
+    }
+}
+
 /// Executes run `id` until it completes, fails, or waits on a hook without a configured
-/// payload: durable sleeps and run-level retries move the virtual clock to their end.
+/// payload: durable sleeps and run-level retries move the virtual clock to their end;
+/// scripted signals are posted when the run waits on their channel; a child run the run
+/// waits for is driven to its end (its result wakes the parent).
 ///
 /// A store error is retried `store_retries` times in all (a worker retrying the run).
 async fn drive(
     engine: &Engine,
     id: &RunId,
     clock: &VirtualClock,
-    hooks: &BTreeMap<String, Value>,
+    script: &Script<'_>,
     store_retries: usize,
 ) -> Result<RunOutcome, String> {
+    Box::pin(drive_run(engine, id, clock, script, store_retries, 0)).await
+}
+
+/// Child runs are driven to a depth of this many levels at most.
+const MAX_CHILD_DEPTH: usize = 8;
+
+async fn drive_run(
+    engine: &Engine,
+    id: &RunId,
+    clock: &VirtualClock,
+    script: &Script<'_>,
+    store_retries: usize,
+    depth: usize,
+) -> Result<RunOutcome, String> {
+    let hooks = script.hooks;
     let mut retries = store_retries;
     let mut retry = |error: &EngineError| {
         let store_error = error.is_store();
@@ -1138,6 +1187,9 @@ async fn drive(
             }
             continue;
         }
+        if deliver_messages(engine, id, clock, script, waits, store_retries, depth).await? {
+            continue;
+        }
         match waits.iter().filter_map(Wait::until).min() {
             Some(until) => clock.set(until.max(reprise::Clock::now(clock))),
             None => return Ok(execution.outcome),
@@ -1146,6 +1198,66 @@ async fn drive(
     Err(format!(
         "the run did not finish after {MAX_EXECUTIONS} executions"
     ))
+}
+
+/// Posts the scripted messages of the channels `waits` wait on, and drives the child runs
+/// they wait for to their end. Returns whether anything was delivered (the run is then due
+/// again).
+async fn deliver_messages(
+    engine: &Engine,
+    id: &RunId,
+    clock: &VirtualClock,
+    script: &Script<'_>,
+    waits: &[Wait],
+    store_retries: usize,
+    depth: usize,
+) -> Result<bool, String> {
+    let mut delivered = false;
+    for wait in waits {
+        let Wait::Message { channel, .. } = wait else {
+            continue;
+        };
+        if let Some(child) = channel.strip_prefix("child:") {
+            if depth >= MAX_CHILD_DEPTH {
+                return Err(format!(
+                    "child runs nest deeper than {MAX_CHILD_DEPTH} levels (at {child})"
+                ));
+            }
+            let child = RunId(child.to_owned());
+            let outcome = Box::pin(drive_run(
+                engine,
+                &child,
+                clock,
+                script,
+                store_retries,
+                depth + 1,
+            ))
+            .await
+            .map_err(|e| format!("driving child run {child}: {e}"))?;
+            // A child that ended posted its result to this run; one still waiting did not.
+            delivered |= !matches!(
+                outcome,
+                RunOutcome::Suspended(_) | RunOutcome::Interrupted
+            );
+            continue;
+        }
+        for (n, payload) in script.messages.get(channel).into_iter().flatten().enumerate() {
+            let message = reprise::message::NewMessage {
+                run_id: id.clone(),
+                channel: channel.clone(),
+                payload: payload.clone(),
+                dedupe: Some(format!("crash-checker/{channel}#{n}")),
+                at: reprise::Clock::now(clock),
+            };
+            let posted = engine
+                .store()
+                .post_message(message)
+                .await
+                .map_err(|e| format!("posting the scripted `{channel}` message #{n}: {e}"))?;
+            delivered |= !posted.duplicate;
+        }
+    }
+    Ok(delivered)
 }
 
 /// What the uncrashed run did.
@@ -1257,7 +1369,7 @@ impl Checker {
             .map(|e| e.event.clone())
             .ok_or_else(|| fail("the started run has no run_created event".to_owned()))?;
         let timeout = config.case_timeout;
-        let outcome = tokio::time::timeout(timeout, drive(&engine, &id, &clock, &config.hooks, 0))
+        let outcome = tokio::time::timeout(timeout, drive(&engine, &id, &clock, &Script::of(config), 0))
             .await
             .unwrap_or_else(|_| Err(format!("the run did not finish within {timeout:?}")));
         let events = store.events(&id).await.map_err(store_error)?;
@@ -1483,7 +1595,8 @@ impl Checker {
                 Some(CrashPlan::FailAppend(_)) => 3,
                 _ => 0,
             };
-            let driven = drive(&engine, &id, &clock, &self.config.hooks, store_retries);
+            let script = Script::of(&self.config);
+            let driven = drive(&engine, &id, &clock, &script, store_retries);
             let outcome = tokio::select! {
                 biased;
                 () = probe.death() => None,

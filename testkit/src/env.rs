@@ -89,6 +89,14 @@ pub enum Pending {
         /// The JSON Schema the payload must match.
         schema: Value,
     },
+    /// A message in the run's inbox: a signal (`signal:<name>`), an update request, an
+    /// event (`event:<name>`) or a child run's result (`child:<run-id>`).
+    Message {
+        /// The receive's correlation id (`signal:paid#0`).
+        id: String,
+        /// The inbox channel it waits on.
+        channel: String,
+    },
 }
 
 impl Pending {
@@ -96,7 +104,7 @@ impl Pending {
     pub fn token(&self) -> Option<&str> {
         match self {
             Pending::Hook { token, .. } => Some(token),
-            Pending::Sleep { .. } => None,
+            Pending::Sleep { .. } | Pending::Message { .. } => None,
         }
     }
 }
@@ -487,6 +495,10 @@ impl TestEnv {
                     id: hook.clone(),
                     token: self.engine.hook_token(id, hook),
                     schema: schema_of(hook),
+                }),
+                Wait::Message { id, channel } => Some(Pending::Message {
+                    id: id.clone(),
+                    channel: channel.clone(),
                 }),
                 // A retry (taken at once by `continue_run`), or a wait kind this TestEnv
                 // does not know.
