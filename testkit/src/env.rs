@@ -447,6 +447,11 @@ impl TestEnv {
                         self.clock.set(until.max(self.now()));
                         continue;
                     }
+                    // A child run the run waits for is executed here too (as a worker
+                    // would); once it has ended, its result has woken the parent.
+                    if self.continue_children(&waits).await {
+                        continue;
+                    }
                     return Outcome::Suspended(self.pending(id, &waits).await);
                 }
                 RunOutcome::Canceled => {
@@ -470,6 +475,21 @@ impl TestEnv {
                 }
             }
         }
+    }
+
+    /// Executes the child runs `waits` wait for; returns whether one of them ended.
+    async fn continue_children(&self, waits: &[Wait]) -> bool {
+        let mut ended = false;
+        for wait in waits {
+            if let Wait::Message { channel, .. } = wait
+                && let Some(child) = channel.strip_prefix("child:")
+            {
+                let child = RunId(child.to_owned());
+                let outcome = Box::pin(self.continue_run(&child)).await;
+                ended |= !matches!(outcome, Outcome::Suspended(_));
+            }
+        }
+        ended
     }
 
     async fn pending(&self, id: &RunId, waits: &[Wait]) -> Vec<Pending> {
