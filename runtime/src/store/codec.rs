@@ -420,6 +420,48 @@ pub(crate) fn append_refusal(
     }
 }
 
+/// The select list of an inbox message row, in the order [`decode_message`] reads it;
+/// `as_text` as for [`run_columns`].
+pub(crate) fn message_columns(as_text: &str) -> String {
+    format!("seq, channel, payload{as_text}, dedupe, created_at")
+}
+
+/// A message of run `run`'s inbox, from a row of [`message_columns`].
+///
+/// # Errors
+/// [`EngineError::Corrupt`] naming the run and the column when a column does not decode
+/// (a negative `seq`, invalid JSON, an invalid time).
+pub(crate) fn decode_message(
+    run: &str,
+    row: &impl SqlRow,
+) -> Result<crate::message::Message, EngineError> {
+    Ok(crate::message::Message {
+        seq: number(
+            run,
+            "messages.seq",
+            column(run, "messages.seq", row.int(0))?,
+        )?,
+        channel: column(run, "messages.channel", row.text(1))?,
+        payload: json(
+            run,
+            "messages.payload",
+            &column(run, "messages.payload", row.text(2))?,
+        )?,
+        dedupe: column(run, "messages.dedupe", row.opt_text(3))?,
+        at: timestamp(
+            run,
+            "messages.created_at",
+            column(run, "messages.created_at", row.int(4))?,
+        )?,
+    })
+}
+
+/// An inbox position (`seq`) as stored: `after` bounds beyond `i64::MAX` saturate (no
+/// message is numbered that high).
+pub(crate) fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
