@@ -125,6 +125,7 @@ macro_rules! conformance_suite {
                     emitted_events_are_recorded_once_per_name_and_id,
                     run_keys_are_read_and_repointed,
                     purge_removes_a_runs_inbox_and_event_waits,
+                    a_post_racing_a_suspension_always_leaves_the_run_queued,
                 );
             }
         )*
@@ -1013,6 +1014,91 @@ mod sqlite_only {
     use reprise::store::SqliteStore;
 
     use super::*;
+
+    /// Posts to one run from two processes (two stores on one file) are numbered in
+    /// commit order: distinct seqs 1..=N, no gap, each stored under the seq returned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn posts_from_two_processes_are_numbered_without_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reprise.db");
+        let one: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+        let two: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+        create(&one, "shared", "wf", t(0)).await;
+        let posters: Vec<_> = [one.clone(), two.clone(), one.clone(), two.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(task, store)| {
+                tokio::spawn(async move {
+                    let mut seqs = Vec::new();
+                    for i in 0..10u64 {
+                        let n = task as u64 * 10 + i;
+                        let posted = store
+                            .post_message(message("shared", "signal:n", json!(n), None, 1))
+                            .await
+                            .expect("post");
+                        seqs.push((posted.seq, n));
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut posted = Vec::new();
+        for poster in posters {
+            posted.extend(poster.await.unwrap());
+        }
+        posted.sort_unstable();
+        let stored: Vec<(u64, u64)> = two
+            .messages(&RunId::from("shared"), 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| (m.seq, m.payload.as_u64().unwrap()))
+            .collect();
+        assert_eq!(stored, posted);
+        assert_eq!(
+            stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=40).collect::<Vec<_>>()
+        );
+    }
+
+    /// A database of schema version 7 (before the run inbox) is migrated on open: its runs
+    /// are kept, and they can receive messages.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_older_database_gains_the_inbox_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reprise.db");
+        {
+            let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+            create(&store, "before", "wf", t(0)).await;
+        }
+        {
+            // Back to version 7: as a build without the inbox left it.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP TABLE messages; DROP TABLE event_waits; DROP TABLE emitted_events;
+                 DELETE FROM schema_migrations WHERE version = 8;",
+            )
+            .unwrap();
+        }
+        let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 8);
+        let posted = store
+            .post_message(message("before", "signal:go", json!(1), None, 1))
+            .await
+            .unwrap();
+        assert_eq!(posted.seq, 1);
+        assert!(
+            store
+                .record_event(&EmittedEvent {
+                    name: "e".into(),
+                    id: "1".into(),
+                    data: json!(null),
+                    at: t(1),
+                })
+                .await
+                .unwrap()
+        );
+    }
 
     /// Processes started together on a new file (a `worker` and a CLI command) each open
     /// it, switch it to WAL and migrate it at the same moment: every open succeeds.
@@ -3403,4 +3489,41 @@ async fn purge_removes_a_runs_inbox_and_event_waits(store: SharedStore) {
     );
     let waiters = store.event_waiters("order.paid").await.unwrap();
     assert_eq!(waiters, [RunId::from("kept")]);
+}
+
+/// A post racing the append that suspends a run on a wait (having read the inbox before
+/// the post) never leaves the message unread: whichever commits first, the run ends
+/// `queued` (the post wakes a waiting run, or the suspension sees the newer message).
+async fn a_post_racing_a_suspension_always_leaves_the_run_queued(store: SharedStore) {
+    let id = RunId::from("racer");
+    create(&store, "racer", "wf", t(0)).await;
+    for round in 0..40u64 {
+        set_status(&store, &id, RunStatus::Running, None).await;
+        let seen = round;
+        let poster = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .post_message(message("racer", "signal:go", json!(round), None, 1))
+                    .await
+                    .expect("post")
+            })
+        };
+        let suspender = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                suspend_waiting(&store, "racer", Some(secs(3600)), Some(seen)).await;
+            })
+        };
+        let posted = poster.await.unwrap();
+        suspender.await.unwrap();
+        assert_eq!(posted.seq, round + 1);
+        let run = get(&store, &id).await;
+        assert_eq!(
+            (run.status, run.wake_at),
+            (RunStatus::Queued, None),
+            "round {round}: message {} was left unread by a waiting run",
+            posted.seq
+        );
+    }
 }
