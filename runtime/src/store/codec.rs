@@ -548,6 +548,34 @@ mod tests {
     }
 
     #[test]
+    fn message_rows_decode_and_a_bad_one_names_the_run_and_the_column() {
+        use Cell::*;
+        let row = |seq, payload| {
+            FakeRow(vec![
+                Int(seq),
+                Text("signal:paid"),
+                Text(payload),
+                Null,
+                Int(5),
+            ])
+        };
+        let message = decode_message("r1", &row(2, r#"{"n":1}"#)).expect("decodes");
+        assert_eq!(message.seq, 2);
+        assert_eq!(message.channel, "signal:paid");
+        assert_eq!(message.payload, json!({"n": 1}));
+        assert_eq!(message.dedupe, None);
+        assert_eq!(message.at.timestamp_micros(), 5);
+        let (run, text) = corrupt_message(decode_message("r1", &row(3, "{not json")));
+        assert_eq!(run, "r1");
+        assert!(text.contains("messages.payload"), "{text}");
+        let (_, text) = corrupt_message(decode_message("r1", &row(-1, "1")));
+        assert!(
+            text.contains("messages.seq") && text.contains("-1"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_run_row_decodes() {
         let record = decode_run(&FakeRow(run_row())).expect("decodes");
         assert_eq!(record.id, RunId::from("r1"));
