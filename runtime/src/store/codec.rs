@@ -420,6 +420,48 @@ pub(crate) fn append_refusal(
     }
 }
 
+/// The select list of an inbox message row, in the order [`decode_message`] reads it;
+/// `as_text` as for [`run_columns`].
+pub(crate) fn message_columns(as_text: &str) -> String {
+    format!("seq, channel, payload{as_text}, dedupe, created_at")
+}
+
+/// A message of run `run`'s inbox, from a row of [`message_columns`].
+///
+/// # Errors
+/// [`EngineError::Corrupt`] naming the run and the column when a column does not decode
+/// (a negative `seq`, invalid JSON, an invalid time).
+pub(crate) fn decode_message(
+    run: &str,
+    row: &impl SqlRow,
+) -> Result<crate::message::Message, EngineError> {
+    Ok(crate::message::Message {
+        seq: number(
+            run,
+            "messages.seq",
+            column(run, "messages.seq", row.int(0))?,
+        )?,
+        channel: column(run, "messages.channel", row.text(1))?,
+        payload: json(
+            run,
+            "messages.payload",
+            &column(run, "messages.payload", row.text(2))?,
+        )?,
+        dedupe: column(run, "messages.dedupe", row.opt_text(3))?,
+        at: timestamp(
+            run,
+            "messages.created_at",
+            column(run, "messages.created_at", row.int(4))?,
+        )?,
+    })
+}
+
+/// An inbox position (`seq`) as stored: `after` bounds beyond `i64::MAX` saturate (no
+/// message is numbered that high).
+pub(crate) fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -503,6 +545,34 @@ mod tests {
             Err(EngineError::Corrupt { run, message }) => (run, message),
             other => panic!("expected Corrupt, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn message_rows_decode_and_a_bad_one_names_the_run_and_the_column() {
+        use Cell::*;
+        let row = |seq, payload| {
+            FakeRow(vec![
+                Int(seq),
+                Text("signal:paid"),
+                Text(payload),
+                Null,
+                Int(5),
+            ])
+        };
+        let message = decode_message("r1", &row(2, r#"{"n":1}"#)).expect("decodes");
+        assert_eq!(message.seq, 2);
+        assert_eq!(message.channel, "signal:paid");
+        assert_eq!(message.payload, json!({"n": 1}));
+        assert_eq!(message.dedupe, None);
+        assert_eq!(message.at.timestamp_micros(), 5);
+        let (run, text) = corrupt_message(decode_message("r1", &row(3, "{not json")));
+        assert_eq!(run, "r1");
+        assert!(text.contains("messages.payload"), "{text}");
+        let (_, text) = corrupt_message(decode_message("r1", &row(-1, "1")));
+        assert!(
+            text.contains("messages.seq") && text.contains("-1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -588,13 +588,20 @@ impl Store for MemoryStore {
         // The whole batch under one lock: nothing can change a run in between.
         let doomed: std::collections::HashSet<&RunId> = purged.iter().map(|r| &r.run_id).collect();
         let Runs {
-            by_id, order, keys, ..
+            by_id,
+            order,
+            keys,
+            event_waits,
+            ..
         } = &mut *runs;
         for id in &doomed {
             by_id.remove(*id);
         }
         order.retain(|id| !doomed.contains(id));
         keys.retain(|_, id| !doomed.contains(id));
+        for waiting in event_waits.values_mut() {
+            waiting.retain(|id| !doomed.contains(id));
+        }
         drop(doomed);
         Ok(PurgeBatch {
             count: purged.len() as u64,

@@ -506,17 +506,6 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
-/// The error of the default schedule writes of [`Store`].
-/// TODO(issue14-store): the SQL stores' inbox is not written yet.
-#[allow(dead_code)]
-pub(crate) fn not_yet(what: &str) -> EngineError {
-    StoreError::new(
-        StoreErrorKind::Config,
-        format!("`{what}` is not implemented by this store yet"),
-    )
-    .into()
-}
-
 /// What the inbox methods of a store that keeps none (a wrapper in a test) answer.
 fn no_inbox(what: &str) -> EngineError {
     StoreError::new(
@@ -529,6 +518,7 @@ fn no_inbox(what: &str) -> EngineError {
     .into()
 }
 
+/// The error of the default schedule writes of [`Store`].
 fn no_schedules() -> EngineError {
     StoreError::new(
         StoreErrorKind::Config,

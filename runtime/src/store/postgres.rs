@@ -82,6 +82,14 @@
 //! `(created_at, pos)`, `(status, created_at, pos)` and `(workflow, created_at, pos)`
 //! become `(…, created_at, id)`.
 //!
+//! Version 7 adds the run inbox: `reprise_messages(run_id → reprise_runs.id ON DELETE
+//! CASCADE, seq, channel, payload, dedupe, created_at, PRIMARY KEY (run_id, seq))` with the
+//! partial unique index `(run_id, dedupe) WHERE dedupe IS NOT NULL`;
+//! `reprise_event_waits(name, run_id → reprise_runs.id ON DELETE CASCADE, since, pos,
+//! PRIMARY KEY (name, run_id))`, listed oldest wait first by `pos`
+//! ([`Store::event_waiters`]); and `reprise_emitted_events(name, id, created_at, PRIMARY
+//! KEY (name, id))`, which records each emitted event once ([`Store::record_event`]).
+//!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
 //! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not
@@ -110,6 +118,12 @@
 //! - [`Store::acquire`] locks the run row (`SELECT … FOR UPDATE`) to decide; renew,
 //!   release and cancellation requests are single conditional `UPDATE`s keyed by the
 //!   fence.
+//! - [`Store::post_message`] locks the run row (`SELECT … FOR UPDATE`) first, so posts to
+//!   one run are numbered (`MAX(seq) + 1`) in commit order across processes; the same
+//!   transaction wakes a `waiting` run. An append that suspends a run as `waiting` with
+//!   `RunUpdate::inbox_seen` is written in a transaction of its own that re-queues the
+//!   run when a newer message is there (see `postgres_appends`); other appends are
+//!   unchanged.
 //! - [`Store::create_run_once`] inserts the key with `ON CONFLICT DO NOTHING` and reads
 //!   the holder back when it lost, in one transaction with the run's creation: of
 //!   concurrent callers with one key, exactly one creates.
@@ -331,6 +345,37 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX reprise_runs_created_at;
     DROP INDEX reprise_runs_status_created_at;
     DROP INDEX reprise_runs_workflow_created_at;
+    "#,
+    // Version 7: the run inbox (messages addressed to one run, numbered per run in commit
+    // order under the run row's lock), the runs waiting for emitted events (listed in
+    // the order they began waiting, `pos`), and the emitted events seen (each `(name,
+    // id)` once). See `Store::post_message`.
+    r#"
+    CREATE TABLE reprise_messages (
+        run_id      TEXT NOT NULL REFERENCES reprise_runs (id) ON DELETE CASCADE,
+        seq         BIGINT NOT NULL,
+        channel     TEXT NOT NULL,
+        payload     JSON NOT NULL,
+        dedupe      TEXT,
+        created_at  BIGINT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE UNIQUE INDEX reprise_messages_dedupe ON reprise_messages (run_id, dedupe)
+        WHERE dedupe IS NOT NULL;
+    CREATE TABLE reprise_event_waits (
+        name    TEXT NOT NULL,
+        run_id  TEXT NOT NULL REFERENCES reprise_runs (id) ON DELETE CASCADE,
+        since   BIGINT NOT NULL,
+        pos     BIGINT GENERATED ALWAYS AS IDENTITY,
+        PRIMARY KEY (name, run_id)
+    );
+    CREATE INDEX reprise_event_waits_run_id ON reprise_event_waits (run_id);
+    CREATE TABLE reprise_emitted_events (
+        name        TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        PRIMARY KEY (name, id)
+    );
     "#,
 ];
 
@@ -753,47 +798,199 @@ fn redact_password(url: &str) -> String {
 
 #[async_trait]
 impl Store for PostgresStore {
-    // TODO(issue14-store): placeholders until the SQL inbox lands.
-    async fn run_for_key(&self, _key: &str) -> Result<Option<RunId>, EngineError> {
-        Err(super::not_yet("run_for_key"))
+    async fn run_for_key(&self, key: &str) -> Result<Option<RunId>, EngineError> {
+        let what = &format!("cannot read the run of key `{key}`");
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT run_id FROM reprise_run_keys WHERE key = $1::text")
+            .await
+            .map_err(|e| pg(what, e))?;
+        let row = client
+            .query_opt(&stmt, &[&key])
+            .await
+            .map_err(|e| pg(what, e))?;
+        row.map(|row| row.try_get(0).map(RunId).map_err(|e| pg(what, e)))
+            .transpose()
     }
 
-    async fn set_run_key(&self, _key: &str, _id: &RunId) -> Result<(), EngineError> {
-        Err(super::not_yet("set_run_key"))
+    async fn set_run_key(&self, key: &str, id: &RunId) -> Result<(), EngineError> {
+        let run = id.as_str();
+        let what = &format!("cannot point key `{key}` at run `{run}`");
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "INSERT INTO reprise_run_keys (key, run_id)
+                 SELECT $1::text, id FROM reprise_runs WHERE id = $2::text
+                 ON CONFLICT (key) DO UPDATE SET run_id = EXCLUDED.run_id",
+                &[&key, &run],
+            )
+            .await
+            .map_err(|e| pg_run(what, run, e))?;
+        if changed == 0 {
+            return Err(EngineError::UnknownRun(run.to_owned()));
+        }
+        Ok(())
     }
 
     async fn post_message(
         &self,
-        _message: crate::message::NewMessage,
+        message: crate::message::NewMessage,
     ) -> Result<crate::message::Posted, EngineError> {
-        Err(super::not_yet("post_message"))
+        let payload = serde_json::to_string(&message.payload)?;
+        let run = message.run_id.as_str();
+        let at = micros(message.at);
+        let what = &format!("cannot post a message to run `{run}`");
+        let pg = |what: &str, e| pg_run(what, run, e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| pg(what, e))?;
+        // The run row's lock orders concurrent posts: each numbers its message after the
+        // last one committed.
+        let Some(row) = tx
+            .query_opt(
+                "SELECT status FROM reprise_runs WHERE id = $1::text FOR UPDATE",
+                &[&run],
+            )
+            .await
+            .map_err(|e| pg(what, e))?
+        else {
+            tx.rollback().await.map_err(|e| pg(what, e))?;
+            return Err(EngineError::UnknownRun(run.to_owned()));
+        };
+        let status: String = row.try_get(0).map_err(|e| pg(what, e))?;
+        if let Some(dedupe) = &message.dedupe {
+            let earlier = tx
+                .query_opt(
+                    "SELECT seq FROM reprise_messages WHERE run_id = $1::text AND dedupe = $2::text",
+                    &[&run, dedupe],
+                )
+                .await
+                .map_err(|e| pg(what, e))?;
+            if let Some(row) = earlier {
+                let seq: i64 = row.try_get(0).map_err(|e| pg(what, e))?;
+                tx.rollback().await.map_err(|e| pg(what, e))?;
+                return Ok(crate::message::Posted {
+                    seq: codec::number(run, "messages.seq", seq)?,
+                    duplicate: true,
+                });
+            }
+        }
+        let seq: i64 = tx
+            .query_one(
+                "INSERT INTO reprise_messages (run_id, seq, channel, payload, dedupe, created_at)
+                 SELECT $1::text, COALESCE(MAX(seq), 0) + 1, $2::text, $3::text::json,
+                        $4::text, $5::bigint
+                   FROM reprise_messages WHERE run_id = $1::text
+                 RETURNING seq",
+                &[&run, &message.channel, &payload, &message.dedupe, &at],
+            )
+            .await
+            .map_err(|e| pg(what, e))?
+            .try_get(0)
+            .map_err(|e| pg(what, e))?;
+        if status == RunStatus::Waiting.as_str() {
+            tx.execute(
+                "UPDATE reprise_runs SET status = 'queued', wake_at = NULL,
+                        updated_at = $2::bigint
+                  WHERE id = $1::text AND status = 'waiting'",
+                &[&run, &at],
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        }
+        tx.commit().await.map_err(|e| pg(what, e))?;
+        Ok(crate::message::Posted {
+            seq: codec::number(run, "messages.seq", seq)?,
+            duplicate: false,
+        })
     }
 
     async fn messages(
         &self,
-        _id: &RunId,
-        _after: u64,
+        id: &RunId,
+        after: u64,
     ) -> Result<Vec<crate::message::Message>, EngineError> {
-        Err(super::not_yet("messages"))
+        let run = id.as_str();
+        let what = &format!("cannot read the inbox of run `{run}`");
+        let pg = |what: &str, e| pg_run(what, run, e);
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {} FROM reprise_messages
+                  WHERE run_id = $1::text AND seq > $2::bigint ORDER BY seq",
+                codec::message_columns("::text")
+            ))
+            .await
+            .map_err(|e| pg(what, e))?;
+        let rows = client
+            .query(&stmt, &[&run, &codec::seq_param(after)])
+            .await
+            .map_err(|e| pg(what, e))?;
+        rows.iter()
+            .map(|row| codec::decode_message(run, row))
+            .collect()
     }
 
-    async fn add_event_wait(&self, _id: &RunId, _name: &str) -> Result<(), EngineError> {
-        Err(super::not_yet("add_event_wait"))
+    async fn add_event_wait(&self, id: &RunId, name: &str) -> Result<(), EngineError> {
+        let run = id.as_str();
+        let what = &format!("cannot record that run `{run}` waits for events `{name}`");
+        let client = self.client().await?;
+        // Nothing for a run that does not exist (it waits for nothing).
+        client
+            .execute(
+                "INSERT INTO reprise_event_waits (name, run_id, since)
+                 SELECT $1::text, id, $3::bigint FROM reprise_runs WHERE id = $2::text
+                 ON CONFLICT (name, run_id) DO NOTHING",
+                &[&name, &run, &micros(Utc::now())],
+            )
+            .await
+            .map_err(|e| pg_run(what, run, e))?;
+        Ok(())
     }
 
-    async fn remove_event_wait(&self, _id: &RunId, _name: &str) -> Result<(), EngineError> {
-        Err(super::not_yet("remove_event_wait"))
+    async fn remove_event_wait(&self, id: &RunId, name: &str) -> Result<(), EngineError> {
+        let run = id.as_str();
+        let what = &format!("cannot end the wait of run `{run}` for events `{name}`");
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM reprise_event_waits WHERE name = $1::text AND run_id = $2::text",
+                &[&name, &run],
+            )
+            .await
+            .map_err(|e| pg_run(what, run, e))?;
+        Ok(())
     }
 
-    async fn event_waiters(&self, _name: &str) -> Result<Vec<RunId>, EngineError> {
-        Err(super::not_yet("event_waiters"))
+    async fn event_waiters(&self, name: &str) -> Result<Vec<RunId>, EngineError> {
+        let what = &format!("cannot read the runs waiting for events `{name}`");
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT run_id FROM reprise_event_waits WHERE name = $1::text ORDER BY pos",
+                &[&name],
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        rows.iter()
+            .map(|row| row.try_get(0).map(RunId).map_err(|e| pg(what, e)))
+            .collect()
     }
 
     async fn record_event(
         &self,
-        _event: &crate::message::EmittedEvent,
+        event: &crate::message::EmittedEvent,
     ) -> Result<bool, EngineError> {
-        Err(super::not_yet("record_event"))
+        let what = &format!("cannot record event `{}` `{}`", event.name, event.id);
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO reprise_emitted_events (name, id, created_at)
+                 VALUES ($1::text, $2::text, $3::bigint) ON CONFLICT (name, id) DO NOTHING",
+                &[&event.name, &event.id, &micros(event.at)],
+            )
+            .await
+            .map_err(|e| pg(what, e))?;
+        Ok(inserted > 0)
     }
 
     async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
@@ -1297,6 +1494,11 @@ impl Store for PostgresStore {
             attempts: Vec::with_capacity(events.len()),
             ats: Vec::with_capacity(events.len()),
             payloads: Vec::with_capacity(events.len()),
+            // Only a suspension on a wait checks the inbox (see `memory::woken_by_inbox`).
+            inbox_seen: update
+                .inbox_seen
+                .filter(|_| update.status == Some(RunStatus::Waiting))
+                .map(codec::seq_param),
         };
         for event in events {
             encoded.kinds.push(event.kind.as_str());
@@ -1705,6 +1907,8 @@ async fn delete_dependent_rows(
         "DELETE FROM reprise_events WHERE run_id = ANY($1::text[])",
         "DELETE FROM reprise_run_keys WHERE run_id = ANY($1::text[])",
         "DELETE FROM reprise_run_tags WHERE run_id = ANY($1::text[])",
+        "DELETE FROM reprise_messages WHERE run_id = ANY($1::text[])",
+        "DELETE FROM reprise_event_waits WHERE run_id = ANY($1::text[])",
     ];
     if purged.is_empty() {
         return Ok(());

@@ -56,6 +56,10 @@ pub(super) struct EncodedAppend {
     pub(super) attempts: Vec<i64>,
     pub(super) ats: Vec<i64>,
     pub(super) payloads: Vec<String>,
+    /// For an append that suspends the run as `waiting`: the highest inbox seq its
+    /// execution read (`RunUpdate::inbox_seen`). Such an append is written in a
+    /// transaction of its own, not batched (see [`write_requeuing`]).
+    pub(super) inbox_seen: Option<i64>,
 }
 
 /// One append: its run's row is updated only if `next_seq` (and the fence) match; its
@@ -151,6 +155,22 @@ impl GroupCommit {
         pool: &Pool,
         append: EncodedAppend,
     ) -> Result<(), EngineError> {
+        if append.inbox_seen.is_some() {
+            // Spawned, like a batch writer, so the append completes (or not) as a whole
+            // even if the caller goes away.
+            let pool = pool.clone();
+            return tokio::spawn(async move { write_requeuing(&pool, &append).await })
+                .await
+                .map_err(|e| {
+                    StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        format!(
+                            "the append's writer stopped before answering ({e}); whether it \
+                             was recorded shows in the run's log"
+                        ),
+                    )
+                })?;
+        }
         let (reply, answer) = oneshot::channel();
         let batch = {
             let mut queue = self.lock();
@@ -297,6 +317,65 @@ async fn write_one(
         return Ok(());
     }
     diagnose(client, a).await
+}
+
+/// Re-queues run `$1` if it is `waiting` while its inbox holds a message past `$2`.
+const REQUEUE_SQL: &str = "
+    UPDATE reprise_runs SET status = 'queued', wake_at = NULL
+     WHERE id = $1::text AND status = 'waiting'
+       AND EXISTS (SELECT 1 FROM reprise_messages WHERE run_id = $1::text AND seq > $2::bigint)";
+
+/// An append that suspends its run as `waiting` after reading the inbox up to
+/// `inbox_seen`: the append, then (a second statement, so it reads the messages committed
+/// up to then, while this transaction holds the run row's lock, which a post takes first)
+/// the run goes back to `queued` if a newer message is there. So a message posted while
+/// the run executed is never left unread by a waiting run.
+async fn write_requeuing(pool: &Pool, a: &EncodedAppend) -> Result<(), EngineError> {
+    let what = &format!("cannot append to run `{}`", a.run);
+    let pg = |what: &str, e| pg_run(what, &a.run, e);
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| EngineError::from(pool_error(e).with_run(a.run.as_str())))?;
+    let tx = client.transaction().await.map_err(|e| pg(what, e))?;
+    let stmt = tx
+        .prepare_cached(APPEND_SQL)
+        .await
+        .map_err(|e| pg(what, e))?;
+    let params: [&(dyn ToSql + Sync); 15] = [
+        &a.run,
+        &a.first,
+        &a.status,
+        &a.attempt,
+        &a.output,
+        &a.error,
+        &a.set_wake,
+        &a.wake,
+        &a.updated_at,
+        &a.kinds,
+        &a.fence,
+        &a.correlation_ids,
+        &a.attempts,
+        &a.ats,
+        &a.payloads,
+    ];
+    let row = tx
+        .query_one(&stmt, &params)
+        .await
+        .map_err(|e| pg(what, e))?;
+    let updated: i64 = row.try_get(0).map_err(|e| pg(what, e))?;
+    if updated != 1 {
+        tx.rollback().await.map_err(|e| pg(what, e))?;
+        return diagnose(&client, a).await;
+    }
+    let requeue = tx
+        .prepare_cached(REQUEUE_SQL)
+        .await
+        .map_err(|e| pg(what, e))?;
+    tx.execute(&requeue, &[&a.run, &a.inbox_seen])
+        .await
+        .map_err(|e| pg(what, e))?;
+    tx.commit().await.map_err(|e| pg(what, e))
 }
 
 async fn write_many(

@@ -47,6 +47,15 @@
 //! `run_tagged` event inserted into `events`: the index is written in the transaction of
 //! the append that carries the event, whatever wrote it (see `tags`).
 //!
+//! Version 8 adds the run inbox: `messages(run_id → runs.id ON DELETE CASCADE, seq,
+//! channel, payload, dedupe, created_at, PRIMARY KEY (run_id, seq)) WITHOUT ROWID`, with
+//! the partial unique index `messages_dedupe (run_id, dedupe) WHERE dedupe IS NOT NULL`
+//! ([`Store::post_message`] numbers a run's messages 1, 2, 3, … inside the writer's
+//! transaction, which also wakes a `waiting` run); `event_waits(name, run_id → runs.id ON
+//! DELETE CASCADE, since, PRIMARY KEY (name, run_id))`, listed oldest wait first by rowid
+//! ([`Store::event_waiters`]); and `emitted_events(name, id, created_at, PRIMARY KEY
+//! (name, id))`, which records each emitted event once ([`Store::record_event`]).
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -254,6 +263,34 @@ const MIGRATIONS: &[&str] = &[
             value_text = excluded.value_text,
             value_num = excluded.value_num;
     END;
+    "#,
+    // Version 8: the run inbox (messages addressed to one run, numbered per run in commit
+    // order), the runs waiting for emitted events, and the emitted events seen (each
+    // `(name, id)` once). See `Store::post_message`.
+    r#"
+    CREATE TABLE messages (
+        run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        seq         INTEGER NOT NULL,
+        channel     TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        dedupe      TEXT,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID, STRICT;
+    CREATE UNIQUE INDEX messages_dedupe ON messages (run_id, dedupe) WHERE dedupe IS NOT NULL;
+    CREATE TABLE event_waits (
+        name    TEXT NOT NULL,
+        run_id  TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+        since   INTEGER NOT NULL,
+        PRIMARY KEY (name, run_id)
+    ) STRICT;
+    CREATE INDEX event_waits_run_id ON event_waits (run_id);
+    CREATE TABLE emitted_events (
+        name        TEXT NOT NULL,
+        id          TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (name, id)
+    ) WITHOUT ROWID, STRICT;
     "#,
 ];
 
@@ -646,47 +683,116 @@ impl Drop for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    // TODO(issue14-store): placeholders until the SQL inbox lands.
-    async fn run_for_key(&self, _key: &str) -> Result<Option<RunId>, EngineError> {
-        Err(super::not_yet("run_for_key"))
+    async fn run_for_key(&self, key: &str) -> Result<Option<RunId>, EngineError> {
+        let key = key.to_owned();
+        let id: Option<String> = self
+            .read(move |conn| {
+                let what = format!("cannot read the run of key `{key}`");
+                conn.prepare_cached("SELECT run_id FROM run_keys WHERE key = ?1")
+                    .ctx(&what)?
+                    .query_row([&key], |row| row.get(0))
+                    .optional()
+                    .ctx(&what)
+            })
+            .await?;
+        Ok(id.map(RunId))
     }
 
-    async fn set_run_key(&self, _key: &str, _id: &RunId) -> Result<(), EngineError> {
-        Err(super::not_yet("set_run_key"))
+    async fn set_run_key(&self, key: &str, id: &RunId) -> Result<(), EngineError> {
+        self.write(Op::SetRunKey(key.to_owned(), id.0.clone()))
+            .await
+            .map(drop)
     }
 
     async fn post_message(
         &self,
-        _message: crate::message::NewMessage,
+        message: crate::message::NewMessage,
     ) -> Result<crate::message::Posted, EngineError> {
-        Err(super::not_yet("post_message"))
+        let op = Op::PostMessage(EncodedMessage {
+            payload: serde_json::to_string(&message.payload)?,
+            run_id: message.run_id.0,
+            channel: message.channel,
+            dedupe: message.dedupe,
+            at: micros(message.at),
+        });
+        match self.write(op).await? {
+            Reply::Posted(posted) => Ok(posted),
+            _ => Err(unexpected_reply()),
+        }
     }
 
     async fn messages(
         &self,
-        _id: &RunId,
-        _after: u64,
+        id: &RunId,
+        after: u64,
     ) -> Result<Vec<crate::message::Message>, EngineError> {
-        Err(super::not_yet("messages"))
+        let id = id.clone();
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM messages WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+                codec::message_columns("")
+            );
+            let what = format!("cannot read the inbox of run `{id}`");
+            let mut stmt = conn.prepare_cached(&sql).ctx_run(&what, &id.0)?;
+            let mut rows = stmt
+                .query(rusqlite::params![id.0, codec::seq_param(after)])
+                .ctx_run(&what, &id.0)?;
+            let mut messages = Vec::new();
+            while let Some(row) = rows.next().ctx_run(&what, &id.0)? {
+                messages.push(codec::decode_message(&id.0, row)?);
+            }
+            Ok(messages)
+        })
+        .await
     }
 
-    async fn add_event_wait(&self, _id: &RunId, _name: &str) -> Result<(), EngineError> {
-        Err(super::not_yet("add_event_wait"))
+    async fn add_event_wait(&self, id: &RunId, name: &str) -> Result<(), EngineError> {
+        let op = Op::EventWait {
+            run_id: id.0.clone(),
+            name: name.to_owned(),
+            since: Some(micros(Utc::now())),
+        };
+        self.write(op).await.map(drop)
     }
 
-    async fn remove_event_wait(&self, _id: &RunId, _name: &str) -> Result<(), EngineError> {
-        Err(super::not_yet("remove_event_wait"))
+    async fn remove_event_wait(&self, id: &RunId, name: &str) -> Result<(), EngineError> {
+        let op = Op::EventWait {
+            run_id: id.0.clone(),
+            name: name.to_owned(),
+            since: None,
+        };
+        self.write(op).await.map(drop)
     }
 
-    async fn event_waiters(&self, _name: &str) -> Result<Vec<RunId>, EngineError> {
-        Err(super::not_yet("event_waiters"))
+    async fn event_waiters(&self, name: &str) -> Result<Vec<RunId>, EngineError> {
+        let name = name.to_owned();
+        let ids: Vec<String> = self
+            .read(move |conn| {
+                let what = format!("cannot read the runs waiting for events `{name}`");
+                conn.prepare_cached("SELECT run_id FROM event_waits WHERE name = ?1 ORDER BY rowid")
+                    .ctx(&what)?
+                    .query_map([&name], |row| row.get(0))
+                    .ctx(&what)?
+                    .collect::<Result<_, _>>()
+                    .ctx(&what)
+            })
+            .await?;
+        Ok(ids.into_iter().map(RunId).collect())
     }
 
     async fn record_event(
         &self,
-        _event: &crate::message::EmittedEvent,
+        event: &crate::message::EmittedEvent,
     ) -> Result<bool, EngineError> {
-        Err(super::not_yet("record_event"))
+        let op = Op::RecordEvent {
+            name: event.name.clone(),
+            id: event.id.clone(),
+            at: micros(event.at),
+        };
+        match self.write(op).await? {
+            Reply::Changed(new) => Ok(new),
+            _ => Err(unexpected_reply()),
+        }
     }
 
     async fn create_run(&self, record: RunRecord, created: NewEvent) -> Result<(), EngineError> {
@@ -964,9 +1070,12 @@ impl Store for SqliteStore {
             output,
             error,
             wake_at,
-            // TODO(issue14-store): re-queue a run whose inbox holds an unread message.
-            inbox_seen: _,
+            inbox_seen,
         } = update;
+        // Only a suspension on a wait checks the inbox (see `memory::woken_by_inbox`).
+        let inbox_seen = inbox_seen
+            .filter(|_| status == Some(RunStatus::Waiting))
+            .map(codec::seq_param);
         let op = Op::Append(EncodedAppend {
             run_id: run_id.0,
             first_seq,
@@ -978,6 +1087,7 @@ impl Store for SqliteStore {
             error: error.as_ref().map(serde_json::to_string).transpose()?,
             wake_at: wake_at.map(|w| w.map(micros)),
             updated_at,
+            inbox_seen,
         });
         self.write(op).await.map(drop)
     }
@@ -1249,6 +1359,23 @@ enum Op {
     CreateWithEvents(EncodedCreate, Vec<EncodedEvent>),
     /// [`Store::purge_runs`], not a dry run.
     Purge(PurgeFilter),
+    /// [`Store::set_run_key`]: `(key, run id)`.
+    SetRunKey(String, String),
+    /// [`Store::post_message`].
+    PostMessage(EncodedMessage),
+    /// [`Store::add_event_wait`] (`since: Some(now)`) or [`Store::remove_event_wait`]
+    /// (`since: None`).
+    EventWait {
+        run_id: String,
+        name: String,
+        since: Option<i64>,
+    },
+    /// [`Store::record_event`].
+    RecordEvent {
+        name: String,
+        id: String,
+        at: i64,
+    },
 }
 
 impl Op {
@@ -1276,6 +1403,7 @@ enum Reply {
     /// Whether a schedule write changed a row.
     Changed(bool),
     Purged(Vec<PurgedRun>),
+    Posted(crate::message::Posted),
 }
 
 fn unexpected_reply() -> EngineError {
@@ -1333,6 +1461,18 @@ struct EncodedAppend {
     /// `Some(None)` clears `wake_at`.
     wake_at: Option<Option<i64>>,
     updated_at: i64,
+    /// For an append that suspends the run as `waiting`: the highest inbox seq its
+    /// execution read; a later message leaves the run `queued` (`RunUpdate::inbox_seen`).
+    inbox_seen: Option<i64>,
+}
+
+/// A message for [`Store::post_message`], its payload as JSON text.
+struct EncodedMessage {
+    run_id: String,
+    channel: String,
+    payload: String,
+    dedupe: Option<String>,
+    at: i64,
 }
 
 fn writer_loop(mut conn: Connection, inbox: mpsc::Receiver<Request>, synchronous: Synchronous) {
@@ -1493,7 +1633,116 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
             apply_create_with_events(conn, create, events).map(|()| Reply::Done)
         }
         Op::Purge(filter) => apply_purge(conn, filter).map(Reply::Purged),
+        Op::SetRunKey(key, id) => {
+            let what = format!("cannot point key `{key}` at run `{id}`");
+            let changed = conn
+                .prepare_cached(
+                    "INSERT INTO run_keys (key, run_id) SELECT ?1, id FROM runs WHERE id = ?2
+                     ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id",
+                )
+                .ctx_run(&what, id)?
+                .execute([key, id])
+                .ctx_run(&what, id)?;
+            if changed == 0 {
+                return Err(EngineError::UnknownRun(id.clone()));
+            }
+            Ok(Reply::Done)
+        }
+        Op::PostMessage(message) => apply_post(conn, message).map(Reply::Posted),
+        Op::EventWait {
+            run_id,
+            name,
+            since,
+        } => {
+            let what = format!("cannot change the wait of run `{run_id}` for events `{name}`");
+            match since {
+                // Nothing for a run that does not exist (it waits for nothing).
+                Some(since) => conn
+                    .prepare_cached(
+                        "INSERT INTO event_waits (name, run_id, since)
+                         SELECT ?1, id, ?3 FROM runs WHERE id = ?2
+                         ON CONFLICT (name, run_id) DO NOTHING",
+                    )
+                    .ctx_run(&what, run_id)?
+                    .execute(rusqlite::params![name, run_id, since]),
+                None => conn
+                    .prepare_cached("DELETE FROM event_waits WHERE name = ?1 AND run_id = ?2")
+                    .ctx_run(&what, run_id)?
+                    .execute([name, run_id]),
+            }
+            .ctx_run(&what, run_id)?;
+            Ok(Reply::Done)
+        }
+        Op::RecordEvent { name, id, at } => {
+            let what = format!("cannot record event `{name}` `{id}`");
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO emitted_events (name, id, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (name, id) DO NOTHING",
+                )
+                .ctx(&what)?
+                .execute(rusqlite::params![name, id, at])
+                .ctx(&what)?;
+            Ok(Reply::Changed(inserted > 0))
+        }
     }
+}
+
+/// Posts a message into its run's inbox (inside the writer's transaction, so posts are
+/// numbered in commit order): the earlier message's seq for a duplicate `dedupe`, else
+/// one past the run's last, and a `waiting` run becomes `queued`.
+fn apply_post(
+    conn: &Connection,
+    m: &EncodedMessage,
+) -> Result<crate::message::Posted, EngineError> {
+    let run = m.run_id.as_str();
+    let what = format!("cannot post a message to run `{run}`");
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+        .ctx_run(&what, run)?
+        .exists([run])
+        .ctx_run(&what, run)?;
+    if !exists {
+        return Err(EngineError::UnknownRun(run.to_owned()));
+    }
+    if let Some(dedupe) = &m.dedupe {
+        let earlier: Option<i64> = conn
+            .prepare_cached("SELECT seq FROM messages WHERE run_id = ?1 AND dedupe = ?2")
+            .ctx_run(&what, run)?
+            .query_row([run, dedupe.as_str()], |row| row.get(0))
+            .optional()
+            .ctx_run(&what, run)?;
+        if let Some(seq) = earlier {
+            return Ok(crate::message::Posted {
+                seq: codec::number(run, "messages.seq", seq)?,
+                duplicate: true,
+            });
+        }
+    }
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO messages (run_id, seq, channel, payload, dedupe, created_at)
+             SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5
+               FROM messages WHERE run_id = ?1
+             RETURNING seq",
+        )
+        .ctx_run(&what, run)?
+        .query_row(
+            rusqlite::params![run, m.channel, m.payload, m.dedupe, m.at],
+            |row| row.get(0),
+        )
+        .ctx_run(&what, run)?;
+    conn.prepare_cached(
+        "UPDATE runs SET status = 'queued', wake_at = NULL, updated_at = ?2
+         WHERE id = ?1 AND status = 'waiting'",
+    )
+    .ctx_run(&what, run)?
+    .execute(rusqlite::params![run, m.at])
+    .ctx_run(&what, run)?;
+    Ok(crate::message::Posted {
+        seq: codec::number(run, "messages.seq", seq)?,
+        duplicate: false,
+    })
 }
 
 /// [`apply_create`], then `events` from sequence number 1, in the same savepoint.
@@ -1571,6 +1820,8 @@ fn delete_dependent_rows(conn: &Connection, purged: &[PurgedRun]) -> Result<(), 
         "DELETE FROM events WHERE run_id = ?1",
         "DELETE FROM run_keys WHERE run_id = ?1",
         "DELETE FROM run_tags WHERE run_id = ?1",
+        "DELETE FROM messages WHERE run_id = ?1",
+        "DELETE FROM event_waits WHERE run_id = ?1",
     ];
     for run in purged {
         for sql in DEPENDENTS {
@@ -1781,6 +2032,18 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
     }
     for (seq, event) in (a.first_seq..).zip(&a.events) {
         insert_event(conn, &a.run_id, seq, event)?;
+    }
+    if let Some(seen) = a.inbox_seen {
+        // A message posted after the execution last read the inbox: the run must not wait
+        // for it (`RunUpdate::inbox_seen`). Only suspensions on a wait get here.
+        conn.prepare_cached(
+            "UPDATE runs SET status = 'queued', wake_at = NULL
+             WHERE id = ?1 AND status = 'waiting'
+               AND EXISTS (SELECT 1 FROM messages WHERE run_id = ?1 AND seq > ?2)",
+        )
+        .ctx_run(&what, &a.run_id)?
+        .execute(rusqlite::params![a.run_id, seen])
+        .ctx_run(&what, &a.run_id)?;
     }
     Ok(())
 }

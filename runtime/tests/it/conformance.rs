@@ -18,6 +18,7 @@ use reprise::event::EventPayload;
 use reprise::event::{
     Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
 };
+use reprise::message::{EmittedEvent, Message, NewMessage, Posted};
 use reprise::store::{
     Acquired, Append, Lease, MemoryStore, PurgeFilter, SharedStore, StoreErrorKind,
 };
@@ -114,6 +115,17 @@ macro_rules! conformance_suite {
                     cursor_pages_have_no_duplicates_or_gaps,
                     malformed_tag_filters_and_cursors_are_refused,
                     concurrent_tagged_appends_are_all_indexed,
+                    inbox_messages_are_numbered_per_run_and_read_after_a_seq,
+                    a_duplicate_message_returns_the_earlier_seq_and_writes_nothing,
+                    a_post_wakes_a_waiting_run_and_no_other,
+                    posts_and_keys_to_an_unknown_run_fail,
+                    inbox_seen_requeues_a_waiting_run_only_for_a_newer_message,
+                    concurrent_posts_to_one_run_get_distinct_gapless_seqs,
+                    event_waits_are_listed_oldest_first_until_removed,
+                    emitted_events_are_recorded_once_per_name_and_id,
+                    run_keys_are_read_and_repointed,
+                    purge_removes_a_runs_inbox_and_event_waits,
+                    a_post_racing_a_suspension_always_leaves_the_run_queued,
                 );
             }
         )*
@@ -1002,6 +1014,91 @@ mod sqlite_only {
     use reprise::store::SqliteStore;
 
     use super::*;
+
+    /// Posts to one run from two processes (two stores on one file) are numbered in
+    /// commit order: distinct seqs 1..=N, no gap, each stored under the seq returned.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn posts_from_two_processes_are_numbered_without_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reprise.db");
+        let one: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+        let two: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+        create(&one, "shared", "wf", t(0)).await;
+        let posters: Vec<_> = [one.clone(), two.clone(), one.clone(), two.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(task, store)| {
+                tokio::spawn(async move {
+                    let mut seqs = Vec::new();
+                    for i in 0..10u64 {
+                        let n = task as u64 * 10 + i;
+                        let posted = store
+                            .post_message(message("shared", "signal:n", json!(n), None, 1))
+                            .await
+                            .expect("post");
+                        seqs.push((posted.seq, n));
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut posted = Vec::new();
+        for poster in posters {
+            posted.extend(poster.await.unwrap());
+        }
+        posted.sort_unstable();
+        let stored: Vec<(u64, u64)> = two
+            .messages(&RunId::from("shared"), 0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| (m.seq, m.payload.as_u64().unwrap()))
+            .collect();
+        assert_eq!(stored, posted);
+        assert_eq!(
+            stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=40).collect::<Vec<_>>()
+        );
+    }
+
+    /// A database of schema version 7 (before the run inbox) is migrated on open: its runs
+    /// are kept, and they can receive messages.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_older_database_gains_the_inbox_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reprise.db");
+        {
+            let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+            create(&store, "before", "wf", t(0)).await;
+        }
+        {
+            // Back to version 7: as a build without the inbox left it.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP TABLE messages; DROP TABLE event_waits; DROP TABLE emitted_events;
+                 DELETE FROM schema_migrations WHERE version = 8;",
+            )
+            .unwrap();
+        }
+        let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 8);
+        let posted = store
+            .post_message(message("before", "signal:go", json!(1), None, 1))
+            .await
+            .unwrap();
+        assert_eq!(posted.seq, 1);
+        assert!(
+            store
+                .record_event(&EmittedEvent {
+                    name: "e".into(),
+                    id: "1".into(),
+                    data: json!(null),
+                    at: t(1),
+                })
+                .await
+                .unwrap()
+        );
+    }
 
     /// Processes started together on a new file (a `worker` and a CLI command) each open
     /// it, switch it to WAL and migrate it at the same moment: every open succeeds.
@@ -2752,4 +2849,681 @@ async fn tags_copied_into_a_fork_are_indexed(store: SharedStore) {
         listed(&store, by_tags(vec![TagFilter::eq("customer", "globex")])).await,
         ["fork-tagged"]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The run inbox: messages, event waits, emitted events, run keys
+
+fn message(run: &str, channel: &str, payload: Value, dedupe: Option<&str>, at: i64) -> NewMessage {
+    NewMessage {
+        run_id: RunId::from(run),
+        channel: channel.to_owned(),
+        payload,
+        dedupe: dedupe.map(str::to_owned),
+        at: t(at),
+    }
+}
+
+async fn post(store: &SharedStore, message: NewMessage) -> Posted {
+    store.post_message(message).await.expect("post_message")
+}
+
+fn seqs(messages: &[Message]) -> Vec<u64> {
+    messages.iter().map(|m| m.seq).collect()
+}
+
+/// Suspends run `id` as `waiting` (a hook wait with the given timeout), having read its
+/// inbox up to `seen`.
+async fn suspend_waiting(store: &SharedStore, id: &str, wake_at: Option<i64>, seen: Option<u64>) {
+    let record = get(store, &RunId::from(id)).await;
+    store
+        .append(append(
+            &record,
+            record.next_seq,
+            vec![event(EventKind::RunSuspended, None, t(2), json!({}))],
+            RunUpdate {
+                status: Some(RunStatus::Waiting),
+                wake_at: Some(wake_at.map(t)),
+                inbox_seen: seen,
+                ..RunUpdate::default()
+            },
+        ))
+        .await
+        .expect("suspend");
+}
+
+/// A run's messages are numbered 1, 2, 3, … per run, whatever other runs receive, and come
+/// back exactly (channel, payload, dedupe key, time), in seq order, from after a given seq.
+async fn inbox_messages_are_numbered_per_run_and_read_after_a_seq(store: SharedStore) {
+    create(&store, "a", "wf", t(0)).await;
+    create(&store, "b", "wf", t(1)).await;
+    let posted = [
+        post(
+            &store,
+            message("a", "signal:paid", json!({"n": 1}), None, 10),
+        )
+        .await,
+        post(
+            &store,
+            message("b", "signal:paid", json!({"n": 1}), None, 11),
+        )
+        .await,
+        post(
+            &store,
+            message("a", "update:add", json!([1, "x", null]), Some("k1"), 12),
+        )
+        .await,
+        post(&store, message("a", "child:c-1", json!("done"), None, 13)).await,
+        post(
+            &store,
+            message("b", "event:order.paid", json!(null), None, 14),
+        )
+        .await,
+    ];
+    let numbered: Vec<(u64, bool)> = posted.iter().map(|p| (p.seq, p.duplicate)).collect();
+    assert_eq!(
+        numbered,
+        [(1, false), (1, false), (2, false), (3, false), (2, false)]
+    );
+    let a = store.messages(&RunId::from("a"), 0).await.unwrap();
+    assert_eq!(
+        a,
+        vec![
+            Message {
+                seq: 1,
+                channel: "signal:paid".into(),
+                payload: json!({"n": 1}),
+                dedupe: None,
+                at: t(10),
+            },
+            Message {
+                seq: 2,
+                channel: "update:add".into(),
+                payload: json!([1, "x", null]),
+                dedupe: Some("k1".into()),
+                at: t(12),
+            },
+            Message {
+                seq: 3,
+                channel: "child:c-1".into(),
+                payload: json!("done"),
+                dedupe: None,
+                at: t(13),
+            },
+        ]
+    );
+    assert_eq!(
+        seqs(&store.messages(&RunId::from("a"), 1).await.unwrap()),
+        [2, 3]
+    );
+    assert_eq!(
+        seqs(&store.messages(&RunId::from("a"), 3).await.unwrap()),
+        [] as [u64; 0]
+    );
+    assert_eq!(
+        seqs(&store.messages(&RunId::from("a"), u64::MAX).await.unwrap()),
+        [] as [u64; 0]
+    );
+    let b = store.messages(&RunId::from("b"), 1).await.unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!((b[0].seq, b[0].channel.as_str()), (2, "event:order.paid"));
+    assert!(
+        store
+            .messages(&RunId::from("nobody"), 0)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a run that does not exist has an empty inbox"
+    );
+}
+
+/// A message whose dedupe key this run has seen is not stored: the earlier message's seq
+/// comes back with `duplicate: true`, the numbering goes on without a gap, and the same
+/// key in another run's inbox is a different message.
+async fn a_duplicate_message_returns_the_earlier_seq_and_writes_nothing(store: SharedStore) {
+    create(&store, "a", "wf", t(0)).await;
+    create(&store, "b", "wf", t(1)).await;
+    post(&store, message("a", "signal:go", json!(0), None, 1)).await;
+    let first = post(
+        &store,
+        message("a", "signal:go", json!(1), Some("idem-1"), 2),
+    )
+    .await;
+    assert_eq!(
+        first,
+        Posted {
+            seq: 2,
+            duplicate: false
+        }
+    );
+    let again = post(
+        &store,
+        message("a", "signal:other", json!(2), Some("idem-1"), 3),
+    )
+    .await;
+    assert_eq!(
+        again,
+        Posted {
+            seq: 2,
+            duplicate: true
+        }
+    );
+    let inbox = store.messages(&RunId::from("a"), 0).await.unwrap();
+    assert_eq!(seqs(&inbox), [1, 2]);
+    assert_eq!(
+        inbox[1].payload,
+        json!(1),
+        "the duplicate overwrote the first message"
+    );
+    let next = post(
+        &store,
+        message("a", "signal:go", json!(3), Some("idem-2"), 4),
+    )
+    .await;
+    assert_eq!(
+        next,
+        Posted {
+            seq: 3,
+            duplicate: false
+        }
+    );
+    let other_run = post(
+        &store,
+        message("b", "signal:go", json!(4), Some("idem-1"), 5),
+    )
+    .await;
+    assert_eq!(
+        other_run,
+        Posted {
+            seq: 1,
+            duplicate: false
+        }
+    );
+}
+
+/// A post makes a `waiting` run `queued` (its hook timeout cleared), so a worker claims
+/// it now; a sleeping, running, completed or paused run keeps its status and wake-up time.
+async fn a_post_wakes_a_waiting_run_and_no_other(store: SharedStore) {
+    use RunStatus::*;
+    for (id, status, wake_at) in [
+        ("waiting", Waiting, Some(secs(3600))),
+        ("waiting-forever", Waiting, None),
+        ("sleeping", Sleeping, Some(secs(3600))),
+        ("running", Running, None),
+        ("completed", Completed, None),
+        ("paused", Paused, None),
+    ] {
+        create(&store, id, "wf", t(0)).await;
+        set_status(&store, &RunId::from(id), status, wake_at).await;
+    }
+    let now = t(secs(10));
+    let before = store
+        .claim_due("w", now, now + chrono::Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        leased_ids(&before),
+        ["running"],
+        "only the orphaned running run is due before any post"
+    );
+    for id in [
+        "waiting",
+        "waiting-forever",
+        "sleeping",
+        "running",
+        "completed",
+        "paused",
+    ] {
+        post(&store, message(id, "signal:go", json!({}), None, secs(5))).await;
+    }
+    for (id, status, wake_at) in [
+        ("waiting", Queued, None),
+        ("waiting-forever", Queued, None),
+        ("sleeping", Sleeping, Some(t(secs(3600)))),
+        ("running", Running, None),
+        ("completed", Completed, None),
+        ("paused", Paused, None),
+    ] {
+        let run = get(&store, &RunId::from(id)).await;
+        assert_eq!((run.status, run.wake_at), (status, wake_at), "run `{id}`");
+    }
+    let mut claimed: Vec<String> = store
+        .claim_due("w2", now, now + chrono::Duration::seconds(30), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.run_id.0)
+        .collect();
+    claimed.sort();
+    assert!(
+        claimed.contains(&"waiting".to_owned()) && claimed.contains(&"waiting-forever".to_owned()),
+        "woken runs are due at once: claimed {claimed:?}"
+    );
+    assert!(!claimed.contains(&"sleeping".to_owned()));
+}
+
+/// Posting to, or pointing a key at, a run that does not exist fails with `UnknownRun`
+/// and stores nothing.
+async fn posts_and_keys_to_an_unknown_run_fail(store: SharedStore) {
+    let error = store
+        .post_message(message("ghost", "signal:go", json!(1), Some("d"), 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, EngineError::UnknownRun(id) if id == "ghost"),
+        "{error:?}"
+    );
+    assert!(
+        store
+            .messages(&RunId::from("ghost"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let error = store
+        .set_run_key("order-1", &RunId::from("ghost"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, EngineError::UnknownRun(id) if id == "ghost"),
+        "{error:?}"
+    );
+    assert_eq!(store.run_for_key("order-1").await.unwrap(), None);
+    // A run created later under that id starts with an empty inbox.
+    create(&store, "ghost", "wf", t(0)).await;
+    let posted = post(
+        &store,
+        message("ghost", "signal:go", json!(1), Some("d"), 1),
+    )
+    .await;
+    assert_eq!(
+        posted,
+        Posted {
+            seq: 1,
+            duplicate: false
+        }
+    );
+}
+
+/// An append that suspends a run as `waiting` leaves it `queued` (wake-up time cleared)
+/// when its inbox holds a message past `inbox_seen` (posted while it executed), and
+/// `waiting` otherwise; without `inbox_seen`, or with another status, the inbox is not
+/// looked at.
+async fn inbox_seen_requeues_a_waiting_run_only_for_a_newer_message(store: SharedStore) {
+    use RunStatus::*;
+    let id = RunId::from("r");
+    create(&store, "r", "wf", t(0)).await;
+    // Nothing in the inbox: waits.
+    suspend_waiting(&store, "r", Some(secs(60)), Some(0)).await;
+    let run = get(&store, &id).await;
+    assert_eq!((run.status, run.wake_at), (Waiting, Some(t(secs(60)))));
+
+    post(&store, message("r", "signal:a", json!(1), None, 3)).await;
+    post(&store, message("r", "signal:a", json!(2), None, 4)).await;
+    // The post woke it; it executes and reads both.
+    assert_eq!(get(&store, &id).await.status, Queued);
+    set_status(&store, &id, Running, None).await;
+    suspend_waiting(&store, "r", Some(secs(60)), Some(2)).await;
+    let run = get(&store, &id).await;
+    assert_eq!(
+        (run.status, run.wake_at),
+        (Waiting, Some(t(secs(60)))),
+        "all read: waits"
+    );
+
+    // Message 3 arrives while it runs (the post does not wake a running run) …
+    set_status(&store, &id, Running, None).await;
+    post(&store, message("r", "signal:a", json!(3), None, 5)).await;
+    assert_eq!(get(&store, &id).await.status, Running);
+    // … and its suspension, having read up to 2, leaves it queued, due at once.
+    suspend_waiting(&store, "r", Some(secs(60)), Some(2)).await;
+    let run = get(&store, &id).await;
+    assert_eq!(
+        (run.status, run.wake_at),
+        (Queued, None),
+        "an unread message: queued"
+    );
+    let now = t(secs(10));
+    let claimed = store
+        .claim_due("w", now, now + chrono::Duration::seconds(30), 10)
+        .await
+        .unwrap();
+    assert_eq!(leased_ids(&claimed), ["r"]);
+
+    // Having read it: waits.
+    suspend_waiting(&store, "r", None, Some(3)).await;
+    assert_eq!(get(&store, &id).await.status, Waiting);
+    // Without `inbox_seen` the inbox is not consulted, even with an unread message.
+    set_status(&store, &id, Running, None).await;
+    post(&store, message("r", "signal:a", json!(4), None, 6)).await;
+    suspend_waiting(&store, "r", None, None).await;
+    assert_eq!(get(&store, &id).await.status, Waiting);
+    // Nor for a status other than waiting.
+    set_status(&store, &id, Running, None).await;
+    let record = get(&store, &id).await;
+    store
+        .append(append(
+            &record,
+            record.next_seq,
+            vec![event(EventKind::RunSuspended, None, t(7), json!({}))],
+            RunUpdate {
+                status: Some(Sleeping),
+                wake_at: Some(Some(t(secs(90)))),
+                inbox_seen: Some(0),
+                ..RunUpdate::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let run = get(&store, &id).await;
+    assert_eq!((run.status, run.wake_at), (Sleeping, Some(t(secs(90)))));
+}
+
+/// Posts to one run from many tasks at once get distinct seqs 1..=N, with no gap, and
+/// the inbox holds each message under the seq its post returned.
+async fn concurrent_posts_to_one_run_get_distinct_gapless_seqs(store: SharedStore) {
+    create(&store, "busy", "wf", t(0)).await;
+    set_status(&store, &RunId::from("busy"), RunStatus::Waiting, None).await;
+    const TASKS: u64 = 8;
+    const EACH: u64 = 6;
+    let posters: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut posted = Vec::new();
+                for i in 0..EACH {
+                    let n = task * EACH + i;
+                    let dedupe = format!("m-{n}");
+                    let p = store
+                        .post_message(message("busy", "signal:n", json!(n), Some(&dedupe), 1))
+                        .await
+                        .expect("post");
+                    assert!(!p.duplicate);
+                    posted.push((p.seq, n));
+                }
+                posted
+            })
+        })
+        .collect();
+    let mut posted = Vec::new();
+    for poster in posters {
+        posted.extend(poster.await.unwrap());
+    }
+    posted.sort_unstable();
+    let numbers: Vec<u64> = posted.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(numbers, (1..=TASKS * EACH).collect::<Vec<_>>());
+    let inbox = store.messages(&RunId::from("busy"), 0).await.unwrap();
+    let stored: Vec<(u64, u64)> = inbox
+        .iter()
+        .map(|m| (m.seq, m.payload.as_u64().expect("a number")))
+        .collect();
+    assert_eq!(
+        stored, posted,
+        "each message is stored under the seq its post returned"
+    );
+    assert_eq!(
+        get(&store, &RunId::from("busy")).await.status,
+        RunStatus::Queued
+    );
+}
+
+/// Event waits: adding is idempotent (a run keeps its place), waiters are listed oldest
+/// wait first per event name, removing ends a wait (removing a wait that is not there is
+/// fine), and a wait added again goes to the back.
+async fn event_waits_are_listed_oldest_first_until_removed(store: SharedStore) {
+    for (i, id) in ["a", "b", "c"].into_iter().enumerate() {
+        create(&store, id, "wf", t(i as i64)).await;
+    }
+    let waiters = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let ids = store.event_waiters(name).await.expect("event_waiters");
+            ids.into_iter().map(|id| id.0).collect::<Vec<_>>()
+        }
+    };
+    assert!(waiters("order.paid").await.is_empty());
+    for id in ["b", "a", "c", "b"] {
+        store
+            .add_event_wait(&RunId::from(id), "order.paid")
+            .await
+            .unwrap();
+    }
+    store
+        .add_event_wait(&RunId::from("a"), "order.shipped")
+        .await
+        .unwrap();
+    assert_eq!(waiters("order.paid").await, ["b", "a", "c"]);
+    assert_eq!(waiters("order.shipped").await, ["a"]);
+    store
+        .remove_event_wait(&RunId::from("a"), "order.paid")
+        .await
+        .unwrap();
+    store
+        .remove_event_wait(&RunId::from("a"), "order.paid")
+        .await
+        .unwrap();
+    store
+        .remove_event_wait(&RunId::from("c"), "no.such.event")
+        .await
+        .unwrap();
+    assert_eq!(waiters("order.paid").await, ["b", "c"]);
+    assert_eq!(
+        waiters("order.shipped").await,
+        ["a"],
+        "other names are untouched"
+    );
+    store
+        .add_event_wait(&RunId::from("a"), "order.paid")
+        .await
+        .unwrap();
+    assert_eq!(waiters("order.paid").await, ["b", "c", "a"]);
+    // A run that does not exist waits for nothing.
+    store
+        .add_event_wait(&RunId::from("ghost"), "order.paid")
+        .await
+        .unwrap();
+    assert_eq!(waiters("order.paid").await, ["b", "c", "a"]);
+}
+
+/// `record_event` is true the first time a `(name, id)` is recorded and false after, so
+/// an event re-sent by its sender is processed once; the same id under another name is
+/// another event.
+async fn emitted_events_are_recorded_once_per_name_and_id(store: SharedStore) {
+    let emitted = |name: &str, id: &str, at: i64| EmittedEvent {
+        name: name.to_owned(),
+        id: id.to_owned(),
+        data: json!({"amount": 5}),
+        at: t(at),
+    };
+    assert!(
+        store
+            .record_event(&emitted("order.paid", "e-1", 1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_event(&emitted("order.paid", "e-1", 2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_event(&emitted("order.paid", "e-2", 3))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_event(&emitted("order.shipped", "e-1", 4))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_event(&emitted("order.shipped", "e-1", 5))
+            .await
+            .unwrap()
+    );
+}
+
+/// `run_for_key` finds the run a `create_run_once` key (or `set_run_key`) names;
+/// `set_run_key` repoints an existing key (continue-as-new hands a business key on) and
+/// creates a new one, idempotently; `create_run_once` then finds the new holder.
+async fn run_keys_are_read_and_repointed(store: SharedStore) {
+    assert_eq!(store.run_for_key("order-7").await.unwrap(), None);
+    let first = record("first", "wf", t(0));
+    assert_eq!(
+        store
+            .create_run_once("order-7", first.clone(), created_event(&first))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.run_for_key("order-7").await.unwrap(),
+        Some(RunId::from("first"))
+    );
+    create(&store, "next", "wf", t(1)).await;
+    store
+        .set_run_key("order-7", &RunId::from("next"))
+        .await
+        .unwrap();
+    store
+        .set_run_key("order-7", &RunId::from("next"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run_for_key("order-7").await.unwrap(),
+        Some(RunId::from("next"))
+    );
+    let third = record("third", "wf", t(2));
+    assert_eq!(
+        store
+            .create_run_once("order-7", third.clone(), created_event(&third))
+            .await
+            .unwrap(),
+        Some(RunId::from("next")),
+        "create_run_once finds the repointed key"
+    );
+    assert_eq!(store.run(&RunId::from("third")).await.unwrap(), None);
+    store
+        .set_run_key("customer-3", &RunId::from("first"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.run_for_key("customer-3").await.unwrap(),
+        Some(RunId::from("first"))
+    );
+    assert_eq!(
+        store.run_for_key("order-7").await.unwrap(),
+        Some(RunId::from("next"))
+    );
+}
+
+/// Purging a run deletes its inbox, its event waits and its keys: a run created later
+/// under the same id starts with an empty inbox (numbered from 1 again) and waits for
+/// nothing.
+async fn purge_removes_a_runs_inbox_and_event_waits(store: SharedStore) {
+    create(&store, "old", "wf", t(0)).await;
+    create(&store, "kept", "wf", t(1)).await;
+    store
+        .set_run_key("biz-1", &RunId::from("old"))
+        .await
+        .unwrap();
+    for id in ["old", "kept"] {
+        post(&store, message(id, "signal:go", json!(1), Some("d-1"), 2)).await;
+        post(&store, message(id, "signal:go", json!(2), None, 3)).await;
+        store
+            .add_event_wait(&RunId::from(id), "order.paid")
+            .await
+            .unwrap();
+    }
+    move_to(&store, "old", RunStatus::Completed, t(secs(2))).await;
+    let purged = store
+        .purge_runs(&PurgeFilter::before(t(secs(10))))
+        .await
+        .unwrap();
+    assert_eq!(purged_ids(&purged), ["old"]);
+    assert!(
+        store
+            .messages(&RunId::from("old"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let waiters: Vec<String> = store
+        .event_waiters("order.paid")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id| id.0)
+        .collect();
+    assert_eq!(waiters, ["kept"]);
+    assert_eq!(store.run_for_key("biz-1").await.unwrap(), None);
+    assert_eq!(
+        seqs(&store.messages(&RunId::from("kept"), 0).await.unwrap()),
+        [1, 2]
+    );
+    // The same id again: nothing of the purged run is left.
+    create(&store, "old", "wf", t(secs(20))).await;
+    assert!(
+        store
+            .messages(&RunId::from("old"), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let posted = post(
+        &store,
+        message("old", "signal:go", json!(1), Some("d-1"), 30),
+    )
+    .await;
+    assert_eq!(
+        posted,
+        Posted {
+            seq: 1,
+            duplicate: false
+        },
+        "the old dedupe key is gone"
+    );
+    let waiters = store.event_waiters("order.paid").await.unwrap();
+    assert_eq!(waiters, [RunId::from("kept")]);
+}
+
+/// A post racing the append that suspends a run on a wait (having read the inbox before
+/// the post) never leaves the message unread: whichever commits first, the run ends
+/// `queued` (the post wakes a waiting run, or the suspension sees the newer message).
+async fn a_post_racing_a_suspension_always_leaves_the_run_queued(store: SharedStore) {
+    let id = RunId::from("racer");
+    create(&store, "racer", "wf", t(0)).await;
+    for round in 0..40u64 {
+        set_status(&store, &id, RunStatus::Running, None).await;
+        let seen = round;
+        let poster = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .post_message(message("racer", "signal:go", json!(round), None, 1))
+                    .await
+                    .expect("post")
+            })
+        };
+        let suspender = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                suspend_waiting(&store, "racer", Some(secs(3600)), Some(seen)).await;
+            })
+        };
+        let posted = poster.await.unwrap();
+        suspender.await.unwrap();
+        assert_eq!(posted.seq, round + 1);
+        let run = get(&store, &id).await;
+        assert_eq!(
+            (run.status, run.wake_at),
+            (RunStatus::Queued, None),
+            "round {round}: message {} was left unread by a waiting run",
+            posted.seq
+        );
+    }
 }

@@ -592,3 +592,85 @@ async fn an_append_the_server_rejects_fails_alone_in_a_shared_statement() {
         "nothing of the rejected append was written"
     );
 }
+
+/// Posts to one run from several processes (pools) at once are numbered in commit order:
+/// distinct seqs 1..=N without a gap, each message stored under the seq its post returned,
+/// and the waiting run is woken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_from_several_processes_are_numbered_without_gaps() {
+    let Some(url) = test_url() else { return };
+    let schema = TestSchema::new(&url);
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        let options = PostgresOptions {
+            pool_size: 2,
+            ..schema.options()
+        };
+        stores.push(Arc::new(
+            PostgresStore::connect_with(&url, options)
+                .await
+                .expect("connect"),
+        ));
+    }
+    create(stores[0].as_ref(), "shared", t(0)).await;
+    stores[0]
+        .append(reprise::store::Append {
+            run_id: RunId::from("shared"),
+            first_seq: 1,
+            events: Vec::new(),
+            update: reprise::event::RunUpdate {
+                status: Some(RunStatus::Waiting),
+                ..Default::default()
+            },
+            fence: None,
+        })
+        .await
+        .expect("suspend");
+    let mut tasks = Vec::new();
+    for (p, store) in stores.iter().enumerate() {
+        for c in 0..2u64 {
+            let store = Arc::clone(store);
+            tasks.push(tokio::spawn(async move {
+                let mut posted = Vec::new();
+                for i in 0..8u64 {
+                    let n = (p as u64 * 2 + c) * 8 + i;
+                    let message = reprise::message::NewMessage {
+                        run_id: RunId::from("shared"),
+                        channel: "signal:n".to_owned(),
+                        payload: json!(n),
+                        dedupe: Some(format!("m-{n}")),
+                        at: t(1),
+                    };
+                    let answer = store.post_message(message).await.expect("post");
+                    assert!(!answer.duplicate);
+                    posted.push((answer.seq, n));
+                }
+                posted
+            }));
+        }
+    }
+    let mut posted = Vec::new();
+    for task in tasks {
+        posted.extend(task.await.expect("poster"));
+    }
+    posted.sort_unstable();
+    let stored: Vec<(u64, u64)> = stores[1]
+        .messages(&RunId::from("shared"), 0)
+        .await
+        .expect("messages")
+        .iter()
+        .map(|m| (m.seq, m.payload.as_u64().expect("a number")))
+        .collect();
+    assert_eq!(stored, posted);
+    assert_eq!(
+        stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        (1..=48).collect::<Vec<_>>()
+    );
+    let run = stores[2]
+        .run(&RunId::from("shared"))
+        .await
+        .expect("run")
+        .expect("exists");
+    assert_eq!(run.status, RunStatus::Queued);
+    drop(stores);
+}
