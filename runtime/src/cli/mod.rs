@@ -106,7 +106,11 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::IdempotencyConflict { .. }
         | EngineError::UnknownStep { .. }
         | EngineError::InvalidRequest(_)
-        | EngineError::PayloadTooLarge { .. } => EXIT_USAGE,
+        | EngineError::PayloadTooLarge { .. }
+        | EngineError::UnknownMessage { .. }
+        | EngineError::UnknownKey { .. }
+        | EngineError::UpdateRejected { .. } => EXIT_USAGE,
+        EngineError::Timeout(_) => EXIT_INCOMPLETE,
         EngineError::Conflict { .. }
         | EngineError::LeaseLost { .. }
         | EngineError::Leased { .. } => EXIT_INCOMPLETE,
