@@ -816,3 +816,198 @@ async fn send_signal_is_a_recorded_step_that_delivers_once() {
     assert_eq!(error.kind, reprise::SIGNAL_REFUSED, "{error:?}");
     assert!(error.message.contains("o-404"), "{error:?}");
 }
+
+/// A server with a worker on `engine`, on a free port; returns its base URL.
+async fn serve(engine: &Engine) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let options = reprise::http::HttpOptions {
+        api_token: None,
+        ..reprise::http::HttpOptions::default()
+    };
+    tokio::spawn(reprise::http::serve(
+        engine.clone(),
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    let worker = reprise::Worker::new(
+        engine,
+        reprise::WorkerOptions {
+            poll_interval: Duration::from_millis(20),
+            ..reprise::WorkerOptions::default()
+        },
+    );
+    tokio::spawn(worker.run(std::future::pending::<()>()));
+    base
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, body)
+}
+
+/// Polls `GET /runs/{id}` until the run is `status` (10 s at most).
+async fn http_run_in(client: &reqwest::Client, base: &str, id: &str, status: &str) -> Value {
+    for _ in 0..500 {
+        let (code, run) = send(client.get(format!("{base}/runs/{id}"))).await;
+        assert_eq!(code, 200, "{run}");
+        if run["status"] == status {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("run {id} never became {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_keys_signals_state_and_updates_answer_with_the_documented_statuses() {
+    let engine = engine();
+    let base = serve(&engine).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body);
+
+    // Business key: 201 created, then 200 with the same run.
+    let (code, first) = send(post("/workflows/sig-three?key=order-7", order())).await;
+    assert_eq!(code, 201, "{first}");
+    assert_eq!(first["created"], true, "{first}");
+    let id = first["run_id"].as_str().unwrap().to_owned();
+    let (code, again) = send(post("/workflows/sig-three?key=order-7", order())).await;
+    assert_eq!((code, &again["created"]), (200, &json!(false)), "{again}");
+    assert_eq!(again["run_id"], id.as_str());
+    let (code, by_key) = send(client.get(format!("{base}/workflows/sig-three/runs/order-7"))).await;
+    assert_eq!(code, 200, "{by_key}");
+    assert_eq!(
+        (&by_key["id"], &by_key["key"]),
+        (&json!(id), &json!("order-7"))
+    );
+    let (code, missing) =
+        send(client.get(format!("{base}/workflows/sig-three/runs/order-8"))).await;
+    assert_eq!(
+        (code, &missing["code"]),
+        (404, &json!("unknown_key")),
+        "{missing}"
+    );
+    assert!(
+        missing["error"].as_str().unwrap().contains("order-8"),
+        "{missing}"
+    );
+    http_run_in(&client, &base, &id, "waiting").await;
+
+    // Signals: 202, once per Idempotency-Key; refusals name what is wrong.
+    let signal = |path: String, body: Value, key: Option<&str>| {
+        let request = client.post(format!("{base}{path}")).json(&body);
+        match key {
+            Some(key) => request.header("Idempotency-Key", key),
+            None => request,
+        }
+    };
+    let path = format!("/runs/{id}/signals/paid");
+    let (code, sent) = send(signal(path.clone(), json!({"amount": 1}), Some("k1"))).await;
+    assert_eq!(code, 202, "{sent}");
+    assert_eq!(
+        (&sent["seq"], &sent["duplicate"]),
+        (&json!(1), &json!(false))
+    );
+    let (code, dup) = send(signal(path.clone(), json!({"amount": 1}), Some("k1"))).await;
+    assert_eq!(
+        (code, &dup["duplicate"], &dup["seq"]),
+        (202, &json!(true), &json!(1))
+    );
+    let (code, invalid) = send(signal(path.clone(), json!({"amount": -1}), None)).await;
+    assert_eq!(
+        (code, &invalid["code"]),
+        (422, &json!("schema")),
+        "{invalid}"
+    );
+    assert_eq!(invalid["violations"][0]["pointer"], "/amount", "{invalid}");
+    let (code, name) = send(signal(
+        format!("/runs/{id}/signals/refund"),
+        json!({}),
+        None,
+    ))
+    .await;
+    assert_eq!(
+        (code, &name["code"]),
+        (404, &json!("unknown_signal")),
+        "{name}"
+    );
+    let (code, run) = send(signal(
+        "/runs/nope/signals/paid".into(),
+        json!({"amount": 1}),
+        None,
+    ))
+    .await;
+    assert_eq!((code, &run["code"]), (404, &json!("unknown_run")), "{run}");
+    for amount in [2, 3] {
+        let (code, body) = send(signal(
+            "/workflows/sig-three/runs/order-7/signals/paid".into(),
+            json!({"amount": amount}),
+            None,
+        ))
+        .await;
+        assert_eq!(code, 202, "{body}");
+    }
+    let done = http_run_in(&client, &base, &id, "completed").await;
+    assert_eq!(done["output"], json!([1, 2, 3]));
+    let (code, ended) = send(signal(path, json!({"amount": 4}), None)).await;
+    assert_eq!(
+        (code, &ended["code"]),
+        (409, &json!("invalid_state")),
+        "{ended}"
+    );
+
+    // Published state and updates.
+    let (code, started) = send(post("/workflows/sig-limits", order())).await;
+    assert_eq!(code, 202, "{started}");
+    let limits = started["run_id"].as_str().unwrap().to_owned();
+    let (code, none) = send(client.get(format!("{base}/runs/{limits}/state/limit"))).await;
+    assert_eq!((code, &none["code"]), (404, &json!("no_state")), "{none}");
+    let (code, invalid) = send(post(
+        &format!("/runs/{limits}/updates/set-limit?wait=10s"),
+        json!({"cents": "x"}),
+    ))
+    .await;
+    assert_eq!(
+        (code, &invalid["code"]),
+        (422, &json!("schema")),
+        "{invalid}"
+    );
+    let (code, reply) = send(post(
+        &format!("/runs/{limits}/updates/set-limit?wait=10s"),
+        json!({"cents": 300}),
+    ))
+    .await;
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["result"], json!({"cents": 300}));
+    let (code, refused) = send(post(
+        &format!("/runs/{limits}/updates/set-limit?wait=10s"),
+        json!({"cents": 300000}),
+    ))
+    .await;
+    assert_eq!(
+        (code, &refused["code"]),
+        (422, &json!("update_rejected")),
+        "{refused}"
+    );
+    let (code, limit) = send(client.get(format!("{base}/runs/{limits}/state/limit?wait=5s"))).await;
+    assert_eq!((code, limit), (200, json!(300)));
+    let (code, all) = send(client.get(format!("{base}/runs/{limits}/state"))).await;
+    assert_eq!((code, all), (200, json!({"limit": 300})));
+
+    let (code, doc) = send(client.get(format!("{base}/openapi.json"))).await;
+    assert_eq!(code, 200);
+    for path in [
+        "/runs/{id}/signals/{name}",
+        "/workflows/{slug}/runs/{key}/signals/{name}",
+        "/workflows/{slug}/runs/{key}",
+        "/runs/{id}/updates/{name}",
+        "/runs/{id}/state",
+        "/runs/{id}/state/{key}",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+}
