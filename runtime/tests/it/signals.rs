@@ -1011,3 +1011,107 @@ async fn over_http_keys_signals_state_and_updates_answer_with_the_documented_sta
         assert!(doc["paths"].get(path).is_some(), "{path} is documented");
     }
 }
+
+/// `reprise <args>` on the SQLite database `db` (in this process); returns the exit code.
+async fn cli(db: &std::path::Path, args: &[&str]) -> u8 {
+    let url = format!("sqlite://{}", db.display());
+    let mut all = vec!["reprise", "--db", url.as_str()];
+    all.extend_from_slice(args);
+    reprise::cli::run(all, Ok).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_starts_by_key_signals_and_reads_state_with_its_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reprise.db");
+    let input = r#"{"id":"o-1"}"#;
+    let start = [
+        "workflows",
+        "run",
+        "sig-publish",
+        "--input",
+        input,
+        "--key",
+        "order-1",
+        "--enqueue",
+    ];
+    assert_eq!(cli(&path, &start).await, 0);
+    assert_eq!(cli(&path, &start).await, 0, "a taken key reports the run");
+    let store: SharedStore = Arc::new(reprise::store::SqliteStore::open(&path).unwrap());
+    let engine = engine_on(store);
+    let runs = engine.list_runs(&Default::default()).await.unwrap();
+    assert_eq!(runs.len(), 1, "one run per key");
+    let id = engine
+        .run_by_key("sig-publish", "order-1")
+        .await
+        .unwrap()
+        .id;
+    assert!(matches!(
+        drive(&engine, &id).await,
+        RunOutcome::Suspended(_)
+    ));
+
+    let run = id.to_string();
+    assert_eq!(cli(&path, &["runs", "state", &run]).await, 0);
+    assert_eq!(cli(&path, &["runs", "state", &run, "progress"]).await, 0);
+    assert_eq!(
+        cli(&path, &["runs", "state", &run, "eta"]).await,
+        3,
+        "not published yet"
+    );
+    let bad = cli(
+        &path,
+        &[
+            "runs",
+            "signal",
+            &run,
+            "paid",
+            "--payload",
+            r#"{"amount":"x"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(bad, 2, "a schema violation is bad input");
+    assert_eq!(
+        cli(
+            &path,
+            &["runs", "signal", &run, "refund", "--payload", "{}"]
+        )
+        .await,
+        2,
+        "an unknown signal name is bad input"
+    );
+    assert!(engine.store().messages(&id, 0).await.unwrap().is_empty());
+    let by_key = [
+        "runs",
+        "signal",
+        "order-1",
+        "paid",
+        "--workflow",
+        "sig-publish",
+        "--payload",
+        r#"{"amount":4}"#,
+        "--idempotency-key",
+        "pay-1",
+    ];
+    assert_eq!(cli(&path, &by_key).await, 0);
+    assert_eq!(
+        cli(&path, &by_key).await,
+        0,
+        "a retry delivers nothing more"
+    );
+    assert_eq!(engine.store().messages(&id, 0).await.unwrap().len(), 1);
+    let RunOutcome::Completed(out) = drive(&engine, &id).await else {
+        panic!()
+    };
+    assert_eq!(out, json!(4));
+    assert_eq!(
+        cli(
+            &path,
+            &["runs", "update", &run, "set-limit", "--payload", "{}"]
+        )
+        .await,
+        2,
+        "sig-publish receives no update `set-limit`"
+    );
+}
