@@ -1115,3 +1115,114 @@ async fn the_cli_starts_by_key_signals_and_reads_state_with_its_exit_codes() {
         "sig-publish receives no update `set-limit`"
     );
 }
+
+/// Publishes, answers one update and signals another run, inside a sub-workflow.
+#[workflow(slug = "sig-sub-all")]
+async fn sig_sub_all(ctx: Ctx, input: Order) -> Result<u32, WorkflowError> {
+    ctx.publish("phase", "asking").await?;
+    let request = ctx.updates::<SetLimit, Limit>("set-limit").recv().await?;
+    let cents = request.input().cents;
+    request.reply(Ok(Limit { cents })).await?;
+    ctx.send_signal(
+        ("sig-three", input.id.as_str()),
+        "paid",
+        &Paid { amount: cents },
+    )
+    .await?;
+    ctx.publish("phase", "done").await?;
+    Ok(cents)
+}
+
+/// Calls [`sig_sub_all`].
+#[workflow(slug = "sig-outer-all")]
+async fn sig_outer_all(input: Order) -> Result<u32, WorkflowError> {
+    Ok(sig_sub_all.run(input).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_updates_and_send_signal_work_inside_a_sub_workflow() {
+    let engine = engine();
+    let (target, _) = engine
+        .start_with_key("sig-three", order(), Trigger::Code, "o-1")
+        .await
+        .unwrap();
+    let id = start(&engine, "sig-outer-all").await;
+    assert!(matches!(
+        drive(&engine, &id).await,
+        RunOutcome::Suspended(_)
+    ));
+    assert_eq!(
+        engine
+            .state_of::<String>(&id, "phase")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("asking")
+    );
+    let driver = keep_driving(&engine, &id);
+    let reply = engine
+        .update(
+            &id,
+            "set-limit",
+            json!({"cents": 77}),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply, json!({"cents": 77}));
+    driver.await.unwrap();
+    assert_eq!(engine.get_run(&id).await.unwrap().output, Some(json!(77)));
+    assert_eq!(
+        engine
+            .state_of::<String>(&id, "phase")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("done")
+    );
+    let messages = engine.store().messages(&target, 0).await.unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0].dedupe.as_deref(),
+        Some(format!("{id}/sig-sub-all#0/send-signal:paid#0").as_str())
+    );
+    let ids: Vec<String> = events_of(&engine, &id)
+        .await
+        .iter()
+        .filter(|e| e.event.kind == EventKind::StepCompleted)
+        .filter_map(|e| e.event.correlation_id.clone())
+        .collect();
+    for expected in [
+        "sig-sub-all#0/publish:phase#0",
+        "sig-sub-all#0/update:set-limit#0",
+        "sig-sub-all#0/update:set-limit#0$reply",
+        "sig-sub-all#0/send-signal:paid#0",
+        "sig-sub-all#0/publish:phase#1",
+    ] {
+        assert!(ids.iter().any(|id| id == expected), "{expected} in {ids:?}");
+    }
+    replays_the_same(&engine, &id).await;
+}
+
+#[tokio::test]
+async fn a_signal_over_the_payload_limit_is_refused() {
+    let engine = Engine::builder()
+        .max_payload_bytes(64)
+        .discover()
+        .unwrap()
+        .build()
+        .unwrap();
+    let id = start(&engine, "sig-three").await;
+    let big = engine
+        .signal(
+            &id,
+            "paid",
+            json!({"amount": 1, "note": "x".repeat(100)}),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(big, EngineError::PayloadTooLarge { .. }), "{big}");
+    assert!(big.to_string().contains("signal `paid`"), "{big}");
+    assert!(engine.store().messages(&id, 0).await.unwrap().is_empty());
+}
