@@ -336,6 +336,7 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
         Pat::Ident(pat) => Some(pat.ident.clone()),
         _ => None,
     });
+    let messages = crate::messages::collect(&user.block, ctx_ident.as_ref(), private, errors);
     let (sites, shape) = rewrite_body(&mut user.block, ctx_ident, private, errors);
     let owned = hidden("__reprise_ctx_owned");
     let ctx_ref = ctx_ref_ident(Span::call_site());
@@ -386,7 +387,7 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
     let shape_static = quote! {
         static #shape_name: [#private::Shape; #shape_len] = [#(#shape_elements),*];
     };
-    let options = workflow_options(args, private);
+    let options = workflow_options(args, private, messages);
     let behavior = quote! {
         #private::StepBehavior::Workflow {
             options: #options,
@@ -418,8 +419,15 @@ fn workflow_tokens(step: &StepFn, args: &WorkflowArgs, errors: &Errors) -> Token
 /// `WorkflowOptions::DEFAULT`. `on_failure = handler` names the handler's slug through its
 /// `Step` impl, so a handler that is not a workflow taking `FailedRun` is a type error at
 /// the path the user wrote.
-fn workflow_options(args: &WorkflowArgs, private: &TokenStream) -> TokenStream {
+fn workflow_options(
+    args: &WorkflowArgs,
+    private: &TokenStream,
+    messages: Option<TokenStream>,
+) -> TokenStream {
     let mut fields = Vec::new();
+    if let Some(messages) = messages {
+        fields.push(quote!(messages: #messages,));
+    }
     if let Some(max_attempts) = args.max_attempts {
         fields.push(quote!(max_attempts: #max_attempts,));
     }

@@ -15,6 +15,7 @@ mod analyse;
 mod args;
 mod errors;
 mod expand;
+mod messages;
 mod parse;
 mod shape;
 

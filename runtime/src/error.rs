@@ -608,6 +608,57 @@ pub enum EngineError {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// The run's workflow (or a sub-workflow it calls) receives no signal or update of
+    /// this name (`Engine::signal`, `Engine::update`). Nothing was posted.
+    #[error(
+        "run `{run}` of `{workflow}` receives no {kind} named `{name}`; it receives {}",
+        list_names(known)
+    )]
+    UnknownMessage {
+        /// The run.
+        run: String,
+        /// Its workflow's slug.
+        workflow: String,
+        /// `signal` or `update`.
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The names of that kind the workflow receives.
+        known: Vec<String>,
+    },
+    /// No run of the workflow holds this business key (`Engine::run_by_key`).
+    #[error(
+        "no run of `{workflow}` has the business key `{key}`; start one with          `workflows run {workflow} --key {key}` (or `POST /workflows/{workflow}?key=…`)"
+    )]
+    UnknownKey {
+        /// The workflow's slug.
+        workflow: String,
+        /// The key.
+        key: String,
+    },
+    /// A workflow's update handler refused the request (`request.reply(Err(..))`).
+    #[error("update `{update}` of run `{run}` was refused by the workflow: {message}")]
+    UpdateRejected {
+        /// The run.
+        run: String,
+        /// The update's name.
+        update: String,
+        /// The handler's message.
+        message: String,
+    },
+    /// Waiting for something a run does (an update's reply, published state) timed out;
+    /// the message says what, and what became of the request.
+    #[error("{0}")]
+    Timeout(String),
+}
+
+/// `known` as text for [`EngineError::UnknownMessage`]: `` `paid`, `cancel` `` or `none`.
+fn list_names(known: &[String]) -> String {
+    if known.is_empty() {
+        return "none".to_owned();
+    }
+    let shown: Vec<String> = known.iter().map(|name| format!("`{name}`")).collect();
+    shown.join(", ")
 }
 
 /// `known` as text for [`EngineError::UnknownStep`]: `` `a#0`, `b#0` and 3 more ``.

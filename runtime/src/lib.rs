@@ -110,7 +110,9 @@ pub use action_ctx::ActionCtx;
 pub use ctx::Ctx;
 pub use ctx::Wait;
 pub use ctx::hook::Hook;
+pub use ctx::signal::{SIGNAL_REFUSED, Signal};
 pub use ctx::sleep::{SleepDuration, WakeTime};
+pub use ctx::update::{UpdateRequest, Updates};
 pub use engine::{
     ActionOverride, CancelOutcome, Clock, Engine, EngineBuilder, Execution, FailedRun, Fault,
     MIN_HOOK_SECRET_LEN, OpenHook, PauseOutcome, RUN_EXPORT_FORMAT, ReplayMismatch, RetriedRun,
@@ -122,6 +124,7 @@ pub use engine::{ForkOptions, ForkedRun, forked_from};
 pub use engine::{ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost};
 /// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
 pub use engine::{PurgeReport, run_retention};
+pub use engine::{SignalTarget, key_of};
 pub use error::{
     ActionError, Difference, EngineError, NonDeterminism, NonDeterminismCause, SchemaViolation,
     Violation, WorkflowError, kinds,
@@ -136,6 +139,7 @@ pub use step::{
     ActionOptions, OnMaxAttempts, Shape, ShapeArm, Site, SiteKind, Step, StepData, StepKind,
     WorkflowOptions,
 };
+pub use step::{MessageDecl, MessageKind, MessageSchemaFn};
 pub use tags::{RunCursor, TagFilter, TagOp, TagValue};
 pub use worker::{Worker, WorkerOptions, WorkerReport};
 

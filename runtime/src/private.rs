@@ -12,10 +12,12 @@ pub use crate::ctx::sleep::{sleep, sleep_until};
 pub use crate::ctx::step::run_step;
 pub use crate::llm::{bind_agent_prompt, bind_prompt_llm};
 pub use crate::registry::Registration;
+pub use crate::schema::validator_for;
 pub use crate::step::{
     ActionFn, ActionOptions, OnMaxAttempts, Shape, ShapeArm, Site, SiteKind, Step, StepBehavior,
     StepData, WorkflowFn, WorkflowOptions,
 };
+pub use crate::step::{MessageDecl, MessageKind};
 pub use crate::{ActionCtx, ActionError, Ctx, WorkflowError};
 
 /// Compile-time check, spanned at the user's type: `T` can cross a step boundary.

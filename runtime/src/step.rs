@@ -118,6 +118,10 @@ pub struct WorkflowOptions {
     /// [`EngineBuilder::retention`](crate::EngineBuilder::retention), if any. Enforced by
     /// the retention sweep that `dev` and `worker` run ([`crate::run_retention`]).
     pub retention: Option<std::time::Duration>,
+    /// The signals and updates the body receives (`ctx.signal::<T>("name")`,
+    /// `ctx.updates::<Req, Resp>("name")`), collected by the macro: what a delivery is
+    /// checked against. Default: none.
+    pub messages: &'static [MessageDecl],
 }
 
 impl WorkflowOptions {
@@ -128,8 +132,57 @@ impl WorkflowOptions {
         on_max_attempts: OnMaxAttempts::Fail,
         on_failure: None,
         retention: None,
+        messages: &[],
     };
 }
+
+/// What kind of message a workflow body receives (see [`MessageDecl`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// `ctx.signal::<T>("name")`: one-way, delivered by `Engine::signal`.
+    Signal,
+    /// `ctx.updates::<Req, Resp>("name")`: a request answered by the body
+    /// (`Engine::update`).
+    Update,
+}
+
+/// The compiled validator of a message type (`schema::validator_for::<T>`).
+pub type MessageSchemaFn =
+    fn() -> Result<std::sync::Arc<crate::schema::Validator>, crate::EngineError>;
+
+/// A signal or update a workflow body receives, found by `#[workflow]` in the body (a
+/// `ctx.signal::<T>("paid")` call): its name and payload type. A delivery to a run of the
+/// workflow names one of these, and its payload is validated against the type's schema.
+#[derive(Clone, Copy)]
+pub struct MessageDecl {
+    /// Signal or update.
+    pub kind: MessageKind,
+    /// The name written in the body (`"paid"`).
+    pub name: &'static str,
+    /// The payload's (an update's request's) validator.
+    pub payload: MessageSchemaFn,
+    /// An update's reply validator (`None` for a signal).
+    pub reply: Option<MessageSchemaFn>,
+}
+
+impl std::fmt::Debug for MessageDecl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageDecl")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+// Declarations are equal by kind and name: their fn pointers are not comparable.
+impl PartialEq for MessageDecl {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.name == other.name
+    }
+}
+
+impl Eq for MessageDecl {}
 
 /// What becomes of a run whose last attempt failed with a retryable error
 /// (`#[workflow(on_max_attempts = "…")]`; Restate calls this "pause at max attempts").

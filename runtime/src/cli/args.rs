@@ -255,6 +255,12 @@ pub(crate) struct RunArgs {
     /// `--delay`.
     #[arg(long, value_name = "TIME", value_parser = parse_start_at)]
     pub(crate) start_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Name the run by a business key (1 to 255 printable ASCII characters, e.g.
+    /// `order-42`): one run per workflow and key. When a run already holds the key, nothing
+    /// is started: the command prints that run's id and says it exists. `runs signal
+    /// <KEY> <NAME> --workflow <SLUG>` signals it.
+    #[arg(long, value_name = "KEY", conflicts_with = "idempotency_key")]
+    pub(crate) key: Option<String>,
 }
 
 /// `--delay`: a humantime duration.
@@ -318,6 +324,53 @@ fn parse_idempotency_key(key: &str) -> Result<String, String> {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RunsCommand {
+    /// Send a signal to a run: its workflow receives it with `ctx.signal::<T>(NAME)`. The
+    /// payload is checked against `T` first (exit 2 naming the JSON pointers; nothing is
+    /// sent). With `--workflow`, TARGET is the business key of a run of that workflow.
+    Signal {
+        /// The run's id (or, with `--workflow`, its business key).
+        target: String,
+        /// The signal's name.
+        name: String,
+        /// The payload: JSON text, or `@path` to read it from a file.
+        #[arg(long, value_name = "JSON", default_value = "null")]
+        payload: String,
+        /// TARGET is the business key of a run of this workflow (`workflows run --key`).
+        #[arg(long, value_name = "SLUG")]
+        workflow: Option<String>,
+        /// Deliver at most once for this key (1 to 255 printable ASCII characters): a retry
+        /// with the same key sends nothing more.
+        #[arg(long, value_name = "KEY", value_parser = parse_idempotency_key)]
+        idempotency_key: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the state a run published (`ctx.publish`): every key, or one.
+    State {
+        /// The run's id.
+        id: String,
+        /// Only this key's value.
+        key: Option<String>,
+        /// With KEY: wait up to this long (humantime: `10s`) for the first publish.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "key")]
+        wait: Option<std::time::Duration>,
+    },
+    /// Send an update to a run and print its answer: the workflow receives it with
+    /// `ctx.updates::<Req, Resp>(NAME)` and replies. A refused update exits 2 with the
+    /// workflow's message; no answer within `--wait` exits 3 (the request stays queued).
+    Update {
+        /// The run's id.
+        id: String,
+        /// The update's name.
+        name: String,
+        /// The request: JSON text, or `@path` to read it from a file.
+        #[arg(long, value_name = "JSON", default_value = "null")]
+        payload: String,
+        /// How long to wait for the answer (humantime).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
+        wait: std::time::Duration,
+    },
     /// List runs, newest first.
     List {
         /// Only runs in this status (queued, running, sleeping, waiting, completed, failed,

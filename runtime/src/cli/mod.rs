@@ -45,6 +45,7 @@
 
 mod args;
 mod logging;
+mod messages;
 mod output;
 mod purge;
 mod schedules;
@@ -106,7 +107,11 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::IdempotencyConflict { .. }
         | EngineError::UnknownStep { .. }
         | EngineError::InvalidRequest(_)
-        | EngineError::PayloadTooLarge { .. } => EXIT_USAGE,
+        | EngineError::PayloadTooLarge { .. }
+        | EngineError::UnknownMessage { .. }
+        | EngineError::UnknownKey { .. }
+        | EngineError::UpdateRejected { .. } => EXIT_USAGE,
+        EngineError::Timeout(_) => EXIT_INCOMPLETE,
         EngineError::Conflict { .. }
         | EngineError::LeaseLost { .. }
         | EngineError::Leased { .. } => EXIT_INCOMPLETE,
@@ -243,6 +248,7 @@ fn is_read_only(command: &Command) -> bool {
                 | RunsCommand::Watch { .. }
                 | RunsCommand::Export { .. }
                 | RunsCommand::Usage { .. }
+                | RunsCommand::State { .. }
         ) | Command::Workflows(
             WorkflowsCommand::Check { .. } | WorkflowsCommand::Graph { run: Some(_), .. }
         )
@@ -466,6 +472,11 @@ async fn dispatch(
         },
         Command::Worker(args) => serve::worker(engine, args).await,
         Command::Schedules(command) => schedules::dispatch(engine, command).await,
+        Command::Runs(
+            command @ (RunsCommand::Signal { .. }
+            | RunsCommand::State { .. }
+            | RunsCommand::Update { .. }),
+        ) => messages::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;
@@ -716,9 +727,15 @@ async fn dispatch(
                 if let Some(forked_from) = &forked_from {
                     body["forked_from"] = json!(forked_from);
                 }
+                if let Some(key) = crate::engine::key_of(&events) {
+                    body["key"] = json!(key);
+                }
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
+                if let Some(key) = crate::engine::key_of(&events) {
+                    println!("business key: {key}");
+                }
                 if let Some(forked_from) = &forked_from {
                     output::print_forked_from(forked_from);
                 }
@@ -828,9 +845,15 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     if let Some(key) = &args.idempotency_key {
         options = options.idempotency_key(key.clone());
     }
+    if let Some(key) = &args.key {
+        options = options.key(key.clone());
+    }
     let (id, created) = engine
         .start_with(&args.slug, input, Trigger::Cli, options)
         .await?;
+    if let (false, Some(key)) = (created, &args.key) {
+        return messages::report_existing(engine, &id, key, &args.slug, args.json).await;
+    }
     if let (false, Some(key)) = (created, &args.idempotency_key) {
         return report_duplicate(engine, &id, key, &args).await;
     }

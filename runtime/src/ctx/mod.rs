@@ -6,13 +6,16 @@
 
 pub(crate) mod hook;
 pub(crate) mod inbox;
+pub(crate) mod publish;
 pub(crate) mod race;
 pub(crate) mod record;
 pub(crate) mod recorder;
 pub(crate) mod recording;
+pub(crate) mod signal;
 pub(crate) mod sleep;
 pub(crate) mod step;
 pub(crate) mod tag;
+pub(crate) mod update;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

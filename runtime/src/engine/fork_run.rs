@@ -184,6 +184,8 @@ impl Engine {
                 forked_from: Some(forked_from.clone()),
                 // A fork is a new run an operator asked for, not part of the caller's trace.
                 traceparent: None,
+                // The business key stays with the original run.
+                key: None,
             },
         );
         let count = copied.len();

@@ -16,23 +16,30 @@ pub(crate) const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// # Errors
 /// What is wrong with it, as a sentence for the caller.
 pub(crate) fn check_idempotency_key(key: &str) -> Result<(), String> {
+    check_key("idempotency key", key)
+}
+
+/// Checks a key named `what` (`idempotency key`, `business key`): 1 to
+/// [`MAX_IDEMPOTENCY_KEY_LEN`] bytes of printable ASCII (space to `~`), not only spaces.
+///
+/// # Errors
+/// What is wrong with it, as a sentence for the caller.
+pub(crate) fn check_key(what: &str, key: &str) -> Result<(), String> {
     if key.trim().is_empty() {
-        return Err(
-            "the idempotency key is empty; send a unique value per intended run, \
-                    such as a UUID"
-                .to_owned(),
-        );
+        return Err(format!(
+            "the {what} is empty; send a unique value per intended run, such as a UUID"
+        ));
     }
     if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
         return Err(format!(
-            "the idempotency key is {} bytes; the longest accepted is {MAX_IDEMPOTENCY_KEY_LEN} \
+            "the {what} is {} bytes; the longest accepted is {MAX_IDEMPOTENCY_KEY_LEN} \
              (a UUID is 36)",
             key.len()
         ));
     }
     if let Some(bad) = key.chars().find(|c| !(' '..='~').contains(c)) {
         return Err(format!(
-            "the idempotency key contains {bad:?}; use printable ASCII only (letters, digits, \
+            "the {what} contains {bad:?}; use printable ASCII only (letters, digits, \
              punctuation), such as a UUID"
         ));
     }

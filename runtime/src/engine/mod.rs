@@ -8,13 +8,16 @@ mod fingerprint;
 mod fork_run;
 mod hot;
 mod idempotent;
+mod keys;
 mod lease;
 mod pause;
 mod replay_check;
 mod report;
 mod retention;
 mod retry_run;
+mod signals;
 mod start;
+mod state;
 mod unexecutable;
 mod usage_report;
 
@@ -36,12 +39,15 @@ pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use failure::FailedRun;
 pub use fork_run::{ForkOptions, ForkedRun, forked_from};
 pub(crate) use idempotent::check_idempotency_key;
+pub use keys::key_of;
 pub use pause::{PauseOutcome, UnpausedRun};
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
 pub(crate) use retention::{DEFAULT_BATCH, parse_before};
 pub use retention::{PurgeReport, run_retention};
 pub use retry_run::RetriedRun;
+pub use signals::SignalTarget;
+pub(crate) use signals::deliver;
 pub use start::StartOptions;
 pub(crate) use start::{delay_from, parse_delay, parse_start_at};
 pub(crate) use unexecutable::is_unexecutable;
@@ -477,6 +483,10 @@ impl EngineBuilder {
             }),
         );
         services.insert(
+            TypeId::of::<signals::Mailboxes>(),
+            Arc::new(signals::Mailboxes::of(&self.registry)),
+        );
+        services.insert(
             TypeId::of::<crate::payload::PayloadLimits>(),
             Arc::new(crate::payload::limits_of(&self.extensions)),
         );
@@ -806,6 +816,7 @@ impl Engine {
                 start_at,
                 forked_from: None,
                 traceparent,
+                key: None,
             },
         );
         Ok((record, created))

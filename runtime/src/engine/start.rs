@@ -26,6 +26,8 @@ pub struct StartOptions {
     /// that starts the run): recorded in `run_created`, and every execution of the run
     /// joins that trace (see [`crate::telemetry`]).
     pub traceparent: Option<String>,
+    /// The run's business key (see [`StartOptions::key`]).
+    pub key: Option<String>,
 }
 
 impl StartOptions {
@@ -46,6 +48,18 @@ impl StartOptions {
     #[must_use]
     pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
         self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// Names the run by a business key of the caller's domain (an order id, a user id:
+    /// 1 to 255 printable ASCII bytes, checked by [`Engine::start_with`]): one run per
+    /// workflow and key. A later start with the same key creates nothing and returns that
+    /// run (`created == false`), whatever its input and status; [`Engine::run_by_key`] finds
+    /// it and [`Engine::signal_by_key`] signals it. Not combined with an idempotency key
+    /// (the business key already makes the start idempotent).
+    #[must_use]
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
         self
     }
 
@@ -104,20 +118,25 @@ impl Engine {
     /// as `options` say: due at [`StartOptions::start_at`] (a time in the past starts at
     /// once; the `run_created` event records the requested time either way), and at most
     /// once per [`StartOptions::idempotency_key`] (a later call with the same key and input
-    /// creates nothing and returns that run). Returns the run's id and whether this call
-    /// created it (always `true` without a key).
+    /// creates nothing and returns that run), and at most once per business key
+    /// ([`StartOptions::key`]). Returns the run's id and whether this call created it
+    /// (always `true` without a key).
     ///
     /// # Errors
-    /// As [`Engine::start_json`] and [`Engine::start_idempotent`].
+    /// As [`Engine::start_json`] and [`Engine::start_idempotent`]; [`EngineError::Serde`]
+    /// for a malformed business key, or one combined with an idempotency key.
     pub async fn start_with(
         &self,
         slug: &str,
         input: Value,
         trigger: Trigger,
-        options: StartOptions,
+        mut options: StartOptions,
     ) -> Result<(RunId, bool), EngineError> {
         if let Some(traceparent) = &options.traceparent {
             crate::telemetry::check_traceparent(traceparent).map_err(EngineError::Serde)?;
+        }
+        if let Some(key) = options.key.take() {
+            return self.start_keyed(slug, input, trigger, options, key).await;
         }
         let Some(key) = options.idempotency_key else {
             let (record, created) =

@@ -82,7 +82,7 @@ pub mod field {
     pub const WAITS: &str = "waits";
     /// `run_retried`: who asked (`cli:<user>`, `api`, or what the caller passed).
     pub const BY: &str = "by";
-    /// `run_tagged`: the tag key.
+    /// `run_tagged`: the tag key; `run_created`: the business key.
     pub const KEY: &str = "key";
     /// `run_tagged`: the tag value's type (`string`, `number`, `bool`, `time`).
     pub const TYPE: &str = "type";
@@ -132,7 +132,7 @@ pub struct ForkedFrom {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventPayload {
-    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?, "traceparent"?}`.
+    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?, "traceparent"?, "key"?}`.
     RunCreated {
         /// The workflow's slug.
         workflow: String,
@@ -148,6 +148,8 @@ pub enum EventPayload {
         /// The W3C `traceparent` the run was started with (written only when there is
         /// one; logs written before it have none).
         traceparent: Option<String>,
+        /// The business key the run was started with (`StartOptions::key`), if any.
+        key: Option<String>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -470,6 +472,7 @@ impl EventPayload {
                 start_at,
                 forked_from,
                 traceparent,
+                key,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
@@ -482,6 +485,9 @@ impl EventPayload {
                 }
                 if let Some(traceparent) = traceparent {
                     put(field::TRACEPARENT, Value::String(traceparent));
+                }
+                if let Some(key) = key {
+                    put(field::KEY, Value::String(key));
                 }
             }
             EventPayload::RunStarted { fingerprint } => {
@@ -645,6 +651,7 @@ impl EventPayload {
                 start_at: f.optional(field::START_AT),
                 forked_from: f.optional(field::FORKED_FROM),
                 traceparent: f.string(field::TRACEPARENT),
+                key: f.string(field::KEY),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -961,6 +968,7 @@ mod tests {
                 start_at: None,
                 forked_from: None,
                 traceparent: None,
+                key: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
         );
@@ -973,6 +981,7 @@ mod tests {
                 start_at: None,
                 forked_from: None,
                 traceparent: Some(traceparent.into()),
+                key: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api,
                     "traceparent": traceparent }),
@@ -985,6 +994,7 @@ mod tests {
                 start_at: Some(at(7)),
                 forked_from: None,
                 traceparent: None,
+                key: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
         );
@@ -1003,6 +1013,7 @@ mod tests {
                 start_at: None,
                 forked_from: Some(forked_from),
                 traceparent: None,
+                key: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "fork", "forked_from": {
                 "run_id": "r1", "step": "charge#0", "prefix_len": 5, "input_changed": true,

@@ -22,7 +22,8 @@ pub(crate) struct ErrorBody {
     /// `uri_too_long`, `headers_too_large`, `transform`, `store`, `corrupt`, `lease_lost`,
     /// `config`, `openapi`, `not_found`, `method_not_allowed`, `http_<status>`,
     /// `invalid_schedule`, `unknown_schedule`, `schedule_conflict`, `other_workflow`,
-    /// `too_many_streams`.
+    /// `too_many_streams`, `unknown_signal`, `unknown_update`, `unknown_key`,
+    /// `update_rejected`, `timeout`.
     pub(crate) code: String,
     /// For `schema`: every violation, with the JSON pointer of the offending value.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,6 +129,9 @@ impl From<EngineError> for ApiError {
 /// | `UnknownStep` (`POST /runs/{id}/fork` with a `from` the run's log lacks) | 422 | `unknown_step` |
 /// | `InvalidRequest` | 400 | `bad_request` |
 /// | `PayloadTooLarge` | 413 | `payload_too_large` |
+/// | `UnknownMessage`, `UnknownKey` | 404 | `unknown_signal` / `unknown_update`, `unknown_key` |
+/// | `UpdateRejected` | 422 | `update_rejected` |
+/// | `Timeout` | 504 | `timeout` |
 pub(crate) fn from_engine(error: EngineError) -> ApiError {
     use StatusCode as S;
     let message = error.to_string();
@@ -164,6 +168,14 @@ pub(crate) fn from_engine(error: EngineError) -> ApiError {
         EngineError::PayloadTooLarge { .. } => {
             ApiError::new(S::PAYLOAD_TOO_LARGE, "payload_too_large", message)
         }
+        EngineError::UnknownMessage { kind, .. } => {
+            ApiError::new(S::NOT_FOUND, &format!("unknown_{kind}"), message)
+        }
+        EngineError::UnknownKey { .. } => ApiError::new(S::NOT_FOUND, "unknown_key", message),
+        EngineError::UpdateRejected { .. } => {
+            ApiError::new(S::UNPROCESSABLE_ENTITY, "update_rejected", message)
+        }
+        EngineError::Timeout(_) => ApiError::new(S::GATEWAY_TIMEOUT, "timeout", message),
     }
 }
 

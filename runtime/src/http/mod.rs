@@ -138,6 +138,7 @@ mod cross_site;
 mod error;
 mod graph;
 mod hooks;
+mod messages;
 mod metrics;
 mod openapi;
 mod pause;
@@ -381,6 +382,15 @@ fn build_router(
         .route("/workflows/{slug}/unpause", post(pause::unpause_workflow))
         .route("/runs/{id}/fork", post(runs::fork))
         .route("/runs/{id}/restart", post(runs::restart))
+        .route("/runs/{id}/signals/{name}", post(messages::signal))
+        .route("/runs/{id}/updates/{name}", post(messages::update))
+        .route("/runs/{id}/state", get(messages::state))
+        .route("/runs/{id}/state/{key}", get(messages::state_key))
+        .route("/workflows/{slug}/runs/{key}", get(messages::run_by_key))
+        .route(
+            "/workflows/{slug}/runs/{key}/signals/{name}",
+            post(messages::signal_by_key),
+        )
         .route("/runs/purge", post(purge::purge))
         .route("/openapi.json", get(openapi::document))
         .route("/schedules", get(schedules::list).post(schedules::create))

@@ -13,6 +13,7 @@ use serde_json::{Map, Value, json};
 use utoipa::OpenApi;
 
 use super::error::{ApiError, ErrorBody, ViolationBody};
+use super::messages;
 use super::pause::{PauseState, WorkflowPauseState};
 use super::runs::{Forked, HookView, Retried, RunDetail, RunSummary};
 use super::schedules::{
@@ -71,6 +72,12 @@ use crate::registry::WorkflowEntry;
         schedules::backfill,
         metrics::metrics,
         usage::usage,
+        messages::signal,
+        messages::signal_by_key,
+        messages::run_by_key,
+        messages::update,
+        messages::state,
+        messages::state_key,
     ),
     components(schemas(
         ErrorBody,
@@ -96,7 +103,9 @@ use crate::registry::WorkflowEntry;
         Forked,
         purge::PurgeRequest,
         purge::Purged,
-        purge::PurgedRunView
+        purge::PurgedRunView,
+        messages::SignalPosted,
+        messages::UpdateReply
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),

@@ -125,6 +125,10 @@ pub(crate) struct RunDetail {
     /// The run's tags (`ctx.tag`), by key: strings, numbers, booleans, times as RFC 3339.
     #[schema(value_type = Object)]
     tags: std::collections::BTreeMap<String, TagValue>,
+    /// The business key the run was started with (`?key=`, `--key`), read from its
+    /// `run_created` event; absent for runs started without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
 }
 
 /// Query of `GET /runs`.
@@ -353,6 +357,7 @@ pub(crate) async fn run_detail(
         unpriced,
         forked_from: crate::engine::forked_from(&events),
         tags: crate::tags::tags_of(&events),
+        key: crate::engine::key_of(&events),
     })
 }
 

@@ -27,6 +27,10 @@ pub(crate) struct RunState {
     /// `true` when an `Idempotency-Key` seen before returned this run: nothing was started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) duplicate: Option<bool>,
+    /// For a start with a business key (`?key=`): whether this request created the run
+    /// (`false`: a run already held the key, and this is it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) created: Option<bool>,
 }
 
 impl RunState {
@@ -39,6 +43,7 @@ impl RunState {
             error: None,
             cancel_requested: None,
             duplicate: None,
+            created: None,
         }
     }
 

@@ -104,6 +104,12 @@ pub(crate) struct StartQuery {
     /// offset as `%2B`); a time in the past starts at once. Not with `delay`.
     #[param(example = "2026-12-24T18:00:00Z")]
     start_at: Option<String>,
+    /// A business key (1 to 255 printable ASCII characters, e.g. `order-42`): one run per
+    /// workflow and key. The first request creates the run (201, `"created": true`); a
+    /// later one creates nothing and answers 200 with that run and `"created": false`.
+    /// Find the run with `GET /workflows/{slug}/runs/{key}`. Not with `Idempotency-Key`.
+    #[param(example = "order-42")]
+    key: Option<String>,
 }
 
 /// The header of an idempotent start.
@@ -128,6 +134,10 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// With `?delay=10m` or `?start_at=<RFC 3339>`, the run is created `queued` and due then
 /// (its `wake_at`; `run_created` records the requested time): no worker takes it before.
 /// A time in the past starts at once. Combines with `Idempotency-Key`.
+///
+/// With `?key=order-42` (a business key), at most one run of the workflow holds the key:
+/// 201 `{"run_id", "status", "created": true}` when this request created it, 200 with that
+/// run and `"created": false` when one already held it (whatever its input).
 #[utoipa::path(
     post,
     path = "/workflows/{slug}",
@@ -142,7 +152,8 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
     request_body(content = Value, description = "The workflow's input (an empty body is `null`)", content_type = "application/json"),
     responses(
         (status = 202, description = "Enqueued (or still going after `wait`)", body = RunState),
-        (status = 200, description = "With `wait`: the run ended; `output` or `error`. With an `Idempotency-Key` seen before: that run, `duplicate: true`", body = RunState),
+        (status = 200, description = "With `wait`: the run ended; `output` or `error`. With an `Idempotency-Key` seen before: that run, `duplicate: true`. With a `key` a run already holds: that run, `created: false`", body = RunState),
+        (status = 201, description = "With `key`: the run was created (`created: true`)", body = RunState),
         (status = 400, description = "The body is not JSON, or `wait` or `delay` is not a duration, or `start_at` is not an RFC 3339 time, or both `delay` and `start_at` are given, or the idempotency key is malformed", body = ErrorBody),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
         (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
@@ -169,6 +180,9 @@ pub(crate) async fn start(
     if let Some(key) = idempotency_key(&headers)? {
         options = options.idempotency_key(key);
     }
+    if let Some(key) = &query.key {
+        options = options.key(key.clone());
+    }
     // The caller's trace context: every execution of the run joins its trace.
     let traceparent = headers
         .get(crate::telemetry::TRACEPARENT)
@@ -178,6 +192,9 @@ pub(crate) async fn start(
         .engine
         .start_with(&slug, input, Trigger::Api, options)
         .await?;
+    if query.key.is_some() {
+        return super::messages::keyed_start(&state, &id, created, wait).await;
+    }
     if !created {
         return duplicate(&state, &id, wait).await;
     }
@@ -225,7 +242,7 @@ fn query_offset(text: &str) -> String {
 }
 
 /// The `Idempotency-Key` header, if sent; 400 when it is not a valid key.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
@@ -259,7 +276,7 @@ fn accepted(state: RunState) -> Response {
 }
 
 /// Parses `?wait=`: a humantime duration of at most [`MAX_WAIT`].
-fn parse_wait(text: &str) -> Result<Duration, ApiError> {
+pub(crate) fn parse_wait(text: &str) -> Result<Duration, ApiError> {
     let wait = humantime::parse_duration(text).map_err(|e| {
         ApiError::bad_request(format!(
             "`wait={text}` is not a duration ({e}); write e.g. `500ms`, `30s` or `2m`"

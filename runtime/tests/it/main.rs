@@ -27,6 +27,7 @@ mod retention;
 mod retry_run;
 mod schedules;
 mod secrets;
+mod signals;
 mod store_open;
 mod streams;
 mod tags;
