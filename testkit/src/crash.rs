@@ -1235,13 +1235,16 @@ async fn deliver_messages(
             .await
             .map_err(|e| format!("driving child run {child}: {e}"))?;
             // A child that ended posted its result to this run; one still waiting did not.
-            delivered |= !matches!(
-                outcome,
-                RunOutcome::Suspended(_) | RunOutcome::Interrupted
-            );
+            delivered |= !matches!(outcome, RunOutcome::Suspended(_) | RunOutcome::Interrupted);
             continue;
         }
-        for (n, payload) in script.messages.get(channel).into_iter().flatten().enumerate() {
+        for (n, payload) in script
+            .messages
+            .get(channel)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
             let message = reprise::message::NewMessage {
                 run_id: id.clone(),
                 channel: channel.clone(),
@@ -1369,9 +1372,10 @@ impl Checker {
             .map(|e| e.event.clone())
             .ok_or_else(|| fail("the started run has no run_created event".to_owned()))?;
         let timeout = config.case_timeout;
-        let outcome = tokio::time::timeout(timeout, drive(&engine, &id, &clock, &Script::of(config), 0))
-            .await
-            .unwrap_or_else(|_| Err(format!("the run did not finish within {timeout:?}")));
+        let outcome =
+            tokio::time::timeout(timeout, drive(&engine, &id, &clock, &Script::of(config), 0))
+                .await
+                .unwrap_or_else(|_| Err(format!("the run did not finish within {timeout:?}")));
         let events = store.events(&id).await.map_err(store_error)?;
         let record = store
             .run(&id)

@@ -15,7 +15,7 @@ mod replay_check;
 mod report;
 mod retention;
 mod retry_run;
-mod signals;
+pub(crate) mod signals;
 mod start;
 mod state;
 mod unexecutable;

@@ -124,6 +124,15 @@ impl reprise::llm::LlmProvider for OneReply {
     }
 }
 
+/// Publishes where the parcel is, then waits for the `picked-up` signal.
+#[workflow(slug = "ui-track")]
+async fn ui_track(ctx: Ctx, input: Parcel) -> Result<String, WorkflowError> {
+    ctx.publish("where", &input.city).await?;
+    let pickup = ctx.signal::<Pickup>("picked-up").recv().await?;
+    ctx.publish("where", &"on the road").await?;
+    Ok(pickup.courier)
+}
+
 struct Ui {
     base: String,
     http: reqwest::Client,
@@ -152,6 +161,7 @@ async fn ui_on(token: Option<&str>, sqlite: Option<&std::path::Path>) -> Ui {
         .register(ui_count)
         .register(ui_broken)
         .register(ui_slogan)
+        .register(ui_track)
         .llm(std::sync::Arc::new(OneReply))
         // $100,000 / $200,000 per million tokens: the 10 + 5 tokens of a reply cost $2.00.
         .prices(reprise::cost::PriceTable::empty().with(
@@ -353,6 +363,67 @@ async fn an_llm_step_shows_its_tokens_on_the_run_page() {
     assert!(page.contains("<dt>Cost</dt>"), "the run's cost");
     // The run's cost and its LLM step's, priced on the step's model `fake/model`.
     assert!(page.matches("$2.00").count() >= 2, "{page}");
+}
+
+#[tokio::test]
+async fn a_run_page_shows_published_state_and_a_form_per_signal_that_delivers_it() {
+    let ui = ui(None).await;
+    let parcel = Parcel {
+        city: "Bergen".into(),
+        weight: 2,
+    };
+    let id = ui.engine.start(&ui_track, parcel).await.expect("started");
+    ui.wait_for(&id, RunStatus::Waiting).await;
+    let (status, _, page) = ui.get(&format!("/ui/runs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Published state"), "{page}");
+    assert!(page.contains("data-state-key=\"where\""), "the state row");
+    assert!(page.contains("Bergen"), "its value");
+    // The signal's form posts to the signal route, with a field per property of its type
+    // (and the enum's choices).
+    assert!(
+        page.contains("data-signal=\"picked-up\""),
+        "the signal panel"
+    );
+    assert!(
+        page.contains(&format!("/runs/{id}/signals/picked-up")),
+        "its action"
+    );
+    assert!(
+        page.contains("courier") && page.contains("Fast"),
+        "fields from the schema"
+    );
+    // What the form posts: a wrong payload is refused with the pointer, a right one delivered.
+    let url = ui.url(&format!("/runs/{id}/signals/picked-up"));
+    let refused = ui
+        .http
+        .post(&url)
+        .json(&json!({"courier": "Ada"}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let accepted = ui
+        .http
+        .post(&url)
+        .json(&json!({"courier": "Ada", "speed": "Fast", "insured": true}))
+        .send()
+        .await
+        .expect("POST");
+    let code = accepted.status();
+    assert_eq!(
+        code,
+        StatusCode::ACCEPTED,
+        "{}",
+        accepted.text().await.unwrap_or_default()
+    );
+    ui.wait_for(&id, RunStatus::Completed).await;
+    let (_, _, page) = ui.get(&format!("/ui/runs/{id}")).await;
+    assert!(page.contains("on the road"), "the latest value");
+    assert!(
+        !page.contains("data-signal="),
+        "no form once the run has ended"
+    );
 }
 
 #[tokio::test]

@@ -136,6 +136,7 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
             h2 { "Waiting on" }
             @for hook in hooks { (hook_panel(record, hook, now)) }
         }
+        (messages_panel(state, record, events))
         div.grid2 {
             div {
                 h2 { "Input" }
@@ -193,6 +194,58 @@ fn hook_panel(record: &RunRecord, hook: &OpenHook, now: DateTime<Utc>) -> Markup
             (form::schema_form(&schema, &action, "Deliver payload", Then::Refresh))
             details.raw { summary { "Schema" } (json_block(&schema)) }
             @if record.status != RunStatus::Waiting { p.muted { "The run is " (record.status.as_str()) "." } }
+        }
+    }
+}
+
+/// The run's published state (`ctx.publish`), and, while it runs, a form per signal its
+/// workflow receives (posting to `/runs/{id}/signals/{name}`, checked against the signal's
+/// schema there: a 422 shows each violation next to its field).
+fn messages_panel(state: &AppState, record: &RunRecord, events: &[Event]) -> Markup {
+    let published = crate::ctx::publish::state_of(events);
+    let signals: Vec<(String, Value)> = if record.status.is_terminal() {
+        Vec::new()
+    } else {
+        let mailboxes = state
+            .engine
+            .env()
+            .service::<crate::engine::signals::Mailboxes>();
+        mailboxes
+            .map(|m| {
+                m.names(&record.workflow, crate::step::MessageKind::Signal)
+                    .into_iter()
+                    .filter_map(|name| {
+                        let decl =
+                            m.find(&record.workflow, crate::step::MessageKind::Signal, &name)?;
+                        let schema = (decl.payload)()
+                            .map(|v| v.schema().clone())
+                            .unwrap_or_else(|_| form::any_schema());
+                        Some((name, schema))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    html! {
+        @if !published.is_empty() {
+            h2 { "Published state" }
+            table.data #published-state {
+                thead { tr { th { "key" } th { "value" } } }
+                tbody {
+                    @for (key, value) in &published {
+                        tr data-state-key=(key) { td.mono { (key) } td.wrap.mono { (compact(value, 400)) } }
+                    }
+                }
+            }
+        }
+        @if !signals.is_empty() {
+            h2 { "Send a signal" }
+            @for (name, schema) in &signals {
+                details.panel.signal data-signal=(name) {
+                    summary { strong.mono { (name) } }
+                    (form::schema_form(schema, &format!("/runs/{}/signals/{name}", record.id), &format!("Send {name}"), Then::Refresh))
+                }
+            }
         }
     }
 }
