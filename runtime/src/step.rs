@@ -118,6 +118,10 @@ pub struct WorkflowOptions {
     /// [`EngineBuilder::retention`](crate::EngineBuilder::retention), if any. Enforced by
     /// the retention sweep that `dev` and `worker` run ([`crate::run_retention`]).
     pub retention: Option<std::time::Duration>,
+    /// The name of the event that starts a run of this workflow, once per event id, with
+    /// the event's data as input (`#[workflow(on_event = "order.paid")]`, see
+    /// [`crate::Engine::emit`]). Default: none.
+    pub on_event: Option<&'static str>,
 }
 
 impl WorkflowOptions {
@@ -128,6 +132,7 @@ impl WorkflowOptions {
         on_max_attempts: OnMaxAttempts::Fail,
         on_failure: None,
         retention: None,
+        on_event: None,
     };
 }
 

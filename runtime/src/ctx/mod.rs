@@ -4,6 +4,7 @@
 //! The step primitives the macro rewrites calls into live in the submodules:
 //! [`step`] (`x.run(..)`), [`sleep`] (`ctx.sleep(..)`) and [`hook`] (`ctx.hook()`).
 
+pub(crate) mod event_wait;
 pub(crate) mod hook;
 pub(crate) mod inbox;
 pub(crate) mod race;

@@ -323,6 +323,9 @@ pub enum Trigger {
     /// A fork or restart of another run ([`crate::Engine::fork_run`]); its `run_created`
     /// names the original ([`ForkedFrom`]).
     Fork,
+    /// An emitted event ([`crate::Engine::emit`], `POST /events`) started it: its workflow
+    /// is declared `#[workflow(on_event = "<name>")]` and its input is the event's data.
+    Event,
 }
 
 impl Trigger {
@@ -338,6 +341,7 @@ impl Trigger {
             Trigger::Code => "code",
             Trigger::OnFailure => "on_failure",
             Trigger::Fork => "fork",
+            Trigger::Event => "event",
         }
     }
 }

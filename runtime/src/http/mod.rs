@@ -39,6 +39,7 @@
 //! | `POST /runs/purge` (body `{"before": "30d" \| "<RFC 3339>", "workflow"?, "status"?, "dry_run"?, "limit"?}`) | 200 `{"dry_run","count","by_workflow","runs"?}`: ended runs deleted with their events in small batches (unfinished ones never); a dry run deletes nothing and lists at most `limit` (default 100) | 400 bad `before`, unfinished or unknown `status`, `limit` out of 1..=1000, unknown field |
 //! | `POST /runs/{id}/cancel` | 200 `{"run_id","status":"canceled"}`; 202 `{"run_id","status":"running","cancel_requested":true}` while it executes | 404, 409 already ended |
 //! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 413 `payload_too_large` naming the hook, the size and the limit, 422 schema violations (the hook stays open either way) |
+//! | `POST /events` (body `{"name","data","id"?}`) | 202 `{"id","duplicate","delivered","started":[…],"rejected"?}`: delivered to every run waiting for the name, one run started per event id for each `on_event` workflow; a repeat of an id starts and delivers nothing twice (`duplicate: true`) | 400 bad JSON, 413 `payload_too_large`, 422 not `{"name","data","id"?}` or a bad name or id (with pointers) |
 //! | `POST /webhooks/{source}` | 202 `{"run_id"}`; 200 `{"run_id","duplicate":true}`; 200 `{"ignored":true,"reason"}` | 401 bad signature, 404 unknown source, 422 invalid payload |
 //! | `GET /openapi.json` | 200 OpenAPI 3.1, with each workflow's input and output schema | |
 //! | `GET /schedules`, `GET /schedules/{name}` | 200 every schedule (`source`: `code` or `data`) / one | 404 `unknown_schedule` |
@@ -136,6 +137,7 @@ mod auth;
 mod body;
 mod cross_site;
 mod error;
+mod events;
 mod graph;
 mod hooks;
 mod metrics;
@@ -382,6 +384,7 @@ fn build_router(
         .route("/runs/{id}/fork", post(runs::fork))
         .route("/runs/{id}/restart", post(runs::restart))
         .route("/runs/purge", post(purge::purge))
+        .route("/events", post(events::emit))
         .route("/openapi.json", get(openapi::document))
         .route("/schedules", get(schedules::list).post(schedules::create))
         .route(
