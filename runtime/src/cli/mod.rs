@@ -44,6 +44,7 @@
 //! its whole history. The same rules as `reprise_testkit::replay::check`.
 
 mod args;
+mod events;
 mod logging;
 mod output;
 mod purge;
@@ -466,6 +467,7 @@ async fn dispatch(
         },
         Command::Worker(args) => serve::worker(engine, args).await,
         Command::Schedules(command) => schedules::dispatch(engine, command).await,
+        Command::Events(command) => events::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;
