@@ -118,7 +118,7 @@ pub use engine::{
     RunExport, RunOutcome, RunTransition, StartOptions, StepStatus, StepSummary, SystemClock,
     UnpausedRun, judge_replay, summarize_steps, token_usage,
 };
-pub use engine::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart};
+pub use engine::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart, started_by_event};
 pub use engine::{ForkOptions, ForkedRun, forked_from};
 /// Token usage and cost from the event log (see [`cost`] for prices).
 pub use engine::{ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost};

@@ -34,7 +34,10 @@ fn emit(db: &TempDb, args: &[&str]) -> Output {
 fn events_emit_prints_the_facts_and_a_repeated_id_is_a_duplicate() {
     let db = TempDb::new().unwrap();
     let data = r#"{"order_id":"A-1","amount":4200}"#;
-    let first = emit(&db, &["order.paid", "--data", data, "--id", "pay-1", "--json"]);
+    let first = emit(
+        &db,
+        &["order.paid", "--data", data, "--id", "pay-1", "--json"],
+    );
     assert_eq!(first.status.code(), Some(0), "{}", text(&first.stderr));
     let first: Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(first["id"], "pay-1", "{first}");

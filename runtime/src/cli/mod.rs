@@ -718,11 +718,17 @@ async fn dispatch(
                 if let Some(forked_from) = &forked_from {
                     body["forked_from"] = json!(forked_from);
                 }
+                if let Some(event) = crate::started_by_event(&events) {
+                    body["event"] = json!(event);
+                }
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
                 if let Some(forked_from) = &forked_from {
                     output::print_forked_from(forked_from);
+                }
+                if let Some(event) = crate::started_by_event(&events) {
+                    println!("started by event {} (id {})", event.name, event.id);
                 }
                 if let Some(wake_at) = record.wake_at
                     && !record.status.is_terminal()

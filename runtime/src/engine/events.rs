@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::Engine;
 use crate::error::{EngineError, SchemaViolation, Violation};
-use crate::event::{RunId, RunStatus, Trigger};
+use crate::event::{Event, EventKind, EventPayload, EventRef, NewEvent, RunId, RunStatus, Trigger};
 use crate::message::{EmittedEvent, NewMessage, event_channel};
 
 /// The longest event name or id, in bytes.
@@ -190,6 +190,36 @@ impl Engine {
         Ok(())
     }
 
+    /// Creates a run of `slug` with the event's data as input under `key` (once), its
+    /// `run_created` naming the event. Returns the run and whether this call created it.
+    async fn start_for_event(
+        &self,
+        slug: &str,
+        data: &Value,
+        name: &str,
+        id: &str,
+        key: &str,
+    ) -> Result<(RunId, bool), EngineError> {
+        let (record, created) = self.new_run_at(slug, data.clone(), Trigger::Event, None, None)?;
+        let mut payload = EventPayload::decode_owned(created.kind, created.payload)
+            .map_err(|e| EngineError::Serde(e.to_string()))?;
+        if let EventPayload::RunCreated { event, .. } = &mut payload {
+            *event = Some(EventRef {
+                name: name.to_owned(),
+                id: id.to_owned(),
+            });
+        }
+        let created = NewEvent::new(None, 0, created.at, payload);
+        let run_id = record.id.clone();
+        match self.store().create_run_once(key, record, created).await? {
+            Some(existing) => Ok((existing, false)),
+            None => {
+                self.env().announce_created(&run_id, slug);
+                Ok((run_id, true))
+            }
+        }
+    }
+
     /// Starts one run of every `on_event = name` workflow, once per event id.
     async fn start_on_event(
         &self,
@@ -205,10 +235,7 @@ impl Engine {
             .collect();
         for slug in slugs {
             let key = format!("event:{slug}:{id}");
-            match self
-                .start_once(slug, data.clone(), Trigger::Event, &key)
-                .await
-            {
+            match self.start_for_event(slug, data, name, id, &key).await {
                 Ok((run, true)) => emitted.started.push(run),
                 Ok((_, false)) => {}
                 Err(EngineError::Schema(violation)) => {
@@ -230,6 +257,18 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+/// The emitted event that started a run of an `on_event` workflow: the `event` of its
+/// `run_created` (event 0 of `events`, a run's log); `None` for other runs.
+pub fn started_by_event(events: &[Event]) -> Option<EventRef> {
+    let created = events
+        .first()
+        .filter(|e| e.event.kind == EventKind::RunCreated)?;
+    match created.event.decode_payload() {
+        Ok(EventPayload::RunCreated { event, .. }) => event,
+        _ => None,
     }
 }
 

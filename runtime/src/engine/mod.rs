@@ -31,7 +31,7 @@ pub use crate::clock::{Clock, SystemClock};
 pub(crate) use crate::run_env::RunControl;
 pub use crate::run_env::{ActionOverride, Fault, RunTransition};
 pub use control::{CancelOutcome, OpenHook};
-pub use events::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart};
+pub use events::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart, started_by_event};
 pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
@@ -808,6 +808,7 @@ impl Engine {
                 start_at,
                 forked_from: None,
                 traceparent,
+                event: None,
             },
         );
         Ok((record, created))

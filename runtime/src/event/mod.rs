@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 mod payload;
 
 pub use payload::{
-    EventPayload, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason, field,
+    EventPayload, EventRef, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason,
+    field,
 };
 
 /// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.

@@ -222,6 +222,12 @@ async fn on_event_starts_one_run_per_event_id_however_often_it_is_posted() {
     assert_eq!(run.workflow, "ev-on-invoice");
     assert_eq!(run.trigger, Trigger::Event);
     assert_eq!(run.input, paid("i1", 7));
+    let created = events_of(&engine, &started[0]).await;
+    let by = reprise::started_by_event(&created).expect("run_created names the event");
+    assert_eq!(
+        (by.name.as_str(), by.id.as_str()),
+        ("invoice.paid", "inv-1")
+    );
     assert_eq!(drive_to_end(&engine, &started[0]).await, json!(7));
     let runs = engine
         .store()

@@ -175,6 +175,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             start_at: None,
             forked_from: None,
             traceparent: None,
+            event: None,
         },
     );
     store.create_run(record, created).await.unwrap();
