@@ -25,9 +25,9 @@ use std::marker::PhantomData;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::inbox::{Mode, Receive, receive};
 use super::recorder::{Call, Entry, Shape};
+use super::{Ctx, Wait};
 use crate::ActionError;
 use crate::error::kinds;
 use crate::event::EventPayload;
@@ -139,6 +139,15 @@ impl<T: StepData> EventWait<T> {
                 .await
                 .map_err(|e| super::store_failure(run, e))?;
             self.reject_unfit(&channel).await?;
+        }
+        if !finished && run.replay_only() {
+            // A replay-only check reached a wait the run had not finished: it waits here,
+            // as the run did (the check compares the suspension with the recorded one).
+            run.suspend(Wait::Message {
+                id: self.id.clone(),
+                channel: channel.clone(),
+            });
+            std::future::pending::<()>().await;
         }
         let validator = validator_for::<T>().map_err(|e| {
             ActionError::new(

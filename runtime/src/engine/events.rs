@@ -73,14 +73,17 @@ pub(crate) fn check_event_text(field: &str, value: &str) -> Result<(), EngineErr
             "the event {what} is {} bytes long; the limit is {MAX_EVENT_NAME_LEN}",
             value.len()
         ))
-    } else if let Some(c) = value.chars().find(|c| c.is_control() || c.is_whitespace()) {
-        Some(format!(
-            "the event {what} `{}` holds the character {c:?}; use printable characters \
-             without spaces, such as `order.paid`",
-            value.escape_debug()
-        ))
     } else {
-        None
+        value
+            .chars()
+            .find(|c| c.is_control() || c.is_whitespace())
+            .map(|c| {
+                format!(
+                    "the event {what} `{}` holds the character {c:?}; use printable \
+                     characters without spaces, such as `order.paid`",
+                    value.escape_debug()
+                )
+            })
     };
     match problem {
         None => Ok(()),

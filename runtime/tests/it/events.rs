@@ -592,3 +592,92 @@ async fn post_events_answers_202_with_the_facts_and_refuses_bad_bodies() {
     let (status, _) = post(&client, &format!("{locked}/events"), &body).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_worker_resumes_a_waiting_run_when_its_event_is_emitted() {
+    let engine = engine();
+    let worker = reprise::Worker::new(
+        &engine,
+        reprise::WorkerOptions {
+            poll_interval: Duration::from_millis(20),
+            ..reprise::WorkerOptions::default()
+        },
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let handle = tokio::spawn(worker.run(async move { stopped.cancelled().await }));
+    let id = engine
+        .start(
+            &ev_two_payments,
+            Order {
+                order_id: "w1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let until = |status: RunStatus| {
+        let engine = engine.clone();
+        let id = id.clone();
+        async move {
+            for _ in 0..500 {
+                if engine.get_run(&id).await.unwrap().status == status {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("run {id} never became {status}");
+        }
+    };
+    until(RunStatus::Waiting).await;
+    engine
+        .emit("order.paid", paid("w1", 1), Some("w-1".into()))
+        .await
+        .unwrap();
+    // The second wait registers once the first receipt is recorded.
+    for _ in 0..500 {
+        let events = events_of(&engine, &id).await;
+        if receipts(&events, "recv:event").len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    until(RunStatus::Waiting).await;
+    // Waiting again means the second wait registered (before it suspended).
+    let second = engine
+        .emit("order.paid", paid("w1", 2), Some("w-2".into()))
+        .await
+        .unwrap();
+    assert_eq!(second.delivered, 1);
+    until(RunStatus::Completed).await;
+    assert_eq!(
+        engine.get_run(&id).await.unwrap().output,
+        Some(json!([1, 2]))
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_run_waiting_for_an_event_passes_the_replay_check() {
+    let engine = engine();
+    let id = engine
+        .start(
+            &ev_await_paid,
+            Order {
+                order_id: "o1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    drive_to_wait(&engine, &id).await;
+    engine
+        .emit(
+            "order.paid",
+            json!({ "order_id": "o1" }),
+            Some("bad".into()),
+        )
+        .await
+        .unwrap();
+    drive_to_wait(&engine, &id).await;
+    replays_identically(&engine, &id).await;
+}
