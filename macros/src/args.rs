@@ -437,3 +437,30 @@ fn parse_crate(input: ParseStream) -> syn::Result<Path> {
         )
     })
 }
+
+#[cfg(test)]
+mod on_event_tests {
+    use super::*;
+
+    fn parse(tokens: &str) -> (WorkflowArgs, Result<(), syn::Error>) {
+        let errors = Errors::new();
+        let args = parse_workflow_args(tokens.parse().unwrap(), &errors);
+        (args, errors.finish())
+    }
+
+    #[test]
+    fn on_event_takes_an_event_name() {
+        let (args, result) = parse(r#"slug = "x", on_event = "order.paid""#);
+        assert!(result.is_ok());
+        assert_eq!(
+            args.on_event.map(|l| l.value()).as_deref(),
+            Some("order.paid")
+        );
+        for bad in [r#"on_event = """#, r#"on_event = "order paid""#] {
+            let message = parse(bad).1.unwrap_err().to_string();
+            assert!(message.contains("event name"), "{bad}: {message}");
+        }
+        let message = parse(r#"event = "order.paid""#).1.unwrap_err().to_string();
+        assert!(message.contains("on_event"), "{message}");
+    }
+}

@@ -580,6 +580,25 @@ async fn post_events_answers_202_with_the_facts_and_refuses_bad_bodies() {
         "{answer}"
     );
 
+    // The cross-site rules of every write route: JSON only, same site only.
+    let plain = client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let cross = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("sec-fetch-site", "cross-site")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+
     // Like every write route, it wants the bearer token when the server has one.
     let locked = server(
         engine,
