@@ -440,6 +440,8 @@ fn parse_crate(input: ParseStream) -> syn::Result<Path> {
 
 #[cfg(test)]
 mod on_event_tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn parse(tokens: &str) -> (WorkflowArgs, Result<(), syn::Error>) {

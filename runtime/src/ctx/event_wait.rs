@@ -16,8 +16,11 @@
 //!   recorded fact under `<wait-id>/rejected@<seq>` (`step_completed`, callee
 //!   `recv:event-rejected`, output `{"seq", "id", "reason"}`); it neither wakes nor
 //!   satisfies the wait, and no later wait of the run takes it;
-//! - after a receipt the registration is removed (`Store::remove_event_wait`); `emit` also
-//!   drops registrations of runs that have ended.
+//! - after a receipt the registration is removed (`Store::remove_event_wait`), and so are
+//!   those left when the run ends (a wait that lost a select, a body that failed in another
+//!   branch: [`forget_event_waits`]); `emit` also drops registrations of runs that have
+//!   ended (canceled while waiting, or a removal that failed), so none outlive their run
+//!   for long.
 
 use std::future::IntoFuture;
 use std::marker::PhantomData;
@@ -138,6 +141,7 @@ impl<T: StepData> EventWait<T> {
                 .add_event_wait(&run.run_id, &self.name)
                 .await
                 .map_err(|e| super::store_failure(run, e))?;
+            super::lock(&run.event_waits).insert(self.name.clone());
             self.reject_unfit(&channel).await?;
         }
         if !finished && run.replay_only() {
@@ -170,6 +174,7 @@ impl<T: StepData> EventWait<T> {
         if live {
             // Received: the run no longer waits for this name (a later wait registers
             // again). A failure here only leaves a registration `emit` drops later.
+            super::lock(&run.event_waits).remove(&self.name);
             if let Err(error) = run
                 .env
                 .store
@@ -252,6 +257,25 @@ impl<T: StepData> EventWait<T> {
                 })
                 .await?;
             }
+        }
+    }
+}
+
+/// Removes the event-wait registrations of a run that has ended (`outcome` completed,
+/// failed or canceled) and still had some (a wait that lost a select, a body that failed
+/// while waiting in another branch). A failure is logged; `Engine::emit` drops stale
+/// registrations of ended runs too.
+pub(crate) async fn forget_event_waits(run: &super::RunState, outcome: &crate::RunOutcome) {
+    use crate::RunOutcome::{Canceled, Completed, Failed};
+    if !matches!(outcome, Completed(_) | Failed(_) | Canceled) {
+        return;
+    }
+    let names = std::mem::take(&mut *super::lock(&run.event_waits));
+    for name in names {
+        if let Err(error) = run.env.store.remove_event_wait(&run.run_id, &name).await {
+            tracing::warn!(run = %run.run_id, event = %name, %error,
+                "could not remove the event wait registration of an ended run; the next \
+                 emit of this name drops it");
         }
     }
 }

@@ -85,6 +85,9 @@ pub(crate) struct RunState {
     log_bytes: AtomicU64,
     /// What this execution read of the run's inbox (signals, updates, events, child results).
     pub(crate) inbox: inbox::Inbox,
+    /// The event names this execution registered the run as waiting for (see
+    /// [`event_wait`]): their registrations are removed when the run ends.
+    pub(crate) event_waits: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,6 +139,7 @@ impl RunState {
             announced: Mutex::new(None),
             log_bytes: AtomicU64::new(0),
             inbox: inbox::Inbox::default(),
+            event_waits: Mutex::default(),
             limits,
         }
     }

@@ -703,3 +703,48 @@ async fn a_run_waiting_for_an_event_passes_the_replay_check() {
     drive_to_wait(&engine, &id).await;
     replays_identically(&engine, &id).await;
 }
+
+/// Fails for good.
+#[action]
+async fn ev_refuse(order: Order) -> Result<Order, ActionError> {
+    Err(ActionError::new(
+        "refused",
+        format!("no {}", order.order_id),
+        false,
+    ))
+}
+
+/// Waits for the payment while another branch fails: the run ends with its wait open.
+#[workflow(slug = "ev-fail-while-waiting", max_attempts = 1)]
+async fn ev_fail_while_waiting(ctx: Ctx, order: Order) -> Result<u64, WorkflowError> {
+    let wait = ctx
+        .wait_for_event::<Paid>("order.paid")
+        .matching("/order_id", &order.order_id);
+    let (paid, _) = futures::try_join!(wait.into_future(), ev_refuse.run(order.clone()))?;
+    Ok(paid.amount)
+}
+
+#[tokio::test]
+async fn a_run_that_ends_while_waiting_is_no_longer_a_waiter() {
+    let engine = engine();
+    let id = engine
+        .start(
+            &ev_fail_while_waiting,
+            Order {
+                order_id: "f1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let outcome = engine.drive(&id).await.unwrap().outcome;
+    assert!(matches!(outcome, RunOutcome::Failed(_)), "{outcome:?}");
+    assert!(
+        engine
+            .store()
+            .event_waiters("order.paid")
+            .await
+            .unwrap()
+            .is_empty(),
+        "the ended run's registration is removed"
+    );
+}
