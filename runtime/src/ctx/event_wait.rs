@@ -141,7 +141,9 @@ impl<T: StepData> EventWait<T> {
                 .add_event_wait(&run.run_id, &self.name)
                 .await
                 .map_err(|e| super::store_failure(run, e))?;
-            super::lock(&run.event_waits).insert(self.name.clone());
+            *super::lock(&run.event_waits)
+                .entry(self.name.clone())
+                .or_default() += 1;
             self.reject_unfit(&channel).await?;
         }
         if !finished && run.replay_only() {
@@ -171,10 +173,10 @@ impl<T: StepData> EventWait<T> {
             mode: Mode::Wait,
         };
         let payload = receive(&self.ctx, request, accept).await?;
-        if live {
-            // Received: the run no longer waits for this name (a later wait registers
-            // again). A failure here only leaves a registration `emit` drops later.
-            super::lock(&run.event_waits).remove(&self.name);
+        if live && last_open_wait(run, &self.name) {
+            // Received, and no other wait of this execution waits for the name: the run no
+            // longer waits for it (a later wait registers again). A failure here only
+            // leaves a registration that `emit` or the run's end drops later.
             if let Err(error) = run
                 .env
                 .store
@@ -261,6 +263,21 @@ impl<T: StepData> EventWait<T> {
     }
 }
 
+/// Counts one open wait for `name` as closed; whether it was the last one.
+fn last_open_wait(run: &super::RunState, name: &str) -> bool {
+    let mut open = super::lock(&run.event_waits);
+    match open.get_mut(name) {
+        Some(count) if *count > 1 => {
+            *count -= 1;
+            false
+        }
+        _ => {
+            open.remove(name);
+            true
+        }
+    }
+}
+
 /// Removes the event-wait registrations of a run that has ended (`outcome` completed,
 /// failed or canceled) and still had some (a wait that lost a select, a body that failed
 /// while waiting in another branch). A failure is logged; `Engine::emit` drops stale
@@ -271,7 +288,7 @@ pub(crate) async fn forget_event_waits(run: &super::RunState, outcome: &crate::R
         return;
     }
     let names = std::mem::take(&mut *super::lock(&run.event_waits));
-    for name in names {
+    for name in names.into_keys() {
         if let Err(error) = run.env.store.remove_event_wait(&run.run_id, &name).await {
             tracing::warn!(run = %run.run_id, event = %name, %error,
                 "could not remove the event wait registration of an ended run; the next \

@@ -85,9 +85,10 @@ pub(crate) struct RunState {
     log_bytes: AtomicU64,
     /// What this execution read of the run's inbox (signals, updates, events, child results).
     pub(crate) inbox: inbox::Inbox,
-    /// The event names this execution registered the run as waiting for (see
-    /// [`event_wait`]): their registrations are removed when the run ends.
-    pub(crate) event_waits: Mutex<std::collections::BTreeSet<String>>,
+    /// The event names this execution registered the run as waiting for, with how many
+    /// of its waits for each are open (see [`event_wait`]): a registration is removed when
+    /// the last open wait for its name receives, and when the run ends.
+    pub(crate) event_waits: Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -748,3 +748,51 @@ async fn a_run_that_ends_while_waiting_is_no_longer_a_waiter() {
         "the ended run's registration is removed"
     );
 }
+
+/// Waits for two orders' payments at once.
+#[workflow(slug = "ev-both-paid")]
+async fn ev_both_paid(ctx: Ctx, orders: Vec<Order>) -> Result<u64, WorkflowError> {
+    let first = ctx
+        .wait_for_event::<Paid>("order.paid")
+        .matching("/order_id", &orders[0].order_id);
+    let second = ctx
+        .wait_for_event::<Paid>("order.paid")
+        .matching("/order_id", &orders[1].order_id);
+    let (a, b) = futures::join!(first.into_future(), second.into_future());
+    Ok(a?.amount + b?.amount)
+}
+
+#[tokio::test]
+async fn two_waits_for_one_name_at_once_each_get_their_event() {
+    let engine = engine();
+    let orders = vec![
+        Order {
+            order_id: "j1".into(),
+        },
+        Order {
+            order_id: "j2".into(),
+        },
+    ];
+    let id = engine.start(&ev_both_paid, orders).await.unwrap();
+    drive_to_wait(&engine, &id).await;
+    engine
+        .emit("order.paid", paid("j1", 1), Some("j-1".into()))
+        .await
+        .unwrap();
+    drive_to_wait(&engine, &id).await;
+    let second = engine
+        .emit("order.paid", paid("j2", 2), Some("j-2".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.delivered, 1,
+        "the other wait still holds the registration"
+    );
+    assert_eq!(drive_to_end(&engine, &id).await, json!(3));
+    let ids: Vec<String> = receipts(&events_of(&engine, &id).await, "recv:event")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, ["event:order.paid#0", "event:order.paid#1"]);
+    replays_identically(&engine, &id).await;
+}
