@@ -54,7 +54,8 @@ pub struct EventWait<T> {
     ctx: Ctx,
     name: String,
     id: String,
-    matching: Vec<(String, Value)>,
+    /// `(pointer, value)`; `None`: a value that did not serialize, which matches nothing.
+    matching: Vec<(String, Option<Value>)>,
     _data: PhantomData<fn() -> T>,
 }
 
@@ -107,7 +108,7 @@ impl<T: StepData> EventWait<T> {
     ///
     /// A `value` that does not serialize (a map with non-string keys) matches nothing.
     pub fn matching(mut self, pointer: &str, value: impl serde::Serialize) -> Self {
-        let value = serde_json::to_value(value).unwrap_or(Value::Null);
+        let value = serde_json::to_value(value).ok();
         self.matching.push((pointer.to_owned(), value));
         self
     }
@@ -121,7 +122,7 @@ impl<T: StepData> EventWait<T> {
     fn matches(&self, data: &Value) -> bool {
         self.matching
             .iter()
-            .all(|(pointer, value)| data.pointer(pointer) == Some(value))
+            .all(|(pointer, value)| value.is_some() && data.pointer(pointer) == value.as_ref())
     }
 
     /// The event adapter: registration, rejections, then the shared receive.
