@@ -567,6 +567,26 @@ async fn post_events_answers_202_with_the_facts_and_refuses_bad_bodies() {
     assert_eq!(answer["duplicate"], true);
     assert_eq!(drive_to_end(&engine, &id).await, paid("o1", 2));
 
+    // An on_event start: `GET /runs/{id}` names the event that started the run.
+    let invoice = json!({ "name": "invoice.paid", "data": paid("i9", 4), "id": "h-inv" });
+    let (status, answer) = post(&client, &url, &invoice.to_string()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let run = answer["started"][0].as_str().unwrap().to_owned();
+    let detail: Value = client
+        .get(format!("{base}/runs/{run}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["trigger"], "event", "{detail}");
+    assert_eq!(
+        detail["event"],
+        json!({ "name": "invoice.paid", "id": "h-inv" }),
+        "{detail}"
+    );
+
     let (status, answer) = post(&client, &url, r#"{"name": "bad name", "data": {}}"#).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert_eq!(answer["violations"][0]["pointer"], "/name", "{answer}");
