@@ -95,6 +95,7 @@ fn run_of(i: u64, n: u64, start: DateTime<Utc>, rng: &mut Rng) -> (RunRecord, Ne
             forked_from: None,
             traceparent: None,
             key: None,
+            event: None,
         },
     );
     let tag = |key: &str, value: TagValue| {

@@ -28,6 +28,7 @@ mod kw {
     syn::custom_keyword!(on_failure);
     syn::custom_keyword!(on_max_attempts);
     syn::custom_keyword!(retention);
+    syn::custom_keyword!(on_event);
 }
 
 /// Options of `#[action(…)]`.
@@ -66,12 +67,14 @@ pub(crate) struct WorkflowArgs {
     pub(crate) krate: Option<Path>,
     /// `retention = "30d"`, in milliseconds.
     pub(crate) retention_ms: Option<u64>,
+    /// `on_event = "order.paid"`: start one run per emitted event of this name.
+    pub(crate) on_event: Option<LitStr>,
 }
 
 const ACTION_KEYS: &str =
     "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
 const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, \
-     `retention`, `register` or `crate`";
+     `retention`, `on_event`, `register` or `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -203,6 +206,11 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                 seen.check("retention", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.retention_ms = parse_retention(input, errors)?;
+            } else if lookahead.peek(kw::on_event) {
+                let key = input.parse::<kw::on_event>()?;
+                seen.check("on_event", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.on_event = Some(parse_event_name(input, errors)?);
             } else if let Some(error) = unknown_key(input, Macro::Workflow) {
                 return Err(error);
             } else {
@@ -274,6 +282,9 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         (Macro::Workflow, "on_error" | "on_fail" | "failure_handler" | "onfailure") => {
             Some("did you mean `on_failure = handler`?".to_owned())
         }
+        (Macro::Workflow, "on" | "event" | "trigger" | "on_events" | "event_name") => {
+            Some("did you mean `on_event = \"order.paid\"`?".to_owned())
+        }
         (Macro::Workflow, "ttl" | "keep" | "keep_for" | "retain" | "expire_after") => Some(
             "did you mean `retention = \"30d\"` (how long ended runs are kept)?".to_owned(),
         ),
@@ -290,6 +301,28 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         None => format!("unknown `{attr}` option `{name}`: expected {keys}"),
     };
     Some(syn::Error::new(ident.span(), message))
+}
+
+/// `on_event = "order.paid"`: 1 to 255 bytes, no whitespace or control characters (the
+/// rule `Engine::emit` applies to names).
+fn parse_event_name(input: ParseStream, errors: &Errors) -> syn::Result<LitStr> {
+    let lit: LitStr = input.parse()?;
+    let value = lit.value();
+    if value.is_empty() {
+        errors.error(
+            lit.span(),
+            "the event name must not be empty: write `on_event = \"order.paid\"`",
+        );
+    } else if value.len() > 255 {
+        errors.error(lit.span(), "the event name is longer than 255 bytes");
+    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errors.error(
+            lit.span(),
+            "the event name holds whitespace or a control character; use printable \
+             characters such as `order.paid`",
+        );
+    }
+    Ok(lit)
 }
 
 fn parse_slug(input: ParseStream, errors: &Errors) -> syn::Result<LitStr> {
@@ -403,4 +436,33 @@ fn parse_crate(input: ParseStream) -> syn::Result<Path> {
             ),
         )
     })
+}
+
+#[cfg(test)]
+mod on_event_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn parse(tokens: &str) -> (WorkflowArgs, Result<(), syn::Error>) {
+        let errors = Errors::new();
+        let args = parse_workflow_args(tokens.parse().unwrap(), &errors);
+        (args, errors.finish())
+    }
+
+    #[test]
+    fn on_event_takes_an_event_name() {
+        let (args, result) = parse(r#"slug = "x", on_event = "order.paid""#);
+        assert!(result.is_ok());
+        assert_eq!(
+            args.on_event.map(|l| l.value()).as_deref(),
+            Some("order.paid")
+        );
+        for bad in [r#"on_event = """#, r#"on_event = "order paid""#] {
+            let message = parse(bad).1.unwrap_err().to_string();
+            assert!(message.contains("event name"), "{bad}: {message}");
+        }
+        let message = parse(r#"event = "order.paid""#).1.unwrap_err().to_string();
+        assert!(message.contains("on_event"), "{message}");
+    }
 }

@@ -437,6 +437,9 @@ fn workflow_options(
     if args.pause_at_max_attempts {
         fields.push(quote!(on_max_attempts: #private::OnMaxAttempts::Pause,));
     }
+    if let Some(name) = &args.on_event {
+        fields.push(quote!(on_event: ::core::option::Option::Some(#name),));
+    }
     if let Some(handler) = &args.on_failure {
         let span = handler.span();
         fields.push(quote_spanned! {span=>

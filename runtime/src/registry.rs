@@ -331,6 +331,13 @@ impl Registry {
         self.actions.values()
     }
 
+    /// The workflows declared `#[workflow(on_event = "<name>")]` for event `name`, by slug:
+    /// [`crate::Engine::emit`] starts one run of each per event id.
+    pub fn on_event<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Arc<WorkflowEntry>> {
+        self.workflows()
+            .filter(move |entry| entry.options.on_event == Some(name))
+    }
+
     fn registrations(&self) -> impl Iterator<Item = Registration> + '_ {
         self.workflows
             .values()

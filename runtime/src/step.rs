@@ -122,6 +122,10 @@ pub struct WorkflowOptions {
     /// `ctx.updates::<Req, Resp>("name")`), collected by the macro: what a delivery is
     /// checked against. Default: none.
     pub messages: &'static [MessageDecl],
+    /// The name of the event that starts a run of this workflow, once per event id, with
+    /// the event's data as input (`#[workflow(on_event = "order.paid")]`, see
+    /// [`crate::Engine::emit`]). Default: none.
+    pub on_event: Option<&'static str>,
 }
 
 impl WorkflowOptions {
@@ -133,6 +137,7 @@ impl WorkflowOptions {
         on_failure: None,
         retention: None,
         messages: &[],
+        on_event: None,
     };
 }
 

@@ -7,6 +7,7 @@ mod app;
 mod book_trip;
 mod crash;
 mod delayed_start_cli;
+mod events_cli;
 mod expense_report;
 mod file_digest;
 mod fork_cli;

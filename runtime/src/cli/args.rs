@@ -118,6 +118,9 @@ pub(crate) enum Command {
     /// declared in code (pause, resume, trigger, backfill). `dev` and `worker` fire them.
     #[command(subcommand)]
     Schedules(super::schedules::SchedulesCommand),
+    /// Emit events to waiting runs and `on_event` workflows.
+    #[command(subcommand)]
+    Events(super::events::EventsCommand),
 }
 
 /// `dev`'s options.

@@ -44,6 +44,7 @@
 //! its whole history. The same rules as `reprise_testkit::replay::check`.
 
 mod args;
+mod events;
 mod logging;
 mod messages;
 mod output;
@@ -477,6 +478,7 @@ async fn dispatch(
             | RunsCommand::State { .. }
             | RunsCommand::Update { .. }),
         ) => messages::dispatch(engine, command).await,
+        Command::Events(command) => events::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;
@@ -730,6 +732,9 @@ async fn dispatch(
                 if let Some(key) = crate::engine::key_of(&events) {
                     body["key"] = json!(key);
                 }
+                if let Some(event) = crate::started_by_event(&events) {
+                    body["event"] = json!(event);
+                }
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
@@ -738,6 +743,9 @@ async fn dispatch(
                 }
                 if let Some(forked_from) = &forked_from {
                     output::print_forked_from(forked_from);
+                }
+                if let Some(event) = crate::started_by_event(&events) {
+                    println!("started by event {} (id {})", event.name, event.id);
                 }
                 if let Some(wake_at) = record.wake_at
                     && !record.status.is_terminal()

@@ -31,6 +31,14 @@ pub(super) fn print_workflows(engine: &Engine, paused: &[crate::store::WorkflowP
         ]);
     }
     println!("{rows}");
+    for workflow in engine.registry().workflows() {
+        if let Some(event) = workflow.options.on_event {
+            println!(
+                "{} starts once per `{event}` event (on_event)",
+                workflow.registration.slug
+            );
+        }
+    }
 }
 
 pub(super) fn print_runs(runs: &[RunRecord]) {

@@ -154,6 +154,21 @@ pub(crate) async fn receive(
 ) -> Result<Option<Value>, ActionError> {
     let run = &ctx.run;
     let callee = format!("{RECEIPT_PREFIX}{}", receive.kind);
+    if run.replay_only()
+        && receive.mode == Mode::Wait
+        && run
+            .history
+            .get(receive.id)
+            .is_none_or(|recorded| recorded.outcome.is_none())
+    {
+        // A replay-only check reached a receive the run had not finished: it waits here,
+        // as the run did (the check compares the suspension with the recorded one).
+        run.suspend(Wait::Message {
+            id: receive.id.to_owned(),
+            channel: receive.channel.to_owned(),
+        });
+        match std::future::pending::<std::convert::Infallible>().await {}
+    }
     let call = Call {
         id: receive.id,
         callee: &callee,

@@ -4,6 +4,7 @@
 //! The step primitives the macro rewrites calls into live in the submodules:
 //! [`step`] (`x.run(..)`), [`sleep`] (`ctx.sleep(..)`) and [`hook`] (`ctx.hook()`).
 
+pub(crate) mod event_wait;
 pub(crate) mod hook;
 pub(crate) mod inbox;
 pub(crate) mod publish;
@@ -87,6 +88,10 @@ pub(crate) struct RunState {
     log_bytes: AtomicU64,
     /// What this execution read of the run's inbox (signals, updates, events, child results).
     pub(crate) inbox: inbox::Inbox,
+    /// The event names this execution registered the run as waiting for, with how many
+    /// of its waits for each are open (see [`event_wait`]): a registration is removed when
+    /// the last open wait for its name receives, and when the run ends.
+    pub(crate) event_waits: Mutex<std::collections::BTreeMap<String, usize>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -138,6 +143,7 @@ impl RunState {
             announced: Mutex::new(None),
             log_bytes: AtomicU64::new(0),
             inbox: inbox::Inbox::default(),
+            event_waits: Mutex::default(),
             limits,
         }
     }

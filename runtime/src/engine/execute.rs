@@ -389,6 +389,7 @@ impl Engine {
                 RunOutcome::Interrupted
             }
         };
+        crate::ctx::event_wait::forget_event_waits(&state, &outcome).await;
         let execution = Execution {
             run_id: id.clone(),
             outcome,

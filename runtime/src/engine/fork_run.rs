@@ -186,6 +186,7 @@ impl Engine {
                 traceparent: None,
                 // The business key stays with the original run.
                 key: None,
+                event: None,
             },
         );
         let count = copied.len();

@@ -1,6 +1,7 @@
 //! The [`Engine`]: owns the store and the registry, starts runs, executes them with replay.
 
 mod control;
+mod events;
 mod execute;
 mod export;
 mod failure;
@@ -33,6 +34,7 @@ pub use crate::clock::{Clock, SystemClock};
 pub(crate) use crate::run_env::RunControl;
 pub use crate::run_env::{ActionOverride, Fault, RunTransition};
 pub use control::{CancelOutcome, OpenHook};
+pub use events::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart, started_by_event};
 pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
@@ -817,6 +819,7 @@ impl Engine {
                 forked_from: None,
                 traceparent,
                 key: None,
+                event: None,
             },
         );
         Ok((record, created))

@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 mod payload;
 
 pub use payload::{
-    EventPayload, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason, field,
+    EventPayload, EventRef, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason,
+    field,
 };
 
 /// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.
@@ -323,6 +324,9 @@ pub enum Trigger {
     /// A fork or restart of another run ([`crate::Engine::fork_run`]); its `run_created`
     /// names the original ([`ForkedFrom`]).
     Fork,
+    /// An emitted event ([`crate::Engine::emit`], `POST /events`) started it: its workflow
+    /// is declared `#[workflow(on_event = "<name>")]` and its input is the event's data.
+    Event,
 }
 
 impl Trigger {
@@ -338,6 +342,7 @@ impl Trigger {
             Trigger::Code => "code",
             Trigger::OnFailure => "on_failure",
             Trigger::Fork => "fork",
+            Trigger::Event => "event",
         }
     }
 }

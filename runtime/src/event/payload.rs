@@ -97,9 +97,21 @@ pub mod field {
     /// `run_created`: the W3C `traceparent` of the request that started the run (its
     /// executions join that trace).
     pub const TRACEPARENT: &str = "traceparent";
+    /// `run_created`: the emitted event that started the run (`on_event`).
+    pub const EVENT: &str = "event";
     /// `fork_diverged`: the sequence number (in the forked run's log) of the first event of
     /// the step that diverged; copied events from there on no longer answer replay.
     pub const FROM_SEQ: &str = "from_seq";
+}
+
+/// The emitted event that started a run of an `on_event` workflow: the `event` field of
+/// its `run_created` event (see `Engine::emit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct EventRef {
+    /// The event's name, such as `order.paid`.
+    pub name: String,
+    /// The event's id.
+    pub id: String,
 }
 
 /// Where a forked (or restarted) run comes from: the `forked_from` field of its
@@ -150,6 +162,9 @@ pub enum EventPayload {
         traceparent: Option<String>,
         /// The business key the run was started with (`StartOptions::key`), if any.
         key: Option<String>,
+        /// For a run started by an emitted event (`on_event`): its name and id (written
+        /// only then).
+        event: Option<EventRef>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -473,6 +488,7 @@ impl EventPayload {
                 forked_from,
                 traceparent,
                 key,
+                event,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
@@ -488,6 +504,9 @@ impl EventPayload {
                 }
                 if let Some(key) = key {
                     put(field::KEY, Value::String(key));
+                }
+                if let Some(event) = event {
+                    put(field::EVENT, to_json(&event));
                 }
             }
             EventPayload::RunStarted { fingerprint } => {
@@ -652,6 +671,7 @@ impl EventPayload {
                 forked_from: f.optional(field::FORKED_FROM),
                 traceparent: f.string(field::TRACEPARENT),
                 key: f.string(field::KEY),
+                event: f.optional(field::EVENT),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -969,6 +989,7 @@ mod tests {
                 forked_from: None,
                 traceparent: None,
                 key: None,
+                event: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
         );
@@ -982,6 +1003,7 @@ mod tests {
                 forked_from: None,
                 traceparent: Some(traceparent.into()),
                 key: None,
+                event: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api,
                     "traceparent": traceparent }),
@@ -995,8 +1017,25 @@ mod tests {
                 forked_from: None,
                 traceparent: None,
                 key: None,
+                event: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
+        );
+        round_trip(
+            EventPayload::RunCreated {
+                workflow: "wf".into(),
+                input: input.clone(),
+                trigger: Trigger::Event,
+                start_at: None,
+                forked_from: None,
+                traceparent: None,
+                event: Some(EventRef {
+                    name: "order.paid".into(),
+                    id: "e-1".into(),
+                }),
+            },
+            json!({ "workflow": "wf", "input": input, "trigger": "event",
+                    "event": { "name": "order.paid", "id": "e-1" } }),
         );
         let forked_from = ForkedFrom {
             run_id: super::super::RunId::from("r1"),
@@ -1014,6 +1053,7 @@ mod tests {
                 forked_from: Some(forked_from),
                 traceparent: None,
                 key: None,
+                event: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "fork", "forked_from": {
                 "run_id": "r1", "step": "charge#0", "prefix_len": 5, "input_changed": true,

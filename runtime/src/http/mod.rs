@@ -24,7 +24,7 @@
 //! |---|---|---|
 //! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; `?delay=10m` or `?start_at=<RFC 3339>` for a delayed start: queued, due then; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait`, `delay`, `start_at` or key, 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 413 `payload_too_large` (the input is over `EngineBuilder::max_payload_bytes`; names the size and the limit), 422 schema violations (nothing is enqueued) |
 //! | `GET /workflows/{slug}/graph` (`?run=<id>` lights it with that run; `?format=svg\|mermaid\|json`) | 200 the workflow's graph: `image/svg+xml` by default (call-site nodes `<g class="node <status>" data-step data-status>`), Mermaid as `text/plain`, or JSON | 400 unknown `format`, 404 unknown slug or run, 422 `other_workflow` (the run is of another workflow) |
-//! | `GET /workflows` | 200 `[{"slug","description"?,"input_schema","output_schema","paused"?}]` (`paused`: `{"by","at"}` while paused) | |
+//! | `GET /workflows` | 200 `[{"slug","description"?,"input_schema","output_schema","paused"?,"on_event"?}]` (`paused`: `{"by","at"}` while paused; `on_event`: the event that starts its runs) | |
 //! | `GET /runs?status=&workflow=&limit=` | 200 `[{"id","workflow","status","attempt","trigger","created_at","updated_at","wake_at"}]`, newest first, at most `limit` (default 100); runs whose rows do not decode are left out (logged at debug) and named in the header `X-Reprise-Skipped: <id>, <id>` | 400 unknown status (names the valid ones) or bad limit |
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
 //! | `GET /runs/{id}/events` | 200 the event log | 404 |
@@ -39,6 +39,7 @@
 //! | `POST /runs/purge` (body `{"before": "30d" \| "<RFC 3339>", "workflow"?, "status"?, "dry_run"?, "limit"?}`) | 200 `{"dry_run","count","by_workflow","runs"?}`: ended runs deleted with their events in small batches (unfinished ones never); a dry run deletes nothing and lists at most `limit` (default 100) | 400 bad `before`, unfinished or unknown `status`, `limit` out of 1..=1000, unknown field |
 //! | `POST /runs/{id}/cancel` | 200 `{"run_id","status":"canceled"}`; 202 `{"run_id","status":"running","cancel_requested":true}` while it executes | 404, 409 already ended |
 //! | `POST /hooks/{token}` (JSON body), `GET /hooks/{token}?k=v` | 200 `{"run_id","status":"queued"}` | 404 unknown token, 409 already delivered / not waiting, 413 `payload_too_large` naming the hook, the size and the limit, 422 schema violations (the hook stays open either way) |
+//! | `POST /events` (body `{"name","data","id"?}`) | 202 `{"id","duplicate","delivered","started":[…],"rejected"?}`: delivered to every run waiting for the name, one run started per event id for each `on_event` workflow; a repeat of an id starts and delivers nothing twice (`duplicate: true`) | 400 bad JSON, 413 `payload_too_large`, 422 not `{"name","data","id"?}` or a bad name or id (with pointers) |
 //! | `POST /webhooks/{source}` | 202 `{"run_id"}`; 200 `{"run_id","duplicate":true}`; 200 `{"ignored":true,"reason"}` | 401 bad signature, 404 unknown source, 422 invalid payload |
 //! | `GET /openapi.json` | 200 OpenAPI 3.1, with each workflow's input and output schema | |
 //! | `GET /schedules`, `GET /schedules/{name}` | 200 every schedule (`source`: `code` or `data`) / one | 404 `unknown_schedule` |
@@ -136,6 +137,7 @@ mod auth;
 mod body;
 mod cross_site;
 mod error;
+mod events;
 mod graph;
 mod hooks;
 mod messages;
@@ -392,6 +394,7 @@ fn build_router(
             post(messages::signal_by_key),
         )
         .route("/runs/purge", post(purge::purge))
+        .route("/events", post(events::emit))
         .route("/openapi.json", get(openapi::document))
         .route("/schedules", get(schedules::list).post(schedules::create))
         .route(

@@ -24,8 +24,8 @@ use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
-    AppState, graph, hooks, metrics, pause, purge, runs, schedules, streams, usage, webhooks,
-    workflows,
+    AppState, events, graph, hooks, metrics, pause, purge, runs, schedules, streams, usage,
+    webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
 
@@ -56,6 +56,7 @@ use crate::registry::WorkflowEntry;
         runs::fork,
         runs::restart,
         purge::purge,
+        events::emit,
         hooks::resume_post,
         hooks::resume_get,
         webhooks::deliver,
@@ -105,13 +106,16 @@ use crate::registry::WorkflowEntry;
         purge::Purged,
         purge::PurgedRunView,
         messages::SignalPosted,
-        messages::UpdateReply
+        messages::UpdateReply,
+        events::EmitBody,
+        events::EmittedView
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
         (name = "runs", description = "Runs: list, inspect, events, cancel, retry, pause, fork, restart, purge"),
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
+        (name = "events", description = "Emitting events to waiting runs and `on_event` workflows"),
         (name = "meta", description = "This document"),
         (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
         (name = "observability", description = "Metrics (OpenMetrics) and token usage and cost"),

@@ -122,6 +122,11 @@ pub(crate) struct RunDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     forked_from: Option<crate::event::ForkedFrom>,
+    /// For a run started by an emitted event (`on_event`): `{"name", "id"}` (read from its
+    /// `run_created` event); absent for other runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    event: Option<crate::event::EventRef>,
     /// The run's tags (`ctx.tag`), by key: strings, numbers, booleans, times as RFC 3339.
     #[schema(value_type = Object)]
     tags: std::collections::BTreeMap<String, TagValue>,
@@ -356,6 +361,7 @@ pub(crate) async fn run_detail(
         cost_usd,
         unpriced,
         forked_from: crate::engine::forked_from(&events),
+        event: crate::engine::started_by_event(&events),
         tags: crate::tags::tags_of(&events),
         key: crate::engine::key_of(&events),
     })

@@ -39,6 +39,9 @@ pub(crate) struct WorkflowInfo {
     /// it and when. No run of it is claimed meanwhile.
     #[serde(skip_serializing_if = "Option::is_none")]
     paused: Option<PausedBy>,
+    /// The event that starts a run of it, once per event id (`on_event = "order.paid"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_event: Option<String>,
 }
 
 /// Who paused a workflow, and when.
@@ -82,6 +85,7 @@ pub(crate) async fn list(
                     .position(|p| p.workflow == entry.registration.slug)
                     .map(|i| pauses.swap_remove(i))
                     .map(|p| PausedBy { by: p.by, at: p.at }),
+                on_event: entry.options.on_event.map(str::to_owned),
             }
         })
         .collect();

@@ -7,6 +7,7 @@
 mod conformance;
 mod delayed_start;
 mod engine;
+mod events;
 mod fork_run;
 mod graph;
 mod hermetic;

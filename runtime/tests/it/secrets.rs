@@ -176,6 +176,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             forked_from: None,
             traceparent: None,
             key: None,
+            event: None,
         },
     );
     store.create_run(record, created).await.unwrap();
