@@ -118,6 +118,8 @@ pub use engine::{
     UnpausedRun, judge_replay, summarize_steps, token_usage,
 };
 pub use engine::{ForkOptions, ForkedRun, forked_from};
+pub use ctx::child::{ChildRun, ParentClose, StartChild};
+pub use engine::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks};
 /// Token usage and cost from the event log (see [`cost`] for prices).
 pub use engine::{ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost};
 /// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).

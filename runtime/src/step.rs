@@ -118,6 +118,12 @@ pub struct WorkflowOptions {
     /// [`EngineBuilder::retention`](crate::EngineBuilder::retention), if any. Enforced by
     /// the retention sweep that `dev` and `worker` run ([`crate::run_retention`]).
     pub retention: Option<std::time::Duration>,
+    /// The most events a run's log may hold (`#[workflow(max_history_events = N)]`);
+    /// `None`: the engine-wide
+    /// [`EngineBuilder::max_history_events`](crate::EngineBuilder::max_history_events);
+    /// `Some(0)`: no cap. A run about to exceed it fails (not retried) with kind
+    /// `history_too_large`: loop with `ctx.continue_as_new(..)` instead.
+    pub max_history_events: Option<u64>,
 }
 
 impl WorkflowOptions {
@@ -128,6 +134,7 @@ impl WorkflowOptions {
         on_max_attempts: OnMaxAttempts::Fail,
         on_failure: None,
         retention: None,
+        max_history_events: None,
     };
 }
 
@@ -198,6 +205,10 @@ pub enum SiteKind {
     Llm,
     /// `agent.prompt(message)`: an agent's tool-calling loop.
     Prompt,
+    /// `wf.start(input)`: a child run of workflow `wf` (key `start:<slug>`).
+    Start,
+    /// `wf.start_after(delay, input)`: a child run that starts after `delay`.
+    StartAfter,
 }
 
 /// One call site of a workflow body, fixed at compile time (DESIGN "Step identity").

@@ -4,6 +4,8 @@
 //! The step primitives the macro rewrites calls into live in the submodules:
 //! [`step`] (`x.run(..)`), [`sleep`] (`ctx.sleep(..)`) and [`hook`] (`ctx.hook()`).
 
+pub(crate) mod child;
+pub(crate) mod continue_as_new;
 pub(crate) mod hook;
 pub(crate) mod inbox;
 pub(crate) mod race;
@@ -84,6 +86,11 @@ pub(crate) struct RunState {
     log_bytes: AtomicU64,
     /// What this execution read of the run's inbox (signals, updates, events, child results).
     pub(crate) inbox: inbox::Inbox,
+    /// The input `ctx.continue_as_new(..)` asked the run to continue with, if it did.
+    pub(crate) continue_with: Mutex<Option<Value>>,
+    /// The cap on the log's length (`max_history_events`; 0: none): an append of steps
+    /// past it fails the run with kind `history_too_large`.
+    pub(crate) history_cap: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,6 +142,8 @@ impl RunState {
             announced: Mutex::new(None),
             log_bytes: AtomicU64::new(0),
             inbox: inbox::Inbox::default(),
+            continue_with: Mutex::new(None),
+            history_cap: AtomicU64::new(0),
             limits,
         }
     }
@@ -268,6 +277,7 @@ impl RunState {
             self.redact_hook_tokens(&mut all, &mut update);
         }
         let count = all.len() as u64;
+        self.check_history_cap(*next_seq, count, &update)?;
         let grown = self.grown_log(&all);
         let status = update.status;
         let append = Append {

@@ -184,6 +184,8 @@ impl Engine {
                 forked_from: Some(forked_from.clone()),
                 // A fork is a new run an operator asked for, not part of the caller's trace.
                 traceparent: None,
+                parent: None,
+                continued_from: None,
             },
         );
         let count = copied.len();

@@ -1,5 +1,6 @@
 //! The [`Engine`]: owns the store and the registry, starts runs, executes them with replay.
 
+mod children;
 mod control;
 mod execute;
 mod export;
@@ -29,6 +30,7 @@ use serde_json::Value;
 pub use crate::clock::{Clock, SystemClock};
 pub(crate) use crate::run_env::RunControl;
 pub use crate::run_env::{ActionOverride, Fault, RunTransition};
+pub use children::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks};
 pub use control::{CancelOutcome, OpenHook};
 pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
@@ -806,6 +808,8 @@ impl Engine {
                 start_at,
                 forked_from: None,
                 traceparent,
+                parent: None,
+                continued_from: None,
             },
         );
         Ok((record, created))

@@ -13,6 +13,7 @@ mod payload;
 pub use payload::{
     EventPayload, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason, field,
 };
+pub use payload::ParentRun;
 
 /// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -323,6 +324,12 @@ pub enum Trigger {
     /// A fork or restart of another run ([`crate::Engine::fork_run`]); its `run_created`
     /// names the original ([`ForkedFrom`]).
     Fork,
+    /// A child run started by its parent (`wf.start(input)` in a workflow body); its
+    /// `run_created` names the parent ([`ParentRun`]).
+    Child,
+    /// A run started by `ctx.continue_as_new(input)` of the run it continues (its
+    /// `run_created` names it in `continued_from`).
+    ContinueAsNew,
 }
 
 impl Trigger {
@@ -338,6 +345,8 @@ impl Trigger {
             Trigger::Code => "code",
             Trigger::OnFailure => "on_failure",
             Trigger::Fork => "fork",
+            Trigger::Child => "child",
+            Trigger::ContinueAsNew => "continue_as_new",
         }
     }
 }

@@ -97,6 +97,11 @@ pub mod field {
     /// `run_created`: the W3C `traceparent` of the request that started the run (its
     /// executions join that trace).
     pub const TRACEPARENT: &str = "traceparent";
+    /// `run_created` of a child run: the parent run and the step that started it
+    /// ([`super::ParentRun`]).
+    pub const PARENT: &str = "parent";
+    /// `run_created` of a run started by `ctx.continue_as_new(..)`: the run it continues.
+    pub const CONTINUED_FROM: &str = "continued_from";
     /// `fork_diverged`: the sequence number (in the forked run's log) of the first event of
     /// the step that diverged; copied events from there on no longer answer replay.
     pub const FROM_SEQ: &str = "from_seq";
@@ -126,13 +131,28 @@ pub struct ForkedFrom {
     pub by: String,
 }
 
+/// The parent of a child run: the `parent` field of its `run_created` event (see
+/// `ctx::child`, `wf.start(input)` in a workflow body).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ParentRun {
+    /// The run that started the child.
+    pub run_id: super::RunId,
+    /// The correlation id of the parent's start step (`start:ship-order#0`).
+    pub step: String,
+    /// For a run that continues a child run (continue-as-new): the run the parent started,
+    /// whose result channel the parent waits on. `None` for the started run itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<super::RunId>,
+}
+
 /// An event's payload, typed: one variant per [`EventKind`] (see [`EventPayload::kind`]).
 ///
 /// The comment of each variant shows its JSON; `?` marks a field left out when absent.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventPayload {
-    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?, "traceparent"?}`.
+    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?, "traceparent"?,
+    /// "parent"?, "continued_from"?}`.
     RunCreated {
         /// The workflow's slug.
         workflow: String,
@@ -148,6 +168,10 @@ pub enum EventPayload {
         /// The W3C `traceparent` the run was started with (written only when there is
         /// one; logs written before it have none).
         traceparent: Option<String>,
+        /// For a child run: its parent run and the step that started it.
+        parent: Option<ParentRun>,
+        /// For a run started by continue-as-new: the run it continues.
+        continued_from: Option<super::RunId>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -470,6 +494,8 @@ impl EventPayload {
                 start_at,
                 forked_from,
                 traceparent,
+                parent,
+                continued_from,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
@@ -482,6 +508,12 @@ impl EventPayload {
                 }
                 if let Some(traceparent) = traceparent {
                     put(field::TRACEPARENT, Value::String(traceparent));
+                }
+                if let Some(parent) = parent {
+                    put(field::PARENT, to_json(&parent));
+                }
+                if let Some(continued_from) = continued_from {
+                    put(field::CONTINUED_FROM, Value::String(continued_from.0));
                 }
             }
             EventPayload::RunStarted { fingerprint } => {
@@ -645,6 +677,8 @@ impl EventPayload {
                 start_at: f.optional(field::START_AT),
                 forked_from: f.optional(field::FORKED_FROM),
                 traceparent: f.string(field::TRACEPARENT),
+                parent: f.optional(field::PARENT),
+                continued_from: f.string(field::CONTINUED_FROM).map(super::RunId),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -961,6 +995,8 @@ mod tests {
                 start_at: None,
                 forked_from: None,
                 traceparent: None,
+                parent: None,
+                continued_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
         );
@@ -973,6 +1009,8 @@ mod tests {
                 start_at: None,
                 forked_from: None,
                 traceparent: Some(traceparent.into()),
+                parent: None,
+                continued_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api,
                     "traceparent": traceparent }),
@@ -985,6 +1023,8 @@ mod tests {
                 start_at: Some(at(7)),
                 forked_from: None,
                 traceparent: None,
+                parent: None,
+                continued_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
         );
@@ -1003,6 +1043,8 @@ mod tests {
                 start_at: None,
                 forked_from: Some(forked_from),
                 traceparent: None,
+                parent: None,
+                continued_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "fork", "forked_from": {
                 "run_id": "r1", "step": "charge#0", "prefix_len": 5, "input_changed": true,
