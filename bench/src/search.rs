@@ -94,6 +94,8 @@ fn run_of(i: u64, n: u64, start: DateTime<Utc>, rng: &mut Rng) -> (RunRecord, Ne
             start_at: None,
             forked_from: None,
             traceparent: None,
+            parent: None,
+            continued_from: None,
         },
     );
     let tag = |key: &str, value: TagValue| {

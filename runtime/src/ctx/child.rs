@@ -16,7 +16,6 @@
 //! no message reads the child's record and posts the outcome itself when the child has
 //! ended, so a crash between the child's end and the post loses nothing.
 
-use std::future::IntoFuture;
 use std::marker::PhantomData;
 use std::time::Duration;
 
@@ -81,6 +80,13 @@ pub enum ParentClose {
 /// ```
 #[must_use = "a child run starts only when the start is awaited (or detached and awaited)"]
 pub struct StartChild<W: Step> {
+    /// What the start needs, until it is first polled.
+    parts: Option<Box<Parts<W>>>,
+    /// The start, once polled.
+    running: Option<BoxFuture<'static, Result<ChildRun<W::Output>, ActionError>>>,
+}
+
+struct Parts<W: Step> {
     ctx: Ctx,
     id: String,
     input: W::Input,
@@ -92,8 +98,11 @@ pub struct StartChild<W: Step> {
 impl<W: Step> StartChild<W> {
     /// What becomes of the child if the parent ends first: canceled
     /// ([`ParentClose::Cancel`], the default) or left to finish ([`ParentClose::Abandon`]).
+    /// Recorded with the start (changing it changes the start's input digest).
     pub fn on_parent_close(mut self, policy: ParentClose) -> Self {
-        self.on_parent_close = policy;
+        if let Some(parts) = &mut self.parts {
+            parts.on_parent_close = policy;
+        }
         self
     }
 
@@ -103,19 +112,51 @@ impl<W: Step> StartChild<W> {
     /// # Errors
     /// As awaiting the start.
     pub fn detach(mut self) -> impl Future<Output = Result<RunId, ActionError>> + Send + 'static {
-        self.detached = true;
-        async move { Ok(self.start().await?.id) }
+        if let Some(parts) = &mut self.parts {
+            parts.detached = true;
+        }
+        async move { Ok(self.await?.id) }
     }
+}
 
-    async fn start(self) -> Result<ChildRun<W::Output>, ActionError> {
-        let StartChild {
+impl<W: Step> Future for StartChild<W> {
+    type Output = Result<ChildRun<W::Output>, ActionError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.running.is_none()
+            && let Some(parts) = this.parts.take()
+        {
+            this.running = Some(Box::pin(parts.start()));
+        }
+        match &mut this.running {
+            Some(running) => running.as_mut().poll(cx),
+            None => std::task::Poll::Ready(Err(polled_after_completion())),
+        }
+    }
+}
+
+fn polled_after_completion() -> ActionError {
+    ActionError::new(
+        kinds::SERDE,
+        "a child-run future was polled after it completed",
+        false,
+    )
+}
+
+impl<W: Step> Parts<W> {
+    async fn start(self: Box<Self>) -> Result<ChildRun<W::Output>, ActionError> {
+        let Parts {
             ctx,
             id,
             input,
             delay,
             on_parent_close,
             detached,
-        } = self;
+        } = *self;
         let delay = delay?;
         if !matches!(W::BEHAVIOR, StepBehavior::Workflow { .. }) {
             return Err(ActionError::new(
@@ -165,15 +206,6 @@ impl<W: Step> StartChild<W> {
         };
         slot.finish_step(output, 1, None).await?;
         Ok(ChildRun::new(ctx.clone(), &id, child?))
-    }
-}
-
-impl<W: Step> IntoFuture for StartChild<W> {
-    type Output = Result<ChildRun<W::Output>, ActionError>;
-    type IntoFuture = BoxFuture<'static, Self::Output>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.start())
     }
 }
 
@@ -281,12 +313,15 @@ pub fn start_child<W: Step>(
 ) -> StartChild<W> {
     let _ = workflow;
     StartChild {
-        id: ctx.next_id(&start_key(site, W::SLUG)),
-        ctx: ctx.clone(),
-        input,
-        delay: Ok(None),
-        on_parent_close: ParentClose::default(),
-        detached: false,
+        parts: Some(Box::new(Parts {
+            id: ctx.next_id(&start_key(site, W::SLUG)),
+            ctx: ctx.clone(),
+            input,
+            delay: Ok(None),
+            on_parent_close: ParentClose::default(),
+            detached: false,
+        })),
+        running: None,
     }
 }
 
@@ -301,7 +336,9 @@ pub fn start_child_after<W: Step>(
     input: W::Input,
 ) -> StartChild<W> {
     let mut start = start_child(ctx, site, workflow, input);
-    start.delay = delay.to_duration().map(Some);
+    if let Some(parts) = &mut start.parts {
+        parts.delay = delay.to_duration().map(Some);
+    }
     start
 }
 
@@ -318,6 +355,8 @@ pub struct ChildRun<O> {
     id: RunId,
     /// The correlation id of the result's receive (`start:ship-order#0$result`).
     result_id: String,
+    /// The receive, once polled.
+    running: Option<BoxFuture<'static, Result<O, ActionError>>>,
     _output: PhantomData<fn() -> O>,
 }
 
@@ -336,6 +375,7 @@ impl<O> ChildRun<O> {
             ctx,
             id,
             result_id: format!("{start_id}$result"),
+            running: None,
             _output: PhantomData,
         }
     }
@@ -346,38 +386,54 @@ impl<O> ChildRun<O> {
     }
 }
 
-impl<O: serde::de::DeserializeOwned + Send + 'static> IntoFuture for ChildRun<O> {
+impl<O: serde::de::DeserializeOwned + Send + 'static> Future for ChildRun<O> {
     type Output = Result<O, ActionError>;
-    type IntoFuture = BoxFuture<'static, Self::Output>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let ChildRun {
-                ctx, id, result_id, ..
-            } = self;
-            let run = &ctx.run;
-            let recorded = run
-                .history
-                .get(&result_id)
-                .is_some_and(|r| r.outcome.is_some());
-            if !recorded && !run.replay_only() {
-                // A child that ended without its post reaching us (a crash in between):
-                // post its outcome now (idempotent).
-                if let Ok(Some(child)) = run.env.store.run(&id).await {
-                    let _ = post_result(&*run.env.store, &child, &run.run_id, &id).await;
-                }
-            }
-            let channel = child_channel(&id);
-            let receipt = Receive {
-                id: &result_id,
-                kind: CHILD_KIND,
-                channel: &channel,
-                mode: Mode::Wait,
-            };
-            let payload = receive(&ctx, receipt, |_| true).await?.unwrap_or(Value::Null);
-            child_outcome(&id, payload)
-        })
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let running = this.running.get_or_insert_with(|| {
+            Box::pin(await_child(
+                this.ctx.clone(),
+                this.id.clone(),
+                this.result_id.clone(),
+            ))
+        });
+        running.as_mut().poll(cx)
     }
+}
+
+/// The child's result: its recorded receipt, or a receive of its outcome message.
+async fn await_child<O: serde::de::DeserializeOwned>(
+    ctx: Ctx,
+    id: RunId,
+    result_id: String,
+) -> Result<O, ActionError> {
+    let run = &ctx.run;
+    let recorded = run
+        .history
+        .get(&result_id)
+        .is_some_and(|r| r.outcome.is_some());
+    if !recorded && !run.replay_only() {
+        // A child that ended without its post reaching us (a crash in between): post its
+        // outcome now (idempotent).
+        if let Ok(Some(child)) = run.env.store.run(&id).await {
+            let _ = post_result(&*run.env.store, &child, &run.run_id, &id).await;
+        }
+    }
+    let channel = child_channel(&id);
+    let receipt = Receive {
+        id: &result_id,
+        kind: CHILD_KIND,
+        channel: &channel,
+        mode: Mode::Wait,
+    };
+    let payload = receive(&ctx, receipt, |_| true)
+        .await?
+        .unwrap_or(Value::Null);
+    child_outcome(&id, payload)
 }
 
 /// The message payload of an ended child's outcome: `{"status": "completed", "output"}`,

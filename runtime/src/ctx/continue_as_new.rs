@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{Ctx, RunState, lock};
 use crate::error::{EngineError, WorkflowError, kinds};
-use crate::event::{RunStatus, RunUpdate};
+use crate::event::{RunId, RunStatus, RunUpdate};
 
 /// The one field of a continued run's output: `{"continued_as": "<new run id>"}`.
 pub(crate) const CONTINUED_AS: &str = "continued_as";
@@ -80,7 +80,10 @@ impl Ctx {
                 );
             }
         };
-        *lock(&self.run.continue_with) = Some(input);
+        // The new run's id is a recorded value, so every replay (and a replay check) ends
+        // the run with the same `continued_as`.
+        let id = self.recorded_value("continue-as-new", || RunId::new().0);
+        *lock(&self.run.continue_with) = Some((input, RunId(id)));
         WorkflowError::new(
             kinds::CONTINUED_AS_NEW,
             "the run continues as a new run (ctx.continue_as_new); return this error from \
@@ -91,9 +94,21 @@ impl Ctx {
 }
 
 impl RunState {
-    /// The input `ctx.continue_as_new(..)` asked to continue with, if it was called.
-    pub(crate) fn continue_with(&self) -> Option<serde_json::Value> {
+    /// The input `ctx.continue_as_new(..)` asked to continue with, and the new run's
+    /// recorded id, if it was called.
+    pub(crate) fn continue_with(&self) -> Option<(serde_json::Value, RunId)> {
         lock(&self.continue_with).clone()
+    }
+
+    /// Writes the events waiting for the next durable append (recorded values), if any.
+    ///
+    /// # Errors
+    /// As [`RunState::append`].
+    pub(crate) async fn flush_pending(&self) -> Result<(), EngineError> {
+        if lock(&self.pending).is_empty() {
+            return Ok(());
+        }
+        self.append(Vec::new(), RunUpdate::default()).await
     }
 
     /// Sets the cap on the log's length (0: none).

@@ -87,7 +87,7 @@ pub(crate) struct RunState {
     /// What this execution read of the run's inbox (signals, updates, events, child results).
     pub(crate) inbox: inbox::Inbox,
     /// The input `ctx.continue_as_new(..)` asked the run to continue with, if it did.
-    pub(crate) continue_with: Mutex<Option<Value>>,
+    pub(crate) continue_with: Mutex<Option<(Value, RunId)>>,
     /// The cap on the log's length (`max_history_events`; 0: none): an append of steps
     /// past it fails the run with kind `history_too_large`.
     pub(crate) history_cap: AtomicU64,

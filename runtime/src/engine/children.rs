@@ -180,6 +180,9 @@ impl Engine {
         state: Option<&RunState>,
     ) -> futures::future::BoxFuture<'a, ()> {
         if let Some(state) = state {
+            if state.replay_only() {
+                return Box::pin(std::future::ready(())); // a replay check tells nobody
+            }
             let linked = matches!(state.trigger, Trigger::Child | Trigger::ContinueAsNew)
                 || state.started_children();
             if !linked {
@@ -209,6 +212,7 @@ impl Engine {
         {
             let started = parent.started.clone().unwrap_or_else(|| id.clone());
             post_result(&**self.store(), &record, &parent.run_id, &started).await?;
+            self.wake_workers(); // the parent may be queued now
         }
         for child in child_links(&events) {
             if child.detached || child.on_parent_close != ParentClose::Cancel {
@@ -247,6 +251,7 @@ impl Engine {
         state: &RunState,
         entry: &WorkflowEntry,
         input: Value,
+        new: RunId,
     ) -> Result<Result<Value, WorkflowError>, EngineError> {
         let old = &state.run_id;
         let slug = entry.registration.slug;
@@ -275,9 +280,11 @@ impl Engine {
             }),
             _ => None,
         };
+        // The recorded id is durable before the run is created under it.
+        state.flush_pending().await?;
         let now = self.now();
         let record = RunRecord {
-            id: RunId::new(),
+            id: new,
             workflow: slug.to_owned(),
             status: RunStatus::Queued,
             input: input.clone(),
@@ -391,12 +398,17 @@ impl Engine {
         state: &RunState,
         entry: &WorkflowEntry,
     ) -> Result<Option<Result<RunOutcome, WorkflowError>>, EngineError> {
-        let Some(input) = state.continue_with() else {
+        let Some((input, new)) = state.continue_with() else {
             return Ok(None);
         };
-        let output = match self.continue_as_new(state, entry, input).await? {
-            Ok(output) => output,
-            Err(error) => return Ok(Some(Err(error))),
+        let output = if state.replay_only() {
+            // A replay check creates nothing: the recorded id is the outcome.
+            json!({ CONTINUED_AS: new })
+        } else {
+            match self.continue_as_new(state, entry, input, new).await? {
+                Ok(output) => output,
+                Err(error) => return Ok(Some(Err(error))),
+            }
         };
         let event = state.event(
             None,

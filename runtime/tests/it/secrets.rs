@@ -175,6 +175,8 @@ async fn views_redact_tokens_written_by_older_versions() {
             start_at: None,
             forked_from: None,
             traceparent: None,
+            parent: None,
+            continued_from: None,
         },
     );
     store.create_run(record, created).await.unwrap();
