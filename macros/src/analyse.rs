@@ -1095,6 +1095,7 @@ fn find_step_call(tokens: TokenStream, ctx: Option<&Ident>) -> Option<String> {
         };
         if method == "run"
             || method == "prompt"
+            || (!on_ctx && matches!(method.as_str(), "start" | "start_after"))
             || (on_ctx && matches!(method.as_str(), "sleep" | "sleep_until" | "hook"))
         {
             return Some(method);

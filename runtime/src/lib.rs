@@ -109,6 +109,7 @@ pub mod __private;
 pub use action_ctx::ActionCtx;
 pub use ctx::Ctx;
 pub use ctx::Wait;
+pub use ctx::child::{ChildRun, ParentClose, StartChild};
 pub use ctx::hook::Hook;
 pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use engine::{
@@ -117,9 +118,8 @@ pub use engine::{
     RunExport, RunOutcome, RunTransition, StartOptions, StepStatus, StepSummary, SystemClock,
     UnpausedRun, judge_replay, summarize_steps, token_usage,
 };
+pub use engine::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks, run_links_of};
 pub use engine::{ForkOptions, ForkedRun, forked_from};
-pub use ctx::child::{ChildRun, ParentClose, StartChild};
-pub use engine::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks};
 /// Token usage and cost from the event log (see [`cost`] for prices).
 pub use engine::{ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost};
 /// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).

@@ -698,6 +698,7 @@ async fn dispatch(
             let steps = summarize_steps(&events);
             let hooks = engine.open_hooks(&id).await?;
             let forked_from = crate::forked_from(&events);
+            let links = crate::run_links_of(&record, &events);
             let tags = crate::tags::tags_of(&events);
             let cost =
                 crate::engine::total_cost(&crate::engine::model_requests(&events, engine.prices()));
@@ -716,12 +717,16 @@ async fn dispatch(
                 if let Some(forked_from) = &forked_from {
                     body["forked_from"] = json!(forked_from);
                 }
+                if let (Value::Object(body), Value::Object(links)) = (&mut body, json!(links)) {
+                    body.extend(links); // parent, children, continued_from, continued_as
+                }
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
                 if let Some(forked_from) = &forked_from {
                     output::print_forked_from(forked_from);
                 }
+                output::print_links(&links);
                 if let Some(wake_at) = record.wake_at
                     && !record.status.is_terminal()
                 {

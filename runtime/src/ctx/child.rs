@@ -28,9 +28,7 @@ use super::inbox::{Mode, Receive, receive};
 use super::recorder::{Call, Entry, Shape};
 use super::sleep::SleepDuration;
 use crate::error::kinds;
-use crate::event::{
-    EventPayload, NewEvent, ParentRun, RunId, RunRecord, RunStatus, Trigger,
-};
+use crate::event::{EventPayload, NewEvent, ParentRun, RunId, RunRecord, RunStatus, Trigger};
 use crate::message::{NewMessage, child_channel};
 use crate::schema::validator_for;
 use crate::step::{Site, Step, StepBehavior};
@@ -53,7 +51,9 @@ pub(crate) fn start_key(site: &Site, slug: &str) -> String {
 
 /// Whether correlation id `id` is a child start (its last segment starts with `start:`).
 pub(crate) fn is_start_id(id: &str) -> bool {
-    id.rsplit('/').next().is_some_and(|last| last.starts_with(START_PREFIX))
+    id.rsplit('/')
+        .next()
+        .is_some_and(|last| last.starts_with(START_PREFIX))
 }
 
 /// What becomes of an attached child run, still running, when its parent ends (completes,
@@ -500,7 +500,10 @@ pub(crate) fn continued_as(record: &RunRecord) -> Option<RunId> {
 }
 
 /// The body's view of a child's outcome message.
-fn child_outcome<O: serde::de::DeserializeOwned>(id: &RunId, payload: Value) -> Result<O, ActionError> {
+fn child_outcome<O: serde::de::DeserializeOwned>(
+    id: &RunId,
+    payload: Value,
+) -> Result<O, ActionError> {
     let status = payload.get("status").and_then(Value::as_str).unwrap_or("");
     match status {
         "completed" => {
@@ -543,6 +546,8 @@ impl super::RunState {
     /// Whether this execution reached a child start (replayed or live): only then can the
     /// run have children to cancel when it ends.
     pub(crate) fn started_children(&self) -> bool {
-        super::lock(&self.counters).keys().any(|key| is_start_id(key))
+        super::lock(&self.counters)
+            .keys()
+            .any(|key| is_start_id(key))
     }
 }

@@ -99,7 +99,12 @@ pub(crate) fn child_links(events: &[Event]) -> Vec<ChildLink> {
             EventKind::StepStarted
                 if event.event.payload.get("kind").and_then(Value::as_str) == Some(CHILD_KIND) =>
             {
-                let input = event.event.payload.get("input").cloned().unwrap_or_default();
+                let input = event
+                    .event
+                    .payload
+                    .get("input")
+                    .cloned()
+                    .unwrap_or_default();
                 started.push((id.to_owned(), input));
             }
             EventKind::StepCompleted => {
@@ -166,7 +171,7 @@ impl Engine {
     pub async fn run_links(&self, id: &RunId) -> Result<RunLinks, EngineError> {
         let record = self.get_run(id).await?;
         let events = self.events(id).await?;
-        Ok(links_of(&record, &events))
+        Ok(run_links_of(&record, &events))
     }
 
     /// What to do once run `id` has ended (completed, failed or canceled): post its outcome
@@ -427,8 +432,8 @@ impl Engine {
     }
 }
 
-/// The links of a run from its record and log.
-fn links_of(record: &RunRecord, events: &[Event]) -> RunLinks {
+/// How a run is linked to others (see [`RunLinks`]), from its record and its log.
+pub fn run_links_of(record: &RunRecord, events: &[Event]) -> RunLinks {
     let (parent, continued_from) = match created(events) {
         Some(EventPayload::RunCreated {
             parent,

@@ -30,7 +30,7 @@ use serde_json::Value;
 pub use crate::clock::{Clock, SystemClock};
 pub(crate) use crate::run_env::RunControl;
 pub use crate::run_env::{ActionOverride, Fault, RunTransition};
-pub use children::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks};
+pub use children::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks, run_links_of};
 pub use control::{CancelOutcome, OpenHook};
 pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 
 mod payload;
 
+pub use payload::ParentRun;
 pub use payload::{
     EventPayload, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason, field,
 };
-pub use payload::ParentRun;
 
 /// A run's id: a UUID v7 (time-ordered), printed in its hyphenated form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -241,7 +241,11 @@ async fn log_of(engine: &Engine, id: &RunId) -> Vec<(EventKind, Option<String>, 
 async fn assert_replays(engine: &Engine, id: &RunId) {
     let export = engine.export_run(id).await.unwrap();
     let judged = engine.check_replay(&export).await.unwrap();
-    assert!(judged.is_ok(), "replay of {id} diverged: {:?}", judged.err());
+    assert!(
+        judged.is_ok(),
+        "replay of {id} diverged: {:?}",
+        judged.err()
+    );
 }
 
 #[tokio::test]
@@ -255,7 +259,10 @@ async fn a_child_run_completes_and_its_parent_gets_the_output() {
         matches!(&first.outcome, RunOutcome::Suspended(waits) if waits.len() == 1),
         "{first:?}"
     );
-    assert_eq!(engine.get_run(&parent).await.unwrap().status, RunStatus::Waiting);
+    assert_eq!(
+        engine.get_run(&parent).await.unwrap().status,
+        RunStatus::Waiting
+    );
     let child = only_child(&engine, &parent).await;
     let record = engine.get_run(&child).await.unwrap();
     assert_eq!(record.trigger, Trigger::Child);
@@ -268,7 +275,10 @@ async fn a_child_run_completes_and_its_parent_gets_the_output() {
     // The child's end wakes the parent.
     let done = engine.drive(&child).await.unwrap();
     assert!(matches!(done.outcome, RunOutcome::Completed(_)));
-    assert_eq!(engine.get_run(&parent).await.unwrap().status, RunStatus::Queued);
+    assert_eq!(
+        engine.get_run(&parent).await.unwrap().status,
+        RunStatus::Queued
+    );
     let end = engine.drive(&parent).await.unwrap();
     assert_eq!(end.outcome, RunOutcome::Completed(json!("shipped L-7")));
     // The documented events: the start (kind `child`, output the run id) and the receipt.
@@ -294,7 +304,10 @@ async fn a_child_run_completes_and_its_parent_gets_the_output() {
         .find(|e| e.event.kind == EventKind::StepStarted)
         .unwrap();
     assert_eq!(started.event.payload["kind"], json!("child"));
-    assert_eq!(started.event.payload["input"]["workflow"], json!("ship-order"));
+    assert_eq!(
+        started.event.payload["input"]["workflow"],
+        json!("ship-order")
+    );
     assert_eq!(
         events
             .iter()
@@ -369,14 +382,20 @@ async fn a_child_that_ends_before_the_parent_awaits_is_received() {
     let parent = engine.start(&late_parent, order(4, false)).await.unwrap();
     let first = engine.execute(&parent).await.unwrap();
     assert!(matches!(first.outcome, RunOutcome::Suspended(_)));
-    assert_eq!(engine.get_run(&parent).await.unwrap().status, RunStatus::Sleeping);
+    assert_eq!(
+        engine.get_run(&parent).await.unwrap().status,
+        RunStatus::Sleeping
+    );
     let child = only_child(&engine, &parent).await;
     engine.drive(&child).await.unwrap();
     // The message waits in the parent's inbox; the sleeping parent stays asleep.
     let inbox = store.messages(&parent, 0).await.unwrap();
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].channel, format!("child:{child}"));
-    assert_eq!(inbox[0].dedupe.as_deref(), Some(&*format!("child-result:{child}")));
+    assert_eq!(
+        inbox[0].dedupe.as_deref(),
+        Some(&*format!("child-result:{child}"))
+    );
     let end = engine.drive(&parent).await.unwrap();
     assert_eq!(end.outcome, RunOutcome::Completed(json!("L-4")));
     assert_replays(&engine, &parent).await;
@@ -429,10 +448,19 @@ async fn canceling_the_parent_cancels_its_child_by_default() {
     engine.execute(&parent).await.unwrap();
     let child = only_child(&engine, &parent).await;
     engine.execute(&child).await.unwrap(); // waits on its hook
-    assert_eq!(engine.get_run(&child).await.unwrap().status, RunStatus::Waiting);
+    assert_eq!(
+        engine.get_run(&child).await.unwrap().status,
+        RunStatus::Waiting
+    );
     engine.cancel(&parent).await.unwrap();
-    assert_eq!(engine.get_run(&parent).await.unwrap().status, RunStatus::Canceled);
-    assert_eq!(engine.get_run(&child).await.unwrap().status, RunStatus::Canceled);
+    assert_eq!(
+        engine.get_run(&parent).await.unwrap().status,
+        RunStatus::Canceled
+    );
+    assert_eq!(
+        engine.get_run(&child).await.unwrap().status,
+        RunStatus::Canceled
+    );
 }
 
 #[tokio::test]
@@ -445,7 +473,10 @@ async fn an_abandoned_child_outlives_its_canceled_parent() {
     let child = only_child(&engine, &parent).await;
     engine.execute(&child).await.unwrap();
     engine.cancel(&parent).await.unwrap();
-    assert_eq!(engine.get_run(&child).await.unwrap().status, RunStatus::Waiting);
+    assert_eq!(
+        engine.get_run(&child).await.unwrap().status,
+        RunStatus::Waiting
+    );
     let links = engine.run_links(&parent).await.unwrap();
     assert_eq!(links.children[0].on_parent_close, ParentClose::Abandon);
 }
@@ -454,7 +485,10 @@ async fn an_abandoned_child_outlives_its_canceled_parent() {
 async fn a_detached_child_outlives_its_parent() {
     let store = memory();
     let engine = engine(&store);
-    let parent = engine.start(&detaching_parent, order(2, false)).await.unwrap();
+    let parent = engine
+        .start(&detaching_parent, order(2, false))
+        .await
+        .unwrap();
     let end = engine.drive(&parent).await.unwrap();
     let child = only_child(&engine, &parent).await;
     assert_eq!(end.outcome, RunOutcome::Completed(json!(child.to_string())));
@@ -469,7 +503,10 @@ async fn a_detached_child_outlives_its_parent() {
 async fn start_after_creates_a_queued_child_due_later() {
     let store = memory();
     let engine = engine(&store);
-    let parent = engine.start(&delaying_parent, order(8, false)).await.unwrap();
+    let parent = engine
+        .start(&delaying_parent, order(8, false))
+        .await
+        .unwrap();
     let before = engine.now();
     engine.drive(&parent).await.unwrap();
     let child = only_child(&engine, &parent).await;
@@ -488,7 +525,10 @@ async fn start_after_creates_a_queued_child_due_later() {
 async fn children_start_inside_a_sub_workflow_and_a_join() {
     let store = memory();
     let engine = engine(&store);
-    let parent = engine.start(&nested_parent, order(20, false)).await.unwrap();
+    let parent = engine
+        .start(&nested_parent, order(20, false))
+        .await
+        .unwrap();
     // Drive until the parent ends, running each child it waits on.
     for _ in 0..10 {
         let execution = engine.execute(&parent).await.unwrap();
@@ -500,12 +540,21 @@ async fn children_start_inside_a_sub_workflow_and_a_join() {
             break;
         }
         for child in engine.run_links(&parent).await.unwrap().children {
-            if !engine.get_run(&child.run_id).await.unwrap().status.is_terminal() {
+            if !engine
+                .get_run(&child.run_id)
+                .await
+                .unwrap()
+                .status
+                .is_terminal()
+            {
                 engine.drive(&child.run_id).await.unwrap();
             }
         }
     }
-    assert_eq!(engine.get_run(&parent).await.unwrap().status, RunStatus::Completed);
+    assert_eq!(
+        engine.get_run(&parent).await.unwrap().status,
+        RunStatus::Completed
+    );
     let steps: Vec<String> = engine
         .run_links(&parent)
         .await
@@ -642,7 +691,12 @@ async fn continue_as_new_hands_on_the_key_and_unreceived_messages() {
         .await
         .unwrap();
     engine.drive(&first).await.unwrap();
-    let next = engine.run_links(&first).await.unwrap().continued_as.unwrap();
+    let next = engine
+        .run_links(&first)
+        .await
+        .unwrap()
+        .continued_as
+        .unwrap();
     assert_eq!(
         store.run_for_key("business:looper:poller-1").await.unwrap(),
         Some(next.clone())
@@ -653,7 +707,10 @@ async fn continue_as_new_hands_on_the_key_and_unreceived_messages() {
     assert_eq!(inbox.len(), 1);
     assert_eq!(inbox[0].channel, "signal:x");
     assert_eq!(inbox[0].payload, json!({ "hello": 1 }));
-    assert_eq!(inbox[0].dedupe.as_deref(), Some(&*format!("forward:{first}:1")));
+    assert_eq!(
+        inbox[0].dedupe.as_deref(),
+        Some(&*format!("forward:{first}:1"))
+    );
 }
 
 #[tokio::test]
@@ -731,7 +788,11 @@ async fn a_run_over_its_history_cap_fails_fast_with_advice() {
         panic!("{end:?}");
     };
     assert_eq!(error.kind, "history_too_large");
-    assert!(error.message.contains("ctx.continue_as_new"), "{}", error.message);
+    assert!(
+        error.message.contains("ctx.continue_as_new"),
+        "{}",
+        error.message
+    );
     assert!(!error.retryable);
     let record = engine.get_run(&run).await.unwrap();
     assert_eq!(record.attempt, 1, "not retried");
@@ -778,7 +839,9 @@ async fn the_engine_wide_history_cap_applies_and_zero_turns_it_off() {
 async fn children_and_continue_as_new_work_on_sqlite_across_engines() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("reprise.db");
-    let open = || -> SharedStore { reprise::store::open(&format!("sqlite://{}", path.display())).unwrap() };
+    let open = || -> SharedStore {
+        reprise::store::open(&format!("sqlite://{}", path.display())).unwrap()
+    };
     let first = engine(&open());
     let parent = first.start(&order_parent, order(11, false)).await.unwrap();
     first.execute(&parent).await.unwrap();
@@ -805,4 +868,70 @@ async fn children_and_continue_as_new_work_on_sqlite_across_engines() {
         second.drive(&next).await.unwrap().outcome,
         RunOutcome::Completed(json!(2))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_parent_and_child_and_get_runs_shows_both_links() {
+    use reprise::http::{HttpOptions, serve};
+    let store = memory();
+    let engine = engine(&store);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = HttpOptions {
+        api_token: None,
+        ..HttpOptions::default()
+    };
+    tokio::spawn(serve(engine.clone(), listener, options, async {
+        let _ = stopped.await;
+    }));
+    let (stop_worker, worker) = crate::worker::spawn_worker(&engine);
+    let parent = engine.start(&order_parent, order(12, false)).await.unwrap();
+    let record = engine
+        .wait_for_end(&parent, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(record.output, Some(json!("shipped L-12")));
+    let child = only_child(&engine, &parent).await;
+    let client = reqwest::Client::new();
+    let get = |id: &RunId| {
+        let url = format!("{base}/runs/{id}");
+        let client = client.clone();
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let shown = get(&parent).await;
+    assert_eq!(shown["children"][0]["run_id"], json!(child));
+    assert_eq!(shown["children"][0]["workflow"], json!("ship-order"));
+    assert_eq!(shown["children"][0]["on_parent_close"], json!("cancel"));
+    assert!(shown.get("parent").is_none());
+    let shown = get(&child).await;
+    assert_eq!(
+        shown["parent"],
+        json!({ "run_id": parent, "step": "start:ship-order#0" })
+    );
+    assert_eq!(shown["trigger"], json!("child"));
+    let page = client
+        .get(format!("{base}/ui/runs/{child}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("/ui/runs/{parent}")),
+        "no link to the parent"
+    );
+    stop_worker.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    let _ = stop.send(());
 }
