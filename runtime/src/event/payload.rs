@@ -1051,6 +1051,25 @@ mod tests {
                 "by": "cli:ada" } }),
         );
         round_trip(
+            EventPayload::RunCreated {
+                workflow: "wf".into(),
+                input: input.clone(),
+                trigger: Trigger::ContinueAsNew,
+                start_at: None,
+                forked_from: None,
+                traceparent: None,
+                parent: Some(ParentRun {
+                    run_id: super::super::RunId::from("p1"),
+                    step: "start:wf#0".into(),
+                    started: Some(super::super::RunId::from("c1")),
+                }),
+                continued_from: Some(super::super::RunId::from("c1")),
+            },
+            json!({ "workflow": "wf", "input": input, "trigger": "continue_as_new",
+                    "parent": { "run_id": "p1", "step": "start:wf#0", "started": "c1" },
+                    "continued_from": "c1" }),
+        );
+        round_trip(
             EventPayload::ForkDiverged {
                 step: "charge#0".into(),
                 from_seq: 3,
