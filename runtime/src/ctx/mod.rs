@@ -449,7 +449,8 @@ impl Ctx {
         &self.run.workflow
     }
 
-    /// What started the run (`api`, `cli`, `cron`, `webhook`, `poll`, `retry`, `code`, `fork`).
+    /// What started the run (`api`, `cli`, `cron`, `webhook`, `poll`, `retry`, `code`, `fork`,
+    /// `child`, `continue_as_new`).
     pub fn trigger(&self) -> Trigger {
         self.run.trigger
     }

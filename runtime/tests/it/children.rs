@@ -153,6 +153,12 @@ async fn looper(ctx: Ctx, state: Loop) -> Result<u32, WorkflowError> {
     Ok(n)
 }
 
+/// Starts a looping child and awaits the end of its chain.
+#[workflow(slug = "loop-parent")]
+async fn loop_parent(state: Loop) -> Result<u32, WorkflowError> {
+    Ok(looper.start(state).await?.await?)
+}
+
 /// Loops with steps only, under a small history cap.
 #[workflow(slug = "capped", max_history_events = 12)]
 async fn capped(steps: u32) -> Result<u32, WorkflowError> {
@@ -193,6 +199,7 @@ fn engine(store: &SharedStore) -> Engine {
         .register(nested_parent)
         .register(wrong_start)
         .register(looper)
+        .register(loop_parent)
         .register(capped)
         .register(uncapped)
         .build()
@@ -934,4 +941,37 @@ async fn a_worker_runs_parent_and_child_and_get_runs_shows_both_links() {
     stop_worker.send(()).unwrap();
     worker.await.unwrap().unwrap();
     let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn a_parent_gets_the_result_of_the_last_run_of_a_continued_child() {
+    let store = memory();
+    let engine = engine(&store);
+    let parent = engine
+        .start(&loop_parent, Loop { n: 0, until: 3 })
+        .await
+        .unwrap();
+    engine.execute(&parent).await.unwrap();
+    let first = only_child(&engine, &parent).await;
+    let mut id = first.clone();
+    for _ in 0..3 {
+        engine.drive(&id).await.unwrap();
+        match engine.run_links(&id).await.unwrap().continued_as {
+            Some(next) => {
+                // The continuation keeps the parent link, naming the run it started.
+                let parent_link = engine.run_links(&next).await.unwrap().parent.unwrap();
+                assert_eq!(parent_link.run_id, parent);
+                assert_eq!(parent_link.started.as_ref(), Some(&first));
+                id = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(chain_of(&engine, &first).await.len(), 3);
+    // Only the last run's end reached the parent.
+    assert_eq!(store.messages(&parent, 0).await.unwrap().len(), 1);
+    assert_eq!(
+        engine.drive(&parent).await.unwrap().outcome,
+        RunOutcome::Completed(json!(3))
+    );
 }
