@@ -118,8 +118,9 @@ impl RunState {
 
     /// Fails the run (poison, kind `history_too_large`) when appending `count` events at
     /// `next_seq` takes the log past its cap. Only appends that record steps are checked
-    /// (no status change, or `running`): the run's own end, suspension and start are always
-    /// written, so a run over its cap still ends `failed`, telling why.
+    /// (no status change, or back to `running` after a wait): the run's own start
+    /// (`run_started` sets the attempt), suspension and end are always written, so a run
+    /// over its cap still ends `failed`, telling why.
     ///
     /// # Errors
     /// [`EngineError::Config`] with the advice, once the run is poisoned.
@@ -133,6 +134,7 @@ impl RunState {
         if cap == 0
             || next_seq.saturating_add(count) <= cap
             || !matches!(update.status, None | Some(RunStatus::Running))
+            || update.attempt.is_some()
         {
             return Ok(());
         }
