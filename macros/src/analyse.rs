@@ -127,7 +127,12 @@ pub(crate) fn rewrite_body(
     } = rewriter;
     let mut counters: BTreeMap<(SiteKind, String), u32> = BTreeMap::new();
     for site in &mut sites {
-        let n = counters.entry((site.kind, site.group.clone())).or_insert(0);
+        // `.start` and `.start_after` sites of one callee share ordinals (one key space).
+        let kind = match site.kind {
+            SiteKind::StartAfter => SiteKind::Start,
+            kind => kind,
+        };
+        let n = counters.entry((kind, site.group.clone())).or_insert(0);
         *n += 1;
         site.ordinal = *n;
     }
@@ -1638,6 +1643,47 @@ mod tests {
             Ok(()) => Vec::new(),
             Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    /// `.start(..)` and `.start_after(..)` are child-run sites numbered together, apart from
+    /// `.run(..)` (their keys get `start:`, so they never collide with it); a
+    /// wrong argument count says what to write; `ctx.start(..)` is left alone.
+    #[test]
+    fn start_sites_are_child_runs() {
+        let mut block: Block = syn::parse_str(
+            "{ ship.run(a); ship.start(a); crate::ship.start_after(d, b); ctx.start(c); }",
+        )
+        .expect("a block");
+        let errors = Errors::new();
+        let ctx = Some(Ident::new("ctx", Span::call_site()));
+        let (sites, _) = rewrite_body(&mut block, ctx, &quote!(::reprise::__private), &errors);
+        assert!(errors.finish().is_ok());
+        let kinds: Vec<_> = sites.iter().map(|s| (s.kind, s.ordinal)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (SiteKind::Run, 1),
+                (SiteKind::Start, 1),
+                (SiteKind::StartAfter, 2)
+            ]
+        );
+        let text = block.to_token_stream().to_string();
+        assert!(text.contains("start_child ("), "{text}");
+        assert!(text.contains("start_child_after ("), "{text}");
+        let errors = lint("{ ship.start(a, b); }");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("takes exactly one input value")),
+            "{errors:?}"
+        );
+        let errors = lint("{ ship.start_after(a); }");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("takes a delay and one input value")),
+            "{errors:?}"
+        );
     }
 
     #[test]

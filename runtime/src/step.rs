@@ -207,7 +207,8 @@ pub enum SiteKind {
     Prompt,
     /// `wf.start(input)`: a child run of workflow `wf` (key `start:<slug>`).
     Start,
-    /// `wf.start_after(delay, input)`: a child run that starts after `delay`.
+    /// `wf.start_after(delay, input)`: a child run that starts after `delay` (numbered
+    /// together with the `Start` sites of the same callee: one key space, `start:<slug>@n`).
     StartAfter,
 }
 
