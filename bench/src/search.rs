@@ -96,6 +96,8 @@ fn run_of(i: u64, n: u64, start: DateTime<Utc>, rng: &mut Rng) -> (RunRecord, Ne
             traceparent: None,
             key: None,
             event: None,
+            parent: None,
+            continued_from: None,
         },
     );
     let tag = |key: &str, value: TagValue| {

@@ -34,6 +34,10 @@ pub(crate) enum SiteKind {
     Llm,
     /// `agent.prompt(message)`.
     Prompt,
+    /// `wf.start(input)`: a child run.
+    Start,
+    /// `wf.start_after(delay, input)`: a delayed child run.
+    StartAfter,
 }
 
 impl SiteKind {
@@ -42,6 +46,8 @@ impl SiteKind {
     fn wait_name(self) -> Option<&'static str> {
         match self {
             SiteKind::Run | SiteKind::Prompt => None,
+            // Keyed `start:<slug>` by the runtime: never the key of a wait.
+            SiteKind::Start | SiteKind::StartAfter => None,
             SiteKind::Sleep => Some("sleep"),
             SiteKind::SleepUntil => Some("sleep-until"),
             SiteKind::Hook => Some("hook"),
@@ -58,6 +64,8 @@ impl SiteKind {
             SiteKind::Hook => "Hook",
             SiteKind::Llm => "Llm",
             SiteKind::Prompt => "Prompt",
+            SiteKind::Start => "Start",
+            SiteKind::StartAfter => "StartAfter",
         }
     }
 }
@@ -119,7 +127,12 @@ pub(crate) fn rewrite_body(
     } = rewriter;
     let mut counters: BTreeMap<(SiteKind, String), u32> = BTreeMap::new();
     for site in &mut sites {
-        let n = counters.entry((site.kind, site.group.clone())).or_insert(0);
+        // `.start` and `.start_after` sites of one callee share ordinals (one key space).
+        let kind = match site.kind {
+            SiteKind::StartAfter => SiteKind::Start,
+            kind => kind,
+        };
+        let n = counters.entry((kind, site.group.clone())).or_insert(0);
         *n += 1;
         site.ordinal = *n;
     }
@@ -226,12 +239,17 @@ impl Rewriter<'_> {
     fn push_site(&mut self, kind: SiteKind, receiver: &Expr) -> usize {
         let callee = compact(receiver);
         let group = match (kind, receiver) {
-            (SiteKind::Run | SiteKind::Prompt, Expr::Path(p)) if p.qself.is_none() => p
+            (
+                SiteKind::Run | SiteKind::Prompt | SiteKind::Start | SiteKind::StartAfter,
+                Expr::Path(p),
+            ) if p.qself.is_none() => p
                 .path
                 .segments
                 .last()
                 .map_or_else(|| callee.clone(), |s| s.ident.to_string()),
-            (SiteKind::Run | SiteKind::Prompt, _) => callee.clone(),
+            (SiteKind::Run | SiteKind::Prompt | SiteKind::Start | SiteKind::StartAfter, _) => {
+                callee.clone()
+            }
             _ => String::new(),
         };
         let line = first_span(receiver).start().line;
@@ -257,9 +275,16 @@ impl Rewriter<'_> {
             "sleep" if self.is_ctx(&call.receiver) => SiteKind::Sleep,
             "sleep_until" if self.is_ctx(&call.receiver) => SiteKind::SleepUntil,
             "hook" if self.is_ctx(&call.receiver) => SiteKind::Hook,
+            // `ctx.start(..)` is not a child run (the receiver must be a workflow).
+            "start" if !self.is_ctx(&call.receiver) => SiteKind::Start,
+            "start_after" if !self.is_ctx(&call.receiver) => SiteKind::StartAfter,
             _ => return None,
         };
-        let expected_args = if kind == SiteKind::Hook { 0 } else { 1 };
+        let expected_args = match kind {
+            SiteKind::Hook => 0,
+            SiteKind::StartAfter => 2,
+            _ => 1,
+        };
         if call.args.len() != expected_args {
             let message = match kind {
                 SiteKind::Run => format!(
@@ -272,6 +297,16 @@ impl Rewriter<'_> {
                 SiteKind::Hook => "`ctx.hook()` takes no arguments: name the payload type with `ctx.hook::<T>()` or a type annotation, `let x: T = ctx.hook().await?;`".to_owned(),
                 SiteKind::Prompt => format!(
                     "an agent's `.prompt(..)` takes exactly one message, found {}; if `{}` is not an agent but has its own `prompt` method, call it as a path so reprise leaves it alone: `Type::prompt(&value, ..)`",
+                    call.args.len(),
+                    compact(&call.receiver)
+                ),
+                SiteKind::Start => format!(
+                    "a child run's `.start(..)` takes exactly one input value, found {}: pass several values as one struct or tuple, `workflow.start((a, b))`; if `{}` is not a workflow but has its own `start` method, call it as a path so reprise leaves it alone: `Type::start(&value, ..)`",
+                    call.args.len(),
+                    compact(&call.receiver)
+                ),
+                SiteKind::StartAfter => format!(
+                    "a child run's `.start_after(..)` takes a delay and one input value, found {} arguments: `workflow.start_after(Duration::from_secs(60), input)`; if `{}` is not a workflow but has its own `start_after` method, call it as a path: `Type::start_after(&value, ..)`",
                     call.args.len(),
                     compact(&call.receiver)
                 ),
@@ -335,6 +370,19 @@ impl Rewriter<'_> {
                 let receiver_span = Span::call_site().located_at(receiver.span());
                 let agent = quote_spanned!(receiver_span=> &#receiver);
                 quote_spanned!(span=> #private::bind_agent_prompt(#ctx, #site, #agent, #arg))
+            }
+            SiteKind::Start => {
+                let arg = &call.args[0];
+                let receiver_span = Span::call_site().located_at(receiver.span());
+                let workflow = quote_spanned!(receiver_span=> &#receiver);
+                quote_spanned!(span=> #private::start_child(#ctx, #site, #workflow, #arg))
+            }
+            SiteKind::StartAfter => {
+                let delay = &call.args[0];
+                let arg = &call.args[1];
+                let receiver_span = Span::call_site().located_at(receiver.span());
+                let workflow = quote_spanned!(receiver_span=> &#receiver);
+                quote_spanned!(span=> #private::start_child_after(#ctx, #site, #workflow, #delay, #arg))
             }
             SiteKind::Llm => return None,
         };
@@ -690,6 +738,8 @@ fn site_label(site: &SiteRecord) -> String {
         SiteKind::Hook => format!("{}.hook()", site.callee),
         SiteKind::Llm => "prompt_llm(..)".to_owned(),
         SiteKind::Prompt => format!("{}.prompt(..)", site.callee),
+        SiteKind::Start => format!("{}.start(..)", site.callee),
+        SiteKind::StartAfter => format!("{}.start_after(..)", site.callee),
     }
 }
 
@@ -1050,6 +1100,7 @@ fn find_step_call(tokens: TokenStream, ctx: Option<&Ident>) -> Option<String> {
         };
         if method == "run"
             || method == "prompt"
+            || (!on_ctx && matches!(method.as_str(), "start" | "start_after"))
             || (on_ctx && matches!(method.as_str(), "sleep" | "sleep_until" | "hook"))
         {
             return Some(method);
@@ -1592,6 +1643,47 @@ mod tests {
             Ok(()) => Vec::new(),
             Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
         }
+    }
+
+    /// `.start(..)` and `.start_after(..)` are child-run sites numbered together, apart from
+    /// `.run(..)` (their keys get `start:`, so they never collide with it); a
+    /// wrong argument count says what to write; `ctx.start(..)` is left alone.
+    #[test]
+    fn start_sites_are_child_runs() {
+        let mut block: Block = syn::parse_str(
+            "{ ship.run(a); ship.start(a); crate::ship.start_after(d, b); ctx.start(c); }",
+        )
+        .expect("a block");
+        let errors = Errors::new();
+        let ctx = Some(Ident::new("ctx", Span::call_site()));
+        let (sites, _) = rewrite_body(&mut block, ctx, &quote!(::reprise::__private), &errors);
+        assert!(errors.finish().is_ok());
+        let kinds: Vec<_> = sites.iter().map(|s| (s.kind, s.ordinal)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (SiteKind::Run, 1),
+                (SiteKind::Start, 1),
+                (SiteKind::StartAfter, 2)
+            ]
+        );
+        let text = block.to_token_stream().to_string();
+        assert!(text.contains("start_child ("), "{text}");
+        assert!(text.contains("start_child_after ("), "{text}");
+        let errors = lint("{ ship.start(a, b); }");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("takes exactly one input value")),
+            "{errors:?}"
+        );
+        let errors = lint("{ ship.start_after(a); }");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("takes a delay and one input value")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod kw {
     syn::custom_keyword!(on_max_attempts);
     syn::custom_keyword!(retention);
     syn::custom_keyword!(on_event);
+    syn::custom_keyword!(max_history_events);
 }
 
 /// Options of `#[action(…)]`.
@@ -69,12 +70,14 @@ pub(crate) struct WorkflowArgs {
     pub(crate) retention_ms: Option<u64>,
     /// `on_event = "order.paid"`: start one run per emitted event of this name.
     pub(crate) on_event: Option<LitStr>,
+    /// `max_history_events = N`: the cap on a run's event log (0 = no cap).
+    pub(crate) max_history_events: Option<u64>,
 }
 
 const ACTION_KEYS: &str =
     "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
 const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, \
-     `retention`, `on_event`, `register` or `crate`";
+     `retention`, `on_event`, `max_history_events`, `register` or `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -211,6 +214,19 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                 seen.check("on_event", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.on_event = Some(parse_event_name(input, errors)?);
+            } else if lookahead.peek(kw::max_history_events) {
+                let key = input.parse::<kw::max_history_events>()?;
+                seen.check("max_history_events", key.span, errors);
+                input.parse::<Token![=]>()?;
+                let lit: syn::LitInt = input.parse()?;
+                match lit.base10_parse::<u64>() {
+                    Ok(n) => args.max_history_events = Some(n),
+                    Err(_) => errors.error(
+                        lit.span(),
+                        "`max_history_events` takes a whole number of events, e.g. \
+                         `max_history_events = 10_000` (0 turns the cap off)",
+                    ),
+                }
             } else if let Some(error) = unknown_key(input, Macro::Workflow) {
                 return Err(error);
             } else {

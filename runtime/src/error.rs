@@ -39,6 +39,17 @@ pub mod kinds {
     /// `EngineBuilder::max_payload_bytes` allows; never retried. The message names the
     /// step, the size and the limit; nothing oversized was written.
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// A child run (`wf.start(input)`) the body awaited failed; `details` holds the
+    /// child's error. Never retried (the child had its own retries).
+    pub const CHILD_FAILED: &str = "child_failed";
+    /// `.start(..)` on something that is not a `#[workflow]`; never retried.
+    pub const NOT_A_WORKFLOW: &str = "not_a_workflow";
+    /// A run's event log would exceed its history cap (`max_history_events`); never
+    /// retried: loop with `ctx.continue_as_new(..)` instead.
+    pub const HISTORY_TOO_LARGE: &str = "history_too_large";
+    /// The error a body gets back from `ctx.continue_as_new(..)`: the run ends `completed`
+    /// with output `{"continued_as": <new run id>}` whatever the body does with it.
+    pub const CONTINUED_AS_NEW: &str = "continued_as_new";
 }
 
 /// The error of a step: returned by an action body, or by `.run(..)` in a workflow

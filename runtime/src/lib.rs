@@ -109,6 +109,7 @@ pub mod __private;
 pub use action_ctx::ActionCtx;
 pub use ctx::Ctx;
 pub use ctx::Wait;
+pub use ctx::child::{ChildRun, ParentClose, StartChild};
 pub use ctx::event_wait::EventWait;
 pub use ctx::hook::Hook;
 pub use ctx::signal::{SIGNAL_REFUSED, Signal};
@@ -120,6 +121,7 @@ pub use engine::{
     RunExport, RunOutcome, RunTransition, StartOptions, StepStatus, StepSummary, SystemClock,
     UnpausedRun, judge_replay, summarize_steps, token_usage,
 };
+pub use engine::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks, run_links_of};
 pub use engine::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart, started_by_event};
 pub use engine::{ForkOptions, ForkedRun, forked_from};
 /// Token usage and cost from the event log (see [`cost`] for prices).

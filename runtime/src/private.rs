@@ -7,6 +7,7 @@ pub use serde_json::Value;
 pub use std::boxed::Box;
 pub use std::result::Result;
 
+pub use crate::ctx::child::{start_child, start_child_after};
 pub use crate::ctx::hook::hook;
 pub use crate::ctx::sleep::{sleep, sleep_until};
 pub use crate::ctx::step::run_step;

@@ -126,6 +126,12 @@ pub struct WorkflowOptions {
     /// the event's data as input (`#[workflow(on_event = "order.paid")]`, see
     /// [`crate::Engine::emit`]). Default: none.
     pub on_event: Option<&'static str>,
+    /// The most events a run's log may hold (`#[workflow(max_history_events = N)]`);
+    /// `None`: the engine-wide
+    /// [`EngineBuilder::max_history_events`](crate::EngineBuilder::max_history_events);
+    /// `Some(0)`: no cap. A run about to exceed it fails (not retried) with kind
+    /// `history_too_large`: loop with `ctx.continue_as_new(..)` instead.
+    pub max_history_events: Option<u64>,
 }
 
 impl WorkflowOptions {
@@ -138,6 +144,7 @@ impl WorkflowOptions {
         retention: None,
         messages: &[],
         on_event: None,
+        max_history_events: None,
     };
 }
 
@@ -256,6 +263,11 @@ pub enum SiteKind {
     Llm,
     /// `agent.prompt(message)`: an agent's tool-calling loop.
     Prompt,
+    /// `wf.start(input)`: a child run of workflow `wf` (key `start:<slug>`).
+    Start,
+    /// `wf.start_after(delay, input)`: a child run that starts after `delay` (numbered
+    /// together with the `Start` sites of the same callee: one key space, `start:<slug>@n`).
+    StartAfter,
 }
 
 /// One call site of a workflow body, fixed at compile time (DESIGN "Step identity").

@@ -711,6 +711,7 @@ async fn dispatch(
             let steps = summarize_steps(&events);
             let hooks = engine.open_hooks(&id).await?;
             let forked_from = crate::forked_from(&events);
+            let links = crate::run_links_of(&record, &events);
             let tags = crate::tags::tags_of(&events);
             let cost =
                 crate::engine::total_cost(&crate::engine::model_requests(&events, engine.prices()));
@@ -735,6 +736,9 @@ async fn dispatch(
                 if let Some(event) = crate::started_by_event(&events) {
                     body["event"] = json!(event);
                 }
+                if let (Value::Object(body), Value::Object(links)) = (&mut body, json!(links)) {
+                    body.extend(links); // parent, children, continued_from, continued_as
+                }
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
@@ -747,6 +751,7 @@ async fn dispatch(
                 if let Some(event) = crate::started_by_event(&events) {
                     println!("started by event {} (id {})", event.name, event.id);
                 }
+                output::print_links(&links);
                 if let Some(wake_at) = record.wake_at
                     && !record.status.is_terminal()
                 {

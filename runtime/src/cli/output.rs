@@ -201,6 +201,32 @@ pub(super) fn print_check(checked: usize, incompatible: &[super::Incompatible]) 
     }
 }
 
+/// A run's parent, children and continue-as-new links, after its record (`runs get`).
+pub(super) fn print_links(links: &crate::RunLinks) {
+    if let Some(parent) = &links.parent {
+        println!("child of run {} (step {})", parent.run_id, parent.step);
+    }
+    if let Some(from) = &links.continued_from {
+        println!("continues run {from}");
+    }
+    if let Some(next) = &links.continued_as {
+        println!("continued as run {next}");
+    }
+    for child in &links.children {
+        let how = if child.detached {
+            "detached"
+        } else if child.on_parent_close == crate::ParentClose::Abandon {
+            "abandoned when this run ends"
+        } else {
+            "canceled when this run ends"
+        };
+        println!(
+            "child run {} ({}, step {}, {how})",
+            child.run_id, child.workflow, child.step
+        );
+    }
+}
+
 /// The origin of a forked or restarted run, after its record (`runs get`).
 pub(super) fn print_forked_from(from: &crate::event::ForkedFrom) {
     let input = if from.input_changed {

@@ -4,6 +4,8 @@
 //! The step primitives the macro rewrites calls into live in the submodules:
 //! [`step`] (`x.run(..)`), [`sleep`] (`ctx.sleep(..)`) and [`hook`] (`ctx.hook()`).
 
+pub(crate) mod child;
+pub(crate) mod continue_as_new;
 pub(crate) mod event_wait;
 pub(crate) mod hook;
 pub(crate) mod inbox;
@@ -92,6 +94,11 @@ pub(crate) struct RunState {
     /// of its waits for each are open (see [`event_wait`]): a registration is removed when
     /// the last open wait for its name receives, and when the run ends.
     pub(crate) event_waits: Mutex<std::collections::BTreeMap<String, usize>>,
+    /// The input `ctx.continue_as_new(..)` asked the run to continue with, if it did.
+    pub(crate) continue_with: Mutex<Option<(Value, RunId)>>,
+    /// The cap on the log's length (`max_history_events`; 0: none): an append of steps
+    /// past it fails the run with kind `history_too_large`.
+    pub(crate) history_cap: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,6 +151,8 @@ impl RunState {
             log_bytes: AtomicU64::new(0),
             inbox: inbox::Inbox::default(),
             event_waits: Mutex::default(),
+            continue_with: Mutex::new(None),
+            history_cap: AtomicU64::new(0),
             limits,
         }
     }
@@ -277,6 +286,7 @@ impl RunState {
             self.redact_hook_tokens(&mut all, &mut update);
         }
         let count = all.len() as u64;
+        self.check_history_cap(*next_seq, count, &update)?;
         let grown = self.grown_log(&all);
         let status = update.status;
         let append = Append {
@@ -448,7 +458,8 @@ impl Ctx {
         &self.run.workflow
     }
 
-    /// What started the run (`api`, `cli`, `cron`, `webhook`, `poll`, `retry`, `code`, `fork`).
+    /// What started the run (`api`, `cli`, `cron`, `webhook`, `poll`, `retry`, `code`, `fork`,
+    /// `child`, `continue_as_new`).
     pub fn trigger(&self) -> Trigger {
         self.run.trigger
     }

@@ -141,6 +141,7 @@ impl Engine {
         };
         self.store().append(append).await?;
         self.announce(id, workflow, RunStatus::Canceled);
+        self.after_run_end(id, None).await;
         Ok(())
     }
 

@@ -309,6 +309,8 @@ impl Engine {
                 },
             )
             .await?;
+        // Checked from here on: the run's start is always written.
+        state.set_history_cap(self.history_cap(&entry));
         if continues_hot {
             state.wake_suspended();
         }
@@ -390,6 +392,12 @@ impl Engine {
             }
         };
         crate::ctx::event_wait::forget_event_waits(&state, &outcome).await;
+        if matches!(
+            outcome,
+            RunOutcome::Completed(_) | RunOutcome::Failed(_) | RunOutcome::Canceled
+        ) {
+            self.after_run_end(id, Some(&state)).await;
+        }
         let execution = Execution {
             run_id: id.clone(),
             outcome,
@@ -569,6 +577,15 @@ impl Engine {
         let result = match state.poisoned() {
             Some(poison) => Err(poison),
             None => result,
+        };
+        // `ctx.continue_as_new(..)` ends the run whatever the body returned.
+        let result = match result {
+            Err(poison) if state.poisoned().is_some() => Err(poison),
+            result => match self.finish_continued(state, entry).await? {
+                Some(Ok(outcome)) => return Ok(outcome),
+                Some(Err(error)) => Err(error),
+                None => result,
+            },
         };
         let result = result.and_then(|output| match entry.output.validate(&output) {
             Ok(()) => Ok(output),

@@ -187,6 +187,8 @@ impl Engine {
                 // The business key stays with the original run.
                 key: None,
                 event: None,
+                parent: None,
+                continued_from: None,
             },
         );
         let count = copied.len();

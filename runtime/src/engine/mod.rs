@@ -1,5 +1,6 @@
 //! The [`Engine`]: owns the store and the registry, starts runs, executes them with replay.
 
+mod children;
 mod control;
 mod events;
 mod execute;
@@ -33,6 +34,7 @@ use serde_json::Value;
 pub use crate::clock::{Clock, SystemClock};
 pub(crate) use crate::run_env::RunControl;
 pub use crate::run_env::{ActionOverride, Fault, RunTransition};
+pub use children::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks, run_links_of};
 pub use control::{CancelOutcome, OpenHook};
 pub use events::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart, started_by_event};
 pub(crate) use execute::AfterError;
@@ -820,6 +822,8 @@ impl Engine {
                 traceparent,
                 key: None,
                 event: None,
+                parent: None,
+                continued_from: None,
             },
         );
         Ok((record, created))

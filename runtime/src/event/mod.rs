@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 mod payload;
 
+pub use payload::ParentRun;
 pub use payload::{
     EventPayload, EventRef, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason,
     field,
@@ -327,6 +328,12 @@ pub enum Trigger {
     /// An emitted event ([`crate::Engine::emit`], `POST /events`) started it: its workflow
     /// is declared `#[workflow(on_event = "<name>")]` and its input is the event's data.
     Event,
+    /// A child run started by its parent (`wf.start(input)` in a workflow body); its
+    /// `run_created` names the parent ([`ParentRun`]).
+    Child,
+    /// A run started by `ctx.continue_as_new(input)` of the run it continues (its
+    /// `run_created` names it in `continued_from`).
+    ContinueAsNew,
 }
 
 impl Trigger {
@@ -343,6 +350,8 @@ impl Trigger {
             Trigger::OnFailure => "on_failure",
             Trigger::Fork => "fork",
             Trigger::Event => "event",
+            Trigger::Child => "child",
+            Trigger::ContinueAsNew => "continue_as_new",
         }
     }
 }

@@ -99,6 +99,11 @@ pub mod field {
     pub const TRACEPARENT: &str = "traceparent";
     /// `run_created`: the emitted event that started the run (`on_event`).
     pub const EVENT: &str = "event";
+    /// `run_created` of a child run: the parent run and the step that started it
+    /// ([`super::ParentRun`]).
+    pub const PARENT: &str = "parent";
+    /// `run_created` of a run started by `ctx.continue_as_new(..)`: the run it continues.
+    pub const CONTINUED_FROM: &str = "continued_from";
     /// `fork_diverged`: the sequence number (in the forked run's log) of the first event of
     /// the step that diverged; copied events from there on no longer answer replay.
     pub const FROM_SEQ: &str = "from_seq";
@@ -138,13 +143,28 @@ pub struct ForkedFrom {
     pub by: String,
 }
 
+/// The parent of a child run: the `parent` field of its `run_created` event (see
+/// `ctx::child`, `wf.start(input)` in a workflow body).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ParentRun {
+    /// The run that started the child.
+    pub run_id: super::RunId,
+    /// The correlation id of the parent's start step (`start:ship-order#0`).
+    pub step: String,
+    /// For a run that continues a child run (continue-as-new): the run the parent started,
+    /// whose result channel the parent waits on. `None` for the started run itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<super::RunId>,
+}
+
 /// An event's payload, typed: one variant per [`EventKind`] (see [`EventPayload::kind`]).
 ///
 /// The comment of each variant shows its JSON; `?` marks a field left out when absent.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventPayload {
-    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?, "traceparent"?, "key"?}`.
+    /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?, "traceparent"?,
+    /// "key"?, "event"?, "parent"?, "continued_from"?}`.
     RunCreated {
         /// The workflow's slug.
         workflow: String,
@@ -165,6 +185,10 @@ pub enum EventPayload {
         /// For a run started by an emitted event (`on_event`): its name and id (written
         /// only then).
         event: Option<EventRef>,
+        /// For a child run: its parent run and the step that started it.
+        parent: Option<ParentRun>,
+        /// For a run started by continue-as-new: the run it continues.
+        continued_from: Option<super::RunId>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -489,6 +513,8 @@ impl EventPayload {
                 traceparent,
                 key,
                 event,
+                parent,
+                continued_from,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
@@ -507,6 +533,12 @@ impl EventPayload {
                 }
                 if let Some(event) = event {
                     put(field::EVENT, to_json(&event));
+                }
+                if let Some(parent) = parent {
+                    put(field::PARENT, to_json(&parent));
+                }
+                if let Some(continued_from) = continued_from {
+                    put(field::CONTINUED_FROM, Value::String(continued_from.0));
                 }
             }
             EventPayload::RunStarted { fingerprint } => {
@@ -672,6 +704,8 @@ impl EventPayload {
                 traceparent: f.string(field::TRACEPARENT),
                 key: f.string(field::KEY),
                 event: f.optional(field::EVENT),
+                parent: f.optional(field::PARENT),
+                continued_from: f.string(field::CONTINUED_FROM).map(super::RunId),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -990,6 +1024,8 @@ mod tests {
                 traceparent: None,
                 key: None,
                 event: None,
+                parent: None,
+                continued_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
         );
@@ -1004,6 +1040,8 @@ mod tests {
                 traceparent: Some(traceparent.into()),
                 key: None,
                 event: None,
+                parent: None,
+                continued_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api,
                     "traceparent": traceparent }),
@@ -1018,6 +1056,8 @@ mod tests {
                 traceparent: None,
                 key: None,
                 event: None,
+                parent: None,
+                continued_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
         );
@@ -1054,10 +1094,31 @@ mod tests {
                 traceparent: None,
                 key: None,
                 event: None,
+                parent: None,
+                continued_from: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "fork", "forked_from": {
                 "run_id": "r1", "step": "charge#0", "prefix_len": 5, "input_changed": true,
                 "by": "cli:ada" } }),
+        );
+        round_trip(
+            EventPayload::RunCreated {
+                workflow: "wf".into(),
+                input: input.clone(),
+                trigger: Trigger::ContinueAsNew,
+                start_at: None,
+                forked_from: None,
+                traceparent: None,
+                parent: Some(ParentRun {
+                    run_id: super::super::RunId::from("p1"),
+                    step: "start:wf#0".into(),
+                    started: Some(super::super::RunId::from("c1")),
+                }),
+                continued_from: Some(super::super::RunId::from("c1")),
+            },
+            json!({ "workflow": "wf", "input": input, "trigger": "continue_as_new",
+                    "parent": { "run_id": "p1", "step": "start:wf#0", "started": "c1" },
+                    "continued_from": "c1" }),
         );
         round_trip(
             EventPayload::ForkDiverged {

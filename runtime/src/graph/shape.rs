@@ -170,6 +170,15 @@ impl Builder<'_> {
             SiteKind::Llm => (NodeKind::Llm, Some(site.key("llm")), None),
             // The agent's slug is a runtime value: only a pinned key is known.
             SiteKind::Prompt => (NodeKind::Agent, site.pinned.map(str::to_owned), None),
+            // A child run: its own run, drawn as a workflow node keyed `start:<slug>`.
+            SiteKind::Start | SiteKind::StartAfter => {
+                let slug = self
+                    .registry
+                    .slug_of_callee(self.registration, site.callee)
+                    .unwrap_or_else(|| last_segment(site.callee));
+                let key = crate::ctx::child::start_key(site, slug);
+                (NodeKind::Workflow, Some(key), None)
+            }
         }
     }
 }

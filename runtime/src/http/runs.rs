@@ -134,6 +134,24 @@ pub(crate) struct RunDetail {
     /// `run_created` event; absent for runs started without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
+    /// For a child run (`wf.start(..)` in a workflow): its parent, `{"run_id", "step"}`;
+    /// absent for other runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    parent: Option<crate::event::ParentRun>,
+    /// The child runs it started, from its log: `[{"run_id", "step", "workflow",
+    /// "detached", "on_parent_close"}]`; absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    children: Vec<crate::ChildLink>,
+    /// The run this one continues (`ctx.continue_as_new`); absent for other runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    continued_from: Option<crate::RunId>,
+    /// The run this one continued as; absent for other runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    continued_as: Option<crate::RunId>,
 }
 
 /// Query of `GET /runs`.
@@ -343,6 +361,7 @@ pub(crate) async fn run_detail(
             timeout_at: hook.timeout_at,
         })
         .collect();
+    let links = crate::engine::run_links_of(&record, &events);
     Ok(RunDetail {
         id: record.id.to_string(),
         workflow: record.workflow,
@@ -364,6 +383,10 @@ pub(crate) async fn run_detail(
         event: crate::engine::started_by_event(&events),
         tags: crate::tags::tags_of(&events),
         key: crate::engine::key_of(&events),
+        parent: links.parent,
+        children: links.children,
+        continued_from: links.continued_from,
+        continued_as: links.continued_as,
     })
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 // Other modules (engine, replay, hooks, …) get added next to this one.
+mod children;
 mod conformance;
 mod delayed_start;
 mod engine;

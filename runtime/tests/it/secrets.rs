@@ -177,6 +177,8 @@ async fn views_redact_tokens_written_by_older_versions() {
             traceparent: None,
             key: None,
             event: None,
+            parent: None,
+            continued_from: None,
         },
     );
     store.create_run(record, created).await.unwrap();

@@ -91,6 +91,7 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
     let usage = crate::engine::token_usage(events);
     let tags = crate::tags::tags_of(events);
     let forked = crate::engine::forked_from(events);
+    let links = crate::engine::run_links_of(record, events);
     let now = state.engine.now();
     let ended = record.status.is_terminal();
     let duration = match (timeline.start, ended) {
@@ -122,6 +123,26 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
                         a.mono href={ "/ui/runs/" (forked.run_id) } { (forked.run_id) }
                         @if let Some(step) = &forked.step { " at " code { (step) } } @else { " (restart)" }
                     }
+                }
+                @if let Some(parent) = &links.parent {
+                    dt { "Parent" } dd {
+                        a.mono href={ "/ui/runs/" (parent.run_id) } { (parent.run_id) }
+                        " at " code { (parent.step) }
+                    }
+                }
+                @if !links.children.is_empty() {
+                    dt { "Children" } dd {
+                        @for child in &links.children {
+                            a.mono href={ "/ui/runs/" (child.run_id) } { (child.run_id) }
+                            " " (child.workflow) @if child.detached { " (detached)" } br;
+                        }
+                    }
+                }
+                @if let Some(from) = &links.continued_from {
+                    dt { "Continues" } dd { a.mono href={ "/ui/runs/" (from) } { (from) } }
+                }
+                @if let Some(next) = &links.continued_as {
+                    dt { "Continued as" } dd { a.mono href={ "/ui/runs/" (next) } { (next) } }
                 }
                 @if !tags.is_empty() {
                     dt { "Tags" } dd {
