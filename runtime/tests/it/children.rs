@@ -665,7 +665,7 @@ async fn continue_as_new_hands_on_the_key_and_unreceived_messages() {
         wake_at: None,
         next_seq: 1,
     };
-    let mut created = NewEvent::new(
+    let created = NewEvent::new(
         None,
         0,
         now,
@@ -678,9 +678,10 @@ async fn continue_as_new_hands_on_the_key_and_unreceived_messages() {
             traceparent: None,
             parent: None,
             continued_from: None,
+            key: Some("poller-1".into()),
+            event: None,
         },
     );
-    created.payload["key"] = json!("poller-1");
     let first = record.id.clone();
     store
         .create_run_once("business:looper:poller-1", record, created)
