@@ -34,6 +34,10 @@ pub(crate) enum SiteKind {
     Llm,
     /// `agent.prompt(message)`.
     Prompt,
+    /// `reprise::select! { .. }`.
+    Select,
+    /// `<expr>.timeout(d)`.
+    Timeout,
 }
 
 impl SiteKind {
@@ -46,6 +50,8 @@ impl SiteKind {
             SiteKind::SleepUntil => Some("sleep-until"),
             SiteKind::Hook => Some("hook"),
             SiteKind::Llm => Some("llm"),
+            SiteKind::Select => Some("select"),
+            SiteKind::Timeout => Some("timeout"),
         }
     }
 
@@ -58,6 +64,8 @@ impl SiteKind {
             SiteKind::Hook => "Hook",
             SiteKind::Llm => "Llm",
             SiteKind::Prompt => "Prompt",
+            SiteKind::Select => "Select",
+            SiteKind::Timeout => "Timeout",
         }
     }
 }
@@ -252,6 +260,8 @@ impl Rewriter<'_> {
     fn method_call(&mut self, call: &mut ExprMethodCall) -> Option<Expr> {
         let method = call.method.to_string();
         let kind = match method.as_str() {
+            // `ctx.run("name", || async { .. })`: an inline step, the `Ctx` method.
+            "run" if self.is_ctx(&call.receiver) && call.args.len() == 2 => return None,
             "run" => SiteKind::Run,
             "prompt" => SiteKind::Prompt,
             "sleep" if self.is_ctx(&call.receiver) => SiteKind::Sleep,
@@ -275,7 +285,7 @@ impl Rewriter<'_> {
                     call.args.len(),
                     compact(&call.receiver)
                 ),
-                SiteKind::Llm => unreachable_kind(),
+                SiteKind::Llm | SiteKind::Select | SiteKind::Timeout => unreachable_kind(),
             };
             self.errors.error(call.method.span(), message);
             return None;
@@ -336,7 +346,164 @@ impl Rewriter<'_> {
                 let agent = quote_spanned!(receiver_span=> &#receiver);
                 quote_spanned!(span=> #private::bind_agent_prompt(#ctx, #site, #agent, #arg))
             }
-            SiteKind::Llm => return None,
+            SiteKind::Llm | SiteKind::Select | SiteKind::Timeout => return None,
+        };
+        match syn::parse2::<Expr>(tokens) {
+            Ok(expr) => Some(expr),
+            Err(error) => {
+                self.errors.push(error);
+                None
+            }
+        }
+    }
+
+    /// Rewrites `<awaitable>.timeout(d)` (a step call, `agent.prompt(..)`, `prompt_llm(..)`,
+    /// an inline step, a signal's `recv()`, a child run, an event wait) into a durable
+    /// timeout, or returns `None` to leave the call alone (`ctx.hook::<T>().timeout(d)`
+    /// keeps the hook's own recorded deadline; other types' `timeout` methods are theirs).
+    fn timeout_call(&mut self, call: &mut ExprMethodCall) -> Option<Expr> {
+        if call.method != "timeout"
+            || call.args.len() != 1
+            || call.turbofish.is_some()
+            || !self.is_awaitable(&call.receiver)
+        {
+            return None;
+        }
+        let index = self.push_site(SiteKind::Timeout, &call.receiver);
+        self.visit_expr_mut(&mut call.receiver);
+        for arg in call.args.iter_mut() {
+            self.visit_expr_mut(arg);
+        }
+        let span = Span::call_site().located_at(call.method.span());
+        let private = respan(self.private.clone(), span);
+        let ctx = ctx_ref_ident(span);
+        let sites = sites_ident();
+        let index = Literal::usize_unsuffixed(index);
+        let receiver = &call.receiver;
+        let arg = &call.args[0];
+        let tokens =
+            quote_spanned!(span=> #private::timeout(#ctx, &#sites[#index], #receiver, #arg));
+        match syn::parse2::<Expr>(tokens) {
+            Ok(expr) => Some(expr),
+            Err(error) => {
+                self.errors.push(error);
+                None
+            }
+        }
+    }
+
+    /// Whether `.timeout(..)` on `expr` is a durable timeout: `expr` is a step call or
+    /// another recorded awaitable (not `ctx.hook()`, whose `.timeout` is its own).
+    fn is_awaitable(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Paren(e) => self.is_awaitable(&e.expr),
+            Expr::MethodCall(call) => {
+                let method = call.method.to_string();
+                is_step_call(expr)
+                    || matches!(
+                        method.as_str(),
+                        "recv" | "wait_for_event" | "matching" | "start" | "start_after"
+                    )
+            }
+            _ => is_step_call(expr),
+        }
+    }
+
+    /// Whether `path` names reprise's durable `select!` (`reprise::select`, the `crate = ..`
+    /// override's `select`, or `select` imported from either in the body).
+    fn is_durable_select(&self, path: &Path) -> bool {
+        let names: Vec<String> = match self.resolve(path) {
+            Some(resolved) => resolved,
+            None => path.segments.iter().map(|s| s.ident.to_string()).collect(),
+        };
+        let Some((last, prefix)) = names.split_last() else {
+            return false;
+        };
+        if last != "select" || prefix.is_empty() {
+            return false;
+        }
+        let prefix = prefix.join("::");
+        let krate = self
+            .private
+            .to_string()
+            .replace(' ', "")
+            .trim_start_matches("::")
+            .trim_end_matches("::__private")
+            .to_owned();
+        prefix == "reprise" || prefix == krate
+    }
+
+    /// Rewrites `reprise::select! { pat = awaitable => body, .. }` into a durable select:
+    /// every awaitable is created first (taking its step id, in source order), then each is
+    /// boxed into a future of a generated enum, raced by `__private::select` and matched.
+    fn rewrite_select(&mut self, mac: &Macro) -> Option<Expr> {
+        let mut arms = match parse_select_arms.parse2(mac.tokens.clone()) {
+            Ok(arms) => arms,
+            Err(error) => {
+                self.errors.push(error);
+                return None;
+            }
+        };
+        if arms.is_empty() {
+            self.errors.error_spanned_by(
+                &mac.path,
+                "`reprise::select!` needs at least one arm: `pattern = awaitable => body`",
+            );
+            return None;
+        }
+        let receiver = Expr::Path(ExprPath {
+            attrs: Vec::new(),
+            qself: None,
+            path: mac.path.clone(),
+        });
+        let index = self.push_site(SiteKind::Select, &receiver);
+        let mut shape_arms = Vec::new();
+        for arm in &mut arms {
+            let text = pat_label(&arm.pat);
+            self.shape.open();
+            self.visit_expr_mut(&mut arm.future);
+            self.visit_pat_mut(&mut arm.pat);
+            self.visit_expr_mut(&mut arm.body);
+            shape_arms.push((text, self.shape.close()));
+        }
+        self.shape.branch("select!".to_owned(), shape_arms);
+
+        let span = Span::call_site().located_at(first_span(&mac.path));
+        let private = respan(self.private.clone(), span);
+        let ctx = ctx_ref_ident(span);
+        let sites = sites_ident();
+        let index = Literal::usize_unsuffixed(index);
+        let hidden = |name: String| Ident::new(&name, Span::mixed_site().located_at(span));
+        let out = hidden("__RepriseSelect".to_owned());
+        let branches = hidden("__reprise_branches".to_owned());
+        let created = hidden("__reprise_created".to_owned());
+        let capture = hidden("__reprise_capture".to_owned());
+        let params: Vec<Ident> = (0..arms.len()).map(|i| hidden(format!("__T{i}"))).collect();
+        let variants: Vec<Ident> = (0..arms.len()).map(|i| hidden(format!("B{i}"))).collect();
+        let locals: Vec<Ident> = (0..arms.len())
+            .map(|i| hidden(format!("__reprise_branch_{i}")))
+            .collect();
+        let futures = arms.iter().map(|arm| &arm.future);
+        let pats = arms.iter().map(|arm| &arm.pat);
+        let bodies = arms.iter().map(|arm| &arm.body);
+        let infer = arms.iter().map(|_| quote!(_));
+        let tokens = quote_spanned! {span=>
+            {
+                #[allow(non_camel_case_types, clippy::large_enum_variant)]
+                enum #out<#(#params),*> { #(#variants(#params)),* }
+                let mut #created = ::std::vec::Vec::new();
+                #(
+                    let #capture = #private::IdCapture::start(#ctx);
+                    let #locals = #futures;
+                    #created.push(#capture.finish());
+                )*
+                let #branches: ::std::vec::Vec<#private::Branch<'_, #out<#(#infer),*>>> = ::std::vec![
+                    #(#private::Box::pin(async move { #out::#variants(#locals.await) })),*
+                ];
+                match #private::select(#ctx, &#sites[#index], #branches, #created).await? {
+                    #(#out::#variants(#pats) => #bodies,)*
+                }
+            }
         };
         match syn::parse2::<Expr>(tokens) {
             Ok(expr) => Some(expr),
@@ -690,6 +857,8 @@ fn site_label(site: &SiteRecord) -> String {
         SiteKind::Hook => format!("{}.hook()", site.callee),
         SiteKind::Llm => "prompt_llm(..)".to_owned(),
         SiteKind::Prompt => format!("{}.prompt(..)", site.callee),
+        SiteKind::Select => "reprise::select! { .. }".to_owned(),
+        SiteKind::Timeout => format!("{}.timeout(..)", site.callee),
     }
 }
 
@@ -702,6 +871,10 @@ impl VisitMut for Rewriter<'_> {
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
         match expr {
             Expr::MethodCall(call) => {
+                if let Some(rewritten) = self.timeout_call(call) {
+                    *expr = rewritten;
+                    return;
+                }
                 self.lint_method(call);
                 if let Some(rewritten) = self.method_call(call) {
                     *expr = rewritten;
@@ -719,6 +892,12 @@ impl VisitMut for Rewriter<'_> {
                     *expr = warned;
                     return;
                 }
+            }
+            Expr::Macro(mac) if self.is_durable_select(&mac.mac.path) => {
+                if let Some(rewritten) = self.rewrite_select(&mac.mac) {
+                    *expr = rewritten;
+                }
+                return;
             }
             _ => {}
         }
@@ -743,6 +922,16 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
+        // `reprise::select! { .. }` as a statement: rewritten as the expression it is.
+        if let Stmt::Macro(mac) = stmt
+            && self.is_durable_select(&mac.mac.path)
+        {
+            let expr = Expr::Macro(syn::ExprMacro {
+                attrs: std::mem::take(&mut mac.attrs),
+                mac: mac.mac.clone(),
+            });
+            *stmt = Stmt::Expr(expr, mac.semi_token);
+        }
         match take_step_attr(stmt, self.errors) {
             Some(attr) => self.visit_pinned_stmt(stmt, attr),
             None => self.visit_stmt_inner(stmt),
@@ -1273,8 +1462,59 @@ fn subject(path: &Path, resolved: Option<&[String]>, bang: &str) -> String {
     }
 }
 
+/// One arm of `reprise::select!`: `pattern = awaitable => body`.
+struct SelectArm {
+    pat: syn::Pat,
+    future: Expr,
+    body: Expr,
+}
+
+/// Parses the arms of `reprise::select!` (`pattern = awaitable => body`, a comma after a
+/// body that is not a block); `else`, `biased;` and `if` preconditions are rejected.
+fn parse_select_arms(input: ParseStream) -> syn::Result<Vec<SelectArm>> {
+    let mut arms = Vec::new();
+    while !input.is_empty() {
+        if input.peek(Token![else]) {
+            return Err(input.error(
+                "`reprise::select!` has no `else` arm: a durable select always waits for its first branch; to give up after a while, add a branch `_ = ctx.sleep(\"1h\") => { .. }`",
+            ));
+        }
+        if input.peek(syn::Ident) && input.peek2(Token![;]) {
+            return Err(input.error(
+                "`reprise::select!` takes no `biased;`: its branches are always polled in source order, and the winner is recorded",
+            ));
+        }
+        let pat = syn::Pat::parse_multi_with_leading_vert(input)?;
+        if input.peek(Token![if]) {
+            return Err(input.error(
+                "`reprise::select!` arms take no `if` precondition: build the list of branches conditionally, or match inside the arm's body",
+            ));
+        }
+        input.parse::<Token![=]>()?;
+        let future: Expr = input.parse()?;
+        input.parse::<Token![=>]>()?;
+        let body = if input.peek(syn::token::Brace) {
+            let block: Block = input.parse()?;
+            let _ = input.parse::<Option<Token![,]>>()?;
+            Expr::Block(syn::ExprBlock {
+                attrs: Vec::new(),
+                label: None,
+                block,
+            })
+        } else {
+            let body: Expr = input.parse()?;
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+            body
+        };
+        arms.push(SelectArm { pat, future, body });
+    }
+    Ok(arms)
+}
+
 /// The fix shared by every racing form.
-const RACE_FIX: &str = "for a deadline on a hook use `ctx.hook::<T>().timeout(\"2d\")`; otherwise run the steps together with `join!` / `try_join!`, or restructure so they run one after another (a durable select that records the winner, and `.timeout()` on any step, are not available yet: they come with reprise's \"messages and composition\" work)";
+const RACE_FIX: &str = "use reprise's durable select, which records the winner so every replay takes the same branch: `reprise::select! { x = step.run(input) => { .. } _ = ctx.sleep(\"2d\") => { .. } }`; for a deadline on one step, hook, signal or child run write `.timeout(\"10m\")` right on the call (`step.run(input).timeout(\"10m\").await`), which fails with an error of kind `timeout`";
 
 /// The message for `problem` found at `subject` (already quoted).
 fn problem_message(problem: Problem, subject: &str, ctx_hint: &str) -> String {

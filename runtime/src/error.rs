@@ -90,6 +90,20 @@ impl ActionError {
     pub fn is_non_determinism(&self) -> bool {
         self.kind == kinds::NON_DETERMINISM
     }
+
+    /// Whether this is a timeout (kind `timeout`): a `.timeout(d)` in a workflow body that
+    /// expired, a hook's deadline, an action attempt over its `timeout` option.
+    ///
+    /// ```ignore
+    /// match ship.run(order).timeout("1h").await {
+    ///     Ok(receipt) => { /* … */ }
+    ///     Err(e) if e.is_timeout() => { /* escalate */ }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        self.kind == kinds::TIMEOUT
+    }
 }
 
 impl fmt::Display for ActionError {

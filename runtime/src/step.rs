@@ -198,6 +198,10 @@ pub enum SiteKind {
     Llm,
     /// `agent.prompt(message)`: an agent's tool-calling loop.
     Prompt,
+    /// `reprise::select! { .. }`: a durable select (key `select`).
+    Select,
+    /// `<expr>.timeout(d)`: a durable select against a timer (key `timeout`).
+    Timeout,
 }
 
 /// One call site of a workflow body, fixed at compile time (DESIGN "Step identity").

@@ -131,7 +131,9 @@ pub(crate) async fn execute<S: Step>(
             StepBehavior::Workflow { call, .. } => {
                 let child = ctx.child(&id);
                 // The sub-workflow's steps are children of its step span.
-                let body = slot.instrument(call(child, input));
+                // Its body races nothing of the caller's: the sub-workflow step claims its
+                // select branch (if any) when it records its own outcome.
+                let body = slot.instrument(super::race::outside(call(child, input)));
                 let outcome = AssertUnwindSafe(body).catch_unwind().await;
                 let result = match outcome {
                     Ok(result) => result.map_err(ActionError::from),

@@ -170,6 +170,8 @@ impl Builder<'_> {
             SiteKind::Llm => (NodeKind::Llm, Some(site.key("llm")), None),
             // The agent's slug is a runtime value: only a pinned key is known.
             SiteKind::Prompt => (NodeKind::Agent, site.pinned.map(str::to_owned), None),
+            SiteKind::Select => (NodeKind::Decision, Some(site.key("select")), None),
+            SiteKind::Timeout => (NodeKind::Sleep, Some(site.key("timeout")), None),
         }
     }
 }

@@ -34,3 +34,4 @@ mod traces;
 mod triggers;
 mod ui;
 mod worker;
+mod select;
