@@ -172,3 +172,293 @@ async fn a_sleep_beats_a_signal_that_comes_later_and_the_message_stays() {
     assert!(completed(&events, "signal:paid#0").is_none(), "the loser received nothing");
     assert_replays(&engine, &id).await;
 }
+
+// ---------------------------------------------------------------------------------------
+// hook vs sleep, on SQLite across a restart
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+struct Approval {
+    ok: bool,
+}
+
+#[workflow(slug = "sel-hook-or-sleep")]
+async fn hook_or_sleep(ctx: Ctx, _input: Num) -> Result<String, WorkflowError> {
+    let out = reprise::select! {
+        approval = ctx.hook::<Approval>() => format!("approved {}", approval?.ok),
+        slept = ctx.sleep("1d") => {
+            slept?;
+            "reminder".to_owned()
+        }
+    };
+    Ok(out)
+}
+
+fn sqlite_store(dir: &tempfile::TempDir) -> SharedStore {
+    Arc::new(SqliteStore::open(dir.path().join("reprise.db")).unwrap())
+}
+
+#[tokio::test]
+async fn a_hook_beats_a_sleep_on_sqlite_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, calls) = (HandClock::new(), Arc::new(Calls::default()));
+    let first = engine(sqlite_store(&dir), &clock, &calls);
+    let id = first.start(&hook_or_sleep, Num { n: 0 }).await.unwrap();
+    assert!(matches!(
+        first.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    let token = first.hook_token(&id, "hook#0");
+    first.resume_hook(&token, json!({ "ok": true })).await.unwrap();
+    drop(first);
+
+    // Another process on the same file, a day later: the hook still wins (its payload is
+    // in the log, and it comes first), and the select is recorded before the body goes on.
+    clock.advance(Duration::from_secs(2 * 86_400));
+    let second = engine(sqlite_store(&dir), &clock, &calls);
+    let execution = second.execute(&id).await.unwrap();
+    assert_eq!(output(&execution.outcome), json!("approved true"));
+    let events = events_of(&second, &id).await;
+    assert_eq!(completed(&events, "select#0").unwrap()["winner"], json!(0));
+    assert_eq!(count(&events, EventKind::SleepCompleted, "sleep#0"), 0);
+    assert_replays(&second, &id).await;
+}
+
+#[tokio::test]
+async fn a_sleep_beats_a_hook_and_the_hook_is_not_awaited_again() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let engine = engine(store, &clock, &calls);
+    let id = engine.start(&hook_or_sleep, Num { n: 0 }).await.unwrap();
+    engine.execute(&id).await.unwrap();
+    clock.advance(Duration::from_secs(86_401));
+    let execution = engine.execute(&id).await.unwrap();
+    assert_eq!(output(&execution.outcome), json!("reminder"));
+    let events = events_of(&engine, &id).await;
+    let select = completed(&events, "select#0").unwrap();
+    assert_eq!(select["winner"], json!(1));
+    assert_eq!(select["branches"][0]["started"], json!(true), "{select}");
+    assert_eq!(count(&events, EventKind::HookReceived, "hook#0"), 0);
+    assert_replays(&engine, &id).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// a live step loses: canceled and recorded
+
+static SLOW_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Takes a minute.
+#[action(slug = "sel-slow")]
+async fn sel_slow(input: Num) -> Result<Num, ActionError> {
+    SLOW_CALLS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    Ok(input)
+}
+
+#[workflow(slug = "sel-action-or-sleep")]
+async fn action_or_sleep(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    let out = reprise::select! {
+        done = sel_slow.run(input.clone()) => format!("done {}", done?.n),
+        slept = ctx.sleep("0s") => {
+            slept?;
+            "gave up".to_owned()
+        }
+    };
+    // Goes on after the select: a step recorded after the canceled one.
+    let next = add_one.run(input).await?;
+    Ok(format!("{out}, then {}", next.n))
+}
+
+#[tokio::test]
+async fn a_losing_live_step_is_canceled_and_its_cancellation_recorded() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let engine = engine(store.clone(), &clock, &calls);
+    let before = SLOW_CALLS.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let id = engine.start(&action_or_sleep, Num { n: 1 }).await.unwrap();
+    let execution = engine.execute(&id).await.unwrap();
+    assert_eq!(output(&execution.outcome), json!("gave up, then 2"));
+    assert!(started.elapsed() < Duration::from_secs(30), "the slow action was not awaited");
+    assert_eq!(SLOW_CALLS.load(Ordering::SeqCst), before + 1);
+
+    let events = events_of(&engine, &id).await;
+    let select = completed(&events, "select#0").unwrap();
+    assert_eq!(select["winner"], json!(1));
+    assert_eq!(select["branches"][0]["started"], json!(true));
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::StepFailed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].event.correlation_id.as_deref(), Some("sel-slow#0"));
+    assert_eq!(failed[0].event.payload["error"]["kind"], json!("canceled"));
+    let message = failed[0].event.payload["error"]["message"].as_str().unwrap();
+    assert!(message.contains("select#0") && message.contains("branch 1"), "{message}");
+
+    // A replay after a restart takes the sleep again and never calls the action.
+    assert_replays(&engine, &id).await;
+    assert_eq!(SLOW_CALLS.load(Ordering::SeqCst), before + 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// inside a sub-workflow, inside join!, in a loop
+
+#[workflow(slug = "sel-inner")]
+async fn sel_inner(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    let out = reprise::select! {
+        payment = reprise::__private::receive_signal(&ctx, "paid") => format!("paid {}", payment?),
+        slept = ctx.sleep("1h") => {
+            slept?;
+            format!("expired {}", input.n)
+        }
+    };
+    Ok(out)
+}
+
+#[workflow(slug = "sel-outer")]
+async fn sel_outer(_ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    let inner = sel_inner.run(input.clone()).await?;
+    let (joined, added) = futures::join!(
+        async {
+            Ok::<_, ActionError>(reprise::select! {
+                payment = reprise::__private::receive_signal(&_ctx, "joined") => format!("joined {}", payment?),
+                slept = _ctx.sleep("2h") => {
+                    slept?;
+                    "join expired".to_owned()
+                }
+            })
+        },
+        add_one.run(input)
+    );
+    Ok(format!("{inner}; {}; {}", joined?, added?.n))
+}
+
+#[tokio::test]
+async fn a_select_works_inside_a_sub_workflow_and_inside_join() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let engine1 = engine(store.clone(), &clock, &calls);
+    let id = engine1.start(&sel_outer, Num { n: 5 }).await.unwrap();
+    assert!(matches!(
+        engine1.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    signal(&engine1, &id, "paid", json!("in sub")).await;
+    // The sub-workflow's select is decided; the joined one waits on its own.
+    let engine2 = engine(store.clone(), &clock, &calls);
+    let execution = engine2.execute(&id).await.unwrap();
+    assert!(matches!(execution.outcome, RunOutcome::Suspended(_)), "{execution:?}");
+    clock.advance(Duration::from_secs(7201));
+    let execution = engine2.execute(&id).await.unwrap();
+    assert_eq!(
+        output(&execution.outcome),
+        json!("paid \"in sub\"; join expired; 6")
+    );
+    let events = events_of(&engine2, &id).await;
+    assert_eq!(
+        completed(&events, "sel-inner#0/select#0").unwrap()["winner"],
+        json!(0)
+    );
+    assert!(completed(&events, "sel-inner#0/signal:paid#0").is_some());
+    assert_eq!(completed(&events, "select#0").unwrap()["winner"], json!(1));
+    assert_eq!(calls.count("add-one#0"), 1, "the joined step ran once");
+    assert_replays(&engine2, &id).await;
+}
+
+#[workflow(slug = "sel-loop")]
+async fn select_loop(ctx: Ctx, input: Num) -> Result<Vec<String>, WorkflowError> {
+    let mut winners = Vec::new();
+    for _ in 0..input.n {
+        let winner = reprise::select! {
+            got = reprise::__private::receive_signal(&ctx, "go") => {
+                got?;
+                "signal".to_owned()
+            }
+            slept = ctx.sleep("1h") => {
+                slept?;
+                "sleep".to_owned()
+            }
+        };
+        winners.push(winner);
+    }
+    Ok(winners)
+}
+
+/// A small deterministic generator (xorshift64*), seeded per test run.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % sides
+    }
+}
+
+/// The select's winner is the same in 100 resumes with randomized timing: 20 runs of 5
+/// selects in a loop, each decided by a signal, the timer, or both at once (randomly
+/// chosen), each resumed by a fresh engine (a restart) that replays the earlier selects;
+/// then every run is replayed 5 more times.
+#[tokio::test]
+async fn the_recorded_winner_is_taken_in_100_resumes_with_random_timing() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut dice = Dice(seed);
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let mut resumes = 0;
+    for _ in 0..20 {
+        let engine1 = engine(store.clone(), &clock, &calls);
+        let id = engine1.start(&select_loop, Num { n: 5 }).await.unwrap();
+        let mut execution = engine1.execute(&id).await.unwrap();
+        let mut expected = Vec::new();
+        while let RunOutcome::Suspended(_) = &execution.outcome {
+            match dice.roll(3) {
+                0 => {
+                    signal(&engine1, &id, "go", json!(null)).await;
+                    expected.push("signal");
+                }
+                1 => {
+                    clock.advance(Duration::from_secs(3601));
+                    expected.push("sleep");
+                }
+                _ => {
+                    // Both ready at the resume: the first branch in source order wins.
+                    signal(&engine1, &id, "go", json!(null)).await;
+                    clock.advance(Duration::from_secs(3601));
+                    expected.push("signal");
+                }
+            }
+            let restarted = engine(store.clone(), &clock, &calls);
+            execution = restarted.execute(&id).await.unwrap();
+            resumes += 1;
+            // A left-over message is received by the next select at once.
+            let events = events_of(&restarted, &id).await;
+            let decided = (0..5)
+                .filter(|k| completed(&events, &format!("select#{k}")).is_some())
+                .count();
+            while expected.len() < decided {
+                expected.push("signal");
+            }
+        }
+        let out = output(&execution.outcome);
+        let events = events_of(&engine1, &id).await;
+        let recorded: Vec<Value> = (0..5)
+            .map(|k| {
+                let select = completed(&events, &format!("select#{k}")).unwrap();
+                json!(if select["winner"] == json!(0) { "signal" } else { "sleep" })
+            })
+            .collect();
+        assert_eq!(out, json!(recorded), "seed {seed}");
+        assert_eq!(out, json!(expected), "seed {seed}");
+        for _ in 0..5 {
+            clock.advance(Duration::from_secs(dice.roll(10_000)));
+            assert_replays(&engine1, &id).await;
+        }
+    }
+    assert!(resumes >= 100, "{resumes} resumes");
+}
