@@ -39,6 +39,9 @@ pub mod kinds {
     /// `EngineBuilder::max_payload_bytes` allows; never retried. The message names the
     /// step, the size and the limit; nothing oversized was written.
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    /// An inline step (`ctx.run(name, ..)`) was given a name that cannot be part of a
+    /// correlation id; never retried, nothing runs. The message names the rule.
+    pub const INVALID_STEP_NAME: &str = "invalid_step_name";
 }
 
 /// The error of a step: returned by an action body, or by `.run(..)` in a workflow

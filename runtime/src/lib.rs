@@ -137,6 +137,7 @@ pub use action_ctx::ActionCtx;
 pub use ctx::Ctx;
 pub use ctx::Wait;
 pub use ctx::hook::Hook;
+pub use ctx::inline::InlineOptions;
 pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use engine::{
     ActionOverride, CancelOutcome, Clock, Engine, EngineBuilder, Execution, FailedRun, Fault,
@@ -174,6 +175,7 @@ pub mod prelude {
         ActionCtx, ActionError, Agent, Ctx, Engine, Step, WorkflowError, action, fan_out,
         prompt_llm, workflow,
     };
+    pub use crate::InlineOptions;
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
 }

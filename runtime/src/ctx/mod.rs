@@ -6,6 +6,7 @@
 
 pub(crate) mod hook;
 pub(crate) mod inbox;
+pub(crate) mod inline;
 pub(crate) mod race;
 pub(crate) mod record;
 pub(crate) mod recorder;

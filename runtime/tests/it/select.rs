@@ -462,3 +462,98 @@ async fn the_recorded_winner_is_taken_in_100_resumes_with_random_timing() {
     }
     assert!(resumes >= 100, "{resumes} resumes");
 }
+
+// ---------------------------------------------------------------------------------------
+// inline steps
+
+static INLINE_CALLS: AtomicUsize = AtomicUsize::new(0);
+static FLAKY_INLINE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[workflow(slug = "sel-inline")]
+async fn inline_steps(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    let ticket: String = ctx
+        .run("create-ticket", move || async move {
+            INLINE_CALLS.fetch_add(1, Ordering::SeqCst);
+            Ok(format!("T-{}", input.n))
+        })
+        .await?;
+    // Fails twice, then succeeds: two `step_retrying`.
+    let flaky: u32 = ctx
+        .run_with(
+            "flaky-call",
+            InlineOptions::new().retries(3).backoff("1ms").timeout("10s"),
+            || async {
+                let n = FLAKY_INLINE_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+                if n % 3 != 0 {
+                    return Err(ActionError::transient(format!("try {n} failed")));
+                }
+                Ok(7)
+            },
+        )
+        .await?;
+    ctx.sleep("1m").await?;
+    Ok(format!("{ticket} {flaky}"))
+}
+
+#[workflow(slug = "sel-inline-outer")]
+async fn inline_outer(_ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    Ok(inline_steps.run(input).await?)
+}
+
+#[tokio::test]
+async fn inline_steps_are_recorded_retried_and_replayed_without_calling_the_closure() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let first = engine(store.clone(), &clock, &calls);
+    let before = INLINE_CALLS.load(Ordering::SeqCst);
+    FLAKY_INLINE_CALLS.store(0, Ordering::SeqCst);
+    let id = first.start(&inline_outer, Num { n: 3 }).await.unwrap();
+    assert!(matches!(
+        first.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    clock.advance(Duration::from_secs(61));
+    let second = engine(store.clone(), &clock, &calls);
+    let execution = second.execute(&id).await.unwrap();
+    assert_eq!(output(&execution.outcome), json!("T-3 7"));
+    // Each closure ran for its attempts only, never again on the resume.
+    assert_eq!(INLINE_CALLS.load(Ordering::SeqCst), before + 1);
+    assert_eq!(FLAKY_INLINE_CALLS.load(Ordering::SeqCst), 3);
+
+    let events = events_of(&second, &id).await;
+    let ticket = "sel-inline#0/create-ticket#0";
+    assert_eq!(completed(&events, ticket), Some(json!("T-3")));
+    let started = events
+        .iter()
+        .find(|e| e.event.kind == EventKind::StepStarted && e.event.correlation_id.as_deref() == Some(ticket))
+        .unwrap();
+    assert_eq!(started.event.payload["kind"], json!("inline"));
+    assert_eq!(started.event.payload["callee"], json!("create-ticket"));
+    assert_eq!(
+        count(&events, EventKind::StepRetrying, "sel-inline#0/flaky-call#0"),
+        2
+    );
+    assert_eq!(completed(&events, "sel-inline#0/flaky-call#0"), Some(json!(7)));
+    assert_replays(&second, &id).await;
+    assert_eq!(INLINE_CALLS.load(Ordering::SeqCst), before + 1);
+}
+
+#[workflow(slug = "sel-inline-bad-name")]
+async fn inline_bad_name(ctx: Ctx, _input: Num) -> Result<String, WorkflowError> {
+    let result: Result<u8, ActionError> = ctx.run("a/b", || async { Ok(1) }).await;
+    let error = result.unwrap_err();
+    Ok(format!("{}: {}", error.kind, error.message))
+}
+
+#[tokio::test]
+async fn an_inline_step_with_a_bad_name_fails_clearly_and_runs_nothing() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let engine = engine(store, &clock, &calls);
+    let id = engine.start(&inline_bad_name, Num { n: 0 }).await.unwrap();
+    let out = output(&engine.execute(&id).await.unwrap().outcome);
+    let text = out.as_str().unwrap();
+    assert!(text.starts_with("invalid_step_name: \"a/b\" cannot name an inline step"), "{text}");
+    let events = events_of(&engine, &id).await;
+    assert!(!events.iter().any(|e| e.event.kind == EventKind::StepStarted));
+}
