@@ -66,12 +66,14 @@ pub(crate) struct WorkflowArgs {
     pub(crate) krate: Option<Path>,
     /// `retention = "30d"`, in milliseconds.
     pub(crate) retention_ms: Option<u64>,
+    /// `timeout = "1d"`: the run's execution timeout, in milliseconds.
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 const ACTION_KEYS: &str =
     "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
 const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, \
-     `retention`, `register` or `crate`";
+     `retention`, `timeout`, `register` or `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -203,6 +205,11 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                 seen.check("retention", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.retention_ms = parse_retention(input, errors)?;
+            } else if lookahead.peek(kw::timeout) {
+                let key = input.parse::<kw::timeout>()?;
+                seen.check("timeout", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.timeout_ms = parse_duration(input, "timeout", false, errors)?;
             } else if let Some(error) = unknown_key(input, Macro::Workflow) {
                 return Err(error);
             } else {
@@ -280,7 +287,10 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         (Macro::Action, "retention") => Some(
             "`retention` is a `#[workflow]` option: runs are kept per workflow".to_owned(),
         ),
-        (Macro::Workflow, "backoff" | "timeout" | "non_retryable") => Some(format!(
+        (Macro::Workflow, "execution_timeout" | "deadline" | "run_timeout") => Some(
+            "did you mean `timeout = \"1d\"` (the run fails with kind `timeout` once that long has passed since it was created)?".to_owned(),
+        ),
+        (Macro::Workflow, "backoff" | "non_retryable") => Some(format!(
             "`{name}` is an `#[action]` option: set it on the actions the workflow calls"
         )),
         _ => None,

@@ -426,6 +426,9 @@ fn workflow_options(args: &WorkflowArgs, private: &TokenStream) -> TokenStream {
     if let Some(ms) = args.retention_ms {
         fields.push(quote!(retention: ::core::option::Option::Some(#private::millis(#ms)),));
     }
+    if let Some(ms) = args.timeout_ms {
+        fields.push(quote!(timeout: ::core::option::Option::Some(#private::millis(#ms)),));
+    }
     if args.pause_at_max_attempts {
         fields.push(quote!(on_max_attempts: #private::OnMaxAttempts::Pause,));
     }

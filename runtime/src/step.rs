@@ -118,6 +118,12 @@ pub struct WorkflowOptions {
     /// [`EngineBuilder::retention`](crate::EngineBuilder::retention), if any. Enforced by
     /// the retention sweep that `dev` and `worker` run ([`crate::run_retention`]).
     pub retention: Option<std::time::Duration>,
+    /// The run's execution timeout (`#[workflow(timeout = "1d")]`), across attempts,
+    /// counted from the run's creation: at the deadline the run ends `failed` with an
+    /// error of kind `timeout` (not retried), whatever it is doing — executing (it stops at
+    /// its next step boundary, once its live steps have recorded), sleeping, waiting or
+    /// queued (a worker wakes it at the deadline). `None`: no limit.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl WorkflowOptions {
@@ -128,6 +134,7 @@ impl WorkflowOptions {
         on_max_attempts: OnMaxAttempts::Fail,
         on_failure: None,
         retention: None,
+        timeout: None,
     };
 }
 

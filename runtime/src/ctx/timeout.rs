@@ -56,8 +56,11 @@ where
         // (Known before it is polled: `created` below.)
         let timer_ctx = ctx.clone();
         let timer = async move {
-            let wake_at = timer_ctx.run.env.now()
-                + chrono::TimeDelta::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
+            let now = timer_ctx.run.env.now();
+            let wake_at = chrono::TimeDelta::from_std(duration)
+                .ok()
+                .and_then(|d| now.checked_add_signed(d))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
             Raced::Expired(super::sleep::wait_until(timer_ctx, timer_id, wake_at).await)
         };
         let branches: Vec<Branch<'a, Raced<T>>> = vec![

@@ -557,3 +557,162 @@ async fn an_inline_step_with_a_bad_name_fails_clearly_and_runs_nothing() {
     let events = events_of(&engine, &id).await;
     assert!(!events.iter().any(|e| e.event.kind == EventKind::StepStarted));
 }
+
+// ---------------------------------------------------------------------------------------
+// .timeout(d)
+
+/// A stand-in for a typed signal handle (`ctx.signal::<T>(name)`): `.recv()` is a recorded
+/// receive of signal `name`.
+struct SignalOf<'a>(&'a Ctx, &'static str);
+
+impl SignalOf<'_> {
+    fn recv(&self) -> impl std::future::Future<Output = Result<Value, ActionError>> + Send + 'static {
+        reprise::__private::receive_signal(self.0, self.1)
+    }
+}
+
+#[workflow(slug = "sel-timeouts")]
+async fn timeouts(ctx: Ctx, input: Num) -> Result<Vec<String>, WorkflowError> {
+    let mut seen = Vec::new();
+    // A slow action loses to its timeout: canceled, and the body gets a `timeout` error.
+    match sel_slow.run(input.clone()).timeout("0s").await {
+        Ok(_) => seen.push("action finished".to_owned()),
+        Err(e) if e.is_timeout() => seen.push(format!("action {}", e.kind)),
+        Err(e) => return Err(e.into()),
+    }
+    // A quick one beats its timeout.
+    let quick = add_one.run(input).timeout("1h").await?;
+    seen.push(format!("quick {}", quick.n));
+    // A signal that does not come in time.
+    let paid = SignalOf(&ctx, "paid");
+    match paid.recv().timeout("30m").await {
+        Ok(payload) => seen.push(format!("paid {payload}")),
+        Err(e) if e.is_timeout() => seen.push("no payment".to_owned()),
+        Err(e) => return Err(e.into()),
+    }
+    // A signal that does.
+    let shipped = SignalOf(&ctx, "shipped");
+    let payload = shipped.recv().timeout("30m").await?;
+    seen.push(format!("shipped {payload}"));
+    Ok(seen)
+}
+
+#[tokio::test]
+async fn timeouts_race_a_durable_timer_and_replay_the_same_way() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let engine1 = engine(store.clone(), &clock, &calls);
+    let id = engine1.start(&timeouts, Num { n: 1 }).await.unwrap();
+    // Suspends on the first signal, after both step timeouts were decided.
+    assert!(matches!(
+        engine1.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    let record = engine1.get_run(&id).await.unwrap();
+    assert_eq!(record.status, RunStatus::Waiting);
+    // The timer's deadline wakes the run.
+    assert!(record.wake_at.is_some());
+    clock.advance(Duration::from_secs(31 * 60));
+    let engine2 = engine(store.clone(), &clock, &calls);
+    assert!(matches!(
+        engine2.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    signal(&engine2, &id, "shipped", json!("by boat")).await;
+    let execution = engine2.execute(&id).await.unwrap();
+    assert_eq!(
+        output(&execution.outcome),
+        json!(["action timeout", "quick 2", "no payment", "shipped \"by boat\""])
+    );
+    let events = events_of(&engine2, &id).await;
+    assert_eq!(completed(&events, "timeout#0").unwrap()["winner"], json!(1));
+    assert_eq!(count(&events, EventKind::SleepCompleted, "timeout#0$timer"), 1);
+    let canceled = events
+        .iter()
+        .find(|e| e.event.kind == EventKind::StepFailed && e.event.correlation_id.as_deref() == Some("sel-slow#0"))
+        .expect("the slow action's cancellation is recorded");
+    assert_eq!(canceled.event.payload["error"]["kind"], json!("canceled"));
+    assert_eq!(completed(&events, "timeout@2#0").unwrap()["winner"], json!(0));
+    assert_eq!(completed(&events, "timeout@3#0").unwrap()["winner"], json!(1));
+    assert_eq!(completed(&events, "timeout@4#0").unwrap()["winner"], json!(0));
+    assert!(completed(&events, "signal:shipped#0").is_some());
+    assert_replays(&engine2, &id).await;
+}
+
+#[workflow(slug = "sel-hook-deadline")]
+async fn hook_deadline(ctx: Ctx, _input: Num) -> Result<String, WorkflowError> {
+    // A hook's own recorded deadline, raced against a signal: the timeout claims the select.
+    let out = reprise::select! {
+        approval = ctx.hook::<Approval>().timeout("1h") => match approval {
+            Ok(a) => format!("approved {}", a.ok),
+            Err(e) if e.is_timeout() => "hook timed out".to_owned(),
+            Err(e) => return Err(e.into()),
+        },
+        payment = SignalOf(&ctx, "paid").recv() => format!("paid {}", payment?),
+    };
+    Ok(out)
+}
+
+#[tokio::test]
+async fn a_hook_timeout_wins_a_select_and_is_recorded_with_it() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let engine = engine(store, &clock, &calls);
+    let id = engine.start(&hook_deadline, Num { n: 0 }).await.unwrap();
+    assert!(matches!(
+        engine.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    clock.advance(Duration::from_secs(3601));
+    let execution = engine.execute(&id).await.unwrap();
+    assert_eq!(output(&execution.outcome), json!("hook timed out"));
+    let events = events_of(&engine, &id).await;
+    assert_eq!(completed(&events, "select#0").unwrap()["winner"], json!(0));
+    assert_eq!(count(&events, EventKind::HookReceived, "hook#0"), 1);
+    assert_replays(&engine, &id).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// #[workflow(timeout = "…")]
+
+#[workflow(slug = "sel-run-timeout", timeout = "2h", max_attempts = 5)]
+async fn run_timeout(ctx: Ctx, input: Num) -> Result<Num, WorkflowError> {
+    let a = add_one.run(input).await?;
+    ctx.sleep("1d").await?;
+    Ok(a)
+}
+
+#[tokio::test]
+async fn a_run_timeout_fails_a_sleeping_run_at_its_deadline() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let engine1 = engine(store.clone(), &clock, &calls);
+    let id = engine1.start(&run_timeout, Num { n: 1 }).await.unwrap();
+    let created = engine1.get_run(&id).await.unwrap().created_at;
+    assert!(matches!(
+        engine1.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    // Woken at the deadline, not at the end of the day-long sleep.
+    let record = engine1.get_run(&id).await.unwrap();
+    assert_eq!(record.status, RunStatus::Sleeping);
+    assert_eq!(record.wake_at, Some(created + TimeDelta::hours(2)));
+
+    clock.advance(Duration::from_secs(2 * 3600));
+    let engine2 = engine(store.clone(), &clock, &calls);
+    let execution = engine2.execute(&id).await.unwrap();
+    let RunOutcome::Failed(error) = &execution.outcome else {
+        panic!("{execution:?}")
+    };
+    assert_eq!(error.kind, "timeout");
+    assert!(!error.retryable);
+    assert!(error.message.contains("2h"), "{}", error.message);
+    let record = engine2.get_run(&id).await.unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    let events = events_of(&engine2, &id).await;
+    assert_eq!(
+        events.iter().filter(|e| e.event.kind == EventKind::RunFailed).count(),
+        1
+    );
+    assert_eq!(calls.count("add-one#0"), 1, "the recorded step did not run again");
+}
