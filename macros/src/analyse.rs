@@ -1880,15 +1880,75 @@ mod tests {
     #[test]
     fn rejects_racing_forms() {
         let errors = lint(
-            "{ let a = x.run(1).fuse(); futures::select! { _ = a => {} }; let b = x.run(2).timeout(d); let c = (a, b).race(); ctx.hook::<u8>().timeout(\"2d\"); }",
+            "{ let a = x.run(1).fuse(); futures::select! { _ = a => {} }; let b = x.run(2).timeout_at(d); let c = (a, b).race(); ctx.hook::<u8>().timeout(\"2d\"); }",
         );
         assert_eq!(errors.len(), 3, "{errors:#?}");
         assert!(errors[0].starts_with("`futures::select!` races futures"));
-        assert!(errors[1].starts_with("`.timeout(..)` on a step races a future"));
+        assert!(errors[1].starts_with("`.timeout_at(..)` on a step races a future"));
         assert!(errors[2].starts_with("`.race(..)` races futures"));
+        // Each names the durable forms.
         for error in &errors {
-            assert!(error.contains("ctx.hook::<T>().timeout(\"2d\")"), "{error}");
+            assert!(error.contains("reprise::select! {"), "{error}");
+            assert!(error.contains(".timeout(\"10m\")"), "{error}");
         }
+    }
+
+    /// The rewritten body as text (spaces removed), with the sites found.
+    fn rewritten(body: &str) -> (String, Vec<(SiteKind, String, u32)>) {
+        let mut block: Block = syn::parse_str(body).expect("a block");
+        let errors = Errors::new();
+        let ctx = Some(Ident::new("ctx", Span::call_site()));
+        let (sites, _) = rewrite_body(&mut block, ctx, &quote!(::reprise::__private), &errors);
+        assert!(errors.finish().is_ok());
+        let sites = sites
+            .iter()
+            .map(|s| (s.kind, s.callee.clone(), s.ordinal))
+            .collect();
+        (block.to_token_stream().to_string().replace(' ', ""), sites)
+    }
+
+    #[test]
+    fn rewrites_durable_select_timeout_and_leaves_inline_steps() {
+        let (text, sites) = rewritten(
+            "{ let x = reprise::select! { a = ship.run(1) => a?, _ = ctx.sleep(d) => { 0 } }; reprise::select! { b = ship.run(2) => {} } let t = ship.run(3).timeout(\"1h\").await; let h = ctx.hook::<u8>().timeout(\"2d\"); let i = ctx.run(\"charge\", || async { Ok(1) }).timeout(\"5s\").await; let o = Options::new().timeout(d); }",
+        );
+        assert!(text.contains("::reprise::__private::select(__reprise_ctx,&__REPRISE_SITES[0]"), "{text}");
+        assert!(text.contains("::reprise::__private::IdCapture::start"), "{text}");
+        assert!(text.contains("::reprise::__private::timeout(__reprise_ctx,&__REPRISE_SITES[5]"), "{text}");
+        // The hook keeps its own recorded deadline; other types' `timeout` are theirs.
+        assert!(text.contains(".timeout(\"2d\")"), "{text}");
+        assert!(text.contains("Options::new().timeout(d)"), "{text}");
+        // `ctx.run(name, f)` is the `Ctx` method, raced by a timeout.
+        assert!(text.contains("ctx.run(\"charge\""), "{text}");
+        let kinds: Vec<(SiteKind, u32)> = sites.iter().map(|(k, _, n)| (*k, *n)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (SiteKind::Select, 1),
+                (SiteKind::Run, 1),
+                (SiteKind::Sleep, 1),
+                (SiteKind::Select, 2),
+                (SiteKind::Run, 2),
+                (SiteKind::Timeout, 1),
+                (SiteKind::Run, 3),
+                (SiteKind::Hook, 1),
+                (SiteKind::Timeout, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_select_forms_it_cannot_record() {
+        let errors = lint("{ reprise::select! { _ = a => {}, else => {} } }");
+        assert!(errors[0].contains("has no `else` arm"), "{errors:?}");
+        let errors = lint("{ reprise::select! { biased; _ = a => {} } }");
+        assert!(errors[0].contains("takes no `biased;`"), "{errors:?}");
+        let errors = lint("{ reprise::select! { Some(x) = a, if ok => {} } }");
+        assert!(!errors.is_empty());
+        let errors = lint("{ reprise::select! {} }");
+        assert!(errors[0].contains("needs at least one arm"), "{errors:?}");
+        let errors = lint("{ tokio::select! { _ = a => {} } }");
+        assert!(errors[0].starts_with("`tokio::select!` races futures"), "{errors:?}");
     }
 
     #[test]
