@@ -894,9 +894,11 @@ impl VisitMut for Rewriter<'_> {
                 }
             }
             Expr::Macro(mac) if self.is_durable_select(&mac.mac.path) => {
-                if let Some(rewritten) = self.rewrite_select(&mac.mac) {
-                    *expr = rewritten;
-                }
+                // On an error (reported already) a stand-in, so the select's fallback macro
+                // does not report a second one.
+                *expr = self
+                    .rewrite_select(&mac.mac)
+                    .unwrap_or_else(|| syn::parse_quote!(::core::option::Option::None.unwrap()));
                 return;
             }
             _ => {}
@@ -1068,14 +1070,36 @@ fn stmt_attrs_mut(stmt: &mut Stmt) -> Option<&mut Vec<Attribute>> {
 
 /// Removes every `#[step]` attribute from the statements of `block`, for re-emitting a
 /// workflow fn that could not be expanded (the compiler does not know the attribute).
+///
+/// A `reprise::select!` in it becomes `unreachable!()`: the body's own errors are reported,
+/// not a second one from the select's stand-in macro (which only fires outside workflows).
 pub(crate) fn strip_step_attrs(block: &mut Block) {
     struct Strip;
+    fn is_select(mac: &Macro) -> bool {
+        let segments: Vec<String> = mac.path.segments.iter().map(|s| s.ident.to_string()).collect();
+        segments.len() >= 2 && segments.last().is_some_and(|s| s == "select") && segments[0] == "reprise"
+    }
     impl VisitMut for Strip {
         fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
             if let Some(attrs) = stmt_attrs_mut(stmt) {
                 attrs.retain(|attr| !attr.path().is_ident("step"));
             }
+            if let Stmt::Macro(mac) = stmt
+                && is_select(&mac.mac)
+            {
+                *stmt = Stmt::Expr(syn::parse_quote!(::core::unreachable!()), mac.semi_token);
+                return;
+            }
             visit_mut::visit_stmt_mut(self, stmt);
+        }
+        fn visit_expr_mut(&mut self, expr: &mut Expr) {
+            if let Expr::Macro(mac) = expr
+                && is_select(&mac.mac)
+            {
+                *expr = syn::parse_quote!(::core::unreachable!());
+                return;
+            }
+            visit_mut::visit_expr_mut(self, expr);
         }
     }
     Strip.visit_block_mut(block);
