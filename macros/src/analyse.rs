@@ -1076,8 +1076,15 @@ fn stmt_attrs_mut(stmt: &mut Stmt) -> Option<&mut Vec<Attribute>> {
 pub(crate) fn strip_step_attrs(block: &mut Block) {
     struct Strip;
     fn is_select(mac: &Macro) -> bool {
-        let segments: Vec<String> = mac.path.segments.iter().map(|s| s.ident.to_string()).collect();
-        segments.len() >= 2 && segments.last().is_some_and(|s| s == "select") && segments[0] == "reprise"
+        let segments: Vec<String> = mac
+            .path
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
+        segments.len() >= 2
+            && segments.last().is_some_and(|s| s == "select")
+            && segments[0] == "reprise"
     }
     impl VisitMut for Strip {
         fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
@@ -1936,9 +1943,18 @@ mod tests {
         let (text, sites) = rewritten(
             "{ let x = reprise::select! { a = ship.run(1) => a?, _ = ctx.sleep(d) => { 0 } }; reprise::select! { b = ship.run(2) => {} } let t = ship.run(3).timeout(\"1h\").await; let h = ctx.hook::<u8>().timeout(\"2d\"); let i = ctx.run(\"charge\", || async { Ok(1) }).timeout(\"5s\").await; let o = Options::new().timeout(d); }",
         );
-        assert!(text.contains("::reprise::__private::select(__reprise_ctx,&__REPRISE_SITES[0]"), "{text}");
-        assert!(text.contains("::reprise::__private::IdCapture::start"), "{text}");
-        assert!(text.contains("::reprise::__private::timeout(__reprise_ctx,&__REPRISE_SITES[5]"), "{text}");
+        assert!(
+            text.contains("::reprise::__private::select(__reprise_ctx,&__REPRISE_SITES[0]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("::reprise::__private::IdCapture::start"),
+            "{text}"
+        );
+        assert!(
+            text.contains("::reprise::__private::timeout(__reprise_ctx,&__REPRISE_SITES[5]"),
+            "{text}"
+        );
         // The hook keeps its own recorded deadline; other types' `timeout` are theirs.
         assert!(text.contains(".timeout(\"2d\")"), "{text}");
         assert!(text.contains("Options::new().timeout(d)"), "{text}");
@@ -1972,7 +1988,10 @@ mod tests {
         let errors = lint("{ reprise::select! {} }");
         assert!(errors[0].contains("needs at least one arm"), "{errors:?}");
         let errors = lint("{ tokio::select! { _ = a => {} } }");
-        assert!(errors[0].starts_with("`tokio::select!` races futures"), "{errors:?}");
+        assert!(
+            errors[0].starts_with("`tokio::select!` races futures"),
+            "{errors:?}"
+        );
     }
 
     #[test]

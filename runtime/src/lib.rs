@@ -171,11 +171,11 @@ pub use reprise_macros::{action, workflow};
 
 /// Everything a workflow file needs: `use reprise::prelude::*;`.
 pub mod prelude {
+    pub use crate::InlineOptions;
     pub use crate::{
         ActionCtx, ActionError, Agent, Ctx, Engine, Step, WorkflowError, action, fan_out,
         prompt_llm, workflow,
     };
-    pub use crate::InlineOptions;
     pub use schemars::JsonSchema;
     pub use serde::{Deserialize, Serialize};
 }

@@ -9,9 +9,9 @@ pub use std::result::Result;
 
 pub use crate::ctx::hook::hook;
 pub use crate::ctx::select::{Branch, IdCapture, select};
-pub use crate::ctx::timeout::timeout;
 pub use crate::ctx::sleep::{sleep, sleep_until};
 pub use crate::ctx::step::run_step;
+pub use crate::ctx::timeout::timeout;
 pub use crate::llm::{bind_agent_prompt, bind_prompt_llm};
 pub use crate::registry::Registration;
 pub use crate::step::{

@@ -412,8 +412,10 @@ impl<'r> Slot<'r> {
             ),
             false,
         );
-        self.run
-            .push_pending(self.run.event(Some(self.id), 1, EventPayload::StepFailed { error }));
+        self.run.push_pending(
+            self.run
+                .event(Some(self.id), 1, EventPayload::StepFailed { error }),
+        );
     }
 
     /// What the log holds for this id when the step started before and never finished

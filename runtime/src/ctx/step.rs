@@ -179,36 +179,37 @@ async fn run_action<S: Step>(
 ) -> (Result<S::Output, ActionError>, u32) {
     let run = &ctx.run;
     let mut input = Some(first_input);
-    let attempt_once = |attempt: u32| -> futures::future::BoxFuture<'static, Result<S::Output, ActionError>> {
-        let this_input = match input.take() {
-            Some(input) => input,
-            None => match serde_json::from_value(input_json.clone()) {
-                Ok(input) => input,
-                Err(e) => {
-                    return Box::pin(std::future::ready(Err(serde_error("input", S::SLUG, e))));
+    let attempt_once =
+        |attempt: u32| -> futures::future::BoxFuture<'static, Result<S::Output, ActionError>> {
+            let this_input = match input.take() {
+                Some(input) => input,
+                None => match serde_json::from_value(input_json.clone()) {
+                    Ok(input) => input,
+                    Err(e) => {
+                        return Box::pin(std::future::ready(Err(serde_error("input", S::SLUG, e))));
+                    }
+                },
+            };
+            let cx = ActionCtx::new(
+                run.run_id.as_str(),
+                id,
+                attempt,
+                run.env.resources.clone(),
+                run.control().cancel,
+            )
+            .traced(tracing::Span::current(), run.history.traceparent());
+            match run.env.action_override(S::SLUG) {
+                None => call(this_input, cx),
+                Some(stub) => {
+                    let input = input_json.clone();
+                    Box::pin(async move {
+                        let output = stub(input, cx).await?;
+                        serde_json::from_value(output)
+                            .map_err(|e| serde_error("stubbed output", S::SLUG, e))
+                    })
                 }
-            },
-        };
-        let cx = ActionCtx::new(
-            run.run_id.as_str(),
-            id,
-            attempt,
-            run.env.resources.clone(),
-            run.control().cancel,
-        )
-        .traced(tracing::Span::current(), run.history.traceparent());
-        match run.env.action_override(S::SLUG) {
-            None => call(this_input, cx),
-            Some(stub) => {
-                let input = input_json.clone();
-                Box::pin(async move {
-                    let output = stub(input, cx).await?;
-                    serde_json::from_value(output)
-                        .map_err(|e| serde_error("stubbed output", S::SLUG, e))
-                })
             }
-        }
-    };
+        };
     attempts(run, id, S::SLUG, options, attempt_once).await
 }
 

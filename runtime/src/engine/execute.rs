@@ -319,7 +319,8 @@ impl Engine {
         if timed_out {
             control.cancel.cancel();
         }
-        let driven = tracing::Instrument::instrument(drive_body(&state, &mut body), run_span.clone());
+        let driven =
+            tracing::Instrument::instrument(drive_body(&state, &mut body), run_span.clone());
         let result = match deadline {
             Some(deadline) if !timed_out => {
                 let mut driven = std::pin::pin!(driven);

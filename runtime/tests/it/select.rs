@@ -113,8 +113,11 @@ async fn signal_or_sleep(ctx: Ctx, _input: Num) -> Result<String, WorkflowError>
 
 #[tokio::test]
 async fn a_signal_beats_a_sleep_and_every_replay_takes_the_signal() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let first = engine(store.clone(), &clock, &calls);
     let id = first.start(&signal_or_sleep, Num { n: 0 }).await.unwrap();
     let execution = first.execute(&id).await.unwrap();
@@ -141,7 +144,10 @@ async fn a_signal_beats_a_sleep_and_every_replay_takes_the_signal() {
     let at = |id: &str| {
         events
             .iter()
-            .find(|e| e.event.correlation_id.as_deref() == Some(id) && e.event.kind == EventKind::StepCompleted)
+            .find(|e| {
+                e.event.correlation_id.as_deref() == Some(id)
+                    && e.event.kind == EventKind::StepCompleted
+            })
             .unwrap()
             .seq
     };
@@ -154,13 +160,16 @@ async fn a_signal_beats_a_sleep_and_every_replay_takes_the_signal() {
 
 #[tokio::test]
 async fn a_sleep_beats_a_signal_that_comes_later_and_the_message_stays() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine = engine(store, &clock, &calls);
     let id = engine.start(&signal_or_sleep, Num { n: 0 }).await.unwrap();
     let execution = engine.execute(&id).await.unwrap();
     assert!(matches!(execution.outcome, RunOutcome::Suspended(_)));
-    assert_eq!(engine.get_run(&id).await.unwrap().wake_at.is_some(), true);
+    assert!(engine.get_run(&id).await.unwrap().wake_at.is_some());
 
     clock.advance(Duration::from_secs(3601));
     let execution = engine.execute(&id).await.unwrap();
@@ -169,7 +178,10 @@ async fn a_sleep_beats_a_signal_that_comes_later_and_the_message_stays() {
     let select = completed(&events, "select#0").unwrap();
     assert_eq!(select["winner"], json!(1));
     assert_eq!(count(&events, EventKind::SleepCompleted, "sleep#0"), 1);
-    assert!(completed(&events, "signal:paid#0").is_none(), "the loser received nothing");
+    assert!(
+        completed(&events, "signal:paid#0").is_none(),
+        "the loser received nothing"
+    );
     assert_replays(&engine, &id).await;
 }
 
@@ -208,7 +220,10 @@ async fn a_hook_beats_a_sleep_on_sqlite_across_a_restart() {
         RunOutcome::Suspended(_)
     ));
     let token = first.hook_token(&id, "hook#0");
-    first.resume_hook(&token, json!({ "ok": true })).await.unwrap();
+    first
+        .resume_hook(&token, json!({ "ok": true }))
+        .await
+        .unwrap();
     drop(first);
 
     // Another process on the same file, a day later: the hook still wins (its payload is
@@ -225,8 +240,11 @@ async fn a_hook_beats_a_sleep_on_sqlite_across_a_restart() {
 
 #[tokio::test]
 async fn a_sleep_beats_a_hook_and_the_hook_is_not_awaited_again() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine = engine(store, &clock, &calls);
     let id = engine.start(&hook_or_sleep, Num { n: 0 }).await.unwrap();
     engine.execute(&id).await.unwrap();
@@ -270,15 +288,21 @@ async fn action_or_sleep(ctx: Ctx, input: Num) -> Result<String, WorkflowError> 
 
 #[tokio::test]
 async fn a_losing_live_step_is_canceled_and_its_cancellation_recorded() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine = engine(store.clone(), &clock, &calls);
     let before = SLOW_CALLS.load(Ordering::SeqCst);
     let started = std::time::Instant::now();
     let id = engine.start(&action_or_sleep, Num { n: 1 }).await.unwrap();
     let execution = engine.execute(&id).await.unwrap();
     assert_eq!(output(&execution.outcome), json!("gave up, then 2"));
-    assert!(started.elapsed() < Duration::from_secs(30), "the slow action was not awaited");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the slow action was not awaited"
+    );
     assert_eq!(SLOW_CALLS.load(Ordering::SeqCst), before + 1);
 
     let events = events_of(&engine, &id).await;
@@ -290,10 +314,18 @@ async fn a_losing_live_step_is_canceled_and_its_cancellation_recorded() {
         .filter(|e| e.event.kind == EventKind::StepFailed)
         .collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(failed[0].event.correlation_id.as_deref(), Some("sel-slow#0"));
+    assert_eq!(
+        failed[0].event.correlation_id.as_deref(),
+        Some("sel-slow#0")
+    );
     assert_eq!(failed[0].event.payload["error"]["kind"], json!("canceled"));
-    let message = failed[0].event.payload["error"]["message"].as_str().unwrap();
-    assert!(message.contains("select#0") && message.contains("branch 1"), "{message}");
+    let message = failed[0].event.payload["error"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("select#0") && message.contains("branch 1"),
+        "{message}"
+    );
 
     // A replay after a restart takes the sleep again and never calls the action.
     assert_replays(&engine, &id).await;
@@ -335,8 +367,11 @@ async fn sel_outer(_ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
 
 #[tokio::test]
 async fn a_select_works_inside_a_sub_workflow_and_inside_join() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine1 = engine(store.clone(), &clock, &calls);
     let id = engine1.start(&sel_outer, Num { n: 5 }).await.unwrap();
     assert!(matches!(
@@ -347,7 +382,10 @@ async fn a_select_works_inside_a_sub_workflow_and_inside_join() {
     // The sub-workflow's select is decided; the joined one waits on its own.
     let engine2 = engine(store.clone(), &clock, &calls);
     let execution = engine2.execute(&id).await.unwrap();
-    assert!(matches!(execution.outcome, RunOutcome::Suspended(_)), "{execution:?}");
+    assert!(
+        matches!(execution.outcome, RunOutcome::Suspended(_)),
+        "{execution:?}"
+    );
     clock.advance(Duration::from_secs(7201));
     let execution = engine2.execute(&id).await.unwrap();
     assert_eq!(
@@ -408,8 +446,11 @@ async fn the_recorded_winner_is_taken_in_100_resumes_with_random_timing() {
         .as_nanos() as u64
         | 1;
     let mut dice = Dice(seed);
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let mut resumes = 0;
     for _ in 0..20 {
         let engine1 = engine(store.clone(), &clock, &calls);
@@ -450,7 +491,11 @@ async fn the_recorded_winner_is_taken_in_100_resumes_with_random_timing() {
         let recorded: Vec<Value> = (0..5)
             .map(|k| {
                 let select = completed(&events, &format!("select#{k}")).unwrap();
-                json!(if select["winner"] == json!(0) { "signal" } else { "sleep" })
+                json!(if select["winner"] == json!(0) {
+                    "signal"
+                } else {
+                    "sleep"
+                })
             })
             .collect();
         assert_eq!(out, json!(recorded), "seed {seed}");
@@ -481,10 +526,13 @@ async fn inline_steps(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
     let flaky: u32 = ctx
         .run_with(
             "flaky-call",
-            InlineOptions::new().retries(3).backoff("1ms").timeout("10s"),
+            InlineOptions::new()
+                .retries(3)
+                .backoff("1ms")
+                .timeout("10s"),
             || async {
                 let n = FLAKY_INLINE_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
-                if n % 3 != 0 {
+                if !n.is_multiple_of(3) {
                     return Err(ActionError::transient(format!("try {n} failed")));
                 }
                 Ok(7)
@@ -502,8 +550,11 @@ async fn inline_outer(_ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
 
 #[tokio::test]
 async fn inline_steps_are_recorded_retried_and_replayed_without_calling_the_closure() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let first = engine(store.clone(), &clock, &calls);
     let before = INLINE_CALLS.load(Ordering::SeqCst);
     FLAKY_INLINE_CALLS.store(0, Ordering::SeqCst);
@@ -525,15 +576,25 @@ async fn inline_steps_are_recorded_retried_and_replayed_without_calling_the_clos
     assert_eq!(completed(&events, ticket), Some(json!("T-3")));
     let started = events
         .iter()
-        .find(|e| e.event.kind == EventKind::StepStarted && e.event.correlation_id.as_deref() == Some(ticket))
+        .find(|e| {
+            e.event.kind == EventKind::StepStarted
+                && e.event.correlation_id.as_deref() == Some(ticket)
+        })
         .unwrap();
     assert_eq!(started.event.payload["kind"], json!("inline"));
     assert_eq!(started.event.payload["callee"], json!("create-ticket"));
     assert_eq!(
-        count(&events, EventKind::StepRetrying, "sel-inline#0/flaky-call#0"),
+        count(
+            &events,
+            EventKind::StepRetrying,
+            "sel-inline#0/flaky-call#0"
+        ),
         2
     );
-    assert_eq!(completed(&events, "sel-inline#0/flaky-call#0"), Some(json!(7)));
+    assert_eq!(
+        completed(&events, "sel-inline#0/flaky-call#0"),
+        Some(json!(7))
+    );
     assert_replays(&second, &id).await;
     assert_eq!(INLINE_CALLS.load(Ordering::SeqCst), before + 1);
 }
@@ -547,15 +608,25 @@ async fn inline_bad_name(ctx: Ctx, _input: Num) -> Result<String, WorkflowError>
 
 #[tokio::test]
 async fn an_inline_step_with_a_bad_name_fails_clearly_and_runs_nothing() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine = engine(store, &clock, &calls);
     let id = engine.start(&inline_bad_name, Num { n: 0 }).await.unwrap();
     let out = output(&engine.execute(&id).await.unwrap().outcome);
     let text = out.as_str().unwrap();
-    assert!(text.starts_with("invalid_step_name: \"a/b\" cannot name an inline step"), "{text}");
+    assert!(
+        text.starts_with("invalid_step_name: \"a/b\" cannot name an inline step"),
+        "{text}"
+    );
     let events = events_of(&engine, &id).await;
-    assert!(!events.iter().any(|e| e.event.kind == EventKind::StepStarted));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.event.kind == EventKind::StepStarted)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -566,7 +637,9 @@ async fn an_inline_step_with_a_bad_name_fails_clearly_and_runs_nothing() {
 struct SignalOf<'a>(&'a Ctx, &'static str);
 
 impl SignalOf<'_> {
-    fn recv(&self) -> impl std::future::Future<Output = Result<Value, ActionError>> + Send + 'static {
+    fn recv(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Value, ActionError>> + Send + 'static {
         reprise::__private::receive_signal(self.0, self.1)
     }
 }
@@ -599,8 +672,11 @@ async fn timeouts(ctx: Ctx, input: Num) -> Result<Vec<String>, WorkflowError> {
 
 #[tokio::test]
 async fn timeouts_race_a_durable_timer_and_replay_the_same_way() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine1 = engine(store.clone(), &clock, &calls);
     let id = engine1.start(&timeouts, Num { n: 1 }).await.unwrap();
     // Suspends on the first signal, after both step timeouts were decided.
@@ -622,19 +698,39 @@ async fn timeouts_race_a_durable_timer_and_replay_the_same_way() {
     let execution = engine2.execute(&id).await.unwrap();
     assert_eq!(
         output(&execution.outcome),
-        json!(["action timeout", "quick 2", "no payment", "shipped \"by boat\""])
+        json!([
+            "action timeout",
+            "quick 2",
+            "no payment",
+            "shipped \"by boat\""
+        ])
     );
     let events = events_of(&engine2, &id).await;
     assert_eq!(completed(&events, "timeout#0").unwrap()["winner"], json!(1));
-    assert_eq!(count(&events, EventKind::SleepCompleted, "timeout#0$timer"), 1);
+    assert_eq!(
+        count(&events, EventKind::SleepCompleted, "timeout#0$timer"),
+        1
+    );
     let canceled = events
         .iter()
-        .find(|e| e.event.kind == EventKind::StepFailed && e.event.correlation_id.as_deref() == Some("sel-slow#0"))
+        .find(|e| {
+            e.event.kind == EventKind::StepFailed
+                && e.event.correlation_id.as_deref() == Some("sel-slow#0")
+        })
         .expect("the slow action's cancellation is recorded");
     assert_eq!(canceled.event.payload["error"]["kind"], json!("canceled"));
-    assert_eq!(completed(&events, "timeout@2#0").unwrap()["winner"], json!(0));
-    assert_eq!(completed(&events, "timeout@3#0").unwrap()["winner"], json!(1));
-    assert_eq!(completed(&events, "timeout@4#0").unwrap()["winner"], json!(0));
+    assert_eq!(
+        completed(&events, "timeout@2#0").unwrap()["winner"],
+        json!(0)
+    );
+    assert_eq!(
+        completed(&events, "timeout@3#0").unwrap()["winner"],
+        json!(1)
+    );
+    assert_eq!(
+        completed(&events, "timeout@4#0").unwrap()["winner"],
+        json!(0)
+    );
     assert!(completed(&events, "signal:shipped#0").is_some());
     assert_replays(&engine2, &id).await;
 }
@@ -655,8 +751,11 @@ async fn hook_deadline(ctx: Ctx, _input: Num) -> Result<String, WorkflowError> {
 
 #[tokio::test]
 async fn a_hook_timeout_wins_a_select_and_is_recorded_with_it() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine = engine(store, &clock, &calls);
     let id = engine.start(&hook_deadline, Num { n: 0 }).await.unwrap();
     assert!(matches!(
@@ -684,8 +783,11 @@ async fn run_timeout(ctx: Ctx, input: Num) -> Result<Num, WorkflowError> {
 
 #[tokio::test]
 async fn a_run_timeout_fails_a_sleeping_run_at_its_deadline() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine1 = engine(store.clone(), &clock, &calls);
     let id = engine1.start(&run_timeout, Num { n: 1 }).await.unwrap();
     let created = engine1.get_run(&id).await.unwrap().created_at;
@@ -711,8 +813,15 @@ async fn a_run_timeout_fails_a_sleeping_run_at_its_deadline() {
     assert_eq!(record.status, RunStatus::Failed);
     let events = events_of(&engine2, &id).await;
     assert_eq!(
-        events.iter().filter(|e| e.event.kind == EventKind::RunFailed).count(),
+        events
+            .iter()
+            .filter(|e| e.event.kind == EventKind::RunFailed)
+            .count(),
         1
     );
-    assert_eq!(calls.count("add-one#0"), 1, "the recorded step did not run again");
+    assert_eq!(
+        calls.count("add-one#0"),
+        1,
+        "the recorded step did not run again"
+    );
 }
