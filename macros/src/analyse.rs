@@ -409,6 +409,16 @@ impl Rewriter<'_> {
         }
     }
 
+    /// Whether `call` is an inline step: `<ctx>.run(name, f)` or `<ctx>.run_with(name,
+    /// options, f)`.
+    fn is_inline_step(&self, call: &ExprMethodCall) -> bool {
+        self.is_ctx(&call.receiver)
+            && matches!(
+                (call.method.to_string().as_str(), call.args.len()),
+                ("run", 2) | ("run_with", 3)
+            )
+    }
+
     /// Whether `path` names reprise's durable `select!` (`reprise::select`, the `crate = ..`
     /// override's `select`, or `select` imported from either in the body).
     fn is_durable_select(&self, path: &Path) -> bool {
@@ -873,6 +883,15 @@ impl VisitMut for Rewriter<'_> {
             Expr::MethodCall(call) => {
                 if let Some(rewritten) = self.timeout_call(call) {
                     *expr = rewritten;
+                    return;
+                }
+                if self.is_inline_step(call) {
+                    // The closure of an inline step is the step's own code, recorded by the
+                    // step: neither rewritten nor linted (it may read the clock or do I/O).
+                    let last = call.args.len() - 1;
+                    for arg in call.args.iter_mut().take(last) {
+                        self.visit_expr_mut(arg);
+                    }
                     return;
                 }
                 self.lint_method(call);

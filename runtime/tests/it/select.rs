@@ -825,3 +825,43 @@ async fn a_run_timeout_fails_a_sleeping_run_at_its_deadline() {
         "the recorded step did not run again"
     );
 }
+
+static TICKS: AtomicUsize = AtomicUsize::new(0);
+
+#[workflow(slug = "sel-run-timeout-busy", timeout = "1s")]
+async fn run_timeout_busy(ctx: Ctx, _input: Num) -> Result<u32, WorkflowError> {
+    for _ in 0..100 {
+        ctx.run("tick", || async {
+            TICKS.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(100)
+}
+
+#[tokio::test]
+async fn a_run_timeout_stops_an_executing_run_at_its_next_step_boundary() {
+    let (store, clock, calls): (SharedStore, _, _) =
+        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let engine = engine(store, &clock, &calls);
+    let id = engine.start(&run_timeout_busy, Num { n: 0 }).await.unwrap();
+    let started = std::time::Instant::now();
+    let execution = engine.execute(&id).await.unwrap();
+    let RunOutcome::Failed(error) = &execution.outcome else {
+        panic!("{execution:?}")
+    };
+    assert_eq!(error.kind, "timeout");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    let ticks = TICKS.load(Ordering::SeqCst);
+    assert!((5..100).contains(&ticks), "{ticks} ticks");
+    // Every tick that started was recorded (the live step finished before the body stopped).
+    let events = events_of(&engine, &id).await;
+    let completed = events
+        .iter()
+        .filter(|e| e.event.kind == EventKind::StepCompleted)
+        .count();
+    assert_eq!(completed, ticks);
+    assert_eq!(engine.get_run(&id).await.unwrap().status, RunStatus::Failed);
+}
