@@ -2014,6 +2014,21 @@ mod tests {
     }
 
     #[test]
+    fn inline_step_closures_are_not_linted() {
+        assert_eq!(
+            lint(
+                "{ ctx.run(\"t\", || async { Ok(std::time::SystemTime::now()) }); ctx.run_with(\"u\", o, || async { tokio::time::sleep(d).await; Ok(1) }); }"
+            ),
+            Vec::<String>::new()
+        );
+        // Anywhere else the same calls are errors.
+        assert_eq!(
+            lint("{ let f = || async { Ok(std::time::SystemTime::now()) }; }").len(),
+            1
+        );
+    }
+
+    #[test]
     fn env_reads_warn_instead_of_failing() {
         let mut block: Block =
             syn::parse_str("{ let url = std::env::var(\"URL\"); }").expect("a block");

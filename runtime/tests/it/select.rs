@@ -843,8 +843,11 @@ async fn run_timeout_busy(ctx: Ctx, _input: Num) -> Result<u32, WorkflowError> {
 
 #[tokio::test]
 async fn a_run_timeout_stops_an_executing_run_at_its_next_step_boundary() {
-    let (store, clock, calls): (SharedStore, _, _) =
-        (Arc::new(MemoryStore::new()), HandClock::new(), Arc::new(Calls::default()));
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
     let engine = engine(store, &clock, &calls);
     let id = engine.start(&run_timeout_busy, Num { n: 0 }).await.unwrap();
     let started = std::time::Instant::now();
@@ -853,7 +856,11 @@ async fn a_run_timeout_stops_an_executing_run_at_its_next_step_boundary() {
         panic!("{execution:?}")
     };
     assert_eq!(error.kind, "timeout");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     let ticks = TICKS.load(Ordering::SeqCst);
     assert!((5..100).contains(&ticks), "{ticks} ticks");
     // Every tick that started was recorded (the live step finished before the body stopped).
@@ -864,4 +871,22 @@ async fn a_run_timeout_stops_an_executing_run_at_its_next_step_boundary() {
         .count();
     assert_eq!(completed, ticks);
     assert_eq!(engine.get_run(&id).await.unwrap().status, RunStatus::Failed);
+}
+
+/// A replay-only check of a run suspended in a select reproduces its waits.
+#[tokio::test]
+async fn a_run_suspended_in_a_select_passes_the_replay_check() {
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
+    let engine = engine(store, &clock, &calls);
+    let id = engine.start(&hook_or_sleep, Num { n: 0 }).await.unwrap();
+    engine.execute(&id).await.unwrap();
+    assert_eq!(
+        engine.get_run(&id).await.unwrap().status,
+        RunStatus::Waiting
+    );
+    assert_replays(&engine, &id).await;
 }
