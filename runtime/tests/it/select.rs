@@ -262,12 +262,10 @@ async fn a_sleep_beats_a_hook_and_the_hook_is_not_awaited_again() {
 // ---------------------------------------------------------------------------------------
 // a live step loses: canceled and recorded
 
-static SLOW_CALLS: AtomicUsize = AtomicUsize::new(0);
-
 /// Takes a minute.
 #[action(slug = "sel-slow")]
 async fn sel_slow(input: Num) -> Result<Num, ActionError> {
-    SLOW_CALLS.fetch_add(1, Ordering::SeqCst);
+    bump("sel-slow", input.n);
     tokio::time::sleep(Duration::from_secs(60)).await;
     Ok(input)
 }
@@ -294,16 +292,15 @@ async fn a_losing_live_step_is_canceled_and_its_cancellation_recorded() {
         Arc::new(Calls::default()),
     );
     let engine = engine(store.clone(), &clock, &calls);
-    let before = SLOW_CALLS.load(Ordering::SeqCst);
     let started = std::time::Instant::now();
-    let id = engine.start(&action_or_sleep, Num { n: 1 }).await.unwrap();
+    let id = engine.start(&action_or_sleep, Num { n: 11 }).await.unwrap();
     let execution = engine.execute(&id).await.unwrap();
-    assert_eq!(output(&execution.outcome), json!("gave up, then 2"));
+    assert_eq!(output(&execution.outcome), json!("gave up, then 12"));
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the slow action was not awaited"
     );
-    assert_eq!(SLOW_CALLS.load(Ordering::SeqCst), before + 1);
+    assert_eq!(calls_of("sel-slow", 11), 1);
 
     let events = events_of(&engine, &id).await;
     let select = completed(&events, "select#0").unwrap();
@@ -329,7 +326,7 @@ async fn a_losing_live_step_is_canceled_and_its_cancellation_recorded() {
 
     // A replay after a restart takes the sleep again and never calls the action.
     assert_replays(&engine, &id).await;
-    assert_eq!(SLOW_CALLS.load(Ordering::SeqCst), before + 1);
+    assert_eq!(calls_of("sel-slow", 11), 1);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -511,15 +508,40 @@ async fn the_recorded_winner_is_taken_in_100_resumes_with_random_timing() {
 // ---------------------------------------------------------------------------------------
 // inline steps
 
-static INLINE_CALLS: AtomicUsize = AtomicUsize::new(0);
-static FLAKY_INLINE_CALLS: AtomicUsize = AtomicUsize::new(0);
+/// Closure calls of the inline-step tests, by (step name, workflow input): tests run in
+/// parallel, each with its own input.
+static INLINE_CALLS: Mutex<Vec<(&'static str, i64, usize)>> = Mutex::new(Vec::new());
+
+/// Counts one call of `name` for input `n`; returns the calls so far.
+fn bump(name: &'static str, n: i64) -> usize {
+    let mut calls = INLINE_CALLS.lock().unwrap();
+    match calls.iter_mut().find(|(k, m, _)| *k == name && *m == n) {
+        Some(entry) => {
+            entry.2 += 1;
+            entry.2
+        }
+        None => {
+            calls.push((name, n, 1));
+            1
+        }
+    }
+}
+
+fn calls_of(name: &'static str, n: i64) -> usize {
+    let calls = INLINE_CALLS.lock().unwrap();
+    calls
+        .iter()
+        .find(|(k, m, _)| *k == name && *m == n)
+        .map_or(0, |(_, _, c)| *c)
+}
 
 #[workflow(slug = "sel-inline")]
 async fn inline_steps(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    let key = input.n;
     let ticket: String = ctx
         .run("create-ticket", move || async move {
-            INLINE_CALLS.fetch_add(1, Ordering::SeqCst);
-            Ok(format!("T-{}", input.n))
+            bump("create-ticket", key);
+            Ok(format!("T-{key}"))
         })
         .await?;
     // Fails twice, then succeeds: two `step_retrying`.
@@ -530,8 +552,8 @@ async fn inline_steps(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
                 .retries(3)
                 .backoff("1ms")
                 .timeout("10s"),
-            || async {
-                let n = FLAKY_INLINE_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+            move || async move {
+                let n = bump("flaky-call", key);
                 if !n.is_multiple_of(3) {
                     return Err(ActionError::transient(format!("try {n} failed")));
                 }
@@ -556,8 +578,6 @@ async fn inline_steps_are_recorded_retried_and_replayed_without_calling_the_clos
         Arc::new(Calls::default()),
     );
     let first = engine(store.clone(), &clock, &calls);
-    let before = INLINE_CALLS.load(Ordering::SeqCst);
-    FLAKY_INLINE_CALLS.store(0, Ordering::SeqCst);
     let id = first.start(&inline_outer, Num { n: 3 }).await.unwrap();
     assert!(matches!(
         first.execute(&id).await.unwrap().outcome,
@@ -568,8 +588,8 @@ async fn inline_steps_are_recorded_retried_and_replayed_without_calling_the_clos
     let execution = second.execute(&id).await.unwrap();
     assert_eq!(output(&execution.outcome), json!("T-3 7"));
     // Each closure ran for its attempts only, never again on the resume.
-    assert_eq!(INLINE_CALLS.load(Ordering::SeqCst), before + 1);
-    assert_eq!(FLAKY_INLINE_CALLS.load(Ordering::SeqCst), 3);
+    assert_eq!(calls_of("create-ticket", 3), 1);
+    assert_eq!(calls_of("flaky-call", 3), 3);
 
     let events = events_of(&second, &id).await;
     let ticket = "sel-inline#0/create-ticket#0";
@@ -596,7 +616,7 @@ async fn inline_steps_are_recorded_retried_and_replayed_without_calling_the_clos
         Some(json!(7))
     );
     assert_replays(&second, &id).await;
-    assert_eq!(INLINE_CALLS.load(Ordering::SeqCst), before + 1);
+    assert_eq!(calls_of("create-ticket", 3), 1);
 }
 
 #[workflow(slug = "sel-inline-bad-name")]
@@ -889,4 +909,29 @@ async fn a_run_suspended_in_a_select_passes_the_replay_check() {
         RunStatus::Waiting
     );
     assert_replays(&engine, &id).await;
+}
+
+#[tokio::test]
+async fn inline_steps_replay_on_sqlite_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clock, calls) = (HandClock::new(), Arc::new(Calls::default()));
+    let first = engine(sqlite_store(&dir), &clock, &calls);
+    let id = first.start(&inline_outer, Num { n: 9 }).await.unwrap();
+    assert!(matches!(
+        first.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    drop(first);
+    clock.advance(Duration::from_secs(61));
+    let second = engine(sqlite_store(&dir), &clock, &calls);
+    let execution = second.execute(&id).await.unwrap();
+    assert_eq!(output(&execution.outcome), json!("T-9 7"));
+    let events = events_of(&second, &id).await;
+    assert_eq!(
+        completed(&events, "sel-inline#0/create-ticket#0"),
+        Some(json!("T-9"))
+    );
+    assert_eq!(calls_of("create-ticket", 9), 1);
+    assert_eq!(calls_of("flaky-call", 9), 3);
+    assert_replays(&second, &id).await;
 }
