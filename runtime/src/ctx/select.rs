@@ -166,8 +166,9 @@ pub(crate) async fn race<T: Send>(
     })
     .await;
     drop(futures);
-    if flush {
-        // The winner's outcome came from the log: its select record goes out on its own.
+    if flush && !lock(&run.pending).is_empty() {
+        // The winner's outcome came from the log: its select record goes out on its own
+        // (unless another append of this run took it meanwhile).
         run.append(Vec::new(), RunUpdate::default())
             .await
             .map_err(|e| store_failure(run, e))?;
