@@ -935,3 +935,58 @@ async fn inline_steps_replay_on_sqlite_after_a_restart() {
     assert_eq!(calls_of("flaky-call", 9), 3);
     assert_replays(&second, &id).await;
 }
+
+#[workflow(slug = "sel-timeout-inner")]
+async fn timeout_inner(_ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    Ok(match sel_slow.run(input).timeout("0s").await {
+        Ok(done) => format!("done {}", done.n),
+        Err(e) if e.is_timeout() => "timed out".to_owned(),
+        Err(e) => return Err(e.into()),
+    })
+}
+
+#[workflow(slug = "sel-timeout-outer")]
+async fn timeout_outer(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
+    let inner = timeout_inner.run(input).await?;
+    ctx.sleep("1m").await?;
+    Ok(inner)
+}
+
+#[tokio::test]
+async fn a_timeout_inside_a_sub_workflow_is_recorded_under_its_scope() {
+    let (store, clock, calls): (SharedStore, _, _) = (
+        Arc::new(MemoryStore::new()),
+        HandClock::new(),
+        Arc::new(Calls::default()),
+    );
+    let first = engine(store.clone(), &clock, &calls);
+    let id = first.start(&timeout_outer, Num { n: 21 }).await.unwrap();
+    assert!(matches!(
+        first.execute(&id).await.unwrap().outcome,
+        RunOutcome::Suspended(_)
+    ));
+    clock.advance(Duration::from_secs(61));
+    let second = engine(store, &clock, &calls);
+    let execution = second.execute(&id).await.unwrap();
+    assert_eq!(output(&execution.outcome), json!("timed out"));
+    let events = events_of(&second, &id).await;
+    let scope = "sel-timeout-inner#0";
+    assert_eq!(
+        completed(&events, &format!("{scope}/timeout#0")).unwrap()["winner"],
+        json!(1)
+    );
+    assert_eq!(
+        count(
+            &events,
+            EventKind::SleepCompleted,
+            &format!("{scope}/timeout#0$timer")
+        ),
+        1
+    );
+    assert_eq!(
+        calls_of("sel-slow", 21),
+        1,
+        "not called again on the resume"
+    );
+    assert_replays(&second, &id).await;
+}
