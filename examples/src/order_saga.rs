@@ -140,7 +140,9 @@ pub async fn order_saga(input: Order, ctx: Ctx) -> Result<OrderOutcome, Workflow
         payment = paid.recv() => {
             let payment = payment?;
             ctx.publish("status", &"shipping").await?;
-            let child = ship_order.start(shipment);
+            // Its own run, linked to this one; awaiting the handle waits for its result
+            // durably (across crashes of either run).
+            let child = ship_order.start(shipment).await?;
             let shipped = child.await?;
             ctx.publish("status", &"shipped").await?;
             Ok(OrderOutcome {

@@ -38,6 +38,10 @@ pub(crate) enum SiteKind {
     Start,
     /// `wf.start_after(delay, input)`: a delayed child run.
     StartAfter,
+    /// `reprise::select! { .. }`.
+    Select,
+    /// `<expr>.timeout(d)`.
+    Timeout,
 }
 
 impl SiteKind {
@@ -52,6 +56,8 @@ impl SiteKind {
             SiteKind::SleepUntil => Some("sleep-until"),
             SiteKind::Hook => Some("hook"),
             SiteKind::Llm => Some("llm"),
+            SiteKind::Select => Some("select"),
+            SiteKind::Timeout => Some("timeout"),
         }
     }
 
@@ -66,6 +72,8 @@ impl SiteKind {
             SiteKind::Prompt => "Prompt",
             SiteKind::Start => "Start",
             SiteKind::StartAfter => "StartAfter",
+            SiteKind::Select => "Select",
+            SiteKind::Timeout => "Timeout",
         }
     }
 }
@@ -270,6 +278,8 @@ impl Rewriter<'_> {
     fn method_call(&mut self, call: &mut ExprMethodCall) -> Option<Expr> {
         let method = call.method.to_string();
         let kind = match method.as_str() {
+            // `ctx.run("name", || async { .. })`: an inline step, the `Ctx` method.
+            "run" if self.is_ctx(&call.receiver) && call.args.len() == 2 => return None,
             "run" => SiteKind::Run,
             "prompt" => SiteKind::Prompt,
             "sleep" if self.is_ctx(&call.receiver) => SiteKind::Sleep,
@@ -310,7 +320,7 @@ impl Rewriter<'_> {
                     call.args.len(),
                     compact(&call.receiver)
                 ),
-                SiteKind::Llm => unreachable_kind(),
+                SiteKind::Llm | SiteKind::Select | SiteKind::Timeout => unreachable_kind(),
             };
             self.errors.error(call.method.span(), message);
             return None;
@@ -384,7 +394,174 @@ impl Rewriter<'_> {
                 let workflow = quote_spanned!(receiver_span=> &#receiver);
                 quote_spanned!(span=> #private::start_child_after(#ctx, #site, #workflow, #delay, #arg))
             }
-            SiteKind::Llm => return None,
+            SiteKind::Llm | SiteKind::Select | SiteKind::Timeout => return None,
+        };
+        match syn::parse2::<Expr>(tokens) {
+            Ok(expr) => Some(expr),
+            Err(error) => {
+                self.errors.push(error);
+                None
+            }
+        }
+    }
+
+    /// Rewrites `<awaitable>.timeout(d)` (a step call, `agent.prompt(..)`, `prompt_llm(..)`,
+    /// an inline step, a signal's `recv()`, a child run, an event wait) into a durable
+    /// timeout, or returns `None` to leave the call alone (`ctx.hook::<T>().timeout(d)`
+    /// keeps the hook's own recorded deadline; other types' `timeout` methods are theirs).
+    fn timeout_call(&mut self, call: &mut ExprMethodCall) -> Option<Expr> {
+        if call.method != "timeout"
+            || call.args.len() != 1
+            || call.turbofish.is_some()
+            || !self.is_awaitable(&call.receiver)
+        {
+            return None;
+        }
+        let index = self.push_site(SiteKind::Timeout, &call.receiver);
+        self.visit_expr_mut(&mut call.receiver);
+        for arg in call.args.iter_mut() {
+            self.visit_expr_mut(arg);
+        }
+        let span = Span::call_site().located_at(call.method.span());
+        let private = respan(self.private.clone(), span);
+        let ctx = ctx_ref_ident(span);
+        let sites = sites_ident();
+        let index = Literal::usize_unsuffixed(index);
+        let receiver = &call.receiver;
+        let arg = &call.args[0];
+        let tokens =
+            quote_spanned!(span=> #private::timeout(#ctx, &#sites[#index], #receiver, #arg));
+        match syn::parse2::<Expr>(tokens) {
+            Ok(expr) => Some(expr),
+            Err(error) => {
+                self.errors.push(error);
+                None
+            }
+        }
+    }
+
+    /// Whether `.timeout(..)` on `expr` is a durable timeout: `expr` is a step call or
+    /// another recorded awaitable (not `ctx.hook()`, whose `.timeout` is its own).
+    fn is_awaitable(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Paren(e) => self.is_awaitable(&e.expr),
+            Expr::MethodCall(call) => {
+                let method = call.method.to_string();
+                is_step_call(expr)
+                    || matches!(
+                        method.as_str(),
+                        "recv" | "wait_for_event" | "matching" | "start" | "start_after"
+                    )
+            }
+            _ => is_step_call(expr),
+        }
+    }
+
+    /// Whether `call` is an inline step: `<ctx>.run(name, f)` or `<ctx>.run_with(name,
+    /// options, f)`.
+    fn is_inline_step(&self, call: &ExprMethodCall) -> bool {
+        self.is_ctx(&call.receiver)
+            && matches!(
+                (call.method.to_string().as_str(), call.args.len()),
+                ("run", 2) | ("run_with", 3)
+            )
+    }
+
+    /// Whether `path` names reprise's durable `select!` (`reprise::select`, the `crate = ..`
+    /// override's `select`, or `select` imported from either in the body).
+    fn is_durable_select(&self, path: &Path) -> bool {
+        let names: Vec<String> = match self.resolve(path) {
+            Some(resolved) => resolved,
+            None => path.segments.iter().map(|s| s.ident.to_string()).collect(),
+        };
+        let Some((last, prefix)) = names.split_last() else {
+            return false;
+        };
+        if last != "select" || prefix.is_empty() {
+            return false;
+        }
+        let prefix = prefix.join("::");
+        let krate = self
+            .private
+            .to_string()
+            .replace(' ', "")
+            .trim_start_matches("::")
+            .trim_end_matches("::__private")
+            .to_owned();
+        prefix == "reprise" || prefix == krate
+    }
+
+    /// Rewrites `reprise::select! { pat = awaitable => body, .. }` into a durable select:
+    /// every awaitable is created first (taking its step id, in source order), then each is
+    /// boxed into a future of a generated enum, raced by `__private::select` and matched.
+    fn rewrite_select(&mut self, mac: &Macro) -> Option<Expr> {
+        let mut arms = match parse_select_arms.parse2(mac.tokens.clone()) {
+            Ok(arms) => arms,
+            Err(error) => {
+                self.errors.push(error);
+                return None;
+            }
+        };
+        if arms.is_empty() {
+            self.errors.error_spanned_by(
+                &mac.path,
+                "`reprise::select!` needs at least one arm: `pattern = awaitable => body`",
+            );
+            return None;
+        }
+        let receiver = Expr::Path(ExprPath {
+            attrs: Vec::new(),
+            qself: None,
+            path: mac.path.clone(),
+        });
+        let index = self.push_site(SiteKind::Select, &receiver);
+        let mut shape_arms = Vec::new();
+        for arm in &mut arms {
+            let text = pat_label(&arm.pat);
+            self.shape.open();
+            self.visit_expr_mut(&mut arm.future);
+            self.visit_pat_mut(&mut arm.pat);
+            self.visit_expr_mut(&mut arm.body);
+            shape_arms.push((text, self.shape.close()));
+        }
+        self.shape.branch("select!".to_owned(), shape_arms);
+
+        let span = Span::call_site().located_at(first_span(&mac.path));
+        let private = respan(self.private.clone(), span);
+        let ctx = ctx_ref_ident(span);
+        let sites = sites_ident();
+        let index = Literal::usize_unsuffixed(index);
+        let hidden = |name: String| Ident::new(&name, Span::mixed_site().located_at(span));
+        let out = hidden("__RepriseSelect".to_owned());
+        let branches = hidden("__reprise_branches".to_owned());
+        let created = hidden("__reprise_created".to_owned());
+        let capture = hidden("__reprise_capture".to_owned());
+        let params: Vec<Ident> = (0..arms.len()).map(|i| hidden(format!("__T{i}"))).collect();
+        let variants: Vec<Ident> = (0..arms.len()).map(|i| hidden(format!("B{i}"))).collect();
+        let locals: Vec<Ident> = (0..arms.len())
+            .map(|i| hidden(format!("__reprise_branch_{i}")))
+            .collect();
+        let futures = arms.iter().map(|arm| &arm.future);
+        let pats = arms.iter().map(|arm| &arm.pat);
+        let bodies = arms.iter().map(|arm| &arm.body);
+        let infer = arms.iter().map(|_| quote!(_));
+        let tokens = quote_spanned! {span=>
+            {
+                #[allow(non_camel_case_types, clippy::large_enum_variant)]
+                enum #out<#(#params),*> { #(#variants(#params)),* }
+                let mut #created = ::std::vec::Vec::new();
+                #(
+                    let #capture = #private::IdCapture::start(#ctx);
+                    let #locals = #futures;
+                    #created.push(#capture.finish());
+                )*
+                let #branches: ::std::vec::Vec<#private::Branch<'_, #out<#(#infer),*>>> = ::std::vec![
+                    #(#private::Box::pin(async move { #out::#variants(#locals.await) })),*
+                ];
+                match #private::select(#ctx, &#sites[#index], #branches, #created).await? {
+                    #(#out::#variants(#pats) => #bodies,)*
+                }
+            }
         };
         match syn::parse2::<Expr>(tokens) {
             Ok(expr) => Some(expr),
@@ -740,6 +917,8 @@ fn site_label(site: &SiteRecord) -> String {
         SiteKind::Prompt => format!("{}.prompt(..)", site.callee),
         SiteKind::Start => format!("{}.start(..)", site.callee),
         SiteKind::StartAfter => format!("{}.start_after(..)", site.callee),
+        SiteKind::Select => "reprise::select! { .. }".to_owned(),
+        SiteKind::Timeout => format!("{}.timeout(..)", site.callee),
     }
 }
 
@@ -752,6 +931,19 @@ impl VisitMut for Rewriter<'_> {
     fn visit_expr_mut(&mut self, expr: &mut Expr) {
         match expr {
             Expr::MethodCall(call) => {
+                if let Some(rewritten) = self.timeout_call(call) {
+                    *expr = rewritten;
+                    return;
+                }
+                if self.is_inline_step(call) {
+                    // The closure of an inline step is the step's own code, recorded by the
+                    // step: neither rewritten nor linted (it may read the clock or do I/O).
+                    let last = call.args.len() - 1;
+                    for arg in call.args.iter_mut().take(last) {
+                        self.visit_expr_mut(arg);
+                    }
+                    return;
+                }
                 self.lint_method(call);
                 if let Some(rewritten) = self.method_call(call) {
                     *expr = rewritten;
@@ -769,6 +961,14 @@ impl VisitMut for Rewriter<'_> {
                     *expr = warned;
                     return;
                 }
+            }
+            Expr::Macro(mac) if self.is_durable_select(&mac.mac.path) => {
+                // On an error (reported already) a stand-in, so the select's fallback macro
+                // does not report a second one.
+                *expr = self
+                    .rewrite_select(&mac.mac)
+                    .unwrap_or_else(|| syn::parse_quote!(::core::option::Option::None.unwrap()));
+                return;
             }
             _ => {}
         }
@@ -793,6 +993,16 @@ impl VisitMut for Rewriter<'_> {
     }
 
     fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
+        // `reprise::select! { .. }` as a statement: rewritten as the expression it is.
+        if let Stmt::Macro(mac) = stmt
+            && self.is_durable_select(&mac.mac.path)
+        {
+            let expr = Expr::Macro(syn::ExprMacro {
+                attrs: std::mem::take(&mut mac.attrs),
+                mac: mac.mac.clone(),
+            });
+            *stmt = Stmt::Expr(expr, mac.semi_token);
+        }
         match take_step_attr(stmt, self.errors) {
             Some(attr) => self.visit_pinned_stmt(stmt, attr),
             None => self.visit_stmt_inner(stmt),
@@ -929,14 +1139,43 @@ fn stmt_attrs_mut(stmt: &mut Stmt) -> Option<&mut Vec<Attribute>> {
 
 /// Removes every `#[step]` attribute from the statements of `block`, for re-emitting a
 /// workflow fn that could not be expanded (the compiler does not know the attribute).
+///
+/// A `reprise::select!` in it becomes `unreachable!()`: the body's own errors are reported,
+/// not a second one from the select's stand-in macro (which only fires outside workflows).
 pub(crate) fn strip_step_attrs(block: &mut Block) {
     struct Strip;
+    fn is_select(mac: &Macro) -> bool {
+        let segments: Vec<String> = mac
+            .path
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
+        segments.len() >= 2
+            && segments.last().is_some_and(|s| s == "select")
+            && segments[0] == "reprise"
+    }
     impl VisitMut for Strip {
         fn visit_stmt_mut(&mut self, stmt: &mut Stmt) {
             if let Some(attrs) = stmt_attrs_mut(stmt) {
                 attrs.retain(|attr| !attr.path().is_ident("step"));
             }
+            if let Stmt::Macro(mac) = stmt
+                && is_select(&mac.mac)
+            {
+                *stmt = Stmt::Expr(syn::parse_quote!(::core::unreachable!()), mac.semi_token);
+                return;
+            }
             visit_mut::visit_stmt_mut(self, stmt);
+        }
+        fn visit_expr_mut(&mut self, expr: &mut Expr) {
+            if let Expr::Macro(mac) = expr
+                && is_select(&mac.mac)
+            {
+                *expr = syn::parse_quote!(::core::unreachable!());
+                return;
+            }
+            visit_mut::visit_expr_mut(self, expr);
         }
     }
     Strip.visit_block_mut(block);
@@ -1324,8 +1563,59 @@ fn subject(path: &Path, resolved: Option<&[String]>, bang: &str) -> String {
     }
 }
 
+/// One arm of `reprise::select!`: `pattern = awaitable => body`.
+struct SelectArm {
+    pat: syn::Pat,
+    future: Expr,
+    body: Expr,
+}
+
+/// Parses the arms of `reprise::select!` (`pattern = awaitable => body`, a comma after a
+/// body that is not a block); `else`, `biased;` and `if` preconditions are rejected.
+fn parse_select_arms(input: ParseStream) -> syn::Result<Vec<SelectArm>> {
+    let mut arms = Vec::new();
+    while !input.is_empty() {
+        if input.peek(Token![else]) {
+            return Err(input.error(
+                "`reprise::select!` has no `else` arm: a durable select always waits for its first branch; to give up after a while, add a branch `_ = ctx.sleep(\"1h\") => { .. }`",
+            ));
+        }
+        if input.peek(syn::Ident) && input.peek2(Token![;]) {
+            return Err(input.error(
+                "`reprise::select!` takes no `biased;`: its branches are always polled in source order, and the winner is recorded",
+            ));
+        }
+        let pat = syn::Pat::parse_multi_with_leading_vert(input)?;
+        if input.peek(Token![if]) {
+            return Err(input.error(
+                "`reprise::select!` arms take no `if` precondition: build the list of branches conditionally, or match inside the arm's body",
+            ));
+        }
+        input.parse::<Token![=]>()?;
+        let future: Expr = input.parse()?;
+        input.parse::<Token![=>]>()?;
+        let body = if input.peek(syn::token::Brace) {
+            let block: Block = input.parse()?;
+            let _ = input.parse::<Option<Token![,]>>()?;
+            Expr::Block(syn::ExprBlock {
+                attrs: Vec::new(),
+                label: None,
+                block,
+            })
+        } else {
+            let body: Expr = input.parse()?;
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+            body
+        };
+        arms.push(SelectArm { pat, future, body });
+    }
+    Ok(arms)
+}
+
 /// The fix shared by every racing form.
-const RACE_FIX: &str = "for a deadline on a hook use `ctx.hook::<T>().timeout(\"2d\")`; otherwise run the steps together with `join!` / `try_join!`, or restructure so they run one after another (a durable select that records the winner, and `.timeout()` on any step, are not available yet: they come with reprise's \"messages and composition\" work)";
+const RACE_FIX: &str = "use reprise's durable select, which records the winner so every replay takes the same branch: `reprise::select! { x = step.run(input) => { .. } _ = ctx.sleep(\"2d\") => { .. } }`; for a deadline on one step, hook, signal or child run write `.timeout(\"10m\")` right on the call (`step.run(input).timeout(\"10m\").await`), which fails with an error of kind `timeout`";
 
 /// The message for `problem` found at `subject` (already quoted).
 fn problem_message(problem: Problem, subject: &str, ctx_hint: &str) -> String {
@@ -1732,15 +2022,102 @@ mod tests {
     #[test]
     fn rejects_racing_forms() {
         let errors = lint(
-            "{ let a = x.run(1).fuse(); futures::select! { _ = a => {} }; let b = x.run(2).timeout(d); let c = (a, b).race(); ctx.hook::<u8>().timeout(\"2d\"); }",
+            "{ let a = x.run(1).fuse(); futures::select! { _ = a => {} }; let b = x.run(2).timeout_at(d); let c = (a, b).race(); ctx.hook::<u8>().timeout(\"2d\"); }",
         );
         assert_eq!(errors.len(), 3, "{errors:#?}");
         assert!(errors[0].starts_with("`futures::select!` races futures"));
-        assert!(errors[1].starts_with("`.timeout(..)` on a step races a future"));
+        assert!(errors[1].starts_with("`.timeout_at(..)` on a step races a future"));
         assert!(errors[2].starts_with("`.race(..)` races futures"));
+        // Each names the durable forms.
         for error in &errors {
-            assert!(error.contains("ctx.hook::<T>().timeout(\"2d\")"), "{error}");
+            assert!(error.contains("reprise::select! {"), "{error}");
+            assert!(error.contains(".timeout(\"10m\")"), "{error}");
         }
+    }
+
+    /// The rewritten body as text (spaces removed), with the sites found.
+    fn rewritten(body: &str) -> (String, Vec<(SiteKind, String, u32)>) {
+        let mut block: Block = syn::parse_str(body).expect("a block");
+        let errors = Errors::new();
+        let ctx = Some(Ident::new("ctx", Span::call_site()));
+        let (sites, _) = rewrite_body(&mut block, ctx, &quote!(::reprise::__private), &errors);
+        assert!(errors.finish().is_ok());
+        let sites = sites
+            .iter()
+            .map(|s| (s.kind, s.callee.clone(), s.ordinal))
+            .collect();
+        (block.to_token_stream().to_string().replace(' ', ""), sites)
+    }
+
+    #[test]
+    fn rewrites_durable_select_timeout_and_leaves_inline_steps() {
+        let (text, sites) = rewritten(
+            "{ let x = reprise::select! { a = ship.run(1) => a?, _ = ctx.sleep(d) => { 0 } }; reprise::select! { b = ship.run(2) => {} } let t = ship.run(3).timeout(\"1h\").await; let h = ctx.hook::<u8>().timeout(\"2d\"); let i = ctx.run(\"charge\", || async { Ok(1) }).timeout(\"5s\").await; let o = Options::new().timeout(d); }",
+        );
+        assert!(
+            text.contains("::reprise::__private::select(__reprise_ctx,&__REPRISE_SITES[0]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("::reprise::__private::IdCapture::start"),
+            "{text}"
+        );
+        assert!(
+            text.contains("::reprise::__private::timeout(__reprise_ctx,&__REPRISE_SITES[5]"),
+            "{text}"
+        );
+        // The hook keeps its own recorded deadline; other types' `timeout` are theirs.
+        assert!(text.contains(".timeout(\"2d\")"), "{text}");
+        assert!(text.contains("Options::new().timeout(d)"), "{text}");
+        // `ctx.run(name, f)` is the `Ctx` method, raced by a timeout.
+        assert!(text.contains("ctx.run(\"charge\""), "{text}");
+        let kinds: Vec<(SiteKind, u32)> = sites.iter().map(|(k, _, n)| (*k, *n)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (SiteKind::Select, 1),
+                (SiteKind::Run, 1),
+                (SiteKind::Sleep, 1),
+                (SiteKind::Select, 2),
+                (SiteKind::Run, 2),
+                (SiteKind::Timeout, 1),
+                (SiteKind::Run, 3),
+                (SiteKind::Hook, 1),
+                (SiteKind::Timeout, 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_select_forms_it_cannot_record() {
+        let errors = lint("{ reprise::select! { _ = a => {}, else => {} } }");
+        assert!(errors[0].contains("has no `else` arm"), "{errors:?}");
+        let errors = lint("{ reprise::select! { biased; _ = a => {} } }");
+        assert!(errors[0].contains("takes no `biased;`"), "{errors:?}");
+        let errors = lint("{ reprise::select! { Some(x) = a, if ok => {} } }");
+        assert!(!errors.is_empty());
+        let errors = lint("{ reprise::select! {} }");
+        assert!(errors[0].contains("needs at least one arm"), "{errors:?}");
+        let errors = lint("{ tokio::select! { _ = a => {} } }");
+        assert!(
+            errors[0].starts_with("`tokio::select!` races futures"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn inline_step_closures_are_not_linted() {
+        assert_eq!(
+            lint(
+                "{ ctx.run(\"t\", || async { Ok(std::time::SystemTime::now()) }); ctx.run_with(\"u\", o, || async { tokio::time::sleep(d).await; Ok(1) }); }"
+            ),
+            Vec::<String>::new()
+        );
+        // Anywhere else the same calls are errors.
+        assert_eq!(
+            lint("{ let f = || async { Ok(std::time::SystemTime::now()) }; }").len(),
+            1
+        );
     }
 
     #[test]

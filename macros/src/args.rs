@@ -72,12 +72,14 @@ pub(crate) struct WorkflowArgs {
     pub(crate) on_event: Option<LitStr>,
     /// `max_history_events = N`: the cap on a run's event log (0 = no cap).
     pub(crate) max_history_events: Option<u64>,
+    /// `timeout = "1d"`: the run's execution timeout, in milliseconds.
+    pub(crate) timeout_ms: Option<u64>,
 }
 
 const ACTION_KEYS: &str =
     "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
 const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, \
-     `retention`, `on_event`, `max_history_events`, `register` or `crate`";
+     `retention`, `timeout`, `on_event`, `max_history_events`, `register` or `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -227,6 +229,11 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                          `max_history_events = 10_000` (0 turns the cap off)",
                     ),
                 }
+            } else if lookahead.peek(kw::timeout) {
+                let key = input.parse::<kw::timeout>()?;
+                seen.check("timeout", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.timeout_ms = parse_duration(input, "timeout", false, errors)?;
             } else if let Some(error) = unknown_key(input, Macro::Workflow) {
                 return Err(error);
             } else {
@@ -307,7 +314,10 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         (Macro::Action, "retention") => Some(
             "`retention` is a `#[workflow]` option: runs are kept per workflow".to_owned(),
         ),
-        (Macro::Workflow, "backoff" | "timeout" | "non_retryable") => Some(format!(
+        (Macro::Workflow, "execution_timeout" | "deadline" | "run_timeout") => Some(
+            "did you mean `timeout = \"1d\"` (the run fails with kind `timeout` once that long has passed since it was created)?".to_owned(),
+        ),
+        (Macro::Workflow, "backoff" | "non_retryable") => Some(format!(
             "`{name}` is an `#[action]` option: set it on the actions the workflow calls"
         )),
         _ => None,

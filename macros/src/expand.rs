@@ -437,6 +437,9 @@ fn workflow_options(
     if let Some(n) = args.max_history_events {
         fields.push(quote!(max_history_events: ::core::option::Option::Some(#n),));
     }
+    if let Some(ms) = args.timeout_ms {
+        fields.push(quote!(timeout: ::core::option::Option::Some(#private::millis(#ms)),));
+    }
     if args.pause_at_max_attempts {
         fields.push(quote!(on_max_attempts: #private::OnMaxAttempts::Pause,));
     }

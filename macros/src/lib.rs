@@ -90,6 +90,13 @@ pub fn action(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - Every `x.run(input)` becomes a recorded step (`x` must be an action or workflow; an
 ///   ordinary method named `run` must be called as a path, `Type::run(&x, ..)`).
 /// - `ctx.sleep(d)`, `ctx.sleep_until(t)` and `ctx.hook()` become durable waits.
+/// - `reprise::select! { pat = awaitable => body, .. }` becomes a durable select whose
+///   winner is recorded (site key `select`, `select@2`, …); `<awaitable>.timeout(d)` on a
+///   step call, `agent.prompt(..)`, `prompt_llm(..)`, an inline step `ctx.run(..)`, a
+///   `.recv()`, a child run (`.start(..)`) or an event wait becomes a durable select against
+///   a recorded timer (site key `timeout`), failing with an error of kind `timeout`.
+/// - `ctx.run("name", || async { .. })` (two arguments, on the `Ctx` parameter) is left
+///   alone: it is the inline step method of `Ctx`.
 /// - Calls inside closures, async blocks and the arguments of `join!`, `try_join!`,
 ///   `vec!`, `format!`, `println!`, `assert!`-style macros are rewritten too; a step call
 ///   inside any other macro is a compile error (move it out of the macro).
@@ -114,12 +121,12 @@ pub fn action(args: TokenStream, item: TokenStream) -> TokenStream {
 ///   `block_in_place` → `join!`, `try_join!`, `join_all`, `reprise::fan_out`;
 /// - timers: `tokio::time::sleep`/`sleep_until`/`interval`, `std::thread::sleep` →
 ///   `ctx.sleep()`;
-/// - races, which do not record the winner: any `select!`/`select_biased!` (also when the
-///   step futures are made before it), `futures::future::select`/`select_all`/`select_ok`,
-///   `tokio::time::timeout`/`timeout_at`, `.race(..)`, and `.timeout(..)` right on a step
-///   call. For a deadline on a hook use `ctx.hook::<T>().timeout("2d")`; otherwise run the
-///   steps with `join!`/`try_join!` or restructure. A durable select and `.timeout()` on
-///   any step are not available yet;
+/// - races, which do not record the winner: any `select!`/`select_biased!` but
+///   `reprise::select!` (also when the step futures are made before it),
+///   `futures::future::select`/`select_all`/`select_ok`, `tokio::time::timeout`/`timeout_at`,
+///   `.race(..)`, and `.timeout_at(..)` right on a step call. Use `reprise::select!`, which
+///   records the winner, and `.timeout(d)` right on a step call, a signal's `recv()`, a
+///   child run or an event wait (both rewritten into durable forms);
 /// - I/O: `std::fs::*`, `tokio::fs::*`, `File::open`/`create`, `OpenOptions::new`,
 ///   `TcpStream::connect`, `reqwest::get`, `std::process::Command::new`, `io::stdin` → do
 ///   it in an `#[action]`.

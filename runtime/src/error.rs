@@ -50,6 +50,9 @@ pub mod kinds {
     /// The error a body gets back from `ctx.continue_as_new(..)`: the run ends `completed`
     /// with output `{"continued_as": <new run id>}` whatever the body does with it.
     pub const CONTINUED_AS_NEW: &str = "continued_as_new";
+    /// An inline step (`ctx.run(name, ..)`) was given a name that cannot be part of a
+    /// correlation id; never retried, nothing runs. The message names the rule.
+    pub const INVALID_STEP_NAME: &str = "invalid_step_name";
 }
 
 /// The error of a step: returned by an action body, or by `.run(..)` in a workflow
@@ -100,6 +103,20 @@ impl ActionError {
     /// Whether this is the engine's non-determinism error.
     pub fn is_non_determinism(&self) -> bool {
         self.kind == kinds::NON_DETERMINISM
+    }
+
+    /// Whether this is a timeout (kind `timeout`): a `.timeout(d)` in a workflow body that
+    /// expired, a hook's deadline, an action attempt over its `timeout` option.
+    ///
+    /// ```ignore
+    /// match ship.run(order).timeout("1h").await {
+    ///     Ok(receipt) => { /* … */ }
+    ///     Err(e) if e.is_timeout() => { /* escalate */ }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// ```
+    pub fn is_timeout(&self) -> bool {
+        self.kind == kinds::TIMEOUT
     }
 }
 

@@ -106,12 +106,40 @@ pub mod cli;
 #[path = "private.rs"]
 pub mod __private;
 
+/// A durable select inside a `#[workflow]` body: races steps, hooks, signal receives,
+/// sleeps, child runs and event waits, and records the winner, so every replay takes the
+/// same branch. The `#[workflow]` macro rewrites it; anywhere else it is a compile error.
+///
+/// ```ignore
+/// reprise::select! {
+///     payment = paid.recv() => { /* the signal came first */ }
+///     _ = ctx.sleep("2d") => { /* two days passed */ }
+///     shipped = ship_order.run(order.clone()) => { /* the step finished first */ }
+/// }
+/// ```
+///
+/// Each arm is `pattern = awaitable => body`; every branch's awaitable is created (and takes
+/// its step id) before any is polled, in source order. The select is recorded under
+/// `select#n` with its winner and, for each loser, whether it had started; a losing live
+/// step is canceled (dropped) and its cancellation recorded. A recording error (a replay
+/// that no longer fits the log) is returned with `?`, so the enclosing fn or block must
+/// return a `Result` whose error converts from [`ActionError`].
+#[macro_export]
+macro_rules! select {
+    ($($tokens:tt)*) => {
+        ::core::compile_error!(
+            "`reprise::select!` works only directly inside a `#[workflow]` body, which rewrites it into a durable select; outside one there is nothing to record the winner"
+        )
+    };
+}
+
 pub use action_ctx::ActionCtx;
 pub use ctx::Ctx;
 pub use ctx::Wait;
 pub use ctx::child::{ChildRun, ParentClose, StartChild};
 pub use ctx::event_wait::EventWait;
 pub use ctx::hook::Hook;
+pub use ctx::inline::InlineOptions;
 pub use ctx::signal::{SIGNAL_REFUSED, Signal};
 pub use ctx::sleep::{SleepDuration, WakeTime};
 pub use ctx::update::{UpdateRequest, Updates};
@@ -151,6 +179,7 @@ pub use reprise_macros::{action, workflow};
 
 /// Everything a workflow file needs: `use reprise::prelude::*;`.
 pub mod prelude {
+    pub use crate::InlineOptions;
     pub use crate::{
         ActionCtx, ActionError, Agent, Ctx, Engine, Step, WorkflowError, action, fan_out,
         prompt_llm, workflow,

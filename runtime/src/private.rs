@@ -9,8 +9,10 @@ pub use std::result::Result;
 
 pub use crate::ctx::child::{start_child, start_child_after};
 pub use crate::ctx::hook::hook;
+pub use crate::ctx::select::{Branch, IdCapture, select};
 pub use crate::ctx::sleep::{sleep, sleep_until};
 pub use crate::ctx::step::run_step;
+pub use crate::ctx::timeout::timeout;
 pub use crate::llm::{bind_agent_prompt, bind_prompt_llm};
 pub use crate::registry::Registration;
 pub use crate::schema::validator_for;
@@ -57,4 +59,26 @@ pub fn call_standalone<S: Step>(
 /// path the user wrote.
 pub const fn failure_handler<H: Step<Input = crate::FailedRun>>() -> &'static str {
     H::SLUG
+}
+
+/// Receives the next message of signal `name` as a recorded receive under `signal:<name>#n`
+/// (the shared receive adapter): the select tests' stand-in for `ctx.signal::<T>(name)`.
+/// Not public API.
+pub fn receive_signal(
+    ctx: &Ctx,
+    name: &str,
+) -> impl std::future::Future<Output = Result<Value, ActionError>> + Send + 'static {
+    let id = ctx.next_id(&format!("signal:{name}"));
+    let channel = crate::message::signal_channel(name);
+    let ctx = ctx.clone();
+    async move {
+        let receive = crate::ctx::inbox::Receive {
+            id: &id,
+            kind: "signal",
+            channel: &channel,
+            mode: crate::ctx::inbox::Mode::Wait,
+        };
+        let payload = crate::ctx::inbox::receive(&ctx, receive, |_| true).await?;
+        Ok(payload.unwrap_or(Value::Null))
+    }
 }

@@ -132,6 +132,12 @@ pub struct WorkflowOptions {
     /// `Some(0)`: no cap. A run about to exceed it fails (not retried) with kind
     /// `history_too_large`: loop with `ctx.continue_as_new(..)` instead.
     pub max_history_events: Option<u64>,
+    /// The run's execution timeout (`#[workflow(timeout = "1d")]`), across attempts,
+    /// counted from the run's creation: at the deadline the run ends `failed` with an
+    /// error of kind `timeout` (not retried), whatever it is doing — executing (it stops at
+    /// its next step boundary, once its live steps have recorded), sleeping, waiting or
+    /// queued (a worker wakes it at the deadline). `None`: no limit.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl WorkflowOptions {
@@ -145,6 +151,7 @@ impl WorkflowOptions {
         messages: &[],
         on_event: None,
         max_history_events: None,
+        timeout: None,
     };
 }
 
@@ -268,6 +275,10 @@ pub enum SiteKind {
     /// `wf.start_after(delay, input)`: a child run that starts after `delay` (numbered
     /// together with the `Start` sites of the same callee: one key space, `start:<slug>@n`).
     StartAfter,
+    /// `reprise::select! { .. }`: a durable select (key `select`).
+    Select,
+    /// `<expr>.timeout(d)`: a durable select against a timer (key `timeout`).
+    Timeout,
 }
 
 /// One call site of a workflow body, fixed at compile time (DESIGN "Step identity").

@@ -158,6 +158,10 @@ impl<T: StepData> Hook<T> {
         if let Some(deadline) = timeout_at
             && run.env.now() >= deadline
         {
+            if !super::race::may_finish() {
+                // Another branch of a select won: the timeout records nothing.
+                match std::future::pending::<std::convert::Infallible>().await {}
+            }
             let event = run.event(
                 Some(&self.id),
                 1,

@@ -9,15 +9,18 @@ pub(crate) mod continue_as_new;
 pub(crate) mod event_wait;
 pub(crate) mod hook;
 pub(crate) mod inbox;
+pub(crate) mod inline;
 pub(crate) mod publish;
 pub(crate) mod race;
 pub(crate) mod record;
 pub(crate) mod recorder;
 pub(crate) mod recording;
+pub(crate) mod select;
 pub(crate) mod signal;
 pub(crate) mod sleep;
 pub(crate) mod step;
 pub(crate) mod tag;
+pub(crate) mod timeout;
 pub(crate) mod update;
 
 use std::collections::HashMap;
@@ -52,6 +55,11 @@ pub(crate) struct RunState {
     pub(crate) triggered_at: DateTime<Utc>,
     pub(crate) history: History,
     counters: Mutex<HashMap<String, u32>>,
+    /// Correlation ids taken while a select's branch is created (see `select::IdCapture`):
+    /// innermost capture last.
+    captures: Mutex<Vec<Vec<String>>>,
+    /// Whether `captures` is non-empty (read without the lock on every id taken).
+    capturing: std::sync::atomic::AtomicBool,
     /// The next sequence number; the async lock serializes this run's appends.
     next_seq: tokio::sync::Mutex<u64>,
     /// `step_started` events and recorded values, written with the next durable append so
@@ -133,6 +141,8 @@ impl RunState {
             triggered_at,
             history,
             counters: Mutex::new(HashMap::new()),
+            captures: Mutex::new(Vec::new()),
+            capturing: std::sync::atomic::AtomicBool::new(false),
             next_seq: tokio::sync::Mutex::new(next_seq),
             pending: Mutex::new(Vec::new()),
             poison: Mutex::new(None),
@@ -248,6 +258,10 @@ impl RunState {
         let n = counters.entry(key.to_owned()).or_insert(0);
         let current = *n;
         *n += 1;
+        drop(counters);
+        if self.capturing.load(Ordering::Relaxed) {
+            self.captured(key, current);
+        }
         current
     }
 

@@ -107,7 +107,8 @@ where
     // `traceparent`.
     let body = AssertUnwindSafe(slot.instrument(body())).catch_unwind();
     let result = if scope {
-        body.await
+        // A scope's body races nothing of its caller's (see `race::outside`).
+        super::race::outside(body).await
     } else {
         super::recording::outside_body(body).await
     };

@@ -101,12 +101,16 @@ pub(crate) struct Slot<'r> {
     /// Whether the outcome was recorded (else, on drop, the span says the execution left
     /// the step unfinished).
     finished: bool,
+    /// The durable selects (innermost first) whose branch entered this slot: a started live
+    /// step dropped because another branch won records its cancellation.
+    race: super::race::Chain,
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if !self.finished {
             crate::telemetry::step_left(&self.span, self.shape);
+            self.record_select_cancel();
         }
     }
 }
@@ -150,6 +154,7 @@ impl RunState {
         if let Some(poison) = self.poisoned() {
             return Err(poisoned_error(&poison));
         }
+        super::race::note_entry(call.id, call.shape);
         let digest = call
             .input
             .map(|input| self.input_digest(input))
@@ -230,6 +235,7 @@ impl RunState {
             span,
             shape: call.shape,
             finished: false,
+            race: super::race::Chain::current(),
         }))
     }
 
@@ -387,6 +393,31 @@ fn requested(call: &Call<'_>, digest: &str) -> String {
 }
 
 impl<'r> Slot<'r> {
+    /// A started live step (action, sub-workflow, LLM request) dropped unfinished because
+    /// another branch of a durable select won: records its cancellation (`step_failed`,
+    /// kind `canceled`, naming the select and the winner) with the next durable append.
+    fn record_select_cancel(&self) {
+        if self.verify || self.since.is_none() || !matches!(self.shape, Shape::Leaf | Shape::Scope)
+        {
+            return;
+        }
+        let Some((select, winner)) = self.race.lost() else {
+            return;
+        };
+        let error = ActionError::new(
+            kinds::CANCELED,
+            format!(
+                "canceled: branch {winner} of select `{select}` won, and step `{}` was on a losing branch",
+                self.id
+            ),
+            false,
+        );
+        self.run.push_pending(
+            self.run
+                .event(Some(self.id), 1, EventPayload::StepFailed { error }),
+        );
+    }
+
     /// What the log holds for this id when the step started before and never finished
     /// (a sleep's wake-up time, a hook's deadline), or for a finished scope being checked.
     pub(crate) fn previous(&self) -> Option<&'r Recorded> {
@@ -482,6 +513,9 @@ impl<'r> Slot<'r> {
             }
             return Err(self.run.report_non_determinism(report));
         }
+        // A live step that finishes first wins its select; one that lost still records its
+        // outcome (its effect happened), and the select does not use it.
+        let _ = super::race::may_finish();
         // An output over the payload limit is recorded as the step's failure instead
         // (small, not retried): nothing oversized is written.
         let outcome = outcome.and_then(|output| {

@@ -136,7 +136,7 @@ pub fn sleep_until(
 
 /// The sleep adapter over the recorder: a recorded `sleep_completed` answers it; otherwise
 /// `sleep_started` records the wake-up time (once) and the run suspends until then.
-async fn wait_until(
+pub(crate) async fn wait_until(
     ctx: Ctx,
     id: String,
     requested_wake: DateTime<Utc>,
@@ -170,6 +170,10 @@ async fn wait_until(
     let mut resumptions = run.resumptions();
     loop {
         if run.env.now() >= wake_at {
+            if !super::race::may_finish() {
+                // Another branch of a select won: this sleep records nothing.
+                match std::future::pending::<std::convert::Infallible>().await {}
+            }
             let event = run.event(Some(&id), 1, EventPayload::SleepCompleted);
             let update = RunUpdate {
                 status: Some(RunStatus::Running),

@@ -131,7 +131,9 @@ pub(crate) async fn execute<S: Step>(
             StepBehavior::Workflow { call, .. } => {
                 let child = ctx.child(&id);
                 // The sub-workflow's steps are children of its step span.
-                let body = slot.instrument(call(child, input));
+                // Its body races nothing of the caller's: the sub-workflow step claims its
+                // select branch (if any) when it records its own outcome.
+                let body = slot.instrument(super::race::outside(call(child, input)));
                 let outcome = AssertUnwindSafe(body).catch_unwind().await;
                 let result = match outcome {
                     Ok(result) => result.map_err(ActionError::from),
@@ -177,35 +179,55 @@ async fn run_action<S: Step>(
 ) -> (Result<S::Output, ActionError>, u32) {
     let run = &ctx.run;
     let mut input = Some(first_input);
-    let mut attempt = 1u32;
-    loop {
-        let this_input = match input.take() {
-            Some(input) => input,
-            None => match serde_json::from_value(input_json.clone()) {
-                Ok(input) => input,
-                Err(e) => return (Err(serde_error("input", S::SLUG, e)), attempt),
-            },
-        };
-        let cx = ActionCtx::new(
-            run.run_id.as_str(),
-            id,
-            attempt,
-            run.env.resources.clone(),
-            run.control().cancel,
-        )
-        .traced(tracing::Span::current(), run.history.traceparent());
-        let call = match run.env.action_override(S::SLUG) {
-            None => call(this_input, cx),
-            Some(stub) => {
-                let input = input_json.clone();
-                Box::pin(async move {
-                    let output = stub(input, cx).await?;
-                    serde_json::from_value(output)
-                        .map_err(|e| serde_error("stubbed output", S::SLUG, e))
-                })
+    let attempt_once =
+        |attempt: u32| -> futures::future::BoxFuture<'static, Result<S::Output, ActionError>> {
+            let this_input = match input.take() {
+                Some(input) => input,
+                None => match serde_json::from_value(input_json.clone()) {
+                    Ok(input) => input,
+                    Err(e) => {
+                        return Box::pin(std::future::ready(Err(serde_error("input", S::SLUG, e))));
+                    }
+                },
+            };
+            let cx = ActionCtx::new(
+                run.run_id.as_str(),
+                id,
+                attempt,
+                run.env.resources.clone(),
+                run.control().cancel,
+            )
+            .traced(tracing::Span::current(), run.history.traceparent());
+            match run.env.action_override(S::SLUG) {
+                None => call(this_input, cx),
+                Some(stub) => {
+                    let input = input_json.clone();
+                    Box::pin(async move {
+                        let output = stub(input, cx).await?;
+                        serde_json::from_value(output)
+                            .map_err(|e| serde_error("stubbed output", S::SLUG, e))
+                    })
+                }
             }
         };
-        // The action's own code is not the workflow body: plain `.run(..)` calls inside it
+    attempts(run, id, S::SLUG, options, attempt_once).await
+}
+
+/// Makes the attempts of a live step (an action, an inline step): each attempt under the
+/// per-attempt `timeout`, a panic caught as a retryable `panic` error, a retryable failure
+/// recorded as `step_retrying` and tried again after the backoff, as `options` say.
+/// Returns the outcome and the attempts made.
+pub(crate) async fn attempts<O>(
+    run: &super::RunState,
+    id: &str,
+    slug: &str,
+    options: ActionOptions,
+    mut attempt_once: impl FnMut(u32) -> futures::future::BoxFuture<'static, Result<O, ActionError>>,
+) -> (Result<O, ActionError>, u32) {
+    let mut attempt = 1u32;
+    loop {
+        let call = attempt_once(attempt);
+        // The step's own code is not the workflow body: plain `.run(..)` calls inside it
         // are ordinary calls (see `recording::outside_body`).
         let call = AssertUnwindSafe(super::recording::outside_body(call)).catch_unwind();
         let outcome = match options.timeout {
@@ -224,7 +246,7 @@ async fn run_action<S: Step>(
         };
         let result = match outcome {
             Ok(result) => result,
-            Err(panic) => Err(panic_error(S::SLUG, panic)),
+            Err(panic) => Err(panic_error(slug, panic)),
         };
         let error = match result {
             Ok(output) => return (Ok(output), attempt),

@@ -314,8 +314,52 @@ impl Engine {
         if continues_hot {
             state.wake_suspended();
         }
-        let result =
-            tracing::Instrument::instrument(drive_body(&state, &mut body), run_span.clone()).await;
+        // The run's execution timeout (`#[workflow(timeout = "…")]`): past the deadline the
+        // body stops at its next step boundary (as when canceled) and the run fails.
+        let deadline = run_deadline(&entry, record.created_at);
+        let mut timed_out = deadline.is_some_and(|deadline| self.now() >= deadline);
+        if timed_out {
+            control.cancel.cancel();
+        }
+        let driven =
+            tracing::Instrument::instrument(drive_body(&state, &mut body), run_span.clone());
+        let result = match deadline {
+            Some(deadline) if !timed_out => {
+                let mut driven = std::pin::pin!(driven);
+                let delay = (deadline - self.now()).to_std().unwrap_or(Duration::ZERO);
+                tokio::select! {
+                    biased;
+                    result = &mut driven => result,
+                    () = self.clock().sleep(delay) => {
+                        timed_out = true;
+                        control.cancel.cancel();
+                        driven.await
+                    }
+                }
+            }
+            _ => driven.await,
+        };
+        let result = match result {
+            BodyEnd::Canceled if timed_out => {
+                let timeout = entry.options.timeout.unwrap_or_default();
+                tracing::warn!(
+                    run = %id,
+                    workflow = %record.workflow,
+                    timeout = %humantime::format_duration(timeout),
+                    "the run reached its execution timeout (`#[workflow(timeout = ..)]`) and fails"
+                );
+                BodyEnd::Returned(Ok(Err(WorkflowError::new(
+                    kinds::TIMEOUT,
+                    format!(
+                        "the run did not finish within its execution timeout of {} (counted from its creation at {})",
+                        humantime::format_duration(timeout),
+                        record.created_at.to_rfc3339()
+                    ),
+                    false,
+                ))))
+            }
+            other => other,
+        };
 
         let outcome = match result {
             BodyEnd::Returned(result) => {
@@ -334,7 +378,7 @@ impl Engine {
                 self.finish(&state, &entry, result).await?
             }
             BodyEnd::Suspended(waits) => {
-                let outcome = self.suspend(&state, waits).await?;
+                let outcome = self.suspend(&state, waits, deadline).await?;
                 self.keep_hot(&state, body, &outcome).await;
                 outcome
             }
@@ -447,6 +491,11 @@ impl Engine {
                     ..execution
                 });
             };
+            let deadline = self
+                .workflow(&record.workflow)
+                .ok()
+                .and_then(|entry| run_deadline(entry, record.created_at));
+            let wake = deadline.map_or(wake, |deadline| wake.min(deadline));
             let delay = (wake - self.now()).to_std().unwrap_or(Duration::ZERO);
             self.clock().sleep(delay).await;
         }
@@ -631,6 +680,7 @@ impl Engine {
             {
                 let delay = self.run_retry_policy(entry).delay(state.attempt);
                 let until = self.now() + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX);
+                let until = run_deadline(entry, state.triggered_at).map_or(until, |d| until.min(d));
                 let event = state.event(
                     None,
                     state.attempt,
@@ -685,9 +735,15 @@ impl Engine {
     }
 
     /// Records a suspension: `sleeping` until the earliest wake-up, or `waiting` on a hook.
-    async fn suspend(&self, state: &RunState, waits: Vec<Wait>) -> Result<RunOutcome, EngineError> {
+    async fn suspend(
+        &self,
+        state: &RunState,
+        waits: Vec<Wait>,
+        deadline: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<RunOutcome, EngineError> {
         let on_hook = waits.iter().any(Wait::is_external);
-        let wake_at = waits.iter().filter_map(Wait::until).min();
+        // A run with an execution timeout is woken at its deadline, whatever it waits for.
+        let wake_at = waits.iter().filter_map(Wait::until).chain(deadline).min();
         let event = state.event(
             None,
             state.attempt,
@@ -743,6 +799,17 @@ impl Engine {
             wake_at,
         );
     }
+}
+
+/// When a run of `entry` created at `created_at` reaches its execution timeout, if it has
+/// one (`#[workflow(timeout = "…")]`).
+fn run_deadline(
+    entry: &crate::registry::WorkflowEntry,
+    created_at: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let timeout = TimeDelta::from_std(entry.options.timeout?).ok()?;
+    // A deadline past the calendar's end is no deadline.
+    created_at.checked_add_signed(timeout)
 }
 
 enum BodyEnd<T> {

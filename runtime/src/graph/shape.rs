@@ -179,6 +179,8 @@ impl Builder<'_> {
                 let key = crate::ctx::child::start_key(site, slug);
                 (NodeKind::Workflow, Some(key), None)
             }
+            SiteKind::Select => (NodeKind::Decision, Some(site.key("select")), None),
+            SiteKind::Timeout => (NodeKind::Sleep, Some(site.key("timeout")), None),
         }
     }
 }

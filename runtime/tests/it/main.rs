@@ -29,6 +29,7 @@ mod retention;
 mod retry_run;
 mod schedules;
 mod secrets;
+mod select;
 mod signals;
 mod store_open;
 mod streams;
