@@ -33,6 +33,13 @@
 //!   approval hook for a refund above the threshold. Offline it runs on
 //!   [`support_model::ScriptedSupportModel`], a scripted stand-in (not AI); with
 //!   `OPENAI_BASE_URL` / `OPENAI_API_KEY` set, on a real OpenAI-compatible endpoint.
+//! - [`order_saga`]: `order-saga`, started with the order id as its business key: reserves
+//!   stock, publishes its status, then a durable `select!` races the `paid` and `canceled`
+//!   signals against a payment deadline; paid orders start the child run `ship-parcel` and
+//!   wait for it.
+//! - [`reminder`]: `reminder`, waits for the `decide` signal, reminding every `every`, and
+//!   continues as a new run (same business key) after a few reminders, so its history stays
+//!   bounded however long it waits.
 //! - [`ten_steps`]: `ten-steps`, ten recorded calls of one small effectful action; the load
 //!   of the many-workers test (several `worker` processes on one Postgres database).
 //!
@@ -50,6 +57,8 @@ pub mod effects;
 pub mod expense_report;
 pub mod failure_report;
 pub mod file_digest;
+pub mod order_saga;
+pub mod reminder;
 pub mod signup;
 pub mod support;
 pub mod support_model;
@@ -76,5 +85,8 @@ pub fn link() {
         webhook::triage_issue,
         support::support_triage,
         ten_steps::ten_steps,
+        order_saga::order_saga,
+        order_saga::ship_parcel,
+        reminder::reminder,
     ));
 }

@@ -4,7 +4,7 @@
 //! its status (readable from outside while it runs), then races three things in a durable
 //! `select!`: the `paid` signal, the `canceled` signal, and a payment deadline (a durable
 //! sleep). The winner is recorded, so every replay takes the same branch. Paid: it starts
-//! the child run `ship-order` (its own run, id, log and retries, linked to this one) and
+//! the child run `ship-parcel` (its own run, id, log and retries, linked to this one) and
 //! waits for its result durably. Canceled or expired: it releases the stock (a
 //! compensation step).
 //!
@@ -16,7 +16,7 @@
 //! curl -s localhost:8080/runs/<run-id>/state                          # {"status":"awaiting_payment"}
 //! curl -s -X POST localhost:8080/workflows/order-saga/runs/A-1001/signals/paid \
 //!     -H 'content-type: application/json' -d '{"amount_cents":4200,"reference":"pay_1"}'
-//! # the run starts `ship-order`, waits for it, and completes with the tracking number
+//! # the run starts `ship-parcel`, waits for it, and completes with the tracking number
 //! ```
 
 use reprise::prelude::*;
@@ -114,14 +114,14 @@ pub async fn dispatch_parcel(input: Shipment, cx: ActionCtx) -> Result<Shipped, 
 }
 
 /// Ships a paid order: started by `order-saga` as a child run.
-#[workflow(slug = "ship-order")]
-pub async fn ship_order(input: Shipment, ctx: Ctx) -> Result<Shipped, WorkflowError> {
+#[workflow(slug = "ship-parcel")]
+pub async fn ship_parcel(input: Shipment) -> Result<Shipped, WorkflowError> {
     Ok(dispatch_parcel.run(input).await?)
 }
 
 /// Takes an order from reservation to payment (or cancellation, or expiry) to shipping.
 #[workflow(slug = "order-saga")]
-pub async fn order_saga(input: Order, ctx: Ctx) -> Result<OrderOutcome, WorkflowError> {
+pub async fn order_saga(ctx: Ctx, input: Order) -> Result<OrderOutcome, WorkflowError> {
     let shipment = Shipment {
         order_id: input.order_id.clone(),
     };
@@ -142,7 +142,7 @@ pub async fn order_saga(input: Order, ctx: Ctx) -> Result<OrderOutcome, Workflow
             ctx.publish("status", &"shipping").await?;
             // Its own run, linked to this one; awaiting the handle waits for its result
             // durably (across crashes of either run).
-            let child = ship_order.start(shipment).await?;
+            let child = ship_parcel.start(shipment).await?;
             let shipped = child.await?;
             ctx.publish("status", &"shipped").await?;
             Ok(OrderOutcome {

@@ -67,14 +67,17 @@ pub struct Decided {
 #[action(retries = 3, backoff = "200ms")]
 pub async fn send_reminder(input: Nudge, cx: ActionCtx) -> Result<(), ActionError> {
     crate::effects::record(&cx)?;
-    eprintln!("[reminder #{}] still waiting: {}", input.number, input.title);
+    eprintln!(
+        "[reminder #{}] still waiting: {}",
+        input.number, input.title
+    );
     Ok(())
 }
 
 /// Waits for the `decide` signal, reminding every `every`, continuing as a new run after
 /// `reminders_per_run` reminders.
 #[workflow(slug = "reminder")]
-pub async fn reminder(input: ReminderRequest, ctx: Ctx) -> Result<Decided, WorkflowError> {
+pub async fn reminder(ctx: Ctx, input: ReminderRequest) -> Result<Decided, WorkflowError> {
     let decide = ctx.signal::<Decision>("decide");
     let mut sent = input.sent;
     for _ in 0..input.reminders_per_run.max(1) {

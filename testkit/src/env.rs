@@ -575,6 +575,42 @@ impl TestEnv {
         Ok(self.continue_run(&id).await)
     }
 
+    /// Sends signal `name` with `payload` to run `id` ([`Engine::signal`], no idempotency
+    /// key) and continues the run until it ends or waits again.
+    ///
+    /// # Errors
+    /// The engine's refusal: an unknown run or signal name (404), an ended run (409), a
+    /// payload that does not match the signal's type (422); nothing is delivered then.
+    pub async fn signal(
+        &self,
+        id: &RunId,
+        name: &str,
+        payload: impl Serialize,
+    ) -> Result<Outcome<Value>, reprise::EngineError> {
+        let payload = serde_json::to_value(payload)?;
+        self.engine.signal(id, name, payload, None).await?;
+        Ok(self.continue_run(id).await)
+    }
+
+    /// Emits event `name` with `data` ([`Engine::emit`], a fresh event id) and continues
+    /// every run it was delivered to or started, oldest first. Returns what `emit` reported.
+    ///
+    /// # Errors
+    /// The engine's refusal of the event (a bad name, data over the payload limit).
+    pub async fn emit(
+        &self,
+        name: &str,
+        data: impl Serialize,
+    ) -> Result<reprise::Emitted, reprise::EngineError> {
+        let data = serde_json::to_value(data)?;
+        let emitted = self.engine.emit(name, data, None).await?;
+        let waiting = self.engine.store().event_waiters(name).await?;
+        for id in waiting.iter().chain(&emitted.started) {
+            self.continue_run(id).await;
+        }
+        Ok(emitted)
+    }
+
     /// The run's event log.
     ///
     /// # Panics

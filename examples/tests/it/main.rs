@@ -28,6 +28,7 @@ mod search_cli;
 mod signup;
 mod snapshots;
 mod support;
+mod talking;
 mod traces_cli;
 mod triggers_example;
 mod ui_browser;

@@ -253,7 +253,9 @@ async fn create_child<W: Step>(
         ),
     };
     let record = RunRecord {
-        id: RunId::new(),
+        // Derived from the parent's id and the start step's id: a re-executed start
+        // creates (or finds) the same child.
+        id: RunId::derived(&run.run_id, id),
         workflow: W::SLUG.to_owned(),
         status: RunStatus::Queued,
         input: input.clone(),

@@ -81,8 +81,11 @@ impl Ctx {
             }
         };
         // The new run's id is a recorded value, so every replay (and a replay check) ends
-        // the run with the same `continued_as`.
-        let id = self.recorded_value("continue-as-new", || RunId::new().0);
+        // the run with the same `continued_as`; it is derived from this run's id, so an
+        // execution that re-runs after a crash before the value was durable asks for the
+        // same new run too.
+        let derived = RunId::derived(&self.run.run_id, "continue-as-new").0;
+        let id = self.recorded_value("continue-as-new", || derived);
         *lock(&self.run.continue_with) = Some((input, RunId(id)));
         WorkflowError::new(
             kinds::CONTINUED_AS_NEW,

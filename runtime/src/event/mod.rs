@@ -27,6 +27,23 @@ impl RunId {
         RunId(uuid::Uuid::now_v7().to_string())
     }
 
+    /// The id of the run that run `from` creates at step `step` (a child run, the run it
+    /// continues as): a UUID version 8 (RFC 9562 §5.8) whose custom bits are the first
+    /// 122 bits of SHA-256 of `<from>/<step>`. The same on every execution of `from`, so a
+    /// re-executed start (after a crash, in a crash check) finds the run it created before;
+    /// not time-ordered, unlike [`RunId::new`].
+    pub fn derived(from: &RunId, step: &str) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{from}/{step}").as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        RunId(
+            uuid::Builder::from_custom_bytes(bytes)
+                .into_uuid()
+                .to_string(),
+        )
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
