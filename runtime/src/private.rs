@@ -60,25 +60,3 @@ pub fn call_standalone<S: Step>(
 pub const fn failure_handler<H: Step<Input = crate::FailedRun>>() -> &'static str {
     H::SLUG
 }
-
-/// Receives the next message of signal `name` as a recorded receive under `signal:<name>#n`
-/// (the shared receive adapter): the select tests' stand-in for `ctx.signal::<T>(name)`.
-/// Not public API.
-pub fn receive_signal(
-    ctx: &Ctx,
-    name: &str,
-) -> impl std::future::Future<Output = Result<Value, ActionError>> + Send + 'static {
-    let id = ctx.next_id(&format!("signal:{name}"));
-    let channel = crate::message::signal_channel(name);
-    let ctx = ctx.clone();
-    async move {
-        let receive = crate::ctx::inbox::Receive {
-            id: &id,
-            kind: "signal",
-            channel: &channel,
-            mode: crate::ctx::inbox::Mode::Wait,
-        };
-        let payload = crate::ctx::inbox::receive(&ctx, receive, |_| true).await?;
-        Ok(payload.unwrap_or(Value::Null))
-    }
-}

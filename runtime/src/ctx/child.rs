@@ -390,6 +390,39 @@ impl<O> ChildRun<O> {
     }
 }
 
+impl<O: serde::de::DeserializeOwned + Send + 'static> ChildRun<O> {
+    /// Waits for the child's result at most `duration` (a [`std::time::Duration`], a
+    /// [`chrono::TimeDelta`] or a humantime string such as `"1h"`), counted from when the
+    /// timeout is first awaited: a durable select of the result against a durable timer,
+    /// recorded under `<start-id>$result$timeout` (the timer under `…$timeout$timer`), so
+    /// every replay takes the same branch and a restart keeps the deadline. When the timer
+    /// wins the result is a permanent error of kind `timeout`
+    /// ([`ActionError::is_timeout`]). The timeout gives up on the result, not on the run:
+    /// the child goes on until its parent ends, when its [`ParentClose`] policy applies
+    /// (by default it is canceled then).
+    ///
+    /// ```ignore
+    /// let child = ship_parcel.start(shipment).await?;
+    /// match child.timeout("2h").await {
+    ///     Ok(shipped) => { /* … */ }
+    ///     Err(e) if e.is_timeout() => { /* escalate */ }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// The child's own outcome (as awaiting the handle), kind `timeout` when the timer won,
+    /// kind `invalid_duration` when `duration` does not parse.
+    pub fn timeout(
+        self,
+        duration: impl super::sleep::SleepDuration,
+    ) -> impl Future<Output = Result<O, ActionError>> + Send + 'static {
+        let ctx = self.ctx.clone();
+        let id = format!("{}$timeout", self.result_id);
+        super::timeout::timeout_as(ctx, id, self, duration)
+    }
+}
+
 impl<O: serde::de::DeserializeOwned + Send + 'static> Future for ChildRun<O> {
     type Output = Result<O, ActionError>;
 

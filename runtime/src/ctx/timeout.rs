@@ -47,7 +47,23 @@ where
     T: Send + 'a,
 {
     let id = ctx.next_id(&site.key("timeout"));
-    let ctx = ctx.clone();
+    timeout_as(ctx.clone(), id, future, duration)
+}
+
+/// [`timeout`] recorded as select `id` (its timer under `<id>$timer`): what handles that
+/// are not rewritten by the macro use (`ChildRun::timeout`), with an id derived from their
+/// own.
+pub(crate) fn timeout_as<'a, F, T>(
+    ctx: Ctx,
+    id: String,
+    future: F,
+    duration: impl SleepDuration,
+) -> impl Future<Output = Result<T, ActionError>> + Send + 'a
+where
+    F: IntoFuture<Output = Result<T, ActionError>>,
+    F::IntoFuture: Send + 'a,
+    T: Send + 'a,
+{
     let duration = duration.to_duration();
     let future = future.into_future();
     async move {

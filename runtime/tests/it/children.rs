@@ -68,6 +68,17 @@ async fn waiting_child(ctx: Ctx, order: Order) -> Result<u32, WorkflowError> {
     Ok(n + order.id)
 }
 
+/// Starts a child that waits forever, and gives up on its result after 150 ms.
+#[workflow(slug = "impatient-parent")]
+async fn impatient_parent(order: Order) -> Result<String, WorkflowError> {
+    let child = waiting_child.start(order).await?;
+    Ok(match child.timeout("150ms").await {
+        Ok(n) => format!("got {n}"),
+        Err(error) if error.is_timeout() => "gave up".to_owned(),
+        Err(error) => return Err(error.into()),
+    })
+}
+
 /// Starts a waiting child with the policy its input names, then waits on it.
 #[workflow(slug = "policy-parent")]
 async fn policy_parent(order: Order) -> Result<u32, WorkflowError> {
@@ -193,6 +204,7 @@ fn engine(store: &SharedStore) -> Engine {
         .register(late_parent)
         .register(waiting_child)
         .register(policy_parent)
+        .register(impatient_parent)
         .register(detaching_parent)
         .register(delaying_parent)
         .register(fulfil)
@@ -363,6 +375,42 @@ async fn a_child_survives_its_parents_worker_being_killed() {
     let end = second.drive(&parent).await.unwrap();
     assert_eq!(end.outcome, RunOutcome::Completed(json!("shipped L-5")));
     assert_eq!(runs_of(&second, "ship-order").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_timeout_on_a_child_handle_is_a_recorded_select_against_a_timer() {
+    let store = memory();
+    let engine = engine(&store);
+    let parent = engine
+        .start(&impatient_parent, order(5, false))
+        .await
+        .unwrap();
+    let first = engine.execute(&parent).await.unwrap();
+    assert!(
+        matches!(first.outcome, RunOutcome::Suspended(_)),
+        "{first:?}"
+    );
+    let child = only_child(&engine, &parent).await;
+    engine.execute(&child).await.unwrap(); // the child waits on its hook
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let end = engine.execute(&parent).await.unwrap();
+    assert_eq!(end.outcome, RunOutcome::Completed(json!("gave up")));
+    let log = log_of(&engine, &parent).await;
+    let select = "start:waiting-child#0$result$timeout";
+    assert!(
+        log.iter()
+            .any(|(kind, id, callee)| *kind == EventKind::StepCompleted
+                && id.as_deref() == Some(select)
+                && callee.as_deref() == Some("select")),
+        "the timeout's select is recorded: {log:?}"
+    );
+    // The timeout gave up on the result, not on the run: the child was canceled only
+    // when its parent ended (the default `ParentClose::Cancel`).
+    assert_eq!(
+        engine.get_run(&child).await.unwrap().status,
+        RunStatus::Canceled
+    );
+    assert_replays(&engine, &parent).await;
 }
 
 #[tokio::test]

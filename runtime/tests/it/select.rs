@@ -102,7 +102,7 @@ fn output(outcome: &RunOutcome) -> Value {
 #[workflow(slug = "sel-signal-or-sleep")]
 async fn signal_or_sleep(ctx: Ctx, _input: Num) -> Result<String, WorkflowError> {
     let out = reprise::select! {
-        payment = reprise::__private::receive_signal(&ctx, "paid") => format!("paid {}", payment?),
+        payment = ctx.signal::<Value>("paid").recv() => format!("paid {}", payment?),
         expired = ctx.sleep("1h") => {
             expired?;
             "expired".to_owned()
@@ -335,7 +335,7 @@ async fn a_losing_live_step_is_canceled_and_its_cancellation_recorded() {
 #[workflow(slug = "sel-inner")]
 async fn sel_inner(ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
     let out = reprise::select! {
-        payment = reprise::__private::receive_signal(&ctx, "paid") => format!("paid {}", payment?),
+        payment = ctx.signal::<Value>("paid").recv() => format!("paid {}", payment?),
         slept = ctx.sleep("1h") => {
             slept?;
             format!("expired {}", input.n)
@@ -350,7 +350,7 @@ async fn sel_outer(_ctx: Ctx, input: Num) -> Result<String, WorkflowError> {
     let (joined, added) = futures::join!(
         async {
             Ok::<_, ActionError>(reprise::select! {
-                payment = reprise::__private::receive_signal(&_ctx, "joined") => format!("joined {}", payment?),
+                payment = _ctx.signal::<Value>("joined").recv() => format!("joined {}", payment?),
                 slept = _ctx.sleep("2h") => {
                     slept?;
                     "join expired".to_owned()
@@ -405,7 +405,7 @@ async fn select_loop(ctx: Ctx, input: Num) -> Result<Vec<String>, WorkflowError>
     let mut winners = Vec::new();
     for _ in 0..input.n {
         let winner = reprise::select! {
-            got = reprise::__private::receive_signal(&ctx, "go") => {
+            got = ctx.signal::<Value>("go").recv() => {
                 got?;
                 "signal".to_owned()
             }
@@ -652,18 +652,6 @@ async fn an_inline_step_with_a_bad_name_fails_clearly_and_runs_nothing() {
 // ---------------------------------------------------------------------------------------
 // .timeout(d)
 
-/// A stand-in for a typed signal handle (`ctx.signal::<T>(name)`): `.recv()` is a recorded
-/// receive of signal `name`.
-struct SignalOf<'a>(&'a Ctx, &'static str);
-
-impl SignalOf<'_> {
-    fn recv(
-        &self,
-    ) -> impl std::future::Future<Output = Result<Value, ActionError>> + Send + 'static {
-        reprise::__private::receive_signal(self.0, self.1)
-    }
-}
-
 #[workflow(slug = "sel-timeouts")]
 async fn timeouts(ctx: Ctx, input: Num) -> Result<Vec<String>, WorkflowError> {
     let mut seen = Vec::new();
@@ -677,14 +665,14 @@ async fn timeouts(ctx: Ctx, input: Num) -> Result<Vec<String>, WorkflowError> {
     let quick = add_one.run(input).timeout("1h").await?;
     seen.push(format!("quick {}", quick.n));
     // A signal that does not come in time.
-    let paid = SignalOf(&ctx, "paid");
+    let paid = ctx.signal::<Value>("paid");
     match paid.recv().timeout("30m").await {
         Ok(payload) => seen.push(format!("paid {payload}")),
         Err(e) if e.is_timeout() => seen.push("no payment".to_owned()),
         Err(e) => return Err(e.into()),
     }
     // A signal that does.
-    let shipped = SignalOf(&ctx, "shipped");
+    let shipped = ctx.signal::<Value>("shipped");
     let payload = shipped.recv().timeout("30m").await?;
     seen.push(format!("shipped {payload}"));
     Ok(seen)
@@ -764,7 +752,7 @@ async fn hook_deadline(ctx: Ctx, _input: Num) -> Result<String, WorkflowError> {
             Err(e) if e.is_timeout() => "hook timed out".to_owned(),
             Err(e) => return Err(e.into()),
         },
-        payment = SignalOf(&ctx, "paid").recv() => format!("paid {}", payment?),
+        payment = ctx.signal::<Value>("paid").recv() => format!("paid {}", payment?),
     };
     Ok(out)
 }
