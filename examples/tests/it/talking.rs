@@ -143,6 +143,22 @@ async fn a_paid_order_ships_in_a_child_run_addressed_by_its_key() {
 }
 
 #[tokio::test]
+async fn a_paid_order_ships_on_sqlite_where_the_inbox_is_read_asynchronously() {
+    // On SQLite, reading the inbox takes a trip to the store while the deadline's sleep has
+    // already registered its wait: the run must not suspend on the sleep alone then.
+    let env = TestEnv::builder().sqlite().build();
+    let run = start_order(&env, "A-1005").await;
+    let output = env
+        .signal(&run, "paid", paid())
+        .await
+        .expect("delivered")
+        .completed();
+    assert_eq!(output["result"], "shipped");
+    assert_eq!(winner(&env, &run).await, 0);
+    replays(&env, &run).await;
+}
+
+#[tokio::test]
 async fn an_unpaid_order_expires_at_its_deadline_and_a_late_payment_is_refused() {
     let env = TestEnv::new();
     let run = start_order(&env, "A-1002").await;

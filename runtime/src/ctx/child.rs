@@ -456,6 +456,8 @@ async fn await_child<O: serde::de::DeserializeOwned>(
     if !recorded && !run.replay_only() {
         // A child that ended without its post reaching us (a crash in between): post its
         // outcome now (idempotent).
+        // (Counted as live while it reads the store: see `inbox::receive`.)
+        let _busy = run.live_step();
         if let Ok(Some(child)) = run.env.store.run(&id).await {
             let _ = post_result(&*run.env.store, &child, &run.run_id, &id).await;
         }

@@ -137,6 +137,10 @@ impl<T: StepData> EventWait<T> {
         // first, then looks at the inbox: an event emitted in between is posted to it.
         let live = !finished && !run.replay_only();
         if live {
+            // Counted as live while it reads and writes the store: the executor must not
+            // suspend the run on another branch's wait while this one is still on its way
+            // to registering its own.
+            let _busy = run.live_step();
             run.env
                 .store
                 .add_event_wait(&run.run_id, &self.name)

@@ -180,10 +180,15 @@ pub(crate) async fn receive(
         Entry::Replayed(outcome) => return Ok(receipt_payload(outcome?)),
         Entry::Live(slot) => slot,
     };
+    // Counted as live while it reads the inbox: the executor suspends a run only when no
+    // branch can still make progress, and a receive waiting for the store's answer can (in
+    // a select or `join!`, another branch may have registered its wait meanwhile).
+    let busy = run.live_step();
     let message = run
         .take_message(receive.channel, accept)
         .await
         .map_err(|e| super::store_failure(run, e))?;
+    drop(busy);
     let message = match (message, receive.mode) {
         (Some(message), _) => Some(message),
         (None, Mode::Try) => None,
