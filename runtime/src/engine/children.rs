@@ -16,8 +16,7 @@ use crate::ctx::child::{CHILD_KIND, ParentClose, is_start_id, post_result};
 use crate::ctx::continue_as_new::CONTINUED_AS;
 use crate::error::{EngineError, WorkflowError};
 use crate::event::{
-    Event, EventKind, EventPayload, NewEvent, ParentRun, RunId, RunRecord, RunStatus, RunUpdate,
-    Trigger,
+    Event, EventKind, EventPayload, NewEvent, ParentRun, RunId, RunRecord, RunStatus, Trigger,
 };
 use crate::message::NewMessage;
 use crate::registry::{Registry, WorkflowEntry};
@@ -414,20 +413,9 @@ impl Engine {
                 Err(error) => return Ok(Some(Err(error))),
             }
         };
-        let event = state.event(
-            None,
-            state.attempt,
-            EventPayload::RunCompleted {
-                output: output.clone(),
-            },
-        );
-        let update = RunUpdate {
-            status: Some(RunStatus::Completed),
-            output: Some(output.clone()),
-            ..RunUpdate::default()
-        };
-        state.append(vec![event], update).await?;
-        Ok(Some(Ok(RunOutcome::Completed(output))))
+        Ok(Some(Ok(
+            super::execute::record_completed(state, output).await?
+        )))
     }
 }
 

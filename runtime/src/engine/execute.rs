@@ -652,22 +652,7 @@ impl Engine {
             }
         });
         match result {
-            Ok(output) => {
-                let event = state.event(
-                    None,
-                    state.attempt,
-                    EventPayload::RunCompleted {
-                        output: output.clone(),
-                    },
-                );
-                let update = RunUpdate {
-                    status: Some(RunStatus::Completed),
-                    output: Some(output.clone()),
-                    ..RunUpdate::default()
-                };
-                state.append(vec![event], update).await?;
-                Ok(RunOutcome::Completed(output))
-            }
+            Ok(output) => record_completed(state, output).await,
             Err(error) if error.kind == kinds::STORE => {
                 // The log could not be written: leave the run as it is for a later resume.
                 Err(EngineError::Store(error.message))
@@ -810,6 +795,31 @@ fn run_deadline(
     let timeout = TimeDelta::from_std(entry.options.timeout?).ok()?;
     // A deadline past the calendar's end is no deadline.
     created_at.checked_add_signed(timeout)
+}
+
+/// Records that the run of `state` completed with `output` (`run_completed`, status
+/// `completed`, the output on the record).
+///
+/// # Errors
+/// The append's store error.
+pub(crate) async fn record_completed(
+    state: &RunState,
+    output: Value,
+) -> Result<RunOutcome, EngineError> {
+    let event = state.event(
+        None,
+        state.attempt,
+        EventPayload::RunCompleted {
+            output: output.clone(),
+        },
+    );
+    let update = RunUpdate {
+        status: Some(RunStatus::Completed),
+        output: Some(output.clone()),
+        ..RunUpdate::default()
+    };
+    state.append(vec![event], update).await?;
+    Ok(RunOutcome::Completed(output))
 }
 
 enum BodyEnd<T> {

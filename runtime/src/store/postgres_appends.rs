@@ -291,7 +291,21 @@ async fn write_one(
         .prepare_cached(APPEND_SQL)
         .await
         .map_err(|e| pg(what, e))?;
-    let params: [&(dyn ToSql + Sync); 15] = [
+    let params = append_params(a);
+    let row = client
+        .query_one(&stmt, &params)
+        .await
+        .map_err(|e| pg(what, e))?;
+    let updated: i64 = row.try_get(0).map_err(|e| pg(what, e))?;
+    if updated == 1 {
+        return Ok(());
+    }
+    diagnose(client, a).await
+}
+
+/// The parameters of [`APPEND_SQL`] for append `a`, in order.
+fn append_params(a: &EncodedAppend) -> [&(dyn ToSql + Sync); 15] {
+    [
         &a.run,
         &a.first,
         &a.status,
@@ -307,16 +321,7 @@ async fn write_one(
         &a.attempts,
         &a.ats,
         &a.payloads,
-    ];
-    let row = client
-        .query_one(&stmt, &params)
-        .await
-        .map_err(|e| pg(what, e))?;
-    let updated: i64 = row.try_get(0).map_err(|e| pg(what, e))?;
-    if updated == 1 {
-        return Ok(());
-    }
-    diagnose(client, a).await
+    ]
 }
 
 /// Re-queues run `$1` if it is `waiting` while its inbox holds a message past `$2`.
@@ -342,23 +347,7 @@ async fn write_requeuing(pool: &Pool, a: &EncodedAppend) -> Result<(), EngineErr
         .prepare_cached(APPEND_SQL)
         .await
         .map_err(|e| pg(what, e))?;
-    let params: [&(dyn ToSql + Sync); 15] = [
-        &a.run,
-        &a.first,
-        &a.status,
-        &a.attempt,
-        &a.output,
-        &a.error,
-        &a.set_wake,
-        &a.wake,
-        &a.updated_at,
-        &a.kinds,
-        &a.fence,
-        &a.correlation_ids,
-        &a.attempts,
-        &a.ats,
-        &a.payloads,
-    ];
+    let params = append_params(a);
     let row = tx
         .query_one(&stmt, &params)
         .await
