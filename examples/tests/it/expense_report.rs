@@ -165,14 +165,14 @@ async fn expense_report_log() {
 /// A process of the example app on `db`, its standard output and error going to files
 /// (`<name>.out`, `<name>.err`) and its effects to `effects-<name>.log`. Killed on drop, so a
 /// failing test leaves no process behind.
-struct App {
+pub(crate) struct App {
     name: &'static str,
     child: Child,
     dir: PathBuf,
 }
 
 impl App {
-    fn spawn(db: &TempDb, name: &'static str, args: &[&str]) -> App {
+    pub(crate) fn spawn(db: &TempDb, name: &'static str, args: &[&str]) -> App {
         let dir = db.dir().to_path_buf();
         let file = |ext: &str| File::create(dir.join(format!("{name}.{ext}"))).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_reprise-examples"))
@@ -216,7 +216,7 @@ impl App {
     }
 
     /// `kill -9`: no chance to clean up, as in a crash.
-    fn sigkill(&mut self) {
+    pub(crate) fn sigkill(&mut self) {
         assert!(
             self.running(),
             "`{}` exited early: {}",
@@ -244,12 +244,12 @@ impl App {
         std::fs::read_to_string(self.dir.join(format!("{}.out", self.name))).unwrap_or_default()
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join(format!("{}.err", self.name))).unwrap_or_default()
     }
 
     /// The idempotency keys of the effects this process performed, in order.
-    fn effects(&self) -> Vec<String> {
+    pub(crate) fn effects(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join(format!("effects-{}.log", self.name)))
             .unwrap_or_default()
             .lines()
@@ -269,7 +269,11 @@ impl Drop for App {
 
 /// Runs a foreground command to its end: exit code, parsed JSON standard output, the
 /// process (for its stderr and effects).
-fn run_json(db: &TempDb, name: &'static str, args: &[&str]) -> (Option<i32>, Value, App) {
+pub(crate) fn run_json(
+    db: &TempDb,
+    name: &'static str,
+    args: &[&str],
+) -> (Option<i32>, Value, App) {
     let mut app = App::spawn(db, name, args);
     let code = app.wait().code();
     let stdout = app.stdout();
@@ -279,7 +283,7 @@ fn run_json(db: &TempDb, name: &'static str, args: &[&str]) -> (Option<i32>, Val
 }
 
 /// Polls the database until `ready` holds for run `id`, at most [`PATIENCE`].
-async fn wait_until(
+pub(crate) async fn wait_until(
     store: &SqliteStore,
     id: &RunId,
     what: &str,

@@ -350,3 +350,80 @@ fn the_reminder_continuing_as_new_survives_any_crash() {
         other => panic!("expected the run to continue as new, it ended {other:?}"),
     }
 }
+
+// ---- separate processes on one SQLite file ----
+
+/// A worker is killed with SIGKILL while the order waits in its select; the payment is sent
+/// by business key from another process; a second worker continues the order, starts the
+/// child run and ships it — each effect once.
+#[tokio::test]
+async fn cli_an_order_survives_kill_9_while_it_waits_and_is_paid_from_another_process() {
+    use crate::expense_report::{App, run_json, wait_until};
+    let db = reprise_testkit::TempDb::new().expect("a database");
+    let store = reprise::store::SqliteStore::open(db.path()).expect("the store");
+    let input = serde_json::to_string(&order("B-1")).expect("json");
+    let (code, line, _) = run_json(
+        &db,
+        "enqueue",
+        &[
+            "workflows",
+            "run",
+            "order-saga",
+            "--key",
+            "B-1",
+            "--enqueue",
+            "--json",
+            "--input",
+            &input,
+        ],
+    );
+    assert_eq!(code, Some(0), "{line}");
+    let id = RunId(line["run_id"].as_str().expect("run_id").to_owned());
+    let worker_args = ["worker", "--lease", "1s"];
+    let mut first = App::spawn(&db, "worker-a", &worker_args);
+    wait_until(&store, &id, "waited for its payment", |run, _| {
+        run.status == RunStatus::Waiting
+    })
+    .await;
+    first.sigkill();
+    let (code, line, signal) = run_json(
+        &db,
+        "signal",
+        &[
+            "runs",
+            "signal",
+            "B-1",
+            "paid",
+            "--workflow",
+            "order-saga",
+            "--json",
+            "--payload",
+            r#"{"amount_cents":4200,"reference":"pay_9"}"#,
+        ],
+    );
+    assert_eq!(code, Some(0), "{line} {}", signal.stderr());
+    let second = App::spawn(&db, "worker-b", &worker_args);
+    let (done, _) = wait_until(&store, &id, "shipped", |run, _| {
+        run.status == RunStatus::Completed
+    })
+    .await;
+    let output = done.output.expect("an output");
+    assert_eq!(output["result"], "shipped");
+    assert_eq!(output["payment"], "pay_9");
+    // Each effect once: the reservation by the killed worker, the dispatch (in the child
+    // run) by the second.
+    let reserved = |app: &App| {
+        app.effects()
+            .iter()
+            .filter(|key| key.ends_with("reserve-stock#0"))
+            .count()
+    };
+    assert_eq!(reserved(&first) + reserved(&second), 1);
+    let dispatched: Vec<String> = first
+        .effects()
+        .into_iter()
+        .chain(second.effects())
+        .filter(|key| key.ends_with("dispatch-parcel#0"))
+        .collect();
+    assert_eq!(dispatched.len(), 1, "{dispatched:?}");
+}
