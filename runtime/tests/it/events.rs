@@ -66,6 +66,30 @@ async fn ev_on_race(paid: Paid) -> Result<u64, WorkflowError> {
     Ok(paid.amount)
 }
 
+/// Races an event wait against a signal in a durable select, then waits for a second
+/// payment with a 100 ms `.timeout`.
+#[workflow(slug = "ev-select")]
+async fn ev_select(ctx: Ctx, order: Order) -> Result<Vec<String>, WorkflowError> {
+    let mut seen = Vec::new();
+    reprise::select! {
+        paid = ctx.wait_for_event::<Paid>("order.paid").matching("/order_id", &order.order_id) => {
+            seen.push(format!("paid {}", paid?.amount));
+        }
+        _ = ctx.signal::<Value>("cancel").recv() => seen.push("canceled".to_owned()),
+    }
+    match ctx
+        .wait_for_event::<Paid>("order.paid")
+        .matching("/order_id", &order.order_id)
+        .timeout("100ms")
+        .await
+    {
+        Ok(paid) => seen.push(format!("paid again {}", paid.amount)),
+        Err(error) if error.is_timeout() => seen.push("no second payment".to_owned()),
+        Err(error) => return Err(error.into()),
+    }
+    Ok(seen)
+}
+
 fn engine_on(store: SharedStore) -> Engine {
     Engine::builder()
         .store(store)
@@ -126,6 +150,47 @@ async fn replays_identically(engine: &Engine, id: &RunId) {
     let export = engine.export_run(id).await.unwrap();
     let judged = engine.check_replay(&export).await.unwrap();
     assert!(judged.is_ok(), "{:?}", judged.err());
+}
+
+#[tokio::test]
+async fn an_event_wait_wins_a_select_and_times_out_with_timeout() {
+    let engine = engine();
+    let id = engine
+        .start(
+            &ev_select,
+            Order {
+                order_id: "S-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    drive_to_wait(&engine, &id).await;
+    engine
+        .emit("order.paid", paid("S-1", 70), None)
+        .await
+        .unwrap();
+    // The select is decided by the event; the second wait then times out (the timer is
+    // waited for in this process by `drive`, or by a worker at its deadline).
+    let first = engine.drive(&id).await.unwrap();
+    if matches!(first.outcome, RunOutcome::Suspended(_)) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let output = drive_to_end(&engine, &id).await;
+    assert_eq!(output, json!(["paid 70", "no second payment"]));
+    let events = events_of(&engine, &id).await;
+    let select = events
+        .iter()
+        .find(|e| e.event.correlation_id.as_deref() == Some("select#0"))
+        .expect("the select is recorded");
+    assert_eq!(select.event.payload["output"]["winner"], 0);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.correlation_id.as_deref() == Some("timeout#0")
+                && e.event.kind == EventKind::StepCompleted),
+        "the timeout's select is recorded"
+    );
+    replays_identically(&engine, &id).await;
 }
 
 #[tokio::test]
