@@ -122,6 +122,13 @@ async fn a_paid_order_ships_in_a_child_run_addressed_by_its_key() {
             .is_some_and(|t| t.starts_with("TRK-"))
     );
     assert_eq!(winner(&env, &run).await, 0, "the `paid` branch won");
+    // The deadline's sleep lost the select: `runs get` shows it abandoned, not sleeping.
+    let events = env.engine().events(&run).await.expect("events");
+    let sleep = reprise::summarize_steps(&events)
+        .into_iter()
+        .find(|s| s.id == "sleep#0")
+        .expect("the sleep");
+    assert_eq!(sleep.status, reprise::StepStatus::Abandoned);
     // The child run is its own run, linked both ways.
     let links = env.engine().run_links(&run).await.expect("links");
     let child = &links.children[0].run_id;

@@ -23,6 +23,9 @@ pub enum StepStatus {
     Sleeping,
     /// A hook that has not received its payload.
     Waiting,
+    /// A sleep or hook of a run that has ended without it ending: it lost a durable
+    /// `select!` (or a `.timeout`), or the run ended while it was open. It never ends.
+    Abandoned,
 }
 
 impl StepStatus {
@@ -34,6 +37,7 @@ impl StepStatus {
             StepStatus::Failed => "failed",
             StepStatus::Sleeping => "sleeping",
             StepStatus::Waiting => "waiting",
+            StepStatus::Abandoned => "abandoned",
         }
     }
 }
@@ -132,8 +136,20 @@ pub fn summarize_steps(events: &[Event]) -> Vec<StepSummary> {
             _ => {}
         }
     }
+    let ended = events.last().is_some_and(|e| {
+        matches!(
+            e.event.kind,
+            EventKind::RunCompleted | EventKind::RunFailed | EventKind::RunCanceled
+        )
+    });
     order
         .into_iter()
         .filter_map(|id| steps.remove(&id))
+        .map(|mut step| {
+            if ended && matches!(step.status, StepStatus::Sleeping | StepStatus::Waiting) {
+                step.status = StepStatus::Abandoned;
+            }
+            step
+        })
         .collect()
 }
