@@ -133,6 +133,15 @@ async fn ui_track(ctx: Ctx, input: Parcel) -> Result<String, WorkflowError> {
     Ok(pickup.courier)
 }
 
+/// Answers one `set-courier` update with the courier's name.
+#[workflow(slug = "ui-courier")]
+async fn ui_courier(ctx: Ctx, _input: Parcel) -> Result<String, WorkflowError> {
+    let request = ctx.updates::<Pickup, String>("set-courier").recv().await?;
+    let courier = request.input().courier.clone();
+    request.reply(Ok(format!("courier is {courier}"))).await?;
+    Ok(courier)
+}
+
 struct Ui {
     base: String,
     http: reqwest::Client,
@@ -162,6 +171,7 @@ async fn ui_on(token: Option<&str>, sqlite: Option<&std::path::Path>) -> Ui {
         .register(ui_broken)
         .register(ui_slogan)
         .register(ui_track)
+        .register(ui_courier)
         .llm(std::sync::Arc::new(OneReply))
         // $100,000 / $200,000 per million tokens: the 10 + 5 tokens of a reply cost $2.00.
         .prices(reprise::cost::PriceTable::empty().with(
@@ -424,6 +434,39 @@ async fn a_run_page_shows_published_state_and_a_form_per_signal_that_delivers_it
         !page.contains("data-signal="),
         "no form once the run has ended"
     );
+}
+
+#[tokio::test]
+async fn a_run_page_offers_a_form_per_update_whose_post_gets_the_runs_answer() {
+    let ui = ui(None).await;
+    let parcel = Parcel {
+        city: "Oslo".into(),
+        weight: 1,
+    };
+    let id = ui.engine.start(&ui_courier, parcel).await.expect("started");
+    ui.wait_for(&id, RunStatus::Waiting).await;
+    let (_, _, page) = ui.get(&format!("/ui/runs/{id}")).await;
+    assert!(
+        page.contains("data-update=\"set-courier\""),
+        "the update panel"
+    );
+    let action = format!("/runs/{id}/updates/set-courier?wait=30s");
+    assert!(page.contains(&action), "its action");
+    assert!(
+        !page.contains("data-signal="),
+        "no signal forms: it receives none"
+    );
+    // What the form posts: the run answers while the caller waits.
+    let answer = ui
+        .http
+        .post(ui.url(&action))
+        .json(&json!({"courier": "Ada", "speed": "Slow", "insured": false}))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let body: Value = answer.json().await.expect("JSON");
+    assert_eq!(body["result"], "courier is Ada");
 }
 
 #[tokio::test]

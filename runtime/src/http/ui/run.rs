@@ -219,34 +219,14 @@ fn hook_panel(record: &RunRecord, hook: &OpenHook, now: DateTime<Utc>) -> Markup
     }
 }
 
-/// The run's published state (`ctx.publish`), and, while it runs, a form per signal its
-/// workflow receives (posting to `/runs/{id}/signals/{name}`, checked against the signal's
-/// schema there: a 422 shows each violation next to its field).
+/// The run's published state (`ctx.publish`), and, while it runs, a form per signal and per
+/// update its workflow receives (posting to `/runs/{id}/signals/{name}` or
+/// `/runs/{id}/updates/{name}`, checked against the payload's schema there: a 422 shows
+/// each violation next to its field).
 fn messages_panel(state: &AppState, record: &RunRecord, events: &[Event]) -> Markup {
     let published = crate::ctx::publish::state_of(events);
-    let signals: Vec<(String, Value)> = if record.status.is_terminal() {
-        Vec::new()
-    } else {
-        let mailboxes = state
-            .engine
-            .env()
-            .service::<crate::engine::signals::Mailboxes>();
-        mailboxes
-            .map(|m| {
-                m.names(&record.workflow, crate::step::MessageKind::Signal)
-                    .into_iter()
-                    .filter_map(|name| {
-                        let decl =
-                            m.find(&record.workflow, crate::step::MessageKind::Signal, &name)?;
-                        let schema = (decl.payload)()
-                            .map(|v| v.schema().clone())
-                            .unwrap_or_else(|_| form::any_schema());
-                        Some((name, schema))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let signals = message_forms(state, record, crate::step::MessageKind::Signal);
+    let updates = message_forms(state, record, crate::step::MessageKind::Update);
     html! {
         @if !published.is_empty() {
             h2 { "Published state" }
@@ -268,7 +248,46 @@ fn messages_panel(state: &AppState, record: &RunRecord, events: &[Event]) -> Mar
                 }
             }
         }
+        @if !updates.is_empty() {
+            h2 { "Send an update" }
+            @for (name, schema) in &updates {
+                details.panel.update data-update=(name) {
+                    summary { strong.mono { (name) } " " span.muted { "(waits up to 30 s for the run's answer)" } }
+                    (form::schema_form(schema, &format!("/runs/{}/updates/{name}?wait=30s", record.id), &format!("Send {name}"), Then::Refresh))
+                }
+            }
+        }
     }
+}
+
+/// The `kind` messages (signals or updates) the run's workflow receives, with the schema of
+/// each payload; none once the run has ended.
+fn message_forms(
+    state: &AppState,
+    record: &RunRecord,
+    kind: crate::step::MessageKind,
+) -> Vec<(String, Value)> {
+    if record.status.is_terminal() {
+        return Vec::new();
+    }
+    let Some(mailboxes) = state
+        .engine
+        .env()
+        .service::<crate::engine::signals::Mailboxes>()
+    else {
+        return Vec::new();
+    };
+    mailboxes
+        .names(&record.workflow, kind)
+        .into_iter()
+        .filter_map(|name| {
+            let decl = mailboxes.find(&record.workflow, kind, &name)?;
+            let schema = (decl.payload)()
+                .map(|v| v.schema().clone())
+                .unwrap_or_else(|_| form::any_schema());
+            Some((name, schema))
+        })
+        .collect()
 }
 
 fn timeline_markup(timeline: &Timeline<'_>, now: DateTime<Utc>) -> Markup {
