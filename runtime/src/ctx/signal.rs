@@ -19,7 +19,7 @@ use super::Ctx;
 use super::inbox::{Mode, Receive, receive};
 use super::recorder::{Call, Entry, Shape};
 use crate::ActionError;
-use crate::engine::SignalTarget;
+use crate::delivery::SignalTarget;
 use crate::error::kinds;
 use crate::message::Posted;
 use crate::step::{MessageKind, StepData};
@@ -152,7 +152,7 @@ async fn send_signal(
     let dedupe = format!("{}/{id}", run.run_id);
     let delivered = async {
         let to = target.resolve(env).await?;
-        crate::engine::deliver(env, &to, MessageKind::Signal, &name, payload, Some(dedupe)).await
+        crate::delivery::deliver(env, &to, MessageKind::Signal, &name, payload, Some(dedupe)).await
     }
     .await;
     match delivered {

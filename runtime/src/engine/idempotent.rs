@@ -7,43 +7,13 @@ use super::Engine;
 use crate::error::EngineError;
 use crate::event::{RunId, Trigger};
 
-/// The longest idempotency key accepted, in bytes.
-pub(crate) const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-
-/// Checks an idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] bytes of printable ASCII
+/// Checks an idempotency key: 1 to [`crate::run_keys::MAX_KEY_LEN`] bytes of printable ASCII
 /// (space to `~`), not only spaces.
 ///
 /// # Errors
 /// What is wrong with it, as a sentence for the caller.
 pub(crate) fn check_idempotency_key(key: &str) -> Result<(), String> {
-    check_key("idempotency key", key)
-}
-
-/// Checks a key named `what` (`idempotency key`, `business key`): 1 to
-/// [`MAX_IDEMPOTENCY_KEY_LEN`] bytes of printable ASCII (space to `~`), not only spaces.
-///
-/// # Errors
-/// What is wrong with it, as a sentence for the caller.
-pub(crate) fn check_key(what: &str, key: &str) -> Result<(), String> {
-    if key.trim().is_empty() {
-        return Err(format!(
-            "the {what} is empty; send a unique value per intended run, such as a UUID"
-        ));
-    }
-    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-        return Err(format!(
-            "the {what} is {} bytes; the longest accepted is {MAX_IDEMPOTENCY_KEY_LEN} \
-             (a UUID is 36)",
-            key.len()
-        ));
-    }
-    if let Some(bad) = key.chars().find(|c| !(' '..='~').contains(c)) {
-        return Err(format!(
-            "the {what} contains {bad:?}; use printable ASCII only (letters, digits, \
-             punctuation), such as a UUID"
-        ));
-    }
-    Ok(())
+    crate::run_keys::check_key("idempotency key", key)
 }
 
 impl Engine {

@@ -13,40 +13,7 @@ use serde_json::Value;
 use super::{Engine, StartOptions};
 use crate::error::EngineError;
 use crate::event::{EventKind, EventPayload, NewEvent, RunId, RunRecord, Trigger};
-use crate::run_env::RunEnv;
-
-/// The `create_run_once` key of business key `key` of workflow `slug`.
-pub(crate) fn business_key(slug: &str, key: &str) -> String {
-    format!("business:{slug}:{key}")
-}
-
-/// Checks a business key: as an idempotency key, 1 to 255 bytes of printable ASCII.
-///
-/// # Errors
-/// What is wrong with it, as a sentence for the caller.
-pub(crate) fn check_business_key(key: &str) -> Result<(), String> {
-    super::idempotent::check_key("business key", key)
-}
-
-/// The run of workflow `slug` that holds business key `key`.
-///
-/// # Errors
-/// [`EngineError::Serde`] for a malformed key; [`EngineError::UnknownKey`] when no run
-/// holds it; store failures.
-pub(crate) async fn run_id_for_key(
-    env: &RunEnv,
-    slug: &str,
-    key: &str,
-) -> Result<RunId, EngineError> {
-    check_business_key(key).map_err(EngineError::Serde)?;
-    env.store
-        .run_for_key(&business_key(slug, key))
-        .await?
-        .ok_or_else(|| EngineError::UnknownKey {
-            workflow: slug.to_owned(),
-            key: key.to_owned(),
-        })
-}
+use crate::run_keys::{business_key, check_business_key, run_id_for_key};
 
 /// The business key recorded in a run's `run_created` event (event 0 of `events`), if any.
 pub fn key_of(events: &[crate::event::Event]) -> Option<String> {

@@ -17,7 +17,7 @@ mod replay_check;
 mod report;
 mod retention;
 mod retry_run;
-pub(crate) mod signals;
+mod signals;
 mod start;
 mod state;
 mod unexecutable;
@@ -32,6 +32,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use crate::clock::{Clock, SystemClock};
+pub use crate::delivery::SignalTarget;
+pub(crate) use crate::delivery::deliver;
 pub(crate) use crate::run_env::RunControl;
 pub use crate::run_env::{ActionOverride, Fault, RunTransition};
 pub use children::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks, run_links_of};
@@ -50,8 +52,6 @@ pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
 pub(crate) use retention::{DEFAULT_BATCH, parse_before};
 pub use retention::{PurgeReport, run_retention};
 pub use retry_run::RetriedRun;
-pub use signals::SignalTarget;
-pub(crate) use signals::deliver;
 pub use start::StartOptions;
 pub(crate) use start::{delay_from, parse_delay, parse_start_at};
 pub(crate) use unexecutable::is_unexecutable;
@@ -487,8 +487,8 @@ impl EngineBuilder {
             }),
         );
         services.insert(
-            TypeId::of::<signals::Mailboxes>(),
-            Arc::new(signals::Mailboxes::of(&self.registry)),
+            TypeId::of::<crate::delivery::Mailboxes>(),
+            Arc::new(crate::delivery::Mailboxes::of(&self.registry)),
         );
         services.insert(
             TypeId::of::<crate::payload::PayloadLimits>(),

@@ -270,11 +270,7 @@ fn message_forms(
     if record.status.is_terminal() {
         return Vec::new();
     }
-    let Some(mailboxes) = state
-        .engine
-        .env()
-        .service::<crate::engine::signals::Mailboxes>()
-    else {
+    let Some(mailboxes) = state.engine.env().service::<crate::delivery::Mailboxes>() else {
         return Vec::new();
     };
     mailboxes
