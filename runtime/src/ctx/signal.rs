@@ -190,17 +190,9 @@ impl<T: StepData> Signal<T> {
     /// `serde` when the recorded payload no longer deserializes as `T`; the run's poison
     /// (non-determinism, a store failure).
     pub fn recv(&self) -> impl Future<Output = Result<T, ActionError>> + Send + 'static {
-        let id = self.ctx.next_id(&format!("signal:{}", self.name));
-        let ctx = self.ctx.clone();
-        let channel = crate::message::signal_channel(&self.name);
+        let received = self.receive(Mode::Wait);
         async move {
-            let receive_as = Receive {
-                id: &id,
-                kind: "signal",
-                channel: &channel,
-                mode: Mode::Wait,
-            };
-            let payload = receive(&ctx, receive_as, |_| true).await?;
+            let (id, payload) = received.await?;
             decode(&id, payload.unwrap_or(Value::Null))
         }
     }
@@ -213,6 +205,21 @@ impl<T: StepData> Signal<T> {
     pub fn try_recv(
         &self,
     ) -> impl Future<Output = Result<Option<T>, ActionError>> + Send + 'static {
+        let received = self.receive(Mode::Try);
+        async move {
+            match received.await? {
+                (id, Some(payload)) => decode(&id, payload).map(Some),
+                (_, None) => Ok(None),
+            }
+        }
+    }
+
+    /// One receive of this signal (its id taken now, when the future is created), with
+    /// the receive's id and the payload, if any.
+    fn receive(
+        &self,
+        mode: Mode,
+    ) -> impl Future<Output = Result<(String, Option<Value>), ActionError>> + Send + 'static {
         let id = self.ctx.next_id(&format!("signal:{}", self.name));
         let ctx = self.ctx.clone();
         let channel = crate::message::signal_channel(&self.name);
@@ -221,12 +228,10 @@ impl<T: StepData> Signal<T> {
                 id: &id,
                 kind: "signal",
                 channel: &channel,
-                mode: Mode::Try,
+                mode,
             };
-            match receive(&ctx, receive_as, |_| true).await? {
-                Some(payload) => decode(&id, payload).map(Some),
-                None => Ok(None),
-            }
+            let payload = receive(&ctx, receive_as, |_| true).await?;
+            Ok((id, payload))
         }
     }
 }

@@ -338,7 +338,7 @@ impl Engine {
         };
         if let Some(key) = &key {
             self.store()
-                .set_run_key(&crate::run_keys::business_key(slug, &key), &new)
+                .set_run_key(&crate::run_keys::business_key(slug, key), &new)
                 .await?;
         }
         self.forward_messages(old, &new, &events).await?;
