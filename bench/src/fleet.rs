@@ -100,6 +100,7 @@ pub(crate) async fn w2_workers(
                 concurrency: worker_concurrency(),
                 poll_interval: POLL,
                 shutdown_grace: Duration::from_secs(30),
+                ..WorkerOptions::default()
             },
         );
         fleet.spawn(async move {
@@ -370,6 +371,7 @@ pub(crate) fn idle_worker(db: Option<&Path>, schema: Option<&str>) -> Result<(),
                 concurrency: 16,
                 poll_interval: Duration::from_millis(100),
                 shutdown_grace: Duration::from_secs(5),
+                ..WorkerOptions::default()
             },
         );
         let report = worker

@@ -82,6 +82,7 @@ fn run_of(i: u64, n: u64, start: DateTime<Utc>, rng: &mut Rng) -> (RunRecord, Ne
         updated_at: created_at,
         wake_at: None,
         next_seq: 1,
+        queue: None,
     };
     let created = NewEvent::new(
         None,
@@ -98,6 +99,7 @@ fn run_of(i: u64, n: u64, start: DateTime<Utc>, rng: &mut Rng) -> (RunRecord, Ne
             event: None,
             parent: None,
             continued_from: None,
+            queue: None,
         },
     );
     let tag = |key: &str, value: TagValue| {

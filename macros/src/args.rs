@@ -30,6 +30,7 @@ mod kw {
     syn::custom_keyword!(retention);
     syn::custom_keyword!(on_event);
     syn::custom_keyword!(max_history_events);
+    syn::custom_keyword!(queue);
 }
 
 /// Options of `#[action(…)]`.
@@ -74,12 +75,15 @@ pub(crate) struct WorkflowArgs {
     pub(crate) max_history_events: Option<u64>,
     /// `timeout = "1d"`: the run's execution timeout, in milliseconds.
     pub(crate) timeout_ms: Option<u64>,
+    /// `queue = "llm"`: the flow-control queue the workflow's runs go through.
+    pub(crate) queue: Option<LitStr>,
 }
 
 const ACTION_KEYS: &str =
     "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
 const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, \
-     `retention`, `timeout`, `on_event`, `max_history_events`, `register` or `crate`";
+     `retention`, `timeout`, `on_event`, `max_history_events`, `queue`, `register` or \
+     `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -234,6 +238,11 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                 seen.check("timeout", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.timeout_ms = parse_duration(input, "timeout", false, errors)?;
+            } else if lookahead.peek(kw::queue) {
+                let key = input.parse::<kw::queue>()?;
+                seen.check("queue", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.queue = Some(parse_queue_name(input, errors)?);
             } else if let Some(error) = unknown_key(input, Macro::Workflow) {
                 return Err(error);
             } else {
@@ -305,6 +314,19 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         (Macro::Workflow, "on_error" | "on_fail" | "failure_handler" | "onfailure") => {
             Some("did you mean `on_failure = handler`?".to_owned())
         }
+        (Macro::Workflow, "task_queue" | "queue_name" | "queues") => {
+            Some("did you mean `queue = \"llm\"`?".to_owned())
+        }
+        (
+            Macro::Workflow,
+            "concurrency" | "rate_limit" | "priority" | "debounce" | "throttle",
+        ) => Some(
+            "limits across runs are queue settings: write `queue = \"llm\"` here and \
+             configure the queue on the engine, e.g. \
+             `Engine::builder().queue(Queue::new(\"llm\").concurrency(10))`; priority is \
+             given per start (`StartOptions::priority`)"
+                .to_owned(),
+        ),
         (Macro::Workflow, "on" | "event" | "trigger" | "on_events" | "event_name") => {
             Some("did you mean `on_event = \"order.paid\"`?".to_owned())
         }
@@ -327,6 +349,28 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         None => format!("unknown `{attr}` option `{name}`: expected {keys}"),
     };
     Some(syn::Error::new(ident.span(), message))
+}
+
+/// `queue = "llm"`: 1 to 64 bytes of ASCII letters, digits, `-`, `_` and `.` (the rule
+/// of `reprise::queue::check_queue_name`).
+fn parse_queue_name(input: ParseStream, errors: &Errors) -> syn::Result<LitStr> {
+    let lit: LitStr = input.parse()?;
+    let name = lit.value();
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        errors.error(
+            lit.span(),
+            format!(
+                "`{name}` is not a queue name: use 1 to 64 ASCII letters, digits, `-`, `_` \
+                 or `.`, e.g. `queue = \"llm\"`"
+            ),
+        );
+    }
+    Ok(lit)
 }
 
 /// `on_event = "order.paid"`: 1 to 255 bytes, no whitespace or control characters (the

@@ -446,6 +446,9 @@ fn workflow_options(
     if let Some(name) = &args.on_event {
         fields.push(quote!(on_event: ::core::option::Option::Some(#name),));
     }
+    if let Some(name) = &args.queue {
+        fields.push(quote!(queue: ::core::option::Option::Some(#name),));
+    }
     if let Some(handler) = &args.on_failure {
         let span = handler.span();
         fields.push(quote_spanned! {span=>

@@ -86,6 +86,7 @@ pub mod llm;
 pub mod message;
 pub mod metrics;
 mod payload;
+pub mod queue;
 pub mod registry;
 mod resources;
 mod retry;
@@ -158,6 +159,7 @@ pub use engine::{ForkOptions, ForkedRun, forked_from};
 pub use engine::{ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost};
 /// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
 pub use engine::{PurgeReport, run_retention};
+pub use engine::{QueueState, QueueWait};
 pub use engine::{SignalTarget, key_of};
 pub use error::{
     ActionError, Difference, EngineError, NonDeterminism, NonDeterminismCause, SchemaViolation,

@@ -138,6 +138,10 @@ pub struct WorkflowOptions {
     /// its next step boundary, once its live steps have recorded), sleeping, waiting or
     /// queued (a worker wakes it at the deadline). `None`: no limit.
     pub timeout: Option<std::time::Duration>,
+    /// The flow-control queue the workflow's runs go through (`#[workflow(queue =
+    /// "llm")]`, see [`crate::queue`]); a start may name another. A queue named here but
+    /// not configured on the engine exists with no limits. `None`: no queue.
+    pub queue: Option<&'static str>,
 }
 
 impl WorkflowOptions {
@@ -152,6 +156,7 @@ impl WorkflowOptions {
         on_event: None,
         max_history_events: None,
         timeout: None,
+        queue: None,
     };
 }
 

@@ -40,6 +40,13 @@ pub struct WorkerOptions {
     /// boundary (default 30 s). Past it they are dropped: their leases are released and
     /// their unrecorded steps run again elsewhere (at-least-once, as after a crash).
     pub shutdown_grace: Duration,
+    /// Worker routing (`worker --workflows x,y`): claim only runs of these workflows
+    /// (slugs registered with the engine). `None` (the default): any workflow.
+    pub workflows: Option<Vec<String>>,
+    /// Worker routing (`worker --queues a,b`): claim only runs in these queues
+    /// ([`crate::queue::DEFAULT_QUEUE`], `default`, names runs in no queue). `None` (the
+    /// default): every queue the engine knows, and runs in none.
+    pub queues: Option<Vec<String>>,
 }
 
 impl Default for WorkerOptions {
@@ -48,9 +55,17 @@ impl Default for WorkerOptions {
             concurrency: 16,
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            workflows: None,
+            queues: None,
         }
     }
 }
+
+/// How often a worker renews its entry in the store's worker registry, at most: the
+/// entry lives for [`HEARTBEAT_TTL_FACTOR`] times this (or the poll interval, if longer).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// A worker entry expires after this many missed heartbeats.
+const HEARTBEAT_TTL_FACTOR: u32 = 3;
 
 /// What a worker did, returned when it stops.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,20 +145,48 @@ impl Worker {
                     .to_owned(),
             ));
         }
+        let routing = self.routing()?;
         let engine = &self.engine;
+        let heartbeat_every =
+            HEARTBEAT_EVERY.min(self.options.poll_interval.max(Duration::from_millis(100)));
+        let registration = crate::queue::WorkerInfo {
+            id: format!(
+                "{}#{}",
+                engine.owner_id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..6]
+            ),
+            registered: engine
+                .registry()
+                .workflows()
+                .map(|w| w.registration.slug.to_owned())
+                .collect(),
+            routing: routing.clone(),
+            queues: engine.queues().iter().map(|q| q.name.clone()).collect(),
+            started_at: engine.now(),
+            expires_at: engine.now(),
+        };
+        let mut heartbeat = Heartbeat::new(
+            registration,
+            heartbeat_every.max(self.options.poll_interval) * HEARTBEAT_TTL_FACTOR,
+        );
+        let mut next_heartbeat = tokio::time::Instant::now();
         let mut shutdown = pin!(shutdown);
         let mut tasks: JoinSet<Result<Execution, EngineError>> = JoinSet::new();
         let mut report = WorkerReport::default();
         // Whether the last claim failed: its failure is logged once, not every poll.
         let mut claims_failing = false;
         loop {
+            if tokio::time::Instant::now() >= next_heartbeat {
+                heartbeat.beat(engine).await;
+                next_heartbeat = tokio::time::Instant::now() + heartbeat_every;
+            }
             // Register interest before looking, so a wake-up in between is not missed.
             let mut woken = pin!(engine.wake().notified());
             woken.as_mut().enable();
             let free = self.options.concurrency.saturating_sub(tasks.len());
             let mut delay = self.options.poll_interval;
             if free > 0 {
-                let claimed = self.claim(free, &mut tasks).await;
+                let claimed = self.claim(free, &routing, &mut tasks).await;
                 match &claimed {
                     Ok(_) if claims_failing => {
                         tracing::info!("claiming runs works again");
@@ -172,8 +215,10 @@ impl Worker {
                 }
                 () = &mut woken => {}
                 () = tokio::time::sleep(delay), if free > 0 => {}
+                () = tokio::time::sleep_until(next_heartbeat) => {}
             }
         }
+        heartbeat.stop(engine).await;
         // Graceful shutdown.
         engine.drain_all();
         let deadline = tokio::time::sleep(self.options.shutdown_grace);
@@ -195,17 +240,70 @@ impl Worker {
         Ok(report)
     }
 
+    /// The worker's routing, checked against the engine.
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] naming a workflow the engine does not register or a queue
+    /// it does not know, and what it knows.
+    fn routing(&self) -> Result<crate::queue::Routing, EngineError> {
+        let engine = &self.engine;
+        if let Some(workflows) = &self.options.workflows {
+            for slug in workflows {
+                if engine.workflow(slug).is_err() {
+                    let known: Vec<&str> = engine
+                        .registry()
+                        .workflows()
+                        .map(|w| w.registration.slug)
+                        .collect();
+                    return Err(EngineError::Config(format!(
+                        "the worker is routed to workflow `{slug}`, which this binary does not \
+                         register; the workflows are: {}",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        if let Some(queues) = &self.options.queues {
+            for name in queues {
+                if name != crate::queue::DEFAULT_QUEUE
+                    && !engine.queues().iter().any(|q| &q.name == name)
+                {
+                    let mut known: Vec<&str> = vec![crate::queue::DEFAULT_QUEUE];
+                    known.extend(engine.queues().iter().map(|q| q.name.as_str()));
+                    return Err(EngineError::Config(format!(
+                        "the worker is routed to queue `{name}`, which this engine does not \
+                         know; the queues are: {} (configure it with \
+                         `Engine::builder().queue(Queue::new(\"{name}\"))`)",
+                        known.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(crate::queue::Routing {
+            workflows: self.options.workflows.clone(),
+            queues: self.options.queues.clone(),
+        })
+    }
+
     /// Claims up to `limit` due runs and spawns their executions; returns how many.
     async fn claim(
         &self,
         limit: usize,
+        routing: &crate::queue::Routing,
         tasks: &mut JoinSet<Result<Execution, EngineError>>,
     ) -> Result<usize, EngineError> {
         let engine = &self.engine;
         let now = engine.now();
         let leases = engine
             .store()
-            .claim_due(engine.owner_id(), now, now + engine.lease_delta(), limit)
+            .claim(&crate::queue::ClaimRequest {
+                owner: engine.owner_id(),
+                now,
+                expires_at: now + engine.lease_delta(),
+                limit,
+                routing,
+                queues: engine.queues(),
+            })
             .await?;
         let claimed = leases.len();
         engine.metrics().runs_claimed(claimed);
@@ -275,5 +373,54 @@ fn count(
         Ok(Err(_)) => report.errors += 1,
         Err(join_error) if join_error.is_cancelled() => report.interrupted += 1,
         Err(_) => report.errors += 1,
+    }
+}
+
+/// The worker's entry in the store's worker registry: renewed by [`Heartbeat::beat`],
+/// removed by [`Heartbeat::stop`]. A failing heartbeat is logged when it starts failing
+/// and when it recovers, not at every beat.
+struct Heartbeat {
+    info: crate::queue::WorkerInfo,
+    ttl: Duration,
+    failing: bool,
+}
+
+impl Heartbeat {
+    fn new(info: crate::queue::WorkerInfo, ttl: Duration) -> Self {
+        Self {
+            info,
+            ttl,
+            failing: false,
+        }
+    }
+
+    async fn beat(&mut self, engine: &Engine) {
+        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
+        self.info.expires_at = engine
+            .now()
+            .checked_add_signed(ttl)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        match engine.store().worker_heartbeat(&self.info).await {
+            Ok(()) if self.failing => {
+                tracing::info!(worker = %self.info.id, "registering the worker works again");
+                self.failing = false;
+            }
+            Err(error) if !self.failing => {
+                tracing::warn!(
+                    worker = %self.info.id,
+                    %error,
+                    "could not register the worker in the store; `runs get` may report its \
+                     runs as unserved until it works"
+                );
+                self.failing = true;
+            }
+            _ => {}
+        }
+    }
+
+    async fn stop(&self, engine: &Engine) {
+        if let Err(error) = engine.store().worker_stopped(&self.info.id).await {
+            tracing::warn!(worker = %self.info.id, %error, "could not remove the worker from the registry; it expires on its own");
+        }
     }
 }

@@ -918,15 +918,12 @@ impl Store for CrashStore {
         self.probe.alive().await;
         self.inner.acquire(id, owner, now, expires_at).await
     }
-    async fn claim_due(
+    async fn claim(
         &self,
-        owner: &str,
-        now: chrono::DateTime<chrono::Utc>,
-        expires_at: chrono::DateTime<chrono::Utc>,
-        limit: usize,
+        request: &reprise::queue::ClaimRequest<'_>,
     ) -> Result<Vec<reprise::store::Lease>, EngineError> {
         self.probe.alive().await;
-        self.inner.claim_due(owner, now, expires_at, limit).await
+        self.inner.claim(request).await
     }
     async fn renew(
         &self,
@@ -1023,6 +1020,44 @@ impl Store for CrashStore {
     async fn run_for_key(&self, key: &str) -> Result<Option<RunId>, EngineError> {
         self.probe.alive().await;
         self.inner.run_for_key(key).await
+    }
+    async fn create_run_gated(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        gate: &reprise::queue::StartGate,
+    ) -> Result<reprise::queue::Gated, EngineError> {
+        self.probe.alive().await;
+        self.inner.create_run_gated(record, created, gate).await
+    }
+    async fn queue_totals(
+        &self,
+        queue: &reprise::queue::Queue,
+        key: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<
+        (
+            reprise::queue::QueueTotals,
+            Option<reprise::queue::KeyTotals>,
+        ),
+        EngineError,
+    > {
+        self.inner.queue_totals(queue, key, now).await
+    }
+    async fn worker_heartbeat(
+        &self,
+        worker: &reprise::queue::WorkerInfo,
+    ) -> Result<(), EngineError> {
+        self.inner.worker_heartbeat(worker).await
+    }
+    async fn worker_stopped(&self, id: &str) -> Result<(), EngineError> {
+        self.inner.worker_stopped(id).await
+    }
+    async fn live_workers(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<Vec<reprise::queue::WorkerInfo>>, EngineError> {
+        self.inner.live_workers(now).await
     }
 
     async fn set_run_key(&self, key: &str, id: &RunId) -> Result<(), EngineError> {

@@ -236,6 +236,20 @@ async fn create_child<W: Step>(
             violation.what = format!("input of child run `{id}` (`{}`)", W::SLUG);
             ActionError::from(violation)
         })?;
+    let workflow_queue = match W::BEHAVIOR {
+        crate::step::StepBehavior::Workflow { options, .. } => options.queue,
+        crate::step::StepBehavior::Action { .. } => None,
+    };
+    // A child run goes through its workflow's queue, as any other start does.
+    let queue = crate::queue::QueueSettings::of(&run.env)
+        .place(
+            W::SLUG,
+            workflow_queue,
+            &crate::queue::QueueRequest::default(),
+            &input,
+        )
+        .map_err(|e| ActionError::new(kinds::SCHEMA, format!("child run `{id}`: {e}"), false))?
+        .map(|(placed, _)| placed);
     let now = run.env.now();
     let start_at = match delay {
         None => None,
@@ -267,6 +281,7 @@ async fn create_child<W: Step>(
         updated_at: now,
         wake_at: start_at.filter(|at| *at > now),
         next_seq: 1,
+        queue: queue.clone(),
     };
     let created = NewEvent::new(
         None,
@@ -285,6 +300,7 @@ async fn create_child<W: Step>(
                 started: None,
             }),
             continued_from: None,
+            queue: queue.map(Box::new),
             key: None,
             event: None,
         },

@@ -287,6 +287,18 @@ impl Engine {
         // The recorded id is durable before the run is created under it.
         state.flush_pending().await?;
         let now = self.now();
+        // The continuation goes through the workflow's queue (its key read from the new
+        // input) as a new start does.
+        let entry = self.workflow(slug)?;
+        let queue = crate::queue::QueueSettings::of(&self.inner.env)
+            .place(
+                slug,
+                entry.options.queue,
+                &crate::queue::QueueRequest::default(),
+                &input,
+            )
+            .map_err(EngineError::Serde)?
+            .map(|(placed, _)| placed);
         let record = RunRecord {
             id: new,
             workflow: slug.to_owned(),
@@ -300,6 +312,7 @@ impl Engine {
             updated_at: now,
             wake_at: None,
             next_seq: 1,
+            queue: queue.clone(),
         };
         // The business key (recorded in `run_created` as `key`) goes with the run.
         let key = old_created
@@ -320,6 +333,7 @@ impl Engine {
                 traceparent: None,
                 parent,
                 continued_from: Some(old.clone()),
+                queue: queue.map(Box::new),
                 key: key.clone(),
                 event: None,
             },

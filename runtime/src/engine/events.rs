@@ -203,7 +203,14 @@ impl Engine {
         id: &str,
         key: &str,
     ) -> Result<(RunId, bool), EngineError> {
-        let (record, created) = self.new_run_at(slug, data.clone(), Trigger::Event, None, None)?;
+        let (record, created) = self.new_run_at(
+            slug,
+            data.clone(),
+            Trigger::Event,
+            None,
+            None,
+            &crate::queue::QueueRequest::default(),
+        )?;
         let mut payload = EventPayload::decode_owned(created.kind, created.payload)
             .map_err(|e| EngineError::Serde(e.to_string()))?;
         if let EventPayload::RunCreated { event, .. } = &mut payload {

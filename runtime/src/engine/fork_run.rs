@@ -171,6 +171,11 @@ impl Engine {
             updated_at: now,
             wake_at: None,
             next_seq: 1,
+            // The fork waits in the original's queue, under its key and priority, afresh.
+            queue: original.queue.clone().map(|q| crate::queue::RunQueue {
+                admitted_at: None,
+                ..q
+            }),
         };
         let created = NewEvent::new(
             None,
@@ -189,6 +194,7 @@ impl Engine {
                 event: None,
                 parent: None,
                 continued_from: None,
+                queue: record.queue.clone().map(Box::new),
             },
         );
         let count = copied.len();

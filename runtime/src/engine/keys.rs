@@ -95,8 +95,14 @@ impl Engine {
                     .to_owned(),
             ));
         }
-        let (record, mut created) =
-            self.new_run_at(slug, input, trigger, options.start_at, options.traceparent)?;
+        let (record, mut created) = self.new_run_at(
+            slug,
+            input,
+            trigger,
+            options.start_at,
+            options.traceparent,
+            &options.queue,
+        )?;
         stamp_key(&mut created, &key);
         let id = record.id.clone();
         let scoped = business_key(slug, &key);

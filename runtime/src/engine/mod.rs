@@ -13,6 +13,7 @@ mod idempotent;
 mod keys;
 mod lease;
 mod pause;
+mod queues;
 mod replay_check;
 mod report;
 mod retention;
@@ -47,6 +48,7 @@ pub use fork_run::{ForkOptions, ForkedRun, forked_from};
 pub(crate) use idempotent::check_idempotency_key;
 pub use keys::key_of;
 pub use pause::{PauseOutcome, UnpausedRun};
+pub use queues::{QueueState, QueueWait};
 pub use replay_check::{ReplayMismatch, judge_replay};
 pub use report::{StepStatus, StepSummary, summarize_steps, token_usage};
 pub(crate) use retention::{DEFAULT_BATCH, parse_before};
@@ -137,6 +139,8 @@ pub struct EngineBuilder {
     /// The host name in the default owner id.
     host: String,
     prices: crate::cost::PriceTable,
+    /// The queues configured (see [`EngineBuilder::queue`]).
+    queues: Vec<crate::queue::Queue>,
 }
 
 /// A check of an engine part against the registry, run by [`EngineBuilder::build`].
@@ -411,6 +415,50 @@ impl EngineBuilder {
         self
     }
 
+    /// Configures a flow-control queue (DESIGN "Flow control", [`crate::queue`]): its
+    /// concurrency, per-key concurrency, rate limit and debounce. Runs go through it when
+    /// their workflow names it (`#[workflow(queue = "llm")]`) or their start does
+    /// ([`StartOptions::queue`]). A queue a workflow names but no `queue` call configures
+    /// exists with no limits.
+    ///
+    /// Every process that runs workers over one store should configure the same queues:
+    /// each worker admits runs by the settings it knows.
+    ///
+    /// # Errors
+    /// [`EngineBuilder::build`] fails with [`EngineError::Config`] naming the queue and
+    /// the setting when a setting is invalid ([`crate::queue::Queue::check`]) or the queue
+    /// is configured twice.
+    pub fn queue(mut self, queue: crate::queue::Queue) -> Self {
+        self.queues.push(queue);
+        self
+    }
+
+    /// Configures the queues in `json`, a JSON array of [`crate::queue::Queue`] (settings
+    /// kept as data: a file, an environment variable), as [`EngineBuilder::queue`] does.
+    ///
+    /// ```
+    /// let builder = reprise::Engine::builder().queues_json(
+    ///     r#"[{"name": "llm", "concurrency": 4, "rate_limit": {"limit": 60, "period": "1m"}}]"#,
+    /// );
+    /// assert!(builder.build().is_ok());
+    /// ```
+    ///
+    /// # Errors
+    /// [`EngineBuilder::build`] fails with [`EngineError::Config`] saying where the JSON is
+    /// wrong (line, column, the unknown field or bad duration).
+    pub fn queues_json(mut self, json: &str) -> Self {
+        match serde_json::from_str::<Vec<crate::queue::Queue>>(json) {
+            Ok(queues) => self.queues.extend(queues),
+            Err(e) => {
+                self.error.get_or_insert(EngineError::Config(format!(
+                    "the queue settings are not valid JSON for a list of queues: {e}; write \
+                     e.g. `[{{\"name\": \"llm\", \"concurrency\": 4}}]`"
+                )));
+            }
+        }
+        self
+    }
+
     /// The delay before the second attempt of a failed run; doubles per attempt, capped
     /// at 10 minutes. Default 1 s.
     pub fn run_retry_backoff(mut self, delay: Duration) -> Self {
@@ -490,6 +538,17 @@ impl EngineBuilder {
             TypeId::of::<crate::delivery::Mailboxes>(),
             Arc::new(crate::delivery::Mailboxes::of(&self.registry)),
         );
+        let queues = crate::queue::QueueSettings::new(
+            self.queues,
+            self.registry
+                .workflows()
+                .filter_map(|w| Some((w.registration.slug, w.options.queue?))),
+        )
+        .map_err(EngineError::Config)?;
+        services.insert(
+            TypeId::of::<crate::queue::QueueSettings>(),
+            Arc::new(queues),
+        );
         services.insert(
             TypeId::of::<crate::payload::PayloadLimits>(),
             Arc::new(crate::payload::limits_of(&self.extensions)),
@@ -563,6 +622,7 @@ impl Engine {
             llm_from_env: false,
             host: "host".to_owned(),
             prices: crate::cost::PriceTable::builtin(),
+            queues: Vec::new(),
         }
     }
 
@@ -761,7 +821,14 @@ impl Engine {
         key: &str,
         traceparent: Option<String>,
     ) -> Result<(RunId, bool), EngineError> {
-        let (record, created) = self.new_run_at(slug, input, trigger, None, traceparent)?;
+        let (record, created) = self.new_run_at(
+            slug,
+            input,
+            trigger,
+            None,
+            traceparent,
+            &crate::queue::QueueRequest::default(),
+        )?;
         let id = record.id.clone();
         match self
             .inner
@@ -788,11 +855,16 @@ impl Engine {
         trigger: Trigger,
         start_at: Option<DateTime<Utc>>,
         traceparent: Option<String>,
+        queue: &crate::queue::QueueRequest,
     ) -> Result<(RunRecord, NewEvent), EngineError> {
         let entry = self.workflow(slug)?;
         entry.input.validate(&input)?;
         self.payload_limits()
             .check(|| format!("the input of workflow `{slug}`"), &input)?;
+        let queue = crate::queue::QueueSettings::of(&self.inner.env)
+            .place(slug, entry.options.queue, queue, &input)
+            .map_err(EngineError::Serde)?
+            .map(|(placed, _)| placed);
         let now = self.now();
         let wake_at = start_at.filter(|at| *at > now);
         let record = RunRecord {
@@ -808,6 +880,7 @@ impl Engine {
             updated_at: now,
             wake_at,
             next_seq: 1,
+            queue: queue.clone(),
         };
         let created = NewEvent::new(
             None,
@@ -824,6 +897,7 @@ impl Engine {
                 event: None,
                 parent: None,
                 continued_from: None,
+                queue: queue.map(Box::new),
             },
         );
         Ok((record, created))

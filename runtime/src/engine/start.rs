@@ -28,6 +28,9 @@ pub struct StartOptions {
     pub traceparent: Option<String>,
     /// The run's business key (see [`StartOptions::key`]).
     pub key: Option<String>,
+    /// The run's queue, key in the queue, priority and de-duplication id (see
+    /// [`StartOptions::queue`]).
+    pub queue: crate::queue::QueueRequest,
 }
 
 impl StartOptions {
@@ -60,6 +63,44 @@ impl StartOptions {
     #[must_use]
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
+        self
+    }
+
+    /// Puts the run in queue `name` instead of its workflow's own (`#[workflow(queue)]`).
+    /// The queue must be known to the engine ([`crate::EngineBuilder::queue`], or named by
+    /// a workflow); [`Engine::start_with`] fails with [`EngineError::Serde`] naming the
+    /// known queues otherwise, and creates nothing.
+    #[must_use]
+    pub fn queue(mut self, name: impl Into<String>) -> Self {
+        self.queue.queue = Some(name.into());
+        self
+    }
+
+    /// The run's key in its queue (per-key concurrency, per-key rate limit, debounce),
+    /// instead of the one the queue reads from the input ([`crate::queue::Queue::key`]):
+    /// 1 to 255 printable ASCII bytes.
+    #[must_use]
+    pub fn queue_key(mut self, key: impl Into<String>) -> Self {
+        self.queue.key = Some(key.into());
+        self
+    }
+
+    /// The run's priority in its queue: higher is admitted first; equal priorities in
+    /// order of due time, then creation. Default 0. Only for a run in a queue.
+    #[must_use]
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.queue.priority = Some(priority);
+        self
+    }
+
+    /// De-duplication within the run's queue: while a run of the queue started with
+    /// `id` has not ended, a start with `id` creates nothing and returns it (`created ==
+    /// false`); after it ended, `id` starts a new run. 1 to 255 printable ASCII bytes.
+    /// Only for a run in a queue; not combined with a debounced queue, a business key or
+    /// an idempotency key.
+    #[must_use]
+    pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
+        self.queue.dedup_id = Some(id.into());
         self
     }
 
@@ -135,12 +176,21 @@ impl Engine {
         if let Some(traceparent) = &options.traceparent {
             crate::telemetry::check_traceparent(traceparent).map_err(EngineError::Serde)?;
         }
+        if let Some(gated) = self.start_gated(slug, &input, trigger, &options).await? {
+            return Ok(gated);
+        }
         if let Some(key) = options.key.take() {
             return self.start_keyed(slug, input, trigger, options, key).await;
         }
         let Some(key) = options.idempotency_key else {
-            let (record, created) =
-                self.new_run_at(slug, input, trigger, options.start_at, options.traceparent)?;
+            let (record, created) = self.new_run_at(
+                slug,
+                input,
+                trigger,
+                options.start_at,
+                options.traceparent,
+                &options.queue,
+            )?;
             let id = record.id.clone();
             self.inner.env.store.create_run(record, created).await?;
             self.inner.env.announce_created(&id, slug);
@@ -154,6 +204,7 @@ impl Engine {
             trigger,
             options.start_at,
             options.traceparent,
+            &options.queue,
         )?;
         let id = record.id.clone();
         if let Some(existing) = self

@@ -406,6 +406,31 @@ pub struct RunRecord {
     pub wake_at: Option<DateTime<Utc>>,
     /// The sequence number the next event will get (= number of events).
     pub next_seq: u64,
+    /// The run's queue, key and priority, and when it was admitted (see
+    /// [`crate::queue`]); `None` for a run in no queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<RunQueue>,
+}
+
+/// A run's place in a queue: which queue, under which key, at which priority. Set at
+/// creation, recorded in `run_created`, kept on the run's record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RunQueue {
+    /// The queue's name.
+    pub name: String,
+    /// The run's key in the queue (per-key concurrency, per-key rate limit, debounce),
+    /// if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Higher is admitted first; equal priorities are admitted in order of due time,
+    /// then creation (FIFO). Default 0.
+    #[serde(default)]
+    pub priority: i32,
+    /// When a worker first claimed the run (it then holds its place until it ends);
+    /// `None` while it waits for admission. Kept by the store, not in `run_created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub admitted_at: Option<DateTime<Utc>>,
 }
 
 /// A change of a run's record, written atomically with the events of an append.

@@ -104,6 +104,8 @@ pub mod field {
     pub const PARENT: &str = "parent";
     /// `run_created` of a run started by `ctx.continue_as_new(..)`: the run it continues.
     pub const CONTINUED_FROM: &str = "continued_from";
+    /// `run_created` of a run in a queue: `{"name", "key"?, "priority"}`.
+    pub const QUEUE: &str = "queue";
     /// `fork_diverged`: the sequence number (in the forked run's log) of the first event of
     /// the step that diverged; copied events from there on no longer answer replay.
     pub const FROM_SEQ: &str = "from_seq";
@@ -189,6 +191,9 @@ pub enum EventPayload {
         parent: Option<ParentRun>,
         /// For a run started by continue-as-new: the run it continues.
         continued_from: Option<super::RunId>,
+        /// The run's queue, key and priority (written only for a run in a queue;
+        /// `admitted_at` is never in the log).
+        queue: Option<Box<super::RunQueue>>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -515,6 +520,7 @@ impl EventPayload {
                 event,
                 parent,
                 continued_from,
+                queue,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
@@ -539,6 +545,9 @@ impl EventPayload {
                 }
                 if let Some(continued_from) = continued_from {
                     put(field::CONTINUED_FROM, Value::String(continued_from.0));
+                }
+                if let Some(queue) = queue {
+                    put(field::QUEUE, to_json(&queue));
                 }
             }
             EventPayload::RunStarted { fingerprint } => {
@@ -706,6 +715,7 @@ impl EventPayload {
                 event: f.optional(field::EVENT),
                 parent: f.optional(field::PARENT),
                 continued_from: f.string(field::CONTINUED_FROM).map(super::RunId),
+                queue: f.optional(field::QUEUE),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -1026,6 +1036,7 @@ mod tests {
                 event: None,
                 parent: None,
                 continued_from: None,
+                queue: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
         );
@@ -1042,6 +1053,7 @@ mod tests {
                 event: None,
                 parent: None,
                 continued_from: None,
+                queue: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api,
                     "traceparent": traceparent }),
@@ -1058,6 +1070,7 @@ mod tests {
                 event: None,
                 parent: None,
                 continued_from: None,
+                queue: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
         );
@@ -1076,6 +1089,7 @@ mod tests {
                 key: None,
                 parent: None,
                 continued_from: None,
+                queue: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "event",
                     "event": { "name": "order.paid", "id": "e-1" } }),
@@ -1099,6 +1113,7 @@ mod tests {
                 event: None,
                 parent: None,
                 continued_from: None,
+                queue: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "fork", "forked_from": {
                 "run_id": "r1", "step": "charge#0", "prefix_len": 5, "input_changed": true,
@@ -1118,6 +1133,7 @@ mod tests {
                     started: Some(super::super::RunId::from("c1")),
                 }),
                 continued_from: Some(super::super::RunId::from("c1")),
+                queue: None,
                 key: Some("k-1".into()),
                 event: None,
             },

@@ -41,7 +41,8 @@ pub(crate) trait SqlRow {
 pub(crate) fn run_columns(as_text: &str) -> String {
     format!(
         r#"id, workflow, status, input{as_text}, output{as_text}, error{as_text}, attempt,
-           "trigger", created_at, updated_at, wake_at, next_seq"#
+           "trigger", created_at, updated_at, wake_at, next_seq,
+           queue, queue_key, priority, admitted_at"#
     )
 }
 
@@ -159,8 +160,50 @@ pub(crate) fn decode_run(row: &impl SqlRow) -> Result<RunRecord, EngineError> {
         updated_at: timestamp(run, "updated_at", column(run, "updated_at", row.int(9))?)?,
         wake_at: wake_at.map(|w| timestamp(run, "wake_at", w)).transpose()?,
         next_seq: number(run, "next_seq", column(run, "next_seq", row.int(11))?)?,
+        queue: decode_queue(run, row, 12)?,
         id: RunId(id),
     })
+}
+
+/// The run's queue from the columns `queue, queue_key, priority, admitted_at` starting
+/// at `first` (see [`run_columns`]); `None` when `queue` is NULL.
+///
+/// # Errors
+/// [`EngineError::Corrupt`] naming the run and the column.
+pub(crate) fn decode_queue(
+    run: &str,
+    row: &impl SqlRow,
+    first: usize,
+) -> Result<Option<crate::event::RunQueue>, EngineError> {
+    let Some(name) = column(run, "queue", row.opt_text(first))? else {
+        return Ok(None);
+    };
+    let priority = column(run, "priority", row.opt_int(first + 2))?.unwrap_or(0);
+    let admitted_at = column(run, "admitted_at", row.opt_int(first + 3))?;
+    Ok(Some(crate::event::RunQueue {
+        name,
+        key: column(run, "queue_key", row.opt_text(first + 1))?,
+        priority: i32::try_from(priority).map_err(|_| {
+            corrupt(
+                run,
+                format!("column `priority`: {priority} is out of range"),
+            )
+        })?,
+        admitted_at: admitted_at
+            .map(|t| timestamp(run, "admitted_at", t))
+            .transpose()?,
+    }))
+}
+
+/// The queue columns of a new run: `(queue, queue_key, priority)`, all NULL/0 for a run
+/// in no queue.
+pub(crate) fn encode_queue(
+    queue: Option<&crate::event::RunQueue>,
+) -> (Option<String>, Option<String>, i64) {
+    match queue {
+        Some(q) => (Some(q.name.clone()), q.key.clone(), i64::from(q.priority)),
+        None => (None, None, 0),
+    }
 }
 
 /// The select list of [`decode_triage`] for run `$1`/`?1` (`param`), from the run table

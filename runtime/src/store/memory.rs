@@ -39,6 +39,8 @@ struct Runs {
     event_waits: HashMap<String, Vec<RunId>>,
     /// Emitted events seen, by `(name, id)`.
     emitted: std::collections::HashSet<(String, String)>,
+    /// Registered workers by id (a `BTreeMap`: listed by id).
+    workers: BTreeMap<String, crate::queue::WorkerInfo>,
 }
 
 #[derive(Debug)]
@@ -124,6 +126,65 @@ pub(crate) fn woken_by_inbox(update: &RunUpdate, last_message: u64) -> bool {
         && update.inbox_seen.is_some_and(|seen| last_message > seen)
 }
 
+/// Whether a run of a queue is pending: queued and not admitted (a debounced run still
+/// open to replacement).
+fn is_pending(record: &RunRecord) -> bool {
+    record.status == RunStatus::Queued
+        && record
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.admitted_at.is_none())
+}
+
+/// The counts of [`Store::queue_totals`], read from the records.
+fn memory_totals(
+    by_id: &HashMap<RunId, Entry>,
+    queue: &crate::queue::Queue,
+    key: Option<&str>,
+    now: DateTime<Utc>,
+) -> (crate::queue::QueueTotals, Option<crate::queue::KeyTotals>) {
+    let window = crate::queue::Admitter::window_start(queue, now);
+    let per_key_rate = queue.rate_limit.is_some_and(|r| r.per_key);
+    let mut totals = crate::queue::QueueTotals::default();
+    let mut key_totals = key.map(|_| crate::queue::KeyTotals::default());
+    for entry in by_id.values() {
+        let record = &entry.record;
+        let Some(q) = record.queue.as_ref().filter(|q| q.name == queue.name) else {
+            continue;
+        };
+        let Some(admitted_at) = q.admitted_at else {
+            continue;
+        };
+        let active = !record.status.is_terminal();
+        let in_window = window.is_some_and(|w| admitted_at > w);
+        let same_key = key.is_some() && q.key.as_deref() == key;
+        if active {
+            totals.active += 1;
+        }
+        if in_window && !per_key_rate {
+            totals.admitted_in_window += 1;
+            totals.oldest_in_window = Some(
+                totals
+                    .oldest_in_window
+                    .map_or(admitted_at, |t| t.min(admitted_at)),
+            );
+        }
+        if let Some(k) = key_totals.as_mut().filter(|_| same_key) {
+            if active {
+                k.active += 1;
+            }
+            if in_window && per_key_rate {
+                k.admitted_in_window += 1;
+                k.oldest_in_window = Some(
+                    k.oldest_in_window
+                        .map_or(admitted_at, |t| t.min(admitted_at)),
+                );
+            }
+        }
+    }
+    (totals, key_totals)
+}
+
 /// Applies the `run_tagged` events of `events` to `tags` (a later tag of a key wins).
 fn index_tags(tags: &mut BTreeMap<String, TagValue>, events: &[NewEvent]) {
     for event in events.iter().filter(|e| e.kind == EventKind::RunTagged) {
@@ -147,6 +208,9 @@ fn insert_run(runs: &mut Runs, record: RunRecord, created: NewEvent) -> Result<(
     let id = record.id.clone();
     let mut record = record;
     record.next_seq = 1;
+    if let Some(queue) = &mut record.queue {
+        queue.admitted_at = None;
+    }
     let mut tags = BTreeMap::new();
     index_tags(&mut tags, std::slice::from_ref(&created));
     runs.by_id.insert(
@@ -212,13 +276,12 @@ impl Store for MemoryStore {
         Ok(Acquired::Lease(entry.lease(id, owner, expires_at)))
     }
 
-    async fn claim_due(
+    async fn claim(
         &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        limit: usize,
+        request: &crate::queue::ClaimRequest<'_>,
     ) -> Result<Vec<Lease>, EngineError> {
+        use crate::queue::Admitter;
+        let now = request.now;
         let mut runs = self.lock();
         let Runs {
             by_id,
@@ -226,31 +289,171 @@ impl Store for MemoryStore {
             paused_workflows,
             ..
         } = &mut *runs;
-        // Earliest due first (see `Store::claim_due`), then handed out in creation order.
-        let mut due: Vec<(DateTime<Utc>, usize)> = order
-            .iter()
-            .enumerate()
-            .filter_map(|(position, id)| {
-                let entry = by_id.get(id)?;
-                let record = &entry.record;
-                let due = due_at(record.status, record.wake_at, record.created_at)?;
-                (due <= now
-                    && !entry.leased_at(now)
-                    && !paused_workflows.contains_key(&record.workflow))
-                .then_some((due, position))
-            })
-            .collect();
-        due.sort_unstable();
-        due.truncate(limit);
-        due.sort_unstable_by_key(|&(_, position)| position);
-        let mut claimed = Vec::with_capacity(due.len());
-        for (_, position) in due {
+        // Due, unleased, unpaused, served: free (no queue, or admitted) or awaiting
+        // admission in one of the request's queues.
+        let mut free: Vec<(DateTime<Utc>, usize)> = Vec::new();
+        let mut waiting: Vec<(usize, i32, DateTime<Utc>, usize)> = Vec::new();
+        for (position, id) in order.iter().enumerate() {
+            let Some(entry) = by_id.get(id) else { continue };
+            let record = &entry.record;
+            let Some(due) = due_at(record.status, record.wake_at, record.created_at) else {
+                continue;
+            };
+            if due > now
+                || entry.leased_at(now)
+                || paused_workflows.contains_key(&record.workflow)
+                || !request.routing.serves(
+                    &record.workflow,
+                    record.queue.as_ref().map(|q| q.name.as_str()),
+                )
+            {
+                continue;
+            }
+            match &record.queue {
+                Some(q) if q.admitted_at.is_none() => {
+                    if let Some(index) = request.queues.iter().position(|s| s.name == q.name) {
+                        waiting.push((index, -q.priority, due, position));
+                    }
+                }
+                _ => free.push((due, position)),
+            }
+        }
+        // Free runs first, earliest due first; then admission into each queue.
+        free.sort_unstable();
+        free.truncate(request.limit);
+        let mut chosen: Vec<usize> = free.into_iter().map(|(_, position)| position).collect();
+        waiting.sort_unstable();
+        let mut admitted: Vec<usize> = Vec::new();
+        let mut next = 0;
+        while next < waiting.len() && chosen.len() + admitted.len() < request.limit {
+            let index = waiting[next].0;
+            let queue = &request.queues[index];
+            let totals = memory_totals(by_id, queue, None, now).0;
+            let mut admitter = Admitter::new(queue, now, totals);
+            while next < waiting.len() && waiting[next].0 == index {
+                let position = waiting[next].3;
+                next += 1;
+                if chosen.len() + admitted.len() >= request.limit || admitter.is_full() {
+                    continue;
+                }
+                let key: Option<String> = by_id
+                    .get(&order[position])
+                    .and_then(|e| e.record.queue.as_ref())
+                    .and_then(|q| q.key.clone());
+                if let Some(key) = &key
+                    && admitter.needs_key_totals(key)
+                {
+                    let totals = memory_totals(by_id, queue, Some(key), now)
+                        .1
+                        .unwrap_or_default();
+                    admitter.add_key_totals(key, totals);
+                }
+                if admitter.admit(key.as_deref()).is_ok() {
+                    admitted.push(position);
+                }
+            }
+        }
+        for &position in &admitted {
+            if let Some(q) = by_id
+                .get_mut(&order[position])
+                .and_then(|e| e.record.queue.as_mut())
+            {
+                q.admitted_at = Some(now);
+            }
+        }
+        chosen.extend(admitted);
+        chosen.sort_unstable();
+        let mut claimed = Vec::with_capacity(chosen.len());
+        for position in chosen {
             let id = &order[position];
             if let Some(entry) = by_id.get_mut(id) {
-                claimed.push(entry.lease(id, owner, expires_at));
+                claimed.push(entry.lease(id, request.owner, request.expires_at));
             }
         }
         Ok(claimed)
+    }
+
+    async fn create_run_gated(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        gate: &crate::queue::StartGate,
+    ) -> Result<crate::queue::Gated, EngineError> {
+        use crate::queue::{DebouncePolicy, Gated, StartGate};
+        let mut runs = self.lock();
+        let key = match gate {
+            StartGate::Dedup { key } | StartGate::Debounce { key, .. } => key,
+        };
+        let holder = runs.keys.get(key).cloned();
+        let holder = holder.and_then(|id| runs.by_id.get(&id).map(|e| (id, e.record.clone())));
+        let mut outcome = Gated::Created;
+        if let Some((held, holding)) = holder {
+            match gate {
+                StartGate::Dedup { .. } if !holding.status.is_terminal() => {
+                    return Ok(Gated::Existing(held));
+                }
+                StartGate::Debounce {
+                    policy,
+                    canceled,
+                    error,
+                    ..
+                } if is_pending(&holding) => match policy {
+                    DebouncePolicy::Drop => return Ok(Gated::Existing(held)),
+                    DebouncePolicy::Replace => {
+                        if let Some(entry) = runs.by_id.get_mut(&held) {
+                            let at = canceled.at;
+                            entry.events.push(canceled.clone());
+                            entry.record.next_seq = entry.events.len() as u64;
+                            entry.record.status = RunStatus::Canceled;
+                            entry.record.error = Some(error.clone());
+                            entry.record.wake_at = None;
+                            entry.record.updated_at = at;
+                        }
+                        outcome = Gated::Replaced(held);
+                    }
+                },
+                _ => {}
+            }
+        }
+        let id = record.id.clone();
+        insert_run(&mut runs, record, created)?;
+        runs.keys.insert(key.clone(), id);
+        Ok(outcome)
+    }
+
+    async fn queue_totals(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
+        Ok(memory_totals(&self.lock().by_id, queue, key, now))
+    }
+
+    async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
+        self.lock()
+            .workers
+            .insert(worker.id.clone(), worker.clone());
+        Ok(())
+    }
+
+    async fn worker_stopped(&self, id: &str) -> Result<(), EngineError> {
+        self.lock().workers.remove(id);
+        Ok(())
+    }
+
+    async fn live_workers(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<crate::queue::WorkerInfo>>, EngineError> {
+        Ok(Some(
+            self.lock()
+                .workers
+                .values()
+                .filter(|w| w.expires_at > now)
+                .cloned()
+                .collect(),
+        ))
     }
 
     async fn renew(

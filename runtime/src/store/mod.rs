@@ -223,21 +223,122 @@ pub trait Store: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
     ) -> Result<Acquired, EngineError>;
 
-    /// Claims up to `limit` runs that are due, choosing the earliest due first (a queued or
-    /// running run is due from its creation or retry time, a sleeping or waiting one from
-    /// its wake-up time; ties in creation order), and returns their leases in creation
-    /// order; each is leased to `owner` until `expires_at`. Due: `queued` with no `wake_at` or one at or before `now`; `sleeping`
-    /// or `waiting` with `wake_at` at or before `now` (a sleep ended, a hook timed out);
-    /// `running` whose lease expired or was released (its worker died or shut down); and
-    /// in every case no unexpired lease held by anyone. Atomic across processes: a run is
-    /// claimed by one caller only.
+    /// Claims up to `request.limit` runs that are due and that `request.routing` serves,
+    /// and returns their leases in creation order; each is leased to `request.owner`
+    /// until `request.expires_at`.
+    ///
+    /// Due (at `request.now`): `queued` with no `wake_at` or one at or before now;
+    /// `sleeping` or `waiting` with `wake_at` at or before now (a sleep ended, a hook timed
+    /// out); `running` whose lease expired or was released (its worker died or shut
+    /// down); and in every case no unexpired lease held by anyone and its workflow not
+    /// paused ([`Store::set_workflow_pause`]).
+    ///
+    /// Runs in no queue, and runs of a queue already admitted (their `admitted_at` is
+    /// set), are claimed earliest due first (ties in creation order). A due run of a
+    /// queue not yet admitted is claimed only when its queue is among `request.queues`
+    /// and [`crate::queue::Admitter`] admits it: candidates of each queue in order of
+    /// priority (highest first), then due time, then creation; the store loads the
+    /// queue's [`crate::queue::QueueTotals`] and each candidate key's
+    /// [`crate::queue::KeyTotals`] (as [`Store::queue_totals`] defines them), and sets
+    /// `admitted_at = now` on each admitted run in the same transaction as its lease. A
+    /// candidate blocked by its key's limit does not stop candidates with other keys.
+    /// Runs of queues not in `request.queues` are never claimed unless admitted.
+    ///
+    /// Atomic across processes: a run is claimed by one caller only, and the queue limits
+    /// hold across all callers together (SQLite: one write transaction; Postgres: a
+    /// transaction holding a per-queue advisory lock while it counts and admits).
+    async fn claim(
+        &self,
+        request: &crate::queue::ClaimRequest<'_>,
+    ) -> Result<Vec<Lease>, EngineError>;
+
+    /// [`Store::claim`] with no routing and no queue settings: due runs in no queue and
+    /// admitted runs of queues, earliest due first.
     async fn claim_due(
         &self,
         owner: &str,
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<Lease>, EngineError>;
+    ) -> Result<Vec<Lease>, EngineError> {
+        self.claim(&crate::queue::ClaimRequest {
+            owner,
+            now,
+            expires_at,
+            limit,
+            routing: &crate::queue::Routing::default(),
+            queues: &[],
+        })
+        .await
+    }
+
+    /// Creates a run atomically with the rule of `gate` (de-duplication or debouncing,
+    /// see [`crate::queue::StartGate`]), under the gate's key (kept where
+    /// [`Store::create_run_once`] keeps its keys; the key is rebound to each run the gate
+    /// creates). Of two concurrent calls with one key, the second sees the first's run.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails (this store keeps no queues).
+    async fn create_run_gated(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        gate: &crate::queue::StartGate,
+    ) -> Result<crate::queue::Gated, EngineError> {
+        let _ = (record, created, gate);
+        Err(no_queues("create_run_gated"))
+    }
+
+    /// The counts admission starts from, for `queue` (and `key`, if given) at `now`:
+    /// `active` = runs of the queue (with the key) whose `admitted_at` is set and that
+    /// have not ended (status `queued`, `running`, `sleeping`, `waiting` or `paused`);
+    /// `admitted_in_window` and `oldest_in_window` = runs of the queue (with the key)
+    /// whose `admitted_at` is after [`crate::queue::Admitter::window_start`] (0 and
+    /// `None` when the queue has no rate limit, or for the queue-wide totals of a per-key
+    /// limit, and for the key totals of a queue-wide limit).
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails (this store keeps no queues).
+    async fn queue_totals(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
+        let _ = (queue, key, now);
+        Err(no_queues("queue_totals"))
+    }
+
+    /// Registers or renews a live worker (replacing the row with its id).
+    ///
+    /// # Errors
+    /// Store failures. The default implementation keeps no registry and does nothing.
+    async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
+        let _ = worker;
+        Ok(())
+    }
+
+    /// Removes worker `id` from the registry (it shut down).
+    ///
+    /// # Errors
+    /// Store failures. The default implementation does nothing.
+    async fn worker_stopped(&self, id: &str) -> Result<(), EngineError> {
+        let _ = id;
+        Ok(())
+    }
+
+    /// The registered workers whose `expires_at` is after `now`, by id; `None` when this
+    /// store keeps no registry (the default), so nobody can say which runs are served.
+    ///
+    /// # Errors
+    /// Store failures.
+    async fn live_workers(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<crate::queue::WorkerInfo>>, EngineError> {
+        let _ = now;
+        Ok(None)
+    }
 
     /// Extends `lease` to `expires_at`. Returns the renewed lease (with a fresh
     /// `cancel_requested`), or `None` when the lease was lost (its fence is no longer the
@@ -513,6 +614,18 @@ fn no_inbox(what: &str) -> EngineError {
         format!(
             "this store keeps no run inboxes (`{what}`): signals, updates, events, child runs \
              and business keys need the memory, SQLite or Postgres store"
+        ),
+    )
+    .into()
+}
+
+/// What the queue methods of a store that keeps no queues answer.
+fn no_queues(what: &str) -> EngineError {
+    StoreError::new(
+        StoreErrorKind::Config,
+        format!(
+            "this store keeps no queues (`{what}`): flow control needs the memory, SQLite or \
+             Postgres store"
         ),
     )
     .into()

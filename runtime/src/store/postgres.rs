@@ -377,6 +377,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, id)
     );
     "#,
+    // Version 8: flow control. A run's queue, its key in the queue, its priority and
+    // when it was admitted (`Store::claim`); the registry of live workers
+    // (`Store::worker_heartbeat`), each row a JSON `WorkerInfo`.
+    r#"
+    ALTER TABLE reprise_runs ADD COLUMN queue TEXT;
+    ALTER TABLE reprise_runs ADD COLUMN queue_key TEXT;
+    ALTER TABLE reprise_runs ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE reprise_runs ADD COLUMN admitted_at BIGINT;
+    CREATE INDEX reprise_runs_queue_waiting ON reprise_runs (queue, priority DESC, due_at, pos)
+        WHERE queue IS NOT NULL AND admitted_at IS NULL AND due_at IS NOT NULL;
+    CREATE INDEX reprise_runs_queue_admitted ON reprise_runs (queue, queue_key, admitted_at)
+        WHERE admitted_at IS NOT NULL;
+    CREATE TABLE reprise_workers (
+        id          TEXT PRIMARY KEY,
+        info        JSON NOT NULL,
+        expires_at  BIGINT NOT NULL
+    );
+    "#,
 ];
 
 /// The default [`PostgresOptions::pool_size`].
@@ -388,10 +406,11 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CREATE_RUN_SQL: &str = r#"
     WITH run AS (
         INSERT INTO reprise_runs (id, workflow, status, input, output, error, attempt,
-                                  "trigger", created_at, updated_at, wake_at, next_seq)
+                                  "trigger", created_at, updated_at, wake_at, next_seq,
+                                  queue, queue_key, priority)
         VALUES ($1::text, $2::text, $3::text, $4::text::json, $5::text::json,
                 $6::text::json, $7::bigint, $8::text, $9::bigint, $10::bigint,
-                $11::bigint, 1)
+                $11::bigint, 1, $17::text, $18::text, $19::bigint)
         ON CONFLICT (id) DO NOTHING
         RETURNING id
     )
@@ -1118,13 +1137,18 @@ impl Store for PostgresStore {
         Ok(Acquired::Lease(lease))
     }
 
-    async fn claim_due(
+    async fn claim(
         &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        limit: usize,
+        request: &crate::queue::ClaimRequest<'_>,
     ) -> Result<Vec<Lease>, EngineError> {
+        // TODO(issue16): routing and queue admission.
+        let crate::queue::ClaimRequest {
+            owner,
+            now,
+            expires_at,
+            limit,
+            ..
+        } = *request;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1728,11 +1752,18 @@ struct EncodedCreate {
     event_attempt: i64,
     at: i64,
     payload: String,
+    queue: Option<String>,
+    queue_key: Option<String>,
+    priority: i64,
 }
 
 impl EncodedCreate {
     fn new(record: RunRecord, created: &NewEvent) -> Result<Self, EngineError> {
+        let (queue, queue_key, priority) = codec::encode_queue(record.queue.as_ref());
         Ok(Self {
+            queue,
+            queue_key,
+            priority,
             id: record.id.0,
             workflow: record.workflow,
             status: record.status.as_str(),
@@ -1760,7 +1791,7 @@ impl EncodedCreate {
         })
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
         [
             &self.id,
             &self.workflow,
@@ -1778,6 +1809,9 @@ impl EncodedCreate {
             &self.event_attempt,
             &self.at,
             &self.payload,
+            &self.queue,
+            &self.queue_key,
+            &self.priority,
         ]
     }
 }

@@ -164,6 +164,7 @@ pub(crate) fn list_sql(
 pub(crate) fn qualified_run_columns(as_text: &str) -> String {
     format!(
         r#"r.id, r.workflow, r.status, r.input{as_text}, r.output{as_text}, r.error{as_text},
-           r.attempt, r."trigger", r.created_at, r.updated_at, r.wake_at, r.next_seq"#
+           r.attempt, r."trigger", r.created_at, r.updated_at, r.wake_at, r.next_seq,
+           r.queue, r.queue_key, r.priority, r.admitted_at"#
     )
 }

@@ -292,6 +292,24 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (name, id)
     ) WITHOUT ROWID, STRICT;
     "#,
+    // Version 9: flow control. A run's queue, its key in the queue, its priority and
+    // when it was admitted (`Store::claim`); the registry of live workers
+    // (`Store::worker_heartbeat`), each row a JSON `WorkerInfo`.
+    r#"
+    ALTER TABLE runs ADD COLUMN queue TEXT;
+    ALTER TABLE runs ADD COLUMN queue_key TEXT;
+    ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN admitted_at INTEGER;
+    CREATE INDEX runs_queue_waiting ON runs (queue, priority DESC, due_at)
+        WHERE queue IS NOT NULL AND admitted_at IS NULL AND due_at IS NOT NULL;
+    CREATE INDEX runs_queue_admitted ON runs (queue, queue_key, admitted_at)
+        WHERE admitted_at IS NOT NULL;
+    CREATE TABLE workers (
+        id          TEXT PRIMARY KEY NOT NULL,
+        info        TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The most requests the writer thread puts into one transaction.
@@ -837,13 +855,18 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn claim_due(
+    async fn claim(
         &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        limit: usize,
+        request: &crate::queue::ClaimRequest<'_>,
     ) -> Result<Vec<Lease>, EngineError> {
+        // TODO(issue16): routing and queue admission.
+        let crate::queue::ClaimRequest {
+            owner,
+            now,
+            expires_at,
+            limit,
+            ..
+        } = *request;
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -1251,6 +1274,7 @@ fn encode_create(record: RunRecord, created: &NewEvent) -> Result<EncodedCreate,
         created_at: micros(record.created_at),
         updated_at: micros(record.updated_at),
         wake_at: record.wake_at.map(micros),
+        queue: codec::encode_queue(record.queue.as_ref()),
         event: EncodedEvent::new(created)?,
     })
 }
@@ -1446,6 +1470,8 @@ struct EncodedCreate {
     created_at: i64,
     updated_at: i64,
     wake_at: Option<i64>,
+    /// `(queue, queue_key, priority)`, see `codec::encode_queue`.
+    queue: (Option<String>, Option<String>, i64),
     event: EncodedEvent,
 }
 
@@ -1967,8 +1993,9 @@ fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError>
     let inserted = conn
         .prepare_cached(
             r#"INSERT INTO runs (id, workflow, status, input, output, error, attempt, "trigger",
-                                 created_at, updated_at, wake_at, next_seq)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1)
+                                 created_at, updated_at, wake_at, next_seq,
+                                 queue, queue_key, priority)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 1, ?12, ?13, ?14)
                ON CONFLICT (id) DO NOTHING"#,
         )
         .ctx_run(&what, &c.id)?
@@ -1984,6 +2011,9 @@ fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError>
             c.created_at,
             c.updated_at,
             c.wake_at,
+            c.queue.0,
+            c.queue.1,
+            c.queue.2,
         ])
         .ctx_run(&what, &c.id)?;
     if inserted == 0 {

@@ -712,6 +712,7 @@ async fn continue_as_new_hands_on_the_key_and_unreceived_messages() {
         updated_at: now,
         wake_at: None,
         next_seq: 1,
+        queue: None,
     };
     let created = NewEvent::new(
         None,
@@ -726,6 +727,7 @@ async fn continue_as_new_hands_on_the_key_and_unreceived_messages() {
             traceparent: None,
             parent: None,
             continued_from: None,
+            queue: None,
             key: Some("poller-1".into()),
             event: None,
         },
@@ -800,6 +802,7 @@ async fn a_crash_between_creating_the_new_run_and_ending_the_old_one_makes_one_n
             status: RunStatus::Queued,
             output: None,
             next_seq: 1,
+            queue: None,
             ..record
         },
         kept[0].clone(),

@@ -170,14 +170,11 @@ impl Store for DyingStore {
     ) -> Result<reprise::store::Acquired, EngineError> {
         self.inner.acquire(id, owner, now, expires_at).await
     }
-    async fn claim_due(
+    async fn claim(
         &self,
-        owner: &str,
-        now: chrono::DateTime<chrono::Utc>,
-        expires_at: chrono::DateTime<chrono::Utc>,
-        limit: usize,
+        request: &reprise::queue::ClaimRequest<'_>,
     ) -> Result<Vec<reprise::store::Lease>, EngineError> {
-        self.inner.claim_due(owner, now, expires_at, limit).await
+        self.inner.claim(request).await
     }
     async fn renew(
         &self,

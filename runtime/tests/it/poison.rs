@@ -655,14 +655,11 @@ impl Store for FailingReads {
     ) -> Result<Acquired, EngineError> {
         self.inner.acquire(id, owner, now, expires_at).await
     }
-    async fn claim_due(
+    async fn claim(
         &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-        limit: usize,
+        request: &reprise::queue::ClaimRequest<'_>,
     ) -> Result<Vec<Lease>, EngineError> {
-        let leases = self.inner.claim_due(owner, now, expires_at, limit).await?;
+        let leases = self.inner.claim(request).await?;
         let target = self.target();
         let hits = leases
             .iter()

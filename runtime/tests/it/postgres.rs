@@ -126,6 +126,7 @@ fn record(id: &str, created_at: DateTime<Utc>) -> RunRecord {
         updated_at: created_at,
         wake_at: None,
         next_seq: 1,
+        queue: None,
     }
 }
 

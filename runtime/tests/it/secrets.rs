@@ -163,6 +163,7 @@ async fn views_redact_tokens_written_by_older_versions() {
         updated_at: now,
         wake_at: None,
         next_seq: 1,
+        queue: None,
     };
     let created = NewEvent::new(
         None,
@@ -179,6 +180,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             event: None,
             parent: None,
             continued_from: None,
+            queue: None,
         },
     );
     store.create_run(record, created).await.unwrap();

@@ -27,6 +27,7 @@ fn record(id: &str) -> RunRecord {
         updated_at: at,
         wake_at: None,
         next_seq: 1,
+        queue: None,
     }
 }
 

@@ -1,0 +1,247 @@
+//! The engine's side of flow control ([`crate::queue`]): starts through de-duplicated and
+//! debounced queues, why a queued run waits, and the queues' state for `queues list`,
+//! `GET /queues` and the UI. Admission itself happens in the store's claim.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Engine, StartOptions};
+use crate::error::EngineError;
+use crate::event::{EventPayload, NewEvent, RunId, RunRecord, RunStatus, Trigger};
+use crate::queue::{Admitter, Blocked, Gated, Queue, QueueSettings, StartGate, gate_key};
+
+/// Why a run is not executing yet, as `runs get`, `GET /runs/{id}` and the UI show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueWait {
+    /// The run's queue, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// The run's key in the queue, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The queue limit that holds the run back now, if one does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+    /// Set when the store keeps a worker registry and no live worker would claim the run
+    /// (no worker registers its workflow, or every one is routed elsewhere): says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unserved: Option<String>,
+}
+
+impl std::fmt::Display for QueueWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(queue) = &self.queue {
+            match &self.blocked {
+                Some(blocked) => parts.push(format!("waiting in queue `{queue}`: {blocked}")),
+                None => parts.push(format!("waiting in queue `{queue}` for a worker")),
+            }
+        }
+        if let Some(unserved) = &self.unserved {
+            parts.push(unserved.clone());
+        }
+        write!(f, "{}", parts.join("; "))
+    }
+}
+
+/// A queue's settings and how many of its runs are admitted and waiting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueState {
+    /// The settings.
+    pub settings: Queue,
+    /// Admitted runs that have not ended.
+    pub active: u64,
+    /// Admissions in the current rate window (0 without a queue-wide rate limit).
+    pub admitted_in_window: u64,
+}
+
+impl Engine {
+    /// The queues this engine knows (configured, and named by its workflows), by name.
+    pub fn queues(&self) -> &[Queue] {
+        QueueSettings::of(&self.inner.env).all()
+    }
+
+    /// Each queue's settings with its admitted and rate-window counts at now.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn queue_states(&self) -> Result<Vec<QueueState>, EngineError> {
+        let now = self.now();
+        let mut states = Vec::new();
+        for queue in self.queues() {
+            let (totals, _) = self.store().queue_totals(queue, None, now).await?;
+            states.push(QueueState {
+                settings: queue.clone(),
+                active: totals.active,
+                admitted_in_window: totals.admitted_in_window,
+            });
+        }
+        Ok(states)
+    }
+
+    /// Why `run` is not executing yet: the queue limit holding it back, and whether any
+    /// live worker serves it. `None` for a run that is not `queued` (or is due later by
+    /// `start_at`/a retry) and is served, or when nothing can be said.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn queue_wait(&self, run: &RunRecord) -> Result<Option<QueueWait>, EngineError> {
+        if run.status.is_terminal() || run.status == RunStatus::Paused {
+            return Ok(None);
+        }
+        let now = self.now();
+        let queue_name = run.queue.as_ref().map(|q| q.name.as_str());
+        let mut wait = QueueWait {
+            queue: None,
+            key: None,
+            blocked: None,
+            unserved: None,
+        };
+        if let Some(placed) = &run.queue
+            && placed.admitted_at.is_none()
+            && run.status == RunStatus::Queued
+        {
+            wait.queue = Some(placed.name.clone());
+            wait.key = placed.key.clone();
+            if let Some(queue) = QueueSettings::of(&self.inner.env).get(&placed.name) {
+                let (totals, key_totals) = self
+                    .store()
+                    .queue_totals(queue, placed.key.as_deref(), now)
+                    .await?;
+                let mut admitter = Admitter::new(queue, now, totals);
+                if let (Some(key), Some(key_totals)) = (&placed.key, key_totals) {
+                    admitter.add_key_totals(key, key_totals);
+                }
+                wait.blocked = admitter.check(placed.key.as_deref()).err();
+            } else {
+                wait.unserved = Some(format!(
+                    "this process does not know queue `{}`; only workers configured with it \
+                     claim its runs",
+                    placed.name
+                ));
+            }
+        }
+        if wait.unserved.is_none()
+            && let Some(workers) = self.store().live_workers(now).await?
+            && !workers.iter().any(|w| w.serves(&run.workflow, queue_name))
+        {
+            wait.unserved = Some(match queue_name {
+                Some(queue) => format!(
+                    "no live worker serves workflow `{}` in queue `{queue}` ({} live \
+                     worker(s)); start one with `worker --queues {queue}` or without \
+                     `--queues`",
+                    run.workflow,
+                    workers.len()
+                ),
+                None => format!(
+                    "no live worker serves workflow `{}` ({} live worker(s)); start one \
+                     that registers it, without `--workflows`/`--queues` that exclude it",
+                    run.workflow,
+                    workers.len()
+                ),
+            });
+        }
+        Ok((wait.queue.is_some() || wait.unserved.is_some()).then_some(wait))
+    }
+
+    /// Starts a run through its queue's de-duplication or debouncing, when either
+    /// applies: `Some((run, created))`; `None` when neither does (the caller creates the
+    /// run as usual).
+    pub(super) async fn start_gated(
+        &self,
+        slug: &str,
+        input: &Value,
+        trigger: Trigger,
+        options: &StartOptions,
+    ) -> Result<Option<(RunId, bool)>, EngineError> {
+        let entry = self.workflow(slug)?;
+        let settings = QueueSettings::of(&self.inner.env);
+        let Some((placed, queue)) = settings
+            .place(slug, entry.options.queue, &options.queue, input)
+            .map_err(EngineError::Serde)?
+        else {
+            return Ok(None);
+        };
+        let debounce = queue.debounce;
+        let dedup = options.queue.dedup_id.clone();
+        if debounce.is_none() && dedup.is_none() {
+            return Ok(None);
+        }
+        if options.key.is_some() || options.idempotency_key.is_some() {
+            return Err(EngineError::Serde(format!(
+                "queue `{}` de-duplicates or debounces its starts, which a business key or \
+                 an idempotency key would bypass; drop the key",
+                queue.name
+            )));
+        }
+        let now = self.now();
+        let (gate, start_at) = match (debounce, dedup) {
+            (Some(_), Some(_)) => {
+                return Err(EngineError::Serde(format!(
+                    "queue `{}` debounces its starts; a de-duplication id means nothing \
+                     there; drop it",
+                    queue.name
+                )));
+            }
+            (Some(debounce), None) => {
+                // `place` ensured a debounced queue's run has a key.
+                let key = placed.key.clone().unwrap_or_default();
+                let window = chrono::Duration::from_std(debounce.window)
+                    .map_err(|e| EngineError::Config(format!("debounce window: {e}")))?;
+                let due = now + window;
+                let error = crate::WorkflowError::new(
+                    crate::error::kinds::CANCELED,
+                    "debounced: a later start with the same key replaced this run",
+                    false,
+                );
+                let gate = StartGate::Debounce {
+                    key: gate_key(&queue.name, "debounce", &key),
+                    policy: debounce.policy,
+                    canceled: NewEvent::new(
+                        None,
+                        0,
+                        now,
+                        EventPayload::RunCanceled {
+                            error: Some(error.clone()),
+                        },
+                    ),
+                    error: serde_json::to_value(&error)?,
+                };
+                (gate, Some(options.start_at.map_or(due, |at| at.max(due))))
+            }
+            (None, Some(id)) => (
+                StartGate::Dedup {
+                    key: gate_key(&queue.name, "dedup", &id),
+                },
+                options.start_at,
+            ),
+            (None, None) => return Ok(None),
+        };
+        let (record, created) = self.new_run_at(
+            slug,
+            input.clone(),
+            trigger,
+            start_at,
+            options.traceparent.clone(),
+            &options.queue,
+        )?;
+        let id = record.id.clone();
+        match self
+            .store()
+            .create_run_gated(record, created, &gate)
+            .await?
+        {
+            Gated::Created => {
+                self.inner.env.announce_created(&id, slug);
+                Ok(Some((id, true)))
+            }
+            Gated::Existing(existing) => Ok(Some((existing, false))),
+            Gated::Replaced(replaced) => {
+                tracing::info!(run = %replaced, by = %id, queue = %queue.name, "debounced run replaced by a later start");
+                self.announce(&replaced, slug, RunStatus::Canceled);
+                self.inner.env.announce_created(&id, slug);
+                Ok(Some((id, true)))
+            }
+        }
+    }
+}
