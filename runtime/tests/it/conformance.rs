@@ -19,6 +19,9 @@ use reprise::event::{
     Event, EventKind, NewEvent, RunFilter, RunId, RunRecord, RunStatus, RunUpdate, Trigger,
 };
 use reprise::message::{EmittedEvent, Message, NewMessage, Posted};
+use reprise::queue::{
+    ClaimRequest, DebouncePolicy, Gated, Queue, Routing, RunQueue, StartGate, WorkerInfo,
+};
 use reprise::store::{
     Acquired, Append, Lease, MemoryStore, PurgeFilter, SharedStore, StoreErrorKind,
 };
@@ -126,6 +129,20 @@ macro_rules! conformance_suite {
                     run_keys_are_read_and_repointed,
                     purge_removes_a_runs_inbox_and_event_waits,
                     a_post_racing_a_suspension_always_leaves_the_run_queued,
+                    queue_columns_round_trip,
+                    claim_admits_queue_runs_only_by_known_settings,
+                    key_concurrency_holds_until_the_run_ends,
+                    queue_concurrency_and_priority_order,
+                    rate_limits_count_a_sliding_window,
+                    per_key_rate_limits_count_each_key,
+                    routing_claims_only_served_workflows_and_queues,
+                    queue_totals_count_active_runs_of_the_queue_and_key,
+                    dedup_gates_return_the_unfinished_holder,
+                    debounce_replace_cancels_the_pending_run,
+                    debounce_drop_keeps_the_first_pending_run,
+                    racing_gated_starts_create_one_run,
+                    workers_register_renew_and_expire,
+                    concurrent_claims_never_run_two_of_one_key,
                 );
             }
         )*
@@ -174,6 +191,7 @@ fn record(id: &str, workflow: &str, created_at: DateTime<Utc>) -> RunRecord {
         updated_at: created_at,
         wake_at: None,
         next_seq: 1,
+        queue: None,
     }
 }
 
@@ -3526,4 +3544,547 @@ async fn a_post_racing_a_suspension_always_leaves_the_run_queued(store: SharedSt
             posted.seq
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Flow control (issue 16): queue columns, admission at claim time, routing, gates, totals,
+// the worker registry.
+
+/// A queued run of `workflow` in `queue` under `key` at `priority`.
+async fn create_in_queue(
+    store: &SharedStore,
+    id: &str,
+    workflow: &str,
+    created_at: DateTime<Utc>,
+    queue: &str,
+    key: Option<&str>,
+    priority: i32,
+) -> RunRecord {
+    let mut record = record(id, workflow, created_at);
+    record.queue = Some(RunQueue {
+        name: queue.to_owned(),
+        key: key.map(str::to_owned),
+        priority,
+        admitted_at: None,
+    });
+    store
+        .create_run(record.clone(), created_event(&record))
+        .await
+        .expect("create_run");
+    record
+}
+
+/// A claim of up to `limit` runs at `now` (µs), routed by `routing`, knowing `queues`.
+async fn claim_with(
+    store: &SharedStore,
+    owner: &str,
+    now: i64,
+    limit: usize,
+    routing: &Routing,
+    queues: &[Queue],
+) -> Vec<Lease> {
+    store
+        .claim(&ClaimRequest {
+            owner,
+            now: t(now),
+            expires_at: t(now + secs(30)),
+            limit,
+            routing,
+            queues,
+        })
+        .await
+        .expect("claim")
+}
+
+/// Ends the leased run with `run_completed` (status `completed`), as its worker would.
+async fn complete(store: &SharedStore, lease: &Lease, at: i64) {
+    let record = get(store, &lease.run_id).await;
+    store
+        .append(Append {
+            run_id: record.id.clone(),
+            first_seq: record.next_seq,
+            events: vec![event(
+                EventKind::RunCompleted,
+                None,
+                t(at),
+                json!({ "output": null }),
+            )],
+            update: RunUpdate {
+                status: Some(RunStatus::Completed),
+                output: Some(Value::Null),
+                ..RunUpdate::default()
+            },
+            fence: Some(lease.fence),
+        })
+        .await
+        .expect("complete the run");
+}
+
+async fn queue_columns_round_trip(store: SharedStore) {
+    let placed = create_in_queue(&store, "q1", "wf", t(0), "llm", Some("cust-1"), -3).await;
+    let free = create(&store, "free", "wf", t(1)).await;
+    assert_eq!(get(&store, &placed.id).await.queue, placed.queue);
+    assert_eq!(get(&store, &free.id).await.queue, None);
+    let listed = store.list_runs(&RunFilter::default()).await.unwrap();
+    let listed = listed.iter().find(|r| r.id == placed.id).unwrap();
+    assert_eq!(listed.queue, placed.queue, "listings carry the queue too");
+}
+
+async fn claim_admits_queue_runs_only_by_known_settings(store: SharedStore) {
+    create(&store, "free", "wf", t(0)).await;
+    let placed = create_in_queue(&store, "queued", "wf", t(1), "llm", None, 0).await;
+    let everything = Routing::default();
+    // Without the queue's settings, only the free run is claimed.
+    let first = claim_with(&store, "w1", secs(10), 10, &everything, &[]).await;
+    assert_eq!(leased_ids(&first), ["free"]);
+    assert_eq!(
+        get(&store, &placed.id).await.queue.unwrap().admitted_at,
+        None
+    );
+    // With them, the queue run is admitted, at `now`.
+    let llm = [Queue::new("llm")];
+    let second = claim_with(&store, "w2", secs(11), 10, &everything, &llm).await;
+    assert_eq!(leased_ids(&second), ["queued"]);
+    assert_eq!(
+        get(&store, &placed.id).await.queue.unwrap().admitted_at,
+        Some(t(secs(11)))
+    );
+    // Admitted once: after its lease is given back, any claim takes it, settings or not.
+    store.release(&second[0]).await.unwrap();
+    let third = claim_with(&store, "w3", secs(12), 10, &everything, &[]).await;
+    assert_eq!(leased_ids(&third), ["queued"]);
+    assert_eq!(
+        get(&store, &placed.id).await.queue.unwrap().admitted_at,
+        Some(t(secs(11))),
+        "admission happens once"
+    );
+}
+
+async fn key_concurrency_holds_until_the_run_ends(store: SharedStore) {
+    create_in_queue(&store, "a1", "wf", t(0), "q", Some("A"), 0).await;
+    create_in_queue(&store, "a2", "wf", t(1), "q", Some("A"), 0).await;
+    create_in_queue(&store, "b1", "wf", t(2), "q", Some("B"), 0).await;
+    let q = [Queue::new("q").key_concurrency(1)];
+    let routing = Routing::default();
+    let first = claim_with(&store, "w", secs(10), 10, &routing, &q).await;
+    assert_eq!(
+        leased_ids(&first),
+        ["a1", "b1"],
+        "a2 waits for a1; it does not hold b1 back"
+    );
+    complete(&store, &first[1], secs(11)).await;
+    // A sleeping admitted run still holds its key.
+    store.release(&first[0]).await.unwrap();
+    set_status(
+        &store,
+        &first[0].run_id,
+        RunStatus::Sleeping,
+        Some(secs(1000)),
+    )
+    .await;
+    assert!(
+        claim_with(&store, "w", secs(20), 10, &routing, &q)
+            .await
+            .is_empty()
+    );
+    // It wakes, is claimed again (admitted already) and ends: a2 follows.
+    let woken = claim_with(&store, "w", secs(1001), 10, &routing, &q).await;
+    assert_eq!(leased_ids(&woken), ["a1"]);
+    complete(&store, &woken[0], secs(1002)).await;
+    let next = claim_with(&store, "w", secs(1003), 10, &routing, &q).await;
+    assert_eq!(leased_ids(&next), ["a2"]);
+}
+
+async fn queue_concurrency_and_priority_order(store: SharedStore) {
+    create_in_queue(&store, "low-early", "wf", t(0), "q", None, 0).await;
+    create_in_queue(&store, "high", "wf", t(1), "q", None, 5).await;
+    create_in_queue(&store, "mid", "wf", t(2), "q", None, 1).await;
+    create_in_queue(&store, "low-late", "wf", t(3), "q", None, 0).await;
+    let q = [Queue::new("q").concurrency(2)];
+    let routing = Routing::default();
+    let first = claim_with(&store, "w", secs(10), 10, &routing, &q).await;
+    let mut got = leased_ids(&first);
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        ["high", "mid"],
+        "highest priorities first, two at once"
+    );
+    let high = first.iter().find(|l| l.run_id.as_str() == "high").unwrap();
+    complete(&store, high, secs(11)).await;
+    let second = claim_with(&store, "w", secs(12), 10, &routing, &q).await;
+    assert_eq!(leased_ids(&second), ["low-early"], "FIFO within a priority");
+    assert!(
+        claim_with(&store, "w", secs(13), 10, &routing, &q)
+            .await
+            .is_empty()
+    );
+}
+
+async fn rate_limits_count_a_sliding_window(store: SharedStore) {
+    for i in 0..5 {
+        create_in_queue(&store, &format!("r{i}"), "wf", t(i), "q", None, 0).await;
+    }
+    let q = [Queue::new("q").rate_limit(2, std::time::Duration::from_secs(10))];
+    let routing = Routing::default();
+    let first = claim_with(&store, "w", secs(100), 10, &routing, &q).await;
+    assert_eq!(leased_ids(&first), ["r0", "r1"]);
+    // Ending runs does not give rate back: the window does.
+    for lease in &first {
+        complete(&store, lease, secs(101)).await;
+    }
+    assert!(
+        claim_with(&store, "w", secs(105), 10, &routing, &q)
+            .await
+            .is_empty()
+    );
+    assert!(
+        claim_with(&store, "w", secs(110) - 1, 10, &routing, &q)
+            .await
+            .is_empty(),
+        "one µs before the window has passed"
+    );
+    let (totals, _) = store.queue_totals(&q[0], None, t(secs(109))).await.unwrap();
+    assert_eq!(totals.admitted_in_window, 2);
+    assert_eq!(totals.oldest_in_window, Some(t(secs(100))));
+    let second = claim_with(&store, "w", secs(110), 10, &routing, &q).await;
+    assert_eq!(leased_ids(&second), ["r2", "r3"]);
+}
+
+async fn per_key_rate_limits_count_each_key(store: SharedStore) {
+    create_in_queue(&store, "a1", "wf", t(0), "q", Some("A"), 0).await;
+    create_in_queue(&store, "a2", "wf", t(1), "q", Some("A"), 0).await;
+    create_in_queue(&store, "b1", "wf", t(2), "q", Some("B"), 0).await;
+    let q = [Queue::new("q").rate_limit_per_key(1, std::time::Duration::from_secs(60))];
+    let routing = Routing::default();
+    let first = claim_with(&store, "w", secs(10), 10, &routing, &q).await;
+    assert_eq!(leased_ids(&first), ["a1", "b1"]);
+    for lease in &first {
+        complete(&store, lease, secs(11)).await;
+    }
+    let (_, key) = store
+        .queue_totals(&q[0], Some("A"), t(secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(key.unwrap().admitted_in_window, 1);
+    assert!(
+        claim_with(&store, "w", secs(69), 10, &routing, &q)
+            .await
+            .is_empty()
+    );
+    let later = claim_with(&store, "w", secs(70), 10, &routing, &q).await;
+    assert_eq!(leased_ids(&later), ["a2"]);
+}
+
+async fn routing_claims_only_served_workflows_and_queues(store: SharedStore) {
+    create(&store, "alpha-free", "alpha", t(0)).await;
+    create(&store, "beta-free", "beta", t(1)).await;
+    create_in_queue(&store, "alpha-gpu", "alpha", t(2), "gpu", None, 0).await;
+    let gpu = [Queue::new("gpu")];
+    let only_default = Routing {
+        workflows: None,
+        queues: Some(vec!["default".to_owned()]),
+    };
+    let got = claim_with(&store, "w", secs(10), 10, &only_default, &gpu).await;
+    assert_eq!(leased_ids(&got), ["alpha-free", "beta-free"]);
+    for lease in &got {
+        store.release(lease).await.unwrap();
+    }
+    let only_gpu = Routing {
+        workflows: None,
+        queues: Some(vec!["gpu".to_owned()]),
+    };
+    let got = claim_with(&store, "w", secs(11), 10, &only_gpu, &gpu).await;
+    assert_eq!(leased_ids(&got), ["alpha-gpu"]);
+    store.release(&got[0]).await.unwrap();
+    let only_beta = Routing {
+        workflows: Some(vec!["beta".to_owned()]),
+        queues: None,
+    };
+    let got = claim_with(&store, "w", secs(12), 10, &only_beta, &gpu).await;
+    assert_eq!(leased_ids(&got), ["beta-free"]);
+}
+
+async fn queue_totals_count_active_runs_of_the_queue_and_key(store: SharedStore) {
+    create_in_queue(&store, "a1", "wf", t(0), "q", Some("A"), 0).await;
+    create_in_queue(&store, "a2", "wf", t(1), "q", Some("A"), 0).await;
+    create_in_queue(&store, "b1", "wf", t(2), "q", Some("B"), 0).await;
+    create_in_queue(&store, "other", "wf", t(3), "other", Some("A"), 0).await;
+    let q = Queue::new("q");
+    let routing = Routing::default();
+    let leases = claim_with(
+        &store,
+        "w",
+        secs(10),
+        10,
+        &routing,
+        &[q.clone(), Queue::new("other")],
+    )
+    .await;
+    assert_eq!(leases.len(), 4);
+    let (totals, key) = store
+        .queue_totals(&q, Some("A"), t(secs(11)))
+        .await
+        .unwrap();
+    assert_eq!(totals.active, 3, "admitted, unfinished runs of `q` only");
+    assert_eq!(key.unwrap().active, 2);
+    let a1 = leases.iter().find(|l| l.run_id.as_str() == "a1").unwrap();
+    complete(&store, a1, secs(12)).await;
+    let (totals, key) = store
+        .queue_totals(&q, Some("A"), t(secs(13)))
+        .await
+        .unwrap();
+    assert_eq!((totals.active, key.unwrap().active), (2, 1));
+    let (_, none) = store.queue_totals(&q, None, t(secs(13))).await.unwrap();
+    assert_eq!(none, None);
+}
+
+fn queued_in(id: &str, created_at: DateTime<Utc>, key: &str) -> RunRecord {
+    let mut r = record(id, "wf", created_at);
+    r.queue = Some(RunQueue {
+        name: "q".to_owned(),
+        key: Some(key.to_owned()),
+        priority: 0,
+        admitted_at: None,
+    });
+    r
+}
+
+async fn dedup_gates_return_the_unfinished_holder(store: SharedStore) {
+    let gate = StartGate::Dedup {
+        key: reprise::queue::gate_key("q", "dedup", "job-7"),
+    };
+    let first = queued_in("first", t(0), "k");
+    let created = store
+        .create_run_gated(first.clone(), created_event(&first), &gate)
+        .await
+        .unwrap();
+    assert_eq!(created, Gated::Created);
+    let second = queued_in("second", t(1), "k");
+    let again = store
+        .create_run_gated(second.clone(), created_event(&second), &gate)
+        .await
+        .unwrap();
+    assert_eq!(again, Gated::Existing(first.id.clone()));
+    assert!(store.run(&second.id).await.unwrap().is_none());
+    // Once the holder has ended, the id starts a new run.
+    let leases = claim_with(
+        &store,
+        "w",
+        secs(10),
+        10,
+        &Routing::default(),
+        &[Queue::new("q")],
+    )
+    .await;
+    complete(&store, &leases[0], secs(11)).await;
+    let third = store
+        .create_run_gated(second.clone(), created_event(&second), &gate)
+        .await
+        .unwrap();
+    assert_eq!(third, Gated::Created);
+    assert!(store.run(&second.id).await.unwrap().is_some());
+}
+
+fn debounce_gate(policy: DebouncePolicy, at: DateTime<Utc>) -> StartGate {
+    StartGate::Debounce {
+        key: reprise::queue::gate_key("q", "debounce", "k"),
+        policy,
+        canceled: event(
+            EventKind::RunCanceled,
+            None,
+            at,
+            json!({ "error": { "kind": "canceled", "message": "debounced", "retryable": false } }),
+        ),
+        error: json!({ "kind": "canceled", "message": "debounced", "retryable": false }),
+    }
+}
+
+async fn debounce_replace_cancels_the_pending_run(store: SharedStore) {
+    let first = queued_in("first", t(0), "k");
+    let gate = debounce_gate(DebouncePolicy::Replace, t(1));
+    assert_eq!(
+        store
+            .create_run_gated(first.clone(), created_event(&first), &gate)
+            .await
+            .unwrap(),
+        Gated::Created
+    );
+    let second = queued_in("second", t(1), "k");
+    assert_eq!(
+        store
+            .create_run_gated(second.clone(), created_event(&second), &gate)
+            .await
+            .unwrap(),
+        Gated::Replaced(first.id.clone())
+    );
+    let replaced = get(&store, &first.id).await;
+    assert_eq!(replaced.status, RunStatus::Canceled);
+    assert_eq!(replaced.next_seq, 2);
+    assert!(replaced.error.is_some());
+    let log = store.events(&first.id).await.unwrap();
+    assert_eq!(log[1].event.kind, EventKind::RunCanceled);
+    assert_eq!(log[1].seq, 1);
+    // Once the pending run is admitted, a start makes a new pending run and replaces none.
+    let leases = claim_with(
+        &store,
+        "w",
+        secs(10),
+        10,
+        &Routing::default(),
+        &[Queue::new("q")],
+    )
+    .await;
+    assert_eq!(leased_ids(&leases), ["second"]);
+    let third = queued_in("third", t(secs(11)), "k");
+    assert_eq!(
+        store
+            .create_run_gated(third.clone(), created_event(&third), &gate)
+            .await
+            .unwrap(),
+        Gated::Created
+    );
+    assert_eq!(
+        get(&store, &RunId::from("second")).await.status,
+        RunStatus::Queued
+    );
+}
+
+async fn debounce_drop_keeps_the_first_pending_run(store: SharedStore) {
+    let first = queued_in("first", t(0), "k");
+    let gate = debounce_gate(DebouncePolicy::Drop, t(1));
+    store
+        .create_run_gated(first.clone(), created_event(&first), &gate)
+        .await
+        .unwrap();
+    let second = queued_in("second", t(1), "k");
+    assert_eq!(
+        store
+            .create_run_gated(second.clone(), created_event(&second), &gate)
+            .await
+            .unwrap(),
+        Gated::Existing(first.id.clone())
+    );
+    assert!(store.run(&second.id).await.unwrap().is_none());
+    assert_eq!(get(&store, &first.id).await.status, RunStatus::Queued);
+}
+
+async fn racing_gated_starts_create_one_run(store: SharedStore) {
+    let gate = StartGate::Dedup {
+        key: reprise::queue::gate_key("q", "dedup", "race"),
+    };
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = queued_in(&format!("race-{i}"), t(i), "k");
+            store
+                .create_run_gated(r.clone(), created_event(&r), &gate)
+                .await
+        }));
+    }
+    let mut created = 0;
+    for task in tasks {
+        if task.await.unwrap().unwrap() == Gated::Created {
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1);
+}
+
+async fn workers_register_renew_and_expire(store: SharedStore) {
+    let info = |id: &str, expires_at| WorkerInfo {
+        id: id.to_owned(),
+        registered: vec!["wf".to_owned()],
+        routing: Routing {
+            workflows: None,
+            queues: Some(vec!["gpu".to_owned()]),
+        },
+        queues: vec!["gpu".to_owned()],
+        started_at: t(0),
+        expires_at,
+    };
+    store
+        .worker_heartbeat(&info("w1", t(secs(10))))
+        .await
+        .unwrap();
+    store
+        .worker_heartbeat(&info("w2", t(secs(5))))
+        .await
+        .unwrap();
+    let live = store.live_workers(t(secs(6))).await.unwrap().unwrap();
+    assert_eq!(live, vec![info("w1", t(secs(10)))], "w2 expired");
+    store
+        .worker_heartbeat(&info("w2", t(secs(20))))
+        .await
+        .unwrap();
+    let live = store.live_workers(t(secs(11))).await.unwrap().unwrap();
+    assert_eq!(live, vec![info("w2", t(secs(20)))], "renewed; w1 expired");
+    store.worker_stopped("w2").await.unwrap();
+    assert!(
+        store
+            .live_workers(t(secs(11)))
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn concurrent_claims_never_run_two_of_one_key(store: SharedStore) {
+    for i in 0..200i64 {
+        let key = format!("k{}", i % 10);
+        create_in_queue(&store, &format!("r{i:03}"), "wf", t(i), "q", Some(&key), 0).await;
+    }
+    let q: Arc<[Queue]> = Arc::from(vec![Queue::new("q").key_concurrency(1).concurrency(6)]);
+    let busy: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (store, q, busy, done) = (store.clone(), q.clone(), busy.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let owner = format!("w{w}");
+            let routing = Routing::default();
+            let mut idle = 0;
+            while done.load(std::sync::atomic::Ordering::SeqCst) < 200 && idle < 2_000 {
+                let leases = claim_with(&store, &owner, secs(10), 3, &routing, &q).await;
+                if leases.is_empty() {
+                    idle += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                // Marked busy as soon as claimed: a correct store admits no other run of
+                // the key until this one has ended in the store.
+                let mut keys = Vec::new();
+                for lease in &leases {
+                    let key = get(&store, &lease.run_id).await.queue.unwrap().key.unwrap();
+                    let mut busy = busy.lock().unwrap();
+                    let n = busy.entry(key.clone()).or_default();
+                    assert_eq!(*n, 0, "two runs of key {key} at once");
+                    *n += 1;
+                    assert!(
+                        busy.values().sum::<u32>() <= 6,
+                        "over the queue's concurrency"
+                    );
+                    keys.push(key);
+                }
+                for (lease, key) in leases.iter().zip(keys) {
+                    tokio::task::yield_now().await;
+                    // Freed in the bookkeeping before the store frees it.
+                    *busy.lock().unwrap().get_mut(&key).unwrap() -= 1;
+                    complete(&store, lease, secs(11)).await;
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        done.load(std::sync::atomic::Ordering::SeqCst),
+        200,
+        "every run ran once"
+    );
 }
