@@ -8,15 +8,19 @@
 //! ```
 //!
 //! Commands: `dev [--addr 127.0.0.1:8080]` (worker + scheduler + HTTP API on one database),
-//! `worker [--concurrency N] [--lease 15s]`, `workflows list|run <slug> --input <json|@file>
-//! [--json] [--wait 30s|--enqueue]|schema <slug>|graph <slug> [--run <id>] [--format mermaid|svg|json]|check [--workflow] [--in-flight]
+//! `worker [--concurrency N] [--lease 15s] [--queues a,b] [--workflows x,y]`, `workflows
+//! list|run <slug> --input <json|@file> [--json] [--wait 30s|--enqueue] [--queue Q]
+//! [--queue-key K] [--priority N] [--dedup ID]|schema <slug>|graph <slug> [--run <id>] [--format mermaid|svg|json]|check [--workflow] [--in-flight]
 //! [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|cancel <id>|export <id>
 //! [--out FILE]|watch <id> [--timeout 5m] [--json]|usage [--since 7d] [--workflow] [--json]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`,
 //! `schedules list|get|create|update|pause|resume|delete|trigger|backfill` (schedules as
-//! data; see [`crate::trigger::ScheduleSpec`]).
+//! data; see [`crate::trigger::ScheduleSpec`]), `queues list [--json]` (flow-control queues
+//! with their limits, admitted and waiting runs). Every command reads queue settings from
+//! `--queues-file path.json` and `REPRISE_QUEUES` (a JSON array of
+//! [`crate::queue::Queue`], or `@path`), added to those configured in code.
 //! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
 //! `sqlite://.reprise/reprise.db`, created on first use by the commands that write. The
-//! read-only commands (`runs list|get|watch|export|usage`, `workflows check`, `workflows graph --run`) open it read-only
+//! read-only commands (`runs list|get|watch|export|usage`, `workflows check`, `workflows graph --run`, `queues list`) open it read-only
 //! ([`crate::store::open_read_only`]): they need only read permission, never create or
 //! migrate it, and a missing database is an error ("no database at …"), not a new file.
 //!
