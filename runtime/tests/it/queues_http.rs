@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use reprise::http::{HttpOptions, serve};
 use reprise::prelude::*;
-use reprise::queue::Queue;
+use reprise::queue::{DebouncePolicy, Queue};
 use reprise::{Worker, WorkerOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -57,6 +57,16 @@ async fn api(worker: bool) -> Api {
         .register(qh_hold)
         .queue(serial())
         .queue(Queue::new("free"))
+        .queue(
+            Queue::new("first-wins")
+                .key("/customer")
+                .debounce(Duration::from_secs(60), DebouncePolicy::Drop),
+        )
+        .queue(
+            Queue::new("last-wins")
+                .key("/customer")
+                .debounce(Duration::from_secs(60), DebouncePolicy::Replace),
+        )
         .build()
         .unwrap();
     let options = HttpOptions {
@@ -409,6 +419,34 @@ async fn a_dedup_id_answers_with_the_unfinished_run_and_created_false() {
     let (status, body) = api.start("queue=free&dedup=nightly-2", "c1").await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_ne!(body["run_id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_debounced_start_says_whether_it_created_a_run() {
+    let api = api(false).await;
+    // `drop`: the first start within the window wins; later ones answer with it.
+    let (status, first) = api.start("queue=first-wins", "c1").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(first["created"], true, "{first}");
+    let (status, again) = api.start("queue=first-wins", "c1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["created"], false, "{again}");
+    assert_eq!(again["run_id"], first["run_id"], "{again}");
+    // `replace`: each start makes a new pending run and cancels the one before.
+    let (status, first) = api.start("queue=last-wins", "c1").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, second) = api.start("queue=last-wins", "c1").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    assert_eq!(second["created"], true, "{second}");
+    assert_ne!(second["run_id"], first["run_id"], "{second}");
+    let (_, replaced) = api.get(&format!("/runs/{}", id_of(&first))).await;
+    assert_eq!(replaced["status"], "canceled", "{replaced}");
+    let (_, pending) = api.get(&format!("/runs/{}", id_of(&second))).await;
+    assert_eq!(pending["status"], "queued", "{pending}");
+    assert!(
+        pending["wake_at"].is_string(),
+        "due at the window's end: {pending}"
+    );
 }
 
 #[tokio::test]
