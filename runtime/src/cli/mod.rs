@@ -8,15 +8,19 @@
 //! ```
 //!
 //! Commands: `dev [--addr 127.0.0.1:8080]` (worker + scheduler + HTTP API on one database),
-//! `worker [--concurrency N] [--lease 15s]`, `workflows list|run <slug> --input <json|@file>
-//! [--json] [--wait 30s|--enqueue]|schema <slug>|graph <slug> [--run <id>] [--format mermaid|svg|json]|check [--workflow] [--in-flight]
+//! `worker [--concurrency N] [--lease 15s] [--queues a,b] [--workflows x,y]`, `workflows
+//! list|run <slug> --input <json|@file> [--json] [--wait 30s|--enqueue] [--queue Q]
+//! [--queue-key K] [--priority N] [--dedup ID]|schema <slug>|graph <slug> [--run <id>] [--format mermaid|svg|json]|check [--workflow] [--in-flight]
 //! [--json]`, `runs list [--status] [--workflow]|get <id> [--json]|cancel <id>|export <id>
 //! [--out FILE]|watch <id> [--timeout 5m] [--json]|usage [--since 7d] [--workflow] [--json]|resume [<id>]`, `hooks resume <token> --payload <json|@file>`,
 //! `schedules list|get|create|update|pause|resume|delete|trigger|backfill` (schedules as
-//! data; see [`crate::trigger::ScheduleSpec`]).
+//! data; see [`crate::trigger::ScheduleSpec`]), `queues list [--json]` (flow-control queues
+//! with their limits, admitted and waiting runs). Every command reads queue settings from
+//! `--queues-file path.json` and `REPRISE_QUEUES` (a JSON array of
+//! [`crate::queue::Queue`], or `@path`), added to those configured in code.
 //! The database comes from `--db` or `REPRISE_DATABASE_URL` (`sqlite://path`), default
 //! `sqlite://.reprise/reprise.db`, created on first use by the commands that write. The
-//! read-only commands (`runs list|get|watch|export|usage`, `workflows check`, `workflows graph --run`) open it read-only
+//! read-only commands (`runs list|get|watch|export|usage`, `workflows check`, `workflows graph --run`, `queues list`) open it read-only
 //! ([`crate::store::open_read_only`]): they need only read permission, never create or
 //! migrate it, and a missing database is an error ("no database at …"), not a new file.
 //!
@@ -49,6 +53,7 @@ mod logging;
 mod messages;
 mod output;
 mod purge;
+mod queues;
 mod schedules;
 mod serve;
 mod watch;
@@ -202,7 +207,11 @@ pub async fn run(
         _ => None,
     };
     let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let queues_file = cli.queues_file.clone();
     let configure = |builder: EngineBuilder| {
+        // Every command knows the same queues: `runs get` explains waits, `workflows run`
+        // places runs, workers admit them, all by these settings.
+        let builder = queues::configure(builder, queues_file.as_deref())?;
         let builder = match &cli.command {
             Command::Dev(args) => {
                 let builder = builder.lease(args.worker.lease);
@@ -252,7 +261,7 @@ fn is_read_only(command: &Command) -> bool {
                 | RunsCommand::State { .. }
         ) | Command::Workflows(
             WorkflowsCommand::Check { .. } | WorkflowsCommand::Graph { run: Some(_), .. }
-        )
+        ) | Command::Queues(_)
     )
 }
 
@@ -479,6 +488,7 @@ async fn dispatch(
             | RunsCommand::Update { .. }),
         ) => messages::dispatch(engine, command).await,
         Command::Events(command) => events::dispatch(engine, command).await,
+        Command::Queues(command) => queues::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;
@@ -736,6 +746,9 @@ async fn dispatch(
                 if let Some(event) = crate::started_by_event(&events) {
                     body["event"] = json!(event);
                 }
+                if let Some(waiting) = crate::http::queues::WaitingFor::of(engine, &record).await {
+                    body["waiting_for"] = json!(waiting);
+                }
                 if let (Value::Object(body), Value::Object(links)) = (&mut body, json!(links)) {
                     body.extend(links); // parent, children, continued_from, continued_as
                 }
@@ -752,6 +765,9 @@ async fn dispatch(
                     println!("started by event {} (id {})", event.name, event.id);
                 }
                 output::print_links(&links);
+                if let Some(waiting) = crate::http::queues::WaitingFor::of(engine, &record).await {
+                    println!("waiting: {}", waiting.message);
+                }
                 if let Some(wake_at) = record.wake_at
                     && !record.status.is_terminal()
                 {
@@ -861,6 +877,12 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     if let Some(key) = &args.key {
         options = options.key(key.clone());
     }
+    options.queue = crate::queue::QueueRequest {
+        queue: args.queue.clone(),
+        key: args.queue_key.clone(),
+        priority: args.priority,
+        dedup_id: args.dedup.clone(),
+    };
     let (id, created) = engine
         .start_with(&args.slug, input, Trigger::Cli, options)
         .await?;
@@ -870,6 +892,9 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     if let (false, Some(key)) = (created, &args.idempotency_key) {
         return report_duplicate(engine, &id, key, &args).await;
     }
+    if !created {
+        return report_gated(engine, &id, &args).await;
+    }
     // A delayed run is left to a worker: driving it here would start it now.
     let delayed = start_at.filter(|at| *at > engine.now());
     if args.enqueue || (delayed.is_some() && args.wait.is_none()) {
@@ -877,6 +902,9 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
             let mut line = json!({ "run_id": id, "status": RunStatus::Queued });
             if let Some(at) = delayed {
                 line["wake_at"] = json!(at);
+            }
+            if args.dedup.is_some() {
+                line["created"] = json!(true);
             }
             println!("{line}");
         } else if let Some(at) = delayed {
@@ -904,6 +932,37 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
         eprintln!("run {id} started ({})", args.slug);
     }
     drive_here(engine, &id, args.json).await
+}
+
+/// `workflows run` when the start created nothing because a de-duplication id or a
+/// debounce answered it with run `id`: says so (`"created": false` with `--json`) and
+/// exits 0.
+async fn report_gated(engine: &Engine, id: &RunId, args: &RunArgs) -> Result<u8, EngineError> {
+    let record = engine.get_run(id).await?;
+    let queue = record
+        .queue
+        .as_ref()
+        .map(|q| q.name.clone())
+        .unwrap_or_default();
+    if args.json {
+        println!(
+            "{}",
+            json!({ "run_id": id, "status": record.status, "created": false, "queue": queue })
+        );
+        return Ok(EXIT_COMPLETED);
+    }
+    let why = match &args.dedup {
+        Some(dedup) => format!("with de-duplication id `{dedup}`"),
+        None => {
+            "pending under the same key (the queue debounces starts; first start wins)".to_owned()
+        }
+    };
+    println!(
+        "run {id} ({}) already exists in queue `{queue}` {why}; it is {}, and no other run \
+         was started",
+        args.slug, record.status
+    );
+    Ok(EXIT_COMPLETED)
 }
 
 /// `workflows run --idempotency-key` when the key already started run `id`: says so and
