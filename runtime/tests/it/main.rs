@@ -24,6 +24,7 @@ mod payload_limits;
 mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod queues;
 mod registry;
 mod retention;
 mod retry_run;
