@@ -470,7 +470,7 @@ async fn rate_limit_is_a_sliding_window_of_admissions(kind: Kind) {
     let env = env(kind, vec![Queue::new("qs-rate").rate_limit(2, minute)]);
     let t0 = env.engine.now();
     let first = env.start("qs-rate", job("a", 0, "done")).await;
-    assert_eq!(env.admit().await, vec![first]);
+    assert_eq!(env.admit().await, vec![first.clone()]);
     env.advance(Duration::from_secs(30));
     let mut runs = Vec::new();
     for n in 1..=4 {
@@ -499,7 +499,7 @@ async fn rate_limit_is_a_sliding_window_of_admissions(kind: Kind) {
     assert_eq!(env.admit().await, vec![runs[3].clone()]);
     // No window of 60 s holds more than 2 admissions.
     let mut times = Vec::new();
-    for id in std::iter::once(&runs[0]).chain(&runs) {
+    for id in std::iter::once(&first).chain(&runs) {
         times.push(env.admitted_at(id).await.unwrap());
     }
     times.sort();
