@@ -21,6 +21,7 @@ mod pause_cli;
 mod payload_cli;
 mod poison_cli;
 mod purge_cli;
+mod queues_testenv;
 mod replay;
 mod retry_cli;
 mod schedules_cli;

@@ -146,6 +146,20 @@ async fn qs_join_parent(input: Job) -> Result<u32, WorkflowError> {
     Ok(a? + b? + c?)
 }
 
+/// A job in queue `qs-debq` (debounced in `a_child_in_a_debounced_queue_is_not_debounced`).
+#[workflow(slug = "qs-deb-job", queue = "qs-debq")]
+async fn qs_deb_job(input: Job) -> Result<u32, WorkflowError> {
+    Ok(qs_work.run(input).await?)
+}
+
+/// Starts two `qs-debq` children with one key and sums them.
+#[workflow(slug = "qs-deb-parent")]
+async fn qs_deb_parent(input: Job) -> Result<u32, WorkflowError> {
+    let a = qs_deb_job.start(input.clone()).await?;
+    let b = qs_deb_job.start(Job { n: input.n + 1, ..input }).await?;
+    Ok(a.await? + b.await?)
+}
+
 /// In queue `qs-llm`: continues as new until `n == 3`.
 #[workflow(slug = "qs-looper", queue = "qs-llm")]
 async fn qs_looper(ctx: Ctx, input: Job) -> Result<u32, WorkflowError> {
@@ -193,6 +207,8 @@ fn builder(store: reprise::store::SharedStore, seen: &Arc<Seen>) -> reprise::Eng
         .register(qs_parent)
         .register(qs_join_parent)
         .register(qs_looper)
+        .register(qs_deb_job)
+        .register(qs_deb_parent)
         .register(qs_work)
         .shared_resource(seen.clone())
 }
@@ -331,6 +347,7 @@ on_both_stores!(
     key_concurrency_holds_the_slot_while_waiting_for_a_signal,
     key_concurrency_holds_the_slot_while_sleeping,
     key_concurrency_holds_the_slot_while_retrying,
+    key_concurrency_holds_the_slot_while_paused,
     key_concurrency_frees_the_slot_at_failure_and_cancel,
     global_concurrency_bounds_admitted_runs_over_all_keys,
     rate_limit_is_a_sliding_window_of_admissions,
@@ -344,6 +361,7 @@ on_both_stores!(
     a_queued_child_run_goes_through_its_queue,
     children_started_in_join_are_admitted_one_key_slot_at_a_time,
     continue_as_new_keeps_the_queue,
+    a_child_in_a_debounced_queue_is_not_debounced,
     a_fork_waits_in_the_original_runs_queue,
     a_queue_run_whose_worker_died_resumes_holding_its_slot,
     a_worker_without_a_queue_never_claims_its_runs,
@@ -416,6 +434,24 @@ async fn key_concurrency_holds_the_slot_while_retrying(kind: Kind) {
     assert_eq!(env.admit().await, vec![a.clone(), a2.clone()]);
     assert_eq!(env.status(&a).await, RunStatus::Completed);
     assert_eq!(env.admitted_at(&a).await, Some(first_admission));
+    assert_eq!(env.seen_ns(), vec![1, 2]);
+}
+
+async fn key_concurrency_holds_the_slot_while_paused(kind: Kind) {
+    let env = env(kind, vec![key_queue()]);
+    let a = env.start("qs-key", job("c1", 1, "signal")).await;
+    let a2 = env.start("qs-key", job("c1", 2, "done")).await;
+    assert_eq!(env.admit().await, vec![a.clone()]);
+    env.engine.pause_run(&a, "test").await.unwrap();
+    assert_eq!(env.status(&a).await, RunStatus::Paused);
+    assert!(env.admit().await.is_empty(), "a paused run keeps its slot");
+    assert!(matches!(
+        env.blocked(&a2).await,
+        Some(Blocked::KeyConcurrency { .. })
+    ));
+    env.engine.unpause_run(&a, "test").await.unwrap();
+    env.go(&a).await;
+    assert_eq!(env.admit().await, vec![a.clone(), a2.clone()]);
     assert_eq!(env.seen_ns(), vec![1, 2]);
 }
 
@@ -891,6 +927,28 @@ async fn continue_as_new_keeps_the_queue(kind: Kind) {
     }
     assert!(runs.iter().any(|r| r.id == first));
     assert_eq!(env.seen_ns(), vec![1, 2, 3]);
+}
+
+async fn a_child_in_a_debounced_queue_is_not_debounced(kind: Kind) {
+    let env = env(
+        kind,
+        vec![
+            Queue::new("qs-debq")
+                .key("/customer")
+                .key_concurrency(1)
+                .debounce(Duration::from_secs(5), DebouncePolicy::Replace),
+        ],
+    );
+    // Debouncing applies to starts from outside a run; children are admitted by the
+    // queue's limits (one per key here) at once, neither delayed nor replaced.
+    let parent = env.engine.start(&qs_deb_parent, job("c1", 1, "done")).await.unwrap();
+    env.admit().await;
+    assert_eq!(env.status(&parent).await, RunStatus::Completed);
+    assert_eq!(
+        env.engine.get_run(&parent).await.unwrap().output,
+        Some(json!(3))
+    );
+    assert_eq!(env.seen_ns(), vec![1, 2]);
 }
 
 async fn a_fork_waits_in_the_original_runs_queue(kind: Kind) {
