@@ -882,7 +882,10 @@ impl Store for SqliteStore {
         if request.limit == 0 {
             return Ok(Vec::new());
         }
-        match self.write(Op::Claim(queues::encode_claim(request)?)).await? {
+        match self
+            .write(Op::Claim(queues::encode_claim(request)?))
+            .await?
+        {
             Reply::Claimed(leases) => Ok(leases),
             _ => Err(unexpected_reply()),
         }

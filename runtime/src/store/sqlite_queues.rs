@@ -34,8 +34,8 @@ use crate::queue::{
     Admitter, ClaimRequest, DEFAULT_QUEUE, DebouncePolicy, Gated, KeyTotals, Queue, QueueTotals,
     StartGate, WorkerInfo,
 };
-use crate::store::{Lease, StoreError, StoreErrorKind};
 use crate::store::codec::{self, micros};
+use crate::store::{Lease, StoreError, StoreErrorKind};
 
 /// A flow-control write, applied by the writer thread.
 pub(super) enum QueueOp {
@@ -268,9 +268,7 @@ fn admit(
         .into_iter()
         .chain(routing_params);
     let mut stmt = conn.prepare_cached(&sql).ctx(&what)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params))
-        .ctx(&what)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params)).ctx(&what)?;
     let mut admitted = Vec::new();
     while (admitted.len() as i64) < room && !admitter.is_full() {
         let Some(row) = rows.next().ctx(&what)? else {
@@ -341,7 +339,10 @@ fn key_totals(
     key: &str,
     now: DateTime<Utc>,
 ) -> Result<KeyTotals, EngineError> {
-    let what = format!("cannot count the runs of key `{key}` in queue `{}`", queue.name);
+    let what = format!(
+        "cannot count the runs of key `{key}` in queue `{}`",
+        queue.name
+    );
     let active: i64 = conn
         .prepare_cached(
             "SELECT COUNT(*) FROM runs INDEXED BY runs_queue_active
@@ -384,7 +385,9 @@ fn admitted(queue: &str, at: i64) -> Result<DateTime<Utc>, EngineError> {
     DateTime::from_timestamp_micros(at).ok_or_else(|| {
         StoreError::new(
             StoreErrorKind::Database,
-            format!("a run of queue `{queue}` has `admitted_at` {at} µs, which is not a valid time"),
+            format!(
+                "a run of queue `{queue}` has `admitted_at` {at} µs, which is not a valid time"
+            ),
         )
         .into()
     })
@@ -401,7 +404,9 @@ pub(super) fn read_totals(
     let what = format!("cannot count the runs of queue `{}`", queue.name);
     let tx = conn.unchecked_transaction().ctx(&what)?;
     let totals = queue_totals(&tx, queue, now, true)?;
-    let key = key.map(|key| key_totals(&tx, queue, key, now)).transpose()?;
+    let key = key
+        .map(|key| key_totals(&tx, queue, key, now))
+        .transpose()?;
     tx.finish().ctx(&what)?;
     Ok((totals, key))
 }
