@@ -40,7 +40,7 @@ use crate::store::{Lease, StoreError, StoreErrorKind};
 /// A flow-control write, applied by the writer thread.
 pub(super) enum QueueOp {
     /// [`crate::store::Store::create_run_gated`].
-    CreateGated(EncodedCreate, EncodedGate),
+    CreateGated(Box<(EncodedCreate, EncodedGate)>),
     /// [`crate::store::Store::worker_heartbeat`]: `(id, WorkerInfo as JSON, expires_at)`.
     Heartbeat(String, String, i64),
     /// [`crate::store::Store::worker_stopped`].
@@ -117,7 +117,7 @@ pub(super) fn encode_claim(request: &ClaimRequest<'_>) -> Result<EncodedClaim, E
             routing
                 .queues
                 .as_ref()
-                .is_none_or(|served| served.iter().any(|s| *s == q.name))
+                .is_none_or(|served| served.contains(&q.name))
         })
         .cloned()
         .collect();
@@ -414,7 +414,7 @@ pub(super) fn read_totals(
 /// Applies a flow-control write.
 pub(super) fn apply(conn: &Connection, op: &QueueOp) -> Result<Reply, EngineError> {
     match op {
-        QueueOp::CreateGated(create, gate) => apply_gated(conn, create, gate).map(Reply::Gated),
+        QueueOp::CreateGated(gated) => apply_gated(conn, &gated.0, &gated.1).map(Reply::Gated),
         QueueOp::Heartbeat(id, info, expires_at) => {
             let what = format!("cannot register worker `{id}`");
             conn.prepare_cached(

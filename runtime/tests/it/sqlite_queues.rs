@@ -117,6 +117,9 @@ async fn complete(store: &SqliteStore, lease: &Lease, at: i64) {
         .expect("complete the run");
 }
 
+/// A run held by a claimer: (run id, key, held from, held until), in logical time.
+type Held = (String, String, i64, i64);
+
 /// 2,000 runs of a queue with `key_concurrency(1)` and `concurrency(5)`, 40 keys, raced
 /// by four claimers on two handles. Each run is held from just after its claim returned
 /// to just before its completion was sent (an interval inside the store's own holding,
@@ -141,8 +144,7 @@ async fn two_handles_on_one_file_respect_key_and_queue_concurrency() {
     let queues: Arc<[Queue]> = Arc::from(vec![Queue::new("q").key_concurrency(1).concurrency(5)]);
     let clock = Arc::new(AtomicI64::new(0));
     let done = Arc::new(AtomicUsize::new(0));
-    // run id -> (key, held from, held until), in logical time.
-    let held: Arc<Mutex<Vec<(String, String, i64, i64)>>> = Arc::default();
+    let held: Arc<Mutex<Vec<Held>>> = Arc::default();
     let mut tasks = Vec::new();
     for w in 0..4 {
         let store = if w % 2 == 0 { a.clone() } else { b.clone() };
