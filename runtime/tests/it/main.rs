@@ -32,6 +32,7 @@ mod schedules;
 mod secrets;
 mod select;
 mod signals;
+mod sqlite_queues;
 mod store_open;
 mod streams;
 mod tags;
