@@ -67,13 +67,22 @@ async fn a_test_env_admits_queue_runs_one_per_key() {
     let (queue, key, reason) = queued(env.execute(&qt_job, qt("c1", 2, false)).await);
     let second = env.last_run();
     assert_eq!((queue.as_str(), key.as_deref()), ("qt-key", Some("c1")));
-    assert!(reason.contains("key `c1` has 1 of 1 runs at once"), "{reason}");
+    assert!(
+        reason.contains("key `c1` has 1 of 1 runs at once"),
+        "{reason}"
+    );
     // Another key is not held back.
-    assert_eq!(env.execute(&qt_job, qt("c2", 3, false)).await.completed(), 3);
+    assert_eq!(
+        env.execute(&qt_job, qt("c2", 3, false)).await.completed(),
+        3
+    );
     // The first ends; `admit` admits the second.
     let outcome = env.signal(&first, "go", json!({"ok": true})).await.unwrap();
     assert_eq!(outcome, Outcome::Completed(json!(1)));
-    assert_eq!(env.admit().await, vec![(second, Outcome::Completed(json!(2)))]);
+    assert_eq!(
+        env.admit().await,
+        vec![(second, Outcome::Completed(json!(2)))]
+    );
     assert!(env.admit().await.is_empty());
 }
 
@@ -120,7 +129,10 @@ async fn a_test_env_passes_rate_windows_with_advance() {
         .start_with(&qt_job, qt("c2", 2, false), options())
         .await
         .unwrap();
-    assert_eq!(env.admit().await, vec![(first, Outcome::Completed(json!(1)))]);
+    assert_eq!(
+        env.admit().await,
+        vec![(first, Outcome::Completed(json!(1)))]
+    );
     let (_, _, reason) = queued(env.continue_run(&second).await);
     assert!(reason.contains("rate limit of 1 per 1m"), "{reason}");
     assert!(env.advance(Duration::from_secs(59)).await.is_empty());

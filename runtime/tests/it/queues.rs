@@ -77,7 +77,10 @@ impl Seen {
 #[action]
 async fn qs_work(input: Job, cx: ActionCtx) -> Result<u32, ActionError> {
     if let Ok(seen) = cx.resource::<Seen>() {
-        seen.0.lock().unwrap().push((input.customer.clone(), input.n));
+        seen.0
+            .lock()
+            .unwrap()
+            .push((input.customer.clone(), input.n));
     }
     Ok(input.n)
 }
@@ -133,10 +136,7 @@ async fn qs_parent(input: Job) -> Result<u32, WorkflowError> {
 /// Starts three `qs-llm` children side by side (`join!`) and sums them.
 #[workflow(slug = "qs-join-parent")]
 async fn qs_join_parent(input: Job) -> Result<u32, WorkflowError> {
-    let with = |n: u32| Job {
-        n,
-        ..input.clone()
-    };
+    let with = |n: u32| Job { n, ..input.clone() };
     let (a, b, c) = futures::join!(
         qs_llm_job.start(with(1)),
         qs_llm_job.start(with(2)),
@@ -156,7 +156,12 @@ async fn qs_deb_job(input: Job) -> Result<u32, WorkflowError> {
 #[workflow(slug = "qs-deb-parent")]
 async fn qs_deb_parent(input: Job) -> Result<u32, WorkflowError> {
     let a = qs_deb_job.start(input.clone()).await?;
-    let b = qs_deb_job.start(Job { n: input.n + 1, ..input }).await?;
+    let b = qs_deb_job
+        .start(Job {
+            n: input.n + 1,
+            ..input
+        })
+        .await?;
     Ok(a.await? + b.await?)
 }
 
@@ -422,7 +427,11 @@ async fn key_concurrency_holds_the_slot_while_retrying(kind: Kind) {
     let a2 = env.start("qs-key", job("c1", 2, "done")).await;
     assert_eq!(env.admit().await, vec![a.clone()]);
     let record = env.engine.get_run(&a).await.unwrap();
-    assert_eq!(record.status, RunStatus::Queued, "a run-level retry is scheduled");
+    assert_eq!(
+        record.status,
+        RunStatus::Queued,
+        "a run-level retry is scheduled"
+    );
     let retry_at = record.wake_at.expect("the retry is due later");
     let first_admission = env.admitted_at(&a).await.expect("a was admitted");
     assert!(matches!(
@@ -524,7 +533,10 @@ async fn rate_limit_is_a_sliding_window_of_admissions(kind: Kind) {
         })
     );
     env.advance(Duration::from_secs(29));
-    assert!(env.admit().await.is_empty(), "t = 59 s: still 2 in the window");
+    assert!(
+        env.admit().await.is_empty(),
+        "t = 59 s: still 2 in the window"
+    );
     env.advance(Duration::from_secs(1));
     // t = 60 s: the admission at 0 s left the window, the one at 30 s did not: one more,
     // not two (a token bucket refilled at 2/min would allow a burst here).
@@ -799,7 +811,10 @@ async fn bad_queue_input_at_start_is_refused_and_creates_nothing(kind: Kind) {
         (
             "dedup with a business key",
             good.clone(),
-            StartOptions::new().queue("qs-free").dedup_id("x").key("order-1"),
+            StartOptions::new()
+                .queue("qs-free")
+                .dedup_id("x")
+                .key("order-1"),
             "business key",
         ),
         (
@@ -832,9 +847,17 @@ fn llm_queue() -> Queue {
 
 async fn a_queued_child_run_goes_through_its_queue(kind: Kind) {
     let env = env(kind, vec![llm_queue()]);
-    let blocker = env.engine.start(&qs_llm_job, job("c1", 1, "signal")).await.unwrap();
+    let blocker = env
+        .engine
+        .start(&qs_llm_job, job("c1", 1, "signal"))
+        .await
+        .unwrap();
     assert_eq!(env.admit().await, vec![blocker.clone()]);
-    let parent = env.engine.start(&qs_parent, job("c1", 2, "done")).await.unwrap();
+    let parent = env
+        .engine
+        .start(&qs_parent, job("c1", 2, "done"))
+        .await
+        .unwrap();
     assert_eq!(env.admit().await, vec![parent.clone()]);
     let children = env
         .engine
@@ -905,7 +928,11 @@ async fn children_started_in_join_are_admitted_one_key_slot_at_a_time(kind: Kind
 
 async fn continue_as_new_keeps_the_queue(kind: Kind) {
     let env = env(kind, vec![llm_queue()]);
-    let first = env.engine.start(&qs_looper, job("c1", 1, "done")).await.unwrap();
+    let first = env
+        .engine
+        .start(&qs_looper, job("c1", 1, "done"))
+        .await
+        .unwrap();
     env.admit().await;
     let runs = env
         .engine
@@ -917,7 +944,10 @@ async fn continue_as_new_keeps_the_queue(kind: Kind) {
         .unwrap();
     assert_eq!(runs.len(), 3, "{runs:?}");
     for run in &runs {
-        let queue = run.queue.as_ref().expect("every run of the chain is queued");
+        let queue = run
+            .queue
+            .as_ref()
+            .expect("every run of the chain is queued");
         assert_eq!(
             (queue.name.as_str(), queue.key.as_deref()),
             ("qs-llm", Some("c1"))
@@ -941,7 +971,11 @@ async fn a_child_in_a_debounced_queue_is_not_debounced(kind: Kind) {
     );
     // Debouncing applies to starts from outside a run; children are admitted by the
     // queue's limits (one per key here) at once, neither delayed nor replaced.
-    let parent = env.engine.start(&qs_deb_parent, job("c1", 1, "done")).await.unwrap();
+    let parent = env
+        .engine
+        .start(&qs_deb_parent, job("c1", 1, "done"))
+        .await
+        .unwrap();
     env.admit().await;
     assert_eq!(env.status(&parent).await, RunStatus::Completed);
     assert_eq!(
@@ -953,7 +987,11 @@ async fn a_child_in_a_debounced_queue_is_not_debounced(kind: Kind) {
 
 async fn a_fork_waits_in_the_original_runs_queue(kind: Kind) {
     let env = env(kind, vec![llm_queue()]);
-    let original = env.engine.start(&qs_llm_job, job("c1", 1, "signal")).await.unwrap();
+    let original = env
+        .engine
+        .start(&qs_llm_job, job("c1", 1, "signal"))
+        .await
+        .unwrap();
     env.admit().await;
     let fork = env
         .engine
@@ -982,8 +1020,16 @@ async fn a_fork_waits_in_the_original_runs_queue(kind: Kind) {
 
 async fn a_queue_run_whose_worker_died_resumes_holding_its_slot(kind: Kind) {
     let env = env(kind, vec![llm_queue()]);
-    let a = env.engine.start(&qs_llm_job, job("c1", 1, "done")).await.unwrap();
-    let b = env.engine.start(&qs_llm_job, job("c1", 2, "done")).await.unwrap();
+    let a = env
+        .engine
+        .start(&qs_llm_job, job("c1", 1, "done"))
+        .await
+        .unwrap();
+    let b = env
+        .engine
+        .start(&qs_llm_job, job("c1", 2, "done"))
+        .await
+        .unwrap();
     // Another worker claims `a` (admitting it) and dies before writing anything.
     let now = env.engine.now();
     let leases = env
@@ -1019,11 +1065,7 @@ async fn a_queue_run_whose_worker_died_resumes_holding_its_slot(kind: Kind) {
 
 // Worker routing, with real workers on the system clock.
 
-fn real_engine(
-    store: reprise::store::SharedStore,
-    seen: &Arc<Seen>,
-    queues: Vec<Queue>,
-) -> Engine {
+fn real_engine(store: reprise::store::SharedStore, seen: &Arc<Seen>, queues: Vec<Queue>) -> Engine {
     let mut b = builder(store, seen);
     for q in queues {
         b = b.queue(q);
@@ -1072,7 +1114,11 @@ async fn a_few_polls() {
 
 async fn unserved(engine: &Engine, id: &RunId) -> Option<String> {
     let record = engine.get_run(id).await.unwrap();
-    engine.queue_wait(&record).await.unwrap().and_then(|w| w.unserved)
+    engine
+        .queue_wait(&record)
+        .await
+        .unwrap()
+        .and_then(|w| w.unserved)
 }
 
 async fn a_worker_without_a_queue_never_claims_its_runs(kind: Kind) {
