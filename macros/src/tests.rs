@@ -158,3 +158,29 @@ fn body_errors_are_collected() {
         }
     ));
 }
+
+#[test]
+fn workflow_queue_names_its_queue_and_bad_names_are_errors() {
+    let item = quote! {
+        async fn summarize(input: u32) -> Result<u32, WorkflowError> {
+            Ok(input)
+        }
+    };
+    let good = workflow(quote!(queue = "llm"), item.clone());
+    assert!(
+        good.contains(r#"queue: ::core::option::Option::Some("llm")"#),
+        "{good}"
+    );
+    assert!(!good.contains("compile_error"), "{good}");
+    let none = workflow(quote!(), item.clone());
+    assert!(!none.contains("queue:"), "no queue unless named: {none}");
+    let bad = workflow(quote!(queue = "bad name"), item.clone());
+    assert!(
+        bad.contains("compile_error") && bad.contains("is not a queue name"),
+        "{bad}"
+    );
+    let twice = workflow(quote!(queue = "a", queue = "b"), item.clone());
+    assert!(twice.contains("compile_error"), "{twice}");
+    let near = workflow(quote!(task_queue = "llm"), item);
+    assert!(near.contains("did you mean `queue"), "{near}");
+}

@@ -97,6 +97,18 @@ pub enum Pending {
         /// The inbox channel it waits on.
         channel: String,
     },
+    /// Admission into the run's flow-control queue: the run has not started because a
+    /// limit of its queue holds it back (or it is debounced and not due yet).
+    /// [`TestEnv::admit`] or [`TestEnv::advance`] admit it once the limit allows.
+    Queued {
+        /// The queue's name.
+        queue: String,
+        /// The run's key in the queue, if any.
+        key: Option<String>,
+        /// Why it waits, as `runs get` says it ([`reprise::QueueWait`]'s text), e.g.
+        /// "waiting in queue `llm`: key `c1` has 1 of 1 runs at once already".
+        reason: String,
+    },
 }
 
 impl Pending {
@@ -104,7 +116,7 @@ impl Pending {
     pub fn token(&self) -> Option<&str> {
         match self {
             Pending::Hook { token, .. } => Some(token),
-            Pending::Sleep { .. } | Pending::Message { .. } => None,
+            Pending::Sleep { .. } | Pending::Message { .. } | Pending::Queued { .. } => None,
         }
     }
 }
@@ -193,6 +205,20 @@ impl TestEnvBuilder {
     pub fn llm(self, provider: impl reprise::llm::LlmProvider) -> Self {
         let provider: Arc<dyn reprise::llm::LlmProvider> = Arc::new(provider);
         self.configure(move |builder| builder.llm(provider))
+    }
+
+    /// Configures flow-control queue `queue` on the engine ([`EngineBuilder::queue`]).
+    /// Runs in a queue are then admitted as a worker admits them, by the queue's limits
+    /// on the virtual clock: [`TestEnv::execute`], [`TestEnv::advance`] and
+    /// [`TestEnv::admit`] claim them through the store, never around it.
+    ///
+    /// ```ignore
+    /// let env = TestEnv::builder()
+    ///     .queue(Queue::new("llm").key("/customer").key_concurrency(1))
+    ///     .build();
+    /// ```
+    pub fn queue(self, queue: reprise::queue::Queue) -> Self {
+        self.configure(move |builder| builder.queue(queue))
     }
 
     /// Configures the engine further (resources, registrations).
@@ -407,6 +433,7 @@ impl TestEnv {
 
     /// Starts a run of `workflow` and executes it until it ends or waits on a sleep or a
     /// hook. Run-level retries are taken at once (the virtual clock jumps over their backoff).
+    /// A run in a queue starts only when its queue admits it (see [`TestEnv::continue_run`]).
     ///
     /// # Panics
     /// When the input is invalid or the store fails — test setup errors, with the cause.
@@ -427,12 +454,144 @@ impl TestEnv {
         typed(self.continue_run(&id).await)
     }
 
+    /// Starts a run of `workflow` with `options` ([`Engine::start_with`]: a queue, a
+    /// queue key, a priority, a de-duplication id, a delay) without executing it.
+    /// Returns the run's id and whether this start created it.
+    ///
+    /// # Errors
+    /// The engine's refusal of the start ([`reprise::EngineError::Serde`] for an unknown
+    /// queue or a key the queue cannot read, …); nothing is created then.
+    pub async fn start_with<W: Step>(
+        &self,
+        _workflow: &W,
+        input: W::Input,
+        options: reprise::StartOptions,
+    ) -> Result<(RunId, bool), reprise::EngineError> {
+        let input = serde_json::to_value(input)?;
+        self.engine
+            .start_with(W::SLUG, input, reprise::Trigger::Api, options)
+            .await
+    }
+
+    /// How run `id` stands without executing it: its end, or what it waits for.
+    async fn outcome_of(&self, id: &RunId) -> Outcome<Value> {
+        let record = self
+            .engine
+            .get_run(id)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read run {id}: {e}"));
+        match record.status {
+            RunStatus::Completed => Outcome::Completed(record.output.unwrap_or(Value::Null)),
+            RunStatus::Failed | RunStatus::Canceled => Outcome::Failed(
+                record
+                    .error
+                    .and_then(|e| serde_json::from_value(e).ok())
+                    .unwrap_or_else(|| {
+                        WorkflowError::new(
+                            reprise::kinds::CANCELED,
+                            format!("the run is {}", record.status),
+                            false,
+                        )
+                    }),
+            ),
+            _ => {
+                let mut waits = Vec::new();
+                if let Some(wait) = self
+                    .engine
+                    .queue_wait(&record)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot read the queue of run {id}: {e}"))
+                    && let Some(queue) = wait.queue.clone()
+                {
+                    waits.push(Pending::Queued {
+                        queue,
+                        key: wait.key.clone(),
+                        reason: wait.to_string(),
+                    });
+                }
+                Outcome::Suspended(waits)
+            }
+        }
+    }
+
+    /// Whether run `id` is in a queue and not admitted yet (it waits for a claim).
+    async fn is_pending_in_queue(&self, id: &RunId) -> bool {
+        self.engine.get_run(id).await.is_ok_and(|r| {
+            r.status == RunStatus::Queued && r.queue.is_some_and(|q| q.admitted_at.is_none())
+        })
+    }
+
+    /// Admits due runs of the engine's queues as a worker does, at the virtual time: claims
+    /// them through the store ([`reprise::store::Store::claim`], which applies each
+    /// queue's concurrency, per-key concurrency, rate limit and priority), continues each
+    /// admitted run until it ends or waits, and claims again until nothing more is
+    /// admitted. Returns each continued run's outcome, in admission order. Runs in no
+    /// queue are left alone (drive them with [`TestEnv::continue_run`]).
+    ///
+    /// # Panics
+    /// When the store fails, or when admission never settles (more than 10,000 claims).
+    pub async fn admit(&self) -> Vec<(RunId, Outcome<Value>)> {
+        let queues: Vec<String> = self
+            .engine
+            .queues()
+            .iter()
+            .map(|q| q.name.clone())
+            .collect();
+        let mut outcomes = Vec::new();
+        if queues.is_empty() {
+            return outcomes;
+        }
+        let routing = reprise::queue::Routing {
+            workflows: None,
+            queues: Some(queues),
+        };
+        for _ in 0..10_000 {
+            let now = self.now();
+            let leases = self
+                .engine
+                .store()
+                .claim(&reprise::queue::ClaimRequest {
+                    owner: self.engine.owner_id(),
+                    now,
+                    expires_at: now + chrono::TimeDelta::minutes(5),
+                    limit: 64,
+                    routing: &routing,
+                    queues: self.engine.queues(),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("cannot claim queue runs: {e}"));
+            if leases.is_empty() {
+                return outcomes;
+            }
+            for lease in leases {
+                let outcome = Box::pin(self.run_until_wait(&lease.run_id)).await;
+                outcomes.push((lease.run_id, outcome));
+            }
+        }
+        panic!("queue admission did not settle after 10,000 claims")
+    }
+
     /// Executes run `id` until it ends or waits on a sleep or a hook (retries are taken at
-    /// once), as JSON.
+    /// once), as JSON. A run waiting for admission into its queue is not executed around
+    /// its queue: the due queue runs are admitted ([`TestEnv::admit`]) and the run's
+    /// outcome is what admission made of it (`Suspended` with [`Pending::Queued`] while
+    /// its queue holds it back).
     ///
     /// # Panics
     /// When the store fails.
     pub async fn continue_run(&self, id: &RunId) -> Outcome<Value> {
+        if !self.is_pending_in_queue(id).await {
+            return self.run_until_wait(id).await;
+        }
+        let admitted = Box::pin(self.admit()).await;
+        if let Some((_, outcome)) = admitted.into_iter().find(|(run, _)| run == id) {
+            return outcome;
+        }
+        self.outcome_of(id).await
+    }
+
+    /// Executes run `id` (not checking its queue) until it ends or waits.
+    async fn run_until_wait(&self, id: &RunId) -> Outcome<Value> {
         loop {
             let execution = self
                 .engine
@@ -477,7 +636,8 @@ impl TestEnv {
         }
     }
 
-    /// Executes the child runs `waits` wait for; returns whether one of them ended.
+    /// Executes the child runs `waits` wait for (a child in a queue only once its queue
+    /// admits it); returns whether one of them ended.
     async fn continue_children(&self, waits: &[Wait]) -> bool {
         let mut ended = false;
         for wait in waits {
@@ -528,7 +688,9 @@ impl TestEnv {
     }
 
     /// Moves the virtual clock forward by `by` and continues every run whose sleep,
-    /// scheduled retry or hook timeout is then due, oldest first. Returns each continued run's outcome.
+    /// scheduled retry or hook timeout is then due, oldest first; then admits the due runs
+    /// of the engine's queues ([`TestEnv::admit`]: debounce windows and rate windows pass
+    /// with the virtual clock). Returns each continued run's outcome.
     ///
     /// # Panics
     /// When the store fails.
@@ -546,10 +708,12 @@ impl TestEnv {
                 })
                 .await
                 .unwrap_or_else(|e| panic!("cannot list runs: {e}"));
-            due.extend(
-                runs.into_iter()
-                    .filter(|r| r.wake_at.is_some_and(|t| t <= now)),
-            );
+            // A run waiting for admission into its queue is admitted below, by the queue.
+            due.extend(runs.into_iter().filter(|r| {
+                r.wake_at.is_some_and(|t| t <= now)
+                    && !(r.status == RunStatus::Queued
+                        && r.queue.as_ref().is_some_and(|q| q.admitted_at.is_none()))
+            }));
         }
         due.sort_by_key(|r| r.created_at);
         let mut outcomes = Vec::new();
@@ -557,6 +721,7 @@ impl TestEnv {
             let outcome = self.continue_run(&run.id).await;
             outcomes.push((run.id, outcome));
         }
+        outcomes.extend(self.admit().await);
         outcomes
     }
 

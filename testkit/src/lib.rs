@@ -1,7 +1,8 @@
 //! Test tools for reprise workflows: prove a workflow's durability in `cargo test`.
 //!
 //! - [`TestEnv`]: an engine on a fresh store with a [`VirtualClock`]; `execute`, `advance`,
-//!   `resume_hook`, `stub`, `calls`, `seed`, `log`.
+//!   `resume_hook`, `stub`, `calls`, `seed`, `log`; flow-control queues
+//!   ([`TestEnvBuilder::queue`], `admit`, `start_with`) admitted as a worker admits them.
 //! - [`RunLog`]: a run's event log for assertions and snapshots; [`RunLog::redacted`] and
 //!   [`assert_run_snapshot!`] turn it into an insta YAML snapshot that is identical across
 //!   runs and machines.

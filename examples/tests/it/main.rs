@@ -22,6 +22,7 @@ mod payload_cli;
 mod poison_cli;
 mod purge_cli;
 mod queues_cli;
+mod queues_testenv;
 mod replay;
 mod retry_cli;
 mod schedules_cli;

@@ -25,6 +25,7 @@ mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod queues_http;
+mod queues;
 mod registry;
 mod retention;
 mod retry_run;
@@ -32,6 +33,7 @@ mod schedules;
 mod secrets;
 mod select;
 mod signals;
+mod sqlite_queues;
 mod store_open;
 mod streams;
 mod tags;
