@@ -797,6 +797,12 @@ mod in_memory {
         let queue = run.queue.expect("in a queue");
         assert_eq!(queue.name, "llm");
         assert_eq!(queue.key.as_deref(), Some("cust-7"));
+    }
+
+    #[tokio::test]
+    async fn llm_batch_log() {
+        let env = env();
+        env.execute(&llm_batch, report()).await.completed();
         assert_run_snapshot!(env, env.last_run());
     }
 
