@@ -22,6 +22,7 @@ mod pause_cli;
 mod payload_cli;
 mod poison_cli;
 mod purge_cli;
+mod queues_cli;
 mod replay;
 mod retry_cli;
 mod schedules_cli;

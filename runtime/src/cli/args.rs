@@ -46,6 +46,15 @@ pub(crate) struct Cli {
     )]
     pub(crate) log_format: LogFormat,
 
+    /// Queue settings to configure (flow control): a JSON file holding an array of queues,
+    /// such as `[{"name": "llm", "concurrency": 4, "key": "/customer", "key_concurrency": 1,
+    /// "rate_limit": {"limit": 60, "period": "1m"}}]`. Added to the queues the binary
+    /// configures in code; give every process on one database the same file. The
+    /// environment variable `REPRISE_QUEUES` may hold the same JSON text instead (or
+    /// `@path` to a file).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) queues_file: Option<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -121,6 +130,10 @@ pub(crate) enum Command {
     /// Emit events to waiting runs and `on_event` workflows.
     #[command(subcommand)]
     Events(super::events::EventsCommand),
+    /// Show the flow-control queues this binary knows: their limits, how many runs each
+    /// has admitted and running, and how many wait.
+    #[command(subcommand)]
+    Queues(super::queues::QueuesCommand),
 }
 
 /// `dev`'s options.
@@ -150,6 +163,15 @@ pub(crate) struct WorkerArgs {
     /// Do not fire cron schedules and poll sources in this process.
     #[arg(long)]
     pub(crate) no_triggers: bool,
+    /// Claim only runs in these queues (comma-separated; `default` names runs in no
+    /// queue). Default: every queue this process knows, and runs in none. An unknown queue
+    /// is an error at startup (exit 2) listing the known ones.
+    #[arg(long, value_name = "QUEUE,…", value_delimiter = ',')]
+    pub(crate) queues: Option<Vec<String>>,
+    /// Claim only runs of these workflows (comma-separated slugs). Default: every
+    /// workflow this binary registers. An unknown slug is an error at startup (exit 2).
+    #[arg(long, value_name = "SLUG,…", value_delimiter = ',')]
+    pub(crate) workflows: Option<Vec<String>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +286,25 @@ pub(crate) struct RunArgs {
     /// <KEY> <NAME> --workflow <SLUG>` signals it.
     #[arg(long, value_name = "KEY", conflicts_with = "idempotency_key")]
     pub(crate) key: Option<String>,
+    /// Put the run in this flow-control queue instead of its workflow's own (`queues list`
+    /// shows them). An unknown queue exits 2 naming the known ones; nothing is started. A
+    /// run in a queue that limits admission (concurrency, rate) or debounces is left to a
+    /// `dev` or `worker` process, as with `--enqueue`, unless `--wait` is given.
+    #[arg(long, value_name = "QUEUE")]
+    pub(crate) queue: Option<String>,
+    /// The run's key in its queue (per-key concurrency, per-key rate limit, debounce),
+    /// instead of the one the queue reads from the input.
+    #[arg(long, value_name = "KEY")]
+    pub(crate) queue_key: Option<String>,
+    /// The run's priority in its queue: higher is admitted first (default 0; negative
+    /// allowed, e.g. `--priority=-5`).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(crate) priority: Option<i32>,
+    /// De-duplication in the run's queue: while a run of the queue started with this id
+    /// has not ended, the command starts nothing and reports that run (`"created": false`
+    /// with `--json`).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["key", "idempotency_key"])]
+    pub(crate) dedup: Option<String>,
 }
 
 /// `--delay`: a humantime duration.

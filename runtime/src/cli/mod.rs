@@ -49,6 +49,7 @@ mod logging;
 mod messages;
 mod output;
 mod purge;
+mod queues;
 mod schedules;
 mod serve;
 mod watch;
@@ -202,7 +203,11 @@ pub async fn run(
         _ => None,
     };
     let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let queues_file = cli.queues_file.clone();
     let configure = |builder: EngineBuilder| {
+        // Every command knows the same queues: `runs get` explains waits, `workflows run`
+        // places runs, workers admit them, all by these settings.
+        let builder = queues::configure(builder, queues_file.as_deref())?;
         let builder = match &cli.command {
             Command::Dev(args) => {
                 let builder = builder.lease(args.worker.lease);
@@ -252,7 +257,7 @@ fn is_read_only(command: &Command) -> bool {
                 | RunsCommand::State { .. }
         ) | Command::Workflows(
             WorkflowsCommand::Check { .. } | WorkflowsCommand::Graph { run: Some(_), .. }
-        )
+        ) | Command::Queues(_)
     )
 }
 
@@ -479,6 +484,7 @@ async fn dispatch(
             | RunsCommand::Update { .. }),
         ) => messages::dispatch(engine, command).await,
         Command::Events(command) => events::dispatch(engine, command).await,
+        Command::Queues(command) => queues::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;
@@ -736,6 +742,9 @@ async fn dispatch(
                 if let Some(event) = crate::started_by_event(&events) {
                     body["event"] = json!(event);
                 }
+                if let Some(waiting) = crate::http::queues::WaitingFor::of(engine, &record).await {
+                    body["waiting_for"] = json!(waiting);
+                }
                 if let (Value::Object(body), Value::Object(links)) = (&mut body, json!(links)) {
                     body.extend(links); // parent, children, continued_from, continued_as
                 }
@@ -752,6 +761,9 @@ async fn dispatch(
                     println!("started by event {} (id {})", event.name, event.id);
                 }
                 output::print_links(&links);
+                if let Some(waiting) = crate::http::queues::WaitingFor::of(engine, &record).await {
+                    println!("waiting: {}", waiting.message);
+                }
                 if let Some(wake_at) = record.wake_at
                     && !record.status.is_terminal()
                 {
@@ -861,6 +873,12 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     if let Some(key) = &args.key {
         options = options.key(key.clone());
     }
+    options.queue = crate::queue::QueueRequest {
+        queue: args.queue.clone(),
+        key: args.queue_key.clone(),
+        priority: args.priority,
+        dedup_id: args.dedup.clone(),
+    };
     let (id, created) = engine
         .start_with(&args.slug, input, Trigger::Cli, options)
         .await?;
@@ -870,15 +888,39 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     if let (false, Some(key)) = (created, &args.idempotency_key) {
         return report_duplicate(engine, &id, key, &args).await;
     }
+    if !created {
+        return report_gated(engine, &id, &args).await;
+    }
+    // A run in a queue that bounds admission (or debounces) is left to the workers: driving
+    // it here would bypass the queue's limits.
+    let held = held_by_queue(engine, &id).await?;
     // A delayed run is left to a worker: driving it here would start it now.
-    let delayed = start_at.filter(|at| *at > engine.now());
-    if args.enqueue || (delayed.is_some() && args.wait.is_none()) {
+    let delayed = start_at
+        .or(held.as_ref().and_then(|(_, due)| *due))
+        .filter(|at| *at > engine.now());
+    if args.enqueue || ((delayed.is_some() || held.is_some()) && args.wait.is_none()) {
         if args.json {
             let mut line = json!({ "run_id": id, "status": RunStatus::Queued });
             if let Some(at) = delayed {
                 line["wake_at"] = json!(at);
             }
+            if let Some((queue, _)) = &held {
+                line["queue"] = json!(queue);
+            }
+            if args.dedup.is_some() || held.as_ref().is_some_and(|(_, due)| due.is_some()) {
+                line["created"] = json!(true);
+            }
             println!("{line}");
+        } else if let Some((queue, _)) = &held {
+            let when = match delayed {
+                Some(at) => format!(" (due at {})", at.to_rfc3339()),
+                None => String::new(),
+            };
+            println!(
+                "run {id} queued ({}) in queue `{queue}`{when}; a `dev` or `worker` process \
+                 runs it when the queue admits it (`runs get {id}` says what it waits for)",
+                args.slug
+            );
         } else if let Some(at) = delayed {
             println!(
                 "run {id} queued ({}); it starts at {}, when a `dev` or `worker` process runs it",
@@ -904,6 +946,58 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
         eprintln!("run {id} started ({})", args.slug);
     }
     drive_here(engine, &id, args.json).await
+}
+
+/// For a new run `id` in a queue that bounds admission or debounces: the queue's name and
+/// the run's due time (a debounced run is due at the end of its window). `None` for a run
+/// in no queue or in one without limits (it may run here).
+async fn held_by_queue(
+    engine: &Engine,
+    id: &RunId,
+) -> Result<Option<(String, Option<chrono::DateTime<chrono::Utc>>)>, EngineError> {
+    if engine.queues().is_empty() {
+        return Ok(None);
+    }
+    let record = engine.get_run(id).await?;
+    let Some(placed) = &record.queue else {
+        return Ok(None);
+    };
+    let Some(queue) = engine.queues().iter().find(|q| q.name == placed.name) else {
+        return Ok(None);
+    };
+    let due = queue.debounce.and(record.wake_at);
+    Ok((queue.is_bounded() || queue.debounce.is_some()).then(|| (placed.name.clone(), due)))
+}
+
+/// `workflows run` when the start created nothing because a de-duplication id or a
+/// debounce answered it with run `id`: says so (`"created": false` with `--json`) and
+/// exits 0.
+async fn report_gated(engine: &Engine, id: &RunId, args: &RunArgs) -> Result<u8, EngineError> {
+    let record = engine.get_run(id).await?;
+    let queue = record
+        .queue
+        .as_ref()
+        .map(|q| q.name.clone())
+        .unwrap_or_default();
+    if args.json {
+        println!(
+            "{}",
+            json!({ "run_id": id, "status": record.status, "created": false, "queue": queue })
+        );
+        return Ok(EXIT_COMPLETED);
+    }
+    let why = match &args.dedup {
+        Some(dedup) => format!("with de-duplication id `{dedup}`"),
+        None => {
+            "pending under the same key (the queue debounces starts; first start wins)".to_owned()
+        }
+    };
+    println!(
+        "run {id} ({}) already exists in queue `{queue}` {why}; it is {}, and no other run \
+         was started",
+        args.slug, record.status
+    );
+    Ok(EXIT_COMPLETED)
 }
 
 /// `workflows run --idempotency-key` when the key already started run `id`: says so and

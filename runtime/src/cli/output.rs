@@ -144,6 +144,9 @@ pub(super) fn print_run(
     println!("attempt   {}", run.attempt);
     println!("trigger   {}", run.trigger);
     println!("created   {}", run.created_at.to_rfc3339());
+    if let Some(queue) = &run.queue {
+        println!("queue     {}", queue_line(queue));
+    }
     if !tags.is_empty() {
         let tags: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("tags      {}", tags.join(" "));
@@ -158,6 +161,21 @@ pub(super) fn print_run(
         println!("error:\n{}", pretty(error));
     }
     println!("{}", steps_table(steps));
+}
+
+/// A run's place in its queue: `llm (key c1, priority 5, admitted 2026-…)`, or `not
+/// admitted yet`.
+pub(super) fn queue_line(queue: &crate::queue::RunQueue) -> String {
+    let mut parts = Vec::new();
+    if let Some(key) = &queue.key {
+        parts.push(format!("key {key}"));
+    }
+    parts.push(format!("priority {}", queue.priority));
+    parts.push(match queue.admitted_at {
+        Some(at) => format!("admitted {}", at.to_rfc3339()),
+        None => "not admitted yet".to_owned(),
+    });
+    format!("{} ({})", queue.name, parts.join(", "))
 }
 
 pub(super) fn print_execution(run: &RunRecord, execution: &Execution, steps: &[StepSummary]) {

@@ -42,6 +42,7 @@ pub(super) async fn dev(
         .map(|w| w.registration.slug)
         .collect();
     println!("workflows: {}", slugs.join(", "));
+    print_routing(engine, &args.worker);
     println!("web UI:       http://{addr}/ui");
     println!(
         "start a run:  curl -X POST http://{addr}/workflows/<slug> -H 'content-type: application/json' -d '<input>'"
@@ -86,7 +87,27 @@ pub(super) async fn worker(engine: &Engine, args: WorkerArgs) -> Result<u8, Engi
         args.concurrency,
         humantime::format_duration(args.lease)
     );
+    print_routing(engine, &args);
     run_worker(engine, &args, stop).await
+}
+
+/// Says on standard error which queues and workflows the worker claims, when it is routed
+/// or the engine knows queues.
+fn print_routing(engine: &Engine, args: &WorkerArgs) {
+    if let Some(workflows) = &args.workflows {
+        eprintln!("claiming only runs of workflows: {}", workflows.join(", "));
+    }
+    match &args.queues {
+        Some(queues) => eprintln!("claiming only runs in queues: {}", queues.join(", ")),
+        None if !engine.queues().is_empty() => {
+            let names: Vec<&str> = engine.queues().iter().map(|q| q.name.as_str()).collect();
+            eprintln!(
+                "claiming runs in no queue and in queues: {}",
+                names.join(", ")
+            );
+        }
+        None => {}
+    }
 }
 
 /// Runs the worker, the retention sweep (see [`crate::EngineBuilder::retention`]) and the
@@ -113,6 +134,8 @@ async fn run_worker(
         WorkerOptions {
             concurrency: args.concurrency,
             shutdown_grace: args.shutdown_grace,
+            queues: args.queues.clone(),
+            workflows: args.workflows.clone(),
             ..WorkerOptions::default()
         },
     );

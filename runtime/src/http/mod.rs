@@ -22,11 +22,12 @@
 //!
 //! | Route | Success | Errors |
 //! |---|---|---|
-//! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; `?delay=10m` or `?start_at=<RFC 3339>` for a delayed start: queued, due then; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait`, `delay`, `start_at` or key, 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 413 `payload_too_large` (the input is over `EngineBuilder::max_payload_bytes`; names the size and the limit), 422 schema violations (nothing is enqueued) |
+//! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; `?delay=10m` or `?start_at=<RFC 3339>` for a delayed start: queued, due then; `?queue=&queue_key=&priority=&dedup=` for flow control; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `dedup` (or into a debounced queue): `"created": true`, or 200 with the pending run and `"created": false` when it answered the start; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait`, `delay`, `start_at` or key, an unknown queue, a queue key the input lacks, a `priority` that is not an integer (nothing is created), 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 413 `payload_too_large` (the input is over `EngineBuilder::max_payload_bytes`; names the size and the limit), 422 schema violations (nothing is enqueued) |
 //! | `GET /workflows/{slug}/graph` (`?run=<id>` lights it with that run; `?format=svg\|mermaid\|json`) | 200 the workflow's graph: `image/svg+xml` by default (call-site nodes `<g class="node <status>" data-step data-status>`), Mermaid as `text/plain`, or JSON | 400 unknown `format`, 404 unknown slug or run, 422 `other_workflow` (the run is of another workflow) |
+//! | `GET /queues` | 200 `[{"name","concurrency"?,"key_concurrency"?,"key"?,"rate_limit"?,"debounce"?,"active","admitted_in_window","waiting"}]`: the flow-control queues the engine knows, by name, with admitted unfinished runs (`active`), admissions in the current rate window and queued runs not yet admitted (`waiting`) | |
 //! | `GET /workflows` | 200 `[{"slug","description"?,"input_schema","output_schema","paused"?,"on_event"?}]` (`paused`: `{"by","at"}` while paused; `on_event`: the event that starts its runs) | |
 //! | `GET /runs?status=&workflow=&limit=` | 200 `[{"id","workflow","status","attempt","trigger","created_at","updated_at","wake_at"}]`, newest first, at most `limit` (default 100); runs whose rows do not decode are left out (logged at debug) and named in the header `X-Reprise-Skipped: <id>, <id>` | 400 unknown status (names the valid ones) or bad limit |
-//! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks` | 404 |
+//! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks`; `queue` (`{"name","key"?,"priority","admitted_at"?}`) for a run in a queue, and `waiting_for` (`{"queue"?,"key"?,"blocked"?,"unserved"?,"message"}`) while it waits for admission or no live worker serves it | 404 |
 //! | `GET /runs/{id}/events` | 200 the event log | 404 |
 //! | `GET /runs/{id}/stream` (SSE; `Last-Event-ID` or `?after=<seq>` to resume) | 200 `text/event-stream`: `event: event` per recorded event (`id`: its seq, `data`: as in `/events`), `event: token` per LLM reply delta (`data`: `{"step","text"}`), then `event: end` (`data`: the run as in `GET /runs/{id}`) once it ended. See [Live streams](self#live-streams) | 400 bad `after`, 404, 503 `too_many_streams` |
 //! | `GET /runs/stream?workflow=&status=` (SSE) | 200 `text/event-stream`: `event: run`, `data`: `{"run_id","workflow","status","at"}` per status change | 400 unknown status, 503 `too_many_streams` |
@@ -51,7 +52,7 @@
 //! | `GET /metrics` | 200 OpenMetrics text (`application/openmetrics-text`), names prefixed `reprise_` (see [`crate::metrics`]) | 503 store failure |
 //! | `GET /usage?since=&until=&workflow=` | 200 `{"rows":[{"day","workflow","model","requests","prompt_tokens","completion_tokens","total_tokens","cached_tokens"?,"cost_usd"}],"requests","usage","cost_usd","unpriced_models","runs_scanned"}`: model requests' tokens and cost by day (UTC), workflow and model; `since`/`until` RFC 3339 or an age (`7d`) | 400 bad time |
 //! | `POST /schedules/{name}/backfill` (`{"from","to"}`, RFC 3339) | 200 `{"schedule","ticks","started","existing"}`: each tick's run once, also when repeated | 400 bad range, 404 |
-//! | `GET /ui`, `/ui/runs/{id}`, `/ui/runs/{id}/graph`, `/ui/workflows`, `/ui/workflows/{slug}` | 200 the web UI's pages (HTML; assets under `/ui/assets/`) | 404 HTML page for unknown runs, workflows and pages; 303 to `/ui/login` without the token |
+//! | `GET /ui`, `/ui/runs/{id}`, `/ui/runs/{id}/graph`, `/ui/workflows`, `/ui/workflows/{slug}`, `/ui/queues` | 200 the web UI's pages (HTML; assets under `/ui/assets/`) | 404 HTML page for unknown runs, workflows and pages; 303 to `/ui/login` without the token |
 //! | `POST /ui/login` (`{"token"}`), `POST /ui/logout` | 204 setting / clearing the UI's token cookie | 401 not the API token |
 //!
 //! # Errors
@@ -145,6 +146,7 @@ mod metrics;
 mod openapi;
 mod pause;
 mod purge;
+pub(crate) mod queues;
 mod runs;
 mod schedules;
 mod server;
@@ -410,6 +412,7 @@ fn build_router(
         .route("/schedules/{name}/backfill", post(schedules::backfill))
         .route("/metrics", get(metrics::metrics))
         .route("/usage", get(usage::usage))
+        .route("/queues", get(queues::list))
         .merge(ui::protected_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             auth,

@@ -24,7 +24,7 @@ use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
-    AppState, events, graph, hooks, metrics, pause, purge, runs, schedules, streams, usage,
+    AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams, usage,
     webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
@@ -73,6 +73,7 @@ use crate::registry::WorkflowEntry;
         schedules::backfill,
         metrics::metrics,
         usage::usage,
+        queues::list,
         messages::signal,
         messages::signal_by_key,
         messages::run_by_key,
@@ -108,7 +109,8 @@ use crate::registry::WorkflowEntry;
         messages::SignalPosted,
         messages::UpdateReply,
         events::EmitBody,
-        events::EmittedView
+        events::EmittedView,
+        queues::QueueView
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
@@ -117,6 +119,7 @@ use crate::registry::WorkflowEntry;
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "events", description = "Emitting events to waiting runs and `on_event` workflows"),
         (name = "meta", description = "This document"),
+        (name = "queues", description = "Flow-control queues: their limits, admitted and waiting runs"),
         (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
         (name = "observability", description = "Metrics (OpenMetrics) and token usage and cost"),
     )

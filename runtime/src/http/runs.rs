@@ -152,6 +152,20 @@ pub(crate) struct RunDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     continued_as: Option<crate::RunId>,
+    /// The run's flow-control queue (`?queue=`, `#[workflow(queue)]`): `{"name", "key"?,
+    /// "priority", "admitted_at"?}` (`admitted_at`: when a worker first claimed it; from
+    /// then on it holds its place in the queue until it ends); absent for a run in no queue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    queue: Option<crate::queue::RunQueue>,
+    /// Why the run is not executing yet, while it waits for admission to its queue or no
+    /// live worker serves it: `{"queue"?, "key"?, "blocked"?, "unserved"?, "message"}`
+    /// (`blocked`: the limit holding it back, `{"reason": "concurrency" |
+    /// "key_concurrency" | "rate_limit", …}`; `unserved`: why no live worker would claim
+    /// it; `message`: the whole as one sentence). Absent when nothing holds it back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    waiting_for: Option<super::queues::WaitingFor>,
 }
 
 /// Query of `GET /runs`.
@@ -362,6 +376,7 @@ pub(crate) async fn run_detail(
         })
         .collect();
     let links = crate::engine::run_links_of(&record, &events);
+    let waiting_for = super::queues::WaitingFor::of(engine, &record).await;
     Ok(RunDetail {
         id: record.id.to_string(),
         workflow: record.workflow,
@@ -387,6 +402,8 @@ pub(crate) async fn run_detail(
         children: links.children,
         continued_from: links.continued_from,
         continued_as: links.continued_as,
+        queue: record.queue,
+        waiting_for,
     })
 }
 

@@ -114,6 +114,66 @@ pub(crate) struct StartQuery {
     /// Find the run with `GET /workflows/{slug}/runs/{key}`. Not with `Idempotency-Key`.
     #[param(example = "order-42")]
     key: Option<String>,
+    /// The flow-control queue to put the run in, instead of its workflow's own (`GET
+    /// /queues` lists them). An unknown queue is 400 naming the known ones; nothing is
+    /// created.
+    #[param(example = "llm")]
+    queue: Option<String>,
+    /// The run's key in its queue (per-key concurrency, per-key rate limit, debounce),
+    /// instead of the one the queue reads from the input (its JSON pointer; an input
+    /// without it is 400, nothing created).
+    #[param(example = "customer-7")]
+    queue_key: Option<String>,
+    /// The run's priority in its queue, an integer: higher is admitted first; equal
+    /// priorities by due time, then creation. Default 0.
+    #[param(example = "5")]
+    priority: Option<String>,
+    /// A de-duplication id in the run's queue: while a run of the queue started with it
+    /// has not ended, the request creates nothing and answers 200 with that run and
+    /// `"created": false`; otherwise 202 with `"created": true`. Not with `key` or
+    /// `Idempotency-Key`.
+    #[param(example = "nightly-2026-12-06")]
+    dedup: Option<String>,
+}
+
+impl StartQuery {
+    /// The flow-control part of the start; 400 for a `priority` that is not an integer.
+    fn queue_request(&self) -> Result<crate::queue::QueueRequest, ApiError> {
+        let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        let priority = match nonempty(&self.priority) {
+            None => None,
+            Some(text) => Some(text.trim().parse::<i32>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "`priority={text}` is not an integer; write a whole number such as \
+                     `priority=5` or `priority=-1` (higher is admitted first)"
+                ))
+            })?),
+        };
+        Ok(crate::queue::QueueRequest {
+            queue: nonempty(&self.queue),
+            key: nonempty(&self.queue_key),
+            priority,
+            dedup_id: nonempty(&self.dedup),
+        })
+    }
+}
+
+/// Whether a start of `slug` with `request` goes through a de-duplication or a debounce,
+/// and so may answer with a run that already existed.
+fn gated(engine: &crate::Engine, slug: &str, request: &crate::queue::QueueRequest) -> bool {
+    if request.dedup_id.is_some() {
+        return true;
+    }
+    let own = engine
+        .registry()
+        .workflow(slug)
+        .and_then(|entry| entry.options.queue);
+    request
+        .queue
+        .as_deref()
+        .or(own)
+        .and_then(|name| engine.queues().iter().find(|q| q.name == name))
+        .is_some_and(|q| q.debounce.is_some())
 }
 
 /// The header of an idempotent start.
@@ -142,6 +202,14 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// With `?key=order-42` (a business key), at most one run of the workflow holds the key:
 /// 201 `{"run_id", "status", "created": true}` when this request created it, 200 with that
 /// run and `"created": false` when one already held it (whatever its input).
+///
+/// Flow control ([`crate::queue`]): `?queue=` puts the run in a queue (instead of its
+/// workflow's own), `?queue_key=` gives its key there, `?priority=` its priority, `?dedup=`
+/// a de-duplication id. An unknown queue, a key the queue needs but the input lacks, or a
+/// `priority` that is not an integer is 400 with the sentence saying what to change;
+/// nothing is created. A start with `dedup`, or into a debounced queue, answers 202 with
+/// `"created": true` when it created a run, and 200 with the run that answered it and
+/// `"created": false` when it created none.
 #[utoipa::path(
     post,
     path = "/workflows/{slug}",
@@ -156,9 +224,9 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
     request_body(content = Value, description = "The workflow's input (an empty body is `null`)", content_type = "application/json"),
     responses(
         (status = 202, description = "Enqueued (or still going after `wait`)", body = RunState),
-        (status = 200, description = "With `wait`: the run ended; `output` or `error`. With an `Idempotency-Key` seen before: that run, `duplicate: true`. With a `key` a run already holds: that run, `created: false`", body = RunState),
+        (status = 200, description = "With `wait`: the run ended; `output` or `error`. With an `Idempotency-Key` seen before: that run, `duplicate: true`. With a `key` a run already holds, or a `dedup` id (or a debounce) answered by a pending run: that run, `created: false`", body = RunState),
         (status = 201, description = "With `key`: the run was created (`created: true`)", body = RunState),
-        (status = 400, description = "The body is not JSON, or `wait` or `delay` is not a duration, or `start_at` is not an RFC 3339 time, or both `delay` and `start_at` are given, or the idempotency key is malformed", body = ErrorBody),
+        (status = 400, description = "The body is not JSON, or `wait` or `delay` is not a duration, or `start_at` is not an RFC 3339 time, or both `delay` and `start_at` are given, or the idempotency key is malformed, or the queue is unknown, or the queue's key pointer is missing from the input, or `priority` is not an integer (nothing is created)", body = ErrorBody),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
         (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
         (status = 404, description = "No workflow has this slug", body = ErrorBody),
@@ -187,6 +255,8 @@ pub(crate) async fn start(
     if let Some(key) = &query.key {
         options = options.key(key.clone());
     }
+    options.queue = query.queue_request()?;
+    let gated = gated(&state.engine, &slug, &options.queue);
     // The caller's trace context: every execution of the run joins its trace.
     let traceparent = headers
         .get(crate::telemetry::TRACEPARENT)
@@ -199,17 +269,28 @@ pub(crate) async fn start(
     if query.key.is_some() {
         return super::messages::keyed_start(&state, &id, created, wait).await;
     }
-    if !created {
+    if !created && !gated {
         return duplicate(&state, &id, wait).await;
     }
+    if !created {
+        // A de-duplication id or a debounce answered with the run that holds it.
+        return super::messages::keyed_start(&state, &id, false, wait).await;
+    }
+    let created = gated.then_some(true);
     let Some(wait) = wait else {
-        return Ok(accepted(RunState::new(&id, RunStatus::Queued)));
+        let mut body = RunState::new(&id, RunStatus::Queued);
+        body.created = created;
+        return Ok(accepted(body));
     };
     let record = state.engine.wait_for_end(&id, wait).await?;
     if record.status.is_terminal() {
-        return Ok((StatusCode::OK, Json(RunState::of(record))).into_response());
+        let mut body = RunState::of(record);
+        body.created = created;
+        return Ok((StatusCode::OK, Json(body)).into_response());
     }
-    Ok(accepted(RunState::new(&id, record.status)))
+    let mut body = RunState::new(&id, record.status);
+    body.created = created;
+    Ok(accepted(body))
 }
 
 /// The start time `?delay=` or `?start_at=` asks for, if any; 400 when malformed or both.

@@ -56,6 +56,15 @@
 //! ([`Store::event_waiters`]); and `emitted_events(name, id, created_at, PRIMARY KEY
 //! (name, id))`, which records each emitted event once ([`Store::record_event`]).
 //!
+//! Version 9 adds flow control (DESIGN "Flow control", `crate::queue`): `runs.queue`,
+//! `queue_key`, `priority` and `admitted_at` (when a claim admitted the run into its
+//! queue), the indexes a claim's admission reads (`runs_queue_waiting`,
+//! `runs_queue_active`, `runs_queue_admitted_at`, `runs_queue_admitted`), narrows
+//! `runs_due` to runs that need no admission, and adds `workers(id PRIMARY KEY, info,
+//! expires_at)`, the registry of live workers, each `info` a JSON
+//! [`crate::queue::WorkerInfo`]. Admission happens inside the claim's write transaction,
+//! so the limits hold across processes sharing the file (see `sqlite_queues.rs`).
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -107,6 +116,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
+#[path = "sqlite_queues.rs"]
+mod queues;
 #[path = "sqlite_schedules.rs"]
 mod schedules;
 
@@ -294,14 +305,23 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // Version 9: flow control. A run's queue, its key in the queue, its priority and
     // when it was admitted (`Store::claim`); the registry of live workers
-    // (`Store::worker_heartbeat`), each row a JSON `WorkerInfo`.
+    // (`Store::worker_heartbeat`), each row a JSON `WorkerInfo`. `runs_due` is narrowed
+    // to the runs a claim takes without admission; the queue indexes are described in
+    // `sqlite_queues.rs`.
     r#"
     ALTER TABLE runs ADD COLUMN queue TEXT;
     ALTER TABLE runs ADD COLUMN queue_key TEXT;
     ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN admitted_at INTEGER;
+    DROP INDEX runs_due;
+    CREATE INDEX runs_due ON runs (due_at)
+        WHERE due_at IS NOT NULL AND (queue IS NULL OR admitted_at IS NOT NULL);
     CREATE INDEX runs_queue_waiting ON runs (queue, priority DESC, due_at)
         WHERE queue IS NOT NULL AND admitted_at IS NULL AND due_at IS NOT NULL;
+    CREATE INDEX runs_queue_active ON runs (queue, queue_key)
+        WHERE admitted_at IS NOT NULL AND status NOT IN ('completed', 'failed', 'canceled');
+    CREATE INDEX runs_queue_admitted_at ON runs (queue, admitted_at)
+        WHERE admitted_at IS NOT NULL;
     CREATE INDEX runs_queue_admitted ON runs (queue, queue_key, admitted_at)
         WHERE admitted_at IS NOT NULL;
     CREATE TABLE workers (
@@ -859,27 +879,69 @@ impl Store for SqliteStore {
         &self,
         request: &crate::queue::ClaimRequest<'_>,
     ) -> Result<Vec<Lease>, EngineError> {
-        // TODO(issue16): routing and queue admission.
-        let crate::queue::ClaimRequest {
-            owner,
-            now,
-            expires_at,
-            limit,
-            ..
-        } = *request;
-        if limit == 0 {
+        if request.limit == 0 {
             return Ok(Vec::new());
         }
-        let op = Op::Claim {
-            owner: owner.to_owned(),
-            now: micros(now),
-            expires_at: micros(expires_at),
-            limit: i64::try_from(limit).unwrap_or(i64::MAX),
-        };
-        match self.write(op).await? {
+        match self
+            .write(Op::Claim(queues::encode_claim(request)?))
+            .await?
+        {
             Reply::Claimed(leases) => Ok(leases),
             _ => Err(unexpected_reply()),
         }
+    }
+
+    async fn create_run_gated(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        gate: &crate::queue::StartGate,
+    ) -> Result<crate::queue::Gated, EngineError> {
+        let op = queues::QueueOp::CreateGated(
+            encode_create(record, &created)?,
+            queues::encode_gate(gate)?,
+        );
+        match self.write(Op::Queue(op)).await? {
+            Reply::Gated(gated) => Ok(gated),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn queue_totals(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
+        let queue = queue.clone();
+        let key = key.map(str::to_owned);
+        self.read(move |conn| queues::read_totals(conn, &queue, key.as_deref(), now))
+            .await
+    }
+
+    async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
+        let op = queues::QueueOp::Heartbeat(
+            worker.id.clone(),
+            serde_json::to_string(worker)?,
+            micros(worker.expires_at),
+        );
+        self.write(Op::Queue(op)).await.map(drop)
+    }
+
+    async fn worker_stopped(&self, id: &str) -> Result<(), EngineError> {
+        self.write(Op::Queue(queues::QueueOp::Stopped(id.to_owned())))
+            .await
+            .map(drop)
+    }
+
+    async fn live_workers(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<crate::queue::WorkerInfo>>, EngineError> {
+        let now = micros(now);
+        self.read(move |conn| queues::live_workers(conn, now))
+            .await
+            .map(Some)
     }
 
     async fn renew(
@@ -1365,12 +1427,10 @@ enum Op {
         now: i64,
         expires_at: i64,
     },
-    Claim {
-        owner: String,
-        now: i64,
-        expires_at: i64,
-        limit: i64,
-    },
+    /// [`Store::claim`].
+    Claim(queues::EncodedClaim),
+    /// Gated creation and the worker registry.
+    Queue(queues::QueueOp),
     Renew(Lease, i64),
     Release(Lease),
     RequestCancel(String),
@@ -1403,12 +1463,15 @@ enum Op {
 }
 
 impl Op {
-    /// Whether the op only takes, renews or gives back a lease.
+    /// Whether the op only takes, renews or gives back a lease (a claim's admissions
+    /// included: like the lease, an admission matters while its holder runs, and the
+    /// holder's first durable append makes it durable), or renews the worker registry.
     fn is_lease_bookkeeping(&self) -> bool {
-        matches!(
-            self,
-            Op::Acquire { .. } | Op::Claim { .. } | Op::Renew(..) | Op::Release(..)
-        )
+        match self {
+            Op::Acquire { .. } | Op::Claim(..) | Op::Renew(..) | Op::Release(..) => true,
+            Op::Queue(op) => op.is_bookkeeping(),
+            _ => false,
+        }
     }
 }
 
@@ -1428,6 +1491,8 @@ enum Reply {
     Changed(bool),
     Purged(Vec<PurgedRun>),
     Posted(crate::message::Posted),
+    /// What a gated creation did.
+    Gated(crate::queue::Gated),
 }
 
 fn unexpected_reply() -> EngineError {
@@ -1584,12 +1649,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
             now,
             expires_at,
         } => apply_acquire(conn, id, owner, *now, *expires_at).map(Reply::Acquired),
-        Op::Claim {
-            owner,
-            now,
-            expires_at,
-            limit,
-        } => apply_claim(conn, owner, *now, *expires_at, *limit).map(Reply::Claimed),
+        Op::Claim(claim) => queues::apply_claim(conn, claim).map(Reply::Claimed),
+        Op::Queue(op) => queues::apply(conn, op),
         Op::Renew(lease, expires_at) => apply_renew(conn, lease, *expires_at).map(Reply::Renewed),
         Op::Release(lease) => {
             conn.prepare_cached(
@@ -1933,36 +1994,6 @@ fn apply_acquire(
         return Ok(held);
     }
     take_lease(conn, id, owner, expires_at).map(Acquired::Lease)
-}
-
-fn apply_claim(
-    conn: &Connection,
-    owner: &str,
-    now: i64,
-    expires_at: i64,
-    limit: i64,
-) -> Result<Vec<Lease>, EngineError> {
-    // The rule of `store::due_at`, kept in SQL as the column `due_at` (schema version 3).
-    let mut ids: Vec<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT rowid, id FROM runs INDEXED BY runs_due
-             WHERE due_at <= ?1
-               AND (lease_owner IS NULL OR lease_expires_at <= ?1)
-               AND NOT EXISTS (SELECT 1 FROM paused_workflows p WHERE p.workflow = runs.workflow)
-             ORDER BY due_at, rowid LIMIT ?2",
-        )
-        .ctx("cannot claim runs")?
-        .query_map(rusqlite::params![now, limit], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .ctx("cannot claim runs")?
-        .collect::<Result<_, _>>()
-        .ctx("cannot claim runs")?;
-    // Chosen earliest due first; handed out in creation order.
-    ids.sort_unstable();
-    ids.iter()
-        .map(|(_, id)| take_lease(conn, id, owner, expires_at))
-        .collect()
 }
 
 fn apply_renew(

@@ -1090,16 +1090,35 @@ mod sqlite_only {
             create(&store, "before", "wf", t(0)).await;
         }
         {
-            // Back to version 7: as a build without the inbox left it.
+            // Back to version 7: as a build without the inbox (and without flow
+            // control, version 9) left it.
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE messages; DROP TABLE event_waits; DROP TABLE emitted_events;
-                 DELETE FROM schema_migrations WHERE version = 8;",
+                 DROP TABLE workers;
+                 DROP INDEX runs_queue_waiting; DROP INDEX runs_queue_active;
+                 DROP INDEX runs_queue_admitted_at; DROP INDEX runs_queue_admitted;
+                 DROP INDEX runs_due;
+                 ALTER TABLE runs DROP COLUMN queue; ALTER TABLE runs DROP COLUMN queue_key;
+                 ALTER TABLE runs DROP COLUMN priority;
+                 ALTER TABLE runs DROP COLUMN admitted_at;
+                 CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
+                 DELETE FROM schema_migrations WHERE version >= 8;",
             )
             .unwrap();
         }
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 8);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 9);
+        assert_eq!(
+            get(&store, &RunId::from("before")).await.queue,
+            None,
+            "an old run is in no queue"
+        );
+        let claimed = store
+            .claim_due("w", t(secs(10)), t(secs(40)), 10)
+            .await
+            .unwrap();
+        assert_eq!(leased_ids(&claimed), ["before"], "and is claimed as before");
         let posted = store
             .post_message(message("before", "signal:go", json!(1), None, 1))
             .await

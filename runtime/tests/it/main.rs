@@ -24,6 +24,7 @@ mod payload_limits;
 mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod queues_http;
 mod registry;
 mod retention;
 mod retry_run;
@@ -31,6 +32,7 @@ mod schedules;
 mod secrets;
 mod select;
 mod signals;
+mod sqlite_queues;
 mod store_open;
 mod streams;
 mod tags;

@@ -9,6 +9,7 @@ use serde_json::Value;
 pub(crate) enum Nav {
     Runs,
     Workflows,
+    Queues,
     None,
 }
 
@@ -31,6 +32,7 @@ pub(crate) fn page(title: &str, nav: Nav, body: Markup) -> Markup {
                     nav {
                         a href="/ui" class=[(nav == Nav::Runs).then_some("current")] { "Runs" }
                         a href="/ui/workflows" class=[(nav == Nav::Workflows).then_some("current")] { "Workflows" }
+                        a href="/ui/queues" class=[(nav == Nav::Queues).then_some("current")] { "Queues" }
                     }
                     span.spacer {}
                     a.muted href="/openapi.json" { "API" }

@@ -1,6 +1,6 @@
 //! The web UI at `/ui` (DESIGN "Observability"): server-rendered HTML (maud), assets
 //! embedded in the binary, no network. Pages: `/ui` (runs), `/ui/runs/{id}`,
-//! `/ui/runs/{id}/graph`, `/ui/workflows`, `/ui/workflows/{slug}`; `/ui/login` when the
+//! `/ui/runs/{id}/graph`, `/ui/workflows`, `/ui/workflows/{slug}`, `/ui/queues`; `/ui/login` when the
 //! API has a token; `/ui/assets/…`.
 //!
 //! Pages read the engine directly and act through the JSON API (`fetch` from
@@ -13,6 +13,7 @@ mod form;
 mod graph;
 mod layout;
 mod login;
+mod queues;
 mod run;
 mod runs;
 mod timeline;
@@ -39,6 +40,7 @@ pub(crate) fn protected_routes() -> Router<AppState> {
         .route("/ui/runs/{id}/graph", get(graph::page))
         .route("/ui/workflows", get(workflows::list))
         .route("/ui/workflows/{slug}", get(workflows::page))
+        .route("/ui/queues", get(queues::page))
         .route("/ui/{*rest}", get(not_found_route))
 }
 

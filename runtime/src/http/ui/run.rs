@@ -37,7 +37,8 @@ pub(crate) async fn page(
     let record = state.engine.get_run(&id).await?;
     let events = state.engine.events(&id).await?;
     let hooks = state.engine.open_hooks_in(&record, &events);
-    let body = body(&state, &record, &events, &hooks);
+    let wait = crate::http::queues::WaitingFor::of(&state.engine, &record).await;
+    let body = body(&state, &record, &events, &hooks, wait.as_ref());
     if query.fragment.as_deref() == Some("body") {
         return Ok(respond(StatusCode::OK, body));
     }
@@ -86,7 +87,13 @@ fn actions(record: &RunRecord) -> Markup {
 }
 
 /// The live part of the page.
-fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHook]) -> Markup {
+fn body(
+    state: &AppState,
+    record: &RunRecord,
+    events: &[Event],
+    hooks: &[OpenHook],
+    wait: Option<&crate::http::queues::WaitingFor>,
+) -> Markup {
     let timeline = Timeline::of(events, state.engine.prices());
     let usage = crate::engine::token_usage(events);
     let tags = crate::tags::tags_of(events);
@@ -111,6 +118,18 @@ fn body(state: &AppState, record: &RunRecord, events: &[Event], hooks: &[OpenHoo
                 dt { "Updated" } dd { (time(record.updated_at, now)) }
                 @if let Some(ms) = duration { dt { "Duration" } dd { (duration_ms(ms)) } }
                 @if let Some(wake) = record.wake_at { dt { "Wakes" } dd { (time(wake, now)) } }
+                @if let Some(queue) = &record.queue {
+                    dt { "Queue" } dd #run-queue data-queue=(queue.name) {
+                        a href="/ui/queues" { (queue.name) }
+                        @if let Some(key) = &queue.key { " · key " code { (key) } }
+                        " · priority " (queue.priority)
+                        @if let Some(at) = queue.admitted_at { " · admitted " (time(at, now)) }
+                        @else { " · " span.muted { "not admitted yet" } }
+                    }
+                }
+                @if let Some(wait) = wait {
+                    dt { "Waiting" } dd #run-waiting .wrap { (wait.message) }
+                }
                 @if usage.total_tokens > 0 {
                     dt { "Tokens" } dd { (tokens_label(&usage)) }
                     dt { "Cost" } dd {

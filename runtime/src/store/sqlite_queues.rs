@@ -1,0 +1,527 @@
+//! Flow control in the SQLite store (schema version 9): claims with routing and queue
+//! admission ([`crate::store::Store::claim`]), gated creation
+//! ([`crate::store::Store::create_run_gated`]), queue totals and the worker registry.
+//!
+//! Every write here runs on the writer thread, inside its `BEGIN IMMEDIATE` transaction:
+//! SQLite lets one writer at a time hold the file, so a claim's counting, admission and
+//! leasing are atomic across every process that opens the file, and two claimers can
+//! never both admit into the last free place of a queue.
+//!
+//! # Indexes
+//!
+//! - `runs_due (due_at) WHERE due_at IS NOT NULL AND (queue IS NULL OR admitted_at IS NOT
+//!   NULL)`: the runs a claim leases without admission (in no queue, or admitted); a
+//!   claim reads it from its start and stops after `limit` rows, as before queues. Runs
+//!   waiting for admission are not in it, so a long queue costs this path nothing.
+//! - `runs_queue_waiting (queue, priority DESC, due_at) WHERE queue IS NOT NULL AND
+//!   admitted_at IS NULL AND due_at IS NOT NULL`: a queue's candidates in admission order
+//!   (priority, due time, then rowid, that is creation).
+//! - `runs_queue_active (queue, queue_key) WHERE admitted_at IS NOT NULL AND status NOT IN
+//!   ('completed', 'failed', 'canceled')`: the admitted, unfinished runs that concurrency
+//!   counts (a count reads as many entries as runs hold a place).
+//! - `runs_queue_admitted_at (queue, admitted_at)` and `runs_queue_admitted (queue,
+//!   queue_key, admitted_at)`, both `WHERE admitted_at IS NOT NULL`: the admissions in a
+//!   rate window, queue-wide or per key (a count reads the window only).
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension};
+
+use super::{EncodedCreate, EncodedEvent, Reply, SqlContext, apply_create};
+use crate::EngineError;
+use crate::event::RunId;
+use crate::queue::{
+    Admitter, ClaimRequest, DEFAULT_QUEUE, DebouncePolicy, Gated, KeyTotals, Queue, QueueTotals,
+    StartGate, WorkerInfo,
+};
+use crate::store::codec::{self, micros};
+use crate::store::{Lease, StoreError, StoreErrorKind};
+
+/// A flow-control write, applied by the writer thread.
+pub(super) enum QueueOp {
+    /// [`crate::store::Store::create_run_gated`].
+    CreateGated(EncodedCreate, EncodedGate),
+    /// [`crate::store::Store::worker_heartbeat`]: `(id, WorkerInfo as JSON, expires_at)`.
+    Heartbeat(String, String, i64),
+    /// [`crate::store::Store::worker_stopped`].
+    Stopped(String),
+}
+
+impl QueueOp {
+    /// Whether the op is bookkeeping that needs no fsync of its own (a lost heartbeat
+    /// is renewed by the next one).
+    pub(super) fn is_bookkeeping(&self) -> bool {
+        matches!(self, QueueOp::Heartbeat(..) | QueueOp::Stopped(..))
+    }
+}
+
+/// A [`StartGate`] as the writer applies it.
+pub(super) struct EncodedGate {
+    key: String,
+    rule: GateRule,
+}
+
+enum GateRule {
+    Dedup,
+    Debounce {
+        policy: DebouncePolicy,
+        canceled: EncodedEvent,
+        error: String,
+    },
+}
+
+/// `gate` as stored.
+pub(super) fn encode_gate(gate: &StartGate) -> Result<EncodedGate, EngineError> {
+    Ok(match gate {
+        StartGate::Dedup { key } => EncodedGate {
+            key: key.clone(),
+            rule: GateRule::Dedup,
+        },
+        StartGate::Debounce {
+            key,
+            policy,
+            canceled,
+            error,
+        } => EncodedGate {
+            key: key.clone(),
+            rule: GateRule::Debounce {
+                policy: *policy,
+                canceled: EncodedEvent::new(canceled)?,
+                error: serde_json::to_string(error)?,
+            },
+        },
+    })
+}
+
+/// A [`ClaimRequest`] as the writer applies it.
+pub(super) struct EncodedClaim {
+    owner: String,
+    now: DateTime<Utc>,
+    expires_at: i64,
+    limit: i64,
+    /// The served workflows, as a JSON array (`None`: all).
+    workflows: Option<String>,
+    /// The served queues (`default` = no queue), as a JSON array (`None`: all).
+    routed_queues: Option<String>,
+    /// The queues to admit into: those of the request that the routing serves.
+    queues: Vec<Queue>,
+}
+
+/// `request` as the writer applies it.
+pub(super) fn encode_claim(request: &ClaimRequest<'_>) -> Result<EncodedClaim, EngineError> {
+    let routing = request.routing;
+    let queues = request
+        .queues
+        .iter()
+        .filter(|q| {
+            routing
+                .queues
+                .as_ref()
+                .is_none_or(|served| served.iter().any(|s| *s == q.name))
+        })
+        .cloned()
+        .collect();
+    Ok(EncodedClaim {
+        owner: request.owner.to_owned(),
+        now: request.now,
+        expires_at: micros(request.expires_at),
+        limit: i64::try_from(request.limit).unwrap_or(i64::MAX),
+        workflows: routing
+            .workflows
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+        routed_queues: routing
+            .queues
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()?,
+        queues,
+    })
+}
+
+/// The writer's side of [`crate::store::Store::claim`]: due runs that need no admission
+/// first (earliest due first, as before queues), then admission into each queue of the
+/// request while places are left; every chosen run leased, in creation order.
+pub(super) fn apply_claim(conn: &Connection, c: &EncodedClaim) -> Result<Vec<Lease>, EngineError> {
+    let what = "cannot claim runs";
+    let now = micros(c.now);
+    // (rowid, id, admitted now)
+    let mut chosen: Vec<(i64, String, bool)> = free_runs(conn, c, now)?
+        .into_iter()
+        .map(|(rowid, id)| (rowid, id, false))
+        .collect();
+    for queue in &c.queues {
+        let room = c.limit.saturating_sub(chosen.len() as i64);
+        if room <= 0 {
+            break;
+        }
+        for (rowid, id) in admit(conn, c, queue, now, room)? {
+            chosen.push((rowid, id, true));
+        }
+    }
+    // Chosen earliest due (or by admission order); handed out in creation order.
+    chosen.sort_unstable();
+    let mut leases = Vec::with_capacity(chosen.len());
+    for (_, id, admitted) in &chosen {
+        let mut stmt = conn
+            .prepare_cached(
+                "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, fence = fence + 1,
+                                 admitted_at = CASE WHEN ?4 THEN ?5 ELSE admitted_at END
+                 WHERE id = ?1 RETURNING fence, cancel_requested, pause_requested",
+            )
+            .ctx_run(what, id)?;
+        let mut rows = stmt
+            .query(rusqlite::params![id, c.owner, c.expires_at, admitted, now])
+            .ctx_run(what, id)?;
+        match rows.next().ctx_run(what, id)? {
+            Some(row) => leases.push(codec::lease(id, &c.owner, c.expires_at, row, 0)?),
+            None => return Err(EngineError::UnknownRun(id.clone())),
+        }
+    }
+    Ok(leases)
+}
+
+/// The routing terms of a claim's `WHERE` clause, numbering parameters from `next`, and
+/// their values.
+fn routing_terms(c: &EncodedClaim, mut next: usize, queues: bool) -> (String, Vec<SqlValue>) {
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    if let Some(workflows) = &c.workflows {
+        sql.push_str(&format!(
+            " AND workflow IN (SELECT value FROM json_each(?{next}))"
+        ));
+        params.push(SqlValue::Text(workflows.clone()));
+        next += 1;
+    }
+    if queues && let Some(routed) = &c.routed_queues {
+        sql.push_str(&format!(
+            " AND coalesce(queue, '{DEFAULT_QUEUE}') IN (SELECT value FROM json_each(?{next}))"
+        ));
+        params.push(SqlValue::Text(routed.clone()));
+    }
+    (sql, params)
+}
+
+/// Up to `limit` due, unleased, served runs that need no admission (in no queue, or
+/// admitted), earliest due first: `(rowid, id)`.
+fn free_runs(
+    conn: &Connection,
+    c: &EncodedClaim,
+    now: i64,
+) -> Result<Vec<(i64, String)>, EngineError> {
+    let what = "cannot claim runs";
+    let (routing, routing_params) = routing_terms(c, 3, true);
+    // The rule of `store::due_at`, kept in SQL as the column `due_at` (schema version 3);
+    // the second term is the partial index's own condition, word for word, so the
+    // planner may use it.
+    let sql = format!(
+        "SELECT rowid, id FROM runs INDEXED BY runs_due
+         WHERE due_at <= ?1
+           AND (queue IS NULL OR admitted_at IS NOT NULL)
+           AND (lease_owner IS NULL OR lease_expires_at <= ?1)
+           AND NOT EXISTS (SELECT 1 FROM paused_workflows p WHERE p.workflow = runs.workflow)
+           {routing}
+         ORDER BY due_at, rowid LIMIT ?2"
+    );
+    let params = [SqlValue::Integer(now), SqlValue::Integer(c.limit)]
+        .into_iter()
+        .chain(routing_params);
+    conn.prepare_cached(&sql)
+        .ctx(what)?
+        .query_map(rusqlite::params_from_iter(params), |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .ctx(what)?
+        .collect::<Result<_, _>>()
+        .ctx(what)
+}
+
+/// Admits up to `room` due, served candidates of `queue` by [`Admitter`], in order of
+/// priority, due time and creation: `(rowid, id)` of each. A candidate blocked by its
+/// key's limits is passed over; the walk stops when the queue is full or `room` is used.
+fn admit(
+    conn: &Connection,
+    c: &EncodedClaim,
+    queue: &Queue,
+    now: i64,
+    room: i64,
+) -> Result<Vec<(i64, String)>, EngineError> {
+    let what = format!("cannot admit runs into queue `{}`", queue.name);
+    let totals = queue_totals(conn, queue, c.now, queue.concurrency.is_some())?;
+    let mut admitter = Admitter::new(queue, c.now, totals);
+    if admitter.is_full() {
+        return Ok(Vec::new());
+    }
+    let (routing, routing_params) = routing_terms(c, 3, false);
+    // The candidates, read lazily: the walk usually stops long before the end. The
+    // `admitted_at IS NULL` term is the partial index's condition, word for word.
+    let sql = format!(
+        "SELECT rowid, id, queue_key FROM runs INDEXED BY runs_queue_waiting
+         WHERE queue = ?1 AND admitted_at IS NULL AND due_at <= ?2
+           AND (lease_owner IS NULL OR lease_expires_at <= ?2)
+           AND NOT EXISTS (SELECT 1 FROM paused_workflows p WHERE p.workflow = runs.workflow)
+           {routing}
+         ORDER BY priority DESC, due_at, rowid"
+    );
+    let params = [SqlValue::Text(queue.name.clone()), SqlValue::Integer(now)]
+        .into_iter()
+        .chain(routing_params);
+    let mut stmt = conn.prepare_cached(&sql).ctx(&what)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params)).ctx(&what)?;
+    let mut admitted = Vec::new();
+    while (admitted.len() as i64) < room && !admitter.is_full() {
+        let Some(row) = rows.next().ctx(&what)? else {
+            break;
+        };
+        let rowid: i64 = row.get(0).ctx(&what)?;
+        let id: String = row.get(1).ctx(&what)?;
+        let key: Option<String> = row.get(2).ctx_run(&what, &id)?;
+        if let Some(key) = &key
+            && admitter.needs_key_totals(key)
+        {
+            let totals = key_totals(conn, queue, key, c.now)?;
+            admitter.add_key_totals(key, totals);
+        }
+        if admitter.admit(key.as_deref()).is_ok() {
+            admitted.push((rowid, id));
+        }
+    }
+    Ok(admitted)
+}
+
+/// The queue-wide counts of [`crate::store::Store::queue_totals`] for `queue` at `now`;
+/// `active` only when `with_active` (else 0).
+fn queue_totals(
+    conn: &Connection,
+    queue: &Queue,
+    now: DateTime<Utc>,
+    with_active: bool,
+) -> Result<QueueTotals, EngineError> {
+    let what = format!("cannot count the runs of queue `{}`", queue.name);
+    let mut totals = QueueTotals::default();
+    if with_active {
+        let active: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM runs INDEXED BY runs_queue_active
+                 WHERE queue = ?1 AND admitted_at IS NOT NULL
+                   AND status NOT IN ('completed', 'failed', 'canceled')",
+            )
+            .ctx(&what)?
+            .query_row([&queue.name], |row| row.get(0))
+            .ctx(&what)?;
+        totals.active = count(active);
+    }
+    if let (Some(rate), Some(start)) = (queue.rate_limit, Admitter::window_start(queue, now))
+        && !rate.per_key
+    {
+        let (n, oldest): (i64, Option<i64>) = conn
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(admitted_at) FROM runs INDEXED BY runs_queue_admitted_at
+                 WHERE queue = ?1 AND admitted_at > ?2",
+            )
+            .ctx(&what)?
+            .query_row(rusqlite::params![queue.name, micros(start)], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .ctx(&what)?;
+        totals.admitted_in_window = count(n);
+        totals.oldest_in_window = oldest.map(|t| admitted(&queue.name, t)).transpose()?;
+    }
+    Ok(totals)
+}
+
+/// The counts of `key` in `queue` at `now`, as [`crate::store::Store::queue_totals`]
+/// defines them.
+fn key_totals(
+    conn: &Connection,
+    queue: &Queue,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<KeyTotals, EngineError> {
+    let what = format!(
+        "cannot count the runs of key `{key}` in queue `{}`",
+        queue.name
+    );
+    let active: i64 = conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM runs INDEXED BY runs_queue_active
+             WHERE queue = ?1 AND queue_key = ?2 AND admitted_at IS NOT NULL
+               AND status NOT IN ('completed', 'failed', 'canceled')",
+        )
+        .ctx(&what)?
+        .query_row([&queue.name, key], |row| row.get(0))
+        .ctx(&what)?;
+    let mut totals = KeyTotals {
+        active: count(active),
+        ..KeyTotals::default()
+    };
+    if let (Some(rate), Some(start)) = (queue.rate_limit, Admitter::window_start(queue, now))
+        && rate.per_key
+    {
+        let (n, oldest): (i64, Option<i64>) = conn
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(admitted_at) FROM runs INDEXED BY runs_queue_admitted
+                 WHERE queue = ?1 AND queue_key = ?2 AND admitted_at > ?3",
+            )
+            .ctx(&what)?
+            .query_row(rusqlite::params![queue.name, key, micros(start)], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .ctx(&what)?;
+        totals.admitted_in_window = count(n);
+        totals.oldest_in_window = oldest.map(|t| admitted(&queue.name, t)).transpose()?;
+    }
+    Ok(totals)
+}
+
+/// A `COUNT(*)` (never negative).
+fn count(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or_default()
+}
+
+/// An `admitted_at` of a run of `queue`, as a time.
+fn admitted(queue: &str, at: i64) -> Result<DateTime<Utc>, EngineError> {
+    DateTime::from_timestamp_micros(at).ok_or_else(|| {
+        StoreError::new(
+            StoreErrorKind::Database,
+            format!(
+                "a run of queue `{queue}` has `admitted_at` {at} µs, which is not a valid time"
+            ),
+        )
+        .into()
+    })
+}
+
+/// The reader's side of [`crate::store::Store::queue_totals`]: one snapshot (a read
+/// transaction) for all counts.
+pub(super) fn read_totals(
+    conn: &Connection,
+    queue: &Queue,
+    key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(QueueTotals, Option<KeyTotals>), EngineError> {
+    let what = format!("cannot count the runs of queue `{}`", queue.name);
+    let tx = conn.unchecked_transaction().ctx(&what)?;
+    let totals = queue_totals(&tx, queue, now, true)?;
+    let key = key
+        .map(|key| key_totals(&tx, queue, key, now))
+        .transpose()?;
+    tx.finish().ctx(&what)?;
+    Ok((totals, key))
+}
+
+/// Applies a flow-control write.
+pub(super) fn apply(conn: &Connection, op: &QueueOp) -> Result<Reply, EngineError> {
+    match op {
+        QueueOp::CreateGated(create, gate) => apply_gated(conn, create, gate).map(Reply::Gated),
+        QueueOp::Heartbeat(id, info, expires_at) => {
+            let what = format!("cannot register worker `{id}`");
+            conn.prepare_cached(
+                "INSERT INTO workers (id, info, expires_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET info = excluded.info,
+                                                expires_at = excluded.expires_at",
+            )
+            .ctx(&what)?
+            .execute(rusqlite::params![id, info, expires_at])
+            .ctx(&what)?;
+            Ok(Reply::Done)
+        }
+        QueueOp::Stopped(id) => {
+            let what = format!("cannot remove worker `{id}` from the registry");
+            conn.prepare_cached("DELETE FROM workers WHERE id = ?1")
+                .ctx(&what)?
+                .execute([id])
+                .ctx(&what)?;
+            Ok(Reply::Done)
+        }
+    }
+}
+
+/// Creates `create` under the rule of `gate`, in the writer's transaction (see
+/// [`StartGate`]).
+fn apply_gated(
+    conn: &Connection,
+    create: &EncodedCreate,
+    gate: &EncodedGate,
+) -> Result<Gated, EngineError> {
+    let what = format!("cannot create run `{}` under key `{}`", create.id, gate.key);
+    // The run holding the key: its id, whether it ended, whether it is pending (queued
+    // and not admitted), its next seq.
+    let holder: Option<(String, bool, bool, i64)> = conn
+        .prepare_cached(
+            "SELECT runs.id, runs.status IN ('completed', 'failed', 'canceled'),
+                    runs.status = 'queued' AND runs.queue IS NOT NULL
+                        AND runs.admitted_at IS NULL,
+                    runs.next_seq
+               FROM run_keys JOIN runs ON runs.id = run_keys.run_id
+              WHERE run_keys.key = ?1",
+        )
+        .ctx_run(&what, &create.id)?
+        .query_row([&gate.key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()
+        .ctx_run(&what, &create.id)?;
+    let mut outcome = Gated::Created;
+    if let Some((held, ended, pending, next_seq)) = holder {
+        match &gate.rule {
+            GateRule::Dedup if !ended => return Ok(Gated::Existing(RunId(held))),
+            GateRule::Debounce {
+                policy,
+                canceled,
+                error,
+            } if pending => match policy {
+                DebouncePolicy::Drop => return Ok(Gated::Existing(RunId(held))),
+                DebouncePolicy::Replace => {
+                    super::insert_event(conn, &held, next_seq, canceled)?;
+                    conn.prepare_cached(
+                        "UPDATE runs SET status = 'canceled', error = ?2, wake_at = NULL,
+                                         updated_at = ?3, next_seq = ?4
+                         WHERE id = ?1",
+                    )
+                    .ctx_run(&what, &held)?
+                    .execute(rusqlite::params![held, error, canceled.at, next_seq + 1])
+                    .ctx_run(&what, &held)?;
+                    outcome = Gated::Replaced(RunId(held));
+                }
+            },
+            _ => {}
+        }
+    }
+    apply_create(conn, create)?;
+    conn.prepare_cached(
+        "INSERT INTO run_keys (key, run_id) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id",
+    )
+    .ctx_run(&what, &create.id)?
+    .execute([&gate.key, &create.id])
+    .ctx_run(&what, &create.id)?;
+    Ok(outcome)
+}
+
+/// The reader's side of [`crate::store::Store::live_workers`].
+pub(super) fn live_workers(conn: &Connection, now: i64) -> Result<Vec<WorkerInfo>, EngineError> {
+    let what = "cannot read the registry of workers";
+    let mut stmt = conn
+        .prepare_cached("SELECT id, info FROM workers WHERE expires_at > ?1 ORDER BY id")
+        .ctx(what)?;
+    let mut rows = stmt.query([now]).ctx(what)?;
+    let mut workers = Vec::new();
+    while let Some(row) = rows.next().ctx(what)? {
+        let id: String = row.get(0).ctx(what)?;
+        let info: String = row.get(1).ctx(what)?;
+        let info: WorkerInfo = serde_json::from_str(&info).map_err(|e| {
+            StoreError::new(
+                StoreErrorKind::Database,
+                format!(
+                    "the registry row of worker `{id}` is not a worker description ({e}); \
+                     it is rewritten at the worker's next heartbeat, or delete it from the \
+                     `workers` table"
+                ),
+            )
+        })?;
+        workers.push(info);
+    }
+    Ok(workers)
+}
