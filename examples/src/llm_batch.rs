@@ -46,10 +46,11 @@
 //!     '{"customer":"cust-1","doc_id":"doc-1","text":"Quarterly report. Revenue grew 4 percent."}'
 //! ```
 //!
-//! Queue settings can also live in data: the example app reads extra queues from
-//! `REPRISE_EXAMPLES_QUEUES`, a JSON list such as
+//! Queue settings can also live in data: every command of the app reads more queues from
+//! `--queues-file` or `REPRISE_QUEUES`, a JSON array such as
 //! `[{"name":"bulk","concurrency":2,"rate_limit":{"limit":5,"period":"1s"}}]`, and a start
-//! can put a run in one of them (`StartOptions::queue`).
+//! can put a run in one of them (`workflows run llm-batch --queue bulk …`,
+//! `StartOptions::queue`). Give every process on one database the same settings.
 //!
 //! Offline (neither `OPENAI_BASE_URL` nor `OPENAI_API_KEY` set) the scripted stand-in
 //! [`ScriptedSupportModel`](crate::support_model::ScriptedSupportModel) answers (**not
@@ -63,10 +64,6 @@ use reprise::queue::Queue;
 
 /// The queue `llm-batch` runs go through.
 pub const QUEUE: &str = "llm";
-
-/// The environment variable with extra queue settings for the example app: a JSON list of
-/// [`Queue`]s (see [`reprise::EngineBuilder::queues_json`]).
-pub const QUEUES_ENV: &str = "REPRISE_EXAMPLES_QUEUES";
 
 /// The first line of the summary prompt (the scripted model recognises it).
 pub(crate) const SUMMARISE: &str = "Summarise this document in one sentence.\n";

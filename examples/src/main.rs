@@ -6,8 +6,8 @@
 //! cargo run -q -p reprise-examples -- dev      # worker + scheduler + HTTP API on :8080
 //! ```
 //!
-//! Queue `llm` (`llm-batch`) is configured here; `REPRISE_EXAMPLES_QUEUES` adds more (a
-//! JSON list of queue settings).
+//! Queue `llm` (`llm-batch`) is configured here; `--queues-file` or `REPRISE_QUEUES` (a
+//! JSON array of queue settings) add more.
 //!
 //! LLM steps (`support-triage`, `llm-batch`) go to the OpenAI-compatible endpoint named by
 //! `OPENAI_BASE_URL` / `OPENAI_API_KEY`; with neither set, to the built-in
@@ -34,11 +34,6 @@ fn main() -> std::process::ExitCode {
             // `llm-batch` runs: 8 at once, one per customer, 20 starts per second, over
             // every worker on the database.
             .queue(reprise_examples::llm_batch::queue());
-        // More queues as data, e.g. `[{"name":"bulk","concurrency":2}]`.
-        let engine = match std::env::var(reprise_examples::llm_batch::QUEUES_ENV) {
-            Ok(json) if !json.trim().is_empty() => engine.queues_json(&json),
-            _ => engine,
-        };
         let engine = match TeamChannel::from_env() {
             Some(channel) => engine.resource(channel),
             None => engine,

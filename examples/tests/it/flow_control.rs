@@ -17,8 +17,9 @@
 //!   started with `--queues llm --workflows llm-batch` executes them and nothing else.
 //!
 //! The test process creates the runs through an engine of its own on the same database,
-//! configured with the same queues; the workers read the test queues from
-//! `REPRISE_EXAMPLES_QUEUES`.
+//! configured with the same queues; the workers read the test queues from `REPRISE_QUEUES`
+//! (CLI flags used: `worker --queues`, `--workflows`, `REPRISE_QUEUES`; `runs get` and
+//! `runs get --json` for `waiting_for`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -31,14 +32,17 @@ use futures::StreamExt;
 use reprise::event::{EventKind, RunFilter, RunId, RunStatus};
 use reprise::store::{PostgresOptions, PostgresStore};
 use reprise::{Engine, StartOptions, Trigger};
-use reprise_examples::llm_batch::{self, QUEUES_ENV, generated_document};
+use reprise_examples::llm_batch::{self, generated_document};
 use reprise_testkit::TempDb;
 use serde_json::{Value, json};
 
 use crate::many_workers::{TestSchema, test_url};
 
+/// The variable every command of the app reads extra queue settings from.
+const QUEUES_ENV: &str = "REPRISE_QUEUES";
+
 /// The queues of these tests, besides the example's `llm`: for the workers (through
-/// `REPRISE_EXAMPLES_QUEUES`) and the test's own engine alike.
+/// `REPRISE_QUEUES`) and the test's own engine alike.
 const TEST_QUEUES: &str = r#"[
     {"name": "keyed", "key": "/customer", "key_concurrency": 1},
     {"name": "ranked", "concurrency": 1},
@@ -670,17 +674,6 @@ fn runs_get(fleet: &Fleet, id: &RunId, json: bool) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Whether `value` has an `unserved` field with a sentence, at any depth.
-fn says_unserved(value: &Value) -> bool {
-    match value {
-        Value::Object(map) => map.iter().any(|(k, v)| {
-            (k == "unserved" && v.as_str().is_some_and(|s| !s.is_empty())) || says_unserved(v)
-        }),
-        Value::Array(items) => items.iter().any(says_unserved),
-        _ => false,
-    }
-}
-
 async fn routing_keeps_llm_runs_off_default_workers(mut fleet: Fleet) {
     let default = fleet.spawn(&["--queues", "default"]);
     let llm_runs = fleet.start_batch(None, 6, 3).await;
@@ -707,7 +700,8 @@ async fn routing_keeps_llm_runs_off_default_workers(mut fleet: Fleet) {
         "{human}"
     );
     let json: Value = serde_json::from_str(&runs_get(&fleet, &llm_runs[0], true)).unwrap();
-    assert!(says_unserved(&json), "{json:#}");
+    let unserved = json["waiting_for"]["unserved"].as_str().unwrap_or_default();
+    assert!(unserved.contains("no live worker serves"), "{json:#}");
 
     // A worker for queue `llm` and workflow `llm-batch` only: it runs them, and nothing else.
     let llm = fleet.spawn(&["--queues", "llm", "--workflows", "llm-batch"]);
