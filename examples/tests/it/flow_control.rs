@@ -467,10 +467,13 @@ async fn llm_queue_limits_hold(mut fleet: Fleet, workers: usize, store: &str) {
         admitted.push(at);
         let (start, end) = run.execution();
         assert!(at <= start, "run {id} executed before its admission");
-        held.push((at, end));
+        held.push((start, end));
     }
     assert_one_per_key(&runs);
-    // Concurrency: admitted and unfinished runs, at most 8 at any moment.
+    // Concurrency: at most 8 runs executing at any moment. (Executions, not
+    // `[admitted_at, end]`: a store stamps `admitted_at` with the claim's `now`, taken before
+    // the claim waits for the queue's lock, so a run's stamp may precede the end of the
+    // run whose place it took, although it was admitted after that end.)
     let most = most_at_once(held.into_iter());
     assert!(
         most <= queue.concurrency.unwrap() as usize,
