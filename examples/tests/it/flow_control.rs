@@ -336,10 +336,13 @@ fn effect_lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A run's execution: `(began, ended, run)`.
+type Span<'a> = (DateTime<Utc>, DateTime<Utc>, &'a RunId);
+
 /// Panics unless the executions of the runs of each key are disjoint in time; returns the
 /// most runs (of any keys) that were executing at one moment.
 fn assert_one_per_key(runs: &[(RunId, Recorded)]) -> usize {
-    let mut by_key: HashMap<&str, Vec<(DateTime<Utc>, DateTime<Utc>, &RunId)>> = HashMap::new();
+    let mut by_key: HashMap<&str, Vec<Span<'_>>> = HashMap::new();
     for (id, run) in runs {
         let key = run.key.as_deref().expect("every run has a key");
         let (start, end) = run.execution();
