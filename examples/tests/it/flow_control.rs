@@ -525,7 +525,8 @@ async fn the_llm_queue_limits_hold_across_three_postgres_workers() {
 
 /// Queue `ranked` admits one run at a time: 10 runs of priority 0, then 10 of priority 5,
 /// then 5 of priority 10, all created before the workers start; they must be admitted
-/// priority 10 first, then 5, then 0, each group in the order it was started.
+/// (and so execute) priority 10 first, then 5, then 0, each group in the order it was
+/// started.
 async fn priority_then_fifo(mut fleet: Fleet, workers: usize) {
     let mut started: Vec<(i32, usize, RunId)> = Vec::new();
     for (priority, count) in [(0, 10), (5, 10), (10, 5)] {
@@ -549,21 +550,23 @@ async fn priority_then_fifo(mut fleet: Fleet, workers: usize) {
     fleet.until_ended(&ids).await;
     let mut expected = started.clone();
     expected.sort_by_key(|(priority, i, _)| (-priority, *i));
-    let mut previous: Option<(DateTime<Utc>, DateTime<Utc>, &RunId)> = None;
+    // One at a time, so each run in the expected order began executing after the one
+    // before it ended. (Execution times, not `admitted_at`: a store stamps admissions with
+    // the claim's `now`, taken before the claim waits for the queue's lock.)
+    let mut previous: Option<Span<'_>> = None;
     for (priority, _, id) in &expected {
         let run = fleet.recorded(id).await;
         assert_eq!(run.status, RunStatus::Completed, "run {id}: {run:?}");
-        let admitted = run.admitted_at.expect("admitted");
-        let (_, end) = run.execution();
-        if let Some((prev_admitted, prev_end, prev)) = previous {
-            // One at a time: each run is admitted after the one before it ended.
+        assert!(run.admitted_at.is_some(), "run {id} was never admitted");
+        let (start, end) = run.execution();
+        if let Some((prev_start, prev_end, prev)) = previous {
             assert!(
-                admitted >= prev_end && admitted > prev_admitted,
-                "run {id} (priority {priority}) was admitted at {admitted}, before run \
-                 {prev} (admitted {prev_admitted}, ended {prev_end}) that should go first"
+                start >= prev_end,
+                "run {id} (priority {priority}) began executing at {start}, before run \
+                 {prev} (executed {prev_start} to {prev_end}), which should go first"
             );
         }
-        previous = Some((admitted, end, id));
+        previous = Some((start, end, id));
     }
 }
 
