@@ -897,10 +897,10 @@ impl Store for SqliteStore {
         created: NewEvent,
         gate: &crate::queue::StartGate,
     ) -> Result<crate::queue::Gated, EngineError> {
-        let op = queues::QueueOp::CreateGated(
+        let op = queues::QueueOp::CreateGated(Box::new((
             encode_create(record, &created)?,
             queues::encode_gate(gate)?,
-        );
+        )));
         match self.write(Op::Queue(op)).await? {
             Reply::Gated(gated) => Ok(gated),
             _ => Err(unexpected_reply()),
