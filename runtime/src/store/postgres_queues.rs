@@ -222,7 +222,7 @@ impl PostgresStore {
                     .routing
                     .queues
                     .as_ref()
-                    .is_none_or(|names| names.iter().any(|n| *n == q.name))
+                    .is_none_or(|names| names.contains(&q.name))
             })
             .collect();
         if served.is_empty() || room == 0 {
