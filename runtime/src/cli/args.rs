@@ -287,9 +287,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "KEY", conflicts_with = "idempotency_key")]
     pub(crate) key: Option<String>,
     /// Put the run in this flow-control queue instead of its workflow's own (`queues list`
-    /// shows them). An unknown queue exits 2 naming the known ones; nothing is started. A
-    /// run in a queue that limits admission (concurrency, rate) or debounces is left to a
-    /// `dev` or `worker` process, as with `--enqueue`, unless `--wait` is given.
+    /// shows them). An unknown queue exits 2 naming the known ones; nothing is started.
+    /// Run here, the run first waits until its queue admits it (as a worker's would).
     #[arg(long, value_name = "QUEUE")]
     pub(crate) queue: Option<String>,
     /// The run's key in its queue (per-key concurrency, per-key rate limit, debounce),

@@ -891,36 +891,18 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     if !created {
         return report_gated(engine, &id, &args).await;
     }
-    // A run in a queue that bounds admission (or debounces) is left to the workers: driving
-    // it here would bypass the queue's limits.
-    let held = held_by_queue(engine, &id).await?;
     // A delayed run is left to a worker: driving it here would start it now.
-    let delayed = start_at
-        .or(held.as_ref().and_then(|(_, due)| *due))
-        .filter(|at| *at > engine.now());
-    if args.enqueue || ((delayed.is_some() || held.is_some()) && args.wait.is_none()) {
+    let delayed = start_at.filter(|at| *at > engine.now());
+    if args.enqueue || (delayed.is_some() && args.wait.is_none()) {
         if args.json {
             let mut line = json!({ "run_id": id, "status": RunStatus::Queued });
             if let Some(at) = delayed {
                 line["wake_at"] = json!(at);
             }
-            if let Some((queue, _)) = &held {
-                line["queue"] = json!(queue);
-            }
-            if args.dedup.is_some() || held.as_ref().is_some_and(|(_, due)| due.is_some()) {
+            if args.dedup.is_some() {
                 line["created"] = json!(true);
             }
             println!("{line}");
-        } else if let Some((queue, _)) = &held {
-            let when = match delayed {
-                Some(at) => format!(" (due at {})", at.to_rfc3339()),
-                None => String::new(),
-            };
-            println!(
-                "run {id} queued ({}) in queue `{queue}`{when}; a `dev` or `worker` process \
-                 runs it when the queue admits it (`runs get {id}` says what it waits for)",
-                args.slug
-            );
         } else if let Some(at) = delayed {
             println!(
                 "run {id} queued ({}); it starts at {}, when a `dev` or `worker` process runs it",
@@ -946,27 +928,6 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
         eprintln!("run {id} started ({})", args.slug);
     }
     drive_here(engine, &id, args.json).await
-}
-
-/// For a new run `id` in a queue that bounds admission or debounces: the queue's name and
-/// the run's due time (a debounced run is due at the end of its window). `None` for a run
-/// in no queue or in one without limits (it may run here).
-async fn held_by_queue(
-    engine: &Engine,
-    id: &RunId,
-) -> Result<Option<(String, Option<chrono::DateTime<chrono::Utc>>)>, EngineError> {
-    if engine.queues().is_empty() {
-        return Ok(None);
-    }
-    let record = engine.get_run(id).await?;
-    let Some(placed) = &record.queue else {
-        return Ok(None);
-    };
-    let Some(queue) = engine.queues().iter().find(|q| q.name == placed.name) else {
-        return Ok(None);
-    };
-    let due = queue.debounce.and(record.wake_at);
-    Ok((queue.is_bounded() || queue.debounce.is_some()).then(|| (placed.name.clone(), due)))
 }
 
 /// `workflows run` when the start created nothing because a de-duplication id or a

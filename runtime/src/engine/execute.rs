@@ -79,6 +79,28 @@ impl Engine {
             });
         };
         let _registered = Registered { engine: self, id };
+        // A run waiting for admission into its queue is admitted by the queue's rule, as a
+        // worker's claim admits it, or not executed (no cost when no queue is known).
+        if !self.queues().is_empty() {
+            match self.admit_here(&self.get_run(id).await?).await? {
+                super::queues::Admission::Leased(lease) => {
+                    return self
+                        .execute_leased(lease, control, AfterError::Release)
+                        .await;
+                }
+                super::queues::Admission::NotNeeded => {}
+                super::queues::Admission::Waiting(wait) => {
+                    return Err(EngineError::InvalidState {
+                        run: id.to_string(),
+                        status: "queued".to_owned(),
+                        message: format!(
+                            "{wait}; it runs once its queue admits it (a worker, or \
+                             `Engine::drive`, which waits for that)"
+                        ),
+                    });
+                }
+            }
+        }
         let now = self.now();
         let lease = match self
             .store()
@@ -472,6 +494,7 @@ impl Engine {
         {
             self.clock().sleep(delay).await;
         }
+        self.wait_for_admission(&record).await?;
         loop {
             let execution = self.execute(id).await?;
             replayed += execution.replayed;

@@ -8,7 +8,10 @@ use serde_json::Value;
 use super::{Engine, StartOptions};
 use crate::error::EngineError;
 use crate::event::{EventPayload, NewEvent, RunId, RunRecord, RunStatus, Trigger};
-use crate::queue::{Admitter, Blocked, Gated, Queue, QueueSettings, StartGate, gate_key};
+use crate::queue::{
+    Admitter, Blocked, ClaimRequest, Gated, Queue, QueueSettings, Routing, StartGate, gate_key,
+};
+use crate::store::Lease;
 
 /// Why a run is not executing yet, as `runs get`, `GET /runs/{id}` and the UI show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -244,4 +247,129 @@ impl Engine {
             }
         }
     }
+
+    /// For direct execution (`Engine::execute`): admits `run` into its queue if it waits for
+    /// admission and the queue allows it now, through the store's claim (the one rule:
+    /// the same transaction and lock a worker's claim uses), and returns its lease. Runs of
+    /// the queue ahead of it (higher priority, earlier) may be admitted by the same claim;
+    /// their leases are given back at once, so any worker (or `drive`) executes them.
+    pub(super) async fn admit_here(&self, run: &RunRecord) -> Result<Admission, EngineError> {
+        let Some(placed) = run.queue.as_ref().filter(|q| q.admitted_at.is_none()) else {
+            return Ok(Admission::NotNeeded);
+        };
+        if run.status != RunStatus::Queued {
+            return Ok(Admission::NotNeeded);
+        }
+        let Some(queue) = QueueSettings::of(&self.inner.env).get(&placed.name) else {
+            return Err(EngineError::Config(format!(
+                "run `{}` is in queue `{}`, which this engine does not know; configure it \
+                 with `Engine::builder().queue(Queue::new(\"{}\"))`",
+                run.id, placed.name, placed.name
+            )));
+        };
+        let routing = Routing {
+            workflows: Some(vec![run.workflow.clone()]),
+            queues: Some(vec![placed.name.clone()]),
+        };
+        loop {
+            let now = self.now();
+            let leases = self
+                .store()
+                .claim(&ClaimRequest {
+                    owner: self.owner_id(),
+                    now,
+                    expires_at: now + self.lease_delta(),
+                    limit: 16,
+                    routing: &routing,
+                    queues: std::slice::from_ref(queue),
+                })
+                .await?;
+            let mut mine = None;
+            let claimed = leases.len();
+            for lease in leases {
+                if lease.run_id == run.id {
+                    mine = Some(lease);
+                } else {
+                    self.store().release(&lease).await?;
+                }
+            }
+            if let Some(lease) = mine {
+                return Ok(Admission::Leased(lease));
+            }
+            if claimed == 0 {
+                let wait = self.queue_wait(run).await?.unwrap_or(QueueWait {
+                    queue: Some(placed.name.clone()),
+                    key: placed.key.clone(),
+                    blocked: None,
+                    unserved: None,
+                });
+                // Admitted meanwhile by another process: executed as any admitted run.
+                if self
+                    .get_run(&run.id)
+                    .await?
+                    .queue
+                    .is_some_and(|q| q.admitted_at.is_some())
+                {
+                    return Ok(Admission::NotNeeded);
+                }
+                return Ok(Admission::Waiting(wait));
+            }
+        }
+    }
+
+    /// Waits in this process (on the engine's clock) until `run` is admitted into its
+    /// queue or needs no admission, checking as often as the queue's next admission time
+    /// says (at least every 100 ms, at most every second); says once, at `info`, why it
+    /// waits. Used by [`Engine::drive`].
+    pub(super) async fn wait_for_admission(&self, run: &RunRecord) -> Result<(), EngineError> {
+        if self.queues().is_empty() || run.queue.as_ref().is_none_or(|q| q.admitted_at.is_some()) {
+            return Ok(());
+        }
+        let mut told = false;
+        loop {
+            let record = self.get_run(&run.id).await?;
+            if record.status != RunStatus::Queued
+                || record
+                    .queue
+                    .as_ref()
+                    .is_none_or(|q| q.admitted_at.is_some())
+            {
+                return Ok(());
+            }
+            let Some(wait) = self.queue_wait(&record).await? else {
+                return Ok(());
+            };
+            if wait.blocked.is_none() {
+                // Nothing holds it back: `execute` admits it.
+                return Ok(());
+            }
+            if !told {
+                tracing::info!(run = %run.id, %wait, "waiting for admission into the queue");
+                told = true;
+            }
+            let next = match &wait.blocked {
+                Some(Blocked::RateLimit {
+                    next_at: Some(at), ..
+                }) => (*at - self.now()).to_std().unwrap_or_default(),
+                _ => std::time::Duration::from_secs(1),
+            };
+            self.clock()
+                .sleep(next.clamp(
+                    std::time::Duration::from_millis(100),
+                    std::time::Duration::from_secs(1),
+                ))
+                .await;
+        }
+    }
+}
+
+/// What [`Engine::admit_here`] found.
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// The run is not waiting for admission (in no queue, admitted, not queued).
+    NotNeeded,
+    /// This call admitted the run; its lease.
+    Leased(Lease),
+    /// The queue does not admit the run now: why.
+    Waiting(QueueWait),
 }
