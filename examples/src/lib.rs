@@ -40,6 +40,9 @@
 //! - [`reminder`]: `reminder`, waits for the `decide` signal, reminding every `every`, and
 //!   continues as a new run (same business key) after a few reminders, so its history stays
 //!   bounded however long it waits.
+//! - [`llm_batch`]: `llm-batch`, flow control across runs: summarises one document of one
+//!   customer with an LLM step, in queue `llm` (8 at once, one per customer, 20 starts per
+//!   second, over every worker); `llm-batch-fan` starts 500 of them.
 //! - [`ten_steps`]: `ten-steps`, ten recorded calls of one small effectful action; the load
 //!   of the many-workers test (several `worker` processes on one Postgres database).
 //!
@@ -57,6 +60,7 @@ pub mod effects;
 pub mod expense_report;
 pub mod failure_report;
 pub mod file_digest;
+pub mod llm_batch;
 pub mod order_saga;
 pub mod reminder;
 pub mod signup;
@@ -88,5 +92,7 @@ pub fn link() {
         order_saga::order_saga,
         order_saga::ship_parcel,
         reminder::reminder,
+        llm_batch::llm_batch,
+        llm_batch::llm_batch_fan,
     ));
 }

@@ -6,7 +6,10 @@
 //! cargo run -q -p reprise-examples -- dev      # worker + scheduler + HTTP API on :8080
 //! ```
 //!
-//! LLM steps (`support-triage`) go to the OpenAI-compatible endpoint named by
+//! Queue `llm` (`llm-batch`) is configured here; `--queues-file` or `REPRISE_QUEUES` (a
+//! JSON array of queue settings) add more.
+//!
+//! LLM steps (`support-triage`, `llm-batch`) go to the OpenAI-compatible endpoint named by
 //! `OPENAI_BASE_URL` / `OPENAI_API_KEY`; with neither set, to the built-in
 //! [`ScriptedSupportModel`], a deterministic stand-in (not AI) so the example runs offline.
 
@@ -27,12 +30,16 @@ fn main() -> std::process::ExitCode {
             .cron(reprise_examples::digest::schedule()?)
             // `POST /webhooks/github` starts `triage-issue` (secret:
             // REPRISE_EXAMPLES_WEBHOOK_SECRET, or a public development default).
-            .webhook(reprise_examples::webhook::github_source());
+            .webhook(reprise_examples::webhook::github_source())
+            // `llm-batch` runs: 8 at once, one per customer, 20 starts per second, over
+            // every worker on the database.
+            .queue(reprise_examples::llm_batch::queue());
         let engine = match TeamChannel::from_env() {
             Some(channel) => engine.resource(channel),
             None => engine,
         };
-        // No LLM endpoint configured: answer `support-triage` with the scripted stand-in.
+        // No LLM endpoint configured: answer `support-triage` and `llm-batch` with the
+        // scripted stand-in.
         // (With OPENAI_BASE_URL or OPENAI_API_KEY set, the engine uses that endpoint.)
         Ok(match reprise::llm::OpenAiProvider::from_env() {
             Some(_) => engine,

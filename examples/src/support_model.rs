@@ -22,6 +22,9 @@
 //!   conversation in another order, gets a fitting reply. A tool it is not offered (the
 //!   last turn, after `max_turns`) is not called.
 //!
+//! - a summary request of `llm-batch` (the prompt starts "Summarise this document"): the
+//!   document's first sentence and its length in words, `Report 7 for cust-7. (23 words)`.
+//!
 //! Token usage is an estimate (a token per 4 characters), so `runs get` has numbers to show.
 
 use std::future::Future;
@@ -37,8 +40,8 @@ use crate::support::{CUSTOMER_WRITES, Category, Order, RefundResult, RefundStatu
 /// The model name the scripted model answers with.
 pub const SCRIPTED_MODEL: &str = "scripted-support-model";
 
-/// A deterministic stand-in for a chat model that knows only the `support-triage`
-/// example — **not AI**; see the [module docs](self) for its rules.
+/// A deterministic stand-in for a chat model that knows only the `support-triage` and
+/// `llm-batch` examples — **not AI**; see the [module docs](self) for its rules.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -56,9 +59,13 @@ impl ScriptedSupportModel {
             triage(request)
         } else if first_user(request).is_some_and(|text| text.contains(CUSTOMER_WRITES)) {
             agent_turn(request)
+        } else if let Some(document) =
+            first_user(request).and_then(|text| text.strip_prefix(crate::llm_batch::SUMMARISE))
+        {
+            summarise(document)
         } else {
             ChatMessage::assistant(
-                "(scripted model) I only know the support-triage example; set \
+                "(scripted model) I only know the support-triage and llm-batch examples; set \
                  OPENAI_BASE_URL and OPENAI_API_KEY to talk to a real model.",
             )
         };
@@ -90,6 +97,18 @@ impl LlmProvider for ScriptedSupportModel {
     {
         Box::pin(std::future::ready(Ok(self.respond(&request))))
     }
+}
+
+/// The `llm-batch` summary: the document's first sentence and its length in words.
+fn summarise(document: &str) -> ChatMessage {
+    let document = document.trim();
+    let first = document
+        .split_inclusive(['.', '!', '?'])
+        .next()
+        .unwrap_or(document)
+        .trim();
+    let words = document.split_whitespace().count();
+    ChatMessage::assistant(format!("{first} ({words} words)"))
 }
 
 /// The first user message: the ticket (later user messages re-ask for valid JSON).

@@ -10,6 +10,7 @@ mod delayed_start_cli;
 mod events_cli;
 mod expense_report;
 mod file_digest;
+mod flow_control;
 mod fork_cli;
 mod graph_cli;
 mod hardening_cli;

@@ -46,7 +46,7 @@ const RUNS: usize = 2_000;
 const STEPS: usize = 10;
 
 /// The test database's URL, or `None` (with a notice) when the variable is unset.
-fn test_url() -> Option<String> {
+pub(crate) fn test_url() -> Option<String> {
     match std::env::var(URL_VAR) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -59,13 +59,13 @@ fn test_url() -> Option<String> {
 }
 
 /// A schema of its own for this test, dropped with everything in it when this is dropped.
-struct TestSchema {
+pub(crate) struct TestSchema {
     url: String,
-    name: String,
+    pub(crate) name: String,
 }
 
 impl TestSchema {
-    fn new(url: &str) -> Self {
+    pub(crate) fn new(url: &str) -> Self {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap()
@@ -77,7 +77,7 @@ impl TestSchema {
     }
 
     /// The database URL with this schema as the `search_path`, for child processes.
-    fn child_url(&self) -> String {
+    pub(crate) fn child_url(&self) -> String {
         let separator = if self.url.contains('?') { '&' } else { '?' };
         format!(
             "{}{separator}options=-c%20search_path%3D{}",

@@ -172,6 +172,8 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+#[path = "postgres_queues.rs"]
+mod queues;
 #[path = "postgres_schedules.rs"]
 mod schedules;
 
@@ -379,15 +381,29 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // Version 8: flow control. A run's queue, its key in the queue, its priority and
     // when it was admitted (`Store::claim`); the registry of live workers
-    // (`Store::worker_heartbeat`), each row a JSON `WorkerInfo`.
+    // (`Store::worker_heartbeat`), each row a JSON `WorkerInfo`. The due index keeps
+    // only runs a claim takes without admission (in no queue, or admitted), so runs
+    // waiting for a full queue cost the plain claim nothing; waiting runs have an index
+    // of their own in admission order (priority, then due time, then creation).
+    // Admission counts admitted, unfinished runs per queue and key (`queue_active`) and
+    // admissions in a rate window, queue-wide or per key (`queue_admitted`,
+    // `queue_key_admitted`): each a range scan bounded by what it counts.
     r#"
     ALTER TABLE reprise_runs ADD COLUMN queue TEXT;
     ALTER TABLE reprise_runs ADD COLUMN queue_key TEXT;
     ALTER TABLE reprise_runs ADD COLUMN priority BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE reprise_runs ADD COLUMN admitted_at BIGINT;
+    DROP INDEX reprise_runs_due;
+    CREATE INDEX reprise_runs_due ON reprise_runs (due_at, pos)
+        WHERE due_at IS NOT NULL AND (queue IS NULL OR admitted_at IS NOT NULL);
     CREATE INDEX reprise_runs_queue_waiting ON reprise_runs (queue, priority DESC, due_at, pos)
         WHERE queue IS NOT NULL AND admitted_at IS NULL AND due_at IS NOT NULL;
-    CREATE INDEX reprise_runs_queue_admitted ON reprise_runs (queue, queue_key, admitted_at)
+    CREATE INDEX reprise_runs_queue_active ON reprise_runs (queue, queue_key)
+        WHERE admitted_at IS NOT NULL
+          AND status IN ('queued', 'running', 'sleeping', 'waiting', 'paused');
+    CREATE INDEX reprise_runs_queue_admitted ON reprise_runs (queue, admitted_at)
+        WHERE admitted_at IS NOT NULL;
+    CREATE INDEX reprise_runs_queue_key_admitted ON reprise_runs (queue, queue_key, admitted_at)
         WHERE admitted_at IS NOT NULL;
     CREATE TABLE reprise_workers (
         id          TEXT PRIMARY KEY,
@@ -417,13 +433,21 @@ const CREATE_RUN_SQL: &str = r#"
     INSERT INTO reprise_events (run_id, seq, kind, correlation_id, attempt, at, payload)
     SELECT id, 0, $12::text, $13::text, $14::bigint, $15::bigint, $16::text::json FROM run"#;
 
+/// The claim of due runs that need no admission (in no queue, or admitted already):
+/// `$1` now, `$2` limit, `$3` owner, `$4` lease expiry, `$5` the workflows served (NULL:
+/// all), `$6` the queues served (NULL: all), `$7` the name runs in no queue are served
+/// under ([`crate::queue::DEFAULT_QUEUE`]). The
+/// first condition after `due_at` is the due index's own, so the planner uses it.
 const CLAIM_SQL: &str = "
     WITH due AS (
         SELECT id FROM reprise_runs
         WHERE due_at <= $1::bigint
+          AND (queue IS NULL OR admitted_at IS NOT NULL)
           AND (lease_owner IS NULL OR lease_expires_at <= $1::bigint)
           AND NOT EXISTS (SELECT 1 FROM reprise_paused_workflows p
                            WHERE p.workflow = reprise_runs.workflow)
+          AND ($5::text[] IS NULL OR workflow = ANY($5::text[]))
+          AND ($6::text[] IS NULL OR COALESCE(queue, $7::text) = ANY($6::text[]))
         ORDER BY due_at, pos
         LIMIT $2::bigint
         FOR UPDATE SKIP LOCKED
@@ -1091,6 +1115,39 @@ impl Store for PostgresStore {
         Ok(None)
     }
 
+    async fn create_run_gated(
+        &self,
+        record: RunRecord,
+        created: NewEvent,
+        gate: &crate::queue::StartGate,
+    ) -> Result<crate::queue::Gated, EngineError> {
+        self.gated_create(record, created, gate).await
+    }
+
+    async fn queue_totals(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
+        self.totals_of(queue, key, now).await
+    }
+
+    async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
+        self.worker_put(worker).await
+    }
+
+    async fn worker_stopped(&self, id: &str) -> Result<(), EngineError> {
+        self.worker_delete(id).await
+    }
+
+    async fn live_workers(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<crate::queue::WorkerInfo>>, EngineError> {
+        self.workers_live(now).await.map(Some)
+    }
+
     async fn acquire(
         &self,
         id: &RunId,
@@ -1141,37 +1198,50 @@ impl Store for PostgresStore {
         &self,
         request: &crate::queue::ClaimRequest<'_>,
     ) -> Result<Vec<Lease>, EngineError> {
-        // TODO(issue16): routing and queue admission.
         let crate::queue::ClaimRequest {
             owner,
             now,
             expires_at,
             limit,
+            routing,
             ..
         } = *request;
         if limit == 0 {
             return Ok(Vec::new());
         }
         let what = "cannot claim runs";
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let expires = micros(expires_at);
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(CLAIM_SQL)
-            .await
-            .map_err(|e| pg(what, e))?;
-        let rows = client
-            .query(&stmt, &[&micros(now), &limit, &owner, &expires])
-            .await
-            .map_err(|e| pg(what, e))?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id = column("<unreadable id>", "id", row.text(0))?;
-            let run = id.as_str();
-            let lease = codec::lease(run, owner, expires, row, 1)?;
-            let created_at = column(run, "created_at", row.int(4))?;
-            let pos = column(run, "pos", row.int(5))?;
-            claimed.push(((created_at, pos), lease));
+        let mut claimed = {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(CLAIM_SQL)
+                .await
+                .map_err(|e| pg(what, e))?;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[
+                        &micros(now),
+                        &i64::try_from(limit).unwrap_or(i64::MAX),
+                        &owner,
+                        &expires,
+                        &routing.workflows,
+                        &routing.queues,
+                        &crate::queue::DEFAULT_QUEUE,
+                    ],
+                )
+                .await
+                .map_err(|e| pg(what, e))?;
+            let mut claimed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                claimed.push(claimed_lease(owner, expires, row)?);
+            }
+            claimed
+        };
+        // Admission into the queues this worker knows, while the limit leaves room.
+        if claimed.len() < limit && !request.queues.is_empty() {
+            let admitted = self.claim_admitted(request, limit - claimed.len()).await?;
+            claimed.extend(admitted);
         }
         // `UPDATE … RETURNING` does not keep the CTE's order.
         claimed.sort_by_key(|(order, _)| *order);
@@ -1814,6 +1884,17 @@ impl EncodedCreate {
             &self.priority,
         ]
     }
+}
+
+/// A lease from a row `id, fence, cancel_requested, pause_requested, created_at, pos`
+/// returned by a claim, with its creation order `(created_at, pos)`.
+fn claimed_lease(owner: &str, expires: i64, row: &Row) -> Result<((i64, i64), Lease), EngineError> {
+    let id = column("<unreadable id>", "id", row.text(0))?;
+    let run = id.as_str();
+    let lease = codec::lease(run, owner, expires, row, 1)?;
+    let created_at = column(run, "created_at", row.int(4))?;
+    let pos = column(run, "pos", row.int(5))?;
+    Ok(((created_at, pos), lease))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -146,40 +146,66 @@ pub(super) fn encode_claim(request: &ClaimRequest<'_>) -> Result<EncodedClaim, E
 pub(super) fn apply_claim(conn: &Connection, c: &EncodedClaim) -> Result<Vec<Lease>, EngineError> {
     let what = "cannot claim runs";
     let now = micros(c.now);
-    // (rowid, id, admitted now)
-    let mut chosen: Vec<(i64, String, bool)> = free_runs(conn, c, now)?
+    // (rowid, admitted now)
+    let mut chosen: Vec<(i64, bool)> = free_runs(conn, c, now)?
         .into_iter()
-        .map(|(rowid, id)| (rowid, id, false))
+        .map(|rowid| (rowid, false))
         .collect();
-    for queue in &c.queues {
-        let room = c.limit.saturating_sub(chosen.len() as i64);
-        if room <= 0 {
-            break;
-        }
-        for (rowid, id) in admit(conn, c, queue, now, room)? {
-            chosen.push((rowid, id, true));
+    if !c.queues.is_empty() && (chosen.len() as i64) < c.limit {
+        let paused = paused_workflows(conn)?;
+        for queue in &c.queues {
+            let room = c.limit.saturating_sub(chosen.len() as i64);
+            if room <= 0 {
+                break;
+            }
+            for rowid in admit(conn, c, queue, &paused, now, room)? {
+                chosen.push((rowid, true));
+            }
         }
     }
-    // Chosen earliest due (or by admission order); handed out in creation order.
+    // Chosen earliest due (or in admission order); handed out in creation order.
     chosen.sort_unstable();
     let mut leases = Vec::with_capacity(chosen.len());
-    for (_, id, admitted) in &chosen {
+    for (rowid, admitted) in chosen {
         let mut stmt = conn
             .prepare_cached(
                 "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, fence = fence + 1,
                                  admitted_at = CASE WHEN ?4 THEN ?5 ELSE admitted_at END
-                 WHERE id = ?1 RETURNING fence, cancel_requested, pause_requested",
+                 WHERE rowid = ?1 RETURNING id, fence, cancel_requested, pause_requested",
             )
-            .ctx_run(what, id)?;
+            .ctx(what)?;
         let mut rows = stmt
-            .query(rusqlite::params![id, c.owner, c.expires_at, admitted, now])
-            .ctx_run(what, id)?;
-        match rows.next().ctx_run(what, id)? {
-            Some(row) => leases.push(codec::lease(id, &c.owner, c.expires_at, row, 0)?),
-            None => return Err(EngineError::UnknownRun(id.clone())),
-        }
+            .query(rusqlite::params![
+                rowid,
+                c.owner,
+                c.expires_at,
+                admitted,
+                now
+            ])
+            .ctx(what)?;
+        let Some(row) = rows.next().ctx(what)? else {
+            return Err(EngineError::UnknownRun(format!("(row {rowid})")));
+        };
+        let id: String = row.get(0).ctx(what)?;
+        leases.push(codec::lease(&id, &c.owner, c.expires_at, row, 1)?);
     }
     Ok(leases)
+}
+
+/// The paused workflows (a handful at most), as a JSON array; `None` when none is.
+fn paused_workflows(conn: &Connection) -> Result<Option<String>, EngineError> {
+    let what = "cannot read the paused workflows";
+    let paused: Vec<String> = conn
+        .prepare_cached("SELECT workflow FROM paused_workflows")
+        .ctx(what)?
+        .query_map([], |row| row.get(0))
+        .ctx(what)?
+        .collect::<Result<_, _>>()
+        .ctx(what)?;
+    if paused.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(&paused)?))
 }
 
 /// The routing terms of a claim's `WHERE` clause, numbering parameters from `next`, and
@@ -204,19 +230,15 @@ fn routing_terms(c: &EncodedClaim, mut next: usize, queues: bool) -> (String, Ve
 }
 
 /// Up to `limit` due, unleased, served runs that need no admission (in no queue, or
-/// admitted), earliest due first: `(rowid, id)`.
-fn free_runs(
-    conn: &Connection,
-    c: &EncodedClaim,
-    now: i64,
-) -> Result<Vec<(i64, String)>, EngineError> {
+/// admitted), earliest due first: their rowids.
+fn free_runs(conn: &Connection, c: &EncodedClaim, now: i64) -> Result<Vec<i64>, EngineError> {
     let what = "cannot claim runs";
     let (routing, routing_params) = routing_terms(c, 3, true);
     // The rule of `store::due_at`, kept in SQL as the column `due_at` (schema version 3);
     // the second term is the partial index's own condition, word for word, so the
     // planner may use it.
     let sql = format!(
-        "SELECT rowid, id FROM runs INDEXED BY runs_due
+        "SELECT rowid FROM runs INDEXED BY runs_due
          WHERE due_at <= ?1
            AND (queue IS NULL OR admitted_at IS NOT NULL)
            AND (lease_owner IS NULL OR lease_expires_at <= ?1)
@@ -229,65 +251,168 @@ fn free_runs(
         .chain(routing_params);
     conn.prepare_cached(&sql)
         .ctx(what)?
-        .query_map(rusqlite::params_from_iter(params), |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
+        .query_map(rusqlite::params_from_iter(params), |row| row.get(0))
         .ctx(what)?
         .collect::<Result<_, _>>()
         .ctx(what)
 }
 
 /// Admits up to `room` due, served candidates of `queue` by [`Admitter`], in order of
-/// priority, due time and creation: `(rowid, id)` of each. A candidate blocked by its
-/// key's limits is passed over; the walk stops when the queue is full or `room` is used.
+/// priority, due time and creation: the rowid of each. A candidate blocked by its key's
+/// limits is passed over; the walk stops when the queue is full or `room` is used.
+///
+/// The counts of every key that has any (admitted, unfinished runs; admissions in the
+/// rate window) are loaded up front, so keys already blocked are excluded in SQL and a
+/// long run of their candidates costs the walk little; a key that this claim blocks is
+/// excluded by starting the walk over once it has passed over a few of its candidates.
 fn admit(
     conn: &Connection,
     c: &EncodedClaim,
     queue: &Queue,
+    paused: &Option<String>,
     now: i64,
     room: i64,
-) -> Result<Vec<(i64, String)>, EngineError> {
+) -> Result<Vec<i64>, EngineError> {
+    /// How many candidates in a row the walk passes over before it starts over with
+    /// the keys it blocked itself excluded.
+    const RESTART_AFTER: usize = 16;
     let what = format!("cannot admit runs into queue `{}`", queue.name);
     let totals = queue_totals(conn, queue, c.now, queue.concurrency.is_some())?;
     let mut admitter = Admitter::new(queue, c.now, totals);
     if admitter.is_full() {
         return Ok(Vec::new());
     }
-    let (routing, routing_params) = routing_terms(c, 3, false);
-    // The candidates, read lazily: the walk usually stops long before the end. The
-    // `admitted_at IS NULL` term is the partial index's condition, word for word.
-    let sql = format!(
-        "SELECT rowid, id, queue_key FROM runs INDEXED BY runs_queue_waiting
-         WHERE queue = ?1 AND admitted_at IS NULL AND due_at <= ?2
-           AND (lease_owner IS NULL OR lease_expires_at <= ?2)
-           AND NOT EXISTS (SELECT 1 FROM paused_workflows p WHERE p.workflow = runs.workflow)
-           {routing}
-         ORDER BY priority DESC, due_at, rowid"
-    );
-    let params = [SqlValue::Text(queue.name.clone()), SqlValue::Integer(now)]
-        .into_iter()
-        .chain(routing_params);
-    let mut stmt = conn.prepare_cached(&sql).ctx(&what)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(params)).ctx(&what)?;
-    let mut admitted = Vec::new();
-    while (admitted.len() as i64) < room && !admitter.is_full() {
-        let Some(row) = rows.next().ctx(&what)? else {
-            break;
-        };
-        let rowid: i64 = row.get(0).ctx(&what)?;
-        let id: String = row.get(1).ctx(&what)?;
-        let key: Option<String> = row.get(2).ctx_run(&what, &id)?;
-        if let Some(key) = &key
-            && admitter.needs_key_totals(key)
-        {
-            let totals = key_totals(conn, queue, key, c.now)?;
-            admitter.add_key_totals(key, totals);
-        }
-        if admitter.admit(key.as_deref()).is_ok() {
-            admitted.push((rowid, id));
+    let per_key = queue.key_concurrency.is_some() || queue.rate_limit.is_some_and(|r| r.per_key);
+    let mut blocked: Vec<String> = Vec::new();
+    if per_key {
+        for (key, totals) in all_key_totals(conn, queue, c.now)? {
+            admitter.add_key_totals(&key, totals);
+            if admitter.check(Some(&key)).is_err() {
+                blocked.push(key);
+            }
         }
     }
+    let mut admitted: Vec<i64> = Vec::new();
+    'walk: loop {
+        let mut sql = String::from(
+            "SELECT rowid, queue_key FROM runs INDEXED BY runs_queue_waiting
+             WHERE queue = ?1 AND admitted_at IS NULL AND due_at <= ?2",
+        );
+        let mut params = vec![SqlValue::Text(queue.name.clone()), SqlValue::Integer(now)];
+        // No lease term: `due_at` is never before a lease expires.
+        if let Some(paused) = paused {
+            params.push(SqlValue::Text(paused.clone()));
+            sql.push_str(&format!(
+                " AND workflow NOT IN (SELECT value FROM json_each(?{}))",
+                params.len()
+            ));
+        }
+        if !blocked.is_empty() {
+            params.push(SqlValue::Text(serde_json::to_string(&blocked)?));
+            sql.push_str(&format!(
+                " AND (queue_key IS NULL OR queue_key NOT IN (SELECT value FROM json_each(?{})))",
+                params.len()
+            ));
+        }
+        let (routing, routing_params) = routing_terms(c, params.len() + 1, false);
+        sql.push_str(&routing);
+        params.extend(routing_params);
+        sql.push_str(" ORDER BY priority DESC, due_at, rowid");
+        let mut stmt = conn.prepare_cached(&sql).ctx(&what)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).ctx(&what)?;
+        let mut passed = 0;
+        let mut newly_blocked = false;
+        while (admitted.len() as i64) < room && !admitter.is_full() {
+            let Some(row) = rows.next().ctx(&what)? else {
+                break 'walk;
+            };
+            let rowid: i64 = row.get(0).ctx(&what)?;
+            if admitted.contains(&rowid) {
+                continue;
+            }
+            let key = row.get_ref(1).ctx(&what)?;
+            let kind = key.data_type();
+            let key = key
+                .as_str_or_null()
+                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, kind, e.into()))
+                .ctx(&what)?;
+            if let Some(key) = key
+                && admitter.needs_key_totals(key)
+            {
+                // Not among the loaded keys: it has nothing admitted.
+                admitter.add_key_totals(key, KeyTotals::default());
+            }
+            if admitter.admit(key).is_ok() {
+                admitted.push(rowid);
+                passed = 0;
+                if let Some(key) = key
+                    && admitter.check(Some(key)).is_err()
+                {
+                    blocked.push(key.to_owned());
+                    newly_blocked = true;
+                }
+            } else {
+                passed += 1;
+                if newly_blocked && passed >= RESTART_AFTER {
+                    continue 'walk;
+                }
+            }
+        }
+        break;
+    }
     Ok(admitted)
+}
+
+/// The counts of every key of `queue` that has admitted, unfinished runs (when the queue
+/// bounds keys' concurrency) or admissions in the per-key rate window.
+fn all_key_totals(
+    conn: &Connection,
+    queue: &Queue,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, KeyTotals)>, EngineError> {
+    let what = format!("cannot count the runs per key of queue `{}`", queue.name);
+    let mut keys: std::collections::HashMap<String, KeyTotals> = Default::default();
+    if queue.key_concurrency.is_some() {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT queue_key, COUNT(*) FROM runs INDEXED BY runs_queue_active
+                 WHERE queue = ?1 AND admitted_at IS NOT NULL
+                   AND status NOT IN ('completed', 'failed', 'canceled')
+                   AND queue_key IS NOT NULL
+                 GROUP BY queue_key",
+            )
+            .ctx(&what)?;
+        let mut rows = stmt.query([&queue.name]).ctx(&what)?;
+        while let Some(row) = rows.next().ctx(&what)? {
+            let key: String = row.get(0).ctx(&what)?;
+            let n: i64 = row.get(1).ctx(&what)?;
+            keys.entry(key).or_default().active = count(n);
+        }
+    }
+    if let (Some(rate), Some(start)) = (queue.rate_limit, Admitter::window_start(queue, now))
+        && rate.per_key
+    {
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT queue_key, COUNT(*), MIN(admitted_at)
+                   FROM runs INDEXED BY runs_queue_admitted_at
+                  WHERE queue = ?1 AND admitted_at > ?2 AND queue_key IS NOT NULL
+                  GROUP BY queue_key",
+            )
+            .ctx(&what)?;
+        let mut rows = stmt
+            .query(rusqlite::params![queue.name, micros(start)])
+            .ctx(&what)?;
+        while let Some(row) = rows.next().ctx(&what)? {
+            let key: String = row.get(0).ctx(&what)?;
+            let n: i64 = row.get(1).ctx(&what)?;
+            let oldest: i64 = row.get(2).ctx(&what)?;
+            let totals = keys.entry(key).or_default();
+            totals.admitted_in_window = count(n);
+            totals.oldest_in_window = Some(admitted(&queue.name, oldest)?);
+        }
+    }
+    Ok(keys.into_iter().collect())
 }
 
 /// The queue-wide counts of [`crate::store::Store::queue_totals`] for `queue` at `now`;

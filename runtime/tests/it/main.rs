@@ -24,6 +24,8 @@ mod payload_limits;
 mod poison;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_queues;
 mod queues_http;
 mod queues;
 mod registry;

@@ -38,14 +38,14 @@ pub(crate) struct TestSchema {
 }
 
 impl TestSchema {
-    fn new(url: &str) -> Self {
+    pub(crate) fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
             name: format!("reprise_test_{}", uuid::Uuid::new_v4().simple()),
         }
     }
 
-    fn options(&self) -> PostgresOptions {
+    pub(crate) fn options(&self) -> PostgresOptions {
         PostgresOptions {
             schema: Some(self.name.clone()),
             pool_size: 8,
@@ -88,7 +88,7 @@ async fn raw_client(url: &str) -> tokio_postgres::Client {
 }
 
 /// A plain connection whose `search_path` is `schema`.
-async fn schema_client(url: &str, schema: &TestSchema) -> tokio_postgres::Client {
+pub(crate) async fn schema_client(url: &str, schema: &TestSchema) -> tokio_postgres::Client {
     let client = raw_client(url).await;
     client
         .batch_execute(&format!("SET search_path TO \"{}\"", schema.name))

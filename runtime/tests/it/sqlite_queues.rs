@@ -375,3 +375,75 @@ async fn routed_claims_never_return_an_unserved_run() {
         }
     }
 }
+
+/// What a claim costs with queues (not a check: prints µs per claim; run with
+/// `cargo test -p reprise --all-features --test it -- --ignored --nocapture claim_costs`).
+/// 2,000 runs wait in a queue with `key_concurrency(1)` over 10 keys, each key held by an
+/// admitted run: a claim with the queue's settings walks every candidate and admits
+/// none; a claim without them (or a worker serving other queues) must not walk them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn claim_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b) = two_handles(&dir);
+    for i in 0..2_010 {
+        let key = format!("k{}", i % 10);
+        let (record, created) = queued(
+            &format!("r{i:04}"),
+            "wf",
+            t(i as i64),
+            Some(("q", Some(&key))),
+        );
+        a.create_run(record, created).await.unwrap();
+    }
+    let keyed = [Queue::new("q").key_concurrency(1)];
+    let routing = Routing::default();
+    let held = claim(&a, "w", 1_000_000, 100, &routing, &keyed).await;
+    assert_eq!(held.len(), 10, "one per key");
+    let rounds = 200;
+    let time = |label: &'static str, queues: &'static [Queue]| {
+        let a = a.clone();
+        async move {
+            let started = std::time::Instant::now();
+            for _ in 0..rounds {
+                let got = claim(&a, "w", 2_000_000, 10, &Routing::default(), queues).await;
+                assert!(got.is_empty());
+            }
+            let us = started.elapsed().as_micros() / rounds;
+            println!("{label}: {us} µs per claim");
+        }
+    };
+    static KEYED: std::sync::LazyLock<[Queue; 1]> =
+        std::sync::LazyLock::new(|| [Queue::new("q").key_concurrency(1)]);
+    time("no queue settings, 2,000 waiting runs", &[]).await;
+    time("2,000 key-blocked candidates walked", &*KEYED).await;
+    // A queue with only a concurrency bound, full: the walk stops at once.
+    for lease in &held {
+        complete(&a, lease, 1_500_000).await;
+    }
+    static FULL: std::sync::LazyLock<[Queue; 1]> =
+        std::sync::LazyLock::new(|| [Queue::new("q").concurrency(10)]);
+    let admitted = claim(&a, "w", 1_600_000, 100, &routing, &*FULL).await;
+    assert_eq!(admitted.len(), 10);
+    time("full queue (concurrency 10 held)", &*FULL).await;
+    // Admission throughput: claim 10, complete them, again.
+    for lease in &admitted {
+        complete(&a, lease, 1_700_000).await;
+    }
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    loop {
+        let got = claim(&a, "w", 3_000_000, 10, &routing, &*FULL).await;
+        if got.is_empty() {
+            break;
+        }
+        for lease in &got {
+            complete(&a, lease, 3_000_001).await;
+        }
+        n += got.len();
+    }
+    println!(
+        "admit+complete, concurrency 10: {n} runs in {} ms",
+        started.elapsed().as_millis()
+    );
+}
