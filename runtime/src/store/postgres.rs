@@ -115,6 +115,12 @@
 //!   `FOR UPDATE SKIP LOCKED` and leases them in the same statement: concurrent claimers
 //!   skip each other's rows instead of waiting, and a run is claimed by one of them only
 //!   (a row claimed and committed meanwhile is re-checked and no longer due).
+//! - Routing ([`crate::queue::Routing`]) is part of that statement (`= ANY($n)`), and
+//!   it takes only runs that need no admission (in no queue, or admitted already). Runs
+//!   waiting for a queue's admission are admitted by a transaction per queue that holds
+//!   an advisory lock on the queue while it counts and admits, so queue limits hold
+//!   across processes; a debounced or de-duplicated start locks its gate's key row. See
+//!   `postgres_queues`.
 //! - [`Store::acquire`] locks the run row (`SELECT … FOR UPDATE`) to decide; renew,
 //!   release and cancellation requests are single conditional `UPDATE`s keyed by the
 //!   fence.

@@ -385,3 +385,296 @@ async fn three_processes_never_exceed_a_rate_limit_in_any_window() {
     );
     drop(stores);
 }
+
+/// Not a check: measures what a claim costs with flow control against the plain claim,
+/// on one connection, and prints it. Run with
+/// `cargo test --release -p reprise --all-features --test it postgres_queues::claim_cost -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn claim_cost() {
+    let Some(url) = test_url() else { return };
+    const RUNS: usize = 3_000;
+    const LIMIT: usize = 10;
+    let origin = 1_790_000_000_000_000i64;
+    let now = at(origin + 1_000_000_000);
+    let routing = Routing::default();
+    // (label, queue of the runs, the queues the claimer knows, a saturated queue too)
+    let scenarios: [(&str, Option<&str>, Vec<Queue>, bool); 5] = [
+        ("no queues (today's claim)", None, vec![], false),
+        (
+            "runs in no queue, worker knows an idle queue",
+            None,
+            vec![Queue::new("idle")],
+            false,
+        ),
+        (
+            "runs in no queue, next to a saturated queue",
+            None,
+            vec![Queue::new("full").concurrency(1)],
+            true,
+        ),
+        (
+            "runs in a queue without limits",
+            Some("q"),
+            vec![Queue::new("q")],
+            false,
+        ),
+        (
+            "runs in a queue, concurrency and a rate limit that never bind",
+            Some("q"),
+            vec![
+                Queue::new("q")
+                    .concurrency(1_000_000)
+                    .rate_limit(1_000_000, Duration::from_secs(3_600)),
+            ],
+            false,
+        ),
+    ];
+    for (label, queue, queues, saturated) in scenarios {
+        let schema = TestSchema::new(&url);
+        let store = PostgresStore::connect_with(
+            &url,
+            PostgresOptions {
+                pool_size: 2,
+                ..schema.options()
+            },
+        )
+        .await
+        .expect("connect");
+        let q = queue.unwrap_or("q");
+        create_runs(
+            &store,
+            q,
+            RUNS,
+            |i| Some(format!("k{:03}", i % 300)),
+            |_| 0,
+            |i| at(origin + i64::try_from(i).unwrap()),
+        )
+        .await;
+        if queue.is_none() {
+            // The same runs, in no queue.
+            schema_client(&url, &schema)
+                .await
+                .batch_execute("UPDATE reprise_runs SET queue = NULL, queue_key = NULL")
+                .await
+                .expect("unqueue");
+        }
+        if saturated {
+            let client = schema_client(&url, &schema).await;
+            client
+                .batch_execute(
+                    "INSERT INTO reprise_runs (id, workflow, status, input, attempt, \"trigger\",
+                                               created_at, updated_at, next_seq, queue)
+                     SELECT 'full-' || g, 'wf', 'queued', '{}', 0, 'api', 0, 0, 1, 'full'
+                       FROM generate_series(1, 2000) AS g;
+                     UPDATE reprise_runs SET admitted_at = 1, lease_owner = 'other',
+                                            lease_expires_at = 9000000000000000
+                      WHERE id = 'full-1';
+                     ANALYZE reprise_runs;",
+                )
+                .await
+                .expect("saturate");
+        }
+        let started = std::time::Instant::now();
+        let (mut claims, mut claimed) = (0usize, 0usize);
+        loop {
+            let leases = store
+                .claim(&ClaimRequest {
+                    owner: "bench",
+                    now,
+                    expires_at: now + chrono::Duration::hours(1),
+                    limit: LIMIT,
+                    routing: &routing,
+                    queues: &queues,
+                })
+                .await
+                .expect("claim");
+            claims += 1;
+            if leases.is_empty() {
+                break;
+            }
+            claimed += leases.len();
+        }
+        let elapsed = started.elapsed();
+        assert_eq!(claimed, RUNS, "{label}");
+        println!(
+            "{label}: {claims} claims of up to {LIMIT} in {:.1} ms: {:.0} µs per claim, {:.1} µs per run claimed",
+            elapsed.as_secs_f64() * 1e3,
+            elapsed.as_secs_f64() * 1e6 / claims as f64,
+            elapsed.as_secs_f64() * 1e6 / claimed as f64
+        );
+        drop(store);
+    }
+}
+
+/// Debounced starts (`Replace`) from three processes race claimers of the queue: every
+/// run ends up either admitted (and not canceled) or canceled by a later start (and never
+/// admitted), never both; exactly the replaced runs are canceled, each with its
+/// `run_canceled` event right after `run_created`; the key points at the last run created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn debounced_starts_racing_claims_admit_or_cancel_each_run_once() {
+    let Some(url) = test_url() else { return };
+    let schema = TestSchema::new(&url);
+    let stores = three_processes(&url, &schema).await;
+    const STARTS: usize = 60;
+    let queues: Arc<[Queue]> = Arc::from(vec![Queue::new("d")]);
+    let gate_key = reprise::queue::gate_key("d", "debounce", "k");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut claimers = Vec::new();
+    for (p, store) in stores.iter().enumerate() {
+        let (store, queues, stop) = (Arc::clone(store), Arc::clone(&queues), Arc::clone(&stop));
+        claimers.push(tokio::spawn(async move {
+            let owner = format!("p{p}");
+            let routing = Routing::default();
+            let mut claimed = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let now = Utc::now();
+                let leases = store
+                    .claim(&ClaimRequest {
+                        owner: &owner,
+                        now,
+                        expires_at: now + chrono::Duration::hours(1),
+                        limit: 2,
+                        routing: &routing,
+                        queues: &queues,
+                    })
+                    .await
+                    .expect("claim");
+                claimed.extend(leases.into_iter().map(|l| l.run_id));
+                tokio::task::yield_now().await;
+            }
+            claimed
+        }));
+    }
+    let mut starters = Vec::new();
+    for (p, store) in stores.iter().enumerate() {
+        let (store, gate_key) = (Arc::clone(store), gate_key.clone());
+        starters.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..STARTS / 3 {
+                let created_at = Utc::now() - chrono::Duration::seconds(1);
+                let id = format!("p{p}-{i:03}");
+                let record = RunRecord {
+                    id: RunId::from(id.as_str()),
+                    workflow: "wf".to_owned(),
+                    status: RunStatus::Queued,
+                    input: json!({}),
+                    output: None,
+                    error: None,
+                    attempt: 0,
+                    trigger: Trigger::Api,
+                    created_at,
+                    updated_at: created_at,
+                    wake_at: None,
+                    next_seq: 1,
+                    queue: Some(RunQueue {
+                        name: "d".to_owned(),
+                        key: Some("k".to_owned()),
+                        priority: 0,
+                        admitted_at: None,
+                    }),
+                };
+                let error =
+                    json!({ "kind": "canceled", "message": "debounced", "retryable": false });
+                let gate = reprise::queue::StartGate::Debounce {
+                    key: gate_key.clone(),
+                    policy: reprise::queue::DebouncePolicy::Replace,
+                    canceled: NewEvent {
+                        kind: EventKind::RunCanceled,
+                        correlation_id: None,
+                        attempt: 0,
+                        at: Utc::now(),
+                        payload: json!({ "error": error }),
+                    },
+                    error,
+                };
+                let created = NewEvent {
+                    kind: EventKind::RunCreated,
+                    correlation_id: None,
+                    attempt: 0,
+                    at: created_at,
+                    payload: json!({}),
+                };
+                let outcome = store
+                    .create_run_gated(record, created, &gate)
+                    .await
+                    .expect("gated start");
+                outcomes.push((id, outcome));
+            }
+            outcomes
+        }));
+    }
+    let mut outcomes = Vec::new();
+    for task in starters {
+        outcomes.extend(task.await.expect("starter"));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut claimed = HashSet::new();
+    for task in claimers {
+        for id in task.await.expect("claimer") {
+            assert!(claimed.insert(id.to_string()), "{id} claimed twice");
+        }
+    }
+    let mut replaced = HashSet::new();
+    for (id, outcome) in &outcomes {
+        match outcome {
+            reprise::queue::Gated::Replaced(old) => {
+                assert!(replaced.insert(old.to_string()), "{old} replaced twice");
+            }
+            reprise::queue::Gated::Created => {}
+            reprise::queue::Gated::Existing(old) => {
+                panic!("a Replace start returned the existing {old} for {id}")
+            }
+        }
+    }
+    let client = schema_client(&url, &schema).await;
+    let rows = client
+        .query(
+            "SELECT id, status, admitted_at, next_seq,
+                    (SELECT string_agg(kind, ',' ORDER BY seq) FROM reprise_events e
+                      WHERE e.run_id = r.id)
+               FROM reprise_runs r",
+            &[],
+        )
+        .await
+        .expect("read the runs");
+    assert_eq!(rows.len(), STARTS, "every Replace start created its run");
+    for row in &rows {
+        let id: String = row.get(0);
+        let status: String = row.get(1);
+        let admitted: Option<i64> = row.get(2);
+        let kinds: String = row.get(4);
+        if replaced.contains(&id) {
+            assert_eq!(status, "canceled", "{id}");
+            assert_eq!(admitted, None, "{id} was canceled and admitted");
+            assert_eq!(kinds, "run_created,run_canceled", "{id}");
+            assert_eq!(row.get::<_, i64>(3), 2, "{id}");
+            assert!(!claimed.contains(&id), "{id} was claimed and canceled");
+        } else {
+            assert_eq!(status, "queued", "{id}");
+            assert_eq!(kinds, "run_created", "{id}");
+            assert_eq!(
+                admitted.is_some(),
+                claimed.contains(&id),
+                "{id}: admitted exactly when claimed"
+            );
+        }
+    }
+    let holder: String = client
+        .query_one(
+            "SELECT run_id FROM reprise_run_keys WHERE key = $1",
+            &[&gate_key],
+        )
+        .await
+        .expect("the gate key")
+        .get(0);
+    assert!(!replaced.contains(&holder), "the key points at a live run");
+    // A pending run that nobody replaced is the holder: every later start takes the key.
+    for row in &rows {
+        let id: String = row.get(0);
+        if !replaced.contains(&id) && row.get::<_, Option<i64>>(2).is_none() {
+            assert_eq!(id, holder, "{id} is pending but no longer holds the key");
+        }
+    }
+    drop(stores);
+}
