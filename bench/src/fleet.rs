@@ -149,6 +149,7 @@ pub(crate) async fn w2_workers(
     let total_steps = f64::from(runs) * f64::from(steps);
     crate::workloads::w2_phases(
         out,
+        "w2",
         store,
         total_steps,
         (create, drive),

@@ -10,7 +10,10 @@
 //! input): `w1` one run of 1,000 sequential steps; `w2` 1,000 runs × 10 steps started
 //! together; `w3` a 1,000-step run killed after 500 steps, then resumed; `w3-10k` the same
 //! with a 10,000-step history; `flat` the cost of step 10 against step 10,000 of one run;
-//! `search` (not in `all`) `list_runs` latency over 1,000,000 tagged runs.
+//! `search` (not in `all`) `list_runs` latency over 1,000,000 tagged runs; `flow` (not in
+//! `all`) the cost of flow control: W2 executed by a `Worker` in no queue (`w2-worker`),
+//! in a queue with per-key concurrency (`w2-queue`) and in a rate-limited queue
+//! (`w2-rate`), each also on its own.
 //! Each runs against the in-memory and the SQLite store (a temporary directory under
 //! `--dir`, default the working directory, so on the same disk). The disk's fdatasync
 //! latency is measured in the same invocation, and SQLite throughput is shown as
@@ -23,6 +26,7 @@
 //! commit): a diagnostic that separates the fsync from the rest of a commit's cost.
 
 mod fleet;
+mod flow;
 mod otel;
 mod pg;
 mod report;
@@ -65,6 +69,21 @@ enum Workload {
     Sleepers,
     /// Only the disk's fdatasync latency.
     Fsync,
+    /// `w2-worker`, `w2-queue` and `w2-rate`: the cost of flow control (not part of
+    /// `all`).
+    Flow,
+    /// W2 executed by one `Worker` (64 slots), the runs in no queue: the baseline of
+    /// `w2-queue` and `w2-rate`.
+    #[value(name = "w2-worker")]
+    W2Worker,
+    /// W2 executed by one `Worker`, every run in a queue with `key_concurrency` 10 and a
+    /// key out of `--queue-keys`.
+    #[value(name = "w2-queue")]
+    W2Queue,
+    /// W2 executed by one `Worker`, every run in a queue rate-limited to `--rate-limit`
+    /// admissions per `--rate-period-ms`.
+    #[value(name = "w2-rate")]
+    W2Rate,
     /// `--search-runs` runs with tags, then `list_runs` latency of indexed filters (sqlite
     /// and postgres; not part of `all`).
     Search,
@@ -81,6 +100,10 @@ impl Workload {
             Workload::Flat => "flat",
             Workload::Sleepers => "sleepers",
             Workload::Fsync => "fsync",
+            Workload::Flow => "flow",
+            Workload::W2Worker => "w2-worker",
+            Workload::W2Queue => "w2-queue",
+            Workload::W2Rate => "w2-rate",
             Workload::Search => "search",
         }
     }
@@ -152,6 +175,17 @@ struct Args {
     /// W2: steps per run.
     #[arg(long, default_value_t = 10)]
     w2_steps: u32,
+    /// `w2-queue`: how many keys the runs are spread over (run `i` gets key `k{i mod n}`;
+    /// `key_concurrency` is 10, so fewer than runs/10 keys make the bound hold runs back).
+    #[arg(long, default_value_t = 100)]
+    queue_keys: u32,
+    /// `w2-rate`: admissions per window (default: `--w2-runs`, so the limit does not bind
+    /// within a drive of up to one window).
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// `w2-rate`: the window, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    rate_period_ms: u64,
     /// Flat cost: steps of the long run.
     #[arg(long, default_value_t = 10_000)]
     flat_steps: u32,
@@ -212,6 +246,9 @@ impl Args {
             w1_reps: self.w1_reps,
             w2_runs: self.w2_runs,
             w2_steps: self.w2_steps,
+            queue_keys: self.queue_keys,
+            rate_limit: self.rate_limit.unwrap_or(self.w2_runs),
+            rate_period_ms: self.rate_period_ms,
             flat_steps: self.flat_steps,
             flat_window: self.flat_window,
             w3_resumes: self.w3_resumes,
@@ -233,6 +270,7 @@ impl Args {
                 Workload::Flat,
             ],
             Workload::Fsync => vec![],
+            Workload::Flow => vec![Workload::W2Worker, Workload::W2Queue, Workload::W2Rate],
             one => vec![one],
         };
         let stores = match self.store {
@@ -287,6 +325,12 @@ impl Args {
             ("--w1-reps", self.w1_reps.to_string()),
             ("--w2-runs", self.w2_runs.to_string()),
             ("--w2-steps", self.w2_steps.to_string()),
+            ("--queue-keys", self.queue_keys.to_string()),
+            (
+                "--rate-limit",
+                self.rate_limit.unwrap_or(self.w2_runs).to_string(),
+            ),
+            ("--rate-period-ms", self.rate_period_ms.to_string()),
             ("--flat-steps", self.flat_steps.to_string()),
             ("--flat-window", self.flat_window.to_string()),
             ("--w3-resumes", self.w3_resumes.to_string()),
@@ -517,7 +561,14 @@ fn run_job(
             }
             Workload::Flat => workloads::flat(store, path, sizes, &mut out).await,
             Workload::Search => search::search(store, path, sizes, &mut out).await,
-            Workload::All | Workload::Fsync => Ok(()),
+            Workload::W2Worker => {
+                flow::w2_flow(store, path, flow::Flow::None, sizes, &mut out).await
+            }
+            Workload::W2Queue => {
+                flow::w2_flow(store, path, flow::Flow::KeyConcurrency, sizes, &mut out).await
+            }
+            Workload::W2Rate => flow::w2_flow(store, path, flow::Flow::Rate, sizes, &mut out).await,
+            Workload::All | Workload::Fsync | Workload::Flow => Ok(()),
         }
     });
     // The job's Postgres schemas go, whether it succeeded or not.

@@ -81,6 +81,23 @@ pub(crate) fn engine(store: reprise::store::SharedStore) -> Result<Engine, repri
         .build()
 }
 
+/// An engine as [`engine`] that also knows the flow-control `queues` (the `w2-queue` and
+/// `w2-rate` workloads): a worker claims runs of a queue only if its engine knows it.
+pub(crate) fn engine_with_queues(
+    store: reprise::store::SharedStore,
+    queues: Vec<reprise::queue::Queue>,
+) -> Result<Engine, reprise::EngineError> {
+    queues
+        .into_iter()
+        .fold(Engine::builder().store(store), |builder, queue| {
+            builder.queue(queue)
+        })
+        .register(bench_sequence)
+        .register(bench_sleeper)
+        .register(bench_step)
+        .build()
+}
+
 /// An engine as [`engine`], holding leases under one fixed owner id: W3's processes are
 /// one worker restarting (DESIGN's "killed, then resumed in a new process"), and a
 /// restarted worker with a stable id takes back its own leases at once instead of waiting
@@ -111,6 +128,19 @@ pub(crate) async fn start(
     steps: u32,
 ) -> Result<reprise::RunId, reprise::EngineError> {
     engine.start(&bench_sequence, Sequence { steps }).await
+}
+
+/// Starts a run of `steps` steps with `options` (a queue, its key).
+pub(crate) async fn start_with(
+    engine: &Engine,
+    steps: u32,
+    options: reprise::StartOptions,
+) -> Result<reprise::RunId, reprise::EngineError> {
+    let input = serde_json::to_value(Sequence { steps })?;
+    let (id, _) = engine
+        .start_with("bench-sequence", input, reprise::Trigger::Code, options)
+        .await?;
+    Ok(id)
 }
 
 /// Observation and fault injection inside the step (process-wide, one run at a time).

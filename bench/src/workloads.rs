@@ -64,6 +64,12 @@ pub(crate) struct Sizes {
     pub(crate) w2_runs: u32,
     /// W2: steps per run.
     pub(crate) w2_steps: u32,
+    /// `w2-queue`: keys the runs are spread over.
+    pub(crate) queue_keys: u32,
+    /// `w2-rate`: admissions per window.
+    pub(crate) rate_limit: u32,
+    /// `w2-rate`: the window, ms.
+    pub(crate) rate_period_ms: u64,
     /// Flat cost: steps of the long run.
     pub(crate) flat_steps: u32,
     /// Flat cost: steps per averaging window.
@@ -341,7 +347,15 @@ pub(crate) async fn w2(
     };
     let unfinished =
         f64::from(failed) + f64::from(runs.saturating_sub(completed).saturating_sub(failed));
-    w2_phases(out, store, total_steps, (create, drive), unfinished, goal);
+    w2_phases(
+        out,
+        "w2",
+        store,
+        total_steps,
+        (create, drive),
+        unfinished,
+        goal,
+    );
     out.metrics.push(Metric::new(
         "w2",
         store,
@@ -392,6 +406,7 @@ pub(crate) async fn w2(
 /// and the runs that did not complete (DESIGN: none may fail).
 pub(crate) fn w2_phases(
     out: &mut Out,
+    workload: &str,
     store: &str,
     total_steps: f64,
     (create, drive): (Duration, Duration),
@@ -399,7 +414,7 @@ pub(crate) fn w2_phases(
     goal: Option<f64>,
 ) {
     let mut throughput = Metric::new(
-        "w2",
+        workload,
         store,
         THROUGHPUT,
         total_steps / drive.as_secs_f64(),
@@ -420,10 +435,10 @@ pub(crate) fn w2_phases(
         ("driving them (wall)", millis(drive), "ms"),
     ] {
         out.metrics
-            .push(Metric::new("w2", store, name, value, unit));
+            .push(Metric::new(workload, store, name, value, unit));
     }
     out.metrics
-        .push(Metric::new("w2", store, "failed runs", failed, "runs").goal(Goal::AtMost(0.0)));
+        .push(Metric::new(workload, store, "failed runs", failed, "runs").goal(Goal::AtMost(0.0)));
 }
 
 /// Flat cost: one run of `flat_steps` steps; the mean cost of the `flat_window` steps from

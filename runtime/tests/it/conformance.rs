@@ -1108,7 +1108,7 @@ mod sqlite_only {
             .unwrap();
         }
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 9);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 10);
         assert_eq!(
             get(&store, &RunId::from("before")).await.queue,
             None,
@@ -1134,6 +1134,84 @@ mod sqlite_only {
                 })
                 .await
                 .unwrap()
+        );
+    }
+
+    /// A database whose events are clustered by `(run_id, seq)` (schema version 9) is
+    /// migrated to the insertion-ordered events table on open (version 10): every run's
+    /// log reads back the same, appends go on at the next seq, a duplicate seq is still
+    /// refused, and tags appended afterwards are indexed (the trigger is recreated).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_version_9_database_keeps_its_logs_in_the_new_events_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reprise.db");
+        let a;
+        let b;
+        {
+            let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+            a = create(&store, "a", "wf", t(0)).await;
+            b = create(&store, "b", "wf", t(1)).await;
+            for (run, n) in [(&a, 3u64), (&b, 2)] {
+                for seq in 1..=n {
+                    store
+                        .append(append(
+                            run,
+                            seq,
+                            vec![event(EventKind::StepCompleted, Some("s"), t(2), json!(seq))],
+                            RunUpdate::default(),
+                        ))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+        {
+            // Back to version 9: the events table as versions 1 to 9 made it.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE events_v9 (
+                     run_id TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                     seq INTEGER NOT NULL, kind TEXT NOT NULL, correlation_id TEXT,
+                     attempt INTEGER NOT NULL, at INTEGER NOT NULL, payload TEXT NOT NULL,
+                     PRIMARY KEY (run_id, seq)
+                 ) WITHOUT ROWID, STRICT;
+                 INSERT INTO events_v9 SELECT run_id, seq, kind, correlation_id, attempt, at,
+                     payload FROM events;
+                 DROP TABLE events;
+                 ALTER TABLE events_v9 RENAME TO events;
+                 DELETE FROM schema_migrations WHERE version = 10;",
+            )
+            .unwrap();
+        }
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 10);
+        let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
+        let steps = |n: u64| -> Vec<NewEvent> {
+            (1..=n)
+                .map(|seq| event(EventKind::StepCompleted, Some("s"), t(2), json!(seq)))
+                .collect()
+        };
+        assert_eq!(store.events(&a.id).await.unwrap(), log_of(&a, steps(3)));
+        assert_eq!(store.events(&b.id).await.unwrap(), log_of(&b, steps(2)));
+        let stale = store
+            .append(append(&a, 3, steps(1), RunUpdate::default()))
+            .await;
+        assert!(
+            matches!(stale, Err(EngineError::Conflict { .. })),
+            "{stale:?}"
+        );
+        store
+            .append(append(
+                &a,
+                4,
+                vec![tagged("customer", "acme", 0, t(3))],
+                RunUpdate::default(),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(store.events(&a.id).await.unwrap().len(), 5);
+        assert_eq!(
+            listed(&store, by_tags(vec![TagFilter::eq("customer", "acme")])).await,
+            ["a"]
         );
     }
 
