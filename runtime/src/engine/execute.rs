@@ -496,7 +496,18 @@ impl Engine {
         }
         self.wait_for_admission(&record).await?;
         loop {
-            let execution = self.execute(id).await?;
+            let execution = match self.execute(id).await {
+                // Its queue did not admit it after all (a run ahead took the place): wait
+                // again.
+                Err(EngineError::InvalidState { status, .. })
+                    if status == "queued" && !self.queues().is_empty() =>
+                {
+                    self.clock().sleep(Duration::from_millis(100)).await;
+                    self.wait_for_admission(&record).await?;
+                    continue;
+                }
+                other => other?,
+            };
             replayed += execution.replayed;
             executed += execution.executed;
             // Sleeps and retries are waited for here; a hook (even one with a timeout) is

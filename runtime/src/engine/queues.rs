@@ -250,9 +250,10 @@ impl Engine {
 
     /// For direct execution (`Engine::execute`): admits `run` into its queue if it waits for
     /// admission and the queue allows it now, through the store's claim (the one rule:
-    /// the same transaction and lock a worker's claim uses), and returns its lease. Runs of
-    /// the queue ahead of it (higher priority, earlier) may be admitted by the same claim;
-    /// their leases are given back at once, so any worker (or `drive`) executes them.
+    /// the same transaction and lock a worker's claim uses), and returns its lease. A run
+    /// of the queue ahead of it (higher priority, earlier) is admitted first, one per
+    /// claim; its lease is given back at once, so a worker (or its own `drive`) executes
+    /// it; without any worker it keeps its place until something executes it.
     pub(super) async fn admit_here(&self, run: &RunRecord) -> Result<Admission, EngineError> {
         let Some(placed) = run.queue.as_ref().filter(|q| q.admitted_at.is_none()) else {
             return Ok(Admission::NotNeeded);
@@ -271,50 +272,41 @@ impl Engine {
             workflows: Some(vec![run.workflow.clone()]),
             queues: Some(vec![placed.name.clone()]),
         };
-        loop {
-            let now = self.now();
-            let leases = self
-                .store()
-                .claim(&ClaimRequest {
-                    owner: self.owner_id(),
-                    now,
-                    expires_at: now + self.lease_delta(),
-                    limit: 16,
-                    routing: &routing,
-                    queues: std::slice::from_ref(queue),
-                })
-                .await?;
-            let mut mine = None;
-            let claimed = leases.len();
-            for lease in leases {
-                if lease.run_id == run.id {
-                    mine = Some(lease);
-                } else {
-                    self.store().release(&lease).await?;
-                }
-            }
-            if let Some(lease) = mine {
+        let now = self.now();
+        let leases = self
+            .store()
+            .claim(&ClaimRequest {
+                owner: self.owner_id(),
+                now,
+                expires_at: now + self.lease_delta(),
+                limit: 1,
+                routing: &routing,
+                queues: std::slice::from_ref(queue),
+            })
+            .await?;
+        for lease in leases {
+            if lease.run_id == run.id {
                 return Ok(Admission::Leased(lease));
             }
-            if claimed == 0 {
-                let wait = self.queue_wait(run).await?.unwrap_or(QueueWait {
-                    queue: Some(placed.name.clone()),
-                    key: placed.key.clone(),
-                    blocked: None,
-                    unserved: None,
-                });
-                // Admitted meanwhile by another process: executed as any admitted run.
-                if self
-                    .get_run(&run.id)
-                    .await?
-                    .queue
-                    .is_some_and(|q| q.admitted_at.is_some())
-                {
-                    return Ok(Admission::NotNeeded);
-                }
-                return Ok(Admission::Waiting(wait));
-            }
+            // A run ahead of this one (or an admitted run of the queue that was due).
+            self.store().release(&lease).await?;
         }
+        // Admitted meanwhile by another process: executed as any admitted run.
+        if self
+            .get_run(&run.id)
+            .await?
+            .queue
+            .is_some_and(|q| q.admitted_at.is_some())
+        {
+            return Ok(Admission::NotNeeded);
+        }
+        let wait = self.queue_wait(run).await?.unwrap_or(QueueWait {
+            queue: Some(placed.name.clone()),
+            key: placed.key.clone(),
+            blocked: None,
+            unserved: None,
+        });
+        Ok(Admission::Waiting(wait))
     }
 
     /// Waits in this process (on the engine's clock) until `run` is admitted into its

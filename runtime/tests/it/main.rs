@@ -26,8 +26,8 @@ mod poison;
 mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_queues;
-mod queues_http;
 mod queues;
+mod queues_http;
 mod registry;
 mod retention;
 mod retry_run;
