@@ -376,6 +376,39 @@ async fn routed_claims_never_return_an_unserved_run() {
     }
 }
 
+/// 100 waiting runs of key `A`, then one of `B` and one with no key, in a queue with
+/// `key_concurrency(1)`: one claim admits the first `A` run and passes over the other 99
+/// (the walk starts over with `A` excluded) to admit `B` and the keyless run; the next
+/// claim, with `A` still held, admits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_passes_over_a_long_run_of_one_blocked_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_handles(&dir);
+    for i in 0..100 {
+        let (record, created) = queued(&format!("a{i:03}"), "wf", t(i), Some(("q", Some("A"))));
+        a.create_run(record, created).await.unwrap();
+    }
+    let (record, created) = queued("b", "wf", t(100), Some(("q", Some("B"))));
+    a.create_run(record, created).await.unwrap();
+    let (record, created) = queued("none", "wf", t(101), Some(("q", None)));
+    a.create_run(record, created).await.unwrap();
+    let queues = [Queue::new("q").key_concurrency(1)];
+    let routing = Routing::default();
+    let first = claim(&a, "w", 1_000_000, 10, &routing, &queues).await;
+    let ids: Vec<&str> = first.iter().map(|l| l.run_id.as_str()).collect();
+    assert_eq!(ids, ["a000", "b", "none"]);
+    let second = claim(&b, "w", 1_000_001, 10, &routing, &queues).await;
+    assert!(second.is_empty(), "{second:?}");
+    complete(&a, &first[0], 1_000_002).await;
+    let third = claim(&b, "w", 1_000_003, 10, &routing, &queues).await;
+    let ids: Vec<&str> = third.iter().map(|l| l.run_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["a001"],
+        "the next run of `A`, once the first has ended"
+    );
+}
+
 /// What a claim costs with queues (not a check: prints µs per claim; run with
 /// `cargo test -p reprise --all-features --test it -- --ignored --nocapture claim_costs`).
 /// 2,000 runs wait in a queue with `key_concurrency(1)` over 10 keys, each key held by an
