@@ -580,6 +580,10 @@ mod tests {
             Int(2_000_000),
             Null,
             Int(3),
+            Text("llm"),
+            Text("cust-1"),
+            Int(-2),
+            Int(1_500_000),
         ]
     }
 
@@ -622,6 +626,15 @@ mod tests {
     fn a_run_row_decodes() {
         let record = decode_run(&FakeRow(run_row())).expect("decodes");
         assert_eq!(record.id, RunId::from("r1"));
+        let queue = record.queue.clone().expect("in a queue");
+        assert_eq!(
+            (queue.name.as_str(), queue.key.as_deref(), queue.priority),
+            ("llm", Some("cust-1"), -2)
+        );
+        assert_eq!(
+            queue.admitted_at.map(|t| t.timestamp_micros()),
+            Some(1_500_000)
+        );
         assert_eq!(record.workflow, "signup");
         assert_eq!(record.status, RunStatus::Completed);
         assert_eq!(record.input, json!({ "email": "a@b.c" }));
