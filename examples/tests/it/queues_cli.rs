@@ -81,8 +81,10 @@ fn queues_list_shows_the_queues_of_the_file_and_the_variable() {
         .iter()
         .map(|q| q["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["by-dir", "free", "serial"], "{out}");
-    assert_eq!(queues[2]["concurrency"], 1, "{out}");
+    // The file's queues, and `llm`, which the example app configures in code.
+    assert_eq!(names, ["by-dir", "free", "llm", "serial"], "{out}");
+    assert_eq!(queues[3]["concurrency"], 1, "{out}");
+    assert_eq!(queues[2]["concurrency"], 8, "{out}");
     assert_eq!(queues[0]["key"], "/dir", "{out}");
     for queue in queues.as_array().unwrap() {
         assert_eq!(queue["active"], 0, "{queue}");
@@ -121,15 +123,15 @@ fn queues_list_shows_the_queues_of_the_file_and_the_variable() {
             .as_array()
             .unwrap()
             .len(),
-        3
+        4
     );
 
-    // No queues at all: said so.
+    // Without the file and the variable: only the queue the app configures in code.
     let (code, out, err) = run(app(&db)
         .env_remove("REPRISE_QUEUES")
         .args(["queues", "list", "--db", "memory:"]));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("no queues"), "{out}");
+    assert!(out.contains("llm") && !out.contains("serial"), "{out}");
 }
 
 #[test]
