@@ -191,11 +191,6 @@ impl Queue {
             || self.debounce.is_some()
     }
 
-    /// Whether admission into the queue is bounded at all (by concurrency or rate).
-    pub fn is_bounded(&self) -> bool {
-        self.concurrency.is_some() || self.key_concurrency.is_some() || self.rate_limit.is_some()
-    }
-
     /// Checks the settings.
     ///
     /// # Errors
@@ -340,11 +335,6 @@ impl Routing {
                 .queues
                 .as_ref()
                 .is_none_or(|q| q.iter().any(|q| q == queue))
-    }
-
-    /// Whether everything is served (no routing).
-    pub fn is_everything(&self) -> bool {
-        self.workflows.is_none() && self.queues.is_none()
     }
 }
 

@@ -136,17 +136,22 @@ fn is_pending(record: &RunRecord) -> bool {
             .is_some_and(|q| q.admitted_at.is_none())
 }
 
-/// The counts of [`Store::queue_totals`], read from the records.
+/// The counts of [`Store::queue_totals`] for `queue` and for every key of it, read from the
+/// records in one pass (a claim needs several keys; reading the records once per key
+/// would make it quadratic).
 fn memory_totals(
     by_id: &HashMap<RunId, Entry>,
     queue: &crate::queue::Queue,
-    key: Option<&str>,
     now: DateTime<Utc>,
-) -> (crate::queue::QueueTotals, Option<crate::queue::KeyTotals>) {
+) -> (
+    crate::queue::QueueTotals,
+    HashMap<String, crate::queue::KeyTotals>,
+) {
     let window = crate::queue::Admitter::window_start(queue, now);
     let per_key_rate = queue.rate_limit.is_some_and(|r| r.per_key);
     let mut totals = crate::queue::QueueTotals::default();
-    let mut key_totals = key.map(|_| crate::queue::KeyTotals::default());
+    let mut keys: HashMap<String, crate::queue::KeyTotals> = HashMap::new();
+    let oldest = |t: Option<DateTime<Utc>>, at: DateTime<Utc>| Some(t.map_or(at, |t| t.min(at)));
     for entry in by_id.values() {
         let record = &entry.record;
         let Some(q) = record.queue.as_ref().filter(|q| q.name == queue.name) else {
@@ -155,34 +160,23 @@ fn memory_totals(
         let Some(admitted_at) = q.admitted_at else {
             continue;
         };
-        let active = !record.status.is_terminal();
+        let active = u64::from(!record.status.is_terminal());
         let in_window = window.is_some_and(|w| admitted_at > w);
-        let same_key = key.is_some() && q.key.as_deref() == key;
-        if active {
-            totals.active += 1;
-        }
+        totals.active += active;
         if in_window && !per_key_rate {
             totals.admitted_in_window += 1;
-            totals.oldest_in_window = Some(
-                totals
-                    .oldest_in_window
-                    .map_or(admitted_at, |t| t.min(admitted_at)),
-            );
+            totals.oldest_in_window = oldest(totals.oldest_in_window, admitted_at);
         }
-        if let Some(k) = key_totals.as_mut().filter(|_| same_key) {
-            if active {
-                k.active += 1;
-            }
+        if let Some(key) = &q.key {
+            let k = keys.entry(key.clone()).or_default();
+            k.active += active;
             if in_window && per_key_rate {
                 k.admitted_in_window += 1;
-                k.oldest_in_window = Some(
-                    k.oldest_in_window
-                        .map_or(admitted_at, |t| t.min(admitted_at)),
-                );
+                k.oldest_in_window = oldest(k.oldest_in_window, admitted_at);
             }
         }
     }
-    (totals, key_totals)
+    (totals, keys)
 }
 
 /// Applies the `run_tagged` events of `events` to `tags` (a later tag of a key wins).
@@ -328,7 +322,7 @@ impl Store for MemoryStore {
         while next < waiting.len() && chosen.len() + admitted.len() < request.limit {
             let index = waiting[next].0;
             let queue = &request.queues[index];
-            let totals = memory_totals(by_id, queue, None, now).0;
+            let (totals, mut key_totals) = memory_totals(by_id, queue, now);
             let mut admitter = Admitter::new(queue, now, totals);
             while next < waiting.len() && waiting[next].0 == index {
                 let position = waiting[next].3;
@@ -343,10 +337,7 @@ impl Store for MemoryStore {
                 if let Some(key) = &key
                     && admitter.needs_key_totals(key)
                 {
-                    let totals = memory_totals(by_id, queue, Some(key), now)
-                        .1
-                        .unwrap_or_default();
-                    admitter.add_key_totals(key, totals);
+                    admitter.add_key_totals(key, key_totals.remove(key).unwrap_or_default());
                 }
                 if admitter.admit(key.as_deref()).is_ok() {
                     admitted.push(position);
@@ -427,7 +418,8 @@ impl Store for MemoryStore {
         key: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
-        Ok(memory_totals(&self.lock().by_id, queue, key, now))
+        let (totals, mut keys) = memory_totals(&self.lock().by_id, queue, now);
+        Ok((totals, key.map(|key| keys.remove(key).unwrap_or_default())))
     }
 
     async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
