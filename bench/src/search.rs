@@ -100,6 +100,7 @@ fn run_of(i: u64, n: u64, start: DateTime<Utc>, rng: &mut Rng) -> (RunRecord, Ne
             parent: None,
             continued_from: None,
             queue: None,
+            identity: None,
         },
     );
     let tag = |key: &str, value: TagValue| {

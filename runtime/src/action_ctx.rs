@@ -22,6 +22,8 @@ pub struct ActionCtx {
     span: tracing::Span,
     /// The `traceparent` the run was started with, if any.
     run_traceparent: Option<Arc<str>>,
+    /// Who started the run and whom it acts for (`None` outside a workflow).
+    identity: Option<Arc<crate::identity::RunIdentity>>,
 }
 
 impl ActionCtx {
@@ -42,7 +44,20 @@ impl ActionCtx {
             cancellation,
             span: tracing::Span::none(),
             run_traceparent: None,
+            identity: None,
         }
+    }
+
+    /// Acting for the run's `identity` (its user, project and subscriber).
+    pub(crate) fn acting(mut self, identity: Arc<crate::identity::RunIdentity>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Who started the run and whom it acts for (its user, project and subscriber), or
+    /// `None` outside a workflow.
+    pub fn identity(&self) -> Option<&crate::identity::RunIdentity> {
+        self.identity.as_deref()
     }
 
     /// With the step's span and the run's recorded `traceparent`.
@@ -63,6 +78,7 @@ impl ActionCtx {
             cancellation: CancellationToken::new(),
             span: tracing::Span::none(),
             run_traceparent: None,
+            identity: None,
         }
     }
 

@@ -54,6 +54,9 @@ pub(crate) struct History {
     holds_hooks: bool,
     /// The W3C `traceparent` recorded in `run_created`: every execution joins that trace.
     traceparent: Option<std::sync::Arc<str>>,
+    /// Who started the run and whom it acts for, from `run_created` (runs recorded before
+    /// identities: [`RunIdentity::unrecorded`]).
+    identity: std::sync::Arc<crate::identity::RunIdentity>,
 }
 
 /// The copied prefix of a forked run, read from its `run_created` event.
@@ -162,6 +165,7 @@ impl History {
         let mut holds_hooks = false;
         let mut fork: Option<ForkPrefix> = None;
         let mut traceparent = None;
+        let mut identity = None;
         for event in events {
             let Event { seq, event, .. } = event;
             let NewEvent {
@@ -194,6 +198,9 @@ impl History {
                     .get(field::TRACEPARENT)
                     .and_then(Value::as_str)
                     .map(std::sync::Arc::from);
+                identity = payload
+                    .get(field::IDENTITY)
+                    .and_then(|i| crate::identity::RunIdentity::deserialize(i).ok());
                 continue;
             }
             if kind == EventKind::ForkDiverged {
@@ -307,7 +314,15 @@ impl History {
             fingerprints,
             holds_hooks,
             traceparent,
+            identity: std::sync::Arc::new(
+                identity.unwrap_or_else(crate::identity::RunIdentity::unrecorded),
+            ),
         })
+    }
+
+    /// Who started the run and whom it acts for (see [`crate::identity`]).
+    pub(crate) fn identity(&self) -> &std::sync::Arc<crate::identity::RunIdentity> {
+        &self.identity
     }
 
     /// The W3C `traceparent` the run was started with, if any.

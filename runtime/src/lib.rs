@@ -78,6 +78,7 @@ mod fan_out;
 pub mod graph;
 mod hex;
 mod history;
+pub mod identity;
 mod hook_token;
 #[cfg(feature = "http")]
 pub mod http;

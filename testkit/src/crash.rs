@@ -998,6 +998,37 @@ impl Store for CrashStore {
         self.probe.alive().await;
         self.inner.delete_schedule(name).await
     }
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &serde_json::Value,
+        mode: reprise::store::Put,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, EngineError> {
+        self.probe.alive().await;
+        self.inner.put_document(kind, key, value, mode, now).await
+    }
+    async fn document(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<reprise::store::Document>, EngineError> {
+        self.probe.alive().await;
+        self.inner.document(kind, key).await
+    }
+    async fn documents(
+        &self,
+        kind: &str,
+        prefix: &str,
+    ) -> Result<Vec<reprise::store::Document>, EngineError> {
+        self.probe.alive().await;
+        self.inner.documents(kind, prefix).await
+    }
+    async fn delete_document(&self, kind: &str, key: &str) -> Result<bool, EngineError> {
+        self.probe.alive().await;
+        self.inner.delete_document(kind, key).await
+    }
     async fn set_schedule_paused(
         &self,
         name: &str,

@@ -303,6 +303,14 @@ async fn create_child<W: Step>(
             queue: queue.map(Box::new),
             key: None,
             event: None,
+            // A child acts for its parent's user, project and subscriber.
+            identity: Some(Box::new(crate::identity::RunIdentity {
+                actor: crate::identity::Actor::Run {
+                    run_id: run.run_id.to_string(),
+                    relation: crate::identity::RunRelation::Parent,
+                },
+                ..(**run.history.identity()).clone()
+            })),
         },
     );
     let child = record.id.clone();

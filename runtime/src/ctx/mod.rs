@@ -483,6 +483,35 @@ impl Ctx {
         self.run.triggered_at
     }
 
+    /// Who or what started the run, with the trigger's details (a schedule's name and
+    /// tick, a webhook's source and delivery id, an API principal, a parent run, …), as
+    /// recorded in its `run_created` event ([`crate::identity::Actor::Unrecorded`] for runs
+    /// recorded before actors were). Recorded, so a replay sees the same actor.
+    pub fn actor(&self) -> &crate::identity::Actor {
+        &self.run.history.identity().actor
+    }
+
+    /// Who started the run and whom it acts for: its actor, user, project and subscriber.
+    pub fn identity(&self) -> &crate::identity::RunIdentity {
+        self.run.history.identity()
+    }
+
+    /// The user the run acts for (credentials are looked up for this user first), if any.
+    pub fn user(&self) -> Option<&str> {
+        self.run.history.identity().user.as_deref()
+    }
+
+    /// The run's project (credentials are looked up there after the user's), if any.
+    pub fn project(&self) -> Option<&str> {
+        self.run.history.identity().project.as_deref()
+    }
+
+    /// For a run of a subscribable workflow started for a subscription: the subscription,
+    /// its subscriber and the subscriber's configuration.
+    pub fn subscriber(&self) -> Option<&crate::identity::Subscriber> {
+        self.run.history.identity().subscriber.as_ref()
+    }
+
     /// The run-level attempt, from 1; grows when a failed body is retried (`max_attempts`).
     pub fn attempt(&self) -> u32 {
         self.run.attempt

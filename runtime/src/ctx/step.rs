@@ -197,7 +197,8 @@ async fn run_action<S: Step>(
                 run.env.resources.clone(),
                 run.control().cancel,
             )
-            .traced(tracing::Span::current(), run.history.traceparent());
+            .traced(tracing::Span::current(), run.history.traceparent())
+            .acting(run.history.identity().clone());
             match run.env.action_override(S::SLUG) {
                 None => call(this_input, cx),
                 Some(stub) => {

@@ -336,6 +336,13 @@ impl Engine {
                 queue: queue.map(Box::new),
                 key: key.clone(),
                 event: None,
+                // The continuation is the same logical run: it keeps who started it and
+                // whom it acts for.
+                identity: old_created
+                    .as_ref()
+                    .and_then(|p| p.get(crate::event::field::IDENTITY))
+                    .and_then(|i| serde_json::from_value(i.clone()).ok())
+                    .map(Box::new),
             },
         );
         let new = record.id.clone();

@@ -203,14 +203,11 @@ impl Engine {
         id: &str,
         key: &str,
     ) -> Result<(RunId, bool), EngineError> {
-        let (record, created) = self.new_run_at(
-            slug,
-            data.clone(),
-            Trigger::Event,
-            None,
-            None,
-            &crate::queue::QueueRequest::default(),
-        )?;
+        let options = crate::StartOptions::new().actor(crate::identity::Actor::Event {
+            name: name.to_owned(),
+            id: id.to_owned(),
+        });
+        let (record, created) = self.new_run_at(slug, data.clone(), Trigger::Event, &options)?;
         let mut payload = EventPayload::decode_owned(created.kind, created.payload)
             .map_err(|e| EngineError::Serde(e.to_string()))?;
         if let EventPayload::RunCreated { event, .. } = &mut payload {

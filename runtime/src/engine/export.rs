@@ -60,6 +60,7 @@ impl Engine {
                 lease: inner.lease,
                 hot: super::hot::HotRuns::new(0, std::time::Duration::ZERO),
                 controls: std::sync::Mutex::new(std::collections::HashMap::new()),
+                default_project: inner.default_project.clone(),
             }),
         }
     }

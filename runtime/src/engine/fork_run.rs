@@ -45,6 +45,10 @@ pub struct ForkOptions {
     /// Who asked: `cli:<user>`, `api`, or your own text. Recorded in `forked_from`
     /// (`code` when empty).
     pub by: String,
+    /// The actor recorded in the fork's identity (the CLI user, the API principal);
+    /// `None`: the original run ([`crate::identity::Actor::Run`], relation `forked`). The
+    /// fork keeps the original's user, project and subscriber.
+    pub actor: Option<crate::identity::Actor>,
 }
 
 impl ForkOptions {
@@ -123,6 +127,7 @@ impl Engine {
             None => (original.input.clone(), false),
         };
         let events = self.store().events(id).await?;
+        let inherited = identity_of(&events);
         let cut = match &options.from {
             None => 0,
             Some(step) => events
@@ -195,6 +200,14 @@ impl Engine {
                 parent: None,
                 continued_from: None,
                 queue: record.queue.clone().map(Box::new),
+                // A fork acts for the original's user, project and subscriber.
+                identity: Some(Box::new(crate::identity::RunIdentity {
+                    actor: options.actor.clone().unwrap_or(crate::identity::Actor::Run {
+                        run_id: original.id.to_string(),
+                        relation: crate::identity::RunRelation::Forked,
+                    }),
+                    ..inherited
+                })),
             },
         );
         let count = copied.len();
@@ -289,4 +302,15 @@ fn unknown_step(run: &RunId, step: &str, events: &[Event]) -> EngineError {
         known,
         total,
     }
+}
+
+/// The identity recorded in the `run_created` event of `events` (a run's log), or
+/// [`crate::identity::RunIdentity::unrecorded`] when it has none.
+pub(crate) fn identity_of(events: &[Event]) -> crate::identity::RunIdentity {
+    events
+        .iter()
+        .find(|e| e.event.kind == EventKind::RunCreated)
+        .and_then(|e| e.event.payload.get(field::IDENTITY))
+        .and_then(|i| serde_json::from_value(i.clone()).ok())
+        .unwrap_or_default()
 }

@@ -95,14 +95,7 @@ impl Engine {
                     .to_owned(),
             ));
         }
-        let (record, mut created) = self.new_run_at(
-            slug,
-            input,
-            trigger,
-            options.start_at,
-            options.traceparent,
-            &options.queue,
-        )?;
+        let (record, mut created) = self.new_run_at(slug, input, trigger, &options)?;
         stamp_key(&mut created, &key);
         let id = record.id.clone();
         let scoped = business_key(slug, &key);

@@ -55,6 +55,7 @@ pub(crate) use retention::{DEFAULT_BATCH, parse_before};
 pub use retention::{PurgeReport, run_retention};
 pub use retry_run::RetriedRun;
 pub use start::StartOptions;
+use start::default_actor;
 pub(crate) use start::{delay_from, parse_delay, parse_start_at};
 pub(crate) use unexecutable::is_unexecutable;
 pub use usage_report::{
@@ -86,6 +87,8 @@ struct Inner {
     hot: hot::HotRuns,
     /// Runs this engine is executing right now, with their cancel/drain switches.
     controls: std::sync::Mutex<HashMap<RunId, RunControl>>,
+    /// The project of runs whose start names none (see [`EngineBuilder::project`]).
+    default_project: Option<String>,
 }
 
 /// The durable execution engine. Cheap to clone (an `Arc`).
@@ -141,6 +144,8 @@ pub struct EngineBuilder {
     prices: crate::cost::PriceTable,
     /// The queues configured (see [`EngineBuilder::queue`]).
     queues: Vec<crate::queue::Queue>,
+    /// The project of runs whose start names none (see [`EngineBuilder::project`]).
+    default_project: Option<String>,
 }
 
 /// A check of an engine part against the registry, run by [`EngineBuilder::build`].
@@ -198,6 +203,9 @@ impl EngineBuilder {
             builder.public_url = url;
         }
         builder.default_model = var("REPRISE_LLM_MODEL");
+        if let Some(project) = var("REPRISE_PROJECT") {
+            builder = builder.project(project);
+        }
         builder.llm_from_env = true;
         if let Some(host) = var("HOSTNAME") {
             builder.host = host;
@@ -415,6 +423,23 @@ impl EngineBuilder {
         self
     }
 
+    /// The project of runs whose start names none ([`StartOptions::project`]): credentials
+    /// are looked up in `project:<project>` after the run's user and before the
+    /// organisation. Also read from `REPRISE_PROJECT` by [`EngineBuilder::from_env`].
+    ///
+    /// # Errors
+    /// [`EngineBuilder::build`] fails with [`EngineError::Config`] when `project` is not 1
+    /// to 128 bytes of ASCII letters, digits, `-`, `_`, `.` and `@`.
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        let project = project.into();
+        if let Err(message) = crate::identity::Scope::parse(&format!("project:{project}")) {
+            self.error
+                .get_or_insert(EngineError::Config(format!("EngineBuilder::project: {message}")));
+        }
+        self.default_project = Some(project);
+        self
+    }
+
     /// Configures a flow-control queue (DESIGN "Flow control", [`crate::queue`]): its
     /// concurrency, per-key concurrency, rate limit and debounce. Runs go through it when
     /// their workflow names it (`#[workflow(queue = "llm")]`) or their start does
@@ -587,6 +612,7 @@ impl EngineBuilder {
                     self.hot_max_sleep,
                 ),
                 controls: std::sync::Mutex::new(HashMap::new()),
+                default_project: self.default_project,
             }),
         })
     }
@@ -623,6 +649,7 @@ impl Engine {
             host: "host".to_owned(),
             prices: crate::cost::PriceTable::builtin(),
             queues: Vec::new(),
+            default_project: None,
         }
     }
 
@@ -808,27 +835,21 @@ impl Engine {
         trigger: Trigger,
         key: &str,
     ) -> Result<(RunId, bool), EngineError> {
-        self.start_once_traced(slug, input, trigger, key, None)
+        self.start_once_with(slug, input, trigger, key, &StartOptions::default())
             .await
     }
 
-    /// [`Engine::start_once`] joining the trace of `traceparent` (checked by the caller).
-    pub(crate) async fn start_once_traced(
+    /// [`Engine::start_once`] with the start time, trace (checked by the caller) and
+    /// identity of `options` (its keys and queue options are not used).
+    pub(crate) async fn start_once_with(
         &self,
         slug: &str,
         input: Value,
         trigger: Trigger,
         key: &str,
-        traceparent: Option<String>,
+        options: &StartOptions,
     ) -> Result<(RunId, bool), EngineError> {
-        let (record, created) = self.new_run_at(
-            slug,
-            input,
-            trigger,
-            None,
-            traceparent,
-            &crate::queue::QueueRequest::default(),
-        )?;
+        let (record, created) = self.new_run_at(slug, input, trigger, options)?;
         let id = record.id.clone();
         match self
             .inner
@@ -845,18 +866,27 @@ impl Engine {
         }
     }
 
-    /// A validated, `queued` run record and its `run_created` event: due at `start_at`
-    /// (recorded in `run_created`; a time not after now is due at once), joining the trace
-    /// of `traceparent` (checked by the caller).
+    /// A validated, `queued` run record and its `run_created` event, as `options` say: due
+    /// at `start_at` (recorded in `run_created`; a time not after now is due at once),
+    /// joining the trace of `traceparent` (checked by the caller), in the queue of `queue`,
+    /// with the identity of `identity` (its actor defaulting to the trigger's). The
+    /// options' business key, idempotency key and de-duplication are the caller's.
     fn new_run_at(
         &self,
         slug: &str,
         input: Value,
         trigger: Trigger,
-        start_at: Option<DateTime<Utc>>,
-        traceparent: Option<String>,
-        queue: &crate::queue::QueueRequest,
+        options: &StartOptions,
     ) -> Result<(RunRecord, NewEvent), EngineError> {
+        let (start_at, traceparent, queue) =
+            (options.start_at, options.traceparent.clone(), &options.queue);
+        let identity = options
+            .identity
+            .resolve(
+                || default_actor(trigger),
+                self.inner.default_project.as_deref(),
+            )
+            .map_err(EngineError::Serde)?;
         let entry = self.workflow(slug)?;
         entry.input.validate(&input)?;
         self.payload_limits()
@@ -898,9 +928,15 @@ impl Engine {
                 parent: None,
                 continued_from: None,
                 queue: queue.map(Box::new),
+                identity: Some(Box::new(identity)),
             },
         );
         Ok((record, created))
+    }
+
+    /// The engine's default project (see [`EngineBuilder::project`]), if any.
+    pub fn default_project(&self) -> Option<&str> {
+        self.inner.default_project.as_deref()
     }
 
     /// Typed [`Engine::start_json`]: enqueues a run of `workflow`.

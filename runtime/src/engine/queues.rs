@@ -224,9 +224,10 @@ impl Engine {
             slug,
             input.clone(),
             trigger,
-            start_at,
-            options.traceparent.clone(),
-            &options.queue,
+            &StartOptions {
+                start_at,
+                ..options.clone()
+            },
         )?;
         let id = record.id.clone();
         match self

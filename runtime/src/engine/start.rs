@@ -31,6 +31,9 @@ pub struct StartOptions {
     /// The run's queue, key in the queue, priority and de-duplication id (see
     /// [`StartOptions::queue`]).
     pub queue: crate::queue::QueueRequest,
+    /// Who starts the run and whom it acts for (see [`StartOptions::actor`],
+    /// [`StartOptions::user`], [`StartOptions::project`]); recorded in `run_created`.
+    pub identity: crate::identity::IdentityRequest,
 }
 
 impl StartOptions {
@@ -104,12 +107,60 @@ impl StartOptions {
         self
     }
 
+    /// Records `actor` as who started the run (an API principal, a trigger with its
+    /// details), instead of the default for the start's trigger.
+    #[must_use]
+    pub fn actor(mut self, actor: crate::identity::Actor) -> Self {
+        self.identity.actor = Some(actor);
+        self
+    }
+
+    /// The user the run acts for (credentials are looked up in `user:<user>` first): 1 to
+    /// 128 bytes of ASCII letters, digits, `-`, `_`, `.` and `@`, checked by
+    /// [`Engine::start_with`]. Child runs act for their parent's user.
+    #[must_use]
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.identity.user = Some(user.into());
+        self
+    }
+
+    /// The run's project (credentials are looked up in `project:<project>` after the
+    /// user's), instead of the engine's default ([`crate::EngineBuilder::project`]).
+    #[must_use]
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.identity.project = Some(project.into());
+        self
+    }
+
+    /// Starts the run for `subscriber`'s subscription: it acts for the subscriber's user
+    /// (unless [`StartOptions::user`] says otherwise) and `ctx.subscriber()` returns it.
+    #[must_use]
+    pub fn subscriber(mut self, subscriber: crate::identity::Subscriber) -> Self {
+        self.identity.subscriber = Some(subscriber);
+        self
+    }
+
     /// At most one run per `key` (1 to 255 printable ASCII bytes, checked by
     /// [`Engine::start_with`]).
     #[must_use]
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
         self
+    }
+}
+
+/// The actor a start records when its caller names none: the command line's OS user for
+/// [`Trigger::Cli`], the principal `api` for [`Trigger::Api`], and code otherwise
+/// (triggers that know more name their actor themselves).
+pub(crate) fn default_actor(trigger: Trigger) -> crate::identity::Actor {
+    use crate::identity::Actor;
+    match trigger {
+        Trigger::Cli => Actor::cli_user(),
+        Trigger::Api => Actor::Principal {
+            name: "api".into(),
+            token: None,
+        },
+        _ => Actor::Code,
     }
 }
 
@@ -182,15 +233,8 @@ impl Engine {
         if let Some(key) = options.key.take() {
             return self.start_keyed(slug, input, trigger, options, key).await;
         }
-        let Some(key) = options.idempotency_key else {
-            let (record, created) = self.new_run_at(
-                slug,
-                input,
-                trigger,
-                options.start_at,
-                options.traceparent,
-                &options.queue,
-            )?;
+        let Some(key) = options.idempotency_key.clone() else {
+            let (record, created) = self.new_run_at(slug, input, trigger, &options)?;
             let id = record.id.clone();
             self.inner.env.store.create_run(record, created).await?;
             self.inner.env.announce_created(&id, slug);
@@ -198,14 +242,7 @@ impl Engine {
         };
         check_idempotency_key(&key).map_err(EngineError::Serde)?;
         let scoped = format!("idempotency:{slug}:{key}");
-        let (record, created) = self.new_run_at(
-            slug,
-            input.clone(),
-            trigger,
-            options.start_at,
-            options.traceparent,
-            &options.queue,
-        )?;
+        let (record, created) = self.new_run_at(slug, input.clone(), trigger, &options)?;
         let id = record.id.clone();
         if let Some(existing) = self
             .inner

@@ -106,6 +106,9 @@ pub mod field {
     pub const CONTINUED_FROM: &str = "continued_from";
     /// `run_created` of a run in a queue: `{"name", "key"?, "priority"}`.
     pub const QUEUE: &str = "queue";
+    /// `run_created`: who started the run and whom it acts for
+    /// (`{"actor", "user"?, "project"?, "subscriber"?}`, see [`crate::identity::RunIdentity`]).
+    pub const IDENTITY: &str = "identity";
     /// `fork_diverged`: the sequence number (in the forked run's log) of the first event of
     /// the step that diverged; copied events from there on no longer answer replay.
     pub const FROM_SEQ: &str = "from_seq";
@@ -166,7 +169,7 @@ pub struct ParentRun {
 #[non_exhaustive]
 pub enum EventPayload {
     /// `{"workflow", "input", "trigger", "start_at"?, "forked_from"?, "traceparent"?,
-    /// "key"?, "event"?, "parent"?, "continued_from"?}`.
+    /// "key"?, "event"?, "parent"?, "continued_from"?, "queue"?, "identity"?}`.
     RunCreated {
         /// The workflow's slug.
         workflow: String,
@@ -194,6 +197,9 @@ pub enum EventPayload {
         /// The run's queue, key and priority (written only for a run in a queue;
         /// `admitted_at` is never in the log).
         queue: Option<Box<super::RunQueue>>,
+        /// Who started the run and whom it acts for (logs written before identities
+        /// have none).
+        identity: Option<Box<crate::identity::RunIdentity>>,
     },
     /// `{"fingerprint"?}` (runs recorded before fingerprints were: `{}`).
     RunStarted {
@@ -521,6 +527,7 @@ impl EventPayload {
                 parent,
                 continued_from,
                 queue,
+                identity,
             } => {
                 put(field::WORKFLOW, Value::String(workflow));
                 put(field::INPUT, input);
@@ -548,6 +555,9 @@ impl EventPayload {
                 }
                 if let Some(queue) = queue {
                     put(field::QUEUE, to_json(&queue));
+                }
+                if let Some(identity) = identity {
+                    put(field::IDENTITY, to_json(&identity));
                 }
             }
             EventPayload::RunStarted { fingerprint } => {
@@ -716,6 +726,7 @@ impl EventPayload {
                 parent: f.optional(field::PARENT),
                 continued_from: f.string(field::CONTINUED_FROM).map(super::RunId),
                 queue: f.optional(field::QUEUE),
+                identity: f.optional(field::IDENTITY),
             },
             EventKind::RunStarted => EventPayload::RunStarted {
                 fingerprint: f.string(field::FINGERPRINT),
@@ -1037,6 +1048,7 @@ mod tests {
                 parent: None,
                 continued_from: None,
                 queue: None,
+                identity: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Cron }),
         );
@@ -1054,6 +1066,7 @@ mod tests {
                 parent: None,
                 continued_from: None,
                 queue: None,
+                identity: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api,
                     "traceparent": traceparent }),
@@ -1071,6 +1084,7 @@ mod tests {
                 parent: None,
                 continued_from: None,
                 queue: None,
+                identity: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": Trigger::Api, "start_at": at(7) }),
         );
@@ -1090,6 +1104,7 @@ mod tests {
                 parent: None,
                 continued_from: None,
                 queue: None,
+                identity: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "event",
                     "event": { "name": "order.paid", "id": "e-1" } }),
@@ -1114,6 +1129,7 @@ mod tests {
                 parent: None,
                 continued_from: None,
                 queue: None,
+                identity: None,
             },
             json!({ "workflow": "wf", "input": input, "trigger": "fork", "forked_from": {
                 "run_id": "r1", "step": "charge#0", "prefix_len": 5, "input_changed": true,
@@ -1134,6 +1150,7 @@ mod tests {
                 }),
                 continued_from: Some(super::super::RunId::from("c1")),
                 queue: None,
+                identity: None,
                 key: Some("k-1".into()),
                 event: None,
             },

@@ -41,6 +41,8 @@ struct Runs {
     emitted: std::collections::HashSet<(String, String)>,
     /// Registered workers by id (a `BTreeMap`: listed by id).
     workers: BTreeMap<String, crate::queue::WorkerInfo>,
+    /// Documents by (kind, key) (a `BTreeMap`: listed by key, and by prefix as a range).
+    documents: BTreeMap<(String, String), super::Document>,
 }
 
 #[derive(Debug)]
@@ -572,6 +574,69 @@ impl Store for MemoryStore {
     async fn set_cursor(&self, name: &str, value: &serde_json::Value) -> Result<(), EngineError> {
         self.lock().cursors.insert(name.to_owned(), value.clone());
         Ok(())
+    }
+
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &serde_json::Value,
+        mode: super::Put,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        super::documents::check(kind, key)?;
+        let mut runs = self.lock();
+        let slot = (kind.to_owned(), key.to_owned());
+        let existing = runs.documents.get(&slot).map(|d| d.created_at);
+        match (mode, existing) {
+            (super::Put::Create, Some(_)) | (super::Put::Replace, None) => return Ok(false),
+            _ => {}
+        }
+        runs.documents.insert(
+            slot,
+            super::Document {
+                kind: kind.to_owned(),
+                key: key.to_owned(),
+                value: value.clone(),
+                created_at: existing.unwrap_or(now),
+                updated_at: now,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn document(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<super::Document>, EngineError> {
+        Ok(self
+            .lock()
+            .documents
+            .get(&(kind.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    async fn documents(
+        &self,
+        kind: &str,
+        prefix: &str,
+    ) -> Result<Vec<super::Document>, EngineError> {
+        let runs = self.lock();
+        Ok(runs
+            .documents
+            .range((kind.to_owned(), prefix.to_owned())..)
+            .take_while(|((k, key), _)| k == kind && key.starts_with(prefix))
+            .map(|(_, d)| d.clone())
+            .collect())
+    }
+
+    async fn delete_document(&self, kind: &str, key: &str) -> Result<bool, EngineError> {
+        Ok(self
+            .lock()
+            .documents
+            .remove(&(kind.to_owned(), key.to_owned()))
+            .is_some())
     }
 
     async fn list_schedules(&self) -> Result<Vec<super::ScheduleRow>, EngineError> {

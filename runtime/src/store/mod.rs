@@ -16,6 +16,7 @@ use crate::event::{Event, NewEvent, RunFilter, RunId, RunRecord, RunUpdate};
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod codec;
+mod documents;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -28,6 +29,7 @@ mod search_sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use documents::{Document, Put};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -604,6 +606,52 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool, EngineError> {
         let _ = event;
         Err(no_inbox("record_event"))
+    }
+
+    /// Writes document `value` under (`kind`, `key`) at `now`, as `mode` says: whether it
+    /// was written (see [`Put`]). Atomic per key. Documents are the engine's own data
+    /// beside runs (credentials, API tokens, subscriptions); see [`Document`].
+    ///
+    /// # Errors
+    /// A kind over 64 or a key over 512 bytes (or empty); store failures; the default
+    /// implementation fails (this store keeps no documents).
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &serde_json::Value,
+        mode: Put,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        let _ = (kind, key, value, mode, now);
+        Err(documents::unsupported())
+    }
+
+    /// The document under (`kind`, `key`), if any.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails.
+    async fn document(&self, kind: &str, key: &str) -> Result<Option<Document>, EngineError> {
+        let _ = (kind, key);
+        Err(documents::unsupported())
+    }
+
+    /// The documents of `kind` whose key starts with `prefix` (`""`: all), by key.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails.
+    async fn documents(&self, kind: &str, prefix: &str) -> Result<Vec<Document>, EngineError> {
+        let _ = (kind, prefix);
+        Err(documents::unsupported())
+    }
+
+    /// Deletes the document under (`kind`, `key`): whether there was one.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails.
+    async fn delete_document(&self, kind: &str, key: &str) -> Result<bool, EngineError> {
+        let _ = (kind, key);
+        Err(documents::unsupported())
     }
 }
 

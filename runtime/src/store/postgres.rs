@@ -178,6 +178,8 @@ use tokio::sync::OnceCell;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+#[path = "postgres_documents.rs"]
+mod documents;
 #[path = "postgres_queues.rs"]
 mod queues;
 #[path = "postgres_schedules.rs"]
@@ -415,6 +417,18 @@ const MIGRATIONS: &[&str] = &[
         id          TEXT PRIMARY KEY,
         info        JSON NOT NULL,
         expires_at  BIGINT NOT NULL
+    );
+    "#,
+    // Version 9: documents, the engine's own data beside runs (credentials encrypted at
+    // rest, API tokens by hash, subscriptions), as opaque JSON by kind and key.
+    r#"
+    CREATE TABLE reprise_documents (
+        kind        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       JSONB NOT NULL,
+        created_at  BIGINT NOT NULL,
+        updated_at  BIGINT NOT NULL,
+        PRIMARY KEY (kind, key)
     );
     "#,
 ];
@@ -1467,6 +1481,38 @@ impl Store for PostgresStore {
 
     async fn list_schedules(&self) -> Result<Vec<super::ScheduleRow>, EngineError> {
         self.schedules_all().await
+    }
+
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &serde_json::Value,
+        mode: super::Put,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        super::documents::check(kind, key)?;
+        self.document_put(kind, key, value, mode, now).await
+    }
+
+    async fn document(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<super::Document>, EngineError> {
+        self.document_one(kind, key).await
+    }
+
+    async fn documents(
+        &self,
+        kind: &str,
+        prefix: &str,
+    ) -> Result<Vec<super::Document>, EngineError> {
+        self.document_prefix(kind, prefix).await
+    }
+
+    async fn delete_document(&self, kind: &str, key: &str) -> Result<bool, EngineError> {
+        self.document_delete(kind, key).await
     }
 
     async fn schedule(&self, name: &str) -> Result<Option<super::ScheduleRow>, EngineError> {

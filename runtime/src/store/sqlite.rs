@@ -124,6 +124,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use tokio::sync::oneshot;
 
+#[path = "sqlite_documents.rs"]
+mod documents;
 #[path = "sqlite_queues.rs"]
 mod queues;
 #[path = "sqlite_schedules.rs"]
@@ -384,6 +386,18 @@ const MIGRATIONS: &[&str] = &[
             value_text = excluded.value_text,
             value_num = excluded.value_num;
     END;
+    "#,
+    // Version 11: documents, the engine's own data beside runs (credentials encrypted at
+    // rest, API tokens by hash, subscriptions), as opaque JSON by kind and key.
+    r#"
+    CREATE TABLE documents (
+        kind        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        value       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (kind, key)
+    ) STRICT, WITHOUT ROWID;
     "#,
 ];
 
@@ -727,7 +741,8 @@ impl SqliteStore {
         answer.await.map_err(|_| stopped())?
     }
 
-    /// A schedule write: whether it changed a row.
+    /// A write that answers [`Reply::Changed`] (schedules, documents): whether it changed
+    /// a row.
     async fn schedule_write(&self, op: Op) -> Result<bool, EngineError> {
         match self.write(op).await? {
             Reply::Changed(changed) => Ok(changed),
@@ -1136,6 +1151,53 @@ impl Store for SqliteStore {
         self.read(schedules::read_all).await
     }
 
+    async fn put_document(
+        &self,
+        kind: &str,
+        key: &str,
+        value: &serde_json::Value,
+        mode: super::Put,
+        now: DateTime<Utc>,
+    ) -> Result<bool, EngineError> {
+        super::documents::check(kind, key)?;
+        let op = Op::Document(documents::DocumentOp::Put {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+            value: serde_json::to_string(value)?,
+            mode,
+            at: micros(now),
+        });
+        self.schedule_write(op).await
+    }
+
+    async fn document(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<super::Document>, EngineError> {
+        let (kind, key) = (kind.to_owned(), key.to_owned());
+        self.read(move |conn| documents::read_one(conn, &kind, &key))
+            .await
+    }
+
+    async fn documents(
+        &self,
+        kind: &str,
+        prefix: &str,
+    ) -> Result<Vec<super::Document>, EngineError> {
+        let (kind, prefix) = (kind.to_owned(), prefix.to_owned());
+        self.read(move |conn| documents::read_prefix(conn, &kind, &prefix))
+            .await
+    }
+
+    async fn delete_document(&self, kind: &str, key: &str) -> Result<bool, EngineError> {
+        let op = Op::Document(documents::DocumentOp::Delete {
+            kind: kind.to_owned(),
+            key: key.to_owned(),
+        });
+        self.schedule_write(op).await
+    }
+
     async fn schedule(&self, name: &str) -> Result<Option<super::ScheduleRow>, EngineError> {
         let name = name.to_owned();
         self.read(move |conn| schedules::read_one(conn, &name))
@@ -1497,6 +1559,8 @@ enum Op {
     /// A workflow's pause (`Some((by, at))`) or its resumption (`None`).
     SetWorkflowPause(String, Option<(String, i64)>),
     Schedule(schedules::ScheduleOp),
+    /// A document write ([`Store::put_document`], [`Store::delete_document`]).
+    Document(documents::DocumentOp),
     /// A run with its `run_created` event and the events after it (a fork's prefix).
     CreateWithEvents(EncodedCreate, Vec<EncodedEvent>),
     /// [`Store::purge_runs`], not a dry run.
@@ -1789,6 +1853,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, EngineError> {
             Ok(Reply::Done)
         }
         Op::Schedule(op) => schedules::apply(conn, op),
+        Op::Document(op) => documents::apply(conn, op),
         Op::CreateWithEvents(create, events) => {
             apply_create_with_events(conn, create, events).map(|()| Reply::Done)
         }

@@ -388,12 +388,15 @@ impl Engine {
         ));
         let started = match delivery {
             Some(id) => self
-                .start_once_traced(
+                .start_once_with(
                     &def.workflow,
                     input,
                     Trigger::Webhook,
                     &def.run_key(id),
-                    traceparent,
+                    &crate::StartOptions {
+                        traceparent,
+                        ..crate::StartOptions::default()
+                    },
                 )
                 .await
                 .map(|(run, created)| {

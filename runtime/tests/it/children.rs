@@ -730,6 +730,7 @@ async fn continue_as_new_hands_on_the_key_and_unreceived_messages() {
             queue: None,
             key: Some("poller-1".into()),
             event: None,
+            identity: None,
         },
     );
     let first = record.id.clone();

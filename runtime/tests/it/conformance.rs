@@ -97,6 +97,8 @@ macro_rules! conformance_suite {
                     cancel_requests_reach_the_lease_holder,
                     create_run_once_creates_one_run_per_key,
                     cursors_round_trip,
+                    documents_round_trip_by_mode_and_prefix,
+                    concurrent_document_creations_have_one_winner,
                     next_wake_is_the_earliest_due_time,
                     concurrent_claims_never_share_a_run,
                     triage_reads_the_row_and_counts_trailing_deferrals,
@@ -1981,6 +1983,113 @@ async fn cursors_round_trip(store: SharedStore) {
     store.set_cursor("poll:feed", &json!(18)).await.unwrap();
     assert_eq!(store.cursor("poll:feed").await.unwrap(), Some(json!(18)));
     assert_eq!(store.cursor("other").await.unwrap(), None);
+}
+
+async fn documents_round_trip_by_mode_and_prefix(store: SharedStore) {
+    use reprise::store::Put;
+    let t0 = t(1_000_000);
+    let t1 = t(61_000_000);
+    assert_eq!(store.document("credential", "org/github").await.unwrap(), None);
+    // Replace needs an existing document; Create needs none.
+    assert!(
+        !store
+            .put_document("credential", "org/github", &json!(1), Put::Replace, t0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_document("credential", "org/github", &json!({"v": 1}), Put::Create, t0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_document("credential", "org/github", &json!({"v": 2}), Put::Create, t1)
+            .await
+            .unwrap()
+    );
+    let doc = store
+        .document("credential", "org/github")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.value, json!({"v": 1}));
+    assert!(
+        store
+            .put_document("credential", "org/github", &json!({"v": 3}), Put::Replace, t1)
+            .await
+            .unwrap()
+    );
+    let doc = store
+        .document("credential", "org/github")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((doc.value, doc.created_at, doc.updated_at), (json!({"v": 3}), t0, t1));
+    // Upsert writes either way; keys with LIKE wildcards are plain text to a prefix.
+    for key in ["user:ada/github", "user:ada/slack", "user:ad_/x", "user:bob/github"] {
+        assert!(
+            store
+                .put_document("credential", key, &json!(key), Put::Upsert, t0)
+                .await
+                .unwrap()
+        );
+    }
+    store
+        .put_document("api_token", "user:ada/zzz", &json!(0), Put::Upsert, t0)
+        .await
+        .unwrap();
+    let keys = |docs: Vec<reprise::store::Document>| {
+        docs.into_iter().map(|d| d.key).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        keys(store.documents("credential", "user:ada/").await.unwrap()),
+        vec!["user:ada/github", "user:ada/slack"]
+    );
+    assert_eq!(
+        keys(store.documents("credential", "user:ad_").await.unwrap()),
+        vec!["user:ad_/x"]
+    );
+    assert_eq!(store.documents("credential", "").await.unwrap().len(), 5);
+    assert!(store.delete_document("credential", "user:ada/slack").await.unwrap());
+    assert!(!store.delete_document("credential", "user:ada/slack").await.unwrap());
+    assert_eq!(
+        keys(store.documents("credential", "user:ada/").await.unwrap()),
+        vec!["user:ada/github"]
+    );
+    assert_eq!(store.documents("api_token", "").await.unwrap().len(), 1);
+    assert!(
+        store
+            .put_document("", "k", &json!(0), Put::Upsert, t0)
+            .await
+            .is_err()
+    );
+}
+
+async fn concurrent_document_creations_have_one_winner(store: SharedStore) {
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .put_document(
+                        "subscription",
+                        "digest/ada",
+                        &json!(i),
+                        reprise::store::Put::Create,
+                        t(0),
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
 }
 
 async fn next_wake_is_the_earliest_due_time(store: SharedStore) {

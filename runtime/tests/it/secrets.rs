@@ -181,6 +181,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             parent: None,
             continued_from: None,
             queue: None,
+            identity: None,
         },
     );
     store.create_run(record, created).await.unwrap();
