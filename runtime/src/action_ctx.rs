@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ActionError;
+use crate::credentials::{CredentialDecl, CredentialStore, Secret};
 use crate::resources::Resources;
 
 /// The context of one attempt of an action: its idempotency key, attempt number and the
@@ -24,6 +25,8 @@ pub struct ActionCtx {
     run_traceparent: Option<Arc<str>>,
     /// Who started the run and whom it acts for (`None` outside a workflow).
     identity: Option<Arc<crate::identity::RunIdentity>>,
+    /// The credential store, what the action declared, and the execution's masks.
+    credentials: crate::credentials::CredentialAccess,
 }
 
 impl ActionCtx {
@@ -34,6 +37,7 @@ impl ActionCtx {
         attempt: u32,
         resources: Arc<Resources>,
         cancellation: CancellationToken,
+        credentials: crate::credentials::CredentialAccess,
     ) -> Self {
         ActionCtx {
             idempotency_key: format!("{run_id}/{correlation_id}"),
@@ -45,6 +49,7 @@ impl ActionCtx {
             span: tracing::Span::none(),
             run_traceparent: None,
             identity: None,
+            credentials,
         }
     }
 
@@ -79,7 +84,62 @@ impl ActionCtx {
             span: tracing::Span::none(),
             run_traceparent: None,
             identity: None,
+            credentials: crate::credentials::CredentialAccess {
+                store: Arc::new(crate::credentials::EnvCredentials::new()),
+                declared: None,
+                slug: slug.to_owned(),
+                masks: Arc::default(),
+            },
         }
+    }
+
+    /// Only the credentials in `declared` may be read (an action's declaration).
+    pub(crate) fn declaring(mut self, declared: &'static [CredentialDecl]) -> Self {
+        self.credentials.declared = Some(declared);
+        self
+    }
+
+    /// Reads credentials from `store` instead (for a standalone context in a unit test:
+    /// `ActionCtx::standalone("fetch").with_credentials(FileCredentials::new(path))`).
+    #[must_use]
+    pub fn with_credentials(mut self, store: impl CredentialStore) -> Self {
+        self.credentials.store = Arc::new(store);
+        self
+    }
+
+    /// The value of credential `name` for this run: looked up in the run's user scope,
+    /// then its project's, then the organisation's (`user:ada`, `project:acme`, `org`:
+    /// [`crate::identity::RunIdentity::scopes`]), or only in the scope the declaration
+    /// pins (`#[action(credentials = [("billing", Scope::Org)])]`); the first scope that
+    /// has it wins. It is read from the engine's [`CredentialStore`] at each call, so a
+    /// rotated value is used by the next step; replayed steps do not run, so they read
+    /// nothing. Outside a run ([`ActionCtx::standalone`], `action.run(input)` in a test)
+    /// only `org` is looked up, in the environment ([`crate::credentials::EnvCredentials`])
+    /// unless [`ActionCtx::with_credentials`] says otherwise.
+    ///
+    /// The value is remembered for the rest of the run's execution and masked (`***`) in
+    /// every step input, output and error it records afterwards; still, never return it
+    /// from a step or put it in an error.
+    ///
+    /// ```ignore
+    /// #[action(credentials = ["github"])]
+    /// async fn fetch_repo(input: Repo, cx: ActionCtx) -> Result<Info, ActionError> {
+    ///     let token = cx.credential("github").await?;
+    ///     let request = client.get(url).bearer_auth(token.expose());
+    ///     // ..
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    /// Not retried unless said: `undeclared_credential` when the action does not declare
+    /// `name`; `credential_missing` naming the credential and every scope tried (`user:ada,
+    /// project:acme, org`); `credential_unreadable` when the value does not decrypt (a
+    /// wrong `REPRISE_SECRETS_KEY`) or its file is malformed; `credential_store`
+    /// (retryable) when the store failed. No error text holds a value.
+    pub async fn credential(&self, name: &str) -> Result<Secret, ActionError> {
+        self.credentials
+            .resolve(self.identity.as_deref(), name)
+            .await
     }
 
     /// `run-id/correlation-id`: the same on every attempt and every replay of this step, and

@@ -127,7 +127,7 @@ pub(crate) fn expand_placeholders_str(text: &mut String, secret: &[u8], run_id: 
 
 /// Applies `edit` to every string of `value`, object keys included: the one walk behind
 /// redaction and expansion.
-fn edit_strings(value: &mut serde_json::Value, edit: &mut impl FnMut(&mut String)) {
+pub(crate) fn edit_strings(value: &mut serde_json::Value, edit: &mut impl FnMut(&mut String)) {
     use serde_json::Value;
     match value {
         Value::String(text) => edit(text),

@@ -69,6 +69,7 @@
 mod action_ctx;
 mod clock;
 pub mod cost;
+pub mod credentials;
 mod ctx;
 mod delivery;
 mod engine;

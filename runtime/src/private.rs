@@ -21,6 +21,7 @@ pub use crate::step::{
     StepData, WorkflowFn, WorkflowOptions,
 };
 pub use crate::step::{MessageDecl, MessageKind};
+pub use crate::credentials::{CredentialDecl, CredentialPin};
 pub use crate::{ActionCtx, ActionError, Ctx, WorkflowError};
 
 /// Compile-time check, spanned at the user's type: `T` can cross a step boundary.
@@ -44,7 +45,10 @@ pub fn call_standalone<S: Step>(
         return Box::pin(std::future::ready(Err(run.unrecorded_step(S::SLUG))));
     }
     match S::BEHAVIOR {
-        StepBehavior::Action { call, .. } => call(input, ActionCtx::standalone(S::SLUG)),
+        StepBehavior::Action { call, options } => call(
+            input,
+            ActionCtx::standalone(S::SLUG).declaring(options.credentials),
+        ),
         StepBehavior::Workflow { .. } => Box::pin(async {
             Err(ActionError::permanent(format!(
                 "`{}` is a workflow: start it with an Engine (engine.run(..)) instead of calling it directly",

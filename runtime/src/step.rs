@@ -69,17 +69,22 @@ pub struct ActionOptions {
     pub timeout: Option<Duration>,
     /// Error kinds ([`ActionError::kind`]) that are never retried.
     pub non_retryable: &'static [&'static str],
+    /// The credentials the action reads with [`ActionCtx::credential`]
+    /// (`#[action(credentials = ["github", ("billing", Scope::Org)])]`): reading another
+    /// fails with kind `undeclared_credential`. Default: none.
+    pub credentials: &'static [crate::credentials::CredentialDecl],
 }
 
 impl ActionOptions {
     /// The cap on a single retry delay: 5 minutes.
     pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
-    /// The defaults: no retries, 1 s backoff, no timeout.
+    /// The defaults: no retries, 1 s backoff, no timeout, no credentials.
     pub const DEFAULT: ActionOptions = ActionOptions {
         retries: 0,
         backoff: Duration::from_secs(1),
         timeout: None,
         non_retryable: &[],
+        credentials: &[],
     };
 }
 

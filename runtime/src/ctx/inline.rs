@@ -91,6 +91,7 @@ impl InlineOptions {
             backoff: self.backoff.clone()?,
             timeout: self.timeout.clone().transpose()?,
             non_retryable: &[],
+            credentials: &[],
         })
     }
 }

@@ -90,6 +90,9 @@ pub(crate) struct RunState {
     /// The hook tokens the body has handed out: redacted from what the run records, put
     /// back into what it replays (see [`crate::hook_token::token_placeholder`]).
     pub(crate) hook_tokens: crate::hook_token::IssuedTokens,
+    /// The credential values this execution resolved: masked (`***`) in what it records
+    /// (see [`crate::credentials::Masks`]).
+    pub(crate) masks: Arc<crate::credentials::Masks>,
     /// The engine's payload limits, read once per execution (every step checks them).
     pub(crate) limits: crate::payload::PayloadLimits,
     /// Bytes of event payload JSON in the log, counted up to the history warning threshold
@@ -154,6 +157,7 @@ impl RunState {
             executed: AtomicU64::new(0),
             consumed: AtomicUsize::new(0),
             hook_tokens: crate::hook_token::IssuedTokens::default(),
+            masks: Arc::default(),
             fence: Mutex::new(fence),
             control: Mutex::new(control),
             resumed: tokio::sync::watch::Sender::new(0),
@@ -299,6 +303,9 @@ impl RunState {
         if !self.hook_tokens.is_empty() {
             self.redact_hook_tokens(&mut all, &mut update);
         }
+        if !self.masks.is_empty() {
+            self.mask_credentials(&mut all, &mut update);
+        }
         let count = all.len() as u64;
         self.check_history_cap(*next_seq, count, &update)?;
         let grown = self.grown_log(&all);
@@ -337,6 +344,20 @@ impl RunState {
             .flatten()
         {
             self.hook_tokens.redact(value);
+        }
+    }
+
+    /// Replaces every credential value this execution resolved by `***` in what is about
+    /// to be written (step inputs, outputs, errors; the run's output and error).
+    fn mask_credentials(&self, events: &mut [NewEvent], update: &mut RunUpdate) {
+        for event in events {
+            self.masks.mask_payload(&mut event.payload);
+        }
+        if let Some(output) = &mut update.output {
+            self.masks.mask_value(output);
+        }
+        if let Some(error) = &mut update.error {
+            self.masks.mask_error_value(error);
         }
     }
 

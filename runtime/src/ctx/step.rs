@@ -196,6 +196,12 @@ async fn run_action<S: Step>(
                 attempt,
                 run.env.resources.clone(),
                 run.control().cancel,
+                crate::credentials::CredentialAccess {
+                    store: crate::credentials::CredentialSettings::of(&run.env),
+                    declared: Some(options.credentials),
+                    slug: S::SLUG.to_owned(),
+                    masks: run.masks.clone(),
+                },
             )
             .traced(tracing::Span::current(), run.history.traceparent())
             .acting(run.history.identity().clone());
@@ -245,10 +251,15 @@ pub(crate) async fn attempts<O>(
             },
             None => call.await,
         };
-        let result = match outcome {
+        let mut result = match outcome {
             Ok(result) => result,
             Err(panic) => Err(panic_error(slug, panic)),
         };
+        // Before the error is logged, recorded or handed to the body: no credential value
+        // this execution resolved may be in it.
+        if let Err(error) = &mut result {
+            run.masks.mask_error(error);
+        }
         let error = match result {
             Ok(output) => return (Ok(output), attempt),
             Err(error) => error,

@@ -146,6 +146,12 @@ pub struct EngineBuilder {
     queues: Vec<crate::queue::Queue>,
     /// The project of runs whose start names none (see [`EngineBuilder::project`]).
     default_project: Option<String>,
+    /// The credential store configured with [`EngineBuilder::credentials`].
+    credentials: Option<Arc<dyn crate::credentials::CredentialStore>>,
+    /// The key of the store-backed credentials (see [`EngineBuilder::secrets_key`]).
+    secrets_key: Option<crate::credentials::SecretsKey>,
+    /// Whether `build` falls back to credentials in environment variables.
+    credentials_from_env: bool,
 }
 
 /// A check of an engine part against the registry, run by [`EngineBuilder::build`].
@@ -187,6 +193,11 @@ impl EngineBuilder {
     ///   OpenAI-compatible provider [`crate::llm::OpenAiProvider::from_env`] serves vendor
     ///   `openai` and is the default;
     /// - `HOSTNAME`: the host part of the default owner id;
+    /// - `REPRISE_SECRETS_KEY` (32 bytes, base64): credentials are kept encrypted in the
+    ///   store ([`crate::credentials::StoredCredentials`]), looked up there first and then
+    ///   in `REPRISE_CREDENTIAL_*` variables ([`crate::credentials::EnvCredentials`]);
+    ///   without it, in those variables only (a key that is not 32 bytes of base64 makes
+    ///   [`EngineBuilder::build`] fail, naming the variable);
     /// - `REPRISE_RETENTION` / `REPRISE_RETENTION_SWEEP_EVERY` (humantime, e.g. `30d` /
     ///   `1m`): [`EngineBuilder::retention`] and [`EngineBuilder::retention_sweep_every`]
     ///   (a value that is not a duration makes [`EngineBuilder::build`] fail, naming it);
@@ -207,6 +218,15 @@ impl EngineBuilder {
             builder = builder.project(project);
         }
         builder.llm_from_env = true;
+        builder.credentials_from_env = true;
+        match crate::credentials::SecretsKey::from_env() {
+            Ok(key) => builder.secrets_key = key,
+            Err(error) => {
+                builder
+                    .error
+                    .get_or_insert(EngineError::Config(error.to_string()));
+            }
+        }
         if let Some(host) = var("HOSTNAME") {
             builder.host = host;
         }
@@ -440,6 +460,32 @@ impl EngineBuilder {
         self
     }
 
+    /// Where actions' credentials come from ([`crate::ActionCtx::credential`]) and where
+    /// the `credentials` CLI and API write them: any [`crate::credentials::CredentialStore`]
+    /// (several as one with [`crate::credentials::LayeredCredentials`]). It replaces what
+    /// [`EngineBuilder::secrets_key`] and [`EngineBuilder::from_env`] would configure.
+    ///
+    /// Without it: with a secrets key, [`crate::credentials::StoredCredentials`] in the
+    /// engine's store (encrypted), layered over
+    /// [`crate::credentials::EnvCredentials`] when the builder came from
+    /// [`EngineBuilder::from_env`] (a credential set in the store wins over the same
+    /// variable); from the environment without a key, `EnvCredentials` alone (read-only);
+    /// otherwise ([`Engine::builder`] is hermetic) none: every look-up misses and writes
+    /// fail saying how to configure a store.
+    pub fn credentials(mut self, store: impl crate::credentials::CredentialStore) -> Self {
+        self.credentials = Some(Arc::new(store));
+        self
+    }
+
+    /// The key credentials are encrypted with in the engine's store
+    /// ([`crate::credentials::StoredCredentials`]); [`EngineBuilder::from_env`] reads it
+    /// from `REPRISE_SECRETS_KEY` (32 bytes, base64). Ignored when
+    /// [`EngineBuilder::credentials`] is called.
+    pub fn secrets_key(mut self, key: crate::credentials::SecretsKey) -> Self {
+        self.secrets_key = Some(key);
+        self
+    }
+
     /// Configures a flow-control queue (DESIGN "Flow control", [`crate::queue`]): its
     /// concurrency, per-key concurrency, rate limit and debounce. Runs go through it when
     /// their workflow names it (`#[workflow(queue = "llm")]`) or their start does
@@ -578,8 +624,19 @@ impl EngineBuilder {
             TypeId::of::<crate::payload::PayloadLimits>(),
             Arc::new(crate::payload::limits_of(&self.extensions)),
         );
+        let store: SharedStore = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let credentials = credential_store(
+            self.credentials,
+            self.secrets_key,
+            self.credentials_from_env,
+            &store,
+        );
+        services.insert(
+            TypeId::of::<crate::credentials::CredentialSettings>(),
+            Arc::new(crate::credentials::CredentialSettings { store: credentials }),
+        );
         let env = RunEnv::new(RunEnvParts {
-            store: self.store.unwrap_or_else(|| Arc::new(MemoryStore::new())),
+            store,
             clock: self.clock,
             replay_only: self.replay_only,
             fault: self.fault,
@@ -618,7 +675,36 @@ impl EngineBuilder {
     }
 }
 
+/// The credential store an engine uses (see [`EngineBuilder::credentials`]): the one
+/// configured; else the encrypted store-backed one over the environment's (each when
+/// configured); else none.
+fn credential_store(
+    configured: Option<Arc<dyn crate::credentials::CredentialStore>>,
+    key: Option<crate::credentials::SecretsKey>,
+    from_env: bool,
+    store: &SharedStore,
+) -> Arc<dyn crate::credentials::CredentialStore> {
+    use crate::credentials::{EnvCredentials, LayeredCredentials, StoredCredentials};
+    if let Some(configured) = configured {
+        return configured;
+    }
+    let mut layered = LayeredCredentials::new();
+    if let Some(key) = key {
+        layered = layered.layer(StoredCredentials::new(store.clone(), key));
+    }
+    if from_env {
+        layered = layered.layer(EnvCredentials::new());
+    }
+    Arc::new(layered)
+}
+
 impl Engine {
+    /// The credential store runs read credentials from and the `credentials` CLI and API
+    /// write to (see [`EngineBuilder::credentials`]).
+    pub fn credentials(&self) -> Arc<dyn crate::credentials::CredentialStore> {
+        crate::credentials::CredentialSettings::of(&self.inner.env)
+    }
+
     /// A builder with an in-memory store, no workflows, the system clock.
     ///
     /// Hermetic: it reads no environment variable, so a test engine never reaches a real
@@ -650,6 +736,9 @@ impl Engine {
             prices: crate::cost::PriceTable::builtin(),
             queues: Vec::new(),
             default_project: None,
+            credentials: None,
+            secrets_key: None,
+            credentials_from_env: false,
         }
     }
 
