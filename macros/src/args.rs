@@ -31,6 +31,15 @@ mod kw {
     syn::custom_keyword!(on_event);
     syn::custom_keyword!(max_history_events);
     syn::custom_keyword!(queue);
+    syn::custom_keyword!(credentials);
+}
+
+/// One entry of `credentials = [..]`: `"github"` or `("billing", Scope::Org)`.
+pub(crate) struct CredentialArg {
+    /// The credential's name.
+    pub(crate) name: LitStr,
+    /// The pinned scope kind: `User`, `Project` or `Org`.
+    pub(crate) pin: Option<syn::Ident>,
 }
 
 /// Options of `#[action(…)]`.
@@ -50,6 +59,8 @@ pub(crate) struct ActionArgs {
     pub(crate) unregistered: bool,
     /// `crate = "path"`.
     pub(crate) krate: Option<Path>,
+    /// `credentials = ["github", ("billing", Scope::Org)]`.
+    pub(crate) credentials: Vec<CredentialArg>,
 }
 
 /// Options of `#[workflow(…)]`.
@@ -79,8 +90,8 @@ pub(crate) struct WorkflowArgs {
     pub(crate) queue: Option<LitStr>,
 }
 
-const ACTION_KEYS: &str =
-    "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, `register` or `crate`";
+const ACTION_KEYS: &str = "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, \
+     `credentials`, `register` or `crate`";
 const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, \
      `retention`, `timeout`, `on_event`, `max_history_events`, `queue`, `register` or \
      `crate`";
@@ -117,6 +128,11 @@ pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionA
                 seen.check("non_retryable", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.non_retryable = parse_kinds(input)?;
+            } else if lookahead.peek(kw::credentials) {
+                let key = input.parse::<kw::credentials>()?;
+                seen.check("credentials", key.span, errors);
+                input.parse::<Token![=]>()?;
+                args.credentials = parse_credentials(input, errors)?;
             } else if lookahead.peek(kw::register) {
                 let key = input.parse::<kw::register>()?;
                 seen.check("register", key.span, errors);
@@ -339,6 +355,14 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
         (Macro::Workflow, "execution_timeout" | "deadline" | "run_timeout") => Some(
             "did you mean `timeout = \"1d\"` (the run fails with kind `timeout` once that long has passed since it was created)?".to_owned(),
         ),
+        (Macro::Action, "credential" | "secrets" | "secret") => Some(
+            "did you mean `credentials = [\"github\"]`?".to_owned(),
+        ),
+        (Macro::Workflow, "credentials" | "credential" | "secrets") => Some(
+            "credentials are declared by the actions that read them: write \
+             `#[action(credentials = [\"github\"])]` on the action"
+                .to_owned(),
+        ),
         (Macro::Workflow, "backoff" | "non_retryable") => Some(format!(
             "`{name}` is an `#[action]` option: set it on the actions the workflow calls"
         )),
@@ -493,6 +517,99 @@ fn parse_kinds(input: ParseStream) -> syn::Result<Vec<LitStr>> {
     syn::bracketed!(content in input);
     let kinds = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
     Ok(kinds.into_iter().collect())
+}
+
+/// `credentials = ["github", ("billing", Scope::Org)]`: names checked like
+/// `reprise::credentials::check_name` (1 to 64 ASCII letters, digits, `-`, `_`, `.`), each
+/// declared once, pins one of `Scope::User`, `Scope::Project`, `Scope::Org`.
+fn parse_credentials(input: ParseStream, errors: &Errors) -> syn::Result<Vec<CredentialArg>> {
+    const EXAMPLE: &str = "e.g. `credentials = [\"github\", (\"billing\", Scope::Org)]`";
+    if !input.peek(syn::token::Bracket) {
+        return Err(input.error(format!(
+            "expected a list of credential names, {EXAMPLE}"
+        )));
+    }
+    let content;
+    syn::bracketed!(content in input);
+    let mut list: Vec<CredentialArg> = Vec::new();
+    while !content.is_empty() {
+        let entry = if content.peek(LitStr) {
+            CredentialArg {
+                name: content.parse()?,
+                pin: None,
+            }
+        } else if content.peek(syn::token::Paren) {
+            let inner;
+            syn::parenthesized!(inner in content);
+            let name: LitStr = inner.parse()?;
+            inner.parse::<Token![,]>()?;
+            let scope: syn::Expr = inner.parse()?;
+            let _ = inner.parse::<Option<Token![,]>>()?;
+            if !inner.is_empty() {
+                return Err(inner.error("expected `(\"name\", Scope::Org)`"));
+            }
+            CredentialArg {
+                name,
+                pin: pin_of(&scope, errors),
+            }
+        } else {
+            return Err(content.error(format!(
+                "expected a credential name or a `(\"name\", Scope::Org)` pair, {EXAMPLE}"
+            )));
+        };
+        let value = entry.name.value();
+        let valid = !value.is_empty()
+            && value.len() <= 64
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            errors.error(
+                entry.name.span(),
+                format!(
+                    "`{value}` is not a credential name: use 1 to 64 ASCII letters, digits, \
+                     `-`, `_` or `.`, e.g. \"github\""
+                ),
+            );
+        } else if list.iter().any(|c| c.name.value() == value) {
+            errors.error(
+                entry.name.span(),
+                format!("credential `{value}` is declared twice; declare it once"),
+            );
+        }
+        list.push(entry);
+        if !content.is_empty() {
+            content.parse::<Token![,]>()?;
+        }
+    }
+    Ok(list)
+}
+
+/// The scope kind of a pin (`Scope::Org`, `reprise::identity::Scope::User`), or an
+/// error at it.
+fn pin_of(scope: &syn::Expr, errors: &Errors) -> Option<syn::Ident> {
+    let kinds = "pin a credential to `Scope::User`, `Scope::Project` or `Scope::Org`";
+    match scope {
+        syn::Expr::Path(path) => {
+            let last = path.path.segments.last()?;
+            if matches!(last.ident.to_string().as_str(), "User" | "Project" | "Org") {
+                return Some(last.ident.clone());
+            }
+            errors.error_spanned_by(
+                scope,
+                format!("`{}` is not a scope kind: {kinds}", last.ident),
+            );
+        }
+        syn::Expr::Call(_) => errors.error_spanned_by(
+            scope,
+            format!(
+                "a pin names the scope kind only, the id comes from the run (its user or \
+                 project): {kinds}, e.g. `(\"github\", Scope::User)`"
+            ),
+        ),
+        _ => errors.error_spanned_by(scope, kinds),
+    }
+    None
 }
 
 fn parse_crate(input: ParseStream) -> syn::Result<Path> {

@@ -34,6 +34,7 @@ pub(crate) fn action(args: TokenStream, item: TokenStream) -> TokenStream {
     let Some(step) = check_signature(item_fn, Kind::Action, &errors) else {
         return with_errors(errors, item);
     };
+    check_credential_reads(&step.item, &args, &errors);
     let output = with_errors(errors, action_tokens(&step, &args));
     debug_print("action", &name, &output);
     output
@@ -231,6 +232,48 @@ impl<'a> Common<'a> {
     }
 }
 
+/// "Checked at registration": every `.credential("name")` call with a literal name in
+/// the action's body must name a credential of `credentials = [..]`; an error at the
+/// literal says how to declare it. (A name computed at run time is checked when it is
+/// read: kind `undeclared_credential`.)
+fn check_credential_reads(item: &ItemFn, args: &ActionArgs, errors: &Errors) {
+    struct Reads<'a> {
+        declared: Vec<String>,
+        errors: &'a Errors,
+    }
+    impl<'ast> syn::visit::Visit<'ast> for Reads<'_> {
+        fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+            if call.method == "credential"
+                && call.args.len() == 1
+                && let Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(name),
+                    ..
+                })) = call.args.first()
+                && !self.declared.contains(&name.value())
+            {
+                let mut names: Vec<String> =
+                    self.declared.iter().map(|n| format!("\"{n}\"")).collect();
+                names.push(format!("\"{}\"", name.value()));
+                self.errors.error(
+                    name.span(),
+                    format!(
+                        "credential `{}` is not declared by this action: an action reads only \
+                         the credentials it declares; add it: `#[action(credentials = [{}])]`",
+                        name.value(),
+                        names.join(", ")
+                    ),
+                );
+            }
+            syn::visit::visit_expr_method_call(self, call);
+        }
+    }
+    let mut reads = Reads {
+        declared: args.credentials.iter().map(|c| c.name.value()).collect(),
+        errors,
+    };
+    syn::visit::Visit::visit_block(&mut reads, &item.block);
+}
+
 /// The `#[action]` expansion.
 fn action_tokens(step: &StepFn, args: &ActionArgs) -> TokenStream {
     let common = Common::new(step, args.krate.as_ref(), args.slug.as_ref());
@@ -282,6 +325,19 @@ fn action_tokens(step: &StepFn, args: &ActionArgs) -> TokenStream {
     if !args.non_retryable.is_empty() {
         let kinds = &args.non_retryable;
         options.push(quote!(non_retryable: &[#(#kinds),*],));
+    }
+    if !args.credentials.is_empty() {
+        let decls = args.credentials.iter().map(|c| {
+            let name = &c.name;
+            match &c.pin {
+                None => quote!(#private::CredentialDecl::any(#name)),
+                Some(kind) => {
+                    let kind = Ident::new(&kind.to_string(), kind.span());
+                    quote!(#private::CredentialDecl::pinned(#name, #private::CredentialPin::#kind))
+                }
+            }
+        });
+        options.push(quote!(credentials: &[#(#decls),*],));
     }
     let behavior = quote! {
         #private::StepBehavior::Action {

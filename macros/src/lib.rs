@@ -55,6 +55,12 @@ use proc_macro::TokenStream;
 /// - `backoff = "1s"`: delay before the first retry, doubled on each retry (default 1s).
 /// - `timeout = "30s"`: per-attempt time limit (default none).
 /// - `non_retryable = ["kind", …]`: error kinds that are never retried.
+/// - `credentials = ["github", ("billing", Scope::Org)]`: the credentials the action reads
+///   with `cx.credential("github")`, resolved per run user → project → org, or only in the
+///   pinned scope kind (`Scope::User`, `Scope::Project`, `Scope::Org`; the id comes from
+///   the run). A `.credential("x")` call with a literal name the list lacks is a compile
+///   error; a name computed at run time that it lacks fails the step
+///   (`undeclared_credential`).
 /// - `register = false`: leave the action out of the link-time registry that
 ///   `Engine::builder().discover()` reads; register it by hand with `.register(name)`.
 /// - `crate = "path"`: where `reprise` is, for crates that re-export it.

@@ -134,6 +134,11 @@ pub(crate) enum Command {
     /// has admitted and running, and how many wait.
     #[command(subcommand)]
     Queues(super::queues::QueuesCommand),
+    /// Set, list and delete the credentials actions read (`cx.credential("github")`),
+    /// per scope: `user:<id>`, `project:<id>` or `org`. Values are read from stdin and
+    /// never shown; with REPRISE_SECRETS_KEY they are kept encrypted in the database.
+    #[command(subcommand)]
+    Credentials(super::credentials::CredentialsCommand),
 }
 
 /// `dev`'s options.

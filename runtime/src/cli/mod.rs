@@ -48,6 +48,7 @@
 //! its whole history. The same rules as `reprise_testkit::replay::check`.
 
 mod args;
+mod credentials;
 mod events;
 mod logging;
 mod messages;
@@ -262,6 +263,7 @@ fn is_read_only(command: &Command) -> bool {
         ) | Command::Workflows(
             WorkflowsCommand::Check { .. } | WorkflowsCommand::Graph { run: Some(_), .. }
         ) | Command::Queues(_)
+            | Command::Credentials(credentials::CredentialsCommand::List { .. })
     )
 }
 
@@ -489,6 +491,7 @@ async fn dispatch(
         ) => messages::dispatch(engine, command).await,
         Command::Events(command) => events::dispatch(engine, command).await,
         Command::Queues(command) => queues::dispatch(engine, command).await,
+        Command::Credentials(command) => credentials::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;

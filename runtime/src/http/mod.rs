@@ -25,6 +25,9 @@
 //! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; `?delay=10m` or `?start_at=<RFC 3339>` for a delayed start: queued, due then; `?queue=&queue_key=&priority=&dedup=` for flow control; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `dedup` (or into a debounced queue): `"created": true`, or 200 with the pending run and `"created": false` when it answered the start; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait`, `delay`, `start_at` or key, an unknown queue, a queue key the input lacks, a `priority` that is not an integer (nothing is created), 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 413 `payload_too_large` (the input is over `EngineBuilder::max_payload_bytes`; names the size and the limit), 422 schema violations (nothing is enqueued) |
 //! | `GET /workflows/{slug}/graph` (`?run=<id>` lights it with that run; `?format=svg\|mermaid\|json`) | 200 the workflow's graph: `image/svg+xml` by default (call-site nodes `<g class="node <status>" data-step data-status>`), Mermaid as `text/plain`, or JSON | 400 unknown `format`, 404 unknown slug or run, 422 `other_workflow` (the run is of another workflow) |
 //! | `GET /queues` | 200 `[{"name","concurrency"?,"key_concurrency"?,"key"?,"rate_limit"?,"debounce"?,"active","admitted_in_window","waiting"}]`: the flow-control queues the engine knows, by name, with admitted unfinished runs (`active`), admissions in the current rate window and queued runs not yet admitted (`waiting`) | |
+//! | `PUT /credentials/{scope}/{name}` | 200 `{"scope","name","change":"set"}`; body `{"value": "…"}` (never echoed) | 400 unknown scope (the message names `user:<id>`, `project:<id>`, `org`), bad name or body; 409 `read_only` store |
+//! | `GET /credentials[?scope=]` | 200 `[{"scope","name","updated_at","source"}]`: never values | 400 unknown scope |
+//! | `DELETE /credentials/{scope}/{name}` | 200 `{"scope","name","change":"deleted"}` | 400; 404 `unknown_credential`; 409 `read_only` |
 //! | `GET /workflows` | 200 `[{"slug","description"?,"input_schema","output_schema","paused"?,"on_event"?}]` (`paused`: `{"by","at"}` while paused; `on_event`: the event that starts its runs) | |
 //! | `GET /runs?status=&workflow=&limit=` | 200 `[{"id","workflow","status","attempt","trigger","created_at","updated_at","wake_at"}]`, newest first, at most `limit` (default 100); runs whose rows do not decode are left out (logged at debug) and named in the header `X-Reprise-Skipped: <id>, <id>` | 400 unknown status (names the valid ones) or bad limit |
 //! | `GET /runs/{id}` | 200 the run with `input`, `output`, `error`, `steps` and open `hooks`; `queue` (`{"name","key"?,"priority","admitted_at"?}`) for a run in a queue, and `waiting_for` (`{"queue"?,"key"?,"blocked"?,"unserved"?,"message"}`) while it waits for admission or no live worker serves it | 404 |
@@ -136,6 +139,7 @@
 
 mod auth;
 mod body;
+pub(crate) mod credentials;
 mod cross_site;
 mod error;
 mod events;
@@ -413,6 +417,11 @@ fn build_router(
         .route("/metrics", get(metrics::metrics))
         .route("/usage", get(usage::usage))
         .route("/queues", get(queues::list))
+        .route("/credentials", get(credentials::list))
+        .route(
+            "/credentials/{scope}/{name}",
+            axum::routing::put(credentials::set).delete(credentials::delete),
+        )
         .merge(ui::protected_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             auth,

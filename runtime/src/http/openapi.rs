@@ -24,7 +24,7 @@ use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
-    AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams, usage,
+    AppState, credentials, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams, usage,
     webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
@@ -74,6 +74,9 @@ use crate::registry::WorkflowEntry;
         metrics::metrics,
         usage::usage,
         queues::list,
+        credentials::set,
+        credentials::list,
+        credentials::delete,
         messages::signal,
         messages::signal_by_key,
         messages::run_by_key,
@@ -110,7 +113,10 @@ use crate::registry::WorkflowEntry;
         messages::UpdateReply,
         events::EmitBody,
         events::EmittedView,
-        queues::QueueView
+        queues::QueueView,
+        credentials::CredentialChanged,
+        credentials::CredentialValue,
+        crate::credentials::CredentialInfo
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
@@ -119,6 +125,7 @@ use crate::registry::WorkflowEntry;
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "events", description = "Emitting events to waiting runs and `on_event` workflows"),
         (name = "meta", description = "This document"),
+        (name = "credentials", description = "Credentials actions read (`cx.credential`): set, list (never values), delete"),
         (name = "queues", description = "Flow-control queues: their limits, admitted and waiting runs"),
         (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
         (name = "observability", description = "Metrics (OpenMetrics) and token usage and cost"),

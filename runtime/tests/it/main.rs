@@ -6,6 +6,7 @@
 // Other modules (engine, replay, hooks, …) get added next to this one.
 mod children;
 mod conformance;
+mod credentials;
 mod delayed_start;
 mod engine;
 mod events;
