@@ -232,8 +232,9 @@ pub trait CredentialStore: Send + Sync + 'static {
     /// [`CredentialError::ReadOnly`] for a store that cannot be written; store failures.
     async fn delete(&self, scope: &Scope, name: &str) -> Result<bool, CredentialError>;
 
-    /// The credentials there are (in `scope` only, when given), by scope then name:
-    /// names, scopes and times, never values.
+    /// The credentials there are (in `scope` only, when given), in resolution order
+    /// (user scopes, project scopes, `org`; by id, then by name): names, scopes and
+    /// times, never values.
     ///
     /// # Errors
     /// Store failures.
@@ -327,7 +328,8 @@ fn not_writable() -> CredentialError {
     ))
 }
 
-/// Sorts a listing by scope, then name.
+/// Sorts a listing in resolution order: user scopes, project scopes, `org` (each by id),
+/// then by name.
 pub(crate) fn sort(list: &mut [CredentialInfo]) {
     list.sort_by(|a, b| (&a.scope, &a.name).cmp(&(&b.scope, &b.name)));
 }
