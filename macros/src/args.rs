@@ -525,9 +525,7 @@ fn parse_kinds(input: ParseStream) -> syn::Result<Vec<LitStr>> {
 fn parse_credentials(input: ParseStream, errors: &Errors) -> syn::Result<Vec<CredentialArg>> {
     const EXAMPLE: &str = "e.g. `credentials = [\"github\", (\"billing\", Scope::Org)]`";
     if !input.peek(syn::token::Bracket) {
-        return Err(input.error(format!(
-            "expected a list of credential names, {EXAMPLE}"
-        )));
+        return Err(input.error(format!("expected a list of credential names, {EXAMPLE}")));
     }
     let content;
     syn::bracketed!(content in input);

@@ -7,6 +7,7 @@ pub use serde_json::Value;
 pub use std::boxed::Box;
 pub use std::result::Result;
 
+pub use crate::credentials::{CredentialDecl, CredentialPin};
 pub use crate::ctx::child::{start_child, start_child_after};
 pub use crate::ctx::hook::hook;
 pub use crate::ctx::select::{Branch, IdCapture, select};
@@ -21,7 +22,6 @@ pub use crate::step::{
     StepData, WorkflowFn, WorkflowOptions,
 };
 pub use crate::step::{MessageDecl, MessageKind};
-pub use crate::credentials::{CredentialDecl, CredentialPin};
 pub use crate::{ActionCtx, ActionError, Ctx, WorkflowError};
 
 /// Compile-time check, spanned at the user's type: `T` can cross a step boundary.

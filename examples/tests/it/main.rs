@@ -6,6 +6,7 @@
 mod app;
 mod book_trip;
 mod crash;
+mod credentials_cli;
 mod delayed_start_cli;
 mod events_cli;
 mod expense_report;

@@ -37,7 +37,9 @@ impl FileCredentials {
     /// Every (scope, name, value) of the file.
     fn read(&self) -> Result<Vec<(Scope, String, Secret)>, CredentialError> {
         let path = self.path.display();
-        let unreadable = |what: String| CredentialError::Unreadable(format!("credentials file `{path}`: {what}"));
+        let unreadable = |what: String| {
+            CredentialError::Unreadable(format!("credentials file `{path}`: {what}"))
+        };
         let text = std::fs::read_to_string(&self.path)
             .map_err(|e| unreadable(format!("cannot be read: {e}")))?;
         // The parser's message may quote a value: report only where it failed.
@@ -56,7 +58,8 @@ impl FileCredentials {
         };
         let mut all = Vec::new();
         for (scope_text, names) in scopes {
-            let scope = Scope::parse(&scope_text).map_err(|e| unreadable(format!("key `{scope_text}`: {e}")))?;
+            let scope = Scope::parse(&scope_text)
+                .map_err(|e| unreadable(format!("key `{scope_text}`: {e}")))?;
             let Value::Object(names) = names else {
                 return Err(unreadable(format!(
                     "`{scope_text}` must be an object of credential names to values"

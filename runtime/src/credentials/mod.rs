@@ -183,9 +183,7 @@ impl CredentialError {
     /// `credential_unreadable` (not retried) for the rest.
     pub(crate) fn into_action_error(self) -> ActionError {
         match self {
-            CredentialError::Store(_) => {
-                ActionError::new(CREDENTIAL_STORE, self.to_string(), true)
-            }
+            CredentialError::Store(_) => ActionError::new(CREDENTIAL_STORE, self.to_string(), true),
             other => ActionError::new(CREDENTIAL_UNREADABLE, other.to_string(), false),
         }
     }
@@ -309,7 +307,10 @@ impl CredentialStore for LayeredCredentials {
         let mut all: Vec<CredentialInfo> = Vec::new();
         for layer in &self.layers {
             for info in layer.list(scope).await? {
-                if !all.iter().any(|i| i.scope == info.scope && i.name == info.name) {
+                if !all
+                    .iter()
+                    .any(|i| i.scope == info.scope && i.name == info.name)
+                {
                     all.push(info);
                 }
             }
@@ -344,8 +345,10 @@ pub(crate) struct CredentialSettings {
 impl CredentialSettings {
     /// The store of the engine `env` belongs to (an empty one if it has none).
     pub(crate) fn of(env: &crate::run_env::RunEnv) -> Arc<dyn CredentialStore> {
-        env.service::<CredentialSettings>()
-            .map_or_else(|| Arc::new(LayeredCredentials::new()) as Arc<dyn CredentialStore>, |s| s.store.clone())
+        env.service::<CredentialSettings>().map_or_else(
+            || Arc::new(LayeredCredentials::new()) as Arc<dyn CredentialStore>,
+            |s| s.store.clone(),
+        )
     }
 }
 
@@ -389,7 +392,8 @@ impl CredentialAccess {
                 None => return Err(undeclared(&self.slug, name, declared)),
             },
         };
-        check_name(name).map_err(|e| ActionError::new(UNDECLARED_CREDENTIAL, e.to_string(), false))?;
+        check_name(name)
+            .map_err(|e| ActionError::new(UNDECLARED_CREDENTIAL, e.to_string(), false))?;
         let scopes = scopes_for(identity, pin);
         for scope in &scopes {
             if let Some(secret) = self
@@ -447,7 +451,11 @@ fn missing(name: &str, scopes: &[Scope], pin: Option<CredentialPin>, in_run: boo
              `credentials set {name} --scope {first}` (the value on stdin) or \
              `PUT /credentials/{first}/{name}`",
             tried.join(", "),
-            if in_run { "" } else { " (outside a run only `org` is looked up)" }
+            if in_run {
+                ""
+            } else {
+                " (outside a run only `org` is looked up)"
+            }
         )
     };
     ActionError::new(CREDENTIAL_MISSING, message, false)

@@ -220,7 +220,13 @@ impl CredentialStore for StoredCredentials {
         let sealed = self.seal(scope, name, value)?;
         let key = Self::document_key(scope, name);
         self.store
-            .put_document(DOCUMENT_KIND, &key, &sealed, Put::Upsert, chrono::Utc::now())
+            .put_document(
+                DOCUMENT_KIND,
+                &key,
+                &sealed,
+                Put::Upsert,
+                chrono::Utc::now(),
+            )
             .await?;
         Ok(())
     }

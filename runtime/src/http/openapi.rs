@@ -24,8 +24,8 @@ use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
-    AppState, credentials, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams, usage,
-    webhooks, workflows,
+    AppState, credentials, events, graph, hooks, metrics, pause, purge, queues, runs, schedules,
+    streams, usage, webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
 

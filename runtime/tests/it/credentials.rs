@@ -19,7 +19,12 @@ use serde_json::{Value, json};
 /// The part of a value before its first `:`: which scope's value a step got, without the
 /// secret part (which would be masked).
 fn tag(secret: &Secret) -> String {
-    secret.expose().split(':').next().unwrap_or_default().to_owned()
+    secret
+        .expose()
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[action(credentials = ["github"])]
@@ -181,9 +186,18 @@ async fn credentials_resolve_user_then_project_then_org_with_each_scope_missing_
         let creds = engine.credentials();
         let ada = Scope::User("ada".into());
         let acme = Scope::Project("acme".into());
-        creds.set(&ada, "github", &Secret::new("user:a-1")).await.unwrap();
-        creds.set(&acme, "github", &Secret::new("project:p-1")).await.unwrap();
-        creds.set(&Scope::Org, "github", &Secret::new("org:o-1")).await.unwrap();
+        creds
+            .set(&ada, "github", &Secret::new("user:a-1"))
+            .await
+            .unwrap();
+        creds
+            .set(&acme, "github", &Secret::new("project:p-1"))
+            .await
+            .unwrap();
+        creds
+            .set(&Scope::Org, "github", &Secret::new("org:o-1"))
+            .await
+            .unwrap();
 
         let outcome = run_for(&engine, "cr-one", json!(1), Some("ada")).await;
         assert_eq!(outcome, RunOutcome::Completed(json!("user")), "{label}");
@@ -204,9 +218,9 @@ async fn credentials_resolve_user_then_project_then_org_with_each_scope_missing_
         assert_eq!(error.kind, "credential_missing", "{label}: {error:?}");
         assert!(!error.retryable, "{label}");
         assert!(
-            error
-                .message
-                .contains("credential `github` is not set in any scope tried (user:ada, project:acme, org)"),
+            error.message.contains(
+                "credential `github` is not set in any scope tried (user:ada, project:acme, org)"
+            ),
             "{label}: {}",
             error.message
         );
@@ -232,29 +246,53 @@ async fn a_pinned_credential_is_looked_up_only_in_its_scope() {
         let acme = Scope::Project("acme".into());
         for name in ["billing", "mine", "team"] {
             creds.set(&ada, name, &Secret::new("user:u")).await.unwrap();
-            creds.set(&acme, name, &Secret::new("project:p")).await.unwrap();
-            creds.set(&Scope::Org, name, &Secret::new("org:o")).await.unwrap();
+            creds
+                .set(&acme, name, &Secret::new("project:p"))
+                .await
+                .unwrap();
+            creds
+                .set(&Scope::Org, name, &Secret::new("org:o"))
+                .await
+                .unwrap();
         }
         for (name, expected) in [("billing", "org"), ("mine", "user"), ("team", "project")] {
             let outcome = run_for(&engine, "cr-pinned", json!(name), Some("ada")).await;
-            assert_eq!(outcome, RunOutcome::Completed(json!(expected)), "{label} {name}");
+            assert_eq!(
+                outcome,
+                RunOutcome::Completed(json!(expected)),
+                "{label} {name}"
+            );
         }
         // The pinned scope missing: no fallback, and the error names the one scope tried.
         assert!(creds.delete(&Scope::Org, "billing").await.unwrap());
         let error = failed(run_for(&engine, "cr-pinned", json!("billing"), Some("ada")).await);
         assert_eq!(error.kind, "credential_missing", "{label}");
-        assert!(error.message.contains("scope tried (org)"), "{label}: {}", error.message);
+        assert!(
+            error.message.contains("scope tried (org)"),
+            "{label}: {}",
+            error.message
+        );
         assert!(creds.delete(&ada, "mine").await.unwrap());
         let error = failed(run_for(&engine, "cr-pinned", json!("mine"), Some("ada")).await);
-        assert!(error.message.contains("scope tried (user:ada)"), "{label}: {}", error.message);
+        assert!(
+            error.message.contains("scope tried (user:ada)"),
+            "{label}: {}",
+            error.message
+        );
         assert!(creds.delete(&acme, "team").await.unwrap());
         let error = failed(run_for(&engine, "cr-pinned", json!("team"), Some("ada")).await);
-        assert!(error.message.contains("scope tried (project:acme)"), "{label}: {}", error.message);
+        assert!(
+            error.message.contains("scope tried (project:acme)"),
+            "{label}: {}",
+            error.message
+        );
         // Pinned to the user, but the run acts for none.
         let error = failed(run_for(&engine, "cr-pinned", json!("mine"), None).await);
         assert_eq!(error.kind, "credential_missing", "{label}");
         assert!(
-            error.message.contains("pinned to the user scope, but this run acts for no user"),
+            error
+                .message
+                .contains("pinned to the user scope, but this run acts for no user"),
             "{label}: {}",
             error.message
         );
@@ -275,8 +313,12 @@ async fn an_undeclared_credential_fails_the_step_without_a_retry() {
     assert_eq!(error.kind, "undeclared_credential", "{error:?}");
     assert!(!error.retryable);
     assert!(
-        error.message.contains("action `cr-dynamic` reads credential `slack` but does not declare it")
-            && error.message.contains(r#"#[action(credentials = ["github", "slack"])]"#),
+        error
+            .message
+            .contains("action `cr-dynamic` reads credential `slack` but does not declare it")
+            && error
+                .message
+                .contains(r#"#[action(credentials = ["github", "slack"])]"#),
         "{}",
         error.message
     );
@@ -342,7 +384,11 @@ async fn secrets_never_reach_the_log_the_export_traces_or_error_text() {
             .unwrap();
         let error = failed(engine.drive(&id).await.unwrap().outcome);
         assert_eq!(error.kind, "transient", "{label}: {error:?}");
-        assert!(!error.message.contains(SECRET), "{label}: run error {}", error.message);
+        assert!(
+            !error.message.contains(SECRET),
+            "{label}: run error {}",
+            error.message
+        );
         assert!(
             error.message.contains("access_token=*** failed"),
             "{label}: masked in place: {}",
@@ -350,15 +396,32 @@ async fn secrets_never_reach_the_log_the_export_traces_or_error_text() {
         );
 
         let events = serde_json::to_string(&engine.events(&id).await.unwrap()).unwrap();
-        assert!(!events.contains(SECRET), "{label}: the event log holds the secret: {events}");
-        assert!(events.contains("Bearer ***"), "{label}: the output is masked: {events}");
+        assert!(
+            !events.contains(SECRET),
+            "{label}: the event log holds the secret: {events}"
+        );
+        assert!(
+            events.contains("Bearer ***"),
+            "{label}: the output is masked: {events}"
+        );
         assert!(events.contains("step_retrying"), "{label}: {events}");
         let export = serde_json::to_string(&engine.export_run(&id).await.unwrap()).unwrap();
-        assert!(!export.contains(SECRET), "{label}: the export holds the secret");
+        assert!(
+            !export.contains(SECRET),
+            "{label}: the export holds the secret"
+        );
         let record = serde_json::to_string(&engine.get_run(&id).await.unwrap()).unwrap();
-        assert!(!record.contains(SECRET), "{label}: the run record holds the secret");
+        assert!(
+            !record.contains(SECRET),
+            "{label}: the run record holds the secret"
+        );
         // `Debug` of what an action holds.
-        let secret = engine.credentials().get(&Scope::Org, "github").await.unwrap().unwrap();
+        let secret = engine
+            .credentials()
+            .get(&Scope::Org, "github")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(format!("{secret:?} {secret}"), "Secret(***) Secret(***)");
     }
     // A missing credential's error names it, never a value of another scope.
@@ -394,7 +457,12 @@ async fn a_rotated_credential_is_used_by_the_next_step_and_replay_reads_none() {
             .await
             .unwrap();
         let (id, _) = first
-            .start_with("cr-rotate", json!(0), Trigger::Code, StartOptions::default())
+            .start_with(
+                "cr-rotate",
+                json!(0),
+                Trigger::Code,
+                StartOptions::default(),
+            )
             .await
             .unwrap();
         assert!(matches!(
@@ -414,9 +482,16 @@ async fn a_rotated_credential_is_used_by_the_next_step_and_replay_reads_none() {
             .set(&Scope::Org, "github", &Secret::new("v2:new-token"))
             .await
             .unwrap();
-        second.resume_hook(&hook.token, json!({"go": true})).await.unwrap();
+        second
+            .resume_hook(&hook.token, json!({"go": true}))
+            .await
+            .unwrap();
         let outcome = second.drive(&id).await.unwrap().outcome;
-        assert_eq!(outcome, RunOutcome::Completed(json!(["v1", "v2"])), "{label}");
+        assert_eq!(
+            outcome,
+            RunOutcome::Completed(json!(["v1", "v2"])),
+            "{label}"
+        );
         assert_eq!(
             reads.load(Ordering::SeqCst),
             2,
@@ -432,35 +507,69 @@ async fn stored_credentials_are_encrypted_at_rest_and_a_wrong_key_fails_clearly(
     for (label, store) in stores(dir.path()) {
         let key = SecretsKey::random();
         let creds = StoredCredentials::new(store.clone(), key.clone());
-        creds.set(&Scope::Org, "slack", &Secret::new(SECRET)).await.unwrap();
+        creds
+            .set(&Scope::Org, "slack", &Secret::new(SECRET))
+            .await
+            .unwrap();
 
-        let document = store.document("credential", "org/slack").await.unwrap().unwrap();
+        let document = store
+            .document("credential", "org/slack")
+            .await
+            .unwrap()
+            .unwrap();
         let text = document.value.to_string();
         assert!(!text.contains(SECRET), "{label}: {text}");
         assert_eq!(document.value["alg"], "chacha20poly1305", "{label}");
         assert!(document.value["nonce"].is_string() && document.value["ciphertext"].is_string());
         assert_eq!(
-            creds.get(&Scope::Org, "slack").await.unwrap().unwrap().expose(),
+            creds
+                .get(&Scope::Org, "slack")
+                .await
+                .unwrap()
+                .unwrap()
+                .expose(),
             SECRET,
             "{label}"
         );
         // Two writes of one value differ (a fresh nonce each).
-        creds.set(&Scope::Org, "slack", &Secret::new(SECRET)).await.unwrap();
-        let again = store.document("credential", "org/slack").await.unwrap().unwrap();
-        assert_ne!(again.value["ciphertext"], document.value["ciphertext"], "{label}");
+        creds
+            .set(&Scope::Org, "slack", &Secret::new(SECRET))
+            .await
+            .unwrap();
+        let again = store
+            .document("credential", "org/slack")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            again.value["ciphertext"], document.value["ciphertext"],
+            "{label}"
+        );
 
         // Another key: a clear error naming the variable, never the value.
         let other = StoredCredentials::new(store.clone(), SecretsKey::random());
-        let error = other.get(&Scope::Org, "slack").await.unwrap_err().to_string();
+        let error = other
+            .get(&Scope::Org, "slack")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
-            error.contains("stored credential `slack` in `org` does not decrypt with REPRISE_SECRETS_KEY"),
+            error.contains(
+                "stored credential `slack` in `org` does not decrypt with REPRISE_SECRETS_KEY"
+            ),
             "{label}: {error}"
         );
         assert!(!error.contains(SECRET));
 
         // A row copied to another scope does not decrypt there.
         store
-            .put_document("credential", "user:eve/slack", &again.value, Put::Upsert, chrono::Utc::now())
+            .put_document(
+                "credential",
+                "user:eve/slack",
+                &again.value,
+                Put::Upsert,
+                chrono::Utc::now(),
+            )
             .await
             .unwrap();
         let error = creds
@@ -468,19 +577,36 @@ async fn stored_credentials_are_encrypted_at_rest_and_a_wrong_key_fails_clearly(
             .await
             .unwrap_err()
             .to_string();
-        assert!(error.contains("copied from another scope or name"), "{label}: {error}");
+        assert!(
+            error.contains("copied from another scope or name"),
+            "{label}: {error}"
+        );
 
         let listed = creds.list(None).await.unwrap();
-        let names: Vec<String> = listed.iter().map(|i| format!("{}/{}", i.scope, i.name)).collect();
-        assert_eq!(names, ["user:eve/slack", "org/slack"], "{label}: in resolution order");
-        assert!(listed.iter().all(|i| i.source == "stored" && i.updated_at.is_some()));
+        let names: Vec<String> = listed
+            .iter()
+            .map(|i| format!("{}/{}", i.scope, i.name))
+            .collect();
+        assert_eq!(
+            names,
+            ["user:eve/slack", "org/slack"],
+            "{label}: in resolution order"
+        );
+        assert!(
+            listed
+                .iter()
+                .all(|i| i.source == "stored" && i.updated_at.is_some())
+        );
         assert!(!serde_json::to_string(&listed).unwrap().contains(SECRET));
     }
     drop(dir);
     // A key that is not 32 bytes of base64.
     for (bad, expected) in [
         ("not base64!", "REPRISE_SECRETS_KEY is not base64"),
-        ("c2hvcnQ=", "REPRISE_SECRETS_KEY decodes to 5 bytes; it must be exactly 32"),
+        (
+            "c2hvcnQ=",
+            "REPRISE_SECRETS_KEY decodes to 5 bytes; it must be exactly 32",
+        ),
     ] {
         let error = SecretsKey::from_base64(bad).unwrap_err().to_string();
         assert!(error.contains(expected), "{error}");
@@ -503,15 +629,32 @@ async fn environment_and_file_stores_answer_and_refuse_writes() {
     ]);
     let get = |scope: Scope, name: &'static str| {
         let env = env.clone();
-        async move { env.get(&scope, name).await.unwrap().map(|s| s.expose().to_owned()) }
+        async move {
+            env.get(&scope, name)
+                .await
+                .unwrap()
+                .map(|s| s.expose().to_owned())
+        }
     };
-    assert_eq!(get(Scope::Org, "github").await.as_deref(), Some("org-token"));
-    assert_eq!(get(Scope::User("ada".into()), "github").await.as_deref(), Some("ada-token"));
     assert_eq!(
-        get(Scope::Project("acme-web".into()), "open-ai.key").await.as_deref(),
+        get(Scope::Org, "github").await.as_deref(),
+        Some("org-token")
+    );
+    assert_eq!(
+        get(Scope::User("ada".into()), "github").await.as_deref(),
+        Some("ada-token")
+    );
+    assert_eq!(
+        get(Scope::Project("acme-web".into()), "open-ai.key")
+            .await
+            .as_deref(),
         Some("p-key")
     );
-    assert_eq!(get(Scope::Org, "empty").await, None, "empty counts as unset");
+    assert_eq!(
+        get(Scope::Org, "empty").await,
+        None,
+        "empty counts as unset"
+    );
     assert_eq!(get(Scope::User("bob".into()), "github").await, None);
     let listed: Vec<String> = env
         .list(None)
@@ -520,7 +663,14 @@ async fn environment_and_file_stores_answer_and_refuse_writes() {
         .iter()
         .map(|i| format!("{}/{}", i.scope, i.name))
         .collect();
-    assert_eq!(listed, ["user:ada/github", "project:acme/web_open_ai_key", "org/github"]);
+    assert_eq!(
+        listed,
+        [
+            "user:ada/github",
+            "project:acme/web_open_ai_key",
+            "org/github"
+        ]
+    );
     let listed: Vec<String> = env
         .list(Some(&Scope::Project("acme-web".into())))
         .await
@@ -528,9 +678,20 @@ async fn environment_and_file_stores_answer_and_refuse_writes() {
         .iter()
         .map(|i| i.name.clone())
         .collect();
-    assert_eq!(listed, ["open_ai_key"], "with a scope filter the id is known");
-    let error = env.set(&Scope::Org, "github", &Secret::new("x")).await.unwrap_err().to_string();
-    assert!(error.contains("read-only") && error.contains("REPRISE_SECRETS_KEY"), "{error}");
+    assert_eq!(
+        listed,
+        ["open_ai_key"],
+        "with a scope filter the id is known"
+    );
+    let error = env
+        .set(&Scope::Org, "github", &Secret::new("x"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("read-only") && error.contains("REPRISE_SECRETS_KEY"),
+        "{error}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("credentials.json");
@@ -540,9 +701,18 @@ async fn environment_and_file_stores_answer_and_refuse_writes() {
     )
     .unwrap();
     let file = FileCredentials::new(&path);
-    let value = file.get(&Scope::User("ada".into()), "github").await.unwrap().unwrap();
+    let value = file
+        .get(&Scope::User("ada".into()), "github")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(value.expose(), "file-ada");
-    assert!(file.get(&Scope::User("bob".into()), "github").await.unwrap().is_none());
+    assert!(
+        file.get(&Scope::User("bob".into()), "github")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let listed: Vec<String> = file
         .list(Some(&Scope::Org))
         .await
@@ -558,17 +728,37 @@ async fn environment_and_file_stores_answer_and_refuse_writes() {
     // Malformed: the error names the file and the place, never the value.
     for (text, expected) in [
         (r#"{"org": "ghp_leaked_value"}"#, "`org` must be an object"),
-        (r#"{"team:x": {"github": "ghp_leaked_value"}}"#, "unknown scope `team:x`"),
-        (r#"{"org": {"github": 4242}}"#, "`org`.`github` must be a string"),
-        (r#"{"org": {"github": "ghp_leaked_value" "#, "is not valid JSON (line 1"),
+        (
+            r#"{"team:x": {"github": "ghp_leaked_value"}}"#,
+            "unknown scope `team:x`",
+        ),
+        (
+            r#"{"org": {"github": 4242}}"#,
+            "`org`.`github` must be a string",
+        ),
+        (
+            r#"{"org": {"github": "ghp_leaked_value" "#,
+            "is not valid JSON (line 1",
+        ),
     ] {
         std::fs::write(&path, text).unwrap();
-        let error = file.get(&Scope::Org, "github").await.unwrap_err().to_string();
+        let error = file
+            .get(&Scope::Org, "github")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(expected), "{text}: {error}");
         assert!(error.contains("credentials.json"), "{error}");
-        assert!(!error.contains("ghp_leaked_value") && !error.contains("4242"), "{error}");
+        assert!(
+            !error.contains("ghp_leaked_value") && !error.contains("4242"),
+            "{error}"
+        );
     }
-    assert!(file.set(&Scope::Org, "github", &Secret::new("x")).await.is_err());
+    assert!(
+        file.set(&Scope::Org, "github", &Secret::new("x"))
+            .await
+            .is_err()
+    );
 
     // Layered: the first that has it; writes go to the first layer.
     let store: SharedStore = Arc::new(MemoryStore::new());
@@ -576,12 +766,25 @@ async fn environment_and_file_stores_answer_and_refuse_writes() {
         .layer(StoredCredentials::new(store, SecretsKey::random()))
         .layer(env.clone());
     assert_eq!(
-        layered.get(&Scope::Org, "github").await.unwrap().unwrap().expose(),
+        layered
+            .get(&Scope::Org, "github")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
         "org-token"
     );
-    layered.set(&Scope::Org, "github", &Secret::new("stored-token")).await.unwrap();
+    layered
+        .set(&Scope::Org, "github", &Secret::new("stored-token"))
+        .await
+        .unwrap();
     assert_eq!(
-        layered.get(&Scope::Org, "github").await.unwrap().unwrap().expose(),
+        layered
+            .get(&Scope::Org, "github")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
         "stored-token",
         "the stored value wins over the variable"
     );
@@ -596,19 +799,27 @@ async fn environment_and_file_stores_answer_and_refuse_writes() {
     // No layers: nothing, and writes say how to configure a store.
     let none = LayeredCredentials::new();
     assert!(none.get(&Scope::Org, "github").await.unwrap().is_none());
-    let error = none.set(&Scope::Org, "github", &Secret::new("x")).await.unwrap_err().to_string();
+    let error = none
+        .set(&Scope::Org, "github", &Secret::new("x"))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("REPRISE_SECRETS_KEY"), "{error}");
 }
 
 #[tokio::test]
 async fn outside_a_run_only_the_org_scope_is_looked_up() {
-    let cx = ActionCtx::standalone("cr-github-tag").with_credentials(EnvCredentials::from_vars([
-        ("REPRISE_CREDENTIAL_USER_ADA_GITHUB", "user:only"),
-    ]));
+    let cx =
+        ActionCtx::standalone("cr-github-tag").with_credentials(EnvCredentials::from_vars([(
+            "REPRISE_CREDENTIAL_USER_ADA_GITHUB",
+            "user:only",
+        )]));
     let error = cx.credential("github").await.unwrap_err();
     assert_eq!(error.kind, "credential_missing");
     assert!(
-        error.message.contains("(org) (outside a run only `org` is looked up)"),
+        error
+            .message
+            .contains("(org) (outside a run only `org` is looked up)"),
         "{}",
         error.message
     );
@@ -658,7 +869,11 @@ async fn the_http_api_sets_lists_and_deletes_credentials_without_showing_values(
         .unwrap();
     assert_eq!(stored.expose(), SECRET);
 
-    let list = client.get(format!("{base}/credentials")).send().await.unwrap();
+    let list = client
+        .get(format!("{base}/credentials"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(list.status(), 200);
     let text = list.text().await.unwrap();
     assert!(!text.contains(SECRET), "{text}");
@@ -677,11 +892,23 @@ async fn the_http_api_sets_lists_and_deletes_credentials_without_showing_values(
 
     // Bad input: an unknown scope (path and query), a bad name, a body without `value`.
     for (method, url, body) in [
-        ("PUT", "/credentials/team:x/github", Some(json!({"value": "v"}))),
+        (
+            "PUT",
+            "/credentials/team:x/github",
+            Some(json!({"value": "v"})),
+        ),
         ("GET", "/credentials?scope=everyone", None),
         ("DELETE", "/credentials/team:x/github", None),
-        ("PUT", "/credentials/org/bad%20name", Some(json!({"value": "v"}))),
-        ("PUT", "/credentials/org/github", Some(json!({"secret": SECRET}))),
+        (
+            "PUT",
+            "/credentials/org/bad%20name",
+            Some(json!({"value": "v"})),
+        ),
+        (
+            "PUT",
+            "/credentials/org/github",
+            Some(json!({"secret": SECRET})),
+        ),
         ("PUT", "/credentials/org/github", Some(json!({"value": ""}))),
     ] {
         let request = client.request(method.parse().unwrap(), format!("{base}{url}"));
@@ -719,7 +946,10 @@ async fn the_http_api_sets_lists_and_deletes_credentials_without_showing_values(
 
     // A read-only store: 409.
     let read_only = Engine::builder()
-        .credentials(EnvCredentials::from_vars([("REPRISE_CREDENTIAL_ORG_X", "y")]))
+        .credentials(EnvCredentials::from_vars([(
+            "REPRISE_CREDENTIAL_ORG_X",
+            "y",
+        )]))
         .build()
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -752,7 +982,11 @@ async fn the_http_api_sets_lists_and_deletes_credentials_without_showing_values(
         .json()
         .await
         .unwrap();
-    assert!(doc["paths"]["/credentials"]["get"].is_object(), "{}", doc["paths"]);
+    assert!(
+        doc["paths"]["/credentials"]["get"].is_object(),
+        "{}",
+        doc["paths"]
+    );
     let one = &doc["paths"]["/credentials/{scope}/{name}"];
     assert!(one["put"].is_object() && one["delete"].is_object(), "{one}");
 }
@@ -768,10 +1002,18 @@ async fn postgres_keeps_credentials_encrypted() {
     let engine = engine(&store, &SecretsKey::random(), &reads);
     engine
         .credentials()
-        .set(&Scope::Project("acme".into()), "github", &Secret::new("project:pg-secret"))
+        .set(
+            &Scope::Project("acme".into()),
+            "github",
+            &Secret::new("project:pg-secret"),
+        )
         .await
         .unwrap();
-    let document = store.document("credential", "project:acme/github").await.unwrap().unwrap();
+    let document = store
+        .document("credential", "project:acme/github")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!document.value.to_string().contains("pg-secret"));
     let outcome = run_for(&engine, "cr-one", json!(1), Some("ada")).await;
     assert_eq!(outcome, RunOutcome::Completed(json!("project")));
