@@ -184,3 +184,84 @@ fn workflow_queue_names_its_queue_and_bad_names_are_errors() {
     let near = workflow(quote!(task_queue = "llm"), item);
     assert!(near.contains("did you mean `queue"), "{near}");
 }
+
+/// "Checked at registration": a literal `.credential("x")` the action does not declare is
+/// a compile error at the literal; bad pins and names are errors at their tokens.
+#[test]
+fn credentials_are_declared_and_checked() {
+    let expanded = action(
+        quote!(credentials = ["github", ("billing", Scope::Org)]),
+        quote! {
+            async fn fetch(input: u32, cx: ActionCtx) -> Result<u32, ActionError> {
+                let _ = cx.credential("github").await?;
+                let _ = cx.credential("billing").await?;
+                Ok(input)
+            }
+        },
+    );
+    assert!(!expanded.contains("compile_error"), "{expanded}");
+    assert!(
+        expanded.contains(r#"CredentialDecl::any("github")"#)
+            && expanded.contains(
+                r#"CredentialDecl::pinned("billing", ::reprise::__private::CredentialPin::Org)"#
+            ),
+        "{expanded}"
+    );
+
+    let undeclared = action(
+        quote!(credentials = ["github"]),
+        quote! {
+            async fn fetch(input: u32, cx: ActionCtx) -> Result<u32, ActionError> {
+                let _ = cx.credential("slack").await?;
+                Ok(input)
+            }
+        },
+    );
+    assert!(
+        undeclared.contains(
+            "credential `slack` is not declared by this action: an action reads only the credentials it declares; add it: `#[action(credentials = [\\\"github\\\", \\\"slack\\\"])]`"
+        ),
+        "{undeclared}"
+    );
+
+    for (args, expected) in [
+        (
+            quote!(credentials = [("billing", Scope::Team)]),
+            "`Team` is not a scope kind: pin a credential to `Scope::User`, `Scope::Project` or `Scope::Org`",
+        ),
+        (
+            quote!(credentials = [("billing", Scope::User("ada"))]),
+            "a pin names the scope kind only, the id comes from the run",
+        ),
+        (
+            quote!(credentials = ["github", "github"]),
+            "credential `github` is declared twice; declare it once",
+        ),
+        (
+            quote!(credentials = ["open ai"]),
+            "`open ai` is not a credential name",
+        ),
+        (
+            quote!(credential = ["github"]),
+            "did you mean `credentials = [\\\"github\\\"]`?",
+        ),
+    ] {
+        let expanded = action(
+            args,
+            quote! {
+                async fn fetch(input: u32) -> Result<u32, ActionError> { Ok(input) }
+            },
+        );
+        assert!(expanded.contains(expected), "{expected}: {expanded}");
+    }
+    let on_workflow = workflow(
+        quote!(credentials = ["github"]),
+        quote! {
+            async fn wf(input: u32) -> Result<u32, WorkflowError> { Ok(input) }
+        },
+    );
+    assert!(
+        on_workflow.contains("credentials are declared by the actions that read them"),
+        "{on_workflow}"
+    );
+}
