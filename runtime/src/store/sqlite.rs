@@ -73,6 +73,10 @@
 //! log is read through the index (rows of one run are in seq order there). The migration
 //! copies the existing events and recreates the `run_tags_index` trigger.
 //!
+//! Version 11 adds the partial index `runs_queue_created_at (queue, created_at) WHERE
+//! queue IS NOT NULL`: a listing of one queue's runs ([`crate::event::RunFilter::queue`])
+//! reads only that queue's runs, newest first.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -384,6 +388,11 @@ const MIGRATIONS: &[&str] = &[
             value_text = excluded.value_text,
             value_num = excluded.value_num;
     END;
+    "#,
+    // Version 11: listing the runs of one queue (`RunFilter::queue`, `runs list --queue`),
+    // newest first, reads only that queue's runs. Partial: runs in no queue cost nothing.
+    r#"
+    CREATE INDEX runs_queue_created_at ON runs (queue, created_at) WHERE queue IS NOT NULL;
     "#,
 ];
 
