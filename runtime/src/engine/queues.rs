@@ -363,7 +363,7 @@ impl Engine {
             .filter(|r| r.queue.as_ref().is_some_and(|q| q.admitted_at.is_none()))
             .filter(|r| order(r) <= mine)
             .collect();
-        ahead.sort_by_key(|r| order(r));
+        ahead.sort_by_key(order);
         Ok(ahead.into_iter().map(|r| r.id).collect())
     }
 

@@ -4280,7 +4280,11 @@ async fn list_runs_filters_by_queue(store: SharedStore) {
     assert!(store.list_runs(&by_queue("gamma")).await.unwrap().is_empty());
     // Admitted and ended runs stay in their queue's listing; filters combine.
     let q = [Queue::new("alpha")];
-    let leases = claim_with(&store, "w", secs(1), 1, &Routing::default(), &q).await;
+    let alpha_only = Routing {
+        workflows: None,
+        queues: Some(vec!["alpha".to_owned()]),
+    };
+    let leases = claim_with(&store, "w", secs(1), 1, &alpha_only, &q).await;
     assert_eq!(leased_ids(&leases), ["a2"], "priority first");
     complete(&store, &leases[0], secs(2)).await;
     assert_eq!(ids(store.list_runs(&by_queue("alpha")).await.unwrap()), ["a2", "a1"]);
