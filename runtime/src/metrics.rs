@@ -413,8 +413,12 @@ impl Metrics {
             let label = QueueLabel {
                 queue: queue.queue.clone(),
             };
-            self.queue_active.get_or_create(&label).set(gauge(queue.active));
-            self.queue_waiting.get_or_create(&label).set(gauge(queue.waiting));
+            self.queue_active
+                .get_or_create(&label)
+                .set(gauge(queue.active));
+            self.queue_waiting
+                .get_or_create(&label)
+                .set(gauge(queue.waiting));
             self.queue_admitted_in_window
                 .get_or_create(&label)
                 .set(gauge(queue.admitted_in_window));

@@ -515,12 +515,10 @@ fn runs_list_filters_by_queue_and_refuses_a_bad_queue_name() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&serial), "{out}");
     // A name that cannot be a queue's is refused with exit 2, naming the rule.
-    let (code, out, err) = run(app(&db).env_remove("REPRISE_QUEUES").args([
-        "runs",
-        "list",
-        "--queue",
-        "no spaces",
-    ]));
+    let (code, out, err) =
+        run(app(&db)
+            .env_remove("REPRISE_QUEUES")
+            .args(["runs", "list", "--queue", "no spaces"]));
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("--queue") && err.contains("ASCII"), "{err}");
 }

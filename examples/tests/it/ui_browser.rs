@@ -738,10 +738,16 @@ async fn the_queues_page_shows_limits_and_counts_and_links_to_each_queues_runs()
         .start_run("approval?queue=serial", json!({"title": "second"}))
         .await;
     let paced = dev.start_run("ten-steps?queue=paced", json!(2)).await;
-    let outside = dev.start_run("approval", json!({"title": "no queue"})).await;
+    let outside = dev
+        .start_run("approval", json!({"title": "no queue"}))
+        .await;
     let deadline = Instant::now() + PATIENCE;
     while dev.run(&paced).await["status"] != "completed" {
-        assert!(Instant::now() < deadline, "paced run never ended: {}", dev.log());
+        assert!(
+            Instant::now() < deadline,
+            "paced run never ended: {}",
+            dev.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -752,8 +758,14 @@ async fn the_queues_page_shows_limits_and_counts_and_links_to_each_queues_runs()
         browser.text(&format!("{serial} td:nth-child(2)")).await,
         "concurrency 1"
     );
-    assert_eq!(browser.text(&format!("{serial} td[data-active]")).await, "1");
-    assert_eq!(browser.text(&format!("{serial} td[data-waiting]")).await, "1");
+    assert_eq!(
+        browser.text(&format!("{serial} td[data-active]")).await,
+        "1"
+    );
+    assert_eq!(
+        browser.text(&format!("{serial} td[data-waiting]")).await,
+        "1"
+    );
     // `paced` counts its admission in the rate window; its run has ended.
     let paced_row = "#queues tr[data-queue='paced']";
     assert_eq!(
@@ -761,10 +773,15 @@ async fn the_queues_page_shows_limits_and_counts_and_links_to_each_queues_runs()
         "5 per 1h"
     );
     assert_eq!(
-        browser.text(&format!("{paced_row} td[data-in-window]")).await,
+        browser
+            .text(&format!("{paced_row} td[data-in-window]"))
+            .await,
         "1"
     );
-    assert_eq!(browser.text(&format!("{paced_row} td[data-active]")).await, "0");
+    assert_eq!(
+        browser.text(&format!("{paced_row} td[data-active]")).await,
+        "0"
+    );
     browser.screenshot("queues").await;
 
     // The queue's name links to its runs: both of `serial`, and nothing else.
@@ -777,7 +794,10 @@ async fn the_queues_page_shows_limits_and_counts_and_links_to_each_queues_runs()
     browser
         .wait_until("location.pathname === '/ui'", "the runs page")
         .await;
-    assert_eq!(browser.eval("location.search").await, json!("?queue=serial"));
+    assert_eq!(
+        browser.eval("location.search").await,
+        json!("?queue=serial")
+    );
     for id in [&held, &behind] {
         browser.find(&format!("#runs tr[data-run-id='{id}']")).await;
     }
@@ -813,7 +833,9 @@ async fn the_queues_page_shows_limits_and_counts_and_links_to_each_queues_runs()
     browser
         .wait_until("location.pathname === '/ui'", "the runs page")
         .await;
-    browser.find(&format!("#runs tr[data-run-id='{behind}']")).await;
+    browser
+        .find(&format!("#runs tr[data-run-id='{behind}']"))
+        .await;
     assert_eq!(
         browser
             .eval("document.querySelectorAll('#runs tbody tr').length")

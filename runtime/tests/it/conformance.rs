@@ -4182,18 +4182,30 @@ async fn concurrent_claims_never_run_two_of_one_key(fixture: &Fixture) {
     let store = &fixture.store;
     for i in 0..RUNS {
         let key = format!("k{:02}", i % KEYS);
-        create_in_queue(store, &format!("r{i:04}"), "wf", t(i as i64), "q", Some(&key), 0).await;
+        create_in_queue(
+            store,
+            &format!("r{i:04}"),
+            "wf",
+            t(i as i64),
+            "q",
+            Some(&key),
+            0,
+        )
+        .await;
     }
     let q: Arc<[Queue]> = Arc::from(vec![
-        Queue::new("q")
-            .key_concurrency(1)
-            .concurrency(CONCURRENCY),
+        Queue::new("q").key_concurrency(1).concurrency(CONCURRENCY),
     ]);
     let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     // Two claimers per handle, each on a task of its own.
-    for (w, handle) in fixture.handles.iter().chain(fixture.handles.iter()).enumerate() {
+    for (w, handle) in fixture
+        .handles
+        .iter()
+        .chain(fixture.handles.iter())
+        .enumerate()
+    {
         let (store, q, seq, done) = (handle.clone(), q.clone(), seq.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             use std::sync::atomic::Ordering::SeqCst;
@@ -4273,11 +4285,33 @@ async fn list_runs_filters_by_queue(store: SharedStore) {
         queue: Some(queue.to_owned()),
         ..RunFilter::default()
     };
-    let ids = |runs: Vec<RunRecord>| runs.into_iter().map(|r| r.id.to_string()).collect::<Vec<_>>();
-    assert_eq!(ids(store.list_runs(&by_queue("alpha")).await.unwrap()), ["a2", "a1"]);
-    assert_eq!(ids(store.list_runs(&by_queue("beta")).await.unwrap()), ["b1"]);
-    assert!(store.list_runs(&by_queue("default")).await.unwrap().is_empty());
-    assert!(store.list_runs(&by_queue("gamma")).await.unwrap().is_empty());
+    let ids = |runs: Vec<RunRecord>| {
+        runs.into_iter()
+            .map(|r| r.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.list_runs(&by_queue("alpha")).await.unwrap()),
+        ["a2", "a1"]
+    );
+    assert_eq!(
+        ids(store.list_runs(&by_queue("beta")).await.unwrap()),
+        ["b1"]
+    );
+    assert!(
+        store
+            .list_runs(&by_queue("default"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_runs(&by_queue("gamma"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Admitted and ended runs stay in their queue's listing; filters combine.
     let q = [Queue::new("alpha")];
     let alpha_only = Routing {
@@ -4287,7 +4321,10 @@ async fn list_runs_filters_by_queue(store: SharedStore) {
     let leases = claim_with(&store, "w", secs(1), 1, &alpha_only, &q).await;
     assert_eq!(leased_ids(&leases), ["a2"], "priority first");
     complete(&store, &leases[0], secs(2)).await;
-    assert_eq!(ids(store.list_runs(&by_queue("alpha")).await.unwrap()), ["a2", "a1"]);
+    assert_eq!(
+        ids(store.list_runs(&by_queue("alpha")).await.unwrap()),
+        ["a2", "a1"]
+    );
     let queued = RunFilter {
         status: Some(RunStatus::Queued),
         ..by_queue("alpha")
@@ -4356,7 +4393,11 @@ async fn a_claim_of_one_run_admits_it_alone_or_nothing(store: SharedStore) {
     let leases = claim_one(&store, secs(1), &one, "first").await;
     assert_eq!(leased_ids(&leases), ["first"]);
     assert_eq!(
-        get(&store, &RunId::from("first")).await.queue.unwrap().admitted_at,
+        get(&store, &RunId::from("first"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
         Some(t(secs(1)))
     );
     assert!(
@@ -4364,7 +4405,10 @@ async fn a_claim_of_one_run_admits_it_alone_or_nothing(store: SharedStore) {
         "the place is taken"
     );
     complete(&store, &leases[0], secs(3)).await;
-    assert_eq!(leased_ids(&claim_one(&store, secs(4), &one, "second").await), ["second"]);
+    assert_eq!(
+        leased_ids(&claim_one(&store, secs(4), &one, "second").await),
+        ["second"]
+    );
 
     // Per-key concurrency only: the run ahead, of another key, keeps waiting (it is only
     // counted), and the run asked for is admitted beside it.
@@ -4372,9 +4416,16 @@ async fn a_claim_of_one_run_admits_it_alone_or_nothing(store: SharedStore) {
     create_in_queue(&store, "k2-a", "wf", t(11), "keys", Some("k2"), 0).await;
     create_in_queue(&store, "k1-b", "wf", t(12), "keys", Some("k1"), 0).await;
     let keys = [Queue::new("keys").key_concurrency(1)];
-    assert_eq!(leased_ids(&claim_one(&store, secs(5), &keys, "k2-a").await), ["k2-a"]);
     assert_eq!(
-        get(&store, &RunId::from("k1-a")).await.queue.unwrap().admitted_at,
+        leased_ids(&claim_one(&store, secs(5), &keys, "k2-a").await),
+        ["k2-a"]
+    );
+    assert_eq!(
+        get(&store, &RunId::from("k1-a"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
         None
     );
     assert!(
@@ -4382,7 +4433,11 @@ async fn a_claim_of_one_run_admits_it_alone_or_nothing(store: SharedStore) {
         "k1-a, ahead with the same key, would take the key's place"
     );
     assert_eq!(
-        get(&store, &RunId::from("k1-a")).await.queue.unwrap().admitted_at,
+        get(&store, &RunId::from("k1-a"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
         None
     );
 }

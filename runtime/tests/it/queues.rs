@@ -380,7 +380,9 @@ on_both_stores!(
 /// The `InvalidState` message of executing `id`, which must fail.
 async fn refused(env: &Env, id: &RunId) -> String {
     match env.engine.execute(id).await {
-        Err(EngineError::InvalidState { status, message, .. }) => {
+        Err(EngineError::InvalidState {
+            status, message, ..
+        }) => {
             assert_eq!(status, "queued");
             message
         }

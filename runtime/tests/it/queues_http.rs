@@ -518,8 +518,15 @@ async fn get_runs_filters_by_queue_and_refuses_a_bad_queue_name() {
     expected.sort();
     assert_eq!(serial, expected);
     assert_eq!(listed(&api, "/runs?queue=free").await, [free.clone()]);
-    assert_eq!(listed(&api, "/runs?queue=serial&status=queued").await.len(), 2);
-    assert!(listed(&api, "/runs?queue=serial&status=completed").await.is_empty());
+    assert_eq!(
+        listed(&api, "/runs?queue=serial&status=queued").await.len(),
+        2
+    );
+    assert!(
+        listed(&api, "/runs?queue=serial&status=completed")
+            .await
+            .is_empty()
+    );
     assert!(listed(&api, "/runs?queue=last-wins").await.is_empty());
     // An empty value is no filter.
     assert!(listed(&api, "/runs?queue=").await.contains(&none));
@@ -596,19 +603,35 @@ async fn metrics_show_each_queues_active_waiting_and_in_window_counts() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
-    assert_eq!(sample(&text, "reprise_queue_active", "serial"), Some(1), "{text}");
-    assert_eq!(sample(&text, "reprise_queue_waiting", "serial"), Some(1), "{text}");
+    assert_eq!(
+        sample(&text, "reprise_queue_active", "serial"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_waiting", "serial"),
+        Some(1),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "reprise_queue_admitted_in_window", "serial"),
         Some(0),
         "no rate limit: {text}"
     );
-    assert_eq!(sample(&text, "reprise_queue_active", "paced"), Some(1), "{text}");
+    assert_eq!(
+        sample(&text, "reprise_queue_active", "paced"),
+        Some(1),
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "reprise_queue_admitted_in_window", "paced"),
         Some(1),
         "{text}"
     );
-    assert_eq!(sample(&text, "reprise_queue_waiting", "free"), Some(0), "{text}");
+    assert_eq!(
+        sample(&text, "reprise_queue_waiting", "free"),
+        Some(0),
+        "{text}"
+    );
     assert!(text.contains("# TYPE reprise_queue_active gauge"), "{text}");
 }

@@ -220,7 +220,12 @@ pub(crate) async fn page(
     workflows.sort_unstable();
     // The queues this engine knows, and the one asked for even if it does not (its runs
     // may be in a queue other processes configure).
-    let mut queues: Vec<&str> = state.engine.queues().iter().map(|q| q.name.as_str()).collect();
+    let mut queues: Vec<&str> = state
+        .engine
+        .queues()
+        .iter()
+        .map(|q| q.name.as_str())
+        .collect();
     if let Some(asked) = set(&query.queue)
         && !queues.contains(&asked)
     {
