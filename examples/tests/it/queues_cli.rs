@@ -498,7 +498,7 @@ fn runs_list_filters_by_queue_and_refuses_a_bad_queue_name() {
             .map(|r| r["id"].as_str().unwrap().to_owned())
             .collect::<Vec<_>>()
     };
-    assert_eq!(list(&["--queue", "serial"]), [serial.clone()]);
+    assert_eq!(list(&["--queue", "serial"]), [serial.as_str()]);
     assert_eq!(list(&["--queue", "free", "--status", "queued"]), [free]);
     assert!(list(&["--queue", "by-dir"]).is_empty());
     assert_eq!(list(&[]).len(), 3);

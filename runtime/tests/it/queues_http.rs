@@ -517,7 +517,7 @@ async fn get_runs_filters_by_queue_and_refuses_a_bad_queue_name() {
     let mut expected = vec![a.clone(), b.clone()];
     expected.sort();
     assert_eq!(serial, expected);
-    assert_eq!(listed(&api, "/runs?queue=free").await, [free.clone()]);
+    assert_eq!(listed(&api, "/runs?queue=free").await, [free.as_str()]);
     assert_eq!(
         listed(&api, "/runs?queue=serial&status=queued").await.len(),
         2
