@@ -1128,11 +1128,11 @@ mod sqlite_only {
         }
         {
             // Back to version 7: as a build without the inbox (and without flow
-            // control, version 9) left it.
+            // control, version 9, and its listing index, version 11) left it.
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE messages; DROP TABLE event_waits; DROP TABLE emitted_events;
-                 DROP TABLE workers;
+                 DROP TABLE workers; DROP INDEX runs_queue_created_at;
                  DROP INDEX runs_queue_waiting; DROP INDEX runs_queue_active;
                  DROP INDEX runs_queue_admitted_at; DROP INDEX runs_queue_admitted;
                  DROP INDEX runs_due;
@@ -1145,7 +1145,7 @@ mod sqlite_only {
             .unwrap();
         }
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 10);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 11);
         assert_eq!(
             get(&store, &RunId::from("before")).await.queue,
             None,
@@ -1203,7 +1203,8 @@ mod sqlite_only {
             }
         }
         {
-            // Back to version 9: the events table as versions 1 to 9 made it.
+            // Back to version 9: the events table as versions 1 to 9 made it (and no
+            // queue listing index, version 11).
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "CREATE TABLE events_v9 (
@@ -1216,11 +1217,12 @@ mod sqlite_only {
                      payload FROM events;
                  DROP TABLE events;
                  ALTER TABLE events_v9 RENAME TO events;
-                 DELETE FROM schema_migrations WHERE version = 10;",
+                 DROP INDEX runs_queue_created_at;
+                 DELETE FROM schema_migrations WHERE version >= 10;",
             )
             .unwrap();
         }
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 10);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 11);
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
         let steps = |n: u64| -> Vec<NewEvent> {
             (1..=n)
