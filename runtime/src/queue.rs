@@ -357,6 +357,14 @@ pub struct ClaimRequest<'a> {
     /// for admission by [`Admitter`]; a run in a queue not named here is not claimed (its
     /// limits are unknown to this worker). Runs in no queue are claimed as before.
     pub queues: &'a [Queue],
+    /// `Some(id)`: a claim of run `id` alone, for direct execution
+    /// ([`crate::Engine::execute`]). It claims nothing else and admits no other run: `id`
+    /// is admitted and leased only if it waits for admission in one of `queues`, is due,
+    /// unleased and served, and the queue's walk in admission order would admit it — the
+    /// runs ahead of it that the limits would admit are counted as if admitted (they
+    /// come first), none of them is touched. Otherwise the answer is empty. `limit` must
+    /// be at least 1. `None`: an ordinary claim.
+    pub run: Option<&'a crate::event::RunId>,
 }
 
 /// Counts a store reads for a queue ([`crate::store::Store::queue_totals`]): what

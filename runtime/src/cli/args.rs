@@ -317,6 +317,11 @@ fn parse_start_at(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 /// `--tag`: a tag filter (`key=value`, `key>=100`, …).
+fn parse_queue_name(text: &str) -> Result<String, String> {
+    crate::queue::check_queue_name(text)?;
+    Ok(text.to_owned())
+}
+
 fn parse_tag_filter(text: &str) -> Result<crate::tags::TagFilter, String> {
     text.parse()
 }
@@ -423,6 +428,10 @@ pub(crate) enum RunsCommand {
         /// Only runs of this workflow slug.
         #[arg(long)]
         workflow: Option<String>,
+        /// Only runs in this flow-control queue (waiting for admission, admitted or ended);
+        /// combine with `--status queued` for the runs still waiting.
+        #[arg(long, value_name = "NAME", value_parser = parse_queue_name)]
+        queue: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,

@@ -650,6 +650,7 @@ async fn dispatch(
         Command::Runs(RunsCommand::List {
             status,
             workflow,
+            queue,
             limit,
             tags,
             created_after,
@@ -663,6 +664,7 @@ async fn dispatch(
             let filter = RunFilter {
                 status,
                 workflow,
+                queue,
                 limit: Some(limit),
                 tags,
                 created_after: created_after.map(|t| t.resolve(now)),

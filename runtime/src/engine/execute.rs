@@ -495,13 +495,18 @@ impl Engine {
             self.clock().sleep(delay).await;
         }
         self.wait_for_admission(&record).await?;
+        let mut told = false;
         loop {
             let execution = match self.execute(id).await {
-                // Its queue did not admit it after all (a run ahead took the place): wait
-                // again.
-                Err(EngineError::InvalidState { status, .. })
-                    if status == "queued" && !self.queues().is_empty() =>
-                {
+                // Its queue did not admit it (a run ahead of it comes first): wait again,
+                // saying why once.
+                Err(EngineError::InvalidState {
+                    status, message, ..
+                }) if status == "queued" && !self.queues().is_empty() => {
+                    if !told {
+                        tracing::info!(run = %id, %message, "waiting for admission into the queue");
+                        told = true;
+                    }
                     self.clock().sleep(Duration::from_millis(100)).await;
                     self.wait_for_admission(&record).await?;
                     continue;

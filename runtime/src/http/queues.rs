@@ -10,7 +10,6 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use crate::event::{RunFilter, RunStatus};
 use crate::{Engine, EngineError};
 
 /// A queue: its settings and its counts now.
@@ -47,35 +46,19 @@ pub(crate) struct QueueView {
     pub(crate) waiting: u64,
 }
 
-/// Every queue the engine knows, by name, with its counts. `waiting` is counted by
-/// listing the `queued` runs (one read of every queued run, whatever its queue): there is
-/// no cheaper count in the store.
+/// Every queue the engine knows, by name, with its counts ([`Engine::queue_states`]).
 ///
 /// # Errors
 /// Store failures.
 pub(crate) async fn overview(engine: &Engine) -> Result<Vec<QueueView>, EngineError> {
-    let states = engine.queue_states().await?;
-    let waiting: Vec<_> = if states.is_empty() {
-        Vec::new()
-    } else {
-        engine
-            .list_runs(&RunFilter {
-                status: Some(RunStatus::Queued),
-                limit: None,
-                ..RunFilter::default()
-            })
-            .await?
-            .into_iter()
-            .filter_map(|run| run.queue.filter(|q| q.admitted_at.is_none()))
-            .map(|q| q.name)
-            .collect()
-    };
-    Ok(states
+    Ok(engine
+        .queue_states()
+        .await?
         .into_iter()
         .map(|state| {
             let settings = state.settings;
             QueueView {
-                waiting: waiting.iter().filter(|n| **n == settings.name).count() as u64,
+                waiting: state.waiting,
                 name: settings.name,
                 concurrency: settings.concurrency,
                 key_concurrency: settings.key_concurrency,

@@ -177,6 +177,11 @@ pub(crate) struct ListQuery {
     status: Option<String>,
     /// Only runs of this workflow slug.
     workflow: Option<String>,
+    /// Only runs in this flow-control queue (waiting for admission, admitted or ended);
+    /// with `status=queued`, the runs still waiting. A name that is not a valid queue
+    /// name is a 400.
+    #[param(example = "llm")]
+    queue: Option<String>,
     /// At most this many runs, newest first (default 100).
     limit: Option<String>,
     /// Only runs created at or after this time (RFC 3339).
@@ -236,9 +241,15 @@ impl ListQuery {
                 ))
             })?,
         };
+        let queue = self.queue.filter(|q| !q.is_empty());
+        if let Some(queue) = &queue {
+            crate::queue::check_queue_name(queue)
+                .map_err(|e| ApiError::bad_request(format!("`queue`: {e}")))?;
+        }
         Ok(RunFilter {
             status,
             workflow: self.workflow.filter(|w| !w.is_empty()),
+            queue,
             limit: Some(limit),
             tags,
             created_after: time_param("created_after", self.created_after)?,

@@ -314,6 +314,18 @@ impl Store for MemoryStore {
                 _ => free.push((due, position)),
             }
         }
+        // A claim of one run: only that run's queue is walked, and no free run is taken.
+        let target = match request.run {
+            Some(id) => {
+                let Some(&(index, ..)) = waiting.iter().find(|w| order[w.3] == *id) else {
+                    return Ok(Vec::new());
+                };
+                free.clear();
+                waiting.retain(|w| w.0 == index);
+                Some(id)
+            }
+            None => None,
+        };
         // Free runs first, earliest due first; then admission into each queue.
         free.sort_unstable();
         free.truncate(request.limit);
@@ -321,7 +333,14 @@ impl Store for MemoryStore {
         waiting.sort_unstable();
         let mut admitted: Vec<usize> = Vec::new();
         let mut next = 0;
-        while next < waiting.len() && chosen.len() + admitted.len() < request.limit {
+        // A claim of one run counts the runs ahead of it as admitted (not admitting them):
+        // no bound but the queue's limits, and the walk stops at the run.
+        let limit = if target.is_some() {
+            usize::MAX
+        } else {
+            request.limit
+        };
+        while next < waiting.len() && chosen.len() + admitted.len() < limit {
             let index = waiting[next].0;
             let queue = &request.queues[index];
             let (totals, mut key_totals) = memory_totals(by_id, queue, now);
@@ -329,7 +348,7 @@ impl Store for MemoryStore {
             while next < waiting.len() && waiting[next].0 == index {
                 let position = waiting[next].3;
                 next += 1;
-                if chosen.len() + admitted.len() >= request.limit || admitter.is_full() {
+                if chosen.len() + admitted.len() >= limit || admitter.is_full() {
                     continue;
                 }
                 let key: Option<String> = by_id
@@ -344,6 +363,28 @@ impl Store for MemoryStore {
                 if admitter.admit(key.as_deref()).is_ok() {
                     admitted.push(position);
                 }
+                if target.is_some_and(|t| order[position] == *t) {
+                    next = waiting.len();
+                    break;
+                }
+            }
+        }
+        if let Some(target) = target {
+            // The runs ahead were only counted.
+            admitted.retain(|&position| order[position] == *target);
+        }
+        // Stamped no earlier than any admission already counted in the queue: a claim
+        // whose `now` was read before another claim admitted runs never counts as
+        // admitted earlier than those (which would shorten its rate window's memory).
+        let mut stamps: std::collections::HashMap<String, DateTime<Utc>> = Default::default();
+        if !admitted.is_empty() {
+            for q in by_id.values().filter_map(|e| e.record.queue.as_ref()) {
+                if let Some(at) = q.admitted_at
+                    && at > now
+                {
+                    let stamp = stamps.entry(q.name.clone()).or_insert(now);
+                    *stamp = (*stamp).max(at);
+                }
             }
         }
         for &position in &admitted {
@@ -351,7 +392,7 @@ impl Store for MemoryStore {
                 .get_mut(&order[position])
                 .and_then(|e| e.record.queue.as_mut())
             {
-                q.admitted_at = Some(now);
+                q.admitted_at = Some(stamps.get(&q.name).copied().unwrap_or(now));
             }
         }
         chosen.extend(admitted);

@@ -270,6 +270,7 @@ pub trait Store: Send + Sync + 'static {
             limit,
             routing: &crate::queue::Routing::default(),
             queues: &[],
+            run: None,
         })
         .await
     }

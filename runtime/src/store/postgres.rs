@@ -90,6 +90,13 @@
 //! ([`Store::event_waiters`]); and `reprise_emitted_events(name, id, created_at, PRIMARY
 //! KEY (name, id))`, which records each emitted event once ([`Store::record_event`]).
 //!
+//! Version 8 adds flow control (see `postgres_queues`). Version 9 adds
+//! `reprise_documents`, the engine's own data beside runs (credentials, API tokens,
+//! subscriptions; [`crate::store::Document`]). Version 10 adds the partial index
+//! `reprise_runs_queue_created_at_id (queue, created_at, id) WHERE queue IS NOT NULL`: a
+//! listing of one queue's runs ([`crate::event::RunFilter::queue`]) reads only that
+//! queue's runs, in the listing's order.
+//!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
 //! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not
@@ -430,6 +437,13 @@ const MIGRATIONS: &[&str] = &[
         updated_at  BIGINT NOT NULL,
         PRIMARY KEY (kind, key)
     );
+    "#,
+    // Version 10: listing the runs of one queue (`RunFilter::queue`, `runs list --queue`)
+    // in the listing's order (`created_at DESC, id DESC`) reads only that queue's runs.
+    // Partial: runs in no queue cost nothing.
+    r#"
+    CREATE INDEX reprise_runs_queue_created_at_id ON reprise_runs (queue, created_at, id)
+        WHERE queue IS NOT NULL;
     "#,
 ];
 
@@ -1231,6 +1245,11 @@ impl Store for PostgresStore {
         }
         let what = "cannot claim runs";
         let expires = micros(expires_at);
+        if request.run.is_some() {
+            // A claim of one run: admission only (see `ClaimRequest::run`).
+            let admitted = self.claim_admitted(request, usize::MAX).await?;
+            return Ok(admitted.into_iter().map(|(_, lease)| lease).collect());
+        }
         let mut claimed = {
             let client = self.client().await?;
             let stmt = client

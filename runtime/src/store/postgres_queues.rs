@@ -123,11 +123,18 @@ const CANDIDATES_SQL: &str = "
      ORDER BY priority DESC, due_at, pos
      LIMIT $7::bigint";
 
-/// Admits and leases the runs `$1` at `$2` for owner `$3` until `$4`, each only if it is
-/// still waiting, due and unleased.
+/// Admits and leases the runs `$1` of queue `$5` at `$2` for owner `$3` until `$4`, each
+/// only if it is still waiting, due and unleased. `admitted_at` is `$2` or the queue's
+/// latest admission if that is later: `$2` was read before the queue's lock was taken, so
+/// a claimer that waited for the lock may hold an earlier time than an admission it has
+/// counted; stamping that earlier time would let the rate window forget this admission
+/// too soon (and admit one too many). Read under the lock, the latest admission is final.
 const ADMIT_SQL: &str = "
     UPDATE reprise_runs
-       SET admitted_at = $2::bigint, lease_owner = $3::text, lease_expires_at = $4::bigint,
+       SET admitted_at = GREATEST($2::bigint,
+                                  (SELECT max(p.admitted_at) FROM reprise_runs p
+                                    WHERE p.queue = $5::text AND p.admitted_at IS NOT NULL)),
+           lease_owner = $3::text, lease_expires_at = $4::bigint,
            fence = fence + 1
      WHERE id = ANY($1::text[]) AND admitted_at IS NULL AND due_at <= $2::bigint
        AND (lease_owner IS NULL OR lease_expires_at <= $2::bigint)
@@ -311,10 +318,16 @@ impl PostgresStore {
         let candidates_stmt = tx.prepare_cached(CANDIDATES_SQL).await.map_err(pg)?;
         let keys_stmt = tx.prepare_cached(KEY_TOTALS_SQL).await.map_err(pg)?;
         let key_since = window_since(queue, now, true);
-        let page = i64::try_from(room.saturating_mul(4).max(MIN_PAGE)).unwrap_or(i64::MAX);
+        // A claim of one run walks up to it, however long the queue: bounded pages.
+        let page = match request.run {
+            Some(_) => MIN_PAGE * 16,
+            None => room.saturating_mul(4).max(MIN_PAGE),
+        };
+        let page = i64::try_from(page).unwrap_or(i64::MAX);
         let mut chosen: Vec<String> = Vec::new();
         let mut after: Option<(i64, i64, i64)> = None;
-        while chosen.len() < room && !admitter.is_full() {
+        let mut reached = false;
+        while !reached && chosen.len() < room && !admitter.is_full() {
             let rows = tx
                 .query(
                     &candidates_stmt,
@@ -372,10 +385,18 @@ impl PostgresStore {
                 if admitter.admit(candidate.key.as_deref()).is_ok() {
                     chosen.push(candidate.id.clone());
                 }
+                if request.run.is_some_and(|id| id.0 == candidate.id) {
+                    reached = true;
+                    break;
+                }
             }
             if i64::try_from(rows.len()).unwrap_or(i64::MAX) < page {
                 break;
             }
+        }
+        if let Some(id) = request.run {
+            // The runs ahead were only counted.
+            chosen.retain(|c| *c == id.0);
         }
         if chosen.is_empty() {
             tx.rollback().await.map_err(pg)?;
@@ -384,7 +405,10 @@ impl PostgresStore {
         let expires = micros(request.expires_at);
         let admit_stmt = tx.prepare_cached(ADMIT_SQL).await.map_err(pg)?;
         let rows = tx
-            .query(&admit_stmt, &[&chosen, &now_us, &request.owner, &expires])
+            .query(
+                &admit_stmt,
+                &[&chosen, &now_us, &request.owner, &expires, &name],
+            )
             .await
             .map_err(pg)?;
         let mut leases = Vec::with_capacity(rows.len());

@@ -73,6 +73,13 @@
 //! log is read through the index (rows of one run are in seq order there). The migration
 //! copies the existing events and recreates the `run_tags_index` trigger.
 //!
+//! Version 11 adds `documents (kind, key, value, created_at, updated_at)`: the engine's own
+//! data beside runs (credentials, API tokens, subscriptions; [`crate::store::Document`]).
+//!
+//! Version 12 adds the partial index `runs_queue_created_at (queue, created_at) WHERE
+//! queue IS NOT NULL`: a listing of one queue's runs ([`crate::event::RunFilter::queue`])
+//! reads only that queue's runs, newest first.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -398,6 +405,11 @@ const MIGRATIONS: &[&str] = &[
         updated_at  INTEGER NOT NULL,
         PRIMARY KEY (kind, key)
     ) STRICT, WITHOUT ROWID;
+    "#,
+    // Version 12: listing the runs of one queue (`RunFilter::queue`, `runs list --queue`),
+    // newest first, reads only that queue's runs. Partial: runs in no queue cost nothing.
+    r#"
+    CREATE INDEX runs_queue_created_at ON runs (queue, created_at) WHERE queue IS NOT NULL;
     "#,
 ];
 

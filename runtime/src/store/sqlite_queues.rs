@@ -105,6 +105,8 @@ pub(super) struct EncodedClaim {
     routed_queues: Option<Vec<String>>,
     /// The queues to admit into: those of the request that the routing serves.
     queues: Vec<Queue>,
+    /// A claim of this run alone ([`ClaimRequest::run`]).
+    run: Option<String>,
 }
 
 /// `request` as the writer applies it.
@@ -129,6 +131,7 @@ pub(super) fn encode_claim(request: &ClaimRequest<'_>) -> Result<EncodedClaim, E
         workflows: routing.workflows.clone(),
         routed_queues: routing.queues.clone(),
         queues,
+        run: request.run.map(|id| id.0.clone()),
     })
 }
 
@@ -136,13 +139,57 @@ pub(super) fn encode_claim(request: &ClaimRequest<'_>) -> Result<EncodedClaim, E
 /// first (earliest due first, as before queues), then admission into each queue of the
 /// request while places are left; every chosen run leased, in creation order.
 pub(super) fn apply_claim(conn: &Connection, c: &EncodedClaim) -> Result<Vec<Lease>, EngineError> {
-    let what = "cannot claim runs";
     let now = micros(c.now);
+    if let Some(run) = &c.run {
+        return claim_one(conn, c, run, now);
+    }
     // (rowid, admitted now)
-    let mut chosen: Vec<(i64, bool)> = free_runs(conn, c, now)?
+    let chosen: Vec<(i64, bool)> = free_runs(conn, c, now)?
         .into_iter()
         .map(|rowid| (rowid, false))
         .collect();
+    lease_chosen(conn, c, chosen_after_admission(conn, c, now, chosen)?, now)
+}
+
+/// [`ClaimRequest::run`]: run `id` alone, if it waits in one of the claim's queues and
+/// the queue's walk admits it (the runs ahead of it only counted).
+fn claim_one(
+    conn: &Connection,
+    c: &EncodedClaim,
+    id: &str,
+    now: i64,
+) -> Result<Vec<Lease>, EngineError> {
+    let what = format!("cannot claim run `{id}`");
+    let found: Option<(i64, Option<String>)> = conn
+        .prepare_cached("SELECT rowid, queue FROM runs WHERE id = ?1 AND admitted_at IS NULL")
+        .ctx(&what)?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .ctx(&what)?;
+    let Some((rowid, Some(name))) = found else {
+        return Ok(Vec::new());
+    };
+    let Some(queue) = c.queues.iter().find(|q| q.name == name) else {
+        return Ok(Vec::new());
+    };
+    let paused = paused_workflows(conn)?;
+    let admitted = admit(conn, c, queue, &paused, now, i64::MAX, Some(rowid))?;
+    let chosen = admitted
+        .into_iter()
+        .filter(|r| *r == rowid)
+        .map(|r| (r, true))
+        .collect();
+    lease_chosen(conn, c, chosen, now)
+}
+
+/// `chosen` (the free runs of a claim) with the runs admitted into the claim's queues
+/// while its limit leaves room.
+fn chosen_after_admission(
+    conn: &Connection,
+    c: &EncodedClaim,
+    now: i64,
+    mut chosen: Vec<(i64, bool)>,
+) -> Result<Vec<(i64, bool)>, EngineError> {
     if !c.queues.is_empty() && (chosen.len() as i64) < c.limit {
         let paused = paused_workflows(conn)?;
         for queue in &c.queues {
@@ -150,11 +197,26 @@ pub(super) fn apply_claim(conn: &Connection, c: &EncodedClaim) -> Result<Vec<Lea
             if room <= 0 {
                 break;
             }
-            for rowid in admit(conn, c, queue, &paused, now, room)? {
+            for rowid in admit(conn, c, queue, &paused, now, room, None)? {
                 chosen.push((rowid, true));
             }
         }
     }
+    Ok(chosen)
+}
+
+/// Leases the `chosen` runs `(rowid, admitted now)`, in creation order. An admitted run
+/// is stamped `admitted_at` = `now`, or the latest admission of its queue if that is later:
+/// a claim whose `now` was read before another claim admitted runs never counts as
+/// admitted earlier than those (which would let the rate window forget an admission
+/// early).
+fn lease_chosen(
+    conn: &Connection,
+    c: &EncodedClaim,
+    mut chosen: Vec<(i64, bool)>,
+    now: i64,
+) -> Result<Vec<Lease>, EngineError> {
+    let what = "cannot claim runs";
     // Chosen earliest due (or in admission order); handed out in creation order.
     chosen.sort_unstable();
     let mut leases = Vec::with_capacity(chosen.len());
@@ -162,7 +224,11 @@ pub(super) fn apply_claim(conn: &Connection, c: &EncodedClaim) -> Result<Vec<Lea
         let mut stmt = conn
             .prepare_cached(
                 "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, fence = fence + 1,
-                                 admitted_at = CASE WHEN ?4 THEN ?5 ELSE admitted_at END
+                                 admitted_at = CASE WHEN ?4 THEN max(?5, coalesce(
+                                     (SELECT max(p.admitted_at) FROM runs p
+                                       WHERE p.queue = runs.queue
+                                         AND p.admitted_at IS NOT NULL), ?5))
+                                 ELSE admitted_at END
                  WHERE rowid = ?1 RETURNING id, fence, cancel_requested, pause_requested",
             )
             .ctx(what)?;
@@ -267,7 +333,8 @@ fn free_runs(conn: &Connection, c: &EncodedClaim, now: i64) -> Result<Vec<i64>, 
 
 /// Admits up to `room` due, served candidates of `queue` by [`Admitter`], in order of
 /// priority, due time and creation: the rowid of each. A candidate blocked by its key's
-/// limits is passed over; the walk stops when the queue is full or `room` is used.
+/// limits is passed over; the walk stops when the queue is full or `room` is used, or
+/// once it has decided on `target` (a claim of one run: the caller keeps that one).
 ///
 /// The counts of every key that has any (admitted, unfinished runs; admissions in the
 /// rate window) are loaded up front, so keys already blocked are excluded in SQL and a
@@ -280,6 +347,7 @@ fn admit(
     paused: &[String],
     now: i64,
     room: i64,
+    target: Option<i64>,
 ) -> Result<Vec<i64>, EngineError> {
     /// How many candidates in a row the walk passes over before it starts over with
     /// the keys it blocked itself excluded.
@@ -342,7 +410,14 @@ fn admit(
                 // Not among the loaded keys: it has nothing admitted.
                 admitter.add_key_totals(key, KeyTotals::default());
             }
-            if admitter.admit(key).is_ok() {
+            let admits = admitter.admit(key).is_ok();
+            if target == Some(rowid) {
+                if admits {
+                    admitted.push(rowid);
+                }
+                break 'walk;
+            }
+            if admits {
                 admitted.push(rowid);
                 passed = 0;
                 if let Some(key) = key

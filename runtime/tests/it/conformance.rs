@@ -31,6 +31,10 @@ use serde_json::{Value, json};
 /// A store under test and what must live as long as it does.
 pub(crate) struct Fixture {
     pub(crate) store: SharedStore,
+    /// More handles onto the same data, each opened on its own as another process would
+    /// (SQLite: another connection set and writer on the file; Postgres: another pool;
+    /// memory: the same store, there is no other way in). For checks that race handles.
+    pub(crate) handles: Vec<SharedStore>,
     /// Dropped after the store (fields drop in order): a temp dir, a database, ….
     _guard: Box<dyn std::any::Any + Send>,
 }
@@ -38,24 +42,40 @@ pub(crate) struct Fixture {
 impl Fixture {
     pub(crate) fn new(store: SharedStore, guard: impl std::any::Any + Send) -> Self {
         Self {
+            handles: vec![store.clone()],
             store,
             _guard: Box::new(guard),
         }
     }
+
+    fn with_handles(mut self, handles: Vec<SharedStore>) -> Self {
+        self.handles = handles;
+        self
+    }
 }
+
+/// How many handles the racing checks use.
+const HANDLES: usize = 3;
 
 /// Factory: a fresh [`MemoryStore`].
 async fn memory_store() -> Fixture {
-    Fixture::new(Arc::new(MemoryStore::new()), ())
+    let store: SharedStore = Arc::new(MemoryStore::new());
+    Fixture::new(store.clone(), ()).with_handles(vec![store; HANDLES])
 }
 
 /// Factory: a fresh [`reprise::store::SqliteStore`] in a temp dir.
 #[cfg(feature = "sqlite")]
 async fn sqlite_store() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = reprise::store::SqliteStore::open(dir.path().join("reprise.db"))
-        .expect("open SQLite store");
-    Fixture::new(Arc::new(store), dir)
+    let path = dir.path().join("reprise.db");
+    let store = reprise::store::SqliteStore::open(&path).expect("open SQLite store");
+    let handles = (0..HANDLES)
+        .map(|_| {
+            Arc::new(reprise::store::SqliteStore::open(&path).expect("open SQLite store"))
+                as SharedStore
+        })
+        .collect();
+    Fixture::new(Arc::new(store), dir).with_handles(handles)
 }
 
 /// Factory: a fresh [`reprise::store::PostgresStore`] in a schema of its own (dropped
@@ -64,7 +84,11 @@ async fn sqlite_store() -> Fixture {
 #[cfg(feature = "postgres")]
 async fn postgres_store() -> Option<Fixture> {
     let (store, schema) = crate::postgres::fresh_store().await?;
-    Some(Fixture::new(Arc::new(store), schema))
+    let mut handles: Vec<SharedStore> = Vec::new();
+    for _ in 0..HANDLES {
+        handles.push(Arc::new(crate::postgres::another_handle(&schema).await));
+    }
+    Some(Fixture::new(Arc::new(store), schema).with_handles(handles))
 }
 
 /// Stamps out one `#[tokio::test]` per check for each `module => factory` pair. A factory
@@ -144,12 +168,15 @@ macro_rules! conformance_suite {
                     debounce_drop_keeps_the_first_pending_run,
                     racing_gated_starts_create_one_run,
                     workers_register_renew_and_expire,
-                    concurrent_claims_never_run_two_of_one_key,
+                    list_runs_filters_by_queue,
+                    a_claim_of_one_run_admits_it_alone_or_nothing,
+                    a_stale_claim_never_stamps_an_admission_before_a_counted_one;
+                    fixture: concurrent_claims_never_run_two_of_one_key,
                 );
             }
         )*
     };
-    (@tests $factory:ident; $($check:ident),* $(,)?) => {
+    (@tests $factory:ident; $($check:ident),* ; fixture: $($fcheck:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
@@ -158,6 +185,16 @@ macro_rules! conformance_suite {
                     return;
                 };
                 super::$check(fixture.store.clone()).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $fcheck() {
+                let Some(fixture) = Option::<super::Fixture>::from(super::$factory().await)
+                else {
+                    return;
+                };
+                super::$fcheck(&fixture).await;
             }
         )*
     };
@@ -1093,11 +1130,11 @@ mod sqlite_only {
         }
         {
             // Back to version 7: as a build without the inbox (and without flow
-            // control, version 9) left it.
+            // control, version 9, and its listing index, version 11) left it.
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE messages; DROP TABLE event_waits; DROP TABLE emitted_events;
-                 DROP TABLE workers; DROP TABLE documents;
+                 DROP TABLE workers; DROP TABLE documents; DROP INDEX runs_queue_created_at;
                  DROP INDEX runs_queue_waiting; DROP INDEX runs_queue_active;
                  DROP INDEX runs_queue_admitted_at; DROP INDEX runs_queue_admitted;
                  DROP INDEX runs_due;
@@ -1110,7 +1147,7 @@ mod sqlite_only {
             .unwrap();
         }
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 11);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 12);
         assert_eq!(
             get(&store, &RunId::from("before")).await.queue,
             None,
@@ -1168,7 +1205,8 @@ mod sqlite_only {
             }
         }
         {
-            // Back to version 9: the events table as versions 1 to 9 made it.
+            // Back to version 9: the events table as versions 1 to 9 made it (and no
+            // queue listing index, version 11).
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "CREATE TABLE events_v9 (
@@ -1181,12 +1219,12 @@ mod sqlite_only {
                      payload FROM events;
                  DROP TABLE events;
                  ALTER TABLE events_v9 RENAME TO events;
-                 DROP TABLE documents;
+                 DROP TABLE documents; DROP INDEX runs_queue_created_at;
                  DELETE FROM schema_migrations WHERE version >= 10;",
             )
             .unwrap();
         }
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 11);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 12);
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
         let steps = |n: u64| -> Vec<NewEvent> {
             (1..=n)
@@ -3836,6 +3874,7 @@ async fn claim_with(
             limit,
             routing,
             queues,
+            run: None,
         })
         .await
         .expect("claim")
@@ -4277,59 +4316,308 @@ async fn workers_register_renew_and_expire(store: SharedStore) {
     );
 }
 
-async fn concurrent_claims_never_run_two_of_one_key(store: SharedStore) {
-    for i in 0..200i64 {
-        let key = format!("k{}", i % 10);
-        create_in_queue(&store, &format!("r{i:03}"), "wf", t(i), "q", Some(&key), 0).await;
+/// Claimers racing on separate handles (separate writers or pools, as separate processes
+/// have) and separate tasks, over many keys: from the claimed sets alone, no two runs of
+/// one key and never more than the queue's concurrency are ever held at once, and every
+/// run is claimed once. Each claim is bracketed by a global sequence number read before
+/// the claim is sent and after it answered, each completion by one read before it is
+/// sent: a run holds its place in the store at least from its claim's answer to its
+/// completion's start, so two of one key whose such spans overlap were admitted against
+/// the limits (reads of the sequence only narrow the spans, never widen them).
+async fn concurrent_claims_never_run_two_of_one_key(fixture: &Fixture) {
+    const RUNS: usize = 240;
+    const KEYS: usize = 24;
+    const CONCURRENCY: u32 = 8;
+    let store = &fixture.store;
+    for i in 0..RUNS {
+        let key = format!("k{:02}", i % KEYS);
+        create_in_queue(
+            store,
+            &format!("r{i:04}"),
+            "wf",
+            t(i as i64),
+            "q",
+            Some(&key),
+            0,
+        )
+        .await;
     }
-    let q: Arc<[Queue]> = Arc::from(vec![Queue::new("q").key_concurrency(1).concurrency(6)]);
-    let busy: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+    let q: Arc<[Queue]> = Arc::from(vec![
+        Queue::new("q").key_concurrency(1).concurrency(CONCURRENCY),
+    ]);
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for w in 0..4 {
-        let (store, q, busy, done) = (store.clone(), q.clone(), busy.clone(), done.clone());
+    // Two claimers per handle, each on a task of its own.
+    for (w, handle) in fixture
+        .handles
+        .iter()
+        .chain(fixture.handles.iter())
+        .enumerate()
+    {
+        let (store, q, seq, done) = (handle.clone(), q.clone(), seq.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
             let owner = format!("w{w}");
             let routing = Routing::default();
+            // (run, key, span start, span end)
+            let mut held: Vec<(String, String, u64, u64)> = Vec::new();
             let mut idle = 0;
-            while done.load(std::sync::atomic::Ordering::SeqCst) < 200 && idle < 2_000 {
-                let leases = claim_with(&store, &owner, secs(10), 3, &routing, &q).await;
+            while done.load(SeqCst) < RUNS && idle < 5_000 {
+                let leases = claim_with(&store, &owner, secs(10), 2, &routing, &q).await;
+                let answered = seq.fetch_add(1, SeqCst);
                 if leases.is_empty() {
                     idle += 1;
                     tokio::task::yield_now().await;
                     continue;
                 }
-                // Marked busy as soon as claimed: a correct store admits no other run of
-                // the key until this one has ended in the store.
+                idle = 0;
                 let mut keys = Vec::new();
                 for lease in &leases {
-                    let key = get(&store, &lease.run_id).await.queue.unwrap().key.unwrap();
-                    let mut busy = busy.lock().unwrap();
-                    let n = busy.entry(key.clone()).or_default();
-                    assert_eq!(*n, 0, "two runs of key {key} at once");
-                    *n += 1;
-                    assert!(
-                        busy.values().sum::<u32>() <= 6,
-                        "over the queue's concurrency"
-                    );
-                    keys.push(key);
+                    keys.push(get(&store, &lease.run_id).await.queue.unwrap().key.unwrap());
                 }
+                // Hold the places a moment so that other claimers meet full keys.
+                tokio::task::yield_now().await;
                 for (lease, key) in leases.iter().zip(keys) {
-                    tokio::task::yield_now().await;
-                    // Freed in the bookkeeping before the store frees it.
-                    *busy.lock().unwrap().get_mut(&key).unwrap() -= 1;
+                    let ending = seq.fetch_add(1, SeqCst);
                     complete(&store, lease, secs(11)).await;
-                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push((lease.run_id.to_string(), key, answered, ending));
+                    done.fetch_add(1, SeqCst);
                 }
             }
+            held
         }));
     }
+    let mut spans: Vec<(String, String, u64, u64)> = Vec::new();
+    let mut claimers_with_work = 0;
     for task in tasks {
-        task.await.unwrap();
+        let held = task.await.unwrap();
+        claimers_with_work += usize::from(!held.is_empty());
+        spans.extend(held);
     }
+    let mut ids: Vec<&str> = spans.iter().map(|s| s.0.as_str()).collect();
+    ids.sort_unstable();
+    let claimed = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "a run was claimed twice");
+    assert_eq!(claimed, RUNS, "every run ran once");
+    assert!(
+        claimers_with_work >= 2,
+        "the claimers did not race: only {claimers_with_work} claimed anything"
+    );
+    for (i, a) in spans.iter().enumerate() {
+        let mut overlapping = 0;
+        for b in &spans[i + 1..] {
+            // Both held places between max(starts) and min(ends).
+            if a.2.max(b.2) < a.3.min(b.3) {
+                assert_ne!(a.1, b.1, "runs {} and {} of one key held at once", a.0, b.0);
+            }
+        }
+        for b in &spans {
+            if a.2 >= b.2 && a.2 < b.3 {
+                overlapping += 1;
+            }
+        }
+        assert!(
+            overlapping <= CONCURRENCY as usize,
+            "{overlapping} runs held at once, over the queue's concurrency {CONCURRENCY}"
+        );
+    }
+}
+
+async fn list_runs_filters_by_queue(store: SharedStore) {
+    create_in_queue(&store, "a1", "wf", t(1), "alpha", Some("k"), 0).await;
+    create_in_queue(&store, "b1", "wf", t(2), "beta", None, 0).await;
+    create(&store, "none", "wf", t(3)).await;
+    create_in_queue(&store, "a2", "other", t(4), "alpha", None, 5).await;
+    let by_queue = |queue: &str| RunFilter {
+        queue: Some(queue.to_owned()),
+        ..RunFilter::default()
+    };
+    let ids = |runs: Vec<RunRecord>| {
+        runs.into_iter()
+            .map(|r| r.id.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        done.load(std::sync::atomic::Ordering::SeqCst),
-        200,
-        "every run ran once"
+        ids(store.list_runs(&by_queue("alpha")).await.unwrap()),
+        ["a2", "a1"]
+    );
+    assert_eq!(
+        ids(store.list_runs(&by_queue("beta")).await.unwrap()),
+        ["b1"]
+    );
+    assert!(
+        store
+            .list_runs(&by_queue("default"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_runs(&by_queue("gamma"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Admitted and ended runs stay in their queue's listing; filters combine.
+    let q = [Queue::new("alpha")];
+    let alpha_only = Routing {
+        workflows: None,
+        queues: Some(vec!["alpha".to_owned()]),
+    };
+    let leases = claim_with(&store, "w", secs(1), 1, &alpha_only, &q).await;
+    assert_eq!(leased_ids(&leases), ["a2"], "priority first");
+    complete(&store, &leases[0], secs(2)).await;
+    assert_eq!(
+        ids(store.list_runs(&by_queue("alpha")).await.unwrap()),
+        ["a2", "a1"]
+    );
+    let queued = RunFilter {
+        status: Some(RunStatus::Queued),
+        ..by_queue("alpha")
+    };
+    assert_eq!(ids(store.list_runs(&queued).await.unwrap()), ["a1"]);
+    let of_wf = RunFilter {
+        workflow: Some("other".to_owned()),
+        ..by_queue("alpha")
+    };
+    assert_eq!(ids(store.list_runs(&of_wf).await.unwrap()), ["a2"]);
+    // Pages of one queue.
+    let first = store
+        .list_runs_with_skipped(&RunFilter {
+            limit: Some(1),
+            ..by_queue("alpha")
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(first.runs), ["a2"]);
+    let rest = store
+        .list_runs_with_skipped(&RunFilter {
+            cursor: first.next_cursor,
+            ..by_queue("alpha")
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(rest.runs), ["a1"]);
+}
+
+/// A claim of run `id` alone ([`ClaimRequest::run`]).
+async fn claim_one(store: &SharedStore, now: i64, queues: &[Queue], id: &str) -> Vec<Lease> {
+    let id = RunId::from(id);
+    store
+        .claim(&ClaimRequest {
+            owner: "direct",
+            now: t(now),
+            expires_at: t(now + secs(30)),
+            limit: 1,
+            routing: &Routing::default(),
+            queues,
+            run: Some(&id),
+        })
+        .await
+        .expect("claim one run")
+}
+
+async fn a_claim_of_one_run_admits_it_alone_or_nothing(store: SharedStore) {
+    // Concurrency 1: `first` is ahead of `second`.
+    create_in_queue(&store, "first", "wf", t(0), "one", None, 0).await;
+    create_in_queue(&store, "second", "wf", t(1), "one", None, 0).await;
+    create(&store, "free", "wf", t(2)).await;
+    let one = [Queue::new("one").concurrency(1)];
+    assert!(claim_one(&store, secs(1), &one, "second").await.is_empty());
+    for id in ["first", "second"] {
+        let run = get(&store, &RunId::from(id)).await;
+        assert_eq!(run.queue.unwrap().admitted_at, None, "{id} was admitted");
+    }
+    assert!(
+        claim_one(&store, secs(1), &one, "free").await.is_empty(),
+        "a run in no queue is not claimed by a claim of one run"
+    );
+    assert_eq!(
+        get(&store, &RunId::from("free")).await.status,
+        RunStatus::Queued
+    );
+    let leases = claim_one(&store, secs(1), &one, "first").await;
+    assert_eq!(leased_ids(&leases), ["first"]);
+    assert_eq!(
+        get(&store, &RunId::from("first"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
+        Some(t(secs(1)))
+    );
+    assert!(
+        claim_one(&store, secs(2), &one, "second").await.is_empty(),
+        "the place is taken"
+    );
+    complete(&store, &leases[0], secs(3)).await;
+    assert_eq!(
+        leased_ids(&claim_one(&store, secs(4), &one, "second").await),
+        ["second"]
+    );
+
+    // Per-key concurrency only: the run ahead, of another key, keeps waiting (it is only
+    // counted), and the run asked for is admitted beside it.
+    create_in_queue(&store, "k1-a", "wf", t(10), "keys", Some("k1"), 0).await;
+    create_in_queue(&store, "k2-a", "wf", t(11), "keys", Some("k2"), 0).await;
+    create_in_queue(&store, "k1-b", "wf", t(12), "keys", Some("k1"), 0).await;
+    let keys = [Queue::new("keys").key_concurrency(1)];
+    assert_eq!(
+        leased_ids(&claim_one(&store, secs(5), &keys, "k2-a").await),
+        ["k2-a"]
+    );
+    assert_eq!(
+        get(&store, &RunId::from("k1-a"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
+        None
+    );
+    assert!(
+        claim_one(&store, secs(5), &keys, "k1-b").await.is_empty(),
+        "k1-a, ahead with the same key, would take the key's place"
+    );
+    assert_eq!(
+        get(&store, &RunId::from("k1-a"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
+        None
+    );
+}
+
+async fn a_stale_claim_never_stamps_an_admission_before_a_counted_one(store: SharedStore) {
+    for i in 0..4 {
+        create_in_queue(&store, &format!("r{i}"), "wf", t(i), "q", None, 0).await;
+    }
+    let q = [Queue::new("q").rate_limit(2, std::time::Duration::from_secs(10))];
+    let routing = Routing::default();
+    let first = claim_with(&store, "a", secs(100), 1, &routing, &q).await;
+    assert_eq!(leased_ids(&first), ["r0"]);
+    // A claimer that read its time (95 s) before the first claim was made, and got its
+    // turn after it: the admission it makes happened after r0's.
+    let stale = claim_with(&store, "b", secs(95), 1, &routing, &q).await;
+    assert_eq!(leased_ids(&stale), ["r1"]);
+    let r1 = get(&store, &RunId::from("r1")).await.queue.unwrap();
+    assert!(
+        r1.admitted_at >= Some(t(secs(100))),
+        "r1 stamped {:?}, before r0's admission at 100 s",
+        r1.admitted_at
+    );
+    // At 106 s both admissions are within the last 10 s: the limit of 2 is reached.
+    assert!(
+        claim_with(&store, "c", secs(106), 1, &routing, &q)
+            .await
+            .is_empty(),
+        "a third admission within 10 s"
+    );
+    assert_eq!(
+        leased_ids(&claim_with(&store, "c", secs(110), 1, &routing, &q).await),
+        ["r2"]
     );
 }

@@ -108,6 +108,13 @@ pub(crate) async fn fresh_store() -> Option<(PostgresStore, TestSchema)> {
     Some((store, schema))
 }
 
+/// Another handle (its own pool) onto the store in `schema`, as another process would open.
+pub(crate) async fn another_handle(schema: &TestSchema) -> PostgresStore {
+    PostgresStore::connect_with(&schema.url, schema.options())
+        .await
+        .expect("connect to the test database")
+}
+
 fn t(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(1_790_000_000_123_456 + micros).expect("valid time")
 }

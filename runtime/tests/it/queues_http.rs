@@ -57,6 +57,7 @@ async fn api(worker: bool) -> Api {
         .register(qh_hold)
         .queue(serial())
         .queue(Queue::new("free"))
+        .queue(Queue::new("paced").rate_limit(10, Duration::from_secs(3600)))
         .queue(
             Queue::new("first-wins")
                 .key("/customer")
@@ -490,4 +491,147 @@ async fn the_openapi_document_describes_queues() {
             schemas["QueueView"]
         );
     }
+}
+
+/// The ids of `GET {path}` (a run listing), in order.
+async fn listed(api: &Api, path: &str) -> Vec<String> {
+    let (status, runs) = api.get(path).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {runs}");
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn get_runs_filters_by_queue_and_refuses_a_bad_queue_name() {
+    let api = api(false).await;
+    let (_, a) = api.start("queue=serial", "c1").await;
+    let (_, b) = api.start("queue=serial", "c2").await;
+    let (_, free) = api.start("queue=free", "c1").await;
+    let (_, none) = api.start("", "c1").await;
+    let (a, b, free, none) = (id_of(&a), id_of(&b), id_of(&free), id_of(&none));
+    let mut serial = listed(&api, "/runs?queue=serial").await;
+    serial.sort();
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(serial, expected);
+    assert_eq!(listed(&api, "/runs?queue=free").await, [free.as_str()]);
+    assert_eq!(
+        listed(&api, "/runs?queue=serial&status=queued").await.len(),
+        2
+    );
+    assert!(
+        listed(&api, "/runs?queue=serial&status=completed")
+            .await
+            .is_empty()
+    );
+    assert!(listed(&api, "/runs?queue=last-wins").await.is_empty());
+    // An empty value is no filter.
+    assert!(listed(&api, "/runs?queue=").await.contains(&none));
+    let (status, body) = api.get("/runs?queue=no%20spaces").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("`queue`") && error.contains("no spaces") && error.contains("ASCII"),
+        "{body}"
+    );
+    // The OpenAPI document lists the parameter.
+    let (_, doc) = api.get("/openapi.json").await;
+    let params: Vec<&str> = doc["paths"]["/runs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(params.contains(&"queue"), "{params:?}");
+    // The UI's runs page filters the same way and offers the engine's queues.
+    let (status, page) = api.html("/ui?queue=serial").await;
+    assert_eq!(status, StatusCode::OK);
+    for id in [&a, &b] {
+        assert!(page.contains(&format!(r#"data-run-id="{id}""#)), "{page}");
+    }
+    for id in [&free, &none] {
+        assert!(!page.contains(&format!(r#"data-run-id="{id}""#)), "{page}");
+    }
+    assert!(
+        page.contains(r#"<option value="serial" selected>serial</option>"#),
+        "{page}"
+    );
+    let (status, page) = api.html("/ui?queue=no%20spaces").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    // `/ui/queues` links each queue to its runs, and its waiting count to those queued.
+    let (_, page) = api.html("/ui/queues").await;
+    assert!(page.contains(r#"href="/ui?queue=serial""#), "{page}");
+    assert!(
+        page.contains(r#"href="/ui?queue=serial&amp;status=queued""#),
+        "{page}"
+    );
+}
+
+/// The value of the sample `name{queue="queue"}` in OpenMetrics `text`.
+fn sample(text: &str, name: &str, queue: &str) -> Option<i64> {
+    let prefix = format!("{name}{{queue=\"{queue}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_show_each_queues_active_waiting_and_in_window_counts() {
+    let api = api(true).await;
+    let (_, first) = api.start("queue=serial", "c1").await;
+    let first = id_of(&first);
+    api.run_when(&first, "was admitted", |r| r["status"] == "waiting")
+        .await;
+    let (_, second) = api.start("queue=serial", "c1").await;
+    let second = id_of(&second);
+    api.run_when(&second, "said it waits for its key", |r| {
+        r["waiting_for"]["blocked"]["reason"] == "key_concurrency"
+    })
+    .await;
+    let (_, paced) = api.start("queue=paced", "c7").await;
+    let paced = id_of(&paced);
+    api.run_when(&paced, "was admitted", |r| r["status"] == "waiting")
+        .await;
+    let response = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        sample(&text, "reprise_queue_active", "serial"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_waiting", "serial"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_admitted_in_window", "serial"),
+        Some(0),
+        "no rate limit: {text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_active", "paced"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_admitted_in_window", "paced"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_waiting", "free"),
+        Some(0),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE reprise_queue_active gauge"), "{text}");
 }

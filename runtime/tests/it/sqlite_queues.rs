@@ -88,6 +88,7 @@ async fn claim(
             limit,
             routing,
             queues,
+            run: None,
         })
         .await
         .expect("claim")
