@@ -29,6 +29,11 @@ pub struct QueueWait {
     /// (no worker registers its workflow, or every one is routed elsewhere): says so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unserved: Option<String>,
+    /// Set when the run's queue has a step rate limit whose window (the queue's, or the
+    /// run's key's) is full now: the run's next live step attempt waits for a permit
+    /// until `next_at`. Read from the store's counts, so it holds for every process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_permits: Option<crate::queue::StepPermits>,
 }
 
 impl std::fmt::Display for QueueWait {
@@ -43,6 +48,11 @@ impl std::fmt::Display for QueueWait {
         if let Some(unserved) = &self.unserved {
             parts.push(unserved.clone());
         }
+        if let Some(permits) = &self.step_permits {
+            parts.push(format!(
+                "its steps wait for a step permit: {permits}"
+            ));
+        }
         write!(f, "{}", parts.join("; "))
     }
 }
@@ -56,6 +66,9 @@ pub struct QueueState {
     pub active: u64,
     /// Admissions in the current rate window (0 without a queue-wide rate limit).
     pub admitted_in_window: u64,
+    /// The queue-wide step rate limit's permits in its current window; `None` without a
+    /// step rate limit or with a per-key one (counted per key only).
+    pub step_permits: Option<crate::queue::StepPermits>,
 }
 
 impl Engine {
@@ -73,18 +86,38 @@ impl Engine {
         let mut states = Vec::new();
         for queue in self.queues() {
             let (totals, _) = self.store().queue_totals(queue, None, now).await?;
+            let step_permits = self.step_permits(queue, None, now).await?;
             states.push(QueueState {
                 settings: queue.clone(),
                 active: totals.active,
                 admitted_in_window: totals.admitted_in_window,
+                step_permits,
             });
         }
         Ok(states)
     }
 
+    /// The permits of `queue`'s step rate limit (of `key`'s, for a per-key limit) in the
+    /// window at `now`; `None` without a step rate limit, or for a per-key one without a
+    /// key.
+    async fn step_permits(
+        &self,
+        queue: &Queue,
+        key: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::queue::StepPermits>, EngineError> {
+        let Some(window) = crate::queue::StepWindow::of(queue, key, now).ok().flatten() else {
+            return Ok(None);
+        };
+        let (taken, oldest) = self.store().step_permits(queue, key, now).await?;
+        Ok(Some(window.permits(taken, oldest)))
+    }
+
     /// Why `run` is not executing yet: the queue limit holding it back, and whether any
-    /// live worker serves it. `None` for a run that is not `queued` (or is due later by
-    /// `start_at`/a retry) and is served, or when nothing can be said.
+    /// live worker serves it; for a run in a queue with a step rate limit whose window is
+    /// full, that its steps wait for a permit. `None` for a run that is not `queued` (or
+    /// is due later by `start_at`/a retry), is served and waits for no step permit, or
+    /// when nothing can be said.
     ///
     /// # Errors
     /// Store failures.
@@ -99,7 +132,16 @@ impl Engine {
             key: None,
             blocked: None,
             unserved: None,
+            step_permits: None,
         };
+        if let Some(placed) = &run.queue
+            && let Some(queue) = QueueSettings::of(&self.inner.env).get(&placed.name)
+        {
+            wait.step_permits = self
+                .step_permits(queue, placed.key.as_deref(), now)
+                .await?
+                .filter(crate::queue::StepPermits::is_full);
+        }
         if let Some(placed) = &run.queue
             && placed.admitted_at.is_none()
             && run.status == RunStatus::Queued
@@ -144,7 +186,10 @@ impl Engine {
                 ),
             });
         }
-        Ok((wait.queue.is_some() || wait.unserved.is_some()).then_some(wait))
+        Ok(
+            (wait.queue.is_some() || wait.unserved.is_some() || wait.step_permits.is_some())
+                .then_some(wait),
+        )
     }
 
     /// Starts a run through its queue's de-duplication or debouncing, when either
@@ -305,6 +350,7 @@ impl Engine {
             key: placed.key.clone(),
             blocked: None,
             unserved: None,
+            step_permits: None,
         });
         Ok(Admission::Waiting(wait))
     }

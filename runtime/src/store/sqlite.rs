@@ -73,6 +73,11 @@
 //! log is read through the index (rows of one run are in seq order there). The migration
 //! copies the existing events and recreates the `run_tags_index` trigger.
 //!
+//! Version 11 adds `step_permits(queue, scope, at)` with the index `step_permits_window
+//! (queue, scope, at)`: the step permits of queues' step rate limits
+//! ([`crate::queue::StepWindow`]), taken in the writer's transaction so the limit holds
+//! across processes; stale rows (two periods old) are pruned as permits are taken.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -384,6 +389,17 @@ const MIGRATIONS: &[&str] = &[
             value_text = excluded.value_text,
             value_num = excluded.value_num;
     END;
+    "#,
+    // Version 11: step rate limits (`Store::take_step_permit`): one row per step permit
+    // taken, by queue and scope (the run's key for a per-key limit, '' for the queue);
+    // rows two periods old are deleted when the next permit of their scope is taken.
+    r#"
+    CREATE TABLE step_permits (
+        queue   TEXT NOT NULL,
+        scope   TEXT NOT NULL,
+        at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX step_permits_window ON step_permits (queue, scope, at);
     "#,
 ];
 
@@ -977,6 +993,37 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let Some(window) = super::step_window_to_take(queue, key, now)? else {
+            return Ok(Ok(()));
+        };
+        match self
+            .write(Op::Queue(queues::QueueOp::TakeStepPermit(window)))
+            .await?
+        {
+            Reply::Permit(decision) => Ok(decision),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let Some(window) = super::step_window_to_count(queue, key, now) else {
+            return Ok((0, None));
+        };
+        self.read(move |conn| queues::step_permits_in_window(conn, &window))
+            .await
+    }
+
     async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
         let op = queues::QueueOp::Heartbeat(
             worker.id.clone(),
@@ -1551,6 +1598,8 @@ enum Reply {
     Posted(crate::message::Posted),
     /// What a gated creation did.
     Gated(crate::queue::Gated),
+    /// Whether a step permit was taken (else when the next frees).
+    Permit(Result<(), DateTime<Utc>>),
 }
 
 fn unexpected_reply() -> EngineError {

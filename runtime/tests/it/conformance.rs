@@ -143,6 +143,10 @@ macro_rules! conformance_suite {
                     racing_gated_starts_create_one_run,
                     workers_register_renew_and_expire,
                     concurrent_claims_never_run_two_of_one_key,
+                    step_permits_are_a_sliding_window_with_the_next_free_time,
+                    step_permits_per_key_count_each_key_alone,
+                    racing_step_permit_takers_never_exceed_the_window,
+                    step_permits_of_a_queue_without_a_step_limit_are_free,
                 );
             }
         )*
@@ -1108,7 +1112,7 @@ mod sqlite_only {
             .unwrap();
         }
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 10);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 11);
         assert_eq!(
             get(&store, &RunId::from("before")).await.queue,
             None,
@@ -1183,7 +1187,7 @@ mod sqlite_only {
             )
             .unwrap();
         }
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 10);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 11);
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
         let steps = |n: u64| -> Vec<NewEvent> {
             (1..=n)
@@ -4184,4 +4188,142 @@ async fn concurrent_claims_never_run_two_of_one_key(store: SharedStore) {
         200,
         "every run ran once"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Step rate limits (`Store::take_step_permit`, `Store::step_permits`)
+
+async fn step_permits_are_a_sliding_window_with_the_next_free_time(store: SharedStore) {
+    let q = Queue::new("q").step_rate_limit(2, std::time::Duration::from_secs(10));
+    let other = Queue::new("other").step_rate_limit(2, std::time::Duration::from_secs(10));
+    assert_eq!(store.take_step_permit(&q, None, t(0)).await.unwrap(), Ok(()));
+    assert_eq!(
+        store.take_step_permit(&q, None, t(secs(4))).await.unwrap(),
+        Ok(())
+    );
+    // Full: the next permit frees when the first leaves the window (0 s + 10 s).
+    assert_eq!(
+        store.take_step_permit(&q, None, t(secs(5))).await.unwrap(),
+        Err(t(secs(10)))
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(5))).await.unwrap(),
+        (2, Some(t(0)))
+    );
+    // Another queue has a window of its own.
+    assert_eq!(
+        store
+            .take_step_permit(&other, None, t(secs(5)))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    // One microsecond before the first permit leaves, still full; at its edge, free.
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, t(secs(10) - 1))
+            .await
+            .unwrap(),
+        Err(t(secs(10)))
+    );
+    assert_eq!(
+        store.take_step_permit(&q, None, t(secs(10))).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store.take_step_permit(&q, None, t(secs(11))).await.unwrap(),
+        Err(t(secs(14))),
+        "now the oldest in the window is the one at 4 s"
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(11))).await.unwrap(),
+        (2, Some(t(secs(4))))
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(30))).await.unwrap(),
+        (0, None)
+    );
+}
+
+async fn step_permits_per_key_count_each_key_alone(store: SharedStore) {
+    let q = Queue::new("q")
+        .key("/customer")
+        .step_rate_limit_per_key(1, std::time::Duration::from_secs(60));
+    assert_eq!(
+        store.take_step_permit(&q, Some("A"), t(0)).await.unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, Some("A"), t(secs(1)))
+            .await
+            .unwrap(),
+        Err(t(secs(60)))
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, Some("B"), t(secs(1)))
+            .await
+            .unwrap(),
+        Ok(()),
+        "key B is not held back by key A"
+    );
+    assert_eq!(
+        store.step_permits(&q, Some("A"), t(secs(2))).await.unwrap(),
+        (1, Some(t(0)))
+    );
+    // Without a key, a per-key limit counts nothing and takes nothing.
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(2))).await.unwrap(),
+        (0, None)
+    );
+    let err = store.take_step_permit(&q, None, t(secs(2))).await.unwrap_err();
+    assert!(
+        err.to_string().contains("queue `q` limits step attempts per key"),
+        "{err}"
+    );
+}
+
+async fn racing_step_permit_takers_never_exceed_the_window(store: SharedStore) {
+    // At each of 40 instants 100 ms apart, 8 takers race for a permit; the limit is 5 per
+    // second. However they interleave, no window of 1 s holds more than 5 granted
+    // permits, and every window is used fully (the takers always want more).
+    let q = Queue::new("q").step_rate_limit(5, std::time::Duration::from_secs(1));
+    let mut granted = Vec::new();
+    for tick in 0..40i64 {
+        let now = t(tick * 100_000);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                store.take_step_permit(&q, None, now).await.unwrap().is_ok()
+            }));
+        }
+        for task in tasks {
+            if task.await.unwrap() {
+                granted.push(now);
+            }
+        }
+    }
+    for (i, at) in granted.iter().enumerate() {
+        let in_window = granted[i..]
+            .iter()
+            .take_while(|b| **b < *at + chrono::Duration::seconds(1))
+            .count();
+        assert!(in_window <= 5, "{in_window} permits in the second from {at}");
+    }
+    // 40 instants over 4 s: 4 full windows of 5, at 0 s, 1 s, 2 s and 3 s.
+    assert_eq!(granted.len(), 20, "{granted:?}");
+}
+
+async fn step_permits_of_a_queue_without_a_step_limit_are_free(store: SharedStore) {
+    let q = Queue::new("q").rate_limit(1, std::time::Duration::from_secs(60));
+    for i in 0..3 {
+        assert_eq!(
+            store.take_step_permit(&q, None, t(i)).await.unwrap(),
+            Ok(())
+        );
+    }
+    assert_eq!(store.step_permits(&q, None, t(3)).await.unwrap(), (0, None));
 }
