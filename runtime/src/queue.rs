@@ -1180,6 +1180,60 @@ mod tests {
     }
 
     #[test]
+    fn the_step_window_counts_after_its_start_and_names_the_next_permit() {
+        let q = Queue::new("q").step_rate_limit(2, Duration::from_secs(10));
+        let now = t(0) + chrono::Duration::nanoseconds(1_500); // 1.5 µs: cut to 1 µs
+        let w = StepWindow::of(&q, Some("ignored"), now).unwrap().unwrap();
+        assert_eq!(w.scope, "", "a queue-wide limit counts the whole queue");
+        assert_eq!(w.now, t(0) + chrono::Duration::microseconds(1));
+        assert_eq!(w.start, w.now - chrono::Duration::seconds(10));
+        assert_eq!(w.stale, w.now - chrono::Duration::seconds(20));
+        assert_eq!(w.decide(1, Some(t(-5))), Ok(()));
+        assert_eq!(w.decide(2, Some(t(-5))), Err(t(5)));
+        let permits = w.permits(2, Some(t(-5)));
+        assert!(permits.is_full());
+        assert_eq!(permits.next_at, Some(t(5)));
+        assert!(permits.to_string().contains("2 of the queue's step rate limit of 2 per 10s"));
+        assert_eq!(StepWindow::of(&Queue::new("free"), None, now), Ok(None));
+        let per_key = Queue::new("k").step_rate_limit_per_key(1, Duration::from_secs(1));
+        assert!(per_key.needs_key());
+        assert_eq!(
+            StepWindow::of(&per_key, Some("c1"), now).unwrap().unwrap().scope,
+            "c1"
+        );
+        let err = StepWindow::of(&per_key, None, now).unwrap_err();
+        assert!(err.contains("queue `k` limits step attempts per key"), "{err}");
+    }
+
+    #[test]
+    fn step_rate_limits_are_checked_and_read_from_json() {
+        let err = Queue::new("q")
+            .step_rate_limit(0, Duration::from_secs(1))
+            .check()
+            .unwrap_err();
+        assert!(err.contains("queue `q` has a step rate limit of 0"), "{err}");
+        let err = Queue::new("q")
+            .step_rate_limit(1, Duration::from_micros(10))
+            .check()
+            .unwrap_err();
+        assert!(err.contains("step-rate-limit period under 1 ms"), "{err}");
+        let q: Queue = serde_json::from_value(json!({
+            "name": "llm",
+            "step_rate_limit": {"limit": 600, "period": "1m", "per_key": false}
+        }))
+        .unwrap();
+        assert_eq!(
+            q.step_rate_limit,
+            Some(RateLimit {
+                limit: 600,
+                period: Duration::from_secs(60),
+                per_key: false
+            })
+        );
+        assert!(!q.needs_key());
+    }
+
+    #[test]
     fn routing_and_worker_service() {
         let r = Routing {
             workflows: None,

@@ -1107,6 +1107,7 @@ mod sqlite_only {
                  ALTER TABLE runs DROP COLUMN priority;
                  ALTER TABLE runs DROP COLUMN admitted_at;
                  CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
+                 DROP TABLE step_permits;
                  DELETE FROM schema_migrations WHERE version >= 8;",
             )
             .unwrap();
@@ -1170,7 +1171,8 @@ mod sqlite_only {
             }
         }
         {
-            // Back to version 9: the events table as versions 1 to 9 made it.
+            // Back to version 9: the events table as versions 1 to 9 made it (and no
+            // step permits, version 11).
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "CREATE TABLE events_v9 (
@@ -1183,7 +1185,8 @@ mod sqlite_only {
                      payload FROM events;
                  DROP TABLE events;
                  ALTER TABLE events_v9 RENAME TO events;
-                 DELETE FROM schema_migrations WHERE version = 10;",
+                 DROP TABLE step_permits;
+                 DELETE FROM schema_migrations WHERE version >= 10;",
             )
             .unwrap();
         }

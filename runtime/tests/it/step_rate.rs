@@ -543,3 +543,53 @@ fn step_rate_limits_read_from_data() {
         .to_string();
     assert!(err.contains("queue `sr` has a step rate limit of 0"), "{err}");
 }
+
+// Postgres: two engines, each with its own pool (as two processes), race over one queue.
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_two_engines_never_exceed_the_step_rate() {
+    use reprise::store::{PostgresOptions, PostgresStore};
+    let Some(url) = crate::postgres::test_url() else {
+        return;
+    };
+    let schema = crate::postgres::TestSchema::new(&url);
+    let attempts = Arc::new(Attempts::default());
+    let queue = Queue::new("sr").step_rate_limit(10, PERIOD);
+    let mut engines = Vec::new();
+    for _ in 0..2 {
+        let options = PostgresOptions {
+            pool_size: 4,
+            ..schema.options()
+        };
+        let store = PostgresStore::connect_with(&url, options)
+            .await
+            .expect("connect");
+        engines.push(engine(Arc::new(store), &attempts, queue.clone()));
+    }
+    let mut runs = Vec::new();
+    for i in 0..30 {
+        runs.push(start(&engines[0], "sr-job", tick(i, 0, i % 10 == 0)).await);
+    }
+    let workers: Vec<_> = engines
+        .iter()
+        .map(|e| spawn_worker(e, Duration::from_secs(5)))
+        .collect();
+    for id in &runs {
+        let end = engines[1]
+            .wait_for_end(id, Duration::from_secs(120))
+            .await
+            .unwrap();
+        assert_eq!(end.status, RunStatus::Completed, "{id}");
+    }
+    for (stop, worker) in workers {
+        stop.send(()).unwrap();
+        worker.await.unwrap().unwrap();
+    }
+    let times = attempts.times();
+    assert_eq!(times.len(), 30 * 4 + 3);
+    let most = most_within(&times, PERIOD - Duration::from_millis(100));
+    assert!(most <= 10, "{most} attempts within one window");
+    let span = (times[times.len() - 1] - times[0]).to_std().unwrap();
+    assert!(span >= PERIOD * 12, "all attempts within {span:?}");
+}
