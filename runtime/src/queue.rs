@@ -704,23 +704,38 @@ impl StepWindow {
         } else {
             String::new()
         };
-        let now = whole_micros(now);
-        // A period longer than all of time: every permit counts, none is stale.
-        let before = |t: DateTime<Utc>| {
-            t.checked_sub_signed(chrono_of(rate.period))
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        };
-        let start = before(now);
-        let stale = before(start);
-        Ok(Some(StepWindow {
+        let window = StepWindow {
             queue: queue.name.clone(),
             scope,
             limit: rate.limit,
             period: rate.period,
             now,
+            start: now,
+            stale: now,
+        };
+        // A period longer than all of time: every permit counts, none is stale.
+        Ok(Some(window.at(now)))
+    }
+
+    /// The same window at `now` (whole microseconds): a store times the window once it
+    /// holds the scope's lock.
+    #[must_use]
+    pub fn at(&self, now: DateTime<Utc>) -> StepWindow {
+        let now = whole_micros(now);
+        let before = |t: DateTime<Utc>| {
+            t.checked_sub_signed(chrono_of(self.period))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        };
+        let start = before(now);
+        StepWindow {
+            queue: self.queue.clone(),
+            scope: self.scope.clone(),
+            limit: self.limit,
+            period: self.period,
+            now,
             start,
-            stale,
-        }))
+            stale: before(start),
+        }
     }
 
     /// Decides from the store's count of permits in the window (`taken`, of this queue

@@ -1048,9 +1048,9 @@ impl Store for CrashStore {
         &self,
         queue: &reprise::queue::Queue,
         key: Option<&str>,
-        now: chrono::DateTime<chrono::Utc>,
+        clock: &std::sync::Arc<dyn reprise::Clock>,
     ) -> Result<Result<(), chrono::DateTime<chrono::Utc>>, EngineError> {
-        self.inner.take_step_permit(queue, key, now).await
+        self.inner.take_step_permit(queue, key, clock).await
     }
     async fn step_permits(
         &self,

@@ -48,7 +48,7 @@ pub(crate) async fn take_permit(run: &RunState, id: &str) -> Result<(), ActionEr
         let next_at = match run
             .env
             .store
-            .take_step_permit(&step_queue.queue, step_queue.key.as_deref(), now)
+            .take_step_permit(&step_queue.queue, step_queue.key.as_deref(), &run.env.clock)
             .await
         {
             Ok(Ok(())) => return Ok(()),

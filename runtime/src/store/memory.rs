@@ -429,12 +429,13 @@ impl Store for MemoryStore {
         &self,
         queue: &crate::queue::Queue,
         key: Option<&str>,
-        now: DateTime<Utc>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
     ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
-        let Some(window) = super::step_window_to_take(queue, key, now)? else {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
             return Ok(Ok(()));
         };
         let mut runs = self.lock();
+        let window = window.at(clock.now());
         let taken = runs
             .step_permits
             .entry((window.queue.clone(), window.scope.clone()))

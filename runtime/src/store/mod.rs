@@ -309,12 +309,17 @@ pub trait Store: Send + Sync + 'static {
         Err(no_queues("queue_totals"))
     }
 
-    /// Takes one step permit of `queue`'s step rate limit for a run with `key` at `now`,
-    /// atomically across processes: builds the [`crate::queue::StepWindow`], counts the
-    /// permits of its queue and scope taken after its `start` (and the oldest of them),
-    /// asks [`crate::queue::StepWindow::decide`], and on `Ok` records a permit at its
-    /// `now` in the same transaction (SQLite: the writer's transaction; Postgres: under
-    /// the queue's advisory lock). Permits at or before the window's `stale` may be pruned.
+    /// Takes one step permit of `queue`'s step rate limit for a run with `key`,
+    /// atomically across processes: once it holds the scope's lock (the memory store's
+    /// mutex; SQLite: inside the writer's transaction; Postgres: under an advisory lock
+    /// of the queue and scope) it reads `clock`, builds the
+    /// [`crate::queue::StepWindow`] at that instant, counts the permits of its queue and
+    /// scope taken after its `start` (and the oldest of them), asks
+    /// [`crate::queue::StepWindow::decide`], and on `Ok` records a permit at its `now` in
+    /// the same transaction. Reading the clock under the lock, not before, keeps the
+    /// recorded times in the order the permits were granted: a taker that waited for the
+    /// lock is not recorded as of when it started waiting. Permits at or before the
+    /// window's `stale` may be pruned.
     ///
     /// Returns `Ok(Ok(()))` when a permit was taken (also when the queue has no step
     /// rate limit: nothing is recorded), `Ok(Err(next_at))` when the window is full and
@@ -328,9 +333,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         queue: &crate::queue::Queue,
         key: Option<&str>,
-        now: DateTime<Utc>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
     ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
-        let _ = (queue, key, now);
+        let _ = (queue, key, clock);
         Err(no_queues("take_step_permit"))
     }
 

@@ -1160,12 +1160,12 @@ impl Store for PostgresStore {
         &self,
         queue: &crate::queue::Queue,
         key: Option<&str>,
-        now: DateTime<Utc>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
     ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
-        let Some(window) = super::step_window_to_take(queue, key, now)? else {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
             return Ok(Ok(()));
         };
-        self.step_permit_take(&window).await
+        self.step_permit_take(&window, clock.as_ref()).await
     }
 
     async fn step_permits(

@@ -587,6 +587,7 @@ impl PostgresStore {
     pub(super) async fn step_permit_take(
         &self,
         window: &StepWindow,
+        clock: &dyn crate::Clock,
     ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
         let what = &format!("cannot take a step permit of queue `{}`", window.queue);
         let pg = |e| pg(what, e);
@@ -600,7 +601,9 @@ impl PostgresStore {
         tx.execute("SELECT pg_advisory_xact_lock($1::bigint)", &[&lock])
             .await
             .map_err(pg)?;
-        // Statements from here on see every permit committed before the lock.
+        // Statements from here on see every permit committed before the lock; the window
+        // is timed now, after them.
+        let window = &window.at(clock.now());
         let stale = micros(window.stale);
         let prune = tx
             .prepare_cached(

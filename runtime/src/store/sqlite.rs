@@ -997,13 +997,14 @@ impl Store for SqliteStore {
         &self,
         queue: &crate::queue::Queue,
         key: Option<&str>,
-        now: DateTime<Utc>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
     ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
-        let Some(window) = super::step_window_to_take(queue, key, now)? else {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
             return Ok(Ok(()));
         };
+        let op = queues::QueueOp::TakeStepPermit(Box::new((window, clock.clone())));
         match self
-            .write(Op::Queue(queues::QueueOp::TakeStepPermit(window)))
+            .write(Op::Queue(op))
             .await?
         {
             Reply::Permit(decision) => Ok(decision),

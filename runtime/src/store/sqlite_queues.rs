@@ -45,8 +45,9 @@ pub(super) enum QueueOp {
     Heartbeat(String, String, i64),
     /// [`crate::store::Store::worker_stopped`].
     Stopped(String),
-    /// [`crate::store::Store::take_step_permit`] (the queue has a step rate limit).
-    TakeStepPermit(StepWindow),
+    /// [`crate::store::Store::take_step_permit`] (the queue has a step rate limit): the
+    /// window, re-timed by the clock when the writer applies it.
+    TakeStepPermit(Box<(StepWindow, std::sync::Arc<dyn crate::Clock>)>),
 }
 
 impl QueueOp {
@@ -615,7 +616,11 @@ fn take_step_permit(
 /// Applies a flow-control write.
 pub(super) fn apply(conn: &Connection, op: &QueueOp) -> Result<Reply, EngineError> {
     match op {
-        QueueOp::TakeStepPermit(window) => take_step_permit(conn, window).map(Reply::Permit),
+        QueueOp::TakeStepPermit(taken) => {
+            // Timed here, inside the writer's transaction: after every permit before it.
+            let window = taken.0.at(taken.1.now());
+            take_step_permit(conn, &window).map(Reply::Permit)
+        }
         QueueOp::CreateGated(gated) => apply_gated(conn, &gated.0, &gated.1).map(Reply::Gated),
         QueueOp::Heartbeat(id, info, expires_at) => {
             let what = format!("cannot register worker `{id}`");

@@ -4196,17 +4196,30 @@ async fn concurrent_claims_never_run_two_of_one_key(store: SharedStore) {
 // ---------------------------------------------------------------------------------------
 // Step rate limits (`Store::take_step_permit`, `Store::step_permits`)
 
+/// A clock that always reads `at`.
+struct Fixed(DateTime<Utc>);
+
+impl reprise::Clock for Fixed {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+fn fixed(at: DateTime<Utc>) -> Arc<dyn reprise::Clock> {
+    Arc::new(Fixed(at))
+}
+
 async fn step_permits_are_a_sliding_window_with_the_next_free_time(store: SharedStore) {
     let q = Queue::new("q").step_rate_limit(2, std::time::Duration::from_secs(10));
     let other = Queue::new("other").step_rate_limit(2, std::time::Duration::from_secs(10));
-    assert_eq!(store.take_step_permit(&q, None, t(0)).await.unwrap(), Ok(()));
+    assert_eq!(store.take_step_permit(&q, None, &fixed(t(0))).await.unwrap(), Ok(()));
     assert_eq!(
-        store.take_step_permit(&q, None, t(secs(4))).await.unwrap(),
+        store.take_step_permit(&q, None, &fixed(t(secs(4)))).await.unwrap(),
         Ok(())
     );
     // Full: the next permit frees when the first leaves the window (0 s + 10 s).
     assert_eq!(
-        store.take_step_permit(&q, None, t(secs(5))).await.unwrap(),
+        store.take_step_permit(&q, None, &fixed(t(secs(5)))).await.unwrap(),
         Err(t(secs(10)))
     );
     assert_eq!(
@@ -4216,7 +4229,7 @@ async fn step_permits_are_a_sliding_window_with_the_next_free_time(store: Shared
     // Another queue has a window of its own.
     assert_eq!(
         store
-            .take_step_permit(&other, None, t(secs(5)))
+            .take_step_permit(&other, None, &fixed(t(secs(5))))
             .await
             .unwrap(),
         Ok(())
@@ -4224,17 +4237,17 @@ async fn step_permits_are_a_sliding_window_with_the_next_free_time(store: Shared
     // One microsecond before the first permit leaves, still full; at its edge, free.
     assert_eq!(
         store
-            .take_step_permit(&q, None, t(secs(10) - 1))
+            .take_step_permit(&q, None, &fixed(t(secs(10) - 1)))
             .await
             .unwrap(),
         Err(t(secs(10)))
     );
     assert_eq!(
-        store.take_step_permit(&q, None, t(secs(10))).await.unwrap(),
+        store.take_step_permit(&q, None, &fixed(t(secs(10)))).await.unwrap(),
         Ok(())
     );
     assert_eq!(
-        store.take_step_permit(&q, None, t(secs(11))).await.unwrap(),
+        store.take_step_permit(&q, None, &fixed(t(secs(11)))).await.unwrap(),
         Err(t(secs(14))),
         "now the oldest in the window is the one at 4 s"
     );
@@ -4253,19 +4266,19 @@ async fn step_permits_per_key_count_each_key_alone(store: SharedStore) {
         .key("/customer")
         .step_rate_limit_per_key(1, std::time::Duration::from_secs(60));
     assert_eq!(
-        store.take_step_permit(&q, Some("A"), t(0)).await.unwrap(),
+        store.take_step_permit(&q, Some("A"), &fixed(t(0))).await.unwrap(),
         Ok(())
     );
     assert_eq!(
         store
-            .take_step_permit(&q, Some("A"), t(secs(1)))
+            .take_step_permit(&q, Some("A"), &fixed(t(secs(1))))
             .await
             .unwrap(),
         Err(t(secs(60)))
     );
     assert_eq!(
         store
-            .take_step_permit(&q, Some("B"), t(secs(1)))
+            .take_step_permit(&q, Some("B"), &fixed(t(secs(1))))
             .await
             .unwrap(),
         Ok(()),
@@ -4280,7 +4293,7 @@ async fn step_permits_per_key_count_each_key_alone(store: SharedStore) {
         store.step_permits(&q, None, t(secs(2))).await.unwrap(),
         (0, None)
     );
-    let err = store.take_step_permit(&q, None, t(secs(2))).await.unwrap_err();
+    let err = store.take_step_permit(&q, None, &fixed(t(secs(2)))).await.unwrap_err();
     assert!(
         err.to_string().contains("queue `q` limits step attempts per key"),
         "{err}"
@@ -4300,7 +4313,7 @@ async fn racing_step_permit_takers_never_exceed_the_window(store: SharedStore) {
             let store = store.clone();
             let q = q.clone();
             tasks.push(tokio::spawn(async move {
-                store.take_step_permit(&q, None, now).await.unwrap().is_ok()
+                store.take_step_permit(&q, None, &fixed(now)).await.unwrap().is_ok()
             }));
         }
         for task in tasks {
@@ -4324,7 +4337,7 @@ async fn step_permits_of_a_queue_without_a_step_limit_are_free(store: SharedStor
     let q = Queue::new("q").rate_limit(1, std::time::Duration::from_secs(60));
     for i in 0..3 {
         assert_eq!(
-            store.take_step_permit(&q, None, t(i)).await.unwrap(),
+            store.take_step_permit(&q, None, &fixed(t(i))).await.unwrap(),
             Ok(())
         );
     }
