@@ -1208,16 +1208,26 @@ mod tests {
         let permits = w.permits(2, Some(t(-5)));
         assert!(permits.is_full());
         assert_eq!(permits.next_at, Some(t(5)));
-        assert!(permits.to_string().contains("2 of the queue's step rate limit of 2 per 10s"));
+        assert!(
+            permits
+                .to_string()
+                .contains("2 of the queue's step rate limit of 2 per 10s")
+        );
         assert_eq!(StepWindow::of(&Queue::new("free"), None, now), Ok(None));
         let per_key = Queue::new("k").step_rate_limit_per_key(1, Duration::from_secs(1));
         assert!(per_key.needs_key());
         assert_eq!(
-            StepWindow::of(&per_key, Some("c1"), now).unwrap().unwrap().scope,
+            StepWindow::of(&per_key, Some("c1"), now)
+                .unwrap()
+                .unwrap()
+                .scope,
             "c1"
         );
         let err = StepWindow::of(&per_key, None, now).unwrap_err();
-        assert!(err.contains("queue `k` limits step attempts per key"), "{err}");
+        assert!(
+            err.contains("queue `k` limits step attempts per key"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1226,7 +1236,10 @@ mod tests {
             .step_rate_limit(0, Duration::from_secs(1))
             .check()
             .unwrap_err();
-        assert!(err.contains("queue `q` has a step rate limit of 0"), "{err}");
+        assert!(
+            err.contains("queue `q` has a step rate limit of 0"),
+            "{err}"
+        );
         let err = Queue::new("q")
             .step_rate_limit(1, Duration::from_micros(10))
             .check()

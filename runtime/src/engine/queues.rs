@@ -49,9 +49,7 @@ impl std::fmt::Display for QueueWait {
             parts.push(unserved.clone());
         }
         if let Some(permits) = &self.step_permits {
-            parts.push(format!(
-                "its steps wait for a step permit: {permits}"
-            ));
+            parts.push(format!("its steps wait for a step permit: {permits}"));
         }
         write!(f, "{}", parts.join("; "))
     }

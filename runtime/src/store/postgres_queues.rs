@@ -54,7 +54,10 @@ async fn step_permits_in(
         .await
         .map_err(|e| pg(what, e))?;
     let row = client
-        .query_one(&stmt, &[&window.queue, &window.scope, &micros(window.start)])
+        .query_one(
+            &stmt,
+            &[&window.queue, &window.scope, &micros(window.start)],
+        )
         .await
         .map_err(|e| pg(what, e))?;
     let taken = count(what, &row, 0)?;
@@ -625,9 +628,12 @@ impl PostgresStore {
                 )
                 .await
                 .map_err(pg)?;
-            tx.execute(&insert, &[&window.queue, &window.scope, &micros(window.now)])
-                .await
-                .map_err(pg)?;
+            tx.execute(
+                &insert,
+                &[&window.queue, &window.scope, &micros(window.now)],
+            )
+            .await
+            .map_err(pg)?;
         }
         tx.commit().await.map_err(pg)?;
         Ok(decision)

@@ -1003,10 +1003,7 @@ impl Store for SqliteStore {
             return Ok(Ok(()));
         };
         let op = queues::QueueOp::TakeStepPermit(Box::new((window, clock.clone())));
-        match self
-            .write(Op::Queue(op))
-            .await?
-        {
+        match self.write(Op::Queue(op)).await? {
             Reply::Permit(decision) => Ok(decision),
             _ => Err(unexpected_reply()),
         }

@@ -548,10 +548,7 @@ pub(super) fn step_permits_in_window(
     conn: &Connection,
     window: &StepWindow,
 ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
-    let what = format!(
-        "cannot count the step permits of queue `{}`",
-        window.queue
-    );
+    let what = format!("cannot count the step permits of queue `{}`", window.queue);
     let (n, oldest): (i64, Option<i64>) = conn
         .prepare_cached(
             "SELECT COUNT(*), MIN(at) FROM step_permits INDEXED BY step_permits_window
@@ -588,16 +585,14 @@ fn take_step_permit(
     window: &StepWindow,
 ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
     let what = format!("cannot take a step permit of queue `{}`", window.queue);
-    conn.prepare_cached(
-        "DELETE FROM step_permits WHERE queue = ?1 AND scope = ?2 AND at <= ?3",
-    )
-    .ctx(&what)?
-    .execute(rusqlite::params![
-        window.queue,
-        window.scope,
-        micros(window.stale)
-    ])
-    .ctx(&what)?;
+    conn.prepare_cached("DELETE FROM step_permits WHERE queue = ?1 AND scope = ?2 AND at <= ?3")
+        .ctx(&what)?
+        .execute(rusqlite::params![
+            window.queue,
+            window.scope,
+            micros(window.stale)
+        ])
+        .ctx(&what)?;
     let (taken, oldest) = step_permits_in_window(conn, window)?;
     let decision = window.decide(taken, oldest);
     if decision.is_ok() {

@@ -4212,14 +4212,26 @@ fn fixed(at: DateTime<Utc>) -> Arc<dyn reprise::Clock> {
 async fn step_permits_are_a_sliding_window_with_the_next_free_time(store: SharedStore) {
     let q = Queue::new("q").step_rate_limit(2, std::time::Duration::from_secs(10));
     let other = Queue::new("other").step_rate_limit(2, std::time::Duration::from_secs(10));
-    assert_eq!(store.take_step_permit(&q, None, &fixed(t(0))).await.unwrap(), Ok(()));
     assert_eq!(
-        store.take_step_permit(&q, None, &fixed(t(secs(4)))).await.unwrap(),
+        store
+            .take_step_permit(&q, None, &fixed(t(0)))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(4))))
+            .await
+            .unwrap(),
         Ok(())
     );
     // Full: the next permit frees when the first leaves the window (0 s + 10 s).
     assert_eq!(
-        store.take_step_permit(&q, None, &fixed(t(secs(5)))).await.unwrap(),
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(5))))
+            .await
+            .unwrap(),
         Err(t(secs(10)))
     );
     assert_eq!(
@@ -4243,11 +4255,17 @@ async fn step_permits_are_a_sliding_window_with_the_next_free_time(store: Shared
         Err(t(secs(10)))
     );
     assert_eq!(
-        store.take_step_permit(&q, None, &fixed(t(secs(10)))).await.unwrap(),
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(10))))
+            .await
+            .unwrap(),
         Ok(())
     );
     assert_eq!(
-        store.take_step_permit(&q, None, &fixed(t(secs(11)))).await.unwrap(),
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(11))))
+            .await
+            .unwrap(),
         Err(t(secs(14))),
         "now the oldest in the window is the one at 4 s"
     );
@@ -4266,7 +4284,10 @@ async fn step_permits_per_key_count_each_key_alone(store: SharedStore) {
         .key("/customer")
         .step_rate_limit_per_key(1, std::time::Duration::from_secs(60));
     assert_eq!(
-        store.take_step_permit(&q, Some("A"), &fixed(t(0))).await.unwrap(),
+        store
+            .take_step_permit(&q, Some("A"), &fixed(t(0)))
+            .await
+            .unwrap(),
         Ok(())
     );
     assert_eq!(
@@ -4293,9 +4314,13 @@ async fn step_permits_per_key_count_each_key_alone(store: SharedStore) {
         store.step_permits(&q, None, t(secs(2))).await.unwrap(),
         (0, None)
     );
-    let err = store.take_step_permit(&q, None, &fixed(t(secs(2)))).await.unwrap_err();
+    let err = store
+        .take_step_permit(&q, None, &fixed(t(secs(2))))
+        .await
+        .unwrap_err();
     assert!(
-        err.to_string().contains("queue `q` limits step attempts per key"),
+        err.to_string()
+            .contains("queue `q` limits step attempts per key"),
         "{err}"
     );
 }
@@ -4313,7 +4338,11 @@ async fn racing_step_permit_takers_never_exceed_the_window(store: SharedStore) {
             let store = store.clone();
             let q = q.clone();
             tasks.push(tokio::spawn(async move {
-                store.take_step_permit(&q, None, &fixed(now)).await.unwrap().is_ok()
+                store
+                    .take_step_permit(&q, None, &fixed(now))
+                    .await
+                    .unwrap()
+                    .is_ok()
             }));
         }
         for task in tasks {
@@ -4327,7 +4356,10 @@ async fn racing_step_permit_takers_never_exceed_the_window(store: SharedStore) {
             .iter()
             .take_while(|b| **b < *at + chrono::Duration::seconds(1))
             .count();
-        assert!(in_window <= 5, "{in_window} permits in the second from {at}");
+        assert!(
+            in_window <= 5,
+            "{in_window} permits in the second from {at}"
+        );
     }
     // 40 instants over 4 s: 4 full windows of 5, at 0 s, 1 s, 2 s and 3 s.
     assert_eq!(granted.len(), 20, "{granted:?}");
@@ -4337,7 +4369,10 @@ async fn step_permits_of_a_queue_without_a_step_limit_are_free(store: SharedStor
     let q = Queue::new("q").rate_limit(1, std::time::Duration::from_secs(60));
     for i in 0..3 {
         assert_eq!(
-            store.take_step_permit(&q, None, &fixed(t(i))).await.unwrap(),
+            store
+                .take_step_permit(&q, None, &fixed(t(i)))
+                .await
+                .unwrap(),
             Ok(())
         );
     }

@@ -310,7 +310,10 @@ async fn replayed_steps_and_recorded_values_take_no_permit(kind: Kind) {
     let before = engine(store.clone(), &attempts, queue.clone());
     let id = start(&before, "sr-pausing", tick(1, 0, true)).await;
     before.execute(&id).await.unwrap();
-    assert_eq!(before.get_run(&id).await.unwrap().status, RunStatus::Waiting);
+    assert_eq!(
+        before.get_run(&id).await.unwrap().status,
+        RunStatus::Waiting
+    );
     // The flaky step's two attempts and the sub-workflow's action; not the sub-workflow
     // step itself, not `ctx.now()`.
     assert_eq!(permits(&before).await, 3);
@@ -321,7 +324,11 @@ async fn replayed_steps_and_recorded_values_take_no_permit(kind: Kind) {
     after.signal(&id, "go", json!(true), None).await.unwrap();
     let outcome = after.execute(&id).await.unwrap();
     assert_eq!(outcome.outcome, reprise::RunOutcome::Completed(json!(10)));
-    assert_eq!(permits(&after).await, 5, "only the two `join!` actions were live");
+    assert_eq!(
+        permits(&after).await,
+        5,
+        "only the two `join!` actions were live"
+    );
     assert_eq!(attempts.count(), 5);
 }
 
@@ -356,7 +363,11 @@ async fn a_step_waiting_for_a_permit_is_reported_and_cancel_and_drain_end_the_wa
         .await
         .unwrap();
     assert_eq!(end.status, RunStatus::Canceled);
-    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
     let kinds: Vec<EventKind> = engine
         .events(&first)
         .await
@@ -493,8 +504,8 @@ async fn bad_step_rate_limits_are_refused_naming_the_queue() {
         "{err}"
     );
     // A per-key step limit needs a key per run: a start without one is refused.
-    let engine = build(Queue::new("sr").step_rate_limit_per_key(5, Duration::from_secs(1)))
-        .unwrap();
+    let engine =
+        build(Queue::new("sr").step_rate_limit_per_key(5, Duration::from_secs(1))).unwrap();
     let err = engine
         .start_with(
             "sr-two",
@@ -505,7 +516,10 @@ async fn bad_step_rate_limits_are_refused_naming_the_queue() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("queue `sr` limits or debounces per key"), "{err}");
+    assert!(
+        err.contains("queue `sr` limits or debounces per key"),
+        "{err}"
+    );
     assert!(
         engine
             .list_runs(&reprise::event::RunFilter::default())
@@ -541,7 +555,10 @@ fn step_rate_limits_read_from_data() {
         .build()
         .unwrap_err()
         .to_string();
-    assert!(err.contains("queue `sr` has a step rate limit of 0"), "{err}");
+    assert!(
+        err.contains("queue `sr` has a step rate limit of 0"),
+        "{err}"
+    );
 }
 
 // Postgres: two engines, each with its own pool (as two processes), race over one queue.
