@@ -225,6 +225,11 @@ pub(crate) async fn w2_flow(
             sizes.rate_limit.max(1),
             sizes.rate_period_ms.max(1)
         ),
+        Flow::StepRate => format!(
+            "in queue `bench-step-rate` (step rate limit {} per 1 s: every step takes a \
+             permit, none waits)",
+            runs.saturating_mul(steps).max(1)
+        ),
     };
     out.notes.push(format!(
         "{workload}/{store}: {runs} runs x {steps} steps {how}, executed by one Worker \
