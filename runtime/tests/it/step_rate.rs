@@ -236,7 +236,7 @@ macro_rules! on_both_stores {
 on_both_stores!(
     steps_of_many_runs_in_two_engines_never_exceed_the_step_rate,
     replayed_steps_and_recorded_values_take_no_permit,
-    a_step_waiting_for_a_permit_is_reported_and_cancel_and_drain_end_the_wait,
+    a_step_waiting_for_a_permit_is_reported_and_cancel_pause_and_drain_end_the_wait,
     llm_requests_take_step_permits,
     a_per_key_step_limit_holds_back_only_its_key,
 );
@@ -332,7 +332,9 @@ async fn replayed_steps_and_recorded_values_take_no_permit(kind: Kind) {
     assert_eq!(attempts.count(), 5);
 }
 
-async fn a_step_waiting_for_a_permit_is_reported_and_cancel_and_drain_end_the_wait(kind: Kind) {
+async fn a_step_waiting_for_a_permit_is_reported_and_cancel_pause_and_drain_end_the_wait(
+    kind: Kind,
+) {
     let (store, _dir) = store_of(kind);
     let attempts = Arc::new(Attempts::default());
     let queue = Queue::new("sr").step_rate_limit(1, Duration::from_secs(3600));
@@ -385,6 +387,26 @@ async fn a_step_waiting_for_a_permit_is_reported_and_cancel_and_drain_end_the_wa
             .count(),
         1,
         "{kinds:?}"
+    );
+    assert_eq!(attempts.count(), 1);
+    // A pause ends the wait too: the run is paused, its waiting step not attempted.
+    let paused = start(&engine, "sr-two", tick(3, 0, false)).await;
+    wait_for_step_permit(&engine, &paused).await;
+    let asked = Instant::now();
+    engine.pause_run(&paused, "test").await.unwrap();
+    let mut status = RunStatus::Running;
+    for _ in 0..250 {
+        status = engine.get_run(&paused).await.unwrap().status;
+        if status == RunStatus::Paused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, RunStatus::Paused);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
     );
     assert_eq!(attempts.count(), 1);
     // A drain (worker shutdown) ends the wait of a run whose first step waits.
