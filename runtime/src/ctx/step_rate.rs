@@ -44,7 +44,6 @@ pub(crate) async fn take_permit(run: &RunState, id: &str) -> Result<(), ActionEr
     };
     let mut told = false;
     loop {
-        let now = run.env.now();
         let next_at = match run
             .env
             .store
@@ -66,7 +65,7 @@ pub(crate) async fn take_permit(run: &RunState, id: &str) -> Result<(), ActionEr
             told = true;
         }
         // At least 1 ms, so a clock that stands still cannot make this spin.
-        let wait = (next_at - now)
+        let wait = (next_at - run.env.now())
             .to_std()
             .unwrap_or_default()
             .max(std::time::Duration::from_millis(1));
