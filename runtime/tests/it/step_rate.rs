@@ -98,6 +98,21 @@ async fn sr_two(input: Tick) -> Result<u32, WorkflowError> {
     Ok(a + b)
 }
 
+/// Calls of `sr-inline`'s inline steps.
+static INLINE_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Two inline steps (`ctx.run`) in a row.
+#[workflow(slug = "sr-inline", queue = "sr")]
+async fn sr_inline(ctx: Ctx, input: Tick) -> Result<u32, WorkflowError> {
+    let count = || async {
+        INLINE_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(1u32)
+    };
+    let a = ctx.run("first", count).await?;
+    let b = ctx.run("second", count).await?;
+    Ok(input.run + a + b)
+}
+
 /// Two LLM steps in a row.
 #[workflow(slug = "sr-llm", queue = "sr")]
 async fn sr_llm(input: Tick) -> Result<String, WorkflowError> {
@@ -154,6 +169,7 @@ fn engine(store: SharedStore, attempts: &Arc<Attempts>, queue: Queue) -> Engine 
         .register(sr_job)
         .register(sr_pausing)
         .register(sr_two)
+        .register(sr_inline)
         .register(sr_inner)
         .register(sr_tick)
         .shared_resource(attempts.clone())
@@ -497,6 +513,24 @@ async fn a_per_key_step_limit_holds_back_only_its_key(kind: Kind) {
     }
     stop.send(()).unwrap();
     worker.await.unwrap().unwrap();
+}
+
+/// Inline steps take permits like actions (one test: the call counter is process-wide).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_steps_take_step_permits() {
+    let (store, _dir) = store_of(Kind::Sqlite);
+    let attempts = Arc::new(Attempts::default());
+    let queue = Queue::new("sr").step_rate_limit(1, Duration::from_secs(3600));
+    let engine = engine(store, &attempts, queue);
+    let (stop, worker) = spawn_worker(&engine, Duration::from_secs(60));
+    let id = start(&engine, "sr-inline", tick(1, 0, false)).await;
+    // The first inline step takes the hour's permit; the second waits for the next.
+    wait_for_step_permit(&engine, &id).await;
+    assert_eq!(INLINE_CALLS.load(std::sync::atomic::Ordering::SeqCst), 1);
+    engine.cancel(&id).await.unwrap();
+    stop.send(()).unwrap();
+    worker.await.unwrap().unwrap();
+    assert_eq!(INLINE_CALLS.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 // Bad input, and the settings as data.
