@@ -95,13 +95,16 @@ fn queues_list_shows_the_queues_of_the_file_and_the_variable() {
     let (code, out, err) = run(app(&db)
         .env(
             "REPRISE_QUEUES",
-            r#"[{"name": "gpu", "rate_limit": {"limit": 2, "period": "1m"}}]"#,
+            r#"[{"name": "gpu", "rate_limit": {"limit": 2, "period": "1m"},
+                "step_rate_limit": {"limit": 30, "period": "1m"}}]"#,
         )
         .args(["queues", "list", "--db", "memory:", "--queues-file", &file]));
     assert_eq!(code, 0, "{out}{err}");
     for expected in [
         "gpu",
         "2 per 1m",
+        "30 steps per 1m",
+        "step permits",
         "serial",
         "concurrency 1",
         "by-dir",

@@ -19,6 +19,7 @@ pub(crate) mod select;
 pub(crate) mod signal;
 pub(crate) mod sleep;
 pub(crate) mod step;
+pub(crate) mod step_rate;
 pub(crate) mod tag;
 pub(crate) mod timeout;
 pub(crate) mod update;
@@ -71,7 +72,7 @@ pub(crate) struct RunState {
     waits: Mutex<Vec<Wait>>,
     pub(crate) suspended: Notify,
     /// Live steps running right now; a suspending run lets them finish and record first.
-    inflight: AtomicUsize,
+    pub(super) inflight: AtomicUsize,
     pub(crate) inflight_changed: Notify,
     pub(crate) replayed: AtomicU64,
     pub(crate) executed: AtomicU64,
@@ -107,6 +108,9 @@ pub(crate) struct RunState {
     /// The cap on the log's length (`max_history_events`; 0: none): an append of steps
     /// past it fails the run with kind `history_too_large`.
     pub(crate) history_cap: AtomicU64,
+    /// The run's queue and key when the queue has a step rate limit: live attempts take
+    /// a permit first (see [`step_rate`]). Set once, before the body runs.
+    pub(crate) step_queue: std::sync::OnceLock<step_rate::StepQueue>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -163,6 +167,7 @@ impl RunState {
             event_waits: Mutex::default(),
             continue_with: Mutex::new(None),
             history_cap: AtomicU64::new(0),
+            step_queue: std::sync::OnceLock::new(),
             limits,
         }
     }
@@ -401,7 +406,7 @@ impl RunState {
     }
 
     /// Ends one count of [`RunState::inflight`] and tells the executor.
-    fn leave_inflight(&self) {
+    pub(super) fn leave_inflight(&self) {
         self.inflight.fetch_sub(1, Ordering::AcqRel);
         self.inflight_changed.notify_one();
     }

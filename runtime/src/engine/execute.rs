@@ -279,6 +279,14 @@ impl Engine {
                     control.clone(),
                 ));
                 state.set_log_bytes(log_bytes);
+                // Live attempts of a run in a queue with a step rate limit take permits.
+                if let Some(placed) = &record.queue
+                    && let Some(queue) =
+                        crate::queue::QueueSettings::of(self.env()).get(&placed.name)
+                    && queue.step_rate_limit.is_some()
+                {
+                    state.limit_steps_by(queue, placed.key.as_deref());
+                }
                 let ctx = Ctx {
                     run: state.clone(),
                     namespace: Arc::from(""),

@@ -34,6 +34,11 @@ pub struct QueueWait {
     /// the first in admission order first. Empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ahead: Vec<RunId>,
+    /// Set when the run's queue has a step rate limit whose window (the queue's, or the
+    /// run's key's) is full now: the run's next live step attempt waits for a permit
+    /// until `next_at`. Read from the store's counts, so it holds for every process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_permits: Option<crate::queue::StepPermits>,
 }
 
 impl std::fmt::Display for QueueWait {
@@ -53,6 +58,9 @@ impl std::fmt::Display for QueueWait {
         if let Some(unserved) = &self.unserved {
             parts.push(unserved.clone());
         }
+        if let Some(permits) = &self.step_permits {
+            parts.push(format!("its steps wait for a step permit: {permits}"));
+        }
         write!(f, "{}", parts.join("; "))
     }
 }
@@ -69,6 +77,9 @@ pub struct QueueState {
     /// Runs of the queue that are `queued` and not admitted yet (waiting for their turn,
     /// a limit, a debounce window or a worker).
     pub waiting: u64,
+    /// The queue-wide step rate limit's permits in its current window; `None` without a
+    /// step rate limit or with a per-key one (counted per key only).
+    pub step_permits: Option<crate::queue::StepPermits>,
 }
 
 impl Engine {
@@ -99,19 +110,39 @@ impl Engine {
                 .iter()
                 .filter(|run| run.queue.as_ref().is_some_and(|q| q.admitted_at.is_none()))
                 .count() as u64;
+            let step_permits = self.step_permits(queue, None, now).await?;
             states.push(QueueState {
                 settings: queue.clone(),
                 active: totals.active,
                 admitted_in_window: totals.admitted_in_window,
                 waiting,
+                step_permits,
             });
         }
         Ok(states)
     }
 
+    /// The permits of `queue`'s step rate limit (of `key`'s, for a per-key limit) in the
+    /// window at `now`; `None` without a step rate limit, or for a per-key one without a
+    /// key.
+    async fn step_permits(
+        &self,
+        queue: &Queue,
+        key: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::queue::StepPermits>, EngineError> {
+        let Some(window) = crate::queue::StepWindow::of(queue, key, now).ok().flatten() else {
+            return Ok(None);
+        };
+        let (taken, oldest) = self.store().step_permits(queue, key, now).await?;
+        Ok(Some(window.permits(taken, oldest)))
+    }
+
     /// Why `run` is not executing yet: the queue limit holding it back, and whether any
-    /// live worker serves it. `None` for a run that is not `queued` (or is due later by
-    /// `start_at`/a retry) and is served, or when nothing can be said.
+    /// live worker serves it; for a run in a queue with a step rate limit whose window is
+    /// full, that its steps wait for a permit. `None` for a run that is not `queued` (or
+    /// is due later by `start_at`/a retry), is served and waits for no step permit, or
+    /// when nothing can be said.
     ///
     /// # Errors
     /// Store failures.
@@ -127,7 +158,16 @@ impl Engine {
             blocked: None,
             unserved: None,
             ahead: Vec::new(),
+            step_permits: None,
         };
+        if let Some(placed) = &run.queue
+            && let Some(queue) = QueueSettings::of(&self.inner.env).get(&placed.name)
+        {
+            wait.step_permits = self
+                .step_permits(queue, placed.key.as_deref(), now)
+                .await?
+                .filter(crate::queue::StepPermits::is_full);
+        }
         if let Some(placed) = &run.queue
             && placed.admitted_at.is_none()
             && run.status == RunStatus::Queued
@@ -172,7 +212,10 @@ impl Engine {
                 ),
             });
         }
-        Ok((wait.queue.is_some() || wait.unserved.is_some()).then_some(wait))
+        Ok(
+            (wait.queue.is_some() || wait.unserved.is_some() || wait.step_permits.is_some())
+                .then_some(wait),
+        )
     }
 
     /// Starts a run through its queue's de-duplication or debouncing, when either
@@ -334,6 +377,7 @@ impl Engine {
             blocked: None,
             unserved: None,
             ahead: Vec::new(),
+            step_permits: None,
         });
         if wait.blocked.is_none() {
             wait.ahead = self.runs_ahead(run, &placed.name).await?;

@@ -41,6 +41,20 @@ pub(crate) struct QueueView {
     /// Admissions in the current rate window, queue-wide (0 without a queue-wide rate
     /// limit).
     pub(crate) admitted_in_window: u64,
+    /// The step rate limit, `{"limit", "period", "per_key"}`: at most `limit` live step
+    /// attempts of the queue's runs (per key with `per_key`) in any window of `period`;
+    /// absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) step_rate_limit: Option<crate::queue::RateLimit>,
+    /// Step permits taken in the current window of a queue-wide step rate limit (absent
+    /// without one, or for a per-key limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) step_permits_in_window: Option<u64>,
+    /// When the queue-wide step window is full: when the next step permit frees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub(crate) next_step_permit_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Runs of the queue that are `queued` and not admitted yet (waiting for their turn,
     /// a limit, a debounce window or a worker).
     pub(crate) waiting: u64,
@@ -65,6 +79,9 @@ pub(crate) async fn overview(engine: &Engine) -> Result<Vec<QueueView>, EngineEr
                 key: settings.key,
                 rate_limit: settings.rate_limit,
                 debounce: settings.debounce,
+                step_rate_limit: settings.step_rate_limit,
+                step_permits_in_window: state.step_permits.as_ref().map(|p| p.taken),
+                next_step_permit_at: state.step_permits.as_ref().and_then(|p| p.next_at),
                 active: state.active,
                 admitted_in_window: state.admitted_in_window,
             }
@@ -73,7 +90,8 @@ pub(crate) async fn overview(engine: &Engine) -> Result<Vec<QueueView>, EngineEr
 }
 
 impl QueueView {
-    /// The limits as a short text: `concurrency 10, 1 per key (/customer), 60 per 1m`.
+    /// The limits as a short text: `concurrency 10, 1 per key, 60 per 1m, 600 steps per
+    /// 1m`.
     pub(crate) fn limits(&self) -> String {
         let mut parts = Vec::new();
         if let Some(n) = self.concurrency {
@@ -86,6 +104,14 @@ impl QueueView {
             let per = if rate.per_key { " per key" } else { "" };
             parts.push(format!(
                 "{} per {}{per}",
+                rate.limit,
+                humantime::format_duration(rate.period)
+            ));
+        }
+        if let Some(rate) = &self.step_rate_limit {
+            let per = if rate.per_key { " per key" } else { "" };
+            parts.push(format!(
+                "{} steps per {}{per}",
                 rate.limit,
                 humantime::format_duration(rate.period)
             ));
@@ -110,8 +136,9 @@ impl QueueView {
 
 /// Lists the flow-control queues the server's engine knows (configured in code or by
 /// `--queues-file`/`REPRISE_QUEUES`, and named by its workflows), by name: each with its
-/// settings, `active` (admitted, unfinished runs), `admitted_in_window` and `waiting`
-/// (queued, not yet admitted runs).
+/// settings, `active` (admitted, unfinished runs), `admitted_in_window`, the step rate
+/// limit's `step_permits_in_window` and `next_step_permit_at`, and `waiting` (queued, not
+/// yet admitted runs).
 #[utoipa::path(
     get,
     path = "/queues",

@@ -43,6 +43,9 @@ struct Runs {
     workers: BTreeMap<String, crate::queue::WorkerInfo>,
     /// Documents by (kind, key) (a `BTreeMap`: listed by key, and by prefix as a range).
     documents: BTreeMap<(String, String), super::Document>,
+    /// Step permits by `(queue, scope)` (see [`crate::queue::StepWindow`]): the times
+    /// they were taken, stale ones (`StepWindow::stale`) pruned when the next is asked for.
+    step_permits: HashMap<(String, String), Vec<DateTime<Utc>>>,
 }
 
 #[derive(Debug)]
@@ -463,6 +466,49 @@ impl Store for MemoryStore {
     ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
         let (totals, mut keys) = memory_totals(&self.lock().by_id, queue, now);
         Ok((totals, key.map(|key| keys.remove(key).unwrap_or_default())))
+    }
+
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
+            return Ok(Ok(()));
+        };
+        let mut runs = self.lock();
+        let window = window.at(clock.now());
+        let taken = runs
+            .step_permits
+            .entry((window.queue.clone(), window.scope.clone()))
+            .or_default();
+        taken.retain(|at| *at > window.stale);
+        let in_window = taken.iter().filter(|at| **at > window.start);
+        let oldest = in_window.clone().min().copied();
+        let decision = window.decide(in_window.count() as u64, oldest);
+        if decision.is_ok() {
+            taken.push(window.now);
+        }
+        Ok(decision)
+    }
+
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let Some(window) = super::step_window_to_count(queue, key, now) else {
+            return Ok((0, None));
+        };
+        let runs = self.lock();
+        let Some(taken) = runs.step_permits.get(&(window.queue, window.scope)) else {
+            return Ok((0, None));
+        };
+        let in_window = taken.iter().filter(|at| **at > window.start);
+        let oldest = in_window.clone().min().copied();
+        Ok((in_window.count() as u64, oldest))
     }
 
     async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {

@@ -312,6 +312,53 @@ pub trait Store: Send + Sync + 'static {
         Err(no_queues("queue_totals"))
     }
 
+    /// Takes one step permit of `queue`'s step rate limit for a run with `key`,
+    /// atomically across processes: once it holds the scope's lock (the memory store's
+    /// mutex; SQLite: inside the writer's transaction; Postgres: under an advisory lock
+    /// of the queue and scope) it reads `clock`, builds the
+    /// [`crate::queue::StepWindow`] at that instant, counts the permits of its queue and
+    /// scope taken after its `start` (and the oldest of them), asks
+    /// [`crate::queue::StepWindow::decide`], and on `Ok` records a permit at its `now` in
+    /// the same transaction. Reading the clock under the lock, not before, keeps the
+    /// recorded times in the order the permits were granted: a taker that waited for the
+    /// lock is not recorded as of when it started waiting. Permits at or before the
+    /// window's `stale` may be pruned.
+    ///
+    /// Returns `Ok(Ok(()))` when a permit was taken (also when the queue has no step
+    /// rate limit: nothing is recorded), `Ok(Err(next_at))` when the window is full and
+    /// the next permit frees at `next_at`.
+    ///
+    /// # Errors
+    /// Store failures; a per-key limit for a run without a key
+    /// ([`crate::error::EngineError::Config`]); the default implementation fails (this
+    /// store keeps no queues).
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let _ = (queue, key, clock);
+        Err(no_queues("take_step_permit"))
+    }
+
+    /// The permits of `queue`'s step rate limit (of `key`, for a per-key limit) taken in
+    /// the window at `now` and the oldest of them, as
+    /// [`Store::take_step_permit`] counts them, without taking one; `(0, None)` when the
+    /// queue has no step rate limit or, for a per-key limit, `key` is `None`.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails (this store keeps no queues).
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let _ = (queue, key, now);
+        Err(no_queues("step_permits"))
+    }
+
     /// Registers or renews a live worker (replacing the row with its id).
     ///
     /// # Errors
@@ -666,6 +713,26 @@ fn no_inbox(what: &str) -> EngineError {
         ),
     )
     .into()
+}
+
+/// The step window [`Store::take_step_permit`] takes a permit from (`None`: the queue has
+/// no step rate limit), a per-key limit without a key as a configuration error.
+pub(crate) fn step_window_to_take(
+    queue: &crate::queue::Queue,
+    key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<crate::queue::StepWindow>, EngineError> {
+    crate::queue::StepWindow::of(queue, key, now).map_err(EngineError::Config)
+}
+
+/// The step window [`Store::step_permits`] counts (`None`: nothing to count: no step rate
+/// limit, or a per-key one and no key).
+pub(crate) fn step_window_to_count(
+    queue: &crate::queue::Queue,
+    key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<crate::queue::StepWindow> {
+    crate::queue::StepWindow::of(queue, key, now).ok().flatten()
 }
 
 /// What the queue methods of a store that keeps no queues answer.

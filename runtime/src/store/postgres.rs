@@ -97,6 +97,11 @@
 //! listing of one queue's runs ([`crate::event::RunFilter::queue`]) reads only that
 //! queue's runs, in the listing's order.
 //!
+//! Version 11 adds `reprise_step_permits(queue, scope, at)` with the index
+//! `(queue, scope, at)`: the permits of queues' step rate limits
+//! ([`crate::queue::StepWindow`]), counted and taken under an advisory lock of the queue
+//! and scope (see `postgres_queues.rs`).
+//!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
 //! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not
@@ -444,6 +449,18 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX reprise_runs_queue_created_at_id ON reprise_runs (queue, created_at, id)
         WHERE queue IS NOT NULL;
+    "#,
+    // Version 11: step rate limits (`Store::take_step_permit`): one row per step permit
+    // taken, by queue and scope (the run's key for a per-key limit, '' for the queue),
+    // counted and inserted under an advisory lock of the queue and scope; rows that left
+    // the window are deleted as permits are taken.
+    r#"
+    CREATE TABLE reprise_step_permits (
+        queue   TEXT NOT NULL,
+        scope   TEXT NOT NULL,
+        at      BIGINT NOT NULL
+    );
+    CREATE INDEX reprise_step_permits_window ON reprise_step_permits (queue, scope, at);
     "#,
 ];
 
@@ -1165,6 +1182,30 @@ impl Store for PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
         self.totals_of(queue, key, now).await
+    }
+
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
+            return Ok(Ok(()));
+        };
+        self.step_permit_take(&window, clock.as_ref()).await
+    }
+
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let Some(window) = super::step_window_to_count(queue, key, now) else {
+            return Ok((0, None));
+        };
+        self.step_permit_count(&window).await
     }
 
     async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {

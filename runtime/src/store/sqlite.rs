@@ -80,6 +80,11 @@
 //! queue IS NOT NULL`: a listing of one queue's runs ([`crate::event::RunFilter::queue`])
 //! reads only that queue's runs, newest first.
 //!
+//! Version 13 adds `step_permits(queue, scope, at)` with the index `step_permits_window
+//! (queue, scope, at)`: the step permits of queues' step rate limits
+//! ([`crate::queue::StepWindow`]), taken in the writer's transaction so the limit holds
+//! across processes; stale rows (two periods old) are pruned as permits are taken.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -410,6 +415,17 @@ const MIGRATIONS: &[&str] = &[
     // newest first, reads only that queue's runs. Partial: runs in no queue cost nothing.
     r#"
     CREATE INDEX runs_queue_created_at ON runs (queue, created_at) WHERE queue IS NOT NULL;
+    "#,
+    // Version 13: step rate limits (`Store::take_step_permit`): one row per step permit
+    // taken, by queue and scope (the run's key for a per-key limit, '' for the queue);
+    // rows two periods old are deleted when the next permit of their scope is taken.
+    r#"
+    CREATE TABLE step_permits (
+        queue   TEXT NOT NULL,
+        scope   TEXT NOT NULL,
+        at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX step_permits_window ON step_permits (queue, scope, at);
     "#,
 ];
 
@@ -1001,6 +1017,35 @@ impl Store for SqliteStore {
         let queue = queue.clone();
         let key = key.map(str::to_owned);
         self.read(move |conn| queues::read_totals(conn, &queue, key.as_deref(), now))
+            .await
+    }
+
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
+            return Ok(Ok(()));
+        };
+        let op = queues::QueueOp::TakeStepPermit(Box::new((window, clock.clone())));
+        match self.write(Op::Queue(op)).await? {
+            Reply::Permit(decision) => Ok(decision),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let Some(window) = super::step_window_to_count(queue, key, now) else {
+            return Ok((0, None));
+        };
+        self.read(move |conn| queues::step_permits_in_window(conn, &window))
             .await
     }
 
@@ -1627,6 +1672,8 @@ enum Reply {
     Posted(crate::message::Posted),
     /// What a gated creation did.
     Gated(crate::queue::Gated),
+    /// Whether a step permit was taken (else when the next frees).
+    Permit(Result<(), DateTime<Utc>>),
 }
 
 fn unexpected_reply() -> EngineError {

@@ -32,7 +32,7 @@ use crate::EngineError;
 use crate::event::RunId;
 use crate::queue::{
     Admitter, ClaimRequest, DEFAULT_QUEUE, DebouncePolicy, Gated, KeyTotals, Queue, QueueTotals,
-    StartGate, WorkerInfo,
+    StartGate, StepWindow, WorkerInfo,
 };
 use crate::store::codec::{self, micros};
 use crate::store::{Lease, StoreError, StoreErrorKind};
@@ -45,13 +45,20 @@ pub(super) enum QueueOp {
     Heartbeat(String, String, i64),
     /// [`crate::store::Store::worker_stopped`].
     Stopped(String),
+    /// [`crate::store::Store::take_step_permit`] (the queue has a step rate limit): the
+    /// window, re-timed by the clock when the writer applies it.
+    TakeStepPermit(Box<(StepWindow, std::sync::Arc<dyn crate::Clock>)>),
 }
 
 impl QueueOp {
     /// Whether the op is bookkeeping that needs no fsync of its own (a lost heartbeat
-    /// is renewed by the next one).
+    /// is renewed by the next one; a step permit matters while its step runs, and the
+    /// step's own append, fsynced, follows it).
     pub(super) fn is_bookkeeping(&self) -> bool {
-        matches!(self, QueueOp::Heartbeat(..) | QueueOp::Stopped(..))
+        matches!(
+            self,
+            QueueOp::Heartbeat(..) | QueueOp::Stopped(..) | QueueOp::TakeStepPermit(..)
+        )
     }
 }
 
@@ -611,9 +618,79 @@ pub(super) fn read_totals(
     Ok((totals, key))
 }
 
+/// The permits of `window`'s queue and scope taken after its start, and the oldest.
+pub(super) fn step_permits_in_window(
+    conn: &Connection,
+    window: &StepWindow,
+) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+    let what = format!("cannot count the step permits of queue `{}`", window.queue);
+    let (n, oldest): (i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), MIN(at) FROM step_permits INDEXED BY step_permits_window
+             WHERE queue = ?1 AND scope = ?2 AND at > ?3",
+        )
+        .ctx(&what)?
+        .query_row(
+            rusqlite::params![window.queue, window.scope, micros(window.start)],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .ctx(&what)?;
+    let oldest = oldest
+        .map(|at| {
+            DateTime::from_timestamp_micros(at).ok_or_else(|| {
+                EngineError::from(StoreError::new(
+                    StoreErrorKind::Database,
+                    format!(
+                        "a step permit of queue `{}` has `at` {at} µs, which is not a valid \
+                         time",
+                        window.queue
+                    ),
+                ))
+            })
+        })
+        .transpose()?;
+    Ok((count(n), oldest))
+}
+
+/// [`crate::store::Store::take_step_permit`] in the writer's transaction: prunes the
+/// scope's permits out of the window, counts the rest, and records one if
+/// [`StepWindow::decide`] grants it.
+fn take_step_permit(
+    conn: &Connection,
+    window: &StepWindow,
+) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+    let what = format!("cannot take a step permit of queue `{}`", window.queue);
+    conn.prepare_cached("DELETE FROM step_permits WHERE queue = ?1 AND scope = ?2 AND at <= ?3")
+        .ctx(&what)?
+        .execute(rusqlite::params![
+            window.queue,
+            window.scope,
+            micros(window.stale)
+        ])
+        .ctx(&what)?;
+    let (taken, oldest) = step_permits_in_window(conn, window)?;
+    let decision = window.decide(taken, oldest);
+    if decision.is_ok() {
+        conn.prepare_cached("INSERT INTO step_permits (queue, scope, at) VALUES (?1, ?2, ?3)")
+            .ctx(&what)?
+            .execute(rusqlite::params![
+                window.queue,
+                window.scope,
+                micros(window.now)
+            ])
+            .ctx(&what)?;
+    }
+    Ok(decision)
+}
+
 /// Applies a flow-control write.
 pub(super) fn apply(conn: &Connection, op: &QueueOp) -> Result<Reply, EngineError> {
     match op {
+        QueueOp::TakeStepPermit(taken) => {
+            // Timed here, inside the writer's transaction: after every permit before it.
+            let window = taken.0.at(taken.1.now());
+            take_step_permit(conn, &window).map(Reply::Permit)
+        }
         QueueOp::CreateGated(gated) => apply_gated(conn, &gated.0, &gated.1).map(Reply::Gated),
         QueueOp::Heartbeat(id, info, expires_at) => {
             let what = format!("cannot register worker `{id}`");

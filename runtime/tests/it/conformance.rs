@@ -170,7 +170,11 @@ macro_rules! conformance_suite {
                     workers_register_renew_and_expire,
                     list_runs_filters_by_queue,
                     a_claim_of_one_run_admits_it_alone_or_nothing,
-                    a_stale_claim_never_stamps_an_admission_before_a_counted_one;
+                    a_stale_claim_never_stamps_an_admission_before_a_counted_one,
+                    step_permits_are_a_sliding_window_with_the_next_free_time,
+                    step_permits_per_key_count_each_key_alone,
+                    racing_step_permit_takers_never_exceed_the_window,
+                    step_permits_of_a_queue_without_a_step_limit_are_free;
                     fixture: concurrent_claims_never_run_two_of_one_key,
                 );
             }
@@ -1135,6 +1139,7 @@ mod sqlite_only {
             conn.execute_batch(
                 "DROP TABLE messages; DROP TABLE event_waits; DROP TABLE emitted_events;
                  DROP TABLE workers; DROP TABLE documents; DROP INDEX runs_queue_created_at;
+                 DROP TABLE step_permits;
                  DROP INDEX runs_queue_waiting; DROP INDEX runs_queue_active;
                  DROP INDEX runs_queue_admitted_at; DROP INDEX runs_queue_admitted;
                  DROP INDEX runs_due;
@@ -1142,12 +1147,13 @@ mod sqlite_only {
                  ALTER TABLE runs DROP COLUMN priority;
                  ALTER TABLE runs DROP COLUMN admitted_at;
                  CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
+                 DROP TABLE step_permits;
                  DELETE FROM schema_migrations WHERE version >= 8;",
             )
             .unwrap();
         }
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 12);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 13);
         assert_eq!(
             get(&store, &RunId::from("before")).await.queue,
             None,
@@ -1206,7 +1212,7 @@ mod sqlite_only {
         }
         {
             // Back to version 9: the events table as versions 1 to 9 made it (and no
-            // queue listing index, version 11).
+            // queue listing index, version 12, nor step permits, version 13).
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "CREATE TABLE events_v9 (
@@ -1220,11 +1226,12 @@ mod sqlite_only {
                  DROP TABLE events;
                  ALTER TABLE events_v9 RENAME TO events;
                  DROP TABLE documents; DROP INDEX runs_queue_created_at;
+                 DROP TABLE step_permits;
                  DELETE FROM schema_migrations WHERE version >= 10;",
             )
             .unwrap();
         }
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 12);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 13);
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
         let steps = |n: u64| -> Vec<NewEvent> {
             (1..=n)
@@ -4620,4 +4627,190 @@ async fn a_stale_claim_never_stamps_an_admission_before_a_counted_one(store: Sha
         leased_ids(&claim_with(&store, "c", secs(110), 1, &routing, &q).await),
         ["r2"]
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Step rate limits (`Store::take_step_permit`, `Store::step_permits`)
+
+/// A clock that always reads `at`.
+struct Fixed(DateTime<Utc>);
+
+impl reprise::Clock for Fixed {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+fn fixed(at: DateTime<Utc>) -> Arc<dyn reprise::Clock> {
+    Arc::new(Fixed(at))
+}
+
+async fn step_permits_are_a_sliding_window_with_the_next_free_time(store: SharedStore) {
+    let q = Queue::new("q").step_rate_limit(2, std::time::Duration::from_secs(10));
+    let other = Queue::new("other").step_rate_limit(2, std::time::Duration::from_secs(10));
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(0)))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(4))))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    // Full: the next permit frees when the first leaves the window (0 s + 10 s).
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(5))))
+            .await
+            .unwrap(),
+        Err(t(secs(10)))
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(5))).await.unwrap(),
+        (2, Some(t(0)))
+    );
+    // Another queue has a window of its own.
+    assert_eq!(
+        store
+            .take_step_permit(&other, None, &fixed(t(secs(5))))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    // One microsecond before the first permit leaves, still full; at its edge, free.
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(10) - 1)))
+            .await
+            .unwrap(),
+        Err(t(secs(10)))
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(10))))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(11))))
+            .await
+            .unwrap(),
+        Err(t(secs(14))),
+        "now the oldest in the window is the one at 4 s"
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(11))).await.unwrap(),
+        (2, Some(t(secs(4))))
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(30))).await.unwrap(),
+        (0, None)
+    );
+}
+
+async fn step_permits_per_key_count_each_key_alone(store: SharedStore) {
+    let q = Queue::new("q")
+        .key("/customer")
+        .step_rate_limit_per_key(1, std::time::Duration::from_secs(60));
+    assert_eq!(
+        store
+            .take_step_permit(&q, Some("A"), &fixed(t(0)))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, Some("A"), &fixed(t(secs(1))))
+            .await
+            .unwrap(),
+        Err(t(secs(60)))
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, Some("B"), &fixed(t(secs(1))))
+            .await
+            .unwrap(),
+        Ok(()),
+        "key B is not held back by key A"
+    );
+    assert_eq!(
+        store.step_permits(&q, Some("A"), t(secs(2))).await.unwrap(),
+        (1, Some(t(0)))
+    );
+    // Without a key, a per-key limit counts nothing and takes nothing.
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(2))).await.unwrap(),
+        (0, None)
+    );
+    let err = store
+        .take_step_permit(&q, None, &fixed(t(secs(2))))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("queue `q` limits step attempts per key"),
+        "{err}"
+    );
+}
+
+async fn racing_step_permit_takers_never_exceed_the_window(store: SharedStore) {
+    // At each of 40 instants 100 ms apart, 8 takers race for a permit; the limit is 5 per
+    // second. However they interleave, no window of 1 s holds more than 5 granted
+    // permits, and every window is used fully (the takers always want more).
+    let q = Queue::new("q").step_rate_limit(5, std::time::Duration::from_secs(1));
+    let mut granted = Vec::new();
+    for tick in 0..40i64 {
+        let now = t(tick * 100_000);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .take_step_permit(&q, None, &fixed(now))
+                    .await
+                    .unwrap()
+                    .is_ok()
+            }));
+        }
+        for task in tasks {
+            if task.await.unwrap() {
+                granted.push(now);
+            }
+        }
+    }
+    for (i, at) in granted.iter().enumerate() {
+        let in_window = granted[i..]
+            .iter()
+            .take_while(|b| **b < *at + chrono::Duration::seconds(1))
+            .count();
+        assert!(
+            in_window <= 5,
+            "{in_window} permits in the second from {at}"
+        );
+    }
+    // 40 instants over 4 s: 4 full windows of 5, at 0 s, 1 s, 2 s and 3 s.
+    assert_eq!(granted.len(), 20, "{granted:?}");
+}
+
+async fn step_permits_of_a_queue_without_a_step_limit_are_free(store: SharedStore) {
+    let q = Queue::new("q").rate_limit(1, std::time::Duration::from_secs(60));
+    for i in 0..3 {
+        assert_eq!(
+            store
+                .take_step_permit(&q, None, &fixed(t(i)))
+                .await
+                .unwrap(),
+            Ok(())
+        );
+    }
+    assert_eq!(store.step_permits(&q, None, t(3)).await.unwrap(), (0, None));
 }

@@ -36,6 +36,7 @@ mod secrets;
 mod select;
 mod signals;
 mod sqlite_queues;
+mod step_rate;
 mod store_open;
 mod streams;
 mod tags;

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use reprise::event::RunId;
 use reprise::http::{HttpOptions, serve};
 use reprise::prelude::*;
 use reprise::queue::{DebouncePolicy, Queue};
@@ -33,6 +34,19 @@ async fn qh_hold(ctx: Ctx, input: Job) -> Result<String, WorkflowError> {
     Ok(format!("{} {}", input.customer, go.ok))
 }
 
+/// A step of `qh-two-steps`.
+#[action]
+async fn qh_step(input: Job) -> Result<String, ActionError> {
+    Ok(input.customer)
+}
+
+/// Two steps in a row (in queue `steps`: the second waits an hour for its permit).
+#[workflow(slug = "qh-two-steps")]
+async fn qh_two_steps(input: Job) -> Result<String, WorkflowError> {
+    qh_step.run(input.clone()).await?;
+    Ok(qh_step.run(input).await?)
+}
+
 /// One run per customer at a time, three at most in all.
 fn serial() -> Queue {
     Queue::new("serial")
@@ -55,6 +69,9 @@ async fn api(worker: bool) -> Api {
     let engine = Engine::builder()
         .public_url(base.clone())
         .register(qh_hold)
+        .register(qh_two_steps)
+        .register(qh_step)
+        .queue(Queue::new("steps").step_rate_limit(1, Duration::from_secs(3600)))
         .queue(serial())
         .queue(Queue::new("free"))
         .queue(Queue::new("paced").rate_limit(10, Duration::from_secs(3600)))
@@ -404,6 +421,60 @@ async fn per_key_concurrency_holds_the_second_run_and_every_surface_says_why() {
 }
 
 #[tokio::test]
+async fn a_step_waiting_for_its_step_permit_shows_in_the_run_the_queues_and_the_ui() {
+    let api = api(true).await;
+    let (status, body) = api
+        .post(
+            "/workflows/qh-two-steps?queue=steps",
+            json!({ "customer": "c1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = id_of(&body);
+    // Its first step takes the hour's one permit; the second waits, the run running.
+    let run = api
+        .run_when(&id, "said its steps wait", |r| {
+            r["waiting_for"]["step_permits"].is_object()
+        })
+        .await;
+    assert_eq!(run["status"], "running", "{run}");
+    let permits = &run["waiting_for"]["step_permits"];
+    assert_eq!(
+        (permits["limit"].clone(), permits["taken"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(permits["period_ms"], 3_600_000, "{run}");
+    assert!(permits["next_at"].is_string(), "{run}");
+    let message = run["waiting_for"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "its steps wait for a step permit: 1 of the queue's step rate limit of 1 per 1h \
+             taken; steps wait for a permit until "
+        ),
+        "{message}"
+    );
+    let queue = api.queue("steps").await;
+    assert_eq!(queue["step_rate_limit"]["limit"], 1, "{queue}");
+    assert_eq!(queue["step_rate_limit"]["period"], "1h", "{queue}");
+    assert_eq!(queue["step_permits_in_window"], 1, "{queue}");
+    assert_eq!(queue["next_step_permit_at"], permits["next_at"], "{queue}");
+    assert!(
+        api.queue("free")
+            .await
+            .get("step_permits_in_window")
+            .is_none()
+    );
+    let (status, page) = api.html("/ui/queues").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("1 steps per 1h"), "{page}");
+    assert!(page.contains(r#"data-step-permits="1""#), "{page}");
+    let (status, page) = api.html(&format!("/ui/runs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("its steps wait for a step permit"), "{page}");
+    api.engine.cancel(&RunId::from(id.as_str())).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_dedup_id_answers_with_the_unfinished_run_and_created_false() {
     let api = api(false).await;
     let (status, body) = api.start("queue=free&dedup=nightly-1", "c1").await;
@@ -484,6 +555,9 @@ async fn the_openapi_document_describes_queues() {
         "admitted_in_window",
         "waiting",
         "rate_limit",
+        "step_rate_limit",
+        "step_permits_in_window",
+        "next_step_permit_at",
     ] {
         assert!(
             schemas["QueueView"]["properties"][field].is_object(),
