@@ -109,6 +109,7 @@ impl Engine {
                     events: rest,
                     update: RunUpdate::default(),
                     fence: None,
+                    release: false,
                 })
                 .await?;
         }
@@ -155,6 +156,7 @@ impl Engine {
                 events: vec![event],
                 update: RunUpdate::default(),
                 fence: None,
+                release: false,
             })
             .await
     }

@@ -198,6 +198,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             events: vec![hook_created],
             update: RunUpdate::default(),
             fence: None,
+            release: false,
         })
         .await
         .unwrap();
@@ -216,6 +217,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             events: vec![leaked],
             update: RunUpdate::default(),
             fence: None,
+            release: false,
         })
         .await
         .unwrap();
