@@ -727,7 +727,12 @@ async fn the_lease_goes_with_the_last_append_of_an_ended_run(store: SharedStore)
         async move {
             let now = chrono::Utc::now();
             let acquired = store
-                .acquire(&id, "someone-else", now, now + chrono::TimeDelta::seconds(30))
+                .acquire(
+                    &id,
+                    "someone-else",
+                    now,
+                    now + chrono::TimeDelta::seconds(30),
+                )
                 .await
                 .unwrap();
             let reprise::store::Acquired::Lease(lease) = acquired else {
@@ -757,8 +762,16 @@ async fn the_lease_goes_with_the_last_append_of_an_ended_run(store: SharedStore)
     let sleeping = engine.start(&sleepy_flow, Num { n: 1 }).await.unwrap();
     let execution = engine.execute(&sleeping).await.unwrap();
     assert!(matches!(execution.outcome, RunOutcome::Suspended(_)));
-    assert_eq!(released().len(), 2, "a suspension keeps its lease past its append");
-    assert_eq!(releases(), 1, "and gives it back once the execution is over");
+    assert_eq!(
+        released().len(),
+        2,
+        "a suspension keeps its lease past its append"
+    );
+    assert_eq!(
+        releases(),
+        1,
+        "and gives it back once the execution is over"
+    );
     free(sleeping.clone()).await;
     let execution = engine.drive(&sleeping).await.unwrap();
     assert_eq!(execution.outcome, RunOutcome::Completed(json!({ "n": 4 })));
