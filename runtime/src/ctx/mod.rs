@@ -285,6 +285,30 @@ impl RunState {
         events: Vec<NewEvent>,
         update: RunUpdate,
     ) -> Result<(), EngineError> {
+        self.append_releasing(events, update, false).await
+    }
+
+    /// [`RunState::append`] for the last append of an execution that leaves its run not
+    /// due (ended, or paused): under a lease, the append also gives the lease back in the
+    /// same write ([`crate::store::Append::release`]), and the execution's control says so
+    /// ([`RunControl::releasing`]). Nothing may be appended under the lease afterwards.
+    ///
+    /// # Errors
+    /// As [`RunState::append`].
+    pub(crate) async fn append_last(
+        &self,
+        events: Vec<NewEvent>,
+        update: RunUpdate,
+    ) -> Result<(), EngineError> {
+        self.append_releasing(events, update, true).await
+    }
+
+    async fn append_releasing(
+        &self,
+        events: Vec<NewEvent>,
+        update: RunUpdate,
+        release: bool,
+    ) -> Result<(), EngineError> {
         // Once the log could not be written, this execution is abandoned: nothing more is
         // recorded (above all not the store failure as a step's outcome, which replay would
         // return forever). Unrecorded steps run again when the run resumes, as after a crash.
@@ -308,12 +332,19 @@ impl RunState {
         self.check_history_cap(*next_seq, count, &update)?;
         let grown = self.grown_log(&all);
         let status = update.status;
+        let fence = *lock(&self.fence);
+        // Only a lease can be given back (an execution without one has no fence).
+        let release = release && fence.is_some();
+        if release {
+            self.control().set_releasing();
+        }
         let append = Append {
             run_id: self.run_id.clone(),
             first_seq: *next_seq,
             events: all,
             update,
-            fence: *lock(&self.fence),
+            fence,
+            release,
         };
         self.env.store.append(append).await?;
         *next_seq += count;

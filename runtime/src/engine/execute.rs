@@ -122,7 +122,9 @@ impl Engine {
 
     /// Executes a run whose lease the caller holds: renews the lease while the body runs
     /// (stopping at once, with [`EngineError::LeaseLost`], if it is lost) and releases it
-    /// at the end. Every append carries the lease's fencing token.
+    /// at the end: in the run's last append when the execution leaves the run ended or
+    /// paused ([`RunState::append_last`]), else by [`crate::store::Store::release`]. Every
+    /// append carries the lease's fencing token.
     ///
     /// A run this binary cannot execute is put off by a strike (see
     /// `engine::unexecutable`), so it is not due again at once. After any other error (a
@@ -152,7 +154,12 @@ impl Engine {
         };
         match result {
             Ok(execution) => {
-                guard.release().await;
+                if control.releasing() {
+                    // The execution's last append gave the lease back (`Append::release`).
+                    guard.lease = None;
+                } else {
+                    guard.release().await;
+                }
                 Ok(execution)
             }
             Err(error) if super::unexecutable::is_unexecutable(&error) => {
@@ -422,7 +429,7 @@ impl Engine {
                 };
                 let error = Some(error);
                 let event = state.event(None, attempt, EventPayload::RunCanceled { error });
-                state.append(vec![event], update).await?;
+                state.append_last(vec![event], update).await?;
                 RunOutcome::Canceled
             }
             BodyEnd::Paused => {
@@ -441,7 +448,7 @@ impl Engine {
                     wake_at: Some(None),
                     ..RunUpdate::default()
                 };
-                state.append(vec![event], update).await?;
+                state.append_last(vec![event], update).await?;
                 tracing::info!(run = %id, by = %control.paused_by(), "run paused");
                 RunOutcome::Paused
             }
@@ -645,6 +652,7 @@ impl Engine {
                 }
             },
             fence: None,
+            release: false,
         };
         match self.store().append(append).await {
             Ok(()) => {
@@ -752,7 +760,7 @@ impl Engine {
                         error: error.clone(),
                     },
                 );
-                state.append(vec![event], update).await?;
+                state.append_last(vec![event], update).await?;
                 Ok(RunOutcome::Failed(error))
             }
         }
@@ -845,7 +853,8 @@ fn run_deadline(
 }
 
 /// Records that the run of `state` completed with `output` (`run_completed`, status
-/// `completed`, the output on the record).
+/// `completed`, the output on the record), giving the execution's lease back in the same
+/// write ([`RunState::append_last`]).
 ///
 /// # Errors
 /// The append's store error.
@@ -865,7 +874,7 @@ pub(crate) async fn record_completed(
         output: Some(output.clone()),
         ..RunUpdate::default()
     };
-    state.append(vec![event], update).await?;
+    state.append_last(vec![event], update).await?;
     Ok(RunOutcome::Completed(output))
 }
 

@@ -156,7 +156,7 @@ impl Engine {
             wake_at: Some(None),
             ..RunUpdate::default()
         };
-        state.append(vec![event], update).await?;
+        state.append_last(vec![event], update).await?;
         tracing::warn!(
             run = %state.run_id,
             attempt = state.attempt,

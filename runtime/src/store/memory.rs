@@ -804,6 +804,7 @@ impl Store for MemoryStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
+        append.check_release()?;
         let mut runs = self.lock();
         let Some(entry) = runs.by_id.get_mut(&append.run_id) else {
             return Err(EngineError::UnknownRun(append.run_id.0));
@@ -820,6 +821,7 @@ impl Store for MemoryStore {
             events,
             tags,
             inbox,
+            lease,
             ..
         } = entry;
         if record.next_seq != append.first_seq {
@@ -841,6 +843,10 @@ impl Store for MemoryStore {
         if woken_by_inbox(&append.update, inbox.last().map_or(0, |m| m.seq)) {
             record.status = RunStatus::Queued;
             record.wake_at = None;
+        }
+        if append.release {
+            // The fence was checked above: this is the writer's own lease.
+            *lease = None;
         }
         Ok(())
     }

@@ -77,6 +77,39 @@ pub struct Append {
     /// a worker whose lease expired (and was taken over) can never write again. `None`
     /// (hook deliveries, cancellation of a suspended run) relies on `first_seq` alone.
     pub fence: Option<u64>,
+    /// Whether the append also gives back the writer's lease (the one whose fencing token
+    /// is `fence`), in the same transaction, as [`Store::release`] would: the last append
+    /// of an execution that ends its run (or leaves it not due, e.g. paused) is then one
+    /// write instead of two. Fencing holds as for any fenced append: when the fence is no
+    /// longer the run's, nothing is written or released ([`EngineError::LeaseLost`]).
+    ///
+    /// `true` needs `fence`: an append with `release` and no fence is refused with a
+    /// [`StoreErrorKind::Database`] error and writes nothing.
+    pub release: bool,
+}
+
+impl Append {
+    /// Refuses an append whose `release` has no lease to give back (see
+    /// [`Append::release`]); every store checks this before writing.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Database`] naming the run.
+    pub(crate) fn check_release(&self) -> Result<(), EngineError> {
+        if self.release && self.fence.is_none() {
+            return Err(StoreError::new(
+                StoreErrorKind::Database,
+                format!(
+                    "cannot append to run `{}`: the append asks to release the lease but \
+                     carries no fence; set `Append::fence` to the lease's fencing token, or \
+                     `release: false`",
+                    self.run_id
+                ),
+            )
+            .with_run(self.run_id.as_str())
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// A worker's exclusive, expiring right to execute a run (DESIGN "Running": leases with
@@ -539,6 +572,7 @@ pub trait Store: Send + Sync + 'static {
             events,
             update: RunUpdate::default(),
             fence: None,
+            release: false,
         })
         .await
     }

@@ -1658,12 +1658,14 @@ impl Store for PostgresStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
+        append.check_release()?;
         let Append {
             run_id,
             first_seq,
             events,
             update,
             fence,
+            release,
         } = append;
         let first = i64::try_from(first_seq).map_err(|_| {
             StoreError::new(
@@ -1695,6 +1697,7 @@ impl Store for PostgresStore {
             wake: update.wake_at.flatten().map(micros),
             updated_at,
             fence: fence.map(fence_param),
+            release,
             kinds: Vec::with_capacity(events.len()),
             correlation_ids: Vec::with_capacity(events.len()),
             attempts: Vec::with_capacity(events.len()),

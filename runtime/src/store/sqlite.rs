@@ -1305,12 +1305,14 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
+        append.check_release()?;
         let Append {
             run_id,
             first_seq,
             events,
             update,
             fence,
+            release,
         } = append;
         let first_seq = i64::try_from(first_seq).map_err(|_| {
             StoreError::new(
@@ -1342,6 +1344,7 @@ impl Store for SqliteStore {
             run_id: run_id.0,
             first_seq,
             fence,
+            release,
             events,
             status: status.map(RunStatus::as_str),
             attempt: attempt.map(i64::from),
@@ -1725,6 +1728,8 @@ struct EncodedAppend {
     run_id: String,
     first_seq: i64,
     fence: Option<u64>,
+    /// Gives the lease of `fence` back in the same statement (`Append::release`).
+    release: bool,
     events: Vec<EncodedEvent>,
     status: Option<&'static str>,
     attempt: Option<i64>,
@@ -1741,7 +1746,8 @@ struct EncodedAppend {
 impl EncodedAppend {
     /// Whether the append changes no field of the run but `updated_at` and `next_seq`.
     fn only_events(&self) -> bool {
-        self.status.is_none()
+        !self.release
+            && self.status.is_none()
             && self.attempt.is_none()
             && self.output.is_none()
             && self.error.is_none()
@@ -2250,6 +2256,35 @@ fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError>
     insert_event(conn, &c.id, 0, &c.event)
 }
 
+/// The update of an append that changes fields of the run: the checks (`next_seq`, and
+/// the fence of a fenced append) are in its `WHERE` clause. `None` leaves a field alone,
+/// `wake_at` is assigned when `?6`.
+const APPEND_SQL: &str = "UPDATE runs SET
+         status = COALESCE(?2, status),
+         attempt = COALESCE(?3, attempt),
+         output = COALESCE(?4, output),
+         error = COALESCE(?5, error),
+         wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
+         updated_at = ?8,
+         next_seq = ?9
+     WHERE id = ?1 AND next_seq = ?10
+       AND (?11 IS NULL OR (fence = ?11 AND lease_owner IS NOT NULL))";
+
+/// [`APPEND_SQL`] that also gives the writer's lease back (`Append::release`; the store
+/// refuses a release without a fence, so `?11` is set and checked).
+const APPEND_RELEASING_SQL: &str = "UPDATE runs SET
+         status = COALESCE(?2, status),
+         attempt = COALESCE(?3, attempt),
+         output = COALESCE(?4, output),
+         error = COALESCE(?5, error),
+         wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
+         updated_at = ?8,
+         next_seq = ?9,
+         lease_owner = NULL,
+         lease_expires_at = NULL
+     WHERE id = ?1 AND next_seq = ?10
+       AND fence = ?11 AND lease_owner IS NOT NULL";
+
 fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError> {
     let what = format!("cannot append to run `{}`", a.run_id);
     // The checks (`next_seq`, and the fence of a fenced append) are in the update's
@@ -2277,18 +2312,13 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
         ])
         .ctx_run(&what, &a.run_id)?
     } else {
-        conn.prepare_cached(
-            "UPDATE runs SET
-                 status = COALESCE(?2, status),
-                 attempt = COALESCE(?3, attempt),
-                 output = COALESCE(?4, output),
-                 error = COALESCE(?5, error),
-                 wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
-                 updated_at = ?8,
-                 next_seq = ?9
-             WHERE id = ?1 AND next_seq = ?10
-               AND (?11 IS NULL OR (fence = ?11 AND lease_owner IS NOT NULL))",
-        )
+        // A releasing append (an execution's last) clears the lease in the same statement;
+        // the others leave the lease columns unassigned, so their index entries stay.
+        conn.prepare_cached(if a.release {
+            APPEND_RELEASING_SQL
+        } else {
+            APPEND_SQL
+        })
         .ctx_run(&what, &a.run_id)?
         .execute(rusqlite::params![
             a.run_id,

@@ -118,6 +118,10 @@ macro_rules! conformance_suite {
                     expired_leases_are_reclaimed_and_fence_out_the_old_holder,
                     acquire_respects_live_leases,
                     renew_and_release,
+                    a_releasing_append_gives_the_lease_back_with_its_write,
+                    a_stale_releasing_append_is_fenced_out,
+                    a_release_without_a_fence_is_refused,
+                    concurrent_releasing_appends_all_land_and_release,
                     cancel_requests_reach_the_lease_holder,
                     create_run_once_creates_one_run_per_key,
                     cursors_round_trip,
@@ -289,6 +293,7 @@ fn append(run: &RunRecord, first_seq: u64, events: Vec<NewEvent>, update: RunUpd
         events,
         update,
         fence: None,
+        release: false,
     }
 }
 
@@ -1852,6 +1857,238 @@ async fn renew_and_release(store: SharedStore) {
         ["r"],
         "a released run is claimable at once"
     );
+}
+
+/// An append by the holder of `lease`, numbered from `first_seq`, that releases the lease.
+fn releasing(
+    run: &RunRecord,
+    lease: &Lease,
+    first_seq: u64,
+    kind: EventKind,
+    update: RunUpdate,
+) -> Append {
+    let mut append = append(
+        run,
+        first_seq,
+        vec![event(kind, None, t(first_seq as i64), json!({}))],
+        update,
+    );
+    append.fence = Some(lease.fence);
+    append.release = true;
+    append
+}
+
+async fn a_releasing_append_gives_the_lease_back_with_its_write(store: SharedStore) {
+    // A run that ends: the last append completes it and frees the lease (another owner
+    // may take the lease long before it would have expired).
+    let done = create(&store, "done", "wf", t(0)).await;
+    let Acquired::Lease(lease) = store
+        .acquire(&done.id, "w1", t(0), t(secs(30)))
+        .await
+        .unwrap()
+    else {
+        panic!("a free run is acquired");
+    };
+    let output = json!({ "ok": true });
+    store
+        .append(releasing(
+            &done,
+            &lease,
+            1,
+            EventKind::RunCompleted,
+            RunUpdate {
+                status: Some(RunStatus::Completed),
+                output: Some(output.clone()),
+                ..RunUpdate::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let stored = store.run(&done.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.output, stored.next_seq),
+        (RunStatus::Completed, Some(output), 2),
+        "the events and the run's update are written"
+    );
+    assert_eq!(store.events(&done.id).await.unwrap().len(), 2);
+    assert_eq!(
+        store.renew(&lease, t(secs(40))).await.unwrap(),
+        None,
+        "the released lease cannot be renewed"
+    );
+    match store
+        .acquire(&done.id, "w2", t(secs(1)), t(secs(31)))
+        .await
+        .unwrap()
+    {
+        Acquired::Lease(next) => assert!(next.fence > lease.fence),
+        other => panic!("the lease was given back with the append, got {other:?}"),
+    }
+
+    // A run handed back to the queue (an append that changes no field of the run but its
+    // log): claimable at once, and nothing more may be written under the released lease.
+    let handed = create(&store, "handed", "wf", t(0)).await;
+    let Acquired::Lease(lease) = store
+        .acquire(&handed.id, "w1", t(0), t(secs(30)))
+        .await
+        .unwrap()
+    else {
+        panic!("a free run is acquired");
+    };
+    store
+        .append(releasing(
+            &handed,
+            &lease,
+            1,
+            EventKind::RunSuspended,
+            RunUpdate::default(),
+        ))
+        .await
+        .unwrap();
+    let mut after = append(
+        &handed,
+        2,
+        vec![event(EventKind::RunStarted, None, t(3), json!({}))],
+        RunUpdate::default(),
+    );
+    after.fence = Some(lease.fence);
+    let error = store.append(after).await.unwrap_err();
+    assert!(matches!(error, EngineError::LeaseLost { .. }), "{error}");
+    let claimed = store
+        .claim_due("w2", t(secs(1)), t(secs(31)), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        leased_ids(&claimed),
+        ["handed"],
+        "a run whose lease went with its last append is claimable at once"
+    );
+}
+
+async fn a_stale_releasing_append_is_fenced_out(store: SharedStore) {
+    let run = create(&store, "r", "wf", t(0)).await;
+    let old = store
+        .claim_due("w1", t(0), t(secs(30)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .expect("claimed");
+    // The lease expires and another worker takes the run over.
+    let new = store
+        .claim_due("w2", t(secs(31)), t(secs(60)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .expect("an expired lease is reclaimed");
+    // The old holder's last append: refused as a whole, the new holder's lease untouched.
+    let stale = releasing(
+        &run,
+        &old,
+        1,
+        EventKind::RunCompleted,
+        RunUpdate {
+            status: Some(RunStatus::Completed),
+            output: Some(json!(1)),
+            ..RunUpdate::default()
+        },
+    );
+    let error = store.append(stale).await.unwrap_err();
+    assert!(matches!(error, EngineError::LeaseLost { .. }), "{error}");
+    let stored = store.run(&run.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.next_seq), (RunStatus::Queued, 1));
+    assert_eq!(store.events(&run.id).await.unwrap().len(), 1);
+    assert!(
+        store
+            .claim_due("w3", t(secs(32)), t(secs(90)), 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the new holder keeps its lease"
+    );
+    assert!(
+        store.renew(&new, t(secs(70))).await.unwrap().is_some(),
+        "the new holder renews"
+    );
+    // A releasing append at a stale position is a conflict and releases nothing either.
+    let misplaced = releasing(&run, &new, 5, EventKind::RunCompleted, RunUpdate::default());
+    let error = store.append(misplaced).await.unwrap_err();
+    assert!(matches!(error, EngineError::Conflict { .. }), "{error}");
+    assert!(
+        store.renew(&new, t(secs(80))).await.unwrap().is_some(),
+        "a refused releasing append keeps the lease"
+    );
+}
+
+/// Many runs ending at once (group commit on the SQL stores writes them together): each
+/// append lands and each lease is given back.
+async fn concurrent_releasing_appends_all_land_and_release(store: SharedStore) {
+    let mut ended = Vec::new();
+    for i in 0..40 {
+        let run = create(&store, &format!("r{i:02}"), "wf", t(i)).await;
+        let Acquired::Lease(lease) = store
+            .acquire(&run.id, "w1", t(0), t(secs(30)))
+            .await
+            .unwrap()
+        else {
+            panic!("a free run is acquired");
+        };
+        ended.push((run, lease));
+    }
+    let writes = ended.iter().map(|(run, lease)| {
+        let store = store.clone();
+        // Every other run also changes a field; the rest only append.
+        let update = if run.id.as_str() < "r20" {
+            RunUpdate {
+                status: Some(RunStatus::Completed),
+                output: Some(json!(run.id.as_str())),
+                ..RunUpdate::default()
+            }
+        } else {
+            RunUpdate::default()
+        };
+        let append = releasing(run, lease, 1, EventKind::RunCompleted, update);
+        tokio::spawn(async move { store.append(append).await })
+    });
+    for result in futures::future::join_all(writes).await {
+        result.unwrap().unwrap();
+    }
+    for (run, _) in &ended {
+        let stored = store.run(&run.id).await.unwrap().unwrap();
+        assert_eq!(stored.next_seq, 2, "{}", run.id);
+        let Acquired::Lease(_) = store
+            .acquire(&run.id, "w2", t(secs(1)), t(secs(31)))
+            .await
+            .unwrap()
+        else {
+            panic!("the lease of {} was given back", run.id);
+        };
+    }
+}
+
+async fn a_release_without_a_fence_is_refused(store: SharedStore) {
+    let run = create(&store, "r", "wf", t(0)).await;
+    let mut unfenced = append(
+        &run,
+        1,
+        vec![event(EventKind::RunCompleted, None, t(1), json!({}))],
+        RunUpdate {
+            status: Some(RunStatus::Completed),
+            ..RunUpdate::default()
+        },
+    );
+    unfenced.release = true;
+    let error = store.append(unfenced).await.unwrap_err();
+    assert!(
+        matches!(&error, EngineError::Storage(e) if e.kind() == StoreErrorKind::Database),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("run `r`") && message.contains("Append::fence"),
+        "the error names the run and the fix: {message}"
+    );
+    let stored = store.run(&run.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.next_seq), (RunStatus::Queued, 1));
 }
 
 async fn cancel_requests_reach_the_lease_holder(store: SharedStore) {
@@ -3906,6 +4143,7 @@ async fn complete(store: &SharedStore, lease: &Lease, at: i64) {
                 ..RunUpdate::default()
             },
             fence: Some(lease.fence),
+            release: false,
         })
         .await
         .expect("complete the run");

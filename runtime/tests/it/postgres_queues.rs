@@ -107,6 +107,7 @@ async fn complete(store: &PostgresStore, lease: &Lease, at: DateTime<Utc>) {
                 ..RunUpdate::default()
             },
             fence: Some(lease.fence),
+            release: false,
         })
         .await
         .expect("complete the run (a run claimed twice would fail here)");
