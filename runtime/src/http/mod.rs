@@ -151,6 +151,7 @@ mod runs;
 mod schedules;
 mod server;
 mod streams;
+mod tokens;
 mod ui;
 mod usage;
 mod views;
@@ -367,7 +368,7 @@ fn build_router(
         body_timeout: options.body_timeout,
         auth_enabled: auth.is_enabled(),
         streams: streams::StreamLimits::new(shutdown),
-        auth: auth.clone(),
+        auth,
     };
     let protected = Router::new()
         .route("/workflows", get(workflows::list))
@@ -414,8 +415,10 @@ fn build_router(
         .route("/usage", get(usage::usage))
         .route("/queues", get(queues::list))
         .merge(ui::protected_routes())
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route_layer(axum::middleware::from_fn_with_state(
-            auth,
+            state.clone(),
             auth::require_bearer,
         ));
     let open = Router::new()
