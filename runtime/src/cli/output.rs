@@ -260,3 +260,23 @@ pub(super) fn print_forked_from(from: &crate::event::ForkedFrom) {
         None => println!("restarted from run {} by {}{input}", from.run_id, from.by),
     }
 }
+
+/// The lines `runs get` prints about who started a run and whom it acts for: `started by
+/// <actor>` ([`crate::identity::Actor::describe`]), then `user`, `project` and
+/// `subscriber` when set.
+pub(super) fn identity_lines(identity: &crate::identity::RunIdentity) -> Vec<String> {
+    let mut lines = vec![format!("started by {}", identity.actor.describe())];
+    if let Some(user) = &identity.user {
+        lines.push(format!("acts for user {user}"));
+    }
+    if let Some(project) = &identity.project {
+        lines.push(format!("project {project}"));
+    }
+    if let Some(subscriber) = &identity.subscriber {
+        lines.push(format!(
+            "subscriber {} (subscription {})",
+            subscriber.user, subscriber.subscription
+        ));
+    }
+    lines
+}
