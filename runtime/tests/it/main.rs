@@ -22,6 +22,7 @@ mod metrics;
 mod pause_run;
 mod payload_limits;
 mod poison;
+mod principals;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
