@@ -81,7 +81,7 @@ fn note(text: &str) -> Note {
 async fn code_child_and_event_actors(store: SharedStore) {
     let engine = engine(store);
     let parent = engine.start(&pr_parent, note("hi")).await.unwrap();
-    let output = run_to_end(&engine, &parent).await;
+    engine.execute(&parent).await.unwrap();
     let parent_identity = identity(&engine, &parent).await;
     assert_eq!(parent_identity.actor, Actor::Code);
     assert_eq!(parent_identity.user, None);
@@ -89,6 +89,8 @@ async fn code_child_and_event_actors(store: SharedStore) {
     let record = engine.get_run(&parent).await.unwrap();
     let links = reprise::run_links_of(&record, &engine.events(&parent).await.unwrap());
     let child = &links.children[0].run_id;
+    run_to_end(&engine, child).await;
+    let output = run_to_end(&engine, &parent).await;
     assert_eq!(
         identity(&engine, child).await.actor,
         Actor::Run {
