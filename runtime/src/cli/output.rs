@@ -280,3 +280,34 @@ pub(super) fn identity_lines(identity: &crate::identity::RunIdentity) -> Vec<Str
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Actor, RunIdentity};
+
+    #[test]
+    fn runs_get_says_who_started_the_run_and_for_whom() {
+        let identity = RunIdentity {
+            actor: Actor::Principal {
+                name: "ada".into(),
+                token: Some("ci".into()),
+            },
+            user: Some("ada".into()),
+            project: Some("web".into()),
+            subscriber: None,
+        };
+        assert_eq!(
+            identity_lines(&identity),
+            [
+                "started by principal ada (token ci)",
+                "acts for user ada",
+                "project web"
+            ]
+        );
+        assert_eq!(
+            identity_lines(&RunIdentity::unrecorded()),
+            ["started by not recorded"]
+        );
+    }
+}

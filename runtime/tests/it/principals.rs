@@ -285,6 +285,31 @@ async fn named_tokens_over_http(store: SharedStore) {
     let (status, body) = post(base, &format!("/runs/{nap}/cancel"), Some(&dash), json!(null)).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(body["error"].as_str().unwrap().contains("`operate`"), "{body}");
+    // The web UI's login takes a named token; a read token gives a read-only UI.
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("{base}/ui/login"))
+        .json(&json!({"token": dash}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::NO_CONTENT);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = client
+        .get(format!("{base}/ui/runs/{nap}"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let cancel = client
+        .post(format!("{base}/runs/{nap}/cancel"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), StatusCode::FORBIDDEN, "the UI's cancel button");
     let (status, runs) = get(base, "/runs", Some(&dash)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(runs.as_array().unwrap().len(), 2);
