@@ -198,7 +198,7 @@ pub(crate) enum WorkflowsCommand {
     /// List the registered workflows.
     List,
     /// Start a run and drive it to its end, then print its output and step table.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print a workflow's input and output JSON Schemas.
     Schema {
         /// The workflow's slug.

@@ -608,7 +608,7 @@ async fn dispatch(
             output::print_workflows(engine, &paused);
             Ok(EXIT_COMPLETED)
         }
-        Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, args).await,
+        Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, *args).await,
         Command::Workflows(WorkflowsCommand::Schema { slug }) => {
             let entry = engine.workflow(&slug)?;
             let schemas = json!({ "input": entry.input_schema(), "output": entry.output_schema() });

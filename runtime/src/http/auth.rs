@@ -274,7 +274,10 @@ mod tests {
         assert_eq!(required_scope(&get, "/ui/runs/x"), ApiScope::Read);
         assert_eq!(required_scope(&post, "/workflows/signup"), ApiScope::Start);
         assert_eq!(required_scope(&post, "/events"), ApiScope::Start);
-        assert_eq!(required_scope(&post, "/workflows/signup/pause"), ApiScope::Operate);
+        assert_eq!(
+            required_scope(&post, "/workflows/signup/pause"),
+            ApiScope::Operate
+        );
         assert_eq!(required_scope(&post, "/runs/x/cancel"), ApiScope::Operate);
         assert_eq!(required_scope(&post, "/runs/x/fork"), ApiScope::Operate);
         assert_eq!(required_scope(&post, "/schedules"), ApiScope::Operate);
@@ -283,8 +286,14 @@ mod tests {
         assert_eq!(required_scope(&delete, "/tokens/ci"), ApiScope::Admin);
         assert_eq!(required_scope(&get, "/credentials"), ApiScope::Admin);
         assert_eq!(required_scope(&post, "/subscriptions"), ApiScope::Admin);
-        assert_eq!(required_scope(&delete, "/subscriptions/s1"), ApiScope::Admin);
-        assert_eq!(required_scope(&post, "/subscriptions/s1/pause"), ApiScope::Operate);
+        assert_eq!(
+            required_scope(&delete, "/subscriptions/s1"),
+            ApiScope::Admin
+        );
+        assert_eq!(
+            required_scope(&post, "/subscriptions/s1/pause"),
+            ApiScope::Operate
+        );
         assert_eq!(required_scope(&get, "/subscriptions"), ApiScope::Read);
     }
 

@@ -24,8 +24,8 @@ use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
-    AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams, tokens,
-    usage, webhooks, workflows,
+    AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams,
+    tokens, usage, webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
 

@@ -636,9 +636,7 @@ pub(crate) async fn restart(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Forked>), ApiError> {
-    let options = ForkOptions::restart()
-        .by(caller.by())
-        .actor(caller.actor());
+    let options = ForkOptions::restart().by(caller.by()).actor(caller.actor());
     let forked = state.engine.fork_run(&RunId(id), options).await?;
     Ok((StatusCode::CREATED, Json(forked.into())))
 }

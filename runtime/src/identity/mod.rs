@@ -326,6 +326,10 @@ mod tests {
             user: Some("a b".into()),
             ..IdentityRequest::default()
         };
-        assert!(bad.resolve(|| Actor::Code, None).unwrap_err().contains("user"));
+        assert!(
+            bad.resolve(|| Actor::Code, None)
+                .unwrap_err()
+                .contains("user")
+        );
     }
 }

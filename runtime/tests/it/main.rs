@@ -22,11 +22,11 @@ mod metrics;
 mod pause_run;
 mod payload_limits;
 mod poison;
-mod principals;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_queues;
+mod principals;
 mod queues;
 mod queues_http;
 mod registry;

@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use reprise::RunId;
+use reprise::event::RunFilter;
 use reprise::http::{HttpOptions, serve};
 use reprise::identity::tokens::{self, ApiScope};
 use reprise::identity::{Actor, RunRelation};
 use reprise::prelude::*;
 use reprise::store::SharedStore;
-use reprise::RunId;
-use reprise::event::RunFilter;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Digest;
@@ -142,7 +142,10 @@ async fn code_child_and_emitted_event_runs_record_their_actor_sqlite() {
 }
 
 /// A server on 127.0.0.1:0 for `engine`; its base URL and the sender that stops it.
-async fn server(engine: &Engine, token: Option<&str>) -> (String, tokio::sync::oneshot::Sender<()>) {
+async fn server(
+    engine: &Engine,
+    token: Option<&str>,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -194,7 +197,13 @@ async fn post(base: &str, path: &str, token: Option<&str>, body: Value) -> (Stat
 }
 
 /// `POST /tokens` with the master token; the new token.
-async fn create_token(base: &str, master: &str, name: &str, principal: &str, scope: &str) -> String {
+async fn create_token(
+    base: &str,
+    master: &str,
+    name: &str,
+    principal: &str,
+    scope: &str,
+) -> String {
     let (status, body) = post(
         base,
         "/tokens",
@@ -227,7 +236,10 @@ async fn named_tokens_over_http(store: SharedStore) {
         serde_json::to_string(&store.documents("api_token_name", "").await.unwrap()).unwrap()
     );
     for token in [&ci, &dash, &ops] {
-        assert!(!stored.contains(token.as_str()), "a token is stored in clear");
+        assert!(
+            !stored.contains(token.as_str()),
+            "a token is stored in clear"
+        );
         let digest = reprise_hex(&sha2::Sha256::digest(token.as_bytes()));
         assert!(documents.iter().any(|d| d.key == digest));
     }
@@ -263,15 +275,27 @@ async fn named_tokens_over_http(store: SharedStore) {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("`admin`"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`admin`"),
+        "{body}"
+    );
 
     // A read token cannot start or cancel, and is told what is needed.
     let (status, body) = post(base, "/workflows/pr-nap", Some(&dash), json!({"text": "x"})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["code"], "forbidden");
     let error = body["error"].as_str().unwrap();
-    assert!(error.contains("`start`") && error.contains("`read`"), "{error}");
-    let (status, body) = post(base, "/workflows/pr-nap", Some(master), json!({"text": "z"})).await;
+    assert!(
+        error.contains("`start`") && error.contains("`read`"),
+        "{error}"
+    );
+    let (status, body) = post(
+        base,
+        "/workflows/pr-nap",
+        Some(master),
+        json!({"text": "z"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let nap = body["run_id"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -282,9 +306,18 @@ async fn named_tokens_over_http(store: SharedStore) {
         },
         "the configured token is principal api"
     );
-    let (status, body) = post(base, &format!("/runs/{nap}/cancel"), Some(&dash), json!(null)).await;
+    let (status, body) = post(
+        base,
+        &format!("/runs/{nap}/cancel"),
+        Some(&dash),
+        json!(null),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("`operate`"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`operate`"),
+        "{body}"
+    );
     // The web UI's login takes a named token; a read token gives a read-only UI.
     let client = reqwest::Client::new();
     let login = client
@@ -309,7 +342,11 @@ async fn named_tokens_over_http(store: SharedStore) {
         .send()
         .await
         .unwrap();
-    assert_eq!(cancel.status(), StatusCode::FORBIDDEN, "the UI's cancel button");
+    assert_eq!(
+        cancel.status(),
+        StatusCode::FORBIDDEN,
+        "the UI's cancel button"
+    );
     let (status, runs) = get(base, "/runs", Some(&dash)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(runs.as_array().unwrap().len(), 2);
@@ -317,7 +354,13 @@ async fn named_tokens_over_http(store: SharedStore) {
     assert_eq!(status, StatusCode::FORBIDDEN, "tokens need admin");
 
     // Restart and fork record the caller as the actor.
-    let (status, body) = post(base, &format!("/runs/{id}/restart"), Some(&ops), json!(null)).await;
+    let (status, body) = post(
+        base,
+        &format!("/runs/{id}/restart"),
+        Some(&ops),
+        json!(null),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let restarted = RunId(body["run_id"].as_str().unwrap().to_owned());
     assert_eq!(body["forked_from"]["by"], "api:olga");
@@ -372,7 +415,12 @@ async fn named_tokens_over_http(store: SharedStore) {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["ci", "dash", "ops"]);
-    assert!(list.as_array().unwrap().iter().all(|t| t.get("token").is_none()));
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("token").is_none())
+    );
     let (status, body) = call(
         reqwest::Method::DELETE,
         format!("{base}/tokens/dash"),
@@ -438,7 +486,13 @@ async fn an_open_api_records_a_named_token_and_refuses_a_revoked_one() {
             token: None
         }
     );
-    let (status, body) = post(&base, "/workflows/pr-who", Some(&new.token), json!({"text": "x"})).await;
+    let (status, body) = post(
+        &base,
+        "/workflows/pr-who",
+        Some(&new.token),
+        json!({"text": "x"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let named = RunId(body["run_id"].as_str().unwrap().to_owned());
     assert_eq!(
@@ -448,11 +502,31 @@ async fn an_open_api_records_a_named_token_and_refuses_a_revoked_one() {
             token: Some("bot".into())
         }
     );
-    let (status, _) = post(&base, "/runs/purge", Some(&new.token), json!({"before": "1d"})).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "its scope holds also without a configured token");
+    let (status, _) = post(
+        &base,
+        "/runs/purge",
+        Some(&new.token),
+        json!({"before": "1d"}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "its scope holds also without a configured token"
+    );
     assert!(tokens::revoke(store.as_ref(), "bot").await.unwrap());
-    let (status, _) = post(&base, "/workflows/pr-who", Some(&new.token), json!({"text": "x"})).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoked token is refused");
+    let (status, _) = post(
+        &base,
+        "/workflows/pr-who",
+        Some(&new.token),
+        json!({"text": "x"}),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token is refused"
+    );
 }
 
 /// `reprise <args>` on the SQLite database `db` (in this process); the exit code.
@@ -485,9 +559,7 @@ async fn the_cli_records_its_user_and_manages_tokens() {
     bad.extend(["--project", "x/y"]);
     assert_eq!(cli(&db, &bad).await, 2, "a bad --project is a usage error");
 
-    let engine = engine(Arc::new(
-        reprise::store::SqliteStore::open(&db).unwrap(),
-    ));
+    let engine = engine(Arc::new(reprise::store::SqliteStore::open(&db).unwrap()));
     let runs = engine.list_runs(&RunFilter::default()).await.unwrap();
     assert_eq!(runs.len(), 1, "the bad ids started nothing");
     let id = runs[0].id.clone();
@@ -504,11 +576,33 @@ async fn the_cli_records_its_user_and_manages_tokens() {
     assert!(matches!(recorded.actor, Actor::Cli { .. }), "{recorded:?}");
     assert_eq!(recorded.user.as_deref(), Some("ada"));
 
-    let create = ["tokens", "create", "--name", "ci", "--principal", "ada", "--scope", "start"];
+    let create = [
+        "tokens",
+        "create",
+        "--name",
+        "ci",
+        "--principal",
+        "ada",
+        "--scope",
+        "start",
+    ];
     assert_eq!(cli(&db, &create).await, 0);
     assert_eq!(cli(&db, &create).await, 2, "a taken name");
     assert_eq!(
-        cli(&db, &["tokens", "create", "--name", "x", "--principal", "ada", "--scope", "root"]).await,
+        cli(
+            &db,
+            &[
+                "tokens",
+                "create",
+                "--name",
+                "x",
+                "--principal",
+                "ada",
+                "--scope",
+                "root"
+            ]
+        )
+        .await,
         2,
         "an unknown scope"
     );
@@ -520,6 +614,10 @@ async fn the_cli_records_its_user_and_manages_tokens() {
     assert!(listed[0].created_by.starts_with("cli:"));
     assert_eq!(cli(&db, &["tokens", "list"]).await, 0);
     assert_eq!(cli(&db, &["tokens", "revoke", "ci"]).await, 0);
-    assert_eq!(cli(&db, &["tokens", "revoke", "ci"]).await, 2, "nothing to revoke");
+    assert_eq!(
+        cli(&db, &["tokens", "revoke", "ci"]).await,
+        2,
+        "nothing to revoke"
+    );
     assert!(tokens::list(store.as_ref()).await.unwrap().is_empty());
 }

@@ -80,12 +80,9 @@ pub(crate) async fn submit(
             "send {\"token\": \"<the API token>\"} as JSON",
         ));
     };
-    let caller = super::super::auth::caller_of(
-        &state.auth,
-        state.engine.store().as_ref(),
-        token.as_bytes(),
-    )
-    .await?;
+    let caller =
+        super::super::auth::caller_of(&state.auth, state.engine.store().as_ref(), token.as_bytes())
+            .await?;
     if caller.is_none() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
