@@ -70,7 +70,8 @@ pub(crate) async fn form(
 }
 
 /// `POST /ui/login` with `{"token": "…"}`: 204 setting the cookie when the token is the
-/// API's or a named token (whose scope then limits what the UI may do); 401 otherwise; 400 for a body without a `token` string.
+/// API's or a named token (whose scope then limits what the UI may do); 401 otherwise;
+/// 400 for a body without a `token` string.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
