@@ -46,7 +46,13 @@ fn runs_get_shows_who_started_the_run_and_for_whom() {
     );
 
     let (code, out, err) = run(app(&db).args([
-        "workflows", "run", "file-digest", "--input", &input, "--user", "not ok",
+        "workflows",
+        "run",
+        "file-digest",
+        "--input",
+        &input,
+        "--user",
+        "not ok",
     ]));
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("--user"), "{err}");
@@ -73,13 +79,23 @@ fn tokens_are_printed_once_and_listed_without_the_token() {
         .to_owned();
     let (code, out, err) = run(app(&db).args(["tokens", "list"]));
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("ci") && out.contains("ada") && out.contains("start"), "{out}");
+    assert!(
+        out.contains("ci") && out.contains("ada") && out.contains("start"),
+        "{out}"
+    );
     assert!(!out.contains(&token), "the list never shows the token");
     let (code, out, err) = run(app(&db).args(["tokens", "list", "--json"]));
     assert_eq!(code, 0, "{out}{err}");
     assert!(!out.contains(&token));
     let (code, _, err) = run(app(&db).args([
-        "tokens", "create", "--name", "ci", "--principal", "bob", "--scope", "read",
+        "tokens",
+        "create",
+        "--name",
+        "ci",
+        "--principal",
+        "bob",
+        "--scope",
+        "read",
     ]));
     assert_eq!(code, 2, "a taken name");
     assert!(err.contains("exists already"), "{err}");
