@@ -155,7 +155,7 @@ pub use engine::{
 };
 pub use engine::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks, run_links_of};
 pub use engine::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart, started_by_event};
-pub use engine::{ForkOptions, ForkedRun, forked_from};
+pub use engine::{ForkOptions, ForkedRun, forked_from, identity_of};
 /// Token usage and cost from the event log (see [`cost`] for prices).
 pub use engine::{ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost};
 /// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).

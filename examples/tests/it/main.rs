@@ -21,6 +21,7 @@ mod operator;
 mod pause_cli;
 mod payload_cli;
 mod poison_cli;
+mod principals_cli;
 mod purge_cli;
 mod queues_cli;
 mod queues_testenv;

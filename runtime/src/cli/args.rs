@@ -134,6 +134,10 @@ pub(crate) enum Command {
     /// has admitted and running, and how many wait.
     #[command(subcommand)]
     Queues(super::queues::QueuesCommand),
+    /// Manage named API tokens: each carries a principal (recorded as the actor of the
+    /// runs it starts) and a scope (read, start, operate, admin).
+    #[command(subcommand)]
+    Tokens(super::tokens::TokensCommand),
 }
 
 /// `dev`'s options.
@@ -194,7 +198,7 @@ pub(crate) enum WorkflowsCommand {
     /// List the registered workflows.
     List,
     /// Start a run and drive it to its end, then print its output and step table.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print a workflow's input and output JSON Schemas.
     Schema {
         /// The workflow's slug.
@@ -304,6 +308,24 @@ pub(crate) struct RunArgs {
     /// with `--json`).
     #[arg(long, value_name = "ID", conflicts_with_all = ["key", "idempotency_key"])]
     pub(crate) dedup: Option<String>,
+    /// The user the run acts for (its credentials are looked up for `user:<id>` first): 1
+    /// to 128 ASCII letters, digits, `-`, `_`, `.`, `@`. The run's actor is the OS user.
+    #[arg(long, value_name = "ID", value_parser = parse_user)]
+    pub(crate) user: Option<String>,
+    /// The run's project (credentials are looked up for `project:<id>` next); same rules
+    /// as `--user`. Default: the engine's project (`REPRISE_PROJECT`).
+    #[arg(long, value_name = "ID", value_parser = parse_project)]
+    pub(crate) project: Option<String>,
+}
+
+/// `--user`: a user id ([`crate::identity::Scope::parse`]'s rules).
+fn parse_user(text: &str) -> Result<String, String> {
+    crate::identity::Scope::parse(&format!("user:{text}")).map(|_| text.to_owned())
+}
+
+/// `--project`: a project id ([`crate::identity::Scope::parse`]'s rules).
+fn parse_project(text: &str) -> Result<String, String> {
+    crate::identity::Scope::parse(&format!("project:{text}")).map(|_| text.to_owned())
 }
 
 /// `--delay`: a humantime duration.

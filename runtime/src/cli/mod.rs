@@ -56,6 +56,7 @@ mod purge;
 mod queues;
 mod schedules;
 mod serve;
+mod tokens;
 mod watch;
 
 use std::ffi::OsString;
@@ -262,6 +263,7 @@ fn is_read_only(command: &Command) -> bool {
         ) | Command::Workflows(
             WorkflowsCommand::Check { .. } | WorkflowsCommand::Graph { run: Some(_), .. }
         ) | Command::Queues(_)
+            | Command::Tokens(tokens::TokensCommand::List { .. })
     )
 }
 
@@ -489,6 +491,7 @@ async fn dispatch(
         ) => messages::dispatch(engine, command).await,
         Command::Events(command) => events::dispatch(engine, command).await,
         Command::Queues(command) => queues::dispatch(engine, command).await,
+        Command::Tokens(command) => tokens::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;
@@ -583,14 +586,18 @@ async fn dispatch(
             input,
             json,
         }) => {
-            let mut options = crate::ForkOptions::from_step(from).by(cli_user());
+            let mut options = crate::ForkOptions::from_step(from)
+                .by(cli_user())
+                .actor(crate::identity::Actor::cli_user());
             if let Some(input) = input {
                 options = options.input(read_json(&input, "--input")?);
             }
             fork_run(engine, RunId(id), options, json).await
         }
         Command::Runs(RunsCommand::Restart { id, input, json }) => {
-            let mut options = crate::ForkOptions::restart().by(cli_user());
+            let mut options = crate::ForkOptions::restart()
+                .by(cli_user())
+                .actor(crate::identity::Actor::cli_user());
             if let Some(input) = input {
                 options = options.input(read_json(&input, "--input")?);
             }
@@ -601,7 +608,7 @@ async fn dispatch(
             output::print_workflows(engine, &paused);
             Ok(EXIT_COMPLETED)
         }
-        Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, args).await,
+        Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, *args).await,
         Command::Workflows(WorkflowsCommand::Schema { slug }) => {
             let entry = engine.workflow(&slug)?;
             let schemas = json!({ "input": entry.input_schema(), "output": entry.output_schema() });
@@ -723,6 +730,7 @@ async fn dispatch(
             let steps = summarize_steps(&events);
             let hooks = engine.open_hooks(&id).await?;
             let forked_from = crate::forked_from(&events);
+            let identity = crate::identity_of(&events);
             let links = crate::run_links_of(&record, &events);
             let tags = crate::tags::tags_of(&events);
             let cost =
@@ -731,7 +739,7 @@ async fn dispatch(
                 let usage = crate::engine::token_usage(&events);
                 let mut body = json!({
                     "run": record, "steps": steps, "open_hooks": hooks, "usage": usage,
-                    "tags": tags,
+                    "tags": tags, "identity": identity,
                 });
                 if let Some((cost, unpriced)) = cost {
                     body["cost_usd"] = json!(cost);
@@ -757,6 +765,9 @@ async fn dispatch(
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
+                for line in output::identity_lines(&identity) {
+                    println!("{line}");
+                }
                 if let Some(key) = crate::engine::key_of(&events) {
                     println!("business key: {key}");
                 }
@@ -862,7 +873,13 @@ fn read_json(text: &str, flag: &str) -> Result<Value, EngineError> {
 
 async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError> {
     let input = read_json(&args.input, "--input")?;
-    let mut options = crate::StartOptions::new();
+    let mut options = crate::StartOptions::new().actor(crate::identity::Actor::cli_user());
+    if let Some(user) = &args.user {
+        options = options.user(user.clone());
+    }
+    if let Some(project) = &args.project {
+        options = options.project(project.clone());
+    }
     let start_at = match (args.delay, args.start_at) {
         (Some(delay), _) => Some(
             crate::engine::delay_from("--delay", engine.now(), delay)

@@ -44,7 +44,7 @@ pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use failure::FailedRun;
-pub use fork_run::{ForkOptions, ForkedRun, forked_from};
+pub use fork_run::{ForkOptions, ForkedRun, forked_from, identity_of};
 pub(crate) use idempotent::check_idempotency_key;
 pub use keys::key_of;
 pub use pause::{PauseOutcome, UnpausedRun};

@@ -52,6 +52,7 @@
 //! | `GET /metrics` | 200 OpenMetrics text (`application/openmetrics-text`), names prefixed `reprise_` (see [`crate::metrics`]) | 503 store failure |
 //! | `GET /usage?since=&until=&workflow=` | 200 `{"rows":[{"day","workflow","model","requests","prompt_tokens","completion_tokens","total_tokens","cached_tokens"?,"cost_usd"}],"requests","usage","cost_usd","unpriced_models","runs_scanned"}`: model requests' tokens and cost by day (UTC), workflow and model; `since`/`until` RFC 3339 or an age (`7d`) | 400 bad time |
 //! | `POST /schedules/{name}/backfill` (`{"from","to"}`, RFC 3339) | 200 `{"schedule","ticks","started","existing"}`: each tick's run once, also when repeated | 400 bad range, 404 |
+//! | `POST /tokens` (`{"name","principal","scope"}`), `GET /tokens`, `DELETE /tokens/{name}` (admin scope) | 201 `{"name","principal","scope","created_at","created_by","token"}` (`token` shown this once) / 200 the tokens by name (never the tokens) / 200 `{"name","revoked":true}` | 400 bad body, name, principal or scope; 409 `token_name_taken`; 404 `unknown_token` |
 //! | `GET /ui`, `/ui/runs/{id}`, `/ui/runs/{id}/graph`, `/ui/workflows`, `/ui/workflows/{slug}`, `/ui/queues` | 200 the web UI's pages (HTML; assets under `/ui/assets/`) | 404 HTML page for unknown runs, workflows and pages; 303 to `/ui/login` without the token |
 //! | `POST /ui/login` (`{"token"}`), `POST /ui/logout` | 204 setting / clearing the UI's token cookie | 401 not the API token |
 //!
@@ -133,6 +134,20 @@
 //! open for the services that call them. Without a token, anyone who can reach the port
 //! can start and cancel runs: `dev` warns when it listens on a non-loopback address
 //! without one.
+//!
+//! Named API tokens ([`crate::identity::tokens`]; `tokens create`, `POST /tokens`) are
+//! accepted beside the configured one, in the header and by the UI's login: each names a
+//! principal, recorded as the actor of the runs it starts, forks and restarts
+//! (`{"type": "principal", "name", "token"}`), and a scope. The configured token is
+//! principal `api` with every scope; so is a request to an API without a configured token
+//! (which stays open), unless it presents a named token: that is still checked (401 when
+//! unknown or revoked) and its scope holds. Scopes, each including the ones before:
+//! `read` (every `GET`, the web UI's pages), `start` (`POST /workflows/{slug}`, `POST
+//! /events`), `operate` (every other `POST`/`PUT`/`PATCH`/`DELETE`: cancel, retry,
+//! pause, unpause, fork, restart, signals, updates, schedules, pausing a subscription),
+//! `admin` (`/tokens`, `/credentials`, creating and deleting subscriptions, `POST
+//! /runs/purge`, and `?user=` naming another user than the caller). Too low a scope is
+//! 403 `forbidden`, naming the scope needed and the token's.
 
 mod auth;
 mod body;
@@ -151,6 +166,7 @@ mod runs;
 mod schedules;
 mod server;
 mod streams;
+mod tokens;
 mod ui;
 mod usage;
 mod views;
@@ -367,7 +383,7 @@ fn build_router(
         body_timeout: options.body_timeout,
         auth_enabled: auth.is_enabled(),
         streams: streams::StreamLimits::new(shutdown),
-        auth: auth.clone(),
+        auth,
     };
     let protected = Router::new()
         .route("/workflows", get(workflows::list))
@@ -414,8 +430,10 @@ fn build_router(
         .route("/usage", get(usage::usage))
         .route("/queues", get(queues::list))
         .merge(ui::protected_routes())
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route_layer(axum::middleware::from_fn_with_state(
-            auth,
+            state.clone(),
             auth::require_bearer,
         ));
     let open = Router::new()

@@ -24,8 +24,8 @@ use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
-    AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams, usage,
-    webhooks, workflows,
+    AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams,
+    tokens, usage, webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
 
@@ -80,6 +80,9 @@ use crate::registry::WorkflowEntry;
         messages::update,
         messages::state,
         messages::state_key,
+        tokens::create,
+        tokens::list,
+        tokens::revoke,
     ),
     components(schemas(
         ErrorBody,
@@ -110,7 +113,9 @@ use crate::registry::WorkflowEntry;
         messages::UpdateReply,
         events::EmitBody,
         events::EmittedView,
-        queues::QueueView
+        queues::QueueView,
+        tokens::TokenView,
+        tokens::Revoked
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
@@ -118,6 +123,7 @@ use crate::registry::WorkflowEntry;
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "events", description = "Emitting events to waiting runs and `on_event` workflows"),
+        (name = "tokens", description = "Named API tokens with a principal and a scope (admin scope)"),
         (name = "meta", description = "This document"),
         (name = "queues", description = "Flow-control queues: their limits, admitted and waiting runs"),
         (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),

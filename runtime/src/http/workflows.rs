@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,11 +14,13 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::auth::Caller;
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::views::RunState;
 use crate::engine::{StartOptions, delay_from, parse_delay, parse_start_at};
 use crate::event::{RunStatus, Trigger};
+use crate::identity::tokens::ApiScope;
 
 /// The longest `?wait=` accepted.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -134,6 +136,15 @@ pub(crate) struct StartQuery {
     /// `Idempotency-Key`.
     #[param(example = "nightly-2026-12-06")]
     dedup: Option<String>,
+    /// The user the run acts for (credentials are looked up for `user:<id>` first):
+    /// 1 to 128 bytes of ASCII letters, digits, `-`, `_`, `.` and `@`. Default: none.
+    /// Another user than the caller's own principal needs the `admin` scope (403 without).
+    #[param(example = "ada")]
+    user: Option<String>,
+    /// The run's project (credentials are looked up for `project:<id>` next); same rules
+    /// as `user`. Default: the engine's project (`REPRISE_PROJECT`).
+    #[param(example = "billing")]
+    project: Option<String>,
 }
 
 impl StartQuery {
@@ -199,6 +210,12 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// (its `wake_at`; `run_created` records the requested time): no worker takes it before.
 /// A time in the past starts at once. Combines with `Idempotency-Key`.
 ///
+/// The run records its actor (`run_created`'s `identity`): `{"type": "principal", "name",
+/// "token"?}`, the caller's principal (`api` for the configured bearer token or no
+/// authentication, else the named token's principal and the token's name). `?user=` and
+/// `?project=` set whom it acts for; another user than the caller's principal needs the
+/// `admin` scope.
+///
 /// With `?key=order-42` (a business key), at most one run of the workflow holds the key:
 /// 201 `{"run_id", "status", "created": true}` when this request created it, 200 with that
 /// run and `"created": false` when one already held it (whatever its input).
@@ -228,7 +245,7 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 201, description = "With `key`: the run was created (`created: true`)", body = RunState),
         (status = 400, description = "The body is not JSON, or `wait` or `delay` is not a duration, or `start_at` is not an RFC 3339 time, or both `delay` and `start_at` are given, or the idempotency key is malformed, or the queue is unknown, or the queue's key pointer is missing from the input, or `priority` is not an integer (nothing is created)", body = ErrorBody),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
-        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
+        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`); or the caller's token lacks the `start` scope, or `user` names another user than the caller and its token lacks `admin` (`forbidden`, naming the scope needed)", body = ErrorBody),
         (status = 404, description = "No workflow has this slug", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "The idempotency key started a run with another input (`idempotency_conflict`)", body = ErrorBody),
@@ -241,11 +258,28 @@ pub(crate) async fn start(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     Query(query): Query<StartQuery>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     JsonBody(input): JsonBody,
 ) -> Result<Response, ApiError> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let mut options = StartOptions::new();
+    let mut options = StartOptions::new().actor(caller.actor());
+    if let Some(user) = query.user.as_deref().filter(|u| !u.is_empty()) {
+        crate::identity::Scope::parse(&format!("user:{user}"))
+            .map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
+        if user != caller.principal {
+            caller.require(
+                ApiScope::Admin,
+                &format!("starting a run for another user (`user={user}`)"),
+            )?;
+        }
+        options = options.user(user);
+    }
+    if let Some(project) = query.project.as_deref().filter(|p| !p.is_empty()) {
+        crate::identity::Scope::parse(&format!("project:{project}"))
+            .map_err(|e| ApiError::bad_request(format!("`project`: {e}")))?;
+        options = options.project(project);
+    }
     if let Some(at) = start_time(&state, &query)? {
         options = options.start_at(at);
     }

@@ -15,6 +15,7 @@
 //! identities were have none: their actor reads as [`Actor::Unrecorded`].
 
 mod scope;
+pub mod tokens;
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;

@@ -26,6 +26,7 @@ mod poison;
 mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_queues;
+mod principals;
 mod queues;
 mod queues_http;
 mod registry;
