@@ -107,6 +107,7 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::UnknownWorkflow(_)
         | EngineError::UnknownRun(_)
         | EngineError::UnknownHook
+        | EngineError::UnknownSubscription(_)
         | EngineError::Config(_)
         | EngineError::InvalidState { .. }
         | EngineError::Serde(_)
