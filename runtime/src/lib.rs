@@ -78,10 +78,10 @@ mod fan_out;
 pub mod graph;
 mod hex;
 mod history;
-pub mod identity;
 mod hook_token;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod identity;
 mod live;
 pub mod llm;
 pub mod message;

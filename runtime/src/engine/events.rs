@@ -251,9 +251,11 @@ impl Engine {
                 })
                 .await;
             match started {
-                Ok(runs) => emitted
-                    .started
-                    .extend(runs.into_iter().filter(|(_, created)| *created).map(|(run, _)| run)),
+                Ok(runs) => emitted.started.extend(
+                    runs.into_iter()
+                        .filter(|(_, created)| *created)
+                        .map(|(run, _)| run),
+                ),
                 Err(EngineError::Schema(violation)) => {
                     let reason = violation.to_string();
                     tracing::warn!(

@@ -202,10 +202,13 @@ impl Engine {
                 queue: record.queue.clone().map(Box::new),
                 // A fork acts for the original's user, project and subscriber.
                 identity: Some(Box::new(crate::identity::RunIdentity {
-                    actor: options.actor.clone().unwrap_or(crate::identity::Actor::Run {
-                        run_id: original.id.to_string(),
-                        relation: crate::identity::RunRelation::Forked,
-                    }),
+                    actor: options
+                        .actor
+                        .clone()
+                        .unwrap_or(crate::identity::Actor::Run {
+                            run_id: original.id.to_string(),
+                            relation: crate::identity::RunRelation::Forked,
+                        }),
                     ..inherited
                 })),
             },

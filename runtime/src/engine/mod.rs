@@ -433,8 +433,9 @@ impl EngineBuilder {
     pub fn project(mut self, project: impl Into<String>) -> Self {
         let project = project.into();
         if let Err(message) = crate::identity::Scope::parse(&format!("project:{project}")) {
-            self.error
-                .get_or_insert(EngineError::Config(format!("EngineBuilder::project: {message}")));
+            self.error.get_or_insert(EngineError::Config(format!(
+                "EngineBuilder::project: {message}"
+            )));
         }
         self.default_project = Some(project);
         self
@@ -878,8 +879,11 @@ impl Engine {
         trigger: Trigger,
         options: &StartOptions,
     ) -> Result<(RunRecord, NewEvent), EngineError> {
-        let (start_at, traceparent, queue) =
-            (options.start_at, options.traceparent.clone(), &options.queue);
+        let (start_at, traceparent, queue) = (
+            options.start_at,
+            options.traceparent.clone(),
+            &options.queue,
+        );
         let identity = options
             .identity
             .resolve(

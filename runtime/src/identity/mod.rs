@@ -333,6 +333,10 @@ mod tests {
             user: Some("a b".into()),
             ..IdentityRequest::default()
         };
-        assert!(bad.resolve(|| Actor::Code, None).unwrap_err().contains("user"));
+        assert!(
+            bad.resolve(|| Actor::Code, None)
+                .unwrap_err()
+                .contains("user")
+        );
     }
 }

@@ -183,10 +183,7 @@ impl Engine {
             .and_then(|(_, subscription)| Ok(subscription))
     }
 
-    async fn subscription_document(
-        &self,
-        id: &str,
-    ) -> Result<(String, Subscription), EngineError> {
+    async fn subscription_document(&self, id: &str) -> Result<(String, Subscription), EngineError> {
         check_id(id)?;
         let suffix = format!("/{id}");
         let document = self
@@ -248,7 +245,11 @@ impl Engine {
     /// [`EngineError::UnknownSubscription`]; [`EngineError::InvalidRequest`] when the
     /// subscription is of another workflow or paused; [`EngineError::Schema`] when its
     /// config no longer fits the workflow's subscription schema; store failures.
-    pub async fn subscriber_for(&self, workflow: &str, id: &str) -> Result<Subscriber, EngineError> {
+    pub async fn subscriber_for(
+        &self,
+        workflow: &str,
+        id: &str,
+    ) -> Result<Subscriber, EngineError> {
         let subscription = self.subscription(id).await?;
         if subscription.workflow != workflow {
             return Err(EngineError::InvalidRequest(format!(

@@ -1047,7 +1047,13 @@ async fn fire_tick(
     let key = schedule_run_key(&row.name, tick);
     let options = schedule_options(&row.name, tick);
     match engine
-        .start_occurrence(&spec.workflow, spec.input.clone(), Trigger::Cron, &key, options)
+        .start_occurrence(
+            &spec.workflow,
+            spec.input.clone(),
+            Trigger::Cron,
+            &key,
+            options,
+        )
         .await
     {
         Ok(runs) => {

@@ -1989,7 +1989,10 @@ async fn documents_round_trip_by_mode_and_prefix(store: SharedStore) {
     use reprise::store::Put;
     let t0 = t(1_000_000);
     let t1 = t(61_000_000);
-    assert_eq!(store.document("credential", "org/github").await.unwrap(), None);
+    assert_eq!(
+        store.document("credential", "org/github").await.unwrap(),
+        None
+    );
     // Replace needs an existing document; Create needs none.
     assert!(
         !store
@@ -1999,13 +2002,25 @@ async fn documents_round_trip_by_mode_and_prefix(store: SharedStore) {
     );
     assert!(
         store
-            .put_document("credential", "org/github", &json!({"v": 1}), Put::Create, t0)
+            .put_document(
+                "credential",
+                "org/github",
+                &json!({"v": 1}),
+                Put::Create,
+                t0
+            )
             .await
             .unwrap()
     );
     assert!(
         !store
-            .put_document("credential", "org/github", &json!({"v": 2}), Put::Create, t1)
+            .put_document(
+                "credential",
+                "org/github",
+                &json!({"v": 2}),
+                Put::Create,
+                t1
+            )
             .await
             .unwrap()
     );
@@ -2017,7 +2032,13 @@ async fn documents_round_trip_by_mode_and_prefix(store: SharedStore) {
     assert_eq!(doc.value, json!({"v": 1}));
     assert!(
         store
-            .put_document("credential", "org/github", &json!({"v": 3}), Put::Replace, t1)
+            .put_document(
+                "credential",
+                "org/github",
+                &json!({"v": 3}),
+                Put::Replace,
+                t1
+            )
             .await
             .unwrap()
     );
@@ -2026,9 +2047,17 @@ async fn documents_round_trip_by_mode_and_prefix(store: SharedStore) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((doc.value, doc.created_at, doc.updated_at), (json!({"v": 3}), t0, t1));
+    assert_eq!(
+        (doc.value, doc.created_at, doc.updated_at),
+        (json!({"v": 3}), t0, t1)
+    );
     // Upsert writes either way; keys with LIKE wildcards are plain text to a prefix.
-    for key in ["user:ada/github", "user:ada/slack", "user:ad_/x", "user:bob/github"] {
+    for key in [
+        "user:ada/github",
+        "user:ada/slack",
+        "user:ad_/x",
+        "user:bob/github",
+    ] {
         assert!(
             store
                 .put_document("credential", key, &json!(key), Put::Upsert, t0)
@@ -2040,9 +2069,8 @@ async fn documents_round_trip_by_mode_and_prefix(store: SharedStore) {
         .put_document("api_token", "user:ada/zzz", &json!(0), Put::Upsert, t0)
         .await
         .unwrap();
-    let keys = |docs: Vec<reprise::store::Document>| {
-        docs.into_iter().map(|d| d.key).collect::<Vec<_>>()
-    };
+    let keys =
+        |docs: Vec<reprise::store::Document>| docs.into_iter().map(|d| d.key).collect::<Vec<_>>();
     assert_eq!(
         keys(store.documents("credential", "user:ada/").await.unwrap()),
         vec!["user:ada/github", "user:ada/slack"]
@@ -2052,8 +2080,18 @@ async fn documents_round_trip_by_mode_and_prefix(store: SharedStore) {
         vec!["user:ad_/x"]
     );
     assert_eq!(store.documents("credential", "").await.unwrap().len(), 5);
-    assert!(store.delete_document("credential", "user:ada/slack").await.unwrap());
-    assert!(!store.delete_document("credential", "user:ada/slack").await.unwrap());
+    assert!(
+        store
+            .delete_document("credential", "user:ada/slack")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_document("credential", "user:ada/slack")
+            .await
+            .unwrap()
+    );
     assert_eq!(
         keys(store.documents("credential", "user:ada/").await.unwrap()),
         vec!["user:ada/github"]

@@ -38,6 +38,7 @@ mod signals;
 mod sqlite_queues;
 mod store_open;
 mod streams;
+mod subscriptions;
 mod tags;
 mod traces;
 mod triggers;
