@@ -134,6 +134,10 @@ pub(crate) enum Command {
     /// has admitted and running, and how many wait.
     #[command(subcommand)]
     Queues(super::queues::QueuesCommand),
+    /// Manage subscriptions to subscribable workflows: each trigger occurrence of such a
+    /// workflow starts one run per active subscription, acting for its user.
+    #[command(subcommand)]
+    Subscriptions(super::subscriptions::SubscriptionsCommand),
 }
 
 /// `dev`'s options.
@@ -304,6 +308,12 @@ pub(crate) struct RunArgs {
     /// with `--json`).
     #[arg(long, value_name = "ID", conflicts_with_all = ["key", "idempotency_key"])]
     pub(crate) dedup: Option<String>,
+    /// Start the run for this subscription of the (subscribable) workflow: it acts for the
+    /// subscriber's user and `ctx.subscriber()` returns the subscription (`subscriptions
+    /// list` shows the ids). An unknown or paused subscription, or one of another
+    /// workflow, exits 2; nothing is started.
+    #[arg(long, value_name = "ID")]
+    pub(crate) subscription: Option<String>,
 }
 
 /// `--delay`: a humantime duration.

@@ -56,6 +56,7 @@ mod purge;
 mod queues;
 mod schedules;
 mod serve;
+mod subscriptions;
 mod watch;
 
 use std::ffi::OsString;
@@ -483,6 +484,7 @@ async fn dispatch(
         },
         Command::Worker(args) => serve::worker(engine, args).await,
         Command::Schedules(command) => schedules::dispatch(engine, command).await,
+        Command::Subscriptions(command) => subscriptions::dispatch(engine, command).await,
         Command::Runs(
             command @ (RunsCommand::Signal { .. }
             | RunsCommand::State { .. }
@@ -605,7 +607,11 @@ async fn dispatch(
         Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, args).await,
         Command::Workflows(WorkflowsCommand::Schema { slug }) => {
             let entry = engine.workflow(&slug)?;
-            let schemas = json!({ "input": entry.input_schema(), "output": entry.output_schema() });
+            let mut schemas =
+                json!({ "input": entry.input_schema(), "output": entry.output_schema() });
+            if let Some(schema) = entry.subscription_schema() {
+                schemas["subscription"] = schema.clone();
+            }
             println!("{}", pretty(&schemas));
             Ok(EXIT_COMPLETED)
         }
@@ -877,6 +883,9 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     }
     if let Some(key) = &args.key {
         options = options.key(key.clone());
+    }
+    if let Some(id) = &args.subscription {
+        options = options.subscriber(engine.subscriber_for(&args.slug, id).await?);
     }
     options.queue = crate::queue::QueueRequest {
         queue: args.queue.clone(),

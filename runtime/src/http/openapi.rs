@@ -24,8 +24,8 @@ use super::views::RunState;
 use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
-    AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams, usage,
-    webhooks, workflows,
+    AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams,
+    subscriptions, usage, webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
 
@@ -71,6 +71,11 @@ use crate::registry::WorkflowEntry;
         schedules::resume,
         schedules::trigger,
         schedules::backfill,
+        subscriptions::create,
+        subscriptions::list,
+        subscriptions::pause,
+        subscriptions::resume,
+        subscriptions::delete,
         metrics::metrics,
         usage::usage,
         queues::list,
@@ -110,7 +115,9 @@ use crate::registry::WorkflowEntry;
         messages::UpdateReply,
         events::EmitBody,
         events::EmittedView,
-        queues::QueueView
+        queues::QueueView,
+        subscriptions::NewSubscription,
+        crate::subscriptions::Subscription
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
@@ -121,6 +128,7 @@ use crate::registry::WorkflowEntry;
         (name = "meta", description = "This document"),
         (name = "queues", description = "Flow-control queues: their limits, admitted and waiting runs"),
         (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
+        (name = "subscriptions", description = "Subscriptions to subscribable workflows: one run per active subscription per trigger occurrence"),
         (name = "observability", description = "Metrics (OpenMetrics) and token usage and cost"),
     )
 )]

@@ -33,6 +33,7 @@ pub const DOCUMENT_KIND: &str = "subscription";
 
 /// A subscription: `user` subscribes to `workflow` with `config`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
 pub struct Subscription {
     /// Its id (`sub_` and a time-ordered UUID): what `subscriptions pause|resume|delete`
     /// and `--subscription` take.
@@ -44,11 +45,13 @@ pub struct Subscription {
     pub user: String,
     /// The subscriber's settings, valid against the workflow's subscription schema:
     /// `ctx.subscriber().config`.
+    #[cfg_attr(feature = "http", schema(value_type = Object))]
     pub config: Value,
     /// A paused subscription starts no runs.
     pub paused: bool,
     /// When it was created (UTC).
     #[schemars(with = "String")]
+    #[cfg_attr(feature = "http", schema(value_type = String, format = DateTime))]
     pub created_at: DateTime<Utc>,
     /// Who created it (`cli user ada`, `principal api`, `code`).
     pub created_by: String,
