@@ -674,3 +674,115 @@ async fn each_trigger_kind_records_its_actor() {
         }
     );
 }
+
+// ---------------------------------------------------------------- HTTP
+
+#[tokio::test]
+async fn subscriptions_over_http_are_created_listed_paused_and_deleted_with_422_pointers() {
+    use reprise::http::{HttpOptions, serve};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let clock = HandClock::at("2026-03-02T08:59:00Z");
+    let engine = builder(Arc::new(MemoryStore::new()), &clock)
+        .build()
+        .unwrap();
+    let options = HttpOptions {
+        api_token: None,
+        ..HttpOptions::default()
+    };
+    let server = tokio::spawn(serve(
+        engine.clone(),
+        listener,
+        options,
+        std::future::pending(),
+    ));
+    let client = reqwest::Client::new();
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let url = |path: &str| format!("{base}{path}");
+
+    // A config failing its schema: 422 naming each pointer; nothing stored.
+    let (status, body) = send(client.post(url("/subscriptions")).json(&json!({
+        "workflow": "sub-digest", "user": "ada", "config": { "repos": [1] }
+    })))
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["violations"][0]["pointer"], "/repos/0", "{body}");
+    let (status, body) = send(client.post(url("/subscriptions")).json(&json!({
+        "workflow": "actor-probe", "user": "ada", "config": {}
+    })))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("not subscribable"),
+        "{body}"
+    );
+    let (status, _) = send(client.post(url("/subscriptions")).json(&json!({
+        "workflow": "nope", "user": "ada"
+    })))
+    .await;
+    assert_eq!(status, 404);
+
+    let (status, created) = send(client.post(url("/subscriptions")).json(&json!({
+        "workflow": "sub-digest", "user": "ada", "config": { "repos": ["ada/app"] }
+    })))
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["created_by"], "principal api");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, list) = send(client.get(url("/subscriptions?workflow=sub-digest"))).await;
+    assert_eq!((status, list.as_array().unwrap().len()), (200, 1), "{list}");
+    let (status, paused) = send(client.post(url(&format!("/subscriptions/{id}/pause")))).await;
+    assert_eq!((status, &paused["paused"]), (200, &json!(true)), "{paused}");
+    // A paused subscription cannot start a run directly either.
+    let (status, body) = send(
+        client
+            .post(url(&format!("/workflows/sub-digest?subscription={id}")))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, resumed) = send(client.post(url(&format!("/subscriptions/{id}/resume")))).await;
+    assert_eq!(
+        (status, &resumed["paused"]),
+        (200, &json!(false)),
+        "{resumed}"
+    );
+    let (status, started) = send(
+        client
+            .post(url(&format!("/workflows/sub-digest?subscription={id}")))
+            .json(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    let run = RunId(started["run_id"].as_str().unwrap().to_owned());
+    assert_eq!(output(&engine, &run).await["user"], "ada");
+
+    // The workflow list shows the subscription schema.
+    let (_, workflows) = send(client.get(url("/workflows"))).await;
+    let digest = workflows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["slug"] == "sub-digest")
+        .unwrap();
+    assert!(
+        digest["subscription_schema"]["properties"]["repos"].is_object(),
+        "{digest}"
+    );
+
+    let (status, _) = send(client.delete(url(&format!("/subscriptions/{id}")))).await;
+    assert_eq!(status, 200);
+    let (status, body) = send(client.delete(url(&format!("/subscriptions/{id}")))).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (404, &json!("unknown_subscription")),
+        "{body}"
+    );
+    let (_, openapi) = send(client.get(url("/openapi.json"))).await;
+    assert!(openapi["paths"]["/subscriptions"]["post"].is_object());
+    server.abort();
+}
