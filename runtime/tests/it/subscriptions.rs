@@ -57,7 +57,7 @@ struct Tick {
 }
 
 /// Reports whom it acts for and who started it.
-#[workflow(slug = "sub-digest", subscribable = DigestConfig)]
+#[workflow(slug = "sub-digest", subscribable = DigestConfig, on_event = "digest.requested")]
 async fn sub_digest(ctx: Ctx, _input: Tick) -> Result<Value, WorkflowError> {
     let config = match ctx.subscriber() {
         Some(subscriber) => Some(
@@ -550,6 +550,24 @@ async fn every_trigger_kind_fans_out(store: SharedStore) {
     };
     assert_eq!((started.len(), duplicates.len()), (0, 2));
 
+    // An emitted event: one run per active subscriber, once per event id.
+    let emitted = engine
+        .emit("digest.requested", json!({}), Some("e-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(emitted.started.len(), 2);
+    let out = output(&engine, &emitted.started[0]).await;
+    assert_eq!(
+        out["actor"],
+        json!({ "type": "event", "name": "digest.requested", "id": "e-1" })
+    );
+    assert!(out["subscription"].is_string(), "{out}");
+    let again = engine
+        .emit("digest.requested", json!({}), Some("e-1".into()))
+        .await
+        .unwrap();
+    assert!(again.started.is_empty());
+
     // Stored schedule ticks.
     engine
         .create_schedule(
@@ -575,12 +593,12 @@ async fn every_trigger_kind_fans_out(store: SharedStore) {
 }
 
 #[tokio::test]
-async fn webhooks_polls_and_stored_schedules_fan_out_on_memory() {
+async fn webhooks_polls_events_and_stored_schedules_fan_out_on_memory() {
     every_trigger_kind_fans_out(Arc::new(MemoryStore::new())).await;
 }
 
 #[tokio::test]
-async fn webhooks_polls_and_stored_schedules_fan_out_on_sqlite() {
+async fn webhooks_polls_events_and_stored_schedules_fan_out_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     every_trigger_kind_fans_out(Arc::new(
         SqliteStore::open(dir.path().join("t.db")).unwrap(),
