@@ -14,8 +14,9 @@
 //! reprise-examples workflows run repo-digest --subscription <id> --input '{}'
 //! ```
 //!
-//! The API's base URL is `REPRISE_EXAMPLES_GITHUB_API` (default `https://api.github.com`);
-//! the tests point it at a local mock.
+//! The API's base URL is the engine resource [`GithubApi`] when one is registered (the
+//! tests register a local mock's), else `REPRISE_EXAMPLES_GITHUB_API`, else
+//! `https://api.github.com`.
 
 use reprise::EngineError;
 use reprise::prelude::*;
@@ -29,6 +30,11 @@ pub const DEFAULT_CRON: &str = "0 7 * * *";
 
 /// The environment variable naming the GitHub-like API's base URL.
 pub const API_ENV: &str = "REPRISE_EXAMPLES_GITHUB_API";
+
+/// The GitHub-like API's base URL, as an engine resource
+/// (`EngineBuilder::resource(GithubApi(url))`); overrides [`API_ENV`].
+#[derive(Clone, Debug)]
+pub struct GithubApi(pub String);
 
 /// A subscriber's settings (the subscription config of `repo-digest`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -109,7 +115,10 @@ pub async fn fetch_activity(
     cx: ActionCtx,
 ) -> Result<Vec<RepoActivity>, ActionError> {
     let token = github_token(&cx).await?;
-    let api = std::env::var(API_ENV).unwrap_or_else(|_| "https://api.github.com".to_owned());
+    let api = match cx.resource::<GithubApi>() {
+        Ok(api) => api.0.clone(),
+        Err(_) => std::env::var(API_ENV).unwrap_or_else(|_| "https://api.github.com".to_owned()),
+    };
     let client = reqwest::Client::new();
     let mut activity = Vec::with_capacity(input.repos.len());
     for repo in &input.repos {

@@ -46,7 +46,10 @@ fn subscriptions_are_created_listed_paused_resumed_and_deleted_from_the_cli() {
     let (code, out, err) = run(&db, &["workflows", "schema", "repo-digest"]);
     assert_eq!(code, 0, "{err}");
     let schemas: Value = serde_json::from_str(&out).unwrap();
-    assert!(schemas["subscription"]["properties"]["repos"].is_object(), "{out}");
+    assert!(
+        schemas["subscription"]["properties"]["repos"].is_object(),
+        "{out}"
+    );
 
     let created = json(
         &db,
@@ -62,7 +65,10 @@ fn subscriptions_are_created_listed_paused_resumed_and_deleted_from_the_cli() {
         ],
     );
     assert_eq!(created["user"], "ada");
-    assert_eq!(created["config"], json!({ "repos": ["ada/app"], "hours": 12 }));
+    assert_eq!(
+        created["config"],
+        json!({ "repos": ["ada/app"], "hours": 12 })
+    );
     assert_eq!(created["paused"], false);
     assert_eq!(created["created_by"], "cli user ada");
     let id = created["id"].as_str().unwrap().to_owned();
@@ -84,7 +90,16 @@ fn subscriptions_are_created_listed_paused_resumed_and_deleted_from_the_cli() {
     );
     assert_eq!(bob["config"], json!({ "repos": ["bob/lib"] }));
 
-    let list = json(&db, &["subscriptions", "list", "--workflow", "repo-digest", "--json"]);
+    let list = json(
+        &db,
+        &[
+            "subscriptions",
+            "list",
+            "--workflow",
+            "repo-digest",
+            "--json",
+        ],
+    );
     assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
     let (code, out, _) = run(&db, &["subscriptions", "list"]);
     assert_eq!(code, 0);
@@ -95,7 +110,16 @@ fn subscriptions_are_created_listed_paused_resumed_and_deleted_from_the_cli() {
     // A paused subscription cannot start a run by hand either: exit 2, nothing started.
     let (code, _, err) = run(
         &db,
-        &["workflows", "run", "repo-digest", "--subscription", &id, "--input", "{}", "--enqueue"],
+        &[
+            "workflows",
+            "run",
+            "repo-digest",
+            "--subscription",
+            &id,
+            "--input",
+            "{}",
+            "--enqueue",
+        ],
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("paused"), "{err}");
@@ -104,8 +128,15 @@ fn subscriptions_are_created_listed_paused_resumed_and_deleted_from_the_cli() {
     let started = json(
         &db,
         &[
-            "workflows", "run", "repo-digest", "--subscription", &id, "--input", "{}",
-            "--enqueue", "--json",
+            "workflows",
+            "run",
+            "repo-digest",
+            "--subscription",
+            &id,
+            "--input",
+            "{}",
+            "--enqueue",
+            "--json",
         ],
     );
     assert_eq!(started["status"], "queued");
@@ -116,7 +147,10 @@ fn subscriptions_are_created_listed_paused_resumed_and_deleted_from_the_cli() {
     assert_eq!(code, 2);
     assert!(err.contains("no subscription"), "{err}");
     assert_eq!(
-        json(&db, &["subscriptions", "list", "--json"]).as_array().unwrap().len(),
+        json(&db, &["subscriptions", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -127,7 +161,12 @@ fn a_bad_subscription_exits_2_naming_what_to_fix() {
     let (code, _, err) = run(
         &db,
         &[
-            "subscriptions", "create", "repo-digest", "--user", "ada", "--config",
+            "subscriptions",
+            "create",
+            "repo-digest",
+            "--user",
+            "ada",
+            "--config",
             r#"{"repos": [], "hours": 500}"#,
         ],
     );
@@ -135,13 +174,29 @@ fn a_bad_subscription_exits_2_naming_what_to_fix() {
     assert!(err.contains("/repos") && err.contains("/hours"), "{err}");
     let (code, _, err) = run(
         &db,
-        &["subscriptions", "create", "file-digest", "--user", "ada", "--config", "{}"],
+        &[
+            "subscriptions",
+            "create",
+            "file-digest",
+            "--user",
+            "ada",
+            "--config",
+            "{}",
+        ],
     );
     assert_eq!(code, 2);
     assert!(err.contains("not subscribable"), "{err}");
     let (code, _, err) = run(
         &db,
-        &["subscriptions", "create", "repo-digest", "--user", "ada", "--config", "{oops"],
+        &[
+            "subscriptions",
+            "create",
+            "repo-digest",
+            "--user",
+            "ada",
+            "--config",
+            "{oops",
+        ],
     );
     assert_eq!(code, 2);
     assert!(err.contains("--config"), "{err}");
@@ -149,7 +204,10 @@ fn a_bad_subscription_exits_2_naming_what_to_fix() {
     assert_eq!(code, 2);
     assert!(err.contains("sub_nope"), "{err}");
     assert!(
-        json(&db, &["subscriptions", "list", "--json"]).as_array().unwrap().is_empty(),
+        json(&db, &["subscriptions", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .is_empty(),
         "nothing stored"
     );
 }
@@ -181,8 +239,6 @@ async fn one_tick_makes_one_digest_per_subscriber_against_a_mock_github() {
         ])))
         .mount(&github)
         .await;
-    // SAFETY of the test: the variable is read by the action only, in this process.
-    unsafe { std::env::set_var(repo_digest::API_ENV, github.uri()) };
 
     let start = serde_json::from_value(json!("2026-03-02T06:59:00Z")).unwrap();
     let clock = Arc::new(VirtualClock::new(start));
@@ -193,12 +249,17 @@ async fn one_tick_makes_one_digest_per_subscriber_against_a_mock_github() {
         .discover()
         .unwrap()
         .clock(clock.clone())
+        .resource(repo_digest::GithubApi(github.uri()))
         .cron(repo_digest::schedule_with("0 7 * * *").unwrap())
         .build()
         .unwrap();
     for user in ["ada", "bob", "cy"] {
         engine
-            .create_subscription("repo-digest", user, json!({ "repos": [format!("{user}/app")] }))
+            .create_subscription(
+                "repo-digest",
+                user,
+                json!({ "repos": [format!("{user}/app")] }),
+            )
             .await
             .unwrap();
     }
@@ -212,7 +273,10 @@ async fn one_tick_makes_one_digest_per_subscriber_against_a_mock_github() {
             panic!("run {id} did not complete");
         };
         assert_eq!(digest["repos"][0]["events"], 2, "{digest}");
-        assert_eq!(digest["repos"][0]["kinds"], json!(["IssuesEvent", "PushEvent"]));
+        assert_eq!(
+            digest["repos"][0]["kinds"],
+            json!(["IssuesEvent", "PushEvent"])
+        );
         users.push(digest["user"].as_str().unwrap().to_owned());
     }
     users.sort();
