@@ -183,7 +183,7 @@ impl Engine {
     pub async fn subscription(&self, id: &str) -> Result<Subscription, EngineError> {
         self.subscription_document(id)
             .await
-            .and_then(|(_, subscription)| Ok(subscription))
+            .map(|(_, subscription)| subscription)
     }
 
     async fn subscription_document(&self, id: &str) -> Result<(String, Subscription), EngineError> {
