@@ -792,6 +792,20 @@ async fn subscriptions_over_http_are_created_listed_paused_and_deleted_with_422_
         "{digest}"
     );
 
+    // The workflow's UI page lists its subscriptions.
+    let page = client
+        .get(url("/ui/workflows/sub-digest"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Subscriptions") && page.contains(&id),
+        "{page}"
+    );
+
     let (status, _) = send(client.delete(url(&format!("/subscriptions/{id}")))).await;
     assert_eq!(status, 200);
     let (status, body) = send(client.delete(url(&format!("/subscriptions/{id}")))).await;
