@@ -96,6 +96,7 @@ mod run_keys;
 pub mod schema;
 mod step;
 pub mod store;
+pub mod subscriptions;
 pub mod tags;
 pub mod telemetry;
 pub mod trigger;
@@ -174,7 +175,7 @@ pub use payload::{DEFAULT_HISTORY_WARNING_BYTES, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use retry::RetryPolicy;
 pub use step::{
     ActionOptions, OnMaxAttempts, Shape, ShapeArm, Site, SiteKind, Step, StepData, StepKind,
-    WorkflowOptions,
+    SubscriptionSchema, WorkflowOptions,
 };
 pub use step::{MessageDecl, MessageKind, MessageSchemaFn};
 pub use tags::{RunCursor, TagFilter, TagOp, TagValue};

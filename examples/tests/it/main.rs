@@ -26,6 +26,7 @@ mod purge_cli;
 mod queues_cli;
 mod queues_testenv;
 mod replay;
+mod repo_digest;
 mod retry_cli;
 mod schedules_cli;
 mod search_cli;

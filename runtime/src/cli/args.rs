@@ -138,6 +138,10 @@ pub(crate) enum Command {
     /// runs it starts) and a scope (read, start, operate, admin).
     #[command(subcommand)]
     Tokens(super::tokens::TokensCommand),
+    /// Manage subscriptions to subscribable workflows: each trigger occurrence of such a
+    /// workflow starts one run per active subscription, acting for its user.
+    #[command(subcommand)]
+    Subscriptions(super::subscriptions::SubscriptionsCommand),
 }
 
 /// `dev`'s options.
@@ -316,6 +320,12 @@ pub(crate) struct RunArgs {
     /// as `--user`. Default: the engine's project (`REPRISE_PROJECT`).
     #[arg(long, value_name = "ID", value_parser = parse_project)]
     pub(crate) project: Option<String>,
+    /// Start the run for this subscription of the (subscribable) workflow: it acts for the
+    /// subscriber's user and `ctx.subscriber()` returns the subscription (`subscriptions
+    /// list` shows the ids). An unknown or paused subscription, or one of another
+    /// workflow, exits 2; nothing is started.
+    #[arg(long, value_name = "ID")]
+    pub(crate) subscription: Option<String>,
 }
 
 /// `--user`: a user id ([`crate::identity::Scope::parse`]'s rules).

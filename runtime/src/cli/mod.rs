@@ -56,6 +56,7 @@ mod purge;
 mod queues;
 mod schedules;
 mod serve;
+mod subscriptions;
 mod tokens;
 mod watch;
 
@@ -108,6 +109,7 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::UnknownWorkflow(_)
         | EngineError::UnknownRun(_)
         | EngineError::UnknownHook
+        | EngineError::UnknownSubscription(_)
         | EngineError::Config(_)
         | EngineError::InvalidState { .. }
         | EngineError::Serde(_)
@@ -484,6 +486,7 @@ async fn dispatch(
         },
         Command::Worker(args) => serve::worker(engine, args).await,
         Command::Schedules(command) => schedules::dispatch(engine, command).await,
+        Command::Subscriptions(command) => subscriptions::dispatch(engine, command).await,
         Command::Runs(
             command @ (RunsCommand::Signal { .. }
             | RunsCommand::State { .. }
@@ -611,7 +614,11 @@ async fn dispatch(
         Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, *args).await,
         Command::Workflows(WorkflowsCommand::Schema { slug }) => {
             let entry = engine.workflow(&slug)?;
-            let schemas = json!({ "input": entry.input_schema(), "output": entry.output_schema() });
+            let mut schemas =
+                json!({ "input": entry.input_schema(), "output": entry.output_schema() });
+            if let Some(schema) = entry.subscription_schema() {
+                schemas["subscription"] = schema.clone();
+            }
             println!("{}", pretty(&schemas));
             Ok(EXIT_COMPLETED)
         }
@@ -895,6 +902,9 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     }
     if let Some(key) = &args.key {
         options = options.key(key.clone());
+    }
+    if let Some(id) = &args.subscription {
+        options = options.subscriber(engine.subscriber_for(&args.slug, id).await?);
     }
     options.queue = crate::queue::QueueRequest {
         queue: args.queue.clone(),

@@ -78,12 +78,17 @@ impl Engine {
             attempt: state.attempt,
         };
         let key = format!("on-failure:{}:{}", state.run_id, state.attempt);
+        let options = crate::StartOptions::new().actor(crate::identity::Actor::Run {
+            run_id: state.run_id.to_string(),
+            relation: crate::identity::RunRelation::Failed,
+        });
         match self
-            .start_once(
+            .start_once_with(
                 handler,
                 serde_json::to_value(&failed)?,
                 Trigger::OnFailure,
                 &key,
+                &options,
             )
             .await
         {

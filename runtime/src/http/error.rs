@@ -146,6 +146,9 @@ pub(crate) fn from_engine(error: EngineError) -> ApiError {
         ),
         EngineError::UnknownRun(_) => ApiError::new(S::NOT_FOUND, "unknown_run", message),
         EngineError::UnknownHook => ApiError::new(S::NOT_FOUND, "unknown_hook", message),
+        EngineError::UnknownSubscription(_) => {
+            ApiError::new(S::NOT_FOUND, "unknown_subscription", message)
+        }
         EngineError::Schema(violation) => ApiError::schema(violation),
         EngineError::InvalidState { .. } => ApiError::new(S::CONFLICT, "invalid_state", message),
         EngineError::Conflict { .. } => ApiError::new(S::CONFLICT, "conflict", message),

@@ -48,6 +48,8 @@
 //! | `PUT`/`PATCH /schedules/{name}` (whole definition / some fields) | 200 the schedule | 400, 404, 409 declared in code, 422 |
 //! | `DELETE /schedules/{name}` | 200 `{"name","deleted":true}` | 404, 409 declared in code |
 //! | `POST /schedules/{name}/pause`, `/resume` | 200 the schedule (also for schedules declared in code) | 404 |
+//! | `GET /subscriptions?workflow=` / `POST /subscriptions` (`{"workflow","user","config"}`) | 200 the subscriptions / 201 the subscription | 400 not subscribable or bad user, 404 `unknown_workflow`, 422 config violations (JSON pointers) |
+//! | `POST /subscriptions/{id}/pause`, `/resume`; `DELETE /subscriptions/{id}` | 200 the subscription | 404 `unknown_subscription` |
 //! | `POST /schedules/{name}/trigger` | 202 `{"run_id","status":"queued"}` | 404, 422 |
 //! | `GET /metrics` | 200 OpenMetrics text (`application/openmetrics-text`), names prefixed `reprise_` (see [`crate::metrics`]) | 503 store failure |
 //! | `GET /usage?since=&until=&workflow=` | 200 `{"rows":[{"day","workflow","model","requests","prompt_tokens","completion_tokens","total_tokens","cached_tokens"?,"cost_usd"}],"requests","usage","cost_usd","unpriced_models","runs_scanned"}`: model requests' tokens and cost by day (UTC), workflow and model; `since`/`until` RFC 3339 or an age (`7d`) | 400 bad time |
@@ -166,6 +168,7 @@ mod runs;
 mod schedules;
 mod server;
 mod streams;
+mod subscriptions;
 mod tokens;
 mod ui;
 mod usage;
@@ -426,6 +429,16 @@ fn build_router(
         .route("/schedules/{name}/resume", post(schedules::resume))
         .route("/schedules/{name}/trigger", post(schedules::trigger))
         .route("/schedules/{name}/backfill", post(schedules::backfill))
+        .route(
+            "/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/subscriptions/{id}",
+            axum::routing::delete(subscriptions::delete),
+        )
+        .route("/subscriptions/{id}/pause", post(subscriptions::pause))
+        .route("/subscriptions/{id}/resume", post(subscriptions::resume))
         .route("/metrics", get(metrics::metrics))
         .route("/usage", get(usage::usage))
         .route("/queues", get(queues::list))

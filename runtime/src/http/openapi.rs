@@ -25,7 +25,7 @@ use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
     AppState, events, graph, hooks, metrics, pause, purge, queues, runs, schedules, streams,
-    tokens, usage, webhooks, workflows,
+    subscriptions, tokens, usage, webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
 
@@ -71,6 +71,11 @@ use crate::registry::WorkflowEntry;
         schedules::resume,
         schedules::trigger,
         schedules::backfill,
+        subscriptions::create,
+        subscriptions::list,
+        subscriptions::pause,
+        subscriptions::resume,
+        subscriptions::delete,
         metrics::metrics,
         usage::usage,
         queues::list,
@@ -115,7 +120,9 @@ use crate::registry::WorkflowEntry;
         events::EmittedView,
         queues::QueueView,
         tokens::TokenView,
-        tokens::Revoked
+        tokens::Revoked,
+        subscriptions::NewSubscription,
+        crate::subscriptions::Subscription
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
@@ -127,6 +134,7 @@ use crate::registry::WorkflowEntry;
         (name = "meta", description = "This document"),
         (name = "queues", description = "Flow-control queues: their limits, admitted and waiting runs"),
         (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
+        (name = "subscriptions", description = "Subscriptions to subscribable workflows: one run per active subscription per trigger occurrence"),
         (name = "observability", description = "Metrics (OpenMetrics) and token usage and cost"),
     )
 )]

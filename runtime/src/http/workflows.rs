@@ -44,6 +44,10 @@ pub(crate) struct WorkflowInfo {
     /// The event that starts a run of it, once per event id (`on_event = "order.paid"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     on_event: Option<String>,
+    /// For a subscribable workflow (`#[workflow(subscribable = T)]`): the JSON Schema a
+    /// subscription's config must match (`POST /subscriptions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscription_schema: Option<Value>,
 }
 
 /// Who paused a workflow, and when.
@@ -88,6 +92,7 @@ pub(crate) async fn list(
                     .map(|i| pauses.swap_remove(i))
                     .map(|p| PausedBy { by: p.by, at: p.at }),
                 on_event: entry.options.on_event.map(str::to_owned),
+                subscription_schema: entry.subscription_schema().cloned(),
             }
         })
         .collect();
@@ -145,6 +150,12 @@ pub(crate) struct StartQuery {
     /// as `user`. Default: the engine's project (`REPRISE_PROJECT`).
     #[param(example = "billing")]
     project: Option<String>,
+    /// Start the run for this subscription of the (subscribable) workflow: it acts for the
+    /// subscriber's user, and `ctx.subscriber()` returns the subscription. An unknown
+    /// subscription is 404, a paused one or one of another workflow 400; nothing is
+    /// created. Without it, a subscribable workflow's run has no subscriber.
+    #[param(example = "sub_0193…")]
+    subscription: Option<String>,
 }
 
 impl StartQuery {
@@ -290,6 +301,9 @@ pub(crate) async fn start(
         options = options.key(key.clone());
     }
     options.queue = query.queue_request()?;
+    if let Some(id) = &query.subscription {
+        options = options.subscriber(state.engine.subscriber_for(&slug, id).await?);
+    }
     let gated = gated(&state.engine, &slug, &options.queue);
     // The caller's trace context: every execution of the run joins its trace.
     let traceparent = headers

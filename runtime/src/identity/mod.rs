@@ -23,6 +23,14 @@ use serde::{Deserialize, Serialize};
 
 pub use scope::Scope;
 
+/// Checks a user id (1 to 128 bytes of ASCII letters, digits, `-`, `_`, `.` and `@`).
+///
+/// # Errors
+/// A sentence naming the id and the accepted characters.
+pub(crate) fn check_user_id(id: &str) -> Result<(), String> {
+    scope::check_id("user", id)
+}
+
 /// Who or what started a run, with the details a trigger knows. Written in the log as an
 /// object tagged by `type`, e.g. `{"type": "schedule", "name": "nightly", "tick":
 /// "2026-12-06T02:00:00Z"}`.

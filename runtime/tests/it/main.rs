@@ -40,6 +40,7 @@ mod sqlite_queues;
 mod step_rate;
 mod store_open;
 mod streams;
+mod subscriptions;
 mod tags;
 mod traces;
 mod triggers;
