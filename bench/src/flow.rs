@@ -12,7 +12,11 @@
 //! - `w2-rate`: every run in the queue `bench-rate` with a queue-wide sliding-window rate
 //!   limit of `--rate-limit` admissions per `--rate-period-ms` (default: as many as there
 //!   are runs per second, so every claim counts the window but the limit does not bind
-//!   within a W2 of up to a second).
+//!   within a W2 of up to a second);
+//! - `w2-step-rate`: every run in the queue `bench-step-rate` with a queue-wide step rate
+//!   limit of as many step attempts per second as the W2 has steps in all, so every live
+//!   step takes a permit from the store (`Store::take_step_permit`) but none ever waits:
+//!   the cost of the permit itself.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +44,8 @@ pub(crate) enum Flow {
     KeyConcurrency,
     /// In a queue with a queue-wide rate limit.
     Rate,
+    /// In a queue with a step rate limit that does not bind.
+    StepRate,
 }
 
 impl Flow {
@@ -49,6 +55,7 @@ impl Flow {
             Flow::None => "w2-worker",
             Flow::KeyConcurrency => "w2-queue",
             Flow::Rate => "w2-rate",
+            Flow::StepRate => "w2-step-rate",
         }
     }
 }
@@ -71,6 +78,11 @@ fn queue(flow: Flow, sizes: &Sizes) -> Option<Queue> {
             sizes.rate_limit.max(1),
             Duration::from_millis(sizes.rate_period_ms.max(1)),
         )),
+        // As many permits per window as the W2 takes in all: never binds.
+        Flow::StepRate => Some(Queue::new("bench-step-rate").step_rate_limit(
+            sizes.w2_runs.saturating_mul(sizes.w2_steps).max(1),
+            Duration::from_secs(1),
+        )),
     }
 }
 
@@ -80,7 +92,7 @@ fn options(flow: Flow, queue: Option<&Queue>, i: u32, keys: u32) -> StartOptions
         (Flow::KeyConcurrency, Some(q)) => StartOptions::new()
             .queue(q.name.clone())
             .queue_key(format!("k{}", i % keys.max(1))),
-        (Flow::Rate, Some(q)) => StartOptions::new().queue(q.name.clone()),
+        (Flow::Rate | Flow::StepRate, Some(q)) => StartOptions::new().queue(q.name.clone()),
         _ => StartOptions::new(),
     }
 }
@@ -212,6 +224,11 @@ pub(crate) async fn w2_flow(
             "in queue `bench-rate` (rate limit {} per {} ms)",
             sizes.rate_limit.max(1),
             sizes.rate_period_ms.max(1)
+        ),
+        Flow::StepRate => format!(
+            "in queue `bench-step-rate` (step rate limit {} per 1 s: every step takes a \
+             permit, none waits)",
+            runs.saturating_mul(steps).max(1)
         ),
     };
     out.notes.push(format!(

@@ -12,8 +12,9 @@
 //! with a 10,000-step history; `flat` the cost of step 10 against step 10,000 of one run;
 //! `search` (not in `all`) `list_runs` latency over 1,000,000 tagged runs; `flow` (not in
 //! `all`) the cost of flow control: W2 executed by a `Worker` in no queue (`w2-worker`),
-//! in a queue with per-key concurrency (`w2-queue`) and in a rate-limited queue
-//! (`w2-rate`), each also on its own.
+//! in a queue with per-key concurrency (`w2-queue`), in a rate-limited queue
+//! (`w2-rate`) and in a queue with a step rate limit that does not bind
+//! (`w2-step-rate`), each also on its own.
 //! Each runs against the in-memory and the SQLite store (a temporary directory under
 //! `--dir`, default the working directory, so on the same disk). The disk's fdatasync
 //! latency is measured in the same invocation, and SQLite throughput is shown as
@@ -69,8 +70,8 @@ enum Workload {
     Sleepers,
     /// Only the disk's fdatasync latency.
     Fsync,
-    /// `w2-worker`, `w2-queue` and `w2-rate`: the cost of flow control (not part of
-    /// `all`).
+    /// `w2-worker`, `w2-queue`, `w2-rate` and `w2-step-rate`: the cost of flow control
+    /// (not part of `all`).
     Flow,
     /// W2 executed by one `Worker` (64 slots), the runs in no queue: the baseline of
     /// `w2-queue` and `w2-rate`.
@@ -84,6 +85,11 @@ enum Workload {
     /// admissions per `--rate-period-ms`.
     #[value(name = "w2-rate")]
     W2Rate,
+    /// W2 executed by one `Worker`, every run in a queue with a step rate limit of as many
+    /// step attempts per second as the W2 has steps (every step takes a permit; none
+    /// waits).
+    #[value(name = "w2-step-rate")]
+    W2StepRate,
     /// `--search-runs` runs with tags, then `list_runs` latency of indexed filters (sqlite
     /// and postgres; not part of `all`).
     Search,
@@ -104,6 +110,7 @@ impl Workload {
             Workload::W2Worker => "w2-worker",
             Workload::W2Queue => "w2-queue",
             Workload::W2Rate => "w2-rate",
+            Workload::W2StepRate => "w2-step-rate",
             Workload::Search => "search",
         }
     }
@@ -270,7 +277,12 @@ impl Args {
                 Workload::Flat,
             ],
             Workload::Fsync => vec![],
-            Workload::Flow => vec![Workload::W2Worker, Workload::W2Queue, Workload::W2Rate],
+            Workload::Flow => vec![
+                Workload::W2Worker,
+                Workload::W2Queue,
+                Workload::W2Rate,
+                Workload::W2StepRate,
+            ],
             one => vec![one],
         };
         let stores = match self.store {
@@ -568,6 +580,9 @@ fn run_job(
                 flow::w2_flow(store, path, flow::Flow::KeyConcurrency, sizes, &mut out).await
             }
             Workload::W2Rate => flow::w2_flow(store, path, flow::Flow::Rate, sizes, &mut out).await,
+            Workload::W2StepRate => {
+                flow::w2_flow(store, path, flow::Flow::StepRate, sizes, &mut out).await
+            }
             Workload::All | Workload::Fsync | Workload::Flow => Ok(()),
         }
     });

@@ -123,6 +123,7 @@ fn run_of(i: u64, n: u64, start: DateTime<Utc>, rng: &mut Rng) -> (RunRecord, Ne
         ],
         update: RunUpdate::default(),
         fence: None,
+        release: false,
     };
     (record, created, append)
 }

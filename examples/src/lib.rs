@@ -43,6 +43,10 @@
 //! - [`llm_batch`]: `llm-batch`, flow control across runs: summarises one document of one
 //!   customer with an LLM step, in queue `llm` (8 at once, one per customer, 20 starts per
 //!   second, over every worker); `llm-batch-fan` starts 500 of them.
+//! - [`repo_digest`]: `repo-digest`, a subscribable daily digest
+//!   (`#[workflow(subscribable = DigestSettings)]`): each tick of its cron schedule starts
+//!   one run per active subscription, acting for the subscriber, which fetches the recent
+//!   activity of the subscriber's repositories with their `github` credential.
 //! - [`ten_steps`]: `ten-steps`, ten recorded calls of one small effectful action; the load
 //!   of the many-workers test (several `worker` processes on one Postgres database).
 //!
@@ -63,6 +67,7 @@ pub mod file_digest;
 pub mod llm_batch;
 pub mod order_saga;
 pub mod reminder;
+pub mod repo_digest;
 pub mod signup;
 pub mod support;
 pub mod support_model;
@@ -94,5 +99,6 @@ pub fn link() {
         reminder::reminder,
         llm_batch::llm_batch,
         llm_batch::llm_batch_fan,
+        repo_digest::repo_digest,
     ));
 }

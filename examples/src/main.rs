@@ -28,6 +28,9 @@ fn main() -> std::process::ExitCode {
             // `daily-digest` at 09:00 UTC (REPRISE_EXAMPLES_DIGEST_CRON overrides); fired by
             // `dev` and `worker`.
             .cron(reprise_examples::digest::schedule()?)
+            // `repo-digest` at 07:00 UTC (REPRISE_EXAMPLES_REPO_DIGEST_CRON overrides): one
+            // run per active subscription.
+            .cron(reprise_examples::repo_digest::schedule()?)
             // `POST /webhooks/github` starts `triage-issue` (secret:
             // REPRISE_EXAMPLES_WEBHOOK_SECRET, or a public development default).
             .webhook(reprise_examples::webhook::github_source())

@@ -32,6 +32,7 @@ mod kw {
     syn::custom_keyword!(max_history_events);
     syn::custom_keyword!(queue);
     syn::custom_keyword!(credentials);
+    syn::custom_keyword!(subscribable);
 }
 
 /// One entry of `credentials = [..]`: `"github"` or `("billing", Scope::Org)`.
@@ -88,13 +89,15 @@ pub(crate) struct WorkflowArgs {
     pub(crate) timeout_ms: Option<u64>,
     /// `queue = "llm"`: the flow-control queue the workflow's runs go through.
     pub(crate) queue: Option<LitStr>,
+    /// `subscribable = DigestSettings`: the subscription config type.
+    pub(crate) subscribable: Option<syn::Type>,
 }
 
 const ACTION_KEYS: &str = "`slug`, `retries`, `backoff`, `timeout`, `non_retryable`, \
      `credentials`, `register` or `crate`";
 const WORKFLOW_KEYS: &str = "`slug`, `max_attempts`, `on_max_attempts`, `on_failure`, \
-     `retention`, `timeout`, `on_event`, `max_history_events`, `queue`, `register` or \
-     `crate`";
+     `retention`, `timeout`, `on_event`, `max_history_events`, `queue`, `subscribable`, \
+     `register` or `crate`";
 
 /// Parses the arguments of `#[action(…)]`, reporting problems to `errors`.
 pub(crate) fn parse_action_args(tokens: TokenStream, errors: &Errors) -> ActionArgs {
@@ -259,6 +262,30 @@ pub(crate) fn parse_workflow_args(tokens: TokenStream, errors: &Errors) -> Workf
                 seen.check("queue", key.span, errors);
                 input.parse::<Token![=]>()?;
                 args.queue = Some(parse_queue_name(input, errors)?);
+            } else if lookahead.peek(kw::subscribable) {
+                let key = input.parse::<kw::subscribable>()?;
+                seen.check("subscribable", key.span, errors);
+                if !input.peek(Token![=]) {
+                    errors.error(
+                        key.span,
+                        "`subscribable` names the subscription config type: write \
+                         `subscribable = DigestSettings` (a type deriving `JsonSchema` and \
+                         `Deserialize`; use `subscribable = ()` for subscriptions without \
+                         settings)",
+                    );
+                } else {
+                    input.parse::<Token![=]>()?;
+                    if input.peek(LitStr) {
+                        let lit: LitStr = input.parse()?;
+                        errors.error(
+                            lit.span(),
+                            "`subscribable` takes the config type, not a string: write \
+                             `subscribable = DigestSettings`",
+                        );
+                    } else {
+                        args.subscribable = Some(input.parse::<syn::Type>()?);
+                    }
+                }
             } else if let Some(error) = unknown_key(input, Macro::Workflow) {
                 return Err(error);
             } else {
@@ -341,6 +368,13 @@ fn unknown_key(input: ParseStream, which: Macro) -> Option<syn::Error> {
              configure the queue on the engine, e.g. \
              `Engine::builder().queue(Queue::new(\"llm\").concurrency(10))`; priority is \
              given per start (`StartOptions::priority`)"
+                .to_owned(),
+        ),
+        (Macro::Workflow, "subscription" | "subscriptions" | "subscriber" | "subscribe") => {
+            Some("did you mean `subscribable = ConfigType`?".to_owned())
+        }
+        (Macro::Action, "subscribable") => Some(
+            "`subscribable` is a `#[workflow]` option: subscriptions start runs of workflows"
                 .to_owned(),
         ),
         (Macro::Workflow, "on" | "event" | "trigger" | "on_events" | "event_name") => {
@@ -649,5 +683,21 @@ mod on_event_tests {
         }
         let message = parse(r#"event = "order.paid""#).1.unwrap_err().to_string();
         assert!(message.contains("on_event"), "{message}");
+    }
+
+    #[test]
+    fn subscribable_takes_the_config_type() {
+        let (args, result) = parse(r#"slug = "x", subscribable = my::DigestSettings"#);
+        assert!(result.is_ok());
+        let ty = args.subscribable.unwrap();
+        assert_eq!(quote::quote!(#ty).to_string(), "my :: DigestSettings");
+        for (bad, needle) in [
+            ("subscribable", "subscribable = DigestSettings"),
+            (r#"subscribable = "DigestSettings""#, "not a string"),
+            ("subscription = Settings", "subscribable = ConfigType"),
+        ] {
+            let message = parse(bad).1.unwrap_err().to_string();
+            assert!(message.contains(needle), "{bad}: {message}");
+        }
     }
 }

@@ -505,6 +505,16 @@ fn workflow_options(
     if let Some(name) = &args.queue {
         fields.push(quote!(queue: ::core::option::Option::Some(#name),));
     }
+    if let Some(config) = &args.subscribable {
+        // Spanned at the user's type: a type without `JsonSchema` or `Deserialize` is an
+        // error there.
+        let span = config.span();
+        fields.push(quote_spanned! {span=>
+            subscribable: ::core::option::Option::Some(
+                #private::SubscriptionSchema::of::<#config>(),
+            ),
+        });
+    }
     if let Some(handler) = &args.on_failure {
         let span = handler.span();
         fields.push(quote_spanned! {span=>

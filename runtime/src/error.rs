@@ -575,6 +575,9 @@ pub enum EngineError {
     /// No hook has this token.
     #[error("no hook has this token (check that it was copied whole)")]
     UnknownHook,
+    /// No subscription has this id.
+    #[error("no subscription with id `{0}`; `subscriptions list` shows them")]
+    UnknownSubscription(String),
     /// An idempotency key already started a run of this workflow, with a different input
     /// ([`Engine::start_idempotent`](crate::Engine::start_idempotent)). Nothing was created.
     #[error(

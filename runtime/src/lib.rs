@@ -97,6 +97,7 @@ mod run_keys;
 pub mod schema;
 mod step;
 pub mod store;
+pub mod subscriptions;
 pub mod tags;
 pub mod telemetry;
 pub mod trigger;
@@ -156,7 +157,7 @@ pub use engine::{
 };
 pub use engine::{ChildLink, DEFAULT_MAX_HISTORY_EVENTS, RunLinks, run_links_of};
 pub use engine::{Emitted, MAX_EVENT_NAME_LEN, RejectedStart, started_by_event};
-pub use engine::{ForkOptions, ForkedRun, forked_from};
+pub use engine::{ForkOptions, ForkedRun, forked_from, identity_of};
 /// Token usage and cost from the event log (see [`cost`] for prices).
 pub use engine::{ModelRequest, UsageQuery, UsageReport, UsageRow, model_requests, total_cost};
 /// Retention: the sweep `dev` and `worker` run (see [`EngineBuilder::retention`]).
@@ -175,7 +176,7 @@ pub use payload::{DEFAULT_HISTORY_WARNING_BYTES, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use retry::RetryPolicy;
 pub use step::{
     ActionOptions, OnMaxAttempts, Shape, ShapeArm, Site, SiteKind, Step, StepData, StepKind,
-    WorkflowOptions,
+    SubscriptionSchema, WorkflowOptions,
 };
 pub use step::{MessageDecl, MessageKind, MessageSchemaFn};
 pub use tags::{RunCursor, TagFilter, TagOp, TagValue};

@@ -26,6 +26,12 @@
 //! | `reprise_llm_cost_usd_total` | counter | `model` | their cost by the engine's [`crate::cost::PriceTable`]; models without a price are left out |
 //! | `reprise_runs` | gauge | `workflow`, `status` | runs in the store, by status |
 //! | `reprise_runs_due` | gauge | `workflow` | of those, due now and not leased (waiting for a worker) |
+//! | `reprise_queue_active` | gauge | `queue` | admitted runs of the flow-control queue that have not ended (what its concurrency counts) |
+//! | `reprise_queue_waiting` | gauge | `queue` | runs of the queue that are `queued` and not admitted yet |
+//! | `reprise_queue_admitted_in_window` | gauge | `queue` | admissions in the queue's current rate window (0 without a queue-wide rate limit) |
+//!
+//! The queue gauges are read at scrape time ([`crate::Engine::queue_states`]), one series
+//! per queue this engine knows; like the run gauges they are the same in every process.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -75,6 +81,24 @@ struct TokenLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: String,
+}
+
+/// A flow-control queue's counts at scrape time, as the queue gauges show them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct QueueGauges {
+    /// The queue's name.
+    pub(crate) queue: String,
+    /// Admitted, unfinished runs.
+    pub(crate) active: u64,
+    /// Queued runs not admitted yet.
+    pub(crate) waiting: u64,
+    /// Admissions in the current rate window.
+    pub(crate) admitted_in_window: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RunGaugeLabels {
     workflow: String,
     status: String,
@@ -110,6 +134,9 @@ pub struct Metrics {
     llm_cost: Family<ModelLabel, Counter<f64, AtomicU64>>,
     runs: Family<RunGaugeLabels, Gauge>,
     runs_due: Family<WorkflowLabel, Gauge>,
+    queue_active: Family<QueueLabel, Gauge>,
+    queue_waiting: Family<QueueLabel, Gauge>,
+    queue_admitted_in_window: Family<QueueLabel, Gauge>,
     /// One scrape at a time sets the run gauges and encodes them.
     render_lock: std::sync::Mutex<()>,
     /// The step histograms of each callee, looked up without building label sets: a step's
@@ -156,6 +183,9 @@ impl Metrics {
             llm_cost: Family::default(),
             runs: Family::default(),
             runs_due: Family::default(),
+            queue_active: Family::default(),
+            queue_waiting: Family::default(),
+            queue_admitted_in_window: Family::default(),
             registry: Registry::default(),
             render_lock: std::sync::Mutex::new(()),
             steps: std::sync::RwLock::new(HashMap::new()),
@@ -234,6 +264,21 @@ impl Metrics {
             "runs_due",
             "Runs due now and not leased, by workflow (read at scrape time)",
             metrics.runs_due.clone(),
+        );
+        registry.register(
+            "queue_active",
+            "Admitted runs of the queue that have not ended (read at scrape time)",
+            metrics.queue_active.clone(),
+        );
+        registry.register(
+            "queue_waiting",
+            "Queued runs of the queue not admitted yet (read at scrape time)",
+            metrics.queue_waiting.clone(),
+        );
+        registry.register(
+            "queue_admitted_in_window",
+            "Admissions in the queue's current rate window (read at scrape time)",
+            metrics.queue_admitted_in_window.clone(),
         );
         Metrics {
             registry,
@@ -355,11 +400,29 @@ impl Metrics {
     }
 
     /// The metrics as OpenMetrics text, with the run gauges set from `counts` (from
-    /// [`crate::store::Store::run_counts`]).
-    pub(crate) fn render(&self, counts: &[RunCount]) -> String {
+    /// [`crate::store::Store::run_counts`]) and the queue gauges from `queues`.
+    pub(crate) fn render(&self, counts: &[RunCount], queues: &[QueueGauges]) -> String {
         let _one_at_a_time = self.render_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.runs.clear();
         self.runs_due.clear();
+        self.queue_active.clear();
+        self.queue_waiting.clear();
+        self.queue_admitted_in_window.clear();
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        for queue in queues {
+            let label = QueueLabel {
+                queue: queue.queue.clone(),
+            };
+            self.queue_active
+                .get_or_create(&label)
+                .set(gauge(queue.active));
+            self.queue_waiting
+                .get_or_create(&label)
+                .set(gauge(queue.waiting));
+            self.queue_admitted_in_window
+                .get_or_create(&label)
+                .set(gauge(queue.admitted_in_window));
+        }
         for count in counts {
             let runs = i64::try_from(count.runs).unwrap_or(i64::MAX);
             self.runs

@@ -19,7 +19,7 @@ pub use crate::registry::Registration;
 pub use crate::schema::validator_for;
 pub use crate::step::{
     ActionFn, ActionOptions, OnMaxAttempts, Shape, ShapeArm, Site, SiteKind, Step, StepBehavior,
-    StepData, WorkflowFn, WorkflowOptions,
+    StepData, SubscriptionSchema, WorkflowFn, WorkflowOptions,
 };
 pub use crate::step::{MessageDecl, MessageKind};
 pub use crate::{ActionCtx, ActionError, Ctx, WorkflowError};

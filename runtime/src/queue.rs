@@ -77,9 +77,15 @@ pub struct Queue {
     /// Debouncing of starts with the same key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debounce: Option<Debounce>,
+    /// How many live step attempts (actions, inline steps, LLM requests) the queue's runs
+    /// may make per period: each attempt takes a permit first ([`StepWindow`]). Replayed
+    /// steps, recorded values and sub-workflow steps take none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_rate_limit: Option<RateLimit>,
 }
 
-/// A sliding-window rate limit: at most `limit` admissions in any window of `period`.
+/// A sliding-window rate limit: at most `limit` admissions (or, as a queue's
+/// [`Queue::step_rate_limit`], step attempts) in any window of `period`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
@@ -130,6 +136,7 @@ impl Queue {
             key: None,
             rate_limit: None,
             debounce: None,
+            step_rate_limit: None,
         }
     }
 
@@ -176,6 +183,30 @@ impl Queue {
         self
     }
 
+    /// At most `limit` live step attempts in any window of `period`, over all runs of the
+    /// queue, in every worker and process (see [`StepWindow`]).
+    #[must_use]
+    pub fn step_rate_limit(mut self, limit: u32, period: Duration) -> Self {
+        self.step_rate_limit = Some(RateLimit {
+            limit,
+            period,
+            per_key: false,
+        });
+        self
+    }
+
+    /// At most `limit` live step attempts in any window of `period`, per key (the runs'
+    /// queue key; the queue then needs one per run).
+    #[must_use]
+    pub fn step_rate_limit_per_key(mut self, limit: u32, period: Duration) -> Self {
+        self.step_rate_limit = Some(RateLimit {
+            limit,
+            period,
+            per_key: true,
+        });
+        self
+    }
+
     /// Debounces starts with the same key within `window`, by `policy`.
     #[must_use]
     pub fn debounce(mut self, window: Duration, policy: DebouncePolicy) -> Self {
@@ -184,10 +215,11 @@ impl Queue {
     }
 
     /// Whether the queue needs a key per run (per-key concurrency, a per-key rate limit
-    /// or debouncing).
+    /// or step rate limit, or debouncing).
     pub fn needs_key(&self) -> bool {
         self.key_concurrency.is_some()
             || self.rate_limit.is_some_and(|r| r.per_key)
+            || self.step_rate_limit.is_some_and(|r| r.per_key)
             || self.debounce.is_some()
     }
 
@@ -195,8 +227,8 @@ impl Queue {
     ///
     /// # Errors
     /// What is wrong, naming the queue and the setting, as a sentence: a malformed name, a
-    /// zero concurrency or limit, a zero period or window, a key pointer that does not
-    /// start with `/`.
+    /// zero concurrency or limit (also of the step rate limit), a period or window under
+    /// 1 ms, a key pointer that does not start with `/`.
     pub fn check(&self) -> Result<(), String> {
         check_queue_name(&self.name)?;
         let name = &self.name;
@@ -232,6 +264,20 @@ impl Queue {
                 return Err(format!(
                     "queue `{name}` has a rate-limit period under 1 ms; use a period such \
                      as `1s` or `1m`"
+                ));
+            }
+        }
+        if let Some(rate) = &self.step_rate_limit {
+            if rate.limit == 0 {
+                return Err(format!(
+                    "queue `{name}` has a step rate limit of 0 per period: no step would \
+                     ever run; use 1 or more"
+                ));
+            }
+            if rate.period < Duration::from_millis(1) {
+                return Err(format!(
+                    "queue `{name}` has a step-rate-limit period under 1 ms; use a period \
+                     such as `1s` or `1m`"
                 ));
             }
         }
@@ -357,6 +403,14 @@ pub struct ClaimRequest<'a> {
     /// for admission by [`Admitter`]; a run in a queue not named here is not claimed (its
     /// limits are unknown to this worker). Runs in no queue are claimed as before.
     pub queues: &'a [Queue],
+    /// `Some(id)`: a claim of run `id` alone, for direct execution
+    /// ([`crate::Engine::execute`]). It claims nothing else and admits no other run: `id`
+    /// is admitted and leased only if it waits for admission in one of `queues`, is due,
+    /// unleased and served, and the queue's walk in admission order would admit it — the
+    /// runs ahead of it that the limits would admit are counted as if admitted (they
+    /// come first), none of them is touched. Otherwise the answer is empty. `limit` must
+    /// be at least 1. `None`: an ordinary claim.
+    pub run: Option<&'a crate::event::RunId>,
 }
 
 /// Counts a store reads for a queue ([`crate::store::Store::queue_totals`]): what
@@ -583,6 +637,197 @@ impl<'q> Admitter<'q> {
         }
         Ok(())
     }
+}
+
+/// The step rate limit of one queue (or of one key of it) at one moment: the rule every
+/// store's [`crate::store::Store::take_step_permit`] applies, atomically with recording
+/// the permit it grants.
+///
+/// A sliding-window log, as for admissions: a permit is granted when fewer than `limit`
+/// permits of the same `queue` and `scope` were taken after `start` (= `now - period`);
+/// granting it records a permit at `now`. So at most `limit` permits fall in any window of
+/// `period`, however many workers and processes take them. When the window is full, the
+/// next permit frees when the oldest one in it leaves the window (its time + `period`).
+///
+/// Times are whole microseconds (what the SQL stores keep), so every store draws the
+/// window's edge at the same instant.
+///
+/// ```
+/// use std::time::Duration;
+/// use chrono::{DateTime, Utc};
+/// use reprise::queue::{Queue, StepWindow};
+/// let llm = Queue::new("llm").step_rate_limit(2, Duration::from_secs(1));
+/// let now = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+/// let window = StepWindow::of(&llm, None, now).unwrap().unwrap();
+/// assert_eq!(window.decide(1, Some(now)), Ok(()));
+/// let next = window.decide(2, Some(now)).unwrap_err();
+/// assert_eq!(next, now + chrono::Duration::seconds(1));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepWindow {
+    /// The queue's name.
+    pub queue: String,
+    /// What the permits are counted over: the run's key for a per-key limit, the empty
+    /// string for the whole queue (a key is never empty).
+    pub scope: String,
+    /// Permits per window; at least 1.
+    pub limit: u32,
+    /// The window.
+    pub period: Duration,
+    /// When the permit is asked for, in whole microseconds.
+    pub now: DateTime<Utc>,
+    /// `now - period`: permits taken strictly after it count.
+    pub start: DateTime<Utc>,
+    /// `now - 2 × period`: permits taken at or before it may be deleted. Not `start`:
+    /// a taker whose clock lags this one's by up to a period still counts what it needs.
+    pub stale: DateTime<Utc>,
+}
+
+impl StepWindow {
+    /// The window a live step attempt of a run in `queue` with `key` takes its permit
+    /// from at `now`; `None` when the queue has no step rate limit.
+    ///
+    /// # Errors
+    /// A sentence naming the queue when its limit is per key and the run has no key.
+    pub fn of(
+        queue: &Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StepWindow>, String> {
+        let Some(rate) = queue.step_rate_limit else {
+            return Ok(None);
+        };
+        let scope = if rate.per_key {
+            match key {
+                Some(key) => key.to_owned(),
+                None => {
+                    return Err(format!(
+                        "queue `{}` limits step attempts per key, but the run has no key in \
+                         it; give the queue a key pointer (`Queue::key`) or start the run \
+                         with a key (`StartOptions::queue_key`, `--queue-key`)",
+                        queue.name
+                    ));
+                }
+            }
+        } else {
+            String::new()
+        };
+        let window = StepWindow {
+            queue: queue.name.clone(),
+            scope,
+            limit: rate.limit,
+            period: rate.period,
+            now,
+            start: now,
+            stale: now,
+        };
+        // A period longer than all of time: every permit counts, none is stale.
+        Ok(Some(window.at(now)))
+    }
+
+    /// The same window at `now` (whole microseconds): a store times the window once it
+    /// holds the scope's lock.
+    #[must_use]
+    pub fn at(&self, now: DateTime<Utc>) -> StepWindow {
+        let now = whole_micros(now);
+        let before = |t: DateTime<Utc>| {
+            t.checked_sub_signed(chrono_of(self.period))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        };
+        let start = before(now);
+        StepWindow {
+            queue: self.queue.clone(),
+            scope: self.scope.clone(),
+            limit: self.limit,
+            period: self.period,
+            now,
+            start,
+            stale: before(start),
+        }
+    }
+
+    /// Decides from the store's count of permits in the window (`taken`, of this queue
+    /// and scope, taken after [`StepWindow::start`]) and the oldest of them: `Ok(())` to
+    /// grant one (the store then records it at [`StepWindow::now`]), else when the next
+    /// permit frees.
+    ///
+    /// # Errors
+    /// The instant the oldest permit in the window leaves it (`now` when the store
+    /// reported none, which cannot happen with a full window).
+    pub fn decide(&self, taken: u64, oldest: Option<DateTime<Utc>>) -> Result<(), DateTime<Utc>> {
+        if taken < u64::from(self.limit) {
+            return Ok(());
+        }
+        Err(oldest.map_or(self.now, |t| {
+            t.checked_add_signed(chrono_of(self.period))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        }))
+    }
+
+    /// The state of the window as `queues list` and `runs get` show it, from the same
+    /// counts.
+    pub fn permits(&self, taken: u64, oldest: Option<DateTime<Utc>>) -> StepPermits {
+        StepPermits {
+            key: (!self.scope.is_empty()).then(|| self.scope.clone()),
+            limit: self.limit,
+            period_ms: millis(self.period),
+            taken,
+            next_at: self.decide(taken, oldest).err(),
+        }
+    }
+}
+
+/// How much of a queue's step rate limit is used ([`crate::store::Store::step_permits`]):
+/// what `queues list`, `GET /queues` and `runs get` show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StepPermits {
+    /// The key, for a per-key limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The limit per window.
+    pub limit: u32,
+    /// The window, in milliseconds.
+    pub period_ms: u64,
+    /// Permits taken in the current window.
+    pub taken: u64,
+    /// When the window is full: when the next permit frees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
+}
+
+impl StepPermits {
+    /// Whether the window is full (a step asking now waits).
+    pub fn is_full(&self) -> bool {
+        self.next_at.is_some()
+    }
+}
+
+impl std::fmt::Display for StepPermits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let period = humantime::format_duration(Duration::from_millis(self.period_ms));
+        let whose = match &self.key {
+            Some(key) => format!("key `{key}`'s step rate limit"),
+            None => "the queue's step rate limit".to_owned(),
+        };
+        write!(
+            f,
+            "{} of {whose} of {} per {period} taken",
+            self.taken, self.limit
+        )?;
+        if let Some(at) = self.next_at {
+            write!(
+                f,
+                "; steps wait for a permit until {}",
+                at.format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// `t` without its sub-microsecond part.
+fn whole_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -955,6 +1200,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn the_step_window_counts_after_its_start_and_names_the_next_permit() {
+        let q = Queue::new("q").step_rate_limit(2, Duration::from_secs(10));
+        let now = t(0) + chrono::Duration::nanoseconds(1_500); // 1.5 µs: cut to 1 µs
+        let w = StepWindow::of(&q, Some("ignored"), now).unwrap().unwrap();
+        assert_eq!(w.scope, "", "a queue-wide limit counts the whole queue");
+        assert_eq!(w.now, t(0) + chrono::Duration::microseconds(1));
+        assert_eq!(w.start, w.now - chrono::Duration::seconds(10));
+        assert_eq!(w.stale, w.now - chrono::Duration::seconds(20));
+        assert_eq!(w.decide(1, Some(t(-5))), Ok(()));
+        assert_eq!(w.decide(2, Some(t(-5))), Err(t(5)));
+        let permits = w.permits(2, Some(t(-5)));
+        assert!(permits.is_full());
+        assert_eq!(permits.next_at, Some(t(5)));
+        assert!(
+            permits
+                .to_string()
+                .contains("2 of the queue's step rate limit of 2 per 10s")
+        );
+        assert_eq!(StepWindow::of(&Queue::new("free"), None, now), Ok(None));
+        let per_key = Queue::new("k").step_rate_limit_per_key(1, Duration::from_secs(1));
+        assert!(per_key.needs_key());
+        assert_eq!(
+            StepWindow::of(&per_key, Some("c1"), now)
+                .unwrap()
+                .unwrap()
+                .scope,
+            "c1"
+        );
+        let err = StepWindow::of(&per_key, None, now).unwrap_err();
+        assert!(
+            err.contains("queue `k` limits step attempts per key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn step_rate_limits_are_checked_and_read_from_json() {
+        let err = Queue::new("q")
+            .step_rate_limit(0, Duration::from_secs(1))
+            .check()
+            .unwrap_err();
+        assert!(
+            err.contains("queue `q` has a step rate limit of 0"),
+            "{err}"
+        );
+        let err = Queue::new("q")
+            .step_rate_limit(1, Duration::from_micros(10))
+            .check()
+            .unwrap_err();
+        assert!(err.contains("step-rate-limit period under 1 ms"), "{err}");
+        let q: Queue = serde_json::from_value(json!({
+            "name": "llm",
+            "step_rate_limit": {"limit": 600, "period": "1m", "per_key": false}
+        }))
+        .unwrap();
+        assert_eq!(
+            q.step_rate_limit,
+            Some(RateLimit {
+                limit: 600,
+                period: Duration::from_secs(60),
+                per_key: false
+            })
+        );
+        assert!(!q.needs_key());
     }
 
     #[test]

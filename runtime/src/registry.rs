@@ -204,9 +204,17 @@ pub struct WorkflowEntry {
     pub(crate) body: ErasedWorkflowFn,
     pub(crate) input: Validator,
     pub(crate) output: Validator,
+    /// The subscription config's validator, for a subscribable workflow.
+    pub(crate) subscription: Option<Validator>,
 }
 
 impl WorkflowEntry {
+    /// The subscription config's JSON Schema, for a subscribable workflow
+    /// (`#[workflow(subscribable = T)]`).
+    pub fn subscription_schema(&self) -> Option<&Value> {
+        self.subscription.as_ref().map(Validator::schema)
+    }
+
     /// The input's JSON Schema.
     pub fn input_schema(&self) -> &Value {
         self.input.schema()
@@ -277,6 +285,13 @@ impl Registry {
         if let Some((options, sites, shape, body)) = registration.workflow {
             let what_in = format!("input of workflow `{}`", registration.slug);
             let what_out = format!("output of workflow `{}`", registration.slug);
+            let subscription = match options.subscribable {
+                Some(decl) => Some(Validator::compile(
+                    (decl.schema)(),
+                    format!("subscription config of workflow `{}`", registration.slug),
+                )?),
+                None => None,
+            };
             let entry = WorkflowEntry {
                 registration,
                 options,
@@ -285,6 +300,7 @@ impl Registry {
                 body,
                 input: Validator::compile((registration.input_schema)(), what_in)?,
                 output: Validator::compile((registration.output_schema)(), what_out)?,
+                subscription,
             };
             self.workflows.insert(registration.slug, Arc::new(entry));
         }

@@ -8,6 +8,7 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -68,6 +69,9 @@ pub(crate) struct RunControl {
     pub(crate) pause: CancellationToken,
     /// Who asked for the pause (recorded in `run_paused`).
     pause_by: Arc<Mutex<Option<String>>>,
+    /// Set when the execution writes its last append with the release of its lease
+    /// (`Append::release`), before the write: see [`RunControl::releasing`].
+    releasing: Arc<AtomicBool>,
 }
 
 impl RunControl {
@@ -79,6 +83,20 @@ impl RunControl {
         }
         drop(pause_by);
         self.pause.cancel();
+    }
+
+    /// Marks that the execution's last append gives its lease back (set before the append
+    /// is sent).
+    pub(crate) fn set_releasing(&self) {
+        self.releasing.store(true, Ordering::Release);
+    }
+
+    /// Whether the execution's last append gives its lease back (it was sent; it may still
+    /// fail). Then a lease found gone is not a takeover but this append's doing (or, if
+    /// it was a takeover, the append fails with [`crate::EngineError::LeaseLost`] by
+    /// itself), and the executor must not release the lease again after a successful end.
+    pub(crate) fn releasing(&self) -> bool {
+        self.releasing.load(Ordering::Acquire)
     }
 
     /// Who asked for the pause (`unknown` when nobody said).

@@ -147,7 +147,49 @@ pub struct WorkflowOptions {
     /// "llm")]`, see [`crate::queue`]); a start may name another. A queue named here but
     /// not configured on the engine exists with no limits. `None`: no queue.
     pub queue: Option<&'static str>,
+    /// The subscription config type of a subscribable workflow (`#[workflow(subscribable =
+    /// DigestSettings)]`): a trigger occurrence starts one run per active subscription
+    /// (see [`crate::subscriptions`]). `None`: not subscribable.
+    pub subscribable: Option<SubscriptionSchema>,
 }
+
+/// The subscription config type of a subscribable workflow (`#[workflow(subscribable =
+/// T)]`, `T: JsonSchema + Deserialize`): its name and JSON Schema, which every
+/// subscription's config is validated against.
+#[derive(Clone, Copy)]
+pub struct SubscriptionSchema {
+    /// The Rust type's name (`my_app::DigestSettings`), for messages.
+    pub type_name: fn() -> &'static str,
+    /// The type's JSON Schema (schemars).
+    pub schema: fn() -> serde_json::Value,
+}
+
+impl SubscriptionSchema {
+    /// The declaration of config type `T`.
+    pub const fn of<T: schemars::JsonSchema + serde::de::DeserializeOwned>() -> Self {
+        SubscriptionSchema {
+            type_name: std::any::type_name::<T>,
+            schema: crate::schema::schema_of::<T>,
+        }
+    }
+}
+
+impl std::fmt::Debug for SubscriptionSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubscriptionSchema")
+            .field("type_name", &(self.type_name)())
+            .finish_non_exhaustive()
+    }
+}
+
+// Declarations are equal by type name: their fn pointers are not comparable.
+impl PartialEq for SubscriptionSchema {
+    fn eq(&self, other: &Self) -> bool {
+        (self.type_name)() == (other.type_name)()
+    }
+}
+
+impl Eq for SubscriptionSchema {}
 
 impl WorkflowOptions {
     /// The defaults: 3 attempts, fail when they run out, no failure handler, the
@@ -162,6 +204,7 @@ impl WorkflowOptions {
         max_history_events: None,
         timeout: None,
         queue: None,
+        subscribable: None,
     };
 }
 

@@ -303,6 +303,7 @@ impl Worker {
                 limit,
                 routing,
                 queues: engine.queues(),
+                run: None,
             })
             .await?;
         let claimed = leases.len();

@@ -1075,6 +1075,22 @@ impl Store for CrashStore {
     > {
         self.inner.queue_totals(queue, key, now).await
     }
+    async fn take_step_permit(
+        &self,
+        queue: &reprise::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn reprise::Clock>,
+    ) -> Result<Result<(), chrono::DateTime<chrono::Utc>>, EngineError> {
+        self.inner.take_step_permit(queue, key, clock).await
+    }
+    async fn step_permits(
+        &self,
+        queue: &reprise::queue::Queue,
+        key: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(u64, Option<chrono::DateTime<chrono::Utc>>), EngineError> {
+        self.inner.step_permits(queue, key, now).await
+    }
     async fn worker_heartbeat(
         &self,
         worker: &reprise::queue::WorkerInfo,

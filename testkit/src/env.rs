@@ -557,6 +557,7 @@ impl TestEnv {
                     limit: 64,
                     routing: &routing,
                     queues: self.engine.queues(),
+                    run: None,
                 })
                 .await
                 .unwrap_or_else(|e| panic!("cannot claim queue runs: {e}"));

@@ -95,13 +95,16 @@ fn queues_list_shows_the_queues_of_the_file_and_the_variable() {
     let (code, out, err) = run(app(&db)
         .env(
             "REPRISE_QUEUES",
-            r#"[{"name": "gpu", "rate_limit": {"limit": 2, "period": "1m"}}]"#,
+            r#"[{"name": "gpu", "rate_limit": {"limit": 2, "period": "1m"},
+                "step_rate_limit": {"limit": 30, "period": "1m"}}]"#,
         )
         .args(["queues", "list", "--db", "memory:", "--queues-file", &file]));
     assert_eq!(code, 0, "{out}{err}");
     for expected in [
         "gpu",
         "2 per 1m",
+        "30 steps per 1m",
+        "step permits",
         "serial",
         "concurrency 1",
         "by-dir",
@@ -460,4 +463,65 @@ fn worker_routing_flags_refuse_unknown_names_and_route_the_worker() {
         seen.contains("claiming only runs in queues: default, serial"),
         "{seen}"
     );
+}
+
+#[test]
+fn runs_list_filters_by_queue_and_refuses_a_bad_queue_name() {
+    let db = TempDb::new().unwrap();
+    let file = queues_file(&db, QUEUES);
+    let enqueue = |extra: &[&str]| {
+        let mut args = vec![
+            "workflows",
+            "run",
+            "ten-steps",
+            "--input",
+            "2",
+            "--enqueue",
+            "--queues-file",
+            &file,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(app(&db).env_remove("REPRISE_QUEUES").args(&args));
+        assert_eq!(code, 0, "{out}{err}");
+        run_id(&out)
+    };
+    let serial = enqueue(&["--queue", "serial"]);
+    let free = enqueue(&["--queue", "free"]);
+    let none = enqueue(&[]);
+    let list = |extra: &[&str]| {
+        let mut args = vec!["runs", "list", "--json", "--queues-file", &file];
+        args.extend_from_slice(extra);
+        let (code, out, err) = run(app(&db).env_remove("REPRISE_QUEUES").args(&args));
+        assert_eq!(code, 0, "{out}{err}");
+        let runs: Value = serde_json::from_str(&out).unwrap();
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&["--queue", "serial"]), [serial.as_str()]);
+    assert_eq!(list(&["--queue", "free", "--status", "queued"]), [free]);
+    assert!(list(&["--queue", "by-dir"]).is_empty());
+    assert_eq!(list(&[]).len(), 3);
+    assert!(list(&[]).contains(&none));
+    // The human table lists the same run.
+    let (code, out, err) = run(app(&db).env_remove("REPRISE_QUEUES").args([
+        "runs",
+        "list",
+        "--queue",
+        "serial",
+        "--queues-file",
+        &file,
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&serial), "{out}");
+    // A name that cannot be a queue's is refused with exit 2, naming the rule.
+    let (code, out, err) =
+        run(app(&db)
+            .env_remove("REPRISE_QUEUES")
+            .args(["runs", "list", "--queue", "no spaces"]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("--queue") && err.contains("ASCII"), "{err}");
 }

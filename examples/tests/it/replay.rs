@@ -451,6 +451,7 @@ async fn restore(store: &dyn Store, export: &RunExport) {
             events: events.collect(),
             update: RunUpdate::default(),
             fence: None,
+            release: false,
         })
         .await
         .unwrap();

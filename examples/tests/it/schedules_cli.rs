@@ -87,7 +87,14 @@ fn schedules_are_created_listed_changed_paused_triggered_backfilled_and_deleted(
         .iter()
         .map(|s| (s["name"].as_str().unwrap(), s["source"].as_str().unwrap()))
         .collect();
-    assert_eq!(names, [("daily-digest", "code"), ("tally", "data")]);
+    assert_eq!(
+        names,
+        [
+            ("daily-digest", "code"),
+            ("repo-digest-daily", "code"),
+            ("tally", "data")
+        ]
+    );
     let (code, table, _) = run(&db, &["schedules", "list"]);
     assert_eq!(code, 0);
     assert!(
@@ -241,8 +248,8 @@ fn bad_schedules_exit_2_naming_what_to_fix() {
             .as_array()
             .unwrap()
             .len(),
-        1,
-        "nothing stored"
+        2,
+        "nothing stored (the app's two code schedules only)"
     );
 
     // A schedule declared in code is changed and deleted in code.

@@ -4,7 +4,8 @@
 //! through the form built from its schema (an invalid payload first: its violations show
 //! next to the field and the hook stays open), a sleeping run completing live without a
 //! reload, canceling, the lit graph, starting a run from a workflow's form, the 404 page,
-//! and the login a token requires. Screenshots of each page go to
+//! the login a token requires; the queues page (`/ui/queues`) with its limits and counts,
+//! and its link to the runs of a queue. Screenshots of each page go to
 //! `target/ui-screenshots/`; the run page and the lit graph are also written to
 //! `docs/img/ui-run.png` and `docs/img/ui-graph.png` (the README shows them) when those are
 //! missing or `REPRISE_UPDATE_UI_IMAGES=1`.
@@ -81,6 +82,11 @@ struct Dev {
 
 impl Dev {
     async fn start(token: Option<&str>) -> Dev {
+        Dev::start_with(token, &[]).await
+    }
+
+    /// [`Dev::start`] with more environment variables.
+    async fn start_with(token: Option<&str>, env: &[(&str, &str)]) -> Dev {
         let db = TempDb::new().expect("a temporary directory");
         let port = free_port();
         let log = std::fs::File::create(db.dir().join("dev.log")).expect("the log file");
@@ -95,6 +101,10 @@ impl Dev {
             .stderr(Stdio::from(log));
         if let Some(token) = token {
             command.env("REPRISE_API_TOKEN", token);
+        }
+        command.env_remove("REPRISE_QUEUES");
+        for (name, value) in env {
+            command.env(name, value);
         }
         let child = Killed(command.spawn().expect("dev starts"));
         let dev = Dev {
@@ -701,5 +711,136 @@ async fn with_a_token_the_web_ui_asks_for_it_once_and_keeps_it_in_a_cookie() {
         .await
         .expect("GET");
     assert_eq!(response.status(), 303);
+    browser.client.close().await.expect("close the session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queues_page_shows_limits_and_counts_and_links_to_each_queues_runs() {
+    if !browser_installed() {
+        return;
+    }
+    let queues = r#"[{"name": "serial", "concurrency": 1},
+                     {"name": "paced", "rate_limit": {"limit": 5, "period": "1h"}}]"#;
+    let dev = Dev::start_with(None, &[("REPRISE_QUEUES", queues)]).await;
+    let browser = Browser::start().await;
+    // Two approvals through `serial`: the first is admitted and waits on its hook, holding
+    // the only place; the second waits for it. One quick run through `paced`, one in no
+    // queue.
+    let held = dev
+        .start_run("approval?queue=serial", json!({"title": "first"}))
+        .await;
+    let deadline = Instant::now() + PATIENCE;
+    while dev.run(&held).await["status"] != "waiting" {
+        assert!(Instant::now() < deadline, "never admitted: {}", dev.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let behind = dev
+        .start_run("approval?queue=serial", json!({"title": "second"}))
+        .await;
+    let paced = dev.start_run("ten-steps?queue=paced", json!(2)).await;
+    let outside = dev
+        .start_run("approval", json!({"title": "no queue"}))
+        .await;
+    let deadline = Instant::now() + PATIENCE;
+    while dev.run(&paced).await["status"] != "completed" {
+        assert!(
+            Instant::now() < deadline,
+            "paced run never ended: {}",
+            dev.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    browser.goto(&dev.url("/ui/queues")).await;
+    let serial = "#queues tr[data-queue='serial']";
+    browser.find(serial).await;
+    assert_eq!(
+        browser.text(&format!("{serial} td:nth-child(2)")).await,
+        "concurrency 1"
+    );
+    assert_eq!(
+        browser.text(&format!("{serial} td[data-active]")).await,
+        "1"
+    );
+    assert_eq!(
+        browser.text(&format!("{serial} td[data-waiting]")).await,
+        "1"
+    );
+    // `paced` counts its admission in the rate window; its run has ended.
+    let paced_row = "#queues tr[data-queue='paced']";
+    assert_eq!(
+        browser.text(&format!("{paced_row} td:nth-child(2)")).await,
+        "5 per 1h"
+    );
+    assert_eq!(
+        browser
+            .text(&format!("{paced_row} td[data-in-window]"))
+            .await,
+        "1"
+    );
+    assert_eq!(
+        browser.text(&format!("{paced_row} td[data-active]")).await,
+        "0"
+    );
+    browser.screenshot("queues").await;
+
+    // The queue's name links to its runs: both of `serial`, and nothing else.
+    browser
+        .find(&format!("{serial} a.queue-runs"))
+        .await
+        .click()
+        .await
+        .expect("click");
+    browser
+        .wait_until("location.pathname === '/ui'", "the runs page")
+        .await;
+    assert_eq!(
+        browser.eval("location.search").await,
+        json!("?queue=serial")
+    );
+    for id in [&held, &behind] {
+        browser.find(&format!("#runs tr[data-run-id='{id}']")).await;
+    }
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#runs tbody tr').length")
+            .await,
+        json!(2)
+    );
+    for id in [&paced, &outside] {
+        let absent = format!("document.querySelector(\"#runs tr[data-run-id='{id}']\") === null");
+        assert_eq!(
+            browser.eval(&absent).await,
+            json!(true),
+            "run {id} is not in queue serial"
+        );
+    }
+    assert_eq!(
+        browser
+            .eval("document.querySelector('select[name=queue]').value")
+            .await,
+        json!("serial")
+    );
+    browser.screenshot("runs-of-a-queue").await;
+    // The waiting count links to the queue's runs still queued: the one behind.
+    browser.goto(&dev.url("/ui/queues")).await;
+    browser
+        .find(&format!("{serial} td[data-waiting] a"))
+        .await
+        .click()
+        .await
+        .expect("click");
+    browser
+        .wait_until("location.pathname === '/ui'", "the runs page")
+        .await;
+    browser
+        .find(&format!("#runs tr[data-run-id='{behind}']"))
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#runs tbody tr').length")
+            .await,
+        json!(1)
+    );
     browser.client.close().await.expect("close the session");
 }

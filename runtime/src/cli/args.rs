@@ -139,6 +139,14 @@ pub(crate) enum Command {
     /// never shown; with REPRISE_SECRETS_KEY they are kept encrypted in the database.
     #[command(subcommand)]
     Credentials(super::credentials::CredentialsCommand),
+    /// Manage named API tokens: each carries a principal (recorded as the actor of the
+    /// runs it starts) and a scope (read, start, operate, admin).
+    #[command(subcommand)]
+    Tokens(super::tokens::TokensCommand),
+    /// Manage subscriptions to subscribable workflows: each trigger occurrence of such a
+    /// workflow starts one run per active subscription, acting for its user.
+    #[command(subcommand)]
+    Subscriptions(super::subscriptions::SubscriptionsCommand),
 }
 
 /// `dev`'s options.
@@ -199,7 +207,7 @@ pub(crate) enum WorkflowsCommand {
     /// List the registered workflows.
     List,
     /// Start a run and drive it to its end, then print its output and step table.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print a workflow's input and output JSON Schemas.
     Schema {
         /// The workflow's slug.
@@ -309,6 +317,30 @@ pub(crate) struct RunArgs {
     /// with `--json`).
     #[arg(long, value_name = "ID", conflicts_with_all = ["key", "idempotency_key"])]
     pub(crate) dedup: Option<String>,
+    /// The user the run acts for (its credentials are looked up for `user:<id>` first): 1
+    /// to 128 ASCII letters, digits, `-`, `_`, `.`, `@`. The run's actor is the OS user.
+    #[arg(long, value_name = "ID", value_parser = parse_user)]
+    pub(crate) user: Option<String>,
+    /// The run's project (credentials are looked up for `project:<id>` next); same rules
+    /// as `--user`. Default: the engine's project (`REPRISE_PROJECT`).
+    #[arg(long, value_name = "ID", value_parser = parse_project)]
+    pub(crate) project: Option<String>,
+    /// Start the run for this subscription of the (subscribable) workflow: it acts for the
+    /// subscriber's user and `ctx.subscriber()` returns the subscription (`subscriptions
+    /// list` shows the ids). An unknown or paused subscription, or one of another
+    /// workflow, exits 2; nothing is started.
+    #[arg(long, value_name = "ID")]
+    pub(crate) subscription: Option<String>,
+}
+
+/// `--user`: a user id ([`crate::identity::Scope::parse`]'s rules).
+fn parse_user(text: &str) -> Result<String, String> {
+    crate::identity::Scope::parse(&format!("user:{text}")).map(|_| text.to_owned())
+}
+
+/// `--project`: a project id ([`crate::identity::Scope::parse`]'s rules).
+fn parse_project(text: &str) -> Result<String, String> {
+    crate::identity::Scope::parse(&format!("project:{text}")).map(|_| text.to_owned())
 }
 
 /// `--delay`: a humantime duration.
@@ -322,6 +354,11 @@ fn parse_start_at(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 }
 
 /// `--tag`: a tag filter (`key=value`, `key>=100`, …).
+fn parse_queue_name(text: &str) -> Result<String, String> {
+    crate::queue::check_queue_name(text)?;
+    Ok(text.to_owned())
+}
+
 fn parse_tag_filter(text: &str) -> Result<crate::tags::TagFilter, String> {
     text.parse()
 }
@@ -428,6 +465,10 @@ pub(crate) enum RunsCommand {
         /// Only runs of this workflow slug.
         #[arg(long)]
         workflow: Option<String>,
+        /// Only runs in this flow-control queue (waiting for admission, admitted or ended);
+        /// combine with `--status queued` for the runs still waiting.
+        #[arg(long, value_name = "NAME", value_parser = parse_queue_name)]
+        queue: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,

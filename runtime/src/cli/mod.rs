@@ -57,6 +57,8 @@ mod purge;
 mod queues;
 mod schedules;
 mod serve;
+mod subscriptions;
+mod tokens;
 mod watch;
 
 use std::ffi::OsString;
@@ -108,6 +110,7 @@ pub fn exit_code(error: &EngineError) -> u8 {
         | EngineError::UnknownWorkflow(_)
         | EngineError::UnknownRun(_)
         | EngineError::UnknownHook
+        | EngineError::UnknownSubscription(_)
         | EngineError::Config(_)
         | EngineError::InvalidState { .. }
         | EngineError::Serde(_)
@@ -264,6 +267,7 @@ fn is_read_only(command: &Command) -> bool {
             WorkflowsCommand::Check { .. } | WorkflowsCommand::Graph { run: Some(_), .. }
         ) | Command::Queues(_)
             | Command::Credentials(credentials::CredentialsCommand::List { .. })
+            | Command::Tokens(tokens::TokensCommand::List { .. })
     )
 }
 
@@ -484,6 +488,7 @@ async fn dispatch(
         },
         Command::Worker(args) => serve::worker(engine, args).await,
         Command::Schedules(command) => schedules::dispatch(engine, command).await,
+        Command::Subscriptions(command) => subscriptions::dispatch(engine, command).await,
         Command::Runs(
             command @ (RunsCommand::Signal { .. }
             | RunsCommand::State { .. }
@@ -492,6 +497,7 @@ async fn dispatch(
         Command::Events(command) => events::dispatch(engine, command).await,
         Command::Queues(command) => queues::dispatch(engine, command).await,
         Command::Credentials(command) => credentials::dispatch(engine, command).await,
+        Command::Tokens(command) => tokens::dispatch(engine, command).await,
         Command::Runs(RunsCommand::Cancel { id, json }) => {
             let id = RunId(id);
             let outcome = engine.cancel(&id).await?;
@@ -586,14 +592,18 @@ async fn dispatch(
             input,
             json,
         }) => {
-            let mut options = crate::ForkOptions::from_step(from).by(cli_user());
+            let mut options = crate::ForkOptions::from_step(from)
+                .by(cli_user())
+                .actor(crate::identity::Actor::cli_user());
             if let Some(input) = input {
                 options = options.input(read_json(&input, "--input")?);
             }
             fork_run(engine, RunId(id), options, json).await
         }
         Command::Runs(RunsCommand::Restart { id, input, json }) => {
-            let mut options = crate::ForkOptions::restart().by(cli_user());
+            let mut options = crate::ForkOptions::restart()
+                .by(cli_user())
+                .actor(crate::identity::Actor::cli_user());
             if let Some(input) = input {
                 options = options.input(read_json(&input, "--input")?);
             }
@@ -604,10 +614,14 @@ async fn dispatch(
             output::print_workflows(engine, &paused);
             Ok(EXIT_COMPLETED)
         }
-        Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, args).await,
+        Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, *args).await,
         Command::Workflows(WorkflowsCommand::Schema { slug }) => {
             let entry = engine.workflow(&slug)?;
-            let schemas = json!({ "input": entry.input_schema(), "output": entry.output_schema() });
+            let mut schemas =
+                json!({ "input": entry.input_schema(), "output": entry.output_schema() });
+            if let Some(schema) = entry.subscription_schema() {
+                schemas["subscription"] = schema.clone();
+            }
             println!("{}", pretty(&schemas));
             Ok(EXIT_COMPLETED)
         }
@@ -653,6 +667,7 @@ async fn dispatch(
         Command::Runs(RunsCommand::List {
             status,
             workflow,
+            queue,
             limit,
             tags,
             created_after,
@@ -666,6 +681,7 @@ async fn dispatch(
             let filter = RunFilter {
                 status,
                 workflow,
+                queue,
                 limit: Some(limit),
                 tags,
                 created_after: created_after.map(|t| t.resolve(now)),
@@ -724,6 +740,7 @@ async fn dispatch(
             let steps = summarize_steps(&events);
             let hooks = engine.open_hooks(&id).await?;
             let forked_from = crate::forked_from(&events);
+            let identity = crate::identity_of(&events);
             let links = crate::run_links_of(&record, &events);
             let tags = crate::tags::tags_of(&events);
             let cost =
@@ -732,7 +749,7 @@ async fn dispatch(
                 let usage = crate::engine::token_usage(&events);
                 let mut body = json!({
                     "run": record, "steps": steps, "open_hooks": hooks, "usage": usage,
-                    "tags": tags,
+                    "tags": tags, "identity": identity,
                 });
                 if let Some((cost, unpriced)) = cost {
                     body["cost_usd"] = json!(cost);
@@ -758,6 +775,9 @@ async fn dispatch(
                 println!("{}", serde_json::to_string(&body)?);
             } else {
                 output::print_run(&record, &steps, &tags);
+                for line in output::identity_lines(&identity) {
+                    println!("{line}");
+                }
                 if let Some(key) = crate::engine::key_of(&events) {
                     println!("business key: {key}");
                 }
@@ -863,7 +883,13 @@ fn read_json(text: &str, flag: &str) -> Result<Value, EngineError> {
 
 async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError> {
     let input = read_json(&args.input, "--input")?;
-    let mut options = crate::StartOptions::new();
+    let mut options = crate::StartOptions::new().actor(crate::identity::Actor::cli_user());
+    if let Some(user) = &args.user {
+        options = options.user(user.clone());
+    }
+    if let Some(project) = &args.project {
+        options = options.project(project.clone());
+    }
     let start_at = match (args.delay, args.start_at) {
         (Some(delay), _) => Some(
             crate::engine::delay_from("--delay", engine.now(), delay)
@@ -879,6 +905,9 @@ async fn run_workflow(engine: &Engine, args: RunArgs) -> Result<u8, EngineError>
     }
     if let Some(key) = &args.key {
         options = options.key(key.clone());
+    }
+    if let Some(id) = &args.subscription {
+        options = options.subscriber(engine.subscriber_for(&args.slug, id).await?);
     }
     options.queue = crate::queue::QueueRequest {
         queue: args.queue.clone(),

@@ -260,3 +260,54 @@ pub(super) fn print_forked_from(from: &crate::event::ForkedFrom) {
         None => println!("restarted from run {} by {}{input}", from.run_id, from.by),
     }
 }
+
+/// The lines `runs get` prints about who started a run and whom it acts for: `started by
+/// <actor>` ([`crate::identity::Actor::describe`]), then `user`, `project` and
+/// `subscriber` when set.
+pub(super) fn identity_lines(identity: &crate::identity::RunIdentity) -> Vec<String> {
+    let mut lines = vec![format!("started by {}", identity.actor.describe())];
+    if let Some(user) = &identity.user {
+        lines.push(format!("acts for user {user}"));
+    }
+    if let Some(project) = &identity.project {
+        lines.push(format!("project {project}"));
+    }
+    if let Some(subscriber) = &identity.subscriber {
+        lines.push(format!(
+            "subscriber {} (subscription {})",
+            subscriber.user, subscriber.subscription
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{Actor, RunIdentity};
+
+    #[test]
+    fn runs_get_says_who_started_the_run_and_for_whom() {
+        let identity = RunIdentity {
+            actor: Actor::Principal {
+                name: "ada".into(),
+                token: Some("ci".into()),
+            },
+            user: Some("ada".into()),
+            project: Some("web".into()),
+            subscriber: None,
+        };
+        assert_eq!(
+            identity_lines(&identity),
+            [
+                "started by principal ada (token ci)",
+                "acts for user ada",
+                "project web"
+            ]
+        );
+        assert_eq!(
+            identity_lines(&RunIdentity::unrecorded()),
+            ["started by not recorded"]
+        );
+    }
+}

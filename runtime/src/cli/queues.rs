@@ -16,7 +16,8 @@ pub(crate) const QUEUES_ENV: &str = "REPRISE_QUEUES";
 #[derive(Debug, Subcommand)]
 pub(crate) enum QueuesCommand {
     /// List the queues: their limits, admitted unfinished runs (`active`), admissions in
-    /// the current rate window, and queued runs waiting for admission.
+    /// the current rate window, step permits in the current step-rate window, and queued
+    /// runs waiting for admission.
     List {
         /// Print JSON (the array `GET /queues` answers).
         #[arg(long)]
@@ -47,6 +48,7 @@ pub(super) async fn dispatch(engine: &Engine, command: QueuesCommand) -> Result<
                 "key",
                 "active",
                 "in window",
+                "step permits",
                 "waiting",
             ]);
             for queue in &queues {
@@ -56,6 +58,10 @@ pub(super) async fn dispatch(engine: &Engine, command: QueuesCommand) -> Result<
                     queue.key.clone().unwrap_or_default(),
                     queue.active.to_string(),
                     queue.admitted_in_window.to_string(),
+                    queue
+                        .step_permits_in_window
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
                     queue.waiting.to_string(),
                 ]);
             }

@@ -19,6 +19,7 @@ pub(crate) mod select;
 pub(crate) mod signal;
 pub(crate) mod sleep;
 pub(crate) mod step;
+pub(crate) mod step_rate;
 pub(crate) mod tag;
 pub(crate) mod timeout;
 pub(crate) mod update;
@@ -71,7 +72,7 @@ pub(crate) struct RunState {
     waits: Mutex<Vec<Wait>>,
     pub(crate) suspended: Notify,
     /// Live steps running right now; a suspending run lets them finish and record first.
-    inflight: AtomicUsize,
+    pub(super) inflight: AtomicUsize,
     pub(crate) inflight_changed: Notify,
     pub(crate) replayed: AtomicU64,
     pub(crate) executed: AtomicU64,
@@ -110,6 +111,9 @@ pub(crate) struct RunState {
     /// The cap on the log's length (`max_history_events`; 0: none): an append of steps
     /// past it fails the run with kind `history_too_large`.
     pub(crate) history_cap: AtomicU64,
+    /// The run's queue and key when the queue has a step rate limit: live attempts take
+    /// a permit first (see [`step_rate`]). Set once, before the body runs.
+    pub(crate) step_queue: std::sync::OnceLock<step_rate::StepQueue>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -167,6 +171,7 @@ impl RunState {
             event_waits: Mutex::default(),
             continue_with: Mutex::new(None),
             history_cap: AtomicU64::new(0),
+            step_queue: std::sync::OnceLock::new(),
             limits,
         }
     }
@@ -284,6 +289,30 @@ impl RunState {
         events: Vec<NewEvent>,
         update: RunUpdate,
     ) -> Result<(), EngineError> {
+        self.append_releasing(events, update, false).await
+    }
+
+    /// [`RunState::append`] for the last append of an execution that leaves its run not
+    /// due (ended, or paused): under a lease, the append also gives the lease back in the
+    /// same write ([`crate::store::Append::release`]), and the execution's control says so
+    /// ([`RunControl::releasing`]). Nothing may be appended under the lease afterwards.
+    ///
+    /// # Errors
+    /// As [`RunState::append`].
+    pub(crate) async fn append_last(
+        &self,
+        events: Vec<NewEvent>,
+        update: RunUpdate,
+    ) -> Result<(), EngineError> {
+        self.append_releasing(events, update, true).await
+    }
+
+    async fn append_releasing(
+        &self,
+        events: Vec<NewEvent>,
+        update: RunUpdate,
+        release: bool,
+    ) -> Result<(), EngineError> {
         // Once the log could not be written, this execution is abandoned: nothing more is
         // recorded (above all not the store failure as a step's outcome, which replay would
         // return forever). Unrecorded steps run again when the run resumes, as after a crash.
@@ -310,12 +339,19 @@ impl RunState {
         self.check_history_cap(*next_seq, count, &update)?;
         let grown = self.grown_log(&all);
         let status = update.status;
+        let fence = *lock(&self.fence);
+        // Only a lease can be given back (an execution without one has no fence).
+        let release = release && fence.is_some();
+        if release {
+            self.control().set_releasing();
+        }
         let append = Append {
             run_id: self.run_id.clone(),
             first_seq: *next_seq,
             events: all,
             update,
-            fence: *lock(&self.fence),
+            fence,
+            release,
         };
         self.env.store.append(append).await?;
         *next_seq += count;
@@ -422,7 +458,7 @@ impl RunState {
     }
 
     /// Ends one count of [`RunState::inflight`] and tells the executor.
-    fn leave_inflight(&self) {
+    pub(super) fn leave_inflight(&self) {
         self.inflight.fetch_sub(1, Ordering::AcqRel);
         self.inflight_changed.notify_one();
     }

@@ -220,7 +220,8 @@ async fn run_action<S: Step>(
     attempts(run, id, S::SLUG, options, attempt_once).await
 }
 
-/// Makes the attempts of a live step (an action, an inline step): each attempt under the
+/// Makes the attempts of a live step (an action, an inline step): each attempt after a
+/// permit of the run's queue's step rate limit (see [`super::step_rate`]), under the
 /// per-attempt `timeout`, a panic caught as a retryable `panic` error, a retryable failure
 /// recorded as `step_retrying` and tried again after the backoff, as `options` say.
 /// Returns the outcome and the attempts made.
@@ -233,6 +234,10 @@ pub(crate) async fn attempts<O>(
 ) -> (Result<O, ActionError>, u32) {
     let mut attempt = 1u32;
     loop {
+        // Each live attempt takes a permit of its queue's step rate limit, if any.
+        if let Err(error) = super::step_rate::take_permit(run, id).await {
+            return (Err(error), attempt);
+        }
         let call = attempt_once(attempt);
         // The step's own code is not the workflow body: plain `.run(..)` calls inside it
         // are ordinary calls (see `recording::outside_body`).

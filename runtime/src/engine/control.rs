@@ -138,6 +138,7 @@ impl Engine {
             )],
             update,
             fence,
+            release: false,
         };
         self.store().append(append).await?;
         self.announce(id, workflow, RunStatus::Canceled);

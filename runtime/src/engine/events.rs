@@ -194,19 +194,16 @@ impl Engine {
     }
 
     /// Creates a run of `slug` with the event's data as input under `key` (once), its
-    /// `run_created` naming the event. Returns the run and whether this call created it.
+    /// `run_created` naming the event, with `options` (the event's actor; a subscriber).
+    /// Returns the run and whether this call created it.
     async fn start_for_event(
         &self,
         slug: &str,
         data: &Value,
-        name: &str,
-        id: &str,
+        (name, id): (&str, &str),
         key: &str,
+        options: crate::StartOptions,
     ) -> Result<(RunId, bool), EngineError> {
-        let options = crate::StartOptions::new().actor(crate::identity::Actor::Event {
-            name: name.to_owned(),
-            id: id.to_owned(),
-        });
         let (record, created) = self.new_run_at(slug, data.clone(), Trigger::Event, &options)?;
         let mut payload = EventPayload::decode_owned(created.kind, created.payload)
             .map_err(|e| EngineError::Serde(e.to_string()))?;
@@ -242,9 +239,23 @@ impl Engine {
             .collect();
         for slug in slugs {
             let key = format!("event:{slug}:{id}");
-            match self.start_for_event(slug, data, name, id, &key).await {
-                Ok((run, true)) => emitted.started.push(run),
-                Ok((_, false)) => {}
+            let options = crate::StartOptions::new().actor(crate::identity::Actor::Event {
+                name: name.to_owned(),
+                id: id.to_owned(),
+            });
+            let started = self
+                .start_occurrence_with(slug, Some(&key), options, |key, options| async move {
+                    let key = key.unwrap_or_default();
+                    self.start_for_event(slug, data, (name, id), &key, options)
+                        .await
+                })
+                .await;
+            match started {
+                Ok(runs) => emitted.started.extend(
+                    runs.into_iter()
+                        .filter(|(_, created)| *created)
+                        .map(|(run, _)| run),
+                ),
                 Err(EngineError::Schema(violation)) => {
                     let reason = violation.to_string();
                     tracing::warn!(

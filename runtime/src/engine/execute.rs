@@ -122,7 +122,9 @@ impl Engine {
 
     /// Executes a run whose lease the caller holds: renews the lease while the body runs
     /// (stopping at once, with [`EngineError::LeaseLost`], if it is lost) and releases it
-    /// at the end. Every append carries the lease's fencing token.
+    /// at the end: in the run's last append when the execution leaves the run ended or
+    /// paused ([`RunState::append_last`]), else by [`crate::store::Store::release`]. Every
+    /// append carries the lease's fencing token.
     ///
     /// A run this binary cannot execute is put off by a strike (see
     /// `engine::unexecutable`), so it is not due again at once. After any other error (a
@@ -152,7 +154,12 @@ impl Engine {
         };
         match result {
             Ok(execution) => {
-                guard.release().await;
+                if control.releasing() {
+                    // The execution's last append gave the lease back (`Append::release`).
+                    guard.lease = None;
+                } else {
+                    guard.release().await;
+                }
                 Ok(execution)
             }
             Err(error) if super::unexecutable::is_unexecutable(&error) => {
@@ -279,6 +286,14 @@ impl Engine {
                     control.clone(),
                 ));
                 state.set_log_bytes(log_bytes);
+                // Live attempts of a run in a queue with a step rate limit take permits.
+                if let Some(placed) = &record.queue
+                    && let Some(queue) =
+                        crate::queue::QueueSettings::of(self.env()).get(&placed.name)
+                    && queue.step_rate_limit.is_some()
+                {
+                    state.limit_steps_by(queue, placed.key.as_deref());
+                }
                 let ctx = Ctx {
                     run: state.clone(),
                     namespace: Arc::from(""),
@@ -414,7 +429,7 @@ impl Engine {
                 };
                 let error = Some(error);
                 let event = state.event(None, attempt, EventPayload::RunCanceled { error });
-                state.append(vec![event], update).await?;
+                state.append_last(vec![event], update).await?;
                 RunOutcome::Canceled
             }
             BodyEnd::Paused => {
@@ -433,7 +448,7 @@ impl Engine {
                     wake_at: Some(None),
                     ..RunUpdate::default()
                 };
-                state.append(vec![event], update).await?;
+                state.append_last(vec![event], update).await?;
                 tracing::info!(run = %id, by = %control.paused_by(), "run paused");
                 RunOutcome::Paused
             }
@@ -495,13 +510,18 @@ impl Engine {
             self.clock().sleep(delay).await;
         }
         self.wait_for_admission(&record).await?;
+        let mut told = false;
         loop {
             let execution = match self.execute(id).await {
-                // Its queue did not admit it after all (a run ahead took the place): wait
-                // again.
-                Err(EngineError::InvalidState { status, .. })
-                    if status == "queued" && !self.queues().is_empty() =>
-                {
+                // Its queue did not admit it (a run ahead of it comes first): wait again,
+                // saying why once.
+                Err(EngineError::InvalidState {
+                    status, message, ..
+                }) if status == "queued" && !self.queues().is_empty() => {
+                    if !told {
+                        tracing::info!(run = %id, %message, "waiting for admission into the queue");
+                        told = true;
+                    }
                     self.clock().sleep(Duration::from_millis(100)).await;
                     self.wait_for_admission(&record).await?;
                     continue;
@@ -632,6 +652,7 @@ impl Engine {
                 }
             },
             fence: None,
+            release: false,
         };
         match self.store().append(append).await {
             Ok(()) => {
@@ -739,7 +760,7 @@ impl Engine {
                         error: error.clone(),
                     },
                 );
-                state.append(vec![event], update).await?;
+                state.append_last(vec![event], update).await?;
                 Ok(RunOutcome::Failed(error))
             }
         }
@@ -832,7 +853,8 @@ fn run_deadline(
 }
 
 /// Records that the run of `state` completed with `output` (`run_completed`, status
-/// `completed`, the output on the record).
+/// `completed`, the output on the record), giving the execution's lease back in the same
+/// write ([`RunState::append_last`]).
 ///
 /// # Errors
 /// The append's store error.
@@ -852,7 +874,7 @@ pub(crate) async fn record_completed(
         output: Some(output.clone()),
         ..RunUpdate::default()
     };
-    state.append(vec![event], update).await?;
+    state.append_last(vec![event], update).await?;
     Ok(RunOutcome::Completed(output))
 }
 

@@ -110,6 +110,7 @@ impl Engine {
                     events: rest,
                     update: RunUpdate::default(),
                     fence: None,
+                    release: false,
                 })
                 .await?;
         }
@@ -156,6 +157,7 @@ impl Engine {
                 events: vec![event],
                 update: RunUpdate::default(),
                 fence: None,
+                release: false,
             })
             .await
     }

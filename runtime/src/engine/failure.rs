@@ -78,12 +78,17 @@ impl Engine {
             attempt: state.attempt,
         };
         let key = format!("on-failure:{}:{}", state.run_id, state.attempt);
+        let options = crate::StartOptions::new().actor(crate::identity::Actor::Run {
+            run_id: state.run_id.to_string(),
+            relation: crate::identity::RunRelation::Failed,
+        });
         match self
-            .start_once(
+            .start_once_with(
                 handler,
                 serde_json::to_value(&failed)?,
                 Trigger::OnFailure,
                 &key,
+                &options,
             )
             .await
         {
@@ -156,7 +161,7 @@ impl Engine {
             wake_at: Some(None),
             ..RunUpdate::default()
         };
-        state.append(vec![event], update).await?;
+        state.append_last(vec![event], update).await?;
         tracing::warn!(
             run = %state.run_id,
             attempt = state.attempt,

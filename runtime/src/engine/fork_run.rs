@@ -78,6 +78,13 @@ impl ForkOptions {
         self.by = by.into();
         self
     }
+
+    /// Records `actor` as the fork's actor (in its identity) instead of the original run.
+    #[must_use]
+    pub fn actor(mut self, actor: crate::identity::Actor) -> Self {
+        self.actor = Some(actor);
+        self
+    }
 }
 
 /// What [`Engine::fork_run`] created.
@@ -307,9 +314,11 @@ fn unknown_step(run: &RunId, step: &str, events: &[Event]) -> EngineError {
     }
 }
 
-/// The identity recorded in the `run_created` event of `events` (a run's log), or
-/// [`crate::identity::RunIdentity::unrecorded`] when it has none.
-pub(crate) fn identity_of(events: &[Event]) -> crate::identity::RunIdentity {
+/// Who started a run and whom it acts for: the identity recorded in the `run_created`
+/// event of `events` (a run's log, as [`Engine::events`] returns it), or
+/// [`crate::identity::RunIdentity::unrecorded`] when it has none (a run recorded before
+/// identities were). `runs get`, `GET /runs/{id}` and the web UI's run page read it here.
+pub fn identity_of(events: &[Event]) -> crate::identity::RunIdentity {
     events
         .iter()
         .find(|e| e.event.kind == EventKind::RunCreated)

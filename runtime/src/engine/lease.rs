@@ -7,7 +7,8 @@ use crate::error::EngineError;
 use crate::store::Lease;
 
 /// Renews `lease` every third of the lease duration until it is lost, then returns
-/// [`EngineError::LeaseLost`]; never returns while the lease is held. Passes a
+/// [`EngineError::LeaseLost`]; never returns while the lease is held, nor once the
+/// execution's last append gave it back ([`RunControl::releasing`]). Passes a
 /// cancellation request seen on renewal to `control`. A renewal that fails (store down)
 /// is retried until the lease would expire; past that, the lease counts as lost, since
 /// another worker may already have claimed the run.
@@ -37,6 +38,9 @@ pub(super) async fn keep(engine: &Engine, mut lease: Lease, control: RunControl)
                 }
                 lease = renewed;
             }
+            // The execution's last append gave the lease back: not a loss. (Had another
+            // worker taken the run over, that append fails with `LeaseLost` by itself.)
+            Ok(None) if control.releasing() => std::future::pending::<()>().await,
             Ok(None) => {
                 return EngineError::LeaseLost {
                     run: lease.run_id.to_string(),

@@ -44,7 +44,7 @@ pub(crate) use execute::AfterError;
 pub use execute::{Execution, RunOutcome};
 pub use export::{RUN_EXPORT_FORMAT, RunExport};
 pub use failure::FailedRun;
-pub use fork_run::{ForkOptions, ForkedRun, forked_from};
+pub use fork_run::{ForkOptions, ForkedRun, forked_from, identity_of};
 pub(crate) use idempotent::check_idempotency_key;
 pub use keys::key_of;
 pub use pause::{PauseOutcome, UnpausedRun};
@@ -823,13 +823,24 @@ impl Engine {
     }
 
     /// The metrics as OpenMetrics text (what `GET /metrics` answers), with the run gauges
-    /// read from the store now.
+    /// and the queue gauges ([`Engine::queue_states`]) read from the store now.
     ///
     /// # Errors
     /// Store failures.
     pub async fn render_metrics(&self) -> Result<String, EngineError> {
         let counts = self.store().run_counts(self.now()).await?;
-        Ok(self.metrics().render(&counts))
+        let queues: Vec<crate::metrics::QueueGauges> = self
+            .queue_states()
+            .await?
+            .into_iter()
+            .map(|state| crate::metrics::QueueGauges {
+                queue: state.settings.name,
+                active: state.active,
+                waiting: state.waiting,
+                admitted_in_window: state.admitted_in_window,
+            })
+            .collect();
+        Ok(self.metrics().render(&counts, &queues))
     }
 
     /// The registry of workflows and actions.

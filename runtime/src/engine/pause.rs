@@ -139,6 +139,7 @@ impl Engine {
                 ..RunUpdate::default()
             },
             fence,
+            release: false,
         };
         self.store().append(append).await?;
         tracing::info!(run = %id, by, "run paused");
@@ -221,6 +222,7 @@ impl Engine {
                 events: vec![event],
                 update,
                 fence: None,
+                release: false,
             })
             .await?;
         tracing::info!(run = %id, by, step = ?step, attempt, "run unpaused");

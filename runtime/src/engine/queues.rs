@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{Engine, StartOptions};
 use crate::error::EngineError;
-use crate::event::{EventPayload, NewEvent, RunId, RunRecord, RunStatus, Trigger};
+use crate::event::{EventPayload, NewEvent, RunFilter, RunId, RunRecord, RunStatus, Trigger};
 use crate::queue::{
     Admitter, Blocked, ClaimRequest, Gated, Queue, QueueSettings, Routing, StartGate, gate_key,
 };
@@ -29,19 +29,37 @@ pub struct QueueWait {
     /// (no worker registers its workflow, or every one is routed elsewhere): says so.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unserved: Option<String>,
+    /// Set by direct execution ([`Engine::execute`]) when no limit of the run's own holds
+    /// it back but runs ahead of it in the queue would take the place first: those runs,
+    /// the first in admission order first. Empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ahead: Vec<RunId>,
+    /// Set when the run's queue has a step rate limit whose window (the queue's, or the
+    /// run's key's) is full now: the run's next live step attempt waits for a permit
+    /// until `next_at`. Read from the store's counts, so it holds for every process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_permits: Option<crate::queue::StepPermits>,
 }
 
 impl std::fmt::Display for QueueWait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut parts = Vec::new();
         if let Some(queue) = &self.queue {
-            match &self.blocked {
-                Some(blocked) => parts.push(format!("waiting in queue `{queue}`: {blocked}")),
-                None => parts.push(format!("waiting in queue `{queue}` for a worker")),
+            match (&self.blocked, self.ahead.first()) {
+                (Some(blocked), _) => parts.push(format!("waiting in queue `{queue}`: {blocked}")),
+                (None, Some(first)) => parts.push(format!(
+                    "waiting in queue `{queue}`: {} run(s) ahead of it would be admitted \
+                     first (the first: run `{first}`); execute that one, or run a worker",
+                    self.ahead.len()
+                )),
+                (None, None) => parts.push(format!("waiting in queue `{queue}` for a worker")),
             }
         }
         if let Some(unserved) = &self.unserved {
             parts.push(unserved.clone());
+        }
+        if let Some(permits) = &self.step_permits {
+            parts.push(format!("its steps wait for a step permit: {permits}"));
         }
         write!(f, "{}", parts.join("; "))
     }
@@ -56,6 +74,12 @@ pub struct QueueState {
     pub active: u64,
     /// Admissions in the current rate window (0 without a queue-wide rate limit).
     pub admitted_in_window: u64,
+    /// Runs of the queue that are `queued` and not admitted yet (waiting for their turn,
+    /// a limit, a debounce window or a worker).
+    pub waiting: u64,
+    /// The queue-wide step rate limit's permits in its current window; `None` without a
+    /// step rate limit or with a per-key one (counted per key only).
+    pub step_permits: Option<crate::queue::StepPermits>,
 }
 
 impl Engine {
@@ -64,7 +88,9 @@ impl Engine {
         QueueSettings::of(&self.inner.env).all()
     }
 
-    /// Each queue's settings with its admitted and rate-window counts at now.
+    /// Each queue's settings with its admitted, rate-window and waiting counts at now.
+    /// `waiting` is counted by listing the queue's `queued` runs
+    /// ([`crate::event::RunFilter::queue`]): one read of each queued run of the queue.
     ///
     /// # Errors
     /// Store failures.
@@ -73,18 +99,50 @@ impl Engine {
         let mut states = Vec::new();
         for queue in self.queues() {
             let (totals, _) = self.store().queue_totals(queue, None, now).await?;
+            let waiting = self
+                .list_runs(&RunFilter {
+                    status: Some(RunStatus::Queued),
+                    queue: Some(queue.name.clone()),
+                    limit: None,
+                    ..RunFilter::default()
+                })
+                .await?
+                .iter()
+                .filter(|run| run.queue.as_ref().is_some_and(|q| q.admitted_at.is_none()))
+                .count() as u64;
+            let step_permits = self.step_permits(queue, None, now).await?;
             states.push(QueueState {
                 settings: queue.clone(),
                 active: totals.active,
                 admitted_in_window: totals.admitted_in_window,
+                waiting,
+                step_permits,
             });
         }
         Ok(states)
     }
 
+    /// The permits of `queue`'s step rate limit (of `key`'s, for a per-key limit) in the
+    /// window at `now`; `None` without a step rate limit, or for a per-key one without a
+    /// key.
+    async fn step_permits(
+        &self,
+        queue: &Queue,
+        key: Option<&str>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::queue::StepPermits>, EngineError> {
+        let Some(window) = crate::queue::StepWindow::of(queue, key, now).ok().flatten() else {
+            return Ok(None);
+        };
+        let (taken, oldest) = self.store().step_permits(queue, key, now).await?;
+        Ok(Some(window.permits(taken, oldest)))
+    }
+
     /// Why `run` is not executing yet: the queue limit holding it back, and whether any
-    /// live worker serves it. `None` for a run that is not `queued` (or is due later by
-    /// `start_at`/a retry) and is served, or when nothing can be said.
+    /// live worker serves it; for a run in a queue with a step rate limit whose window is
+    /// full, that its steps wait for a permit. `None` for a run that is not `queued` (or
+    /// is due later by `start_at`/a retry), is served and waits for no step permit, or
+    /// when nothing can be said.
     ///
     /// # Errors
     /// Store failures.
@@ -99,7 +157,17 @@ impl Engine {
             key: None,
             blocked: None,
             unserved: None,
+            ahead: Vec::new(),
+            step_permits: None,
         };
+        if let Some(placed) = &run.queue
+            && let Some(queue) = QueueSettings::of(&self.inner.env).get(&placed.name)
+        {
+            wait.step_permits = self
+                .step_permits(queue, placed.key.as_deref(), now)
+                .await?
+                .filter(crate::queue::StepPermits::is_full);
+        }
         if let Some(placed) = &run.queue
             && placed.admitted_at.is_none()
             && run.status == RunStatus::Queued
@@ -144,7 +212,10 @@ impl Engine {
                 ),
             });
         }
-        Ok((wait.queue.is_some() || wait.unserved.is_some()).then_some(wait))
+        Ok(
+            (wait.queue.is_some() || wait.unserved.is_some() || wait.step_permits.is_some())
+                .then_some(wait),
+        )
     }
 
     /// Starts a run through its queue's de-duplication or debouncing, when either
@@ -250,11 +321,11 @@ impl Engine {
     }
 
     /// For direct execution (`Engine::execute`): admits `run` into its queue if it waits for
-    /// admission and the queue allows it now, through the store's claim (the one rule:
-    /// the same transaction and lock a worker's claim uses), and returns its lease. A run
-    /// of the queue ahead of it (higher priority, earlier) is admitted first, one per
-    /// claim; its lease is given back at once, so a worker (or its own `drive`) executes
-    /// it; without any worker it keeps its place until something executes it.
+    /// admission and the queue's rule admits it now, through the store's claim of that one
+    /// run ([`ClaimRequest::run`]: the same transaction and lock a worker's claim uses),
+    /// and returns its lease. The runs ahead of it in the queue (higher priority, or
+    /// earlier) keep their turn: when one of them would take the place, `run` is not
+    /// admitted and the answer names it; no other run is ever admitted here.
     pub(super) async fn admit_here(&self, run: &RunRecord) -> Result<Admission, EngineError> {
         let Some(placed) = run.queue.as_ref().filter(|q| q.admitted_at.is_none()) else {
             return Ok(Admission::NotNeeded);
@@ -269,10 +340,8 @@ impl Engine {
                 run.id, placed.name, placed.name
             )));
         };
-        let routing = Routing {
-            workflows: Some(vec![run.workflow.clone()]),
-            queues: Some(vec![placed.name.clone()]),
-        };
+        // Every run of the queue counts when deciding who is ahead, whatever its workflow.
+        let routing = Routing::default();
         let now = self.now();
         let leases = self
             .store()
@@ -283,13 +352,14 @@ impl Engine {
                 limit: 1,
                 routing: &routing,
                 queues: std::slice::from_ref(queue),
+                run: Some(&run.id),
             })
             .await?;
         for lease in leases {
             if lease.run_id == run.id {
                 return Ok(Admission::Leased(lease));
             }
-            // A run ahead of this one (or an admitted run of the queue that was due).
+            // Not asked for: a store that ignored `ClaimRequest::run`. Given back at once.
             self.store().release(&lease).await?;
         }
         // Admitted meanwhile by another process: executed as any admitted run.
@@ -301,13 +371,45 @@ impl Engine {
         {
             return Ok(Admission::NotNeeded);
         }
-        let wait = self.queue_wait(run).await?.unwrap_or(QueueWait {
+        let mut wait = self.queue_wait(run).await?.unwrap_or(QueueWait {
             queue: Some(placed.name.clone()),
             key: placed.key.clone(),
             blocked: None,
             unserved: None,
+            ahead: Vec::new(),
+            step_permits: None,
         });
+        if wait.blocked.is_none() {
+            wait.ahead = self.runs_ahead(run, &placed.name).await?;
+        }
         Ok(Admission::Waiting(wait))
+    }
+
+    /// The queued runs of `queue` not admitted yet that come before `run` in admission
+    /// order (priority, highest first; then due time; then creation), the first of them
+    /// first: what holds `run` back when no limit of its own does.
+    async fn runs_ahead(&self, run: &RunRecord, queue: &str) -> Result<Vec<RunId>, EngineError> {
+        let order = |r: &RunRecord| {
+            let priority = r.queue.as_ref().map_or(0, |q| q.priority);
+            let due = crate::store::due_at(r.status, r.wake_at, r.created_at);
+            (-i64::from(priority), due, r.created_at)
+        };
+        let mine = order(run);
+        let mut ahead: Vec<RunRecord> = self
+            .list_runs(&RunFilter {
+                status: Some(RunStatus::Queued),
+                queue: Some(queue.to_owned()),
+                limit: None,
+                ..RunFilter::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|r| r.id != run.id)
+            .filter(|r| r.queue.as_ref().is_some_and(|q| q.admitted_at.is_none()))
+            .filter(|r| order(r) <= mine)
+            .collect();
+        ahead.sort_by_key(order);
+        Ok(ahead.into_iter().map(|r| r.id).collect())
     }
 
     /// Waits in this process (on the engine's clock) until `run` is admitted into its

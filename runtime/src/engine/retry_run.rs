@@ -80,6 +80,7 @@ impl Engine {
                 events: vec![event],
                 update,
                 fence: None,
+                release: false,
             })
             .await?;
         tracing::info!(run = %id, by, step = ?step, attempt, "run retried");

@@ -137,6 +137,7 @@ impl Engine {
                         ..RunUpdate::default()
                     },
                     fence: Some(lease.fence),
+                    release: false,
                 })
                 .await?;
             if strike == 1 {
@@ -187,6 +188,7 @@ impl Engine {
                     ..RunUpdate::default()
                 },
                 fence: Some(lease.fence),
+                release: false,
             })
             .await?;
         tracing::warn!(

@@ -465,6 +465,10 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     /// Only runs of this workflow slug.
     pub workflow: Option<String>,
+    /// Only runs in this flow-control queue ([`crate::queue`]): runs whose workflow or
+    /// start named it, waiting for admission, admitted or ended. Runs in no queue never
+    /// match (the implicit `default` queue of worker routing is not a name here).
+    pub queue: Option<String>,
     /// At most this many (newest first). `None`: no limit.
     pub limit: Option<usize>,
     /// Only runs whose tags (`ctx.tag`) match every one of these; see
@@ -513,6 +517,10 @@ impl RunFilter {
     ) -> bool {
         self.status.is_none_or(|s| run.status == s)
             && self.workflow.as_ref().is_none_or(|w| &run.workflow == w)
+            && self
+                .queue
+                .as_ref()
+                .is_none_or(|q| run.queue.as_ref().is_some_and(|placed| &placed.name == q))
             && self.created_after.is_none_or(|t| run.created_at >= t)
             && self.created_before.is_none_or(|t| run.created_at < t)
             && self.updated_after.is_none_or(|t| run.updated_at >= t)

@@ -165,6 +165,9 @@ pub struct ParentRun {
 /// An event's payload, typed: one variant per [`EventKind`] (see [`EventPayload::kind`]).
 ///
 /// The comment of each variant shows its JSON; `?` marks a field left out when absent.
+// `RunCreated` is the large variant: one per run, built once and encoded at once, so its
+// size costs nothing per step; boxing it would cost an allocation on every decode of it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum EventPayload {

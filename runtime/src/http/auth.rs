@@ -1,6 +1,6 @@
-//! The optional bearer token: `Authorization: Bearer <token>`, compared in constant time.
-
-use std::sync::Arc;
+//! Authentication and scopes: the optional configured bearer token (`Authorization:
+//! Bearer <token>`, compared in constant time), named API tokens
+//! ([`crate::identity::tokens`]) and the scope each route needs.
 
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -10,6 +10,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
+use crate::identity::Actor;
+use crate::identity::tokens::{self, ApiScope};
 
 /// The expected token, kept as its SHA-256 digest so that comparing a presented token
 /// takes the same time whatever its length or content.
@@ -32,6 +34,7 @@ impl BearerAuth {
     }
 
     /// Whether an `Authorization` header value carries the expected token.
+    #[cfg(test)]
     fn accepts(&self, authorization: Option<&[u8]>) -> bool {
         if self.expected.is_none() {
             return true;
@@ -67,23 +70,160 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     Some(value[7..].trim_ascii())
 }
 
-/// Middleware: 401 JSON unless the request carries the configured bearer token, in the
-/// `Authorization` header or in the web UI's login cookie (see `ui::login`). A `GET` of a
-/// UI page without it is redirected to `/ui/login` instead.
+/// The authenticated caller of a request, which the auth middleware puts in the request's
+/// extensions for the handlers: who (for `Actor::Principal`) and what it may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Caller {
+    /// The principal: a named token's, or `api` for the configured bearer token and for an
+    /// API without authentication.
+    pub(crate) principal: String,
+    /// The named token's name (`None` for the configured token or no token).
+    pub(crate) token: Option<String>,
+    /// What it may do.
+    pub(crate) scope: ApiScope,
+}
+
+impl Caller {
+    /// The configured bearer token's caller, and that of an API without authentication:
+    /// principal `api` with every scope.
+    pub(crate) fn api() -> Caller {
+        Caller {
+            principal: "api".into(),
+            token: None,
+            scope: ApiScope::Admin,
+        }
+    }
+
+    /// The actor recorded for the runs it starts, forks and restarts.
+    pub(crate) fn actor(&self) -> Actor {
+        Actor::Principal {
+            name: self.principal.clone(),
+            token: self.token.clone(),
+        }
+    }
+
+    /// Who asked, as operations record it (`by`): `api`, or `api:<principal>` for a named
+    /// token.
+    pub(crate) fn by(&self) -> String {
+        match &self.token {
+            Some(_) => format!("api:{}", self.principal),
+            None => "api".into(),
+        }
+    }
+
+    /// 403 `forbidden` unless the caller's scope allows `needed`; the message names both.
+    pub(crate) fn require(&self, needed: ApiScope, what: &str) -> Result<(), ApiError> {
+        if self.scope.allows(needed) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{what} needs the `{needed}` scope; this token{} has `{}`; ask an admin for a \
+                 token with `{needed}` (`tokens create --scope {needed}`)",
+                self.token
+                    .as_deref()
+                    .map(|t| format!(" (`{t}`)"))
+                    .unwrap_or_default(),
+                self.scope
+            ),
+        ))
+    }
+}
+
+/// The caller a presented token (from the header or the UI cookie) authenticates: the
+/// configured token (principal `api`, admin), else a named token (`rpr_…`) that is not
+/// revoked; `None` when it is neither. With no token configured, a token that is not a
+/// named one is ignored as before (principal `api`), but an unknown `rpr_…` token is
+/// refused (`None`): a revoked token never passes.
+///
+/// # Errors
+/// Store failures while looking the named token up.
+pub(crate) async fn caller_of(
+    auth: &BearerAuth,
+    store: &dyn crate::store::Store,
+    presented: &[u8],
+) -> Result<Option<Caller>, crate::EngineError> {
+    if auth.is_enabled() && auth.accepts_token(presented) {
+        return Ok(Some(Caller::api()));
+    }
+    let named = match std::str::from_utf8(presented) {
+        Ok(text) if text.starts_with(tokens::TOKEN_PREFIX) => Some(text),
+        _ => None,
+    };
+    match named {
+        Some(text) => Ok(tokens::verify(store, text).await?.map(|token| Caller {
+            principal: token.principal,
+            token: Some(token.name),
+            scope: token.scope,
+        })),
+        None if !auth.is_enabled() => Ok(Some(Caller::api())),
+        None => Ok(None),
+    }
+}
+
+/// The scope a request needs, by method and path: every route's in one place (listed in
+/// the [module docs](super#authentication)). `GET`s read, except `GET /tokens` (admin);
+/// starting runs, emitting events and resuming hooks start; API tokens, credentials,
+/// subscriptions (but pausing and resuming one) and purge are admin; every other change
+/// operates.
+pub(crate) fn required_scope(method: &Method, path: &str) -> ApiScope {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let first = segments.first().copied().unwrap_or("");
+    if first == "tokens" || first == "credentials" {
+        return ApiScope::Admin;
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return ApiScope::Read;
+    }
+    match segments.as_slice() {
+        ["workflows", _] | ["events"] | ["hooks", ..] => ApiScope::Start,
+        ["runs", "purge"] => ApiScope::Admin,
+        ["subscriptions", _, "pause" | "resume" | "unpause"] => ApiScope::Operate,
+        ["subscriptions", ..] => ApiScope::Admin,
+        _ => ApiScope::Operate,
+    }
+}
+
+/// Middleware: authenticates the request and checks its scope. The caller comes from the
+/// `Authorization: Bearer` header or the web UI's login cookie (see `ui::login`): the
+/// configured token, a named token, or (without a configured token) nobody, as principal
+/// `api`. 401 JSON for a missing, unknown or revoked token (a `GET` of a UI page without
+/// one is redirected to `/ui/login` instead); 403 JSON naming the scope needed and the
+/// token's when its scope is too low. Puts the [`Caller`] in the request's extensions.
 pub(crate) async fn require_bearer(
-    State(auth): State<Arc<BearerAuth>>,
-    request: Request,
+    State(state): State<super::AppState>,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let header = request
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    let accepted = auth.accepts(header)
-        || (header.is_none()
-            && super::ui::token_from_cookies(request.headers())
-                .is_some_and(|token| auth.accepts_token(&token)));
-    if accepted {
+        .map(|v| v.as_bytes().to_vec());
+    let cookie = super::ui::token_from_cookies(request.headers());
+    let presented = match &header {
+        Some(value) => bearer_token(value).map(<[u8]>::to_vec),
+        None => cookie.clone(),
+    };
+    let caller = match (&header, presented) {
+        (_, Some(token)) => {
+            match caller_of(&state.auth, state.engine.store().as_ref(), &token).await {
+                Ok(caller) => caller,
+                Err(error) => return ApiError::from(error).into_response(),
+            }
+        }
+        (Some(_), None) if state.auth.is_enabled() => None,
+        _ if !state.auth.is_enabled() => Some(Caller::api()),
+        _ => None,
+    };
+    if let Some(caller) = caller {
+        let needed = required_scope(request.method(), request.uri().path());
+        let what = format!("{} {}", request.method(), request.uri().path());
+        if let Err(error) = caller.require(needed, &what) {
+            return error.into_response();
+        }
+        request.extensions_mut().insert(caller);
         return next.run(request).await;
     }
     let path = request.uri().path();
@@ -93,12 +233,14 @@ pub(crate) async fn require_bearer(
         return Redirect::to(&format!("/ui/login?next={next}")).into_response();
     }
     let message = if header.is_some() {
-        "the bearer token is not valid; send `Authorization: Bearer <token>` with the API token"
-    } else if super::ui::token_from_cookies(request.headers()).is_some() {
-        "the web UI's login cookie does not hold this server's API token; sign in again at /ui/login"
+        "the bearer token is not valid (unknown, revoked, or not this server's); send \
+         `Authorization: Bearer <token>` with the API token or a named token (`tokens list`)"
+    } else if cookie.is_some() {
+        "the web UI's login cookie does not hold a valid token for this server (it may have \
+         been revoked); sign in again at /ui/login"
     } else {
         "this API requires a bearer token; send `Authorization: Bearer <token>` with the API \
-         token the server was started with (REPRISE_API_TOKEN)"
+         token the server was started with (REPRISE_API_TOKEN) or a named token"
     };
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
 }
@@ -121,6 +263,38 @@ mod tests {
         assert!(auth.accepts_token(b"s3cret"));
         assert!(!auth.accepts_token(b"s3cret "));
         assert!(BearerAuth::new(None).accepts_token(b"anything"));
+    }
+
+    #[test]
+    fn every_route_needs_its_scope() {
+        let get = Method::GET;
+        let post = Method::POST;
+        let delete = Method::DELETE;
+        assert_eq!(required_scope(&get, "/runs/x"), ApiScope::Read);
+        assert_eq!(required_scope(&get, "/ui/runs/x"), ApiScope::Read);
+        assert_eq!(required_scope(&post, "/workflows/signup"), ApiScope::Start);
+        assert_eq!(required_scope(&post, "/events"), ApiScope::Start);
+        assert_eq!(
+            required_scope(&post, "/workflows/signup/pause"),
+            ApiScope::Operate
+        );
+        assert_eq!(required_scope(&post, "/runs/x/cancel"), ApiScope::Operate);
+        assert_eq!(required_scope(&post, "/runs/x/fork"), ApiScope::Operate);
+        assert_eq!(required_scope(&post, "/schedules"), ApiScope::Operate);
+        assert_eq!(required_scope(&post, "/runs/purge"), ApiScope::Admin);
+        assert_eq!(required_scope(&get, "/tokens"), ApiScope::Admin);
+        assert_eq!(required_scope(&delete, "/tokens/ci"), ApiScope::Admin);
+        assert_eq!(required_scope(&get, "/credentials"), ApiScope::Admin);
+        assert_eq!(required_scope(&post, "/subscriptions"), ApiScope::Admin);
+        assert_eq!(
+            required_scope(&delete, "/subscriptions/s1"),
+            ApiScope::Admin
+        );
+        assert_eq!(
+            required_scope(&post, "/subscriptions/s1/pause"),
+            ApiScope::Operate
+        );
+        assert_eq!(required_scope(&get, "/subscriptions"), ApiScope::Read);
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub(crate) struct ErrorBody {
     /// `config`, `openapi`, `not_found`, `method_not_allowed`, `http_<status>`,
     /// `invalid_schedule`, `unknown_schedule`, `schedule_conflict`, `other_workflow`,
     /// `too_many_streams`, `unknown_signal`, `unknown_update`, `unknown_key`,
-    /// `update_rejected`, `timeout`.
+    /// `update_rejected`, `timeout`, `forbidden` (the token's scope is too low),
+    /// `token_name_taken`, `unknown_token`.
     pub(crate) code: String,
     /// For `schema`: every violation, with the JSON pointer of the offending value.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +146,9 @@ pub(crate) fn from_engine(error: EngineError) -> ApiError {
         ),
         EngineError::UnknownRun(_) => ApiError::new(S::NOT_FOUND, "unknown_run", message),
         EngineError::UnknownHook => ApiError::new(S::NOT_FOUND, "unknown_hook", message),
+        EngineError::UnknownSubscription(_) => {
+            ApiError::new(S::NOT_FOUND, "unknown_subscription", message)
+        }
         EngineError::Schema(violation) => ApiError::schema(violation),
         EngineError::InvalidState { .. } => ApiError::new(S::CONFLICT, "invalid_state", message),
         EngineError::Conflict { .. } => ApiError::new(S::CONFLICT, "conflict", message),

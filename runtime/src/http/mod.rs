@@ -24,7 +24,7 @@
 //! |---|---|---|
 //! | `POST /workflows/{slug}` (body: the input; `?wait=30s`; `?delay=10m` or `?start_at=<RFC 3339>` for a delayed start: queued, due then; `?queue=&queue_key=&priority=&dedup=` for flow control; optional `Idempotency-Key` header) | 202 `{"run_id","status":"queued"}`; with `dedup` (or into a debounced queue): `"created": true`, or 200 with the pending run and `"created": false` when it answered the start; with `wait`, 200 `{"run_id","status","output"\|"error"}` once ended; a key seen before with the same input: 200 `{"run_id","status",…,"duplicate":true}` (that run, nothing new) | 400 bad JSON, `wait`, `delay`, `start_at` or key, an unknown queue, a queue key the input lacks, a `priority` that is not an integer (nothing is created), 404 unknown slug, 409 `idempotency_conflict` (the key started a run with another input; names it), 413 `payload_too_large` (the input is over `EngineBuilder::max_payload_bytes`; names the size and the limit), 422 schema violations (nothing is enqueued) |
 //! | `GET /workflows/{slug}/graph` (`?run=<id>` lights it with that run; `?format=svg\|mermaid\|json`) | 200 the workflow's graph: `image/svg+xml` by default (call-site nodes `<g class="node <status>" data-step data-status>`), Mermaid as `text/plain`, or JSON | 400 unknown `format`, 404 unknown slug or run, 422 `other_workflow` (the run is of another workflow) |
-//! | `GET /queues` | 200 `[{"name","concurrency"?,"key_concurrency"?,"key"?,"rate_limit"?,"debounce"?,"active","admitted_in_window","waiting"}]`: the flow-control queues the engine knows, by name, with admitted unfinished runs (`active`), admissions in the current rate window and queued runs not yet admitted (`waiting`) | |
+//! | `GET /queues` | 200 `[{"name","concurrency"?,"key_concurrency"?,"key"?,"rate_limit"?,"debounce"?,"step_rate_limit"?,"active","admitted_in_window","step_permits_in_window"?,"next_step_permit_at"?,"waiting"}]`: the flow-control queues the engine knows, by name, with admitted unfinished runs (`active`), admissions in the current rate window, step permits in the current step-rate window (queue-wide step limits) and queued runs not yet admitted (`waiting`) | |
 //! | `PUT /credentials/{scope}/{name}` | 200 `{"scope","name","change":"set"}`; body `{"value": "…"}` (never echoed) | 400 unknown scope (the message names `user:<id>`, `project:<id>`, `org`), bad name or body; 409 `read_only` store |
 //! | `GET /credentials[?scope=]` | 200 `[{"scope","name","updated_at","source"}]`: never values | 400 unknown scope |
 //! | `DELETE /credentials/{scope}/{name}` | 200 `{"scope","name","change":"deleted"}` | 400; 404 `unknown_credential`; 409 `read_only` |
@@ -51,10 +51,13 @@
 //! | `PUT`/`PATCH /schedules/{name}` (whole definition / some fields) | 200 the schedule | 400, 404, 409 declared in code, 422 |
 //! | `DELETE /schedules/{name}` | 200 `{"name","deleted":true}` | 404, 409 declared in code |
 //! | `POST /schedules/{name}/pause`, `/resume` | 200 the schedule (also for schedules declared in code) | 404 |
+//! | `GET /subscriptions?workflow=` / `POST /subscriptions` (`{"workflow","user","config"}`) | 200 the subscriptions / 201 the subscription | 400 not subscribable or bad user, 404 `unknown_workflow`, 422 config violations (JSON pointers) |
+//! | `POST /subscriptions/{id}/pause`, `/resume`; `DELETE /subscriptions/{id}` | 200 the subscription | 404 `unknown_subscription` |
 //! | `POST /schedules/{name}/trigger` | 202 `{"run_id","status":"queued"}` | 404, 422 |
 //! | `GET /metrics` | 200 OpenMetrics text (`application/openmetrics-text`), names prefixed `reprise_` (see [`crate::metrics`]) | 503 store failure |
 //! | `GET /usage?since=&until=&workflow=` | 200 `{"rows":[{"day","workflow","model","requests","prompt_tokens","completion_tokens","total_tokens","cached_tokens"?,"cost_usd"}],"requests","usage","cost_usd","unpriced_models","runs_scanned"}`: model requests' tokens and cost by day (UTC), workflow and model; `since`/`until` RFC 3339 or an age (`7d`) | 400 bad time |
 //! | `POST /schedules/{name}/backfill` (`{"from","to"}`, RFC 3339) | 200 `{"schedule","ticks","started","existing"}`: each tick's run once, also when repeated | 400 bad range, 404 |
+//! | `POST /tokens` (`{"name","principal","scope"}`), `GET /tokens`, `DELETE /tokens/{name}` (admin scope) | 201 `{"name","principal","scope","created_at","created_by","token"}` (`token` shown this once) / 200 the tokens by name (never the tokens) / 200 `{"name","revoked":true}` | 400 bad body, name, principal or scope; 409 `token_name_taken`; 404 `unknown_token` |
 //! | `GET /ui`, `/ui/runs/{id}`, `/ui/runs/{id}/graph`, `/ui/workflows`, `/ui/workflows/{slug}`, `/ui/queues` | 200 the web UI's pages (HTML; assets under `/ui/assets/`) | 404 HTML page for unknown runs, workflows and pages; 303 to `/ui/login` without the token |
 //! | `POST /ui/login` (`{"token"}`), `POST /ui/logout` | 204 setting / clearing the UI's token cookie | 401 not the API token |
 //!
@@ -136,6 +139,20 @@
 //! open for the services that call them. Without a token, anyone who can reach the port
 //! can start and cancel runs: `dev` warns when it listens on a non-loopback address
 //! without one.
+//!
+//! Named API tokens ([`crate::identity::tokens`]; `tokens create`, `POST /tokens`) are
+//! accepted beside the configured one, in the header and by the UI's login: each names a
+//! principal, recorded as the actor of the runs it starts, forks and restarts
+//! (`{"type": "principal", "name", "token"}`), and a scope. The configured token is
+//! principal `api` with every scope; so is a request to an API without a configured token
+//! (which stays open), unless it presents a named token: that is still checked (401 when
+//! unknown or revoked) and its scope holds. Scopes, each including the ones before:
+//! `read` (every `GET`, the web UI's pages), `start` (`POST /workflows/{slug}`, `POST
+//! /events`), `operate` (every other `POST`/`PUT`/`PATCH`/`DELETE`: cancel, retry,
+//! pause, unpause, fork, restart, signals, updates, schedules, pausing a subscription),
+//! `admin` (`/tokens`, `/credentials`, creating and deleting subscriptions, `POST
+//! /runs/purge`, and `?user=` naming another user than the caller). Too low a scope is
+//! 403 `forbidden`, naming the scope needed and the token's.
 
 mod auth;
 mod body;
@@ -155,6 +172,8 @@ mod runs;
 mod schedules;
 mod server;
 mod streams;
+mod subscriptions;
+mod tokens;
 mod ui;
 mod usage;
 mod views;
@@ -371,7 +390,7 @@ fn build_router(
         body_timeout: options.body_timeout,
         auth_enabled: auth.is_enabled(),
         streams: streams::StreamLimits::new(shutdown),
-        auth: auth.clone(),
+        auth,
     };
     let protected = Router::new()
         .route("/workflows", get(workflows::list))
@@ -414,6 +433,16 @@ fn build_router(
         .route("/schedules/{name}/resume", post(schedules::resume))
         .route("/schedules/{name}/trigger", post(schedules::trigger))
         .route("/schedules/{name}/backfill", post(schedules::backfill))
+        .route(
+            "/subscriptions",
+            get(subscriptions::list).post(subscriptions::create),
+        )
+        .route(
+            "/subscriptions/{id}",
+            axum::routing::delete(subscriptions::delete),
+        )
+        .route("/subscriptions/{id}/pause", post(subscriptions::pause))
+        .route("/subscriptions/{id}/resume", post(subscriptions::resume))
         .route("/metrics", get(metrics::metrics))
         .route("/usage", get(usage::usage))
         .route("/queues", get(queues::list))
@@ -423,8 +452,10 @@ fn build_router(
             axum::routing::put(credentials::set).delete(credentials::delete),
         )
         .merge(ui::protected_routes())
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{name}", axum::routing::delete(tokens::revoke))
         .route_layer(axum::middleware::from_fn_with_state(
-            auth,
+            state.clone(),
             auth::require_bearer,
         ));
     let open = Router::new()

@@ -25,7 +25,7 @@ use super::webhooks::WebhookReply;
 use super::workflows::{PausedBy, WorkflowInfo};
 use super::{
     AppState, credentials, events, graph, hooks, metrics, pause, purge, queues, runs, schedules,
-    streams, usage, webhooks, workflows,
+    streams, subscriptions, tokens, usage, webhooks, workflows,
 };
 use crate::registry::WorkflowEntry;
 
@@ -71,6 +71,11 @@ use crate::registry::WorkflowEntry;
         schedules::resume,
         schedules::trigger,
         schedules::backfill,
+        subscriptions::create,
+        subscriptions::list,
+        subscriptions::pause,
+        subscriptions::resume,
+        subscriptions::delete,
         metrics::metrics,
         usage::usage,
         queues::list,
@@ -83,6 +88,9 @@ use crate::registry::WorkflowEntry;
         messages::update,
         messages::state,
         messages::state_key,
+        tokens::create,
+        tokens::list,
+        tokens::revoke,
     ),
     components(schemas(
         ErrorBody,
@@ -116,7 +124,11 @@ use crate::registry::WorkflowEntry;
         queues::QueueView,
         credentials::CredentialChanged,
         credentials::CredentialValue,
-        crate::credentials::CredentialInfo
+        crate::credentials::CredentialInfo,
+        tokens::TokenView,
+        tokens::Revoked,
+        subscriptions::NewSubscription,
+        crate::subscriptions::Subscription
     )),
     tags(
         (name = "workflows", description = "Registered workflows; starting runs"),
@@ -124,10 +136,12 @@ use crate::registry::WorkflowEntry;
         (name = "hooks", description = "Delivering hook payloads (no bearer token needed)"),
         (name = "triggers", description = "Webhook sources (no bearer token needed; signed)"),
         (name = "events", description = "Emitting events to waiting runs and `on_event` workflows"),
+        (name = "tokens", description = "Named API tokens with a principal and a scope (admin scope)"),
         (name = "meta", description = "This document"),
         (name = "credentials", description = "Credentials actions read (`cx.credential`): set, list (never values), delete"),
         (name = "queues", description = "Flow-control queues: their limits, admitted and waiting runs"),
         (name = "schedules", description = "Schedules: kept in the database or declared in code; pause, resume, trigger, backfill"),
+        (name = "subscriptions", description = "Subscriptions to subscribable workflows: one run per active subscription per trigger occurrence"),
         (name = "observability", description = "Metrics (OpenMetrics) and token usage and cost"),
     )
 )]

@@ -10,7 +10,6 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use crate::event::{RunFilter, RunStatus};
 use crate::{Engine, EngineError};
 
 /// A queue: its settings and its counts now.
@@ -42,46 +41,47 @@ pub(crate) struct QueueView {
     /// Admissions in the current rate window, queue-wide (0 without a queue-wide rate
     /// limit).
     pub(crate) admitted_in_window: u64,
+    /// The step rate limit, `{"limit", "period", "per_key"}`: at most `limit` live step
+    /// attempts of the queue's runs (per key with `per_key`) in any window of `period`;
+    /// absent: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub(crate) step_rate_limit: Option<crate::queue::RateLimit>,
+    /// Step permits taken in the current window of a queue-wide step rate limit (absent
+    /// without one, or for a per-key limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) step_permits_in_window: Option<u64>,
+    /// When the queue-wide step window is full: when the next step permit frees.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub(crate) next_step_permit_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Runs of the queue that are `queued` and not admitted yet (waiting for their turn,
     /// a limit, a debounce window or a worker).
     pub(crate) waiting: u64,
 }
 
-/// Every queue the engine knows, by name, with its counts. `waiting` is counted by
-/// listing the `queued` runs (one read of every queued run, whatever its queue): there is
-/// no cheaper count in the store.
+/// Every queue the engine knows, by name, with its counts ([`Engine::queue_states`]).
 ///
 /// # Errors
 /// Store failures.
 pub(crate) async fn overview(engine: &Engine) -> Result<Vec<QueueView>, EngineError> {
-    let states = engine.queue_states().await?;
-    let waiting: Vec<_> = if states.is_empty() {
-        Vec::new()
-    } else {
-        engine
-            .list_runs(&RunFilter {
-                status: Some(RunStatus::Queued),
-                limit: None,
-                ..RunFilter::default()
-            })
-            .await?
-            .into_iter()
-            .filter_map(|run| run.queue.filter(|q| q.admitted_at.is_none()))
-            .map(|q| q.name)
-            .collect()
-    };
-    Ok(states
+    Ok(engine
+        .queue_states()
+        .await?
         .into_iter()
         .map(|state| {
             let settings = state.settings;
             QueueView {
-                waiting: waiting.iter().filter(|n| **n == settings.name).count() as u64,
+                waiting: state.waiting,
                 name: settings.name,
                 concurrency: settings.concurrency,
                 key_concurrency: settings.key_concurrency,
                 key: settings.key,
                 rate_limit: settings.rate_limit,
                 debounce: settings.debounce,
+                step_rate_limit: settings.step_rate_limit,
+                step_permits_in_window: state.step_permits.as_ref().map(|p| p.taken),
+                next_step_permit_at: state.step_permits.as_ref().and_then(|p| p.next_at),
                 active: state.active,
                 admitted_in_window: state.admitted_in_window,
             }
@@ -90,7 +90,8 @@ pub(crate) async fn overview(engine: &Engine) -> Result<Vec<QueueView>, EngineEr
 }
 
 impl QueueView {
-    /// The limits as a short text: `concurrency 10, 1 per key (/customer), 60 per 1m`.
+    /// The limits as a short text: `concurrency 10, 1 per key, 60 per 1m, 600 steps per
+    /// 1m`.
     pub(crate) fn limits(&self) -> String {
         let mut parts = Vec::new();
         if let Some(n) = self.concurrency {
@@ -103,6 +104,14 @@ impl QueueView {
             let per = if rate.per_key { " per key" } else { "" };
             parts.push(format!(
                 "{} per {}{per}",
+                rate.limit,
+                humantime::format_duration(rate.period)
+            ));
+        }
+        if let Some(rate) = &self.step_rate_limit {
+            let per = if rate.per_key { " per key" } else { "" };
+            parts.push(format!(
+                "{} steps per {}{per}",
                 rate.limit,
                 humantime::format_duration(rate.period)
             ));
@@ -127,8 +136,9 @@ impl QueueView {
 
 /// Lists the flow-control queues the server's engine knows (configured in code or by
 /// `--queues-file`/`REPRISE_QUEUES`, and named by its workflows), by name: each with its
-/// settings, `active` (admitted, unfinished runs), `admitted_in_window` and `waiting`
-/// (queued, not yet admitted runs).
+/// settings, `active` (admitted, unfinished runs), `admitted_in_window`, the step rate
+/// limit's `step_permits_in_window` and `next_step_permit_at`, and `waiting` (queued, not
+/// yet admitted runs).
 #[utoipa::path(
     get,
     path = "/queues",

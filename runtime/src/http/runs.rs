@@ -2,7 +2,7 @@
 //! `POST /runs/{id}/retry`, `POST /runs/{id}/fork`, `POST /runs/{id}/restart`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -11,6 +11,7 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::auth::Caller;
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::views::RunState;
@@ -122,6 +123,14 @@ pub(crate) struct RunDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     forked_from: Option<crate::event::ForkedFrom>,
+    /// Who started the run and whom it acts for (read from its `run_created` event):
+    /// `{"actor": {"type", …}, "user"?, "project"?, "subscriber"?}`. `actor.type` is
+    /// `principal` (`name`, `token`?), `cli` (`user`), `schedule` (`name`, `tick`),
+    /// `webhook` (`source`, `delivery_id`?), `poll` (`source`, `item_id`), `event`
+    /// (`name`, `id`), `run` (`run_id`, `relation`: parent, continued, failed, forked),
+    /// `code`, or `unrecorded` for runs recorded before actors were.
+    #[schema(value_type = Object)]
+    identity: crate::identity::RunIdentity,
     /// For a run started by an emitted event (`on_event`): `{"name", "id"}` (read from its
     /// `run_created` event); absent for other runs.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +186,11 @@ pub(crate) struct ListQuery {
     status: Option<String>,
     /// Only runs of this workflow slug.
     workflow: Option<String>,
+    /// Only runs in this flow-control queue (waiting for admission, admitted or ended);
+    /// with `status=queued`, the runs still waiting. A name that is not a valid queue
+    /// name is a 400.
+    #[param(example = "llm")]
+    queue: Option<String>,
     /// At most this many runs, newest first (default 100).
     limit: Option<String>,
     /// Only runs created at or after this time (RFC 3339).
@@ -236,9 +250,15 @@ impl ListQuery {
                 ))
             })?,
         };
+        let queue = self.queue.filter(|q| !q.is_empty());
+        if let Some(queue) = &queue {
+            crate::queue::check_queue_name(queue)
+                .map_err(|e| ApiError::bad_request(format!("`queue`: {e}")))?;
+        }
         Ok(RunFilter {
             status,
             workflow: self.workflow.filter(|w| !w.is_empty()),
+            queue,
             limit: Some(limit),
             tags,
             created_after: time_param("created_after", self.created_after)?,
@@ -396,6 +416,7 @@ pub(crate) async fn run_detail(
         unpriced,
         forked_from: crate::engine::forked_from(&events),
         event: crate::engine::started_by_event(&events),
+        identity: crate::engine::identity_of(&events),
         tags: crate::tags::tags_of(&events),
         key: crate::engine::key_of(&events),
         parent: links.parent,
@@ -544,7 +565,8 @@ const FORK_KEYS: &str = "`from` (a step id as `GET /runs/{id}` lists it) and opt
 /// `from` replay from the original's log, `from` and what follows run live. With `input`,
 /// the new run takes it (validated like a start), and the first copied step whose input
 /// changed runs live with every step recorded after it. The original is not changed.
-/// Recorded in the new run's `run_created` as `forked_from` with `"by": "api"`.
+/// Recorded in the new run's `run_created` as `forked_from` with `"by": "api"` (`api:<principal>`
+/// for a named token), and the caller's principal as its actor.
 #[utoipa::path(
     post,
     path = "/runs/{id}/fork",
@@ -564,6 +586,7 @@ const FORK_KEYS: &str = "`from` (a step id as `GET /runs/{id}` lists it) and opt
 )]
 pub(crate) async fn fork(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Forked>), ApiError> {
@@ -591,7 +614,9 @@ pub(crate) async fn fork(
             "unknown key `{key}` in the body; send {FORK_KEYS}"
         )));
     }
-    let mut options = ForkOptions::from_step(from).by("api");
+    let mut options = ForkOptions::from_step(from)
+        .by(caller.by())
+        .actor(caller.actor());
     if let Some(input) = input {
         options = options.input(input);
     }
@@ -601,7 +626,8 @@ pub(crate) async fn fork(
 
 /// Restarts a run: a new, queued run of the same workflow with the same input, in which
 /// every step runs again. The original is not changed. Recorded in the new run's
-/// `run_created` as `forked_from` (no `step`) with `"by": "api"`.
+/// `run_created` as `forked_from` (no `step`) with `"by": "api"` (`api:<principal>` for a
+/// named token), and the caller's principal as its actor.
 #[utoipa::path(
     post,
     path = "/runs/{id}/restart",
@@ -618,8 +644,10 @@ pub(crate) async fn fork(
 )]
 pub(crate) async fn restart(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Forked>), ApiError> {
-    let forked = state.engine.restart_run(&RunId(id), "api").await?;
+    let options = ForkOptions::restart().by(caller.by()).actor(caller.actor());
+    let forked = state.engine.fork_run(&RunId(id), options).await?;
     Ok((StatusCode::CREATED, Json(forked.into())))
 }

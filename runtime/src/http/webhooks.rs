@@ -27,6 +27,12 @@ pub(crate) struct WebhookReply {
     /// Why the filter declined it.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// For a subscribable workflow: the runs started, one per active subscription.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_ids: Option<Vec<String>>,
+    /// For a subscribable workflow: the runs a delivery with the same id started before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duplicate_run_ids: Option<Vec<String>>,
 }
 
 /// Delivers a webhook: checks the source's signature over the raw body, validates and
@@ -82,6 +88,21 @@ pub(crate) async fn deliver(
             WebhookReply {
                 run_id: Some(id.to_string()),
                 duplicate: Some(true),
+                ..WebhookReply::default()
+            },
+        ),
+        WebhookDelivery::Subscribers {
+            started,
+            duplicates,
+        } => (
+            if started.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            },
+            WebhookReply {
+                run_ids: Some(started.iter().map(ToString::to_string).collect()),
+                duplicate_run_ids: Some(duplicates.iter().map(ToString::to_string).collect()),
                 ..WebhookReply::default()
             },
         ),

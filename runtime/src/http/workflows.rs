@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -14,11 +14,13 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use super::auth::Caller;
 use super::body::JsonBody;
 use super::error::{ApiError, ErrorBody};
 use super::views::RunState;
 use crate::engine::{StartOptions, delay_from, parse_delay, parse_start_at};
 use crate::event::{RunStatus, Trigger};
+use crate::identity::tokens::ApiScope;
 
 /// The longest `?wait=` accepted.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -42,6 +44,10 @@ pub(crate) struct WorkflowInfo {
     /// The event that starts a run of it, once per event id (`on_event = "order.paid"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     on_event: Option<String>,
+    /// For a subscribable workflow (`#[workflow(subscribable = T)]`): the JSON Schema a
+    /// subscription's config must match (`POST /subscriptions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscription_schema: Option<Value>,
 }
 
 /// Who paused a workflow, and when.
@@ -86,6 +92,7 @@ pub(crate) async fn list(
                     .map(|i| pauses.swap_remove(i))
                     .map(|p| PausedBy { by: p.by, at: p.at }),
                 on_event: entry.options.on_event.map(str::to_owned),
+                subscription_schema: entry.subscription_schema().cloned(),
             }
         })
         .collect();
@@ -134,6 +141,21 @@ pub(crate) struct StartQuery {
     /// `Idempotency-Key`.
     #[param(example = "nightly-2026-12-06")]
     dedup: Option<String>,
+    /// The user the run acts for (credentials are looked up for `user:<id>` first):
+    /// 1 to 128 bytes of ASCII letters, digits, `-`, `_`, `.` and `@`. Default: none.
+    /// Another user than the caller's own principal needs the `admin` scope (403 without).
+    #[param(example = "ada")]
+    user: Option<String>,
+    /// The run's project (credentials are looked up for `project:<id>` next); same rules
+    /// as `user`. Default: the engine's project (`REPRISE_PROJECT`).
+    #[param(example = "billing")]
+    project: Option<String>,
+    /// Start the run for this subscription of the (subscribable) workflow: it acts for the
+    /// subscriber's user, and `ctx.subscriber()` returns the subscription. An unknown
+    /// subscription is 404, a paused one or one of another workflow 400; nothing is
+    /// created. Without it, a subscribable workflow's run has no subscriber.
+    #[param(example = "sub_0193…")]
+    subscription: Option<String>,
 }
 
 impl StartQuery {
@@ -199,6 +221,12 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// (its `wake_at`; `run_created` records the requested time): no worker takes it before.
 /// A time in the past starts at once. Combines with `Idempotency-Key`.
 ///
+/// The run records its actor (`run_created`'s `identity`): `{"type": "principal", "name",
+/// "token"?}`, the caller's principal (`api` for the configured bearer token or no
+/// authentication, else the named token's principal and the token's name). `?user=` and
+/// `?project=` set whom it acts for; another user than the caller's principal needs the
+/// `admin` scope.
+///
 /// With `?key=order-42` (a business key), at most one run of the workflow holds the key:
 /// 201 `{"run_id", "status", "created": true}` when this request created it, 200 with that
 /// run and `"created": false` when one already held it (whatever its input).
@@ -228,7 +256,7 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 201, description = "With `key`: the run was created (`created: true`)", body = RunState),
         (status = 400, description = "The body is not JSON, or `wait` or `delay` is not a duration, or `start_at` is not an RFC 3339 time, or both `delay` and `start_at` are given, or the idempotency key is malformed, or the queue is unknown, or the queue's key pointer is missing from the input, or `priority` is not an integer (nothing is created)", body = ErrorBody),
         (status = 401, description = "A bearer token is required", body = ErrorBody),
-        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`)", body = ErrorBody),
+        (status = 403, description = "A cross-site request (`Origin` or `Sec-Fetch-Site`); or the caller's token lacks the `start` scope, or `user` names another user than the caller and its token lacks `admin` (`forbidden`, naming the scope needed)", body = ErrorBody),
         (status = 404, description = "No workflow has this slug", body = ErrorBody),
         (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 409, description = "The idempotency key started a run with another input (`idempotency_conflict`)", body = ErrorBody),
@@ -241,11 +269,28 @@ pub(crate) async fn start(
     State(state): State<AppState>,
     Path(slug): Path<String>,
     Query(query): Query<StartQuery>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     JsonBody(input): JsonBody,
 ) -> Result<Response, ApiError> {
     let wait = query.wait.as_deref().map(parse_wait).transpose()?;
-    let mut options = StartOptions::new();
+    let mut options = StartOptions::new().actor(caller.actor());
+    if let Some(user) = query.user.as_deref().filter(|u| !u.is_empty()) {
+        crate::identity::Scope::parse(&format!("user:{user}"))
+            .map_err(|e| ApiError::bad_request(format!("`user`: {e}")))?;
+        if user != caller.principal {
+            caller.require(
+                ApiScope::Admin,
+                &format!("starting a run for another user (`user={user}`)"),
+            )?;
+        }
+        options = options.user(user);
+    }
+    if let Some(project) = query.project.as_deref().filter(|p| !p.is_empty()) {
+        crate::identity::Scope::parse(&format!("project:{project}"))
+            .map_err(|e| ApiError::bad_request(format!("`project`: {e}")))?;
+        options = options.project(project);
+    }
     if let Some(at) = start_time(&state, &query)? {
         options = options.start_at(at);
     }
@@ -256,6 +301,9 @@ pub(crate) async fn start(
         options = options.key(key.clone());
     }
     options.queue = query.queue_request()?;
+    if let Some(id) = &query.subscription {
+        options = options.subscriber(state.engine.subscriber_for(&slug, id).await?);
+    }
     let gated = gated(&state.engine, &slug, &options.queue);
     // The caller's trace context: every execution of the run joins its trace.
     let traceparent = headers

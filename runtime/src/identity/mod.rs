@@ -15,12 +15,21 @@
 //! identities were have none: their actor reads as [`Actor::Unrecorded`].
 
 mod scope;
+pub mod tokens;
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use scope::Scope;
+
+/// Checks a user id (1 to 128 bytes of ASCII letters, digits, `-`, `_`, `.` and `@`).
+///
+/// # Errors
+/// A sentence naming the id and the accepted characters.
+pub(crate) fn check_user_id(id: &str) -> Result<(), String> {
+    scope::check_id("user", id)
+}
 
 /// Who or what started a run, with the details a trigger knows. Written in the log as an
 /// object tagged by `type`, e.g. `{"type": "schedule", "name": "nightly", "tick":

@@ -327,6 +327,7 @@ pub(crate) async fn complete(
     };
     let env = ctx.run.env.clone();
     let run_id = ctx.run.run_id.clone();
+    let run = ctx.run.clone();
     let output = json_step(ctx, step, || async move {
         let (provider, model) = crate::llm::LlmSettings::of(&env)
             .router()
@@ -338,6 +339,8 @@ pub(crate) async fn complete(
         // comes back is tried again here, twice, after 1 s and 2 s (engine clock).
         let mut attempt = 1;
         let reply = loop {
+            // Each request takes a permit of the run's queue's step rate limit, if any.
+            crate::ctx::step_rate::take_permit(&run, id).await?;
             // While someone watches the run's stream here, its pieces are shown as they
             // come (not recorded: the step records the whole reply below).
             let asked = if env.live.is_watched(&run_id) {

@@ -43,6 +43,9 @@ struct Runs {
     workers: BTreeMap<String, crate::queue::WorkerInfo>,
     /// Documents by (kind, key) (a `BTreeMap`: listed by key, and by prefix as a range).
     documents: BTreeMap<(String, String), super::Document>,
+    /// Step permits by `(queue, scope)` (see [`crate::queue::StepWindow`]): the times
+    /// they were taken, stale ones (`StepWindow::stale`) pruned when the next is asked for.
+    step_permits: HashMap<(String, String), Vec<DateTime<Utc>>>,
 }
 
 #[derive(Debug)]
@@ -314,6 +317,18 @@ impl Store for MemoryStore {
                 _ => free.push((due, position)),
             }
         }
+        // A claim of one run: only that run's queue is walked, and no free run is taken.
+        let target = match request.run {
+            Some(id) => {
+                let Some(&(index, ..)) = waiting.iter().find(|w| order[w.3] == *id) else {
+                    return Ok(Vec::new());
+                };
+                free.clear();
+                waiting.retain(|w| w.0 == index);
+                Some(id)
+            }
+            None => None,
+        };
         // Free runs first, earliest due first; then admission into each queue.
         free.sort_unstable();
         free.truncate(request.limit);
@@ -321,7 +336,14 @@ impl Store for MemoryStore {
         waiting.sort_unstable();
         let mut admitted: Vec<usize> = Vec::new();
         let mut next = 0;
-        while next < waiting.len() && chosen.len() + admitted.len() < request.limit {
+        // A claim of one run counts the runs ahead of it as admitted (not admitting them):
+        // no bound but the queue's limits, and the walk stops at the run.
+        let limit = if target.is_some() {
+            usize::MAX
+        } else {
+            request.limit
+        };
+        while next < waiting.len() && chosen.len() + admitted.len() < limit {
             let index = waiting[next].0;
             let queue = &request.queues[index];
             let (totals, mut key_totals) = memory_totals(by_id, queue, now);
@@ -329,7 +351,7 @@ impl Store for MemoryStore {
             while next < waiting.len() && waiting[next].0 == index {
                 let position = waiting[next].3;
                 next += 1;
-                if chosen.len() + admitted.len() >= request.limit || admitter.is_full() {
+                if chosen.len() + admitted.len() >= limit || admitter.is_full() {
                     continue;
                 }
                 let key: Option<String> = by_id
@@ -344,6 +366,28 @@ impl Store for MemoryStore {
                 if admitter.admit(key.as_deref()).is_ok() {
                     admitted.push(position);
                 }
+                if target.is_some_and(|t| order[position] == *t) {
+                    next = waiting.len();
+                    break;
+                }
+            }
+        }
+        if let Some(target) = target {
+            // The runs ahead were only counted.
+            admitted.retain(|&position| order[position] == *target);
+        }
+        // Stamped no earlier than any admission already counted in the queue: a claim
+        // whose `now` was read before another claim admitted runs never counts as
+        // admitted earlier than those (which would shorten its rate window's memory).
+        let mut stamps: std::collections::HashMap<String, DateTime<Utc>> = Default::default();
+        if !admitted.is_empty() {
+            for q in by_id.values().filter_map(|e| e.record.queue.as_ref()) {
+                if let Some(at) = q.admitted_at
+                    && at > now
+                {
+                    let stamp = stamps.entry(q.name.clone()).or_insert(now);
+                    *stamp = (*stamp).max(at);
+                }
             }
         }
         for &position in &admitted {
@@ -351,7 +395,7 @@ impl Store for MemoryStore {
                 .get_mut(&order[position])
                 .and_then(|e| e.record.queue.as_mut())
             {
-                q.admitted_at = Some(now);
+                q.admitted_at = Some(stamps.get(&q.name).copied().unwrap_or(now));
             }
         }
         chosen.extend(admitted);
@@ -422,6 +466,49 @@ impl Store for MemoryStore {
     ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
         let (totals, mut keys) = memory_totals(&self.lock().by_id, queue, now);
         Ok((totals, key.map(|key| keys.remove(key).unwrap_or_default())))
+    }
+
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
+            return Ok(Ok(()));
+        };
+        let mut runs = self.lock();
+        let window = window.at(clock.now());
+        let taken = runs
+            .step_permits
+            .entry((window.queue.clone(), window.scope.clone()))
+            .or_default();
+        taken.retain(|at| *at > window.stale);
+        let in_window = taken.iter().filter(|at| **at > window.start);
+        let oldest = in_window.clone().min().copied();
+        let decision = window.decide(in_window.count() as u64, oldest);
+        if decision.is_ok() {
+            taken.push(window.now);
+        }
+        Ok(decision)
+    }
+
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let Some(window) = super::step_window_to_count(queue, key, now) else {
+            return Ok((0, None));
+        };
+        let runs = self.lock();
+        let Some(taken) = runs.step_permits.get(&(window.queue, window.scope)) else {
+            return Ok((0, None));
+        };
+        let in_window = taken.iter().filter(|at| **at > window.start);
+        let oldest = in_window.clone().min().copied();
+        Ok((in_window.count() as u64, oldest))
     }
 
     async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
@@ -717,6 +804,7 @@ impl Store for MemoryStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
+        append.check_release()?;
         let mut runs = self.lock();
         let Some(entry) = runs.by_id.get_mut(&append.run_id) else {
             return Err(EngineError::UnknownRun(append.run_id.0));
@@ -733,6 +821,7 @@ impl Store for MemoryStore {
             events,
             tags,
             inbox,
+            lease,
             ..
         } = entry;
         if record.next_seq != append.first_seq {
@@ -754,6 +843,10 @@ impl Store for MemoryStore {
         if woken_by_inbox(&append.update, inbox.last().map_or(0, |m| m.seq)) {
             record.status = RunStatus::Queued;
             record.wake_at = None;
+        }
+        if append.release {
+            // The fence was checked above: this is the writer's own lease.
+            *lease = None;
         }
         Ok(())
     }

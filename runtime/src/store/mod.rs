@@ -77,6 +77,39 @@ pub struct Append {
     /// a worker whose lease expired (and was taken over) can never write again. `None`
     /// (hook deliveries, cancellation of a suspended run) relies on `first_seq` alone.
     pub fence: Option<u64>,
+    /// Whether the append also gives back the writer's lease (the one whose fencing token
+    /// is `fence`), in the same transaction, as [`Store::release`] would: the last append
+    /// of an execution that ends its run (or leaves it not due, e.g. paused) is then one
+    /// write instead of two. Fencing holds as for any fenced append: when the fence is no
+    /// longer the run's, nothing is written or released ([`EngineError::LeaseLost`]).
+    ///
+    /// `true` needs `fence`: an append with `release` and no fence is refused with a
+    /// [`StoreErrorKind::Database`] error and writes nothing.
+    pub release: bool,
+}
+
+impl Append {
+    /// Refuses an append whose `release` has no lease to give back (see
+    /// [`Append::release`]); every store checks this before writing.
+    ///
+    /// # Errors
+    /// [`StoreErrorKind::Database`] naming the run.
+    pub(crate) fn check_release(&self) -> Result<(), EngineError> {
+        if self.release && self.fence.is_none() {
+            return Err(StoreError::new(
+                StoreErrorKind::Database,
+                format!(
+                    "cannot append to run `{}`: the append asks to release the lease but \
+                     carries no fence; set `Append::fence` to the lease's fencing token, or \
+                     `release: false`",
+                    self.run_id
+                ),
+            )
+            .with_run(self.run_id.as_str())
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// A worker's exclusive, expiring right to execute a run (DESIGN "Running": leases with
@@ -270,6 +303,7 @@ pub trait Store: Send + Sync + 'static {
             limit,
             routing: &crate::queue::Routing::default(),
             queues: &[],
+            run: None,
         })
         .await
     }
@@ -309,6 +343,53 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(crate::queue::QueueTotals, Option<crate::queue::KeyTotals>), EngineError> {
         let _ = (queue, key, now);
         Err(no_queues("queue_totals"))
+    }
+
+    /// Takes one step permit of `queue`'s step rate limit for a run with `key`,
+    /// atomically across processes: once it holds the scope's lock (the memory store's
+    /// mutex; SQLite: inside the writer's transaction; Postgres: under an advisory lock
+    /// of the queue and scope) it reads `clock`, builds the
+    /// [`crate::queue::StepWindow`] at that instant, counts the permits of its queue and
+    /// scope taken after its `start` (and the oldest of them), asks
+    /// [`crate::queue::StepWindow::decide`], and on `Ok` records a permit at its `now` in
+    /// the same transaction. Reading the clock under the lock, not before, keeps the
+    /// recorded times in the order the permits were granted: a taker that waited for the
+    /// lock is not recorded as of when it started waiting. Permits at or before the
+    /// window's `stale` may be pruned.
+    ///
+    /// Returns `Ok(Ok(()))` when a permit was taken (also when the queue has no step
+    /// rate limit: nothing is recorded), `Ok(Err(next_at))` when the window is full and
+    /// the next permit frees at `next_at`.
+    ///
+    /// # Errors
+    /// Store failures; a per-key limit for a run without a key
+    /// ([`crate::error::EngineError::Config`]); the default implementation fails (this
+    /// store keeps no queues).
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let _ = (queue, key, clock);
+        Err(no_queues("take_step_permit"))
+    }
+
+    /// The permits of `queue`'s step rate limit (of `key`, for a per-key limit) taken in
+    /// the window at `now` and the oldest of them, as
+    /// [`Store::take_step_permit`] counts them, without taking one; `(0, None)` when the
+    /// queue has no step rate limit or, for a per-key limit, `key` is `None`.
+    ///
+    /// # Errors
+    /// Store failures; the default implementation fails (this store keeps no queues).
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let _ = (queue, key, now);
+        Err(no_queues("step_permits"))
     }
 
     /// Registers or renews a live worker (replacing the row with its id).
@@ -491,6 +572,7 @@ pub trait Store: Send + Sync + 'static {
             events,
             update: RunUpdate::default(),
             fence: None,
+            release: false,
         })
         .await
     }
@@ -665,6 +747,26 @@ fn no_inbox(what: &str) -> EngineError {
         ),
     )
     .into()
+}
+
+/// The step window [`Store::take_step_permit`] takes a permit from (`None`: the queue has
+/// no step rate limit), a per-key limit without a key as a configuration error.
+pub(crate) fn step_window_to_take(
+    queue: &crate::queue::Queue,
+    key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<crate::queue::StepWindow>, EngineError> {
+    crate::queue::StepWindow::of(queue, key, now).map_err(EngineError::Config)
+}
+
+/// The step window [`Store::step_permits`] counts (`None`: nothing to count: no step rate
+/// limit, or a per-key one and no key).
+pub(crate) fn step_window_to_count(
+    queue: &crate::queue::Queue,
+    key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Option<crate::queue::StepWindow> {
+    crate::queue::StepWindow::of(queue, key, now).ok().flatten()
 }
 
 /// What the queue methods of a store that keeps no queues answer.

@@ -90,6 +90,18 @@
 //! ([`Store::event_waiters`]); and `reprise_emitted_events(name, id, created_at, PRIMARY
 //! KEY (name, id))`, which records each emitted event once ([`Store::record_event`]).
 //!
+//! Version 8 adds flow control (see `postgres_queues`). Version 9 adds
+//! `reprise_documents`, the engine's own data beside runs (credentials, API tokens,
+//! subscriptions; [`crate::store::Document`]). Version 10 adds the partial index
+//! `reprise_runs_queue_created_at_id (queue, created_at, id) WHERE queue IS NOT NULL`: a
+//! listing of one queue's runs ([`crate::event::RunFilter::queue`]) reads only that
+//! queue's runs, in the listing's order.
+//!
+//! Version 11 adds `reprise_step_permits(queue, scope, at)` with the index
+//! `(queue, scope, at)`: the permits of queues' step rate limits
+//! ([`crate::queue::StepWindow`]), counted and taken under an advisory lock of the queue
+//! and scope (see `postgres_queues.rs`).
+//!
 //! Timestamps are `BIGINT` microseconds since the Unix epoch (UTC), exactly as in the
 //! SQLite store: exact to the microsecond, ordered by integer comparison
 //! (`to_timestamp(at / 1e6)` shows them). JSON values are stored in `json` columns, not
@@ -430,6 +442,25 @@ const MIGRATIONS: &[&str] = &[
         updated_at  BIGINT NOT NULL,
         PRIMARY KEY (kind, key)
     );
+    "#,
+    // Version 10: listing the runs of one queue (`RunFilter::queue`, `runs list --queue`)
+    // in the listing's order (`created_at DESC, id DESC`) reads only that queue's runs.
+    // Partial: runs in no queue cost nothing.
+    r#"
+    CREATE INDEX reprise_runs_queue_created_at_id ON reprise_runs (queue, created_at, id)
+        WHERE queue IS NOT NULL;
+    "#,
+    // Version 11: step rate limits (`Store::take_step_permit`): one row per step permit
+    // taken, by queue and scope (the run's key for a per-key limit, '' for the queue),
+    // counted and inserted under an advisory lock of the queue and scope; rows that left
+    // the window are deleted as permits are taken.
+    r#"
+    CREATE TABLE reprise_step_permits (
+        queue   TEXT NOT NULL,
+        scope   TEXT NOT NULL,
+        at      BIGINT NOT NULL
+    );
+    CREATE INDEX reprise_step_permits_window ON reprise_step_permits (queue, scope, at);
     "#,
 ];
 
@@ -1153,6 +1184,30 @@ impl Store for PostgresStore {
         self.totals_of(queue, key, now).await
     }
 
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
+            return Ok(Ok(()));
+        };
+        self.step_permit_take(&window, clock.as_ref()).await
+    }
+
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let Some(window) = super::step_window_to_count(queue, key, now) else {
+            return Ok((0, None));
+        };
+        self.step_permit_count(&window).await
+    }
+
     async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
         self.worker_put(worker).await
     }
@@ -1231,6 +1286,11 @@ impl Store for PostgresStore {
         }
         let what = "cannot claim runs";
         let expires = micros(expires_at);
+        if request.run.is_some() {
+            // A claim of one run: admission only (see `ClaimRequest::run`).
+            let admitted = self.claim_admitted(request, usize::MAX).await?;
+            return Ok(admitted.into_iter().map(|(_, lease)| lease).collect());
+        }
         let mut claimed = {
             let client = self.client().await?;
             let stmt = client
@@ -1598,12 +1658,14 @@ impl Store for PostgresStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
+        append.check_release()?;
         let Append {
             run_id,
             first_seq,
             events,
             update,
             fence,
+            release,
         } = append;
         let first = i64::try_from(first_seq).map_err(|_| {
             StoreError::new(
@@ -1635,6 +1697,7 @@ impl Store for PostgresStore {
             wake: update.wake_at.flatten().map(micros),
             updated_at,
             fence: fence.map(fence_param),
+            release,
             kinds: Vec::with_capacity(events.len()),
             correlation_ids: Vec::with_capacity(events.len()),
             attempts: Vec::with_capacity(events.len()),

@@ -51,6 +51,8 @@ pub(super) struct EncodedAppend {
     pub(super) wake: Option<i64>,
     pub(super) updated_at: i64,
     pub(super) fence: Option<i64>,
+    /// Gives the lease of `fence` back in the same statement (`Append::release`).
+    pub(super) release: bool,
     pub(super) kinds: Vec<&'static str>,
     pub(super) correlation_ids: Vec<Option<String>>,
     pub(super) attempts: Vec<i64>,
@@ -73,7 +75,9 @@ const APPEND_SQL: &str = r#"
             error = COALESCE($6::text::json, error),
             wake_at = CASE WHEN $7::boolean THEN $8::bigint ELSE wake_at END,
             updated_at = $9::bigint,
-            next_seq = $2::bigint + cardinality($10::text[])
+            next_seq = $2::bigint + cardinality($10::text[]),
+            lease_owner = CASE WHEN $16::boolean THEN NULL ELSE lease_owner END,
+            lease_expires_at = CASE WHEN $16::boolean THEN NULL ELSE lease_expires_at END
         WHERE id = $1::text AND next_seq = $2::bigint
           AND ($11::bigint IS NULL OR (fence = $11::bigint AND lease_owner IS NOT NULL))
         RETURNING id
@@ -94,9 +98,9 @@ const BATCH_SQL: &str = r#"
     WITH a AS (
         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::text[],
                              $6::text[], $7::boolean[], $8::bigint[], $9::bigint[],
-                             $10::bigint[], $11::bigint[])
+                             $10::bigint[], $11::bigint[], $19::boolean[])
             WITH ORDINALITY AS a (run_id, first_seq, status, attempt, output, error,
-                                  set_wake, wake, updated_at, n, fence, idx)
+                                  set_wake, wake, updated_at, n, fence, release, idx)
     ), run AS (
         UPDATE reprise_runs AS r SET
             status = COALESCE(a.status, r.status),
@@ -105,7 +109,9 @@ const BATCH_SQL: &str = r#"
             error = COALESCE(a.error::json, r.error),
             wake_at = CASE WHEN a.set_wake THEN a.wake ELSE r.wake_at END,
             updated_at = a.updated_at,
-            next_seq = a.first_seq + a.n
+            next_seq = a.first_seq + a.n,
+            lease_owner = CASE WHEN a.release THEN NULL ELSE r.lease_owner END,
+            lease_expires_at = CASE WHEN a.release THEN NULL ELSE r.lease_expires_at END
         FROM a
         WHERE r.id = a.run_id AND r.next_seq = a.first_seq
           AND (a.fence IS NULL OR (r.fence = a.fence AND r.lease_owner IS NOT NULL))
@@ -304,7 +310,7 @@ async fn write_one(
 }
 
 /// The parameters of [`APPEND_SQL`] for append `a`, in order.
-fn append_params(a: &EncodedAppend) -> [&(dyn ToSql + Sync); 15] {
+fn append_params(a: &EncodedAppend) -> [&(dyn ToSql + Sync); 16] {
     [
         &a.run,
         &a.first,
@@ -321,6 +327,7 @@ fn append_params(a: &EncodedAppend) -> [&(dyn ToSql + Sync); 15] {
         &a.attempts,
         &a.ats,
         &a.payloads,
+        &a.release,
     ]
 }
 
@@ -389,6 +396,7 @@ async fn write_many(
     let mut updated_ats = Vec::with_capacity(n);
     let mut counts = Vec::with_capacity(n);
     let mut fences = Vec::with_capacity(n);
+    let mut releases = Vec::with_capacity(n);
     let mut e_append = Vec::new();
     let mut e_ord = Vec::new();
     let mut e_kind = Vec::new();
@@ -409,6 +417,7 @@ async fn write_many(
         updated_ats.push(a.updated_at);
         counts.push(a.kinds.len() as i64);
         fences.push(a.fence);
+        releases.push(a.release);
         for (ord, kind) in a.kinds.iter().enumerate() {
             e_append.push(i as i64 + 1);
             e_ord.push(ord as i64);
@@ -419,7 +428,7 @@ async fn write_many(
             e_payload.push(a.payloads[ord].as_str());
         }
     }
-    let params: [&(dyn ToSql + Sync); 18] = [
+    let params: [&(dyn ToSql + Sync); 19] = [
         &runs,
         &firsts,
         &statuses,
@@ -438,6 +447,7 @@ async fn write_many(
         &e_attempt,
         &e_at,
         &e_payload,
+        &releases,
     ];
     let rows = client
         .query(&stmt, &params)

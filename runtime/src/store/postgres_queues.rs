@@ -35,10 +35,37 @@ use crate::EngineError;
 use crate::event::{NewEvent, RunId, RunRecord, RunStatus};
 use crate::queue::{
     Admitter, ClaimRequest, DebouncePolicy, Gated, KeyTotals, Queue, QueueTotals, StartGate,
-    WorkerInfo,
+    StepWindow, WorkerInfo,
 };
 use crate::store::codec::{self, SqlRow, column, micros};
 use crate::store::{Lease, StoreError, StoreErrorKind};
+
+/// The permits of `window`'s queue and scope taken after its start, and the oldest.
+async fn step_permits_in(
+    what: &str,
+    client: &impl deadpool_postgres::GenericClient,
+    window: &StepWindow,
+) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT count(*), min(at) FROM reprise_step_permits
+              WHERE queue = $1::text AND scope = $2::text AND at > $3::bigint",
+        )
+        .await
+        .map_err(|e| pg(what, e))?;
+    let row = client
+        .query_one(
+            &stmt,
+            &[&window.queue, &window.scope, &micros(window.start)],
+        )
+        .await
+        .map_err(|e| pg(what, e))?;
+    let taken = count(what, &row, 0)?;
+    let oldest = column(what, "at", row.opt_int(1))?
+        .map(|t| codec::timestamp(what, "at", t))
+        .transpose()?;
+    Ok((taken, oldest))
+}
 
 /// The statuses of a run that has not ended: an admitted run in one of them holds its
 /// place in its queue. Kept identical to the predicate of the index
@@ -123,11 +150,18 @@ const CANDIDATES_SQL: &str = "
      ORDER BY priority DESC, due_at, pos
      LIMIT $7::bigint";
 
-/// Admits and leases the runs `$1` at `$2` for owner `$3` until `$4`, each only if it is
-/// still waiting, due and unleased.
+/// Admits and leases the runs `$1` of queue `$5` at `$2` for owner `$3` until `$4`, each
+/// only if it is still waiting, due and unleased. `admitted_at` is `$2` or the queue's
+/// latest admission if that is later: `$2` was read before the queue's lock was taken, so
+/// a claimer that waited for the lock may hold an earlier time than an admission it has
+/// counted; stamping that earlier time would let the rate window forget this admission
+/// too soon (and admit one too many). Read under the lock, the latest admission is final.
 const ADMIT_SQL: &str = "
     UPDATE reprise_runs
-       SET admitted_at = $2::bigint, lease_owner = $3::text, lease_expires_at = $4::bigint,
+       SET admitted_at = GREATEST($2::bigint,
+                                  (SELECT max(p.admitted_at) FROM reprise_runs p
+                                    WHERE p.queue = $5::text AND p.admitted_at IS NOT NULL)),
+           lease_owner = $3::text, lease_expires_at = $4::bigint,
            fence = fence + 1
      WHERE id = ANY($1::text[]) AND admitted_at IS NULL AND due_at <= $2::bigint
        AND (lease_owner IS NULL OR lease_expires_at <= $2::bigint)
@@ -139,15 +173,31 @@ const MIN_PAGE: usize = 64;
 /// The advisory lock key of admission into `queue` of the store in `schema`: a stable
 /// 64-bit FNV-1a hash, distinct from the migrations' keys by its prefix.
 fn queue_lock_key(schema: &str, queue: &str) -> i64 {
+    lock_key("reprise_queue:", &[schema, queue])
+}
+
+/// The advisory lock key of the step permits of `scope` in `queue` of the store in
+/// `schema` (see [`crate::queue::StepWindow`]): as [`queue_lock_key`], with its own prefix,
+/// so taking step permits never waits for a claim's admission.
+fn step_permit_lock_key(schema: &str, queue: &str, scope: &str) -> i64 {
+    lock_key("reprise_step_permits:", &[schema, queue, scope])
+}
+
+/// A stable 64-bit FNV-1a hash of `prefix` followed by `parts`, NUL-separated.
+fn lock_key(prefix: &str, parts: &[&str]) -> i64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in "reprise_queue:"
-        .bytes()
-        .chain(schema.bytes())
-        .chain(std::iter::once(0))
-        .chain(queue.bytes())
-    {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    let mut feed = |bytes: &[u8]| {
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(prefix.as_bytes());
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            feed(&[0]);
+        }
+        feed(part.as_bytes());
     }
     i64::from_ne_bytes(hash.to_ne_bytes())
 }
@@ -311,10 +361,16 @@ impl PostgresStore {
         let candidates_stmt = tx.prepare_cached(CANDIDATES_SQL).await.map_err(pg)?;
         let keys_stmt = tx.prepare_cached(KEY_TOTALS_SQL).await.map_err(pg)?;
         let key_since = window_since(queue, now, true);
-        let page = i64::try_from(room.saturating_mul(4).max(MIN_PAGE)).unwrap_or(i64::MAX);
+        // A claim of one run walks up to it, however long the queue: bounded pages.
+        let page = match request.run {
+            Some(_) => MIN_PAGE * 16,
+            None => room.saturating_mul(4).max(MIN_PAGE),
+        };
+        let page = i64::try_from(page).unwrap_or(i64::MAX);
         let mut chosen: Vec<String> = Vec::new();
         let mut after: Option<(i64, i64, i64)> = None;
-        while chosen.len() < room && !admitter.is_full() {
+        let mut reached = false;
+        while !reached && chosen.len() < room && !admitter.is_full() {
             let rows = tx
                 .query(
                     &candidates_stmt,
@@ -372,10 +428,18 @@ impl PostgresStore {
                 if admitter.admit(candidate.key.as_deref()).is_ok() {
                     chosen.push(candidate.id.clone());
                 }
+                if request.run.is_some_and(|id| id.0 == candidate.id) {
+                    reached = true;
+                    break;
+                }
             }
             if i64::try_from(rows.len()).unwrap_or(i64::MAX) < page {
                 break;
             }
+        }
+        if let Some(id) = request.run {
+            // The runs ahead were only counted.
+            chosen.retain(|c| *c == id.0);
         }
         if chosen.is_empty() {
             tx.rollback().await.map_err(pg)?;
@@ -384,7 +448,10 @@ impl PostgresStore {
         let expires = micros(request.expires_at);
         let admit_stmt = tx.prepare_cached(ADMIT_SQL).await.map_err(pg)?;
         let rows = tx
-            .query(&admit_stmt, &[&chosen, &now_us, &request.owner, &expires])
+            .query(
+                &admit_stmt,
+                &[&chosen, &now_us, &request.owner, &expires, &name],
+            )
             .await
             .map_err(pg)?;
         let mut leases = Vec::with_capacity(rows.len());
@@ -538,6 +605,72 @@ impl PostgresStore {
         )
         .with_run(run)
         .into())
+    }
+
+    /// [`crate::store::Store::take_step_permit`] for a queue with a step rate limit: in
+    /// one transaction holding the advisory lock of the window's queue and scope, prunes
+    /// the scope's stale permits, counts those in the window, and records one if
+    /// [`StepWindow::decide`] grants it. Every taker in every process counts in turn.
+    pub(super) async fn step_permit_take(
+        &self,
+        window: &StepWindow,
+        clock: &dyn crate::Clock,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let what = &format!("cannot take a step permit of queue `{}`", window.queue);
+        let pg = |e| pg(what, e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let lock = step_permit_lock_key(
+            self.schema.as_deref().unwrap_or(""),
+            &window.queue,
+            &window.scope,
+        );
+        tx.execute("SELECT pg_advisory_xact_lock($1::bigint)", &[&lock])
+            .await
+            .map_err(pg)?;
+        // Statements from here on see every permit committed before the lock; the window
+        // is timed now, after them.
+        let window = &window.at(clock.now());
+        let stale = micros(window.stale);
+        let prune = tx
+            .prepare_cached(
+                "DELETE FROM reprise_step_permits
+                  WHERE queue = $1::text AND scope = $2::text AND at <= $3::bigint",
+            )
+            .await
+            .map_err(pg)?;
+        tx.execute(&prune, &[&window.queue, &window.scope, &stale])
+            .await
+            .map_err(pg)?;
+        let (taken, oldest) = step_permits_in(what, &tx, window).await?;
+        let decision = window.decide(taken, oldest);
+        if decision.is_ok() {
+            let insert = tx
+                .prepare_cached(
+                    "INSERT INTO reprise_step_permits (queue, scope, at)
+                     VALUES ($1::text, $2::text, $3::bigint)",
+                )
+                .await
+                .map_err(pg)?;
+            tx.execute(
+                &insert,
+                &[&window.queue, &window.scope, &micros(window.now)],
+            )
+            .await
+            .map_err(pg)?;
+        }
+        tx.commit().await.map_err(pg)?;
+        Ok(decision)
+    }
+
+    /// [`crate::store::Store::step_permits`] for a queue with a step rate limit.
+    pub(super) async fn step_permit_count(
+        &self,
+        window: &StepWindow,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let what = &format!("cannot count the step permits of queue `{}`", window.queue);
+        let client = self.client().await?;
+        step_permits_in(what, &client, window).await
     }
 
     /// [`crate::store::Store::worker_heartbeat`]: upserts the worker's row, and drops the

@@ -4,7 +4,7 @@
 //! Plan: with a tag equality filter, the listing is driven by the tag index
 //! (`key, value_type, value, created_at, run_id`): the matching runs come out of it newest
 //! first, so a page reads `limit` index entries and as many run rows. Otherwise it walks
-//! the runs by `created_at` (or `(status|workflow, created_at)`), newest first. Other tag
+//! the runs by `created_at` (or `(status|workflow|queue, created_at)`), newest first. Other tag
 //! filters (ranges, further equalities) are correlated probes of the tag table's primary
 //! key `(run_id, key)`, one per candidate run. Order: `created_at DESC, id DESC`; the cursor continues strictly after
 //! `(created_at, id)` of the previous page's last run.
@@ -119,6 +119,10 @@ pub(crate) fn list_sql(
     if let Some(workflow) = &filter.workflow {
         let p = b.bind(Param::Text(workflow.clone()));
         clauses.push(format!("r.workflow = {p}"));
+    }
+    if let Some(queue) = &filter.queue {
+        let p = b.bind(Param::Text(queue.clone()));
+        clauses.push(format!("r.queue = {p}"));
     }
     if let Some(t) = filter.created_after {
         let p = b.bind(Param::Int(micros(t)));

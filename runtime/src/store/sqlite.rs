@@ -73,6 +73,18 @@
 //! log is read through the index (rows of one run are in seq order there). The migration
 //! copies the existing events and recreates the `run_tags_index` trigger.
 //!
+//! Version 11 adds `documents (kind, key, value, created_at, updated_at)`: the engine's own
+//! data beside runs (credentials, API tokens, subscriptions; [`crate::store::Document`]).
+//!
+//! Version 12 adds the partial index `runs_queue_created_at (queue, created_at) WHERE
+//! queue IS NOT NULL`: a listing of one queue's runs ([`crate::event::RunFilter::queue`])
+//! reads only that queue's runs, newest first.
+//!
+//! Version 13 adds `step_permits(queue, scope, at)` with the index `step_permits_window
+//! (queue, scope, at)`: the step permits of queues' step rate limits
+//! ([`crate::queue::StepWindow`]), taken in the writer's transaction so the limit holds
+//! across processes; stale rows (two periods old) are pruned as permits are taken.
+//!
 //! Statuses, triggers and event kinds are stored as their `as_str()` text, JSON values
 //! (`input`, `output`, `error`, `payload`) as JSON text, and timestamps as `INTEGER`
 //! microseconds since the Unix epoch (UTC): exact to the microsecond (finer parts of a
@@ -398,6 +410,22 @@ const MIGRATIONS: &[&str] = &[
         updated_at  INTEGER NOT NULL,
         PRIMARY KEY (kind, key)
     ) STRICT, WITHOUT ROWID;
+    "#,
+    // Version 12: listing the runs of one queue (`RunFilter::queue`, `runs list --queue`),
+    // newest first, reads only that queue's runs. Partial: runs in no queue cost nothing.
+    r#"
+    CREATE INDEX runs_queue_created_at ON runs (queue, created_at) WHERE queue IS NOT NULL;
+    "#,
+    // Version 13: step rate limits (`Store::take_step_permit`): one row per step permit
+    // taken, by queue and scope (the run's key for a per-key limit, '' for the queue);
+    // rows two periods old are deleted when the next permit of their scope is taken.
+    r#"
+    CREATE TABLE step_permits (
+        queue   TEXT NOT NULL,
+        scope   TEXT NOT NULL,
+        at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX step_permits_window ON step_permits (queue, scope, at);
     "#,
 ];
 
@@ -992,6 +1020,35 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn take_step_permit(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        clock: &std::sync::Arc<dyn crate::Clock>,
+    ) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+        let Some(window) = super::step_window_to_take(queue, key, clock.now())? else {
+            return Ok(Ok(()));
+        };
+        let op = queues::QueueOp::TakeStepPermit(Box::new((window, clock.clone())));
+        match self.write(Op::Queue(op)).await? {
+            Reply::Permit(decision) => Ok(decision),
+            _ => Err(unexpected_reply()),
+        }
+    }
+
+    async fn step_permits(
+        &self,
+        queue: &crate::queue::Queue,
+        key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+        let Some(window) = super::step_window_to_count(queue, key, now) else {
+            return Ok((0, None));
+        };
+        self.read(move |conn| queues::step_permits_in_window(conn, &window))
+            .await
+    }
+
     async fn worker_heartbeat(&self, worker: &crate::queue::WorkerInfo) -> Result<(), EngineError> {
         let op = queues::QueueOp::Heartbeat(
             worker.id.clone(),
@@ -1248,12 +1305,14 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, append: Append) -> Result<(), EngineError> {
+        append.check_release()?;
         let Append {
             run_id,
             first_seq,
             events,
             update,
             fence,
+            release,
         } = append;
         let first_seq = i64::try_from(first_seq).map_err(|_| {
             StoreError::new(
@@ -1285,6 +1344,7 @@ impl Store for SqliteStore {
             run_id: run_id.0,
             first_seq,
             fence,
+            release,
             events,
             status: status.map(RunStatus::as_str),
             attempt: attempt.map(i64::from),
@@ -1615,6 +1675,8 @@ enum Reply {
     Posted(crate::message::Posted),
     /// What a gated creation did.
     Gated(crate::queue::Gated),
+    /// Whether a step permit was taken (else when the next frees).
+    Permit(Result<(), DateTime<Utc>>),
 }
 
 fn unexpected_reply() -> EngineError {
@@ -1666,6 +1728,8 @@ struct EncodedAppend {
     run_id: String,
     first_seq: i64,
     fence: Option<u64>,
+    /// Gives the lease of `fence` back in the same statement (`Append::release`).
+    release: bool,
     events: Vec<EncodedEvent>,
     status: Option<&'static str>,
     attempt: Option<i64>,
@@ -1682,7 +1746,8 @@ struct EncodedAppend {
 impl EncodedAppend {
     /// Whether the append changes no field of the run but `updated_at` and `next_seq`.
     fn only_events(&self) -> bool {
-        self.status.is_none()
+        !self.release
+            && self.status.is_none()
             && self.attempt.is_none()
             && self.output.is_none()
             && self.error.is_none()
@@ -2191,6 +2256,35 @@ fn apply_create(conn: &Connection, c: &EncodedCreate) -> Result<(), EngineError>
     insert_event(conn, &c.id, 0, &c.event)
 }
 
+/// The update of an append that changes fields of the run: the checks (`next_seq`, and
+/// the fence of a fenced append) are in its `WHERE` clause. `None` leaves a field alone,
+/// `wake_at` is assigned when `?6`.
+const APPEND_SQL: &str = "UPDATE runs SET
+         status = COALESCE(?2, status),
+         attempt = COALESCE(?3, attempt),
+         output = COALESCE(?4, output),
+         error = COALESCE(?5, error),
+         wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
+         updated_at = ?8,
+         next_seq = ?9
+     WHERE id = ?1 AND next_seq = ?10
+       AND (?11 IS NULL OR (fence = ?11 AND lease_owner IS NOT NULL))";
+
+/// [`APPEND_SQL`] that also gives the writer's lease back (`Append::release`; the store
+/// refuses a release without a fence, so `?11` is set and checked).
+const APPEND_RELEASING_SQL: &str = "UPDATE runs SET
+         status = COALESCE(?2, status),
+         attempt = COALESCE(?3, attempt),
+         output = COALESCE(?4, output),
+         error = COALESCE(?5, error),
+         wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
+         updated_at = ?8,
+         next_seq = ?9,
+         lease_owner = NULL,
+         lease_expires_at = NULL
+     WHERE id = ?1 AND next_seq = ?10
+       AND fence = ?11 AND lease_owner IS NOT NULL";
+
 fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError> {
     let what = format!("cannot append to run `{}`", a.run_id);
     // The checks (`next_seq`, and the fence of a fenced append) are in the update's
@@ -2218,18 +2312,13 @@ fn apply_append(conn: &Connection, a: &EncodedAppend) -> Result<(), EngineError>
         ])
         .ctx_run(&what, &a.run_id)?
     } else {
-        conn.prepare_cached(
-            "UPDATE runs SET
-                 status = COALESCE(?2, status),
-                 attempt = COALESCE(?3, attempt),
-                 output = COALESCE(?4, output),
-                 error = COALESCE(?5, error),
-                 wake_at = CASE WHEN ?6 THEN ?7 ELSE wake_at END,
-                 updated_at = ?8,
-                 next_seq = ?9
-             WHERE id = ?1 AND next_seq = ?10
-               AND (?11 IS NULL OR (fence = ?11 AND lease_owner IS NOT NULL))",
-        )
+        // A releasing append (an execution's last) clears the lease in the same statement;
+        // the others leave the lease columns unassigned, so their index entries stay.
+        conn.prepare_cached(if a.release {
+            APPEND_RELEASING_SQL
+        } else {
+            APPEND_SQL
+        })
         .ctx_run(&what, &a.run_id)?
         .execute(rusqlite::params![
             a.run_id,

@@ -32,7 +32,7 @@ use crate::EngineError;
 use crate::event::RunId;
 use crate::queue::{
     Admitter, ClaimRequest, DEFAULT_QUEUE, DebouncePolicy, Gated, KeyTotals, Queue, QueueTotals,
-    StartGate, WorkerInfo,
+    StartGate, StepWindow, WorkerInfo,
 };
 use crate::store::codec::{self, micros};
 use crate::store::{Lease, StoreError, StoreErrorKind};
@@ -45,13 +45,20 @@ pub(super) enum QueueOp {
     Heartbeat(String, String, i64),
     /// [`crate::store::Store::worker_stopped`].
     Stopped(String),
+    /// [`crate::store::Store::take_step_permit`] (the queue has a step rate limit): the
+    /// window, re-timed by the clock when the writer applies it.
+    TakeStepPermit(Box<(StepWindow, std::sync::Arc<dyn crate::Clock>)>),
 }
 
 impl QueueOp {
     /// Whether the op is bookkeeping that needs no fsync of its own (a lost heartbeat
-    /// is renewed by the next one).
+    /// is renewed by the next one; a step permit matters while its step runs, and the
+    /// step's own append, fsynced, follows it).
     pub(super) fn is_bookkeeping(&self) -> bool {
-        matches!(self, QueueOp::Heartbeat(..) | QueueOp::Stopped(..))
+        matches!(
+            self,
+            QueueOp::Heartbeat(..) | QueueOp::Stopped(..) | QueueOp::TakeStepPermit(..)
+        )
     }
 }
 
@@ -105,6 +112,8 @@ pub(super) struct EncodedClaim {
     routed_queues: Option<Vec<String>>,
     /// The queues to admit into: those of the request that the routing serves.
     queues: Vec<Queue>,
+    /// A claim of this run alone ([`ClaimRequest::run`]).
+    run: Option<String>,
 }
 
 /// `request` as the writer applies it.
@@ -129,6 +138,7 @@ pub(super) fn encode_claim(request: &ClaimRequest<'_>) -> Result<EncodedClaim, E
         workflows: routing.workflows.clone(),
         routed_queues: routing.queues.clone(),
         queues,
+        run: request.run.map(|id| id.0.clone()),
     })
 }
 
@@ -136,13 +146,57 @@ pub(super) fn encode_claim(request: &ClaimRequest<'_>) -> Result<EncodedClaim, E
 /// first (earliest due first, as before queues), then admission into each queue of the
 /// request while places are left; every chosen run leased, in creation order.
 pub(super) fn apply_claim(conn: &Connection, c: &EncodedClaim) -> Result<Vec<Lease>, EngineError> {
-    let what = "cannot claim runs";
     let now = micros(c.now);
+    if let Some(run) = &c.run {
+        return claim_one(conn, c, run, now);
+    }
     // (rowid, admitted now)
-    let mut chosen: Vec<(i64, bool)> = free_runs(conn, c, now)?
+    let chosen: Vec<(i64, bool)> = free_runs(conn, c, now)?
         .into_iter()
         .map(|rowid| (rowid, false))
         .collect();
+    lease_chosen(conn, c, chosen_after_admission(conn, c, now, chosen)?, now)
+}
+
+/// [`ClaimRequest::run`]: run `id` alone, if it waits in one of the claim's queues and
+/// the queue's walk admits it (the runs ahead of it only counted).
+fn claim_one(
+    conn: &Connection,
+    c: &EncodedClaim,
+    id: &str,
+    now: i64,
+) -> Result<Vec<Lease>, EngineError> {
+    let what = format!("cannot claim run `{id}`");
+    let found: Option<(i64, Option<String>)> = conn
+        .prepare_cached("SELECT rowid, queue FROM runs WHERE id = ?1 AND admitted_at IS NULL")
+        .ctx(&what)?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+        .ctx(&what)?;
+    let Some((rowid, Some(name))) = found else {
+        return Ok(Vec::new());
+    };
+    let Some(queue) = c.queues.iter().find(|q| q.name == name) else {
+        return Ok(Vec::new());
+    };
+    let paused = paused_workflows(conn)?;
+    let admitted = admit(conn, c, queue, &paused, now, i64::MAX, Some(rowid))?;
+    let chosen = admitted
+        .into_iter()
+        .filter(|r| *r == rowid)
+        .map(|r| (r, true))
+        .collect();
+    lease_chosen(conn, c, chosen, now)
+}
+
+/// `chosen` (the free runs of a claim) with the runs admitted into the claim's queues
+/// while its limit leaves room.
+fn chosen_after_admission(
+    conn: &Connection,
+    c: &EncodedClaim,
+    now: i64,
+    mut chosen: Vec<(i64, bool)>,
+) -> Result<Vec<(i64, bool)>, EngineError> {
     if !c.queues.is_empty() && (chosen.len() as i64) < c.limit {
         let paused = paused_workflows(conn)?;
         for queue in &c.queues {
@@ -150,11 +204,26 @@ pub(super) fn apply_claim(conn: &Connection, c: &EncodedClaim) -> Result<Vec<Lea
             if room <= 0 {
                 break;
             }
-            for rowid in admit(conn, c, queue, &paused, now, room)? {
+            for rowid in admit(conn, c, queue, &paused, now, room, None)? {
                 chosen.push((rowid, true));
             }
         }
     }
+    Ok(chosen)
+}
+
+/// Leases the `chosen` runs `(rowid, admitted now)`, in creation order. An admitted run
+/// is stamped `admitted_at` = `now`, or the latest admission of its queue if that is later:
+/// a claim whose `now` was read before another claim admitted runs never counts as
+/// admitted earlier than those (which would let the rate window forget an admission
+/// early).
+fn lease_chosen(
+    conn: &Connection,
+    c: &EncodedClaim,
+    mut chosen: Vec<(i64, bool)>,
+    now: i64,
+) -> Result<Vec<Lease>, EngineError> {
+    let what = "cannot claim runs";
     // Chosen earliest due (or in admission order); handed out in creation order.
     chosen.sort_unstable();
     let mut leases = Vec::with_capacity(chosen.len());
@@ -162,7 +231,11 @@ pub(super) fn apply_claim(conn: &Connection, c: &EncodedClaim) -> Result<Vec<Lea
         let mut stmt = conn
             .prepare_cached(
                 "UPDATE runs SET lease_owner = ?2, lease_expires_at = ?3, fence = fence + 1,
-                                 admitted_at = CASE WHEN ?4 THEN ?5 ELSE admitted_at END
+                                 admitted_at = CASE WHEN ?4 THEN max(?5, coalesce(
+                                     (SELECT max(p.admitted_at) FROM runs p
+                                       WHERE p.queue = runs.queue
+                                         AND p.admitted_at IS NOT NULL), ?5))
+                                 ELSE admitted_at END
                  WHERE rowid = ?1 RETURNING id, fence, cancel_requested, pause_requested",
             )
             .ctx(what)?;
@@ -267,7 +340,8 @@ fn free_runs(conn: &Connection, c: &EncodedClaim, now: i64) -> Result<Vec<i64>, 
 
 /// Admits up to `room` due, served candidates of `queue` by [`Admitter`], in order of
 /// priority, due time and creation: the rowid of each. A candidate blocked by its key's
-/// limits is passed over; the walk stops when the queue is full or `room` is used.
+/// limits is passed over; the walk stops when the queue is full or `room` is used, or
+/// once it has decided on `target` (a claim of one run: the caller keeps that one).
 ///
 /// The counts of every key that has any (admitted, unfinished runs; admissions in the
 /// rate window) are loaded up front, so keys already blocked are excluded in SQL and a
@@ -280,6 +354,7 @@ fn admit(
     paused: &[String],
     now: i64,
     room: i64,
+    target: Option<i64>,
 ) -> Result<Vec<i64>, EngineError> {
     /// How many candidates in a row the walk passes over before it starts over with
     /// the keys it blocked itself excluded.
@@ -342,7 +417,14 @@ fn admit(
                 // Not among the loaded keys: it has nothing admitted.
                 admitter.add_key_totals(key, KeyTotals::default());
             }
-            if admitter.admit(key).is_ok() {
+            let admits = admitter.admit(key).is_ok();
+            if target == Some(rowid) {
+                if admits {
+                    admitted.push(rowid);
+                }
+                break 'walk;
+            }
+            if admits {
                 admitted.push(rowid);
                 passed = 0;
                 if let Some(key) = key
@@ -536,9 +618,79 @@ pub(super) fn read_totals(
     Ok((totals, key))
 }
 
+/// The permits of `window`'s queue and scope taken after its start, and the oldest.
+pub(super) fn step_permits_in_window(
+    conn: &Connection,
+    window: &StepWindow,
+) -> Result<(u64, Option<DateTime<Utc>>), EngineError> {
+    let what = format!("cannot count the step permits of queue `{}`", window.queue);
+    let (n, oldest): (i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), MIN(at) FROM step_permits INDEXED BY step_permits_window
+             WHERE queue = ?1 AND scope = ?2 AND at > ?3",
+        )
+        .ctx(&what)?
+        .query_row(
+            rusqlite::params![window.queue, window.scope, micros(window.start)],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .ctx(&what)?;
+    let oldest = oldest
+        .map(|at| {
+            DateTime::from_timestamp_micros(at).ok_or_else(|| {
+                EngineError::from(StoreError::new(
+                    StoreErrorKind::Database,
+                    format!(
+                        "a step permit of queue `{}` has `at` {at} µs, which is not a valid \
+                         time",
+                        window.queue
+                    ),
+                ))
+            })
+        })
+        .transpose()?;
+    Ok((count(n), oldest))
+}
+
+/// [`crate::store::Store::take_step_permit`] in the writer's transaction: prunes the
+/// scope's permits out of the window, counts the rest, and records one if
+/// [`StepWindow::decide`] grants it.
+fn take_step_permit(
+    conn: &Connection,
+    window: &StepWindow,
+) -> Result<Result<(), DateTime<Utc>>, EngineError> {
+    let what = format!("cannot take a step permit of queue `{}`", window.queue);
+    conn.prepare_cached("DELETE FROM step_permits WHERE queue = ?1 AND scope = ?2 AND at <= ?3")
+        .ctx(&what)?
+        .execute(rusqlite::params![
+            window.queue,
+            window.scope,
+            micros(window.stale)
+        ])
+        .ctx(&what)?;
+    let (taken, oldest) = step_permits_in_window(conn, window)?;
+    let decision = window.decide(taken, oldest);
+    if decision.is_ok() {
+        conn.prepare_cached("INSERT INTO step_permits (queue, scope, at) VALUES (?1, ?2, ?3)")
+            .ctx(&what)?
+            .execute(rusqlite::params![
+                window.queue,
+                window.scope,
+                micros(window.now)
+            ])
+            .ctx(&what)?;
+    }
+    Ok(decision)
+}
+
 /// Applies a flow-control write.
 pub(super) fn apply(conn: &Connection, op: &QueueOp) -> Result<Reply, EngineError> {
     match op {
+        QueueOp::TakeStepPermit(taken) => {
+            // Timed here, inside the writer's transaction: after every permit before it.
+            let window = taken.0.at(taken.1.now());
+            take_step_permit(conn, &window).map(Reply::Permit)
+        }
         QueueOp::CreateGated(gated) => apply_gated(conn, &gated.0, &gated.1).map(Reply::Gated),
         QueueOp::Heartbeat(id, info, expires_at) => {
             let what = format!("cannot register worker `{id}`");

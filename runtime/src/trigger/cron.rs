@@ -353,17 +353,23 @@ impl CronSchedule {
             }
         };
         let key = self.run_key(tick);
+        let options = crate::StartOptions::new().actor(crate::identity::Actor::Schedule {
+            name: self.name.clone(),
+            tick,
+        });
         match engine
-            .start_once(&self.workflow, input, Trigger::Cron, &key)
+            .start_occurrence(&self.workflow, input, Trigger::Cron, &key, options)
             .await
         {
-            Ok((id, true)) => {
-                tracing::info!(schedule = %self.name, %tick, run = %id, "cron tick started a run");
-                started.push(id);
-                Ok(())
-            }
-            Ok((id, false)) => {
-                tracing::debug!(schedule = %self.name, %tick, run = %id, "cron tick already fired");
+            Ok(runs) => {
+                for (id, created) in runs {
+                    if created {
+                        tracing::info!(schedule = %self.name, %tick, run = %id, "cron tick started a run");
+                        started.push(id);
+                    } else {
+                        tracing::debug!(schedule = %self.name, %tick, run = %id, "cron tick already fired");
+                    }
+                }
                 Ok(())
             }
             Err(error @ (EngineError::Schema(_) | EngineError::UnknownWorkflow(_))) => {

@@ -38,6 +38,14 @@
 //!   fires nothing for it, [`MissedTicks::RunOnce`] fires one run for the most recent
 //!   missed tick however many were missed.
 //!
+//! ## Actors and subscribers
+//! Every trigger records its actor in the run's `run_created` (`ctx.actor()`):
+//! [`crate::identity::Actor::Schedule`] (name, tick), `Webhook` (source, delivery id),
+//! `Poll` (source, item id). Every trigger occurrence starts its runs through one place,
+//! the engine's fan-out ([`crate::subscriptions`]): a subscribable workflow gets one run
+//! per active subscription, each created under `<the key below>/sub:<subscription id>`,
+//! so once per occurrence and subscriber across processes.
+//!
 //! ## Schedules as data ([`ScheduleSpec`])
 //! Schedules kept in the store beside the ones above, created, changed, paused, triggered
 //! and backfilled at run time (`Engine::create_schedule` and its siblings, `schedules …`

@@ -184,16 +184,23 @@ impl PollSource {
         let mut started = Vec::new();
         for item in batch.items {
             let key = self.run_key(&item.id);
+            let options = crate::StartOptions::new().actor(crate::identity::Actor::Poll {
+                source: self.name.clone(),
+                item_id: item.id.clone(),
+            });
             match engine
-                .start_once(&self.workflow, item.input, Trigger::Poll, &key)
+                .start_occurrence(&self.workflow, item.input, Trigger::Poll, &key, options)
                 .await
             {
-                Ok((id, true)) => {
-                    tracing::info!(source = %self.name, item = %item.id, run = %id, "poll item started a run");
-                    started.push(id);
-                }
-                Ok((id, false)) => {
-                    tracing::debug!(source = %self.name, item = %item.id, run = %id, "poll item already started a run");
+                Ok(runs) => {
+                    for (id, created) in runs {
+                        if created {
+                            tracing::info!(source = %self.name, item = %item.id, run = %id, "poll item started a run");
+                            started.push(id);
+                        } else {
+                            tracing::debug!(source = %self.name, item = %item.id, run = %id, "poll item already started a run");
+                        }
+                    }
                 }
                 Err(error @ (EngineError::Schema(_) | EngineError::UnknownWorkflow(_))) => {
                     // Retrying would fail the same way forever: report and go on.

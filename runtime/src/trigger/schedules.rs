@@ -670,7 +670,9 @@ impl Engine {
                 (schedule.spec.workflow, schedule.spec.input)
             }
         };
-        let id = self.start_json(&workflow, input, Trigger::Cron).await?;
+        let (id, _) = self
+            .start_with(&workflow, input, Trigger::Cron, schedule_options(name, now))
+            .await?;
         tracing::info!(schedule = name, by, run = %id, "schedule triggered by hand");
         Ok(id)
     }
@@ -736,25 +738,36 @@ impl Engine {
             backfill.ticks = ticks(&|after| cron.next_tick(after))?;
             for tick in backfill.ticks.clone() {
                 let input = self.code_input(cron, tick)?;
-                let (id, created) = self
-                    .start_once(&cron.workflow, input, Trigger::Cron, &cron.run_key(tick))
+                let runs = self
+                    .start_occurrence(
+                        &cron.workflow,
+                        input,
+                        Trigger::Cron,
+                        &cron.run_key(tick),
+                        schedule_options(name, tick),
+                    )
                     .await?;
-                tally(&mut backfill, id, created);
+                for (id, created) in runs {
+                    tally(&mut backfill, id, created);
+                }
             }
         } else {
             let schedule = self.get_schedule(name).await?;
             let checked = schedule.spec.check(name, self)?;
             backfill.ticks = ticks(&|after| checked.timing.next_after(after))?;
             for tick in backfill.ticks.clone() {
-                let (id, created) = self
-                    .start_once(
+                let runs = self
+                    .start_occurrence(
                         &schedule.spec.workflow,
                         schedule.spec.input.clone(),
                         Trigger::Cron,
                         &schedule_run_key(name, tick),
+                        schedule_options(name, tick),
                     )
                     .await?;
-                tally(&mut backfill, id, created);
+                for (id, created) in runs {
+                    tally(&mut backfill, id, created);
+                }
             }
         }
         tracing::info!(
@@ -1015,6 +1028,14 @@ async fn previous_unfinished(engine: &Engine, position: &Position) -> Result<boo
     }
 }
 
+/// The options of a run of schedule `name`'s `tick`: its actor.
+fn schedule_options(name: &str, tick: DateTime<Utc>) -> crate::StartOptions {
+    crate::StartOptions::new().actor(crate::identity::Actor::Schedule {
+        name: name.to_owned(),
+        tick,
+    })
+}
+
 async fn fire_tick(
     engine: &Engine,
     row: &ScheduleRow,
@@ -1024,18 +1045,29 @@ async fn fire_tick(
     started: &mut Vec<RunId>,
 ) -> Result<(), EngineError> {
     let key = schedule_run_key(&row.name, tick);
+    let options = schedule_options(&row.name, tick);
     match engine
-        .start_once(&spec.workflow, spec.input.clone(), Trigger::Cron, &key)
+        .start_occurrence(
+            &spec.workflow,
+            spec.input.clone(),
+            Trigger::Cron,
+            &key,
+            options,
+        )
         .await
     {
-        Ok((id, created)) => {
-            if created {
-                tracing::info!(schedule = %row.name, %tick, run = %id, "schedule tick started a run");
-                started.push(id.clone());
-            } else {
-                tracing::debug!(schedule = %row.name, %tick, run = %id, "schedule tick already fired");
+        Ok(runs) => {
+            for (id, created) in runs {
+                if created {
+                    tracing::info!(schedule = %row.name, %tick, run = %id, "schedule tick started a run");
+                    started.push(id.clone());
+                } else {
+                    tracing::debug!(schedule = %row.name, %tick, run = %id, "schedule tick already fired");
+                }
+                // The overlap policy looks at the tick's last run (of a subscribable
+                // workflow: its last subscription's).
+                position.last_run = Some(id);
             }
-            position.last_run = Some(id);
             Ok(())
         }
         Err(error @ (EngineError::Schema(_) | EngineError::UnknownWorkflow(_))) => {

@@ -281,6 +281,15 @@ pub enum WebhookDelivery {
     Duplicate(RunId),
     /// A filter declined the delivery, for this reason; nothing was started (HTTP 200).
     Filtered(String),
+    /// The source's workflow is subscribable: the runs this delivery started, one per
+    /// active subscription, and those a delivery with the same id already started (HTTP
+    /// 202 when it started any, else 200; both empty when no subscription is active).
+    Subscribers {
+        /// The runs started now.
+        started: Vec<RunId>,
+        /// The runs started earlier by a delivery with the same id.
+        duplicates: Vec<RunId>,
+    },
 }
 
 impl WebhookDelivery {
@@ -288,6 +297,10 @@ impl WebhookDelivery {
     pub fn run_id(&self) -> Option<&RunId> {
         match self {
             WebhookDelivery::Started(id) | WebhookDelivery::Duplicate(id) => Some(id),
+            WebhookDelivery::Subscribers {
+                started,
+                duplicates,
+            } => started.first().or(duplicates.first()),
             WebhookDelivery::Filtered(_) => None,
         }
     }
@@ -386,34 +399,57 @@ impl Engine {
             headers,
             crate::telemetry::TRACEPARENT,
         ));
-        let started = match delivery {
-            Some(id) => self
-                .start_once_with(
-                    &def.workflow,
-                    input,
-                    Trigger::Webhook,
-                    &def.run_key(id),
-                    &crate::StartOptions {
-                        traceparent,
-                        ..crate::StartOptions::default()
-                    },
-                )
-                .await
-                .map(|(run, created)| {
-                    if created {
-                        WebhookDelivery::Started(run)
-                    } else {
-                        WebhookDelivery::Duplicate(run)
+        let mut options = crate::StartOptions::new().actor(crate::identity::Actor::Webhook {
+            source: def.name.clone(),
+            delivery_id: delivery.map(str::to_owned),
+        });
+        options.traceparent = traceparent;
+        let key = delivery.map(|id| def.run_key(id));
+        let subscribable = self
+            .workflow(&def.workflow)
+            .is_ok_and(|entry| entry.subscription.is_some());
+        let started = self
+            .start_occurrence_with(&def.workflow, key.as_deref(), options, |key, options| {
+                let input = input.clone();
+                async move {
+                    match key {
+                        Some(key) => {
+                            self.start_once_with(
+                                &def.workflow,
+                                input,
+                                Trigger::Webhook,
+                                &key,
+                                &options,
+                            )
+                            .await
+                        }
+                        None => {
+                            self.start_with(&def.workflow, input, Trigger::Webhook, options)
+                                .await
+                        }
                     }
-                }),
-            None => {
-                let mut options = crate::StartOptions::new();
-                options.traceparent = traceparent;
-                self.start_with(&def.workflow, input, Trigger::Webhook, options)
-                    .await
-                    .map(|(run, _)| WebhookDelivery::Started(run))
-            }
-        };
+                }
+            })
+            .await
+            .map(|runs| {
+                if subscribable {
+                    let (started, duplicates): (Vec<_>, Vec<_>) =
+                        runs.into_iter().partition(|(_, created)| *created);
+                    WebhookDelivery::Subscribers {
+                        started: started.into_iter().map(|(id, _)| id).collect(),
+                        duplicates: duplicates.into_iter().map(|(id, _)| id).collect(),
+                    }
+                } else {
+                    match runs.into_iter().next() {
+                        Some((run, true)) => WebhookDelivery::Started(run),
+                        Some((run, false)) => WebhookDelivery::Duplicate(run),
+                        None => WebhookDelivery::Subscribers {
+                            started: Vec::new(),
+                            duplicates: Vec::new(),
+                        },
+                    }
+                }
+            });
         match started {
             Ok(delivery) => {
                 tracing::info!(source, ?delivery, "webhook delivered");

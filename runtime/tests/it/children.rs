@@ -487,6 +487,7 @@ async fn an_await_reads_an_ended_childs_record_when_no_message_came() {
                 ..Default::default()
             },
             fence: None,
+            release: false,
         })
         .await
         .unwrap();
@@ -816,6 +817,7 @@ async fn a_crash_between_creating_the_new_run_and_ending_the_old_one_makes_one_n
         events: kept[1..].to_vec(),
         update: Default::default(),
         fence: None,
+        release: false,
     })
     .await
     .unwrap();

@@ -31,6 +31,10 @@ use serde_json::{Value, json};
 /// A store under test and what must live as long as it does.
 pub(crate) struct Fixture {
     pub(crate) store: SharedStore,
+    /// More handles onto the same data, each opened on its own as another process would
+    /// (SQLite: another connection set and writer on the file; Postgres: another pool;
+    /// memory: the same store, there is no other way in). For checks that race handles.
+    pub(crate) handles: Vec<SharedStore>,
     /// Dropped after the store (fields drop in order): a temp dir, a database, ….
     _guard: Box<dyn std::any::Any + Send>,
 }
@@ -38,24 +42,40 @@ pub(crate) struct Fixture {
 impl Fixture {
     pub(crate) fn new(store: SharedStore, guard: impl std::any::Any + Send) -> Self {
         Self {
+            handles: vec![store.clone()],
             store,
             _guard: Box::new(guard),
         }
     }
+
+    fn with_handles(mut self, handles: Vec<SharedStore>) -> Self {
+        self.handles = handles;
+        self
+    }
 }
+
+/// How many handles the racing checks use.
+const HANDLES: usize = 3;
 
 /// Factory: a fresh [`MemoryStore`].
 async fn memory_store() -> Fixture {
-    Fixture::new(Arc::new(MemoryStore::new()), ())
+    let store: SharedStore = Arc::new(MemoryStore::new());
+    Fixture::new(store.clone(), ()).with_handles(vec![store; HANDLES])
 }
 
 /// Factory: a fresh [`reprise::store::SqliteStore`] in a temp dir.
 #[cfg(feature = "sqlite")]
 async fn sqlite_store() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = reprise::store::SqliteStore::open(dir.path().join("reprise.db"))
-        .expect("open SQLite store");
-    Fixture::new(Arc::new(store), dir)
+    let path = dir.path().join("reprise.db");
+    let store = reprise::store::SqliteStore::open(&path).expect("open SQLite store");
+    let handles = (0..HANDLES)
+        .map(|_| {
+            Arc::new(reprise::store::SqliteStore::open(&path).expect("open SQLite store"))
+                as SharedStore
+        })
+        .collect();
+    Fixture::new(Arc::new(store), dir).with_handles(handles)
 }
 
 /// Factory: a fresh [`reprise::store::PostgresStore`] in a schema of its own (dropped
@@ -64,7 +84,11 @@ async fn sqlite_store() -> Fixture {
 #[cfg(feature = "postgres")]
 async fn postgres_store() -> Option<Fixture> {
     let (store, schema) = crate::postgres::fresh_store().await?;
-    Some(Fixture::new(Arc::new(store), schema))
+    let mut handles: Vec<SharedStore> = Vec::new();
+    for _ in 0..HANDLES {
+        handles.push(Arc::new(crate::postgres::another_handle(&schema).await));
+    }
+    Some(Fixture::new(Arc::new(store), schema).with_handles(handles))
 }
 
 /// Stamps out one `#[tokio::test]` per check for each `module => factory` pair. A factory
@@ -94,6 +118,10 @@ macro_rules! conformance_suite {
                     expired_leases_are_reclaimed_and_fence_out_the_old_holder,
                     acquire_respects_live_leases,
                     renew_and_release,
+                    a_releasing_append_gives_the_lease_back_with_its_write,
+                    a_stale_releasing_append_is_fenced_out,
+                    a_release_without_a_fence_is_refused,
+                    concurrent_releasing_appends_all_land_and_release,
                     cancel_requests_reach_the_lease_holder,
                     create_run_once_creates_one_run_per_key,
                     cursors_round_trip,
@@ -144,12 +172,19 @@ macro_rules! conformance_suite {
                     debounce_drop_keeps_the_first_pending_run,
                     racing_gated_starts_create_one_run,
                     workers_register_renew_and_expire,
-                    concurrent_claims_never_run_two_of_one_key,
+                    list_runs_filters_by_queue,
+                    a_claim_of_one_run_admits_it_alone_or_nothing,
+                    a_stale_claim_never_stamps_an_admission_before_a_counted_one,
+                    step_permits_are_a_sliding_window_with_the_next_free_time,
+                    step_permits_per_key_count_each_key_alone,
+                    racing_step_permit_takers_never_exceed_the_window,
+                    step_permits_of_a_queue_without_a_step_limit_are_free;
+                    fixture: concurrent_claims_never_run_two_of_one_key,
                 );
             }
         )*
     };
-    (@tests $factory:ident; $($check:ident),* $(,)?) => {
+    (@tests $factory:ident; $($check:ident),* ; fixture: $($fcheck:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
@@ -158,6 +193,16 @@ macro_rules! conformance_suite {
                     return;
                 };
                 super::$check(fixture.store.clone()).await;
+            }
+        )*
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $fcheck() {
+                let Some(fixture) = Option::<super::Fixture>::from(super::$factory().await)
+                else {
+                    return;
+                };
+                super::$fcheck(&fixture).await;
             }
         )*
     };
@@ -248,6 +293,7 @@ fn append(run: &RunRecord, first_seq: u64, events: Vec<NewEvent>, update: RunUpd
         events,
         update,
         fence: None,
+        release: false,
     }
 }
 
@@ -1093,11 +1139,12 @@ mod sqlite_only {
         }
         {
             // Back to version 7: as a build without the inbox (and without flow
-            // control, version 9) left it.
+            // control, version 9, and its listing index, version 11) left it.
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "DROP TABLE messages; DROP TABLE event_waits; DROP TABLE emitted_events;
-                 DROP TABLE workers;
+                 DROP TABLE workers; DROP TABLE documents; DROP INDEX runs_queue_created_at;
+                 DROP TABLE step_permits;
                  DROP INDEX runs_queue_waiting; DROP INDEX runs_queue_active;
                  DROP INDEX runs_queue_admitted_at; DROP INDEX runs_queue_admitted;
                  DROP INDEX runs_due;
@@ -1105,12 +1152,13 @@ mod sqlite_only {
                  ALTER TABLE runs DROP COLUMN priority;
                  ALTER TABLE runs DROP COLUMN admitted_at;
                  CREATE INDEX runs_due ON runs (due_at) WHERE due_at IS NOT NULL;
+                 DROP TABLE step_permits;
                  DELETE FROM schema_migrations WHERE version >= 8;",
             )
             .unwrap();
         }
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 10);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 13);
         assert_eq!(
             get(&store, &RunId::from("before")).await.queue,
             None,
@@ -1168,7 +1216,8 @@ mod sqlite_only {
             }
         }
         {
-            // Back to version 9: the events table as versions 1 to 9 made it.
+            // Back to version 9: the events table as versions 1 to 9 made it (and no
+            // queue listing index, version 12, nor step permits, version 13).
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.execute_batch(
                 "CREATE TABLE events_v9 (
@@ -1181,11 +1230,13 @@ mod sqlite_only {
                      payload FROM events;
                  DROP TABLE events;
                  ALTER TABLE events_v9 RENAME TO events;
-                 DELETE FROM schema_migrations WHERE version = 10;",
+                 DROP TABLE documents; DROP INDEX runs_queue_created_at;
+                 DROP TABLE step_permits;
+                 DELETE FROM schema_migrations WHERE version >= 10;",
             )
             .unwrap();
         }
-        assert_eq!(SqliteStore::SCHEMA_VERSION, 10);
+        assert_eq!(SqliteStore::SCHEMA_VERSION, 13);
         let store: SharedStore = Arc::new(SqliteStore::open(&path).unwrap());
         let steps = |n: u64| -> Vec<NewEvent> {
             (1..=n)
@@ -1806,6 +1857,238 @@ async fn renew_and_release(store: SharedStore) {
         ["r"],
         "a released run is claimable at once"
     );
+}
+
+/// An append by the holder of `lease`, numbered from `first_seq`, that releases the lease.
+fn releasing(
+    run: &RunRecord,
+    lease: &Lease,
+    first_seq: u64,
+    kind: EventKind,
+    update: RunUpdate,
+) -> Append {
+    let mut append = append(
+        run,
+        first_seq,
+        vec![event(kind, None, t(first_seq as i64), json!({}))],
+        update,
+    );
+    append.fence = Some(lease.fence);
+    append.release = true;
+    append
+}
+
+async fn a_releasing_append_gives_the_lease_back_with_its_write(store: SharedStore) {
+    // A run that ends: the last append completes it and frees the lease (another owner
+    // may take the lease long before it would have expired).
+    let done = create(&store, "done", "wf", t(0)).await;
+    let Acquired::Lease(lease) = store
+        .acquire(&done.id, "w1", t(0), t(secs(30)))
+        .await
+        .unwrap()
+    else {
+        panic!("a free run is acquired");
+    };
+    let output = json!({ "ok": true });
+    store
+        .append(releasing(
+            &done,
+            &lease,
+            1,
+            EventKind::RunCompleted,
+            RunUpdate {
+                status: Some(RunStatus::Completed),
+                output: Some(output.clone()),
+                ..RunUpdate::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let stored = store.run(&done.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.output, stored.next_seq),
+        (RunStatus::Completed, Some(output), 2),
+        "the events and the run's update are written"
+    );
+    assert_eq!(store.events(&done.id).await.unwrap().len(), 2);
+    assert_eq!(
+        store.renew(&lease, t(secs(40))).await.unwrap(),
+        None,
+        "the released lease cannot be renewed"
+    );
+    match store
+        .acquire(&done.id, "w2", t(secs(1)), t(secs(31)))
+        .await
+        .unwrap()
+    {
+        Acquired::Lease(next) => assert!(next.fence > lease.fence),
+        other => panic!("the lease was given back with the append, got {other:?}"),
+    }
+
+    // A run handed back to the queue (an append that changes no field of the run but its
+    // log): claimable at once, and nothing more may be written under the released lease.
+    let handed = create(&store, "handed", "wf", t(0)).await;
+    let Acquired::Lease(lease) = store
+        .acquire(&handed.id, "w1", t(0), t(secs(30)))
+        .await
+        .unwrap()
+    else {
+        panic!("a free run is acquired");
+    };
+    store
+        .append(releasing(
+            &handed,
+            &lease,
+            1,
+            EventKind::RunSuspended,
+            RunUpdate::default(),
+        ))
+        .await
+        .unwrap();
+    let mut after = append(
+        &handed,
+        2,
+        vec![event(EventKind::RunStarted, None, t(3), json!({}))],
+        RunUpdate::default(),
+    );
+    after.fence = Some(lease.fence);
+    let error = store.append(after).await.unwrap_err();
+    assert!(matches!(error, EngineError::LeaseLost { .. }), "{error}");
+    let claimed = store
+        .claim_due("w2", t(secs(1)), t(secs(31)), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        leased_ids(&claimed),
+        ["handed"],
+        "a run whose lease went with its last append is claimable at once"
+    );
+}
+
+async fn a_stale_releasing_append_is_fenced_out(store: SharedStore) {
+    let run = create(&store, "r", "wf", t(0)).await;
+    let old = store
+        .claim_due("w1", t(0), t(secs(30)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .expect("claimed");
+    // The lease expires and another worker takes the run over.
+    let new = store
+        .claim_due("w2", t(secs(31)), t(secs(60)), 1)
+        .await
+        .unwrap()
+        .pop()
+        .expect("an expired lease is reclaimed");
+    // The old holder's last append: refused as a whole, the new holder's lease untouched.
+    let stale = releasing(
+        &run,
+        &old,
+        1,
+        EventKind::RunCompleted,
+        RunUpdate {
+            status: Some(RunStatus::Completed),
+            output: Some(json!(1)),
+            ..RunUpdate::default()
+        },
+    );
+    let error = store.append(stale).await.unwrap_err();
+    assert!(matches!(error, EngineError::LeaseLost { .. }), "{error}");
+    let stored = store.run(&run.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.next_seq), (RunStatus::Queued, 1));
+    assert_eq!(store.events(&run.id).await.unwrap().len(), 1);
+    assert!(
+        store
+            .claim_due("w3", t(secs(32)), t(secs(90)), 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the new holder keeps its lease"
+    );
+    assert!(
+        store.renew(&new, t(secs(70))).await.unwrap().is_some(),
+        "the new holder renews"
+    );
+    // A releasing append at a stale position is a conflict and releases nothing either.
+    let misplaced = releasing(&run, &new, 5, EventKind::RunCompleted, RunUpdate::default());
+    let error = store.append(misplaced).await.unwrap_err();
+    assert!(matches!(error, EngineError::Conflict { .. }), "{error}");
+    assert!(
+        store.renew(&new, t(secs(80))).await.unwrap().is_some(),
+        "a refused releasing append keeps the lease"
+    );
+}
+
+/// Many runs ending at once (group commit on the SQL stores writes them together): each
+/// append lands and each lease is given back.
+async fn concurrent_releasing_appends_all_land_and_release(store: SharedStore) {
+    let mut ended = Vec::new();
+    for i in 0..40 {
+        let run = create(&store, &format!("r{i:02}"), "wf", t(i)).await;
+        let Acquired::Lease(lease) = store
+            .acquire(&run.id, "w1", t(0), t(secs(30)))
+            .await
+            .unwrap()
+        else {
+            panic!("a free run is acquired");
+        };
+        ended.push((run, lease));
+    }
+    let writes = ended.iter().map(|(run, lease)| {
+        let store = store.clone();
+        // Every other run also changes a field; the rest only append.
+        let update = if run.id.as_str() < "r20" {
+            RunUpdate {
+                status: Some(RunStatus::Completed),
+                output: Some(json!(run.id.as_str())),
+                ..RunUpdate::default()
+            }
+        } else {
+            RunUpdate::default()
+        };
+        let append = releasing(run, lease, 1, EventKind::RunCompleted, update);
+        tokio::spawn(async move { store.append(append).await })
+    });
+    for result in futures::future::join_all(writes).await {
+        result.unwrap().unwrap();
+    }
+    for (run, _) in &ended {
+        let stored = store.run(&run.id).await.unwrap().unwrap();
+        assert_eq!(stored.next_seq, 2, "{}", run.id);
+        let Acquired::Lease(_) = store
+            .acquire(&run.id, "w2", t(secs(1)), t(secs(31)))
+            .await
+            .unwrap()
+        else {
+            panic!("the lease of {} was given back", run.id);
+        };
+    }
+}
+
+async fn a_release_without_a_fence_is_refused(store: SharedStore) {
+    let run = create(&store, "r", "wf", t(0)).await;
+    let mut unfenced = append(
+        &run,
+        1,
+        vec![event(EventKind::RunCompleted, None, t(1), json!({}))],
+        RunUpdate {
+            status: Some(RunStatus::Completed),
+            ..RunUpdate::default()
+        },
+    );
+    unfenced.release = true;
+    let error = store.append(unfenced).await.unwrap_err();
+    assert!(
+        matches!(&error, EngineError::Storage(e) if e.kind() == StoreErrorKind::Database),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("run `r`") && message.contains("Append::fence"),
+        "the error names the run and the fix: {message}"
+    );
+    let stored = store.run(&run.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.next_seq), (RunStatus::Queued, 1));
 }
 
 async fn cancel_requests_reach_the_lease_holder(store: SharedStore) {
@@ -3835,6 +4118,7 @@ async fn claim_with(
             limit,
             routing,
             queues,
+            run: None,
         })
         .await
         .expect("claim")
@@ -3859,6 +4143,7 @@ async fn complete(store: &SharedStore, lease: &Lease, at: i64) {
                 ..RunUpdate::default()
             },
             fence: Some(lease.fence),
+            release: false,
         })
         .await
         .expect("complete the run");
@@ -4276,59 +4561,494 @@ async fn workers_register_renew_and_expire(store: SharedStore) {
     );
 }
 
-async fn concurrent_claims_never_run_two_of_one_key(store: SharedStore) {
-    for i in 0..200i64 {
-        let key = format!("k{}", i % 10);
-        create_in_queue(&store, &format!("r{i:03}"), "wf", t(i), "q", Some(&key), 0).await;
+/// Claimers racing on separate handles (separate writers or pools, as separate processes
+/// have) and separate tasks, over many keys: from the claimed sets alone, no two runs of
+/// one key and never more than the queue's concurrency are ever held at once, and every
+/// run is claimed once. Each claim is bracketed by a global sequence number read before
+/// the claim is sent and after it answered, each completion by one read before it is
+/// sent: a run holds its place in the store at least from its claim's answer to its
+/// completion's start, so two of one key whose such spans overlap were admitted against
+/// the limits (reads of the sequence only narrow the spans, never widen them).
+async fn concurrent_claims_never_run_two_of_one_key(fixture: &Fixture) {
+    const RUNS: usize = 240;
+    const KEYS: usize = 24;
+    const CONCURRENCY: u32 = 8;
+    let store = &fixture.store;
+    for i in 0..RUNS {
+        let key = format!("k{:02}", i % KEYS);
+        create_in_queue(
+            store,
+            &format!("r{i:04}"),
+            "wf",
+            t(i as i64),
+            "q",
+            Some(&key),
+            0,
+        )
+        .await;
     }
-    let q: Arc<[Queue]> = Arc::from(vec![Queue::new("q").key_concurrency(1).concurrency(6)]);
-    let busy: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
+    let q: Arc<[Queue]> = Arc::from(vec![
+        Queue::new("q").key_concurrency(1).concurrency(CONCURRENCY),
+    ]);
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for w in 0..4 {
-        let (store, q, busy, done) = (store.clone(), q.clone(), busy.clone(), done.clone());
+    // Two claimers per handle, each on a task of its own.
+    for (w, handle) in fixture
+        .handles
+        .iter()
+        .chain(fixture.handles.iter())
+        .enumerate()
+    {
+        let (store, q, seq, done) = (handle.clone(), q.clone(), seq.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
             let owner = format!("w{w}");
             let routing = Routing::default();
+            // (run, key, span start, span end)
+            let mut held: Vec<(String, String, u64, u64)> = Vec::new();
             let mut idle = 0;
-            while done.load(std::sync::atomic::Ordering::SeqCst) < 200 && idle < 2_000 {
-                let leases = claim_with(&store, &owner, secs(10), 3, &routing, &q).await;
+            while done.load(SeqCst) < RUNS && idle < 5_000 {
+                let leases = claim_with(&store, &owner, secs(10), 2, &routing, &q).await;
+                let answered = seq.fetch_add(1, SeqCst);
                 if leases.is_empty() {
                     idle += 1;
                     tokio::task::yield_now().await;
                     continue;
                 }
-                // Marked busy as soon as claimed: a correct store admits no other run of
-                // the key until this one has ended in the store.
+                idle = 0;
                 let mut keys = Vec::new();
                 for lease in &leases {
-                    let key = get(&store, &lease.run_id).await.queue.unwrap().key.unwrap();
-                    let mut busy = busy.lock().unwrap();
-                    let n = busy.entry(key.clone()).or_default();
-                    assert_eq!(*n, 0, "two runs of key {key} at once");
-                    *n += 1;
-                    assert!(
-                        busy.values().sum::<u32>() <= 6,
-                        "over the queue's concurrency"
-                    );
-                    keys.push(key);
+                    keys.push(get(&store, &lease.run_id).await.queue.unwrap().key.unwrap());
                 }
+                // Hold the places a moment so that other claimers meet full keys.
+                tokio::task::yield_now().await;
                 for (lease, key) in leases.iter().zip(keys) {
-                    tokio::task::yield_now().await;
-                    // Freed in the bookkeeping before the store frees it.
-                    *busy.lock().unwrap().get_mut(&key).unwrap() -= 1;
+                    let ending = seq.fetch_add(1, SeqCst);
                     complete(&store, lease, secs(11)).await;
-                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push((lease.run_id.to_string(), key, answered, ending));
+                    done.fetch_add(1, SeqCst);
                 }
             }
+            held
         }));
     }
+    let mut spans: Vec<(String, String, u64, u64)> = Vec::new();
+    let mut claimers_with_work = 0;
     for task in tasks {
-        task.await.unwrap();
+        let held = task.await.unwrap();
+        claimers_with_work += usize::from(!held.is_empty());
+        spans.extend(held);
     }
-    assert_eq!(
-        done.load(std::sync::atomic::Ordering::SeqCst),
-        200,
-        "every run ran once"
+    let mut ids: Vec<&str> = spans.iter().map(|s| s.0.as_str()).collect();
+    ids.sort_unstable();
+    let claimed = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "a run was claimed twice");
+    assert_eq!(claimed, RUNS, "every run ran once");
+    assert!(
+        claimers_with_work >= 2,
+        "the claimers did not race: only {claimers_with_work} claimed anything"
     );
+    for (i, a) in spans.iter().enumerate() {
+        let mut overlapping = 0;
+        for b in &spans[i + 1..] {
+            // Both held places between max(starts) and min(ends).
+            if a.2.max(b.2) < a.3.min(b.3) {
+                assert_ne!(a.1, b.1, "runs {} and {} of one key held at once", a.0, b.0);
+            }
+        }
+        for b in &spans {
+            if a.2 >= b.2 && a.2 < b.3 {
+                overlapping += 1;
+            }
+        }
+        assert!(
+            overlapping <= CONCURRENCY as usize,
+            "{overlapping} runs held at once, over the queue's concurrency {CONCURRENCY}"
+        );
+    }
+}
+
+async fn list_runs_filters_by_queue(store: SharedStore) {
+    create_in_queue(&store, "a1", "wf", t(1), "alpha", Some("k"), 0).await;
+    create_in_queue(&store, "b1", "wf", t(2), "beta", None, 0).await;
+    create(&store, "none", "wf", t(3)).await;
+    create_in_queue(&store, "a2", "other", t(4), "alpha", None, 5).await;
+    let by_queue = |queue: &str| RunFilter {
+        queue: Some(queue.to_owned()),
+        ..RunFilter::default()
+    };
+    let ids = |runs: Vec<RunRecord>| {
+        runs.into_iter()
+            .map(|r| r.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(store.list_runs(&by_queue("alpha")).await.unwrap()),
+        ["a2", "a1"]
+    );
+    assert_eq!(
+        ids(store.list_runs(&by_queue("beta")).await.unwrap()),
+        ["b1"]
+    );
+    assert!(
+        store
+            .list_runs(&by_queue("default"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_runs(&by_queue("gamma"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Admitted and ended runs stay in their queue's listing; filters combine.
+    let q = [Queue::new("alpha")];
+    let alpha_only = Routing {
+        workflows: None,
+        queues: Some(vec!["alpha".to_owned()]),
+    };
+    let leases = claim_with(&store, "w", secs(1), 1, &alpha_only, &q).await;
+    assert_eq!(leased_ids(&leases), ["a2"], "priority first");
+    complete(&store, &leases[0], secs(2)).await;
+    assert_eq!(
+        ids(store.list_runs(&by_queue("alpha")).await.unwrap()),
+        ["a2", "a1"]
+    );
+    let queued = RunFilter {
+        status: Some(RunStatus::Queued),
+        ..by_queue("alpha")
+    };
+    assert_eq!(ids(store.list_runs(&queued).await.unwrap()), ["a1"]);
+    let of_wf = RunFilter {
+        workflow: Some("other".to_owned()),
+        ..by_queue("alpha")
+    };
+    assert_eq!(ids(store.list_runs(&of_wf).await.unwrap()), ["a2"]);
+    // Pages of one queue.
+    let first = store
+        .list_runs_with_skipped(&RunFilter {
+            limit: Some(1),
+            ..by_queue("alpha")
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(first.runs), ["a2"]);
+    let rest = store
+        .list_runs_with_skipped(&RunFilter {
+            cursor: first.next_cursor,
+            ..by_queue("alpha")
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(rest.runs), ["a1"]);
+}
+
+/// A claim of run `id` alone ([`ClaimRequest::run`]).
+async fn claim_one(store: &SharedStore, now: i64, queues: &[Queue], id: &str) -> Vec<Lease> {
+    let id = RunId::from(id);
+    store
+        .claim(&ClaimRequest {
+            owner: "direct",
+            now: t(now),
+            expires_at: t(now + secs(30)),
+            limit: 1,
+            routing: &Routing::default(),
+            queues,
+            run: Some(&id),
+        })
+        .await
+        .expect("claim one run")
+}
+
+async fn a_claim_of_one_run_admits_it_alone_or_nothing(store: SharedStore) {
+    // Concurrency 1: `first` is ahead of `second`.
+    create_in_queue(&store, "first", "wf", t(0), "one", None, 0).await;
+    create_in_queue(&store, "second", "wf", t(1), "one", None, 0).await;
+    create(&store, "free", "wf", t(2)).await;
+    let one = [Queue::new("one").concurrency(1)];
+    assert!(claim_one(&store, secs(1), &one, "second").await.is_empty());
+    for id in ["first", "second"] {
+        let run = get(&store, &RunId::from(id)).await;
+        assert_eq!(run.queue.unwrap().admitted_at, None, "{id} was admitted");
+    }
+    assert!(
+        claim_one(&store, secs(1), &one, "free").await.is_empty(),
+        "a run in no queue is not claimed by a claim of one run"
+    );
+    assert_eq!(
+        get(&store, &RunId::from("free")).await.status,
+        RunStatus::Queued
+    );
+    let leases = claim_one(&store, secs(1), &one, "first").await;
+    assert_eq!(leased_ids(&leases), ["first"]);
+    assert_eq!(
+        get(&store, &RunId::from("first"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
+        Some(t(secs(1)))
+    );
+    assert!(
+        claim_one(&store, secs(2), &one, "second").await.is_empty(),
+        "the place is taken"
+    );
+    complete(&store, &leases[0], secs(3)).await;
+    assert_eq!(
+        leased_ids(&claim_one(&store, secs(4), &one, "second").await),
+        ["second"]
+    );
+
+    // Per-key concurrency only: the run ahead, of another key, keeps waiting (it is only
+    // counted), and the run asked for is admitted beside it.
+    create_in_queue(&store, "k1-a", "wf", t(10), "keys", Some("k1"), 0).await;
+    create_in_queue(&store, "k2-a", "wf", t(11), "keys", Some("k2"), 0).await;
+    create_in_queue(&store, "k1-b", "wf", t(12), "keys", Some("k1"), 0).await;
+    let keys = [Queue::new("keys").key_concurrency(1)];
+    assert_eq!(
+        leased_ids(&claim_one(&store, secs(5), &keys, "k2-a").await),
+        ["k2-a"]
+    );
+    assert_eq!(
+        get(&store, &RunId::from("k1-a"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
+        None
+    );
+    assert!(
+        claim_one(&store, secs(5), &keys, "k1-b").await.is_empty(),
+        "k1-a, ahead with the same key, would take the key's place"
+    );
+    assert_eq!(
+        get(&store, &RunId::from("k1-a"))
+            .await
+            .queue
+            .unwrap()
+            .admitted_at,
+        None
+    );
+}
+
+async fn a_stale_claim_never_stamps_an_admission_before_a_counted_one(store: SharedStore) {
+    for i in 0..4 {
+        create_in_queue(&store, &format!("r{i}"), "wf", t(i), "q", None, 0).await;
+    }
+    let q = [Queue::new("q").rate_limit(2, std::time::Duration::from_secs(10))];
+    let routing = Routing::default();
+    let first = claim_with(&store, "a", secs(100), 1, &routing, &q).await;
+    assert_eq!(leased_ids(&first), ["r0"]);
+    // A claimer that read its time (95 s) before the first claim was made, and got its
+    // turn after it: the admission it makes happened after r0's.
+    let stale = claim_with(&store, "b", secs(95), 1, &routing, &q).await;
+    assert_eq!(leased_ids(&stale), ["r1"]);
+    let r1 = get(&store, &RunId::from("r1")).await.queue.unwrap();
+    assert!(
+        r1.admitted_at >= Some(t(secs(100))),
+        "r1 stamped {:?}, before r0's admission at 100 s",
+        r1.admitted_at
+    );
+    // At 106 s both admissions are within the last 10 s: the limit of 2 is reached.
+    assert!(
+        claim_with(&store, "c", secs(106), 1, &routing, &q)
+            .await
+            .is_empty(),
+        "a third admission within 10 s"
+    );
+    assert_eq!(
+        leased_ids(&claim_with(&store, "c", secs(110), 1, &routing, &q).await),
+        ["r2"]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Step rate limits (`Store::take_step_permit`, `Store::step_permits`)
+
+/// A clock that always reads `at`.
+struct Fixed(DateTime<Utc>);
+
+impl reprise::Clock for Fixed {
+    fn now(&self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+fn fixed(at: DateTime<Utc>) -> Arc<dyn reprise::Clock> {
+    Arc::new(Fixed(at))
+}
+
+async fn step_permits_are_a_sliding_window_with_the_next_free_time(store: SharedStore) {
+    let q = Queue::new("q").step_rate_limit(2, std::time::Duration::from_secs(10));
+    let other = Queue::new("other").step_rate_limit(2, std::time::Duration::from_secs(10));
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(0)))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(4))))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    // Full: the next permit frees when the first leaves the window (0 s + 10 s).
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(5))))
+            .await
+            .unwrap(),
+        Err(t(secs(10)))
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(5))).await.unwrap(),
+        (2, Some(t(0)))
+    );
+    // Another queue has a window of its own.
+    assert_eq!(
+        store
+            .take_step_permit(&other, None, &fixed(t(secs(5))))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    // One microsecond before the first permit leaves, still full; at its edge, free.
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(10) - 1)))
+            .await
+            .unwrap(),
+        Err(t(secs(10)))
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(10))))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, None, &fixed(t(secs(11))))
+            .await
+            .unwrap(),
+        Err(t(secs(14))),
+        "now the oldest in the window is the one at 4 s"
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(11))).await.unwrap(),
+        (2, Some(t(secs(4))))
+    );
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(30))).await.unwrap(),
+        (0, None)
+    );
+}
+
+async fn step_permits_per_key_count_each_key_alone(store: SharedStore) {
+    let q = Queue::new("q")
+        .key("/customer")
+        .step_rate_limit_per_key(1, std::time::Duration::from_secs(60));
+    assert_eq!(
+        store
+            .take_step_permit(&q, Some("A"), &fixed(t(0)))
+            .await
+            .unwrap(),
+        Ok(())
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, Some("A"), &fixed(t(secs(1))))
+            .await
+            .unwrap(),
+        Err(t(secs(60)))
+    );
+    assert_eq!(
+        store
+            .take_step_permit(&q, Some("B"), &fixed(t(secs(1))))
+            .await
+            .unwrap(),
+        Ok(()),
+        "key B is not held back by key A"
+    );
+    assert_eq!(
+        store.step_permits(&q, Some("A"), t(secs(2))).await.unwrap(),
+        (1, Some(t(0)))
+    );
+    // Without a key, a per-key limit counts nothing and takes nothing.
+    assert_eq!(
+        store.step_permits(&q, None, t(secs(2))).await.unwrap(),
+        (0, None)
+    );
+    let err = store
+        .take_step_permit(&q, None, &fixed(t(secs(2))))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("queue `q` limits step attempts per key"),
+        "{err}"
+    );
+}
+
+async fn racing_step_permit_takers_never_exceed_the_window(store: SharedStore) {
+    // At each of 40 instants 100 ms apart, 8 takers race for a permit; the limit is 5 per
+    // second. However they interleave, no window of 1 s holds more than 5 granted
+    // permits, and every window is used fully (the takers always want more).
+    let q = Queue::new("q").step_rate_limit(5, std::time::Duration::from_secs(1));
+    let mut granted = Vec::new();
+    for tick in 0..40i64 {
+        let now = t(tick * 100_000);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .take_step_permit(&q, None, &fixed(now))
+                    .await
+                    .unwrap()
+                    .is_ok()
+            }));
+        }
+        for task in tasks {
+            if task.await.unwrap() {
+                granted.push(now);
+            }
+        }
+    }
+    for (i, at) in granted.iter().enumerate() {
+        let in_window = granted[i..]
+            .iter()
+            .take_while(|b| **b < *at + chrono::Duration::seconds(1))
+            .count();
+        assert!(
+            in_window <= 5,
+            "{in_window} permits in the second from {at}"
+        );
+    }
+    // 40 instants over 4 s: 4 full windows of 5, at 0 s, 1 s, 2 s and 3 s.
+    assert_eq!(granted.len(), 20, "{granted:?}");
+}
+
+async fn step_permits_of_a_queue_without_a_step_limit_are_free(store: SharedStore) {
+    let q = Queue::new("q").rate_limit(1, std::time::Duration::from_secs(60));
+    for i in 0..3 {
+        assert_eq!(
+            store
+                .take_step_permit(&q, None, &fixed(t(i)))
+                .await
+                .unwrap(),
+            Ok(())
+        );
+    }
+    assert_eq!(store.step_permits(&q, None, t(3)).await.unwrap(), (0, None));
 }

@@ -114,10 +114,15 @@ async fn sequential_steps_get_structural_ids_and_a_second_site_gets_an_ordinal()
     );
 }
 
-/// A store that fails every append after the first `allowed`, like a process that dies.
+/// A store that fails every append after the first `allowed`, like a process that dies;
+/// it also counts how leases are given back.
 pub(crate) struct DyingStore {
     inner: SharedStore,
     allowed: AtomicUsize,
+    /// Calls of `Store::release`.
+    releases: AtomicUsize,
+    /// The status set by each append that released its lease (`Append::release`).
+    released_by_append: Mutex<Vec<Option<RunStatus>>>,
 }
 
 impl DyingStore {
@@ -125,6 +130,8 @@ impl DyingStore {
         DyingStore {
             inner,
             allowed: AtomicUsize::new(allowed),
+            releases: AtomicUsize::new(0),
+            released_by_append: Mutex::new(Vec::new()),
         }
     }
 }
@@ -142,7 +149,12 @@ impl Store for DyingStore {
         {
             return Err(EngineError::Store("the process died".into()));
         }
-        self.inner.append(append).await
+        let released = append.release.then_some(append.update.status);
+        self.inner.append(append).await?;
+        if let Some(status) = released {
+            self.released_by_append.lock().unwrap().push(status);
+        }
+        Ok(())
     }
     async fn run(&self, id: &RunId) -> Result<Option<RunRecord>, EngineError> {
         self.inner.run(id).await
@@ -184,6 +196,7 @@ impl Store for DyingStore {
         self.inner.renew(lease, expires_at).await
     }
     async fn release(&self, lease: &reprise::store::Lease) -> Result<(), EngineError> {
+        self.releases.fetch_add(1, Ordering::SeqCst);
         self.inner.release(lease).await
     }
     async fn request_pause(&self, id: &RunId, by: Option<&str>) -> Result<(), EngineError> {
@@ -224,10 +237,7 @@ async fn an_interrupted_run_resumes_without_rerunning_recorded_steps() {
     let calls = Arc::new(Calls::default());
     let store: SharedStore = Arc::new(MemoryStore::new());
     // run_started + two step completions, then the "process" dies.
-    let dying: SharedStore = Arc::new(DyingStore {
-        inner: store.clone(),
-        allowed: AtomicUsize::new(3),
-    });
+    let dying: SharedStore = Arc::new(DyingStore::new(store.clone(), 3));
     let first = engine_on(dying, &calls);
     let id = first.start(&arith, Num { n: 3 }).await.unwrap();
     let error = first.execute(&id).await.unwrap_err();
@@ -701,6 +711,83 @@ async fn sleepy_flow(ctx: Ctx, input: Num) -> Result<Num, WorkflowError> {
     ctx.sleep(Duration::from_millis(30)).await?;
     ctx.sleep("1ms").await?;
     Ok(double.run(a).await?)
+}
+
+/// Executes a run of each kind once on `store` and checks how each execution gave its
+/// lease back: with its last append when the run ended, by a release of its own when it
+/// suspended (a sleeping run is due again by itself).
+async fn the_lease_goes_with_the_last_append_of_an_ended_run(store: SharedStore) {
+    let calls = Arc::new(Calls::default());
+    let counting = Arc::new(DyingStore::new(store.clone(), usize::MAX));
+    let engine = engine_on(counting.clone(), &calls);
+    let released = || counting.released_by_append.lock().unwrap().clone();
+    let releases = || counting.releases.load(Ordering::SeqCst);
+    let free = |id: RunId| {
+        let store = store.clone();
+        async move {
+            let now = chrono::Utc::now();
+            let acquired = store
+                .acquire(
+                    &id,
+                    "someone-else",
+                    now,
+                    now + chrono::TimeDelta::seconds(30),
+                )
+                .await
+                .unwrap();
+            let reprise::store::Acquired::Lease(lease) = acquired else {
+                panic!("the execution's lease was given back, yet: {acquired:?}");
+            };
+            store.release(&lease).await.unwrap();
+        }
+    };
+
+    let done = engine.start(&arith, Num { n: 3 }).await.unwrap();
+    let execution = engine.execute(&done).await.unwrap();
+    assert_eq!(execution.outcome, RunOutcome::Completed(json!({ "n": 9 })));
+    assert_eq!(released(), [Some(RunStatus::Completed)]);
+    assert_eq!(releases(), 0, "no second write to give the lease back");
+    free(done).await;
+
+    let failed = engine.start(&declined_flow, Num { n: 1 }).await.unwrap();
+    let execution = engine.execute(&failed).await.unwrap();
+    assert!(matches!(execution.outcome, RunOutcome::Failed(_)));
+    assert_eq!(
+        released(),
+        [Some(RunStatus::Completed), Some(RunStatus::Failed)]
+    );
+    assert_eq!(releases(), 0);
+    free(failed).await;
+
+    let sleeping = engine.start(&sleepy_flow, Num { n: 1 }).await.unwrap();
+    let execution = engine.execute(&sleeping).await.unwrap();
+    assert!(matches!(execution.outcome, RunOutcome::Suspended(_)));
+    assert_eq!(
+        released().len(),
+        2,
+        "a suspension keeps its lease past its append"
+    );
+    assert_eq!(
+        releases(),
+        1,
+        "and gives it back once the execution is over"
+    );
+    free(sleeping.clone()).await;
+    let execution = engine.drive(&sleeping).await.unwrap();
+    assert_eq!(execution.outcome, RunOutcome::Completed(json!({ "n": 4 })));
+    assert_eq!(released().last(), Some(&Some(RunStatus::Completed)));
+}
+
+#[tokio::test]
+async fn the_lease_goes_with_the_last_append_of_an_ended_run_memory() {
+    the_lease_goes_with_the_last_append_of_an_ended_run(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_goes_with_the_last_append_of_an_ended_run_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = reprise::store::SqliteStore::open(dir.path().join("reprise.db")).unwrap();
+    the_lease_goes_with_the_last_append_of_an_ended_run(Arc::new(store)).await;
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ mod poison;
 mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_queues;
+mod principals;
 mod queues;
 mod queues_http;
 mod registry;
@@ -37,8 +38,10 @@ mod secrets;
 mod select;
 mod signals;
 mod sqlite_queues;
+mod step_rate;
 mod store_open;
 mod streams;
+mod subscriptions;
 mod tags;
 mod traces;
 mod triggers;

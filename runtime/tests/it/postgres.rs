@@ -108,6 +108,13 @@ pub(crate) async fn fresh_store() -> Option<(PostgresStore, TestSchema)> {
     Some((store, schema))
 }
 
+/// Another handle (its own pool) onto the store in `schema`, as another process would open.
+pub(crate) async fn another_handle(schema: &TestSchema) -> PostgresStore {
+    PostgresStore::connect_with(&schema.url, schema.options())
+        .await
+        .expect("connect to the test database")
+}
+
 fn t(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(1_790_000_000_123_456 + micros).expect("valid time")
 }
@@ -445,6 +452,7 @@ async fn concurrent_appends_share_commits_and_a_stale_one_fails_alone() {
             ..Default::default()
         },
         fence: None,
+        release: false,
     };
     // All at once: the good appends are written in shared statements; the stale ones
     // (a sequence number the log is not at) are in the same batches.
@@ -537,6 +545,7 @@ async fn an_append_the_server_rejects_fails_alone_in_a_shared_statement() {
         }],
         update: reprise::event::RunUpdate::default(),
         fence: None,
+        release: false,
     };
     // Several rounds, so that the bad append shares a statement with good ones at least
     // once (appends waiting together are written together).
@@ -624,6 +633,7 @@ async fn posts_from_several_processes_are_numbered_without_gaps() {
                 ..Default::default()
             },
             fence: None,
+            release: false,
         })
         .await
         .expect("suspend");

@@ -107,6 +107,7 @@ async fn complete(store: &PostgresStore, lease: &Lease, at: DateTime<Utc>) {
                 ..RunUpdate::default()
             },
             fence: Some(lease.fence),
+            release: false,
         })
         .await
         .expect("complete the run (a run claimed twice would fail here)");
@@ -228,6 +229,7 @@ async fn three_processes_never_break_key_or_queue_concurrency() {
                                 limit: 4,
                                 routing: &routing,
                                 queues: &queues,
+                                run: None,
                             })
                             .await
                             .expect("claim")
@@ -335,6 +337,7 @@ async fn three_processes_never_exceed_a_rate_limit_in_any_window() {
                             limit: 8,
                             routing: &routing,
                             queues: &queues,
+                            run: None,
                         })
                         .await
                         .expect("claim");
@@ -486,6 +489,7 @@ async fn claim_cost() {
                     limit: LIMIT,
                     routing: &routing,
                     queues: &queues,
+                    run: None,
                 })
                 .await
                 .expect("claim");
@@ -537,6 +541,7 @@ async fn debounced_starts_racing_claims_admit_or_cancel_each_run_once() {
                         limit: 2,
                         routing: &routing,
                         queues: &queues,
+                        run: None,
                     })
                     .await
                     .expect("claim");

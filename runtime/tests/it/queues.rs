@@ -274,6 +274,7 @@ impl Env {
                     limit: 16,
                     routing: &Routing::default(),
                     queues: self.engine.queues(),
+                    run: None,
                 })
                 .await
                 .unwrap();
@@ -372,7 +373,74 @@ on_both_stores!(
     a_worker_without_a_queue_never_claims_its_runs,
     a_worker_routed_to_workflows_claims_only_those,
     a_worker_claims_no_run_of_a_queue_its_engine_does_not_know,
+    executing_a_run_behind_another_admits_it_or_names_the_run_ahead,
+    executing_a_run_admits_it_beside_a_run_ahead_of_another_key,
 );
+
+/// The `InvalidState` message of executing `id`, which must fail.
+async fn refused(env: &Env, id: &RunId) -> String {
+    match env.engine.execute(id).await {
+        Err(EngineError::InvalidState {
+            status, message, ..
+        }) => {
+            assert_eq!(status, "queued");
+            message
+        }
+        other => panic!("executing {id} was not refused: {other:?}"),
+    }
+}
+
+async fn executing_a_run_behind_another_admits_it_or_names_the_run_ahead(kind: Kind) {
+    let env = env(kind, vec![Queue::new("qs-one").concurrency(1)]);
+    let ahead = env.start("qs-one", job("c1", 1, "signal")).await;
+    env.advance(Duration::from_secs(1));
+    let behind = env.start("qs-one", job("c2", 2, "signal")).await;
+    // Executing the run behind neither runs it nor admits the run ahead.
+    let message = refused(&env, &behind).await;
+    assert!(
+        message.contains(&format!("run `{ahead}`")) && message.contains("ahead"),
+        "{message}"
+    );
+    for id in [&ahead, &behind] {
+        assert_eq!(env.admitted_at(id).await, None, "{id} was admitted");
+        assert_eq!(env.status(id).await, RunStatus::Queued);
+    }
+    assert!(env.seen_ns().is_empty());
+    // The run ahead is executed directly: admitted, it waits for its signal.
+    env.engine.execute(&ahead).await.unwrap();
+    assert_eq!(env.status(&ahead).await, RunStatus::Waiting);
+    assert!(env.admitted_at(&ahead).await.is_some());
+    // Now the queue's concurrency holds the other back, and the refusal says so.
+    let message = refused(&env, &behind).await;
+    assert!(message.contains("concurrency is used up"), "{message}");
+    assert_eq!(env.admitted_at(&behind).await, None);
+    // Once the run ahead has ended, the other is admitted by its own execution.
+    env.go(&ahead).await;
+    env.engine.execute(&ahead).await.unwrap();
+    assert_eq!(env.status(&ahead).await, RunStatus::Completed);
+    env.engine.execute(&behind).await.unwrap();
+    assert_eq!(env.status(&behind).await, RunStatus::Waiting);
+    assert!(env.admitted_at(&behind).await.is_some());
+}
+
+async fn executing_a_run_admits_it_beside_a_run_ahead_of_another_key(kind: Kind) {
+    let env = env(kind, vec![key_queue()]);
+    let ahead = env.start("qs-key", job("c1", 1, "signal")).await;
+    env.advance(Duration::from_secs(1));
+    let other_key = env.start("qs-key", job("c2", 2, "signal")).await;
+    env.advance(Duration::from_secs(1));
+    let same_key = env.start("qs-key", job("c1", 3, "signal")).await;
+    // Room for both keys: the run asked for is admitted, the run ahead keeps waiting.
+    env.engine.execute(&other_key).await.unwrap();
+    assert_eq!(env.status(&other_key).await, RunStatus::Waiting);
+    assert!(env.admitted_at(&other_key).await.is_some());
+    assert_eq!(env.admitted_at(&ahead).await, None);
+    // A run of the key whose earlier run waits is behind that one.
+    let message = refused(&env, &same_key).await;
+    assert!(message.contains(&format!("run `{ahead}`")), "{message}");
+    assert_eq!(env.admitted_at(&ahead).await, None);
+    assert_eq!(env.admitted_at(&same_key).await, None);
+}
 
 fn key_queue() -> Queue {
     Queue::new("qs-key").key("/customer").key_concurrency(1)
@@ -1042,6 +1110,7 @@ async fn a_queue_run_whose_worker_died_resumes_holding_its_slot(kind: Kind) {
             limit: 16,
             routing: &Routing::default(),
             queues: env.engine.queues(),
+            run: None,
         })
         .await
         .unwrap();

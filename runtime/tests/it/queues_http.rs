@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use reprise::event::RunId;
 use reprise::http::{HttpOptions, serve};
 use reprise::prelude::*;
 use reprise::queue::{DebouncePolicy, Queue};
@@ -33,6 +34,19 @@ async fn qh_hold(ctx: Ctx, input: Job) -> Result<String, WorkflowError> {
     Ok(format!("{} {}", input.customer, go.ok))
 }
 
+/// A step of `qh-two-steps`.
+#[action]
+async fn qh_step(input: Job) -> Result<String, ActionError> {
+    Ok(input.customer)
+}
+
+/// Two steps in a row (in queue `steps`: the second waits an hour for its permit).
+#[workflow(slug = "qh-two-steps")]
+async fn qh_two_steps(input: Job) -> Result<String, WorkflowError> {
+    qh_step.run(input.clone()).await?;
+    Ok(qh_step.run(input).await?)
+}
+
 /// One run per customer at a time, three at most in all.
 fn serial() -> Queue {
     Queue::new("serial")
@@ -55,8 +69,12 @@ async fn api(worker: bool) -> Api {
     let engine = Engine::builder()
         .public_url(base.clone())
         .register(qh_hold)
+        .register(qh_two_steps)
+        .register(qh_step)
+        .queue(Queue::new("steps").step_rate_limit(1, Duration::from_secs(3600)))
         .queue(serial())
         .queue(Queue::new("free"))
+        .queue(Queue::new("paced").rate_limit(10, Duration::from_secs(3600)))
         .queue(
             Queue::new("first-wins")
                 .key("/customer")
@@ -403,6 +421,60 @@ async fn per_key_concurrency_holds_the_second_run_and_every_surface_says_why() {
 }
 
 #[tokio::test]
+async fn a_step_waiting_for_its_step_permit_shows_in_the_run_the_queues_and_the_ui() {
+    let api = api(true).await;
+    let (status, body) = api
+        .post(
+            "/workflows/qh-two-steps?queue=steps",
+            json!({ "customer": "c1" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = id_of(&body);
+    // Its first step takes the hour's one permit; the second waits, the run running.
+    let run = api
+        .run_when(&id, "said its steps wait", |r| {
+            r["waiting_for"]["step_permits"].is_object()
+        })
+        .await;
+    assert_eq!(run["status"], "running", "{run}");
+    let permits = &run["waiting_for"]["step_permits"];
+    assert_eq!(
+        (permits["limit"].clone(), permits["taken"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(permits["period_ms"], 3_600_000, "{run}");
+    assert!(permits["next_at"].is_string(), "{run}");
+    let message = run["waiting_for"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "its steps wait for a step permit: 1 of the queue's step rate limit of 1 per 1h \
+             taken; steps wait for a permit until "
+        ),
+        "{message}"
+    );
+    let queue = api.queue("steps").await;
+    assert_eq!(queue["step_rate_limit"]["limit"], 1, "{queue}");
+    assert_eq!(queue["step_rate_limit"]["period"], "1h", "{queue}");
+    assert_eq!(queue["step_permits_in_window"], 1, "{queue}");
+    assert_eq!(queue["next_step_permit_at"], permits["next_at"], "{queue}");
+    assert!(
+        api.queue("free")
+            .await
+            .get("step_permits_in_window")
+            .is_none()
+    );
+    let (status, page) = api.html("/ui/queues").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("1 steps per 1h"), "{page}");
+    assert!(page.contains(r#"data-step-permits="1""#), "{page}");
+    let (status, page) = api.html(&format!("/ui/runs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("its steps wait for a step permit"), "{page}");
+    api.engine.cancel(&RunId::from(id.as_str())).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_dedup_id_answers_with_the_unfinished_run_and_created_false() {
     let api = api(false).await;
     let (status, body) = api.start("queue=free&dedup=nightly-1", "c1").await;
@@ -483,6 +555,9 @@ async fn the_openapi_document_describes_queues() {
         "admitted_in_window",
         "waiting",
         "rate_limit",
+        "step_rate_limit",
+        "step_permits_in_window",
+        "next_step_permit_at",
     ] {
         assert!(
             schemas["QueueView"]["properties"][field].is_object(),
@@ -490,4 +565,147 @@ async fn the_openapi_document_describes_queues() {
             schemas["QueueView"]
         );
     }
+}
+
+/// The ids of `GET {path}` (a run listing), in order.
+async fn listed(api: &Api, path: &str) -> Vec<String> {
+    let (status, runs) = api.get(path).await;
+    assert_eq!(status, StatusCode::OK, "{path}: {runs}");
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn get_runs_filters_by_queue_and_refuses_a_bad_queue_name() {
+    let api = api(false).await;
+    let (_, a) = api.start("queue=serial", "c1").await;
+    let (_, b) = api.start("queue=serial", "c2").await;
+    let (_, free) = api.start("queue=free", "c1").await;
+    let (_, none) = api.start("", "c1").await;
+    let (a, b, free, none) = (id_of(&a), id_of(&b), id_of(&free), id_of(&none));
+    let mut serial = listed(&api, "/runs?queue=serial").await;
+    serial.sort();
+    let mut expected = vec![a.clone(), b.clone()];
+    expected.sort();
+    assert_eq!(serial, expected);
+    assert_eq!(listed(&api, "/runs?queue=free").await, [free.as_str()]);
+    assert_eq!(
+        listed(&api, "/runs?queue=serial&status=queued").await.len(),
+        2
+    );
+    assert!(
+        listed(&api, "/runs?queue=serial&status=completed")
+            .await
+            .is_empty()
+    );
+    assert!(listed(&api, "/runs?queue=last-wins").await.is_empty());
+    // An empty value is no filter.
+    assert!(listed(&api, "/runs?queue=").await.contains(&none));
+    let (status, body) = api.get("/runs?queue=no%20spaces").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("`queue`") && error.contains("no spaces") && error.contains("ASCII"),
+        "{body}"
+    );
+    // The OpenAPI document lists the parameter.
+    let (_, doc) = api.get("/openapi.json").await;
+    let params: Vec<&str> = doc["paths"]["/runs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(params.contains(&"queue"), "{params:?}");
+    // The UI's runs page filters the same way and offers the engine's queues.
+    let (status, page) = api.html("/ui?queue=serial").await;
+    assert_eq!(status, StatusCode::OK);
+    for id in [&a, &b] {
+        assert!(page.contains(&format!(r#"data-run-id="{id}""#)), "{page}");
+    }
+    for id in [&free, &none] {
+        assert!(!page.contains(&format!(r#"data-run-id="{id}""#)), "{page}");
+    }
+    assert!(
+        page.contains(r#"<option value="serial" selected>serial</option>"#),
+        "{page}"
+    );
+    let (status, page) = api.html("/ui?queue=no%20spaces").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{page}");
+    // `/ui/queues` links each queue to its runs, and its waiting count to those queued.
+    let (_, page) = api.html("/ui/queues").await;
+    assert!(page.contains(r#"href="/ui?queue=serial""#), "{page}");
+    assert!(
+        page.contains(r#"href="/ui?queue=serial&amp;status=queued""#),
+        "{page}"
+    );
+}
+
+/// The value of the sample `name{queue="queue"}` in OpenMetrics `text`.
+fn sample(text: &str, name: &str, queue: &str) -> Option<i64> {
+    let prefix = format!("{name}{{queue=\"{queue}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn metrics_show_each_queues_active_waiting_and_in_window_counts() {
+    let api = api(true).await;
+    let (_, first) = api.start("queue=serial", "c1").await;
+    let first = id_of(&first);
+    api.run_when(&first, "was admitted", |r| r["status"] == "waiting")
+        .await;
+    let (_, second) = api.start("queue=serial", "c1").await;
+    let second = id_of(&second);
+    api.run_when(&second, "said it waits for its key", |r| {
+        r["waiting_for"]["blocked"]["reason"] == "key_concurrency"
+    })
+    .await;
+    let (_, paced) = api.start("queue=paced", "c7").await;
+    let paced = id_of(&paced);
+    api.run_when(&paced, "was admitted", |r| r["status"] == "waiting")
+        .await;
+    let response = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert_eq!(
+        sample(&text, "reprise_queue_active", "serial"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_waiting", "serial"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_admitted_in_window", "serial"),
+        Some(0),
+        "no rate limit: {text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_active", "paced"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_admitted_in_window", "paced"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "reprise_queue_waiting", "free"),
+        Some(0),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE reprise_queue_active gauge"), "{text}");
 }

@@ -199,6 +199,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             events: vec![hook_created],
             update: RunUpdate::default(),
             fence: None,
+            release: false,
         })
         .await
         .unwrap();
@@ -217,6 +218,7 @@ async fn views_redact_tokens_written_by_older_versions() {
             events: vec![leaked],
             update: RunUpdate::default(),
             fence: None,
+            release: false,
         })
         .await
         .unwrap();

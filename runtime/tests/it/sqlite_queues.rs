@@ -88,6 +88,7 @@ async fn claim(
             limit,
             routing,
             queues,
+            run: None,
         })
         .await
         .expect("claim")
@@ -112,6 +113,7 @@ async fn complete(store: &SqliteStore, lease: &Lease, at: i64) {
                 ..RunUpdate::default()
             },
             fence: Some(lease.fence),
+            release: false,
         })
         .await
         .expect("complete the run");

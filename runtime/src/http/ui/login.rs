@@ -70,7 +70,8 @@ pub(crate) async fn form(
 }
 
 /// `POST /ui/login` with `{"token": "…"}`: 204 setting the cookie when the token is the
-/// API's; 401 otherwise; 400 for a body without a `token` string.
+/// API's or a named token (whose scope then limits what the UI may do); 401 otherwise;
+/// 400 for a body without a `token` string.
 pub(crate) async fn submit(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -80,11 +81,15 @@ pub(crate) async fn submit(
             "send {\"token\": \"<the API token>\"} as JSON",
         ));
     };
-    if !state.auth.accepts_token(token.as_bytes()) {
+    let caller =
+        super::super::auth::caller_of(&state.auth, state.engine.store().as_ref(), token.as_bytes())
+            .await?;
+    if caller.is_none() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "that is not this server's API token; give the REPRISE_API_TOKEN it was started with",
+            "that is not a token of this server; give the REPRISE_API_TOKEN it was started \
+             with, or a named API token that has not been revoked",
         ));
     }
     let cookie = format!(

@@ -98,6 +98,7 @@ fn body(
     let usage = crate::engine::token_usage(events);
     let tags = crate::tags::tags_of(events);
     let forked = crate::engine::forked_from(events);
+    let identity = crate::engine::identity_of(events);
     let links = crate::engine::run_links_of(record, events);
     let now = state.engine.now();
     let ended = record.status.is_terminal();
@@ -113,6 +114,14 @@ fn body(
                 dt { "Status" } dd #run-status { (badge(record.status.as_str())) }
                 dt { "Workflow" } dd { a href={ "/ui/workflows/" (record.workflow) } { (record.workflow) } }
                 dt { "Trigger" } dd { (record.trigger.as_str()) }
+                dt { "Started by" } dd #run-actor { (identity.actor.describe()) }
+                @if let Some(user) = &identity.user { dt { "User" } dd #run-user { (user) } }
+                @if let Some(project) = &identity.project { dt { "Project" } dd #run-project { (project) } }
+                @if let Some(subscriber) = &identity.subscriber {
+                    dt { "Subscriber" } dd #run-subscriber {
+                        (subscriber.user) " · subscription " code { (subscriber.subscription) }
+                    }
+                }
                 dt { "Attempt" } dd { (record.attempt) }
                 dt { "Created" } dd { (time(record.created_at, now)) }
                 dt { "Updated" } dd { (time(record.updated_at, now)) }

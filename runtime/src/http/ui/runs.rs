@@ -1,4 +1,4 @@
-//! `/ui`: the runs, newest first, filtered by workflow, status, creation time and text (a
+//! `/ui`: the runs, newest first, filtered by workflow, queue, status, creation time and text (a
 //! run id, or tag filters such as `customer=acme amount>=100`), a page at a time (the
 //! listing's cursor). The table is live: `ui.js` re-fetches `?…&fragment=table` on each
 //! message of `/runs/stream`, or every 2 s while the stream is not there.
@@ -27,6 +27,8 @@ const SINCE: [&str; 5] = ["15m", "1h", "24h", "7d", "30d"];
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RunsQuery {
     workflow: Option<String>,
+    /// A flow-control queue's name (`/ui/queues` links here with it).
+    queue: Option<String>,
     status: Option<String>,
     /// Created within this period (`1h`, `7d`, …).
     since: Option<String>,
@@ -117,6 +119,7 @@ async fn listing(state: &AppState, query: &RunsQuery) -> Result<Listing, UiError
     }
     for (name, value) in [
         ("workflow", &query.workflow),
+        ("queue", &query.queue),
         ("status", &query.status),
         ("cursor", &query.cursor),
     ] {
@@ -151,6 +154,7 @@ fn page_url(query: &RunsQuery, cursor: Option<&str>, fragment: Option<&str>) -> 
     let mut parts: Vec<String> = Vec::new();
     for (name, value) in [
         ("workflow", set(&query.workflow)),
+        ("queue", set(&query.queue)),
         ("status", set(&query.status)),
         ("since", set(&query.since)),
         ("from", set(&query.from)),
@@ -214,6 +218,20 @@ pub(crate) async fn page(
         .map(|w| w.registration.slug)
         .collect();
     workflows.sort_unstable();
+    // The queues this engine knows, and the one asked for even if it does not (its runs
+    // may be in a queue other processes configure).
+    let mut queues: Vec<&str> = state
+        .engine
+        .queues()
+        .iter()
+        .map(|q| q.name.as_str())
+        .collect();
+    if let Some(asked) = set(&query.queue)
+        && !queues.contains(&asked)
+    {
+        queues.push(asked);
+    }
+    queues.sort_unstable();
     let mut stream = "/runs/stream".to_owned();
     let mut sep = '?';
     for (name, value) in [
@@ -233,6 +251,16 @@ pub(crate) async fn page(
                     option value="" { "all" }
                     @for slug in &workflows {
                         option value=(slug) selected[set(&query.workflow) == Some(*slug)] { (slug) }
+                    }
+                }
+            }
+            @if !queues.is_empty() {
+                label { "Queue"
+                    select name="queue" data-autosubmit {
+                        option value="" { "any" }
+                        @for name in &queues {
+                            option value=(name) selected[set(&query.queue) == Some(*name)] { (name) }
+                        }
                     }
                 }
             }

@@ -76,6 +76,10 @@ pub(crate) async fn page(
         .await?
         .into_iter()
         .find(|p| p.workflow == slug);
+    let subscriptions = match entry.subscription_schema() {
+        Some(_) => Some(state.engine.subscriptions(Some(&slug)).await?),
+        None => None,
+    };
     let svg = Graph::of_workflow(state.engine.registry(), &slug).map(|g| g.svg());
     let now = state.engine.now();
     let description = entry.registration.description.trim();
@@ -112,9 +116,33 @@ pub(crate) async fn page(
             (super::runs::runs_table(&runs, now, false))
             p { a href={ "/ui?workflow=" (super::runs::encode(&slug)) } { "All runs of " (slug) " →" } }
         }
+        @if let Some(subscriptions) = &subscriptions {
+            h2 { "Subscriptions" }
+            @if subscriptions.is_empty() {
+                p.empty { "No subscriptions: a trigger starts no run until a user subscribes (`subscriptions create " (slug) " --user <id> --config '<json>'`)." }
+            } @else {
+                table {
+                    thead { tr { th { "Id" } th { "User" } th { "State" } th { "Created" } th { "Config" } } }
+                    tbody {
+                        @for s in subscriptions {
+                            tr {
+                                td { code { (s.id) } }
+                                td { (s.user) }
+                                td { @if s.paused { "paused" } @else { "active" } }
+                                td { (s.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)) " by " (s.created_by) }
+                                td { code { (s.config.to_string()) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         div.grid2 {
             details.raw { summary { "Input schema" } (json_block(entry.input_schema())) }
             details.raw { summary { "Output schema" } (json_block(entry.output_schema())) }
+        }
+        @if let Some(schema) = entry.subscription_schema() {
+            details.raw { summary { "Subscription config schema" } (json_block(schema)) }
         }
     };
     Ok(respond(
