@@ -1144,7 +1144,6 @@ mod sqlite_only {
             conn.execute_batch(
                 "DROP TABLE messages; DROP TABLE event_waits; DROP TABLE emitted_events;
                  DROP TABLE workers; DROP TABLE documents; DROP INDEX runs_queue_created_at;
-                 DROP TABLE step_permits;
                  DROP INDEX runs_queue_waiting; DROP INDEX runs_queue_active;
                  DROP INDEX runs_queue_admitted_at; DROP INDEX runs_queue_admitted;
                  DROP INDEX runs_due;
