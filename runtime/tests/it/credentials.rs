@@ -72,7 +72,7 @@ async fn cr_pinned(_ctx: Ctx, name: String) -> Result<String, WorkflowError> {
     Ok(cr_pinned_tag.run(name).await?)
 }
 
-#[workflow(slug = "cr-dynamic")]
+#[workflow(slug = "cr-dynamic-wf")]
 async fn cr_dynamic_wf(_ctx: Ctx, name: String) -> Result<String, WorkflowError> {
     Ok(cr_dynamic.run(name).await?)
 }
@@ -309,7 +309,7 @@ async fn an_undeclared_credential_fails_the_step_without_a_retry() {
         .set(&Scope::Org, "slack", &Secret::new("org:slack-token"))
         .await
         .unwrap();
-    let error = failed(run_for(&engine, "cr-dynamic", json!("slack"), None).await);
+    let error = failed(run_for(&engine, "cr-dynamic-wf", json!("slack"), None).await);
     assert_eq!(error.kind, "undeclared_credential", "{error:?}");
     assert!(!error.retryable);
     assert!(
