@@ -107,7 +107,8 @@ pub(super) async fn dispatch(
                         s.workflow.clone(),
                         s.user.clone(),
                         state(s).to_owned(),
-                        s.created_at.to_rfc3339(),
+                        s.created_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                         s.config.to_string(),
                     ]);
                 }

@@ -112,7 +112,9 @@ pub(super) async fn dispatch(engine: &Engine, command: TokensCommand) -> Result<
                     token.name.clone(),
                     token.principal.clone(),
                     token.scope.to_string(),
-                    token.created_at.to_rfc3339(),
+                    token
+                        .created_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     token.created_by.clone(),
                 ]);
             }
