@@ -198,9 +198,7 @@ impl History {
                     .get(field::TRACEPARENT)
                     .and_then(Value::as_str)
                     .map(std::sync::Arc::from);
-                identity = payload
-                    .get(field::IDENTITY)
-                    .and_then(|i| crate::identity::RunIdentity::deserialize(i).ok());
+                identity = crate::event::recorded_identity(&payload);
                 continue;
             }
             if kind == EventKind::ForkDiverged {

@@ -340,8 +340,7 @@ impl Engine {
                 // whom it acts for.
                 identity: old_created
                     .as_ref()
-                    .and_then(|p| p.get(crate::event::field::IDENTITY))
-                    .and_then(|i| serde_json::from_value(i.clone()).ok())
+                    .and_then(crate::event::recorded_identity)
                     .map(Box::new),
             },
         );

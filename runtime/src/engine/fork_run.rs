@@ -322,7 +322,6 @@ pub fn identity_of(events: &[Event]) -> crate::identity::RunIdentity {
     events
         .iter()
         .find(|e| e.event.kind == EventKind::RunCreated)
-        .and_then(|e| e.event.payload.get(field::IDENTITY))
-        .and_then(|i| serde_json::from_value(i.clone()).ok())
+        .and_then(|e| crate::event::recorded_identity(&e.event.payload))
         .unwrap_or_default()
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 mod payload;
 
 pub use payload::ParentRun;
+pub(crate) use payload::recorded_identity;
 pub use payload::{
     EventPayload, EventRef, ForkedFrom, HookReceipt, PauseReason, PayloadError, SuspendReason,
     field,

@@ -162,6 +162,15 @@ pub struct ParentRun {
     pub started: Option<super::RunId>,
 }
 
+/// The identity recorded in a `run_created` payload (its `identity` field), if it has a
+/// readable one: the one reader of that field outside [`EventPayload::decode`], for the
+/// places that keep a run's first payload as JSON (replay, forks, continue-as-new, views).
+pub(crate) fn recorded_identity(created: &Value) -> Option<crate::identity::RunIdentity> {
+    created
+        .get(field::IDENTITY)
+        .and_then(|i| <crate::identity::RunIdentity as serde::Deserialize>::deserialize(i).ok())
+}
+
 /// An event's payload, typed: one variant per [`EventKind`] (see [`EventPayload::kind`]).
 ///
 /// The comment of each variant shows its JSON; `?` marks a field left out when absent.
