@@ -771,7 +771,7 @@ impl SqliteStore {
 
     /// A write that answers [`Reply::Changed`] (schedules, documents): whether it changed
     /// a row.
-    async fn schedule_write(&self, op: Op) -> Result<bool, EngineError> {
+    async fn changed_write(&self, op: Op) -> Result<bool, EngineError> {
         match self.write(op).await? {
             Reply::Changed(changed) => Ok(changed),
             _ => Err(unexpected_reply()),
@@ -1224,7 +1224,7 @@ impl Store for SqliteStore {
             mode,
             at: micros(now),
         });
-        self.schedule_write(op).await
+        self.changed_write(op).await
     }
 
     async fn document(
@@ -1252,7 +1252,7 @@ impl Store for SqliteStore {
             kind: kind.to_owned(),
             key: key.to_owned(),
         });
-        self.schedule_write(op).await
+        self.changed_write(op).await
     }
 
     async fn schedule(&self, name: &str) -> Result<Option<super::ScheduleRow>, EngineError> {
@@ -1263,17 +1263,17 @@ impl Store for SqliteStore {
 
     async fn create_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
         let op = Op::Schedule(schedules::ScheduleOp::Create(schedules::encode(row)?));
-        self.schedule_write(op).await
+        self.changed_write(op).await
     }
 
     async fn update_schedule(&self, row: &super::ScheduleRow) -> Result<bool, EngineError> {
         let op = Op::Schedule(schedules::ScheduleOp::Update(schedules::encode(row)?));
-        self.schedule_write(op).await
+        self.changed_write(op).await
     }
 
     async fn delete_schedule(&self, name: &str) -> Result<bool, EngineError> {
         let op = Op::Schedule(schedules::ScheduleOp::Delete(name.to_owned()));
-        self.schedule_write(op).await
+        self.changed_write(op).await
     }
 
     async fn set_schedule_paused(
@@ -1284,7 +1284,7 @@ impl Store for SqliteStore {
         at: DateTime<Utc>,
     ) -> Result<(), EngineError> {
         let op = Op::Schedule(schedules::set_paused(name, paused, by, at));
-        self.schedule_write(op).await.map(drop)
+        self.changed_write(op).await.map(drop)
     }
 
     async fn create_run_with_events(
