@@ -76,6 +76,7 @@ mod engine;
 mod error;
 pub mod event;
 mod fan_out;
+pub mod files;
 pub mod graph;
 mod hex;
 mod history;

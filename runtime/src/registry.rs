@@ -24,6 +24,40 @@ pub type ErasedActionFn = fn(Value, ActionCtx) -> BoxFuture<'static, Result<Valu
 /// A type-erased workflow body: JSON in, JSON out.
 pub type ErasedWorkflowFn = fn(Ctx, Value) -> BoxFuture<'static, Result<Value, WorkflowError>>;
 
+/// A workflow body the registry calls: a code workflow's erased fn, or a closure over a
+/// loaded workflow file (see [`DynamicWorkflow`]).
+pub type WorkflowBody =
+    Arc<dyn Fn(Ctx, Value) -> BoxFuture<'static, Result<Value, WorkflowError>> + Send + Sync>;
+
+/// A workflow registered at run time rather than link time (a workflow file): its slug
+/// and description, its input and output JSON Schemas, options, manifest and body.
+///
+/// Its strings, sites and shapes are `'static` (leaked once per load), as the registry
+/// holds a code workflow's.
+pub struct DynamicWorkflow {
+    /// The slug.
+    pub slug: &'static str,
+    /// The description.
+    pub description: &'static str,
+    /// What it is, for messages (`workflow file workflows/code-review.md`).
+    pub origin: &'static str,
+    /// The input's JSON Schema.
+    pub input_schema: Value,
+    /// The output's JSON Schema.
+    pub output_schema: Value,
+    /// Its options.
+    pub options: WorkflowOptions,
+    /// Its call-site manifest.
+    pub sites: &'static [Site],
+    /// Its control-flow shape.
+    pub shape: &'static [Shape],
+    /// Its body.
+    pub body: WorkflowBody,
+}
+
+/// The type all dynamic workflows register under (they are told apart by slug).
+struct DynamicWorkflowType;
+
 /// A workflow's options, site manifest, shape and type-erased body.
 pub(crate) type WorkflowParts = (
     WorkflowOptions,
@@ -201,7 +235,10 @@ pub struct WorkflowEntry {
     pub sites: &'static [Site],
     /// The control-flow shape of its body around the sites.
     pub shape: &'static [Shape],
-    pub(crate) body: ErasedWorkflowFn,
+    pub(crate) body: WorkflowBody,
+    /// Where a workflow registered at run time comes from (`workflow file …`); `None`
+    /// for a `#[workflow]` fn.
+    pub origin: Option<&'static str>,
     pub(crate) input: Validator,
     pub(crate) output: Validator,
     /// The subscription config's validator, for a subscribable workflow.
@@ -297,7 +334,8 @@ impl Registry {
                 options,
                 sites,
                 shape,
-                body,
+                body: Arc::new(body),
+                origin: None,
                 input: Validator::compile((registration.input_schema)(), what_in)?,
                 output: Validator::compile((registration.output_schema)(), what_out)?,
                 subscription,
@@ -312,6 +350,68 @@ impl Registry {
             };
             self.actions.insert(registration.slug, Arc::new(entry));
         }
+        Ok(())
+    }
+
+    /// Adds a workflow defined at run time (a workflow file).
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] when a step (code or dynamic) already has the slug, or a
+    /// schema does not compile.
+    pub fn add_dynamic(&mut self, workflow: DynamicWorkflow) -> Result<(), EngineError> {
+        let slug = workflow.slug;
+        if let Some(existing) = self.workflows.get(slug) {
+            let what = existing
+                .origin
+                .map_or_else(|| existing.registration.describe(), str::to_owned);
+            return Err(EngineError::Config(format!(
+                "the slug `{slug}` of the {} is taken by the {what}; give one of them another slug",
+                workflow.origin
+            )));
+        }
+        if let Some(existing) = self.actions.get(slug) {
+            return Err(EngineError::Config(format!(
+                "the slug `{slug}` of the {} is taken by the {}; give one of them another slug",
+                workflow.origin,
+                existing.registration.describe()
+            )));
+        }
+        fn any_schema() -> Value {
+            Value::Bool(true)
+        }
+        fn dynamic_type_name() -> &'static str {
+            "workflow file"
+        }
+        let registration = Registration {
+            slug,
+            fn_name: slug,
+            description: workflow.description,
+            kind: StepKind::Workflow,
+            input_schema: any_schema,
+            output_schema: any_schema,
+            action: None,
+            workflow: None,
+            type_id: TypeId::of::<DynamicWorkflowType>,
+            type_name: dynamic_type_name,
+        };
+        let entry = WorkflowEntry {
+            registration,
+            options: workflow.options,
+            sites: workflow.sites,
+            shape: workflow.shape,
+            body: workflow.body,
+            origin: Some(workflow.origin),
+            input: Validator::compile(
+                workflow.input_schema,
+                format!("input of workflow `{slug}`"),
+            )?,
+            output: Validator::compile(
+                workflow.output_schema,
+                format!("output of workflow `{slug}`"),
+            )?,
+            subscription: None,
+        };
+        self.workflows.insert(slug, Arc::new(entry));
         Ok(())
     }
 

@@ -332,6 +332,10 @@ pub enum SiteKind {
     Select,
     /// `<expr>.timeout(d)`: a durable select against a timer (key `timeout`).
     Timeout,
+    /// A signal wait of a workflow file (`signal: <name>`; callee: the signal's name).
+    Signal,
+    /// An event wait of a workflow file (`event: <name>`; callee: the event's name).
+    Event,
 }
 
 /// One call site of a workflow body, fixed at compile time (DESIGN "Step identity").

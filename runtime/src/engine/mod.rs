@@ -117,6 +117,8 @@ impl std::fmt::Debug for Engine {
 pub struct EngineBuilder {
     store: Option<SharedStore>,
     registry: Registry,
+    /// Directories of workflow files, loaded at `build` (see [`EngineBuilder::workflow_dir`]).
+    workflow_dirs: Vec<std::path::PathBuf>,
     /// The first configuration error; [`EngineBuilder::build`] returns it.
     pub(crate) error: Option<EngineError>,
     resources: Resources,
@@ -393,6 +395,17 @@ impl EngineBuilder {
         Ok(self)
     }
 
+    /// Loads the workflow files (`*.md` with YAML front matter, `*.yaml`, `*.yml`) in `dir`
+    /// and its subdirectories when the engine is built, after the code steps, and registers
+    /// each as a workflow (see [`crate::files`]). May be called more than once.
+    ///
+    /// [`EngineBuilder::build`] fails with [`EngineError::Config`] listing every problem
+    /// (file:line:col) when a file does not parse or check, or a slug is taken.
+    pub fn workflow_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.workflow_dirs.push(dir.into());
+        self
+    }
+
     /// Registers one action or workflow (when not using [`EngineBuilder::discover`]).
     pub fn register<S: Step>(mut self, _step: S) -> Self {
         if let Err(error) = self.registry.register::<S>() {
@@ -565,10 +578,16 @@ impl EngineBuilder {
     ///
     /// # Errors
     /// The first registration error, if any.
-    pub fn build(self) -> Result<Engine, EngineError> {
+    pub fn build(mut self) -> Result<Engine, EngineError> {
         if let Some(error) = self.error {
             return Err(error);
         }
+        let mut registry = self.registry;
+        for dir in &self.workflow_dirs {
+            let files = crate::files::load_dir(dir, &registry)?;
+            crate::files::register_files(&mut registry, files)?;
+        }
+        self.registry = registry;
         for check in self.build_checks.values() {
             check(&self.registry, &self.extensions)?;
         }
@@ -715,6 +734,7 @@ impl Engine {
         EngineBuilder {
             store: None,
             registry: Registry::default(),
+            workflow_dirs: Vec::new(),
             error: None,
             resources: Resources::default(),
             clock: Arc::new(SystemClock),

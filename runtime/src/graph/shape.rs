@@ -181,6 +181,9 @@ impl Builder<'_> {
             }
             SiteKind::Select => (NodeKind::Decision, Some(site.key("select")), None),
             SiteKind::Timeout => (NodeKind::Sleep, Some(site.key("timeout")), None),
+            SiteKind::Signal | SiteKind::Event => {
+                (NodeKind::Hook, site.pinned.map(str::to_owned), None)
+            }
         }
     }
 }
