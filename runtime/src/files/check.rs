@@ -789,6 +789,26 @@ impl Checker<'_> {
                         ));
                     }
                 }
+                K::Type { kind } if at_path.is_empty() && !has_input => {
+                    let pointer = format!("{step}/{what}");
+                    found.push((
+                        self.positions.value(&pointer),
+                        input_pointer.clone(),
+                        format!("{what} `{slug}` needs an `input`: {}", type_words(kind)),
+                        Some("add `input:` to the step".to_owned()),
+                    ));
+                }
+                K::Type { kind } if at_path.is_empty() => {
+                    found.push((
+                        self.positions.value(&input_pointer),
+                        input_pointer.clone(),
+                        format!(
+                            "the input of {what} `{slug}` must be {}, found `{literal}`",
+                            type_words(kind)
+                        ),
+                        None,
+                    ));
+                }
                 _ => {
                     let value = literal.pointer(&at_path).unwrap_or(&Value::Null);
                     let message = match error.kind() {

@@ -191,24 +191,31 @@ fn is_step_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The Levenshtein distance between `a` and `b` (in characters).
+/// The edit distance between `a` and `b` (in characters; a swap of two neighbours
+/// counts one: optimal string alignment).
 pub(crate) fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let current = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                previous
-            } else {
-                1 + previous.min(row[j]).min(row[j + 1])
-            };
-            previous = current;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
         }
     }
-    row[b.len()]
+    d[a.len()][b.len()]
 }
 
 /// The candidate closest to `word`, when it is close enough to be a likely typo.
@@ -219,7 +226,7 @@ pub(crate) fn closest<'a>(
     candidates
         .into_iter()
         .map(|c| (distance(word, c), c))
-        .filter(|(d, c)| *d <= (c.chars().count().max(word.chars().count()) / 3).max(1))
+        .filter(|(d, c)| *d <= c.chars().count().max(word.chars().count()).div_ceil(3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -457,16 +464,43 @@ impl Parser<'_> {
                         })
                     })
                     .collect();
-                if let [branch] = informative.as_slice() {
-                    for inner in branch.iter() {
-                        self.schema_error(schema, document, inner);
-                    }
-                } else if pointer.ends_with("/parallel") {
+                let constants: Vec<String> = context
+                    .iter()
+                    .flatten()
+                    .flat_map(|e| match e.kind() {
+                        K::Constant { expected_value } => vec![plain(expected_value)],
+                        K::Enum { options } => options
+                            .as_array()
+                            .map(|o| o.iter().map(plain).collect())
+                            .unwrap_or_default(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                let all_constants = context.iter().flatten().all(|e| {
+                    matches!(e.kind(), K::Constant { .. } | K::Enum { .. })
+                        && e.instance_path().as_str() == pointer
+                });
+                if pointer.ends_with("/parallel") {
                     self.at_value(
                         &pointer,
                         format!("`{}` is not a way to wait for branches", plain(instance)),
                     );
                     self.help("use `all`, `any`, or a number of branches");
+                } else if all_constants && !constants.is_empty() {
+                    let listed: Vec<String> = constants.iter().map(|c| format!("`{c}`")).collect();
+                    self.at_value(
+                        &pointer,
+                        format!("`{}` is not one of {}", plain(instance), listed.join(", ")),
+                    );
+                    if let Some(near) =
+                        closest(&plain(instance), constants.iter().map(String::as_str))
+                    {
+                        self.help(format!("did you mean `{near}`?"));
+                    }
+                } else if let [branch] = informative.as_slice() {
+                    for inner in branch.iter() {
+                        self.schema_error(schema, document, inner);
+                    }
                 } else {
                     let expected: Vec<String> = context
                         .iter()
@@ -503,13 +537,13 @@ impl Parser<'_> {
     // ---- document-level checks ----
 
     fn document(&mut self, doc: &WorkflowDoc) {
-        if let Some(slug) = &doc.slug {
-            if !is_step_id(slug) {
-                self.at_value(
-                    "/slug",
-                    format!("the slug `{slug}` may hold only letters, digits, `-` and `_`"),
-                );
-            }
+        if let Some(slug) = &doc.slug
+            && !is_step_id(slug)
+        {
+            self.at_value(
+                "/slug",
+                format!("the slug `{slug}` may hold only letters, digits, `-` and `_`"),
+            );
         }
         for name in doc.vars.keys() {
             self.identifier(&format!("/vars/{}", escape(name)), name, true);
@@ -568,16 +602,14 @@ impl Parser<'_> {
                     }
                 }
             }
-            if let Some(tz) = &trigger.timezone {
-                if chrono_tz::Tz::from_str(tz).is_err() {
-                    self.at_value(
-                        &format!("{pointer}/timezone"),
-                        format!("unknown time zone `{tz}`"),
-                    );
-                    self.help(
-                        "use an IANA name such as `UTC`, `Europe/Paris` or `America/New_York`",
-                    );
-                }
+            if let Some(tz) = &trigger.timezone
+                && chrono_tz::Tz::from_str(tz).is_err()
+            {
+                self.at_value(
+                    &format!("{pointer}/timezone"),
+                    format!("unknown time zone `{tz}`"),
+                );
+                self.help("use an IANA name such as `UTC`, `Europe/Paris` or `America/New_York`");
             }
             if let Some(input) = &trigger.input {
                 self.compile_template(&format!("{pointer}/input"), input);
@@ -700,7 +732,7 @@ impl Parser<'_> {
         if !present {
             self.at_key(
                 &format!("{pointer}/{kind}"),
-                format!("a `{kind}` step needs `{key}`"),
+                format!("{} `{kind}` step needs `{key}`", article(kind)),
             );
         }
         present
@@ -771,16 +803,18 @@ impl Parser<'_> {
                 }
                 self.at_key(
                     &format!("{pointer}/{}", escape(key)),
-                    format!("`{key}` does not apply to a `{kind}` step"),
+                    format!("`{key}` does not apply to {} `{kind}` step", article(kind)),
                 );
                 if allowed.is_empty() {
                     self.help(format!(
-                        "a `{kind}` step takes only `{kind}` and the keys every step has ({})",
+                        "{} `{kind}` step takes only `{kind}` and the keys every step has ({})",
+                        article(kind),
                         COMMON_KEYS.join(", ")
                     ));
                 } else {
                     self.help(format!(
-                        "a `{kind}` step takes: {} (and the keys every step has)",
+                        "{} `{kind}` step takes: {} (and the keys every step has)",
+                        article(kind),
                         allowed.join(", ")
                     ));
                 }
@@ -1028,20 +1062,20 @@ impl Parser<'_> {
                     .parallel
                     .unwrap_or(ParallelWait::Mode(super::format::WaitMode::All));
                 let defs = def.branches.clone().unwrap_or_default();
-                if let ParallelWait::Count(n) = wait {
-                    if n == 0 || n as usize > defs.len() {
-                        self.at_value(
-                            &p("parallel"),
-                            format!(
-                                "`parallel: {n}` waits for {n} branches, but the step has {}",
-                                defs.len()
-                            ),
-                        );
-                        self.help(format!(
-                            "use a number from 1 to {}, or `all` / `any`",
+                if let ParallelWait::Count(n) = wait
+                    && (n == 0 || n as usize > defs.len())
+                {
+                    self.at_value(
+                        &p("parallel"),
+                        format!(
+                            "`parallel: {n}` waits for {n} branches, but the step has {}",
                             defs.len()
-                        ));
-                    }
+                        ),
+                    );
+                    self.help(format!(
+                        "use a number from 1 to {}, or `all` / `any`",
+                        defs.len()
+                    ));
                 }
                 let raw_branches = raw.get("branches").and_then(Value::as_array);
                 let mut names: HashMap<String, Pos> = HashMap::new();
@@ -1145,5 +1179,14 @@ fn plain(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+/// `a` or `an` before a step type key.
+pub(crate) fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
     }
 }

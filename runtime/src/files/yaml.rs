@@ -190,7 +190,17 @@ fn convert(
     pos: &dyn Fn(&marked_yaml::Marker) -> Pos,
     positions: &mut Positions,
 ) -> Value {
-    let value_at = start(node, pos);
+    // A block mapping's own mark is where the parser saw its first `:`: use its first
+    // key's position instead.
+    let value_at = match node {
+        Node::Mapping(map) => map
+            .keys()
+            .next()
+            .and_then(|k| k.span().start())
+            .map(pos)
+            .unwrap_or_else(|| start(node, pos)),
+        _ => start(node, pos),
+    };
     let value = match node {
         Node::Scalar(scalar) => {
             if scalar.may_coerce() {
@@ -241,35 +251,33 @@ fn resolve(text: &str) -> Value {
         _ => {}
     }
     let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
-    if let Some(hex) = text.strip_prefix("0x") {
-        if digits(hex, 16) {
-            if let Ok(n) = u64::from_str_radix(hex, 16) {
-                return Value::Number(n.into());
-            }
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && digits(hex, 16)
+        && let Ok(n) = u64::from_str_radix(hex, 16)
+    {
+        return Value::Number(n.into());
     }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if digits(oct, 8) {
-            if let Ok(n) = u64::from_str_radix(oct, 8) {
-                return Value::Number(n.into());
-            }
-        }
+    if let Some(oct) = text.strip_prefix("0o")
+        && digits(oct, 8)
+        && let Ok(n) = u64::from_str_radix(oct, 8)
+    {
+        return Value::Number(n.into());
     }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     if digits(unsigned, 10) {
         if let Ok(n) = text.parse::<i64>() {
             return Value::Number(n.into());
         }
-        if let Ok(n) = unsigned.parse::<u64>() {
-            if !text.starts_with('-') {
-                return Value::Number(n.into());
-            }
+        if let Ok(n) = unsigned.parse::<u64>()
+            && !text.starts_with('-')
+        {
+            return Value::Number(n.into());
         }
     }
-    if is_float(unsigned) {
-        if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+    if is_float(unsigned)
+        && let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64)
+    {
+        return Value::Number(n);
     }
     Value::String(text.to_owned())
 }
