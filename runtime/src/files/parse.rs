@@ -389,8 +389,39 @@ impl Parser<'_> {
                         }
                     }
                 };
+                let is_step =
+                    known.iter().any(|k| k == "id") && known.iter().any(|k| k == "action");
+                let step_type = STEP_TYPES
+                    .iter()
+                    .find(|t| instance.get(**t).is_some())
+                    .copied();
                 for key in unexpected {
                     let member = format!("{pointer}/{}", escape(key));
+                    if is_step {
+                        // Within a step, suggest among what this step may take.
+                        let candidates: Vec<&str> = match step_type {
+                            None => STEP_TYPES.to_vec(),
+                            Some(kind) => {
+                                COMMON_KEYS.iter().chain(type_keys(kind)).copied().collect()
+                            }
+                        };
+                        match step_type {
+                            None => self.at_key(&member, format!("unknown step type `{key}`")),
+                            Some(_) => self.at_key(&member, format!("unknown key `{key}`")),
+                        };
+                        match (closest(key, candidates.iter().copied()), step_type) {
+                            (Some(near), _) => self.help(format!("did you mean `{near}`?")),
+                            (None, None) => {
+                                self.help(format!("the step types are: {}", STEP_TYPES.join(", ")))
+                            }
+                            (None, Some(kind)) => self.help(format!(
+                                "{} `{kind}` step takes: {}",
+                                article(kind),
+                                candidates.join(", ")
+                            )),
+                        }
+                        continue;
+                    }
                     self.at_key(&member, format!("unknown key `{key}`"));
                     match closest(key, known.iter().map(String::as_str)) {
                         Some(near) => self.help(format!("did you mean `{near}`?")),
@@ -545,6 +576,8 @@ impl Parser<'_> {
                 format!("the slug `{slug}` may hold only letters, digits, `-` and `_`"),
             );
         }
+        self.json_schema("/input", doc.input.as_ref());
+        self.json_schema("/output", doc.output.as_ref());
         for name in doc.vars.keys() {
             self.identifier(&format!("/vars/{}", escape(name)), name, true);
         }
@@ -614,6 +647,16 @@ impl Parser<'_> {
             if let Some(input) = &trigger.input {
                 self.compile_template(&format!("{pointer}/input"), input);
             }
+        }
+    }
+
+    /// Checks that a JSON Schema written in the file (`input`, `output`, `output_schema`,
+    /// `schema`) compiles.
+    fn json_schema(&mut self, pointer: &str, schema: Option<&Value>) {
+        if let Some(schema) = schema
+            && let Err(e) = jsonschema::options().build(schema)
+        {
+            self.at_value(pointer, format!("not a valid JSON Schema: {e}"));
         }
     }
 
@@ -875,6 +918,11 @@ impl Parser<'_> {
             self.identifier(&format!("{pointer}/output_variable"), name, false);
         }
 
+        self.json_schema(
+            &format!("{pointer}/output_schema"),
+            def.output_schema.as_ref(),
+        );
+        self.json_schema(&format!("{pointer}/schema"), def.schema.as_ref());
         let kind = self.kind(pointer, kind?, def, raw, &id)?;
         Some(Step {
             id: id.clone(),

@@ -130,23 +130,65 @@ fn fe_unknown_step_key_typo() {
     assert_eq!(
         parse_errors(
             "typo.md",
+            "---\nslug: t\nsteps:\n  - id: fetch\n    action: fe-fetch-diff\n    inptu: {}\n---\n"
+        ),
+        "typo.md:6:5: unknown key `inptu` (key `steps[0].inptu`)\n  \
+         help: did you mean `input`?"
+    );
+    // Without a step type, a typo is taken for the step type.
+    assert_eq!(
+        parse_errors(
+            "typo2.md",
             "---\nslug: t\nsteps:\n  - id: fetch\n    actoin: fe-fetch-diff\n---\n"
         ),
-        "typo.md:5:5: unknown key `actoin` (key `steps[0].actoin`)\n  \
+        "typo2.md:5:5: unknown step type `actoin` (key `steps[0].actoin`)\n  \
          help: did you mean `action`?"
     );
 }
 
 #[test]
 fn fe_unknown_step_type() {
-    let message = parse_errors("type.yaml", "steps:\n  - id: x\n    tweet: hello\n");
-    assert!(
-        message.starts_with(
-            "type.yaml:3:5: unknown key `tweet` (key `steps[0].tweet`)\n  \
-             help: the keys here are: accumulator, action, agent, as,"
+    assert_eq!(
+        parse_errors("type.yaml", "steps:\n  - id: x\n    tweet: hello\n"),
+        "type.yaml:3:5: unknown step type `tweet` (key `steps[0].tweet`)\n  \
+         help: the step types are: action, workflow, prompt, agent, if, switch, for_each, \
+         while, map, filter, reduce, parallel, try, sleep, sleep_until, hook, signal, event, \
+         select, set, fail, return"
+    );
+    assert_eq!(
+        parse_errors(
+            "type2.yaml",
+            "steps:\n  - id: x\n    for_eahc: inputs.items\n"
         ),
+        "type2.yaml:3:5: unknown step type `for_eahc` (key `steps[0].for_eahc`)\n  \
+         help: did you mean `for_each`?"
+    );
+}
+
+#[test]
+fn fe_unknown_key_of_a_typed_step() {
+    assert_eq!(
+        parse_errors(
+            "key.yaml",
+            "steps:\n  - id: x\n    sleep: 1s\n    colour: red\n"
+        ),
+        "key.yaml:4:5: unknown key `colour` (key `steps[0].colour`)\n  \
+         help: a `sleep` step takes: id, name, when, timeout, error_handling, fallback, \
+         compensate, output_variable"
+    );
+}
+
+#[test]
+fn fe_invalid_json_schema_in_a_hook() {
+    let message = parse_errors(
+        "hook.yaml",
+        "steps:\n  - id: ok\n    hook: Approve?\n    schema:\n      type: approval\n",
+    );
+    assert!(
+        message.starts_with("hook.yaml:5:7: not a valid JSON Schema: "),
         "{message}"
     );
+    assert!(message.ends_with("(key `steps[0].schema`)"), "{message}");
 }
 
 #[test]
@@ -619,7 +661,7 @@ fn fe_load_dir_reports_every_file_in_path_order() {
     assert_eq!(
         errors,
         format!(
-            "{a}:4:5: unknown key `actoin` (key `steps[0].actoin`)\n  help: did you mean \
+            "{a}:4:5: unknown step type `actoin` (key `steps[0].actoin`)\n  help: did you mean \
              `action`?\n{b}:3:13: unknown action `fe-send-sms` (key `steps[0].action`)\n  \
              help: registered actions: fe-fetch-diff, fe-post-comment",
             a = dir.join("a-typo.md").display(),
