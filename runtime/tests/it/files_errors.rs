@@ -450,6 +450,40 @@ fn fe_every_error_of_a_file_in_position_order() {
     );
 }
 
+#[test]
+fn fe_duplicate_branch_name() {
+    assert_eq!(
+        parse_errors(
+            "branches.yaml",
+            "steps:\n  - id: p\n    parallel: all\n    branches:\n      - name: one\n        steps:\n          - id: a\n            sleep: 1s\n      - name: one\n        steps:\n          - id: b\n            sleep: 1s\n"
+        ),
+        "branches.yaml:9:15: duplicate branch name `one` (first at 5:15) (key \
+         `steps[0].branches[1].name`)"
+    );
+}
+
+#[test]
+fn fe_agent_without_message() {
+    assert_eq!(
+        parse_errors(
+            "agent.yaml",
+            "steps:\n  - id: a\n    agent:\n      tools: [fe-fetch-diff]\n"
+        ),
+        "agent.yaml:3:5: an `agent` step needs `message` (key `steps[0].agent`)"
+    );
+}
+
+#[test]
+fn fe_cron_only_keys_on_another_trigger() {
+    assert_eq!(
+        parse_errors(
+            "trigger.yaml",
+            "triggers:\n  - event: order.paid\n    timezone: UTC\nsteps:\n  - id: a\n    sleep: 1s\n"
+        ),
+        "trigger.yaml:3:5: `timezone` applies to `cron` triggers only (key `triggers[0].timezone`)"
+    );
+}
+
 // ---- checks against the registry and the other files ----
 
 #[test]
