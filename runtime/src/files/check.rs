@@ -641,11 +641,30 @@ impl Checker<'_> {
 
     /// Checks that every name path in `names` is in scope.
     fn names(&mut self, pointer: &str, at: Pos, names: &BTreeSet<String>, locals: &[String]) {
+        // `steps.fetch-diff.output` reads as `steps.fetch - diff.output`: report it once,
+        // as the `steps.fetch` error, not also as an undefined `diff`.
+        let mut dashed_parts: HashSet<String> = HashSet::new();
+        for name in names {
+            if let Some(id) = name
+                .strip_prefix("steps.")
+                .and_then(|r| r.split('.').next())
+                && !self.ids.contains(id)
+            {
+                for known in &self.ids {
+                    if let Some(rest) = known.strip_prefix(&format!("{id}-")) {
+                        dashed_parts.extend(rest.split('-').map(str::to_owned));
+                    }
+                }
+            }
+        }
         for name in names {
             let mut parts = name.split('.');
             let head = parts.next().unwrap_or_default();
             let second = parts.next();
-            if locals.iter().any(|l| l == head) || GLOBALS.contains(&head) {
+            if locals.iter().any(|l| l == head)
+                || GLOBALS.contains(&head)
+                || dashed_parts.contains(head)
+            {
                 continue;
             }
             let (message, help): (String, Option<String>) = match (head, second) {
@@ -678,11 +697,24 @@ impl Checker<'_> {
                         continue;
                     }
                     let known: Vec<String> = self.ids.iter().cloned().collect();
+                    // `steps.fetch-diff` reads as `steps.fetch - diff`.
+                    let dashed = known.iter().find(|k| k.starts_with(&format!("{id}-")));
+                    let read = |id: &str| {
+                        if id.contains('-') {
+                            format!("steps[\"{id}\"]")
+                        } else {
+                            format!("steps.{id}")
+                        }
+                    };
                     (
                         format!("`steps.{id}` names no step of this file"),
-                        Some(match closest(id, known.iter().map(String::as_str)) {
-                            Some(near) => format!("did you mean `steps.{near}`?"),
-                            None => "`steps.<id>` reads the step with that `id`".to_owned(),
+                        Some(match (dashed, closest(id, known.iter().map(String::as_str))) {
+                            (Some(dashed), _) => format!(
+                                "an id with `-` is read as `{}` (`steps.{dashed}` subtracts)",
+                                read(dashed)
+                            ),
+                            (None, Some(near)) => format!("did you mean `{}`?", read(near)),
+                            (None, None) => "`steps.<id>` reads the step with that `id`".to_owned(),
                         }),
                     )
                 }

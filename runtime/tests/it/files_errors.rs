@@ -506,7 +506,16 @@ fn fe_unknown_step_in_steps_x() {
             "steps:\n  - id: fetch-diff\n    sleep: 1s\n  - id: a\n    action: fe-post-comment\n    input: \"{{ steps.fetch_diff.output }}\"\n"
         )]),
         "stepx.yaml:6:12: `steps.fetch_diff` names no step of this file (key `steps[1].input`)\n  \
-         help: did you mean `steps.fetch-diff`?"
+         help: did you mean `steps[\"fetch-diff\"]`?"
+    );
+    // `steps.fetch-diff` subtracts `diff` from `steps.fetch`.
+    assert_eq!(
+        check_errors(&[(
+            "dashed.yaml",
+            "steps:\n  - id: fetch-diff\n    sleep: 1s\n  - id: a\n    return: \"{{ steps.fetch-diff.output }}\"\n"
+        )]),
+        "dashed.yaml:5:13: `steps.fetch` names no step of this file (key `steps[1].return`)\n  \
+         help: an id with `-` is read as `steps[\"fetch-diff\"]` (`steps.fetch-diff` subtracts)"
     );
 }
 
