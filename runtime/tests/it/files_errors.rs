@@ -805,3 +805,35 @@ fn fe_format_schema_accepts_both_shapes_and_rejects_a_typo() {
         "{violation}"
     );
 }
+
+#[test]
+fn fe_names_in_scope_pass_the_checks() {
+    let text = r#"
+vars:
+  greeting: hi
+steps:
+  - id: fetch-diff
+    action: fe-fetch-diff
+    input: {repo: "{{ inputs.repo }}", pr: 1}
+  - id: t
+    try:
+      - id: boom
+        fail: "{{ vars.greeting }} {{ ctx.run_id }} {{ ctx.now }}"
+    catch:
+      - id: caught
+        set:
+          why: "{{ error.message }}"
+  - id: sizes
+    map: inputs.items
+    value: "{{ index }}: {{ item }} {% for x in range(3) %}{{ x }}{% endfor %}"
+  - id: total
+    reduce: steps.sizes.output
+    as: size
+    initial: 0
+    value: "{{ acc + size + index }}"
+  - id: done
+    return: "{{ steps['fetch-diff'].output }} {{ vars.why }} {{ steps.total.output }}"
+"#;
+    let mut files = vec![parse_file(Path::new("ok.yaml"), text).unwrap()];
+    check_files(&mut files, &registry()).unwrap_or_else(|e| panic!("{e}"));
+}
