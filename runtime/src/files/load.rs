@@ -59,7 +59,7 @@ pub fn load_dir(dir: &Path, registry: &Registry) -> Result<Vec<WorkflowFile>, Fi
             Err(FileErrors(mut found)) => errors.append(&mut found),
         }
     }
-    if let Err(FileErrors(mut found)) = super::check_files(&files, registry) {
+    if let Err(FileErrors(mut found)) = super::check_files(&mut files, registry) {
         errors.append(&mut found);
     }
     if errors.is_empty() {

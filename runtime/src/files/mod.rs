@@ -20,6 +20,7 @@ pub(crate) mod manifest;
 mod parse;
 pub(crate) mod run;
 mod source;
+mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
