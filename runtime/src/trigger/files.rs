@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use super::CronSchedule;
+use super::{CronSchedule, Triggers};
 use crate::engine::EngineBuilder;
 use crate::files::format::TriggerDef;
 use crate::files::{FileError, FileErrors, Pos, WorkflowFile};
@@ -55,6 +55,23 @@ pub(crate) fn add_file_triggers(
     builder: &mut EngineBuilder,
     files: &[WorkflowFile],
 ) -> Result<(), FileErrors> {
+    let triggers = builder.triggers_mut();
+    for schedule in file_triggers(triggers, files)? {
+        triggers.add_cron(schedule);
+    }
+    Ok(())
+}
+
+/// The cron schedules of the `cron` triggers of `files`, after checking every trigger of
+/// theirs against the sources in `triggers` (see [`add_file_triggers`]).
+///
+/// # Errors
+/// As [`add_file_triggers`].
+pub(crate) fn file_triggers(
+    triggers: &Triggers,
+    files: &[WorkflowFile],
+) -> Result<Vec<CronSchedule>, FileErrors> {
+    let mut schedules = Vec::new();
     let mut errors = Vec::new();
     for file in files {
         let mut crons = 0;
@@ -125,57 +142,56 @@ pub(crate) fn add_file_triggers(
                 "cron" => {
                     crons += 1;
                     match cron_schedule(file, trigger, value, crons) {
-                        Ok(schedule) => builder.triggers_mut().add_cron(schedule),
+                        Ok(schedule) => schedules.push(schedule),
                         Err((message, help)) => errors.push(error(message, help)),
                     }
                 }
-                "webhook" => {
-                    let triggers = builder.triggers_mut();
-                    match triggers.webhooks.iter().find(|s| s.name == value) {
-                        None => errors.push(error(
-                            format!("no webhook source named `{value}` is configured"),
-                            source_help("webhook", value, &file.slug, known(triggers.webhooks.iter().map(|s| s.name.as_str()))),
-                        )),
-                        Some(source) if source.workflow != file.slug => errors.push(error(
-                            format!(
-                                "webhook source `{value}` starts workflow `{}`, not this file's `{}`",
-                                source.workflow, file.slug
-                            ),
-                            format!(
-                                "a source starts one workflow: declare it with \
+                "webhook" => match triggers.webhooks.iter().find(|s| s.name == value) {
+                    None => errors.push(error(
+                        format!("no webhook source named `{value}` is configured"),
+                        source_help(
+                            "webhook",
+                            value,
+                            &file.slug,
+                            known(triggers.webhooks.iter().map(|s| s.name.as_str())),
+                        ),
+                    )),
+                    Some(source) if source.workflow != file.slug => errors.push(error(
+                        format!(
+                            "webhook source `{value}` starts workflow `{}`, not this file's `{}`",
+                            source.workflow, file.slug
+                        ),
+                        format!(
+                            "a source starts one workflow: declare it with \
                                  `WebhookSource::new(\"{value}\", \"{}\")`, or remove this trigger",
-                                file.slug
-                            ),
-                        )),
-                        Some(_) => {}
-                    }
-                }
-                "poll" => {
-                    let triggers = builder.triggers_mut();
-                    match triggers.polls.iter().find(|s| s.name == value) {
-                        None => errors.push(error(
-                            format!("no poll source named `{value}` is configured"),
-                            source_help(
-                                "poll",
-                                value,
-                                &file.slug,
-                                known(triggers.polls.iter().map(|s| s.name.as_str())),
-                            ),
-                        )),
-                        Some(source) if source.workflow != file.slug => errors.push(error(
-                            format!(
-                                "poll source `{value}` starts workflow `{}`, not this file's `{}`",
-                                source.workflow, file.slug
-                            ),
-                            format!(
-                                "a source starts one workflow: declare it with \
+                            file.slug
+                        ),
+                    )),
+                    Some(_) => {}
+                },
+                "poll" => match triggers.polls.iter().find(|s| s.name == value) {
+                    None => errors.push(error(
+                        format!("no poll source named `{value}` is configured"),
+                        source_help(
+                            "poll",
+                            value,
+                            &file.slug,
+                            known(triggers.polls.iter().map(|s| s.name.as_str())),
+                        ),
+                    )),
+                    Some(source) if source.workflow != file.slug => errors.push(error(
+                        format!(
+                            "poll source `{value}` starts workflow `{}`, not this file's `{}`",
+                            source.workflow, file.slug
+                        ),
+                        format!(
+                            "a source starts one workflow: declare it with \
                                  `PollSource::new(\"{value}\", \"{}\", …)`, or remove this trigger",
-                                file.slug
-                            ),
-                        )),
-                        Some(_) => {}
-                    }
-                }
+                            file.slug
+                        ),
+                    )),
+                    Some(_) => {}
+                },
                 _ => {
                     events += 1;
                     if events > 1 {
@@ -189,7 +205,7 @@ pub(crate) fn add_file_triggers(
         }
     }
     if errors.is_empty() {
-        Ok(())
+        Ok(schedules)
     } else {
         Err(FileErrors(errors))
     }
