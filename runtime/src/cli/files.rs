@@ -1,14 +1,14 @@
 //! `workflows check --files <dir>` and `workflows schema --file-format`: workflow files
 //! from the command line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::{EXIT_COMPLETED, EXIT_FAILED};
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::files::{FileError, FileErrors};
+use crate::files::{FileError, FileErrors, WorkflowFile};
 
 /// `workflows schema --file-format`: prints the JSON Schema of workflow files.
 ///
@@ -69,20 +69,31 @@ pub(super) fn check_dir(engine: &Engine, dir: &Path, as_json: bool) -> Result<u8
     })
 }
 
-/// How many workflow files `dir` holds, and every problem found loading them.
+/// How many workflow files `dir` holds, and every problem found loading them: what the
+/// load finds (parse and check errors), then the triggers of every file that parses.
 fn check(engine: &Engine, dir: &Path) -> (usize, Vec<FileError>) {
-    let count = count_files(dir);
-    let files = match crate::files::load_dir(dir, engine.registry()) {
-        Ok(files) => files,
-        Err(FileErrors(errors)) => return (count, errors),
+    let paths = workflow_files(dir);
+    let (loaded, mut errors) = match crate::files::load_dir(dir, engine.registry()) {
+        Ok(files) => (Some(files), Vec::new()),
+        Err(FileErrors(errors)) => (None, errors),
     };
-    let mut errors = match crate::trigger::file_triggers(engine.triggers(), &files) {
-        Ok(_) => Vec::new(),
-        Err(FileErrors(errors)) => errors,
+    // The triggers of the files that parse, also when another file does not.
+    let parsed: Vec<WorkflowFile> = match &loaded {
+        Some(files) => files.clone(),
+        None => paths
+            .iter()
+            .filter_map(|path| {
+                let text = std::fs::read_to_string(path).ok()?;
+                crate::files::parse_file(path, &text).ok()
+            })
+            .collect(),
     };
+    if let Err(FileErrors(found)) = crate::trigger::file_triggers(engine.triggers(), &parsed) {
+        errors.extend(found);
+    }
     // Registering into a copy finds slugs taken by code workflows.
     let mut registry = engine.registry().clone();
-    for file in files {
+    for file in loaded.into_iter().flatten() {
         let (path, slug) = (file.path.clone(), file.slug.clone());
         if let Err(error) = crate::files::register_files(&mut registry, vec![file]) {
             let message = match error {
@@ -98,12 +109,14 @@ fn check(engine: &Engine, dir: &Path) -> (usize, Vec<FileError>) {
             );
         }
     }
-    (count, errors)
+    errors.sort_by(|a, b| (&a.path, a.at).cmp(&(&b.path, b.at)));
+    (paths.len(), errors)
 }
 
-/// The workflow files under `dir` (0 when it cannot be read: the load reports that).
-fn count_files(dir: &Path) -> usize {
-    let mut count = 0;
+/// The workflow files under `dir`, in path order (none when it cannot be read: the load
+/// reports that).
+fn workflow_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -114,9 +127,10 @@ fn count_files(dir: &Path) -> usize {
             if path.is_dir() {
                 pending.push(path);
             } else if crate::files::is_workflow_file(&path) {
-                count += 1;
+                found.push(path);
             }
         }
     }
-    count
+    found.sort();
+    found
 }
