@@ -41,6 +41,15 @@
 //! docker-compose makes of an unset `${VAR}`, is refused too: exit 2); else, on SQLite,
 //! the secret is kept in `hook.key` beside the database, created with mode 0600.
 //!
+//! Workflow files: `--workflows-dir DIR` (repeatable) or `REPRISE_WORKFLOWS_DIR` loads a
+//! directory of them for every command (no directory is loaded by default; a file that
+//! does not load stops the command with its file:line:col, exit 2). `workflows check
+//! --files DIR [--json]` checks a directory against the binary's actions and workflows
+//! without a database: every problem on stderr as `file:line:col: message`, exit 1 when
+//! there is one, else "N files OK". `workflows schema --file-format` prints the file
+//! format's JSON Schema. `workflows list` shows each workflow's source: `code` or the
+//! file's path.
+//!
 //! `workflows check` replays each recorded run in a fresh replay-only engine
 //! ([`Engine::replay_engine`]): nothing runs live, no action is called. A run replays when
 //! its replay ends as its history did (same output; same sleeps and hooks waited on; a

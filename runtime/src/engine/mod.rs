@@ -420,7 +420,15 @@ impl EngineBuilder {
     /// (file:line:col) when a file does not parse or check, or a slug is taken.
     pub fn workflow_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
         let dir = dir.into();
-        if !self.workflow_dirs.contains(&dir) {
+        // The same directory named twice (`workflows`, `./workflows`) is loaded once.
+        let same = |a: &std::path::Path, b: &std::path::Path| {
+            a == b
+                || matches!(
+                    (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                    (Ok(a), Ok(b)) if a == b
+                )
+        };
+        if !self.workflow_dirs.iter().any(|known| same(known, &dir)) {
             self.workflow_dirs.push(dir);
         }
         self

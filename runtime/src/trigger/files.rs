@@ -13,10 +13,16 @@ use crate::files::format::TriggerDef;
 use crate::files::{FileError, FileErrors, Pos, WorkflowFile};
 
 /// Where `key: value` is written in `source` (the file's whole text): the line and column
-/// of the first line whose content, after any `- `, starts with `key:` and holds `value`.
+/// of the first line, from the top-level `triggers:` key on, whose content after any `- `
+/// starts with `key:` and holds `value`.
 /// `1:1` when it cannot be found (the trigger is then still named in the message).
 pub(crate) fn locate(source: &str, key: &str, value: &str) -> Pos {
-    for (index, line) in source.lines().enumerate() {
+    // From the top-level `triggers:` key on (a step may hold `event: <same name>`).
+    let start = source
+        .lines()
+        .position(|line| line.starts_with("triggers:"))
+        .unwrap_or(0);
+    for (index, line) in source.lines().enumerate().skip(start) {
         let trimmed = line.trim_start();
         let item = trimmed.strip_prefix("- ").unwrap_or(trimmed).trim_start();
         if let Some(rest) = item.strip_prefix(key)

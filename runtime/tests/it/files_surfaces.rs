@@ -201,6 +201,62 @@ async fn fx_editing_a_file_or_its_sub_workflow_file_changes_the_fingerprint() {
     );
 }
 
+const DRIFT: &str = "slug: fx-drift
+steps:
+  - id: add
+    action: fx-add
+    input: { n: \"{{ inputs.n }}\" }
+  - id: nap
+    sleep: 1h
+  - id: done
+    return: \"{{ steps.add.output }}\"
+";
+
+#[tokio::test]
+#[ignore = "needs the workflow file interpreter (branch files-interp): un-ignore once merged"]
+async fn fx_a_run_replayed_against_an_edited_file_fails_saying_the_workflow_changed() {
+    let store: SharedStore = Arc::new(MemoryStore::new());
+    let v1 = dir_with(&[("drift.yaml", DRIFT)]);
+    let old = builder(store.clone())
+        .workflow_dir(v1.path())
+        .build()
+        .unwrap();
+    let id = old
+        .start_json("fx-drift", json!({ "n": 1 }), reprise::Trigger::Code)
+        .await
+        .unwrap();
+    let first = old.drive(&id).await.unwrap();
+    assert!(
+        matches!(first.outcome, reprise::RunOutcome::Suspended(_)),
+        "{:?}",
+        first.outcome
+    );
+
+    // The file is edited while the run sleeps: the recorded step `add#0` now gets
+    // another input.
+    let v2 = dir_with(&[(
+        "drift.yaml",
+        &DRIFT.replace("{{ inputs.n }}", "{{ inputs.n + 1 }}"),
+    )]);
+    let new = builder(store.clone())
+        .workflow_dir(v2.path())
+        .build()
+        .unwrap();
+    let replayed = new.drive(&id).await.unwrap();
+    let reprise::RunOutcome::Failed(error) = replayed.outcome else {
+        panic!(
+            "the edited file does not replay the run: {:?}",
+            replayed.outcome
+        );
+    };
+    let message = error.to_string();
+    assert!(message.contains("add#0"), "{message}");
+    assert!(
+        message.contains("changed since this run was recorded"),
+        "the report says the workflow changed: {message}"
+    );
+}
+
 // ---------------------------------------------------------------- triggers
 
 /// A clock moved by hand.
