@@ -474,6 +474,18 @@ async fn fx_a_trigger_naming_an_unknown_or_foreign_source_fails_the_build_at_its
         .build()
         .unwrap();
 
+    // Two event triggers, in a Markdown file whose step waits on an event of the same
+    // name: the position is the trigger's (file lines, front matter included).
+    let two_events = "---\nslug: fx-two-events\nsteps:\n  - id: wait\n    event: fx-other\ntriggers:\n  - event: fx-evt\n  - event: fx-other\n---\n\nTwo.\n";
+    let (text, path) = build_error("two-events.md", two_events, |b| b);
+    assert!(
+        text.contains(&format!(
+            "{}:8:5: a workflow has at most one `event` trigger",
+            path.display()
+        )),
+        "{text}"
+    );
+
     // A bad cron expression.
     let bad_cron = "slug: fx-bad-cron\ntriggers:\n  - cron: \"61 * * * *\"\nsteps:\n  - id: done\n    return: 1\n";
     let (text, path) = build_error("bad-cron.yaml", bad_cron, |b| b);
