@@ -47,10 +47,13 @@ impl Mailboxes {
                     }
                 }
                 for site in workflow.sites.iter().filter(|s| s.kind == SiteKind::Run) {
-                    if let Some(callee) = registry
-                        .slug_of_callee(&workflow.registration, site.callee)
-                        .and_then(|slug| registry.workflow(slug))
-                    {
+                    // A workflow file's sites name their callee by slug.
+                    let slug = if workflow.origin.is_some() {
+                        Some(site.callee)
+                    } else {
+                        registry.slug_of_callee(&workflow.registration, site.callee)
+                    };
+                    if let Some(callee) = slug.and_then(|slug| registry.workflow(slug)) {
                         stack.push(callee.clone());
                     }
                 }

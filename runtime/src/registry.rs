@@ -41,6 +41,10 @@ pub struct DynamicWorkflow {
     pub description: &'static str,
     /// What it is, for messages (`workflow file workflows/code-review.md`).
     pub origin: &'static str,
+    /// The file it was loaded from, as given (`workflows/code-review.md`).
+    pub path: Option<&'static std::path::Path>,
+    /// The file's text as loaded (shown by the UI, hashed into the fingerprint).
+    pub source: Option<&'static str>,
     /// The input's JSON Schema.
     pub input_schema: Value,
     /// The output's JSON Schema.
@@ -239,6 +243,10 @@ pub struct WorkflowEntry {
     /// Where a workflow registered at run time comes from (`workflow file …`); `None`
     /// for a `#[workflow]` fn.
     pub origin: Option<&'static str>,
+    /// The workflow file it was loaded from; `None` for a `#[workflow]` fn.
+    pub path: Option<&'static std::path::Path>,
+    /// The workflow file's text as loaded; `None` for a `#[workflow]` fn.
+    pub source: Option<&'static str>,
     pub(crate) input: Validator,
     pub(crate) output: Validator,
     /// The subscription config's validator, for a subscribable workflow.
@@ -336,6 +344,8 @@ impl Registry {
                 shape,
                 body: Arc::new(body),
                 origin: None,
+                path: None,
+                source: None,
                 input: Validator::compile((registration.input_schema)(), what_in)?,
                 output: Validator::compile((registration.output_schema)(), what_out)?,
                 subscription,
@@ -401,6 +411,8 @@ impl Registry {
             shape: workflow.shape,
             body: workflow.body,
             origin: Some(workflow.origin),
+            path: workflow.path,
+            source: workflow.source,
             input: Validator::compile(
                 workflow.input_schema,
                 format!("input of workflow `{slug}`"),

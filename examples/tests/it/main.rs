@@ -11,6 +11,7 @@ mod delayed_start_cli;
 mod events_cli;
 mod expense_report;
 mod file_digest;
+mod files_cli;
 mod flow_control;
 mod fork_cli;
 mod graph_cli;

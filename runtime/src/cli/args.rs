@@ -55,6 +55,15 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) queues_file: Option<std::path::PathBuf>,
 
+    /// A directory of workflow files (`*.md` with YAML front matter, `*.yaml`, `*.yml`)
+    /// to load and register beside the binary's code workflows; repeat for several. Also
+    /// read from `REPRISE_WORKFLOWS_DIR` (several separated by `:`). No directory is
+    /// loaded unless named: `./workflows` is not a default. A file that does not load
+    /// stops every command with its file:line:col (exit 2); `workflows check --files DIR`
+    /// lists every problem instead.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) workflows_dir: Vec<std::path::PathBuf>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -208,10 +217,16 @@ pub(crate) enum WorkflowsCommand {
     List,
     /// Start a run and drive it to its end, then print its output and step table.
     Run(Box<RunArgs>),
-    /// Print a workflow's input and output JSON Schemas.
+    /// Print a workflow's input and output JSON Schemas, or (`--file-format`) the JSON
+    /// Schema of the workflow file format.
     Schema {
         /// The workflow's slug.
-        slug: String,
+        #[arg(required_unless_present = "file_format")]
+        slug: Option<String>,
+        /// Print the JSON Schema of workflow files (their YAML front matter, or a whole
+        /// `.yaml` file) instead: for editors' YAML language servers and CI linters.
+        #[arg(long, conflicts_with = "slug")]
+        file_format: bool,
     },
     /// Print a workflow's graph: its call sites in their real shape (branches, loops,
     /// parallel groups, sub-workflows, waits), optionally lit by one of its runs (each
@@ -253,9 +268,16 @@ pub(crate) enum WorkflowsCommand {
         /// deploy can break.
         #[arg(long)]
         in_flight: bool,
-        /// Print one JSON object (`checked`, `compatible`, `incompatible`).
+        /// Print one JSON object (`checked`, `compatible`, `incompatible`; with `--files`:
+        /// `files`, `errors`).
         #[arg(long)]
         json: bool,
+        /// Check the workflow files in this directory instead of recorded runs: parse and
+        /// check every file against this binary's actions and workflows, print every
+        /// problem as `file:line:col: message` on standard error (or "N files OK"), exit 1
+        /// when there is one. Needs no database.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["workflow", "in_flight"])]
+        files: Option<std::path::PathBuf>,
     },
 }
 

@@ -41,6 +41,15 @@
 //! docker-compose makes of an unset `${VAR}`, is refused too: exit 2); else, on SQLite,
 //! the secret is kept in `hook.key` beside the database, created with mode 0600.
 //!
+//! Workflow files: `--workflows-dir DIR` (repeatable) or `REPRISE_WORKFLOWS_DIR` loads a
+//! directory of them for every command (no directory is loaded by default; a file that
+//! does not load stops the command with its file:line:col, exit 2). `workflows check
+//! --files DIR [--json]` checks a directory against the binary's actions and workflows
+//! without a database: every problem on stderr as `file:line:col: message`, exit 1 when
+//! there is one, else "N files OK". `workflows schema --file-format` prints the file
+//! format's JSON Schema. `workflows list` shows each workflow's source: `code` or the
+//! file's path.
+//!
 //! `workflows check` replays each recorded run in a fresh replay-only engine
 //! ([`Engine::replay_engine`]): nothing runs live, no action is called. A run replays when
 //! its replay ends as its history did (same output; same sleeps and hooks waited on; a
@@ -50,6 +59,7 @@
 mod args;
 mod credentials;
 mod events;
+mod files;
 mod logging;
 mod messages;
 mod output;
@@ -211,6 +221,27 @@ pub async fn run(
         _ => None,
     };
     let local_addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The file format's schema needs no engine (nor a database).
+    if let Command::Workflows(WorkflowsCommand::Schema {
+        file_format: true, ..
+    }) = &cli.command
+    {
+        return match files::print_format_schema() {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error}");
+                exit_code(&error)
+            }
+        };
+    }
+    // `workflows check --files DIR` checks DIR against the code workflows alone, on no
+    // database: the directories given to load are left out (a broken file there would
+    // stop the engine's build before the check could list its problems).
+    let checks_files = matches!(
+        &cli.command,
+        Command::Workflows(WorkflowsCommand::Check { files: Some(_), .. })
+    );
+    let workflows_dirs = cli.workflows_dir.clone();
     let queues_file = cli.queues_file.clone();
     let configure = |builder: EngineBuilder| {
         // Every command knows the same queues: `runs get` explains waits, `workflows run`
@@ -232,10 +263,23 @@ pub async fn run(
             // `runs resume` takes it over within seconds.
             _ => builder.lease(FOREGROUND_LEASE),
         };
-        configure(builder)
+        let builder = workflows_dirs
+            .iter()
+            .fold(builder, |builder, dir| builder.workflow_dir(dir));
+        let builder = configure(builder)?;
+        Ok(if checks_files {
+            builder.without_workflow_dirs()
+        } else {
+            builder
+        })
     };
     let read_only = is_read_only(&cli.command);
-    let engine = match build_engine(&cli.db, read_only, configure) {
+    let db = if checks_files {
+        "memory:"
+    } else {
+        cli.db.as_str()
+    };
+    let engine = match build_engine(db, read_only, configure) {
         Ok(engine) => engine,
         Err((error, code)) => {
             eprintln!("error: {error}");
@@ -615,7 +659,11 @@ async fn dispatch(
             Ok(EXIT_COMPLETED)
         }
         Command::Workflows(WorkflowsCommand::Run(args)) => run_workflow(engine, *args).await,
-        Command::Workflows(WorkflowsCommand::Schema { slug }) => {
+        Command::Workflows(WorkflowsCommand::Schema {
+            file_format: true, ..
+        }) => files::print_format_schema(),
+        Command::Workflows(WorkflowsCommand::Schema { slug, .. }) => {
+            let slug = slug.unwrap_or_default();
             let entry = engine.workflow(&slug)?;
             let mut schemas =
                 json!({ "input": entry.input_schema(), "output": entry.output_schema() });
@@ -640,9 +688,15 @@ async fn dispatch(
             Ok(EXIT_COMPLETED)
         }
         Command::Workflows(WorkflowsCommand::Check {
+            files: Some(dir),
+            json,
+            ..
+        }) => files::check_dir(engine, &dir, json),
+        Command::Workflows(WorkflowsCommand::Check {
             workflow,
             in_flight,
             json,
+            files: None,
         }) => check_workflows(engine, workflow, in_flight, json).await,
         Command::Runs(RunsCommand::Export { id, out }) => {
             let export = engine.export_run(&RunId(id)).await?;

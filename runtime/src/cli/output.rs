@@ -14,7 +14,14 @@ fn table(header: &[&str]) -> Table {
 }
 
 pub(super) fn print_workflows(engine: &Engine, paused: &[crate::store::WorkflowPause]) {
-    let mut rows = table(&["workflow", "max attempts", "steps", "paused", "description"]);
+    let mut rows = table(&[
+        "workflow",
+        "source",
+        "max attempts",
+        "steps",
+        "paused",
+        "description",
+    ]);
     for workflow in engine.registry().workflows() {
         let slug = workflow.registration.slug;
         let pause = paused
@@ -22,8 +29,13 @@ pub(super) fn print_workflows(engine: &Engine, paused: &[crate::store::WorkflowP
             .find(|p| p.workflow == slug)
             .map(|p| format!("since {} by {}", p.at.format("%Y-%m-%d %H:%M:%S"), p.by))
             .unwrap_or_default();
+        // `code` for a `#[workflow]` fn, the file's path for a workflow file.
+        let source = workflow
+            .path
+            .map_or_else(|| "code".to_owned(), |p| p.display().to_string());
         rows.add_row(vec![
             slug.to_owned(),
+            source,
             workflow.options.max_attempts.to_string(),
             workflow.sites.len().to_string(),
             pause,

@@ -42,6 +42,14 @@ pub(super) async fn dev(
         .map(|w| w.registration.slug)
         .collect();
     println!("workflows: {}", slugs.join(", "));
+    let files: Vec<String> = engine
+        .registry()
+        .workflows()
+        .filter_map(|w| Some(format!("{} ({})", w.registration.slug, w.path?.display())))
+        .collect();
+    if !files.is_empty() {
+        println!("from workflow files: {}", files.join(", "));
+    }
     print_routing(engine, &args.worker);
     println!("web UI:       http://{addr}/ui");
     println!(

@@ -16,6 +16,10 @@ use crate::registry::{Registry, WorkflowEntry};
 /// so adding, removing, reordering or moving a step call changes the fingerprint; an edit
 /// that changes only an argument expression on the same line does not (the report then
 /// says the sites did not change, and names that case).
+///
+/// A workflow file also contributes its whole text, so any edit of the file (or of a file
+/// it calls as a sub-workflow) changes the fingerprint. A file's sites name their callee
+/// by slug, so sub-workflows are found by slug.
 pub(crate) fn fingerprint(registry: &Registry, entry: &WorkflowEntry) -> String {
     let mut hasher = Sha256::new();
     hasher.update(env!("CARGO_PKG_VERSION").as_bytes());
@@ -31,6 +35,10 @@ pub(crate) fn fingerprint(registry: &Registry, entry: &WorkflowEntry) -> String 
         };
         hasher.update(b"\0workflow\0");
         hasher.update(slug.as_bytes());
+        if let Some(source) = workflow.source {
+            hasher.update(b"\0file\0");
+            hasher.update(source.as_bytes());
+        }
         for site in workflow.sites {
             let line = format!(
                 "\0{:?}\0{}\0{}\0{}\0{}",
@@ -41,7 +49,12 @@ pub(crate) fn fingerprint(registry: &Registry, entry: &WorkflowEntry) -> String 
                 site.line
             );
             hasher.update(line.as_bytes());
-            if let Some(sub) = registry.slug_of_callee(&workflow.registration, site.callee)
+            let sub = if workflow.origin.is_some() {
+                registry.workflow(site.callee).map(|w| w.registration.slug)
+            } else {
+                registry.slug_of_callee(&workflow.registration, site.callee)
+            };
+            if let Some(sub) = sub
                 && registry.workflow(sub).is_some()
             {
                 pending.push(sub);

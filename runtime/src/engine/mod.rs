@@ -205,7 +205,12 @@ impl EngineBuilder {
     ///   (a value that is not a duration makes [`EngineBuilder::build`] fail, naming it);
     /// - `REPRISE_PRICES`: a JSON price table file ([`crate::cost::PriceTable::from_json_file`])
     ///   merged over the built-in prices (an unreadable or invalid file makes
-    ///   [`EngineBuilder::build`] fail, naming it).
+    ///   [`EngineBuilder::build`] fail, naming it);
+    /// - `REPRISE_WORKFLOWS_DIR`: a directory of workflow files (several separated by `:`,
+    ///   `;` on Windows), as [`EngineBuilder::workflow_dir`] (a file that does not load
+    ///   makes [`EngineBuilder::build`] fail, naming file:line:col). There is no default
+    ///   directory: a `./workflows` directory is not loaded unless named here or with
+    ///   `--workflows-dir`.
     ///
     /// Methods called afterwards override what the environment set. The CLI
     /// ([`crate::cli`]) builds its engine with this; tests should not.
@@ -231,6 +236,13 @@ impl EngineBuilder {
         }
         if let Some(host) = var("HOSTNAME") {
             builder.host = host;
+        }
+        if let Some(dirs) = std::env::var_os("REPRISE_WORKFLOWS_DIR") {
+            for dir in std::env::split_paths(&dirs) {
+                if !dir.as_os_str().is_empty() {
+                    builder.workflow_dirs.push(dir);
+                }
+            }
         }
         if let Some(path) = var("REPRISE_PRICES") {
             match crate::cost::PriceTable::from_json_file(&path) {
@@ -397,12 +409,35 @@ impl EngineBuilder {
 
     /// Loads the workflow files (`*.md` with YAML front matter, `*.yaml`, `*.yml`) in `dir`
     /// and its subdirectories when the engine is built, after the code steps, and registers
-    /// each as a workflow (see [`crate::files`]). May be called more than once.
+    /// each as a workflow (see [`crate::files`]). May be called more than once (a
+    /// directory given twice is loaded once). The files' `triggers` are added as the
+    /// engine's: `cron` ones as cron schedules named `<slug>-cron-<n>` (or their `name`),
+    /// `event` ones as the workflow's `on_event`; `webhook`/`poll` ones must name a source
+    /// declared on this builder ([`EngineBuilder::webhook`], [`EngineBuilder::poll`]) whose
+    /// workflow is the file's slug.
     ///
     /// [`EngineBuilder::build`] fails with [`EngineError::Config`] listing every problem
     /// (file:line:col) when a file does not parse or check, or a slug is taken.
     pub fn workflow_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
-        self.workflow_dirs.push(dir.into());
+        let dir = dir.into();
+        // The same directory named twice (`workflows`, `./workflows`) is loaded once.
+        let same = |a: &std::path::Path, b: &std::path::Path| {
+            a == b
+                || matches!(
+                    (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                    (Ok(a), Ok(b)) if a == b
+                )
+        };
+        if !self.workflow_dirs.iter().any(|known| same(known, &dir)) {
+            self.workflow_dirs.push(dir);
+        }
+        self
+    }
+
+    /// Forgets the workflow directories given so far (`workflows check --files` checks its
+    /// directory on its own, against the code workflows only).
+    pub(crate) fn without_workflow_dirs(mut self) -> Self {
+        self.workflow_dirs.clear();
         self
     }
 
@@ -582,12 +617,11 @@ impl EngineBuilder {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let mut registry = self.registry;
-        for dir in &self.workflow_dirs {
-            let files = crate::files::load_dir(dir, &registry)?;
-            crate::files::register_files(&mut registry, files)?;
+        for dir in std::mem::take(&mut self.workflow_dirs) {
+            let files = crate::files::load_dir(&dir, &self.registry)?;
+            crate::trigger::add_file_triggers(&mut self, &files)?;
+            crate::files::register_files(&mut self.registry, files)?;
         }
-        self.registry = registry;
         for check in self.build_checks.values() {
             check(&self.registry, &self.extensions)?;
         }

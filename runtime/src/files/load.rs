@@ -3,12 +3,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::program::WorkflowFile;
+use super::program::{StepKind, WorkflowFile};
 use super::run::Program;
 use super::{FileError, FileErrors};
 use crate::EngineError;
 use crate::registry::{DynamicWorkflow, Registry};
-use crate::step::WorkflowOptions;
+use crate::step::{MessageDecl, MessageKind, WorkflowOptions};
 
 /// Reads, parses and checks every workflow file (`*.md`, `*.yaml`, `*.yml`) in `dir` and
 /// its subdirectories, in path order, against `registry`.
@@ -89,7 +89,40 @@ fn duration(
     .transpose()
 }
 
-/// Registers `files` in `registry` as workflows.
+/// Leaks the signal declarations of `file`: one per distinct `signal` step name, with an
+/// any-JSON payload validator (a `signal` step's own `schema` is checked by the step).
+fn signal_decls(file: &WorkflowFile) -> &'static [MessageDecl] {
+    fn any_value() -> Result<Arc<crate::schema::Validator>, EngineError> {
+        crate::schema::validator_for::<serde_json::Value>()
+    }
+    let mut decls: Vec<MessageDecl> = Vec::new();
+    for step in file.all_steps() {
+        if let StepKind::Signal { name, .. } = &step.kind
+            && !decls.iter().any(|d| d.name == name)
+        {
+            decls.push(MessageDecl {
+                kind: MessageKind::Signal,
+                name: leak(name),
+                payload: any_value,
+                reply: None,
+            });
+        }
+    }
+    Box::leak(decls.into_boxed_slice())
+}
+
+/// The event of the file's `event` trigger, if it has one.
+fn on_event(file: &WorkflowFile) -> Option<&'static str> {
+    file.triggers
+        .iter()
+        .find_map(|t| t.event.as_deref())
+        .map(leak)
+}
+
+/// Registers `files` in `registry` as workflows: each with its manifest, options, the
+/// signals its `signal` steps wait for (deliverable with `runs signal`) and the event of
+/// its `event` trigger (`on_event`). Cron, webhook and poll triggers are the engine
+/// builder's (`EngineBuilder::workflow_dir` adds them).
 ///
 /// # Errors
 /// [`EngineError::Config`] when a file's slug is already taken, or an option or schema is
@@ -109,12 +142,16 @@ pub fn register_files(
             max_history_events: file.options.max_history_events,
             timeout: duration(file.options.timeout.as_deref(), "timeout", &file)?,
             queue: file.options.queue.as_deref().map(leak),
+            messages: signal_decls(&file),
+            on_event: on_event(&file),
             ..WorkflowOptions::DEFAULT
         };
         let workflow = DynamicWorkflow {
             slug: leak(&file.slug),
             description: leak(&file.description),
             origin: leak(&format!("workflow file {}", file.path.display())),
+            path: Some(Box::leak(file.path.clone().into_boxed_path())),
+            source: Some(leak(&file.source)),
             input_schema: file.input_schema.clone(),
             output_schema: file.output_schema.clone(),
             options,

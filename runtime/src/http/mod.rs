@@ -394,7 +394,11 @@ fn build_router(
     };
     let protected = Router::new()
         .route("/workflows", get(workflows::list))
-        .route("/workflows/{slug}", post(workflows::start))
+        .route(
+            "/workflows/{slug}",
+            get(workflows::get).post(workflows::start),
+        )
+        .route("/workflows/{slug}/source", get(workflows::source))
         .route("/workflows/{slug}/graph", get(graph::graph))
         .route("/runs", get(runs::list))
         .route("/runs/stream", get(streams::all))

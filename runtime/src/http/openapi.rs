@@ -22,7 +22,7 @@ use super::schedules::{
 use super::streams::{RunMessage, TokenMessage};
 use super::views::RunState;
 use super::webhooks::WebhookReply;
-use super::workflows::{PausedBy, WorkflowInfo};
+use super::workflows::{Origin, PausedBy, WorkflowInfo, WorkflowSource};
 use super::{
     AppState, credentials, events, graph, hooks, metrics, pause, purge, queues, runs, schedules,
     streams, subscriptions, tokens, usage, webhooks, workflows,
@@ -40,6 +40,8 @@ use crate::registry::WorkflowEntry;
     ),
     paths(
         workflows::list,
+        workflows::get,
+        workflows::source,
         workflows::start,
         graph::graph,
         runs::list,
@@ -97,6 +99,8 @@ use crate::registry::WorkflowEntry;
         ViolationBody,
         RunState,
         WorkflowInfo,
+        WorkflowSource,
+        Origin,
         PausedBy,
         RunSummary,
         RunDetail,

@@ -48,6 +48,57 @@ pub(crate) struct WorkflowInfo {
     /// subscription's config must match (`POST /subscriptions`).
     #[serde(skip_serializing_if = "Option::is_none")]
     subscription_schema: Option<Value>,
+    /// Where it is defined: `code` (a `#[workflow]` fn in the binary) or `file` (a
+    /// workflow file; `GET /workflows/{slug}/source` gives its text).
+    origin: Origin,
+    /// For a file workflow: the file's path, as it was loaded (`workflows/review.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+}
+
+/// Where a workflow is defined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Origin {
+    /// A `#[workflow]` fn compiled into the binary.
+    Code,
+    /// A workflow file loaded at startup (`--workflows-dir`, `REPRISE_WORKFLOWS_DIR`,
+    /// `EngineBuilder::workflow_dir`).
+    File,
+}
+
+impl WorkflowInfo {
+    /// The view of `entry`, paused as `paused` says.
+    fn of(entry: &crate::registry::WorkflowEntry, paused: Option<PausedBy>) -> WorkflowInfo {
+        let description = entry.registration.description.trim();
+        WorkflowInfo {
+            slug: entry.registration.slug.to_owned(),
+            description: (!description.is_empty()).then(|| description.to_owned()),
+            input_schema: entry.input_schema().clone(),
+            output_schema: entry.output_schema().clone(),
+            paused,
+            on_event: entry.options.on_event.map(str::to_owned),
+            subscription_schema: entry.subscription_schema().cloned(),
+            origin: if entry.path.is_some() || entry.origin.is_some() {
+                Origin::File
+            } else {
+                Origin::Code
+            },
+            path: entry.path.map(|p| p.display().to_string()),
+        }
+    }
+}
+
+/// A workflow file's text (`GET /workflows/{slug}/source`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WorkflowSource {
+    /// The workflow's slug.
+    slug: String,
+    /// The file's path, as it was loaded.
+    path: String,
+    /// The file's whole text (front matter and Markdown), as loaded at startup: an edit
+    /// on disk shows after a restart.
+    source: String,
 }
 
 /// Who paused a workflow, and when.
@@ -80,23 +131,78 @@ pub(crate) async fn list(
         .registry()
         .workflows()
         .map(|entry| {
-            let description = entry.registration.description.trim();
-            WorkflowInfo {
-                slug: entry.registration.slug.to_owned(),
-                description: (!description.is_empty()).then(|| description.to_owned()),
-                input_schema: entry.input_schema().clone(),
-                output_schema: entry.output_schema().clone(),
-                paused: pauses
-                    .iter()
-                    .position(|p| p.workflow == entry.registration.slug)
-                    .map(|i| pauses.swap_remove(i))
-                    .map(|p| PausedBy { by: p.by, at: p.at }),
-                on_event: entry.options.on_event.map(str::to_owned),
-                subscription_schema: entry.subscription_schema().cloned(),
-            }
+            let paused = pauses
+                .iter()
+                .position(|p| p.workflow == entry.registration.slug)
+                .map(|i| pauses.swap_remove(i))
+                .map(|p| PausedBy { by: p.by, at: p.at });
+            WorkflowInfo::of(entry, paused)
         })
         .collect();
     Ok(Json(workflows))
+}
+
+/// One registered workflow: its schemas, where it is defined (`origin`, and `path` for a
+/// workflow file), whether it is paused.
+#[utoipa::path(
+    get,
+    path = "/workflows/{slug}",
+    operation_id = "get_workflow",
+    tag = "workflows",
+    params(("slug" = String, Path, description = "The workflow's slug")),
+    responses(
+        (status = 200, description = "The workflow", body = WorkflowInfo),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 404, description = "No workflow has this slug", body = ErrorBody),
+    )
+)]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<Json<WorkflowInfo>, ApiError> {
+    let entry = state.engine.workflow(&slug)?.clone();
+    let paused = state
+        .engine
+        .workflow_pauses()
+        .await?
+        .into_iter()
+        .find(|p| p.workflow == slug)
+        .map(|p| PausedBy { by: p.by, at: p.at });
+    Ok(Json(WorkflowInfo::of(&entry, paused)))
+}
+
+/// The text of a file workflow's file, as loaded at startup (for the UI and tools).
+#[utoipa::path(
+    get,
+    path = "/workflows/{slug}/source",
+    operation_id = "get_workflow_source",
+    tag = "workflows",
+    params(("slug" = String, Path, description = "The workflow's slug")),
+    responses(
+        (status = 200, description = "The file's path and text", body = WorkflowSource),
+        (status = 401, description = "A bearer token is required", body = ErrorBody),
+        (status = 404, description = "No workflow has this slug (`unknown_workflow`), or it is defined in code and has no file (`no_source`)", body = ErrorBody),
+    )
+)]
+pub(crate) async fn source(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<Json<WorkflowSource>, ApiError> {
+    let entry = state.engine.workflow(&slug)?;
+    match (entry.path, entry.source) {
+        (Some(path), Some(source)) => Ok(Json(WorkflowSource {
+            slug,
+            path: path.display().to_string(),
+            source: source.to_owned(),
+        })),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_source",
+            format!(
+                "workflow `{slug}` is a `#[workflow]` fn compiled into the binary, not a                  workflow file: it has no source file to show"
+            ),
+        )),
+    }
 }
 
 /// Query of `POST /workflows/{slug}`.

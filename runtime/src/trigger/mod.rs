@@ -90,6 +90,7 @@
 //! once a second).
 
 mod cron;
+mod files;
 mod poll;
 mod schedules;
 mod webhook;
@@ -107,6 +108,7 @@ use crate::event::Trigger;
 use crate::registry::Registry;
 
 pub use cron::{CronSchedule, MissedTicks};
+pub(crate) use files::{add_file_triggers, file_triggers};
 pub use poll::{PollBatch, PollFn, PollItem, PollSource};
 pub use schedules::{
     Backfill, MAX_BACKFILL_TICKS, OverlapPolicy, Schedule, ScheduleError, ScheduleSource,

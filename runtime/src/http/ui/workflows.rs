@@ -1,5 +1,6 @@
 //! `/ui/workflows` and `/ui/workflows/{slug}`: the registered workflows; one workflow's
-//! description, start form (from its input schema), graph, schemas and recent runs.
+//! description, start form (from its input schema), graph, schemas and recent runs, and
+//! for a workflow file, its path and text.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -32,7 +33,12 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, UiEr
                     @for entry in &entries {
                         @let slug = entry.registration.slug;
                         tr data-workflow=(slug) {
-                            td { a href={ "/ui/workflows/" (slug) } { strong { (slug) } } }
+                            td {
+                                a href={ "/ui/workflows/" (slug) } { strong { (slug) } }
+                                @if let Some(path) = entry.path {
+                                    " " span.muted.origin title={ "workflow file " (path.display()) } { "file" }
+                                }
+                            }
                             td.wrap { (layout::doc_text(entry.registration.description.trim().lines().next().unwrap_or(""))) }
                             td {
                                 @if let Some(p) = pauses.iter().find(|p| p.workflow == slug) {
@@ -97,6 +103,9 @@ pub(crate) async fn page(
             }
         }
         div #flash .flash {}
+        @if let Some(path) = entry.path {
+            p.muted #defined-in { "defined in " code { (path.display()) } " (a workflow file; edits take effect at the next start)" }
+        }
         @if !description.is_empty() { div.panel { @for line in description.lines() { (layout::doc_text(line)) br; } } }
         div.grid2 {
             div {
@@ -143,6 +152,13 @@ pub(crate) async fn page(
         }
         @if let Some(schema) = entry.subscription_schema() {
             details.raw { summary { "Subscription config schema" } (json_block(schema)) }
+        }
+        @if let (Some(path), Some(source)) = (entry.path, entry.source) {
+            h2 { "Source" }
+            details.raw #source open {
+                summary { (path.display()) }
+                pre { code { (source) } }
+            }
         }
     };
     Ok(respond(
