@@ -236,6 +236,25 @@ impl<T: StepData> Signal<T> {
     }
 }
 
+/// The next payload delivered to the run as signal `name`, received (waiting durably)
+/// under the correlation id `id` — a workflow file's `signal` step, whose id is its step
+/// id rather than `signal:<name>#n`. The receipt is recorded as for [`Signal::recv`].
+///
+/// # Errors
+/// The recorder's errors (non-determinism, poison), a store failure.
+pub(crate) async fn receive_at(ctx: &Ctx, id: &str, name: &str) -> Result<Value, ActionError> {
+    let channel = crate::message::signal_channel(name);
+    let receive_as = Receive {
+        id,
+        kind: "signal",
+        channel: &channel,
+        mode: Mode::Wait,
+    };
+    Ok(receive(ctx, receive_as, |_| true)
+        .await?
+        .unwrap_or(Value::Null))
+}
+
 /// A received payload as `T`.
 pub(crate) fn decode<T: StepData>(id: &str, payload: Value) -> Result<T, ActionError> {
     serde_json::from_value(payload).map_err(|e| {

@@ -2,13 +2,16 @@
 //!
 //! Each fn takes its correlation id when called (synchronously), so a step's id follows
 //! the order steps are *created* in, as for code; the returned future does the work.
-#![allow(dead_code)] // filled in by the interpreter
+#![allow(dead_code)] // called by the interpreter
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::ctx::dynamic::{self, Overrides, Registered};
+use crate::llm::agent::{Agent, AgentPrompt};
+use crate::llm::step::{LlmPrompt, ReplyFormat, RequestPolicy, run_prompt};
 use crate::step::Site;
 use crate::{ActionError, Ctx};
 
@@ -30,11 +33,22 @@ pub(crate) fn action(
     input: Value,
     policy: StepPolicy,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let _ = (ctx, site, slug, input, policy);
-    Box::pin(async {
-        Err(ActionError::permanent(
-            "action steps of files are not built yet",
-        ))
+    let id = ctx.next_id(&site.key(slug));
+    let ctx = ctx.clone();
+    let slug = slug.to_owned();
+    Box::pin(async move {
+        let callee = dynamic::find(&ctx, &slug, &format!("step `{id}`"))?;
+        if let Registered::Workflow(_) = callee {
+            return Err(ActionError::new(
+                dynamic::UNKNOWN_STEP,
+                format!(
+                    "step `{id}` is an `action` step, but `{slug}` is a workflow; write \
+                     `workflow: {slug}` to run it as a sub-workflow"
+                ),
+                false,
+            ));
+        }
+        dynamic::execute_registered(&ctx, &id, &callee, input, policy.into()).await
     })
 }
 
@@ -46,11 +60,22 @@ pub(crate) fn workflow(
     slug: &str,
     input: Value,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let _ = (ctx, site, slug, input);
-    Box::pin(async {
-        Err(ActionError::permanent(
-            "workflow steps of files are not built yet",
-        ))
+    let id = ctx.next_id(&site.key(slug));
+    let ctx = ctx.clone();
+    let slug = slug.to_owned();
+    Box::pin(async move {
+        let callee = dynamic::find(&ctx, &slug, &format!("step `{id}`"))?;
+        if let Registered::Action(_) = callee {
+            return Err(ActionError::new(
+                dynamic::UNKNOWN_STEP,
+                format!(
+                    "step `{id}` is a `workflow` step, but `{slug}` is an action; write \
+                     `action: {slug}` to call it"
+                ),
+                false,
+            ));
+        }
+        dynamic::execute_registered(&ctx, &id, &callee, input, Overrides::default()).await
     })
 }
 
@@ -77,11 +102,31 @@ pub(crate) fn prompt(
     call: PromptCall,
     policy: StepPolicy,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let _ = (ctx, site, call, policy);
-    Box::pin(async {
-        Err(ActionError::permanent(
-            "prompt steps of files are not built yet",
-        ))
+    let id = ctx.next_id(&site.key("llm"));
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let format = match call.output_schema {
+            Some(schema) => ReplyFormat::json(schema).map_err(|mut e| {
+                e.message = format!("`output_schema` of step `{id}`: {}", e.message);
+                e
+            })?,
+            None => ReplyFormat::text(),
+        };
+        let mut request = RequestPolicy::default();
+        if let Some(retry) = policy.retry {
+            request.retry = retry;
+        }
+        request.timeout = policy.timeout;
+        let prompt = LlmPrompt {
+            prompt: call.prompt,
+            system: call.system,
+            model: call.model,
+            temperature: call.temperature,
+            max_tokens: None,
+            reasks: 2,
+            policy: request,
+        };
+        run_prompt(&ctx, &id, prompt, &format).await
     })
 }
 
@@ -108,10 +153,30 @@ pub(crate) fn agent(
     site: &'static Site,
     call: AgentCall,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let _ = (ctx, site, call);
-    Box::pin(async {
-        Err(ActionError::permanent(
-            "agent steps of files are not built yet",
-        ))
+    let id = ctx.next_id(&site.key(&call.name));
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let mut agent = Agent::new(call.name).max_turns(call.max_turns);
+        if let Some(instructions) = call.instructions {
+            agent = agent.system(instructions);
+        }
+        if let Some(model) = call.model {
+            agent = agent.model(model);
+        }
+        for slug in &call.tools {
+            let tool = dynamic::find(&ctx, slug, &format!("a tool of agent step `{id}`"))?;
+            agent = agent.registered_tool(tool);
+        }
+        let reply = AgentPrompt::at(&ctx, id, agent, call.message).await?;
+        Ok(Value::String(reply.text))
     })
+}
+
+impl From<StepPolicy> for Overrides {
+    fn from(policy: StepPolicy) -> Self {
+        Overrides {
+            retry: policy.retry,
+            timeout: policy.timeout,
+        }
+    }
 }
