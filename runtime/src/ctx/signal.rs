@@ -255,6 +255,30 @@ pub(crate) async fn receive_at(ctx: &Ctx, id: &str, name: &str) -> Result<Value,
         .unwrap_or(Value::Null))
 }
 
+/// Declarations of signals `names` whose payloads may be any JSON value, for a workflow
+/// registered at run time (a workflow file's `signal` steps, listed in its
+/// `WorkflowOptions::messages`): deliveries of those names are accepted
+/// (`Engine::signal` refuses names a workflow does not declare); a `signal` step checks
+/// its own `schema` when it receives one. Duplicates are dropped. Leaked, like the rest of a
+/// loaded file's manifest (once per load).
+pub(crate) fn any_payload_signals<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> &'static [crate::step::MessageDecl] {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    names.dedup();
+    let decls: Vec<crate::step::MessageDecl> = names
+        .into_iter()
+        .map(|name| crate::step::MessageDecl {
+            kind: MessageKind::Signal,
+            name: Box::leak(name.to_owned().into_boxed_str()),
+            payload: crate::schema::validator_for::<Value>,
+            reply: None,
+        })
+        .collect();
+    Box::leak(decls.into_boxed_slice())
+}
+
 /// A received payload as `T`.
 pub(crate) fn decode<T: StepData>(id: &str, payload: Value) -> Result<T, ActionError> {
     serde_json::from_value(payload).map_err(|e| {

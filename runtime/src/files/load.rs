@@ -109,6 +109,15 @@ pub fn register_files(
             max_history_events: file.options.max_history_events,
             timeout: duration(file.options.timeout.as_deref(), "timeout", &file)?,
             queue: file.options.queue.as_deref().map(leak),
+            // The names of its `signal` steps: deliveries of them are accepted.
+            messages: crate::ctx::signal::any_payload_signals(
+                file.all_steps()
+                    .into_iter()
+                    .filter_map(|step| match &step.kind {
+                        super::StepKind::Signal { name, .. } => Some(name.as_str()),
+                        _ => None,
+                    }),
+            ),
             ..WorkflowOptions::DEFAULT
         };
         let workflow = DynamicWorkflow {

@@ -183,8 +183,9 @@ impl Fixture {
             .unwrap()
     }
 
+    /// One execution (a sleep suspends it; the test moves the clock).
     async fn drive(&self, id: &RunId) -> RunOutcome {
-        self.engine.drive(id).await.unwrap().outcome
+        self.engine.execute(id).await.unwrap().outcome
     }
 
     async fn events(&self, id: &RunId) -> Vec<Event> {
@@ -347,7 +348,7 @@ async fn fs_an_unknown_action_slug_fails_the_step_naming_it() {
         .start_json("fs-action-unknown", json!({ "n": 1 }), Trigger::Code)
         .await
         .unwrap();
-    let error = failed(engine.drive(&id).await.unwrap().outcome);
+    let error = failed(engine.execute(&id).await.unwrap().outcome);
     assert!(error.message.contains("fs-nowhere"), "{error:?}");
     assert!(!error.retryable);
 }
@@ -376,7 +377,7 @@ steps:
         Some(json!({ "n": 6 }))
     );
     assert_eq!(
-        output_at(&events, "four#0/fs-double#1"),
+        output_at(&events, "four#0/fs-double@2#0"),
         Some(json!({ "n": 12 }))
     );
     assert_eq!(output_at(&events, "four#0"), Some(json!({ "n": 12 })));

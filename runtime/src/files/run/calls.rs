@@ -24,8 +24,13 @@ pub(crate) struct StepPolicy {
     pub(crate) timeout: Option<Duration>,
 }
 
-/// `action: <slug>`: the registered action, as a recorded step at `site`, with `input`
-/// validated against its input schema.
+/// `action: <slug>`: the registered action, as a recorded step at `site` (id
+/// `<ns><step-id>#n`, callee the slug), with `input` validated against its input schema
+/// (a mismatch fails the step, recorded, with kind `schema` naming each pointer; the action
+/// is not called) and its output against its output schema; its retries and per-attempt
+/// timeout are the action's own unless `policy` replaces them; an engine override of the
+/// action (`Engine::override_action`, testkit stubs) applies. An unknown slug, or one
+/// naming a workflow, fails with the permanent kind `unknown_step` naming it.
 pub(crate) fn action(
     ctx: &Ctx,
     site: &'static Site,
@@ -53,7 +58,9 @@ pub(crate) fn action(
 }
 
 /// `workflow: <slug>`: the registered (code or file) workflow run inline as a recorded
-/// sub-workflow step at `site`.
+/// sub-workflow step at `site` (a scope: its steps record under `<step-id>#n/`), its input
+/// and output checked against its schemas. An unknown slug, or one naming an action, fails
+/// with the permanent kind `unknown_step`.
 pub(crate) fn workflow(
     ctx: &Ctx,
     site: &'static Site,
@@ -94,8 +101,13 @@ pub(crate) struct PromptCall {
     pub(crate) output_schema: Option<Value>,
 }
 
-/// `prompt:`: an LLM step at `site`; the output is the answer's text, or the parsed
-/// object when `output_schema` is given.
+/// `prompt:`: an LLM step at `site` (a scope: each request records as
+/// `<step-id>#n/attempt#k`); the output is the answer's text, or, with `output_schema`,
+/// the parsed JSON (fences allowed) validated against it — a reply that does not match is
+/// answered with its violations and asked again, twice at most, then the step fails with
+/// kind `llm_output`. `policy.retry` replaces the retries of a request that fails with a
+/// retryable error (default: 3 attempts, 1 s then 2 s apart); `policy.timeout` limits
+/// each request (then a retryable `llm` error).
 pub(crate) fn prompt(
     ctx: &Ctx,
     site: &'static Site,
@@ -147,7 +159,10 @@ pub(crate) struct AgentCall {
     pub(crate) message: String,
 }
 
-/// `agent:`: an agent's tool-calling loop at `site`; the output is the reply's text.
+/// `agent:`: an agent's tool-calling loop at `site` (turns record as `<step-id>#n/turn#k`,
+/// tool calls as `<step-id>#n/<tool-slug>#j`, each a registered action or workflow run by
+/// slug with its own options); the output is the reply's text. A tool slug that names
+/// nothing registered fails the step with kind `unknown_step` before the model is asked.
 pub(crate) fn agent(
     ctx: &Ctx,
     site: &'static Site,

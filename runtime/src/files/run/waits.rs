@@ -167,33 +167,3 @@ pub(crate) fn timeout(
 ) -> StepFuture {
     crate::ctx::timeout::timeout(ctx, site, future, limit).boxed()
 }
-
-/// The signals `steps` (and the steps nested in them) wait for, as the message
-/// declarations a file workflow's registration lists in `WorkflowOptions::messages`, so
-/// that deliveries of them are accepted (`Engine::signal` refuses names a workflow does
-/// not declare). Each payload is accepted as any JSON value at delivery; a `signal` step's
-/// `schema` is checked when the step receives it. Leaked, like the rest of a loaded
-/// file's manifest.
-pub(crate) fn signal_messages(
-    steps: &[&crate::files::Step],
-) -> &'static [crate::step::MessageDecl] {
-    let mut names: Vec<&str> = steps
-        .iter()
-        .filter_map(|step| match &step.kind {
-            crate::files::StepKind::Signal { name, .. } => Some(name.as_str()),
-            _ => None,
-        })
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    let decls: Vec<crate::step::MessageDecl> = names
-        .into_iter()
-        .map(|name| crate::step::MessageDecl {
-            kind: crate::step::MessageKind::Signal,
-            name: Box::leak(name.to_owned().into_boxed_str()),
-            payload: crate::schema::validator_for::<Value>,
-            reply: None,
-        })
-        .collect();
-    Box::leak(decls.into_boxed_slice())
-}
