@@ -281,6 +281,22 @@ async fn fs_an_action_step_calls_the_action_by_slug_records_it_at_its_id_and_rep
 }
 
 #[tokio::test]
+async fn fs_an_engine_override_of_the_action_answers_a_by_slug_call() {
+    let fx = fixture(&[("fs-action.md", ACTION_FILE)], None);
+    let stub: reprise::ActionOverride = Arc::new(|input: Value, _cx: ActionCtx| {
+        Box::pin(async move { Ok(json!({ "n": input["n"].as_i64().unwrap() + 1000 })) })
+    });
+    fx.engine.override_action("fs-double", Some(stub));
+    let id = fx.start("fs-action", json!({ "n": 1 })).await;
+    assert_eq!(completed(fx.drive(&id).await), json!({ "n": 1001 }));
+    assert_eq!(
+        fx.calls.double.load(Ordering::SeqCst),
+        0,
+        "the stub ran instead"
+    );
+}
+
+#[tokio::test]
 async fn fs_an_action_input_that_fails_its_schema_fails_the_step_with_kind_schema() {
     // The input is built at run time (the file's check cannot see it): the step checks it.
     let body = ACTION_FILE.replace("slug: fs-action", "slug: fs-action-bad");
