@@ -101,6 +101,18 @@ impl Ctx {
 }
 
 impl<T: StepData> EventWait<T> {
+    /// A wait for event `name` recorded under the correlation id `id` (a workflow file's
+    /// `event` step, whose id is its step id rather than `event:<name>#n`).
+    pub(crate) fn at(ctx: &Ctx, id: String, name: &str) -> Self {
+        EventWait {
+            ctx: ctx.clone(),
+            name: name.to_owned(),
+            id,
+            matching: Vec::new(),
+            _data: PhantomData,
+        }
+    }
+
     /// Takes only an event whose data holds `value` at JSON pointer `pointer` (RFC 6901:
     /// `/order_id`, `/customer/id`, `/items/0/sku`; `""` is the whole data). Several
     /// `.matching` calls must all hold. An event that does not match stays in the run's

@@ -29,6 +29,10 @@ pub struct Hook<T> {
     id: String,
     token: String,
     timeout: Option<Result<std::time::Duration, ActionError>>,
+    /// A payload schema given at run time (a workflow file's `hook` step with `schema`),
+    /// checked in place of `T`'s: at delivery, and against a replayed payload.
+    schema:
+        Option<Result<(serde_json::Value, std::sync::Arc<crate::schema::Validator>), ActionError>>,
     resume_url: std::sync::OnceLock<String>,
     _payload: PhantomData<fn() -> T>,
 }
@@ -55,6 +59,7 @@ pub fn hook<T: StepData>(ctx: &Ctx, site: &'static Site) -> Hook<T> {
         id,
         token,
         timeout: None,
+        schema: None,
         resume_url: std::sync::OnceLock::new(),
         _payload: PhantomData,
     }
@@ -114,21 +119,45 @@ impl<T: StepData> Hook<T> {
         self
     }
 
+    /// Checks payloads against `schema` (a JSON Schema given at run time) instead of `T`'s:
+    /// the schema is recorded with the hook, so a delivery that does not match is refused
+    /// (the hook stays open), and a replayed payload is checked against it. A schema that
+    /// does not compile fails the hook's await with kind `schema`.
+    pub(crate) fn schema(mut self, schema: serde_json::Value) -> Self {
+        let compiled = crate::schema::Validator::compile(
+            schema.clone(),
+            format!("payload of hook `{}`", self.id),
+        )
+        .map(|validator| (schema, std::sync::Arc::new(validator)))
+        .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false));
+        self.schema = Some(compiled);
+        self
+    }
+
     /// The hook adapter over the recorder: a recorded `hook_received` answers it (the
     /// payload re-validated against `T`, or the timeout); otherwise `hook_created` records
     /// the token hash and deadline (once) and the run waits for a delivery.
-    async fn wait(self) -> Result<T, ActionError> {
+    async fn wait(mut self) -> Result<T, ActionError> {
+        let schema = self.schema.take().transpose()?;
         let run = &self.ctx.run;
         let call = Call {
             id: &self.id,
             callee: "hook",
             shape: Shape::Wait,
             input: None,
-            output: Some(validator_for::<T>),
+            output: if schema.is_some() {
+                None
+            } else {
+                Some(validator_for::<T>)
+            },
         };
         let slot = match run.enter(&call).await? {
             Entry::Replayed(outcome) => {
-                return serde_json::from_value(outcome?).map_err(|e| {
+                let payload = outcome?;
+                if let Some((_, validator)) = &schema {
+                    run.check_recorded_against(&self.id, validator, &payload)?;
+                }
+                return serde_json::from_value(payload).map_err(|e| {
                     ActionError::new(
                         kinds::SERDE,
                         format!("payload of hook `{}`: {e}", self.id),
@@ -147,7 +176,10 @@ impl<T: StepData> Hook<T> {
                 });
                 let payload = EventPayload::HookCreated {
                     token_hash: token_hash(&self.token),
-                    schema: crate::schema::schema_of::<T>(),
+                    schema: match schema {
+                        Some((schema, _)) => schema,
+                        None => crate::schema::schema_of::<T>(),
+                    },
                     timeout_at,
                 };
                 let event = run.event(Some(&self.id), 1, payload);

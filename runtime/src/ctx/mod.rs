@@ -6,6 +6,7 @@
 
 pub(crate) mod child;
 pub(crate) mod continue_as_new;
+pub(crate) mod dynamic;
 pub(crate) mod event_wait;
 pub(crate) mod hook;
 pub(crate) mod inbox;

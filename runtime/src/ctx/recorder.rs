@@ -273,13 +273,27 @@ impl RunState {
         validator: ValidatorFn,
         output: &Value,
     ) -> Result<(), ActionError> {
-        let validated = validator()
-            .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?
-            .validate(output)
-            .map_err(|mut violation| {
-                violation.what = format!("recorded output of step `{id}`");
-                ActionError::from(violation)
-            });
+        let validator =
+            validator().map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?;
+        self.check_recorded_against(id, &validator, output)
+    }
+
+    /// Checks the recorded output of step `id` against `validator` (a schema known at run
+    /// time: a step called by slug); a mismatch is as fatal as a changed callee, and
+    /// poisons the run.
+    ///
+    /// # Errors
+    /// The `schema` violation.
+    pub(crate) fn check_recorded_against(
+        &self,
+        id: &str,
+        validator: &Validator,
+        output: &Value,
+    ) -> Result<(), ActionError> {
+        let validated = validator.validate(output).map_err(|mut violation| {
+            violation.what = format!("recorded output of step `{id}`");
+            ActionError::from(violation)
+        });
         if let Err(error) = validated {
             // The recorded value no longer fits today's type: as non-deterministic as a
             // changed callee, and just as fatal to the run.

@@ -236,6 +236,49 @@ impl<T: StepData> Signal<T> {
     }
 }
 
+/// The next payload delivered to the run as signal `name`, received (waiting durably)
+/// under the correlation id `id` — a workflow file's `signal` step, whose id is its step
+/// id rather than `signal:<name>#n`. The receipt is recorded as for [`Signal::recv`].
+///
+/// # Errors
+/// The recorder's errors (non-determinism, poison), a store failure.
+pub(crate) async fn receive_at(ctx: &Ctx, id: &str, name: &str) -> Result<Value, ActionError> {
+    let channel = crate::message::signal_channel(name);
+    let receive_as = Receive {
+        id,
+        kind: "signal",
+        channel: &channel,
+        mode: Mode::Wait,
+    };
+    Ok(receive(ctx, receive_as, |_| true)
+        .await?
+        .unwrap_or(Value::Null))
+}
+
+/// Declarations of signals `names` whose payloads may be any JSON value, for a workflow
+/// registered at run time (a workflow file's `signal` steps, listed in its
+/// `WorkflowOptions::messages`): deliveries of those names are accepted
+/// (`Engine::signal` refuses names a workflow does not declare); a `signal` step checks
+/// its own `schema` when it receives one. Duplicates are dropped. Leaked, like the rest of a
+/// loaded file's manifest (once per load).
+pub(crate) fn any_payload_signals<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> &'static [crate::step::MessageDecl] {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    names.dedup();
+    let decls: Vec<crate::step::MessageDecl> = names
+        .into_iter()
+        .map(|name| crate::step::MessageDecl {
+            kind: MessageKind::Signal,
+            name: Box::leak(name.to_owned().into_boxed_str()),
+            payload: crate::schema::validator_for::<Value>,
+            reply: None,
+        })
+        .collect();
+    Box::leak(decls.into_boxed_slice())
+}
+
 /// A received payload as `T`.
 pub(crate) fn decode<T: StepData>(id: &str, payload: Value) -> Result<T, ActionError> {
     serde_json::from_value(payload).map_err(|e| {

@@ -86,75 +86,118 @@ fn decode<O: serde::de::DeserializeOwned>(
     serde_json::from_value(outcome?).map_err(|e| serde_error("recorded output", slug, e))
 }
 
-/// The action and sub-workflow adapter over the recorder: answer from the log, or run the
-/// action (with its retries and timeout) or the sub-workflow's body (a scope) live.
-pub(crate) async fn execute<S: Step>(
-    ctx: Ctx,
-    id: String,
-    input: S::Input,
-) -> Result<S::Output, ActionError> {
+/// What a step's input and output are checked against: a Rust type's schema (its
+/// validator compiled once per type) or a schema known only at run time (an action or
+/// workflow called by slug from a workflow file).
+#[derive(Clone, Copy)]
+pub(crate) enum Expect<'a> {
+    /// `schema::validator_for::<T>`.
+    Type(super::recorder::ValidatorFn),
+    /// A compiled schema.
+    Schema(&'a crate::schema::Validator),
+}
+
+impl Expect<'_> {
+    /// Validates `value`, naming it `what` in the violation.
+    fn validate(&self, value: &Value, what: impl FnOnce() -> String) -> Result<(), ActionError> {
+        let checked = match self {
+            Expect::Type(validator) => validator()
+                .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?
+                .validate(value),
+            Expect::Schema(validator) => validator.validate(value),
+        };
+        checked.map_err(|mut violation| {
+            violation.what = what();
+            ActionError::from(violation)
+        })
+    }
+
+    /// The check the recorder makes of a recorded output itself (a type's); a run-time
+    /// schema is checked by [`record_step`] after the recorder answered.
+    fn recorder_check(&self) -> Option<super::recorder::ValidatorFn> {
+        match self {
+            Expect::Type(validator) => Some(*validator),
+            Expect::Schema(_) => None,
+        }
+    }
+}
+
+/// An action or sub-workflow step as the recorder sees it.
+pub(crate) struct StepCall<'a> {
+    /// The correlation id.
+    pub(crate) id: &'a str,
+    /// The callee's slug.
+    pub(crate) slug: &'a str,
+    /// Action (a leaf) or workflow (a scope).
+    pub(crate) kind: StepKind,
+    /// The input, as JSON.
+    pub(crate) input: Value,
+    /// What the input must match (checked before the step runs live).
+    pub(crate) input_schema: Expect<'a>,
+    /// What the output must match (live and recorded).
+    pub(crate) output_schema: Expect<'a>,
+}
+
+/// The action and sub-workflow adapter over the recorder, for typed calls (`x.run(..)`)
+/// and calls by slug (`super::dynamic`) alike: answer from the log (the output
+/// re-validated, then `decode`d), or validate the input, run `live` (an action's attempts,
+/// a sub-workflow's body: it returns the outcome and the attempts made), validate the
+/// `encode`d output and record the outcome.
+pub(crate) async fn record_step<O, Live, Fut>(
+    ctx: &Ctx,
+    step: StepCall<'_>,
+    decode: impl FnOnce(Value) -> Result<O, ActionError>,
+    encode: impl FnOnce(&O) -> Result<Value, ActionError>,
+    live: Live,
+) -> Result<O, ActionError>
+where
+    Live: FnOnce(std::sync::Arc<Value>) -> Fut,
+    Fut: Future<Output = (Result<O, ActionError>, u32)>,
+{
+    let StepCall {
+        id,
+        slug,
+        kind,
+        input,
+        input_schema,
+        output_schema,
+    } = step;
     let run = &ctx.run;
-    let input_json = serde_json::to_value(&input).map_err(|e| serde_error("input", S::SLUG, e))?;
-    let (shape, kind) = match S::BEHAVIOR {
-        StepBehavior::Action { .. } => (Shape::Leaf, StepKind::Action),
-        StepBehavior::Workflow { .. } => (Shape::Scope, StepKind::Workflow),
+    let input = std::sync::Arc::new(input);
+    let shape = match kind {
+        StepKind::Action => Shape::Leaf,
+        StepKind::Workflow => Shape::Scope,
     };
     let call = Call {
-        id: &id,
-        callee: S::SLUG,
+        id,
+        callee: slug,
         shape,
-        input: Some(&input_json),
-        output: Some(validator_for::<S::Output>),
+        input: Some(&input),
+        output: output_schema.recorder_check(),
     };
     let mut slot = match run.enter(&call).await? {
-        Entry::Replayed(outcome) => return decode(outcome, S::SLUG),
+        Entry::Replayed(outcome) => {
+            let output = outcome?;
+            if let Expect::Schema(validator) = &output_schema {
+                run.check_recorded_against(id, validator, &output)?;
+            }
+            return decode(output);
+        }
         Entry::Live(slot) => slot,
     };
-    slot.started(kind_name(kind), input_json.clone());
+    slot.started(kind_name(kind), Value::clone(&input));
 
-    let input_check = validator_for::<S::Input>()
-        .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))
-        .and_then(|validator| {
-            validator.validate(&input_json).map_err(|mut violation| {
-                violation.what = format!("input of step `{id}` (`{}`)", S::SLUG);
-                ActionError::from(violation)
-            })
-        });
+    let input_check = input_schema.validate(&input, || format!("input of step `{id}` (`{slug}`)"));
 
     let (result, attempts) = match input_check {
         Err(error) => (Err(error), 1),
-        Ok(()) => match S::BEHAVIOR {
-            StepBehavior::Action { options, call } => {
-                let attempts = run_action::<S>(&ctx, &id, options, call, input, &input_json);
-                slot.instrument(attempts).await
-            }
-            StepBehavior::Workflow { call, .. } => {
-                let child = ctx.child(&id);
-                // The sub-workflow's steps are children of its step span.
-                // Its body races nothing of the caller's: the sub-workflow step claims its
-                // select branch (if any) when it records its own outcome.
-                let body = slot.instrument(super::race::outside(call(child, input)));
-                let outcome = AssertUnwindSafe(body).catch_unwind().await;
-                let result = match outcome {
-                    Ok(result) => result.map_err(ActionError::from),
-                    Err(panic) => Err(panic_error(S::SLUG, panic)),
-                };
-                (result, 1)
-            }
-        },
+        Ok(()) => slot.instrument(live(input.clone())).await,
     };
 
     let mut typed = None;
     let outcome = result.and_then(|output| {
-        let output_json =
-            serde_json::to_value(&output).map_err(|e| serde_error("output", S::SLUG, e))?;
-        validator_for::<S::Output>()
-            .map_err(|e| ActionError::new(kinds::SCHEMA, e.to_string(), false))?
-            .validate(&output_json)
-            .map_err(|mut violation| {
-                violation.what = format!("output of step `{id}` (`{}`)", S::SLUG);
-                ActionError::from(violation)
-            })?;
+        let output_json = encode(&output)?;
+        output_schema.validate(&output_json, || format!("output of step `{id}` (`{slug}`)"))?;
         typed = Some(output);
         Ok(output_json)
     });
@@ -162,10 +205,98 @@ pub(crate) async fn execute<S: Step>(
     typed.ok_or_else(|| {
         ActionError::new(
             kinds::SERDE,
-            format!("step `{id}` (`{}`) finished without an output", S::SLUG),
+            format!("step `{id}` (`{slug}`) finished without an output"),
             false,
         )
     })
+}
+
+/// A sub-workflow's `body` run live as step `id` (a scope: its steps are recorded under
+/// `<id>/`): its outcome, a panic caught as a `panic` error; one attempt.
+pub(crate) async fn run_sub_workflow<O, Fut>(
+    ctx: &Ctx,
+    id: &str,
+    slug: &str,
+    body: impl FnOnce(Ctx) -> Fut,
+) -> (Result<O, ActionError>, u32)
+where
+    Fut: Future<Output = Result<O, crate::WorkflowError>>,
+{
+    let child = ctx.child(id);
+    // Its body races nothing of the caller's: the sub-workflow step claims its select
+    // branch (if any) when it records its own outcome.
+    let body = super::race::outside(body(child));
+    let result = match AssertUnwindSafe(body).catch_unwind().await {
+        Ok(result) => result.map_err(ActionError::from),
+        Err(panic) => Err(panic_error(slug, panic)),
+    };
+    (result, 1)
+}
+
+/// The action and sub-workflow adapter over the recorder: answer from the log, or run the
+/// action (with its retries and timeout) or the sub-workflow's body (a scope) live.
+pub(crate) async fn execute<S: Step>(
+    ctx: Ctx,
+    id: String,
+    input: S::Input,
+) -> Result<S::Output, ActionError> {
+    let input_json = serde_json::to_value(&input).map_err(|e| serde_error("input", S::SLUG, e))?;
+    let kind = match S::BEHAVIOR {
+        StepBehavior::Action { .. } => StepKind::Action,
+        StepBehavior::Workflow { .. } => StepKind::Workflow,
+    };
+    let step = StepCall {
+        id: &id,
+        slug: S::SLUG,
+        kind,
+        input: input_json,
+        input_schema: Expect::Type(validator_for::<S::Input>),
+        output_schema: Expect::Type(validator_for::<S::Output>),
+    };
+    let (ctx, id) = (&ctx, id.as_str());
+    record_step(
+        ctx,
+        step,
+        |output| decode(Ok(output), S::SLUG),
+        |output| serde_json::to_value(output).map_err(|e| serde_error("output", S::SLUG, e)),
+        |input_json| async move {
+            match S::BEHAVIOR {
+                StepBehavior::Action { options, call } => {
+                    run_action::<S>(ctx, id, options, call, input, &input_json).await
+                }
+                StepBehavior::Workflow { call, .. } => {
+                    run_sub_workflow(ctx, id, S::SLUG, |child| call(child, input)).await
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// The `ActionCtx` of attempt `attempt` of action `slug` at step `id`, which may read the
+/// `credentials` it declares.
+pub(crate) fn action_ctx(
+    run: &super::RunState,
+    id: &str,
+    slug: &str,
+    attempt: u32,
+    credentials: &'static [crate::credentials::CredentialDecl],
+) -> ActionCtx {
+    ActionCtx::new(
+        run.run_id.as_str(),
+        id,
+        attempt,
+        run.env.resources.clone(),
+        run.control().cancel,
+        crate::credentials::CredentialAccess {
+            store: crate::credentials::CredentialSettings::of(&run.env),
+            declared: Some(credentials),
+            slug: slug.to_owned(),
+            masks: run.masks.clone(),
+        },
+    )
+    .traced(tracing::Span::current(), run.history.traceparent())
+    .acting(run.history.identity().clone())
 }
 
 /// Calls an action with its retries and timeout; returns the outcome and the attempts made.
@@ -190,21 +321,7 @@ async fn run_action<S: Step>(
                     }
                 },
             };
-            let cx = ActionCtx::new(
-                run.run_id.as_str(),
-                id,
-                attempt,
-                run.env.resources.clone(),
-                run.control().cancel,
-                crate::credentials::CredentialAccess {
-                    store: crate::credentials::CredentialSettings::of(&run.env),
-                    declared: Some(options.credentials),
-                    slug: S::SLUG.to_owned(),
-                    masks: run.masks.clone(),
-                },
-            )
-            .traced(tracing::Span::current(), run.history.traceparent())
-            .acting(run.history.identity().clone());
+            let cx = action_ctx(run, id, S::SLUG, attempt, options.credentials);
             match run.env.action_override(S::SLUG) {
                 None => call(this_input, cx),
                 Some(stub) => {
@@ -220,6 +337,29 @@ async fn run_action<S: Step>(
     attempts(run, id, S::SLUG, options, attempt_once).await
 }
 
+/// How the attempts of a live step are made: its retry policy, per-attempt time limit and
+/// the error kinds never retried. An action's come from its [`ActionOptions`]; a
+/// workflow file's step may override the policy and the limit.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AttemptPolicy {
+    /// Attempts and delays.
+    pub(crate) retry: crate::RetryPolicy,
+    /// Per-attempt limit (`None`: none).
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// Error kinds never retried.
+    pub(crate) non_retryable: &'static [&'static str],
+}
+
+impl From<ActionOptions> for AttemptPolicy {
+    fn from(options: ActionOptions) -> Self {
+        AttemptPolicy {
+            retry: options.retry_policy(),
+            timeout: options.timeout,
+            non_retryable: options.non_retryable,
+        }
+    }
+}
+
 /// Makes the attempts of a live step (an action, an inline step): each attempt after a
 /// permit of the run's queue's step rate limit (see [`super::step_rate`]), under the
 /// per-attempt `timeout`, a panic caught as a retryable `panic` error, a retryable failure
@@ -229,9 +369,10 @@ pub(crate) async fn attempts<O>(
     run: &super::RunState,
     id: &str,
     slug: &str,
-    options: ActionOptions,
+    options: impl Into<AttemptPolicy>,
     mut attempt_once: impl FnMut(u32) -> futures::future::BoxFuture<'static, Result<O, ActionError>>,
 ) -> (Result<O, ActionError>, u32) {
+    let options: AttemptPolicy = options.into();
     let mut attempt = 1u32;
     loop {
         // Each live attempt takes a permit of its queue's step rate limit, if any.
@@ -269,7 +410,7 @@ pub(crate) async fn attempts<O>(
             Ok(output) => return (Ok(output), attempt),
             Err(error) => error,
         };
-        let policy = options.retry_policy();
+        let policy = options.retry;
         let retry = error.retryable
             && policy.allows_retry_after(attempt)
             && !options.non_retryable.contains(&error.kind.as_str())

@@ -659,6 +659,8 @@ impl EngineBuilder {
                 default_model: self.default_model,
             }),
         );
+        // Steps called by slug (workflow files, agents' tools) find their callee here.
+        services.insert(TypeId::of::<Registry>(), Arc::new(self.registry.clone()));
         services.insert(
             TypeId::of::<crate::delivery::Mailboxes>(),
             Arc::new(crate::delivery::Mailboxes::of(&self.registry)),

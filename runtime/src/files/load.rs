@@ -8,7 +8,7 @@ use super::run::Program;
 use super::{FileError, FileErrors};
 use crate::EngineError;
 use crate::registry::{DynamicWorkflow, Registry};
-use crate::step::{MessageDecl, MessageKind, WorkflowOptions};
+use crate::step::{MessageDecl, WorkflowOptions};
 
 /// Reads, parses and checks every workflow file (`*.md`, `*.yaml`, `*.yml`) in `dir` and
 /// its subdirectories, in path order, against `registry`.
@@ -92,23 +92,12 @@ fn duration(
 /// Leaks the signal declarations of `file`: one per distinct `signal` step name, with an
 /// any-JSON payload validator (a `signal` step's own `schema` is checked by the step).
 fn signal_decls(file: &WorkflowFile) -> &'static [MessageDecl] {
-    fn any_value() -> Result<Arc<crate::schema::Validator>, EngineError> {
-        crate::schema::validator_for::<serde_json::Value>()
-    }
-    let mut decls: Vec<MessageDecl> = Vec::new();
-    for step in file.all_steps() {
-        if let StepKind::Signal { name, .. } = &step.kind
-            && !decls.iter().any(|d| d.name == name)
-        {
-            decls.push(MessageDecl {
-                kind: MessageKind::Signal,
-                name: leak(name),
-                payload: any_value,
-                reply: None,
-            });
+    crate::ctx::signal::any_payload_signals(file.all_steps().into_iter().filter_map(|step| {
+        match &step.kind {
+            StepKind::Signal { name, .. } => Some(name.as_str()),
+            _ => None,
         }
-    }
-    Box::leak(decls.into_boxed_slice())
+    }))
 }
 
 /// The event of the file's `event` trigger, if it has one.

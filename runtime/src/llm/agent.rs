@@ -27,7 +27,10 @@ use crate::ctx::record::{JsonOutput, JsonStep, StepUsage, json_step};
 use crate::schema::schema_of;
 use crate::step::{Site, Step};
 
-type ToolFn = fn(Ctx, String, Value) -> BoxFuture<'static, Result<Value, ActionError>>;
+/// How a tool call runs: as the recorded step (the id) of the run in the context, with
+/// the model's arguments as input.
+type ToolFn =
+    Arc<dyn Fn(Ctx, String, Value) -> BoxFuture<'static, Result<Value, ActionError>> + Send + Sync>;
 
 /// A tool the agent offers: an action's or workflow's slug, description and input schema,
 /// and how to run it as a recorded step.
@@ -153,9 +156,37 @@ impl Agent {
                 description: S::DESCRIPTION.to_owned(),
                 parameters: schema_of::<S::Input>(),
             },
-            call: run_tool::<S>,
+            call: Arc::new(run_tool::<S>),
         };
         Arc::make_mut(&mut self.tools).push(tool);
+        self
+    }
+
+    /// Offers the action or workflow registered as `callee` as a tool (a workflow file's
+    /// agent names its tools by slug): named by its slug, described by its description,
+    /// its arguments its input's JSON Schema; each call is a recorded step run by
+    /// [`crate::ctx::dynamic::execute_registered`], with the callee's own options.
+    pub(crate) fn registered_tool(mut self, callee: crate::ctx::dynamic::Registered) -> Self {
+        let spec = ToolSpec {
+            name: callee.slug().to_owned(),
+            description: callee.description().to_owned(),
+            parameters: callee.input_schema(),
+        };
+        let callee = Arc::new(callee);
+        let call: ToolFn = Arc::new(move |ctx: Ctx, id: String, arguments: Value| {
+            let callee = callee.clone();
+            Box::pin(async move {
+                crate::ctx::dynamic::execute_registered(
+                    &ctx,
+                    &id,
+                    &callee,
+                    arguments,
+                    crate::ctx::dynamic::Overrides::default(),
+                )
+                .await
+            })
+        });
+        Arc::make_mut(&mut self.tools).push(Tool { spec, call });
         self
     }
 
@@ -224,6 +255,17 @@ pub fn bind_agent_prompt(
 }
 
 impl AgentPrompt {
+    /// `agent`'s reply to `message` as the recorded step `id` of the run in `ctx` (`id`
+    /// taken by the caller, as [`bind_agent_prompt`] takes it from a site).
+    pub(crate) fn at(ctx: &Ctx, id: String, agent: Agent, message: String) -> AgentPrompt {
+        AgentPrompt {
+            ctx: ctx.clone(),
+            id,
+            agent,
+            message,
+        }
+    }
+
     async fn execute(self) -> Result<AgentReply, ActionError> {
         let AgentPrompt {
             ctx,

@@ -7,10 +7,10 @@
 //! `reprise_testkit::llm::FakeLlm`, or the real provider against
 //! `reprise_testkit::llm::FakeOpenAiServer`.
 
-mod agent;
+pub(crate) mod agent;
 mod openai;
 mod router;
-mod step;
+pub(crate) mod step;
 
 use std::time::Duration;
 

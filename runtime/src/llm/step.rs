@@ -136,18 +136,27 @@ impl<T> LlmCall<T> {
     }
 }
 
-/// How a reply is turned into the call's output.
-pub(crate) trait ReplyShape: Sized {
-    /// The JSON Schema response format to request, if any.
-    fn response_schema() -> Option<ResponseSchema>;
-    /// The output, or what is wrong with the reply (told to the model when re-asking).
-    fn parse(reply: &LlmResponse) -> Result<Value, String>;
+/// How a reply is turned into a call's output: plain text, or JSON matching a schema (a
+/// Rust type's, or one given at run time by a workflow file's `output_schema`).
+pub(crate) struct ReplyFormat {
+    /// The JSON Schema response format to request; `None`: plain text.
+    schema: Option<ResponseSchema>,
+    /// What the reply must match; `None`: plain text.
+    validator: Option<std::sync::Arc<crate::schema::Validator>>,
+    /// What the output is, for messages (`my_app::Label`, `the output schema`).
+    expected: String,
 }
 
-impl<T: StepData> ReplyShape for T {
-    fn response_schema() -> Option<ResponseSchema> {
+impl ReplyFormat {
+    /// The format of a `T` reply (`String`: plain text).
+    fn of<T: StepData>() -> Result<ReplyFormat, ActionError> {
+        let expected = std::any::type_name::<T>().to_owned();
         if is_text::<T>() {
-            return None;
+            return Ok(ReplyFormat {
+                schema: None,
+                validator: None,
+                expected,
+            });
         }
         let name = std::any::type_name::<T>()
             .rsplit("::")
@@ -156,24 +165,56 @@ impl<T: StepData> ReplyShape for T {
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect::<String>();
-        Some(ResponseSchema {
-            name: if name.is_empty() {
-                "output".into()
-            } else {
-                name
-            },
-            schema: crate::schema::schema_of::<T>(),
+        let validator = validator_for::<T>()
+            .map_err(|e| ActionError::new(crate::error::kinds::SCHEMA, e.to_string(), false))?;
+        Ok(ReplyFormat {
+            schema: Some(ResponseSchema {
+                name: if name.is_empty() {
+                    "output".into()
+                } else {
+                    name
+                },
+                schema: crate::schema::schema_of::<T>(),
+            }),
+            validator: Some(validator),
+            expected,
         })
     }
 
-    fn parse(reply: &LlmResponse) -> Result<Value, String> {
-        let text = reply.message.content.clone().unwrap_or_default();
-        if is_text::<T>() {
-            return Ok(Value::String(text));
+    /// A JSON reply matching `schema` (named `output` to the provider).
+    ///
+    /// # Errors
+    /// Kind `schema` when `schema` is not a valid JSON Schema.
+    pub(crate) fn json(schema: Value) -> Result<ReplyFormat, ActionError> {
+        let validator = crate::schema::Validator::compile(schema.clone(), "the output schema")
+            .map_err(|e| ActionError::new(crate::error::kinds::SCHEMA, e.to_string(), false))?;
+        Ok(ReplyFormat {
+            schema: Some(ResponseSchema {
+                name: "output".into(),
+                schema,
+            }),
+            validator: Some(std::sync::Arc::new(validator)),
+            expected: "the output schema".into(),
+        })
+    }
+
+    /// Plain text.
+    pub(crate) fn text() -> ReplyFormat {
+        ReplyFormat {
+            schema: None,
+            validator: None,
+            expected: "text".into(),
         }
+    }
+
+    /// The output, or what is wrong with the reply (told to the model when re-asking).
+    fn parse(&self, reply: &LlmResponse) -> Result<Value, String> {
+        let text = reply.message.content.clone().unwrap_or_default();
+        let Some(validator) = &self.validator else {
+            return Ok(Value::String(text));
+        };
         let value: Value = serde_json::from_str(strip_fences(&text))
             .map_err(|e| format!("the reply is not JSON ({e})"))?;
-        let validator = validator_for::<T>().map_err(|e| e.to_string())?;
         validator.validate(&value).map_err(|violation| {
             violation
                 .violations
@@ -217,36 +258,17 @@ impl<T: StepData + DeserializeOwned> LlmCall<T> {
                 false,
             ));
         };
-        let model = crate::llm::LlmSettings::of(&ctx.run.env)
-            .model_for(self.model.clone(), &format!("LLM step `{}`", self.id))?;
-        let mut messages = Vec::new();
-        if let Some(system) = &self.system {
-            messages.push(ChatMessage::system(system.clone()));
-        }
-        messages.push(ChatMessage::user(self.prompt.clone()));
-        let request = LlmRequest {
-            model,
-            messages,
+        let format = ReplyFormat::of::<T>()?;
+        let prompt = LlmPrompt {
+            prompt: self.prompt,
+            system: self.system,
+            model: self.model,
             temperature: self.temperature,
             max_tokens: self.max_tokens,
-            tools: Vec::new(),
-            tool_choice: None,
-            response_schema: T::response_schema(),
+            reasks: self.reasks,
+            policy: RequestPolicy::default(),
         };
-        let input = serde_json::to_value(&request).unwrap_or(Value::Null);
-        let id = self.id.clone();
-        let reasks = self.reasks;
-        let step = JsonStep {
-            id: &id,
-            callee: "llm",
-            kind: "llm",
-            input: &input,
-            scope: true,
-        };
-        let output = json_step(&ctx, step, || {
-            ask_until_valid::<T>(&ctx, &id, request, reasks)
-        })
-        .await?;
+        let output = run_prompt(&ctx, &self.id, prompt, &format).await?;
         serde_json::from_value(output).map_err(|e| {
             ActionError::new(
                 crate::error::kinds::SERDE,
@@ -257,21 +279,105 @@ impl<T: StepData + DeserializeOwned> LlmCall<T> {
     }
 }
 
-/// Asks the model (each request a recorded sub-step) until a reply parses as `T`, at most
-/// `1 + reasks` times.
-async fn ask_until_valid<T: StepData>(
+/// The retries and per-request time limit of one model request, on top of the provider's
+/// own retries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestPolicy {
+    /// Attempts of a request that fails with a retryable error, and the delays between.
+    pub(crate) retry: crate::RetryPolicy,
+    /// The longest one request may take (then a retryable `timeout` error); `None`: no
+    /// limit.
+    pub(crate) timeout: Option<std::time::Duration>,
+}
+
+impl Default for RequestPolicy {
+    /// [`STEP_RETRY`], no time limit.
+    fn default() -> Self {
+        RequestPolicy {
+            retry: STEP_RETRY,
+            timeout: None,
+        }
+    }
+}
+
+/// An LLM step's parts, whatever its output type.
+pub(crate) struct LlmPrompt {
+    /// The user message.
+    pub(crate) prompt: String,
+    /// A system message before it.
+    pub(crate) system: Option<String>,
+    /// `vendor/model`; `None`: the engine's default.
+    pub(crate) model: Option<String>,
+    /// The sampling temperature.
+    pub(crate) temperature: Option<f32>,
+    /// The most tokens to generate.
+    pub(crate) max_tokens: Option<u32>,
+    /// How often a reply that does not match the format is asked again.
+    pub(crate) reasks: u32,
+    /// Each request's retries and time limit.
+    pub(crate) policy: RequestPolicy,
+}
+
+/// The LLM step `id` of the run in `ctx` (a scope: each request is the sub-step
+/// `<id>/attempt#k`), its reply read as `format` says: the adapter `prompt_llm(..)` and a
+/// workflow file's `prompt:` step share. Returns the output as JSON (a string for text).
+///
+/// # Errors
+/// [`LLM_OUTPUT`] when no reply matched the format after the re-asks; [`LLM_ERROR`] when
+/// a request failed; the recorder's errors.
+pub(crate) async fn run_prompt(
+    ctx: &Ctx,
+    id: &str,
+    prompt: LlmPrompt,
+    format: &ReplyFormat,
+) -> Result<Value, ActionError> {
+    let model = crate::llm::LlmSettings::of(&ctx.run.env)
+        .model_for(prompt.model.clone(), &format!("LLM step `{id}`"))?;
+    let mut messages = Vec::new();
+    if let Some(system) = &prompt.system {
+        messages.push(ChatMessage::system(system.clone()));
+    }
+    messages.push(ChatMessage::user(prompt.prompt.clone()));
+    let request = LlmRequest {
+        model,
+        messages,
+        temperature: prompt.temperature,
+        max_tokens: prompt.max_tokens,
+        tools: Vec::new(),
+        tool_choice: None,
+        response_schema: format.schema.clone(),
+    };
+    let input = serde_json::to_value(&request).unwrap_or(Value::Null);
+    let step = JsonStep {
+        id,
+        callee: "llm",
+        kind: "llm",
+        input: &input,
+        scope: true,
+    };
+    json_step(ctx, step, || {
+        ask_until_valid(ctx, id, request, prompt.reasks, format, prompt.policy)
+    })
+    .await
+}
+
+/// Asks the model (each request a recorded sub-step) until a reply parses as `format`
+/// says, at most `1 + reasks` times.
+async fn ask_until_valid(
     ctx: &Ctx,
     id: &str,
     mut request: LlmRequest,
     reasks: u32,
+    format: &ReplyFormat,
+    policy: RequestPolicy,
 ) -> Result<JsonOutput, ActionError> {
     let inner = ctx.child(id);
     let mut usage = Usage::default();
     let mut last_problem = String::new();
     for attempt in 0..=reasks {
-        let reply = complete(&inner, &inner.next_id("attempt"), &request).await?;
+        let reply = complete_with(&inner, &inner.next_id("attempt"), &request, policy).await?;
         usage += reply.usage;
-        match T::parse(&reply) {
+        match format.parse(&reply) {
             Ok(output) => {
                 return Ok(JsonOutput {
                     output,
@@ -295,7 +401,7 @@ async fn ask_until_valid<T: StepData>(
         LLM_OUTPUT,
         format!(
             "LLM step `{id}`: no reply matched `{}` after {} requests: {last_problem}",
-            std::any::type_name::<T>(),
+            format.expected,
             reasks + 1
         ),
         false,
@@ -316,6 +422,16 @@ pub(crate) async fn complete(
     ctx: &Ctx,
     id: &str,
     request: &LlmRequest,
+) -> Result<LlmResponse, ActionError> {
+    complete_with(ctx, id, request, RequestPolicy::default()).await
+}
+
+/// [`complete`] with `policy`'s retries and per-request time limit.
+pub(crate) async fn complete_with(
+    ctx: &Ctx,
+    id: &str,
+    request: &LlmRequest,
+    policy: RequestPolicy,
 ) -> Result<LlmResponse, ActionError> {
     let input = serde_json::to_value(request).unwrap_or(Value::Null);
     let step = JsonStep {
@@ -343,24 +459,40 @@ pub(crate) async fn complete(
             crate::ctx::step_rate::take_permit(&run, id).await?;
             // While someone watches the run's stream here, its pieces are shown as they
             // come (not recorded: the step records the whole reply below).
-            let asked = if env.live.is_watched(&run_id) {
-                let publish = |text: &str| {
-                    env.live.publish(
-                        &run_id,
-                        crate::live::Live::Token {
-                            step: id.to_owned(),
-                            text: text.to_owned(),
-                        },
-                    );
-                };
-                provider.complete_streaming(routed.clone(), &publish).await
-            } else {
-                provider.complete(routed.clone()).await
+            let asked = async {
+                if env.live.is_watched(&run_id) {
+                    let publish = |text: &str| {
+                        env.live.publish(
+                            &run_id,
+                            crate::live::Live::Token {
+                                step: id.to_owned(),
+                                text: text.to_owned(),
+                            },
+                        );
+                    };
+                    provider.complete_streaming(routed.clone(), &publish).await
+                } else {
+                    provider.complete(routed.clone()).await
+                }
+            };
+            let asked = match policy.timeout {
+                None => asked.await,
+                Some(limit) => tokio::time::timeout(limit, asked)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(super::LlmError::new(
+                            super::LlmErrorKind::Timeout,
+                            format!(
+                                "the request took longer than the step's timeout of {}",
+                                humantime::format_duration(limit)
+                            ),
+                        ))
+                    }),
             };
             match asked {
                 Ok(reply) => break reply,
-                Err(error) if error.retryable && STEP_RETRY.allows_retry_after(attempt) => {
-                    let delay = error.retry_after.unwrap_or(STEP_RETRY.delay(attempt));
+                Err(error) if error.retryable && policy.retry.allows_retry_after(attempt) => {
+                    let delay = error.retry_after.unwrap_or(policy.retry.delay(attempt));
                     tracing::warn!(step = id, %error, "LLM request failed; trying again");
                     env.clock.sleep(delay).await;
                     attempt += 1;

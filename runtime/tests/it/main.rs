@@ -11,6 +11,7 @@ mod delayed_start;
 mod engine;
 mod events;
 mod files_errors;
+mod files_steps;
 mod files_surfaces;
 mod fork_run;
 mod graph;

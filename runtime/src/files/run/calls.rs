@@ -2,13 +2,16 @@
 //!
 //! Each fn takes its correlation id when called (synchronously), so a step's id follows
 //! the order steps are *created* in, as for code; the returned future does the work.
-#![allow(dead_code)] // filled in by the interpreter
+#![allow(dead_code)] // called by the interpreter
 
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::ctx::dynamic::{self, Overrides, Registered};
+use crate::llm::agent::{Agent, AgentPrompt};
+use crate::llm::step::{LlmPrompt, ReplyFormat, RequestPolicy, run_prompt};
 use crate::step::Site;
 use crate::{ActionError, Ctx};
 
@@ -21,8 +24,13 @@ pub(crate) struct StepPolicy {
     pub(crate) timeout: Option<Duration>,
 }
 
-/// `action: <slug>`: the registered action, as a recorded step at `site`, with `input`
-/// validated against its input schema.
+/// `action: <slug>`: the registered action, as a recorded step at `site` (id
+/// `<ns><step-id>#n`, callee the slug), with `input` validated against its input schema
+/// (a mismatch fails the step, recorded, with kind `schema` naming each pointer; the action
+/// is not called) and its output against its output schema; its retries and per-attempt
+/// timeout are the action's own unless `policy` replaces them; an engine override of the
+/// action (`Engine::override_action`, testkit stubs) applies. An unknown slug, or one
+/// naming a workflow, fails with the permanent kind `unknown_step` naming it.
 pub(crate) fn action(
     ctx: &Ctx,
     site: &'static Site,
@@ -30,27 +38,51 @@ pub(crate) fn action(
     input: Value,
     policy: StepPolicy,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let _ = (ctx, site, slug, input, policy);
-    Box::pin(async {
-        Err(ActionError::permanent(
-            "action steps of files are not built yet",
-        ))
+    let id = ctx.next_id(&site.key(slug));
+    let ctx = ctx.clone();
+    let slug = slug.to_owned();
+    Box::pin(async move {
+        let callee = dynamic::find(&ctx, &slug, &format!("step `{id}`"))?;
+        if let Registered::Workflow(_) = callee {
+            return Err(ActionError::new(
+                dynamic::UNKNOWN_STEP,
+                format!(
+                    "step `{id}` is an `action` step, but `{slug}` is a workflow; write \
+                     `workflow: {slug}` to run it as a sub-workflow"
+                ),
+                false,
+            ));
+        }
+        dynamic::execute_registered(&ctx, &id, &callee, input, policy.into()).await
     })
 }
 
 /// `workflow: <slug>`: the registered (code or file) workflow run inline as a recorded
-/// sub-workflow step at `site`.
+/// sub-workflow step at `site` (a scope: its steps record under `<step-id>#n/`), its input
+/// and output checked against its schemas. An unknown slug, or one naming an action, fails
+/// with the permanent kind `unknown_step`.
 pub(crate) fn workflow(
     ctx: &Ctx,
     site: &'static Site,
     slug: &str,
     input: Value,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let _ = (ctx, site, slug, input);
-    Box::pin(async {
-        Err(ActionError::permanent(
-            "workflow steps of files are not built yet",
-        ))
+    let id = ctx.next_id(&site.key(slug));
+    let ctx = ctx.clone();
+    let slug = slug.to_owned();
+    Box::pin(async move {
+        let callee = dynamic::find(&ctx, &slug, &format!("step `{id}`"))?;
+        if let Registered::Action(_) = callee {
+            return Err(ActionError::new(
+                dynamic::UNKNOWN_STEP,
+                format!(
+                    "step `{id}` is a `workflow` step, but `{slug}` is an action; write \
+                     `action: {slug}` to call it"
+                ),
+                false,
+            ));
+        }
+        dynamic::execute_registered(&ctx, &id, &callee, input, Overrides::default()).await
     })
 }
 
@@ -69,19 +101,44 @@ pub(crate) struct PromptCall {
     pub(crate) output_schema: Option<Value>,
 }
 
-/// `prompt:`: an LLM step at `site`; the output is the answer's text, or the parsed
-/// object when `output_schema` is given.
+/// `prompt:`: an LLM step at `site` (a scope: each request records as
+/// `<step-id>#n/attempt#k`); the output is the answer's text, or, with `output_schema`,
+/// the parsed JSON (fences allowed) validated against it — a reply that does not match is
+/// answered with its violations and asked again, twice at most, then the step fails with
+/// kind `llm_output`. `policy.retry` replaces the retries of a request that fails with a
+/// retryable error (default: 3 attempts, 1 s then 2 s apart); `policy.timeout` limits
+/// each request (then a retryable `llm` error).
 pub(crate) fn prompt(
     ctx: &Ctx,
     site: &'static Site,
     call: PromptCall,
     policy: StepPolicy,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let _ = (ctx, site, call, policy);
-    Box::pin(async {
-        Err(ActionError::permanent(
-            "prompt steps of files are not built yet",
-        ))
+    let id = ctx.next_id(&site.key("llm"));
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let format = match call.output_schema {
+            Some(schema) => ReplyFormat::json(schema).map_err(|mut e| {
+                e.message = format!("`output_schema` of step `{id}`: {}", e.message);
+                e
+            })?,
+            None => ReplyFormat::text(),
+        };
+        let mut request = RequestPolicy::default();
+        if let Some(retry) = policy.retry {
+            request.retry = retry;
+        }
+        request.timeout = policy.timeout;
+        let prompt = LlmPrompt {
+            prompt: call.prompt,
+            system: call.system,
+            model: call.model,
+            temperature: call.temperature,
+            max_tokens: None,
+            reasks: 2,
+            policy: request,
+        };
+        run_prompt(&ctx, &id, prompt, &format).await
     })
 }
 
@@ -102,16 +159,39 @@ pub(crate) struct AgentCall {
     pub(crate) message: String,
 }
 
-/// `agent:`: an agent's tool-calling loop at `site`; the output is the reply's text.
+/// `agent:`: an agent's tool-calling loop at `site` (turns record as `<step-id>#n/turn#k`,
+/// tool calls as `<step-id>#n/<tool-slug>#j`, each a registered action or workflow run by
+/// slug with its own options); the output is the reply's text. A tool slug that names
+/// nothing registered fails the step with kind `unknown_step` before the model is asked.
 pub(crate) fn agent(
     ctx: &Ctx,
     site: &'static Site,
     call: AgentCall,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let _ = (ctx, site, call);
-    Box::pin(async {
-        Err(ActionError::permanent(
-            "agent steps of files are not built yet",
-        ))
+    let id = ctx.next_id(&site.key(&call.name));
+    let ctx = ctx.clone();
+    Box::pin(async move {
+        let mut agent = Agent::new(call.name).max_turns(call.max_turns);
+        if let Some(instructions) = call.instructions {
+            agent = agent.system(instructions);
+        }
+        if let Some(model) = call.model {
+            agent = agent.model(model);
+        }
+        for slug in &call.tools {
+            let tool = dynamic::find(&ctx, slug, &format!("a tool of agent step `{id}`"))?;
+            agent = agent.registered_tool(tool);
+        }
+        let reply = AgentPrompt::at(&ctx, id, agent, call.message).await?;
+        Ok(Value::String(reply.text))
     })
+}
+
+impl From<StepPolicy> for Overrides {
+    fn from(policy: StepPolicy) -> Self {
+        Overrides {
+            retry: policy.retry,
+            timeout: policy.timeout,
+        }
+    }
 }
