@@ -587,3 +587,224 @@ mod tests {
         assert_eq!(base64_lite::decode("*"), None);
     }
 }
+
+/// A built-in, scripted stand-in for a chat model that answers the requests of the
+/// example workflow files, so the README's `workflows run code-review` and
+/// `nightly-report` run offline. **It is not AI**: every reply is computed from the
+/// request alone (the same request always gets the same reply), and any other request
+/// goes to the model it wraps (the example app wraps
+/// [`crate::support_model::ScriptedSupportModel`]).
+///
+/// - `code-review`'s agent (offered `run-linter`): first calls `run-linter` on every file
+///   of the diff in its message (`--- <path>` sections), then answers with one line per
+///   finding, `- <path>:<line> <rule>: <message>`, and a closing sentence.
+/// - `code-review`'s verdict (a structured request whose prompt starts "Decide on pull
+///   request"): `request_changes` with one comment per finding line of the prompt, or
+///   `approve` when there is none.
+/// - `nightly-report`'s summary (a prompt starting "Summarize the nightly report"): the
+///   prompt's `Totals:` line.
+pub struct ScriptedReviewModel {
+    inner: std::sync::Arc<dyn reprise::llm::LlmProvider>,
+}
+
+impl ScriptedReviewModel {
+    /// The stand-in, passing requests it does not know to `inner`.
+    pub fn wrapping(inner: std::sync::Arc<dyn reprise::llm::LlmProvider>) -> Self {
+        ScriptedReviewModel { inner }
+    }
+
+    /// The scripted reply to `request`, or `None` for a request of another workflow.
+    pub fn respond(request: &reprise::llm::LlmRequest) -> Option<reprise::llm::LlmResponse> {
+        use reprise::llm::{ChatMessage, LlmResponse, Role};
+        let first_user = request
+            .messages
+            .iter()
+            .find(|m| m.role == Some(Role::User))
+            .and_then(|m| m.content.as_deref())
+            .unwrap_or_default();
+        let message = if first_user.contains("Decide on pull request") {
+            request.response_schema.as_ref()?;
+            ChatMessage::assistant(verdict_for(first_user).to_string())
+        } else if first_user.starts_with("Summarize the nightly report") {
+            let totals = first_user
+                .lines()
+                .find(|l| l.trim_start().starts_with("Totals:"))
+                .unwrap_or("Totals: unknown.")
+                .trim();
+            ChatMessage::assistant(format!("(scripted model, not AI) {totals}"))
+        } else if request.tools.iter().any(|t| t.name == "run-linter")
+            || first_user.contains("Changed files:")
+        {
+            agent_turn(request, first_user)
+        } else {
+            return None;
+        };
+        let finish_reason = if message.tool_calls.is_empty() {
+            "stop"
+        } else {
+            "tool_calls"
+        };
+        Some(LlmResponse {
+            message,
+            usage: reprise::llm::Usage::default(),
+            model: "scripted-review-model".to_owned(),
+            finish_reason: Some(finish_reason.to_owned()),
+        })
+    }
+}
+
+impl std::fmt::Debug for ScriptedReviewModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScriptedReviewModel")
+    }
+}
+
+// `LlmProvider` is declared with `#[async_trait]`; this is what that attribute expands to
+// (see `support_model.rs`).
+impl reprise::llm::LlmProvider for ScriptedReviewModel {
+    fn complete<'life0, 'async_trait>(
+        &'life0 self,
+        request: reprise::llm::LlmRequest,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<reprise::llm::LlmResponse, reprise::llm::LlmError>,
+                > + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        match Self::respond(&request) {
+            Some(response) => Box::pin(std::future::ready(Ok(response))),
+            None => self.inner.complete(request),
+        }
+    }
+}
+
+/// The `--- <path>` sections of a diff: each file's path and patch.
+fn diff_sections(text: &str) -> Vec<(String, String)> {
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if let Some(path) = line.strip_prefix("--- ")
+            && !path.is_empty()
+            && !path.contains(' ')
+        {
+            sections.push((path.to_owned(), String::new()));
+        } else if let Some((_, patch)) = sections.last_mut()
+            && (line.starts_with("@@") || line.starts_with(['+', '-', ' ']))
+        {
+            patch.push_str(line);
+            patch.push('\n');
+        }
+    }
+    sections
+}
+
+/// One agent turn of the scripted model: lint what is not linted yet, else sum up.
+fn agent_turn(request: &reprise::llm::LlmRequest, first_user: &str) -> reprise::llm::ChatMessage {
+    use reprise::llm::{ChatMessage, Role, ToolCall};
+    let files = diff_sections(first_user);
+    let asked: Vec<String> = request
+        .messages
+        .iter()
+        .flat_map(|m| &m.tool_calls)
+        .filter(|c| c.name == "run-linter")
+        .filter_map(|c| c.arguments["path"].as_str().map(str::to_owned))
+        .collect();
+    let offered = request.tools.iter().any(|t| t.name == "run-linter");
+    let todo: Vec<&(String, String)> = files.iter().filter(|(p, _)| !asked.contains(p)).collect();
+    if offered && !todo.is_empty() {
+        return ChatMessage {
+            role: Some(Role::Assistant),
+            content: None,
+            tool_calls: todo
+                .iter()
+                .enumerate()
+                .map(|(n, (path, patch))| ToolCall {
+                    id: format!("lint-{}-{n}", asked.len()),
+                    name: "run-linter".to_owned(),
+                    arguments: serde_json::json!({ "path": path, "patch": patch }),
+                })
+                .collect(),
+            tool_call_id: None,
+        };
+    }
+    let mut findings = Vec::new();
+    for message in request
+        .messages
+        .iter()
+        .filter(|m| m.role == Some(Role::Tool))
+    {
+        if let Some(report) = message.content.as_deref().and_then(lint_report_in) {
+            for w in report.warnings {
+                findings.push(format!(
+                    "- {}:{} {}: {}",
+                    report.path, w.line, w.rule, w.message
+                ));
+            }
+        }
+    }
+    if findings.is_empty() {
+        findings.push("- no findings".to_owned());
+    }
+    ChatMessage::assistant(format!(
+        "{}\nThe change touches {} file(s); the linter's findings above are all I found.",
+        findings.join("\n"),
+        files.len()
+    ))
+}
+
+/// The [`LintReport`] a tool message holds: its JSON, or an object with one inside (a
+/// tool result wrapped in `{"output": …}` or similar).
+fn lint_report_in(content: &str) -> Option<LintReport> {
+    fn find(value: &serde_json::Value) -> Option<LintReport> {
+        if let Ok(report) = serde_json::from_value::<LintReport>(value.clone()) {
+            return Some(report);
+        }
+        match value {
+            serde_json::Value::Object(map) => map.values().find_map(find),
+            serde_json::Value::Array(items) => items.iter().find_map(find),
+            _ => None,
+        }
+    }
+    find(&serde_json::from_str(content).ok()?)
+}
+
+/// The scripted verdict for a verdict prompt: a comment per `- path:line rule: message`
+/// line.
+fn verdict_for(prompt: &str) -> serde_json::Value {
+    let comments: Vec<serde_json::Value> = prompt
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("- ")?;
+            let (place, message) = rest.split_once(": ")?;
+            let (location, rule) = place.split_once(' ')?;
+            let (path, line) = location.rsplit_once(':')?;
+            let line: u64 = line.parse().ok().filter(|l| *l >= 1)?;
+            Some(serde_json::json!({
+                "path": path,
+                "line": line,
+                "body": format!("{rule}: {message}"),
+            }))
+        })
+        .collect();
+    if comments.is_empty() {
+        serde_json::json!({
+            "verdict": "approve",
+            "summary": "(scripted model, not AI) The linter found nothing; looks good to me.",
+            "comments": [],
+        })
+    } else {
+        serde_json::json!({
+            "verdict": "request_changes",
+            "summary": format!(
+                "(scripted model, not AI) The linter found {} problem(s) to fix before merging.",
+                comments.len()
+            ),
+            "comments": comments,
+        })
+    }
+}

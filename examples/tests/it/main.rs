@@ -41,3 +41,4 @@ mod ui_browser;
 mod waits;
 mod watch_cli;
 mod workers;
+mod workflow_files;
