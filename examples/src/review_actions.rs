@@ -564,30 +564,6 @@ pub async fn post_review(input: ReviewPost, cx: ActionCtx) -> Result<PostedRevie
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_linter_numbers_added_lines_from_the_hunk_header() {
-        let sample = sample_pull("o/r", 1);
-        let warnings = lint("src/config.rs", &sample.changes[0].patch);
-        let found: Vec<(u64, &str)> = warnings.iter().map(|w| (w.line, w.rule.as_str())).collect();
-        assert_eq!(found, [(11, "unwrap"), (12, "todo"), (13, "unwrap")]);
-        assert!(lint("README.md", &sample.changes[1].patch).is_empty());
-    }
-
-    #[test]
-    fn base64_decodes_with_line_breaks() {
-        assert_eq!(
-            base64_lite::decode("aGVs\nbG8=").as_deref(),
-            Some(&b"hello"[..])
-        );
-        assert_eq!(base64_lite::decode("aGk"), Some(b"hi".to_vec()));
-        assert_eq!(base64_lite::decode("*"), None);
-    }
-}
-
 /// A built-in, scripted stand-in for a chat model that answers the requests of the
 /// example workflow files, so the README's `workflows run code-review` and
 /// `nightly-report` run offline. **It is not AI**: every reply is computed from the
@@ -806,5 +782,29 @@ fn verdict_for(prompt: &str) -> serde_json::Value {
             ),
             "comments": comments,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_linter_numbers_added_lines_from_the_hunk_header() {
+        let sample = sample_pull("o/r", 1);
+        let warnings = lint("src/config.rs", &sample.changes[0].patch);
+        let found: Vec<(u64, &str)> = warnings.iter().map(|w| (w.line, w.rule.as_str())).collect();
+        assert_eq!(found, [(11, "unwrap"), (12, "todo"), (13, "unwrap")]);
+        assert!(lint("README.md", &sample.changes[1].patch).is_empty());
+    }
+
+    #[test]
+    fn base64_decodes_with_line_breaks() {
+        assert_eq!(
+            base64_lite::decode("aGVs\nbG8=").as_deref(),
+            Some(&b"hello"[..])
+        );
+        assert_eq!(base64_lite::decode("aGk"), Some(b"hi".to_vec()));
+        assert_eq!(base64_lite::decode("*"), None);
     }
 }

@@ -78,7 +78,7 @@ fn review_env() -> TestEnv {
 
 fn the_hook(outcome: Outcome<Value>) -> (String, String, Value) {
     let waits = outcome.suspended();
-    let hook = waits
+    waits
         .iter()
         .find_map(|w| match w {
             Pending::Hook { id, token, schema } => {
@@ -86,8 +86,7 @@ fn the_hook(outcome: Outcome<Value>) -> (String, String, Value) {
             }
             _ => None,
         })
-        .unwrap_or_else(|| panic!("the run waits on no hook: {waits:?}"));
-    hook
+        .unwrap_or_else(|| panic!("the run waits on no hook: {waits:?}"))
 }
 
 // ---- the files themselves ----
@@ -425,7 +424,11 @@ async fn wf_files_code_review_reviews_a_pull_request_from_a_mock_github_and_post
         .filter(|e| e.event.kind == EventKind::HookReceived)
         .filter_map(|e| e.event.correlation_id.clone())
         .collect();
-    assert_eq!(received, ["approval#0"], "the approval hook got one payload");
+    assert_eq!(
+        received,
+        ["approval#0"],
+        "the approval hook got one payload"
+    );
     assert!(ids.iter().any(|id| id.contains("run-linter#0")), "{ids:?}");
     assert_eq!(env.calls_of("run-linter").len(), 1);
     assert_eq!(env.calls_of("lookup-file").len(), 1);
