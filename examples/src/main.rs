@@ -10,8 +10,9 @@
 //! JSON array of queue settings) add more.
 //!
 //! The workflow files of `examples/workflows/` (`code-review`, `nightly-report`) are
-//! loaded too ([`reprise_examples::WORKFLOWS_DIR`]), unless `REPRISE_WORKFLOWS_DIR` names
-//! another directory of workflow files:
+//! loaded too ([`reprise_examples::WORKFLOWS_DIR`], the source tree's directory; a binary
+//! copied elsewhere has none), unless `REPRISE_WORKFLOWS_DIR` names another directory of
+//! workflow files:
 //!
 //! ```text
 //! cargo run -q -p reprise-examples -- workflows run code-review --input '{"repo":"octo/app","pr":7}'
@@ -47,12 +48,15 @@ fn main() -> std::process::ExitCode {
             // `llm-batch` runs: 8 at once, one per customer, 20 starts per second, over
             // every worker on the database.
             .queue(reprise_examples::llm_batch::queue());
-        // The example workflow files; `REPRISE_WORKFLOWS_DIR` (read by the CLI) replaces them.
-        let engine = if std::env::var_os("REPRISE_WORKFLOWS_DIR").is_some() {
-            engine
-        } else {
-            engine.workflow_dir(reprise_examples::WORKFLOWS_DIR)
-        };
+        // The example workflow files; `REPRISE_WORKFLOWS_DIR` (read by the CLI) replaces
+        // them. A binary copied away from its source tree has none to load.
+        let examples_dir = std::path::Path::new(reprise_examples::WORKFLOWS_DIR);
+        let engine =
+            if std::env::var_os("REPRISE_WORKFLOWS_DIR").is_some() || !examples_dir.is_dir() {
+                engine
+            } else {
+                engine.workflow_dir(examples_dir)
+            };
         let engine = match TeamChannel::from_env() {
             Some(channel) => engine.resource(channel),
             None => engine,
