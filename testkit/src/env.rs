@@ -823,6 +823,37 @@ impl TestEnv {
         outcomes
     }
 
+    /// Fires the engine's triggers due at the virtual time, as the scheduler's loop does
+    /// ([`reprise::trigger::Triggers::fire_due`]: cron schedules declared in code or in
+    /// workflow files' `triggers`, stored schedules, polls), and executes each run it
+    /// started until it ends or waits. Returns those runs' outcomes, in start order. The
+    /// first call anchors each cron schedule at the virtual time (earlier ticks are not
+    /// back-filled); move the clock ([`TestEnv::clock`]) past a tick, then call it again.
+    ///
+    /// ```ignore
+    /// let env = TestEnv::builder().workflow_dir("workflows").starting_at(t("01:59:30")).build();
+    /// assert!(env.fire_triggers().await.is_empty());
+    /// env.clock().advance(Duration::from_secs(60));
+    /// let [(run, outcome)] = &env.fire_triggers().await[..] else { panic!() };
+    /// ```
+    ///
+    /// # Panics
+    /// When a trigger fails (a store error), with the cause.
+    pub async fn fire_triggers(&self) -> Vec<(RunId, Outcome<Value>)> {
+        let started = self
+            .engine
+            .triggers()
+            .fire_due(&self.engine)
+            .await
+            .unwrap_or_else(|e| panic!("firing the due triggers failed: {e}"));
+        let mut outcomes = Vec::with_capacity(started.len());
+        for id in started {
+            let outcome = self.continue_run(&id).await;
+            outcomes.push((id, outcome));
+        }
+        outcomes
+    }
+
     /// Delivers `payload` to the hook with `token` and continues its run.
     ///
     /// # Errors

@@ -4,7 +4,8 @@
 //!   `resume_hook`, `stub`, `calls`, `seed`, `log`; flow-control queues
 //!   ([`TestEnvBuilder::queue`], `admit`, `start_with`) admitted as a worker admits them;
 //!   workflow files ([`TestEnvBuilder::workflow_dir`]) run by slug (`run_slug`,
-//!   `start_slug`) with actions stubbed by slug (`stub_slug`, `calls_of`).
+//!   `start_slug`) with actions stubbed by slug (`stub_slug`, `calls_of`); cron triggers fire
+//!   on the virtual clock (`fire_triggers`).
 //! - [`RunLog`]: a run's event log for assertions and snapshots; [`RunLog::redacted`] and
 //!   [`assert_run_snapshot!`] turn it into an insta YAML snapshot that is identical across
 //!   runs and machines.

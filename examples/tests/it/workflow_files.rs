@@ -740,15 +740,16 @@ async fn wf_files_nightly_report_is_started_by_its_cron_trigger_at_2am() {
         (schedule.name(), schedule.expression()),
         ("nightly-report", "0 2 * * *")
     );
-    assert!(
-        triggers.fire_due(env.engine()).await.unwrap().is_empty(),
-        "01:59:30: not yet"
-    );
+    assert!(env.fire_triggers().await.is_empty(), "01:59:30: not yet");
     env.clock().advance(Duration::from_secs(40)); // 02:00:10
-    let started = triggers.fire_due(env.engine()).await.unwrap();
-    assert_eq!(started.len(), 1, "the 02:00 tick");
-    assert!(triggers.fire_due(env.engine()).await.unwrap().is_empty());
-    let run = env.engine().get_run(&started[0]).await.unwrap();
+    let fired = env.fire_triggers().await;
+    assert_eq!(fired.len(), 1, "the 02:00 tick");
+    assert!(
+        env.fire_triggers().await.is_empty(),
+        "a tick starts one run, however often the scheduler looks"
+    );
+    let (id, outcome) = fired.into_iter().next().unwrap();
+    let run = env.engine().get_run(&id).await.unwrap();
     assert_eq!(run.trigger, reprise::Trigger::Cron);
     assert_eq!(run.input["sources"], json!(SOURCES));
     let until = run.input["until"].as_str().unwrap().to_owned();
@@ -756,10 +757,10 @@ async fn wf_files_nightly_report_is_started_by_its_cron_trigger_at_2am() {
         until.starts_with("2030-01-01T02:00:00"),
         "the trigger's input is rendered at the tick: {until}"
     );
-    let done = env.continue_run(&started[0]).await.completed();
+    let done = outcome.completed();
     assert_eq!(done["until"], until.as_str());
     assert_eq!(done["stale"], json!(["billing"]));
-    let record = env.engine().get_run(&started[0]).await.unwrap();
+    let record = env.engine().get_run(&id).await.unwrap();
     assert_eq!(record.status, RunStatus::Completed);
 }
 
