@@ -49,6 +49,12 @@
 //!   activity of the subscriber's repositories with their `github` credential.
 //! - [`ten_steps`]: `ten-steps`, ten recorded calls of one small effectful action; the load
 //!   of the many-workers test (several `worker` processes on one Postgres database).
+//! - Workflow files (no Rust) in `examples/workflows/`, loaded by the binary
+//!   ([`WORKFLOWS_DIR`]): `code-review.md` (fetch a pull request's diff, an agent with
+//!   tools, a structured verdict, an approval hook, post the review; its actions are in
+//!   [`review_actions`]) and `nightly-report.yaml` (a cron trigger, `for_each` with
+//!   concurrency, retry with a fixed delay and a fallback, `map`/`filter`/`reduce`; its
+//!   actions are in [`report_actions`]).
 //!
 //! The binary (`cargo run -p reprise-examples -- --help`) is the reprise CLI with these
 //! workflows, the digest's cron schedule and the GitHub webhook source registered (and the
@@ -68,12 +74,19 @@ pub mod llm_batch;
 pub mod order_saga;
 pub mod reminder;
 pub mod repo_digest;
+pub mod report_actions;
+pub mod review_actions;
 pub mod signup;
 pub mod support;
 pub mod support_model;
 pub mod ten_steps;
 pub mod versioning;
 pub mod webhook;
+
+/// The directory of the example workflow files (`examples/workflows`, an absolute path
+/// fixed at build time), which the example app loads with
+/// `EngineBuilder::workflow_dir`.
+pub const WORKFLOWS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/workflows");
 
 /// Keeps every example's registration in the final binary. Call it once from `main`.
 ///
@@ -100,5 +113,12 @@ pub fn link() {
         llm_batch::llm_batch,
         llm_batch::llm_batch_fan,
         repo_digest::repo_digest,
+        review_actions::fetch_diff,
+        review_actions::lookup_file,
+        review_actions::run_linter,
+        review_actions::post_review,
+        report_actions::fetch_metrics,
+        report_actions::empty_metrics,
+        report_actions::send_report,
     ));
 }

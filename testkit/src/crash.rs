@@ -232,7 +232,7 @@ impl fmt::Display for StoreKind {
 }
 
 type Configure = Arc<dyn Fn(EngineBuilder) -> EngineBuilder + Send + Sync>;
-use crate::env::{ErasedStub, erase_stub};
+use crate::env::{ErasedStub, erase_json_stub, erase_stub};
 
 /// The hook secret every engine of a check uses, so hook tokens survive the crash.
 const HOOK_SECRET: &[u8] = b"reprise-testkit crash checker hook secret (fixed)";
@@ -402,6 +402,25 @@ impl CheckConfig {
             .entry(reprise::message::signal_channel(name))
             .or_default()
             .push(payload);
+        self
+    }
+
+    /// Loads the workflow files of `dir` into every engine of the check
+    /// ([`EngineBuilder::workflow_dir`]), for [`check_slug`] of a file workflow.
+    pub fn workflow_dir(self, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        self.configure(move |builder| builder.workflow_dir(dir.clone()))
+    }
+
+    /// Replaces the body of the action registered as `slug` with `stub` (over JSON) in
+    /// every engine of the check: for actions known only by slug, as workflow files call
+    /// them. Stubbed calls are counted and crashed like real ones.
+    pub fn stub_slug<F, Fut>(mut self, slug: &str, stub: F) -> Self
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, ActionError>> + Send + 'static,
+    {
+        self.stubs.insert(slug.to_owned(), erase_json_stub(stub));
         self
     }
 
@@ -575,7 +594,26 @@ pub fn check<W: Step>(
     input: W::Input,
     config: CheckConfig,
 ) -> Result<CheckReport, CrashFailure> {
-    on_own_runtime(|| Checker::prepare(workflow, input, config)?.random())
+    let _ = workflow;
+    check_slug(W::SLUG, typed_input::<W>(input), config)
+}
+
+/// [`check`] of the registered workflow `slug` with a JSON `input`: for workflows without
+/// a Rust type, such as workflow files (load them with [`CheckConfig::workflow_dir`]).
+///
+/// ```ignore
+/// let config = CheckConfig::default().workflow_dir("workflows");
+/// let report = crash::check_slug("nightly-report", json!({"sources": ["api"]}), config)?;
+/// ```
+///
+/// # Errors
+/// As [`check`]; an unknown slug or an input its schema rejects is a setup failure.
+pub fn check_slug(
+    slug: &'static str,
+    input: Value,
+    config: CheckConfig,
+) -> Result<CheckReport, CrashFailure> {
+    on_own_runtime(|| Checker::prepare(slug, input, config)?.random())
 }
 
 /// Like [`check`], but runs exactly `plans` (a regression of a minimal plan, or an
@@ -589,8 +627,23 @@ pub fn check_plans<W: Step>(
     config: CheckConfig,
     plans: impl IntoIterator<Item = CrashPlan>,
 ) -> Result<CheckReport, CrashFailure> {
+    let _ = workflow;
+    check_plans_slug(W::SLUG, typed_input::<W>(input), config, plans)
+}
+
+/// [`check_plans`] of the registered workflow `slug` with a JSON `input` (see
+/// [`check_slug`]).
+///
+/// # Errors
+/// As [`check`].
+pub fn check_plans_slug(
+    slug: &'static str,
+    input: Value,
+    config: CheckConfig,
+    plans: impl IntoIterator<Item = CrashPlan>,
+) -> Result<CheckReport, CrashFailure> {
     let cases: Vec<Vec<CrashPlan>> = plans.into_iter().map(|plan| vec![plan]).collect();
-    on_own_runtime(|| Checker::prepare(workflow, input, config)?.sequences(&cases))
+    on_own_runtime(|| Checker::prepare(slug, input, config)?.sequences(&cases))
 }
 
 /// Runs one case with several crashes in a row: the first process dies at `crashes[0]`,
@@ -606,8 +659,23 @@ pub fn check_crashes<W: Step>(
     config: CheckConfig,
     crashes: &[CrashPlan],
 ) -> Result<CheckReport, CrashFailure> {
+    let _ = workflow;
+    check_crashes_slug(W::SLUG, typed_input::<W>(input), config, crashes)
+}
+
+/// [`check_crashes`] of the registered workflow `slug` with a JSON `input` (see
+/// [`check_slug`]).
+///
+/// # Errors
+/// As [`check`].
+pub fn check_crashes_slug(
+    slug: &'static str,
+    input: Value,
+    config: CheckConfig,
+    crashes: &[CrashPlan],
+) -> Result<CheckReport, CrashFailure> {
     let cases = [crashes.to_vec()];
-    on_own_runtime(|| Checker::prepare(workflow, input, config)?.sequences(&cases))
+    on_own_runtime(|| Checker::prepare(slug, input, config)?.sequences(&cases))
 }
 
 /// [`check`], panicking with the [`CrashFailure`] (minimal plan, problems, event log and
@@ -625,6 +693,44 @@ pub fn assert_crash_safe<W: Step>(
         Ok(report) => report,
         Err(failure) => panic!("{failure}"),
     }
+}
+
+/// [`check_slug`], panicking with the [`CrashFailure`] when the check fails: the crash
+/// check of a workflow file.
+///
+/// ```ignore
+/// let report = crash::assert_crash_safe_slug(
+///     "code-review",
+///     json!({"repo": "octo/app", "pr": 7}),
+///     CheckConfig::default()
+///         .workflow_dir("workflows")
+///         .hook("approval#0", json!({"decision": "approve", "reviewer": "ada"})),
+/// );
+/// ```
+///
+/// # Panics
+/// When the check fails.
+#[track_caller]
+pub fn assert_crash_safe_slug(
+    slug: &'static str,
+    input: Value,
+    config: CheckConfig,
+) -> CheckReport {
+    match check_slug(slug, input, config) {
+        Ok(report) => report,
+        Err(failure) => panic!("{failure}"),
+    }
+}
+
+/// A typed input as JSON; one that does not serialize becomes a string the workflow's
+/// input schema then rejects with the serializer's message.
+fn typed_input<W: Step>(input: W::Input) -> Value {
+    serde_json::to_value(input).unwrap_or_else(|e| {
+        Value::String(format!(
+            "the input of `{}` does not serialize: {e}",
+            W::SLUG
+        ))
+    })
 }
 
 /// Runs `f` where it may start its own Tokio runtime: here, or on a helper thread when
@@ -1418,33 +1524,33 @@ fn fresh_store(kind: StoreKind) -> Result<(SharedStore, Option<crate::TempDb>), 
 }
 
 impl Checker {
-    fn prepare<W: Step>(
-        workflow: &W,
-        input: W::Input,
+    fn prepare(
+        slug: &'static str,
+        input: Value,
         config: CheckConfig,
     ) -> Result<Checker, CrashFailure> {
         let started = Instant::now();
-        let setup = |problem: String| CrashFailure::setup(W::SLUG, config.store, problem);
+        let setup = |problem: String| CrashFailure::setup(slug, config.store, problem);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| setup(format!("cannot start a Tokio runtime: {e}")))?;
-        let baseline = runtime.block_on(Self::baseline(workflow, input, &config))?;
+        let baseline = runtime.block_on(Self::baseline(slug, input, &config))?;
         Ok(Checker {
             runtime,
-            workflow: W::SLUG,
+            workflow: slug,
             config,
             baseline,
             started,
         })
     }
 
-    async fn baseline<W: Step>(
-        workflow: &W,
-        input: W::Input,
+    async fn baseline(
+        slug: &'static str,
+        input: Value,
         config: &CheckConfig,
     ) -> Result<Baseline, CrashFailure> {
-        let fail = |problem: String| CrashFailure::setup(W::SLUG, config.store, problem);
+        let fail = |problem: String| CrashFailure::setup(slug, config.store, problem);
         let (store, db) = fresh_store(config.store).map_err(fail)?;
         let clock = Arc::new(VirtualClock::new(config.start));
         let calls: Calls = Arc::default();
@@ -1456,9 +1562,9 @@ impl Checker {
         let engine = build_engine(config, wrapped, &clock, false).map_err(fail)?;
         instrument_actions(&engine, &probe, &config.stubs);
         let id = engine
-            .start(workflow, input)
+            .start_json(slug, input, reprise::Trigger::Code)
             .await
-            .map_err(|e| fail(format!("cannot start `{}`: {e}", W::SLUG)))?;
+            .map_err(|e| fail(format!("cannot start `{slug}`: {e}")))?;
         let store_error = |e: EngineError| fail(format!("the store failed: {e}"));
         let created_record = store
             .run(&id)
@@ -1487,7 +1593,7 @@ impl Checker {
         drop(db);
         let calls = lock(&calls).clone();
         let fail_with_log = |problems: Vec<String>| CrashFailure {
-            workflow: W::SLUG,
+            workflow: slug,
             store: config.store,
             crashes: Vec::new(),
             problems,

@@ -161,6 +161,20 @@ where
     })
 }
 
+/// Wraps a stub over JSON (for actions called by slug, e.g. from workflow files) as an
+/// [`ErasedStub`].
+pub(crate) fn erase_json_stub<F, Fut>(stub: F) -> ErasedStub
+where
+    F: Fn(Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, ActionError>> + Send + 'static,
+{
+    let stub = Arc::new(stub);
+    Arc::new(move |input: Value, _cx: ActionCtx| {
+        let stub = stub.clone();
+        async move { stub(input).await }.boxed()
+    })
+}
+
 /// Counts every live action call and routes it to its stub or its real body.
 #[derive(Default)]
 pub(crate) struct Calls {
@@ -219,6 +233,21 @@ impl TestEnvBuilder {
     /// ```
     pub fn queue(self, queue: reprise::queue::Queue) -> Self {
         self.configure(move |builder| builder.queue(queue))
+    }
+
+    /// Loads the workflow files (`*.md`, `*.yaml`, `*.yml`) of `dir` and its subdirectories
+    /// into the engine ([`EngineBuilder::workflow_dir`]): they run, are stubbed, crashed
+    /// and snapshotted like code workflows; start them by slug with
+    /// [`TestEnv::run_slug`]. A file that does not parse or check makes
+    /// [`TestEnvBuilder::build`] panic with every problem (file:line:col).
+    ///
+    /// ```ignore
+    /// let env = TestEnv::builder().workflow_dir("workflows").build();
+    /// let out = env.run_slug("nightly-report", json!({"sources": ["api"]})).await.completed();
+    /// ```
+    pub fn workflow_dir(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        let dir = dir.into();
+        self.configure(move |builder| builder.workflow_dir(dir))
     }
 
     /// Configures the engine further (resources, registrations).
@@ -395,6 +424,38 @@ impl TestEnv {
             .insert(A::SLUG.to_owned(), erased);
     }
 
+    /// Replaces the body of the action registered as `slug` with `stub`, over JSON: for
+    /// actions a test only knows by slug (those a workflow file calls). As with
+    /// [`TestEnv::stub`], calls are counted, retried, timed out, validated against the
+    /// action's schemas and recorded as for the real action.
+    ///
+    /// ```ignore
+    /// env.stub_slug("fetch-metrics", |input: Value| async move {
+    ///     Err(ActionError::transient("503 from the metrics API"))
+    /// });
+    /// ```
+    pub fn stub_slug<F, Fut>(&self, slug: &str, stub: F)
+    where
+        F: Fn(Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Value, ActionError>> + Send + 'static,
+    {
+        self.calls
+            .stubs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(slug.to_owned(), erase_json_stub(stub));
+    }
+
+    /// Every live call (each attempt) of the action registered as `slug`, in call order:
+    /// its correlation id, attempt and JSON input.
+    pub fn calls_of(&self, slug: &str) -> Vec<Call> {
+        self.calls
+            .all()
+            .into_iter()
+            .filter(|call| call.slug == slug)
+            .collect()
+    }
+
     /// The inputs of every live call of `action` (each attempt), in call order.
     ///
     /// # Panics
@@ -452,6 +513,42 @@ impl TestEnv {
                 .unwrap_or_else(|e| panic!("cannot seed `{step}`: {e}"));
         }
         typed(self.continue_run(&id).await)
+    }
+
+    /// Starts a run of the registered workflow `slug` (a workflow file's, or any code
+    /// workflow's) with a JSON `input`, and executes it until it ends or waits, as
+    /// [`TestEnv::execute`] does for a typed workflow; [`TestEnv::last_run`] is then its id
+    /// and the [`TestEnv::seed`]s go into it.
+    ///
+    /// # Panics
+    /// When the slug is unknown, the input does not match the workflow's input schema, or
+    /// the store fails — test setup errors, with the cause.
+    pub async fn run_slug(&self, slug: &str, input: Value) -> Outcome<Value> {
+        let id = self.start_slug(slug, input).await;
+        self.continue_run(&id).await
+    }
+
+    /// Starts a run of the registered workflow `slug` with a JSON `input` without executing
+    /// it (the seeds go into it; [`TestEnv::last_run`] is its id); drive it with
+    /// [`TestEnv::continue_run`].
+    ///
+    /// # Panics
+    /// As [`TestEnv::run_slug`].
+    pub async fn start_slug(&self, slug: &str, input: Value) -> RunId {
+        let id = self
+            .engine
+            .start_json(slug, input, reprise::Trigger::Code)
+            .await
+            .unwrap_or_else(|e| panic!("cannot start `{slug}`: {e}"));
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        let seeds = std::mem::take(&mut *self.seeds.lock().unwrap_or_else(|p| p.into_inner()));
+        for (step, output) in seeds {
+            self.engine
+                .seed_step(&id, &step, output)
+                .await
+                .unwrap_or_else(|e| panic!("cannot seed `{step}`: {e}"));
+        }
+        id
     }
 
     /// Starts a run of `workflow` with `options` ([`Engine::start_with`]: a queue, a
@@ -723,6 +820,37 @@ impl TestEnv {
             outcomes.push((run.id, outcome));
         }
         outcomes.extend(self.admit().await);
+        outcomes
+    }
+
+    /// Fires the engine's triggers due at the virtual time, as the scheduler's loop does
+    /// ([`reprise::trigger::Triggers::fire_due`]: cron schedules declared in code or in
+    /// workflow files' `triggers`, stored schedules, polls), and executes each run it
+    /// started until it ends or waits. Returns those runs' outcomes, in start order. The
+    /// first call anchors each cron schedule at the virtual time (earlier ticks are not
+    /// back-filled); move the clock ([`TestEnv::clock`]) past a tick, then call it again.
+    ///
+    /// ```ignore
+    /// let env = TestEnv::builder().workflow_dir("workflows").starting_at(t("01:59:30")).build();
+    /// assert!(env.fire_triggers().await.is_empty());
+    /// env.clock().advance(Duration::from_secs(60));
+    /// let [(run, outcome)] = &env.fire_triggers().await[..] else { panic!() };
+    /// ```
+    ///
+    /// # Panics
+    /// When a trigger fails (a store error), with the cause.
+    pub async fn fire_triggers(&self) -> Vec<(RunId, Outcome<Value>)> {
+        let started = self
+            .engine
+            .triggers()
+            .fire_due(&self.engine)
+            .await
+            .unwrap_or_else(|e| panic!("firing the due triggers failed: {e}"));
+        let mut outcomes = Vec::with_capacity(started.len());
+        for id in started {
+            let outcome = self.continue_run(&id).await;
+            outcomes.push((id, outcome));
+        }
         outcomes
     }
 

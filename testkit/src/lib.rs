@@ -2,13 +2,17 @@
 //!
 //! - [`TestEnv`]: an engine on a fresh store with a [`VirtualClock`]; `execute`, `advance`,
 //!   `resume_hook`, `stub`, `calls`, `seed`, `log`; flow-control queues
-//!   ([`TestEnvBuilder::queue`], `admit`, `start_with`) admitted as a worker admits them.
+//!   ([`TestEnvBuilder::queue`], `admit`, `start_with`) admitted as a worker admits them;
+//!   workflow files ([`TestEnvBuilder::workflow_dir`]) run by slug (`run_slug`,
+//!   `start_slug`) with actions stubbed by slug (`stub_slug`, `calls_of`); cron triggers fire
+//!   on the virtual clock (`fire_triggers`).
 //! - [`RunLog`]: a run's event log for assertions and snapshots; [`RunLog::redacted`] and
 //!   [`assert_run_snapshot!`] turn it into an insta YAML snapshot that is identical across
 //!   runs and machines.
 //! - [`memory_engine`], [`TempDb`]: plain engines over fresh stores.
 //! - [`completed_steps`], [`assert_each_step_recorded_once`]: log assertions.
-//! - [`crash`]: crash-and-replay property checks ([`crash::check`], [`CrashPlan`]).
+//! - [`crash`]: crash-and-replay property checks ([`crash::check`], [`CrashPlan`]); by
+//!   slug for workflow files ([`crash::check_slug`], [`CheckConfig::workflow_dir`]).
 
 mod clock;
 pub mod crash;

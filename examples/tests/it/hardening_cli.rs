@@ -193,8 +193,9 @@ fn a_worker_on_a_failing_store_logs_could_not_claim_runs_as_text_and_as_json() {
             .count()
     };
     assert_eq!(count("could not claim runs"), 1, "{lines:#?}");
-    // One line per code schedule of the app (`daily-digest`, `repo-digest-daily`).
-    assert_eq!(count("cron schedule failed"), 2, "{lines:#?}");
+    // One line per declared schedule of the app (`daily-digest`, `repo-digest-daily` in
+    // code, `nightly-report` in its workflow file).
+    assert_eq!(count("cron schedule failed"), 3, "{lines:#?}");
     let cron = logs
         .iter()
         .find(|log| {

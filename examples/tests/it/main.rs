@@ -42,3 +42,4 @@ mod ui_browser;
 mod waits;
 mod watch_cli;
 mod workers;
+mod workflow_files;

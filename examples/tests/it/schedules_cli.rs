@@ -91,6 +91,8 @@ fn schedules_are_created_listed_changed_paused_triggered_backfilled_and_deleted(
         names,
         [
             ("daily-digest", "code"),
+            // The cron trigger of the workflow file `examples/workflows/nightly-report.yaml`.
+            ("nightly-report", "code"),
             ("repo-digest-daily", "code"),
             ("tally", "data")
         ]
@@ -248,8 +250,9 @@ fn bad_schedules_exit_2_naming_what_to_fix() {
             .as_array()
             .unwrap()
             .len(),
-        2,
-        "nothing stored (the app's two code schedules only)"
+        3,
+        "nothing stored (the app's three declared schedules only: two in code, one in \
+         the workflow file nightly-report.yaml)"
     );
 
     // A schedule declared in code is changed and deleted in code.
