@@ -10,6 +10,7 @@ mod credentials;
 mod delayed_start;
 mod engine;
 mod events;
+mod files_run;
 mod fork_run;
 mod graph;
 mod hermetic;
