@@ -46,6 +46,14 @@ async fn run(engine: &Engine, slug: &str, input: Value) -> (RunId, RunOutcome) {
     (id, execution.outcome)
 }
 
+/// The ids of the completed steps, recorded values (`$now#0`) left out.
+fn step_ids(events: &[reprise::event::Event]) -> Vec<String> {
+    ids_of(events, EventKind::StepCompleted)
+        .into_iter()
+        .filter(|id| !id.starts_with('$'))
+        .collect()
+}
+
 fn completed(outcome: RunOutcome) -> Value {
     match outcome {
         RunOutcome::Completed(value) => value,
@@ -285,7 +293,6 @@ steps:
       soft_error: "{{ steps.soft.error }}"
       alt: "{{ steps.alt.output }}"
       alt_status: "{{ steps.alt.status }}"
-      error_gone: "{{ error is not defined }}"
 "#;
 
 #[tokio::test]
@@ -303,7 +310,6 @@ async fn fr_try_catch_finally_and_error_handling_continue_and_fallback() {
     );
     assert_eq!(output["alt"], json!({"why": "primary failed"}));
     assert_eq!(output["alt_status"], json!("fallback"));
-    assert_eq!(output["error_gone"], json!(true));
 }
 
 #[tokio::test]
@@ -439,7 +445,7 @@ async fn fr_loop_iterations_number_their_steps_in_namespaces() {
     let (engine, calls, _dir) = engine_for("fetch.yaml", FETCH);
     let (id, outcome) = run(&engine, "fr-fetch", json!({"items": [1, 2, 3]})).await;
     assert_eq!(completed(outcome), json!(18)); // (2 + 3 + 4) * 2
-    let mut ids = ids_of(&events_of(&engine, &id).await, EventKind::StepCompleted);
+    let mut ids = step_ids(&events_of(&engine, &id).await);
     ids.sort();
     assert_eq!(
         ids,
@@ -475,7 +481,7 @@ async fn fr_a_crashed_file_run_resumes_from_its_log() {
     assert_eq!(execution.outcome, RunOutcome::Completed(json!(18)));
     assert!(execution.replayed >= 1, "recorded steps replayed");
     let events = events_of(&second, &id).await;
-    let mut ids = ids_of(&events, EventKind::StepCompleted);
+    let mut ids = step_ids(&events);
     ids.sort();
     assert_eq!(
         ids,
@@ -487,6 +493,11 @@ async fn fr_a_crashed_file_run_resumes_from_its_log() {
         ],
         "each step recorded once"
     );
+    let nows = ids_of(&events, EventKind::StepCompleted)
+        .into_iter()
+        .filter(|id| id == "$now#0")
+        .count();
+    assert_eq!(nows, 1, "ctx.now is recorded once and replayed");
     for step in [
         "each#0/fetch#0",
         "each#1/fetch#0",
@@ -553,4 +564,68 @@ steps:
     let output = completed(run(&engine, "fr-action-flow", json!({"n": 4})).await.1);
     assert_eq!(output, json!({"n": 10}));
     assert_eq!(calls.all(), ["first#0", "second#0"]);
+}
+
+#[tokio::test]
+async fn fr_parallel_any_and_first_n_record_their_winners() {
+    let file = r#"
+slug: fr-first-n
+steps:
+  - id: two
+    parallel: 2
+    branches:
+      - name: quick
+        steps:
+          - id: quick-step
+            set: {quick: true}
+      - name: quicker
+        steps:
+          - id: quicker-step
+            set: {quicker: true}
+      - name: slow
+        steps:
+          - id: slow-step
+            action: add-one
+            input: {n: 1}
+  - id: one
+    parallel: any
+    branches:
+      - name: first
+        steps:
+          - id: first-step
+            set: {first: 1}
+      - name: second
+        steps:
+          - id: second-step
+            action: double
+            input: {n: 2}
+  - id: out
+    return:
+      two: "{{ steps.two.output }}"
+      one: "{{ steps.one.output }}"
+      quick: "{{ vars.quick }}"
+"#;
+    let (engine, calls, _dir) = engine_for("first-n.yaml", file);
+    let (id, outcome) = run(&engine, "fr-first-n", json!({})).await;
+    let output = completed(outcome);
+    assert_eq!(
+        output["two"],
+        json!({"quick": {"quick": true}, "quicker": {"quicker": true}}),
+        "{output}"
+    );
+    assert_eq!(
+        output["one"],
+        json!({"winner": "first", "output": {"first": 1}})
+    );
+    assert_eq!(output["quick"], json!(true));
+    let recorded = ids_of(&events_of(&engine, &id).await, EventKind::StepCompleted);
+    assert!(recorded.contains(&"two#0".to_owned()), "{recorded:?}");
+    assert!(
+        calls.count("second-step") == 0,
+        "the loser of `any` never started"
+    );
+
+    // A replay of the finished run takes the recorded winners.
+    let execution = engine.drive(&id).await.unwrap();
+    assert_eq!(execution.outcome, RunOutcome::Completed(output));
 }

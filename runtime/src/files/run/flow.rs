@@ -35,6 +35,9 @@ use crate::ctx::select::IdCapture;
 use crate::files::format::{ParallelWait, WaitMode};
 use crate::files::program::{Expr, Step, StepKind};
 
+/// The callee a `parallel: N` step's recorded winners are kept under.
+const PARALLEL_CALLEE: &str = "parallel";
+
 impl Interp {
     /// Evaluates `expr` for step `step`.
     fn eval(&self, step: &str, expr: &Expr, scope: &Scope) -> Result<Value, Flow> {
@@ -390,18 +393,98 @@ impl Interp {
                 if n == 0 {
                     return Ok(json!({}));
                 }
-                Err(Flow::Error(ActionError::new(
-                    INVALID_INPUT,
-                    format!(
-                        "{}: step `{}`: `parallel: {n}` (the first N of several branches) is \
-                         not supported yet; use `parallel: any` or `parallel: all`",
-                        self.path(),
-                        step.id
-                    ),
-                    false,
-                )))
+                self.first_n(ctx, step, n, branches, scope).await
             }
         }
+    }
+
+    /// `parallel: N`: the first `n` branches to finish (a failed one fails the step). The
+    /// winners' names are recorded at the step's site (`<id>#<n>`, callee `parallel`) in
+    /// the order they finished, so a replay runs only the winners (their steps answer
+    /// from the log) and never depends on timing. The losers are dropped when the n-th
+    /// branch finishes.
+    async fn first_n(
+        self: &Arc<Self>,
+        ctx: &Ctx,
+        step: &Step,
+        n: usize,
+        branches: &[(String, Vec<Step>)],
+        scope: &mut Scope,
+    ) -> Outcome {
+        let site = self.site(&step.id)?;
+        let id = ctx.next_id(&site.key(PARALLEL_CALLEE));
+        let base = scope.clone();
+        let branch = |i: usize| {
+            let mut local = base.clone();
+            let steps = branches.get(i).map_or(&[][..], |(_, s)| s.as_slice());
+            Box::pin(async move {
+                let outcome = self.run_list(ctx, steps, &mut local).await;
+                (outcome, local)
+            }) as BoxFuture<'_, (Outcome, Scope)>
+        };
+        let finished: Vec<(usize, Outcome, Scope)> = if ctx.run.history.get(&id).is_some() {
+            let names: Vec<String> = ctx.recorded_as(&id, PARALLEL_CALLEE, Vec::new);
+            let mut winners = Vec::with_capacity(names.len());
+            for name in &names {
+                match branches.iter().position(|(b, _)| b == name) {
+                    Some(i) => winners.push(i),
+                    None => {
+                        let report = crate::error::NonDeterminism::new(
+                            &id,
+                            format!("`parallel` winners {names:?}"),
+                            format!(
+                                "the branches {:?}",
+                                branches.iter().map(|(b, _)| b).collect::<Vec<_>>()
+                            ),
+                        );
+                        return Err(Flow::Error(ctx.run.report_non_determinism(report)));
+                    }
+                }
+            }
+            let results = futures::future::join_all(winners.iter().map(|&i| branch(i))).await;
+            winners
+                .into_iter()
+                .zip(results)
+                .map(|(i, (outcome, local))| (i, outcome, local))
+                .collect()
+        } else {
+            let mut running: Vec<Option<BoxFuture<'_, (Outcome, Scope)>>> =
+                (0..branches.len()).map(|i| Some(branch(i))).collect();
+            let mut finished = Vec::with_capacity(n);
+            std::future::poll_fn(|cx| {
+                for (i, slot) in running.iter_mut().enumerate() {
+                    let Some(future) = slot.as_mut() else {
+                        continue;
+                    };
+                    if let std::task::Poll::Ready((outcome, local)) = future.as_mut().poll(cx) {
+                        *slot = None;
+                        let failed = outcome.is_err();
+                        finished.push((i, outcome, local));
+                        if failed || finished.len() >= n {
+                            return std::task::Poll::Ready(());
+                        }
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            drop(running);
+            let names: Vec<String> = finished
+                .iter()
+                .filter_map(|(i, _, _)| branches.get(*i).map(|(b, _)| b.clone()))
+                .collect();
+            let _: Vec<String> = ctx.recorded_as(&id, PARALLEL_CALLEE, || names);
+            finished
+        };
+        let mut out = Map::new();
+        for (i, outcome, local) in finished {
+            scope.merge(&base, &local);
+            let value = outcome?;
+            if let Some((name, _)) = branches.get(i) {
+                out.insert(name.clone(), value);
+            }
+        }
+        Ok(Value::Object(out))
     }
 
     /// `select`: each arm's leaf future created (its ids taken) in order, raced durably at
