@@ -629,3 +629,60 @@ steps:
     let execution = engine.drive(&id).await.unwrap();
     assert_eq!(execution.outcome, RunOutcome::Completed(output));
 }
+
+/// A clock the test moves by hand.
+struct HandClock(std::sync::Mutex<chrono::DateTime<chrono::Utc>>);
+
+impl reprise::Clock for HandClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn fr_a_control_flow_step_timeout_is_a_durable_timer_error_handling_sees() {
+    let file = r#"
+slug: fr-timeout
+steps:
+  - id: guarded
+    timeout: 1h
+    error_handling: continue
+    if: "true"
+    then:
+      - id: approval
+        hook: Approve the release
+  - id: out
+    return:
+      status: "{{ steps.guarded.status }}"
+      kind: "{{ steps.guarded.error.kind }}"
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "timeout.yaml", file);
+    let clock = Arc::new(HandClock(std::sync::Mutex::new(chrono::Utc::now())));
+    let engine = Engine::builder()
+        .store(Arc::new(MemoryStore::new()))
+        .clock(clock.clone())
+        .workflow_dir(dir.path())
+        .build()
+        .unwrap();
+    let id = engine
+        .start_json("fr-timeout", json!({}), Trigger::Code)
+        .await
+        .unwrap();
+    let first = engine.drive(&id).await.unwrap();
+    assert!(
+        matches!(first.outcome, RunOutcome::Suspended(_)),
+        "{:?}",
+        first.outcome
+    );
+    *clock.0.lock().unwrap() += chrono::TimeDelta::hours(2);
+    let output = completed(engine.drive(&id).await.unwrap().outcome);
+    assert_eq!(output, json!({"status": "failed", "kind": "timeout"}));
+    let events = events_of(&engine, &id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.correlation_id.as_deref() == Some("guarded.timeout#0")),
+        "the timer is recorded at the step's timeout site"
+    );
+}
