@@ -384,6 +384,11 @@ steps:
     let error = failed(run(&engine, "fr-bad-expr", json!({})).await.1);
     assert_eq!(error.kind, "expression", "{error}");
     assert!(error.message.contains("bad-expr.yaml"), "{error}");
+    // file:line:col when the parser gives positions; never a made-up `:0:0`.
+    assert!(
+        !error.message.contains("bad-expr.yaml:0"),
+        "no made-up position: {error}"
+    );
     assert!(error.message.contains("`compute`"), "{error}");
     assert!(error.message.contains("inputs.missing.deeper"), "{error}");
     assert!(!error.retryable, "{error}");

@@ -42,13 +42,13 @@ impl Interp {
     /// Evaluates `expr` for step `step`.
     fn eval(&self, step: &str, expr: &Expr, scope: &Scope) -> Result<Value, Flow> {
         crate::files::expr::eval(expr, scope.value())
-            .map_err(|e| self.expression_error(step, &expr.source, &e))
+            .map_err(|e| self.expression_error(step, &expr.source, expr.at, &e))
     }
 
     /// Whether `expr` holds, for step `step`.
     fn holds(&self, step: &str, expr: &Expr, scope: &Scope) -> Result<bool, Flow> {
         crate::files::expr::is_true(expr, scope.value())
-            .map_err(|e| self.expression_error(step, &expr.source, &e))
+            .map_err(|e| self.expression_error(step, &expr.source, expr.at, &e))
     }
 
     /// The array `expr` evaluates to, for step `step` (kind `invalid_input` otherwise).

@@ -41,7 +41,7 @@ impl Interp {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            self.expression_error(step, &source, &e)
+            self.expression_error(step, &source, template.at, &e)
         })
     }
 

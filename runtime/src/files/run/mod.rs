@@ -88,14 +88,31 @@ impl Interp {
         self.program.file.path.display().to_string()
     }
 
-    /// The error of an expression (or template) that failed in step `step`: permanent,
-    /// kind `expression`, naming the file, the step and the expression text.
-    fn expression_error(&self, step: &str, source: &str, error: &super::expr::ExprError) -> Flow {
+    /// Where `at` is in the file, for messages: `path:line:col`, or the path alone when
+    /// the position is unknown.
+    fn place(&self, at: crate::files::Pos) -> String {
+        if at.line == 0 {
+            self.path()
+        } else {
+            format!("{}:{}:{}", self.path(), at.line, at.column)
+        }
+    }
+
+    /// The error of an expression (or template) written at `at` that failed in step
+    /// `step`: permanent, kind `expression`, naming the file (line and column), the step
+    /// and the expression text.
+    fn expression_error(
+        &self,
+        step: &str,
+        source: &str,
+        at: crate::files::Pos,
+        error: &super::expr::ExprError,
+    ) -> Flow {
         Flow::Error(ActionError::new(
             EXPRESSION,
             format!(
                 "{}: step `{step}`: the expression `{source}` failed: {error}",
-                self.path()
+                self.place(at)
             ),
             false,
         ))
@@ -147,7 +164,10 @@ pub(crate) fn body(
                 Err(e) => {
                     let error = ActionError::new(
                         EXPRESSION,
-                        format!("{}: vars.{name}: the template failed: {e}", interp.path()),
+                        format!(
+                            "{}: vars.{name}: the template failed: {e}",
+                            interp.place(template.at)
+                        ),
                         false,
                     );
                     return Err(WorkflowError::from(error));

@@ -148,7 +148,7 @@ impl Interp {
                         return Ok(Value::Null);
                     }
                     Err(e) => {
-                        let flow = self.expression_error(&step.id, &when.source, &e);
+                        let flow = self.expression_error(&step.id, &when.source, when.at, &e);
                         return self.on_error(ctx, step, scope, flow).await;
                     }
                 }
