@@ -13,6 +13,7 @@ mod events;
 mod files_errors;
 mod files_steps;
 mod files_surfaces;
+mod files_run;
 mod fork_run;
 mod graph;
 mod hermetic;
