@@ -213,7 +213,6 @@ steps:
 ";
 
 #[tokio::test]
-#[ignore = "needs the workflow file interpreter (branch files-interp): un-ignore once merged"]
 async fn fx_a_run_replayed_against_an_edited_file_fails_saying_the_workflow_changed() {
     let store: SharedStore = Arc::new(MemoryStore::new());
     let v1 = dir_with(&[("drift.yaml", DRIFT)]);
@@ -225,7 +224,7 @@ async fn fx_a_run_replayed_against_an_edited_file_fails_saying_the_workflow_chan
         .start_json("fx-drift", json!({ "n": 1 }), reprise::Trigger::Code)
         .await
         .unwrap();
-    let first = old.drive(&id).await.unwrap();
+    let first = old.execute(&id).await.unwrap();
     assert!(
         matches!(first.outcome, reprise::RunOutcome::Suspended(_)),
         "{:?}",
@@ -242,7 +241,7 @@ async fn fx_a_run_replayed_against_an_edited_file_fails_saying_the_workflow_chan
         .workflow_dir(v2.path())
         .build()
         .unwrap();
-    let replayed = new.drive(&id).await.unwrap();
+    let replayed = new.execute(&id).await.unwrap();
     let reprise::RunOutcome::Failed(error) = replayed.outcome else {
         panic!(
             "the edited file does not replay the run: {:?}",
@@ -491,7 +490,7 @@ async fn fx_a_trigger_naming_an_unknown_or_foreign_source_fails_the_build_at_its
     let (text, path) = build_error("bad-cron.yaml", bad_cron, |b| b);
     assert!(
         text.contains(&format!(
-            "{}:3:5: cron schedule `fx-bad-cron-cron-1`",
+            "{}:3:11: `61 * * * *` is not a cron expression",
             path.display()
         )),
         "{text}"
