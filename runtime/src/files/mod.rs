@@ -24,20 +24,21 @@
 //!   agent tools, names in scope, action inputs); [`load_dir`] reads, parses and checks a
 //!   directory of them (`*.md`, `*.yaml`, `*.yml`, subdirectories included) and
 //!   [`register_files`] registers them as workflows.
-//! - Loading: `EngineBuilder::workflow_dir(dir)` (both, at `build`), the CLI's
+//! - Loading: `EngineBuilder::workflow_dir(dir)` (loads and registers them at `build`), the CLI's
 //!   `--workflows-dir` and `REPRISE_WORKFLOWS_DIR` (read by `EngineBuilder::from_env`);
 //!   `workflows check --files <dir>` checks a directory without starting anything.
 //! - Step ids: a step's `id` is its site key, so a file step `fetch` records as `fetch#0`,
 //!   `fetch#1`, …; a `for_each`/`while` iteration is a scope named after the loop step
 //!   (`sources#1/fetch#0`), a `workflow` step's sub-workflow one named after the step
 //!   (`review#0/fetch-diff#0`). The file's manifest (its sites and control-flow shape)
-//!   feeds `workflows graph`, `workflows check` and the run's fingerprint, so editing a
-//!   file under runs in flight is reported as a `NonDeterminism` error whose cause says
-//!   the workflow changed.
+//!   feeds `workflows graph`, `workflows check` and the run's fingerprint (which also
+//!   hashes the file's text): a run whose recorded steps an edit changed fails with a
+//!   `NonDeterminism` error whose cause says the workflow changed (`code_changed`).
 //! - Expressions and templates are [minijinja](https://docs.rs/minijinja) over `inputs`,
 //!   `steps.<id>.output|status|error`, `vars`, `ctx` (`run_id`, `workflow`, `attempt`,
-//!   `now`, `user`, `project`) and loop variables; strict (an undefined name is an error)
-//!   and deterministic (no clock, random numbers or I/O: `ctx.now` is recorded).
+//!   `now`, `user`, `project`) and loop variables; a name not in scope is an error the
+//!   checks report, and evaluation is deterministic (no clock, random numbers or I/O:
+//!   `ctx.now` is recorded).
 //! - Every error is a [`FileError`] naming the file, line and column (1-based), the
 //!   offending key and how to fix it: `path:line:col: message`, then `` (key `k`) ``
 //!   when a key is named and a `help:` line when there is one.
