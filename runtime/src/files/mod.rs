@@ -24,9 +24,10 @@
 //!   agent tools, names in scope, action inputs); [`load_dir`] reads, parses and checks a
 //!   directory of them (`*.md`, `*.yaml`, `*.yml`, subdirectories included) and
 //!   [`register_files`] registers them as workflows.
-//! - Loading: `EngineBuilder::workflow_dir(dir)` (loads and registers them at `build`), the CLI's
-//!   `--workflows-dir` and `REPRISE_WORKFLOWS_DIR` (read by `EngineBuilder::from_env`);
-//!   `workflows check --files <dir>` checks a directory without starting anything.
+//! - Loading: `EngineBuilder::workflow_dir(dir)` (loads and registers them at `build`),
+//!   the CLI's `--workflows-dir` and `REPRISE_WORKFLOWS_DIR` (read by
+//!   `EngineBuilder::from_env`); `workflows check --files <dir>` checks a directory
+//!   without starting anything.
 //! - Step ids: a step's `id` is its site key, so a file step `fetch` records as `fetch#0`,
 //!   `fetch#1`, …; a `for_each`/`while` iteration is a scope named after the loop step
 //!   (`sources#1/fetch#0`), a `workflow` step's sub-workflow one named after the step
