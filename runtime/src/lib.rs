@@ -52,6 +52,10 @@
 //! - [`trigger`]: cron schedules, webhook sources and poll sources that start runs.
 //! - `http` (feature `http`): the HTTP API (axum) and its OpenAPI document.
 //! - [`fan_out`]: bounded parallel steps.
+//! - [`files`]: workflow files (Markdown with YAML front matter, or plain YAML) run as
+//!   workflows by the same engine: [`files::format`] is the format (every key),
+//!   [`files::format_schema`] its JSON Schema; [`EngineBuilder::workflow_dir`] loads a
+//!   directory of them.
 //! - `cli` (feature `cli`): the command line for your own binary, including `dev` (worker,
 //!   scheduler and HTTP API in one process) and `worker`.
 //!

@@ -1,14 +1,48 @@
 //! Workflow files (DESIGN "Workflow files"): workflows written as Markdown with YAML
 //! front matter, or as plain YAML, run by the same engine as `#[workflow]` fns — the same
-//! event log, replay, step ids, checks, testkit, graph and UI.
+//! event log, replay, step ids, checks, testkit, graph and UI. A file composes what the
+//! binary registers: its `action` steps call `#[action]`s by slug; it runs no code of its
+//! own. The guide's "Workflow files" section (`docs/GUIDE.md`) is the full reference.
 //!
-//! - [`format`]: the file format's types (and, through schemars, its JSON Schema:
-//!   [`format_schema`]).
-//! - [`WorkflowFile`]: a parsed and checked file ([`parse_file`], [`check_files`]);
-//!   [`load_dir`] reads a directory of them.
-//! - A loaded file is registered as a workflow (`EngineBuilder::workflow_dir`): its steps'
-//!   ids are their site keys, so a file step `fetch` records as `fetch#0`, `fetch#1`, ….
-//! - Every error is a [`FileError`] naming the file, line and column.
+//! ```yaml
+//! # workflows/greet.yaml: the slug is the file name, `greet`
+//! input: { type: object, required: [name], properties: { name: { type: string } } }
+//! steps:
+//!   - id: brief                        # recorded as brief#0
+//!     action: research-signup
+//!     input: { name: "{{ inputs.name }}", email: "{{ inputs.name | lower }}@example.com" }
+//!     retry: { max_attempts: 3, backoff: fixed, delay: 10s }
+//!   - id: done
+//!     return: "{{ steps.brief.output }}"  # exactly one `{{ }}`: the value, not its text
+//! ```
+//!
+//! - [`format`]: the file format's types — every key, with its meaning and default — and,
+//!   through schemars, its JSON Schema ([`format_schema`], `workflows schema
+//!   --file-format`).
+//! - [`WorkflowFile`]: a parsed and checked file ([`parse_file`] checks one file on its
+//!   own, [`check_files`] what needs the registry and the other files: actions, workflows,
+//!   agent tools, names in scope, action inputs); [`load_dir`] reads, parses and checks a
+//!   directory of them (`*.md`, `*.yaml`, `*.yml`, subdirectories included) and
+//!   [`register_files`] registers them as workflows.
+//! - Loading: `EngineBuilder::workflow_dir(dir)` (loads and registers them at `build`),
+//!   the CLI's `--workflows-dir` and `REPRISE_WORKFLOWS_DIR` (read by
+//!   `EngineBuilder::from_env`); `workflows check --files <dir>` checks a directory
+//!   without starting anything.
+//! - Step ids: a step's `id` is its site key, so a file step `fetch` records as `fetch#0`,
+//!   `fetch#1`, …; a `for_each`/`while` iteration is a scope named after the loop step
+//!   (`sources#1/fetch#0`), a `workflow` step's sub-workflow one named after the step
+//!   (`review#0/fetch-diff#0`). The file's manifest (its sites and control-flow shape)
+//!   feeds `workflows graph`, `workflows check` and the run's fingerprint (which also
+//!   hashes the file's text): a run whose recorded steps an edit changed fails with a
+//!   `NonDeterminism` error whose cause says the workflow changed (`code_changed`).
+//! - Expressions and templates are [minijinja](https://docs.rs/minijinja) over `inputs`,
+//!   `steps.<id>.output|status|error`, `vars`, `ctx` (`run_id`, `workflow`, `attempt`,
+//!   `now`, `user`, `project`) and loop variables; a name not in scope is an error the
+//!   checks report, and evaluation is deterministic (no clock, random numbers or I/O:
+//!   `ctx.now` is recorded).
+//! - Every error is a [`FileError`] naming the file, line and column (1-based), the
+//!   offending key and how to fix it: `path:line:col: message`, then `` (key `k`) ``
+//!   when a key is named and a `help:` line when there is one.
 
 pub mod format;
 mod program;
