@@ -95,8 +95,13 @@ impl Builder {
         let mut out = Vec::new();
         let own = own_site(step)
             .map(|(kind, callee)| self.push(kind, &callee, step.id.clone(), step.at.line));
-        let is_action = matches!(step.kind, StepKind::Action { .. });
-        if step.timeout.is_some() && !is_action {
+        // Action and prompt steps apply their timeout per attempt, a hook to its own
+        // deadline: they race no timer. Every other step's timeout is a durable race.
+        let times_itself = matches!(
+            step.kind,
+            StepKind::Action { .. } | StepKind::Prompt { .. } | StepKind::Hook { .. }
+        );
+        if step.timeout.is_some() && !times_itself {
             let index = self.push(
                 SiteKind::Timeout,
                 "timeout",
@@ -231,5 +236,54 @@ pub(crate) fn manifest(file: &WorkflowFile) -> Manifest {
         sites,
         shape: Box::leak(shape.into_boxed_slice()),
         by_key,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step's own site is keyed by its id; a `<id>.timeout` site exists only for the
+    /// steps whose timeout is a durable race (not actions, prompts or hooks).
+    #[test]
+    fn timeout_sites_exist_only_where_a_timer_is_raced() -> Result<(), super::super::FileErrors> {
+        let text = "steps:
+  - id: call
+    action: some-action
+    input: {}
+    timeout: 5s
+  - id: ask
+    prompt: hello
+    timeout: 5s
+  - id: approve
+    hook: approval
+    timeout: 1d
+  - id: paid
+    signal: paid
+    timeout: 1h
+  - id: guarded
+    timeout: 1m
+    try:
+      - id: nap
+        sleep: 1s
+";
+        let file = super::super::parse_file(std::path::Path::new("m.yaml"), text)?;
+        let manifest = manifest(&file);
+        let mut keys: Vec<&str> = manifest.by_key.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "approve",
+                "ask",
+                "call",
+                "guarded.timeout",
+                "nap",
+                "paid",
+                "paid.timeout"
+            ]
+        );
+        assert_eq!(manifest.site("call").map(|s| s.kind), Some(SiteKind::Run));
+        Ok(())
     }
 }
