@@ -2,9 +2,6 @@
 //!
 //! Each fn takes its correlation id when called (synchronously), so a step's id follows
 //! the order steps are *created* in, as for code; the returned future does the work.
-#![allow(dead_code)] // called by the interpreter
-
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -12,17 +9,8 @@ use serde_json::Value;
 use crate::ctx::dynamic::{self, Overrides, Registered};
 use crate::llm::agent::{Agent, AgentPrompt};
 use crate::llm::step::{LlmPrompt, ReplyFormat, RequestPolicy, run_prompt};
-use crate::step::Site;
+use crate::step::{Site, StepKind};
 use crate::{ActionError, Ctx};
-
-/// A file step's own retry and timeout (override the action's options).
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct StepPolicy {
-    /// Attempts and delays; `None`: the action's own.
-    pub(crate) retry: Option<crate::RetryPolicy>,
-    /// Per-attempt limit; `None`: the action's own.
-    pub(crate) timeout: Option<Duration>,
-}
 
 /// `action: <slug>`: the registered action, as a recorded step at `site` (id
 /// `<ns><step-id>#n`, callee the slug), with `input` validated against its input schema
@@ -36,25 +24,9 @@ pub(crate) fn action(
     site: &'static Site,
     slug: &str,
     input: Value,
-    policy: StepPolicy,
+    policy: Overrides,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
-    let id = ctx.next_id(&site.key(slug));
-    let ctx = ctx.clone();
-    let slug = slug.to_owned();
-    Box::pin(async move {
-        let callee = dynamic::find(&ctx, &slug, &format!("step `{id}`"))?;
-        if let Registered::Workflow(_) = callee {
-            return Err(ActionError::new(
-                dynamic::UNKNOWN_STEP,
-                format!(
-                    "step `{id}` is an `action` step, but `{slug}` is a workflow; write \
-                     `workflow: {slug}` to run it as a sub-workflow"
-                ),
-                false,
-            ));
-        }
-        dynamic::execute_registered(&ctx, &id, &callee, input, policy.into()).await
-    })
+    registered(ctx, site, slug, input, StepKind::Action, policy)
 }
 
 /// `workflow: <slug>`: the registered (code or file) workflow run inline as a recorded
@@ -67,22 +39,47 @@ pub(crate) fn workflow(
     slug: &str,
     input: Value,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
+    registered(
+        ctx,
+        site,
+        slug,
+        input,
+        StepKind::Workflow,
+        Overrides::default(),
+    )
+}
+
+/// The registered step `slug`, which the file's step type says is a `kind`, as a recorded
+/// step at `site`: its id taken now, the callee found and run by
+/// [`dynamic::execute_registered`].
+fn registered(
+    ctx: &Ctx,
+    site: &'static Site,
+    slug: &str,
+    input: Value,
+    kind: StepKind,
+    overrides: Overrides,
+) -> BoxFuture<'static, Result<Value, ActionError>> {
     let id = ctx.next_id(&site.key(slug));
     let ctx = ctx.clone();
     let slug = slug.to_owned();
     Box::pin(async move {
         let callee = dynamic::find(&ctx, &slug, &format!("step `{id}`"))?;
-        if let Registered::Action(_) = callee {
-            return Err(ActionError::new(
-                dynamic::UNKNOWN_STEP,
-                format!(
-                    "step `{id}` is a `workflow` step, but `{slug}` is an action; write \
-                     `action: {slug}` to call it"
-                ),
-                false,
-            ));
+        let mismatch = match (&callee, kind) {
+            (Registered::Workflow(_), StepKind::Action) => Some(format!(
+                "step `{id}` is an `action` step, but `{slug}` is a workflow; write \
+                 `workflow: {slug}` to run it as a sub-workflow"
+            )),
+            (Registered::Action(_), StepKind::Workflow) => Some(format!(
+                "step `{id}` is a `workflow` step, but `{slug}` is an action; write \
+                 `action: {slug}` to call it"
+            )),
+            _ => None,
+        };
+        if let Some(message) = mismatch {
+            return Err(ActionError::new(dynamic::UNKNOWN_STEP, message, false));
         }
-        dynamic::execute_registered(&ctx, &id, &callee, input, Overrides::default()).await
+        dynamic::execute_registered(&ctx, &id, &callee, input, overrides).await
     })
 }
 
@@ -112,7 +109,7 @@ pub(crate) fn prompt(
     ctx: &Ctx,
     site: &'static Site,
     call: PromptCall,
-    policy: StepPolicy,
+    policy: Overrides,
 ) -> BoxFuture<'static, Result<Value, ActionError>> {
     let id = ctx.next_id(&site.key("llm"));
     let ctx = ctx.clone();
@@ -185,13 +182,4 @@ pub(crate) fn agent(
         let reply = AgentPrompt::at(&ctx, id, agent, call.message).await?;
         Ok(Value::String(reply.text))
     })
-}
-
-impl From<StepPolicy> for Overrides {
-    fn from(policy: StepPolicy) -> Self {
-        Overrides {
-            retry: policy.retry,
-            timeout: policy.timeout,
-        }
-    }
 }

@@ -3,7 +3,7 @@
 //!
 //! - `when` false: the step's status is `skipped`, its output `null`; nothing records.
 //! - `timeout`: `action` and `prompt` steps pass it (and `retry`) to the call as a
-//!   per-attempt limit ([`StepPolicy`]); `hook`, `signal` and `event` waits take it as
+//!   per-attempt limit ([`Overrides`]); `hook`, `signal` and `event` waits take it as
 //!   their deadline; every other step type is raced durably against a timer at site
 //!   `<id>.timeout` (`waits::timeout`); exceeding it is an error of kind `timeout`.
 //! - `error_handling` applies to the step's error after its retries: `stop` passes it up,
@@ -19,9 +19,9 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-use super::calls::StepPolicy;
 use super::scope::{Scope, error_value};
 use super::{Finished, Flow, Interp, Outcome};
+use crate::ctx::dynamic::Overrides;
 use crate::error::kinds;
 use crate::files::format::ErrorHandling;
 use crate::files::manifest::TIMEOUT_SUFFIX;
@@ -38,8 +38,8 @@ pub(crate) fn handleable(error: &ActionError) -> bool {
 }
 
 /// The `retry` and `timeout` an `action` or `prompt` step passes to its call.
-pub(crate) fn step_policy(step: &Step) -> StepPolicy {
-    StepPolicy {
+pub(crate) fn step_policy(step: &Step) -> Overrides {
+    Overrides {
         retry: step.retry,
         timeout: step.timeout,
     }
