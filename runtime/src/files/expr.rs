@@ -5,8 +5,6 @@
 //! random numbers or I/O, and undefined names are errors (strict undefined), so a
 //! replay computes exactly what the first execution did from the same recorded values.
 
-#![allow(dead_code)] // used by the interpreter and the checks (in progress)
-
 use std::collections::BTreeSet;
 
 use minijinja::{Environment, UndefinedBehavior};

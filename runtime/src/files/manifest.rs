@@ -5,8 +5,6 @@
 //! Sites and shapes are `'static` in the registry, so a loaded file's are leaked: a file
 //! is loaded once per engine build, and its manifest lives as long as the process.
 
-#![allow(dead_code)] // used by the interpreter and the checks (in progress)
-
 use std::collections::HashMap;
 
 use super::program::{Step, StepKind, WorkflowFile};

@@ -5,7 +5,6 @@
 //! waits. Each is an adapter over the recorded primitive a `#[workflow]` body uses
 //! (`ctx.sleep`, `ctx.hook`, signal receives, event waits, `select!`, `.timeout(..)`), at
 //! the step's site: its id is the step id (`approve#0`), not the primitive's default key.
-#![allow(dead_code)] // called by the interpreter
 
 use std::time::Duration;
 
