@@ -128,9 +128,12 @@ pub struct StepDef {
     /// `skipped` and its output `null`).
     #[serde(default)]
     pub when: Option<String>,
-    /// A time limit (humantime, `"30s"`): for `action` steps per attempt; for `hook`,
-    /// `signal` and `event` waits and every other step type, for the whole step, raced
-    /// durably against a timer. Exceeding it is an error of kind `timeout`.
+    /// A time limit (humantime, `"30s"`): for `action` steps per attempt (error kind
+    /// `timeout`, retried as the step's retries allow); for `prompt` steps per model request
+    /// (a retryable `llm` error); for a `hook`, the hook's recorded deadline (a later
+    /// delivery is refused); for every other step type the whole step, raced durably
+    /// against a timer recorded as `<id>.timeout#n`. Exceeding it is an error of kind
+    /// `timeout` except where said.
     #[serde(default)]
     pub timeout: Option<String>,
     /// Retries of an `action` or `prompt` step (replaces the action's own policy).
@@ -211,11 +214,13 @@ pub struct StepDef {
     /// A durable sleep until a time (template rendering to RFC 3339).
     #[serde(default)]
     pub sleep_until: Option<String>,
-    /// Wait for a payload delivered to the hook (human approval): the value is a label
-    /// shown with the hook; `schema` checks the payload; `timeout` bounds the wait.
+    /// Wait for a payload delivered to the hook (human approval): the value is a label for
+    /// people reading the file (not recorded); `schema` checks the payload at delivery (a
+    /// payload that fails it is refused and the hook stays open); `timeout` bounds the wait.
     #[serde(default)]
     pub hook: Option<String>,
-    /// Wait for the next signal with this name (`runs signal`); `schema` checks it.
+    /// Wait for the next signal with this name (`runs signal`); `schema` checks it when the
+    /// step receives it (a payload that fails it fails the step with kind `schema`).
     #[serde(default)]
     pub signal: Option<String>,
     /// Wait for an emitted event with this name; `match` narrows it.

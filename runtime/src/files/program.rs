@@ -229,7 +229,8 @@ pub enum StepKind {
     SleepUntil(Template),
     /// `hook: <label>` / `schema`.
     Hook {
-        /// The label shown with the hook.
+        /// The label: for people reading the file, what the hook waits for (it is not
+        /// recorded).
         label: String,
         /// The payload's JSON Schema.
         schema: Option<Value>,
