@@ -1,43 +1,13 @@
 //! `repo-digest` through the example app: subscriptions created, listed, paused, resumed and
 //! deleted from the command line, bad configs exiting 2 with their JSON pointers, and
-//! (once credentials land) one cron tick fanning out into one digest per subscriber
+//! one cron tick fanning out into one digest per subscriber
 //! against a mock GitHub API.
-
-use std::process::{Command, Output};
 
 use reprise_testkit::TempDb;
 use serde_json::{Value, json};
 
-fn app(db: &TempDb) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
-    command
-        .env("REPRISE_DATABASE_URL", db.url())
-        .env("REPRISE_EXAMPLES_EFFECT_LOG", db.dir().join("effects.log"))
-        .env("USER", "ada")
-        .current_dir(db.dir());
-    command
-}
-
-/// Runs the app: exit code, stdout, stderr.
-fn run(db: &TempDb, args: &[&str]) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = app(db).args(args).output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
-}
-
-/// Runs the app, expects exit 0 and one JSON document on stdout.
-fn json(db: &TempDb, args: &[&str]) -> Value {
-    let (code, out, err) = run(db, args);
-    assert_eq!(code, 0, "{args:?}: {out}{err}");
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
-}
+// The app as the schedules tests run it (same database, effect log and OS user).
+use super::schedules_cli::{json, run};
 
 #[test]
 fn subscriptions_are_created_listed_paused_resumed_and_deleted_from_the_cli() {

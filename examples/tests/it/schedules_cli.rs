@@ -12,6 +12,7 @@ use serde_json::Value;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+/// The example app on `db`, with a fixed hook secret, acting as OS user `ada`.
 fn app(db: &TempDb) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_reprise-examples"));
     command
@@ -25,7 +26,7 @@ fn app(db: &TempDb) -> Command {
 }
 
 /// Runs the app: exit code, stdout, stderr.
-fn run(db: &TempDb, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run(db: &TempDb, args: &[&str]) -> (i32, String, String) {
     let Output {
         status,
         stdout,
@@ -39,7 +40,7 @@ fn run(db: &TempDb, args: &[&str]) -> (i32, String, String) {
 }
 
 /// Runs the app, expects exit 0 and one JSON document on stdout.
-fn json(db: &TempDb, args: &[&str]) -> Value {
+pub(crate) fn json(db: &TempDb, args: &[&str]) -> Value {
     let (code, out, err) = run(db, args);
     assert_eq!(code, 0, "{args:?}: {out}{err}");
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
